@@ -1,0 +1,21 @@
+# Every dependency is found with find_package; a missing one stops configure with the command
+# that installs it (Debian 12 package names; tools/setup.sh installs them all).
+macro(effarch_require package debian_package)
+  find_package(${package} ${ARGN} QUIET)
+  if(NOT ${package}_FOUND)
+    message(FATAL_ERROR "effarch: ${package} not found. Install it with "
+      "`apt-get install ${debian_package}` (or run `bash tools/setup.sh`).")
+  endif()
+endmacro()
+
+effarch_require(fmt libfmt-dev CONFIG)
+effarch_require(nlohmann_json nlohmann-json3-dev CONFIG)
+effarch_require(CLI11 libcli11-dev CONFIG)
+effarch_require(SentencePiece libsentencepiece-dev)
+if(EFFARCH_BUILD_TESTS)
+  effarch_require(GTest libgtest-dev CONFIG)
+endif()
+
+# libtorch's wheel ships fmt headers of its own (a newer major version), which come first on the
+# include path; the compiled Debian libfmt would not match them. Use fmt header-only so every
+# translation unit sees one fmt.
