@@ -1,0 +1,40 @@
+#pragma once
+// Typed errors. The library throws these with a message that says what was wrong and where
+// (file, tensor, key, option); only the CLI's main() turns them into a message and an exit code.
+
+#include <stdexcept>
+#include <string>
+
+namespace effarch {
+
+class Error : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+// A file that breaks its format: safetensors header, index JSON, config.json syntax.
+class FormatError : public Error {
+ public:
+  using Error::Error;
+};
+
+// A config that parses but is not a model we can build: unknown architecture, missing or
+// ill-typed key, impossible value.
+class ConfigError : public Error {
+ public:
+  using Error::Error;
+};
+
+// A checkpoint whose tensors do not match its config (missing, unexpected, mis-shaped).
+class CheckpointError : public Error {
+ public:
+  using Error::Error;
+};
+
+// A bad command-line argument or option value.
+class UsageError : public Error {
+ public:
+  using Error::Error;
+};
+
+}  // namespace effarch
