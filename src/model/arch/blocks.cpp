@@ -1,0 +1,170 @@
+// Shared pieces of the architecture tables: attention and RoPE keys, dt rank, and builders for
+// the tensors every family reuses (norms, linears, attention, gated MLPs, the Mamba-1 mixer).
+
+#include <array>
+#include <cmath>
+
+#include <fmt/format.h>
+
+#include "../architectures.h"
+
+namespace effarch::model::arch {
+
+std::string layer_prefix(const std::string& stem, int layer) { return fmt::format("{}{}.", stem, layer); }
+
+AttentionConfig parse_attention(const ConfigReader& r, int64_t hidden, bool with_rope) {
+  AttentionConfig a;
+  a.num_heads = r.positive("num_attention_heads");
+  a.num_kv_heads = r.positive_or("num_key_value_heads", a.num_heads);
+  if (r.has("head_dim")) {
+    a.head_dim = r.positive("head_dim");
+  } else {
+    if (hidden % a.num_heads != 0) {
+      r.fail("num_attention_heads", fmt::format("{} heads do not divide hidden_size {}", a.num_heads, hidden));
+    }
+    a.head_dim = hidden / a.num_heads;
+  }
+  if (a.num_heads % a.num_kv_heads != 0) {
+    r.fail("num_key_value_heads", fmt::format("{} kv heads do not divide {} attention heads", a.num_kv_heads, a.num_heads));
+  }
+  a.qkv_bias = r.boolean_or("attention_bias", false);
+  a.out_bias = a.qkv_bias;
+  if (r.has("sliding_window")) a.sliding_window = r.positive("sliding_window");
+  if (!with_rope) return a;
+
+  RopeConfig rope;
+  // transformers 5 may nest rope keys in "rope_parameters"; 4.x keeps rope_theta and rope_scaling.
+  const nlohmann::json empty = nlohmann::json::object();
+  const nlohmann::json& params = r.has("rope_parameters") ? r.doc().at("rope_parameters") : empty;
+  if (!params.is_object()) r.fail("rope_parameters", "must be an object");
+  ConfigReader p(params, r.source() + " (rope_parameters)");
+  rope.theta = p.has("rope_theta") ? p.positive_number_or("rope_theta", 10000.0) : r.positive_number_or("rope_theta", 10000.0);
+  const double partial = r.number_or("partial_rotary_factor", p.number_or("partial_rotary_factor", 1.0));
+  if (!(partial > 0 && partial <= 1)) r.fail("partial_rotary_factor", fmt::format("must be in (0, 1], got {}", partial));
+  rope.rotary_dim = static_cast<int64_t>(static_cast<double>(a.head_dim) * partial);
+  if (rope.rotary_dim <= 0 || rope.rotary_dim % 2 != 0) {
+    r.fail("partial_rotary_factor", fmt::format("gives {} rotary dims of head_dim {}: must be a positive even number",
+                                                rope.rotary_dim, a.head_dim));
+  }
+  const nlohmann::json* scaling = nullptr;
+  std::string scaling_key = "rope_scaling";
+  if (r.has("rope_scaling")) {
+    scaling = &r.doc().at("rope_scaling");
+  } else if (!params.empty() && (params.contains("rope_type") || params.contains("type"))) {
+    scaling = &params;
+    scaling_key = "rope_parameters";
+  }
+  if (scaling != nullptr) {
+    if (!scaling->is_object()) r.fail(scaling_key, "must be an object or null");
+    ConfigReader s(*scaling, r.source() + " (" + scaling_key + ")");
+    const std::string type = s.has("rope_type") ? s.string("rope_type") : s.string_or("type", "default");
+    if (type == "llama3") {
+      rope.type = "llama3";
+      rope.factor = s.positive_number_or("factor", 8.0);
+      rope.low_freq_factor = s.positive_number_or("low_freq_factor", 1.0);
+      rope.high_freq_factor = s.positive_number_or("high_freq_factor", 4.0);
+      rope.original_max_position = s.positive("original_max_position_embeddings");
+      if (rope.high_freq_factor <= rope.low_freq_factor) {
+        s.fail("high_freq_factor", "must be greater than low_freq_factor");
+      }
+    } else if (type != "default") {
+      r.fail(scaling_key, fmt::format("rope type '{}' is not supported (supported: default, llama3)", type));
+    }
+  }
+  a.rope = rope;
+  return a;
+}
+
+int64_t parse_dt_rank(const ConfigReader& r, const std::string& key, int64_t hidden) {
+  if (!r.has(key)) return (hidden + 15) / 16;
+  const auto& v = r.doc().at(key);
+  if (v.is_string()) {
+    if (v.get<std::string>() != "auto") r.fail(key, fmt::format("must be \"auto\" or a positive integer, got {}", v.dump()));
+    return (hidden + 15) / 16;
+  }
+  return r.positive(key);
+}
+
+Activation parse_activation(const ConfigReader& r, const std::string& key, const std::string& fallback) {
+  const std::string act = r.string_or(key, fallback);
+  if (act == "silu" || act == "swish") return Activation::SiLU;
+  if (act == "gelu_new" || act == "gelu_pytorch_tanh") return Activation::GeluNew;
+  if (act == "gelu") return Activation::Gelu;
+  r.fail(key, fmt::format("activation '{}' is not supported (silu, gelu_new, gelu)", act));
+}
+
+void set_layers(ModelConfig& c, const std::function<LayerSpec(int64_t)>& kind_of_layer) {
+  c.layers.clear();
+  for (int64_t i = 0; i < c.num_layers; ++i) c.layers.push_back(kind_of_layer(i));
+}
+
+TensorSpec& TensorTable::add(std::string name, std::vector<int64_t> shape, Init init, int layer, int expert) {
+  TensorSpec s;
+  s.name = std::move(name);
+  s.shape = std::move(shape);
+  s.init = init;
+  s.layer = layer;
+  s.expert = expert;
+  specs_.push_back(std::move(s));
+  return specs_.back();
+}
+
+void TensorTable::norm(const std::string& prefix, int64_t dim, int layer, bool bias) {
+  add(prefix + "weight", {dim}, Init::Ones, layer);
+  if (bias) add(prefix + "bias", {dim}, Init::Zeros, layer);
+}
+
+void TensorTable::linear(const std::string& prefix, int64_t out, int64_t in, bool bias, int layer, Init init,
+                         int expert) {
+  add(prefix + "weight", {out, in}, init, layer, expert);
+  if (bias) add(prefix + "bias", {out}, Init::Zeros, layer, expert);
+}
+
+void TensorTable::attention(const std::string& prefix, int layer, const std::string& out_name) {
+  const auto& a = *c_.attention;
+  const int64_t h = c_.hidden_size;
+  linear(prefix + "q_proj.", a.num_heads * a.head_dim, h, a.qkv_bias, layer);
+  linear(prefix + "k_proj.", a.num_kv_heads * a.head_dim, h, a.qkv_bias, layer);
+  linear(prefix + "v_proj.", a.num_kv_heads * a.head_dim, h, a.qkv_bias, layer);
+  linear(prefix + out_name + ".", h, a.num_heads * a.head_dim, a.out_bias, layer, Init::NormalOut);
+}
+
+void TensorTable::gated_mlp(const std::string& prefix, int64_t intermediate, int layer, int expert,
+                            const std::array<std::string, 3>& names) {
+  const int64_t h = c_.hidden_size;
+  const bool bias = c_.mlp && c_.mlp->bias && expert < 0;
+  linear(prefix + names[0] + ".", intermediate, h, bias, layer, Init::Normal, expert);
+  linear(prefix + names[1] + ".", intermediate, h, bias, layer, Init::Normal, expert);
+  linear(prefix + names[2] + ".", h, intermediate, bias, layer, Init::NormalOut, expert);
+}
+
+void TensorTable::mamba1_mixer(const std::string& prefix, int layer) {
+  const auto& m = *c_.mamba;
+  const int64_t h = c_.hidden_size;
+  linear(prefix + "in_proj.", 2 * m.d_inner, h, m.proj_bias, layer);
+  add(prefix + "conv1d.weight", {m.d_inner, 1, m.d_conv}, Init::ConvWeight, layer);
+  if (m.conv_bias) add(prefix + "conv1d.bias", {m.d_inner}, Init::Zeros, layer);
+  add(prefix + "x_proj.weight", {m.dt_rank + 2 * m.d_state, m.d_inner}, Init::Normal, layer);
+  add(prefix + "dt_proj.weight", {m.d_inner, m.dt_rank}, Init::DtProjWeight, layer);
+  add(prefix + "dt_proj.bias", {m.d_inner}, Init::DtBias, layer);
+  add(prefix + "A_log", {m.d_inner, m.d_state}, Init::MambaALog, layer);
+  add(prefix + "D", {m.d_inner}, Init::Ones, layer);
+  linear(prefix + "out_proj.", h, m.d_inner, m.proj_bias, layer, Init::NormalOut);
+  if (m.dt_bc_norm == MambaConfig::DtBCNorm::Learned) {
+    add(prefix + "dt_layernorm.weight", {m.dt_rank}, Init::Ones, layer);
+    add(prefix + "b_layernorm.weight", {m.d_state}, Init::Ones, layer);
+    add(prefix + "c_layernorm.weight", {m.d_state}, Init::Ones, layer);
+  }
+}
+
+void TensorTable::embedding(const std::string& name, std::vector<std::string> aliases) {
+  add(name, {c_.vocab_size, c_.hidden_size}, Init::Normal).aliases = std::move(aliases);
+}
+
+void TensorTable::lm_head() {
+  // A tied head reuses the embedding; checkpoints may still carry a copy, which is accepted.
+  add("lm_head.weight", {c_.vocab_size, c_.hidden_size}, Init::Normal).optional = c_.tie_word_embeddings;
+  if (c_.lm_head_bias) add("lm_head.bias", {c_.vocab_size}, Init::Zeros);
+}
+
+}  // namespace effarch::model::arch

@@ -1,0 +1,41 @@
+// LlamaForCausalLM (Llama-2/3/3.1) and MistralForCausalLM: pre-norm RMSNorm blocks, GQA attention
+// with half-split RoPE (optionally llama3-scaled), SwiGLU MLP.
+
+#include "../architectures.h"
+
+namespace effarch::model::arch {
+namespace {
+
+void parse_llama_family(const ConfigReader& r, ModelConfig& c) {
+  c.family = Family::Transformer;
+  c.norm = NormKind::RMSNorm;
+  c.norm_eps = r.positive_number_or("rms_norm_eps", 1e-6);
+  c.tie_word_embeddings = r.boolean_or("tie_word_embeddings", false);
+  c.max_position_embeddings = r.positive("max_position_embeddings");
+  c.attention = parse_attention(r, c.hidden_size, /*with_rope=*/true);
+  c.mlp = MlpConfig{r.positive("intermediate_size"), parse_activation(r, "hidden_act", "silu"), true,
+                    r.boolean_or("mlp_bias", false)};
+  set_layers(c, [](int64_t) { return LayerSpec{MixerKind::Attention, FfnKind::Dense}; });
+}
+
+std::vector<TensorSpec> llama_tensors(const ModelConfig& c) {
+  TensorTable t(c);
+  t.embedding("model.embed_tokens.weight");
+  for (int i = 0; i < c.num_layers; ++i) {
+    const std::string p = layer_prefix("model.layers.", i);
+    t.norm(p + "input_layernorm.", c.hidden_size, i, false);
+    t.attention(p + "self_attn.", i);
+    t.norm(p + "post_attention_layernorm.", c.hidden_size, i, false);
+    t.gated_mlp(p + "mlp.", c.mlp->intermediate, i);
+  }
+  t.norm("model.norm.", c.hidden_size, -1, false);
+  t.lm_head();
+  return t.take();
+}
+
+}  // namespace
+
+Architecture llama() { return {"LlamaForCausalLM", parse_llama_family, llama_tensors}; }
+Architecture mistral() { return {"MistralForCausalLM", parse_llama_family, llama_tensors}; }
+
+}  // namespace effarch::model::arch

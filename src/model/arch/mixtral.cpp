@@ -1,0 +1,54 @@
+// MixtralForCausalLM: Llama-style attention blocks whose MLP is a top-k routed mixture of SwiGLU
+// experts (router softmax in fp32, top-k weights renormalised).
+
+#include <fmt/format.h>
+
+#include "../architectures.h"
+
+namespace effarch::model::arch {
+namespace {
+
+void parse_mixtral(const ConfigReader& r, ModelConfig& c) {
+  c.family = Family::MoE;
+  c.norm = NormKind::RMSNorm;
+  c.norm_eps = r.positive_number_or("rms_norm_eps", 1e-5);
+  c.tie_word_embeddings = r.boolean_or("tie_word_embeddings", false);
+  c.max_position_embeddings = r.positive("max_position_embeddings");
+  c.attention = parse_attention(r, c.hidden_size, /*with_rope=*/true);
+  MoeConfig moe;
+  moe.num_experts = r.positive("num_local_experts");
+  moe.top_k = r.positive("num_experts_per_tok");
+  if (moe.top_k > moe.num_experts) {
+    r.fail("num_experts_per_tok", fmt::format("{} exceeds num_local_experts {}", moe.top_k, moe.num_experts));
+  }
+  moe.expert_intermediate = r.positive("intermediate_size");
+  moe.router = RouterKind::SoftmaxFp32Renormalized;
+  c.moe = moe;
+  c.mlp = MlpConfig{moe.expert_intermediate, parse_activation(r, "hidden_act", "silu"), true, false};
+  set_layers(c, [](int64_t) { return LayerSpec{MixerKind::Attention, FfnKind::MoE}; });
+}
+
+std::vector<TensorSpec> mixtral_tensors(const ModelConfig& c) {
+  TensorTable t(c);
+  t.embedding("model.embed_tokens.weight");
+  for (int i = 0; i < c.num_layers; ++i) {
+    const std::string p = layer_prefix("model.layers.", i);
+    t.norm(p + "input_layernorm.", c.hidden_size, i, false);
+    t.attention(p + "self_attn.", i);
+    t.norm(p + "post_attention_layernorm.", c.hidden_size, i, false);
+    t.linear(p + "block_sparse_moe.gate.", c.moe->num_experts, c.hidden_size, false, i);
+    for (int e = 0; e < c.moe->num_experts; ++e) {
+      t.gated_mlp(fmt::format("{}block_sparse_moe.experts.{}.", p, e), c.moe->expert_intermediate, i, e,
+                  {"w1", "w3", "w2"});
+    }
+  }
+  t.norm("model.norm.", c.hidden_size, -1, false);
+  t.lm_head();
+  return t.take();
+}
+
+}  // namespace
+
+Architecture mixtral() { return {"MixtralForCausalLM", parse_mixtral, mixtral_tensors}; }
+
+}  // namespace effarch::model::arch

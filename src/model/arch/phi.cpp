@@ -1,0 +1,45 @@
+// PhiForCausalLM (Phi-2): one LayerNorm feeding attention and MLP in parallel, biases on every
+// linear and on lm_head, partial rotary embedding, gelu_new.
+
+#include "../architectures.h"
+
+namespace effarch::model::arch {
+namespace {
+
+void parse_phi(const ConfigReader& r, ModelConfig& c) {
+  c.family = Family::Transformer;
+  c.norm = NormKind::LayerNorm;
+  c.norm_eps = r.positive_number_or("layer_norm_eps", 1e-5);
+  c.tie_word_embeddings = r.boolean_or("tie_word_embeddings", false);
+  c.lm_head_bias = true;
+  c.parallel_block = true;
+  c.max_position_embeddings = r.positive("max_position_embeddings");
+  if (r.boolean_or("qk_layernorm", false)) r.fail("qk_layernorm", "true is not supported");
+  c.attention = parse_attention(r, c.hidden_size, /*with_rope=*/true);
+  c.attention->qkv_bias = true;
+  c.attention->out_bias = true;
+  c.mlp = MlpConfig{r.positive("intermediate_size"), parse_activation(r, "hidden_act", "gelu_new"), false, true};
+  set_layers(c, [](int64_t) { return LayerSpec{MixerKind::Attention, FfnKind::Dense}; });
+}
+
+std::vector<TensorSpec> phi_tensors(const ModelConfig& c) {
+  TensorTable t(c);
+  const int64_t h = c.hidden_size;
+  t.embedding("model.embed_tokens.weight");
+  for (int i = 0; i < c.num_layers; ++i) {
+    const std::string p = layer_prefix("model.layers.", i);
+    t.norm(p + "input_layernorm.", h, i, true);
+    t.attention(p + "self_attn.", i, "dense");
+    t.linear(p + "mlp.fc1.", c.mlp->intermediate, h, true, i);
+    t.linear(p + "mlp.fc2.", h, c.mlp->intermediate, true, i, Init::NormalOut);
+  }
+  t.norm("model.final_layernorm.", h, -1, true);
+  t.lm_head();
+  return t.take();
+}
+
+}  // namespace
+
+Architecture phi() { return {"PhiForCausalLM", parse_phi, phi_tensors}; }
+
+}  // namespace effarch::model::arch

@@ -1,0 +1,74 @@
+#pragma once
+// The architecture registry's internals: each supported HF `architectures` string maps to a
+// config parser and a table of expected tensors. One file per architecture under arch/, sharing
+// the parsers and tensor builders declared here.
+
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "config_reader.h"
+#include "effarch/model/config.h"
+#include "effarch/model/tensor_spec.h"
+
+namespace effarch::model {
+
+struct Architecture {
+  std::string name;  // HF architectures string
+  // Fills the architecture-specific part of `config` (common keys are already read).
+  std::function<void(const ConfigReader&, ModelConfig&)> parse;
+  std::function<std::vector<TensorSpec>(const ModelConfig&)> tensors;
+};
+
+const std::vector<Architecture>& architectures();
+const Architecture* find_architecture(const std::string& name);
+
+namespace arch {
+// One registration function per file in arch/.
+Architecture llama();
+Architecture mistral();
+Architecture phi();
+Architecture mamba();
+Architecture falcon_mamba();
+Architecture mamba2();
+Architecture mixtral();
+Architecture deepseek();
+Architecture jamba();
+
+// ---- shared config parsing (arch/blocks.cpp) ----
+// heads, kv heads, head_dim, biases; rope when `with_rope` (theta, partial rotary, llama3 scaling).
+AttentionConfig parse_attention(const ConfigReader& r, int64_t hidden, bool with_rope);
+// "auto" or an integer (Mamba's time_step_rank, Jamba's mamba_dt_rank): auto = ceil(hidden / 16).
+int64_t parse_dt_rank(const ConfigReader& r, const std::string& key, int64_t hidden);
+Activation parse_activation(const ConfigReader& r, const std::string& key, const std::string& fallback);
+// Fills layers[] from per-layer kinds.
+void set_layers(ModelConfig& c, const std::function<LayerSpec(int64_t)>& kind_of_layer);
+
+// ---- shared tensor builders (arch/blocks.cpp); `prefix` ends with '.' ----
+class TensorTable {
+ public:
+  explicit TensorTable(const ModelConfig& c) : c_(c) {}
+  TensorSpec& add(std::string name, std::vector<int64_t> shape, Init init, int layer = -1, int expert = -1);
+  void norm(const std::string& prefix, int64_t dim, int layer, bool bias);  // prefix + weight (+ bias)
+  void linear(const std::string& prefix, int64_t out, int64_t in, bool bias, int layer, Init init = Init::Normal,
+              int expert = -1);
+  // q_proj/k_proj/v_proj/o_proj (Phi calls its output projection "dense").
+  void attention(const std::string& prefix, int layer, const std::string& out_name = "o_proj");
+  // gate/up/down SwiGLU MLP with the given names, e.g. {"w1", "w3", "w2"} for Mixtral experts.
+  void gated_mlp(const std::string& prefix, int64_t intermediate, int layer, int expert = -1,
+                 const std::array<std::string, 3>& names = {"gate_proj", "up_proj", "down_proj"});
+  void mamba1_mixer(const std::string& prefix, int layer);
+  // Embedding, and lm_head (optional when tied).
+  void embedding(const std::string& name, std::vector<std::string> aliases = {});
+  void lm_head();
+  std::vector<TensorSpec> take() { return std::move(specs_); }
+
+ private:
+  const ModelConfig& c_;
+  std::vector<TensorSpec> specs_;
+};
+
+std::string layer_prefix(const std::string& stem, int layer);  // e.g. ("model.layers.", 3) -> "model.layers.3."
+}  // namespace arch
+
+}  // namespace effarch::model
