@@ -1,0 +1,127 @@
+// effarch info MODEL...: the architecture table, computed from configs.
+
+#include <vector>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "commands.h"
+#include "effarch/common/dtype.h"
+#include "effarch/model/catalog.h"
+#include "effarch/model/stats.h"
+
+namespace effarch::cli {
+namespace {
+
+struct InfoOptions {
+  std::vector<std::string> models;
+  bool json = false;
+  std::string cache_dtype = "bfloat16";
+};
+
+nlohmann::json to_json(const model::ModelSource& src, const model::ModelStats& s, at::ScalarType cache_dtype) {
+  const auto& c = src.config;
+  nlohmann::json layers = nlohmann::json::array();
+  for (const auto& l : c.layers) layers.push_back({{"mixer", model::to_string(l.mixer)}, {"ffn", model::to_string(l.ffn)}});
+  return {
+      {"model", src.name},
+      {"config", src.config_path.string()},
+      {"architecture", c.architecture},
+      {"family", model::to_string(c.family)},
+      {"num_layers", c.num_layers},
+      {"hidden_size", c.hidden_size},
+      {"vocab_size", c.vocab_size},
+      {"layout", s.layout},
+      {"layer_codes", model::layer_codes(c)},
+      {"layers", layers},
+      {"attention_layers", s.attention_layers},
+      {"mamba_layers", s.mamba_layers},
+      {"moe_layers", s.moe_layers},
+      {"dense_layers", s.dense_layers},
+      {"total_params", s.total_params},
+      {"active_params", s.active_params},
+      {"checkpoint_dtype", float_dtype_name(c.torch_dtype)},
+      {"weight_bytes_bf16", s.weight_bytes_bf16},
+      {"weight_bytes_checkpoint", s.weight_bytes_checkpoint},
+      {"cache_dtype", float_dtype_name(cache_dtype)},
+      {"kv_cache_bytes_per_token", s.kv_bytes_per_token},
+      {"state_bytes_per_sequence", s.state_bytes_per_sequence},
+      {"max_context", s.max_context ? nlohmann::json(*s.max_context) : nlohmann::json(nullptr)},
+  };
+}
+
+void print_table(const std::vector<nlohmann::json>& rows) {
+  const std::vector<std::string> head = {"model", "family", "layers", "params", "active", "bf16 weights",
+                                         "ckpt weights", "KV / token", "state / seq", "max ctx"};
+  std::vector<std::vector<std::string>> cells;
+  for (const auto& r : rows) {
+    cells.push_back({
+        r["model"].get<std::string>(),
+        r["family"].get<std::string>(),
+        fmt::format("{}: {}", r["num_layers"].get<int64_t>(), r["layout"].get<std::string>()),
+        group_digits(r["total_params"].get<int64_t>()),
+        group_digits(r["active_params"].get<int64_t>()),
+        human_bytes(r["weight_bytes_bf16"].get<uint64_t>()),
+        fmt::format("{} ({})", human_bytes(r["weight_bytes_checkpoint"].get<uint64_t>()),
+                    r["checkpoint_dtype"].get<std::string>()),
+        r["kv_cache_bytes_per_token"].get<uint64_t>() == 0 ? "-" : human_bytes(r["kv_cache_bytes_per_token"].get<uint64_t>()),
+        r["state_bytes_per_sequence"].get<uint64_t>() == 0 ? "-" : human_bytes(r["state_bytes_per_sequence"].get<uint64_t>()),
+        r["max_context"].is_null() ? "unbounded" : group_digits(r["max_context"].get<int64_t>()),
+    });
+  }
+  std::vector<size_t> width(head.size());
+  for (size_t i = 0; i < head.size(); ++i) {
+    width[i] = head[i].size();
+    for (const auto& row : cells) width[i] = std::max(width[i], row[i].size());
+  }
+  auto line = [&](const std::vector<std::string>& row) {
+    std::string s = "|";
+    for (size_t i = 0; i < row.size(); ++i) {
+      // Numbers right-aligned, text left-aligned.
+      const bool right = i >= 3;
+      s += right ? fmt::format(" {:>{}} |", row[i], width[i]) : fmt::format(" {:<{}} |", row[i], width[i]);
+    }
+    fmt::print("{}\n", s);
+  };
+  line(head);
+  std::string sep = "|";
+  for (size_t i = 0; i < head.size(); ++i) sep += std::string(width[i] + 2, '-') + "|";
+  fmt::print("{}\n", sep);
+  for (const auto& row : cells) line(row);
+  fmt::print("\nKV / token: K and V of every attention layer for one token of one sequence at {}; state / seq: "
+             "Mamba conv state ({}) + SSM state (fp32) per sequence.\n",
+             rows.empty() ? "bfloat16" : rows[0]["cache_dtype"].get<std::string>(),
+             rows.empty() ? "bfloat16" : rows[0]["cache_dtype"].get<std::string>());
+}
+
+int run_info(const InfoOptions& opt) {
+  const at::ScalarType cache_dtype = parse_float_dtype(opt.cache_dtype, "--cache-dtype");
+  std::vector<std::string> models = opt.models;
+  if (models.empty()) models = model::builtin_model_names();
+  std::vector<nlohmann::json> rows;
+  for (const auto& m : models) {
+    const auto src = model::resolve_model(m);
+    rows.push_back(to_json(src, model::compute_stats(src.config, cache_dtype), cache_dtype));
+  }
+  if (opt.json) {
+    fmt::print("{}\n", nlohmann::json(rows).dump(2));
+  } else {
+    print_table(rows);
+  }
+  return 0;
+}
+
+}  // namespace
+
+void register_info(CLI::App& app, int* exit_code) {
+  auto opt = std::make_shared<InfoOptions>();
+  auto* cmd = app.add_subcommand("info", "Architecture table: layer layout, exact parameter counts, weight, KV-cache "
+                                         "and state bytes (no weights are loaded)");
+  cmd->add_option("MODEL", opt->models, "Checkpoint folders, config files or built-in config names (default: all built-in)");
+  cmd->add_flag("--json", opt->json, "Print JSON instead of a table");
+  cmd->add_option("--cache-dtype", opt->cache_dtype, "dtype of the KV cache and conv state in the byte figures")
+      ->capture_default_str();
+  cmd->callback([opt, exit_code] { *exit_code = run_info(*opt); });
+}
+
+}  // namespace effarch::cli

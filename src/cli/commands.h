@@ -1,0 +1,23 @@
+#pragma once
+// Each effarch command registers its subcommand and options here; main() dispatches.
+
+#include <cstdint>
+#include <string>
+
+#include <CLI/CLI.hpp>
+
+namespace effarch::cli {
+
+// Registers the subcommand; its callback runs the command and stores the exit code in *exit_code.
+void register_info(CLI::App& app, int* exit_code);
+void register_inspect(CLI::App& app, int* exit_code);
+void register_init(CLI::App& app, int* exit_code);
+
+// Formatting shared by the printers.
+std::string group_digits(int64_t n);        // 8030261248 -> "8,030,261,248"
+std::string human_bytes(uint64_t bytes);    // 1536 -> "1.5 KiB"
+std::string human_count(int64_t n);         // 8030261248 -> "8.03B"
+// "5GB", "500MB", "2GiB", "1024" -> bytes; throws UsageError naming `option`.
+uint64_t parse_size(const std::string& text, const std::string& option);
+
+}  // namespace effarch::cli

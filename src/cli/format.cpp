@@ -1,0 +1,65 @@
+#include <cctype>
+#include <cmath>
+
+#include <fmt/format.h>
+
+#include "commands.h"
+#include "effarch/common/error.h"
+
+namespace effarch::cli {
+
+std::string group_digits(int64_t n) {
+  std::string digits = std::to_string(n < 0 ? -n : n);
+  std::string out;
+  for (size_t i = 0; i < digits.size(); ++i) {
+    if (i > 0 && (digits.size() - i) % 3 == 0) out += ',';
+    out += digits[i];
+  }
+  return n < 0 ? "-" + out : out;
+}
+
+std::string human_bytes(uint64_t bytes) {
+  static const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+  double v = static_cast<double>(bytes);
+  int u = 0;
+  while (v >= 1024.0 && u < 4) {
+    v /= 1024.0;
+    ++u;
+  }
+  return u == 0 ? fmt::format("{} B", bytes) : fmt::format("{:.1f} {}", v, units[u]);
+}
+
+std::string human_count(int64_t n) {
+  const double v = static_cast<double>(n);
+  if (v >= 1e9) return fmt::format("{:.2f}B", v / 1e9);
+  if (v >= 1e6) return fmt::format("{:.2f}M", v / 1e6);
+  if (v >= 1e3) return fmt::format("{:.1f}K", v / 1e3);
+  return std::to_string(n);
+}
+
+uint64_t parse_size(const std::string& text, const std::string& option) {
+  size_t pos = 0;
+  while (pos < text.size() && (std::isdigit(static_cast<unsigned char>(text[pos])) || text[pos] == '.')) ++pos;
+  std::string unit = text.substr(pos);
+  for (auto& ch : unit) ch = static_cast<char>(std::toupper(static_cast<unsigned char>(ch)));
+  double value = 0;
+  try {
+    value = pos == 0 ? -1 : std::stod(text.substr(0, pos));
+  } catch (const std::exception&) {
+    value = -1;
+  }
+  double scale = -1;
+  if (unit.empty() || unit == "B") scale = 1;
+  else if (unit == "KB") scale = 1e3;
+  else if (unit == "MB") scale = 1e6;
+  else if (unit == "GB") scale = 1e9;
+  else if (unit == "KIB") scale = 1024.0;
+  else if (unit == "MIB") scale = 1024.0 * 1024;
+  else if (unit == "GIB") scale = 1024.0 * 1024 * 1024;
+  if (value <= 0 || scale < 0 || !std::isfinite(value * scale)) {
+    throw UsageError(fmt::format("{}: '{}' is not a size (e.g. 5GB, 500MB, 2GiB)", option, text));
+  }
+  return static_cast<uint64_t>(value * scale);
+}
+
+}  // namespace effarch::cli

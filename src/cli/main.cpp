@@ -1,0 +1,44 @@
+// effarch: the command-line entry. Library errors become a message and an exit code here:
+// 0 success, 1 a failure (bad file, bad checkpoint, failed run), 2 a usage error.
+
+#include <cstdio>
+#include <exception>
+
+#include <fmt/format.h>
+
+#include "commands.h"
+#include "effarch/common/error.h"
+#include "effarch/version.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{"effarch: what Mamba, Mixture-of-Experts and hybrid LLMs buy over Transformers, measured"};
+  app.require_subcommand(1);
+  app.set_version_flag("--version", std::string("effarch ") + EFFARCH_VERSION + " (" + EFFARCH_GIT_COMMIT + ")");
+  app.footer("MODEL is a Hugging Face checkpoint folder, a config.json, or a built-in config name (see `effarch info`).");
+  int exit_code = 0;
+  effarch::cli::register_info(app, &exit_code);
+  effarch::cli::register_inspect(app, &exit_code);
+  effarch::cli::register_init(app, &exit_code);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForAllHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForVersion& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    app.exit(e);
+    return 2;
+  } catch (const effarch::UsageError& e) {
+    fmt::print(stderr, "effarch: error: {}\n", e.what());
+    return 2;
+  } catch (const effarch::Error& e) {
+    fmt::print(stderr, "effarch: error: {}\n", e.what());
+    return 1;
+  } catch (const std::exception& e) {
+    fmt::print(stderr, "effarch: internal error: {}\n", e.what());
+    return 1;
+  }
+  return exit_code;
+}
