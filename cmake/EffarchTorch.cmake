@@ -72,3 +72,8 @@ else()
   set_property(TARGET effarch_torch PROPERTY INTERFACE_LINK_DIRECTORIES "${_torch_dir}/lib")
 endif()
 set(EFFARCH_TORCH_LIB_DIR "${_torch_dir}/lib")
+
+# The torch wheels link libstdc++ statically and export its symbols (std::filesystem among them).
+# Loaded before the system libstdc++, they interpose on our calls and crash (remove_all jumps to
+# null). Naming libstdc++ ahead of every other library makes the system copy win the lookup.
+target_link_options(effarch_torch INTERFACE "LINKER:--push-state,--no-as-needed" "-lstdc++" "LINKER:--pop-state")

@@ -3,12 +3,14 @@
 #include <vector>
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <nlohmann/json.hpp>
 
 #include "commands.h"
 #include "effarch/common/dtype.h"
 #include "effarch/model/catalog.h"
 #include "effarch/model/stats.h"
+#include "effarch/model/tensor_spec.h"
 
 namespace effarch::cli {
 namespace {
@@ -16,6 +18,7 @@ namespace {
 struct InfoOptions {
   std::vector<std::string> models;
   bool json = false;
+  bool tensors = false;
   std::string cache_dtype = "bfloat16";
 };
 
@@ -102,11 +105,26 @@ int run_info(const InfoOptions& opt) {
   for (const auto& m : models) {
     const auto src = model::resolve_model(m);
     rows.push_back(to_json(src, model::compute_stats(src.config, cache_dtype), cache_dtype));
+    if (opt.tensors) {
+      nlohmann::json list = nlohmann::json::array();
+      for (const auto& t : model::expected_tensors(src.config)) {
+        list.push_back({{"name", t.name}, {"shape", t.shape}, {"optional", t.optional}});
+      }
+      rows.back()["tensors"] = std::move(list);
+    }
   }
   if (opt.json) {
     fmt::print("{}\n", nlohmann::json(rows).dump(2));
   } else {
     print_table(rows);
+    for (const auto& r : rows) {
+      if (!r.contains("tensors")) continue;
+      fmt::print("\n{}: {} expected tensors\n", r["model"].get<std::string>(), r["tensors"].size());
+      for (const auto& t : r["tensors"]) {
+        fmt::print("  {} [{}]{}\n", t["name"].get<std::string>(), fmt::join(t["shape"].get<std::vector<int64_t>>(), ", "),
+                   t["optional"].get<bool>() ? " (optional: tied to the embedding)" : "");
+      }
+    }
   }
   return 0;
 }
@@ -119,6 +137,7 @@ void register_info(CLI::App& app, int* exit_code) {
                                          "and state bytes (no weights are loaded)");
   cmd->add_option("MODEL", opt->models, "Checkpoint folders, config files or built-in config names (default: all built-in)");
   cmd->add_flag("--json", opt->json, "Print JSON instead of a table");
+  cmd->add_flag("--tensors", opt->tensors, "Also list the expected checkpoint tensors (HF names and shapes)");
   cmd->add_option("--cache-dtype", opt->cache_dtype, "dtype of the KV cache and conv state in the byte figures")
       ->capture_default_str();
   cmd->callback([opt, exit_code] { *exit_code = run_info(*opt); });

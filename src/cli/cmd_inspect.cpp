@@ -99,7 +99,9 @@ int run_inspect(const InspectOptions& opt) {
       fmt::print(stderr, "checkpoint does not match {}: {} problems\n", out["architecture"].get<std::string>(),
                  check->problems.size());
       for (const auto& p : out["check"]["problems"]) {
-        fmt::print(stderr, "  {} tensor '{}': {}\n", p["kind"].get<std::string>(), p["tensor"].get<std::string>(),
+        std::string kind = p["kind"].get<std::string>();
+        if (kind == "wrong_shape") kind = "wrong shape";
+        fmt::print(stderr, "  {} tensor '{}': {}\n", kind, p["tensor"].get<std::string>(),
                    p["detail"].get<std::string>());
       }
     }

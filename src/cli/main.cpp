@@ -1,10 +1,12 @@
 // effarch: the command-line entry. Library errors become a message and an exit code here:
 // 0 success, 1 a failure (bad file, bad checkpoint, failed run), 2 a usage error.
 
+#include <algorithm>
 #include <cstdio>
 #include <exception>
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include "commands.h"
 #include "effarch/common/error.h"
@@ -19,6 +21,13 @@ int main(int argc, char** argv) {
   effarch::cli::register_info(app, &exit_code);
   effarch::cli::register_inspect(app, &exit_code);
   effarch::cli::register_init(app, &exit_code);
+  // CLI11 would only say "a subcommand is required" for a misspelt command: name it.
+  std::vector<std::string> names;
+  for (const auto* sub : app.get_subcommands({})) names.push_back(sub->get_name());
+  if (argc > 1 && argv[1][0] != '-' && std::find(names.begin(), names.end(), argv[1]) == names.end()) {
+    fmt::print(stderr, "effarch: error: unknown command '{}' (commands: {})\n", argv[1], fmt::join(names, ", "));
+    return 2;
+  }
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {

@@ -21,7 +21,7 @@ void add_file(std::vector<SafetensorsFile>& files, std::map<std::string, size_t>
   for (const auto& t : file.tensors()) {
     auto [it, inserted] = where.emplace(t.name, slot);
     if (!inserted) {
-      throw CheckpointError(fmt::format("tensor '{}' is in both {} and {}", t.name,
+      throw CheckpointError(fmt::format("{}: tensor '{}' is in both {} and {}", file.path().parent_path().string(), t.name,
                                         files[it->second].path().filename().string(), file.path().filename().string()));
     }
   }

@@ -84,8 +84,13 @@ TensorInfo parse_entry(const std::string& origin, const std::string& name, const
   auto shape_it = entry.find("shape");
   if (shape_it == entry.end()) fail_tensor(origin, name, "missing 'shape'");
   if (!shape_it->is_array()) fail_tensor(origin, name, "'shape' must be an array of non-negative integers");
-  uint64_t numel = 1;
+  // Element count, and the product of the non-zero dimensions: torch computes strides from the
+  // latter even for an empty tensor ([0, 2^32, 2^32, 16] has no elements but strides past 2^63),
+  // so both must fit in int64.
+  constexpr uint64_t kMaxExtent = static_cast<uint64_t>(std::numeric_limits<int64_t>::max());
+  uint64_t extent = 1;
   bool overflow = false;
+  bool has_zero = false;
   for (const auto& dim : *shape_it) {
     if (dim.is_number_integer() && !dim.is_number_unsigned() && dim.get<int64_t>() < 0) {
       fail_tensor(origin, name, fmt::format("negative dimension {} in shape {}", dim.get<int64_t>(), shape_it->dump()));
@@ -98,13 +103,21 @@ TensorInfo parse_entry(const std::string& origin, const std::string& name, const
       fail_tensor(origin, name, fmt::format("dimension {} is too large", d));
     }
     info.shape.push_back(static_cast<int64_t>(d));
-    if (d != 0 && numel > std::numeric_limits<uint64_t>::max() / d) overflow = true;
-    numel *= d;
+    if (d == 0) {
+      has_zero = true;
+    } else if (extent > kMaxExtent / d) {
+      overflow = true;
+    } else {
+      extent *= d;
+    }
   }
-  // A zero dimension makes the product 0 whatever overflowed before it.
-  const bool has_zero = std::find(info.shape.begin(), info.shape.end(), 0) != info.shape.end();
-  if (overflow && !has_zero) fail_tensor(origin, name, fmt::format("element count of shape {} overflows", shape_it->dump()));
-  if (has_zero) numel = 0;
+  if (overflow) {
+    fail_tensor(origin, name,
+                has_zero ? fmt::format("shape {} is too large: its non-zero dimensions multiply past 2^63-1",
+                                       shape_it->dump())
+                         : fmt::format("element count of shape {} overflows", shape_it->dump()));
+  }
+  const uint64_t numel = has_zero ? 0 : extent;
   const uint64_t elem = dtype_size(info.dtype);
   if (numel > std::numeric_limits<uint64_t>::max() / elem) {
     fail_tensor(origin, name, fmt::format("byte size of shape {} overflows", shape_it->dump()));

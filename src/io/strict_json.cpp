@@ -39,6 +39,11 @@ nlohmann::json parse_strict_json(std::string_view text, const std::string& origi
     }
     return true;
   };
+  // nlohmann's lexer takes a raw NUL byte for the end of input and ignores whatever follows it
+  // ("{}\0garbage" parses). A raw NUL is never valid JSON (inside strings it must be escaped).
+  if (const size_t nul = text.find('\0'); nul != std::string_view::npos) {
+    throw FormatError(fmt::format("{}: invalid JSON: NUL byte at offset {}", origin, nul));
+  }
   try {
     return json::parse(text.begin(), text.end(), check);
   } catch (const json::exception& e) {

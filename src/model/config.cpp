@@ -92,8 +92,8 @@ ModelConfig parse_config(const nlohmann::json& doc, const std::string& source) {
   c.model_type = r.string_or("model_type", "");
 
   c.vocab_size = r.positive("vocab_size");
-  c.hidden_size = r.positive(r.has("hidden_size") ? "hidden_size" : "d_model");
-  c.num_layers = r.positive(r.has("num_hidden_layers") ? "num_hidden_layers" : "n_layer");
+  c.hidden_size = r.positive("hidden_size");
+  c.num_layers = r.positive("num_hidden_layers");
   // transformers 5 writes "dtype", 4.x "torch_dtype".
   const std::string dtype_key = r.has("torch_dtype") ? "torch_dtype" : "dtype";
   if (r.has(dtype_key)) {

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Bad input on the command line and in configs: a message naming the problem, exit 2 for usage,
+# 1 for bad files.
+source "$(dirname "$0")/lib.sh"
+
+expect_exit 2 "" "$EFFARCH"
+expect_exit 2 "frobnicate" "$EFFARCH" frobnicate
+expect_exit 2 "--no-such-flag" "$EFFARCH" info --no-such-flag
+expect_exit 2 "not a checkpoint folder, a config file or a built-in config" "$EFFARCH" info no-such-model
+expect_exit 2 "--cache-dtype" "$EFFARCH" info tiny-llama --cache-dtype fp8
+expect_exit 0 "effarch 0." "$EFFARCH" --version
+
+# A config with a missing key names the key and the file.
+"$PYTHON" - "$SRC/configs/models/tiny-llama.json" "$SCRATCH" <<'PY'
+import json, sys, pathlib
+cfg = json.load(open(sys.argv[1]))
+out = pathlib.Path(sys.argv[2])
+c = dict(cfg); del c["num_attention_heads"]; json.dump(c, open(out / "missing.json", "w"))
+c = dict(cfg); c["num_hidden_layers"] = "two"; json.dump(c, open(out / "typed.json", "w"))
+c = dict(cfg); c["architectures"] = ["BertModel"]; json.dump(c, open(out / "arch.json", "w"))
+(out / "broken.json").write_text('{"architectures": [')
+PY
+expect_exit 1 "missing.json: key 'num_attention_heads': missing" "$EFFARCH" info "$SCRATCH/missing.json"
+expect_exit 1 "key 'num_hidden_layers': must be an integer" "$EFFARCH" info "$SCRATCH/typed.json"
+expect_exit 1 "unknown architecture BertModel" "$EFFARCH" info "$SCRATCH/arch.json"
+expect_exit 1 "broken.json: invalid JSON" "$EFFARCH" info "$SCRATCH/broken.json"
+finish

@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# effarch init writes checkpoints that effarch inspect validates and HF's safetensors reads.
+source "$(dirname "$0")/lib.sh"
+
+for model in tiny-llama tiny-llama3 tiny-mistral tiny-phi tiny-mamba tiny-falcon-mamba tiny-mamba2 \
+             tiny-mixtral tiny-deepseek-moe tiny-jamba; do
+  expect_exit 0 "" "$EFFARCH" init "$model" "$SCRATCH/$model" --seed 3
+  expect_exit 0 "checkpoint matches" "$EFFARCH" inspect "$SCRATCH/$model"
+done
+
+# Sharding above --max-shard-size, with an index; bf16 weights.
+expect_exit 0 "" "$EFFARCH" init tiny-mixtral "$SCRATCH/sharded" --dtype bf16 --max-shard-size 1MB
+[[ -f $SCRATCH/sharded/model.safetensors.index.json ]] || fail "no index written for a sharded checkpoint"
+ls "$SCRATCH/sharded"/model-0000?-of-0000?.safetensors > /dev/null || fail "no shards written"
+expect_exit 0 "checkpoint matches MixtralForCausalLM" "$EFFARCH" inspect "$SCRATCH/sharded"
+grep -q '"torch_dtype": "bfloat16"' "$SCRATCH/sharded/config.json" || fail "config.json dtype not updated"
+
+# Same seed, same bytes; another seed, other bytes.
+expect_exit 0 "" "$EFFARCH" init tiny-mamba "$SCRATCH/again" --seed 3
+cmp -s "$SCRATCH/tiny-mamba/model.safetensors" "$SCRATCH/again/model.safetensors" || fail "init is not deterministic"
+expect_exit 0 "" "$EFFARCH" init tiny-mamba "$SCRATCH/other" --seed 4
+cmp -s "$SCRATCH/tiny-mamba/model.safetensors" "$SCRATCH/other/model.safetensors" && fail "seed has no effect"
+
+# Refuses to overwrite; bad options are usage errors.
+expect_exit 2 "not empty" "$EFFARCH" init tiny-mamba "$SCRATCH/tiny-mamba"
+expect_exit 2 "--dtype" "$EFFARCH" init tiny-mamba "$SCRATCH/x" --dtype int4
+expect_exit 2 "--max-shard-size" "$EFFARCH" init tiny-mamba "$SCRATCH/y" --max-shard-size lots
+
+# The independent reader: HF safetensors + transformers load what effarch wrote.
+"$PYTHON" - "$SCRATCH" <<'PY' || fail "HF could not read effarch's checkpoints"
+import sys, json, pathlib
+from safetensors.torch import load_file
+import torch
+root = pathlib.Path(sys.argv[1])
+t = load_file(root / "tiny-llama" / "model.safetensors")
+assert t["model.embed_tokens.weight"].shape == (512, 64) or t["model.embed_tokens.weight"].ndim == 2
+shards = sorted((root / "sharded").glob("model-*.safetensors"))
+total = {}
+for s in shards:
+    total.update(load_file(s))
+index = json.load(open(root / "sharded" / "model.safetensors.index.json"))
+assert set(index["weight_map"]) == set(total), "index and shards disagree"
+assert all(v.dtype == torch.bfloat16 for v in total.values())
+from transformers import AutoModelForCausalLM
+for name in ["tiny-llama", "tiny-mamba", "tiny-jamba", "tiny-mixtral", "tiny-phi", "tiny-mamba2"]:
+    m = AutoModelForCausalLM.from_pretrained(root / name)
+    out = m(torch.tensor([[1, 2, 3, 4]])).logits
+    assert torch.isfinite(out).all(), name
+PY
+finish

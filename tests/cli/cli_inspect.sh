@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# effarch inspect: listing, metadata, and checkpoint problems with exit codes.
+source "$(dirname "$0")/lib.sh"
+
+"$EFFARCH" init tiny-llama "$SCRATCH/ok" > /dev/null 2>&1
+expect_exit 0 "model.layers.1.mlp.down_proj.weight" "$EFFARCH" inspect "$SCRATCH/ok/model.safetensors"
+expect_exit 0 "metadata format = pt" "$EFFARCH" inspect "$SCRATCH/ok/model.safetensors"
+"$EFFARCH" inspect --json "$SCRATCH/ok" > "$SCRATCH/ok.json"
+"$PYTHON" -c "import json,sys; d=json.load(open(sys.argv[1])); assert d['valid'] and d['check']['ok'] and len(d['tensors'])==21, d['check']" "$SCRATCH/ok.json" \
+  || fail "inspect --json"
+
+# A tensor removed, one added, one reshaped: all three listed, exit 1.
+"$PYTHON" - "$SCRATCH" <<'PY'
+import sys, shutil, pathlib
+from safetensors.torch import load_file, save_file
+import torch
+root = pathlib.Path(sys.argv[1])
+bad = root / "bad"
+shutil.copytree(root / "ok", bad)
+t = load_file(bad / "model.safetensors")
+del t["model.layers.0.self_attn.k_proj.weight"]
+t["model.layers.0.self_attn.extra.weight"] = torch.zeros(2, 2)
+t["model.norm.weight"] = torch.ones(129)
+save_file(t, bad / "model.safetensors", metadata={"format": "pt"})
+PY
+expect_exit 1 "missing tensor 'model.layers.0.self_attn.k_proj.weight'" "$EFFARCH" inspect "$SCRATCH/bad"
+expect_exit 1 "unexpected tensor 'model.layers.0.self_attn.extra.weight'" "$EFFARCH" inspect "$SCRATCH/bad"
+expect_exit 1 "wrong shape tensor 'model.norm.weight': expected [128], found [129]" "$EFFARCH" inspect "$SCRATCH/bad"
+
+# A tied model's checkpoint may carry lm_head.weight or not; old Mamba files say "embedding".
+"$EFFARCH" init tiny-mamba "$SCRATCH/mamba" > /dev/null 2>&1
+"$PYTHON" - "$SCRATCH/mamba" <<'PY'
+import sys, pathlib
+from safetensors.torch import load_file, save_file
+p = pathlib.Path(sys.argv[1]) / "model.safetensors"
+t = load_file(p)
+t["backbone.embedding.weight"] = t.pop("backbone.embeddings.weight")
+t["lm_head.weight"] = t["backbone.embedding.weight"].clone()
+save_file(t, p, metadata={"format": "pt"})
+PY
+expect_exit 0 "checkpoint matches MambaForCausalLM" "$EFFARCH" inspect "$SCRATCH/mamba"
+
+# A corrupt file is a clear error naming it; a missing path is a usage error.
+head -c 100 "$SCRATCH/ok/model.safetensors" > "$SCRATCH/truncated.safetensors"
+expect_exit 1 "truncated.safetensors" "$EFFARCH" inspect "$SCRATCH/truncated.safetensors"
+expect_exit 2 "no such file" "$EFFARCH" inspect "$SCRATCH/does-not-exist"
+finish

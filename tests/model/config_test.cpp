@@ -1,0 +1,171 @@
+// config.json parsing: every built-in config parses; bad configs fail naming the key.
+
+#include <filesystem>
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include "../test_util.h"
+#include "effarch/common/error.h"
+#include "effarch/io/strict_json.h"
+#include "effarch/model/config.h"
+
+namespace effarch::model {
+namespace {
+
+using json = nlohmann::json;
+using effarch::testing::configs_dir;
+
+json tiny_llama() {
+  return json::parse(R"({
+    "architectures": ["LlamaForCausalLM"], "model_type": "llama", "vocab_size": 128, "hidden_size": 64,
+    "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+    "max_position_embeddings": 256, "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "torch_dtype": "float32"})");
+}
+
+ModelConfig parse(const json& j) { return parse_config(j, "test-config.json"); }
+
+TEST(Config, EveryBuiltinConfigParses) {
+  size_t n = 0;
+  for (const auto& entry : std::filesystem::directory_iterator(configs_dir() / "models")) {
+    if (entry.path().extension() != ".json") continue;
+    SCOPED_TRACE(entry.path().string());
+    const ModelConfig c = load_config(entry.path());
+    EXPECT_EQ(static_cast<int64_t>(c.layers.size()), c.num_layers);
+    ++n;
+  }
+  EXPECT_GE(n, 18u);  // 8 real models + 10 tiny ones
+}
+
+TEST(Config, Llama31HasLlama3RopeScaling) {
+  const ModelConfig c = load_config(configs_dir() / "models" / "llama-3.1-8b.json");
+  ASSERT_TRUE(c.attention && c.attention->rope);
+  EXPECT_EQ(c.attention->rope->type, "llama3");
+  EXPECT_DOUBLE_EQ(c.attention->rope->factor, 8.0);
+  EXPECT_EQ(c.attention->rope->original_max_position, 8192);
+  EXPECT_EQ(c.attention->rope->rotary_dim, 128);
+  EXPECT_EQ(c.max_position_embeddings, 131072);
+}
+
+TEST(Config, PhiPartialRotary) {
+  const ModelConfig c = load_config(configs_dir() / "models" / "phi-2.json");
+  EXPECT_EQ(c.attention->head_dim, 80);
+  EXPECT_EQ(c.attention->rope->rotary_dim, 32);
+  EXPECT_TRUE(c.parallel_block);
+  EXPECT_EQ(c.norm, NormKind::LayerNorm);
+  EXPECT_EQ(c.torch_dtype, at::kHalf);
+}
+
+TEST(Config, JambaLayout) {
+  const ModelConfig c = load_config(configs_dir() / "models" / "jamba-v0.1.json");
+  ASSERT_EQ(c.num_layers, 32);
+  for (int i = 0; i < 32; ++i) {
+    EXPECT_EQ(c.layers[i].mixer, i % 8 == 4 ? MixerKind::Attention : MixerKind::Mamba1) << i;
+    EXPECT_EQ(c.layers[i].ffn, i % 2 == 1 ? FfnKind::MoE : FfnKind::Dense) << i;
+  }
+  EXPECT_FALSE(c.attention->rope.has_value());  // Jamba attention has no positional encoding
+  EXPECT_EQ(c.mamba->dt_rank, 256);
+  EXPECT_EQ(c.mamba->dt_bc_norm, MambaConfig::DtBCNorm::Learned);
+  EXPECT_EQ(c.moe->router, RouterKind::SoftmaxFp32);
+}
+
+TEST(Config, DeepseekFirstLayerDense) {
+  const ModelConfig c = load_config(configs_dir() / "models" / "deepseek-moe-16b.json");
+  EXPECT_EQ(c.layers[0].ffn, FfnKind::Dense);
+  for (int i = 1; i < c.num_layers; ++i) EXPECT_EQ(c.layers[i].ffn, FfnKind::MoE) << i;
+  EXPECT_EQ(c.moe->num_shared_experts, 2);
+  EXPECT_EQ(c.moe->router, RouterKind::SoftmaxModelDtype);
+}
+
+TEST(Config, MambaDefaults) {
+  const ModelConfig c = load_config(configs_dir() / "models" / "mamba-2.8b.json");
+  EXPECT_TRUE(c.tie_word_embeddings);  // absent key: tied, as in HF
+  EXPECT_TRUE(c.residual_in_fp32);
+  EXPECT_EQ(c.mamba->d_inner, 5120);
+  EXPECT_EQ(c.mamba->dt_rank, 160);
+  EXPECT_FALSE(c.max_position_embeddings.has_value() && c.attention.has_value());
+}
+
+TEST(Config, Mamba2Groups) {
+  const ModelConfig c = load_config(configs_dir() / "models" / "mamba-codestral-7b.json");
+  EXPECT_EQ(c.mamba->version, 2);
+  EXPECT_EQ(c.mamba->conv_dim(), 10240);
+  EXPECT_EQ(c.mamba->n_groups, 8);
+}
+
+TEST(ConfigErrors, UnknownArchitecture) {
+  json j = tiny_llama();
+  j["architectures"] = {"GPT2LMHeadModel"};
+  EXPECT_THROW_WITH(parse(j), ConfigError,
+                    {"test-config.json", "'architectures'", "GPT2LMHeadModel", "LlamaForCausalLM", "JambaForCausalLM"});
+}
+
+TEST(ConfigErrors, MissingKey) {
+  for (const char* key : {"hidden_size", "vocab_size", "num_attention_heads", "intermediate_size", "architectures"}) {
+    SCOPED_TRACE(key);
+    json j = tiny_llama();
+    j.erase(key);
+    EXPECT_THROW_WITH(parse(j), ConfigError, {"test-config.json", std::string("'") + key + "'", "missing"});
+  }
+}
+
+TEST(ConfigErrors, NullCountsAsMissing) {
+  json j = tiny_llama();
+  j["num_hidden_layers"] = nullptr;
+  EXPECT_THROW_WITH(parse(j), ConfigError, {"'num_hidden_layers'", "missing"});
+}
+
+TEST(ConfigErrors, IllTyped) {
+  json j = tiny_llama();
+  j["num_hidden_layers"] = "2";
+  EXPECT_THROW_WITH(parse(j), ConfigError, {"'num_hidden_layers'", "must be an integer", "string"});
+  j = tiny_llama();
+  j["hidden_size"] = 64.5;
+  EXPECT_THROW_WITH(parse(j), ConfigError, {"'hidden_size'", "must be an integer"});
+  j = tiny_llama();
+  j["tie_word_embeddings"] = "yes";
+  EXPECT_THROW_WITH(parse(j), ConfigError, {"'tie_word_embeddings'", "true or false"});
+  j = tiny_llama();
+  j["torch_dtype"] = "int8";
+  EXPECT_THROW_WITH(parse(j), ConfigError, {"'torch_dtype'", "int8"});
+}
+
+TEST(ConfigErrors, ImpossibleValues) {
+  json j = tiny_llama();
+  j["num_hidden_layers"] = -2;
+  EXPECT_THROW_WITH(parse(j), ConfigError, {"'num_hidden_layers'", "must be positive"});
+  j = tiny_llama();
+  j["num_attention_heads"] = 5;
+  j["num_key_value_heads"] = 5;
+  EXPECT_THROW_WITH(parse(j), ConfigError, {"'num_attention_heads'", "do not divide hidden_size 64"});
+  j = tiny_llama();
+  j["num_key_value_heads"] = 3;
+  EXPECT_THROW_WITH(parse(j), ConfigError, {"'num_key_value_heads'", "3 kv heads do not divide 4"});
+  j = tiny_llama();
+  j["rope_scaling"] = {{"rope_type", "yarn"}, {"factor", 4.0}};
+  EXPECT_THROW_WITH(parse(j), ConfigError, {"'rope_scaling'", "yarn", "not supported"});
+  j = tiny_llama();
+  j["rope_scaling"] = {{"rope_type", "llama3"}, {"factor", 8.0}};
+  EXPECT_THROW_WITH(parse(j), ConfigError, {"'original_max_position_embeddings'", "missing"});
+}
+
+TEST(ConfigErrors, MoeAndHybridRules) {
+  json mixtral = io::read_json_file(configs_dir() / "models" / "tiny-mixtral.json");
+  mixtral["num_experts_per_tok"] = mixtral["num_local_experts"].get<int>() + 1;
+  EXPECT_THROW_WITH(parse(mixtral), ConfigError, {"'num_experts_per_tok'", "exceeds"});
+  json jamba = io::read_json_file(configs_dir() / "models" / "tiny-jamba.json");
+  jamba["attn_layer_offset"] = jamba["attn_layer_period"];
+  EXPECT_THROW_WITH(parse(jamba), ConfigError, {"'attn_layer_offset'", "must be <"});
+  json mamba2 = io::read_json_file(configs_dir() / "models" / "tiny-mamba2.json");
+  mamba2["head_dim"] = mamba2["head_dim"].get<int>() + 1;
+  EXPECT_THROW_WITH(parse(mamba2), ConfigError, {"'num_heads'", "must equal"});
+}
+
+TEST(ConfigErrors, NotAnObjectAndBadJson) {
+  EXPECT_THROW_WITH(parse(json::array()), ConfigError, {"must be a JSON object"});
+  EXPECT_THROW_WITH(io::parse_strict_json(R"({"a": 1, "a": 2})", "c.json"), FormatError, {"c.json", "duplicate key 'a'"});
+  EXPECT_THROW_WITH(io::parse_strict_json(R"({"a": )", "c.json"), FormatError, {"c.json", "invalid JSON"});
+}
+
+}  // namespace
+}  // namespace effarch::model
