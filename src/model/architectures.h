@@ -48,14 +48,17 @@ void set_layers(ModelConfig& c, const std::function<LayerSpec(int64_t)>& kind_of
 class TensorTable {
  public:
   explicit TensorTable(const ModelConfig& c) : c_(c) {}
-  TensorSpec& add(std::string name, std::vector<int64_t> shape, Init init, int layer = -1, int expert = -1);
-  void norm(const std::string& prefix, int64_t dim, int layer, bool bias);  // prefix + weight (+ bias)
-  void linear(const std::string& prefix, int64_t out, int64_t in, bool bias, int layer, Init init = Init::Normal,
-              int expert = -1);
+  TensorSpec& add(std::string name, std::string role, std::vector<int64_t> shape, Init init, int layer = -1,
+                  int expert = -1);
+  // prefix + weight (+ bias); roles role + "weight" (+ "bias").
+  void norm(const std::string& prefix, const std::string& role, int64_t dim, int layer, bool bias);
+  void linear(const std::string& prefix, const std::string& role, int64_t out, int64_t in, bool bias, int layer,
+              Init init = Init::Normal, int expert = -1);
   // q_proj/k_proj/v_proj/o_proj (Phi calls its output projection "dense").
   void attention(const std::string& prefix, int layer, const std::string& out_name = "o_proj");
-  // gate/up/down SwiGLU MLP with the given names, e.g. {"w1", "w3", "w2"} for Mixtral experts.
-  void gated_mlp(const std::string& prefix, int64_t intermediate, int layer, int expert = -1,
+  // gate/up/down SwiGLU MLP with the given names, e.g. {"w1", "w3", "w2"} for Mixtral experts;
+  // roles role + "gate." / "up." / "down.".
+  void gated_mlp(const std::string& prefix, const std::string& role, int64_t intermediate, int layer, int expert = -1,
                  const std::array<std::string, 3>& names = {"gate_proj", "up_proj", "down_proj"});
   void mamba1_mixer(const std::string& prefix, int layer);
   // Embedding, and lm_head (optional when tied).

@@ -28,7 +28,11 @@ enum class Init {
 };
 
 struct TensorSpec {
-  std::string name;
+  std::string name;   // the HF checkpoint name
+  // What the tensor is, independent of the checkpoint's naming: "attn.q.weight", "mlp.down.weight",
+  // "moe.expert.3.gate.weight", "mamba.A_log", "mixer_norm.weight", "embed.weight", ... The model
+  // looks weights up by (layer, role); HF names stay data in the architecture tables.
+  std::string role;
   std::vector<int64_t> shape;
   Init init = Init::Normal;
   int layer = -1;   // -1: not in a layer

@@ -98,9 +98,11 @@ void set_layers(ModelConfig& c, const std::function<LayerSpec(int64_t)>& kind_of
   for (int64_t i = 0; i < c.num_layers; ++i) c.layers.push_back(kind_of_layer(i));
 }
 
-TensorSpec& TensorTable::add(std::string name, std::vector<int64_t> shape, Init init, int layer, int expert) {
+TensorSpec& TensorTable::add(std::string name, std::string role, std::vector<int64_t> shape, Init init, int layer,
+                             int expert) {
   TensorSpec s;
   s.name = std::move(name);
+  s.role = std::move(role);
   s.shape = std::move(shape);
   s.init = init;
   s.layer = layer;
@@ -109,62 +111,63 @@ TensorSpec& TensorTable::add(std::string name, std::vector<int64_t> shape, Init 
   return specs_.back();
 }
 
-void TensorTable::norm(const std::string& prefix, int64_t dim, int layer, bool bias) {
-  add(prefix + "weight", {dim}, Init::Ones, layer);
-  if (bias) add(prefix + "bias", {dim}, Init::Zeros, layer);
+void TensorTable::norm(const std::string& prefix, const std::string& role, int64_t dim, int layer, bool bias) {
+  add(prefix + "weight", role + "weight", {dim}, Init::Ones, layer);
+  if (bias) add(prefix + "bias", role + "bias", {dim}, Init::Zeros, layer);
 }
 
-void TensorTable::linear(const std::string& prefix, int64_t out, int64_t in, bool bias, int layer, Init init,
-                         int expert) {
-  add(prefix + "weight", {out, in}, init, layer, expert);
-  if (bias) add(prefix + "bias", {out}, Init::Zeros, layer, expert);
+void TensorTable::linear(const std::string& prefix, const std::string& role, int64_t out, int64_t in, bool bias,
+                         int layer, Init init, int expert) {
+  add(prefix + "weight", role + "weight", {out, in}, init, layer, expert);
+  if (bias) add(prefix + "bias", role + "bias", {out}, Init::Zeros, layer, expert);
 }
 
 void TensorTable::attention(const std::string& prefix, int layer, const std::string& out_name) {
   const auto& a = *c_.attention;
   const int64_t h = c_.hidden_size;
-  linear(prefix + "q_proj.", a.num_heads * a.head_dim, h, a.qkv_bias, layer);
-  linear(prefix + "k_proj.", a.num_kv_heads * a.head_dim, h, a.qkv_bias, layer);
-  linear(prefix + "v_proj.", a.num_kv_heads * a.head_dim, h, a.qkv_bias, layer);
-  linear(prefix + out_name + ".", h, a.num_heads * a.head_dim, a.out_bias, layer, Init::NormalOut);
+  linear(prefix + "q_proj.", "attn.q.", a.num_heads * a.head_dim, h, a.qkv_bias, layer);
+  linear(prefix + "k_proj.", "attn.k.", a.num_kv_heads * a.head_dim, h, a.qkv_bias, layer);
+  linear(prefix + "v_proj.", "attn.v.", a.num_kv_heads * a.head_dim, h, a.qkv_bias, layer);
+  linear(prefix + out_name + ".", "attn.o.", h, a.num_heads * a.head_dim, a.out_bias, layer, Init::NormalOut);
 }
 
-void TensorTable::gated_mlp(const std::string& prefix, int64_t intermediate, int layer, int expert,
-                            const std::array<std::string, 3>& names) {
+void TensorTable::gated_mlp(const std::string& prefix, const std::string& role, int64_t intermediate, int layer,
+                            int expert, const std::array<std::string, 3>& names) {
   const int64_t h = c_.hidden_size;
   const bool bias = c_.mlp && c_.mlp->bias && expert < 0;
-  linear(prefix + names[0] + ".", intermediate, h, bias, layer, Init::Normal, expert);
-  linear(prefix + names[1] + ".", intermediate, h, bias, layer, Init::Normal, expert);
-  linear(prefix + names[2] + ".", h, intermediate, bias, layer, Init::NormalOut, expert);
+  linear(prefix + names[0] + ".", role + "gate.", intermediate, h, bias, layer, Init::Normal, expert);
+  linear(prefix + names[1] + ".", role + "up.", intermediate, h, bias, layer, Init::Normal, expert);
+  linear(prefix + names[2] + ".", role + "down.", h, intermediate, bias, layer, Init::NormalOut, expert);
 }
 
 void TensorTable::mamba1_mixer(const std::string& prefix, int layer) {
   const auto& m = *c_.mamba;
   const int64_t h = c_.hidden_size;
-  linear(prefix + "in_proj.", 2 * m.d_inner, h, m.proj_bias, layer);
-  add(prefix + "conv1d.weight", {m.d_inner, 1, m.d_conv}, Init::ConvWeight, layer);
-  if (m.conv_bias) add(prefix + "conv1d.bias", {m.d_inner}, Init::Zeros, layer);
-  add(prefix + "x_proj.weight", {m.dt_rank + 2 * m.d_state, m.d_inner}, Init::Normal, layer);
-  add(prefix + "dt_proj.weight", {m.d_inner, m.dt_rank}, Init::DtProjWeight, layer);
-  add(prefix + "dt_proj.bias", {m.d_inner}, Init::DtBias, layer);
-  add(prefix + "A_log", {m.d_inner, m.d_state}, Init::MambaALog, layer);
-  add(prefix + "D", {m.d_inner}, Init::Ones, layer);
-  linear(prefix + "out_proj.", h, m.d_inner, m.proj_bias, layer, Init::NormalOut);
+  linear(prefix + "in_proj.", "mamba.in_proj.", 2 * m.d_inner, h, m.proj_bias, layer);
+  add(prefix + "conv1d.weight", "mamba.conv.weight", {m.d_inner, 1, m.d_conv}, Init::ConvWeight, layer);
+  if (m.conv_bias) add(prefix + "conv1d.bias", "mamba.conv.bias", {m.d_inner}, Init::Zeros, layer);
+  add(prefix + "x_proj.weight", "mamba.x_proj.weight", {m.dt_rank + 2 * m.d_state, m.d_inner}, Init::Normal, layer);
+  add(prefix + "dt_proj.weight", "mamba.dt_proj.weight", {m.d_inner, m.dt_rank}, Init::DtProjWeight, layer);
+  add(prefix + "dt_proj.bias", "mamba.dt_proj.bias", {m.d_inner}, Init::DtBias, layer);
+  add(prefix + "A_log", "mamba.A_log", {m.d_inner, m.d_state}, Init::MambaALog, layer);
+  add(prefix + "D", "mamba.D", {m.d_inner}, Init::Ones, layer);
+  linear(prefix + "out_proj.", "mamba.out_proj.", h, m.d_inner, m.proj_bias, layer, Init::NormalOut);
   if (m.dt_bc_norm == MambaConfig::DtBCNorm::Learned) {
-    add(prefix + "dt_layernorm.weight", {m.dt_rank}, Init::Ones, layer);
-    add(prefix + "b_layernorm.weight", {m.d_state}, Init::Ones, layer);
-    add(prefix + "c_layernorm.weight", {m.d_state}, Init::Ones, layer);
+    add(prefix + "dt_layernorm.weight", "mamba.dt_norm.weight", {m.dt_rank}, Init::Ones, layer);
+    add(prefix + "b_layernorm.weight", "mamba.b_norm.weight", {m.d_state}, Init::Ones, layer);
+    add(prefix + "c_layernorm.weight", "mamba.c_norm.weight", {m.d_state}, Init::Ones, layer);
   }
 }
 
 void TensorTable::embedding(const std::string& name, std::vector<std::string> aliases) {
-  add(name, {c_.vocab_size, c_.hidden_size}, Init::Normal).aliases = std::move(aliases);
+  add(name, "embed.weight", {c_.vocab_size, c_.hidden_size}, Init::Normal).aliases = std::move(aliases);
 }
 
 void TensorTable::lm_head() {
   // A tied head reuses the embedding; checkpoints may still carry a copy, which is accepted.
-  add("lm_head.weight", {c_.vocab_size, c_.hidden_size}, Init::Normal).optional = c_.tie_word_embeddings;
-  if (c_.lm_head_bias) add("lm_head.bias", {c_.vocab_size}, Init::Zeros);
+  add("lm_head.weight", "lm_head.weight", {c_.vocab_size, c_.hidden_size}, Init::Normal).optional =
+      c_.tie_word_embeddings;
+  if (c_.lm_head_bias) add("lm_head.bias", "lm_head.bias", {c_.vocab_size}, Init::Zeros);
 }
 
 }  // namespace effarch::model::arch

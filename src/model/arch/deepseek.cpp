@@ -44,22 +44,23 @@ std::vector<TensorSpec> deepseek_tensors(const ModelConfig& c) {
   t.embedding("model.embed_tokens.weight");
   for (int i = 0; i < c.num_layers; ++i) {
     const std::string p = layer_prefix("model.layers.", i);
-    t.norm(p + "input_layernorm.", c.hidden_size, i, false);
+    t.norm(p + "input_layernorm.", "mixer_norm.", c.hidden_size, i, false);
     t.attention(p + "self_attn.", i);
-    t.norm(p + "post_attention_layernorm.", c.hidden_size, i, false);
+    t.norm(p + "post_attention_layernorm.", "ffn_norm.", c.hidden_size, i, false);
     if (c.layers[static_cast<size_t>(i)].ffn == FfnKind::Dense) {
-      t.gated_mlp(p + "mlp.", c.mlp->intermediate, i);
+      t.gated_mlp(p + "mlp.", "mlp.", c.mlp->intermediate, i);
       continue;
     }
-    t.linear(p + "mlp.gate.", moe.num_experts, c.hidden_size, false, i);
+    t.linear(p + "mlp.gate.", "moe.router.", moe.num_experts, c.hidden_size, false, i);
     for (int e = 0; e < moe.num_experts; ++e) {
-      t.gated_mlp(fmt::format("{}mlp.experts.{}.", p, e), moe.expert_intermediate, i, e);
+      t.gated_mlp(fmt::format("{}mlp.experts.{}.", p, e), fmt::format("moe.expert.{}.", e), moe.expert_intermediate,
+                  i, e);
     }
     if (moe.num_shared_experts > 0) {
-      t.gated_mlp(p + "mlp.shared_experts.", moe.expert_intermediate * moe.num_shared_experts, i);
+      t.gated_mlp(p + "mlp.shared_experts.", "moe.shared.", moe.expert_intermediate * moe.num_shared_experts, i);
     }
   }
-  t.norm("model.norm.", c.hidden_size, -1, false);
+  t.norm("model.norm.", "final_norm.", c.hidden_size, -1, false);
   t.lm_head();
   return t.take();
 }

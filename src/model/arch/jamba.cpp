@@ -62,23 +62,24 @@ std::vector<TensorSpec> jamba_tensors(const ModelConfig& c) {
   for (int i = 0; i < c.num_layers; ++i) {
     const auto& layer = c.layers[static_cast<size_t>(i)];
     const std::string p = layer_prefix("model.layers.", i);
-    t.norm(p + "input_layernorm.", c.hidden_size, i, false);
+    t.norm(p + "input_layernorm.", "mixer_norm.", c.hidden_size, i, false);
     if (layer.mixer == MixerKind::Attention) {
       t.attention(p + "self_attn.", i);
     } else {
       t.mamba1_mixer(p + "mamba.", i);
     }
-    t.norm(p + "pre_ff_layernorm.", c.hidden_size, i, false);
+    t.norm(p + "pre_ff_layernorm.", "ffn_norm.", c.hidden_size, i, false);
     if (layer.ffn == FfnKind::MoE) {
-      t.linear(p + "feed_forward.router.", c.moe->num_experts, c.hidden_size, false, i);
+      t.linear(p + "feed_forward.router.", "moe.router.", c.moe->num_experts, c.hidden_size, false, i);
       for (int e = 0; e < c.moe->num_experts; ++e) {
-        t.gated_mlp(fmt::format("{}feed_forward.experts.{}.", p, e), c.moe->expert_intermediate, i, e);
+        t.gated_mlp(fmt::format("{}feed_forward.experts.{}.", p, e), fmt::format("moe.expert.{}.", e),
+                    c.moe->expert_intermediate, i, e);
       }
     } else {
-      t.gated_mlp(p + "feed_forward.", c.mlp->intermediate, i);
+      t.gated_mlp(p + "feed_forward.", "mlp.", c.mlp->intermediate, i);
     }
   }
-  t.norm("model.final_layernorm.", c.hidden_size, -1, false);
+  t.norm("model.final_layernorm.", "final_norm.", c.hidden_size, -1, false);
   t.lm_head();
   return t.take();
 }

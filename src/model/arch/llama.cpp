@@ -23,12 +23,12 @@ std::vector<TensorSpec> llama_tensors(const ModelConfig& c) {
   t.embedding("model.embed_tokens.weight");
   for (int i = 0; i < c.num_layers; ++i) {
     const std::string p = layer_prefix("model.layers.", i);
-    t.norm(p + "input_layernorm.", c.hidden_size, i, false);
+    t.norm(p + "input_layernorm.", "mixer_norm.", c.hidden_size, i, false);
     t.attention(p + "self_attn.", i);
-    t.norm(p + "post_attention_layernorm.", c.hidden_size, i, false);
-    t.gated_mlp(p + "mlp.", c.mlp->intermediate, i);
+    t.norm(p + "post_attention_layernorm.", "ffn_norm.", c.hidden_size, i, false);
+    t.gated_mlp(p + "mlp.", "mlp.", c.mlp->intermediate, i);
   }
-  t.norm("model.norm.", c.hidden_size, -1, false);
+  t.norm("model.norm.", "final_norm.", c.hidden_size, -1, false);
   t.lm_head();
   return t.take();
 }

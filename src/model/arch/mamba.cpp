@@ -41,10 +41,10 @@ std::vector<TensorSpec> mamba_tensors(const ModelConfig& c) {
   t.embedding("backbone.embeddings.weight", {"backbone.embedding.weight"});
   for (int i = 0; i < c.num_layers; ++i) {
     const std::string p = layer_prefix("backbone.layers.", i);
-    t.norm(p + "norm.", c.hidden_size, i, false);
+    t.norm(p + "norm.", "mixer_norm.", c.hidden_size, i, false);
     t.mamba1_mixer(p + "mixer.", i);
   }
-  t.norm("backbone.norm_f.", c.hidden_size, -1, false);
+  t.norm("backbone.norm_f.", "final_norm.", c.hidden_size, -1, false);
   t.lm_head();
   return t.take();
 }

@@ -64,18 +64,18 @@ std::vector<TensorSpec> mamba2_tensors(const ModelConfig& c) {
   t.embedding("backbone.embeddings.weight", {"backbone.embedding.weight"});
   for (int i = 0; i < c.num_layers; ++i) {
     const std::string p = layer_prefix("backbone.layers.", i) + "mixer.";
-    t.norm(layer_prefix("backbone.layers.", i) + "norm.", c.hidden_size, i, false);
+    t.norm(layer_prefix("backbone.layers.", i) + "norm.", "mixer_norm.", c.hidden_size, i, false);
     // in_proj rows: z (d_inner) | x B C (conv_dim) | dt (num_heads)
-    t.linear(p + "in_proj.", m.d_inner + m.conv_dim() + m.num_heads, c.hidden_size, m.proj_bias, i);
-    t.add(p + "conv1d.weight", {m.conv_dim(), 1, m.d_conv}, Init::ConvWeight, i);
-    if (m.conv_bias) t.add(p + "conv1d.bias", {m.conv_dim()}, Init::Zeros, i);
-    t.add(p + "dt_bias", {m.num_heads}, Init::DtBias, i);
-    t.add(p + "A_log", {m.num_heads}, Init::Mamba2ALog, i);
-    t.add(p + "D", {m.num_heads}, Init::Ones, i);
-    t.add(p + "norm.weight", {m.d_inner}, Init::Ones, i);
-    t.linear(p + "out_proj.", c.hidden_size, m.d_inner, m.proj_bias, i, Init::NormalOut);
+    t.linear(p + "in_proj.", "mamba.in_proj.", m.d_inner + m.conv_dim() + m.num_heads, c.hidden_size, m.proj_bias, i);
+    t.add(p + "conv1d.weight", "mamba.conv.weight", {m.conv_dim(), 1, m.d_conv}, Init::ConvWeight, i);
+    if (m.conv_bias) t.add(p + "conv1d.bias", "mamba.conv.bias", {m.conv_dim()}, Init::Zeros, i);
+    t.add(p + "dt_bias", "mamba.dt_bias", {m.num_heads}, Init::DtBias, i);
+    t.add(p + "A_log", "mamba.A_log", {m.num_heads}, Init::Mamba2ALog, i);
+    t.add(p + "D", "mamba.D", {m.num_heads}, Init::Ones, i);
+    t.add(p + "norm.weight", "mamba.norm.weight", {m.d_inner}, Init::Ones, i);
+    t.linear(p + "out_proj.", "mamba.out_proj.", c.hidden_size, m.d_inner, m.proj_bias, i, Init::NormalOut);
   }
-  t.norm("backbone.norm_f.", c.hidden_size, -1, false);
+  t.norm("backbone.norm_f.", "final_norm.", c.hidden_size, -1, false);
   t.lm_head();
   return t.take();
 }

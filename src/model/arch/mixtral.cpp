@@ -33,16 +33,16 @@ std::vector<TensorSpec> mixtral_tensors(const ModelConfig& c) {
   t.embedding("model.embed_tokens.weight");
   for (int i = 0; i < c.num_layers; ++i) {
     const std::string p = layer_prefix("model.layers.", i);
-    t.norm(p + "input_layernorm.", c.hidden_size, i, false);
+    t.norm(p + "input_layernorm.", "mixer_norm.", c.hidden_size, i, false);
     t.attention(p + "self_attn.", i);
-    t.norm(p + "post_attention_layernorm.", c.hidden_size, i, false);
-    t.linear(p + "block_sparse_moe.gate.", c.moe->num_experts, c.hidden_size, false, i);
+    t.norm(p + "post_attention_layernorm.", "ffn_norm.", c.hidden_size, i, false);
+    t.linear(p + "block_sparse_moe.gate.", "moe.router.", c.moe->num_experts, c.hidden_size, false, i);
     for (int e = 0; e < c.moe->num_experts; ++e) {
-      t.gated_mlp(fmt::format("{}block_sparse_moe.experts.{}.", p, e), c.moe->expert_intermediate, i, e,
-                  {"w1", "w3", "w2"});
+      t.gated_mlp(fmt::format("{}block_sparse_moe.experts.{}.", p, e), fmt::format("moe.expert.{}.", e),
+                  c.moe->expert_intermediate, i, e, {"w1", "w3", "w2"});
     }
   }
-  t.norm("model.norm.", c.hidden_size, -1, false);
+  t.norm("model.norm.", "final_norm.", c.hidden_size, -1, false);
   t.lm_head();
   return t.take();
 }

@@ -28,12 +28,12 @@ std::vector<TensorSpec> phi_tensors(const ModelConfig& c) {
   t.embedding("model.embed_tokens.weight");
   for (int i = 0; i < c.num_layers; ++i) {
     const std::string p = layer_prefix("model.layers.", i);
-    t.norm(p + "input_layernorm.", h, i, true);
+    t.norm(p + "input_layernorm.", "mixer_norm.", h, i, true);
     t.attention(p + "self_attn.", i, "dense");
-    t.linear(p + "mlp.fc1.", c.mlp->intermediate, h, true, i);
-    t.linear(p + "mlp.fc2.", h, c.mlp->intermediate, true, i, Init::NormalOut);
+    t.linear(p + "mlp.fc1.", "mlp.fc1.", c.mlp->intermediate, h, true, i);
+    t.linear(p + "mlp.fc2.", "mlp.fc2.", h, c.mlp->intermediate, true, i, Init::NormalOut);
   }
-  t.norm("model.final_layernorm.", h, -1, true);
+  t.norm("model.final_layernorm.", "final_norm.", h, -1, true);
   t.lm_head();
   return t.take();
 }
