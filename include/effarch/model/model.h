@@ -1,0 +1,61 @@
+#pragma once
+// A causal LM built from its config: embeddings, a stack of blocks whose mixer and feed-forward
+// come from the config, a final norm and the head. Prefill and single-token decode are separate
+// entry points over a cache allocated once.
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include <ATen/core/Tensor.h>
+
+#include "effarch/model/cache.h"
+#include "effarch/model/catalog.h"
+#include "effarch/model/config.h"
+#include "effarch/model/weights.h"
+#include "effarch/ops/attention.h"
+#include "effarch/ops/rope.h"
+
+namespace effarch::model {
+
+struct ModelOptions {
+  at::ScalarType dtype = at::kFloat;
+  at::Device device = at::kCPU;
+  ops::AttentionImpl attention = ops::AttentionImpl::Sdpa;
+  uint64_t seed = 0;  // for random weights
+};
+
+class Block;
+
+class Model {
+ public:
+  // A checkpoint folder's weights, or random weights for a bare config.
+  static std::unique_ptr<Model> load(const ModelSource& source, const ModelOptions& options);
+  Model(ModelConfig config, Weights weights, ModelOptions options);
+  ~Model();
+  Model(const Model&) = delete;
+  Model& operator=(const Model&) = delete;
+
+  const ModelConfig& config() const { return config_; }
+  const ModelOptions& options() const { return options_; }
+  const Weights& weights() const { return weights_; }
+  const Cache& cache() const { return cache_; }
+
+  // Allocates the cache for `batch` sequences of up to `max_len` tokens (prompt + generated).
+  void allocate_cache(int64_t batch, int64_t max_len);
+  // ids [B, T] int64 -> logits [B, T, vocab] fp32. Starts a new sequence (cache length 0).
+  at::Tensor prefill(const at::Tensor& ids);
+  // ids [B] int64 -> logits [B, vocab] fp32, appending one token per sequence.
+  at::Tensor decode(const at::Tensor& ids);
+
+ private:
+  at::Tensor forward(const at::Tensor& ids, int64_t start_pos);
+  ModelConfig config_;
+  Weights weights_;
+  ModelOptions options_;
+  std::vector<std::unique_ptr<Block>> blocks_;
+  Cache cache_;
+  ops::RopeTables rope_tables_;  // built for the cache's length
+};
+
+}  // namespace effarch::model

@@ -1,0 +1,38 @@
+#pragma once
+// A model's weights on its device and dtype, looked up by (layer, role) — see TensorSpec::role —
+// loaded from a checkpoint (checked against the config first) or drawn at random.
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <utility>
+
+#include <ATen/core/Tensor.h>
+
+#include "effarch/model/config.h"
+
+namespace effarch::io {
+class TensorStore;
+}
+
+namespace effarch::model {
+
+class Weights {
+ public:
+  // Throws CheckpointError listing missing/unexpected/mis-shaped tensors before loading any.
+  static Weights from_checkpoint(const ModelConfig& config, const io::TensorStore& store, at::ScalarType dtype,
+                                 at::Device device);
+  static Weights random(const ModelConfig& config, uint64_t seed, at::ScalarType dtype, at::Device device);
+
+  // layer -1: model-level tensors (embed, final_norm, lm_head). Throws naming layer and role.
+  const at::Tensor& get(int layer, const std::string& role) const;
+  const at::Tensor* find(int layer, const std::string& role) const;
+  uint64_t bytes() const;
+
+ private:
+  void put(const ModelConfig& config, int layer, const std::string& role, at::Tensor t);
+  std::map<std::pair<int, std::string>, at::Tensor> by_role_;
+};
+
+}  // namespace effarch::model

@@ -1,0 +1,21 @@
+#pragma once
+// Causal attention over a KV cache prefix, through the framework's fused
+// scaled_dot_product_attention (flash/efficient kernels on the GPU) or an explicit masked
+// softmax ("eager") that materialises the [T, S] score matrix, so its O(n^2) memory shows.
+
+#include <ATen/core/Tensor.h>
+
+#include <string>
+
+namespace effarch::ops {
+
+enum class AttentionImpl { Sdpa, Eager };
+AttentionImpl parse_attention_impl(const std::string& name, const std::string& option);  // "sdpa", "eager"
+
+// q: [B, Hq, T, D]; k, v: [B, Hkv, S, D] with S = start_pos + T (cache prefix plus the new keys).
+// Query t (position start_pos + t) sees keys 0 .. start_pos + t. Hkv divides Hq (GQA).
+// Scores and softmax in fp32; returns [B, Hq, T, D] in q's dtype.
+at::Tensor causal_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, int64_t start_pos,
+                            double scale, AttentionImpl impl);
+
+}  // namespace effarch::ops

@@ -1,0 +1,69 @@
+// Attention mixer: q/k/v projections, RoPE where the config has it, the new K/V written into the
+// preallocated cache, causal attention over the cache prefix, output projection.
+
+#include <cmath>
+
+#include <ATen/ATen.h>
+
+#include "blocks.h"
+
+namespace effarch::model {
+namespace {
+
+class AttentionMixer final : public Mixer {
+ public:
+  AttentionMixer(const ModelConfig& c, const Weights& w, int layer)
+      : a_(*c.attention),
+        wq_(w.get(layer, "attn.q.weight")),
+        wk_(w.get(layer, "attn.k.weight")),
+        wv_(w.get(layer, "attn.v.weight")),
+        wo_(w.get(layer, "attn.o.weight")),
+        bq_(optional(w, layer, "attn.q.bias")),
+        bk_(optional(w, layer, "attn.k.bias")),
+        bv_(optional(w, layer, "attn.v.bias")),
+        bo_(optional(w, layer, "attn.o.bias")),
+        scale_(1.0 / std::sqrt(static_cast<double>(a_.head_dim))) {}
+
+  at::Tensor forward(const at::Tensor& x, LayerCache& cache, const ForwardContext& ctx) const override {
+    const int64_t b = x.size(0), t = x.size(1);
+    // [B, T, H*D] -> [B, H, T, D]
+    at::Tensor q = at::linear(x, wq_, bq_).view({b, t, a_.num_heads, a_.head_dim}).transpose(1, 2);
+    at::Tensor k = at::linear(x, wk_, bk_).view({b, t, a_.num_kv_heads, a_.head_dim}).transpose(1, 2);
+    const at::Tensor v = at::linear(x, wv_, bv_).view({b, t, a_.num_kv_heads, a_.head_dim}).transpose(1, 2);
+    if (a_.rope) {
+      q = ops::apply_rope(q, *ctx.rope, ctx.start_pos);
+      k = ops::apply_rope(k, *ctx.rope, ctx.start_pos);
+    }
+    cache.k.narrow(2, ctx.start_pos, t).copy_(k);
+    cache.v.narrow(2, ctx.start_pos, t).copy_(v);
+    const int64_t s = ctx.start_pos + t;
+    const at::Tensor out = ops::causal_attention(q, cache.k.narrow(2, 0, s), cache.v.narrow(2, 0, s), ctx.start_pos,
+                                                 scale_, ctx.attention);  // [B, Hq, T, D]
+    return at::linear(out.transpose(1, 2).reshape({b, t, a_.num_heads * a_.head_dim}), wo_, bo_);
+  }
+
+  void allocate(LayerCache& cache, int64_t batch, int64_t max_len, at::ScalarType dtype,
+                at::Device device) const override {
+    const auto opts = at::TensorOptions().dtype(dtype).device(device);
+    cache.k = at::zeros({batch, a_.num_kv_heads, max_len, a_.head_dim}, opts);
+    cache.v = at::zeros({batch, a_.num_kv_heads, max_len, a_.head_dim}, opts);
+  }
+
+ private:
+  static std::optional<at::Tensor> optional(const Weights& w, int layer, const std::string& role) {
+    const at::Tensor* t = w.find(layer, role);
+    return t == nullptr ? std::nullopt : std::optional<at::Tensor>(*t);
+  }
+  AttentionConfig a_;
+  at::Tensor wq_, wk_, wv_, wo_;
+  std::optional<at::Tensor> bq_, bk_, bv_, bo_;
+  double scale_;
+};
+
+}  // namespace
+
+std::unique_ptr<Mixer> make_attention(const ModelConfig& config, const Weights& weights, int layer) {
+  return std::make_unique<AttentionMixer>(config, weights, layer);
+}
+
+}  // namespace effarch::model

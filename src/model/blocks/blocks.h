@@ -1,0 +1,61 @@
+#pragma once
+// The pieces a model is stacked from: a mixer (attention here; Mamba in its own file) and a
+// feed-forward (dense MLP; MoE in its own file), wrapped by a Block that applies the norms and
+// residuals the config asks for. Internal to the library.
+
+#include <memory>
+
+#include <ATen/core/Tensor.h>
+
+#include "effarch/model/cache.h"
+#include "effarch/model/config.h"
+#include "effarch/model/weights.h"
+#include "effarch/ops/attention.h"
+#include "effarch/ops/rope.h"
+
+namespace effarch::model {
+
+// What every layer needs to know about the current forward call.
+struct ForwardContext {
+  int64_t start_pos = 0;               // position of the first new token
+  const ops::RopeTables* rope = nullptr;
+  ops::AttentionImpl attention = ops::AttentionImpl::Sdpa;
+};
+
+class Mixer {
+ public:
+  virtual ~Mixer() = default;
+  // x: [B, T, hidden] normed input -> [B, T, hidden]; reads and writes this layer's cache.
+  virtual at::Tensor forward(const at::Tensor& x, LayerCache& cache, const ForwardContext& ctx) const = 0;
+  virtual void allocate(LayerCache& cache, int64_t batch, int64_t max_len, at::ScalarType dtype,
+                        at::Device device) const = 0;
+};
+
+class FeedForward {
+ public:
+  virtual ~FeedForward() = default;
+  virtual at::Tensor forward(const at::Tensor& x) const = 0;  // [B, T, hidden] -> [B, T, hidden]
+};
+
+std::unique_ptr<Mixer> make_attention(const ModelConfig& config, const Weights& weights, int layer);
+std::unique_ptr<FeedForward> make_dense_mlp(const ModelConfig& config, const Weights& weights, int layer);
+
+// Applies the model's norm kind (RMSNorm or LayerNorm) with the weights under `role_prefix`.
+at::Tensor apply_norm(const ModelConfig& config, const Weights& weights, int layer, const std::string& role_prefix,
+                      const at::Tensor& x);
+
+class Block {
+ public:
+  Block(const ModelConfig& config, const Weights& weights, int layer);
+  at::Tensor forward(const at::Tensor& x, LayerCache& cache, const ForwardContext& ctx) const;
+  void allocate(LayerCache& cache, int64_t batch, int64_t max_len, at::ScalarType dtype, at::Device device) const;
+
+ private:
+  const ModelConfig& config_;
+  const Weights& weights_;
+  int layer_;
+  std::unique_ptr<Mixer> mixer_;
+  std::unique_ptr<FeedForward> ffn_;  // null for Mamba-only blocks
+};
+
+}  // namespace effarch::model

@@ -1,0 +1,95 @@
+#include "effarch/model/model.h"
+
+#include <ATen/ATen.h>
+#include <fmt/format.h>
+
+#include "blocks/blocks.h"
+#include "effarch/common/error.h"
+#include "effarch/io/checkpoint.h"
+
+namespace effarch::model {
+
+uint64_t LayerCache::bytes() const {
+  uint64_t n = 0;
+  for (const at::Tensor* t : {&k, &v, &conv_state, &ssm_state}) {
+    if (t->defined()) n += static_cast<uint64_t>(t->numel()) * t->element_size();
+  }
+  return n;
+}
+
+uint64_t Cache::bytes() const {
+  uint64_t n = 0;
+  for (const auto& l : layers) n += l.bytes();
+  return n;
+}
+
+std::unique_ptr<Model> Model::load(const ModelSource& source, const ModelOptions& options) {
+  if (source.checkpoint_dir) {
+    const auto store = io::TensorStore::open_folder(*source.checkpoint_dir);
+    return std::make_unique<Model>(source.config, Weights::from_checkpoint(source.config, store, options.dtype,
+                                                                            options.device),
+                                   options);
+  }
+  return std::make_unique<Model>(source.config, Weights::random(source.config, options.seed, options.dtype, options.device),
+                                 options);
+}
+
+Model::Model(ModelConfig config, Weights weights, ModelOptions options)
+    : config_(std::move(config)), weights_(std::move(weights)), options_(options) {
+  for (int i = 0; i < config_.num_layers; ++i) blocks_.push_back(std::make_unique<Block>(config_, weights_, i));
+}
+
+Model::~Model() = default;
+
+void Model::allocate_cache(int64_t batch, int64_t max_len) {
+  if (batch <= 0 || max_len <= 0) throw UsageError(fmt::format("cache of batch {} and length {}", batch, max_len));
+  if (config_.attention && config_.max_position_embeddings && max_len > *config_.max_position_embeddings) {
+    throw UsageError(fmt::format("{} tokens exceed the model's context of {} tokens (max_position_embeddings)", max_len,
+                                 *config_.max_position_embeddings));
+  }
+  cache_ = Cache{};
+  cache_.batch = batch;
+  cache_.max_len = max_len;
+  cache_.layers.resize(blocks_.size());
+  for (size_t i = 0; i < blocks_.size(); ++i) {
+    blocks_[i]->allocate(cache_.layers[i], batch, max_len, options_.dtype, options_.device);
+  }
+  if (config_.attention && config_.attention->rope) {
+    rope_tables_ = ops::make_rope_tables(*config_.attention->rope, max_len, options_.device);
+  }
+}
+
+at::Tensor Model::forward(const at::Tensor& ids, int64_t start_pos) {
+  if (ids.dim() != 2 || ids.scalar_type() != at::kLong) {
+    throw UsageError(fmt::format("token ids must be an int64 [batch, tokens] tensor, got {} of {} dims",
+                                 c10::toString(ids.scalar_type()), ids.dim()));
+  }
+  const int64_t b = ids.size(0), t = ids.size(1);
+  if (!cache_.allocated()) allocate_cache(b, t);
+  if (b != cache_.batch) throw UsageError(fmt::format("batch of {} sequences, but the cache holds {}", b, cache_.batch));
+  if (start_pos + t > cache_.max_len) {
+    throw UsageError(fmt::format("{} tokens exceed the cache of {} tokens allocated for this run", start_pos + t,
+                                 cache_.max_len));
+  }
+  if (t == 0) throw UsageError("empty prompt: at least one token is needed");
+  ForwardContext ctx{start_pos, rope_tables_.rotary_dim > 0 ? &rope_tables_ : nullptr, options_.attention};
+  at::Tensor x = at::embedding(weights_.get(-1, "embed.weight"), ids.to(options_.device));  // [B, T, H]
+  for (size_t i = 0; i < blocks_.size(); ++i) x = blocks_[i]->forward(x, cache_.layers[i], ctx);
+  x = apply_norm(config_, weights_, -1, "final_norm.", x);
+  const at::Tensor* head = weights_.find(-1, "lm_head.weight");
+  const at::Tensor* head_bias = weights_.find(-1, "lm_head.bias");
+  at::Tensor logits = at::linear(x, head != nullptr ? *head : weights_.get(-1, "embed.weight"),
+                                 head_bias != nullptr ? std::optional<at::Tensor>(*head_bias) : std::nullopt);
+  cache_.length = start_pos + t;
+  return logits.to(at::kFloat);
+}
+
+at::Tensor Model::prefill(const at::Tensor& ids) { return forward(ids, 0); }
+
+at::Tensor Model::decode(const at::Tensor& ids) {
+  if (ids.dim() != 1) throw UsageError(fmt::format("decode takes one token per sequence: [batch] ids, got {} dims", ids.dim()));
+  if (!cache_.allocated() || cache_.length == 0) throw UsageError("decode before prefill");
+  return forward(ids.unsqueeze(1), cache_.length).squeeze(1);
+}
+
+}  // namespace effarch::model

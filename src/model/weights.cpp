@@ -1,0 +1,60 @@
+#include "effarch/model/weights.h"
+
+#include <ATen/ATen.h>
+#include <fmt/format.h>
+
+#include "effarch/common/error.h"
+#include "effarch/io/checkpoint.h"
+#include "effarch/model/random_weights.h"
+#include "effarch/model/tensor_spec.h"
+
+namespace effarch::model {
+void Weights::put(const ModelConfig&, int layer, const std::string& role, at::Tensor t) {
+  by_role_[{layer, role}] = std::move(t);
+}
+
+Weights Weights::from_checkpoint(const ModelConfig& config, const io::TensorStore& store, at::ScalarType dtype,
+                                 at::Device device) {
+  const CheckpointCheck check = check_checkpoint(config, store);
+  require_valid(check, store.root().string());
+  std::map<std::string, std::string> found(check.resolved.begin(), check.resolved.end());
+  Weights w;
+  for (const auto& spec : expected_tensors(config)) {
+    auto it = found.find(spec.name);
+    if (it == found.end()) continue;  // an optional tensor that is absent
+    // Every tensor in the model dtype, as HF loads them; ops upcast where their math is fp32.
+    w.put(config, spec.layer, spec.role, store.load(it->second, dtype, device));
+  }
+  return w;
+}
+
+Weights Weights::random(const ModelConfig& config, uint64_t seed, at::ScalarType dtype, at::Device device) {
+  Weights w;
+  for (const auto& spec : expected_tensors(config)) {
+    if (spec.optional) continue;
+    w.put(config, spec.layer, spec.role, random_tensor(config, spec, seed, dtype, device));
+  }
+  return w;
+}
+
+const at::Tensor* Weights::find(int layer, const std::string& role) const {
+  auto it = by_role_.find({layer, role});
+  return it == by_role_.end() ? nullptr : &it->second;
+}
+
+const at::Tensor& Weights::get(int layer, const std::string& role) const {
+  const at::Tensor* t = find(layer, role);
+  if (t == nullptr) {
+    throw CheckpointError(layer < 0 ? fmt::format("no weight for '{}'", role)
+                                    : fmt::format("no weight for '{}' in layer {}", role, layer));
+  }
+  return *t;
+}
+
+uint64_t Weights::bytes() const {
+  uint64_t n = 0;
+  for (const auto& [key, t] : by_role_) n += static_cast<uint64_t>(t.numel()) * t.element_size();
+  return n;
+}
+
+}  // namespace effarch::model

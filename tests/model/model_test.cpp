@@ -1,0 +1,96 @@
+// Checks of the forward pass that need no outside reference: prefill equals feeding the same
+// tokens one at a time through decode; batch rows are independent; SDPA equals eager attention;
+// the cache is sized once and errors are clear. Parity with transformers: hf_parity_test.cpp.
+
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
+
+#include "../test_util.h"
+#include "effarch/common/error.h"
+#include "effarch/model/catalog.h"
+#include "effarch/model/model.h"
+
+namespace effarch::model {
+namespace {
+
+const char* kTransformers[] = {"tiny-llama", "tiny-llama3", "tiny-mistral", "tiny-phi"};
+
+std::unique_ptr<Model> make(const std::string& name, ops::AttentionImpl impl = ops::AttentionImpl::Sdpa) {
+  ModelOptions opt;
+  opt.attention = impl;
+  opt.seed = 5;
+  return Model::load(resolve_model((effarch::testing::configs_dir() / "models" / (name + ".json")).string()), opt);
+}
+
+double rel_diff(const at::Tensor& a, const at::Tensor& b) {
+  return (a - b).abs().max().item<double>() / b.abs().max().item<double>();
+}
+
+class ModelChecks : public ::testing::TestWithParam<const char*> {};
+
+TEST_P(ModelChecks, PrefillEqualsTokenByTokenDecode) {
+  auto model = make(GetParam());
+  const at::Tensor ids = at::randint(0, model->config().vocab_size, {2, 9}, at::kLong);
+  model->allocate_cache(2, 9);
+  const at::Tensor full = model->prefill(ids);  // [2, 9, V]
+  ASSERT_EQ(full.sizes(), (std::vector<int64_t>{2, 9, model->config().vocab_size}));
+  at::Tensor step = model->prefill(ids.narrow(1, 0, 1));
+  EXPECT_LE(rel_diff(step.select(1, 0), full.select(1, 0)), 1e-4);
+  for (int64_t t = 1; t < 9; ++t) {
+    step = model->decode(ids.select(1, t).contiguous());
+    EXPECT_LE(rel_diff(step, full.select(1, t)), 1e-4) << "position " << t;
+  }
+  EXPECT_EQ(model->cache().length, 9);
+}
+
+TEST_P(ModelChecks, BatchRowsAreIndependent) {
+  auto model = make(GetParam());
+  const at::Tensor ids = at::randint(0, model->config().vocab_size, {3, 6}, at::kLong);
+  const at::Tensor batched = model->prefill(ids);
+  for (int64_t r = 0; r < 3; ++r) {
+    auto single = make(GetParam());
+    const at::Tensor one = single->prefill(ids.narrow(0, r, 1));
+    EXPECT_LE(rel_diff(batched.narrow(0, r, 1), one), 1e-5) << "row " << r;
+  }
+}
+
+TEST_P(ModelChecks, SdpaEqualsEager) {
+  auto sdpa = make(GetParam(), ops::AttentionImpl::Sdpa);
+  auto eager = make(GetParam(), ops::AttentionImpl::Eager);
+  const at::Tensor ids = at::randint(0, sdpa->config().vocab_size, {2, 11}, at::kLong);
+  sdpa->allocate_cache(2, 12);
+  eager->allocate_cache(2, 12);
+  EXPECT_LE(rel_diff(sdpa->prefill(ids), eager->prefill(ids)), 1e-5);
+  const at::Tensor next = at::randint(0, sdpa->config().vocab_size, {2}, at::kLong);
+  EXPECT_LE(rel_diff(sdpa->decode(next), eager->decode(next)), 1e-5);
+}
+
+INSTANTIATE_TEST_SUITE_P(Transformers, ModelChecks, ::testing::ValuesIn(kTransformers));
+
+TEST(Model, CacheIsAllocatedOnceWithFixedShapes) {
+  auto model = make("tiny-llama");
+  model->allocate_cache(2, 32);
+  const auto& c = model->config();
+  const void* k_ptr = model->cache().layers[0].k.data_ptr();
+  EXPECT_EQ(model->cache().layers[0].k.sizes(),
+            (std::vector<int64_t>{2, c.attention->num_kv_heads, 32, c.attention->head_dim}));
+  EXPECT_EQ(model->cache().bytes(),
+            static_cast<uint64_t>(c.num_layers * 2 * 2 * c.attention->num_kv_heads * 32 * c.attention->head_dim * 4));
+  model->prefill(at::zeros({2, 5}, at::kLong));
+  model->decode(at::zeros({2}, at::kLong));
+  EXPECT_EQ(model->cache().layers[0].k.data_ptr(), k_ptr);  // written in place
+}
+
+TEST(Model, Errors) {
+  auto model = make("tiny-llama");  // max_position_embeddings 2048
+  EXPECT_THROW_WITH(model->allocate_cache(1, 4096), UsageError, {"4096 tokens", "context of 2048"});
+  model->allocate_cache(1, 4);
+  EXPECT_THROW_WITH(model->prefill(at::zeros({1, 5}, at::kLong)), UsageError, {"5 tokens exceed the cache of 4"});
+  EXPECT_THROW_WITH(model->prefill(at::zeros({2, 2}, at::kLong)), UsageError, {"batch of 2"});
+  EXPECT_THROW_WITH(model->prefill(at::zeros({1, 2}, at::kInt)), UsageError, {"int64"});
+  auto fresh = make("tiny-llama");
+  EXPECT_THROW_WITH(fresh->decode(at::zeros({1}, at::kLong)), UsageError, {"decode before prefill"});
+}
+
+}  // namespace
+}  // namespace effarch::model

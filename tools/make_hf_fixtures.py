@@ -1,0 +1,92 @@
+#!/usr/bin/env python3
+"""Reference outputs from Hugging Face transformers for effarch's parity tests.
+
+Usage: make_hf_fixtures.py OUT_DIR [--only NAME ...]
+
+For each fixture (a tiny config from configs/models/, possibly with one switch changed), builds
+the transformers model on the CPU with seeded random weights, saves it with save_pretrained
+(config.json + model.safetensors) into OUT_DIR/NAME/, and writes OUT_DIR/NAME.expected.safetensors (beside the checkpoint folder):
+  input_ids      [2, 7]   int64   a batch of two prompts of an odd length
+  logits         [2, 7, V] fp32   the model's logits for them (one forward, no cache)
+  input_ids_1    [1, 1]   int64   a length-1 prompt
+  logits_1       [1, 1, V] fp32
+  greedy         [2, 16]  int64   16 greedy tokens after `input_ids`, each from a full forward
+                                  over the sequence so far (independent of HF's cache code)
+OUT_DIR/versions.json records the torch and transformers versions that made them.
+"""
+import argparse
+import json
+import pathlib
+import sys
+
+import torch
+import transformers
+from safetensors.torch import save_file
+from transformers import AutoConfig, AutoModelForCausalLM
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+# name -> (base config, overrides). Each switch that changes the math gets its own fixture.
+FIXTURES = {
+    "llama-gqa": ("tiny-llama", {}),                                     # GQA 4/2, untied head
+    "llama-mha-tied": ("tiny-llama", {"num_key_value_heads": 4, "tie_word_embeddings": True}),
+    "llama-gqa4": ("tiny-llama", {"num_attention_heads": 8, "num_key_value_heads": 2}),
+    "llama3-rope": ("tiny-llama3", {}),                                  # llama3 rope scaling, tied
+    "llama-theta": ("tiny-llama", {"rope_theta": 500000.0, "rms_norm_eps": 1e-6}),
+    "mistral": ("tiny-mistral", {}),
+    "phi": ("tiny-phi", {}),                                             # partial rotary 0.4, biases
+    "phi-full-rotary": ("tiny-phi", {"partial_rotary_factor": 1.0}),
+}
+
+
+def build(name, base, overrides, out):
+    cfg_dict = json.load(open(ROOT / "configs" / "models" / f"{base}.json"))
+    cfg_dict.update(overrides)
+    cfg_dict.pop("auto_map", None)
+    model_type = cfg_dict["model_type"]
+    config = AutoConfig.for_model(model_type, **{k: v for k, v in cfg_dict.items() if k != "model_type"})
+    torch.manual_seed(1234)
+    model = AutoModelForCausalLM.from_config(config, torch_dtype=torch.float32)
+    model.eval()
+    # HF initialises norms to 1 and biases to 0: perturb them so those weights are exercised.
+    with torch.no_grad():
+        for pname, p in model.named_parameters():
+            if p.ndim == 1:
+                p.add_(torch.randn_like(p) * 0.1)
+    folder = out / name
+    model.save_pretrained(folder, safe_serialization=True)
+
+    vocab = config.vocab_size
+    gen = torch.Generator().manual_seed(99)
+    ids = torch.randint(0, vocab, (2, 7), generator=gen)
+    ids1 = torch.randint(0, vocab, (1, 1), generator=gen)
+    with torch.no_grad():
+        logits = model(ids, use_cache=False).logits.float()
+        logits1 = model(ids1, use_cache=False).logits.float()
+        seq = ids.clone()
+        for _ in range(16):
+            nxt = model(seq, use_cache=False).logits[:, -1].float().argmax(-1, keepdim=True)
+            seq = torch.cat([seq, nxt], dim=1)
+    save_file({"input_ids": ids, "logits": logits.contiguous(), "input_ids_1": ids1,
+               "logits_1": logits1.contiguous(), "greedy": seq[:, 7:].contiguous()},
+              out / f"{name}.expected.safetensors")
+    print(f"{name}: {folder}", file=sys.stderr)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("out", type=pathlib.Path)
+    ap.add_argument("--only", nargs="*")
+    args = ap.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(2)
+    names = args.only or list(FIXTURES)
+    for name in names:
+        base, overrides = FIXTURES[name]
+        build(name, base, overrides, args.out)
+    json.dump({"torch": torch.__version__, "transformers": transformers.__version__, "fixtures": names},
+              open(args.out / "versions.json", "w"), indent=2)
+
+
+if __name__ == "__main__":
+    main()
