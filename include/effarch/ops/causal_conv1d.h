@@ -1,0 +1,50 @@
+#pragma once
+// Causal depthwise conv1d over time: the short conv of Mamba and Mamba-2 (MODELS.md sections 1, 7).
+//
+//   out[b, c, t] = act(bias[c] + sum_k weight[c, k] * x[b, c, t - (W - 1) + k])
+//
+// act is SiLU or the identity, W (conv_kernel) is 2, 3 or 4, and the sum runs in fp32 whatever
+// the dtypes (x: float32, bfloat16 or float16; weight and bias: any of those, independently).
+// Prefill sees zeros before t = 0; decode sees the rolling conv_state [B, D, W] (last column =
+// newest input), kept exactly as HF's Mamba cache keeps it.
+//
+// x may be channel-first ([B, D, L] contiguous) or any strided view, e.g. the transpose of a
+// [B, L, D] projection output; out then has x's layout (channel-last stays channel-last).
+
+#include <optional>
+
+#include <ATen/core/Tensor.h>
+
+#include "effarch/ops/backend.h"
+
+namespace effarch::ops {
+
+// Prefill. x [B, D, L]; weight [D, W] or [D, 1, W]; bias [D]. Returns out [B, D, L] in x's dtype.
+// When final_conv_state is given ([B, D, W], x's dtype and device, written in place) it receives
+// the last W inputs x[:, :, L-W:], zero-padded on the left when L < W.
+at::Tensor causal_conv1d(const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
+                         bool silu, at::Tensor* final_conv_state = nullptr, Backend backend = Backend::Auto);
+
+// Decode. x [B, D] (one token) or [B, D, T] (T tokens, fed in order); conv_state [B, D, W] in x's
+// dtype, rolled in place: per token shift left by one, write the input at the end, convolve.
+// Returns out with x's shape.
+at::Tensor causal_conv1d_update(const at::Tensor& x, at::Tensor& conv_state, const at::Tensor& weight,
+                                const std::optional<at::Tensor>& bias, bool silu, Backend backend = Backend::Auto);
+
+// The two implementations behind the entries above, which check the arguments first and then
+// call one of them. Arguments: x [B, D, L], weight [D, W] (strided views allowed), out [B, D, L]
+// preallocated, state [B, D, W] or undefined (prefill) / required (update).
+namespace detail {
+void causal_conv1d_reference(const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
+                             bool silu, const at::Tensor& out, const at::Tensor& final_conv_state);
+void causal_conv1d_update_reference(const at::Tensor& x, const at::Tensor& conv_state, const at::Tensor& weight,
+                                    const std::optional<at::Tensor>& bias, bool silu, const at::Tensor& out);
+#ifdef EFFARCH_WITH_CUDA
+void causal_conv1d_cuda(const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
+                        bool silu, const at::Tensor& out, const at::Tensor& final_conv_state);
+void causal_conv1d_update_cuda(const at::Tensor& x, const at::Tensor& conv_state, const at::Tensor& weight,
+                               const std::optional<at::Tensor>& bias, bool silu, const at::Tensor& out);
+#endif
+}  // namespace detail
+
+}  // namespace effarch::ops

@@ -1,0 +1,80 @@
+#pragma once
+// Device helpers shared by the causal conv1d kernels: element conversions, the per-channel
+// weights, the dot product (one summation order for every kernel, so prefill and decode agree),
+// SiLU, the final-state write, and the compile-time dispatch over the width.
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <type_traits>
+
+#include "causal_conv1d/causal_conv1d.h"
+
+namespace effarch::kernels::conv1d {
+
+__device__ __forceinline__ float to_float(float v) { return v; }
+__device__ __forceinline__ float to_float(__nv_bfloat16 v) { return __bfloat162float(v); }
+__device__ __forceinline__ float to_float(__half v) { return __half2float(v); }
+
+// Round to nearest even, as ATen's casts do.
+template <typename T>
+__device__ __forceinline__ T from_float(float v);
+template <>
+__device__ __forceinline__ float from_float<float>(float v) { return v; }
+template <>
+__device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
+template <>
+__device__ __forceinline__ __half from_float<__half>(float v) { return __float2half_rn(v); }
+
+__device__ __forceinline__ float silu(float v) { return v / (1.0f + expf(-v)); }
+
+// weight[channel, :] and bias[channel] (0 without bias) in fp32.
+template <typename weight_t, int kWidth>
+__device__ __forceinline__ void load_weights(const CausalConv1dParams& p, int channel, float (&w)[kWidth],
+                                             float& bias) {
+  const auto* weight = static_cast<const weight_t*>(p.weight) + channel * p.weight_dim_stride;
+#pragma unroll
+  for (int k = 0; k < kWidth; ++k) w[k] = to_float(weight[k * p.weight_width_stride]);
+  bias = p.bias != nullptr ? to_float(static_cast<const weight_t*>(p.bias)[channel * p.bias_stride]) : 0.0f;
+}
+
+// act(bias + sum_k w[k] * window[k]); window[kWidth - 1] is the current timestep.
+template <int kWidth>
+__device__ __forceinline__ float conv_output(const float (&w)[kWidth], const float (&window)[kWidth], float bias,
+                                             bool use_silu) {
+  float acc = bias;
+#pragma unroll
+  for (int k = 0; k < kWidth; ++k) acc += w[k] * window[k];
+  return use_silu ? silu(acc) : acc;
+}
+
+// Prefill's final conv_state[batch, channel, k] = x[t = seqlen - W + k], 0 where t < 0. The raw
+// input values are copied, not converted.
+template <typename input_t, int kWidth>
+__device__ __forceinline__ void write_final_state(const CausalConv1dParams& p, int batch, int channel,
+                                                  const input_t* x_channel, int k) {
+  const int64_t t = static_cast<int64_t>(p.seqlen) - kWidth + k;
+  const input_t value = t >= 0 ? x_channel[t * p.x_time_stride] : from_float<input_t>(0.0f);
+  auto* state = static_cast<input_t*>(p.conv_state);
+  state[batch * p.state_batch_stride + channel * p.state_dim_stride + k * p.state_width_stride] = value;
+}
+
+inline LaunchStatus check_launch(const char* what) {
+  const cudaError_t error = cudaGetLastError();
+  return {error, error == cudaSuccess ? "" : what};
+}
+
+// Calls fn(std::integral_constant<int, W>{}) for W = width; any other width is an error.
+template <typename Fn>
+LaunchStatus dispatch_width(int width, Fn&& fn) {
+  switch (width) {
+    case 2: return fn(std::integral_constant<int, 2>{});
+    case 3: return fn(std::integral_constant<int, 3>{});
+    case 4: return fn(std::integral_constant<int, 4>{});
+    default: return {cudaErrorInvalidValue, "causal_conv1d: width must be 2, 3 or 4"};
+  }
+}
+
+inline constexpr int kMaxGridYZ = 65535;
+
+}  // namespace effarch::kernels::conv1d

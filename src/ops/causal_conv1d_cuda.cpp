@@ -1,0 +1,107 @@
+// CUDA path of effarch::ops::causal_conv1d{,_update}: fills the kernel params from tensors that
+// the entries have already checked, launches on the current stream, turns a failed launch into an
+// effarch::Error. Built only with CUDA (EFFARCH_HAVE_CUDA).
+
+#include <ATen/ATen.h>
+#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <fmt/format.h>
+
+#include "causal_conv1d/causal_conv1d.h"
+#include "effarch/common/error.h"
+#include "effarch/ops/causal_conv1d.h"
+
+namespace effarch::ops::detail {
+namespace {
+
+kernels::ElementType element_type(at::ScalarType type, const char* op) {
+  switch (type) {
+    case at::kFloat: return kernels::ElementType::kFloat32;
+    case at::kBFloat16: return kernels::ElementType::kBFloat16;
+    case at::kHalf: return kernels::ElementType::kFloat16;
+    default: throw UsageError(fmt::format("{}: no CUDA kernel for dtype {}", op, c10::toString(type)));
+  }
+}
+
+// The kernels read weight and bias in x's dtype or in float32. Any other mix is cast to float32:
+// D * W + D elements, nothing next to x.
+struct KernelWeights {
+  at::Tensor weight;  // [D, W]
+  at::Tensor bias;    // [D] or undefined
+};
+
+KernelWeights kernel_weights(const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias) {
+  at::ScalarType type = weight.scalar_type();
+  const bool bias_matches = !bias || bias->scalar_type() == type;
+  if (!bias_matches || (type != x.scalar_type() && type != at::kFloat)) type = at::kFloat;
+  return {weight.to(type), bias ? bias->to(type) : at::Tensor()};
+}
+
+kernels::CausalConv1dParams make_params(const at::Tensor& x, const KernelWeights& kw, bool silu, const at::Tensor& out,
+                                        const char* op) {
+  kernels::CausalConv1dParams p;
+  p.batch = static_cast<int>(x.size(0));
+  p.dim = static_cast<int>(x.size(1));
+  p.seqlen = static_cast<int>(x.size(2));
+  p.width = static_cast<int>(kw.weight.size(1));
+  p.silu = silu;
+  p.x_type = element_type(x.scalar_type(), op);
+  p.weight_type = element_type(kw.weight.scalar_type(), op);
+
+  p.x = x.const_data_ptr();
+  p.x_batch_stride = x.stride(0);
+  p.x_dim_stride = x.stride(1);
+  p.x_time_stride = x.stride(2);
+
+  p.weight = kw.weight.const_data_ptr();
+  p.weight_dim_stride = kw.weight.stride(0);
+  p.weight_width_stride = kw.weight.stride(1);
+  if (kw.bias.defined()) {
+    p.bias = kw.bias.const_data_ptr();
+    p.bias_stride = kw.bias.stride(0);
+  }
+
+  p.out = out.mutable_data_ptr();
+  p.out_batch_stride = out.stride(0);
+  p.out_dim_stride = out.stride(1);
+  p.out_time_stride = out.stride(2);
+  return p;
+}
+
+void set_state(kernels::CausalConv1dParams& p, const at::Tensor& state) {
+  p.conv_state = state.mutable_data_ptr();
+  p.state_batch_stride = state.stride(0);
+  p.state_dim_stride = state.stride(1);
+  p.state_width_stride = state.stride(2);
+}
+
+void throw_if_failed(const kernels::LaunchStatus& status, const char* op) {
+  if (!status.ok()) {
+    throw Error(fmt::format("{}: CUDA {} failed: {} ({})", op, status.what, cudaGetErrorName(status.error),
+                            cudaGetErrorString(status.error)));
+  }
+}
+
+}  // namespace
+
+void causal_conv1d_cuda(const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
+                        bool silu, const at::Tensor& out, const at::Tensor& final_conv_state) {
+  constexpr const char* op = "causal_conv1d";
+  const c10::cuda::CUDAGuard device_guard(x.device());
+  const KernelWeights kw = kernel_weights(x, weight, bias);
+  kernels::CausalConv1dParams p = make_params(x, kw, silu, out, op);
+  if (final_conv_state.defined()) set_state(p, final_conv_state);
+  throw_if_failed(kernels::causal_conv1d_fwd(p, at::cuda::getCurrentCUDAStream()), op);
+}
+
+void causal_conv1d_update_cuda(const at::Tensor& x, const at::Tensor& conv_state, const at::Tensor& weight,
+                               const std::optional<at::Tensor>& bias, bool silu, const at::Tensor& out) {
+  constexpr const char* op = "causal_conv1d_update";
+  const c10::cuda::CUDAGuard device_guard(x.device());
+  const KernelWeights kw = kernel_weights(x, weight, bias);
+  kernels::CausalConv1dParams p = make_params(x, kw, silu, out, op);
+  set_state(p, conv_state);
+  throw_if_failed(kernels::causal_conv1d_update(p, at::cuda::getCurrentCUDAStream()), op);
+}
+
+}  // namespace effarch::ops::detail
