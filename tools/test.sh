@@ -12,6 +12,8 @@ quick=0
 [[ ${1:-} == --quick ]] && quick=1
 export CCACHE_DIR=${CCACHE_DIR:-$HOME/.cache/ccache}
 export CCACHE_MAXSIZE=${CCACHE_MAXSIZE:-5G}
+# Paths relative to the clone, so a fresh clone elsewhere (CI) reuses the cache.
+export CCACHE_BASEDIR=${CCACHE_BASEDIR:-$root}
 jobs=$(nproc)
 step() { echo; echo "=== $* ==="; }
 start=$SECONDS
