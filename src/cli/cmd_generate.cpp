@@ -1,6 +1,10 @@
-// effarch generate MODEL --prompt-ids IDS -n N: runs the model (checkpoint weights, or random
-// weights for a bare config), streams the ids as they are produced, ends with a summary line.
+// effarch generate MODEL (-p TEXT | --prompt-ids IDS) -n N: runs the model (checkpoint weights,
+// or random weights for a bare config), streams text (or ids) as it is produced, ends with a
+// summary line.
 
+#include <algorithm>
+#include <filesystem>
+#include <optional>
 #include <sstream>
 
 #include <ATen/ATen.h>
@@ -15,12 +19,15 @@
 #include "effarch/generate/generate.h"
 #include "effarch/model/catalog.h"
 #include "effarch/model/model.h"
+#include "effarch/tokenizer/tokenizer.h"
 
 namespace effarch::cli {
 namespace {
 
 struct GenerateCmd {
   std::string model;
+  std::vector<std::string> prompts;  // text; several give a batch
+  std::string tokenizer;             // default: the checkpoint folder's
   std::string prompt_ids;  // "1,2,3" or "1,2,3;4,5,6" for a batch
   int64_t max_new_tokens = 32;
   double temperature = 0.0;
@@ -74,8 +81,28 @@ at::Tensor parse_prompt_ids(const std::string& text, int64_t vocab) {
   return ids;
 }
 
+// Encodes text prompts (with the tokenizer's BOS) into an equal-length batch.
+at::Tensor encode_prompts(const tokenizer::Tokenizer& tok, const std::vector<std::string>& prompts) {
+  std::vector<std::vector<int32_t>> rows;
+  for (const auto& p : prompts) rows.push_back(tok.encode(p, /*add_special_tokens=*/true));
+  for (size_t b = 0; b < rows.size(); ++b) {
+    if (rows[b].empty()) throw UsageError(fmt::format("-p: prompt {} encodes to no tokens", b + 1));
+    if (rows[b].size() != rows[0].size()) {
+      throw UsageError(fmt::format("-p: the prompts of a batch must encode to equal lengths ({} tokens vs {}); "
+                                   "padding is not supported", rows[b].size(), rows[0].size()));
+    }
+  }
+  at::Tensor ids = at::empty({static_cast<int64_t>(rows.size()), static_cast<int64_t>(rows[0].size())}, at::kLong);
+  for (size_t b = 0; b < rows.size(); ++b) {
+    for (size_t t = 0; t < rows[b].size(); ++t) ids[b][t] = static_cast<int64_t>(rows[b][t]);
+  }
+  return ids;
+}
+
 int run_generate(const GenerateCmd& cmd) {
-  if (cmd.prompt_ids.empty()) throw UsageError("--prompt-ids is required (text prompts need a tokenizer)");
+  if (cmd.prompt_ids.empty() == cmd.prompts.empty()) {
+    throw UsageError("give the prompt as text (-p) or as token ids (--prompt-ids), one of the two");
+  }
   const at::Device device = parse_device(cmd.device, "--device");
   model::ModelOptions opt;
   opt.device = device;
@@ -83,14 +110,44 @@ int run_generate(const GenerateCmd& cmd) {
   opt.attention = ops::parse_attention_impl(cmd.attention, "--attention");
   opt.seed = cmd.seed;
   const auto source = model::resolve_model(cmd.model);
-  const at::Tensor prompts = parse_prompt_ids(cmd.prompt_ids, source.config.vocab_size);
+  std::unique_ptr<tokenizer::Tokenizer> tok;
+  if (!cmd.prompts.empty()) {
+    std::filesystem::path tok_path;
+    if (!cmd.tokenizer.empty()) {
+      tok_path = cmd.tokenizer;
+    } else if (source.checkpoint_dir) {
+      tok_path = *source.checkpoint_dir;
+    } else {
+      throw UsageError(fmt::format("-p: {} is a bare config with no tokenizer: pass --tokenizer or use --prompt-ids",
+                                   source.name));
+    }
+    tok = tokenizer::load_tokenizer(tok_path);
+    if (tok->vocab_size() > source.config.vocab_size) {
+      throw UsageError(fmt::format("tokenizer {} has {} tokens but the model's vocabulary has {}: not this model's "
+                                   "tokenizer", tok_path.string(), tok->vocab_size(), source.config.vocab_size));
+    }
+  }
+  const at::Tensor prompts = tok ? encode_prompts(*tok, cmd.prompts)
+                                 : parse_prompt_ids(cmd.prompt_ids, source.config.vocab_size);
   auto model = model::Model::load(source, opt);
 
   generate::GenerateOptions gen;
   gen.max_new_tokens = cmd.max_new_tokens;
   gen.sampling = {cmd.temperature, cmd.top_k, cmd.top_p, cmd.seed};
   gen.eos_ids = source.config.eos_token_ids;
-  if (!cmd.json) {
+  if (tok && tok->eos_id() &&
+      std::find(gen.eos_ids.begin(), gen.eos_ids.end(), *tok->eos_id()) == gen.eos_ids.end()) {
+    gen.eos_ids.push_back(*tok->eos_id());
+  }
+  std::optional<tokenizer::StreamDecoder> stream;
+  if (tok && prompts.size(0) == 1 && !cmd.json) {
+    stream.emplace(*tok, /*skip_special_tokens=*/true);
+    fmt::print("{}", cmd.prompts[0]);
+    gen.on_token = [&](const std::vector<int64_t>& ids) {
+      fmt::print("{}", stream->push(static_cast<int32_t>(ids[0])));
+      std::fflush(stdout);
+    };
+  } else if (!cmd.json && !tok) {
     gen.on_token = [&](const std::vector<int64_t>& ids) {
       fmt::print("{}{}", ids.size() == 1 ? "" : "[", fmt::join(ids, ","));
       fmt::print("{} ", ids.size() == 1 ? "" : "]");
@@ -98,6 +155,14 @@ int run_generate(const GenerateCmd& cmd) {
     };
   }
   const auto result = generate::generate(*model, prompts, gen);
+  if (stream) fmt::print("{}", stream->flush());
+  std::vector<std::string> texts;
+  if (tok) {
+    for (const auto& seq : result.tokens) texts.push_back(tok->decode(std::vector<int32_t>(seq.begin(), seq.end()), true));
+    if (!stream && !cmd.json) {
+      for (size_t b = 0; b < texts.size(); ++b) fmt::print("[{}] {}{}\n", b, cmd.prompts[b], texts[b]);
+    }
+  }
   const int64_t batch = prompts.size(0);
   const double decode_tps = result.decode_s > 0 ? static_cast<double>(batch * result.steps) / result.decode_s : 0.0;
   if (cmd.json) {
@@ -106,6 +171,7 @@ int run_generate(const GenerateCmd& cmd) {
                           {"prompt_tokens", result.prompt_tokens}, {"tokens", result.tokens},
                           {"ttft_s", result.ttft_s},         {"decode_s", result.decode_s},
                           {"decode_steps", result.steps},     {"decode_tokens_per_s", decode_tps}};
+    if (tok) out["text"] = texts;
     fmt::print("{}\n", out.dump(2));
   } else {
     fmt::print("\n{} prompt tokens, {} generated, time to first token {:.1f} ms, decode {:.1f} tok/s ({}, {}, batch {})\n",
@@ -121,6 +187,8 @@ void register_generate(CLI::App& app, int* exit_code) {
   auto cmd = std::make_shared<GenerateCmd>();
   auto* sub = app.add_subcommand("generate", "Generate tokens with a model (checkpoint, or random weights for a config)");
   sub->add_option("MODEL", cmd->model, "Checkpoint folder, config file or built-in config name")->required();
+  sub->add_option("-p,--prompt", cmd->prompts, "Prompt text (repeat for a batch of equal-length prompts)");
+  sub->add_option("--tokenizer", cmd->tokenizer, "tokenizer.json, tokenizer.model or a folder (default: MODEL's)");
   sub->add_option("--prompt-ids", cmd->prompt_ids, "Prompt token ids: 1,2,3 (a batch: 1,2,3;4,5,6)");
   sub->add_option("-n,--max-new-tokens", cmd->max_new_tokens, "Tokens to generate")->capture_default_str();
   sub->add_option("--temperature", cmd->temperature, "0 = greedy")->capture_default_str();

@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# effarch generate end to end on checkpoints written by effarch init, with a tokenizer trained at
+# test time by HF tokenizers: text prompts encode as HF encodes them, sampling is seeded, and
+# bad input fails clearly.
+source "$(dirname "$0")/lib.sh"
+
+for model in tiny-llama tiny-phi tiny-mistral tiny-llama3; do
+  "$EFFARCH" init "$model" "$SCRATCH/$model" --seed 1 > /dev/null 2>&1
+done
+"$PYTHON" - "$SCRATCH" <<'PY'
+import sys, pathlib
+from tokenizers import Tokenizer, models, pre_tokenizers, decoders, trainers, processors
+root = pathlib.Path(sys.argv[1])
+text = ["The key insight of Mamba is a selective state space.", "Transformers keep a growing KV cache.",
+        "Mixture of experts routes each token to a few experts."] * 50
+tok = Tokenizer(models.BPE())
+tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+tok.decoder = decoders.ByteLevel()
+tok.train_from_iterator(text, trainers.BpeTrainer(vocab_size=400, special_tokens=["<s>", "</s>"],
+                                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 0)])
+for m in ["tiny-llama", "tiny-phi", "tiny-mistral"]:
+    tok.save(str(root / m / "tokenizer.json"))
+ids = tok.encode("The key insight of Mamba is").ids
+(root / "ids.txt").write_text(",".join(map(str, ids)))
+big = Tokenizer(models.BPE())
+big.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+big.add_tokens([f"extra{i}" for i in range(400)])  # 400 + 256 byte tokens > the model's 512
+big.train_from_iterator(text, trainers.BpeTrainer(vocab_size=300, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+big.add_tokens([f"extra{i}" for i in range(400)])
+big.save(str(root / "big-tokenizer.json"))
+PY
+ids=$(cat "$SCRATCH/ids.txt")
+
+for model in tiny-llama tiny-phi tiny-mistral; do
+  expect_exit 0 "prompt tokens" "$EFFARCH" generate "$SCRATCH/$model" -p "The key insight of Mamba is" -n 8
+  # Text and ids give the same greedy tokens: the prompt was encoded as HF encodes it.
+  a=$("$EFFARCH" generate "$SCRATCH/$model" -p "The key insight of Mamba is" -n 8 --json | "$PYTHON" -c 'import json,sys; print(json.load(sys.stdin)["tokens"])')
+  b=$("$EFFARCH" generate "$SCRATCH/$model" --prompt-ids "$ids" -n 8 --json | "$PYTHON" -c 'import json,sys; print(json.load(sys.stdin)["tokens"])')
+  [[ $a == "$b" ]] || fail "$model: -p and --prompt-ids disagree: $a vs $b"
+done
+
+# Seeded sampling repeats; another seed differs (over 24 tokens); eager attention gives greedy's tokens.
+s1=$("$EFFARCH" generate "$SCRATCH/tiny-llama" --prompt-ids "$ids" -n 24 --temperature 1.5 --top-k 100 --top-p 0.95 --seed 7 --json | "$PYTHON" -c 'import json,sys; print(json.load(sys.stdin)["tokens"])')
+s2=$("$EFFARCH" generate "$SCRATCH/tiny-llama" --prompt-ids "$ids" -n 24 --temperature 1.5 --top-k 100 --top-p 0.95 --seed 7 --json | "$PYTHON" -c 'import json,sys; print(json.load(sys.stdin)["tokens"])')
+s3=$("$EFFARCH" generate "$SCRATCH/tiny-llama" --prompt-ids "$ids" -n 24 --temperature 1.5 --top-k 100 --top-p 0.95 --seed 8 --json | "$PYTHON" -c 'import json,sys; print(json.load(sys.stdin)["tokens"])')
+[[ $s1 == "$s2" ]] || fail "same seed, different samples"
+[[ $s1 != "$s3" ]] || fail "different seeds, same 24 samples"
+g1=$("$EFFARCH" generate "$SCRATCH/tiny-llama" --prompt-ids "$ids" -n 8 --json | "$PYTHON" -c 'import json,sys; print(json.load(sys.stdin)["tokens"])')
+g2=$("$EFFARCH" generate "$SCRATCH/tiny-llama" --prompt-ids "$ids" -n 8 --attention eager --json | "$PYTHON" -c 'import json,sys; print(json.load(sys.stdin)["tokens"])')
+[[ $g1 == "$g2" ]] || fail "eager and sdpa disagree"
+# A batch of prompts; random weights for a bare config.
+expect_exit 0 "batch 2" "$EFFARCH" generate tiny-llama3 --prompt-ids "1,2,3;4,5,6" -n 4
+expect_exit 0 "bfloat16" "$EFFARCH" generate tiny-llama --prompt-ids "1,2,3" -n 4 --dtype bf16
+
+# Errors: exit 2 with the reason.
+expect_exit 2 "exceed the model's context of 2048" "$EFFARCH" generate tiny-llama --prompt-ids "$ids" -n 5000
+expect_exit 2 "not this model's tokenizer" "$EFFARCH" generate "$SCRATCH/tiny-llama" -p "hi" --tokenizer "$SCRATCH/big-tokenizer.json"
+expect_exit 2 "bare config with no tokenizer" "$EFFARCH" generate tiny-llama -p "hi"
+expect_exit 2 "one of the two" "$EFFARCH" generate tiny-llama
+expect_exit 2 "unknown dtype 'int8'" "$EFFARCH" generate tiny-llama --prompt-ids 1 --dtype int8
+expect_exit 2 "unknown device 'tpu'" "$EFFARCH" generate tiny-llama --prompt-ids 1 --device tpu
+expect_exit 2 "unknown attention 'flash'" "$EFFARCH" generate tiny-llama --prompt-ids 1 --attention flash
+expect_exit 2 "outside the model's vocabulary" "$EFFARCH" generate tiny-llama --prompt-ids 1,512
+expect_exit 2 "--top-p must be in (0, 1]" "$EFFARCH" generate tiny-llama --prompt-ids 1 --temperature 1 --top-p 0
+finish
