@@ -41,6 +41,9 @@ AttentionConfig parse_attention(const ConfigReader& r, int64_t hidden, bool with
 // "auto" or an integer (Mamba's time_step_rank, Jamba's mamba_dt_rank): auto = ceil(hidden / 16).
 int64_t parse_dt_rank(const ConfigReader& r, const std::string& key, int64_t hidden);
 Activation parse_activation(const ConfigReader& r, const std::string& key, const std::string& fallback);
+// The keys every Llama-style decoder shares (Llama, Mistral, Mixtral, DeepSeekMoE): RMSNorm with
+// rms_norm_eps, tie_word_embeddings (default false), max_position_embeddings, RoPE attention.
+void parse_llama_style(const ConfigReader& r, ModelConfig& c, Family family, double default_eps);
 // Fills layers[] from per-layer kinds.
 void set_layers(ModelConfig& c, const std::function<LayerSpec(int64_t)>& kind_of_layer);
 
@@ -61,6 +64,9 @@ class TensorTable {
   void gated_mlp(const std::string& prefix, const std::string& role, int64_t intermediate, int layer, int expert = -1,
                  const std::array<std::string, 3>& names = {"gate_proj", "up_proj", "down_proj"});
   void mamba1_mixer(const std::string& prefix, int layer);
+  // A Llama-style layer's input_layernorm, self_attn and post_attention_layernorm (prefix
+  // "model.layers.{i}."); the feed-forward is the caller's.
+  void llama_attention_half(const std::string& layer_prefix, int layer);
   // Embedding, and lm_head (optional when tied).
   void embedding(const std::string& name, std::vector<std::string> aliases = {});
   void lm_head();

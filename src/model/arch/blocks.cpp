@@ -93,6 +93,15 @@ Activation parse_activation(const ConfigReader& r, const std::string& key, const
   r.fail(key, fmt::format("activation '{}' is not supported (silu, gelu_new, gelu)", act));
 }
 
+void parse_llama_style(const ConfigReader& r, ModelConfig& c, Family family, double default_eps) {
+  c.family = family;
+  c.norm = NormKind::RMSNorm;
+  c.norm_eps = r.positive_number_or("rms_norm_eps", default_eps);
+  c.tie_word_embeddings = r.boolean_or("tie_word_embeddings", false);
+  c.max_position_embeddings = r.positive("max_position_embeddings");
+  c.attention = parse_attention(r, c.hidden_size, /*with_rope=*/true);
+}
+
 void set_layers(ModelConfig& c, const std::function<LayerSpec(int64_t)>& kind_of_layer) {
   c.layers.clear();
   for (int64_t i = 0; i < c.num_layers; ++i) c.layers.push_back(kind_of_layer(i));
@@ -157,6 +166,12 @@ void TensorTable::mamba1_mixer(const std::string& prefix, int layer) {
     add(prefix + "b_layernorm.weight", "mamba.b_norm.weight", {m.d_state}, Init::Ones, layer);
     add(prefix + "c_layernorm.weight", "mamba.c_norm.weight", {m.d_state}, Init::Ones, layer);
   }
+}
+
+void TensorTable::llama_attention_half(const std::string& p, int layer) {
+  norm(p + "input_layernorm.", "mixer_norm.", c_.hidden_size, layer, false);
+  attention(p + "self_attn.", layer);
+  norm(p + "post_attention_layernorm.", "ffn_norm.", c_.hidden_size, layer, false);
 }
 
 void TensorTable::embedding(const std::string& name, std::vector<std::string> aliases) {

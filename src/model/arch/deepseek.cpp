@@ -10,12 +10,7 @@ namespace effarch::model::arch {
 namespace {
 
 void parse_deepseek(const ConfigReader& r, ModelConfig& c) {
-  c.family = Family::MoE;
-  c.norm = NormKind::RMSNorm;
-  c.norm_eps = r.positive_number_or("rms_norm_eps", 1e-6);
-  c.tie_word_embeddings = r.boolean_or("tie_word_embeddings", false);
-  c.max_position_embeddings = r.positive("max_position_embeddings");
-  c.attention = parse_attention(r, c.hidden_size, /*with_rope=*/true);
+  parse_llama_style(r, c, Family::MoE, 1e-6);
   c.mlp = MlpConfig{r.positive("intermediate_size"), parse_activation(r, "hidden_act", "silu"), true, false};
   const std::string scoring = r.string_or("scoring_func", "softmax");
   if (scoring != "softmax") r.fail("scoring_func", fmt::format("'{}' is not supported (softmax)", scoring));
@@ -44,9 +39,7 @@ std::vector<TensorSpec> deepseek_tensors(const ModelConfig& c) {
   t.embedding("model.embed_tokens.weight");
   for (int i = 0; i < c.num_layers; ++i) {
     const std::string p = layer_prefix("model.layers.", i);
-    t.norm(p + "input_layernorm.", "mixer_norm.", c.hidden_size, i, false);
-    t.attention(p + "self_attn.", i);
-    t.norm(p + "post_attention_layernorm.", "ffn_norm.", c.hidden_size, i, false);
+    t.llama_attention_half(p, i);
     if (c.layers[static_cast<size_t>(i)].ffn == FfnKind::Dense) {
       t.gated_mlp(p + "mlp.", "mlp.", c.mlp->intermediate, i);
       continue;

@@ -9,12 +9,7 @@ namespace effarch::model::arch {
 namespace {
 
 void parse_mixtral(const ConfigReader& r, ModelConfig& c) {
-  c.family = Family::MoE;
-  c.norm = NormKind::RMSNorm;
-  c.norm_eps = r.positive_number_or("rms_norm_eps", 1e-5);
-  c.tie_word_embeddings = r.boolean_or("tie_word_embeddings", false);
-  c.max_position_embeddings = r.positive("max_position_embeddings");
-  c.attention = parse_attention(r, c.hidden_size, /*with_rope=*/true);
+  parse_llama_style(r, c, Family::MoE, 1e-5);
   MoeConfig moe;
   moe.num_experts = r.positive("num_local_experts");
   moe.top_k = r.positive("num_experts_per_tok");
@@ -33,9 +28,7 @@ std::vector<TensorSpec> mixtral_tensors(const ModelConfig& c) {
   t.embedding("model.embed_tokens.weight");
   for (int i = 0; i < c.num_layers; ++i) {
     const std::string p = layer_prefix("model.layers.", i);
-    t.norm(p + "input_layernorm.", "mixer_norm.", c.hidden_size, i, false);
-    t.attention(p + "self_attn.", i);
-    t.norm(p + "post_attention_layernorm.", "ffn_norm.", c.hidden_size, i, false);
+    t.llama_attention_half(p, i);
     t.linear(p + "block_sparse_moe.gate.", "moe.router.", c.moe->num_experts, c.hidden_size, false, i);
     for (int e = 0; e < c.moe->num_experts; ++e) {
       t.gated_mlp(fmt::format("{}block_sparse_moe.experts.{}.", p, e), fmt::format("moe.expert.{}.", e),
