@@ -37,6 +37,11 @@ std::unique_ptr<Model> Model::load(const ModelSource& source, const ModelOptions
 Model::Model(ModelConfig config, Weights weights, ModelOptions options)
     : config_(std::move(config)), weights_(std::move(weights)), options_(options) {
   for (int i = 0; i < config_.num_layers; ++i) blocks_.push_back(std::make_unique<Block>(config_, weights_, i));
+  final_norm_ = std::make_unique<Norm>(config_, weights_, -1, "final_norm.");
+  embed_ = weights_.get(-1, "embed.weight");
+  const at::Tensor* head = weights_.find(-1, "lm_head.weight");
+  head_ = head != nullptr ? *head : embed_;
+  if (const at::Tensor* bias = weights_.find(-1, "lm_head.bias")) head_bias_ = *bias;
 }
 
 Model::~Model() = default;
@@ -73,13 +78,9 @@ at::Tensor Model::forward(const at::Tensor& ids, int64_t start_pos) {
   }
   if (t == 0) throw UsageError("empty prompt: at least one token is needed");
   ForwardContext ctx{start_pos, rope_tables_.rotary_dim > 0 ? &rope_tables_ : nullptr, options_.attention};
-  at::Tensor x = at::embedding(weights_.get(-1, "embed.weight"), ids.to(options_.device));  // [B, T, H]
+  at::Tensor x = at::embedding(embed_, ids.to(options_.device));  // [B, T, H]
   for (size_t i = 0; i < blocks_.size(); ++i) x = blocks_[i]->forward(x, cache_.layers[i], ctx);
-  x = apply_norm(config_, weights_, -1, "final_norm.", x);
-  const at::Tensor* head = weights_.find(-1, "lm_head.weight");
-  const at::Tensor* head_bias = weights_.find(-1, "lm_head.bias");
-  at::Tensor logits = at::linear(x, head != nullptr ? *head : weights_.get(-1, "embed.weight"),
-                                 head_bias != nullptr ? std::optional<at::Tensor>(*head_bias) : std::nullopt);
+  const at::Tensor logits = at::linear((*final_norm_)(x), head_, head_bias_);
   cache_.length = start_pos + t;
   return logits.to(at::kFloat);
 }

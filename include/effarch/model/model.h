@@ -26,6 +26,7 @@ struct ModelOptions {
 };
 
 class Block;
+class Norm;
 
 class Model {
  public:
@@ -54,6 +55,9 @@ class Model {
   Weights weights_;
   ModelOptions options_;
   std::vector<std::unique_ptr<Block>> blocks_;
+  std::unique_ptr<Norm> final_norm_;
+  at::Tensor embed_, head_;               // head_ is the embedding when tied
+  std::optional<at::Tensor> head_bias_;
   Cache cache_;
   ops::RopeTables rope_tables_;  // built for the cache's length
 };

@@ -11,16 +11,20 @@
 
 namespace effarch::model {
 
-at::Tensor apply_norm(const ModelConfig& config, const Weights& weights, int layer, const std::string& role_prefix,
-                      const at::Tensor& x) {
-  const at::Tensor& w = weights.get(layer, role_prefix + "weight");
-  if (config.norm == NormKind::RMSNorm) return ops::rms_norm(x, w, config.norm_eps);
-  return ops::layer_norm(x, w, weights.get(layer, role_prefix + "bias"), config.norm_eps);
+Norm::Norm(const ModelConfig& config, const Weights& weights, int layer, const std::string& role_prefix)
+    : kind_(config.norm), eps_(config.norm_eps), weight_(weights.get(layer, role_prefix + "weight")) {
+  if (kind_ == NormKind::LayerNorm) bias_ = weights.get(layer, role_prefix + "bias");
+}
+
+at::Tensor Norm::operator()(const at::Tensor& x) const {
+  if (kind_ == NormKind::RMSNorm) return ops::rms_norm(x, weight_, eps_);
+  return ops::layer_norm(x, weight_, bias_, eps_);
 }
 
 Block::Block(const ModelConfig& config, const Weights& weights, int layer)
-    : config_(config), weights_(weights), layer_(layer) {
+    : parallel_(config.parallel_block), mixer_norm_(config, weights, layer, "mixer_norm.") {
   const LayerSpec& spec = config.layers.at(static_cast<size_t>(layer));
+  if (spec.ffn != FfnKind::None && !parallel_) ffn_norm_ = Norm(config, weights, layer, "ffn_norm.");
   switch (spec.mixer) {
     case MixerKind::Attention:
       mixer_ = make_attention(config, weights, layer);
@@ -42,12 +46,12 @@ Block::Block(const ModelConfig& config, const Weights& weights, int layer)
 }
 
 at::Tensor Block::forward(const at::Tensor& x, LayerCache& cache, const ForwardContext& ctx) const {
-  if (config_.parallel_block) {  // Phi: h = attn(a) + mlp(a) + h with a = LN(h)
-    const at::Tensor a = apply_norm(config_, weights_, layer_, "mixer_norm.", x);
+  if (parallel_) {  // Phi: h = attn(a) + mlp(a) + h with a = LN(h)
+    const at::Tensor a = mixer_norm_(x);
     return mixer_->forward(a, cache, ctx) + ffn_->forward(a) + x;
   }
-  at::Tensor h = x + mixer_->forward(apply_norm(config_, weights_, layer_, "mixer_norm.", x), cache, ctx);
-  if (ffn_) h = h + ffn_->forward(apply_norm(config_, weights_, layer_, "ffn_norm.", h));
+  at::Tensor h = x + mixer_->forward(mixer_norm_(x), cache, ctx);
+  if (ffn_) h = h + ffn_->forward(ffn_norm_(h));
   return h;
 }
 

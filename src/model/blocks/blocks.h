@@ -40,9 +40,18 @@ class FeedForward {
 std::unique_ptr<Mixer> make_attention(const ModelConfig& config, const Weights& weights, int layer);
 std::unique_ptr<FeedForward> make_dense_mlp(const ModelConfig& config, const Weights& weights, int layer);
 
-// Applies the model's norm kind (RMSNorm or LayerNorm) with the weights under `role_prefix`.
-at::Tensor apply_norm(const ModelConfig& config, const Weights& weights, int layer, const std::string& role_prefix,
-                      const at::Tensor& x);
+// A norm layer of the model's kind (RMSNorm or LayerNorm), its weights resolved once.
+class Norm {
+ public:
+  Norm() = default;
+  Norm(const ModelConfig& config, const Weights& weights, int layer, const std::string& role_prefix);
+  at::Tensor operator()(const at::Tensor& x) const;
+
+ private:
+  NormKind kind_ = NormKind::RMSNorm;
+  double eps_ = 0;
+  at::Tensor weight_, bias_;
+};
 
 class Block {
  public:
@@ -51,9 +60,8 @@ class Block {
   void allocate(LayerCache& cache, int64_t batch, int64_t max_len, at::ScalarType dtype, at::Device device) const;
 
  private:
-  const ModelConfig& config_;
-  const Weights& weights_;
-  int layer_;
+  bool parallel_;
+  Norm mixer_norm_, ffn_norm_;
   std::unique_ptr<Mixer> mixer_;
   std::unique_ptr<FeedForward> ffn_;  // null for Mamba-only blocks
 };
