@@ -77,7 +77,8 @@ at::Tensor Model::forward(const at::Tensor& ids, int64_t start_pos) {
                                  cache_.max_len));
   }
   if (t == 0) throw UsageError("empty prompt: at least one token is needed");
-  ForwardContext ctx{start_pos, rope_tables_.rotary_dim > 0 ? &rope_tables_ : nullptr, options_.attention};
+  ForwardContext ctx{start_pos, rope_tables_.rotary_dim > 0 ? &rope_tables_ : nullptr, options_.attention,
+                     routing_observer_ ? &routing_observer_ : nullptr};
   at::Tensor x = at::embedding(embed_, ids.to(options_.device));  // [B, T, H]
   for (size_t i = 0; i < blocks_.size(); ++i) x = blocks_[i]->forward(x, cache_.layers[i], ctx);
   const at::Tensor logits = at::linear((*final_norm_)(x), head_, head_bias_);

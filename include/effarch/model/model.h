@@ -12,6 +12,7 @@
 #include "effarch/model/cache.h"
 #include "effarch/model/catalog.h"
 #include "effarch/model/config.h"
+#include "effarch/model/routing.h"
 #include "effarch/model/weights.h"
 #include "effarch/ops/attention.h"
 #include "effarch/ops/rope.h"
@@ -49,6 +50,10 @@ class Model {
   // ids [B] int64 -> logits [B, vocab] fp32, appending one token per sequence.
   at::Tensor decode(const at::Tensor& ids);
 
+  // Every MoE layer calls `observer` with its routing decisions on each forward; an empty
+  // function removes it. Costs nothing when unset.
+  void set_routing_observer(RoutingObserver observer) { routing_observer_ = std::move(observer); }
+
  private:
   at::Tensor forward(const at::Tensor& ids, int64_t start_pos);
   ModelConfig config_;
@@ -60,6 +65,7 @@ class Model {
   std::optional<at::Tensor> head_bias_;
   Cache cache_;
   ops::RopeTables rope_tables_;  // built for the cache's length
+  RoutingObserver routing_observer_;
 };
 
 }  // namespace effarch::model

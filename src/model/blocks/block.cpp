@@ -48,10 +48,10 @@ Block::Block(const ModelConfig& config, const Weights& weights, int layer)
 at::Tensor Block::forward(const at::Tensor& x, LayerCache& cache, const ForwardContext& ctx) const {
   if (parallel_) {  // Phi: h = attn(a) + mlp(a) + h with a = LN(h)
     const at::Tensor a = mixer_norm_(x);
-    return mixer_->forward(a, cache, ctx) + ffn_->forward(a) + x;
+    return mixer_->forward(a, cache, ctx) + ffn_->forward(a, ctx) + x;
   }
   at::Tensor h = x + mixer_->forward(mixer_norm_(x), cache, ctx);
-  if (ffn_) h = h + ffn_->forward(ffn_norm_(h));
+  if (ffn_) h = h + ffn_->forward(ffn_norm_(h), ctx);
   return h;
 }
 

@@ -9,6 +9,7 @@
 
 #include "effarch/model/cache.h"
 #include "effarch/model/config.h"
+#include "effarch/model/routing.h"
 #include "effarch/model/weights.h"
 #include "effarch/ops/attention.h"
 #include "effarch/ops/rope.h"
@@ -20,6 +21,7 @@ struct ForwardContext {
   int64_t start_pos = 0;               // position of the first new token
   const ops::RopeTables* rope = nullptr;
   ops::AttentionImpl attention = ops::AttentionImpl::Sdpa;
+  const RoutingObserver* routing = nullptr;  // MoE layers report their expert choices here when set
 };
 
 class Mixer {
@@ -34,11 +36,15 @@ class Mixer {
 class FeedForward {
  public:
   virtual ~FeedForward() = default;
-  virtual at::Tensor forward(const at::Tensor& x) const = 0;  // [B, T, hidden] -> [B, T, hidden]
+  // x: [B, T, hidden] normed input -> [B, T, hidden].
+  virtual at::Tensor forward(const at::Tensor& x, const ForwardContext& ctx) const = 0;
 };
 
 std::unique_ptr<Mixer> make_attention(const ModelConfig& config, const Weights& weights, int layer);
+std::unique_ptr<Mixer> make_mamba1(const ModelConfig& config, const Weights& weights, int layer);  // mamba.cpp
+std::unique_ptr<Mixer> make_mamba2(const ModelConfig& config, const Weights& weights, int layer);  // mamba2.cpp
 std::unique_ptr<FeedForward> make_dense_mlp(const ModelConfig& config, const Weights& weights, int layer);
+std::unique_ptr<FeedForward> make_moe(const ModelConfig& config, const Weights& weights, int layer);  // moe.cpp
 
 // A norm layer of the model's kind (RMSNorm or LayerNorm), its weights resolved once.
 class Norm {

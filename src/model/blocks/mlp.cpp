@@ -37,7 +37,7 @@ class GatedMlp final : public FeedForward {
         up_b_(maybe(w, layer, "mlp.up.bias")),
         down_b_(maybe(w, layer, "mlp.down.bias")),
         act_(act) {}
-  at::Tensor forward(const at::Tensor& x) const override {
+  at::Tensor forward(const at::Tensor& x, const ForwardContext&) const override {
     return at::linear(activate(act_, at::linear(x, gate_, gate_b_)) * at::linear(x, up_, up_b_), down_, down_b_);
   }
 
@@ -55,7 +55,7 @@ class FcMlp final : public FeedForward {
         fc1_b_(maybe(w, layer, "mlp.fc1.bias")),
         fc2_b_(maybe(w, layer, "mlp.fc2.bias")),
         act_(act) {}
-  at::Tensor forward(const at::Tensor& x) const override {
+  at::Tensor forward(const at::Tensor& x, const ForwardContext&) const override {
     return at::linear(activate(act_, at::linear(x, fc1_, fc1_b_)), fc2_, fc2_b_);
   }
 
