@@ -36,6 +36,16 @@ FIXTURES = {
     "mistral": ("tiny-mistral", {}),
     "phi": ("tiny-phi", {}),                                             # partial rotary 0.4, biases
     "phi-full-rotary": ("tiny-phi", {"partial_rotary_factor": 1.0}),
+    "mamba": ("tiny-mamba", {}),                                         # tied head, fp32 residual
+    "mamba-untied-bias": ("tiny-mamba", {"tie_word_embeddings": False, "use_bias": True, "time_step_rank": 7}),
+    "falcon-mamba": ("tiny-falcon-mamba", {}),                           # weightless dt/B/C RMSNorms
+    # Jamba, 5 layers: attention where i % attn_period == attn_offset, MoE where i % expert_period == offset.
+    "jamba": ("tiny-jamba", {}),                                         # attn 3/1, experts 2/1
+    "jamba-periods": ("tiny-jamba", {"attn_layer_period": 2, "attn_layer_offset": 0,
+                                     "expert_layer_period": 3, "expert_layer_offset": 2}),
+    "jamba-all-moe": ("tiny-jamba", {"attn_layer_period": 4, "attn_layer_offset": 3,
+                                     "expert_layer_period": 1, "expert_layer_offset": 0,
+                                     "num_experts_per_tok": 1}),
 }
 
 

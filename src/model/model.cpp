@@ -81,7 +81,8 @@ at::Tensor Model::forward(const at::Tensor& ids, int64_t start_pos) {
                      routing_observer_ ? &routing_observer_ : nullptr};
   at::Tensor x = at::embedding(embed_, ids.to(options_.device));  // [B, T, H]
   for (size_t i = 0; i < blocks_.size(); ++i) x = blocks_[i]->forward(x, cache_.layers[i], ctx);
-  const at::Tensor logits = at::linear((*final_norm_)(x), head_, head_bias_);
+  // A Mamba residual stream arrives in fp32: the head reads it in the weights' dtype, as HF does.
+  const at::Tensor logits = at::linear((*final_norm_)(x).to(head_.scalar_type()), head_, head_bias_);
   cache_.length = start_pos + t;
   return logits.to(at::kFloat);
 }

@@ -1,5 +1,6 @@
 // A block: norm -> mixer -> residual, then norm -> feed-forward -> residual; or, for Phi's
-// parallel block, one norm feeding both and a single residual sum.
+// parallel block, one norm feeding both and a single residual sum. Mamba models keep the residual
+// stream in fp32 (residual_in_fp32) and feed the norm its model-dtype cast, as HF does.
 
 #include <fmt/format.h>
 
@@ -22,12 +23,18 @@ at::Tensor Norm::operator()(const at::Tensor& x) const {
 }
 
 Block::Block(const ModelConfig& config, const Weights& weights, int layer)
-    : parallel_(config.parallel_block), mixer_norm_(config, weights, layer, "mixer_norm.") {
+    : parallel_(config.parallel_block),
+      residual_in_fp32_(config.residual_in_fp32),
+      dtype_(weights.get(layer, "mixer_norm.weight").scalar_type()),
+      mixer_norm_(config, weights, layer, "mixer_norm.") {
   const LayerSpec& spec = config.layers.at(static_cast<size_t>(layer));
   if (spec.ffn != FfnKind::None && !parallel_) ffn_norm_ = Norm(config, weights, layer, "ffn_norm.");
   switch (spec.mixer) {
     case MixerKind::Attention:
       mixer_ = make_attention(config, weights, layer);
+      break;
+    case MixerKind::Mamba1:
+      mixer_ = make_mamba1(config, weights, layer);
       break;
     default:
       throw ConfigError(fmt::format("{}: layer {}: {} mixers are not implemented yet", config.source, layer,
@@ -49,6 +56,11 @@ at::Tensor Block::forward(const at::Tensor& x, LayerCache& cache, const ForwardC
   if (parallel_) {  // Phi: h = attn(a) + mlp(a) + h with a = LN(h)
     const at::Tensor a = mixer_norm_(x);
     return mixer_->forward(a, cache, ctx) + ffn_->forward(a, ctx) + x;
+  }
+  if (residual_in_fp32_) {  // Mamba: the residual stream stays fp32; the norm sees the model dtype
+    at::Tensor h = x.to(at::kFloat) + mixer_->forward(mixer_norm_(x.to(dtype_)), cache, ctx);
+    if (ffn_) h = h + ffn_->forward(ffn_norm_(h.to(dtype_)), ctx);
+    return h;
   }
   at::Tensor h = x + mixer_->forward(mixer_norm_(x), cache, ctx);
   if (ffn_) h = h + ffn_->forward(ffn_norm_(h), ctx);

@@ -67,6 +67,8 @@ class Block {
 
  private:
   bool parallel_;
+  bool residual_in_fp32_;
+  at::ScalarType dtype_;  // the model's dtype (its norm weights')
   Norm mixer_norm_, ffn_norm_;
   std::unique_ptr<Mixer> mixer_;
   std::unique_ptr<FeedForward> ffn_;  // null for Mamba-only blocks

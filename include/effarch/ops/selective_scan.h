@@ -1,0 +1,51 @@
+#pragma once
+// The Mamba-1 selective scan (MODELS.md section 1): per channel d and state n,
+//
+//   dt[t,d]  = softplus(delta[t,d] + delta_bias[d])          (each step optional)
+//   h[t,d,n] = exp(dt[t,d] A[d,n]) h[t-1,d,n] + dt[t,d] B[t,n] u[t,d]
+//   y[t,d]   = (sum_n C[t,n] h[t,d,n] + D[d] u[t,d]) * SiLU(z[t,d])    (D and z optional)
+//
+// Everything inside runs in fp32 whatever the input dtypes (the mamba_ssm kernels' choice); y
+// comes back in u's dtype and the state is fp32. Shapes follow the kernel layout: channel-first
+// [B, D, L] / [B, N, L], but any strided view is accepted (e.g. the transpose of a [B, L, D]
+// projection), so the mixer never copies to change layout.
+
+#include <optional>
+
+#include <ATen/core/Tensor.h>
+
+#include "effarch/ops/backend.h"
+
+namespace effarch::ops {
+
+struct SelectiveScanArgs {
+  at::Tensor A;                          // [D, N], fp32 (= -exp(A_log))
+  std::optional<at::Tensor> D;           // [D] skip
+  std::optional<at::Tensor> delta_bias;  // [D], added to delta before the softplus
+  bool delta_softplus = true;
+};
+
+// Prefill. u, delta, z: [B, D, L]; Bmat, Cmat: [B, N, L]. ssm_state: [B, D, N] fp32, written in
+// place with h[L-1]; when `from_state` it is also read as h[-1] (continuing a sequence), else the
+// scan starts from zeros. Returns y [B, D, L] in u's dtype.
+at::Tensor selective_scan(const at::Tensor& u, const at::Tensor& delta, const at::Tensor& Bmat, const at::Tensor& Cmat,
+                          const std::optional<at::Tensor>& z, const SelectiveScanArgs& args, at::Tensor& ssm_state,
+                          bool from_state, Backend backend = Backend::Auto);
+
+// Decode: one token. u, delta, z: [B, D]; Bmat, Cmat: [B, N]; ssm_state [B, D, N] fp32 updated in
+// place. Returns y [B, D] in u's dtype.
+at::Tensor selective_state_update(const at::Tensor& u, const at::Tensor& delta, const at::Tensor& Bmat,
+                                  const at::Tensor& Cmat, const std::optional<at::Tensor>& z,
+                                  const SelectiveScanArgs& args, at::Tensor& ssm_state,
+                                  Backend backend = Backend::Auto);
+
+namespace detail {
+// The ATen reference: a two-level chunked scan. Arguments checked; shapes as above.
+at::Tensor selective_scan_reference(const at::Tensor& u, const at::Tensor& delta, const at::Tensor& Bmat,
+                                    const at::Tensor& Cmat, const std::optional<at::Tensor>& z,
+                                    const SelectiveScanArgs& args, const at::Tensor& ssm_state, bool from_state);
+// Chunk length the reference uses for a sequence of `seqlen` tokens (exposed for tests).
+int64_t selective_scan_chunk(int64_t seqlen);
+}  // namespace detail
+
+}  // namespace effarch::ops

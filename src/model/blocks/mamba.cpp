@@ -1,0 +1,105 @@
+// Mamba-1 mixer (MambaForCausalLM, Falcon-Mamba, Jamba's Mamba layers): in_proj -> causal conv +
+// SiLU -> x_proj -> (dt, B, C) [-> RMSNorms] -> dt_proj -> selective scan gated by SiLU(z) ->
+// out_proj. Prefill runs the chunked scan; decode one recurrence step on the cached state.
+
+#include <ATen/ATen.h>
+
+#include "blocks.h"
+#include "effarch/ops/causal_conv1d.h"
+#include "effarch/ops/norm.h"
+#include "effarch/ops/selective_scan.h"
+
+namespace effarch::model {
+namespace {
+
+std::optional<at::Tensor> maybe(const Weights& w, int layer, const std::string& role) {
+  const at::Tensor* t = w.find(layer, role);
+  return t == nullptr ? std::nullopt : std::optional<at::Tensor>(*t);
+}
+
+class Mamba1Mixer final : public Mixer {
+ public:
+  Mamba1Mixer(const ModelConfig& c, const Weights& w, int layer)
+      : m_(*c.mamba),
+        in_w_(w.get(layer, "mamba.in_proj.weight")),
+        in_b_(maybe(w, layer, "mamba.in_proj.bias")),
+        conv_w_(w.get(layer, "mamba.conv.weight")),
+        conv_b_(maybe(w, layer, "mamba.conv.bias")),
+        x_proj_w_(w.get(layer, "mamba.x_proj.weight")),
+        dt_w_(w.get(layer, "mamba.dt_proj.weight")),
+        out_w_(w.get(layer, "mamba.out_proj.weight")),
+        out_b_(maybe(w, layer, "mamba.out_proj.bias")) {
+    args_.A = -at::exp(w.get(layer, "mamba.A_log").to(at::kFloat));
+    args_.D = w.get(layer, "mamba.D");
+    args_.delta_bias = w.get(layer, "mamba.dt_proj.bias");
+    args_.delta_softplus = true;
+    if (m_.dt_bc_norm == MambaConfig::DtBCNorm::Learned) {
+      dt_norm_ = w.get(layer, "mamba.dt_norm.weight");
+      b_norm_ = w.get(layer, "mamba.b_norm.weight");
+      c_norm_ = w.get(layer, "mamba.c_norm.weight");
+    }
+  }
+
+  at::Tensor forward(const at::Tensor& x, LayerCache& cache, const ForwardContext& ctx) const override {
+    const int64_t di = m_.d_inner, n = m_.d_state, r = m_.dt_rank;
+    const at::Tensor xz = at::linear(x, in_w_, in_b_);  // [B, T, 2 Di]
+    const at::Tensor xs = xz.narrow(2, 0, di).transpose(1, 2);  // [B, Di, T] views, channel-last
+    const at::Tensor z = xz.narrow(2, di, di).transpose(1, 2);
+    const bool fresh = ctx.start_pos == 0;
+    const at::Tensor u = fresh ? ops::causal_conv1d(xs, conv_w_, conv_b_, /*silu=*/true, &cache.conv_state)
+                               : ops::causal_conv1d_update(xs, cache.conv_state, conv_w_, conv_b_, /*silu=*/true);
+    const at::Tensor proj = at::linear(u.transpose(1, 2), x_proj_w_);  // [B, T, R + 2N]
+    at::Tensor dt_low = proj.narrow(2, 0, r), bmat = proj.narrow(2, r, n), cmat = proj.narrow(2, r + n, n);
+    if (m_.dt_bc_norm == MambaConfig::DtBCNorm::Learned) {  // Jamba
+      dt_low = ops::rms_norm(dt_low, dt_norm_, m_.dt_bc_norm_eps);
+      bmat = ops::rms_norm(bmat, b_norm_, m_.dt_bc_norm_eps);
+      cmat = ops::rms_norm(cmat, c_norm_, m_.dt_bc_norm_eps);
+    } else if (m_.dt_bc_norm == MambaConfig::DtBCNorm::Weightless) {  // Falcon-Mamba
+      dt_low = weightless_rms_norm(dt_low);
+      bmat = weightless_rms_norm(bmat);
+      cmat = weightless_rms_norm(cmat);
+    }
+    const at::Tensor delta = at::linear(dt_low, dt_w_);  // [B, T, Di]; the bias is added in fp32 by the scan
+    at::Tensor y;                                        // [B, Di, T]
+    if (!fresh && x.size(1) == 1) {
+      y = ops::selective_state_update(u.select(2, 0), delta.select(1, 0), bmat.select(1, 0), cmat.select(1, 0),
+                                      z.select(2, 0), args_, cache.ssm_state)
+              .unsqueeze(2);
+    } else {
+      y = ops::selective_scan(u, delta.transpose(1, 2), bmat.transpose(1, 2), cmat.transpose(1, 2), z, args_,
+                              cache.ssm_state, /*from_state=*/!fresh);
+    }
+    return at::linear(y.transpose(1, 2), out_w_, out_b_);
+  }
+
+  void allocate(LayerCache& cache, int64_t batch, int64_t /*max_len*/, at::ScalarType dtype,
+                at::Device device) const override {
+    cache.conv_state = at::zeros({batch, m_.conv_dim(), m_.d_conv}, at::TensorOptions().dtype(dtype).device(device));
+    cache.ssm_state = at::zeros({batch, m_.d_inner, m_.d_state}, at::TensorOptions().dtype(at::kFloat).device(device));
+  }
+
+ private:
+  // Falcon-Mamba's weightless RMSNorm: normalise in fp32, back to the input dtype.
+  at::Tensor weightless_rms_norm(const at::Tensor& t) const {
+    const at::Tensor f = t.to(at::kFloat);
+    return (f * at::rsqrt(f.pow(2).mean(-1, /*keepdim=*/true) + m_.dt_bc_norm_eps)).to(t.scalar_type());
+  }
+
+  MambaConfig m_;
+  at::Tensor in_w_;
+  std::optional<at::Tensor> in_b_;
+  at::Tensor conv_w_;
+  std::optional<at::Tensor> conv_b_;
+  at::Tensor x_proj_w_, dt_w_, out_w_;
+  std::optional<at::Tensor> out_b_;
+  at::Tensor dt_norm_, b_norm_, c_norm_;
+  ops::SelectiveScanArgs args_;
+};
+
+}  // namespace
+
+std::unique_ptr<Mixer> make_mamba1(const ModelConfig& config, const Weights& weights, int layer) {
+  return std::make_unique<Mamba1Mixer>(config, weights, layer);
+}
+
+}  // namespace effarch::model

@@ -1,0 +1,200 @@
+// selective_scan: the chunked ATen reference vs the recurrence written out token by token in
+// doubles, on awkward sizes (L = 1, odd, one past a chunk, several chunks), with and without the
+// optional D / z / delta bias, continuing from a state, bf16 inputs; decode steps continuing a
+// prefill vs one prefill of the whole; argument errors.
+
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
+
+#include <optional>
+#include <string>
+
+#include <fmt/format.h>
+
+#include "../test_util.h"
+#include "effarch/common/error.h"
+#include "effarch/ops/selective_scan.h"
+
+namespace effarch::ops {
+namespace {
+
+struct Problem {
+  at::Tensor u, delta, B, C, z;  // [Bt, D, L], [Bt, N, L]
+  SelectiveScanArgs args;
+  at::Tensor state0;  // [Bt, D, N] fp32
+};
+
+Problem random_problem(int64_t batch, int64_t dim, int64_t dstate, int64_t len, at::ScalarType dtype, bool full) {
+  Problem p;
+  p.u = at::randn({batch, dim, len}).to(dtype);
+  // Pre-softplus deltas may be negative; without the softplus they are the step sizes themselves.
+  p.delta = (full ? at::randn({batch, dim, len}) * 0.5 - 1.0 : at::rand({batch, dim, len}) * 0.2 + 0.01).to(dtype);
+  p.B = at::randn({batch, dstate, len}).to(dtype);
+  p.C = at::randn({batch, dstate, len}).to(dtype);
+  p.z = at::randn({batch, dim, len}).to(dtype);
+  // A = -exp(A_log) with A_log around log(1..N), as Mamba initialises it (plus noise).
+  p.args.A = -at::exp(at::log(at::arange(1, dstate + 1, at::kFloat)).expand({dim, dstate}) +
+                      at::randn({dim, dstate}) * 0.1);
+  if (full) {
+    p.args.D = at::randn({dim}).to(dtype);
+    p.args.delta_bias = (at::randn({dim}) * 0.3).to(dtype);
+  }
+  p.args.delta_softplus = full;
+  p.state0 = at::randn({batch, dim, dstate});
+  return p;
+}
+
+// The recurrence exactly as written in MODELS.md, one token at a time, in float64.
+struct Naive {
+  at::Tensor y, state;
+};
+Naive naive_scan(const Problem& p, bool use_z, bool from_state) {
+  const auto d = [](const at::Tensor& t) { return t.to(at::kDouble); };
+  const int64_t batch = p.u.size(0), dim = p.u.size(1), len = p.u.size(2), dstate = p.args.A.size(1);
+  at::Tensor h = from_state ? d(p.state0).clone() : at::zeros({batch, dim, dstate}, at::kDouble);
+  at::Tensor y = at::zeros({batch, dim, len}, at::kDouble);
+  const at::Tensor A = d(p.args.A);
+  for (int64_t t = 0; t < len; ++t) {
+    at::Tensor dt = d(p.delta.select(2, t));
+    if (p.args.delta_bias) dt = dt + d(*p.args.delta_bias);
+    if (p.args.delta_softplus) dt = at::where(dt > 20, dt, at::log1p(at::exp(dt)));
+    const at::Tensor ut = d(p.u.select(2, t));
+    for (int64_t n = 0; n < dstate; ++n) {
+      const at::Tensor hn = h.select(2, n);
+      hn.copy_(at::exp(dt * A.select(1, n)) * hn + dt * d(p.B.select(2, t).select(1, n)).unsqueeze(1) * ut);
+    }
+    at::Tensor yt = (h * d(p.C.select(2, t)).unsqueeze(1)).sum(2);
+    if (p.args.D) yt = yt + d(*p.args.D) * ut;
+    if (use_z) yt = yt * at::silu(d(p.z.select(2, t)));
+    y.select(2, t).copy_(yt);
+  }
+  return {y, h};
+}
+
+void expect_close(const at::Tensor& actual, const at::Tensor& expected, double atol, double rtol,
+                  const std::string& what) {
+  ASSERT_EQ(actual.sizes(), expected.sizes()) << what;
+  if (actual.numel() == 0) return;
+  const at::Tensor a = actual.to(at::kDouble), e = expected.to(at::kDouble);
+  const double excess = ((a - e).abs() - (atol + rtol * e.abs())).max().item<double>();
+  EXPECT_LE(excess, 0.0) << what << ": max |actual - expected| = " << (a - e).abs().max().item<double>();
+}
+
+struct Case {
+  int64_t batch, dim, dstate, len;
+};
+
+class SelectiveScanSizes : public ::testing::TestWithParam<Case> {};
+
+TEST_P(SelectiveScanSizes, MatchesTokenByTokenRecurrence) {
+  const Case c = GetParam();
+  for (const bool full : {false, true}) {
+    for (const bool from_state : {false, true}) {
+      at::manual_seed(static_cast<uint64_t>(c.len * 31 + c.dim + full + 2 * from_state));
+      const Problem p = random_problem(c.batch, c.dim, c.dstate, c.len, at::kFloat, full);
+      const Naive ref = naive_scan(p, full, from_state);
+      at::Tensor state = from_state ? p.state0.clone() : at::full({c.batch, c.dim, c.dstate}, 7.0f);
+      const std::optional<at::Tensor> z = full ? std::optional<at::Tensor>(p.z) : std::nullopt;
+      const at::Tensor y = selective_scan(p.u, p.delta, p.B, p.C, z, p.args, state, from_state);
+      const std::string what = fmt::format("B={} D={} N={} L={} full={} from_state={} (chunk {})", c.batch, c.dim,
+                                           c.dstate, c.len, full, from_state, detail::selective_scan_chunk(c.len));
+      EXPECT_EQ(y.scalar_type(), at::kFloat);
+      expect_close(y, ref.y, 1e-4, 1e-4, what + " y");
+      expect_close(state, ref.state, 1e-4, 1e-4, what + " final state");
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Awkward, SelectiveScanSizes,
+                         ::testing::Values(Case{1, 4, 3, 1}, Case{2, 5, 4, 7}, Case{3, 3, 16, 16}, Case{1, 6, 5, 17},
+                                           Case{2, 4, 2, 50}, Case{1, 3, 4, 257}),
+                         [](const auto& info) {
+                           const Case& c = info.param;
+                           return fmt::format("B{}_D{}_N{}_L{}", c.batch, c.dim, c.dstate, c.len);
+                         });
+
+TEST(SelectiveScan, Bf16InputsRunInFp32) {
+  at::manual_seed(5);
+  const Problem p = random_problem(2, 6, 4, 41, at::kBFloat16, true);
+  const Naive ref = naive_scan(p, true, false);
+  at::Tensor state = at::zeros({2, 6, 4});
+  const at::Tensor y = selective_scan(p.u, p.delta, p.B, p.C, p.z, p.args, state, false);
+  EXPECT_EQ(y.scalar_type(), at::kBFloat16);
+  expect_close(y, ref.y, 2e-2, 1e-2, "bf16 y (one rounding)");
+  expect_close(state, ref.state, 1e-4, 1e-4, "bf16 final state (fp32 inside)");
+}
+
+TEST(SelectiveScan, StridedChannelLastViews) {
+  // The mixer passes transposes of [B, L, D] projections; the result must not depend on layout.
+  at::manual_seed(6);
+  const Problem p = random_problem(2, 5, 3, 23, at::kFloat, true);
+  const auto cl = [](const at::Tensor& t) { return t.transpose(1, 2).contiguous().transpose(1, 2); };
+  at::Tensor s1 = at::zeros({2, 5, 3}), s2 = at::zeros({2, 5, 3});
+  const at::Tensor y1 = selective_scan(p.u, p.delta, p.B, p.C, p.z, p.args, s1, false);
+  const at::Tensor y2 = selective_scan(cl(p.u), cl(p.delta), cl(p.B), cl(p.C), cl(p.z), p.args, s2, false);
+  expect_close(y2, y1, 1e-6, 1e-6, "channel-last y");
+  expect_close(s2, s1, 1e-6, 1e-6, "channel-last state");
+}
+
+TEST(SelectiveScan, DecodeStepsContinuePrefill) {
+  at::manual_seed(7);
+  const int64_t prompt = 19, steps = 6;
+  const Problem p = random_problem(2, 5, 4, prompt + steps, at::kFloat, true);
+  at::Tensor whole_state = at::zeros({2, 5, 4});
+  const at::Tensor whole = selective_scan(p.u, p.delta, p.B, p.C, p.z, p.args, whole_state, false);
+
+  at::Tensor state = at::zeros({2, 5, 4});
+  const auto first = [&](const at::Tensor& t) { return t.narrow(2, 0, prompt); };
+  const at::Tensor head = selective_scan(first(p.u), first(p.delta), first(p.B), first(p.C), first(p.z), p.args,
+                                         state, false);
+  expect_close(head, whole.narrow(2, 0, prompt), 1e-5, 1e-5, "prefill part");
+  for (int64_t t = prompt; t < prompt + steps; ++t) {
+    const auto at_t = [&](const at::Tensor& x) { return x.select(2, t); };
+    const at::Tensor yt =
+        selective_state_update(at_t(p.u), at_t(p.delta), at_t(p.B), at_t(p.C), at_t(p.z), p.args, state);
+    expect_close(yt, whole.select(2, t), 1e-5, 1e-5, fmt::format("decode step {}", t));
+  }
+  expect_close(state, whole_state, 1e-5, 1e-5, "state after decode");
+
+  // A multi-token continuation from the state equals the same tokens decoded one by one.
+  at::Tensor state2 = at::zeros({2, 5, 4});
+  selective_scan(first(p.u), first(p.delta), first(p.B), first(p.C), first(p.z), p.args, state2, false);
+  const auto rest = [&](const at::Tensor& t) { return t.narrow(2, prompt, steps); };
+  const at::Tensor tail =
+      selective_scan(rest(p.u), rest(p.delta), rest(p.B), rest(p.C), rest(p.z), p.args, state2, true);
+  expect_close(tail, whole.narrow(2, prompt, steps), 1e-5, 1e-5, "continued prefill");
+}
+
+TEST(SelectiveScan, LongPromptIsChunked) {
+  EXPECT_EQ(detail::selective_scan_chunk(1), 1);
+  EXPECT_EQ(detail::selective_scan_chunk(16), 16);
+  EXPECT_LE(detail::selective_scan_chunk(4096), 64);  // ~2 sqrt(L) rounds, not L
+  at::manual_seed(8);
+  const Problem p = random_problem(1, 8, 4, 4096, at::kFloat, true);
+  at::Tensor state = at::zeros({1, 8, 4});
+  const at::Tensor y = selective_scan(p.u, p.delta, p.B, p.C, p.z, p.args, state, false);
+  EXPECT_TRUE(at::isfinite(y).all().item<bool>());
+}
+
+TEST(SelectiveScan, ArgumentErrors) {
+  const Problem p = random_problem(2, 4, 3, 5, at::kFloat, true);
+  at::Tensor state = at::zeros({2, 4, 3});
+  at::Tensor bad_state = at::zeros({2, 4, 2});
+  EXPECT_THROW_WITH(selective_scan(p.u, p.delta, p.B, p.C, p.z, p.args, bad_state, false), UsageError,
+                    {"ssm_state", "[2, 4, 2]", "[2, 4, 3]"});
+  at::Tensor half_state = at::zeros({2, 4, 3}, at::kHalf);
+  EXPECT_THROW_WITH(selective_scan(p.u, p.delta, p.B, p.C, p.z, p.args, half_state, false), UsageError,
+                    {"ssm_state", "float32"});
+  EXPECT_THROW_WITH(selective_scan(p.u, p.delta.narrow(2, 0, 4), p.B, p.C, p.z, p.args, state, false), UsageError,
+                    {"delta", "[2, 4, 4]"});
+  EXPECT_THROW_WITH(selective_scan(p.u, p.delta, p.C.narrow(1, 0, 2), p.C, p.z, p.args, state, false), UsageError,
+                    {"B"});
+  EXPECT_THROW_WITH(selective_state_update(p.u.select(2, 0), p.delta.select(2, 0), p.B.select(2, 0),
+                                           p.C.select(2, 0), std::nullopt, p.args, bad_state),
+                    UsageError, {"selective_state_update", "ssm_state"});
+  EXPECT_THROW_WITH(selective_scan(p.u.to(at::kInt), p.delta, p.B, p.C, p.z, p.args, state, false), UsageError,
+                    {"u", "dtype"});
+}
+
+}  // namespace
+}  // namespace effarch::ops
