@@ -53,6 +53,16 @@ g2=$("$EFFARCH" generate "$SCRATCH/tiny-llama" --prompt-ids "$ids" -n 8 --attent
 expect_exit 0 "batch 2" "$EFFARCH" generate tiny-llama3 --prompt-ids "1,2,3;4,5,6" -n 4
 expect_exit 0 "bfloat16" "$EFFARCH" generate tiny-llama --prompt-ids "1,2,3" -n 4 --dtype bf16
 
+# Every other architecture end to end: checkpoints written by effarch init, bare configs, bf16, a batch.
+for model in tiny-mamba tiny-falcon-mamba; do
+  "$EFFARCH" init "$model" "$SCRATCH/$model" --seed 2 > /dev/null 2>&1 || fail "$model: init"
+  out=$("$EFFARCH" generate "$SCRATCH/$model" --prompt-ids "$ids" -n 12 --json) || fail "$model: generate from its checkpoint"
+  n=$(echo "$out" | "$PYTHON" -c 'import json,sys; print(len(json.load(sys.stdin)["tokens"][0]))')
+  [[ $n == 12 ]] || fail "$model: $n tokens generated, expected 12"
+  expect_exit 0 "batch 2" "$EFFARCH" generate "$model" --prompt-ids "1,2,3;4,5,6" -n 4
+  expect_exit 0 "bfloat16" "$EFFARCH" generate "$model" --prompt-ids "1,2,3" -n 4 --dtype bf16
+done
+
 # Errors: exit 2 with the reason.
 expect_exit 2 "exceed the model's context of 2048" "$EFFARCH" generate tiny-llama --prompt-ids "$ids" -n 5000
 expect_exit 2 "not this model's tokenizer" "$EFFARCH" generate "$SCRATCH/tiny-llama" -p "hi" --tokenizer "$SCRATCH/big-tokenizer.json"
