@@ -170,13 +170,16 @@ int run_generate(const GenerateCmd& cmd) {
                           {"dtype", float_dtype_name(opt.dtype)}, {"batch", batch},
                           {"prompt_tokens", result.prompt_tokens}, {"tokens", result.tokens},
                           {"ttft_s", result.ttft_s},         {"decode_s", result.decode_s},
-                          {"decode_steps", result.steps},     {"decode_tokens_per_s", decode_tps}};
+                          {"decode_steps", result.steps},     {"decode_tokens_per_s", decode_tps},
+                          {"cache_bytes", model->cache().bytes()}, {"cache_tokens", model->cache().max_len}};
     if (tok) out["text"] = texts;
     fmt::print("{}\n", out.dump(2));
   } else {
-    fmt::print("\n{} prompt tokens, {} generated, time to first token {:.1f} ms, decode {:.1f} tok/s ({}, {}, batch {})\n",
+    fmt::print("\n{} prompt tokens, {} generated, time to first token {:.1f} ms, decode {:.1f} tok/s ({}, {}, batch {}); "
+               "cache {} for {} tokens\n",
                result.prompt_tokens, result.tokens.empty() ? 0 : result.tokens[0].size(), result.ttft_s * 1e3,
-               decode_tps, device.str(), float_dtype_name(opt.dtype), batch);
+               decode_tps, device.str(), float_dtype_name(opt.dtype), batch, human_bytes(model->cache().bytes()),
+               model->cache().max_len);
   }
   return 0;
 }

@@ -63,6 +63,11 @@ for model in tiny-mamba tiny-falcon-mamba; do
   expect_exit 0 "bfloat16" "$EFFARCH" generate "$model" --prompt-ids "1,2,3" -n 4 --dtype bf16
 done
 
+# The reported cache: a Transformer's grows with the tokens it must hold, a Mamba state does not.
+cache_bytes() { "$EFFARCH" generate "$1" --prompt-ids "1,2,3" -n "$2" --json | "$PYTHON" -c 'import json,sys; print(json.load(sys.stdin)["cache_bytes"])'; }
+[[ $(cache_bytes tiny-mamba 4) == $(cache_bytes tiny-mamba 60) ]] || fail "tiny-mamba: cache bytes depend on the length"
+(( $(cache_bytes tiny-llama 60) > $(cache_bytes tiny-llama 4) )) || fail "tiny-llama: KV cache does not grow with the length"
+
 # Errors: exit 2 with the reason.
 expect_exit 2 "exceed the model's context of 2048" "$EFFARCH" generate tiny-llama --prompt-ids "$ids" -n 5000
 expect_exit 2 "not this model's tokenizer" "$EFFARCH" generate "$SCRATCH/tiny-llama" -p "hi" --tokenizer "$SCRATCH/big-tokenizer.json"
