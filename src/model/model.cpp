@@ -4,8 +4,10 @@
 #include <fmt/format.h>
 
 #include "blocks/blocks.h"
+#include "decode_graph.h"
 #include "effarch/common/error.h"
 #include "effarch/io/checkpoint.h"
+#include "effarch/ops/backend.h"
 
 namespace effarch::model {
 
@@ -42,6 +44,17 @@ Model::Model(ModelConfig config, Weights weights, ModelOptions options)
   const at::Tensor* head = weights_.find(-1, "lm_head.weight");
   head_ = head != nullptr ? *head : embed_;
   if (const at::Tensor* bias = weights_.find(-1, "lm_head.bias")) head_bias_ = *bias;
+  if (options_.decode == DecodeMode::CudaGraph) {
+    if (!ops::kBuiltWithCuda) throw UsageError("CUDA graphs: this effarch was built without CUDA");
+    if (!options_.device.is_cuda()) {
+      throw UsageError(fmt::format("CUDA graphs need a CUDA device, not {}", options_.device.str()));
+    }
+    if (config_.count_layers(FfnKind::MoE) > 0) {
+      throw UsageError(fmt::format("CUDA graphs: {} has MoE layers, whose per-expert token counts depend on the "
+                                   "routing, so a decode step cannot be captured once and replayed",
+                                   config_.source));
+    }
+  }
 }
 
 Model::~Model() = default;
@@ -61,6 +74,12 @@ void Model::allocate_cache(int64_t batch, int64_t max_len) {
   }
   if (config_.attention && config_.attention->rope) {
     rope_tables_ = ops::make_rope_tables(*config_.attention->rope, max_len, options_.device);
+  }
+  graph_.reset();  // it recorded the old cache's buffers
+  if (options_.decode != DecodeMode::Eager) {
+    const auto longs = at::TensorOptions().dtype(at::kLong).device(options_.device);
+    position_ = at::zeros({1}, longs);
+    key_positions_ = at::arange(max_len, longs);
   }
 }
 
@@ -92,7 +111,39 @@ at::Tensor Model::prefill(const at::Tensor& ids) { return forward(ids, 0); }
 at::Tensor Model::decode(const at::Tensor& ids) {
   if (ids.dim() != 1) throw UsageError(fmt::format("decode takes one token per sequence: [batch] ids, got {} dims", ids.dim()));
   if (!cache_.allocated() || cache_.length == 0) throw UsageError("decode before prefill");
-  return forward(ids.unsqueeze(1), cache_.length).squeeze(1);
+  if (options_.decode == DecodeMode::Eager) return forward(ids.unsqueeze(1), cache_.length).squeeze(1);
+  if (ids.scalar_type() != at::kLong || ids.size(0) != cache_.batch) {
+    throw UsageError(fmt::format("decode: [batch] int64 ids for a batch of {}, got {} of {}", cache_.batch,
+                                 c10::toString(ids.scalar_type()), ids.size(0)));
+  }
+  if (cache_.length + 1 > cache_.max_len) {
+    throw UsageError(fmt::format("{} tokens exceed the cache of {} tokens allocated for this run", cache_.length + 1,
+                                 cache_.max_len));
+  }
+  position_.fill_(cache_.length);  // on the device's stream: no host round trip
+  at::Tensor logits;
+  if (options_.decode == DecodeMode::CudaGraph && graph_) {
+    graph_->ids.copy_(ids.view({-1, 1}));
+    graph_->replay();
+    logits = graph_->logits.clone();
+  } else {
+    const at::Tensor dev_ids = ids.to(options_.device).view({-1, 1});
+    logits = forward_static(dev_ids);
+    if (options_.decode == DecodeMode::CudaGraph) {  // the eager step warmed everything up: record it
+      graph_ = capture_decode_graph(dev_ids, [this](const at::Tensor& in) { return forward_static(in); });
+    }
+  }
+  cache_.length += 1;
+  return logits;
+}
+
+at::Tensor Model::forward_static(const at::Tensor& ids) {
+  ForwardContext ctx{cache_.length, rope_tables_.rotary_dim > 0 ? &rope_tables_ : nullptr, options_.attention,
+                     routing_observer_ ? &routing_observer_ : nullptr, &position_, &key_positions_};
+  at::Tensor x = at::embedding(embed_, ids);  // [B, 1, H]
+  for (size_t i = 0; i < blocks_.size(); ++i) x = blocks_[i]->forward(x, cache_.layers[i], ctx);
+  const at::Tensor logits = at::linear((*final_norm_)(x).to(head_.scalar_type()), head_, head_bias_);
+  return logits.squeeze(1).to(at::kFloat);
 }
 
 }  // namespace effarch::model

@@ -32,17 +32,29 @@ RopeTables make_rope_tables(const model::RopeConfig& rope, int64_t max_len, at::
   return {emb.cos().to(device), emb.sin().to(device), rope.rotary_dim};
 }
 
-at::Tensor apply_rope(const at::Tensor& x, const RopeTables& tables, int64_t start_pos) {
-  const int64_t t = x.size(2);
-  const int64_t rd = tables.rotary_dim;
-  const at::Tensor cos = tables.cos.narrow(0, start_pos, t).to(x.scalar_type());  // [T, rd]
-  const at::Tensor sin = tables.sin.narrow(0, start_pos, t).to(x.scalar_type());
+namespace {
+
+// cos, sin: [T, rd] in x's dtype.
+at::Tensor rotate(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin, int64_t rd) {
   const bool partial = rd < x.size(-1);
   const at::Tensor rot = partial ? x.narrow(-1, 0, rd) : x;
   const at::Tensor x1 = rot.narrow(-1, 0, rd / 2);
   const at::Tensor x2 = rot.narrow(-1, rd / 2, rd / 2);
   const at::Tensor rotated = rot * cos + at::cat({-x2, x1}, -1) * sin;
   return partial ? at::cat({rotated, x.narrow(-1, rd, x.size(-1) - rd)}, -1) : rotated;
+}
+
+}  // namespace
+
+at::Tensor apply_rope(const at::Tensor& x, const RopeTables& tables, int64_t start_pos) {
+  const int64_t t = x.size(2);
+  return rotate(x, tables.cos.narrow(0, start_pos, t).to(x.scalar_type()),
+                tables.sin.narrow(0, start_pos, t).to(x.scalar_type()), tables.rotary_dim);
+}
+
+at::Tensor apply_rope_at(const at::Tensor& x, const RopeTables& tables, const at::Tensor& position) {
+  return rotate(x, tables.cos.index_select(0, position).to(x.scalar_type()),
+                tables.sin.index_select(0, position).to(x.scalar_type()), tables.rotary_dim);
 }
 
 }  // namespace effarch::ops

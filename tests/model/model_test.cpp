@@ -12,6 +12,7 @@
 #include "effarch/common/error.h"
 #include "effarch/model/catalog.h"
 #include "effarch/model/model.h"
+#include "effarch/ops/backend.h"
 
 namespace effarch::model {
 namespace {
@@ -19,10 +20,13 @@ namespace {
 const char* kTransformers[] = {"tiny-llama", "tiny-llama3", "tiny-mistral", "tiny-phi"};
 const char* kStateSpace[] = {"tiny-mamba", "tiny-falcon-mamba"};
 
-std::unique_ptr<Model> make(const std::string& name, ops::AttentionImpl impl = ops::AttentionImpl::Sdpa) {
+std::unique_ptr<Model> make(const std::string& name, ops::AttentionImpl impl = ops::AttentionImpl::Sdpa,
+                            DecodeMode decode = DecodeMode::Eager, at::Device device = at::kCPU) {
   ModelOptions opt;
   opt.attention = impl;
   opt.seed = 5;
+  opt.decode = decode;
+  opt.device = device;
   return Model::load(resolve_model((effarch::testing::configs_dir() / "models" / (name + ".json")).string()), opt);
 }
 
@@ -69,6 +73,36 @@ TEST_P(ModelChecks, SdpaEqualsEager) {
   EXPECT_LE(rel_diff(sdpa->prefill(ids), eager->prefill(ids)), 1e-5);
   const at::Tensor next = at::randint(0, sdpa->config().vocab_size, {2}, at::kLong);
   EXPECT_LE(rel_diff(sdpa->decode(next), eager->decode(next)), 1e-5);
+}
+
+// The graph-friendly decode (position as a device tensor, attention over the whole cache under a
+// mask, K/V written by index) gives the eager decode's logits, step after step.
+void expect_same_decode(const char* name, DecodeMode mode, at::Device device, double tol) {
+  for (const auto impl : {ops::AttentionImpl::Sdpa, ops::AttentionImpl::Eager}) {
+    auto eager = make(name, impl, DecodeMode::Eager, device);
+    auto other = make(name, impl, mode, device);
+    const at::Tensor ids = at::randint(0, eager->config().vocab_size, {2, 24}, at::kLong);
+    eager->allocate_cache(2, 24);
+    other->allocate_cache(2, 24);
+    EXPECT_LE(rel_diff(other->prefill(ids.narrow(1, 0, 5)), eager->prefill(ids.narrow(1, 0, 5))), tol);
+    for (int64_t t = 5; t < 24; ++t) {
+      const at::Tensor next = ids.select(1, t).contiguous();
+      EXPECT_LE(rel_diff(other->decode(next), eager->decode(next)), tol) << name << " position " << t;
+    }
+    EXPECT_EQ(other->cache().length, 24);
+    EXPECT_THROW_WITH(other->decode(ids.select(1, 0).contiguous()), UsageError, {"25 tokens exceed the cache of 24"});
+  }
+}
+
+TEST_P(ModelChecks, StaticDecodeEqualsEagerDecode) { expect_same_decode(GetParam(), DecodeMode::Static, at::kCPU, 1e-5); }
+
+TEST_P(ModelChecks, CudaGraphDecodeEqualsEagerDecode) {
+  if (!ops::kBuiltWithCuda || !at::hasCUDA()) GTEST_SKIP() << "needs a CUDA build and a GPU";
+  expect_same_decode(GetParam(), DecodeMode::CudaGraph, at::Device(at::kCUDA, 0), 1e-4);
+}
+
+TEST(Model, CudaGraphsNeedACudaDevice) {
+  EXPECT_THROW_WITH(make("tiny-llama", ops::AttentionImpl::Sdpa, DecodeMode::CudaGraph), UsageError, {"CUDA"});
 }
 
 INSTANTIATE_TEST_SUITE_P(Transformers, ModelChecks, ::testing::ValuesIn(kTransformers));

@@ -19,12 +19,22 @@
 
 namespace effarch::model {
 
+// How decode steps run. Eager: one step's ops as they come (attention over the cache prefix).
+// Static: every step has the same shapes (the position is a device tensor, attention reads the
+// whole cache under a position mask, K/V written at that position), so one CUDA graph can replay
+// any step. CudaGraph: Static, captured into a CUDA graph after the first step and replayed
+// (CUDA builds, CUDA device, no MoE layers: their per-expert token counts are data-dependent).
+enum class DecodeMode { Eager, Static, CudaGraph };
+
 struct ModelOptions {
   at::ScalarType dtype = at::kFloat;
   at::Device device = at::kCPU;
   ops::AttentionImpl attention = ops::AttentionImpl::Sdpa;
   uint64_t seed = 0;  // for random weights
+  DecodeMode decode = DecodeMode::Eager;
 };
+
+struct DecodeGraph;  // the captured step (CUDA builds)
 
 class Block;
 class Norm;
@@ -56,6 +66,8 @@ class Model {
 
  private:
   at::Tensor forward(const at::Tensor& ids, int64_t start_pos);
+  at::Tensor forward_static(const at::Tensor& ids);  // ids [B, 1] on the device, position in position_
+  at::Tensor decode_graphed(const at::Tensor& ids);
   ModelConfig config_;
   Weights weights_;
   ModelOptions options_;
@@ -66,6 +78,9 @@ class Model {
   Cache cache_;
   ops::RopeTables rope_tables_;  // built for the cache's length
   RoutingObserver routing_observer_;
+  at::Tensor position_;                 // [1] int64 on the device: the static decode's position
+  at::Tensor key_positions_;            // arange(max_len) on the device
+  std::unique_ptr<DecodeGraph> graph_;  // captured for the cache it was built on
 };
 
 }  // namespace effarch::model

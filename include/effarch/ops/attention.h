@@ -18,4 +18,11 @@ AttentionImpl parse_attention_impl(const std::string& name, const std::string& o
 at::Tensor causal_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, int64_t start_pos,
                             double scale, AttentionImpl impl);
 
+// One query per sequence over a whole cache, for the static decode: q [B, Hq, 1, D]; k, v
+// [B, Hkv, S, D]; key s is seen when key_positions[s] <= position ([S] and [1] int64 tensors on
+// q's device). The shapes never change from step to step, so a CUDA graph can replay it.
+at::Tensor attention_at_position(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                 const at::Tensor& key_positions, const at::Tensor& position, double scale,
+                                 AttentionImpl impl);
+
 }  // namespace effarch::ops

@@ -20,5 +20,8 @@ RopeTables make_rope_tables(const model::RopeConfig& rope, int64_t max_len, at::
 
 // x: [B, H, T, D]; the T positions are start_pos .. start_pos + T - 1.
 at::Tensor apply_rope(const at::Tensor& x, const RopeTables& tables, int64_t start_pos);
+// x: [B, H, 1, D] at the position held by `position` ([1] int64 on x's device): no host value,
+// so a CUDA graph can replay it at any position.
+at::Tensor apply_rope_at(const at::Tensor& x, const RopeTables& tables, const at::Tensor& position);
 
 }  // namespace effarch::ops

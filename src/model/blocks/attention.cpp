@@ -30,6 +30,17 @@ class AttentionMixer final : public Mixer {
     at::Tensor q = at::linear(x, wq_, bq_).view({b, t, a_.num_heads, a_.head_dim}).transpose(1, 2);
     at::Tensor k = at::linear(x, wk_, bk_).view({b, t, a_.num_kv_heads, a_.head_dim}).transpose(1, 2);
     const at::Tensor v = at::linear(x, wv_, bv_).view({b, t, a_.num_kv_heads, a_.head_dim}).transpose(1, 2);
+    if (ctx.position != nullptr) {  // static decode: the position lives on the device
+      if (a_.rope) {
+        q = ops::apply_rope_at(q, *ctx.rope, *ctx.position);
+        k = ops::apply_rope_at(k, *ctx.rope, *ctx.position);
+      }
+      cache.k.index_copy_(2, *ctx.position, k);
+      cache.v.index_copy_(2, *ctx.position, v);
+      const at::Tensor out = ops::attention_at_position(q, cache.k, cache.v, *ctx.key_positions, *ctx.position,
+                                                        scale_, ctx.attention);
+      return at::linear(out.transpose(1, 2).reshape({b, t, a_.num_heads * a_.head_dim}), wo_, bo_);
+    }
     if (a_.rope) {
       q = ops::apply_rope(q, *ctx.rope, ctx.start_pos);
       k = ops::apply_rope(k, *ctx.rope, ctx.start_pos);

@@ -22,6 +22,11 @@ struct ForwardContext {
   const ops::RopeTables* rope = nullptr;
   ops::AttentionImpl attention = ops::AttentionImpl::Sdpa;
   const RoutingObserver* routing = nullptr;  // MoE layers report their expert choices here when set
+  // Static decode (DecodeMode::Static / CudaGraph): one token per sequence whose position is this
+  // [1] int64 device tensor; attention writes K/V there and reads the whole cache under the mask
+  // key_positions <= position (key_positions: arange(max_len)). Null: positions from start_pos.
+  const at::Tensor* position = nullptr;
+  const at::Tensor* key_positions = nullptr;
 };
 
 class Mixer {
