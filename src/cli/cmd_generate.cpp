@@ -37,6 +37,7 @@ struct GenerateCmd {
   std::string dtype = "auto";
   std::string device = "auto";
   std::string attention = "sdpa";
+  std::string cuda_graphs = "off";
   bool json = false;
 };
 
@@ -108,6 +109,7 @@ int run_generate(const GenerateCmd& cmd) {
   opt.device = device;
   opt.dtype = parse_run_dtype(cmd.dtype, device, "--dtype");
   opt.attention = ops::parse_attention_impl(cmd.attention, "--attention");
+  opt.decode = model::parse_cuda_graphs(cmd.cuda_graphs, "--cuda-graphs");
   opt.seed = cmd.seed;
   const auto source = model::resolve_model(cmd.model);
   std::unique_ptr<tokenizer::Tokenizer> tok;
@@ -202,6 +204,10 @@ void register_generate(CLI::App& app, int* exit_code) {
       ->capture_default_str();
   sub->add_option("--device", cmd->device, "auto, cpu, cuda, cuda:N")->capture_default_str();
   sub->add_option("--attention", cmd->attention, "sdpa (fused) or eager (explicit masked softmax)")->capture_default_str();
+  sub->add_option("--cuda-graphs", cmd->cuda_graphs,
+                  "on: replay decode steps as a CUDA graph (no MoE); static: the same fixed-shape step without "
+                  "the graph; off")
+      ->capture_default_str();
   sub->add_flag("--json", cmd->json, "Print a JSON result instead of streaming");
   sub->callback([cmd, exit_code] { *exit_code = run_generate(*cmd); });
 }

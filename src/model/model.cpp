@@ -11,6 +11,22 @@
 
 namespace effarch::model {
 
+DecodeMode parse_cuda_graphs(const std::string& value, const std::string& option) {
+  if (value == "on") return DecodeMode::CudaGraph;
+  if (value == "off") return DecodeMode::Eager;
+  if (value == "static") return DecodeMode::Static;
+  throw UsageError(fmt::format("{}: unknown value '{}' (use on, off or static)", option, value));
+}
+
+const char* to_string(DecodeMode mode) {
+  switch (mode) {
+    case DecodeMode::Eager: return "off";
+    case DecodeMode::Static: return "static";
+    case DecodeMode::CudaGraph: return "on";
+  }
+  return "?";
+}
+
 uint64_t LayerCache::bytes() const {
   uint64_t n = 0;
   for (const at::Tensor* t : {&k, &v, &conv_state, &ssm_state}) {

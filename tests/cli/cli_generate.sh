@@ -76,6 +76,11 @@ expect_exit 2 "one of the two" "$EFFARCH" generate tiny-llama
 expect_exit 2 "unknown dtype 'int8'" "$EFFARCH" generate tiny-llama --prompt-ids 1 --dtype int8
 expect_exit 2 "unknown device 'tpu'" "$EFFARCH" generate tiny-llama --prompt-ids 1 --device tpu
 expect_exit 2 "unknown attention 'flash'" "$EFFARCH" generate tiny-llama --prompt-ids 1 --attention flash
+expect_exit 2 "--cuda-graphs: unknown value 'yes'" "$EFFARCH" generate tiny-llama --prompt-ids 1 --cuda-graphs yes
+expect_exit 2 "CUDA graphs" "$EFFARCH" generate tiny-llama --prompt-ids 1 --device cpu --cuda-graphs on
+# The fixed-shape decode step gives the eager tokens.
+st=$("$EFFARCH" generate "$SCRATCH/tiny-llama" --prompt-ids "$ids" -n 8 --cuda-graphs static --json | "$PYTHON" -c 'import json,sys; print(json.load(sys.stdin)["tokens"])')
+[[ $st == "$g1" ]] || fail "static decode disagrees with eager: $st vs $g1"
 expect_exit 2 "outside the model's vocabulary" "$EFFARCH" generate tiny-llama --prompt-ids 1,512
 expect_exit 2 "--top-p must be in (0, 1]" "$EFFARCH" generate tiny-llama --prompt-ids 1 --temperature 1 --top-p 0
 finish

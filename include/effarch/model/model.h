@@ -25,6 +25,10 @@ namespace effarch::model {
 // any step. CudaGraph: Static, captured into a CUDA graph after the first step and replayed
 // (CUDA builds, CUDA device, no MoE layers: their per-expert token counts are data-dependent).
 enum class DecodeMode { Eager, Static, CudaGraph };
+// The value of a --cuda-graphs option: "on" (CudaGraph), "off" (Eager) or "static" (Static, the
+// capturable step without the capture, on any device). Throws UsageError naming `option`.
+DecodeMode parse_cuda_graphs(const std::string& value, const std::string& option);
+const char* to_string(DecodeMode mode);  // "off", "static", "on"
 
 struct ModelOptions {
   at::ScalarType dtype = at::kFloat;
