@@ -36,6 +36,8 @@ FIXTURES = {
     "mistral": ("tiny-mistral", {}),
     "phi": ("tiny-phi", {}),                                             # partial rotary 0.4, biases
     "phi-full-rotary": ("tiny-phi", {"partial_rotary_factor": 1.0}),
+    "mixtral-top2": ("tiny-mixtral", {}),                                # fp32 router softmax, renormalised
+    "mixtral-top1": ("tiny-mixtral", {"num_experts_per_tok": 1}),
     "mamba": ("tiny-mamba", {}),                                         # tied head, fp32 residual
     "mamba-untied-bias": ("tiny-mamba", {"tie_word_embeddings": False, "use_bias": True, "time_step_rank": 7}),
     "falcon-mamba": ("tiny-falcon-mamba", {}),                           # weightless dt/B/C RMSNorms

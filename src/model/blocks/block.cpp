@@ -44,6 +44,9 @@ Block::Block(const ModelConfig& config, const Weights& weights, int layer)
     case FfnKind::Dense:
       ffn_ = make_dense_mlp(config, weights, layer);
       break;
+    case FfnKind::MoE:
+      ffn_ = make_moe(config, weights, layer);
+      break;
     case FfnKind::None:
       break;
     default:

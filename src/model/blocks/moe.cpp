@@ -1,0 +1,54 @@
+// MoE feed-forward (Mixtral, DeepSeekMoE, Jamba's MoE layers): route the flattened tokens, run
+// each chosen expert on its own tokens, add DeepSeekMoE's shared experts, and report the routing
+// to the model's observer when one listens.
+
+#include <ATen/ATen.h>
+
+#include "blocks.h"
+#include "effarch/ops/moe.h"
+
+namespace effarch::model {
+namespace {
+
+class MoeFeedForward final : public FeedForward {
+ public:
+  MoeFeedForward(const ModelConfig& c, const Weights& w, int layer)
+      : moe_(*c.moe), layer_(layer), router_(w.get(layer, "moe.router.weight")) {
+    for (int64_t e = 0; e < moe_.num_experts; ++e) {
+      const std::string p = "moe.expert." + std::to_string(e) + ".";
+      experts_.push_back({w.get(layer, p + "gate.weight"), w.get(layer, p + "up.weight"), w.get(layer, p + "down.weight")});
+    }
+    if (moe_.num_shared_experts > 0) {
+      shared_ = ops::ExpertWeights{w.get(layer, "moe.shared.gate.weight"), w.get(layer, "moe.shared.up.weight"),
+                                   w.get(layer, "moe.shared.down.weight")};
+    }
+  }
+
+  at::Tensor forward(const at::Tensor& x, const ForwardContext& ctx) const override {
+    const at::Tensor flat = x.reshape({-1, x.size(-1)});  // [N, H]
+    const ops::Routing routing = ops::moe_route(flat, router_, moe_.top_k, moe_.router);
+    if (ctx.routing != nullptr) {
+      (*ctx.routing)(RoutingEvent{layer_, routing.expert_ids, routing.weights.to(at::kFloat), routing.probs});
+    }
+    at::Tensor out = ops::moe_dispatch(flat, routing, experts_);
+    if (shared_) {  // DeepSeekMoE: after the routed sum
+      out = out + at::linear(at::silu(at::linear(flat, shared_->gate)) * at::linear(flat, shared_->up), shared_->down);
+    }
+    return out.view(x.sizes());
+  }
+
+ private:
+  MoeConfig moe_;
+  int layer_;
+  at::Tensor router_;
+  std::vector<ops::ExpertWeights> experts_;
+  std::optional<ops::ExpertWeights> shared_;
+};
+
+}  // namespace
+
+std::unique_ptr<FeedForward> make_moe(const ModelConfig& config, const Weights& weights, int layer) {
+  return std::make_unique<MoeFeedForward>(config, weights, layer);
+}
+
+}  // namespace effarch::model

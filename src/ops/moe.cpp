@@ -1,0 +1,119 @@
+// effarch::ops::moe_route / moe_dispatch: argument checks and the ATen reference.
+//
+// Dispatch groups the N*k (token, slot) assignments by expert with one stable sort of the flat
+// expert ids; per-expert counts come from a bincount (one device-to-host copy of E integers), and
+// each expert with tokens runs one gather -> SwiGLU -> scale -> index_add_ over exactly its rows.
+
+#include "effarch/ops/moe.h"
+
+#include <ATen/ATen.h>
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
+#include "effarch/common/error.h"
+
+namespace effarch::ops {
+namespace {
+
+std::string shape(const at::Tensor& t) { return fmt::format("[{}]", fmt::join(t.sizes(), ", ")); }
+
+void check_float(const at::Tensor& t, const char* op, const std::string& name) {
+  if (!t.defined()) throw UsageError(fmt::format("{}: {} is an undefined tensor", op, name));
+  const at::ScalarType type = t.scalar_type();
+  if (type != at::kFloat && type != at::kBFloat16 && type != at::kHalf) {
+    throw UsageError(fmt::format("{}: {} has dtype {}, expected float32, bfloat16 or float16", op, name,
+                                 c10::toString(type)));
+  }
+}
+
+}  // namespace
+
+Routing moe_route(const at::Tensor& x, const at::Tensor& router_weight, int64_t top_k, model::RouterKind kind) {
+  constexpr const char* op = "moe_route";
+  check_float(x, op, "x");
+  check_float(router_weight, op, "router_weight");
+  if (x.dim() != 2 || router_weight.dim() != 2 || router_weight.size(1) != x.size(1)) {
+    throw UsageError(fmt::format("{}: x {} and router_weight {} must be [N, H] and [E, H]", op, shape(x),
+                                 shape(router_weight)));
+  }
+  const int64_t experts = router_weight.size(0);
+  if (top_k < 1 || top_k > experts) {
+    throw UsageError(fmt::format("{}: top_k {} is not in 1..{} (the number of experts)", op, top_k, experts));
+  }
+  const at::Tensor logits = at::linear(x, router_weight);  // [N, E], model dtype
+  Routing r;
+  switch (kind) {
+    case model::RouterKind::SoftmaxFp32Renormalized: {
+      r.probs = at::softmax(logits.to(at::kFloat), -1);
+      auto [w, idx] = at::topk(r.probs, top_k, -1);
+      r.weights = w / w.sum(-1, /*keepdim=*/true);
+      r.expert_ids = idx;
+      break;
+    }
+    case model::RouterKind::SoftmaxFp32: {
+      r.probs = at::softmax(logits, -1, at::kFloat);
+      auto [w, idx] = at::topk(r.probs, top_k, -1);
+      r.weights = w.to(x.scalar_type());
+      r.expert_ids = idx;
+      break;
+    }
+    case model::RouterKind::SoftmaxModelDtype: {
+      const at::Tensor scores = at::softmax(logits, -1);  // rounded to the model dtype, ties and all
+      auto [w, idx] = at::topk(scores, top_k, -1);
+      r.weights = w;
+      r.expert_ids = idx;
+      r.probs = scores.to(at::kFloat);
+      break;
+    }
+  }
+  return r;
+}
+
+at::Tensor moe_dispatch(const at::Tensor& x, const Routing& routing, const std::vector<ExpertWeights>& experts,
+                        Backend backend) {
+  constexpr const char* op = "moe_dispatch";
+  check_float(x, op, "x");
+  if (x.dim() != 2) throw UsageError(fmt::format("{}: x has shape {}, expected [N, H]", op, shape(x)));
+  const int64_t n = x.size(0), num_experts = static_cast<int64_t>(experts.size());
+  const at::Tensor& ids = routing.expert_ids;
+  if (!ids.defined() || ids.dim() != 2 || ids.size(0) != n || ids.scalar_type() != at::kLong) {
+    throw UsageError(fmt::format("{}: expert_ids must be [N, k] int64 with N = {}, got {}", op, n,
+                                 ids.defined() ? shape(ids) : "undefined"));
+  }
+  const int64_t k = ids.size(1);
+  check_float(routing.weights, op, "weights");
+  if (routing.weights.sizes() != ids.sizes()) {
+    throw UsageError(fmt::format("{}: weights {} and expert_ids {} differ in shape", op, shape(routing.weights),
+                                 shape(ids)));
+  }
+  if (use_cuda_kernel(backend == Backend::Auto ? Backend::Reference : backend, x.device(), op)) {
+    throw UsageError(fmt::format("{}: there is no CUDA dispatch kernel yet; use the reference", op));
+  }
+  at::Tensor out = at::zeros_like(x);
+  if (n == 0) return out;
+  const at::Tensor flat = ids.reshape({-1});  // [N*k]: entry p is token p / k, slot p % k
+  const at::Tensor counts = at::bincount(flat, {}, num_experts).cpu();
+  if (counts.numel() > num_experts) {
+    throw UsageError(fmt::format("{}: an expert id is >= the {} experts given", op, num_experts));
+  }
+  const at::Tensor order = std::get<1>(at::sort(flat, /*stable=*/true, 0, /*descending=*/false));
+  const at::Tensor flat_weights = routing.weights.reshape({-1});
+  const int64_t* count = counts.data_ptr<int64_t>();
+  int64_t offset = 0;
+  for (int64_t e = 0; e < num_experts; ++e) {
+    const int64_t c = count[e];
+    if (c == 0) continue;
+    const ExpertWeights& w = experts[static_cast<size_t>(e)];
+    const at::Tensor pos = order.narrow(0, offset, c);
+    offset += c;
+    const at::Tensor tokens = at::div(pos, k, "floor");
+    const at::Tensor xe = x.index_select(0, tokens);
+    const at::Tensor h = at::linear(at::silu(at::linear(xe, w.gate)) * at::linear(xe, w.up), w.down);
+    // Mixtral's weights are fp32: the product is fp32, then rounded once into the buffer.
+    const at::Tensor y = h * flat_weights.index_select(0, pos).unsqueeze(1);
+    out.index_add_(0, tokens, y.to(out.scalar_type()));
+  }
+  return out;
+}
+
+}  // namespace effarch::ops
