@@ -41,7 +41,26 @@ uint64_t Cache::bytes() const {
   return n;
 }
 
+namespace {
+
+// CUDA graphs need a CUDA build, a CUDA device, and no MoE layer. Checked before any weight loads.
+void check_decode_mode(const ModelConfig& config, const ModelOptions& options) {
+  if (options.decode != DecodeMode::CudaGraph) return;
+  if (!ops::kBuiltWithCuda) throw UsageError("CUDA graphs: this effarch was built without CUDA");
+  if (!options.device.is_cuda()) {
+    throw UsageError(fmt::format("CUDA graphs need a CUDA device, not {}", options.device.str()));
+  }
+  if (config.count_layers(FfnKind::MoE) > 0) {
+    throw UsageError(fmt::format("CUDA graphs: {} has MoE layers, whose per-expert token counts depend on the "
+                                 "routing, so a decode step cannot be captured once and replayed",
+                                 config.source));
+  }
+}
+
+}  // namespace
+
 std::unique_ptr<Model> Model::load(const ModelSource& source, const ModelOptions& options) {
+  check_decode_mode(source.config, options);
   if (source.checkpoint_dir) {
     const auto store = io::TensorStore::open_folder(*source.checkpoint_dir);
     return std::make_unique<Model>(source.config, Weights::from_checkpoint(source.config, store, options.dtype,
@@ -60,17 +79,7 @@ Model::Model(ModelConfig config, Weights weights, ModelOptions options)
   const at::Tensor* head = weights_.find(-1, "lm_head.weight");
   head_ = head != nullptr ? *head : embed_;
   if (const at::Tensor* bias = weights_.find(-1, "lm_head.bias")) head_bias_ = *bias;
-  if (options_.decode == DecodeMode::CudaGraph) {
-    if (!ops::kBuiltWithCuda) throw UsageError("CUDA graphs: this effarch was built without CUDA");
-    if (!options_.device.is_cuda()) {
-      throw UsageError(fmt::format("CUDA graphs need a CUDA device, not {}", options_.device.str()));
-    }
-    if (config_.count_layers(FfnKind::MoE) > 0) {
-      throw UsageError(fmt::format("CUDA graphs: {} has MoE layers, whose per-expert token counts depend on the "
-                                   "routing, so a decode step cannot be captured once and replayed",
-                                   config_.source));
-    }
-  }
+  check_decode_mode(config_, options_);
 }
 
 Model::~Model() = default;

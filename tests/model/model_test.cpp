@@ -13,12 +13,14 @@
 #include "effarch/model/catalog.h"
 #include "effarch/model/model.h"
 #include "effarch/ops/backend.h"
+#include "../../src/model/blocks/blocks.h"
 
 namespace effarch::model {
 namespace {
 
 const char* kTransformers[] = {"tiny-llama", "tiny-llama3", "tiny-mistral", "tiny-phi"};
 const char* kStateSpace[] = {"tiny-mamba", "tiny-falcon-mamba"};
+const char* kMoeAndHybrid[] = {"tiny-mixtral", "tiny-deepseek-moe", "tiny-jamba"};
 
 std::unique_ptr<Model> make(const std::string& name, ops::AttentionImpl impl = ops::AttentionImpl::Sdpa,
                             DecodeMode decode = DecodeMode::Eager, at::Device device = at::kCPU) {
@@ -98,6 +100,7 @@ TEST_P(ModelChecks, StaticDecodeEqualsEagerDecode) { expect_same_decode(GetParam
 
 TEST_P(ModelChecks, CudaGraphDecodeEqualsEagerDecode) {
   if (!ops::kBuiltWithCuda || !at::hasCUDA()) GTEST_SKIP() << "needs a CUDA build and a GPU";
+  if (make(GetParam())->config().count_layers(FfnKind::MoE) > 0) GTEST_SKIP() << "MoE models are refused (tested)";
   expect_same_decode(GetParam(), DecodeMode::CudaGraph, at::Device(at::kCUDA, 0), 1e-4);
 }
 
@@ -107,6 +110,72 @@ TEST(Model, CudaGraphsNeedACudaDevice) {
 
 INSTANTIATE_TEST_SUITE_P(Transformers, ModelChecks, ::testing::ValuesIn(kTransformers));
 INSTANTIATE_TEST_SUITE_P(StateSpace, ModelChecks, ::testing::ValuesIn(kStateSpace));
+INSTANTIATE_TEST_SUITE_P(MoeAndHybrid, ModelChecks, ::testing::ValuesIn(kMoeAndHybrid));
+
+TEST(Model, RoutingObserverSeesEveryMoeLayerOnce) {
+  for (const char* name : kMoeAndHybrid) {
+    auto model = make(name);
+    const auto& c = model->config();
+    std::vector<int> layers;
+    model->set_routing_observer([&](const RoutingEvent& e) {
+      layers.push_back(e.layer);
+      EXPECT_EQ(e.expert_ids.sizes(), (std::vector<int64_t>{2 * 5, c.moe->top_k}));
+      EXPECT_EQ(e.weights.scalar_type(), at::kFloat);
+      EXPECT_EQ(e.router_probs.sizes(), (std::vector<int64_t>{2 * 5, c.moe->num_experts}));
+      EXPECT_TRUE(at::allclose(e.router_probs.sum(-1), at::ones({10}), 1e-5, 1e-5));
+    });
+    model->prefill(at::randint(0, c.vocab_size, {2, 5}, at::kLong));
+    std::vector<int> expected;
+    for (int i = 0; i < c.num_layers; ++i) {
+      if (c.layers[static_cast<size_t>(i)].ffn == FfnKind::MoE) expected.push_back(i);
+    }
+    EXPECT_EQ(layers, expected) << name;
+    EXPECT_FALSE(expected.empty()) << name;
+  }
+}
+
+// DeepSeekMoE is remote code that transformers does not ship: its MoE layer is checked against
+// this plain rendering of the model's own code (softmax in the model dtype, top-k without
+// renormalisation, every expert on every token, shared experts added after).
+TEST(Model, DeepseekMoeLayerMatchesPlainReference) {
+  for (const auto dtype : {at::kFloat, at::kBFloat16}) {
+    const auto source = resolve_model((effarch::testing::configs_dir() / "models" / "tiny-deepseek-moe.json").string());
+    const ModelConfig& c = source.config;
+    const Weights w = Weights::random(c, 11, dtype, at::kCPU);
+    const int layer = 1;
+    ASSERT_EQ(c.layers[layer].ffn, FfnKind::MoE);
+    const auto ffn = make_moe(c, w, layer);
+    const at::Tensor x = at::randn({2, 3, c.hidden_size}).to(dtype);
+    const at::Tensor actual = ffn->forward(x, ForwardContext{});
+
+    const auto d = [](const at::Tensor& t) { return t.to(at::kDouble); };
+    const auto mlp = [&](const at::Tensor& in, const std::string& p) {
+      return at::linear(at::silu(at::linear(in, d(w.get(layer, p + "gate.weight")))) *
+                            at::linear(in, d(w.get(layer, p + "up.weight"))),
+                        d(w.get(layer, p + "down.weight")));
+    };
+    const at::Tensor flat = x.reshape({6, c.hidden_size});
+    const at::Tensor scores = at::softmax(at::linear(flat, w.get(layer, "moe.router.weight")), -1);  // model dtype
+    const auto [top_w, top_i] = at::topk(scores, c.moe->top_k, -1);
+    at::Tensor expected = mlp(d(flat), "moe.shared.");
+    for (int64_t t = 0; t < 6; ++t) {
+      for (int64_t e = 0; e < c.moe->num_experts; ++e) {
+        const at::Tensor y = mlp(d(flat[t]).unsqueeze(0), "moe.expert." + std::to_string(e) + ".")[0];
+        for (int64_t j = 0; j < c.moe->top_k; ++j) {
+          if (top_i[t][j].item<int64_t>() == e) expected[t] += y * d(top_w[t][j]);
+        }
+      }
+    }
+    const double tol = dtype == at::kFloat ? 1e-5 : 3e-2;
+    EXPECT_LE(rel_diff(actual.reshape({6, -1}).to(at::kDouble), expected), tol) << c10::toString(dtype);
+  }
+}
+
+TEST(Model, CudaGraphsRefuseMoe) {
+  if (!ops::kBuiltWithCuda || !at::hasCUDA()) GTEST_SKIP() << "needs a CUDA build and a GPU";
+  EXPECT_THROW_WITH(make("tiny-mixtral", ops::AttentionImpl::Sdpa, DecodeMode::CudaGraph, at::Device(at::kCUDA, 0)),
+                    UsageError, {"MoE"});
+}
 
 TEST(Model, MambaStateDoesNotGrowWithContext) {
   auto model = make("tiny-mamba");
