@@ -14,6 +14,7 @@ void register_inspect(CLI::App& app, int* exit_code);
 void register_init(CLI::App& app, int* exit_code);
 void register_generate(CLI::App& app, int* exit_code);
 void register_tokenize(CLI::App& app, int* exit_code);
+void register_experts(CLI::App& app, int* exit_code);
 
 // Formatting shared by the printers.
 std::string group_digits(int64_t n);        // 8030261248 -> "8,030,261,248"

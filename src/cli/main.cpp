@@ -23,6 +23,7 @@ int main(int argc, char** argv) {
   effarch::cli::register_init(app, &exit_code);
   effarch::cli::register_tokenize(app, &exit_code);
   effarch::cli::register_generate(app, &exit_code);
+  effarch::cli::register_experts(app, &exit_code);
   // CLI11 would only say "a subcommand is required" for a misspelt command: name it.
   std::vector<std::string> names;
   for (const auto* sub : app.get_subcommands({})) names.push_back(sub->get_name());
