@@ -41,6 +41,9 @@ FIXTURES = {
     "mamba": ("tiny-mamba", {}),                                         # tied head, fp32 residual
     "mamba-untied-bias": ("tiny-mamba", {"tie_word_embeddings": False, "use_bias": True, "time_step_rank": 7}),
     "falcon-mamba": ("tiny-falcon-mamba", {}),                           # weightless dt/B/C RMSNorms
+    "mamba2": ("tiny-mamba2", {"n_groups": 1, "chunk_size": 256}),      # one group, one chunk
+    "mamba2-groups": ("tiny-mamba2", {}),                                # 2 groups over 8 heads, chunk 16
+    "mamba2-chunks": ("tiny-mamba2", {"chunk_size": 3, "n_groups": 4}),  # 7 tokens = 3 chunks, padded
     # Jamba, 5 layers: attention where i % attn_period == attn_offset, MoE where i % expert_period == offset.
     "jamba": ("tiny-jamba", {}),                                         # attn 3/1, experts 2/1
     "jamba-periods": ("tiny-jamba", {"attn_layer_period": 2, "attn_layer_offset": 0,

@@ -54,7 +54,7 @@ expect_exit 0 "batch 2" "$EFFARCH" generate tiny-llama3 --prompt-ids "1,2,3;4,5,
 expect_exit 0 "bfloat16" "$EFFARCH" generate tiny-llama --prompt-ids "1,2,3" -n 4 --dtype bf16
 
 # Every other architecture end to end: checkpoints written by effarch init, bare configs, bf16, a batch.
-for model in tiny-mamba tiny-falcon-mamba tiny-mixtral tiny-deepseek-moe tiny-jamba; do
+for model in tiny-mamba tiny-falcon-mamba tiny-mamba2 tiny-mixtral tiny-deepseek-moe tiny-jamba; do
   "$EFFARCH" init "$model" "$SCRATCH/$model" --seed 2 > /dev/null 2>&1 || fail "$model: init"
   out=$("$EFFARCH" generate "$SCRATCH/$model" --prompt-ids "$ids" -n 12 --json) || fail "$model: generate from its checkpoint"
   n=$(echo "$out" | "$PYTHON" -c 'import json,sys; print(len(json.load(sys.stdin)["tokens"][0]))')

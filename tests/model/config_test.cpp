@@ -3,6 +3,8 @@
 #include <filesystem>
 
 #include <gtest/gtest.h>
+#include <cmath>
+
 #include <nlohmann/json.hpp>
 
 #include "../test_util.h"
@@ -91,6 +93,19 @@ TEST(Config, Mamba2Groups) {
   EXPECT_EQ(c.mamba->version, 2);
   EXPECT_EQ(c.mamba->conv_dim(), 10240);
   EXPECT_EQ(c.mamba->n_groups, 8);
+}
+
+TEST(Config, Mamba2TimeStepLimitAsTransformers5WritesIt) {
+  // save_pretrained in transformers 5 writes infinity as {"__float__": "Infinity"}.
+  json j = io::read_json_file(configs_dir() / "models" / "tiny-mamba2.json");
+  j["time_step_limit"] = json::parse(R"([0.0, {"__float__": "Infinity"}])");
+  const ModelConfig c = parse(j);
+  EXPECT_TRUE(std::isinf(c.mamba->time_step_max));
+  EXPECT_FALSE(c.mamba->time_step_clamped);
+  j["time_step_limit"] = json::parse(R"([0.001, 0.5])");
+  EXPECT_TRUE(parse(j).mamba->time_step_clamped);
+  j["time_step_limit"] = json::parse(R"([0.0, {"__float__": "NaN"}])");
+  EXPECT_THROW_WITH(parse(j), ConfigError, {"'time_step_limit'", "NaN"});
 }
 
 TEST(ConfigErrors, UnknownArchitecture) {

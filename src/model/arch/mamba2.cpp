@@ -41,7 +41,9 @@ void parse_mamba2(const ConfigReader& r, ModelConfig& c) {
   if (r.has("time_step_limit")) {
     const auto& lim = r.doc().at("time_step_limit");
     if (!lim.is_array() || lim.size() != 2) r.fail("time_step_limit", "must be a pair [min, max]");
-    auto bound = [&](const nlohmann::json& v) {
+    auto bound = [&](nlohmann::json v) {
+      // transformers 5 writes non-finite floats as {"__float__": "Infinity"}.
+      if (v.is_object() && v.size() == 1 && v.contains("__float__")) v = v.at("__float__");
       if (v.is_number()) return v.get<double>();
       if (v.is_string() && (v == "inf" || v == "Infinity")) return std::numeric_limits<double>::infinity();
       if (v.is_string() && v == "NaN") r.fail("time_step_limit", "bounds must not be NaN");

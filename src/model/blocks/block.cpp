@@ -36,6 +36,9 @@ Block::Block(const ModelConfig& config, const Weights& weights, int layer)
     case MixerKind::Mamba1:
       mixer_ = make_mamba1(config, weights, layer);
       break;
+    case MixerKind::Mamba2:
+      mixer_ = make_mamba2(config, weights, layer);
+      break;
     default:
       throw ConfigError(fmt::format("{}: layer {}: {} mixers are not implemented yet", config.source, layer,
                                     to_string(spec.mixer)));

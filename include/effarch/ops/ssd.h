@@ -1,0 +1,48 @@
+#pragma once
+// The Mamba-2 state space dual (SSD) scan (MODELS.md section 7), per head h (group g = h / (H/G)),
+// head channel p and state n:
+//
+//   dt[t,h]     = clamp(softplus(dt_raw[t,h] + dt_bias[h]), dt_min, dt_max)
+//   S[t,h,p,n]  = exp(dt[t,h] A[h]) S[t-1,h,p,n] + dt[t,h] B[t,g,n] x[t,h,p]
+//   y[t,h,p]    = sum_n C[t,g,n] S[t,h,p,n] + D[h] x[t,h,p]
+//
+// fp32 inside whatever the input dtype; y comes back in fp32 (the gated RMSNorm reads it in fp32,
+// as transformers does) and the state is fp32.
+
+#include <limits>
+#include <optional>
+
+#include <ATen/core/Tensor.h>
+
+#include "effarch/ops/backend.h"
+
+namespace effarch::ops {
+
+struct SsdArgs {
+  at::Tensor A;                        // [H] fp32 (= -exp(A_log))
+  std::optional<at::Tensor> D;         // [H]
+  std::optional<at::Tensor> dt_bias;   // [H]
+  bool dt_softplus = true;
+  double dt_min = 0.0;                 // the time_step_limit clamp (none by default)
+  double dt_max = std::numeric_limits<double>::infinity();
+  int64_t chunk_size = 256;
+};
+
+// Prefill, chunked: x [B, L, H, P]; dt [B, L, H]; Bmat, Cmat [B, L, G, N]. state [B, H, P, N] fp32 is
+// written with S[L-1]; when `from_state` it is also read as S[-1], else the scan starts from zeros.
+// Returns y [B, L, H, P] fp32.
+at::Tensor ssd_chunk_scan(const at::Tensor& x, const at::Tensor& dt, const at::Tensor& Bmat, const at::Tensor& Cmat,
+                          const SsdArgs& args, at::Tensor& state, bool from_state, Backend backend = Backend::Auto);
+
+// Decode, one token: x [B, H, P]; dt [B, H]; Bmat, Cmat [B, G, N]; state updated in place.
+// Returns y [B, H, P] fp32.
+at::Tensor ssd_state_update(const at::Tensor& x, const at::Tensor& dt, const at::Tensor& Bmat, const at::Tensor& Cmat,
+                            const SsdArgs& args, at::Tensor& state, Backend backend = Backend::Auto);
+
+// Mamba-2's gated RMSNorm as transformers 5.x computes it: h = y * SiLU(z) in fp32, normalised
+// over groups of `group_size` channels (d_inner / n_groups; one group over all channels when
+// n_groups is 1), cast back to y's dtype, times weight. y, z [..., D]; weight [D].
+at::Tensor gated_rms_norm(const at::Tensor& y, const at::Tensor& z, const at::Tensor& weight, int64_t group_size,
+                          double eps);
+
+}  // namespace effarch::ops

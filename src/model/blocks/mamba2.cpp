@@ -1,0 +1,92 @@
+// Mamba-2 mixer (Mamba2ForCausalLM): in_proj -> [z | x B C | dt]; causal conv + SiLU over x B C;
+// the SSD scan over heads with grouped B/C (chunked for prefill, one recurrence step for decode);
+// gated RMSNorm with z; out_proj. Follows transformers 5.x's torch_forward (MODELS.md section 7).
+
+#include <ATen/ATen.h>
+
+#include "blocks.h"
+#include "effarch/ops/causal_conv1d.h"
+#include "effarch/ops/ssd.h"
+
+namespace effarch::model {
+namespace {
+
+std::optional<at::Tensor> maybe(const Weights& w, int layer, const std::string& role) {
+  const at::Tensor* t = w.find(layer, role);
+  return t == nullptr ? std::nullopt : std::optional<at::Tensor>(*t);
+}
+
+class Mamba2Mixer final : public Mixer {
+ public:
+  Mamba2Mixer(const ModelConfig& c, const Weights& w, int layer)
+      : m_(*c.mamba),
+        in_w_(w.get(layer, "mamba.in_proj.weight")),
+        in_b_(maybe(w, layer, "mamba.in_proj.bias")),
+        conv_w_(w.get(layer, "mamba.conv.weight")),
+        conv_b_(maybe(w, layer, "mamba.conv.bias")),
+        norm_w_(w.get(layer, "mamba.norm.weight")),
+        out_w_(w.get(layer, "mamba.out_proj.weight")),
+        out_b_(maybe(w, layer, "mamba.out_proj.bias")) {
+    args_.A = -at::exp(w.get(layer, "mamba.A_log").to(at::kFloat));
+    args_.D = w.get(layer, "mamba.D");
+    args_.dt_bias = w.get(layer, "mamba.dt_bias");
+    args_.dt_softplus = true;
+    if (m_.time_step_clamped) {
+      args_.dt_min = m_.time_step_min;
+      args_.dt_max = m_.time_step_max;
+    }
+    args_.chunk_size = m_.chunk_size;
+  }
+
+  at::Tensor forward(const at::Tensor& x, LayerCache& cache, const ForwardContext& ctx) const override {
+    const int64_t b = x.size(0), t = x.size(1);
+    const int64_t di = m_.d_inner, h = m_.num_heads, p = m_.head_dim, g = m_.n_groups, n = m_.d_state;
+    const int64_t conv_dim = m_.conv_dim();
+    const at::Tensor proj = at::linear(x, in_w_, in_b_);  // [B, T, Di + conv_dim + H]
+    const at::Tensor z = proj.narrow(2, 0, di);
+    const at::Tensor xbc = proj.narrow(2, di, conv_dim).transpose(1, 2);  // [B, conv_dim, T] view
+    const at::Tensor dt = proj.narrow(2, di + conv_dim, h);              // [B, T, H]
+    const bool fresh = ctx.start_pos == 0;
+    const at::Tensor u = (fresh ? ops::causal_conv1d(xbc, conv_w_, conv_b_, /*silu=*/true, &cache.conv_state)
+                                : ops::causal_conv1d_update(xbc, cache.conv_state, conv_w_, conv_b_, /*silu=*/true))
+                             .transpose(1, 2);  // [B, T, conv_dim]
+    const at::Tensor xs = u.narrow(2, 0, di).reshape({b, t, h, p});
+    const at::Tensor bm = u.narrow(2, di, g * n).reshape({b, t, g, n});
+    const at::Tensor cm = u.narrow(2, di + g * n, g * n).reshape({b, t, g, n});
+    at::Tensor y;  // [B, T, Di] fp32
+    if (!fresh && t == 1) {
+      y = ops::ssd_state_update(xs.select(1, 0), dt.select(1, 0), bm.select(1, 0), cm.select(1, 0), args_,
+                                cache.ssm_state)
+              .reshape({b, 1, di});
+    } else {
+      y = ops::ssd_chunk_scan(xs, dt, bm, cm, args_, cache.ssm_state, /*from_state=*/!fresh).reshape({b, t, di});
+    }
+    const at::Tensor normed = ops::gated_rms_norm(y, z, norm_w_, di / g, m_.gated_norm_eps);
+    return at::linear(normed.to(x.scalar_type()), out_w_, out_b_);
+  }
+
+  void allocate(LayerCache& cache, int64_t batch, int64_t /*max_len*/, at::ScalarType dtype,
+                at::Device device) const override {
+    cache.conv_state = at::zeros({batch, m_.conv_dim(), m_.d_conv}, at::TensorOptions().dtype(dtype).device(device));
+    cache.ssm_state = at::zeros({batch, m_.num_heads, m_.head_dim, m_.d_state},
+                                at::TensorOptions().dtype(at::kFloat).device(device));
+  }
+
+ private:
+  MambaConfig m_;
+  at::Tensor in_w_;
+  std::optional<at::Tensor> in_b_;
+  at::Tensor conv_w_;
+  std::optional<at::Tensor> conv_b_;
+  at::Tensor norm_w_, out_w_;
+  std::optional<at::Tensor> out_b_;
+  ops::SsdArgs args_;
+};
+
+}  // namespace
+
+std::unique_ptr<Mixer> make_mamba2(const ModelConfig& config, const Weights& weights, int layer) {
+  return std::make_unique<Mamba2Mixer>(config, weights, layer);
+}
+
+}  // namespace effarch::model
