@@ -66,7 +66,7 @@ TEST(HfParity, AllFixtures) {
     }
     ++n;
   }
-  EXPECT_GE(n, 8u) << "fixtures found in " << env;
+  EXPECT_GE(n, 19u) << "fixtures found in " << env;
 }
 
 }  // namespace
