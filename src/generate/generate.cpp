@@ -41,8 +41,8 @@ GenerateResult generate(model::Model& model, const at::Tensor& prompts, const Ge
   GenerateResult result;
   result.prompt_tokens = len;
   const auto t0 = Clock::now();
-  const at::Tensor logits = model.prefill(prompts.to(device));
-  at::Tensor next = sampler.sample(logits.select(1, len - 1));
+  const at::Tensor logits = model.prefill_last(prompts.to(device));  // [B, V]: the head on the last position only
+  at::Tensor next = sampler.sample(logits);
   steps.push_back(next);
   std::vector<int64_t> host = to_host(next);  // the first token on the host: TTFT
   result.ttft_s = seconds_since(t0);

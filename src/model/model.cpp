@@ -86,7 +86,8 @@ Model::~Model() = default;
 
 void Model::allocate_cache(int64_t batch, int64_t max_len) {
   if (batch <= 0 || max_len <= 0) throw UsageError(fmt::format("cache of batch {} and length {}", batch, max_len));
-  if (config_.attention && config_.max_position_embeddings && max_len > *config_.max_position_embeddings) {
+  if (config_.attention && config_.max_position_embeddings && max_len > *config_.max_position_embeddings &&
+      !options_.allow_beyond_context) {
     throw UsageError(fmt::format("{} tokens exceed the model's context of {} tokens (max_position_embeddings)", max_len,
                                  *config_.max_position_embeddings));
   }
@@ -108,7 +109,7 @@ void Model::allocate_cache(int64_t batch, int64_t max_len) {
   }
 }
 
-at::Tensor Model::forward(const at::Tensor& ids, int64_t start_pos) {
+at::Tensor Model::forward(const at::Tensor& ids, int64_t start_pos, bool last_only) {
   if (ids.dim() != 2 || ids.scalar_type() != at::kLong) {
     throw UsageError(fmt::format("token ids must be an int64 [batch, tokens] tensor, got {} of {} dims",
                                  c10::toString(ids.scalar_type()), ids.dim()));
@@ -125,6 +126,7 @@ at::Tensor Model::forward(const at::Tensor& ids, int64_t start_pos) {
                      routing_observer_ ? &routing_observer_ : nullptr};
   at::Tensor x = at::embedding(embed_, ids.to(options_.device));  // [B, T, H]
   for (size_t i = 0; i < blocks_.size(); ++i) x = blocks_[i]->forward(x, cache_.layers[i], ctx);
+  if (last_only) x = x.narrow(1, t - 1, 1);
   // A Mamba residual stream arrives in fp32: the head reads it in the weights' dtype, as HF does.
   const at::Tensor logits = at::linear((*final_norm_)(x).to(head_.scalar_type()), head_, head_bias_);
   cache_.length = start_pos + t;
@@ -132,6 +134,16 @@ at::Tensor Model::forward(const at::Tensor& ids, int64_t start_pos) {
 }
 
 at::Tensor Model::prefill(const at::Tensor& ids) { return forward(ids, 0); }
+
+at::Tensor Model::prefill_last(const at::Tensor& ids) { return forward(ids, 0, /*last_only=*/true).squeeze(1); }
+
+void Model::release_cache() {
+  graph_.reset();
+  cache_ = Cache{};
+  rope_tables_ = ops::RopeTables{};
+  position_ = at::Tensor();
+  key_positions_ = at::Tensor();
+}
 
 at::Tensor Model::decode(const at::Tensor& ids) {
   if (ids.dim() != 1) throw UsageError(fmt::format("decode takes one token per sequence: [batch] ids, got {} dims", ids.dim()));

@@ -104,6 +104,21 @@ TEST_P(ModelChecks, CudaGraphDecodeEqualsEagerDecode) {
   expect_same_decode(GetParam(), DecodeMode::CudaGraph, at::Device(at::kCUDA, 0), 1e-4);
 }
 
+TEST(Model, PrefillLastIsTheLastPositionAndReleaseFreesTheCache) {
+  for (const char* name : {"tiny-llama", "tiny-mamba2", "tiny-jamba"}) {
+    auto model = make(name);
+    const at::Tensor ids = at::randint(0, model->config().vocab_size, {2, 9}, at::kLong);
+    const at::Tensor full = model->prefill(ids);
+    const at::Tensor last = model->prefill_last(ids);
+    EXPECT_EQ(last.sizes(), (std::vector<int64_t>{2, model->config().vocab_size}));
+    EXPECT_LE(rel_diff(last, full.select(1, 8)), 1e-6) << name;
+    model->release_cache();
+    EXPECT_FALSE(model->cache().allocated());
+    EXPECT_EQ(model->cache().bytes(), 0u);
+    EXPECT_LE(rel_diff(model->prefill_last(ids), last), 1e-6) << name;  // allocates again
+  }
+}
+
 TEST(Model, CudaGraphsNeedACudaDevice) {
   EXPECT_THROW_WITH(make("tiny-llama", ops::AttentionImpl::Sdpa, DecodeMode::CudaGraph), UsageError, {"CUDA"});
 }

@@ -36,6 +36,9 @@ struct ModelOptions {
   ops::AttentionImpl attention = ops::AttentionImpl::Sdpa;
   uint64_t seed = 0;  // for random weights
   DecodeMode decode = DecodeMode::Eager;
+  // Let attention models run past max_position_embeddings (benchmarks measure speed and memory
+  // there; RoPE tables are simply computed further). Off: such a cache is a UsageError.
+  bool allow_beyond_context = false;
 };
 
 struct DecodeGraph;  // the captured step (CUDA builds)
@@ -61,6 +64,11 @@ class Model {
   void allocate_cache(int64_t batch, int64_t max_len);
   // ids [B, T] int64 -> logits [B, T, vocab] fp32. Starts a new sequence (cache length 0).
   at::Tensor prefill(const at::Tensor& ids);
+  // Like prefill, but the final norm and head run on the last position only: [B, vocab] fp32.
+  // What generation needs; it saves the [B, T, vocab] logits of long prompts.
+  at::Tensor prefill_last(const at::Tensor& ids);
+  // Frees the cache (and a captured graph); the next prefill allocates one again.
+  void release_cache();
   // ids [B] int64 -> logits [B, vocab] fp32, appending one token per sequence.
   at::Tensor decode(const at::Tensor& ids);
 
@@ -69,7 +77,7 @@ class Model {
   void set_routing_observer(RoutingObserver observer) { routing_observer_ = std::move(observer); }
 
  private:
-  at::Tensor forward(const at::Tensor& ids, int64_t start_pos);
+  at::Tensor forward(const at::Tensor& ids, int64_t start_pos, bool last_only = false);
   at::Tensor forward_static(const at::Tensor& ids);  // ids [B, 1] on the device, position in position_
   at::Tensor decode_graphed(const at::Tensor& ids);
   ModelConfig config_;
