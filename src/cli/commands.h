@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include <CLI/CLI.hpp>
 
@@ -15,6 +16,8 @@ void register_init(CLI::App& app, int* exit_code);
 void register_generate(CLI::App& app, int* exit_code);
 void register_tokenize(CLI::App& app, int* exit_code);
 void register_experts(CLI::App& app, int* exit_code);
+void register_bench(CLI::App& app, int* exit_code, const std::vector<std::string>& argv);  // argv: recorded in results
+void register_compare(CLI::App& app, int* exit_code);
 
 // Formatting shared by the printers.
 std::string group_digits(int64_t n);        // 8030261248 -> "8,030,261,248"

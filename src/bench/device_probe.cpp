@@ -1,0 +1,197 @@
+// Device helpers for the benchmark: see device_probe.h.
+
+#include "device_probe.h"
+
+#include <atomic>
+#include <chrono>
+#include <fstream>
+#include <new>
+#include <sstream>
+
+#include <c10/core/Allocator.h>
+#include <c10/core/CPUAllocator.h>
+#include <c10/util/Exception.h>
+
+#ifdef EFFARCH_WITH_CUDA
+#include <c10/cuda/CUDACachingAllocator.h>
+#include <c10/cuda/CUDAFunctions.h>
+#include <cuda_runtime_api.h>
+#endif
+
+namespace effarch::bench::detail {
+namespace {
+
+// A field of /proc/self/status in bytes (the kernel prints kB).
+uint64_t proc_status_bytes(const std::string& field) {
+  std::ifstream in("/proc/self/status");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind(field + ":", 0) == 0) {
+      std::istringstream ss(line.substr(field.size() + 1));
+      uint64_t kb = 0;
+      ss >> kb;
+      return kb * 1024;
+    }
+  }
+  return 0;
+}
+
+// Counts the bytes ATen holds on the CPU; the allocation itself is the original allocator's.
+class CountingCpuAllocator final : public c10::Allocator {
+ public:
+  explicit CountingCpuAllocator(c10::Allocator* base) : base_(base) {}
+
+  c10::DataPtr allocate(size_t n) override {
+    const uint64_t now = live_.fetch_add(n) + n;
+    const uint64_t limit = limit_.load();
+    if (limit != 0 && now > limit) {
+      live_.fetch_sub(n);
+      TORCH_CHECK_WITH(OutOfMemoryError, false, "CPU out of memory: tried to allocate ", n, " bytes with ", now - n,
+                       " in use, over the benchmark's --memory-limit (", limit, " bytes in all)");
+    }
+    uint64_t peak = peak_.load();
+    while (now > peak && !peak_.compare_exchange_weak(peak, now)) {
+    }
+    c10::DataPtr inner = base_->allocate(n);
+    void* data = inner.get();
+    const c10::Device device = inner.device();
+    auto* ctx = new Held{std::move(inner), n, this};
+    return {data, ctx, &release, device};
+  }
+  c10::DeleterFnPtr raw_deleter() const override { return nullptr; }
+  void copy_data(void* dest, const void* src, std::size_t count) const override { default_copy_data(dest, src, count); }
+
+  uint64_t live() const { return live_.load(); }
+  uint64_t peak() const { return peak_.load(); }
+  void reset_peak() { peak_.store(live_.load()); }
+  void set_limit(uint64_t bytes) { limit_.store(bytes); }
+
+ private:
+  struct Held {
+    c10::DataPtr inner;
+    size_t n;
+    CountingCpuAllocator* owner;
+  };
+  static void release(void* p) {
+    auto* held = static_cast<Held*>(p);
+    held->owner->live_.fetch_sub(held->n);
+    delete held;  // the original allocator frees the memory
+  }
+  c10::Allocator* base_;
+  std::atomic<uint64_t> live_{0}, peak_{0}, limit_{0};
+};
+
+CountingCpuAllocator* counting = nullptr;
+
+}  // namespace
+
+void install_cpu_counting_allocator() {
+  if (counting != nullptr) return;
+  static CountingCpuAllocator instance(c10::GetCPUAllocator());
+  counting = &instance;
+  c10::SetCPUAllocator(counting, /*priority=*/100);
+}
+
+double now_s() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+void synchronize(const c10::Device& device) {
+#ifdef EFFARCH_WITH_CUDA
+  if (device.is_cuda()) c10::cuda::device_synchronize();
+#else
+  (void)device;
+#endif
+}
+
+void reset_peaks(const c10::Device& device) {
+#ifdef EFFARCH_WITH_CUDA
+  if (device.is_cuda()) {
+    c10::cuda::CUDACachingAllocator::emptyCache();
+    c10::cuda::CUDACachingAllocator::resetPeakStats(device.index() < 0 ? 0 : device.index());
+    return;
+  }
+#endif
+  (void)device;
+  if (counting != nullptr) counting->reset_peak();
+  std::ofstream clear("/proc/self/clear_refs");
+  clear << "5";  // resets VmHWM to the current RSS
+}
+
+MemorySnapshot memory(const c10::Device& device) {
+  MemorySnapshot m;
+  m.rss = proc_status_bytes("VmRSS");
+  m.peak_rss = proc_status_bytes("VmHWM");
+#ifdef EFFARCH_WITH_CUDA
+  if (device.is_cuda()) {
+    const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(device.index() < 0 ? 0 : device.index());
+    const auto agg = static_cast<size_t>(c10::CachingAllocator::StatType::AGGREGATE);
+    m.allocated = static_cast<uint64_t>(stats.allocated_bytes[agg].current);
+    m.peak_allocated = static_cast<uint64_t>(stats.allocated_bytes[agg].peak);
+    m.reserved = static_cast<uint64_t>(stats.reserved_bytes[agg].current);
+    m.peak_reserved = static_cast<uint64_t>(stats.reserved_bytes[agg].peak);
+  }
+#endif
+  if (!device.is_cuda() && counting != nullptr) {
+    m.allocated = m.reserved = counting->live();
+    m.peak_allocated = m.peak_reserved = counting->peak();
+  }
+  return m;
+}
+
+uint64_t device_total_memory(const c10::Device& device) {
+#ifdef EFFARCH_WITH_CUDA
+  if (device.is_cuda()) {
+    size_t free = 0, total = 0;
+    if (cudaMemGetInfo(&free, &total) == cudaSuccess) return total;
+    return 0;
+  }
+#endif
+  (void)device;
+  std::ifstream in("/proc/meminfo");
+  std::string key;
+  uint64_t kb = 0;
+  while (in >> key >> kb) {
+    if (key == "MemTotal:") return kb * 1024;
+    in.ignore(256, '\n');
+  }
+  return 0;
+}
+
+void set_memory_limit(const c10::Device& device, uint64_t bytes) {
+#ifdef EFFARCH_WITH_CUDA
+  if (device.is_cuda()) {
+    const int index = device.index() < 0 ? 0 : device.index();
+    const double total = static_cast<double>(device_total_memory(device));
+    if (bytes == 0 || total <= 0) {
+      c10::cuda::CUDACachingAllocator::setMemoryFraction(1.0, index);
+    } else {
+      const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(index);
+      const auto agg = static_cast<size_t>(c10::CachingAllocator::StatType::AGGREGATE);
+      const double used = static_cast<double>(stats.reserved_bytes[agg].current);
+      c10::cuda::CUDACachingAllocator::setMemoryFraction(std::min(1.0, (used + static_cast<double>(bytes)) / total),
+                                                         index);
+    }
+    return;
+  }
+#endif
+  (void)device;
+  if (counting != nullptr) counting->set_limit(bytes == 0 ? 0 : counting->live() + bytes);
+}
+
+std::string message(const std::exception& e) {
+  if (const auto* c10e = dynamic_cast<const c10::Error*>(&e)) return c10e->what_without_backtrace();
+  return e.what();
+}
+
+std::string classify(const std::exception& e) {
+  if (dynamic_cast<const c10::OutOfMemoryError*>(&e) != nullptr) return "oom";
+  if (dynamic_cast<const std::bad_alloc*>(&e) != nullptr) return "oom";
+  const std::string msg = message(e);
+  for (const char* sign : {"out of memory", "DefaultCPUAllocator", "can't allocate memory", "Cannot allocate memory"}) {
+    if (msg.find(sign) != std::string::npos) return "oom";
+  }
+  return "error";
+}
+
+}  // namespace effarch::bench::detail

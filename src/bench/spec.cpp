@@ -1,0 +1,155 @@
+// Sweep specifications: list and range parsing for --prompt-lengths / --batch, suite files.
+
+#include <algorithm>
+#include <filesystem>
+#include <set>
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
+#include "effarch/bench/bench.h"
+#include "effarch/common/error.h"
+#include "effarch/io/strict_json.h"
+#include "effarch/model/catalog.h"
+
+namespace effarch::bench {
+namespace {
+
+int64_t parse_positive(const std::string& token, const std::string& option, const std::string& whole) {
+  size_t used = 0;
+  int64_t v = 0;
+  try {
+    v = std::stoll(token, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  if (token.empty() || used != token.size()) {
+    throw UsageError(fmt::format("{}: '{}' in '{}' is not a number (lists are a,b,c; ranges a-b*factor or a-b+step)",
+                                 option, token, whole));
+  }
+  if (v < 1) throw UsageError(fmt::format("{}: {} in '{}' must be at least 1", option, v, whole));
+  return v;
+}
+
+}  // namespace
+
+std::vector<int64_t> parse_int_list(const std::string& text, const std::string& option) {
+  std::vector<int64_t> out;
+  std::set<int64_t> seen;
+  auto add = [&](int64_t v) {
+    if (seen.insert(v).second) out.push_back(v);
+  };
+  size_t start = 0;
+  if (text.empty()) throw UsageError(fmt::format("{}: an empty list", option));
+  while (start <= text.size()) {
+    const size_t comma = text.find(',', start);
+    const std::string item = text.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
+    const size_t dash = item.find('-');
+    if (dash == std::string::npos) {
+      add(parse_positive(item, option, text));
+    } else {
+      const size_t op = item.find_first_of("*+", dash);
+      const int64_t lo = parse_positive(item.substr(0, dash), option, text);
+      const int64_t hi = parse_positive(item.substr(dash + 1, op == std::string::npos ? std::string::npos : op - dash - 1),
+                                        option, text);
+      if (hi < lo) throw UsageError(fmt::format("{}: range '{}' ends below its start", option, item));
+      const char kind = op == std::string::npos ? '+' : item[op];
+      const int64_t step = op == std::string::npos ? 1 : parse_positive(item.substr(op + 1), option, text);
+      if (kind == '*' && step < 2) throw UsageError(fmt::format("{}: range '{}' needs a factor of at least 2", option, item));
+      for (int64_t v = lo; v <= hi; v = kind == '*' ? v * step : v + step) {
+        add(v);
+        if (out.size() > 100000) throw UsageError(fmt::format("{}: '{}' expands to too many values", option, item));
+      }
+    }
+    if (comma == std::string::npos) break;
+    start = comma + 1;
+  }
+  return out;
+}
+
+SweepSpec load_suite(const std::string& name_or_path, const SweepSpec& defaults) {
+  std::filesystem::path path = name_or_path;
+  if (!std::filesystem::exists(path) && path.extension().empty() && path.parent_path().empty()) {
+    path = model::configs_dir() / "suites" / (name_or_path + ".json");
+  }
+  if (!std::filesystem::exists(path)) {
+    std::vector<std::string> names;
+    for (const auto& e : std::filesystem::directory_iterator(model::configs_dir() / "suites")) {
+      if (e.path().extension() == ".json") names.push_back(e.path().stem().string());
+    }
+    std::sort(names.begin(), names.end());
+    throw UsageError(fmt::format("--suite: no suite '{}' (a file, or one of: {})", name_or_path, fmt::join(names, ", ")));
+  }
+  const nlohmann::json doc = io::read_json_file(path);
+  const std::string src = path.string();
+  if (!doc.is_object()) throw UsageError(fmt::format("{}: a suite is a JSON object", src));
+  SweepSpec s = defaults;
+  s.suite_name = doc.value("name", path.stem().string());
+  auto ints = [&](const nlohmann::json& v, const std::string& key) {
+    if (v.is_string()) return parse_int_list(v.get<std::string>(), src + ": '" + key + "'");
+    if (!v.is_array() || v.empty()) throw UsageError(fmt::format("{}: '{}' must be a list or a range string", src, key));
+    std::vector<int64_t> out;
+    for (const auto& x : v) {
+      if (!x.is_number_integer() || x.get<int64_t>() < 1) {
+        throw UsageError(fmt::format("{}: '{}' holds {}, not a positive integer", src, key, x.dump()));
+      }
+      out.push_back(x.get<int64_t>());
+    }
+    return out;
+  };
+  auto str = [&](const nlohmann::json& v, const std::string& key) {
+    if (!v.is_string()) throw UsageError(fmt::format("{}: '{}' must be a string", src, key));
+    return v.get<std::string>();
+  };
+  auto integer = [&](const nlohmann::json& v, const std::string& key, int64_t min) {
+    if (!v.is_number_integer() || v.get<int64_t>() < min) {
+      throw UsageError(fmt::format("{}: '{}' must be an integer >= {}", src, key, min));
+    }
+    return v.get<int64_t>();
+  };
+  for (const auto& [key, v] : doc.items()) {
+    if (key == "name" || key == "description") continue;
+    if (key == "models") {
+      if (!v.is_array() || v.empty()) throw UsageError(fmt::format("{}: 'models' must be a non-empty list", src));
+      s.models.clear();
+      for (const auto& m : v) s.models.push_back(str(m, "models"));
+    } else if (key == "prompt_lengths") {
+      s.prompt_lengths = ints(v, key);
+    } else if (key == "batch") {
+      s.batches = ints(v, key);
+    } else if (key == "gen_tokens") {
+      s.gen_tokens = integer(v, key, 1);
+    } else if (key == "reps") {
+      s.reps = static_cast<int>(integer(v, key, 1));
+    } else if (key == "warmup") {
+      s.warmup = static_cast<int>(integer(v, key, 0));
+    } else if (key == "dtype") {
+      s.dtype = str(v, key);
+    } else if (key == "cuda_graphs") {
+      s.cuda_graphs = str(v, key);
+    } else if (key == "attention") {
+      s.attention = str(v, key);
+    } else if (key == "mode") {
+      if (!v.is_array()) throw UsageError(fmt::format("{}: 'mode' must be a list of \"speed\" and \"memory\"", src));
+      s.speed = s.memory = false;
+      for (const auto& m : v) {
+        const std::string mode = str(m, key);
+        if (mode == "speed") {
+          s.speed = true;
+        } else if (mode == "memory") {
+          s.memory = true;
+        } else {
+          throw UsageError(fmt::format("{}: unknown mode '{}' (speed, memory)", src, mode));
+        }
+      }
+    } else {
+      throw UsageError(fmt::format("{}: unknown key '{}' (models, prompt_lengths, batch, gen_tokens, reps, warmup, "
+                                   "dtype, cuda_graphs, attention, mode, name, description)",
+                                   src, key));
+    }
+  }
+  if (s.models.empty()) throw UsageError(fmt::format("{}: 'models' is missing", src));
+  return s;
+}
+
+}  // namespace effarch::bench

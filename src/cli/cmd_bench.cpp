@@ -1,0 +1,163 @@
+// effarch bench MODEL... | --suite NAME: the speed and memory sweep (docs/bench.md). Every
+// finished point is appended to a JSON Lines file at once; the final JSON is written atomically;
+// Ctrl-C stops after the point in progress is abandoned, keeping every finished point.
+
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <csignal>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+
+#include <fmt/format.h>
+
+#include "commands.h"
+#include "effarch/bench/bench.h"
+#include "effarch/common/error.h"
+
+namespace effarch::cli {
+namespace {
+
+std::atomic<bool> g_stop{false};
+
+extern "C" void on_sigint(int) {
+  g_stop.store(true);
+  std::signal(SIGINT, SIG_DFL);  // a second Ctrl-C ends the process at once
+}
+
+struct BenchCmd {
+  std::vector<std::string> models;
+  std::string suite;
+  std::string prompt_lengths;
+  std::string batch;
+  std::optional<int64_t> gen_tokens;
+  std::optional<int> reps, warmup;
+  std::optional<std::string> dtype, device, cuda_graphs, attention;
+  std::string mode;
+  std::string output = "effarch-bench.json";
+  std::string format = "table";
+  std::string memory_limit;
+  uint64_t seed = 0;
+  bool no_progress = false;
+  std::vector<std::string> argv;
+};
+
+int run_bench(const BenchCmd& cmd) {
+  bench::SweepSpec spec;
+  if (!cmd.suite.empty()) {
+    if (!cmd.models.empty()) throw UsageError("give MODEL... or --suite, not both");
+    spec = bench::load_suite(cmd.suite, spec);
+  } else {
+    if (cmd.models.empty()) throw UsageError("name at least one MODEL, or a --suite");
+    spec.models = cmd.models;
+  }
+  // Options given on the command line override the suite's.
+  if (!cmd.prompt_lengths.empty()) spec.prompt_lengths = bench::parse_int_list(cmd.prompt_lengths, "--prompt-lengths");
+  if (!cmd.batch.empty()) spec.batches = bench::parse_int_list(cmd.batch, "--batch");
+  if (cmd.gen_tokens) spec.gen_tokens = *cmd.gen_tokens;
+  if (cmd.reps) spec.reps = *cmd.reps;
+  if (cmd.warmup) spec.warmup = *cmd.warmup;
+  if (cmd.dtype) spec.dtype = *cmd.dtype;
+  if (cmd.device) spec.device = *cmd.device;
+  if (cmd.cuda_graphs) spec.cuda_graphs = *cmd.cuda_graphs;
+  if (cmd.attention) spec.attention = *cmd.attention;
+  spec.seed = cmd.seed;
+  if (spec.gen_tokens < 1) throw UsageError("--gen-tokens must be at least 1");
+  if (spec.reps < 1) throw UsageError("--reps must be at least 1");
+  if (spec.warmup < 0) throw UsageError("--warmup must be at least 0");
+  if (spec.cuda_graphs != "on" && spec.cuda_graphs != "off" && spec.cuda_graphs != "static") {
+    throw UsageError(fmt::format("--cuda-graphs: unknown value '{}' (use on, off or static)", spec.cuda_graphs));
+  }
+  if (!cmd.mode.empty()) {
+    spec.speed = spec.memory = false;
+    size_t start = 0;
+    while (start <= cmd.mode.size()) {
+      const size_t comma = cmd.mode.find(',', start);
+      const std::string m = cmd.mode.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
+      if (m == "speed") {
+        spec.speed = true;
+      } else if (m == "memory") {
+        spec.memory = true;
+      } else {
+        throw UsageError(fmt::format("--mode: unknown mode '{}' (speed, memory, or both: speed,memory)", m));
+      }
+      if (comma == std::string::npos) break;
+      start = comma + 1;
+    }
+  }
+  if (!cmd.memory_limit.empty()) spec.memory_limit = parse_size(cmd.memory_limit, "--memory-limit");
+  if (cmd.format != "table" && cmd.format != "md" && cmd.format != "csv" && cmd.format != "json" &&
+      cmd.format != "jsonl") {
+    throw UsageError(fmt::format("--format: unknown format '{}' (table, md, csv, json, jsonl)", cmd.format));
+  }
+
+  const std::string jsonl = std::filesystem::path(cmd.output).replace_extension(".jsonl").string();
+  std::ofstream lines(jsonl, std::ios::trunc);
+  if (!lines) throw UsageError(fmt::format("-o: cannot write {}", jsonl));
+  const bool progress = !cmd.no_progress && isatty(STDERR_FILENO);
+  fmt::print(stderr, "effarch bench: {} point(s); results to {} (each point also to {} as it finishes)\n",
+             spec.models.size() * spec.batches.size() * spec.prompt_lengths.size(), cmd.output, jsonl);
+  const nlohmann::json env = bench::probe_environment(spec.device, spec.dtype);
+
+  g_stop.store(false);
+  std::signal(SIGINT, on_sigint);
+  const double start = std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+  bench::RunCallbacks cb;
+  cb.stop = &g_stop;
+  cb.on_point = [&](const nlohmann::json& p) {
+    lines << p.dump() << "\n";
+    lines.flush();
+  };
+  cb.on_start = [&](size_t i, size_t total, const std::string& label) {
+    if (!progress) return;
+    const double now = std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+    const double elapsed = now - start;
+    const std::string eta = i == 0 ? "?" : fmt::format("{:.0f} s", elapsed / static_cast<double>(i) * static_cast<double>(total - i));
+    fmt::print(stderr, "[{}/{}] {} (elapsed {:.0f} s, about {} left)\n", i + 1, total, label, elapsed, eta);
+  };
+  const std::vector<nlohmann::json> points = bench::run_sweep(spec, env, cb);
+  std::signal(SIGINT, SIG_DFL);
+  const bool interrupted = g_stop.load();
+  const nlohmann::json doc = bench::make_document(spec, env, cmd.argv, points, interrupted);
+  bench::write_atomically(cmd.output, doc.dump(2) + "\n");
+  fmt::print("{}", bench::format_results(doc, cmd.format));
+  std::fflush(stdout);
+  fmt::print(stderr, "wrote {} ({} point(s){})\n", cmd.output, points.size(), interrupted ? ", interrupted" : "");
+  if (interrupted) return 130;
+  for (const auto& p : points) {
+    if (p.value("status", "") != "ok") return 1;
+  }
+  return 0;
+}
+
+}  // namespace
+
+void register_bench(CLI::App& app, int* exit_code, const std::vector<std::string>& argv) {
+  auto cmd = std::make_shared<BenchCmd>();
+  cmd->argv = argv;
+  auto* sub = app.add_subcommand("bench", "Speed and memory of models across context lengths (JSON for CI)");
+  sub->add_option("MODEL", cmd->models, "Checkpoint folders, config files or built-in config names");
+  sub->add_option("--suite", cmd->suite, "A sweep from configs/suites/NAME.json (or a suite file)");
+  sub->add_option("--prompt-lengths", cmd->prompt_lengths, "Prompt lengths: 512,4096 or 512-32768*2 (default 128,512)");
+  sub->add_option("--batch", cmd->batch, "Batch sizes: 1,8 or 1-8*2 (default 1)");
+  sub->add_option("--gen-tokens", cmd->gen_tokens, "Tokens generated per run (the first from prefill; default 32)");
+  sub->add_option("--reps", cmd->reps, "Timed repetitions per point (default 3)");
+  sub->add_option("--warmup", cmd->warmup, "Untimed runs before them (default 1)");
+  sub->add_option("--dtype", cmd->dtype, "auto (fp32 on CPU, bf16 on GPU), float32, bfloat16, float16");
+  sub->add_option("--device", cmd->device, "auto, cpu, cuda, cuda:N");
+  sub->add_option("--cuda-graphs", cmd->cuda_graphs, "on: decode steps replayed as a CUDA graph; off (default); static");
+  sub->add_option("--attention", cmd->attention, "sdpa (default) or eager");
+  sub->add_option("--mode", cmd->mode, "speed, memory, or speed,memory (default both)");
+  sub->add_option("-o,--output", cmd->output, "Results JSON (points also go to the .jsonl beside it)")
+      ->capture_default_str();
+  sub->add_option("--format", cmd->format, "stdout: table, md, csv, json, jsonl")->capture_default_str();
+  sub->add_option("--memory-limit", cmd->memory_limit,
+                  "Cap what a point may allocate (e.g. 2GB): beyond it the point is recorded as oom");
+  sub->add_option("--seed", cmd->seed, "Seed for prompts and random weights")->capture_default_str();
+  sub->add_flag("--no-progress", cmd->no_progress, "No progress lines on stderr");
+  sub->callback([cmd, exit_code] { *exit_code = run_bench(*cmd); });
+}
+
+}  // namespace effarch::cli

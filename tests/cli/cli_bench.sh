@@ -1,0 +1,122 @@
+#!/usr/bin/env bash
+# effarch bench on the CPU: the quickstart suite end to end (every figure present and sane, the
+# scaling table: a Transformer's cache grows, Mamba's does not), every output format, a forced
+# out-of-memory point recorded while the others complete, an error point, SIGINT mid-sweep
+# leaving valid JSON with the finished points, the plot script, and bad flags.
+source "$(dirname "$0")/lib.sh"
+cd "$SCRATCH"
+
+expect_exit 0 "Scaling with prompt length" "$EFFARCH" bench --suite quickstart -o qs.json --no-progress
+"$PYTHON" - <<'PY' || fail "quickstart results"
+import json, sys
+doc = json.load(open("qs.json"))
+bad = []
+assert doc["schema"] == "effarch-bench" and doc["schema_version"] == 1
+env = doc["environment"]
+for k in ["time", "effarch", "host", "device", "libtorch", "harness_timer_overhead_s"]:
+    if k not in env: bad.append(f"environment lacks {k}")
+for k in ["copy_bandwidth_bytes_per_s", "gemm_flops_per_s", "name", "memory_bytes"]:
+    if not env["device"].get(k): bad.append(f"device lacks {k}")
+models = ["tiny-llama", "tiny-mamba", "tiny-mamba2", "tiny-mixtral", "tiny-jamba"]
+pts = doc["points"]
+if len(pts) != 15: bad.append(f"{len(pts)} points, expected 15")
+if [p["key"]["model"] for p in pts] != [m for m in models for _ in range(3)]: bad.append("models not in order, each loaded once")
+for p in pts:
+    k = p["key"]
+    if p["status"] != "ok": bad.append(f"{k}: {p['status']} {p.get('error')}"); continue
+    s = p["speed"]
+    for m in ["prefill_s", "prefill_tokens_per_s", "ttft_s", "decode_tokens_per_s"]:
+        st = s[m]
+        if len(st["samples"]) != 3: bad.append(f"{k['model']} {m}: {len(st['samples'])} samples, expected 3 reps")
+        if not (st["min"] <= st["median"] <= st["max"]) or st["mean"] <= 0: bad.append(f"{k['model']} {m}: {st}")
+    for q in ["p50", "p90", "p99"]:
+        if s["decode_step_s"][q]["mean"] <= 0: bad.append(f"{k['model']} {q}")
+    if s["decode_step_s"]["p50"]["mean"] > s["decode_step_s"]["p99"]["mean"] * 1.0001: bad.append("p50 > p99")
+    # prefill tok/s is batch x prompt / prefill time, and TTFT includes the prefill
+    if abs(s["prefill_tokens_per_s"]["samples"][0] - k["batch"] * k["prompt_len"] / s["prefill_s"]["samples"][0]) > 1e-6 * s["prefill_tokens_per_s"]["samples"][0]:
+        bad.append("prefill tok/s is not batch x prompt / prefill time")
+    if any(t < pf for t, pf in zip(s["ttft_s"]["samples"], s["prefill_s"]["samples"])): bad.append("TTFT below prefill time")
+    m = p["memory"]
+    if m["source"] != "cpu_counting_allocator": bad.append(m["source"])
+    if not (m["peak_bytes"] >= m["weights_bytes"] + m["cache_bytes"]): bad.append(f"{k}: peak below weights + cache")
+    if m["cache_bytes"] != m["kv_cache_bytes"] + m["state_bytes"]: bad.append("cache split")
+    r = p["roofline"]
+    if not (0 < r["decode_fraction_of_bandwidth"] and 0 < r["prefill_fraction_of_gemm"]): bad.append(f"roofline {r}")
+    if not (0 <= p["harness_overhead_fraction"] < 0.01): bad.append(f"harness overhead {p['harness_overhead_fraction']}")
+sc = {s["model"]: s for s in doc["scaling"]}
+if abs(sc["tiny-mamba"]["cache_exponent"]) > 1e-9: bad.append("Mamba's cache grows with the prompt")
+if abs(sc["tiny-mamba2"]["cache_exponent"]) > 1e-9: bad.append("Mamba-2's cache grows with the prompt")
+if not sc["tiny-llama"]["cache_exponent"] > 0.8: bad.append(f"Transformer cache exponent {sc['tiny-llama']['cache_exponent']}")
+jsonl = [json.loads(l) for l in open("qs.jsonl")]
+if jsonl != pts: bad.append("the JSON Lines file differs from the final points")
+print("\n".join(bad)); sys.exit(1 if bad else 0)
+PY
+
+# Formats.
+"$EFFARCH" bench tiny-llama --prompt-lengths 16,32 --gen-tokens 4 --reps 1 --warmup 0 -o f.json --format csv > f.csv \
+  || fail "csv run"
+[[ $(wc -l < f.csv) == 3 && $(head -1 f.csv) == model,dtype,batch,* ]] || fail "csv: $(cat f.csv)"
+"$EFFARCH" bench tiny-llama --prompt-lengths 16 --gen-tokens 4 --reps 1 --warmup 0 -o f.json --format json > f.stdout.json \
+  || fail "json run"
+"$PYTHON" -c 'import json,sys; d=json.load(open("f.stdout.json")); sys.exit(0 if d["points"][0]["status"]=="ok" else 1)' \
+  || fail "--format json is not the document"
+expect_exit 0 "| tiny-llama" "$EFFARCH" bench tiny-llama --prompt-lengths 16 --gen-tokens 4 --reps 1 -o f.json --format md
+expect_exit 0 '"status":"ok"' "$EFFARCH" bench tiny-llama --prompt-lengths 16 --gen-tokens 4 --reps 1 -o f.json --format jsonl
+expect_exit 0 "tiny-mamba" "$EFFARCH" bench tiny-mamba --prompt-lengths 16,64 --gen-tokens 2 --mode memory -o mem.json
+"$PYTHON" -c 'import json,sys; d=json.load(open("mem.json")); p=d["points"][0]; sys.exit(0 if "memory" in p and "speed" not in p else 1)' \
+  || fail "--mode memory"
+
+# A forced out-of-memory point and an error point; the others complete; exit 1 after writing.
+expect_exit 1 "oom: CPU out of memory" "$EFFARCH" bench tiny-mamba tiny-nonexistent --prompt-lengths 16,200000,32 \
+  --gen-tokens 4 --reps 1 --warmup 0 --memory-limit 100MB -o limit.json
+"$PYTHON" - <<'PY' || fail "oom/error points"
+import json, sys
+d = json.load(open("limit.json"))
+st = [(p["key"]["model"], p["key"]["prompt_len"], p["status"]) for p in d["points"]]
+want = [("tiny-mamba", 16, "ok"), ("tiny-mamba", 200000, "oom"), ("tiny-mamba", 32, "ok"),
+        ("tiny-nonexistent", 16, "error"), ("tiny-nonexistent", 200000, "error"), ("tiny-nonexistent", 32, "error")]
+if st != want: print(st); sys.exit(1)
+if "tiny-nonexistent" not in d["points"][3]["error"]: sys.exit(1)
+if d["summary"]["failed"] != 4: sys.exit(1)
+PY
+
+# SIGINT after the first point lands in the JSON Lines file: the final JSON holds exactly the
+# finished points, marked interrupted; exit 130.
+"$EFFARCH" bench tiny-jamba --prompt-lengths 64,1024,2048,4096,8192 --gen-tokens 32 --reps 3 -o int.json --no-progress \
+  > int.out 2>&1 &
+pid=$!
+for _ in $(seq 1 600); do [[ -s int.jsonl ]] && break; sleep 0.05; done
+kill -INT "$pid"
+rc=0; wait "$pid" || rc=$?
+[[ $rc == 130 ]] || fail "SIGINT: exit $rc, expected 130"
+"$PYTHON" - <<'PY' || fail "interrupted results"
+import json, sys
+d = json.load(open("int.json"))
+lines = [json.loads(l) for l in open("int.jsonl")]
+ok = d["interrupted"] and 1 <= len(d["points"]) < 5 and d["points"] == lines
+ok = ok and all(p["status"] == "ok" for p in d["points"])
+print(len(d["points"]), "finished points kept"); sys.exit(0 if ok else 1)
+PY
+
+# The plot script on these results (Debian's python3-matplotlib).
+if /usr/bin/python3 -c 'import matplotlib' 2>/dev/null; then
+  /usr/bin/python3 "$SRC/tools/plot_results.py" qs.json limit.json -o curves.png > plot.out || fail "plot_results.py"
+  [[ $(head -c 4 curves.png | od -An -c | tr -d ' ') == 211PNG ]] || fail "curves.png is not a PNG"
+  /usr/bin/python3 "$SRC/tools/plot_results.py" qs.json -o curves.svg > /dev/null && grep -q "<svg" curves.svg \
+    || fail "svg output"
+else
+  fail "python3-matplotlib is missing (tools/setup.sh installs it)"
+fi
+
+# Bad input: exit 2 naming the option or file.
+expect_exit 2 "--prompt-lengths: 'x'" "$EFFARCH" bench tiny-llama --prompt-lengths 16,x
+expect_exit 2 "--batch" "$EFFARCH" bench tiny-llama --batch 0
+expect_exit 2 "--mode: unknown mode 'fast'" "$EFFARCH" bench tiny-llama --mode fast
+expect_exit 2 "--format: unknown format 'xml'" "$EFFARCH" bench tiny-llama --format xml
+expect_exit 2 "--cuda-graphs: unknown value 'yes'" "$EFFARCH" bench tiny-llama --cuda-graphs yes
+expect_exit 2 "no suite 'nope'" "$EFFARCH" bench --suite nope
+expect_exit 2 "MODEL... or --suite" "$EFFARCH" bench tiny-llama --suite quickstart
+expect_exit 2 "at least one MODEL" "$EFFARCH" bench
+echo '{"models": ["tiny-llama"], "prompt_length": [1]}' > typo-suite.json
+expect_exit 2 "unknown key 'prompt_length'" "$EFFARCH" bench --suite typo-suite.json
+finish

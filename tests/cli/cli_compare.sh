@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# effarch compare on results crafted from a real run: an unchanged copy passes, a 20% slower
+# prefill beyond noise fails with exit 1, the same slowdown inside wide noise passes, an
+# improvement passes, missing points are listed, several NEW files go side by side; bad input.
+source "$(dirname "$0")/lib.sh"
+cd "$SCRATCH"
+"$EFFARCH" bench tiny-llama --prompt-lengths 32,64 --gen-tokens 4 --reps 3 -o base.json --no-progress > /dev/null 2>&1 \
+  || fail "bench for the base"
+"$EFFARCH" bench tiny-mamba --prompt-lengths 32,64 --gen-tokens 4 --reps 3 -o mamba.json --no-progress > /dev/null 2>&1 \
+  || fail "bench for mamba"
+"$PYTHON" - <<'PY'
+import copy, json
+base = json.load(open("base.json"))
+def variant(name, factor, widen=None, drop_last=False):
+    d = copy.deepcopy(base)
+    for p in d["points"]:
+        st = p["speed"]["prefill_tokens_per_s"]
+        for k in ["mean", "median", "min", "max"]: st[k] *= factor
+        st["samples"] = [s * factor for s in st["samples"]]
+        st["stddev"] = st["mean"] * widen if widen else st["stddev"] * factor
+    if drop_last: d["points"] = d["points"][:-1]
+    json.dump(d, open(name, "w"))
+variant("same.json", 1.0)
+variant("slower.json", 0.8)
+variant("slower-noisy.json", 0.8, widen=0.5)
+variant("faster.json", 1.3)
+variant("missing.json", 1.0, drop_last=True)
+PY
+expect_exit 0 "0 regression(s)" "$EFFARCH" compare base.json same.json
+expect_exit 1 "REGRESSION" "$EFFARCH" compare base.json slower.json --max-regression 5%
+expect_exit 0 "within noise" "$EFFARCH" compare base.json slower-noisy.json
+expect_exit 0 "improved" "$EFFARCH" compare base.json faster.json
+expect_exit 0 "only in base.json: tiny-llama float32 b1 p64" "$EFFARCH" compare base.json missing.json
+expect_exit 0 "0 regression(s)" "$EFFARCH" compare base.json slower.json --max-regression 25%
+expect_exit 0 "0 regression(s)" "$EFFARCH" compare base.json slower.json --metric decode_tokens_per_s
+expect_exit 0 "side by side: prefill_tokens_per_s" "$EFFARCH" compare base.json mamba.json same.json
+expect_exit 2 "not an effarch bench results file" "$EFFARCH" compare base.json "$SRC/configs/suites/quickstart.json"
+expect_exit 2 "unknown metric 'speed'" "$EFFARCH" compare base.json same.json --metric speed
+expect_exit 2 "--max-regression: 'lots'" "$EFFARCH" compare base.json same.json --max-regression lots
+expect_exit 2 "at least one NEW" "$EFFARCH" compare base.json
+finish

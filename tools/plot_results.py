@@ -1,0 +1,99 @@
+#!/usr/bin/env python3
+"""Plots effarch bench results: memory vs context and tokens/s vs context, per model.
+
+Usage: plot_results.py RESULTS.json [MORE.json ...] -o curves.png   (or .svg, .pdf)
+
+Three panels, log-log axes, one line per (model, dtype, batch, device): peak memory and cache
+bytes against prompt length; prefill tokens/s; decode tokens/s. Points that ran out of memory
+are marked with an x at the top of the panel (their model's colour), errors with a + .
+Uses only matplotlib (Debian: python3-matplotlib) and the standard library.
+"""
+import argparse
+import json
+import sys
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def load(paths):
+    points = []
+    for path in paths:
+        with open(path) as f:
+            doc = json.load(f)
+        if doc.get("schema") != "effarch-bench":
+            sys.exit(f"{path}: not an effarch bench results file")
+        for p in doc["points"]:
+            points.append(p)
+    return points
+
+
+def series_name(key):
+    return f"{key['model']} ({key['dtype']}, batch {key['batch']}, {key['device']})"
+
+
+def stat(p, *path):
+    v = p
+    for k in path:
+        if not isinstance(v, dict) or k not in v:
+            return None
+        v = v[k]
+    return v["mean"] if isinstance(v, dict) else v
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("results", nargs="+")
+    ap.add_argument("-o", "--output", required=True, help="PNG, SVG or PDF")
+    args = ap.parse_args()
+    points = load(args.results)
+    if not points:
+        sys.exit("no points to plot")
+
+    series = {}
+    for p in points:
+        series.setdefault(series_name(p["key"]), []).append(p)
+    panels = [("peak memory (bytes; dashed: cache)", ("memory", "peak_bytes"), ("memory", "cache_bytes")),
+              ("prefill tokens/s", ("speed", "prefill_tokens_per_s"), None),
+              ("decode tokens/s", ("speed", "decode_tokens_per_s"), None)]
+    fig, axes = plt.subplots(1, 3, figsize=(17, 5))
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, (name, pts) in enumerate(sorted(series.items())):
+        colour = colours[i % len(colours)]
+        pts = sorted(pts, key=lambda p: p["key"]["prompt_len"])
+        for ax, (title, path, dashed) in zip(axes, panels):
+            ok = [(p["key"]["prompt_len"], stat(p, *path)) for p in pts if p["status"] == "ok"]
+            ok = [(x, y) for x, y in ok if y]
+            if ok:
+                ax.plot(*zip(*ok), "o-", color=colour, label=name)
+            if dashed:
+                extra = [(p["key"]["prompt_len"], stat(p, *dashed)) for p in pts if p["status"] == "ok"]
+                extra = [(x, y) for x, y in extra if y]
+                if extra:
+                    ax.plot(*zip(*extra), "--", color=colour, alpha=0.6)
+            for p in pts:
+                if p["status"] != "ok":
+                    ax.plot([p["key"]["prompt_len"]], [1], "x" if p["status"] == "oom" else "+", color=colour,
+                            markersize=12, mew=2, transform=ax.get_xaxis_transform(), clip_on=False,
+                            label=f"{name}: {p['status']}")
+    for ax, (title, _, _) in zip(axes, panels):
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("prompt length (tokens)")
+        ax.set_title(title)
+        ax.grid(True, which="both", alpha=0.3)
+    handles, labels = axes[0].get_legend_handles_labels()
+    seen = {}
+    for ax in axes:
+        for h, l in zip(*ax.get_legend_handles_labels()):
+            seen.setdefault(l, h)
+    fig.legend(list(seen.values()), list(seen.keys()), loc="lower center", ncol=3, fontsize=8)
+    fig.tight_layout(rect=(0, 0.12, 1, 1))
+    fig.savefig(args.output)
+    print(f"{args.output}: {len(points)} points, {len(series)} series")
+
+
+if __name__ == "__main__":
+    main()
