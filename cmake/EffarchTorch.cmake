@@ -80,3 +80,13 @@ set(EFFARCH_TORCH_LIB_DIR "${_torch_dir}/lib")
 # Loaded before the system libstdc++, they interpose on our calls and crash (remove_all jumps to
 # null). Naming libstdc++ ahead of every other library makes the system copy win the lookup.
 target_link_options(effarch_torch INTERFACE "LINKER:--push-state,--no-as-needed" "-lstdc++" "LINKER:--pop-state")
+# Ubuntu's toolchain (the GPU machines) links --as-needed by default and the option above did not
+# reach the binaries' NEEDED list there (libtorch came first; the std::filesystem tests crashed).
+# Naming libstdc++ first among the link libraries too puts it after the objects, which reference
+# it, and ahead of torch, so it is recorded and searched first wherever the option is dropped.
+get_target_property(_effarch_torch_libs effarch_torch INTERFACE_LINK_LIBRARIES)
+if(NOT _effarch_torch_libs)
+  set(_effarch_torch_libs "")
+endif()
+set_property(TARGET effarch_torch PROPERTY INTERFACE_LINK_LIBRARIES
+             "-Wl,--push-state,--no-as-needed;-lstdc++;-Wl,--pop-state;${_effarch_torch_libs}")

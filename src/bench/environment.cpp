@@ -57,6 +57,8 @@ double time_median(const c10::Device& device, int reps, Fn&& fn) {
 nlohmann::json probe_environment(const std::string& device_name, const std::string& dtype_name) {
   const at::Device device = parse_device(device_name, "--device");
   const at::ScalarType dtype = parse_run_dtype(dtype_name, device, "--dtype");
+  // A first tensor initialises the device's allocator (cuBLAS allocates its workspace there).
+  (void)at::empty({1}, at::TensorOptions().device(device));
   nlohmann::json env;
   std::time_t now = std::time(nullptr);
   char iso[32];
