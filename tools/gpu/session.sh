@@ -30,10 +30,10 @@ bench() {  # name timeout args...
   timeout --signal=INT "$limit" "$B" bench "$@" -o "$out/$name.json" --no-progress --format md >> "$summary" 2>&1
   log "exit $?"
 }
-bench quickstart 60 --suite quickstart --device cuda --dtype bf16
-bench mamba-vs-transformer 170 --suite mamba-vs-transformer --device cuda
-bench mamba-vs-transformer-graphs 100 --suite mamba-vs-transformer --device cuda --cuda-graphs on --prompt-lengths 512,4096,32768
-bench memory-curve 100 --suite memory-curve --device cuda
-bench moe 60 --suite moe --device cuda --prompt-lengths 512,2048 --batch 1
+bench quickstart 40 --suite quickstart --device cuda --dtype bf16
+bench mamba-vs-transformer 140 --suite mamba-vs-transformer --device cuda
+bench mamba-vs-transformer-graphs 80 --suite mamba-vs-transformer --device cuda --cuda-graphs on --prompt-lengths 512,4096,32768
+bench memory-curve 80 --suite memory-curve --device cuda
+bench moe 50 --suite moe --device cuda --prompt-lengths 512,2048 --batch 1
 rm -f "$out"/*.jsonl  # the final JSONs hold the same points
 log "== done $(date -u +%FT%TZ)"
