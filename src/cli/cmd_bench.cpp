@@ -7,6 +7,7 @@
 #include <atomic>
 #include <chrono>
 #include <csignal>
+#include <ctime>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -21,10 +22,21 @@ namespace effarch::cli {
 namespace {
 
 std::atomic<bool> g_stop{false};
+std::atomic<int64_t> g_first_signal_ns{0};
 
+// The first SIGINT asks the sweep to stop after writing what finished. A second one a second
+// or more later ends the process at once; one that arrives together with the first (`timeout`
+// signals the child and then its whole process group) is the same request.
 extern "C" void on_sigint(int) {
-  g_stop.store(true);
-  std::signal(SIGINT, SIG_DFL);  // a second Ctrl-C ends the process at once
+  timespec ts{};
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  const int64_t now = static_cast<int64_t>(ts.tv_sec) * 1000000000 + ts.tv_nsec;
+  if (!g_stop.load()) {
+    g_first_signal_ns.store(now);
+    g_stop.store(true);
+  } else if (now - g_first_signal_ns.load() > 1000000000) {
+    _exit(130);
+  }
 }
 
 struct BenchCmd {

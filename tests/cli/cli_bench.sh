@@ -98,6 +98,13 @@ ok = ok and all(p["status"] == "ok" for p in d["points"])
 print(len(d["points"]), "finished points kept"); sys.exit(0 if ok else 1)
 PY
 
+# `timeout` signals the child and then its process group: the two SIGINTs arrive together and
+# count as one request, so the finished points are still written.
+timeout --signal=INT 4 "$EFFARCH" bench tiny-jamba --prompt-lengths 64,1024,4096,16384 --gen-tokens 64 -o to.json \
+  --no-progress > to.out 2>&1 || true
+"$PYTHON" -c 'import json,sys; d=json.load(open("to.json")); sys.exit(0 if d["interrupted"] else 1)' \
+  || fail "under timeout --signal=INT: no interrupted results file: $(tail -3 to.out)"
+
 # The plot script on these results (Debian's python3-matplotlib).
 if /usr/bin/python3 -c 'import matplotlib' 2>/dev/null; then
   /usr/bin/python3 "$SRC/tools/plot_results.py" qs.json limit.json -o curves.png > plot.out || fail "plot_results.py"
