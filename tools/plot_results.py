@@ -3,7 +3,7 @@
 
 Usage: plot_results.py RESULTS.json [MORE.json ...] -o curves.png   (or .svg, .pdf)
 
-Three panels, log-log axes, one line per (model, dtype, batch, device): peak memory and cache
+Three panels, log-log axes, one line per (model, dtype, batch, generated tokens, device, graphs): peak memory and cache
 bytes against prompt length; prefill tokens/s; decode tokens/s. Points that ran out of memory
 are marked with an x at the top of the panel (their model's colour), errors with a + .
 Uses only matplotlib (Debian: python3-matplotlib) and the standard library.
@@ -31,7 +31,8 @@ def load(paths):
 
 
 def series_name(key):
-    return f"{key['model']} ({key['dtype']}, batch {key['batch']}, {key['device']})"
+    graphs = ", graphs" if key.get("cuda_graphs") == "on" else ""
+    return f"{key['model']} ({key['dtype']}, batch {key['batch']}, gen {key['gen_tokens']}, {key['device']}{graphs})"
 
 
 def stat(p, *path):

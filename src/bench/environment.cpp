@@ -87,7 +87,7 @@ nlohmann::json probe_environment(const std::string& device_name, const std::stri
     dev["compute_capability"] = fmt::format("{}.{}", prop->major, prop->minor);
     dev["memory_bytes"] = detail::device_total_memory(device);
     dev["multiprocessors"] = prop->multiProcessorCount;
-    dev["driver_version"] = fmt::format("{}.{}", driver / 1000, (driver % 1000) / 10);
+    dev["driver_cuda_version"] = fmt::format("{}.{}", driver / 1000, (driver % 1000) / 10);  // the driver's CUDA API
     dev["cuda_runtime_version"] = fmt::format("{}.{}", runtime / 1000, (runtime % 1000) / 10);
     dev["cublas_version"] = cublas;
   }
