@@ -20,6 +20,7 @@
 #include <fmt/ranges.h>
 
 #include "effarch/common/error.h"
+#include "arg_checks.h"
 
 namespace effarch::ops {
 namespace {
@@ -27,22 +28,11 @@ namespace {
 constexpr const char* kScan = "selective_scan";
 constexpr const char* kUpdate = "selective_state_update";
 
-std::string shape(const at::Tensor& t) { return fmt::format("[{}]", fmt::join(t.sizes(), ", ")); }
+using detail::shape;
 
 void check_tensor(const at::Tensor& t, const char* op, const char* name, at::IntArrayRef expected,
-                  const at::Tensor& like) {
-  if (!t.defined()) throw UsageError(fmt::format("{}: {} is an undefined tensor", op, name));
-  if (t.sizes() != expected) {
-    throw UsageError(fmt::format("{}: {} has shape {}, expected [{}]", op, name, shape(t), fmt::join(expected, ", ")));
-  }
-  const at::ScalarType type = t.scalar_type();
-  if (type != at::kFloat && type != at::kBFloat16 && type != at::kHalf) {
-    throw UsageError(fmt::format("{}: {} has dtype {}, expected float32, bfloat16 or float16", op, name,
-                                 c10::toString(type)));
-  }
-  if (t.device() != like.device()) {
-    throw UsageError(fmt::format("{}: {} is on {} but u is on {}", op, name, t.device().str(), like.device().str()));
-  }
+                  const at::Tensor& u) {
+  detail::check_float_tensor(t, op, name, expected, u, "u");
 }
 
 void check_args(const SelectiveScanArgs& args, int64_t dim, int64_t dstate, const at::Tensor& u, const char* op) {

@@ -17,25 +17,15 @@
 #include <fmt/ranges.h>
 
 #include "effarch/common/error.h"
+#include "arg_checks.h"
 
 namespace effarch::ops {
 namespace {
 
-std::string shape(const at::Tensor& t) { return fmt::format("[{}]", fmt::join(t.sizes(), ", ")); }
+using detail::shape;
 
 void check(const at::Tensor& t, const char* op, const char* name, at::IntArrayRef expected, const at::Tensor& x) {
-  if (!t.defined()) throw UsageError(fmt::format("{}: {} is an undefined tensor", op, name));
-  if (t.sizes() != expected) {
-    throw UsageError(fmt::format("{}: {} has shape {}, expected [{}]", op, name, shape(t), fmt::join(expected, ", ")));
-  }
-  const at::ScalarType type = t.scalar_type();
-  if (type != at::kFloat && type != at::kBFloat16 && type != at::kHalf) {
-    throw UsageError(fmt::format("{}: {} has dtype {}, expected float32, bfloat16 or float16", op, name,
-                                 c10::toString(type)));
-  }
-  if (t.device() != x.device()) {
-    throw UsageError(fmt::format("{}: {} is on {} but x is on {}", op, name, t.device().str(), x.device().str()));
-  }
+  detail::check_float_tensor(t, op, name, expected, x, "x");
 }
 
 void check_common(const SsdArgs& args, int64_t heads, int64_t groups, const at::Tensor& x, const char* op) {

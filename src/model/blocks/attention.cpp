@@ -18,10 +18,10 @@ class AttentionMixer final : public Mixer {
         wk_(w.get(layer, "attn.k.weight")),
         wv_(w.get(layer, "attn.v.weight")),
         wo_(w.get(layer, "attn.o.weight")),
-        bq_(optional(w, layer, "attn.q.bias")),
-        bk_(optional(w, layer, "attn.k.bias")),
-        bv_(optional(w, layer, "attn.v.bias")),
-        bo_(optional(w, layer, "attn.o.bias")),
+        bq_(optional_weight(w, layer, "attn.q.bias")),
+        bk_(optional_weight(w, layer, "attn.k.bias")),
+        bv_(optional_weight(w, layer, "attn.v.bias")),
+        bo_(optional_weight(w, layer, "attn.o.bias")),
         scale_(1.0 / std::sqrt(static_cast<double>(a_.head_dim))) {}
 
   at::Tensor forward(const at::Tensor& x, LayerCache& cache, const ForwardContext& ctx) const override {
@@ -61,10 +61,6 @@ class AttentionMixer final : public Mixer {
   }
 
  private:
-  static std::optional<at::Tensor> optional(const Weights& w, int layer, const std::string& role) {
-    const at::Tensor* t = w.find(layer, role);
-    return t == nullptr ? std::nullopt : std::optional<at::Tensor>(*t);
-  }
   AttentionConfig a_;
   at::Tensor wq_, wk_, wv_, wo_;
   std::optional<at::Tensor> bq_, bk_, bv_, bo_;

@@ -4,6 +4,8 @@
 // residuals the config asks for. Internal to the library.
 
 #include <memory>
+#include <optional>
+#include <string>
 
 #include <ATen/core/Tensor.h>
 
@@ -28,6 +30,12 @@ struct ForwardContext {
   const at::Tensor* position = nullptr;
   const at::Tensor* key_positions = nullptr;
 };
+
+// A weight the layer may or may not have (biases): nullopt when the table has no such tensor.
+inline std::optional<at::Tensor> optional_weight(const Weights& w, int layer, const std::string& role) {
+  const at::Tensor* t = w.find(layer, role);
+  return t == nullptr ? std::nullopt : std::optional<at::Tensor>(*t);
+}
 
 class Mixer {
  public:

@@ -11,22 +11,17 @@
 namespace effarch::model {
 namespace {
 
-std::optional<at::Tensor> maybe(const Weights& w, int layer, const std::string& role) {
-  const at::Tensor* t = w.find(layer, role);
-  return t == nullptr ? std::nullopt : std::optional<at::Tensor>(*t);
-}
-
 class Mamba2Mixer final : public Mixer {
  public:
   Mamba2Mixer(const ModelConfig& c, const Weights& w, int layer)
       : m_(*c.mamba),
         in_w_(w.get(layer, "mamba.in_proj.weight")),
-        in_b_(maybe(w, layer, "mamba.in_proj.bias")),
+        in_b_(optional_weight(w, layer, "mamba.in_proj.bias")),
         conv_w_(w.get(layer, "mamba.conv.weight")),
-        conv_b_(maybe(w, layer, "mamba.conv.bias")),
+        conv_b_(optional_weight(w, layer, "mamba.conv.bias")),
         norm_w_(w.get(layer, "mamba.norm.weight")),
         out_w_(w.get(layer, "mamba.out_proj.weight")),
-        out_b_(maybe(w, layer, "mamba.out_proj.bias")) {
+        out_b_(optional_weight(w, layer, "mamba.out_proj.bias")) {
     args_.A = -at::exp(w.get(layer, "mamba.A_log").to(at::kFloat));
     args_.D = w.get(layer, "mamba.D");
     args_.dt_bias = w.get(layer, "mamba.dt_bias");

@@ -22,20 +22,15 @@ at::Tensor activate(Activation act, const at::Tensor& x) {
   return x;
 }
 
-std::optional<at::Tensor> maybe(const Weights& w, int layer, const std::string& role) {
-  const at::Tensor* t = w.find(layer, role);
-  return t == nullptr ? std::nullopt : std::optional<at::Tensor>(*t);
-}
-
 class GatedMlp final : public FeedForward {
  public:
   GatedMlp(const Weights& w, int layer, Activation act)
       : gate_(w.get(layer, "mlp.gate.weight")),
         up_(w.get(layer, "mlp.up.weight")),
         down_(w.get(layer, "mlp.down.weight")),
-        gate_b_(maybe(w, layer, "mlp.gate.bias")),
-        up_b_(maybe(w, layer, "mlp.up.bias")),
-        down_b_(maybe(w, layer, "mlp.down.bias")),
+        gate_b_(optional_weight(w, layer, "mlp.gate.bias")),
+        up_b_(optional_weight(w, layer, "mlp.up.bias")),
+        down_b_(optional_weight(w, layer, "mlp.down.bias")),
         act_(act) {}
   at::Tensor forward(const at::Tensor& x, const ForwardContext&) const override {
     return at::linear(activate(act_, at::linear(x, gate_, gate_b_)) * at::linear(x, up_, up_b_), down_, down_b_);
@@ -52,8 +47,8 @@ class FcMlp final : public FeedForward {
   FcMlp(const Weights& w, int layer, Activation act)
       : fc1_(w.get(layer, "mlp.fc1.weight")),
         fc2_(w.get(layer, "mlp.fc2.weight")),
-        fc1_b_(maybe(w, layer, "mlp.fc1.bias")),
-        fc2_b_(maybe(w, layer, "mlp.fc2.bias")),
+        fc1_b_(optional_weight(w, layer, "mlp.fc1.bias")),
+        fc2_b_(optional_weight(w, layer, "mlp.fc2.bias")),
         act_(act) {}
   at::Tensor forward(const at::Tensor& x, const ForwardContext&) const override {
     return at::linear(activate(act_, at::linear(x, fc1_, fc1_b_)), fc2_, fc2_b_);
