@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <ctime>
 #include <fstream>
+#include <sstream>
 #include <thread>
 
 #include <ATen/ATen.h>
@@ -35,6 +36,19 @@ std::string cpu_model() {
     }
   }
   return "unknown";
+}
+
+// The NVIDIA kernel module's version ("580.159.04"), from /proc/driver/nvidia/version; "" if absent.
+std::string nvidia_driver_version() {
+  std::ifstream in("/proc/driver/nvidia/version");
+  std::string line;
+  if (!std::getline(in, line)) return "";
+  const size_t module = line.find("Kernel Module");
+  if (module == std::string::npos) return "";
+  std::istringstream ss(line.substr(module + 13));
+  std::string version;
+  ss >> version;
+  return version;
 }
 
 // Median seconds of `fn` over `reps` runs after one warm-up, synchronised around each.
@@ -87,6 +101,7 @@ nlohmann::json probe_environment(const std::string& device_name, const std::stri
     dev["compute_capability"] = fmt::format("{}.{}", prop->major, prop->minor);
     dev["memory_bytes"] = detail::device_total_memory(device);
     dev["multiprocessors"] = prop->multiProcessorCount;
+    dev["driver_version"] = nvidia_driver_version();
     dev["driver_cuda_version"] = fmt::format("{}.{}", driver / 1000, (driver % 1000) / 10);  // the driver's CUDA API
     dev["cuda_runtime_version"] = fmt::format("{}.{}", runtime / 1000, (runtime % 1000) / 10);
     dev["cublas_version"] = cublas;
