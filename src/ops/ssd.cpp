@@ -175,11 +175,21 @@ at::Tensor ssd_state_update(const at::Tensor& x, const at::Tensor& dt, const at:
 }
 
 at::Tensor gated_rms_norm(const at::Tensor& y, const at::Tensor& z, const at::Tensor& weight, int64_t group_size,
-                          double eps) {
+                          double eps, Backend backend) {
+  constexpr const char* op = "gated_rms_norm";
+  if (!y.defined() || y.dim() < 1) {
+    throw UsageError(fmt::format("{}: y must be [..., D], got {}", op, y.defined() ? shape(y) : "undefined"));
+  }
   const int64_t d = y.size(-1);
-  if (z.sizes() != y.sizes() || weight.dim() != 1 || weight.size(0) != d || group_size < 1 || d % group_size != 0) {
-    throw UsageError(fmt::format("gated_rms_norm: y {}, z {}, weight {}, group size {}", shape(y), shape(z),
-                                 shape(weight), group_size));
+  check(y, op, "y", y.sizes(), y);
+  check(z, op, "z", y.sizes(), y);
+  check(weight, op, "weight", {d}, y);
+  if (group_size < 1 || d % group_size != 0) {
+    throw UsageError(fmt::format("{}: group size {} does not divide the {} channels of y", op, group_size, d));
+  }
+  if (!(eps >= 0.0)) throw UsageError(fmt::format("{}: eps {} must be >= 0", op, eps));
+  if (use_cuda_kernel(backend == Backend::Auto ? Backend::Reference : backend, y.device(), op)) {
+    throw UsageError(fmt::format("{}: there is no CUDA kernel for the gated RMSNorm yet; use the reference", op));
   }
   const at::Tensor h = y.to(at::kFloat) * at::silu(z.to(at::kFloat));
   std::vector<int64_t> grouped = h.sizes().vec();

@@ -140,7 +140,10 @@ TEST(Ssd, GatedRmsNormPerGroup) {
     const at::Tensor ref = (h / at::sqrt(h.pow(2).mean(-1, true) + 1e-5)).view({2, 3, 12}) * w.to(at::kDouble);
     expect_close(out, ref, 1e-5, fmt::format("group size {}", group));
   }
-  EXPECT_THROW_WITH(gated_rms_norm(y, z, w, 5, 1e-5), UsageError, {"group size 5"});
+  EXPECT_THROW_WITH(gated_rms_norm(y, z, w, 5, 1e-5), UsageError, {"gated_rms_norm", "group size 5", "12 channels"});
+  EXPECT_THROW_WITH(gated_rms_norm(y, z.narrow(-1, 0, 6), w, 4, 1e-5), UsageError, {"z", "[2, 3, 6]", "[2, 3, 12]"});
+  EXPECT_THROW_WITH(gated_rms_norm(y, z, w.narrow(0, 0, 6), 4, 1e-5), UsageError, {"weight", "[12]"});
+  EXPECT_THROW_WITH(gated_rms_norm(y, z.to(at::kLong), w, 4, 1e-5), UsageError, {"z", "dtype"});
 }
 
 TEST(Ssd, ArgumentErrors) {

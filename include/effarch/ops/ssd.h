@@ -43,6 +43,6 @@ at::Tensor ssd_state_update(const at::Tensor& x, const at::Tensor& dt, const at:
 // over groups of `group_size` channels (d_inner / n_groups; one group over all channels when
 // n_groups is 1), cast back to y's dtype, times weight. y, z [..., D]; weight [D].
 at::Tensor gated_rms_norm(const at::Tensor& y, const at::Tensor& z, const at::Tensor& weight, int64_t group_size,
-                          double eps);
+                          double eps, Backend backend = Backend::Auto);
 
 }  // namespace effarch::ops
