@@ -10,12 +10,13 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
+#include "arg_checks.h"
 #include "effarch/common/error.h"
 
 namespace effarch::ops {
 namespace {
 
-std::string shape(const at::Tensor& t) { return fmt::format("[{}]", fmt::join(t.sizes(), ", ")); }
+using detail::shape;
 
 void check_float(const at::Tensor& t, const char* op, const std::string& name) {
   if (!t.defined()) throw UsageError(fmt::format("{}: {} is an undefined tensor", op, name));
@@ -23,6 +24,28 @@ void check_float(const at::Tensor& t, const char* op, const std::string& name) {
   if (type != at::kFloat && type != at::kBFloat16 && type != at::kHalf) {
     throw UsageError(fmt::format("{}: {} has dtype {}, expected float32, bfloat16 or float16", op, name,
                                  c10::toString(type)));
+  }
+}
+
+// Only the experts that run are checked: the others may be absent (never read).
+void check_expert(const ExpertWeights& w, int64_t e, const at::Tensor& x) {
+  constexpr const char* op = "moe_dispatch";
+  const std::string gate = fmt::format("experts[{}].gate", e), up = fmt::format("experts[{}].up", e),
+                    down = fmt::format("experts[{}].down", e);
+  const int64_t hidden = x.size(1);
+  if (!w.gate.defined() || w.gate.dim() != 2) {
+    throw UsageError(fmt::format("{}: {} must be [I, {}], got {}", op, gate, hidden,
+                                 w.gate.defined() ? shape(w.gate) : "an undefined tensor"));
+  }
+  const int64_t inter = w.gate.size(0);
+  detail::check_float_tensor(w.gate, op, gate.c_str(), {inter, hidden}, x, "x");
+  detail::check_float_tensor(w.up, op, up.c_str(), {inter, hidden}, x, "x");
+  detail::check_float_tensor(w.down, op, down.c_str(), {hidden, inter}, x, "x");
+  for (const auto* t : {&w.gate, &w.up, &w.down}) {
+    if (t->scalar_type() != x.scalar_type()) {
+      throw UsageError(fmt::format("{}: experts[{}] has dtype {} but x has {}", op, e, c10::toString(t->scalar_type()),
+                                   c10::toString(x.scalar_type())));
+    }
   }
 }
 
@@ -35,6 +58,10 @@ Routing moe_route(const at::Tensor& x, const at::Tensor& router_weight, int64_t 
   if (x.dim() != 2 || router_weight.dim() != 2 || router_weight.size(1) != x.size(1)) {
     throw UsageError(fmt::format("{}: x {} and router_weight {} must be [N, H] and [E, H]", op, shape(x),
                                  shape(router_weight)));
+  }
+  if (router_weight.device() != x.device()) {
+    throw UsageError(fmt::format("{}: router_weight is on {} but x is on {}", op, router_weight.device().str(),
+                                 x.device().str()));
   }
   const int64_t experts = router_weight.size(0);
   if (top_k < 1 || top_k > experts) {
@@ -86,13 +113,22 @@ at::Tensor moe_dispatch(const at::Tensor& x, const Routing& routing, const std::
     throw UsageError(fmt::format("{}: weights {} and expert_ids {} differ in shape", op, shape(routing.weights),
                                  shape(ids)));
   }
+  if (ids.device() != x.device() || routing.weights.device() != x.device()) {
+    throw UsageError(fmt::format("{}: expert_ids ({}) and weights ({}) must be on x's device ({})", op,
+                                 ids.device().str(), routing.weights.device().str(), x.device().str()));
+  }
   if (use_cuda_kernel(backend == Backend::Auto ? Backend::Reference : backend, x.device(), op)) {
     throw UsageError(fmt::format("{}: there is no CUDA dispatch kernel yet; use the reference", op));
   }
   at::Tensor out = at::zeros_like(x);
   if (n == 0) return out;
   const at::Tensor flat = ids.reshape({-1});  // [N*k]: entry p is token p / k, slot p % k
-  const at::Tensor counts = at::bincount(flat, {}, num_experts).cpu();
+  at::Tensor counts;
+  try {
+    counts = at::bincount(flat, {}, num_experts).cpu();
+  } catch (const c10::Error&) {  // bincount's own refusal: a negative id
+    throw UsageError(fmt::format("{}: expert_ids holds a negative expert id", op));
+  }
   if (counts.numel() > num_experts) {
     throw UsageError(fmt::format("{}: an expert id is >= the {} experts given", op, num_experts));
   }
@@ -104,6 +140,7 @@ at::Tensor moe_dispatch(const at::Tensor& x, const Routing& routing, const std::
     const int64_t c = count[e];
     if (c == 0) continue;
     const ExpertWeights& w = experts[static_cast<size_t>(e)];
+    check_expert(w, e, x);
     const at::Tensor pos = order.narrow(0, offset, c);
     offset += c;
     const at::Tensor tokens = at::div(pos, k, "floor");

@@ -115,7 +115,8 @@ TEST(MoeDispatchOnly, Bf16RoundsOncePerExpert) {
   const at::Tensor x = at::randn({17, 16}).to(at::kBFloat16);
   const at::Tensor router = at::randn({6, 16}).to(at::kBFloat16);
   const auto experts = random_experts(6, 16, 24, at::kBFloat16);
-  for (const RouterKind kind : {RouterKind::SoftmaxFp32Renormalized, RouterKind::SoftmaxFp32}) {
+  for (const RouterKind kind :
+       {RouterKind::SoftmaxFp32Renormalized, RouterKind::SoftmaxFp32, RouterKind::SoftmaxModelDtype}) {
     const Routing r = moe_route(x, router, 2, kind);
     const at::Tensor out = moe_dispatch(x, r, experts);
     EXPECT_EQ(out.scalar_type(), at::kBFloat16);
@@ -147,6 +148,28 @@ TEST(MoeDispatchOnly, ArgumentErrors) {
   Routing bad = r;
   bad.expert_ids = r.expert_ids.clone().fill_(5);
   EXPECT_THROW_WITH(moe_dispatch(x, bad, experts), UsageError, {"expert id", "3 experts"});
+  bad.expert_ids = r.expert_ids.clone().fill_(-1);
+  EXPECT_THROW_WITH(moe_dispatch(x, bad, experts), UsageError, {"expert_ids", "negative"});
+
+  // The experts that run are checked against x: shape, dtype. Route every token to expert 1.
+  Routing to_one = r;
+  to_one.expert_ids = at::ones({4, 1}, at::kLong);
+  to_one.weights = at::ones({4, 1});
+  auto wrong = experts;
+  wrong[1].down = at::randn({8, 9});
+  EXPECT_THROW_WITH(moe_dispatch(x, to_one, wrong), UsageError, {"experts[1].down", "[8, 9]", "expected [8, 8]"});
+  wrong = experts;
+  wrong[1].up = at::randn({8, 7});
+  EXPECT_THROW_WITH(moe_dispatch(x, to_one, wrong), UsageError, {"experts[1].up", "[8, 7]"});
+  wrong = experts;
+  wrong[1].gate = at::Tensor();
+  EXPECT_THROW_WITH(moe_dispatch(x, to_one, wrong), UsageError, {"experts[1].gate", "undefined"});
+  wrong = experts;
+  wrong[1] = {experts[1].gate.to(at::kBFloat16), experts[1].up.to(at::kBFloat16), experts[1].down.to(at::kBFloat16)};
+  EXPECT_THROW_WITH(moe_dispatch(x, to_one, wrong), UsageError, {"experts[1]", "BFloat16", "x has Float"});
+  wrong = experts;
+  wrong[0].gate = at::Tensor();  // expert 0 gets no token: never read, so never checked
+  EXPECT_NO_THROW(moe_dispatch(x, to_one, wrong));
 }
 
 }  // namespace
