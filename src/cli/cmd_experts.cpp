@@ -31,6 +31,7 @@ namespace {
 struct ExpertsCmd {
   std::string model;
   std::string text_file;
+  std::string tokenizer;  // default: the checkpoint folder's
   std::vector<int64_t> prompt_lengths;
   int64_t max_tokens = 2048;
   uint64_t seed = 0;
@@ -89,12 +90,30 @@ std::vector<std::vector<int64_t>> prompts_from_text(const ExpertsCmd& cmd, const
   if (!in) throw UsageError(fmt::format("--text-file: cannot read {}", cmd.text_file));
   std::stringstream ss;
   ss << in.rdbuf();
-  if (!source.checkpoint_dir) {
-    throw UsageError(fmt::format("--text-file: {} is a bare config with no tokenizer; use a checkpoint folder with "
-                                 "tokenizer.json or tokenizer.model, or --prompt-lengths",
+  std::filesystem::path tok_path;
+  if (!cmd.tokenizer.empty()) {
+    tok_path = cmd.tokenizer;
+    if (!std::filesystem::exists(tok_path)) {
+      throw UsageError(fmt::format("--tokenizer: {}: no such file or folder", cmd.tokenizer));
+    }
+  } else if (!source.checkpoint_dir) {
+    throw UsageError(fmt::format("--text-file: {} is a bare config with no tokenizer; pass --tokenizer, use a "
+                                 "checkpoint folder with tokenizer.json or tokenizer.model, or --prompt-lengths",
                                  source.name));
+  } else {
+    tok_path = *source.checkpoint_dir;
+    if (!std::filesystem::is_regular_file(tok_path / "tokenizer.json") &&
+        !std::filesystem::is_regular_file(tok_path / "tokenizer.model")) {
+      throw UsageError(fmt::format("--text-file: {} has no tokenizer (no tokenizer.json or tokenizer.model); pass "
+                                   "--tokenizer or use --prompt-lengths",
+                                   tok_path.string()));
+    }
   }
-  const auto tok = tokenizer::load_tokenizer(*source.checkpoint_dir);
+  const auto tok = tokenizer::load_tokenizer(tok_path);
+  if (tok->vocab_size() > source.config.vocab_size) {
+    throw UsageError(fmt::format("--tokenizer: {} has {} tokens but {}'s vocabulary has {}: not this model's tokenizer",
+                                 tok_path.string(), tok->vocab_size(), source.name, source.config.vocab_size));
+  }
   const std::vector<int32_t> ids = tok->encode(ss.str(), /*add_special_tokens=*/true);
   if (ids.empty()) throw UsageError(fmt::format("--text-file: {} encodes to no tokens", cmd.text_file));
   // Consecutive windows of at most --max-tokens tokens, each its own sequence.
@@ -109,6 +128,9 @@ std::vector<std::vector<int64_t>> prompts_from_text(const ExpertsCmd& cmd, const
 int run_experts(const ExpertsCmd& cmd) {
   if (cmd.text_file.empty() == cmd.prompt_lengths.empty()) {
     throw UsageError("give the tokens to route as --text-file or as --prompt-lengths, one of the two");
+  }
+  if (!cmd.tokenizer.empty() && cmd.text_file.empty()) {
+    throw UsageError("--tokenizer applies to --text-file only (--prompt-lengths routes random token ids)");
   }
   if (cmd.max_tokens < 1) throw UsageError("--max-tokens must be at least 1");
   for (int64_t len : cmd.prompt_lengths) {
@@ -211,7 +233,11 @@ int run_experts(const ExpertsCmd& cmd) {
                     : config.moe->router == model::RouterKind::SoftmaxFp32        ? "softmax_fp32"
                                                                                    : "softmax_model_dtype";
     doc["input"] = cmd.text_file.empty() ? nlohmann::json{{"prompt_lengths", cmd.prompt_lengths}, {"seed", cmd.seed}}
-                                         : nlohmann::json{{"text_file", cmd.text_file}, {"max_tokens", cmd.max_tokens}};
+                                         : nlohmann::json{{"text_file", cmd.text_file},
+                                                        {"max_tokens", cmd.max_tokens},
+                                                        {"tokenizer", cmd.tokenizer.empty()
+                                                                          ? source.checkpoint_dir->string()
+                                                                          : cmd.tokenizer}};
     doc["prompts"] = prompts;
     doc["tokens"] = total_tokens;
     nlohmann::json layers = nlohmann::json::array();
@@ -244,6 +270,8 @@ void register_experts(CLI::App& app, int* exit_code) {
   auto* sub = app.add_subcommand("experts", "Router analysis of an MoE model: expert load per layer and its balance");
   sub->add_option("MODEL", cmd->model, "Checkpoint folder, config file or built-in config name")->required();
   sub->add_option("--text-file", cmd->text_file, "Route this text (tokenized with the checkpoint's tokenizer)");
+  sub->add_option("--tokenizer", cmd->tokenizer,
+                  "--text-file: tokenizer.json, tokenizer.model or a folder (default: MODEL's)");
   sub->add_option("--prompt-lengths", cmd->prompt_lengths, "Route random token ids: one sequence per length")
       ->delimiter(',');
   sub->add_option("--max-tokens", cmd->max_tokens, "--text-file: tokens per sequence (longer text is split)")

@@ -12,6 +12,11 @@ for m in tiny-deepseek-moe tiny-jamba; do
   expect_exit 0 "MoE layers" "$EFFARCH" experts "$m" --prompt-lengths 5,40 --seed 4 --json "$SCRATCH/$m.json"
 done
 
+# Before the checkpoint has a tokenizer, text cannot be routed: exit 2 naming the option.
+printf 'some text' > "$SCRATCH/early.txt"
+expect_exit 2 "--text-file: $SCRATCH/mixtral has no tokenizer" "$EFFARCH" experts "$SCRATCH/mixtral" \
+  --text-file "$SCRATCH/early.txt"
+
 # A tokenizer for the checkpoint, trained here, to route a text file.
 "$PYTHON" - "$SCRATCH" <<'PY'
 import sys, pathlib
@@ -24,9 +29,19 @@ tok.decoder = decoders.ByteLevel()
 tok.train_from_iterator(text, trainers.BpeTrainer(vocab_size=300, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
 tok.save(str(root / "mixtral" / "tokenizer.json"))
 (root / "text.txt").write_text("The router is a linear layer: it routes each token to experts. " * 6)
+# A tokenizer with more tokens than tiny-mixtral's 512: not this model's.
+alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
+vocab = {ch: i for i, ch in enumerate(alphabet)}
+vocab.update({f"extra{i}": len(alphabet) + i for i in range(600 - len(alphabet))})
+big = Tokenizer(models.BPE(vocab, []))
+big.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+big.save(str(root / "big-tokenizer.json"))
 PY
 expect_exit 0 "sequence(s)" "$EFFARCH" experts "$SCRATCH/mixtral" --text-file "$SCRATCH/text.txt" --max-tokens 50 \
   --json "$SCRATCH/text.json"
+# --tokenizer routes text through a bare config (random weights): the same ids as from the folder.
+expect_exit 0 "sequence(s)" "$EFFARCH" experts tiny-mixtral --text-file "$SCRATCH/text.txt" --max-tokens 50 \
+  --tokenizer "$SCRATCH/mixtral/tokenizer.json" --json "$SCRATCH/text-bare.json"
 
 "$PYTHON" - "$SCRATCH" <<'PY' || fail "figures disagree with transformers or with their own counts"
 import json, math, sys, pathlib
@@ -85,6 +100,11 @@ ids = Tokenizer.from_file(str(root / "mixtral" / "tokenizer.json")).encode(
 if [i for p in t["prompts"] for i in p] != ids: bad.append("text tokens differ from HF tokenizers")
 if max(len(p) for p in t["prompts"]) > 50: bad.append("--max-tokens not applied")
 check_figures(t, "text")
+if t["input"]["tokenizer"] != str(root / "mixtral"): bad.append(f"text tokenizer recorded as {t['input']['tokenizer']}")
+tb = json.load(open(root / "text-bare.json"))
+if tb["prompts"] != t["prompts"]: bad.append("--tokenizer gives other ids than the checkpoint's tokenizer")
+if tb["input"]["tokenizer"] != str(root / "mixtral" / "tokenizer.json"): bad.append("--tokenizer not recorded")
+check_figures(tb, "text-bare")
 print("\n".join(bad))
 sys.exit(1 if bad else 0)
 PY
@@ -96,4 +116,13 @@ expect_exit 2 "one of the two" "$EFFARCH" experts tiny-mixtral
 expect_exit 2 "bare config with no tokenizer" "$EFFARCH" experts tiny-mixtral --text-file "$SCRATCH/text.txt"
 expect_exit 2 "cannot read" "$EFFARCH" experts "$SCRATCH/mixtral" --text-file "$SCRATCH/missing.txt"
 expect_exit 2 "not a positive length" "$EFFARCH" experts tiny-mixtral --prompt-lengths 5,0
+expect_exit 2 "--tokenizer: $SCRATCH/missing.json: no such file" "$EFFARCH" experts tiny-mixtral \
+  --text-file "$SCRATCH/text.txt" --tokenizer "$SCRATCH/missing.json"
+expect_exit 2 "has 600 tokens but tiny-mixtral's vocabulary has 512" "$EFFARCH" experts tiny-mixtral \
+  --text-file "$SCRATCH/text.txt" --tokenizer "$SCRATCH/big-tokenizer.json"
+expect_exit 2 "--tokenizer applies to --text-file only" "$EFFARCH" experts tiny-mixtral --prompt-lengths 5 \
+  --tokenizer "$SCRATCH/mixtral/tokenizer.json"
+expect_exit 2 "--router-weights: layer 7 is not an MoE layer" "$EFFARCH" experts tiny-mixtral --prompt-lengths 5 \
+  --router-weights 7
+expect_exit 2 "--json: cannot write" "$EFFARCH" experts tiny-mixtral --prompt-lengths 5 --json "$SCRATCH/no/such/dir.json"
 finish
