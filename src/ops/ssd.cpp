@@ -61,12 +61,21 @@ at::Tensor per_head(const at::Tensor& t, int64_t heads) {
 }
 
 // Segment sums of a [..., Q] tensor: out[..., i, j] = sum_{j < k <= i} a[..., k] for j <= i, -inf above.
+// Summed within each segment (a[i] placed in row i right of the diagonal, then a cumulative sum
+// down the rows), not as cumsum[i] - cumsum[j]: over a long chunk with strong decay the
+// cumulative sums grow to ~1e3 and their difference would keep only ~1e-4 of a decay near 1.
 at::Tensor segment_sum(const at::Tensor& a) {
   const int64_t q = a.size(-1);
-  const at::Tensor cum = at::cumsum(a, -1);
-  const at::Tensor diff = cum.unsqueeze(-1) - cum.unsqueeze(-2);  // [..., i, j] = cum[i] - cum[j]
-  const at::Tensor lower = at::ones({q, q}, a.options().dtype(at::kBool)).tril();
-  return diff.masked_fill(lower.logical_not(), -std::numeric_limits<float>::infinity());
+  const auto bools = a.options().dtype(at::kBool);
+  const at::Tensor strictly_lower = at::ones({q, q}, bools).tril(-1);
+  const at::Tensor lower = at::ones({q, q}, bools).tril();
+  std::vector<int64_t> square = a.sizes().vec();
+  square.push_back(q);
+  // [..., i, j] = a[i] where i > j, else 0; one [..., Q, Q] buffer, summed and masked in place.
+  at::Tensor rows = a.unsqueeze(-1).expand(square).masked_fill(strictly_lower.logical_not(), 0.0);
+  rows.cumsum_(-2);
+  rows.masked_fill_(lower.logical_not(), -std::numeric_limits<float>::infinity());
+  return rows;
 }
 
 }  // namespace
@@ -119,11 +128,14 @@ at::Tensor ssd_chunk_scan(const at::Tensor& x, const at::Tensor& dt, const at::T
   const at::Tensor a_cum = at::cumsum(ac, -1);
 
   // 1. Within chunks: y[l] = sum_{s <= l} (C[l] . B[s]) exp(sum_{s < k <= l} dt A) dt[s] x[s].
-  const at::Tensor decay_in = at::exp(segment_sum(ac));                          // [B, H, nc, Q, Q]
+  const at::Tensor decay_in = segment_sum(ac).exp_();                          // [B, H, nc, Q, Q]
   const at::Tensor scores = at::einsum("bclhn,bcshn->bclsh", {cc, bc});          // [B, nc, Q, Q, H]
   const at::Tensor y_diag = at::einsum("bclsh,bcshp->bclhp", {scores * decay_in.permute({0, 2, 3, 4, 1}), xc});
   // 2. Each chunk's own contribution to the state at its end.
-  const at::Tensor decay_to_end = at::exp(a_cum.narrow(-1, q - 1, 1) - a_cum);   // [B, H, nc, Q]
+  // sum_{l < k < Q} dt A as a suffix sum (not a_cum[Q-1] - a_cum[l]): small, hence precise, for
+  // the last tokens, whose decays are the ones near 1.
+  const at::Tensor suffix = at::flip(at::cumsum(at::flip(ac, {-1}), -1), {-1}) - ac;
+  const at::Tensor decay_to_end = at::exp(suffix);                               // [B, H, nc, Q]
   const at::Tensor chunk_states =
       at::einsum("bclhn,bclhp->bchpn", {bc * decay_to_end.permute({0, 2, 3, 1}).unsqueeze(-1), xc});  // [B, nc, H, P, N]
   // 3. States passed from chunk to chunk: start[c+1] = exp(sum_c dt A) start[c] + chunk_states[c].

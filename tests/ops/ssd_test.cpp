@@ -114,6 +114,28 @@ TEST(Ssd, ClampedDtAndBf16) {
   expect_close(state, ref.state, 1e-4, "state");
 }
 
+// Long chunks whose first half decays strongly (dt A about -10 a token: the cumulative sums
+// reach about -1300) and whose second half barely decays (dt about 0.02), so many decays near 1
+// matter there. Taken as exp(cumsum[i] - cumsum[j]), those keep only ~1e-4 of their precision
+// (the ulp of -1300); summed within the segment, and the decays to the chunk's end as suffix
+// sums, they keep fp32's. Errors relative to the largest output and state entry.
+TEST(Ssd, LongChunkWithStrongDecayKeepsPrecision) {
+  at::manual_seed(12);
+  Problem pr = random_problem(1, 512, 2, 3, 1, 4, 256, at::kFloat);  // two full chunks
+  const at::Tensor half = at::ones({1, 128, 2});
+  const at::Tensor chunk = at::cat({half * 4.0, half * -3.9}, 1);  // softplus: about 4, then 0.02
+  pr.dt = at::cat({chunk, chunk}, 1) + at::randn({1, 512, 2}) * 0.1;
+  pr.args.A = -(at::rand({2}) * 2.0 + 1.5);
+  const Naive ref = naive(pr, false);
+  at::Tensor state = at::zeros({1, 2, 3, 4});
+  const at::Tensor y = ssd_chunk_scan(pr.x, pr.dt, pr.B, pr.C, pr.args, state, false);
+  const auto rel = [](const at::Tensor& a, const at::Tensor& e) {
+    return (a.to(at::kDouble) - e).abs().max().item<double>() / e.abs().max().item<double>();
+  };
+  EXPECT_LE(rel(y, ref.y), 2e-6) << "y";  // 1.2e-7 here; 2.2e-5 from differences of cumsums
+  EXPECT_LE(rel(state, ref.state), 2e-6) << "state";  // 4e-7; 5.4e-5
+}
+
 TEST(Ssd, DecodeStepsContinuePrefill) {
   at::manual_seed(10);
   const int64_t prompt = 11, steps = 5;
