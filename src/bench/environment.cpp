@@ -38,6 +38,7 @@ std::string cpu_model() {
   return "unknown";
 }
 
+#ifdef EFFARCH_WITH_CUDA
 // The NVIDIA kernel module's version ("580.159.04"), from /proc/driver/nvidia/version; "" if absent.
 std::string nvidia_driver_version() {
   std::ifstream in("/proc/driver/nvidia/version");
@@ -50,6 +51,7 @@ std::string nvidia_driver_version() {
   ss >> version;
   return version;
 }
+#endif
 
 // Median seconds of `fn` over `reps` runs after one warm-up, synchronised around each.
 template <typename Fn>
