@@ -115,13 +115,20 @@ std::string pm(const nlohmann::json& p, const std::vector<std::string>& path, do
                      j->at("stddev").get<double>() * scale, digits);
 }
 
-std::string num(const nlohmann::json& p, const std::vector<std::string>& path, double scale, const char* fmtstr) {
+// A fraction as a percentage with about three significant digits: tiny models on a big GPU
+// reach thousandths of a percent of its bandwidth, which "0.0%" would hide.
+std::string percent(const nlohmann::json& p, const std::vector<std::string>& path) {
   const nlohmann::json* j = &p;
   for (const auto& k : path) {
     if (!j->contains(k) || (*j)[k].is_null()) return "-";
     j = &(*j)[k];
   }
-  return fmt::format(fmt::runtime(fmtstr), j->get<double>() * scale);
+  const double v = j->get<double>() * 100;
+  if (v == 0) return "0%";
+  if (v >= 10) return fmt::format("{:.1f}%", v);
+  if (v >= 1) return fmt::format("{:.2f}%", v);
+  if (v >= 0.001) return fmt::format("{:.3f}%", v);
+  return "<0.001%";
 }
 
 std::vector<std::string> row(const nlohmann::json& p) {
@@ -140,9 +147,9 @@ std::vector<std::string> row(const nlohmann::json& p) {
           pm(p, {"speed", "decode_step_s", "p99"}, 1e3, 3),
           p.contains("memory") ? human_bytes(p["memory"].at("peak_bytes").get<double>()) : "-",
           p.contains("memory") ? human_bytes(p["memory"].at("cache_bytes").get<double>()) : "-",
-          num(p, {"roofline", "decode_fraction_of_bandwidth"}, 100, "{:.1f}%"),
-          num(p, {"roofline", "prefill_fraction_of_gemm"}, 100, "{:.1f}%"),
-          num(p, {"harness_overhead_fraction"}, 100, "{:.3f}%")};
+          percent(p, {"roofline", "decode_fraction_of_bandwidth"}),
+          percent(p, {"roofline", "prefill_fraction_of_gemm"}),
+          percent(p, {"harness_overhead_fraction"})};
 }
 
 const std::vector<std::string> kHeader = {"model", "dtype", "batch", "prompt", "gen", "status", "prefill tok/s",

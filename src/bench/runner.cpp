@@ -14,6 +14,7 @@
 #include "effarch/model/catalog.h"
 #include "effarch/model/model.h"
 #include "effarch/model/stats.h"
+#include "effarch/model/tensor_spec.h"
 
 namespace effarch::bench {
 namespace {
@@ -27,10 +28,15 @@ struct RunTimes {
 
 // One generation as a user sees it: prefill, the first token on the host (TTFT), then
 // gen_tokens - 1 decode steps, each ending with its token on the host. Clocks are read only
-// after the device is synchronised.
+// after the device is synchronised. `decode_observer` (untimed runs only) watches the decode
+// steps' routing.
 RunTimes one_run(model::Model& m, const at::Tensor& ids, int64_t gen_tokens, const at::Device& device,
-                 const std::atomic<bool>* stop) {
+                 const std::atomic<bool>* stop, const model::RoutingObserver* decode_observer = nullptr) {
   RunTimes r;
+  struct ObserverGuard {
+    model::Model& m;
+    ~ObserverGuard() { m.set_routing_observer({}); }
+  } observer_guard{m};
   detail::synchronize(device);
   const double t0 = detail::now_s();
   const at::Tensor logits = m.prefill_last(ids);
@@ -41,6 +47,7 @@ RunTimes one_run(model::Model& m, const at::Tensor& ids, int64_t gen_tokens, con
   r.prefill_s = t1 - t0;
   r.ttft_s = detail::now_s() - t0;
   r.steps.reserve(static_cast<size_t>(gen_tokens));
+  if (decode_observer != nullptr) m.set_routing_observer(*decode_observer);
   for (int64_t i = 1; i < gen_tokens; ++i) {
     if (stop != nullptr && stop->load()) throw Interrupted{};
     const double s = detail::now_s();
@@ -57,7 +64,9 @@ struct ModelFacts {
   double head_params = 0;
   double attention_flops_per_token2 = 0;  // x L^2 x batch: QK^T and PV over the causal half
   double scan_flops_per_token = 0;        // x L x batch: the recurrences
-  double weight_bytes_per_decode = 0;     // active weights one decode step reads
+  double weight_bytes_per_decode = 0;     // active weights one decode step reads (top-k experts per MoE layer)
+  double expert_bytes = 0;                // one routed expert in every MoE layer
+  int64_t num_experts = 0, top_k = 0;
 };
 
 ModelFacts facts(const model::ModelConfig& c, at::ScalarType dtype) {
@@ -82,6 +91,15 @@ ModelFacts facts(const model::ModelConfig& c, at::ScalarType dtype) {
   const double elt = static_cast<double>(c10::elementSize(dtype));
   // A decode step reads every active weight once, the head included; of the embedding, one row.
   f.weight_bytes_per_decode = (static_cast<double>(s.active_params) - (c.tie_word_embeddings ? 0 : embed)) * elt;
+  if (c.moe && c.moe->num_experts > 0) {
+    double routed = 0;
+    for (const auto& t : model::expected_tensors(c)) {
+      if (!t.optional && t.expert >= 0) routed += static_cast<double>(t.numel());
+    }
+    f.num_experts = c.moe->num_experts;
+    f.top_k = c.moe->top_k;
+    f.expert_bytes = routed / static_cast<double>(c.moe->num_experts) * elt;
+  }
   return f;
 }
 
@@ -119,10 +137,20 @@ nlohmann::json measure_point(model::Model& m, const ModelFacts& f, const SweepSp
   for (int i = 0; i < runs; ++i) {
     prompts.push_back(at::randint(0, m.config().vocab_size, {batch, len}, gen, at::kLong).to(device));
   }
+  // A batch's decode step reads every expert that any of its tokens picked: counted in the
+  // warm-up runs (untimed: counting syncs with the host), where there are any.
+  double touched_sum = 0, touched_events = 0;
+  const model::RoutingObserver count_experts = [&](const model::RoutingEvent& ev) {
+    touched_sum += static_cast<double>(std::get<0>(at::_unique(ev.expert_ids.flatten())).numel());
+    touched_events += 1;
+  };
+  const bool count_routing = f.num_experts > 0 && spec.speed && spec.warmup > 0;
   std::vector<RunTimes> timed;
   for (int i = 0; i < runs; ++i) {
     if (cb.stop != nullptr && cb.stop->load()) throw Interrupted{};
-    RunTimes r = one_run(m, prompts[static_cast<size_t>(i)], spec.gen_tokens, device, cb.stop);
+    const bool warm_up = spec.speed && i < spec.warmup;
+    RunTimes r = one_run(m, prompts[static_cast<size_t>(i)], spec.gen_tokens, device, cb.stop,
+                         count_routing && warm_up ? &count_experts : nullptr);
     if (!spec.speed || i >= spec.warmup) timed.push_back(std::move(r));
   }
   const detail::MemorySnapshot after = detail::memory(device);
@@ -177,7 +205,16 @@ nlohmann::json measure_point(model::Model& m, const ModelFacts& f, const SweepSp
       const double kv_read = spec.cuda_graphs == "off"
                                  ? static_cast<double>(kv) * (l + static_cast<double>(spec.gen_tokens) / 2.0) / total_len
                                  : static_cast<double>(kv);
-      const double bytes = f.weight_bytes_per_decode + kv_read + static_cast<double>(state);
+      double weights = f.weight_bytes_per_decode;
+      if (f.num_experts > 0) {
+        const bool measured = touched_events > 0;
+        const double touched = measured ? touched_sum / touched_events
+                                        : expected_distinct_experts(f.num_experts, f.top_k, batch);
+        weights += (touched - static_cast<double>(f.top_k)) * f.expert_bytes;
+        roof["decode_experts_per_moe_layer"] = touched;
+        roof["decode_experts_source"] = measured ? "measured" : "uniform_routing_estimate";
+      }
+      const double bytes = weights + kv_read + static_cast<double>(state);
       const double step = percentile(all_steps, 50);
       roof["decode_bytes_per_step"] = bytes;
       roof["decode_bytes_per_s"] = bytes / step;

@@ -50,6 +50,13 @@ Stats stats_from_json(const nlohmann::json& j) {
   return s;
 }
 
+double expected_distinct_experts(int64_t num_experts, int64_t top_k, int64_t tokens) {
+  if (num_experts <= 0 || top_k <= 0 || tokens <= 0) return 0;
+  const double e = static_cast<double>(num_experts);
+  // Each expert is missed by one token with probability 1 - k/E, by all of them with its power.
+  return e * (1.0 - std::pow(1.0 - static_cast<double>(std::min(top_k, num_experts)) / e, static_cast<double>(tokens)));
+}
+
 std::optional<double> loglog_slope(const std::vector<std::pair<double, double>>& xy) {
   std::vector<std::pair<double, double>> logs;
   std::set<double> xs;

@@ -105,6 +105,11 @@ int run_bench(const BenchCmd& cmd) {
     throw UsageError(fmt::format("--format: unknown format '{}' (table, md, csv, json, jsonl)", cmd.format));
   }
 
+  if (std::filesystem::path(cmd.output).extension() == ".jsonl") {
+    throw UsageError(fmt::format("-o: '{}' ends in .jsonl, where the points go one by one (give the JSON file: "
+                                 "-o results.json writes results.json and results.jsonl)",
+                                 cmd.output));
+  }
   const std::string jsonl = std::filesystem::path(cmd.output).replace_extension(".jsonl").string();
   std::ofstream lines(jsonl, std::ios::trunc);
   if (!lines) throw UsageError(fmt::format("-o: cannot write {}", jsonl));

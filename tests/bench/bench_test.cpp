@@ -59,6 +59,23 @@ TEST(BenchStats, LogLogSlope) {
   EXPECT_FALSE(loglog_slope({{512, 1}, {512, 2}}).has_value());  // one distinct length
 }
 
+TEST(BenchRoofline, ExpectedDistinctExperts) {
+  EXPECT_DOUBLE_EQ(expected_distinct_experts(8, 2, 1), 2.0);  // one token: exactly its top-k
+  EXPECT_NEAR(expected_distinct_experts(8, 2, 8), 8.0 * (1.0 - std::pow(0.75, 8)), 1e-12);
+  EXPECT_NEAR(expected_distinct_experts(64, 6, 4), 64.0 * (1.0 - std::pow(58.0 / 64.0, 4)), 1e-12);
+  EXPECT_DOUBLE_EQ(expected_distinct_experts(8, 8, 3), 8.0);  // every expert used by every token
+  EXPECT_NEAR(expected_distinct_experts(8, 2, 10000), 8.0, 1e-9);
+  EXPECT_DOUBLE_EQ(expected_distinct_experts(0, 2, 4), 0.0);
+  // Grows with the batch, never past the expert count or batch x k.
+  double last = 0;
+  for (int64_t b = 1; b <= 64; ++b) {
+    const double e = expected_distinct_experts(16, 2, b);
+    EXPECT_GT(e, last);
+    EXPECT_LE(e, std::min(16.0, 2.0 * static_cast<double>(b)) + 1e-12);
+    last = e;
+  }
+}
+
 // A point as run_sweep writes it, with chosen figures.
 json point(const std::string& model, int64_t len, double prefill_tps, double sd, double peak, const std::string& status = "ok") {
   json p = {{"key", {{"model", model}, {"dtype", "bfloat16"}, {"batch", 1}, {"prompt_len", len}, {"gen_tokens", 16},

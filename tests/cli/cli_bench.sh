@@ -52,6 +52,26 @@ if jsonl != pts: bad.append("the JSON Lines file differs from the final points")
 print("\n".join(bad)); sys.exit(1 if bad else 0)
 PY
 
+# MoE decode roofline: one token reads its top-k experts per layer; a batch reads every expert
+# any of its tokens picked (counted in the warm-up run), so the bytes a step reads grow with it.
+"$EFFARCH" bench tiny-mixtral --batch 1,4 --prompt-lengths 16 --gen-tokens 8 --reps 1 --warmup 1 -o moe.json \
+  --no-progress > moe.out 2>&1 || fail "tiny-mixtral batch 1,4: $(tail -3 moe.out)"
+"$EFFARCH" bench tiny-mixtral --batch 4 --prompt-lengths 16 --gen-tokens 8 --reps 1 --warmup 0 -o moe0.json \
+  --no-progress > moe0.out 2>&1 || fail "tiny-mixtral without warm-up: $(tail -3 moe0.out)"
+"$PYTHON" - <<'PY' || fail "MoE decode roofline"
+import json, sys
+r = {p["key"]["batch"]: p["roofline"] for p in json.load(open("moe.json"))["points"]}
+r0 = json.load(open("moe0.json"))["points"][0]["roofline"]
+bad = []
+if r[1]["decode_experts_per_moe_layer"] != 2 or r[1]["decode_experts_source"] != "measured": bad.append(f"batch 1: {r[1]}")
+if not 2 < r[4]["decode_experts_per_moe_layer"] <= 8: bad.append(f"batch 4: {r[4]}")
+if not r[4]["decode_bytes_per_step"] > r[1]["decode_bytes_per_step"]: bad.append("batch 4 reads no more than batch 1")
+if r0["decode_experts_source"] != "uniform_routing_estimate" or abs(r0["decode_experts_per_moe_layer"] - 8 * (1 - 0.75 ** 4)) > 1e-9:
+    bad.append(f"no warm-up: {r0}")
+print("\n".join(bad)); sys.exit(1 if bad else 0)
+PY
+expect_exit 2 "-o: 'x.jsonl' ends in .jsonl" "$EFFARCH" bench tiny-llama -o x.jsonl
+
 # Formats.
 "$EFFARCH" bench tiny-llama --prompt-lengths 16,32 --gen-tokens 4 --reps 1 --warmup 0 -o f.json --format csv > f.csv \
   || fail "csv run"

@@ -57,6 +57,11 @@ Stats stats_from_json(const nlohmann::json& j);
 // two distinct x.
 std::optional<double> loglog_slope(const std::vector<std::pair<double, double>>& xy);
 
+// Distinct experts that `tokens` tokens, each picking top_k of num_experts uniformly at random,
+// touch on average: E x (1 - (1 - k/E)^tokens). The roofline's fallback when routing was not
+// observed (no warm-up run).
+double expected_distinct_experts(int64_t num_experts, int64_t top_k, int64_t tokens);
+
 // What the whole run measured once: host, device, versions, copy bandwidth and GEMM rate.
 nlohmann::json probe_environment(const std::string& device, const std::string& dtype);
 
