@@ -10,6 +10,7 @@
 #include <thread>
 
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
 #include <fmt/format.h>
 
 #include "device_probe.h"
@@ -87,7 +88,8 @@ nlohmann::json probe_environment(const std::string& device_name, const std::stri
                  {"cores", std::thread::hardware_concurrency()},
                  {"ram_bytes", detail::device_total_memory(at::Device(at::kCPU))},
                  {"os", fmt::format("{} {} {}", u.sysname, u.release, u.machine)},
-                 {"hostname", u.nodename}};
+                 {"hostname", u.nodename},
+                 {"aten_threads", at::get_num_threads()}};
 #ifdef EFFARCH_TORCH_VERSION
   env["libtorch"] = EFFARCH_TORCH_VERSION;
 #endif

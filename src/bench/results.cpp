@@ -39,6 +39,7 @@ nlohmann::json make_document(const SweepSpec& spec, const nlohmann::json& enviro
                      {"device", spec.device},
                      {"cuda_graphs", spec.cuda_graphs},
                      {"attention", spec.attention},
+                     {"threads", spec.threads ? nlohmann::json(*spec.threads) : nlohmann::json(nullptr)},
                      {"modes", nlohmann::json::array()},
                      {"memory_limit_bytes", spec.memory_limit ? nlohmann::json(*spec.memory_limit) : nlohmann::json(nullptr)}};
   if (spec.speed) doc["settings"]["modes"].push_back("speed");

@@ -127,6 +127,8 @@ SweepSpec load_suite(const std::string& name_or_path, const SweepSpec& defaults)
       s.dtype = str(v, key);
     } else if (key == "cuda_graphs") {
       s.cuda_graphs = str(v, key);
+    } else if (key == "threads") {
+      s.threads = static_cast<int>(integer(v, key, 1));
     } else if (key == "attention") {
       s.attention = str(v, key);
     } else if (key == "mode") {
@@ -144,7 +146,7 @@ SweepSpec load_suite(const std::string& name_or_path, const SweepSpec& defaults)
       }
     } else {
       throw UsageError(fmt::format("{}: unknown key '{}' (models, prompt_lengths, batch, gen_tokens, reps, warmup, "
-                                   "dtype, cuda_graphs, attention, mode, name, description)",
+                                   "dtype, cuda_graphs, attention, threads, mode, name, description)",
                                    src, key));
     }
   }

@@ -12,6 +12,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include <ATen/Parallel.h>
 #include <fmt/format.h>
 
 #include "commands.h"
@@ -45,7 +46,7 @@ struct BenchCmd {
   std::string prompt_lengths;
   std::string batch;
   std::optional<int64_t> gen_tokens;
-  std::optional<int> reps, warmup;
+  std::optional<int> reps, warmup, threads;
   std::optional<std::string> dtype, device, cuda_graphs, attention;
   std::string mode;
   std::string output = "effarch-bench.json";
@@ -75,6 +76,8 @@ int run_bench(const BenchCmd& cmd) {
   if (cmd.device) spec.device = *cmd.device;
   if (cmd.cuda_graphs) spec.cuda_graphs = *cmd.cuda_graphs;
   if (cmd.attention) spec.attention = *cmd.attention;
+  if (cmd.threads) spec.threads = *cmd.threads;
+  if (spec.threads && *spec.threads < 1) throw UsageError("--threads must be at least 1");
   spec.seed = cmd.seed;
   if (spec.gen_tokens < 1) throw UsageError("--gen-tokens must be at least 1");
   if (spec.reps < 1) throw UsageError("--reps must be at least 1");
@@ -116,6 +119,7 @@ int run_bench(const BenchCmd& cmd) {
   const bool progress = !cmd.no_progress && isatty(STDERR_FILENO);
   fmt::print(stderr, "effarch bench: {} point(s); results to {} (each point also to {} as it finishes)\n",
              spec.models.size() * spec.batches.size() * spec.prompt_lengths.size(), cmd.output, jsonl);
+  if (spec.threads) at::set_num_threads(*spec.threads);  // before the probe: its GEMM rate depends on it
   const nlohmann::json env = bench::probe_environment(spec.device, spec.dtype);
 
   g_stop.store(false);
@@ -166,6 +170,8 @@ void register_bench(CLI::App& app, int* exit_code, const std::vector<std::string
   sub->add_option("--device", cmd->device, "auto, cpu, cuda, cuda:N");
   sub->add_option("--cuda-graphs", cmd->cuda_graphs, "on: decode steps replayed as a CUDA graph; off (default); static");
   sub->add_option("--attention", cmd->attention, "sdpa (default) or eager");
+  sub->add_option("--threads", cmd->threads,
+                  "CPU threads for ATen's operators (default: its own, one per core); recorded in the results");
   sub->add_option("--mode", cmd->mode, "speed, memory, or speed,memory (default both)");
   sub->add_option("-o,--output", cmd->output, "Results JSON (points also go to the .jsonl beside it)")
       ->capture_default_str();

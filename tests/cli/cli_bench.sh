@@ -82,9 +82,15 @@ expect_exit 2 "-o: 'x.jsonl' ends in .jsonl" "$EFFARCH" bench tiny-llama -o x.js
   || fail "--format json is not the document"
 expect_exit 0 "| tiny-llama" "$EFFARCH" bench tiny-llama --prompt-lengths 16 --gen-tokens 4 --reps 1 -o f.json --format md
 expect_exit 0 '"status":"ok"' "$EFFARCH" bench tiny-llama --prompt-lengths 16 --gen-tokens 4 --reps 1 -o f.json --format jsonl
-expect_exit 0 "tiny-mamba" "$EFFARCH" bench tiny-mamba --prompt-lengths 16,64 --gen-tokens 2 --mode memory -o mem.json
+expect_exit 0 "tiny-mamba" "$EFFARCH" bench tiny-mamba --prompt-lengths 16,64 --gen-tokens 2 --mode memory --threads 1 -o mem.json
 "$PYTHON" -c 'import json,sys; d=json.load(open("mem.json")); p=d["points"][0]; sys.exit(0 if "memory" in p and "speed" not in p else 1)' \
   || fail "--mode memory"
+"$PYTHON" -c '
+import json, sys
+m, q = json.load(open("mem.json")), json.load(open("qs.json"))
+ok = m["settings"]["threads"] == 1 and m["environment"]["host"]["aten_threads"] == 1
+ok = ok and q["settings"]["threads"] is None and q["environment"]["host"]["aten_threads"] >= 1
+sys.exit(0 if ok else 1)' || fail "--threads is not applied or not recorded"
 
 # A forced out-of-memory point and an error point; the others complete; exit 1 after writing.
 expect_exit 1 "oom: CPU out of memory" "$EFFARCH" bench tiny-mamba tiny-nonexistent --prompt-lengths 16,200000,32 \
@@ -138,6 +144,7 @@ fi
 # Bad input: exit 2 naming the option or file.
 expect_exit 2 "--prompt-lengths: 'x'" "$EFFARCH" bench tiny-llama --prompt-lengths 16,x
 expect_exit 2 "--batch" "$EFFARCH" bench tiny-llama --batch 0
+expect_exit 2 "--threads must be at least 1" "$EFFARCH" bench tiny-llama --threads 0
 expect_exit 2 "--mode: unknown mode 'fast'" "$EFFARCH" bench tiny-llama --mode fast
 expect_exit 2 "--format: unknown format 'xml'" "$EFFARCH" bench tiny-llama --format xml
 expect_exit 2 "--cuda-graphs: unknown value 'yes'" "$EFFARCH" bench tiny-llama --cuda-graphs yes

@@ -35,12 +35,13 @@ struct SweepSpec {
   bool memory = true;
   uint64_t seed = 0;
   std::optional<uint64_t> memory_limit;  // bytes a point may allocate beyond what it started with
+  std::optional<int> threads;            // ATen's CPU threads (intra-op); none: its default
   std::string suite_name;                // set when read from a suite file
 };
 
 // A suite file (configs/suites/NAME.json): {"name", "description", "models": [...],
 // "prompt_lengths": [...] or "a-b*f", "batch": [...], "gen_tokens", "reps", "warmup", "dtype",
-// "cuda_graphs", "mode": ["speed", "memory"]}. A bare NAME is looked up in configs/suites/.
+// "cuda_graphs", "attention", "threads", "mode": ["speed", "memory"]}. A bare NAME is looked up in configs/suites/.
 // Keys the file leaves out keep `defaults`; unknown keys are an error naming the file and key.
 SweepSpec load_suite(const std::string& name_or_path, const SweepSpec& defaults);
 
