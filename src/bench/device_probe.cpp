@@ -13,6 +13,7 @@
 #include <c10/util/Exception.h>
 
 #ifdef EFFARCH_WITH_CUDA
+#include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDACachingAllocator.h>
 #include <c10/cuda/CUDAFunctions.h>
 #include <cuda_runtime_api.h>
@@ -142,9 +143,9 @@ MemorySnapshot memory(const c10::Device& device) {
 uint64_t device_total_memory(const c10::Device& device) {
 #ifdef EFFARCH_WITH_CUDA
   if (device.is_cuda()) {
-    size_t free = 0, total = 0;
-    if (cudaMemGetInfo(&free, &total) == cudaSuccess) return total;
-    return 0;
+    // The named device's properties: cudaMemGetInfo would report the current device instead.
+    const c10::DeviceIndex index = device.index() < 0 ? c10::cuda::current_device() : device.index();
+    return static_cast<uint64_t>(at::cuda::getDeviceProperties(index)->totalGlobalMem);
   }
 #endif
   (void)device;
