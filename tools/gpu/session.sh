@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # One GPU session, everything that needs the GPU in one go (docs/perf/README.md): build, the unit
 # tests (the CUDA ones run there), and the benchmark suites. Run from the source root on the GPU
-# machine after `source .gpu-kit/env.sh`; results land in OUT (default ./gpu-out), each stage
-# bounded by a timeout so a slow one cannot eat the rest.
+# machine after `source .gpu-kit/env.sh` (the kit tools/gpu/fetch-kit.sh makes, docs/building.md);
+# results land in OUT (default ./gpu-out), each stage bounded by a timeout so a slow one cannot
+# eat the rest. The GPU checks still waiting for a run are listed in docs/perf/pending.md.
 #   tools/gpu/session.sh [OUT]
 out=${1:-${OUT:-gpu-out}}
 mkdir -p "$out"
