@@ -23,7 +23,7 @@ if [[ $rc != 0 ]]; then  # a link-order problem shows as a crash; retry with the
   LD_PRELOAD=$(g++ -print-file-name=libstdc++.so.6) timeout 150 "$T" --gtest_filter='-HfParity.*' > "$out/gtest.log" 2>&1
   log "gtest with libstdc++ preloaded exit $?: $(grep -E '^\[  (PASSED|FAILED)  \]' "$out/gtest.log" | tr '\n' ' ')"
 fi
-grep -E 'CausalConv1dCuda|CudaGraph|RefuseMoe' "$out/gtest.log" | grep -E 'OK|FAILED|SKIPPED' >> "$summary"
+grep -E 'CausalConv1dCuda|CudaGraph|RefuseMoe|Backend\.AutoOnAGpu|Implementations\.' "$out/gtest.log" | grep -E 'OK|FAILED|SKIPPED' >> "$summary"
 bench() {  # name timeout args...
   local name=$1 limit=$2
   shift 2
