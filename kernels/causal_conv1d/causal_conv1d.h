@@ -12,12 +12,9 @@
 
 #include <cstdint>
 
-#include <cuda_runtime.h>
+#include "common/element_type.h"
 
 namespace effarch::kernels {
-
-// Element types of x, out and conv_state; weight and bias are either the same or kFloat32.
-enum class ElementType : uint8_t { kFloat32, kBFloat16, kFloat16 };
 
 inline constexpr int kCausalConv1dMinWidth = 2;
 inline constexpr int kCausalConv1dMaxWidth = 4;
@@ -28,6 +25,7 @@ struct CausalConv1dParams {
   int seqlen = 0;  // L timesteps (prefill) or T new tokens (update)
   int width = 0;   // W, 2..4
   bool silu = false;
+  // Element types of x, out and conv_state; weight and bias are either the same or kFloat32.
   ElementType x_type = ElementType::kFloat32;       // x, out, conv_state
   ElementType weight_type = ElementType::kFloat32;  // weight, bias: x_type or kFloat32
 
@@ -49,13 +47,6 @@ struct CausalConv1dParams {
   int64_t state_batch_stride = 0, state_dim_stride = 0, state_width_stride = 0;
 };
 
-// What a launcher reports: cudaSuccess, or the error and which launch (or check) it came from.
-struct LaunchStatus {
-  cudaError_t error = cudaSuccess;
-  const char* what = "";  // a static string
-  bool ok() const { return error == cudaSuccess; }
-};
-
 // Per element type, defined in causal_conv1d_<dtype>.cu.
 LaunchStatus causal_conv1d_fwd_fp32(const CausalConv1dParams& params, cudaStream_t stream);
 LaunchStatus causal_conv1d_fwd_bf16(const CausalConv1dParams& params, cudaStream_t stream);
@@ -66,22 +57,16 @@ LaunchStatus causal_conv1d_update_fp16(const CausalConv1dParams& params, cudaStr
 
 // Prefill: out for every timestep, and the final conv_state when params.conv_state is set.
 inline LaunchStatus causal_conv1d_fwd(const CausalConv1dParams& params, cudaStream_t stream) {
-  switch (params.x_type) {
-    case ElementType::kFloat32: return causal_conv1d_fwd_fp32(params, stream);
-    case ElementType::kBFloat16: return causal_conv1d_fwd_bf16(params, stream);
-    case ElementType::kFloat16: return causal_conv1d_fwd_fp16(params, stream);
-  }
-  return {cudaErrorInvalidValue, "causal_conv1d_fwd: unknown element type"};
+  return dispatch_element_type<CausalConv1dParams>(
+      params.x_type, {causal_conv1d_fwd_fp32, causal_conv1d_fwd_bf16, causal_conv1d_fwd_fp16}, params, stream,
+      "causal_conv1d_fwd: unknown element type");
 }
 
 // Decode: params.seqlen new tokens per sequence, fed one after another through conv_state.
 inline LaunchStatus causal_conv1d_update(const CausalConv1dParams& params, cudaStream_t stream) {
-  switch (params.x_type) {
-    case ElementType::kFloat32: return causal_conv1d_update_fp32(params, stream);
-    case ElementType::kBFloat16: return causal_conv1d_update_bf16(params, stream);
-    case ElementType::kFloat16: return causal_conv1d_update_fp16(params, stream);
-  }
-  return {cudaErrorInvalidValue, "causal_conv1d_update: unknown element type"};
+  return dispatch_element_type<CausalConv1dParams>(
+      params.x_type, {causal_conv1d_update_fp32, causal_conv1d_update_bf16, causal_conv1d_update_fp16}, params,
+      stream, "causal_conv1d_update: unknown element type");
 }
 
 }  // namespace effarch::kernels

@@ -1,32 +1,19 @@
 #pragma once
-// Device helpers shared by the causal conv1d kernels: element conversions, the per-channel
-// weights, the dot product (one summation order for every kernel, so prefill and decode agree),
-// SiLU, the final-state write, and the compile-time dispatch over the width.
-
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
+// Device helpers shared by the causal conv1d kernels: the per-channel weights, the dot product
+// (one summation order for every kernel, so prefill and decode agree), the final-state write, and
+// the compile-time dispatch over the width. Conversions and SiLU: kernels/common/convert.cuh.
 
 #include <type_traits>
 
 #include "causal_conv1d/causal_conv1d.h"
+#include "common/convert.cuh"
 
 namespace effarch::kernels::conv1d {
 
-__device__ __forceinline__ float to_float(float v) { return v; }
-__device__ __forceinline__ float to_float(__nv_bfloat16 v) { return __bfloat162float(v); }
-__device__ __forceinline__ float to_float(__half v) { return __half2float(v); }
-
-// Round to nearest even, as ATen's casts do.
-template <typename T>
-__device__ __forceinline__ T from_float(float v);
-template <>
-__device__ __forceinline__ float from_float<float>(float v) { return v; }
-template <>
-__device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
-template <>
-__device__ __forceinline__ __half from_float<__half>(float v) { return __float2half_rn(v); }
-
-__device__ __forceinline__ float silu(float v) { return v / (1.0f + expf(-v)); }
+using kernels::check_launch;
+using kernels::from_float;
+using kernels::silu;
+using kernels::to_float;
 
 // weight[channel, :] and bias[channel] (0 without bias) in fp32.
 template <typename weight_t, int kWidth>
@@ -57,11 +44,6 @@ __device__ __forceinline__ void write_final_state(const CausalConv1dParams& p, i
   const input_t value = t >= 0 ? x_channel[t * p.x_time_stride] : from_float<input_t>(0.0f);
   auto* state = static_cast<input_t*>(p.conv_state);
   state[batch * p.state_batch_stride + channel * p.state_dim_stride + k * p.state_width_stride] = value;
-}
-
-inline LaunchStatus check_launch(const char* what) {
-  const cudaError_t error = cudaGetLastError();
-  return {error, error == cudaSuccess ? "" : what};
 }
 
 // Calls fn(std::integral_constant<int, W>{}) for W = width; any other width is an error.

@@ -37,6 +37,7 @@ struct ExpertsCmd {
   uint64_t seed = 0;
   std::string dtype = "auto";
   std::string device = "auto";
+  std::string backend = "auto";
   std::string json;
   std::optional<int> router_layer;
   std::string router_out;
@@ -156,6 +157,7 @@ int run_experts(const ExpertsCmd& cmd) {
   model::ModelOptions opt;
   opt.device = device;
   opt.dtype = parse_run_dtype(cmd.dtype, device, "--dtype");
+  opt.backend = ops::parse_backend(cmd.backend, "--backend");
   opt.seed = cmd.seed;
 
   std::vector<std::vector<int64_t>> prompts;
@@ -227,6 +229,9 @@ int run_experts(const ExpertsCmd& cmd) {
     doc["architecture"] = config.architecture;
     doc["device"] = device.str();
     doc["dtype"] = float_dtype_name(opt.dtype);
+    doc["backend"] = ops::backend_name(opt.backend);
+    doc["implementations"] = model->implementations();
+    doc["weights"] = model->weight_format();
     doc["num_experts"] = num_experts;
     doc["top_k"] = config.moe->top_k;
     doc["router"] = config.moe->router == model::RouterKind::SoftmaxFp32Renormalized ? "softmax_fp32_renormalized"
@@ -280,6 +285,7 @@ void register_experts(CLI::App& app, int* exit_code) {
   sub->add_option("--dtype", cmd->dtype, "auto (fp32 on CPU, bf16 on GPU), float32, bfloat16, float16")
       ->capture_default_str();
   sub->add_option("--device", cmd->device, "auto, cpu, cuda, cuda:N")->capture_default_str();
+  add_backend_option(sub, &cmd->backend);
   sub->add_option("--json", cmd->json, "Write every figure (and the token ids routed) to this JSON file");
   sub->add_option("--router-weights", cmd->router_layer, "Dump this MoE layer's router matrix [E, hidden]");
   sub->add_option("--router-weights-out", cmd->router_out,

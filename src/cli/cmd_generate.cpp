@@ -38,6 +38,7 @@ struct GenerateCmd {
   std::string device = "auto";
   std::string attention = "sdpa";
   std::string cuda_graphs = "off";
+  std::string backend = "auto";
   bool json = false;
 };
 
@@ -110,6 +111,7 @@ int run_generate(const GenerateCmd& cmd) {
   opt.dtype = parse_run_dtype(cmd.dtype, device, "--dtype");
   opt.attention = ops::parse_attention_impl(cmd.attention, "--attention");
   opt.decode = model::parse_cuda_graphs(cmd.cuda_graphs, "--cuda-graphs");
+  opt.backend = ops::parse_backend(cmd.backend, "--backend");
   opt.seed = cmd.seed;
   const auto source = model::resolve_model(cmd.model);
   std::unique_ptr<tokenizer::Tokenizer> tok;
@@ -173,7 +175,9 @@ int run_generate(const GenerateCmd& cmd) {
                           {"prompt_tokens", result.prompt_tokens}, {"tokens", result.tokens},
                           {"ttft_s", result.ttft_s},         {"decode_s", result.decode_s},
                           {"decode_steps", result.steps},     {"decode_tokens_per_s", decode_tps},
-                          {"cache_bytes", model->cache().bytes()}, {"cache_tokens", model->cache().max_len}};
+                          {"cache_bytes", model->cache().bytes()}, {"cache_tokens", model->cache().max_len},
+                          {"backend", ops::backend_name(opt.backend)}, {"implementations", model->implementations()},
+                          {"weights", model->weight_format()}};
     if (tok) out["text"] = texts;
     fmt::print("{}\n", out.dump(2));
   } else {
@@ -208,6 +212,7 @@ void register_generate(CLI::App& app, int* exit_code) {
                   "on: replay decode steps as a CUDA graph (no MoE); static: the same fixed-shape step without "
                   "the graph; off")
       ->capture_default_str();
+  add_backend_option(sub, &cmd->backend);
   sub->add_flag("--json", cmd->json, "Print a JSON result instead of streaming");
   sub->callback([cmd, exit_code] { *exit_code = run_generate(*cmd); });
 }

@@ -21,6 +21,10 @@ void register_experts(CLI::App& app, int* exit_code);
 void register_bench(CLI::App& app, int* exit_code, const std::vector<std::string>& argv);  // argv: recorded in results
 void register_compare(CLI::App& app, int* exit_code);
 
+// Options shared by the commands that run a model (generate, bench, experts), with one help text.
+// --backend auto|reference|cuda: which implementation the ops with a CUDA kernel run.
+void add_backend_option(CLI::App* sub, std::string* value);
+
 // Formatting shared by the printers.
 std::string group_digits(int64_t n);        // 8030261248 -> "8,030,261,248"
 std::string human_count(int64_t n);         // 8030261248 -> "8.03B"

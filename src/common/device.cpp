@@ -1,6 +1,10 @@
 #include "effarch/common/device.h"
 
+#include <mutex>
+
+#include <ATen/CPUGeneratorImpl.h>
 #include <ATen/Context.h>
+#include <ATen/detail/CUDAHooksInterface.h>
 #include <fmt/format.h>
 
 #include "effarch/common/dtype.h"
@@ -31,6 +35,15 @@ at::Device parse_device(const std::string& name, const std::string& option) {
 at::ScalarType parse_run_dtype(const std::string& name, at::Device device, const std::string& option) {
   if (name == "auto") return device.is_cpu() ? at::kFloat : at::kBFloat16;
   return parse_float_dtype(name, option);
+}
+
+at::Generator make_generator(at::Device device, uint64_t seed) {
+  if (device.is_cpu()) return at::make_generator<at::CPUGeneratorImpl>(seed);
+  if (!device.is_cuda()) throw UsageError(fmt::format("no random generator for device {}", device.str()));
+  at::Generator gen = at::detail::getCUDAHooks().getNewGenerator(device.has_index() ? device.index() : 0);
+  std::lock_guard<std::mutex> lock(gen.mutex());
+  gen.set_current_seed(seed);
+  return gen;
 }
 
 }  // namespace effarch

@@ -1,12 +1,9 @@
 #include "effarch/generate/sampler.h"
 
-#include <mutex>
-
 #include <ATen/ATen.h>
-#include <ATen/CPUGeneratorImpl.h>
-#include <ATen/Context.h>
 #include <fmt/format.h>
 
+#include "effarch/common/device.h"
 #include "effarch/common/error.h"
 
 namespace effarch::generate {
@@ -15,13 +12,7 @@ Sampler::Sampler(const SamplingOptions& options, at::Device device) : options_(o
   if (options.temperature < 0) throw UsageError(fmt::format("--temperature must be >= 0, got {}", options.temperature));
   if (options.top_k < 0) throw UsageError(fmt::format("--top-k must be >= 0, got {}", options.top_k));
   if (!(options.top_p > 0 && options.top_p <= 1)) throw UsageError(fmt::format("--top-p must be in (0, 1], got {}", options.top_p));
-  if (device.is_cpu()) {
-    generator_ = at::make_generator<at::CPUGeneratorImpl>(options.seed);
-  } else {
-    generator_ = at::globalContext().defaultGenerator(device);
-    std::lock_guard<std::mutex> lock(generator_.mutex());
-    generator_.set_current_seed(options.seed);
-  }
+  generator_ = make_generator(device, options.seed);
 }
 
 at::Tensor Sampler::sample(const at::Tensor& logits) {

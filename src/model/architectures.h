@@ -57,6 +57,8 @@ class TensorTable {
   void norm(const std::string& prefix, const std::string& role, int64_t dim, int layer, bool bias);
   void linear(const std::string& prefix, const std::string& role, int64_t out, int64_t in, bool bias, int layer,
               Init init = Init::Normal, int expert = -1);
+  // An MoE router [num_experts, hidden], role "moe.router.weight" (not marked linear: see TensorSpec).
+  void router(const std::string& prefix, int layer);
   // q_proj/k_proj/v_proj/o_proj (Phi calls its output projection "dense").
   void attention(const std::string& prefix, int layer, const std::string& out_name = "o_proj");
   // gate/up/down SwiGLU MLP with the given names, e.g. {"w1", "w3", "w2"} for Mixtral experts;

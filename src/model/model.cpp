@@ -1,7 +1,10 @@
 #include "effarch/model/model.h"
 
+#include <algorithm>
+
 #include <ATen/ATen.h>
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include "blocks/blocks.h"
 #include "decode_graph.h"
@@ -57,10 +60,42 @@ void check_decode_mode(const ModelConfig& config, const ModelOptions& options) {
   }
 }
 
+// The implementation of every op family the model's layers call, resolved once for the device and
+// --backend. Checked before any weight loads: --backend cuda needs a CUDA build, a CUDA device
+// and a kernel for every such op, and says which ops lack one.
+std::map<std::string, std::string> resolve_implementations(const ModelConfig& config, const ModelOptions& options) {
+  if (options.backend == ops::Backend::Cuda) {
+    if (!ops::kBuiltWithCuda) throw UsageError("--backend cuda: this effarch was built without CUDA");
+    if (!options.device.is_cuda()) {
+      throw UsageError(fmt::format("--backend cuda needs a CUDA device, not {}", options.device.str()));
+    }
+  }
+  std::map<std::string, std::string> impl;
+  std::vector<std::string> missing;  // ops without a CUDA kernel, when --backend cuda asked for them
+  for (const LayerSpec& layer : config.layers) {
+    for (ops::OpFamily op : op_families(layer)) {
+      const std::string name(ops::op_name(op));
+      if (impl.count(name) != 0 || std::find(missing.begin(), missing.end(), name) != missing.end()) continue;
+      if (options.backend == ops::Backend::Cuda && !ops::has_cuda_kernel(op)) {
+        missing.push_back(name);
+        continue;
+      }
+      impl[name] = std::string(ops::backend_name(ops::resolve_backend(options.backend, op, options.device)));
+    }
+  }
+  if (!missing.empty()) {
+    throw UsageError(fmt::format("--backend cuda: {} uses {}, which {} no CUDA kernel yet (--backend auto runs the "
+                                 "reference there)",
+                                 config.source, fmt::join(missing, ", "), missing.size() == 1 ? "has" : "have"));
+  }
+  return impl;
+}
+
 }  // namespace
 
 std::unique_ptr<Model> Model::load(const ModelSource& source, const ModelOptions& options) {
   check_decode_mode(source.config, options);
+  resolve_implementations(source.config, options);
   if (source.checkpoint_dir) {
     const auto store = io::TensorStore::open_folder(*source.checkpoint_dir);
     return std::make_unique<Model>(source.config, Weights::from_checkpoint(source.config, store, options.dtype,
@@ -76,11 +111,13 @@ Model::Model(ModelConfig config, Weights weights, ModelOptions options)
   for (int i = 0; i < config_.num_layers; ++i) blocks_.push_back(std::make_unique<Block>(config_, weights_, i));
   final_norm_ = std::make_unique<Norm>(config_, weights_, -1, "final_norm.");
   embed_ = weights_.get(-1, "embed.weight");
-  const at::Tensor* head = weights_.find(-1, "lm_head.weight");
-  head_ = head != nullptr ? *head : embed_;
-  if (const at::Tensor* bias = weights_.find(-1, "lm_head.bias")) head_bias_ = *bias;
+  head_ = weights_.find(-1, "lm_head.weight") != nullptr ? weights_.linear(-1, "lm_head.")
+                                                         : ops::Linear(embed_, optional_weight(weights_, -1, "lm_head.bias"));
   check_decode_mode(config_, options_);
+  implementations_ = resolve_implementations(config_, options_);
 }
+
+std::string Model::weight_format() const { return ops::format_name(head_); }
 
 Model::~Model() = default;
 
@@ -123,12 +160,12 @@ at::Tensor Model::forward(const at::Tensor& ids, int64_t start_pos, bool last_on
   }
   if (t == 0) throw UsageError("empty prompt: at least one token is needed");
   ForwardContext ctx{start_pos, rope_tables_.rotary_dim > 0 ? &rope_tables_ : nullptr, options_.attention,
-                     routing_observer_ ? &routing_observer_ : nullptr};
+                     options_.backend, routing_observer_ ? &routing_observer_ : nullptr};
   at::Tensor x = at::embedding(embed_, ids.to(options_.device));  // [B, T, H]
   for (size_t i = 0; i < blocks_.size(); ++i) x = blocks_[i]->forward(x, cache_.layers[i], ctx);
   if (last_only) x = x.narrow(1, t - 1, 1);
   // A Mamba residual stream arrives in fp32: the head reads it in the weights' dtype, as HF does.
-  const at::Tensor logits = at::linear((*final_norm_)(x).to(head_.scalar_type()), head_, head_bias_);
+  const at::Tensor logits = ops::linear((*final_norm_)(x).to(head_.weight.scalar_type()), head_);
   cache_.length = start_pos + t;
   return logits.to(at::kFloat);
 }
@@ -176,10 +213,10 @@ at::Tensor Model::decode(const at::Tensor& ids) {
 
 at::Tensor Model::forward_static(const at::Tensor& ids) {
   ForwardContext ctx{cache_.length, rope_tables_.rotary_dim > 0 ? &rope_tables_ : nullptr, options_.attention,
-                     routing_observer_ ? &routing_observer_ : nullptr, &position_, &key_positions_};
+                     options_.backend, routing_observer_ ? &routing_observer_ : nullptr, &position_, &key_positions_};
   at::Tensor x = at::embedding(embed_, ids);  // [B, 1, H]
   for (size_t i = 0; i < blocks_.size(); ++i) x = blocks_[i]->forward(x, cache_.layers[i], ctx);
-  const at::Tensor logits = at::linear((*final_norm_)(x).to(head_.scalar_type()), head_, head_bias_);
+  const at::Tensor logits = ops::linear((*final_norm_)(x).to(head_.weight.scalar_type()), head_);
   return logits.squeeze(1).to(at::kFloat);
 }
 

@@ -1,11 +1,10 @@
 #include "effarch/model/random_weights.h"
 
 #include <cmath>
-#include <mutex>
 
 #include <ATen/ATen.h>
-#include <ATen/CPUGeneratorImpl.h>
-#include <ATen/Context.h>
+
+#include "effarch/common/device.h"
 
 namespace effarch::model {
 namespace {
@@ -23,18 +22,7 @@ uint64_t mix_seed(uint64_t seed, const std::string& name) {
 at::Tensor draw(const TensorSpec& spec, const ModelConfig& c, uint64_t seed, at::Device device) {
   const auto opts = at::TensorOptions().dtype(at::kFloat).device(device);
   const auto shape = spec.shape;
-  at::Generator gen;
-  if (device.is_cpu()) {
-    gen = at::make_generator<at::CPUGeneratorImpl>(seed);
-  } else {
-    gen = at::globalContext().defaultGenerator(device);
-  }
-  std::unique_lock<std::mutex> lock(gen.mutex(), std::defer_lock);
-  if (!device.is_cpu()) {
-    lock.lock();
-    gen.set_current_seed(seed);
-    lock.unlock();  // the ops below take the generator's lock themselves
-  }
+  at::Generator gen = make_generator(device, seed);
   const double std = c.initializer_range;
   switch (spec.init) {
     case Init::Normal:

@@ -51,9 +51,20 @@ const at::Tensor& Weights::get(int layer, const std::string& role) const {
   return *t;
 }
 
+ops::Linear Weights::linear(int layer, const std::string& prefix) const {
+  const at::Tensor* bias = find(layer, prefix + "bias");
+  return ops::Linear(get(layer, prefix + "weight"), bias == nullptr ? std::nullopt : std::optional<at::Tensor>(*bias));
+}
+
 uint64_t Weights::bytes() const {
+  return bytes_where([](int, const std::string&) { return true; });
+}
+
+uint64_t Weights::bytes_where(const std::function<bool(int layer, const std::string& role)>& keep) const {
   uint64_t n = 0;
-  for (const auto& [key, t] : by_role_) n += static_cast<uint64_t>(t.numel()) * t.element_size();
+  for (const auto& [key, t] : by_role_) {
+    if (keep(key.first, key.second)) n += static_cast<uint64_t>(t.nbytes());
+  }
   return n;
 }
 

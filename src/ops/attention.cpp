@@ -28,7 +28,7 @@ at::Tensor causal_attention(const at::Tensor& q, const at::Tensor& k, const at::
                             double scale, AttentionImpl impl) {
   const int64_t hq = q.size(1), hkv = k.size(1), t = q.size(2), s = k.size(2);
   if (hq % hkv != 0 || s != start_pos + t) {
-    throw UsageError(fmt::format("causal_attention: {} query heads over {} kv heads, {} queries at {} over {} keys",
+    throw OpError(fmt::format("causal_attention: {} query heads over {} kv heads, {} queries at {} over {} keys",
                                  hq, hkv, t, start_pos, s));
   }
   if (impl == AttentionImpl::Sdpa) {
@@ -55,7 +55,7 @@ at::Tensor attention_at_position(const at::Tensor& q, const at::Tensor& k, const
                                  AttentionImpl impl) {
   const int64_t hq = q.size(1), hkv = k.size(1);
   if (hq % hkv != 0 || q.size(2) != 1 || key_positions.numel() != k.size(2)) {
-    throw UsageError(fmt::format("attention_at_position: {} query heads over {} kv heads, {} queries, {} keys, {} key "
+    throw OpError(fmt::format("attention_at_position: {} query heads over {} kv heads, {} queries, {} keys, {} key "
                                  "positions", hq, hkv, q.size(2), k.size(2), key_positions.numel()));
   }
   // GQA without copying the cache: the G = Hq / Hkv query heads that share a kv head become G

@@ -17,20 +17,20 @@ namespace {
 std::string shape(const at::Tensor& t) { return fmt::format("[{}]", fmt::join(t.sizes(), ", ")); }
 
 void check_defined(const at::Tensor& t, const char* op, const char* name) {
-  if (!t.defined()) throw UsageError(fmt::format("{}: {} is an undefined tensor", op, name));
+  if (!t.defined()) throw OpError(fmt::format("{}: {} is an undefined tensor", op, name));
 }
 
 void check_float_dtype(const at::Tensor& t, const char* op, const char* name) {
   const at::ScalarType type = t.scalar_type();
   if (type != at::kFloat && type != at::kBFloat16 && type != at::kHalf) {
-    throw UsageError(fmt::format("{}: {} has dtype {}, expected float32, bfloat16 or float16", op, name,
+    throw OpError(fmt::format("{}: {} has dtype {}, expected float32, bfloat16 or float16", op, name,
                                  c10::toString(type)));
   }
 }
 
 void check_same_device(const at::Tensor& t, const at::Tensor& x, const char* op, const char* name) {
   if (t.device() != x.device()) {
-    throw UsageError(fmt::format("{}: {} is on {} but x is on {}", op, name, t.device().str(), x.device().str()));
+    throw OpError(fmt::format("{}: {} is on {} but x is on {}", op, name, t.device().str(), x.device().str()));
   }
 }
 
@@ -39,7 +39,7 @@ void check_x(const at::Tensor& x3, const at::Tensor& x, const char* op) {
   check_float_dtype(x, op, "x");
   for (int64_t size : x3.sizes()) {
     if (size > std::numeric_limits<int>::max()) {
-      throw UsageError(fmt::format("{}: x {} has a dimension above 2^31 - 1", op, shape(x)));
+      throw OpError(fmt::format("{}: x {} has a dimension above 2^31 - 1", op, shape(x)));
     }
   }
 }
@@ -48,16 +48,16 @@ void check_x(const at::Tensor& x3, const at::Tensor& x, const char* op) {
 at::Tensor checked_weight(const at::Tensor& weight, const at::Tensor& x, int64_t dim, const char* op) {
   check_defined(weight, op, "weight");
   if (!(weight.dim() == 2 || (weight.dim() == 3 && weight.size(1) == 1))) {
-    throw UsageError(fmt::format("{}: weight has {} dims {}, expected [D, W] or [D, 1, W]", op, weight.dim(),
+    throw OpError(fmt::format("{}: weight has {} dims {}, expected [D, W] or [D, 1, W]", op, weight.dim(),
                                  shape(weight)));
   }
   const at::Tensor w = weight.dim() == 3 ? weight.select(1, 0) : weight;
   if (w.size(0) != dim) {
-    throw UsageError(fmt::format("{}: weight {} has {} channels but x {} has D = {}", op, shape(weight), w.size(0),
+    throw OpError(fmt::format("{}: weight {} has {} channels but x {} has D = {}", op, shape(weight), w.size(0),
                                  shape(x), dim));
   }
   if (w.size(1) < 2 || w.size(1) > 4) {
-    throw UsageError(fmt::format("{}: weight {} has width {}; supported widths are 2, 3 and 4", op, shape(weight),
+    throw OpError(fmt::format("{}: weight {} has width {}; supported widths are 2, 3 and 4", op, shape(weight),
                                  w.size(1)));
   }
   check_float_dtype(weight, op, "weight");
@@ -70,7 +70,7 @@ std::optional<at::Tensor> checked_bias(const std::optional<at::Tensor>& bias, co
                                        const char* op) {
   if (!bias || !bias->defined()) return std::nullopt;
   if (bias->dim() != 1 || bias->size(0) != dim) {
-    throw UsageError(fmt::format("{}: bias has shape {}, expected [D] = [{}]", op, shape(*bias), dim));
+    throw OpError(fmt::format("{}: bias has shape {}, expected [D] = [{}]", op, shape(*bias), dim));
   }
   check_float_dtype(*bias, op, "bias");
   check_same_device(*bias, x, op, "bias");
@@ -82,17 +82,17 @@ void check_state(const at::Tensor& state, const at::Tensor& x, int64_t batch, in
                  const char* op, const char* name) {
   check_defined(state, op, name);
   if (state.dim() != 3 || state.size(0) != batch || state.size(1) != dim || state.size(2) != width) {
-    throw UsageError(fmt::format("{}: {} has shape {}, expected [B, D, W] = [{}, {}, {}]", op, name, shape(state),
+    throw OpError(fmt::format("{}: {} has shape {}, expected [B, D, W] = [{}, {}, {}]", op, name, shape(state),
                                  batch, dim, width));
   }
   if (state.scalar_type() != x.scalar_type()) {
-    throw UsageError(fmt::format("{}: {} has dtype {}, expected x's dtype {}", op, name,
+    throw OpError(fmt::format("{}: {} has dtype {}, expected x's dtype {}", op, name,
                                  c10::toString(state.scalar_type()), c10::toString(x.scalar_type())));
   }
   check_same_device(state, x, op, name);
   for (int64_t d = 0; d < 3; ++d) {
     if (state.size(d) > 1 && state.stride(d) == 0) {
-      throw UsageError(fmt::format("{}: {} is a broadcast (stride 0) view; it is written in place", op, name));
+      throw OpError(fmt::format("{}: {} is a broadcast (stride 0) view; it is written in place", op, name));
     }
   }
 }
@@ -158,7 +158,7 @@ at::Tensor causal_conv1d(const at::Tensor& x, const at::Tensor& weight, const st
                          bool silu, at::Tensor* final_conv_state, Backend backend) {
   constexpr const char* op = "causal_conv1d";
   check_defined(x, op, "x");
-  if (x.dim() != 3) throw UsageError(fmt::format("{}: x has {} dims {}, expected [B, D, L]", op, x.dim(), shape(x)));
+  if (x.dim() != 3) throw OpError(fmt::format("{}: x has {} dims {}, expected [B, D, L]", op, x.dim(), shape(x)));
   check_x(x, x, op);
   const int64_t batch = x.size(0);
   const int64_t dim = x.size(1);
@@ -169,7 +169,7 @@ at::Tensor causal_conv1d(const at::Tensor& x, const at::Tensor& weight, const st
     check_state(*final_conv_state, x, batch, dim, w.size(1), op, "final_conv_state");
     state = *final_conv_state;
   }
-  [[maybe_unused]] const bool cuda = use_cuda_kernel(backend, x.device(), op);
+  [[maybe_unused]] const bool cuda = use_cuda_kernel(backend, OpFamily::CausalConv1d, x.device());
 
   at::Tensor out = empty_like_layout(x);
   if (batch == 0 || dim == 0) return out;
@@ -188,7 +188,7 @@ at::Tensor causal_conv1d_update(const at::Tensor& x, at::Tensor& conv_state, con
   constexpr const char* op = "causal_conv1d_update";
   check_defined(x, op, "x");
   if (x.dim() != 2 && x.dim() != 3) {
-    throw UsageError(fmt::format("{}: x has {} dims {}, expected [B, D] or [B, D, T]", op, x.dim(), shape(x)));
+    throw OpError(fmt::format("{}: x has {} dims {}, expected [B, D] or [B, D, T]", op, x.dim(), shape(x)));
   }
   const at::Tensor x3 = x.dim() == 2 ? x.unsqueeze(2) : x;  // [B, D, T]
   check_x(x3, x, op);
@@ -197,7 +197,7 @@ at::Tensor causal_conv1d_update(const at::Tensor& x, at::Tensor& conv_state, con
   const at::Tensor w = checked_weight(weight, x, dim, op);  // [D, W]
   const std::optional<at::Tensor> b = checked_bias(bias, x, dim, op);
   check_state(conv_state, x, batch, dim, w.size(1), op, "conv_state");
-  [[maybe_unused]] const bool cuda = use_cuda_kernel(backend, x.device(), op);
+  [[maybe_unused]] const bool cuda = use_cuda_kernel(backend, OpFamily::CausalConv1d, x.device());
 
   const at::Tensor out3 = empty_like_layout(x3);
   at::Tensor out = x.dim() == 2 ? out3.select(2, 0) : out3;

@@ -3,25 +3,14 @@
 // effarch::Error. Built only with CUDA (EFFARCH_HAVE_CUDA).
 
 #include <ATen/ATen.h>
-#include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAGuard.h>
-#include <fmt/format.h>
 
 #include "causal_conv1d/causal_conv1d.h"
-#include "effarch/common/error.h"
+#include "cuda_binding.h"
 #include "effarch/ops/causal_conv1d.h"
 
 namespace effarch::ops::detail {
 namespace {
-
-kernels::ElementType element_type(at::ScalarType type, const char* op) {
-  switch (type) {
-    case at::kFloat: return kernels::ElementType::kFloat32;
-    case at::kBFloat16: return kernels::ElementType::kBFloat16;
-    case at::kHalf: return kernels::ElementType::kFloat16;
-    default: throw UsageError(fmt::format("{}: no CUDA kernel for dtype {}", op, c10::toString(type)));
-  }
-}
 
 // The kernels read weight and bias in x's dtype or in float32. Any other mix is cast to float32:
 // D * W + D elements, nothing next to x.
@@ -75,13 +64,6 @@ void set_state(kernels::CausalConv1dParams& p, const at::Tensor& state) {
   p.state_width_stride = state.stride(2);
 }
 
-void throw_if_failed(const kernels::LaunchStatus& status, const char* op) {
-  if (!status.ok()) {
-    throw Error(fmt::format("{}: CUDA {} failed: {} ({})", op, status.what, cudaGetErrorName(status.error),
-                            cudaGetErrorString(status.error)));
-  }
-}
-
 }  // namespace
 
 void causal_conv1d_cuda(const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
@@ -91,7 +73,7 @@ void causal_conv1d_cuda(const at::Tensor& x, const at::Tensor& weight, const std
   const KernelWeights kw = kernel_weights(x, weight, bias);
   kernels::CausalConv1dParams p = make_params(x, kw, silu, out, op);
   if (final_conv_state.defined()) set_state(p, final_conv_state);
-  throw_if_failed(kernels::causal_conv1d_fwd(p, at::cuda::getCurrentCUDAStream()), op);
+  throw_if_failed(kernels::causal_conv1d_fwd(p, current_stream()), op);
 }
 
 void causal_conv1d_update_cuda(const at::Tensor& x, const at::Tensor& conv_state, const at::Tensor& weight,
@@ -101,7 +83,7 @@ void causal_conv1d_update_cuda(const at::Tensor& x, const at::Tensor& conv_state
   const KernelWeights kw = kernel_weights(x, weight, bias);
   kernels::CausalConv1dParams p = make_params(x, kw, silu, out, op);
   set_state(p, conv_state);
-  throw_if_failed(kernels::causal_conv1d_update(p, at::cuda::getCurrentCUDAStream()), op);
+  throw_if_failed(kernels::causal_conv1d_update(p, current_stream()), op);
 }
 
 }  // namespace effarch::ops::detail

@@ -19,10 +19,10 @@ namespace {
 using detail::shape;
 
 void check_float(const at::Tensor& t, const char* op, const std::string& name) {
-  if (!t.defined()) throw UsageError(fmt::format("{}: {} is an undefined tensor", op, name));
+  if (!t.defined()) throw OpError(fmt::format("{}: {} is an undefined tensor", op, name));
   const at::ScalarType type = t.scalar_type();
   if (type != at::kFloat && type != at::kBFloat16 && type != at::kHalf) {
-    throw UsageError(fmt::format("{}: {} has dtype {}, expected float32, bfloat16 or float16", op, name,
+    throw OpError(fmt::format("{}: {} has dtype {}, expected float32, bfloat16 or float16", op, name,
                                  c10::toString(type)));
   }
 }
@@ -33,58 +33,58 @@ void check_expert(const ExpertWeights& w, int64_t e, const at::Tensor& x) {
   const std::string gate = fmt::format("experts[{}].gate", e), up = fmt::format("experts[{}].up", e),
                     down = fmt::format("experts[{}].down", e);
   const int64_t hidden = x.size(1);
-  if (!w.gate.defined() || w.gate.dim() != 2) {
-    throw UsageError(fmt::format("{}: {} must be [I, {}], got {}", op, gate, hidden,
-                                 w.gate.defined() ? shape(w.gate) : "an undefined tensor"));
+  if (!w.gate.weight.defined() || w.gate.weight.dim() != 2) {
+    throw OpError(fmt::format("{}: {} must be [I, {}], got {}", op, gate, hidden,
+                              w.gate.weight.defined() ? shape(w.gate.weight) : "an undefined tensor"));
   }
-  const int64_t inter = w.gate.size(0);
-  detail::check_float_tensor(w.gate, op, gate.c_str(), {inter, hidden}, x, "x");
-  detail::check_float_tensor(w.up, op, up.c_str(), {inter, hidden}, x, "x");
-  detail::check_float_tensor(w.down, op, down.c_str(), {hidden, inter}, x, "x");
-  for (const auto* t : {&w.gate, &w.up, &w.down}) {
+  const int64_t inter = w.gate.out_features();
+  detail::check_float_tensor(w.gate.weight, op, gate.c_str(), {inter, hidden}, x, "x");
+  detail::check_float_tensor(w.up.weight, op, up.c_str(), {inter, hidden}, x, "x");
+  detail::check_float_tensor(w.down.weight, op, down.c_str(), {hidden, inter}, x, "x");
+  for (const auto* t : {&w.gate.weight, &w.up.weight, &w.down.weight}) {
     if (t->scalar_type() != x.scalar_type()) {
-      throw UsageError(fmt::format("{}: experts[{}] has dtype {} but x has {}", op, e, c10::toString(t->scalar_type()),
-                                   c10::toString(x.scalar_type())));
+      throw OpError(fmt::format("{}: experts[{}] has dtype {} but x has {}", op, e, c10::toString(t->scalar_type()),
+                              c10::toString(x.scalar_type())));
     }
   }
 }
 
 }  // namespace
 
-Routing moe_route(const at::Tensor& x, const at::Tensor& router_weight, int64_t top_k, model::RouterKind kind) {
+Routing moe_route(const at::Tensor& x, const at::Tensor& router_weight, int64_t top_k, RouterKind kind) {
   constexpr const char* op = "moe_route";
   check_float(x, op, "x");
   check_float(router_weight, op, "router_weight");
   if (x.dim() != 2 || router_weight.dim() != 2 || router_weight.size(1) != x.size(1)) {
-    throw UsageError(fmt::format("{}: x {} and router_weight {} must be [N, H] and [E, H]", op, shape(x),
+    throw OpError(fmt::format("{}: x {} and router_weight {} must be [N, H] and [E, H]", op, shape(x),
                                  shape(router_weight)));
   }
   if (router_weight.device() != x.device()) {
-    throw UsageError(fmt::format("{}: router_weight is on {} but x is on {}", op, router_weight.device().str(),
+    throw OpError(fmt::format("{}: router_weight is on {} but x is on {}", op, router_weight.device().str(),
                                  x.device().str()));
   }
   const int64_t experts = router_weight.size(0);
   if (top_k < 1 || top_k > experts) {
-    throw UsageError(fmt::format("{}: top_k {} is not in 1..{} (the number of experts)", op, top_k, experts));
+    throw OpError(fmt::format("{}: top_k {} is not in 1..{} (the number of experts)", op, top_k, experts));
   }
   const at::Tensor logits = at::linear(x, router_weight);  // [N, E], model dtype
   Routing r;
   switch (kind) {
-    case model::RouterKind::SoftmaxFp32Renormalized: {
+    case RouterKind::SoftmaxFp32Renormalized: {
       r.probs = at::softmax(logits.to(at::kFloat), -1);
       auto [w, idx] = at::topk(r.probs, top_k, -1);
       r.weights = w / w.sum(-1, /*keepdim=*/true);
       r.expert_ids = idx;
       break;
     }
-    case model::RouterKind::SoftmaxFp32: {
+    case RouterKind::SoftmaxFp32: {
       r.probs = at::softmax(logits, -1, at::kFloat);
       auto [w, idx] = at::topk(r.probs, top_k, -1);
       r.weights = w.to(x.scalar_type());
       r.expert_ids = idx;
       break;
     }
-    case model::RouterKind::SoftmaxModelDtype: {
+    case RouterKind::SoftmaxModelDtype: {
       const at::Tensor scores = at::softmax(logits, -1);  // rounded to the model dtype, ties and all
       auto [w, idx] = at::topk(scores, top_k, -1);
       r.weights = w;
@@ -100,26 +100,24 @@ at::Tensor moe_dispatch(const at::Tensor& x, const Routing& routing, const std::
                         Backend backend) {
   constexpr const char* op = "moe_dispatch";
   check_float(x, op, "x");
-  if (x.dim() != 2) throw UsageError(fmt::format("{}: x has shape {}, expected [N, H]", op, shape(x)));
+  if (x.dim() != 2) throw OpError(fmt::format("{}: x has shape {}, expected [N, H]", op, shape(x)));
   const int64_t n = x.size(0), num_experts = static_cast<int64_t>(experts.size());
   const at::Tensor& ids = routing.expert_ids;
   if (!ids.defined() || ids.dim() != 2 || ids.size(0) != n || ids.scalar_type() != at::kLong) {
-    throw UsageError(fmt::format("{}: expert_ids must be [N, k] int64 with N = {}, got {}", op, n,
+    throw OpError(fmt::format("{}: expert_ids must be [N, k] int64 with N = {}, got {}", op, n,
                                  ids.defined() ? shape(ids) : "undefined"));
   }
   const int64_t k = ids.size(1);
   check_float(routing.weights, op, "weights");
   if (routing.weights.sizes() != ids.sizes()) {
-    throw UsageError(fmt::format("{}: weights {} and expert_ids {} differ in shape", op, shape(routing.weights),
+    throw OpError(fmt::format("{}: weights {} and expert_ids {} differ in shape", op, shape(routing.weights),
                                  shape(ids)));
   }
   if (ids.device() != x.device() || routing.weights.device() != x.device()) {
-    throw UsageError(fmt::format("{}: expert_ids ({}) and weights ({}) must be on x's device ({})", op,
+    throw OpError(fmt::format("{}: expert_ids ({}) and weights ({}) must be on x's device ({})", op,
                                  ids.device().str(), routing.weights.device().str(), x.device().str()));
   }
-  if (use_cuda_kernel(backend == Backend::Auto ? Backend::Reference : backend, x.device(), op)) {
-    throw UsageError(fmt::format("{}: there is no CUDA dispatch kernel yet; use the reference", op));
-  }
+  resolve_backend(backend, OpFamily::MoeDispatch, x.device());  // no CUDA kernel yet: the reference runs
   at::Tensor out = at::zeros_like(x);
   if (n == 0) return out;
   const at::Tensor flat = ids.reshape({-1});  // [N*k]: entry p is token p / k, slot p % k
@@ -127,10 +125,10 @@ at::Tensor moe_dispatch(const at::Tensor& x, const Routing& routing, const std::
   try {
     counts = at::bincount(flat, {}, num_experts).cpu();
   } catch (const c10::Error&) {  // bincount's own refusal: a negative id
-    throw UsageError(fmt::format("{}: expert_ids holds a negative expert id", op));
+    throw OpError(fmt::format("{}: expert_ids holds a negative expert id", op));
   }
   if (counts.numel() > num_experts) {
-    throw UsageError(fmt::format("{}: an expert id is >= the {} experts given", op, num_experts));
+    throw OpError(fmt::format("{}: an expert id is >= the {} experts given", op, num_experts));
   }
   const at::Tensor order = std::get<1>(at::sort(flat, /*stable=*/true, 0, /*descending=*/false));
   const at::Tensor flat_weights = routing.weights.reshape({-1});
@@ -145,7 +143,7 @@ at::Tensor moe_dispatch(const at::Tensor& x, const Routing& routing, const std::
     offset += c;
     const at::Tensor tokens = at::div(pos, k, "floor");
     const at::Tensor xe = x.index_select(0, tokens);
-    const at::Tensor h = at::linear(at::silu(at::linear(xe, w.gate)) * at::linear(xe, w.up), w.down);
+    const at::Tensor h = linear(at::silu(linear(xe, w.gate)) * linear(xe, w.up), w.down);
     // Mixtral's weights are fp32: the product is fp32, then rounded once into the buffer.
     const at::Tensor y = h * flat_weights.index_select(0, pos).unsqueeze(1);
     out.index_add_(0, tokens, y.to(out.scalar_type()));

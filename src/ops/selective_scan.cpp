@@ -45,7 +45,7 @@ void check_state(const at::Tensor& state, int64_t batch, int64_t dim, int64_t ds
                  const char* op) {
   check_tensor(state, op, "ssm_state", {batch, dim, dstate}, u);
   if (state.scalar_type() != at::kFloat) {
-    throw UsageError(fmt::format("{}: ssm_state has dtype {}; the state is kept in float32", op,
+    throw OpError(fmt::format("{}: ssm_state has dtype {}; the state is kept in float32", op,
                                  c10::toString(state.scalar_type())));
   }
 }
@@ -139,10 +139,10 @@ at::Tensor selective_scan(const at::Tensor& u, const at::Tensor& delta, const at
                           const std::optional<at::Tensor>& z, const SelectiveScanArgs& args, at::Tensor& ssm_state,
                           bool from_state, Backend backend) {
   if (!u.defined() || u.dim() != 3) {
-    throw UsageError(fmt::format("{}: u must be [B, D, L], got {}", kScan, u.defined() ? shape(u) : "undefined"));
+    throw OpError(fmt::format("{}: u must be [B, D, L], got {}", kScan, u.defined() ? shape(u) : "undefined"));
   }
   const int64_t batch = u.size(0), dim = u.size(1), len = u.size(2);
-  if (!args.A.defined() || args.A.dim() != 2) throw UsageError(fmt::format("{}: A must be [D, N]", kScan));
+  if (!args.A.defined() || args.A.dim() != 2) throw OpError(fmt::format("{}: A must be [D, N]", kScan));
   const int64_t dstate = args.A.size(1);
   check_tensor(u, kScan, "u", {batch, dim, len}, u);
   check_tensor(delta, kScan, "delta", {batch, dim, len}, u);
@@ -151,9 +151,7 @@ at::Tensor selective_scan(const at::Tensor& u, const at::Tensor& delta, const at
   if (z) check_tensor(*z, kScan, "z", {batch, dim, len}, u);
   check_args(args, dim, dstate, u, kScan);
   check_state(ssm_state, batch, dim, dstate, u, kScan);
-  if (use_cuda_kernel(backend == Backend::Auto ? Backend::Reference : backend, u.device(), kScan)) {
-    throw UsageError(fmt::format("{}: there is no CUDA kernel for the selective scan yet; use the reference", kScan));
-  }
+  resolve_backend(backend, OpFamily::SelectiveScan, u.device());  // no CUDA kernel yet: the reference runs
   if (len == 0) {
     if (!from_state) ssm_state.zero_();
     return at::empty({batch, dim, 0}, u.options());
@@ -165,10 +163,10 @@ at::Tensor selective_state_update(const at::Tensor& u, const at::Tensor& delta, 
                                   const at::Tensor& Cmat, const std::optional<at::Tensor>& z,
                                   const SelectiveScanArgs& args, at::Tensor& ssm_state, Backend backend) {
   if (!u.defined() || u.dim() != 2) {
-    throw UsageError(fmt::format("{}: u must be [B, D], got {}", kUpdate, u.defined() ? shape(u) : "undefined"));
+    throw OpError(fmt::format("{}: u must be [B, D], got {}", kUpdate, u.defined() ? shape(u) : "undefined"));
   }
   const int64_t batch = u.size(0), dim = u.size(1);
-  if (!args.A.defined() || args.A.dim() != 2) throw UsageError(fmt::format("{}: A must be [D, N]", kUpdate));
+  if (!args.A.defined() || args.A.dim() != 2) throw OpError(fmt::format("{}: A must be [D, N]", kUpdate));
   const int64_t dstate = args.A.size(1);
   check_tensor(delta, kUpdate, "delta", {batch, dim}, u);
   check_tensor(Bmat, kUpdate, "B", {batch, dstate}, u);
@@ -176,9 +174,7 @@ at::Tensor selective_state_update(const at::Tensor& u, const at::Tensor& delta, 
   if (z) check_tensor(*z, kUpdate, "z", {batch, dim}, u);
   check_args(args, dim, dstate, u, kUpdate);
   check_state(ssm_state, batch, dim, dstate, u, kUpdate);
-  if (use_cuda_kernel(backend == Backend::Auto ? Backend::Reference : backend, u.device(), kUpdate)) {
-    throw UsageError(fmt::format("{}: there is no CUDA kernel for the selective scan yet; use the reference", kUpdate));
-  }
+  resolve_backend(backend, OpFamily::SelectiveStateUpdate, u.device());  // no CUDA kernel yet: the reference runs
   const at::Tensor uf = u.to(at::kFloat);
   const at::Tensor dt = discretize(delta, args.delta_bias, args.delta_softplus, {1, dim});
   const Step s = step_terms(dt, uf, Bmat.to(at::kFloat), args.A.to(at::kFloat));

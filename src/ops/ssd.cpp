@@ -33,14 +33,14 @@ void check_common(const SsdArgs& args, int64_t heads, int64_t groups, const at::
   if (args.D) check(*args.D, op, "D", {heads}, x);
   if (args.dt_bias) check(*args.dt_bias, op, "dt_bias", {heads}, x);
   if (groups < 1 || heads % groups != 0) {
-    throw UsageError(fmt::format("{}: {} groups do not divide {} heads", op, groups, heads));
+    throw OpError(fmt::format("{}: {} groups do not divide {} heads", op, groups, heads));
   }
 }
 
 void check_state(const at::Tensor& state, at::IntArrayRef expected, const at::Tensor& x, const char* op) {
   check(state, op, "state", expected, x);
   if (state.scalar_type() != at::kFloat) {
-    throw UsageError(fmt::format("{}: state has dtype {}; the state is kept in float32", op,
+    throw OpError(fmt::format("{}: state has dtype {}; the state is kept in float32", op,
                                  c10::toString(state.scalar_type())));
   }
 }
@@ -84,9 +84,9 @@ at::Tensor ssd_chunk_scan(const at::Tensor& x, const at::Tensor& dt, const at::T
                           const SsdArgs& args, at::Tensor& state, bool from_state, Backend backend) {
   constexpr const char* op = "ssd_chunk_scan";
   if (!x.defined() || x.dim() != 4) {
-    throw UsageError(fmt::format("{}: x must be [B, L, H, P], got {}", op, x.defined() ? shape(x) : "undefined"));
+    throw OpError(fmt::format("{}: x must be [B, L, H, P], got {}", op, x.defined() ? shape(x) : "undefined"));
   }
-  if (!Bmat.defined() || Bmat.dim() != 4) throw UsageError(fmt::format("{}: B must be [B, L, G, N]", op));
+  if (!Bmat.defined() || Bmat.dim() != 4) throw OpError(fmt::format("{}: B must be [B, L, G, N]", op));
   const int64_t b = x.size(0), len = x.size(1), heads = x.size(2), p = x.size(3);
   const int64_t groups = Bmat.size(2), n = Bmat.size(3);
   check(x, op, "x", {b, len, heads, p}, x);
@@ -95,10 +95,8 @@ at::Tensor ssd_chunk_scan(const at::Tensor& x, const at::Tensor& dt, const at::T
   check(Cmat, op, "C", {b, len, groups, n}, x);
   check_common(args, heads, groups, x, op);
   check_state(state, {b, heads, p, n}, x, op);
-  if (args.chunk_size < 1) throw UsageError(fmt::format("{}: chunk_size {} must be positive", op, args.chunk_size));
-  if (use_cuda_kernel(backend == Backend::Auto ? Backend::Reference : backend, x.device(), op)) {
-    throw UsageError(fmt::format("{}: there is no CUDA kernel for the SSD scan yet; use the reference", op));
-  }
+  if (args.chunk_size < 1) throw OpError(fmt::format("{}: chunk_size {} must be positive", op, args.chunk_size));
+  resolve_backend(backend, OpFamily::SsdScan, x.device());  // no CUDA kernel yet: the reference runs
   if (len == 0) {
     if (!from_state) state.zero_();
     return at::empty({b, 0, heads, p}, x.options().dtype(at::kFloat));
@@ -162,18 +160,16 @@ at::Tensor ssd_state_update(const at::Tensor& x, const at::Tensor& dt, const at:
                             const SsdArgs& args, at::Tensor& state, Backend backend) {
   constexpr const char* op = "ssd_state_update";
   if (!x.defined() || x.dim() != 3) {
-    throw UsageError(fmt::format("{}: x must be [B, H, P], got {}", op, x.defined() ? shape(x) : "undefined"));
+    throw OpError(fmt::format("{}: x must be [B, H, P], got {}", op, x.defined() ? shape(x) : "undefined"));
   }
-  if (!Bmat.defined() || Bmat.dim() != 3) throw UsageError(fmt::format("{}: B must be [B, G, N]", op));
+  if (!Bmat.defined() || Bmat.dim() != 3) throw OpError(fmt::format("{}: B must be [B, G, N]", op));
   const int64_t b = x.size(0), heads = x.size(1), p = x.size(2), groups = Bmat.size(1), n = Bmat.size(2);
   check(dt, op, "dt", {b, heads}, x);
   check(Bmat, op, "B", {b, groups, n}, x);
   check(Cmat, op, "C", {b, groups, n}, x);
   check_common(args, heads, groups, x, op);
   check_state(state, {b, heads, p, n}, x, op);
-  if (use_cuda_kernel(backend == Backend::Auto ? Backend::Reference : backend, x.device(), op)) {
-    throw UsageError(fmt::format("{}: there is no CUDA kernel for the SSD scan yet; use the reference", op));
-  }
+  resolve_backend(backend, OpFamily::SsdStateUpdate, x.device());  // no CUDA kernel yet: the reference runs
   const at::Tensor xf = x.to(at::kFloat);
   const at::Tensor dtf = discretize(dt, args);                                   // [B, H]
   const at::Tensor decay = at::exp(dtf * args.A.to(at::kFloat)).view({b, heads, 1, 1});
@@ -190,19 +186,17 @@ at::Tensor gated_rms_norm(const at::Tensor& y, const at::Tensor& z, const at::Te
                           double eps, Backend backend) {
   constexpr const char* op = "gated_rms_norm";
   if (!y.defined() || y.dim() < 1) {
-    throw UsageError(fmt::format("{}: y must be [..., D], got {}", op, y.defined() ? shape(y) : "undefined"));
+    throw OpError(fmt::format("{}: y must be [..., D], got {}", op, y.defined() ? shape(y) : "undefined"));
   }
   const int64_t d = y.size(-1);
   check(y, op, "y", y.sizes(), y);
   check(z, op, "z", y.sizes(), y);
   check(weight, op, "weight", {d}, y);
   if (group_size < 1 || d % group_size != 0) {
-    throw UsageError(fmt::format("{}: group size {} does not divide the {} channels of y", op, group_size, d));
+    throw OpError(fmt::format("{}: group size {} does not divide the {} channels of y", op, group_size, d));
   }
-  if (!(eps >= 0.0)) throw UsageError(fmt::format("{}: eps {} must be >= 0", op, eps));
-  if (use_cuda_kernel(backend == Backend::Auto ? Backend::Reference : backend, y.device(), op)) {
-    throw UsageError(fmt::format("{}: there is no CUDA kernel for the gated RMSNorm yet; use the reference", op));
-  }
+  if (!(eps >= 0.0)) throw OpError(fmt::format("{}: eps {} must be >= 0", op, eps));
+  resolve_backend(backend, OpFamily::GatedRmsNorm, y.device());  // no CUDA kernel yet: the reference runs
   const at::Tensor h = y.to(at::kFloat) * at::silu(z.to(at::kFloat));
   std::vector<int64_t> grouped = h.sizes().vec();
   grouped.back() = d / group_size;

@@ -83,4 +83,23 @@ st=$("$EFFARCH" generate "$SCRATCH/tiny-llama" --prompt-ids "$ids" -n 8 --cuda-g
 [[ $st == "$g1" ]] || fail "static decode disagrees with eager: $st vs $g1"
 expect_exit 2 "outside the model's vocabulary" "$EFFARCH" generate tiny-llama --prompt-ids 1,512
 expect_exit 2 "--top-p must be in (0, 1]" "$EFFARCH" generate tiny-llama --prompt-ids 1 --temperature 1 --top-p 0
+
+# --backend: reference and auto give the same tokens, and the JSON says which implementation ran.
+for model in tiny-mamba tiny-mamba2 tiny-jamba; do
+  ra=$("$EFFARCH" generate "$model" --prompt-ids "$ids" -n 8 --backend auto --json)
+  rr=$("$EFFARCH" generate "$model" --prompt-ids "$ids" -n 8 --backend reference --json)
+  ta=$(echo "$ra" | "$PYTHON" -c 'import json,sys; print(json.load(sys.stdin)["tokens"])')
+  tr=$(echo "$rr" | "$PYTHON" -c 'import json,sys; print(json.load(sys.stdin)["tokens"])')
+  [[ $ta == "$tr" ]] || fail "$model: --backend auto and reference disagree: $ta vs $tr"
+  echo "$ra" | "$PYTHON" -c '
+import json, sys
+d = json.load(sys.stdin)
+assert d["backend"] == "auto", d["backend"]
+impl = d["implementations"]
+assert impl and set(impl.values()) == {"reference"}, impl  # no kernel runs on the CPU
+assert "causal_conv1d" in impl, impl
+assert d["weights"] == "float32", d["weights"]' || fail "$model: generate --json lacks the implementations"
+done
+expect_exit 2 "--backend cuda" "$EFFARCH" generate tiny-mamba --prompt-ids 1 --device cpu --backend cuda
+expect_exit 2 "unknown backend 'fast'" "$EFFARCH" generate tiny-llama --prompt-ids 1 --backend fast
 finish

@@ -13,6 +13,7 @@
 #include <fmt/format.h>
 
 #include "../test_util.h"
+#include "tolerance.h"
 #include "effarch/common/error.h"
 #include "effarch/ops/causal_conv1d.h"
 
@@ -21,28 +22,9 @@ namespace {
 
 const std::vector<at::ScalarType> kDTypes = {at::kFloat, at::kBFloat16, at::kHalf};
 
-struct Tolerance {
-  double atol;
-  double rtol;
-};
-
-// Both sides sum in fp32 (or better) and round once to the dtype; allow about one ulp of it.
-Tolerance tolerance(at::ScalarType dtype) {
-  switch (dtype) {
-    case at::kBFloat16: return {2e-2, 1e-2};
-    case at::kHalf: return {2e-3, 2e-3};
-    default: return {1e-5, 1e-5};
-  }
-}
-
-void expect_close(const at::Tensor& actual, const at::Tensor& expected, Tolerance tol, const std::string& what) {
-  ASSERT_EQ(actual.sizes(), expected.sizes()) << what;
-  if (actual.numel() == 0) return;
-  const at::Tensor a = actual.cpu().to(at::kDouble);
-  const at::Tensor e = expected.cpu().to(at::kDouble);
-  const double excess = ((a - e).abs() - (tol.atol + tol.rtol * e.abs())).max().item<double>();
-  EXPECT_LE(excess, 0.0) << what << ": max |actual - expected| = " << (a - e).abs().max().item<double>();
-}
+using test::expect_close;
+// Both sides sum in fp32 (or better) and round once to the dtype.
+test::Tolerance tolerance(at::ScalarType dtype) { return test::rounding_tolerance(dtype); }
 
 struct Inputs {
   at::Tensor x;                    // [B, D, L]
@@ -232,45 +214,46 @@ TEST(CausalConv1d, EmptyBatchAndEmptySequence) {
   EXPECT_TRUE(at::equal(state2, before));
 }
 
-TEST(CausalConv1d, BadArgumentsThrowUsageError) {
+TEST(CausalConv1d, BadArgumentsThrowOpError) {
   const at::Tensor x = at::randn({2, 70, 5});
   const at::Tensor w = at::randn({70, 4});
-  EXPECT_THROW_WITH(causal_conv1d(x, at::randn({70, 5}), std::nullopt, true), UsageError,
+  EXPECT_THROW_WITH(causal_conv1d(x, at::randn({70, 5}), std::nullopt, true), OpError,
                     {"causal_conv1d", "weight", "width 5", "2, 3 and 4"});
-  EXPECT_THROW_WITH(causal_conv1d(x, at::randn({70, 1}), std::nullopt, true), UsageError, {"weight", "width 1"});
-  EXPECT_THROW_WITH(causal_conv1d(x, at::randn({69, 4}), std::nullopt, true), UsageError,
+  EXPECT_THROW_WITH(causal_conv1d(x, at::randn({70, 1}), std::nullopt, true), OpError, {"weight", "width 1"});
+  EXPECT_THROW_WITH(causal_conv1d(x, at::randn({69, 4}), std::nullopt, true), OpError,
                     {"weight [69, 4]", "69 channels", "D = 70"});
-  EXPECT_THROW_WITH(causal_conv1d(x, at::randn({70, 2, 4}), std::nullopt, true), UsageError,
+  EXPECT_THROW_WITH(causal_conv1d(x, at::randn({70, 2, 4}), std::nullopt, true), OpError,
                     {"weight has 3 dims [70, 2, 4]", "[D, W] or [D, 1, W]"});
-  EXPECT_THROW_WITH(causal_conv1d(x.to(at::kInt), w, std::nullopt, true), UsageError, {"causal_conv1d: x", "Int"});
-  EXPECT_THROW_WITH(causal_conv1d(x, w.to(at::kInt), std::nullopt, true), UsageError, {"weight", "Int"});
-  EXPECT_THROW_WITH(causal_conv1d(x, w, at::randn({69}), true), UsageError, {"bias", "[69]", "[70]"});
-  EXPECT_THROW_WITH(causal_conv1d(at::randn({70, 5}), w, std::nullopt, true), UsageError, {"x has 2 dims"});
+  EXPECT_THROW_WITH(causal_conv1d(x.to(at::kInt), w, std::nullopt, true), OpError, {"causal_conv1d: x", "Int"});
+  EXPECT_THROW_WITH(causal_conv1d(x, w.to(at::kInt), std::nullopt, true), OpError, {"weight", "Int"});
+  EXPECT_THROW_WITH(causal_conv1d(x, w, at::randn({69}), true), OpError, {"bias", "[69]", "[70]"});
+  EXPECT_THROW_WITH(causal_conv1d(at::randn({70, 5}), w, std::nullopt, true), OpError, {"x has 2 dims"});
   at::Tensor bad_state = at::zeros({2, 70, 3});
-  EXPECT_THROW_WITH(causal_conv1d(x, w, std::nullopt, true, &bad_state), UsageError,
+  EXPECT_THROW_WITH(causal_conv1d(x, w, std::nullopt, true, &bad_state), OpError,
                     {"final_conv_state", "[2, 70, 3]", "[2, 70, 4]"});
   at::Tensor half_state = at::zeros({2, 70, 4}, at::kHalf);
-  EXPECT_THROW_WITH(causal_conv1d(x, w, std::nullopt, true, &half_state), UsageError,
+  EXPECT_THROW_WITH(causal_conv1d(x, w, std::nullopt, true, &half_state), OpError,
                     {"final_conv_state", "dtype Half"});
 
   at::Tensor state = at::zeros({2, 70, 4});
-  EXPECT_THROW_WITH(causal_conv1d_update(at::randn({2, 70}), bad_state, w, std::nullopt, true), UsageError,
+  EXPECT_THROW_WITH(causal_conv1d_update(at::randn({2, 70}), bad_state, w, std::nullopt, true), OpError,
                     {"causal_conv1d_update", "conv_state", "[2, 70, 4]"});
-  EXPECT_THROW_WITH(causal_conv1d_update(at::randn({2, 71}), state, w, std::nullopt, true), UsageError,
+  EXPECT_THROW_WITH(causal_conv1d_update(at::randn({2, 71}), state, w, std::nullopt, true), OpError,
                     {"causal_conv1d_update", "weight", "D = 71"});
-  EXPECT_THROW_WITH(causal_conv1d_update(at::randn({2, 70}).to(at::kInt), state, w, std::nullopt, true), UsageError,
+  EXPECT_THROW_WITH(causal_conv1d_update(at::randn({2, 70}).to(at::kInt), state, w, std::nullopt, true), OpError,
                     {"causal_conv1d_update: x", "Int"});
   EXPECT_THROW_WITH(causal_conv1d_update(at::randn({2, 70}), state, at::randn({70, 5}), std::nullopt, true),
-                    UsageError, {"causal_conv1d_update", "weight", "width 5"});
+                    OpError, {"causal_conv1d_update", "weight", "width 5"});
   at::Tensor broadcast_state = at::zeros({1, 70, 4}).expand({2, 70, 4});
-  EXPECT_THROW_WITH(causal_conv1d_update(at::randn({2, 70}), broadcast_state, w, std::nullopt, true), UsageError,
+  EXPECT_THROW_WITH(causal_conv1d_update(at::randn({2, 70}), broadcast_state, w, std::nullopt, true), OpError,
                     {"conv_state", "broadcast"});
 
-  // The CUDA backend on CPU tensors (or in a build without CUDA) is a usage error, not a fallback.
-  EXPECT_THROW_WITH(causal_conv1d(x, w, std::nullopt, true, nullptr, Backend::Cuda), UsageError,
+  // The CUDA backend on CPU tensors (or in a build without CUDA) is an error naming the op family
+  // (causal_conv1d covers the update too), not a fallback.
+  EXPECT_THROW_WITH(causal_conv1d(x, w, std::nullopt, true, nullptr, Backend::Cuda), OpError,
                     {"causal_conv1d", "backend cuda"});
-  EXPECT_THROW_WITH(causal_conv1d_update(at::randn({2, 70}), state, w, std::nullopt, true, Backend::Cuda), UsageError,
-                    {"causal_conv1d_update", "backend cuda"});
+  EXPECT_THROW_WITH(causal_conv1d_update(at::randn({2, 70}), state, w, std::nullopt, true, Backend::Cuda), OpError,
+                    {"causal_conv1d", "backend cuda"});
 }
 
 #ifdef EFFARCH_WITH_CUDA
@@ -396,10 +379,10 @@ TEST(CausalConv1dCuda, KernelDecodeEqualsKernelPrefill) {
   }
 }
 
-TEST(CausalConv1dCuda, DeviceMismatchIsAUsageError) {
+TEST(CausalConv1dCuda, DeviceMismatchIsAOpError) {
   EFFARCH_SKIP_WITHOUT_GPU();
   const at::Tensor x = at::randn({2, 8, 5}).cuda();
-  EXPECT_THROW_WITH(causal_conv1d(x, at::randn({8, 4}), std::nullopt, true), UsageError, {"weight", "cpu", "cuda"});
+  EXPECT_THROW_WITH(causal_conv1d(x, at::randn({8, 4}), std::nullopt, true), OpError, {"weight", "cpu", "cuda"});
 }
 
 #endif  // EFFARCH_WITH_CUDA

@@ -11,13 +11,13 @@
 #include <fmt/format.h>
 
 #include "../test_util.h"
+#include "tolerance.h"
 #include "effarch/common/error.h"
 #include "effarch/ops/moe.h"
 
 namespace effarch::ops {
 namespace {
 
-using model::RouterKind;
 
 std::vector<ExpertWeights> random_experts(int64_t num, int64_t hidden, int64_t inter, at::ScalarType dtype) {
   std::vector<ExpertWeights> e;
@@ -37,7 +37,7 @@ at::Tensor naive_moe(const at::Tensor& x, const Routing& r, const std::vector<Ex
     const at::Tensor xt = d(x[t]).unsqueeze(0);
     for (size_t e = 0; e < experts.size(); ++e) {
       const ExpertWeights& w = experts[e];
-      const at::Tensor y = at::linear(at::silu(at::linear(xt, d(w.gate))) * at::linear(xt, d(w.up)), d(w.down))[0];
+      const at::Tensor y = at::linear(at::silu(at::linear(xt, d(w.gate.weight))) * at::linear(xt, d(w.up.weight)), d(w.down.weight))[0];
       for (int64_t j = 0; j < k; ++j) {
         if (r.expert_ids[t][j].item<int64_t>() == static_cast<int64_t>(e)) out[t] += y * d(r.weights[t][j]);
       }
@@ -47,8 +47,7 @@ at::Tensor naive_moe(const at::Tensor& x, const Routing& r, const std::vector<Ex
 }
 
 double max_excess(const at::Tensor& actual, const at::Tensor& expected, double atol, double rtol) {
-  const at::Tensor a = actual.to(at::kDouble), e = expected.to(at::kDouble);
-  return ((a - e).abs() - (atol + rtol * e.abs())).max().item<double>();
+  return test::max_excess(actual, expected, {atol, rtol});
 }
 
 struct Case {
@@ -141,15 +140,15 @@ TEST(MoeDispatchOnly, ExpertsWithoutTokensAreNotRun) {
 TEST(MoeDispatchOnly, ArgumentErrors) {
   const at::Tensor x = at::randn({4, 8});
   const auto experts = random_experts(3, 8, 8, at::kFloat);
-  EXPECT_THROW_WITH(moe_route(x, at::randn({3, 8}), 4, RouterKind::SoftmaxFp32), UsageError, {"top_k 4", "1..3"});
-  EXPECT_THROW_WITH(moe_route(x, at::randn({3, 7}), 2, RouterKind::SoftmaxFp32), UsageError, {"router_weight"});
+  EXPECT_THROW_WITH(moe_route(x, at::randn({3, 8}), 4, RouterKind::SoftmaxFp32), OpError, {"top_k 4", "1..3"});
+  EXPECT_THROW_WITH(moe_route(x, at::randn({3, 7}), 2, RouterKind::SoftmaxFp32), OpError, {"router_weight"});
   Routing r = moe_route(x, at::randn({3, 8}), 2, RouterKind::SoftmaxFp32);
-  EXPECT_THROW_WITH(moe_dispatch(x.narrow(0, 0, 3), r, experts), UsageError, {"expert_ids", "N = 3"});
+  EXPECT_THROW_WITH(moe_dispatch(x.narrow(0, 0, 3), r, experts), OpError, {"expert_ids", "N = 3"});
   Routing bad = r;
   bad.expert_ids = r.expert_ids.clone().fill_(5);
-  EXPECT_THROW_WITH(moe_dispatch(x, bad, experts), UsageError, {"expert id", "3 experts"});
+  EXPECT_THROW_WITH(moe_dispatch(x, bad, experts), OpError, {"expert id", "3 experts"});
   bad.expert_ids = r.expert_ids.clone().fill_(-1);
-  EXPECT_THROW_WITH(moe_dispatch(x, bad, experts), UsageError, {"expert_ids", "negative"});
+  EXPECT_THROW_WITH(moe_dispatch(x, bad, experts), OpError, {"expert_ids", "negative"});
 
   // The experts that run are checked against x: shape, dtype. Route every token to expert 1.
   Routing to_one = r;
@@ -157,18 +156,19 @@ TEST(MoeDispatchOnly, ArgumentErrors) {
   to_one.weights = at::ones({4, 1});
   auto wrong = experts;
   wrong[1].down = at::randn({8, 9});
-  EXPECT_THROW_WITH(moe_dispatch(x, to_one, wrong), UsageError, {"experts[1].down", "[8, 9]", "expected [8, 8]"});
+  EXPECT_THROW_WITH(moe_dispatch(x, to_one, wrong), OpError, {"experts[1].down", "[8, 9]", "expected [8, 8]"});
   wrong = experts;
   wrong[1].up = at::randn({8, 7});
-  EXPECT_THROW_WITH(moe_dispatch(x, to_one, wrong), UsageError, {"experts[1].up", "[8, 7]"});
+  EXPECT_THROW_WITH(moe_dispatch(x, to_one, wrong), OpError, {"experts[1].up", "[8, 7]"});
   wrong = experts;
-  wrong[1].gate = at::Tensor();
-  EXPECT_THROW_WITH(moe_dispatch(x, to_one, wrong), UsageError, {"experts[1].gate", "undefined"});
+  wrong[1].gate.weight = at::Tensor();
+  EXPECT_THROW_WITH(moe_dispatch(x, to_one, wrong), OpError, {"experts[1].gate", "undefined"});
   wrong = experts;
-  wrong[1] = {experts[1].gate.to(at::kBFloat16), experts[1].up.to(at::kBFloat16), experts[1].down.to(at::kBFloat16)};
-  EXPECT_THROW_WITH(moe_dispatch(x, to_one, wrong), UsageError, {"experts[1]", "BFloat16", "x has Float"});
+  wrong[1] = {experts[1].gate.weight.to(at::kBFloat16), experts[1].up.weight.to(at::kBFloat16),
+              experts[1].down.weight.to(at::kBFloat16)};
+  EXPECT_THROW_WITH(moe_dispatch(x, to_one, wrong), OpError, {"experts[1]", "BFloat16", "x has Float"});
   wrong = experts;
-  wrong[0].gate = at::Tensor();  // expert 0 gets no token: never read, so never checked
+  wrong[0].gate.weight = at::Tensor();  // expert 0 gets no token: never read, so never checked
   EXPECT_NO_THROW(moe_dispatch(x, to_one, wrong));
 }
 

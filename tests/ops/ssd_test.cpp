@@ -11,6 +11,7 @@
 #include <fmt/format.h>
 
 #include "../test_util.h"
+#include "tolerance.h"
 #include "effarch/common/error.h"
 #include "effarch/ops/ssd.h"
 
@@ -66,10 +67,7 @@ Naive naive(const Problem& pr, bool from_state) {
 }
 
 void expect_close(const at::Tensor& actual, const at::Tensor& expected, double tol, const std::string& what) {
-  ASSERT_EQ(actual.sizes(), expected.sizes()) << what;
-  const at::Tensor a = actual.to(at::kDouble), e = expected.to(at::kDouble);
-  const double excess = ((a - e).abs() - (tol + tol * e.abs())).max().item<double>();
-  EXPECT_LE(excess, 0.0) << what << ": max |actual - expected| = " << (a - e).abs().max().item<double>();
+  test::expect_close(actual, expected, {tol, tol}, what);
 }
 
 struct Case {
@@ -162,24 +160,24 @@ TEST(Ssd, GatedRmsNormPerGroup) {
     const at::Tensor ref = (h / at::sqrt(h.pow(2).mean(-1, true) + 1e-5)).view({2, 3, 12}) * w.to(at::kDouble);
     expect_close(out, ref, 1e-5, fmt::format("group size {}", group));
   }
-  EXPECT_THROW_WITH(gated_rms_norm(y, z, w, 5, 1e-5), UsageError, {"gated_rms_norm", "group size 5", "12 channels"});
-  EXPECT_THROW_WITH(gated_rms_norm(y, z.narrow(-1, 0, 6), w, 4, 1e-5), UsageError, {"z", "[2, 3, 6]", "[2, 3, 12]"});
-  EXPECT_THROW_WITH(gated_rms_norm(y, z, w.narrow(0, 0, 6), 4, 1e-5), UsageError, {"weight", "[12]"});
-  EXPECT_THROW_WITH(gated_rms_norm(y, z.to(at::kLong), w, 4, 1e-5), UsageError, {"z", "dtype"});
+  EXPECT_THROW_WITH(gated_rms_norm(y, z, w, 5, 1e-5), OpError, {"gated_rms_norm", "group size 5", "12 channels"});
+  EXPECT_THROW_WITH(gated_rms_norm(y, z.narrow(-1, 0, 6), w, 4, 1e-5), OpError, {"z", "[2, 3, 6]", "[2, 3, 12]"});
+  EXPECT_THROW_WITH(gated_rms_norm(y, z, w.narrow(0, 0, 6), 4, 1e-5), OpError, {"weight", "[12]"});
+  EXPECT_THROW_WITH(gated_rms_norm(y, z.to(at::kLong), w, 4, 1e-5), OpError, {"z", "dtype"});
 }
 
 TEST(Ssd, ArgumentErrors) {
   const Problem pr = random_problem(1, 4, 4, 3, 2, 5, 4, at::kFloat);
   at::Tensor bad = at::zeros({1, 4, 3, 4});
-  EXPECT_THROW_WITH(ssd_chunk_scan(pr.x, pr.dt, pr.B, pr.C, pr.args, bad, false), UsageError, {"state", "[1, 4, 3, 5]"});
+  EXPECT_THROW_WITH(ssd_chunk_scan(pr.x, pr.dt, pr.B, pr.C, pr.args, bad, false), OpError, {"state", "[1, 4, 3, 5]"});
   at::Tensor state = at::zeros({1, 4, 3, 5});
   const Problem three = random_problem(1, 4, 4, 3, 3, 5, 4, at::kFloat);
-  EXPECT_THROW_WITH(ssd_chunk_scan(three.x, three.dt, three.B, three.C, pr.args, state, false), UsageError,
+  EXPECT_THROW_WITH(ssd_chunk_scan(three.x, three.dt, three.B, three.C, pr.args, state, false), OpError,
                     {"3 groups do not divide 4 heads"});
-  EXPECT_THROW_WITH(ssd_chunk_scan(pr.x, pr.dt.narrow(1, 0, 3), pr.B, pr.C, pr.args, state, false), UsageError, {"dt"});
+  EXPECT_THROW_WITH(ssd_chunk_scan(pr.x, pr.dt.narrow(1, 0, 3), pr.B, pr.C, pr.args, state, false), OpError, {"dt"});
   EXPECT_THROW_WITH(ssd_state_update(pr.x.select(1, 0), pr.dt.select(1, 0), pr.B.select(1, 0), pr.C.select(1, 0),
                                      pr.args, bad),
-                    UsageError, {"ssd_state_update", "state"});
+                    OpError, {"ssd_state_update", "state"});
 }
 
 }  // namespace

@@ -37,4 +37,12 @@ class UsageError : public Error {
   using Error::Error;
 };
 
+// An op (effarch::ops) called with arguments it cannot take: a shape, dtype or device that does
+// not fit, or an implementation this build or device lacks. A caller's bug, not the user's
+// command line, so the CLI reports it with exit code 1, not the usage error's 2.
+class OpError : public Error {
+ public:
+  using Error::Error;
+};
+
 }  // namespace effarch

@@ -12,6 +12,8 @@
 #include <c10/core/ScalarType.h>
 #include <nlohmann/json.hpp>
 
+#include "effarch/ops/router_kind.h"
+
 namespace effarch::model {
 
 enum class Family { Transformer, Mamba, MoE, Hybrid };
@@ -19,12 +21,8 @@ enum class MixerKind { Attention, Mamba1, Mamba2 };
 enum class FfnKind { None, Dense, MoE };
 enum class NormKind { RMSNorm, LayerNorm };
 enum class Activation { SiLU, GeluNew, Gelu };
-// How router probabilities become expert weights (see docs/architectures.md).
-enum class RouterKind {
-  SoftmaxFp32Renormalized,  // Mixtral: softmax in fp32, top-k, divide by the top-k sum
-  SoftmaxFp32,              // Jamba: softmax in fp32, top-k, no renormalisation
-  SoftmaxModelDtype,        // DeepSeekMoE: softmax in the model dtype, top-k, no renormalisation
-};
+// How router probabilities become expert weights: the MoE op's own enum.
+using RouterKind = ops::RouterKind;
 
 struct RopeConfig {
   double theta = 10000.0;

@@ -4,6 +4,8 @@
 // entry points over a cache allocated once.
 
 #include <cstdint>
+#include <map>
+#include <string>
 #include <memory>
 #include <vector>
 
@@ -15,6 +17,8 @@
 #include "effarch/model/routing.h"
 #include "effarch/model/weights.h"
 #include "effarch/ops/attention.h"
+#include "effarch/ops/backend.h"
+#include "effarch/ops/linear.h"
 #include "effarch/ops/rope.h"
 
 namespace effarch::model {
@@ -34,6 +38,9 @@ struct ModelOptions {
   at::ScalarType dtype = at::kFloat;
   at::Device device = at::kCPU;
   ops::AttentionImpl attention = ops::AttentionImpl::Sdpa;
+  // Which implementation the ops with a kernel/reference switch run (--backend). Cuda fails, when
+  // the model is built, for an op the model uses that has no CUDA kernel.
+  ops::Backend backend = ops::Backend::Auto;
   uint64_t seed = 0;  // for random weights
   DecodeMode decode = DecodeMode::Eager;
   // Let attention models run past max_position_embeddings (benchmarks measure speed and memory
@@ -59,6 +66,13 @@ class Model {
   const ModelOptions& options() const { return options_; }
   const Weights& weights() const { return weights_; }
   const Cache& cache() const { return cache_; }
+  // The implementation each op family the model uses runs: op name -> "cuda" or "reference"
+  // (e.g. {"causal_conv1d": "cuda", "selective_scan": "reference"}); empty for a model whose ops
+  // all have one implementation (a Transformer's). Results record it.
+  const std::map<std::string, std::string>& implementations() const { return implementations_; }
+  // The format of the linear layers' weights, as results record it: the dtype's name today
+  // ("bfloat16", "float32"); "int8" once weight-only int8 exists.
+  std::string weight_format() const;
 
   // Allocates the cache for `batch` sequences of up to `max_len` tokens (prompt + generated).
   void allocate_cache(int64_t batch, int64_t max_len);
@@ -85,8 +99,9 @@ class Model {
   ModelOptions options_;
   std::vector<std::unique_ptr<Block>> blocks_;
   std::unique_ptr<Norm> final_norm_;
-  at::Tensor embed_, head_;               // head_ is the embedding when tied
-  std::optional<at::Tensor> head_bias_;
+  at::Tensor embed_;
+  ops::Linear head_;  // the embedding when tied
+  std::map<std::string, std::string> implementations_;
   Cache cache_;
   ops::RopeTables rope_tables_;  // built for the cache's length
   RoutingObserver routing_observer_;

@@ -38,6 +38,9 @@ struct TensorSpec {
   int layer = -1;   // -1: not in a layer
   int expert = -1;  // routed expert id, -1 otherwise (shared experts are always active)
   bool optional = false;  // may be absent (lm_head.weight of a tied model)
+  // The weight of a linear layer (x W^T): what a weight format (int8, a tensor-parallel shard)
+  // applies to. Not the embedding, norms, conv, SSM parameters or MoE routers, which stay as they are.
+  bool linear = false;
   std::vector<std::string> aliases;  // older checkpoint names accepted instead of `name`
   int64_t numel() const;
 };

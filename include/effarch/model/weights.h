@@ -3,6 +3,7 @@
 // loaded from a checkpoint (checked against the config first) or drawn at random.
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <optional>
 #include <string>
@@ -11,6 +12,7 @@
 #include <ATen/core/Tensor.h>
 
 #include "effarch/model/config.h"
+#include "effarch/ops/linear.h"
 
 namespace effarch::io {
 class TensorStore;
@@ -28,7 +30,12 @@ class Weights {
   // layer -1: model-level tensors (embed, final_norm, lm_head). Throws naming layer and role.
   const at::Tensor& get(int layer, const std::string& role) const;
   const at::Tensor* find(int layer, const std::string& role) const;
+  // The linear layer whose roles are prefix + "weight" and, when present, prefix + "bias"
+  // (e.g. "attn.q."). Throws like get() when the weight is missing.
+  ops::Linear linear(int layer, const std::string& prefix) const;
+  // Bytes held on the device: every tensor, or those `keep` selects by (layer, role).
   uint64_t bytes() const;
+  uint64_t bytes_where(const std::function<bool(int layer, const std::string& role)>& keep) const;
 
  private:
   void put(const ModelConfig& config, int layer, const std::string& role, at::Tensor t);

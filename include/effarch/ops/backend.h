@@ -1,19 +1,21 @@
 #pragma once
 // Which implementation an op runs: its CUDA kernel or its ATen reference (also the CPU path).
+// The choice is made here once, for every op family: the model resolves each family it uses
+// when it is built (Model::implementations() records them), and each op entry resolves the
+// same way when it runs, so what is recorded is what ran.
 
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include <c10/core/Device.h>
-
-#include "effarch/common/error.h"
 
 namespace effarch::ops {
 
 enum class Backend {
-  Auto,       // the CUDA kernel for CUDA tensors when effarch is built with CUDA, else the reference
+  Auto,       // the CUDA kernel where the op has one and the tensors are on a CUDA device, else the reference
   Reference,  // the ATen reference, on any device
-  Cuda,       // the CUDA kernel; a UsageError without CUDA support or for non-CUDA tensors
+  Cuda,       // the CUDA kernel; an error without CUDA support, for non-CUDA tensors, or for an op without one
 };
 
 // Whether this build has the CUDA kernels (effarch::torch defines EFFARCH_WITH_CUDA in CUDA builds).
@@ -24,31 +26,37 @@ inline constexpr bool kBuiltWithCuda =
     false;
 #endif
 
-inline std::string_view backend_name(Backend backend) {
-  switch (backend) {
-    case Backend::Auto: return "auto";
-    case Backend::Reference: return "reference";
-    case Backend::Cuda: return "cuda";
-  }
-  return "?";
-}
+std::string_view backend_name(Backend backend);  // "auto", "reference", "cuda"
+// The value of a --backend option (or a suite's "backend"): auto, reference or cuda. Throws
+// UsageError naming `option`.
+Backend parse_backend(const std::string& value, const std::string& option);
 
-// True when `op` should run its CUDA kernel on tensors living on `device`.
-inline bool use_cuda_kernel(Backend backend, const c10::Device& device, std::string_view op) {
-  switch (backend) {
-    case Backend::Reference: return false;
-    case Backend::Auto: return kBuiltWithCuda && device.is_cuda();
-    case Backend::Cuda:
-      if (!kBuiltWithCuda) {
-        throw UsageError(std::string(op) + ": backend cuda requested, but effarch was built without CUDA");
-      }
-      if (!device.is_cuda()) {
-        throw UsageError(std::string(op) + ": backend cuda requested for tensors on " + device.str() +
-                         "; it needs CUDA tensors");
-      }
-      return true;
-  }
-  throw UsageError(std::string(op) + ": unknown backend");
+// The op families that have a Backend switch: each `effarch::ops` entry taking a Backend belongs
+// to one. A family is the unit recorded in results ("selective_scan": "reference").
+enum class OpFamily {
+  CausalConv1d,          // causal_conv1d and causal_conv1d_update
+  SelectiveScan,         // Mamba-1 prefill scan
+  SelectiveStateUpdate,  // Mamba-1 decode step
+  SsdScan,               // Mamba-2 chunked prefill scan
+  SsdStateUpdate,        // Mamba-2 decode step
+  GatedRmsNorm,          // Mamba-2's gated RMSNorm
+  MoeDispatch,           // MoE expert dispatch
+};
+std::string_view op_name(OpFamily op);  // e.g. "selective_scan"
+const std::vector<OpFamily>& all_op_families();
+
+// Whether this build has a CUDA kernel for `op`.
+bool has_cuda_kernel(OpFamily op);
+
+// The implementation `op` runs on `device` when `requested` is asked for: Backend::Cuda or
+// Backend::Reference, never Auto. Auto picks the kernel where this build has one and the device
+// is CUDA. Cuda without a kernel for `op`, without CUDA support or on a non-CUDA device throws
+// OpError naming the op and saying what to use instead.
+Backend resolve_backend(Backend requested, OpFamily op, const c10::Device& device);
+
+// resolve_backend(...) == Backend::Cuda.
+inline bool use_cuda_kernel(Backend requested, OpFamily op, const c10::Device& device) {
+  return resolve_backend(requested, op, device) == Backend::Cuda;
 }
 
 }  // namespace effarch::ops

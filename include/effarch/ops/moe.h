@@ -7,8 +7,9 @@
 
 #include <ATen/core/Tensor.h>
 
-#include "effarch/model/config.h"
+#include "effarch/ops/router_kind.h"
 #include "effarch/ops/backend.h"
+#include "effarch/ops/linear.h"
 
 namespace effarch::ops {
 
@@ -22,11 +23,11 @@ struct Routing {
 //   SoftmaxFp32Renormalized (Mixtral): softmax in fp32, top-k, divided by their sum, kept in fp32;
 //   SoftmaxFp32 (Jamba): softmax in fp32, top-k, cast to the model dtype, no renormalisation;
 //   SoftmaxModelDtype (DeepSeekMoE): softmax in the model dtype, top-k, no renormalisation.
-Routing moe_route(const at::Tensor& x, const at::Tensor& router_weight, int64_t top_k, model::RouterKind kind);
+Routing moe_route(const at::Tensor& x, const at::Tensor& router_weight, int64_t top_k, RouterKind kind);
 
 // One SwiGLU expert: down(SiLU(gate x) * up x). gate, up [I, H]; down [H, I].
 struct ExpertWeights {
-  at::Tensor gate, up, down;
+  Linear gate, up, down;
 };
 
 // x [N, H]; experts[e] for e < E (weights referenced, never copied or stacked). Returns [N, H] in

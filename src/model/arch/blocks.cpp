@@ -127,8 +127,13 @@ void TensorTable::norm(const std::string& prefix, const std::string& role, int64
 
 void TensorTable::linear(const std::string& prefix, const std::string& role, int64_t out, int64_t in, bool bias,
                          int layer, Init init, int expert) {
-  add(prefix + "weight", role + "weight", {out, in}, init, layer, expert);
+  add(prefix + "weight", role + "weight", {out, in}, init, layer, expert).linear = true;
   if (bias) add(prefix + "bias", role + "bias", {out}, Init::Zeros, layer, expert);
+}
+
+void TensorTable::router(const std::string& prefix, int layer) {
+  // A linear layer too, but routing decisions are kept in the model dtype whatever the weight format.
+  add(prefix + "weight", "moe.router.weight", {c_.moe->num_experts, c_.hidden_size}, Init::Normal, layer);
 }
 
 void TensorTable::attention(const std::string& prefix, int layer, const std::string& out_name) {
@@ -155,8 +160,9 @@ void TensorTable::mamba1_mixer(const std::string& prefix, int layer) {
   linear(prefix + "in_proj.", "mamba.in_proj.", 2 * m.d_inner, h, m.proj_bias, layer);
   add(prefix + "conv1d.weight", "mamba.conv.weight", {m.d_inner, 1, m.d_conv}, Init::ConvWeight, layer);
   if (m.conv_bias) add(prefix + "conv1d.bias", "mamba.conv.bias", {m.d_inner}, Init::Zeros, layer);
-  add(prefix + "x_proj.weight", "mamba.x_proj.weight", {m.dt_rank + 2 * m.d_state, m.d_inner}, Init::Normal, layer);
-  add(prefix + "dt_proj.weight", "mamba.dt_proj.weight", {m.d_inner, m.dt_rank}, Init::DtProjWeight, layer);
+  linear(prefix + "x_proj.", "mamba.x_proj.", m.dt_rank + 2 * m.d_state, m.d_inner, false, layer);
+  // dt_proj's bias is added in fp32 by the scan (delta_bias), not by the linear layer.
+  linear(prefix + "dt_proj.", "mamba.dt_proj.", m.d_inner, m.dt_rank, false, layer, Init::DtProjWeight);
   add(prefix + "dt_proj.bias", "mamba.dt_proj.bias", {m.d_inner}, Init::DtBias, layer);
   add(prefix + "A_log", "mamba.A_log", {m.d_inner, m.d_state}, Init::MambaALog, layer);
   add(prefix + "D", "mamba.D", {m.d_inner}, Init::Ones, layer);
@@ -180,8 +186,9 @@ void TensorTable::embedding(const std::string& name, std::vector<std::string> al
 
 void TensorTable::lm_head() {
   // A tied head reuses the embedding; checkpoints may still carry a copy, which is accepted.
-  add("lm_head.weight", "lm_head.weight", {c_.vocab_size, c_.hidden_size}, Init::Normal).optional =
-      c_.tie_word_embeddings;
+  TensorSpec& head = add("lm_head.weight", "lm_head.weight", {c_.vocab_size, c_.hidden_size}, Init::Normal);
+  head.optional = c_.tie_word_embeddings;
+  head.linear = true;
   if (c_.lm_head_bias) add("lm_head.bias", "lm_head.bias", {c_.vocab_size}, Init::Zeros);
 }
 

@@ -44,7 +44,7 @@ std::vector<TensorSpec> deepseek_tensors(const ModelConfig& c) {
       t.gated_mlp(p + "mlp.", "mlp.", c.mlp->intermediate, i);
       continue;
     }
-    t.linear(p + "mlp.gate.", "moe.router.", moe.num_experts, c.hidden_size, false, i);
+    t.router(p + "mlp.gate.", i);
     for (int e = 0; e < moe.num_experts; ++e) {
       t.gated_mlp(fmt::format("{}mlp.experts.{}.", p, e), fmt::format("moe.expert.{}.", e), moe.expert_intermediate,
                   i, e);

@@ -70,7 +70,7 @@ std::vector<TensorSpec> jamba_tensors(const ModelConfig& c) {
     }
     t.norm(p + "pre_ff_layernorm.", "ffn_norm.", c.hidden_size, i, false);
     if (layer.ffn == FfnKind::MoE) {
-      t.linear(p + "feed_forward.router.", "moe.router.", c.moe->num_experts, c.hidden_size, false, i);
+      t.router(p + "feed_forward.router.", i);
       for (int e = 0; e < c.moe->num_experts; ++e) {
         t.gated_mlp(fmt::format("{}feed_forward.experts.{}.", p, e), fmt::format("moe.expert.{}.", e),
                     c.moe->expert_intermediate, i, e);

@@ -29,7 +29,7 @@ std::vector<TensorSpec> mixtral_tensors(const ModelConfig& c) {
   for (int i = 0; i < c.num_layers; ++i) {
     const std::string p = layer_prefix("model.layers.", i);
     t.llama_attention_half(p, i);
-    t.linear(p + "block_sparse_moe.gate.", "moe.router.", c.moe->num_experts, c.hidden_size, false, i);
+    t.router(p + "block_sparse_moe.gate.", i);
     for (int e = 0; e < c.moe->num_experts; ++e) {
       t.gated_mlp(fmt::format("{}block_sparse_moe.experts.{}.", p, e), fmt::format("moe.expert.{}.", e),
                   c.moe->expert_intermediate, i, e, {"w1", "w3", "w2"});

@@ -14,22 +14,18 @@ class AttentionMixer final : public Mixer {
  public:
   AttentionMixer(const ModelConfig& c, const Weights& w, int layer)
       : a_(*c.attention),
-        wq_(w.get(layer, "attn.q.weight")),
-        wk_(w.get(layer, "attn.k.weight")),
-        wv_(w.get(layer, "attn.v.weight")),
-        wo_(w.get(layer, "attn.o.weight")),
-        bq_(optional_weight(w, layer, "attn.q.bias")),
-        bk_(optional_weight(w, layer, "attn.k.bias")),
-        bv_(optional_weight(w, layer, "attn.v.bias")),
-        bo_(optional_weight(w, layer, "attn.o.bias")),
+        q_(w.linear(layer, "attn.q.")),
+        k_(w.linear(layer, "attn.k.")),
+        v_(w.linear(layer, "attn.v.")),
+        o_(w.linear(layer, "attn.o.")),
         scale_(1.0 / std::sqrt(static_cast<double>(a_.head_dim))) {}
 
   at::Tensor forward(const at::Tensor& x, LayerCache& cache, const ForwardContext& ctx) const override {
     const int64_t b = x.size(0), t = x.size(1);
     // [B, T, H*D] -> [B, H, T, D]
-    at::Tensor q = at::linear(x, wq_, bq_).view({b, t, a_.num_heads, a_.head_dim}).transpose(1, 2);
-    at::Tensor k = at::linear(x, wk_, bk_).view({b, t, a_.num_kv_heads, a_.head_dim}).transpose(1, 2);
-    const at::Tensor v = at::linear(x, wv_, bv_).view({b, t, a_.num_kv_heads, a_.head_dim}).transpose(1, 2);
+    at::Tensor q = ops::linear(x, q_).view({b, t, a_.num_heads, a_.head_dim}).transpose(1, 2);
+    at::Tensor k = ops::linear(x, k_).view({b, t, a_.num_kv_heads, a_.head_dim}).transpose(1, 2);
+    const at::Tensor v = ops::linear(x, v_).view({b, t, a_.num_kv_heads, a_.head_dim}).transpose(1, 2);
     if (ctx.position != nullptr) {  // static decode: the position lives on the device
       if (a_.rope) {
         q = ops::apply_rope_at(q, *ctx.rope, *ctx.position);
@@ -39,7 +35,7 @@ class AttentionMixer final : public Mixer {
       cache.v.index_copy_(2, *ctx.position, v);
       const at::Tensor out = ops::attention_at_position(q, cache.k, cache.v, *ctx.key_positions, *ctx.position,
                                                         scale_, ctx.attention);
-      return at::linear(out.transpose(1, 2).reshape({b, t, a_.num_heads * a_.head_dim}), wo_, bo_);
+      return ops::linear(out.transpose(1, 2).reshape({b, t, a_.num_heads * a_.head_dim}), o_);
     }
     if (a_.rope) {
       q = ops::apply_rope(q, *ctx.rope, ctx.start_pos);
@@ -50,7 +46,7 @@ class AttentionMixer final : public Mixer {
     const int64_t s = ctx.start_pos + t;
     const at::Tensor out = ops::causal_attention(q, cache.k.narrow(2, 0, s), cache.v.narrow(2, 0, s), ctx.start_pos,
                                                  scale_, ctx.attention);  // [B, Hq, T, D]
-    return at::linear(out.transpose(1, 2).reshape({b, t, a_.num_heads * a_.head_dim}), wo_, bo_);
+    return ops::linear(out.transpose(1, 2).reshape({b, t, a_.num_heads * a_.head_dim}), o_);
   }
 
   void allocate(LayerCache& cache, int64_t batch, int64_t max_len, at::ScalarType dtype,
@@ -62,8 +58,7 @@ class AttentionMixer final : public Mixer {
 
  private:
   AttentionConfig a_;
-  at::Tensor wq_, wk_, wv_, wo_;
-  std::optional<at::Tensor> bq_, bk_, bv_, bo_;
+  ops::Linear q_, k_, v_, o_;
   double scale_;
 };
 

@@ -22,6 +22,22 @@ at::Tensor Norm::operator()(const at::Tensor& x) const {
   return ops::layer_norm(x, weight_, bias_, eps_);
 }
 
+std::vector<ops::OpFamily> op_families(const LayerSpec& layer) {
+  using ops::OpFamily;
+  std::vector<OpFamily> ops;
+  switch (layer.mixer) {
+    case MixerKind::Attention: break;
+    case MixerKind::Mamba1:
+      ops = {OpFamily::CausalConv1d, OpFamily::SelectiveScan, OpFamily::SelectiveStateUpdate};
+      break;
+    case MixerKind::Mamba2:
+      ops = {OpFamily::CausalConv1d, OpFamily::SsdScan, OpFamily::SsdStateUpdate, OpFamily::GatedRmsNorm};
+      break;
+  }
+  if (layer.ffn == FfnKind::MoE) ops.push_back(OpFamily::MoeDispatch);
+  return ops;
+}
+
 Block::Block(const ModelConfig& config, const Weights& weights, int layer)
     : parallel_(config.parallel_block),
       residual_in_fp32_(config.residual_in_fp32),

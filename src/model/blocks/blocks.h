@@ -6,6 +6,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include <ATen/core/Tensor.h>
 
@@ -14,6 +15,8 @@
 #include "effarch/model/routing.h"
 #include "effarch/model/weights.h"
 #include "effarch/ops/attention.h"
+#include "effarch/ops/backend.h"
+#include "effarch/ops/linear.h"
 #include "effarch/ops/rope.h"
 
 namespace effarch::model {
@@ -23,6 +26,7 @@ struct ForwardContext {
   int64_t start_pos = 0;               // position of the first new token
   const ops::RopeTables* rope = nullptr;
   ops::AttentionImpl attention = ops::AttentionImpl::Sdpa;
+  ops::Backend backend = ops::Backend::Auto;  // passed to every op that has a kernel/reference switch
   const RoutingObserver* routing = nullptr;  // MoE layers report their expert choices here when set
   // Static decode (DecodeMode::Static / CudaGraph): one token per sequence whose position is this
   // [1] int64 device tensor; attention writes K/V there and reads the whole cache under the mask
@@ -71,6 +75,10 @@ class Norm {
   double eps_ = 0;
   at::Tensor weight_, bias_;
 };
+
+// The op families with a Backend switch that a layer of this kind calls (block.cpp, beside the
+// switch that builds the layer): known from the config, so a backend is checked before weights load.
+std::vector<ops::OpFamily> op_families(const LayerSpec& layer);
 
 class Block {
  public:

@@ -16,14 +16,12 @@ class Mamba1Mixer final : public Mixer {
  public:
   Mamba1Mixer(const ModelConfig& c, const Weights& w, int layer)
       : m_(*c.mamba),
-        in_w_(w.get(layer, "mamba.in_proj.weight")),
-        in_b_(optional_weight(w, layer, "mamba.in_proj.bias")),
+        in_proj_(w.linear(layer, "mamba.in_proj.")),
         conv_w_(w.get(layer, "mamba.conv.weight")),
         conv_b_(optional_weight(w, layer, "mamba.conv.bias")),
-        x_proj_w_(w.get(layer, "mamba.x_proj.weight")),
-        dt_w_(w.get(layer, "mamba.dt_proj.weight")),
-        out_w_(w.get(layer, "mamba.out_proj.weight")),
-        out_b_(optional_weight(w, layer, "mamba.out_proj.bias")) {
+        x_proj_(w.linear(layer, "mamba.x_proj.")),
+        dt_proj_(w.get(layer, "mamba.dt_proj.weight")),  // its bias goes to the scan (delta_bias), in fp32
+        out_proj_(w.linear(layer, "mamba.out_proj.")) {
     args_.A = -at::exp(w.get(layer, "mamba.A_log").to(at::kFloat));
     args_.D = w.get(layer, "mamba.D");
     args_.delta_bias = w.get(layer, "mamba.dt_proj.bias");
@@ -37,13 +35,14 @@ class Mamba1Mixer final : public Mixer {
 
   at::Tensor forward(const at::Tensor& x, LayerCache& cache, const ForwardContext& ctx) const override {
     const int64_t di = m_.d_inner, n = m_.d_state, r = m_.dt_rank;
-    const at::Tensor xz = at::linear(x, in_w_, in_b_);  // [B, T, 2 Di]
+    const at::Tensor xz = ops::linear(x, in_proj_);  // [B, T, 2 Di]
     const at::Tensor xs = xz.narrow(2, 0, di).transpose(1, 2);  // [B, Di, T] views, channel-last
     const at::Tensor z = xz.narrow(2, di, di).transpose(1, 2);
     const bool fresh = ctx.start_pos == 0;
-    const at::Tensor u = fresh ? ops::causal_conv1d(xs, conv_w_, conv_b_, /*silu=*/true, &cache.conv_state)
-                               : ops::causal_conv1d_update(xs, cache.conv_state, conv_w_, conv_b_, /*silu=*/true);
-    const at::Tensor proj = at::linear(u.transpose(1, 2), x_proj_w_);  // [B, T, R + 2N]
+    const at::Tensor u =
+        fresh ? ops::causal_conv1d(xs, conv_w_, conv_b_, /*silu=*/true, &cache.conv_state, ctx.backend)
+              : ops::causal_conv1d_update(xs, cache.conv_state, conv_w_, conv_b_, /*silu=*/true, ctx.backend);
+    const at::Tensor proj = ops::linear(u.transpose(1, 2), x_proj_);  // [B, T, R + 2N]
     at::Tensor dt_low = proj.narrow(2, 0, r), bmat = proj.narrow(2, r, n), cmat = proj.narrow(2, r + n, n);
     if (m_.dt_bc_norm == MambaConfig::DtBCNorm::Learned) {  // Jamba
       dt_low = ops::rms_norm(dt_low, dt_norm_, m_.dt_bc_norm_eps);
@@ -54,17 +53,17 @@ class Mamba1Mixer final : public Mixer {
       bmat = weightless_rms_norm(bmat);
       cmat = weightless_rms_norm(cmat);
     }
-    const at::Tensor delta = at::linear(dt_low, dt_w_);  // [B, T, Di]; the bias is added in fp32 by the scan
+    const at::Tensor delta = ops::linear(dt_low, dt_proj_);  // [B, T, Di]; the bias is added in fp32 by the scan
     at::Tensor y;                                        // [B, Di, T]
     if (!fresh && x.size(1) == 1) {
       y = ops::selective_state_update(u.select(2, 0), delta.select(1, 0), bmat.select(1, 0), cmat.select(1, 0),
-                                      z.select(2, 0), args_, cache.ssm_state)
+                                      z.select(2, 0), args_, cache.ssm_state, ctx.backend)
               .unsqueeze(2);
     } else {
       y = ops::selective_scan(u, delta.transpose(1, 2), bmat.transpose(1, 2), cmat.transpose(1, 2), z, args_,
-                              cache.ssm_state, /*from_state=*/!fresh);
+                              cache.ssm_state, /*from_state=*/!fresh, ctx.backend);
     }
-    return at::linear(y.transpose(1, 2), out_w_, out_b_);
+    return ops::linear(y.transpose(1, 2), out_proj_);
   }
 
   void allocate(LayerCache& cache, int64_t batch, int64_t /*max_len*/, at::ScalarType dtype,
@@ -81,12 +80,10 @@ class Mamba1Mixer final : public Mixer {
   }
 
   MambaConfig m_;
-  at::Tensor in_w_;
-  std::optional<at::Tensor> in_b_;
+  ops::Linear in_proj_;
   at::Tensor conv_w_;
   std::optional<at::Tensor> conv_b_;
-  at::Tensor x_proj_w_, dt_w_, out_w_;
-  std::optional<at::Tensor> out_b_;
+  ops::Linear x_proj_, dt_proj_, out_proj_;
   at::Tensor dt_norm_, b_norm_, c_norm_;
   ops::SelectiveScanArgs args_;
 };

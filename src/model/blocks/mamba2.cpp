@@ -15,13 +15,11 @@ class Mamba2Mixer final : public Mixer {
  public:
   Mamba2Mixer(const ModelConfig& c, const Weights& w, int layer)
       : m_(*c.mamba),
-        in_w_(w.get(layer, "mamba.in_proj.weight")),
-        in_b_(optional_weight(w, layer, "mamba.in_proj.bias")),
+        in_proj_(w.linear(layer, "mamba.in_proj.")),
         conv_w_(w.get(layer, "mamba.conv.weight")),
         conv_b_(optional_weight(w, layer, "mamba.conv.bias")),
         norm_w_(w.get(layer, "mamba.norm.weight")),
-        out_w_(w.get(layer, "mamba.out_proj.weight")),
-        out_b_(optional_weight(w, layer, "mamba.out_proj.bias")) {
+        out_proj_(w.linear(layer, "mamba.out_proj.")) {
     args_.A = -at::exp(w.get(layer, "mamba.A_log").to(at::kFloat));
     args_.D = w.get(layer, "mamba.D");
     args_.dt_bias = w.get(layer, "mamba.dt_bias");
@@ -37,27 +35,28 @@ class Mamba2Mixer final : public Mixer {
     const int64_t b = x.size(0), t = x.size(1);
     const int64_t di = m_.d_inner, h = m_.num_heads, p = m_.head_dim, g = m_.n_groups, n = m_.d_state;
     const int64_t conv_dim = m_.conv_dim();
-    const at::Tensor proj = at::linear(x, in_w_, in_b_);  // [B, T, Di + conv_dim + H]
+    const at::Tensor proj = ops::linear(x, in_proj_);  // [B, T, Di + conv_dim + H]
     const at::Tensor z = proj.narrow(2, 0, di);
     const at::Tensor xbc = proj.narrow(2, di, conv_dim).transpose(1, 2);  // [B, conv_dim, T] view
     const at::Tensor dt = proj.narrow(2, di + conv_dim, h);              // [B, T, H]
     const bool fresh = ctx.start_pos == 0;
-    const at::Tensor u = (fresh ? ops::causal_conv1d(xbc, conv_w_, conv_b_, /*silu=*/true, &cache.conv_state)
-                                : ops::causal_conv1d_update(xbc, cache.conv_state, conv_w_, conv_b_, /*silu=*/true))
-                             .transpose(1, 2);  // [B, T, conv_dim]
+    const at::Tensor u =
+        (fresh ? ops::causal_conv1d(xbc, conv_w_, conv_b_, /*silu=*/true, &cache.conv_state, ctx.backend)
+               : ops::causal_conv1d_update(xbc, cache.conv_state, conv_w_, conv_b_, /*silu=*/true, ctx.backend))
+            .transpose(1, 2);  // [B, T, conv_dim]
     const at::Tensor xs = u.narrow(2, 0, di).reshape({b, t, h, p});
     const at::Tensor bm = u.narrow(2, di, g * n).reshape({b, t, g, n});
     const at::Tensor cm = u.narrow(2, di + g * n, g * n).reshape({b, t, g, n});
     at::Tensor y;  // [B, T, Di] fp32
     if (!fresh && t == 1) {
       y = ops::ssd_state_update(xs.select(1, 0), dt.select(1, 0), bm.select(1, 0), cm.select(1, 0), args_,
-                                cache.ssm_state)
+                                cache.ssm_state, ctx.backend)
               .reshape({b, 1, di});
     } else {
-      y = ops::ssd_chunk_scan(xs, dt, bm, cm, args_, cache.ssm_state, /*from_state=*/!fresh).reshape({b, t, di});
+      y = ops::ssd_chunk_scan(xs, dt, bm, cm, args_, cache.ssm_state, /*from_state=*/!fresh, ctx.backend).reshape({b, t, di});
     }
-    const at::Tensor normed = ops::gated_rms_norm(y, z, norm_w_, di / g, m_.gated_norm_eps);
-    return at::linear(normed.to(x.scalar_type()), out_w_, out_b_);
+    const at::Tensor normed = ops::gated_rms_norm(y, z, norm_w_, di / g, m_.gated_norm_eps, ctx.backend);
+    return ops::linear(normed.to(x.scalar_type()), out_proj_);
   }
 
   void allocate(LayerCache& cache, int64_t batch, int64_t /*max_len*/, at::ScalarType dtype,
@@ -69,12 +68,11 @@ class Mamba2Mixer final : public Mixer {
 
  private:
   MambaConfig m_;
-  at::Tensor in_w_;
-  std::optional<at::Tensor> in_b_;
+  ops::Linear in_proj_;
   at::Tensor conv_w_;
   std::optional<at::Tensor> conv_b_;
-  at::Tensor norm_w_, out_w_;
-  std::optional<at::Tensor> out_b_;
+  at::Tensor norm_w_;
+  ops::Linear out_proj_;
   ops::SsdArgs args_;
 };
 

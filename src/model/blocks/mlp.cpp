@@ -25,38 +25,26 @@ at::Tensor activate(Activation act, const at::Tensor& x) {
 class GatedMlp final : public FeedForward {
  public:
   GatedMlp(const Weights& w, int layer, Activation act)
-      : gate_(w.get(layer, "mlp.gate.weight")),
-        up_(w.get(layer, "mlp.up.weight")),
-        down_(w.get(layer, "mlp.down.weight")),
-        gate_b_(optional_weight(w, layer, "mlp.gate.bias")),
-        up_b_(optional_weight(w, layer, "mlp.up.bias")),
-        down_b_(optional_weight(w, layer, "mlp.down.bias")),
-        act_(act) {}
+      : gate_(w.linear(layer, "mlp.gate.")), up_(w.linear(layer, "mlp.up.")), down_(w.linear(layer, "mlp.down.")), act_(act) {}
   at::Tensor forward(const at::Tensor& x, const ForwardContext&) const override {
-    return at::linear(activate(act_, at::linear(x, gate_, gate_b_)) * at::linear(x, up_, up_b_), down_, down_b_);
+    return ops::linear(activate(act_, ops::linear(x, gate_)) * ops::linear(x, up_), down_);
   }
 
  private:
-  at::Tensor gate_, up_, down_;
-  std::optional<at::Tensor> gate_b_, up_b_, down_b_;
+  ops::Linear gate_, up_, down_;
   Activation act_;
 };
 
 class FcMlp final : public FeedForward {
  public:
   FcMlp(const Weights& w, int layer, Activation act)
-      : fc1_(w.get(layer, "mlp.fc1.weight")),
-        fc2_(w.get(layer, "mlp.fc2.weight")),
-        fc1_b_(optional_weight(w, layer, "mlp.fc1.bias")),
-        fc2_b_(optional_weight(w, layer, "mlp.fc2.bias")),
-        act_(act) {}
+      : fc1_(w.linear(layer, "mlp.fc1.")), fc2_(w.linear(layer, "mlp.fc2.")), act_(act) {}
   at::Tensor forward(const at::Tensor& x, const ForwardContext&) const override {
-    return at::linear(activate(act_, at::linear(x, fc1_, fc1_b_)), fc2_, fc2_b_);
+    return ops::linear(activate(act_, ops::linear(x, fc1_)), fc2_);
   }
 
  private:
-  at::Tensor fc1_, fc2_;
-  std::optional<at::Tensor> fc1_b_, fc2_b_;
+  ops::Linear fc1_, fc2_;
   Activation act_;
 };
 

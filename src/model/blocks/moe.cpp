@@ -16,11 +16,11 @@ class MoeFeedForward final : public FeedForward {
       : moe_(*c.moe), layer_(layer), router_(w.get(layer, "moe.router.weight")) {
     for (int64_t e = 0; e < moe_.num_experts; ++e) {
       const std::string p = "moe.expert." + std::to_string(e) + ".";
-      experts_.push_back({w.get(layer, p + "gate.weight"), w.get(layer, p + "up.weight"), w.get(layer, p + "down.weight")});
+      experts_.push_back({w.linear(layer, p + "gate."), w.linear(layer, p + "up."), w.linear(layer, p + "down.")});
     }
     if (moe_.num_shared_experts > 0) {
-      shared_ = ops::ExpertWeights{w.get(layer, "moe.shared.gate.weight"), w.get(layer, "moe.shared.up.weight"),
-                                   w.get(layer, "moe.shared.down.weight")};
+      shared_ = ops::ExpertWeights{w.linear(layer, "moe.shared.gate."), w.linear(layer, "moe.shared.up."),
+                                   w.linear(layer, "moe.shared.down.")};
     }
   }
 
@@ -30,9 +30,9 @@ class MoeFeedForward final : public FeedForward {
     if (ctx.routing != nullptr) {
       (*ctx.routing)(RoutingEvent{layer_, routing.expert_ids, routing.weights.to(at::kFloat), routing.probs});
     }
-    at::Tensor out = ops::moe_dispatch(flat, routing, experts_);
+    at::Tensor out = ops::moe_dispatch(flat, routing, experts_, ctx.backend);
     if (shared_) {  // DeepSeekMoE: after the routed sum
-      out = out + at::linear(at::silu(at::linear(flat, shared_->gate)) * at::linear(flat, shared_->up), shared_->down);
+      out = out + ops::linear(at::silu(ops::linear(flat, shared_->gate)) * ops::linear(flat, shared_->up), shared_->down);
     }
     return out.view(x.sizes());
   }

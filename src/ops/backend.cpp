@@ -1,0 +1,78 @@
+#include "effarch/ops/backend.h"
+
+#include <fmt/format.h>
+
+#include "effarch/common/error.h"
+
+namespace effarch::ops {
+
+std::string_view backend_name(Backend backend) {
+  switch (backend) {
+    case Backend::Auto: return "auto";
+    case Backend::Reference: return "reference";
+    case Backend::Cuda: return "cuda";
+  }
+  return "?";
+}
+
+Backend parse_backend(const std::string& value, const std::string& option) {
+  for (Backend b : {Backend::Auto, Backend::Reference, Backend::Cuda}) {
+    if (value == backend_name(b)) return b;
+  }
+  throw UsageError(fmt::format("{}: unknown backend '{}' (use auto, reference or cuda)", option, value));
+}
+
+std::string_view op_name(OpFamily op) {
+  switch (op) {
+    case OpFamily::CausalConv1d: return "causal_conv1d";
+    case OpFamily::SelectiveScan: return "selective_scan";
+    case OpFamily::SelectiveStateUpdate: return "selective_state_update";
+    case OpFamily::SsdScan: return "ssd_scan";
+    case OpFamily::SsdStateUpdate: return "ssd_state_update";
+    case OpFamily::GatedRmsNorm: return "gated_rms_norm";
+    case OpFamily::MoeDispatch: return "moe_dispatch";
+  }
+  return "?";
+}
+
+const std::vector<OpFamily>& all_op_families() {
+  static const std::vector<OpFamily> all{OpFamily::CausalConv1d,   OpFamily::SelectiveScan,
+                                         OpFamily::SelectiveStateUpdate, OpFamily::SsdScan,
+                                         OpFamily::SsdStateUpdate, OpFamily::GatedRmsNorm,
+                                         OpFamily::MoeDispatch};
+  return all;
+}
+
+bool has_cuda_kernel(OpFamily op) {
+  if (!kBuiltWithCuda) return false;
+  switch (op) {
+    case OpFamily::CausalConv1d: return true;  // kernels/causal_conv1d
+    default: return false;                      // the ATen reference runs on the GPU too
+  }
+}
+
+Backend resolve_backend(Backend requested, OpFamily op, const c10::Device& device) {
+  switch (requested) {
+    case Backend::Reference:
+      return Backend::Reference;
+    case Backend::Auto:
+      return has_cuda_kernel(op) && device.is_cuda() ? Backend::Cuda : Backend::Reference;
+    case Backend::Cuda:
+      if (!kBuiltWithCuda) {
+        throw OpError(fmt::format("{}: backend cuda requested, but effarch was built without CUDA", op_name(op)));
+      }
+      if (!device.is_cuda()) {
+        throw OpError(fmt::format("{}: backend cuda requested for tensors on {}; it needs CUDA tensors", op_name(op),
+                                  device.str()));
+      }
+      if (!has_cuda_kernel(op)) {
+        throw OpError(fmt::format("{}: backend cuda requested, but it has no CUDA kernel yet (backend auto runs "
+                                  "its reference on the GPU)",
+                                  op_name(op)));
+      }
+      return Backend::Cuda;
+  }
+  throw OpError(fmt::format("{}: unknown backend", op_name(op)));
+}
+
+}  // namespace effarch::ops

@@ -1,0 +1,103 @@
+// What a model records about how it runs: the implementation of every op family it uses (from
+// --backend and the device, decided before weights load), the weights' format, and which tensors
+// are linear layers. --backend reference and auto must give the same tokens on the CPU.
+
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
+
+#include "../test_util.h"
+#include "effarch/common/error.h"
+#include "effarch/model/catalog.h"
+#include "effarch/model/model.h"
+#include "effarch/model/tensor_spec.h"
+
+namespace effarch::model {
+namespace {
+
+ModelSource tiny(const std::string& name) {
+  return resolve_model((effarch::testing::configs_dir() / "models" / (name + ".json")).string());
+}
+
+std::unique_ptr<Model> make(const std::string& name, ops::Backend backend) {
+  ModelOptions opt;
+  opt.seed = 3;
+  opt.backend = backend;
+  return Model::load(tiny(name), opt);
+}
+
+using Impl = std::map<std::string, std::string>;
+
+TEST(Implementations, EachModelListsTheOpFamiliesItUses) {
+  const Impl mamba1{{"causal_conv1d", "reference"}, {"selective_scan", "reference"},
+                    {"selective_state_update", "reference"}};
+  const Impl mamba2{{"causal_conv1d", "reference"}, {"gated_rms_norm", "reference"}, {"ssd_scan", "reference"},
+                    {"ssd_state_update", "reference"}};
+  EXPECT_EQ(make("tiny-llama", ops::Backend::Auto)->implementations(), Impl{});
+  EXPECT_EQ(make("tiny-mamba", ops::Backend::Auto)->implementations(), mamba1);
+  EXPECT_EQ(make("tiny-falcon-mamba", ops::Backend::Auto)->implementations(), mamba1);
+  EXPECT_EQ(make("tiny-mamba2", ops::Backend::Auto)->implementations(), mamba2);
+  EXPECT_EQ(make("tiny-mixtral", ops::Backend::Auto)->implementations(), (Impl{{"moe_dispatch", "reference"}}));
+  Impl jamba = mamba1;
+  jamba["moe_dispatch"] = "reference";
+  EXPECT_EQ(make("tiny-jamba", ops::Backend::Reference)->implementations(), jamba);
+}
+
+TEST(Implementations, CudaBackendOnTheCpuIsRefusedBeforeWeightsLoad) {
+  for (const char* name : {"tiny-llama", "tiny-mamba", "tiny-jamba"}) {
+    ModelOptions opt;
+    opt.backend = ops::Backend::Cuda;
+    ModelSource source = tiny(name);
+    source.checkpoint_dir = "/nonexistent/checkpoint";  // would fail to open if loading started
+    EXPECT_THROW_WITH(Model::load(source, opt), UsageError, {"--backend cuda"});
+  }
+}
+
+TEST(Implementations, ReferenceAndAutoGiveIdenticalTokensOnTheCpu) {
+  for (const char* name : {"tiny-llama", "tiny-mamba", "tiny-mamba2", "tiny-mixtral", "tiny-jamba"}) {
+    auto a = make(name, ops::Backend::Auto);
+    auto r = make(name, ops::Backend::Reference);
+    const at::Tensor ids = at::randint(0, a->config().vocab_size, {2, 9}, at::kLong);
+    a->allocate_cache(2, 14);
+    r->allocate_cache(2, 14);
+    at::Tensor la = a->prefill_last(ids), lr = r->prefill_last(ids);
+    EXPECT_TRUE(at::equal(la, lr)) << name << " prefill";
+    for (int step = 0; step < 5; ++step) {
+      const at::Tensor next = la.argmax(-1);
+      ASSERT_TRUE(at::equal(next, lr.argmax(-1))) << name << " step " << step;
+      la = a->decode(next);
+      lr = r->decode(next);
+      EXPECT_TRUE(at::equal(la, lr)) << name << " decode step " << step;
+    }
+  }
+}
+
+TEST(Implementations, WeightFormatIsTheDtypeOfTheLinearWeights) {
+  EXPECT_EQ(make("tiny-llama", ops::Backend::Auto)->weight_format(), "float32");
+  ModelOptions opt;
+  opt.dtype = at::kBFloat16;
+  EXPECT_EQ(Model::load(tiny("tiny-mamba"), opt)->weight_format(), "bfloat16");
+}
+
+TEST(TensorTables, EveryProjectionIsMarkedLinearAndNothingElse) {
+  for (const char* name : {"tiny-llama", "tiny-phi", "tiny-mamba", "tiny-falcon-mamba", "tiny-mamba2", "tiny-mixtral",
+                           "tiny-deepseek-moe", "tiny-jamba"}) {
+    const ModelSource source = tiny(name);
+    int linear = 0;
+    for (const TensorSpec& t : expected_tensors(source.config)) {
+      const bool projection = t.shape.size() == 2 && t.role.find("embed") == std::string::npos &&
+                              t.role.find("router") == std::string::npos &&
+                              t.role.find("A_log") == std::string::npos;
+      EXPECT_EQ(t.linear, projection) << name << ": " << t.name << " (" << t.role << ")";
+      linear += t.linear ? 1 : 0;
+    }
+    EXPECT_GT(linear, 0) << name;
+  }
+  // Mamba-1's x_proj and dt_proj included.
+  for (const TensorSpec& t : expected_tensors(tiny("tiny-mamba").config)) {
+    if (t.role == "mamba.x_proj.weight" || t.role == "mamba.dt_proj.weight") EXPECT_TRUE(t.linear) << t.name;
+    if (t.role == "mamba.dt_proj.bias") EXPECT_FALSE(t.linear);
+  }
+}
+
+}  // namespace
+}  // namespace effarch::model

@@ -1,0 +1,65 @@
+// The Backend decision, made once for every op family: what auto, reference and cuda resolve to
+// on this build and device, and the errors that name the op.
+
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
+
+#include "../test_util.h"
+#include "effarch/common/error.h"
+#include "effarch/ops/backend.h"
+
+namespace effarch::ops {
+namespace {
+
+TEST(Backend, ParsesTheThreeNamesAndNamesTheOption) {
+  EXPECT_EQ(parse_backend("auto", "--backend"), Backend::Auto);
+  EXPECT_EQ(parse_backend("reference", "--backend"), Backend::Reference);
+  EXPECT_EQ(parse_backend("cuda", "--backend"), Backend::Cuda);
+  for (Backend b : {Backend::Auto, Backend::Reference, Backend::Cuda}) {
+    EXPECT_EQ(parse_backend(std::string(backend_name(b)), "x"), b);
+  }
+  EXPECT_THROW_WITH(parse_backend("kernel", "--backend"), UsageError, {"--backend", "'kernel'", "auto, reference or cuda"});
+}
+
+TEST(Backend, EveryFamilyHasADistinctName) {
+  std::set<std::string> names;
+  for (OpFamily op : all_op_families()) names.insert(std::string(op_name(op)));
+  EXPECT_EQ(names.size(), all_op_families().size());
+  EXPECT_EQ(names.count("?"), 0u);
+}
+
+TEST(Backend, ReferenceAndAutoOnTheCpuRunTheReference) {
+  for (OpFamily op : all_op_families()) {
+    EXPECT_EQ(resolve_backend(Backend::Reference, op, at::kCPU), Backend::Reference) << op_name(op);
+    EXPECT_EQ(resolve_backend(Backend::Auto, op, at::kCPU), Backend::Reference) << op_name(op);
+    EXPECT_FALSE(use_cuda_kernel(Backend::Auto, op, at::kCPU));
+  }
+}
+
+TEST(Backend, CudaOnTheCpuIsAnOpErrorNamingTheOp) {
+  for (OpFamily op : all_op_families()) {
+    EXPECT_THROW_WITH(resolve_backend(Backend::Cuda, op, at::kCPU), OpError, {std::string(op_name(op)), "cuda"});
+  }
+}
+
+TEST(Backend, KernelsExistOnlyInCudaBuilds) {
+  for (OpFamily op : all_op_families()) {
+    if (!kBuiltWithCuda) EXPECT_FALSE(has_cuda_kernel(op)) << op_name(op);
+  }
+  EXPECT_EQ(has_cuda_kernel(OpFamily::CausalConv1d), kBuiltWithCuda);
+}
+
+TEST(Backend, AutoOnAGpuPicksTheKernelWhereThereIsOne) {
+  if (!kBuiltWithCuda) GTEST_SKIP() << "needs a CUDA build";
+  const at::Device gpu(at::kCUDA, 0);
+  for (OpFamily op : all_op_families()) {
+    EXPECT_EQ(resolve_backend(Backend::Auto, op, gpu), has_cuda_kernel(op) ? Backend::Cuda : Backend::Reference)
+        << op_name(op);
+    if (!has_cuda_kernel(op)) {
+      EXPECT_THROW_WITH(resolve_backend(Backend::Cuda, op, gpu), OpError, {std::string(op_name(op)), "no CUDA kernel"});
+    }
+  }
+}
+
+}  // namespace
+}  // namespace effarch::ops
