@@ -50,7 +50,9 @@ struct BenchCmd {
   std::string batch;
   std::optional<int64_t> gen_tokens;
   std::optional<int> reps, warmup, threads;
-  std::optional<std::string> dtype, device, cuda_graphs, attention, backend;
+  std::optional<std::string> dtype, device, cuda_graphs, attention;
+  std::string backend = "auto";  // applied when given (backend_given): a suite's otherwise
+  bool backend_given = false;
   std::string mode;
   std::string output = "effarch-bench.json";
   std::string format = "table";
@@ -82,7 +84,7 @@ int run_bench(const BenchCmd& cmd) {
     (void)ops::parse_attention_impl(*cmd.attention, "--attention");  // a bad value fails before the probe
     spec.attention = *cmd.attention;
   }
-  if (cmd.backend) spec.backend = ops::parse_backend(*cmd.backend, "--backend");
+  if (cmd.backend_given) spec.backend = ops::parse_backend(cmd.backend, "--backend");
   if (cmd.threads) spec.threads = *cmd.threads;
   if (spec.threads && *spec.threads < 1) throw UsageError("--threads must be at least 1");
   spec.seed = cmd.seed;
@@ -158,8 +160,7 @@ void register_bench(CLI::App& app, int* exit_code, const std::vector<std::string
   sub->add_option("--device", cmd->device, "auto, cpu, cuda, cuda:N");
   sub->add_option("--cuda-graphs", cmd->cuda_graphs, "on: decode steps replayed as a CUDA graph; off (default); static");
   sub->add_option("--attention", cmd->attention, "sdpa (default) or eager");
-  sub->add_option("--backend", cmd->backend,
-                  "auto (default: CUDA kernels on a CUDA device when built with them), reference, cuda; in the key");
+  add_backend_option(sub, &cmd->backend);  // recorded in each point's key
   sub->add_option("--threads", cmd->threads,
                   "CPU threads for ATen's operators (default: its own, one per core); recorded in the results");
   sub->add_option("--mode", cmd->mode, "speed, memory, or speed,memory (default both)");
@@ -170,7 +171,10 @@ void register_bench(CLI::App& app, int* exit_code, const std::vector<std::string
                   "Cap what a point may allocate (e.g. 2GB): beyond it the point is recorded as oom");
   sub->add_option("--seed", cmd->seed, "Seed for prompts and random weights")->capture_default_str();
   sub->add_flag("--no-progress", cmd->no_progress, "No progress lines on stderr");
-  sub->callback([cmd, exit_code] { *exit_code = run_bench(*cmd); });
+  sub->callback([cmd, exit_code, sub] {
+    cmd->backend_given = sub->count("--backend") > 0;
+    *exit_code = run_bench(*cmd);
+  });
 }
 
 }  // namespace effarch::cli

@@ -100,6 +100,9 @@ expect_exit 0 "0 matched point(s)" "$EFFARCH" compare auto.json ref.json
 expect_exit 0 "only in ref.json: tiny-mamba float32 b1 p16 g4 cpu graphs=off backend=reference" "$EFFARCH" compare auto.json ref.json
 expect_exit 0 "1 matched point(s)" "$EFFARCH" compare ref.json ref-suite-out.json --metric peak_bytes
 expect_exit 2 "--backend" "$EFFARCH" bench tiny-mamba --backend fastest
+# --backend cuda for CPU tensors (and where an op tiny-mamba uses has no kernel): its points are errors.
+expect_exit 1 "cpu graphs=off backend=cuda weights=float32: error: loading tiny-mamba" "$EFFARCH" bench tiny-mamba \
+  --device cpu --backend cuda --prompt-lengths 16 --gen-tokens 2 --reps 1 --warmup 0 -o cuda.json
 echo '{"models": ["tiny-llama"], "backend": "fastest"}' > bad-backend-suite.json
 expect_exit 2 "bad-backend-suite.json: 'backend'" "$EFFARCH" bench --suite bad-backend-suite.json
 echo '{"models": ["tiny-llama"], "mode": ["speed", "fast"]}' > bad-mode-suite.json
