@@ -1,26 +1,13 @@
 // Dense feed-forward: SwiGLU-style gate/up/down (Llama, Mistral, Jamba, DeepSeek's dense layers)
 // or fc1/fc2 with biases (Phi).
 
-#include <cmath>
-
 #include <ATen/ATen.h>
 
 #include "blocks.h"
+#include "effarch/ops/activation.h"
 
 namespace effarch::model {
 namespace {
-
-at::Tensor activate(Activation act, const at::Tensor& x) {
-  switch (act) {
-    case Activation::SiLU:
-      return at::silu(x);
-    case Activation::GeluNew:  // HF's formula, term by term
-      return 0.5 * x * (1.0 + at::tanh(std::sqrt(2.0 / M_PI) * (x + 0.044715 * at::pow(x, 3.0))));
-    case Activation::Gelu:
-      return at::gelu(x);
-  }
-  return x;
-}
 
 class GatedMlp final : public FeedForward {
  public:
@@ -33,7 +20,7 @@ class GatedMlp final : public FeedForward {
         down_b_(optional_weight(w, layer, "mlp.down.bias")),
         act_(act) {}
   at::Tensor forward(const at::Tensor& x, const ForwardContext&) const override {
-    return at::linear(activate(act_, at::linear(x, gate_, gate_b_)) * at::linear(x, up_, up_b_), down_, down_b_);
+    return at::linear(ops::activate(act_, at::linear(x, gate_, gate_b_)) * at::linear(x, up_, up_b_), down_, down_b_);
   }
 
  private:
@@ -51,7 +38,7 @@ class FcMlp final : public FeedForward {
         fc2_b_(optional_weight(w, layer, "mlp.fc2.bias")),
         act_(act) {}
   at::Tensor forward(const at::Tensor& x, const ForwardContext&) const override {
-    return at::linear(activate(act_, at::linear(x, fc1_, fc1_b_)), fc2_, fc2_b_);
+    return at::linear(ops::activate(act_, at::linear(x, fc1_, fc1_b_)), fc2_, fc2_b_);
   }
 
  private:
