@@ -44,7 +44,7 @@ Problem random_problem(int64_t batch, int64_t dim, int64_t dstate, int64_t len, 
   return p;
 }
 
-// The recurrence exactly as written in MODELS.md, one token at a time, in float64.
+// The recurrence exactly as written in docs/models.md (Mamba-1), one token at a time, in float64.
 struct Naive {
   at::Tensor y, state;
 };

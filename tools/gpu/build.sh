@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds effarch on an offline GPU machine (see docs/building.md): run from the source root after
-# `source .gpu-kit/env.sh`. Usage: tools/gpu/build.sh [BUILD_DIR] [CUDA_ARCHS]   (default build, 90)
-# Prints the build time; the full log goes to BUILD_DIR/build.log.
+# `source .gpu-kit/env.sh` (the kit made by tools/gpu/fetch-kit.sh).
+# Usage: tools/gpu/build.sh [BUILD_DIR] [CUDA_ARCHS]   (default build, 90)
+# Prints the build time; the full logs go to BUILD_DIR.configure.log and BUILD_DIR.build.log.
 set -euo pipefail
 build=${1:-build}
 archs=${2:-90}

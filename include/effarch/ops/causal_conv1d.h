@@ -1,5 +1,5 @@
 #pragma once
-// Causal depthwise conv1d over time: the short conv of Mamba and Mamba-2 (MODELS.md sections 1, 7).
+// Causal depthwise conv1d over time: the short conv of Mamba and Mamba-2 (docs/models.md, Mamba-1 and Mamba-2).
 //
 //   out[b, c, t] = act(bias[c] + sum_k weight[c, k] * x[b, c, t - (W - 1) + k])
 //

@@ -1,5 +1,5 @@
 #pragma once
-// Mixture-of-Experts on flattened tokens (MODELS.md sections 4-6): the router (softmax + top-k,
+// Mixture-of-Experts on flattened tokens (docs/models.md, MoE): the router (softmax + top-k,
 // normalised per model) and the dispatch (tokens grouped by expert, each expert run only on its
 // own tokens, results combined in ascending expert order).
 

@@ -1,5 +1,5 @@
 #pragma once
-// The Mamba-1 selective scan (MODELS.md section 1): per channel d and state n,
+// The Mamba-1 selective scan (docs/models.md, Mamba-1): per channel d and state n,
 //
 //   dt[t,d]  = softplus(delta[t,d] + delta_bias[d])          (each step optional)
 //   h[t,d,n] = exp(dt[t,d] A[d,n]) h[t-1,d,n] + dt[t,d] B[t,n] u[t,d]

@@ -1,5 +1,5 @@
 #pragma once
-// The Mamba-2 state space dual (SSD) scan (MODELS.md section 7), per head h (group g = h / (H/G)),
+// The Mamba-2 state space dual (SSD) scan (docs/models.md, Mamba-2), per head h (group g = h / (H/G)),
 // head channel p and state n:
 //
 //   dt[t,h]     = clamp(softplus(dt_raw[t,h] + dt_bias[h]), dt_min, dt_max)

@@ -1,6 +1,6 @@
 // Mamba-2 mixer (Mamba2ForCausalLM): in_proj -> [z | x B C | dt]; causal conv + hidden_act (SiLU) over x B C;
 // the SSD scan over heads with grouped B/C (chunked for prefill, one recurrence step for decode);
-// gated RMSNorm with z; out_proj. Follows transformers 5.x's torch_forward (MODELS.md section 7).
+// gated RMSNorm with z; out_proj. Follows transformers 5.x's torch_forward (docs/models.md, Mamba-2).
 
 #include <limits>
 
