@@ -12,6 +12,10 @@ the transformers model on the CPU with seeded random weights, saves it with save
   logits_1       [1, 1, V] fp32
   greedy         [2, 16]  int64   16 greedy tokens after `input_ids`, each from a full forward
                                   over the sequence so far (independent of HF's cache code)
+  greedy_decode  [2, 16]  int64   only for fixtures where transformers' own decode path differs
+                                  from full forwards by design (Mamba-2's time_step_limit clamps dt
+                                  in the chunked scan, not in the decode step): 16 greedy tokens
+                                  from a prefill and 15 one-token steps through transformers' cache
 OUT_DIR/versions.json records the torch and transformers versions that made them.
 """
 import argparse
@@ -51,7 +55,29 @@ FIXTURES = {
     "jamba-all-moe": ("tiny-jamba", {"attn_layer_period": 4, "attn_layer_offset": 3,
                                      "expert_layer_period": 1, "expert_layer_offset": 0,
                                      "num_experts_per_tok": 1}),
+    # Sliding windows shorter than the 7-token prompt and the 16 greedy tokens after it.
+    "mistral-window": ("tiny-mistral", {"sliding_window": 4}),
+    "mixtral-window": ("tiny-mixtral", {"sliding_window": 3}),
+    # hidden_act other than SiLU: the Mamba conv output, the experts, Jamba's conv, MLPs and experts.
+    "mamba-gelu": ("tiny-mamba", {"hidden_act": "gelu"}),
+    "mamba2-relu": ("tiny-mamba2", {"hidden_act": "relu"}),
+    "mixtral-gelu-new": ("tiny-mixtral", {"hidden_act": "gelu_new"}),
+    "jamba-gelu-tanh": ("tiny-jamba", {"hidden_act": "gelu_pytorch_tanh"}),
+    # RoPE scaling types besides llama3 (dynamic NTK changes nothing within max_position_embeddings).
+    "llama-rope-linear": ("tiny-llama", {"rope_scaling": {"rope_type": "linear", "factor": 4.0}}),
+    "llama-rope-dynamic": ("tiny-llama", {"rope_scaling": {"rope_type": "dynamic", "factor": 2.0}}),
+    "llama-rope-yarn": ("tiny-llama", {"rope_scaling": {"rope_type": "yarn", "factor": 4.0,
+                                                        "original_max_position_embeddings": 512}}),
+    "llama-rope-yarn-mscale": ("tiny-llama", {"rope_scaling": {"rope_type": "yarn", "factor": 8.0,
+                                                               "original_max_position_embeddings": 256,
+                                                               "mscale": 0.707, "mscale_all_dim": 1.0,
+                                                               "beta_fast": 16, "truncate": False}}),
+    # A finite time_step_limit: dt clamped in the prefill scan only (greedy_decode checks decode).
+    "mamba2-dt-limit": ("tiny-mamba2", {"time_step_limit": [0.05, 0.06]}),
 }
+
+# Fixtures whose greedy reference is transformers' cached decode (see greedy_decode above).
+DECODE_REFERENCE = {"mamba2-dt-limit"}
 
 
 def build(name, base, overrides, out):
@@ -82,10 +108,28 @@ def build(name, base, overrides, out):
         for _ in range(16):
             nxt = model(seq, use_cache=False).logits[:, -1].float().argmax(-1, keepdim=True)
             seq = torch.cat([seq, nxt], dim=1)
-    save_file({"input_ids": ids, "logits": logits.contiguous(), "input_ids_1": ids1,
-               "logits_1": logits1.contiguous(), "greedy": seq[:, 7:].contiguous()},
-              out / f"{name}.expected.safetensors")
+    tensors = {"input_ids": ids, "logits": logits.contiguous(), "input_ids_1": ids1,
+               "logits_1": logits1.contiguous(), "greedy": seq[:, 7:].contiguous()}
+    if name in DECODE_REFERENCE:
+        decoded = cached_greedy(model, ids, 16)
+        # The fixture must tell the two paths apart, else it would not catch a clamped decode step.
+        if torch.equal(decoded, tensors["greedy"]):
+            sys.exit(f"{name}: transformers' decode gives the full-forward greedy tokens; pick a tighter limit")
+        tensors["greedy_decode"] = decoded
+    save_file(tensors, out / f"{name}.expected.safetensors")
     print(f"{name}: {folder}", file=sys.stderr)
+
+
+def cached_greedy(model, ids, steps):
+    """Greedy tokens through transformers' own cache: a prefill, then one-token forwards."""
+    with torch.no_grad():
+        out = model(ids, use_cache=True)
+        cache_key = "cache_params" if getattr(out, "cache_params", None) is not None else "past_key_values"
+        tokens = [out.logits[:, -1].float().argmax(-1, keepdim=True)]
+        for _ in range(steps - 1):
+            out = model(tokens[-1], use_cache=True, **{cache_key: getattr(out, cache_key)})
+            tokens.append(out.logits[:, -1].float().argmax(-1, keepdim=True))
+    return torch.cat(tokens, dim=1)
 
 
 def main():

@@ -4,6 +4,7 @@
 // the parsers and tensor builders declared here.
 
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -36,14 +37,27 @@ Architecture deepseek();
 Architecture jamba();
 
 // ---- shared config parsing (arch/blocks.cpp) ----
-// heads, kv heads, head_dim, biases; rope when `with_rope` (theta, partial rotary, llama3 scaling).
-AttentionConfig parse_attention(const ConfigReader& r, int64_t hidden, bool with_rope);
+// Which attention keys an architecture's transformers class reads; the others it ignores, and so
+// does effarch (a Mistral config's attention_bias changes nothing in transformers).
+struct AttentionKeys {
+  bool rope = true;            // rope_theta, rope_scaling / rope_parameters, partial_rotary_factor
+  bool attention_bias = false; // q/k/v/o biases (Llama, DeepSeekMoE)
+  bool sliding_window = false; // Mistral, Mixtral
+  std::optional<int64_t> default_sliding_window;  // when the key is absent (Mistral: 4096)
+  std::optional<int64_t> default_kv_heads;        // when absent (Mistral, Mixtral, Jamba: 8); else the heads
+};
+// heads, kv heads, head_dim and what `keys` names.
+AttentionConfig parse_attention(const ConfigReader& r, int64_t hidden, const AttentionKeys& keys);
 // "auto" or an integer (Mamba's time_step_rank, Jamba's mamba_dt_rank): auto = ceil(hidden / 16).
 int64_t parse_dt_rank(const ConfigReader& r, const std::string& key, int64_t hidden);
+// The Mamba conv width (conv_kernel, Jamba's mamba_d_conv): the causal conv op runs 2, 3 and 4,
+// anything else is refused here rather than at the first forward.
+int64_t parse_conv_width(const ConfigReader& r, const std::string& key, int64_t fallback);
 Activation parse_activation(const ConfigReader& r, const std::string& key, const std::string& fallback);
 // The keys every Llama-style decoder shares (Llama, Mistral, Mixtral, DeepSeekMoE): RMSNorm with
 // rms_norm_eps, tie_word_embeddings (default false), max_position_embeddings, RoPE attention.
-void parse_llama_style(const ConfigReader& r, ModelConfig& c, Family family, double default_eps);
+void parse_llama_style(const ConfigReader& r, ModelConfig& c, Family family, double default_eps,
+                       const AttentionKeys& keys);
 // Fills layers[] from per-layer kinds.
 void set_layers(ModelConfig& c, const std::function<LayerSpec(int64_t)>& kind_of_layer);
 

@@ -185,14 +185,16 @@ void Model::release_cache() {
 at::Tensor Model::decode(const at::Tensor& ids) {
   if (ids.dim() != 1) throw UsageError(fmt::format("decode takes one token per sequence: [batch] ids, got {} dims", ids.dim()));
   if (!cache_.allocated() || cache_.length == 0) throw UsageError("decode before prefill");
+  if (cache_.length + 1 > cache_.max_len) {
+    // Typically a prefill that sized the cache to the prompt itself.
+    throw UsageError(fmt::format("decode: the cache of {} tokens is full ({} written); call allocate_cache(batch, "
+                                 "prompt + new tokens) before prefill to leave room for the tokens decode appends",
+                                 cache_.max_len, cache_.length));
+  }
   if (options_.decode == DecodeMode::Eager) return forward(ids.unsqueeze(1), cache_.length).squeeze(1);
   if (ids.scalar_type() != at::kLong || ids.size(0) != cache_.batch) {
     throw UsageError(fmt::format("decode: [batch] int64 ids for a batch of {}, got {} of {}", cache_.batch,
                                  c10::toString(ids.scalar_type()), ids.size(0)));
-  }
-  if (cache_.length + 1 > cache_.max_len) {
-    throw UsageError(fmt::format("{} tokens exceed the cache of {} tokens allocated for this run", cache_.length + 1,
-                                 cache_.max_len));
   }
   position_.fill_(cache_.length);  // on the device's stream: no host round trip
   at::Tensor logits;

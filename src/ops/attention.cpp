@@ -1,5 +1,8 @@
 #include "effarch/ops/attention.h"
 
+#include <algorithm>
+#include <limits>
+
 #include <ATen/ATen.h>
 #include <fmt/format.h>
 
@@ -15,36 +18,50 @@ AttentionImpl parse_attention_impl(const std::string& name, const std::string& o
 
 namespace {
 
-// [T, S] boolean: true where query t may attend key s.
-at::Tensor causal_mask(int64_t t, int64_t s, int64_t start_pos, at::Device device) {
-  const at::Tensor q_pos = at::arange(start_pos, start_pos + t, at::TensorOptions().dtype(at::kLong).device(device));
-  const at::Tensor k_pos = at::arange(s, at::TensorOptions().dtype(at::kLong).device(device));
-  return k_pos.unsqueeze(0) <= q_pos.unsqueeze(1);
+// [T, S] boolean: true where query t (position start_pos + t) may attend key s (position
+// first_key + s): causal, and inside the sliding window when there is one.
+at::Tensor causal_mask(int64_t t, int64_t s, int64_t start_pos, int64_t first_key, std::optional<int64_t> window,
+                       at::Device device) {
+  const auto longs = at::TensorOptions().dtype(at::kLong).device(device);
+  const at::Tensor q_pos = at::arange(start_pos, start_pos + t, longs).unsqueeze(1);
+  const at::Tensor k_pos = at::arange(first_key, first_key + s, longs).unsqueeze(0);
+  at::Tensor mask = k_pos <= q_pos;
+  if (window) mask = mask & (k_pos > q_pos - *window);
+  return mask;
 }
 
 }  // namespace
 
 at::Tensor causal_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, int64_t start_pos,
-                            double scale, AttentionImpl impl) {
+                            double scale, AttentionImpl impl, std::optional<int64_t> window) {
   const int64_t hq = q.size(1), hkv = k.size(1), t = q.size(2), s = k.size(2);
-  if (hq % hkv != 0 || s != start_pos + t) {
-    throw OpError(fmt::format("causal_attention: {} query heads over {} kv heads, {} queries at {} over {} keys",
-                                 hq, hkv, t, start_pos, s));
+  if (hq % hkv != 0 || s != start_pos + t || (window && *window < 1)) {
+    throw OpError(fmt::format("causal_attention: {} query heads over {} kv heads, {} queries at {} over {} keys, "
+                              "window {}", hq, hkv, t, start_pos, s, window ? *window : 0));
   }
+  // Keys before the first query's window are seen by no query: leave them out.
+  const int64_t first_key = window ? std::max<int64_t>(0, start_pos - *window + 1) : 0;
+  const at::Tensor kw = first_key > 0 ? k.narrow(2, first_key, s - first_key) : k;
+  const at::Tensor vw = first_key > 0 ? v.narrow(2, first_key, s - first_key) : v;
+  const int64_t sw = s - first_key;
+  // Whether the plain causal mask (or, for one query, none) is exact: no window cuts a query's keys.
+  const bool window_cuts = window && start_pos + t - 1 - first_key >= *window;
   if (impl == AttentionImpl::Sdpa) {
     std::optional<at::Tensor> mask;
     bool is_causal = false;
-    if (t > 1 && start_pos == 0) {
+    if (window_cuts) {
+      mask = causal_mask(t, sw, start_pos, first_key, window, q.device());
+    } else if (t > 1 && first_key == 0 && start_pos == 0) {
       is_causal = true;
     } else if (t > 1) {
-      mask = causal_mask(t, s, start_pos, q.device());
-    }  // t == 1: the newest query sees every cached key
-    return at::scaled_dot_product_attention(q, k, v, mask, 0.0, is_causal, scale, /*enable_gqa=*/hq != hkv);
+      mask = causal_mask(t, sw, start_pos, first_key, window, q.device());
+    }  // t == 1: the newest query sees every key left
+    return at::scaled_dot_product_attention(q, kw, vw, mask, 0.0, is_causal, scale, /*enable_gqa=*/hq != hkv);
   }
-  const at::Tensor kr = hq == hkv ? k : k.repeat_interleave(hq / hkv, 1);
-  const at::Tensor vr = hq == hkv ? v : v.repeat_interleave(hq / hkv, 1);
+  const at::Tensor kr = hq == hkv ? kw : kw.repeat_interleave(hq / hkv, 1);
+  const at::Tensor vr = hq == hkv ? vw : vw.repeat_interleave(hq / hkv, 1);
   at::Tensor scores = at::matmul(q.to(at::kFloat), kr.to(at::kFloat).transpose(-1, -2)) * scale;  // [B, Hq, T, S]
-  scores = scores.masked_fill(causal_mask(t, s, start_pos, q.device()).logical_not(),
+  scores = scores.masked_fill(causal_mask(t, sw, start_pos, first_key, window, q.device()).logical_not(),
                               -std::numeric_limits<float>::infinity());
   const at::Tensor probs = at::softmax(scores, -1).to(v.scalar_type());
   return at::matmul(probs, vr);
@@ -52,9 +69,9 @@ at::Tensor causal_attention(const at::Tensor& q, const at::Tensor& k, const at::
 
 at::Tensor attention_at_position(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                  const at::Tensor& key_positions, const at::Tensor& position, double scale,
-                                 AttentionImpl impl) {
+                                 AttentionImpl impl, std::optional<int64_t> window) {
   const int64_t hq = q.size(1), hkv = k.size(1);
-  if (hq % hkv != 0 || q.size(2) != 1 || key_positions.numel() != k.size(2)) {
+  if (hq % hkv != 0 || q.size(2) != 1 || key_positions.numel() != k.size(2) || (window && *window < 1)) {
     throw OpError(fmt::format("attention_at_position: {} query heads over {} kv heads, {} queries, {} keys, {} key "
                                  "positions", hq, hkv, q.size(2), k.size(2), key_positions.numel()));
   }
@@ -62,7 +79,9 @@ at::Tensor attention_at_position(const at::Tensor& q, const at::Tensor& k, const
   // queries of that head (HF's repeat_kv gives kv head j the query heads j*G .. j*G + G - 1).
   const int64_t b = q.size(0), g = hq / hkv, d = q.size(3);
   const at::Tensor qg = q.reshape({b, hkv, g, d});
-  const at::Tensor visible = key_positions.le(position).view({1, 1, 1, -1});  // [1, 1, 1, S]
+  at::Tensor visible = key_positions.le(position);  // [S], computed on the device: no host sync
+  if (window) visible = visible & key_positions.gt(position - *window);
+  visible = visible.view({1, 1, 1, -1});  // [1, 1, 1, S]
   at::Tensor out;
   if (impl == AttentionImpl::Sdpa) {
     out = at::scaled_dot_product_attention(qg, k, v, visible, 0.0, false, scale);

@@ -2,7 +2,7 @@
 //
 // Dispatch groups the N*k (token, slot) assignments by expert with one stable sort of the flat
 // expert ids; per-expert counts come from a bincount (one device-to-host copy of E integers), and
-// each expert with tokens runs one gather -> SwiGLU -> scale -> index_add_ over exactly its rows.
+// each expert with tokens runs one gather -> gated MLP -> scale -> index_add_ over exactly its rows.
 
 #include "effarch/ops/moe.h"
 
@@ -97,7 +97,7 @@ Routing moe_route(const at::Tensor& x, const at::Tensor& router_weight, int64_t 
 }
 
 at::Tensor moe_dispatch(const at::Tensor& x, const Routing& routing, const std::vector<ExpertWeights>& experts,
-                        Backend backend) {
+                        Activation activation, Backend backend) {
   constexpr const char* op = "moe_dispatch";
   check_float(x, op, "x");
   if (x.dim() != 2) throw OpError(fmt::format("{}: x has shape {}, expected [N, H]", op, shape(x)));
@@ -143,7 +143,7 @@ at::Tensor moe_dispatch(const at::Tensor& x, const Routing& routing, const std::
     offset += c;
     const at::Tensor tokens = at::div(pos, k, "floor");
     const at::Tensor xe = x.index_select(0, tokens);
-    const at::Tensor h = linear(at::silu(linear(xe, w.gate)) * linear(xe, w.up), w.down);
+    const at::Tensor h = linear(activate(activation, linear(xe, w.gate)) * linear(xe, w.up), w.down);
     // Mixtral's weights are fp32: the product is fp32, then rounded once into the buffer.
     const at::Tensor y = h * flat_weights.index_select(0, pos).unsqueeze(1);
     out.index_add_(0, tokens, y.to(out.scalar_type()));

@@ -157,11 +157,107 @@ TEST(ConfigErrors, ImpossibleValues) {
   j["num_key_value_heads"] = 3;
   EXPECT_THROW_WITH(parse(j), ConfigError, {"'num_key_value_heads'", "3 kv heads do not divide 4"});
   j = tiny_llama();
-  j["rope_scaling"] = {{"rope_type", "yarn"}, {"factor", 4.0}};
-  EXPECT_THROW_WITH(parse(j), ConfigError, {"'rope_scaling'", "yarn", "not supported"});
+  j["rope_scaling"] = {{"rope_type", "longrope"}, {"factor", 4.0}};
+  EXPECT_THROW_WITH(parse(j), ConfigError, {"'rope_scaling'", "longrope", "not supported"});
   j = tiny_llama();
+  j["rope_scaling"] = {{"rope_type", "linear"}};
+  EXPECT_THROW_WITH(parse(j), ConfigError, {"'factor'", "missing"});
+}
+
+// Every field that changes the computation and that effarch does not implement is refused at
+// parse time, naming the key (docs/architectures.md lists the audit).
+TEST(ConfigErrors, UnimplementedFieldsAreRefusedByName) {
+  json j = tiny_llama();
+  j["hidden_act"] = "xielu";
+  EXPECT_THROW_WITH(parse(j), ConfigError, {"'hidden_act'", "xielu", "not supported", "gelu_pytorch_tanh"});
+  j = tiny_llama();
+  j["hidden_act"] = "prelu";
+  EXPECT_THROW_WITH(parse(j), ConfigError, {"'hidden_act'", "prelu"});
+  json mamba = io::read_json_file(configs_dir() / "models" / "tiny-mamba.json");
+  mamba["hidden_act"] = "no_such_act";
+  EXPECT_THROW_WITH(parse(mamba), ConfigError, {"'hidden_act'", "no_such_act"});
+  mamba = io::read_json_file(configs_dir() / "models" / "tiny-mamba.json");
+  mamba["conv_kernel"] = 5;
+  EXPECT_THROW_WITH(parse(mamba), ConfigError, {"'conv_kernel'", "conv width 5", "2, 3 or 4"});
+  json mamba2 = io::read_json_file(configs_dir() / "models" / "tiny-mamba2.json");
+  mamba2["conv_kernel"] = 1;
+  EXPECT_THROW_WITH(parse(mamba2), ConfigError, {"'conv_kernel'", "conv width 1"});
+  json jamba = io::read_json_file(configs_dir() / "models" / "tiny-jamba.json");
+  jamba["mamba_d_conv"] = 8;
+  EXPECT_THROW_WITH(parse(jamba), ConfigError, {"'mamba_d_conv'", "conv width 8"});
+  jamba = io::read_json_file(configs_dir() / "models" / "tiny-jamba.json");
+  jamba["hidden_act"] = "xielu";
+  EXPECT_THROW_WITH(parse(jamba), ConfigError, {"'hidden_act'", "xielu"});
+  json phi = io::read_json_file(configs_dir() / "models" / "tiny-phi.json");
+  phi["qk_layernorm"] = true;
+  EXPECT_THROW_WITH(parse(phi), ConfigError, {"'qk_layernorm'", "not supported"});
+  json deepseek = io::read_json_file(configs_dir() / "models" / "tiny-deepseek-moe.json");
+  deepseek["norm_topk_prob"] = true;
+  EXPECT_THROW_WITH(parse(deepseek), ConfigError, {"'norm_topk_prob'"});
+  deepseek = io::read_json_file(configs_dir() / "models" / "tiny-deepseek-moe.json");
+  deepseek["scoring_func"] = "sigmoid";
+  EXPECT_THROW_WITH(parse(deepseek), ConfigError, {"'scoring_func'", "sigmoid"});
+  deepseek = io::read_json_file(configs_dir() / "models" / "tiny-deepseek-moe.json");
+  deepseek["rope_scaling"] = {{"type", "yarn"}, {"factor", 2.0}};
+  EXPECT_THROW_WITH(parse(deepseek), ConfigError, {"'rope_scaling'", "yarn", "DeepSeekMoE"});
+  mamba2 = io::read_json_file(configs_dir() / "models" / "tiny-mamba2.json");
+  mamba2["time_step_limit"] = {0.1, 0.05};
+  EXPECT_THROW_WITH(parse(mamba2), ConfigError, {"'time_step_limit'"});
+}
+
+// Keys read per architecture as transformers' config classes and modeling code read them.
+TEST(Config, KeysAsTransformersReadsThem) {
+  json mistral = io::read_json_file(configs_dir() / "models" / "tiny-mistral.json");
+  EXPECT_FALSE(parse(mistral).attention->sliding_window.has_value());  // null: no window
+  mistral.erase("sliding_window");
+  EXPECT_EQ(parse(mistral).attention->sliding_window, 4096);  // MistralConfig's default
+  mistral["sliding_window"] = 5;
+  mistral["attention_bias"] = true;  // not a Mistral key: transformers builds no biases
+  const ModelConfig m = parse(mistral);
+  EXPECT_EQ(m.attention->sliding_window, 5);
+  EXPECT_FALSE(m.attention->qkv_bias);
+  mistral.erase("num_key_value_heads");
+  EXPECT_EQ(parse(mistral).attention->num_kv_heads, 8);
+  json llama = tiny_llama();
+  llama["sliding_window"] = 4;  // LlamaConfig has no sliding window
+  llama["attention_bias"] = true;
+  EXPECT_FALSE(parse(llama).attention->sliding_window.has_value());
+  EXPECT_TRUE(parse(llama).attention->qkv_bias);
+  json mixtral = io::read_json_file(configs_dir() / "models" / "tiny-mixtral.json");
+  mixtral["sliding_window"] = 3;
+  mixtral["hidden_act"] = "gelu_new";
+  EXPECT_EQ(parse(mixtral).attention->sliding_window, 3);
+  EXPECT_EQ(parse(mixtral).mlp->activation, Activation::GeluNew);
+  json mamba = io::read_json_file(configs_dir() / "models" / "tiny-mamba.json");
+  mamba["hidden_act"] = "gelu_pytorch_tanh";
+  mamba["rms_norm"] = false;  // not read by transformers 5.23
+  EXPECT_EQ(parse(mamba).mamba->activation, Activation::GeluTanh);
+  json jamba = io::read_json_file(configs_dir() / "models" / "tiny-jamba.json");
+  jamba["hidden_act"] = "relu";
+  EXPECT_EQ(parse(jamba).mamba->activation, Activation::Relu);
+  EXPECT_EQ(parse(jamba).mlp->activation, Activation::Relu);
+  json mamba2 = io::read_json_file(configs_dir() / "models" / "tiny-mamba2.json");
+  mamba2.erase("n_groups");
+  mamba2["num_heads"] = 8;
+  EXPECT_EQ(parse(mamba2).mamba->n_groups, 8);  // Mamba2Config's default
+}
+
+TEST(Config, RopeScalingTypes) {
+  json j = tiny_llama();
+  j["rope_scaling"] = {{"rope_type", "linear"}, {"factor", 4.0}};
+  EXPECT_EQ(parse(j).attention->rope->type, "linear");
+  EXPECT_DOUBLE_EQ(parse(j).attention->rope->factor, 4.0);
+  j["rope_scaling"] = {{"type", "dynamic"}, {"factor", 2.0}};
+  EXPECT_EQ(parse(j).attention->rope->type, "dynamic");
+  EXPECT_EQ(parse(j).attention->rope->max_position, 256);
+  j["rope_scaling"] = {{"rope_type", "yarn"}, {"factor", 4.0}};
+  const ops::RopeParams yarn = *parse(j).attention->rope;
+  EXPECT_EQ(yarn.original_max_position, 256);  // defaults to max_position_embeddings
+  EXPECT_DOUBLE_EQ(yarn.beta_fast, 32.0);
+  EXPECT_DOUBLE_EQ(yarn.beta_slow, 1.0);
+  EXPECT_NEAR(ops::rope_attention_factor(yarn), 0.1 * std::log(4.0) + 1.0, 1e-12);
   j["rope_scaling"] = {{"rope_type", "llama3"}, {"factor", 8.0}};
-  EXPECT_THROW_WITH(parse(j), ConfigError, {"'original_max_position_embeddings'", "missing"});
+  EXPECT_EQ(parse(j).attention->rope->original_max_position, 256);  // transformers 5.23's default
 }
 
 TEST(ConfigErrors, MoeAndHybridRules) {

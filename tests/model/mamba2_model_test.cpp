@@ -8,6 +8,7 @@
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
+#include <limits>
 #include <ostream>
 #include <string>
 #include <vector>
@@ -54,7 +55,10 @@ Weights perturbed_weights(const ModelConfig& c, at::ScalarType dtype) {
 // transformers' Mamba2Mixer written out one token at a time in float64, with no chunks and no
 // cache object: in_proj, a rolling conv window, the recurrence step, the gated RMSNorm per
 // group of d_inner / n_groups channels, out_proj. x [B, T, hidden] -> [B, T, hidden].
-at::Tensor plain_mixer(const ModelConfig& c, const Weights& w, int layer, const at::Tensor& x) {
+// Tokens from `unclamped_from` on are decode steps: transformers clamps dt to time_step_limit in
+// the chunked scan only, never in the one-token step.
+at::Tensor plain_mixer(const ModelConfig& c, const Weights& w, int layer, const at::Tensor& x,
+                       int64_t unclamped_from = std::numeric_limits<int64_t>::max()) {
   const auto& m = *c.mamba;
   const auto d = [](const at::Tensor& t) { return t.to(at::kDouble); };
   const auto optional = [&](const char* role) {
@@ -84,7 +88,7 @@ at::Tensor plain_mixer(const ModelConfig& c, const Weights& w, int layer, const 
     const at::Tensor Bm = u.narrow(1, di, g * n).reshape({b, g, n});
     const at::Tensor Cm = u.narrow(1, di + g * n, g * n).reshape({b, g, n});
     at::Tensor dt = at::log1p(at::exp(proj.narrow(1, di + conv_dim, h) + dt_bias));  // [B, H]
-    if (m.time_step_clamped) dt = at::clamp(dt, m.time_step_min, m.time_step_max);
+    if (m.time_step_clamped && t < unclamped_from) dt = at::clamp(dt, m.time_step_min, m.time_step_max);
     // Head hh reads group hh / (H / G).
     const at::Tensor Bh = Bm.repeat_interleave(h / g, 1), Ch = Cm.repeat_interleave(h / g, 1);  // [B, H, N]
     const at::Tensor dt4 = dt.view({b, h, 1, 1});
@@ -127,7 +131,8 @@ TEST_P(Mamba2Mixer, MatchesPlainTokenByTokenMixer) {
 }
 
 // A prompt fed as a prefill, a multi-token continuation, a decode step and another continuation
-// gives the outputs and the cache of one prefill over all of it.
+// gives the outputs and the cache of one prefill over all of it. With a time_step_limit the decode
+// step is left out: it does not clamp dt (checked below), so it differs from a prefill by design.
 TEST_P(Mamba2Mixer, ContinuingFromTheCacheEqualsOnePrefill) {
   const ModelConfig c = tiny_mamba2(GetParam().overrides);
   const Weights w = perturbed_weights(c, at::kFloat);
@@ -142,7 +147,9 @@ TEST_P(Mamba2Mixer, ContinuingFromTheCacheEqualsOnePrefill) {
   const at::Tensor expected = mixer->forward(x, whole, ForwardContext{});
   std::vector<at::Tensor> outs;
   int64_t pos = 0;
-  for (const int64_t len : {9, 8, 1, 5}) {
+  const std::vector<int64_t> lens =
+      c.mamba->time_step_clamped ? std::vector<int64_t>{9, 8, 6} : std::vector<int64_t>{9, 8, 1, 5};
+  for (const int64_t len : lens) {
     ForwardContext ctx;
     ctx.start_pos = pos;
     outs.push_back(mixer->forward(x.narrow(1, pos, len), pieces, ctx));
@@ -153,6 +160,27 @@ TEST_P(Mamba2Mixer, ContinuingFromTheCacheEqualsOnePrefill) {
   EXPECT_LE(rel_diff(pieces.ssm_state, whole.ssm_state), 1e-5);
   EXPECT_EQ(pieces.conv_state.data_ptr(), conv_ptr);  // written in place
   EXPECT_EQ(pieces.ssm_state.data_ptr(), ssm_ptr);
+}
+
+// Decode steps after a prefill: dt unclamped, as in transformers 5.23's decode path.
+TEST_P(Mamba2Mixer, DecodeStepsClampDtOnlyInThePrefill) {
+  const ModelConfig c = tiny_mamba2(GetParam().overrides);
+  const Weights w = perturbed_weights(c, at::kFloat);
+  const auto mixer = make_mamba2(c, w, 0);
+  at::manual_seed(25);
+  const at::Tensor x = at::randn({2, 12, c.hidden_size});
+  LayerCache cache;
+  mixer->allocate(cache, 2, 12, at::kFloat, at::kCPU);
+  std::vector<at::Tensor> outs = {mixer->forward(x.narrow(1, 0, 9), cache, ForwardContext{})};
+  for (int64_t pos = 9; pos < 12; ++pos) {
+    ForwardContext ctx;
+    ctx.start_pos = pos;
+    outs.push_back(mixer->forward(x.narrow(1, pos, 1), cache, ctx));
+  }
+  EXPECT_LE(rel_diff(at::cat(outs, 1), plain_mixer(c, w, 0, x, /*unclamped_from=*/9)), 1e-5) << GetParam().name;
+  if (c.mamba->time_step_clamped) {  // and the clamp would have mattered
+    EXPECT_GT(rel_diff(at::cat(outs, 1).narrow(1, 9, 3), plain_mixer(c, w, 0, x).narrow(1, 9, 3)), 1e-4);
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(

@@ -21,6 +21,16 @@ namespace {
 const char* kTransformers[] = {"tiny-llama", "tiny-llama3", "tiny-mistral", "tiny-phi"};
 const char* kStateSpace[] = {"tiny-mamba", "tiny-falcon-mamba", "tiny-mamba2"};
 const char* kMoeAndHybrid[] = {"tiny-mixtral", "tiny-deepseek-moe", "tiny-jamba"};
+// Built-in configs with one key changed ("base@variant"): sliding windows shorter than the
+// prompts, and hidden_act other than SiLU in the Mamba conv, the MLPs and the experts.
+const char* kVariants[] = {"tiny-mistral@window4", "tiny-mixtral@window3", "tiny-mamba@gelu",
+                           "tiny-mamba2@relu", "tiny-jamba@gelu_new", "tiny-deepseek-moe@gelu"};
+
+nlohmann::json variant_overrides(const std::string& variant) {
+  if (variant == "window4") return {{"sliding_window", 4}};
+  if (variant == "window3") return {{"sliding_window", 3}};
+  return {{"hidden_act", variant}};
+}
 
 std::unique_ptr<Model> make(const std::string& name, ops::AttentionImpl impl = ops::AttentionImpl::Sdpa,
                             DecodeMode decode = DecodeMode::Eager, at::Device device = at::kCPU) {
@@ -29,7 +39,14 @@ std::unique_ptr<Model> make(const std::string& name, ops::AttentionImpl impl = o
   opt.seed = 5;
   opt.decode = decode;
   opt.device = device;
-  return Model::load(resolve_model((effarch::testing::configs_dir() / "models" / (name + ".json")).string()), opt);
+  const size_t at_sign = name.find('@');
+  auto source = resolve_model((effarch::testing::configs_dir() / "models" / (name.substr(0, at_sign) + ".json")).string());
+  if (at_sign != std::string::npos) {
+    nlohmann::json doc = source.config.raw;
+    doc.update(variant_overrides(name.substr(at_sign + 1)));
+    source.config = parse_config(doc, name);
+  }
+  return Model::load(source, opt);
 }
 
 double rel_diff(const at::Tensor& a, const at::Tensor& b) {
@@ -92,7 +109,8 @@ void expect_same_decode(const char* name, DecodeMode mode, at::Device device, do
       EXPECT_LE(rel_diff(other->decode(next), eager->decode(next)), tol) << name << " position " << t;
     }
     EXPECT_EQ(other->cache().length, 24);
-    EXPECT_THROW_WITH(other->decode(ids.select(1, 0).contiguous()), UsageError, {"25 tokens exceed the cache of 24"});
+    EXPECT_THROW_WITH(other->decode(ids.select(1, 0).contiguous()), UsageError,
+                      {"cache of 24 tokens is full", "allocate_cache(batch, prompt + new tokens) before prefill"});
   }
 }
 
@@ -126,6 +144,34 @@ TEST(Model, CudaGraphsNeedACudaDevice) {
 INSTANTIATE_TEST_SUITE_P(Transformers, ModelChecks, ::testing::ValuesIn(kTransformers));
 INSTANTIATE_TEST_SUITE_P(StateSpace, ModelChecks, ::testing::ValuesIn(kStateSpace));
 INSTANTIATE_TEST_SUITE_P(MoeAndHybrid, ModelChecks, ::testing::ValuesIn(kMoeAndHybrid));
+INSTANTIATE_TEST_SUITE_P(Variants, ModelChecks, ::testing::ValuesIn(kVariants));
+
+// The variants really change the model: a window shorter than the prompt changes the logits of
+// the positions past it (and only those), a non-SiLU hidden_act changes everything.
+TEST(Model, VariantsChangeTheLogits) {
+  for (const char* name : kVariants) {
+    const std::string base(name, std::string(name).find('@'));
+    auto variant = make(name);
+    auto plain = make(base);
+    const at::Tensor ids = at::randint(0, plain->config().vocab_size, {1, 9}, at::kLong);
+    const at::Tensor a = variant->prefill(ids), b = plain->prefill(ids);
+    EXPECT_GT(rel_diff(a, b), 1e-3) << name;
+    if (variant->config().attention && variant->config().attention->sliding_window) {
+      const int64_t w = *variant->config().attention->sliding_window;
+      EXPECT_LE(rel_diff(a.narrow(1, 0, w), b.narrow(1, 0, w)), 1e-6) << name << ": positions inside the window";
+    }
+  }
+}
+
+// prefill without allocate_cache sizes the cache to the prompt; the decode after it says what to do.
+TEST(Model, DecodeAfterPrefillWithoutRoomSaysToAllocate) {
+  for (const auto mode : {DecodeMode::Eager, DecodeMode::Static}) {
+    auto model = make("tiny-llama", ops::AttentionImpl::Sdpa, mode);
+    model->prefill(at::zeros({1, 3}, at::kLong));
+    EXPECT_THROW_WITH(model->decode(at::zeros({1}, at::kLong)), UsageError,
+                      {"cache of 3 tokens is full", "call allocate_cache(batch, prompt + new tokens) before prefill"});
+  }
+}
 
 TEST(Model, RoutingObserverSeesEveryMoeLayerOnce) {
   for (const char* name : kMoeAndHybrid) {

@@ -12,6 +12,8 @@
 #include <c10/core/ScalarType.h>
 #include <nlohmann/json.hpp>
 
+#include "effarch/ops/activation.h"
+#include "effarch/ops/rope.h"
 #include "effarch/ops/router_kind.h"
 
 namespace effarch::model {
@@ -20,19 +22,11 @@ enum class Family { Transformer, Mamba, MoE, Hybrid };
 enum class MixerKind { Attention, Mamba1, Mamba2 };
 enum class FfnKind { None, Dense, MoE };
 enum class NormKind { RMSNorm, LayerNorm };
-enum class Activation { SiLU, GeluNew, Gelu };
+using Activation = ops::Activation;  // hidden_act, as transformers' ACT2FN computes it
 // How router probabilities become expert weights: the MoE op's own enum.
 using RouterKind = ops::RouterKind;
 
-struct RopeConfig {
-  double theta = 10000.0;
-  int64_t rotary_dim = 0;  // dims of each head that rotate (Phi: a fraction of head_dim)
-  std::string type = "default";  // "default" or "llama3"
-  double factor = 1.0;
-  double low_freq_factor = 1.0;
-  double high_freq_factor = 4.0;
-  int64_t original_max_position = 0;
-};
+using RopeConfig = ops::RopeParams;  // rope_theta and rope_scaling / rope_parameters
 
 struct AttentionConfig {
   int64_t num_heads = 0;
@@ -54,6 +48,7 @@ struct MambaConfig {
   bool proj_bias = false;
   enum class DtBCNorm { None, Weightless, Learned } dt_bc_norm = DtBCNorm::None;  // Falcon-Mamba, Jamba
   double dt_bc_norm_eps = 1e-6;
+  Activation activation = Activation::SiLU;  // hidden_act: applied to the conv output (the gate z is always SiLU)
   // Mamba-2
   int64_t num_heads = 0;
   int64_t head_dim = 0;

@@ -77,13 +77,16 @@ class Model {
   // Allocates the cache for `batch` sequences of up to `max_len` tokens (prompt + generated).
   void allocate_cache(int64_t batch, int64_t max_len);
   // ids [B, T] int64 -> logits [B, T, vocab] fp32. Starts a new sequence (cache length 0).
+  // Without an allocated cache it allocates one of exactly T tokens: call allocate_cache(B,
+  // T + new tokens) first when decode is to follow.
   at::Tensor prefill(const at::Tensor& ids);
   // Like prefill, but the final norm and head run on the last position only: [B, vocab] fp32.
   // What generation needs; it saves the [B, T, vocab] logits of long prompts.
   at::Tensor prefill_last(const at::Tensor& ids);
   // Frees the cache (and a captured graph); the next prefill allocates one again.
   void release_cache();
-  // ids [B] int64 -> logits [B, vocab] fp32, appending one token per sequence.
+  // ids [B] int64 -> logits [B, vocab] fp32, appending one token per sequence. A full cache is a
+  // UsageError saying to allocate_cache(batch, prompt + new tokens) before prefill.
   at::Tensor decode(const at::Tensor& ids);
 
   // Every MoE layer calls `observer` with its routing decisions on each forward; an empty

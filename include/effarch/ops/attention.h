@@ -5,6 +5,8 @@
 
 #include <ATen/core/Tensor.h>
 
+#include <cstdint>
+#include <optional>
 #include <string>
 
 namespace effarch::ops {
@@ -13,16 +15,19 @@ enum class AttentionImpl { Sdpa, Eager };
 AttentionImpl parse_attention_impl(const std::string& name, const std::string& option);  // "sdpa", "eager"
 
 // q: [B, Hq, T, D]; k, v: [B, Hkv, S, D] with S = start_pos + T (cache prefix plus the new keys).
-// Query t (position start_pos + t) sees keys 0 .. start_pos + t. Hkv divides Hq (GQA).
+// Query t (position i = start_pos + t) sees keys 0 .. i; with a sliding window W only the last W
+// of them, i - W + 1 .. i (transformers' sliding_window_overlay: kv_idx > q_idx - W), and keys
+// before every query's window are not read at all. Hkv divides Hq (GQA).
 // Scores and softmax in fp32; returns [B, Hq, T, D] in q's dtype.
 at::Tensor causal_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, int64_t start_pos,
-                            double scale, AttentionImpl impl);
+                            double scale, AttentionImpl impl, std::optional<int64_t> window = std::nullopt);
 
 // One query per sequence over a whole cache, for the static decode: q [B, Hq, 1, D]; k, v
 // [B, Hkv, S, D]; key s is seen when key_positions[s] <= position ([S] and [1] int64 tensors on
-// q's device). The shapes never change from step to step, so a CUDA graph can replay it.
+// q's device), and with a sliding window W also key_positions[s] > position - W. The shapes never
+// change from step to step and nothing is read back to the host, so a CUDA graph can replay it.
 at::Tensor attention_at_position(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                  const at::Tensor& key_positions, const at::Tensor& position, double scale,
-                                 AttentionImpl impl);
+                                 AttentionImpl impl, std::optional<int64_t> window = std::nullopt);
 
 }  // namespace effarch::ops

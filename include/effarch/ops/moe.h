@@ -7,6 +7,7 @@
 
 #include <ATen/core/Tensor.h>
 
+#include "effarch/ops/activation.h"
 #include "effarch/ops/router_kind.h"
 #include "effarch/ops/backend.h"
 #include "effarch/ops/linear.h"
@@ -25,7 +26,8 @@ struct Routing {
 //   SoftmaxModelDtype (DeepSeekMoE): softmax in the model dtype, top-k, no renormalisation.
 Routing moe_route(const at::Tensor& x, const at::Tensor& router_weight, int64_t top_k, RouterKind kind);
 
-// One SwiGLU expert: down(SiLU(gate x) * up x). gate, up [I, H]; down [H, I].
+// One gated expert: down(act(gate x) * up x), act the config's hidden_act (SiLU: SwiGLU).
+// gate, up [I, H]; down [H, I].
 struct ExpertWeights {
   Linear gate, up, down;
 };
@@ -34,7 +36,8 @@ struct ExpertWeights {
 // x's dtype: out[n] = sum over the token's experts, in ascending expert id, of
 // (expert(x[n]) * weight) rounded to x's dtype and added into a zero buffer of x's dtype. Experts
 // that no token chose are not run (their weights are not even read).
+// `activation` is the experts' act (hidden_act in every MoE config transformers has).
 at::Tensor moe_dispatch(const at::Tensor& x, const Routing& routing, const std::vector<ExpertWeights>& experts,
-                        Backend backend = Backend::Auto);
+                        Activation activation = Activation::SiLU, Backend backend = Backend::Auto);
 
 }  // namespace effarch::ops

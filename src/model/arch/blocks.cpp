@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include "../architectures.h"
 
@@ -12,10 +13,13 @@ namespace effarch::model::arch {
 
 std::string layer_prefix(const std::string& stem, int layer) { return fmt::format("{}{}.", stem, layer); }
 
-AttentionConfig parse_attention(const ConfigReader& r, int64_t hidden, bool with_rope) {
+AttentionConfig parse_attention(const ConfigReader& r, int64_t hidden, const AttentionKeys& keys) {
   AttentionConfig a;
   a.num_heads = r.positive("num_attention_heads");
-  a.num_kv_heads = r.positive_or("num_key_value_heads", a.num_heads);
+  // A key written as null counts as absent: the config classes then use the head count.
+  a.num_kv_heads = r.positive_or("num_key_value_heads", r.doc().contains("num_key_value_heads")
+                                                            ? a.num_heads
+                                                            : keys.default_kv_heads.value_or(a.num_heads));
   if (r.has("head_dim")) {
     a.head_dim = r.positive("head_dim");
   } else {
@@ -27,10 +31,19 @@ AttentionConfig parse_attention(const ConfigReader& r, int64_t hidden, bool with
   if (a.num_heads % a.num_kv_heads != 0) {
     r.fail("num_key_value_heads", fmt::format("{} kv heads do not divide {} attention heads", a.num_kv_heads, a.num_heads));
   }
-  a.qkv_bias = r.boolean_or("attention_bias", false);
-  a.out_bias = a.qkv_bias;
-  if (r.has("sliding_window")) a.sliding_window = r.positive("sliding_window");
-  if (!with_rope) return a;
+  if (keys.attention_bias) {
+    a.qkv_bias = r.boolean_or("attention_bias", false);
+    a.out_bias = a.qkv_bias;
+  }
+  if (keys.sliding_window) {
+    // Absent: the config class's default; null: no window (full causal attention).
+    if (r.has("sliding_window")) {
+      a.sliding_window = r.positive("sliding_window");
+    } else if (!r.doc().contains("sliding_window")) {
+      a.sliding_window = keys.default_sliding_window;
+    }
+  }
+  if (!keys.rope) return a;
 
   RopeConfig rope;
   // transformers 5 may nest rope keys in "rope_parameters"; 4.x keeps rope_theta and rope_scaling.
@@ -58,17 +71,47 @@ AttentionConfig parse_attention(const ConfigReader& r, int64_t hidden, bool with
     if (!scaling->is_object()) r.fail(scaling_key, "must be an object or null");
     ConfigReader s(*scaling, r.source() + " (" + scaling_key + ")");
     const std::string type = s.has("rope_type") ? s.string("rope_type") : s.string_or("type", "default");
+    // transformers 5.23 (standardize_rope_params): llama3 and yarn take original_max_position_embeddings
+    // from the top level when it is there, else from the scaling dict, else max_position_embeddings.
+    auto original_max = [&] {
+      if (r.has("original_max_position_embeddings")) return r.positive("original_max_position_embeddings");
+      return s.positive_or("original_max_position_embeddings", r.positive("max_position_embeddings"));
+    };
+    if (type != "default") rope.type = type;
     if (type == "llama3") {
-      rope.type = "llama3";
       rope.factor = s.positive_number_or("factor", 8.0);
       rope.low_freq_factor = s.positive_number_or("low_freq_factor", 1.0);
       rope.high_freq_factor = s.positive_number_or("high_freq_factor", 4.0);
-      rope.original_max_position = s.positive("original_max_position_embeddings");
+      rope.original_max_position = original_max();
       if (rope.high_freq_factor <= rope.low_freq_factor) {
         s.fail("high_freq_factor", "must be greater than low_freq_factor");
       }
+    } else if (type == "linear") {
+      rope.factor = s.number("factor");
+      if (!(rope.factor > 0)) s.fail("factor", fmt::format("must be positive, got {}", rope.factor));
+    } else if (type == "dynamic") {
+      rope.factor = s.number("factor");
+      if (!(rope.factor > 0)) s.fail("factor", fmt::format("must be positive, got {}", rope.factor));
+      rope.max_position = r.positive("max_position_embeddings");
+    } else if (type == "yarn") {
+      rope.original_max_position = original_max();
+      // A null factor: max_position_embeddings / original_max_position_embeddings.
+      rope.factor = s.has("factor") ? s.number("factor")
+                                    : static_cast<double>(r.positive("max_position_embeddings")) /
+                                          static_cast<double>(rope.original_max_position);
+      if (!(rope.factor > 0)) s.fail("factor", fmt::format("must be positive, got {}", rope.factor));
+      if (s.has("attention_factor")) rope.attention_factor = s.number("attention_factor");
+      if (s.has("mscale")) rope.mscale = s.number("mscale");
+      if (s.has("mscale_all_dim")) rope.mscale_all_dim = s.number("mscale_all_dim");
+      // transformers: `beta_fast or 32`, so 0 also means the default.
+      rope.beta_fast = s.number_or("beta_fast", 32.0);
+      if (rope.beta_fast == 0) rope.beta_fast = 32.0;
+      rope.beta_slow = s.number_or("beta_slow", 1.0);
+      if (rope.beta_slow == 0) rope.beta_slow = 1.0;
+      rope.truncate = s.boolean_or("truncate", true);
     } else if (type != "default") {
-      r.fail(scaling_key, fmt::format("rope type '{}' is not supported (supported: default, llama3)", type));
+      r.fail(scaling_key, fmt::format("rope type '{}' is not supported (supported: default, linear, dynamic, yarn, "
+                                      "llama3)", type));
     }
   }
   a.rope = rope;
@@ -85,21 +128,27 @@ int64_t parse_dt_rank(const ConfigReader& r, const std::string& key, int64_t hid
   return r.positive(key);
 }
 
-Activation parse_activation(const ConfigReader& r, const std::string& key, const std::string& fallback) {
-  const std::string act = r.string_or(key, fallback);
-  if (act == "silu" || act == "swish") return Activation::SiLU;
-  if (act == "gelu_new" || act == "gelu_pytorch_tanh") return Activation::GeluNew;
-  if (act == "gelu") return Activation::Gelu;
-  r.fail(key, fmt::format("activation '{}' is not supported (silu, gelu_new, gelu)", act));
+int64_t parse_conv_width(const ConfigReader& r, const std::string& key, int64_t fallback) {
+  const int64_t w = r.positive_or(key, fallback);
+  if (w < 2 || w > 4) r.fail(key, fmt::format("conv width {} is not supported (2, 3 or 4)", w));
+  return w;
 }
 
-void parse_llama_style(const ConfigReader& r, ModelConfig& c, Family family, double default_eps) {
+Activation parse_activation(const ConfigReader& r, const std::string& key, const std::string& fallback) {
+  const std::string act = r.string_or(key, fallback);
+  if (const auto a = ops::activation_from_name(act)) return *a;
+  r.fail(key, fmt::format("activation '{}' is not supported (supported: {})", act,
+                          fmt::join(ops::activation_names(), ", ")));
+}
+
+void parse_llama_style(const ConfigReader& r, ModelConfig& c, Family family, double default_eps,
+                       const AttentionKeys& keys) {
   c.family = family;
   c.norm = NormKind::RMSNorm;
   c.norm_eps = r.positive_number_or("rms_norm_eps", default_eps);
   c.tie_word_embeddings = r.boolean_or("tie_word_embeddings", false);
   c.max_position_embeddings = r.positive("max_position_embeddings");
-  c.attention = parse_attention(r, c.hidden_size, /*with_rope=*/true);
+  c.attention = parse_attention(r, c.hidden_size, keys);
 }
 
 void set_layers(ModelConfig& c, const std::function<LayerSpec(int64_t)>& kind_of_layer) {

@@ -10,7 +10,13 @@ namespace effarch::model::arch {
 namespace {
 
 void parse_deepseek(const ConfigReader& r, ModelConfig& c) {
-  parse_llama_style(r, c, Family::MoE, 1e-6);
+  parse_llama_style(r, c, Family::MoE, 1e-6, AttentionKeys{/*rope=*/true, /*attention_bias=*/true});
+  // Its remote code builds linear and dynamic scaled RoPE only (any other type raises there).
+  const std::string rope_type = c.attention->rope->type;
+  if (rope_type != "default" && rope_type != "linear" && rope_type != "dynamic") {
+    r.fail("rope_scaling", fmt::format("rope type '{}' is not supported by DeepSeekMoE (default, linear, dynamic)",
+                                       rope_type));
+  }
   c.mlp = MlpConfig{r.positive("intermediate_size"), parse_activation(r, "hidden_act", "silu"), true, false};
   const std::string scoring = r.string_or("scoring_func", "softmax");
   if (scoring != "softmax") r.fail("scoring_func", fmt::format("'{}' is not supported (softmax)", scoring));

@@ -15,18 +15,22 @@ void parse_jamba(const ConfigReader& r, ModelConfig& c) {
   c.norm_eps = r.positive_number_or("rms_norm_eps", 1e-6);
   c.tie_word_embeddings = r.boolean_or("tie_word_embeddings", false);
   c.max_position_embeddings = r.positive_or("max_position_embeddings", 262144);
-  c.attention = parse_attention(r, c.hidden_size, /*with_rope=*/false);
+  AttentionKeys keys;
+  keys.rope = false;
+  keys.default_kv_heads = 8;
+  c.attention = parse_attention(r, c.hidden_size, keys);
   c.mlp = MlpConfig{r.positive("intermediate_size"), parse_activation(r, "hidden_act", "silu"), true, false};
 
   MambaConfig m;
   m.version = 1;
   m.d_state = r.positive("mamba_d_state");
-  m.d_conv = r.positive("mamba_d_conv");
+  m.d_conv = parse_conv_width(r, "mamba_d_conv", 4);
   m.d_inner = r.positive("mamba_expand") * c.hidden_size;
   m.dt_rank = parse_dt_rank(r, "mamba_dt_rank", c.hidden_size);
   m.conv_bias = r.boolean_or("mamba_conv_bias", true);
   m.proj_bias = r.boolean_or("mamba_proj_bias", false);
   m.dt_bc_norm = MambaConfig::DtBCNorm::Learned;
+  m.activation = c.mlp->activation;  // one hidden_act for the MLPs, the experts and the conv
   m.dt_bc_norm_eps = c.norm_eps;
   c.mamba = m;
 

@@ -6,10 +6,22 @@
 namespace effarch::model::arch {
 namespace {
 
-void parse_llama_family(const ConfigReader& r, ModelConfig& c) {
-  parse_llama_style(r, c, Family::Transformer, 1e-6);
+void parse_llama(const ConfigReader& r, ModelConfig& c) {
+  parse_llama_style(r, c, Family::Transformer, 1e-6, AttentionKeys{/*rope=*/true, /*attention_bias=*/true});
   c.mlp = MlpConfig{r.positive("intermediate_size"), parse_activation(r, "hidden_act", "silu"), true,
                     r.boolean_or("mlp_bias", false)};
+  set_layers(c, [](int64_t) { return LayerSpec{MixerKind::Attention, FfnKind::Dense}; });
+}
+
+// Mistral: Llama without biases (attention_bias and mlp_bias are not Mistral keys), 8 kv heads
+// and a 4096-token sliding window unless the config says otherwise (null: no window).
+void parse_mistral(const ConfigReader& r, ModelConfig& c) {
+  AttentionKeys keys;
+  keys.sliding_window = true;
+  keys.default_sliding_window = 4096;
+  keys.default_kv_heads = 8;
+  parse_llama_style(r, c, Family::Transformer, 1e-6, keys);
+  c.mlp = MlpConfig{r.positive("intermediate_size"), parse_activation(r, "hidden_act", "silu"), true, false};
   set_layers(c, [](int64_t) { return LayerSpec{MixerKind::Attention, FfnKind::Dense}; });
 }
 
@@ -28,7 +40,7 @@ std::vector<TensorSpec> llama_tensors(const ModelConfig& c) {
 
 }  // namespace
 
-Architecture llama() { return {"LlamaForCausalLM", parse_llama_family, llama_tensors}; }
-Architecture mistral() { return {"MistralForCausalLM", parse_llama_family, llama_tensors}; }
+Architecture llama() { return {"LlamaForCausalLM", parse_llama, llama_tensors}; }
+Architecture mistral() { return {"MistralForCausalLM", parse_mistral, llama_tensors}; }
 
 }  // namespace effarch::model::arch

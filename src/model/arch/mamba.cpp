@@ -15,11 +15,11 @@ void parse_mamba_family(const ConfigReader& r, ModelConfig& c, bool falcon) {
   c.norm_eps = r.positive_number_or("layer_norm_epsilon", 1e-5);
   c.tie_word_embeddings = r.boolean_or("tie_word_embeddings", true);
   c.residual_in_fp32 = r.boolean_or("residual_in_fp32", true);
-  if (!r.boolean_or("rms_norm", true)) r.fail("rms_norm", "false (LayerNorm blocks) is not supported");
+  // rms_norm is not read by transformers 5.23 (its blocks are always RMSNorm): ignored here too.
   MambaConfig m;
   m.version = 1;
   m.d_state = r.positive("state_size");
-  m.d_conv = r.positive("conv_kernel");
+  m.d_conv = parse_conv_width(r, "conv_kernel", 4);
   const int64_t expand = r.positive_or("expand", 2);
   m.d_inner = r.positive_or("intermediate_size", expand * c.hidden_size);
   if (m.d_inner != expand * c.hidden_size) {
@@ -28,6 +28,7 @@ void parse_mamba_family(const ConfigReader& r, ModelConfig& c, bool falcon) {
   m.dt_rank = parse_dt_rank(r, "time_step_rank", c.hidden_size);
   m.conv_bias = r.boolean_or("use_conv_bias", true);
   m.proj_bias = r.boolean_or("use_bias", false);
+  m.activation = parse_activation(r, "hidden_act", "silu");
   if (falcon) {
     m.dt_bc_norm = MambaConfig::DtBCNorm::Weightless;
     m.dt_bc_norm_eps = r.positive_number_or("mixer_rms_eps", 1e-6);

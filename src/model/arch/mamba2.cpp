@@ -17,14 +17,14 @@ void parse_mamba2(const ConfigReader& r, ModelConfig& c) {
   c.norm_eps = r.positive_number_or("layer_norm_epsilon", 1e-5);
   c.tie_word_embeddings = r.boolean_or("tie_word_embeddings", false);
   c.residual_in_fp32 = r.boolean_or("residual_in_fp32", true);
-  if (!r.boolean_or("rms_norm", true)) r.fail("rms_norm", "false (LayerNorm blocks) is not supported");
+  // rms_norm is not read by transformers 5.23 (its blocks are always RMSNorm): ignored here too.
   MambaConfig m;
   m.version = 2;
   m.d_state = r.positive("state_size");
-  m.d_conv = r.positive("conv_kernel");
+  m.d_conv = parse_conv_width(r, "conv_kernel", 4);
   m.num_heads = r.positive("num_heads");
   m.head_dim = r.positive("head_dim");
-  m.n_groups = r.positive_or("n_groups", 1);
+  m.n_groups = r.positive_or("n_groups", 8);  // Mamba2Config's default
   m.chunk_size = r.positive_or("chunk_size", 256);
   const int64_t expand = r.positive_or("expand", 2);
   m.d_inner = expand * c.hidden_size;
@@ -37,6 +37,7 @@ void parse_mamba2(const ConfigReader& r, ModelConfig& c) {
   }
   m.conv_bias = r.boolean_or("use_conv_bias", true);
   m.proj_bias = r.boolean_or("use_bias", false);
+  m.activation = parse_activation(r, "hidden_act", "silu");
   m.gated_norm_eps = c.norm_eps;
   if (r.has("time_step_limit")) {
     const auto& lim = r.doc().at("time_step_limit");

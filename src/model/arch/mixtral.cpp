@@ -9,7 +9,10 @@ namespace effarch::model::arch {
 namespace {
 
 void parse_mixtral(const ConfigReader& r, ModelConfig& c) {
-  parse_llama_style(r, c, Family::MoE, 1e-5);
+  AttentionKeys keys;
+  keys.sliding_window = true;  // default null
+  keys.default_kv_heads = 8;
+  parse_llama_style(r, c, Family::MoE, 1e-5, keys);
   MoeConfig moe;
   moe.num_experts = r.positive("num_local_experts");
   moe.top_k = r.positive("num_experts_per_tok");

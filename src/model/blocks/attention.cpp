@@ -1,5 +1,6 @@
 // Attention mixer: q/k/v projections, RoPE where the config has it, the new K/V written into the
-// preallocated cache, causal attention over the cache prefix, output projection.
+// preallocated cache, causal attention over the cache prefix (only its last sliding_window keys
+// where the config has one: Mistral, Mixtral), output projection.
 
 #include <cmath>
 
@@ -34,7 +35,7 @@ class AttentionMixer final : public Mixer {
       cache.k.index_copy_(2, *ctx.position, k);
       cache.v.index_copy_(2, *ctx.position, v);
       const at::Tensor out = ops::attention_at_position(q, cache.k, cache.v, *ctx.key_positions, *ctx.position,
-                                                        scale_, ctx.attention);
+                                                        scale_, ctx.attention, a_.sliding_window);
       return ops::linear(out.transpose(1, 2).reshape({b, t, a_.num_heads * a_.head_dim}), o_);
     }
     if (a_.rope) {
@@ -45,7 +46,7 @@ class AttentionMixer final : public Mixer {
     cache.v.narrow(2, ctx.start_pos, t).copy_(v);
     const int64_t s = ctx.start_pos + t;
     const at::Tensor out = ops::causal_attention(q, cache.k.narrow(2, 0, s), cache.v.narrow(2, 0, s), ctx.start_pos,
-                                                 scale_, ctx.attention);  // [B, Hq, T, D]
+                                                 scale_, ctx.attention, a_.sliding_window);  // [B, Hq, T, D]
     return ops::linear(out.transpose(1, 2).reshape({b, t, a_.num_heads * a_.head_dim}), o_);
   }
 

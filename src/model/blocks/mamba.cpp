@@ -1,10 +1,11 @@
 // Mamba-1 mixer (MambaForCausalLM, Falcon-Mamba, Jamba's Mamba layers): in_proj -> causal conv +
-// SiLU -> x_proj -> (dt, B, C) [-> RMSNorms] -> dt_proj -> selective scan gated by SiLU(z) ->
+// hidden_act (SiLU) -> x_proj -> (dt, B, C) [-> RMSNorms] -> dt_proj -> selective scan gated by SiLU(z) ->
 // out_proj. Prefill runs the chunked scan; decode one recurrence step on the cached state.
 
 #include <ATen/ATen.h>
 
 #include "blocks.h"
+#include "effarch/ops/activation.h"
 #include "effarch/ops/causal_conv1d.h"
 #include "effarch/ops/norm.h"
 #include "effarch/ops/selective_scan.h"
@@ -39,9 +40,11 @@ class Mamba1Mixer final : public Mixer {
     const at::Tensor xs = xz.narrow(2, 0, di).transpose(1, 2);  // [B, Di, T] views, channel-last
     const at::Tensor z = xz.narrow(2, di, di).transpose(1, 2);
     const bool fresh = ctx.start_pos == 0;
-    const at::Tensor u =
-        fresh ? ops::causal_conv1d(xs, conv_w_, conv_b_, /*silu=*/true, &cache.conv_state, ctx.backend)
-              : ops::causal_conv1d_update(xs, cache.conv_state, conv_w_, conv_b_, /*silu=*/true, ctx.backend);
+    // SiLU fuses into the conv; any other hidden_act runs after a conv without activation.
+    const bool silu = m_.activation == Activation::SiLU;
+    at::Tensor u = fresh ? ops::causal_conv1d(xs, conv_w_, conv_b_, silu, &cache.conv_state, ctx.backend)
+                         : ops::causal_conv1d_update(xs, cache.conv_state, conv_w_, conv_b_, silu, ctx.backend);
+    if (!silu) u = ops::activate(m_.activation, u);
     const at::Tensor proj = ops::linear(u.transpose(1, 2), x_proj_);  // [B, T, R + 2N]
     at::Tensor dt_low = proj.narrow(2, 0, r), bmat = proj.narrow(2, r, n), cmat = proj.narrow(2, r + n, n);
     if (m_.dt_bc_norm == MambaConfig::DtBCNorm::Learned) {  // Jamba

@@ -1,10 +1,13 @@
-// Mamba-2 mixer (Mamba2ForCausalLM): in_proj -> [z | x B C | dt]; causal conv + SiLU over x B C;
+// Mamba-2 mixer (Mamba2ForCausalLM): in_proj -> [z | x B C | dt]; causal conv + hidden_act (SiLU) over x B C;
 // the SSD scan over heads with grouped B/C (chunked for prefill, one recurrence step for decode);
 // gated RMSNorm with z; out_proj. Follows transformers 5.x's torch_forward (docs/models.md, Mamba-2).
+
+#include <limits>
 
 #include <ATen/ATen.h>
 
 #include "blocks.h"
+#include "effarch/ops/activation.h"
 #include "effarch/ops/causal_conv1d.h"
 #include "effarch/ops/ssd.h"
 
@@ -29,6 +32,11 @@ class Mamba2Mixer final : public Mixer {
       args_.dt_max = m_.time_step_max;
     }
     args_.chunk_size = m_.chunk_size;
+    // time_step_limit clamps dt in the chunked scan only: transformers 5.23 (torch_forward and the
+    // mamba_ssm kernels it calls) never clamps in the one-token decode step, so neither does effarch.
+    decode_args_ = args_;
+    decode_args_.dt_min = 0.0;
+    decode_args_.dt_max = std::numeric_limits<double>::infinity();
   }
 
   at::Tensor forward(const at::Tensor& x, LayerCache& cache, const ForwardContext& ctx) const override {
@@ -40,16 +48,18 @@ class Mamba2Mixer final : public Mixer {
     const at::Tensor xbc = proj.narrow(2, di, conv_dim).transpose(1, 2);  // [B, conv_dim, T] view
     const at::Tensor dt = proj.narrow(2, di + conv_dim, h);              // [B, T, H]
     const bool fresh = ctx.start_pos == 0;
-    const at::Tensor u =
-        (fresh ? ops::causal_conv1d(xbc, conv_w_, conv_b_, /*silu=*/true, &cache.conv_state, ctx.backend)
-               : ops::causal_conv1d_update(xbc, cache.conv_state, conv_w_, conv_b_, /*silu=*/true, ctx.backend))
-            .transpose(1, 2);  // [B, T, conv_dim]
+    // SiLU fuses into the conv; any other hidden_act runs after a conv without activation.
+    const bool silu = m_.activation == Activation::SiLU;
+    at::Tensor conv = fresh ? ops::causal_conv1d(xbc, conv_w_, conv_b_, silu, &cache.conv_state, ctx.backend)
+                            : ops::causal_conv1d_update(xbc, cache.conv_state, conv_w_, conv_b_, silu, ctx.backend);
+    if (!silu) conv = ops::activate(m_.activation, conv);
+    const at::Tensor u = conv.transpose(1, 2);  // [B, T, conv_dim]
     const at::Tensor xs = u.narrow(2, 0, di).reshape({b, t, h, p});
     const at::Tensor bm = u.narrow(2, di, g * n).reshape({b, t, g, n});
     const at::Tensor cm = u.narrow(2, di + g * n, g * n).reshape({b, t, g, n});
     at::Tensor y;  // [B, T, Di] fp32
     if (!fresh && t == 1) {
-      y = ops::ssd_state_update(xs.select(1, 0), dt.select(1, 0), bm.select(1, 0), cm.select(1, 0), args_,
+      y = ops::ssd_state_update(xs.select(1, 0), dt.select(1, 0), bm.select(1, 0), cm.select(1, 0), decode_args_,
                                 cache.ssm_state, ctx.backend)
               .reshape({b, 1, di});
     } else {
@@ -73,7 +83,8 @@ class Mamba2Mixer final : public Mixer {
   std::optional<at::Tensor> conv_b_;
   at::Tensor norm_w_;
   ops::Linear out_proj_;
-  ops::SsdArgs args_;
+  ops::SsdArgs args_;         // prefill: dt clamped to time_step_limit
+  ops::SsdArgs decode_args_;  // decode: no clamp
 };
 
 }  // namespace

@@ -1,33 +1,20 @@
 // Dense feed-forward: SwiGLU-style gate/up/down (Llama, Mistral, Jamba, DeepSeek's dense layers)
 // or fc1/fc2 with biases (Phi).
 
-#include <cmath>
-
 #include <ATen/ATen.h>
 
 #include "blocks.h"
+#include "effarch/ops/activation.h"
 
 namespace effarch::model {
 namespace {
-
-at::Tensor activate(Activation act, const at::Tensor& x) {
-  switch (act) {
-    case Activation::SiLU:
-      return at::silu(x);
-    case Activation::GeluNew:  // HF's formula, term by term
-      return 0.5 * x * (1.0 + at::tanh(std::sqrt(2.0 / M_PI) * (x + 0.044715 * at::pow(x, 3.0))));
-    case Activation::Gelu:
-      return at::gelu(x);
-  }
-  return x;
-}
 
 class GatedMlp final : public FeedForward {
  public:
   GatedMlp(const Weights& w, int layer, Activation act)
       : gate_(w.linear(layer, "mlp.gate.")), up_(w.linear(layer, "mlp.up.")), down_(w.linear(layer, "mlp.down.")), act_(act) {}
   at::Tensor forward(const at::Tensor& x, const ForwardContext&) const override {
-    return ops::linear(activate(act_, ops::linear(x, gate_)) * ops::linear(x, up_), down_);
+    return ops::linear(ops::activate(act_, ops::linear(x, gate_)) * ops::linear(x, up_), down_);
   }
 
  private:
@@ -40,7 +27,7 @@ class FcMlp final : public FeedForward {
   FcMlp(const Weights& w, int layer, Activation act)
       : fc1_(w.linear(layer, "mlp.fc1.")), fc2_(w.linear(layer, "mlp.fc2.")), act_(act) {}
   at::Tensor forward(const at::Tensor& x, const ForwardContext&) const override {
-    return ops::linear(activate(act_, ops::linear(x, fc1_)), fc2_);
+    return ops::linear(ops::activate(act_, ops::linear(x, fc1_)), fc2_);
   }
 
  private:

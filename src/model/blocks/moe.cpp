@@ -13,7 +13,7 @@ namespace {
 class MoeFeedForward final : public FeedForward {
  public:
   MoeFeedForward(const ModelConfig& c, const Weights& w, int layer)
-      : moe_(*c.moe), layer_(layer), router_(w.get(layer, "moe.router.weight")) {
+      : moe_(*c.moe), activation_(c.mlp->activation), layer_(layer), router_(w.get(layer, "moe.router.weight")) {
     for (int64_t e = 0; e < moe_.num_experts; ++e) {
       const std::string p = "moe.expert." + std::to_string(e) + ".";
       experts_.push_back({w.linear(layer, p + "gate."), w.linear(layer, p + "up."), w.linear(layer, p + "down.")});
@@ -30,15 +30,17 @@ class MoeFeedForward final : public FeedForward {
     if (ctx.routing != nullptr) {
       (*ctx.routing)(RoutingEvent{layer_, routing.expert_ids, routing.weights.to(at::kFloat), routing.probs});
     }
-    at::Tensor out = ops::moe_dispatch(flat, routing, experts_, ctx.backend);
-    if (shared_) {  // DeepSeekMoE: after the routed sum
-      out = out + ops::linear(at::silu(ops::linear(flat, shared_->gate)) * ops::linear(flat, shared_->up), shared_->down);
+    at::Tensor out = ops::moe_dispatch(flat, routing, experts_, activation_, ctx.backend);
+    if (shared_) {  // DeepSeekMoE: after the routed sum, with the same hidden_act
+      out = out + ops::linear(ops::activate(activation_, ops::linear(flat, shared_->gate)) * ops::linear(flat, shared_->up),
+                              shared_->down);
     }
     return out.view(x.sizes());
   }
 
  private:
   MoeConfig moe_;
+  Activation activation_;  // hidden_act, shared by the experts and the shared experts
   int layer_;
   at::Tensor router_;
   std::vector<ops::ExpertWeights> experts_;

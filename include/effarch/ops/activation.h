@@ -1,0 +1,43 @@
+#pragma once
+// The activations Hugging Face configs name in `hidden_act` (transformers' ACT2FN), each with
+// transformers' own formula, so a config's activation gives the same numbers here. Used by the
+// dense MLPs, the MoE experts and the Mamba mixers' conv output.
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <ATen/core/Tensor.h>
+
+namespace effarch::ops {
+
+enum class Activation {
+  SiLU,         // silu, swish
+  Gelu,         // gelu, gelu_python: x * Phi(x) with erf
+  GeluNew,      // gelu_new, gelu_python_tanh, gelu_accurate: the tanh approximation, term by term
+  GeluTanh,     // gelu_pytorch_tanh: torch's fused tanh approximation
+  GeluFast,     // gelu_fast
+  QuickGelu,    // quick_gelu: x * sigmoid(1.702 x)
+  Gelu10,       // gelu_10: gelu clipped to [-10, 10]
+  Relu,         // relu
+  Relu2,        // relu2: relu(x)^2
+  Relu6,        // relu6
+  LeakyRelu,    // leaky_relu (slope 0.01, torch's default)
+  Sigmoid,      // sigmoid
+  Tanh,         // tanh
+  Mish,         // mish
+  Hardswish,    // hardswish
+  Laplace,      // laplace
+  SqrtSoftplus, // sqrtsoftplus
+  Linear,       // linear: the identity
+};
+
+// The activation a `hidden_act` name denotes; nullopt for a name effarch does not implement
+// (e.g. prelu and xielu, which carry learned parameters).
+std::optional<Activation> activation_from_name(const std::string& name);
+// The names activation_from_name accepts, for error messages.
+const std::vector<std::string>& activation_names();
+// x with the activation applied elementwise, in x's dtype.
+at::Tensor activate(Activation act, const at::Tensor& x);
+
+}  // namespace effarch::ops

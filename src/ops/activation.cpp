@@ -1,0 +1,88 @@
+// Activations as transformers' ACT2FN computes them (src/transformers/activations.py in 5.23):
+// the same formula term by term where it writes one out, the same torch function where it calls one.
+
+#include "effarch/ops/activation.h"
+
+#include <cmath>
+#include <utility>
+
+#include <ATen/ATen.h>
+
+namespace effarch::ops {
+namespace {
+
+const std::vector<std::pair<std::string, Activation>>& table() {
+  static const std::vector<std::pair<std::string, Activation>> t = {
+      {"silu", Activation::SiLU},
+      {"swish", Activation::SiLU},
+      {"gelu", Activation::Gelu},
+      {"gelu_python", Activation::Gelu},
+      {"gelu_new", Activation::GeluNew},
+      {"gelu_python_tanh", Activation::GeluNew},
+      {"gelu_accurate", Activation::GeluNew},
+      {"gelu_pytorch_tanh", Activation::GeluTanh},
+      {"gelu_fast", Activation::GeluFast},
+      {"quick_gelu", Activation::QuickGelu},
+      {"gelu_10", Activation::Gelu10},
+      {"relu", Activation::Relu},
+      {"relu2", Activation::Relu2},
+      {"relu6", Activation::Relu6},
+      {"leaky_relu", Activation::LeakyRelu},
+      {"sigmoid", Activation::Sigmoid},
+      {"tanh", Activation::Tanh},
+      {"mish", Activation::Mish},
+      {"hardswish", Activation::Hardswish},
+      {"laplace", Activation::Laplace},
+      {"sqrtsoftplus", Activation::SqrtSoftplus},
+      {"linear", Activation::Linear},
+  };
+  return t;
+}
+
+}  // namespace
+
+std::optional<Activation> activation_from_name(const std::string& name) {
+  for (const auto& [n, a] : table()) {
+    if (n == name) return a;
+  }
+  return std::nullopt;
+}
+
+const std::vector<std::string>& activation_names() {
+  static const std::vector<std::string> names = [] {
+    std::vector<std::string> v;
+    for (const auto& entry : table()) v.push_back(entry.first);
+    return v;
+  }();
+  return names;
+}
+
+at::Tensor activate(Activation act, const at::Tensor& x) {
+  const double k = std::sqrt(2.0 / M_PI);
+  switch (act) {
+    case Activation::SiLU: return at::silu(x);
+    case Activation::Gelu: return at::gelu(x);
+    case Activation::GeluNew: return 0.5 * x * (1.0 + at::tanh(k * (x + 0.044715 * at::pow(x, 3.0))));
+    case Activation::GeluTanh: return at::gelu(x, "tanh");
+    case Activation::GeluFast: return 0.5 * x * (1.0 + at::tanh(x * 0.7978845608 * (1.0 + 0.044715 * x * x)));
+    case Activation::QuickGelu: return x * at::sigmoid(1.702 * x);
+    case Activation::Gelu10: return at::clamp(at::gelu(x), -10, 10);
+    case Activation::Relu: return at::relu(x);
+    case Activation::Relu2: return at::square(at::relu(x));
+    case Activation::Relu6: return at::hardtanh(x, 0.0, 6.0);
+    case Activation::LeakyRelu: return at::leaky_relu(x, 0.01);
+    case Activation::Sigmoid: return at::sigmoid(x);
+    case Activation::Tanh: return at::tanh(x);
+    case Activation::Mish: return at::mish(x);
+    case Activation::Hardswish: return at::hardswish(x);
+    case Activation::Laplace: {
+      const at::Tensor t = (x - 0.707107).div(0.282095 * std::sqrt(2.0));
+      return 0.5 * (1.0 + at::erf(t));
+    }
+    case Activation::SqrtSoftplus: return at::softplus(x).sqrt();
+    case Activation::Linear: return x;
+  }
+  return x;
+}
+
+}  // namespace effarch::ops
