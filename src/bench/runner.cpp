@@ -254,7 +254,7 @@ std::vector<Point> run_sweep(const SweepSpec& spec, const nlohmann::json& enviro
       decode_mode = opt.decode;
       opt.backend = spec.backend;
       opt.allow_beyond_context = true;
-      f = roofline_model(source.config, dtype);
+      f = roofline_model(source.config);
       ModelInfo mi;
       mi.model_path = source.checkpoint_dir ? source.checkpoint_dir->string() : source.config_path.string();
       mi.weights_source = source.checkpoint_dir ? "checkpoint" : "random";
@@ -274,6 +274,7 @@ std::vector<Point> run_sweep(const SweepSpec& spec, const nlohmann::json& enviro
       lt.weights_bytes = m->weights().bytes();
       lt.bytes_per_s = lt.seconds > 0 ? static_cast<double>(lt.weights_bytes) / lt.seconds : 0.0;
       info->load = lt;
+      set_weight_bytes(f, m->weights());
       implementations = m->implementations();
       weights = m->weight_format();
     } catch (const std::exception& e) {
