@@ -50,6 +50,7 @@ EFFARCH_CPU_CLONES void scan_block(const ScanParams& p, int64_t b, int64_t d0, i
   float* a = h + kBlock * npad;       // [kBlock, npad]: A, zero-padded (exp(0) h = h = 0 in the pad)
   float* bt = a + kBlock * npad;      // [npad]: B[b, :, t]
   float* ct = bt + npad;              // [npad]: C[b, :, t]
+  float dtb[kBlock], ub[kBlock], gb[kBlock];  // this step's dt, u and SiLU(z) per channel
   for (int64_t dd = 0; dd < dn; ++dd) {
     for (int64_t n = 0; n < npad; ++n) {
       const bool in = n < N;
@@ -63,14 +64,22 @@ EFFARCH_CPU_CLONES void scan_block(const ScanParams& p, int64_t b, int64_t d0, i
       bt[n] = p.B(b, n, t);
       ct[n] = p.C(b, n, t);
     }
+    // The block's per-channel scalars, vectorised: dt = softplus(delta + bias), u, SiLU(z).
+    for (int64_t dd = 0; dd < kBlock; ++dd) {
+      const bool in = dd < dn;
+      const int64_t d = d0 + dd;
+      dtb[dd] = in ? p.delta(b, d, t) + (p.bias ? p.bias[d] : 0.f) : 0.f;
+      ub[dd] = in ? p.u(b, d, t) : 0.f;
+      gb[dd] = in && p.has_z ? p.z(b, d, t) : 0.f;
+    }
+    for (int64_t j = 0; j < kBlock; j += 8) {
+      if (p.softplus) simd::store8(dtb + j, simd::softplus8(simd::load8(dtb + j)));
+      if (p.has_z) simd::store8(gb + j, simd::silu8(simd::load8(gb + j)));
+    }
     float* yt = p.y + (b * p.len + t) * p.dim + d0;
     for (int64_t dd = 0; dd < dn; ++dd) {
-      const int64_t d = d0 + dd;
-      float dt = p.delta(b, d, t);
-      if (p.bias) dt += p.bias[d];
-      if (p.softplus) dt = dt <= 20.f ? std::log1p(std::exp(dt)) : dt;  // PyTorch's softplus, threshold 20
-      const float uu = p.u(b, d, t);
-      const v8f dtv = simd::splat(dt), uv = simd::splat(uu);
+      const float uu = ub[dd];
+      const v8f dtv = simd::splat(dtb[dd]), uv = simd::splat(uu);
       v8f acc = simd::splat(0.f);
       float* hd = h + dd * npad;
       const float* ad = a + dd * npad;
@@ -80,11 +89,8 @@ EFFARCH_CPU_CLONES void scan_block(const ScanParams& p, int64_t b, int64_t d0, i
         acc += hv * simd::load8(ct + j);
       }
       float y = simd::hsum(acc);
-      if (p.D) y += p.D[d] * uu;
-      if (p.has_z) {
-        const float zz = p.z(b, d, t);
-        y *= zz / (1.f + std::exp(-zz));
-      }
+      if (p.D) y += p.D[d0 + dd] * uu;
+      if (p.has_z) y *= gb[dd];
       yt[dd] = y;
     }
   }

@@ -73,4 +73,45 @@ EFFARCH_INLINE v8f exp8(v8f x) {
   return p * scale;
 }
 
+// log(x) lane by lane for x > 0 (normal): x = m 2^e with m in [sqrt(1/2), sqrt(2)), log(m) by
+// the classic Cephes logf polynomial in m - 1; about 1 ulp.
+EFFARCH_INLINE v8f log8(v8f x) {
+  v8i bits;
+  std::memcpy(&bits, &x, sizeof bits);
+  v8i e = ((bits >> 23) & 0xff) - 126;  // x = f 2^e, f in [0.5, 1)
+  const v8i mbits = (bits & 0x007fffff) | 0x3f000000;
+  v8f f;
+  std::memcpy(&f, &mbits, sizeof f);
+  const v8i small = f < splat(0.70710678118654752f);  // f < sqrt(1/2): use 2f, e - 1
+  e += small;
+  f = small ? f + f : f;
+  const v8f m = f - splat(1.0f);
+  const v8f fe = __builtin_convertvector(e, v8f);
+  const v8f z = m * m;
+  v8f p = splat(7.0376836292e-2f);
+  p = p * m + splat(-1.1514610310e-1f);
+  p = p * m + splat(1.1676998740e-1f);
+  p = p * m + splat(-1.2420140846e-1f);
+  p = p * m + splat(1.4249322787e-1f);
+  p = p * m + splat(-1.6668057665e-1f);
+  p = p * m + splat(2.0000714765e-1f);
+  p = p * m + splat(-2.4999993993e-1f);
+  p = p * m + splat(3.3333331174e-1f);
+  v8f y = m * z * p + fe * splat(-2.12194440e-4f) - splat(0.5f) * z;
+  return m + y + fe * splat(0.693359375f);
+}
+
+// PyTorch's softplus (threshold 20): x above 20 passes through, else log1p(exp(x)), with log1p
+// kept accurate for small exp(x) by log(u) * y / (u - 1), u = 1 + y.
+EFFARCH_INLINE v8f softplus8(v8f x) {
+  const v8f y = exp8(x);
+  const v8f u = splat(1.0f) + y;
+  const v8f d = u - splat(1.0f);
+  const v8f l = d == splat(0.0f) ? y : log8(u) * (y / (d == splat(0.0f) ? splat(1.0f) : d));
+  return x > splat(20.0f) ? x : l;
+}
+
+// SiLU(z) = z / (1 + exp(-z)).
+EFFARCH_INLINE v8f silu8(v8f z) { return z / (splat(1.0f) + exp8(-z)); }
+
 }  // namespace effarch::ops::cpu::simd
