@@ -3,8 +3,8 @@
 
 Usage: plot_results.py RESULTS.json [MORE.json ...] -o curves.png   (or .svg, .pdf)
 
-Three panels, log-log axes, one line per (model, dtype, batch, generated tokens, device, graphs): peak memory and cache
-bytes against prompt length; prefill tokens/s; decode tokens/s. Points that ran out of memory
+Three panels, log-log axes, one line per (model, dtype, batch, generated tokens, device, graphs,
+backend, the ops that ran a CUDA kernel, weights): peak memory and cache bytes against prompt length; prefill tokens/s; decode tokens/s. Points that ran out of memory
 are marked with an x at the top of the panel (their model's colour), errors with a + .
 Uses only matplotlib (Debian: python3-matplotlib) and the standard library.
 """
@@ -32,7 +32,13 @@ def load(paths):
 
 def series_name(key):
     graphs = ", graphs" if key.get("cuda_graphs") == "on" else ""
-    return f"{key['model']} ({key['dtype']}, batch {key['batch']}, gen {key['gen_tokens']}, {key['device']}{graphs})"
+    # Schema 2 keys say what ran: a reference run and a kernel run are separate lines.
+    backend = f", {key['backend']}" if key.get("backend", "auto") != "auto" else ""
+    kernels = sorted(f for f, impl in key.get("implementations", {}).items() if impl == "cuda")
+    ops = f", cuda: {'+'.join(kernels)}" if kernels else ""
+    weights = f", {key['weights']} weights" if key.get("weights", key["dtype"]) != key["dtype"] else ""
+    return (f"{key['model']} ({key['dtype']}, batch {key['batch']}, gen {key['gen_tokens']}, {key['device']}"
+            f"{graphs}{backend}{ops}{weights})")
 
 
 def stat(p, *path):

@@ -1,6 +1,7 @@
 // effarch compare: points matched by key, each metric's ratio, and a regression only when the
 // change is both past the threshold and beyond the runs' noise.
 
+#include <algorithm>
 #include <cmath>
 #include <map>
 #include <set>
@@ -20,38 +21,72 @@ struct Value {
 };
 
 // The statistic (or plain number) of `metric` in a point, if it has one.
-std::optional<Value> metric_value(const nlohmann::json& p, const std::string& metric) {
-  if (p.value("status", "") != "ok") return std::nullopt;
-  auto stat = [&](std::initializer_list<const char*> path) -> std::optional<Value> {
-    const nlohmann::json* j = &p;
-    for (const char* k : path) {
-      if (!j->contains(k)) return std::nullopt;
-      j = &(*j)[k];
-    }
-    if (j->is_number()) return Value{j->get<double>(), 0.0};
-    return Value{j->at("mean").get<double>(), j->at("stddev").get<double>()};
+std::optional<Value> metric_value(const Point& p, const std::string& metric) {
+  if (p.status != PointStatus::Ok) return std::nullopt;
+  auto stat = [](const std::optional<Stats>& st) -> std::optional<Value> {
+    if (!st) return std::nullopt;
+    return Value{st->mean, st->stddev};
   };
-  if (metric == "prefill_tokens_per_s") return stat({"speed", "prefill_tokens_per_s"});
-  if (metric == "decode_tokens_per_s") return stat({"speed", "decode_tokens_per_s"});
-  if (metric == "ttft_s") return stat({"speed", "ttft_s"});
-  if (metric == "prefill_s") return stat({"speed", "prefill_s"});
-  if (metric == "decode_step_p50_s") return stat({"speed", "decode_step_s", "p50"});
-  if (metric == "decode_step_p99_s") return stat({"speed", "decode_step_s", "p99"});
-  if (metric == "peak_bytes") return stat({"memory", "peak_bytes"});
-  if (metric == "cache_bytes") return stat({"memory", "cache_bytes"});
+  auto bytes = [&](uint64_t MemoryResult::*field) -> std::optional<Value> {
+    if (!p.memory) return std::nullopt;
+    return Value{static_cast<double>((*p.memory).*field), 0.0};
+  };
+  const auto& s = p.speed;
+  const std::optional<DecodeStepStats> steps = s ? s->decode_step_s : std::nullopt;
+  if (metric == "prefill_tokens_per_s") return s ? stat(s->prefill_tokens_per_s) : std::nullopt;
+  if (metric == "decode_tokens_per_s") return s ? stat(s->decode_tokens_per_s) : std::nullopt;
+  if (metric == "ttft_s") return s ? stat(s->ttft_s) : std::nullopt;
+  if (metric == "prefill_s") return s ? stat(s->prefill_s) : std::nullopt;
+  if (metric == "decode_step_p50_s") return steps ? stat(steps->p50) : std::nullopt;
+  if (metric == "decode_step_p99_s") return steps ? stat(steps->p99) : std::nullopt;
+  if (metric == "peak_bytes") return bytes(&MemoryResult::peak_bytes);
+  if (metric == "cache_bytes") return bytes(&MemoryResult::cache_bytes);
   return std::nullopt;
+}
+
+// BASE and NEW points paired by key: an exact match first, else one that PointKey::matches (a
+// version 1 baseline, whose implementations are unknown). Each point pairs at most once.
+struct Pairing {
+  std::vector<std::pair<const Point*, const Point*>> pairs;  // base, new; in the new file's order
+  std::vector<const Point*> only_base, only_new;
+};
+
+Pairing pair_points(const std::vector<Point>& base, const std::vector<Point>& news) {
+  Pairing r;
+  std::vector<bool> used(base.size(), false);
+  std::vector<const Point*> unpaired;
+  for (int pass = 0; pass < 2; ++pass) {
+    const std::vector<const Point*> todo = [&] {
+      if (pass == 1) return unpaired;
+      std::vector<const Point*> all;
+      for (const auto& p : news) all.push_back(&p);
+      return all;
+    }();
+    unpaired.clear();
+    for (const Point* np : todo) {
+      bool found = false;
+      for (size_t i = 0; i < base.size() && !found; ++i) {
+        if (used[i] || !(pass == 0 ? base[i].key == np->key : base[i].key.matches(np->key))) continue;
+        used[i] = found = true;
+        r.pairs.emplace_back(&base[i], np);
+      }
+      if (!found) unpaired.push_back(np);
+    }
+  }
+  r.only_new = unpaired;
+  for (size_t i = 0; i < base.size(); ++i) {
+    if (!used[i]) r.only_base.push_back(&base[i]);
+  }
+  std::sort(r.pairs.begin(), r.pairs.end(), [](const auto& a, const auto& b) { return a.second->key < b.second->key; });
+  auto by_key = [](const Point* a, const Point* b) { return a->key < b->key; };
+  std::sort(r.only_base.begin(), r.only_base.end(), by_key);
+  std::sort(r.only_new.begin(), r.only_new.end(), by_key);
+  return r;
 }
 
 std::string fmt_value(double v) {
   if (v != 0 && (std::fabs(v) >= 1e6 || std::fabs(v) < 1e-2)) return fmt::format("{:.4g}", v);
   return fmt::format("{:.3f}", v);
-}
-
-std::string side_key(const nlohmann::json& p) {
-  const auto& k = p.at("key");
-  return fmt::format("{} b{} p{} g{} {} graphs={}", k.at("dtype").get<std::string>(), k.at("batch").get<int64_t>(),
-                     k.at("prompt_len").get<int64_t>(), k.at("gen_tokens").get<int64_t>(),
-                     k.at("device").get<std::string>(), k.at("cuda_graphs").get<std::string>());
 }
 
 }  // namespace
@@ -96,24 +131,22 @@ CompareResult compare(const nlohmann::json& base, const std::vector<nlohmann::js
   }
   CompareResult r;
   std::ostringstream out;
-  std::map<std::string, const nlohmann::json*> base_points;
-  for (const auto& p : base.at("points")) base_points[point_key(p)] = &p;
+  const std::vector<Point> base_points = points_of(base);
+  std::vector<std::vector<Point>> new_points;
+  for (const auto& doc : news) new_points.push_back(points_of(doc));
 
   for (size_t f = 0; f < news.size(); ++f) {
-    std::map<std::string, const nlohmann::json*> new_points;
-    for (const auto& p : news[f].at("points")) new_points[point_key(p)] = &p;
+    const Pairing pairing = pair_points(base_points, new_points[f]);
     out << fmt::format("== {} vs {}: threshold {:.1f}%, noise {} sigma\n", labels.at(f + 1), labels.at(0),
                        options.max_regression * 100, options.noise_sigmas);
     out << "| point | metric | base | new | new/base | verdict |\n|---|---|---:|---:|---:|---|\n";
-    for (const auto& [key, np] : new_points) {
-      auto it = base_points.find(key);
-      if (it == base_points.end()) continue;
+    for (const auto& [bp, np] : pairing.pairs) {
       ++r.matched;
-      const nlohmann::json& bp = *it->second;
-      const std::string bs = bp.value("status", ""), ns = np->value("status", "");
-      if (bs != ns) {
-        const bool worse = bs == "ok";
-        out << fmt::format("| {} | status | {} | {} | | {} |\n", key, bs, ns, worse ? "REGRESSION" : "improved");
+      const std::string key = np->key.str();
+      if (bp->status != np->status) {
+        const bool worse = bp->status == PointStatus::Ok;
+        out << fmt::format("| {} | status | {} | {} | | {} |\n", key, to_string(bp->status), to_string(np->status),
+                           worse ? "REGRESSION" : "improved");
         if (worse) {
           ++r.regressions;
         } else {
@@ -122,7 +155,7 @@ CompareResult compare(const nlohmann::json& base, const std::vector<nlohmann::js
         continue;
       }
       for (const auto& metric : options.metrics) {
-        const auto b = metric_value(bp, metric), n = metric_value(*np, metric);
+        const auto b = metric_value(*bp, metric), n = metric_value(*np, metric);
         if (!b || !n) continue;
         const bool hb = higher_better[metric];
         const double ratio = b->mean != 0 ? n->mean / b->mean : 0;
@@ -143,32 +176,32 @@ CompareResult compare(const nlohmann::json& base, const std::vector<nlohmann::js
                            ratio, verdict);
       }
     }
-    for (const auto& [key, bp] : base_points) {
-      if (!new_points.count(key)) {
-        out << fmt::format("only in {}: {}\n", labels.at(0), key);
-        ++r.only_base;
-      }
+    for (const Point* bp : pairing.only_base) {
+      out << fmt::format("only in {}: {}\n", labels.at(0), bp->key.str());
+      ++r.only_base;
     }
-    for (const auto& [key, np] : new_points) {
-      if (!base_points.count(key)) {
-        out << fmt::format("only in {}: {}\n", labels.at(f + 1), key);
-        ++r.only_new;
-      }
+    for (const Point* np : pairing.only_new) {
+      out << fmt::format("only in {}: {}\n", labels.at(f + 1), np->key.str());
+      ++r.only_new;
     }
     out << "\n";
   }
 
   if (news.size() > 1) {  // side by side, whatever the model (e.g. Mamba vs Transformer)
-    std::vector<std::map<std::string, const nlohmann::json*>> by_side(news.size() + 1);
+    std::vector<std::map<std::string, const Point*>> by_side(news.size() + 1);
     std::set<std::string> keys;
-    auto collect = [&](const nlohmann::json& doc, size_t i) {
-      for (const auto& p : doc.at("points")) {
-        by_side[i][side_key(p)] = &p;
-        keys.insert(side_key(p));
+    auto collect = [&](const std::vector<Point>& points, size_t i) {
+      for (const auto& p : points) {
+        // Without the model, and without what ran (the op families differ between models).
+        PointKey side = p.key;
+        side.implementations.clear();
+        const std::string k = side.str_without_model();
+        by_side[i][k] = &p;
+        keys.insert(k);
       }
     };
-    collect(base, 0);
-    for (size_t f = 0; f < news.size(); ++f) collect(news[f], f + 1);
+    collect(base_points, 0);
+    for (size_t f = 0; f < news.size(); ++f) collect(new_points[f], f + 1);
     for (const auto& metric : options.metrics) {
       out << fmt::format("== side by side: {}\n| point |", metric);
       for (const auto& l : labels) out << " " << l << " |";
@@ -184,8 +217,8 @@ CompareResult compare(const nlohmann::json& base, const std::vector<nlohmann::js
             continue;
           }
           const auto v = metric_value(*it->second, metric);
-          const std::string model = it->second->at("key").at("model").get<std::string>();
-          out << " " << (v ? fmt_value(v->mean) : it->second->value("status", "?")) << " (" << model << ") |";
+          out << " " << (v ? fmt_value(v->mean) : std::string(to_string(it->second->status))) << " ("
+              << it->second->key.model << ") |";
         }
         out << "\n";
       }

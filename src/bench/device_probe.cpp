@@ -13,6 +13,7 @@
 #include <c10/util/Exception.h>
 
 #ifdef EFFARCH_WITH_CUDA
+#include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDACachingAllocator.h>
 #include <c10/cuda/CUDAFunctions.h>
 #include <cuda_runtime_api.h>
@@ -40,6 +41,8 @@ uint64_t proc_status_bytes(const std::string& field) {
 class CountingCpuAllocator final : public c10::Allocator {
  public:
   explicit CountingCpuAllocator(c10::Allocator* base) : base_(base) {}
+  // The allocator that allocates. Blocks allocated through an earlier base keep their own deleter.
+  void set_base(c10::Allocator* base) { base_ = base; }
 
   c10::DataPtr allocate(size_t n) override {
     const uint64_t now = live_.fetch_add(n) + n;
@@ -81,15 +84,38 @@ class CountingCpuAllocator final : public c10::Allocator {
   std::atomic<uint64_t> live_{0}, peak_{0}, limit_{0};
 };
 
+// Created once and never destroyed: tensors it allocated may outlive any scope (their deleter
+// counts the bytes back). `counting` is set only while a CpuCountingScope is active.
+CountingCpuAllocator* counting_instance() {
+  static auto* instance = new CountingCpuAllocator(c10::GetCPUAllocator());
+  return instance;
+}
 CountingCpuAllocator* counting = nullptr;
 
 }  // namespace
 
-void install_cpu_counting_allocator() {
-  if (counting != nullptr) return;
-  static CountingCpuAllocator instance(c10::GetCPUAllocator());
-  counting = &instance;
-  c10::SetCPUAllocator(counting, /*priority=*/100);
+CpuCountingScope::CpuCountingScope() {
+  if (counting != nullptr) return;  // nested
+  previous_ = c10::GetCPUAllocator();
+  CountingCpuAllocator* c = counting_instance();
+  c->set_base(previous_);
+  // The lowest priority that takes is the current allocator's own: restoring at it leaves ATen's
+  // registry as it was.
+  for (int p = 0; p <= 255; ++p) {
+    c10::SetCPUAllocator(c, static_cast<uint8_t>(p));
+    if (c10::GetCPUAllocator() == c) {
+      priority_ = static_cast<uint8_t>(p);
+      break;
+    }
+  }
+  counting = c;
+}
+
+CpuCountingScope::~CpuCountingScope() {
+  if (previous_ == nullptr) return;
+  c10::SetCPUAllocator(previous_, priority_);
+  counting->set_limit(0);
+  counting = nullptr;
 }
 
 double now_s() {
@@ -142,9 +168,9 @@ MemorySnapshot memory(const c10::Device& device) {
 uint64_t device_total_memory(const c10::Device& device) {
 #ifdef EFFARCH_WITH_CUDA
   if (device.is_cuda()) {
-    size_t free = 0, total = 0;
-    if (cudaMemGetInfo(&free, &total) == cudaSuccess) return total;
-    return 0;
+    // The named device's properties: cudaMemGetInfo would report the current device instead.
+    const c10::DeviceIndex index = device.index() < 0 ? c10::cuda::current_device() : device.index();
+    return static_cast<uint64_t>(at::cuda::getDeviceProperties(index)->totalGlobalMem);
   }
 #endif
   (void)device;
@@ -184,14 +210,14 @@ std::string message(const std::exception& e) {
   return e.what();
 }
 
-std::string classify(const std::exception& e) {
-  if (dynamic_cast<const c10::OutOfMemoryError*>(&e) != nullptr) return "oom";
-  if (dynamic_cast<const std::bad_alloc*>(&e) != nullptr) return "oom";
+PointStatus classify(const std::exception& e) {
+  if (dynamic_cast<const c10::OutOfMemoryError*>(&e) != nullptr) return PointStatus::Oom;
+  if (dynamic_cast<const std::bad_alloc*>(&e) != nullptr) return PointStatus::Oom;
   const std::string msg = message(e);
   for (const char* sign : {"out of memory", "DefaultCPUAllocator", "can't allocate memory", "Cannot allocate memory"}) {
-    if (msg.find(sign) != std::string::npos) return "oom";
+    if (msg.find(sign) != std::string::npos) return PointStatus::Oom;
   }
-  return "error";
+  return PointStatus::Error;
 }
 
 }  // namespace effarch::bench::detail

@@ -21,6 +21,7 @@
 
 #ifdef EFFARCH_WITH_CUDA
 #include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAFunctions.h>
 #include <cublas_v2.h>
 #include <cuda_runtime_api.h>
 #endif
@@ -96,7 +97,9 @@ nlohmann::json probe_environment(const std::string& device_name, const std::stri
   nlohmann::json dev = {{"type", device.is_cuda() ? "cuda" : "cpu"}, {"string", device.str()}};
 #ifdef EFFARCH_WITH_CUDA
   if (device.is_cuda()) {
-    const cudaDeviceProp* prop = at::cuda::getCurrentDeviceProperties();
+    // The device asked for ("cuda:1"), not whichever is current.
+    const cudaDeviceProp* prop =
+        at::cuda::getDeviceProperties(device.index() < 0 ? c10::cuda::current_device() : device.index());
     int driver = 0, runtime = 0, cublas = 0;
     cudaDriverGetVersion(&driver);
     cudaRuntimeGetVersion(&runtime);

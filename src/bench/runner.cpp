@@ -13,8 +13,6 @@
 #include "effarch/common/error.h"
 #include "effarch/model/catalog.h"
 #include "effarch/model/model.h"
-#include "effarch/model/stats.h"
-#include "effarch/model/tensor_spec.h"
 
 namespace effarch::bench {
 namespace {
@@ -58,60 +56,17 @@ RunTimes one_run(model::Model& m, const at::Tensor& ids, int64_t gen_tokens, con
   return r;
 }
 
-struct ModelFacts {
-  int64_t total_params = 0, active_params = 0;
-  double body_matmul_params = 0;  // active parameters that prefill multiplies per token (head excluded)
-  double head_params = 0;
-  double attention_flops_per_token2 = 0;  // x L^2 x batch: QK^T and PV over the causal half
-  double scan_flops_per_token = 0;        // x L x batch: the recurrences
-  double weight_bytes_per_decode = 0;     // active weights one decode step reads (top-k experts per MoE layer)
-  double expert_bytes = 0;                // one routed expert in every MoE layer
-  int64_t num_experts = 0, top_k = 0;
+// What one point measured: status ok unless an exception leaves.
+struct Measured {
+  std::optional<SpeedResult> speed;
+  std::optional<double> harness_overhead_fraction;
+  std::optional<Roofline> roofline;
+  std::optional<MemoryResult> memory;
 };
 
-ModelFacts facts(const model::ModelConfig& c, at::ScalarType dtype) {
-  const model::ModelStats s = model::compute_stats(c, dtype);
-  ModelFacts f;
-  f.total_params = s.total_params;
-  f.active_params = s.active_params;
-  const double embed = static_cast<double>(c.vocab_size) * static_cast<double>(c.hidden_size);
-  f.head_params = embed;
-  // The embedding lookup is no matmul; a separate head is counted in active_params as well.
-  f.body_matmul_params = static_cast<double>(s.active_params) - (c.tie_word_embeddings ? embed : 2 * embed);
-  if (c.attention) {
-    const double per_layer = 2.0 * static_cast<double>(c.attention->num_heads * c.attention->head_dim);
-    f.attention_flops_per_token2 = per_layer * static_cast<double>(c.count_layers(model::MixerKind::Attention));
-  }
-  if (c.mamba) {
-    const double n = static_cast<double>(c.mamba->d_inner * c.mamba->d_state);
-    f.scan_flops_per_token = 6.0 * n *
-                             static_cast<double>(c.count_layers(model::MixerKind::Mamba1) +
-                                                 c.count_layers(model::MixerKind::Mamba2));
-  }
-  const double elt = static_cast<double>(c10::elementSize(dtype));
-  // A decode step reads every active weight once, the head included; of the embedding, one row.
-  f.weight_bytes_per_decode = (static_cast<double>(s.active_params) - (c.tie_word_embeddings ? 0 : embed)) * elt;
-  if (c.moe && c.moe->num_experts > 0) {
-    double routed = 0;
-    for (const auto& t : model::expected_tensors(c)) {
-      if (!t.optional && t.expert >= 0) routed += static_cast<double>(t.numel());
-    }
-    f.num_experts = c.moe->num_experts;
-    f.top_k = c.moe->top_k;
-    f.expert_bytes = routed / static_cast<double>(c.moe->num_experts) * elt;
-  }
-  return f;
-}
-
-nlohmann::json key_of(const std::string& model, const std::string& dtype, int64_t batch, int64_t len, int64_t gen,
-                      const std::string& device, const std::string& graphs) {
-  return {{"model", model}, {"dtype", dtype}, {"batch", batch}, {"prompt_len", len},
-          {"gen_tokens", gen}, {"device", device}, {"cuda_graphs", graphs}};
-}
-
-nlohmann::json measure_point(model::Model& m, const ModelFacts& f, const SweepSpec& spec, int64_t batch, int64_t len,
-                             const at::Device& device, const nlohmann::json& env, const RunCallbacks& cb) {
-  nlohmann::json p;
+Measured measure_point(model::Model& m, const RooflineModel& f, const SweepSpec& spec, int64_t batch, int64_t len,
+                       const at::Device& device, const nlohmann::json& env, const RunCallbacks& cb) {
+  Measured p;
   m.release_cache();
   detail::reset_peaks(device);
   const detail::MemorySnapshot before = detail::memory(device);
@@ -130,9 +85,10 @@ nlohmann::json measure_point(model::Model& m, const ModelFacts& f, const SweepSp
     for (const at::Tensor* t : {&l.k, &l.v}) kv += t->defined() ? static_cast<uint64_t>(t->nbytes()) : 0;
     for (const at::Tensor* t : {&l.conv_state, &l.ssm_state}) state += t->defined() ? static_cast<uint64_t>(t->nbytes()) : 0;
   }
+  const bool speed = spec.modes.speed;
   // Prompts drawn before any timing, one per run, from a seeded generator.
   at::Generator gen = at::detail::createCPUGenerator(spec.seed + static_cast<uint64_t>(len * 1315423911 + batch));
-  const int runs = spec.speed ? spec.warmup + spec.reps : 1;
+  const int runs = speed ? spec.warmup + spec.reps : 1;
   std::vector<at::Tensor> prompts;
   for (int i = 0; i < runs; ++i) {
     prompts.push_back(at::randint(0, m.config().vocab_size, {batch, len}, gen, at::kLong).to(device));
@@ -144,22 +100,18 @@ nlohmann::json measure_point(model::Model& m, const ModelFacts& f, const SweepSp
     touched_sum += static_cast<double>(std::get<0>(at::_unique(ev.expert_ids.flatten())).numel());
     touched_events += 1;
   };
-  const bool count_routing = f.num_experts > 0 && spec.speed && spec.warmup > 0;
+  const bool count_routing = f.num_experts > 0 && speed && spec.warmup > 0;
   std::vector<RunTimes> timed;
   for (int i = 0; i < runs; ++i) {
     if (cb.stop != nullptr && cb.stop->load()) throw Interrupted{};
-    const bool warm_up = spec.speed && i < spec.warmup;
+    const bool warm_up = speed && i < spec.warmup;
     RunTimes r = one_run(m, prompts[static_cast<size_t>(i)], spec.gen_tokens, device, cb.stop,
                          count_routing && warm_up ? &count_experts : nullptr);
-    if (!spec.speed || i >= spec.warmup) timed.push_back(std::move(r));
+    if (!speed || i >= spec.warmup) timed.push_back(std::move(r));
   }
   const detail::MemorySnapshot after = detail::memory(device);
 
-  const double step_overhead = env.value("harness_timer_overhead_s", 0.0);
-  const auto& dev = env.at("device");
-  const double bandwidth = dev.value("copy_bandwidth_bytes_per_s", 0.0);
-  const double gemm = dev.value("gemm_flops_per_s", 0.0);
-  if (spec.speed) {
+  if (speed) {
     std::vector<double> prefill, ttft, prefill_tps, decode_tps, p50, p90, p99, all_steps;
     for (const auto& r : timed) {
       prefill.push_back(r.prefill_s);
@@ -175,95 +127,79 @@ nlohmann::json measure_point(model::Model& m, const ModelFacts& f, const SweepSp
         all_steps.insert(all_steps.end(), r.steps.begin(), r.steps.end());
       }
     }
-    nlohmann::json speed = {{"prefill_s", to_json(summarize(prefill))},
-                            {"prefill_tokens_per_s", to_json(summarize(prefill_tps))},
-                            {"ttft_s", to_json(summarize(ttft))}};
+    SpeedResult sr;
+    sr.prefill_s = summarize(prefill);
+    sr.prefill_tokens_per_s = summarize(prefill_tps);
+    sr.ttft_s = summarize(ttft);
     if (!decode_tps.empty()) {
-      speed["decode_tokens_per_s"] = to_json(summarize(decode_tps));
-      speed["decode_step_s"] = {{"p50", to_json(summarize(p50))},
-                                {"p90", to_json(summarize(p90))},
-                                {"p99", to_json(summarize(p99))}};
+      sr.decode_tokens_per_s = summarize(decode_tps);
+      sr.decode_step_s = DecodeStepStats{summarize(p50), summarize(p90), summarize(p99)};
     }
-    p["speed"] = speed;
+    p.speed = sr;
     // Harness overhead: two clock reads and a sync around each timed region, against the
     // shortest region the point times (a decode step, or the prefill when nothing is decoded).
     const double shortest = all_steps.empty() ? percentile(prefill, 50) : percentile(all_steps, 50);
-    p["harness_overhead_fraction"] = shortest > 0 ? step_overhead / shortest : 0.0;
+    p.harness_overhead_fraction = shortest > 0 ? env.value("harness_timer_overhead_s", 0.0) / shortest : 0.0;
 
-    // Roofline.
-    nlohmann::json roof;
-    const double prefill_median = percentile(prefill, 50);
-    const double b = static_cast<double>(batch), l = static_cast<double>(len);
-    const double flops = 2.0 * b * l * f.body_matmul_params + 2.0 * b * f.head_params +
-                         f.attention_flops_per_token2 * b * l * l + f.scan_flops_per_token * b * l;
-    roof["prefill_flops"] = flops;
-    roof["prefill_flops_per_s"] = flops / prefill_median;
-    roof["prefill_fraction_of_gemm"] = gemm > 0 ? flops / prefill_median / gemm : 0.0;
-    if (!all_steps.empty()) {
-      // KV read per step: the filled prefix on average (eager), the whole cache (static / graph).
-      const double total_len = static_cast<double>(len + spec.gen_tokens);
-      const double kv_read = spec.cuda_graphs == "off"
-                                 ? static_cast<double>(kv) * (l + static_cast<double>(spec.gen_tokens) / 2.0) / total_len
-                                 : static_cast<double>(kv);
-      double weights = f.weight_bytes_per_decode;
-      if (f.num_experts > 0) {
-        const bool measured = touched_events > 0;
-        const double touched = measured ? touched_sum / touched_events
-                                        : expected_distinct_experts(f.num_experts, f.top_k, batch);
-        weights += (touched - static_cast<double>(f.top_k)) * f.expert_bytes;
-        roof["decode_experts_per_moe_layer"] = touched;
-        roof["decode_experts_source"] = measured ? "measured" : "uniform_routing_estimate";
-      }
-      const double bytes = weights + kv_read + static_cast<double>(state);
-      const double step = percentile(all_steps, 50);
-      roof["decode_bytes_per_step"] = bytes;
-      roof["decode_bytes_per_s"] = bytes / step;
-      roof["decode_fraction_of_bandwidth"] = bandwidth > 0 ? bytes / step / bandwidth : 0.0;
-    }
-    p["roofline"] = roof;
+    RooflineInputs in;
+    in.batch = batch;
+    in.prompt_len = len;
+    in.gen_tokens = spec.gen_tokens;
+    in.cuda_graphs = spec.cuda_graphs;
+    in.kv_cache_bytes = kv;
+    in.state_bytes = state;
+    in.prefill_s = percentile(prefill, 50);
+    if (!all_steps.empty()) in.decode_step_s = percentile(all_steps, 50);
+    if (touched_events > 0) in.measured_experts_per_layer = touched_sum / touched_events;
+    const auto& dev = env.at("device");
+    in.copy_bandwidth_bytes_per_s = dev.value("copy_bandwidth_bytes_per_s", 0.0);
+    in.gemm_flops_per_s = dev.value("gemm_flops_per_s", 0.0);
+    p.roofline = roofline(f, in);
   }
-  if (spec.memory) {
-    nlohmann::json mem = {{"weights_bytes", m.weights().bytes()},
-                          {"cache_bytes", m.cache().bytes()},
-                          {"kv_cache_bytes", kv},
-                          {"state_bytes", state}};
+  if (spec.modes.memory) {
+    MemoryResult mem;
+    mem.weights_bytes = m.weights().bytes();
+    mem.cache_bytes = m.cache().bytes();
+    mem.kv_cache_bytes = kv;
+    mem.state_bytes = state;
+    const uint64_t cache_and_base = before.allocated + m.cache().bytes();
+    mem.peak_allocated_bytes = after.peak_allocated;
+    mem.peak_bytes = after.peak_allocated;
+    mem.activations_bytes = after.peak_allocated > cache_and_base ? after.peak_allocated - cache_and_base : 0;
     if (device.is_cuda()) {
-      const uint64_t cache_and_base = before.allocated + m.cache().bytes();
-      mem["source"] = "cuda_caching_allocator";
-      mem["peak_allocated_bytes"] = after.peak_allocated;
-      mem["peak_reserved_bytes"] = after.peak_reserved;
-      mem["peak_bytes"] = after.peak_allocated;
-      mem["activations_bytes"] = after.peak_allocated > cache_and_base ? after.peak_allocated - cache_and_base : 0;
+      mem.source = "cuda_caching_allocator";
+      mem.peak_reserved_bytes = after.peak_reserved;
     } else {
       // ATen's CPU allocations, counted exactly; the process's RSS growth beside them.
-      const uint64_t cache_and_base = before.allocated + m.cache().bytes();
-      mem["source"] = "cpu_counting_allocator";
-      mem["peak_allocated_bytes"] = after.peak_allocated;
-      mem["peak_bytes"] = after.peak_allocated;
-      mem["activations_bytes"] = after.peak_allocated > cache_and_base ? after.peak_allocated - cache_and_base : 0;
-      mem["peak_rss_growth_bytes"] = after.peak_rss > before.rss ? after.peak_rss - before.rss : 0;
+      mem.source = "cpu_counting_allocator";
+      mem.peak_rss_growth_bytes = after.peak_rss > before.rss ? after.peak_rss - before.rss : 0;
     }
-    p["memory"] = mem;
+    p.memory = mem;
   }
   return p;
 }
 
 }  // namespace
 
-std::vector<nlohmann::json> run_sweep(const SweepSpec& spec, const nlohmann::json& environment,
-                                      const RunCallbacks& cb) {
+std::vector<Point> run_sweep(const SweepSpec& spec, const nlohmann::json& environment, const RunCallbacks& cb) {
   const at::Device device = parse_device(spec.device, "--device");
   const at::ScalarType dtype = parse_run_dtype(spec.dtype, device, "--dtype");
-  if (!device.is_cuda()) detail::install_cpu_counting_allocator();
+  // ATen's CPU allocations counted for this sweep only (the original allocator back after it).
+  std::optional<detail::CpuCountingScope> counting;
+  if (!device.is_cuda()) counting.emplace();
   const std::string dtype_name = float_dtype_name(dtype);
   const size_t total = spec.models.size() * spec.batches.size() * spec.prompt_lengths.size();
-  std::vector<nlohmann::json> points;
+  std::vector<Point> points;
   size_t index = 0;
   for (const std::string& name : spec.models) {
     std::unique_ptr<model::Model> m;
-    std::string load_status, load_error;
-    ModelFacts f;
-    nlohmann::json info = nlohmann::json::object();
+    PointStatus load_status = PointStatus::Ok;
+    std::string load_error;
+    RooflineModel f;
+    std::optional<ModelInfo> info;
+    // What the key records of the model: until it loads, the request (weights: the dtype).
+    std::map<std::string, std::string> implementations;
+    std::string weights = dtype_name;
     try {
       const model::ModelSource source = model::resolve_model(name);
       model::ModelOptions opt;
@@ -271,20 +207,24 @@ std::vector<nlohmann::json> run_sweep(const SweepSpec& spec, const nlohmann::jso
       opt.dtype = dtype;
       opt.seed = spec.seed;
       opt.attention = ops::parse_attention_impl(spec.attention, "--attention");
-      opt.decode = model::parse_cuda_graphs(spec.cuda_graphs, "--cuda-graphs");
+      opt.decode = spec.cuda_graphs;
+      opt.backend = spec.backend;
       opt.allow_beyond_context = true;
-      f = facts(source.config, dtype);
-      info = {{"model_path", source.checkpoint_dir ? source.checkpoint_dir->string() : source.config_path.string()},
-              {"weights", source.checkpoint_dir ? "checkpoint" : "random"},
-              {"architecture", source.config.architecture},
-              {"family", model::to_string(source.config.family)},
-              {"params_total", f.total_params},
-              {"params_active", f.active_params},
-              {"max_position_embeddings", source.config.max_position_embeddings
-                                              ? nlohmann::json(*source.config.max_position_embeddings)
-                                              : nlohmann::json(nullptr)}};
+      f = roofline_model(source.config);
+      ModelInfo mi;
+      mi.model_path = source.checkpoint_dir ? source.checkpoint_dir->string() : source.config_path.string();
+      mi.weights_source = source.checkpoint_dir ? "checkpoint" : "random";
+      mi.architecture = source.config.architecture;
+      mi.family = model::to_string(source.config.family);
+      mi.params_total = f.total_params;
+      mi.params_active = f.active_params;
+      mi.max_position_embeddings = source.config.max_position_embeddings;
+      info = mi;
       detail::reset_peaks(device);
       m = model::Model::load(source, opt);
+      set_weight_bytes(f, m->weights());
+      implementations = m->implementations();
+      weights = m->weight_format();
     } catch (const std::exception& e) {
       load_status = detail::classify(e);
       load_error = fmt::format("loading {}: {}", name, detail::message(e));
@@ -297,31 +237,44 @@ std::vector<nlohmann::json> run_sweep(const SweepSpec& spec, const nlohmann::jso
         const std::string label = fmt::format("{} batch {} prompt {} gen {}", name, batch, len, spec.gen_tokens);
         if (cb.on_start) cb.on_start(index, total, label);
         ++index;
-        nlohmann::json p = {{"key", key_of(name, dtype_name, batch, len, spec.gen_tokens, device.str(), spec.cuda_graphs)}};
-        p.update(info);
+        Point p;
+        p.key.model = name;
+        p.key.dtype = dtype_name;
+        p.key.batch = batch;
+        p.key.prompt_len = len;
+        p.key.gen_tokens = spec.gen_tokens;
+        p.key.device = device.str();
+        p.key.cuda_graphs = spec.cuda_graphs;
+        p.key.backend = spec.backend;
+        p.key.implementations = implementations;
+        p.key.weights = weights;
+        p.loaded = info;
         const double t0 = detail::now_s();
         if (!m) {
-          p["status"] = load_status;
-          p["error"] = load_error;
+          p.status = load_status;
+          p.error = load_error;
         } else {
           try {
-            p.update(measure_point(*m, f, spec, batch, len, device, environment, cb));
-            p["status"] = "ok";
-            if (info.contains("max_position_embeddings") && info.at("max_position_embeddings").is_number() &&
-                len + spec.gen_tokens > info.at("max_position_embeddings").get<int64_t>()) {
-              p["beyond_trained_context"] = true;
+            Measured r = measure_point(*m, f, spec, batch, len, device, environment, cb);
+            p.speed = std::move(r.speed);
+            p.harness_overhead_fraction = r.harness_overhead_fraction;
+            p.roofline = std::move(r.roofline);
+            p.memory = std::move(r.memory);
+            p.status = PointStatus::Ok;
+            if (info && info->max_position_embeddings && len + spec.gen_tokens > *info->max_position_embeddings) {
+              p.beyond_trained_context = true;
             }
           } catch (const Interrupted&) {
             m->release_cache();
             return points;  // the unfinished point is dropped
           } catch (const std::exception& e) {
-            p["status"] = detail::classify(e);
-            p["error"] = detail::message(e);
+            p.status = detail::classify(e);
+            p.error = detail::message(e);
             m->release_cache();
             detail::reset_peaks(device);  // give the memory back before the next point
           }
         }
-        p["elapsed_s"] = detail::now_s() - t0;
+        p.elapsed_s = detail::now_s() - t0;
         points.push_back(p);
         if (cb.on_point) cb.on_point(p);
       }

@@ -11,6 +11,9 @@
 #include "effarch/common/error.h"
 #include "effarch/io/strict_json.h"
 #include "effarch/model/catalog.h"
+#include "effarch/model/model.h"
+#include "effarch/ops/attention.h"
+#include "effarch/ops/backend.h"
 
 namespace effarch::bench {
 namespace {
@@ -126,27 +129,22 @@ SweepSpec load_suite(const std::string& name_or_path, const SweepSpec& defaults)
     } else if (key == "dtype") {
       s.dtype = str(v, key);
     } else if (key == "cuda_graphs") {
-      s.cuda_graphs = str(v, key);
+      s.cuda_graphs = model::parse_cuda_graphs(str(v, key), src + ": 'cuda_graphs'");
+    } else if (key == "backend") {
+      s.backend = ops::parse_backend(str(v, key), src + ": 'backend'");
     } else if (key == "threads") {
       s.threads = static_cast<int>(integer(v, key, 1));
     } else if (key == "attention") {
       s.attention = str(v, key);
+      (void)ops::parse_attention_impl(s.attention, src + ": 'attention'");  // checked here, used by the runner
     } else if (key == "mode") {
       if (!v.is_array()) throw UsageError(fmt::format("{}: 'mode' must be a list of \"speed\" and \"memory\"", src));
-      s.speed = s.memory = false;
-      for (const auto& m : v) {
-        const std::string mode = str(m, key);
-        if (mode == "speed") {
-          s.speed = true;
-        } else if (mode == "memory") {
-          s.memory = true;
-        } else {
-          throw UsageError(fmt::format("{}: unknown mode '{}' (speed, memory)", src, mode));
-        }
-      }
+      std::vector<std::string> modes;
+      for (const auto& m : v) modes.push_back(str(m, key));
+      s.modes = parse_modes(modes, src + ": 'mode'");
     } else {
       throw UsageError(fmt::format("{}: unknown key '{}' (models, prompt_lengths, batch, gen_tokens, reps, warmup, "
-                                   "dtype, cuda_graphs, attention, threads, mode, name, description)",
+                                   "dtype, cuda_graphs, attention, backend, threads, mode, name, description)",
                                    src, key));
     }
   }

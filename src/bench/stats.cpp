@@ -34,29 +34,6 @@ Stats summarize(std::vector<double> samples) {
   return s;
 }
 
-nlohmann::json to_json(const Stats& s) {
-  return {{"mean", s.mean}, {"stddev", s.stddev}, {"median", s.median}, {"min", s.min}, {"max", s.max},
-          {"samples", s.samples}};
-}
-
-Stats stats_from_json(const nlohmann::json& j) {
-  Stats s;
-  s.mean = j.at("mean").get<double>();
-  s.stddev = j.at("stddev").get<double>();
-  s.median = j.at("median").get<double>();
-  s.min = j.at("min").get<double>();
-  s.max = j.at("max").get<double>();
-  s.samples = j.at("samples").get<std::vector<double>>();
-  return s;
-}
-
-double expected_distinct_experts(int64_t num_experts, int64_t top_k, int64_t tokens) {
-  if (num_experts <= 0 || top_k <= 0 || tokens <= 0) return 0;
-  const double e = static_cast<double>(num_experts);
-  // Each expert is missed by one token with probability 1 - k/E, by all of them with its power.
-  return e * (1.0 - std::pow(1.0 - static_cast<double>(std::min(top_k, num_experts)) / e, static_cast<double>(tokens)));
-}
-
 std::optional<double> loglog_slope(const std::vector<std::pair<double, double>>& xy) {
   std::vector<std::pair<double, double>> logs;
   std::set<double> xs;
@@ -82,37 +59,37 @@ std::optional<double> loglog_slope(const std::vector<std::pair<double, double>>&
   return sxy / sxx;
 }
 
-nlohmann::json scaling(const std::vector<nlohmann::json>& points) {
-  std::map<std::string, std::vector<const nlohmann::json*>> groups;
+nlohmann::json scaling(const std::vector<Point>& points) {
+  // A series: every field of the key but the prompt length.
+  std::map<PointKey, std::vector<const Point*>> groups;
   for (const auto& p : points) {
-    if (p.value("status", "") != "ok") continue;
-    const auto& k = p.at("key");
-    groups[k.at("model").get<std::string>() + "|" + k.at("dtype").get<std::string>() + "|" +
-           std::to_string(k.at("batch").get<int64_t>()) + "|" + k.at("device").get<std::string>() + "|" +
-           k.at("cuda_graphs").get<std::string>()]
-        .push_back(&p);
+    if (p.status != PointStatus::Ok) continue;
+    PointKey series = p.key;
+    series.prompt_len = 0;
+    groups[series].push_back(&p);
   }
   nlohmann::json out = nlohmann::json::array();
-  for (const auto& [name, ps] : groups) {
+  for (const auto& [k, ps] : groups) {
     std::vector<std::pair<double, double>> prefill, peak, cache;
     std::vector<int64_t> lengths;
-    for (const nlohmann::json* p : ps) {
-      const double len = static_cast<double>(p->at("key").at("prompt_len").get<int64_t>());
-      lengths.push_back(static_cast<int64_t>(len));
-      if (p->contains("speed")) prefill.emplace_back(len, p->at("speed").at("prefill_s").at("median").get<double>());
-      if (p->contains("memory")) {
-        const auto& m = p->at("memory");
-        peak.emplace_back(len, m.at("peak_bytes").get<double>());
-        cache.emplace_back(len, m.at("cache_bytes").get<double>());
+    for (const Point* p : ps) {
+      const double len = static_cast<double>(p->key.prompt_len);
+      lengths.push_back(p->key.prompt_len);
+      if (p->speed) prefill.emplace_back(len, p->speed->prefill_s.median);
+      if (p->memory) {
+        peak.emplace_back(len, static_cast<double>(p->memory->peak_bytes));
+        cache.emplace_back(len, static_cast<double>(p->memory->cache_bytes));
       }
     }
-    const auto& k = ps.front()->at("key");
     auto opt = [](const std::optional<double>& v) { return v ? nlohmann::json(*v) : nlohmann::json(nullptr); };
-    out.push_back({{"model", k.at("model")},
-                   {"dtype", k.at("dtype")},
-                   {"batch", k.at("batch")},
-                   {"device", k.at("device")},
-                   {"cuda_graphs", k.at("cuda_graphs")},
+    out.push_back({{"model", k.model},
+                   {"dtype", k.dtype},
+                   {"batch", k.batch},
+                   {"device", k.device},
+                   {"cuda_graphs", model::to_string(k.cuda_graphs)},
+                   {"backend", ops::backend_name(k.backend)},
+                   {"implementations", k.implementations},
+                   {"weights", k.weights},
                    {"prompt_lengths", lengths},
                    {"prefill_time_exponent", opt(loglog_slope(prefill))},
                    {"peak_memory_exponent", opt(loglog_slope(peak))},

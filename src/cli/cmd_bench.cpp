@@ -18,6 +18,9 @@
 #include "commands.h"
 #include "effarch/bench/bench.h"
 #include "effarch/common/error.h"
+#include "effarch/model/model.h"
+#include "effarch/ops/attention.h"
+#include "effarch/ops/backend.h"
 
 namespace effarch::cli {
 namespace {
@@ -48,6 +51,8 @@ struct BenchCmd {
   std::optional<int64_t> gen_tokens;
   std::optional<int> reps, warmup, threads;
   std::optional<std::string> dtype, device, cuda_graphs, attention;
+  std::string backend = "auto";  // applied when given (backend_given): a suite's otherwise
+  bool backend_given = false;
   std::string mode;
   std::string output = "effarch-bench.json";
   std::string format = "table";
@@ -74,34 +79,19 @@ int run_bench(const BenchCmd& cmd) {
   if (cmd.warmup) spec.warmup = *cmd.warmup;
   if (cmd.dtype) spec.dtype = *cmd.dtype;
   if (cmd.device) spec.device = *cmd.device;
-  if (cmd.cuda_graphs) spec.cuda_graphs = *cmd.cuda_graphs;
-  if (cmd.attention) spec.attention = *cmd.attention;
+  if (cmd.cuda_graphs) spec.cuda_graphs = model::parse_cuda_graphs(*cmd.cuda_graphs, "--cuda-graphs");
+  if (cmd.attention) {
+    (void)ops::parse_attention_impl(*cmd.attention, "--attention");  // a bad value fails before the probe
+    spec.attention = *cmd.attention;
+  }
+  if (cmd.backend_given) spec.backend = ops::parse_backend(cmd.backend, "--backend");
   if (cmd.threads) spec.threads = *cmd.threads;
   if (spec.threads && *spec.threads < 1) throw UsageError("--threads must be at least 1");
   spec.seed = cmd.seed;
   if (spec.gen_tokens < 1) throw UsageError("--gen-tokens must be at least 1");
   if (spec.reps < 1) throw UsageError("--reps must be at least 1");
   if (spec.warmup < 0) throw UsageError("--warmup must be at least 0");
-  if (spec.cuda_graphs != "on" && spec.cuda_graphs != "off" && spec.cuda_graphs != "static") {
-    throw UsageError(fmt::format("--cuda-graphs: unknown value '{}' (use on, off or static)", spec.cuda_graphs));
-  }
-  if (!cmd.mode.empty()) {
-    spec.speed = spec.memory = false;
-    size_t start = 0;
-    while (start <= cmd.mode.size()) {
-      const size_t comma = cmd.mode.find(',', start);
-      const std::string m = cmd.mode.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
-      if (m == "speed") {
-        spec.speed = true;
-      } else if (m == "memory") {
-        spec.memory = true;
-      } else {
-        throw UsageError(fmt::format("--mode: unknown mode '{}' (speed, memory, or both: speed,memory)", m));
-      }
-      if (comma == std::string::npos) break;
-      start = comma + 1;
-    }
-  }
+  if (!cmd.mode.empty()) spec.modes = bench::parse_modes(cmd.mode, "--mode");
   if (!cmd.memory_limit.empty()) spec.memory_limit = parse_size(cmd.memory_limit, "--memory-limit");
   if (cmd.format != "table" && cmd.format != "md" && cmd.format != "csv" && cmd.format != "json" &&
       cmd.format != "jsonl") {
@@ -127,8 +117,8 @@ int run_bench(const BenchCmd& cmd) {
   const double start = std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
   bench::RunCallbacks cb;
   cb.stop = &g_stop;
-  cb.on_point = [&](const nlohmann::json& p) {
-    lines << p.dump() << "\n";
+  cb.on_point = [&](const bench::Point& p) {
+    lines << nlohmann::json(p).dump() << "\n";
     lines.flush();
   };
   cb.on_start = [&](size_t i, size_t total, const std::string& label) {
@@ -138,7 +128,7 @@ int run_bench(const BenchCmd& cmd) {
     const std::string eta = i == 0 ? "?" : fmt::format("{:.0f} s", elapsed / static_cast<double>(i) * static_cast<double>(total - i));
     fmt::print(stderr, "[{}/{}] {} (elapsed {:.0f} s, about {} left)\n", i + 1, total, label, elapsed, eta);
   };
-  const std::vector<nlohmann::json> points = bench::run_sweep(spec, env, cb);
+  const std::vector<bench::Point> points = bench::run_sweep(spec, env, cb);
   std::signal(SIGINT, SIG_DFL);
   const bool interrupted = g_stop.load();
   const nlohmann::json doc = bench::make_document(spec, env, cmd.argv, points, interrupted);
@@ -148,7 +138,7 @@ int run_bench(const BenchCmd& cmd) {
   fmt::print(stderr, "wrote {} ({} point(s){})\n", cmd.output, points.size(), interrupted ? ", interrupted" : "");
   if (interrupted) return 130;
   for (const auto& p : points) {
-    if (p.value("status", "") != "ok") return 1;
+    if (p.status != bench::PointStatus::Ok) return 1;
   }
   return 0;
 }
@@ -170,6 +160,7 @@ void register_bench(CLI::App& app, int* exit_code, const std::vector<std::string
   sub->add_option("--device", cmd->device, "auto, cpu, cuda, cuda:N");
   sub->add_option("--cuda-graphs", cmd->cuda_graphs, "on: decode steps replayed as a CUDA graph; off (default); static");
   sub->add_option("--attention", cmd->attention, "sdpa (default) or eager");
+  add_backend_option(sub, &cmd->backend);  // recorded in each point's key
   sub->add_option("--threads", cmd->threads,
                   "CPU threads for ATen's operators (default: its own, one per core); recorded in the results");
   sub->add_option("--mode", cmd->mode, "speed, memory, or speed,memory (default both)");
@@ -180,7 +171,10 @@ void register_bench(CLI::App& app, int* exit_code, const std::vector<std::string
                   "Cap what a point may allocate (e.g. 2GB): beyond it the point is recorded as oom");
   sub->add_option("--seed", cmd->seed, "Seed for prompts and random weights")->capture_default_str();
   sub->add_flag("--no-progress", cmd->no_progress, "No progress lines on stderr");
-  sub->callback([cmd, exit_code] { *exit_code = run_bench(*cmd); });
+  sub->callback([cmd, exit_code, sub] {
+    cmd->backend_given = sub->count("--backend") > 0;
+    *exit_code = run_bench(*cmd);
+  });
 }
 
 }  // namespace effarch::cli

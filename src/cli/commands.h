@@ -7,6 +7,8 @@
 
 #include <CLI/CLI.hpp>
 
+#include "effarch/common/format.h"  // human_bytes
+
 namespace effarch::cli {
 
 // Registers the subcommand; its callback runs the command and stores the exit code in *exit_code.
@@ -25,7 +27,6 @@ void add_backend_option(CLI::App* sub, std::string* value);
 
 // Formatting shared by the printers.
 std::string group_digits(int64_t n);        // 8030261248 -> "8,030,261,248"
-std::string human_bytes(uint64_t bytes);    // 1536 -> "1.5 KiB"
 std::string human_count(int64_t n);         // 8030261248 -> "8.03B"
 // "5GB", "500MB", "2GiB", "1024" -> bytes; throws UsageError naming `option`.
 uint64_t parse_size(const std::string& text, const std::string& option);

@@ -6,6 +6,9 @@
 
 #include <cmath>
 #include <fstream>
+#include <map>
+
+#include <c10/core/CPUAllocator.h>
 
 #include "../test_util.h"
 #include "effarch/bench/bench.h"
@@ -41,7 +44,7 @@ TEST(BenchStats, SummaryAndPercentiles) {
   EXPECT_DOUBLE_EQ(percentile({10, 20, 30, 40, 50}, 90), 46);
   EXPECT_DOUBLE_EQ(percentile({7}, 99), 7);
   EXPECT_DOUBLE_EQ(summarize({5}).stddev, 0);
-  const Stats back = stats_from_json(to_json(s));
+  const Stats back = json(s).get<Stats>();
   EXPECT_EQ(back.samples, s.samples);
   EXPECT_DOUBLE_EQ(back.stddev, s.stddev);
 }
@@ -77,13 +80,16 @@ TEST(BenchRoofline, ExpectedDistinctExperts) {
 }
 
 // A point as run_sweep writes it, with chosen figures.
-json point(const std::string& model, int64_t len, double prefill_tps, double sd, double peak, const std::string& status = "ok") {
+Point point(const std::string& model, int64_t len, double prefill_tps, double sd, double peak,
+            const std::string& status = "ok", const std::string& backend = "auto",
+            const std::map<std::string, std::string>& implementations = {}) {
   json p = {{"key", {{"model", model}, {"dtype", "bfloat16"}, {"batch", 1}, {"prompt_len", len}, {"gen_tokens", 16},
-                     {"device", "cuda:0"}, {"cuda_graphs", "off"}}},
+                     {"device", "cuda:0"}, {"cuda_graphs", "off"}, {"backend", backend},
+                     {"implementations", implementations}, {"weights", "bfloat16"}}},
             {"status", status}};
   if (status != "ok") {
     p["error"] = "CUDA out of memory";
-    return p;
+    return p.get<Point>();
   }
   const auto st = [&](double mean, double stddev) {
     return json{{"mean", mean}, {"stddev", stddev}, {"median", mean}, {"min", mean - stddev}, {"max", mean + stddev},
@@ -94,11 +100,13 @@ json point(const std::string& model, int64_t len, double prefill_tps, double sd,
                 {"ttft_s", st(static_cast<double>(len) / prefill_tps, 0)},
                 {"decode_tokens_per_s", st(100, 1)},
                 {"decode_step_s", {{"p50", st(0.01, 0)}, {"p90", st(0.011, 0)}, {"p99", st(0.012, 0)}}}};
-  p["memory"] = {{"peak_bytes", peak}, {"cache_bytes", peak / 2}, {"weights_bytes", 1}, {"source", "test"}};
-  return p;
+  p["memory"] = {{"peak_bytes", peak},     {"cache_bytes", peak / 2},     {"weights_bytes", 1},
+                 {"kv_cache_bytes", peak / 2}, {"state_bytes", 0},        {"peak_allocated_bytes", peak},
+                 {"activations_bytes", 0}, {"source", "test"}};
+  return p.get<Point>();
 }
 
-json document(const std::vector<json>& points) {
+json document(const std::vector<Point>& points) {
   SweepSpec spec;
   spec.models = {"m"};
   json env = {{"time", "t"}, {"device", {{"name", "test"}, {"string", "cuda:0"}}}};
@@ -123,7 +131,7 @@ TEST(BenchSchema, RoundTripThroughAFile) {
   EXPECT_THROW_WITH(read_document((dir / "bad.json").string()), FormatError, {"bad.json", "schema"});
   std::ofstream(dir / "newer.json") << R"({"schema": "effarch-bench", "schema_version": 99, "points": []})";
   EXPECT_THROW_WITH(read_document((dir / "newer.json").string()), FormatError, {"newer than"});
-  std::ofstream(dir / "nokey.json") << R"({"schema": "effarch-bench", "schema_version": 1, "points": [{"status": "ok"}]})";
+  std::ofstream(dir / "nokey.json") << R"({"schema": "effarch-bench", "schema_version": 2, "points": [{"status": "ok"}]})";
   EXPECT_THROW_WITH(read_document((dir / "nokey.json").string()), FormatError, {"point 0"});
   std::ofstream(dir / "cut.json") << doc.dump().substr(0, 100);
   EXPECT_THROW_WITH(read_document((dir / "cut.json").string()), FormatError, {"cut.json"});
@@ -153,7 +161,8 @@ TEST(BenchCompare, Verdicts) {
     EXPECT_TRUE(r.regressed);
     EXPECT_EQ(r.regressions, 1u);
     EXPECT_EQ(r.only_base, 4u);
-    EXPECT_NE(r.report.find("only in base: a bfloat16 b1 p1024"), std::string::npos);
+    EXPECT_NE(r.report.find("only in base: a bfloat16 b1 p1024 g16 cuda:0 graphs=off backend=auto weights=bfloat16"),
+              std::string::npos);
   }
   {  // 10% slower but the runs' noise (stddev 100 on each side: 2 sigma = 283) covers it
     const auto r = compare(base, {document({point("a", 2048, 900, 100, 1e9)})}, {"base", "new"}, opt);
@@ -197,6 +206,296 @@ TEST(BenchCompare, Verdicts) {
   EXPECT_DOUBLE_EQ(parse_fraction("5%", "--max-regression"), 0.05);
   EXPECT_DOUBLE_EQ(parse_fraction("0.1", "--max-regression"), 0.1);
   EXPECT_THROW_WITH(parse_fraction("five", "--max-regression"), UsageError, {"--max-regression"});
+}
+
+// ---- typed results ----
+
+template <typename T>
+void expect_round_trip(const T& value) {
+  const json j = value;
+  const T back = j.get<T>();
+  EXPECT_TRUE(back == value) << j.dump();
+  EXPECT_EQ(json(back), j);
+}
+
+Stats stats(double base) { return summarize({base, base * 1.5, base * 0.75}); }
+
+TEST(BenchResults, EveryStructRoundTripsThroughJson) {
+  expect_round_trip(stats(2.0));
+  PointKey k;
+  k.model = "tiny-mamba";
+  k.dtype = k.weights = "float32";
+  k.batch = 4;
+  k.prompt_len = 512;
+  k.gen_tokens = 8;
+  k.device = "cuda:1";
+  k.cuda_graphs = model::DecodeMode::Static;
+  k.backend = ops::Backend::Reference;
+  k.implementations = {{"causal_conv1d", "cuda"}, {"selective_scan", "reference"}};
+  expect_round_trip(k);
+  EXPECT_EQ(json(k)["backend"], "reference");
+  EXPECT_EQ(json(k)["cuda_graphs"], "static");
+  EXPECT_EQ(k.str(), "tiny-mamba float32 b4 p512 g8 cuda:1 graphs=static backend=reference weights=float32 "
+                     "ops=causal_conv1d:cuda,selective_scan:reference");
+  SpeedResult sp;
+  sp.prefill_s = stats(0.1);
+  sp.prefill_tokens_per_s = stats(5000);
+  sp.ttft_s = stats(0.11);
+  expect_round_trip(sp);  // nothing decoded
+  sp.decode_tokens_per_s = stats(100);
+  sp.decode_step_s = DecodeStepStats{stats(0.01), stats(0.011), stats(0.02)};
+  expect_round_trip(sp);
+  MemoryResult m;
+  m.source = "cpu_counting_allocator";
+  m.weights_bytes = 1000;
+  m.cache_bytes = m.kv_cache_bytes = 300;
+  m.peak_allocated_bytes = m.peak_bytes = 5000;
+  m.activations_bytes = 3700;
+  m.peak_rss_growth_bytes = 9000;
+  expect_round_trip(m);
+  EXPECT_FALSE(json(m).contains("peak_reserved_bytes"));
+  Roofline r{1e9, 2e10, 0.1, std::nullopt};
+  expect_round_trip(r);
+  r.decode = Roofline::Decode{1e6, 1e9, 0.05, 2.5, ExpertsSource::Measured};
+  expect_round_trip(r);
+  EXPECT_EQ(json(r)["decode_experts_source"], "measured");
+  Point p;
+  p.key = k;
+  p.loaded = ModelInfo{"configs/models/tiny-mamba.json", "random", "MambaForCausalLM", "mamba", 10, 10, std::nullopt};
+  p.speed = sp;
+  p.harness_overhead_fraction = 1e-4;
+  p.roofline = r;
+  p.memory = m;
+  p.beyond_trained_context = true;
+  p.elapsed_s = 1.5;
+  expect_round_trip(p);
+  EXPECT_TRUE(json(p)["max_position_embeddings"].is_null());
+  Point failed;
+  failed.key = k;
+  failed.status = PointStatus::Oom;
+  failed.error = "CPU out of memory";
+  expect_round_trip(failed);
+  EXPECT_FALSE(json(failed).contains("model_path"));
+
+  EXPECT_THROW_WITH(parse_status("fine", "status"), UsageError, {"status", "'fine'"});
+  EXPECT_THROW_WITH(json({{"model", "m"}}).get<PointKey>(), json::exception, {"dtype"});
+  json bad_impl = k;
+  bad_impl["implementations"]["selective_scan"] = "triton";
+  EXPECT_THROW_WITH(bad_impl.get<PointKey>(), UsageError, {"'triton'", "selective_scan"});
+}
+
+TEST(BenchResults, Modes) {
+  const Modes both = parse_modes(std::string("speed,memory"), "--mode");
+  EXPECT_TRUE(both.speed && both.memory);
+  const Modes memory = parse_modes(std::vector<std::string>{"memory"}, "suite.json: 'mode'");
+  EXPECT_TRUE(!memory.speed && memory.memory);
+  EXPECT_EQ(mode_names(memory), std::vector<std::string>{"memory"});
+  EXPECT_THROW_WITH(parse_modes(std::string("speed,fast"), "--mode"), UsageError, {"--mode: unknown mode 'fast'"});
+  EXPECT_THROW_WITH(parse_modes(std::vector<std::string>{}, "s.json: 'mode'"), UsageError, {"s.json", "no mode"});
+}
+
+// ---- reading version 1 files ----
+
+// A point of a version 1 file as read_document must convert it.
+json upgraded_v1(json p) {
+  auto& k = p["key"];
+  k["backend"] = "auto";
+  k["implementations"] = json::object();
+  k["weights"] = k["dtype"];
+  if (p.contains("weights")) {
+    p["weights_source"] = p["weights"];
+    p.erase("weights");
+  }
+  return p;
+}
+
+TEST(BenchResults, ReadsVersionOneFromDocsPerf) {
+  const auto dir = effarch::testing::tests_dir().parent_path() / "docs" / "perf" / "2026-11-22-h100";
+  size_t files = 0, points = 0;
+  for (const char* name : {"quickstart.json", "mamba-vs-transformer.json", "moe.json", "memory-curve.json",
+                           "mamba-vs-transformer-graphs.json"}) {
+    const std::string path = (dir / name).string();
+    std::ifstream in(path);
+    const json raw = json::parse(in);
+    ASSERT_EQ(raw["schema_version"], 1) << name;
+    const json doc = read_document(path);
+    ++files;
+    EXPECT_EQ(doc["schema_version"], kSchemaVersion);
+    EXPECT_EQ(doc["converted_from_schema_version"], 1);
+    ASSERT_EQ(doc["points"].size(), raw["points"].size());
+    for (size_t i = 0; i < raw["points"].size(); ++i, ++points) {
+      // Every field of a real point survives the typed reader: converted, then written again.
+      EXPECT_EQ(doc["points"][i], upgraded_v1(raw["points"][i])) << name << " point " << i;
+      const Point p = doc["points"][i].get<Point>();
+      EXPECT_EQ(p.key.backend, ops::Backend::Auto);
+      EXPECT_TRUE(p.key.implementations.empty());
+      EXPECT_EQ(p.key.weights, p.key.dtype);
+    }
+    // A version 1 baseline against itself: every point pairs, nothing regresses.
+    const auto r = compare(doc, {doc}, {"base", "new"}, CompareOptions{});
+    EXPECT_EQ(r.matched, raw["points"].size()) << name;
+    EXPECT_FALSE(r.regressed);
+  }
+  EXPECT_EQ(files, 5u);
+  EXPECT_GT(points, 20u);
+}
+
+TEST(BenchResults, ReadsACraftedVersionOneFileAndRefusesUnknownVersions) {
+  effarch::testing::TempDir dir;
+  const json v1 = {{"schema", "effarch-bench"},
+                   {"schema_version", 1},
+                   {"environment", {{"time", "t"}}},
+                   {"points",
+                    {{{"key", {{"model", "tiny-llama"}, {"dtype", "float32"}, {"batch", 1}, {"prompt_len", 64},
+                               {"gen_tokens", 16}, {"device", "cpu"}, {"cuda_graphs", "off"}}},
+                      {"status", "oom"},
+                      {"error", "CPU out of memory"},
+                      {"model_path", "configs/models/tiny-llama.json"},
+                      {"weights", "random"},
+                      {"architecture", "LlamaForCausalLM"},
+                      {"family", "transformer"},
+                      {"params_total", 1},
+                      {"params_active", 1},
+                      {"max_position_embeddings", 2048},
+                      {"elapsed_s", 0.5}}}}};
+  std::ofstream(dir / "v1.json") << v1.dump();
+  const json doc = read_document((dir / "v1.json").string());
+  const Point p = points_of(doc).at(0);
+  EXPECT_EQ(p.key.backend, ops::Backend::Auto);
+  EXPECT_EQ(p.key.weights, "float32");
+  EXPECT_TRUE(p.key.implementations.empty());
+  EXPECT_EQ(p.status, PointStatus::Oom);
+  ASSERT_TRUE(p.loaded.has_value());
+  EXPECT_EQ(p.loaded->weights_source, "random");
+  EXPECT_EQ(p.loaded->max_position_embeddings.value_or(-1), 2048);
+  EXPECT_EQ(doc["points"][0], upgraded_v1(v1["points"][0]));
+
+  json broken = v1;
+  broken["points"][0]["key"]["cuda_graphs"] = "sometimes";
+  std::ofstream(dir / "broken-v1.json") << broken.dump();
+  EXPECT_THROW_WITH(read_document((dir / "broken-v1.json").string()), FormatError,
+                    {"broken-v1.json", "point 0", "sometimes"});
+  json v0 = v1;
+  v0["schema_version"] = 0;
+  std::ofstream(dir / "v0.json") << v0.dump();
+  EXPECT_THROW_WITH(read_document((dir / "v0.json").string()), FormatError, {"v0.json", "schema_version 0"});
+  // A version 2 point must carry the new key fields.
+  json v2 = v1;
+  v2["schema_version"] = 2;
+  std::ofstream(dir / "v2-without-backend.json") << v2.dump();
+  EXPECT_THROW_WITH(read_document((dir / "v2-without-backend.json").string()), FormatError,
+                    {"v2-without-backend.json", "point 0", "backend"});
+  // The points file of a run (version 1 lines converted the same way).
+  std::ofstream(dir / "run.jsonl") << v1["points"][0].dump() << "\n" << json(point("a", 64, 1000, 1, 1e6)).dump() << "\n";
+  const json lines = read_document((dir / "run.jsonl").string());
+  ASSERT_EQ(lines["points"].size(), 2u);
+  EXPECT_EQ(points_of(lines)[0].key.backend, ops::Backend::Auto);
+  EXPECT_EQ(points_of(lines)[1], point("a", 64, 1000, 1, 1e6));
+}
+
+// ---- compare keeps what ran apart ----
+
+TEST(BenchCompare, BackendsAndImplementationsAreDifferentPoints) {
+  CompareOptions opt;
+  opt.metrics = {"prefill_tokens_per_s"};
+  const std::map<std::string, std::string> ref = {{"selective_scan", "reference"}}, cuda = {{"selective_scan", "cuda"}};
+  const json base = document({point("m", 512, 1000, 1, 1e9, "ok", "auto", ref)});
+  {  // another backend: no pair, even with a 2x faster prefill
+    const auto r = compare(base, {document({point("m", 512, 2000, 1, 1e9, "ok", "reference", ref)})}, {"b", "n"}, opt);
+    EXPECT_EQ(r.matched, 0u);
+    EXPECT_EQ(r.only_base, 1u);
+    EXPECT_EQ(r.only_new, 1u);
+    EXPECT_NE(r.report.find("only in n: m bfloat16 b1 p512 g16 cuda:0 graphs=off backend=reference"), std::string::npos);
+  }
+  {  // the same backend, another implementation (a kernel against the reference): no pair
+    const auto r = compare(base, {document({point("m", 512, 500, 1, 1e9, "ok", "auto", cuda)})}, {"b", "n"}, opt);
+    EXPECT_EQ(r.matched, 0u);
+    EXPECT_FALSE(r.regressed);
+  }
+  {  // both in one NEW file: each pairs with its own
+    const auto r = compare(document({point("m", 512, 1000, 1, 1e9, "ok", "auto", ref),
+                                     point("m", 512, 1000, 1, 1e9, "ok", "reference", ref)}),
+                           {document({point("m", 512, 1000, 1, 1e9, "ok", "reference", ref),
+                                      point("m", 512, 800, 1, 1e9, "ok", "auto", ref)})},
+                           {"b", "n"}, opt);
+    EXPECT_EQ(r.matched, 2u);
+    EXPECT_EQ(r.regressions, 1u);  // the auto point only
+  }
+  {  // a version 1 baseline (implementations unknown) pairs with the same backend, whatever ran
+    const json v1_base = document({point("m", 512, 1000, 1, 1e9, "ok", "auto", {})});
+    const auto r = compare(v1_base, {document({point("m", 512, 2000, 1, 1e9, "ok", "auto", cuda),
+                                               point("m", 512, 900, 1, 1e9, "ok", "reference", ref)})},
+                           {"b", "n"}, opt);
+    EXPECT_EQ(r.matched, 1u);
+    EXPECT_EQ(r.improvements, 1u);
+    EXPECT_EQ(r.only_new, 1u);  // the reference run: v1 files record backend auto
+  }
+  {  // an exact pair wins over a compatible one
+    const json b2 = document({point("m", 512, 1000, 1, 1e9, "ok", "auto", {}), point("m", 512, 500, 1, 1e9, "ok", "auto", cuda)});
+    const auto r = compare(b2, {document({point("m", 512, 500, 1, 1e9, "ok", "auto", cuda)})}, {"b", "n"}, opt);
+    EXPECT_EQ(r.matched, 1u);
+    EXPECT_FALSE(r.regressed);
+    EXPECT_EQ(r.only_base, 1u);
+  }
+  EXPECT_TRUE(PointKey{}.matches(PointKey{}));
+}
+
+// ---- a real sweep on the CPU ----
+
+TEST(BenchSweep, BackendsOnTheCpuAndTheAllocatorRestored) {
+  c10::Allocator* const original = c10::GetCPUAllocator();
+  const json env = {{"device", {{"copy_bandwidth_bytes_per_s", 1e10}, {"gemm_flops_per_s", 1e11}}},
+                    {"harness_timer_overhead_s", 1e-6}};
+  std::vector<Point> all;
+  for (const auto backend : {ops::Backend::Auto, ops::Backend::Reference}) {
+    SweepSpec spec;
+    spec.models = {"tiny-mamba"};
+    spec.prompt_lengths = {16};
+    spec.gen_tokens = 3;
+    spec.reps = 1;
+    spec.warmup = 0;
+    spec.device = "cpu";
+    spec.backend = backend;
+    std::vector<c10::Allocator*> during;
+    RunCallbacks cb;
+    cb.on_point = [&](const Point&) { during.push_back(c10::GetCPUAllocator()); };
+    const std::vector<Point> points = run_sweep(spec, env, cb);
+    ASSERT_EQ(points.size(), 1u);
+    const Point& p = points[0];
+    EXPECT_EQ(p.status, PointStatus::Ok) << p.error;
+    EXPECT_EQ(p.key.backend, backend);
+    EXPECT_EQ(json(p)["key"]["backend"], backend == ops::Backend::Auto ? "auto" : "reference");
+    EXPECT_EQ(p.key.weights, "float32");
+    EXPECT_FALSE(p.key.implementations.empty());  // Mamba's scan and conv families
+    for (const auto& [family, impl] : p.key.implementations) EXPECT_EQ(impl, "reference") << family;  // CPU
+    ASSERT_TRUE(p.memory.has_value());
+    EXPECT_EQ(p.memory->source, "cpu_counting_allocator");
+    EXPECT_GE(p.memory->peak_bytes, p.memory->weights_bytes + p.memory->cache_bytes);
+    // A real point through JSON: the same struct, the same JSON.
+    expect_round_trip(p);
+    // Counted while it ran; ATen's own allocator back after.
+    ASSERT_EQ(during.size(), 1u);
+    EXPECT_NE(during[0], original);
+    EXPECT_EQ(c10::GetCPUAllocator(), original);
+    all.push_back(p);
+  }
+  EXPECT_NE(all[0].key, all[1].key);
+  // Put back at its own priority: an allocator of the lowest priority may still replace it.
+  struct Forwarding final : c10::Allocator {
+    c10::Allocator* base;
+    explicit Forwarding(c10::Allocator* b) : base(b) {}
+    c10::DataPtr allocate(size_t n) override { return base->allocate(n); }
+    c10::DeleterFnPtr raw_deleter() const override { return base->raw_deleter(); }
+    void copy_data(void* d, const void* s, std::size_t n) const override { default_copy_data(d, s, n); }
+  };
+  static Forwarding forwarding(original);
+  c10::SetCPUAllocator(&forwarding, 0);
+  EXPECT_EQ(c10::GetCPUAllocator(), &forwarding);
+  c10::SetCPUAllocator(original, 0);
+  EXPECT_EQ(c10::GetCPUAllocator(), original);
+  // Points of the two backends are apart in compare too.
+  const auto r = compare(document({all[0]}), {document({all[1]})}, {"auto", "reference"}, CompareOptions{});
+  EXPECT_EQ(r.matched, 0u);
 }
 
 }  // namespace

@@ -11,7 +11,8 @@ expect_exit 0 "Scaling with prompt length" "$EFFARCH" bench --suite quickstart -
 import json, sys
 doc = json.load(open("qs.json"))
 bad = []
-assert doc["schema"] == "effarch-bench" and doc["schema_version"] == 1
+assert doc["schema"] == "effarch-bench" and doc["schema_version"] == 2
+if doc["settings"]["backend"] != "auto": bad.append(f"settings.backend {doc['settings']['backend']}")
 env = doc["environment"]
 for k in ["time", "effarch", "host", "device", "libtorch", "harness_timer_overhead_s"]:
     if k not in env: bad.append(f"environment lacks {k}")
@@ -23,6 +24,11 @@ if len(pts) != 15: bad.append(f"{len(pts)} points, expected 15")
 if [p["key"]["model"] for p in pts] != [m for m in models for _ in range(3)]: bad.append("models not in order, each loaded once")
 for p in pts:
     k = p["key"]
+    # What ran is part of the key: the backend asked for, each op family's implementation, the weights.
+    if k["backend"] != "auto" or k["weights"] != k["dtype"]: bad.append(f"key {k}")
+    if any(v != "reference" for v in k["implementations"].values()): bad.append(f"a CUDA op on the CPU: {k}")
+    if k["model"] in ("tiny-mamba", "tiny-mamba2", "tiny-jamba") and not k["implementations"]:
+        bad.append(f"{k['model']}: no implementations recorded")
     if p["status"] != "ok": bad.append(f"{k}: {p['status']} {p.get('error')}"); continue
     s = p["speed"]
     for m in ["prefill_s", "prefill_tokens_per_s", "ttft_s", "decode_tokens_per_s"]:
@@ -70,6 +76,38 @@ if r0["decode_experts_source"] != "uniform_routing_estimate" or abs(r0["decode_e
     bad.append(f"no warm-up: {r0}")
 print("\n".join(bad)); sys.exit(1 if bad else 0)
 PY
+# --backend reference and auto both run on the CPU, recorded in the key and the settings; a suite
+# file's "backend" likewise; compare keeps the two backends' points apart.
+"$EFFARCH" bench tiny-mamba --backend reference --prompt-lengths 16 --gen-tokens 4 --reps 1 --warmup 0 -o ref.json \
+  --no-progress > ref.out 2>&1 || fail "--backend reference: $(tail -3 ref.out)"
+"$EFFARCH" bench tiny-mamba --prompt-lengths 16 --gen-tokens 4 --reps 1 --warmup 0 -o auto.json \
+  --no-progress > auto.out 2>&1 || fail "--backend auto: $(tail -3 auto.out)"
+echo '{"models": ["tiny-mamba"], "prompt_lengths": [16], "gen_tokens": 4, "reps": 1, "warmup": 0, "backend": "reference"}' \
+  > ref-suite.json
+"$EFFARCH" bench --suite ref-suite.json -o ref-suite-out.json --no-progress > ref-suite.out 2>&1 \
+  || fail "suite with a backend: $(tail -3 ref-suite.out)"
+"$PYTHON" - <<'PY' || fail "backend in the results"
+import json, sys
+r, a, s = (json.load(open(f)) for f in ["ref.json", "auto.json", "ref-suite-out.json"])
+bad = []
+for d, want in [(r, "reference"), (a, "auto"), (s, "reference")]:
+    p = d["points"][0]
+    if p["status"] != "ok" or p["key"]["backend"] != want or d["settings"]["backend"] != want: bad.append(f"{want}: {p['key']}")
+    if set(p["key"]["implementations"].values()) != {"reference"}: bad.append(f"{want}: {p['key']['implementations']}")
+print("\n".join(bad)); sys.exit(1 if bad else 0)
+PY
+expect_exit 0 "0 matched point(s)" "$EFFARCH" compare auto.json ref.json
+expect_exit 0 "only in ref.json: tiny-mamba float32 b1 p16 g4 cpu graphs=off backend=reference" "$EFFARCH" compare auto.json ref.json
+expect_exit 0 "1 matched point(s)" "$EFFARCH" compare ref.json ref-suite-out.json --metric peak_bytes
+expect_exit 2 "--backend" "$EFFARCH" bench tiny-mamba --backend fastest
+# --backend cuda for CPU tensors (and where an op tiny-mamba uses has no kernel): its points are errors.
+expect_exit 1 "cpu graphs=off backend=cuda weights=float32: error: loading tiny-mamba" "$EFFARCH" bench tiny-mamba \
+  --device cpu --backend cuda --prompt-lengths 16 --gen-tokens 2 --reps 1 --warmup 0 -o cuda.json
+echo '{"models": ["tiny-llama"], "backend": "fastest"}' > bad-backend-suite.json
+expect_exit 2 "bad-backend-suite.json: 'backend'" "$EFFARCH" bench --suite bad-backend-suite.json
+echo '{"models": ["tiny-llama"], "mode": ["speed", "fast"]}' > bad-mode-suite.json
+expect_exit 2 "bad-mode-suite.json: 'mode': unknown mode 'fast'" "$EFFARCH" bench --suite bad-mode-suite.json
+
 expect_exit 2 "-o: 'x.jsonl' ends in .jsonl" "$EFFARCH" bench tiny-llama -o x.jsonl
 
 # Formats.

@@ -31,6 +31,14 @@ variant("slower.json", 0.8)
 variant("slower-noisy.json", 0.8, widen=0.5)
 variant("faster.json", 1.3)
 variant("missing.json", 1.0, drop_last=True)
+# The same results as schema version 1 wrote them: no backend, implementations or weights in the
+# key; the checkpoint/random field called weights.
+v1 = copy.deepcopy(base)
+v1["schema_version"] = 1
+for p in v1["points"]:
+    for k in ["backend", "implementations", "weights"]: del p["key"][k]
+    p["weights"] = p.pop("weights_source")
+json.dump(v1, open("base-v1.json", "w"))
 PY
 expect_exit 0 "0 regression(s)" "$EFFARCH" compare base.json same.json
 expect_exit 1 "REGRESSION" "$EFFARCH" compare base.json slower.json --max-regression 5%
@@ -40,6 +48,16 @@ expect_exit 0 "only in base.json: tiny-llama float32 b1 p64" "$EFFARCH" compare 
 expect_exit 0 "0 regression(s)" "$EFFARCH" compare base.json slower.json --max-regression 25%
 expect_exit 0 "0 regression(s)" "$EFFARCH" compare base.json slower.json --metric decode_tokens_per_s
 expect_exit 0 "side by side: prefill_tokens_per_s" "$EFFARCH" compare base.json mamba.json same.json
+# Version 1 baselines: read (converted), paired with new points of the backend they ran (auto).
+expect_exit 0 "2 matched point(s): 0 regression(s)" "$EFFARCH" compare base-v1.json same.json
+expect_exit 1 "REGRESSION" "$EFFARCH" compare base-v1.json slower.json
+perf="$SRC/docs/perf/2026-11-22-h100"
+expect_exit 0 "15 matched point(s): 0 regression(s)" "$EFFARCH" compare "$perf/quickstart.json" "$perf/quickstart.json"
+expect_exit 0 "only in base.json: tiny-llama float32" "$EFFARCH" compare "$perf/quickstart.json" base.json
+# The points file of a run compares like its results file.
+expect_exit 0 "2 matched point(s): 0 regression(s)" "$EFFARCH" compare base.jsonl same.json
+echo '{"schema": "effarch-bench", "schema_version": 0, "points": []}' > v0.json
+expect_exit 2 "v0.json: schema_version 0 is unknown" "$EFFARCH" compare v0.json same.json
 expect_exit 2 "not an effarch bench results file" "$EFFARCH" compare base.json "$SRC/configs/suites/quickstart.json"
 expect_exit 2 "unknown metric 'speed'" "$EFFARCH" compare base.json same.json --metric speed
 expect_exit 2 "--max-regression: 'lots'" "$EFFARCH" compare base.json same.json --max-regression lots

@@ -12,9 +12,12 @@
 
 #include <nlohmann/json.hpp>
 
-namespace effarch::bench {
+#include "effarch/bench/results.h"
+#include "effarch/bench/roofline.h"
+#include "effarch/model/model.h"
+#include "effarch/ops/backend.h"
 
-inline constexpr int kSchemaVersion = 1;
+namespace effarch::bench {
 
 // "512,1024", "512-32768*2" (geometric), "1-8+1" (arithmetic), or a mix: "1,4-16*2". Sorted as
 // given, duplicates removed; throws UsageError naming `option` for anything else or a value < 1.
@@ -29,10 +32,10 @@ struct SweepSpec {
   int warmup = 1;
   std::string dtype = "auto";
   std::string device = "auto";
-  std::string cuda_graphs = "off";
-  std::string attention = "sdpa";
-  bool speed = true;
-  bool memory = true;
+  model::DecodeMode cuda_graphs = model::DecodeMode::Eager;
+  std::string attention = "sdpa";             // checked by ops::parse_attention_impl where it is read
+  ops::Backend backend = ops::Backend::Auto;  // asked of every op (ModelOptions::backend)
+  Modes modes;                                // speed and memory by default
   uint64_t seed = 0;
   std::optional<uint64_t> memory_limit;  // bytes a point may allocate beyond what it started with
   std::optional<int> threads;            // ATen's CPU threads (intra-op); none: its default
@@ -41,63 +44,55 @@ struct SweepSpec {
 
 // A suite file (configs/suites/NAME.json): {"name", "description", "models": [...],
 // "prompt_lengths": [...] or "a-b*f", "batch": [...], "gen_tokens", "reps", "warmup", "dtype",
-// "cuda_graphs", "attention", "threads", "mode": ["speed", "memory"]}. A bare NAME is looked up in configs/suites/.
+// "cuda_graphs", "attention", "backend", "threads", "mode": ["speed", "memory"]}. A bare NAME is looked up in configs/suites/.
 // Keys the file leaves out keep `defaults`; unknown keys are an error naming the file and key.
 SweepSpec load_suite(const std::string& name_or_path, const SweepSpec& defaults);
 
-struct Stats {
-  double mean = 0, stddev = 0, median = 0, min = 0, max = 0;
-  std::vector<double> samples;
-};
-Stats summarize(std::vector<double> samples);
+Stats summarize(std::vector<double> samples);  // Stats: effarch/bench/results.h
 double percentile(std::vector<double> values, double q);  // linear interpolation, q in [0, 100]
-nlohmann::json to_json(const Stats& s);
-Stats stats_from_json(const nlohmann::json& j);
 
 // Fitted exponent of y ~ x^k over (x, y) pairs (least squares on logs); nullopt with fewer than
 // two distinct x.
 std::optional<double> loglog_slope(const std::vector<std::pair<double, double>>& xy);
-
-// Distinct experts that `tokens` tokens, each picking top_k of num_experts uniformly at random,
-// touch on average: E x (1 - (1 - k/E)^tokens). The roofline's fallback when routing was not
-// observed (no warm-up run).
-double expected_distinct_experts(int64_t num_experts, int64_t top_k, int64_t tokens);
 
 // What the whole run measured once: host, device, versions, copy bandwidth and GEMM rate.
 nlohmann::json probe_environment(const std::string& device, const std::string& dtype);
 
 struct RunCallbacks {
   // Called with each finished point (status ok, oom or error) before the next starts.
-  std::function<void(const nlohmann::json& point)> on_point;
+  std::function<void(const Point& point)> on_point;
   // Progress: index of the point about to run (from 0), the total, and a label.
   std::function<void(size_t index, size_t total, const std::string& label)> on_start;
   const std::atomic<bool>* stop = nullptr;  // set (e.g. by SIGINT): no new point starts
 };
 
 // Runs the sweep; returns the finished points in order. Points that fail are recorded with their
-// status and message; only an interruption ends the sweep early.
-std::vector<nlohmann::json> run_sweep(const SweepSpec& spec, const nlohmann::json& environment,
+// status and message; only an interruption ends the sweep early. On the CPU, ATen's allocator is
+// the benchmark's counting allocator for the sweep only: the original is back when this returns.
+std::vector<Point> run_sweep(const SweepSpec& spec, const nlohmann::json& environment,
                                       const RunCallbacks& callbacks);
 
-// Per (model, dtype, batch, device, cuda_graphs): log-log slopes of prefill time, peak memory and
-// cache bytes against prompt length over the ok points.
-nlohmann::json scaling(const std::vector<nlohmann::json>& points);
+// Per key without its prompt length (model, dtype, batch, device, graphs, backend, ...): log-log
+// slopes of prefill time, peak memory and cache bytes against prompt length over the ok points.
+nlohmann::json scaling(const std::vector<Point>& points);
 
 // The whole results document (schema in docs/bench.md).
 nlohmann::json make_document(const SweepSpec& spec, const nlohmann::json& environment,
-                             const std::vector<std::string>& command_line, const std::vector<nlohmann::json>& points,
+                             const std::vector<std::string>& command_line, const std::vector<Point>& points,
                              bool interrupted);
-// Reads and checks a results document; throws FormatError naming the file and what is wrong.
+// Reads and checks a results document, every point parsed into a Point; throws FormatError naming
+// the file and what is wrong. A version 1 document is converted to the current version (its keys
+// get backend "auto", implementations {} (unknown) and weights = the dtype). A .jsonl file (the
+// points of a run, one per line, e.g. of one that was killed) reads as a document of those points.
 nlohmann::json read_document(const std::string& path);
+// The points of a document read_document accepted (or make_document built).
+std::vector<Point> points_of(const nlohmann::json& doc);
 // Writes `doc` to `path` atomically (a temporary file beside it, then rename).
 void write_atomically(const std::string& path, const std::string& text);
 
 // Human output of the points: "table" (fmt, mean ± stddev), "md", "csv"; "json"/"jsonl" give the
 // document / one point per line.
 std::string format_results(const nlohmann::json& doc, const std::string& format);
-
-// The key a point is matched by across files.
-std::string point_key(const nlohmann::json& point);
 
 // effarch compare.
 struct CompareOptions {
@@ -115,8 +110,8 @@ double parse_fraction(const std::string& text, const std::string& option);
 // The metrics compare knows: name -> whether higher is better.
 const std::vector<std::pair<std::string, bool>>& compare_metrics();
 // BASE against one or more NEW documents (labels name them in the report). Points match by their
-// full key; with several NEW files the report also puts each file's points side by side by
-// (dtype, batch, prompt, gen, device, graphs), whatever the model.
+// key (PointKey::matches: implementations unknown on one side match any); with several NEW files
+// the report also puts each file's points side by side by the key without the model.
 CompareResult compare(const nlohmann::json& base, const std::vector<nlohmann::json>& news,
                       const std::vector<std::string>& labels, const CompareOptions& options);
 
