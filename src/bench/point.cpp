@@ -165,8 +165,8 @@ void from_json(const json& j, PointKey& k) {
   k.backend = ops::parse_backend(j.at("backend").get<std::string>(), "key.backend");
   j.at("implementations").get_to(k.implementations);
   for (const auto& [family, impl] : k.implementations) {
-    if (impl != "cuda" && impl != "reference") {
-      throw UsageError(fmt::format("key.implementations: '{}' for {} (cuda, reference)", impl, family));
+    if (impl != "cuda" && impl != "cpu" && impl != "reference") {
+      throw UsageError(fmt::format("key.implementations: '{}' for {} (cuda, cpu, reference)", impl, family));
     }
   }
   j.at("weights").get_to(k.weights);

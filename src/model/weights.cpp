@@ -2,6 +2,7 @@
 
 #include <ATen/ATen.h>
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include "effarch/common/error.h"
 #include "effarch/io/checkpoint.h"
@@ -54,6 +55,35 @@ const at::Tensor& Weights::get(int layer, const std::string& role) const {
 ops::Linear Weights::linear(int layer, const std::string& prefix) const {
   const at::Tensor* bias = find(layer, prefix + "bias");
   return ops::Linear(get(layer, prefix + "weight"), bias == nullptr ? std::nullopt : std::optional<at::Tensor>(*bias));
+}
+
+ops::Linear Weights::fused_linear(int layer, const std::vector<std::string>& prefixes) const {
+  std::vector<at::Tensor> weights, biases;
+  for (const std::string& p : prefixes) {
+    const at::Tensor& w = get(layer, p + "weight");
+    if (!weights.empty() && (w.dim() != 2 || w.size(1) != weights[0].size(1) ||
+                             w.scalar_type() != weights[0].scalar_type() || w.device() != weights[0].device())) {
+      throw CheckpointError(fmt::format("layer {}: cannot fuse '{}weight' {} with '{}weight': the input features, "
+                                        "dtype and device must match",
+                                        layer, p, fmt::format("[{}]", fmt::join(w.sizes(), ", ")), prefixes[0]));
+    }
+    weights.push_back(w);
+    if (const at::Tensor* b = find(layer, p + "bias")) biases.push_back(*b);
+  }
+  if (!biases.empty() && biases.size() != weights.size()) {
+    throw CheckpointError(fmt::format("layer {}: cannot fuse '{}...': some parts have a bias and some not", layer,
+                                      prefixes[0]));
+  }
+  const at::Tensor fused = at::cat(weights, 0);
+  const at::Tensor fused_bias = biases.empty() ? at::Tensor() : at::cat(biases, 0);
+  int64_t row = 0;
+  for (size_t i = 0; i < prefixes.size(); ++i) {
+    const int64_t rows = weights[i].size(0);
+    by_role_[{layer, prefixes[i] + "weight"}] = fused.narrow(0, row, rows);
+    if (fused_bias.defined()) by_role_[{layer, prefixes[i] + "bias"}] = fused_bias.narrow(0, row, rows);
+    row += rows;
+  }
+  return ops::Linear(fused, fused_bias.defined() ? std::optional<at::Tensor>(fused_bias) : std::nullopt);
 }
 
 uint64_t Weights::bytes() const {

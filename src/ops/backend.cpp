@@ -11,6 +11,7 @@ std::string_view backend_name(Backend backend) {
     case Backend::Auto: return "auto";
     case Backend::Reference: return "reference";
     case Backend::Cuda: return "cuda";
+    case Backend::Cpu: return "cpu";
   }
   return "?";
 }
@@ -51,12 +52,31 @@ bool has_cuda_kernel(OpFamily op) {
   }
 }
 
+bool has_cpu_kernel(OpFamily op) {
+  switch (op) {
+    case OpFamily::SelectiveScan:         // src/ops/cpu/selective_scan.cpp
+    case OpFamily::SelectiveStateUpdate:  // the same kernel, one step
+      return true;
+    default: return false;
+  }
+}
+
 Backend resolve_backend(Backend requested, OpFamily op, const c10::Device& device) {
   switch (requested) {
     case Backend::Reference:
       return Backend::Reference;
     case Backend::Auto:
-      return has_cuda_kernel(op) && device.is_cuda() ? Backend::Cuda : Backend::Reference;
+      if (device.is_cuda() && has_cuda_kernel(op)) return Backend::Cuda;
+      if (device.is_cpu() && has_cpu_kernel(op)) return Backend::Cpu;
+      return Backend::Reference;
+    case Backend::Cpu:
+      if (!device.is_cpu()) {
+        throw OpError(fmt::format("{}: the CPU kernel was asked for tensors on {}", op_name(op), device.str()));
+      }
+      if (!has_cpu_kernel(op)) {
+        throw OpError(fmt::format("{}: it has no CPU kernel (backend auto runs its reference)", op_name(op)));
+      }
+      return Backend::Cpu;
     case Backend::Cuda:
       if (!kBuiltWithCuda) {
         throw OpError(fmt::format("{}: backend cuda requested, but effarch was built without CUDA", op_name(op)));

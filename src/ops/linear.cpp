@@ -4,6 +4,7 @@
 #include <fmt/format.h>
 
 #include "arg_checks.h"
+#include "cpu/cpu_kernels.h"
 #include "effarch/common/dtype.h"
 #include "effarch/common/error.h"
 
@@ -32,6 +33,8 @@ at::Tensor linear(const at::Tensor& x, const Linear& layer) {
     throw OpError(fmt::format("{}: x {} does not end in the weight's {} input features", op,
                               x.defined() ? detail::shape(x) : "undefined", layer.in_features()));
   }
+  // A decode step's few rows: every thread streams its share of the weight (MKL's GEMV uses one).
+  if (cpu::gemv_applies(x, layer.weight, layer.bias)) return cpu::gemv(x, layer.weight, layer.bias);
   return at::linear(x, layer.weight, layer.bias);
 }
 

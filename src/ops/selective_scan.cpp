@@ -21,6 +21,7 @@
 
 #include "effarch/common/error.h"
 #include "arg_checks.h"
+#include "cpu/cpu_kernels.h"
 
 namespace effarch::ops {
 namespace {
@@ -151,10 +152,14 @@ at::Tensor selective_scan(const at::Tensor& u, const at::Tensor& delta, const at
   if (z) check_tensor(*z, kScan, "z", {batch, dim, len}, u);
   check_args(args, dim, dstate, u, kScan);
   check_state(ssm_state, batch, dim, dstate, u, kScan);
-  resolve_backend(backend, OpFamily::SelectiveScan, u.device());  // no CUDA kernel yet: the reference runs
+  const Backend impl = resolve_backend(backend, OpFamily::SelectiveScan, u.device());
   if (len == 0) {
     if (!from_state) ssm_state.zero_();
     return at::empty({batch, dim, 0}, u.options());
+  }
+  if (impl == Backend::Cpu) {
+    return cpu::selective_scan(u, delta, Bmat, Cmat, z, args.A, args.D, args.delta_bias, args.delta_softplus,
+                               ssm_state, from_state);
   }
   return detail::selective_scan_reference(u, delta, Bmat, Cmat, z, args, ssm_state, from_state);
 }
@@ -174,7 +179,14 @@ at::Tensor selective_state_update(const at::Tensor& u, const at::Tensor& delta, 
   if (z) check_tensor(*z, kUpdate, "z", {batch, dim}, u);
   check_args(args, dim, dstate, u, kUpdate);
   check_state(ssm_state, batch, dim, dstate, u, kUpdate);
-  resolve_backend(backend, OpFamily::SelectiveStateUpdate, u.device());  // no CUDA kernel yet: the reference runs
+  if (resolve_backend(backend, OpFamily::SelectiveStateUpdate, u.device()) == Backend::Cpu) {
+    // The fused scan, one step from the state: y [B, D, 1] -> [B, D].
+    auto step = [](const at::Tensor& t) { return t.unsqueeze(-1); };
+    const std::optional<at::Tensor> z1 = z ? std::optional<at::Tensor>(step(*z)) : std::nullopt;
+    return cpu::selective_scan(step(u), step(delta), step(Bmat), step(Cmat), z1, args.A, args.D, args.delta_bias,
+                               args.delta_softplus, ssm_state, /*from_state=*/true)
+        .squeeze(-1);
+  }
   const at::Tensor uf = u.to(at::kFloat);
   const at::Tensor dt = discretize(delta, args.delta_bias, args.delta_softplus, {1, dim});
   const Step s = step_terms(dt, uf, Bmat.to(at::kFloat), args.A.to(at::kFloat));

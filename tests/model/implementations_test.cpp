@@ -28,8 +28,10 @@ std::unique_ptr<Model> make(const std::string& name, ops::Backend backend) {
 using Impl = std::map<std::string, std::string>;
 
 TEST(Implementations, EachModelListsTheOpFamiliesItUses) {
-  const Impl mamba1{{"causal_conv1d", "reference"}, {"selective_scan", "reference"},
-                    {"selective_state_update", "reference"}};
+  // On the CPU auto runs the fused CPU kernels where an op has one.
+  const Impl mamba1{{"causal_conv1d", "reference"}, {"selective_scan", "cpu"}, {"selective_state_update", "cpu"}};
+  const Impl mamba1_ref{{"causal_conv1d", "reference"}, {"selective_scan", "reference"},
+                        {"selective_state_update", "reference"}};
   const Impl mamba2{{"causal_conv1d", "reference"}, {"gated_rms_norm", "reference"}, {"ssd_scan", "reference"},
                     {"ssd_state_update", "reference"}};
   EXPECT_EQ(make("tiny-llama", ops::Backend::Auto)->implementations(), Impl{});
@@ -37,7 +39,8 @@ TEST(Implementations, EachModelListsTheOpFamiliesItUses) {
   EXPECT_EQ(make("tiny-falcon-mamba", ops::Backend::Auto)->implementations(), mamba1);
   EXPECT_EQ(make("tiny-mamba2", ops::Backend::Auto)->implementations(), mamba2);
   EXPECT_EQ(make("tiny-mixtral", ops::Backend::Auto)->implementations(), (Impl{{"moe_dispatch", "reference"}}));
-  Impl jamba = mamba1;
+  EXPECT_EQ(make("tiny-mamba", ops::Backend::Reference)->implementations(), mamba1_ref);
+  Impl jamba = mamba1_ref;
   jamba["moe_dispatch"] = "reference";
   EXPECT_EQ(make("tiny-jamba", ops::Backend::Reference)->implementations(), jamba);
 }
@@ -52,21 +55,28 @@ TEST(Implementations, CudaBackendOnTheCpuIsRefusedBeforeWeightsLoad) {
   }
 }
 
+// Where auto runs a fused CPU kernel (the Mamba-1 scan) the logits agree within fp32 rounding
+// (the kernel sums in another order); elsewhere they are bitwise equal. The tokens are identical.
 TEST(Implementations, ReferenceAndAutoGiveIdenticalTokensOnTheCpu) {
+  const auto same = [](const at::Tensor& a, const at::Tensor& r, bool exact) {
+    return exact ? at::equal(a, r) : at::allclose(a, r, 1e-4, 1e-4);
+  };
   for (const char* name : {"tiny-llama", "tiny-mamba", "tiny-mamba2", "tiny-mixtral", "tiny-jamba"}) {
     auto a = make(name, ops::Backend::Auto);
     auto r = make(name, ops::Backend::Reference);
+    bool exact = true;
+    for (const auto& [op, impl] : a->implementations()) exact = exact && impl == "reference";
     const at::Tensor ids = at::randint(0, a->config().vocab_size, {2, 9}, at::kLong);
     a->allocate_cache(2, 14);
     r->allocate_cache(2, 14);
     at::Tensor la = a->prefill_last(ids), lr = r->prefill_last(ids);
-    EXPECT_TRUE(at::equal(la, lr)) << name << " prefill";
+    EXPECT_TRUE(same(la, lr, exact)) << name << " prefill";
     for (int step = 0; step < 5; ++step) {
       const at::Tensor next = la.argmax(-1);
       ASSERT_TRUE(at::equal(next, lr.argmax(-1))) << name << " step " << step;
       la = a->decode(next);
       lr = r->decode(next);
-      EXPECT_TRUE(at::equal(la, lr)) << name << " decode step " << step;
+      EXPECT_TRUE(same(la, lr, exact)) << name << " decode step " << step;
     }
   }
 }

@@ -28,12 +28,22 @@ TEST(Backend, EveryFamilyHasADistinctName) {
   EXPECT_EQ(names.count("?"), 0u);
 }
 
-TEST(Backend, ReferenceAndAutoOnTheCpuRunTheReference) {
+TEST(Backend, OnTheCpuAutoPicksTheCpuKernelAndReferenceTheReference) {
+  EXPECT_EQ(backend_name(Backend::Cpu), "cpu");
   for (OpFamily op : all_op_families()) {
     EXPECT_EQ(resolve_backend(Backend::Reference, op, at::kCPU), Backend::Reference) << op_name(op);
-    EXPECT_EQ(resolve_backend(Backend::Auto, op, at::kCPU), Backend::Reference) << op_name(op);
+    EXPECT_EQ(resolve_backend(Backend::Auto, op, at::kCPU), has_cpu_kernel(op) ? Backend::Cpu : Backend::Reference)
+        << op_name(op);
+    EXPECT_EQ(use_cpu_kernel(Backend::Auto, op, at::kCPU), has_cpu_kernel(op));
     EXPECT_FALSE(use_cuda_kernel(Backend::Auto, op, at::kCPU));
+    if (has_cpu_kernel(op)) {
+      EXPECT_EQ(resolve_backend(Backend::Cpu, op, at::kCPU), Backend::Cpu);
+    } else {
+      EXPECT_THROW_WITH(resolve_backend(Backend::Cpu, op, at::kCPU), OpError, {std::string(op_name(op)), "no CPU kernel"});
+    }
   }
+  EXPECT_TRUE(has_cpu_kernel(OpFamily::SelectiveScan));
+  EXPECT_TRUE(has_cpu_kernel(OpFamily::SelectiveStateUpdate));
 }
 
 TEST(Backend, CudaOnTheCpuIsAnOpErrorNamingTheOp) {

@@ -1,7 +1,9 @@
 // selective_scan: the chunked ATen reference vs the recurrence written out token by token in
 // doubles, on awkward sizes (L = 1, odd, one past a chunk, several chunks), with and without the
 // optional D / z / delta bias, continuing from a state, bf16 inputs; decode steps continuing a
-// prefill vs one prefill of the whole; argument errors.
+// prefill vs one prefill of the whole; argument errors. Both implementations on the CPU: the
+// ATen reference (--backend reference) and the fused CPU kernel (auto), and the kernel against
+// the reference on the same cases.
 
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
@@ -85,6 +87,7 @@ class SelectiveScanSizes : public ::testing::TestWithParam<Case> {};
 
 TEST_P(SelectiveScanSizes, MatchesTokenByTokenRecurrence) {
   const Case c = GetParam();
+  for (const Backend backend : {Backend::Reference, Backend::Auto}) {
   for (const bool full : {false, true}) {
     for (const bool from_state : {false, true}) {
       at::manual_seed(static_cast<uint64_t>(c.len * 31 + c.dim + full + 2 * from_state));
@@ -92,12 +95,49 @@ TEST_P(SelectiveScanSizes, MatchesTokenByTokenRecurrence) {
       const Naive ref = naive_scan(p, full, from_state);
       at::Tensor state = from_state ? p.state0.clone() : at::full({c.batch, c.dim, c.dstate}, 7.0f);
       const std::optional<at::Tensor> z = full ? std::optional<at::Tensor>(p.z) : std::nullopt;
-      const at::Tensor y = selective_scan(p.u, p.delta, p.B, p.C, z, p.args, state, from_state);
-      const std::string what = fmt::format("B={} D={} N={} L={} full={} from_state={} (chunk {})", c.batch, c.dim,
-                                           c.dstate, c.len, full, from_state, detail::selective_scan_chunk(c.len));
+      const at::Tensor y = selective_scan(p.u, p.delta, p.B, p.C, z, p.args, state, from_state, backend);
+      const std::string what =
+          fmt::format("{} B={} D={} N={} L={} full={} from_state={} (chunk {})", backend_name(backend), c.batch,
+                      c.dim, c.dstate, c.len, full, from_state, detail::selective_scan_chunk(c.len));
       EXPECT_EQ(y.scalar_type(), at::kFloat);
       expect_close(y, ref.y, 1e-4, 1e-4, what + " y");
       expect_close(state, ref.state, 1e-4, 1e-4, what + " final state");
+    }
+  }
+  }
+}
+
+// The fused CPU kernel against the ATen reference (the oracle): same cases, every dtype, prefill
+// from zeros and from a state, and the one-token update; fp32 within 1e-5 relative.
+TEST_P(SelectiveScanSizes, CpuKernelMatchesReference) {
+  const Case c = GetParam();
+  ASSERT_TRUE(has_cpu_kernel(OpFamily::SelectiveScan));
+  for (const at::ScalarType dtype : {at::kFloat, at::kBFloat16, at::kHalf}) {
+    for (const bool full : {false, true}) {
+      for (const bool from_state : {false, true}) {
+        at::manual_seed(static_cast<uint64_t>(c.len * 17 + c.dim + full + 2 * from_state));
+        const Problem p = random_problem(c.batch, c.dim, c.dstate, c.len, dtype, full);
+        const std::optional<at::Tensor> z = full ? std::optional<at::Tensor>(p.z) : std::nullopt;
+        at::Tensor s_ref = from_state ? p.state0.clone() : at::full({c.batch, c.dim, c.dstate}, 7.0f);
+        at::Tensor s_cpu = s_ref.clone();
+        const at::Tensor y_ref = selective_scan(p.u, p.delta, p.B, p.C, z, p.args, s_ref, from_state, Backend::Reference);
+        const at::Tensor y_cpu = selective_scan(p.u, p.delta, p.B, p.C, z, p.args, s_cpu, from_state, Backend::Cpu);
+        const std::string what = fmt::format("{} B={} D={} N={} L={} full={} from_state={}", c10::toString(dtype),
+                                             c.batch, c.dim, c.dstate, c.len, full, from_state);
+        EXPECT_EQ(y_cpu.scalar_type(), dtype) << what;
+        const test::Tolerance tol = dtype == at::kFloat ? test::Tolerance{1e-5, 1e-5} : test::rounding_tolerance(dtype);
+        test::expect_close(y_cpu, y_ref, tol, what + " y");
+        test::expect_close(s_cpu, s_ref, {1e-5, 1e-5}, what + " final state");
+
+        const auto first = [](const at::Tensor& t) { return t.select(2, 0); };
+        const std::optional<at::Tensor> z0 = full ? std::optional<at::Tensor>(first(p.z)) : std::nullopt;
+        const at::Tensor u_ref = selective_state_update(first(p.u), first(p.delta), first(p.B), first(p.C), z0,
+                                                        p.args, s_ref, Backend::Reference);
+        const at::Tensor u_cpu = selective_state_update(first(p.u), first(p.delta), first(p.B), first(p.C), z0,
+                                                        p.args, s_cpu, Backend::Cpu);
+        test::expect_close(u_cpu, u_ref, tol, what + " update y");
+        test::expect_close(s_cpu, s_ref, {1e-5, 1e-5}, what + " update state");
+      }
     }
   }
 }
@@ -114,11 +154,13 @@ TEST(SelectiveScan, Bf16InputsRunInFp32) {
   at::manual_seed(5);
   const Problem p = random_problem(2, 6, 4, 41, at::kBFloat16, true);
   const Naive ref = naive_scan(p, true, false);
-  at::Tensor state = at::zeros({2, 6, 4});
-  const at::Tensor y = selective_scan(p.u, p.delta, p.B, p.C, p.z, p.args, state, false);
-  EXPECT_EQ(y.scalar_type(), at::kBFloat16);
-  expect_close(y, ref.y, 2e-2, 1e-2, "bf16 y (one rounding)");
-  expect_close(state, ref.state, 1e-4, 1e-4, "bf16 final state (fp32 inside)");
+  for (const Backend backend : {Backend::Reference, Backend::Auto}) {
+    at::Tensor state = at::zeros({2, 6, 4});
+    const at::Tensor y = selective_scan(p.u, p.delta, p.B, p.C, p.z, p.args, state, false, backend);
+    EXPECT_EQ(y.scalar_type(), at::kBFloat16);
+    expect_close(y, ref.y, 2e-2, 1e-2, "bf16 y (one rounding)");
+    expect_close(state, ref.state, 1e-4, 1e-4, "bf16 final state (fp32 inside)");
+  }
 }
 
 TEST(SelectiveScan, StridedChannelLastViews) {
@@ -126,11 +168,19 @@ TEST(SelectiveScan, StridedChannelLastViews) {
   at::manual_seed(6);
   const Problem p = random_problem(2, 5, 3, 23, at::kFloat, true);
   const auto cl = [](const at::Tensor& t) { return t.transpose(1, 2).contiguous().transpose(1, 2); };
-  at::Tensor s1 = at::zeros({2, 5, 3}), s2 = at::zeros({2, 5, 3});
-  const at::Tensor y1 = selective_scan(p.u, p.delta, p.B, p.C, p.z, p.args, s1, false);
-  const at::Tensor y2 = selective_scan(cl(p.u), cl(p.delta), cl(p.B), cl(p.C), cl(p.z), p.args, s2, false);
-  expect_close(y2, y1, 1e-6, 1e-6, "channel-last y");
-  expect_close(s2, s1, 1e-6, 1e-6, "channel-last state");
+  for (const Backend backend : {Backend::Reference, Backend::Cpu}) {
+    at::Tensor s1 = at::zeros({2, 5, 3}), s2 = at::zeros({2, 5, 3});
+    const at::Tensor y1 = selective_scan(p.u, p.delta, p.B, p.C, p.z, p.args, s1, false, backend);
+    const at::Tensor y2 = selective_scan(cl(p.u), cl(p.delta), cl(p.B), cl(p.C), cl(p.z), p.args, s2, false, backend);
+    expect_close(y2, y1, 1e-6, 1e-6, "channel-last y");
+    expect_close(s2, s1, 1e-6, 1e-6, "channel-last state");
+    // A strided (non-contiguous) state, as a slice of a bigger cache would be.
+    at::Tensor big = at::zeros({2, 5, 6});
+    at::Tensor s3 = big.narrow(2, 1, 3);
+    const at::Tensor y3 = selective_scan(cl(p.u), cl(p.delta), cl(p.B), cl(p.C), cl(p.z), p.args, s3, false, backend);
+    expect_close(y3, y1, 1e-6, 1e-6, "strided-state y");
+    expect_close(s3, s1, 1e-6, 1e-6, "strided state");
+  }
 }
 
 TEST(SelectiveScan, DecodeStepsContinuePrefill) {

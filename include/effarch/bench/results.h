@@ -65,7 +65,7 @@ struct PointKey {
   std::string device;  // "cpu", "cuda", "cuda:1"
   model::DecodeMode cuda_graphs = model::DecodeMode::Eager;
   ops::Backend backend = ops::Backend::Auto;  // what was asked for
-  // What ran: op family -> "cuda" | "reference", for the op families the model uses. Empty means
+  // What ran: op family -> "cuda" | "cpu" | "reference", for the op families the model uses. Empty means
   // unknown (a version 1 file), which compare matches with any value (matches()).
   std::map<std::string, std::string> implementations;
   std::string weights;  // the weight format ("bfloat16"; "int8" later)

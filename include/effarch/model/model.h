@@ -77,7 +77,7 @@ class Model {
   const ModelOptions& options() const { return options_; }
   const Weights& weights() const { return weights_; }
   const Cache& cache() const { return cache_; }
-  // The implementation each op family the model uses runs: op name -> "cuda" or "reference"
+  // The implementation each op family the model uses runs: op name -> "cuda", "cpu" or "reference"
   // (e.g. {"causal_conv1d": "cuda", "selective_scan": "reference"}); empty for a model whose ops
   // all have one implementation (a Transformer's). Results record it.
   const std::map<std::string, std::string>& implementations() const { return implementations_; }

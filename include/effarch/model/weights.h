@@ -8,6 +8,7 @@
 #include <optional>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include <ATen/core/Tensor.h>
 
@@ -33,13 +34,20 @@ class Weights {
   // The linear layer whose roles are prefix + "weight" and, when present, prefix + "bias"
   // (e.g. "attn.q."). Throws like get() when the weight is missing.
   ops::Linear linear(int layer, const std::string& prefix) const;
+  // One linear layer whose output is the parts' outputs side by side, [..., sum of out], for
+  // products of the same input (a gated MLP's gate and up: one [2I, H] product, then split). The
+  // parts' weights (and biases, all or none) are concatenated on the call and the parts re-pointed
+  // at row ranges of the fused tensor, so memory is not doubled and linear(part) still works.
+  // Throws CheckpointError when the parts' input features, dtypes or devices differ.
+  ops::Linear fused_linear(int layer, const std::vector<std::string>& prefixes) const;
   // Bytes held on the device: every tensor, or those `keep` selects by (layer, role).
   uint64_t bytes() const;
   uint64_t bytes_where(const std::function<bool(int layer, const std::string& role)>& keep) const;
 
  private:
   void put(const ModelConfig& config, int layer, const std::string& role, at::Tensor t);
-  std::map<std::pair<int, std::string>, at::Tensor> by_role_;
+  // mutable: fused_linear() re-points parts at views of the fused tensor (same values).
+  mutable std::map<std::pair<int, std::string>, at::Tensor> by_role_;
 };
 
 }  // namespace effarch::model

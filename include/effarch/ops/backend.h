@@ -1,5 +1,6 @@
 #pragma once
-// Which implementation an op runs: its CUDA kernel or its ATen reference (also the CPU path).
+// Which implementation an op runs: its CUDA kernel, its fused CPU kernel (src/ops/cpu) or its
+// ATen reference (any device; the oracle the kernels are tested against).
 // The choice is made here once, for every op family: the model resolves each family it uses
 // when it is built (Model::implementations() records them), and each op entry resolves the
 // same way when it runs, so what is recorded is what ran.
@@ -13,9 +14,11 @@
 namespace effarch::ops {
 
 enum class Backend {
-  Auto,       // the CUDA kernel where the op has one and the tensors are on a CUDA device, else the reference
+  Auto,       // the op's kernel for the tensors' device (CUDA or CPU) where it has one, else the reference
   Reference,  // the ATen reference, on any device
   Cuda,       // the CUDA kernel; an error without CUDA support, for non-CUDA tensors, or for an op without one
+  Cpu,        // the fused CPU kernel: what Auto resolves to on the CPU where one exists (not a --backend
+              // value: auto picks it, reference avoids it); an error for non-CPU tensors or an op without one
 };
 
 // Whether this build has the CUDA kernels (effarch::torch defines EFFARCH_WITH_CUDA in CUDA builds).
@@ -26,7 +29,7 @@ inline constexpr bool kBuiltWithCuda =
     false;
 #endif
 
-std::string_view backend_name(Backend backend);  // "auto", "reference", "cuda"
+std::string_view backend_name(Backend backend);  // "auto", "reference", "cuda", "cpu"
 // The value of a --backend option (or a suite's "backend"): auto, reference or cuda. Throws
 // UsageError naming `option`.
 Backend parse_backend(const std::string& value, const std::string& option);
@@ -47,16 +50,22 @@ const std::vector<OpFamily>& all_op_families();
 
 // Whether this build has a CUDA kernel for `op`.
 bool has_cuda_kernel(OpFamily op);
+// Whether `op` has a fused CPU kernel (every build has them).
+bool has_cpu_kernel(OpFamily op);
 
-// The implementation `op` runs on `device` when `requested` is asked for: Backend::Cuda or
-// Backend::Reference, never Auto. Auto picks the kernel where this build has one and the device
-// is CUDA. Cuda without a kernel for `op`, without CUDA support or on a non-CUDA device throws
+// The implementation `op` runs on `device` when `requested` is asked for: Backend::Cuda,
+// Backend::Cpu or Backend::Reference, never Auto. Auto picks the CUDA kernel where this build has
+// one and the device is CUDA, the CPU kernel where the op has one and the device is the CPU. Cuda without a kernel for `op`, without CUDA support or on a non-CUDA device throws
 // OpError naming the op and saying what to use instead.
 Backend resolve_backend(Backend requested, OpFamily op, const c10::Device& device);
 
 // resolve_backend(...) == Backend::Cuda.
 inline bool use_cuda_kernel(Backend requested, OpFamily op, const c10::Device& device) {
   return resolve_backend(requested, op, device) == Backend::Cuda;
+}
+// resolve_backend(...) == Backend::Cpu.
+inline bool use_cpu_kernel(Backend requested, OpFamily op, const c10::Device& device) {
+  return resolve_backend(requested, op, device) == Backend::Cpu;
 }
 
 }  // namespace effarch::ops

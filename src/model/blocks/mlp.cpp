@@ -11,14 +11,22 @@ namespace {
 
 class GatedMlp final : public FeedForward {
  public:
+  // gate and up read the same x: one product with their weights fused at load ([2I, H]), split after.
   GatedMlp(const Weights& w, int layer, Activation act)
-      : gate_(w.linear(layer, "mlp.gate.")), up_(w.linear(layer, "mlp.up.")), down_(w.linear(layer, "mlp.down.")), act_(act) {}
+      : gate_up_(w.fused_linear(layer, {"mlp.gate.", "mlp.up."})),
+        inter_(w.get(layer, "mlp.gate.weight").size(0)),
+        down_(w.linear(layer, "mlp.down.")),
+        act_(act) {}
   at::Tensor forward(const at::Tensor& x, const ForwardContext&) const override {
-    return ops::linear(ops::activate(act_, ops::linear(x, gate_)) * ops::linear(x, up_), down_);
+    const at::Tensor gate_up = ops::linear(x, gate_up_);  // [..., 2I]
+    return ops::linear(ops::activate(act_, gate_up.narrow(-1, 0, inter_)) * gate_up.narrow(-1, inter_, inter_),
+                       down_);
   }
 
  private:
-  ops::Linear gate_, up_, down_;
+  ops::Linear gate_up_;
+  int64_t inter_;
+  ops::Linear down_;
   Activation act_;
 };
 

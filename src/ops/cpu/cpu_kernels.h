@@ -1,0 +1,43 @@
+#pragma once
+// The CPU kernels (internal): fused loops that run on every thread ATen was given
+// (at::get_num_threads(), which bench --threads sets) through at::parallel_for. They are
+// compiled with OpenMP (torch's own runtime, see src/CMakeLists.txt) and vectorised per file;
+// the ATen references in the ops stay the oracle their tests compare against.
+
+#include <cstdint>
+#include <optional>
+
+#include <ATen/core/Tensor.h>
+
+namespace effarch::ops::cpu {
+
+// Whether at::parallel_for in these kernels runs in parallel (this build compiled them with
+// OpenMP); without it they still run, on one thread.
+bool parallel_build();
+
+// Rows of x up to which linear() takes the GEMV path: a decode step's handful of tokens.
+inline constexpr int64_t kGemvMaxRows = 4;
+
+// Whether gemv() handles this product: CPU tensors, x with at most kGemvMaxRows rows, a
+// contiguous fp32 or bf16 weight [out, in], bias (if any) of the weight's dtype or fp32.
+bool gemv_applies(const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias);
+
+// y = x W^T (+ b) with the output features split across threads; the dot products accumulate in
+// fp32. x [..., in] -> [..., out] in x's dtype. Call only where gemv_applies().
+at::Tensor gemv(const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias);
+
+}  // namespace effarch::ops::cpu
+
+namespace effarch::ops::cpu {
+
+// The Mamba-1 selective scan fused in one pass over time (include/effarch/ops/selective_scan.h
+// has the recurrence): arguments already checked by the op. u, delta, z [B, D, L] and Bmat,
+// Cmat [B, N, L] in any strides and float dtypes; A [D, N]; D, delta_bias [D]; ssm_state
+// [B, D, N] fp32, read as h[-1] when `from_state`, written with h[L-1]. Returns y [B, D, L] in
+// u's dtype (a view of a [B, L, D] tensor, the layout the mixer's out_proj reads).
+at::Tensor selective_scan(const at::Tensor& u, const at::Tensor& delta, const at::Tensor& Bmat, const at::Tensor& Cmat,
+                          const std::optional<at::Tensor>& z, const at::Tensor& A, const std::optional<at::Tensor>& D,
+                          const std::optional<at::Tensor>& delta_bias, bool delta_softplus, at::Tensor& ssm_state,
+                          bool from_state);
+
+}  // namespace effarch::ops::cpu
