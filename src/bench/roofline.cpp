@@ -10,8 +10,8 @@
 
 namespace effarch::bench {
 
-RooflineModel roofline_model(const model::ModelConfig& c, at::ScalarType dtype) {
-  const model::ModelStats s = model::compute_stats(c, dtype);
+RooflineModel roofline_model(const model::ModelConfig& c) {
+  const model::ModelStats s = model::compute_stats(c);
   RooflineModel f;
   f.total_params = s.total_params;
   f.active_params = s.active_params;
@@ -29,19 +29,23 @@ RooflineModel roofline_model(const model::ModelConfig& c, at::ScalarType dtype) 
                              static_cast<double>(c.count_layers(model::MixerKind::Mamba1) +
                                                  c.count_layers(model::MixerKind::Mamba2));
   }
-  const double elt = static_cast<double>(c10::elementSize(dtype));
-  // A decode step reads every active weight once, the head included; of the embedding, one row.
-  f.weight_bytes_per_decode = (static_cast<double>(s.active_params) - (c.tie_word_embeddings ? 0 : embed)) * elt;
-  if (c.moe && c.moe->num_experts > 0) {
-    double routed = 0;
-    for (const auto& t : model::expected_tensors(c)) {
-      if (!t.optional && t.expert >= 0) routed += static_cast<double>(t.numel());
-    }
+  if (c.moe && c.moe->num_experts > 0 && c.count_layers(model::FfnKind::MoE) > 0) {
     f.num_experts = c.moe->num_experts;
     f.top_k = c.moe->top_k;
-    f.expert_bytes = routed / static_cast<double>(c.moe->num_experts) * elt;
   }
   return f;
+}
+
+void set_weight_bytes(RooflineModel& f, const model::Weights& w) {
+  // The head reads the embedding table only when there is no separate lm_head tensor.
+  const bool head_is_embedding = w.find(-1, "lm_head.weight") == nullptr;
+  auto routed = [](const std::string& role) { return role.rfind("moe.expert.", 0) == 0; };
+  const auto shared = static_cast<double>(w.bytes_where([&](int, const std::string& role) {
+    return !routed(role) && (role != "embed.weight" || head_is_embedding);
+  }));
+  const auto experts = static_cast<double>(w.bytes_where([&](int, const std::string& role) { return routed(role); }));
+  f.expert_bytes = f.num_experts > 0 ? experts / static_cast<double>(f.num_experts) : 0.0;
+  f.weight_bytes_per_decode = shared + static_cast<double>(f.top_k) * f.expert_bytes;
 }
 
 double prefill_flops(const RooflineModel& m, int64_t batch, int64_t prompt_len) {

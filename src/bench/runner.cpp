@@ -210,7 +210,7 @@ std::vector<Point> run_sweep(const SweepSpec& spec, const nlohmann::json& enviro
       opt.decode = spec.cuda_graphs;
       opt.backend = spec.backend;
       opt.allow_beyond_context = true;
-      f = roofline_model(source.config, dtype);
+      f = roofline_model(source.config);
       ModelInfo mi;
       mi.model_path = source.checkpoint_dir ? source.checkpoint_dir->string() : source.config_path.string();
       mi.weights_source = source.checkpoint_dir ? "checkpoint" : "random";
@@ -222,6 +222,7 @@ std::vector<Point> run_sweep(const SweepSpec& spec, const nlohmann::json& enviro
       info = mi;
       detail::reset_peaks(device);
       m = model::Model::load(source, opt);
+      set_weight_bytes(f, m->weights());
       implementations = m->implementations();
       weights = m->weight_format();
     } catch (const std::exception& e) {

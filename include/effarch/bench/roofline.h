@@ -1,6 +1,6 @@
 #pragma once
-// The roofline model of the benchmark: the FLOPs a prefill does and the bytes a decode step reads,
-// from the model's config, and the fractions of the device's measured GEMM rate and copy
+// The roofline model of the benchmark: the FLOPs a prefill does (from the model's config) and the
+// bytes a decode step reads (from the weights as stored on the device), and the fractions of the device's measured GEMM rate and copy
 // bandwidth that a point's timings reach. Definitions: docs/bench.md.
 
 #include <cstdint>
@@ -10,10 +10,12 @@
 
 #include "effarch/bench/results.h"
 #include "effarch/model/config.h"
+#include "effarch/model/weights.h"
 
 namespace effarch::bench {
 
-// What the roofline needs to know about a model, computed once per model from its config.
+// What the roofline needs to know about a model, computed once per model: the FLOP terms from its
+// config (roofline_model), the bytes from its loaded weights (set_weight_bytes).
 struct RooflineModel {
   int64_t total_params = 0, active_params = 0;
   double body_matmul_params = 0;          // active parameters prefill multiplies per token (head excluded)
@@ -24,7 +26,12 @@ struct RooflineModel {
   double expert_bytes = 0;                // one routed expert in every MoE layer
   int64_t num_experts = 0, top_k = 0;     // 0: no MoE layers
 };
-RooflineModel roofline_model(const model::ModelConfig& config, at::ScalarType dtype);
+RooflineModel roofline_model(const model::ModelConfig& config);
+// weight_bytes_per_decode and expert_bytes from the tensors as they are stored (their format's
+// bytes: bf16, int8 with scales, a shard), never from a dtype's element size: every weight but
+// the embedding table (of which a step reads one row; a tied head reads all of it) and the routed
+// experts, plus top_k routed experts per MoE layer.
+void set_weight_bytes(RooflineModel& m, const model::Weights& weights);
 
 // 2 x batch x prompt x body parameters + the head on the last position + attention + the scans.
 double prefill_flops(const RooflineModel& m, int64_t batch, int64_t prompt_len);
