@@ -2,6 +2,8 @@
 """Plots effarch bench results: memory vs context and tokens/s vs context, per model.
 
 Usage: plot_results.py RESULTS.json [MORE.json ...] -o curves.png   (or .svg, .pdf)
+       plot_results.py RESULTS.json ... --split -o report.png  (report-memory.png, report-prefill.png,
+                                                                report-decode.png: one chart each)
 
 Three panels, log-log axes, one line per (model, dtype, batch, generated tokens, device, graphs,
 backend, the ops that ran a CUDA kernel, weights): peak memory and cache bytes against prompt length; prefill tokens/s; decode tokens/s. Points that ran out of memory
@@ -54,6 +56,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("results", nargs="+")
     ap.add_argument("-o", "--output", required=True, help="PNG, SVG or PDF")
+    ap.add_argument("--split", action="store_true",
+                    help="one chart per panel: OUTPUT's stem + -memory, -prefill, -decode")
     args = ap.parse_args()
     points = load(args.results)
     if not points:
@@ -65,7 +69,24 @@ def main():
     panels = [("peak memory (bytes; dashed: cache)", ("memory", "peak_bytes"), ("memory", "cache_bytes")),
               ("prefill tokens/s", ("speed", "prefill_tokens_per_s"), None),
               ("decode tokens/s", ("speed", "decode_tokens_per_s"), None)]
+    if args.split:
+        # One chart per question (effarch report links them): STEM-memory, STEM-prefill, STEM-decode.
+        stem, dot, ext = args.output.rpartition(".")
+        for panel, suffix in zip(panels, ["memory", "prefill", "decode"]):
+            fig, ax = plt.subplots(1, 1, figsize=(8, 5.5))
+            draw(series, [ax], [panel], fig)
+            out = f"{stem}-{suffix}.{ext}" if dot else f"{args.output}-{suffix}"
+            fig.savefig(out)
+            plt.close(fig)
+            print(f"{out}: {len(points)} points, {len(series)} series")
+        return
     fig, axes = plt.subplots(1, 3, figsize=(17, 5))
+    draw(series, axes, panels, fig)
+    fig.savefig(args.output)
+    print(f"{args.output}: {len(points)} points, {len(series)} series")
+
+
+def draw(series, axes, panels, fig):
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for i, (name, pts) in enumerate(sorted(series.items())):
         colour = colours[i % len(colours)]
@@ -91,15 +112,12 @@ def main():
         ax.set_xlabel("prompt length (tokens)")
         ax.set_title(title)
         ax.grid(True, which="both", alpha=0.3)
-    handles, labels = axes[0].get_legend_handles_labels()
     seen = {}
     for ax in axes:
         for h, l in zip(*ax.get_legend_handles_labels()):
             seen.setdefault(l, h)
-    fig.legend(list(seen.values()), list(seen.keys()), loc="lower center", ncol=3, fontsize=8)
-    fig.tight_layout(rect=(0, 0.12, 1, 1))
-    fig.savefig(args.output)
-    print(f"{args.output}: {len(points)} points, {len(series)} series")
+    fig.legend(list(seen.values()), list(seen.keys()), loc="lower center", ncol=2 if len(axes) == 1 else 3, fontsize=8)
+    fig.tight_layout(rect=(0, 0.12 if len(axes) == 3 else 0.22, 1, 1))
 
 
 if __name__ == "__main__":

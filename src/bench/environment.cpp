@@ -90,6 +90,7 @@ nlohmann::json probe_environment(const std::string& device_name, const std::stri
                  {"ram_bytes", detail::device_total_memory(at::Device(at::kCPU))},
                  {"os", fmt::format("{} {} {}", u.sysname, u.release, u.machine)},
                  {"hostname", u.nodename},
+                 {"usable_cores", usable_cores()},
                  {"aten_threads", at::get_num_threads()}};
 #ifdef EFFARCH_TORCH_VERSION
   env["libtorch"] = EFFARCH_TORCH_VERSION;
@@ -148,6 +149,12 @@ nlohmann::json probe_environment(const std::string& device_name, const std::stri
     env["harness_timer_overhead_s"] = percentile(t, 50);
   }
   env["device"] = dev;
+  // The energy counter the points read (NVML on a GPU, with the power limit; RAPL on the CPU), or
+  // why there is none. NVML's index is taken to be CUDA's (true unless CUDA_VISIBLE_DEVICES or
+  // CUDA_DEVICE_ORDER reorders them).
+  env["energy"] = open_energy_counter(device.is_cuda() ? "cuda" : "cpu",
+                                      static_cast<unsigned>(device.has_index() ? device.index() : 0))
+                      .describe();
   detail::reset_peaks(device);
   return env;
 }

@@ -295,19 +295,61 @@ void from_json(const json& j, Roofline& r) {
   }
 }
 
+// ---- load time, machine load ----
+
+bool LoadTime::operator==(const LoadTime& o) const {
+  return std::tie(seconds, weights_bytes, bytes_per_s) == std::tie(o.seconds, o.weights_bytes, o.bytes_per_s);
+}
+
+void to_json(json& j, const LoadTime& t) {
+  j = {{"seconds", t.seconds}, {"weights_bytes", t.weights_bytes}, {"bytes_per_s", t.bytes_per_s}};
+}
+
+void from_json(const json& j, LoadTime& t) {
+  j.at("seconds").get_to(t.seconds);
+  j.at("weights_bytes").get_to(t.weights_bytes);
+  j.at("bytes_per_s").get_to(t.bytes_per_s);
+}
+
+void to_json(json& j, const LoadSample& s) { j = {{"load1", s.load1}, {"others_runnable", s.others_runnable}}; }
+
+void from_json(const json& j, LoadSample& s) {
+  j.at("load1").get_to(s.load1);
+  j.at("others_runnable").get_to(s.others_runnable);
+}
+
+bool MachineLoad::operator==(const MachineLoad& o) const {
+  return std::tie(before, after, cores, threads, busy) == std::tie(o.before, o.after, o.cores, o.threads, o.busy);
+}
+
+void to_json(json& j, const MachineLoad& m) {
+  j = {{"cores", m.cores}, {"threads", m.threads}, {"busy", m.busy}};
+  put(j, "before", m.before);
+  put(j, "after", m.after);
+}
+
+void from_json(const json& j, MachineLoad& m) {
+  j.at("cores").get_to(m.cores);
+  j.at("threads").get_to(m.threads);
+  j.at("busy").get_to(m.busy);
+  take(j, "before", m.before);
+  take(j, "after", m.after);
+}
+
 // ---- Point ----
 
 bool ModelInfo::operator==(const ModelInfo& o) const {
   return std::tie(model_path, weights_source, architecture, family, params_total, params_active,
-                  max_position_embeddings) == std::tie(o.model_path, o.weights_source, o.architecture, o.family,
-                                                       o.params_total, o.params_active, o.max_position_embeddings);
+                  max_position_embeddings, load) == std::tie(o.model_path, o.weights_source, o.architecture,
+                                                             o.family, o.params_total, o.params_active,
+                                                             o.max_position_embeddings, o.load);
 }
 
 bool Point::operator==(const Point& o) const {
   return std::tie(key, status, error, loaded, beyond_trained_context, speed, harness_overhead_fraction, roofline,
-                  memory, elapsed_s) == std::tie(o.key, o.status, o.error, o.loaded, o.beyond_trained_context,
-                                                 o.speed, o.harness_overhead_fraction, o.roofline, o.memory,
-                                                 o.elapsed_s);
+                  memory, energy, machine_load, elapsed_s) ==
+         std::tie(o.key, o.status, o.error, o.loaded, o.beyond_trained_context, o.speed, o.harness_overhead_fraction,
+                  o.roofline, o.memory, o.energy, o.machine_load, o.elapsed_s);
 }
 
 void to_json(json& j, const Point& p) {
@@ -322,12 +364,18 @@ void to_json(json& j, const Point& p) {
     j["params_total"] = m.params_total;
     j["params_active"] = m.params_active;
     j["max_position_embeddings"] = m.max_position_embeddings ? json(*m.max_position_embeddings) : json(nullptr);
+    put(j, "load", m.load);
   }
   if (p.beyond_trained_context) j["beyond_trained_context"] = true;
   put(j, "speed", p.speed);
   put(j, "harness_overhead_fraction", p.harness_overhead_fraction);
   put(j, "roofline", p.roofline);
   put(j, "memory", p.memory);
+  put(j, "energy", p.energy);
+  if (p.machine_load) {
+    j["machine_load"] = *p.machine_load;
+    if (p.machine_load->busy) j["busy"] = true;  // the flag a reader (or jq) looks for
+  }
   j["elapsed_s"] = p.elapsed_s;
 }
 
@@ -345,6 +393,7 @@ void from_json(const json& j, Point& p) {
     j.at("params_total").get_to(m.params_total);
     j.at("params_active").get_to(m.params_active);
     take(j, "max_position_embeddings", m.max_position_embeddings);
+    take(j, "load", m.load);
     p.loaded = m;
   }
   p.beyond_trained_context = j.value("beyond_trained_context", false);
@@ -352,6 +401,8 @@ void from_json(const json& j, Point& p) {
   take(j, "harness_overhead_fraction", p.harness_overhead_fraction);
   take(j, "roofline", p.roofline);
   take(j, "memory", p.memory);
+  take(j, "energy", p.energy);
+  take(j, "machine_load", p.machine_load);
   p.elapsed_s = j.value("elapsed_s", 0.0);
 }
 

@@ -1,6 +1,10 @@
 // The human formats of a results document: table, markdown, CSV (and JSON, JSON Lines).
 
+#include <sys/ioctl.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cstdlib>
 #include <sstream>
 
 #include <fmt/format.h>
@@ -31,36 +35,110 @@ std::string percent(const std::optional<double>& fraction) {
   return "<0.001%";
 }
 
-std::vector<std::string> row(const Point& p) {
+// One cell: the full text and, for a timed figure, the mean alone (what a narrow table shows).
+struct Cell {
+  std::string full, compact;
+};
+
+Cell stat_cell(const std::optional<Stats>& st, double scale, int digits) {
+  if (!st) return {"-", "-"};
+  return {pm(st, scale, digits), fmt::format("{:.{}f}", st->mean * scale, digits)};
+}
+
+Cell text(const std::string& s) { return {s, s}; }
+
+// Every column, in the order of the wide table, md and csv.
+struct Column {
+  const char* header;
+  bool left;  // left-aligned (text), else right-aligned (numbers)
+};
+const std::vector<Column> kColumns = {
+    {"model", true},        {"dtype", true},        {"batch", false},       {"prompt", false},
+    {"gen", false},         {"status", true},       {"prefill tok/s", false}, {"TTFT ms", false},
+    {"decode tok/s", false}, {"step p50 ms", false}, {"step p99 ms", false}, {"peak mem", false},
+    {"cache", false},       {"decode BW", false},   {"prefill GEMM", false}, {"harness", false},
+    {"load s", false},      {"load GB/s", false},   {"prefill J/tok", false}, {"decode J/tok", false},
+    {"power W", false},     {"busy", true}};
+// The default table's columns, by priority (the first kept longest when the terminal is narrow):
+// model, batch, prompt, prefill tok/s, decode tok/s, peak mem, cache, decode BW.
+const std::vector<size_t> kDefaultColumns = {0, 2, 3, 6, 8, 11, 12, 13};
+constexpr size_t kStatusColumn = 5;
+
+std::vector<Cell> row(const Point& p) {
   const PointKey& k = p.key;
   const std::optional<SpeedResult>& s = p.speed;
   const std::optional<DecodeStepStats> steps = s ? s->decode_step_s : std::nullopt;
   std::optional<double> bandwidth, gemm;
+  const LoadTime* load = p.loaded && p.loaded->load ? &*p.loaded->load : nullptr;
   if (p.roofline) {
     gemm = p.roofline->prefill_fraction_of_gemm;
     if (p.roofline->decode) bandwidth = p.roofline->decode->fraction_of_bandwidth;
   }
-  return {k.model,
-          k.dtype,
-          std::to_string(k.batch),
-          std::to_string(k.prompt_len),
-          std::to_string(k.gen_tokens),
-          to_string(p.status),
-          pm(s ? std::optional<Stats>(s->prefill_tokens_per_s) : std::nullopt, 1, 1),
-          pm(s ? std::optional<Stats>(s->ttft_s) : std::nullopt, 1e3, 2),
-          pm(s ? s->decode_tokens_per_s : std::nullopt, 1, 1),
-          pm(steps ? std::optional<Stats>(steps->p50) : std::nullopt, 1e3, 3),
-          pm(steps ? std::optional<Stats>(steps->p99) : std::nullopt, 1e3, 3),
-          p.memory ? human_bytes(p.memory->peak_bytes) : "-",
-          p.memory ? human_bytes(p.memory->cache_bytes) : "-",
-          percent(bandwidth),
-          percent(gemm),
-          percent(p.harness_overhead_fraction)};
+  return {text(k.model),
+          text(k.dtype),
+          text(std::to_string(k.batch)),
+          text(std::to_string(k.prompt_len)),
+          text(std::to_string(k.gen_tokens)),
+          text(to_string(p.status)),
+          stat_cell(s ? std::optional<Stats>(s->prefill_tokens_per_s) : std::nullopt, 1, 1),
+          stat_cell(s ? std::optional<Stats>(s->ttft_s) : std::nullopt, 1e3, 2),
+          stat_cell(s ? s->decode_tokens_per_s : std::nullopt, 1, 1),
+          stat_cell(steps ? std::optional<Stats>(steps->p50) : std::nullopt, 1e3, 3),
+          stat_cell(steps ? std::optional<Stats>(steps->p99) : std::nullopt, 1e3, 3),
+          text(p.memory ? human_bytes(p.memory->peak_bytes) : "-"),
+          text(p.memory ? human_bytes(p.memory->cache_bytes) : "-"),
+          text(percent(bandwidth)),
+          text(percent(gemm)),
+          text(percent(p.harness_overhead_fraction)),
+          text(load ? fmt::format("{:.3f}", load->seconds) : "-"),
+          text(load ? fmt::format("{:.2f}", load->bytes_per_s / 1e9) : "-"),
+          text(p.energy ? fmt::format("{:.3g}", p.energy->joules_per_prefill_token) : "-"),
+          text(p.energy && p.energy->joules_per_decode_token ? fmt::format("{:.3g}", *p.energy->joules_per_decode_token)
+                                                             : "-"),
+          text(p.energy ? fmt::format("{:.1f}", p.energy->average_power_w) : "-"),
+          text(!p.machine_load ? "-" : p.machine_load->busy ? "busy" : "ok")};
 }
 
-const std::vector<std::string> kHeader = {"model", "dtype", "batch", "prompt", "gen", "status", "prefill tok/s",
-                                          "TTFT ms", "decode tok/s", "step p50 ms", "step p99 ms", "peak mem",
-                                          "cache", "decode BW", "prefill GEMM", "harness"};
+size_t display_width(const std::string& s) {
+  size_t n = 0;
+  for (unsigned char c : s) n += (c & 0xC0) != 0x80;  // count UTF-8 code points (the ± sign)
+  return n;
+}
+
+// The table of `columns` (indices into kColumns) as "| a | b |" lines; `compact`: means only.
+std::string grid(const std::vector<std::vector<Cell>>& rows, const std::vector<size_t>& columns, bool compact) {
+  std::vector<size_t> width;
+  for (size_t c : columns) {
+    size_t w = std::string(kColumns[c].header).size();
+    for (const auto& r : rows) w = std::max(w, display_width(compact ? r[c].compact : r[c].full));
+    width.push_back(w);
+  }
+  std::ostringstream out;
+  auto line = [&](const std::vector<std::string>& cells) {
+    out << "|";
+    for (size_t i = 0; i < cells.size(); ++i) {
+      const size_t pad = width[i] - display_width(cells[i]);
+      const bool left = kColumns[columns[i]].left;
+      out << " " << (left ? cells[i] + std::string(pad, ' ') : std::string(pad, ' ') + cells[i]) << " |";
+    }
+    out << "\n";
+  };
+  std::vector<std::string> header;
+  for (size_t c : columns) header.emplace_back(kColumns[c].header);
+  line(header);
+  out << "|";
+  for (size_t w : width) out << std::string(w + 2, '-') << "|";
+  out << "\n";
+  for (const auto& r : rows) {
+    std::vector<std::string> cells;
+    for (size_t c : columns) cells.push_back(compact ? r[c].compact : r[c].full);
+    line(cells);
+  }
+  return out.str();
+}
+
+// The width of a grid's first line, in characters.
+size_t grid_width(const std::string& g) { return display_width(g.substr(0, g.find('\n'))); }
 
 std::string csv_field(const std::string& s) {
   if (s.find_first_of(",\"\n") == std::string::npos) return s;
@@ -69,11 +147,100 @@ std::string csv_field(const std::string& s) {
   return out + "\"";
 }
 
+// ---- dashboards ----
+
+// One figure of a point for a dashboard: its value with the spread over the repetitions.
+struct Figure {
+  const char* slug;   // BMF measure
+  const char* label;  // github-action-benchmark name suffix
+  const char* unit;
+  bool bigger_is_better;
+  double value;
+  std::optional<double> low, high, stddev;
+};
+
+std::vector<Figure> figures_of(const Point& p) {
+  std::vector<Figure> out;
+  const auto stat = [&](const char* slug, const char* label, const char* unit, bool bigger, const Stats& s) {
+    out.push_back({slug, label, unit, bigger, s.mean, s.min, s.max, s.stddev});
+  };
+  if (p.speed) {
+    stat("prefill-throughput", "prefill", "tokens/s", true, p.speed->prefill_tokens_per_s);
+    if (p.speed->decode_tokens_per_s) stat("decode-throughput", "decode", "tokens/s", true, *p.speed->decode_tokens_per_s);
+    stat("ttft", "TTFT", "s", false, p.speed->ttft_s);
+  }
+  if (p.memory) {
+    out.push_back({"peak-memory", "peak memory", "bytes", false, static_cast<double>(p.memory->peak_bytes), {}, {}, {}});
+    out.push_back({"cache", "cache", "bytes", false, static_cast<double>(p.memory->cache_bytes), {}, {}, {}});
+  }
+  if (p.loaded && p.loaded->load) out.push_back({"load-time", "load", "s", false, p.loaded->load->seconds, {}, {}, {}});
+  if (p.energy) {
+    out.push_back({"energy-per-prefill-token", "energy per prefill token", "J", false,
+                   p.energy->joules_per_prefill_token, {}, {}, {}});
+    if (p.energy->joules_per_decode_token) {
+      out.push_back({"energy-per-decode-token", "energy per decoded token", "J", false,
+                     *p.energy->joules_per_decode_token, {}, {}, {}});
+    }
+  }
+  return out;
+}
+
+// github-action-benchmark's custom tools: an array of {name, unit, value, range?, extra?}, one
+// file per direction (customBiggerIsBetter / customSmallerIsBetter).
+nlohmann::json github_benchmark(const std::vector<Point>& points, bool bigger) {
+  nlohmann::json out = nlohmann::json::array();
+  for (const Point& p : points) {
+    if (p.status != PointStatus::Ok) continue;
+    for (const Figure& f : figures_of(p)) {
+      if (f.bigger_is_better != bigger) continue;
+      nlohmann::json e = {{"name", p.key.str() + " | " + f.label}, {"unit", f.unit}, {"value", f.value}};
+      if (f.stddev) e["range"] = fmt::format("± {:.6g}", *f.stddev);
+      if (p.machine_load && p.machine_load->busy) e["extra"] = "busy: the machine was too busy to measure";
+      out.push_back(e);
+    }
+  }
+  return out;
+}
+
+// Bencher Metric Format: {benchmark: {measure: {value, lower_value?, upper_value?}}}.
+nlohmann::json bencher_metric_format(const std::vector<Point>& points) {
+  nlohmann::json out = nlohmann::json::object();
+  for (const Point& p : points) {
+    if (p.status != PointStatus::Ok) continue;
+    nlohmann::json measures = nlohmann::json::object();
+    for (const Figure& f : figures_of(p)) {
+      nlohmann::json m = {{"value", f.value}};
+      if (f.low) m["lower_value"] = *f.low;
+      if (f.high) m["upper_value"] = *f.high;
+      measures[f.slug] = m;
+    }
+    if (!measures.empty()) out[p.key.str()] = measures;
+  }
+  return out;
+}
+
 std::string exponent(const nlohmann::json& v) { return v.is_null() ? "-" : fmt::format("{:.2f}", v.get<double>()); }
 
 }  // namespace
 
-std::string format_results(const nlohmann::json& doc, const std::string& format) {
+size_t resolve_terminal_width(std::optional<size_t> terminal_columns, const char* columns_env) {
+  if (terminal_columns && *terminal_columns > 0) return *terminal_columns;
+  if (columns_env != nullptr) {
+    char* end = nullptr;
+    const long v = std::strtol(columns_env, &end, 10);
+    if (end != columns_env && *end == '\0' && v > 0) return static_cast<size_t>(v);
+  }
+  return 120;
+}
+
+size_t terminal_width() {
+  std::optional<size_t> cols;
+  winsize ws{};
+  if (isatty(STDOUT_FILENO) && ioctl(STDOUT_FILENO, TIOCGWINSZ, &ws) == 0 && ws.ws_col > 0) cols = ws.ws_col;
+  return resolve_terminal_width(cols, std::getenv("COLUMNS"));
+}
+
+std::string format_results(const nlohmann::json& doc, const std::string& format, const TableOptions& options) {
   if (format == "json") return doc.dump(2) + "\n";
   std::ostringstream out;
   if (format == "jsonl") {
@@ -81,43 +248,56 @@ std::string format_results(const nlohmann::json& doc, const std::string& format)
     return out.str();
   }
   const std::vector<Point> points = points_of(doc);
-  std::vector<std::vector<std::string>> rows;
+  if (format == "github-bigger" || format == "github-smaller") {
+    return github_benchmark(points, format == "github-bigger").dump(2) + "\n";
+  }
+  if (format == "bmf") return bencher_metric_format(points).dump(2) + "\n";
+  std::vector<std::vector<Cell>> rows;
   for (const auto& p : points) rows.push_back(row(p));
   if (format == "csv") {
-    std::vector<std::string> h = kHeader;
-    for (size_t i = 0; i < h.size(); ++i) out << (i ? "," : "") << csv_field(h[i]);
+    for (size_t i = 0; i < kColumns.size(); ++i) out << (i ? "," : "") << csv_field(kColumns[i].header);
     out << "\n";
     for (const auto& r : rows) {
-      for (size_t i = 0; i < r.size(); ++i) out << (i ? "," : "") << csv_field(r[i]);
+      for (size_t i = 0; i < r.size(); ++i) out << (i ? "," : "") << csv_field(r[i].full);
       out << "\n";
     }
     return out.str();
   }
   if (format != "table" && format != "md") throw UsageError(fmt::format("--format: unknown format '{}'", format));
-  std::vector<size_t> width(kHeader.size());
-  for (size_t i = 0; i < kHeader.size(); ++i) width[i] = kHeader[i].size();
-  auto display_width = [](const std::string& s) {
-    size_t n = 0;
-    for (unsigned char c : s) n += (c & 0xC0) != 0x80;  // count UTF-8 code points (the ± sign)
-    return n;
-  };
-  for (const auto& r : rows) {
-    for (size_t i = 0; i < r.size(); ++i) width[i] = std::max(width[i], display_width(r[i]));
-  }
-  auto line = [&](const std::vector<std::string>& cells) {
-    out << "|";
-    for (size_t i = 0; i < cells.size(); ++i) {
-      const size_t pad = width[i] - display_width(cells[i]);
-      const bool left = i < 2 || i == 5;
-      out << " " << (left ? cells[i] + std::string(pad, ' ') : std::string(pad, ' ') + cells[i]) << " |";
+  std::vector<size_t> all(kColumns.size());
+  for (size_t i = 0; i < all.size(); ++i) all[i] = i;
+  if (format == "md" || options.wide) {
+    out << grid(rows, all, false);
+  } else {
+    // The columns a reader scans first (status too when a point failed), fitted to the width:
+    // first the means without their ± stddev, then the last columns dropped.
+    std::vector<size_t> columns = kDefaultColumns;
+    bool failed = false;
+    for (const auto& p : points) failed = failed || p.status != PointStatus::Ok;
+    if (failed) columns.insert(columns.begin() + 3, kStatusColumn);
+    bool compact = false;
+    std::string g = grid(rows, columns, compact);
+    const size_t limit = options.max_width;
+    if (limit > 0 && grid_width(g) > limit) {
+      compact = true;
+      g = grid(rows, columns, compact);
     }
-    out << "\n";
-  };
-  line(kHeader);
-  out << "|";
-  for (size_t i = 0; i < width.size(); ++i) out << std::string(width[i] + 2, '-') << "|";
-  out << "\n";
-  for (const auto& r : rows) line(r);
+    size_t dropped = 0;
+    while (limit > 0 && grid_width(g) > limit && columns.size() > 1) {
+      columns.pop_back();
+      ++dropped;
+      g = grid(rows, columns, compact);
+    }
+    out << g;
+    if (compact || dropped > 0) {
+      out << fmt::format("({}{}{} to fit {} characters; --wide shows every column with mean ± stddev)\n",
+                         compact ? "means only" : "", compact && dropped > 0 ? ", " : "",
+                         dropped > 0 ? fmt::format("{} column(s) left out", dropped) : "", limit);
+    } else {
+      out << fmt::format("({} of {} columns; --wide or --format md/csv/json show them all)\n", columns.size(),
+                         kColumns.size());
+    }
+  }
   if (doc.contains("scaling") && !doc["scaling"].empty()) {
     out << "\nScaling with prompt length (log-log slope: 1 = linear, 2 = quadratic, 0 = flat):\n";
     out << "| model | dtype | batch | prompt lengths | prefill time | peak memory | cache |\n";
@@ -134,6 +314,14 @@ std::string format_results(const nlohmann::json& doc, const std::string& format)
   for (const auto& p : points) {
     if (p.status != PointStatus::Ok) out << fmt::format("\n{}: {}: {}", p.key.str(), to_string(p.status), p.error);
   }
+  size_t busy = 0;
+  for (const auto& p : points) busy += p.machine_load && p.machine_load->busy;
+  if (busy > 0) {
+    out << fmt::format("\n{} of {} point(s) ran while the machine was too busy to measure (other runnable threads + "
+                       "the point's threads > cores): their figures may be far below the machine's; \"busy\": true "
+                       "in the JSON",
+                       busy, points.size());
+  }
   if (doc.value("interrupted", false)) out << "\n(interrupted: the points above are those that finished)";
   const auto& env = doc.at("environment");
   if (env.contains("device")) {
@@ -143,6 +331,16 @@ std::string format_results(const nlohmann::json& doc, const std::string& format)
                        d.value("name", "?"), d.value("string", "?"), d.value("copy_bandwidth_bytes_per_s", 0.0) / 1e9,
                        d.value("gemm_flops_per_s", 0.0) / 1e12, d.value("gemm_dtype", "?"),
                        env.value("harness_timer_overhead_s", 0.0) * 1e6);
+  }
+  if (env.contains("energy") && env["energy"].is_object()) {
+    const auto& e = env["energy"];
+    if (e.value("source", nlohmann::json()).is_string()) {
+      const auto& limit = e.value("power_limit_w", nlohmann::json());
+      out << fmt::format("energy: {}{} (--wide: joules per token, average power)\n", e["source"].get<std::string>(),
+                         limit.is_number() ? fmt::format(", power limit {:.0f} W", limit.get<double>()) : "");
+    } else {
+      out << fmt::format("energy: not measured: {}\n", e.value("unavailable_reason", "?"));
+    }
   }
   return out.str();
 }

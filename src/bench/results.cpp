@@ -30,7 +30,7 @@ nlohmann::json make_document(const SweepSpec& spec, const nlohmann::json& enviro
                      {"warmup", spec.warmup},
                      {"dtype", spec.dtype},
                      {"device", spec.device},
-                     {"cuda_graphs", model::to_string(spec.cuda_graphs)},
+                     {"cuda_graphs", spec.cuda_graphs ? model::to_string(*spec.cuda_graphs) : "auto"},
                      {"attention", spec.attention},
                      {"backend", ops::backend_name(spec.backend)},
                      {"threads", spec.threads ? nlohmann::json(*spec.threads) : nlohmann::json(nullptr)},

@@ -4,6 +4,7 @@
 
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
+#include <ATen/Parallel.h>
 #include <fmt/format.h>
 
 #include "device_probe.h"
@@ -22,6 +23,10 @@ struct Interrupted {};
 struct RunTimes {
   double prefill_s = 0, ttft_s = 0;
   std::vector<double> steps;  // per decode step
+  // With an energy counter: joules over the prefill, and over the rest of the run (the first
+  // token to the host and the decode steps) with that window's seconds.
+  std::optional<double> prefill_j, decode_j;
+  double decode_window_s = 0;
 };
 
 // One generation as a user sees it: prefill, the first token on the host (TTFT), then
@@ -29,17 +34,22 @@ struct RunTimes {
 // after the device is synchronised. `decode_observer` (untimed runs only) watches the decode
 // steps' routing.
 RunTimes one_run(model::Model& m, const at::Tensor& ids, int64_t gen_tokens, const at::Device& device,
-                 const std::atomic<bool>* stop, const model::RoutingObserver* decode_observer = nullptr) {
+                 const std::atomic<bool>* stop, const model::RoutingObserver* decode_observer = nullptr,
+                 const EnergyCounter* energy = nullptr) {
   RunTimes r;
   struct ObserverGuard {
     model::Model& m;
     ~ObserverGuard() { m.set_routing_observer({}); }
   } observer_guard{m};
+  const bool counting = energy != nullptr && energy->available();
   detail::synchronize(device);
+  const std::optional<double> e0 = counting ? energy->read_joules() : std::nullopt;  // outside the timed region
   const double t0 = detail::now_s();
   const at::Tensor logits = m.prefill_last(ids);
   detail::synchronize(device);
   const double t1 = detail::now_s();
+  const std::optional<double> e1 = counting ? energy->read_joules() : std::nullopt;
+  const double w1 = detail::now_s();
   at::Tensor tok = logits.argmax(-1);
   at::Tensor host = tok.cpu();
   r.prefill_s = t1 - t0;
@@ -53,6 +63,15 @@ RunTimes one_run(model::Model& m, const at::Tensor& ids, int64_t gen_tokens, con
     host = tok.cpu();
     r.steps.push_back(detail::now_s() - s);
   }
+  if (counting) {
+    const double w2 = detail::now_s();
+    const std::optional<double> e2 = energy->read_joules();
+    if (e0 && e1 && e2) {
+      r.prefill_j = *e1 - *e0;
+      r.decode_j = *e2 - *e1;
+      r.decode_window_s = w2 - w1;
+    }
+  }
   return r;
 }
 
@@ -62,10 +81,12 @@ struct Measured {
   std::optional<double> harness_overhead_fraction;
   std::optional<Roofline> roofline;
   std::optional<MemoryResult> memory;
+  std::optional<EnergyResult> energy;
 };
 
 Measured measure_point(model::Model& m, const RooflineModel& f, const SweepSpec& spec, int64_t batch, int64_t len,
-                       const at::Device& device, const nlohmann::json& env, const RunCallbacks& cb) {
+                       const at::Device& device, const nlohmann::json& env, const RunCallbacks& cb,
+                       const EnergyCounter& energy) {
   Measured p;
   m.release_cache();
   detail::reset_peaks(device);
@@ -106,7 +127,7 @@ Measured measure_point(model::Model& m, const RooflineModel& f, const SweepSpec&
     if (cb.stop != nullptr && cb.stop->load()) throw Interrupted{};
     const bool warm_up = speed && i < spec.warmup;
     RunTimes r = one_run(m, prompts[static_cast<size_t>(i)], spec.gen_tokens, device, cb.stop,
-                         count_routing && warm_up ? &count_experts : nullptr);
+                         count_routing && warm_up ? &count_experts : nullptr, warm_up ? nullptr : &energy);
     if (!speed || i >= spec.warmup) timed.push_back(std::move(r));
   }
   const detail::MemorySnapshot after = detail::memory(device);
@@ -136,6 +157,22 @@ Measured measure_point(model::Model& m, const RooflineModel& f, const SweepSpec&
       sr.decode_step_s = DecodeStepStats{summarize(p50), summarize(p90), summarize(p99)};
     }
     p.speed = sr;
+    // Energy over the timed runs, when every one of them read the counter.
+    double prefill_j = 0, decode_j = 0, prefill_time = 0, decode_time = 0, decoded = 0;
+    bool all_counted = energy.available() && !timed.empty();
+    for (const auto& r : timed) {
+      all_counted = all_counted && r.prefill_j && r.decode_j;
+      if (!all_counted) break;
+      prefill_j += *r.prefill_j;
+      decode_j += *r.decode_j;
+      prefill_time += r.prefill_s;
+      decode_time += r.decode_window_s;
+      decoded += static_cast<double>(batch) * static_cast<double>(r.steps.size());
+    }
+    if (all_counted) {
+      p.energy = energy_figures(energy.source, prefill_j, static_cast<double>(batch * len) * static_cast<double>(timed.size()),
+                                prefill_time, decode_j, decoded, decode_time);
+    }
     // Harness overhead: two clock reads and a sync around each timed region, against the
     // shortest region the point times (a decode step, or the prefill when nothing is decoded).
     const double shortest = all_steps.empty() ? percentile(prefill, 50) : percentile(all_steps, 50);
@@ -145,7 +182,7 @@ Measured measure_point(model::Model& m, const RooflineModel& f, const SweepSpec&
     in.batch = batch;
     in.prompt_len = len;
     in.gen_tokens = spec.gen_tokens;
-    in.cuda_graphs = spec.cuda_graphs;
+    in.cuda_graphs = m.options().decode;
     in.kv_cache_bytes = kv;
     in.state_bytes = state;
     in.prefill_s = percentile(prefill, 50);
@@ -191,6 +228,10 @@ std::vector<Point> run_sweep(const SweepSpec& spec, const nlohmann::json& enviro
   const size_t total = spec.models.size() * spec.batches.size() * spec.prompt_lengths.size();
   std::vector<Point> points;
   size_t index = 0;
+  // The device's energy counter (NVML on a GPU, RAPL on the CPU), when one is readable.
+  const EnergyCounter energy =
+      spec.energy ? open_energy_counter(device.is_cuda() ? "cuda" : "cpu", static_cast<unsigned>(device.has_index() ? device.index() : 0))
+                  : EnergyCounter{};
   for (const std::string& name : spec.models) {
     std::unique_ptr<model::Model> m;
     PointStatus load_status = PointStatus::Ok;
@@ -200,6 +241,8 @@ std::vector<Point> run_sweep(const SweepSpec& spec, const nlohmann::json& enviro
     // What the key records of the model: until it loads, the request (weights: the dtype).
     std::map<std::string, std::string> implementations;
     std::string weights = dtype_name;
+    // The decode mode that runs (auto resolved); until the config is read, what was asked for.
+    model::DecodeMode decode_mode = spec.cuda_graphs.value_or(model::DecodeMode::Eager);
     try {
       const model::ModelSource source = model::resolve_model(name);
       model::ModelOptions opt;
@@ -207,7 +250,8 @@ std::vector<Point> run_sweep(const SweepSpec& spec, const nlohmann::json& enviro
       opt.dtype = dtype;
       opt.seed = spec.seed;
       opt.attention = ops::parse_attention_impl(spec.attention, "--attention");
-      opt.decode = spec.cuda_graphs;
+      opt.decode = model::resolve_decode_mode(source.config, device, spec.cuda_graphs);
+      decode_mode = opt.decode;
       opt.backend = spec.backend;
       opt.allow_beyond_context = true;
       f = roofline_model(source.config);
@@ -221,7 +265,15 @@ std::vector<Point> run_sweep(const SweepSpec& spec, const nlohmann::json& enviro
       mi.max_position_embeddings = source.config.max_position_embeddings;
       info = mi;
       detail::reset_peaks(device);
+      detail::synchronize(device);
+      const double load_start = detail::now_s();
       m = model::Model::load(source, opt);
+      detail::synchronize(device);
+      LoadTime lt;
+      lt.seconds = detail::now_s() - load_start;
+      lt.weights_bytes = m->weights().bytes();
+      lt.bytes_per_s = lt.seconds > 0 ? static_cast<double>(lt.weights_bytes) / lt.seconds : 0.0;
+      info->load = lt;
       set_weight_bytes(f, m->weights());
       implementations = m->implementations();
       weights = m->weight_format();
@@ -244,22 +296,24 @@ std::vector<Point> run_sweep(const SweepSpec& spec, const nlohmann::json& enviro
         p.key.prompt_len = len;
         p.key.gen_tokens = spec.gen_tokens;
         p.key.device = device.str();
-        p.key.cuda_graphs = spec.cuda_graphs;
+        p.key.cuda_graphs = decode_mode;
         p.key.backend = spec.backend;
         p.key.implementations = implementations;
         p.key.weights = weights;
         p.loaded = info;
+        const std::optional<LoadSample> load_before = read_machine_load();
         const double t0 = detail::now_s();
         if (!m) {
           p.status = load_status;
           p.error = load_error;
         } else {
           try {
-            Measured r = measure_point(*m, f, spec, batch, len, device, environment, cb);
+            Measured r = measure_point(*m, f, spec, batch, len, device, environment, cb, energy);
             p.speed = std::move(r.speed);
             p.harness_overhead_fraction = r.harness_overhead_fraction;
             p.roofline = std::move(r.roofline);
             p.memory = std::move(r.memory);
+            p.energy = std::move(r.energy);
             p.status = PointStatus::Ok;
             if (info && info->max_position_embeddings && len + spec.gen_tokens > *info->max_position_embeddings) {
               p.beyond_trained_context = true;
@@ -275,6 +329,12 @@ std::vector<Point> run_sweep(const SweepSpec& spec, const nlohmann::json& enviro
           }
         }
         p.elapsed_s = detail::now_s() - t0;
+        if (m) {
+          // The threads a point computes with: ATen's pool on the CPU; on a GPU the host thread
+          // that launches the kernels.
+          const int64_t threads = device.is_cuda() ? 1 : at::get_num_threads();
+          p.machine_load = judge_load(load_before, read_machine_load(), usable_cores(), threads);
+        }
         points.push_back(p);
         if (cb.on_point) cb.on_point(p);
       }

@@ -129,7 +129,7 @@ SweepSpec load_suite(const std::string& name_or_path, const SweepSpec& defaults)
     } else if (key == "dtype") {
       s.dtype = str(v, key);
     } else if (key == "cuda_graphs") {
-      s.cuda_graphs = model::parse_cuda_graphs(str(v, key), src + ": 'cuda_graphs'");
+      s.cuda_graphs = model::parse_cuda_graphs_request(str(v, key), src + ": 'cuda_graphs'");
     } else if (key == "backend") {
       s.backend = ops::parse_backend(str(v, key), src + ": 'backend'");
     } else if (key == "threads") {

@@ -59,6 +59,7 @@ struct BenchCmd {
   std::string memory_limit;
   uint64_t seed = 0;
   bool no_progress = false;
+  bool wide = false;
   std::vector<std::string> argv;
 };
 
@@ -79,7 +80,7 @@ int run_bench(const BenchCmd& cmd) {
   if (cmd.warmup) spec.warmup = *cmd.warmup;
   if (cmd.dtype) spec.dtype = *cmd.dtype;
   if (cmd.device) spec.device = *cmd.device;
-  if (cmd.cuda_graphs) spec.cuda_graphs = model::parse_cuda_graphs(*cmd.cuda_graphs, "--cuda-graphs");
+  if (cmd.cuda_graphs) spec.cuda_graphs = model::parse_cuda_graphs_request(*cmd.cuda_graphs, "--cuda-graphs");
   if (cmd.attention) {
     (void)ops::parse_attention_impl(*cmd.attention, "--attention");  // a bad value fails before the probe
     spec.attention = *cmd.attention;
@@ -94,8 +95,9 @@ int run_bench(const BenchCmd& cmd) {
   if (!cmd.mode.empty()) spec.modes = bench::parse_modes(cmd.mode, "--mode");
   if (!cmd.memory_limit.empty()) spec.memory_limit = parse_size(cmd.memory_limit, "--memory-limit");
   if (cmd.format != "table" && cmd.format != "md" && cmd.format != "csv" && cmd.format != "json" &&
-      cmd.format != "jsonl") {
-    throw UsageError(fmt::format("--format: unknown format '{}' (table, md, csv, json, jsonl)", cmd.format));
+      cmd.format != "jsonl" && cmd.format != "github-bigger" && cmd.format != "github-smaller" && cmd.format != "bmf") {
+    throw UsageError(fmt::format(
+        "--format: unknown format '{}' (table, md, csv, json, jsonl, github-bigger, github-smaller, bmf)", cmd.format));
   }
 
   if (std::filesystem::path(cmd.output).extension() == ".jsonl") {
@@ -109,7 +111,11 @@ int run_bench(const BenchCmd& cmd) {
   const bool progress = !cmd.no_progress && isatty(STDERR_FILENO);
   fmt::print(stderr, "effarch bench: {} point(s); results to {} (each point also to {} as it finishes)\n",
              spec.models.size() * spec.batches.size() * spec.prompt_lengths.size(), cmd.output, jsonl);
-  if (spec.threads) at::set_num_threads(*spec.threads);  // before the probe: its GEMM rate depends on it
+  // Before the probe: its GEMM rate depends on it. Without --threads (or a suite's), the default
+  // that does not collapse when other work shares the cores (docs/bench.md, "A busy machine").
+  const int threads = spec.threads ? *spec.threads
+                                   : bench::default_cpu_threads(bench::usable_cores(), bench::read_machine_load());
+  at::set_num_threads(threads);
   const nlohmann::json env = bench::probe_environment(spec.device, spec.dtype);
 
   g_stop.store(false);
@@ -118,6 +124,16 @@ int run_bench(const BenchCmd& cmd) {
   bench::RunCallbacks cb;
   cb.stop = &g_stop;
   cb.on_point = [&](const bench::Point& p) {
+    if (p.machine_load && p.machine_load->busy) {
+      const auto& ml = *p.machine_load;
+      const auto others = [](const std::optional<bench::LoadSample>& s) {
+        return s ? fmt::format("{} (load average {:.2f})", s->others_runnable, s->load1) : std::string("?");
+      };
+      fmt::print(stderr,
+                 "warning: {}: the machine was too busy to measure: other runnable threads before {}, after {}, "
+                 "with {} thread(s) on {} core(s); figures may be far too low (marked \"busy\" in the results)\n",
+                 p.key.str(), others(ml.before), others(ml.after), ml.threads, ml.cores);
+    }
     lines << nlohmann::json(p).dump() << "\n";
     lines.flush();
   };
@@ -133,7 +149,10 @@ int run_bench(const BenchCmd& cmd) {
   const bool interrupted = g_stop.load();
   const nlohmann::json doc = bench::make_document(spec, env, cmd.argv, points, interrupted);
   bench::write_atomically(cmd.output, doc.dump(2) + "\n");
-  fmt::print("{}", bench::format_results(doc, cmd.format));
+  bench::TableOptions table;
+  table.wide = cmd.wide;
+  table.max_width = bench::terminal_width();
+  fmt::print("{}", bench::format_results(doc, cmd.format, table));
   std::fflush(stdout);
   fmt::print(stderr, "wrote {} ({} point(s){})\n", cmd.output, points.size(), interrupted ? ", interrupted" : "");
   if (interrupted) return 130;
@@ -158,15 +177,21 @@ void register_bench(CLI::App& app, int* exit_code, const std::vector<std::string
   sub->add_option("--warmup", cmd->warmup, "Untimed runs before them (default 1)");
   sub->add_option("--dtype", cmd->dtype, "auto (fp32 on CPU, bf16 on GPU), float32, bfloat16, float16");
   sub->add_option("--device", cmd->device, "auto, cpu, cuda, cuda:N");
-  sub->add_option("--cuda-graphs", cmd->cuda_graphs, "on: decode steps replayed as a CUDA graph; off (default); static");
+  sub->add_option("--cuda-graphs", cmd->cuda_graphs, "auto (default): decode replayed as a CUDA graph wherever the model supports it (CUDA device, no "
+                  "MoE layer), else off; on; off; static. The key records the mode that ran");
   sub->add_option("--attention", cmd->attention, "sdpa (default) or eager");
   add_backend_option(sub, &cmd->backend);  // recorded in each point's key
   sub->add_option("--threads", cmd->threads,
-                  "CPU threads for ATen's operators (default: its own, one per core); recorded in the results");
+                  "CPU threads for ATen's operators (default: cores - 1, fewer when other work already runs; see "
+                  "docs/bench.md); recorded in the results");
   sub->add_option("--mode", cmd->mode, "speed, memory, or speed,memory (default both)");
   sub->add_option("-o,--output", cmd->output, "Results JSON (points also go to the .jsonl beside it)")
       ->capture_default_str();
-  sub->add_option("--format", cmd->format, "stdout: table, md, csv, json, jsonl")->capture_default_str();
+  sub->add_option("--format", cmd->format, "stdout: table, md, csv, json, jsonl; dashboards: github-bigger / github-smaller "
+                  "(github-action-benchmark customBiggerIsBetter / customSmallerIsBetter), bmf (Bencher)")->capture_default_str();
+  sub->add_flag("--wide", cmd->wide,
+                "table: every column (dtype, gen, status, TTFT, step percentiles, GEMM and harness fractions) "
+                "instead of those that fit the terminal");
   sub->add_option("--memory-limit", cmd->memory_limit,
                   "Cap what a point may allocate (e.g. 2GB): beyond it the point is recorded as oom");
   sub->add_option("--seed", cmd->seed, "Seed for prompts and random weights")->capture_default_str();

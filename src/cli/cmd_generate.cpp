@@ -37,7 +37,7 @@ struct GenerateCmd {
   std::string dtype = "auto";
   std::string device = "auto";
   std::string attention = "sdpa";
-  std::string cuda_graphs = "off";
+  std::string cuda_graphs = "auto";
   std::string backend = "auto";
   bool json = false;
 };
@@ -110,10 +110,12 @@ int run_generate(const GenerateCmd& cmd) {
   opt.device = device;
   opt.dtype = parse_run_dtype(cmd.dtype, device, "--dtype");
   opt.attention = ops::parse_attention_impl(cmd.attention, "--attention");
-  opt.decode = model::parse_cuda_graphs(cmd.cuda_graphs, "--cuda-graphs");
+  const std::optional<model::DecodeMode> decode_request =
+      model::parse_cuda_graphs_request(cmd.cuda_graphs, "--cuda-graphs");
   opt.backend = ops::parse_backend(cmd.backend, "--backend");
   opt.seed = cmd.seed;
   const auto source = model::resolve_model(cmd.model);
+  opt.decode = model::resolve_decode_mode(source.config, device, decode_request);
   std::unique_ptr<tokenizer::Tokenizer> tok;
   if (!cmd.prompts.empty()) {
     std::filesystem::path tok_path;
@@ -177,7 +179,7 @@ int run_generate(const GenerateCmd& cmd) {
                           {"decode_steps", result.steps},     {"decode_tokens_per_s", decode_tps},
                           {"cache_bytes", model->cache().bytes()}, {"cache_tokens", model->cache().max_len},
                           {"backend", ops::backend_name(opt.backend)}, {"implementations", model->implementations()},
-                          {"weights", model->weight_format()}};
+                          {"weights", model->weight_format()}, {"cuda_graphs", model::to_string(opt.decode)}};
     if (tok) out["text"] = texts;
     fmt::print("{}\n", out.dump(2));
   } else {
@@ -209,8 +211,8 @@ void register_generate(CLI::App& app, int* exit_code) {
   sub->add_option("--device", cmd->device, "auto, cpu, cuda, cuda:N")->capture_default_str();
   sub->add_option("--attention", cmd->attention, "sdpa (fused) or eager (explicit masked softmax)")->capture_default_str();
   sub->add_option("--cuda-graphs", cmd->cuda_graphs,
-                  "on: replay decode steps as a CUDA graph (no MoE); static: the same fixed-shape step without "
-                  "the graph; off")
+                  "auto: a CUDA graph wherever the model supports it (CUDA device, no MoE layer), else off; on: "
+                  "replay decode steps as a CUDA graph; static: the same fixed-shape step without the graph; off")
       ->capture_default_str();
   add_backend_option(sub, &cmd->backend);
   sub->add_flag("--json", cmd->json, "Print a JSON result instead of streaming");

@@ -20,6 +20,7 @@ void register_tokenize(CLI::App& app, int* exit_code);
 void register_experts(CLI::App& app, int* exit_code);
 void register_bench(CLI::App& app, int* exit_code, const std::vector<std::string>& argv);  // argv: recorded in results
 void register_compare(CLI::App& app, int* exit_code);
+void register_report(CLI::App& app, int* exit_code);
 
 // Options shared by the commands that run a model (generate, bench, experts), with one help text.
 // --backend auto|reference|cuda: which implementation the ops with a CUDA kernel run.

@@ -30,6 +30,19 @@ const char* to_string(DecodeMode mode) {
   return "?";
 }
 
+std::optional<DecodeMode> parse_cuda_graphs_request(const std::string& value, const std::string& option) {
+  if (value == "auto") return std::nullopt;
+  if (value == "on" || value == "off" || value == "static") return parse_cuda_graphs(value, option);
+  throw UsageError(fmt::format("{}: unknown value '{}' (use auto, on, off or static)", option, value));
+}
+
+DecodeMode resolve_decode_mode(const ModelConfig& config, const at::Device& device, std::optional<DecodeMode> requested,
+                               bool built_with_cuda) {
+  if (requested) return *requested;
+  const bool graphs = built_with_cuda && device.is_cuda() && config.count_layers(FfnKind::MoE) == 0;
+  return graphs ? DecodeMode::CudaGraph : DecodeMode::Eager;
+}
+
 uint64_t LayerCache::bytes() const {
   uint64_t n = 0;
   for (const at::Tensor* t : {&k, &v, &conv_state, &ssm_state}) {

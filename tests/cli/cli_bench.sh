@@ -58,6 +58,160 @@ if jsonl != pts: bad.append("the JSON Lines file differs from the final points")
 print("\n".join(bad)); sys.exit(1 if bad else 0)
 PY
 
+# Issue 16 in the quickstart's results: --cuda-graphs auto ran eager on the CPU (the key records
+# the mode that ran), the load time of each model, and the machine's load around each point.
+"$PYTHON" - <<'PY' || fail "auto graphs, load time, machine load"
+import json, sys
+doc = json.load(open("qs.json"))
+bad = []
+if doc["settings"]["cuda_graphs"] != "auto": bad.append(f"settings.cuda_graphs {doc['settings']['cuda_graphs']}")
+# Energy: RAPL where readable (points carry it), else the reason in the environment.
+en = doc["environment"].get("energy")
+if not en or (en["source"] is None and not en.get("unavailable_reason")) or en["source"] not in (None, "rapl"):
+    bad.append(f"environment.energy {en}")
+for p in doc["points"]:
+    if ("energy" in p) != (en and en["source"] == "rapl"): bad.append(f"{p['key']['model']}: energy {p.get('energy')}")
+    elif "energy" in p and not (p["energy"]["prefill_joules"] >= 0 and p["energy"]["average_power_w"] >= 0):
+        bad.append(f"energy {p['energy']}")
+for p in doc["points"]:
+    k = p["key"]
+    if k["cuda_graphs"] != "off": bad.append(f"{k['model']}: auto resolved to {k['cuda_graphs']} on the CPU")
+    ld = p.get("load")
+    if not ld or ld["seconds"] <= 0 or ld["weights_bytes"] != p["memory"]["weights_bytes"]:
+        bad.append(f"{k['model']}: load {ld}")
+    elif abs(ld["bytes_per_s"] - ld["weights_bytes"] / ld["seconds"]) > 1e-6 * ld["bytes_per_s"]:
+        bad.append(f"{k['model']}: load GB/s")
+    ml = p.get("machine_load")
+    if not ml or ml["cores"] < 1 or ml["threads"] < 1 or "before" not in ml or "after" not in ml:
+        bad.append(f"{k['model']}: machine_load {ml}")
+    elif ml["busy"] != p.get("busy", False): bad.append("busy flag and machine_load disagree")
+print("\n".join(bad)); sys.exit(1 if bad else 0)
+PY
+# The table fits the terminal: $COLUMNS when stdout is not one, else 120; --wide has every column.
+env -u COLUMNS "$EFFARCH" bench tiny-llama --prompt-lengths 16 --gen-tokens 4 --reps 2 --warmup 0 -o w.json > w120.out \
+  2>/dev/null || fail "default table run"
+grep -q "decode tok/s" w120.out && ! grep -q "TTFT ms" w120.out || fail "default table columns: $(head -3 w120.out)"
+"$PYTHON" -c '
+import sys
+lines = [l for l in open(sys.argv[1]).read().split("\n\n")[0].splitlines() if l.startswith("|")]
+sys.exit(0 if lines and max(len(l) for l in lines) <= int(sys.argv[2]) else 1)' w120.out 120 \
+  || fail "the default table is wider than 120: $(head -1 w120.out)"
+COLUMNS=60 "$EFFARCH" bench tiny-llama --prompt-lengths 16 --gen-tokens 4 --reps 2 --warmup 0 -o w.json > w60.out \
+  2>/dev/null || fail "COLUMNS=60 run"
+"$PYTHON" -c '
+import sys
+lines = [l for l in open(sys.argv[1]).read().split("\n\n")[0].splitlines() if l.startswith("|")]
+sys.exit(0 if lines and max(len(l) for l in lines) <= int(sys.argv[2]) else 1)' w60.out 60 \
+  || fail "COLUMNS=60: $(head -1 w60.out)"
+expect_exit 0 "TTFT ms" "$EFFARCH" bench tiny-llama --prompt-lengths 16 --gen-tokens 4 --reps 1 --warmup 0 -o w.json --wide
+# A machine too busy to measure (a loadavg fixture with 64 other runnable threads): a warning on
+# stderr and "busy": true on the point, its figures kept.
+echo "70.00 60.00 50.00 65/900 4242" > busy-loadavg
+EFFARCH_LOADAVG=busy-loadavg "$EFFARCH" bench tiny-llama --prompt-lengths 16 --gen-tokens 4 --reps 1 --warmup 0 \
+  -o busy.json --no-progress > busy.out 2> busy.err || fail "busy run: $(tail -3 busy.err)"
+grep -q "warning: tiny-llama .*too busy to measure: other runnable threads before 64" busy.err \
+  || fail "no busy warning: $(cat busy.err)"
+grep -q "ran while the machine was too busy" busy.out || fail "no busy note under the table"
+"$PYTHON" -c '
+import json, sys
+p = json.load(open("busy.json"))["points"][0]
+ml = p["machine_load"]
+ok = p["busy"] is True and ml["busy"] and ml["before"]["others_runnable"] == 64 and ml["before"]["load1"] == 70.0
+ok = ok and p["status"] == "ok" and "speed" in p
+sys.exit(0 if ok else 1)' || fail "busy point: $(head -c 600 busy.json)"
+# Without --threads: the default that leaves other work a core (cores - 1, fewer when the machine
+# is already busy; at least 1), recorded as what ATen used.
+EFFARCH_LOADAVG=busy-loadavg "$EFFARCH" bench tiny-llama --prompt-lengths 16 --gen-tokens 2 --reps 1 --warmup 0 \
+  --mode memory -o busy-threads.json > /dev/null 2>&1 || fail "busy threads run"
+"$PYTHON" -c '
+import json, sys
+d = json.load(open("busy-threads.json"))
+sys.exit(0 if d["environment"]["host"]["aten_threads"] == 1 and d["settings"]["threads"] is None else 1)' \
+  || fail "default threads on a busy machine are not 1"
+
+# effarch report on the quickstart's results: every number re-derived from qs.json, the verdict
+# lines computed (a crafted copy where tiny-jamba decodes fastest flips one), dashboards.
+expect_exit 0 "wrote report.md" "$EFFARCH" report qs.json -o report.md --python /usr/bin/python3
+for chart in memory prefill decode; do
+  [[ $(head -c 4 report-$chart.png | od -An -c | tr -d ' ') == 211PNG ]] || fail "report-$chart.png is not a PNG"
+  grep -q "<svg" report-$chart.svg || fail "report-$chart.svg"
+  grep -q "](report-$chart.png)" report.md || fail "report.md does not link report-$chart.png"
+done
+"$PYTHON" - <<'PY' || fail "report numbers"
+import json, math, re, sys
+doc = json.load(open("qs.json"))
+md = open("report.md").read()
+bad = []
+pts = [p for p in doc["points"] if p["status"] == "ok"]
+models = sorted({p["key"]["model"] for p in pts})
+def slope(xy):
+    n = len(xy); lx = [math.log(x) for x, _ in xy]; ly = [math.log(y) for _, y in xy]
+    mx, my = sum(lx) / n, sum(ly) / n
+    return sum((a - mx) * (b - my) for a, b in zip(lx, ly)) / sum((a - mx) ** 2 for a in lx)
+rows = {l.split("|")[1].strip(): [c.strip() for c in l.split("|")[1:-1]] for l in md.splitlines() if l.startswith("| tiny-")}
+for m in models:
+    mine = sorted((p for p in pts if p["key"]["model"] == m), key=lambda p: p["key"]["prompt_len"])
+    r = rows.get(m)
+    if not r: bad.append(f"no row for {m}"); continue
+    lens = [p["key"]["prompt_len"] for p in mine]
+    if r[2] != ",".join(map(str, lens)): bad.append(f"{m} lengths {r[2]}")
+    for col, xy in [(3, [(p["key"]["prompt_len"], p["speed"]["prefill_s"]["median"]) for p in mine]),
+                    (4, [(p["key"]["prompt_len"], p["memory"]["peak_bytes"]) for p in mine]),
+                    (5, [(p["key"]["prompt_len"], p["memory"]["cache_bytes"]) for p in mine])]:
+        want = f"{slope(xy):.2f}"
+        if not r[col].startswith(want) and not r[col].startswith(want.replace("-0.00", "0.00")):
+            bad.append(f"{m} column {col}: {r[col]} vs {want}")
+    if r[7] != f"{mine[0]['speed']['decode_tokens_per_s']['mean']:.1f}": bad.append(f"{m} short decode {r[7]}")
+    if r[8] != f"{mine[-1]['speed']['decode_tokens_per_s']['mean']:.1f}": bad.append(f"{m} long decode {r[8]}")
+longest = max(p["key"]["prompt_len"] for p in pts)
+at = [p for p in pts if p["key"]["prompt_len"] == longest]
+best = max(at, key=lambda p: p["speed"]["decode_tokens_per_s"]["mean"])
+line = f"**Highest decode rate** at {longest} prompt tokens: **{best['key']['model']}** ({best['speed']['decode_tokens_per_s']['mean']:.1f} tok/s)"
+if line not in md: bad.append(f"no line: {line}")
+small = min(at, key=lambda p: p["memory"]["cache_bytes"])
+if f"**Smallest cache** at {longest} prompt tokens: **{small['key']['model']}**" not in md: bad.append("smallest cache")
+fast = max(at, key=lambda p: p["speed"]["prefill_tokens_per_s"]["mean"])
+if f"**Fastest prefill** at {longest} prompt tokens: **{fast['key']['model']}**" not in md: bad.append("fastest prefill")
+# The crafted copy: tiny-jamba decodes fastest at the longest prompt.
+for p in doc["points"]:
+    if p["key"]["model"] == "tiny-jamba" and p["key"]["prompt_len"] == longest:
+        p["speed"]["decode_tokens_per_s"]["mean"] = 1e9
+json.dump(doc, open("crafted.json", "w"))
+print("\n".join(bad)); sys.exit(1 if bad else 0)
+PY
+expect_exit 0 "**Highest decode rate** at 1024 prompt tokens: **tiny-jamba** (1000000000.0 tok/s)" "$EFFARCH" report crafted.json
+expect_exit 2 "--format: unknown format 'xml'" "$EFFARCH" report qs.json --format xml
+# Dashboards: github-action-benchmark's custom arrays and Bencher's BMF, for bench and report.
+"$EFFARCH" report qs.json --format github-bigger > gab-bigger.json || fail "report --format github-bigger"
+"$EFFARCH" report qs.json --format github-smaller > gab-smaller.json || fail "report --format github-smaller"
+"$EFFARCH" report qs.json --format bmf > bmf.json || fail "report --format bmf"
+"$EFFARCH" bench tiny-mamba --prompt-lengths 16 --gen-tokens 4 --reps 2 --warmup 0 -o d.json --format bmf > bench-bmf.json \
+  || fail "bench --format bmf"
+"$PYTHON" - <<'PY' || fail "dashboard shapes"
+import json, sys
+bad = []
+for f in ["gab-bigger.json", "gab-smaller.json"]:
+    d = json.load(open(f))
+    if not isinstance(d, list) or not d: bad.append(f"{f}: not a non-empty array"); continue
+    for e in d:
+        if set(e) - {"name", "unit", "value", "range", "extra"}: bad.append(f"{f}: keys {set(e)}")
+        if not (isinstance(e["name"], str) and isinstance(e["unit"], str) and isinstance(e["value"], (int, float))):
+            bad.append(f"{f}: {e}")
+big = json.load(open("gab-bigger.json"))
+if len(big) != 30 or {e["unit"] for e in big} != {"tokens/s"}: bad.append(f"bigger: {len(big)} entries")
+q = json.load(open("qs.json"))
+keys = {e["name"].rsplit(" | ", 1)[0] for e in big}
+if len(keys) != 15: bad.append("the benchmark names are not the 15 point keys")
+for f in ["bmf.json", "bench-bmf.json"]:
+    d = json.load(open(f))
+    for bench, measures in d.items():
+        for m, v in measures.items():
+            if not isinstance(v.get("value"), (int, float)) or set(v) - {"value", "lower_value", "upper_value"}:
+                bad.append(f"{f}: {bench} {m} {v}")
+if len(json.load(open("bmf.json"))) != 15: bad.append("bmf: not one benchmark per point")
+print("\n".join(bad)); sys.exit(1 if bad else 0)
+PY
+
 # MoE decode roofline: one token reads its top-k experts per layer; a batch reads every expert
 # any of its tokens picked (counted in the warm-up run), so the bytes a step reads grow with it.
 "$EFFARCH" bench tiny-mixtral --batch 1,4 --prompt-lengths 16 --gen-tokens 8 --reps 1 --warmup 1 -o moe.json \

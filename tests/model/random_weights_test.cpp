@@ -7,7 +7,9 @@
 #include "../test_util.h"
 #include "effarch/io/checkpoint.h"
 #include "effarch/model/config.h"
+#include "effarch/generate/sampler.h"
 #include "effarch/model/random_weights.h"
+#include "effarch/ops/backend.h"
 
 namespace effarch::model {
 namespace {
@@ -70,6 +72,33 @@ TEST(RandomWeights, Bf16) {
   const ModelConfig c = tiny("tiny-mamba");
   const auto w = random_weights(c, 3, at::kBFloat16, at::kCPU);
   for (const auto& [name, t] : w) EXPECT_EQ(t.scalar_type(), at::kBFloat16) << name;
+}
+
+// Drawing random weights and sampling use their own generators: ATen's default generator of the
+// device (the one every other user of torch draws from) is left as it was. Same seed, same draws.
+void expect_default_generator_untouched(at::Device device) {
+  at::Generator def = at::globalContext().defaultGenerator(device);
+  const uint64_t seed_before = def.current_seed();
+  const at::Tensor state_before = def.get_state();
+  const ModelConfig c = tiny("tiny-llama");
+  const auto a = random_weights(c, 11, at::kFloat, device);
+  const auto b = random_weights(c, 11, at::kFloat, device);
+  for (const auto& [name, t] : a) EXPECT_TRUE(at::equal(t, b.at(name))) << name;
+  generate::SamplingOptions so;
+  so.temperature = 1.0;
+  so.seed = 5;
+  generate::Sampler s1(so, device), s2(so, device);
+  const at::Tensor logits = at::arange(256, at::TensorOptions().dtype(at::kFloat).device(device)).view({4, 64}).sin();
+  EXPECT_TRUE(at::equal(s1.sample(logits), s2.sample(logits)));
+  EXPECT_EQ(def.current_seed(), seed_before) << device;
+  EXPECT_TRUE(at::equal(def.get_state(), state_before)) << device;
+}
+
+TEST(RandomWeights, LeaveTheDefaultGeneratorAloneOnTheCpu) { expect_default_generator_untouched(at::kCPU); }
+
+TEST(RandomWeights, LeaveTheDefaultGeneratorAloneOnCuda) {
+  if (!ops::kBuiltWithCuda || !at::hasCUDA()) GTEST_SKIP() << "needs a CUDA build and a GPU";
+  expect_default_generator_untouched(at::Device(at::kCUDA, 0));
 }
 
 }  // namespace

@@ -32,7 +32,9 @@ struct SweepSpec {
   int warmup = 1;
   std::string dtype = "auto";
   std::string device = "auto";
-  model::DecodeMode cuda_graphs = model::DecodeMode::Eager;
+  // --cuda-graphs: nullopt is auto (a CUDA graph wherever the model supports it, else eager),
+  // resolved per model by model::resolve_decode_mode; the key records the mode that ran.
+  std::optional<model::DecodeMode> cuda_graphs;
   std::string attention = "sdpa";             // checked by ops::parse_attention_impl where it is read
   ops::Backend backend = ops::Backend::Auto;  // asked of every op (ModelOptions::backend)
   Modes modes;                                // speed and memory by default
@@ -40,6 +42,7 @@ struct SweepSpec {
   std::optional<uint64_t> memory_limit;  // bytes a point may allocate beyond what it started with
   std::optional<int> threads;            // ATen's CPU threads (intra-op); none: its default
   std::string suite_name;                // set when read from a suite file
+  bool energy = true;                    // read the device's energy counter where there is one
 };
 
 // A suite file (configs/suites/NAME.json): {"name", "description", "models": [...],
@@ -66,6 +69,28 @@ struct RunCallbacks {
   const std::atomic<bool>* stop = nullptr;  // set (e.g. by SIGINT): no new point starts
 };
 
+// ---- the machine's load (docs/bench.md, "A busy machine") ----
+
+// /proc/loadavg's text ("0.52 0.58 0.59 3/467 12345"): the 1-minute load average and the runnable
+// entities less one (the reader). nullopt for text that is not in that form.
+std::optional<LoadSample> parse_loadavg(const std::string& text);
+// The file bench reads the load from: $EFFARCH_LOADAVG when set (tests point it at a fixture), else
+// /proc/loadavg.
+std::string loadavg_path();
+// The median of `samples` readings of `path`, 10 ms apart; nullopt when it cannot be read or parsed.
+std::optional<LoadSample> read_machine_load(const std::string& path = loadavg_path(), int samples = 5);
+// The CPUs this process may run on (sched_getaffinity; the hardware's count if that fails).
+int64_t usable_cores();
+// Too busy to measure: other runnable threads + the point's threads exceed the cores.
+bool too_busy(const LoadSample& sample, int64_t cores, int64_t threads);
+// The ATen thread count bench uses when --threads is not given: one core left for everything else
+// (cores - 1), and no more than the cores that other runnable threads leave free at start; at
+// least 1. Why: docs/bench.md, "A busy machine" (ATen's pool collapses when its threads share cores).
+int default_cpu_threads(int64_t cores, std::optional<LoadSample> at_start);
+// The record of a point's load: busy when either reading is too_busy.
+MachineLoad judge_load(std::optional<LoadSample> before, std::optional<LoadSample> after, int64_t cores,
+                       int64_t threads);
+
 // Runs the sweep; returns the finished points in order. Points that fail are recorded with their
 // status and message; only an interruption ends the sweep early. On the CPU, ATen's allocator is
 // the benchmark's counting allocator for the sweep only: the original is back when this returns.
@@ -90,9 +115,31 @@ std::vector<Point> points_of(const nlohmann::json& doc);
 // Writes `doc` to `path` atomically (a temporary file beside it, then rename).
 void write_atomically(const std::string& path, const std::string& text);
 
-// Human output of the points: "table" (fmt, mean ± stddev), "md", "csv"; "json"/"jsonl" give the
-// document / one point per line.
-std::string format_results(const nlohmann::json& doc, const std::string& format);
+// How the "table" format is laid out (md and csv always have every column).
+struct TableOptions {
+  bool wide = false;     // every column, mean ± stddev (--wide)
+  size_t max_width = 0;  // otherwise: fit the default columns in this many characters (0: no limit)
+};
+// Human output of the points: "table" (the columns a reader scans first, fitted to
+// options.max_width; every column with options.wide), "md", "csv" (every column, mean ± stddev);
+// "json"/"jsonl" give the document / one point per line; dashboards: "github-bigger" and
+// "github-smaller" (github-action-benchmark's customBiggerIsBetter / customSmallerIsBetter arrays
+// of {name, unit, value, range}) and "bmf" (Bencher Metric Format), named by the point key.
+std::string format_results(const nlohmann::json& doc, const std::string& format, const TableOptions& options = {});
+// The width a table for stdout should fit: the terminal's (TIOCGWINSZ on stdout), else $COLUMNS,
+// else 120 (stdout not a terminal, e.g. piped or in CI).
+size_t terminal_width();
+// The rule behind it: `terminal_columns` (the ioctl's answer, if any), then `columns_env` ($COLUMNS,
+// may be null) when it is a positive integer, else 120.
+size_t resolve_terminal_width(std::optional<size_t> terminal_columns, const char* columns_env);
+
+// effarch report: Markdown of the points (of one or more files, named in `sources`): per model the
+// fitted scaling exponents with the nearest order (O(1), O(n), O(n^2)), the cache at the longest
+// prompt, decode tok/s at the shortest and longest, energy per decoded token when measured; per
+// group of equal settings (device, dtype, batch, generated tokens, graphs) with two or more models,
+// which model was best for decode rate, cache size, prefill rate and energy at the longest prompt
+// length all of them ran. Every sentence is computed from the points.
+std::string markdown_report(const std::vector<Point>& points, const std::vector<std::string>& sources);
 
 // effarch compare.
 struct CompareOptions {

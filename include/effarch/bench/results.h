@@ -11,6 +11,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "effarch/bench/energy.h"  // EnergyResult
 #include "effarch/model/model.h"  // DecodeMode
 #include "effarch/ops/backend.h"
 
@@ -126,6 +127,17 @@ struct Roofline {
 void to_json(nlohmann::json& j, const Roofline& r);
 void from_json(const nlohmann::json& j, Roofline& r);
 
+// How long the model took to load: reading the checkpoint (or drawing random weights) and placing
+// the weights on the device, the device synchronised after. Written as the point's "load" object.
+struct LoadTime {
+  double seconds = 0;
+  uint64_t weights_bytes = 0;  // the weights as placed on the device
+  double bytes_per_s = 0;      // weights_bytes / seconds
+  bool operator==(const LoadTime& o) const;
+};
+void to_json(nlohmann::json& j, const LoadTime& t);
+void from_json(const nlohmann::json& j, LoadTime& t);
+
 // What was loaded: written as fields of the point itself.
 struct ModelInfo {
   std::string model_path;
@@ -133,8 +145,32 @@ struct ModelInfo {
   std::string architecture, family;
   int64_t params_total = 0, params_active = 0;
   std::optional<int64_t> max_position_embeddings;  // null for models without one (Mamba)
+  std::optional<LoadTime> load;                    // absent when the model did not load (or an older file)
   bool operator==(const ModelInfo& o) const;
 };
+
+// The machine's load at one moment: /proc/loadavg's 1-minute average and its count of runnable
+// scheduling entities (threads) less the one reading it.
+struct LoadSample {
+  double load1 = 0;
+  int64_t others_runnable = 0;
+  bool operator==(const LoadSample& o) const { return load1 == o.load1 && others_runnable == o.others_runnable; }
+};
+void to_json(nlohmann::json& j, const LoadSample& s);
+void from_json(const nlohmann::json& j, LoadSample& s);
+
+// The load before and after a point against what the point needed. busy: before or after, other
+// runnable threads + the threads the point computes with exceeded the cores it may use, so its
+// threads had to share cores with other work (docs/bench.md, "A busy machine").
+struct MachineLoad {
+  std::optional<LoadSample> before, after;  // absent where /proc/loadavg cannot be read
+  int64_t cores = 0;    // the CPUs this process may run on (sched_getaffinity)
+  int64_t threads = 0;  // ATen's intra-op threads on the CPU; 1 (the launching thread) on a GPU
+  bool busy = false;
+  bool operator==(const MachineLoad& o) const;
+};
+void to_json(nlohmann::json& j, const MachineLoad& m);
+void from_json(const nlohmann::json& j, MachineLoad& m);
 
 // One point of a sweep, as written to the results file and the JSON Lines file.
 struct Point {
@@ -147,6 +183,8 @@ struct Point {
   std::optional<double> harness_overhead_fraction;  // with speed
   std::optional<Roofline> roofline;                 // with speed
   std::optional<MemoryResult> memory;
+  std::optional<EnergyResult> energy;       // with speed, where an energy counter is readable
+  std::optional<MachineLoad> machine_load;  // absent in older files; "busy": true beside it when flagged
   double elapsed_s = 0;
   bool operator==(const Point& o) const;
 };

@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <string>
 #include <memory>
 #include <vector>
@@ -33,6 +34,16 @@ enum class DecodeMode { Eager, Static, CudaGraph };
 // capturable step without the capture, on any device). Throws UsageError naming `option`.
 DecodeMode parse_cuda_graphs(const std::string& value, const std::string& option);
 const char* to_string(DecodeMode mode);  // "off", "static", "on"
+// The value of a --cuda-graphs option that may also be "auto": nullopt for auto, else as
+// parse_cuda_graphs.
+std::optional<DecodeMode> parse_cuda_graphs_request(const std::string& value, const std::string& option);
+// The decode mode a model runs for a request (nullopt: auto). Auto replays decode as a CUDA graph
+// wherever the model supports it (a CUDA build, a CUDA device, no MoE layer: the conditions
+// Model::load checks for "on"), else eager; an explicit mode is returned as it is (load refuses an
+// unsupported "on"). Reads only the config and the device's type: no GPU is touched, so a test
+// can pass a CUDA device and `built_with_cuda` on any machine.
+DecodeMode resolve_decode_mode(const ModelConfig& config, const at::Device& device, std::optional<DecodeMode> requested,
+                               bool built_with_cuda = ops::kBuiltWithCuda);
 
 struct ModelOptions {
   at::ScalarType dtype = at::kFloat;
