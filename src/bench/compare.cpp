@@ -51,7 +51,16 @@ struct Pairing {
   std::vector<const Point*> only_base, only_new;
 };
 
-Pairing pair_points(const std::vector<Point>& base, const std::vector<Point>& news) {
+// The workload a point measured, whatever ran it: what pairs points of different engines.
+auto workload(const PointKey& k) { return std::tie(k.model, k.dtype, k.batch, k.prompt_len, k.gen_tokens, k.device, k.weights); }
+
+std::string workload_str(const PointKey& k) {
+  return fmt::format("{} {} b{} p{} g{} {}", k.model, k.dtype, k.batch, k.prompt_len, k.gen_tokens, k.device);
+}
+
+// Same engine: the exact key first, then PointKey::matches. Across engines (`cross`): the
+// workload alone, since backend, implementations and graphs describe effarch's execution.
+Pairing pair_points(const std::vector<Point>& base, const std::vector<Point>& news, bool cross) {
   Pairing r;
   std::vector<bool> used(base.size(), false);
   std::vector<const Point*> unpaired;
@@ -66,7 +75,9 @@ Pairing pair_points(const std::vector<Point>& base, const std::vector<Point>& ne
     for (const Point* np : todo) {
       bool found = false;
       for (size_t i = 0; i < base.size() && !found; ++i) {
-        if (used[i] || !(pass == 0 ? base[i].key == np->key : base[i].key.matches(np->key))) continue;
+        const bool match = cross ? (pass == 0 && workload(base[i].key) == workload(np->key))
+                                 : (pass == 0 ? base[i].key == np->key : base[i].key.matches(np->key));
+        if (used[i] || !match) continue;
         used[i] = found = true;
         r.pairs.emplace_back(&base[i], np);
       }
@@ -87,6 +98,49 @@ Pairing pair_points(const std::vector<Point>& base, const std::vector<Point>& ne
 std::string fmt_value(double v) {
   if (v != 0 && (std::fabs(v) >= 1e6 || std::fabs(v) < 1e-2)) return fmt::format("{:.4g}", v);
   return fmt::format("{:.3f}", v);
+}
+
+}  // namespace
+
+std::string engine_name(const nlohmann::json& doc) {
+  if (doc.contains("environment") && doc["environment"].is_object()) {
+    const auto& env = doc["environment"];
+    if (env.contains("engine") && env["engine"].is_object() && env["engine"].contains("name") &&
+        env["engine"]["name"].is_string()) {
+      return env["engine"]["name"].get<std::string>();
+    }
+  }
+  return "effarch";
+}
+
+namespace {
+
+std::string engine_label(const nlohmann::json& doc) {
+  const std::string name = engine_name(doc);
+  if (name == "effarch") {
+    const auto& env = doc.at("environment");
+    if (env.contains("effarch") && env["effarch"].is_object() && env["effarch"].contains("version")) {
+      return "effarch " + env["effarch"]["version"].get<std::string>();
+    }
+    return name;
+  }
+  const auto& e = doc["environment"]["engine"];
+  std::string label = name;
+  if (e.contains("version") && e["version"].is_string()) label += " " + e["version"].get<std::string>();
+  std::vector<std::string> modes;
+  for (const char* k : {"attention", "cache"}) {
+    if (e.contains(k) && e[k].is_string()) modes.push_back(e[k].get<std::string>());
+  }
+  if (e.contains("compile") && e["compile"] == "on") modes.emplace_back("compiled");
+  if (!modes.empty()) label += fmt::format(" ({})", fmt::join(modes, ", "));
+  return label;
+}
+
+// "effarch x1.52": how many times better NEW is than BASE (higher-better metrics: new/base;
+// times and bytes: base/new).
+std::string times_better(const std::string& engine, double base, double neu, bool higher_better) {
+  if (base <= 0 || neu <= 0) return "-";
+  return fmt::format("{} x{:.2f}", engine, higher_better ? neu / base : base / neu);
 }
 
 }  // namespace
@@ -136,13 +190,20 @@ CompareResult compare(const nlohmann::json& base, const std::vector<nlohmann::js
   for (const auto& doc : news) new_points.push_back(points_of(doc));
 
   for (size_t f = 0; f < news.size(); ++f) {
-    const Pairing pairing = pair_points(base_points, new_points[f]);
+    const std::string base_engine = engine_name(base), new_engine = engine_name(news[f]);
+    const bool cross = base_engine != new_engine;
+    const Pairing pairing = pair_points(base_points, new_points[f], cross);
     out << fmt::format("== {} vs {}: threshold {:.1f}%, noise {} sigma\n", labels.at(f + 1), labels.at(0),
                        options.max_regression * 100, options.noise_sigmas);
+    if (cross) {
+      out << fmt::format("engines: {} ({}) against {} ({}); points paired by workload (model, dtype, batch, "
+                         "prompt, gen, device, weights)\n",
+                         engine_label(news[f]), labels.at(f + 1), engine_label(base), labels.at(0));
+    }
     out << "| point | metric | base | new | new/base | verdict |\n|---|---|---:|---:|---:|---|\n";
     for (const auto& [bp, np] : pairing.pairs) {
       ++r.matched;
-      const std::string key = np->key.str();
+      const std::string key = cross ? workload_str(np->key) : np->key.str();
       if (bp->status != np->status) {
         const bool worse = bp->status == PointStatus::Ok;
         out << fmt::format("| {} | status | {} | {} | | {} |\n", key, to_string(bp->status), to_string(np->status),
@@ -174,6 +235,36 @@ CompareResult compare(const nlohmann::json& base, const std::vector<nlohmann::js
         }
         out << fmt::format("| {} | {} | {} | {} | {:.3f} | {} |\n", key, metric, fmt_value(b->mean), fmt_value(n->mean),
                            ratio, verdict);
+      }
+    }
+    if (cross && !pairing.pairs.empty()) {
+      // Both engines' speeds and how many times faster NEW's engine is, one row per point.
+      out << fmt::format("\n== {} against {}: tokens/s, x = how many times faster {} is\n", new_engine, base_engine,
+                         new_engine);
+      out << fmt::format("| point | prefill {0} | prefill {1} | prefill | decode {0} | decode {1} | decode |\n",
+                         base_engine, new_engine);
+      out << "|---|---:|---:|---|---:|---:|---|\n";
+      auto cell = [](const std::optional<Value>& v) { return v ? fmt_value(v->mean) : std::string("-"); };
+      for (const auto& [bp, np] : pairing.pairs) {
+        const auto bpre = metric_value(*bp, "prefill_tokens_per_s"), npre = metric_value(*np, "prefill_tokens_per_s");
+        const auto bdec = metric_value(*bp, "decode_tokens_per_s"), ndec = metric_value(*np, "decode_tokens_per_s");
+        auto phrase = [&](const std::optional<Value>& b, const std::optional<Value>& n, const char* what) {
+          if (!b || !n) return std::string(b || n ? "-" : fmt::format("{} / {}", to_string(bp->status), to_string(np->status)));
+          return times_better(new_engine, b->mean, n->mean, true) + " " + what;
+        };
+        out << fmt::format("| {} | {} | {} | {} | {} | {} | {} |\n", workload_str(np->key), cell(bpre), cell(npre),
+                           phrase(bpre, npre, "prefill"), cell(bdec), cell(ndec), phrase(bdec, ndec, "decode"));
+      }
+      const auto source = [](const std::vector<Point>& ps) {
+        for (const auto& p : ps) {
+          if (p.memory) return p.memory->source;
+        }
+        return std::string();
+      };
+      const std::string bs = source(base_points), ns = source(new_points[f]);
+      if (!bs.empty() && !ns.empty() && bs != ns) {
+        out << fmt::format("note: memory measured differently ({}: {}; {}: {}): compare bytes with care\n",
+                           base_engine, bs, new_engine, ns);
       }
     }
     for (const Point* bp : pairing.only_base) {

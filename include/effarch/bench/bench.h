@@ -156,9 +156,15 @@ struct CompareResult {
 double parse_fraction(const std::string& text, const std::string& option);
 // The metrics compare knows: name -> whether higher is better.
 const std::vector<std::pair<std::string, bool>>& compare_metrics();
+// The engine that made a results document: environment.engine.name ("transformers" from
+// tools/hf_bench.py), "effarch" when absent (effarch's own files).
+std::string engine_name(const nlohmann::json& doc);
 // BASE against one or more NEW documents (labels name them in the report). Points match by their
-// key (PointKey::matches: implementations unknown on one side match any); with several NEW files
-// the report also puts each file's points side by side by the key without the model.
+// key (PointKey::matches: implementations unknown on one side match any); a NEW file of another
+// engine than BASE matches by the workload only (model, dtype, batch, prompt, gen, device,
+// weights) and adds a table of both engines' tokens/s and how many times faster NEW's is. With
+// several NEW files the report also puts each file's points side by side by the key without the
+// model.
 CompareResult compare(const nlohmann::json& base, const std::vector<nlohmann::json>& news,
                       const std::vector<std::string>& labels, const CompareOptions& options);
 
