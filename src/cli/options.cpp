@@ -6,8 +6,9 @@ namespace effarch::cli {
 
 void add_backend_option(CLI::App* sub, std::string* value) {
   sub->add_option("--backend", *value,
-                  "auto: each op's CUDA kernel on a GPU where it has one, else its ATen reference; reference: the "
-                  "reference everywhere; cuda: the kernels, an error for an op without one")
+                  "auto: each op's kernel for the device where it has one (CUDA on a GPU, fused CPU kernels on "
+                  "the CPU), else its ATen reference; reference: the reference everywhere; cuda: the CUDA kernels, "
+                  "an error for an op without one")
       ->capture_default_str();
 }
 
