@@ -16,23 +16,11 @@
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 
+#include "timing.h"
+
 #include "effarch/ops/linear.h"
 
-namespace {
-
-double median_seconds(int repeats, const std::function<void()>& f) {
-  f();  // warm-up
-  std::vector<double> t;
-  for (int i = 0; i < repeats; ++i) {
-    const auto a = std::chrono::steady_clock::now();
-    f();
-    t.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - a).count());
-  }
-  std::sort(t.begin(), t.end());
-  return t[t.size() / 2];
-}
-
-}  // namespace
+using effarch::test::median_seconds;
 
 int main(int argc, char** argv) {
   if (argc > 1) at::set_num_threads(std::atoi(argv[1]));

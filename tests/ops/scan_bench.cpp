@@ -15,23 +15,11 @@
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 
+#include "timing.h"
+
 #include "effarch/ops/selective_scan.h"
 
-namespace {
-
-double median_seconds(int repeats, const std::function<void()>& f) {
-  f();
-  std::vector<double> t;
-  for (int i = 0; i < repeats; ++i) {
-    const auto a = std::chrono::steady_clock::now();
-    f();
-    t.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - a).count());
-  }
-  std::sort(t.begin(), t.end());
-  return t[t.size() / 2];
-}
-
-}  // namespace
+using effarch::test::median_seconds;
 
 int main(int argc, char** argv) {
   using namespace effarch::ops;
