@@ -177,8 +177,8 @@ EnergyCounter open_rapl(const std::string& root) {
   return c;
 }
 
-EnergyCounter open_energy_counter(const std::string& device_type, unsigned index) {
-  return device_type == "cuda" ? open_nvml(index) : open_rapl();
+EnergyCounter open_energy_counter(const c10::Device& device) {
+  return device.is_cuda() ? open_nvml(static_cast<unsigned>(device.has_index() ? device.index() : 0)) : open_rapl();
 }
 
 // ---- the figures ----

@@ -152,9 +152,7 @@ nlohmann::json probe_environment(const std::string& device_name, const std::stri
   // The energy counter the points read (NVML on a GPU, with the power limit; RAPL on the CPU), or
   // why there is none. NVML's index is taken to be CUDA's (true unless CUDA_VISIBLE_DEVICES or
   // CUDA_DEVICE_ORDER reorders them).
-  env["energy"] = open_energy_counter(device.is_cuda() ? "cuda" : "cpu",
-                                      static_cast<unsigned>(device.has_index() ? device.index() : 0))
-                      .describe();
+  env["energy"] = open_energy_counter(device).describe();
   detail::reset_peaks(device);
   return env;
 }

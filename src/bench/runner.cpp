@@ -230,8 +230,7 @@ std::vector<Point> run_sweep(const SweepSpec& spec, const nlohmann::json& enviro
   size_t index = 0;
   // The device's energy counter (NVML on a GPU, RAPL on the CPU), when one is readable.
   const EnergyCounter energy =
-      spec.energy ? open_energy_counter(device.is_cuda() ? "cuda" : "cpu", static_cast<unsigned>(device.has_index() ? device.index() : 0))
-                  : EnergyCounter{};
+      spec.energy ? open_energy_counter(device) : EnergyCounter{};
   for (const std::string& name : spec.models) {
     std::unique_ptr<model::Model> m;
     PointStatus load_status = PointStatus::Ok;

@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include <c10/core/Device.h>
 #include <nlohmann/json.hpp>
 
 namespace effarch::bench {
@@ -47,8 +48,9 @@ EnergyCounter open_rapl(const std::string& root = "/sys/class/powercap");
 // before: it wrapped once).
 uint64_t rapl_delta_uj(uint64_t before, uint64_t after, uint64_t max_range);
 
-// The counter for a run on `device_type` ("cuda" -> NVML for `index`, else RAPL).
-EnergyCounter open_energy_counter(const std::string& device_type, unsigned index);
+// The counter for a run on `device`: NVML for a CUDA device (its index, 0 when none is named;
+// NVML's order is taken to be CUDA's), else RAPL.
+EnergyCounter open_energy_counter(const c10::Device& device);
 
 // What a point consumed, summed over its timed runs.
 struct EnergyResult {
