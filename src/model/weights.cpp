@@ -86,6 +86,15 @@ ops::Linear Weights::fused_linear(int layer, const std::vector<std::string>& pre
   return ops::Linear(fused, fused_bias.defined() ? std::optional<at::Tensor>(fused_bias) : std::nullopt);
 }
 
+ops::GatedMlpWeights Weights::gated_mlp(int layer, const std::string& prefix) const {
+  ops::GatedMlpWeights w;
+  w.gate_up = fused_linear(layer, {prefix + "gate.", prefix + "up."});
+  w.gate = linear(layer, prefix + "gate.");
+  w.up = linear(layer, prefix + "up.");
+  w.down = linear(layer, prefix + "down.");
+  return w;
+}
+
 uint64_t Weights::bytes() const {
   return bytes_where([](int, const std::string&) { return true; });
 }

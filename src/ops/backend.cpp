@@ -56,6 +56,7 @@ bool has_cpu_kernel(OpFamily op) {
   switch (op) {
     case OpFamily::SelectiveScan:         // src/ops/cpu/selective_scan.cpp
     case OpFamily::SelectiveStateUpdate:  // the same kernel, one step
+    case OpFamily::MoeDispatch:           // src/ops/cpu/moe_dispatch.cpp
       return true;
     default: return false;
   }

@@ -1,7 +1,7 @@
 // effarch::ops::moe_route / moe_dispatch: argument checks and the ATen reference.
 //
-// Dispatch groups the N*k (token, slot) assignments by expert with one stable sort of the flat
-// expert ids; per-expert counts come from a bincount (one device-to-host copy of E integers), and
+// The reference dispatch groups the N*k (token, slot) assignments by expert with one stable sort
+// of the flat expert ids; per-expert counts come from a bincount (one device-to-host copy of E integers), and
 // each expert with tokens runs one gather -> gated MLP -> scale -> index_add_ over exactly its rows.
 
 #include "effarch/ops/moe.h"
@@ -11,6 +11,7 @@
 #include <fmt/ranges.h>
 
 #include "arg_checks.h"
+#include "cpu/cpu_kernels.h"
 #include "effarch/common/error.h"
 
 namespace effarch::ops {
@@ -41,6 +42,14 @@ void check_expert(const ExpertWeights& w, int64_t e, const at::Tensor& x) {
   detail::check_float_tensor(w.gate.weight, op, gate.c_str(), {inter, hidden}, x, "x");
   detail::check_float_tensor(w.up.weight, op, up.c_str(), {inter, hidden}, x, "x");
   detail::check_float_tensor(w.down.weight, op, down.c_str(), {hidden, inter}, x, "x");
+  if (w.gate_up.defined()) {
+    const std::string gate_up = fmt::format("experts[{}].gate_up", e);
+    detail::check_float_tensor(w.gate_up.weight, op, gate_up.c_str(), {2 * inter, hidden}, x, "x");
+    if (w.gate_up.weight.scalar_type() != x.scalar_type()) {
+      throw OpError(fmt::format("{}: {} has dtype {} but x has {}", op, gate_up,
+                                c10::toString(w.gate_up.weight.scalar_type()), c10::toString(x.scalar_type())));
+    }
+  }
   for (const auto* t : {&w.gate.weight, &w.up.weight, &w.down.weight}) {
     if (t->scalar_type() != x.scalar_type()) {
       throw OpError(fmt::format("{}: experts[{}] has dtype {} but x has {}", op, e, c10::toString(t->scalar_type()),
@@ -117,7 +126,10 @@ at::Tensor moe_dispatch(const at::Tensor& x, const Routing& routing, const std::
     throw OpError(fmt::format("{}: expert_ids ({}) and weights ({}) must be on x's device ({})", op,
                                  ids.device().str(), routing.weights.device().str(), x.device().str()));
   }
-  resolve_backend(backend, OpFamily::MoeDispatch, x.device());  // no CUDA kernel yet: the reference runs
+  if (use_cpu_kernel(backend, OpFamily::MoeDispatch, x.device())) {
+    return cpu::moe_dispatch(x, ids, routing.weights, experts, activation,
+                             [&](int64_t e) { check_expert(experts[static_cast<size_t>(e)], e, x); });
+  }
   at::Tensor out = at::zeros_like(x);
   if (n == 0) return out;
   const at::Tensor flat = ids.reshape({-1});  // [N*k]: entry p is token p / k, slot p % k
@@ -143,7 +155,7 @@ at::Tensor moe_dispatch(const at::Tensor& x, const Routing& routing, const std::
     offset += c;
     const at::Tensor tokens = at::div(pos, k, "floor");
     const at::Tensor xe = x.index_select(0, tokens);
-    const at::Tensor h = linear(activate(activation, linear(xe, w.gate)) * linear(xe, w.up), w.down);
+    const at::Tensor h = gated_mlp(xe, w, activation);
     // Mixtral's weights are fp32: the product is fp32, then rounded once into the buffer.
     const at::Tensor y = h * flat_weights.index_select(0, pos).unsqueeze(1);
     out.index_add_(0, tokens, y.to(out.scalar_type()));

@@ -38,7 +38,7 @@ TEST(Implementations, EachModelListsTheOpFamiliesItUses) {
   EXPECT_EQ(make("tiny-mamba", ops::Backend::Auto)->implementations(), mamba1);
   EXPECT_EQ(make("tiny-falcon-mamba", ops::Backend::Auto)->implementations(), mamba1);
   EXPECT_EQ(make("tiny-mamba2", ops::Backend::Auto)->implementations(), mamba2);
-  EXPECT_EQ(make("tiny-mixtral", ops::Backend::Auto)->implementations(), (Impl{{"moe_dispatch", "reference"}}));
+  EXPECT_EQ(make("tiny-mixtral", ops::Backend::Auto)->implementations(), (Impl{{"moe_dispatch", "cpu"}}));
   EXPECT_EQ(make("tiny-mamba", ops::Backend::Reference)->implementations(), mamba1_ref);
   Impl jamba = mamba1_ref;
   jamba["moe_dispatch"] = "reference";

@@ -13,6 +13,7 @@
 #include <ATen/core/Tensor.h>
 
 #include "effarch/model/config.h"
+#include "effarch/ops/gated_mlp.h"
 #include "effarch/ops/linear.h"
 
 namespace effarch::io {
@@ -40,6 +41,9 @@ class Weights {
   // at row ranges of the fused tensor, so memory is not doubled and linear(part) still works.
   // Throws CheckpointError when the parts' input features, dtypes or devices differ.
   ops::Linear fused_linear(int layer, const std::vector<std::string>& prefixes) const;
+  // A gated MLP's weights, roles prefix + "gate.", "up.", "down.": gate and up fused into
+  // gate_up (fused_linear) and re-pointed at its rows. A dense MLP, an MoE expert or a shared expert.
+  ops::GatedMlpWeights gated_mlp(int layer, const std::string& prefix) const;
   // Bytes held on the device: every tensor, or those `keep` selects by (layer, role).
   uint64_t bytes() const;
   uint64_t bytes_where(const std::function<bool(int layer, const std::string& role)>& keep) const;

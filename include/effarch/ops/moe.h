@@ -10,6 +10,7 @@
 #include "effarch/ops/activation.h"
 #include "effarch/ops/router_kind.h"
 #include "effarch/ops/backend.h"
+#include "effarch/ops/gated_mlp.h"
 #include "effarch/ops/linear.h"
 
 namespace effarch::ops {
@@ -27,16 +28,16 @@ struct Routing {
 Routing moe_route(const at::Tensor& x, const at::Tensor& router_weight, int64_t top_k, RouterKind kind);
 
 // One gated expert: down(act(gate x) * up x), act the config's hidden_act (SiLU: SwiGLU).
-// gate, up [I, H]; down [H, I].
-struct ExpertWeights {
-  Linear gate, up, down;
-};
+// gate, up [I, H]; down [H, I]; gate_up, where the weights were fused at load, [2I, H].
+using ExpertWeights = GatedMlpWeights;
 
 // x [N, H]; experts[e] for e < E (weights referenced, never copied or stacked). Returns [N, H] in
 // x's dtype: out[n] = sum over the token's experts, in ascending expert id, of
 // (expert(x[n]) * weight) rounded to x's dtype and added into a zero buffer of x's dtype. Experts
 // that no token chose are not run (their weights are not even read).
 // `activation` is the experts' act (hidden_act in every MoE config transformers has).
+// backend: on the CPU, auto runs the fused CPU dispatch (src/ops/cpu/moe_dispatch.cpp: a counting
+// sort, one gather, grouped products, one weighted sum); reference runs the ATen reference.
 at::Tensor moe_dispatch(const at::Tensor& x, const Routing& routing, const std::vector<ExpertWeights>& experts,
                         Activation activation = Activation::SiLU, Backend backend = Backend::Auto);
 

@@ -5,28 +5,18 @@
 
 #include "blocks.h"
 #include "effarch/ops/activation.h"
+#include "effarch/ops/gated_mlp.h"
 
 namespace effarch::model {
 namespace {
 
 class GatedMlp final : public FeedForward {
  public:
-  // gate and up read the same x: one product with their weights fused at load ([2I, H]), split after.
-  GatedMlp(const Weights& w, int layer, Activation act)
-      : gate_up_(w.fused_linear(layer, {"mlp.gate.", "mlp.up."})),
-        inter_(w.get(layer, "mlp.gate.weight").size(0)),
-        down_(w.linear(layer, "mlp.down.")),
-        act_(act) {}
-  at::Tensor forward(const at::Tensor& x, const ForwardContext&) const override {
-    const at::Tensor gate_up = ops::linear(x, gate_up_);  // [..., 2I]
-    return ops::linear(ops::activate(act_, gate_up.narrow(-1, 0, inter_)) * gate_up.narrow(-1, inter_, inter_),
-                       down_);
-  }
+  GatedMlp(const Weights& w, int layer, Activation act) : w_(w.gated_mlp(layer, "mlp.")), act_(act) {}
+  at::Tensor forward(const at::Tensor& x, const ForwardContext&) const override { return ops::gated_mlp(x, w_, act_); }
 
  private:
-  ops::Linear gate_up_;
-  int64_t inter_;
-  ops::Linear down_;
+  ops::GatedMlpWeights w_;  // gate and up fused at load: one [2I, H] product, split after
   Activation act_;
 };
 

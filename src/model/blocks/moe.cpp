@@ -15,13 +15,9 @@ class MoeFeedForward final : public FeedForward {
   MoeFeedForward(const ModelConfig& c, const Weights& w, int layer)
       : moe_(*c.moe), activation_(c.mlp->activation), layer_(layer), router_(w.get(layer, "moe.router.weight")) {
     for (int64_t e = 0; e < moe_.num_experts; ++e) {
-      const std::string p = "moe.expert." + std::to_string(e) + ".";
-      experts_.push_back({w.linear(layer, p + "gate."), w.linear(layer, p + "up."), w.linear(layer, p + "down.")});
+      experts_.push_back(w.gated_mlp(layer, "moe.expert." + std::to_string(e) + "."));
     }
-    if (moe_.num_shared_experts > 0) {
-      shared_ = ops::ExpertWeights{w.linear(layer, "moe.shared.gate."), w.linear(layer, "moe.shared.up."),
-                                   w.linear(layer, "moe.shared.down.")};
-    }
+    if (moe_.num_shared_experts > 0) shared_ = w.gated_mlp(layer, "moe.shared.");
   }
 
   at::Tensor forward(const at::Tensor& x, const ForwardContext& ctx) const override {
@@ -32,8 +28,7 @@ class MoeFeedForward final : public FeedForward {
     }
     at::Tensor out = ops::moe_dispatch(flat, routing, experts_, activation_, ctx.backend);
     if (shared_) {  // DeepSeekMoE: after the routed sum, with the same hidden_act
-      out = out + ops::linear(ops::activate(activation_, ops::linear(flat, shared_->gate)) * ops::linear(flat, shared_->up),
-                              shared_->down);
+      out = out + ops::gated_mlp(flat, *shared_, activation_);
     }
     return out.view(x.sizes());
   }

@@ -5,9 +5,13 @@
 // the ATen references in the ops stay the oracle their tests compare against.
 
 #include <cstdint>
+#include <functional>
 #include <optional>
+#include <vector>
 
 #include <ATen/core/Tensor.h>
+
+#include "effarch/ops/moe.h"
 
 namespace effarch::ops::cpu {
 
@@ -26,6 +30,22 @@ bool gemv_applies(const at::Tensor& x, const at::Tensor& weight, const std::opti
 // fp32. x [..., in] -> [..., out] in x's dtype. Call only where gemv_applies().
 at::Tensor gemv(const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias);
 
+// One product of a group: `rows` (<= kGemvMaxRows) rows of fp32 x [rows, K] times weight^T
+// (weight [O, K] contiguous fp32 or bf16) plus bias (fp32 [O] or null) into fp32 y, whose rows
+// are ldy floats apart (O for a [rows, O] output; more to write into columns of a wider buffer).
+struct GemvJob {
+  const float* x;
+  int rows;
+  const at::Tensor* weight;
+  const float* bias;
+  float* y;
+  int64_t ldy;
+};
+
+// Every job's product in one parallel region, the output features of all jobs split evenly
+// across the threads (a decode step's MoE experts: one pass over the chosen experts' weights).
+void gemv_grouped(const std::vector<GemvJob>& jobs);
+
 }  // namespace effarch::ops::cpu
 
 namespace effarch::ops::cpu {
@@ -39,5 +59,17 @@ at::Tensor selective_scan(const at::Tensor& u, const at::Tensor& delta, const at
                           const std::optional<at::Tensor>& z, const at::Tensor& A, const std::optional<at::Tensor>& D,
                           const std::optional<at::Tensor>& delta_bias, bool delta_softplus, at::Tensor& ssm_state,
                           bool from_state);
+
+}  // namespace effarch::ops::cpu
+
+namespace effarch::ops::cpu {
+
+// The MoE expert dispatch (include/effarch/ops/moe.h): x [N, H] on the CPU, expert_ids [N, k]
+// int64 and weights [N, k] already checked by the op; an id outside 0..E-1 throws OpError.
+// `check_expert(e)` is called for each expert that runs, before it runs. Same result as the
+// reference: each contribution rounded to x's dtype, summed per token in ascending expert id.
+at::Tensor moe_dispatch(const at::Tensor& x, const at::Tensor& expert_ids, const at::Tensor& weights,
+                        const std::vector<ExpertWeights>& experts, Activation activation,
+                        const std::function<void(int64_t)>& check_expert);
 
 }  // namespace effarch::ops::cpu

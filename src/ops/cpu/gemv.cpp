@@ -6,6 +6,9 @@
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 
+#include <algorithm>
+#include <vector>
+
 #include "cpu_kernels.h"
 #include "simd.h"
 
@@ -14,10 +17,10 @@ namespace {
 
 using simd::v8f;
 
-// Output features [o0, o1) for R rows of x: y[r * O + o] = x[r] . W[o] (+ bias[o]).
+// Output features [o0, o1) for R rows of x: y[r * ldy + o] = x[r] . W[o] (+ bias[o]).
 template <int R, typename W>
 EFFARCH_INLINE void gemv_rows(const float* x, int64_t K, const W* w, const float* bias, int64_t o0, int64_t o1,
-                              float* y, int64_t O) {
+                              float* y, int64_t ldy) {
   for (int64_t o = o0; o < o1; ++o) {
     const W* wo = w + o * K;
     v8f acc0[R], acc1[R];
@@ -38,30 +41,30 @@ EFFARCH_INLINE void gemv_rows(const float* x, int64_t K, const W* w, const float
     for (int r = 0; r < R; ++r) {
       float s = simd::hsum(acc0[r] + acc1[r]);
       for (int64_t j = k; j < K; ++j) s += static_cast<float>(wo[j]) * x[r * K + j];
-      y[r * O + o] = bias ? s + bias[o] : s;
+      y[r * ldy + o] = bias ? s + bias[o] : s;
     }
   }
 }
 
 template <typename W>
 EFFARCH_INLINE void gemv_dispatch(const float* x, int R, int64_t K, const W* w, const float* bias, int64_t o0,
-                                  int64_t o1, float* y, int64_t O) {
+                                  int64_t o1, float* y, int64_t ldy) {
   switch (R) {
-    case 1: gemv_rows<1>(x, K, w, bias, o0, o1, y, O); break;
-    case 2: gemv_rows<2>(x, K, w, bias, o0, o1, y, O); break;
-    case 3: gemv_rows<3>(x, K, w, bias, o0, o1, y, O); break;
-    default: gemv_rows<4>(x, K, w, bias, o0, o1, y, O); break;
+    case 1: gemv_rows<1>(x, K, w, bias, o0, o1, y, ldy); break;
+    case 2: gemv_rows<2>(x, K, w, bias, o0, o1, y, ldy); break;
+    case 3: gemv_rows<3>(x, K, w, bias, o0, o1, y, ldy); break;
+    default: gemv_rows<4>(x, K, w, bias, o0, o1, y, ldy); break;
   }
 }
 
 EFFARCH_CPU_CLONES void gemv_f32(const float* x, int R, int64_t K, const float* w, const float* bias, int64_t o0,
-                                 int64_t o1, float* y, int64_t O) {
-  gemv_dispatch(x, R, K, w, bias, o0, o1, y, O);
+                                 int64_t o1, float* y, int64_t ldy) {
+  gemv_dispatch(x, R, K, w, bias, o0, o1, y, ldy);
 }
 
 EFFARCH_CPU_CLONES void gemv_bf16(const float* x, int R, int64_t K, const c10::BFloat16* w, const float* bias,
-                                  int64_t o0, int64_t o1, float* y, int64_t O) {
-  gemv_dispatch(x, R, K, w, bias, o0, o1, y, O);
+                                  int64_t o0, int64_t o1, float* y, int64_t ldy) {
+  gemv_dispatch(x, R, K, w, bias, o0, o1, y, ldy);
 }
 
 }  // namespace
@@ -85,6 +88,41 @@ bool gemv_applies(const at::Tensor& x, const at::Tensor& weight, const std::opti
   return true;
 }
 
+namespace {
+
+// At least ~64K weights per thread: below that, waking threads costs more than it saves.
+int64_t gemv_grain(int64_t K) { return std::max<int64_t>(1, (int64_t{1} << 16) / std::max<int64_t>(K, 1)); }
+
+void gemv_range(const GemvJob& job, int64_t o0, int64_t o1) {
+  const int64_t K = job.weight->size(1);
+  if (job.weight->scalar_type() == at::kFloat) {
+    gemv_f32(job.x, job.rows, K, job.weight->data_ptr<float>(), job.bias, o0, o1, job.y, job.ldy);
+  } else {
+    gemv_bf16(job.x, job.rows, K, job.weight->data_ptr<c10::BFloat16>(), job.bias, o0, o1, job.y, job.ldy);
+  }
+}
+
+}  // namespace
+
+void gemv_grouped(const std::vector<GemvJob>& jobs) {
+  if (jobs.empty()) return;
+  // The jobs' output features laid end to end: one parallel region splits them all, so each
+  // thread streams an equal share of the weights whichever products they belong to.
+  std::vector<int64_t> first(jobs.size() + 1, 0);
+  int64_t max_k = 1;
+  for (size_t j = 0; j < jobs.size(); ++j) {
+    first[j + 1] = first[j] + jobs[j].weight->size(0);
+    max_k = std::max(max_k, jobs[j].weight->size(1));
+  }
+  at::parallel_for(0, first.back(), gemv_grain(max_k), [&](int64_t begin, int64_t end) {
+    size_t j = static_cast<size_t>(std::upper_bound(first.begin(), first.end(), begin) - first.begin()) - 1;
+    for (; j < jobs.size() && first[j] < end; ++j) {
+      const int64_t o0 = std::max(begin, first[j]) - first[j], o1 = std::min(end, first[j + 1]) - first[j];
+      if (o0 < o1) gemv_range(jobs[j], o0, o1);
+    }
+  });
+}
+
 at::Tensor gemv(const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias) {
   const int64_t K = weight.size(1), O = weight.size(0);
   const int R = static_cast<int>(x.numel() / K);
@@ -94,15 +132,8 @@ at::Tensor gemv(const at::Tensor& x, const at::Tensor& weight, const std::option
   const float* xp = xf.data_ptr<float>();
   const float* bp = bias ? bf.data_ptr<float>() : nullptr;
   float* yp = y.data_ptr<float>();
-  // At least ~64K weights per thread: below that, waking threads costs more than it saves.
-  const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 16) / std::max<int64_t>(K, 1));
-  if (weight.scalar_type() == at::kFloat) {
-    const float* wp = weight.data_ptr<float>();
-    at::parallel_for(0, O, grain, [&](int64_t o0, int64_t o1) { gemv_f32(xp, R, K, wp, bp, o0, o1, yp, O); });
-  } else {
-    const c10::BFloat16* wp = weight.data_ptr<c10::BFloat16>();
-    at::parallel_for(0, O, grain, [&](int64_t o0, int64_t o1) { gemv_bf16(xp, R, K, wp, bp, o0, o1, yp, O); });
-  }
+  const GemvJob job{xp, R, &weight, bp, yp, O};
+  at::parallel_for(0, O, gemv_grain(K), [&](int64_t o0, int64_t o1) { gemv_range(job, o0, o1); });
   std::vector<int64_t> out_shape(x.sizes().begin(), x.sizes().end());
   out_shape.back() = O;
   return y.to(x.scalar_type()).view(out_shape);

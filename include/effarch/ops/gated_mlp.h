@@ -1,0 +1,25 @@
+#pragma once
+// A gated MLP, down(act(gate x) * up x): the dense feed-forward of Llama-style models and every
+// MoE expert (SwiGLU when act is SiLU). gate and up read the same x, so where the weights allow
+// they are one [2I, H] product (Weights::gated_mlp fuses them at load) split after.
+
+#include <ATen/core/Tensor.h>
+
+#include "effarch/ops/activation.h"
+#include "effarch/ops/linear.h"
+
+namespace effarch::ops {
+
+struct GatedMlpWeights {
+  Linear gate, up;  // [I, H] each (views of gate_up's rows when it is defined)
+  Linear down;      // [H, I]
+  Linear gate_up;   // optional: [2I, H], gate's rows then up's; used instead of gate and up when defined
+
+  int64_t inter() const { return gate.out_features(); }
+};
+
+// x [..., H] -> [..., H] in x's dtype: linear(act(gate) * up, down), each product rounded to x's
+// dtype as separate layers would (the fused product gives the same values, split in two).
+at::Tensor gated_mlp(const at::Tensor& x, const GatedMlpWeights& w, Activation activation);
+
+}  // namespace effarch::ops
