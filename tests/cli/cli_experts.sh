@@ -92,8 +92,8 @@ for m, moe_layers in [("tiny-deepseek-moe", None), ("tiny-jamba", [1, 3])]:
     d = json.load(open(root / f"{m}.json"))
     check_figures(d, m)
     if moe_layers and [l["layer"] for l in d["layers"]] != moe_layers: bad.append(f"{m}: layers")
-    # What ran is recorded: on the CPU every op family runs its reference.
-    if d.get("backend") != "auto" or d.get("implementations", {}).get("moe_dispatch") != "reference":
+    # What ran is recorded: on the CPU auto runs the fused CPU dispatch.
+    if d.get("backend") != "auto" or d.get("implementations", {}).get("moe_dispatch") != "cpu":
         bad.append(f"{m}: backend/implementations not recorded: {d.get('backend')} {d.get('implementations')}")
 
 # Text: the tokens routed are HF's encoding, split into windows of --max-tokens.
