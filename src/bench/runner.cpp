@@ -239,7 +239,7 @@ std::vector<Point> run_sweep(const SweepSpec& spec, const nlohmann::json& enviro
     std::optional<ModelInfo> info;
     // What the key records of the model: until it loads, the request (weights: the dtype).
     std::map<std::string, std::string> implementations;
-    std::string weights = dtype_name;
+    std::string weights = spec.weights == ops::WeightFormat::Int8 ? "int8" : dtype_name;
     // The decode mode that runs (auto resolved); until the config is read, what was asked for.
     model::DecodeMode decode_mode = spec.cuda_graphs.value_or(model::DecodeMode::Eager);
     try {
@@ -252,6 +252,7 @@ std::vector<Point> run_sweep(const SweepSpec& spec, const nlohmann::json& enviro
       opt.decode = model::resolve_decode_mode(source.config, device, spec.cuda_graphs);
       decode_mode = opt.decode;
       opt.backend = spec.backend;
+      opt.weights = spec.weights;
       opt.allow_beyond_context = true;
       f = roofline_model(source.config);
       ModelInfo mi;

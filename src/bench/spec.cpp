@@ -132,6 +132,8 @@ SweepSpec load_suite(const std::string& name_or_path, const SweepSpec& defaults)
       s.cuda_graphs = model::parse_cuda_graphs_request(str(v, key), src + ": 'cuda_graphs'");
     } else if (key == "backend") {
       s.backend = ops::parse_backend(str(v, key), src + ": 'backend'");
+    } else if (key == "weights") {
+      s.weights = ops::parse_weight_format(str(v, key), src + ": 'weights'");
     } else if (key == "threads") {
       s.threads = static_cast<int>(integer(v, key, 1));
     } else if (key == "attention") {
@@ -144,7 +146,7 @@ SweepSpec load_suite(const std::string& name_or_path, const SweepSpec& defaults)
       s.modes = parse_modes(modes, src + ": 'mode'");
     } else {
       throw UsageError(fmt::format("{}: unknown key '{}' (models, prompt_lengths, batch, gen_tokens, reps, warmup, "
-                                   "dtype, cuda_graphs, attention, backend, threads, mode, name, description)",
+                                   "dtype, cuda_graphs, attention, backend, weights, threads, mode, name, description)",
                                    src, key));
     }
   }

@@ -53,6 +53,8 @@ struct BenchCmd {
   std::optional<std::string> dtype, device, cuda_graphs, attention;
   std::string backend = "auto";  // applied when given (backend_given): a suite's otherwise
   bool backend_given = false;
+  std::string weights = "dense";  // applied when given (weights_given), like backend
+  bool weights_given = false;
   std::string mode;
   std::string output = "effarch-bench.json";
   std::string format = "table";
@@ -86,6 +88,7 @@ int run_bench(const BenchCmd& cmd) {
     spec.attention = *cmd.attention;
   }
   if (cmd.backend_given) spec.backend = ops::parse_backend(cmd.backend, "--backend");
+  if (cmd.weights_given) spec.weights = ops::parse_weight_format(cmd.weights, "--weights");
   if (cmd.threads) spec.threads = *cmd.threads;
   if (spec.threads && *spec.threads < 1) throw UsageError("--threads must be at least 1");
   spec.seed = cmd.seed;
@@ -181,6 +184,7 @@ void register_bench(CLI::App& app, int* exit_code, const std::vector<std::string
                   "MoE layer), else off; on; off; static. The key records the mode that ran");
   sub->add_option("--attention", cmd->attention, "sdpa (default) or eager");
   add_backend_option(sub, &cmd->backend);  // recorded in each point's key
+  add_weights_option(sub, &cmd->weights);  // recorded in each point's key ("weights")
   sub->add_option("--threads", cmd->threads,
                   "CPU threads for ATen's operators (default: cores - 1, fewer when other work already runs; see "
                   "docs/bench.md); recorded in the results");
@@ -198,6 +202,7 @@ void register_bench(CLI::App& app, int* exit_code, const std::vector<std::string
   sub->add_flag("--no-progress", cmd->no_progress, "No progress lines on stderr");
   sub->callback([cmd, exit_code, sub] {
     cmd->backend_given = sub->count("--backend") > 0;
+    cmd->weights_given = sub->count("--weights") > 0;
     *exit_code = run_bench(*cmd);
   });
 }

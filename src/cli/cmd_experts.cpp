@@ -38,6 +38,7 @@ struct ExpertsCmd {
   std::string dtype = "auto";
   std::string device = "auto";
   std::string backend = "auto";
+  std::string weights = "dense";
   std::string json;
   std::optional<int> router_layer;
   std::string router_out;
@@ -158,6 +159,7 @@ int run_experts(const ExpertsCmd& cmd) {
   opt.device = device;
   opt.dtype = parse_run_dtype(cmd.dtype, device, "--dtype");
   opt.backend = ops::parse_backend(cmd.backend, "--backend");
+  opt.weights = ops::parse_weight_format(cmd.weights, "--weights");
   opt.seed = cmd.seed;
 
   std::vector<std::vector<int64_t>> prompts;
@@ -286,6 +288,7 @@ void register_experts(CLI::App& app, int* exit_code) {
       ->capture_default_str();
   sub->add_option("--device", cmd->device, "auto, cpu, cuda, cuda:N")->capture_default_str();
   add_backend_option(sub, &cmd->backend);
+  add_weights_option(sub, &cmd->weights);
   sub->add_option("--json", cmd->json, "Write every figure (and the token ids routed) to this JSON file");
   sub->add_option("--router-weights", cmd->router_layer, "Dump this MoE layer's router matrix [E, hidden]");
   sub->add_option("--router-weights-out", cmd->router_out,

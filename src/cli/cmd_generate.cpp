@@ -39,6 +39,7 @@ struct GenerateCmd {
   std::string attention = "sdpa";
   std::string cuda_graphs = "auto";
   std::string backend = "auto";
+  std::string weights = "dense";
   bool json = false;
 };
 
@@ -113,6 +114,7 @@ int run_generate(const GenerateCmd& cmd) {
   const std::optional<model::DecodeMode> decode_request =
       model::parse_cuda_graphs_request(cmd.cuda_graphs, "--cuda-graphs");
   opt.backend = ops::parse_backend(cmd.backend, "--backend");
+  opt.weights = ops::parse_weight_format(cmd.weights, "--weights");
   opt.seed = cmd.seed;
   const auto source = model::resolve_model(cmd.model);
   opt.decode = model::resolve_decode_mode(source.config, device, decode_request);
@@ -215,6 +217,7 @@ void register_generate(CLI::App& app, int* exit_code) {
                   "replay decode steps as a CUDA graph; static: the same fixed-shape step without the graph; off")
       ->capture_default_str();
   add_backend_option(sub, &cmd->backend);
+  add_weights_option(sub, &cmd->weights);
   sub->add_flag("--json", cmd->json, "Print a JSON result instead of streaming");
   sub->callback([cmd, exit_code] { *exit_code = run_generate(*cmd); });
 }

@@ -8,6 +8,7 @@
 
 #include "commands.h"
 #include "effarch/common/dtype.h"
+#include "effarch/ops/linear.h"
 #include "effarch/model/catalog.h"
 #include "effarch/model/stats.h"
 #include "effarch/model/tensor_spec.h"
@@ -20,6 +21,7 @@ struct InfoOptions {
   bool json = false;
   bool tensors = false;
   std::string cache_dtype = "bfloat16";
+  std::string weights = "dense";
 };
 
 nlohmann::json to_json(const model::ModelSource& src, const model::ModelStats& s, at::ScalarType cache_dtype) {
@@ -46,6 +48,7 @@ nlohmann::json to_json(const model::ModelSource& src, const model::ModelStats& s
       {"checkpoint_dtype", float_dtype_name(c.torch_dtype)},
       {"weight_bytes_bf16", s.weight_bytes_bf16},
       {"weight_bytes_checkpoint", s.weight_bytes_checkpoint},
+      {"weight_bytes_int8", s.weight_bytes_int8},
       {"cache_dtype", float_dtype_name(cache_dtype)},
       {"kv_cache_bytes_per_token", s.kv_bytes_per_token},
       {"state_bytes_per_sequence", s.state_bytes_per_sequence},
@@ -53,9 +56,10 @@ nlohmann::json to_json(const model::ModelSource& src, const model::ModelStats& s
   };
 }
 
-void print_table(const std::vector<nlohmann::json>& rows) {
-  const std::vector<std::string> head = {"model", "family", "layers", "params", "active", "bf16 weights",
-                                         "ckpt weights", "KV / token", "state / seq", "max ctx"};
+void print_table(const std::vector<nlohmann::json>& rows, bool int8) {
+  const std::vector<std::string> head = {"model", "family", "layers", "params", "active",
+                                         int8 ? "int8 weights" : "bf16 weights", "ckpt weights", "KV / token",
+                                         "state / seq", "max ctx"};
   std::vector<std::vector<std::string>> cells;
   for (const auto& r : rows) {
     cells.push_back({
@@ -64,7 +68,7 @@ void print_table(const std::vector<nlohmann::json>& rows) {
         fmt::format("{}: {}", r["num_layers"].get<int64_t>(), r["layout"].get<std::string>()),
         group_digits(r["total_params"].get<int64_t>()),
         group_digits(r["active_params"].get<int64_t>()),
-        human_bytes(r["weight_bytes_bf16"].get<uint64_t>()),
+        human_bytes(r[int8 ? "weight_bytes_int8" : "weight_bytes_bf16"].get<uint64_t>()),
         fmt::format("{} ({})", human_bytes(r["weight_bytes_checkpoint"].get<uint64_t>()),
                     r["checkpoint_dtype"].get<std::string>()),
         r["kv_cache_bytes_per_token"].get<uint64_t>() == 0 ? "-" : human_bytes(r["kv_cache_bytes_per_token"].get<uint64_t>()),
@@ -95,6 +99,10 @@ void print_table(const std::vector<nlohmann::json>& rows) {
              "Mamba conv state ({}) + SSM state (fp32) per sequence.\n",
              rows.empty() ? "bfloat16" : rows[0]["cache_dtype"].get<std::string>(),
              rows.empty() ? "bfloat16" : rows[0]["cache_dtype"].get<std::string>());
+  if (int8) {
+    fmt::print("int8 weights: every linear weight in int8 with an fp32 scale per output channel (--weights int8), "
+               "embeddings, norms, routers and biases in bf16.\n");
+  }
 }
 
 int run_info(const InfoOptions& opt) {
@@ -116,7 +124,7 @@ int run_info(const InfoOptions& opt) {
   if (opt.json) {
     fmt::print("{}\n", nlohmann::json(rows).dump(2));
   } else {
-    print_table(rows);
+    print_table(rows, ops::parse_weight_format(opt.weights, "--weights") == ops::WeightFormat::Int8);
     for (const auto& r : rows) {
       if (!r.contains("tensors")) continue;
       fmt::print("\n{}: {} expected tensors\n", r["model"].get<std::string>(), r["tensors"].size());
@@ -138,6 +146,9 @@ void register_info(CLI::App& app, int* exit_code) {
   cmd->add_option("MODEL", opt->models, "Checkpoint folders, config files or built-in config names (default: all built-in)");
   cmd->add_flag("--json", opt->json, "Print JSON instead of a table");
   cmd->add_flag("--tensors", opt->tensors, "Also list the expected checkpoint tensors (HF names and shapes)");
+  cmd->add_option("--weights", opt->weights,
+                  "dense or int8: which weight bytes the table shows (the JSON has both)")
+      ->capture_default_str();
   cmd->add_option("--cache-dtype", opt->cache_dtype, "dtype of the KV cache and conv state in the byte figures")
       ->capture_default_str();
   cmd->callback([opt, exit_code] { *exit_code = run_info(*opt); });

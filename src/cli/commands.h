@@ -25,6 +25,8 @@ void register_report(CLI::App& app, int* exit_code);
 // Options shared by the commands that run a model (generate, bench, experts), with one help text.
 // --backend auto|reference|cuda: which implementation the ops with a CUDA kernel run.
 void add_backend_option(CLI::App* sub, std::string* value);
+// --weights dense|int8: the linear layers' weight format (ModelOptions::weights).
+void add_weights_option(CLI::App* sub, std::string* value);
 
 // Formatting shared by the printers.
 std::string group_digits(int64_t n);        // 8030261248 -> "8,030,261,248"

@@ -12,4 +12,11 @@ void add_backend_option(CLI::App* sub, std::string* value) {
       ->capture_default_str();
 }
 
+void add_weights_option(CLI::App* sub, std::string* value) {
+  sub->add_option("--weights", *value,
+                  "dense: every weight in the model dtype; int8: every linear weight quantised at load to int8 "
+                  "with an fp32 scale per output channel (embeddings, norms, routers stay in the dtype)")
+      ->capture_default_str();
+}
+
 }  // namespace effarch::cli

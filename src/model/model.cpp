@@ -112,10 +112,11 @@ std::unique_ptr<Model> Model::load(const ModelSource& source, const ModelOptions
   if (source.checkpoint_dir) {
     const auto store = io::TensorStore::open_folder(*source.checkpoint_dir);
     return std::make_unique<Model>(source.config, Weights::from_checkpoint(source.config, store, options.dtype,
-                                                                            options.device),
+                                                                            options.device, options.weights),
                                    options);
   }
-  return std::make_unique<Model>(source.config, Weights::random(source.config, options.seed, options.dtype, options.device),
+  return std::make_unique<Model>(source.config, Weights::random(source.config, options.seed, options.dtype, options.device,
+                                                                 options.weights),
                                  options);
 }
 
@@ -130,7 +131,10 @@ Model::Model(ModelConfig config, Weights weights, ModelOptions options)
   implementations_ = resolve_implementations(config_, options_);
 }
 
-std::string Model::weight_format() const { return ops::format_name(head_); }
+std::string Model::weight_format() const {
+  // A tied head reads the embedding, which stays in the dtype whatever the linear layers' format.
+  return options_.weights == ops::WeightFormat::Int8 ? "int8" : ops::format_name(head_);
+}
 
 Model::~Model() = default;
 
@@ -178,7 +182,7 @@ at::Tensor Model::forward(const at::Tensor& ids, int64_t start_pos, bool last_on
   for (size_t i = 0; i < blocks_.size(); ++i) x = blocks_[i]->forward(x, cache_.layers[i], ctx);
   if (last_only) x = x.narrow(1, t - 1, 1);
   // A Mamba residual stream arrives in fp32: the head reads it in the weights' dtype, as HF does.
-  const at::Tensor logits = ops::linear((*final_norm_)(x).to(head_.weight.scalar_type()), head_);
+  const at::Tensor logits = ops::linear((*final_norm_)(x).to(embed_.scalar_type()), head_);
   cache_.length = start_pos + t;
   return logits.to(at::kFloat);
 }
@@ -231,7 +235,7 @@ at::Tensor Model::forward_static(const at::Tensor& ids) {
                      options_.backend, routing_observer_ ? &routing_observer_ : nullptr, &position_, &key_positions_};
   at::Tensor x = at::embedding(embed_, ids);  // [B, 1, H]
   for (size_t i = 0; i < blocks_.size(); ++i) x = blocks_[i]->forward(x, cache_.layers[i], ctx);
-  const at::Tensor logits = ops::linear((*final_norm_)(x).to(head_.weight.scalar_type()), head_);
+  const at::Tensor logits = ops::linear((*final_norm_)(x).to(embed_.scalar_type()), head_);
   return logits.squeeze(1).to(at::kFloat);
 }
 

@@ -49,6 +49,8 @@ ModelStats compute_stats(const ModelConfig& c, at::ScalarType cache_dtype) {
   for (const auto& t : expected_tensors(c)) {
     if (t.optional) continue;
     s.total_params += t.numel();
+    const auto n = static_cast<uint64_t>(t.numel());
+    s.weight_bytes_int8 += t.linear ? n + 4 * static_cast<uint64_t>(t.shape[0]) : 2 * n;
     if (t.expert < 0 || t.expert < top_k) s.active_params += t.numel();
   }
   s.attention_layers = c.count_layers(MixerKind::Attention);

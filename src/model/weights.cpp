@@ -14,8 +14,19 @@ void Weights::put(const ModelConfig&, int layer, const std::string& role, at::Te
   by_role_[{layer, role}] = std::move(t);
 }
 
+void Weights::put_in_format(const ModelConfig& config, const TensorSpec& spec, at::Tensor t, ops::WeightFormat format) {
+  if (format == ops::WeightFormat::Int8 && spec.linear) {
+    auto [q, scale] = ops::quantize_int8(t);
+    t = at::Tensor();  // the dense copy goes before the next tensor loads
+    put(config, spec.layer, spec.role, std::move(q));
+    put(config, spec.layer, spec.role + "_scale", std::move(scale));
+    return;
+  }
+  put(config, spec.layer, spec.role, std::move(t));
+}
+
 Weights Weights::from_checkpoint(const ModelConfig& config, const io::TensorStore& store, at::ScalarType dtype,
-                                 at::Device device) {
+                                 at::Device device, ops::WeightFormat format) {
   const CheckpointCheck check = check_checkpoint(config, store);
   require_valid(check, store.root().string());
   std::map<std::string, std::string> found(check.resolved.begin(), check.resolved.end());
@@ -24,16 +35,17 @@ Weights Weights::from_checkpoint(const ModelConfig& config, const io::TensorStor
     auto it = found.find(spec.name);
     if (it == found.end()) continue;  // an optional tensor that is absent
     // Every tensor in the model dtype, as HF loads them; ops upcast where their math is fp32.
-    w.put(config, spec.layer, spec.role, store.load(it->second, dtype, device));
+    w.put_in_format(config, spec, store.load(it->second, dtype, device), format);
   }
   return w;
 }
 
-Weights Weights::random(const ModelConfig& config, uint64_t seed, at::ScalarType dtype, at::Device device) {
+Weights Weights::random(const ModelConfig& config, uint64_t seed, at::ScalarType dtype, at::Device device,
+                        ops::WeightFormat format) {
   Weights w;
   for (const auto& spec : expected_tensors(config)) {
     if (spec.optional) continue;
-    w.put(config, spec.layer, spec.role, random_tensor(config, spec, seed, dtype, device));
+    w.put_in_format(config, spec, random_tensor(config, spec, seed, dtype, device), format);
   }
   return w;
 }
@@ -52,13 +64,17 @@ const at::Tensor& Weights::get(int layer, const std::string& role) const {
   return *t;
 }
 
-ops::Linear Weights::linear(int layer, const std::string& prefix) const {
-  const at::Tensor* bias = find(layer, prefix + "bias");
-  return ops::Linear(get(layer, prefix + "weight"), bias == nullptr ? std::nullopt : std::optional<at::Tensor>(*bias));
+ops::Linear Weights::linear(int layer, const std::string& prefix, bool with_bias) const {
+  const at::Tensor* bias = with_bias ? find(layer, prefix + "bias") : nullptr;
+  std::optional<at::Tensor> b = bias == nullptr ? std::nullopt : std::optional<at::Tensor>(*bias);
+  if (const at::Tensor* scale = find(layer, prefix + "weight_scale")) {
+    return ops::Linear::int8(get(layer, prefix + "weight"), *scale, std::move(b));
+  }
+  return ops::Linear(get(layer, prefix + "weight"), std::move(b));
 }
 
 ops::Linear Weights::fused_linear(int layer, const std::vector<std::string>& prefixes) const {
-  std::vector<at::Tensor> weights, biases;
+  std::vector<at::Tensor> weights, biases, scales;
   for (const std::string& p : prefixes) {
     const at::Tensor& w = get(layer, p + "weight");
     if (!weights.empty() && (w.dim() != 2 || w.size(1) != weights[0].size(1) ||
@@ -69,6 +85,11 @@ ops::Linear Weights::fused_linear(int layer, const std::vector<std::string>& pre
     }
     weights.push_back(w);
     if (const at::Tensor* b = find(layer, p + "bias")) biases.push_back(*b);
+    if (const at::Tensor* sc = find(layer, p + "weight_scale")) scales.push_back(*sc);
+  }
+  if (!scales.empty() && scales.size() != weights.size()) {
+    throw CheckpointError(fmt::format("layer {}: cannot fuse '{}...': some parts are int8 and some not", layer,
+                                      prefixes[0]));
   }
   if (!biases.empty() && biases.size() != weights.size()) {
     throw CheckpointError(fmt::format("layer {}: cannot fuse '{}...': some parts have a bias and some not", layer,
@@ -76,14 +97,18 @@ ops::Linear Weights::fused_linear(int layer, const std::vector<std::string>& pre
   }
   const at::Tensor fused = at::cat(weights, 0);
   const at::Tensor fused_bias = biases.empty() ? at::Tensor() : at::cat(biases, 0);
+  const at::Tensor fused_scale = scales.empty() ? at::Tensor() : at::cat(scales, 0);
   int64_t row = 0;
   for (size_t i = 0; i < prefixes.size(); ++i) {
     const int64_t rows = weights[i].size(0);
     by_role_[{layer, prefixes[i] + "weight"}] = fused.narrow(0, row, rows);
     if (fused_bias.defined()) by_role_[{layer, prefixes[i] + "bias"}] = fused_bias.narrow(0, row, rows);
+    if (fused_scale.defined()) by_role_[{layer, prefixes[i] + "weight_scale"}] = fused_scale.narrow(0, row, rows);
     row += rows;
   }
-  return ops::Linear(fused, fused_bias.defined() ? std::optional<at::Tensor>(fused_bias) : std::nullopt);
+  std::optional<at::Tensor> b = fused_bias.defined() ? std::optional<at::Tensor>(fused_bias) : std::nullopt;
+  if (fused_scale.defined()) return ops::Linear::int8(fused, fused_scale, std::move(b));
+  return ops::Linear(fused, std::move(b));
 }
 
 ops::GatedMlpWeights Weights::gated_mlp(int layer, const std::string& prefix) const {

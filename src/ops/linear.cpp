@@ -10,8 +10,30 @@
 
 namespace effarch::ops {
 
+std::string weight_format_option(WeightFormat format) {
+  switch (format) {
+    case WeightFormat::Dense: return "dense";
+    case WeightFormat::Int8: return "int8";
+  }
+  return "?";
+}
+
+WeightFormat parse_weight_format(const std::string& value, const std::string& option) {
+  if (value == "dense") return WeightFormat::Dense;
+  if (value == "int8") return WeightFormat::Int8;
+  throw UsageError(fmt::format("{} '{}': expected dense (the model's dtype) or int8", option, value));
+}
+
+Linear Linear::int8(at::Tensor q, at::Tensor scale, std::optional<at::Tensor> b) {
+  Linear layer(std::move(q), std::move(b));
+  layer.scale = std::move(scale);
+  layer.format = WeightFormat::Int8;
+  return layer;
+}
+
 uint64_t Linear::bytes() const {
   uint64_t n = weight.defined() ? static_cast<uint64_t>(weight.nbytes()) : 0;
+  if (scale.defined()) n += static_cast<uint64_t>(scale.nbytes());
   if (bias) n += static_cast<uint64_t>(bias->nbytes());
   return n;
 }
@@ -19,8 +41,36 @@ uint64_t Linear::bytes() const {
 std::string format_name(const Linear& layer) {
   switch (layer.format) {
     case WeightFormat::Dense: return layer.weight.defined() ? float_dtype_name(layer.weight.scalar_type()) : "undefined";
+    case WeightFormat::Int8: return "int8";
   }
   return "?";
+}
+
+std::pair<at::Tensor, at::Tensor> quantize_int8(const at::Tensor& w) {
+  if (!w.defined() || w.dim() != 2 || !at::isFloatingType(w.scalar_type())) {
+    throw OpError(fmt::format("quantize_int8: the weight must be a float [out, in] tensor, got {}",
+                              w.defined() ? detail::shape(w) + " " + std::string(c10::toString(w.scalar_type()))
+                                          : "undefined"));
+  }
+  const at::Tensor wf = w.to(at::kFloat);
+  at::Tensor scale = wf.abs().amax(1) / 127.0f;
+  scale = at::where(scale > 0, scale, at::ones_like(scale));  // an all-zero row: q = 0 whatever the step
+  const at::Tensor q = at::round(wf / scale.unsqueeze(1)).clamp_(-127, 127).to(at::kChar);
+  return {q, scale};
+}
+
+Linear quantize_int8(const Linear& layer) {
+  if (layer.format == WeightFormat::Int8) return layer;
+  auto [q, scale] = quantize_int8(layer.weight);
+  return Linear::int8(std::move(q), std::move(scale), layer.bias);
+}
+
+at::Tensor dense_weight(const Linear& layer, at::ScalarType dtype) {
+  switch (layer.format) {
+    case WeightFormat::Dense: return layer.weight.to(dtype);
+    case WeightFormat::Int8: return (layer.weight.to(at::kFloat) * layer.scale.unsqueeze(1)).to(dtype);
+  }
+  return {};
 }
 
 at::Tensor linear(const at::Tensor& x, const Linear& layer) {
@@ -33,8 +83,19 @@ at::Tensor linear(const at::Tensor& x, const Linear& layer) {
     throw OpError(fmt::format("{}: x {} does not end in the weight's {} input features", op,
                               x.defined() ? detail::shape(x) : "undefined", layer.in_features()));
   }
+  if (layer.format == WeightFormat::Int8 &&
+      (layer.weight.scalar_type() != at::kChar || !layer.scale.defined() || layer.scale.dim() != 1 ||
+       layer.scale.size(0) != layer.out_features() || layer.scale.scalar_type() != at::kFloat)) {
+    throw OpError(fmt::format("{}: an int8 layer needs an int8 weight and fp32 scales [{}], got {} and {}", op,
+                              layer.out_features(), c10::toString(layer.weight.scalar_type()),
+                              layer.scale.defined() ? detail::shape(layer.scale) : "no scales"));
+  }
   // A decode step's few rows: every thread streams its share of the weight (MKL's GEMV uses one).
-  if (cpu::gemv_applies(x, layer.weight, layer.bias)) return cpu::gemv(x, layer.weight, layer.bias);
+  if (cpu::gemv_applies(x, layer)) return cpu::gemv(x, layer);
+  if (layer.format == WeightFormat::Int8) {
+    // The reference: the weight dequantised to x's dtype for this call, then the dense product.
+    return at::linear(x, dense_weight(layer, x.scalar_type()), layer.bias);
+  }
   return at::linear(x, layer.weight, layer.bias);
 }
 

@@ -28,34 +28,39 @@ void check_float(const at::Tensor& t, const char* op, const std::string& name) {
   }
 }
 
+// One of an expert's layers: its shape, its device, and its dtype (x's for a dense weight; int8
+// with fp32 scales per output for an int8 one).
+void check_layer(const Linear& layer, const std::string& name, std::vector<int64_t> expected, const at::Tensor& x) {
+  constexpr const char* op = "moe_dispatch";
+  if (layer.format == WeightFormat::Int8) {
+    if (!layer.weight.defined() || layer.weight.sizes() != at::IntArrayRef(expected) ||
+        layer.weight.scalar_type() != at::kChar || layer.weight.device() != x.device()) {
+      throw OpError(fmt::format("{}: {} (int8) must be an int8 [{}] tensor on {}, got {}", op, name,
+                                fmt::join(expected, ", "), x.device().str(),
+                                layer.weight.defined() ? shape(layer.weight) : "an undefined tensor"));
+    }
+    return;  // its scales: ops::linear checks them
+  }
+  detail::check_float_tensor(layer.weight, op, name.c_str(), expected, x, "x");
+  if (layer.weight.scalar_type() != x.scalar_type()) {
+    throw OpError(fmt::format("{}: {} has dtype {} but x has {}", op, name, c10::toString(layer.weight.scalar_type()),
+                              c10::toString(x.scalar_type())));
+  }
+}
+
 // Only the experts that run are checked: the others may be absent (never read).
 void check_expert(const ExpertWeights& w, int64_t e, const at::Tensor& x) {
-  constexpr const char* op = "moe_dispatch";
-  const std::string gate = fmt::format("experts[{}].gate", e), up = fmt::format("experts[{}].up", e),
-                    down = fmt::format("experts[{}].down", e);
+  const std::string name = fmt::format("experts[{}]", e);
   const int64_t hidden = x.size(1);
   if (!w.gate.weight.defined() || w.gate.weight.dim() != 2) {
-    throw OpError(fmt::format("{}: {} must be [I, {}], got {}", op, gate, hidden,
+    throw OpError(fmt::format("moe_dispatch: {}.gate must be [I, {}], got {}", name, hidden,
                               w.gate.weight.defined() ? shape(w.gate.weight) : "an undefined tensor"));
   }
   const int64_t inter = w.gate.out_features();
-  detail::check_float_tensor(w.gate.weight, op, gate.c_str(), {inter, hidden}, x, "x");
-  detail::check_float_tensor(w.up.weight, op, up.c_str(), {inter, hidden}, x, "x");
-  detail::check_float_tensor(w.down.weight, op, down.c_str(), {hidden, inter}, x, "x");
-  if (w.gate_up.defined()) {
-    const std::string gate_up = fmt::format("experts[{}].gate_up", e);
-    detail::check_float_tensor(w.gate_up.weight, op, gate_up.c_str(), {2 * inter, hidden}, x, "x");
-    if (w.gate_up.weight.scalar_type() != x.scalar_type()) {
-      throw OpError(fmt::format("{}: {} has dtype {} but x has {}", op, gate_up,
-                                c10::toString(w.gate_up.weight.scalar_type()), c10::toString(x.scalar_type())));
-    }
-  }
-  for (const auto* t : {&w.gate.weight, &w.up.weight, &w.down.weight}) {
-    if (t->scalar_type() != x.scalar_type()) {
-      throw OpError(fmt::format("{}: experts[{}] has dtype {} but x has {}", op, e, c10::toString(t->scalar_type()),
-                              c10::toString(x.scalar_type())));
-    }
-  }
+  check_layer(w.gate, name + ".gate", {inter, hidden}, x);
+  check_layer(w.up, name + ".up", {inter, hidden}, x);
+  check_layer(w.down, name + ".down", {hidden, inter}, x);
+  if (w.gate_up.defined()) check_layer(w.gate_up, name + ".gate_up", {2 * inter, hidden}, x);
 }
 
 }  // namespace

@@ -338,7 +338,24 @@ else
   fail "python3-matplotlib is missing (tools/setup.sh installs it)"
 fi
 
+# --weights int8: recorded in the key (a point of its own beside the dense one), and the
+# roofline's decode bytes are the int8 bytes read (about a quarter of fp32's for the linears).
+"$EFFARCH" bench tiny-llama --prompt-lengths 16 --gen-tokens 4 --reps 1 --warmup 0 --mode speed --threads 1 \
+  --no-progress -o w8.json > /dev/null 2>&1 || fail "bench --weights dense"
+"$EFFARCH" bench tiny-llama --prompt-lengths 16 --gen-tokens 4 --reps 1 --warmup 0 --mode speed --threads 1 \
+  --weights int8 --no-progress -o w8q.json > /dev/null 2>&1 || fail "bench --weights int8"
+"$PYTHON" - <<'PY' || fail "--weights int8 not recorded in the key, or its decode bytes"
+import json
+d, q = (json.load(open(f))["points"][0] for f in ("w8.json", "w8q.json"))
+assert d["key"]["weights"] == "float32" and q["key"]["weights"] == "int8", (d["key"]["weights"], q["key"]["weights"])
+bd, bq = (p["roofline"]["decode_bytes_per_step"] for p in (d, q))
+assert bq < 0.6 * bd, (bd, bq)
+PY
+echo '{"models": ["tiny-llama"], "prompt_lengths": [8], "gen_tokens": 2, "reps": 1, "warmup": 0, "weights": "int4"}' > w4-suite.json
+expect_exit 2 "'weights'" "$EFFARCH" bench --suite w4-suite.json
+
 # Bad input: exit 2 naming the option or file.
+expect_exit 2 "--weights 'int4'" "$EFFARCH" bench tiny-llama --weights int4
 expect_exit 2 "--prompt-lengths: 'x'" "$EFFARCH" bench tiny-llama --prompt-lengths 16,x
 expect_exit 2 "--batch" "$EFFARCH" bench tiny-llama --batch 0
 expect_exit 2 "--threads must be at least 1" "$EFFARCH" bench tiny-llama --threads 0

@@ -104,4 +104,13 @@ assert d["weights"] == "float32", d["weights"]' || fail "$model: generate --json
 done
 expect_exit 2 "--backend cuda" "$EFFARCH" generate tiny-mamba --prompt-ids 1 --device cpu --backend cuda
 expect_exit 2 "unknown backend 'fast'" "$EFFARCH" generate tiny-llama --prompt-ids 1 --backend fast
+
+# --weights int8: quantised as the checkpoint loads (effarch init's files) and recorded in the
+# JSON (how close its logits stay to the dense weights' is int8_model_test's).
+for model in tiny-llama tiny-mamba2 tiny-mixtral; do
+  out=$("$EFFARCH" generate "$SCRATCH/$model" --prompt-ids "$ids" -n 12 --weights int8 --json) || fail "$model: --weights int8"
+  echo "$out" | "$PYTHON" -c 'import json,sys; d=json.load(sys.stdin); assert d["weights"] == "int8", d["weights"]; assert len(d["tokens"][0]) == 12' \
+    || fail "$model: --weights int8 not recorded"
+done
+expect_exit 2 "--weights 'int4': expected dense" "$EFFARCH" generate tiny-llama --prompt-ids 1 --weights int4
 finish

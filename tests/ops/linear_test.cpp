@@ -76,5 +76,71 @@ TEST(Linear, DecodeGemvKeepsLeadingDimsAndNonContiguousInput) {
   EXPECT_EQ(linear(x3, Linear(w)).sizes(), (at::IntArrayRef{1, 1, 24}));
 }
 
+// --- int8 weights: the quantiser, the reference (dequantise then matmul), the decode GEMV -----
+
+TEST(Int8, QuantiserStepsAndRoundTrip) {
+  at::manual_seed(21);
+  for (const at::ScalarType dtype : {at::kFloat, at::kBFloat16, at::kHalf}) {
+    at::Tensor w = (at::randn({37, 53}) * at::rand({37, 1}) * 3).to(dtype);
+    w[5].zero_();  // an all-zero row
+    const auto [q, scale] = quantize_int8(w);
+    ASSERT_EQ(q.scalar_type(), at::kChar);
+    ASSERT_EQ(scale.scalar_type(), at::kFloat);
+    ASSERT_EQ(scale.sizes(), (at::IntArrayRef{37}));
+    const at::Tensor wf = w.to(at::kFloat);
+    // The step is each row's largest magnitude over 127, so that element maps to +-127.
+    const at::Tensor amax = wf.abs().amax(1);
+    EXPECT_TRUE(at::allclose(scale.narrow(0, 0, 5), amax.narrow(0, 0, 5) / 127, 1e-7, 0));
+    EXPECT_EQ(scale[5].item<float>(), 1.0f);
+    EXPECT_EQ(q[5].abs().sum().item<int64_t>(), 0);
+    EXPECT_EQ(q.abs().amax(1).narrow(0, 0, 5).min().item<int64_t>(), 127);
+    EXPECT_LE(q.abs().max().item<int64_t>(), 127);  // -128 never used: symmetric
+    // Every element within half a step of its dequantised value.
+    const at::Tensor err = (q.to(at::kFloat) * scale.unsqueeze(1) - wf).abs();
+    // (plus fp32 rounding of w / scale and q * scale: a few 1e-5 of a step for |q| near 127).
+    EXPECT_TRUE((err <= scale.unsqueeze(1) * 0.5001).all().item<bool>()) << c10::toString(dtype);
+    // dense_weight is exactly q * scale, rounded once to the dtype asked for.
+    const Linear layer = quantize_int8(Linear(w));
+    EXPECT_EQ(layer.format, WeightFormat::Int8);
+    EXPECT_EQ(format_name(layer), "int8");
+    EXPECT_TRUE(at::equal(dense_weight(layer, at::kFloat), q.to(at::kFloat) * scale.unsqueeze(1)));
+    EXPECT_EQ(layer.bytes(), 37u * 53u + 37u * 4u);
+  }
+  EXPECT_THROW_WITH(quantize_int8(at::ones({3, 4}, at::kLong)), OpError, {"quantize_int8", "float"});
+}
+
+TEST(Int8, ProductsMatchTheDequantisedReference) {
+  at::manual_seed(22);
+  for (const at::ScalarType dtype : {at::kFloat, at::kBFloat16, at::kHalf}) {
+    for (int64_t in : {1, 7, 16, 37, 130}) {
+      for (int64_t out : {1, 5, 64, 300}) {
+        const Linear layer = quantize_int8(Linear(at::randn({out, in}) / std::sqrt(static_cast<double>(in)),
+                                                  at::randn({out}).to(dtype)));
+        const at::Tensor wf = dense_weight(layer, at::kFloat);
+        // 1-4 rows: the int8 GEMV; 9 rows: the reference (dequantise, then at::linear).
+        for (int64_t rows : {1, 2, 3, 4, 9}) {
+          const at::Tensor x = at::randn({rows, in}).to(dtype);
+          const std::string what = fmt::format("{} in {} out {} rows {}", c10::toString(dtype), in, out, rows);
+          const at::Tensor y = linear(x, layer);
+          EXPECT_EQ(y.scalar_type(), dtype) << what;
+          test::expect_close(y, at::linear(x.to(at::kFloat), wf, layer.bias->to(at::kFloat)).to(dtype),
+                             test::rounding_tolerance(dtype), what);
+        }
+      }
+    }
+  }
+}
+
+TEST(Int8, ArgumentErrors) {
+  Linear layer = quantize_int8(Linear(at::randn({4, 6})));
+  layer.scale = at::ones({3});
+  EXPECT_THROW_WITH(linear(at::randn({1, 6}), layer), OpError, {"int8", "scales [4]", "[3]"});
+  layer.scale = at::Tensor();
+  EXPECT_THROW_WITH(linear(at::randn({2, 6}), layer), OpError, {"int8", "no scales"});
+  EXPECT_THROW_WITH(parse_weight_format("int4", "--weights"), UsageError, {"--weights", "int4", "dense", "int8"});
+  EXPECT_EQ(parse_weight_format("int8", "--weights"), WeightFormat::Int8);
+  EXPECT_EQ(weight_format_option(WeightFormat::Dense), "dense");
+}
+
 }  // namespace
 }  // namespace effarch::ops

@@ -117,5 +117,37 @@ TEST(MoeDispatchCpuOnly, OtherActivationsAndZeroTokens) {
             (std::vector<int64_t>{0, 16}));
 }
 
+// --weights int8 experts, as Weights::gated_mlp builds them: gate_up quantised, gate and up views
+// of its rows and scales.
+std::vector<ExpertWeights> quantized(const std::vector<ExpertWeights>& experts) {
+  std::vector<ExpertWeights> q;
+  for (const ExpertWeights& w : experts) {
+    ExpertWeights e;
+    e.gate_up = quantize_int8(w.gate_up);
+    const int64_t inter = w.inter();
+    e.gate = Linear::int8(e.gate_up.weight.narrow(0, 0, inter), e.gate_up.scale.narrow(0, 0, inter));
+    e.up = Linear::int8(e.gate_up.weight.narrow(0, inter, inter), e.gate_up.scale.narrow(0, inter, inter));
+    e.down = quantize_int8(w.down);
+    q.push_back(std::move(e));
+  }
+  return q;
+}
+
+TEST(MoeDispatchCpuOnly, Int8ExpertsMatchTheReference) {
+  at::manual_seed(13);
+  for (const at::ScalarType dtype : {at::kFloat, at::kBFloat16}) {
+    for (const int64_t tokens : {1, 2, 37}) {  // grouped GEMV, then GEMMs
+      const at::Tensor x = at::randn({tokens, 40}).to(dtype);
+      const auto experts = quantized(make_experts(8, 40, 36, dtype, true, false));
+      const Routing r = moe_route(x, at::randn({8, 40}).to(dtype), 2, RouterKind::SoftmaxFp32Renormalized);
+      test::Tolerance tol = test::rounding_tolerance(dtype);
+      if (dtype != at::kFloat) tol = {2 * tol.atol, 2 * tol.rtol};
+      test::expect_close(moe_dispatch(x, r, experts, Activation::SiLU, Backend::Cpu),
+                         moe_dispatch(x, r, experts, Activation::SiLU, Backend::Reference), tol,
+                         fmt::format("{} tokens {}", tokens, c10::toString(dtype)));
+    }
+  }
+}
+
 }  // namespace
 }  // namespace effarch::ops

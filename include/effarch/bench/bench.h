@@ -16,6 +16,7 @@
 #include "effarch/bench/roofline.h"
 #include "effarch/model/model.h"
 #include "effarch/ops/backend.h"
+#include "effarch/ops/linear.h"
 
 namespace effarch::bench {
 
@@ -37,6 +38,7 @@ struct SweepSpec {
   std::optional<model::DecodeMode> cuda_graphs;
   std::string attention = "sdpa";             // checked by ops::parse_attention_impl where it is read
   ops::Backend backend = ops::Backend::Auto;  // asked of every op (ModelOptions::backend)
+  ops::WeightFormat weights = ops::WeightFormat::Dense;  // ModelOptions::weights; the key's "weights" 
   Modes modes;                                // speed and memory by default
   uint64_t seed = 0;
   std::optional<uint64_t> memory_limit;  // bytes a point may allocate beyond what it started with

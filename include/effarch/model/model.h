@@ -52,6 +52,8 @@ struct ModelOptions {
   // Which implementation the ops with a kernel/reference switch run (--backend). Cuda fails, when
   // the model is built, for an op the model uses that has no CUDA kernel.
   ops::Backend backend = ops::Backend::Auto;
+  // The linear layers' weights: the dtype's (Dense) or int8 quantised at load (--weights int8).
+  ops::WeightFormat weights = ops::WeightFormat::Dense;
   uint64_t seed = 0;  // for random weights
   DecodeMode decode = DecodeMode::Eager;
   // Let attention models run past max_position_embeddings (benchmarks measure speed and memory
@@ -83,7 +85,7 @@ class Model {
   const std::map<std::string, std::string>& implementations() const { return implementations_; }
   // The format of the linear layers' weights, as results record it: the dtype's name today
   // ("bfloat16", "float32"); "int8" once weight-only int8 exists.
-  std::string weight_format() const;
+  std::string weight_format() const;  // "int8" or the dtype's name ("bfloat16")
 
   // Allocates the cache for `batch` sequences of up to `max_len` tokens (prompt + generated).
   void allocate_cache(int64_t batch, int64_t max_len);

@@ -18,6 +18,9 @@ struct ModelStats {
   int64_t attention_layers = 0, mamba_layers = 0, moe_layers = 0, dense_layers = 0;
   uint64_t weight_bytes_bf16 = 0;
   uint64_t weight_bytes_checkpoint = 0;  // at the config's torch_dtype
+  // --weights int8: every linear weight int8 with an fp32 scale per output channel, the rest
+  // (embeddings, norms, routers, biases, SSM parameters) in bf16.
+  uint64_t weight_bytes_int8 = 0;
   // K and V of every attention layer for one token of one sequence, at `cache_dtype`.
   uint64_t kv_bytes_per_token = 0;
   // conv_state (at cache_dtype) + ssm_state (fp32) of every Mamba layer, per sequence.

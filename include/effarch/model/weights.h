@@ -22,19 +22,27 @@ class TensorStore;
 
 namespace effarch::model {
 
+struct TensorSpec;
+
 class Weights {
  public:
   // Throws CheckpointError listing missing/unexpected/mis-shaped tensors before loading any.
+  // `format` Int8: every linear weight (TensorSpec::linear) is quantised as it loads, one tensor
+  // at a time (ops::quantize_int8), and stored as int8 with its scales under role + "_scale";
+  // embeddings, norms, routers, biases and the SSM parameters stay in `dtype`.
   static Weights from_checkpoint(const ModelConfig& config, const io::TensorStore& store, at::ScalarType dtype,
-                                 at::Device device);
-  static Weights random(const ModelConfig& config, uint64_t seed, at::ScalarType dtype, at::Device device);
+                                 at::Device device, ops::WeightFormat format = ops::WeightFormat::Dense);
+  static Weights random(const ModelConfig& config, uint64_t seed, at::ScalarType dtype, at::Device device,
+                        ops::WeightFormat format = ops::WeightFormat::Dense);
 
   // layer -1: model-level tensors (embed, final_norm, lm_head). Throws naming layer and role.
   const at::Tensor& get(int layer, const std::string& role) const;
   const at::Tensor* find(int layer, const std::string& role) const;
   // The linear layer whose roles are prefix + "weight" and, when present, prefix + "bias"
-  // (e.g. "attn.q."). Throws like get() when the weight is missing.
-  ops::Linear linear(int layer, const std::string& prefix) const;
+  // (e.g. "attn.q.") and prefix + "weight_scale" (an int8 weight's scales). Throws like get()
+  // when the weight is missing. with_bias false: the bias is left out (Mamba's dt_proj, whose bias
+  // the scan adds).
+  ops::Linear linear(int layer, const std::string& prefix, bool with_bias = true) const;
   // One linear layer whose output is the parts' outputs side by side, [..., sum of out], for
   // products of the same input (a gated MLP's gate and up: one [2I, H] product, then split). The
   // parts' weights (and biases, all or none) are concatenated on the call and the parts re-pointed
@@ -50,6 +58,8 @@ class Weights {
 
  private:
   void put(const ModelConfig& config, int layer, const std::string& role, at::Tensor t);
+  // put(), quantised first when `format` is Int8 and spec is a linear weight.
+  void put_in_format(const ModelConfig& config, const TensorSpec& spec, at::Tensor t, ops::WeightFormat format);
   // mutable: fused_linear() re-points parts at views of the fused tensor (same values).
   mutable std::map<std::pair<int, std::string>, at::Tensor> by_role_;
 };

@@ -1,12 +1,13 @@
 #pragma once
 // A linear layer, y = x W^T (+ b), as every projection of every architecture runs it: attention
 // q/k/v/o, dense and expert MLPs, the Mamba projections (in, x, dt, out) and the head. One type
-// and one call, so a weight format (today the model's dtype; int8 with per-channel scales and
-// tensor-parallel shards are what the format is for) changes one place, not every block.
+// and one call, so a weight format (the model's dtype, or int8 with per-channel scales) changes
+// one place, not every block.
 
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <utility>
 
 #include <ATen/core/Tensor.h>
 
@@ -15,25 +16,45 @@ namespace effarch::ops {
 // How a linear layer's weight is stored.
 enum class WeightFormat {
   Dense,  // the weight as it is, in the model's dtype ([out, in])
+  Int8,   // weight-only int8, symmetric per output channel: W[o, :] ~ q[o, :] * scale[o]
 };
 
+// "dense" or "int8", as --weights takes them.
+std::string weight_format_option(WeightFormat format);
+// The value of a --weights option: dense (the model's dtype) or int8. Throws UsageError naming `option`.
+WeightFormat parse_weight_format(const std::string& value, const std::string& option);
+
 struct Linear {
-  at::Tensor weight;  // [out, in]
-  std::optional<at::Tensor> bias;  // [out]
+  at::Tensor weight;  // [out, in]: the model's dtype (Dense) or int8 (Int8)
+  std::optional<at::Tensor> bias;  // [out], the model's dtype (never quantised)
+  at::Tensor scale;  // Int8: [out] fp32, the step of each output channel
   WeightFormat format = WeightFormat::Dense;
 
   Linear() = default;
   Linear(at::Tensor w, std::optional<at::Tensor> b = std::nullopt) : weight(std::move(w)), bias(std::move(b)) {}
+  // An int8 layer: q [out, in] int8, scale [out] fp32.
+  static Linear int8(at::Tensor q, at::Tensor scale, std::optional<at::Tensor> b = std::nullopt);
 
   bool defined() const { return weight.defined(); }
   int64_t out_features() const { return weight.size(0); }
   int64_t in_features() const { return weight.size(1); }
-  // Bytes a forward pass reads for this layer: the weight as stored (and its bias).
+  // Bytes a forward pass reads for this layer: the weight as stored (and its scales and bias).
   uint64_t bytes() const;
 };
 
-// The format's name as results record it: the weight's dtype for Dense ("bfloat16", "float32").
+// The format's name as results record it: the weight's dtype for Dense ("bfloat16", "float32"),
+// "int8" for Int8.
 std::string format_name(const Linear& layer);
+
+// Symmetric per-output-channel int8 of w [out, in] (any float dtype): scale[o] = max|w[o, :]| / 127
+// in fp32 (1 for an all-zero row), q = round(w / scale) in [-127, 127]. Every element is within
+// scale[o] / 2 of q * scale[o]. Returns {q int8 [out, in], scale fp32 [out]} on w's device.
+std::pair<at::Tensor, at::Tensor> quantize_int8(const at::Tensor& w);
+// A dense layer quantised (the bias stays as it is); an Int8 layer is returned unchanged.
+Linear quantize_int8(const Linear& layer);
+// The weight as a dense [out, in] tensor of `dtype`: cast (Dense) or q * scale (Int8, in fp32, then
+// rounded to dtype): the reference every int8 kernel is tested against.
+at::Tensor dense_weight(const Linear& layer, at::ScalarType dtype);
 
 // x [..., in] -> [..., out] in x's dtype. Throws OpError naming `x` or the weight for a mismatch.
 at::Tensor linear(const at::Tensor& x, const Linear& layer);

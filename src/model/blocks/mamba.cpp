@@ -21,7 +21,7 @@ class Mamba1Mixer final : public Mixer {
         conv_w_(w.get(layer, "mamba.conv.weight")),
         conv_b_(optional_weight(w, layer, "mamba.conv.bias")),
         x_proj_(w.linear(layer, "mamba.x_proj.")),
-        dt_proj_(w.get(layer, "mamba.dt_proj.weight")),  // its bias goes to the scan (delta_bias), in fp32
+        dt_proj_(w.linear(layer, "mamba.dt_proj.", /*with_bias=*/false)),  // its bias goes to the scan (delta_bias), in fp32
         out_proj_(w.linear(layer, "mamba.out_proj.")) {
     args_.A = -at::exp(w.get(layer, "mamba.A_log").to(at::kFloat));
     args_.D = w.get(layer, "mamba.D");

@@ -23,20 +23,21 @@ bool parallel_build();
 inline constexpr int64_t kGemvMaxRows = 4;
 
 // Whether gemv() handles this product: CPU tensors, x with at most kGemvMaxRows rows, a
-// contiguous fp32 or bf16 weight [out, in], bias (if any) of the weight's dtype or fp32.
-bool gemv_applies(const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias);
+// contiguous fp32, bf16 or int8 (with fp32 scales) weight [out, in], bias (if any) of any float dtype.
+bool gemv_applies(const at::Tensor& x, const Linear& layer);
 
 // y = x W^T (+ b) with the output features split across threads; the dot products accumulate in
-// fp32. x [..., in] -> [..., out] in x's dtype. Call only where gemv_applies().
-at::Tensor gemv(const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias);
+// fp32 (an int8 layer's times its scale per channel). x [..., in] -> [..., out] in x's dtype.
+// Call only where gemv_applies().
+at::Tensor gemv(const at::Tensor& x, const Linear& layer);
 
-// One product of a group: `rows` (<= kGemvMaxRows) rows of fp32 x [rows, K] times weight^T
-// (weight [O, K] contiguous fp32 or bf16) plus bias (fp32 [O] or null) into fp32 y, whose rows
-// are ldy floats apart (O for a [rows, O] output; more to write into columns of a wider buffer).
+// One product of a group: `rows` (<= kGemvMaxRows) rows of fp32 x [rows, K] times the layer
+// (one gemv_applies() takes) plus bias (fp32 [O] or null) into fp32 y, whose rows are ldy floats
+// apart (O for a [rows, O] output; more to write into columns of a wider buffer).
 struct GemvJob {
   const float* x;
   int rows;
-  const at::Tensor* weight;
+  const Linear* layer;
   const float* bias;
   float* y;
   int64_t ldy;

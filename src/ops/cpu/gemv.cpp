@@ -1,4 +1,5 @@
-// The decode GEMV: x [R, K] (R <= kGemvMaxRows) times W^T, W [O, K] fp32 or bf16. A one-token
+// The decode GEMV: x [R, K] (R <= kGemvMaxRows) times W^T, W [O, K] fp32, bf16 or int8 (times
+// its per-channel scales). A one-token
 // at::linear reaches MKL's GEMV, which runs on one thread; a decode step is a pass over every
 // weight, bound by memory bandwidth, so here the output features are split across all of
 // ATen's threads, each streaming its rows of W once for all R rows of x (held in fp32, in L1).
@@ -17,10 +18,11 @@ namespace {
 
 using simd::v8f;
 
-// Output features [o0, o1) for R rows of x: y[r * ldy + o] = x[r] . W[o] (+ bias[o]).
+// Output features [o0, o1) for R rows of x: y[r * ldy + o] = (x[r] . W[o]) (* scale[o]) (+ bias[o]);
+// scale is an int8 weight's per-channel step (null for fp32/bf16 weights).
 template <int R, typename W>
-EFFARCH_INLINE void gemv_rows(const float* x, int64_t K, const W* w, const float* bias, int64_t o0, int64_t o1,
-                              float* y, int64_t ldy) {
+EFFARCH_INLINE void gemv_rows(const float* x, int64_t K, const W* w, const float* scale, const float* bias, int64_t o0,
+                              int64_t o1, float* y, int64_t ldy) {
   for (int64_t o = o0; o < o1; ++o) {
     const W* wo = w + o * K;
     v8f acc0[R], acc1[R];
@@ -41,30 +43,36 @@ EFFARCH_INLINE void gemv_rows(const float* x, int64_t K, const W* w, const float
     for (int r = 0; r < R; ++r) {
       float s = simd::hsum(acc0[r] + acc1[r]);
       for (int64_t j = k; j < K; ++j) s += static_cast<float>(wo[j]) * x[r * K + j];
+      if (scale) s *= scale[o];
       y[r * ldy + o] = bias ? s + bias[o] : s;
     }
   }
 }
 
 template <typename W>
-EFFARCH_INLINE void gemv_dispatch(const float* x, int R, int64_t K, const W* w, const float* bias, int64_t o0,
-                                  int64_t o1, float* y, int64_t ldy) {
+EFFARCH_INLINE void gemv_dispatch(const float* x, int R, int64_t K, const W* w, const float* scale, const float* bias,
+                                  int64_t o0, int64_t o1, float* y, int64_t ldy) {
   switch (R) {
-    case 1: gemv_rows<1>(x, K, w, bias, o0, o1, y, ldy); break;
-    case 2: gemv_rows<2>(x, K, w, bias, o0, o1, y, ldy); break;
-    case 3: gemv_rows<3>(x, K, w, bias, o0, o1, y, ldy); break;
-    default: gemv_rows<4>(x, K, w, bias, o0, o1, y, ldy); break;
+    case 1: gemv_rows<1>(x, K, w, scale, bias, o0, o1, y, ldy); break;
+    case 2: gemv_rows<2>(x, K, w, scale, bias, o0, o1, y, ldy); break;
+    case 3: gemv_rows<3>(x, K, w, scale, bias, o0, o1, y, ldy); break;
+    default: gemv_rows<4>(x, K, w, scale, bias, o0, o1, y, ldy); break;
   }
 }
 
 EFFARCH_CPU_CLONES void gemv_f32(const float* x, int R, int64_t K, const float* w, const float* bias, int64_t o0,
                                  int64_t o1, float* y, int64_t ldy) {
-  gemv_dispatch(x, R, K, w, bias, o0, o1, y, ldy);
+  gemv_dispatch(x, R, K, w, nullptr, bias, o0, o1, y, ldy);
 }
 
 EFFARCH_CPU_CLONES void gemv_bf16(const float* x, int R, int64_t K, const c10::BFloat16* w, const float* bias,
                                   int64_t o0, int64_t o1, float* y, int64_t ldy) {
-  gemv_dispatch(x, R, K, w, bias, o0, o1, y, ldy);
+  gemv_dispatch(x, R, K, w, nullptr, bias, o0, o1, y, ldy);
+}
+
+EFFARCH_CPU_CLONES void gemv_i8(const float* x, int R, int64_t K, const int8_t* w, const float* scale,
+                                const float* bias, int64_t o0, int64_t o1, float* y, int64_t ldy) {
+  gemv_dispatch(x, R, K, w, scale, bias, o0, o1, y, ldy);
 }
 
 }  // namespace
@@ -77,13 +85,22 @@ bool parallel_build() {
 #endif
 }
 
-bool gemv_applies(const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias) {
+bool gemv_applies(const at::Tensor& x, const Linear& layer) {
+  const at::Tensor& weight = layer.weight;
   if (!x.device().is_cpu() || !weight.device().is_cpu() || weight.dim() != 2 || !weight.is_contiguous()) return false;
   const at::ScalarType wt = weight.scalar_type();
-  if (wt != at::kFloat && wt != at::kBFloat16) return false;
+  if (layer.format == WeightFormat::Int8) {
+    if (wt != at::kChar || !layer.scale.defined() || !layer.scale.is_contiguous() ||
+        layer.scale.scalar_type() != at::kFloat || layer.scale.numel() != weight.size(0)) {
+      return false;
+    }
+  } else if (wt != at::kFloat && wt != at::kBFloat16) {
+    return false;
+  }
   const at::ScalarType xt = x.scalar_type();
   if (xt != at::kFloat && xt != at::kBFloat16 && xt != at::kHalf) return false;
   if (x.numel() == 0 || x.size(-1) == 0 || x.numel() / x.size(-1) > kGemvMaxRows) return false;
+  const auto& bias = layer.bias;
   if (bias && (!bias->device().is_cpu() || bias->dim() != 1 || bias->size(0) != weight.size(0))) return false;
   return true;
 }
@@ -94,11 +111,17 @@ namespace {
 int64_t gemv_grain(int64_t K) { return std::max<int64_t>(1, (int64_t{1} << 16) / std::max<int64_t>(K, 1)); }
 
 void gemv_range(const GemvJob& job, int64_t o0, int64_t o1) {
-  const int64_t K = job.weight->size(1);
-  if (job.weight->scalar_type() == at::kFloat) {
-    gemv_f32(job.x, job.rows, K, job.weight->data_ptr<float>(), job.bias, o0, o1, job.y, job.ldy);
-  } else {
-    gemv_bf16(job.x, job.rows, K, job.weight->data_ptr<c10::BFloat16>(), job.bias, o0, o1, job.y, job.ldy);
+  const at::Tensor& w = job.layer->weight;
+  const int64_t K = w.size(1);
+  switch (w.scalar_type()) {
+    case at::kFloat: gemv_f32(job.x, job.rows, K, w.data_ptr<float>(), job.bias, o0, o1, job.y, job.ldy); break;
+    case at::kBFloat16:
+      gemv_bf16(job.x, job.rows, K, w.data_ptr<c10::BFloat16>(), job.bias, o0, o1, job.y, job.ldy);
+      break;
+    default:  // int8 (gemv_applies checked)
+      gemv_i8(job.x, job.rows, K, w.data_ptr<int8_t>(), job.layer->scale.data_ptr<float>(), job.bias, o0, o1, job.y,
+              job.ldy);
+      break;
   }
 }
 
@@ -111,8 +134,8 @@ void gemv_grouped(const std::vector<GemvJob>& jobs) {
   std::vector<int64_t> first(jobs.size() + 1, 0);
   int64_t max_k = 1;
   for (size_t j = 0; j < jobs.size(); ++j) {
-    first[j + 1] = first[j] + jobs[j].weight->size(0);
-    max_k = std::max(max_k, jobs[j].weight->size(1));
+    first[j + 1] = first[j] + jobs[j].layer->out_features();
+    max_k = std::max(max_k, jobs[j].layer->in_features());
   }
   at::parallel_for(0, first.back(), gemv_grain(max_k), [&](int64_t begin, int64_t end) {
     size_t j = static_cast<size_t>(std::upper_bound(first.begin(), first.end(), begin) - first.begin()) - 1;
@@ -123,16 +146,13 @@ void gemv_grouped(const std::vector<GemvJob>& jobs) {
   });
 }
 
-at::Tensor gemv(const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias) {
-  const int64_t K = weight.size(1), O = weight.size(0);
+at::Tensor gemv(const at::Tensor& x, const Linear& layer) {
+  const int64_t K = layer.in_features(), O = layer.out_features();
   const int R = static_cast<int>(x.numel() / K);
   const at::Tensor xf = x.reshape({R, K}).to(at::kFloat).contiguous();
-  const at::Tensor bf = bias ? bias->to(at::kFloat).contiguous() : at::Tensor();
+  const at::Tensor bf = layer.bias ? layer.bias->to(at::kFloat).contiguous() : at::Tensor();
   at::Tensor y = at::empty({R, O}, xf.options());
-  const float* xp = xf.data_ptr<float>();
-  const float* bp = bias ? bf.data_ptr<float>() : nullptr;
-  float* yp = y.data_ptr<float>();
-  const GemvJob job{xp, R, &weight, bp, yp, O};
+  const GemvJob job{xf.data_ptr<float>(), R, &layer, layer.bias ? bf.data_ptr<float>() : nullptr, y.data_ptr<float>(), O};
   at::parallel_for(0, O, gemv_grain(K), [&](int64_t o0, int64_t o1) { gemv_range(job, o0, o1); });
   std::vector<int64_t> out_shape(x.sizes().begin(), x.sizes().end());
   out_shape.back() = O;

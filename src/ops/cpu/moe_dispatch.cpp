@@ -53,7 +53,9 @@ struct Active {
 
 // dst [rows, O] (a row range of a contiguous buffer) = x [rows, K] W^T (+ b), ATen's GEMM.
 void product_into(at::Tensor dst, const at::Tensor& x, const Linear& layer) {
-  if (layer.bias) {
+  if (layer.format != WeightFormat::Dense) {
+    dst.copy_(linear(x, layer));  // the format's own product
+  } else if (layer.bias) {
     at::addmm_out(dst, *layer.bias, x, layer.weight.t());
   } else {
     at::mm_out(dst, x, layer.weight.t());
@@ -72,7 +74,7 @@ struct GroupedProducts {
       biases.push_back(layer.bias->to(at::kFloat).contiguous());
       bias = biases.back().data_ptr<float>();
     }
-    jobs.push_back(GemvJob{x, static_cast<int>(rows), &layer.weight, bias, y, ldy});
+    jobs.push_back(GemvJob{x, static_cast<int>(rows), &layer, bias, y, ldy});
   }
 };
 
@@ -138,7 +140,7 @@ at::Tensor moe_dispatch(const at::Tensor& x, const at::Tensor& expert_ids, const
   for (const Active& a : active) {
     const ExpertWeights& w = experts[static_cast<size_t>(a.expert)];
     for (const Linear* l : {fused ? &w.gate_up : &w.gate, fused ? &w.gate_up : &w.up, &w.down}) {
-      gemv = gemv && gemv_applies(one_row, l->weight, l->bias);
+      gemv = gemv && gemv_applies(one_row, *l);
     }
   }
   gemv = gemv && most_rows <= kGemvMaxRows;

@@ -34,6 +34,12 @@ EFFARCH_INLINE v8f load8(const c10::BFloat16* p) {  // bf16 is the top half of a
   std::memcpy(&v, &w, sizeof v);
   return v;
 }
+EFFARCH_INLINE v8f load8(const int8_t* p) {  // int8 weights, exact in fp32
+  typedef int8_t v8i8 __attribute__((vector_size(8)));
+  v8i8 b;
+  std::memcpy(&b, p, sizeof b);
+  return __builtin_convertvector(b, v8f);
+}
 EFFARCH_INLINE void store8(float* p, v8f v) { std::memcpy(p, &v, sizeof v); }
 EFFARCH_INLINE v8f splat(float x) { return v8f{x, x, x, x, x, x, x, x}; }
 EFFARCH_INLINE float hsum(v8f v) {
