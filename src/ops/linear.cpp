@@ -93,6 +93,14 @@ at::Tensor linear(const at::Tensor& x, const Linear& layer) {
   // A decode step's few rows: every thread streams its share of the weight (MKL's GEMV uses one).
   if (cpu::gemv_applies(x, layer)) return cpu::gemv(x, layer);
   if (layer.format == WeightFormat::Int8) {
+#ifdef EFFARCH_WITH_CUDA
+    const int64_t rows = x.numel() / layer.in_features();
+    if (x.is_cuda() && rows >= 1 && rows <= detail::kCudaInt8GemvMaxRows && layer.weight.device() == x.device()) {
+      std::vector<int64_t> out_shape(x.sizes().begin(), x.sizes().end());
+      out_shape.back() = layer.out_features();
+      return detail::int8_gemv_cuda(x.reshape({rows, layer.in_features()}), layer).view(out_shape);
+    }
+#endif
     // The reference: the weight dequantised to x's dtype for this call, then the dense product.
     return at::linear(x, dense_weight(layer, x.scalar_type()), layer.bias);
   }

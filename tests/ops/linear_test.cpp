@@ -142,5 +142,36 @@ TEST(Int8, ArgumentErrors) {
   EXPECT_EQ(weight_format_option(WeightFormat::Dense), "dense");
 }
 
+// The CUDA int8 GEMV (kernels/int8_gemv) against the same reference: 1-8 rows, lengths that take
+// the 16-byte loads (multiples of 16) and the scalar loop (37), a strided row view of x, a bias.
+TEST(Int8, CudaGemvMatchesTheDequantisedReference) {
+  if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
+  at::manual_seed(23);
+  for (const at::ScalarType dtype : {at::kFloat, at::kBFloat16, at::kHalf}) {
+    for (int64_t in : {16, 37, 512, 4096}) {
+      for (int64_t out : {1, 9, 300}) {
+        Linear layer = quantize_int8(Linear(at::randn({out, in}) / std::sqrt(static_cast<double>(in)),
+                                            at::randn({out}).to(dtype)));
+        layer.weight = layer.weight.cuda();
+        layer.scale = layer.scale.cuda();
+        layer.bias = layer.bias->cuda();
+        const at::Tensor wf = dense_weight(layer, at::kFloat);
+        for (int64_t rows = 1; rows <= 8; ++rows) {
+          const at::Tensor x = at::randn({rows, in}, at::kCUDA).to(dtype);
+          const std::string what = fmt::format("{} in {} out {} rows {}", c10::toString(dtype), in, out, rows);
+          const at::Tensor expect = at::linear(x.to(at::kFloat), wf, layer.bias->to(at::kFloat)).to(dtype);
+          test::expect_close(linear(x, layer), expect, test::rounding_tolerance(dtype), what);
+        }
+        // Rows 2 apart in a wider buffer: the kernel reads them through x's row stride.
+        const at::Tensor wide = at::randn({3, 2 * in}, at::kCUDA).to(dtype);
+        const at::Tensor view = wide.narrow(1, 0, in);
+        test::expect_close(linear(view, layer),
+                           at::linear(view.to(at::kFloat), wf, layer.bias->to(at::kFloat)).to(dtype),
+                           test::rounding_tolerance(dtype), "strided rows");
+      }
+    }
+  }
+}
+
 }  // namespace
 }  // namespace effarch::ops

@@ -57,6 +57,18 @@ Linear quantize_int8(const Linear& layer);
 at::Tensor dense_weight(const Linear& layer, at::ScalarType dtype);
 
 // x [..., in] -> [..., out] in x's dtype. Throws OpError naming `x` or the weight for a mismatch.
+// A few rows (decode) run a GEMV kernel: on the CPU for fp32, bf16 and int8 weights (all
+// threads), on CUDA for int8 weights (kernels/int8_gemv); otherwise the dense product (an int8
+// weight dequantised to x's dtype for the call: the reference the kernels are tested against).
 at::Tensor linear(const at::Tensor& x, const Linear& layer);
+
+namespace detail {
+// Rows of x up to which a CUDA int8 layer runs the int8 GEMV kernel.
+inline constexpr int64_t kCudaInt8GemvMaxRows = 8;
+#ifdef EFFARCH_WITH_CUDA
+// x [R, K] on CUDA (R <= kCudaInt8GemvMaxRows, k contiguous), an int8 layer on x's device -> [R, O].
+at::Tensor int8_gemv_cuda(const at::Tensor& x, const Linear& layer);
+#endif
+}  // namespace detail
 
 }  // namespace effarch::ops
