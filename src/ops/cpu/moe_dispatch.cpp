@@ -62,8 +62,8 @@ void product_into(at::Tensor dst, const at::Tensor& x, const Linear& layer) {
   }
 }
 
-// The decode path's products: for each active expert, the layers `pick` names, on its rows of
-// x (fp32 [M, K]) into its rows of y (fp32 [M, ldy]) at column `column`.
+// The decode path's products, gathered for one gemv_grouped call: each adds a layer applied to
+// an expert's rows of x (fp32, K apart) written into its rows of y (fp32, ldy apart).
 struct GroupedProducts {
   std::vector<GemvJob> jobs;
   std::vector<at::Tensor> biases;  // fp32 copies the jobs point into
