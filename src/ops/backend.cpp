@@ -56,6 +56,8 @@ bool has_cpu_kernel(OpFamily op) {
   switch (op) {
     case OpFamily::SelectiveScan:         // src/ops/cpu/selective_scan.cpp
     case OpFamily::SelectiveStateUpdate:  // the same kernel, one step
+    case OpFamily::SsdScan:               // src/ops/cpu/ssd.cpp
+    case OpFamily::SsdStateUpdate:        // the same recurrence, one step
       return true;
     default: return false;
   }
