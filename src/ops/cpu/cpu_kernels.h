@@ -34,13 +34,22 @@ namespace effarch::ops::cpu {
 
 // The Mamba-1 selective scan fused in one pass over time (include/effarch/ops/selective_scan.h
 // has the recurrence): arguments already checked by the op. u, delta, z [B, D, L] and Bmat,
-// Cmat [B, N, L] in any strides and float dtypes; A [D, N]; D, delta_bias [D]; ssm_state
-// [B, D, N] fp32, read as h[-1] when `from_state`, written with h[L-1]. Returns y [B, D, L] in
-// u's dtype (a view of a [B, L, D] tensor, the layout the mixer's out_proj reads).
+// Cmat [B, N, L] in any strides and float dtypes; A [D, N]; D, delta_bias [D] (any float dtype
+// and strides, read in place); ssm_state [B, D, N] fp32, read as h[-1] when `from_state`, written
+// with h[L-1]. Returns y [B, D, L] in u's dtype (a view of a [B, L, D] tensor, the layout the
+// mixer's out_proj reads), written in that dtype directly.
 at::Tensor selective_scan(const at::Tensor& u, const at::Tensor& delta, const at::Tensor& Bmat, const at::Tensor& Cmat,
                           const std::optional<at::Tensor>& z, const at::Tensor& A, const std::optional<at::Tensor>& D,
                           const std::optional<at::Tensor>& delta_bias, bool delta_softplus, at::Tensor& ssm_state,
                           bool from_state);
+
+// Its one-token step from the state, updated in place: u, delta, z [B, D], Bmat, Cmat [B, N].
+// No ATen call besides y's allocation (no views, no dtype conversions, no temporaries): y [B, D]
+// in u's dtype.
+at::Tensor selective_state_update(const at::Tensor& u, const at::Tensor& delta, const at::Tensor& Bmat,
+                                  const at::Tensor& Cmat, const std::optional<at::Tensor>& z, const at::Tensor& A,
+                                  const std::optional<at::Tensor>& D, const std::optional<at::Tensor>& delta_bias,
+                                  bool delta_softplus, at::Tensor& ssm_state);
 
 }  // namespace effarch::ops::cpu
 
