@@ -182,6 +182,28 @@ TEST(SelectiveScan, CpuKernelOnStateAndParameterViews) {
   }
 }
 
+// The mixer's channel-last views (transposes of [B, L, X] projections) over full 16-channel
+// blocks and a partial one (D = 37), where the CPU prefill reads fp32 inputs in place: against
+// the reference in fp32, bf16 and fp16, with and without D / z / bias / softplus.
+TEST(SelectiveScan, CpuKernelChannelLastFullBlocks) {
+  const auto cl = [](const at::Tensor& t) { return t.transpose(1, 2).contiguous().transpose(1, 2); };
+  for (const at::ScalarType dtype : {at::kFloat, at::kBFloat16, at::kHalf}) {
+    for (const bool full : {true, false}) {
+      at::manual_seed(50 + full);
+      const Problem p = random_problem(2, 37, 16, 19, dtype, full);
+      const std::optional<at::Tensor> z = full ? std::optional<at::Tensor>(cl(p.z)) : std::nullopt;
+      at::Tensor s_ref = p.state0.clone(), s_cpu = p.state0.clone();
+      const at::Tensor y_ref =
+          selective_scan(cl(p.u), cl(p.delta), cl(p.B), cl(p.C), z, p.args, s_ref, true, Backend::Reference);
+      const at::Tensor y_cpu = selective_scan(cl(p.u), cl(p.delta), cl(p.B), cl(p.C), z, p.args, s_cpu, true, Backend::Cpu);
+      const std::string what = fmt::format("{} full={}", c10::toString(dtype), full);
+      const test::Tolerance tol = dtype == at::kFloat ? test::Tolerance{1e-5, 1e-5} : test::rounding_tolerance(dtype);
+      test::expect_close(y_cpu, y_ref, tol, what + " y");
+      test::expect_close(s_cpu, s_ref, {1e-5, 1e-5}, what + " state");
+    }
+  }
+}
+
 TEST(SelectiveScan, Bf16InputsRunInFp32) {
   at::manual_seed(5);
   const Problem p = random_problem(2, 6, 4, 41, at::kBFloat16, true);

@@ -38,6 +38,7 @@ struct ScanParams {
   at::ScalarType y_type = at::kFloat;
   int64_t dim = 0, len = 0, dstate = 0, nv = 0;  // nv: state vectors of 8 (N padded with zeros)
   bool direct = false;  // the state's and A's rows used in place (fp32, contiguous over N, N % 8 == 0)
+  bool lanes = false;   // channels in the vector lanes (scan_block_lanes): prefill
 };
 
 // y[0, n) = v[0, n) rounded to `type` (fp32, bf16 or fp16).
@@ -130,6 +131,97 @@ EFFARCH_CPU_CLONES void scan_block(const ScanParams& p, int64_t b, int64_t d0, i
   }
 }
 
+// The same for a prefill (L > 1), channels in the vector lanes: the block's state transposed to
+// [N, kBlock] in scratch, so each step runs, for every n, exp(dt A[:, n]) h[n] + dt u B[n] over
+// the block's 16 channels as two 8-lane vectors, with B[n] and C[n] broadcast and y accumulated
+// lane by lane (no horizontal sums, dt u once per channel). Over N the lanes would hold one
+// channel's 16 states: a horizontal sum per (t, d) and the per-channel scalars splatted each step.
+// scratch: 2 * N * kBlock + 2 * N floats. The transposes in and out are O(N kBlock) per block.
+EFFARCH_CPU_CLONES void scan_block_lanes(const ScanParams& p, int64_t b, int64_t d0, int64_t dn, float* scratch) {
+  const int64_t N = p.dstate;
+  float* h = scratch;              // [N, kBlock]
+  float* a = h + N * kBlock;       // [N, kBlock]: A transposed, 0 past dn (exp(0) h = h = 0 there)
+  float* bt = a + N * kBlock;      // [N]: B[b, :, t]
+  float* ct = bt + N;              // [N]: C[b, :, t]
+  float dtb[kBlock] = {}, ub[kBlock] = {}, gb[kBlock] = {}, yb[kBlock], db[kBlock] = {}, biasb[kBlock] = {};
+  for (int64_t n = 0; n < N; ++n) {
+    for (int64_t dd = 0; dd < kBlock; ++dd) {
+      const bool in = dd < dn;
+      const int64_t d = d0 + dd;
+      a[n * kBlock + dd] = in ? p.A.at(d * p.A.stride[0] + n * p.A.stride[1]) : 0.f;
+      h[n * kBlock + dd] = in && p.from_state ? p.state[b * p.st0 + d * p.st1 + n * p.st2] : 0.f;
+    }
+  }
+  for (int64_t dd = 0; dd < dn; ++dd) {
+    if (p.has_D) db[dd] = p.D.at((d0 + dd) * p.D.stride[0]);
+    if (p.has_bias) biasb[dd] = p.bias.at((d0 + dd) * p.bias.stride[0]);
+  }
+  const v8f bias0 = simd::load8(biasb), bias1 = simd::load8(biasb + 8);
+  const v8f dskip0 = simd::load8(db), dskip1 = simd::load8(db + 8);
+  // fp32 inputs are read where they lie (a one-step copy costs a memcpy call per input and step,
+  // as much as the step's arithmetic at N = 16); other dtypes, or a block of fewer than kBlock
+  // channels or channels not adjacent, go through the fp32 buffers.
+  const auto fp32 = [](const Operand& o) { return o.type == at::kFloat ? static_cast<const float*>(o.data) : nullptr; };
+  const float *Bp = fp32(p.B), *Cp = fp32(p.C);
+  const int64_t bs = Bp ? p.B.stride[1] : 1, cs = Cp ? p.C.stride[1] : 1;
+  const auto lanes_direct = [&](const Operand& o) { return o.type == at::kFloat && o.stride[1] == 1 && dn == kBlock; };
+  const bool delta_direct = lanes_direct(p.delta), u_direct = lanes_direct(p.u), z_direct = p.has_z && lanes_direct(p.z);
+  for (int64_t t = 0; t < p.len; ++t) {
+    const float* bsrc = Bp ? Bp + b * p.B.stride[0] + t * p.B.stride[2] : bt;
+    const float* csrc = Cp ? Cp + b * p.C.stride[0] + t * p.C.stride[2] : ct;
+    if (!Bp) p.B.gather(b * p.B.stride[0] + t * p.B.stride[2], p.B.stride[1], N, bt);
+    if (!Cp) p.C.gather(b * p.C.stride[0] + t * p.C.stride[2], p.C.stride[1], N, ct);
+    const auto row = [&](const Operand& o, bool direct, float* buf) -> const float* {
+      const int64_t off = b * o.stride[0] + d0 * o.stride[1] + t * o.stride[2];
+      if (direct) return static_cast<const float*>(o.data) + off;
+      o.gather(off, o.stride[1], dn, buf);
+      return buf;
+    };
+    const float* dsrc = row(p.delta, delta_direct, dtb);
+    const float* usrc = row(p.u, u_direct, ub);
+    const float* zsrc = p.has_z ? row(p.z, z_direct, gb) : gb;
+    v8f dt0 = simd::load8(dsrc) + bias0, dt1 = simd::load8(dsrc + 8) + bias1;
+    if (p.softplus) {
+      dt0 = simd::softplus8(dt0);
+      dt1 = simd::softplus8(dt1);
+    }
+    const v8f u0 = simd::load8(usrc), u1 = simd::load8(usrc + 8);
+    const v8f du0 = dt0 * u0, du1 = dt1 * u1;
+    v8f y0 = simd::splat(0.f), y1 = y0;
+    for (int64_t n = 0; n < N; ++n) {
+      float* hn = h + n * kBlock;
+      const float* an = a + n * kBlock;
+      const v8f bn = simd::splat(bsrc[n * bs]), cn = simd::splat(csrc[n * cs]);
+      const v8f h0 = simd::exp8(dt0 * simd::load8(an)) * simd::load8(hn) + du0 * bn;
+      const v8f h1 = simd::exp8(dt1 * simd::load8(an + 8)) * simd::load8(hn + 8) + du1 * bn;
+      simd::store8(hn, h0);
+      simd::store8(hn + 8, h1);
+      y0 += h0 * cn;
+      y1 += h1 * cn;
+    }
+    if (p.has_D) {
+      y0 += dskip0 * u0;
+      y1 += dskip1 * u1;
+    }
+    if (p.has_z) {
+      y0 *= simd::silu8(simd::load8(zsrc));
+      y1 *= simd::silu8(simd::load8(zsrc + 8));
+    }
+    const int64_t yoff = (b * p.len + t) * p.dim + d0;
+    if (p.y_type == at::kFloat && dn == kBlock) {
+      simd::store8(static_cast<float*>(p.y) + yoff, y0);
+      simd::store8(static_cast<float*>(p.y) + yoff + 8, y1);
+    } else {
+      simd::store8(yb, y0);
+      simd::store8(yb + 8, y1);
+      store_as(p.y_type, p.y, yoff, yb, dn);
+    }
+  }
+  for (int64_t dd = 0; dd < dn; ++dd) {
+    for (int64_t n = 0; n < N; ++n) p.state[b * p.st0 + (d0 + dd) * p.st1 + n * p.st2] = h[n * kBlock + dd];
+  }
+}
+
 // Everything from the tensors' pointers, dtypes and strides: no ATen call. `insert` is where the
 // inputs lack the time dim (2 for the one-token update's [B, D] / [B, N]), -1 where they have it.
 ScanParams params(const at::Tensor& u, const at::Tensor& delta, const at::Tensor& Bmat, const at::Tensor& Cmat,
@@ -167,6 +259,7 @@ ScanParams params(const at::Tensor& u, const at::Tensor& delta, const at::Tensor
   p.dstate = ssm_state.size(2);
   p.nv = (p.dstate + 7) / 8;
   p.direct = p.dstate % 8 == 0 && p.st2 == 1 && p.A.type == at::kFloat && p.A.stride[1] == 1;
+  p.lanes = len > 1;
   return p;
 }
 
@@ -185,7 +278,11 @@ void run(const ScanParams& p, int64_t batch) {
     float* buf = scratch <= kStackScratch ? stack : heap.data();
     for (int64_t i = i0; i < i1; ++i) {
       const int64_t b = i / blocks, d0 = (i % blocks) * kBlock;
-      scan_block(p, b, d0, std::min(kBlock, p.dim - d0), buf);
+      if (p.lanes) {
+        scan_block_lanes(p, b, d0, std::min(kBlock, p.dim - d0), buf);
+      } else {
+        scan_block(p, b, d0, std::min(kBlock, p.dim - d0), buf);
+      }
     }
   });
 }
