@@ -133,11 +133,17 @@ EFFARCH_CPU_CLONES void scan_block(const ScanParams& p, int64_t b, int64_t d0, i
 
 // The same for a prefill (L > 1), channels in the vector lanes: the block's state transposed to
 // [N, kBlock] in scratch, so each step runs, for every n, exp(dt A[:, n]) h[n] + dt u B[n] over
-// the block's 16 channels as two 8-lane vectors, with B[n] and C[n] broadcast and y accumulated
-// lane by lane (no horizontal sums, dt u once per channel). Over N the lanes would hold one
-// channel's 16 states: a horizontal sum per (t, d) and the per-channel scalars splatted each step.
-// scratch: 2 * N * kBlock + 2 * N floats. The transposes in and out are O(N kBlock) per block.
-EFFARCH_CPU_CLONES void scan_block_lanes(const ScanParams& p, int64_t b, int64_t d0, int64_t dn, float* scratch) {
+// the block's 16 channels as one 16-lane vector (one AVX-512 register in the x86-64-v4 clone,
+// two AVX ones in the v3 clone), with B[n] and C[n] broadcast and y accumulated lane by lane (no
+// horizontal sums, dt u once per channel). Over N the lanes would hold one channel's 16 states:
+// a horizontal sum per (t, d) and the per-channel scalars splatted each step. fp32 inputs are
+// read where they lie and fp32 y written in place (a one-step copy costs a memcpy call per input
+// and step, as much as the step's arithmetic at N = 16); other dtypes, a partial block, or
+// channels not adjacent go through the fp32 buffers. scratch: 2 * N * kBlock + 2 * N floats; the
+// transposes in and out are O(N kBlock) per block.
+static_assert(kBlock == 16, "scan_block_lanes holds a block in one v16f");
+EFFARCH_CPU_CLONES_V4 void scan_block_lanes(const ScanParams& p, int64_t b, int64_t d0, int64_t dn, float* scratch) {
+  using simd::v16f;
   const int64_t N = p.dstate;
   float* h = scratch;              // [N, kBlock]
   float* a = h + N * kBlock;       // [N, kBlock]: A transposed, 0 past dn (exp(0) h = h = 0 there)
@@ -156,11 +162,7 @@ EFFARCH_CPU_CLONES void scan_block_lanes(const ScanParams& p, int64_t b, int64_t
     if (p.has_D) db[dd] = p.D.at((d0 + dd) * p.D.stride[0]);
     if (p.has_bias) biasb[dd] = p.bias.at((d0 + dd) * p.bias.stride[0]);
   }
-  const v8f bias0 = simd::load8(biasb), bias1 = simd::load8(biasb + 8);
-  const v8f dskip0 = simd::load8(db), dskip1 = simd::load8(db + 8);
-  // fp32 inputs are read where they lie (a one-step copy costs a memcpy call per input and step,
-  // as much as the step's arithmetic at N = 16); other dtypes, or a block of fewer than kBlock
-  // channels or channels not adjacent, go through the fp32 buffers.
+  const v16f bias = simd::load16(biasb), dskip = simd::load16(db);
   const auto fp32 = [](const Operand& o) { return o.type == at::kFloat ? static_cast<const float*>(o.data) : nullptr; };
   const float *Bp = fp32(p.B), *Cp = fp32(p.C);
   const int64_t bs = Bp ? p.B.stride[1] : 1, cs = Cp ? p.C.stride[1] : 1;
@@ -180,40 +182,24 @@ EFFARCH_CPU_CLONES void scan_block_lanes(const ScanParams& p, int64_t b, int64_t
     const float* dsrc = row(p.delta, delta_direct, dtb);
     const float* usrc = row(p.u, u_direct, ub);
     const float* zsrc = p.has_z ? row(p.z, z_direct, gb) : gb;
-    v8f dt0 = simd::load8(dsrc) + bias0, dt1 = simd::load8(dsrc + 8) + bias1;
-    if (p.softplus) {
-      dt0 = simd::softplus8(dt0);
-      dt1 = simd::softplus8(dt1);
-    }
-    const v8f u0 = simd::load8(usrc), u1 = simd::load8(usrc + 8);
-    const v8f du0 = dt0 * u0, du1 = dt1 * u1;
-    v8f y0 = simd::splat(0.f), y1 = y0;
+    v16f dt = simd::load16(dsrc) + bias;
+    if (p.softplus) dt = simd::softplus_v(dt);
+    const v16f u = simd::load16(usrc);
+    const v16f du = dt * u;
+    v16f y = simd::splat_as<v16f>(0.f);
     for (int64_t n = 0; n < N; ++n) {
       float* hn = h + n * kBlock;
-      const float* an = a + n * kBlock;
-      const v8f bn = simd::splat(bsrc[n * bs]), cn = simd::splat(csrc[n * cs]);
-      const v8f h0 = simd::exp8(dt0 * simd::load8(an)) * simd::load8(hn) + du0 * bn;
-      const v8f h1 = simd::exp8(dt1 * simd::load8(an + 8)) * simd::load8(hn + 8) + du1 * bn;
-      simd::store8(hn, h0);
-      simd::store8(hn + 8, h1);
-      y0 += h0 * cn;
-      y1 += h1 * cn;
+      const v16f hv = simd::exp_v(dt * simd::load16(a + n * kBlock)) * simd::load16(hn) + du * bsrc[n * bs];
+      simd::store16(hn, hv);
+      y += hv * csrc[n * cs];
     }
-    if (p.has_D) {
-      y0 += dskip0 * u0;
-      y1 += dskip1 * u1;
-    }
-    if (p.has_z) {
-      y0 *= simd::silu8(simd::load8(zsrc));
-      y1 *= simd::silu8(simd::load8(zsrc + 8));
-    }
+    if (p.has_D) y += dskip * u;
+    if (p.has_z) y *= simd::silu_v(simd::load16(zsrc));
     const int64_t yoff = (b * p.len + t) * p.dim + d0;
     if (p.y_type == at::kFloat && dn == kBlock) {
-      simd::store8(static_cast<float*>(p.y) + yoff, y0);
-      simd::store8(static_cast<float*>(p.y) + yoff + 8, y1);
+      simd::store16(static_cast<float*>(p.y) + yoff, y);
     } else {
-      simd::store8(yb, y0);
-      simd::store8(yb + 8, y1);
+      simd::store16(yb, y);
       store_as(p.y_type, p.y, yoff, yb, dn);
     }
   }
