@@ -9,6 +9,7 @@
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <string>
 
 #include <fmt/format.h>
@@ -198,8 +199,15 @@ TEST(Ssd, ArgumentErrors) {
 
 // ---- The fused CPU kernel (src/ops/cpu/ssd.cpp) against the ATen reference, the oracle. ----
 // y is fp32 on both sides and both compute in fp32 from the same inputs, so every input dtype
-// is held to the fp32 tolerance (the inputs' rounding is common to both).
+// is held to the fp32 tolerance (the inputs' rounding is common to both): the state within
+// 1e-5, y within 1e-5 or a millionth of its largest entry where that is larger. y sums N
+// products: at N = 128, L = 300 (max |y| 86) the chunked reference is itself 3.2e-5 from the
+// float64 recurrence and the kernel 1.1e-5; they differ by 3.4e-5.
 const test::Tolerance kFp32 = test::rounding_tolerance(at::kFloat);
+test::Tolerance y_tol(const at::Tensor& ref) {
+  const double scale = ref.numel() == 0 ? 0.0 : ref.abs().max().item<double>();
+  return {std::max(kFp32.atol, 1e-6 * scale), kFp32.rtol};
+}
 
 struct Variant {
   bool full;   // D, dt_bias and softplus (else none of them, dt already positive)
@@ -240,7 +248,7 @@ TEST_P(SsdCpuKernel, MatchesReference) {
         const at::Tensor ref = ssd_chunk_scan(pr.x, pr.dt, pr.B, pr.C, pr.args, ref_state, from_state, Backend::Reference);
         const at::Tensor y = ssd_chunk_scan(pr.x, pr.dt, pr.B, pr.C, pr.args, cpu_state, from_state, Backend::Cpu);
         EXPECT_EQ(y.scalar_type(), at::kFloat) << what;
-        test::expect_close(y, ref, kFp32, what + " y");
+        test::expect_close(y, ref, y_tol(ref), what + " y");
         test::expect_close(cpu_state, ref_state, kFp32, what + " state");
         // The one-token update from that state, token 0's inputs again.
         const auto at0 = [](const at::Tensor& t) { return t.select(1, 0); };
@@ -249,7 +257,7 @@ TEST_P(SsdCpuKernel, MatchesReference) {
         const at::Tensor y1 =
             ssd_state_update(at0(pr.x), at0(pr.dt), at0(pr.B), at0(pr.C), pr.args, cpu_state, Backend::Cpu);
         EXPECT_EQ(y1.scalar_type(), at::kFloat) << what;
-        test::expect_close(y1, ref1, kFp32, what + " update y");
+        test::expect_close(y1, ref1, y_tol(ref1), what + " update y");
         test::expect_close(cpu_state, ref_state, kFp32, what + " update state");
       }
     }
@@ -304,12 +312,12 @@ TEST(SsdCpuKernel, StridedViewsAsTheMixerPassesThem) {
       const std::string what = fmt::format("{} N={} channel_last={}", c10::toString(dtype), n, channel_last);
       const at::Tensor ref = ssd_chunk_scan(x, dt, B, C, args, ref_state, true, Backend::Reference);
       const at::Tensor y = ssd_chunk_scan(x, dt, B, C, args, cpu_state, true, Backend::Auto);
-      test::expect_close(y, ref, kFp32, what + " y");
+      test::expect_close(y, ref, y_tol(ref), what + " y");
       test::expect_close(cpu_state, ref_state, kFp32, what + " state");
       const auto at0 = [](const at::Tensor& t) { return t.select(1, 0); };
       const at::Tensor ref1 = ssd_state_update(at0(x), at0(dt), at0(B), at0(C), args, ref_state, Backend::Reference);
       const at::Tensor y1 = ssd_state_update(at0(x), at0(dt), at0(B), at0(C), args, cpu_state, Backend::Auto);
-      test::expect_close(y1, ref1, kFp32, what + " update y");
+      test::expect_close(y1, ref1, y_tol(ref1), what + " update y");
       test::expect_close(cpu_state, ref_state, kFp32, what + " update state");
       EXPECT_EQ(big.narrow(3, 0, 2).abs().sum().item<double>(), 0.0) << what << ": wrote outside the state view";
       EXPECT_EQ(big.narrow(3, n + 2, 3).abs().sum().item<double>(), 0.0) << what << ": wrote outside the state view";
@@ -332,22 +340,22 @@ TEST(SsdCpuKernel, DecodeStepsAndContinuationEqualOneLongerPrefill) {
     at::Tensor ref_state = whole_state.clone();
     const at::Tensor whole = ssd_chunk_scan(pr.x, pr.dt, pr.B, pr.C, pr.args, whole_state, false, Backend::Cpu);
     const at::Tensor ref = ssd_chunk_scan(pr.x, pr.dt, pr.B, pr.C, pr.args, ref_state, false, Backend::Reference);
-    test::expect_close(whole, ref, kFp32, "whole prefill against the reference");
+    test::expect_close(whole, ref, y_tol(ref), "whole prefill against the reference");
     at::Tensor state = at::zeros({c.batch, c.heads, c.p, c.n});
     const auto part = [&](const at::Tensor& t, int64_t from, int64_t count) { return t.narrow(1, from, count); };
     const at::Tensor y0 = ssd_chunk_scan(part(pr.x, 0, prompt), part(pr.dt, 0, prompt), part(pr.B, 0, prompt),
                                          part(pr.C, 0, prompt), pr.args, state, false, Backend::Cpu);
-    test::expect_close(y0, part(whole, 0, prompt), kFp32, "prompt");
+    test::expect_close(y0, part(whole, 0, prompt), y_tol(whole), "prompt");
     for (int64_t t = prompt; t < prompt + steps; ++t) {
       const auto at_t = [&](const at::Tensor& x) { return x.select(1, t); };
       const at::Tensor yt = ssd_state_update(at_t(pr.x), at_t(pr.dt), at_t(pr.B), at_t(pr.C), pr.args, state,
                                              Backend::Cpu);
-      test::expect_close(yt, whole.select(1, t), kFp32, fmt::format("P={} decode step {}", c.p, t));
+      test::expect_close(yt, whole.select(1, t), y_tol(whole), fmt::format("P={} decode step {}", c.p, t));
     }
     const int64_t from = prompt + steps;
     const at::Tensor y2 = ssd_chunk_scan(part(pr.x, from, more), part(pr.dt, from, more), part(pr.B, from, more),
                                          part(pr.C, from, more), pr.args, state, true, Backend::Cpu);
-    test::expect_close(y2, part(whole, from, more), kFp32, "continuation");
+    test::expect_close(y2, part(whole, from, more), y_tol(whole), "continuation");
     test::expect_close(state, whole_state, kFp32, "final state");
   }
 }

@@ -3,10 +3,11 @@
 // only adds work (Q x Q score matrices per chunk and head); the recurrence is 2 P N multiply-adds
 // per token and head, with the state in cache. One task is a block of up to kRows head channels
 // of one (batch, head): its state rows (kRows x N fp32, 8 KiB at N = 128) stay in L1 over the
-// whole sequence; each step reads B[t, g], C[t, g] (N each) and x[t, h, p-block] once into fp32
-// scratch, whatever their dtype and strides (the mixer passes views of its conv output), updates
-// the rows four at a time (four independent accumulators, B and C loaded once for the four) and
-// writes y[t, h, p-block] in fp32. dt = softplus(dt + bias), clamped exactly where the reference
+// whole sequence; each step reads B[t, g], C[t, g] (N each; in place where fp32 and contiguous
+// over N, as the mixer's conv output is, else into fp32 scratch) and x[t, h, p-block], whatever
+// their dtype and strides, updates the rows four at a time (four independent accumulators, B and
+// C loaded once for the four; 16-lane vectors where N is a multiple of 16, one AVX-512 register
+// in the x86-64-v4 clone) and writes y[t, h, p-block] in fp32. dt = softplus(dt + bias), clamped exactly where the reference
 // clamps, and exp(dt A) are per (token, head) scalars. Tasks are split across ATen's threads.
 
 #include <algorithm>
@@ -41,30 +42,78 @@ struct SsdParams {
   bool direct = false;           // the state's rows updated in place (contiguous over N, N % 8 == 0)
 };
 
-// One state row: s = da s + dx b, returns sum_n c s (over the padded width; the pad stays 0).
-EFFARCH_INLINE float row_step(float* s, const float* bt, const float* ct, int64_t npad, v8f da, v8f dx) {
-  v8f acc0 = simd::splat(0.f), acc1 = simd::splat(0.f);
-  int64_t j = 0;
-  for (; j + 16 <= npad; j += 16) {
-    const v8f s0 = da * simd::load8(s + j) + dx * simd::load8(bt + j);
-    const v8f s1 = da * simd::load8(s + j + 8) + dx * simd::load8(bt + j + 8);
-    simd::store8(s + j, s0);
-    simd::store8(s + j + 8, s1);
-    acc0 += s0 * simd::load8(ct + j);
-    acc1 += s1 * simd::load8(ct + j + 8);
+template <class V>
+EFFARCH_INLINE V loadv(const float* p) {
+  V v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+template <class V>
+EFFARCH_INLINE void storev(float* p, V v) {
+  std::memcpy(p, &v, sizeof v);
+}
+EFFARCH_INLINE float hsumv(v8f v) { return simd::hsum(v); }
+EFFARCH_INLINE float hsumv(simd::v16f v) {
+  v8f lo, hi;
+  std::memcpy(&lo, &v, sizeof lo);
+  std::memcpy(&hi, reinterpret_cast<const char*>(&v) + sizeof lo, sizeof hi);
+  return simd::hsum(lo + hi);
+}
+
+// One step of pn state rows (row stride ss, npad wide, a multiple of V's lanes; the pad stays 0):
+// s = da s + (d x[r]) b; y[r] = sum_n c s + dskip x[r]. Four rows at a time: four independent
+// dependency chains, B and C loaded once for the four.
+template <class V>
+EFFARCH_INLINE void step_rows(float* s, int64_t ss, int64_t pn, int64_t npad, const float* bt, const float* ct,
+                              const float* xt, float d, float decay, float dskip, float* yt) {
+  constexpr int64_t W = sizeof(V) / sizeof(float);
+  const V da = simd::splat_as<V>(decay);
+  int64_t r = 0;
+  for (; r + 4 <= pn; r += 4) {
+    float* s0 = s + r * ss;
+    float* s1 = s0 + ss;
+    float* s2 = s1 + ss;
+    float* s3 = s2 + ss;
+    const V x0 = simd::splat_as<V>(d * xt[r]), x1 = simd::splat_as<V>(d * xt[r + 1]),
+            x2 = simd::splat_as<V>(d * xt[r + 2]), x3 = simd::splat_as<V>(d * xt[r + 3]);
+    V a0 = simd::splat_as<V>(0.f), a1 = a0, a2 = a0, a3 = a0;
+    for (int64_t j = 0; j < npad; j += W) {
+      const V bv = loadv<V>(bt + j), cv = loadv<V>(ct + j);
+      const V n0 = da * loadv<V>(s0 + j) + x0 * bv;
+      const V n1 = da * loadv<V>(s1 + j) + x1 * bv;
+      const V n2 = da * loadv<V>(s2 + j) + x2 * bv;
+      const V n3 = da * loadv<V>(s3 + j) + x3 * bv;
+      storev(s0 + j, n0);
+      storev(s1 + j, n1);
+      storev(s2 + j, n2);
+      storev(s3 + j, n3);
+      a0 += n0 * cv;
+      a1 += n1 * cv;
+      a2 += n2 * cv;
+      a3 += n3 * cv;
+    }
+    yt[r] = hsumv(a0) + dskip * xt[r];
+    yt[r + 1] = hsumv(a1) + dskip * xt[r + 1];
+    yt[r + 2] = hsumv(a2) + dskip * xt[r + 2];
+    yt[r + 3] = hsumv(a3) + dskip * xt[r + 3];
   }
-  if (j < npad) {
-    const v8f s0 = da * simd::load8(s + j) + dx * simd::load8(bt + j);
-    simd::store8(s + j, s0);
-    acc0 += s0 * simd::load8(ct + j);
+  for (; r < pn; ++r) {
+    float* sr = s + r * ss;
+    const V dx = simd::splat_as<V>(d * xt[r]);
+    V acc = simd::splat_as<V>(0.f);
+    for (int64_t j = 0; j < npad; j += W) {
+      const V nv = da * loadv<V>(sr + j) + dx * loadv<V>(bt + j);
+      storev(sr + j, nv);
+      acc += nv * loadv<V>(ct + j);
+    }
+    yt[r] = hsumv(acc) + dskip * xt[r];
   }
-  return simd::hsum(acc0 + acc1);
 }
 
 // Head channels [p0, p0 + pn) of (b, h) over every step. scratch: (kRows + 2) * npad + kRows floats.
 // Where the state is contiguous over N and N is a multiple of 8 (q.direct: the model's cache
 // with d_state 64 or 128), its rows are updated in place, so a one-token step copies nothing.
-EFFARCH_CPU_CLONES void ssd_block(const SsdParams& q, int64_t b, int64_t h, int64_t p0, int64_t pn, float* scratch) {
+EFFARCH_CPU_CLONES_V4 void ssd_block(const SsdParams& q, int64_t b, int64_t h, int64_t p0, int64_t pn, float* scratch) {
   const int64_t N = q.n, npad = q.npad, g = h / q.hpg;
   float* s = scratch;              // [kRows, npad] (row stride ss)
   int64_t ss = npad;
@@ -88,49 +137,34 @@ EFFARCH_CPU_CLONES void ssd_block(const SsdParams& q, int64_t b, int64_t h, int6
   const float a = q.A.at(h * q.A.stride[0]);
   const float dskip = q.has_D ? q.D.at(h * q.D.stride[0]) : 0.f;
   const float bias = q.has_bias ? q.bias.at(h * q.bias.stride[0]) : 0.f;
+  const bool bc_direct = npad == N && q.B.type == at::kFloat && q.C.type == at::kFloat && q.B.stride[3] == 1 &&
+                         q.C.stride[3] == 1;
   for (int64_t t = 0; t < q.len; ++t) {
     // dt as the reference computes it (src/ops/ssd.cpp, discretize): + bias, softplus with
     // PyTorch's threshold 20, then the clamp where one is set.
     float d = q.dt.at(b * q.dt.stride[0] + t * q.dt.stride[1] + h * q.dt.stride[2]) + bias;
     if (q.softplus) d = d > 20.f ? d : std::log1p(std::exp(d));
     if (q.clamp) d = std::min(std::max(d, q.dt_min), q.dt_max);
-    const v8f da = simd::splat(std::exp(d * a));
-    q.B.gather(b * q.B.stride[0] + t * q.B.stride[1] + g * q.B.stride[2], q.B.stride[3], N, bt);
-    q.C.gather(b * q.C.stride[0] + t * q.C.stride[1] + g * q.C.stride[2], q.C.stride[3], N, ct);
+    const float decay = std::exp(d * a);
+    // fp32 B and C contiguous over N (the mixer's conv output) are read where they lie.
+    const float* bsrc = bt;
+    const float* csrc = ct;
+    const int64_t boff = b * q.B.stride[0] + t * q.B.stride[1] + g * q.B.stride[2];
+    const int64_t coff = b * q.C.stride[0] + t * q.C.stride[1] + g * q.C.stride[2];
+    if (bc_direct) {
+      bsrc = static_cast<const float*>(q.B.data) + boff;
+      csrc = static_cast<const float*>(q.C.data) + coff;
+    } else {
+      q.B.gather(boff, q.B.stride[3], N, bt);
+      q.C.gather(coff, q.C.stride[3], N, ct);
+    }
     q.x.gather(b * q.x.stride[0] + t * q.x.stride[1] + h * q.x.stride[2] + p0 * q.x.stride[3], q.x.stride[3], pn, xt);
     float* yt = q.y + ((b * q.len + t) * q.heads + h) * q.p + p0;
-    int64_t r = 0;
-    // Four rows at a time: four independent dependency chains, B and C read once for the four.
-    for (; r + 4 <= pn; r += 4) {
-      float* s0 = s + r * ss;
-      float* s1 = s0 + ss;
-      float* s2 = s1 + ss;
-      float* s3 = s2 + ss;
-      const v8f x0 = simd::splat(d * xt[r]), x1 = simd::splat(d * xt[r + 1]), x2 = simd::splat(d * xt[r + 2]),
-                x3 = simd::splat(d * xt[r + 3]);
-      v8f a0 = simd::splat(0.f), a1 = a0, a2 = a0, a3 = a0;
-      for (int64_t j = 0; j < npad; j += 8) {
-        const v8f bv = simd::load8(bt + j), cv = simd::load8(ct + j);
-        const v8f n0 = da * simd::load8(s0 + j) + x0 * bv;
-        const v8f n1 = da * simd::load8(s1 + j) + x1 * bv;
-        const v8f n2 = da * simd::load8(s2 + j) + x2 * bv;
-        const v8f n3 = da * simd::load8(s3 + j) + x3 * bv;
-        simd::store8(s0 + j, n0);
-        simd::store8(s1 + j, n1);
-        simd::store8(s2 + j, n2);
-        simd::store8(s3 + j, n3);
-        a0 += n0 * cv;
-        a1 += n1 * cv;
-        a2 += n2 * cv;
-        a3 += n3 * cv;
-      }
-      yt[r] = simd::hsum(a0) + dskip * xt[r];
-      yt[r + 1] = simd::hsum(a1) + dskip * xt[r + 1];
-      yt[r + 2] = simd::hsum(a2) + dskip * xt[r + 2];
-      yt[r + 3] = simd::hsum(a3) + dskip * xt[r + 3];
-    }
-    for (; r < pn; ++r) {
-      yt[r] = row_step(s + r * ss, bt, ct, npad, da, simd::splat(d * xt[r])) + dskip * xt[r];
+    // 16 lanes where N allows (d_state 64, 128: one AVX-512 register in the v4 clone), else 8.
+    if (npad % 16 == 0) {
+      step_rows<simd::v16f>(s, ss, pn, npad, bsrc, csrc, xt, d, decay, dskip, yt);
+    } else {
+      step_rows<v8f>(s, ss, pn, npad, bsrc, csrc, xt, d, decay, dskip, yt);
     }
   }
   if (q.direct) return;
