@@ -57,6 +57,8 @@ bool has_cpu_kernel(OpFamily op) {
     case OpFamily::SelectiveScan:         // src/ops/cpu/selective_scan.cpp
     case OpFamily::SelectiveStateUpdate:  // the same kernel, one step
     case OpFamily::MoeDispatch:           // src/ops/cpu/moe_dispatch.cpp
+    case OpFamily::SsdScan:               // src/ops/cpu/ssd.cpp
+    case OpFamily::SsdStateUpdate:        // the same recurrence, one step
       return true;
     default: return false;
   }

@@ -180,12 +180,8 @@ at::Tensor selective_state_update(const at::Tensor& u, const at::Tensor& delta, 
   check_args(args, dim, dstate, u, kUpdate);
   check_state(ssm_state, batch, dim, dstate, u, kUpdate);
   if (resolve_backend(backend, OpFamily::SelectiveStateUpdate, u.device()) == Backend::Cpu) {
-    // The fused scan, one step from the state: y [B, D, 1] -> [B, D].
-    auto step = [](const at::Tensor& t) { return t.unsqueeze(-1); };
-    const std::optional<at::Tensor> z1 = z ? std::optional<at::Tensor>(step(*z)) : std::nullopt;
-    return cpu::selective_scan(step(u), step(delta), step(Bmat), step(Cmat), z1, args.A, args.D, args.delta_bias,
-                               args.delta_softplus, ssm_state, /*from_state=*/true)
-        .squeeze(-1);
+    return cpu::selective_state_update(u, delta, Bmat, Cmat, z, args.A, args.D, args.delta_bias, args.delta_softplus,
+                                       ssm_state);
   }
   const at::Tensor uf = u.to(at::kFloat);
   const at::Tensor dt = discretize(delta, args.delta_bias, args.delta_softplus, {1, dim});

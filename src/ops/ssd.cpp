@@ -18,6 +18,7 @@
 
 #include "effarch/common/error.h"
 #include "arg_checks.h"
+#include "cpu/cpu_kernels.h"
 
 namespace effarch::ops {
 namespace {
@@ -96,11 +97,12 @@ at::Tensor ssd_chunk_scan(const at::Tensor& x, const at::Tensor& dt, const at::T
   check_common(args, heads, groups, x, op);
   check_state(state, {b, heads, p, n}, x, op);
   if (args.chunk_size < 1) throw OpError(fmt::format("{}: chunk_size {} must be positive", op, args.chunk_size));
-  resolve_backend(backend, OpFamily::SsdScan, x.device());  // no CUDA kernel yet: the reference runs
+  const Backend impl = resolve_backend(backend, OpFamily::SsdScan, x.device());  // no CUDA kernel yet
   if (len == 0) {
     if (!from_state) state.zero_();
     return at::empty({b, 0, heads, p}, x.options().dtype(at::kFloat));
   }
+  if (impl == Backend::Cpu) return cpu::ssd_scan(x, dt, Bmat, Cmat, args, state, from_state);
 
   const int64_t q = std::min(args.chunk_size, len);  // one chunk of L when L is shorter
   const int64_t nc = (len + q - 1) / q, pad = nc * q - len;
@@ -169,7 +171,9 @@ at::Tensor ssd_state_update(const at::Tensor& x, const at::Tensor& dt, const at:
   check(Cmat, op, "C", {b, groups, n}, x);
   check_common(args, heads, groups, x, op);
   check_state(state, {b, heads, p, n}, x, op);
-  resolve_backend(backend, OpFamily::SsdStateUpdate, x.device());  // no CUDA kernel yet: the reference runs
+  if (resolve_backend(backend, OpFamily::SsdStateUpdate, x.device()) == Backend::Cpu) {  // no CUDA kernel yet
+    return cpu::ssd_state_update(x, dt, Bmat, Cmat, args, state);
+  }
   const at::Tensor xf = x.to(at::kFloat);
   const at::Tensor dtf = discretize(dt, args);                                   // [B, H]
   const at::Tensor decay = at::exp(dtf * args.A.to(at::kFloat)).view({b, heads, 1, 1});

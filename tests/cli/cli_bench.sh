@@ -26,8 +26,8 @@ for p in pts:
     k = p["key"]
     # What ran is part of the key: the backend asked for, each op family's implementation, the weights.
     if k["backend"] != "auto" or k["weights"] != k["dtype"]: bad.append(f"key {k}")
-    # On the CPU auto runs the CPU kernel where a family has one (the Mamba-1 scan), else the reference.
-    cpu_ops = {"selective_scan", "selective_state_update", "moe_dispatch"}
+    # On the CPU auto runs the CPU kernel where a family has one (the Mamba-1 and Mamba-2 scans, the MoE dispatch), else the reference.
+    cpu_ops = {"selective_scan", "selective_state_update", "ssd_scan", "ssd_state_update", "moe_dispatch"}
     if any(v != ("cpu" if f in cpu_ops else "reference") for f, v in k["implementations"].items()):
         bad.append(f"not the CPU kernel or reference on the CPU: {k}")
     if k["model"] in ("tiny-mamba", "tiny-mamba2", "tiny-jamba") and not k["implementations"]:
@@ -250,7 +250,7 @@ bad = []
 for d, want in [(r, "reference"), (a, "auto"), (s, "reference")]:
     p = d["points"][0]
     if p["status"] != "ok" or p["key"]["backend"] != want or d["settings"]["backend"] != want: bad.append(f"{want}: {p['key']}")
-    cpu_ops = {"selective_scan", "selective_state_update", "moe_dispatch"}
+    cpu_ops = {"selective_scan", "selective_state_update", "ssd_scan", "ssd_state_update", "moe_dispatch"}
     if any(v != ("cpu" if want == "auto" and f in cpu_ops else "reference") for f, v in p["key"]["implementations"].items()):
         bad.append(f"{want}: {p['key']['implementations']}")
 print("\n".join(bad)); sys.exit(1 if bad else 0)

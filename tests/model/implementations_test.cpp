@@ -32,14 +32,17 @@ TEST(Implementations, EachModelListsTheOpFamiliesItUses) {
   const Impl mamba1{{"causal_conv1d", "reference"}, {"selective_scan", "cpu"}, {"selective_state_update", "cpu"}};
   const Impl mamba1_ref{{"causal_conv1d", "reference"}, {"selective_scan", "reference"},
                         {"selective_state_update", "reference"}};
-  const Impl mamba2{{"causal_conv1d", "reference"}, {"gated_rms_norm", "reference"}, {"ssd_scan", "reference"},
-                    {"ssd_state_update", "reference"}};
+  const Impl mamba2{{"causal_conv1d", "reference"}, {"gated_rms_norm", "reference"}, {"ssd_scan", "cpu"},
+                    {"ssd_state_update", "cpu"}};
+  const Impl mamba2_ref{{"causal_conv1d", "reference"}, {"gated_rms_norm", "reference"}, {"ssd_scan", "reference"},
+                        {"ssd_state_update", "reference"}};
   EXPECT_EQ(make("tiny-llama", ops::Backend::Auto)->implementations(), Impl{});
   EXPECT_EQ(make("tiny-mamba", ops::Backend::Auto)->implementations(), mamba1);
   EXPECT_EQ(make("tiny-falcon-mamba", ops::Backend::Auto)->implementations(), mamba1);
   EXPECT_EQ(make("tiny-mamba2", ops::Backend::Auto)->implementations(), mamba2);
   EXPECT_EQ(make("tiny-mixtral", ops::Backend::Auto)->implementations(), (Impl{{"moe_dispatch", "cpu"}}));
   EXPECT_EQ(make("tiny-mamba", ops::Backend::Reference)->implementations(), mamba1_ref);
+  EXPECT_EQ(make("tiny-mamba2", ops::Backend::Reference)->implementations(), mamba2_ref);
   Impl jamba = mamba1_ref;
   jamba["moe_dispatch"] = "reference";
   EXPECT_EQ(make("tiny-jamba", ops::Backend::Reference)->implementations(), jamba);

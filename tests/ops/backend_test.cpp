@@ -44,6 +44,8 @@ TEST(Backend, OnTheCpuAutoPicksTheCpuKernelAndReferenceTheReference) {
   }
   EXPECT_TRUE(has_cpu_kernel(OpFamily::SelectiveScan));
   EXPECT_TRUE(has_cpu_kernel(OpFamily::SelectiveStateUpdate));
+  EXPECT_TRUE(has_cpu_kernel(OpFamily::SsdScan));
+  EXPECT_TRUE(has_cpu_kernel(OpFamily::SsdStateUpdate));
 }
 
 TEST(Backend, CudaOnTheCpuIsAnOpErrorNamingTheOp) {

@@ -150,6 +150,60 @@ INSTANTIATE_TEST_SUITE_P(Awkward, SelectiveScanSizes,
                            return fmt::format("B{}_D{}_N{}_L{}", c.batch, c.dim, c.dstate, c.len);
                          });
 
+// The CPU kernel updates the state's rows in place where they are fp32, contiguous over N and N
+// is a multiple of 8 (the model's cache), else through a copy: a state that is a view into a
+// larger buffer, and an A that is (or is not) contiguous over N, for N = 16 and N = 5; prefill
+// and the one-token update against the reference, nothing written outside the view.
+TEST(SelectiveScan, CpuKernelOnStateAndParameterViews) {
+  for (const int64_t n : {16, 5}) {
+    for (const bool a_rows : {true, false}) {
+      at::manual_seed(40 + n + a_rows);
+      Problem p = random_problem(2, 21, n, 9, at::kFloat, true);
+      if (!a_rows) p.args.A = p.args.A.t().contiguous().t();  // stride 1 over D, not N
+      at::Tensor s_ref = p.state0.clone();
+      at::Tensor big = at::zeros({2, 21, n + 4});
+      at::Tensor s_cpu = big.narrow(2, 1, n);
+      s_cpu.copy_(p.state0);
+      const std::string what = fmt::format("N={} A rows contiguous={}", n, a_rows);
+      const at::Tensor y_ref = selective_scan(p.u, p.delta, p.B, p.C, p.z, p.args, s_ref, true, Backend::Reference);
+      const at::Tensor y_cpu = selective_scan(p.u, p.delta, p.B, p.C, p.z, p.args, s_cpu, true, Backend::Cpu);
+      test::expect_close(y_cpu, y_ref, {1e-5, 1e-5}, what + " y");
+      test::expect_close(s_cpu, s_ref, {1e-5, 1e-5}, what + " state");
+      const auto first = [](const at::Tensor& t) { return t.select(2, 0); };
+      const at::Tensor u_ref = selective_state_update(first(p.u), first(p.delta), first(p.B), first(p.C), first(p.z),
+                                                      p.args, s_ref, Backend::Reference);
+      const at::Tensor u_cpu = selective_state_update(first(p.u), first(p.delta), first(p.B), first(p.C), first(p.z),
+                                                      p.args, s_cpu, Backend::Cpu);
+      test::expect_close(u_cpu, u_ref, {1e-5, 1e-5}, what + " update y");
+      test::expect_close(s_cpu, s_ref, {1e-5, 1e-5}, what + " update state");
+      EXPECT_EQ(big.narrow(2, 0, 1).abs().sum().item<double>(), 0.0) << what;
+      EXPECT_EQ(big.narrow(2, n + 1, 3).abs().sum().item<double>(), 0.0) << what;
+    }
+  }
+}
+
+// The mixer's channel-last views (transposes of [B, L, X] projections) over full 16-channel
+// blocks and a partial one (D = 37), where the CPU prefill reads fp32 inputs in place: against
+// the reference in fp32, bf16 and fp16, with and without D / z / bias / softplus.
+TEST(SelectiveScan, CpuKernelChannelLastFullBlocks) {
+  const auto cl = [](const at::Tensor& t) { return t.transpose(1, 2).contiguous().transpose(1, 2); };
+  for (const at::ScalarType dtype : {at::kFloat, at::kBFloat16, at::kHalf}) {
+    for (const bool full : {true, false}) {
+      at::manual_seed(50 + full);
+      const Problem p = random_problem(2, 37, 16, 19, dtype, full);
+      const std::optional<at::Tensor> z = full ? std::optional<at::Tensor>(cl(p.z)) : std::nullopt;
+      at::Tensor s_ref = p.state0.clone(), s_cpu = p.state0.clone();
+      const at::Tensor y_ref =
+          selective_scan(cl(p.u), cl(p.delta), cl(p.B), cl(p.C), z, p.args, s_ref, true, Backend::Reference);
+      const at::Tensor y_cpu = selective_scan(cl(p.u), cl(p.delta), cl(p.B), cl(p.C), z, p.args, s_cpu, true, Backend::Cpu);
+      const std::string what = fmt::format("{} full={}", c10::toString(dtype), full);
+      const test::Tolerance tol = dtype == at::kFloat ? test::Tolerance{1e-5, 1e-5} : test::rounding_tolerance(dtype);
+      test::expect_close(y_cpu, y_ref, tol, what + " y");
+      test::expect_close(s_cpu, s_ref, {1e-5, 1e-5}, what + " state");
+    }
+  }
+}
+
 TEST(SelectiveScan, Bf16InputsRunInFp32) {
   at::manual_seed(5);
   const Problem p = random_problem(2, 6, 4, 41, at::kBFloat16, true);

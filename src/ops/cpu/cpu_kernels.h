@@ -12,6 +12,7 @@
 #include <ATen/core/Tensor.h>
 
 #include "effarch/ops/moe.h"
+#include "effarch/ops/ssd.h"
 
 namespace effarch::ops::cpu {
 
@@ -53,13 +54,39 @@ namespace effarch::ops::cpu {
 
 // The Mamba-1 selective scan fused in one pass over time (include/effarch/ops/selective_scan.h
 // has the recurrence): arguments already checked by the op. u, delta, z [B, D, L] and Bmat,
-// Cmat [B, N, L] in any strides and float dtypes; A [D, N]; D, delta_bias [D]; ssm_state
-// [B, D, N] fp32, read as h[-1] when `from_state`, written with h[L-1]. Returns y [B, D, L] in
-// u's dtype (a view of a [B, L, D] tensor, the layout the mixer's out_proj reads).
+// Cmat [B, N, L] in any strides and float dtypes; A [D, N]; D, delta_bias [D] (any float dtype
+// and strides, read in place); ssm_state [B, D, N] fp32, read as h[-1] when `from_state`, written
+// with h[L-1]. Returns y [B, D, L] in u's dtype (a view of a [B, L, D] tensor, the layout the
+// mixer's out_proj reads), written in that dtype directly.
 at::Tensor selective_scan(const at::Tensor& u, const at::Tensor& delta, const at::Tensor& Bmat, const at::Tensor& Cmat,
                           const std::optional<at::Tensor>& z, const at::Tensor& A, const std::optional<at::Tensor>& D,
                           const std::optional<at::Tensor>& delta_bias, bool delta_softplus, at::Tensor& ssm_state,
                           bool from_state);
+
+// Its one-token step from the state, updated in place: u, delta, z [B, D], Bmat, Cmat [B, N].
+// No ATen call besides y's allocation (no views, no dtype conversions, no temporaries): y [B, D]
+// in u's dtype.
+at::Tensor selective_state_update(const at::Tensor& u, const at::Tensor& delta, const at::Tensor& Bmat,
+                                  const at::Tensor& Cmat, const std::optional<at::Tensor>& z, const at::Tensor& A,
+                                  const std::optional<at::Tensor>& D, const std::optional<at::Tensor>& delta_bias,
+                                  bool delta_softplus, at::Tensor& ssm_state);
+
+}  // namespace effarch::ops::cpu
+
+namespace effarch::ops::cpu {
+
+// The Mamba-2 SSD scan as its recurrence, sequential in time (include/effarch/ops/ssd.h; the op
+// has checked the arguments): x [B, L, H, P], dt [B, L, H], Bmat, Cmat [B, L, G, N] in any strides
+// and float dtypes; args.A, D, dt_bias [H]; state [B, H, P, N] fp32, read as S[-1] when
+// `from_state`, written with S[L-1]. dt is clamped where the reference clamps (args.dt_min > 0 or
+// a finite dt_max). Returns y [B, L, H, P] fp32, contiguous. L >= 1.
+at::Tensor ssd_scan(const at::Tensor& x, const at::Tensor& dt, const at::Tensor& Bmat, const at::Tensor& Cmat,
+                    const SsdArgs& args, at::Tensor& state, bool from_state);
+
+// One token of it from the state, updated in place: x [B, H, P], dt [B, H], Bmat, Cmat [B, G, N].
+// Returns y [B, H, P] fp32.
+at::Tensor ssd_state_update(const at::Tensor& x, const at::Tensor& dt, const at::Tensor& Bmat, const at::Tensor& Cmat,
+                            const SsdArgs& args, at::Tensor& state);
 
 }  // namespace effarch::ops::cpu
 

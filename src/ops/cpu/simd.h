@@ -1,7 +1,8 @@
 #pragma once
 // Portable 8-lane fp32 vectors for the CPU kernels (internal), from the compiler's vector
 // extensions: SSE2/NEON pairs on the baseline target, one AVX register in the clones that
-// EFFARCH_CPU_CLONES builds for x86-64-v3 (AVX2 + FMA), picked at load time by the CPU.
+// EFFARCH_CPU_CLONES builds for x86-64-v3 (AVX2 + FMA), picked at load time by the CPU; and
+// 16-lane ones for EFFARCH_CPU_CLONES_V4 functions (one AVX-512 register in their v4 clone).
 
 #include <cstdint>
 #include <cstring>
@@ -10,8 +11,11 @@
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 #define EFFARCH_CPU_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
+// Also an x86-64-v4 (AVX-512) clone, for loops written on 16-lane vectors (v16f).
+#define EFFARCH_CPU_CLONES_V4 __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #else
 #define EFFARCH_CPU_CLONES
+#define EFFARCH_CPU_CLONES_V4
 #endif
 #define EFFARCH_INLINE inline __attribute__((always_inline))
 
@@ -51,73 +55,101 @@ EFFARCH_INLINE float hsum(v8f v) {
 namespace effarch::ops::cpu::simd {
 
 typedef int32_t v8i __attribute__((vector_size(32)));
+// 16 lanes: one AVX-512 register in an x86-64-v4 clone, two AVX registers in an x86-64-v3 one.
+typedef float v16f __attribute__((vector_size(64)));
+typedef int32_t v16i __attribute__((vector_size(64)));
+
+EFFARCH_INLINE v16f load16(const float* p) {
+  v16f v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+EFFARCH_INLINE void store16(float* p, v16f v) { std::memcpy(p, &v, sizeof v); }
+
+template <class V> struct IntOf;
+template <> struct IntOf<v8f> { using type = v8i; };
+template <> struct IntOf<v16f> { using type = v16i; };
+// Any lane count: V{} + x broadcasts the scalar.
+template <class V> EFFARCH_INLINE V splat_as(float x) { return V{} + x; }
 
 // exp(x) lane by lane: x = n ln2 + r with |r| <= ln2/2, exp(r) by a degree-7 polynomial (the
 // classic Cephes expf coefficients), 2^n by the exponent bits; about 1 ulp in fp32. Inputs are
 // clamped to [-87, 88]: below, the result (< 2e-38) stands in for anything smaller.
-EFFARCH_INLINE v8f exp8(v8f x) {
-  const v8f lo = splat(-87.0f), hi = splat(88.0f);
+template <class V>
+EFFARCH_INLINE V exp_v(V x) {
+  using I = typename IntOf<V>::type;
+  const V lo = splat_as<V>(-87.0f), hi = splat_as<V>(88.0f);
   x = x < lo ? lo : x;
   x = x > hi ? hi : x;
-  const v8f fx = x * splat(1.44269504088896341f) + splat(0.5f);
-  v8i n = __builtin_convertvector(fx, v8i);  // truncation; floor for negative values below
-  v8f fn = __builtin_convertvector(n, v8f);
-  const v8i fix = fn > fx;  // -1 where truncation rounded up
+  const V fx = x * splat_as<V>(1.44269504088896341f) + splat_as<V>(0.5f);
+  I n = __builtin_convertvector(fx, I);  // truncation; floor for negative values below
+  V fn = __builtin_convertvector(n, V);
+  const I fix = fn > fx;  // -1 where truncation rounded up
   n += fix;
-  fn = __builtin_convertvector(n, v8f);
-  const v8f r = (x - fn * splat(0.693359375f)) - fn * splat(-2.12194440e-4f);
-  v8f p = splat(1.9875691500e-4f);
-  p = p * r + splat(1.3981999507e-3f);
-  p = p * r + splat(8.3334519073e-3f);
-  p = p * r + splat(4.1665795894e-2f);
-  p = p * r + splat(1.6666665459e-1f);
-  p = p * r + splat(5.0000001201e-1f);
-  p = p * (r * r) + r + splat(1.0f);
-  const v8i bits = (n + 127) << 23;
-  v8f scale;
+  fn = __builtin_convertvector(n, V);
+  const V r = (x - fn * splat_as<V>(0.693359375f)) - fn * splat_as<V>(-2.12194440e-4f);
+  V p = splat_as<V>(1.9875691500e-4f);
+  p = p * r + splat_as<V>(1.3981999507e-3f);
+  p = p * r + splat_as<V>(8.3334519073e-3f);
+  p = p * r + splat_as<V>(4.1665795894e-2f);
+  p = p * r + splat_as<V>(1.6666665459e-1f);
+  p = p * r + splat_as<V>(5.0000001201e-1f);
+  p = p * (r * r) + r + splat_as<V>(1.0f);
+  const I bits = (n + 127) << 23;
+  V scale;
   std::memcpy(&scale, &bits, sizeof scale);
   return p * scale;
 }
 
 // log(x) lane by lane for x > 0 (normal): x = m 2^e with m in [sqrt(1/2), sqrt(2)), log(m) by
 // the classic Cephes logf polynomial in m - 1; about 1 ulp.
-EFFARCH_INLINE v8f log8(v8f x) {
-  v8i bits;
+template <class V>
+EFFARCH_INLINE V log_v(V x) {
+  using I = typename IntOf<V>::type;
+  I bits;
   std::memcpy(&bits, &x, sizeof bits);
-  v8i e = ((bits >> 23) & 0xff) - 126;  // x = f 2^e, f in [0.5, 1)
-  const v8i mbits = (bits & 0x007fffff) | 0x3f000000;
-  v8f f;
+  I e = ((bits >> 23) & 0xff) - 126;  // x = f 2^e, f in [0.5, 1)
+  const I mbits = (bits & 0x007fffff) | 0x3f000000;
+  V f;
   std::memcpy(&f, &mbits, sizeof f);
-  const v8i small = f < splat(0.70710678118654752f);  // f < sqrt(1/2): use 2f, e - 1
+  const I small = f < splat_as<V>(0.70710678118654752f);  // f < sqrt(1/2): use 2f, e - 1
   e += small;
   f = small ? f + f : f;
-  const v8f m = f - splat(1.0f);
-  const v8f fe = __builtin_convertvector(e, v8f);
-  const v8f z = m * m;
-  v8f p = splat(7.0376836292e-2f);
-  p = p * m + splat(-1.1514610310e-1f);
-  p = p * m + splat(1.1676998740e-1f);
-  p = p * m + splat(-1.2420140846e-1f);
-  p = p * m + splat(1.4249322787e-1f);
-  p = p * m + splat(-1.6668057665e-1f);
-  p = p * m + splat(2.0000714765e-1f);
-  p = p * m + splat(-2.4999993993e-1f);
-  p = p * m + splat(3.3333331174e-1f);
-  v8f y = m * z * p + fe * splat(-2.12194440e-4f) - splat(0.5f) * z;
-  return m + y + fe * splat(0.693359375f);
+  const V m = f - splat_as<V>(1.0f);
+  const V fe = __builtin_convertvector(e, V);
+  const V z = m * m;
+  V p = splat_as<V>(7.0376836292e-2f);
+  p = p * m + splat_as<V>(-1.1514610310e-1f);
+  p = p * m + splat_as<V>(1.1676998740e-1f);
+  p = p * m + splat_as<V>(-1.2420140846e-1f);
+  p = p * m + splat_as<V>(1.4249322787e-1f);
+  p = p * m + splat_as<V>(-1.6668057665e-1f);
+  p = p * m + splat_as<V>(2.0000714765e-1f);
+  p = p * m + splat_as<V>(-2.4999993993e-1f);
+  p = p * m + splat_as<V>(3.3333331174e-1f);
+  V y = m * z * p + fe * splat_as<V>(-2.12194440e-4f) - splat_as<V>(0.5f) * z;
+  return m + y + fe * splat_as<V>(0.693359375f);
 }
 
 // PyTorch's softplus (threshold 20): x above 20 passes through, else log1p(exp(x)), with log1p
 // kept accurate for small exp(x) by log(u) * y / (u - 1), u = 1 + y.
-EFFARCH_INLINE v8f softplus8(v8f x) {
-  const v8f y = exp8(x);
-  const v8f u = splat(1.0f) + y;
-  const v8f d = u - splat(1.0f);
-  const v8f l = d == splat(0.0f) ? y : log8(u) * (y / (d == splat(0.0f) ? splat(1.0f) : d));
-  return x > splat(20.0f) ? x : l;
+template <class V>
+EFFARCH_INLINE V softplus_v(V x) {
+  const V one = splat_as<V>(1.0f), zero = splat_as<V>(0.0f);
+  const V y = exp_v(x);
+  const V u = one + y;
+  const V d = u - one;
+  const V l = d == zero ? y : log_v(u) * (y / (d == zero ? one : d));
+  return x > splat_as<V>(20.0f) ? x : l;
 }
 
 // SiLU(z) = z / (1 + exp(-z)).
-EFFARCH_INLINE v8f silu8(v8f z) { return z / (splat(1.0f) + exp8(-z)); }
+template <class V>
+EFFARCH_INLINE V silu_v(V z) { return z / (splat_as<V>(1.0f) + exp_v(-z)); }
+
+EFFARCH_INLINE v8f exp8(v8f x) { return exp_v(x); }
+EFFARCH_INLINE v8f log8(v8f x) { return log_v(x); }
+EFFARCH_INLINE v8f softplus8(v8f x) { return softplus_v(x); }
+EFFARCH_INLINE v8f silu8(v8f z) { return silu_v(z); }
 
 }  // namespace effarch::ops::cpu::simd
