@@ -15,25 +15,44 @@ void Weights::put(const ModelConfig&, int layer, const std::string& role, at::Te
 }
 
 Weights Weights::from_checkpoint(const ModelConfig& config, const io::TensorStore& store, at::ScalarType dtype,
-                                 at::Device device) {
+                                 at::Device device, const Shard& shard) {
   const CheckpointCheck check = check_checkpoint(config, store);
   require_valid(check, store.root().string());
   std::map<std::string, std::string> found(check.resolved.begin(), check.resolved.end());
   Weights w;
+  w.shard_ = shard;
   for (const auto& spec : expected_tensors(config)) {
     auto it = found.find(spec.name);
     if (it == found.end()) continue;  // an optional tensor that is absent
     // Every tensor in the model dtype, as HF loads them; ops upcast where their math is fp32.
-    w.put(config, spec.layer, spec.role, store.load(it->second, dtype, device));
+    if (shard.whole()) {
+      w.put(config, spec.layer, spec.role, store.load(it->second, dtype, device));
+      continue;
+    }
+    const TensorSplit split = tensor_split(config, spec, shard);
+    if (!holds(split, shard)) continue;
+    if (split.kind != TensorSplit::Kind::Split) {
+      w.put(config, spec.layer, spec.role, store.load(it->second, dtype, device));
+      continue;
+    }
+    // The rank's slices of the mapped file, copied into a tensor of their own.
+    const at::Tensor part = take_shard(store.view(it->second), split, shard);
+    w.put(config, spec.layer, spec.role, part.to(device, dtype, /*non_blocking=*/false, /*copy=*/true).contiguous());
   }
   return w;
 }
 
-Weights Weights::random(const ModelConfig& config, uint64_t seed, at::ScalarType dtype, at::Device device) {
+Weights Weights::random(const ModelConfig& config, uint64_t seed, at::ScalarType dtype, at::Device device,
+                        const Shard& shard) {
   Weights w;
+  w.shard_ = shard;
   for (const auto& spec : expected_tensors(config)) {
     if (spec.optional) continue;
-    w.put(config, spec.layer, spec.role, random_tensor(config, spec, seed, dtype, device));
+    const TensorSplit split = tensor_split(config, spec, shard);
+    if (!holds(split, shard)) continue;
+    at::Tensor t = random_tensor(config, spec, seed, dtype, device);
+    if (split.kind == TensorSplit::Kind::Split) t = take_shard(t, split, shard).clone(at::MemoryFormat::Contiguous);
+    w.put(config, spec.layer, spec.role, std::move(t));
   }
   return w;
 }

@@ -13,6 +13,7 @@
 #include <ATen/core/Tensor.h>
 
 #include "effarch/model/config.h"
+#include "effarch/model/sharding.h"
 #include "effarch/ops/linear.h"
 
 namespace effarch::io {
@@ -24,9 +25,16 @@ namespace effarch::model {
 class Weights {
  public:
   // Throws CheckpointError listing missing/unexpected/mis-shaped tensors before loading any.
+  // With a shard (tensor/expert parallelism), only this rank's part of each tensor is read: the
+  // slices of the memory-mapped file are copied out, nothing else is touched (docs/parallel.md).
   static Weights from_checkpoint(const ModelConfig& config, const io::TensorStore& store, at::ScalarType dtype,
-                                 at::Device device);
-  static Weights random(const ModelConfig& config, uint64_t seed, at::ScalarType dtype, at::Device device);
+                                 at::Device device, const Shard& shard = {});
+  // With a shard, each held tensor is drawn whole with its own seed and then sliced, so the ranks
+  // together hold exactly the single-process model (one tensor at a time at full size; meant for
+  // test and benchmark models). Tensors of other ranks' experts are not drawn.
+  static Weights random(const ModelConfig& config, uint64_t seed, at::ScalarType dtype, at::Device device,
+                        const Shard& shard = {});
+  const Shard& shard() const { return shard_; }
 
   // layer -1: model-level tensors (embed, final_norm, lm_head). Throws naming layer and role.
   const at::Tensor& get(int layer, const std::string& role) const;
@@ -48,6 +56,7 @@ class Weights {
   void put(const ModelConfig& config, int layer, const std::string& role, at::Tensor t);
   // mutable: fused_linear() re-points parts at views of the fused tensor (same values).
   mutable std::map<std::pair<int, std::string>, at::Tensor> by_role_;
+  Shard shard_;
 };
 
 }  // namespace effarch::model

@@ -30,6 +30,9 @@ Routing moe_route(const at::Tensor& x, const at::Tensor& router_weight, int64_t 
 // gate, up [I, H]; down [H, I].
 struct ExpertWeights {
   Linear gate, up, down;
+  // Held by another rank (expert parallelism): its tokens are skipped here and its share of the
+  // output comes from that rank's all-reduce. The Linears are then empty.
+  bool remote = false;
 };
 
 // x [N, H]; experts[e] for e < E (weights referenced, never copied or stacked). Returns [N, H] in

@@ -1,5 +1,6 @@
 // Dense feed-forward: SwiGLU-style gate/up/down (Llama, Mistral, Jamba, DeepSeek's dense layers)
-// or fc1/fc2 with biases (Phi).
+// or fc1/fc2 with biases (Phi). Tensor parallel: gate/up (fc1) hold this rank's columns, down (fc2)
+// its rows; the partial outputs are all-reduced.
 
 #include <ATen/ATen.h>
 
@@ -17,10 +18,11 @@ class GatedMlp final : public FeedForward {
         inter_(w.get(layer, "mlp.gate.weight").size(0)),
         down_(w.linear(layer, "mlp.down.")),
         act_(act) {}
-  at::Tensor forward(const at::Tensor& x, const ForwardContext&) const override {
+  at::Tensor forward(const at::Tensor& x, const ForwardContext& ctx) const override {
     const at::Tensor gate_up = ops::linear(x, gate_up_);  // [..., 2I]
-    return ops::linear(ops::activate(act_, gate_up.narrow(-1, 0, inter_)) * gate_up.narrow(-1, inter_, inter_),
-                       down_);
+    return all_reduce(
+        ops::linear(ops::activate(act_, gate_up.narrow(-1, 0, inter_)) * gate_up.narrow(-1, inter_, inter_), down_),
+        ctx.tp);
   }
 
  private:
@@ -34,8 +36,8 @@ class FcMlp final : public FeedForward {
  public:
   FcMlp(const Weights& w, int layer, Activation act)
       : fc1_(w.linear(layer, "mlp.fc1.")), fc2_(w.linear(layer, "mlp.fc2.")), act_(act) {}
-  at::Tensor forward(const at::Tensor& x, const ForwardContext&) const override {
-    return ops::linear(ops::activate(act_, ops::linear(x, fc1_)), fc2_);
+  at::Tensor forward(const at::Tensor& x, const ForwardContext& ctx) const override {
+    return all_reduce(ops::linear(ops::activate(act_, ops::linear(x, fc1_)), fc2_), ctx.tp);
   }
 
  private:

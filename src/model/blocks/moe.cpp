@@ -1,6 +1,7 @@
 // MoE feed-forward (Mixtral, DeepSeekMoE, Jamba's MoE layers): route the flattened tokens, run
 // each chosen expert on its own tokens, add DeepSeekMoE's shared experts, and report the routing
-// to the model's observer when one listens.
+// to the model's observer when one listens. Under expert parallelism a rank runs only the experts
+// it holds (routing is replicated); under tensor parallelism each expert's share of its channels.
 
 #include <ATen/ATen.h>
 
@@ -16,9 +17,16 @@ class MoeFeedForward final : public FeedForward {
       : moe_(*c.moe), activation_(c.mlp->activation), layer_(layer), router_(w.get(layer, "moe.router.weight")) {
     for (int64_t e = 0; e < moe_.num_experts; ++e) {
       const std::string p = "moe.expert." + std::to_string(e) + ".";
+      if (w.find(layer, p + "gate.weight") == nullptr && !w.shard().whole()) {  // another ep rank's expert
+        ops::ExpertWeights remote;
+        remote.remote = true;
+        experts_.push_back(remote);
+        continue;
+      }
       experts_.push_back({w.linear(layer, p + "gate."), w.linear(layer, p + "up."), w.linear(layer, p + "down.")});
     }
-    if (moe_.num_shared_experts > 0) {
+    // The shared experts run on ep rank 0 only (each rank would otherwise add them once more).
+    if (moe_.num_shared_experts > 0 && (w.shard().whole() || w.find(layer, "moe.shared.gate.weight") != nullptr)) {
       shared_ = ops::ExpertWeights{w.linear(layer, "moe.shared.gate."), w.linear(layer, "moe.shared.up."),
                                    w.linear(layer, "moe.shared.down.")};
     }
@@ -35,7 +43,8 @@ class MoeFeedForward final : public FeedForward {
       out = out + ops::linear(ops::activate(activation_, ops::linear(flat, shared_->gate)) * ops::linear(flat, shared_->up),
                               shared_->down);
     }
-    return out.view(x.sizes());
+    // Expert / tensor parallel: each rank's experts' (and expert shards') sum, added over the ranks.
+    return all_reduce(out, ctx.moe).view(x.sizes());
   }
 
  private:
