@@ -32,7 +32,7 @@ const char* d_inner_key(const ModelConfig& c) {
 
 void need(int64_t value, int parts, const ModelConfig& c, const std::string& key, const char* what, const char* flag) {
   if (value % parts == 0) return;
-  throw UsageError(fmt::format("{} {}: {}: {} {} do not split into {} equal parts (choose a {} that divides {})",
+  throw UsageError(fmt::format("{} {}: {}: {} {} {} do not split into {} equal parts (choose a {} that divides {})",
                                flag, parts, c.source, key, value, what, parts, flag, value));
 }
 
