@@ -148,6 +148,20 @@ for p in "$pid0" "$pid1"; do
   fi
 done
 
+# --- a rank that fails (a corrupt checkpoint on its node): the other names it and its error -------
+cp -r "$SCRATCH/ckpt-jamba" "$SCRATCH/ckpt-bad"
+truncate -s 1000 "$SCRATCH/ckpt-bad/model.safetensors"
+start=$SECONDS
+if EFFARCH_DIST_TIMEOUT=30 launch2 "$SCRATCH/failed" bash -c \
+    'if [[ $RANK == 1 ]]; then m=$0/ckpt-bad; else m=$0/ckpt-jamba; fi; exec "$1" generate "$m" --prompt-ids 1,2,3 -n 4 --tp 2' \
+    "$SCRATCH" "$EFFARCH"; then
+  fail "generate with a corrupt checkpoint on rank 1 succeeded"
+elif ! grep -q "rank 1 failed: " "$SCRATCH/failed.0"; then
+  fail "rank 0 does not name rank 1's failure:"$'\n'"$(cat "$SCRATCH/failed.0" "$SCRATCH/failed.1")"
+else
+  echo "failed rank 1 after $((SECONDS - start)) s: $(grep 'rank 1 failed' "$SCRATCH/failed.0")"
+fi
+
 # --- bad input: usage errors before any weight loads ---------------------------------------------
 expect_exit 2 "num_attention_heads 4 attention heads do not split into 3" "$EFFARCH" bench tiny-llama --tp 3 --no-progress \
   -o "$SCRATCH/bad.json"
