@@ -133,7 +133,7 @@ Measured measure_point(model::Model& m, const RooflineModel& f, const SweepSpec&
   const detail::MemorySnapshot after = detail::memory(device);
   // Every rank's bytes, gathered by all ranks alike (a collective: all ranks reach it).
   std::vector<int64_t> rank_weights, rank_cache, rank_peak;
-  if (spec.parallel && spec.parallel->distributed()) {
+  if (spec.parallel && spec.parallel->grouped()) {
     rank_weights = spec.parallel->gather(static_cast<int64_t>(m.weights().bytes()));
     rank_cache = spec.parallel->gather(static_cast<int64_t>(m.cache().bytes()));
     rank_peak = spec.parallel->gather(static_cast<int64_t>(after.peak_allocated));
@@ -232,7 +232,7 @@ Measured measure_point(model::Model& m, const RooflineModel& f, const SweepSpec&
 
 std::vector<Point> run_sweep(const SweepSpec& spec, const nlohmann::json& environment, const RunCallbacks& cb) {
   const at::Device device = parse_device(spec.device, "--device");
-  const bool distributed = spec.parallel && spec.parallel->distributed();
+  const bool distributed = spec.parallel && spec.parallel->grouped();
   const at::ScalarType dtype = parse_run_dtype(spec.dtype, device, "--dtype");
   // ATen's CPU allocations counted for this sweep only (the original allocator back after it).
   std::optional<detail::CpuCountingScope> counting;

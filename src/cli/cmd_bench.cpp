@@ -105,11 +105,11 @@ int run_bench(const BenchCmd& cmd) {
   // --tp/--ep: every model checked to split and the launch to match before anything loads; the
   // process group started. Every rank runs the sweep in lockstep; rank 0 writes and prints.
   std::shared_ptr<parallel::Context> par;
-  if (cmd.parallel.tp != 1 || cmd.parallel.ep != 1 || parallel::read_launch_env().world_size > 1) {
+  if (cmd.parallel.tp != 1 || cmd.parallel.ep != 1 || parallel::read_launch_env().launcher != "none") {
     std::vector<model::ModelConfig> configs;
     for (const std::string& name : spec.models) configs.push_back(model::resolve_model(name).config);
     par = start_parallel(cmd.parallel, configs, &spec.device);
-    if (par->distributed()) spec.parallel = par;
+    if (par->grouped()) spec.parallel = par;
   }
   const bool lead = !par || par->rank() == 0;
   if (std::filesystem::path(cmd.output).extension() == ".jsonl") {

@@ -115,7 +115,7 @@ int run_generate(const GenerateCmd& cmd) {
   const bool lead = par->rank() == 0;
   const at::Device device = parse_device(device_name, "--device");
   model::ModelOptions opt;
-  if (par->distributed()) opt.parallel = par;
+  if (par->grouped()) opt.parallel = par;
   opt.device = device;
   opt.dtype = parse_run_dtype(cmd.dtype, device, "--dtype");
   opt.attention = ops::parse_attention_impl(cmd.attention, "--attention");
@@ -196,7 +196,7 @@ int run_generate(const GenerateCmd& cmd) {
                           {"backend", ops::backend_name(opt.backend)}, {"implementations", model->implementations()},
                           {"weights", model->weight_format()}, {"cuda_graphs", model::to_string(opt.decode)}};
     if (tok) out["text"] = texts;
-    if (par->distributed()) {
+    if (par->grouped()) {
       out["parallel"] = parallel_json(*par);
       out["parallel"]["cache_bytes"] = rank_cache;
       out["parallel"]["weights_bytes"] = rank_weights;

@@ -208,7 +208,7 @@ at::Tensor Model::forward(const at::Tensor& ids, int64_t start_pos, bool last_on
 
 void Model::set_groups(ForwardContext& ctx) const {
   const parallel::Context* p = options_.parallel.get();
-  if (p == nullptr || !p->distributed()) return;
+  if (p == nullptr || !p->grouped()) return;
   ctx.tp = p->tp.get();
   ctx.moe = p->world.get();
 }

@@ -5,6 +5,7 @@
 #include <optional>
 
 #include <ATen/ATen.h>
+#include <ATen/detail/CUDAHooksInterface.h>
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
@@ -62,9 +63,9 @@ LaunchEnv read_launch_env() {
     throw UsageError(fmt::format("environment: {}={} is not below {}={}", rank_var, e.rank, world_var, e.world_size));
   }
   if (const auto local = env_var(local_var)) e.local_rank = env_int(local_var, *local, 0);
-  if (e.world_size > 1) {
-    const auto addr = env_var("MASTER_ADDR");
-    const auto port = env_var("MASTER_PORT");
+  const auto addr = env_var("MASTER_ADDR");
+  const auto port = env_var("MASTER_PORT");
+  if (e.world_size > 1 || (addr && port)) {
     if (!addr || !port) {
       throw UsageError(fmt::format("environment: {}={} but {} is not set (the address and port of rank 0's store; "
                                    "torchrun sets them, an srun job script exports them: docs/parallel.md)",
@@ -87,8 +88,11 @@ std::chrono::milliseconds default_timeout() {
 }
 
 std::string rank_device(const std::string& requested, const LaunchEnv& env) {
-  if (requested == "cuda" && env.world_size > 1) return fmt::format("cuda:{}", env.local_rank);
-  return requested;
+  if (requested != "cuda" || env.world_size <= 1) return requested;
+  // A launcher that gives each task its own GPU (srun --gpus-per-task 1: CUDA_VISIBLE_DEVICES
+  // holds one) leaves one visible device: local rank modulo the visible ones.
+  const int visible = static_cast<int>(at::detail::getCUDAHooks().getNumGPUs());
+  return fmt::format("cuda:{}", visible > 0 ? env.local_rank % visible : env.local_rank);
 }
 
 std::shared_ptr<Context> init(const Layout& layout, const std::string& device, std::chrono::milliseconds timeout) {
@@ -110,7 +114,8 @@ std::shared_ptr<Context> init(const Layout& layout, const std::string& device, s
   ctx->tp_rank = ctx->env.rank % layout.tp;
   ctx->ep_rank = ctx->env.rank / layout.tp;
   ctx->rank_devices = {device};
-  if (!ctx->distributed()) return ctx;
+  // No launcher, or a world of one without a store address: one process, no group.
+  if (!ctx->distributed() && (ctx->env.launcher == "none" || ctx->env.master_addr.empty())) return ctx;
   const at::Device dev(device);
   if (dev.is_cuda() && !detail::have_nccl()) {
     throw UsageError("a multi-process run on CUDA needs NCCL, which this effarch was built without (docs/parallel.md)");

@@ -229,7 +229,7 @@ Groups start(const LaunchEnv& env, const Layout& layout, int tp_rank, int ep_ran
       auto tp_store = c10::make_intrusive<c10d::PrefixStore>(fmt::format("tp{}/", ep_rank), h->store);
       g.tp = std::make_shared<C10dCommunicator>(make_backend(tp_store, env, tp_rank, layout.tp, cuda_index, timeout),
                                                 tp_rank, layout.tp, "tensor-parallel", timeout);
-    } else if (layout.tp > 1) {
+    } else if (layout.tp == env.world_size) {  // the whole world (a world of one too: the same path)
       g.tp = g.world;
     }
   } catch (const CommError&) {

@@ -71,12 +71,15 @@ struct Context {
   std::string backend = "none";  // "gloo", "nccl" or "none" (one process)
   std::string device;            // this rank's device ("cpu", "cuda:1")
   std::vector<std::string> rank_devices;  // every rank's device, in rank order (gathered at start-up)
-  std::shared_ptr<Communicator> world;  // all ranks (the MoE combine); null at world size 1
-  std::shared_ptr<Communicator> tp;     // this rank's tp group; null when tp == 1
+  std::shared_ptr<Communicator> world;  // all ranks (the MoE combine); null without a process group
+  std::shared_ptr<Communicator> tp;     // this rank's tp group (the world when tp is the world size)
 
   int rank() const { return env.rank; }
   int world_size() const { return env.world_size; }
   bool distributed() const { return env.world_size > 1; }
+  // A process group is up: a launch of several processes, or a launcher's world of one (the same
+  // code path, every all-reduce a no-op through c10d). Without one, nothing is ever reduced.
+  bool grouped() const { return world != nullptr; }
   // Sums 64-bit counts over the world (memory per rank, cache bytes): with `per_rank`, each rank's
   // value in rank order. At world size 1, the value itself.
   std::vector<int64_t> gather(int64_t value) const;
@@ -87,7 +90,8 @@ struct Context {
 // Checks the layout against the launch and starts the process group: a UsageError (before any
 // weight loads) when tp x ep differs from the world size; Gloo for a CPU device, NCCL for CUDA
 // (this rank's device is cuda:LOCAL_RANK). `timeout` bounds every collective and the rendezvous.
-// At world size 1 with tp = ep = 1, no process group: a Context whose groups are null.
+// Without a launcher (world size 1, tp = ep = 1): no process group, a Context whose groups are
+// null. Under a launcher even a world of one starts its group, so that path can be checked alone.
 std::shared_ptr<Context> init(const Layout& layout, const std::string& device_type, std::chrono::milliseconds timeout);
 
 // The collective timeout: EFFARCH_DIST_TIMEOUT seconds, else 300 s.
