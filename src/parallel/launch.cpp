@@ -6,6 +6,7 @@
 
 #include <ATen/ATen.h>
 #include <ATen/detail/CUDAHooksInterface.h>
+#include <c10/core/impl/DeviceGuardImplInterface.h>
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
@@ -88,7 +89,7 @@ std::chrono::milliseconds default_timeout() {
 }
 
 std::string rank_device(const std::string& requested, const LaunchEnv& env) {
-  if (requested != "cuda" || env.world_size <= 1) return requested;
+  if (requested != "cuda" || env.launcher == "none") return requested;
   // A launcher that gives each task its own GPU (srun --gpus-per-task 1: CUDA_VISIBLE_DEVICES
   // holds one) leaves one visible device: local rank modulo the visible ones.
   const int visible = static_cast<int>(at::detail::getCUDAHooks().getNumGPUs());
@@ -126,6 +127,14 @@ std::shared_ptr<Context> init(const Layout& layout, const std::string& device, s
   }
   if (!dev.is_cuda() && !dev.is_cpu()) {
     throw UsageError(fmt::format("--device {}: multi-process runs support cpu (Gloo) and cuda (NCCL)", device));
+  }
+  if (dev.is_cuda() && !dev.has_index()) {
+    throw UsageError(fmt::format("--device {}: a multi-process run needs each rank's GPU index (cuda or auto "
+                                 "becomes cuda:LOCAL_RANK)", device));
+  }
+  if (dev.is_cuda()) {
+    // This rank's GPU as the current device, for NCCL and for anything launched without a guard.
+    c10::impl::getDeviceGuardImpl(c10::DeviceType::CUDA)->setDevice(dev);
   }
   detail::Groups g = detail::start(ctx->env, layout, ctx->tp_rank, ctx->ep_rank, dev.is_cuda() ? dev.index() : -1,
                                    timeout);

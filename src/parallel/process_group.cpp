@@ -126,9 +126,13 @@ c10::intrusive_ptr<c10d::Store> connect(const LaunchEnv& env, bool server, std::
 
 class C10dCommunicator final : public Communicator {
  public:
+  // `host_wait`: wait on the host for each all-reduce, bounded by `timeout` (Gloo). NCCL's wait
+  // instead makes the current stream wait, so decode steps stay asynchronous and capturable in a
+  // CUDA graph; its own watchdog enforces the timeout (ProcessGroupNCCL::Options::timeout).
   C10dCommunicator(c10::intrusive_ptr<c10d::Backend> pg, int rank, int size, std::string name,
-                   std::chrono::milliseconds timeout)
-      : pg_(std::move(pg)), rank_(rank), size_(size), name_(std::move(name)), timeout_(timeout) {}
+                   std::chrono::milliseconds timeout, bool host_wait)
+      : pg_(std::move(pg)), rank_(rank), size_(size), name_(std::move(name)), timeout_(timeout),
+        host_wait_(host_wait) {}
   // After a failed collective the group is left as it is (its destructor could wait on a lost
   // peer): the process is about to exit anyway.
   ~C10dCommunicator() override {
@@ -140,7 +144,11 @@ class C10dCommunicator final : public Communicator {
     std::vector<at::Tensor> v{t};
     try {
       auto work = pg_->allreduce(v);
-      if (!work->wait(timeout_)) throw std::runtime_error("the all-reduce did not finish");
+      if (!host_wait_) {
+        work->wait();
+      } else if (!work->wait(timeout_)) {
+        throw std::runtime_error("the all-reduce did not finish");
+      }
     } catch (const std::exception& e) {
       std::string cause = e.what();
       const size_t nl = cause.find('\n');  // c10::Error adds a backtrace after the first line
@@ -156,6 +164,7 @@ class C10dCommunicator final : public Communicator {
   int rank_, size_;
   std::string name_;
   std::chrono::milliseconds timeout_;
+  bool host_wait_;
   bool failed_ = false;
 };
 
@@ -224,11 +233,11 @@ Groups start(const LaunchEnv& env, const Layout& layout, int tp_rank, int ep_ran
     auto world_store = c10::make_intrusive<c10d::PrefixStore>("world/", h->store);
     g.world = std::make_shared<C10dCommunicator>(make_backend(world_store, env, env.rank, env.world_size, cuda_index,
                                                               timeout),
-                                                 env.rank, env.world_size, "world", timeout);
+                                                 env.rank, env.world_size, "world", timeout, cuda_index < 0);
     if (layout.tp > 1 && layout.tp < env.world_size) {
       auto tp_store = c10::make_intrusive<c10d::PrefixStore>(fmt::format("tp{}/", ep_rank), h->store);
       g.tp = std::make_shared<C10dCommunicator>(make_backend(tp_store, env, tp_rank, layout.tp, cuda_index, timeout),
-                                                tp_rank, layout.tp, "tensor-parallel", timeout);
+                                                tp_rank, layout.tp, "tensor-parallel", timeout, cuda_index < 0);
     } else if (layout.tp == env.world_size) {  // the whole world (a world of one too: the same path)
       g.tp = g.world;
     }

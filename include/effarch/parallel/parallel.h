@@ -101,8 +101,8 @@ std::chrono::milliseconds default_timeout();
 // process group is up. Never throws.
 void report_failure(const std::string& message);
 
-// The device this rank runs on: cuda:LOCAL_RANK for a CUDA request without an index when the
-// launch has several local ranks, else the request as it is.
+// The device this rank runs on: under a launcher, "cuda" becomes cuda:LOCAL_RANK (modulo the
+// visible GPUs); anything else, or no launcher, the request as it is.
 std::string rank_device(const std::string& requested, const LaunchEnv& env);
 
 }  // namespace effarch::parallel
