@@ -140,7 +140,9 @@ int run_bench(const BenchCmd& cmd) {
   if (spec.parallel) env["parallel"] = parallel_json(*par);
 
   g_stop.store(false);
-  std::signal(SIGINT, on_sigint);
+  // Ctrl-C's stop-after-this-point cannot be kept in step across ranks (one may stop mid-point while
+  // another waits in a collective): a multi-process run leaves SIGINT to its default (and to torchrun).
+  if (!spec.parallel) std::signal(SIGINT, on_sigint);
   const double start = std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
   bench::RunCallbacks cb;
   cb.stop = &g_stop;

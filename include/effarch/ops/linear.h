@@ -1,8 +1,9 @@
 #pragma once
 // A linear layer, y = x W^T (+ b), as every projection of every architecture runs it: attention
 // q/k/v/o, dense and expert MLPs, the Mamba projections (in, x, dt, out) and the head. One type
-// and one call, so a weight format (today the model's dtype; int8 with per-channel scales and
-// tensor-parallel shards are what the format is for) changes one place, not every block.
+// and one call, so a weight format (today the model's dtype; int8 with per-channel scales is what
+// the format is for) changes one place, not every block. Tensor-parallel shards are Dense weights
+// of the rank's rows or columns (model/sharding.h), so they need no format of their own.
 
 #include <cstdint>
 #include <optional>
