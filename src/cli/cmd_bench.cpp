@@ -105,7 +105,7 @@ int run_bench(const BenchCmd& cmd) {
   // --tp/--ep: every model checked to split and the launch to match before anything loads; the
   // process group started. Every rank runs the sweep in lockstep; rank 0 writes and prints.
   std::shared_ptr<parallel::Context> par;
-  if (cmd.parallel.tp != 1 || cmd.parallel.ep != 1 || parallel::read_launch_env().launcher != "none") {
+  if (cmd.parallel.tp != 1 || cmd.parallel.ep != 1 || parallel::read_launch_env(/*slurm=*/false).launcher != "none") {
     std::vector<model::ModelConfig> configs;
     for (const std::string& name : spec.models) configs.push_back(model::resolve_model(name).config);
     par = start_parallel(cmd.parallel, configs, &spec.device);

@@ -24,7 +24,7 @@ void add_parallel_options(CLI::App* sub, ParallelCmd* p) {
 std::shared_ptr<parallel::Context> start_parallel(const ParallelCmd& p, const std::vector<model::ModelConfig>& configs,
                                                   std::string* device) {
   for (const auto& c : configs) model::check_shardable(c, p.tp, p.ep);
-  const parallel::LaunchEnv env = parallel::read_launch_env();
+  const parallel::LaunchEnv env = parallel::read_launch_env(/*slurm=*/p.tp * p.ep > 1);
   const at::Device dev = parse_device(*device, "--device");
   // "auto" or "cuda" on a GPU machine: each rank its own GPU (cuda:LOCAL_RANK); cuda:N as given.
   const bool explicit_index = device->rfind("cuda:", 0) == 0;

@@ -38,7 +38,7 @@ int env_int(const char* name, const std::string& value, int min) {
 
 }  // namespace
 
-LaunchEnv read_launch_env() {
+LaunchEnv read_launch_env(bool slurm) {
   LaunchEnv e;
   const char* rank_var = nullptr;
   const char* world_var = nullptr;
@@ -46,7 +46,7 @@ LaunchEnv read_launch_env() {
   if (env_var("RANK") || env_var("WORLD_SIZE")) {
     rank_var = "RANK", world_var = "WORLD_SIZE", local_var = "LOCAL_RANK";
     e.launcher = "torchrun";
-  } else if (env_var("SLURM_PROCID") && env_var("SLURM_NTASKS")) {
+  } else if (slurm && env_var("SLURM_PROCID") && env_var("SLURM_NTASKS")) {
     rank_var = "SLURM_PROCID", world_var = "SLURM_NTASKS", local_var = "SLURM_LOCALID";
     e.launcher = "slurm";
   } else {
@@ -100,7 +100,7 @@ std::shared_ptr<Context> init(const Layout& layout, const std::string& device, s
   if (layout.tp < 1) throw UsageError(fmt::format("--tp {}: must be at least 1", layout.tp));
   if (layout.ep < 1) throw UsageError(fmt::format("--ep {}: must be at least 1", layout.ep));
   auto ctx = std::make_shared<Context>();
-  ctx->env = read_launch_env();
+  ctx->env = read_launch_env(/*slurm=*/layout.world() > 1);
   ctx->layout = layout;
   ctx->device = device;
   if (layout.world() != ctx->env.world_size) {

@@ -3,6 +3,7 @@
 # - every tiny model with --tp 2, the MoE ones with --ep 2 (two processes) and --tp 2 --ep 2 (four),
 #   random weights and `effarch init` checkpoints (sliced at read time): logits within 1e-5 of the
 #   single-process run, identical greedy tokens, cache bytes adding up (effarch_parallel_check);
+# - Slurm's variables (as srun sets them) start the same run;
 # - a 2-process bench writes results that `effarch report` reads back, with the world size, the
 #   backend, each rank's device and memory per rank;
 # - a rank killed mid-run: the other exits non-zero naming the lost rank, within the timeout, and
@@ -78,6 +79,29 @@ assert open(sys.argv[2]).read().strip() == "", "rank 1 printed"
 PY
 else
   fail "generate --tp 2 failed:"$'\n'"$(cat "$SCRATCH/gen.0" "$SCRATCH/gen.1")"
+fi
+
+# --- the variables srun sets (SLURM_PROCID/NTASKS/LOCALID, the job script's MASTER_ADDR/PORT) --
+port=$(free_port)
+for r in 0 1; do
+  SLURM_PROCID=$r SLURM_NTASKS=2 SLURM_LOCALID=$r MASTER_ADDR=127.0.0.1 MASTER_PORT=$port \
+    "$EFFARCH" generate tiny-mamba2 --prompt-ids 1,2,3,4 -n 6 --json --tp 2 > "$SCRATCH/slurm.$r" 2>&1 &
+  eval "spid$r=$!"
+done
+src=0
+wait "$spid0" || src=1
+wait "$spid1" || src=1
+single=$("$EFFARCH" generate tiny-mamba2 --prompt-ids 1,2,3,4 -n 6 --json 2> /dev/null)
+if [[ $src -ne 0 ]]; then
+  fail "generate --tp 2 under Slurm's variables failed:"$'\n'"$(cat "$SCRATCH/slurm.0" "$SCRATCH/slurm.1")"
+else
+  "$PYTHON" - "$SCRATCH/slurm.0" "$single" <<'PY' || fail "generate --tp 2 under Slurm's variables"
+import json, sys
+out = open(sys.argv[1]).read()
+doc = json.loads(out[out.index("{"):])
+assert doc["tokens"] == json.loads(sys.argv[2])["tokens"]
+assert doc["parallel"]["launcher"] == "slurm" and doc["parallel"]["world_size"] == 2, doc["parallel"]
+PY
 fi
 
 # --- bench: rank 0 writes results that read back -------------------------------------------------

@@ -194,6 +194,14 @@ TEST(LaunchEnv, TorchrunSlurmAndNone) {
   }
 }
 
+TEST(LaunchEnv, SlurmWithoutTpOrEpIsOneProcess) {
+  EnvGuard g({{"SLURM_PROCID", "0"}, {"SLURM_NTASKS", "2"}});  // a batch script's variables
+  const auto ctx = init(Layout{1, 1}, "cpu", std::chrono::seconds(1));
+  EXPECT_FALSE(ctx->grouped());
+  EXPECT_EQ(ctx->world_size(), 1);
+  EXPECT_THROW(init(Layout{2, 1}, "cpu", std::chrono::seconds(1)), UsageError);  // now a launch: no MASTER_ADDR
+}
+
 TEST(LaunchEnv, WorldSizeMustBeTpTimesEp) {
   EnvGuard g({});
   EXPECT_THROW(init(Layout{2, 1}, "cpu", std::chrono::seconds(1)), UsageError);

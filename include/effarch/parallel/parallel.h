@@ -42,7 +42,9 @@ struct LaunchEnv {
 };
 // Reads the environment; a malformed or half-set launch (RANK without WORLD_SIZE, a rank outside
 // the world, a world > 1 without MASTER_ADDR/MASTER_PORT) is a UsageError naming the variable.
-LaunchEnv read_launch_env();
+// `slurm`: read Slurm's variables too. They are also set in batch scripts and in each task of a
+// plain multi-task srun, so only a request for several processes (--tp/--ep) reads them.
+LaunchEnv read_launch_env(bool slurm = true);
 
 // How the model is split: --tp and --ep.
 struct Layout {
