@@ -53,7 +53,7 @@ check 2 tp_all tiny-llama tiny-llama3 tiny-mistral tiny-phi tiny-mamba tiny-falc
   tiny-deepseek-moe tiny-jamba --tp 2
 # A launcher's world of one: the process group and every all-reduce through c10d, at size 1.
 check 1 world1 tiny-llama tiny-mamba2 tiny-mixtral --tp 1
-check 2 tp_static tiny-llama tiny-mamba tiny-mamba2 tiny-jamba --tp 2 --cuda-graphs static
+check 2 tp_static tiny-llama tiny-phi tiny-mamba tiny-mamba2 tiny-jamba --tp 2 --cuda-graphs static
 check 2 ep_moe tiny-mixtral tiny-deepseek-moe tiny-jamba --ep 2
 # Both: tp 2 x ep 2 needs four processes (tiny models: cheap even on two cores).
 check 4 tp_ep_moe tiny-mixtral tiny-deepseek-moe tiny-jamba --tp 2 --ep 2
