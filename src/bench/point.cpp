@@ -226,9 +226,11 @@ void from_json(const json& j, SpeedResult& s) {
 
 bool MemoryResult::operator==(const MemoryResult& o) const {
   return std::tie(source, weights_bytes, cache_bytes, kv_cache_bytes, state_bytes, peak_allocated_bytes, peak_bytes,
-                  activations_bytes, peak_reserved_bytes, peak_rss_growth_bytes) ==
+                  activations_bytes, peak_reserved_bytes, peak_rss_growth_bytes, rank_weights_bytes, rank_cache_bytes,
+                  rank_peak_bytes) ==
          std::tie(o.source, o.weights_bytes, o.cache_bytes, o.kv_cache_bytes, o.state_bytes, o.peak_allocated_bytes,
-                  o.peak_bytes, o.activations_bytes, o.peak_reserved_bytes, o.peak_rss_growth_bytes);
+                  o.peak_bytes, o.activations_bytes, o.peak_reserved_bytes, o.peak_rss_growth_bytes,
+                  o.rank_weights_bytes, o.rank_cache_bytes, o.rank_peak_bytes);
 }
 
 void to_json(json& j, const MemoryResult& m) {
@@ -242,6 +244,19 @@ void to_json(json& j, const MemoryResult& m) {
        {"activations_bytes", m.activations_bytes}};
   put(j, "peak_reserved_bytes", m.peak_reserved_bytes);
   put(j, "peak_rss_growth_bytes", m.peak_rss_growth_bytes);
+  if (!m.rank_peak_bytes.empty()) {
+    json ranks = json::array();
+    uint64_t w = 0, c = 0, p = 0;
+    for (size_t r = 0; r < m.rank_peak_bytes.size(); ++r) {
+      ranks.push_back({{"rank", r},
+                       {"weights_bytes", m.rank_weights_bytes.at(r)},
+                       {"cache_bytes", m.rank_cache_bytes.at(r)},
+                       {"peak_bytes", m.rank_peak_bytes.at(r)}});
+      w += m.rank_weights_bytes.at(r), c += m.rank_cache_bytes.at(r), p += m.rank_peak_bytes.at(r);
+    }
+    j["ranks"] = ranks;
+    j["total"] = {{"weights_bytes", w}, {"cache_bytes", c}, {"peak_bytes", p}};
+  }
 }
 
 void from_json(const json& j, MemoryResult& m) {
@@ -255,6 +270,13 @@ void from_json(const json& j, MemoryResult& m) {
   j.at("activations_bytes").get_to(m.activations_bytes);
   take(j, "peak_reserved_bytes", m.peak_reserved_bytes);
   take(j, "peak_rss_growth_bytes", m.peak_rss_growth_bytes);
+  if (j.contains("ranks")) {
+    for (const json& r : j.at("ranks")) {
+      m.rank_weights_bytes.push_back(r.at("weights_bytes").get<uint64_t>());
+      m.rank_cache_bytes.push_back(r.at("cache_bytes").get<uint64_t>());
+      m.rank_peak_bytes.push_back(r.at("peak_bytes").get<uint64_t>());
+    }
+  }
 }
 
 bool Roofline::Decode::operator==(const Decode& o) const {

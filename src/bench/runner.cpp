@@ -131,6 +131,13 @@ Measured measure_point(model::Model& m, const RooflineModel& f, const SweepSpec&
     if (!speed || i >= spec.warmup) timed.push_back(std::move(r));
   }
   const detail::MemorySnapshot after = detail::memory(device);
+  // Every rank's bytes, gathered by all ranks alike (a collective: all ranks reach it).
+  std::vector<int64_t> rank_weights, rank_cache, rank_peak;
+  if (spec.parallel && spec.parallel->grouped()) {
+    rank_weights = spec.parallel->gather(static_cast<int64_t>(m.weights().bytes()));
+    rank_cache = spec.parallel->gather(static_cast<int64_t>(m.cache().bytes()));
+    rank_peak = spec.parallel->gather(static_cast<int64_t>(after.peak_allocated));
+  }
 
   if (speed) {
     std::vector<double> prefill, ttft, prefill_tps, decode_tps, p50, p90, p99, all_steps;
@@ -211,6 +218,11 @@ Measured measure_point(model::Model& m, const RooflineModel& f, const SweepSpec&
       mem.source = "cpu_counting_allocator";
       mem.peak_rss_growth_bytes = after.peak_rss > before.rss ? after.peak_rss - before.rss : 0;
     }
+    for (size_t r = 0; r < rank_peak.size(); ++r) {
+      mem.rank_weights_bytes.push_back(static_cast<uint64_t>(rank_weights[r]));
+      mem.rank_cache_bytes.push_back(static_cast<uint64_t>(rank_cache[r]));
+      mem.rank_peak_bytes.push_back(static_cast<uint64_t>(rank_peak[r]));
+    }
     p.memory = mem;
   }
   return p;
@@ -220,6 +232,7 @@ Measured measure_point(model::Model& m, const RooflineModel& f, const SweepSpec&
 
 std::vector<Point> run_sweep(const SweepSpec& spec, const nlohmann::json& environment, const RunCallbacks& cb) {
   const at::Device device = parse_device(spec.device, "--device");
+  const bool distributed = spec.parallel && spec.parallel->grouped();
   const at::ScalarType dtype = parse_run_dtype(spec.dtype, device, "--dtype");
   // ATen's CPU allocations counted for this sweep only (the original allocator back after it).
   std::optional<detail::CpuCountingScope> counting;
@@ -254,6 +267,7 @@ std::vector<Point> run_sweep(const SweepSpec& spec, const nlohmann::json& enviro
       opt.backend = spec.backend;
       opt.weights = spec.weights;
       opt.allow_beyond_context = true;
+      opt.parallel = spec.parallel;
       f = roofline_model(source.config);
       ModelInfo mi;
       mi.model_path = source.checkpoint_dir ? source.checkpoint_dir->string() : source.config_path.string();
@@ -278,6 +292,7 @@ std::vector<Point> run_sweep(const SweepSpec& spec, const nlohmann::json& enviro
       implementations = m->implementations();
       weights = m->weight_format();
     } catch (const std::exception& e) {
+      if (distributed) throw;  // the ranks would no longer run the same points
       load_status = detail::classify(e);
       load_error = fmt::format("loading {}: {}", name, detail::message(e));
       m.reset();
@@ -322,6 +337,7 @@ std::vector<Point> run_sweep(const SweepSpec& spec, const nlohmann::json& enviro
             m->release_cache();
             return points;  // the unfinished point is dropped
           } catch (const std::exception& e) {
+            if (distributed) throw;  // one rank's out-of-memory would leave the others waiting in a collective
             p.status = detail::classify(e);
             p.error = detail::message(e);
             m->release_cache();

@@ -16,6 +16,7 @@
 #include <fmt/format.h>
 
 #include "commands.h"
+#include "parallel_options.h"
 #include "effarch/bench/bench.h"
 #include "effarch/common/error.h"
 #include "effarch/model/model.h"
@@ -63,6 +64,7 @@ struct BenchCmd {
   bool no_progress = false;
   bool wide = false;
   std::vector<std::string> argv;
+  ParallelCmd parallel;  // --tp, --ep
 };
 
 int run_bench(const BenchCmd& cmd) {
@@ -103,30 +105,52 @@ int run_bench(const BenchCmd& cmd) {
         "--format: unknown format '{}' (table, md, csv, json, jsonl, github-bigger, github-smaller, bmf)", cmd.format));
   }
 
+  // --tp/--ep: every model checked to split and the launch to match before anything loads; the
+  // process group started. Every rank runs the sweep in lockstep; rank 0 writes and prints.
+  std::shared_ptr<parallel::Context> par;
+  if (cmd.parallel.tp != 1 || cmd.parallel.ep != 1 || parallel::read_launch_env(/*slurm=*/false).launcher != "none") {
+    std::vector<model::ModelConfig> configs;
+    for (const std::string& name : spec.models) configs.push_back(model::resolve_model(name).config);
+    par = start_parallel(cmd.parallel, configs, &spec.device);
+    if (par->grouped()) spec.parallel = par;
+  }
+  const bool lead = !par || par->rank() == 0;
   if (std::filesystem::path(cmd.output).extension() == ".jsonl") {
     throw UsageError(fmt::format("-o: '{}' ends in .jsonl, where the points go one by one (give the JSON file: "
                                  "-o results.json writes results.json and results.jsonl)",
                                  cmd.output));
   }
   const std::string jsonl = std::filesystem::path(cmd.output).replace_extension(".jsonl").string();
-  std::ofstream lines(jsonl, std::ios::trunc);
-  if (!lines) throw UsageError(fmt::format("-o: cannot write {}", jsonl));
-  const bool progress = !cmd.no_progress && isatty(STDERR_FILENO);
-  fmt::print(stderr, "effarch bench: {} point(s); results to {} (each point also to {} as it finishes)\n",
-             spec.models.size() * spec.batches.size() * spec.prompt_lengths.size(), cmd.output, jsonl);
+  std::ofstream lines;
+  if (lead) {
+    lines.open(jsonl, std::ios::trunc);
+    if (!lines) throw UsageError(fmt::format("-o: cannot write {}", jsonl));
+  }
+  const bool progress = lead && !cmd.no_progress && isatty(STDERR_FILENO);
+  if (lead) {
+    fmt::print(stderr, "effarch bench: {} point(s); results to {} (each point also to {} as it finishes){}\n",
+               spec.models.size() * spec.batches.size() * spec.prompt_lengths.size(), cmd.output, jsonl,
+               spec.parallel ? fmt::format("; {} processes over {} (--tp {} --ep {})", par->world_size(),
+                                           par->backend, par->layout.tp, par->layout.ep)
+                             : "");
+  }
   // Before the probe: its GEMM rate depends on it. Without --threads (or a suite's), the default
   // that does not collapse when other work shares the cores (docs/bench.md, "A busy machine").
   const int threads = spec.threads ? *spec.threads
                                    : bench::default_cpu_threads(bench::usable_cores(), bench::read_machine_load());
   at::set_num_threads(threads);
-  const nlohmann::json env = bench::probe_environment(spec.device, spec.dtype);
+  nlohmann::json env = bench::probe_environment(spec.device, spec.dtype);
+  if (spec.parallel) env["parallel"] = parallel_json(*par);
 
   g_stop.store(false);
-  std::signal(SIGINT, on_sigint);
+  // Ctrl-C's stop-after-this-point cannot be kept in step across ranks (one may stop mid-point while
+  // another waits in a collective): a multi-process run leaves SIGINT to its default (and to torchrun).
+  if (!spec.parallel) std::signal(SIGINT, on_sigint);
   const double start = std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
   bench::RunCallbacks cb;
   cb.stop = &g_stop;
   cb.on_point = [&](const bench::Point& p) {
+    if (!lead) return;
     if (p.machine_load && p.machine_load->busy) {
       const auto& ml = *p.machine_load;
       const auto others = [](const std::optional<bench::LoadSample>& s) {
@@ -150,6 +174,8 @@ int run_bench(const BenchCmd& cmd) {
   const std::vector<bench::Point> points = bench::run_sweep(spec, env, cb);
   std::signal(SIGINT, SIG_DFL);
   const bool interrupted = g_stop.load();
+  if (spec.parallel) par->barrier();  // no rank leaves (rank 0 serves the store) while another still runs
+  if (!lead) return 0;
   const nlohmann::json doc = bench::make_document(spec, env, cmd.argv, points, interrupted);
   bench::write_atomically(cmd.output, doc.dump(2) + "\n");
   bench::TableOptions table;
@@ -185,6 +211,7 @@ void register_bench(CLI::App& app, int* exit_code, const std::vector<std::string
   sub->add_option("--attention", cmd->attention, "sdpa (default) or eager");
   add_backend_option(sub, &cmd->backend);  // recorded in each point's key
   add_weights_option(sub, &cmd->weights);  // recorded in each point's key ("weights")
+  add_parallel_options(sub, &cmd->parallel);
   sub->add_option("--threads", cmd->threads,
                   "CPU threads for ATen's operators (default: cores - 1, fewer when other work already runs; see "
                   "docs/bench.md); recorded in the results");

@@ -13,6 +13,7 @@
 #include <nlohmann/json.hpp>
 
 #include "commands.h"
+#include "parallel_options.h"
 #include "effarch/common/device.h"
 #include "effarch/common/dtype.h"
 #include "effarch/common/error.h"
@@ -30,6 +31,7 @@ struct GenerateCmd {
   std::string tokenizer;             // default: the checkpoint folder's
   std::string prompt_ids;  // "1,2,3" or "1,2,3;4,5,6" for a batch
   int64_t max_new_tokens = 32;
+  ParallelCmd parallel;  // --tp, --ep
   double temperature = 0.0;
   int64_t top_k = 0;
   double top_p = 1.0;
@@ -106,8 +108,15 @@ int run_generate(const GenerateCmd& cmd) {
   if (cmd.prompt_ids.empty() == cmd.prompts.empty()) {
     throw UsageError("give the prompt as text (-p) or as token ids (--prompt-ids), one of the two");
   }
-  const at::Device device = parse_device(cmd.device, "--device");
+  const auto source = model::resolve_model(cmd.model);
+  // --tp/--ep: checked against the config and the launch, the process group started (one process:
+  // nothing starts). Every rank generates the same tokens; rank 0 prints.
+  std::string device_name = cmd.device;
+  const auto par = start_parallel(cmd.parallel, {source.config}, &device_name);
+  const bool lead = par->rank() == 0;
+  const at::Device device = parse_device(device_name, "--device");
   model::ModelOptions opt;
+  if (par->grouped()) opt.parallel = par;
   opt.device = device;
   opt.dtype = parse_run_dtype(cmd.dtype, device, "--dtype");
   opt.attention = ops::parse_attention_impl(cmd.attention, "--attention");
@@ -116,7 +125,6 @@ int run_generate(const GenerateCmd& cmd) {
   opt.backend = ops::parse_backend(cmd.backend, "--backend");
   opt.weights = ops::parse_weight_format(cmd.weights, "--weights");
   opt.seed = cmd.seed;
-  const auto source = model::resolve_model(cmd.model);
   opt.decode = model::resolve_decode_mode(source.config, device, decode_request);
   std::unique_ptr<tokenizer::Tokenizer> tok;
   if (!cmd.prompts.empty()) {
@@ -148,7 +156,9 @@ int run_generate(const GenerateCmd& cmd) {
     gen.eos_ids.push_back(*tok->eos_id());
   }
   std::optional<tokenizer::StreamDecoder> stream;
-  if (tok && prompts.size(0) == 1 && !cmd.json) {
+  if (!lead) {
+    // Other ranks compute the same steps silently.
+  } else if (tok && prompts.size(0) == 1 && !cmd.json) {
     stream.emplace(*tok, /*skip_special_tokens=*/true);
     fmt::print("{}", cmd.prompts[0]);
     gen.on_token = [&](const std::vector<int64_t>& ids) {
@@ -163,6 +173,11 @@ int run_generate(const GenerateCmd& cmd) {
     };
   }
   const auto result = generate::generate(*model, prompts, gen);
+  // Every rank's cache bytes (a collective, so before rank 0 returns alone).
+  const std::vector<int64_t> rank_cache = par->gather(static_cast<int64_t>(model->cache().bytes()));
+  const std::vector<int64_t> rank_weights = par->gather(static_cast<int64_t>(model->weights().bytes()));
+  par->barrier();
+  if (!lead) return 0;
   if (stream) fmt::print("{}", stream->flush());
   std::vector<std::string> texts;
   if (tok) {
@@ -183,6 +198,14 @@ int run_generate(const GenerateCmd& cmd) {
                           {"backend", ops::backend_name(opt.backend)}, {"implementations", model->implementations()},
                           {"weights", model->weight_format()}, {"cuda_graphs", model::to_string(opt.decode)}};
     if (tok) out["text"] = texts;
+    if (par->grouped()) {
+      out["parallel"] = parallel_json(*par);
+      out["parallel"]["cache_bytes"] = rank_cache;
+      out["parallel"]["weights_bytes"] = rank_weights;
+      int64_t total = 0;
+      for (int64_t b : rank_cache) total += b;
+      out["parallel"]["cache_bytes_total"] = total;
+    }
     fmt::print("{}\n", out.dump(2));
   } else {
     fmt::print("\n{} prompt tokens, {} generated, time to first token {:.1f} ms, decode {:.1f} tok/s ({}, {}, batch {}); "
@@ -218,6 +241,7 @@ void register_generate(CLI::App& app, int* exit_code) {
       ->capture_default_str();
   add_backend_option(sub, &cmd->backend);
   add_weights_option(sub, &cmd->weights);
+  add_parallel_options(sub, &cmd->parallel);
   sub->add_flag("--json", cmd->json, "Print a JSON result instead of streaming");
   sub->callback([cmd, exit_code] { *exit_code = run_generate(*cmd); });
 }

@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "commands.h"
+#include "effarch/model/sharding.h"
 #include "effarch/common/dtype.h"
 #include "effarch/ops/linear.h"
 #include "effarch/model/catalog.h"
@@ -22,6 +23,7 @@ struct InfoOptions {
   bool tensors = false;
   std::string cache_dtype = "bfloat16";
   std::string weights = "dense";
+  int tp = 1, ep = 1;
 };
 
 nlohmann::json to_json(const model::ModelSource& src, const model::ModelStats& s, at::ScalarType cache_dtype) {
@@ -105,6 +107,27 @@ void print_table(const std::vector<nlohmann::json>& rows, bool int8) {
   }
 }
 
+// Bytes each rank of a --tp x --ep run holds (docs/parallel.md): weights at bf16 and at the
+// checkpoint's dtype from the split rules, the KV cache per token and Mamba state per sequence
+// (split by tp: kv heads and Mamba channels are).
+nlohmann::json per_rank(const model::ModelConfig& c, int tp, int ep, at::ScalarType cache_dtype) {
+  model::check_shardable(c, tp, ep);
+  const model::ModelStats whole = model::compute_stats(c, cache_dtype);
+  nlohmann::json ranks = nlohmann::json::array();
+  for (int r = 0; r < tp * ep; ++r) {
+    const model::Shard s{tp, r % tp, ep, r / tp};
+    ranks.push_back({{"rank", r},
+                     {"tp_rank", s.tp_rank},
+                     {"ep_rank", s.ep_rank},
+                     {"weight_bytes_bf16", model::shard_bytes(c, s, 2)},
+                     {"weight_bytes_checkpoint",
+                      model::shard_bytes(c, s, static_cast<uint64_t>(c10::elementSize(c.torch_dtype)))},
+                     {"kv_cache_bytes_per_token", whole.kv_bytes_per_token / static_cast<uint64_t>(tp)},
+                     {"state_bytes_per_sequence", whole.state_bytes_per_sequence / static_cast<uint64_t>(tp)}});
+  }
+  return {{"tp", tp}, {"ep", ep}, {"ranks", ranks}};
+}
+
 int run_info(const InfoOptions& opt) {
   const at::ScalarType cache_dtype = parse_float_dtype(opt.cache_dtype, "--cache-dtype");
   std::vector<std::string> models = opt.models;
@@ -113,6 +136,7 @@ int run_info(const InfoOptions& opt) {
   for (const auto& m : models) {
     const auto src = model::resolve_model(m);
     rows.push_back(to_json(src, model::compute_stats(src.config, cache_dtype), cache_dtype));
+    if (opt.tp != 1 || opt.ep != 1) rows.back()["per_rank"] = per_rank(src.config, opt.tp, opt.ep, cache_dtype);
     if (opt.tensors) {
       nlohmann::json list = nlohmann::json::array();
       for (const auto& t : model::expected_tensors(src.config)) {
@@ -125,6 +149,20 @@ int run_info(const InfoOptions& opt) {
     fmt::print("{}\n", nlohmann::json(rows).dump(2));
   } else {
     print_table(rows, ops::parse_weight_format(opt.weights, "--weights") == ops::WeightFormat::Int8);
+    for (const auto& r : rows) {
+      if (!r.contains("per_rank")) continue;
+      const auto& pr = r["per_rank"];
+      fmt::print("\n{}: per rank with --tp {} --ep {} ({} processes):\n", r["model"].get<std::string>(),
+                 pr["tp"].get<int>(), pr["ep"].get<int>(), pr["ranks"].size());
+      for (const auto& k : pr["ranks"]) {
+        fmt::print("  rank {} (tp {}, ep {}): bf16 weights {}, ckpt weights {}, KV / token {}, state / seq {}\n",
+                   k["rank"].get<int>(), k["tp_rank"].get<int>(), k["ep_rank"].get<int>(),
+                   human_bytes(k["weight_bytes_bf16"].get<uint64_t>()),
+                   human_bytes(k["weight_bytes_checkpoint"].get<uint64_t>()),
+                   human_bytes(k["kv_cache_bytes_per_token"].get<uint64_t>()),
+                   human_bytes(k["state_bytes_per_sequence"].get<uint64_t>()));
+      }
+    }
     for (const auto& r : rows) {
       if (!r.contains("tensors")) continue;
       fmt::print("\n{}: {} expected tensors\n", r["model"].get<std::string>(), r["tensors"].size());
@@ -145,6 +183,9 @@ void register_info(CLI::App& app, int* exit_code) {
                                          "and state bytes (no weights are loaded)");
   cmd->add_option("MODEL", opt->models, "Checkpoint folders, config files or built-in config names (default: all built-in)");
   cmd->add_flag("--json", opt->json, "Print JSON instead of a table");
+  cmd->add_option("--tp", opt->tp, "Also the bytes per rank of a run with this tensor parallelism (docs/parallel.md)")
+      ->capture_default_str();
+  cmd->add_option("--ep", opt->ep, "... and this expert parallelism")->capture_default_str();
   cmd->add_flag("--tensors", opt->tensors, "Also list the expected checkpoint tensors (HF names and shapes)");
   cmd->add_option("--weights", opt->weights,
                   "dense or int8: which weight bytes the table shows (the JSON has both)")

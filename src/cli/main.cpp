@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <cstdlib>
 #include <exception>
 
 #include <fmt/format.h>
@@ -10,6 +11,7 @@
 
 #include "commands.h"
 #include "effarch/common/error.h"
+#include "effarch/parallel/parallel.h"
 #include "effarch/version.h"
 
 int main(int argc, char** argv) {
@@ -46,12 +48,21 @@ int main(int argc, char** argv) {
     app.exit(e);
     return 2;
   } catch (const effarch::UsageError& e) {
+    effarch::parallel::report_failure(e.what());  // a multi-process run: the other ranks name this one
     fmt::print(stderr, "effarch: error: {}\n", e.what());
     return 2;
+  } catch (const effarch::parallel::CommError& e) {
+    // Another rank is lost or failed: say so and leave at once, without waiting on the process group.
+    fmt::print(stderr, "effarch: error: {}\n", e.what());
+    std::fflush(stdout);
+    std::fflush(stderr);
+    std::_Exit(1);
   } catch (const effarch::Error& e) {
+    effarch::parallel::report_failure(e.what());
     fmt::print(stderr, "effarch: error: {}\n", e.what());
     return 1;
   } catch (const std::exception& e) {
+    effarch::parallel::report_failure(e.what());
     fmt::print(stderr, "effarch: internal error: {}\n", e.what());
     return 1;
   }

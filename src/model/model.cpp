@@ -106,23 +106,44 @@ std::map<std::string, std::string> resolve_implementations(const ModelConfig& co
 
 }  // namespace
 
+namespace {
+
+// The part of the model this process holds.
+Shard shard_of(const ModelOptions& options) {
+  Shard s;
+  if (options.parallel) {
+    s.tp = options.parallel->layout.tp;
+    s.tp_rank = options.parallel->tp_rank;
+    s.ep = options.parallel->layout.ep;
+    s.ep_rank = options.parallel->ep_rank;
+  }
+  return s;
+}
+
+}  // namespace
+
 std::unique_ptr<Model> Model::load(const ModelSource& source, const ModelOptions& options) {
   check_decode_mode(source.config, options);
   resolve_implementations(source.config, options);
+  const Shard shard = shard_of(options);
+  check_shardable(source.config, shard.tp, shard.ep);  // before any weight loads
   if (source.checkpoint_dir) {
     const auto store = io::TensorStore::open_folder(*source.checkpoint_dir);
     return std::make_unique<Model>(source.config, Weights::from_checkpoint(source.config, store, options.dtype,
-                                                                            options.device, options.weights),
+                                                                            options.device, shard, options.weights),
                                    options);
   }
-  return std::make_unique<Model>(source.config, Weights::random(source.config, options.seed, options.dtype, options.device,
-                                                                 options.weights),
+  return std::make_unique<Model>(source.config, Weights::random(source.config, options.seed, options.dtype,
+                                                                 options.device, shard, options.weights),
                                  options);
 }
 
 Model::Model(ModelConfig config, Weights weights, ModelOptions options)
-    : config_(std::move(config)), weights_(std::move(weights)), options_(options) {
-  for (int i = 0; i < config_.num_layers; ++i) blocks_.push_back(std::make_unique<Block>(config_, weights_, i));
+    : config_(std::move(config)),
+      local_config_(model::local_config(config_, weights.shard())),
+      weights_(std::move(weights)),
+      options_(options) {
+  for (int i = 0; i < config_.num_layers; ++i) blocks_.push_back(std::make_unique<Block>(local_config_, weights_, i));
   final_norm_ = std::make_unique<Norm>(config_, weights_, -1, "final_norm.");
   embed_ = weights_.get(-1, "embed.weight");
   head_ = weights_.find(-1, "lm_head.weight") != nullptr ? weights_.linear(-1, "lm_head.")
@@ -178,6 +199,7 @@ at::Tensor Model::forward(const at::Tensor& ids, int64_t start_pos, bool last_on
   if (t == 0) throw UsageError("empty prompt: at least one token is needed");
   ForwardContext ctx{start_pos, rope_tables_.rotary_dim > 0 ? &rope_tables_ : nullptr, options_.attention,
                      options_.backend, routing_observer_ ? &routing_observer_ : nullptr};
+  set_groups(ctx);
   at::Tensor x = at::embedding(embed_, ids.to(options_.device));  // [B, T, H]
   for (size_t i = 0; i < blocks_.size(); ++i) x = blocks_[i]->forward(x, cache_.layers[i], ctx);
   if (last_only) x = x.narrow(1, t - 1, 1);
@@ -185,6 +207,13 @@ at::Tensor Model::forward(const at::Tensor& ids, int64_t start_pos, bool last_on
   const at::Tensor logits = ops::linear((*final_norm_)(x).to(embed_.scalar_type()), head_);
   cache_.length = start_pos + t;
   return logits.to(at::kFloat);
+}
+
+void Model::set_groups(ForwardContext& ctx) const {
+  const parallel::Context* p = options_.parallel.get();
+  if (p == nullptr || !p->grouped()) return;
+  ctx.tp = p->tp.get();
+  ctx.moe = p->world.get();
 }
 
 at::Tensor Model::prefill(const at::Tensor& ids) { return forward(ids, 0); }
@@ -233,6 +262,7 @@ at::Tensor Model::decode(const at::Tensor& ids) {
 at::Tensor Model::forward_static(const at::Tensor& ids) {
   ForwardContext ctx{cache_.length, rope_tables_.rotary_dim > 0 ? &rope_tables_ : nullptr, options_.attention,
                      options_.backend, routing_observer_ ? &routing_observer_ : nullptr, &position_, &key_positions_};
+  set_groups(ctx);
   at::Tensor x = at::embedding(embed_, ids);  // [B, 1, H]
   for (size_t i = 0; i < blocks_.size(); ++i) x = blocks_[i]->forward(x, cache_.layers[i], ctx);
   const at::Tensor logits = ops::linear((*final_norm_)(x).to(embed_.scalar_type()), head_);

@@ -26,26 +26,44 @@ void Weights::put_in_format(const ModelConfig& config, const TensorSpec& spec, a
 }
 
 Weights Weights::from_checkpoint(const ModelConfig& config, const io::TensorStore& store, at::ScalarType dtype,
-                                 at::Device device, ops::WeightFormat format) {
+                                 at::Device device, const Shard& shard, ops::WeightFormat format) {
   const CheckpointCheck check = check_checkpoint(config, store);
   require_valid(check, store.root().string());
   std::map<std::string, std::string> found(check.resolved.begin(), check.resolved.end());
   Weights w;
+  w.shard_ = shard;
   for (const auto& spec : expected_tensors(config)) {
     auto it = found.find(spec.name);
     if (it == found.end()) continue;  // an optional tensor that is absent
     // Every tensor in the model dtype, as HF loads them; ops upcast where their math is fp32.
-    w.put_in_format(config, spec, store.load(it->second, dtype, device), format);
+    if (shard.whole()) {
+      w.put_in_format(config, spec, store.load(it->second, dtype, device), format);
+      continue;
+    }
+    const TensorSplit split = tensor_split(config, spec, shard);
+    if (!holds(split, shard)) continue;
+    if (split.kind != TensorSplit::Kind::Split) {
+      w.put_in_format(config, spec, store.load(it->second, dtype, device), format);
+      continue;
+    }
+    // The rank's slices of the mapped file, copied into a tensor of their own.
+    const at::Tensor part = take_shard(store.view(it->second), split, shard);
+    w.put_in_format(config, spec, part.to(device, dtype, /*non_blocking=*/false, /*copy=*/true).contiguous(), format);
   }
   return w;
 }
 
 Weights Weights::random(const ModelConfig& config, uint64_t seed, at::ScalarType dtype, at::Device device,
-                        ops::WeightFormat format) {
+                        const Shard& shard, ops::WeightFormat format) {
   Weights w;
+  w.shard_ = shard;
   for (const auto& spec : expected_tensors(config)) {
     if (spec.optional) continue;
-    w.put_in_format(config, spec, random_tensor(config, spec, seed, dtype, device), format);
+    const TensorSplit split = tensor_split(config, spec, shard);
+    if (!holds(split, shard)) continue;
+    at::Tensor t = random_tensor(config, spec, seed, dtype, device);
+    if (split.kind == TensorSplit::Kind::Split) t = take_shard(t, split, shard).clone(at::MemoryFormat::Contiguous);
+    w.put_in_format(config, spec, std::move(t), format);
   }
   return w;
 }

@@ -155,6 +155,10 @@ at::Tensor moe_dispatch(const at::Tensor& x, const Routing& routing, const std::
     const int64_t c = count[e];
     if (c == 0) continue;
     const ExpertWeights& w = experts[static_cast<size_t>(e)];
+    if (w.remote) {  // another rank runs it
+      offset += c;
+      continue;
+    }
     check_expert(w, e, x);
     const at::Tensor pos = order.narrow(0, offset, c);
     offset += c;

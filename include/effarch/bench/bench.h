@@ -45,6 +45,9 @@ struct SweepSpec {
   std::optional<int> threads;            // ATen's CPU threads (intra-op); none: its default
   std::string suite_name;                // set when read from a suite file
   bool energy = true;                    // read the device's energy counter where there is one
+  // A multi-process run (--tp/--ep, docs/parallel.md): every rank runs the same sweep in lockstep;
+  // the points' memory records each rank's bytes. Any error on any rank ends the whole run.
+  std::shared_ptr<const parallel::Context> parallel;
 };
 
 // A suite file (configs/suites/NAME.json): {"name", "description", "models": [...],

@@ -108,6 +108,10 @@ struct MemoryResult {
   uint64_t peak_allocated_bytes = 0, peak_bytes = 0, activations_bytes = 0;
   std::optional<uint64_t> peak_reserved_bytes;    // CUDA
   std::optional<uint64_t> peak_rss_growth_bytes;  // CPU
+  // A multi-process run (docs/parallel.md): the fields above are rank 0's; these are every rank's
+  // weights, cache and peak bytes in rank order (empty for one process), their sums in the JSON's
+  // "total".
+  std::vector<uint64_t> rank_weights_bytes, rank_cache_bytes, rank_peak_bytes;
   bool operator==(const MemoryResult& o) const;
 };
 void to_json(nlohmann::json& j, const MemoryResult& m);

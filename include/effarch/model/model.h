@@ -21,6 +21,7 @@
 #include "effarch/ops/backend.h"
 #include "effarch/ops/linear.h"
 #include "effarch/ops/rope.h"
+#include "effarch/parallel/parallel.h"
 
 namespace effarch::model {
 
@@ -59,12 +60,16 @@ struct ModelOptions {
   // Let attention models run past max_position_embeddings (benchmarks measure speed and memory
   // there; RoPE tables are simply computed further). Off: such a cache is a UsageError.
   bool allow_beyond_context = false;
+  // Tensor / expert parallelism (docs/parallel.md): this process's rank and groups. Null or a
+  // Context of world size 1: the whole model in this process.
+  std::shared_ptr<const parallel::Context> parallel;
 };
 
 struct DecodeGraph;  // the captured step (CUDA builds)
 
 class Block;
 class Norm;
+struct ForwardContext;
 
 class Model {
  public:
@@ -76,6 +81,9 @@ class Model {
   Model& operator=(const Model&) = delete;
 
   const ModelConfig& config() const { return config_; }
+  // The config this rank's layers run: config() with heads, intermediate sizes and Mamba channels
+  // divided by --tp (config() itself at tp 1).
+  const ModelConfig& local_config() const { return local_config_; }
   const ModelOptions& options() const { return options_; }
   const Weights& weights() const { return weights_; }
   const Cache& cache() const { return cache_; }
@@ -110,7 +118,9 @@ class Model {
   at::Tensor forward(const at::Tensor& ids, int64_t start_pos, bool last_only = false);
   at::Tensor forward_static(const at::Tensor& ids);  // ids [B, 1] on the device, position in position_
   at::Tensor decode_graphed(const at::Tensor& ids);
+  void set_groups(ForwardContext& ctx) const;  // the parallel groups, when there are several ranks
   ModelConfig config_;
+  ModelConfig local_config_;
   Weights weights_;
   ModelOptions options_;
   std::vector<std::unique_ptr<Block>> blocks_;

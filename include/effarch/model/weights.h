@@ -14,6 +14,7 @@
 
 #include "effarch/model/config.h"
 #include "effarch/ops/gated_mlp.h"
+#include "effarch/model/sharding.h"
 #include "effarch/ops/linear.h"
 
 namespace effarch::io {
@@ -27,13 +28,20 @@ struct TensorSpec;
 class Weights {
  public:
   // Throws CheckpointError listing missing/unexpected/mis-shaped tensors before loading any.
+  // With a shard (tensor/expert parallelism), only this rank's part of each tensor is read: the
+  // slices of the memory-mapped file are copied out, nothing else is touched (docs/parallel.md).
   // `format` Int8: every linear weight (TensorSpec::linear) is quantised as it loads, one tensor
-  // at a time (ops::quantize_int8), and stored as int8 with its scales under role + "_scale";
-  // embeddings, norms, routers, biases and the SSM parameters stay in `dtype`.
+  // (or shard) at a time (ops::quantize_int8), and stored as int8 with its scales under role +
+  // "_scale"; embeddings, norms, routers, biases and the SSM parameters stay in `dtype`.
   static Weights from_checkpoint(const ModelConfig& config, const io::TensorStore& store, at::ScalarType dtype,
-                                 at::Device device, ops::WeightFormat format = ops::WeightFormat::Dense);
+                                 at::Device device, const Shard& shard = {},
+                                 ops::WeightFormat format = ops::WeightFormat::Dense);
+  // With a shard, each held tensor is drawn whole with its own seed and then sliced, so the ranks
+  // together hold exactly the single-process model (one tensor at a time at full size; meant for
+  // test and benchmark models). Tensors of other ranks' experts are not drawn.
   static Weights random(const ModelConfig& config, uint64_t seed, at::ScalarType dtype, at::Device device,
-                        ops::WeightFormat format = ops::WeightFormat::Dense);
+                        const Shard& shard = {}, ops::WeightFormat format = ops::WeightFormat::Dense);
+  const Shard& shard() const { return shard_; }
 
   // layer -1: model-level tensors (embed, final_norm, lm_head). Throws naming layer and role.
   const at::Tensor& get(int layer, const std::string& role) const;
@@ -62,6 +70,7 @@ class Weights {
   void put_in_format(const ModelConfig& config, const TensorSpec& spec, at::Tensor t, ops::WeightFormat format);
   // mutable: fused_linear() re-points parts at views of the fused tensor (same values).
   mutable std::map<std::pair<int, std::string>, at::Tensor> by_role_;
+  Shard shard_;
 };
 
 }  // namespace effarch::model

@@ -2,7 +2,8 @@
 // A linear layer, y = x W^T (+ b), as every projection of every architecture runs it: attention
 // q/k/v/o, dense and expert MLPs, the Mamba projections (in, x, dt, out) and the head. One type
 // and one call, so a weight format (the model's dtype, or int8 with per-channel scales) changes
-// one place, not every block.
+// one place, not every block. Tensor-parallel shards are weights of the rank's rows or columns
+// (model/sharding.h) in either format, so they need no format of their own.
 
 #include <cstdint>
 #include <optional>

@@ -29,7 +29,11 @@ Routing moe_route(const at::Tensor& x, const at::Tensor& router_weight, int64_t 
 
 // One gated expert: down(act(gate x) * up x), act the config's hidden_act (SiLU: SwiGLU).
 // gate, up [I, H]; down [H, I]; gate_up, where the weights were fused at load, [2I, H].
-using ExpertWeights = GatedMlpWeights;
+struct ExpertWeights : GatedMlpWeights {
+  // Held by another rank (expert parallelism): its tokens are skipped here and its share of the
+  // output comes from that rank's all-reduce. The Linears are then empty.
+  bool remote = false;
+};
 
 // x [N, H]; experts[e] for e < E (weights referenced, never copied or stacked). Returns [N, H] in
 // x's dtype: out[n] = sum over the token's experts, in ascending expert id, of

@@ -1,6 +1,8 @@
 // Attention mixer: q/k/v projections, RoPE where the config has it, the new K/V written into the
 // preallocated cache, causal attention over the cache prefix (only its last sliding_window keys
-// where the config has one: Mistral, Mixtral), output projection.
+// where the config has one: Mistral, Mixtral), output projection. Under tensor parallelism the
+// config holds this rank's heads (q/k/v column shards) and the output projection's partial sums
+// are all-reduced.
 
 #include <cmath>
 
@@ -36,7 +38,7 @@ class AttentionMixer final : public Mixer {
       cache.v.index_copy_(2, *ctx.position, v);
       const at::Tensor out = ops::attention_at_position(q, cache.k, cache.v, *ctx.key_positions, *ctx.position,
                                                         scale_, ctx.attention, a_.sliding_window);
-      return ops::linear(out.transpose(1, 2).reshape({b, t, a_.num_heads * a_.head_dim}), o_);
+      return all_reduce(ops::linear(out.transpose(1, 2).reshape({b, t, a_.num_heads * a_.head_dim}), o_), ctx.tp);
     }
     if (a_.rope) {
       q = ops::apply_rope(q, *ctx.rope, ctx.start_pos);
@@ -47,7 +49,7 @@ class AttentionMixer final : public Mixer {
     const int64_t s = ctx.start_pos + t;
     const at::Tensor out = ops::causal_attention(q, cache.k.narrow(2, 0, s), cache.v.narrow(2, 0, s), ctx.start_pos,
                                                  scale_, ctx.attention, a_.sliding_window);  // [B, Hq, T, D]
-    return ops::linear(out.transpose(1, 2).reshape({b, t, a_.num_heads * a_.head_dim}), o_);
+    return all_reduce(ops::linear(out.transpose(1, 2).reshape({b, t, a_.num_heads * a_.head_dim}), o_), ctx.tp);
   }
 
   void allocate(LayerCache& cache, int64_t batch, int64_t max_len, at::ScalarType dtype,

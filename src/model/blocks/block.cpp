@@ -77,6 +77,11 @@ Block::Block(const ModelConfig& config, const Weights& weights, int layer)
 at::Tensor Block::forward(const at::Tensor& x, LayerCache& cache, const ForwardContext& ctx) const {
   if (parallel_) {  // Phi: h = attn(a) + mlp(a) + h with a = LN(h)
     const at::Tensor a = mixer_norm_(x);
+    if (ctx.tp != nullptr) {  // tensor parallel: both partial sums in one all-reduce instead of two
+      ForwardContext local = ctx;
+      local.tp = nullptr;
+      return all_reduce(mixer_->forward(a, cache, local) + ffn_->forward(a, local), ctx.tp) + x;
+    }
     return mixer_->forward(a, cache, ctx) + ffn_->forward(a, ctx) + x;
   }
   if (residual_in_fp32_) {  // Mamba: the residual stream stays fp32; the norm sees the model dtype

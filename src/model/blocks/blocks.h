@@ -18,6 +18,7 @@
 #include "effarch/ops/backend.h"
 #include "effarch/ops/linear.h"
 #include "effarch/ops/rope.h"
+#include "effarch/parallel/parallel.h"
 
 namespace effarch::model {
 
@@ -33,7 +34,19 @@ struct ForwardContext {
   // key_positions <= position (key_positions: arange(max_len)). Null: positions from start_pos.
   const at::Tensor* position = nullptr;
   const at::Tensor* key_positions = nullptr;
+  // Tensor/expert parallelism (docs/parallel.md): the groups the row-parallel layers sum their
+  // partial outputs over. Null: one process, nothing to sum.
+  parallel::Communicator* tp = nullptr;   // attention out, dense MLP down, Mamba x_proj / out_proj
+  parallel::Communicator* moe = nullptr;  // an MoE layer's combined output (every rank)
 };
+
+// The sum over `group` of each rank's partial output of a row-parallel layer; `t` itself without one.
+inline at::Tensor all_reduce(at::Tensor t, parallel::Communicator* group) {
+  if (group == nullptr) return t;
+  if (!t.is_contiguous()) t = t.contiguous();
+  group->all_reduce(t);
+  return t;
+}
 
 // A weight the layer may or may not have (biases): nullopt when the table has no such tensor.
 inline std::optional<at::Tensor> optional_weight(const Weights& w, int layer, const std::string& role) {

@@ -45,7 +45,8 @@ class Mamba1Mixer final : public Mixer {
     at::Tensor u = fresh ? ops::causal_conv1d(xs, conv_w_, conv_b_, silu, &cache.conv_state, ctx.backend)
                          : ops::causal_conv1d_update(xs, cache.conv_state, conv_w_, conv_b_, silu, ctx.backend);
     if (!silu) u = ops::activate(m_.activation, u);
-    const at::Tensor proj = ops::linear(u.transpose(1, 2), x_proj_);  // [B, T, R + 2N]
+    // Tensor parallel: this rank's channels' share of the product, summed over the ranks.
+    const at::Tensor proj = all_reduce(ops::linear(u.transpose(1, 2), x_proj_), ctx.tp);  // [B, T, R + 2N]
     at::Tensor dt_low = proj.narrow(2, 0, r), bmat = proj.narrow(2, r, n), cmat = proj.narrow(2, r + n, n);
     if (m_.dt_bc_norm == MambaConfig::DtBCNorm::Learned) {  // Jamba
       dt_low = ops::rms_norm(dt_low, dt_norm_, m_.dt_bc_norm_eps);
@@ -66,7 +67,7 @@ class Mamba1Mixer final : public Mixer {
       y = ops::selective_scan(u, delta.transpose(1, 2), bmat.transpose(1, 2), cmat.transpose(1, 2), z, args_,
                               cache.ssm_state, /*from_state=*/!fresh, ctx.backend);
     }
-    return ops::linear(y.transpose(1, 2), out_proj_);
+    return all_reduce(ops::linear(y.transpose(1, 2), out_proj_), ctx.tp);
   }
 
   void allocate(LayerCache& cache, int64_t batch, int64_t /*max_len*/, at::ScalarType dtype,

@@ -66,7 +66,7 @@ class Mamba2Mixer final : public Mixer {
       y = ops::ssd_chunk_scan(xs, dt, bm, cm, args_, cache.ssm_state, /*from_state=*/!fresh, ctx.backend).reshape({b, t, di});
     }
     const at::Tensor normed = ops::gated_rms_norm(y, z, norm_w_, di / g, m_.gated_norm_eps, ctx.backend);
-    return ops::linear(normed.to(x.scalar_type()), out_proj_);
+    return all_reduce(ops::linear(normed.to(x.scalar_type()), out_proj_), ctx.tp);
   }
 
   void allocate(LayerCache& cache, int64_t batch, int64_t /*max_len*/, at::ScalarType dtype,

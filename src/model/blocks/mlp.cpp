@@ -1,5 +1,6 @@
 // Dense feed-forward: SwiGLU-style gate/up/down (Llama, Mistral, Jamba, DeepSeek's dense layers)
-// or fc1/fc2 with biases (Phi).
+// or fc1/fc2 with biases (Phi). Tensor parallel: gate/up (fc1) hold this rank's columns, down (fc2)
+// its rows; the partial outputs are all-reduced.
 
 #include <ATen/ATen.h>
 
@@ -13,7 +14,9 @@ namespace {
 class GatedMlp final : public FeedForward {
  public:
   GatedMlp(const Weights& w, int layer, Activation act) : w_(w.gated_mlp(layer, "mlp.")), act_(act) {}
-  at::Tensor forward(const at::Tensor& x, const ForwardContext&) const override { return ops::gated_mlp(x, w_, act_); }
+  at::Tensor forward(const at::Tensor& x, const ForwardContext& ctx) const override {
+    return all_reduce(ops::gated_mlp(x, w_, act_), ctx.tp);
+  }
 
  private:
   ops::GatedMlpWeights w_;  // gate and up fused at load: one [2I, H] product, split after
@@ -24,8 +27,8 @@ class FcMlp final : public FeedForward {
  public:
   FcMlp(const Weights& w, int layer, Activation act)
       : fc1_(w.linear(layer, "mlp.fc1.")), fc2_(w.linear(layer, "mlp.fc2.")), act_(act) {}
-  at::Tensor forward(const at::Tensor& x, const ForwardContext&) const override {
-    return ops::linear(ops::activate(act_, ops::linear(x, fc1_)), fc2_);
+  at::Tensor forward(const at::Tensor& x, const ForwardContext& ctx) const override {
+    return all_reduce(ops::linear(ops::activate(act_, ops::linear(x, fc1_)), fc2_), ctx.tp);
   }
 
  private:

@@ -1,6 +1,7 @@
 // MoE feed-forward (Mixtral, DeepSeekMoE, Jamba's MoE layers): route the flattened tokens, run
 // each chosen expert on its own tokens, add DeepSeekMoE's shared experts, and report the routing
-// to the model's observer when one listens.
+// to the model's observer when one listens. Under expert parallelism a rank runs only the experts
+// it holds (routing is replicated); under tensor parallelism each expert's share of its channels.
 
 #include <ATen/ATen.h>
 
@@ -15,9 +16,19 @@ class MoeFeedForward final : public FeedForward {
   MoeFeedForward(const ModelConfig& c, const Weights& w, int layer)
       : moe_(*c.moe), activation_(c.mlp->activation), layer_(layer), router_(w.get(layer, "moe.router.weight")) {
     for (int64_t e = 0; e < moe_.num_experts; ++e) {
-      experts_.push_back(w.gated_mlp(layer, "moe.expert." + std::to_string(e) + "."));
+      const std::string p = "moe.expert." + std::to_string(e) + ".";
+      ops::ExpertWeights expert;
+      if (w.find(layer, p + "gate.weight") == nullptr && !w.shard().whole()) {  // another ep rank's expert
+        expert.remote = true;
+      } else {
+        static_cast<ops::GatedMlpWeights&>(expert) = w.gated_mlp(layer, p);
+      }
+      experts_.push_back(std::move(expert));
     }
-    if (moe_.num_shared_experts > 0) shared_ = w.gated_mlp(layer, "moe.shared.");
+    // The shared experts run on ep rank 0 only (each rank would otherwise add them once more).
+    if (moe_.num_shared_experts > 0 && (w.shard().whole() || w.find(layer, "moe.shared.gate.weight") != nullptr)) {
+      shared_ = w.gated_mlp(layer, "moe.shared.");
+    }
   }
 
   at::Tensor forward(const at::Tensor& x, const ForwardContext& ctx) const override {
@@ -30,7 +41,8 @@ class MoeFeedForward final : public FeedForward {
     if (shared_) {  // DeepSeekMoE: after the routed sum, with the same hidden_act
       out = out + ops::gated_mlp(flat, *shared_, activation_);
     }
-    return out.view(x.sizes());
+    // Expert / tensor parallel: each rank's experts' (and expert shards') sum, added over the ranks.
+    return all_reduce(out, ctx.moe).view(x.sizes());
   }
 
  private:

@@ -78,23 +78,29 @@ struct GroupedProducts {
   }
 };
 
+// out[token] += round(y[row] * weight) for the rows of the experts that ran here.
 template <typename T>
-void combine(const at::Tensor& y, const std::vector<int64_t>& pos, int64_t k, const float* weight, at::Tensor& out) {
-  const int64_t m = y.size(0), hidden = y.size(1);
+void combine(const at::Tensor& y, const std::vector<Active>& active, const std::vector<int64_t>& pos, int64_t k,
+             const float* weight, at::Tensor& out) {
+  const int64_t hidden = y.size(1);
+  int64_t rows = 0;
+  for (const Active& a : active) rows += a.rows;
   const T* yp = y.data_ptr<T>();
   T* op = out.data_ptr<T>();
   // Columns split across threads; every thread walks the rows in expert order, so each token's
   // sum runs in ascending expert id whatever the thread count.
-  const int64_t grain = std::max<int64_t>(16, (int64_t{1} << 14) / std::max<int64_t>(m, 1));
+  const int64_t grain = std::max<int64_t>(16, (int64_t{1} << 14) / std::max<int64_t>(rows, 1));
   at::parallel_for(0, hidden, grain, [&](int64_t c0, int64_t c1) {
-    for (int64_t i = 0; i < m; ++i) {
-      const int64_t p = pos[static_cast<size_t>(i)];
-      const float w = weight[p];
-      T* o = op + (p / k) * hidden;
-      const T* yi = yp + i * hidden;
-      for (int64_t c = c0; c < c1; ++c) {
-        const T scaled = static_cast<T>(static_cast<float>(yi[c]) * w);  // y * weight, rounded to x's dtype
-        o[c] = static_cast<T>(static_cast<float>(o[c]) + static_cast<float>(scaled));
+    for (const Active& a : active) {
+      for (int64_t i = a.begin; i < a.begin + a.rows; ++i) {
+        const int64_t p = pos[static_cast<size_t>(i)];
+        const float w = weight[p];
+        T* o = op + (p / k) * hidden;
+        const T* yi = yp + i * hidden;
+        for (int64_t c = c0; c < c1; ++c) {
+          const T scaled = static_cast<T>(static_cast<float>(yi[c]) * w);  // y * weight, rounded to x's dtype
+          o[c] = static_cast<T>(static_cast<float>(o[c]) + static_cast<float>(scaled));
+        }
       }
     }
   });
@@ -117,8 +123,9 @@ at::Tensor moe_dispatch(const at::Tensor& x, const at::Tensor& expert_ids, const
   for (int64_t e = 0; e < static_cast<int64_t>(experts.size()); ++e) {
     const int64_t rows = g.begin[static_cast<size_t>(e) + 1] - g.begin[static_cast<size_t>(e)];
     if (rows == 0) continue;
-    check_expert(e);
     const ExpertWeights& w = experts[static_cast<size_t>(e)];
+    if (w.remote) continue;  // another rank runs it (expert parallelism): its rows stay out of the sum
+    check_expert(e);
     if (inter >= 0 && w.inter() != inter) {
       throw OpError(fmt::format("moe_dispatch: experts[{}] has {} intermediate features, the others {}", e,
                                 w.inter(), inter));
@@ -134,6 +141,7 @@ at::Tensor moe_dispatch(const at::Tensor& x, const at::Tensor& expert_ids, const
   int64_t* tp = tokens.data_ptr<int64_t>();
   for (int64_t i = 0; i < m; ++i) tp[i] = g.pos[static_cast<size_t>(i)] / k;
   const at::Tensor xs = x.index_select(0, tokens);  // [M, H], contiguous
+  if (active.empty()) return out;  // every chosen expert is another rank's
 
   // Decode-sized groups go through the grouped GEMV, where every weight format it takes applies.
   const at::Tensor one_row = xs.narrow(0, 0, 1);
@@ -195,9 +203,9 @@ at::Tensor moe_dispatch(const at::Tensor& x, const at::Tensor& expert_ids, const
 
   const at::Tensor wf = weights.to(at::kFloat).contiguous();  // [N, k], indexed by position p
   switch (x.scalar_type()) {
-    case at::kFloat: combine<float>(y, g.pos, k, wf.data_ptr<float>(), out); break;
-    case at::kBFloat16: combine<c10::BFloat16>(y, g.pos, k, wf.data_ptr<float>(), out); break;
-    case at::kHalf: combine<c10::Half>(y, g.pos, k, wf.data_ptr<float>(), out); break;
+    case at::kFloat: combine<float>(y, active, g.pos, k, wf.data_ptr<float>(), out); break;
+    case at::kBFloat16: combine<c10::BFloat16>(y, active, g.pos, k, wf.data_ptr<float>(), out); break;
+    case at::kHalf: combine<c10::Half>(y, active, g.pos, k, wf.data_ptr<float>(), out); break;
     default: throw OpError(fmt::format("moe_dispatch: x has dtype {}", c10::toString(x.scalar_type())));
   }
   return out;
