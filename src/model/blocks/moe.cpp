@@ -51,7 +51,7 @@ class MoeFeedForward final : public FeedForward {
   int layer_;
   at::Tensor router_;
   std::vector<ops::ExpertWeights> experts_;
-  std::optional<ops::ExpertWeights> shared_;
+  std::optional<ops::GatedMlpWeights> shared_;  // DeepSeekMoE's shared experts (ep rank 0 only)
 };
 
 }  // namespace
