@@ -5,8 +5,10 @@
 #include <atomic>
 #include <chrono>
 #include <fstream>
+#include <mutex>
 #include <new>
 #include <sstream>
+#include <unordered_map>
 
 #include <c10/core/Allocator.h>
 #include <c10/core/CPUAllocator.h>
@@ -38,6 +40,9 @@ uint64_t proc_status_bytes(const std::string& field) {
 }
 
 // Counts the bytes ATen holds on the CPU; the allocation itself is the original allocator's.
+// A block's context is its own address, as ATen's CPU allocator gives them: oneDNN (bf16 GEMMs)
+// takes raw blocks through raw_allocate()/raw_deallocate(), which require exactly that, so the
+// size and the original deleter of each live block are kept in a table beside it.
 class CountingCpuAllocator final : public c10::Allocator {
  public:
   explicit CountingCpuAllocator(c10::Allocator* base) : base_(base) {}
@@ -58,10 +63,24 @@ class CountingCpuAllocator final : public c10::Allocator {
     c10::DataPtr inner = base_->allocate(n);
     void* data = inner.get();
     const c10::Device device = inner.device();
-    auto* ctx = new Held{std::move(inner), n, this};
-    return {data, ctx, &release, device};
+    const c10::DeleterFnPtr free_fn = inner.get_deleter();
+    if (data == nullptr || inner.get_context() != data || free_fn == nullptr) {
+      // Not a plain block (an allocator of another kind): wrap it; raw_allocate() then refuses.
+      auto* ctx = new Wrapped{std::move(inner), n, this};
+      return {data, ctx, &release_wrapped, device};
+    }
+    inner.release_context();  // freed by free_fn from now on
+    {
+      const std::lock_guard<std::mutex> lock(mutex_);
+      auto [it, fresh] = blocks_.try_emplace(data, Block{n, free_fn});
+      if (!fresh) {  // the address came back: its earlier block was freed past this allocator (after a scope)
+        live_.fetch_sub(it->second.n);
+        it->second = Block{n, free_fn};
+      }
+    }
+    return {data, data, &release_block, device};
   }
-  c10::DeleterFnPtr raw_deleter() const override { return nullptr; }
+  c10::DeleterFnPtr raw_deleter() const override { return &release_block; }
   void copy_data(void* dest, const void* src, std::size_t count) const override { default_copy_data(dest, src, count); }
 
   uint64_t live() const { return live_.load(); }
@@ -70,18 +89,39 @@ class CountingCpuAllocator final : public c10::Allocator {
   void set_limit(uint64_t bytes) { limit_.store(bytes); }
 
  private:
-  struct Held {
+  struct Block {
+    size_t n;
+    c10::DeleterFnPtr free_fn;  // the original allocator's
+  };
+  struct Wrapped {
     c10::DataPtr inner;
     size_t n;
     CountingCpuAllocator* owner;
   };
-  static void release(void* p) {
-    auto* held = static_cast<Held*>(p);
+  static CountingCpuAllocator* self();
+  static void release_block(void* p) {
+    CountingCpuAllocator* a = self();
+    c10::DeleterFnPtr free_fn = nullptr;
+    {
+      const std::lock_guard<std::mutex> lock(a->mutex_);
+      auto it = a->blocks_.find(p);
+      if (it != a->blocks_.end()) {
+        a->live_.fetch_sub(it->second.n);
+        free_fn = it->second.free_fn;
+        a->blocks_.erase(it);
+      }
+    }
+    if (free_fn != nullptr) free_fn(p);
+  }
+  static void release_wrapped(void* p) {
+    auto* held = static_cast<Wrapped*>(p);
     held->owner->live_.fetch_sub(held->n);
     delete held;  // the original allocator frees the memory
   }
   c10::Allocator* base_;
   std::atomic<uint64_t> live_{0}, peak_{0}, limit_{0};
+  std::mutex mutex_;
+  std::unordered_map<void*, Block> blocks_;
 };
 
 // Created once and never destroyed: tensors it allocated may outlive any scope (their deleter
@@ -90,6 +130,7 @@ CountingCpuAllocator* counting_instance() {
   static auto* instance = new CountingCpuAllocator(c10::GetCPUAllocator());
   return instance;
 }
+CountingCpuAllocator* CountingCpuAllocator::self() { return counting_instance(); }
 CountingCpuAllocator* counting = nullptr;
 
 }  // namespace

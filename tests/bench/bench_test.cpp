@@ -442,6 +442,31 @@ TEST(BenchCompare, BackendsAndImplementationsAreDifferentPoints) {
 
 // ---- a real sweep on the CPU ----
 
+// bf16 GEMMs on the CPU run in oneDNN, which takes raw blocks from ATen's CPU allocator (the
+// counting one during a sweep) and requires a block's context to be its address: a bf16 prefill
+// used to fail there with "dptr.get() == dptr.get_context()". And int8 weights through a sweep.
+TEST(BenchSweep, Bf16AndInt8OnTheCpuUnderTheCountingAllocator) {
+  const json env = {{"device", {{"copy_bandwidth_bytes_per_s", 1e10}, {"gemm_flops_per_s", 1e11}}},
+                    {"harness_timer_overhead_s", 1e-6}};
+  for (const auto weights : {ops::WeightFormat::Dense, ops::WeightFormat::Int8}) {
+    SweepSpec spec;
+    spec.models = {"tiny-llama"};
+    spec.prompt_lengths = {64};
+    spec.gen_tokens = 3;
+    spec.reps = 1;
+    spec.warmup = 0;
+    spec.device = "cpu";
+    spec.dtype = "bfloat16";
+    spec.weights = weights;
+    const std::vector<Point> points = run_sweep(spec, env, {});
+    ASSERT_EQ(points.size(), 1u);
+    EXPECT_EQ(points[0].status, PointStatus::Ok) << points[0].error;
+    EXPECT_EQ(points[0].key.weights, weights == ops::WeightFormat::Int8 ? "int8" : "bfloat16");
+    ASSERT_TRUE(points[0].memory.has_value());
+    EXPECT_GE(points[0].memory->peak_bytes, points[0].memory->weights_bytes);
+  }
+}
+
 TEST(BenchSweep, BackendsOnTheCpuAndTheAllocatorRestored) {
   c10::Allocator* const original = c10::GetCPUAllocator();
   const json env = {{"device", {{"copy_bandwidth_bytes_per_s", 1e10}, {"gemm_flops_per_s", 1e11}}},
