@@ -29,7 +29,8 @@ EFFARCH_INLINE void gemv_rows(const float* x, int64_t K, const W* w, const float
     for (int r = 0; r < R; ++r) acc0[r] = acc1[r] = simd::splat(0.f);
     int64_t k = 0;
     for (; k + 16 <= K; k += 16) {
-      const v8f w0 = simd::load8(wo + k), w1 = simd::load8(wo + k + 8);
+      v8f w0, w1;
+      simd::load16(wo + k, w0, w1);
       for (int r = 0; r < R; ++r) {
         acc0[r] += w0 * simd::load8(x + r * K + k);
         acc1[r] += w1 * simd::load8(x + r * K + k + 8);

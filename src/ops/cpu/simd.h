@@ -38,11 +38,41 @@ EFFARCH_INLINE v8f load8(const c10::BFloat16* p) {  // bf16 is the top half of a
   std::memcpy(&v, &w, sizeof v);
   return v;
 }
-EFFARCH_INLINE v8f load8(const int8_t* p) {  // int8 weights, exact in fp32
-  typedef int8_t v8i8 __attribute__((vector_size(8)));
-  v8i8 b;
+// 16 int8 weights (one 16-byte load) as two fp32 vectors, exactly. Each byte is moved to the top
+// of a 32-bit lane by a byte shuffle and sign-extended by an arithmetic shift: GCC turns that into
+// vpshufb + vpsrad, where converting the bytes directly is scalarised.
+EFFARCH_INLINE void load16(const int8_t* p, v8f& lo, v8f& hi) {
+  typedef int8_t v16i8 __attribute__((vector_size(16)));
+  typedef int8_t v32i8 __attribute__((vector_size(32)));
+  typedef int32_t v8i32 __attribute__((vector_size(32)));
+  v16i8 b;
   std::memcpy(&b, p, sizeof b);
-  return __builtin_convertvector(b, v8f);
+  const v16i8 z = {};
+  const v32i8 l = __builtin_shufflevector(b, z, 16, 16, 16, 0, 16, 16, 16, 1, 16, 16, 16, 2, 16, 16, 16, 3, 16, 16, 16, 4,
+                                          16, 16, 16, 5, 16, 16, 16, 6, 16, 16, 16, 7);
+  const v32i8 h = __builtin_shufflevector(b, z, 16, 16, 16, 8, 16, 16, 16, 9, 16, 16, 16, 10, 16, 16, 16, 11, 16, 16, 16,
+                                          12, 16, 16, 16, 13, 16, 16, 16, 14, 16, 16, 16, 15);
+  v8i32 wl, wh;
+  std::memcpy(&wl, &l, sizeof wl);
+  std::memcpy(&wh, &h, sizeof wh);
+  lo = __builtin_convertvector(wl >> 24, v8f);
+  hi = __builtin_convertvector(wh >> 24, v8f);
+}
+// 8 int8 weights (the tail under 16).
+EFFARCH_INLINE v8f load8(const int8_t* p) {
+  int8_t b[16] = {};
+  std::memcpy(b, p, 8);
+  v8f lo, hi;
+  load16(b, lo, hi);
+  return lo;
+}
+EFFARCH_INLINE void load16(const float* p, v8f& lo, v8f& hi) {
+  lo = load8(p);
+  hi = load8(p + 8);
+}
+EFFARCH_INLINE void load16(const c10::BFloat16* p, v8f& lo, v8f& hi) {
+  lo = load8(p);
+  hi = load8(p + 8);
 }
 EFFARCH_INLINE void store8(float* p, v8f v) { std::memcpy(p, &v, sizeof v); }
 EFFARCH_INLINE v8f splat(float x) { return v8f{x, x, x, x, x, x, x, x}; }
