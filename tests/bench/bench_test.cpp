@@ -442,6 +442,18 @@ TEST(BenchCompare, BackendsAndImplementationsAreDifferentPoints) {
 
 // ---- a real sweep on the CPU ----
 
+// One quick point of `model` on the CPU: 3 tokens generated, one run, no warm-up.
+SweepSpec one_point_on_the_cpu(const std::string& model, int64_t prompt_len) {
+  SweepSpec spec;
+  spec.models = {model};
+  spec.prompt_lengths = {prompt_len};
+  spec.gen_tokens = 3;
+  spec.reps = 1;
+  spec.warmup = 0;
+  spec.device = "cpu";
+  return spec;
+}
+
 // bf16 GEMMs on the CPU run in oneDNN, which takes raw blocks from ATen's CPU allocator (the
 // counting one during a sweep) and requires a block's context to be its address: a bf16 prefill
 // used to fail there with "dptr.get() == dptr.get_context()". And int8 weights through a sweep.
@@ -449,13 +461,7 @@ TEST(BenchSweep, Bf16AndInt8OnTheCpuUnderTheCountingAllocator) {
   const json env = {{"device", {{"copy_bandwidth_bytes_per_s", 1e10}, {"gemm_flops_per_s", 1e11}}},
                     {"harness_timer_overhead_s", 1e-6}};
   for (const auto weights : {ops::WeightFormat::Dense, ops::WeightFormat::Int8}) {
-    SweepSpec spec;
-    spec.models = {"tiny-llama"};
-    spec.prompt_lengths = {64};
-    spec.gen_tokens = 3;
-    spec.reps = 1;
-    spec.warmup = 0;
-    spec.device = "cpu";
+    SweepSpec spec = one_point_on_the_cpu("tiny-llama", 64);
     spec.dtype = "bfloat16";
     spec.weights = weights;
     const std::vector<Point> points = run_sweep(spec, env, {});
@@ -473,13 +479,7 @@ TEST(BenchSweep, BackendsOnTheCpuAndTheAllocatorRestored) {
                     {"harness_timer_overhead_s", 1e-6}};
   std::vector<Point> all;
   for (const auto backend : {ops::Backend::Auto, ops::Backend::Reference}) {
-    SweepSpec spec;
-    spec.models = {"tiny-mamba"};
-    spec.prompt_lengths = {16};
-    spec.gen_tokens = 3;
-    spec.reps = 1;
-    spec.warmup = 0;
-    spec.device = "cpu";
+    SweepSpec spec = one_point_on_the_cpu("tiny-mamba", 16);
     spec.backend = backend;
     std::vector<c10::Allocator*> during;
     RunCallbacks cb;

@@ -30,7 +30,7 @@ EFFARCH_INLINE void gemv_rows(const float* x, int64_t K, const W* w, const float
     int64_t k = 0;
     for (; k + 16 <= K; k += 16) {
       v8f w0, w1;
-      simd::load16(wo + k, w0, w1);
+      simd::load8x2(wo + k, w0, w1);
       for (int r = 0; r < R; ++r) {
         acc0[r] += w0 * simd::load8(x + r * K + k);
         acc1[r] += w1 * simd::load8(x + r * K + k + 8);

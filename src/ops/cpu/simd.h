@@ -38,10 +38,10 @@ EFFARCH_INLINE v8f load8(const c10::BFloat16* p) {  // bf16 is the top half of a
   std::memcpy(&v, &w, sizeof v);
   return v;
 }
-// 16 int8 weights (one 16-byte load) as two fp32 vectors, exactly. Each byte is moved to the top
+// 16 weights as two fp32 vectors; for int8 (exact) one 16-byte load. Each byte is moved to the top
 // of a 32-bit lane by a byte shuffle and sign-extended by an arithmetic shift: GCC turns that into
 // vpshufb + vpsrad, where converting the bytes directly is scalarised.
-EFFARCH_INLINE void load16(const int8_t* p, v8f& lo, v8f& hi) {
+EFFARCH_INLINE void load8x2(const int8_t* p, v8f& lo, v8f& hi) {
   typedef int8_t v16i8 __attribute__((vector_size(16)));
   typedef int8_t v32i8 __attribute__((vector_size(32)));
   typedef int32_t v8i32 __attribute__((vector_size(32)));
@@ -63,14 +63,14 @@ EFFARCH_INLINE v8f load8(const int8_t* p) {
   int8_t b[16] = {};
   std::memcpy(b, p, 8);
   v8f lo, hi;
-  load16(b, lo, hi);
+  load8x2(b, lo, hi);
   return lo;
 }
-EFFARCH_INLINE void load16(const float* p, v8f& lo, v8f& hi) {
+EFFARCH_INLINE void load8x2(const float* p, v8f& lo, v8f& hi) {
   lo = load8(p);
   hi = load8(p + 8);
 }
-EFFARCH_INLINE void load16(const c10::BFloat16* p, v8f& lo, v8f& hi) {
+EFFARCH_INLINE void load8x2(const c10::BFloat16* p, v8f& lo, v8f& hi) {
   lo = load8(p);
   hi = load8(p + 8);
 }
