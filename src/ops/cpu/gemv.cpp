@@ -153,8 +153,8 @@ at::Tensor gemv(const at::Tensor& x, const Linear& layer) {
   const at::Tensor xf = x.reshape({R, K}).to(at::kFloat).contiguous();
   const at::Tensor bf = layer.bias ? layer.bias->to(at::kFloat).contiguous() : at::Tensor();
   at::Tensor y = at::empty({R, O}, xf.options());
-  const GemvJob job{xf.data_ptr<float>(), R, &layer, layer.bias ? bf.data_ptr<float>() : nullptr, y.data_ptr<float>(), O};
-  at::parallel_for(0, O, gemv_grain(K), [&](int64_t o0, int64_t o1) { gemv_range(job, o0, o1); });
+  gemv_grouped({GemvJob{xf.data_ptr<float>(), R, &layer, layer.bias ? bf.data_ptr<float>() : nullptr,
+                         y.data_ptr<float>(), O}});
   std::vector<int64_t> out_shape(x.sizes().begin(), x.sizes().end());
   out_shape.back() = O;
   return y.to(x.scalar_type()).view(out_shape);
