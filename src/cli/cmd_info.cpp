@@ -130,6 +130,7 @@ nlohmann::json per_rank(const model::ModelConfig& c, int tp, int ep, at::ScalarT
 
 int run_info(const InfoOptions& opt) {
   const at::ScalarType cache_dtype = parse_float_dtype(opt.cache_dtype, "--cache-dtype");
+  const ops::WeightFormat weights = ops::parse_weight_format(opt.weights, "--weights");
   std::vector<std::string> models = opt.models;
   if (models.empty()) models = model::builtin_model_names();
   std::vector<nlohmann::json> rows;
@@ -148,7 +149,7 @@ int run_info(const InfoOptions& opt) {
   if (opt.json) {
     fmt::print("{}\n", nlohmann::json(rows).dump(2));
   } else {
-    print_table(rows, ops::parse_weight_format(opt.weights, "--weights") == ops::WeightFormat::Int8);
+    print_table(rows, weights == ops::WeightFormat::Int8);
     for (const auto& r : rows) {
       if (!r.contains("per_rank")) continue;
       const auto& pr = r["per_rank"];
