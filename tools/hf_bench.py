@@ -519,6 +519,15 @@ def scaling(points):
     return out
 
 
+def release_memory(device) -> None:
+    """What a finished point or model held goes back: Python's garbage, then CUDA's cached blocks."""
+    import torch
+
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
 def run_sweep(args, device, env, jsonl) -> tuple[list[dict], bool]:
     import torch
 
@@ -594,15 +603,11 @@ def run_sweep(args, device, env, jsonl) -> tuple[list[dict], bool]:
                     line += f": {p['error'][:200]}"
                 if not args.no_progress:
                     print(line, file=sys.stderr, flush=True)
-                gc.collect()
-                if device.type == "cuda":
-                    torch.cuda.empty_cache()
+                release_memory(device)
             if interrupted:
                 break
         del model, runner
-        gc.collect()
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
+        release_memory(device)
         if interrupted:
             break
     return points, interrupted
