@@ -2,13 +2,11 @@
 // Element types the kernels are instantiated for, and what a launcher reports. Plain C++ and the
 // CUDA runtime API only: the ops bindings (src/ops/*_cuda.cpp) map torch dtypes onto these.
 
-#include <cstdint>
-
 #include <cuda_runtime.h>
 
-namespace effarch::kernels {
+#include "common/element_enum.h"
 
-enum class ElementType : uint8_t { kFloat32, kBFloat16, kFloat16 };
+namespace effarch::kernels {
 
 // What a launcher reports: cudaSuccess, or the error and which launch (or check) it came from.
 struct LaunchStatus {

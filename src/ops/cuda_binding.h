@@ -1,6 +1,6 @@
 #pragma once
-// Shared plumbing of the CUDA bindings (src/ops/*_cuda.cpp, CUDA builds only): torch dtypes onto
-// the kernels' element types, the stream to launch on, and a failed launch turned into an
+// Shared plumbing of the CUDA bindings (src/ops/*_cuda.cpp, CUDA builds only): the stream to launch
+// on (torch dtypes onto element types: kernel_params.h), and a failed launch turned into an
 // effarch::Error that names the op. The kernels themselves (kernels/) see no torch types.
 
 #include <ATen/core/Tensor.h>
@@ -9,18 +9,9 @@
 
 #include "common/element_type.h"
 #include "effarch/common/error.h"
+#include "kernel_params.h"
 
 namespace effarch::ops::detail {
-
-// The kernels' element type for `type`; an OpError naming `op` for a dtype without kernels.
-inline kernels::ElementType element_type(at::ScalarType type, const char* op) {
-  switch (type) {
-    case at::kFloat: return kernels::ElementType::kFloat32;
-    case at::kBFloat16: return kernels::ElementType::kBFloat16;
-    case at::kHalf: return kernels::ElementType::kFloat16;
-    default: throw OpError(fmt::format("{}: no CUDA kernel for dtype {}", op, c10::toString(type)));
-  }
-}
 
 // The current stream of the current device (set it with a CUDAGuard first).
 inline cudaStream_t current_stream() { return at::cuda::getCurrentCUDAStream(); }
