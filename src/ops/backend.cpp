@@ -47,7 +47,10 @@ const std::vector<OpFamily>& all_op_families() {
 bool has_cuda_kernel(OpFamily op) {
   if (!kBuiltWithCuda) return false;
   switch (op) {
-    case OpFamily::CausalConv1d: return true;  // kernels/causal_conv1d
+    case OpFamily::CausalConv1d:          // kernels/causal_conv1d
+    case OpFamily::SelectiveScan:         // kernels/selective_scan
+    case OpFamily::SelectiveStateUpdate:  // the same folder, one step
+      return true;
     default: return false;                      // the ATen reference runs on the GPU too
   }
 }

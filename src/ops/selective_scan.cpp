@@ -157,6 +157,9 @@ at::Tensor selective_scan(const at::Tensor& u, const at::Tensor& delta, const at
     if (!from_state) ssm_state.zero_();
     return at::empty({batch, dim, 0}, u.options());
   }
+#ifdef EFFARCH_WITH_CUDA
+  if (impl == Backend::Cuda) return detail::selective_scan_cuda(u, delta, Bmat, Cmat, z, args, ssm_state, from_state);
+#endif
   if (impl == Backend::Cpu) {
     return cpu::selective_scan(u, delta, Bmat, Cmat, z, args.A, args.D, args.delta_bias, args.delta_softplus,
                                ssm_state, from_state);
@@ -179,7 +182,11 @@ at::Tensor selective_state_update(const at::Tensor& u, const at::Tensor& delta, 
   if (z) check_tensor(*z, kUpdate, "z", {batch, dim}, u);
   check_args(args, dim, dstate, u, kUpdate);
   check_state(ssm_state, batch, dim, dstate, u, kUpdate);
-  if (resolve_backend(backend, OpFamily::SelectiveStateUpdate, u.device()) == Backend::Cpu) {
+  const Backend impl = resolve_backend(backend, OpFamily::SelectiveStateUpdate, u.device());
+#ifdef EFFARCH_WITH_CUDA
+  if (impl == Backend::Cuda) return detail::selective_state_update_cuda(u, delta, Bmat, Cmat, z, args, ssm_state);
+#endif
+  if (impl == Backend::Cpu) {
     return cpu::selective_state_update(u, delta, Bmat, Cmat, z, args.A, args.D, args.delta_bias, args.delta_softplus,
                                        ssm_state);
   }

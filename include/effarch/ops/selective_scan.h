@@ -46,6 +46,15 @@ at::Tensor selective_scan_reference(const at::Tensor& u, const at::Tensor& delta
                                     const SelectiveScanArgs& args, const at::Tensor& ssm_state, bool from_state);
 // Chunk length the reference uses for a sequence of `seqlen` tokens (exposed for tests).
 int64_t selective_scan_chunk(int64_t seqlen);
+#ifdef EFFARCH_WITH_CUDA
+// The CUDA kernels (kernels/selective_scan/, src/ops/selective_scan_cuda.cpp). Arguments checked.
+at::Tensor selective_scan_cuda(const at::Tensor& u, const at::Tensor& delta, const at::Tensor& Bmat,
+                               const at::Tensor& Cmat, const std::optional<at::Tensor>& z,
+                               const SelectiveScanArgs& args, at::Tensor& ssm_state, bool from_state);
+at::Tensor selective_state_update_cuda(const at::Tensor& u, const at::Tensor& delta, const at::Tensor& Bmat,
+                                       const at::Tensor& Cmat, const std::optional<at::Tensor>& z,
+                                       const SelectiveScanArgs& args, at::Tensor& ssm_state);
+#endif
 }  // namespace detail
 
 }  // namespace effarch::ops

@@ -1,0 +1,14 @@
+// bf16 inputs: instantiations of the selective scan's prefill and update kernels.
+#include "selective_scan/selective_scan_kernels.cuh"
+
+namespace effarch::kernels {
+
+LaunchStatus selective_scan_fwd_bf16(const SelectiveScanParams& params, cudaStream_t stream) {
+  return selective_scan_fwd_cuda<__nv_bfloat16>(params, stream);
+}
+
+LaunchStatus selective_state_update_bf16(const SelectiveScanParams& params, cudaStream_t stream) {
+  return selective_state_update_cuda<__nv_bfloat16>(params, stream);
+}
+
+}  // namespace effarch::kernels

@@ -1,0 +1,304 @@
+#pragma once
+// The selective scan's block algorithm, written once for the GPU kernel and for a host emulation
+// that CPU tests run (common/host_device.h). The kernel shell (selective_scan_kernels.cuh) only maps
+// blocks and threads onto it.
+//
+// Mapping. A block owns kLanes = 32 neighbouring channels of one sequence (lane = channel) and
+// walks the sequence in chunks of kChunk = kWarps x kSegment timesteps (warp = a segment of
+// kSegment steps). With the mixer's channel-last views a warp's load of one timestep is 32
+// neighbouring channels: coalesced. The states are held kSlice at a time in registers; d_state
+// above kSlice loops over slices. Per chunk and slice:
+//   1. each warp scans its segment from a zero state, giving the segment's local end state;
+//      with dtsum = sum of the segment's dt, the segment maps h to exp(A dtsum) h + local;
+//   2. each warp composes the carry (the state before the chunk) with the earlier warps' maps:
+//      its own start state;
+//   3. each warp scans its segment again from that start, accumulating y = C . h per step; the
+//      last warp's end state is the next chunk's carry.
+// So the inputs are read from global memory once; the scan's exponentials are computed twice
+// (steps 1 and 3), the price of parallelism over time inside a block. Steps past the end of the
+// sequence have dt = 0 and u = 0: they leave the state unchanged.
+//
+// Exec runs a phase for every thread of the block and synchronises the block:
+//   exec.threads(f) calls f(tid, regs) (on the GPU: this thread's; on the host: every thread's in
+//   turn), exec.sync() is __syncthreads() on the GPU and nothing on the host (phases run whole).
+
+#include <cstdint>
+#ifndef __CUDACC__
+#include <memory>
+#include <vector>
+#endif
+
+#include "common/host_device.h"
+#include "selective_scan/selective_scan_params.h"
+
+namespace effarch::kernels::scan {
+
+inline constexpr int kLanes = 32;                  // channels per block
+inline constexpr int kWarps = 8;                   // time segments per chunk
+inline constexpr int kSegment = 8;                // timesteps per segment
+inline constexpr int kChunk = kWarps * kSegment;   // timesteps per chunk
+inline constexpr int kThreads = kLanes * kWarps;
+inline constexpr int kSlice = 16;                  // states in registers at a time
+inline constexpr float kLog2e = 1.4426950408889634f;
+
+constexpr int num_slices(int dstate) { return (dstate + kSlice - 1) / kSlice; }
+
+// Shared memory of a block, carved from one float buffer of shared_floats(dstate) floats
+// (35 KiB for d_state 16, 65 KiB for 256).
+struct Shared {
+  float (*B)[kSlice];              // [kChunk][kSlice]: this chunk's B for the current slice
+  float (*C)[kSlice];              // [kChunk][kSlice]
+  float (*agg)[kSlice][kLanes];    // [kWarps][kSlice][kLanes]: each segment's local end state
+  float (*dtsum)[kLanes];          // [kWarps][kLanes]: each segment's sum of dt
+  float (*carry)[kLanes];          // [slices * kSlice][kLanes]: the state before the chunk
+};
+
+constexpr int64_t shared_floats(int dstate) {
+  return 2 * kChunk * kSlice + kWarps * kSlice * kLanes + kWarps * kLanes +
+         static_cast<int64_t>(num_slices(dstate)) * kSlice * kLanes;
+}
+
+EFFARCH_HD Shared carve_shared(float* buffer) {
+  Shared s;
+  s.B = reinterpret_cast<float(*)[kSlice]>(buffer);
+  buffer += kChunk * kSlice;
+  s.C = reinterpret_cast<float(*)[kSlice]>(buffer);
+  buffer += kChunk * kSlice;
+  s.agg = reinterpret_cast<float(*)[kSlice][kLanes]>(buffer);
+  buffer += kWarps * kSlice * kLanes;
+  s.dtsum = reinterpret_cast<float(*)[kLanes]>(buffer);
+  buffer += kWarps * kLanes;
+  s.carry = reinterpret_cast<float(*)[kLanes]>(buffer);
+  return s;
+}
+
+// What a thread keeps from one phase to the next (registers on the GPU).
+struct ThreadRegs {
+  float u[kSegment];
+  float dt[kSegment];
+  float z[kSegment];
+  float y[kSegment];   // sum over the states done so far of C . h
+  float A2[kSlice];    // A * log2(e) of the current slice (0 past d_state)
+  float h[kSlice];
+  float dtsum;
+};
+
+// PyTorch's softplus (beta 1, threshold 20).
+EFFARCH_HD float softplus(float x) { return x > 20.0f ? x : log1pf(expf(x)); }
+
+EFFARCH_HD float discretize(const SelectiveScanParams& p, float delta, int channel) {
+  float dt = delta;
+  if (p.delta_bias != nullptr) dt += p.delta_bias[channel * p.delta_bias_stride];
+  return p.delta_softplus ? softplus(dt) : dt;
+}
+
+// The gate and skip applied to the readout: (C . h + D u) * SiLU(z).
+EFFARCH_HD float finish(const SelectiveScanParams& p, float readout, float u, float z, int channel) {
+  float y = readout;
+  if (p.D != nullptr) y += p.D[channel * p.D_stride] * u;
+  if (p.z != nullptr) y *= silu(z);
+  return y;
+}
+
+// Step 0 of a chunk: this thread's kSegment inputs (zeros outside the sequence or the channels).
+template <typename input_t>
+EFFARCH_HD void load_segment(const SelectiveScanParams& p, int batch, int channel, int64_t t_begin, ThreadRegs& r) {
+  const bool channel_ok = channel < p.dim;
+  const auto* u = static_cast<const input_t*>(p.u) + batch * p.u_batch_stride + channel * p.u_dim_stride;
+  const auto* delta =
+      static_cast<const input_t*>(p.delta) + batch * p.delta_batch_stride + channel * p.delta_dim_stride;
+  const auto* z = static_cast<const input_t*>(p.z) + batch * p.z_batch_stride + channel * p.z_dim_stride;
+#pragma unroll
+  for (int i = 0; i < kSegment; ++i) {
+    const int64_t t = t_begin + i;
+    const bool ok = channel_ok && t < p.seqlen;
+    r.u[i] = ok ? to_float(u[t * p.u_time_stride]) : 0.0f;
+    r.dt[i] = ok ? discretize(p, to_float(delta[t * p.delta_time_stride]), channel) : 0.0f;
+    r.z[i] = ok && p.z != nullptr ? to_float(z[t * p.z_time_stride]) : 0.0f;
+    r.y[i] = 0.0f;
+  }
+  float sum = 0.0f;
+#pragma unroll
+  for (int i = 0; i < kSegment; ++i) sum += r.dt[i];
+  r.dtsum = sum;
+}
+
+EFFARCH_HD void load_A(const SelectiveScanParams& p, int channel, int slice, ThreadRegs& r) {
+#pragma unroll
+  for (int n = 0; n < kSlice; ++n) {
+    const int state = slice * kSlice + n;
+    r.A2[n] = channel < p.dim && state < p.dstate
+                  ? p.A[channel * p.A_dim_stride + state * p.A_state_stride] * kLog2e
+                  : 0.0f;
+  }
+}
+
+// This chunk's B and C of one slice into shared memory, zeros outside (thread tid of the block).
+template <typename input_t>
+EFFARCH_HD void load_BC(const SelectiveScanParams& p, int batch, int64_t t_chunk, int slice, int tid, Shared& s) {
+  const auto* B = static_cast<const input_t*>(p.B) + batch * p.B_batch_stride;
+  const auto* C = static_cast<const input_t*>(p.C) + batch * p.C_batch_stride;
+  for (int i = tid; i < kChunk * kSlice; i += kThreads) {
+    const int step = i / kSlice, n = i % kSlice;  // neighbouring threads: neighbouring states
+    const int64_t t = t_chunk + step;
+    const int state = slice * kSlice + n;
+    const bool ok = t < p.seqlen && state < p.dstate;
+    s.B[step][n] = ok ? to_float(B[state * p.B_state_stride + t * p.B_time_stride]) : 0.0f;
+    s.C[step][n] = ok ? to_float(C[state * p.C_state_stride + t * p.C_time_stride]) : 0.0f;
+  }
+}
+
+// Steps 1 and 3 share the recurrence; `readout` adds C . h into r.y.
+template <bool kReadout>
+EFFARCH_HD void scan_segment(const Shared& s, int warp, ThreadRegs& r) {
+#pragma unroll
+  for (int i = 0; i < kSegment; ++i) {
+    const int step = warp * kSegment + i;
+    const float du = r.dt[i] * r.u[i];
+    float acc = 0.0f;
+#pragma unroll
+    for (int n = 0; n < kSlice; ++n) {
+      const float decay = exp2f(r.dt[i] * r.A2[n]);
+      r.h[n] = decay * r.h[n] + s.B[step][n] * du;
+      if (kReadout) acc += s.C[step][n] * r.h[n];
+    }
+    if (kReadout) r.y[i] += acc;
+  }
+}
+
+// The whole block: channels [tile * kLanes, + kLanes) of sequence `batch`.
+template <typename input_t, typename Exec>
+EFFARCH_HD void scan_block(const SelectiveScanParams& p, int tile, int batch, Shared& s, Exec& exec) {
+  const int slices = num_slices(p.dstate);
+  // The carry starts as the given state or zeros.
+  exec.threads([&](int tid, ThreadRegs&) {
+    for (int i = tid; i < slices * kSlice * kLanes; i += kThreads) {
+      const int state = i / kLanes, lane = i % kLanes, channel = tile * kLanes + lane;
+      float v = 0.0f;
+      if (p.from_state && channel < p.dim && state < p.dstate) {
+        v = p.state[batch * p.state_batch_stride + channel * p.state_dim_stride + state * p.state_state_stride];
+      }
+      s.carry[state][lane] = v;
+    }
+  });
+  for (int64_t t_chunk = 0; t_chunk < p.seqlen; t_chunk += kChunk) {
+    exec.threads([&](int tid, ThreadRegs& r) {
+      const int warp = tid / kLanes, channel = tile * kLanes + tid % kLanes;
+      load_segment<input_t>(p, batch, channel, t_chunk + warp * kSegment, r);
+    });
+    for (int slice = 0; slice < slices; ++slice) {
+      exec.threads([&](int tid, ThreadRegs&) { load_BC<input_t>(p, batch, t_chunk, slice, tid, s); });
+      exec.sync();
+      // 1. Each segment from zero: its local end state.
+      exec.threads([&](int tid, ThreadRegs& r) {
+        const int warp = tid / kLanes, lane = tid % kLanes;
+        load_A(p, tile * kLanes + lane, slice, r);
+#pragma unroll
+        for (int n = 0; n < kSlice; ++n) r.h[n] = 0.0f;
+        scan_segment<false>(s, warp, r);
+#pragma unroll
+        for (int n = 0; n < kSlice; ++n) s.agg[warp][n][lane] = r.h[n];
+        if (slice == 0) s.dtsum[warp][lane] = r.dtsum;
+      });
+      exec.sync();
+      // 2. The start state of each segment, 3. the segment again from it, with the readout.
+      exec.threads([&](int tid, ThreadRegs& r) {
+        const int warp = tid / kLanes, lane = tid % kLanes;
+#pragma unroll
+        for (int n = 0; n < kSlice; ++n) r.h[n] = s.carry[slice * kSlice + n][lane];
+        for (int j = 0; j < warp; ++j) {
+          const float dtsum = s.dtsum[j][lane];
+#pragma unroll
+          for (int n = 0; n < kSlice; ++n) r.h[n] = exp2f(dtsum * r.A2[n]) * r.h[n] + s.agg[j][n][lane];
+        }
+        scan_segment<true>(s, warp, r);
+      });
+      exec.sync();  // every warp has read the carry and this slice's B and C
+      exec.threads([&](int tid, ThreadRegs& r) {
+        if (tid / kLanes != kWarps - 1) return;
+#pragma unroll
+        for (int n = 0; n < kSlice; ++n) s.carry[slice * kSlice + n][tid % kLanes] = r.h[n];
+      });
+    }
+    exec.threads([&](int tid, ThreadRegs& r) {
+      const int warp = tid / kLanes, channel = tile * kLanes + tid % kLanes;
+      if (channel >= p.dim) return;
+      auto* y = static_cast<input_t*>(p.y) + batch * p.y_batch_stride + channel * p.y_dim_stride;
+#pragma unroll
+      for (int i = 0; i < kSegment; ++i) {
+        const int64_t t = t_chunk + warp * kSegment + i;
+        if (t < p.seqlen) y[t * p.y_time_stride] = from_float<input_t>(finish(p, r.y[i], r.u[i], r.z[i], channel));
+      }
+    });
+  }
+  exec.sync();  // the last warp's carry, seen by every thread
+  exec.threads([&](int tid, ThreadRegs&) {
+    for (int i = tid; i < slices * kSlice * kLanes; i += kThreads) {
+      const int state = i / kLanes, lane = i % kLanes, channel = tile * kLanes + lane;
+      if (channel < p.dim && state < p.dstate) {
+        p.state[batch * p.state_batch_stride + channel * p.state_dim_stride + state * p.state_state_stride] =
+            s.carry[state][lane];
+      }
+    }
+  });
+}
+
+// The one-token update of channel `channel` of sequence `batch` (one thread each).
+template <typename input_t>
+EFFARCH_HD void update_channel(const SelectiveScanParams& p, int batch, int channel) {
+  const float u = to_float(static_cast<const input_t*>(p.u)[batch * p.u_batch_stride + channel * p.u_dim_stride]);
+  const float dt = discretize(
+      p, to_float(static_cast<const input_t*>(p.delta)[batch * p.delta_batch_stride + channel * p.delta_dim_stride]),
+      channel);
+  const float z =
+      p.z != nullptr
+          ? to_float(static_cast<const input_t*>(p.z)[batch * p.z_batch_stride + channel * p.z_dim_stride])
+          : 0.0f;
+  const auto* B = static_cast<const input_t*>(p.B) + batch * p.B_batch_stride;
+  const auto* C = static_cast<const input_t*>(p.C) + batch * p.C_batch_stride;
+  float* h = p.state + batch * p.state_batch_stride + channel * p.state_dim_stride;
+  const float* A = p.A + channel * p.A_dim_stride;
+  const float du = dt * u;
+  float acc = 0.0f;
+  for (int n = 0; n < p.dstate; ++n) {
+    const float decay = exp2f(dt * (A[n * p.A_state_stride] * kLog2e));
+    const float next = decay * h[n * p.state_state_stride] + to_float(B[n * p.B_state_stride]) * du;
+    h[n * p.state_state_stride] = next;
+    acc += to_float(C[n * p.C_state_stride]) * next;
+  }
+  static_cast<input_t*>(p.y)[batch * p.y_batch_stride + channel * p.y_dim_stride] =
+      from_float<input_t>(finish(p, acc, u, z, channel));
+}
+
+#ifndef __CUDACC__
+// Host emulation of the kernels for CPU tests (float inputs): the prefill runs every block in
+// turn, each phase for all of a block's threads before the next (what __syncthreads guarantees on
+// the GPU); the update runs every (sequence, channel) thread.
+struct HostExec {
+  ThreadRegs regs[kThreads];
+  template <typename F>
+  void threads(F&& f) {
+    for (int tid = 0; tid < kThreads; ++tid) f(tid, regs[tid]);
+  }
+  void sync() {}
+};
+
+inline void emulate_scan(const SelectiveScanParams& p) {
+  std::vector<float> buffer(static_cast<size_t>(shared_floats(p.dstate)));
+  auto exec = std::make_unique<HostExec>();
+  for (int batch = 0; batch < p.batch; ++batch) {
+    for (int tile = 0; tile * kLanes < p.dim; ++tile) {
+      Shared shared = carve_shared(buffer.data());
+      scan_block<float>(p, tile, batch, shared, *exec);
+    }
+  }
+}
+
+inline void emulate_update(const SelectiveScanParams& p) {
+  for (int batch = 0; batch < p.batch; ++batch) {
+    for (int channel = 0; channel < p.dim; ++channel) update_channel<float>(p, batch, channel);
+  }
+}
+#endif
+
+}  // namespace effarch::kernels::scan

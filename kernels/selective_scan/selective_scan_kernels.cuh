@@ -1,0 +1,75 @@
+#pragma once
+// The selective scan's CUDA shells: the prefill kernel runs scan::scan_block (selective_scan_core.h)
+// for one block of channels, the update kernel scan::update_channel for one thread per channel.
+// The math lives in the core header, which the CPU tests also run.
+
+#include "selective_scan/selective_scan_core.h"
+
+namespace effarch::kernels {
+
+namespace scan {
+
+inline constexpr int kMaxGridY = 65535;
+inline constexpr int kUpdateThreads = 128;
+
+// Exec for the GPU: a phase is this thread's part of it; sync is the block barrier.
+struct DeviceExec {
+  ThreadRegs regs;
+  template <typename F>
+  __device__ __forceinline__ void threads(F&& f) {
+    f(static_cast<int>(threadIdx.x), regs);
+  }
+  __device__ __forceinline__ void sync() { __syncthreads(); }
+};
+
+inline LaunchStatus check_args(const SelectiveScanParams& p, const char* what) {
+  if (p.dstate < 1 || p.dstate > kSelectiveScanMaxStates) return {cudaErrorInvalidValue, what};
+  if (p.batch > kMaxGridY) return {cudaErrorInvalidConfiguration, what};
+  return {};
+}
+
+}  // namespace scan
+
+template <typename input_t>
+__global__ void __launch_bounds__(scan::kThreads) selective_scan_fwd_kernel(const SelectiveScanParams p) {
+  extern __shared__ float shared_buffer[];
+  scan::Shared shared = scan::carve_shared(shared_buffer);
+  scan::DeviceExec exec;
+  scan::scan_block<input_t>(p, static_cast<int>(blockIdx.x), static_cast<int>(blockIdx.y), shared, exec);
+}
+
+template <typename input_t>
+__global__ void __launch_bounds__(scan::kUpdateThreads) selective_state_update_kernel(const SelectiveScanParams p) {
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * scan::kUpdateThreads + threadIdx.x;
+  if (i >= static_cast<int64_t>(p.batch) * p.dim) return;
+  scan::update_channel<input_t>(p, static_cast<int>(i / p.dim), static_cast<int>(i % p.dim));
+}
+
+template <typename input_t>
+LaunchStatus selective_scan_fwd_cuda(const SelectiveScanParams& p, cudaStream_t stream) {
+  const LaunchStatus args = scan::check_args(p, "selective_scan_fwd: d_state must be 1..256 and batch at most 65535");
+  if (!args.ok()) return args;
+  if (p.batch == 0 || p.dim == 0 || p.seqlen == 0) return {};
+  const size_t bytes = static_cast<size_t>(scan::shared_floats(p.dstate)) * sizeof(float);
+  if (bytes > 48 * 1024) {  // past the default limit of dynamic shared memory: opt in
+    const cudaError_t error = cudaFuncSetAttribute(selective_scan_fwd_kernel<input_t>,
+                                                   cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes));
+    if (error != cudaSuccess) return {error, "selective_scan_fwd: cudaFuncSetAttribute (shared memory)"};
+  }
+  const dim3 grid((p.dim + scan::kLanes - 1) / scan::kLanes, p.batch);
+  selective_scan_fwd_kernel<input_t><<<grid, scan::kThreads, bytes, stream>>>(p);
+  return check_launch("selective_scan_fwd_kernel");
+}
+
+template <typename input_t>
+LaunchStatus selective_state_update_cuda(const SelectiveScanParams& p, cudaStream_t stream) {
+  const LaunchStatus args = scan::check_args(p, "selective_state_update: d_state must be 1..256");
+  if (!args.ok()) return args;
+  const int64_t threads = static_cast<int64_t>(p.batch) * p.dim;
+  if (threads == 0) return {};
+  const auto blocks = static_cast<unsigned>((threads + scan::kUpdateThreads - 1) / scan::kUpdateThreads);
+  selective_state_update_kernel<input_t><<<blocks, scan::kUpdateThreads, 0, stream>>>(p);
+  return check_launch("selective_state_update_kernel");
+}
+
+}  // namespace effarch::kernels

@@ -1,0 +1,35 @@
+// CUDA path of effarch::ops::selective_scan / selective_state_update: the launch prepared on the host
+// (selective_scan_launch.cpp) goes to the kernels on the current stream; a failed launch becomes
+// an effarch::Error. Built only with CUDA (EFFARCH_HAVE_CUDA).
+
+#include <ATen/ATen.h>
+#include <c10/cuda/CUDAGuard.h>
+
+#include "cuda_binding.h"
+#include "effarch/ops/selective_scan.h"
+#include "selective_scan/selective_scan.h"
+#include "selective_scan_launch.h"
+
+namespace effarch::ops::detail {
+
+at::Tensor selective_scan_cuda(const at::Tensor& u, const at::Tensor& delta, const at::Tensor& Bmat,
+                               const at::Tensor& Cmat, const std::optional<at::Tensor>& z,
+                               const SelectiveScanArgs& args, at::Tensor& ssm_state, bool from_state) {
+  constexpr const char* op = "selective_scan";
+  const c10::cuda::CUDAGuard device_guard(u.device());
+  const SelectiveScanLaunch launch = prepare_selective_scan(u, delta, Bmat, Cmat, z, args, ssm_state, from_state, op);
+  throw_if_failed(kernels::selective_scan_fwd(launch.params, current_stream()), op);
+  return launch.result();
+}
+
+at::Tensor selective_state_update_cuda(const at::Tensor& u, const at::Tensor& delta, const at::Tensor& Bmat,
+                                       const at::Tensor& Cmat, const std::optional<at::Tensor>& z,
+                                       const SelectiveScanArgs& args, at::Tensor& ssm_state) {
+  constexpr const char* op = "selective_state_update";
+  const c10::cuda::CUDAGuard device_guard(u.device());
+  const SelectiveScanLaunch launch = prepare_selective_scan(u, delta, Bmat, Cmat, z, args, ssm_state, false, op);
+  throw_if_failed(kernels::selective_state_update(launch.params, current_stream()), op);
+  return launch.result();
+}
+
+}  // namespace effarch::ops::detail

@@ -1,0 +1,91 @@
+// Host side of the selective scan kernels' launch (see selective_scan_launch.h), built everywhere.
+
+#include "selective_scan_launch.h"
+
+#include <ATen/ATen.h>
+#include <fmt/format.h>
+
+#include "effarch/common/error.h"
+
+#include "kernel_params.h"
+
+namespace effarch::ops::detail {
+namespace {
+
+// y in the kernels' element type, channels contiguous when u's are (the mixer's layout: y's
+// transpose is then the contiguous input of out_proj), else time contiguous.
+at::Tensor empty_output(const at::Tensor& u) {
+  if (u.dim() == 3 && u.stride(1) == 1 && u.size(2) > 1) {
+    return at::empty({u.size(0), u.size(2), u.size(1)}, u.options()).transpose(1, 2);
+  }
+  return at::empty(u.sizes(), u.options());
+}
+
+}  // namespace
+
+SelectiveScanLaunch prepare_selective_scan(const at::Tensor& u, const at::Tensor& delta, const at::Tensor& Bmat,
+                                           const at::Tensor& Cmat, const std::optional<at::Tensor>& z,
+                                           const SelectiveScanArgs& args, at::Tensor& ssm_state, bool from_state,
+                                           const char* op) {
+  const int64_t dstate = args.A.size(1);
+  if (dstate > kernels::kSelectiveScanMaxStates) {
+    throw OpError(fmt::format("{}: the CUDA kernel takes d_state up to {}, got {} (--backend reference runs any)", op,
+                              kernels::kSelectiveScanMaxStates, dstate));
+  }
+  SelectiveScanLaunch l;
+  l.out_type = u.scalar_type();
+  // The kernels read u, delta, B, C and z in one element type. When they come in a mix (the
+  // model's never do: they all come from its projections), all go to float32, which loses
+  // nothing: the reference widens each to float32 before any arithmetic too.
+  const at::ScalarType type = u.scalar_type();
+  const bool same = delta.scalar_type() == type && Bmat.scalar_type() == type && Cmat.scalar_type() == type &&
+                    (!z || z->scalar_type() == type);
+  const auto common = [&](const at::Tensor& t) { return same ? t : t.to(at::kFloat); };
+  l.u = common(u), l.delta = common(delta), l.B = common(Bmat), l.C = common(Cmat);
+  if (z) l.z = common(*z);
+  // A, D and delta_bias in float32 (the mixer holds them so already: no copy per call).
+  l.A = args.A.to(at::kFloat);
+  if (args.D) l.D = args.D->to(at::kFloat);
+  if (args.delta_bias) l.delta_bias = args.delta_bias->to(at::kFloat);
+  l.y = empty_output(l.u);
+
+  kernels::SelectiveScanParams& p = l.params;
+  const bool prefill = l.u.dim() == 3;
+  const auto time_stride = [&](const at::Tensor& t) { return prefill ? t.stride(2) : int64_t{0}; };
+  p.batch = static_cast<int>(l.u.size(0));
+  p.dim = static_cast<int>(l.u.size(1));
+  p.seqlen = prefill ? static_cast<int>(l.u.size(2)) : 1;
+  p.dstate = static_cast<int>(l.A.size(1));
+  p.delta_softplus = args.delta_softplus;
+  p.from_state = prefill && from_state;
+  p.input_type = element_type(l.u.scalar_type(), op);
+
+  p.u = l.u.const_data_ptr();
+  p.u_batch_stride = l.u.stride(0), p.u_dim_stride = l.u.stride(1), p.u_time_stride = time_stride(l.u);
+  p.delta = l.delta.const_data_ptr();
+  p.delta_batch_stride = l.delta.stride(0), p.delta_dim_stride = l.delta.stride(1);
+  p.delta_time_stride = time_stride(l.delta);
+  p.B = l.B.const_data_ptr();
+  p.B_batch_stride = l.B.stride(0), p.B_state_stride = l.B.stride(1), p.B_time_stride = time_stride(l.B);
+  p.C = l.C.const_data_ptr();
+  p.C_batch_stride = l.C.stride(0), p.C_state_stride = l.C.stride(1), p.C_time_stride = time_stride(l.C);
+  if (l.z.defined()) {
+    p.z = l.z.const_data_ptr();
+    p.z_batch_stride = l.z.stride(0), p.z_dim_stride = l.z.stride(1), p.z_time_stride = time_stride(l.z);
+  }
+  p.y = l.y.mutable_data_ptr();
+  p.y_batch_stride = l.y.stride(0), p.y_dim_stride = l.y.stride(1), p.y_time_stride = time_stride(l.y);
+
+  p.A = l.A.const_data_ptr<float>();
+  p.A_dim_stride = l.A.stride(0), p.A_state_stride = l.A.stride(1);
+  if (l.D.defined()) p.D = l.D.const_data_ptr<float>(), p.D_stride = l.D.stride(0);
+  if (l.delta_bias.defined()) {
+    p.delta_bias = l.delta_bias.const_data_ptr<float>(), p.delta_bias_stride = l.delta_bias.stride(0);
+  }
+  p.state = ssm_state.mutable_data_ptr<float>();
+  p.state_batch_stride = ssm_state.stride(0), p.state_dim_stride = ssm_state.stride(1);
+  p.state_state_stride = ssm_state.stride(2);
+  return l;
+}
+
+}  // namespace effarch::ops::detail

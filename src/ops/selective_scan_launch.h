@@ -1,0 +1,33 @@
+#pragma once
+// The selective scan kernels' launch, prepared on the host (every build): the tensors a launch reads
+// and writes, and the params that point at them. src/ops/selective_scan_cuda.cpp launches it on
+// the GPU; the CPU tests run the kernels' host emulation on it (kernels/selective_scan/
+// selective_scan_core.h), so this code and the kernels' math are tested without a GPU.
+
+#include <optional>
+
+#include <ATen/core/Tensor.h>
+
+#include "effarch/ops/selective_scan.h"
+#include "selective_scan/selective_scan_params.h"
+
+namespace effarch::ops::detail {
+
+struct SelectiveScanLaunch {
+  at::Tensor u, delta, B, C, z;  // the inputs in the kernels' one element type (z may be undefined)
+  at::Tensor A, D, delta_bias;   // float32 (D, delta_bias may be undefined)
+  at::Tensor y;                  // the output the kernel writes, in the inputs' element type
+  kernels::SelectiveScanParams params;
+  at::ScalarType out_type;       // u's dtype: what the op returns
+  // y in the op's dtype (a copy only when the inputs had to be widened to float32).
+  at::Tensor result() const { return y.scalar_type() == out_type ? y : y.to(out_type); }
+};
+
+// Prefill (u [B, D, L]) or the one-token update (u [B, D]) over checked arguments; the state is
+// read (from_state) and written through the params.
+SelectiveScanLaunch prepare_selective_scan(const at::Tensor& u, const at::Tensor& delta, const at::Tensor& Bmat,
+                                           const at::Tensor& Cmat, const std::optional<at::Tensor>& z,
+                                           const SelectiveScanArgs& args, at::Tensor& ssm_state, bool from_state,
+                                           const char* op);
+
+}  // namespace effarch::ops::detail
