@@ -58,30 +58,45 @@ TEST(Implementations, CudaBackendOnTheCpuIsRefusedBeforeWeightsLoad) {
   }
 }
 
-// Where auto runs a fused CPU kernel (the Mamba-1 scan) the logits agree within fp32 rounding
-// (the kernel sums in another order); elsewhere they are bitwise equal. The tokens are identical.
-TEST(Implementations, ReferenceAndAutoGiveIdenticalTokensOnTheCpu) {
+// auto (the kernels: CPU kernels on the CPU, CUDA kernels on a GPU) against reference on one
+// device: where auto runs a kernel the logits agree within fp32 rounding (kernels sum in another
+// order); elsewhere they are bitwise equal. The greedy tokens are identical.
+void expect_auto_matches_reference(const at::Device& device) {
   const auto same = [](const at::Tensor& a, const at::Tensor& r, bool exact) {
     return exact ? at::equal(a, r) : at::allclose(a, r, 1e-4, 1e-4);
   };
-  for (const char* name : {"tiny-llama", "tiny-mamba", "tiny-mamba2", "tiny-mixtral", "tiny-jamba"}) {
-    auto a = make(name, ops::Backend::Auto);
-    auto r = make(name, ops::Backend::Reference);
+  for (const char* name : {"tiny-llama", "tiny-phi", "tiny-mamba", "tiny-falcon-mamba", "tiny-mamba2",
+                           "tiny-mixtral", "tiny-deepseek-moe", "tiny-jamba"}) {
+    ModelOptions opt;
+    opt.seed = 3;
+    opt.device = device;
+    opt.backend = ops::Backend::Auto;
+    auto a = Model::load(tiny(name), opt);
+    opt.backend = ops::Backend::Reference;
+    auto r = Model::load(tiny(name), opt);
     bool exact = true;
     for (const auto& [op, impl] : a->implementations()) exact = exact && impl == "reference";
-    const at::Tensor ids = at::randint(0, a->config().vocab_size, {2, 9}, at::kLong);
+    const at::Tensor ids = at::randint(0, a->config().vocab_size, {2, 9}, at::kLong).to(device);
     a->allocate_cache(2, 14);
     r->allocate_cache(2, 14);
     at::Tensor la = a->prefill_last(ids), lr = r->prefill_last(ids);
-    EXPECT_TRUE(same(la, lr, exact)) << name << " prefill";
+    EXPECT_TRUE(same(la, lr, exact)) << name << " prefill on " << device;
     for (int step = 0; step < 5; ++step) {
       const at::Tensor next = la.argmax(-1);
-      ASSERT_TRUE(at::equal(next, lr.argmax(-1))) << name << " step " << step;
+      ASSERT_TRUE(at::equal(next, lr.argmax(-1))) << name << " step " << step << " on " << device;
       la = a->decode(next);
       lr = r->decode(next);
-      EXPECT_TRUE(same(la, lr, exact)) << name << " decode step " << step;
+      EXPECT_TRUE(same(la, lr, exact)) << name << " decode step " << step << " on " << device;
     }
   }
+}
+
+TEST(Implementations, ReferenceAndAutoGiveIdenticalTokensOnTheCpu) { expect_auto_matches_reference(at::kCPU); }
+
+// The CUDA kernels in whole models: every tiny architecture, fp32, kernels against references.
+TEST(Implementations, ReferenceAndAutoGiveIdenticalTokensOnTheGpu) {
+  if (!ops::kBuiltWithCuda || !at::hasCUDA()) GTEST_SKIP() << "needs a CUDA build and a GPU";
+  expect_auto_matches_reference(at::Device(at::kCUDA, 0));
 }
 
 TEST(Implementations, WeightFormatIsTheDtypeOfTheLinearWeights) {

@@ -24,8 +24,10 @@ class Mamba1Mixer final : public Mixer {
         dt_proj_(w.linear(layer, "mamba.dt_proj.", /*with_bias=*/false)),  // its bias goes to the scan (delta_bias), in fp32
         out_proj_(w.linear(layer, "mamba.out_proj.")) {
     args_.A = -at::exp(w.get(layer, "mamba.A_log").to(at::kFloat));
-    args_.D = w.get(layer, "mamba.D");
-    args_.delta_bias = w.get(layer, "mamba.dt_proj.bias");
+    // D and the dt bias in fp32, as the scan computes (and as mamba_ssm keeps them): the CUDA kernels
+    // read them so, with no cast per call (one less launch per layer in a CUDA-graph decode step).
+    args_.D = w.get(layer, "mamba.D").to(at::kFloat);
+    args_.delta_bias = w.get(layer, "mamba.dt_proj.bias").to(at::kFloat);
     args_.delta_softplus = true;
     if (m_.dt_bc_norm == MambaConfig::DtBCNorm::Learned) {
       dt_norm_ = w.get(layer, "mamba.dt_norm.weight");
