@@ -205,15 +205,24 @@ void take(const json& j, const char* name, std::optional<T>& v) {
 
 }  // namespace
 
+void to_json(json& j, const PrefillAttention& a) { j = {{"sdpa_backend", a.sdpa_backend}, {"mask", a.mask}}; }
+
+void from_json(const json& j, PrefillAttention& a) {
+  j.at("sdpa_backend").get_to(a.sdpa_backend);
+  j.at("mask").get_to(a.mask);
+}
+
 bool SpeedResult::operator==(const SpeedResult& o) const {
-  return std::tie(prefill_s, prefill_tokens_per_s, ttft_s, decode_tokens_per_s, decode_step_s) ==
-         std::tie(o.prefill_s, o.prefill_tokens_per_s, o.ttft_s, o.decode_tokens_per_s, o.decode_step_s);
+  return std::tie(prefill_s, prefill_tokens_per_s, ttft_s, decode_tokens_per_s, decode_step_s, prefill_attention) ==
+         std::tie(o.prefill_s, o.prefill_tokens_per_s, o.ttft_s, o.decode_tokens_per_s, o.decode_step_s,
+                  o.prefill_attention);
 }
 
 void to_json(json& j, const SpeedResult& s) {
   j = {{"prefill_s", s.prefill_s}, {"prefill_tokens_per_s", s.prefill_tokens_per_s}, {"ttft_s", s.ttft_s}};
   put(j, "decode_tokens_per_s", s.decode_tokens_per_s);
   put(j, "decode_step_s", s.decode_step_s);
+  put(j, "prefill_attention", s.prefill_attention);
 }
 
 void from_json(const json& j, SpeedResult& s) {
@@ -222,6 +231,7 @@ void from_json(const json& j, SpeedResult& s) {
   j.at("ttft_s").get_to(s.ttft_s);
   take(j, "decode_tokens_per_s", s.decode_tokens_per_s);
   take(j, "decode_step_s", s.decode_step_s);
+  take(j, "prefill_attention", s.prefill_attention);
 }
 
 bool MemoryResult::operator==(const MemoryResult& o) const {

@@ -14,6 +14,7 @@
 #include "effarch/common/error.h"
 #include "effarch/model/catalog.h"
 #include "effarch/model/model.h"
+#include "effarch/ops/attention.h"
 
 namespace effarch::bench {
 namespace {
@@ -123,6 +124,7 @@ Measured measure_point(model::Model& m, const RooflineModel& f, const SweepSpec&
   };
   const bool count_routing = f.num_experts > 0 && speed && spec.warmup > 0;
   std::vector<RunTimes> timed;
+  ops::clear_last_prefill_sdpa();
   for (int i = 0; i < runs; ++i) {
     if (cb.stop != nullptr && cb.stop->load()) throw Interrupted{};
     const bool warm_up = speed && i < spec.warmup;
@@ -162,6 +164,9 @@ Measured measure_point(model::Model& m, const RooflineModel& f, const SweepSpec&
     if (!decode_tps.empty()) {
       sr.decode_tokens_per_s = summarize(decode_tps);
       sr.decode_step_s = DecodeStepStats{summarize(p50), summarize(p90), summarize(p99)};
+    }
+    if (const std::optional<ops::SdpaChoice> sdpa = ops::last_prefill_sdpa()) {
+      sr.prefill_attention = PrefillAttention{sdpa->backend, sdpa->mask};
     }
     p.speed = sr;
     // Energy over the timed runs, when every one of them read the counter.

@@ -32,6 +32,24 @@ at::Tensor causal_mask(int64_t t, int64_t s, int64_t start_pos, int64_t first_ke
 
 }  // namespace
 
+namespace {
+thread_local std::optional<SdpaChoice> last_sdpa;
+}  // namespace
+
+std::optional<SdpaChoice> last_prefill_sdpa() { return last_sdpa; }
+void clear_last_prefill_sdpa() { last_sdpa.reset(); }
+
+std::string_view sdp_backend_name(int64_t backend) {
+  switch (backend) {
+    case 0: return "math";
+    case 1: return "flash_attention";
+    case 2: return "efficient_attention";
+    case 3: return "cudnn_attention";
+    case 4: return "overrideable";
+    default: return "error";
+  }
+}
+
 at::Tensor causal_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, int64_t start_pos,
                             double scale, AttentionImpl impl, std::optional<int64_t> window) {
   const int64_t hq = q.size(1), hkv = k.size(1), t = q.size(2), s = k.size(2);
@@ -56,6 +74,11 @@ at::Tensor causal_attention(const at::Tensor& q, const at::Tensor& k, const at::
     } else if (t > 1) {
       mask = causal_mask(t, sw, start_pos, first_key, window, q.device());
     }  // t == 1: the newest query sees every key left
+    if (t > 1) {
+      last_sdpa = SdpaChoice{std::string(sdp_backend_name(at::_fused_sdp_choice(q, kw, vw, mask, 0.0, is_causal, scale,
+                                                                                  /*enable_gqa=*/hq != hkv))),
+                             mask.has_value(), t, sw};
+    }
     return at::scaled_dot_product_attention(q, kw, vw, mask, 0.0, is_causal, scale, /*enable_gqa=*/hq != hkv);
   }
   const at::Tensor kr = hq == hkv ? kw : kw.repeat_interleave(hq / hkv, 1);

@@ -245,6 +245,9 @@ TEST(BenchResults, EveryStructRoundTripsThroughJson) {
   sp.decode_tokens_per_s = stats(100);
   sp.decode_step_s = DecodeStepStats{stats(0.01), stats(0.011), stats(0.02)};
   expect_round_trip(sp);
+  sp.prefill_attention = PrefillAttention{"flash_attention", false};
+  expect_round_trip(sp);
+  EXPECT_EQ(json(sp)["prefill_attention"], (json{{"sdpa_backend", "flash_attention"}, {"mask", false}}));
   MemoryResult m;
   m.source = "cpu_counting_allocator";
   m.weights_bytes = 1000;
@@ -470,6 +473,28 @@ TEST(BenchSweep, Bf16AndInt8OnTheCpuUnderTheCountingAllocator) {
     EXPECT_EQ(points[0].key.weights, weights == ops::WeightFormat::Int8 ? "int8" : "bfloat16");
     ASSERT_TRUE(points[0].memory.has_value());
     EXPECT_GE(points[0].memory->peak_bytes, points[0].memory->weights_bytes);
+  }
+}
+
+// A point records the SDPA backend its prefill ran (what the framework picks for those tensors:
+// on the CPU its flash kernel or the math one) and that a plain causal prefill passes no mask;
+// a model without attention records nothing.
+TEST(BenchSweep, PrefillRecordsTheSdpaBackendItRan) {
+  const json env = {{"device", {{"copy_bandwidth_bytes_per_s", 1e10}, {"gemm_flops_per_s", 1e11}}},
+                    {"harness_timer_overhead_s", 1e-6}};
+  for (const char* model : {"tiny-llama", "tiny-jamba", "tiny-mamba"}) {
+    const std::vector<Point> points = run_sweep(one_point_on_the_cpu(model, 32), env, {});
+    ASSERT_EQ(points.size(), 1u);
+    ASSERT_EQ(points[0].status, PointStatus::Ok) << points[0].error;
+    ASSERT_TRUE(points[0].speed.has_value());
+    const std::optional<PrefillAttention>& a = points[0].speed->prefill_attention;
+    if (std::string(model) == "tiny-mamba") {
+      EXPECT_FALSE(a.has_value()) << model;
+      continue;
+    }
+    ASSERT_TRUE(a.has_value()) << model;
+    EXPECT_TRUE(a->sdpa_backend == "flash_attention" || a->sdpa_backend == "math") << model << ": " << a->sdpa_backend;
+    EXPECT_FALSE(a->mask) << model;
   }
 }
 

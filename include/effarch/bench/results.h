@@ -93,10 +93,20 @@ struct DecodeStepStats {
 void to_json(nlohmann::json& j, const DecodeStepStats& s);
 void from_json(const nlohmann::json& j, DecodeStepStats& s);
 
+// Which SDPA backend the prefill's attention ran (ops::last_prefill_sdpa): models with attention.
+struct PrefillAttention {
+  std::string sdpa_backend;  // "flash_attention", "efficient_attention", "cudnn_attention", "math"
+  bool mask = false;         // a [T, S] mask tensor went in (never for a plain causal prefill)
+  bool operator==(const PrefillAttention& o) const { return sdpa_backend == o.sdpa_backend && mask == o.mask; }
+};
+void to_json(nlohmann::json& j, const PrefillAttention& a);
+void from_json(const nlohmann::json& j, PrefillAttention& a);
+
 struct SpeedResult {
   Stats prefill_s, prefill_tokens_per_s, ttft_s;
   std::optional<Stats> decode_tokens_per_s;      // absent when nothing is decoded (gen_tokens 1)
   std::optional<DecodeStepStats> decode_step_s;  // likewise
+  std::optional<PrefillAttention> prefill_attention;  // absent without attention layers
   bool operator==(const SpeedResult& o) const;
 };
 void to_json(nlohmann::json& j, const SpeedResult& s);

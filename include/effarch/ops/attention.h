@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <string_view>
 
 namespace effarch::ops {
 
@@ -29,5 +30,21 @@ at::Tensor causal_attention(const at::Tensor& q, const at::Tensor& k, const at::
 at::Tensor attention_at_position(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                  const at::Tensor& key_positions, const at::Tensor& position, double scale,
                                  AttentionImpl impl, std::optional<int64_t> window = std::nullopt);
+
+// What the last prefill attention call (more than one query, through SDPA) on this thread ran:
+// the backend the framework picks for those tensors (at::_fused_sdp_choice, asked with the same
+// arguments: "flash_attention", "efficient_attention", "cudnn_attention", "math" or
+// "overrideable"), and whether a mask tensor went in (a [T, S] boolean, built only when a
+// sliding window cuts a query's keys or a multi-token step continues a cache; a plain causal
+// prefill passes is_causal and materialises nothing). The bench records it per point.
+struct SdpaChoice {
+  std::string backend;
+  bool mask = false;
+  int64_t queries = 0, keys = 0;
+};
+std::optional<SdpaChoice> last_prefill_sdpa();
+void clear_last_prefill_sdpa();
+// The name of an at::SDPBackend value (as an integer, what _fused_sdp_choice returns).
+std::string_view sdp_backend_name(int64_t backend);
 
 }  // namespace effarch::ops
