@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # effarch kernels and effarch profile on the CPU with tiny configs: the JSON documents' fields, every
 # time positive, bytes as the formulas in docs/kernels.md give them, the JSON Lines rows, skipped
-# rows under --memory-limit, the profile's kinds adding up to the step, and bad flags.
+# rows under --memory-limit, SIGINT keeping the finished rows, the profile's kinds adding up to the
+# step, and bad flags.
 source "$(dirname "$0")/lib.sh"
 cd "$SCRATCH"
 
@@ -81,6 +82,22 @@ rows = json.load(open("cap.json"))["rows"]
 st = [(r["op"], r["length"], r["status"]) for r in rows]
 assert all(s == ("ok" if l == 8 else "skipped") for _, l, s in st), st
 assert all("--memory-limit" in r["error"] for r in rows if r["status"] == "skipped"), rows
+PY
+
+# SIGINT once the first row is in the .jsonl: the JSON holds exactly the finished rows, marked
+# interrupted; exit 130.
+"$EFFARCH" kernels "${TINY[@]}" --ops selective_scan,attention --lengths 64-16384*2 --reps 5 -o int.json > int.out 2>&1 &
+pid=$!
+for _ in $(seq 1 600); do [[ -s int.jsonl ]] && break; sleep 0.05; done
+kill -INT "$pid"
+rc=0; wait "$pid" || rc=$?
+[[ $rc == 130 ]] || fail "SIGINT: exit $rc, expected 130: $(tail -3 int.out)"
+"$PYTHON" - <<'PY' || fail "interrupted kernels results"
+import json
+d = json.load(open("int.json"))
+lines = [json.loads(l) for l in open("int.jsonl")]
+assert d["interrupted"] and 1 <= len(d["rows"]) < 3 * 9 and d["rows"] == lines, (d["interrupted"], len(d["rows"]))
+assert all(r["status"] == "ok" for r in d["rows"])
 PY
 
 expect_exit 2 "unknown op 'flash'" "$EFFARCH" kernels "${TINY[@]}" --ops selective_scan,flash
