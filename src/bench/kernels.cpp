@@ -340,6 +340,8 @@ std::vector<double> time_calls(const c10::Device& device, int warmup, int reps, 
   t.reserve(static_cast<size_t>(reps));
 #ifdef EFFARCH_WITH_CUDA
   if (device.is_cuda()) {
+    // The events go on the current stream of the tensors' device (cuda:1 is not the default one).
+    const c10::cuda::CUDAGuard guard(device.index() < 0 ? c10::cuda::current_device() : device.index());
     for (int i = 0; i < reps; ++i) {
       at::cuda::CUDAEvent start(cudaEventDefault), end(cudaEventDefault);
       start.record();
