@@ -510,34 +510,56 @@ std::vector<json> run_kernels(const KernelSweep& sweep, const json& environment,
   return rows;
 }
 
-json scan_vs_attention(const std::vector<json>& rows) {
-  // Per (batch, length): the fastest ok row of each op in the comparison.
-  const std::vector<std::string> ops = {"selective_scan", "ssd_chunk_scan", "attention"};
-  std::map<std::pair<int64_t, int64_t>, std::map<std::string, json>> best;
+namespace {
+
+// The fastest ok row of `op` per (batch, length) (length 0 for every length when !by_length).
+std::map<std::pair<int64_t, int64_t>, json> fastest(const std::vector<json>& rows, const std::string& op,
+                                                    bool by_length) {
+  std::map<std::pair<int64_t, int64_t>, json> best;
   for (const auto& r : rows) {
-    if (r.value("status", "") != "ok") continue;
-    const std::string op = r.at("op").get<std::string>();
-    if (std::find(ops.begin(), ops.end(), op) == ops.end()) continue;
-    auto& slot = best[{r.at("batch").get<int64_t>(), r.at("length").get<int64_t>()}][op];
+    if (r.value("status", "") != "ok" || r.at("op") != op) continue;
+    auto& slot = best[{r.at("batch").get<int64_t>(), by_length ? r.at("length").get<int64_t>() : 0}];
     const double t = r.at("time_s").at("median").get<double>();
     if (slot.is_null() || t < slot.at("time_s").get<double>()) {
       slot = json{{"time_s", t}, {"implementation", r.at("implementation")}, {"model", r.at("model")}};
     }
   }
+  return best;
+}
+
+// Per (batch, length) of `attention_op`: its fastest row beside each scan's, with attention's time
+// over the scan's. Prefill scans are matched at the same length; decode steps (same_length false)
+// have one length and stand beside attention over every cache length.
+json versus_attention(const std::vector<json>& rows, const std::string& attention_op,
+                      const std::vector<std::string>& scans, bool same_length) {
+  const auto attention = fastest(rows, attention_op, true);
+  std::map<std::string, std::map<std::pair<int64_t, int64_t>, json>> scan_best;
+  for (const auto& op : scans) scan_best[op] = fastest(rows, op, same_length);
   json out = json::array();
-  for (const auto& [key, by_op] : best) {
-    if (!by_op.count("attention")) continue;
-    json e{{"batch", key.first}, {"length", key.second}, {"attention", by_op.at("attention")}};
-    const double att = by_op.at("attention").at("time_s").get<double>();
-    for (const std::string op : {"selective_scan", "ssd_chunk_scan"}) {
-      if (!by_op.count(op)) continue;
-      json s = by_op.at(op);
-      s["attention_over_scan"] = att / s.at("time_s").get<double>();
-      e[op] = s;
+  for (const auto& [key, att] : attention) {
+    json e{{"batch", key.first}, {"length", key.second}, {"attention", att}};
+    bool any = false;
+    for (const auto& op : scans) {
+      const auto it = scan_best[op].find(same_length ? key : std::make_pair(key.first, int64_t{0}));
+      if (it == scan_best[op].end()) continue;
+      json sc = it->second;
+      sc["attention_over_scan"] = att.at("time_s").get<double>() / sc.at("time_s").get<double>();
+      e[op] = sc;
+      any = true;
     }
-    if (e.contains("selective_scan") || e.contains("ssd_chunk_scan")) out.push_back(e);
+    if (any) out.push_back(e);
   }
   return out;
+}
+
+}  // namespace
+
+json scan_vs_attention(const std::vector<json>& rows) {
+  return versus_attention(rows, "attention", {"selective_scan", "ssd_chunk_scan"}, true);
+}
+
+json decode_vs_attention(const std::vector<json>& rows) {
+  return versus_attention(rows, "attention_decode", {"selective_state_update", "ssd_state_update"}, false);
 }
 
 json kernels_document(const KernelSweep& sweep, const json& environment, const std::vector<std::string>& command_line,
@@ -564,6 +586,7 @@ json kernels_document(const KernelSweep& sweep, const json& environment, const s
               {"environment", environment},
               {"rows", rows},
               {"scan_vs_attention", scan_vs_attention(rows)},
+              {"decode_vs_attention", decode_vs_attention(rows)},
               {"interrupted", interrupted}};
 }
 
@@ -622,26 +645,36 @@ std::string format_kernels_table(const json& doc) {
   }
   out += table({"op", "model", "impl", "batch", "length", "time (median)", "bytes", "GB/s", "of copy bw", "status"},
                cells, 3);
-  const json& sva = doc.at("scan_vs_attention");
-  if (!sva.empty()) {
-    std::string attention_model = sva[0].at("attention").at("model").get<std::string>();
-    out += fmt::format("\nScan vs attention (prefill, fastest implementation of each; attention: SDPA on {}'s heads):\n\n",
-                       attention_model);
+  auto versus = [&](const json& entries, const std::string& title, const std::vector<std::string>& scans,
+                    const std::vector<std::string>& heads) {
+    if (entries.empty()) return;
+    out += fmt::format("\n{} (fastest implementation of each; attention: SDPA on {}'s heads):\n\n", title,
+                       entries[0].at("attention").at("model").get<std::string>());
     std::vector<std::vector<std::string>> c2;
-    for (const auto& e : sva) {
-      auto cell = [&](const char* op) -> std::pair<std::string, std::string> {
-        if (!e.contains(op)) return {"-", "-"};
-        return {fmt::format("{} ({})", seconds(e.at(op).at("time_s").get<double>()),
-                            e.at(op).at("implementation").get<std::string>()),
-                fmt::format("{:.2f}x", e.at(op).at("attention_over_scan").get<double>())};
-      };
-      const auto [s1, r1] = cell("selective_scan");
-      const auto [s2, r2] = cell("ssd_chunk_scan");
-      c2.push_back({std::to_string(e.at("batch").get<int64_t>()), std::to_string(e.at("length").get<int64_t>()),
-                    seconds(e.at("attention").at("time_s").get<double>()), s1, r1, s2, r2});
+    for (const auto& e : entries) {
+      std::vector<std::string> row{std::to_string(e.at("batch").get<int64_t>()),
+                                   std::to_string(e.at("length").get<int64_t>()),
+                                   seconds(e.at("attention").at("time_s").get<double>())};
+      for (const auto& op : scans) {
+        if (!e.contains(op)) {
+          row.insert(row.end(), {"-", "-"});
+          continue;
+        }
+        row.push_back(fmt::format("{} ({})", seconds(e.at(op).at("time_s").get<double>()),
+                                  e.at(op).at("implementation").get<std::string>()));
+        row.push_back(fmt::format("{:.2f}x", e.at(op).at("attention_over_scan").get<double>()));
+      }
+      c2.push_back(row);
     }
-    out += table({"batch", "length", "attention", "selective_scan", "attn / scan", "ssd_chunk_scan", "attn / ssd"}, c2,
-                 0);
+    out += table(heads, c2, 0);
+  };
+  versus(doc.at("scan_vs_attention"), "Scan vs attention, prefill of L tokens", {"selective_scan", "ssd_chunk_scan"},
+         {"batch", "length", "attention", "selective_scan", "attn / scan", "ssd_chunk_scan", "attn / ssd"});
+  if (doc.contains("decode_vs_attention")) {
+    versus(doc.at("decode_vs_attention"), "Decode step vs attention over a cache of L tokens",
+           {"selective_state_update", "ssd_state_update"},
+           {"batch", "length", "attention_decode", "selective_state_update", "attn / step", "ssd_state_update",
+            "attn / step"});
   }
   return out;
 }

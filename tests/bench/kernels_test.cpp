@@ -138,8 +138,17 @@ TEST(KernelSweepTest, EveryRowTimedOnTinyConfigs) {
   EXPECT_EQ(e.at("length"), 24);
   EXPECT_GT(e.at("selective_scan").at("attention_over_scan").get<double>(), 0);
   EXPECT_GT(e.at("ssd_chunk_scan").at("attention_over_scan").get<double>(), 0);
+  // Decode: the state updates (one length) beside attention over caches of 8 and 24 tokens.
+  ASSERT_EQ(doc.at("decode_vs_attention").size(), 2u);
+  for (const auto& d : doc.at("decode_vs_attention")) {
+    EXPECT_GT(d.at("selective_state_update").at("attention_over_scan").get<double>(), 0);
+    EXPECT_GT(d.at("ssd_state_update").at("attention_over_scan").get<double>(), 0);
+  }
+  EXPECT_EQ(doc.at("decode_vs_attention")[0].at("selective_state_update").at("time_s"),
+            doc.at("decode_vs_attention")[1].at("selective_state_update").at("time_s"));
   const std::string table = format_kernels_table(doc);
   EXPECT_NE(table.find("Scan vs attention"), std::string::npos);
+  EXPECT_NE(table.find("Decode step vs attention"), std::string::npos);
   EXPECT_NE(table.find("tiny-phi"), std::string::npos);
 }
 
@@ -173,7 +182,7 @@ TEST(KernelSweepTest, BadArgumentsAreRefusedBeforeAnythingRuns) {
   EXPECT_THROW_WITH(run_kernels(s, fake_env()), UsageError, {"--reps"});
 }
 
-TEST(KernelSweepTest, ScanVsAttentionPicksTheFastestOkRow) {
+TEST(KernelSweepTest, AttentionComparisonsPickTheFastestOkRow) {
   auto row = [](const std::string& op, const std::string& impl, int64_t len, double t, const std::string& status) {
     return nlohmann::json{{"op", op},       {"implementation", impl}, {"model", "m"},
                           {"batch", 1},     {"length", len},          {"status", status},
@@ -189,6 +198,20 @@ TEST(KernelSweepTest, ScanVsAttentionPicksTheFastestOkRow) {
   EXPECT_EQ(s[0].at("selective_scan").at("implementation"), "cpu");
   EXPECT_DOUBLE_EQ(s[0].at("selective_scan").at("attention_over_scan").get<double>(), 3.0);
   EXPECT_FALSE(s[0].contains("ssd_chunk_scan"));
+
+  // Decode: the one-length state update stands beside attention at every cache length.
+  const std::vector<nlohmann::json> dec = {
+      row("selective_state_update", "cpu", 1, 0.5, "ok"),  row("selective_state_update", "reference", 1, 1.0, "ok"),
+      row("attention_decode", "sdpa", 512, 1.0, "ok"),     row("attention_decode", "sdpa", 4096, 4.0, "ok"),
+      row("attention_decode", "sdpa", 8192, 8.0, "error"),
+  };
+  const auto d = decode_vs_attention(dec);
+  ASSERT_EQ(d.size(), 2u);
+  EXPECT_EQ(d[1].at("length"), 4096);
+  EXPECT_EQ(d[1].at("selective_state_update").at("implementation"), "cpu");
+  EXPECT_DOUBLE_EQ(d[0].at("selective_state_update").at("attention_over_scan").get<double>(), 2.0);
+  EXPECT_DOUBLE_EQ(d[1].at("selective_state_update").at("attention_over_scan").get<double>(), 8.0);
+  EXPECT_TRUE(scan_vs_attention(dec).empty());
 }
 
 }  // namespace

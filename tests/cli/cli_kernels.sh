@@ -67,6 +67,10 @@ sva = doc["scan_vs_attention"]
 if [e["length"] for e in sva] != [16, 48]: bad.append(f"scan vs attention {sva}")
 for e in sva:
     if not (e["selective_scan"]["attention_over_scan"] > 0 and e["ssd_chunk_scan"]["attention_over_scan"] > 0): bad.append(str(e))
+dva = doc["decode_vs_attention"]
+if [e["length"] for e in dva] != [16, 48]: bad.append(f"decode vs attention {dva}")
+for e in dva:
+    if not (e["selective_state_update"]["attention_over_scan"] > 0 and e["ssd_state_update"]["attention_over_scan"] > 0): bad.append(str(e))
 lines = [json.loads(l) for l in open("k.jsonl")]
 if lines != rows: bad.append("the JSON Lines rows differ from the document's")
 if bad:

@@ -97,11 +97,15 @@ struct KernelCallbacks {
 std::vector<nlohmann::json> run_kernels(const KernelSweep& sweep, const nlohmann::json& environment,
                                         const KernelCallbacks& callbacks = {});
 
-// Per length, the scans' times beside attention prefill's (best implementation of each, ok rows).
+// Per (batch, length), the scans' times beside attention prefill's at the same length (the fastest
+// ok row of each), with attention's time over each scan's ("attention_over_scan").
 nlohmann::json scan_vs_attention(const std::vector<nlohmann::json>& rows);
+// Per (batch, cache length), the decode steps' times (selective_state_update, ssd_state_update: one
+// length) beside one query of attention over the cache.
+nlohmann::json decode_vs_attention(const std::vector<nlohmann::json>& rows);
 
 // The whole document: {"schema": "effarch-kernels", "schema_version", "command_line", "settings",
-// "environment", "rows", "scan_vs_attention", "interrupted"}.
+// "environment", "rows", "scan_vs_attention", "decode_vs_attention", "interrupted"}.
 nlohmann::json kernels_document(const KernelSweep& sweep, const nlohmann::json& environment,
                                 const std::vector<std::string>& command_line, const std::vector<nlohmann::json>& rows,
                                 bool interrupted);
