@@ -63,12 +63,13 @@ at::Tensor channel_last(int64_t b, int64_t d, int64_t l, const at::TensorOptions
   return at::randn({b, l, d}, o).transpose(1, 2);
 }
 
-// Mamba-1's A (negative, fp32), D and dt bias as the mixer holds them (D, bias in the run dtype).
+// Mamba-1's A (negative), D and dt bias, all fp32 as the mixer holds them (and mamba_ssm).
 ops::SelectiveScanArgs scan_args(int64_t d, int64_t n, const at::TensorOptions& o) {
   ops::SelectiveScanArgs a;
-  a.A = -(at::rand({d, n}, o.dtype(at::kFloat)) + 0.5);
-  a.D = at::randn({d}, o);
-  a.delta_bias = at::randn({d}, o) * 0.1;
+  const auto f32 = o.dtype(at::kFloat);
+  a.A = -(at::rand({d, n}, f32) + 0.5);
+  a.D = at::randn({d}, f32);
+  a.delta_bias = at::randn({d}, f32) * 0.1;
   a.delta_softplus = true;
   return a;
 }
@@ -130,8 +131,8 @@ std::vector<KernelCase> make_cases() {
       }});
   cases.push_back(KernelCase{
       "selective_scan", KernelModel::Mamba1, ops::OpFamily::SelectiveScan, true,
-      "read u, delta, z [B,D,L] and B, C [B,N,L] in the dtype, A [D,N] fp32, D and delta bias [D] in the dtype; "
-      "write y [B,D,L] in the dtype and the final state [B,D,N] fp32",
+      "read u, delta, z [B,D,L] and B, C [B,N,L] in the dtype, A [D,N], D and delta bias [D] in fp32; write y "
+      "[B,D,L] in the dtype and the final state [B,D,N] fp32",
       [](const KernelShape& s) {
         const auto& m = mamba(s);
         return json{{"u", {s.batch, m.d_inner, s.length}}, {"B", {s.batch, m.d_state, s.length}},
@@ -141,7 +142,7 @@ std::vector<KernelCase> make_cases() {
         const auto& m = mamba(s);
         const uint64_t e = esize(s.dtype);
         const uint64_t bdl = elems({s.batch, m.d_inner, s.length}), bnl = elems({s.batch, m.d_state, s.length});
-        return KernelBytes{e * (3 * bdl + 2 * bnl + 2 * elems({m.d_inner})) + kF32 * elems({m.d_inner, m.d_state}),
+        return KernelBytes{e * (3 * bdl + 2 * bnl) + kF32 * (elems({m.d_inner, m.d_state}) + 2 * elems({m.d_inner})),
                            e * bdl + kF32 * elems({s.batch, m.d_inner, m.d_state})};
       },
       [](const KernelShape& s, const at::TensorOptions& o, ops::Backend backend) -> std::function<void()> {
@@ -157,8 +158,8 @@ std::vector<KernelCase> make_cases() {
       }});
   cases.push_back(KernelCase{
       "selective_state_update", KernelModel::Mamba1, ops::OpFamily::SelectiveStateUpdate, false,
-      "read u, delta, z [B,D] and B, C [B,N] in the dtype, A [D,N] fp32, D and delta bias [D] in the dtype, the "
-      "state [B,D,N] fp32; write y [B,D] in the dtype and the state [B,D,N] fp32",
+      "read u, delta, z [B,D] and B, C [B,N] in the dtype, A [D,N], D and delta bias [D] in fp32, the state "
+      "[B,D,N] fp32; write y [B,D] in the dtype and the state [B,D,N] fp32",
       [](const KernelShape& s) {
         const auto& m = mamba(s);
         return json{{"u", {s.batch, m.d_inner}}, {"B", {s.batch, m.d_state}}, {"state", {s.batch, m.d_inner, m.d_state}}};
@@ -167,8 +168,8 @@ std::vector<KernelCase> make_cases() {
         const auto& m = mamba(s);
         const uint64_t e = esize(s.dtype);
         const uint64_t state = kF32 * elems({s.batch, m.d_inner, m.d_state});
-        return KernelBytes{e * (3 * elems({s.batch, m.d_inner}) + 2 * elems({s.batch, m.d_state}) + 2 * elems({m.d_inner})) +
-                               kF32 * elems({m.d_inner, m.d_state}) + state,
+        return KernelBytes{e * (3 * elems({s.batch, m.d_inner}) + 2 * elems({s.batch, m.d_state})) +
+                               kF32 * (elems({m.d_inner, m.d_state}) + 2 * elems({m.d_inner})) + state,
                            e * elems({s.batch, m.d_inner}) + state};
       },
       [](const KernelShape& s, const at::TensorOptions& o, ops::Backend backend) -> std::function<void()> {

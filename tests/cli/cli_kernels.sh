@@ -33,8 +33,8 @@ e = 4  # float32
 def expected(op, B, L):  # docs/kernels.md, "Bytes each op must move"
     if op == "causal_conv1d": return e * (B*D*L + D*W + D) + e * (B*D*L + B*D*W)
     if op == "causal_conv1d_update": return e * (B*D + B*D*W + D*W + D) + e * (B*D + B*D*W)
-    if op == "selective_scan": return e * (3*B*D*L + 2*B*N*L + 2*D) + 4*D*N + e*B*D*L + 4*B*D*N
-    if op == "selective_state_update": return e * (3*B*D + 2*B*N + 2*D) + 4*D*N + 4*B*D*N + e*B*D + 4*B*D*N
+    if op == "selective_scan": return e * (3*B*D*L + 2*B*N*L) + 4*(D*N + 2*D) + e*B*D*L + 4*B*D*N
+    if op == "selective_state_update": return e * (3*B*D + 2*B*N) + 4*(D*N + 2*D) + 4*B*D*N + e*B*D + 4*B*D*N
     if op == "ssd_chunk_scan": return e * (B*L*H*P + B*L*H + 2*B*L*G*N2 + 2*H) + 4*H + 4 * (B*L*H*P + B*H*P*N2)
     if op == "ssd_state_update": return e * (B*H*P + B*H + 2*B*G*N2 + 2*H) + 4*H + 4*B*H*P*N2 + 4*B*H*P + 4*B*H*P*N2
     if op == "gated_rms_norm": return 4*B*L*D2 + e*(B*L*D2 + D2) + 4*B*L*D2
