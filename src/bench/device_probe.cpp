@@ -225,6 +225,17 @@ uint64_t device_total_memory(const c10::Device& device) {
   return 0;
 }
 
+uint64_t available_host_memory() {
+  std::ifstream in("/proc/meminfo");
+  std::string key;
+  uint64_t kb = 0;
+  while (in >> key >> kb) {
+    if (key == "MemAvailable:") return kb * 1024;
+    in.ignore(256, '\n');
+  }
+  return 0;
+}
+
 void set_memory_limit(const c10::Device& device, uint64_t bytes) {
 #ifdef EFFARCH_WITH_CUDA
   if (device.is_cuda()) {

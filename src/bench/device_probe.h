@@ -46,6 +46,8 @@ void reset_peaks(const c10::Device& device);
 MemorySnapshot memory(const c10::Device& device);
 // The memory of `device`: the CUDA device it names (index -1: the current one), or the host's RAM.
 uint64_t device_total_memory(const c10::Device& device);
+// The host memory available to new allocations (/proc/meminfo's MemAvailable), in bytes; 0 if unknown.
+uint64_t available_host_memory();
 
 // Caps what the CPU counting allocator or the CUDA caching allocator (memory fraction) may hold to
 // `bytes` beyond what is in use now; 0 removes the cap.

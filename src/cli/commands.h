@@ -21,6 +21,8 @@ void register_experts(CLI::App& app, int* exit_code);
 void register_bench(CLI::App& app, int* exit_code, const std::vector<std::string>& argv);  // argv: recorded in results
 void register_compare(CLI::App& app, int* exit_code);
 void register_report(CLI::App& app, int* exit_code);
+void register_kernels(CLI::App& app, int* exit_code, const std::vector<std::string>& argv);  // argv: recorded
+void register_profile(CLI::App& app, int* exit_code, const std::vector<std::string>& argv);  // argv: recorded
 
 // Options shared by the commands that run a model (generate, bench, experts), with one help text.
 // --backend auto|reference|cuda: which implementation the ops with a CUDA kernel run.

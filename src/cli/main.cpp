@@ -29,6 +29,8 @@ int main(int argc, char** argv) {
   effarch::cli::register_bench(app, &exit_code, std::vector<std::string>(argv, argv + argc));
   effarch::cli::register_compare(app, &exit_code);
   effarch::cli::register_report(app, &exit_code);
+  effarch::cli::register_kernels(app, &exit_code, std::vector<std::string>(argv, argv + argc));
+  effarch::cli::register_profile(app, &exit_code, std::vector<std::string>(argv, argv + argc));
   // CLI11 would only say "a subcommand is required" for a misspelt command: name it.
   std::vector<std::string> names;
   for (const auto* sub : app.get_subcommands({})) names.push_back(sub->get_name());

@@ -4,6 +4,7 @@
 #include <limits>
 
 #include <ATen/ATen.h>
+#include <ATen/record_function.h>
 #include <fmt/format.h>
 
 #include "effarch/common/error.h"
@@ -52,6 +53,7 @@ std::string_view sdp_backend_name(int64_t backend) {
 
 at::Tensor causal_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, int64_t start_pos,
                             double scale, AttentionImpl impl, std::optional<int64_t> window) {
+  RECORD_USER_SCOPE("effarch::causal_attention");  // names the op in profiles (effarch profile)
   const int64_t hq = q.size(1), hkv = k.size(1), t = q.size(2), s = k.size(2);
   if (hq % hkv != 0 || s != start_pos + t || (window && *window < 1)) {
     throw OpError(fmt::format("causal_attention: {} query heads over {} kv heads, {} queries at {} over {} keys, "
@@ -93,6 +95,7 @@ at::Tensor causal_attention(const at::Tensor& q, const at::Tensor& k, const at::
 at::Tensor attention_at_position(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                  const at::Tensor& key_positions, const at::Tensor& position, double scale,
                                  AttentionImpl impl, std::optional<int64_t> window) {
+  RECORD_USER_SCOPE("effarch::attention_at_position");  // names the op in profiles (effarch profile)
   const int64_t hq = q.size(1), hkv = k.size(1);
   if (hq % hkv != 0 || q.size(2) != 1 || key_positions.numel() != k.size(2) || (window && *window < 1)) {
     throw OpError(fmt::format("attention_at_position: {} query heads over {} kv heads, {} queries, {} keys, {} key "

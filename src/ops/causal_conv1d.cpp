@@ -6,6 +6,7 @@
 #include <limits>
 
 #include <ATen/ATen.h>
+#include <ATen/record_function.h>
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
@@ -156,6 +157,7 @@ void causal_conv1d_update_reference(const at::Tensor& x, const at::Tensor& conv_
 
 at::Tensor causal_conv1d(const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
                          bool silu, at::Tensor* final_conv_state, Backend backend) {
+  RECORD_USER_SCOPE("effarch::causal_conv1d");  // names the op in profiles (effarch profile)
   constexpr const char* op = "causal_conv1d";
   check_defined(x, op, "x");
   if (x.dim() != 3) throw OpError(fmt::format("{}: x has {} dims {}, expected [B, D, L]", op, x.dim(), shape(x)));
@@ -185,6 +187,7 @@ at::Tensor causal_conv1d(const at::Tensor& x, const at::Tensor& weight, const st
 
 at::Tensor causal_conv1d_update(const at::Tensor& x, at::Tensor& conv_state, const at::Tensor& weight,
                                 const std::optional<at::Tensor>& bias, bool silu, Backend backend) {
+  RECORD_USER_SCOPE("effarch::causal_conv1d_update");  // names the op in profiles (effarch profile)
   constexpr const char* op = "causal_conv1d_update";
   check_defined(x, op, "x");
   if (x.dim() != 2 && x.dim() != 3) {

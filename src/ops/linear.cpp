@@ -1,6 +1,7 @@
 #include "effarch/ops/linear.h"
 
 #include <ATen/ATen.h>
+#include <ATen/record_function.h>
 #include <fmt/format.h>
 
 #include "arg_checks.h"
@@ -74,6 +75,7 @@ at::Tensor dense_weight(const Linear& layer, at::ScalarType dtype) {
 }
 
 at::Tensor linear(const at::Tensor& x, const Linear& layer) {
+  RECORD_USER_SCOPE("effarch::linear");  // names the op in profiles (effarch profile)
   constexpr const char* op = "linear";
   if (!layer.weight.defined() || layer.weight.dim() != 2) {
     throw OpError(fmt::format("{}: the weight must be a [out, in] tensor, got {}", op,

@@ -7,6 +7,7 @@
 #include "effarch/ops/moe.h"
 
 #include <ATen/ATen.h>
+#include <ATen/record_function.h>
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
@@ -112,6 +113,7 @@ Routing moe_route(const at::Tensor& x, const at::Tensor& router_weight, int64_t 
 
 at::Tensor moe_dispatch(const at::Tensor& x, const Routing& routing, const std::vector<ExpertWeights>& experts,
                         Activation activation, Backend backend) {
+  RECORD_USER_SCOPE("effarch::moe_dispatch");  // names the op in profiles (effarch profile)
   constexpr const char* op = "moe_dispatch";
   check_float(x, op, "x");
   if (x.dim() != 2) throw OpError(fmt::format("{}: x has shape {}, expected [N, H]", op, shape(x)));

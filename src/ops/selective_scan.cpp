@@ -16,6 +16,7 @@
 #include <vector>
 
 #include <ATen/ATen.h>
+#include <ATen/record_function.h>
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
@@ -139,6 +140,7 @@ at::Tensor selective_scan_reference(const at::Tensor& u, const at::Tensor& delta
 at::Tensor selective_scan(const at::Tensor& u, const at::Tensor& delta, const at::Tensor& Bmat, const at::Tensor& Cmat,
                           const std::optional<at::Tensor>& z, const SelectiveScanArgs& args, at::Tensor& ssm_state,
                           bool from_state, Backend backend) {
+  RECORD_USER_SCOPE("effarch::selective_scan");  // names the op in profiles (effarch profile)
   if (!u.defined() || u.dim() != 3) {
     throw OpError(fmt::format("{}: u must be [B, D, L], got {}", kScan, u.defined() ? shape(u) : "undefined"));
   }
@@ -170,6 +172,7 @@ at::Tensor selective_scan(const at::Tensor& u, const at::Tensor& delta, const at
 at::Tensor selective_state_update(const at::Tensor& u, const at::Tensor& delta, const at::Tensor& Bmat,
                                   const at::Tensor& Cmat, const std::optional<at::Tensor>& z,
                                   const SelectiveScanArgs& args, at::Tensor& ssm_state, Backend backend) {
+  RECORD_USER_SCOPE("effarch::selective_state_update");  // names the op in profiles (effarch profile)
   if (!u.defined() || u.dim() != 2) {
     throw OpError(fmt::format("{}: u must be [B, D], got {}", kUpdate, u.defined() ? shape(u) : "undefined"));
   }

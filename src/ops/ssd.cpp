@@ -13,6 +13,7 @@
 #include <vector>
 
 #include <ATen/ATen.h>
+#include <ATen/record_function.h>
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
@@ -83,6 +84,7 @@ at::Tensor segment_sum(const at::Tensor& a) {
 
 at::Tensor ssd_chunk_scan(const at::Tensor& x, const at::Tensor& dt, const at::Tensor& Bmat, const at::Tensor& Cmat,
                           const SsdArgs& args, at::Tensor& state, bool from_state, Backend backend) {
+  RECORD_USER_SCOPE("effarch::ssd_chunk_scan");  // names the op in profiles (effarch profile)
   constexpr const char* op = "ssd_chunk_scan";
   if (!x.defined() || x.dim() != 4) {
     throw OpError(fmt::format("{}: x must be [B, L, H, P], got {}", op, x.defined() ? shape(x) : "undefined"));
@@ -160,6 +162,7 @@ at::Tensor ssd_chunk_scan(const at::Tensor& x, const at::Tensor& dt, const at::T
 
 at::Tensor ssd_state_update(const at::Tensor& x, const at::Tensor& dt, const at::Tensor& Bmat, const at::Tensor& Cmat,
                             const SsdArgs& args, at::Tensor& state, Backend backend) {
+  RECORD_USER_SCOPE("effarch::ssd_state_update");  // names the op in profiles (effarch profile)
   constexpr const char* op = "ssd_state_update";
   if (!x.defined() || x.dim() != 3) {
     throw OpError(fmt::format("{}: x must be [B, H, P], got {}", op, x.defined() ? shape(x) : "undefined"));
@@ -188,6 +191,7 @@ at::Tensor ssd_state_update(const at::Tensor& x, const at::Tensor& dt, const at:
 
 at::Tensor gated_rms_norm(const at::Tensor& y, const at::Tensor& z, const at::Tensor& weight, int64_t group_size,
                           double eps, Backend backend) {
+  RECORD_USER_SCOPE("effarch::gated_rms_norm");  // names the op in profiles (effarch profile)
   constexpr const char* op = "gated_rms_norm";
   if (!y.defined() || y.dim() < 1) {
     throw OpError(fmt::format("{}: y must be [..., D], got {}", op, y.defined() ? shape(y) : "undefined"));

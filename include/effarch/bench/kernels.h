@@ -1,0 +1,115 @@
+#pragma once
+// effarch kernels: each op timed alone on shapes from real configs, against the bytes it must move
+// and the device's measured copy bandwidth, with attention (SDPA) at the same lengths beside the
+// scans. Definitions of every figure: docs/kernels.md.
+//
+// The ops form a registry (kernel_cases()): one KernelCase per op says where its shapes come from,
+// what it must move and how to call it. A new kernel is one more case there.
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <ATen/core/Tensor.h>
+#include <c10/core/ScalarType.h>
+#include <nlohmann/json.hpp>
+
+#include "effarch/model/config.h"
+#include "effarch/ops/backend.h"
+
+namespace effarch::bench {
+
+// Which config a case reads its shapes from (--mamba1, --mamba2, --transformer).
+enum class KernelModel { Mamba1, Mamba2, Transformer };
+const char* to_string(KernelModel model);  // "mamba1", "mamba2", "transformer"
+
+// The bytes an op must move at the least: every input read once and every output written once
+// (a state updated in place counts as both). Workspace and re-reads are the implementation's cost.
+struct KernelBytes {
+  uint64_t read = 0, written = 0;
+  uint64_t total() const { return read + written; }
+};
+
+// The shape of one call: the config's dimensions at (batch, length) and the run's dtype.
+struct KernelShape {
+  const model::ModelConfig* config = nullptr;
+  int64_t batch = 1;
+  int64_t length = 1;  // tokens of a prefill; the cache length of attention decode; 1 for a decode step
+  at::ScalarType dtype = at::kFloat;
+};
+
+struct KernelCase {
+  std::string op;                       // the row's name: "selective_scan", "attention_decode"
+  KernelModel model;                    // the config its shapes come from
+  std::optional<ops::OpFamily> family;  // its Backend switch; none: one implementation (attention's SDPA)
+  bool sweeps_length;                   // runs at every --lengths value; else once per batch at length 1
+  std::string bytes_formula;            // the bytes in words (docs/kernels.md, the JSON)
+  // The tensors' shapes by name ({"x": [B, D, L], ...}), for the JSON.
+  std::function<nlohmann::json(const KernelShape&)> shapes;
+  std::function<KernelBytes(const KernelShape&)> bytes;
+  // Allocates the inputs with `options` (dtype, device) and returns the call, which may run any
+  // number of times (states updated in place stay valid).
+  std::function<std::function<void()>(const KernelShape&, const at::TensorOptions& options, ops::Backend backend)>
+      prepare;
+};
+
+// Every op effarch kernels measures, in output order.
+const std::vector<KernelCase>& kernel_cases();
+// The case named `op`; throws UsageError naming `option` and listing the ops otherwise.
+const KernelCase& find_kernel_case(const std::string& op, const std::string& option);
+
+// The implementations a case runs on `device`: Backend::Auto when it resolves to a kernel (the
+// CUDA one on a GPU, the CPU one on the CPU), and Backend::Reference always; {Auto} alone for an op
+// without a Backend switch (attention). Each with the name recorded in a row ("cuda", "cpu",
+// "reference", "sdpa").
+std::vector<std::pair<ops::Backend, std::string>> kernel_implementations(const KernelCase& c,
+                                                                         const c10::Device& device);
+
+struct KernelSweep {
+  std::vector<std::string> ops;     // empty: every case
+  std::vector<int64_t> lengths;     // empty: 512..65536 on a GPU, 512..4096 on the CPU (docs/kernels.md)
+  std::vector<int64_t> batches{1};
+  std::string dtype = "auto";
+  std::string device = "auto";
+  int reps = 10, warmup = 2;
+  std::string mamba1 = "mamba-2.8b", mamba2 = "mamba-codestral-7b", transformer = "phi-2";
+  uint64_t seed = 0;
+  // Rows whose inputs and outputs exceed this many bytes are skipped with a row saying so (0: the
+  // device's free memory decides).
+  uint64_t memory_limit = 0;
+};
+
+// The lengths a sweep runs when none are given.
+std::vector<int64_t> default_kernel_lengths(const c10::Device& device);
+
+struct KernelCallbacks {
+  std::function<void(const nlohmann::json& row)> on_row;  // each finished row (ok, skipped, oom, error)
+  const std::atomic<bool>* stop = nullptr;                // set: no new row starts
+};
+
+// Runs every (case, batch, length, implementation) of the sweep; one row each, in order. A row that
+// fails (out of memory, an error) is recorded with its status and the sweep goes on; a row whose
+// bytes do not fit the device's free memory (or memory_limit) is recorded as skipped without
+// allocating. `environment` is probe_environment()'s (its copy bandwidth gives the fractions).
+std::vector<nlohmann::json> run_kernels(const KernelSweep& sweep, const nlohmann::json& environment,
+                                        const KernelCallbacks& callbacks = {});
+
+// Per (batch, length), the scans' times beside attention prefill's at the same length (the fastest
+// ok row of each), with attention's time over each scan's ("attention_over_scan").
+nlohmann::json scan_vs_attention(const std::vector<nlohmann::json>& rows);
+// Per (batch, cache length), the decode steps' times (selective_state_update, ssd_state_update: one
+// length) beside one query of attention over the cache.
+nlohmann::json decode_vs_attention(const std::vector<nlohmann::json>& rows);
+
+// The whole document: {"schema": "effarch-kernels", "schema_version", "command_line", "settings",
+// "environment", "rows", "scan_vs_attention", "decode_vs_attention", "interrupted"}.
+nlohmann::json kernels_document(const KernelSweep& sweep, const nlohmann::json& environment,
+                                const std::vector<std::string>& command_line, const std::vector<nlohmann::json>& rows,
+                                bool interrupted);
+// The table a person reads: one line per row, then scan vs attention.
+std::string format_kernels_table(const nlohmann::json& doc);
+
+}  // namespace effarch::bench

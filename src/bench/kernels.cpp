@@ -1,0 +1,683 @@
+// effarch kernels: the op registry, the timed sweep and its document (effarch/bench/kernels.h,
+// docs/kernels.md).
+
+#include "effarch/bench/kernels.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <map>
+
+#include <ATen/ATen.h>
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
+#include "device_probe.h"
+#include "effarch/bench/bench.h"
+#include "effarch/common/device.h"
+#include "effarch/common/dtype.h"
+#include "effarch/common/error.h"
+#include "effarch/common/format.h"
+#include "effarch/model/catalog.h"
+#include "effarch/ops/attention.h"
+#include "effarch/ops/causal_conv1d.h"
+#include "effarch/ops/selective_scan.h"
+#include "effarch/ops/ssd.h"
+
+#ifdef EFFARCH_WITH_CUDA
+#include <ATen/cuda/CUDAEvent.h>
+#include <c10/cuda/CUDACachingAllocator.h>
+#include <c10/cuda/CUDAFunctions.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <cuda_runtime_api.h>
+#endif
+
+namespace effarch::bench {
+
+const char* to_string(KernelModel model) {
+  switch (model) {
+    case KernelModel::Mamba1: return "mamba1";
+    case KernelModel::Mamba2: return "mamba2";
+    case KernelModel::Transformer: return "transformer";
+  }
+  return "?";
+}
+
+namespace {
+
+using nlohmann::json;
+
+uint64_t elems(std::initializer_list<int64_t> dims) {
+  uint64_t n = 1;
+  for (int64_t d : dims) n *= static_cast<uint64_t>(d);
+  return n;
+}
+uint64_t esize(at::ScalarType t) { return static_cast<uint64_t>(c10::elementSize(t)); }
+constexpr uint64_t kF32 = 4;
+
+const model::MambaConfig& mamba(const KernelShape& s) { return *s.config->mamba; }
+const model::AttentionConfig& attn(const KernelShape& s) { return *s.config->attention; }
+
+// A [B, L, D] tensor seen as [B, D, L]: the channel-last views the Mamba-1 mixer passes its ops.
+at::Tensor channel_last(int64_t b, int64_t d, int64_t l, const at::TensorOptions& o) {
+  return at::randn({b, l, d}, o).transpose(1, 2);
+}
+
+// Mamba-1's A (negative), D and dt bias, all fp32 as the mixer holds them (and mamba_ssm).
+ops::SelectiveScanArgs scan_args(int64_t d, int64_t n, const at::TensorOptions& o) {
+  ops::SelectiveScanArgs a;
+  const auto f32 = o.dtype(at::kFloat);
+  a.A = -(at::rand({d, n}, f32) + 0.5);
+  a.D = at::randn({d}, f32);
+  a.delta_bias = at::randn({d}, f32) * 0.1;
+  a.delta_softplus = true;
+  return a;
+}
+
+ops::SsdArgs ssd_args(const model::MambaConfig& m, const at::TensorOptions& o) {
+  ops::SsdArgs a;
+  a.A = -(at::rand({m.num_heads}, o.dtype(at::kFloat)) + 0.5);
+  a.D = at::randn({m.num_heads}, o);
+  a.dt_bias = at::randn({m.num_heads}, o) * 0.1;
+  a.chunk_size = m.chunk_size;
+  return a;
+}
+
+std::vector<KernelCase> make_cases() {
+  std::vector<KernelCase> cases;
+
+  // ---- Mamba-1 (--mamba1) ----
+  cases.push_back(KernelCase{
+      "causal_conv1d", KernelModel::Mamba1, ops::OpFamily::CausalConv1d, true,
+      "read x [B,D,L], weight [D,W], bias [D]; write out [B,D,L], final conv state [B,D,W]; all in the dtype",
+      [](const KernelShape& s) {
+        const auto& m = mamba(s);
+        return json{{"x", {s.batch, m.d_inner, s.length}}, {"weight", {m.d_inner, m.d_conv}}, {"bias", {m.d_inner}}};
+      },
+      [](const KernelShape& s) {
+        const auto& m = mamba(s);
+        const uint64_t e = esize(s.dtype);
+        return KernelBytes{e * (elems({s.batch, m.d_inner, s.length}) + elems({m.d_inner, m.d_conv}) + elems({m.d_inner})),
+                           e * (elems({s.batch, m.d_inner, s.length}) + elems({s.batch, m.d_inner, m.d_conv}))};
+      },
+      [](const KernelShape& s, const at::TensorOptions& o, ops::Backend backend) -> std::function<void()> {
+        const auto& m = mamba(s);
+        at::Tensor x = channel_last(s.batch, m.d_inner, s.length, o);
+        at::Tensor w = at::randn({m.d_inner, m.d_conv}, o), b = at::randn({m.d_inner}, o);
+        auto state = std::make_shared<at::Tensor>(at::zeros({s.batch, m.d_inner, m.d_conv}, o));
+        return [x, w, b, state, backend] { (void)ops::causal_conv1d(x, w, b, true, state.get(), backend); };
+      }});
+  cases.push_back(KernelCase{
+      "causal_conv1d_update", KernelModel::Mamba1, ops::OpFamily::CausalConv1d, false,
+      "read x [B,D], conv state [B,D,W], weight [D,W], bias [D]; write out [B,D], conv state [B,D,W]; all in the "
+      "dtype",
+      [](const KernelShape& s) {
+        const auto& m = mamba(s);
+        return json{{"x", {s.batch, m.d_inner}}, {"conv_state", {s.batch, m.d_inner, m.d_conv}}};
+      },
+      [](const KernelShape& s) {
+        const auto& m = mamba(s);
+        const uint64_t e = esize(s.dtype);
+        const uint64_t state = elems({s.batch, m.d_inner, m.d_conv});
+        return KernelBytes{e * (elems({s.batch, m.d_inner}) + state + elems({m.d_inner, m.d_conv}) + elems({m.d_inner})),
+                           e * (elems({s.batch, m.d_inner}) + state)};
+      },
+      [](const KernelShape& s, const at::TensorOptions& o, ops::Backend backend) -> std::function<void()> {
+        const auto& m = mamba(s);
+        at::Tensor x = at::randn({s.batch, m.d_inner}, o);
+        at::Tensor w = at::randn({m.d_inner, m.d_conv}, o), b = at::randn({m.d_inner}, o);
+        auto state = std::make_shared<at::Tensor>(at::randn({s.batch, m.d_inner, m.d_conv}, o));
+        return [x, w, b, state, backend] { (void)ops::causal_conv1d_update(x, *state, w, b, true, backend); };
+      }});
+  cases.push_back(KernelCase{
+      "selective_scan", KernelModel::Mamba1, ops::OpFamily::SelectiveScan, true,
+      "read u, delta, z [B,D,L] and B, C [B,N,L] in the dtype, A [D,N], D and delta bias [D] in fp32; write y "
+      "[B,D,L] in the dtype and the final state [B,D,N] fp32",
+      [](const KernelShape& s) {
+        const auto& m = mamba(s);
+        return json{{"u", {s.batch, m.d_inner, s.length}}, {"B", {s.batch, m.d_state, s.length}},
+                    {"A", {m.d_inner, m.d_state}}, {"state", {s.batch, m.d_inner, m.d_state}}};
+      },
+      [](const KernelShape& s) {
+        const auto& m = mamba(s);
+        const uint64_t e = esize(s.dtype);
+        const uint64_t bdl = elems({s.batch, m.d_inner, s.length}), bnl = elems({s.batch, m.d_state, s.length});
+        return KernelBytes{e * (3 * bdl + 2 * bnl) + kF32 * (elems({m.d_inner, m.d_state}) + 2 * elems({m.d_inner})),
+                           e * bdl + kF32 * elems({s.batch, m.d_inner, m.d_state})};
+      },
+      [](const KernelShape& s, const at::TensorOptions& o, ops::Backend backend) -> std::function<void()> {
+        const auto& m = mamba(s);
+        at::Tensor u = channel_last(s.batch, m.d_inner, s.length, o);
+        at::Tensor delta = channel_last(s.batch, m.d_inner, s.length, o);
+        at::Tensor z = channel_last(s.batch, m.d_inner, s.length, o);
+        at::Tensor bm = channel_last(s.batch, m.d_state, s.length, o);
+        at::Tensor cm = channel_last(s.batch, m.d_state, s.length, o);
+        const ops::SelectiveScanArgs args = scan_args(m.d_inner, m.d_state, o);
+        auto state = std::make_shared<at::Tensor>(at::zeros({s.batch, m.d_inner, m.d_state}, o.dtype(at::kFloat)));
+        return [=] { (void)ops::selective_scan(u, delta, bm, cm, z, args, *state, false, backend); };
+      }});
+  cases.push_back(KernelCase{
+      "selective_state_update", KernelModel::Mamba1, ops::OpFamily::SelectiveStateUpdate, false,
+      "read u, delta, z [B,D] and B, C [B,N] in the dtype, A [D,N], D and delta bias [D] in fp32, the state "
+      "[B,D,N] fp32; write y [B,D] in the dtype and the state [B,D,N] fp32",
+      [](const KernelShape& s) {
+        const auto& m = mamba(s);
+        return json{{"u", {s.batch, m.d_inner}}, {"B", {s.batch, m.d_state}}, {"state", {s.batch, m.d_inner, m.d_state}}};
+      },
+      [](const KernelShape& s) {
+        const auto& m = mamba(s);
+        const uint64_t e = esize(s.dtype);
+        const uint64_t state = kF32 * elems({s.batch, m.d_inner, m.d_state});
+        return KernelBytes{e * (3 * elems({s.batch, m.d_inner}) + 2 * elems({s.batch, m.d_state})) +
+                               kF32 * (elems({m.d_inner, m.d_state}) + 2 * elems({m.d_inner})) + state,
+                           e * elems({s.batch, m.d_inner}) + state};
+      },
+      [](const KernelShape& s, const at::TensorOptions& o, ops::Backend backend) -> std::function<void()> {
+        const auto& m = mamba(s);
+        at::Tensor u = at::randn({s.batch, m.d_inner}, o), delta = at::randn({s.batch, m.d_inner}, o);
+        at::Tensor z = at::randn({s.batch, m.d_inner}, o);
+        at::Tensor bm = at::randn({s.batch, m.d_state}, o), cm = at::randn({s.batch, m.d_state}, o);
+        const ops::SelectiveScanArgs args = scan_args(m.d_inner, m.d_state, o);
+        auto state = std::make_shared<at::Tensor>(at::randn({s.batch, m.d_inner, m.d_state}, o.dtype(at::kFloat)));
+        return [=] { (void)ops::selective_state_update(u, delta, bm, cm, z, args, *state, backend); };
+      }});
+
+  // ---- Mamba-2 (--mamba2) ----
+  cases.push_back(KernelCase{
+      "ssd_chunk_scan", KernelModel::Mamba2, ops::OpFamily::SsdScan, true,
+      "read x [B,L,H,P], dt [B,L,H], B, C [B,L,G,N] in the dtype, A [H] fp32, D and dt bias [H] in the dtype; "
+      "write y [B,L,H,P] fp32 and the final state [B,H,P,N] fp32",
+      [](const KernelShape& s) {
+        const auto& m = mamba(s);
+        return json{{"x", {s.batch, s.length, m.num_heads, m.head_dim}},
+                    {"B", {s.batch, s.length, m.n_groups, m.d_state}},
+                    {"state", {s.batch, m.num_heads, m.head_dim, m.d_state}},
+                    {"chunk_size", m.chunk_size}};
+      },
+      [](const KernelShape& s) {
+        const auto& m = mamba(s);
+        const uint64_t e = esize(s.dtype);
+        const uint64_t x = elems({s.batch, s.length, m.num_heads, m.head_dim});
+        return KernelBytes{e * (x + elems({s.batch, s.length, m.num_heads}) +
+                                2 * elems({s.batch, s.length, m.n_groups, m.d_state}) + 2 * elems({m.num_heads})) +
+                               kF32 * elems({m.num_heads}),
+                           kF32 * (x + elems({s.batch, m.num_heads, m.head_dim, m.d_state}))};
+      },
+      [](const KernelShape& s, const at::TensorOptions& o, ops::Backend backend) -> std::function<void()> {
+        const auto& m = mamba(s);
+        at::Tensor x = at::randn({s.batch, s.length, m.num_heads, m.head_dim}, o);
+        at::Tensor dt = at::randn({s.batch, s.length, m.num_heads}, o);
+        at::Tensor bm = at::randn({s.batch, s.length, m.n_groups, m.d_state}, o);
+        at::Tensor cm = at::randn({s.batch, s.length, m.n_groups, m.d_state}, o);
+        const ops::SsdArgs args = ssd_args(m, o);
+        auto state = std::make_shared<at::Tensor>(
+            at::zeros({s.batch, m.num_heads, m.head_dim, m.d_state}, o.dtype(at::kFloat)));
+        return [=] { (void)ops::ssd_chunk_scan(x, dt, bm, cm, args, *state, false, backend); };
+      }});
+  cases.push_back(KernelCase{
+      "ssd_state_update", KernelModel::Mamba2, ops::OpFamily::SsdStateUpdate, false,
+      "read x [B,H,P], dt [B,H], B, C [B,G,N] in the dtype, A [H] fp32, D and dt bias [H] in the dtype, the state "
+      "[B,H,P,N] fp32; write y [B,H,P] fp32 and the state fp32",
+      [](const KernelShape& s) {
+        const auto& m = mamba(s);
+        return json{{"x", {s.batch, m.num_heads, m.head_dim}}, {"B", {s.batch, m.n_groups, m.d_state}},
+                    {"state", {s.batch, m.num_heads, m.head_dim, m.d_state}}};
+      },
+      [](const KernelShape& s) {
+        const auto& m = mamba(s);
+        const uint64_t e = esize(s.dtype);
+        const uint64_t x = elems({s.batch, m.num_heads, m.head_dim});
+        const uint64_t state = kF32 * elems({s.batch, m.num_heads, m.head_dim, m.d_state});
+        return KernelBytes{e * (x + elems({s.batch, m.num_heads}) + 2 * elems({s.batch, m.n_groups, m.d_state}) +
+                                2 * elems({m.num_heads})) +
+                               kF32 * elems({m.num_heads}) + state,
+                           kF32 * x + state};
+      },
+      [](const KernelShape& s, const at::TensorOptions& o, ops::Backend backend) -> std::function<void()> {
+        const auto& m = mamba(s);
+        at::Tensor x = at::randn({s.batch, m.num_heads, m.head_dim}, o);
+        at::Tensor dt = at::randn({s.batch, m.num_heads}, o);
+        at::Tensor bm = at::randn({s.batch, m.n_groups, m.d_state}, o);
+        at::Tensor cm = at::randn({s.batch, m.n_groups, m.d_state}, o);
+        const ops::SsdArgs args = ssd_args(m, o);
+        auto state = std::make_shared<at::Tensor>(
+            at::randn({s.batch, m.num_heads, m.head_dim, m.d_state}, o.dtype(at::kFloat)));
+        return [=] { (void)ops::ssd_state_update(x, dt, bm, cm, args, *state, backend); };
+      }});
+  cases.push_back(KernelCase{
+      "gated_rms_norm", KernelModel::Mamba2, ops::OpFamily::GatedRmsNorm, true,
+      "read y [B,L,D] fp32 (the scan's output), z [B,L,D] and weight [D] in the dtype; write out [B,L,D] fp32",
+      [](const KernelShape& s) {
+        const auto& m = mamba(s);
+        return json{{"y", {s.batch, s.length, m.d_inner}}, {"group_size", m.d_inner / m.n_groups}};
+      },
+      [](const KernelShape& s) {
+        const auto& m = mamba(s);
+        const uint64_t bld = elems({s.batch, s.length, m.d_inner});
+        return KernelBytes{kF32 * bld + esize(s.dtype) * (bld + elems({m.d_inner})), kF32 * bld};
+      },
+      [](const KernelShape& s, const at::TensorOptions& o, ops::Backend backend) -> std::function<void()> {
+        const auto& m = mamba(s);
+        at::Tensor y = at::randn({s.batch, s.length, m.d_inner}, o.dtype(at::kFloat));
+        at::Tensor z = at::randn({s.batch, s.length, m.d_inner}, o), w = at::randn({m.d_inner}, o);
+        const int64_t group = m.d_inner / m.n_groups;
+        const double eps = m.gated_norm_eps;
+        return [=] { (void)ops::gated_rms_norm(y, z, w, group, eps, backend); };
+      }});
+
+  // ---- attention (--transformer): what the scans replace ----
+  cases.push_back(KernelCase{
+      "attention", KernelModel::Transformer, std::nullopt, true,
+      "causal prefill through SDPA: read q [B,Hq,L,Dh], k, v [B,Hkv,L,Dh]; write out [B,Hq,L,Dh]; all in the dtype",
+      [](const KernelShape& s) {
+        const auto& a = attn(s);
+        return json{{"q", {s.batch, a.num_heads, s.length, a.head_dim}},
+                    {"kv", {s.batch, a.num_kv_heads, s.length, a.head_dim}}};
+      },
+      [](const KernelShape& s) {
+        const auto& a = attn(s);
+        const uint64_t e = esize(s.dtype);
+        const uint64_t q = elems({s.batch, a.num_heads, s.length, a.head_dim});
+        return KernelBytes{e * (q + 2 * elems({s.batch, a.num_kv_heads, s.length, a.head_dim})), e * q};
+      },
+      [](const KernelShape& s, const at::TensorOptions& o, ops::Backend) -> std::function<void()> {
+        const auto& a = attn(s);
+        at::Tensor q = at::randn({s.batch, a.num_heads, s.length, a.head_dim}, o);
+        at::Tensor k = at::randn({s.batch, a.num_kv_heads, s.length, a.head_dim}, o);
+        at::Tensor v = at::randn({s.batch, a.num_kv_heads, s.length, a.head_dim}, o);
+        const double scale = 1.0 / std::sqrt(static_cast<double>(a.head_dim));
+        return [=] { (void)ops::causal_attention(q, k, v, 0, scale, ops::AttentionImpl::Sdpa); };
+      }});
+  cases.push_back(KernelCase{
+      "attention_decode", KernelModel::Transformer, std::nullopt, true,
+      "one query per sequence over a cache of L tokens through SDPA: read q [B,Hq,1,Dh], k, v [B,Hkv,L,Dh]; write "
+      "out [B,Hq,1,Dh]; all in the dtype",
+      [](const KernelShape& s) {
+        const auto& a = attn(s);
+        return json{{"q", {s.batch, a.num_heads, 1, a.head_dim}},
+                    {"kv", {s.batch, a.num_kv_heads, s.length, a.head_dim}}};
+      },
+      [](const KernelShape& s) {
+        const auto& a = attn(s);
+        const uint64_t e = esize(s.dtype);
+        const uint64_t q = elems({s.batch, a.num_heads, 1, a.head_dim});
+        return KernelBytes{e * (q + 2 * elems({s.batch, a.num_kv_heads, s.length, a.head_dim})), e * q};
+      },
+      [](const KernelShape& s, const at::TensorOptions& o, ops::Backend) -> std::function<void()> {
+        const auto& a = attn(s);
+        at::Tensor q = at::randn({s.batch, a.num_heads, 1, a.head_dim}, o);
+        at::Tensor k = at::randn({s.batch, a.num_kv_heads, s.length, a.head_dim}, o);
+        at::Tensor v = at::randn({s.batch, a.num_kv_heads, s.length, a.head_dim}, o);
+        const double scale = 1.0 / std::sqrt(static_cast<double>(a.head_dim));
+        const int64_t start = s.length - 1;
+        return [=] { (void)ops::causal_attention(q, k, v, start, scale, ops::AttentionImpl::Sdpa); };
+      }});
+  return cases;
+}
+
+// The bytes free for a row's tensors: the CUDA device's free memory plus what the caching
+// allocator holds unused; on the CPU, MemAvailable.
+uint64_t free_bytes(const c10::Device& device) {
+#ifdef EFFARCH_WITH_CUDA
+  if (device.is_cuda()) {
+    c10::cuda::CUDACachingAllocator::emptyCache();
+    const c10::cuda::CUDAGuard guard(device.index() < 0 ? c10::cuda::current_device() : device.index());
+    size_t free = 0, total = 0;
+    if (cudaMemGetInfo(&free, &total) != cudaSuccess) return 0;
+    return static_cast<uint64_t>(free);
+  }
+#endif
+  (void)device;
+  return detail::available_host_memory();
+}
+
+// Seconds of each of `reps` calls after `warmup` untimed ones: CUDA events around each call on a GPU
+// (the GPU's time from the call's first kernel to its last, launch gaps included), else the steady
+// clock around the call.
+std::vector<double> time_calls(const c10::Device& device, int warmup, int reps, const std::function<void()>& fn) {
+  for (int i = 0; i < warmup; ++i) fn();
+  detail::synchronize(device);
+  std::vector<double> t;
+  t.reserve(static_cast<size_t>(reps));
+#ifdef EFFARCH_WITH_CUDA
+  if (device.is_cuda()) {
+    // The events go on the current stream of the tensors' device (cuda:1 is not the default one).
+    const c10::cuda::CUDAGuard guard(device.index() < 0 ? c10::cuda::current_device() : device.index());
+    for (int i = 0; i < reps; ++i) {
+      at::cuda::CUDAEvent start(cudaEventDefault), end(cudaEventDefault);
+      start.record();
+      fn();
+      end.record();
+      end.synchronize();
+      t.push_back(static_cast<double>(start.elapsed_time(end)) / 1e3);
+    }
+    return t;
+  }
+#endif
+  for (int i = 0; i < reps; ++i) {
+    const double t0 = detail::now_s();
+    fn();
+    detail::synchronize(device);
+    t.push_back(detail::now_s() - t0);
+  }
+  return t;
+}
+
+json row_base(const KernelCase& c, const std::string& model_name, const KernelShape& s, const std::string& impl,
+              ops::Backend backend, const c10::Device& device) {
+  const KernelBytes b = c.bytes(s);
+  return json{{"op", c.op},
+              {"family", c.family ? std::string(ops::op_name(*c.family)) : std::string("attention")},
+              {"model", model_name},
+              {"config_kind", to_string(c.model)},
+              {"implementation", impl},
+              {"backend", ops::backend_name(backend)},
+              {"dtype", float_dtype_name(s.dtype)},
+              {"device", device.str()},
+              {"batch", s.batch},
+              {"length", s.length},
+              {"shapes", c.shapes(s)},
+              {"bytes", b.total()},
+              {"bytes_read", b.read},
+              {"bytes_written", b.written},
+              {"bytes_formula", c.bytes_formula}};
+}
+
+}  // namespace
+
+const std::vector<KernelCase>& kernel_cases() {
+  static const std::vector<KernelCase> cases = make_cases();
+  return cases;
+}
+
+const KernelCase& find_kernel_case(const std::string& op, const std::string& option) {
+  std::vector<std::string> names;
+  for (const auto& c : kernel_cases()) {
+    if (c.op == op) return c;
+    names.push_back(c.op);
+  }
+  throw UsageError(fmt::format("{}: unknown op '{}' (ops: {})", option, op, fmt::join(names, ", ")));
+}
+
+std::vector<std::pair<ops::Backend, std::string>> kernel_implementations(const KernelCase& c,
+                                                                         const c10::Device& device) {
+  if (!c.family) return {{ops::Backend::Auto, "sdpa"}};
+  std::vector<std::pair<ops::Backend, std::string>> out;
+  const ops::Backend resolved = ops::resolve_backend(ops::Backend::Auto, *c.family, device);
+  if (resolved != ops::Backend::Reference) out.emplace_back(ops::Backend::Auto, std::string(ops::backend_name(resolved)));
+  out.emplace_back(ops::Backend::Reference, "reference");
+  return out;
+}
+
+std::vector<int64_t> default_kernel_lengths(const c10::Device& device) {
+  if (device.is_cuda()) return {512, 1024, 2048, 4096, 8192, 16384, 32768, 65536};
+  return {512, 1024, 2048, 4096};
+}
+
+std::vector<json> run_kernels(const KernelSweep& sweep, const json& environment, const KernelCallbacks& cb) {
+  const at::Device device = parse_device(sweep.device, "--device");
+  const at::ScalarType dtype = parse_run_dtype(sweep.dtype, device, "--dtype");
+  if (sweep.reps < 1) throw UsageError("--reps must be at least 1");
+  if (sweep.warmup < 0) throw UsageError("--warmup must be at least 0");
+  std::vector<const KernelCase*> cases;
+  if (sweep.ops.empty()) {
+    for (const auto& c : kernel_cases()) cases.push_back(&c);
+  } else {
+    for (const auto& name : sweep.ops) cases.push_back(&find_kernel_case(name, "--ops"));
+  }
+  // Each config read once, checked to have what its cases need before anything runs.
+  std::map<KernelModel, std::pair<std::string, model::ModelConfig>> configs;
+  const std::map<KernelModel, std::pair<std::string, std::string>> wanted = {
+      {KernelModel::Mamba1, {sweep.mamba1, "--mamba1"}},
+      {KernelModel::Mamba2, {sweep.mamba2, "--mamba2"}},
+      {KernelModel::Transformer, {sweep.transformer, "--transformer"}}};
+  for (const KernelCase* c : cases) {
+    if (configs.count(c->model)) continue;
+    const auto& [name, option] = wanted.at(c->model);
+    model::ModelConfig cfg = model::resolve_model(name).config;
+    const bool fits = c->model == KernelModel::Transformer
+                          ? cfg.attention.has_value()
+                          : cfg.mamba.has_value() && cfg.mamba->version == (c->model == KernelModel::Mamba1 ? 1 : 2);
+    if (!fits) {
+      throw UsageError(fmt::format("{}: '{}' has no {} layers (op {} needs them)", option, name,
+                                   c->model == KernelModel::Transformer ? "attention"
+                                   : c->model == KernelModel::Mamba1   ? "Mamba-1"
+                                                                       : "Mamba-2",
+                                   c->op));
+    }
+    configs.emplace(c->model, std::make_pair(name, std::move(cfg)));
+  }
+  const std::vector<int64_t> lengths = sweep.lengths.empty() ? default_kernel_lengths(device) : sweep.lengths;
+  const double copy_bw = environment.contains("device")
+                             ? environment.at("device").value("copy_bandwidth_bytes_per_s", 0.0)
+                             : 0.0;
+  const auto options = at::TensorOptions().dtype(dtype).device(device);
+  std::optional<detail::CpuCountingScope> counting;  // the CPU allocator's bytes, for --memory-limit
+  if (!device.is_cuda()) counting.emplace();
+  at::manual_seed(sweep.seed);
+
+  std::vector<json> rows;
+  for (const KernelCase* c : cases) {
+    const auto& [model_name, cfg] = configs.at(c->model);
+    const std::vector<int64_t> lens = c->sweeps_length ? lengths : std::vector<int64_t>{1};
+    for (int64_t batch : sweep.batches) {
+      for (int64_t len : lens) {
+        for (const auto& [backend, impl] : kernel_implementations(*c, device)) {
+          if (cb.stop != nullptr && cb.stop->load()) return rows;
+          const KernelShape shape{&cfg, batch, len, dtype};
+          json row = row_base(*c, model_name, shape, impl, backend, device);
+          const uint64_t need = row["bytes"].get<uint64_t>();
+          uint64_t free = free_bytes(device);
+          if (free == 0) free = UINT64_MAX;  // unknown: the run itself finds out
+          const uint64_t cap = sweep.memory_limit > 0 ? std::min(sweep.memory_limit, free) : free;
+          if (need > cap) {
+            row["status"] = "skipped";
+            row["error"] = fmt::format("inputs and outputs need {}, more than the {} {}", human_bytes(need),
+                                       human_bytes(cap),
+                                       sweep.memory_limit > 0 && sweep.memory_limit <= free ? "of --memory-limit"
+                                                                                            : "free on the device");
+          } else {
+            try {
+              if (sweep.memory_limit > 0) detail::set_memory_limit(device, sweep.memory_limit);
+              struct LimitGuard {
+                const at::Device& d;
+                bool on;
+                ~LimitGuard() {
+                  if (on) detail::set_memory_limit(d, 0);
+                }
+              } guard{device, sweep.memory_limit > 0};
+              const std::function<void()> call = c->prepare(shape, options, backend);
+              const std::vector<double> t = time_calls(device, sweep.warmup, sweep.reps, call);
+              const Stats st = summarize(t);
+              row["status"] = "ok";
+              row["timer"] = device.is_cuda() ? "cuda_events" : "steady_clock";
+              row["time_s"] = st;
+              const double bps = static_cast<double>(need) / st.median;
+              row["bytes_per_s"] = bps;
+              row["fraction_of_copy_bandwidth"] = copy_bw > 0 ? bps / copy_bw : 0.0;
+            } catch (const std::exception& e) {
+              row["status"] = to_string(detail::classify(e));
+              row["error"] = detail::message(e);
+            }
+          }
+          detail::synchronize(device);
+          detail::reset_peaks(device);  // the row's tensors are gone: give the cache back
+          rows.push_back(row);
+          if (cb.on_row) cb.on_row(row);
+        }
+      }
+    }
+  }
+  return rows;
+}
+
+namespace {
+
+// The fastest ok row of `op` per (batch, length) (length 0 for every length when !by_length).
+std::map<std::pair<int64_t, int64_t>, json> fastest(const std::vector<json>& rows, const std::string& op,
+                                                    bool by_length) {
+  std::map<std::pair<int64_t, int64_t>, json> best;
+  for (const auto& r : rows) {
+    if (r.value("status", "") != "ok" || r.at("op") != op) continue;
+    auto& slot = best[{r.at("batch").get<int64_t>(), by_length ? r.at("length").get<int64_t>() : 0}];
+    const double t = r.at("time_s").at("median").get<double>();
+    if (slot.is_null() || t < slot.at("time_s").get<double>()) {
+      slot = json{{"time_s", t}, {"implementation", r.at("implementation")}, {"model", r.at("model")}};
+    }
+  }
+  return best;
+}
+
+// Per (batch, length) of `attention_op`: its fastest row beside each scan's, with attention's time
+// over the scan's. Prefill scans are matched at the same length; decode steps (same_length false)
+// have one length and stand beside attention over every cache length.
+json versus_attention(const std::vector<json>& rows, const std::string& attention_op,
+                      const std::vector<std::string>& scans, bool same_length) {
+  const auto attention = fastest(rows, attention_op, true);
+  std::map<std::string, std::map<std::pair<int64_t, int64_t>, json>> scan_best;
+  for (const auto& op : scans) scan_best[op] = fastest(rows, op, same_length);
+  json out = json::array();
+  for (const auto& [key, att] : attention) {
+    json e{{"batch", key.first}, {"length", key.second}, {"attention", att}};
+    bool any = false;
+    for (const auto& op : scans) {
+      const auto it = scan_best[op].find(same_length ? key : std::make_pair(key.first, int64_t{0}));
+      if (it == scan_best[op].end()) continue;
+      json sc = it->second;
+      sc["attention_over_scan"] = att.at("time_s").get<double>() / sc.at("time_s").get<double>();
+      e[op] = sc;
+      any = true;
+    }
+    if (any) out.push_back(e);
+  }
+  return out;
+}
+
+}  // namespace
+
+json scan_vs_attention(const std::vector<json>& rows) {
+  return versus_attention(rows, "attention", {"selective_scan", "ssd_chunk_scan"}, true);
+}
+
+json decode_vs_attention(const std::vector<json>& rows) {
+  return versus_attention(rows, "attention_decode", {"selective_state_update", "ssd_state_update"}, false);
+}
+
+json kernels_document(const KernelSweep& sweep, const json& environment, const std::vector<std::string>& command_line,
+                      const std::vector<json>& rows, bool interrupted) {
+  const at::Device device = parse_device(sweep.device, "--device");
+  json settings{{"device", device.str()},
+                {"dtype", float_dtype_name(parse_run_dtype(sweep.dtype, device, "--dtype"))},
+                {"batch", sweep.batches},
+                {"lengths", sweep.lengths.empty() ? default_kernel_lengths(device) : sweep.lengths},
+                {"reps", sweep.reps},
+                {"warmup", sweep.warmup},
+                {"seed", sweep.seed},
+                {"models", {{"mamba1", sweep.mamba1}, {"mamba2", sweep.mamba2}, {"transformer", sweep.transformer}}}};
+  std::vector<std::string> ops = sweep.ops;
+  if (ops.empty()) {
+    for (const auto& c : kernel_cases()) ops.push_back(c.op);
+  }
+  settings["ops"] = ops;
+  if (sweep.memory_limit > 0) settings["memory_limit_bytes"] = sweep.memory_limit;
+  return json{{"schema", "effarch-kernels"},
+              {"schema_version", 1},
+              {"command_line", command_line},
+              {"settings", settings},
+              {"environment", environment},
+              {"rows", rows},
+              {"scan_vs_attention", scan_vs_attention(rows)},
+              {"decode_vs_attention", decode_vs_attention(rows)},
+              {"interrupted", interrupted}};
+}
+
+namespace {
+
+std::string seconds(double s) {
+  if (s >= 1) return fmt::format("{:.3f} s", s);
+  if (s >= 1e-3) return fmt::format("{:.3f} ms", s * 1e3);
+  return fmt::format("{:.1f} us", s * 1e6);
+}
+
+std::string table(const std::vector<std::string>& head, const std::vector<std::vector<std::string>>& cells,
+                  size_t left_columns) {
+  std::vector<size_t> width(head.size());
+  for (size_t i = 0; i < head.size(); ++i) {
+    width[i] = head[i].size();
+    for (const auto& row : cells) width[i] = std::max(width[i], row[i].size());
+  }
+  std::string out;
+  auto line = [&](const std::vector<std::string>& row) {
+    std::string s = "|";
+    for (size_t i = 0; i < row.size(); ++i) {
+      s += i < left_columns ? fmt::format(" {:<{}} |", row[i], width[i]) : fmt::format(" {:>{}} |", row[i], width[i]);
+    }
+    out += s + "\n";
+  };
+  line(head);
+  std::string sep = "|";
+  for (size_t w : width) sep += std::string(w + 2, '-') + "|";
+  out += sep + "\n";
+  for (const auto& row : cells) line(row);
+  return out;
+}
+
+}  // namespace
+
+std::string format_kernels_table(const json& doc) {
+  const json& env = doc.at("environment");
+  const double bw = env.contains("device") ? env.at("device").value("copy_bandwidth_bytes_per_s", 0.0) : 0.0;
+  std::string out = fmt::format("{} ({}), {}; measured copy bandwidth {:.1f} GB/s\n\n",
+                                env.contains("device") ? env.at("device").value("name", "?") : "?",
+                                doc.at("settings").at("device").get<std::string>(),
+                                doc.at("settings").at("dtype").get<std::string>(), bw / 1e9);
+  std::vector<std::vector<std::string>> cells;
+  for (const auto& r : doc.at("rows")) {
+    const std::string status = r.at("status").get<std::string>();
+    const bool ok = status == "ok";
+    cells.push_back({r.at("op").get<std::string>(), r.at("model").get<std::string>(),
+                     r.at("implementation").get<std::string>(), std::to_string(r.at("batch").get<int64_t>()),
+                     std::to_string(r.at("length").get<int64_t>()),
+                     ok ? seconds(r.at("time_s").at("median").get<double>()) : "-",
+                     human_bytes(r.at("bytes").get<uint64_t>()),
+                     ok ? fmt::format("{:.1f}", r.at("bytes_per_s").get<double>() / 1e9) : "-",
+                     ok ? fmt::format("{:.1f}%", 100 * r.at("fraction_of_copy_bandwidth").get<double>()) : "-",
+                     ok ? status : status + ": " + r.value("error", std::string())});
+  }
+  out += table({"op", "model", "impl", "batch", "length", "time (median)", "bytes", "GB/s", "of copy bw", "status"},
+               cells, 3);
+  auto versus = [&](const json& entries, const std::string& title, const std::vector<std::string>& scans,
+                    const std::vector<std::string>& heads) {
+    if (entries.empty()) return;
+    out += fmt::format("\n{} (fastest implementation of each; attention: SDPA on {}'s heads):\n\n", title,
+                       entries[0].at("attention").at("model").get<std::string>());
+    std::vector<std::vector<std::string>> c2;
+    for (const auto& e : entries) {
+      std::vector<std::string> row{std::to_string(e.at("batch").get<int64_t>()),
+                                   std::to_string(e.at("length").get<int64_t>()),
+                                   seconds(e.at("attention").at("time_s").get<double>())};
+      for (const auto& op : scans) {
+        if (!e.contains(op)) {
+          row.insert(row.end(), {"-", "-"});
+          continue;
+        }
+        row.push_back(fmt::format("{} ({})", seconds(e.at(op).at("time_s").get<double>()),
+                                  e.at(op).at("implementation").get<std::string>()));
+        row.push_back(fmt::format("{:.2f}x", e.at(op).at("attention_over_scan").get<double>()));
+      }
+      c2.push_back(row);
+    }
+    out += table(heads, c2, 0);
+  };
+  versus(doc.at("scan_vs_attention"), "Scan vs attention, prefill of L tokens", {"selective_scan", "ssd_chunk_scan"},
+         {"batch", "length", "attention", "selective_scan", "attn / scan", "ssd_chunk_scan", "attn / ssd"});
+  if (doc.contains("decode_vs_attention")) {
+    versus(doc.at("decode_vs_attention"), "Decode step vs attention over a cache of L tokens",
+           {"selective_state_update", "ssd_state_update"},
+           {"batch", "length", "attention_decode", "selective_state_update", "attn / step", "ssd_state_update",
+            "attn / step"});
+  }
+  return out;
+}
+
+}  // namespace effarch::bench

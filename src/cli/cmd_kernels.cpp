@@ -1,0 +1,159 @@
+// effarch kernels: each op alone on shapes from real configs, against the bytes it must move and
+// the measured copy bandwidth, with attention beside the scans (docs/kernels.md). Every finished
+// row goes to a JSON Lines file at once; the final JSON is written atomically at the end.
+
+#include <time.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <csignal>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+
+#include <ATen/Parallel.h>
+#include <fmt/format.h>
+
+#include "commands.h"
+#include "effarch/bench/bench.h"
+#include "effarch/bench/kernels.h"
+#include "effarch/common/error.h"
+
+namespace effarch::cli {
+namespace {
+
+// Ctrl-C: no new row starts; the rows measured so far are written (the JSON marked interrupted)
+// and the command exits 130. The row in progress finishes first (an op call cannot be cut short);
+// a second Ctrl-C a second or more later ends the process at once (the .jsonl keeps the rows).
+std::atomic<bool> g_stop{false};
+std::atomic<int64_t> g_first_signal_ns{0};
+extern "C" void on_kernels_sigint(int) {
+  timespec ts{};
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  const int64_t now = static_cast<int64_t>(ts.tv_sec) * 1000000000 + ts.tv_nsec;
+  if (!g_stop.load()) {
+    g_first_signal_ns.store(now);
+    g_stop.store(true);
+  } else if (now - g_first_signal_ns.load() > 1000000000) {
+    _exit(130);
+  }
+}
+
+struct KernelsCmd {
+  bench::KernelSweep sweep;
+  std::string ops, lengths, batch, memory_limit;
+  std::string output = "effarch-kernels.json";
+  bool json = false;
+  bool list = false;
+  std::optional<int> threads;
+  std::vector<std::string> argv;
+};
+
+std::vector<std::string> split_commas(const std::string& text) {
+  std::vector<std::string> out;
+  size_t start = 0;
+  while (start <= text.size()) {
+    const size_t comma = text.find(',', start);
+    const std::string item = text.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
+    if (!item.empty()) out.push_back(item);
+    if (comma == std::string::npos) break;
+    start = comma + 1;
+  }
+  return out;
+}
+
+int run_kernels_cmd(KernelsCmd& cmd) {
+  if (cmd.list) {
+    for (const auto& c : bench::kernel_cases()) {
+      fmt::print("{:<24} {:<12} {}\n  bytes: {}\n", c.op, bench::to_string(c.model),
+                 c.sweeps_length ? "at each length" : "one decode token", c.bytes_formula);
+    }
+    return 0;
+  }
+  auto& sweep = cmd.sweep;
+  if (!cmd.ops.empty()) {
+    sweep.ops = split_commas(cmd.ops);
+    for (const auto& op : sweep.ops) (void)bench::find_kernel_case(op, "--ops");
+  }
+  if (!cmd.lengths.empty()) sweep.lengths = bench::parse_int_list(cmd.lengths, "--lengths");
+  if (!cmd.batch.empty()) sweep.batches = bench::parse_int_list(cmd.batch, "--batch");
+  if (!cmd.memory_limit.empty()) sweep.memory_limit = parse_size(cmd.memory_limit, "--memory-limit");
+  if (sweep.reps < 1) throw UsageError("--reps must be at least 1");
+  if (sweep.warmup < 0) throw UsageError("--warmup must be at least 0");
+  if (cmd.threads && *cmd.threads < 1) throw UsageError("--threads must be at least 1");
+  if (std::filesystem::path(cmd.output).extension() == ".jsonl") {
+    throw UsageError(fmt::format("-o: '{}' ends in .jsonl, where the rows go one by one (give the JSON file)",
+                                 cmd.output));
+  }
+  const std::string jsonl = std::filesystem::path(cmd.output).replace_extension(".jsonl").string();
+  std::ofstream lines(jsonl, std::ios::trunc);
+  if (!lines) throw UsageError(fmt::format("-o: cannot write {}", jsonl));
+  const int threads = cmd.threads ? *cmd.threads
+                                  : bench::default_cpu_threads(bench::usable_cores(), bench::read_machine_load());
+  at::set_num_threads(threads);
+  // The device's copy bandwidth, versions and host: the same probe as bench's.
+  const nlohmann::json env = bench::probe_environment(sweep.device, sweep.dtype);
+  fmt::print(stderr, "effarch kernels: results to {} (each row also to {} as it finishes)\n", cmd.output, jsonl);
+  bench::KernelCallbacks cb;
+  g_stop.store(false);
+  cb.stop = &g_stop;
+  std::signal(SIGINT, on_kernels_sigint);
+  cb.on_row = [&](const nlohmann::json& row) {
+    lines << row.dump() << "\n";
+    lines.flush();
+  };
+  std::vector<nlohmann::json> rows;
+  try {
+    rows = bench::run_kernels(sweep, env, cb);
+  } catch (...) {
+    std::signal(SIGINT, SIG_DFL);
+    throw;
+  }
+  std::signal(SIGINT, SIG_DFL);
+  const bool interrupted = g_stop.load();
+  const nlohmann::json doc = bench::kernels_document(sweep, env, cmd.argv, rows, interrupted);
+  bench::write_atomically(cmd.output, doc.dump(2) + "\n");
+  fmt::print("{}", cmd.json ? doc.dump(2) + "\n" : bench::format_kernels_table(doc));
+  std::fflush(stdout);
+  fmt::print(stderr, "wrote {} ({} row(s){})\n", cmd.output, rows.size(), interrupted ? ", interrupted" : "");
+  if (interrupted) return 130;
+  for (const auto& r : rows) {
+    const std::string status = r.at("status").get<std::string>();
+    if (status == "error") return 1;
+  }
+  return 0;
+}
+
+}  // namespace
+
+void register_kernels(CLI::App& app, int* exit_code, const std::vector<std::string>& argv) {
+  auto cmd = std::make_shared<KernelsCmd>();
+  cmd->argv = argv;
+  auto& s = cmd->sweep;
+  auto* sub = app.add_subcommand("kernels", "Each op alone (scans, conv, norm, attention) on shapes from real configs: "
+                                            "time, bytes it must move, GB/s and the fraction of the copy bandwidth");
+  sub->add_option("--ops", cmd->ops, "Comma-separated ops (default all; --list shows them)");
+  sub->add_flag("--list", cmd->list, "List the ops, where their shapes come from and the bytes each must move");
+  sub->add_option("--lengths", cmd->lengths,
+                  "Prompt / cache lengths: 512,4096 or 512-65536*2 (default 512-65536*2 on a GPU, 512-4096*2 on the CPU)");
+  sub->add_option("--batch", cmd->batch, "Batch sizes: 1,8 or 1-8*2 (default 1)");
+  sub->add_option("--dtype", s.dtype, "auto (fp32 on CPU, bf16 on GPU), float32, bfloat16, float16")
+      ->capture_default_str();
+  sub->add_option("--device", s.device, "auto, cpu, cuda, cuda:N")->capture_default_str();
+  sub->add_option("--reps", s.reps, "Timed calls per row (the median is reported)")->capture_default_str();
+  sub->add_option("--warmup", s.warmup, "Untimed calls before them")->capture_default_str();
+  sub->add_option("--mamba1", s.mamba1, "Config the Mamba-1 ops take their shapes from")->capture_default_str();
+  sub->add_option("--mamba2", s.mamba2, "Config the Mamba-2 ops take their shapes from")->capture_default_str();
+  sub->add_option("--transformer", s.transformer, "Config attention takes its heads and head size from")
+      ->capture_default_str();
+  sub->add_option("--memory-limit", cmd->memory_limit,
+                  "Skip rows whose inputs and outputs exceed this (e.g. 20GB) and cap what a row may allocate");
+  sub->add_option("--threads", cmd->threads, "CPU threads for ATen (default as bench's)");
+  sub->add_option("--seed", s.seed, "Seed for the inputs")->capture_default_str();
+  sub->add_option("-o,--output", cmd->output, "Results JSON (rows also go to the .jsonl beside it)")
+      ->capture_default_str();
+  sub->add_flag("--json", cmd->json, "Print the JSON document instead of the table");
+  sub->callback([cmd, exit_code] { *exit_code = run_kernels_cmd(*cmd); });
+}
+
+}  // namespace effarch::cli

@@ -1,0 +1,74 @@
+// effarch profile MODEL: where one decode step's time goes, per op kind (docs/kernels.md).
+
+#include <cstdio>
+
+#include <ATen/Parallel.h>
+#include <fmt/format.h>
+
+#include "commands.h"
+#include "effarch/bench/bench.h"
+#include "effarch/bench/profile.h"
+#include "effarch/common/error.h"
+#include "effarch/model/model.h"
+#include "effarch/ops/backend.h"
+
+namespace effarch::cli {
+namespace {
+
+struct ProfileCmd {
+  bench::ProfileSpec spec;
+  std::string cuda_graphs = "auto";
+  std::string backend = "auto";
+  std::string output;
+  bool json = false;
+  std::optional<int> threads;
+  std::vector<std::string> argv;
+};
+
+int run_profile(ProfileCmd& cmd) {
+  cmd.spec.cuda_graphs = model::parse_cuda_graphs_request(cmd.cuda_graphs, "--cuda-graphs");
+  cmd.spec.backend = ops::parse_backend(cmd.backend, "--backend");
+  if (cmd.threads && *cmd.threads < 1) throw UsageError("--threads must be at least 1");
+  at::set_num_threads(cmd.threads ? *cmd.threads
+                                  : bench::default_cpu_threads(bench::usable_cores(), bench::read_machine_load()));
+  nlohmann::json doc = bench::profile_decode(cmd.spec);
+  doc["schema"] = "effarch-profile";
+  doc["schema_version"] = 1;
+  doc["command_line"] = cmd.argv;
+  if (!cmd.output.empty()) bench::write_atomically(cmd.output, doc.dump(2) + "\n");
+  fmt::print("{}", cmd.json ? doc.dump(2) + "\n" : bench::format_profile_table(doc));
+  std::fflush(stdout);
+  if (!cmd.output.empty()) fmt::print(stderr, "wrote {}\n", cmd.output);
+  return 0;
+}
+
+}  // namespace
+
+void register_profile(CLI::App& app, int* exit_code, const std::vector<std::string>& argv) {
+  auto cmd = std::make_shared<ProfileCmd>();
+  cmd->argv = argv;
+  auto& s = cmd->spec;
+  auto* sub = app.add_subcommand("profile", "Where one decode step's time goes: GEMM/GEMV, scan, conv, norm, "
+                                            "attention, elementwise, copy, other (libtorch's profiler)");
+  sub->add_option("MODEL", s.model, "Checkpoint folder, config file or built-in config name")->required();
+  sub->add_option("--batch", s.batch, "Sequences decoded together")->capture_default_str();
+  sub->add_option("--context", s.context, "Prompt tokens prefilled before the profiled steps")->capture_default_str();
+  sub->add_option("--steps", s.steps, "Decode steps profiled")->capture_default_str();
+  sub->add_option("--warmup", s.warmup, "Decode steps run before the profiler starts")->capture_default_str();
+  sub->add_option("--dtype", s.dtype, "auto (fp32 on CPU, bf16 on GPU), float32, bfloat16, float16")
+      ->capture_default_str();
+  sub->add_option("--device", s.device, "auto, cpu, cuda, cuda:N")->capture_default_str();
+  sub->add_option("--cuda-graphs", cmd->cuda_graphs,
+                  "auto (a CUDA graph where the model supports it), on, off, static: as bench's")
+      ->capture_default_str();
+  sub->add_option("--attention", s.attention, "sdpa or eager")->capture_default_str();
+  add_backend_option(sub, &cmd->backend);
+  sub->add_option("--threads", cmd->threads, "CPU threads for ATen (default as bench's)");
+  sub->add_option("--seed", s.seed, "Seed for the prompt and random weights")->capture_default_str();
+  sub->add_option("--trace", s.trace, "Also write the profiled steps as a Chrome trace (chrome://tracing, Perfetto)");
+  sub->add_option("-o,--output", cmd->output, "Write the JSON here");
+  sub->add_flag("--json", cmd->json, "Print the JSON instead of the table");
+  sub->callback([cmd, exit_code] { *exit_code = run_profile(*cmd); });
+}
+
+}  // namespace effarch::cli

@@ -1,0 +1,218 @@
+// effarch kernels: the byte formulas on the real configs' shapes (numbers worked out by hand from
+// the configs, in the comments), which implementations run where, the sweep on tiny configs on the
+// CPU (every row timed, skipped rows for what does not fit, bad ops refused) and the scan vs
+// attention summary.
+
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
+
+#include "../test_util.h"
+#include "effarch/bench/bench.h"
+#include "effarch/bench/kernels.h"
+#include "effarch/common/error.h"
+#include "effarch/model/catalog.h"
+
+namespace effarch::bench {
+namespace {
+
+model::ModelConfig config(const std::string& name) { return model::resolve_model(name).config; }
+
+KernelBytes bytes_of(const std::string& op, const model::ModelConfig& c, int64_t len, at::ScalarType dtype = at::kBFloat16,
+                     int64_t batch = 1) {
+  return find_kernel_case(op, "test").bytes(KernelShape{&c, batch, len, dtype});
+}
+
+TEST(KernelBytes, Mamba1OnMamba28b) {
+  const auto c = config("mamba-2.8b");  // d_inner 5120, d_state 16, d_conv 4; bf16 = 2 bytes
+  // conv: read x 5120*4096 + weight 5120*4 + bias 5120; write out 5120*4096 + state 5120*4.
+  EXPECT_EQ(bytes_of("causal_conv1d", c, 4096).read, 41994240u);
+  EXPECT_EQ(bytes_of("causal_conv1d", c, 4096).written, 41984000u);
+  // conv update: read x 5120 + state 20480 + weight 20480 + bias 5120; write out 5120 + state 20480.
+  EXPECT_EQ(bytes_of("causal_conv1d_update", c, 1).read, 102400u);
+  EXPECT_EQ(bytes_of("causal_conv1d_update", c, 1).written, 51200u);
+  // scan: u, delta, z 3 x 5120*4096 and B, C 2 x 16*4096 (bf16), A 5120*16, D and bias 2 x 5120 (fp32);
+  // write y 5120*4096 bf16 and the state 5120*16 fp32.
+  EXPECT_EQ(bytes_of("selective_scan", c, 4096).read, 126459904u);
+  EXPECT_EQ(bytes_of("selective_scan", c, 4096).written, 42270720u);
+  EXPECT_EQ(bytes_of("selective_scan", c, 4096).total(), 126459904u + 42270720u);
+  // decode: the state read and written in fp32 dominates.
+  EXPECT_EQ(bytes_of("selective_state_update", c, 1).read, 727104u);
+  EXPECT_EQ(bytes_of("selective_state_update", c, 1).written, 337920u);
+  // The activations and the state double with the batch; A, D and the bias are read once whatever it
+  // is. fp32 doubles the dtype's share only.
+  const uint64_t weights = 4u * 5120 * 16 + 4u * 2 * 5120;
+  EXPECT_EQ(bytes_of("selective_scan", c, 4096, at::kBFloat16, 2).total(),
+            2 * bytes_of("selective_scan", c, 4096).total() - weights);
+  const KernelBytes f32 = bytes_of("selective_scan", c, 4096, at::kFloat);
+  EXPECT_EQ(f32.read, 2 * (126459904u - weights) + weights);
+}
+
+TEST(KernelBytes, Mamba2OnCodestral) {
+  const auto c = config("mamba-codestral-7b");  // 128 heads of 64, 8 groups, d_state 128, d_inner 8192
+  // x 4096*128*64, dt 4096*128, B and C 2 x 4096*8*128, D and dt bias 2 x 128 (bf16), A 128 fp32;
+  // write y 4096*128*64 and the state 128*64*128, fp32.
+  EXPECT_EQ(bytes_of("ssd_chunk_scan", c, 4096).read, 84935680u);
+  EXPECT_EQ(bytes_of("ssd_chunk_scan", c, 4096).written, 138412032u);
+  EXPECT_EQ(bytes_of("ssd_state_update", c, 1).read, 4216064u);
+  EXPECT_EQ(bytes_of("ssd_state_update", c, 1).written, 4227072u);
+  // y fp32 + z bf16 + weight bf16; out fp32.
+  EXPECT_EQ(bytes_of("gated_rms_norm", c, 4096).read, 201342976u);
+  EXPECT_EQ(bytes_of("gated_rms_norm", c, 4096).written, 134217728u);
+}
+
+TEST(KernelBytes, AttentionOnPhi2) {
+  const auto c = config("phi-2");  // 32 heads (32 kv heads) of 80
+  EXPECT_EQ(bytes_of("attention", c, 4096).read, 62914560u);  // q, k, v: 3 x 32*4096*80 x 2
+  EXPECT_EQ(bytes_of("attention", c, 4096).written, 20971520u);
+  EXPECT_EQ(bytes_of("attention_decode", c, 4096).read, 41948160u);  // q 32*80 + k, v 2 x 32*4096*80
+  EXPECT_EQ(bytes_of("attention_decode", c, 4096).written, 5120u);
+  // Decode reads the cache: linear in its length.
+  EXPECT_EQ(bytes_of("attention_decode", c, 8192).read - bytes_of("attention_decode", c, 4096).read,
+            2u * 2 * 32 * 4096 * 80);
+}
+
+TEST(KernelCases, RegistryAndImplementations) {
+  std::vector<std::string> ops;
+  for (const auto& c : kernel_cases()) ops.push_back(c.op);
+  EXPECT_EQ(ops, (std::vector<std::string>{"causal_conv1d", "causal_conv1d_update", "selective_scan",
+                                           "selective_state_update", "ssd_chunk_scan", "ssd_state_update",
+                                           "gated_rms_norm", "attention", "attention_decode"}));
+  EXPECT_THROW_WITH(find_kernel_case("flash_scan", "--ops"), UsageError, {"--ops", "flash_scan", "selective_scan"});
+  const at::Device cpu(at::kCPU);
+  auto names = [&](const std::string& op) {
+    std::vector<std::string> out;
+    for (const auto& [backend, name] : kernel_implementations(find_kernel_case(op, "t"), cpu)) out.push_back(name);
+    return out;
+  };
+  // On the CPU: the CPU kernel where the family has one, and the reference always.
+  EXPECT_EQ(names("selective_scan"), (std::vector<std::string>{"cpu", "reference"}));
+  EXPECT_EQ(names("ssd_state_update"), (std::vector<std::string>{"cpu", "reference"}));
+  EXPECT_EQ(names("causal_conv1d"), (std::vector<std::string>{"reference"}));
+  EXPECT_EQ(names("gated_rms_norm"), (std::vector<std::string>{"reference"}));
+  EXPECT_EQ(names("attention"), (std::vector<std::string>{"sdpa"}));
+}
+
+KernelSweep tiny_sweep() {
+  KernelSweep s;
+  s.device = "cpu";
+  s.dtype = "float32";
+  s.lengths = {8, 24};
+  s.reps = 2;
+  s.warmup = 1;
+  s.mamba1 = "tiny-mamba";
+  s.mamba2 = "tiny-mamba2";
+  s.transformer = "tiny-phi";
+  return s;
+}
+
+nlohmann::json fake_env() { return {{"device", {{"copy_bandwidth_bytes_per_s", 1e10}, {"name", "test"}}}}; }
+
+TEST(KernelSweepTest, EveryRowTimedOnTinyConfigs) {
+  const KernelSweep s = tiny_sweep();
+  size_t seen = 0;
+  KernelCallbacks cb;
+  cb.on_row = [&](const nlohmann::json&) { ++seen; };
+  const auto rows = run_kernels(s, fake_env(), cb);
+  // Per op: rows = lengths (or 1) x implementations.
+  size_t expected = 0;
+  for (const auto& c : kernel_cases()) {
+    expected += (c.sweeps_length ? 2 : 1) * kernel_implementations(c, at::Device(at::kCPU)).size();
+  }
+  ASSERT_EQ(rows.size(), expected);
+  EXPECT_EQ(seen, rows.size());
+  for (const auto& r : rows) {
+    ASSERT_EQ(r.at("status"), "ok") << r.dump();
+    const double t = r.at("time_s").at("median").get<double>();
+    EXPECT_GT(t, 0) << r.dump();
+    EXPECT_EQ(r.at("time_s").at("samples").size(), 2u);
+    EXPECT_EQ(r.at("bytes").get<uint64_t>(), r.at("bytes_read").get<uint64_t>() + r.at("bytes_written").get<uint64_t>());
+    EXPECT_NEAR(r.at("bytes_per_s").get<double>(), static_cast<double>(r.at("bytes").get<uint64_t>()) / t,
+                1e-9 * r.at("bytes_per_s").get<double>());
+    EXPECT_NEAR(r.at("fraction_of_copy_bandwidth").get<double>(), r.at("bytes_per_s").get<double>() / 1e10, 1e-12);
+    EXPECT_EQ(r.at("timer"), "steady_clock");
+  }
+  const auto doc = kernels_document(s, fake_env(), {"effarch", "kernels"}, rows, false);
+  EXPECT_EQ(doc.at("schema"), "effarch-kernels");
+  ASSERT_EQ(doc.at("scan_vs_attention").size(), 2u);  // lengths 8 and 24
+  const auto& e = doc.at("scan_vs_attention")[1];
+  EXPECT_EQ(e.at("length"), 24);
+  EXPECT_GT(e.at("selective_scan").at("attention_over_scan").get<double>(), 0);
+  EXPECT_GT(e.at("ssd_chunk_scan").at("attention_over_scan").get<double>(), 0);
+  // Decode: the state updates (one length) beside attention over caches of 8 and 24 tokens.
+  ASSERT_EQ(doc.at("decode_vs_attention").size(), 2u);
+  for (const auto& d : doc.at("decode_vs_attention")) {
+    EXPECT_GT(d.at("selective_state_update").at("attention_over_scan").get<double>(), 0);
+    EXPECT_GT(d.at("ssd_state_update").at("attention_over_scan").get<double>(), 0);
+  }
+  EXPECT_EQ(doc.at("decode_vs_attention")[0].at("selective_state_update").at("time_s"),
+            doc.at("decode_vs_attention")[1].at("selective_state_update").at("time_s"));
+  const std::string table = format_kernels_table(doc);
+  EXPECT_NE(table.find("Scan vs attention"), std::string::npos);
+  EXPECT_NE(table.find("Decode step vs attention"), std::string::npos);
+  EXPECT_NE(table.find("tiny-phi"), std::string::npos);
+}
+
+TEST(KernelSweepTest, RowsThatDoNotFitAreSkippedAndTheRestRun) {
+  KernelSweep s = tiny_sweep();
+  s.ops = {"selective_scan", "attention"};
+  s.lengths = {8, 4096};
+  // tiny-mamba's scan at 4096 moves about 9 MB in fp32, at 8 about 20 kB: a 1 MB cap skips the former.
+  s.memory_limit = 1 << 20;
+  const auto rows = run_kernels(s, fake_env());
+  ASSERT_EQ(rows.size(), 2u * 2 + 2u);
+  for (const auto& r : rows) {
+    const bool big = r.at("bytes").get<uint64_t>() > s.memory_limit;
+    EXPECT_EQ(r.at("status"), big ? "skipped" : "ok") << r.dump();
+    if (big) EXPECT_NE(r.at("error").get<std::string>().find("--memory-limit"), std::string::npos) << r.dump();
+  }
+  EXPECT_EQ(rows[0].at("length"), 8);
+  EXPECT_EQ(rows[0].at("status"), "ok");
+}
+
+TEST(KernelSweepTest, BadArgumentsAreRefusedBeforeAnythingRuns) {
+  KernelSweep s = tiny_sweep();
+  s.ops = {"selective_scan"};
+  s.mamba1 = "tiny-llama";
+  EXPECT_THROW_WITH(run_kernels(s, fake_env()), UsageError, {"--mamba1", "tiny-llama", "Mamba-1"});
+  s = tiny_sweep();
+  s.ops = {"nope"};
+  EXPECT_THROW_WITH(run_kernels(s, fake_env()), UsageError, {"--ops", "nope"});
+  s = tiny_sweep();
+  s.reps = 0;
+  EXPECT_THROW_WITH(run_kernels(s, fake_env()), UsageError, {"--reps"});
+}
+
+TEST(KernelSweepTest, AttentionComparisonsPickTheFastestOkRow) {
+  auto row = [](const std::string& op, const std::string& impl, int64_t len, double t, const std::string& status) {
+    return nlohmann::json{{"op", op},       {"implementation", impl}, {"model", "m"},
+                          {"batch", 1},     {"length", len},          {"status", status},
+                          {"time_s", {{"median", t}}}};
+  };
+  const std::vector<nlohmann::json> rows = {
+      row("selective_scan", "cpu", 512, 2.0, "ok"),      row("selective_scan", "reference", 512, 4.0, "ok"),
+      row("selective_scan", "cuda", 512, 0.5, "oom"),    row("attention", "sdpa", 512, 6.0, "ok"),
+      row("ssd_chunk_scan", "reference", 1024, 1.0, "ok"),  // no attention at 1024: no entry
+  };
+  const auto s = scan_vs_attention(rows);
+  ASSERT_EQ(s.size(), 1u);
+  EXPECT_EQ(s[0].at("selective_scan").at("implementation"), "cpu");
+  EXPECT_DOUBLE_EQ(s[0].at("selective_scan").at("attention_over_scan").get<double>(), 3.0);
+  EXPECT_FALSE(s[0].contains("ssd_chunk_scan"));
+
+  // Decode: the one-length state update stands beside attention at every cache length.
+  const std::vector<nlohmann::json> dec = {
+      row("selective_state_update", "cpu", 1, 0.5, "ok"),  row("selective_state_update", "reference", 1, 1.0, "ok"),
+      row("attention_decode", "sdpa", 512, 1.0, "ok"),     row("attention_decode", "sdpa", 4096, 4.0, "ok"),
+      row("attention_decode", "sdpa", 8192, 8.0, "error"),
+  };
+  const auto d = decode_vs_attention(dec);
+  ASSERT_EQ(d.size(), 2u);
+  EXPECT_EQ(d[1].at("length"), 4096);
+  EXPECT_EQ(d[1].at("selective_state_update").at("implementation"), "cpu");
+  EXPECT_DOUBLE_EQ(d[0].at("selective_state_update").at("attention_over_scan").get<double>(), 2.0);
+  EXPECT_DOUBLE_EQ(d[1].at("selective_state_update").at("attention_over_scan").get<double>(), 8.0);
+  EXPECT_TRUE(scan_vs_attention(dec).empty());
+}
+
+}  // namespace
+}  // namespace effarch::bench

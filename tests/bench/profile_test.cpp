@@ -1,0 +1,209 @@
+// effarch profile: the event classifier's table, the attribution of host and device time on
+// hand-made event lists (nesting, kernels linked to their op, graph kernels by name, idle time), and
+// a real profile of tiny models' decode step on the CPU.
+
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
+
+#include <map>
+
+#include "effarch/bench/profile.h"
+#include "effarch/common/error.h"
+
+namespace effarch::bench {
+namespace {
+
+TEST(ProfileClassify, NamesToKinds) {
+  const std::vector<std::pair<std::string, OpKind>> table = {
+      // effarch's op scopes
+      {"effarch::linear", OpKind::Gemm},
+      {"effarch::moe_dispatch", OpKind::Gemm},
+      {"effarch::selective_scan", OpKind::Scan},
+      {"effarch::selective_state_update", OpKind::Scan},
+      {"effarch::ssd_chunk_scan", OpKind::Scan},
+      {"effarch::ssd_state_update", OpKind::Scan},
+      {"effarch::causal_conv1d", OpKind::Conv},
+      {"effarch::causal_conv1d_update", OpKind::Conv},
+      {"effarch::gated_rms_norm", OpKind::Norm},
+      {"effarch::rms_norm", OpKind::Norm},
+      {"effarch::layer_norm", OpKind::Norm},
+      {"effarch::causal_attention", OpKind::Attention},
+      {"effarch::attention_at_position", OpKind::Attention},
+      {"effarch::something_new", OpKind::Other},
+      // ATen ops, exactly: add is not addmm
+      {"aten::addmm", OpKind::Gemm},
+      {"aten::mm", OpKind::Gemm},
+      {"aten::linear", OpKind::Gemm},
+      {"aten::bmm", OpKind::Gemm},
+      {"aten::add", OpKind::Elementwise},
+      {"aten::mul", OpKind::Elementwise},
+      {"aten::silu", OpKind::Elementwise},
+      {"aten::argmax", OpKind::Elementwise},
+      {"aten::scaled_dot_product_attention", OpKind::Attention},
+      {"aten::_scaled_dot_product_flash_attention", OpKind::Attention},
+      {"aten::layer_norm", OpKind::Norm},
+      {"aten::conv1d", OpKind::Conv},
+      {"aten::copy_", OpKind::Copy},
+      {"aten::_to_copy", OpKind::Copy},
+      {"aten::cat", OpKind::Copy},
+      {"aten::index_copy_", OpKind::Copy},
+      {"aten::empty", OpKind::Other},
+      {"aten::view", OpKind::Other},
+      // GPU kernels
+      {"sm90_xmma_gemm_bf16bf16_bf16f32_f32_tn_n_tilesize128x128x64_warpgroupsize1x1x1", OpKind::Gemm},
+      {"nvjet_tst_128x64_64x8_2x1_v_bz_TNT", OpKind::Gemm},
+      {"void gemv2T_kernel_val<int, int, __nv_bfloat16, float, float, 128, 16, 4, 4, false>", OpKind::Gemm},
+      {"ampere_bf16_s16816gemm_bf16_128x64_ldg8_f2f_tn", OpKind::Gemm},
+      {"void cutlass::Kernel2<cutlass_80_wmma_tensorop_bf16_s161616gemm>", OpKind::Gemm},
+      {"void pytorch_flash::flash_fwd_kernel<Flash_fwd_kernel_traits<128, 128>>", OpKind::Attention},
+      {"fmha_cutlassF_bf16_aligned_64x64_rf_sm80", OpKind::Attention},
+      {"void effarch::kernels::causal_conv1d_fwd_kernel<__nv_bfloat16>", OpKind::Conv},
+      {"void selective_scan_fwd_kernel<Ktraits>", OpKind::Scan},
+      {"void at::native::(anonymous namespace)::vectorized_layer_norm_kernel<float, float>", OpKind::Norm},
+      {"void at::native::vectorized_elementwise_kernel<4, at::native::silu_kernel>", OpKind::Elementwise},
+      {"void at::native::reduce_kernel<512, 1, at::native::ReduceOp<float>>", OpKind::Elementwise},
+      {"void at::native::(anonymous namespace)::CatArrayBatchedCopy<float>", OpKind::Copy},
+      {"Memcpy DtoH (Device -> Pinned)", OpKind::Copy},
+      {"Memset (Device)", OpKind::Copy},
+      {"cudaGraphLaunch", OpKind::Other},
+      {"", OpKind::Other},
+  };
+  for (const auto& [name, kind] : table) EXPECT_EQ(classify_event(name), kind) << "'" << name << "'";
+  EXPECT_EQ(all_op_kinds().size(), 8u);
+  EXPECT_STREQ(to_string(OpKind::Gemm), "gemm");
+}
+
+ProfileEvent host(const std::string& name, int64_t s, int64_t e, uint64_t corr = 0, uint64_t thread = 1) {
+  ProfileEvent ev;
+  ev.name = name;
+  ev.start_ns = s;
+  ev.end_ns = e;
+  ev.correlation = corr;
+  ev.thread = thread;
+  return ev;
+}
+ProfileEvent dev(const std::string& name, int64_t s, int64_t e, uint64_t linked) {
+  ProfileEvent ev;
+  ev.name = name;
+  ev.on_device = true;
+  ev.start_ns = s;
+  ev.end_ns = e;
+  ev.linked = linked;
+  return ev;
+}
+
+std::map<std::string, double> by_kind(const nlohmann::json& kinds) {
+  std::map<std::string, double> m;
+  for (const auto& k : kinds) m[k.at("kind").get<std::string>()] = k.at("seconds_per_step").get<double>() * 1e9;
+  return m;
+}
+
+TEST(ProfileAttribution, HostTopLevelOpsAndOutsideTime) {
+  // Two steps of 1000 ns. Step 1: a linear (600, with an aten::mm inside), an add (100).
+  // Step 2: a selective_state_update scope (500) with elementwise ops inside, an argmax (200).
+  // An op on another thread and one outside the steps are not counted.
+  std::vector<ProfileEvent> ev = {
+      host("effarch::decode_step", 0, 1000),
+      host("effarch::linear", 100, 700, 1),
+      host("aten::mm", 150, 650, 2),
+      host("aten::add", 800, 900, 3),
+      host("effarch::decode_step", 2000, 3000),
+      host("effarch::selective_state_update", 2000, 2500, 4),
+      host("aten::exp", 2100, 2200, 5),
+      host("aten::mul", 2200, 2300, 6),
+      host("aten::argmax", 2600, 2800, 7),
+      host("aten::mm", 100, 900, 8, /*thread=*/2),
+      host("aten::mm", 5000, 6000, 9),
+  };
+  const auto p = attribute_profile(ev, 2);
+  EXPECT_EQ(p.at("time_source"), "host");
+  EXPECT_DOUBLE_EQ(p.at("step_s").get<double>(), 1000e-9);
+  const auto k = by_kind(p.at("kinds"));
+  EXPECT_DOUBLE_EQ(k.at("gemm"), 300);         // 600 over two steps
+  EXPECT_DOUBLE_EQ(k.at("scan"), 250);         // the scope, not its exp and mul
+  EXPECT_DOUBLE_EQ(k.at("elementwise"), 150);  // add 100 + argmax 200
+  EXPECT_DOUBLE_EQ(k.at("outside ops"), 300);  // 2000 - 1400, per step
+  double fractions = 0;
+  for (const auto& e : p.at("kinds")) fractions += e.at("fraction_of_step").get<double>();
+  EXPECT_NEAR(fractions, 1.0, 1e-12);
+  EXPECT_EQ(p.at("top_events")[0].at("name"), "effarch::linear");
+  EXPECT_DOUBLE_EQ(p.at("top_events")[0].at("calls_per_step").get<double>(), 0.5);
+}
+
+TEST(ProfileAttribution, DeviceKernelsGoToTheirLaunchingOp) {
+  // One step of 1000 ns. A gemv kernel launched from the linear's aten::mm (its root: gemm); an
+  // elementwise kernel launched inside the scan scope (root: scan, whatever its name); a graph's
+  // kernel with no launching op (by its own name: flash -> attention); a memcpy linked to the step
+  // scope only (by name: copy).
+  std::vector<ProfileEvent> ev = {
+      host("effarch::decode_step", 0, 1000, 100),
+      host("effarch::linear", 0, 300, 1),
+      host("aten::mm", 10, 290, 2),
+      host("effarch::selective_state_update", 300, 600, 3),
+      host("aten::mul", 310, 400, 4),
+      dev("gemv2T_kernel", 100, 300, 2),
+      dev("vectorized_elementwise_kernel", 400, 450, 4),
+      dev("flash_fwd_splitkv_kernel", 500, 600, 0),
+      dev("Memcpy DtoH", 650, 700, 100),
+  };
+  const auto p = attribute_profile(ev, 1);
+  EXPECT_EQ(p.at("time_source"), "device");
+  const auto k = by_kind(p.at("kinds"));
+  EXPECT_DOUBLE_EQ(k.at("gemm"), 200);
+  EXPECT_DOUBLE_EQ(k.at("scan"), 50);
+  EXPECT_DOUBLE_EQ(k.at("attention"), 100);
+  EXPECT_DOUBLE_EQ(k.at("copy"), 50);
+  EXPECT_DOUBLE_EQ(k.at("idle"), 600);  // busy 400 of 1000
+  EXPECT_DOUBLE_EQ(p.at("device").at("busy_seconds_per_step").get<double>(), 400e-9);
+  // Host figures are there too.
+  EXPECT_DOUBLE_EQ(by_kind(p.at("host").at("kinds")).at("gemm"), 300);
+}
+
+TEST(ProfileAttribution, OverlappingKernelsCountOnceInBusyTime) {
+  std::vector<ProfileEvent> ev = {host("effarch::decode_step", 0, 1000), dev("gemm_a", 0, 400, 0),
+                                  dev("gemm_b", 200, 600, 0)};
+  const auto p = attribute_profile(ev, 1);
+  EXPECT_DOUBLE_EQ(p.at("device").at("busy_seconds_per_step").get<double>(), 600e-9);
+  EXPECT_DOUBLE_EQ(p.at("device").at("kernel_seconds_per_step").get<double>(), 800e-9);
+  EXPECT_DOUBLE_EQ(by_kind(p.at("kinds")).at("idle"), 400);
+}
+
+TEST(ProfileAttribution, NoStepScopeIsAnError) {
+  EXPECT_THROW(attribute_profile({host("aten::mm", 0, 10)}, 1), Error);
+  EXPECT_THROW(attribute_profile({host("effarch::decode_step", 0, 10)}, 0), UsageError);
+}
+
+// The real profiler on the CPU: tiny models' decode steps, every kind they run found.
+TEST(ProfileDecode, TinyModelsOnTheCpu) {
+  for (const char* name : {"tiny-mamba", "tiny-mamba2", "tiny-llama"}) {
+    ProfileSpec spec;
+    spec.model = name;
+    spec.device = "cpu";
+    spec.context = 8;
+    spec.steps = 3;
+    spec.warmup = 1;
+    const auto p = profile_decode(spec);
+    EXPECT_EQ(p.at("time_source"), "host") << name;
+    EXPECT_GT(p.at("step_s").get<double>(), 0) << name;
+    const auto k = by_kind(p.at("kinds"));
+    EXPECT_GT(k.at("gemm"), 0) << name << " " << p.dump();
+    EXPECT_GT(k.at("norm"), 0) << name;
+    if (std::string(name) == "tiny-llama") {
+      EXPECT_GT(k.at("attention"), 0) << name;
+      EXPECT_EQ(k.at("scan"), 0) << name;
+    } else {
+      EXPECT_GT(k.at("scan"), 0) << name;
+      EXPECT_GT(k.at("conv"), 0) << name;
+      EXPECT_EQ(k.at("attention"), 0) << name;
+    }
+    double fractions = 0;
+    for (const auto& e : p.at("kinds")) fractions += e.at("fraction_of_step").get<double>();
+    EXPECT_NEAR(fractions, 1.0, 1e-9) << name;
+    EXPECT_EQ(p.at("settings").at("cuda_graphs"), "off");
+    EXPECT_FALSE(p.at("top_events").empty());
+    EXPECT_NE(format_profile_table(p).find("gemm"), std::string::npos);
+  }
+}
+
+}  // namespace
+}  // namespace effarch::bench

@@ -1,0 +1,142 @@
+#!/usr/bin/env bash
+# effarch kernels and effarch profile on the CPU with tiny configs: the JSON documents' fields, every
+# time positive, bytes as the formulas in docs/kernels.md give them, the JSON Lines rows, skipped
+# rows under --memory-limit, SIGINT keeping the finished rows, the profile's kinds adding up to the
+# step, and bad flags.
+source "$(dirname "$0")/lib.sh"
+cd "$SCRATCH"
+
+TINY=(--mamba1 tiny-mamba --mamba2 tiny-mamba2 --transformer tiny-phi --device cpu --dtype float32)
+
+expect_exit 0 "selective_scan" "$EFFARCH" kernels --list
+expect_exit 0 "Scan vs attention" "$EFFARCH" kernels "${TINY[@]}" --lengths 16,48 --reps 2 --warmup 1 -o k.json
+"$PYTHON" - "$SRC" <<'PY' || fail "kernels results"
+import json, sys
+doc = json.load(open("k.json"))
+bad = []
+assert doc["schema"] == "effarch-kernels" and doc["schema_version"] == 1
+env = doc["environment"]
+for k in ["time", "effarch", "host", "device"]:
+    if k not in env: bad.append(f"environment lacks {k}")
+bw = env["device"]["copy_bandwidth_bytes_per_s"]
+if not bw > 0: bad.append("no copy bandwidth")
+s = doc["settings"]
+if s["lengths"] != [16, 48] or s["models"]["mamba1"] != "tiny-mamba": bad.append(f"settings {s}")
+cfg = {n: json.load(open(f"{sys.argv[1]}/configs/models/{n}.json")) for n in ["tiny-mamba", "tiny-mamba2", "tiny-phi"]}
+m1, m2, ph = cfg["tiny-mamba"], cfg["tiny-mamba2"], cfg["tiny-phi"]
+D, N, W = m1["intermediate_size"], m1["state_size"], m1["conv_kernel"]
+H, P, G, N2 = m2["num_heads"], m2["head_dim"], m2["n_groups"], m2["state_size"]
+D2 = m2["expand"] * m2["hidden_size"]
+Hq, Hkv = ph["num_attention_heads"], ph["num_key_value_heads"]
+Dh = ph["hidden_size"] // Hq
+e = 4  # float32
+def expected(op, B, L):  # docs/kernels.md, "Bytes each op must move"
+    if op == "causal_conv1d": return e * (B*D*L + D*W + D) + e * (B*D*L + B*D*W)
+    if op == "causal_conv1d_update": return e * (B*D + B*D*W + D*W + D) + e * (B*D + B*D*W)
+    if op == "selective_scan": return e * (3*B*D*L + 2*B*N*L) + 4*(D*N + 2*D) + e*B*D*L + 4*B*D*N
+    if op == "selective_state_update": return e * (3*B*D + 2*B*N) + 4*(D*N + 2*D) + 4*B*D*N + e*B*D + 4*B*D*N
+    if op == "ssd_chunk_scan": return e * (B*L*H*P + B*L*H + 2*B*L*G*N2 + 2*H) + 4*H + 4 * (B*L*H*P + B*H*P*N2)
+    if op == "ssd_state_update": return e * (B*H*P + B*H + 2*B*G*N2 + 2*H) + 4*H + 4*B*H*P*N2 + 4*B*H*P + 4*B*H*P*N2
+    if op == "gated_rms_norm": return 4*B*L*D2 + e*(B*L*D2 + D2) + 4*B*L*D2
+    if op == "attention": return e * (B*Hq*L*Dh + 2*B*Hkv*L*Dh) + e*B*Hq*L*Dh
+    if op == "attention_decode": return e * (B*Hq*Dh + 2*B*Hkv*L*Dh) + e*B*Hq*Dh
+    raise KeyError(op)
+rows = doc["rows"]
+ops = sorted({r["op"] for r in rows})
+if ops != sorted(["causal_conv1d", "causal_conv1d_update", "selective_scan", "selective_state_update", "ssd_chunk_scan",
+                  "ssd_state_update", "gated_rms_norm", "attention", "attention_decode"]): bad.append(f"ops {ops}")
+for r in rows:
+    name = f"{r['op']} {r['implementation']} L{r['length']}"
+    if r["status"] != "ok": bad.append(f"{name}: {r['status']} {r.get('error')}"); continue
+    if r["bytes"] != expected(r["op"], r["batch"], r["length"]): bad.append(f"{name}: bytes {r['bytes']} != {expected(r['op'], r['batch'], r['length'])}")
+    if r["bytes"] != r["bytes_read"] + r["bytes_written"]: bad.append(f"{name}: read + written")
+    t = r["time_s"]
+    if not (0 < t["min"] <= t["median"] <= t["max"]) or len(t["samples"]) != 2: bad.append(f"{name}: times {t}")
+    if abs(r["bytes_per_s"] - r["bytes"] / t["median"]) > 1e-6 * r["bytes_per_s"]: bad.append(f"{name}: GB/s")
+    if abs(r["fraction_of_copy_bandwidth"] - r["bytes_per_s"] / bw) > 1e-9: bad.append(f"{name}: fraction")
+    if not r["bytes_formula"]: bad.append(f"{name}: no formula")
+    # On the CPU the scans run their CPU kernel and their reference; conv and norm the reference; attention SDPA.
+    want = {"selective_scan": {"cpu", "reference"}, "selective_state_update": {"cpu", "reference"},
+            "ssd_chunk_scan": {"cpu", "reference"}, "ssd_state_update": {"cpu", "reference"},
+            "attention": {"sdpa"}, "attention_decode": {"sdpa"}}.get(r["op"], {"reference"})
+    if r["implementation"] not in want: bad.append(f"{name}: implementation")
+    if r["length"] != (1 if r["op"] in ("causal_conv1d_update", "selective_state_update", "ssd_state_update") else r["length"]): bad.append(name)
+impls = {(r["op"], r["implementation"]) for r in rows}
+if ("selective_scan", "cpu") not in impls or ("selective_scan", "reference") not in impls: bad.append("scan implementations")
+sva = doc["scan_vs_attention"]
+if [e["length"] for e in sva] != [16, 48]: bad.append(f"scan vs attention {sva}")
+for e in sva:
+    if not (e["selective_scan"]["attention_over_scan"] > 0 and e["ssd_chunk_scan"]["attention_over_scan"] > 0): bad.append(str(e))
+dva = doc["decode_vs_attention"]
+if [e["length"] for e in dva] != [16, 48]: bad.append(f"decode vs attention {dva}")
+for e in dva:
+    if not (e["selective_state_update"]["attention_over_scan"] > 0 and e["ssd_state_update"]["attention_over_scan"] > 0): bad.append(str(e))
+lines = [json.loads(l) for l in open("k.jsonl")]
+if lines != rows: bad.append("the JSON Lines rows differ from the document's")
+if bad:
+    print("\n".join(bad)); sys.exit(1)
+PY
+
+# A cap on bytes: the long rows are skipped with a row saying why, the short ones measured.
+expect_exit 0 "skipped" "$EFFARCH" kernels "${TINY[@]}" --ops selective_scan,attention --lengths 8,8192 --reps 1 \
+  --memory-limit 1MB -o cap.json
+"$PYTHON" - <<'PY' || fail "kernels --memory-limit"
+import json
+rows = json.load(open("cap.json"))["rows"]
+st = [(r["op"], r["length"], r["status"]) for r in rows]
+assert all(s == ("ok" if l == 8 else "skipped") for _, l, s in st), st
+assert all("--memory-limit" in r["error"] for r in rows if r["status"] == "skipped"), rows
+PY
+
+# SIGINT once the first row is in the .jsonl: the JSON holds exactly the finished rows, marked
+# interrupted; exit 130.
+"$EFFARCH" kernels "${TINY[@]}" --ops selective_scan,attention --lengths 64-16384*2 --reps 5 -o int.json > int.out 2>&1 &
+pid=$!
+for _ in $(seq 1 600); do [[ -s int.jsonl ]] && break; sleep 0.05; done
+kill -INT "$pid"
+rc=0; wait "$pid" || rc=$?
+[[ $rc == 130 ]] || fail "SIGINT: exit $rc, expected 130: $(tail -3 int.out)"
+"$PYTHON" - <<'PY' || fail "interrupted kernels results"
+import json
+d = json.load(open("int.json"))
+lines = [json.loads(l) for l in open("int.jsonl")]
+assert d["interrupted"] and 1 <= len(d["rows"]) < 3 * 9 and d["rows"] == lines, (d["interrupted"], len(d["rows"]))
+assert all(r["status"] == "ok" for r in d["rows"])
+PY
+
+expect_exit 2 "unknown op 'flash'" "$EFFARCH" kernels "${TINY[@]}" --ops selective_scan,flash
+expect_exit 2 "--mamba1" "$EFFARCH" kernels --mamba1 tiny-llama --ops selective_scan --device cpu
+expect_exit 2 "--lengths" "$EFFARCH" kernels "${TINY[@]}" --lengths 0
+expect_exit 2 ".jsonl" "$EFFARCH" kernels "${TINY[@]}" -o rows.jsonl
+
+# effarch profile: a Mamba and a Transformer decode step on the CPU.
+for m in tiny-mamba tiny-llama; do
+  expect_exit 0 "Host time per kind" "$EFFARCH" profile "$m" --device cpu --context 8 --steps 3 --warmup 1 -o "prof-$m.json"
+  "$PYTHON" - "$m" <<'PY' || fail "profile $m"
+import json, sys
+m = sys.argv[1]
+p = json.load(open(f"prof-{m}.json"))
+assert p["schema"] == "effarch-profile" and p["model"] == m, p.get("schema")
+assert p["time_source"] == "host" and p["step_s"] > 0
+k = {e["kind"]: e for e in p["kinds"]}
+names = ["gemm", "scan", "conv", "norm", "attention", "elementwise", "copy", "other", "outside ops"]
+assert list(k) == names, list(k)
+assert abs(sum(e["fraction_of_step"] for e in p["kinds"]) - 1) < 1e-9
+assert all(e["seconds_per_step"] >= 0 for e in p["kinds"])
+assert k["gemm"]["seconds_per_step"] > 0 and k["norm"]["seconds_per_step"] > 0
+if m == "tiny-mamba":
+    assert k["scan"]["seconds_per_step"] > 0 and k["conv"]["seconds_per_step"] > 0 and k["attention"]["seconds_per_step"] == 0
+    assert p["implementations"]["selective_state_update"] == "cpu", p["implementations"]
+else:
+    assert k["attention"]["seconds_per_step"] > 0 and k["scan"]["seconds_per_step"] == 0
+assert p["settings"]["steps"] == 3 and p["settings"]["cuda_graphs"] == "off"
+assert p["top_events"] and all(e["seconds_per_step"] > 0 for e in p["top_events"])
+PY
+done
+expect_exit 0 '"time_source": "host"' "$EFFARCH" profile tiny-mamba2 --device cpu --context 4 --steps 2 --json \
+  --trace trace.json
+[[ -s trace.json ]] || fail "profile --trace wrote no trace"
+expect_exit 2 "--steps" "$EFFARCH" profile tiny-mamba --device cpu --steps 0
+expect_exit 2 "--cuda-graphs" "$EFFARCH" profile tiny-mamba --device cpu --cuda-graphs maybe
+expect_exit 2 "not a checkpoint folder, a config file or a built-in config" "$EFFARCH" profile no-such-model --device cpu
+finish
