@@ -48,6 +48,7 @@ bool has_cuda_kernel(OpFamily op) {
   if (!kBuiltWithCuda) return false;
   switch (op) {
     case OpFamily::CausalConv1d: return true;  // kernels/causal_conv1d
+    case OpFamily::MoeDispatch: return true;   // kernels/moe (router, permute, expert GEMV, combine)
     default: return false;                      // the ATen reference runs on the GPU too
   }
 }
