@@ -267,43 +267,54 @@ EFFARCH_HD inline bool permute_last_in_warp(const int* warp_buckets, int lane) {
 
 // ---- expert GEMV: one warp per output feature, up to kGemvRows rows of one expert ----
 
+// V consecutive elements at p: one 16-byte load on the device where V elements fill it (p then
+// 16-byte aligned: the launcher checks), element by element otherwise.
+template <Precision P, int V, bool kReadOnly>
+EFFARCH_HD inline void load_chunk(const typename StorageOf<P>::type* p, typename StorageOf<P>::type (&out)[V]) {
+#if defined(__CUDA_ARCH__)
+  if constexpr (V * sizeof(typename StorageOf<P>::type) == 16) {
+    const uint4 u = kReadOnly ? __ldg(reinterpret_cast<const uint4*>(p)) : *reinterpret_cast<const uint4*>(p);
+    memcpy(out, &u, sizeof out);
+  } else {
+    for (int i = 0; i < V; ++i) out[i] = p[i];
+  }
+#else
+  for (int i = 0; i < V; ++i) out[i] = p[i];
+#endif
+}
+
+// acc[r] += w . x[r] over one chunk of V elements at k0, fused multiply-adds in element order.
+template <Precision P, int V>
+EFFARCH_HD inline void gemv_chunk(const typename StorageOf<P>::type (&wv)[V],
+                                  const typename StorageOf<P>::type* const* x, int rows, int k0,
+                                  float (&acc)[kGemvRows]) {
+  using S = typename StorageOf<P>::type;
+  float wf[V];
+  for (int i = 0; i < V; ++i) wf[i] = to_f<P>(wv[i]);
+  for (int r = 0; r < kGemvRows; ++r) {
+    if (r >= rows) break;
+    S xv[V];
+    load_chunk<P, V, false>(x[r] + k0, xv);
+    for (int i = 0; i < V; ++i) acc[r] = fmaf(wf[i], to_f<P>(xv[i]), acc[r]);
+  }
+}
+
 // The lane's partial dot products of weight row w (K elements) with the rows x[r] (r < rows):
-// chunks of V consecutive elements at lane * V, lane * V + 32 V, ... (K a multiple of V), fused
-// multiply-adds in element order. V is what one 16-byte load holds (V = 1: the scalar path).
+// chunks of V consecutive elements at lane * V, lane * V + 32 V, ... (K a multiple of V), in that
+// order. V is what one 16-byte load holds (V = 1: the scalar path). The weights of two chunks are
+// loaded before either is used, so each lane has two weight loads in flight.
 template <Precision P, int V>
 EFFARCH_HD inline void gemv_lane(const typename StorageOf<P>::type* w, const typename StorageOf<P>::type* const* x,
                                  int rows, int k, int lane, float (&acc)[kGemvRows]) {
   using S = typename StorageOf<P>::type;
   for (int r = 0; r < kGemvRows; ++r) acc[r] = 0.f;
-  for (int k0 = lane * V; k0 < k; k0 += kWarp * V) {
-    S wv[V];
-#if defined(__CUDA_ARCH__)
-    if constexpr (V * sizeof(S) == 16) {
-      const uint4 u = __ldg(reinterpret_cast<const uint4*>(w + k0));
-      memcpy(wv, &u, sizeof wv);
-    } else {
-      for (int i = 0; i < V; ++i) wv[i] = w[k0 + i];
-    }
-#else
-    for (int i = 0; i < V; ++i) wv[i] = w[k0 + i];
-#endif
-    float wf[V];
-    for (int i = 0; i < V; ++i) wf[i] = to_f<P>(wv[i]);
-    for (int r = 0; r < kGemvRows; ++r) {
-      if (r >= rows) break;
-      S xv[V];
-#if defined(__CUDA_ARCH__)
-      if constexpr (V * sizeof(S) == 16) {
-        const uint4 u = *reinterpret_cast<const uint4*>(x[r] + k0);
-        memcpy(xv, &u, sizeof xv);
-      } else {
-        for (int i = 0; i < V; ++i) xv[i] = x[r][k0 + i];
-      }
-#else
-      for (int i = 0; i < V; ++i) xv[i] = x[r][k0 + i];
-#endif
-      for (int i = 0; i < V; ++i) acc[r] = fmaf(wf[i], to_f<P>(xv[i]), acc[r]);
-    }
+  for (int k0 = lane * V; k0 < k; k0 += 2 * kWarp * V) {
+    const int k1 = k0 + kWarp * V;
+    S wa[V], wb[V];
+    load_chunk<P, V, true>(w + k0, wa);
+    if (k1 < k) load_chunk<P, V, true>(w + k1, wb);
+    gemv_chunk<P, V>(wa, x, rows, k0, acc);
+    if (k1 < k) gemv_chunk<P, V>(wb, x, rows, k1, acc);
   }
 }
 
