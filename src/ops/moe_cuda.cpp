@@ -232,7 +232,7 @@ at::Tensor moe_dispatch_cuda(const at::Tensor& x_in, const Routing& routing, con
   const at::Tensor local_mask = at::from_blob(local.data(), {num_experts}, at::kByte).to(x.device());
   const at::Tensor y = at::empty({m, hidden}, x.options());
   if (inter >= 0) {
-    const at::Tensor xs = x.index_select(0, at::floor_divide(plan.order, k));  // [M, H]: row i is token order[i] / k
+    const at::Tensor xs = x.index_select(0, at::div(plan.order, k, "floor"));  // [M, H]: row i is token order[i] / k
     at::Tensor buffer = at::empty({most_rows, 2 * inter}, x.options());
     int64_t begin = 0;
     for (int64_t e = 0; e < num_experts; ++e) {
