@@ -37,8 +37,9 @@ inline constexpr int64_t kMoeDecodeMaxTokens = 16;
 //   SoftmaxModelDtype (DeepSeekMoE): softmax in the model dtype, top-k, no renormalisation.
 // backend (the MoeDispatch family's): on CUDA, auto and cuda run the router kernel
 // (kernels/moe) after the logits' GEMM, for E <= 256 and top_k <= 16: the same softmax, top-k and
-// rounding in one pass, ties at the k-th score going to the lower expert id as at::topk keeps
-// them; its fp32 softmax may differ from ATen's by an ulp (another exp and summation order).
+// rounding in one pass, ties at the k-th score going to the lower expert id (as at::topk on CUDA
+// selects them; on the CPU at::topk defines no order among equal scores); its fp32 softmax may
+// differ from ATen's by an ulp (another exp and summation order).
 Routing moe_route(const at::Tensor& x, const at::Tensor& router_weight, int64_t top_k, RouterKind kind,
                   Backend backend = Backend::Auto);
 
