@@ -51,27 +51,27 @@ struct StorageOf<Precision::kFp32> {
   using type = float;
 };
 
-EFFARCH_HD inline uint32_t bits_of(float f) {
+EFFARCH_HD uint32_t bits_of(float f) {
   uint32_t u;
   memcpy(&u, &f, sizeof u);
   return u;
 }
-EFFARCH_HD inline float float_of(uint32_t u) {
+EFFARCH_HD float float_of(uint32_t u) {
   float f;
   memcpy(&f, &u, sizeof f);
   return f;
 }
 
-EFFARCH_HD inline float bf16_to_float(uint16_t b) { return float_of(static_cast<uint32_t>(b) << 16); }
+EFFARCH_HD float bf16_to_float(uint16_t b) { return float_of(static_cast<uint32_t>(b) << 16); }
 // Round to nearest even, as c10::BFloat16 and __float2bfloat16_rn do (NaN stays NaN).
-EFFARCH_HD inline uint16_t float_to_bf16(float f) {
+EFFARCH_HD uint16_t float_to_bf16(float f) {
   uint32_t u = bits_of(f);
   if ((u & 0x7fffffffu) > 0x7f800000u) return 0x7fc0;
   u += 0x7fffu + ((u >> 16) & 1u);
   return static_cast<uint16_t>(u >> 16);
 }
 
-EFFARCH_HD inline float fp16_to_float(uint16_t h) {
+EFFARCH_HD float fp16_to_float(uint16_t h) {
 #if defined(__CUDA_ARCH__)
   return __half2float(__ushort_as_half(h));
 #else
@@ -86,7 +86,7 @@ EFFARCH_HD inline float fp16_to_float(uint16_t h) {
 #endif
 }
 // Round to nearest even, as c10::Half and __float2half_rn do.
-EFFARCH_HD inline uint16_t float_to_fp16(float f) {
+EFFARCH_HD uint16_t float_to_fp16(float f) {
 #if defined(__CUDA_ARCH__)
   return __half_as_ushort(__float2half_rn(f));
 #else
@@ -105,7 +105,7 @@ EFFARCH_HD inline uint16_t float_to_fp16(float f) {
 }
 
 template <Precision P>
-EFFARCH_HD inline float to_f(typename StorageOf<P>::type v) {
+EFFARCH_HD float to_f(typename StorageOf<P>::type v) {
   if constexpr (P == Precision::kFp32) {
     return v;
   } else if constexpr (P == Precision::kBf16) {
@@ -115,7 +115,7 @@ EFFARCH_HD inline float to_f(typename StorageOf<P>::type v) {
   }
 }
 template <Precision P>
-EFFARCH_HD inline typename StorageOf<P>::type from_f(float v) {
+EFFARCH_HD typename StorageOf<P>::type from_f(float v) {
   if constexpr (P == Precision::kFp32) {
     return v;
   } else if constexpr (P == Precision::kBf16) {
@@ -126,25 +126,25 @@ EFFARCH_HD inline typename StorageOf<P>::type from_f(float v) {
 }
 // v rounded to the precision, as a float (what storing and loading it gives).
 template <Precision P>
-EFFARCH_HD inline float round_to(float v) {
+EFFARCH_HD float round_to(float v) {
   return to_f<P>(from_f<P>(v));
 }
 // The same with the precision known at run time (the router's and combine's few values).
-EFFARCH_HD inline float round_to(float v, Precision p) {
+EFFARCH_HD float round_to(float v, Precision p) {
   switch (p) {
     case Precision::kBf16: return round_to<Precision::kBf16>(v);
     case Precision::kFp16: return round_to<Precision::kFp16>(v);
     default: return v;
   }
 }
-EFFARCH_HD inline float load_f(const void* base, int64_t i, Precision p) {
+EFFARCH_HD float load_f(const void* base, int64_t i, Precision p) {
   switch (p) {
     case Precision::kBf16: return bf16_to_float(static_cast<const uint16_t*>(base)[i]);
     case Precision::kFp16: return fp16_to_float(static_cast<const uint16_t*>(base)[i]);
     default: return static_cast<const float*>(base)[i];
   }
 }
-EFFARCH_HD inline void store_f(void* base, int64_t i, float v, Precision p) {
+EFFARCH_HD void store_f(void* base, int64_t i, float v, Precision p) {
   switch (p) {
     case Precision::kBf16: static_cast<uint16_t*>(base)[i] = float_to_bf16(v); break;
     case Precision::kFp16: static_cast<uint16_t*>(base)[i] = float_to_fp16(v); break;
@@ -155,7 +155,7 @@ EFFARCH_HD inline void store_f(void* base, int64_t i, float v, Precision p) {
 // ---- warp reductions, in the order the shuffles add ----
 // The device adds with __shfl_down_sync (offsets 16, 8, 4, 2, 1) and takes lane 0's sum; on the
 // host, v holds the 32 lanes' values and the same pairs are added in the same order.
-EFFARCH_HD inline float warp_sum_down_emulated(float (&v)[kWarp]) {
+EFFARCH_HD float warp_sum_down_emulated(float (&v)[kWarp]) {
   for (int offset = kWarp / 2; offset > 0; offset /= 2) {
     for (int lane = 0; lane < offset; ++lane) v[lane] = v[lane] + v[lane + offset];
   }
@@ -163,7 +163,7 @@ EFFARCH_HD inline float warp_sum_down_emulated(float (&v)[kWarp]) {
 }
 // The GEMV adds with __shfl_xor_sync (16, 8, 4, 2, 1) and lane 0 writes its sum: lane 0 adds, at
 // each step, the partner lane's partial sum, which the partner formed the same way.
-EFFARCH_HD inline float warp_sum_xor_emulated(float (&v)[kWarp]) {
+EFFARCH_HD float warp_sum_xor_emulated(float (&v)[kWarp]) {
   for (int offset = kWarp / 2; offset > 0; offset /= 2) {
     float next[kWarp];
     for (int lane = 0; lane < kWarp; ++lane) next[lane] = v[lane] + v[lane ^ offset];
@@ -175,10 +175,10 @@ EFFARCH_HD inline float warp_sum_xor_emulated(float (&v)[kWarp]) {
 // ---- router: one warp per token; lane l holds the logits of experts l, l + 32, l + 64, ... ----
 
 // The expert of a lane's j-th logit.
-EFFARCH_HD inline int router_expert(int lane, int j) { return lane + j * kWarp; }
+EFFARCH_HD int router_expert(int lane, int j) { return lane + j * kWarp; }
 
 // The lane's largest logit (-inf when it holds none).
-EFFARCH_HD inline float router_lane_max(const float (&logit)[kRouterPerLane], int experts, int lane) {
+EFFARCH_HD float router_lane_max(const float (&logit)[kRouterPerLane], int experts, int lane) {
   float m = -INFINITY;
   for (int j = 0; j < kRouterPerLane; ++j) {
     if (router_expert(lane, j) < experts) m = fmaxf(m, logit[j]);
@@ -186,7 +186,7 @@ EFFARCH_HD inline float router_lane_max(const float (&logit)[kRouterPerLane], in
   return m;
 }
 // exp(logit - max) in place, returning the lane's sum (in j order).
-EFFARCH_HD inline float router_lane_exp(float (&logit)[kRouterPerLane], int experts, int lane, float max) {
+EFFARCH_HD float router_lane_exp(float (&logit)[kRouterPerLane], int experts, int lane, float max) {
   float s = 0.f;
   for (int j = 0; j < kRouterPerLane; ++j) {
     if (router_expert(lane, j) < experts) {
@@ -198,7 +198,7 @@ EFFARCH_HD inline float router_lane_exp(float (&logit)[kRouterPerLane], int expe
 }
 // The probabilities from the exps and the warp's sum; kModelDtype rounds them to the model dtype
 // (ATen's softmax in bf16/fp16 computes in fp32 and rounds its output once).
-EFFARCH_HD inline void router_lane_probs(float (&e)[kRouterPerLane], int experts, int lane, float sum,
+EFFARCH_HD void router_lane_probs(float (&e)[kRouterPerLane], int experts, int lane, float sum,
                                          RouterMode mode, Precision model) {
   for (int j = 0; j < kRouterPerLane; ++j) {
     if (router_expert(lane, j) < experts) {
@@ -215,13 +215,13 @@ struct Candidate {
   float score;
   int expert;  // -1: none
 };
-EFFARCH_HD inline bool better(const Candidate& a, const Candidate& b) {
+EFFARCH_HD bool better(const Candidate& a, const Candidate& b) {
   if (a.expert < 0) return false;
   if (b.expert < 0) return true;
   return a.score > b.score || (a.score == b.score && a.expert < b.expert);
 }
 // The lane's best candidate among the experts it holds that are not chosen yet (bit j of `chosen`).
-EFFARCH_HD inline Candidate router_lane_best(const float (&score)[kRouterPerLane], int experts, int lane,
+EFFARCH_HD Candidate router_lane_best(const float (&score)[kRouterPerLane], int experts, int lane,
                                              uint32_t chosen) {
   Candidate best{0.f, -1};
   for (int j = 0; j < kRouterPerLane; ++j) {
@@ -234,7 +234,7 @@ EFFARCH_HD inline Candidate router_lane_best(const float (&score)[kRouterPerLane
   return best;
 }
 // The combine weights of the k chosen scores (descending), in place.
-EFFARCH_HD inline void router_weights(float* w, int k, RouterMode mode, Precision model) {
+EFFARCH_HD void router_weights(float* w, int k, RouterMode mode, Precision model) {
   if (mode == RouterMode::kFp32Renormalized) {
     float s = 0.f;
     for (int i = 0; i < k; ++i) s += w[i];
@@ -248,17 +248,17 @@ EFFARCH_HD inline void router_weights(float* w, int k, RouterMode mode, Precisio
 
 // The bucket of an expert id: the id itself, or `experts` for an id outside 0..E-1 (kept apart
 // after every expert's rows; the dispatch never runs them).
-EFFARCH_HD inline int permute_bucket(int64_t id, int experts) {
+EFFARCH_HD int permute_bucket(int64_t id, int experts) {
   return id >= 0 && id < experts ? static_cast<int>(id) : experts;
 }
 // How many lanes before `lane` of a warp's 32 buckets (-1: no position) hold the same bucket.
-EFFARCH_HD inline int permute_rank_in_warp(const int* warp_buckets, int lane) {
+EFFARCH_HD int permute_rank_in_warp(const int* warp_buckets, int lane) {
   int rank = 0;
   for (int j = 0; j < lane; ++j) rank += warp_buckets[j] == warp_buckets[lane] ? 1 : 0;
   return rank;
 }
 // Whether `lane` holds the last position of its bucket in the warp.
-EFFARCH_HD inline bool permute_last_in_warp(const int* warp_buckets, int lane) {
+EFFARCH_HD bool permute_last_in_warp(const int* warp_buckets, int lane) {
   for (int j = lane + 1; j < kWarp; ++j) {
     if (warp_buckets[j] == warp_buckets[lane]) return false;
   }
@@ -270,7 +270,7 @@ EFFARCH_HD inline bool permute_last_in_warp(const int* warp_buckets, int lane) {
 // V consecutive elements at p: one 16-byte load on the device where V elements fill it (p then
 // 16-byte aligned: the launcher checks), element by element otherwise.
 template <Precision P, int V, bool kReadOnly>
-EFFARCH_HD inline void load_chunk(const typename StorageOf<P>::type* p, typename StorageOf<P>::type (&out)[V]) {
+EFFARCH_HD void load_chunk(const typename StorageOf<P>::type* p, typename StorageOf<P>::type (&out)[V]) {
 #if defined(__CUDA_ARCH__)
   if constexpr (V * sizeof(typename StorageOf<P>::type) == 16) {
     const uint4 u = kReadOnly ? __ldg(reinterpret_cast<const uint4*>(p)) : *reinterpret_cast<const uint4*>(p);
@@ -285,7 +285,7 @@ EFFARCH_HD inline void load_chunk(const typename StorageOf<P>::type* p, typename
 
 // acc[r] += w . x[r] over one chunk of V elements at k0, fused multiply-adds in element order.
 template <Precision P, int V>
-EFFARCH_HD inline void gemv_chunk(const typename StorageOf<P>::type (&wv)[V],
+EFFARCH_HD void gemv_chunk(const typename StorageOf<P>::type (&wv)[V],
                                   const typename StorageOf<P>::type* const* x, int rows, int k0,
                                   float (&acc)[kGemvRows]) {
   using S = typename StorageOf<P>::type;
@@ -304,7 +304,7 @@ EFFARCH_HD inline void gemv_chunk(const typename StorageOf<P>::type (&wv)[V],
 // order. V is what one 16-byte load holds (V = 1: the scalar path). The weights of two chunks are
 // loaded before either is used, so each lane has two weight loads in flight.
 template <Precision P, int V>
-EFFARCH_HD inline void gemv_lane(const typename StorageOf<P>::type* w, const typename StorageOf<P>::type* const* x,
+EFFARCH_HD void gemv_lane(const typename StorageOf<P>::type* w, const typename StorageOf<P>::type* const* x,
                                  int rows, int k, int lane, float (&acc)[kGemvRows]) {
   using S = typename StorageOf<P>::type;
   for (int r = 0; r < kGemvRows; ++r) acc[r] = 0.f;
@@ -323,7 +323,7 @@ EFFARCH_HD inline void gemv_lane(const typename StorageOf<P>::type* w, const typ
 // act(gate) * up as ATen computes it on tensors of the model dtype: silu rounded, then the
 // product rounded (gate and up are the model dtype's values of the first product's output).
 template <Precision P>
-EFFARCH_HD inline float swiglu(float gate, float up) {
+EFFARCH_HD float swiglu(float gate, float up) {
   const float act = round_to<P>(gate / (1.0f + expf(-gate)));
   return round_to<P>(act * up);
 }
@@ -333,7 +333,7 @@ EFFARCH_HD inline float swiglu(float gate, float up) {
 // The token's slots that run here, as grouped rows in ascending order (ascending expert id, then
 // slot): ids/row_of/weights are the token's k entries, local[e] whether expert e runs on this
 // rank. Returns how many.
-EFFARCH_HD inline int combine_slots(const int64_t* ids, const int* row_of, const void* weights, Precision weight_precision,
+EFFARCH_HD int combine_slots(const int64_t* ids, const int* row_of, const void* weights, Precision weight_precision,
                                     const uint8_t* local, int experts, int k, int* rows, float* w) {
   int n = 0;
   for (int j = 0; j < k; ++j) {
@@ -355,7 +355,7 @@ EFFARCH_HD inline int combine_slots(const int64_t* ids, const int* row_of, const
 // One output element: a zero of the model dtype, plus round(y * weight) for each row in order,
 // every addition rounded (the reference's index_add_ per expert into a model-dtype buffer).
 template <Precision P>
-EFFARCH_HD inline float combine_value(const typename StorageOf<P>::type* y, int64_t y_row_stride, int64_t column,
+EFFARCH_HD float combine_value(const typename StorageOf<P>::type* y, int64_t y_row_stride, int64_t column,
                                       const int* rows, const float* w, int count) {
   float out = 0.f;
   for (int i = 0; i < count; ++i) {
