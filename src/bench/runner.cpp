@@ -267,10 +267,11 @@ std::vector<Point> run_sweep(const SweepSpec& spec, const nlohmann::json& enviro
       opt.dtype = dtype;
       opt.seed = spec.seed;
       opt.attention = ops::parse_attention_impl(spec.attention, "--attention");
-      opt.decode = model::resolve_decode_mode(source.config, device, spec.cuda_graphs);
-      decode_mode = opt.decode;
       opt.backend = spec.backend;
       opt.weights = spec.weights;
+      opt.decode = model::resolve_decode_mode(source.config, device, spec.cuda_graphs, ops::kBuiltWithCuda,
+                                              opt.backend, opt.weights);
+      decode_mode = opt.decode;
       opt.allow_beyond_context = true;
       opt.parallel = spec.parallel;
       f = roofline_model(source.config);

@@ -125,7 +125,8 @@ int run_generate(const GenerateCmd& cmd) {
   opt.backend = ops::parse_backend(cmd.backend, "--backend");
   opt.weights = ops::parse_weight_format(cmd.weights, "--weights");
   opt.seed = cmd.seed;
-  opt.decode = model::resolve_decode_mode(source.config, device, decode_request);
+  opt.decode = model::resolve_decode_mode(source.config, device, decode_request, ops::kBuiltWithCuda, opt.backend,
+                                          opt.weights);
   std::unique_ptr<tokenizer::Tokenizer> tok;
   if (!cmd.prompts.empty()) {
     std::filesystem::path tok_path;
@@ -236,7 +237,8 @@ void register_generate(CLI::App& app, int* exit_code) {
   sub->add_option("--device", cmd->device, "auto, cpu, cuda, cuda:N")->capture_default_str();
   sub->add_option("--attention", cmd->attention, "sdpa (fused) or eager (explicit masked softmax)")->capture_default_str();
   sub->add_option("--cuda-graphs", cmd->cuda_graphs,
-                  "auto: a CUDA graph wherever the model supports it (CUDA device, no MoE layer), else off; on: "
+                  "auto: a CUDA graph wherever the model supports it (CUDA device; MoE only on the CUDA dispatch "
+                  "kernels: not with --backend reference or --weights int8), else off; on: "
                   "replay decode steps as a CUDA graph; static: the same fixed-shape step without the graph; off")
       ->capture_default_str();
   add_backend_option(sub, &cmd->backend);

@@ -11,6 +11,7 @@
 #include "effarch/common/error.h"
 #include "effarch/io/checkpoint.h"
 #include "effarch/ops/backend.h"
+#include "effarch/ops/moe.h"
 
 namespace effarch::model {
 
@@ -36,10 +37,32 @@ std::optional<DecodeMode> parse_cuda_graphs_request(const std::string& value, co
   throw UsageError(fmt::format("{}: unknown value '{}' (use auto, on, off or static)", option, value));
 }
 
+std::optional<std::string> moe_decode_not_capturable(const ModelConfig& config, ops::Backend backend,
+                                                     ops::WeightFormat weights, bool built_with_cuda) {
+  if (config.count_layers(FfnKind::MoE) == 0) return std::nullopt;
+  if (!built_with_cuda) return "this effarch was built without the CUDA dispatch kernels";
+  if (backend == ops::Backend::Reference) {
+    return "--backend reference runs the reference dispatch, which reads the per-expert token counts on the host";
+  }
+  if (weights != ops::WeightFormat::Dense) {
+    return "int8 experts run one product chain per expert, with the per-expert token counts read on the host";
+  }
+  const MoeConfig& moe = *config.moe;
+  if (moe.num_experts > ops::kMoeKernelMaxExperts || moe.top_k > ops::kMoeKernelMaxTopK) {
+    return fmt::format("the CUDA dispatch kernels take at most {} experts and top-k {} ({} and {} here)",
+                       ops::kMoeKernelMaxExperts, ops::kMoeKernelMaxTopK, moe.num_experts, moe.top_k);
+  }
+  if (!config.mlp || config.mlp->activation != ops::Activation::SiLU) {
+    return "the experts' activation is not SiLU (the decode kernel is SwiGLU)";
+  }
+  return std::nullopt;
+}
+
 DecodeMode resolve_decode_mode(const ModelConfig& config, const at::Device& device, std::optional<DecodeMode> requested,
-                               bool built_with_cuda) {
+                               bool built_with_cuda, ops::Backend backend, ops::WeightFormat weights) {
   if (requested) return *requested;
-  const bool graphs = built_with_cuda && device.is_cuda() && config.count_layers(FfnKind::MoE) == 0;
+  const bool graphs = built_with_cuda && device.is_cuda() &&
+                      !moe_decode_not_capturable(config, backend, weights, built_with_cuda);
   return graphs ? DecodeMode::CudaGraph : DecodeMode::Eager;
 }
 
@@ -59,17 +82,19 @@ uint64_t Cache::bytes() const {
 
 namespace {
 
-// CUDA graphs need a CUDA build, a CUDA device, and no MoE layer. Checked before any weight loads.
+// CUDA graphs need a CUDA build, a CUDA device, and MoE layers only on the CUDA dispatch kernels.
+// Checked before any weight loads.
 void check_decode_mode(const ModelConfig& config, const ModelOptions& options) {
   if (options.decode != DecodeMode::CudaGraph) return;
   if (!ops::kBuiltWithCuda) throw UsageError("CUDA graphs: this effarch was built without CUDA");
   if (!options.device.is_cuda()) {
     throw UsageError(fmt::format("CUDA graphs need a CUDA device, not {}", options.device.str()));
   }
-  if (config.count_layers(FfnKind::MoE) > 0) {
-    throw UsageError(fmt::format("CUDA graphs: {} has MoE layers, whose per-expert token counts depend on the "
-                                 "routing, so a decode step cannot be captured once and replayed",
-                                 config.source));
+  if (const auto why = moe_decode_not_capturable(config, options.backend, options.weights, ops::kBuiltWithCuda)) {
+    throw UsageError(fmt::format("CUDA graphs: {} has MoE layers, and {}: a decode step cannot be captured once and "
+                                 "replayed (the CUDA dispatch kernels with --backend auto or cuda and dense weights "
+                                 "can)",
+                                 config.source, *why));
   }
 }
 
@@ -244,14 +269,16 @@ at::Tensor Model::decode(const at::Tensor& ids) {
   }
   position_.fill_(cache_.length);  // on the device's stream: no host round trip
   at::Tensor logits;
-  if (options_.decode == DecodeMode::CudaGraph && graph_) {
+  // A routing observer sees every step's routing on the host: such steps run without the graph.
+  const bool record = options_.decode == DecodeMode::CudaGraph && !routing_observer_;
+  if (record && graph_) {
     graph_->ids.copy_(ids.view({-1, 1}));
     graph_->replay();
     logits = graph_->logits.clone();
   } else {
     const at::Tensor dev_ids = ids.to(options_.device).view({-1, 1});
     logits = forward_static(dev_ids);
-    if (options_.decode == DecodeMode::CudaGraph) {  // the eager step warmed everything up: record it
+    if (record) {  // the eager step warmed everything up: record it
       graph_ = capture_decode_graph(dev_ids, [this](const at::Tensor& in) { return forward_static(in); });
     }
   }

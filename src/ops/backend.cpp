@@ -50,6 +50,7 @@ bool has_cuda_kernel(OpFamily op) {
     case OpFamily::CausalConv1d:          // kernels/causal_conv1d
     case OpFamily::SelectiveScan:         // kernels/selective_scan
     case OpFamily::SelectiveStateUpdate:  // the same folder, one step
+    case OpFamily::MoeDispatch:           // kernels/moe (router, permute, expert GEMV, combine)
       return true;
     default: return false;                      // the ATen reference runs on the GPU too
   }

@@ -6,6 +6,8 @@
 
 #include "effarch/ops/moe.h"
 
+#include <optional>
+
 #include <ATen/ATen.h>
 #include <ATen/record_function.h>
 #include <fmt/format.h>
@@ -66,7 +68,8 @@ void check_expert(const ExpertWeights& w, int64_t e, const at::Tensor& x) {
 
 }  // namespace
 
-Routing moe_route(const at::Tensor& x, const at::Tensor& router_weight, int64_t top_k, RouterKind kind) {
+Routing moe_route(const at::Tensor& x, const at::Tensor& router_weight, int64_t top_k, RouterKind kind,
+                  Backend backend) {
   constexpr const char* op = "moe_route";
   check_float(x, op, "x");
   check_float(router_weight, op, "router_weight");
@@ -83,6 +86,12 @@ Routing moe_route(const at::Tensor& x, const at::Tensor& router_weight, int64_t 
     throw OpError(fmt::format("{}: top_k {} is not in 1..{} (the number of experts)", op, top_k, experts));
   }
   const at::Tensor logits = at::linear(x, router_weight);  // [N, E], model dtype
+  if (use_cuda_kernel(backend, OpFamily::MoeDispatch, x.device()) && experts <= kMoeKernelMaxExperts &&
+      top_k <= kMoeKernelMaxTopK) {
+#ifdef EFFARCH_WITH_CUDA
+    return detail::moe_route_cuda(logits.contiguous(), top_k, kind);
+#endif
+  }
   Routing r;
   switch (kind) {
     case RouterKind::SoftmaxFp32Renormalized: {
@@ -111,10 +120,71 @@ Routing moe_route(const at::Tensor& x, const at::Tensor& router_weight, int64_t 
   return r;
 }
 
+ExpertTable make_expert_table(const std::vector<ExpertWeights>& experts) {
+  ExpertTable t;
+  const auto refuse = [&](std::string why) {
+    ExpertTable none;
+    none.why = std::move(why);
+    return none;
+  };
+  const int64_t n = static_cast<int64_t>(experts.size());
+  if (n == 0 || n > kMoeKernelMaxExperts) return refuse(fmt::format("{} experts (the kernel takes 1..{})", n, kMoeKernelMaxExperts));
+  std::vector<int64_t> pointers(static_cast<size_t>(3 * n), 0);
+  std::vector<uint8_t> local(static_cast<size_t>(n), 0);
+  std::optional<c10::Device> device;
+  t.experts = n;
+  t.aligned = true;
+  for (int64_t e = 0; e < n; ++e) {
+    const ExpertWeights& w = experts[static_cast<size_t>(e)];
+    if (w.remote) continue;
+    const std::string name = fmt::format("experts[{}]", e);
+    const bool fused = w.gate_up.defined();
+    for (const Linear* l : {fused ? &w.gate_up : &w.gate, fused ? &w.gate_up : &w.up, &w.down}) {
+      if (!l->defined() || l->weight.dim() != 2) return refuse(name + " has an undefined or non-matrix weight");
+      if (l->format != WeightFormat::Dense) return refuse(name + " has int8 weights (the per-expert path runs them)");
+      if (l->bias) return refuse(name + " has a bias");
+      if (!l->weight.is_contiguous()) return refuse(name + " has a non-contiguous weight");
+      if (!l->weight.is_cuda()) return refuse(name + " is not on a CUDA device");
+    }
+    const at::Tensor& down = w.down.weight;
+    const int64_t inter = down.size(1), hidden = down.size(0);
+    if (!device) {
+      device = down.device();
+      t.dtype = down.scalar_type();
+      t.inter = inter;
+      t.hidden = hidden;
+    }
+    const at::Tensor& first = fused ? w.gate_up.weight : w.gate.weight;
+    const at::Tensor& second = fused ? w.gate_up.weight : w.up.weight;
+    for (const at::Tensor* m : {&first, &second, &down}) {
+      if (m->device() != *device || m->scalar_type() != t.dtype) return refuse(name + " differs in device or dtype");
+    }
+    if (inter != t.inter || hidden != t.hidden || first.size(1) != hidden || second.size(1) != hidden ||
+        first.size(0) != (fused ? 2 * inter : inter) || second.size(0) != (fused ? 2 * inter : inter)) {
+      return refuse(name + " differs in shape from the other experts");
+    }
+    const int64_t elem = static_cast<int64_t>(down.element_size());
+    const auto lo = reinterpret_cast<int64_t>(first.const_data_ptr());
+    const auto hi = reinterpret_cast<int64_t>(second.const_data_ptr()) + (fused ? inter * hidden * elem : 0);
+    const auto dn = reinterpret_cast<int64_t>(down.const_data_ptr());
+    pointers[static_cast<size_t>(e)] = lo;
+    pointers[static_cast<size_t>(n + e)] = hi;
+    pointers[static_cast<size_t>(2 * n + e)] = dn;
+    local[static_cast<size_t>(e)] = 1;
+    t.aligned = t.aligned && lo % 16 == 0 && hi % 16 == 0 && dn % 16 == 0 && (hidden * elem) % 16 == 0 &&
+                (inter * elem) % 16 == 0;
+  }
+  if (!device) return refuse("no expert runs on this rank");
+  t.pointers = at::from_blob(pointers.data(), {3, n}, at::kLong).to(*device);
+  t.local = at::from_blob(local.data(), {n}, at::kByte).to(*device);
+  return t;
+}
+
 at::Tensor moe_dispatch(const at::Tensor& x, const Routing& routing, const std::vector<ExpertWeights>& experts,
-                        Activation activation, Backend backend) {
+                        Activation activation, Backend backend, const ExpertTable* table) {
   RECORD_USER_SCOPE("effarch::moe_dispatch");  // names the op in profiles (effarch profile)
   constexpr const char* op = "moe_dispatch";
+  static_cast<void>(table);  // read by the CUDA path only (CPU builds have none)
   check_float(x, op, "x");
   if (x.dim() != 2) throw OpError(fmt::format("{}: x has shape {}, expected [N, H]", op, shape(x)));
   const int64_t n = x.size(0), num_experts = static_cast<int64_t>(experts.size());
@@ -132,6 +202,13 @@ at::Tensor moe_dispatch(const at::Tensor& x, const Routing& routing, const std::
   if (ids.device() != x.device() || routing.weights.device() != x.device()) {
     throw OpError(fmt::format("{}: expert_ids ({}) and weights ({}) must be on x's device ({})", op,
                                  ids.device().str(), routing.weights.device().str(), x.device().str()));
+  }
+  if (use_cuda_kernel(backend, OpFamily::MoeDispatch, x.device()) && num_experts <= kMoeKernelMaxExperts &&
+      k <= kMoeKernelMaxTopK) {
+#ifdef EFFARCH_WITH_CUDA
+    return detail::moe_dispatch_cuda(x, routing, experts, activation, table,
+                                     [&](int64_t e) { check_expert(experts[static_cast<size_t>(e)], e, x); });
+#endif
   }
   if (use_cpu_kernel(backend, OpFamily::MoeDispatch, x.device())) {
     return cpu::moe_dispatch(x, ids, routing.weights, experts, activation,

@@ -33,8 +33,12 @@ nlohmann::json variant_overrides(const std::string& variant) {
 }
 
 std::unique_ptr<Model> make(const std::string& name, ops::AttentionImpl impl = ops::AttentionImpl::Sdpa,
-                            DecodeMode decode = DecodeMode::Eager, at::Device device = at::kCPU) {
+                            DecodeMode decode = DecodeMode::Eager, at::Device device = at::kCPU,
+                            ops::Backend backend = ops::Backend::Auto,
+                            ops::WeightFormat weights = ops::WeightFormat::Dense) {
   ModelOptions opt;
+  opt.backend = backend;
+  opt.weights = weights;
   opt.attention = impl;
   opt.seed = 5;
   opt.decode = decode;
@@ -118,7 +122,13 @@ TEST_P(ModelChecks, StaticDecodeEqualsEagerDecode) { expect_same_decode(GetParam
 
 TEST_P(ModelChecks, CudaGraphDecodeEqualsEagerDecode) {
   if (!ops::kBuiltWithCuda || !at::hasCUDA()) GTEST_SKIP() << "needs a CUDA build and a GPU";
-  if (make(GetParam())->config().count_layers(FfnKind::MoE) > 0) GTEST_SKIP() << "MoE models are refused (tested)";
+  // MoE models included: the CUDA dispatch kernels decode them without a host sync. Experts other
+  // than SwiGLU ones (the @gelu variants) are refused instead.
+  if (moe_decode_not_capturable(make(GetParam())->config(), ops::Backend::Auto, ops::WeightFormat::Dense)) {
+    EXPECT_THROW_WITH(make(GetParam(), ops::AttentionImpl::Sdpa, DecodeMode::CudaGraph, at::Device(at::kCUDA, 0)),
+                      UsageError, {"MoE", "SiLU"});
+    return;
+  }
   expect_same_decode(GetParam(), DecodeMode::CudaGraph, at::Device(at::kCUDA, 0), 1e-4);
 }
 
@@ -232,10 +242,41 @@ TEST(Model, DeepseekMoeLayerMatchesPlainReference) {
   }
 }
 
-TEST(Model, CudaGraphsRefuseMoe) {
+// On a GPU the tiny MoE models run the dispatch kernels (router, permute, expert GEMV, combine)
+// under --backend auto: their logits match the reference dispatch's, prefill (more than 16 tokens:
+// the per-expert GEMM path) and decode (the GEMV path) alike.
+TEST(Model, MoeDispatchKernelsMatchTheReferenceOnAGpu) {
   if (!ops::kBuiltWithCuda || !at::hasCUDA()) GTEST_SKIP() << "needs a CUDA build and a GPU";
-  EXPECT_THROW_WITH(make("tiny-mixtral", ops::AttentionImpl::Sdpa, DecodeMode::CudaGraph, at::Device(at::kCUDA, 0)),
-                    UsageError, {"MoE"});
+  const at::Device cuda(at::kCUDA, 0);
+  for (const char* name : kMoeAndHybrid) {
+    auto kernels = make(name, ops::AttentionImpl::Sdpa, DecodeMode::Eager, cuda);
+    auto reference = make(name, ops::AttentionImpl::Sdpa, DecodeMode::Eager, cuda, ops::Backend::Reference);
+    EXPECT_EQ(kernels->implementations().at("moe_dispatch"), "cuda") << name;
+    EXPECT_EQ(reference->implementations().at("moe_dispatch"), "reference") << name;
+    const at::Tensor ids = at::randint(0, kernels->config().vocab_size, {2, 13}, at::kLong);
+    kernels->allocate_cache(2, 16);
+    reference->allocate_cache(2, 16);
+    EXPECT_LE(rel_diff(kernels->prefill(ids), reference->prefill(ids)), 1e-4) << name;
+    for (int step = 0; step < 3; ++step) {
+      const at::Tensor next = ids.select(1, step).contiguous();
+      EXPECT_LE(rel_diff(kernels->decode(next), reference->decode(next)), 1e-4) << name << " step " << step;
+    }
+  }
+}
+
+// Only the CUDA dispatch kernels decode MoE without a host sync: the reference dispatch and int8
+// experts (which read the per-expert counts on the host) are refused before any weight loads.
+TEST(Model, CudaGraphsRefuseMoeOffTheDispatchKernels) {
+  if (!ops::kBuiltWithCuda || !at::hasCUDA()) GTEST_SKIP() << "needs a CUDA build and a GPU";
+  const at::Device cuda(at::kCUDA, 0);
+  for (const char* name : {"tiny-mixtral", "tiny-deepseek-moe", "tiny-jamba"}) {
+    EXPECT_THROW_WITH(make(name, ops::AttentionImpl::Sdpa, DecodeMode::CudaGraph, cuda, ops::Backend::Reference),
+                      UsageError, {"MoE", "reference"});
+    EXPECT_THROW_WITH(make(name, ops::AttentionImpl::Sdpa, DecodeMode::CudaGraph, cuda, ops::Backend::Auto,
+                           ops::WeightFormat::Int8),
+                      UsageError, {"MoE", "int8"});
+    EXPECT_NO_THROW(make(name, ops::AttentionImpl::Sdpa, DecodeMode::CudaGraph, cuda)) << name;
+  }
 }
 
 TEST(Model, MambaStateDoesNotGrowWithContext) {

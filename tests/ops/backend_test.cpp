@@ -59,6 +59,7 @@ TEST(Backend, KernelsExistOnlyInCudaBuilds) {
     if (!kBuiltWithCuda) EXPECT_FALSE(has_cuda_kernel(op)) << op_name(op);
   }
   EXPECT_EQ(has_cuda_kernel(OpFamily::CausalConv1d), kBuiltWithCuda);
+  EXPECT_EQ(has_cuda_kernel(OpFamily::MoeDispatch), kBuiltWithCuda);  // kernels/moe
 }
 
 TEST(Backend, AutoOnAGpuPicksTheKernelWhereThereIsOne) {

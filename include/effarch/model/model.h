@@ -29,7 +29,8 @@ namespace effarch::model {
 // Static: every step has the same shapes (the position is a device tensor, attention reads the
 // whole cache under a position mask, K/V written at that position), so one CUDA graph can replay
 // any step. CudaGraph: Static, captured into a CUDA graph after the first step and replayed
-// (CUDA builds, CUDA device, no MoE layers: their per-expert token counts are data-dependent).
+// (CUDA builds, CUDA device; MoE layers only on the CUDA dispatch kernels, which decode without a
+// host sync: see moe_decode_not_capturable).
 enum class DecodeMode { Eager, Static, CudaGraph };
 // The value of a --cuda-graphs option: "on" (CudaGraph), "off" (Eager) or "static" (Static, the
 // capturable step without the capture, on any device). Throws UsageError naming `option`.
@@ -39,12 +40,21 @@ const char* to_string(DecodeMode mode);  // "off", "static", "on"
 // parse_cuda_graphs.
 std::optional<DecodeMode> parse_cuda_graphs_request(const std::string& value, const std::string& option);
 // The decode mode a model runs for a request (nullopt: auto). Auto replays decode as a CUDA graph
-// wherever the model supports it (a CUDA build, a CUDA device, no MoE layer: the conditions
+// wherever the model supports it (a CUDA build, a CUDA device, MoE layers only where
+// moe_decode_not_capturable says nothing for `backend` and `weights`: the conditions
 // Model::load checks for "on"), else eager; an explicit mode is returned as it is (load refuses an
 // unsupported "on"). Reads only the config and the device's type: no GPU is touched, so a test
 // can pass a CUDA device and `built_with_cuda` on any machine.
 DecodeMode resolve_decode_mode(const ModelConfig& config, const at::Device& device, std::optional<DecodeMode> requested,
-                               bool built_with_cuda = ops::kBuiltWithCuda);
+                               bool built_with_cuda = ops::kBuiltWithCuda, ops::Backend backend = ops::Backend::Auto,
+                               ops::WeightFormat weights = ops::WeightFormat::Dense);
+// Why a decode step of a model with MoE layers cannot be captured in a CUDA graph (nullopt: it
+// can, or the model has none): only the CUDA dispatch kernels (kernels/moe) decode MoE without a
+// host sync, so the reference backend, int8 experts, non-SiLU experts, more than 256 experts or
+// top-k above 16 cannot.
+std::optional<std::string> moe_decode_not_capturable(const ModelConfig& config, ops::Backend backend,
+                                                     ops::WeightFormat weights,
+                                                     bool built_with_cuda = ops::kBuiltWithCuda);
 
 struct ModelOptions {
   at::ScalarType dtype = at::kFloat;

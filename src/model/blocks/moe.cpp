@@ -29,15 +29,17 @@ class MoeFeedForward final : public FeedForward {
     if (moe_.num_shared_experts > 0 && (w.shard().whole() || w.find(layer, "moe.shared.gate.weight") != nullptr)) {
       shared_ = w.gated_mlp(layer, "moe.shared.");
     }
+    // The device table of the experts' weights the CUDA decode kernel reads (undefined off CUDA).
+    table_ = ops::make_expert_table(experts_);
   }
 
   at::Tensor forward(const at::Tensor& x, const ForwardContext& ctx) const override {
     const at::Tensor flat = x.reshape({-1, x.size(-1)});  // [N, H]
-    const ops::Routing routing = ops::moe_route(flat, router_, moe_.top_k, moe_.router);
+    const ops::Routing routing = ops::moe_route(flat, router_, moe_.top_k, moe_.router, ctx.backend);
     if (ctx.routing != nullptr) {
       (*ctx.routing)(RoutingEvent{layer_, routing.expert_ids, routing.weights.to(at::kFloat), routing.probs});
     }
-    at::Tensor out = ops::moe_dispatch(flat, routing, experts_, activation_, ctx.backend);
+    at::Tensor out = ops::moe_dispatch(flat, routing, experts_, activation_, ctx.backend, &table_);
     if (shared_) {  // DeepSeekMoE: after the routed sum, with the same hidden_act
       out = out + ops::gated_mlp(flat, *shared_, activation_);
     }
@@ -51,6 +53,7 @@ class MoeFeedForward final : public FeedForward {
   int layer_;
   at::Tensor router_;
   std::vector<ops::ExpertWeights> experts_;
+  ops::ExpertTable table_;  // points into experts_' tensors
   std::optional<ops::GatedMlpWeights> shared_;  // DeepSeekMoE's shared experts (ep rank 0 only)
 };
 

@@ -1,0 +1,146 @@
+#pragma once
+// The MoE dispatch on the device, in stages (src/ops/moe_cuda.cpp runs them; the ATen reference
+// in src/ops/moe.cpp is the oracle; kernels/moe/moe_math.h holds their arithmetic):
+//
+// 1. router: gate logits [N, E] (cuBLAS, in the model dtype) -> softmax -> top-k -> the router
+//    kind's normalisation; one warp per token. Ties at the k-th score go to the lower expert id.
+// 2. permute: the M = N * k flat positions p = token * k + slot grouped by expert with a stable
+//    counting sort in one block: counts, offsets, the experts that have rows (ascending), the
+//    grouped order (row -> p) and its inverse (p -> row). Deterministic.
+// 3. expert GEMV (decode): for each expert that has rows (found on the device), one warp per output
+//    feature reads that feature's weight row once and applies it to the expert's rows, eight at a
+//    time; the experts' weights come from a device table of pointers built at load, so only the
+//    chosen experts' weights are read and nothing is copied to the host. Run twice: gate/up (the
+//    rows of x gathered through the order) and down (the grouped rows of the SwiGLU output).
+// 4. swiglu: silu(gate) * up in the model dtype between the two products.
+// 5. combine: out[token] = sum over the token's slots, in ascending expert id, of
+//    round(y[row] * weight), each addition rounded to the model dtype: the reference's rounding.
+//
+// No torch types here: plain pointers and sizes, contiguous rows unless a stride is given.
+
+#include <cstdint>
+
+#include "common/element_type.h"
+#include "moe/moe_math.h"
+
+namespace effarch::kernels {
+
+struct MoeRouterParams {
+  int tokens = 0;   // N
+  int experts = 0;  // E, 1..moe::kMaxExperts
+  int top_k = 0;    // 1..min(E, moe::kMaxTopK)
+  moe::RouterMode mode = moe::RouterMode::kFp32Renormalized;
+  moe::Precision model = moe::Precision::kFp32;  // the logits' (the model's) precision
+
+  const void* logits = nullptr;  // [N, E] contiguous, model dtype
+  float* probs = nullptr;        // [N, E] fp32: the softmax over all experts
+  int64_t* expert_ids = nullptr;  // [N, k], descending score
+  void* weights = nullptr;  // [N, k]: fp32 for kFp32Renormalized, else the model dtype
+};
+
+struct MoePermuteParams {
+  int entries = 0;  // M = N * k
+  int experts = 0;  // E, 1..moe::kMaxExperts
+  const int64_t* expert_ids = nullptr;  // [M]
+  int* counts = nullptr;      // [E + 1]: rows per expert; [E]: ids outside 0..E-1
+  int* offsets = nullptr;     // [E + 2]: exclusive prefix sums of counts
+  int* active = nullptr;      // [E]: the experts with rows, ascending (the rest unwritten)
+  int* num_active = nullptr;  // [1]
+  int* order = nullptr;       // [M]: grouped row -> p
+  int* row_of = nullptr;      // [M]: p -> grouped row
+};
+
+// y[row, o] = sum_i W_e[o, i] x_row[i] for every grouped row of every active expert e, rounded to
+// the model dtype (a layer's output). W_e's rows o < split are w_lo[e] + o * in, the others
+// w_hi[e] + (o - split) * in (gate then up, or one matrix with split = out). A null w_lo[e]: an
+// expert another rank runs, skipped.
+struct MoeExpertGemvParams {
+  moe::Precision model = moe::Precision::kFp32;
+  int out = 0, in = 0, split = 0;
+  int top_k = 1;
+  int max_slots = 0;  // the grid's experts: min(E, M), an upper bound of *num_active
+  bool weights_aligned = false;  // every weight row starts 16-byte aligned (checked at load)
+  const void* const* w_lo = nullptr;  // [E] device pointers
+  const void* const* w_hi = nullptr;  // [E]
+  const int* counts = nullptr;
+  const int* offsets = nullptr;
+  const int* active = nullptr;
+  const int* num_active = nullptr;
+  const int* order = nullptr;
+  bool gather = false;  // true: grouped row i reads x's row order[i] / top_k; false: x's row i
+  const void* x = nullptr;
+  int64_t x_row_stride = 0;
+  void* y = nullptr;  // [M, out] rows y_row_stride apart
+  int64_t y_row_stride = 0;
+};
+
+// a[i, c] = swiglu(h[i, c], h[i, inter + c]) for the grouped rows i < offsets[E] (the valid ones).
+struct MoeSwigluParams {
+  moe::Precision model = moe::Precision::kFp32;
+  int rows = 0;  // M
+  int inter = 0;
+  const int* valid_rows = nullptr;  // &offsets[E]
+  const void* h = nullptr;  // [M, 2 * inter] contiguous
+  void* a = nullptr;        // [M, inter] contiguous
+};
+
+struct MoeCombineParams {
+  moe::Precision model = moe::Precision::kFp32;
+  moe::Precision weight_precision = moe::Precision::kFp32;
+  int tokens = 0, hidden = 0, top_k = 0, experts = 0;
+  const int64_t* expert_ids = nullptr;  // [N, k]
+  const int* row_of = nullptr;          // [N * k]
+  const void* weights = nullptr;        // [N, k]
+  const uint8_t* local = nullptr;       // [E]: 1 where the expert runs on this rank
+  const void* y = nullptr;              // [M, hidden]
+  int64_t y_row_stride = 0;
+  void* out = nullptr;  // [N, hidden]
+  int64_t out_row_stride = 0;
+};
+
+// Dtype-free stages (moe_routing.cu).
+LaunchStatus moe_router(const MoeRouterParams& params, cudaStream_t stream);
+LaunchStatus moe_permute(const MoePermuteParams& params, cudaStream_t stream);
+
+// Per model precision, defined in moe_<dtype>.cu.
+LaunchStatus moe_expert_gemv_fp32(const MoeExpertGemvParams& params, cudaStream_t stream);
+LaunchStatus moe_expert_gemv_bf16(const MoeExpertGemvParams& params, cudaStream_t stream);
+LaunchStatus moe_expert_gemv_fp16(const MoeExpertGemvParams& params, cudaStream_t stream);
+LaunchStatus moe_swiglu_fp32(const MoeSwigluParams& params, cudaStream_t stream);
+LaunchStatus moe_swiglu_bf16(const MoeSwigluParams& params, cudaStream_t stream);
+LaunchStatus moe_swiglu_fp16(const MoeSwigluParams& params, cudaStream_t stream);
+LaunchStatus moe_combine_fp32(const MoeCombineParams& params, cudaStream_t stream);
+LaunchStatus moe_combine_bf16(const MoeCombineParams& params, cudaStream_t stream);
+LaunchStatus moe_combine_fp16(const MoeCombineParams& params, cudaStream_t stream);
+
+namespace moe_detail {
+template <typename Params>
+LaunchStatus by_precision(moe::Precision p, LaunchStatus (*fp32)(const Params&, cudaStream_t),
+                          LaunchStatus (*bf16)(const Params&, cudaStream_t),
+                          LaunchStatus (*fp16)(const Params&, cudaStream_t), const Params& params,
+                          cudaStream_t stream, const char* unsupported) {
+  switch (p) {
+    case moe::Precision::kFp32: return fp32(params, stream);
+    case moe::Precision::kBf16: return bf16(params, stream);
+    case moe::Precision::kFp16: return fp16(params, stream);
+  }
+  return {cudaErrorInvalidValue, unsupported};
+}
+}  // namespace moe_detail
+
+inline LaunchStatus moe_expert_gemv(const MoeExpertGemvParams& params, cudaStream_t stream) {
+  return moe_detail::by_precision<MoeExpertGemvParams>(params.model, moe_expert_gemv_fp32, moe_expert_gemv_bf16,
+                                                       moe_expert_gemv_fp16, params, stream,
+                                                       "moe_expert_gemv: unknown precision");
+}
+inline LaunchStatus moe_swiglu(const MoeSwigluParams& params, cudaStream_t stream) {
+  return moe_detail::by_precision<MoeSwigluParams>(params.model, moe_swiglu_fp32, moe_swiglu_bf16, moe_swiglu_fp16,
+                                                   params, stream, "moe_swiglu: unknown precision");
+}
+inline LaunchStatus moe_combine(const MoeCombineParams& params, cudaStream_t stream) {
+  return moe_detail::by_precision<MoeCombineParams>(params.model, moe_combine_fp32, moe_combine_bf16,
+                                                    moe_combine_fp16, params, stream,
+                                                    "moe_combine: unknown precision");
+}
+
+}  // namespace effarch::kernels

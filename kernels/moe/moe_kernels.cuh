@@ -1,0 +1,137 @@
+#pragma once
+// The MoE dispatch's per-dtype stages (kernels/moe/moe.h has the contract), templated on the model
+// precision; instantiated in moe_<dtype>.cu. The arithmetic is kernels/moe/moe_math.h's.
+
+#include <algorithm>
+
+#include "moe/moe.h"
+
+namespace effarch::kernels {
+namespace moe_detail {
+
+using namespace moe;
+
+inline constexpr int kGemvWarpsPerBlock = 8;
+inline constexpr int kElementwiseThreads = 256;
+
+// grid (ceil(out / 8), max_slots): block (x, slot) computes 8 output features of the slot-th
+// active expert for all its rows, kGemvRows at a time; warp w one feature, lane partial sums
+// added with xor shuffles and written by lane 0.
+template <Precision P, int V>
+__global__ void __launch_bounds__(kGemvWarpsPerBlock* kWarp) moe_expert_gemv_kernel(const MoeExpertGemvParams p) {
+  using S = typename StorageOf<P>::type;
+  const int slot = static_cast<int>(blockIdx.y);
+  if (slot >= *p.num_active) return;
+  const int expert = p.active[slot];
+  const S* lo = static_cast<const S*>(p.w_lo[expert]);
+  if (lo == nullptr) return;  // another rank's expert
+  const int warp = static_cast<int>(threadIdx.x) / kWarp, lane = static_cast<int>(threadIdx.x) % kWarp;
+  const int o = static_cast<int>(blockIdx.x) * kGemvWarpsPerBlock + warp;
+  if (o >= p.out) return;
+  const S* w = o < p.split ? lo + static_cast<int64_t>(o) * p.in
+                           : static_cast<const S*>(p.w_hi[expert]) + static_cast<int64_t>(o - p.split) * p.in;
+  const S* x = static_cast<const S*>(p.x);
+  S* y = static_cast<S*>(p.y);
+  const int begin = p.offsets[expert], count = p.counts[expert];
+  for (int r0 = 0; r0 < count; r0 += kGemvRows) {
+    const int rows = min(kGemvRows, count - r0);
+    const S* xr[kGemvRows];
+#pragma unroll
+    for (int r = 0; r < kGemvRows; ++r) {
+      const int i = begin + r0 + min(r, rows - 1);
+      const int src = p.gather ? p.order[i] / p.top_k : i;
+      xr[r] = x + static_cast<int64_t>(src) * p.x_row_stride;
+    }
+    float acc[kGemvRows];
+    gemv_lane<P, V>(w, xr, rows, p.in, lane, acc);
+#pragma unroll
+    for (int r = 0; r < kGemvRows; ++r) {
+#pragma unroll
+      for (int offset = kWarp / 2; offset > 0; offset /= 2) acc[r] += __shfl_xor_sync(0xffffffffu, acc[r], offset);
+    }
+    if (lane == 0) {
+#pragma unroll
+      for (int r = 0; r < kGemvRows; ++r) {
+        if (r < rows) y[static_cast<int64_t>(begin + r0 + r) * p.y_row_stride + o] = from_f<P>(acc[r]);
+      }
+    }
+  }
+}
+
+template <Precision P>
+__global__ void __launch_bounds__(kElementwiseThreads) moe_swiglu_kernel(const MoeSwigluParams p) {
+  using S = typename StorageOf<P>::type;
+  const S* h = static_cast<const S*>(p.h);
+  S* a = static_cast<S*>(p.a);
+  const int64_t n = static_cast<int64_t>(*p.valid_rows) * p.inter;
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t row = i / p.inter, c = i % p.inter;
+    const S* hr = h + row * 2 * p.inter;
+    a[i] = from_f<P>(swiglu<P>(to_f<P>(hr[c]), to_f<P>(hr[p.inter + c])));
+  }
+}
+
+// grid (N, column tiles): thread 0 orders the token's slots, then every thread sums its columns.
+template <Precision P>
+__global__ void __launch_bounds__(kElementwiseThreads) moe_combine_kernel(const MoeCombineParams p) {
+  using S = typename StorageOf<P>::type;
+  __shared__ int rows[kMaxTopK];
+  __shared__ float w[kMaxTopK];
+  __shared__ int count;
+  const int token = static_cast<int>(blockIdx.x);
+  const int64_t first = static_cast<int64_t>(token) * p.top_k;
+  if (threadIdx.x == 0) {
+    count = combine_slots(p.expert_ids + first, p.row_of + first,
+                          static_cast<const char*>(p.weights) +
+                              first * (p.weight_precision == Precision::kFp32 ? 4 : 2),
+                          p.weight_precision, p.local, p.experts, p.top_k, rows, w);
+  }
+  __syncthreads();
+  const S* y = static_cast<const S*>(p.y);
+  S* out = static_cast<S*>(p.out) + static_cast<int64_t>(token) * p.out_row_stride;
+  for (int c = static_cast<int>(blockIdx.y * blockDim.x + threadIdx.x); c < p.hidden;
+       c += static_cast<int>(gridDim.y * blockDim.x)) {
+    out[c] = from_f<P>(combine_value<P>(y, p.y_row_stride, c, rows, w, count));
+  }
+}
+
+template <Precision P>
+LaunchStatus moe_expert_gemv_cuda(const MoeExpertGemvParams& p, cudaStream_t stream) {
+  using S = typename StorageOf<P>::type;
+  constexpr int kVec = 16 / static_cast<int>(sizeof(S));
+  if (p.out <= 0 || p.max_slots <= 0) return {};
+  if (p.in <= 0 || p.split < 0 || p.split > p.out) return {cudaErrorInvalidValue, "moe_expert_gemv: bad sizes"};
+  const dim3 grid((p.out + kGemvWarpsPerBlock - 1) / kGemvWarpsPerBlock, p.max_slots), block(kGemvWarpsPerBlock * kWarp);
+  // 16-byte loads need every weight row and every row of x to start 16-byte aligned.
+  const bool aligned = p.weights_aligned && p.in % kVec == 0 && reinterpret_cast<uintptr_t>(p.x) % 16 == 0 &&
+                       (p.x_row_stride * static_cast<int64_t>(sizeof(S))) % 16 == 0;
+  if (aligned) {
+    moe_expert_gemv_kernel<P, kVec><<<grid, block, 0, stream>>>(p);
+  } else {
+    moe_expert_gemv_kernel<P, 1><<<grid, block, 0, stream>>>(p);
+  }
+  return check_launch("moe_expert_gemv kernel launch");
+}
+
+template <Precision P>
+LaunchStatus moe_swiglu_cuda(const MoeSwigluParams& p, cudaStream_t stream) {
+  const int64_t n = static_cast<int64_t>(p.rows) * p.inter;
+  if (n == 0) return {};
+  const int blocks = static_cast<int>(std::min<int64_t>((n + kElementwiseThreads - 1) / kElementwiseThreads, 4096));
+  moe_swiglu_kernel<P><<<blocks, kElementwiseThreads, 0, stream>>>(p);
+  return check_launch("moe_swiglu kernel launch");
+}
+
+template <Precision P>
+LaunchStatus moe_combine_cuda(const MoeCombineParams& p, cudaStream_t stream) {
+  if (p.top_k < 1 || p.top_k > kMaxTopK) return {cudaErrorInvalidValue, "moe_combine: top_k must be 1..16"};
+  if (p.tokens == 0 || p.hidden == 0) return {};
+  const int tiles = std::min((p.hidden + kElementwiseThreads - 1) / kElementwiseThreads, 8);
+  const dim3 grid(p.tokens, tiles);
+  moe_combine_kernel<P><<<grid, kElementwiseThreads, 0, stream>>>(p);
+  return check_launch("moe_combine kernel launch");
+}
+
+}  // namespace moe_detail
+}  // namespace effarch::kernels

@@ -1,0 +1,368 @@
+#pragma once
+// The MoE dispatch kernels' own arithmetic (kernels/moe/moe.h has the contract), written once as
+// EFFARCH_HD functions so that the CUDA kernels (moe_kernels.cuh) and their CPU host emulation
+// (tests/ops/moe_cuda_test.cpp) run the same code: element conversions and rounding, the router's
+// per-lane softmax and top-k steps, the warp reductions in the order the shuffles add, the
+// permute's ranks within a warp, the per-lane dot products of the expert GEMV, SwiGLU, and the
+// combine's ordered, rounded sum. Plain C++: no CUDA types, no torch.
+//
+// Rounding follows ATen: every value stored in bf16/fp16 is rounded to nearest even from fp32,
+// and every op that ATen runs in the model dtype (a layer's output, silu, the product of two
+// tensors, y * weight, index_add_) rounds its fp32 result once.
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+
+#include "common/host_device.h"
+
+#if defined(__CUDACC__)
+#include <cuda_fp16.h>
+#endif
+
+namespace effarch::kernels::moe {
+
+// How values of the model dtype are stored.
+enum class Precision : int { kFp32 = 0, kBf16 = 1, kFp16 = 2 };
+
+// The router's normalisation (effarch::ops::RouterKind, include/effarch/ops/moe.h).
+enum class RouterMode : int {
+  kFp32Renormalized = 0,  // Mixtral: softmax fp32, top-k, divided by their sum, fp32 weights
+  kFp32 = 1,              // Jamba: softmax fp32, top-k, weights rounded to the model dtype
+  kModelDtype = 2,        // DeepSeekMoE: softmax rounded to the model dtype, top-k of those values
+};
+
+inline constexpr int kWarp = 32;
+inline constexpr int kMaxExperts = 256;  // the router keeps E / 32 logits per lane in registers
+inline constexpr int kRouterPerLane = kMaxExperts / kWarp;
+inline constexpr int kMaxTopK = 16;
+inline constexpr int kPermuteThreads = 1024;  // the permute's one block: 32 warps
+inline constexpr int kPermuteWarps = kPermuteThreads / kWarp;
+inline constexpr int kGemvRows = 8;  // rows of one expert the GEMV accumulates at once
+
+// ---- element conversions (bit-exact on host and device) ----
+
+template <Precision P>
+struct StorageOf {
+  using type = uint16_t;  // bf16 and fp16: the raw bits
+};
+template <>
+struct StorageOf<Precision::kFp32> {
+  using type = float;
+};
+
+EFFARCH_HD uint32_t bits_of(float f) {
+  uint32_t u;
+  memcpy(&u, &f, sizeof u);
+  return u;
+}
+EFFARCH_HD float float_of(uint32_t u) {
+  float f;
+  memcpy(&f, &u, sizeof f);
+  return f;
+}
+
+EFFARCH_HD float bf16_to_float(uint16_t b) { return float_of(static_cast<uint32_t>(b) << 16); }
+// Round to nearest even, as c10::BFloat16 and __float2bfloat16_rn do (NaN stays NaN).
+EFFARCH_HD uint16_t float_to_bf16(float f) {
+  uint32_t u = bits_of(f);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return 0x7fc0;
+  u += 0x7fffu + ((u >> 16) & 1u);
+  return static_cast<uint16_t>(u >> 16);
+}
+
+EFFARCH_HD float fp16_to_float(uint16_t h) {
+#if defined(__CUDA_ARCH__)
+  return __half2float(__ushort_as_half(h));
+#else
+  const uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16;
+  const uint32_t exp = (h >> 10) & 0x1fu, man = h & 0x3ffu;
+  if (exp == 0x1f) return float_of(sign | 0x7f800000u | (man << 13));
+  if (exp == 0) {
+    const float v = std::ldexp(static_cast<float>(man), -24);  // zero or subnormal: exact
+    return sign != 0 ? -v : v;
+  }
+  return float_of(sign | ((exp + 112u) << 23) | (man << 13));
+#endif
+}
+// Round to nearest even, as c10::Half and __float2half_rn do.
+EFFARCH_HD uint16_t float_to_fp16(float f) {
+#if defined(__CUDA_ARCH__)
+  return __half_as_ushort(__float2half_rn(f));
+#else
+  const uint32_t u = bits_of(f);
+  const uint16_t sign = static_cast<uint16_t>((u >> 16) & 0x8000u);
+  const uint32_t a = u & 0x7fffffffu;
+  if (a > 0x7f800000u) return static_cast<uint16_t>(sign | 0x7e00u);  // NaN
+  if (a >= 0x477ff000u) return static_cast<uint16_t>(sign | 0x7c00u);  // >= 65520 rounds to infinity
+  if (a < 0x38800000u) {  // below 2^-14: a multiple of 2^-24 (1024 of them is the smallest normal)
+    const float q = std::nearbyint(float_of(a) * 16777216.0f);
+    return static_cast<uint16_t>(sign | static_cast<uint16_t>(q));
+  }
+  const uint32_t r = (a + 0xfffu + ((a >> 13) & 1u)) >> 13;  // 23 -> 10 mantissa bits, carry into the exponent
+  return static_cast<uint16_t>(sign | static_cast<uint16_t>(r - (112u << 10)));
+#endif
+}
+
+template <Precision P>
+EFFARCH_HD float to_f(typename StorageOf<P>::type v) {
+  if constexpr (P == Precision::kFp32) {
+    return v;
+  } else if constexpr (P == Precision::kBf16) {
+    return bf16_to_float(v);
+  } else {
+    return fp16_to_float(v);
+  }
+}
+template <Precision P>
+EFFARCH_HD typename StorageOf<P>::type from_f(float v) {
+  if constexpr (P == Precision::kFp32) {
+    return v;
+  } else if constexpr (P == Precision::kBf16) {
+    return float_to_bf16(v);
+  } else {
+    return float_to_fp16(v);
+  }
+}
+// v rounded to the precision, as a float (what storing and loading it gives).
+template <Precision P>
+EFFARCH_HD float round_to(float v) {
+  return to_f<P>(from_f<P>(v));
+}
+// The same with the precision known at run time (the router's and combine's few values).
+EFFARCH_HD float round_to(float v, Precision p) {
+  switch (p) {
+    case Precision::kBf16: return round_to<Precision::kBf16>(v);
+    case Precision::kFp16: return round_to<Precision::kFp16>(v);
+    default: return v;
+  }
+}
+EFFARCH_HD float load_f(const void* base, int64_t i, Precision p) {
+  switch (p) {
+    case Precision::kBf16: return bf16_to_float(static_cast<const uint16_t*>(base)[i]);
+    case Precision::kFp16: return fp16_to_float(static_cast<const uint16_t*>(base)[i]);
+    default: return static_cast<const float*>(base)[i];
+  }
+}
+EFFARCH_HD void store_f(void* base, int64_t i, float v, Precision p) {
+  switch (p) {
+    case Precision::kBf16: static_cast<uint16_t*>(base)[i] = float_to_bf16(v); break;
+    case Precision::kFp16: static_cast<uint16_t*>(base)[i] = float_to_fp16(v); break;
+    default: static_cast<float*>(base)[i] = v; break;
+  }
+}
+
+// ---- warp reductions, in the order the shuffles add ----
+// The device adds with __shfl_down_sync (offsets 16, 8, 4, 2, 1) and takes lane 0's sum; on the
+// host, v holds the 32 lanes' values and the same pairs are added in the same order.
+EFFARCH_HD float warp_sum_down_emulated(float (&v)[kWarp]) {
+  for (int offset = kWarp / 2; offset > 0; offset /= 2) {
+    for (int lane = 0; lane < offset; ++lane) v[lane] = v[lane] + v[lane + offset];
+  }
+  return v[0];
+}
+// The GEMV adds with __shfl_xor_sync (16, 8, 4, 2, 1) and lane 0 writes its sum: lane 0 adds, at
+// each step, the partner lane's partial sum, which the partner formed the same way.
+EFFARCH_HD float warp_sum_xor_emulated(float (&v)[kWarp]) {
+  for (int offset = kWarp / 2; offset > 0; offset /= 2) {
+    float next[kWarp];
+    for (int lane = 0; lane < kWarp; ++lane) next[lane] = v[lane] + v[lane ^ offset];
+    for (int lane = 0; lane < kWarp; ++lane) v[lane] = next[lane];
+  }
+  return v[0];
+}
+
+// ---- router: one warp per token; lane l holds the logits of experts l, l + 32, l + 64, ... ----
+
+// The expert of a lane's j-th logit.
+EFFARCH_HD int router_expert(int lane, int j) { return lane + j * kWarp; }
+
+// The lane's largest logit (-inf when it holds none).
+EFFARCH_HD float router_lane_max(const float (&logit)[kRouterPerLane], int experts, int lane) {
+  float m = -INFINITY;
+  for (int j = 0; j < kRouterPerLane; ++j) {
+    if (router_expert(lane, j) < experts) m = fmaxf(m, logit[j]);
+  }
+  return m;
+}
+// exp(logit - max) in place, returning the lane's sum (in j order).
+EFFARCH_HD float router_lane_exp(float (&logit)[kRouterPerLane], int experts, int lane, float max) {
+  float s = 0.f;
+  for (int j = 0; j < kRouterPerLane; ++j) {
+    if (router_expert(lane, j) < experts) {
+      logit[j] = expf(logit[j] - max);
+      s += logit[j];
+    }
+  }
+  return s;
+}
+// The probabilities from the exps and the warp's sum; kModelDtype rounds them to the model dtype
+// (ATen's softmax in bf16/fp16 computes in fp32 and rounds its output once).
+EFFARCH_HD void router_lane_probs(float (&e)[kRouterPerLane], int experts, int lane, float sum,
+                                         RouterMode mode, Precision model) {
+  for (int j = 0; j < kRouterPerLane; ++j) {
+    if (router_expert(lane, j) < experts) {
+      const float p = e[j] / sum;
+      e[j] = mode == RouterMode::kModelDtype ? round_to(p, model) : p;
+    }
+  }
+}
+
+// A candidate of the top-k: its score and expert; `better` orders by score, descending, then by
+// expert id, ascending, so equal scores go to the lower expert id (what at::topk keeps at the
+// k-th value). A total order: the warp's maximum is the same whichever way the lanes combine.
+struct Candidate {
+  float score;
+  int expert;  // -1: none
+};
+EFFARCH_HD bool better(const Candidate& a, const Candidate& b) {
+  if (a.expert < 0) return false;
+  if (b.expert < 0) return true;
+  return a.score > b.score || (a.score == b.score && a.expert < b.expert);
+}
+// The lane's best candidate among the experts it holds that are not chosen yet (bit j of `chosen`).
+EFFARCH_HD Candidate router_lane_best(const float (&score)[kRouterPerLane], int experts, int lane,
+                                             uint32_t chosen) {
+  Candidate best{0.f, -1};
+  for (int j = 0; j < kRouterPerLane; ++j) {
+    const int e = router_expert(lane, j);
+    if (e < experts && ((chosen >> j) & 1u) == 0) {
+      const Candidate c{score[j], e};
+      if (better(c, best)) best = c;
+    }
+  }
+  return best;
+}
+// The combine weights of the k chosen scores (descending), in place.
+EFFARCH_HD void router_weights(float* w, int k, RouterMode mode, Precision model) {
+  if (mode == RouterMode::kFp32Renormalized) {
+    float s = 0.f;
+    for (int i = 0; i < k; ++i) s += w[i];
+    for (int i = 0; i < k; ++i) w[i] = w[i] / s;
+  } else if (mode == RouterMode::kFp32) {
+    for (int i = 0; i < k; ++i) w[i] = round_to(w[i], model);
+  }  // kModelDtype: the scores are already the model dtype's values
+}
+
+// ---- permute: the flat (token, slot) positions p grouped by expert, stable ----
+
+// The bucket of an expert id: the id itself, or `experts` for an id outside 0..E-1 (kept apart
+// after every expert's rows; the dispatch never runs them).
+EFFARCH_HD int permute_bucket(int64_t id, int experts) {
+  return id >= 0 && id < experts ? static_cast<int>(id) : experts;
+}
+// How many lanes before `lane` of a warp's 32 buckets (-1: no position) hold the same bucket.
+EFFARCH_HD int permute_rank_in_warp(const int* warp_buckets, int lane) {
+  int rank = 0;
+  for (int j = 0; j < lane; ++j) rank += warp_buckets[j] == warp_buckets[lane] ? 1 : 0;
+  return rank;
+}
+// Whether `lane` holds the last position of its bucket in the warp.
+EFFARCH_HD bool permute_last_in_warp(const int* warp_buckets, int lane) {
+  for (int j = lane + 1; j < kWarp; ++j) {
+    if (warp_buckets[j] == warp_buckets[lane]) return false;
+  }
+  return true;
+}
+
+// ---- expert GEMV: one warp per output feature, up to kGemvRows rows of one expert ----
+
+// V consecutive elements at p: one 16-byte load on the device where V elements fill it (p then
+// 16-byte aligned: the launcher checks), element by element otherwise.
+template <Precision P, int V, bool kReadOnly>
+EFFARCH_HD void load_chunk(const typename StorageOf<P>::type* p, typename StorageOf<P>::type (&out)[V]) {
+#if defined(__CUDA_ARCH__)
+  if constexpr (V * sizeof(typename StorageOf<P>::type) == 16) {
+    const uint4 u = kReadOnly ? __ldg(reinterpret_cast<const uint4*>(p)) : *reinterpret_cast<const uint4*>(p);
+    memcpy(out, &u, sizeof out);
+  } else {
+    for (int i = 0; i < V; ++i) out[i] = p[i];
+  }
+#else
+  for (int i = 0; i < V; ++i) out[i] = p[i];
+#endif
+}
+
+// acc[r] += w . x[r] over one chunk of V elements at k0, fused multiply-adds in element order.
+template <Precision P, int V>
+EFFARCH_HD void gemv_chunk(const typename StorageOf<P>::type (&wv)[V],
+                                  const typename StorageOf<P>::type* const* x, int rows, int k0,
+                                  float (&acc)[kGemvRows]) {
+  using S = typename StorageOf<P>::type;
+  float wf[V];
+  for (int i = 0; i < V; ++i) wf[i] = to_f<P>(wv[i]);
+  for (int r = 0; r < kGemvRows; ++r) {
+    if (r >= rows) break;
+    S xv[V];
+    load_chunk<P, V, false>(x[r] + k0, xv);
+    for (int i = 0; i < V; ++i) acc[r] = fmaf(wf[i], to_f<P>(xv[i]), acc[r]);
+  }
+}
+
+// The lane's partial dot products of weight row w (K elements) with the rows x[r] (r < rows):
+// chunks of V consecutive elements at lane * V, lane * V + 32 V, ... (K a multiple of V), in that
+// order. V is what one 16-byte load holds (V = 1: the scalar path). The weights of two chunks are
+// loaded before either is used, so each lane has two weight loads in flight.
+template <Precision P, int V>
+EFFARCH_HD void gemv_lane(const typename StorageOf<P>::type* w, const typename StorageOf<P>::type* const* x,
+                                 int rows, int k, int lane, float (&acc)[kGemvRows]) {
+  using S = typename StorageOf<P>::type;
+  for (int r = 0; r < kGemvRows; ++r) acc[r] = 0.f;
+  for (int k0 = lane * V; k0 < k; k0 += 2 * kWarp * V) {
+    const int k1 = k0 + kWarp * V;
+    S wa[V], wb[V];
+    load_chunk<P, V, true>(w + k0, wa);
+    if (k1 < k) load_chunk<P, V, true>(w + k1, wb);
+    gemv_chunk<P, V>(wa, x, rows, k0, acc);
+    if (k1 < k) gemv_chunk<P, V>(wb, x, rows, k1, acc);
+  }
+}
+
+// ---- SwiGLU between the two products ----
+
+// act(gate) * up as ATen computes it on tensors of the model dtype: silu rounded, then the
+// product rounded (gate and up are the model dtype's values of the first product's output).
+template <Precision P>
+EFFARCH_HD float swiglu(float gate, float up) {
+  const float act = round_to<P>(gate / (1.0f + expf(-gate)));
+  return round_to<P>(act * up);
+}
+
+// ---- combine: each token's rows added in ascending expert id ----
+
+// The token's slots that run here, as grouped rows in ascending order (ascending expert id, then
+// slot): ids/row_of/weights are the token's k entries, local[e] whether expert e runs on this
+// rank. Returns how many.
+EFFARCH_HD int combine_slots(const int64_t* ids, const int* row_of, const void* weights, Precision weight_precision,
+                                    const uint8_t* local, int experts, int k, int* rows, float* w) {
+  int n = 0;
+  for (int j = 0; j < k; ++j) {
+    const int64_t e = ids[j];
+    if (e < 0 || e >= experts || local[e] == 0) continue;
+    int i = n++;
+    const int row = row_of[j];
+    const float wj = load_f(weights, j, weight_precision);
+    while (i > 0 && rows[i - 1] > row) {  // insertion sort: k is small
+      rows[i] = rows[i - 1];
+      w[i] = w[i - 1];
+      --i;
+    }
+    rows[i] = row;
+    w[i] = wj;
+  }
+  return n;
+}
+// One output element: a zero of the model dtype, plus round(y * weight) for each row in order,
+// every addition rounded (the reference's index_add_ per expert into a model-dtype buffer).
+template <Precision P>
+EFFARCH_HD float combine_value(const typename StorageOf<P>::type* y, int64_t y_row_stride, int64_t column,
+                                      const int* rows, const float* w, int count) {
+  float out = 0.f;
+  for (int i = 0; i < count; ++i) {
+    const float scaled = round_to<P>(to_f<P>(y[rows[i] * y_row_stride + column]) * w[i]);
+    out = round_to<P>(out + scaled);
+  }
+  return out;
+}
+
+}  // namespace effarch::kernels::moe

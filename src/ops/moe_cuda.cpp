@@ -1,0 +1,260 @@
+// CUDA path of effarch::ops::moe_route / moe_dispatch (include/effarch/ops/moe.h): fills the
+// kernels/moe params from tensors the entries have checked, launches on the current stream and
+// turns a failed launch into an effarch::Error. Built only with CUDA (EFFARCH_HAVE_CUDA).
+//
+// The dispatch: the permute kernel groups the (token, slot) positions by expert on the device.
+// A decode step (few tokens, or any step under CUDA-graph capture) then runs the expert GEMV
+// kernel through the load-time pointer table, SwiGLU, the GEMV again and the combine, with no
+// host sync. Prefill (and int8 experts) reads the per-expert counts on the host once and runs
+// one GEMM chain per expert over the permuted rows, then the same combine kernel.
+
+#include <ATen/ATen.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <fmt/format.h>
+
+#include "cuda_binding.h"
+#include "effarch/ops/moe.h"
+#include "moe/moe.h"
+
+namespace effarch::ops::detail {
+namespace {
+
+static_assert(kMoeKernelMaxExperts == kernels::moe::kMaxExperts, "moe.h and kernels/moe/moe_math.h disagree");
+static_assert(kMoeKernelMaxTopK == kernels::moe::kMaxTopK, "moe.h and kernels/moe/moe_math.h disagree");
+
+kernels::moe::Precision precision(at::ScalarType type, const char* op) {
+  switch (type) {
+    case at::kFloat: return kernels::moe::Precision::kFp32;
+    case at::kBFloat16: return kernels::moe::Precision::kBf16;
+    case at::kHalf: return kernels::moe::Precision::kFp16;
+    default: throw OpError(fmt::format("{}: no CUDA kernel for dtype {}", op, c10::toString(type)));
+  }
+}
+
+kernels::moe::RouterMode router_mode(RouterKind kind) {
+  switch (kind) {
+    case RouterKind::SoftmaxFp32Renormalized: return kernels::moe::RouterMode::kFp32Renormalized;
+    case RouterKind::SoftmaxFp32: return kernels::moe::RouterMode::kFp32;
+    case RouterKind::SoftmaxModelDtype: return kernels::moe::RouterMode::kModelDtype;
+  }
+  throw OpError("moe_route: unknown router kind");
+}
+
+bool stream_is_capturing(cudaStream_t stream) {
+  cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
+  const cudaError_t error = cudaStreamIsCapturing(stream, &status);
+  if (error != cudaSuccess) throw Error(fmt::format("moe_dispatch: cudaStreamIsCapturing: {}", cudaGetErrorString(error)));
+  return status != cudaStreamCaptureStatusNone;
+}
+
+// The permute's outputs, views of one int32 allocation on x's device.
+struct Plan {
+  at::Tensor storage, counts, offsets, active, num_active, order, row_of;
+};
+
+Plan permute(const at::Tensor& ids, int64_t experts, cudaStream_t stream) {
+  const int64_t m = ids.numel();
+  Plan plan;
+  plan.storage = at::empty({(experts + 1) + (experts + 2) + experts + 1 + 2 * m}, ids.options().dtype(at::kInt));
+  int64_t at_ = 0;
+  const auto take = [&](int64_t n) {
+    at::Tensor v = plan.storage.narrow(0, at_, n);
+    at_ += n;
+    return v;
+  };
+  plan.counts = take(experts + 1);
+  plan.offsets = take(experts + 2);
+  plan.active = take(experts);
+  plan.num_active = take(1);
+  plan.order = take(m);
+  plan.row_of = take(m);
+  kernels::MoePermuteParams p;
+  p.entries = static_cast<int>(m);
+  p.experts = static_cast<int>(experts);
+  p.expert_ids = ids.const_data_ptr<int64_t>();
+  p.counts = plan.counts.mutable_data_ptr<int>();
+  p.offsets = plan.offsets.mutable_data_ptr<int>();
+  p.active = plan.active.mutable_data_ptr<int>();
+  p.num_active = plan.num_active.mutable_data_ptr<int>();
+  p.order = plan.order.mutable_data_ptr<int>();
+  p.row_of = plan.row_of.mutable_data_ptr<int>();
+  throw_if_failed(kernels::moe_permute(p, stream), "moe_dispatch");
+  return plan;
+}
+
+void combine(const at::Tensor& x, const at::Tensor& ids, const at::Tensor& weights, const Plan& plan,
+             const at::Tensor& local, const at::Tensor& y, at::Tensor& out, cudaStream_t stream) {
+  kernels::MoeCombineParams p;
+  p.model = precision(x.scalar_type(), "moe_dispatch");
+  p.weight_precision = precision(weights.scalar_type(), "moe_dispatch");
+  p.tokens = static_cast<int>(x.size(0));
+  p.hidden = static_cast<int>(x.size(1));
+  p.top_k = static_cast<int>(ids.size(1));
+  p.experts = static_cast<int>(local.numel());
+  p.expert_ids = ids.const_data_ptr<int64_t>();
+  p.row_of = plan.row_of.const_data_ptr<int>();
+  p.weights = weights.const_data_ptr();
+  p.local = local.const_data_ptr<uint8_t>();
+  p.y = y.const_data_ptr();
+  p.y_row_stride = y.stride(0);
+  p.out = out.mutable_data_ptr();
+  p.out_row_stride = out.stride(0);
+  throw_if_failed(kernels::moe_combine(p, stream), "moe_dispatch");
+}
+
+// dst [rows, O] (a row range of a contiguous buffer) = x W^T (+ b): cuBLAS for a dense weight,
+// the layer's own product (int8) otherwise.
+void product_into(at::Tensor dst, const at::Tensor& x, const Linear& layer) {
+  if (layer.format != WeightFormat::Dense) {
+    dst.copy_(linear(x, layer));
+  } else if (layer.bias) {
+    at::addmm_out(dst, *layer.bias, x, layer.weight.t());
+  } else {
+    at::mm_out(dst, x, layer.weight.t());
+  }
+}
+
+}  // namespace
+
+Routing moe_route_cuda(const at::Tensor& logits, int64_t top_k, RouterKind kind) {
+  const c10::cuda::CUDAGuard guard(logits.device());
+  const int64_t n = logits.size(0), experts = logits.size(1);
+  Routing r;
+  r.probs = at::empty({n, experts}, logits.options().dtype(at::kFloat));
+  r.expert_ids = at::empty({n, top_k}, logits.options().dtype(at::kLong));
+  r.weights = at::empty({n, top_k}, kind == RouterKind::SoftmaxFp32Renormalized ? logits.options().dtype(at::kFloat)
+                                                                                  : logits.options());
+  kernels::MoeRouterParams p;
+  p.tokens = static_cast<int>(n);
+  p.experts = static_cast<int>(experts);
+  p.top_k = static_cast<int>(top_k);
+  p.mode = router_mode(kind);
+  p.model = precision(logits.scalar_type(), "moe_route");
+  p.logits = logits.const_data_ptr();
+  p.probs = r.probs.mutable_data_ptr<float>();
+  p.expert_ids = r.expert_ids.mutable_data_ptr<int64_t>();
+  p.weights = r.weights.mutable_data_ptr();
+  throw_if_failed(kernels::moe_router(p, current_stream()), "moe_route");
+  return r;
+}
+
+at::Tensor moe_dispatch_cuda(const at::Tensor& x_in, const Routing& routing, const std::vector<ExpertWeights>& experts,
+                             Activation activation, const ExpertTable* table,
+                             const std::function<void(int64_t)>& check_expert) {
+  constexpr const char* op = "moe_dispatch";
+  const c10::cuda::CUDAGuard guard(x_in.device());
+  const cudaStream_t stream = current_stream();
+  const at::Tensor x = x_in.contiguous();
+  const at::Tensor ids = routing.expert_ids.contiguous();
+  const at::Tensor weights = routing.weights.contiguous();
+  const int64_t n = x.size(0), hidden = x.size(1), k = ids.size(1), m = n * k;
+  const int64_t num_experts = static_cast<int64_t>(experts.size());
+  at::Tensor out = at::empty_like(x);
+  if (n == 0) return out;
+  const Plan plan = permute(ids, num_experts, stream);
+
+  const bool table_fits = table != nullptr && table->defined() && table->experts == num_experts &&
+                          table->hidden == hidden && table->dtype == x.scalar_type() &&
+                          table->pointers.device() == x.device();
+  if (table_fits && activation == Activation::SiLU && (n <= kMoeDecodeMaxTokens || stream_is_capturing(stream))) {
+    const int64_t inter = table->inter;
+    const at::Tensor h = at::empty({m, 2 * inter}, x.options());
+    const at::Tensor a = at::empty({m, inter}, x.options());
+    const at::Tensor y = at::empty({m, hidden}, x.options());
+    const auto* table_rows = static_cast<const void* const*>(table->pointers.const_data_ptr());
+    kernels::MoeExpertGemvParams g;
+    g.model = precision(x.scalar_type(), op);
+    g.top_k = static_cast<int>(k);
+    g.max_slots = static_cast<int>(std::min(num_experts, m));
+    g.weights_aligned = table->aligned;
+    g.counts = plan.counts.const_data_ptr<int>();
+    g.offsets = plan.offsets.const_data_ptr<int>();
+    g.active = plan.active.const_data_ptr<int>();
+    g.num_active = plan.num_active.const_data_ptr<int>();
+    g.order = plan.order.const_data_ptr<int>();
+    // gate and up: [2I] features from x's rows gathered through the order.
+    g.out = static_cast<int>(2 * inter);
+    g.in = static_cast<int>(hidden);
+    g.split = static_cast<int>(inter);
+    g.w_lo = table_rows;
+    g.w_hi = table_rows + num_experts;
+    g.gather = true;
+    g.x = x.const_data_ptr();
+    g.x_row_stride = hidden;
+    g.y = h.mutable_data_ptr();
+    g.y_row_stride = 2 * inter;
+    throw_if_failed(kernels::moe_expert_gemv(g, stream), op);
+    kernels::MoeSwigluParams s;
+    s.model = g.model;
+    s.rows = static_cast<int>(m);
+    s.inter = static_cast<int>(inter);
+    s.valid_rows = plan.offsets.const_data_ptr<int>() + num_experts;
+    s.h = h.const_data_ptr();
+    s.a = a.mutable_data_ptr();
+    throw_if_failed(kernels::moe_swiglu(s, stream), op);
+    // down: [H] features from the grouped rows of a.
+    g.out = static_cast<int>(hidden);
+    g.in = static_cast<int>(inter);
+    g.split = static_cast<int>(hidden);
+    g.w_lo = table_rows + 2 * num_experts;
+    g.w_hi = g.w_lo;
+    g.gather = false;
+    g.x = a.const_data_ptr();
+    g.x_row_stride = inter;
+    g.y = y.mutable_data_ptr();
+    g.y_row_stride = hidden;
+    throw_if_failed(kernels::moe_expert_gemv(g, stream), op);
+    combine(x, ids, weights, plan, table->local, y, out, stream);
+    return out;
+  }
+
+  // Prefill: the counts on the host (one sync), then GEMMs per expert over the permuted rows.
+  const at::Tensor counts = plan.counts.cpu();
+  const int* count = counts.const_data_ptr<int>();
+  if (count[num_experts] > 0) {
+    throw OpError(fmt::format("{}: expert_ids holds {} id(s) outside 0..{}", op, count[num_experts], num_experts - 1));
+  }
+  std::vector<uint8_t> local(static_cast<size_t>(num_experts), 0);
+  int64_t inter = -1, most_rows = 0;
+  bool fused = true;
+  for (int64_t e = 0; e < num_experts; ++e) {
+    const ExpertWeights& w = experts[static_cast<size_t>(e)];
+    if (count[e] == 0 || w.remote) continue;
+    check_expert(e);
+    if (inter >= 0 && w.inter() != inter) {
+      throw OpError(fmt::format("{}: experts[{}] has {} intermediate features, the others {}", op, e, w.inter(), inter));
+    }
+    inter = w.inter();
+    fused = fused && w.gate_up.defined();
+    most_rows = std::max<int64_t>(most_rows, count[e]);
+    local[static_cast<size_t>(e)] = 1;
+  }
+  const at::Tensor local_mask = at::from_blob(local.data(), {num_experts}, at::kByte).to(x.device());
+  const at::Tensor y = at::empty({m, hidden}, x.options());
+  if (inter >= 0) {
+    const at::Tensor xs = x.index_select(0, at::div(plan.order, k, "floor"));  // [M, H]: row i is token order[i] / k
+    at::Tensor buffer = at::empty({most_rows, 2 * inter}, x.options());
+    int64_t begin = 0;
+    for (int64_t e = 0; e < num_experts; ++e) {
+      const int64_t rows = count[e];
+      const int64_t first = begin;
+      begin += rows;
+      if (local[static_cast<size_t>(e)] == 0) continue;
+      const ExpertWeights& w = experts[static_cast<size_t>(e)];
+      const at::Tensor xa = xs.narrow(0, first, rows);
+      at::Tensor hb = buffer.narrow(0, 0, rows);
+      if (fused) {
+        product_into(hb, xa, w.gate_up);
+      } else {
+        product_into(hb.narrow(1, 0, inter), xa, w.gate);
+        product_into(hb.narrow(1, inter, inter), xa, w.up);
+      }
+      product_into(y.narrow(0, first, rows),
+                   activate(activation, hb.narrow(1, 0, inter)) * hb.narrow(1, inter, inter), w.down);
+    }
+  }
+  combine(x, ids, weights, plan, local_mask, y, out, stream);
+  return out;
+}
+
+}  // namespace effarch::ops::detail

@@ -1,0 +1,802 @@
+// The CUDA MoE dispatch (kernels/moe, src/ops/moe_cuda.cpp) against the ATen reference
+// (src/ops/moe.cpp), stage by stage.
+//
+// On the CPU (every build): host emulations that run each kernel's own arithmetic
+// (kernels/moe/moe_math.h) in the kernel's phase order -- lanes, warps, tiles, blocks -- against
+// the reference: the router (three router kinds, top-k 1/2/6, 8 and 64 experts, bf16 and fp32),
+// the permute (stable grouping, counts, offsets, the inverse map; no-token experts, every token on
+// one expert, 4096 tokens x top-6 over 64 experts), the expert GEMV + SwiGLU (scalar and 16-byte
+// paths, several row chunks), the combine (bit-exact against the reference's rounding), the whole
+// decode dispatch, and the element conversions the kernels store with.
+// On a GPU (skipped without one): the kernels themselves against the reference, every dtype.
+
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include <fmt/format.h>
+
+#ifdef EFFARCH_WITH_CUDA
+#include <ATen/cuda/CUDAGraph.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#endif
+
+#include "effarch/common/error.h"
+#include "effarch/ops/moe.h"
+#include "moe/moe_math.h"
+#include "tolerance.h"
+
+namespace effarch::ops {
+namespace {
+
+namespace km = kernels::moe;
+
+km::Precision precision_of(at::ScalarType t) {
+  switch (t) {
+    case at::kBFloat16: return km::Precision::kBf16;
+    case at::kHalf: return km::Precision::kFp16;
+    default: return km::Precision::kFp32;
+  }
+}
+km::RouterMode mode_of(RouterKind kind) {
+  switch (kind) {
+    case RouterKind::SoftmaxFp32Renormalized: return km::RouterMode::kFp32Renormalized;
+    case RouterKind::SoftmaxFp32: return km::RouterMode::kFp32;
+    default: return km::RouterMode::kModelDtype;
+  }
+}
+const char* kind_name(RouterKind kind) {
+  switch (kind) {
+    case RouterKind::SoftmaxFp32Renormalized: return "mixtral";
+    case RouterKind::SoftmaxFp32: return "jamba";
+    default: return "deepseek";
+  }
+}
+
+bool have_gpu() { return kBuiltWithCuda && at::hasCUDA(); }
+
+// ---- host emulations, in the kernels' phase order ----
+
+// moe_router_kernel: one warp per token.
+Routing emulate_router(const at::Tensor& logits_in, int64_t k, RouterKind kind) {
+  const at::Tensor logits = logits_in.to(at::kFloat).contiguous();  // the model dtype's values, exactly
+  const km::Precision model = precision_of(logits_in.scalar_type());
+  const km::RouterMode mode = mode_of(kind);
+  const int64_t n = logits.size(0);
+  const int experts = static_cast<int>(logits.size(1));
+  Routing r;
+  r.probs = at::empty({n, experts}, at::kFloat);
+  r.expert_ids = at::empty({n, k}, at::kLong);
+  at::Tensor weights = at::empty({n, k}, at::kFloat);
+  const float* lp = logits.const_data_ptr<float>();
+  for (int64_t t = 0; t < n; ++t) {
+    float v[km::kWarp][km::kRouterPerLane];
+    for (int lane = 0; lane < km::kWarp; ++lane) {
+      for (int j = 0; j < km::kRouterPerLane; ++j) {
+        const int e = km::router_expert(lane, j);
+        v[lane][j] = e < experts ? lp[t * experts + e] : 0.f;
+      }
+    }
+    float max = -INFINITY;
+    for (int lane = 0; lane < km::kWarp; ++lane) max = fmaxf(max, km::router_lane_max(v[lane], experts, lane));
+    float sums[km::kWarp];
+    for (int lane = 0; lane < km::kWarp; ++lane) sums[lane] = km::router_lane_exp(v[lane], experts, lane, max);
+    const float sum = km::warp_sum_down_emulated(sums);
+    for (int lane = 0; lane < km::kWarp; ++lane) km::router_lane_probs(v[lane], experts, lane, sum, mode, model);
+    for (int lane = 0; lane < km::kWarp; ++lane) {
+      for (int j = 0; j < km::kRouterPerLane; ++j) {
+        const int e = km::router_expert(lane, j);
+        if (e < experts) r.probs[t][e] = v[lane][j];
+      }
+    }
+    uint32_t chosen[km::kWarp] = {};
+    float w[km::kMaxTopK];
+    for (int64_t s = 0; s < k; ++s) {
+      km::Candidate best{0.f, -1};
+      for (int lane = 0; lane < km::kWarp; ++lane) {
+        const km::Candidate c = km::router_lane_best(v[lane], experts, lane, chosen[lane]);
+        if (km::better(c, best)) best = c;
+      }
+      chosen[best.expert % km::kWarp] |= 1u << (best.expert / km::kWarp);
+      w[s] = best.score;
+      r.expert_ids[t][s] = best.expert;
+    }
+    km::router_weights(w, static_cast<int>(k), mode, model);
+    for (int64_t s = 0; s < k; ++s) weights[t][s] = w[s];
+  }
+  r.weights = kind == RouterKind::SoftmaxFp32Renormalized ? weights : weights.to(logits_in.scalar_type());
+  return r;
+}
+
+struct Plan {
+  std::vector<int> counts, offsets, active, order, row_of;
+  int num_active = 0;
+};
+
+// moe_permute_kernel: one block of kPermuteThreads threads.
+Plan emulate_permute(const at::Tensor& ids_in, int experts) {
+  const at::Tensor ids = ids_in.contiguous().cpu();
+  const int64_t* id = ids.const_data_ptr<int64_t>();
+  const int m = static_cast<int>(ids.numel());
+  const int buckets = experts + 1;
+  Plan p;
+  p.counts.assign(static_cast<size_t>(buckets), 0);
+  p.offsets.assign(static_cast<size_t>(buckets) + 1, 0);
+  p.order.assign(static_cast<size_t>(m), -1);
+  p.row_of.assign(static_cast<size_t>(m), -1);
+  for (int i = 0; i < m; ++i) ++p.counts[static_cast<size_t>(km::permute_bucket(id[i], experts))];
+  std::vector<int> running(static_cast<size_t>(buckets));
+  int offset = 0;
+  for (int b = 0; b < buckets; ++b) {
+    p.offsets[static_cast<size_t>(b)] = offset;
+    running[static_cast<size_t>(b)] = offset;
+    if (b < experts && p.counts[static_cast<size_t>(b)] > 0) p.active.push_back(b);
+    offset += p.counts[static_cast<size_t>(b)];
+  }
+  p.offsets[static_cast<size_t>(buckets)] = offset;
+  p.num_active = static_cast<int>(p.active.size());
+  std::vector<int> tile(km::kPermuteThreads);
+  std::vector<std::vector<int>> warp_count(km::kPermuteWarps, std::vector<int>(static_cast<size_t>(buckets)));
+  std::vector<int> rank(km::kPermuteThreads);
+  for (int base = 0; base < m; base += km::kPermuteThreads) {
+    for (int tid = 0; tid < km::kPermuteThreads; ++tid) {
+      const int i = base + tid;
+      tile[static_cast<size_t>(tid)] = i < m ? km::permute_bucket(id[i], experts) : -1;
+    }
+    for (auto& w : warp_count) std::fill(w.begin(), w.end(), 0);
+    for (int tid = 0; tid < km::kPermuteThreads; ++tid) {  // after the barrier
+      const int warp = tid / km::kWarp, lane = tid % km::kWarp;
+      const int* wb = tile.data() + warp * km::kWarp;
+      rank[static_cast<size_t>(tid)] = km::permute_rank_in_warp(wb, lane);
+      const int bucket = tile[static_cast<size_t>(tid)];
+      if (bucket >= 0 && km::permute_last_in_warp(wb, lane)) {
+        warp_count[static_cast<size_t>(warp)][static_cast<size_t>(bucket)] = rank[static_cast<size_t>(tid)] + 1;
+      }
+    }
+    for (int b = 0; b < buckets; ++b) {  // threads 0..E
+      int acc = running[static_cast<size_t>(b)];
+      for (int w = 0; w < km::kPermuteWarps; ++w) {
+        const int c = warp_count[static_cast<size_t>(w)][static_cast<size_t>(b)];
+        warp_count[static_cast<size_t>(w)][static_cast<size_t>(b)] = acc;
+        acc += c;
+      }
+      running[static_cast<size_t>(b)] = acc;
+    }
+    for (int tid = 0; tid < km::kPermuteThreads; ++tid) {
+      const int bucket = tile[static_cast<size_t>(tid)];
+      if (bucket < 0) continue;
+      const int row = warp_count[static_cast<size_t>(tid / km::kWarp)][static_cast<size_t>(bucket)] +
+                      rank[static_cast<size_t>(tid)];
+      p.order[static_cast<size_t>(row)] = base + tid;
+      p.row_of[static_cast<size_t>(base + tid)] = row;
+    }
+  }
+  return p;
+}
+
+// Experts laid out as the device table gives them to the GEMV: per expert the rows below `split`
+// from lo, the others from hi (nullptr: another rank's expert).
+struct GemvWeights {
+  std::vector<const void*> lo, hi;
+  int out = 0, in = 0, split = 0;
+};
+
+// moe_expert_gemv_kernel: blocks (feature tile, slot), warps one feature, lanes partial sums.
+template <km::Precision P, int V>
+void emulate_gemv_typed(const Plan& plan, const GemvWeights& w, bool gather, int top_k, const at::Tensor& x,
+                        at::Tensor& y) {
+  using S = typename km::StorageOf<P>::type;
+  const S* xp = static_cast<const S*>(x.const_data_ptr());
+  S* yp = static_cast<S*>(y.mutable_data_ptr());
+  const int64_t xs = x.stride(0), ys = y.stride(0);
+  for (int slot = 0; slot < plan.num_active; ++slot) {
+    const int e = plan.active[static_cast<size_t>(slot)];
+    const S* lo = static_cast<const S*>(w.lo[static_cast<size_t>(e)]);
+    if (lo == nullptr) continue;
+    const int begin = plan.offsets[static_cast<size_t>(e)], count = plan.counts[static_cast<size_t>(e)];
+    for (int o = 0; o < w.out; ++o) {
+      const S* wr = o < w.split ? lo + static_cast<int64_t>(o) * w.in
+                                : static_cast<const S*>(w.hi[static_cast<size_t>(e)]) +
+                                      static_cast<int64_t>(o - w.split) * w.in;
+      for (int r0 = 0; r0 < count; r0 += km::kGemvRows) {
+        const int rows = std::min(km::kGemvRows, count - r0);
+        const S* xr[km::kGemvRows];
+        for (int r = 0; r < km::kGemvRows; ++r) {
+          const int i = begin + r0 + std::min(r, rows - 1);
+          const int src = gather ? plan.order[static_cast<size_t>(i)] / top_k : i;
+          xr[r] = xp + src * xs;
+        }
+        float lanes[km::kGemvRows][km::kWarp];
+        for (int lane = 0; lane < km::kWarp; ++lane) {
+          float acc[km::kGemvRows];
+          km::gemv_lane<P, V>(wr, xr, rows, w.in, lane, acc);
+          for (int r = 0; r < km::kGemvRows; ++r) lanes[r][lane] = acc[r];
+        }
+        for (int r = 0; r < rows; ++r) {
+          yp[(begin + r0 + r) * ys + o] = km::from_f<P>(km::warp_sum_xor_emulated(lanes[r]));
+        }
+      }
+    }
+  }
+}
+
+void emulate_gemv(const Plan& plan, const GemvWeights& w, bool gather, int top_k, const at::Tensor& x, at::Tensor& y,
+                  bool vectorized) {
+  switch (x.scalar_type()) {
+    case at::kFloat:
+      vectorized ? emulate_gemv_typed<km::Precision::kFp32, 4>(plan, w, gather, top_k, x, y)
+                 : emulate_gemv_typed<km::Precision::kFp32, 1>(plan, w, gather, top_k, x, y);
+      break;
+    case at::kBFloat16:
+      vectorized ? emulate_gemv_typed<km::Precision::kBf16, 8>(plan, w, gather, top_k, x, y)
+                 : emulate_gemv_typed<km::Precision::kBf16, 1>(plan, w, gather, top_k, x, y);
+      break;
+    default:
+      vectorized ? emulate_gemv_typed<km::Precision::kFp16, 8>(plan, w, gather, top_k, x, y)
+                 : emulate_gemv_typed<km::Precision::kFp16, 1>(plan, w, gather, top_k, x, y);
+      break;
+  }
+}
+
+// moe_swiglu_kernel over the valid rows.
+template <km::Precision P>
+void emulate_swiglu_typed(const at::Tensor& h, at::Tensor& a, int valid_rows) {
+  using S = typename km::StorageOf<P>::type;
+  const int64_t inter = a.size(1);
+  const S* hp = static_cast<const S*>(h.const_data_ptr());
+  S* ap = static_cast<S*>(a.mutable_data_ptr());
+  for (int64_t i = 0; i < valid_rows * inter; ++i) {
+    const int64_t row = i / inter, c = i % inter;
+    ap[i] = km::from_f<P>(km::swiglu<P>(km::to_f<P>(hp[row * 2 * inter + c]), km::to_f<P>(hp[row * 2 * inter + inter + c])));
+  }
+}
+void emulate_swiglu(const at::Tensor& h, at::Tensor& a, int valid_rows) {
+  switch (h.scalar_type()) {
+    case at::kFloat: emulate_swiglu_typed<km::Precision::kFp32>(h, a, valid_rows); break;
+    case at::kBFloat16: emulate_swiglu_typed<km::Precision::kBf16>(h, a, valid_rows); break;
+    default: emulate_swiglu_typed<km::Precision::kFp16>(h, a, valid_rows); break;
+  }
+}
+
+// moe_combine_kernel: per token, thread 0 orders the slots, every column sums them.
+template <km::Precision P>
+at::Tensor emulate_combine_typed(const at::Tensor& ids_in, const at::Tensor& weights_in, const Plan& plan,
+                                 const std::vector<uint8_t>& local, const at::Tensor& y, at::ScalarType dtype) {
+  using S = typename km::StorageOf<P>::type;
+  const at::Tensor ids = ids_in.contiguous(), weights = weights_in.contiguous();
+  const int64_t n = ids.size(0), k = ids.size(1), hidden = y.size(1);
+  at::Tensor out = at::empty({n, hidden}, dtype);
+  S* op = static_cast<S*>(out.mutable_data_ptr());
+  const S* yp = static_cast<const S*>(y.const_data_ptr());
+  const km::Precision wp = precision_of(weights.scalar_type());
+  const int element = weights.scalar_type() == at::kFloat ? 4 : 2;
+  for (int64_t t = 0; t < n; ++t) {
+    int rows[km::kMaxTopK];
+    float w[km::kMaxTopK];
+    const int count = km::combine_slots(ids.const_data_ptr<int64_t>() + t * k, plan.row_of.data() + t * k,
+                                        static_cast<const char*>(weights.const_data_ptr()) + t * k * element, wp,
+                                        local.data(), static_cast<int>(local.size()), static_cast<int>(k), rows, w);
+    for (int64_t c = 0; c < hidden; ++c) op[t * hidden + c] = km::from_f<P>(km::combine_value<P>(yp, y.stride(0), c, rows, w, count));
+  }
+  return out;
+}
+at::Tensor emulate_combine(const at::Tensor& ids, const at::Tensor& weights, const Plan& plan,
+                           const std::vector<uint8_t>& local, const at::Tensor& y) {
+  switch (y.scalar_type()) {
+    case at::kFloat: return emulate_combine_typed<km::Precision::kFp32>(ids, weights, plan, local, y, y.scalar_type());
+    case at::kBFloat16: return emulate_combine_typed<km::Precision::kBf16>(ids, weights, plan, local, y, y.scalar_type());
+    default: return emulate_combine_typed<km::Precision::kFp16>(ids, weights, plan, local, y, y.scalar_type());
+  }
+}
+
+// ---- test data ----
+
+// Experts as Weights::gated_mlp builds them: gate and up are row views of the fused gate_up.
+std::vector<ExpertWeights> make_experts(int64_t num, int64_t hidden, int64_t inter, at::ScalarType dtype,
+                                        at::Device device = at::kCPU) {
+  std::vector<ExpertWeights> experts;
+  for (int64_t e = 0; e < num; ++e) {
+    ExpertWeights w;
+    const at::Tensor gate_up = (at::randn({2 * inter, hidden}) * 0.2).to(dtype).to(device);
+    w.gate_up = Linear(gate_up);
+    w.gate = Linear(gate_up.narrow(0, 0, inter));
+    w.up = Linear(gate_up.narrow(0, inter, inter));
+    w.down = Linear((at::randn({hidden, inter}) * 0.2).to(dtype).to(device));
+    experts.push_back(std::move(w));
+  }
+  return experts;
+}
+
+GemvWeights gate_up_of(const std::vector<ExpertWeights>& experts, const std::vector<uint8_t>& local) {
+  GemvWeights g;
+  const int64_t inter = experts[0].inter(), hidden = experts[0].gate_up.in_features();
+  for (size_t e = 0; e < experts.size(); ++e) {
+    const bool here = local[e] != 0;
+    g.lo.push_back(here ? experts[e].gate.weight.const_data_ptr() : nullptr);
+    g.hi.push_back(here ? experts[e].up.weight.const_data_ptr() : nullptr);
+  }
+  g.out = static_cast<int>(2 * inter);
+  g.in = static_cast<int>(hidden);
+  g.split = static_cast<int>(inter);
+  return g;
+}
+GemvWeights down_of(const std::vector<ExpertWeights>& experts, const std::vector<uint8_t>& local) {
+  GemvWeights g;
+  for (size_t e = 0; e < experts.size(); ++e) {
+    g.lo.push_back(local[e] != 0 ? experts[e].down.weight.const_data_ptr() : nullptr);
+    g.hi.push_back(g.lo.back());
+  }
+  g.out = static_cast<int>(experts[0].down.out_features());
+  g.in = static_cast<int>(experts[0].inter());
+  g.split = g.out;
+  return g;
+}
+
+// Routing with the given ids ([N, k], distinct per row) and random positive weights.
+Routing fixed_routing(const at::Tensor& ids, at::ScalarType weight_dtype) {
+  Routing r;
+  r.expert_ids = ids;
+  r.weights = (at::rand(ids.sizes()) + 0.1).to(weight_dtype);
+  return r;
+}
+// k distinct random experts per token (random top-k of random scores).
+at::Tensor random_ids(int64_t n, int64_t experts, int64_t k) {
+  return std::get<1>(at::topk(at::rand({n, experts}), k, -1));
+}
+
+// The decode dispatch as the kernels run it, emulated: permute, GEMV, SwiGLU, GEMV, combine.
+at::Tensor emulate_decode_dispatch(const at::Tensor& x, const Routing& r, const std::vector<ExpertWeights>& experts,
+                                   const std::vector<uint8_t>& local, bool vectorized) {
+  const int64_t n = x.size(0), k = r.expert_ids.size(1), m = n * k, hidden = x.size(1);
+  const int64_t inter = experts[0].inter();
+  const int e = static_cast<int>(experts.size());
+  const Plan plan = emulate_permute(r.expert_ids.reshape({-1}), e);
+  at::Tensor h = at::zeros({m, 2 * inter}, x.options());
+  at::Tensor a = at::zeros({m, inter}, x.options());
+  at::Tensor y = at::zeros({m, hidden}, x.options());
+  emulate_gemv(plan, gate_up_of(experts, local), true, static_cast<int>(k), x.contiguous(), h, vectorized);
+  emulate_swiglu(h, a, plan.offsets[static_cast<size_t>(e)]);
+  emulate_gemv(plan, down_of(experts, local), false, static_cast<int>(k), a, y, vectorized);
+  return emulate_combine(r.expert_ids, r.weights, plan, local, y);
+}
+
+// Tie-aware comparison of two routings of the same scores: at each slot the chosen experts'
+// reference scores agree within `score_tol` (equal ids, or a tie the two top-ks broke
+// differently), the weights within `weight_tol`; returns how many slots chose another expert.
+int64_t expect_same_topk(const Routing& actual, const Routing& ref, double score_tol, test::Tolerance weight_tol,
+                         const std::string& what) {
+  const at::Tensor ref_scores = ref.probs.cpu().to(at::kDouble);
+  const at::Tensor a_ids = actual.expert_ids.cpu(), r_ids = ref.expert_ids.cpu();
+  EXPECT_EQ(a_ids.sizes(), r_ids.sizes()) << what;
+  const at::Tensor a_sc = ref_scores.gather(1, a_ids), r_sc = ref_scores.gather(1, r_ids);
+  const double worst = (a_sc - r_sc).abs().max().item<double>();
+  EXPECT_LE(worst, score_tol) << what << ": a chosen expert's score differs from the reference's choice by " << worst;
+  // Every row's chosen set is distinct and the scores descend.
+  EXPECT_TRUE((std::get<0>(a_ids.sort(-1)).diff(1, -1) > 0).all().item<bool>()) << what << ": repeated expert";
+  EXPECT_TRUE((a_sc.diff(1, -1) <= score_tol).all().item<bool>()) << what << ": scores not descending";
+  test::expect_close(actual.weights.cpu().to(at::kFloat), ref.weights.cpu().to(at::kFloat), weight_tol,
+                     what + " weights");
+  EXPECT_EQ(actual.weights.scalar_type(), ref.weights.scalar_type()) << what;
+  return (a_ids != r_ids).sum().item<int64_t>();
+}
+
+// ---- element conversions ----
+
+TEST(MoeKernelMath, ConversionsMatchAten) {
+  // Every half and bfloat16 value widens as c10 widens it; float -> half/bfloat16 rounds to
+  // nearest even as c10 rounds (random floats over the whole range, halfway cases, overflow).
+  for (uint32_t b = 0; b < 65536; ++b) {
+    const auto h = static_cast<uint16_t>(b);
+    const float via_c10 = static_cast<float>(c10::Half(h, c10::Half::from_bits()));
+    const float ours = km::fp16_to_float(h);
+    if (std::isnan(via_c10)) {
+      EXPECT_TRUE(std::isnan(ours)) << b;
+    } else {
+      ASSERT_EQ(km::bits_of(ours), km::bits_of(via_c10)) << "half bits " << b;
+    }
+    ASSERT_EQ(km::bits_of(km::bf16_to_float(h)), km::bits_of(static_cast<float>(c10::BFloat16(h, c10::BFloat16::from_bits()))));
+  }
+  at::manual_seed(1);
+  const at::Tensor f = at::cat({at::randn({200000}) * at::pow(2.0, at::randint(-30, 20, {200000})).to(at::kFloat),
+                                at::tensor({65504.f, 65519.f, 65520.f, 1e9f, 5.96e-8f, 2.98e-8f, 2.99e-8f, 6.1e-5f, 0.f,
+                                            -0.f, 1.00048828125f, 1.00146484375f, 1.0f + 1.0f / 256, 1.0f + 3.0f / 256})});
+  const at::Tensor as_half = f.to(at::kHalf).to(at::kFloat), as_bf16 = f.to(at::kBFloat16).to(at::kFloat);
+  const float* fp = f.const_data_ptr<float>();
+  const float* hp = as_half.const_data_ptr<float>();
+  const float* bp = as_bf16.const_data_ptr<float>();
+  for (int64_t i = 0; i < f.numel(); ++i) {
+    ASSERT_EQ(km::bits_of(km::round_to<km::Precision::kFp16>(fp[i])), km::bits_of(hp[i])) << fp[i];
+    ASSERT_EQ(km::bits_of(km::round_to<km::Precision::kBf16>(fp[i])), km::bits_of(bp[i])) << fp[i];
+  }
+}
+
+// ---- router ----
+
+struct RouterCase {
+  int64_t tokens, experts, top_k;
+  RouterKind kind;
+  at::ScalarType dtype;
+};
+
+std::vector<RouterCase> router_cases() {
+  std::vector<RouterCase> cases;
+  for (const RouterKind kind : {RouterKind::SoftmaxFp32Renormalized, RouterKind::SoftmaxFp32, RouterKind::SoftmaxModelDtype}) {
+    for (const at::ScalarType dtype : {at::kFloat, at::kBFloat16}) {
+      cases.push_back({37, 8, 2, kind, dtype});
+      cases.push_back({64, 64, 6, kind, dtype});
+      cases.push_back({5, 16, 1, kind, dtype});
+      cases.push_back({3, 200, 16, kind, dtype});  // several logits per lane, the largest top-k
+    }
+  }
+  return cases;
+}
+
+// The reference scores' resolution: an fp32 softmax within a few ulps; DeepSeekMoE's model-dtype
+// scores within one rounding of it.
+double score_tolerance(const RouterCase& c) {
+  if (c.kind == RouterKind::SoftmaxModelDtype && c.dtype != at::kFloat) return 1e-2 / static_cast<double>(c.experts) + 4e-3;
+  return 1e-6;
+}
+test::Tolerance router_weight_tolerance(const RouterCase& c) {
+  if (c.kind == RouterKind::SoftmaxFp32Renormalized || c.dtype == at::kFloat) return {1e-6, 1e-5};
+  return test::rounding_tolerance(c.dtype);
+}
+
+TEST(MoeKernelEmulation, RouterMatchesTheReference) {
+  int64_t flips = 0, slots = 0;
+  for (const RouterCase& c : router_cases()) {
+    at::manual_seed(static_cast<uint64_t>(c.tokens * 13 + c.experts + c.top_k));
+    const at::Tensor x = at::randn({c.tokens, 32}).to(c.dtype);
+    const at::Tensor w = (at::randn({c.experts, 32}) * 0.5).to(c.dtype);
+    const std::string what = fmt::format("N{} E{} k{} {} {}", c.tokens, c.experts, c.top_k, kind_name(c.kind),
+                                         c10::toString(c.dtype));
+    const Routing ref = moe_route(x, w, c.top_k, c.kind, Backend::Reference);
+    const Routing emu = emulate_router(at::linear(x, w), c.top_k, c.kind);
+    const double ptol = c.kind == RouterKind::SoftmaxModelDtype && c.dtype != at::kFloat ? 1e-2 : 1e-6;
+    test::expect_close(emu.probs, ref.probs, {1e-7, ptol}, what + " probs");
+    flips += expect_same_topk(emu, ref, score_tolerance(c), router_weight_tolerance(c), what);
+    slots += c.tokens * c.top_k;
+  }
+  // Ties and near-ties are rare: almost every slot picks the reference's expert.
+  EXPECT_LE(flips * 50, slots) << flips << " of " << slots << " slots chose another (tied) expert";
+}
+
+TEST(MoeKernelEmulation, RouterBreaksTiesTowardTheLowerExpertId) {
+  // Equal logits: the kernel keeps the lower ids, in ascending order, whatever the lane holding them.
+  for (const int64_t experts : {8, 64, 200}) {
+    at::Tensor logits = at::zeros({2, experts});
+    logits[1].fill_(-1.0);
+    logits[1][experts - 1] = 3.0;  // one clear winner, then ties
+    for (const RouterKind kind : {RouterKind::SoftmaxFp32Renormalized, RouterKind::SoftmaxModelDtype}) {
+      const Routing r = emulate_router(logits.to(at::kBFloat16), 3, kind);
+      EXPECT_EQ(r.expert_ids[0][0].item<int64_t>(), 0);
+      EXPECT_EQ(r.expert_ids[0][1].item<int64_t>(), 1);
+      EXPECT_EQ(r.expert_ids[0][2].item<int64_t>(), 2);
+      EXPECT_EQ(r.expert_ids[1][0].item<int64_t>(), experts - 1);
+      EXPECT_EQ(r.expert_ids[1][1].item<int64_t>(), 0);
+      EXPECT_EQ(r.expert_ids[1][2].item<int64_t>(), 1);
+      if (kind == RouterKind::SoftmaxFp32Renormalized) {
+        EXPECT_NEAR(r.weights[0].sum().item<float>(), 1.0f, 1e-6);
+      }
+    }
+  }
+}
+
+// ---- permute ----
+
+struct PermuteCase {
+  int64_t tokens, experts, top_k;
+  const char* layout;  // "random", "one" (every token on expert E-1), "few" (only experts 1 and 3)
+};
+
+at::Tensor permute_ids(const PermuteCase& c) {
+  if (std::string(c.layout) == "one") {
+    at::Tensor ids = random_ids(c.tokens, c.experts - 1, c.top_k - 1);
+    return at::cat({at::full({c.tokens, 1}, c.experts - 1, at::kLong), ids}, 1);
+  }
+  if (std::string(c.layout) == "few") {
+    return (at::randint(0, 2, {c.tokens, c.top_k}, at::kLong) * 2 + 1);
+  }
+  return random_ids(c.tokens, c.experts, c.top_k);
+}
+
+TEST(MoeKernelEmulation, PermuteIsTheStableGroupingByExpert) {
+  const PermuteCase cases[] = {{1, 8, 2, "random"},     {7, 5, 1, "random"},     {33, 64, 6, "random"},
+                               {1000, 8, 2, "random"},  {4096, 64, 6, "random"}, {4096, 16, 1, "random"},
+                               {300, 16, 2, "one"},     {4096, 64, 6, "one"},    {257, 8, 1, "few"},
+                               {0, 8, 2, "random"}};
+  for (const PermuteCase& c : cases) {
+    at::manual_seed(static_cast<uint64_t>(c.tokens + c.experts));
+    const std::string what = fmt::format("N{} E{} k{} {}", c.tokens, c.experts, c.top_k, c.layout);
+    const at::Tensor flat = permute_ids(c).reshape({-1});
+    const Plan p = emulate_permute(flat, static_cast<int>(c.experts));
+    const at::Tensor counts = at::bincount(flat, {}, c.experts);
+    const at::Tensor order = std::get<1>(at::sort(flat, /*stable=*/true, 0, false));
+    for (int64_t e = 0; e < c.experts; ++e) {
+      ASSERT_EQ(p.counts[static_cast<size_t>(e)], counts[e].item<int64_t>()) << what << " expert " << e;
+    }
+    EXPECT_EQ(p.counts[static_cast<size_t>(c.experts)], 0) << what;
+    EXPECT_EQ(p.offsets[static_cast<size_t>(c.experts)], flat.numel()) << what;
+    std::vector<int> active;
+    for (int64_t e = 0; e < c.experts; ++e) {
+      if (counts[e].item<int64_t>() > 0) active.push_back(static_cast<int>(e));
+    }
+    EXPECT_EQ(p.active, active) << what;
+    const int64_t* op = order.const_data_ptr<int64_t>();
+    for (int64_t i = 0; i < flat.numel(); ++i) {
+      ASSERT_EQ(p.order[static_cast<size_t>(i)], op[i]) << what << " row " << i;
+      ASSERT_EQ(p.row_of[static_cast<size_t>(op[i])], i) << what << " position " << op[i];
+    }
+  }
+}
+
+TEST(MoeKernelEmulation, PermuteKeepsOutOfRangeIdsApart) {
+  const at::Tensor ids = at::tensor({3, -1, 0, 9, 3, 2}, at::kLong);
+  const Plan p = emulate_permute(ids, 4);
+  EXPECT_EQ(p.counts, (std::vector<int>{1, 0, 1, 2, 2}));
+  EXPECT_EQ(p.order, (std::vector<int>{2, 5, 0, 4, 1, 3}));  // the two bad ids last, in order
+  EXPECT_EQ(p.active, (std::vector<int>{0, 2, 3}));
+}
+
+// ---- expert GEMV + SwiGLU + combine ----
+
+struct DispatchCase {
+  int64_t tokens, experts, top_k;
+  const char* layout;
+};
+
+std::vector<uint8_t> all_local(int64_t experts) { return std::vector<uint8_t>(static_cast<size_t>(experts), 1); }
+
+// The decode dispatch, emulated, against the reference with the same routing: every dtype, both
+// GEMV paths, awkward sizes (hidden 40 and inter 24: the 16-byte path needs multiples of 8), rows
+// of several load pairs per lane (hidden 600).
+TEST(MoeKernelEmulation, DecodeDispatchMatchesTheReference) {
+  const DispatchCase cases[] = {{1, 8, 2, "random"},  {1, 64, 6, "random"}, {3, 8, 1, "random"},
+                                {16, 64, 6, "random"}, {16, 4, 4, "random"}, {12, 8, 2, "one"},
+                                {9, 8, 2, "few"},      {20, 4, 2, "one"}};  // 20 rows: three row chunks
+  for (const DispatchCase& c : cases) {
+    for (const at::ScalarType dtype : {at::kFloat, at::kBFloat16, at::kHalf}) {
+      // 600: rows longer than two chunks of 32 lanes x 16 bytes (each lane's paired loads).
+      for (const int64_t hidden : {40, 64, 600}) {
+        if (hidden == 600 && c.tokens > 3) continue;
+        const int64_t inter = hidden == 40 ? 24 : hidden == 64 ? 48 : 264;
+        at::manual_seed(static_cast<uint64_t>(c.tokens * 5 + c.experts + hidden));
+        const auto experts = make_experts(c.experts, hidden, inter, dtype);
+        const at::Tensor x = at::randn({c.tokens, hidden}).to(dtype);
+        const Routing r = fixed_routing(permute_ids({c.tokens, c.experts, c.top_k, c.layout}), dtype);
+        const at::Tensor ref = moe_dispatch(x, r, experts, Activation::SiLU, Backend::Reference);
+        // fp32: the GEMV adds 600-long products in another order than ATen's GEMM (a few ulps of
+        // outputs near 20); low precision: a rounding flip carries through down.
+        test::Tolerance tol = test::rounding_tolerance(dtype);
+        tol = dtype == at::kFloat ? test::Tolerance{1e-4, 1e-5} : test::Tolerance{2 * tol.atol, 2 * tol.rtol};
+        for (const bool vectorized : {false, true}) {
+          if (vectorized && hidden % 8 != 0) continue;
+          const std::string what = fmt::format("N{} E{} k{} {} {} H{} vec {}", c.tokens, c.experts, c.top_k, c.layout,
+                                               c10::toString(dtype), hidden, vectorized);
+          test::expect_close(emulate_decode_dispatch(x, r, experts, all_local(c.experts), vectorized), ref, tol, what);
+        }
+      }
+    }
+  }
+}
+
+// Experts another rank holds: their slots add nothing (the reference skips `remote` experts).
+TEST(MoeKernelEmulation, RemoteExpertsAreSkipped) {
+  at::manual_seed(3);
+  auto experts = make_experts(8, 32, 16, at::kFloat);
+  std::vector<uint8_t> local = all_local(8);
+  for (const int e : {1, 4, 6}) {
+    local[static_cast<size_t>(e)] = 0;
+    experts[static_cast<size_t>(e)] = ExpertWeights{};
+    experts[static_cast<size_t>(e)].remote = true;
+  }
+  const at::Tensor x = at::randn({6, 32});
+  const Routing r = fixed_routing(random_ids(6, 8, 2), at::kFloat);
+  const at::Tensor ref = moe_dispatch(x, r, experts, Activation::SiLU, Backend::Reference);
+  test::expect_close(emulate_decode_dispatch(x, r, experts, local, true), ref, test::rounding_tolerance(at::kFloat),
+                     "remote");
+}
+
+// The combine, given the experts' outputs as the reference computes them (one gated MLP per
+// expert on its grouped rows), gives the reference's output bit for bit: same order, same
+// roundings. Up to 4096 tokens, 64 experts top-6, every token on one expert, fp32 and
+// model-dtype weights.
+TEST(MoeKernelEmulation, CombineRoundsExactlyAsTheReference) {
+  const DispatchCase cases[] = {{1, 8, 2, "random"},     {5, 64, 6, "random"},  {300, 16, 2, "one"},
+                                {4096, 64, 6, "random"}, {4096, 8, 2, "random"}, {100, 8, 1, "few"}};
+  for (const DispatchCase& c : cases) {
+    for (const at::ScalarType dtype : {at::kFloat, at::kBFloat16}) {
+      for (const at::ScalarType weight_dtype : {at::kFloat, dtype}) {
+        at::manual_seed(static_cast<uint64_t>(c.tokens + c.experts * 3));
+        const int64_t hidden = 24, inter = 16;
+        const auto experts = make_experts(c.experts, hidden, inter, dtype);
+        const at::Tensor x = at::randn({c.tokens, hidden}).to(dtype);
+        const Routing r = fixed_routing(permute_ids({c.tokens, c.experts, c.top_k, c.layout}), weight_dtype);
+        const Plan plan = emulate_permute(r.expert_ids.reshape({-1}), static_cast<int>(c.experts));
+        at::Tensor y = at::zeros({c.tokens * c.top_k, hidden}, dtype);
+        const at::Tensor order = at::tensor(std::vector<int64_t>(plan.order.begin(), plan.order.end()), at::kLong);
+        for (int e : plan.active) {
+          const int64_t begin = plan.offsets[static_cast<size_t>(e)], rows = plan.counts[static_cast<size_t>(e)];
+          const at::Tensor tokens = at::div(order.narrow(0, begin, rows), c.top_k, "floor");
+          y.narrow(0, begin, rows).copy_(gated_mlp(x.index_select(0, tokens), experts[static_cast<size_t>(e)], Activation::SiLU));
+        }
+        const at::Tensor out = emulate_combine(r.expert_ids, r.weights, plan, all_local(c.experts), y);
+        const at::Tensor ref = moe_dispatch(x, r, experts, Activation::SiLU, Backend::Reference);
+        EXPECT_TRUE(at::equal(out, ref)) << fmt::format("N{} E{} k{} {} {} weights {}: max diff {}", c.tokens,
+                                                        c.experts, c.top_k, c.layout, c10::toString(dtype),
+                                                        c10::toString(weight_dtype),
+                                                        (out.to(at::kDouble) - ref.to(at::kDouble)).abs().max().item<double>());
+      }
+    }
+  }
+}
+
+// ---- the kernels on a GPU ----
+
+TEST(MoeCuda, RouterKernelMatchesTheReference) {
+  if (!have_gpu()) GTEST_SKIP() << "needs a CUDA build and a GPU";
+  const at::Device cuda(at::kCUDA, 0);
+  int64_t flips = 0, slots = 0;
+  for (RouterCase c : router_cases()) {
+    for (const at::ScalarType dtype : {c.dtype, at::kHalf}) {
+      c.dtype = dtype;
+      at::manual_seed(static_cast<uint64_t>(c.tokens * 13 + c.experts + c.top_k));
+      const at::Tensor x = at::randn({c.tokens, 32}).to(dtype).to(cuda);
+      const at::Tensor w = (at::randn({c.experts, 32}) * 0.5).to(dtype).to(cuda);
+      const std::string what = fmt::format("N{} E{} k{} {} {}", c.tokens, c.experts, c.top_k, kind_name(c.kind),
+                                           c10::toString(dtype));
+      const Routing ref = moe_route(x, w, c.top_k, c.kind, Backend::Reference);
+      const Routing gpu = moe_route(x, w, c.top_k, c.kind, Backend::Cuda);
+      const double ptol = c.kind == RouterKind::SoftmaxModelDtype && dtype != at::kFloat ? 1e-2 : 1e-6;
+      test::expect_close(gpu.probs, ref.probs, {1e-7, ptol}, what + " probs");
+      flips += expect_same_topk(gpu, ref, score_tolerance(c), router_weight_tolerance(c), what);
+      slots += c.tokens * c.top_k;
+      // The kernel's own arithmetic, emulated on the host from the same logits.
+      const Routing emu = emulate_router(at::linear(x, w).cpu(), c.top_k, c.kind);
+      test::expect_close(gpu.probs, emu.probs, {1e-7, ptol}, what + " probs vs emulation");
+    }
+  }
+  EXPECT_LE(flips * 50, slots) << flips << " of " << slots;
+}
+
+TEST(MoeCuda, RouterKernelTiesGoToTheLowerExpertId) {
+  if (!have_gpu()) GTEST_SKIP() << "needs a CUDA build and a GPU";
+  // x = 0 makes every logit 0: all experts tie; at::topk on CUDA keeps the lowest ids too.
+  const at::Tensor x = at::zeros({4, 16}, at::kBFloat16).cuda();
+  const at::Tensor w = at::randn({64, 16}).to(at::kBFloat16).cuda();
+  const Routing gpu = moe_route(x, w, 6, RouterKind::SoftmaxModelDtype, Backend::Cuda);
+  EXPECT_TRUE(at::equal(gpu.expert_ids.cpu(), at::arange(6, at::kLong).repeat({4, 1}))) << gpu.expert_ids;
+  const Routing ref = moe_route(x, w, 6, RouterKind::SoftmaxModelDtype, Backend::Reference);
+  EXPECT_TRUE(at::equal(std::get<0>(ref.expert_ids.cpu().sort(-1)), at::arange(6, at::kLong).repeat({4, 1})))
+      << "at::topk on CUDA keeps other tied experts: " << ref.expert_ids;
+}
+
+// The kernel dispatch (decode GEMV path and prefill GEMM path) against the reference on the GPU.
+TEST(MoeCuda, DispatchMatchesTheReference) {
+  if (!have_gpu()) GTEST_SKIP() << "needs a CUDA build and a GPU";
+  const at::Device cuda(at::kCUDA, 0);
+  const DispatchCase cases[] = {{1, 8, 2, "random"},    {1, 64, 6, "random"},     {3, 8, 1, "random"},
+                                {16, 64, 6, "random"},   {12, 8, 2, "one"},        {9, 8, 2, "few"},
+                                {17, 16, 2, "random"},   {300, 16, 2, "one"},      {4096, 64, 6, "random"},
+                                {4096, 8, 2, "random"}};
+  for (const DispatchCase& c : cases) {
+    for (const at::ScalarType dtype : {at::kFloat, at::kBFloat16, at::kHalf}) {
+      for (const int64_t hidden : {40, 256}) {
+        const int64_t inter = hidden == 40 ? 24 : 96;
+        at::manual_seed(static_cast<uint64_t>(c.tokens * 5 + c.experts + hidden));
+        const auto experts = make_experts(c.experts, hidden, inter, dtype, cuda);
+        const ExpertTable table = make_expert_table(experts);
+        ASSERT_TRUE(table.defined()) << table.why;
+        const at::Tensor x = at::randn({c.tokens, hidden}).to(dtype).to(cuda);
+        Routing r = fixed_routing(permute_ids({c.tokens, c.experts, c.top_k, c.layout}), dtype);
+        r.expert_ids = r.expert_ids.to(cuda);
+        r.weights = r.weights.to(cuda);
+        const std::string what = fmt::format("N{} E{} k{} {} {} H{}", c.tokens, c.experts, c.top_k, c.layout,
+                                             c10::toString(dtype), hidden);
+        const at::Tensor ref = moe_dispatch(x, r, experts, Activation::SiLU, Backend::Reference);
+        const at::Tensor gpu = moe_dispatch(x, r, experts, Activation::SiLU, Backend::Cuda, &table);
+        const at::Tensor again = moe_dispatch(x, r, experts, Activation::SiLU, Backend::Cuda, &table);
+        // As DecodeDispatchMatchesTheReference: another summation order (fp32), a rounding flip
+        // carried through down (bf16, fp16).
+        test::Tolerance tol = test::rounding_tolerance(dtype);
+        tol = dtype == at::kFloat ? test::Tolerance{1e-4, 1e-5} : test::Tolerance{2 * tol.atol, 2 * tol.rtol};
+        test::expect_close(gpu, ref, tol, what);
+        EXPECT_TRUE(at::equal(gpu, again)) << what << ": not deterministic";
+        if (c.tokens <= kMoeDecodeMaxTokens) {  // the decode kernels, emulated on the host from the same inputs
+          std::vector<ExpertWeights> host;
+          for (const auto& e : experts) {
+            ExpertWeights h;
+            h.gate_up = Linear(e.gate_up.weight.cpu());
+            h.gate = Linear(h.gate_up.weight.narrow(0, 0, inter));
+            h.up = Linear(h.gate_up.weight.narrow(0, inter, inter));
+            h.down = Linear(e.down.weight.cpu());
+            host.push_back(std::move(h));
+          }
+          Routing rh{r.expert_ids.cpu(), r.weights.cpu(), {}};
+          test::expect_close(gpu, emulate_decode_dispatch(x.cpu(), rh, host, all_local(c.experts), true), tol,
+                             what + " vs emulation");
+        }
+        // Without the table (and with int8 experts) the GEMM chain per expert runs.
+        test::expect_close(moe_dispatch(x, r, experts, Activation::SiLU, Backend::Cuda), ref, tol, what + " no table");
+      }
+    }
+  }
+}
+
+TEST(MoeCuda, DispatchSkipsRemoteExpertsAndRunsInt8Experts) {
+  if (!have_gpu()) GTEST_SKIP() << "needs a CUDA build and a GPU";
+  const at::Device cuda(at::kCUDA, 0);
+  auto experts = make_experts(8, 64, 32, at::kBFloat16, cuda);
+  for (const int e : {2, 5}) {
+    experts[static_cast<size_t>(e)] = ExpertWeights{};
+    experts[static_cast<size_t>(e)].remote = true;
+  }
+  const ExpertTable table = make_expert_table(experts);
+  ASSERT_TRUE(table.defined()) << table.why;
+  const at::Tensor x = at::randn({4, 64}).to(at::kBFloat16).to(cuda);
+  Routing r = fixed_routing(random_ids(4, 8, 2).to(cuda), at::kBFloat16);
+  r.weights = r.weights.to(cuda);
+  const at::Tensor ref = moe_dispatch(x, r, experts, Activation::SiLU, Backend::Reference);
+  test::Tolerance tol = test::rounding_tolerance(at::kBFloat16);
+  tol = {2 * tol.atol, 2 * tol.rtol};
+  test::expect_close(moe_dispatch(x, r, experts, Activation::SiLU, Backend::Cuda, &table), ref, tol, "remote");
+
+  auto int8 = make_experts(8, 64, 32, at::kBFloat16, cuda);
+  for (auto& e : int8) {
+    e.gate_up = quantize_int8(e.gate_up);
+    e.gate = quantize_int8(e.gate);
+    e.up = quantize_int8(e.up);
+    e.down = quantize_int8(e.down);
+  }
+  const ExpertTable none = make_expert_table(int8);
+  EXPECT_FALSE(none.defined());
+  EXPECT_NE(none.why.find("int8"), std::string::npos) << none.why;
+  test::expect_close(moe_dispatch(x, r, int8, Activation::SiLU, Backend::Cuda, &none),
+                     moe_dispatch(x, r, int8, Activation::SiLU, Backend::Reference), tol, "int8");
+}
+
+// A decode step's dispatch captured in a CUDA graph and replayed with other routing gives what it
+// gives eagerly: nothing in it reads the host.
+TEST(MoeCuda, DispatchReplaysInACudaGraph) {
+#ifndef EFFARCH_WITH_CUDA
+  GTEST_SKIP() << "needs a CUDA build and a GPU";
+#else
+  if (!have_gpu()) GTEST_SKIP() << "needs a CUDA build and a GPU";
+  const at::Device cuda(at::kCUDA, 0);
+  const auto experts = make_experts(64, 128, 64, at::kBFloat16, cuda);
+  const ExpertTable table = make_expert_table(experts);
+  const at::Tensor router = at::randn({64, 128}).to(at::kBFloat16).to(cuda);
+  at::Tensor x = at::randn({2, 128}).to(at::kBFloat16).to(cuda);
+  const auto step = [&] {
+    const Routing r = moe_route(x, router, 6, RouterKind::SoftmaxModelDtype, Backend::Cuda);
+    return moe_dispatch(x, r, experts, Activation::SiLU, Backend::Cuda, &table);
+  };
+  const at::Tensor eager_first = step();
+  at::cuda::CUDAGraph graph;
+  const c10::cuda::CUDAStream side = c10::cuda::getStreamFromPool(false, 0);
+  at::Tensor captured;
+  {
+    const c10::cuda::CUDAStreamGuard guard(side);
+    graph.capture_begin();
+    captured = step();
+    graph.capture_end();
+  }
+  graph.replay();
+  EXPECT_TRUE(at::equal(captured, eager_first));
+  x.copy_(at::randn({2, 128}).to(at::kBFloat16));
+  graph.replay();
+  EXPECT_TRUE(at::equal(captured, step()));
+#endif
+}
+
+TEST(MoeCuda, BackendCudaIsRefusedOffCuda) {
+  const at::Tensor x = at::randn({2, 8});
+  EXPECT_THROW(moe_route(x, at::randn({4, 8}), 2, RouterKind::SoftmaxFp32, Backend::Cuda), OpError);
+}
+
+}  // namespace
+}  // namespace effarch::ops
