@@ -1,9 +1,9 @@
 #pragma once
-// The selective scan's CUDA shells: the prefill kernel runs scan::scan_block (selective_scan_core.h)
+// The selective scan's CUDA shells: the prefill kernel runs scan::scan_block (selective_scan_math.h)
 // for one block of channels, the update kernel scan::update_channel for one thread per channel.
 // The math lives in the core header, which the CPU tests also run.
 
-#include "selective_scan/selective_scan_core.h"
+#include "selective_scan/selective_scan_math.h"
 
 namespace effarch::kernels {
 

@@ -1,6 +1,6 @@
 #pragma once
 // The selective scan kernels' params (see selective_scan.h): plain C++ with no CUDA header, so the
-// host emulation in the CPU tests (selective_scan_core.h) builds without the CUDA toolkit.
+// host emulation in the CPU tests (selective_scan_math.h) builds without the CUDA toolkit.
 
 #include <cstdint>
 

@@ -2,7 +2,7 @@
 // The selective scan kernels' launch, prepared on the host (every build): the tensors a launch reads
 // and writes, and the params that point at them. src/ops/selective_scan_cuda.cpp launches it on
 // the GPU; the CPU tests run the kernels' host emulation on it (kernels/selective_scan/
-// selective_scan_core.h), so this code and the kernels' math are tested without a GPU.
+// selective_scan_math.h), so this code and the kernels' math are tested without a GPU.
 
 #include <optional>
 

@@ -1,6 +1,6 @@
 // The selective scan's CUDA kernels (kernels/selective_scan/) against the ATen reference, the oracle.
 //
-// Without a GPU the kernels' own block algorithm runs in its host emulation (selective_scan_core.h:
+// Without a GPU the kernels' own block algorithm runs in its host emulation (selective_scan_math.h:
 // every block, each phase for all threads before the next), on launches prepared by the same host
 // code the CUDA binding uses (src/ops/selective_scan_launch.cpp): chunking, the cross-warp state
 // combination, the carry between chunks, padding past the sequence and the channels, strides,
@@ -17,7 +17,7 @@
 
 #include "effarch/common/error.h"
 #include "effarch/ops/selective_scan.h"
-#include "selective_scan/selective_scan_core.h"
+#include "selective_scan/selective_scan_math.h"
 #include "selective_scan_launch.h"
 #include "tolerance.h"
 
