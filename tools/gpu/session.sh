@@ -1,29 +1,84 @@
 #!/usr/bin/env bash
-# One GPU session, everything that needs the GPU in one go (docs/perf/README.md): build, the unit
-# tests (the CUDA ones run there), and the benchmark suites. Run from the source root on the GPU
-# machine after `source .gpu-kit/env.sh` (the kit tools/gpu/fetch-kit.sh makes, docs/building.md);
-# results land in OUT (default ./gpu-out), each stage bounded by a timeout so a slow one cannot
-# eat the rest. The GPU checks still waiting for a run are listed in docs/perf/pending.md.
-#   tools/gpu/session.sh [OUT]
-out=${1:-${OUT:-gpu-out}}
+# One GPU session in stages, each fitting one device command (10 minutes): build and every unit test
+# (the kernels' GPU tests run there), the kernels on their own, then the benchmark suites. Run from
+# the source root on the GPU machine after `source .gpu-kit/env.sh` (the kit tools/gpu/fetch-kit.sh
+# makes, docs/building.md); results land in OUT (default ./gpu-out), each step bounded by a timeout
+# so a slow one cannot eat the rest. The GPU checks still waiting for a run, with what each must
+# show, are listed in docs/perf/pending.md; this script runs the core of them in order of value.
+#   tools/gpu/session.sh check|kernels|bench|all [OUT]
+#     check:   build, the unit tests, kernel vs reference tokens for every tiny model (graphs off/on)
+#     kernels: effarch kernels (Mamba-1, Mamba-2 shapes) and effarch profile of two decode steps
+#     bench:   the headline suites (Mamba vs Transformer with graphs, batched decode, MoE, memory)
+stage=${1:-check}
+out=${2:-${OUT:-gpu-out}}
 mkdir -p "$out"
-summary="$out/summary.txt"
+summary="$out/summary-$stage.txt"
 log() { echo "$@" | tee -a "$summary"; }
-log "== $(date -u +%FT%TZ) $(git rev-parse --short=12 HEAD 2>/dev/null || echo no-git) on $(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader)"
+log "== $stage $(date -u +%FT%TZ) $(git rev-parse --short=12 HEAD 2>/dev/null || echo no-git) on $(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader)"
 tools/gpu/build.sh build 90 2>&1 | tee -a "$summary" || exit 1
 B=build/src/effarch
 T=build/tests/effarch_tests
-log "== link order of the test binary (NEEDED):"
-readelf -d "$T" | grep NEEDED | head -6 | tee -a "$summary"
-log "== unit tests"
-timeout 150 "$T" --gtest_filter='-HfParity.*' > "$out/gtest.log" 2>&1
-rc=$?
-log "gtest exit $rc: $(grep -E '^\[  (PASSED|FAILED)  \]' "$out/gtest.log" | tr '\n' ' ')"
-if [[ $rc != 0 ]]; then  # a link-order problem shows as a crash; retry with the system libstdc++ first
-  LD_PRELOAD=$(g++ -print-file-name=libstdc++.so.6) timeout 150 "$T" --gtest_filter='-HfParity.*' > "$out/gtest.log" 2>&1
-  log "gtest with libstdc++ preloaded exit $?: $(grep -E '^\[  (PASSED|FAILED)  \]' "$out/gtest.log" | tr '\n' ' ')"
-fi
-grep -E 'CausalConv1dCuda|CudaGraph|RefuseMoe|Backend\.AutoOnAGpu|Implementations\.' "$out/gtest.log" | grep -E 'OK|FAILED|SKIPPED' >> "$summary"
+
+check() {
+  log "== unit tests"
+  timeout 360 "$T" --gtest_filter='-HfParity.*' > "$out/gtest.log" 2>&1
+  local rc=$?
+  log "gtest exit $rc: $(grep -E '^\[  (PASSED|FAILED)  \]' "$out/gtest.log" | tr '\n' ' ')"
+  if [[ $rc != 0 && $rc != 1 ]]; then  # a crash (not failed tests): link order first, then who crashed
+    tail -20 "$out/gtest.log" >> "$summary"
+    LD_PRELOAD=$(g++ -print-file-name=libstdc++.so.6) timeout 360 "$T" --gtest_filter='-HfParity.*' > "$out/gtest.log" 2>&1
+    log "gtest with libstdc++ preloaded exit $?: $(grep -E '^\[  (PASSED|FAILED)  \]' "$out/gtest.log" | tr '\n' ' ')"
+  fi
+  # The GPU tests of every kernel: each must be OK, not SKIPPED.
+  grep -E '^\[ +(OK|FAILED|SKIPPED) +\] .*(Cuda|OnTheGpu|OnAGpu|CudaGraph|Gpu)' "$out/gtest.log" >> "$summary"
+  grep -E '^\[  FAILED  \]' "$out/gtest.log" | sort -u >> "$summary"
+  log "== kernels against the reference in whole models (fp32 greedy tokens), graphs off and on"
+  local m b g run
+  for m in tiny-llama tiny-phi tiny-mistral tiny-mamba tiny-falcon-mamba tiny-mamba2 tiny-mixtral tiny-deepseek-moe tiny-jamba; do
+    for run in auto:off auto:on reference:off; do  # the reference MoE dispatch refuses graphs (by design)
+      b=${run%:*} g=${run#*:}
+      timeout 60 "$B" generate "$m" --device cuda --dtype float32 --prompt-ids "$(seq -s, 1 40)" -n 24 \
+        --backend "$b" --cuda-graphs "$g" --json > "$out/gen-$m-$b-$g.json" 2>> "$out/gen-errors.txt"
+    done
+    python3 - "$out" "$m" >> "$summary" <<'EOF'
+import json, sys
+out, m = sys.argv[1:]
+runs = {}
+for b, g in (("auto", "off"), ("auto", "on"), ("reference", "off")):
+    try:
+        runs[b, g] = json.load(open(f"{out}/gen-{m}-{b}-{g}.json"))
+    except Exception:
+        runs[b, g] = None
+ok = [k for k, v in runs.items() if v]
+base = runs.get(("reference", "off"))
+same = base and all(v["tokens"] == base["tokens"] for v in runs.values() if v)
+impl = runs[("auto", "off")]["implementations"] if runs.get(("auto", "off")) else "?"
+print(f"{m}: {'same tokens' if same else 'TOKENS DIFFER or a run failed'} over {len(ok)}/3 runs; auto runs {impl}; "
+      f"graphs on: {[runs[k]['cuda_graphs'] for k in ok if k[1] == 'on']}")
+EOF
+  done
+}
+
+kernels() {
+  local K="--device cuda --dtype bfloat16 --reps 10 --warmup 2 --lengths 512-65536*2"
+  log "== effarch kernels"
+  timeout --signal=INT 280 "$B" kernels $K --ops causal_conv1d,causal_conv1d_update,selective_scan,selective_state_update,attention,attention_decode \
+    -o "$out/kernels-mamba1.json" > "$out/kernels-mamba1.txt" 2>&1
+  log "exit $?"
+  timeout --signal=INT 200 "$B" kernels $K --ops ssd_chunk_scan,ssd_state_update,gated_rms_norm,attention \
+    -o "$out/kernels-mamba2.json" > "$out/kernels-mamba2.txt" 2>&1
+  log "exit $?"
+  log "== effarch profile (one decode step per op kind)"
+  local m g
+  for m in mamba-2.8b phi-2; do
+    for g in off on; do
+      timeout 60 "$B" profile "$m" --device cuda --context 512 --steps 16 --cuda-graphs "$g" -o "$out/prof-$m-$g.json" \
+        > "$out/prof-$m-$g.txt" 2>&1
+      log "profile $m graphs $g: exit $?"
+    done
+  done
+}
+
 bench() {  # name timeout args...
   local name=$1 limit=$2
   shift 2
@@ -31,10 +86,21 @@ bench() {  # name timeout args...
   timeout --signal=INT "$limit" "$B" bench "$@" -o "$out/$name.json" --no-progress --format md >> "$summary" 2>&1
   log "exit $?"
 }
-bench quickstart 40 --suite quickstart --device cuda --dtype bf16
-bench mamba-vs-transformer 140 --suite mamba-vs-transformer --device cuda
-bench mamba-vs-transformer-graphs 80 --suite mamba-vs-transformer --device cuda --cuda-graphs on --prompt-lengths 512,4096,32768
-bench memory-curve 80 --suite memory-curve --device cuda
-bench moe 50 --suite moe --device cuda --prompt-lengths 512,2048 --batch 1
+
+benches() {
+  bench mamba-vs-transformer-graphs 200 --suite mamba-vs-transformer --device cuda --cuda-graphs on --prompt-lengths 512,4096,16384,32768
+  bench mamba-reference-4096 60 mamba-2.8b --device cuda --dtype bf16 --prompt-lengths 4096 --gen-tokens 64 --backend reference --cuda-graphs on
+  bench batched-decode 150 --suite batched-decode --device cuda --prompt-lengths 512
+  bench moe 80 deepseek-moe-16b --device cuda --dtype bf16 --prompt-lengths 512,4096 --gen-tokens 64 --cuda-graphs on
+  bench codestral-memory 60 mamba-codestral-7b --device cuda --dtype bf16 --mode memory --prompt-lengths 16384,65536 --gen-tokens 8 --reps 1 --warmup 0
+}
+
+case $stage in
+  check) check ;;
+  kernels) kernels ;;
+  bench) benches ;;
+  all) check; kernels; benches ;;
+  *) echo "usage: tools/gpu/session.sh check|kernels|bench|all [OUT]" >&2; exit 2 ;;
+esac
 rm -f "$out"/*.jsonl  # the final JSONs hold the same points
 log "== done $(date -u +%FT%TZ)"
