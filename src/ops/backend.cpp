@@ -32,6 +32,7 @@ std::string_view op_name(OpFamily op) {
     case OpFamily::SsdStateUpdate: return "ssd_state_update";
     case OpFamily::GatedRmsNorm: return "gated_rms_norm";
     case OpFamily::MoeDispatch: return "moe_dispatch";
+    case OpFamily::DecodeAttention: return "decode_attention";
   }
   return "?";
 }
@@ -40,7 +41,7 @@ const std::vector<OpFamily>& all_op_families() {
   static const std::vector<OpFamily> all{OpFamily::CausalConv1d,   OpFamily::SelectiveScan,
                                          OpFamily::SelectiveStateUpdate, OpFamily::SsdScan,
                                          OpFamily::SsdStateUpdate, OpFamily::GatedRmsNorm,
-                                         OpFamily::MoeDispatch};
+                                         OpFamily::MoeDispatch,    OpFamily::DecodeAttention};
   return all;
 }
 
@@ -48,6 +49,7 @@ bool has_cuda_kernel(OpFamily op) {
   if (!kBuiltWithCuda) return false;
   switch (op) {
     case OpFamily::CausalConv1d: return true;  // kernels/causal_conv1d
+    case OpFamily::DecodeAttention: return true;  // kernels/decode_attention
     default: return false;                      // the ATen reference runs on the GPU too
   }
 }
