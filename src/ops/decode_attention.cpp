@@ -61,7 +61,9 @@ void check_positions(const at::Tensor& positions, const at::Tensor& q) {
   }
 }
 
+#ifdef EFFARCH_WITH_CUDA
 at::Tensor empty_out(const at::Tensor& q) { return at::empty(q.sizes(), q.options()); }
+#endif
 
 }  // namespace
 
