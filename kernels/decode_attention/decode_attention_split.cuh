@@ -4,13 +4,14 @@
 //
 // Split kernel, one block of kThreads threads per grid cell. The block finds its keys on the
 // device (the sequence's position, the window, its split), then streams them through shared
-// memory in tiles of kTileKeys keys, two stages in flight (cp.async), K and V rows copied once
-// and read from shared memory by every query row of the KV head. Groups of kLanes lanes each own
-// a row (or two) and a slice of every tile's keys; a lane holds kVec elements of the query (fp32,
-// scaled to base 2), scores a key with a partial dot product summed over the lanes (shuffles),
-// and keeps an online softmax (running max, sum, output slice) over kStep keys at a time. At the
-// end the key groups' states are merged through shared memory, and the block writes the output
-// (one split) or the split's normalised output and log2-sum-exp2 to the workspace.
+// memory in tiles of kTileKeys keys, two stages in flight (cp.async; one where two do not fit),
+// K and V rows copied once and read from shared memory by every query row of the KV head.
+// Groups of kLanes lanes each own a row (or two) and a slice of every tile's keys; a lane holds
+// kVec elements of the query (fp32, scaled to base 2), scores a key with a partial dot product
+// summed over the lanes (shuffles), and keeps an online softmax (running max, sum, output slice)
+// over kStep keys at a time. At the end the key groups' states are merged through shared memory,
+// and the block writes the output (one split) or the split's normalised output and
+// log2-sum-exp2 to the workspace.
 //
 // Combine kernel, one block per (sequence, query head, query): each thread one element of the
 // head dimension, the weighted sum of the splits (combine_splits).
@@ -34,7 +35,8 @@ __global__ void __launch_bounds__(decode_attn::kThreads)
 
   extern __shared__ __align__(16) unsigned char smem[];
   T* const k_tiles = reinterpret_cast<T*>(smem);
-  T* const v_tiles = k_tiles + 2 * da::kTileKeys * kPitch;
+  constexpr int kStages = da::kStages<T, kHeadDim>;
+  T* const v_tiles = k_tiles + kStages * da::kTileKeys * kPitch;
 
   const int split = blockIdx.x;
   const int kv_head = static_cast<int>(blockIdx.y) % p.kv_heads;
@@ -95,15 +97,21 @@ __global__ void __launch_bounds__(decode_attn::kThreads)
 
   if (num_tiles > 0) load_tile(0, 0);
   for (int tile = 0; tile < num_tiles; ++tile) {
-    if (tile + 1 < num_tiles) {
-      load_tile(tile + 1, (tile + 1) & 1);
-      da::cp_async_wait<1>();
+    if constexpr (kStages == 2) {
+      if (tile + 1 < num_tiles) {
+        load_tile(tile + 1, (tile + 1) & 1);
+        da::cp_async_wait<1>();
+      } else {
+        da::cp_async_wait<0>();
+      }
     } else {
+      if (tile > 0) load_tile(tile, 0);
       da::cp_async_wait<0>();
     }
     __syncthreads();
-    const T* const kt = k_tiles + (tile & 1) * da::kTileKeys * kPitch;
-    const T* const vt = v_tiles + (tile & 1) * da::kTileKeys * kPitch;
+    const int stage = kStages == 2 ? (tile & 1) : 0;
+    const T* const kt = k_tiles + stage * da::kTileKeys * kPitch;
+    const T* const vt = v_tiles + stage * da::kTileKeys * kPitch;
     const int64_t first = keys.begin + static_cast<int64_t>(tile) * da::kTileKeys;
     for (int step = 0; step < L::kKeysPerGroup; step += L::kStep) {
       const int key0 = key_group * L::kKeysPerGroup + step;  // in the tile
