@@ -33,6 +33,7 @@ std::string_view op_name(OpFamily op) {
     case OpFamily::GatedRmsNorm: return "gated_rms_norm";
     case OpFamily::MoeDispatch: return "moe_dispatch";
     case OpFamily::DecodeAttention: return "decode_attention";
+    case OpFamily::RopeCacheWrite: return "rope_cache_write";
   }
   return "?";
 }
@@ -41,7 +42,8 @@ const std::vector<OpFamily>& all_op_families() {
   static const std::vector<OpFamily> all{OpFamily::CausalConv1d,   OpFamily::SelectiveScan,
                                          OpFamily::SelectiveStateUpdate, OpFamily::SsdScan,
                                          OpFamily::SsdStateUpdate, OpFamily::GatedRmsNorm,
-                                         OpFamily::MoeDispatch,    OpFamily::DecodeAttention};
+                                         OpFamily::MoeDispatch,    OpFamily::DecodeAttention,
+                                         OpFamily::RopeCacheWrite};
   return all;
 }
 
@@ -50,6 +52,7 @@ bool has_cuda_kernel(OpFamily op) {
   switch (op) {
     case OpFamily::CausalConv1d: return true;  // kernels/causal_conv1d
     case OpFamily::DecodeAttention: return true;  // kernels/decode_attention
+    case OpFamily::RopeCacheWrite: return true;   // kernels/rope_cache
     default: return false;                      // the ATen reference runs on the GPU too
   }
 }

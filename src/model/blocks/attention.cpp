@@ -11,6 +11,7 @@
 
 #include "blocks.h"
 #include "effarch/ops/decode_attention.h"
+#include "effarch/ops/rope_cache.h"
 
 namespace effarch::model {
 namespace {
@@ -32,12 +33,8 @@ class AttentionMixer final : public Mixer {
     at::Tensor k = ops::linear(x, k_).view({b, t, a_.num_kv_heads, a_.head_dim}).transpose(1, 2);
     const at::Tensor v = ops::linear(x, v_).view({b, t, a_.num_kv_heads, a_.head_dim}).transpose(1, 2);
     if (ctx.position != nullptr) {  // static decode: the position lives on the device
-      if (a_.rope) {
-        q = ops::apply_rope_at(q, *ctx.rope, *ctx.position);
-        k = ops::apply_rope_at(k, *ctx.rope, *ctx.position);
-      }
-      cache.k.index_copy_(2, *ctx.position, k);
-      cache.v.index_copy_(2, *ctx.position, v);
+      // RoPE on q and k and the cache write in one op (one kernel on a GPU).
+      q = ops::rope_cache_write(q, k, v, a_.rope ? ctx.rope : nullptr, *ctx.position, cache.k, cache.v, ctx.backend);
       // The decode kernel (or its masked-SDPA reference) over the whole buffer; it reads the
       // position on the device and only the keys up to it.
       const at::Tensor out = ops::decode_attention(q, cache.k, cache.v, *ctx.position, scale_, a_.sliding_window,

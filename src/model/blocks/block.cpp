@@ -27,7 +27,7 @@ std::vector<ops::OpFamily> op_families(const LayerSpec& layer) {
   std::vector<OpFamily> ops;
   switch (layer.mixer) {
     case MixerKind::Attention:
-      ops = {OpFamily::DecodeAttention};
+      ops = {OpFamily::DecodeAttention, OpFamily::RopeCacheWrite};
       break;
     case MixerKind::Mamba1:
       ops = {OpFamily::CausalConv1d, OpFamily::SelectiveScan, OpFamily::SelectiveStateUpdate};
