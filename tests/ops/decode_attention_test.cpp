@@ -3,7 +3,8 @@
 // functions the kernel calls: kernels/decode_attention/decode_attention_math.h) against the
 // reference; the reference against causal_attention; argument errors; and, with a GPU, the CUDA
 // kernel against the reference for every dtype up to 32k keys, under CUDA graph replay, and the
-// tiny Transformer models' greedy tokens with the kernel and with the reference.
+// tiny Transformer models' greedy tokens with the kernels (decode attention, and the fused RoPE +
+// cache write in the static and graphed steps) and with the reference.
 
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
@@ -566,6 +567,7 @@ TEST(DecodeAttentionModels, TinyTransformersGiveTheSameGreedyTokensWithTheKernel
       auto reference = tiny(v.name, v.overrides, ops::Backend::Reference, mode, gpu);
       ASSERT_EQ(kernel->implementations().at("decode_attention"), "cuda") << v.name;
       ASSERT_EQ(reference->implementations().at("decode_attention"), "reference") << v.name;
+      ASSERT_EQ(kernel->implementations().at("rope_cache_write"), "cuda") << v.name;  // the static step's fused RoPE
       at::manual_seed(3);
       const at::Tensor prompt = at::randint(0, kernel->config().vocab_size, {3, 11}, at::kLong).to(gpu);
       const std::string what = std::string(v.name) + " " + v.overrides.dump() + " mode " +
