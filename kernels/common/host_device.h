@@ -1,11 +1,30 @@
 #pragma once
-// EFFARCH_HD marks a function that runs both in a kernel and on the host: a kernel's own per-thread
-// and per-block math, written once, so that a CPU test can run the same code path (a host
-// emulation looping over blocks and threads in the kernel's order) against the ATen reference.
-// Plain C++ without nvcc: such headers must not use CUDA-only types.
+// Kernel math that a CPU test can run: functions marked EFFARCH_HD are device functions under
+// nvcc and plain inline host functions elsewhere, so a test compiled by the host compiler runs
+// the kernel's own code (a host emulation that walks the blocks and threads in the kernel's phase
+// order) against the ATen reference on a machine without a GPU.
+//
+// Under nvcc they are device-only: nothing here is compiled twice, and device helpers
+// (common/convert.cuh) can be called. On the host, float is the only element type (the stand-ins
+// below); the other dtypes are exercised by the GPU tests.
 
-#if defined(__CUDACC__)
-#define EFFARCH_HD __host__ __device__ __forceinline__
+#include <cmath>
+
+#ifdef __CUDACC__
+#define EFFARCH_HD __device__ __forceinline__
+#include "common/convert.cuh"
 #else
 #define EFFARCH_HD inline
+
+namespace effarch::kernels {
+
+// Host stand-ins for common/convert.cuh, float only.
+inline float to_float(float v) { return v; }
+template <typename T>
+inline T from_float(float v);
+template <>
+inline float from_float<float>(float v) { return v; }
+inline float silu(float v) { return v / (1.0f + expf(-v)); }
+
+}  // namespace effarch::kernels
 #endif

@@ -24,10 +24,10 @@ inline constexpr float kLog2e = 1.4426950408889634f;
 
 // Head sizes with a kernel, and the lanes that share one row's head dimension: each lane owns
 // kVec = head_dim / lanes consecutive elements (16 lanes, except 8 for head size 40).
-EFFARCH_HD bool supported_head_dim(int head_dim) {
+inline bool supported_head_dim(int head_dim) {
   return head_dim == 16 || head_dim == 32 || head_dim == 40 || head_dim == 64 || head_dim == 80 || head_dim == 128;
 }
-EFFARCH_HD constexpr int lanes_for(int head_dim) { return head_dim % 16 == 0 ? 16 : 8; }
+constexpr int lanes_for(int head_dim) { return head_dim % 16 == 0 ? 16 : 8; }
 
 // How the kThreads threads of a block share kRows query rows and a tile of keys. The threads form
 // kGroups groups of kLanes lanes; group g serves rows of row group g % kRowGroups (kRowsPerGroup
