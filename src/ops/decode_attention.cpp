@@ -6,6 +6,7 @@
 #include <limits>
 
 #include <ATen/ATen.h>
+#include <ATen/record_function.h>
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
@@ -101,6 +102,7 @@ at::Tensor decode_attention_reference(const at::Tensor& q, const at::Tensor& k, 
 at::Tensor decode_attention(const at::Tensor& q, const at::Tensor& k_cache, const at::Tensor& v_cache,
                             const at::Tensor& positions, double scale, std::optional<int64_t> window, Backend backend,
                             AttentionImpl reference) {
+  RECORD_USER_SCOPE("effarch::decode_attention");  // names the op in profiles
   check_tensors(q, k_cache, v_cache, window);
   check_positions(positions, q);
   [[maybe_unused]] const bool cuda = use_cuda_kernel(backend, OpFamily::DecodeAttention, q.device());
@@ -117,6 +119,7 @@ at::Tensor decode_attention(const at::Tensor& q, const at::Tensor& k_cache, cons
 at::Tensor decode_attention(const at::Tensor& q, const at::Tensor& k_cache, const at::Tensor& v_cache,
                             int64_t position, double scale, std::optional<int64_t> window, Backend backend,
                             AttentionImpl reference) {
+  RECORD_USER_SCOPE("effarch::decode_attention");  // names the op in profiles
   check_tensors(q, k_cache, v_cache, window);
   const int64_t t = q.size(2);
   if (position - (t - 1) < 0 || position >= k_cache.size(2)) {

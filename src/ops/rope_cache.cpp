@@ -4,6 +4,7 @@
 #include "effarch/ops/rope_cache.h"
 
 #include <ATen/ATen.h>
+#include <ATen/record_function.h>
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
@@ -51,6 +52,7 @@ void check(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const 
 
 at::Tensor rope_cache_write(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const RopeTables* tables,
                             const at::Tensor& position, at::Tensor& k_cache, at::Tensor& v_cache, Backend backend) {
+  RECORD_USER_SCOPE("effarch::rope_cache_write");  // names the op in profiles
   check(q, k, v, tables, position, k_cache, v_cache);
   [[maybe_unused]] const bool cuda = use_cuda_kernel(backend, OpFamily::RopeCacheWrite, q.device());
 #ifdef EFFARCH_WITH_CUDA
