@@ -32,6 +32,8 @@ std::string_view op_name(OpFamily op) {
     case OpFamily::SsdStateUpdate: return "ssd_state_update";
     case OpFamily::GatedRmsNorm: return "gated_rms_norm";
     case OpFamily::MoeDispatch: return "moe_dispatch";
+    case OpFamily::DecodeAttention: return "decode_attention";
+    case OpFamily::RopeCacheWrite: return "rope_cache_write";
   }
   return "?";
 }
@@ -40,7 +42,8 @@ const std::vector<OpFamily>& all_op_families() {
   static const std::vector<OpFamily> all{OpFamily::CausalConv1d,   OpFamily::SelectiveScan,
                                          OpFamily::SelectiveStateUpdate, OpFamily::SsdScan,
                                          OpFamily::SsdStateUpdate, OpFamily::GatedRmsNorm,
-                                         OpFamily::MoeDispatch};
+                                         OpFamily::MoeDispatch,    OpFamily::DecodeAttention,
+                                         OpFamily::RopeCacheWrite};
   return all;
 }
 
@@ -51,6 +54,8 @@ bool has_cuda_kernel(OpFamily op) {
     case OpFamily::SelectiveScan:         // kernels/selective_scan
     case OpFamily::SelectiveStateUpdate:  // the same folder, one step
     case OpFamily::MoeDispatch:           // kernels/moe (router, permute, expert GEMV, combine)
+    case OpFamily::DecodeAttention:       // kernels/decode_attention
+    case OpFamily::RopeCacheWrite:        // kernels/rope_cache
       return true;
     default: return false;                      // the ATen reference runs on the GPU too
   }

@@ -36,15 +36,19 @@ TEST(Implementations, EachModelListsTheOpFamiliesItUses) {
                     {"ssd_state_update", "cpu"}};
   const Impl mamba2_ref{{"causal_conv1d", "reference"}, {"gated_rms_norm", "reference"}, {"ssd_scan", "reference"},
                         {"ssd_state_update", "reference"}};
-  EXPECT_EQ(make("tiny-llama", ops::Backend::Auto)->implementations(), Impl{});
+  // Attention layers: the decode attention (its CUDA kernel on a GPU, the reference here).
+  EXPECT_EQ(make("tiny-llama", ops::Backend::Auto)->implementations(), (Impl{{"decode_attention", "reference"}, {"rope_cache_write", "reference"}}));
   EXPECT_EQ(make("tiny-mamba", ops::Backend::Auto)->implementations(), mamba1);
   EXPECT_EQ(make("tiny-falcon-mamba", ops::Backend::Auto)->implementations(), mamba1);
   EXPECT_EQ(make("tiny-mamba2", ops::Backend::Auto)->implementations(), mamba2);
-  EXPECT_EQ(make("tiny-mixtral", ops::Backend::Auto)->implementations(), (Impl{{"moe_dispatch", "cpu"}}));
+  EXPECT_EQ(make("tiny-mixtral", ops::Backend::Auto)->implementations(),
+            (Impl{{"decode_attention", "reference"}, {"moe_dispatch", "cpu"}, {"rope_cache_write", "reference"}}));
   EXPECT_EQ(make("tiny-mamba", ops::Backend::Reference)->implementations(), mamba1_ref);
   EXPECT_EQ(make("tiny-mamba2", ops::Backend::Reference)->implementations(), mamba2_ref);
   Impl jamba = mamba1_ref;
   jamba["moe_dispatch"] = "reference";
+  jamba["decode_attention"] = "reference";
+  jamba["rope_cache_write"] = "reference";
   EXPECT_EQ(make("tiny-jamba", ops::Backend::Reference)->implementations(), jamba);
 }
 

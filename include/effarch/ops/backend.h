@@ -44,6 +44,8 @@ enum class OpFamily {
   SsdStateUpdate,        // Mamba-2 decode step
   GatedRmsNorm,          // Mamba-2's gated RMSNorm
   MoeDispatch,           // MoE expert dispatch
+  DecodeAttention,       // decode_attention: a decode step's attention over the KV cache
+  RopeCacheWrite,        // rope_cache_write: the static decode step's RoPE and KV-cache write
 };
 std::string_view op_name(OpFamily op);  // e.g. "selective_scan"
 const std::vector<OpFamily>& all_op_families();

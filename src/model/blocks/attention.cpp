@@ -1,14 +1,17 @@
 // Attention mixer: q/k/v projections, RoPE where the config has it, the new K/V written into the
 // preallocated cache, causal attention over the cache prefix (only its last sliding_window keys
-// where the config has one: Mistral, Mixtral), output projection. Under tensor parallelism the
-// config holds this rank's heads (q/k/v column shards) and the output projection's partial sums
-// are all-reduced.
+// where the config has one: Mistral, Mixtral), output projection. A decode step (one new token)
+// attends through ops::decode_attention: the CUDA decode kernel, or its SDPA reference. Under
+// tensor parallelism the config holds this rank's heads (q/k/v column shards) and the output
+// projection's partial sums are all-reduced.
 
 #include <cmath>
 
 #include <ATen/ATen.h>
 
 #include "blocks.h"
+#include "effarch/ops/decode_attention.h"
+#include "effarch/ops/rope_cache.h"
 
 namespace effarch::model {
 namespace {
@@ -30,14 +33,12 @@ class AttentionMixer final : public Mixer {
     at::Tensor k = ops::linear(x, k_).view({b, t, a_.num_kv_heads, a_.head_dim}).transpose(1, 2);
     const at::Tensor v = ops::linear(x, v_).view({b, t, a_.num_kv_heads, a_.head_dim}).transpose(1, 2);
     if (ctx.position != nullptr) {  // static decode: the position lives on the device
-      if (a_.rope) {
-        q = ops::apply_rope_at(q, *ctx.rope, *ctx.position);
-        k = ops::apply_rope_at(k, *ctx.rope, *ctx.position);
-      }
-      cache.k.index_copy_(2, *ctx.position, k);
-      cache.v.index_copy_(2, *ctx.position, v);
-      const at::Tensor out = ops::attention_at_position(q, cache.k, cache.v, *ctx.key_positions, *ctx.position,
-                                                        scale_, ctx.attention, a_.sliding_window);
+      // RoPE on q and k and the cache write in one op (one kernel on a GPU).
+      q = ops::rope_cache_write(q, k, v, a_.rope ? ctx.rope : nullptr, *ctx.position, cache.k, cache.v, ctx.backend);
+      // The decode kernel (or its masked-SDPA reference) over the whole buffer; it reads the
+      // position on the device and only the keys up to it.
+      const at::Tensor out = ops::decode_attention(q, cache.k, cache.v, *ctx.position, scale_, a_.sliding_window,
+                                                   ctx.backend, ctx.attention);
       return all_reduce(ops::linear(out.transpose(1, 2).reshape({b, t, a_.num_heads * a_.head_dim}), o_), ctx.tp);
     }
     if (a_.rope) {
@@ -47,6 +48,11 @@ class AttentionMixer final : public Mixer {
     cache.k.narrow(2, ctx.start_pos, t).copy_(k);
     cache.v.narrow(2, ctx.start_pos, t).copy_(v);
     const int64_t s = ctx.start_pos + t;
+    if (t == 1) {  // an eager decode step: one query over the cache (causal_attention as its reference)
+      const at::Tensor out = ops::decode_attention(q, cache.k, cache.v, ctx.start_pos, scale_, a_.sliding_window,
+                                                   ctx.backend, ctx.attention);
+      return all_reduce(ops::linear(out.transpose(1, 2).reshape({b, t, a_.num_heads * a_.head_dim}), o_), ctx.tp);
+    }
     const at::Tensor out = ops::causal_attention(q, cache.k.narrow(2, 0, s), cache.v.narrow(2, 0, s), ctx.start_pos,
                                                  scale_, ctx.attention, a_.sliding_window);  // [B, Hq, T, D]
     return all_reduce(ops::linear(out.transpose(1, 2).reshape({b, t, a_.num_heads * a_.head_dim}), o_), ctx.tp);

@@ -26,7 +26,9 @@ std::vector<ops::OpFamily> op_families(const LayerSpec& layer) {
   using ops::OpFamily;
   std::vector<OpFamily> ops;
   switch (layer.mixer) {
-    case MixerKind::Attention: break;
+    case MixerKind::Attention:
+      ops = {OpFamily::DecodeAttention, OpFamily::RopeCacheWrite};
+      break;
     case MixerKind::Mamba1:
       ops = {OpFamily::CausalConv1d, OpFamily::SelectiveScan, OpFamily::SelectiveStateUpdate};
       break;

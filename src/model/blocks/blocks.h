@@ -30,8 +30,9 @@ struct ForwardContext {
   ops::Backend backend = ops::Backend::Auto;  // passed to every op that has a kernel/reference switch
   const RoutingObserver* routing = nullptr;  // MoE layers report their expert choices here when set
   // Static decode (DecodeMode::Static / CudaGraph): one token per sequence whose position is this
-  // [1] int64 device tensor; attention writes K/V there and reads the whole cache under the mask
-  // key_positions <= position (key_positions: arange(max_len)). Null: positions from start_pos.
+  // [1] int64 device tensor; attention writes K/V there and ops::decode_attention reads the cache
+  // up to it (key_positions, arange(max_len), is no longer read by attention: decode_attention's
+  // reference builds its mask itself). Null: positions from start_pos.
   const at::Tensor* position = nullptr;
   const at::Tensor* key_positions = nullptr;
   // Tensor/expert parallelism (docs/parallel.md): the groups the row-parallel layers sum their

@@ -1,0 +1,8 @@
+// float activations: the fused RoPE + KV-cache write.
+#include "rope_cache/rope_cache_update.cuh"
+
+namespace effarch::kernels {
+
+LaunchStatus rope_cache_fp32(const RopeCacheParams& params, cudaStream_t stream) { return rope_cache_cuda<float>(params, stream); }
+
+}  // namespace effarch::kernels
