@@ -24,8 +24,10 @@ class Mamba2Mixer final : public Mixer {
         norm_w_(w.get(layer, "mamba.norm.weight")),
         out_proj_(w.linear(layer, "mamba.out_proj.")) {
     args_.A = -at::exp(w.get(layer, "mamba.A_log").to(at::kFloat));
-    args_.D = w.get(layer, "mamba.D");
-    args_.dt_bias = w.get(layer, "mamba.dt_bias");
+    // D and dt_bias in fp32 once here: every implementation widens them to fp32 anyway, and the
+    // decode step's kernel then reads them in place (no per-token conversion inside a CUDA graph).
+    args_.D = w.get(layer, "mamba.D").to(at::kFloat);
+    args_.dt_bias = w.get(layer, "mamba.dt_bias").to(at::kFloat);
     args_.dt_softplus = true;
     if (m_.time_step_clamped) {
       args_.dt_min = m_.time_step_min;

@@ -1,0 +1,21 @@
+#pragma once
+// CUDA paths of the Mamba-2 ops (src/ops/ssd_cuda.cpp, CUDA builds only): called by the entries in
+// src/ops/ssd.cpp after their argument checks, when resolve_backend picks Backend::Cuda.
+
+#include <ATen/core/Tensor.h>
+
+#include "effarch/ops/ssd.h"
+
+namespace effarch::ops::detail {
+
+// y [B, H, P] fp32 (allocated by the caller); state updated in place.
+void ssd_state_update_cuda(const at::Tensor& x, const at::Tensor& dt, const at::Tensor& Bmat, const at::Tensor& Cmat,
+                           const SsdArgs& args, const at::Tensor& state, const at::Tensor& y);
+// y [B, L, H, P] fp32 (allocated by the caller); state read when from_state, written with the final state.
+void ssd_chunk_scan_cuda(const at::Tensor& x, const at::Tensor& dt, const at::Tensor& Bmat, const at::Tensor& Cmat,
+                         const SsdArgs& args, const at::Tensor& state, bool from_state, const at::Tensor& y);
+// Returns weight * round_y(y SiLU(z) rsqrt(mean_group (y SiLU(z))^2 + eps)), shaped as y.
+at::Tensor gated_rms_norm_cuda(const at::Tensor& y, const at::Tensor& z, const at::Tensor& weight, int64_t group_size,
+                               double eps);
+
+}  // namespace effarch::ops::detail
