@@ -7,8 +7,9 @@
 //   3. state_passing  sequential over chunks per state entry: the slot of chunk c gets the state
 //                     at its start, `state` the final one (read first when from_state).
 //   4. chunk_scan     per block of kScanRows tokens of one chunk and head: w = C B^T of the
-//                     group (recomputed per head: no [chunks, H, Q, Q] or [chunks, G, Q, Q]
-//                     tensor exists), masked and decayed by exp(segment sums), times dt x, plus
+//                     group against the chunk's earlier tokens, kScanCols of B at a time through
+//                     shared memory (recomputed per head: no [chunks, H, Q, Q] or
+//                     [chunks, G, Q, Q] tensor exists), masked and decayed by exp(segment sums), times dt x, plus
 //                     C times the chunk's start state decayed to the token, plus D x.
 // Workspace memory is linear in L: 3 floats per token and head, and P N floats per chunk and head.
 // The products are plain fp32 FMA loops (no tensor cores yet: docs/perf/pending.md).
@@ -54,8 +55,13 @@ __global__ void __launch_bounds__(ssd::kScanThreads) ssd_chunk_scan_kernel(const
   const int h = blockIdx.y, b = blockIdx.z;
   if (row0 >= ssd::chunk_tokens(p, c)) return;  // the whole block: before any barrier
   ssd::scan_load<Io>(p, b, c, h, row0, threadIdx.x, ssd::kScanThreads, sh);
-  __syncthreads();
-  ssd::scan_scores<Io>(p, b, c, h, row0, threadIdx.x, ssd::kScanThreads, sh);
+  const int rows_end = ssd::scan_rows_end(p, c, row0);
+  for (int s0 = 0; s0 < rows_end; s0 += ssd::kScanCols) {  // C B^T, one B tile at a time
+    __syncthreads();  // the previous tile's products done (the first time: the loads)
+    ssd::scan_load_b_tile<Io>(p, b, c, h, s0, threadIdx.x, ssd::kScanThreads, sh);
+    __syncthreads();
+    ssd::scan_scores_tile(p, c, row0, s0, threadIdx.x, ssd::kScanThreads, sh);
+  }
   __syncthreads();
   if (threadIdx.x < ssd::kScanRows) ssd::scan_decay_row(p, c, row0, threadIdx.x, sh);
   __syncthreads();

@@ -30,6 +30,7 @@ inline constexpr int kUpdateWarps = 4;         // decode: head channels (warps) 
 inline constexpr int kWarpSize = 32;
 inline constexpr int kScanThreads = 256;       // chunk state / scan output / state passing blocks
 inline constexpr int kScanRows = 16;           // output rows (tokens) per scan-output block
+inline constexpr int kScanCols = 16;           // earlier tokens per step of its C B^T (a B tile in shared memory)
 inline constexpr int kNormThreads = 256;       // gated RMSNorm: threads per (row, group); a power of 2
 
 // at::softplus(v, beta 1, threshold 20). (SiLU: kernels::silu, common/convert.cuh or its host
@@ -173,23 +174,32 @@ struct ScanShared {
   float* a;   // [Q] dt A of the chunk
   float* dt;  // [Q]
   float* C;   // [kScanRows, N] the rows' C in fp32
+  float* Bt;  // [kScanCols, N] a tile of the chunk's B in fp32
   float* w;   // [kScanRows, Q] (C[l] . B[s]) exp(segment sum), 0 for s > l
 };
 inline int64_t scan_shared_floats(int chunk, int d_state) {
-  return 2 * static_cast<int64_t>(chunk) + static_cast<int64_t>(kScanRows) * (d_state + chunk);
+  return 2 * static_cast<int64_t>(chunk) + static_cast<int64_t>(kScanRows + kScanCols) * d_state +
+         static_cast<int64_t>(kScanRows) * chunk;
 }
 EFFARCH_HD ScanShared scan_shared(float* base, int chunk, int d_state) {
   ScanShared sh;
   sh.a = base;
   sh.dt = base + chunk;
   sh.C = base + 2 * chunk;
-  sh.w = sh.C + kScanRows * d_state;
+  sh.Bt = sh.C + kScanRows * d_state;
+  sh.w = sh.Bt + kScanCols * d_state;
   return sh;
 }
 // Blocks (row tiles) per chunk; constexpr, so the host launcher and the kernel share it.
 constexpr int scan_tiles_per_chunk(int chunk) { return (chunk + kScanRows - 1) / kScanRows; }
 
-// Phase 1, thread tid of nthreads: the chunk's dt A and dt, and the rows' C.
+// The block's rows that hold tokens end before this (the last one + 1); the B tiles stop there.
+EFFARCH_HD int scan_rows_end(const SsdScanParams& p, int c, int row0) {
+  const int valid = chunk_tokens(p, c);
+  return row0 + kScanRows < valid ? row0 + kScanRows : valid;
+}
+
+// Phase 1, thread tid of nthreads: the chunk's dt A and dt, the rows' C, w zeroed.
 template <class Io>
 EFFARCH_HD void scan_load(const SsdScanParams& p, int b, int c, int h, int row0, int tid, int nthreads,
                           const ScanShared& sh) {
@@ -209,23 +219,40 @@ EFFARCH_HD void scan_load(const SsdScanParams& p, int b, int c, int h, int row0,
     }
     sh.C[i] = v;
   }
+  for (int i = tid; i < kScanRows * p.chunk; i += nthreads) sh.w[i] = 0.0f;
 }
 
-// Phase 2: w[r, s] = C[row0 + r] . B[s] for s <= row0 + r (0 elsewhere).
+// Phase 2, for each tile s0 = 0, kScanCols, ... below scan_rows_end, two steps between barriers:
+// (a) the tile of B, tokens [s0, s0 + kScanCols) of the chunk, loaded coalesced over N;
 template <class Io>
-EFFARCH_HD void scan_scores(const SsdScanParams& p, int b, int c, int h, int row0, int tid, int nthreads,
-                            const ScanShared& sh) {
+EFFARCH_HD void scan_load_b_tile(const SsdScanParams& p, int b, int c, int h, int s0, int tid, int nthreads,
+                                 const ScanShared& sh) {
   const int g = group_of(p, h), valid = chunk_tokens(p, c);
   const int64_t t0 = static_cast<int64_t>(c) * p.chunk;
-  for (int i = tid; i < kScanRows * p.chunk; i += nthreads) {
-    const int r = i / p.chunk, s = i % p.chunk, l = row0 + r;
-    float acc = 0.0f;
-    if (l < valid && s <= l) {
-      const int64_t bo = b * p.B_batch_stride + (t0 + s) * p.B_time_stride + g * p.B_group_stride;
-      const float* cr = sh.C + r * p.d_state;
-      for (int n = 0; n < p.d_state; ++n) acc += cr[n] * Io::load(p.B, bo + n * p.B_state_stride, p.x_type);
+  for (int i = tid; i < kScanCols * p.d_state; i += nthreads) {
+    const int j = i / p.d_state, n = i % p.d_state, s = s0 + j;
+    float v = 0.0f;
+    if (s < valid) {
+      v = Io::load(p.B, b * p.B_batch_stride + (t0 + s) * p.B_time_stride + g * p.B_group_stride +
+                            n * p.B_state_stride,
+                   p.x_type);
     }
-    sh.w[i] = acc;
+    sh.Bt[i] = v;
+  }
+}
+// (b) w[r, s0 + j] = C[row0 + r] . B[s0 + j] where s0 + j <= row0 + r (a token); one pair per
+// thread with kScanRows x kScanCols = 256 threads.
+EFFARCH_HD void scan_scores_tile(const SsdScanParams& p, int c, int row0, int s0, int tid, int nthreads,
+                                 const ScanShared& sh) {
+  const int valid = chunk_tokens(p, c);
+  for (int i = tid; i < kScanRows * kScanCols; i += nthreads) {
+    const int r = i / kScanCols, j = i % kScanCols, l = row0 + r, s = s0 + j;
+    if (l >= valid || s > l) continue;
+    const float* cr = sh.C + r * p.d_state;
+    const float* bs = sh.Bt + j * p.d_state;
+    float acc = 0.0f;
+    for (int n = 0; n < p.d_state; ++n) acc += cr[n] * bs[n];
+    sh.w[r * p.chunk + s] = acc;
   }
 }
 

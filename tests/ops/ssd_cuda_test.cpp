@@ -199,7 +199,11 @@ at::Tensor emulate_scan(const at::Tensor& x, const at::Tensor& dt, const at::Ten
         if (row0 >= ks::chunk_tokens(p, c)) continue;
         std::fill(shared.begin(), shared.end(), std::nanf(""));
         for (int t = 0; t < ks::kScanThreads; ++t) ks::scan_load<HostIo>(p, b, c, h, row0, t, ks::kScanThreads, sh);
-        for (int t = 0; t < ks::kScanThreads; ++t) ks::scan_scores<HostIo>(p, b, c, h, row0, t, ks::kScanThreads, sh);
+        for (int s0 = 0; s0 < ks::scan_rows_end(p, c, row0); s0 += ks::kScanCols) {
+          std::fill(sh.Bt, sh.Bt + ks::kScanCols * p.d_state, std::nanf(""));  // the previous tile gone
+          for (int t = 0; t < ks::kScanThreads; ++t) ks::scan_load_b_tile<HostIo>(p, b, c, h, s0, t, ks::kScanThreads, sh);
+          for (int t = 0; t < ks::kScanThreads; ++t) ks::scan_scores_tile(p, c, row0, s0, t, ks::kScanThreads, sh);
+        }
         for (int t = 0; t < ks::kScanRows; ++t) ks::scan_decay_row(p, c, row0, t, sh);
         for (int t = 0; t < ks::kScanThreads; ++t) {
           for (int i = t; i < ks::kScanRows * p.head_dim; i += ks::kScanThreads) ks::scan_output<HostIo>(p, b, c, h, row0, i, sh);
