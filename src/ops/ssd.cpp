@@ -208,7 +208,7 @@ at::Tensor ssd_state_update(const at::Tensor& x, const at::Tensor& dt, const at:
 }
 
 at::Tensor gated_rms_norm(const at::Tensor& y, const at::Tensor& z, const at::Tensor& weight, int64_t group_size,
-                          double eps, Backend backend) {
+                          double eps, Backend backend, std::optional<at::ScalarType> out_dtype) {
   RECORD_USER_SCOPE("effarch::gated_rms_norm");  // names the op in profiles (effarch profile)
   constexpr const char* op = "gated_rms_norm";
   if (!y.defined() || y.dim() < 1) {
@@ -222,9 +222,12 @@ at::Tensor gated_rms_norm(const at::Tensor& y, const at::Tensor& z, const at::Te
     throw OpError(fmt::format("{}: group size {} does not divide the {} channels of y", op, group_size, d));
   }
   if (!(eps >= 0.0)) throw OpError(fmt::format("{}: eps {} must be >= 0", op, eps));
+  if (out_dtype && *out_dtype != at::kFloat && *out_dtype != at::kBFloat16 && *out_dtype != at::kHalf) {
+    throw OpError(fmt::format("{}: out_dtype {} must be float32, bfloat16 or float16", op, c10::toString(*out_dtype)));
+  }
   [[maybe_unused]] const bool cuda = use_cuda_kernel(backend, OpFamily::GatedRmsNorm, y.device());
 #ifdef EFFARCH_WITH_CUDA
-  if (cuda && y.numel() > 0) return detail::gated_rms_norm_cuda(y, z, weight, group_size, eps);
+  if (cuda && y.numel() > 0) return detail::gated_rms_norm_cuda(y, z, weight, group_size, eps, out_dtype);
 #endif
   const at::Tensor h = y.to(at::kFloat) * at::silu(z.to(at::kFloat));
   std::vector<int64_t> grouped = h.sizes().vec();
@@ -232,7 +235,8 @@ at::Tensor gated_rms_norm(const at::Tensor& y, const at::Tensor& z, const at::Te
   grouped.push_back(group_size);
   const at::Tensor hg = h.reshape(grouped);
   const at::Tensor normed = (hg * at::rsqrt(hg.pow(2).mean(-1, /*keepdim=*/true) + eps)).reshape(y.sizes());
-  return weight * normed.to(y.scalar_type());
+  const at::Tensor out = weight * normed.to(y.scalar_type());
+  return out_dtype ? out.to(*out_dtype) : out;
 }
 
 }  // namespace effarch::ops

@@ -139,12 +139,14 @@ void ssd_chunk_scan_cuda(const at::Tensor& x, const at::Tensor& dt_in, const at:
 }
 
 at::Tensor gated_rms_norm_cuda(const at::Tensor& y, const at::Tensor& z, const at::Tensor& weight, int64_t group_size,
-                               double eps) {
+                               double eps, std::optional<at::ScalarType> out_dtype) {
   constexpr const char* op = "gated_rms_norm";
   const c10::cuda::CUDAGuard device_guard(y.device());
   const int64_t d = y.size(-1);
   const at::Tensor y2 = y.reshape({-1, d}), z2 = z.reshape({-1, d});  // views for the mixer's layouts
-  at::Tensor out = at::empty(y2.sizes(), y.options().dtype(at::promote_types(weight.scalar_type(), y.scalar_type())));
+  // The fp32 product rounded once to out_dtype: what the reference's .to(out_dtype) gives.
+  const at::ScalarType type = out_dtype.value_or(at::promote_types(weight.scalar_type(), y.scalar_type()));
+  at::Tensor out = at::empty(y2.sizes(), y.options().dtype(type));
   kernels::GatedRmsNormParams p;
   p.rows = y2.size(0);
   p.dim = to_int(d, op, "channels");

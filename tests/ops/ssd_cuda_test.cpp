@@ -469,6 +469,9 @@ TEST(SsdKernelEmulationExtra, GatedRmsNormMatchesReference) {
       const at::Tensor ref = gated_rms_norm(y, z, w, nc.group_size, eps, Backend::Reference);
       const at::Tensor out = emulate_norm(y, z, w, nc.group_size, eps);
       test::expect_close(out, ref, kFp32, fmt::format("D={} group {} eps {}", nc.d, nc.group_size, eps));
+      // out_dtype on the reference: its own result cast, bit for bit.
+      const at::Tensor ref16 = gated_rms_norm(y, z, w, nc.group_size, eps, Backend::Reference, at::kBFloat16);
+      EXPECT_TRUE(at::equal(ref16, ref.to(at::kBFloat16))) << "out_dtype bfloat16";
     }
   }
 }
@@ -590,6 +593,11 @@ TEST(SsdCudaExtra, GatedRmsNormMatchesReference) {
         if (!y_fp32 && dtype != at::kFloat) tol = {2 * tol.atol, 2 * tol.rtol};
         test::expect_close(out, ref, tol,
                            fmt::format("{} y_fp32={} group {}", c10::toString(dtype), y_fp32, group_size));
+        // Written in the model dtype directly (the mixer's call): the reference's cast of its result.
+        const at::Tensor direct = gated_rms_norm(y, z, w, group_size, 1e-5, Backend::Cuda, dtype);
+        ASSERT_EQ(direct.scalar_type(), dtype);
+        test::expect_close(direct, ref.to(dtype), tol,
+                           fmt::format("{} y_fp32={} group {} out_dtype", c10::toString(dtype), y_fp32, group_size));
       }
     }
   }

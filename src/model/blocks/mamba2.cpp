@@ -67,8 +67,10 @@ class Mamba2Mixer final : public Mixer {
     } else {
       y = ops::ssd_chunk_scan(xs, dt, bm, cm, args_, cache.ssm_state, /*from_state=*/!fresh, ctx.backend).reshape({b, t, di});
     }
-    const at::Tensor normed = ops::gated_rms_norm(y, z, norm_w_, di / g, m_.gated_norm_eps, ctx.backend);
-    return all_reduce(ops::linear(normed.to(x.scalar_type()), out_proj_), ctx.tp);
+    // The norm writes the model dtype directly (the same rounding as casting its fp32 result).
+    const at::Tensor normed =
+        ops::gated_rms_norm(y, z, norm_w_, di / g, m_.gated_norm_eps, ctx.backend, x.scalar_type());
+    return all_reduce(ops::linear(normed, out_proj_), ctx.tp);
   }
 
   void allocate(LayerCache& cache, int64_t batch, int64_t /*max_len*/, at::ScalarType dtype,
