@@ -2,7 +2,7 @@
 // Mamba-2 CUDA kernels: the SSD decode step (ssd_state_update), the chunked SSD scan for prefill
 // (ssd_chunk_scan, four stages) and the gated RMSNorm. Params: ssd_params.h (no torch types);
 // the per-thread math: ssd_math.h, shared with the CPU tests' host emulation.
-// src/ops/ssd_cuda.cpp fills the params from checked tensors.
+// src/ops/ssd_launch.cpp fills the params from checked tensors; src/ops/ssd_cuda.cpp launches.
 
 #include "common/element_type.h"
 #include "ssd/ssd_params.h"

@@ -109,13 +109,7 @@ at::Tensor ssd_chunk_scan(const at::Tensor& x, const at::Tensor& dt, const at::T
   }
   if (impl == Backend::Cpu) return cpu::ssd_scan(x, dt, Bmat, Cmat, args, state, from_state);
 #ifdef EFFARCH_WITH_CUDA
-  if (impl == Backend::Cuda) {
-    at::Tensor y = at::empty({b, len, heads, p}, x.options().dtype(at::kFloat));
-    if (b > 0 && heads > 0 && p > 0) {
-      detail::ssd_chunk_scan_cuda(x, dt, Bmat, Cmat, args, state, from_state, y);
-    }
-    return y;
-  }
+  if (impl == Backend::Cuda) return detail::ssd_chunk_scan_cuda(x, dt, Bmat, Cmat, args, state, from_state);
 #endif
 
   const int64_t q = std::min(args.chunk_size, len);  // one chunk of L when L is shorter
@@ -189,11 +183,7 @@ at::Tensor ssd_state_update(const at::Tensor& x, const at::Tensor& dt, const at:
   const Backend impl = resolve_backend(backend, OpFamily::SsdStateUpdate, x.device());
   if (impl == Backend::Cpu) return cpu::ssd_state_update(x, dt, Bmat, Cmat, args, state);
 #ifdef EFFARCH_WITH_CUDA
-  if (impl == Backend::Cuda) {
-    at::Tensor y = at::empty({b, heads, p}, x.options().dtype(at::kFloat));
-    if (b > 0 && heads > 0 && p > 0) detail::ssd_state_update_cuda(x, dt, Bmat, Cmat, args, state, y);
-    return y;
-  }
+  if (impl == Backend::Cuda) return detail::ssd_state_update_cuda(x, dt, Bmat, Cmat, args, state);
 #endif
   const at::Tensor xf = x.to(at::kFloat);
   const at::Tensor dtf = discretize(dt, args);                                   // [B, H]

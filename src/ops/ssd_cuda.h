@@ -8,12 +8,13 @@
 
 namespace effarch::ops::detail {
 
-// y [B, H, P] fp32 (allocated by the caller); state updated in place.
-void ssd_state_update_cuda(const at::Tensor& x, const at::Tensor& dt, const at::Tensor& Bmat, const at::Tensor& Cmat,
-                           const SsdArgs& args, const at::Tensor& state, const at::Tensor& y);
-// y [B, L, H, P] fp32 (allocated by the caller); state read when from_state, written with the final state.
-void ssd_chunk_scan_cuda(const at::Tensor& x, const at::Tensor& dt, const at::Tensor& Bmat, const at::Tensor& Cmat,
-                         const SsdArgs& args, const at::Tensor& state, bool from_state, const at::Tensor& y);
+// Returns y [B, H, P] fp32; state updated in place.
+at::Tensor ssd_state_update_cuda(const at::Tensor& x, const at::Tensor& dt, const at::Tensor& Bmat,
+                                 const at::Tensor& Cmat, const SsdArgs& args, const at::Tensor& state);
+// Returns y [B, L, H, P] fp32 (L > 0); state read when from_state, written with the final state.
+at::Tensor ssd_chunk_scan_cuda(const at::Tensor& x, const at::Tensor& dt, const at::Tensor& Bmat,
+                               const at::Tensor& Cmat, const SsdArgs& args, const at::Tensor& state,
+                               bool from_state);
 // Returns weight * round_y(y SiLU(z) rsqrt(mean_group (y SiLU(z))^2 + eps)), shaped as y, in
 // out_dtype where given, else ATen's dtype of weight * y.
 at::Tensor gated_rms_norm_cuda(const at::Tensor& y, const at::Tensor& z, const at::Tensor& weight, int64_t group_size,

@@ -1,8 +1,8 @@
 // The Mamba-2 CUDA kernels (kernels/ssd/): the decode step, the chunked scan and the gated RMSNorm.
 //
 // 1. On the CPU, every build: a host emulation of each kernel runs the kernel's own per-thread
-//    math (kernels/ssd/ssd_math.h, the functions the .cuh kernels call) over every block and
-//    thread in the kernel's phase order (barriers as phase boundaries, the decode step's warp
+//    math (kernels/ssd/ssd_math.h, the functions the .cuh kernels call) on the params the binding
+//    launches (src/ops/ssd_launch.cpp) over every block and thread in the kernel's phase order (barriers as phase boundaries, the decode step's warp
 //    shuffle tree as the same butterfly), in fp32, against the ATen reference on awkward sizes:
 //    length 1, odd, not a multiple of the chunk, several chunks; batch > 1; d_state 1/16/64/128
 //    (256 for the decode step); 1 and several groups; from zeros and from a state; the final
@@ -27,6 +27,7 @@
 #include "effarch/ops/backend.h"
 #include "effarch/ops/ssd.h"
 #include "ssd/ssd_math.h"
+#include "ssd_launch.h"
 #include "tolerance.h"
 
 namespace effarch::ops {
@@ -36,7 +37,8 @@ namespace k = effarch::kernels;
 namespace ks = effarch::kernels::ssd;
 
 // ---------------------------------------------------------------------------------------------
-// Host emulation. fp32 tensors only: HostIo reads and writes fp32, rounding to fp32 is exact.
+// Host emulation on the launches src/ops/ssd_launch.cpp prepares. fp32 tensors only: HostIo
+// reads and writes fp32, rounding to fp32 is exact.
 
 struct HostIo {
   static float load(const void* base, int64_t offset, k::ElementType) { return static_cast<const float*>(base)[offset]; }
@@ -44,56 +46,11 @@ struct HostIo {
   static float round_to(k::ElementType, float v) { return v; }
 };
 
-void require_fp32(std::initializer_list<at::Tensor> ts) {
-  for (const at::Tensor& t : ts) ASSERT_EQ(t.scalar_type(), at::kFloat) << "the emulation reads fp32";
-}
-
-// The [H] scalars as the binding passes them (src/ops/ssd_cuda.cpp): fp32, contiguous.
-struct HostHeads {
-  at::Tensor A, D, bias;
-  k::SsdHeadParams params;
-};
-HostHeads host_heads(const SsdArgs& args) {
-  HostHeads h;
-  h.A = args.A.to(at::kFloat).contiguous();
-  if (args.D) h.D = args.D->to(at::kFloat).contiguous();
-  if (args.dt_bias) h.bias = args.dt_bias->to(at::kFloat).contiguous();
-  h.params.A = h.A.data_ptr<float>();
-  h.params.D = h.D.defined() ? h.D.data_ptr<float>() : nullptr;
-  h.params.dt_bias = h.bias.defined() ? h.bias.data_ptr<float>() : nullptr;
-  h.params.dt_softplus = args.dt_softplus;
-  h.params.dt_clamp = args.dt_min > 0.0 || std::isfinite(args.dt_max);
-  h.params.dt_min = static_cast<float>(args.dt_min);
-  h.params.dt_max = static_cast<float>(args.dt_max);
-  return h;
-}
-
 // ssd_state_update_kernel over grid (P / warps, H, B), warps of 32 lanes.
 at::Tensor emulate_update(const at::Tensor& x, const at::Tensor& dt, const at::Tensor& Bm, const at::Tensor& Cm,
                           const SsdArgs& args, at::Tensor& state) {
-  const HostHeads heads = host_heads(args);
-  at::Tensor y = at::empty({x.size(0), x.size(1), x.size(2)});
-  k::SsdUpdateParams p;
-  p.batch = static_cast<int>(x.size(0));
-  p.heads = static_cast<int>(x.size(1));
-  p.head_dim = static_cast<int>(x.size(2));
-  p.groups = static_cast<int>(Bm.size(1));
-  p.d_state = static_cast<int>(Bm.size(2));
-  p.head = heads.params;
-  p.x = x.data_ptr();
-  p.x_batch_stride = x.stride(0), p.x_head_stride = x.stride(1), p.x_dim_stride = x.stride(2);
-  p.dt = dt.data_ptr();
-  p.dt_batch_stride = dt.stride(0), p.dt_head_stride = dt.stride(1);
-  p.B = Bm.data_ptr();
-  p.B_batch_stride = Bm.stride(0), p.B_group_stride = Bm.stride(1), p.B_state_stride = Bm.stride(2);
-  p.C = Cm.data_ptr();
-  p.C_batch_stride = Cm.stride(0), p.C_group_stride = Cm.stride(1), p.C_state_stride = Cm.stride(2);
-  p.state = state.data_ptr<float>();
-  p.state_batch_stride = state.stride(0), p.state_head_stride = state.stride(1);
-  p.state_dim_stride = state.stride(2), p.state_state_stride = state.stride(3);
-  p.y = y.data_ptr<float>();
-  p.y_batch_stride = y.stride(0), p.y_head_stride = y.stride(1), p.y_dim_stride = y.stride(2);
-
+  const detail::SsdUpdateLaunch launch = detail::prepare_ssd_state_update(x, dt, Bm, Cm, args, state);
+  const k::SsdUpdateParams& p = launch.params;
   const int blocks_x = (p.head_dim + ks::kUpdateWarps - 1) / ks::kUpdateWarps;
   for (int b = 0; b < p.batch; ++b) {
     for (int h = 0; h < p.heads; ++h) {
@@ -117,51 +74,18 @@ at::Tensor emulate_update(const at::Tensor& x, const at::Tensor& dt, const at::T
       }
     }
   }
-  return y;
+  return launch.y;
 }
 
 // The four stage kernels of ssd_chunk_scan_cuda, in launch order.
 at::Tensor emulate_scan(const at::Tensor& x, const at::Tensor& dt, const at::Tensor& Bm, const at::Tensor& Cm,
                         const SsdArgs& args, at::Tensor& state, bool from_state) {
-  const HostHeads heads = host_heads(args);
-  const int64_t len = x.size(1);
-  at::Tensor y = at::empty({x.size(0), len, x.size(2), x.size(3)});
-  if (len == 0) return y;
-  k::SsdScanParams p;
-  p.batch = static_cast<int>(x.size(0));
-  p.seqlen = static_cast<int>(len);
-  p.heads = static_cast<int>(x.size(2));
-  p.head_dim = static_cast<int>(x.size(3));
-  p.groups = static_cast<int>(Bm.size(2));
-  p.d_state = static_cast<int>(Bm.size(3));
-  p.chunk = static_cast<int>(std::min<int64_t>(args.chunk_size, len));
-  p.nchunks = (p.seqlen + p.chunk - 1) / p.chunk;
-  p.from_state = from_state;
-  p.head = heads.params;
-  p.x = x.data_ptr();
-  p.x_batch_stride = x.stride(0), p.x_time_stride = x.stride(1), p.x_head_stride = x.stride(2);
-  p.x_dim_stride = x.stride(3);
-  p.dt = dt.data_ptr();
-  p.dt_batch_stride = dt.stride(0), p.dt_time_stride = dt.stride(1), p.dt_head_stride = dt.stride(2);
-  p.B = Bm.data_ptr();
-  p.B_batch_stride = Bm.stride(0), p.B_time_stride = Bm.stride(1), p.B_group_stride = Bm.stride(2);
-  p.B_state_stride = Bm.stride(3);
-  p.C = Cm.data_ptr();
-  p.C_batch_stride = Cm.stride(0), p.C_time_stride = Cm.stride(1), p.C_group_stride = Cm.stride(2);
-  p.C_state_stride = Cm.stride(3);
-  p.state = state.data_ptr<float>();
-  p.state_batch_stride = state.stride(0), p.state_head_stride = state.stride(1);
-  p.state_dim_stride = state.stride(2), p.state_state_stride = state.stride(3);
-  p.y = y.data_ptr<float>();
-  p.y_batch_stride = y.stride(0), p.y_time_stride = y.stride(1), p.y_head_stride = y.stride(2);
-  p.y_dim_stride = y.stride(3);
+  if (x.size(1) == 0) return at::empty({x.size(0), 0, x.size(2), x.size(3)});
+  detail::SsdScanLaunch launch = detail::prepare_ssd_chunk_scan(x, dt, Bm, Cm, args, state, from_state);
+  k::SsdScanParams p = launch.params;
   // Poisoned workspaces: a stage that reads what no earlier stage wrote shows as NaN.
-  std::vector<float> ws(static_cast<size_t>(k::ssd_scan_workspace_floats(p)), std::nanf(""));
-  const int64_t per = static_cast<int64_t>(p.batch) * p.heads * p.nchunks * p.chunk;
-  p.dt_ws = ws.data();
-  p.a_ws = ws.data() + per;
-  p.cs_ws = ws.data() + 2 * per;
-  p.states_ws = ws.data() + 3 * per;
+  launch.workspace.fill_(std::nanf(""));
+  launch.y.fill_(std::nanf(""));
 
   // 1. chunk_cumsum: a thread per (b, h, c).
   for (int b = 0; b < p.batch; ++b)
@@ -211,28 +135,14 @@ at::Tensor emulate_scan(const at::Tensor& x, const at::Tensor& dt, const at::Ten
       }
     }
   }
-  return y;
+  return launch.y;
 }
 
 // gated_rms_norm_kernel: a block per (row, group), the shared-memory tree between barriers.
 at::Tensor emulate_norm(const at::Tensor& y, const at::Tensor& z, const at::Tensor& weight, int64_t group_size,
                         double eps) {
-  const int64_t d = y.size(-1);
-  const at::Tensor y2 = y.reshape({-1, d}), z2 = z.reshape({-1, d});
-  at::Tensor out = at::empty(y2.sizes());
-  k::GatedRmsNormParams p;
-  p.rows = y2.size(0);
-  p.dim = static_cast<int>(d);
-  p.group_size = static_cast<int>(group_size);
-  p.eps = static_cast<float>(eps);
-  p.y = y2.data_ptr();
-  p.y_row_stride = y2.stride(0), p.y_dim_stride = y2.stride(1);
-  p.z = z2.data_ptr();
-  p.z_row_stride = z2.stride(0), p.z_dim_stride = z2.stride(1);
-  p.weight = weight.data_ptr();
-  p.weight_stride = weight.stride(0);
-  p.out = out.data_ptr();
-  p.out_row_stride = out.stride(0), p.out_dim_stride = out.stride(1);
+  const detail::GatedRmsNormLaunch launch = detail::prepare_gated_rms_norm(y, z, weight, group_size, eps, std::nullopt);
+  const k::GatedRmsNormParams& p = launch.params;
   const int groups = p.dim / p.group_size;
   float red[ks::kNormThreads];
   for (int64_t blk = 0; blk < p.rows * groups; ++blk) {
@@ -244,7 +154,7 @@ at::Tensor emulate_norm(const at::Tensor& y, const at::Tensor& z, const at::Tens
     }
     for (int t = 0; t < ks::kNormThreads; ++t) ks::norm_write<HostIo, HostIo>(p, row, group, t, ks::kNormThreads, red[0]);
   }
-  return out.view(y.sizes());
+  return launch.out.view(y.sizes());
 }
 
 // ---------------------------------------------------------------------------------------------
