@@ -173,12 +173,15 @@ EFFARCH_HD void state_passing_entry(const SsdScanParams& p, int b, int h, int e)
 struct ScanShared {
   float* a;   // [Q] dt A of the chunk
   float* dt;  // [Q]
-  float* C;   // [kScanRows, N] the rows' C in fp32
-  float* Bt;  // [kScanCols, N] a tile of the chunk's B in fp32
+  float* C;   // [kScanRows, N + 1] the rows' C in fp32 (rows padded: see scan_ld)
+  float* Bt;  // [kScanCols, N + 1] a tile of the chunk's B in fp32
   float* w;   // [kScanRows, Q] (C[l] . B[s]) exp(segment sum), 0 for s > l
 };
+// Row stride of C and Bt in shared memory: N + 1, so the 16 rows of Bt a warp reads at one n sit
+// in 16 different banks (with a stride of N, a multiple of 32, they would all hit one).
+EFFARCH_HD int scan_ld(int d_state) { return d_state + 1; }
 inline int64_t scan_shared_floats(int chunk, int d_state) {
-  return 2 * static_cast<int64_t>(chunk) + static_cast<int64_t>(kScanRows + kScanCols) * d_state +
+  return 2 * static_cast<int64_t>(chunk) + static_cast<int64_t>(kScanRows + kScanCols) * (d_state + 1) +
          static_cast<int64_t>(kScanRows) * chunk;
 }
 EFFARCH_HD ScanShared scan_shared(float* base, int chunk, int d_state) {
@@ -186,8 +189,8 @@ EFFARCH_HD ScanShared scan_shared(float* base, int chunk, int d_state) {
   sh.a = base;
   sh.dt = base + chunk;
   sh.C = base + 2 * chunk;
-  sh.Bt = sh.C + kScanRows * d_state;
-  sh.w = sh.Bt + kScanCols * d_state;
+  sh.Bt = sh.C + kScanRows * scan_ld(d_state);
+  sh.w = sh.Bt + kScanCols * scan_ld(d_state);
   return sh;
 }
 // Blocks (row tiles) per chunk; constexpr, so the host launcher and the kernel share it.
@@ -217,7 +220,7 @@ EFFARCH_HD void scan_load(const SsdScanParams& p, int b, int c, int h, int row0,
       v = Io::load(p.C, b * p.C_batch_stride + t * p.C_time_stride + g * p.C_group_stride + n * p.C_state_stride,
                    p.x_type);
     }
-    sh.C[i] = v;
+    sh.C[r * scan_ld(p.d_state) + n] = v;
   }
   for (int i = tid; i < kScanRows * p.chunk; i += nthreads) sh.w[i] = 0.0f;
 }
@@ -237,7 +240,7 @@ EFFARCH_HD void scan_load_b_tile(const SsdScanParams& p, int b, int c, int h, in
                             n * p.B_state_stride,
                    p.x_type);
     }
-    sh.Bt[i] = v;
+    sh.Bt[j * scan_ld(p.d_state) + n] = v;
   }
 }
 // (b) w[r, s0 + j] = C[row0 + r] . B[s0 + j] where s0 + j <= row0 + r (a token); one pair per
@@ -248,8 +251,8 @@ EFFARCH_HD void scan_scores_tile(const SsdScanParams& p, int c, int row0, int s0
   for (int i = tid; i < kScanRows * kScanCols; i += nthreads) {
     const int r = i / kScanCols, j = i % kScanCols, l = row0 + r, s = s0 + j;
     if (l >= valid || s > l) continue;
-    const float* cr = sh.C + r * p.d_state;
-    const float* bs = sh.Bt + j * p.d_state;
+    const float* cr = sh.C + r * scan_ld(p.d_state);
+    const float* bs = sh.Bt + j * scan_ld(p.d_state);
     float acc = 0.0f;
     for (int n = 0; n < p.d_state; ++n) acc += cr[n] * bs[n];
     sh.w[r * p.chunk + s] = acc;
@@ -281,7 +284,7 @@ EFFARCH_HD void scan_output(const SsdScanParams& p, int b, int c, int h, int row
   float diag = 0.0f;
   for (int s = 0; s <= l; ++s) diag += w[s] * (Io::load(p.x, xo + s * p.x_time_stride, p.x_type) * sh.dt[s]);
   const float* start = p.states_ws + states_index(p, b, c, h, pd, 0);
-  const float* cr = sh.C + r * p.d_state;
+  const float* cr = sh.C + r * scan_ld(p.d_state);
   float off = 0.0f;
   for (int n = 0; n < p.d_state; ++n) off += cr[n] * start[n];
   float y = diag + off * expf(p.cs_ws[ws_index(p, b, h, c, l)]);

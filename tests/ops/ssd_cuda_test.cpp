@@ -124,7 +124,7 @@ at::Tensor emulate_scan(const at::Tensor& x, const at::Tensor& dt, const at::Ten
         std::fill(shared.begin(), shared.end(), std::nanf(""));
         for (int t = 0; t < ks::kScanThreads; ++t) ks::scan_load<HostIo>(p, b, c, h, row0, t, ks::kScanThreads, sh);
         for (int s0 = 0; s0 < ks::scan_rows_end(p, c, row0); s0 += ks::kScanCols) {
-          std::fill(sh.Bt, sh.Bt + ks::kScanCols * p.d_state, std::nanf(""));  // the previous tile gone
+          std::fill(sh.Bt, sh.Bt + ks::kScanCols * ks::scan_ld(p.d_state), std::nanf(""));  // the previous tile gone
           for (int t = 0; t < ks::kScanThreads; ++t) ks::scan_load_b_tile<HostIo>(p, b, c, h, s0, t, ks::kScanThreads, sh);
           for (int t = 0; t < ks::kScanThreads; ++t) ks::scan_scores_tile(p, c, row0, s0, t, ks::kScanThreads, sh);
         }
