@@ -56,6 +56,9 @@ bool has_cuda_kernel(OpFamily op) {
     case OpFamily::MoeDispatch:           // kernels/moe (router, permute, expert GEMV, combine)
     case OpFamily::DecodeAttention:       // kernels/decode_attention
     case OpFamily::RopeCacheWrite:        // kernels/rope_cache
+    case OpFamily::SsdScan:               // kernels/ssd: the chunked scan,
+    case OpFamily::SsdStateUpdate:        // the decode step
+    case OpFamily::GatedRmsNorm:          // and Mamba-2's gated RMSNorm
       return true;
     default: return false;                      // the ATen reference runs on the GPU too
   }

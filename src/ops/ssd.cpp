@@ -20,6 +20,9 @@
 #include "effarch/common/error.h"
 #include "arg_checks.h"
 #include "cpu/cpu_kernels.h"
+#ifdef EFFARCH_WITH_CUDA
+#include "ssd_cuda.h"
+#endif
 
 namespace effarch::ops {
 namespace {
@@ -99,12 +102,15 @@ at::Tensor ssd_chunk_scan(const at::Tensor& x, const at::Tensor& dt, const at::T
   check_common(args, heads, groups, x, op);
   check_state(state, {b, heads, p, n}, x, op);
   if (args.chunk_size < 1) throw OpError(fmt::format("{}: chunk_size {} must be positive", op, args.chunk_size));
-  const Backend impl = resolve_backend(backend, OpFamily::SsdScan, x.device());  // no CUDA kernel yet
+  const Backend impl = resolve_backend(backend, OpFamily::SsdScan, x.device());
   if (len == 0) {
     if (!from_state) state.zero_();
     return at::empty({b, 0, heads, p}, x.options().dtype(at::kFloat));
   }
   if (impl == Backend::Cpu) return cpu::ssd_scan(x, dt, Bmat, Cmat, args, state, from_state);
+#ifdef EFFARCH_WITH_CUDA
+  if (impl == Backend::Cuda) return detail::ssd_chunk_scan_cuda(x, dt, Bmat, Cmat, args, state, from_state);
+#endif
 
   const int64_t q = std::min(args.chunk_size, len);  // one chunk of L when L is shorter
   const int64_t nc = (len + q - 1) / q, pad = nc * q - len;
@@ -174,9 +180,11 @@ at::Tensor ssd_state_update(const at::Tensor& x, const at::Tensor& dt, const at:
   check(Cmat, op, "C", {b, groups, n}, x);
   check_common(args, heads, groups, x, op);
   check_state(state, {b, heads, p, n}, x, op);
-  if (resolve_backend(backend, OpFamily::SsdStateUpdate, x.device()) == Backend::Cpu) {  // no CUDA kernel yet
-    return cpu::ssd_state_update(x, dt, Bmat, Cmat, args, state);
-  }
+  const Backend impl = resolve_backend(backend, OpFamily::SsdStateUpdate, x.device());
+  if (impl == Backend::Cpu) return cpu::ssd_state_update(x, dt, Bmat, Cmat, args, state);
+#ifdef EFFARCH_WITH_CUDA
+  if (impl == Backend::Cuda) return detail::ssd_state_update_cuda(x, dt, Bmat, Cmat, args, state);
+#endif
   const at::Tensor xf = x.to(at::kFloat);
   const at::Tensor dtf = discretize(dt, args);                                   // [B, H]
   const at::Tensor decay = at::exp(dtf * args.A.to(at::kFloat)).view({b, heads, 1, 1});
@@ -190,7 +198,7 @@ at::Tensor ssd_state_update(const at::Tensor& x, const at::Tensor& dt, const at:
 }
 
 at::Tensor gated_rms_norm(const at::Tensor& y, const at::Tensor& z, const at::Tensor& weight, int64_t group_size,
-                          double eps, Backend backend) {
+                          double eps, Backend backend, std::optional<at::ScalarType> out_dtype) {
   RECORD_USER_SCOPE("effarch::gated_rms_norm");  // names the op in profiles (effarch profile)
   constexpr const char* op = "gated_rms_norm";
   if (!y.defined() || y.dim() < 1) {
@@ -204,14 +212,21 @@ at::Tensor gated_rms_norm(const at::Tensor& y, const at::Tensor& z, const at::Te
     throw OpError(fmt::format("{}: group size {} does not divide the {} channels of y", op, group_size, d));
   }
   if (!(eps >= 0.0)) throw OpError(fmt::format("{}: eps {} must be >= 0", op, eps));
-  resolve_backend(backend, OpFamily::GatedRmsNorm, y.device());  // no CUDA kernel yet: the reference runs
+  if (out_dtype && *out_dtype != at::kFloat && *out_dtype != at::kBFloat16 && *out_dtype != at::kHalf) {
+    throw OpError(fmt::format("{}: out_dtype {} must be float32, bfloat16 or float16", op, c10::toString(*out_dtype)));
+  }
+  [[maybe_unused]] const bool cuda = use_cuda_kernel(backend, OpFamily::GatedRmsNorm, y.device());
+#ifdef EFFARCH_WITH_CUDA
+  if (cuda && y.numel() > 0) return detail::gated_rms_norm_cuda(y, z, weight, group_size, eps, out_dtype);
+#endif
   const at::Tensor h = y.to(at::kFloat) * at::silu(z.to(at::kFloat));
   std::vector<int64_t> grouped = h.sizes().vec();
   grouped.back() = d / group_size;
   grouped.push_back(group_size);
   const at::Tensor hg = h.reshape(grouped);
   const at::Tensor normed = (hg * at::rsqrt(hg.pow(2).mean(-1, /*keepdim=*/true) + eps)).reshape(y.sizes());
-  return weight * normed.to(y.scalar_type());
+  const at::Tensor out = weight * normed.to(y.scalar_type());
+  return out_dtype ? out.to(*out_dtype) : out;
 }
 
 }  // namespace effarch::ops

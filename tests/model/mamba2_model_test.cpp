@@ -193,6 +193,30 @@ INSTANTIATE_TEST_SUITE_P(
                                  {"time_step_limit", {0.02, 0.3}}}}),
     [](const auto& info) { return std::string(info.param.name); });
 
+// A prompt longer than the mixer's prefill piece (32 chunks) runs in pieces continuing from the
+// cache: against the plain mixer over the whole prompt, with the clamp on, and a last piece of
+// one token (still a prefill: clamped, not the decode step); then a decode step after it.
+TEST(Mamba2MixerPieces, LongPromptInPiecesMatchesPlainMixer) {
+  const ModelConfig c =
+      tiny_mamba2({{"n_groups", 4}, {"chunk_size", 5}, {"use_bias", true}, {"time_step_limit", {0.02, 0.3}}});
+  const Weights w = perturbed_weights(c, at::kFloat);
+  const auto mixer = make_mamba2(c, w, 0);
+  const int64_t piece = 32 * 5, len = 2 * piece + 1;
+  at::manual_seed(27);
+  const at::Tensor x = at::randn({2, len + 1, c.hidden_size});
+  LayerCache cache;
+  mixer->allocate(cache, 2, len + 1, at::kFloat, at::kCPU);
+  const at::Tensor out = mixer->forward(x.narrow(1, 0, len), cache, ForwardContext{});
+  ForwardContext step;
+  step.start_pos = len;
+  const at::Tensor last = mixer->forward(x.narrow(1, len, 1), cache, step);
+  const at::Tensor plain = plain_mixer(c, w, 0, x, /*unclamped_from=*/len);
+  EXPECT_LE(rel_diff(out, plain.narrow(1, 0, len)), 1e-5);
+  EXPECT_LE(rel_diff(out.narrow(1, piece - 2, 4), plain.narrow(1, piece - 2, 4)), 1e-5) << "across a piece boundary";
+  EXPECT_LE(rel_diff(out.narrow(1, len - 1, 1), plain.narrow(1, len - 1, 1)), 1e-5) << "the one-token last piece";
+  EXPECT_LE(rel_diff(last, plain.narrow(1, len, 1)), 1e-5) << "the decode step after the pieces";
+}
+
 TEST(Mamba2MixerCache, PrefillFromPositionZeroResetsTheCache) {
   const ModelConfig c = tiny_mamba2({{"chunk_size", 4}});
   const Weights w = perturbed_weights(c, at::kFloat);

@@ -41,8 +41,11 @@ at::Tensor ssd_state_update(const at::Tensor& x, const at::Tensor& dt, const at:
 
 // Mamba-2's gated RMSNorm as transformers 5.x computes it: h = y * SiLU(z) in fp32, normalised
 // over groups of `group_size` channels (d_inner / n_groups; one group over all channels when
-// n_groups is 1), cast back to y's dtype, times weight. y, z [..., D]; weight [D].
+// n_groups is 1), cast back to y's dtype, times weight. y, z [..., D]; weight [D]. The result has
+// ATen's dtype of weight * y, or `out_dtype` where given: the same product rounded once to it
+// (what `.to(out_dtype)` of the result gives, without the intermediate tensor).
 at::Tensor gated_rms_norm(const at::Tensor& y, const at::Tensor& z, const at::Tensor& weight, int64_t group_size,
-                          double eps, Backend backend = Backend::Auto);
+                          double eps, Backend backend = Backend::Auto,
+                          std::optional<at::ScalarType> out_dtype = std::nullopt);
 
 }  // namespace effarch::ops

@@ -2,6 +2,7 @@
 // the SSD scan over heads with grouped B/C (chunked for prefill, one recurrence step for decode);
 // gated RMSNorm with z; out_proj. Follows transformers 5.x's torch_forward (docs/models.md, Mamba-2).
 
+#include <algorithm>
 #include <limits>
 
 #include <ATen/ATen.h>
@@ -24,8 +25,10 @@ class Mamba2Mixer final : public Mixer {
         norm_w_(w.get(layer, "mamba.norm.weight")),
         out_proj_(w.linear(layer, "mamba.out_proj.")) {
     args_.A = -at::exp(w.get(layer, "mamba.A_log").to(at::kFloat));
-    args_.D = w.get(layer, "mamba.D");
-    args_.dt_bias = w.get(layer, "mamba.dt_bias");
+    // D and dt_bias in fp32 once here: every implementation widens them to fp32 anyway, and the
+    // decode step's kernel then reads them in place (no per-token conversion inside a CUDA graph).
+    args_.D = w.get(layer, "mamba.D").to(at::kFloat);
+    args_.dt_bias = w.get(layer, "mamba.dt_bias").to(at::kFloat);
     args_.dt_softplus = true;
     if (m_.time_step_clamped) {
       args_.dt_min = m_.time_step_min;
@@ -39,34 +42,27 @@ class Mamba2Mixer final : public Mixer {
     decode_args_.dt_max = std::numeric_limits<double>::infinity();
   }
 
+  // A long prompt runs through the mixer in pieces of kPrefillPieceChunks chunks, each continuing
+  // from the cache the previous one left (conv window and SSM state): the same chunks, the same
+  // state passed between them, so the same result, but the mixer's activations (in_proj output,
+  // conv output, fp32 y, the scan's workspace: about 120 KB per token for Codestral) exist for
+  // one piece at a time instead of the whole prompt.
+  static constexpr int64_t kPrefillPieceChunks = 32;
+
   at::Tensor forward(const at::Tensor& x, LayerCache& cache, const ForwardContext& ctx) const override {
-    const int64_t b = x.size(0), t = x.size(1);
-    const int64_t di = m_.d_inner, h = m_.num_heads, p = m_.head_dim, g = m_.n_groups, n = m_.d_state;
-    const int64_t conv_dim = m_.conv_dim();
-    const at::Tensor proj = ops::linear(x, in_proj_);  // [B, T, Di + conv_dim + H]
-    const at::Tensor z = proj.narrow(2, 0, di);
-    const at::Tensor xbc = proj.narrow(2, di, conv_dim).transpose(1, 2);  // [B, conv_dim, T] view
-    const at::Tensor dt = proj.narrow(2, di + conv_dim, h);              // [B, T, H]
-    const bool fresh = ctx.start_pos == 0;
-    // SiLU fuses into the conv; any other hidden_act runs after a conv without activation.
-    const bool silu = m_.activation == Activation::SiLU;
-    at::Tensor conv = fresh ? ops::causal_conv1d(xbc, conv_w_, conv_b_, silu, &cache.conv_state, ctx.backend)
-                            : ops::causal_conv1d_update(xbc, cache.conv_state, conv_w_, conv_b_, silu, ctx.backend);
-    if (!silu) conv = ops::activate(m_.activation, conv);
-    const at::Tensor u = conv.transpose(1, 2);  // [B, T, conv_dim]
-    const at::Tensor xs = u.narrow(2, 0, di).reshape({b, t, h, p});
-    const at::Tensor bm = u.narrow(2, di, g * n).reshape({b, t, g, n});
-    const at::Tensor cm = u.narrow(2, di + g * n, g * n).reshape({b, t, g, n});
-    at::Tensor y;  // [B, T, Di] fp32
-    if (!fresh && t == 1) {
-      y = ops::ssd_state_update(xs.select(1, 0), dt.select(1, 0), bm.select(1, 0), cm.select(1, 0), decode_args_,
-                                cache.ssm_state, ctx.backend)
-              .reshape({b, 1, di});
-    } else {
-      y = ops::ssd_chunk_scan(xs, dt, bm, cm, args_, cache.ssm_state, /*from_state=*/!fresh, ctx.backend).reshape({b, t, di});
+    const int64_t t = x.size(1);
+    const bool decode_step = ctx.start_pos != 0 && t == 1;
+    const int64_t piece = kPrefillPieceChunks * std::max<int64_t>(m_.chunk_size, 1);
+    if (t <= piece) return forward_piece(x, cache, ctx, /*fresh=*/ctx.start_pos == 0, decode_step);
+    at::Tensor out;
+    for (int64_t from = 0; from < t; from += piece) {
+      const int64_t len = std::min(piece, t - from);
+      const at::Tensor part =
+          forward_piece(x.narrow(1, from, len), cache, ctx, /*fresh=*/ctx.start_pos == 0 && from == 0, false);
+      if (!out.defined()) out = at::empty({x.size(0), t, part.size(2)}, part.options());
+      out.narrow(1, from, len).copy_(part);
     }
-    const at::Tensor normed = ops::gated_rms_norm(y, z, norm_w_, di / g, m_.gated_norm_eps, ctx.backend);
-    return all_reduce(ops::linear(normed.to(x.scalar_type()), out_proj_), ctx.tp);
+    return out;
   }
 
   void allocate(LayerCache& cache, int64_t batch, int64_t /*max_len*/, at::ScalarType dtype,
@@ -77,6 +73,55 @@ class Mamba2Mixer final : public Mixer {
   }
 
  private:
+  // x [B, T, hidden] through the mixer. fresh: the cache starts empty (prefill from position 0);
+  // decode_step: one token of a decode (the one-token update, dt unclamped as transformers does).
+  at::Tensor forward_piece(const at::Tensor& x, LayerCache& cache, const ForwardContext& ctx, bool fresh,
+                           bool decode_step) const {
+    const int64_t b = x.size(0), t = x.size(1);
+    const int64_t di = m_.d_inner, h = m_.num_heads, p = m_.head_dim, g = m_.n_groups, n = m_.d_state;
+    const int64_t conv_dim = m_.conv_dim();
+    const at::Tensor proj = ops::linear(x, in_proj_);  // [B, T, Di + conv_dim + H]
+    const at::Tensor z = proj.narrow(2, 0, di);
+    at::Tensor y;  // [B, T, Di] fp32
+    {  // the conv output lives only until the scan has read it
+      const at::Tensor xbc = proj.narrow(2, di, conv_dim).transpose(1, 2);  // [B, conv_dim, T] view
+      const at::Tensor dt = proj.narrow(2, di + conv_dim, h);              // [B, T, H]
+      // SiLU fuses into the conv; any other hidden_act runs after a conv without activation.
+      const bool silu = m_.activation == Activation::SiLU;
+      at::Tensor conv;
+      if (fresh) {
+        conv = ops::causal_conv1d(xbc, conv_w_, conv_b_, silu, &cache.conv_state, ctx.backend);
+      } else if (t == 1) {
+        conv = ops::causal_conv1d_update(xbc, cache.conv_state, conv_w_, conv_b_, silu, ctx.backend);
+      } else {
+        // Several tokens after the cache (a prompt's later pieces, a continuation): the prefill
+        // conv over [the cached window's last K-1 inputs | x], whose first K-1 outputs are
+        // dropped; every output left has a full window, the same sum the update computes, in
+        // parallel over time rather than token after token, and it writes the new window.
+        const int64_t k = cache.conv_state.size(2);
+        const at::Tensor history = at::cat({cache.conv_state.narrow(2, 1, k - 1), xbc}, 2);
+        conv = ops::causal_conv1d(history, conv_w_, conv_b_, silu, &cache.conv_state, ctx.backend).narrow(2, k - 1, t);
+      }
+      if (!silu) conv = ops::activate(m_.activation, conv);
+      const at::Tensor u = conv.transpose(1, 2);  // [B, T, conv_dim]
+      const at::Tensor xs = u.narrow(2, 0, di).reshape({b, t, h, p});
+      const at::Tensor bm = u.narrow(2, di, g * n).reshape({b, t, g, n});
+      const at::Tensor cm = u.narrow(2, di + g * n, g * n).reshape({b, t, g, n});
+      if (decode_step) {
+        y = ops::ssd_state_update(xs.select(1, 0), dt.select(1, 0), bm.select(1, 0), cm.select(1, 0), decode_args_,
+                                  cache.ssm_state, ctx.backend)
+                .reshape({b, 1, di});
+      } else {
+        y = ops::ssd_chunk_scan(xs, dt, bm, cm, args_, cache.ssm_state, /*from_state=*/!fresh, ctx.backend)
+                .reshape({b, t, di});
+      }
+    }
+    // The norm writes the model dtype directly (the same rounding as casting its fp32 result).
+    const at::Tensor normed =
+        ops::gated_rms_norm(y, z, norm_w_, di / g, m_.gated_norm_eps, ctx.backend, x.scalar_type());
+    return all_reduce(ops::linear(normed, out_proj_), ctx.tp);
+  }
+
   MambaConfig m_;
   ops::Linear in_proj_;
   at::Tensor conv_w_;

@@ -1,0 +1,42 @@
+#pragma once
+// Mamba-2's gated RMSNorm, fused: h = y * SiLU(z) in fp32, h * rsqrt(mean over the group of h^2
+// + eps), rounded to y's type, times weight, stored in out's type (ATen's promotion of weight and
+// y). One block of kNormThreads per (row, group): each thread sums the squares of its channels,
+// a shared-memory tree adds them, then each thread writes its channels (y and z read twice,
+// the second time from cache). Instantiated per type of y; z, weight and out are read and
+// written by their runtime type (a branch uniform over the grid).
+
+#include "ssd/ssd_common.cuh"
+
+namespace effarch::kernels {
+
+template <typename y_t>
+__global__ void __launch_bounds__(ssd::kNormThreads) gated_rms_norm_kernel(const GatedRmsNormParams p) {
+  using YIo = ssd::StaticIo<y_t>;
+  using Io = ssd::DynamicIo;
+  __shared__ float red[ssd::kNormThreads];
+  const int groups = p.dim / p.group_size;
+  const int64_t row = blockIdx.x / groups;
+  const int group = static_cast<int>(blockIdx.x % groups);
+  red[threadIdx.x] = ssd::norm_partial<YIo, Io>(p, row, group, threadIdx.x, ssd::kNormThreads);
+  __syncthreads();
+  for (int stride = ssd::kNormThreads / 2; stride > 0; stride /= 2) {
+    ssd::norm_reduce_step(red, threadIdx.x, stride);
+    __syncthreads();
+  }
+  ssd::norm_write<YIo, Io>(p, row, group, threadIdx.x, ssd::kNormThreads, red[0]);
+}
+
+template <typename y_t>
+LaunchStatus gated_rms_norm_cuda(const GatedRmsNormParams& p, cudaStream_t stream) {
+  if (p.rows == 0 || p.dim == 0) return {};
+  if (p.group_size < 1 || p.dim % p.group_size != 0) {
+    return {cudaErrorInvalidValue, "gated_rms_norm: group_size must divide the channels"};
+  }
+  const int64_t blocks = p.rows * (p.dim / p.group_size);
+  if (blocks > 0x7fffffff) return {cudaErrorInvalidConfiguration, "gated_rms_norm: too many rows"};
+  gated_rms_norm_kernel<y_t><<<static_cast<unsigned>(blocks), ssd::kNormThreads, 0, stream>>>(p);
+  return check_launch("gated_rms_norm_kernel");
+}
+
+}  // namespace effarch::kernels

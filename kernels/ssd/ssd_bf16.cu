@@ -1,0 +1,20 @@
+// bf16 x: instantiations of the Mamba-2 decode step, the chunked scan and the gated RMSNorm (y in bf16).
+#include "ssd/gated_rms_norm.cuh"
+#include "ssd/ssd_chunk_scan.cuh"
+#include "ssd/ssd_state_update.cuh"
+
+namespace effarch::kernels {
+
+LaunchStatus ssd_state_update_bf16(const SsdUpdateParams& params, cudaStream_t stream) {
+  return ssd_state_update_cuda<__nv_bfloat16>(params, stream);
+}
+
+LaunchStatus ssd_chunk_scan_bf16(const SsdScanParams& params, cudaStream_t stream) {
+  return ssd_chunk_scan_cuda<__nv_bfloat16>(params, stream);
+}
+
+LaunchStatus gated_rms_norm_bf16(const GatedRmsNormParams& params, cudaStream_t stream) {
+  return gated_rms_norm_cuda<__nv_bfloat16>(params, stream);
+}
+
+}  // namespace effarch::kernels

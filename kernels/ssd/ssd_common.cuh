@@ -1,0 +1,56 @@
+#pragma once
+// Device side of the Mamba-2 kernels: the element access (`Io` of ssd_math.h) on the GPU and the
+// limits the launchers check. Conversions are cuda_bf16.h / cuda_fp16.h's, rounding to nearest
+// even as ATen's casts do.
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include "common/element_type.h"
+#include "ssd/ssd.h"
+#include "ssd/ssd_math.h"
+
+namespace effarch::kernels::ssd {
+
+EFFARCH_HD float to_f32(float v) { return v; }
+EFFARCH_HD float to_f32(__nv_bfloat16 v) { return __bfloat162float(v); }
+EFFARCH_HD float to_f32(__half v) { return __half2float(v); }
+
+// Every element of the tensor read as input_t (the scan and the decode step: one input type).
+template <typename input_t>
+struct StaticIo {
+  EFFARCH_HD static float load(const void* base, int64_t offset, ElementType) {
+    return to_f32(static_cast<const input_t*>(base)[offset]);
+  }
+};
+
+// The element type given per access (the gated RMSNorm, whose y, z, weight and out may differ).
+struct DynamicIo {
+  EFFARCH_HD static float load(const void* base, int64_t offset, ElementType type) {
+    switch (type) {
+      case ElementType::kBFloat16: return __bfloat162float(static_cast<const __nv_bfloat16*>(base)[offset]);
+      case ElementType::kFloat16: return __half2float(static_cast<const __half*>(base)[offset]);
+      default: return static_cast<const float*>(base)[offset];
+    }
+  }
+  EFFARCH_HD static void store(void* base, int64_t offset, ElementType type, float v) {
+    switch (type) {
+      case ElementType::kBFloat16: static_cast<__nv_bfloat16*>(base)[offset] = __float2bfloat16_rn(v); break;
+      case ElementType::kFloat16: static_cast<__half*>(base)[offset] = __float2half_rn(v); break;
+      default: static_cast<float*>(base)[offset] = v; break;
+    }
+  }
+  EFFARCH_HD static float round_to(ElementType type, float v) {
+    switch (type) {
+      case ElementType::kBFloat16: return __bfloat162float(__float2bfloat16_rn(v));
+      case ElementType::kFloat16: return __half2float(__float2half_rn(v));
+      default: return v;
+    }
+  }
+};
+
+inline constexpr int kMaxGridYZ = 65535;
+inline constexpr int kMaxDState = 256;  // the scan's shared rows of C; the decode step has no limit
+inline constexpr int kMaxChunk = 1024;
+
+}  // namespace effarch::kernels::ssd
