@@ -4,19 +4,18 @@
 
 #include <unistd.h>
 
-#include <atomic>
 #include <chrono>
-#include <csignal>
-#include <ctime>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 
 #include <ATen/Parallel.h>
 #include <fmt/format.h>
 
 #include "commands.h"
 #include "parallel_options.h"
+#include "stop_signal.h"
 #include "effarch/bench/bench.h"
 #include "effarch/common/error.h"
 #include "effarch/model/model.h"
@@ -25,24 +24,6 @@
 
 namespace effarch::cli {
 namespace {
-
-std::atomic<bool> g_stop{false};
-std::atomic<int64_t> g_first_signal_ns{0};
-
-// The first SIGINT asks the sweep to stop after writing what finished. A second one a second
-// or more later ends the process at once; one that arrives together with the first (`timeout`
-// signals the child and then its whole process group) is the same request.
-extern "C" void on_sigint(int) {
-  timespec ts{};
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  const int64_t now = static_cast<int64_t>(ts.tv_sec) * 1000000000 + ts.tv_nsec;
-  if (!g_stop.load()) {
-    g_first_signal_ns.store(now);
-    g_stop.store(true);
-  } else if (now - g_first_signal_ns.load() > 1000000000) {
-    _exit(130);
-  }
-}
 
 struct BenchCmd {
   std::vector<std::string> models;
@@ -142,13 +123,13 @@ int run_bench(const BenchCmd& cmd) {
   nlohmann::json env = bench::probe_environment(spec.device, spec.dtype);
   if (spec.parallel) env["parallel"] = parallel_json(*par);
 
-  g_stop.store(false);
-  // Ctrl-C's stop-after-this-point cannot be kept in step across ranks (one may stop mid-point while
-  // another waits in a collective): a multi-process run leaves SIGINT to its default (and to torchrun).
-  if (!spec.parallel) std::signal(SIGINT, on_sigint);
+  // Ctrl-C (stop_signal.h) stops after the point in progress. That cannot be kept in step across
+  // ranks (one may stop mid-point while another waits in a collective): a multi-process run leaves
+  // SIGINT to its default (and to torchrun).
+  std::optional<StopOnSigint> stop(std::in_place, /*install=*/!spec.parallel);
   const double start = std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
   bench::RunCallbacks cb;
-  cb.stop = &g_stop;
+  cb.stop = stop->flag();
   cb.on_point = [&](const bench::Point& p) {
     if (!lead) return;
     if (p.machine_load && p.machine_load->busy) {
@@ -172,8 +153,8 @@ int run_bench(const BenchCmd& cmd) {
     fmt::print(stderr, "[{}/{}] {} (elapsed {:.0f} s, about {} left)\n", i + 1, total, label, elapsed, eta);
   };
   const std::vector<bench::Point> points = bench::run_sweep(spec, env, cb);
-  std::signal(SIGINT, SIG_DFL);
-  const bool interrupted = g_stop.load();
+  const bool interrupted = stop->requested();
+  stop.reset();  // the default SIGINT again
   if (spec.parallel) par->barrier();  // no rank leaves (rank 0 serves the store) while another still runs
   if (!lead) return 0;
   const nlohmann::json doc = bench::make_document(spec, env, cmd.argv, points, interrupted);

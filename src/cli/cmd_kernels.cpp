@@ -2,11 +2,6 @@
 // the measured copy bandwidth, with attention beside the scans (docs/kernels.md). Every finished
 // row goes to a JSON Lines file at once; the final JSON is written atomically at the end.
 
-#include <time.h>
-#include <unistd.h>
-
-#include <atomic>
-#include <csignal>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -15,29 +10,13 @@
 #include <fmt/format.h>
 
 #include "commands.h"
+#include "stop_signal.h"
 #include "effarch/bench/bench.h"
 #include "effarch/bench/kernels.h"
 #include "effarch/common/error.h"
 
 namespace effarch::cli {
 namespace {
-
-// Ctrl-C: no new row starts; the rows measured so far are written (the JSON marked interrupted)
-// and the command exits 130. The row in progress finishes first (an op call cannot be cut short);
-// a second Ctrl-C a second or more later ends the process at once (the .jsonl keeps the rows).
-std::atomic<bool> g_stop{false};
-std::atomic<int64_t> g_first_signal_ns{0};
-extern "C" void on_kernels_sigint(int) {
-  timespec ts{};
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  const int64_t now = static_cast<int64_t>(ts.tv_sec) * 1000000000 + ts.tv_nsec;
-  if (!g_stop.load()) {
-    g_first_signal_ns.store(now);
-    g_stop.store(true);
-  } else if (now - g_first_signal_ns.load() > 1000000000) {
-    _exit(130);
-  }
-}
 
 struct KernelsCmd {
   bench::KernelSweep sweep;
@@ -95,22 +74,20 @@ int run_kernels_cmd(KernelsCmd& cmd) {
   const nlohmann::json env = bench::probe_environment(sweep.device, sweep.dtype);
   fmt::print(stderr, "effarch kernels: results to {} (each row also to {} as it finishes)\n", cmd.output, jsonl);
   bench::KernelCallbacks cb;
-  g_stop.store(false);
-  cb.stop = &g_stop;
-  std::signal(SIGINT, on_kernels_sigint);
-  cb.on_row = [&](const nlohmann::json& row) {
-    lines << row.dump() << "\n";
-    lines.flush();
-  };
+  // Ctrl-C: no new row starts; the rows measured so far are written (the JSON marked interrupted)
+  // and the command exits 130. The row in progress finishes first (an op call cannot be cut short).
+  bool interrupted = false;
   std::vector<nlohmann::json> rows;
-  try {
+  {
+    const StopOnSigint stop;
+    cb.stop = stop.flag();
+    cb.on_row = [&](const nlohmann::json& row) {
+      lines << row.dump() << "\n";
+      lines.flush();
+    };
     rows = bench::run_kernels(sweep, env, cb);
-  } catch (...) {
-    std::signal(SIGINT, SIG_DFL);
-    throw;
+    interrupted = stop.requested();
   }
-  std::signal(SIGINT, SIG_DFL);
-  const bool interrupted = g_stop.load();
   const nlohmann::json doc = bench::kernels_document(sweep, env, cmd.argv, rows, interrupted);
   bench::write_atomically(cmd.output, doc.dump(2) + "\n");
   fmt::print("{}", cmd.json ? doc.dump(2) + "\n" : bench::format_kernels_table(doc));

@@ -1,0 +1,42 @@
+#include "stop_signal.h"
+
+#include <time.h>
+#include <unistd.h>
+
+#include <csignal>
+#include <cstdint>
+
+namespace effarch::cli {
+namespace {
+
+std::atomic<bool> g_stop{false};
+std::atomic<int64_t> g_first_signal_ns{0};
+
+extern "C" void on_sigint(int) {
+  timespec ts{};
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  const int64_t now = static_cast<int64_t>(ts.tv_sec) * 1000000000 + ts.tv_nsec;
+  if (!g_stop.load()) {
+    g_first_signal_ns.store(now);
+    g_stop.store(true);
+  } else if (now - g_first_signal_ns.load() > 1000000000) {
+    _exit(130);
+  }
+}
+
+}  // namespace
+
+StopOnSigint::StopOnSigint(bool install) : installed_(install) {
+  g_stop.store(false);
+  if (installed_) std::signal(SIGINT, on_sigint);
+}
+
+StopOnSigint::~StopOnSigint() {
+  if (installed_) std::signal(SIGINT, SIG_DFL);
+}
+
+const std::atomic<bool>* StopOnSigint::flag() const { return &g_stop; }
+
+bool StopOnSigint::requested() const { return g_stop.load(); }
+
+}  // namespace effarch::cli
