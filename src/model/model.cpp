@@ -205,7 +205,6 @@ void Model::allocate_cache(int64_t batch, int64_t max_len) {
   if (options_.decode != DecodeMode::Eager) {
     const auto longs = at::TensorOptions().dtype(at::kLong).device(options_.device);
     position_ = at::zeros({1}, longs);
-    key_positions_ = at::arange(max_len, longs);
   }
 }
 
@@ -250,7 +249,6 @@ void Model::release_cache() {
   cache_ = Cache{};
   rope_tables_ = ops::RopeTables{};
   position_ = at::Tensor();
-  key_positions_ = at::Tensor();
 }
 
 at::Tensor Model::decode(const at::Tensor& ids) {
@@ -288,7 +286,7 @@ at::Tensor Model::decode(const at::Tensor& ids) {
 
 at::Tensor Model::forward_static(const at::Tensor& ids) {
   ForwardContext ctx{cache_.length, rope_tables_.rotary_dim > 0 ? &rope_tables_ : nullptr, options_.attention,
-                     options_.backend, routing_observer_ ? &routing_observer_ : nullptr, &position_, &key_positions_};
+                     options_.backend, routing_observer_ ? &routing_observer_ : nullptr, &position_};
   set_groups(ctx);
   at::Tensor x = at::embedding(embed_, ids);  // [B, 1, H]
   for (size_t i = 0; i < blocks_.size(); ++i) x = blocks_[i]->forward(x, cache_.layers[i], ctx);

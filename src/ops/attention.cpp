@@ -92,31 +92,4 @@ at::Tensor causal_attention(const at::Tensor& q, const at::Tensor& k, const at::
   return at::matmul(probs, vr);
 }
 
-at::Tensor attention_at_position(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                                 const at::Tensor& key_positions, const at::Tensor& position, double scale,
-                                 AttentionImpl impl, std::optional<int64_t> window) {
-  RECORD_USER_SCOPE("effarch::attention_at_position");  // names the op in profiles (effarch profile)
-  const int64_t hq = q.size(1), hkv = k.size(1);
-  if (hq % hkv != 0 || q.size(2) != 1 || key_positions.numel() != k.size(2) || (window && *window < 1)) {
-    throw OpError(fmt::format("attention_at_position: {} query heads over {} kv heads, {} queries, {} keys, {} key "
-                                 "positions", hq, hkv, q.size(2), k.size(2), key_positions.numel()));
-  }
-  // GQA without copying the cache: the G = Hq / Hkv query heads that share a kv head become G
-  // queries of that head (HF's repeat_kv gives kv head j the query heads j*G .. j*G + G - 1).
-  const int64_t b = q.size(0), g = hq / hkv, d = q.size(3);
-  const at::Tensor qg = q.reshape({b, hkv, g, d});
-  at::Tensor visible = key_positions.le(position);  // [S], computed on the device: no host sync
-  if (window) visible = visible & key_positions.gt(position - *window);
-  visible = visible.view({1, 1, 1, -1});  // [1, 1, 1, S]
-  at::Tensor out;
-  if (impl == AttentionImpl::Sdpa) {
-    out = at::scaled_dot_product_attention(qg, k, v, visible, 0.0, false, scale);
-  } else {
-    at::Tensor scores = at::matmul(qg.to(at::kFloat), k.to(at::kFloat).transpose(-1, -2)) * scale;  // [B, Hkv, G, S]
-    scores = scores.masked_fill(visible.logical_not(), -std::numeric_limits<float>::infinity());
-    out = at::matmul(at::softmax(scores, -1).to(v.scalar_type()), v);
-  }
-  return out.reshape({b, hq, 1, d});
-}
-
 }  // namespace effarch::ops

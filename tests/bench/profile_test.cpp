@@ -28,7 +28,7 @@ TEST(ProfileClassify, NamesToKinds) {
       {"effarch::rms_norm", OpKind::Norm},
       {"effarch::layer_norm", OpKind::Norm},
       {"effarch::causal_attention", OpKind::Attention},
-      {"effarch::attention_at_position", OpKind::Attention},
+      {"effarch::decode_attention", OpKind::Attention},
       {"effarch::something_new", OpKind::Other},
       // ATen ops, exactly: add is not addmm
       {"aten::addmm", OpKind::Gemm},

@@ -142,7 +142,6 @@ class Model {
   ops::RopeTables rope_tables_;  // built for the cache's length
   RoutingObserver routing_observer_;
   at::Tensor position_;                 // [1] int64 on the device: the static decode's position
-  at::Tensor key_positions_;            // arange(max_len) on the device
   std::unique_ptr<DecodeGraph> graph_;  // captured for the cache it was built on
 };
 

@@ -23,14 +23,6 @@ AttentionImpl parse_attention_impl(const std::string& name, const std::string& o
 at::Tensor causal_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, int64_t start_pos,
                             double scale, AttentionImpl impl, std::optional<int64_t> window = std::nullopt);
 
-// One query per sequence over a whole cache, for the static decode: q [B, Hq, 1, D]; k, v
-// [B, Hkv, S, D]; key s is seen when key_positions[s] <= position ([S] and [1] int64 tensors on
-// q's device), and with a sliding window W also key_positions[s] > position - W. The shapes never
-// change from step to step and nothing is read back to the host, so a CUDA graph can replay it.
-at::Tensor attention_at_position(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                                 const at::Tensor& key_positions, const at::Tensor& position, double scale,
-                                 AttentionImpl impl, std::optional<int64_t> window = std::nullopt);
-
 // What the last prefill attention call (more than one query, through SDPA) on this thread ran:
 // the backend the framework picks for those tensors (at::_fused_sdp_choice, asked with the same
 // arguments: "flash_attention", "efficient_attention", "cudnn_attention", "math" or

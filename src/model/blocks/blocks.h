@@ -31,10 +31,8 @@ struct ForwardContext {
   const RoutingObserver* routing = nullptr;  // MoE layers report their expert choices here when set
   // Static decode (DecodeMode::Static / CudaGraph): one token per sequence whose position is this
   // [1] int64 device tensor; attention writes K/V there and ops::decode_attention reads the cache
-  // up to it (key_positions, arange(max_len), is no longer read by attention: decode_attention's
-  // reference builds its mask itself). Null: positions from start_pos.
+  // up to it. Null: positions from start_pos.
   const at::Tensor* position = nullptr;
-  const at::Tensor* key_positions = nullptr;
   // Tensor/expert parallelism (docs/parallel.md): the groups the row-parallel layers sum their
   // partial outputs over. Null: one process, nothing to sum.
   parallel::Communicator* tp = nullptr;   // attention out, dense MLP down, Mamba x_proj / out_proj
