@@ -11,11 +11,12 @@
 #include <fmt/ranges.h>
 
 #include "effarch/common/error.h"
+#include "arg_checks.h"
 
 namespace effarch::ops {
 namespace {
 
-std::string shape(const at::Tensor& t) { return fmt::format("[{}]", fmt::join(t.sizes(), ", ")); }
+using detail::shape;
 
 void check_defined(const at::Tensor& t, const char* op, const char* name) {
   if (!t.defined()) throw OpError(fmt::format("{}: {} is an undefined tensor", op, name));

@@ -11,13 +11,14 @@
 #include <fmt/ranges.h>
 
 #include "effarch/common/error.h"
+#include "arg_checks.h"
 
 namespace effarch::ops {
 namespace {
 
 constexpr const char* kOp = "decode_attention";
 
-std::string shape(const at::Tensor& t) { return fmt::format("[{}]", fmt::join(t.sizes(), ", ")); }
+using detail::shape;
 
 // q [B, Hq, T, D], k and v [B, Hkv, S, D]: the same batch, head size, dtype and device.
 void check_tensors(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, std::optional<int64_t> window) {

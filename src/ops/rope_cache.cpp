@@ -9,13 +9,14 @@
 #include <fmt/ranges.h>
 
 #include "effarch/common/error.h"
+#include "arg_checks.h"
 
 namespace effarch::ops {
 namespace {
 
 constexpr const char* kOp = "rope_cache_write";
 
-std::string shape(const at::Tensor& t) { return fmt::format("[{}]", fmt::join(t.sizes(), ", ")); }
+using detail::shape;
 
 void check(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const RopeTables* tables,
            const at::Tensor& position, const at::Tensor& k_cache, const at::Tensor& v_cache) {
