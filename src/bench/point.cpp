@@ -78,6 +78,15 @@ ExpertsSource parse_experts_source(const std::string& value, const std::string& 
   throw UsageError(fmt::format("{}: unknown experts source '{}' (measured, uniform_routing_estimate)", where, value));
 }
 
+const char* to_string(KvRead read) { return read == KvRead::FilledPrefix ? "filled_prefix" : "allocated"; }
+
+KvRead parse_kv_read(const std::string& value, const std::string& where) {
+  for (KvRead r : {KvRead::FilledPrefix, KvRead::Allocated}) {
+    if (value == to_string(r)) return r;
+  }
+  throw UsageError(fmt::format("{}: unknown KV read '{}' (filled_prefix, allocated)", where, value));
+}
+
 // ---- Stats ----
 
 bool Stats::operator==(const Stats& o) const {
@@ -290,8 +299,9 @@ void from_json(const json& j, MemoryResult& m) {
 }
 
 bool Roofline::Decode::operator==(const Decode& o) const {
-  return std::tie(bytes_per_step, bytes_per_s, fraction_of_bandwidth, experts_per_moe_layer, experts_source) ==
-         std::tie(o.bytes_per_step, o.bytes_per_s, o.fraction_of_bandwidth, o.experts_per_moe_layer, o.experts_source);
+  return std::tie(bytes_per_step, bytes_per_s, fraction_of_bandwidth, experts_per_moe_layer, experts_source, kv_read) ==
+         std::tie(o.bytes_per_step, o.bytes_per_s, o.fraction_of_bandwidth, o.experts_per_moe_layer, o.experts_source,
+                  o.kv_read);
 }
 
 bool Roofline::operator==(const Roofline& o) const {
@@ -310,6 +320,7 @@ void to_json(json& j, const Roofline& r) {
     j["decode_fraction_of_bandwidth"] = r.decode->fraction_of_bandwidth;
     put(j, "decode_experts_per_moe_layer", r.decode->experts_per_moe_layer);
     if (r.decode->experts_source) j["decode_experts_source"] = to_string(*r.decode->experts_source);
+    if (r.decode->kv_read) j["decode_kv_read"] = to_string(*r.decode->kv_read);
   }
 }
 
@@ -327,6 +338,9 @@ void from_json(const json& j, Roofline& r) {
     if (j.contains("decode_experts_source")) {
       d.experts_source = parse_experts_source(j.at("decode_experts_source").get<std::string>(),
                                               "roofline.decode_experts_source");
+    }
+    if (j.contains("decode_kv_read")) {
+      d.kv_read = parse_kv_read(j.at("decode_kv_read").get<std::string>(), "roofline.decode_kv_read");
     }
     r.decode = d;
   }

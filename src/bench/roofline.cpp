@@ -68,10 +68,12 @@ Roofline roofline(const RooflineModel& m, const RooflineInputs& in) {
   r.prefill_fraction_of_gemm = in.gemm_flops_per_s > 0 ? r.prefill_flops_per_s / in.gemm_flops_per_s : 0.0;
   if (!in.decode_step_s) return r;
   Roofline::Decode d;
-  // KV read per step: the filled prefix on average (eager), the whole cache (static / graph).
+  // KV read per step: the filled prefix on average (prompt + half the generated tokens, of the
+  // cache allocated for prompt + generated), or the whole allocated cache.
   const double l = static_cast<double>(in.prompt_len), gen = static_cast<double>(in.gen_tokens);
   const double kv = static_cast<double>(in.kv_cache_bytes);
-  const double kv_read = in.cuda_graphs == model::DecodeMode::Eager ? kv * (l + gen / 2.0) / (l + gen) : kv;
+  const double kv_read = in.kv_read == KvRead::FilledPrefix && l + gen > 0 ? kv * (l + gen / 2.0) / (l + gen) : kv;
+  if (in.kv_cache_bytes > 0) d.kv_read = in.kv_read;
   double weights = m.weight_bytes_per_decode;
   if (m.num_experts > 0) {
     const double touched = in.measured_experts_per_layer

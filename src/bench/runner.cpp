@@ -15,6 +15,7 @@
 #include "effarch/model/catalog.h"
 #include "effarch/model/model.h"
 #include "effarch/ops/attention.h"
+#include "effarch/ops/backend.h"
 
 namespace effarch::bench {
 namespace {
@@ -194,7 +195,11 @@ Measured measure_point(model::Model& m, const RooflineModel& f, const SweepSpec&
     in.batch = batch;
     in.prompt_len = len;
     in.gen_tokens = spec.gen_tokens;
-    in.cuda_graphs = m.options().decode;
+    // The decode attention kernel reads the filled length from the device, graphed or not; the
+    // static step's reference attends over the whole allocated cache under a mask.
+    const auto attention = m.implementations().find(std::string(ops::op_name(ops::OpFamily::DecodeAttention)));
+    const bool kernel = attention != m.implementations().end() && attention->second == "cuda";
+    in.kv_read = m.options().decode == model::DecodeMode::Eager || kernel ? KvRead::FilledPrefix : KvRead::Allocated;
     in.kv_cache_bytes = kv;
     in.state_bytes = state;
     in.prefill_s = percentile(prefill, 50);

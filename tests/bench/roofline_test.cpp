@@ -6,6 +6,7 @@
 
 #include "../test_util.h"
 #include "effarch/bench/roofline.h"
+#include "effarch/common/error.h"
 #include "effarch/model/catalog.h"
 #include "effarch/model/model.h"
 #include "effarch/model/stats.h"
@@ -39,6 +40,41 @@ TEST(Roofline, DecodeBytesComeFromTheStoredWeights) {
       }
     }
   }
+}
+
+// The KV bytes a decode step reads: the filled prefix on average (prompt + half the generated
+// tokens, of a cache allocated for prompt + generated) or the whole allocated cache; recorded.
+TEST(Roofline, DecodeCountsTheKvCacheAsTheAttentionReadsIt) {
+  RooflineModel m;
+  m.weight_bytes_per_decode = 1000;
+  RooflineInputs in;
+  in.prompt_len = 96;
+  in.gen_tokens = 32;
+  in.kv_cache_bytes = 1280;  // 10 bytes per position
+  in.state_bytes = 7;
+  in.prefill_s = 1;
+  in.decode_step_s = 0.5;
+  in.copy_bandwidth_bytes_per_s = 4000;
+  in.kv_read = KvRead::FilledPrefix;
+  const Roofline filled = roofline(m, in);
+  ASSERT_TRUE(filled.decode);
+  EXPECT_DOUBLE_EQ(filled.decode->bytes_per_step, 1000 + 10 * (96 + 16) + 7);
+  EXPECT_DOUBLE_EQ(filled.decode->bytes_per_s, (1000 + 10 * (96 + 16) + 7) / 0.5);
+  EXPECT_EQ(filled.decode->kv_read, KvRead::FilledPrefix);
+  in.kv_read = KvRead::Allocated;
+  const Roofline whole = roofline(m, in);
+  EXPECT_DOUBLE_EQ(whole.decode->bytes_per_step, 1000 + 1280 + 7);
+  EXPECT_EQ(whole.decode->kv_read, KvRead::Allocated);
+  // A model without a KV cache records no KV read.
+  in.kv_cache_bytes = 0;
+  EXPECT_FALSE(roofline(m, in).decode->kv_read.has_value());
+  // Through the JSON and back.
+  const nlohmann::json j = whole;
+  EXPECT_EQ(j.at("decode_kv_read"), "allocated");
+  EXPECT_EQ(j.get<Roofline>(), whole);
+  nlohmann::json bad = j;
+  bad["decode_kv_read"] = "some";
+  EXPECT_THROW(bad.get<Roofline>(), UsageError);
 }
 
 }  // namespace

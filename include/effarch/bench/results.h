@@ -44,6 +44,13 @@ enum class ExpertsSource { Measured, UniformRoutingEstimate };
 const char* to_string(ExpertsSource source);  // "measured", "uniform_routing_estimate"
 ExpertsSource parse_experts_source(const std::string& value, const std::string& where);
 
+// What the decode roofline counts of the KV cache per step: the filled prefix (eager attention,
+// or the decode attention kernel, which reads the filled length from the device) or the whole
+// allocated cache (the static step's reference SDPA, which attends over all of it under a mask).
+enum class KvRead { FilledPrefix, Allocated };
+const char* to_string(KvRead read);  // "filled_prefix", "allocated"
+KvRead parse_kv_read(const std::string& value, const std::string& where);
+
 // ---- results ----
 
 struct Stats {
@@ -133,6 +140,7 @@ struct Roofline {
     double bytes_per_step = 0, bytes_per_s = 0, fraction_of_bandwidth = 0;
     std::optional<double> experts_per_moe_layer;  // MoE models
     std::optional<ExpertsSource> experts_source;  // with it
+    std::optional<KvRead> kv_read;                // models with a KV cache
     bool operator==(const Decode& o) const;
   };
   std::optional<Decode> decode;  // absent when nothing is decoded

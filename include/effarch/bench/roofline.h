@@ -43,7 +43,7 @@ double expected_distinct_experts(int64_t num_experts, int64_t top_k, int64_t tok
 // One point's measurements, as the roofline needs them.
 struct RooflineInputs {
   int64_t batch = 1, prompt_len = 0, gen_tokens = 0;
-  model::DecodeMode cuda_graphs = model::DecodeMode::Eager;
+  KvRead kv_read = KvRead::FilledPrefix;                // what a decode step reads of the KV cache
   uint64_t kv_cache_bytes = 0, state_bytes = 0;        // as allocated for prompt + generated tokens
   double prefill_s = 0;                                // median
   std::optional<double> decode_step_s;                 // median; none when nothing was decoded
@@ -51,8 +51,8 @@ struct RooflineInputs {
   double copy_bandwidth_bytes_per_s = 0, gemm_flops_per_s = 0;  // measured at start; 0 gives fractions of 0
 };
 
-// A decode step reads the active weights (every expert the batch picked), the cache (the filled
-// prefix on average eagerly, the whole cache when static or graphed) and the recurrent state.
+// A decode step reads the active weights (every expert the batch picked), the KV cache (the filled
+// prefix on average, or the whole allocated cache: kv_read) and the recurrent state.
 Roofline roofline(const RooflineModel& m, const RooflineInputs& in);
 
 }  // namespace effarch::bench
