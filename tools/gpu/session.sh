@@ -3,8 +3,11 @@
 # (the kernels' GPU tests run there), the kernels on their own, then the benchmark suites. Run from
 # the source root on the GPU machine after `source .gpu-kit/env.sh` (the kit tools/gpu/fetch-kit.sh
 # makes, docs/building.md); results land in OUT (default ./gpu-out), each step bounded by a timeout
-# so a slow one cannot eat the rest. The GPU checks still waiting for a run, with what each must
-# show, are listed in docs/perf/pending.md; this script runs the core of them in order of value.
+# so a slow one cannot eat the rest. The build step places the binaries tools/gpu/prebuild.sh
+# packed on the development machine when they fit this tree (device time is 15 minutes a session:
+# no compiling there), and compiles otherwise. The GPU checks still waiting for a run, with what
+# each must show, are listed in docs/perf/pending.md; this script runs the core of them in order
+# of value.
 #   tools/gpu/session.sh check|kernels|bench|all [OUT]
 #     check:   build, the unit tests, kernel vs reference tokens for every tiny model (graphs off/on)
 #     kernels: effarch kernels (Mamba-1, Mamba-2 shapes) and effarch profile of two decode steps

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Packs this machine's CUDA build (build/, sm_90 and sm_121) into .gpu-kit/prebuilt/, so that a
+# GPU session, which has 15 minutes of device time in all, does not spend minutes compiling:
+# tools/gpu/build.sh there unpacks it when the sources there hash the same (source-hash.sh), and
+# compiles otherwise. Run on the development machine after tools/gpu/fetch-kit.sh:
+#   bash tools/gpu/prebuild.sh [BUILD_DIR]   (default build; the `default` CMake preset)
+# The binaries keep this machine's paths (the source root for the test data and the configs,
+# the Python of tools/setup.sh for the fixtures); build.sh links those paths to the GPU
+# machine's tree and python3. The libraries they load come from the kit (env.sh) and the GPU
+# machine's torch and CUDA, as a build there would use.
+set -euo pipefail
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+root=$(cd "$here/../.." && pwd)
+cd "$root"
+build=${1:-build}
+[[ -d .gpu-kit ]] || { echo "prebuild.sh: run tools/gpu/fetch-kit.sh first (.gpu-kit/ is missing)" >&2; exit 1; }
+[[ -f "$build/CMakeCache.txt" ]] || { echo "prebuild.sh: $build is not configured (cmake --preset default)" >&2; exit 1; }
+cmake --build "$build" --target effarch effarch_tests -j "$(nproc)"
+archs=$(grep -o 'code=\[compute_[0-9]*,sm_[0-9]*\]' "$build/build.ninja" | grep -o 'sm_[0-9]*' | sort -u | tr '\n' ' ' || true)
+if [[ -z $archs ]] || ! ldd "$build/src/effarch" | grep -q libcudart; then
+  echo "prebuild.sh: $build is not a CUDA build (no sm_ targets in build.ninja, or no libcudart)" >&2
+  exit 1
+fi
+out=.gpu-kit/prebuilt
+rm -rf "$out"
+mkdir -p "$out"
+cp "$build/src/effarch" "$build/tests/effarch_tests" "$out/"
+strip "$out/effarch" "$out/effarch_tests"
+xz -T0 -6 "$out/effarch" "$out/effarch_tests"
+python=$(sed -n 's/^EFFARCH_PYTHON:[A-Z]*=//p' "$build/CMakeCache.txt")
+{
+  echo "source_hash=$(bash "$here/source-hash.sh")"
+  echo "source_root=$root"
+  echo "python=$python"
+  echo "cuda_archs=$archs"
+  echo "commit=$(git rev-parse HEAD)$(git diff --quiet HEAD -- . ':!docs' || echo '+changes')"
+  echo "built=$(date -u +%FT%TZ) $(c++ --version | head -1); $(nvcc --version | tail -1)"
+} > "$out/BUILT_FROM"
+cat "$out/BUILT_FROM"
+du -sh "$out"
