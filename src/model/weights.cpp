@@ -129,6 +129,24 @@ ops::Linear Weights::fused_linear(int layer, const std::vector<std::string>& pre
   return ops::Linear(fused, std::move(b));
 }
 
+bool Weights::can_fuse(int layer, const std::vector<std::string>& prefixes) const {
+  const at::Tensor* first = nullptr;
+  size_t biases = 0, scales = 0;
+  for (const std::string& p : prefixes) {
+    const at::Tensor* w = find(layer, p + "weight");
+    if (w == nullptr || w->dim() != 2) return false;
+    if (first != nullptr && (w->size(1) != first->size(1) || w->scalar_type() != first->scalar_type() ||
+                             w->device() != first->device())) {
+      return false;
+    }
+    if (first == nullptr) first = w;
+    biases += find(layer, p + "bias") != nullptr ? 1 : 0;
+    scales += find(layer, p + "weight_scale") != nullptr ? 1 : 0;
+  }
+  const auto all_or_none = [&](size_t n) { return n == 0 || n == prefixes.size(); };
+  return first != nullptr && all_or_none(biases) && all_or_none(scales);
+}
+
 ops::GatedMlpWeights Weights::gated_mlp(int layer, const std::string& prefix) const {
   ops::GatedMlpWeights w;
   w.gate_up = fused_linear(layer, {prefix + "gate.", prefix + "up."});

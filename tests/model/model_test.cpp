@@ -333,6 +333,41 @@ TEST(Model, CacheIsAllocatedOnceWithFixedShapes) {
   EXPECT_EQ(model->cache().layers[0].k.data_ptr(), k_ptr);  // written in place
 }
 
+// Attention's q/k/v run as one product over weights concatenated at load: the parts become views
+// of the fused tensor (no second copy), and its column ranges are the three products.
+TEST(Model, AttentionFusesQkvIntoOneProductWithoutCopies) {
+  for (const char* name : {"tiny-llama", "tiny-phi", "tiny-jamba"}) {  // GQA; biases and partial rotary; no RoPE
+    for (const ops::WeightFormat format : {ops::WeightFormat::Dense, ops::WeightFormat::Int8}) {
+      auto model = make(name, ops::AttentionImpl::Sdpa, DecodeMode::Eager, at::kCPU, ops::Backend::Auto, format);
+      const Weights& w = model->weights();
+      const ModelConfig& c = model->config();
+      int layer = 0;
+      while (c.layers.at(static_cast<size_t>(layer)).mixer != MixerKind::Attention) ++layer;
+      const std::vector<std::string> parts{"attn.q.", "attn.k.", "attn.v."};
+      ASSERT_TRUE(w.can_fuse(layer, parts)) << name;
+      const at::Tensor& q = w.get(layer, "attn.q.weight");
+      const at::Tensor& k = w.get(layer, "attn.k.weight");
+      const at::Tensor& v = w.get(layer, "attn.v.weight");
+      // Loading the model fused them: consecutive row ranges of one allocation.
+      EXPECT_TRUE(q.is_alias_of(k) && k.is_alias_of(v)) << name;
+      EXPECT_EQ(static_cast<const char*>(k.const_data_ptr()) - static_cast<const char*>(q.const_data_ptr()),
+                static_cast<std::ptrdiff_t>(q.nbytes()))
+          << name;
+      // The fused product's column ranges are the parts' own products.
+      const at::Tensor x = at::randn({2, 3, c.hidden_size});
+      const at::Tensor y = ops::linear(x, w.fused_linear(layer, parts));
+      int64_t col = 0;
+      for (const std::string& part : parts) {
+        const at::Tensor own = ops::linear(x, w.linear(layer, part));
+        EXPECT_TRUE(at::allclose(y.narrow(-1, col, own.size(-1)), own, 1e-5, 1e-6)) << name << " " << part;
+        col += own.size(-1);
+      }
+      EXPECT_EQ(col, y.size(-1));
+      EXPECT_FALSE(w.can_fuse(layer, {"attn.q.", "attn.missing."}));
+    }
+  }
+}
+
 TEST(Model, Errors) {
   auto model = make("tiny-llama");  // max_position_embeddings 2048
   EXPECT_THROW_WITH(model->allocate_cache(1, 4096), UsageError, {"4096 tokens", "context of 2048"});

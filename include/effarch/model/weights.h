@@ -57,6 +57,10 @@ class Weights {
   // at row ranges of the fused tensor, so memory is not doubled and linear(part) still works.
   // Throws CheckpointError when the parts' input features, dtypes or devices differ.
   ops::Linear fused_linear(int layer, const std::vector<std::string>& prefixes) const;
+  // Whether fused_linear(layer, prefixes) would succeed: the parts share input features, dtype and
+  // device, and are all or none int8, all or none biased. For fusions that are an optimisation
+  // (attention's q/k/v), where a checkpoint that does not allow one keeps the parts separate.
+  bool can_fuse(int layer, const std::vector<std::string>& prefixes) const;
   // A gated MLP's weights, roles prefix + "gate.", "up.", "down.": gate and up fused into
   // gate_up (fused_linear) and re-pointed at its rows. A dense MLP, an MoE expert or a shared expert.
   ops::GatedMlpWeights gated_mlp(int layer, const std::string& prefix) const;

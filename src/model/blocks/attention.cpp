@@ -1,4 +1,5 @@
-// Attention mixer: q/k/v projections, RoPE where the config has it, the new K/V written into the
+// Attention mixer: q/k/v projections (one product over their weights concatenated at load, where
+// the checkpoint allows: one GEMM or GEMV instead of three per layer), RoPE where the config has it, the new K/V written into the
 // preallocated cache, causal attention over the cache prefix (only its last sliding_window keys
 // where the config has one: Mistral, Mixtral), output projection. A decode step (one new token)
 // attends through ops::decode_attention: the CUDA decode kernel, or its SDPA reference. Under
@@ -6,6 +7,9 @@
 // projection's partial sums are all-reduced.
 
 #include <cmath>
+#include <optional>
+#include <string>
+#include <vector>
 
 #include <ATen/ATen.h>
 
@@ -19,19 +23,33 @@ namespace {
 class AttentionMixer final : public Mixer {
  public:
   AttentionMixer(const ModelConfig& c, const Weights& w, int layer)
-      : a_(*c.attention),
-        q_(w.linear(layer, "attn.q.")),
-        k_(w.linear(layer, "attn.k.")),
-        v_(w.linear(layer, "attn.v.")),
-        o_(w.linear(layer, "attn.o.")),
-        scale_(1.0 / std::sqrt(static_cast<double>(a_.head_dim))) {}
+      : a_(*c.attention), o_(w.linear(layer, "attn.o.")), scale_(1.0 / std::sqrt(static_cast<double>(a_.head_dim))) {
+    const std::vector<std::string> parts{"attn.q.", "attn.k.", "attn.v."};
+    if (w.can_fuse(layer, parts)) {
+      qkv_ = w.fused_linear(layer, parts);
+    } else {
+      q_ = w.linear(layer, "attn.q.");
+      k_ = w.linear(layer, "attn.k.");
+      v_ = w.linear(layer, "attn.v.");
+    }
+  }
 
   at::Tensor forward(const at::Tensor& x, LayerCache& cache, const ForwardContext& ctx) const override {
     const int64_t b = x.size(0), t = x.size(1);
-    // [B, T, H*D] -> [B, H, T, D]
-    at::Tensor q = ops::linear(x, q_).view({b, t, a_.num_heads, a_.head_dim}).transpose(1, 2);
-    at::Tensor k = ops::linear(x, k_).view({b, t, a_.num_kv_heads, a_.head_dim}).transpose(1, 2);
-    const at::Tensor v = ops::linear(x, v_).view({b, t, a_.num_kv_heads, a_.head_dim}).transpose(1, 2);
+    const int64_t q_features = a_.num_heads * a_.head_dim, kv_features = a_.num_kv_heads * a_.head_dim;
+    // [B, T, H*D] -> [B, H, T, D]; from the fused product, views of its column ranges.
+    const auto heads = [&](const at::Tensor& y, int64_t n) { return y.view({b, t, n, a_.head_dim}).transpose(1, 2); };
+    at::Tensor q, k, v;
+    if (qkv_) {
+      const at::Tensor y = ops::linear(x, *qkv_);
+      q = heads(y.narrow(-1, 0, q_features), a_.num_heads);
+      k = heads(y.narrow(-1, q_features, kv_features), a_.num_kv_heads);
+      v = heads(y.narrow(-1, q_features + kv_features, kv_features), a_.num_kv_heads);
+    } else {
+      q = heads(ops::linear(x, *q_), a_.num_heads);
+      k = heads(ops::linear(x, *k_), a_.num_kv_heads);
+      v = heads(ops::linear(x, *v_), a_.num_kv_heads);
+    }
     if (ctx.position != nullptr) {  // static decode: the position lives on the device
       // RoPE on q and k and the cache write in one op (one kernel on a GPU).
       q = ops::rope_cache_write(q, k, v, a_.rope ? ctx.rope : nullptr, *ctx.position, cache.k, cache.v, ctx.backend);
@@ -67,7 +85,9 @@ class AttentionMixer final : public Mixer {
 
  private:
   AttentionConfig a_;
-  ops::Linear q_, k_, v_, o_;
+  std::optional<ops::Linear> qkv_;  // q, k and v side by side, or each on its own
+  std::optional<ops::Linear> q_, k_, v_;
+  ops::Linear o_;
   double scale_;
 };
 
