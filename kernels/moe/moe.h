@@ -9,8 +9,9 @@
 //    grouped order (row -> p) and its inverse (p -> row). Deterministic.
 // 3. expert GEMV (decode): for each expert that has rows (found on the device), one warp per output
 //    feature reads that feature's weight row once and applies it to the expert's rows, eight at a
-//    time; the experts' weights come from a device table of pointers built at load, so only the
-//    chosen experts' weights are read and nothing is copied to the host. Run twice: gate/up (the
+//    time; the experts' weights (model dtype, or int8 with per-row scales) come from a device table
+//    of pointers built at load, so only the chosen experts' weights are read and nothing is copied
+//    to the host. Run twice: gate/up (the
 //    rows of x gathered through the order) and down (the grouped rows of the SwiGLU output).
 // 4. swiglu: silu(gate) * up in the model dtype between the two products.
 // 5. combine: out[token] = sum over the token's slots, in ascending expert id, of
@@ -53,7 +54,8 @@ struct MoePermuteParams {
 // y[row, o] = sum_i W_e[o, i] x_row[i] for every grouped row of every active expert e, rounded to
 // the model dtype (a layer's output). W_e's rows o < split are w_lo[e] + o * in, the others
 // w_hi[e] + (o - split) * in (gate then up, or one matrix with split = out). A null w_lo[e]: an
-// expert another rank runs, skipped.
+// expert another rank runs, skipped. int8 experts (s_lo set): the weights are int8 and row o's
+// sum is multiplied by its fp32 scale, s_lo[e][o] or s_hi[e][o - split], before the rounding.
 struct MoeExpertGemvParams {
   moe::Precision model = moe::Precision::kFp32;
   int out = 0, in = 0, split = 0;
@@ -62,6 +64,8 @@ struct MoeExpertGemvParams {
   bool weights_aligned = false;  // every weight row starts 16-byte aligned (checked at load)
   const void* const* w_lo = nullptr;  // [E] device pointers
   const void* const* w_hi = nullptr;  // [E]
+  const float* const* s_lo = nullptr;  // [E] device pointers to int8 rows' scales; null: dense weights
+  const float* const* s_hi = nullptr;  // [E]
   const int* counts = nullptr;
   const int* offsets = nullptr;
   const int* active = nullptr;

@@ -3,6 +3,7 @@
 // precision; instantiated in moe_<dtype>.cu. The arithmetic is kernels/moe/moe_math.h's.
 
 #include <algorithm>
+#include <type_traits>
 
 #include "moe/moe.h"
 
@@ -16,20 +17,23 @@ inline constexpr int kElementwiseThreads = 256;
 
 // grid (ceil(out / 8), max_slots): block (x, slot) computes 8 output features of the slot-th
 // active expert for all its rows, kGemvRows at a time; warp w one feature, lane partial sums
-// added with xor shuffles and written by lane 0.
-template <Precision P, int V>
+// added with xor shuffles and written by lane 0. W: the weights' storage (the model dtype's, or
+// int8_t, then scaled per row).
+template <Precision P, int V, typename W>
 __global__ void __launch_bounds__(kGemvWarpsPerBlock* kWarp) moe_expert_gemv_kernel(const MoeExpertGemvParams p) {
   using S = typename StorageOf<P>::type;
   const int slot = static_cast<int>(blockIdx.y);
   if (slot >= *p.num_active) return;
   const int expert = p.active[slot];
-  const S* lo = static_cast<const S*>(p.w_lo[expert]);
+  const W* lo = static_cast<const W*>(p.w_lo[expert]);
   if (lo == nullptr) return;  // another rank's expert
   const int warp = static_cast<int>(threadIdx.x) / kWarp, lane = static_cast<int>(threadIdx.x) % kWarp;
   const int o = static_cast<int>(blockIdx.x) * kGemvWarpsPerBlock + warp;
   if (o >= p.out) return;
-  const S* w = o < p.split ? lo + static_cast<int64_t>(o) * p.in
-                           : static_cast<const S*>(p.w_hi[expert]) + static_cast<int64_t>(o - p.split) * p.in;
+  const W* w = o < p.split ? lo + static_cast<int64_t>(o) * p.in
+                           : static_cast<const W*>(p.w_hi[expert]) + static_cast<int64_t>(o - p.split) * p.in;
+  float scale = 1.0f;
+  if constexpr (std::is_same<W, int8_t>::value) scale = o < p.split ? p.s_lo[expert][o] : p.s_hi[expert][o - p.split];
   const S* x = static_cast<const S*>(p.x);
   S* y = static_cast<S*>(p.y);
   const int begin = p.offsets[expert], count = p.counts[expert];
@@ -52,7 +56,7 @@ __global__ void __launch_bounds__(kGemvWarpsPerBlock* kWarp) moe_expert_gemv_ker
     if (lane == 0) {
 #pragma unroll
       for (int r = 0; r < kGemvRows; ++r) {
-        if (r < rows) y[static_cast<int64_t>(begin + r0 + r) * p.y_row_stride + o] = from_f<P>(acc[r]);
+        if (r < rows) y[static_cast<int64_t>(begin + r0 + r) * p.y_row_stride + o] = from_f<P>(acc[r] * scale);
       }
     }
   }
@@ -99,17 +103,27 @@ __global__ void __launch_bounds__(kElementwiseThreads) moe_combine_kernel(const 
 template <Precision P>
 LaunchStatus moe_expert_gemv_cuda(const MoeExpertGemvParams& p, cudaStream_t stream) {
   using S = typename StorageOf<P>::type;
-  constexpr int kVec = 16 / static_cast<int>(sizeof(S));
   if (p.out <= 0 || p.max_slots <= 0) return {};
   if (p.in <= 0 || p.split < 0 || p.split > p.out) return {cudaErrorInvalidValue, "moe_expert_gemv: bad sizes"};
+  const bool int8 = p.s_lo != nullptr;
+  if (int8 && p.s_hi == nullptr) return {cudaErrorInvalidValue, "moe_expert_gemv: int8 weights need both scale tables"};
   const dim3 grid((p.out + kGemvWarpsPerBlock - 1) / kGemvWarpsPerBlock, p.max_slots), block(kGemvWarpsPerBlock * kWarp);
-  // 16-byte loads need every weight row and every row of x to start 16-byte aligned.
-  const bool aligned = p.weights_aligned && p.in % kVec == 0 && reinterpret_cast<uintptr_t>(p.x) % 16 == 0 &&
-                       (p.x_row_stride * static_cast<int64_t>(sizeof(S))) % 16 == 0;
-  if (aligned) {
-    moe_expert_gemv_kernel<P, kVec><<<grid, block, 0, stream>>>(p);
+  // 16-byte loads of weights (kVec of them) need every weight row and every row of x to start
+  // 16-byte aligned, and the rows' length to be a multiple of kVec.
+  constexpr int kVec = 16 / static_cast<int>(sizeof(S)), kVecInt8 = 16;
+  const bool x_aligned = reinterpret_cast<uintptr_t>(p.x) % 16 == 0 &&
+                         (p.x_row_stride * static_cast<int64_t>(sizeof(S))) % 16 == 0;
+  const bool aligned = p.weights_aligned && x_aligned && p.in % (int8 ? kVecInt8 : kVec) == 0;
+  if (int8) {
+    if (aligned) {
+      moe_expert_gemv_kernel<P, kVecInt8, int8_t><<<grid, block, 0, stream>>>(p);
+    } else {
+      moe_expert_gemv_kernel<P, 1, int8_t><<<grid, block, 0, stream>>>(p);
+    }
+  } else if (aligned) {
+    moe_expert_gemv_kernel<P, kVec, S><<<grid, block, 0, stream>>>(p);
   } else {
-    moe_expert_gemv_kernel<P, 1><<<grid, block, 0, stream>>>(p);
+    moe_expert_gemv_kernel<P, 1, S><<<grid, block, 0, stream>>>(p);
   }
   return check_launch("moe_expert_gemv kernel launch");
 }

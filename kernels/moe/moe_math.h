@@ -13,6 +13,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 
 #include "common/host_device.h"
 
@@ -266,15 +267,19 @@ EFFARCH_HD bool permute_last_in_warp(const int* warp_buckets, int lane) {
 }
 
 // ---- expert GEMV: one warp per output feature, up to kGemvRows rows of one expert ----
+// The weights W are the model dtype's storage, or int8 (weight-only int8 experts: the row's
+// products summed in fp32, then scaled by the row's scale, as kernels/int8_gemv does).
 
-// V consecutive elements at p: one 16-byte load on the device where V elements fill it (p then
+// V consecutive elements at p: 16-byte loads on the device where V elements fill whole ones (p then
 // 16-byte aligned: the launcher checks), element by element otherwise.
-template <Precision P, int V, bool kReadOnly>
-EFFARCH_HD void load_chunk(const typename StorageOf<P>::type* p, typename StorageOf<P>::type (&out)[V]) {
+template <typename T, int V, bool kReadOnly>
+EFFARCH_HD void load_elems(const T* p, T (&out)[V]) {
 #if defined(__CUDA_ARCH__)
-  if constexpr (V * sizeof(typename StorageOf<P>::type) == 16) {
-    const uint4 u = kReadOnly ? __ldg(reinterpret_cast<const uint4*>(p)) : *reinterpret_cast<const uint4*>(p);
-    memcpy(out, &u, sizeof out);
+  if constexpr (V * sizeof(T) % 16 == 0) {
+    for (int c = 0; c < static_cast<int>(V * sizeof(T) / 16); ++c) {
+      const uint4 u = kReadOnly ? __ldg(reinterpret_cast<const uint4*>(p) + c) : reinterpret_cast<const uint4*>(p)[c];
+      memcpy(reinterpret_cast<char*>(out) + 16 * c, &u, sizeof u);
+    }
   } else {
     for (int i = 0; i < V; ++i) out[i] = p[i];
   }
@@ -282,15 +287,28 @@ EFFARCH_HD void load_chunk(const typename StorageOf<P>::type* p, typename Storag
   for (int i = 0; i < V; ++i) out[i] = p[i];
 #endif
 }
+template <Precision P, int V, bool kReadOnly>
+EFFARCH_HD void load_chunk(const typename StorageOf<P>::type* p, typename StorageOf<P>::type (&out)[V]) {
+  load_elems<typename StorageOf<P>::type, V, kReadOnly>(p, out);
+}
+
+// A weight element in fp32: the model dtype's value, or the int8 value (unscaled).
+template <Precision P, typename W>
+EFFARCH_HD float weight_f(W w) {
+  if constexpr (std::is_same<W, int8_t>::value) {
+    return static_cast<float>(w);
+  } else {
+    return to_f<P>(w);
+  }
+}
 
 // acc[r] += w . x[r] over one chunk of V elements at k0, fused multiply-adds in element order.
-template <Precision P, int V>
-EFFARCH_HD void gemv_chunk(const typename StorageOf<P>::type (&wv)[V],
-                                  const typename StorageOf<P>::type* const* x, int rows, int k0,
-                                  float (&acc)[kGemvRows]) {
+template <Precision P, int V, typename W>
+EFFARCH_HD void gemv_chunk(const W (&wv)[V], const typename StorageOf<P>::type* const* x, int rows, int k0,
+                           float (&acc)[kGemvRows]) {
   using S = typename StorageOf<P>::type;
   float wf[V];
-  for (int i = 0; i < V; ++i) wf[i] = to_f<P>(wv[i]);
+  for (int i = 0; i < V; ++i) wf[i] = weight_f<P>(wv[i]);
   for (int r = 0; r < kGemvRows; ++r) {
     if (r >= rows) break;
     S xv[V];
@@ -301,18 +319,17 @@ EFFARCH_HD void gemv_chunk(const typename StorageOf<P>::type (&wv)[V],
 
 // The lane's partial dot products of weight row w (K elements) with the rows x[r] (r < rows):
 // chunks of V consecutive elements at lane * V, lane * V + 32 V, ... (K a multiple of V), in that
-// order. V is what one 16-byte load holds (V = 1: the scalar path). The weights of two chunks are
-// loaded before either is used, so each lane has two weight loads in flight.
-template <Precision P, int V>
-EFFARCH_HD void gemv_lane(const typename StorageOf<P>::type* w, const typename StorageOf<P>::type* const* x,
-                                 int rows, int k, int lane, float (&acc)[kGemvRows]) {
-  using S = typename StorageOf<P>::type;
+// order. V is what one 16-byte load of weights holds (V = 1: the scalar path). The weights of two
+// chunks are loaded before either is used, so each lane has two weight loads in flight.
+template <Precision P, int V, typename W>
+EFFARCH_HD void gemv_lane(const W* w, const typename StorageOf<P>::type* const* x, int rows, int k, int lane,
+                          float (&acc)[kGemvRows]) {
   for (int r = 0; r < kGemvRows; ++r) acc[r] = 0.f;
   for (int k0 = lane * V; k0 < k; k0 += 2 * kWarp * V) {
     const int k1 = k0 + kWarp * V;
-    S wa[V], wb[V];
-    load_chunk<P, V, true>(w + k0, wa);
-    if (k1 < k) load_chunk<P, V, true>(w + k1, wb);
+    W wa[V], wb[V];
+    load_elems<W, V, true>(w + k0, wa);
+    if (k1 < k) load_elems<W, V, true>(w + k1, wb);
     gemv_chunk<P, V>(wa, x, rows, k0, acc);
     if (k1 < k) gemv_chunk<P, V>(wb, x, rows, k1, acc);
   }

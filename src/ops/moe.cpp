@@ -129,9 +129,10 @@ ExpertTable make_expert_table(const std::vector<ExpertWeights>& experts) {
   };
   const int64_t n = static_cast<int64_t>(experts.size());
   if (n == 0 || n > kMoeKernelMaxExperts) return refuse(fmt::format("{} experts (the kernel takes 1..{})", n, kMoeKernelMaxExperts));
-  std::vector<int64_t> pointers(static_cast<size_t>(3 * n), 0);
+  std::vector<int64_t> pointers(static_cast<size_t>(3 * n), 0), scales(static_cast<size_t>(3 * n), 0);
   std::vector<uint8_t> local(static_cast<size_t>(n), 0);
   std::optional<c10::Device> device;
+  std::optional<WeightFormat> format;
   t.experts = n;
   t.aligned = true;
   for (int64_t e = 0; e < n; ++e) {
@@ -141,7 +142,11 @@ ExpertTable make_expert_table(const std::vector<ExpertWeights>& experts) {
     const bool fused = w.gate_up.defined();
     for (const Linear* l : {fused ? &w.gate_up : &w.gate, fused ? &w.gate_up : &w.up, &w.down}) {
       if (!l->defined() || l->weight.dim() != 2) return refuse(name + " has an undefined or non-matrix weight");
-      if (l->format != WeightFormat::Dense) return refuse(name + " has int8 weights (the per-expert path runs them)");
+      if (!format) format = l->format;
+      if (l->format != *format) return refuse(name + " mixes int8 and dense weights");
+      if (l->format == WeightFormat::Int8 && (!l->scale.is_contiguous() || l->scale.device() != l->weight.device())) {
+        return refuse(name + " has int8 scales that are not contiguous on the weights' device");
+      }
       if (l->bias) return refuse(name + " has a bias");
       if (!l->weight.is_contiguous()) return refuse(name + " has a non-contiguous weight");
       if (!l->weight.is_cuda()) return refuse(name + " is not on a CUDA device");
@@ -170,6 +175,14 @@ ExpertTable make_expert_table(const std::vector<ExpertWeights>& experts) {
     pointers[static_cast<size_t>(e)] = lo;
     pointers[static_cast<size_t>(n + e)] = hi;
     pointers[static_cast<size_t>(2 * n + e)] = dn;
+    if (*format == WeightFormat::Int8) {  // fp32 scales per row, beside the rows they scale
+      const Linear& gate = fused ? w.gate_up : w.gate;
+      const Linear& up = fused ? w.gate_up : w.up;
+      const auto fp32 = static_cast<int64_t>(sizeof(float));
+      scales[static_cast<size_t>(e)] = reinterpret_cast<int64_t>(gate.scale.const_data_ptr());
+      scales[static_cast<size_t>(n + e)] = reinterpret_cast<int64_t>(up.scale.const_data_ptr()) + (fused ? inter * fp32 : 0);
+      scales[static_cast<size_t>(2 * n + e)] = reinterpret_cast<int64_t>(w.down.scale.const_data_ptr());
+    }
     local[static_cast<size_t>(e)] = 1;
     t.aligned = t.aligned && lo % 16 == 0 && hi % 16 == 0 && dn % 16 == 0 && (hidden * elem) % 16 == 0 &&
                 (inter * elem) % 16 == 0;
@@ -177,6 +190,10 @@ ExpertTable make_expert_table(const std::vector<ExpertWeights>& experts) {
   if (!device) return refuse("no expert runs on this rank");
   t.pointers = at::from_blob(pointers.data(), {3, n}, at::kLong).to(*device);
   t.local = at::from_blob(local.data(), {n}, at::kByte).to(*device);
+  if (*format == WeightFormat::Int8) {
+    t.int8 = true;
+    t.scales = at::from_blob(scales.data(), {3, n}, at::kLong).to(*device);
+  }
   return t;
 }
 

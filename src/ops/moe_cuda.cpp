@@ -5,8 +5,8 @@
 // The dispatch: the permute kernel groups the (token, slot) positions by expert on the device.
 // A decode step (few tokens, or any step under CUDA-graph capture) then runs the expert GEMV
 // kernel through the load-time pointer table, SwiGLU, the GEMV again and the combine, with no
-// host sync. Prefill (and int8 experts) reads the per-expert counts on the host once and runs
-// one GEMM chain per expert over the permuted rows, then the same combine kernel.
+// host sync (dense or int8 experts). Prefill (and int8 experts) reads the per-expert counts on the
+// host once and runs one GEMM chain per expert over the permuted rows, then the same combine kernel.
 
 #include <ATen/ATen.h>
 #include <c10/cuda/CUDAGuard.h>
@@ -154,7 +154,7 @@ at::Tensor moe_dispatch_cuda(const at::Tensor& x_in, const Routing& routing, con
   const Plan plan = permute(ids, num_experts, stream);
 
   const bool table_fits = table != nullptr && table->defined() && table->experts == num_experts &&
-                          table->hidden == hidden && table->dtype == x.scalar_type() &&
+                          table->hidden == hidden && (table->int8 || table->dtype == x.scalar_type()) &&
                           table->pointers.device() == x.device();
   if (table_fits && activation == Activation::SiLU && (n <= kMoeDecodeMaxTokens || stream_is_capturing(stream))) {
     const int64_t inter = table->inter;
@@ -162,6 +162,7 @@ at::Tensor moe_dispatch_cuda(const at::Tensor& x_in, const Routing& routing, con
     const at::Tensor a = at::empty({m, inter}, x.options());
     const at::Tensor y = at::empty({m, hidden}, x.options());
     const auto* table_rows = static_cast<const void* const*>(table->pointers.const_data_ptr());
+    const auto* table_scales = table->int8 ? static_cast<const float* const*>(table->scales.const_data_ptr()) : nullptr;
     kernels::MoeExpertGemvParams g;
     g.model = precision(x.scalar_type(), op);
     g.top_k = static_cast<int>(k);
@@ -178,6 +179,8 @@ at::Tensor moe_dispatch_cuda(const at::Tensor& x_in, const Routing& routing, con
     g.split = static_cast<int>(inter);
     g.w_lo = table_rows;
     g.w_hi = table_rows + num_experts;
+    g.s_lo = table_scales;
+    g.s_hi = table_scales != nullptr ? table_scales + num_experts : nullptr;
     g.gather = true;
     g.x = x.const_data_ptr();
     g.x_row_stride = hidden;
@@ -198,6 +201,8 @@ at::Tensor moe_dispatch_cuda(const at::Tensor& x_in, const Routing& routing, con
     g.split = static_cast<int>(hidden);
     g.w_lo = table_rows + 2 * num_experts;
     g.w_hi = g.w_lo;
+    g.s_lo = table_scales != nullptr ? table_scales + 2 * num_experts : nullptr;
+    g.s_hi = g.s_lo;
     g.gather = false;
     g.x = a.const_data_ptr();
     g.x_row_stride = inter;

@@ -206,14 +206,14 @@ TEST(BenchCudaGraphs, AutoResolvesPerModelWithoutAGpu) {
     EXPECT_EQ(model::resolve_decode_mode(config, cpu, std::nullopt), model::DecodeMode::Eager) << name;
     EXPECT_EQ(model::resolve_decode_mode(config, cpu, std::nullopt, true), model::DecodeMode::Eager) << name;
     // A CUDA device in a CUDA build: a graph, for MoE models too (the CUDA dispatch kernels decode
-    // without a host sync), except with the reference dispatch or int8 experts.
+    // without a host sync, dense or int8 experts), except with the reference dispatch.
     EXPECT_EQ(model::resolve_decode_mode(config, fake_cuda, std::nullopt, true), model::DecodeMode::CudaGraph) << name;
     EXPECT_EQ(model::resolve_decode_mode(config, fake_cuda, std::nullopt, true, ops::Backend::Reference),
               moe ? model::DecodeMode::Eager : model::DecodeMode::CudaGraph)
         << name;
     EXPECT_EQ(model::resolve_decode_mode(config, fake_cuda, std::nullopt, true, ops::Backend::Auto,
                                          ops::WeightFormat::Int8),
-              moe ? model::DecodeMode::Eager : model::DecodeMode::CudaGraph)
+              model::DecodeMode::CudaGraph)
         << name;
     EXPECT_EQ(model::moe_decode_not_capturable(config, ops::Backend::Cuda, ops::WeightFormat::Dense, true), std::nullopt)
         << name;

@@ -15,6 +15,7 @@
 
 #include <cmath>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include <fmt/format.h>
@@ -179,29 +180,37 @@ Plan emulate_permute(const at::Tensor& ids_in, int experts) {
 }
 
 // Experts laid out as the device table gives them to the GEMV: per expert the rows below `split`
-// from lo, the others from hi (nullptr: another rank's expert).
+// from lo, the others from hi (nullptr: another rank's expert); int8 experts with their rows'
+// scales in s_lo and s_hi (empty for dense experts).
 struct GemvWeights {
   std::vector<const void*> lo, hi;
+  std::vector<const float*> s_lo, s_hi;
   int out = 0, in = 0, split = 0;
 };
 
-// moe_expert_gemv_kernel: blocks (feature tile, slot), warps one feature, lanes partial sums.
-template <km::Precision P, int V>
+// moe_expert_gemv_kernel: blocks (feature tile, slot), warps one feature, lanes partial sums. W:
+// the weights' storage (the model dtype's, or int8_t).
+template <km::Precision P, int V, typename W = typename km::StorageOf<P>::type>
 void emulate_gemv_typed(const Plan& plan, const GemvWeights& w, bool gather, int top_k, const at::Tensor& x,
                         at::Tensor& y) {
   using S = typename km::StorageOf<P>::type;
+  constexpr bool kInt8 = std::is_same<W, int8_t>::value;
   const S* xp = static_cast<const S*>(x.const_data_ptr());
   S* yp = static_cast<S*>(y.mutable_data_ptr());
   const int64_t xs = x.stride(0), ys = y.stride(0);
   for (int slot = 0; slot < plan.num_active; ++slot) {
     const int e = plan.active[static_cast<size_t>(slot)];
-    const S* lo = static_cast<const S*>(w.lo[static_cast<size_t>(e)]);
+    const W* lo = static_cast<const W*>(w.lo[static_cast<size_t>(e)]);
     if (lo == nullptr) continue;
     const int begin = plan.offsets[static_cast<size_t>(e)], count = plan.counts[static_cast<size_t>(e)];
     for (int o = 0; o < w.out; ++o) {
-      const S* wr = o < w.split ? lo + static_cast<int64_t>(o) * w.in
-                                : static_cast<const S*>(w.hi[static_cast<size_t>(e)]) +
+      const W* wr = o < w.split ? lo + static_cast<int64_t>(o) * w.in
+                                : static_cast<const W*>(w.hi[static_cast<size_t>(e)]) +
                                       static_cast<int64_t>(o - w.split) * w.in;
+      float scale = 1.0f;
+      if constexpr (kInt8) {
+        scale = o < w.split ? w.s_lo[static_cast<size_t>(e)][o] : w.s_hi[static_cast<size_t>(e)][o - w.split];
+      }
       for (int r0 = 0; r0 < count; r0 += km::kGemvRows) {
         const int rows = std::min(km::kGemvRows, count - r0);
         const S* xr[km::kGemvRows];
@@ -217,7 +226,7 @@ void emulate_gemv_typed(const Plan& plan, const GemvWeights& w, bool gather, int
           for (int r = 0; r < km::kGemvRows; ++r) lanes[r][lane] = acc[r];
         }
         for (int r = 0; r < rows; ++r) {
-          yp[(begin + r0 + r) * ys + o] = km::from_f<P>(km::warp_sum_xor_emulated(lanes[r]));
+          yp[(begin + r0 + r) * ys + o] = km::from_f<P>(km::warp_sum_xor_emulated(lanes[r]) * scale);
         }
       }
     }
@@ -226,6 +235,22 @@ void emulate_gemv_typed(const Plan& plan, const GemvWeights& w, bool gather, int
 
 void emulate_gemv(const Plan& plan, const GemvWeights& w, bool gather, int top_k, const at::Tensor& x, at::Tensor& y,
                   bool vectorized) {
+  if (!w.s_lo.empty()) {  // int8 experts: 16 weights per 16-byte load
+    switch (x.scalar_type()) {
+      case at::kFloat:
+        vectorized ? emulate_gemv_typed<km::Precision::kFp32, 16, int8_t>(plan, w, gather, top_k, x, y)
+                   : emulate_gemv_typed<km::Precision::kFp32, 1, int8_t>(plan, w, gather, top_k, x, y);
+        return;
+      case at::kBFloat16:
+        vectorized ? emulate_gemv_typed<km::Precision::kBf16, 16, int8_t>(plan, w, gather, top_k, x, y)
+                   : emulate_gemv_typed<km::Precision::kBf16, 1, int8_t>(plan, w, gather, top_k, x, y);
+        return;
+      default:
+        vectorized ? emulate_gemv_typed<km::Precision::kFp16, 16, int8_t>(plan, w, gather, top_k, x, y)
+                   : emulate_gemv_typed<km::Precision::kFp16, 1, int8_t>(plan, w, gather, top_k, x, y);
+        return;
+    }
+  }
   switch (x.scalar_type()) {
     case at::kFloat:
       vectorized ? emulate_gemv_typed<km::Precision::kFp32, 4>(plan, w, gather, top_k, x, y)
@@ -311,13 +336,33 @@ std::vector<ExpertWeights> make_experts(int64_t num, int64_t hidden, int64_t int
   return experts;
 }
 
+// int8 experts as Weights::gated_mlp builds them with --weights int8: gate_up quantised per row,
+// gate and up views of its rows and scales.
+std::vector<ExpertWeights> make_int8_experts(int64_t num, int64_t hidden, int64_t inter, at::Device device = at::kCPU) {
+  std::vector<ExpertWeights> experts = make_experts(num, hidden, inter, at::kFloat, device);
+  for (ExpertWeights& w : experts) {
+    w.gate_up = quantize_int8(w.gate_up);
+    w.gate = Linear::int8(w.gate_up.weight.narrow(0, 0, inter), w.gate_up.scale.narrow(0, 0, inter));
+    w.up = Linear::int8(w.gate_up.weight.narrow(0, inter, inter), w.gate_up.scale.narrow(0, inter, inter));
+    w.down = quantize_int8(w.down);
+  }
+  return experts;
+}
+
+const float* scales_of(const Linear& l) { return l.format == WeightFormat::Int8 ? l.scale.const_data_ptr<float>() : nullptr; }
+
 GemvWeights gate_up_of(const std::vector<ExpertWeights>& experts, const std::vector<uint8_t>& local) {
   GemvWeights g;
   const int64_t inter = experts[0].inter(), hidden = experts[0].gate_up.in_features();
+  const bool int8 = experts[0].gate_up.format == WeightFormat::Int8;
   for (size_t e = 0; e < experts.size(); ++e) {
     const bool here = local[e] != 0;
     g.lo.push_back(here ? experts[e].gate.weight.const_data_ptr() : nullptr);
     g.hi.push_back(here ? experts[e].up.weight.const_data_ptr() : nullptr);
+    if (int8) {
+      g.s_lo.push_back(here ? scales_of(experts[e].gate) : nullptr);
+      g.s_hi.push_back(here ? scales_of(experts[e].up) : nullptr);
+    }
   }
   g.out = static_cast<int>(2 * inter);
   g.in = static_cast<int>(hidden);
@@ -326,9 +371,14 @@ GemvWeights gate_up_of(const std::vector<ExpertWeights>& experts, const std::vec
 }
 GemvWeights down_of(const std::vector<ExpertWeights>& experts, const std::vector<uint8_t>& local) {
   GemvWeights g;
+  const bool int8 = experts[0].down.format == WeightFormat::Int8;
   for (size_t e = 0; e < experts.size(); ++e) {
     g.lo.push_back(local[e] != 0 ? experts[e].down.weight.const_data_ptr() : nullptr);
     g.hi.push_back(g.lo.back());
+    if (int8) {
+      g.s_lo.push_back(local[e] != 0 ? scales_of(experts[e].down) : nullptr);
+      g.s_hi.push_back(g.s_lo.back());
+    }
   }
   g.out = static_cast<int>(experts[0].down.out_features());
   g.in = static_cast<int>(experts[0].inter());
@@ -584,6 +634,37 @@ TEST(MoeKernelEmulation, DecodeDispatchMatchesTheReference) {
   }
 }
 
+// int8 experts through the same GEMV (int8 rows, 16 per load, the row's sum times its scale)
+// against the reference, which dequantises each expert's weights to the model dtype and runs the
+// same chain. fp32: summation order and where the scale is applied (after the sum, not on each
+// weight); bf16/fp16: the reference's dequantised weights are rounded to the model dtype (a
+// relative 2^-9 or 2^-12 per weight) where the kernel's are exact, on top of the dense bound.
+TEST(MoeKernelEmulation, Int8DecodeDispatchMatchesTheReference) {
+  const DispatchCase cases[] = {{1, 8, 2, "random"}, {1, 64, 6, "random"}, {16, 64, 6, "random"},
+                                {12, 8, 2, "one"},   {20, 4, 2, "one"}};
+  for (const DispatchCase& c : cases) {
+    for (const at::ScalarType dtype : {at::kFloat, at::kBFloat16, at::kHalf}) {
+      for (const int64_t hidden : {40, 64, 608}) {
+        if (hidden == 608 && c.tokens > 3) continue;
+        const int64_t inter = hidden == 40 ? 24 : hidden == 64 ? 48 : 272;
+        at::manual_seed(static_cast<uint64_t>(c.tokens * 7 + c.experts + hidden));
+        const auto experts = make_int8_experts(c.experts, hidden, inter);
+        const at::Tensor x = at::randn({c.tokens, hidden}).to(dtype);
+        const Routing r = fixed_routing(permute_ids({c.tokens, c.experts, c.top_k, c.layout}), dtype);
+        const at::Tensor ref = moe_dispatch(x, r, experts, Activation::SiLU, Backend::Reference);
+        test::Tolerance tol = test::rounding_tolerance(dtype);
+        tol = dtype == at::kFloat ? test::Tolerance{1e-4, 1e-5} : test::Tolerance{4 * tol.atol, 4 * tol.rtol};
+        for (const bool vectorized : {false, true}) {
+          if (vectorized && (hidden % 16 != 0 || inter % 16 != 0)) continue;
+          const std::string what = fmt::format("int8 N{} E{} k{} {} {} H{} vec {}", c.tokens, c.experts, c.top_k,
+                                               c.layout, c10::toString(dtype), hidden, vectorized);
+          test::expect_close(emulate_decode_dispatch(x, r, experts, all_local(c.experts), vectorized), ref, tol, what);
+        }
+      }
+    }
+  }
+}
+
 // Experts another rank holds: their slots add nothing (the reference skips `remote` experts).
 TEST(MoeKernelEmulation, RemoteExpertsAreSkipped) {
   at::manual_seed(3);
@@ -727,7 +808,7 @@ TEST(MoeCuda, DispatchMatchesTheReference) {
   }
 }
 
-TEST(MoeCuda, DispatchSkipsRemoteExpertsAndRunsInt8Experts) {
+TEST(MoeCuda, DispatchSkipsRemoteExpertsAndRunsInt8ExpertsThroughTheTable) {
   if (!have_gpu()) GTEST_SKIP() << "needs a CUDA build and a GPU";
   const at::Device cuda(at::kCUDA, 0);
   auto experts = make_experts(8, 64, 32, at::kBFloat16, cuda);
@@ -745,18 +826,39 @@ TEST(MoeCuda, DispatchSkipsRemoteExpertsAndRunsInt8Experts) {
   tol = {2 * tol.atol, 2 * tol.rtol};
   test::expect_close(moe_dispatch(x, r, experts, Activation::SiLU, Backend::Cuda, &table), ref, tol, "remote");
 
-  auto int8 = make_experts(8, 64, 32, at::kBFloat16, cuda);
-  for (auto& e : int8) {
-    e.gate_up = quantize_int8(e.gate_up);
-    e.gate = quantize_int8(e.gate);
-    e.up = quantize_int8(e.up);
-    e.down = quantize_int8(e.down);
+  // int8 experts: the table holds their rows and scales; decode through it, prefill (and no
+  // table) through the per-expert chain; each against the reference and the emulation.
+  const auto int8 = make_int8_experts(8, 64, 32, cuda);
+  const ExpertTable int8_table = make_expert_table(int8);
+  ASSERT_TRUE(int8_table.defined()) << int8_table.why;
+  EXPECT_TRUE(int8_table.int8);
+  ASSERT_TRUE(int8_table.scales.defined());
+  EXPECT_EQ(int8_table.scales.sizes(), (std::vector<int64_t>{3, 8}));
+  const at::Tensor x32 = x.to(at::kFloat);
+  Routing r32 = r;
+  r32.weights = r.weights.to(at::kFloat);
+  for (const auto& [input, routing] : {std::pair{x, r}, std::pair{x32, r32}}) {
+    const at::ScalarType dtype = input.scalar_type();
+    test::Tolerance t8 = test::rounding_tolerance(dtype);
+    t8 = dtype == at::kFloat ? test::Tolerance{1e-4, 1e-5} : test::Tolerance{4 * t8.atol, 4 * t8.rtol};
+    const at::Tensor ref8 = moe_dispatch(input, routing, int8, Activation::SiLU, Backend::Reference);
+    const at::Tensor gpu8 = moe_dispatch(input, routing, int8, Activation::SiLU, Backend::Cuda, &int8_table);
+    test::expect_close(gpu8, ref8, t8, std::string("int8 table ") + c10::toString(dtype));
+    std::vector<ExpertWeights> host;
+    for (const auto& e : int8) {
+      ExpertWeights h;
+      h.gate_up = Linear::int8(e.gate_up.weight.cpu(), e.gate_up.scale.cpu());
+      h.gate = Linear::int8(h.gate_up.weight.narrow(0, 0, 32), h.gate_up.scale.narrow(0, 0, 32));
+      h.up = Linear::int8(h.gate_up.weight.narrow(0, 32, 32), h.gate_up.scale.narrow(0, 32, 32));
+      h.down = Linear::int8(e.down.weight.cpu(), e.down.scale.cpu());
+      host.push_back(std::move(h));
+    }
+    Routing rh{routing.expert_ids.cpu(), routing.weights.cpu(), {}};
+    test::expect_close(gpu8, emulate_decode_dispatch(input.cpu(), rh, host, all_local(8), true), t8,
+                       std::string("int8 table vs emulation ") + c10::toString(dtype));
+    test::expect_close(moe_dispatch(input, routing, int8, Activation::SiLU, Backend::Cuda), ref8, t8,
+                       std::string("int8 no table ") + c10::toString(dtype));
   }
-  const ExpertTable none = make_expert_table(int8);
-  EXPECT_FALSE(none.defined());
-  EXPECT_NE(none.why.find("int8"), std::string::npos) << none.why;
-  test::expect_close(moe_dispatch(x, r, int8, Activation::SiLU, Backend::Cuda, &none),
-                     moe_dispatch(x, r, int8, Activation::SiLU, Backend::Reference), tol, "int8");
 }
 
 // A decode step's dispatch captured in a CUDA graph and replayed with other routing gives what it

@@ -50,8 +50,8 @@ DecodeMode resolve_decode_mode(const ModelConfig& config, const at::Device& devi
                                ops::WeightFormat weights = ops::WeightFormat::Dense);
 // Why a decode step of a model with MoE layers cannot be captured in a CUDA graph (nullopt: it
 // can, or the model has none): only the CUDA dispatch kernels (kernels/moe) decode MoE without a
-// host sync, so the reference backend, int8 experts, non-SiLU experts, more than 256 experts or
-// top-k above 16 cannot.
+// host sync (dense or int8 experts), so the reference backend, non-SiLU experts, more than 256
+// experts or top-k above 16 cannot. `weights` is kept for the formats to come.
 std::optional<std::string> moe_decode_not_capturable(const ModelConfig& config, ops::Backend backend,
                                                      ops::WeightFormat weights,
                                                      bool built_with_cuda = ops::kBuiltWithCuda);

@@ -54,13 +54,16 @@ struct ExpertWeights : GatedMlpWeights {
 // The experts' weights as the CUDA decode kernel reads them: a device table of pointers, built
 // once at load (model/blocks/moe.cpp) from the experts the dispatch is then given (the table
 // points into their tensors, which must outlive it). Undefined where the kernel cannot read the
-// experts directly: not on CUDA, int8 (those stay on the per-expert path), biases, non-contiguous
-// or mixed-dtype weights, or more than kMoeKernelMaxExperts experts; `why` says which.
+// experts directly: not on CUDA, int8 and dense weights mixed, biases, non-contiguous or
+// mixed-dtype weights, or more than kMoeKernelMaxExperts experts; `why` says which. int8 experts
+// (--weights int8) come with a second table, of their rows' fp32 scales.
 struct ExpertTable {
   at::Tensor pointers;  // [3, E] int64 on the experts' device: gate rows, up rows, down; 0: remote
+  at::Tensor scales;    // int8 experts: [3, E] int64, the scales of the same rows; else undefined
   at::Tensor local;     // [E] uint8 on the device: 1 where the expert runs on this rank
   int64_t experts = 0, hidden = 0, inter = 0;
-  at::ScalarType dtype = at::kFloat;
+  bool int8 = false;                  // the weights are int8 (then dtype is kChar)
+  at::ScalarType dtype = at::kFloat;  // the weights' dtype: the model's, unless int8
   bool aligned = false;  // every weight row 16-byte aligned: the kernel's vector loads
   std::string why;       // why it is undefined
   bool defined() const { return pointers.defined(); }
