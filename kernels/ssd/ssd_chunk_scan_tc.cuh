@@ -7,8 +7,8 @@
 //                   against the start state, then per 64-token step below the diagonal the raw
 //                   scores C B^T (recomputed: no [chunks, G, Q, Q] tensor), decayed, masked and
 //                   scaled by dt in shared memory, rounded, times x; + D x.
-// Shared memory (bf16/fp16, Q 256, N 128): chunk_state_tc 37 KB, chunk_scan_tc 72 KB (N 128,
-// Q 1024: 78 KB), within the 99 KB an sm_120/121 block may opt into.
+// Shared memory (bf16/fp16, Q 256, N 128): chunk_state_tc 36 KiB, chunk_scan_tc 71 KiB (N 128,
+// Q 1024: 77 KiB), within the 99 KiB an sm_120/121 block may opt into.
 // ptxas (CUDA 13.0, -Xptxas -v), registers per thread, no spills and no stack frame in any:
 //                       sm_90 bf16 / fp16   sm_121 bf16 / fp16
 //   chunk_scan_tc           128 / 126           128 / 127
@@ -20,6 +20,12 @@
 #include "ssd/ssd_tc_math.h"
 
 namespace effarch::kernels {
+
+// The largest chunk and d_state this path takes fit the 99 KiB (101376 bytes) of dynamic shared
+// memory an sm_120/121 block may opt into (sm_90: 227 KiB).
+static_assert(ssd::tc_scan_offsets(ssd::kMaxChunk, ssd::kTcMaxDState, 2).total <= 101376 &&
+                  ssd::tc_state_offsets(ssd::kMaxChunk, 2).total <= 101376,
+              "the tensor-core scan's shared memory must fit sm_120/121");
 
 template <typename input_t>
 __global__ void __launch_bounds__(ssd::kTcThreads) ssd_chunk_state_tc_kernel(const SsdScanParams p) {
