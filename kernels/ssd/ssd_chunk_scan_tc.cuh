@@ -2,7 +2,8 @@
 // Tensor-core stages 2 and 4 of the chunked SSD scan (bf16 / fp16 inputs, d_state <= 128), the
 // math in ssd_tc_math.h; stages 1 and 3 are ssd_chunk_scan.cuh's. 128 threads (4 warps) a block,
 // each warp 16 rows of a 64 x 64 fp32 output tile (4 wmma accumulators), K in steps of 64 tokens.
-//   chunk_state_tc  block (P tile x N tile, h, b * nchunks + c): own = x^T round(B decay dt)
+//   chunk_state_tc  block (P tile x N tile, h, b * nchunks + c): own = x^T round(B decay dt),
+//                   decay = exp(cs[Q-1] - cs[s]) by every thread
 //   chunk_scan_tc   block (P tile + col_tiles * (row tile + row_tiles * c), h, b): the rows' C
 //                   against the start state, then per 64-token step below the diagonal the raw
 //                   scores C B^T (recomputed: no [chunks, G, Q, Q] tensor), decayed, masked and
@@ -37,7 +38,7 @@ __global__ void __launch_bounds__(ssd::kTcThreads) ssd_chunk_state_tc_kernel(con
   const int n0 = static_cast<int>(blockIdx.x % tiles_n) * ssd::kTcStates;
   const int h = blockIdx.y, b = blockIdx.z / p.nchunks, c = blockIdx.z % p.nchunks;
   const int warp = threadIdx.x / ssd::kWarpSize;
-  if (threadIdx.x == 0) ssd::chunk_decay_to_end(p, b, h, c, sh.decay);
+  ssd::tc_state_decay(p, b, h, c, threadIdx.x, ssd::kTcThreads, sh.decay);
   tile::FragAcc acc[ssd::kTcStates / tile::kDim];
   ssd::tc_zero(acc);
   const int valid = ssd::chunk_tokens(p, c);

@@ -13,12 +13,12 @@
 //
 // Rounding as mamba_ssm's Triton kernels (ssd_chunk_state.py, ssd_chunk_scan.py): operands enter
 // the products in the input dtype, products accumulate in fp32:
-//   stage 2: own[pd, n] = sum_s x[s, pd] round(B[s, n] (decay_to_end[s] dt[s]))
+//   stage 2: own[pd, n] = sum_s x[s, pd] round(B[s, n] (exp(cs[Q-1] - cs[s]) dt[s]))
 //   stage 4: y[l, pd]   = exp(cs[l]) sum_n C[l, n] round(start[n, pd])
 //                       + sum_{s <= l} round((C[l] . B[s]) exp(cs[l] - cs[s]) dt[s]) x[s, pd]
 //                       + D x[l, pd]
-// (C B^T itself is an fp32 accumulation of input-dtype operands.) Within a chunk the decay is
-// exp(cs[l] - cs[s]) (Triton's), not the FMA path's segment sums: the difference of two fp32
+// (C B^T itself is an fp32 accumulation of input-dtype operands.) Within a chunk the decays are
+// exp(cs[l] - cs[s]) (Triton's), not the FMA path's segment and suffix sums: the difference of two fp32
 // prefix sums of size |cs| is off by about |cs| 2^-23, a relative error of the decay far below
 // the bf16 / fp16 rounding of the score it scales for |cs| < 2^10, and it keeps every element of
 // the score tile independent. docs/mamba2.md states the resulting tolerances.
@@ -61,7 +61,7 @@ constexpr int tc_row_tiles(int chunk) { return (chunk + kTcRows - 1) / kTcRows; 
 
 template <class E>
 struct TcStateShared {
-  float* decay;  // [Q] exp(sum of dt A after the token) (ssd_math.h's chunk_decay_to_end)
+  float* decay;  // [Q] exp(sum of dt A after the token)
   E* x;          // [kTcTokens][kTcLdCols]  x[s, pd]
   E* b;          // [kTcTokens][kTcLdCols]  round(B[s, n] decay[s] dt[s])
   float* out;    // [kTcCols][kTcLdAcc]     the accumulators, stored for the masked write
@@ -88,6 +88,15 @@ EFFARCH_HD TcStateShared<E> tc_state_shared(char* base, int chunk) {
   sh.b = reinterpret_cast<E*>(base + o.b);
   sh.out = reinterpret_cast<float*>(base + o.out);
   return sh;
+}
+
+// Phase 1: decay[q] = exp(cs[Q-1] - cs[q]), the decay from token q to the chunk's end, every
+// thread its own tokens (Triton's form, as the scores' decays below; the FMA path's suffix sums
+// take one thread O(Q) exps per block).
+EFFARCH_HD void tc_state_decay(const SsdScanParams& p, int b, int h, int c, int tid, int nthreads, float* decay) {
+  const float* cs = p.cs_ws + ws_index(p, b, h, c, 0);
+  const float last = cs[p.chunk - 1];
+  for (int q = tid; q < p.chunk; q += nthreads) decay[q] = expf(last - cs[q]);
 }
 
 // Phase 2 (per K step s0, between barriers): the x and scaled-B tiles of tokens [s0, s0 + 64).

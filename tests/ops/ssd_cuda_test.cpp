@@ -116,7 +116,7 @@ void emulate_chunk_state_tc(const k::SsdScanParams& p) {
         const int pd0 = bx / tiles_n * ks::kTcCols, n0 = bx % tiles_n * ks::kTcStates;
         std::vector<float> smem = poisoned_shared(ks::tc_state_offsets(p.chunk, sizeof(float)).total);
         const auto sh = ks::tc_state_shared<float>(reinterpret_cast<char*>(smem.data()), p.chunk);
-        ks::chunk_decay_to_end(p, b, h, c, sh.decay);  // thread 0
+        for (int t = 0; t < ks::kTcThreads; ++t) ks::tc_state_decay(p, b, h, c, t, ks::kTcThreads, sh.decay);
         k::tile::FragAcc acc[ks::kTcWarps][ks::kTcStates / k::tile::kDim];
         for (auto& a : acc) ks::tc_zero(a);
         for (int s0 = 0; s0 < ks::chunk_tokens(p, c); s0 += ks::kTcTokens) {
