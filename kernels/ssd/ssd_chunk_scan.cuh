@@ -12,8 +12,13 @@
 //                     [chunks, G, Q, Q] tensor exists), masked and decayed by exp(segment sums), times dt x, plus
 //                     C times the chunk's start state decayed to the token, plus D x.
 // Workspace memory is linear in L: 3 floats per token and head, and P N floats per chunk and head.
-// The products are plain fp32 FMA loops (no tensor cores yet: docs/perf/pending.md).
+// Stages 2 and 4 come in two forms: the plain fp32 FMA loops below (fp32 inputs, d_state above
+// 128, or asked for), and for bf16 / fp16 with params.tensor_cores the tile products of
+// ssd_chunk_scan_tc.cuh (input-dtype operands, fp32 accumulation, mamba_ssm's roundings).
 
+#include <type_traits>
+
+#include "ssd/ssd_chunk_scan_tc.cuh"
 #include "ssd/ssd_common.cuh"
 
 namespace effarch::kernels {
@@ -90,6 +95,14 @@ LaunchStatus ssd_chunk_scan_cuda(const SsdScanParams& p, cudaStream_t stream) {
       static_cast<int64_t>(p.batch) * p.nchunks > ssd::kMaxGridYZ) {
     return {cudaErrorInvalidConfiguration, "ssd_chunk_scan: batch, heads or batch * chunks above 65535"};
   }
+  if (p.tensor_cores) {
+    if constexpr (std::is_same_v<input_t, float>) {
+      return {cudaErrorInvalidValue, "ssd_chunk_scan: the tensor-core path takes bf16 or fp16 inputs"};
+    }
+    if (p.d_state > ssd::kTcMaxDState) {
+      return {cudaErrorInvalidValue, "ssd_chunk_scan: the tensor-core path takes d_state up to 128"};
+    }
+  }
   const int entries = p.head_dim * p.d_state;
   const unsigned entry_blocks = static_cast<unsigned>((entries + ssd::kScanThreads - 1) / ssd::kScanThreads);
 
@@ -99,16 +112,24 @@ LaunchStatus ssd_chunk_scan_cuda(const SsdScanParams& p, cudaStream_t stream) {
   LaunchStatus status = check_launch("ssd_chunk_cumsum_kernel");
   if (!status.ok()) return status;
 
-  const size_t decay_bytes = sizeof(float) * static_cast<size_t>(p.chunk);
-  ssd_chunk_state_kernel<input_t>
-      <<<dim3(entry_blocks, p.heads, p.batch * p.nchunks), ssd::kScanThreads, decay_bytes, stream>>>(p);
-  status = check_launch("ssd_chunk_state_kernel");
+  if constexpr (!std::is_same_v<input_t, float>) {
+    if (p.tensor_cores) status = ssd_chunk_state_tc_launch<input_t>(p, stream);
+  }
+  if (!p.tensor_cores) {
+    const size_t decay_bytes = sizeof(float) * static_cast<size_t>(p.chunk);
+    ssd_chunk_state_kernel<input_t>
+        <<<dim3(entry_blocks, p.heads, p.batch * p.nchunks), ssd::kScanThreads, decay_bytes, stream>>>(p);
+    status = check_launch("ssd_chunk_state_kernel");
+  }
   if (!status.ok()) return status;
 
   ssd_state_passing_kernel<input_t><<<dim3(entry_blocks, p.heads, p.batch), ssd::kScanThreads, 0, stream>>>(p);
   status = check_launch("ssd_state_passing_kernel");
   if (!status.ok()) return status;
 
+  if constexpr (!std::is_same_v<input_t, float>) {
+    if (p.tensor_cores) return ssd_chunk_scan_tc_launch<input_t>(p, stream);
+  }
   const size_t scan_bytes = sizeof(float) * static_cast<size_t>(ssd::scan_shared_floats(p.chunk, p.d_state));
   if (scan_bytes > 48 * 1024) {
     const cudaError_t error = cudaFuncSetAttribute(ssd_chunk_scan_kernel<input_t>,

@@ -19,9 +19,11 @@ EFFARCH_HD float to_f32(__half v) { return __half2float(v); }
 // Every element of the tensor read as input_t (the scan and the decode step: one input type).
 template <typename input_t>
 struct StaticIo {
+  using Elem = input_t;  // the tensor-core path's operands in shared memory (ssd_tc_math.h)
   EFFARCH_HD static float load(const void* base, int64_t offset, ElementType) {
     return to_f32(static_cast<const input_t*>(base)[offset]);
   }
+  EFFARCH_HD static Elem to_elem(ElementType, float v) { return from_float<input_t>(v); }
 };
 
 // The element type given per access (the gated RMSNorm, whose y, z, weight and out may differ).

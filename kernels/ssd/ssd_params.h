@@ -53,6 +53,9 @@ struct SsdScanParams {
   int nchunks = 0;  // ceil(L / Q)
   bool from_state = false;  // read `state` as the state before token 0 (else zeros)
   ElementType x_type = ElementType::kFloat32;  // x, dt, B and C (one element type)
+  // Stages 2 and 4 on tensor cores (ssd_tc_math.h): bf16 / fp16 x and d_state <= 128 only; else
+  // the fp32 FMA loops of ssd_math.h (what fp32 inputs always run).
+  bool tensor_cores = false;
   SsdHeadParams head;
 
   const void* x = nullptr;  // [B, L, H, P]

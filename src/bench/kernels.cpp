@@ -7,6 +7,9 @@
 #include <cmath>
 #include <cstdint>
 #include <map>
+#include <optional>
+#include <string>
+#include <utility>
 
 #include <ATen/ATen.h>
 #include <fmt/format.h>
@@ -81,6 +84,20 @@ ops::SsdArgs ssd_args(const model::MambaConfig& m, const at::TensorOptions& o) {
   a.dt_bias = at::randn({m.num_heads}, o) * 0.1;
   a.chunk_size = m.chunk_size;
   return a;
+}
+
+// The chunked scan twice: as the model runs it (tensor-core products for bf16 / fp16) and with the
+// fp32 FMA products forced, so both are timed at the same shapes; rows that ran the CUDA kernel
+// record which products ran (`products`).
+const std::pair<const char*, ops::SsdScanProducts> kSsdScanProducts[] = {
+    {"ssd_chunk_scan", ops::SsdScanProducts::Auto}, {"ssd_chunk_scan_fma", ops::SsdScanProducts::Fma}};
+
+std::optional<std::string> scan_products(const KernelCase& c, const KernelShape& s, const std::string& impl) {
+  if (impl != "cuda") return std::nullopt;
+  for (const auto& [op, products] : kSsdScanProducts) {
+    if (c.op == op) return std::string(ops::ssd_scan_products_name(s.dtype, mamba(s).d_state, products));
+  }
+  return std::nullopt;
 }
 
 std::vector<KernelCase> make_cases() {
@@ -183,37 +200,41 @@ std::vector<KernelCase> make_cases() {
       }});
 
   // ---- Mamba-2 (--mamba2) ----
-  cases.push_back(KernelCase{
-      "ssd_chunk_scan", KernelModel::Mamba2, ops::OpFamily::SsdScan, true,
-      "read x [B,L,H,P], dt [B,L,H], B, C [B,L,G,N] in the dtype, A [H] fp32, D and dt bias [H] in the dtype; "
-      "write y [B,L,H,P] fp32 and the final state [B,H,P,N] fp32",
-      [](const KernelShape& s) {
-        const auto& m = mamba(s);
-        return json{{"x", {s.batch, s.length, m.num_heads, m.head_dim}},
-                    {"B", {s.batch, s.length, m.n_groups, m.d_state}},
-                    {"state", {s.batch, m.num_heads, m.head_dim, m.d_state}},
-                    {"chunk_size", m.chunk_size}};
-      },
-      [](const KernelShape& s) {
-        const auto& m = mamba(s);
-        const uint64_t e = esize(s.dtype);
-        const uint64_t x = elems({s.batch, s.length, m.num_heads, m.head_dim});
-        return KernelBytes{e * (x + elems({s.batch, s.length, m.num_heads}) +
-                                2 * elems({s.batch, s.length, m.n_groups, m.d_state}) + 2 * elems({m.num_heads})) +
-                               kF32 * elems({m.num_heads}),
-                           kF32 * (x + elems({s.batch, m.num_heads, m.head_dim, m.d_state}))};
-      },
-      [](const KernelShape& s, const at::TensorOptions& o, ops::Backend backend) -> std::function<void()> {
-        const auto& m = mamba(s);
-        at::Tensor x = at::randn({s.batch, s.length, m.num_heads, m.head_dim}, o);
-        at::Tensor dt = at::randn({s.batch, s.length, m.num_heads}, o);
-        at::Tensor bm = at::randn({s.batch, s.length, m.n_groups, m.d_state}, o);
-        at::Tensor cm = at::randn({s.batch, s.length, m.n_groups, m.d_state}, o);
-        const ops::SsdArgs args = ssd_args(m, o);
-        auto state = std::make_shared<at::Tensor>(
-            at::zeros({s.batch, m.num_heads, m.head_dim, m.d_state}, o.dtype(at::kFloat)));
-        return [=] { (void)ops::ssd_chunk_scan(x, dt, bm, cm, args, *state, false, backend); };
-      }});
+  for (const auto& [op, products] : kSsdScanProducts) {
+    cases.push_back(KernelCase{
+        op, KernelModel::Mamba2, ops::OpFamily::SsdScan, true,
+        "read x [B,L,H,P], dt [B,L,H], B, C [B,L,G,N] in the dtype, A [H] fp32, D and dt bias [H] in the dtype; "
+        "write y [B,L,H,P] fp32 and the final state [B,H,P,N] fp32",
+        [](const KernelShape& s) {
+          const auto& m = mamba(s);
+          return json{{"x", {s.batch, s.length, m.num_heads, m.head_dim}},
+                      {"B", {s.batch, s.length, m.n_groups, m.d_state}},
+                      {"state", {s.batch, m.num_heads, m.head_dim, m.d_state}},
+                      {"chunk_size", m.chunk_size}};
+        },
+        [](const KernelShape& s) {
+          const auto& m = mamba(s);
+          const uint64_t e = esize(s.dtype);
+          const uint64_t x = elems({s.batch, s.length, m.num_heads, m.head_dim});
+          return KernelBytes{e * (x + elems({s.batch, s.length, m.num_heads}) +
+                                  2 * elems({s.batch, s.length, m.n_groups, m.d_state}) + 2 * elems({m.num_heads})) +
+                                 kF32 * elems({m.num_heads}),
+                             kF32 * (x + elems({s.batch, m.num_heads, m.head_dim, m.d_state}))};
+        },
+        [products = products](const KernelShape& s, const at::TensorOptions& o,
+                              ops::Backend backend) -> std::function<void()> {
+          const auto& m = mamba(s);
+          at::Tensor x = at::randn({s.batch, s.length, m.num_heads, m.head_dim}, o);
+          at::Tensor dt = at::randn({s.batch, s.length, m.num_heads}, o);
+          at::Tensor bm = at::randn({s.batch, s.length, m.n_groups, m.d_state}, o);
+          at::Tensor cm = at::randn({s.batch, s.length, m.n_groups, m.d_state}, o);
+          ops::SsdArgs args = ssd_args(m, o);
+          args.products = products;
+          auto state = std::make_shared<at::Tensor>(
+              at::zeros({s.batch, m.num_heads, m.head_dim, m.d_state}, o.dtype(at::kFloat)));
+          return [=] { (void)ops::ssd_chunk_scan(x, dt, bm, cm, args, *state, false, backend); };
+        }});
+  }
   cases.push_back(KernelCase{
       "ssd_state_update", KernelModel::Mamba2, ops::OpFamily::SsdStateUpdate, false,
       "read x [B,H,P], dt [B,H], B, C [B,G,N] in the dtype, A [H] fp32, D and dt bias [H] in the dtype, the state "
@@ -466,6 +487,7 @@ std::vector<json> run_kernels(const KernelSweep& sweep, const json& environment,
           if (cb.stop != nullptr && cb.stop->load()) return rows;
           const KernelShape shape{&cfg, batch, len, dtype};
           json row = row_base(*c, model_name, shape, impl, backend, device);
+          if (const auto products = scan_products(*c, shape, impl)) row["products"] = *products;
           const uint64_t need = row["bytes"].get<uint64_t>();
           uint64_t free = free_bytes(device);
           if (free == 0) free = UINT64_MAX;  // unknown: the run itself finds out
@@ -635,8 +657,9 @@ std::string format_kernels_table(const json& doc) {
   for (const auto& r : doc.at("rows")) {
     const std::string status = r.at("status").get<std::string>();
     const bool ok = status == "ok";
-    cells.push_back({r.at("op").get<std::string>(), r.at("model").get<std::string>(),
-                     r.at("implementation").get<std::string>(), std::to_string(r.at("batch").get<int64_t>()),
+    std::string impl = r.at("implementation").get<std::string>();
+    if (r.contains("products")) impl += " (" + r.at("products").get<std::string>() + ")";
+    cells.push_back({r.at("op").get<std::string>(), r.at("model").get<std::string>(), impl, std::to_string(r.at("batch").get<int64_t>()),
                      std::to_string(r.at("length").get<int64_t>()),
                      ok ? seconds(r.at("time_s").at("median").get<double>()) : "-",
                      human_bytes(r.at("bytes").get<uint64_t>()),

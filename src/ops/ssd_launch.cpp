@@ -11,6 +11,7 @@
 
 #include "effarch/common/error.h"
 #include "kernel_params.h"
+#include "ssd/ssd_tc_math.h"
 
 namespace effarch::ops::detail {
 namespace {
@@ -49,6 +50,37 @@ kernels::SsdHeadParams head_params(const SsdArgs& args, const SsdHeadTensors& t)
 }
 
 }  // namespace
+}  // namespace effarch::ops::detail
+
+namespace effarch::ops {
+
+bool ssd_scan_uses_tensor_cores(at::ScalarType x_dtype, int64_t d_state, SsdScanProducts products) {
+  const bool half = x_dtype == at::kBFloat16 || x_dtype == at::kHalf;
+  const bool fits = d_state <= kernels::ssd::kTcMaxDState;
+  switch (products) {
+    case SsdScanProducts::Fma: return false;
+    case SsdScanProducts::TensorCores:
+      if (!half) {
+        throw OpError(fmt::format("ssd_chunk_scan: products on tensor cores take bf16 or fp16 x, not {}",
+                                  c10::toString(x_dtype)));
+      }
+      if (!fits) {
+        throw OpError(fmt::format("ssd_chunk_scan: products on tensor cores take d_state up to {}, not {}",
+                                  kernels::ssd::kTcMaxDState, d_state));
+      }
+      return true;
+    case SsdScanProducts::Auto: break;
+  }
+  return half && fits;
+}
+
+const char* ssd_scan_products_name(at::ScalarType x_dtype, int64_t d_state, SsdScanProducts products) {
+  return ssd_scan_uses_tensor_cores(x_dtype, d_state, products) ? "tensor_cores" : "fma";
+}
+
+}  // namespace effarch::ops
+
+namespace effarch::ops::detail {
 
 SsdUpdateLaunch prepare_ssd_state_update(const at::Tensor& x, const at::Tensor& dt, const at::Tensor& Bmat,
                                          const at::Tensor& Cmat, const SsdArgs& args, const at::Tensor& state) {
@@ -103,6 +135,7 @@ SsdScanLaunch prepare_ssd_chunk_scan(const at::Tensor& x, const at::Tensor& dt, 
   p.nchunks = p.chunk > 0 ? (p.seqlen + p.chunk - 1) / p.chunk : 0;
   p.from_state = from_state;
   p.x_type = element_type(x.scalar_type(), op);
+  p.tensor_cores = ssd_scan_uses_tensor_cores(x.scalar_type(), p.d_state, args.products);
   p.head = head_params(args, l.head);
   p.x = x.const_data_ptr();
   p.x_batch_stride = x.stride(0), p.x_time_stride = x.stride(1), p.x_head_stride = x.stride(2);

@@ -35,7 +35,7 @@ def expected(op, B, L):  # docs/kernels.md, "Bytes each op must move"
     if op == "causal_conv1d_update": return e * (B*D + B*D*W + D*W + D) + e * (B*D + B*D*W)
     if op == "selective_scan": return e * (3*B*D*L + 2*B*N*L) + 4*(D*N + 2*D) + e*B*D*L + 4*B*D*N
     if op == "selective_state_update": return e * (3*B*D + 2*B*N) + 4*(D*N + 2*D) + 4*B*D*N + e*B*D + 4*B*D*N
-    if op == "ssd_chunk_scan": return e * (B*L*H*P + B*L*H + 2*B*L*G*N2 + 2*H) + 4*H + 4 * (B*L*H*P + B*H*P*N2)
+    if op in ("ssd_chunk_scan", "ssd_chunk_scan_fma"): return e * (B*L*H*P + B*L*H + 2*B*L*G*N2 + 2*H) + 4*H + 4 * (B*L*H*P + B*H*P*N2)
     if op == "ssd_state_update": return e * (B*H*P + B*H + 2*B*G*N2 + 2*H) + 4*H + 4*B*H*P*N2 + 4*B*H*P + 4*B*H*P*N2
     if op == "gated_rms_norm": return 4*B*L*D2 + e*(B*L*D2 + D2) + 4*B*L*D2
     if op == "attention": return e * (B*Hq*L*Dh + 2*B*Hkv*L*Dh) + e*B*Hq*L*Dh
@@ -44,7 +44,7 @@ def expected(op, B, L):  # docs/kernels.md, "Bytes each op must move"
 rows = doc["rows"]
 ops = sorted({r["op"] for r in rows})
 if ops != sorted(["causal_conv1d", "causal_conv1d_update", "selective_scan", "selective_state_update", "ssd_chunk_scan",
-                  "ssd_state_update", "gated_rms_norm", "attention", "attention_decode"]): bad.append(f"ops {ops}")
+                  "ssd_chunk_scan_fma", "ssd_state_update", "gated_rms_norm", "attention", "attention_decode"]): bad.append(f"ops {ops}")
 for r in rows:
     name = f"{r['op']} {r['implementation']} L{r['length']}"
     if r["status"] != "ok": bad.append(f"{name}: {r['status']} {r.get('error')}"); continue
@@ -57,9 +57,11 @@ for r in rows:
     if not r["bytes_formula"]: bad.append(f"{name}: no formula")
     # On the CPU the scans run their CPU kernel and their reference; conv and norm the reference; attention SDPA.
     want = {"selective_scan": {"cpu", "reference"}, "selective_state_update": {"cpu", "reference"},
-            "ssd_chunk_scan": {"cpu", "reference"}, "ssd_state_update": {"cpu", "reference"},
+            "ssd_chunk_scan": {"cpu", "reference"}, "ssd_chunk_scan_fma": {"cpu", "reference"},
+            "ssd_state_update": {"cpu", "reference"},
             "attention": {"sdpa"}, "attention_decode": {"sdpa"}}.get(r["op"], {"reference"})
     if r["implementation"] not in want: bad.append(f"{name}: implementation")
+    if "products" in r: bad.append(f"{name}: products on a row that did not run the CUDA scan")
     if r["length"] != (1 if r["op"] in ("causal_conv1d_update", "selective_state_update", "ssd_state_update") else r["length"]): bad.append(name)
 impls = {(r["op"], r["implementation"]) for r in rows}
 if ("selective_scan", "cpu") not in impls or ("selective_scan", "reference") not in impls: bad.append("scan implementations")

@@ -7,10 +7,15 @@
 //    length 1, odd, not a multiple of the chunk, several chunks; batch > 1; d_state 1/16/64/128
 //    (256 for the decode step); 1 and several groups; from zeros and from a state; the final
 //    state; D / dt_bias / softplus on and off, dt clamped; strided views as the mixer passes them.
+//    The scan's tensor-core path (kernels/ssd/ssd_tc_math.h over common/tile_mma.h's host tiles)
+//    in bf16 / fp16, every warp's tile products and every thread's elementwise phase, against
+//    the reference within tc_tolerance.
 // 2. On a GPU (skipped without one): the kernels through the ops' Backend::Cuda against
-//    Backend::Reference on the same device, fp32 / bf16 / fp16 inputs. Both widen the inputs to
-//    fp32 exactly and compute in fp32, so y and the state are held to the fp32 tolerance for every
-//    input dtype; the gated RMSNorm's output in bf16/fp16 to one rounding of that dtype.
+//    Backend::Reference on the same device, fp32 / bf16 / fp16 inputs. With the FMA products both
+//    widen the inputs to fp32 exactly and compute in fp32, so y and the state are held to the fp32
+//    tolerance for every input dtype; the tensor-core products (bf16 / fp16 by default) to
+//    tc_tolerance, and to an eighth of it against their own emulation; the gated RMSNorm's output
+//    in bf16/fp16 to one rounding of that dtype.
 
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
@@ -18,6 +23,7 @@
 #include <algorithm>
 #include <cmath>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <fmt/format.h>
@@ -27,6 +33,7 @@
 #include "effarch/ops/backend.h"
 #include "effarch/ops/ssd.h"
 #include "ssd/ssd_math.h"
+#include "ssd/ssd_tc_math.h"
 #include "ssd_launch.h"
 #include "tolerance.h"
 
@@ -37,13 +44,28 @@ namespace k = effarch::kernels;
 namespace ks = effarch::kernels::ssd;
 
 // ---------------------------------------------------------------------------------------------
-// Host emulation on the launches src/ops/ssd_launch.cpp prepares. fp32 tensors only: HostIo
-// reads and writes fp32, rounding to fp32 is exact.
+// Host emulation on the launches src/ops/ssd_launch.cpp prepares. HostIo reads fp32, bf16 and
+// fp16 tensors by their element type and rounds as the device does (nearest even); the
+// tensor-core path's shared operands are floats holding values rounded to the input type.
 
 struct HostIo {
-  static float load(const void* base, int64_t offset, k::ElementType) { return static_cast<const float*>(base)[offset]; }
+  using Elem = float;
+  static float load(const void* base, int64_t offset, k::ElementType type) {
+    switch (type) {
+      case k::ElementType::kBFloat16: return static_cast<float>(static_cast<const c10::BFloat16*>(base)[offset]);
+      case k::ElementType::kFloat16: return static_cast<float>(static_cast<const c10::Half*>(base)[offset]);
+      default: return static_cast<const float*>(base)[offset];
+    }
+  }
   static void store(void* base, int64_t offset, k::ElementType, float v) { static_cast<float*>(base)[offset] = v; }
-  static float round_to(k::ElementType, float v) { return v; }
+  static float round_to(k::ElementType type, float v) {
+    switch (type) {
+      case k::ElementType::kBFloat16: return static_cast<float>(c10::BFloat16(v));
+      case k::ElementType::kFloat16: return static_cast<float>(c10::Half(v));
+      default: return v;
+    }
+  }
+  static Elem to_elem(k::ElementType type, float v) { return round_to(type, v); }
 };
 
 // ssd_state_update_kernel over grid (P / warps, H, B), warps of 32 lanes.
@@ -77,6 +99,66 @@ at::Tensor emulate_update(const at::Tensor& x, const at::Tensor& dt, const at::T
   return launch.y;
 }
 
+// Shared memory of a tensor-core block: `bytes` of floats poisoned with NaN, so a phase that reads
+// what no earlier phase wrote shows.
+std::vector<float> poisoned_shared(int64_t bytes) {
+  return std::vector<float>(static_cast<size_t>(bytes / 4 + 1), std::nanf(""));
+}
+
+// ssd_chunk_state_tc_kernel over grid (P tiles x N tiles, H, B * nchunks), 4 warps of 32 lanes.
+void emulate_chunk_state_tc(const k::SsdScanParams& p) {
+  const int tiles_n = ks::tc_state_tiles(p.d_state);
+  const int blocks_x = ks::tc_col_tiles(p.head_dim) * tiles_n;
+  for (int bz = 0; bz < p.batch * p.nchunks; ++bz) {
+    const int b = bz / p.nchunks, c = bz % p.nchunks;
+    for (int h = 0; h < p.heads; ++h) {
+      for (int bx = 0; bx < blocks_x; ++bx) {
+        const int pd0 = bx / tiles_n * ks::kTcCols, n0 = bx % tiles_n * ks::kTcStates;
+        std::vector<float> smem = poisoned_shared(ks::tc_state_offsets(p.chunk, sizeof(float)).total);
+        const auto sh = ks::tc_state_shared<float>(reinterpret_cast<char*>(smem.data()), p.chunk);
+        for (int t = 0; t < ks::kTcThreads; ++t) ks::tc_state_decay(p, b, h, c, t, ks::kTcThreads, sh.decay);
+        k::tile::FragAcc acc[ks::kTcWarps][ks::kTcStates / k::tile::kDim];
+        for (auto& a : acc) ks::tc_zero(a);
+        for (int s0 = 0; s0 < ks::chunk_tokens(p, c); s0 += ks::kTcTokens) {
+          for (int t = 0; t < ks::kTcThreads; ++t) ks::tc_state_load<HostIo>(p, b, c, h, pd0, n0, s0, t, ks::kTcThreads, sh);
+          for (int w = 0; w < ks::kTcWarps; ++w) ks::tc_state_mma(w, sh, acc[w]);
+        }
+        for (int w = 0; w < ks::kTcWarps; ++w) ks::tc_state_store_warp(w, sh, acc[w]);
+        for (int t = 0; t < ks::kTcThreads; ++t) ks::tc_state_write(p, b, c, h, pd0, n0, t, ks::kTcThreads, sh.out);
+      }
+    }
+  }
+}
+
+// ssd_chunk_scan_tc_kernel over grid (P tiles x row tiles x chunks, H, B), its phases in order.
+void emulate_chunk_scan_tc(const k::SsdScanParams& p) {
+  const int col_tiles = ks::tc_col_tiles(p.head_dim), row_tiles = ks::tc_row_tiles(p.chunk);
+  for (int b = 0; b < p.batch; ++b) {
+    for (int h = 0; h < p.heads; ++h) {
+      for (int bx = 0; bx < p.nchunks * row_tiles * col_tiles; ++bx) {
+        const int pd0 = bx % col_tiles * ks::kTcCols, rest = bx / col_tiles;
+        const int c = rest / row_tiles, row0 = rest % row_tiles * ks::kTcRows;
+        if (row0 >= ks::chunk_tokens(p, c)) continue;
+        std::vector<float> smem = poisoned_shared(ks::tc_scan_offsets(p.chunk, p.d_state, sizeof(float)).total);
+        const auto sh = ks::tc_scan_shared<float>(reinterpret_cast<char*>(smem.data()), p.chunk, p.d_state);
+        for (int t = 0; t < ks::kTcThreads; ++t) ks::tc_scan_load<HostIo>(p, b, c, h, row0, pd0, t, ks::kTcThreads, sh);
+        k::tile::FragAcc acc[ks::kTcWarps][ks::kTcCols / k::tile::kDim];
+        for (int w = 0; w < ks::kTcWarps; ++w) ks::tc_scan_start_mma(p.d_state, w, sh, acc[w]);
+        for (int t = 0; t < ks::kTcThreads; ++t) ks::tc_scan_start_scale(p, c, row0, t, ks::kTcThreads, sh.cs, sh.acc);
+        for (int w = 0; w < ks::kTcWarps; ++w) ks::tc_scan_reload(w, sh, acc[w]);
+        for (int s0 = 0; s0 < ks::tc_scan_k_end(p, c, row0); s0 += ks::kTcTokens) {
+          for (int t = 0; t < ks::kTcThreads; ++t) ks::tc_scan_load_step<HostIo>(p, b, c, h, pd0, s0, t, ks::kTcThreads, sh);
+          for (int w = 0; w < ks::kTcWarps; ++w) ks::tc_scan_scores_mma(p.d_state, w, sh);
+          for (int t = 0; t < ks::kTcThreads; ++t) ks::tc_scan_decay_step<HostIo>(p, c, row0, s0, t, ks::kTcThreads, sh);
+          for (int w = 0; w < ks::kTcWarps; ++w) ks::tc_scan_out_mma(w, sh, acc[w]);
+        }
+        for (int w = 0; w < ks::kTcWarps; ++w) ks::tc_scan_store_warp(w, sh, acc[w]);
+        for (int t = 0; t < ks::kTcThreads; ++t) ks::tc_scan_write<HostIo>(p, b, c, h, row0, pd0, t, ks::kTcThreads, sh.acc);
+      }
+    }
+  }
+}
+
 // The four stage kernels of ssd_chunk_scan_cuda, in launch order.
 at::Tensor emulate_scan(const at::Tensor& x, const at::Tensor& dt, const at::Tensor& Bm, const at::Tensor& Cm,
                         const SsdArgs& args, at::Tensor& state, bool from_state) {
@@ -91,19 +173,23 @@ at::Tensor emulate_scan(const at::Tensor& x, const at::Tensor& dt, const at::Ten
   for (int b = 0; b < p.batch; ++b)
     for (int h = 0; h < p.heads; ++h)
       for (int c = 0; c < p.nchunks; ++c) ks::chunk_cumsum_thread<HostIo>(p, b, h, c);
-  // 2. chunk_state: blocks (entry tile, h, b * nchunks + c); thread 0's decays, barrier, entries.
   const int entries = p.head_dim * p.d_state;
-  const int entry_blocks = (entries + ks::kScanThreads - 1) / ks::kScanThreads;
-  std::vector<float> decay(static_cast<size_t>(p.chunk));
-  for (int bz = 0; bz < p.batch * p.nchunks; ++bz) {
-    const int b = bz / p.nchunks, c = bz % p.nchunks;
-    for (int h = 0; h < p.heads; ++h) {
-      for (int bx = 0; bx < entry_blocks; ++bx) {
-        std::fill(decay.begin(), decay.end(), std::nanf(""));
-        ks::chunk_decay_to_end(p, b, h, c, decay.data());
-        for (int t = 0; t < ks::kScanThreads; ++t) {
-          const int e = bx * ks::kScanThreads + t;
-          if (e < entries) ks::chunk_state_entry<HostIo>(p, b, c, h, e, decay.data());
+  if (p.tensor_cores) {
+    emulate_chunk_state_tc(p);
+  } else {
+    // 2. chunk_state: blocks (entry tile, h, b * nchunks + c); thread 0's decays, barrier, entries.
+    const int entry_blocks = (entries + ks::kScanThreads - 1) / ks::kScanThreads;
+    std::vector<float> decay(static_cast<size_t>(p.chunk));
+    for (int bz = 0; bz < p.batch * p.nchunks; ++bz) {
+      const int b = bz / p.nchunks, c = bz % p.nchunks;
+      for (int h = 0; h < p.heads; ++h) {
+        for (int bx = 0; bx < entry_blocks; ++bx) {
+          std::fill(decay.begin(), decay.end(), std::nanf(""));
+          ks::chunk_decay_to_end(p, b, h, c, decay.data());
+          for (int t = 0; t < ks::kScanThreads; ++t) {
+            const int e = bx * ks::kScanThreads + t;
+            if (e < entries) ks::chunk_state_entry<HostIo>(p, b, c, h, e, decay.data());
+          }
         }
       }
     }
@@ -112,6 +198,10 @@ at::Tensor emulate_scan(const at::Tensor& x, const at::Tensor& dt, const at::Ten
   for (int b = 0; b < p.batch; ++b)
     for (int h = 0; h < p.heads; ++h)
       for (int e = 0; e < entries; ++e) ks::state_passing_entry(p, b, h, e);
+  if (p.tensor_cores) {
+    emulate_chunk_scan_tc(p);
+    return launch.y;
+  }
   // 4. chunk_scan: blocks (chunk * tiles + tile, h, b), four phases between barriers.
   std::vector<float> shared(static_cast<size_t>(ks::scan_shared_floats(p.chunk, p.d_state)));
   const ks::ScanShared sh = ks::scan_shared(shared.data(), p.chunk, p.d_state);
@@ -393,6 +483,106 @@ TEST(SsdKernelEmulationExtra, KernelsExistInCudaBuilds) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// 1b. The tensor-core path (bf16 / fp16 inputs) in emulation against the reference, which computes
+// in fp32 from the same rounded inputs. The path rounds to the input dtype what mamba_ssm's Triton
+// kernels round (the scaled B of the chunk states, the start state, the decayed scores) before
+// products that accumulate in fp32; tc_tolerance (docs/mamba2.md, "Tensor cores") bounds the result.
+
+test::Tolerance tc_tolerance(at::ScalarType dtype, const at::Tensor& ref) {
+  const double scale = ref.numel() == 0 ? 0.0 : ref.abs().max().item<double>();
+  const double unit = dtype == at::kBFloat16 ? 1.0 / 256 : 1.0 / 2048;  // 2^-8, 2^-11: one rounding, relative
+  return {2.0 * unit * std::max(scale, 1.0), 2.0 * unit};
+}
+
+class SsdTensorCoreEmulation : public ::testing::TestWithParam<Case> {};
+
+TEST_P(SsdTensorCoreEmulation, ChunkScanMatchesReference) {
+  const Case c = GetParam();
+  for (const at::ScalarType dtype : {at::kBFloat16, at::kHalf}) {
+    ASSERT_TRUE(ssd_scan_uses_tensor_cores(dtype, c.n, SsdScanProducts::Auto));
+    for (const Variant v : {kVariants[0], kVariants[3]}) {
+      for (const bool from_state : {false, true}) {
+        at::manual_seed(static_cast<uint64_t>(c.len * 7 + c.p * 3 + c.n + 2 * v.full + 4 * v.clamp + from_state));
+        const Problem pr = make_problem(c, v, dtype);
+        const std::string what = fmt::format("{} {} full={} clamp={} from_state={}", c10::toString(dtype), name(c),
+                                             v.full, v.clamp, from_state);
+        at::Tensor ref_state = from_state ? pr.state0.clone() : at::full({c.batch, c.heads, c.p, c.n}, 3.0f);
+        at::Tensor emu_state = ref_state.clone();
+        const at::Tensor ref = ssd_chunk_scan(pr.x, pr.dt, pr.B, pr.C, pr.args, ref_state, from_state, Backend::Reference);
+        const at::Tensor y = emulate_scan(pr.x, pr.dt, pr.B, pr.C, pr.args, emu_state, from_state);
+        ASSERT_FALSE(at::isnan(y).any().item<bool>()) << what << ": the emulation left y unwritten";
+        ASSERT_FALSE(at::isnan(emu_state).any().item<bool>()) << what << ": the final state";
+        test::expect_close(y, ref, tc_tolerance(dtype, ref), what + " y");
+        test::expect_close(emu_state, ref_state, tc_tolerance(dtype, ref_state), what + " state");
+        // Not fp32-exact: the roundings happen (a path that skipped them would pass at fp32 tolerance).
+        if (c.len > 1) {
+          EXPECT_GT(test::max_excess(y, ref, y_tol(ref)), 0.0) << what << ": no input-dtype rounding seen";
+        }
+      }
+    }
+  }
+}
+
+// L = 1; odd; not a multiple of the chunk; chunks 64 and 256 and one longer than L; d_state 16,
+// 64, 128 and 40 (not a multiple of 16); head_dim 64, 24 and 70 (two column tiles, the second
+// ragged); groups 1 and 2 / 3; batch 2.
+INSTANTIATE_TEST_SUITE_P(Awkward, SsdTensorCoreEmulation,
+                         ::testing::Values(Case{1, 1, 2, 64, 1, 16, 64}, Case{2, 37, 4, 64, 2, 64, 64},
+                                           Case{1, 300, 4, 24, 2, 128, 256}, Case{2, 130, 2, 64, 1, 40, 64},
+                                           Case{1, 77, 6, 70, 3, 16, 64}, Case{1, 45, 2, 64, 1, 64, 256},
+                                           Case{1, 520, 2, 64, 1, 128, 256}),
+                         [](const auto& info) { return name(info.param); });
+
+TEST(SsdTensorCoreEmulationExtra, FmaProductsOnHalfInputsStayFp32Exact) {
+  // products = Fma on bf16 / fp16 inputs: the FMA loops widen the inputs exactly, so the fp32
+  // tolerance holds (what `effarch kernels` times as ssd_chunk_scan_fma).
+  const Case c{2, 45, 4, 24, 2, 40, 16};
+  for (const at::ScalarType dtype : {at::kBFloat16, at::kHalf}) {
+    at::manual_seed(9);
+    Problem pr = make_problem(c, {true, false}, dtype);
+    pr.args.products = SsdScanProducts::Fma;
+    ASSERT_FALSE(ssd_scan_uses_tensor_cores(dtype, c.n, pr.args.products));
+    at::Tensor ref_state = pr.state0.clone(), emu_state = pr.state0.clone();
+    const at::Tensor ref = ssd_chunk_scan(pr.x, pr.dt, pr.B, pr.C, pr.args, ref_state, true, Backend::Reference);
+    const at::Tensor y = emulate_scan(pr.x, pr.dt, pr.B, pr.C, pr.args, emu_state, true);
+    test::expect_close(y, ref, y_tol(ref), std::string(c10::toString(dtype)) + " y");
+    test::expect_close(emu_state, ref_state, kFp32, std::string(c10::toString(dtype)) + " state");
+  }
+}
+
+TEST(SsdTensorCoreEmulationExtra, StrongDecay) {
+  // dt A around -3 per token over a chunk of 256: cs reaches -700, where exp(cs[l] - cs[s]) keeps
+  // the decays to ~1e-4 relative, below the bf16 / fp16 rounding of the scores.
+  const Case c{1, 260, 4, 64, 2, 64, 256};
+  for (const at::ScalarType dtype : {at::kBFloat16, at::kHalf}) {
+    at::manual_seed(5);
+    const Problem pr = make_problem(c, {true, false}, dtype, /*a_scale=*/0.3);
+    SsdArgs args = pr.args;
+    args.A = args.A * 8.0;
+    at::Tensor ref_state = pr.state0.clone(), emu_state = pr.state0.clone();
+    const at::Tensor ref = ssd_chunk_scan(pr.x, pr.dt, pr.B, pr.C, args, ref_state, true, Backend::Reference);
+    const at::Tensor y = emulate_scan(pr.x, pr.dt, pr.B, pr.C, args, emu_state, true);
+    test::expect_close(y, ref, tc_tolerance(dtype, ref), std::string(c10::toString(dtype)) + " strong decay y");
+    test::expect_close(emu_state, ref_state, tc_tolerance(dtype, ref_state),
+                       std::string(c10::toString(dtype)) + " strong decay state");
+  }
+}
+
+TEST(SsdTensorCoreEmulationExtra, ProductsChoice) {
+  EXPECT_TRUE(ssd_scan_uses_tensor_cores(at::kBFloat16, 128, SsdScanProducts::Auto));
+  EXPECT_TRUE(ssd_scan_uses_tensor_cores(at::kHalf, 1, SsdScanProducts::TensorCores));
+  EXPECT_FALSE(ssd_scan_uses_tensor_cores(at::kFloat, 64, SsdScanProducts::Auto));
+  EXPECT_FALSE(ssd_scan_uses_tensor_cores(at::kBFloat16, 129, SsdScanProducts::Auto));
+  EXPECT_FALSE(ssd_scan_uses_tensor_cores(at::kBFloat16, 64, SsdScanProducts::Fma));
+  EXPECT_STREQ(ssd_scan_products_name(at::kHalf, 64, SsdScanProducts::Auto), "tensor_cores");
+  EXPECT_STREQ(ssd_scan_products_name(at::kFloat, 64, SsdScanProducts::Auto), "fma");
+  EXPECT_THROW_WITH(ssd_scan_uses_tensor_cores(at::kFloat, 64, SsdScanProducts::TensorCores), Error,
+                    {"ssd_chunk_scan", "bf16 or fp16", "Float"});
+  EXPECT_THROW_WITH(ssd_scan_uses_tensor_cores(at::kBFloat16, 256, SsdScanProducts::TensorCores), Error,
+                    {"ssd_chunk_scan", "d_state", "256"});
+}
+
+// ---------------------------------------------------------------------------------------------
 // 2. The kernels on a GPU against the reference on the same GPU.
 
 #define REQUIRE_GPU()                                                        \
@@ -406,27 +596,38 @@ TEST_P(SsdCuda, ChunkScanAndDecodeMatchReference) {
   const Case c = GetParam();
   const at::Device gpu(at::kCUDA, 0);
   for (const at::ScalarType dtype : {at::kFloat, at::kBFloat16, at::kHalf}) {
-    for (const Variant v : kVariants) {
-      for (const bool from_state : {false, true}) {
-        at::manual_seed(static_cast<uint64_t>(c.len * 7 + c.p * 3 + c.n + 2 * v.full + 4 * v.clamp + from_state));
-        const Problem pr = to_device(make_problem(c, v, dtype), gpu);
-        const std::string what = fmt::format("{} {} full={} clamp={} from_state={}", c10::toString(dtype), name(c),
-                                             v.full, v.clamp, from_state);
-        at::Tensor ref_state = from_state ? pr.state0.clone() : at::full({c.batch, c.heads, c.p, c.n}, 3.0f, gpu);
-        at::Tensor cuda_state = ref_state.clone();
-        const at::Tensor ref =
-            ssd_chunk_scan(pr.x, pr.dt, pr.B, pr.C, pr.args, ref_state, from_state, Backend::Reference);
-        const at::Tensor y = ssd_chunk_scan(pr.x, pr.dt, pr.B, pr.C, pr.args, cuda_state, from_state, Backend::Cuda);
-        EXPECT_EQ(y.scalar_type(), at::kFloat) << what;
-        test::expect_close(y, ref, y_tol(ref), what + " y");
-        test::expect_close(cuda_state, ref_state, kFp32, what + " state");
-        // The decode step from that state, token 0's inputs again.
-        const at::Tensor ref1 = ssd_state_update(token(pr.x, 0), token(pr.dt, 0), token(pr.B, 0), token(pr.C, 0),
-                                                 pr.args, ref_state, Backend::Reference);
-        const at::Tensor y1 = ssd_state_update(token(pr.x, 0), token(pr.dt, 0), token(pr.B, 0), token(pr.C, 0),
-                                               pr.args, cuda_state, Backend::Cuda);
-        test::expect_close(y1, ref1, y_tol(ref1), what + " update y");
-        test::expect_close(cuda_state, ref_state, kFp32, what + " update state");
+    // bf16 / fp16: the FMA products (fp32-exact) and the default, tensor cores where d_state <= 128.
+    const std::vector<SsdScanProducts> products_list =
+        dtype == at::kFloat ? std::vector<SsdScanProducts>{SsdScanProducts::Auto}
+                            : std::vector<SsdScanProducts>{SsdScanProducts::Fma, SsdScanProducts::Auto};
+    for (const SsdScanProducts products : products_list) {
+      const bool tc = ssd_scan_uses_tensor_cores(dtype, c.n, products);
+      const auto tol = [&](const at::Tensor& ref, bool state) {
+        return tc ? tc_tolerance(dtype, ref) : state ? kFp32 : y_tol(ref);
+      };
+      for (const Variant v : kVariants) {
+        for (const bool from_state : {false, true}) {
+          at::manual_seed(static_cast<uint64_t>(c.len * 7 + c.p * 3 + c.n + 2 * v.full + 4 * v.clamp + from_state));
+          Problem pr = to_device(make_problem(c, v, dtype), gpu);
+          pr.args.products = products;
+          const std::string what = fmt::format("{} {} {} full={} clamp={} from_state={}", c10::toString(dtype),
+                                               tc ? "tensor_cores" : "fma", name(c), v.full, v.clamp, from_state);
+          at::Tensor ref_state = from_state ? pr.state0.clone() : at::full({c.batch, c.heads, c.p, c.n}, 3.0f, gpu);
+          at::Tensor cuda_state = ref_state.clone();
+          const at::Tensor ref =
+              ssd_chunk_scan(pr.x, pr.dt, pr.B, pr.C, pr.args, ref_state, from_state, Backend::Reference);
+          const at::Tensor y = ssd_chunk_scan(pr.x, pr.dt, pr.B, pr.C, pr.args, cuda_state, from_state, Backend::Cuda);
+          EXPECT_EQ(y.scalar_type(), at::kFloat) << what;
+          test::expect_close(y, ref, tol(ref, false), what + " y");
+          test::expect_close(cuda_state, ref_state, tol(ref_state, true), what + " state");
+          // The decode step from that state, token 0's inputs again.
+          const at::Tensor ref1 = ssd_state_update(token(pr.x, 0), token(pr.dt, 0), token(pr.B, 0), token(pr.C, 0),
+                                                   pr.args, ref_state, Backend::Reference);
+          const at::Tensor y1 = ssd_state_update(token(pr.x, 0), token(pr.dt, 0), token(pr.B, 0), token(pr.C, 0),
+                                                 pr.args, cuda_state, Backend::Cuda);
+          test::expect_close(y1, ref1, tol(ref1, false), what + " update y");
+          test::expect_close(cuda_state, ref_state, tol(ref_state, true), what + " update state");
+        }
       }
     }
   }
@@ -443,7 +644,13 @@ TEST(SsdCudaExtra, StridedViewsAndContinuation) {
   REQUIRE_GPU();
   const at::Device gpu(at::kCUDA, 0);
   const int64_t b = 2, len = 41, h = 8, p = 16, g = 2, n = 64, di = h * p, cd = di + 2 * g * n;
-  for (const at::ScalarType dtype : {at::kFloat, at::kBFloat16, at::kHalf}) {
+  for (const auto& entry :
+       {std::pair{at::kFloat, SsdScanProducts::Auto}, std::pair{at::kBFloat16, SsdScanProducts::Fma},
+        std::pair{at::kBFloat16, SsdScanProducts::Auto}, std::pair{at::kHalf, SsdScanProducts::Fma},
+        std::pair{at::kHalf, SsdScanProducts::Auto}}) {
+    const at::ScalarType dtype = entry.first;
+    const SsdScanProducts products = entry.second;
+    const bool tc = ssd_scan_uses_tensor_cores(dtype, 64, products);
     at::manual_seed(22);
     const at::Tensor conv = at::randn({b, len, cd}, gpu).to(dtype);
     const at::Tensor proj = (at::randn({b, len, di + cd + h}, gpu) * 0.5 - 1.0).to(dtype);
@@ -456,7 +663,9 @@ TEST(SsdCudaExtra, StridedViewsAndContinuation) {
     args.D = at::randn({h}, gpu).to(dtype);
     args.dt_bias = (at::randn({h}, gpu) * 0.3).to(dtype);
     args.chunk_size = 16;
-    const std::string what = c10::toString(dtype);
+    args.products = products;
+    const std::string what = fmt::format("{} {}", c10::toString(dtype), tc ? "tensor_cores" : "fma");
+    const auto ytol = [&](const at::Tensor& ref) { return tc ? tc_tolerance(dtype, ref) : y_tol(ref); };
     at::Tensor ref_state = at::zeros({b, h, p, n}, gpu);
     at::Tensor big = at::zeros({b, h, p, n + 5}, gpu);
     at::Tensor cuda_state = big.narrow(3, 2, n);
@@ -465,17 +674,17 @@ TEST(SsdCudaExtra, StridedViewsAndContinuation) {
     const at::Tensor ref = ssd_chunk_scan(x, dt, Bm, Cm, args, ref_state, false, Backend::Reference);
     const at::Tensor y0 = ssd_chunk_scan(part(x, 0, prompt), part(dt, 0, prompt), part(Bm, 0, prompt),
                                          part(Cm, 0, prompt), args, cuda_state, false, Backend::Cuda);
-    test::expect_close(y0, part(ref, 0, prompt), y_tol(ref), what + " prompt");
+    test::expect_close(y0, part(ref, 0, prompt), ytol(ref), what + " prompt");
     for (int64_t t = prompt; t < prompt + steps; ++t) {
       const at::Tensor yt = ssd_state_update(token(x, t), token(dt, t), token(Bm, t), token(Cm, t), args, cuda_state,
                                              Backend::Cuda);
-      test::expect_close(yt, ref.select(1, t), y_tol(ref), fmt::format("{} decode step {}", what, t));
+      test::expect_close(yt, ref.select(1, t), ytol(ref), fmt::format("{} decode step {}", what, t));
     }
     const int64_t from = prompt + steps, more = len - from;
     const at::Tensor y2 = ssd_chunk_scan(part(x, from, more), part(dt, from, more), part(Bm, from, more),
                                          part(Cm, from, more), args, cuda_state, true, Backend::Cuda);
-    test::expect_close(y2, part(ref, from, more), y_tol(ref), what + " continuation");
-    test::expect_close(cuda_state, ref_state, kFp32, what + " final state");
+    test::expect_close(y2, part(ref, from, more), ytol(ref), what + " continuation");
+    test::expect_close(cuda_state, ref_state, tc ? tc_tolerance(dtype, ref_state) : kFp32, what + " final state");
     EXPECT_EQ(big.narrow(3, 0, 2).abs().sum().item<double>(), 0.0) << what << ": wrote outside the state view";
     EXPECT_EQ(big.narrow(3, n + 2, 3).abs().sum().item<double>(), 0.0) << what << ": wrote outside the state view";
   }
@@ -509,6 +718,28 @@ TEST(SsdCudaExtra, GatedRmsNormMatchesReference) {
         test::expect_close(direct, ref.to(dtype), tol,
                            fmt::format("{} y_fp32={} group {} out_dtype", c10::toString(dtype), y_fp32, group_size));
       }
+    }
+  }
+}
+
+// The tensor-core kernels against their own host emulation (the same roundings): apart only by
+// the fp32 accumulation order and the rare input-dtype rounding that order flips, far inside the
+// tolerance against the reference.
+TEST(SsdCudaExtra, TensorCorePathMatchesItsEmulation) {
+  REQUIRE_GPU();
+  const at::Device gpu(at::kCUDA, 0);
+  for (const Case c : {Case{1, 600, 4, 64, 2, 128, 256}, Case{2, 77, 3, 70, 3, 40, 64}}) {
+    for (const at::ScalarType dtype : {at::kBFloat16, at::kHalf}) {
+      at::manual_seed(static_cast<uint64_t>(c.len));
+      const Problem pr = make_problem(c, {true, false}, dtype);
+      const Problem dev = to_device(pr, gpu);
+      const std::string what = fmt::format("{} {}", c10::toString(dtype), name(c));
+      at::Tensor emu_state = pr.state0.clone(), cuda_state = dev.state0.clone();
+      const at::Tensor emu = emulate_scan(pr.x, pr.dt, pr.B, pr.C, pr.args, emu_state, true);
+      const at::Tensor y = ssd_chunk_scan(dev.x, dev.dt, dev.B, dev.C, dev.args, cuda_state, true, Backend::Cuda);
+      const test::Tolerance t = tc_tolerance(dtype, emu), ts = tc_tolerance(dtype, emu_state);
+      test::expect_close(y, emu, {t.atol / 8, t.rtol / 8}, what + " y");
+      test::expect_close(cuda_state, emu_state, {ts.atol / 8, ts.rtol / 8}, what + " state");
     }
   }
 }

@@ -18,6 +18,13 @@
 
 namespace effarch::ops {
 
+// How the CUDA chunked scan computes its chunk products (stages 2 and 4, kernels/ssd/): Auto takes
+// tensor cores (input-dtype operands, fp32 accumulation, docs/mamba2.md) for bf16 / fp16 x with
+// d_state <= 128 and the fp32 FMA loops otherwise; Fma always the FMA loops (bf16 too, for
+// comparison); TensorCores requires them (an OpError where they cannot run). The CPU and
+// reference paths ignore it.
+enum class SsdScanProducts { Auto, TensorCores, Fma };
+
 struct SsdArgs {
   at::Tensor A;                        // [H] fp32 (= -exp(A_log))
   std::optional<at::Tensor> D;         // [H]
@@ -26,7 +33,14 @@ struct SsdArgs {
   double dt_min = 0.0;                 // the time_step_limit clamp (none by default)
   double dt_max = std::numeric_limits<double>::infinity();
   int64_t chunk_size = 256;
+  SsdScanProducts products = SsdScanProducts::Auto;
 };
+
+// Whether the CUDA chunked scan runs its products on tensor cores for x of `x_dtype` and
+// `d_state` under `products`; throws OpError (naming ssd_chunk_scan) where TensorCores cannot run.
+bool ssd_scan_uses_tensor_cores(at::ScalarType x_dtype, int64_t d_state, SsdScanProducts products);
+// "tensor_cores" or "fma": the same decision as a name (effarch kernels records it per row).
+const char* ssd_scan_products_name(at::ScalarType x_dtype, int64_t d_state, SsdScanProducts products);
 
 // Prefill, chunked: x [B, L, H, P]; dt [B, L, H]; Bmat, Cmat [B, L, G, N]. state [B, H, P, N] fp32 is
 // written with S[L-1]; when `from_state` it is also read as S[-1], else the scan starts from zeros.
