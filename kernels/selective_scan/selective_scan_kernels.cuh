@@ -13,8 +13,10 @@ inline constexpr int kMaxGridY = 65535;
 inline constexpr int kUpdateThreads = 128;
 
 // Exec for the GPU: a phase is this thread's part of it; sync is the block barrier.
+template <int kSegment>
 struct DeviceExec {
-  ThreadRegs regs;
+  static constexpr int kSeg = kSegment;
+  ThreadRegs<kSeg> regs;
   template <typename F>
   __device__ __forceinline__ void threads(F&& f) {
     f(static_cast<int>(threadIdx.x), regs);
@@ -30,11 +32,14 @@ inline LaunchStatus check_args(const SelectiveScanParams& p, const char* what) {
 
 }  // namespace scan
 
-template <typename input_t>
-__global__ void __launch_bounds__(scan::kThreads) selective_scan_fwd_kernel(const SelectiveScanParams p) {
+// kSeg 8: 254 registers, one block per SM; kSeg 4: capped at 128 (two blocks per SM; ptxas
+// reports 12 bytes of spills on sm_90 bf16). Which is faster is a GPU measurement (docs/mamba.md).
+template <typename input_t, int kSeg>
+__global__ void __launch_bounds__(scan::kThreads, kSeg == 4 ? 2 : 1)
+    selective_scan_fwd_kernel(const SelectiveScanParams p) {
   extern __shared__ float shared_buffer[];
-  scan::Shared shared = scan::carve_shared(shared_buffer);
-  scan::DeviceExec exec;
+  scan::Shared shared = scan::carve_shared(shared_buffer, kSeg);
+  scan::DeviceExec<kSeg> exec;
   scan::scan_block<input_t>(p, static_cast<int>(blockIdx.x), static_cast<int>(blockIdx.y), shared, exec);
 }
 
@@ -45,20 +50,27 @@ __global__ void __launch_bounds__(scan::kUpdateThreads) selective_state_update_k
   scan::update_channel<input_t>(p, static_cast<int>(i / p.dim), static_cast<int>(i % p.dim));
 }
 
-template <typename input_t>
-LaunchStatus selective_scan_fwd_cuda(const SelectiveScanParams& p, cudaStream_t stream) {
-  const LaunchStatus args = scan::check_args(p, "selective_scan_fwd: d_state must be 1..256 and batch at most 65535");
-  if (!args.ok()) return args;
-  if (p.batch == 0 || p.dim == 0 || p.seqlen == 0) return {};
-  const size_t bytes = static_cast<size_t>(scan::shared_floats(p.dstate)) * sizeof(float);
+template <typename input_t, int kSeg>
+LaunchStatus selective_scan_fwd_launch(const SelectiveScanParams& p, cudaStream_t stream) {
+  const size_t bytes = static_cast<size_t>(scan::shared_floats(p.dstate, kSeg)) * sizeof(float);
   if (bytes > 48 * 1024) {  // past the default limit of dynamic shared memory: opt in
-    const cudaError_t error = cudaFuncSetAttribute(selective_scan_fwd_kernel<input_t>,
+    const cudaError_t error = cudaFuncSetAttribute(selective_scan_fwd_kernel<input_t, kSeg>,
                                                    cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes));
     if (error != cudaSuccess) return {error, "selective_scan_fwd: cudaFuncSetAttribute (shared memory)"};
   }
   const dim3 grid((p.dim + scan::kLanes - 1) / scan::kLanes, p.batch);
-  selective_scan_fwd_kernel<input_t><<<grid, scan::kThreads, bytes, stream>>>(p);
+  selective_scan_fwd_kernel<input_t, kSeg><<<grid, scan::kThreads, bytes, stream>>>(p);
   return check_launch("selective_scan_fwd_kernel");
+}
+
+template <typename input_t>
+LaunchStatus selective_scan_fwd_cuda(const SelectiveScanParams& p, cudaStream_t stream) {
+  const LaunchStatus args = scan::check_args(p, "selective_scan_fwd: d_state must be 1..256 and batch at most 65535");
+  if (!args.ok()) return args;
+  if (!scan::valid_segment(p.segment)) return {cudaErrorInvalidValue, "selective_scan_fwd: segment must be 8 or 4"};
+  if (p.batch == 0 || p.dim == 0 || p.seqlen == 0) return {};
+  return p.segment == 4 ? selective_scan_fwd_launch<input_t, 4>(p, stream)
+                        : selective_scan_fwd_launch<input_t, 8>(p, stream);
 }
 
 template <typename input_t>

@@ -4,8 +4,9 @@
 // blocks and threads onto it.
 //
 // Mapping. A block owns kLanes = 32 neighbouring channels of one sequence (lane = channel) and
-// walks the sequence in chunks of kChunk = kWarps x kSegment timesteps (warp = a segment of
-// kSegment steps). With the mixer's channel-last views a warp's load of one timestep is 32
+// walks the sequence in chunks of kWarps x kSeg timesteps (warp = a segment of kSeg steps; kSeg
+// is a template parameter: 8, the default, or 4, which halves the registers so that two blocks
+// fit an SM: docs/mamba.md says which is faster where measured). With the mixer's channel-last views a warp's load of one timestep is 32
 // neighbouring channels: coalesced. The states are held kSlice at a time in registers; d_state
 // above kSlice loops over slices. Per chunk and slice:
 //   1. each warp scans its segment from a zero state, giving the segment's local end state;
@@ -35,35 +36,36 @@ namespace effarch::kernels::scan {
 
 inline constexpr int kLanes = 32;                  // channels per block
 inline constexpr int kWarps = 8;                   // time segments per chunk
-inline constexpr int kSegment = 8;                // timesteps per segment
-inline constexpr int kChunk = kWarps * kSegment;   // timesteps per chunk
+inline constexpr int kDefaultSegment = 8;          // timesteps per segment (the other variant: 4)
 inline constexpr int kThreads = kLanes * kWarps;
 inline constexpr int kSlice = 16;                  // states in registers at a time
 inline constexpr float kLog2e = 1.4426950408889634f;
 
 constexpr int num_slices(int dstate) { return (dstate + kSlice - 1) / kSlice; }
+constexpr int chunk_steps(int seg) { return kWarps * seg; }  // timesteps per chunk
+constexpr bool valid_segment(int seg) { return seg == 8 || seg == 4; }
 
-// Shared memory of a block, carved from one float buffer of shared_floats(dstate) floats
-// (35 KiB for d_state 16, 65 KiB for 256).
+// Shared memory of a block, carved from one float buffer of shared_floats(dstate, seg) floats
+// (35 KiB for d_state 16, 65 KiB for 256, with 8-step segments).
 struct Shared {
-  float (*B)[kSlice];              // [kChunk][kSlice]: this chunk's B for the current slice
-  float (*C)[kSlice];              // [kChunk][kSlice]
+  float (*B)[kSlice];              // [chunk][kSlice]: this chunk's B for the current slice
+  float (*C)[kSlice];              // [chunk][kSlice]
   float (*agg)[kSlice][kLanes];    // [kWarps][kSlice][kLanes]: each segment's local end state
   float (*dtsum)[kLanes];          // [kWarps][kLanes]: each segment's sum of dt
   float (*carry)[kLanes];          // [slices * kSlice][kLanes]: the state before the chunk
 };
 
-constexpr int64_t shared_floats(int dstate) {
-  return 2 * kChunk * kSlice + kWarps * kSlice * kLanes + kWarps * kLanes +
+constexpr int64_t shared_floats(int dstate, int seg = kDefaultSegment) {
+  return 2 * chunk_steps(seg) * kSlice + kWarps * kSlice * kLanes + kWarps * kLanes +
          static_cast<int64_t>(num_slices(dstate)) * kSlice * kLanes;
 }
 
-EFFARCH_HD Shared carve_shared(float* buffer) {
+EFFARCH_HD Shared carve_shared(float* buffer, int seg) {
   Shared s;
   s.B = reinterpret_cast<float(*)[kSlice]>(buffer);
-  buffer += kChunk * kSlice;
+  buffer += chunk_steps(seg) * kSlice;
   s.C = reinterpret_cast<float(*)[kSlice]>(buffer);
-  buffer += kChunk * kSlice;
+  buffer += chunk_steps(seg) * kSlice;
   s.agg = reinterpret_cast<float(*)[kSlice][kLanes]>(buffer);
   buffer += kWarps * kSlice * kLanes;
   s.dtsum = reinterpret_cast<float(*)[kLanes]>(buffer);
@@ -73,11 +75,12 @@ EFFARCH_HD Shared carve_shared(float* buffer) {
 }
 
 // What a thread keeps from one phase to the next (registers on the GPU).
+template <int kSeg>
 struct ThreadRegs {
-  float u[kSegment];
-  float dt[kSegment];
-  float z[kSegment];
-  float y[kSegment];   // sum over the states done so far of C . h
+  float u[kSeg];
+  float dt[kSeg];
+  float z[kSeg];
+  float y[kSeg];       // sum over the states done so far of C . h
   float A2[kSlice];    // A * log2(e) of the current slice (0 past d_state)
   float h[kSlice];
   float dtsum;
@@ -100,16 +103,17 @@ EFFARCH_HD float finish(const SelectiveScanParams& p, float readout, float u, fl
   return y;
 }
 
-// Step 0 of a chunk: this thread's kSegment inputs (zeros outside the sequence or the channels).
-template <typename input_t>
-EFFARCH_HD void load_segment(const SelectiveScanParams& p, int batch, int channel, int64_t t_begin, ThreadRegs& r) {
+// Step 0 of a chunk: this thread's kSeg inputs (zeros outside the sequence or the channels).
+template <typename input_t, int kSeg>
+EFFARCH_HD void load_segment(const SelectiveScanParams& p, int batch, int channel, int64_t t_begin,
+                             ThreadRegs<kSeg>& r) {
   const bool channel_ok = channel < p.dim;
   const auto* u = static_cast<const input_t*>(p.u) + batch * p.u_batch_stride + channel * p.u_dim_stride;
   const auto* delta =
       static_cast<const input_t*>(p.delta) + batch * p.delta_batch_stride + channel * p.delta_dim_stride;
   const auto* z = static_cast<const input_t*>(p.z) + batch * p.z_batch_stride + channel * p.z_dim_stride;
 #pragma unroll
-  for (int i = 0; i < kSegment; ++i) {
+  for (int i = 0; i < kSeg; ++i) {
     const int64_t t = t_begin + i;
     const bool ok = channel_ok && t < p.seqlen;
     r.u[i] = ok ? to_float(u[t * p.u_time_stride]) : 0.0f;
@@ -119,11 +123,12 @@ EFFARCH_HD void load_segment(const SelectiveScanParams& p, int batch, int channe
   }
   float sum = 0.0f;
 #pragma unroll
-  for (int i = 0; i < kSegment; ++i) sum += r.dt[i];
+  for (int i = 0; i < kSeg; ++i) sum += r.dt[i];
   r.dtsum = sum;
 }
 
-EFFARCH_HD void load_A(const SelectiveScanParams& p, int channel, int slice, ThreadRegs& r) {
+template <int kSeg>
+EFFARCH_HD void load_A(const SelectiveScanParams& p, int channel, int slice, ThreadRegs<kSeg>& r) {
 #pragma unroll
   for (int n = 0; n < kSlice; ++n) {
     const int state = slice * kSlice + n;
@@ -134,11 +139,11 @@ EFFARCH_HD void load_A(const SelectiveScanParams& p, int channel, int slice, Thr
 }
 
 // This chunk's B and C of one slice into shared memory, zeros outside (thread tid of the block).
-template <typename input_t>
+template <typename input_t, int kSeg>
 EFFARCH_HD void load_BC(const SelectiveScanParams& p, int batch, int64_t t_chunk, int slice, int tid, Shared& s) {
   const auto* B = static_cast<const input_t*>(p.B) + batch * p.B_batch_stride;
   const auto* C = static_cast<const input_t*>(p.C) + batch * p.C_batch_stride;
-  for (int i = tid; i < kChunk * kSlice; i += kThreads) {
+  for (int i = tid; i < chunk_steps(kSeg) * kSlice; i += kThreads) {
     const int step = i / kSlice, n = i % kSlice;  // neighbouring threads: neighbouring states
     const int64_t t = t_chunk + step;
     const int state = slice * kSlice + n;
@@ -149,11 +154,11 @@ EFFARCH_HD void load_BC(const SelectiveScanParams& p, int batch, int64_t t_chunk
 }
 
 // Steps 1 and 3 share the recurrence; `readout` adds C . h into r.y.
-template <bool kReadout>
-EFFARCH_HD void scan_segment(const Shared& s, int warp, ThreadRegs& r) {
+template <bool kReadout, int kSeg>
+EFFARCH_HD void scan_segment(const Shared& s, int warp, ThreadRegs<kSeg>& r) {
 #pragma unroll
-  for (int i = 0; i < kSegment; ++i) {
-    const int step = warp * kSegment + i;
+  for (int i = 0; i < kSeg; ++i) {
+    const int step = warp * kSeg + i;
     const float du = r.dt[i] * r.u[i];
     float acc = 0.0f;
 #pragma unroll
@@ -166,12 +171,15 @@ EFFARCH_HD void scan_segment(const Shared& s, int warp, ThreadRegs& r) {
   }
 }
 
-// The whole block: channels [tile * kLanes, + kLanes) of sequence `batch`.
+// The whole block: channels [tile * kLanes, + kLanes) of sequence `batch`. Exec::kSeg: the
+// segment length of its ThreadRegs.
 template <typename input_t, typename Exec>
 EFFARCH_HD void scan_block(const SelectiveScanParams& p, int tile, int batch, Shared& s, Exec& exec) {
+  constexpr int kSeg = Exec::kSeg;
+  using Regs = ThreadRegs<kSeg>;
   const int slices = num_slices(p.dstate);
   // The carry starts as the given state or zeros.
-  exec.threads([&](int tid, ThreadRegs&) {
+  exec.threads([&](int tid, Regs&) {
     for (int i = tid; i < slices * kSlice * kLanes; i += kThreads) {
       const int state = i / kLanes, lane = i % kLanes, channel = tile * kLanes + lane;
       float v = 0.0f;
@@ -181,16 +189,16 @@ EFFARCH_HD void scan_block(const SelectiveScanParams& p, int tile, int batch, Sh
       s.carry[state][lane] = v;
     }
   });
-  for (int64_t t_chunk = 0; t_chunk < p.seqlen; t_chunk += kChunk) {
-    exec.threads([&](int tid, ThreadRegs& r) {
+  for (int64_t t_chunk = 0; t_chunk < p.seqlen; t_chunk += chunk_steps(kSeg)) {
+    exec.threads([&](int tid, Regs& r) {
       const int warp = tid / kLanes, channel = tile * kLanes + tid % kLanes;
-      load_segment<input_t>(p, batch, channel, t_chunk + warp * kSegment, r);
+      load_segment<input_t, kSeg>(p, batch, channel, t_chunk + warp * kSeg, r);
     });
     for (int slice = 0; slice < slices; ++slice) {
-      exec.threads([&](int tid, ThreadRegs&) { load_BC<input_t>(p, batch, t_chunk, slice, tid, s); });
+      exec.threads([&](int tid, Regs&) { load_BC<input_t, kSeg>(p, batch, t_chunk, slice, tid, s); });
       exec.sync();
       // 1. Each segment from zero: its local end state.
-      exec.threads([&](int tid, ThreadRegs& r) {
+      exec.threads([&](int tid, Regs& r) {
         const int warp = tid / kLanes, lane = tid % kLanes;
         load_A(p, tile * kLanes + lane, slice, r);
 #pragma unroll
@@ -202,7 +210,7 @@ EFFARCH_HD void scan_block(const SelectiveScanParams& p, int tile, int batch, Sh
       });
       exec.sync();
       // 2. The start state of each segment, 3. the segment again from it, with the readout.
-      exec.threads([&](int tid, ThreadRegs& r) {
+      exec.threads([&](int tid, Regs& r) {
         const int warp = tid / kLanes, lane = tid % kLanes;
 #pragma unroll
         for (int n = 0; n < kSlice; ++n) r.h[n] = s.carry[slice * kSlice + n][lane];
@@ -214,25 +222,25 @@ EFFARCH_HD void scan_block(const SelectiveScanParams& p, int tile, int batch, Sh
         scan_segment<true>(s, warp, r);
       });
       exec.sync();  // every warp has read the carry and this slice's B and C
-      exec.threads([&](int tid, ThreadRegs& r) {
+      exec.threads([&](int tid, Regs& r) {
         if (tid / kLanes != kWarps - 1) return;
 #pragma unroll
         for (int n = 0; n < kSlice; ++n) s.carry[slice * kSlice + n][tid % kLanes] = r.h[n];
       });
     }
-    exec.threads([&](int tid, ThreadRegs& r) {
+    exec.threads([&](int tid, Regs& r) {
       const int warp = tid / kLanes, channel = tile * kLanes + tid % kLanes;
       if (channel >= p.dim) return;
       auto* y = static_cast<input_t*>(p.y) + batch * p.y_batch_stride + channel * p.y_dim_stride;
 #pragma unroll
-      for (int i = 0; i < kSegment; ++i) {
-        const int64_t t = t_chunk + warp * kSegment + i;
+      for (int i = 0; i < kSeg; ++i) {
+        const int64_t t = t_chunk + warp * kSeg + i;
         if (t < p.seqlen) y[t * p.y_time_stride] = from_float<input_t>(finish(p, r.y[i], r.u[i], r.z[i], channel));
       }
     });
   }
   exec.sync();  // the last warp's carry, seen by every thread
-  exec.threads([&](int tid, ThreadRegs&) {
+  exec.threads([&](int tid, Regs&) {
     for (int i = tid; i < slices * kSlice * kLanes; i += kThreads) {
       const int state = i / kLanes, lane = i % kLanes, channel = tile * kLanes + lane;
       if (channel < p.dim && state < p.dstate) {
@@ -274,8 +282,10 @@ EFFARCH_HD void update_channel(const SelectiveScanParams& p, int batch, int chan
 // Host emulation of the kernels for CPU tests (float inputs): the prefill runs every block in
 // turn, each phase for all of a block's threads before the next (what __syncthreads guarantees on
 // the GPU); the update runs every (sequence, channel) thread.
+template <int kSegment>
 struct HostExec {
-  ThreadRegs regs[kThreads];
+  static constexpr int kSeg = kSegment;
+  ThreadRegs<kSeg> regs[kThreads];
   template <typename F>
   void threads(F&& f) {
     for (int tid = 0; tid < kThreads; ++tid) f(tid, regs[tid]);
@@ -283,14 +293,23 @@ struct HostExec {
   void sync() {}
 };
 
-inline void emulate_scan(const SelectiveScanParams& p) {
-  std::vector<float> buffer(static_cast<size_t>(shared_floats(p.dstate)));
-  auto exec = std::make_unique<HostExec>();
+template <int kSeg>
+void emulate_scan_with(const SelectiveScanParams& p) {
+  std::vector<float> buffer(static_cast<size_t>(shared_floats(p.dstate, kSeg)));
+  auto exec = std::make_unique<HostExec<kSeg>>();
   for (int batch = 0; batch < p.batch; ++batch) {
     for (int tile = 0; tile * kLanes < p.dim; ++tile) {
-      Shared shared = carve_shared(buffer.data());
+      Shared shared = carve_shared(buffer.data(), kSeg);
       scan_block<float>(p, tile, batch, shared, *exec);
     }
+  }
+}
+// p.segment picks the variant, as the launcher does.
+inline void emulate_scan(const SelectiveScanParams& p) {
+  if (p.segment == 4) {
+    emulate_scan_with<4>(p);
+  } else {
+    emulate_scan_with<8>(p);
   }
 }
 

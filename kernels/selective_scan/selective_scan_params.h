@@ -17,6 +17,8 @@ struct SelectiveScanParams {
   int dstate = 0;  // N states, 1..kSelectiveScanMaxStates
   bool delta_softplus = true;
   bool from_state = false;  // prefill: start from `state` instead of zeros
+  // Prefill: timesteps per warp segment, 8 (one block per SM) or 4 (half the registers: two).
+  int segment = 8;
   // u, delta, B, C, z and y share one element type; A, D, delta_bias and the state are float32.
   ElementType input_type = ElementType::kFloat32;
 

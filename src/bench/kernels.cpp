@@ -146,8 +146,11 @@ std::vector<KernelCase> make_cases() {
         auto state = std::make_shared<at::Tensor>(at::randn({s.batch, m.d_inner, m.d_conv}, o));
         return [x, w, b, state, backend] { (void)ops::causal_conv1d_update(x, *state, w, b, true, backend); };
       }});
+  // The prefill kernel's two variants side by side (8-step warp segments, one block per SM; 4-step,
+  // two blocks per SM: kernels/selective_scan/selective_scan_kernels.cuh); the model runs the first.
+  for (const auto& [op, segment] : {std::pair{"selective_scan", 8}, std::pair{"selective_scan_seg4", 4}}) {
   cases.push_back(KernelCase{
-      "selective_scan", KernelModel::Mamba1, ops::OpFamily::SelectiveScan, true,
+      op, KernelModel::Mamba1, ops::OpFamily::SelectiveScan, true,
       "read u, delta, z [B,D,L] and B, C [B,N,L] in the dtype, A [D,N], D and delta bias [D] in fp32; write y "
       "[B,D,L] in the dtype and the final state [B,D,N] fp32",
       [](const KernelShape& s) {
@@ -162,17 +165,20 @@ std::vector<KernelCase> make_cases() {
         return KernelBytes{e * (3 * bdl + 2 * bnl) + kF32 * (elems({m.d_inner, m.d_state}) + 2 * elems({m.d_inner})),
                            e * bdl + kF32 * elems({s.batch, m.d_inner, m.d_state})};
       },
-      [](const KernelShape& s, const at::TensorOptions& o, ops::Backend backend) -> std::function<void()> {
+      [segment = segment](const KernelShape& s, const at::TensorOptions& o,
+                          ops::Backend backend) -> std::function<void()> {
         const auto& m = mamba(s);
         at::Tensor u = channel_last(s.batch, m.d_inner, s.length, o);
         at::Tensor delta = channel_last(s.batch, m.d_inner, s.length, o);
         at::Tensor z = channel_last(s.batch, m.d_inner, s.length, o);
         at::Tensor bm = channel_last(s.batch, m.d_state, s.length, o);
         at::Tensor cm = channel_last(s.batch, m.d_state, s.length, o);
-        const ops::SelectiveScanArgs args = scan_args(m.d_inner, m.d_state, o);
+        ops::SelectiveScanArgs args = scan_args(m.d_inner, m.d_state, o);
+        args.cuda_segment = segment;
         auto state = std::make_shared<at::Tensor>(at::zeros({s.batch, m.d_inner, m.d_state}, o.dtype(at::kFloat)));
         return [=] { (void)ops::selective_scan(u, delta, bm, cm, z, args, *state, false, backend); };
       }});
+  }
   cases.push_back(KernelCase{
       "selective_state_update", KernelModel::Mamba1, ops::OpFamily::SelectiveStateUpdate, false,
       "read u, delta, z [B,D] and B, C [B,N] in the dtype, A [D,N], D and delta bias [D] in fp32, the state "

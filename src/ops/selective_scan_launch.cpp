@@ -28,6 +28,9 @@ SelectiveScanLaunch prepare_selective_scan(const at::Tensor& u, const at::Tensor
                                            const SelectiveScanArgs& args, at::Tensor& ssm_state, bool from_state,
                                            const char* op) {
   const int64_t dstate = args.A.size(1);
+  if (args.cuda_segment != 8 && args.cuda_segment != 4) {
+    throw OpError(fmt::format("{}: cuda_segment must be 8 or 4, got {}", op, args.cuda_segment));
+  }
   if (dstate > kernels::kSelectiveScanMaxStates) {
     throw OpError(fmt::format("{}: the CUDA kernel takes d_state up to {}, got {} (--backend reference runs any)", op,
                               kernels::kSelectiveScanMaxStates, dstate));
@@ -58,6 +61,7 @@ SelectiveScanLaunch prepare_selective_scan(const at::Tensor& u, const at::Tensor
   p.dstate = static_cast<int>(l.A.size(1));
   p.delta_softplus = args.delta_softplus;
   p.from_state = prefill && from_state;
+  p.segment = args.cuda_segment;
   p.input_type = element_type(l.u.scalar_type(), op);
 
   p.u = l.u.const_data_ptr();

@@ -75,7 +75,8 @@ TEST(KernelCases, RegistryAndImplementations) {
   std::vector<std::string> ops;
   for (const auto& c : kernel_cases()) ops.push_back(c.op);
   EXPECT_EQ(ops, (std::vector<std::string>{"causal_conv1d", "causal_conv1d_update", "selective_scan",
-                                           "selective_state_update", "ssd_chunk_scan", "ssd_chunk_scan_fma",
+                                           "selective_scan_seg4", "selective_state_update", "ssd_chunk_scan",
+                                           "ssd_chunk_scan_fma",
                                            "ssd_state_update", "gated_rms_norm", "attention", "attention_decode"}));
   EXPECT_THROW_WITH(find_kernel_case("flash_scan", "--ops"), UsageError, {"--ops", "flash_scan", "selective_scan"});
   const at::Device cpu(at::kCPU);

@@ -15,6 +15,7 @@
 
 #include <fmt/format.h>
 
+#include "../test_util.h"
 #include "effarch/common/error.h"
 #include "effarch/ops/selective_scan.h"
 #include "selective_scan/selective_scan_math.h"
@@ -97,19 +98,23 @@ const Case kCases[] = {
     {3, 70, 17, 130}, {1, 8, 64, 200},  {1, 5, 256, 70}, {2, 64, 16, 517}, {1, 3, 128, 129},
 };
 
+// Both kernel variants (8- and 4-step warp segments: chunks of 64 and 32 steps).
 TEST(SelectiveScanKernelEmulated, PrefillMatchesTheReference) {
   for (const Case& c : kCases) {
     for (const bool mixer_layout : {true, false}) {
       for (const bool full : {false, true}) {
         for (const bool from_state : {false, true}) {
           at::manual_seed(static_cast<uint64_t>(c.len * 13 + c.dim * 7 + c.dstate + full + 2 * from_state));
-          const Problem p = make_problem(c, at::kFloat, mixer_layout, full, at::kCPU);
+          Problem p = make_problem(c, at::kFloat, mixer_layout, full, at::kCPU);
           const Result ref = reference_scan(p, full, from_state);
-          const Result got = emulated_scan(p, full, from_state);
-          const std::string what = fmt::format("{} mixer_layout={} full={} from_state={}", name(c), mixer_layout,
-                                               full, from_state);
-          test::expect_close(got.y, ref.y, {1e-5, 1e-5}, what + " y");
-          test::expect_close(got.state, ref.state, {1e-5, 1e-5}, what + " state");
+          for (const int segment : {8, 4}) {
+            p.args.cuda_segment = segment;
+            const Result got = emulated_scan(p, full, from_state);
+            const std::string what = fmt::format("{} mixer_layout={} full={} from_state={} segment={}", name(c),
+                                                 mixer_layout, full, from_state, segment);
+            test::expect_close(got.y, ref.y, {1e-5, 1e-5}, what + " y");
+            test::expect_close(got.state, ref.state, {1e-5, 1e-5}, what + " state");
+          }
         }
       }
     }
@@ -120,9 +125,10 @@ TEST(SelectiveScanKernelEmulated, PrefillMatchesTheReference) {
 TEST(SelectiveScanKernelEmulated, ContinuingFromTheStateEqualsOneScan) {
   const Case c{2, 40, 16, 150};
   at::manual_seed(5);
-  const Problem p = make_problem(c, at::kFloat, /*mixer_layout=*/true, /*full=*/true, at::kCPU);
+  Problem p = make_problem(c, at::kFloat, /*mixer_layout=*/true, /*full=*/true, at::kCPU);
   const Result whole = reference_scan(p, true, false);
-  for (const int64_t split : {1, 64, 97}) {
+  for (const auto& [split, segment] : {std::pair{1, 8}, {64, 8}, {97, 8}, {33, 4}, {97, 4}}) {
+    p.args.cuda_segment = segment;
     at::Tensor state = at::zeros_like(p.state0);
     const auto part = [&](const at::Tensor& t, int64_t from, int64_t len) { return t.narrow(2, from, len); };
     const auto run = [&](int64_t from, int64_t len, bool from_state) {
@@ -133,8 +139,8 @@ TEST(SelectiveScanKernelEmulated, ContinuingFromTheStateEqualsOneScan) {
       return launch.result();
     };
     const at::Tensor y = at::cat({run(0, split, false), run(split, c.len - split, true)}, 2);
-    test::expect_close(y, whole.y, {1e-5, 1e-5}, fmt::format("split at {}: y", split));
-    test::expect_close(state, whole.state, {1e-5, 1e-5}, fmt::format("split at {}: state", split));
+    test::expect_close(y, whole.y, {1e-5, 1e-5}, fmt::format("split at {}, segment {}: y", split, segment));
+    test::expect_close(state, whole.state, {1e-5, 1e-5}, fmt::format("split at {}, segment {}: state", split, segment));
   }
 }
 
@@ -204,9 +210,22 @@ TEST(SelectiveScanKernelEmulated, DstateAbove256IsRefusedByName) {
   }
 }
 
+TEST(SelectiveScanKernelEmulated, SegmentOtherThan8Or4IsRefusedByName) {
+  const Problem p = make_problem({1, 4, 16, 8}, at::kFloat, true, true, at::kCPU);
+  SelectiveScanArgs args = p.args;
+  args.cuda_segment = 6;
+  at::Tensor state = p.state0.clone();
+  EXPECT_THROW_WITH(detail::prepare_selective_scan(p.u, p.delta, p.B, p.C, p.z, args, state, false, "selective_scan"),
+                    OpError, {"selective_scan: cuda_segment must be 8 or 4, got 6"});
+}
+
 TEST(SelectiveScanKernelEmulated, SharedMemoryFitsAnH100BlockForEveryDstate) {
-  EXPECT_LE(scan::shared_floats(16) * 4, 48 * 1024);  // Mamba's d_state: no opt-in needed
-  EXPECT_LE(scan::shared_floats(kernels::kSelectiveScanMaxStates) * 4, 227 * 1024);
+  for (const int segment : {8, 4}) {
+    EXPECT_LE(scan::shared_floats(16, segment) * 4, 48 * 1024);  // Mamba's d_state: no opt-in needed
+    EXPECT_LE(scan::shared_floats(kernels::kSelectiveScanMaxStates, segment) * 4, 227 * 1024);
+  }
+  // Two blocks of the 4-step variant share an SM at Mamba's d_state (228 KiB of shared memory).
+  EXPECT_LE(2 * scan::shared_floats(16, 4) * 4, 228 * 1024);
   EXPECT_EQ(scan::num_slices(1), 1);
   EXPECT_EQ(scan::num_slices(16), 1);
   EXPECT_EQ(scan::num_slices(17), 2);
@@ -226,16 +245,19 @@ TEST(SelectiveScanCuda, PrefillMatchesTheReference) {
       for (const bool mixer_layout : {true, false}) {
         for (const bool from_state : {false, true}) {
           at::manual_seed(static_cast<uint64_t>(c.len + c.dim + from_state));
-          const Problem p = make_problem(c, dtype, mixer_layout, /*full=*/true, at::Device(at::kCUDA, 0));
+          Problem p = make_problem(c, dtype, mixer_layout, /*full=*/true, at::Device(at::kCUDA, 0));
           const Result ref = reference_scan(p, true, from_state);
-          at::Tensor state = from_state ? p.state0.clone() : at::full_like(p.state0, 7.0f);
-          const at::Tensor y = selective_scan(p.u, p.delta, p.B, p.C, p.z, p.args, state, from_state, Backend::Cuda);
-          const std::string what = fmt::format("{} {} mixer_layout={} from_state={}", name(c), c10::toString(dtype),
-                                               mixer_layout, from_state);
-          EXPECT_EQ(y.scalar_type(), dtype) << what;
-          const test::Tolerance tol = test::rounding_tolerance(dtype);
-          test::expect_close(y, ref.y, tol, what + " y");
-          test::expect_close(state, ref.state, {1e-5, 1e-5}, what + " state");
+          for (const int segment : {8, 4}) {
+            p.args.cuda_segment = segment;
+            at::Tensor state = from_state ? p.state0.clone() : at::full_like(p.state0, 7.0f);
+            const at::Tensor y = selective_scan(p.u, p.delta, p.B, p.C, p.z, p.args, state, from_state, Backend::Cuda);
+            const std::string what = fmt::format("{} {} mixer_layout={} from_state={} segment={}", name(c),
+                                                 c10::toString(dtype), mixer_layout, from_state, segment);
+            EXPECT_EQ(y.scalar_type(), dtype) << what;
+            const test::Tolerance tol = test::rounding_tolerance(dtype);
+            test::expect_close(y, ref.y, tol, what + " y");
+            test::expect_close(state, ref.state, {1e-5, 1e-5}, what + " state");
+          }
         }
       }
     }

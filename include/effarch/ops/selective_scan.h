@@ -23,6 +23,10 @@ struct SelectiveScanArgs {
   std::optional<at::Tensor> D;           // [D] skip
   std::optional<at::Tensor> delta_bias;  // [D], added to delta before the softplus
   bool delta_softplus = true;
+  // The CUDA prefill kernel's variant: timesteps per warp segment, 8 (the default: 254 registers,
+  // one block per SM) or 4 (128 registers, two blocks per SM). Same results; `effarch kernels`
+  // times both (selective_scan, selective_scan_seg4). Other values are an OpError.
+  int cuda_segment = 8;
 };
 
 // Prefill. u, delta, z: [B, D, L]; Bmat, Cmat: [B, N, L]. ssm_state: [B, D, N] fp32, written in
