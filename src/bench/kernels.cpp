@@ -22,6 +22,8 @@
 #include "effarch/common/error.h"
 #include "effarch/common/format.h"
 #include "effarch/model/catalog.h"
+#include "effarch/ops/activation.h"
+#include "effarch/ops/add_norm.h"
 #include "effarch/ops/attention.h"
 #include "effarch/ops/causal_conv1d.h"
 #include "effarch/ops/selective_scan.h"
@@ -60,6 +62,10 @@ constexpr uint64_t kF32 = 4;
 
 const model::MambaConfig& mamba(const KernelShape& s) { return *s.config->mamba; }
 const model::AttentionConfig& attn(const KernelShape& s) { return *s.config->attention; }
+const model::MlpConfig& dense_mlp(const KernelShape& s) {
+  if (!s.config->mlp) throw UsageError("activation: the --transformer model has no dense MLP");
+  return *s.config->mlp;
+}
 
 // A [B, L, D] tensor seen as [B, D, L]: the channel-last views the Mamba-1 mixer passes its ops.
 at::Tensor channel_last(int64_t b, int64_t d, int64_t l, const at::TensorOptions& o) {
@@ -338,6 +344,55 @@ std::vector<KernelCase> make_cases() {
         const double scale = 1.0 / std::sqrt(static_cast<double>(a.head_dim));
         const int64_t start = s.length - 1;
         return [=] { (void)ops::causal_attention(q, k, v, start, scale, ops::AttentionImpl::Sdpa); };
+      }});
+
+  // ---- the decode step's fused small ops (--transformer; one token per sequence) ----
+  cases.push_back(KernelCase{
+      "add_norm", KernelModel::Transformer, ops::OpFamily::AddNorm, false,
+      "read x, y [B,H] (and z for a parallel block), weight [H] (and bias for LayerNorm); write residual, normed "
+      "[B,H]; all in the dtype",
+      [](const KernelShape& s) {
+        const int64_t h = s.config->hidden_size;
+        return json{{"x", {s.batch, h}}, {"weight", {h}}, {"parallel_block", s.config->parallel_block},
+                    {"layer_norm", s.config->norm == model::NormKind::LayerNorm}};
+      },
+      [](const KernelShape& s) {
+        const uint64_t e = esize(s.dtype), bh = elems({s.batch, s.config->hidden_size}), h = elems({s.config->hidden_size});
+        const uint64_t inputs = s.config->parallel_block ? 3 : 2, params = s.config->norm == model::NormKind::LayerNorm ? 2 : 1;
+        return KernelBytes{e * (inputs * bh + params * h), e * 2 * bh};
+      },
+      [](const KernelShape& s, const at::TensorOptions& o, ops::Backend backend) -> std::function<void()> {
+        const int64_t h = s.config->hidden_size;
+        at::Tensor x = at::randn({s.batch, 1, h}, o), y = at::randn({s.batch, 1, h}, o);
+        at::Tensor z = s.config->parallel_block ? at::randn({s.batch, 1, h}, o) : at::Tensor();
+        ops::NormParams norm;
+        norm.weight = at::randn({h}, o);
+        norm.layer_norm = s.config->norm == model::NormKind::LayerNorm;
+        if (norm.layer_norm) norm.bias = at::randn({h}, o);
+        norm.eps = s.config->norm_eps;
+        return [=] { (void)ops::add_norm(x, y, z.defined() ? &z : nullptr, norm, backend); };
+      }});
+  cases.push_back(KernelCase{
+      "activation", KernelModel::Transformer, ops::OpFamily::Activation, false,
+      "gated MLP: read gate_up [B,2I], write [B,I]; otherwise read [B,I], write [B,I]; all in the dtype",
+      [](const KernelShape& s) {
+        const model::MlpConfig& m = dense_mlp(s);
+        return json{{"in", {s.batch, m.gated ? 2 * m.intermediate : m.intermediate}}, {"gated", m.gated}};
+      },
+      [](const KernelShape& s) {
+        const model::MlpConfig& m = dense_mlp(s);
+        const uint64_t e = esize(s.dtype), bi = elems({s.batch, m.intermediate});
+        return KernelBytes{e * (m.gated ? 2 : 1) * bi, e * bi};
+      },
+      [](const KernelShape& s, const at::TensorOptions& o, ops::Backend backend) -> std::function<void()> {
+        const model::MlpConfig& m = dense_mlp(s);
+        if (!ops::has_activation_kernel(m.activation) && backend != ops::Backend::Reference) {
+          throw UsageError("activation: the --transformer model's activation has no kernel (only silu and gelu_new)");
+        }
+        at::Tensor in = at::randn({s.batch, 1, m.gated ? 2 * m.intermediate : m.intermediate}, o);
+        const ops::Activation act = m.activation;
+        if (m.gated) return [=] { (void)ops::gated_activation(act, in, backend); };
+        return [=] { (void)ops::activate(act, in, backend); };
       }});
   return cases;
 }

@@ -116,6 +116,7 @@ OpKind effarch_kind(const std::string& op) {
   if (contains_any(op, {"norm"})) return OpKind::Norm;
   if (contains_any(op, {"attention"})) return OpKind::Attention;
   if (contains_any(op, {"linear", "gemv", "gemm", "moe_dispatch"})) return OpKind::Gemm;
+  if (contains_any(op, {"activation"})) return OpKind::Elementwise;  // the fused MLP activation
   return OpKind::Other;
 }
 
@@ -143,6 +144,7 @@ OpKind kernel_kind(const std::string& n) {
     return OpKind::Copy;
   }
   if (contains_any(n, {"elementwise", "vectorized", "unrolled", "reduce_kernel", "reduce", "softmax", "index",
+                       "activation_kernel",
                        "embedding", "argmax", "cumsum", "scan_kernel", "sort", "topk", "gather", "scatter"})) {
     return OpKind::Elementwise;
   }

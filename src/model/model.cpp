@@ -109,7 +109,7 @@ std::map<std::string, std::string> resolve_implementations(const ModelConfig& co
   std::map<std::string, std::string> impl;
   std::vector<std::string> missing;  // ops without a CUDA kernel, when --backend cuda asked for them
   for (const LayerSpec& layer : config.layers) {
-    for (ops::OpFamily op : op_families(layer)) {
+    for (ops::OpFamily op : op_families(config, layer)) {
       const std::string name(ops::op_name(op));
       if (impl.count(name) != 0 || std::find(missing.begin(), missing.end(), name) != missing.end()) continue;
       if (options.backend == ops::Backend::Cuda && !ops::has_cuda_kernel(op)) {
@@ -222,11 +222,9 @@ at::Tensor Model::forward(const at::Tensor& ids, int64_t start_pos, bool last_on
   ForwardContext ctx{start_pos, rope_tables_.rotary_dim > 0 ? &rope_tables_ : nullptr, options_.attention,
                      options_.backend, routing_observer_ ? &routing_observer_ : nullptr};
   set_groups(ctx);
-  at::Tensor x = at::embedding(embed_, ids.to(options_.device));  // [B, T, H]
-  for (size_t i = 0; i < blocks_.size(); ++i) x = blocks_[i]->forward(x, cache_.layers[i], ctx);
-  if (last_only) x = x.narrow(1, t - 1, 1);
+  const at::Tensor x = at::embedding(embed_, ids.to(options_.device));  // [B, T, H]
   // A Mamba residual stream arrives in fp32: the head reads it in the weights' dtype, as HF does.
-  const at::Tensor logits = ops::linear((*final_norm_)(x).to(embed_.scalar_type()), head_);
+  const at::Tensor logits = ops::linear(run_blocks(x, ctx, last_only).to(embed_.scalar_type()), head_);
   cache_.length = start_pos + t;
   return logits.to(at::kFloat);
 }
@@ -236,6 +234,23 @@ void Model::set_groups(ForwardContext& ctx) const {
   if (p == nullptr || !p->grouped()) return;
   ctx.tp = p->tp.get();
   ctx.moe = p->world.get();
+}
+
+at::Tensor Model::run_blocks(at::Tensor x, const ForwardContext& ctx, bool last_only) {
+  const int64_t t = x.size(1);
+  // The final norm joins the last add where it reads the residual in the model dtype: not Mamba's
+  // fp32 stream (HF's final norm reads that as it is), nor a prefill that keeps only the last token.
+  const bool fuse_final = !blocks_.empty() && !config_.residual_in_fp32 && !(last_only && t > 1);
+  at::Tensor a = blocks_.empty() ? at::Tensor() : blocks_[0]->mixer_input(x);
+  for (size_t i = 0; i < blocks_.size(); ++i) {
+    const Norm* next = i + 1 < blocks_.size() ? &blocks_[i + 1]->mixer_norm() : (fuse_final ? final_norm_.get() : nullptr);
+    ResidualStream s = blocks_[i]->forward_fused(x, a, next, cache_.layers[i], ctx);
+    x = std::move(s.residual);
+    a = std::move(s.normed);
+  }
+  if (fuse_final) return a;  // [B, T, H]; with last_only T is 1
+  if (last_only) x = x.narrow(1, t - 1, 1);
+  return (*final_norm_)(x);
 }
 
 at::Tensor Model::prefill(const at::Tensor& ids) { return forward(ids, 0); }
@@ -286,9 +301,8 @@ at::Tensor Model::forward_static(const at::Tensor& ids) {
   ForwardContext ctx{cache_.length, rope_tables_.rotary_dim > 0 ? &rope_tables_ : nullptr, options_.attention,
                      options_.backend, routing_observer_ ? &routing_observer_ : nullptr, &position_};
   set_groups(ctx);
-  at::Tensor x = at::embedding(embed_, ids);  // [B, 1, H]
-  for (size_t i = 0; i < blocks_.size(); ++i) x = blocks_[i]->forward(x, cache_.layers[i], ctx);
-  const at::Tensor logits = ops::linear((*final_norm_)(x).to(embed_.scalar_type()), head_);
+  const at::Tensor x = at::embedding(embed_, ids);  // [B, 1, H]
+  const at::Tensor logits = ops::linear(run_blocks(x, ctx, false).to(embed_.scalar_type()), head_);
   return logits.squeeze(1).to(at::kFloat);
 }
 

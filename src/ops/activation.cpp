@@ -7,6 +7,10 @@
 #include <utility>
 
 #include <ATen/ATen.h>
+#include <ATen/record_function.h>
+#include <fmt/format.h>
+
+#include "effarch/common/error.h"
 
 namespace effarch::ops {
 namespace {
@@ -83,6 +87,51 @@ at::Tensor activate(Activation act, const at::Tensor& x) {
     case Activation::Linear: return x;
   }
   return x;
+}
+
+bool has_activation_kernel(Activation act) { return act == Activation::SiLU || act == Activation::GeluNew; }
+
+namespace {
+
+// Whether the fused kernel runs: the family resolves to CUDA and the activation has a kernel.
+bool use_kernel(Activation act, const at::Tensor& x, Backend backend) {
+  if (!x.defined()) throw OpError("activation: x is an undefined tensor");
+  const at::ScalarType t = x.scalar_type();
+  if (t != at::kFloat && t != at::kBFloat16 && t != at::kHalf) {
+    throw OpError(fmt::format("activation: x has dtype {}, expected float32, bfloat16 or float16", c10::toString(t)));
+  }
+  if (!use_cuda_kernel(backend, OpFamily::Activation, x.device())) return false;
+  if (has_activation_kernel(act)) return true;
+  if (backend == Backend::Cuda) {
+    throw OpError("activation: backend cuda requested, but only silu and gelu_new have a CUDA kernel (backend auto "
+                  "runs the reference for the others)");
+  }
+  return false;
+}
+
+}  // namespace
+
+at::Tensor activate(Activation act, const at::Tensor& x, Backend backend) {
+  RECORD_USER_SCOPE("effarch::activation");  // names the op in profiles
+  [[maybe_unused]] const bool cuda = use_kernel(act, x, backend);
+#ifdef EFFARCH_WITH_CUDA
+  if (cuda) return detail::activation_cuda(act, x, /*gated=*/false);
+#endif
+  return activate(act, x);
+}
+
+at::Tensor gated_activation(Activation act, const at::Tensor& gate_up, Backend backend) {
+  RECORD_USER_SCOPE("effarch::activation");
+  [[maybe_unused]] const bool cuda = use_kernel(act, gate_up, backend);
+  if (gate_up.dim() < 1 || gate_up.size(-1) % 2 != 0) {
+    throw OpError(fmt::format("activation: gate_up must be [..., 2I], got {} columns",
+                              gate_up.dim() < 1 ? 0 : gate_up.size(-1)));
+  }
+#ifdef EFFARCH_WITH_CUDA
+  if (cuda) return detail::activation_cuda(act, gate_up, /*gated=*/true);
+#endif
+  const int64_t inter = gate_up.size(-1) / 2;
+  return activate(act, gate_up.narrow(-1, 0, inter)) * gate_up.narrow(-1, inter, inter);
 }
 
 }  // namespace effarch::ops

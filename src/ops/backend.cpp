@@ -34,6 +34,8 @@ std::string_view op_name(OpFamily op) {
     case OpFamily::MoeDispatch: return "moe_dispatch";
     case OpFamily::DecodeAttention: return "decode_attention";
     case OpFamily::RopeCacheWrite: return "rope_cache_write";
+    case OpFamily::AddNorm: return "add_norm";
+    case OpFamily::Activation: return "activation";
   }
   return "?";
 }
@@ -43,7 +45,8 @@ const std::vector<OpFamily>& all_op_families() {
                                          OpFamily::SelectiveStateUpdate, OpFamily::SsdScan,
                                          OpFamily::SsdStateUpdate, OpFamily::GatedRmsNorm,
                                          OpFamily::MoeDispatch,    OpFamily::DecodeAttention,
-                                         OpFamily::RopeCacheWrite};
+                                         OpFamily::RopeCacheWrite, OpFamily::AddNorm,
+                                         OpFamily::Activation};
   return all;
 }
 
@@ -56,6 +59,8 @@ bool has_cuda_kernel(OpFamily op) {
     case OpFamily::MoeDispatch:           // kernels/moe (router, permute, expert GEMV, combine)
     case OpFamily::DecodeAttention:       // kernels/decode_attention
     case OpFamily::RopeCacheWrite:        // kernels/rope_cache
+    case OpFamily::AddNorm:               // kernels/add_norm
+    case OpFamily::Activation:            // kernels/activation (silu and gelu_new; the others run their reference)
     case OpFamily::SsdScan:               // kernels/ssd: the chunked scan,
     case OpFamily::SsdStateUpdate:        // the decode step
     case OpFamily::GatedRmsNorm:          // and Mamba-2's gated RMSNorm

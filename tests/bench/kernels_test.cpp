@@ -71,13 +71,28 @@ TEST(KernelBytes, AttentionOnPhi2) {
             2u * 2 * 32 * 4096 * 80);
 }
 
+TEST(KernelBytes, FusedDecodeOpsOnPhi2AndLlama3) {
+  const auto phi = config("phi-2");  // hidden 2560, LayerNorm, parallel block; fc1 10240, gelu_new
+  // x, attention out, MLP out 3 x 2560 + weight and bias 2 x 2560, bf16; write residual, normed.
+  EXPECT_EQ(bytes_of("add_norm", phi, 1).read, 25600u);
+  EXPECT_EQ(bytes_of("add_norm", phi, 1).written, 10240u);
+  EXPECT_EQ(bytes_of("activation", phi, 1).read, 20480u);  // fc1's output 10240
+  EXPECT_EQ(bytes_of("activation", phi, 1).written, 20480u);
+  const auto llama = config("llama-3-8b");  // hidden 4096, RMSNorm; gate/up 2 x 14336, SiLU
+  EXPECT_EQ(bytes_of("add_norm", llama, 1).read, 24576u);  // x, y 2 x 4096 + weight 4096
+  EXPECT_EQ(bytes_of("add_norm", llama, 1).written, 16384u);
+  EXPECT_EQ(bytes_of("activation", llama, 1).read, 57344u);  // gate_up 2 x 14336
+  EXPECT_EQ(bytes_of("activation", llama, 1).written, 28672u);
+  EXPECT_EQ(bytes_of("activation", llama, 1, at::kBFloat16, 4).total(), 4 * bytes_of("activation", llama, 1).total());
+}
+
 TEST(KernelCases, RegistryAndImplementations) {
   std::vector<std::string> ops;
   for (const auto& c : kernel_cases()) ops.push_back(c.op);
   EXPECT_EQ(ops, (std::vector<std::string>{"causal_conv1d", "causal_conv1d_update", "selective_scan",
                                            "selective_scan_seg4", "selective_state_update", "ssd_chunk_scan",
-                                           "ssd_chunk_scan_fma",
-                                           "ssd_state_update", "gated_rms_norm", "attention", "attention_decode"}));
+                                           "ssd_chunk_scan_fma", "ssd_state_update", "gated_rms_norm", "attention",
+                                           "attention_decode", "add_norm", "activation"}));
   EXPECT_THROW_WITH(find_kernel_case("flash_scan", "--ops"), UsageError, {"--ops", "flash_scan", "selective_scan"});
   const at::Device cpu(at::kCPU);
   auto names = [&](const std::string& op) {
@@ -91,6 +106,8 @@ TEST(KernelCases, RegistryAndImplementations) {
   EXPECT_EQ(names("causal_conv1d"), (std::vector<std::string>{"reference"}));
   EXPECT_EQ(names("gated_rms_norm"), (std::vector<std::string>{"reference"}));
   EXPECT_EQ(names("attention"), (std::vector<std::string>{"sdpa"}));
+  EXPECT_EQ(names("add_norm"), (std::vector<std::string>{"reference"}));
+  EXPECT_EQ(names("activation"), (std::vector<std::string>{"reference"}));
 }
 
 KernelSweep tiny_sweep() {

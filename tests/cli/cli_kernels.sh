@@ -29,6 +29,7 @@ H, P, G, N2 = m2["num_heads"], m2["head_dim"], m2["n_groups"], m2["state_size"]
 D2 = m2["expand"] * m2["hidden_size"]
 Hq, Hkv = ph["num_attention_heads"], ph["num_key_value_heads"]
 Dh = ph["hidden_size"] // Hq
+Hd, I = ph["hidden_size"], ph["intermediate_size"]  # tiny-phi: LayerNorm, parallel block, fc1 + gelu_new
 e = 4  # float32
 def expected(op, B, L):  # docs/kernels.md, "Bytes each op must move"
     if op == "causal_conv1d": return e * (B*D*L + D*W + D) + e * (B*D*L + B*D*W)
@@ -40,11 +41,14 @@ def expected(op, B, L):  # docs/kernels.md, "Bytes each op must move"
     if op == "gated_rms_norm": return 4*B*L*D2 + e*(B*L*D2 + D2) + 4*B*L*D2
     if op == "attention": return e * (B*Hq*L*Dh + 2*B*Hkv*L*Dh) + e*B*Hq*L*Dh
     if op == "attention_decode": return e * (B*Hq*Dh + 2*B*Hkv*L*Dh) + e*B*Hq*Dh
+    if op == "add_norm": return e * (3*B*Hd + 2*Hd) + e * 2*B*Hd
+    if op == "activation": return e * B*I + e * B*I
     raise KeyError(op)
 rows = doc["rows"]
 ops = sorted({r["op"] for r in rows})
 if ops != sorted(["causal_conv1d", "causal_conv1d_update", "selective_scan", "selective_scan_seg4", "selective_state_update", "ssd_chunk_scan",
-                  "ssd_chunk_scan_fma", "ssd_state_update", "gated_rms_norm", "attention", "attention_decode"]): bad.append(f"ops {ops}")
+                  "ssd_chunk_scan_fma", "ssd_state_update", "gated_rms_norm", "attention", "attention_decode", "add_norm",
+                  "activation"]): bad.append(f"ops {ops}")
 for r in rows:
     name = f"{r['op']} {r['implementation']} L{r['length']}"
     if r["status"] != "ok": bad.append(f"{name}: {r['status']} {r.get('error')}"); continue
@@ -63,7 +67,7 @@ for r in rows:
             "attention": {"sdpa"}, "attention_decode": {"sdpa"}}.get(r["op"], {"reference"})
     if r["implementation"] not in want: bad.append(f"{name}: implementation")
     if "products" in r: bad.append(f"{name}: products on a row that did not run the CUDA scan")
-    if r["length"] != (1 if r["op"] in ("causal_conv1d_update", "selective_state_update", "ssd_state_update") else r["length"]): bad.append(name)
+    if r["length"] != (1 if r["op"] in ("causal_conv1d_update", "selective_state_update", "ssd_state_update", "add_norm", "activation") else r["length"]): bad.append(name)
 impls = {(r["op"], r["implementation"]) for r in rows}
 if ("selective_scan", "cpu") not in impls or ("selective_scan", "reference") not in impls: bad.append("scan implementations")
 sva = doc["scan_vs_attention"]

@@ -127,6 +127,9 @@ class Model {
  private:
   at::Tensor forward(const at::Tensor& ids, int64_t start_pos, bool last_only = false);
   at::Tensor forward_static(const at::Tensor& ids);  // ids [B, 1] on the device, position in position_
+  // The blocks and the final norm over embedded tokens x [B, T, H] (only the last token's output
+  // when last_only), each residual add fused with the norm after it.
+  at::Tensor run_blocks(at::Tensor x, const ForwardContext& ctx, bool last_only);
   at::Tensor decode_graphed(const at::Tensor& ids);
   void set_groups(ForwardContext& ctx) const;  // the parallel groups, when there are several ranks
   ModelConfig config_;

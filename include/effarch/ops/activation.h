@@ -9,6 +9,8 @@
 
 #include <ATen/core/Tensor.h>
 
+#include "effarch/ops/backend.h"
+
 namespace effarch::ops {
 
 enum class Activation {
@@ -39,5 +41,21 @@ std::optional<Activation> activation_from_name(const std::string& name);
 const std::vector<std::string>& activation_names();
 // x with the activation applied elementwise, in x's dtype.
 at::Tensor activate(Activation act, const at::Tensor& x);
+
+// Whether `act` has the fused CUDA kernel (kernels/activation/: SiLU and GeluNew).
+bool has_activation_kernel(Activation act);
+// activate(act, x) with a Backend switch (OpFamily::Activation): on CUDA with a kernel for `act`,
+// one launch that rounds every step as the ATen ops do (Phi's gelu_new is eight ATen kernels);
+// otherwise the reference. Backend::Cuda for an activation without a kernel is an OpError.
+at::Tensor activate(Activation act, const at::Tensor& x, Backend backend);
+// act(gate_up[..., :I]) * gate_up[..., I:] for the fused gate/up product's output [..., 2I]: the
+// reference activates the gate half, then multiplies (two ATen kernels); the CUDA kernel does both.
+at::Tensor gated_activation(Activation act, const at::Tensor& gate_up, Backend backend);
+
+#ifdef EFFARCH_WITH_CUDA
+namespace detail {
+at::Tensor activation_cuda(Activation act, const at::Tensor& x, bool gated);
+}  // namespace detail
+#endif
 
 }  // namespace effarch::ops

@@ -46,6 +46,8 @@ enum class OpFamily {
   MoeDispatch,           // MoE expert dispatch
   DecodeAttention,       // decode_attention: a decode step's attention over the KV cache
   RopeCacheWrite,        // rope_cache_write: the static decode step's RoPE and KV-cache write
+  AddNorm,               // add_norm: a block boundary's residual add and the next RMSNorm / LayerNorm
+  Activation,            // activation: a dense MLP's SiLU(gate) * up or gelu_new (activate / gated_activation)
 };
 std::string_view op_name(OpFamily op);  // e.g. "selective_scan"
 const std::vector<OpFamily>& all_op_families();

@@ -1,6 +1,9 @@
 // A block: norm -> mixer -> residual, then norm -> feed-forward -> residual; or, for Phi's
 // parallel block, one norm feeding both and a single residual sum. Mamba models keep the residual
 // stream in fp32 (residual_in_fp32) and feed the norm its model-dtype cast, as HF does.
+// Each residual add and the norm after it are one op (ops::add_norm: one kernel on CUDA instead of
+// an add and the norm's several), across blocks too: a block's last add carries the next block's
+// mixer norm (docs/engine.md, Fused residual + norm).
 
 #include <fmt/format.h>
 
@@ -8,6 +11,7 @@
 
 #include "blocks.h"
 #include "effarch/common/error.h"
+#include "effarch/ops/activation.h"
 #include "effarch/ops/norm.h"
 
 namespace effarch::model {
@@ -22,7 +26,16 @@ at::Tensor Norm::operator()(const at::Tensor& x) const {
   return ops::layer_norm(x, weight_, bias_, eps_);
 }
 
-std::vector<ops::OpFamily> op_families(const LayerSpec& layer) {
+ops::AddNormResult Norm::add(const at::Tensor& x, const at::Tensor& y, const at::Tensor* z, ops::Backend backend) const {
+  ops::NormParams p;
+  p.weight = weight_;
+  p.bias = bias_;
+  p.eps = eps_;
+  p.layer_norm = kind_ == NormKind::LayerNorm;
+  return ops::add_norm(x, y, z, p, backend);
+}
+
+std::vector<ops::OpFamily> op_families(const ModelConfig& config, const LayerSpec& layer) {
   using ops::OpFamily;
   std::vector<OpFamily> ops;
   switch (layer.mixer) {
@@ -37,6 +50,11 @@ std::vector<ops::OpFamily> op_families(const LayerSpec& layer) {
       break;
   }
   if (layer.ffn == FfnKind::MoE) ops.push_back(OpFamily::MoeDispatch);
+  // A dense MLP's activation where it has the fused kernel (the others run their reference).
+  if (layer.ffn == FfnKind::Dense && config.mlp && ops::has_activation_kernel(config.mlp->activation)) {
+    ops.push_back(OpFamily::Activation);
+  }
+  ops.push_back(OpFamily::AddNorm);  // every block's residual adds (Block::forward_fused)
   return ops;
 }
 
@@ -77,23 +95,47 @@ Block::Block(const ModelConfig& config, const Weights& weights, int layer)
 }
 
 at::Tensor Block::forward(const at::Tensor& x, LayerCache& cache, const ForwardContext& ctx) const {
+  return forward_fused(x, mixer_input(x), nullptr, cache, ctx).residual;
+}
+
+at::Tensor Block::mixer_input(const at::Tensor& x) const {
+  return mixer_norm_(residual_in_fp32_ && !parallel_ ? x.to(dtype_) : x);
+}
+
+namespace {
+
+// The block's last residual add, with `next` fused into it where there is one.
+ResidualStream finish(const Norm* next, const at::Tensor& x, const at::Tensor& y, const at::Tensor* z,
+                      ops::Backend backend) {
+  if (next != nullptr) {
+    ops::AddNormResult r = next->add(x, y, z, backend);
+    return {std::move(r.residual), std::move(r.normed)};
+  }
+  return {z != nullptr ? (y + *z) + x : x + y, at::Tensor()};
+}
+
+}  // namespace
+
+ResidualStream Block::forward_fused(const at::Tensor& x, const at::Tensor& a, const Norm* next, LayerCache& cache,
+                                    const ForwardContext& ctx) const {
   if (parallel_) {  // Phi: h = attn(a) + mlp(a) + h with a = LN(h)
-    const at::Tensor a = mixer_norm_(x);
     if (ctx.tp != nullptr) {  // tensor parallel: both partial sums in one all-reduce instead of two
       ForwardContext local = ctx;
       local.tp = nullptr;
-      return all_reduce(mixer_->forward(a, cache, local) + ffn_->forward(a, local), ctx.tp) + x;
+      return finish(next, x, all_reduce(mixer_->forward(a, cache, local) + ffn_->forward(a, local), ctx.tp), nullptr,
+                    ctx.backend);
     }
-    return mixer_->forward(a, cache, ctx) + ffn_->forward(a, ctx) + x;
+    const at::Tensor m = mixer_->forward(a, cache, ctx);
+    const at::Tensor f = ffn_->forward(a, ctx);
+    return finish(next, x, m, &f, ctx.backend);
   }
-  if (residual_in_fp32_) {  // Mamba: the residual stream stays fp32; the norm sees the model dtype
-    at::Tensor h = x.to(at::kFloat) + mixer_->forward(mixer_norm_(x.to(dtype_)), cache, ctx);
-    if (ffn_) h = h + ffn_->forward(ffn_norm_(h.to(dtype_)), ctx);
-    return h;
-  }
-  at::Tensor h = x + mixer_->forward(mixer_norm_(x), cache, ctx);
-  if (ffn_) h = h + ffn_->forward(ffn_norm_(h), ctx);
-  return h;
+  // Mamba (residual_in_fp32): the residual stream stays fp32; each norm reads its model-dtype cast
+  // (add_norm casts a fp32 residual to the weights' dtype before the norm).
+  const at::Tensor r = residual_in_fp32_ ? x.to(at::kFloat) : x;
+  const at::Tensor m = mixer_->forward(a, cache, ctx);
+  if (!ffn_) return finish(next, r, m, nullptr, ctx.backend);
+  const ops::AddNormResult h = ffn_norm_.add(r, m, nullptr, ctx.backend);
+  return finish(next, h.residual, ffn_->forward(h.normed, ctx), nullptr, ctx.backend);
 }
 
 void Block::allocate(LayerCache& cache, int64_t batch, int64_t max_len, at::ScalarType dtype, at::Device device) const {

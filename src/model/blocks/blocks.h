@@ -14,6 +14,7 @@
 #include "effarch/model/config.h"
 #include "effarch/model/routing.h"
 #include "effarch/model/weights.h"
+#include "effarch/ops/add_norm.h"
 #include "effarch/ops/attention.h"
 #include "effarch/ops/backend.h"
 #include "effarch/ops/linear.h"
@@ -81,6 +82,9 @@ class Norm {
   Norm() = default;
   Norm(const ModelConfig& config, const Weights& weights, int layer, const std::string& role_prefix);
   at::Tensor operator()(const at::Tensor& x) const;
+  // The residual add before this norm fused with it (ops::add_norm): residual = x + y, or
+  // (y + *z) + x; normed = this norm of the residual in the weights' dtype.
+  ops::AddNormResult add(const at::Tensor& x, const at::Tensor& y, const at::Tensor* z, ops::Backend backend) const;
 
  private:
   NormKind kind_ = NormKind::RMSNorm;
@@ -90,12 +94,28 @@ class Norm {
 
 // The op families with a Backend switch that a layer of this kind calls (block.cpp, beside the
 // switch that builds the layer): known from the config, so a backend is checked before weights load.
-std::vector<ops::OpFamily> op_families(const LayerSpec& layer);
+std::vector<ops::OpFamily> op_families(const ModelConfig& config, const LayerSpec& layer);
+
+// The residual stream between blocks: the residual and, where the block before fused it into its
+// last add, the norm the next consumer reads (the next block's mixer norm, or the final norm).
+struct ResidualStream {
+  at::Tensor residual;
+  at::Tensor normed;  // undefined where no norm was fused
+};
 
 class Block {
  public:
   Block(const ModelConfig& config, const Weights& weights, int layer);
+  // x + mixer(norm(x)), then + ffn(norm(...)): the block on its own (its first norm unfused).
   at::Tensor forward(const at::Tensor& x, LayerCache& cache, const ForwardContext& ctx) const;
+  // The normed input of this block's mixer for a residual that arrives without one (the first block).
+  at::Tensor mixer_input(const at::Tensor& x) const;
+  // The block with every residual add fused with the norm after it (ops::add_norm, OpFamily::AddNorm):
+  // the FFN norm inside the block, and `next` (the next block's mixer norm or the final norm; null:
+  // none) after the block's last add. `a` is mixer_input(x), or the previous block's fused normed output.
+  ResidualStream forward_fused(const at::Tensor& x, const at::Tensor& a, const Norm* next, LayerCache& cache,
+                               const ForwardContext& ctx) const;
+  const Norm& mixer_norm() const { return mixer_norm_; }
   void allocate(LayerCache& cache, int64_t batch, int64_t max_len, at::ScalarType dtype, at::Device device) const;
 
  private:

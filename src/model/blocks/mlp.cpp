@@ -15,7 +15,7 @@ class GatedMlp final : public FeedForward {
  public:
   GatedMlp(const Weights& w, int layer, Activation act) : w_(w.gated_mlp(layer, "mlp.")), act_(act) {}
   at::Tensor forward(const at::Tensor& x, const ForwardContext& ctx) const override {
-    return all_reduce(ops::gated_mlp(x, w_, act_), ctx.tp);
+    return all_reduce(ops::gated_mlp(x, w_, act_, ctx.backend), ctx.tp);
   }
 
  private:
@@ -28,7 +28,7 @@ class FcMlp final : public FeedForward {
   FcMlp(const Weights& w, int layer, Activation act)
       : fc1_(w.linear(layer, "mlp.fc1.")), fc2_(w.linear(layer, "mlp.fc2.")), act_(act) {}
   at::Tensor forward(const at::Tensor& x, const ForwardContext& ctx) const override {
-    return all_reduce(ops::linear(ops::activate(act_, ops::linear(x, fc1_)), fc2_), ctx.tp);
+    return all_reduce(ops::linear(ops::activate(act_, ops::linear(x, fc1_), ctx.backend), fc2_), ctx.tp);
   }
 
  private:

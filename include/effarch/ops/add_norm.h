@@ -1,0 +1,40 @@
+#pragma once
+// A block boundary's residual add and the next norm as one op: residual = x + y (or (y + z) + x,
+// Phi's attention + MLP + residual), normed = RMSNorm or LayerNorm of the residual in the model
+// dtype. The reference is the unfused ATen ops (the add, then ops::rms_norm / ops::layer_norm);
+// the CUDA kernel (kernels/add_norm/) does both in one launch, one block per row, the add rounded
+// as ATen rounds it and the norm within about one ulp of its reference (kernels/add_norm/add_norm_math.h).
+
+#include <ATen/core/Tensor.h>
+
+#include "effarch/ops/backend.h"
+
+namespace effarch::ops {
+
+// A norm layer as add_norm takes it.
+struct NormParams {
+  at::Tensor weight;          // [H], the model dtype
+  at::Tensor bias;            // [H], LayerNorm only (undefined for RMSNorm)
+  double eps = 0.0;
+  bool layer_norm = false;    // false: RMSNorm (ops::rms_norm), true: LayerNorm (ops::layer_norm)
+};
+
+struct AddNormResult {
+  at::Tensor residual;  // x + y (+ z), x's shape, ATen's promoted dtype of x and y
+  at::Tensor normed;    // the norm of residual cast to the weight's dtype
+};
+
+// x [..., H]: the residual stream, in the model dtype (the weight's) or fp32 (residual_in_fp32:
+// the residual stays fp32 and the norm reads its model-dtype cast, as HF's Mamba blocks do);
+// y, z (optional) [..., H] the sublayer outputs in the model dtype. OpError naming the argument
+// for a shape, dtype or device mismatch.
+AddNormResult add_norm(const at::Tensor& x, const at::Tensor& y, const at::Tensor* z, const NormParams& norm,
+                       Backend backend = Backend::Auto);
+
+#ifdef EFFARCH_WITH_CUDA
+namespace detail {
+AddNormResult add_norm_cuda(const at::Tensor& x, const at::Tensor& y, const at::Tensor* z, const NormParams& norm);
+}  // namespace detail
+#endif
+
+}  // namespace effarch::ops

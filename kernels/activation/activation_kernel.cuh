@@ -1,0 +1,52 @@
+#pragma once
+// The fused activation kernel (activation.h): a grid-stride loop, one output element per thread
+// per step, the element's math in activation_math.h.
+
+#include "activation/activation.h"
+#include "activation/activation_math.h"
+#include "common/convert.cuh"
+
+namespace effarch::kernels {
+
+namespace act {
+
+template <typename T>
+struct TypedIo {
+  __device__ __forceinline__ static float load(const void* base, int64_t offset) {
+    return to_float(static_cast<const T*>(base)[offset]);
+  }
+  __device__ __forceinline__ static void store(void* base, int64_t offset, float v) {
+    static_cast<T*>(base)[offset] = from_float<T>(v);
+  }
+  __device__ __forceinline__ static float round(float v) { return to_float(from_float<T>(v)); }
+};
+
+inline constexpr int64_t kMaxBlocks = 65535;
+
+}  // namespace act
+
+template <typename T>
+__global__ void __launch_bounds__(act::kThreads) activation_kernel(const ActivationParams p) {
+  const int64_t total = p.rows * p.cols;
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < total;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    act::activation_element<act::TypedIo<T>>(p, i / p.cols, i % p.cols);
+  }
+}
+
+template <typename T>
+LaunchStatus activation_cuda(const ActivationParams& p, cudaStream_t stream) {
+  if (p.rows == 0 || p.cols == 0) return {};
+  if (p.in == nullptr || p.out == nullptr || p.rows < 0 || p.cols < 0) {
+    return {cudaErrorInvalidValue, "activation: in and out are required"};
+  }
+  if (p.act != ActKind::kSilu && p.act != ActKind::kGeluNew) {
+    return {cudaErrorInvalidValue, "activation: no kernel for this activation"};
+  }
+  const int64_t blocks = (p.rows * p.cols + act::kThreads - 1) / act::kThreads;
+  const unsigned grid = static_cast<unsigned>(blocks < act::kMaxBlocks ? blocks : act::kMaxBlocks);
+  activation_kernel<T><<<grid, act::kThreads, 0, stream>>>(p);
+  return check_launch("activation_kernel");
+}
+
+}  // namespace effarch::kernels

@@ -1,0 +1,65 @@
+#pragma once
+// The per-element math of the fused activation (activation_params.h), shared by the CUDA kernel
+// (activation_kernel.cuh) and its host emulation (tests/ops/activation_kernel_test.cpp).
+// EFFARCH_HD functions, no CUDA type.
+//
+// Each step rounds where the unfused ATen ops round (`round` takes a float to the element type and
+// back; the identity in fp32), so on CUDA the fused kernel gives the unfused ops' values:
+//   SiLU (at::silu): x / (1 + exp(-x)) in fp32, rounded once.
+//   GeluNew (src/ops/activation.cpp, transformers' NewGELUActivation), one ATen kernel per step:
+//     c = pow(x, 3.0)        CUDA computes it in the element type: round(round(x * x) * x)
+//     t = 0.044715 * c; u = x + t; v = sqrt(2 / pi) * u; w = tanh(v); s = 1.0 + w; h = 0.5 * x;
+//     out = h * s            each rounded; the scalars are fp32 (ATen's opmath of a scalar operand)
+//   gated: act(gate), rounded, times up, rounded (activate(...) * up).
+// Products and sums are __fmul_rn / __fadd_rn on the device: never contracted into an FMA (the
+// unfused ops are separate kernels). The host's tanhf and expf may differ from ATen's CPU
+// vectorised ones by an ulp of fp32 (tests/ops/activation_kernel_test.cpp measures it).
+
+#include <math.h>
+
+#include <cstdint>
+
+#include "activation/activation_params.h"
+#include "common/host_device.h"
+
+namespace effarch::kernels::act {
+
+inline constexpr int kThreads = 256;
+
+EFFARCH_HD float mul_rn(float a, float b) {
+#ifdef __CUDA_ARCH__
+  return __fmul_rn(a, b);
+#else
+  return a * b;  // host builds are ISO C++ (no -ffp-contract=fast)
+#endif
+}
+EFFARCH_HD float add_rn(float a, float b) {
+#ifdef __CUDA_ARCH__
+  return __fadd_rn(a, b);
+#else
+  return a + b;
+#endif
+}
+
+// The activation of one value of the element type, rounded to it.
+template <typename Round>
+EFFARCH_HD float activate(ActKind kind, float x, Round round) {
+  if (kind == ActKind::kSilu) return round(x / (1.0f + expf(-x)));
+  const float kSqrt2OverPi = 0.7978845608028654f;  // float(sqrt(2 / pi)), the double scalar's opmath
+  const float cube = round(mul_rn(round(mul_rn(x, x)), x));
+  const float inner = round(mul_rn(kSqrt2OverPi, round(add_rn(x, round(mul_rn(0.044715f, cube))))));
+  const float s = round(add_rn(1.0f, round(tanhf(inner))));
+  return round(mul_rn(round(mul_rn(0.5f, x)), s));
+}
+
+// out[row, col] through `Io` (load(base, offset) -> float, store(base, offset, float), round(float)).
+template <class Io>
+EFFARCH_HD void activation_element(const ActivationParams& p, int64_t row, int64_t col) {
+  const auto round = [](float v) { return Io::round(v); };
+  const int64_t in = row * p.in_row_stride + col;
+  float y = activate(p.act, Io::load(p.in, in), round);
+  if (p.gated) y = round(mul_rn(y, Io::load(p.in, in + p.up_offset)));
+  Io::store(p.out, row * p.out_row_stride + col, y);
+}
+
+}  // namespace effarch::kernels::act

@@ -1,0 +1,8 @@
+// float activations: the fused residual add + norm.
+#include "add_norm/add_norm_kernel.cuh"
+
+namespace effarch::kernels {
+
+LaunchStatus add_norm_fp32(const AddNormParams& params, cudaStream_t stream) { return add_norm_cuda<float>(params, stream); }
+
+}  // namespace effarch::kernels

@@ -1,0 +1,80 @@
+#pragma once
+// The fused residual add + norm kernel (add_norm.h): one block of addnorm::threads_for(dim)
+// threads per row. Phase 1 writes the residual and sums (n^2 or n) into a shared tree; LayerNorm
+// then sums (n - mean)^2 the same way; the last phase writes the normed row. The residual is read
+// back from residual_out by the thread that wrote it (no barrier needed for that, L1/L2 hits).
+// Instantiated per model dtype T; the residual is T or fp32 (a branch uniform over the grid).
+
+#include "add_norm/add_norm.h"
+#include "add_norm/add_norm_math.h"
+#include "common/convert.cuh"
+
+namespace effarch::kernels {
+
+namespace addnorm {
+
+// Loads and stores of T, or of fp32 where the params say so (the residual of residual_in_fp32).
+template <typename T>
+struct TypedIo {
+  __device__ __forceinline__ static float load(const void* base, int64_t offset, ElementType type) {
+    if (type == ElementType::kFloat32) return static_cast<const float*>(base)[offset];
+    return to_float(static_cast<const T*>(base)[offset]);
+  }
+  __device__ __forceinline__ static void store(void* base, int64_t offset, ElementType type, float v) {
+    if (type == ElementType::kFloat32) {
+      static_cast<float*>(base)[offset] = v;
+    } else {
+      static_cast<T*>(base)[offset] = from_float<T>(v);
+    }
+  }
+  __device__ __forceinline__ static float round_to(ElementType type, float v) {
+    return type == ElementType::kFloat32 ? v : to_float(from_float<T>(v));
+  }
+};
+
+// The block's tree sum of each thread's `partial`; every thread gets the total. red has
+// blockDim.x floats (a power of 2); the trailing barrier lets the caller reuse it.
+__device__ __forceinline__ float block_sum(float* red, float partial) {
+  red[threadIdx.x] = partial;
+  __syncthreads();
+  for (int stride = static_cast<int>(blockDim.x) / 2; stride > 0; stride /= 2) {
+    reduce_step(red, static_cast<int>(threadIdx.x), stride);
+    __syncthreads();
+  }
+  const float total = red[0];
+  __syncthreads();
+  return total;
+}
+
+}  // namespace addnorm
+
+template <typename T>
+__global__ void __launch_bounds__(addnorm::kMaxThreads) add_norm_kernel(const AddNormParams p) {
+  using Io = addnorm::TypedIo<T>;
+  __shared__ float red[addnorm::kMaxThreads];
+  const int64_t row = blockIdx.x;
+  const int tid = static_cast<int>(threadIdx.x), n = static_cast<int>(blockDim.x);
+  const float first = addnorm::block_sum(red, addnorm::add_partial<Io>(p, row, tid, n));
+  float second = 0.0f;
+  if (p.norm == NormType::kLayer) {
+    second = addnorm::block_sum(red, addnorm::variance_partial<Io>(p, row, tid, n, addnorm::mean_of(first, p.dim)));
+  }
+  addnorm::norm_write<Io>(p, row, tid, n, first, second);
+}
+
+template <typename T>
+LaunchStatus add_norm_cuda(const AddNormParams& p, cudaStream_t stream) {
+  if (p.rows == 0 || p.dim == 0) return {};
+  if (p.residual_type != p.type && p.residual_type != ElementType::kFloat32) {
+    return {cudaErrorInvalidValue, "add_norm: the residual must be the model dtype or fp32"};
+  }
+  if (p.x == nullptr || p.y == nullptr || p.residual_out == nullptr || p.normed == nullptr || p.weight == nullptr ||
+      (p.norm == NormType::kLayer && p.bias == nullptr)) {
+    return {cudaErrorInvalidValue, "add_norm: x, y, residual_out, normed, weight (and a LayerNorm's bias) are required"};
+  }
+  if (p.rows > 0x7fffffff) return {cudaErrorInvalidConfiguration, "add_norm: too many rows"};
+  add_norm_kernel<T><<<static_cast<unsigned>(p.rows), addnorm::threads_for(p.dim), 0, stream>>>(p);
+  return check_launch("add_norm_kernel");
+}
+
+}  // namespace effarch::kernels

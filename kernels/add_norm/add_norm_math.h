@@ -1,0 +1,125 @@
+#pragma once
+// The per-thread math of the fused residual add + norm (add_norm_params.h), shared by the CUDA
+// kernel (add_norm_kernel.cuh) and its host emulation (tests/ops/add_norm_test.cpp), which runs
+// the phases below for every thread of every block in the kernel's order. EFFARCH_HD functions,
+// no CUDA type: the shell adds only the thread index, the shared reduction buffer and barriers.
+//
+// Element access goes through `Io`, a class with
+//   static float load(const void* base, int64_t offset, ElementType type);
+//   static void store(void* base, int64_t offset, ElementType type, float value);
+//   static float round_to(ElementType type, float value);  // value rounded to `type`, back in fp32
+//
+// Rounding follows the unfused ops (src/ops/norm.cpp) step by step: the residual add rounded to
+// the residual's dtype as ATen's add does, the norm's input cast to the model dtype, RMSNorm's
+// fp32 normalisation rounded before the weight product (rounded again). What cannot follow the
+// reference exactly is the order of the row sums (a tree over the block here, ATen's own order
+// there): sums of squares and means agree to fp32 rounding, so the outputs agree to about one ulp
+// of fp32 before their last rounding (tests/ops/add_norm_test.cpp measures how often that ulp
+// reaches a half-precision result). Products are explicit fmaf or separate roundings on both
+// sides, so the host emulation is the device arithmetic, bar rsqrt and the mean's division
+// (each side does what ATen does on its device: rsqrtf and sum * (1 / n) on CUDA, 1 / sqrt and
+// sum / n on the CPU).
+
+#include <math.h>
+
+#include <cstdint>
+
+#include "add_norm/add_norm_params.h"
+#include "common/host_device.h"
+
+namespace effarch::kernels::addnorm {
+
+inline constexpr int kMaxThreads = 512;  // threads per row (block); a power of 2
+
+// Threads of a row's block: the smallest power of 2 >= dim, between 32 and kMaxThreads.
+inline int threads_for(int dim) {
+  int t = 32;
+  while (t < dim && t < kMaxThreads) t *= 2;
+  return t;
+}
+
+EFFARCH_HD float rsqrt_of(float v) {
+#ifdef __CUDA_ARCH__
+  return rsqrtf(v);  // at::rsqrt and at::layer_norm on CUDA
+#else
+  return 1.0f / sqrtf(v);  // at::rsqrt on the CPU
+#endif
+}
+
+EFFARCH_HD float mean_of(float sum, int n) {
+#ifdef __CUDA_ARCH__
+  return sum * (1.0f / static_cast<float>(n));  // ATen's CUDA mean: the sum times the factor 1 / n
+#else
+  return sum / static_cast<float>(n);  // ATen's CPU mean: sum, then div_
+#endif
+}
+
+// residual_out of element i of `row`: round_R(round_T(y + z) + x), or round_R(x + y) without z.
+template <class Io>
+EFFARCH_HD float residual_value(const AddNormParams& p, int64_t row, int i) {
+  const float x = Io::load(p.x, row * p.x_row_stride + i, p.residual_type);
+  float y = Io::load(p.y, row * p.y_row_stride + i, p.type);
+  if (p.z != nullptr) y = Io::round_to(p.type, y + Io::load(p.z, row * p.z_row_stride + i, p.type));
+  return Io::round_to(p.residual_type, x + y);
+}
+
+// The norm's input of element i, once phase 1 has written residual_out: the model-dtype value.
+template <class Io>
+EFFARCH_HD float norm_input(const AddNormParams& p, int64_t row, int i) {
+  return Io::round_to(p.type, Io::load(p.residual_out, row * p.residual_out_row_stride + i, p.residual_type));
+}
+
+// Phase 1: the thread writes residual_out for its elements tid, tid + nthreads, ... and returns
+// its part of the first row sum: sum n^2 (RMSNorm) or sum n (LayerNorm).
+template <class Io>
+EFFARCH_HD float add_partial(const AddNormParams& p, int64_t row, int tid, int nthreads) {
+  float acc = 0.0f;
+  for (int i = tid; i < p.dim; i += nthreads) {
+    const float r = residual_value<Io>(p, row, i);
+    Io::store(p.residual_out, row * p.residual_out_row_stride + i, p.residual_type, r);
+    const float n = Io::round_to(p.type, r);
+    acc = p.norm == NormType::kRms ? fmaf(n, n, acc) : acc + n;
+  }
+  return acc;
+}
+
+// Between barriers: one halving step of the tree sum over red[0, 2 * stride).
+EFFARCH_HD void reduce_step(float* red, int tid, int stride) {
+  if (tid < stride) red[tid] = red[tid] + red[tid + stride];
+}
+
+// Phase 2 (LayerNorm only): the thread's part of sum (n - mean)^2.
+template <class Io>
+EFFARCH_HD float variance_partial(const AddNormParams& p, int64_t row, int tid, int nthreads, float mean) {
+  float acc = 0.0f;
+  for (int i = tid; i < p.dim; i += nthreads) {
+    const float d = norm_input<Io>(p, row, i) - mean;
+    acc = fmaf(d, d, acc);
+  }
+  return acc;
+}
+
+// Phase 3: the normed output of the thread's elements. RMSNorm: `first` is sum n^2; LayerNorm:
+// `first` is sum n and `second` sum (n - mean)^2.
+template <class Io>
+EFFARCH_HD void norm_write(const AddNormParams& p, int64_t row, int tid, int nthreads, float first, float second) {
+  if (p.norm == NormType::kRms) {
+    const float rinv = rsqrt_of(mean_of(first, p.dim) + p.eps);
+    for (int i = tid; i < p.dim; i += nthreads) {
+      const float normed = Io::round_to(p.type, norm_input<Io>(p, row, i) * rinv);
+      const float w = Io::load(p.weight, i, p.type);
+      Io::store(p.normed, row * p.normed_row_stride + i, p.type, w * normed);
+    }
+    return;
+  }
+  const float mean = mean_of(first, p.dim);
+  const float rstd = rsqrt_of(mean_of(second, p.dim) + p.eps);
+  for (int i = tid; i < p.dim; i += nthreads) {
+    const float w = Io::load(p.weight, i, p.type);
+    const float b = Io::load(p.bias, i, p.type);
+    // at::layer_norm's CUDA kernels: (rstd * (x - mean)) * gamma + beta, the last two contracted.
+    Io::store(p.normed, row * p.normed_row_stride + i, p.type, fmaf(rstd * (norm_input<Io>(p, row, i) - mean), w, b));
+  }
+}
+
+}  // namespace effarch::kernels::addnorm

@@ -1,0 +1,43 @@
+#pragma once
+// The fused residual add + norm's params (kernels/add_norm/add_norm.h launches them), with no CUDA
+// header: src/ops/add_norm_launch.cpp fills them in every build, so the CPU tests run the kernel's
+// host emulation (add_norm_math.h) on exactly what the CUDA binding launches.
+
+#include <cstdint>
+
+#include "common/element_enum.h"
+
+namespace effarch::kernels {
+
+enum class NormType : uint8_t { kRms, kLayer };
+
+// Per row r (one block each):
+//   residual_out[r] = round_R(round_T(y + z) + x)   with z, else round_R(x + y)
+//   n               = round_T(residual_out[r])      (the norm's input in the model dtype)
+//   RMSNorm:   normed[r] = round_T(w * round_T(n * rsqrt(mean(n^2) + eps)))      (src/ops/norm.cpp)
+//   LayerNorm: normed[r] = round_T((n - mean) * rstd * w + b), rstd = rsqrt(var + eps)  (at::layer_norm)
+// Sums in fp32. T is `type`; R is `residual_type`: T, or fp32 (Mamba's residual_in_fp32).
+struct AddNormParams {
+  int64_t rows = 0;
+  int dim = 0;
+  float eps = 0.0f;
+  NormType norm = NormType::kRms;
+  ElementType type = ElementType::kFloat32;           // y, z, weight, bias, normed
+  ElementType residual_type = ElementType::kFloat32;  // x and residual_out: `type` or fp32
+
+  // Row strides in elements; the last dimension contiguous.
+  const void* x = nullptr;  // the residual stream in
+  int64_t x_row_stride = 0;
+  const void* y = nullptr;  // the sublayer's output
+  int64_t y_row_stride = 0;
+  const void* z = nullptr;  // optional second addend (Phi's parallel block: attention + MLP + x)
+  int64_t z_row_stride = 0;
+  void* residual_out = nullptr;  // may be x itself (each element is read before it is written, by the same thread)
+  int64_t residual_out_row_stride = 0;
+  void* normed = nullptr;
+  int64_t normed_row_stride = 0;
+  const void* weight = nullptr;  // [dim]
+  const void* bias = nullptr;    // [dim], LayerNorm only
+};
+
+}  // namespace effarch::kernels

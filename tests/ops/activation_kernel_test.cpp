@@ -1,0 +1,174 @@
+// The fused MLP activation (kernels/activation/): its per-element math (activation_math.h) run on
+// the CPU for every element of the launch the binding would make (src/ops/activation_launch.cpp),
+// against the reference (ops::activate, and activate(gate) * up): SiLU gated on the fused gate/up
+// output, gelu_new plain (Phi), rows of awkward widths, every dtype. With a GPU: the CUDA kernel
+// against the reference on the GPU, where each step rounds as the ATen kernels do (bitwise).
+
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
+
+#include <c10/util/BFloat16.h>
+#include <c10/util/Half.h>
+
+#include <cmath>
+
+#include "../test_util.h"
+#include "activation/activation_math.h"
+#include "activation_launch.h"
+#include "effarch/common/error.h"
+#include "effarch/ops/activation.h"
+#include "effarch/ops/gated_mlp.h"
+
+namespace effarch::ops {
+namespace {
+
+template <typename T>
+struct HostIo {
+  static float load(const void* base, int64_t offset) { return static_cast<float>(static_cast<const T*>(base)[offset]); }
+  static void store(void* base, int64_t offset, float v) { static_cast<T*>(base)[offset] = T(v); }
+  static float round(float v) { return static_cast<float>(T(v)); }
+};
+
+template <typename T>
+void run_all(const kernels::ActivationParams& p) {
+  for (int64_t r = 0; r < p.rows; ++r) {
+    for (int64_t c = 0; c < p.cols; ++c) kernels::act::activation_element<HostIo<T>>(p, r, c);
+  }
+}
+
+at::Tensor emulate(Activation act, const at::Tensor& x, bool gated) {
+  detail::ActivationLaunch l = detail::prepare_activation(act, x, gated);
+  switch (x.scalar_type()) {
+    case at::kBFloat16: run_all<c10::BFloat16>(l.params); break;
+    case at::kHalf: run_all<c10::Half>(l.params); break;
+    default: run_all<float>(l.params); break;
+  }
+  std::vector<int64_t> sizes = x.sizes().vec();
+  sizes.back() = l.params.cols;
+  return l.out.view(sizes);
+}
+
+at::Tensor reference(Activation act, const at::Tensor& x, bool gated) {
+  return gated ? gated_activation(act, x, Backend::Reference) : activate(act, x, Backend::Reference);
+}
+
+// Ulps between same-dtype tensors (bit patterns on an ordered integer line).
+at::Tensor ulp_distance(const at::Tensor& a, const at::Tensor& b) {
+  const auto ordered = [](const at::Tensor& t) {
+    const bool f32 = t.scalar_type() == at::kFloat;
+    at::Tensor bits = f32 ? t.contiguous().view(at::kInt).to(at::kLong) : t.contiguous().view(at::kShort).to(at::kLong);
+    const int64_t sign = f32 ? (int64_t{1} << 31) : (int64_t{1} << 15);
+    bits = at::where(bits < 0, bits + 2 * sign, bits);
+    return at::where(bits >= sign, sign - bits, bits);
+  };
+  return (ordered(a.cpu()) - ordered(b.cpu())).abs();
+}
+
+// max |a - e| / (1 + |e|), in double: the error on the scale of the values (about 1 here). An
+// ulp count overstates it where an output is near zero by cancellation (LayerNorm's + bias,
+// gelu_new's 1 + tanh): there a tiny absolute difference is many ulps of a tiny number.
+double scaled_error(const at::Tensor& a, const at::Tensor& e) {
+  const at::Tensor ad = a.cpu().to(at::kDouble), ed = e.cpu().to(at::kDouble);
+  return ((ad - ed).abs() / (1.0 + ed.abs())).max().item<double>();
+}
+
+struct Case {
+  int64_t rows, cols;  // cols of the output
+};
+const Case kCases[] = {{1, 1}, {3, 17}, {1, 10240}, {2, 1000}, {1, 14336}};
+
+at::Tensor make_input(const Case& c, bool gated, at::ScalarType dtype, at::Device device, int seed) {
+  at::manual_seed(seed);
+  // Hidden activations spread over the interesting range of both functions (|x| up to ~8).
+  return (at::randn({c.rows, 1, gated ? 2 * c.cols : c.cols}) * 2.5).to(at::TensorOptions().dtype(dtype).device(device));
+}
+
+TEST(ActivationKernel, ScalarIsTheReferencesFp32Opmath) {
+  EXPECT_EQ(0.7978845608028654f, static_cast<float>(std::sqrt(2.0 / M_PI)));
+  EXPECT_EQ(0.044715f, static_cast<float>(0.044715));
+}
+
+// The host emulation against the CPU reference. What is expected, and measured (the printed
+// lines): bf16 bitwise in every case; fp16 bitwise except gelu_new where the CPU's pow(x, 3)
+// (powf, one rounding) differs from CUDA's round(round(x * x) * x), which the kernel follows:
+// every differing element must be one of those; fp32 within 1e-6 on the values' scale (the CPU's
+// vectorised exp and tanh against the host's expf and tanhf: measured 6.5e-7 at most; in ulps it
+// is large only where 1 + tanh cancels to near zero).
+TEST(ActivationKernel, HostEmulationMatchesTheReference) {
+  for (at::ScalarType dtype : {at::kFloat, at::kBFloat16, at::kHalf}) {
+    for (const auto& [act, gated] : {std::pair{Activation::SiLU, true}, {Activation::GeluNew, false},
+                                     {Activation::SiLU, false}, {Activation::GeluNew, true}}) {
+      int64_t worst = 0, differing = 0, total = 0;
+      double scaled = 0.0;
+      for (const Case& c : kCases) {
+        const at::Tensor x = make_input(c, gated, dtype, at::kCPU, static_cast<int>(c.cols + c.rows));
+        const at::Tensor ref = reference(act, x, gated);
+        const at::Tensor got = emulate(act, x, gated);
+        ASSERT_EQ(got.sizes(), ref.sizes());
+        const at::Tensor d = ulp_distance(got, ref);
+        const std::string what = fmt::format("{} {}{} cols {}", c10::toString(dtype),
+                                             act == Activation::SiLU ? "silu" : "gelu_new", gated ? " gated" : "", c.cols);
+        if (dtype == at::kBFloat16 || (dtype == at::kHalf && act == Activation::SiLU)) {
+          EXPECT_EQ(d.max().item<int64_t>(), 0) << what;
+        } else if (dtype == at::kHalf) {
+          const at::Tensor g = gated ? x.narrow(-1, 0, c.cols) : x;
+          const at::Tensor pow_differs = at::pow(g, 3.0) != (g * g) * g;  // the CPU's pow vs CUDA's steps
+          EXPECT_EQ(((d > 0) & ~pow_differs).sum().item<int64_t>(), 0) << what << ": a difference not from pow";
+        }
+        worst = std::max(worst, d.max().item<int64_t>());
+        scaled = std::max(scaled, scaled_error(got, ref));
+        differing += (d > 0).sum().item<int64_t>();
+        total += d.numel();
+      }
+      std::printf("activation emulation vs CPU reference, %s %s%s: worst %lld ulp, %lld of %lld elements differ, "
+                  "scaled error %.3g\n",
+                  c10::toString(dtype), act == Activation::SiLU ? "silu" : "gelu_new", gated ? " gated" : "",
+                  static_cast<long long>(worst), static_cast<long long>(differing), static_cast<long long>(total), scaled);
+      if (dtype == at::kFloat) EXPECT_LE(scaled, 1e-6);
+    }
+  }
+}
+
+TEST(ActivationKernel, GatedMlpWithTheFusedGateUpIsTheSplitProduct) {
+  // gated_activation's reference is gated_mlp's former body: activate the gate half, times up.
+  at::manual_seed(2);
+  const at::Tensor h = at::randn({2, 3, 10}).to(at::kBFloat16);
+  EXPECT_TRUE(at::equal(gated_activation(Activation::SiLU, h, Backend::Reference),
+                        at::silu(h.narrow(-1, 0, 5)) * h.narrow(-1, 5, 5)));
+}
+
+TEST(Activation, BadArgumentsAndBackends) {
+  const at::Tensor x = at::randn({2, 6});
+  EXPECT_THROW_WITH(gated_activation(Activation::SiLU, x.narrow(-1, 0, 5), Backend::Reference), OpError,
+                    {"activation", "gate_up"});
+  EXPECT_THROW_WITH(activate(Activation::SiLU, x.to(at::kInt), Backend::Auto), OpError, {"activation", "dtype"});
+  EXPECT_THROW_WITH(activate(Activation::SiLU, x, Backend::Cuda), OpError, {"activation", "cuda"});
+  EXPECT_THROW_WITH(detail::prepare_activation(Activation::Relu, x, false), OpError, {"activation", "silu"});
+  EXPECT_TRUE(has_activation_kernel(Activation::SiLU));
+  EXPECT_TRUE(has_activation_kernel(Activation::GeluNew));
+  EXPECT_FALSE(has_activation_kernel(Activation::Gelu));
+  // Auto on the CPU, and an activation without a kernel under auto: the reference, bitwise.
+  EXPECT_TRUE(at::equal(activate(Activation::Relu2, x, Backend::Auto), activate(Activation::Relu2, x)));
+}
+
+TEST(ActivationCuda, KernelIsBitwiseTheReference) {
+  if (!(kBuiltWithCuda && at::hasCUDA())) GTEST_SKIP() << "needs a CUDA build and a GPU";
+  const at::Device gpu(at::kCUDA, 0);
+  for (at::ScalarType dtype : {at::kFloat, at::kBFloat16, at::kHalf}) {
+    for (const auto& [act, gated] : {std::pair{Activation::SiLU, true}, {Activation::GeluNew, false},
+                                     {Activation::SiLU, false}, {Activation::GeluNew, true}}) {
+      for (const Case& c : kCases) {
+        const at::Tensor x = make_input(c, gated, dtype, gpu, static_cast<int>(c.cols + c.rows));
+        const at::Tensor ref = reference(act, x, gated);
+        const at::Tensor got = gated ? gated_activation(act, x, Backend::Cuda) : activate(act, x, Backend::Cuda);
+        const at::Tensor d = ulp_distance(got, ref);
+        EXPECT_EQ(d.max().item<int64_t>(), 0)
+            << c10::toString(dtype) << (act == Activation::SiLU ? " silu" : " gelu_new") << (gated ? " gated" : "")
+            << " cols " << c.cols << ": " << (d > 0).sum().item<int64_t>() << " of " << d.numel() << " differ";
+      }
+    }
+  }
+}
+
+}  // namespace
+}  // namespace effarch::ops

@@ -1,0 +1,287 @@
+// add_norm: the fused residual add + norm kernel's math (kernels/add_norm/add_norm_math.h) run on
+// the CPU over every block and thread in the kernel's phase order, on the launch the binding
+// would make (src/ops/add_norm_launch.cpp), against the reference (the unfused add and norm):
+// Phi-2 (2560) and Llama (4096) rows and awkward ones (1, 17, 1000), batch > 1, every dtype,
+// RMSNorm and LayerNorm, the Phi three-way sum and the fp32 residual of Mamba blocks. The
+// residual must be bitwise the reference's; the normed row within one ulp of the dtype (the row
+// sums are added in another order). With a GPU: the CUDA kernel against the reference.
+
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
+
+#include <c10/util/BFloat16.h>
+#include <c10/util/Half.h>
+
+#include <cstring>
+#include <vector>
+
+#include "../test_util.h"
+#include "add_norm/add_norm_math.h"
+#include "add_norm_launch.h"
+#include "effarch/common/error.h"
+#include "effarch/ops/add_norm.h"
+#include "effarch/ops/norm.h"
+
+namespace effarch::ops {
+namespace {
+
+namespace an = kernels::addnorm;
+using kernels::ElementType;
+
+// The kernel's element access on the host: c10's conversions round to nearest even, as the
+// device's __float2bfloat16_rn and __float2half_rn do.
+struct HostIo {
+  static float load(const void* base, int64_t offset, ElementType type) {
+    switch (type) {
+      case ElementType::kBFloat16: return static_cast<float>(static_cast<const c10::BFloat16*>(base)[offset]);
+      case ElementType::kFloat16: return static_cast<float>(static_cast<const c10::Half*>(base)[offset]);
+      default: return static_cast<const float*>(base)[offset];
+    }
+  }
+  static void store(void* base, int64_t offset, ElementType type, float v) {
+    switch (type) {
+      case ElementType::kBFloat16: static_cast<c10::BFloat16*>(base)[offset] = c10::BFloat16(v); break;
+      case ElementType::kFloat16: static_cast<c10::Half*>(base)[offset] = c10::Half(v); break;
+      default: static_cast<float*>(base)[offset] = v; break;
+    }
+  }
+  static float round_to(ElementType type, float v) {
+    switch (type) {
+      case ElementType::kBFloat16: return static_cast<float>(c10::BFloat16(v));
+      case ElementType::kFloat16: return static_cast<float>(c10::Half(v));
+      default: return v;
+    }
+  }
+};
+
+// add_norm_kernel.cuh's block_sum: each thread's partial into red, then the halving tree with a
+// barrier (a phase boundary) after each step.
+float block_sum(std::vector<float>& red, const std::vector<float>& partials) {
+  red = partials;
+  for (int stride = static_cast<int>(red.size()) / 2; stride > 0; stride /= 2) {
+    for (int tid = 0; tid < static_cast<int>(red.size()); ++tid) an::reduce_step(red.data(), tid, stride);
+  }
+  return red[0];
+}
+
+// Every block (row) of the launch, its threads phase by phase.
+AddNormResult emulate(const at::Tensor& x, const at::Tensor& y, const at::Tensor* z, const NormParams& norm) {
+  detail::AddNormLaunch l = detail::prepare_add_norm(x, y, z, norm);
+  const kernels::AddNormParams& p = l.params;
+  const int n = an::threads_for(p.dim);
+  std::vector<float> red(static_cast<size_t>(n)), partials(static_cast<size_t>(n));
+  for (int64_t row = 0; row < p.rows; ++row) {
+    for (int tid = 0; tid < n; ++tid) partials[tid] = an::add_partial<HostIo>(p, row, tid, n);
+    const float first = block_sum(red, partials);
+    float second = 0.0f;
+    if (p.norm == kernels::NormType::kLayer) {
+      for (int tid = 0; tid < n; ++tid) partials[tid] = an::variance_partial<HostIo>(p, row, tid, n, an::mean_of(first, p.dim));
+      second = block_sum(red, partials);
+    }
+    for (int tid = 0; tid < n; ++tid) an::norm_write<HostIo>(p, row, tid, n, first, second);
+  }
+  return {l.residual.view(x.sizes()), l.normed.view(x.sizes())};
+}
+
+// Distance in units in the last place between same-dtype tensors: their bit patterns mapped onto
+// an ordered integer line (sign-magnitude to two's complement), elementwise.
+at::Tensor ulp_distance(const at::Tensor& a, const at::Tensor& b) {
+  const auto ordered = [](const at::Tensor& t) {
+    at::Tensor bits = t.scalar_type() == at::kFloat ? t.contiguous().view(at::kInt).to(at::kLong)
+                                                    : t.contiguous().view(at::kShort).to(at::kLong);
+    const int64_t sign = t.scalar_type() == at::kFloat ? (int64_t{1} << 31) : (int64_t{1} << 15);
+    bits = at::where(bits < 0, bits + 2 * sign, bits);  // the unsigned pattern
+    return at::where(bits >= sign, sign - bits, bits);  // negative values below zero, -0 == +0
+  };
+  return (ordered(a.cpu()) - ordered(b.cpu())).abs();
+}
+
+// max |a - e| / (1 + |e|), in double: the error on the scale of the values (about 1 here). An
+// ulp count overstates it where an output is near zero by cancellation (LayerNorm's + bias,
+// gelu_new's 1 + tanh): there a tiny absolute difference is many ulps of a tiny number.
+double scaled_error(const at::Tensor& a, const at::Tensor& e) {
+  const at::Tensor ad = a.cpu().to(at::kDouble), ed = e.cpu().to(at::kDouble);
+  return ((ad - ed).abs() / (1.0 + ed.abs())).max().item<double>();
+}
+
+struct Case {
+  int64_t rows, dim;
+};
+const Case kCases[] = {{1, 1}, {3, 17}, {2, 1000}, {1, 2560}, {2, 2560}, {1, 4096}, {3, 4096}};
+
+enum class Variant { Plain, ThreeWay, Fp32Residual };
+const char* name(Variant v) {
+  switch (v) {
+    case Variant::Plain: return "x + y";
+    case Variant::ThreeWay: return "(y + z) + x";
+    case Variant::Fp32Residual: return "fp32 residual";
+  }
+  return "?";
+}
+
+struct Inputs {
+  at::Tensor x, y, z;
+  NormParams norm;
+};
+
+// A residual stream larger than the sublayer outputs (as in a model), weights around 1.
+Inputs make_inputs(const Case& c, at::ScalarType dtype, bool layer_norm, Variant v, at::Device device, int seed) {
+  at::manual_seed(seed);
+  const auto opts = at::TensorOptions().dtype(dtype).device(device);
+  Inputs in;
+  const at::Tensor x = at::randn({c.rows, 1, c.dim}) * 4.0 + 0.5;
+  in.x = (v == Variant::Fp32Residual ? x : x.to(dtype)).to(device);
+  in.y = at::randn({c.rows, 1, c.dim}).to(opts);
+  if (v == Variant::ThreeWay) in.z = at::randn({c.rows, 1, c.dim}).to(opts);
+  in.norm.weight = (1.0 + 0.2 * at::randn({c.dim})).to(opts);
+  if (layer_norm) in.norm.bias = (0.1 * at::randn({c.dim})).to(opts);
+  in.norm.eps = layer_norm ? 1e-5 : 1e-6;
+  in.norm.layer_norm = layer_norm;
+  return in;
+}
+
+TEST(AddNorm, ReferenceIsTheUnfusedBlockOps) {
+  // What Block::forward computed before the fusion, op for op.
+  for (at::ScalarType dtype : {at::kFloat, at::kBFloat16}) {
+    for (Variant v : {Variant::Plain, Variant::ThreeWay, Variant::Fp32Residual}) {
+      for (bool ln : {false, true}) {
+        const Inputs in = make_inputs({2, 33}, dtype, ln, v, at::kCPU, 1);
+        const at::Tensor* z = v == Variant::ThreeWay ? &in.z : nullptr;
+        const AddNormResult r = add_norm(in.x, in.y, z, in.norm, Backend::Reference);
+        const at::Tensor h = z != nullptr ? in.y + in.z + in.x : in.x + in.y;
+        const at::Tensor hn = h.to(dtype);
+        const at::Tensor expected =
+            ln ? at::layer_norm(hn, {33}, in.norm.weight, in.norm.bias, in.norm.eps) : rms_norm(hn, in.norm.weight, in.norm.eps);
+        EXPECT_EQ(r.residual.scalar_type(), v == Variant::Fp32Residual ? at::kFloat : dtype);
+        EXPECT_TRUE(at::equal(r.residual, h)) << name(v);
+        EXPECT_TRUE(at::equal(r.normed, expected)) << name(v);
+      }
+    }
+  }
+}
+
+// The kernel's math vs the reference. Residual: bitwise. Normed (the row sums in another order,
+// then rsqrt and the products): bf16 and fp16 within 1 ulp, on at most 1% of the elements
+// (measured: 2 and 5 of 156696); fp32 within 1e-6 on the values' scale (measured 2e-7; in ulps
+// it is large only where LayerNorm's bias cancels the normed value to near zero). Printed.
+TEST(AddNormKernel, HostEmulationMatchesTheReference) {
+  for (at::ScalarType dtype : {at::kFloat, at::kBFloat16, at::kHalf}) {
+    int64_t worst = 0, differing = 0, total = 0;
+    double scaled = 0.0;
+    for (Variant v : {Variant::Plain, Variant::ThreeWay, Variant::Fp32Residual}) {
+      if (v == Variant::Fp32Residual && dtype == at::kFloat) continue;
+      for (bool ln : {false, true}) {
+        for (const Case& c : kCases) {
+          const Inputs in = make_inputs(c, dtype, ln, v, at::kCPU, static_cast<int>(c.dim + c.rows));
+          const at::Tensor* z = v == Variant::ThreeWay ? &in.z : nullptr;
+          const AddNormResult ref = add_norm(in.x, in.y, z, in.norm, Backend::Reference);
+          const AddNormResult got = emulate(in.x, in.y, z, in.norm);
+          const std::string what = fmt::format("{} {} {} rows {} dim {}", c10::toString(dtype), name(v),
+                                               ln ? "LayerNorm" : "RMSNorm", c.rows, c.dim);
+          ASSERT_EQ(got.residual.scalar_type(), ref.residual.scalar_type()) << what;
+          EXPECT_TRUE(at::equal(got.residual, ref.residual)) << what << ": residual";
+          const at::Tensor d = ulp_distance(got.normed, ref.normed);
+          const int64_t w = d.max().item<int64_t>();
+          if (dtype != at::kFloat) EXPECT_LE(w, 1) << what << ": normed";
+          worst = std::max(worst, w);
+          scaled = std::max(scaled, scaled_error(got.normed, ref.normed));
+          differing += (d > 0).sum().item<int64_t>();
+          total += d.numel();
+        }
+      }
+    }
+    std::printf("add_norm emulation vs reference, %s: worst %lld ulp, %lld of %lld elements differ, scaled error %.3g\n",
+                c10::toString(dtype), static_cast<long long>(worst), static_cast<long long>(differing),
+                static_cast<long long>(total), scaled);
+    if (dtype != at::kFloat) EXPECT_LE(differing * 100, total) << c10::toString(dtype);
+    if (dtype == at::kFloat) EXPECT_LE(scaled, 1e-6);
+  }
+}
+
+TEST(AddNormKernel, ResidualMayOverwriteX) {
+  // The binding passes a fresh residual today; the kernel also allows residual_out == x (each
+  // element read before the same thread writes it): emulate that aliasing.
+  const Inputs in = make_inputs({2, 1000}, at::kBFloat16, false, Variant::Plain, at::kCPU, 3);
+  const AddNormResult ref = add_norm(in.x, in.y, nullptr, in.norm, Backend::Reference);
+  detail::AddNormLaunch l = detail::prepare_add_norm(in.x, in.y, nullptr, in.norm);
+  at::Tensor x = l.x.clone();
+  l.params.x = x.const_data_ptr();
+  l.params.residual_out = x.mutable_data_ptr();
+  const int n = an::threads_for(l.params.dim);
+  std::vector<float> red(n), partials(n);
+  for (int64_t row = 0; row < l.params.rows; ++row) {
+    for (int tid = 0; tid < n; ++tid) partials[tid] = an::add_partial<HostIo>(l.params, row, tid, n);
+    const float first = block_sum(red, partials);
+    for (int tid = 0; tid < n; ++tid) an::norm_write<HostIo>(l.params, row, tid, n, first, 0.0f);
+  }
+  EXPECT_TRUE(at::equal(x.view(in.x.sizes()), ref.residual));
+  EXPECT_LE(ulp_distance(l.normed.view(in.x.sizes()), ref.normed).max().item<int64_t>(), 1);
+}
+
+TEST(AddNormKernel, ThreadsPerRow) {
+  EXPECT_EQ(an::threads_for(1), 32);
+  EXPECT_EQ(an::threads_for(17), 32);
+  EXPECT_EQ(an::threads_for(33), 64);
+  EXPECT_EQ(an::threads_for(2560), an::kMaxThreads);
+  EXPECT_EQ(an::threads_for(4096), an::kMaxThreads);
+}
+
+TEST(AddNorm, BadArgumentsNameTheOpAndArgument) {
+  const Inputs in = make_inputs({2, 8}, at::kFloat, true, Variant::Plain, at::kCPU, 4);
+  EXPECT_THROW_WITH(add_norm(in.x, in.y.narrow(-1, 0, 4), nullptr, in.norm), OpError, {"add_norm", "y"});
+  EXPECT_THROW_WITH(add_norm(in.x, in.y.to(at::kHalf), nullptr, in.norm), OpError, {"add_norm", "y"});
+  EXPECT_THROW_WITH(add_norm(in.x.narrow(-1, 0, 4), in.y, nullptr, in.norm), OpError, {"add_norm", "x"});
+  EXPECT_THROW_WITH(add_norm(in.x.to(at::kHalf), in.y, nullptr, in.norm), OpError, {"add_norm", "x"});
+  const at::Tensor z = in.y.to(at::kBFloat16);
+  EXPECT_THROW_WITH(add_norm(in.x, in.y, &z, in.norm), OpError, {"add_norm", "z"});
+  NormParams no_bias = in.norm;
+  no_bias.bias = at::Tensor();
+  EXPECT_THROW_WITH(add_norm(in.x, in.y, nullptr, no_bias), OpError, {"add_norm", "bias"});
+  NormParams no_weight = in.norm;
+  no_weight.weight = at::Tensor();
+  EXPECT_THROW_WITH(add_norm(in.x, in.y, nullptr, no_weight), OpError, {"add_norm", "weight"});
+  NormParams bad_eps = in.norm;
+  bad_eps.eps = -1.0;
+  EXPECT_THROW_WITH(add_norm(in.x, in.y, nullptr, bad_eps), OpError, {"add_norm", "eps"});
+  EXPECT_THROW_WITH(add_norm(in.x, in.y, nullptr, in.norm, Backend::Cuda), OpError, {"add_norm", "cuda"});
+}
+
+TEST(AddNormCuda, KernelMatchesTheReference) {
+  if (!(kBuiltWithCuda && at::hasCUDA())) GTEST_SKIP() << "needs a CUDA build and a GPU";
+  const at::Device gpu(at::kCUDA, 0);
+  for (at::ScalarType dtype : {at::kFloat, at::kBFloat16, at::kHalf}) {
+    int64_t worst = 0, differing = 0, total = 0;
+    double scaled = 0.0;
+    for (Variant v : {Variant::Plain, Variant::ThreeWay, Variant::Fp32Residual}) {
+      if (v == Variant::Fp32Residual && dtype == at::kFloat) continue;
+      for (bool ln : {false, true}) {
+        for (const Case& c : kCases) {
+          const Inputs in = make_inputs(c, dtype, ln, v, gpu, static_cast<int>(c.dim + c.rows));
+          const at::Tensor* z = v == Variant::ThreeWay ? &in.z : nullptr;
+          const AddNormResult ref = add_norm(in.x, in.y, z, in.norm, Backend::Reference);
+          const AddNormResult got = add_norm(in.x, in.y, z, in.norm, Backend::Cuda);
+          const std::string what = fmt::format("{} {} {} rows {} dim {}", c10::toString(dtype), name(v),
+                                               ln ? "LayerNorm" : "RMSNorm", c.rows, c.dim);
+          EXPECT_TRUE(at::equal(got.residual, ref.residual)) << what << ": residual";
+          const at::Tensor d = ulp_distance(got.normed, ref.normed);
+          const int64_t w = d.max().item<int64_t>();
+          if (dtype != at::kFloat) EXPECT_LE(w, 1) << what << ": normed";
+          worst = std::max(worst, w);
+          scaled = std::max(scaled, scaled_error(got.normed, ref.normed));
+          differing += (d > 0).sum().item<int64_t>();
+          total += d.numel();
+        }
+      }
+    }
+    std::printf("add_norm CUDA kernel vs reference, %s: worst %lld ulp, %lld of %lld elements differ, scaled error %.3g\n",
+                c10::toString(dtype), static_cast<long long>(worst), static_cast<long long>(differing),
+                static_cast<long long>(total), scaled);
+    // ATen's CUDA RMSNorm reduces in its own order and layer_norm by Welford: as on the CPU, with
+    // room for the device's rsqrtf (2 ulp).
+    if (dtype != at::kFloat) EXPECT_LE(differing * 100, total) << c10::toString(dtype);
+    if (dtype == at::kFloat) EXPECT_LE(scaled, 2e-6);
+  }
+}
+
+}  // namespace
+}  // namespace effarch::ops
