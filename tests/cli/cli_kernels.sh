@@ -24,7 +24,7 @@ s = doc["settings"]
 if s["lengths"] != [16, 48] or s["models"]["mamba1"] != "tiny-mamba": bad.append(f"settings {s}")
 cfg = {n: json.load(open(f"{sys.argv[1]}/configs/models/{n}.json")) for n in ["tiny-mamba", "tiny-mamba2", "tiny-phi", "tiny-mixtral"]}
 m1, m2, ph, mx = cfg["tiny-mamba"], cfg["tiny-mamba2"], cfg["tiny-phi"], cfg["tiny-mixtral"]
-Hm, E, I, K = mx["hidden_size"], mx["num_local_experts"], mx["intermediate_size"], mx["num_experts_per_tok"]
+Hm, Em, Im, Km = mx["hidden_size"], mx["num_local_experts"], mx["intermediate_size"], mx["num_experts_per_tok"]
 D, N, W = m1["intermediate_size"], m1["state_size"], m1["conv_kernel"]
 H, P, G, N2 = m2["num_heads"], m2["head_dim"], m2["n_groups"], m2["state_size"]
 D2 = m2["expand"] * m2["hidden_size"]
@@ -41,12 +41,12 @@ def expected(op, B, L):  # docs/kernels.md, "Bytes each op must move"
     if op == "gated_rms_norm": return 4*B*L*D2 + e*(B*L*D2 + D2) + 4*B*L*D2
     if op == "attention": return e * (B*Hq*L*Dh + 2*B*Hkv*L*Dh) + e*B*Hq*L*Dh
     if op == "attention_decode": return e * (B*Hq*Dh + 2*B*Hkv*L*Dh) + e*B*Hq*Dh
-    if op in ("moe_prefill", "moe_prefill_per_expert"): return e * (B*L*Hm + E*Hm + 3*E*I*Hm) + e*B*L*Hm
-    if op == "moe_dense_gemm": return e * (B*L*Hm + Hm*K*3*I) + e*B*L*K*3*I
+    if op in ("moe_prefill", "moe_prefill_per_expert"): return e * (B*L*Hm + Em*Hm + 3*Em*Im*Hm) + e*B*L*Hm
+    if op == "moe_dense_gemm": return e * (B*L*Hm + Hm*Km*3*Im) + e*B*L*Km*3*Im
     raise KeyError(op)
 def flops(op, B, L):
-    if op == "moe_dense_gemm": return 2*B*L*Hm*K*3*I
-    return 2*B*L*K*3*Hm*I + 2*B*L*Hm*E
+    if op == "moe_dense_gemm": return 2*B*L*Hm*Km*3*Im
+    return 2*B*L*Km*3*Hm*Im + 2*B*L*Hm*Em
 rows = doc["rows"]
 ops = sorted({r["op"] for r in rows})
 if ops != sorted(["causal_conv1d", "causal_conv1d_update", "selective_scan", "selective_state_update", "ssd_chunk_scan",
