@@ -26,6 +26,7 @@
 #include "effarch/ops/add_norm.h"
 #include "effarch/ops/attention.h"
 #include "effarch/ops/causal_conv1d.h"
+#include "effarch/ops/moe.h"
 #include "effarch/ops/selective_scan.h"
 #include "effarch/ops/ssd.h"
 
@@ -44,6 +45,7 @@ const char* to_string(KernelModel model) {
     case KernelModel::Mamba1: return "mamba1";
     case KernelModel::Mamba2: return "mamba2";
     case KernelModel::Transformer: return "transformer";
+    case KernelModel::Moe: return "moe";
   }
   return "?";
 }
@@ -65,6 +67,66 @@ const model::AttentionConfig& attn(const KernelShape& s) { return *s.config->att
 const model::MlpConfig& dense_mlp(const KernelShape& s) {
   if (!s.config->mlp) throw UsageError("activation: the --transformer model has no dense MLP");
   return *s.config->mlp;
+}
+
+const model::MoeConfig& moe(const KernelShape& s) { return *s.config->moe; }
+
+// One MoE layer's routed experts at prefill (N = B L tokens): random router and experts (about
+// even load), the experts stacked as the model stacks them at load. `stacked` false: the dispatch
+// is given no stack, so on a GPU it runs the per-expert path.
+std::function<void()> moe_prefill_call(const KernelShape& s, const at::TensorOptions& o, ops::Backend backend,
+                                       bool stacked) {
+  const auto& m = moe(s);
+  const int64_t h = s.config->hidden_size, inter = m.expert_intermediate;
+  struct State {
+    std::vector<ops::ExpertWeights> experts;
+    ops::ExpertStack stack;
+    at::Tensor router, x;
+  };
+  auto st = std::make_shared<State>();
+  for (int64_t e = 0; e < m.num_experts; ++e) {
+    ops::ExpertWeights w;
+    w.gate_up = ops::Linear(at::randn({2 * inter, h}, o) * 0.02);
+    w.gate = ops::Linear(w.gate_up.weight.narrow(0, 0, inter));
+    w.up = ops::Linear(w.gate_up.weight.narrow(0, inter, inter));
+    w.down = ops::Linear(at::randn({h, inter}, o) * 0.02);
+    st->experts.push_back(std::move(w));
+  }
+  if (stacked) st->stack = ops::stack_experts(st->experts);
+  st->router = at::randn({m.num_experts, h}, o) * 0.02;
+  st->x = at::randn({s.batch * s.length, h}, o);
+  const int64_t k = m.top_k;
+  const ops::RouterKind kind = m.router;
+  const ops::Activation act = s.config->mlp ? s.config->mlp->activation : ops::Activation::SiLU;
+  return [st, k, kind, act, backend, stacked] {
+    const ops::Routing r = ops::moe_route(st->x, st->router, k, kind, backend);
+    (void)ops::moe_dispatch(st->x, r, st->experts, act, backend, nullptr, stacked ? &st->stack : nullptr);
+  };
+}
+
+json moe_shapes(const KernelShape& s) {
+  const auto& m = moe(s);
+  const int64_t h = s.config->hidden_size;
+  return json{{"x", {s.batch * s.length, h}},
+              {"router", {m.num_experts, h}},
+              {"experts", {m.num_experts, 3, m.expert_intermediate, h}},
+              {"top_k", m.top_k}};
+}
+
+KernelBytes moe_bytes(const KernelShape& s) {
+  const auto& m = moe(s);
+  const uint64_t e = esize(s.dtype);
+  const int64_t n = s.batch * s.length, h = s.config->hidden_size;
+  return KernelBytes{e * (elems({n, h}) + elems({m.num_experts, h}) + elems({3, m.num_experts, m.expert_intermediate, h})),
+                     e * elems({n, h})};
+}
+
+// 2 N k 3 H I for the routed experts, 2 N H E for the router's logits.
+double moe_flops(const KernelShape& s) {
+  const auto& m = moe(s);
+  const double n = static_cast<double>(s.batch * s.length), h = static_cast<double>(s.config->hidden_size);
+  return 2 * n * static_cast<double>(m.top_k) * 3 * h * static_cast<double>(m.expert_intermediate) +
+         2 * n * h * static_cast<double>(m.num_experts);
 }
 
 // A [B, L, D] tensor seen as [B, D, L]: the channel-last views the Mamba-1 mixer passes its ops.
@@ -394,6 +456,49 @@ std::vector<KernelCase> make_cases() {
         if (m.gated) return [=] { (void)ops::gated_activation(act, in, backend); };
         return [=] { (void)ops::activate(act, in, backend); };
       }});
+  // ---- MoE prefill (--moe): the routed experts against a dense GEMM of their FLOPs ----
+  const char* moe_formula =
+      "route and dispatch N = B L tokens: read x [N,H], router [E,H], every expert's gate, up [I,H] and down [H,I]; "
+      "write out [N,H]; all in the dtype";
+  cases.push_back(KernelCase{
+      "moe_prefill", KernelModel::Moe, ops::OpFamily::MoeDispatch, true, moe_formula, moe_shapes, moe_bytes,
+      [](const KernelShape& s, const at::TensorOptions& o, ops::Backend backend) {
+        return moe_prefill_call(s, o, backend, true);
+      },
+      moe_flops});
+  cases.push_back(KernelCase{
+      "moe_prefill_per_expert", KernelModel::Moe, ops::OpFamily::MoeDispatch, true, moe_formula, moe_shapes, moe_bytes,
+      [](const KernelShape& s, const at::TensorOptions& o, ops::Backend backend) {
+        return moe_prefill_call(s, o, backend, false);
+      },
+      moe_flops});
+  cases.push_back(KernelCase{
+      "moe_dense_gemm", KernelModel::Moe, std::nullopt, true,
+      "one GEMM of the routed experts' FLOPs: read x [N,H], w [H,F] with F = k 3 I; write [N,F]; all in the dtype",
+      [](const KernelShape& s) {
+        const auto& m = moe(s);
+        return json{{"x", {s.batch * s.length, s.config->hidden_size}},
+                    {"w", {s.config->hidden_size, m.top_k * 3 * m.expert_intermediate}}};
+      },
+      [](const KernelShape& s) {
+        const auto& m = moe(s);
+        const uint64_t e = esize(s.dtype);
+        const int64_t n = s.batch * s.length, h = s.config->hidden_size, f = m.top_k * 3 * m.expert_intermediate;
+        return KernelBytes{e * (elems({n, h}) + elems({h, f})), e * elems({n, f})};
+      },
+      [](const KernelShape& s, const at::TensorOptions& o, ops::Backend) -> std::function<void()> {
+        const auto& m = moe(s);
+        const int64_t h = s.config->hidden_size;
+        at::Tensor x = at::randn({s.batch * s.length, h}, o);
+        at::Tensor w = at::randn({h, m.top_k * 3 * m.expert_intermediate}, o) * 0.02;
+        return [x, w] { (void)at::mm(x, w); };
+      },
+      [](const KernelShape& s) {
+        const auto& m = moe(s);
+        return 2.0 * static_cast<double>(s.batch * s.length) * static_cast<double>(s.config->hidden_size) *
+               static_cast<double>(m.top_k * 3 * m.expert_intermediate);
+      },
+      "aten"});
   return cases;
 }
 
@@ -483,7 +588,7 @@ const KernelCase& find_kernel_case(const std::string& op, const std::string& opt
 
 std::vector<std::pair<ops::Backend, std::string>> kernel_implementations(const KernelCase& c,
                                                                          const c10::Device& device) {
-  if (!c.family) return {{ops::Backend::Auto, "sdpa"}};
+  if (!c.family) return {{ops::Backend::Auto, c.implementation}};
   std::vector<std::pair<ops::Backend, std::string>> out;
   const ops::Backend resolved = ops::resolve_backend(ops::Backend::Auto, *c.family, device);
   if (resolved != ops::Backend::Reference) out.emplace_back(ops::Backend::Auto, std::string(ops::backend_name(resolved)));
@@ -512,19 +617,22 @@ std::vector<json> run_kernels(const KernelSweep& sweep, const json& environment,
   const std::map<KernelModel, std::pair<std::string, std::string>> wanted = {
       {KernelModel::Mamba1, {sweep.mamba1, "--mamba1"}},
       {KernelModel::Mamba2, {sweep.mamba2, "--mamba2"}},
-      {KernelModel::Transformer, {sweep.transformer, "--transformer"}}};
+      {KernelModel::Transformer, {sweep.transformer, "--transformer"}},
+      {KernelModel::Moe, {sweep.moe, "--moe"}}};
   for (const KernelCase* c : cases) {
     if (configs.count(c->model)) continue;
     const auto& [name, option] = wanted.at(c->model);
     model::ModelConfig cfg = model::resolve_model(name).config;
-    const bool fits = c->model == KernelModel::Transformer
-                          ? cfg.attention.has_value()
+    const bool fits = c->model == KernelModel::Transformer ? cfg.attention.has_value()
+                      : c->model == KernelModel::Moe
+                          ? cfg.moe.has_value()
                           : cfg.mamba.has_value() && cfg.mamba->version == (c->model == KernelModel::Mamba1 ? 1 : 2);
     if (!fits) {
       throw UsageError(fmt::format("{}: '{}' has no {} layers (op {} needs them)", option, name,
                                    c->model == KernelModel::Transformer ? "attention"
-                                   : c->model == KernelModel::Mamba1   ? "Mamba-1"
-                                                                       : "Mamba-2",
+                                   : c->model == KernelModel::Moe       ? "MoE"
+                                   : c->model == KernelModel::Mamba1    ? "Mamba-1"
+                                                                        : "Mamba-2",
                                    c->op));
     }
     configs.emplace(c->model, std::make_pair(name, std::move(cfg)));
@@ -549,6 +657,7 @@ std::vector<json> run_kernels(const KernelSweep& sweep, const json& environment,
           const KernelShape shape{&cfg, batch, len, dtype};
           json row = row_base(*c, model_name, shape, impl, backend, device);
           if (const auto products = scan_products(*c, shape, impl)) row["products"] = *products;
+          if (c->flops) row["flops"] = c->flops(shape);
           const uint64_t need = row["bytes"].get<uint64_t>();
           uint64_t free = free_bytes(device);
           if (free == 0) free = UINT64_MAX;  // unknown: the run itself finds out
@@ -578,6 +687,7 @@ std::vector<json> run_kernels(const KernelSweep& sweep, const json& environment,
               const double bps = static_cast<double>(need) / st.median;
               row["bytes_per_s"] = bps;
               row["fraction_of_copy_bandwidth"] = copy_bw > 0 ? bps / copy_bw : 0.0;
+              if (c->flops) row["flops_per_s"] = row["flops"].get<double>() / st.median;
             } catch (const std::exception& e) {
               row["status"] = to_string(detail::classify(e));
               row["error"] = detail::message(e);
@@ -606,6 +716,7 @@ std::map<std::pair<int64_t, int64_t>, json> fastest(const std::vector<json>& row
     const double t = r.at("time_s").at("median").get<double>();
     if (slot.is_null() || t < slot.at("time_s").get<double>()) {
       slot = json{{"time_s", t}, {"implementation", r.at("implementation")}, {"model", r.at("model")}};
+      if (r.contains("flops_per_s")) slot["flops_per_s"] = r.at("flops_per_s");
     }
   }
   return best;
@@ -646,6 +757,28 @@ json decode_vs_attention(const std::vector<json>& rows) {
   return versus_attention(rows, "attention_decode", {"selective_state_update", "ssd_state_update"}, false);
 }
 
+json moe_vs_dense_gemm(const std::vector<json>& rows) {
+  const auto dense = fastest(rows, "moe_dense_gemm", true);
+  const std::vector<std::string> ops = {"moe_prefill", "moe_prefill_per_expert"};
+  std::map<std::string, std::map<std::pair<int64_t, int64_t>, json>> best;
+  for (const auto& op : ops) best[op] = fastest(rows, op, true);
+  json out = json::array();
+  for (const auto& [key, d] : dense) {
+    json e{{"batch", key.first}, {"length", key.second}, {"moe_dense_gemm", d}};
+    bool any = false;
+    for (const auto& op : ops) {
+      const auto it = best[op].find(key);
+      if (it == best[op].end()) continue;
+      json m = it->second;
+      m["fraction_of_dense_gemm"] = m.at("flops_per_s").get<double>() / d.at("flops_per_s").get<double>();
+      e[op] = m;
+      any = true;
+    }
+    if (any) out.push_back(e);
+  }
+  return out;
+}
+
 json kernels_document(const KernelSweep& sweep, const json& environment, const std::vector<std::string>& command_line,
                       const std::vector<json>& rows, bool interrupted) {
   const at::Device device = parse_device(sweep.device, "--device");
@@ -656,7 +789,8 @@ json kernels_document(const KernelSweep& sweep, const json& environment, const s
                 {"reps", sweep.reps},
                 {"warmup", sweep.warmup},
                 {"seed", sweep.seed},
-                {"models", {{"mamba1", sweep.mamba1}, {"mamba2", sweep.mamba2}, {"transformer", sweep.transformer}}}};
+                {"models",
+                 {{"mamba1", sweep.mamba1}, {"mamba2", sweep.mamba2}, {"transformer", sweep.transformer}, {"moe", sweep.moe}}}};
   std::vector<std::string> ops = sweep.ops;
   if (ops.empty()) {
     for (const auto& c : kernel_cases()) ops.push_back(c.op);
@@ -671,6 +805,7 @@ json kernels_document(const KernelSweep& sweep, const json& environment, const s
               {"rows", rows},
               {"scan_vs_attention", scan_vs_attention(rows)},
               {"decode_vs_attention", decode_vs_attention(rows)},
+              {"moe_vs_dense_gemm", moe_vs_dense_gemm(rows)},
               {"interrupted", interrupted}};
 }
 
@@ -760,6 +895,29 @@ std::string format_kernels_table(const json& doc) {
            {"selective_state_update", "ssd_state_update"},
            {"batch", "length", "attention_decode", "selective_state_update", "attn / step", "ssd_state_update",
             "attn / step"});
+  }
+  if (doc.contains("moe_vs_dense_gemm") && !doc.at("moe_vs_dense_gemm").empty()) {
+    const json& entries = doc.at("moe_vs_dense_gemm");
+    out += fmt::format("\nMoE prefill vs one dense GEMM of the routed experts' FLOPs ({}):\n\n",
+                       entries[0].at("moe_dense_gemm").at("model").get<std::string>());
+    std::vector<std::vector<std::string>> c3;
+    for (const auto& e : entries) {
+      std::vector<std::string> row{std::to_string(e.at("batch").get<int64_t>()),
+                                   std::to_string(e.at("length").get<int64_t>()),
+                                   fmt::format("{} ({:.1f} TFLOP/s)", seconds(e.at("moe_dense_gemm").at("time_s").get<double>()),
+                                               e.at("moe_dense_gemm").at("flops_per_s").get<double>() / 1e12)};
+      for (const char* op : {"moe_prefill", "moe_prefill_per_expert"}) {
+        if (!e.contains(op)) {
+          row.insert(row.end(), {"-", "-"});
+          continue;
+        }
+        row.push_back(fmt::format("{} ({})", seconds(e.at(op).at("time_s").get<double>()),
+                                  e.at(op).at("implementation").get<std::string>()));
+        row.push_back(fmt::format("{:.1f}%", 100 * e.at(op).at("fraction_of_dense_gemm").get<double>()));
+      }
+      c3.push_back(row);
+    }
+    out += table({"batch", "length", "dense GEMM", "moe_prefill", "of dense", "per_expert", "of dense"}, c3, 0);
   }
   return out;
 }

@@ -173,8 +173,15 @@ void from_json(const json& j, PointKey& k) {
   k.cuda_graphs = model::parse_cuda_graphs(j.at("cuda_graphs").get<std::string>(), "key.cuda_graphs");
   k.backend = ops::parse_backend(j.at("backend").get<std::string>(), "key.backend");
   j.at("implementations").get_to(k.implementations);
-  // What Model::implementations() records: the name of a resolved (never Auto) backend.
+  // What Model::implementations() records: the name of a resolved (never Auto) backend, and for
+  // "moe_prefill" the CUDA MoE dispatch's prefill path.
   for (const auto& [family, impl] : k.implementations) {
+    if (family == "moe_prefill") {
+      if (impl != "grouped" && impl != "per_expert") {
+        throw UsageError(fmt::format("key.implementations: '{}' for moe_prefill (grouped, per_expert)", impl));
+      }
+      continue;
+    }
     bool known = false;
     for (ops::Backend b : {ops::Backend::Cuda, ops::Backend::Cpu, ops::Backend::Reference}) {
       known = known || impl == ops::backend_name(b);

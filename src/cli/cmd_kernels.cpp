@@ -107,8 +107,9 @@ void register_kernels(CLI::App& app, int* exit_code, const std::vector<std::stri
   auto cmd = std::make_shared<KernelsCmd>();
   cmd->argv = argv;
   auto& s = cmd->sweep;
-  auto* sub = app.add_subcommand("kernels", "Each op alone (scans, conv, norm, attention) on shapes from real configs: "
-                                            "time, bytes it must move, GB/s and the fraction of the copy bandwidth");
+  auto* sub = app.add_subcommand("kernels", "Each op alone (scans, conv, norm, attention, MoE prefill) on shapes from "
+                                            "real configs: time, bytes it must move, GB/s and the fraction of the copy "
+                                            "bandwidth");
   sub->add_option("--ops", cmd->ops, "Comma-separated ops (default all; --list shows them)");
   sub->add_flag("--list", cmd->list, "List the ops, where their shapes come from and the bytes each must move");
   sub->add_option("--lengths", cmd->lengths,
@@ -122,6 +123,8 @@ void register_kernels(CLI::App& app, int* exit_code, const std::vector<std::stri
   sub->add_option("--mamba1", s.mamba1, "Config the Mamba-1 ops take their shapes from")->capture_default_str();
   sub->add_option("--mamba2", s.mamba2, "Config the Mamba-2 ops take their shapes from")->capture_default_str();
   sub->add_option("--transformer", s.transformer, "Config attention takes its heads and head size from")
+      ->capture_default_str();
+  sub->add_option("--moe", s.moe, "Config the MoE prefill rows take their experts, top-k and sizes from")
       ->capture_default_str();
   sub->add_option("--memory-limit", cmd->memory_limit,
                   "Skip rows whose inputs and outputs exceed this (e.g. 20GB) and cap what a row may allocate");

@@ -119,6 +119,15 @@ std::map<std::string, std::string> resolve_implementations(const ModelConfig& co
       impl[name] = std::string(ops::backend_name(ops::resolve_backend(options.backend, op, options.device)));
     }
   }
+  // Which prefill path the CUDA MoE dispatch takes (grouped GEMMs without a host sync, or a GEMM
+  // chain per expert after reading the counts): what the experts are loaded as decides it.
+  const auto moe = impl.find(std::string(ops::op_name(ops::OpFamily::MoeDispatch)));
+  if (moe != impl.end() && moe->second == ops::backend_name(ops::Backend::Cuda) && config.moe &&
+      config.moe->num_experts <= ops::kMoeKernelMaxExperts && config.moe->top_k <= ops::kMoeKernelMaxTopK) {
+    const int64_t tp = options.parallel ? options.parallel->layout.tp : 1;
+    impl["moe_prefill"] = ops::moe_prefill_path(options.dtype, options.weights, options.device, config.hidden_size,
+                                                config.moe->expert_intermediate / tp);
+  }
   if (!missing.empty()) {
     throw UsageError(fmt::format("--backend cuda: {} uses {}, which {} no CUDA kernel yet (--backend auto runs the "
                                  "reference there)",

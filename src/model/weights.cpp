@@ -113,7 +113,19 @@ ops::Linear Weights::fused_linear(int layer, const std::vector<std::string>& pre
     throw CheckpointError(fmt::format("layer {}: cannot fuse '{}...': some parts have a bias and some not", layer,
                                       prefixes[0]));
   }
-  const at::Tensor fused = at::cat(weights, 0);
+  // Parts that are already consecutive rows of one allocation (experts stacked by
+  // ops::stack_experts, a layer built a second time) are viewed, not copied.
+  bool adjacent = biases.empty() && scales.empty();
+  for (size_t i = 0; adjacent && i < weights.size(); ++i) {
+    adjacent = weights[i].is_contiguous() &&
+               (i == 0 || (weights[i].is_alias_of(weights[0]) &&
+                           static_cast<const char*>(weights[i].const_data_ptr()) ==
+                               static_cast<const char*>(weights[i - 1].const_data_ptr()) + weights[i - 1].nbytes()));
+  }
+  int64_t total_rows = 0;
+  for (const at::Tensor& w : weights) total_rows += w.size(0);
+  const at::Tensor fused = adjacent ? weights[0].as_strided({total_rows, weights[0].size(1)}, {weights[0].size(1), 1})
+                                    : at::cat(weights, 0);
   const at::Tensor fused_bias = biases.empty() ? at::Tensor() : at::cat(biases, 0);
   const at::Tensor fused_scale = scales.empty() ? at::Tensor() : at::cat(scales, 0);
   int64_t row = 0;
@@ -154,6 +166,18 @@ ops::GatedMlpWeights Weights::gated_mlp(int layer, const std::string& prefix) co
   w.up = linear(layer, prefix + "up.");
   w.down = linear(layer, prefix + "down.");
   return w;
+}
+
+void Weights::repoint(int layer, const std::string& role, const at::Tensor& view) const {
+  auto it = by_role_.find({layer, role});
+  if (it == by_role_.end()) throw CheckpointError(fmt::format("repoint: no weight for '{}' in layer {}", role, layer));
+  const at::Tensor& old = it->second;
+  if (!view.defined() || view.sizes() != old.sizes() || view.scalar_type() != old.scalar_type() ||
+      view.device() != old.device()) {
+    throw CheckpointError(fmt::format("repoint: '{}' in layer {} differs in shape, dtype or device from its view", role,
+                                      layer));
+  }
+  it->second = view;
 }
 
 uint64_t Weights::bytes() const {

@@ -6,6 +6,7 @@
 
 #include "effarch/ops/moe.h"
 
+#include <algorithm>
 #include <optional>
 
 #include <ATen/ATen.h>
@@ -197,11 +198,169 @@ ExpertTable make_expert_table(const std::vector<ExpertWeights>& experts) {
   return t;
 }
 
+ExpertStack stack_experts(std::vector<ExpertWeights>& experts) {
+  const auto refuse = [](std::string why) {
+    ExpertStack none;
+    none.why = std::move(why);
+    return none;
+  };
+  const int64_t n = static_cast<int64_t>(experts.size());
+  int64_t first = -1, last = -1;
+  for (int64_t e = 0; e < n; ++e) {
+    if (experts[static_cast<size_t>(e)].remote) continue;
+    if (first < 0) first = e;
+    if (last >= 0 && last != e - 1) {
+      return refuse(fmt::format("the local experts are not one contiguous range of ids (experts[{}] after experts[{}])",
+                                e, last));
+    }
+    last = e;
+  }
+  if (first < 0) return refuse("no expert runs on this rank");
+  const int64_t count = last - first + 1;
+  const ExpertWeights& w0 = experts[static_cast<size_t>(first)];
+  if (!w0.down.defined() || w0.down.weight.dim() != 2) return refuse(fmt::format("experts[{}].down is undefined", first));
+  const int64_t hidden = w0.down.weight.size(0), inter = w0.down.weight.size(1);
+  const at::TensorOptions options = w0.down.weight.options();
+  for (int64_t e = first; e <= last; ++e) {
+    const ExpertWeights& w = experts[static_cast<size_t>(e)];
+    const bool fused = w.gate_up.defined();
+    const std::vector<std::pair<const Linear*, std::vector<int64_t>>> layers =
+        fused ? std::vector<std::pair<const Linear*, std::vector<int64_t>>>{{&w.gate_up, {2 * inter, hidden}},
+                                                                          {&w.down, {hidden, inter}}}
+              : std::vector<std::pair<const Linear*, std::vector<int64_t>>>{
+                    {&w.gate, {inter, hidden}}, {&w.up, {inter, hidden}}, {&w.down, {hidden, inter}}};
+    for (const auto& [l, expected] : layers) {
+      if (!l->defined()) return refuse(fmt::format("experts[{}] has an undefined weight", e));
+      if (l->format != WeightFormat::Dense) return refuse(fmt::format("experts[{}] has int8 weights", e));
+      if (l->bias) return refuse(fmt::format("experts[{}] has a bias", e));
+      if (l->weight.sizes() != at::IntArrayRef(expected)) {
+        return refuse(fmt::format("experts[{}] differs in shape from experts[{}]", e, first));
+      }
+      if (l->weight.scalar_type() != w0.down.weight.scalar_type() || l->weight.device() != w0.down.weight.device()) {
+        return refuse(fmt::format("experts[{}] differs in dtype or device from experts[{}]", e, first));
+      }
+    }
+  }
+  ExpertStack s;
+  s.first = first;
+  // Experts stacked before (a layer built again over the same weights) are viewed, not copied.
+  bool stacked = true;
+  const auto bytes_at = [](const at::Tensor& t) { return static_cast<const char*>(t.const_data_ptr()); };
+  for (int64_t j = 0; stacked && j < count; ++j) {
+    const ExpertWeights& w = experts[static_cast<size_t>(first + j)];
+    stacked = w.gate_up.defined() && w.gate_up.weight.is_contiguous() && w.down.weight.is_contiguous() &&
+              w.gate_up.weight.is_alias_of(w0.gate_up.weight) && w.down.weight.is_alias_of(w0.down.weight) &&
+              bytes_at(w.gate_up.weight) == bytes_at(w0.gate_up.weight) + j * w0.gate_up.weight.nbytes() &&
+              bytes_at(w.down.weight) == bytes_at(w0.down.weight) + j * w0.down.weight.nbytes() &&
+              bytes_at(w.gate.weight) == bytes_at(w.gate_up.weight) &&
+              bytes_at(w.up.weight) == bytes_at(w.gate_up.weight) + w.up.weight.nbytes();
+  }
+  if (stacked) {
+    s.gate_up = w0.gate_up.weight.as_strided({count, 2 * inter, hidden}, {2 * inter * hidden, hidden, 1});
+    s.down = w0.down.weight.as_strided({count, hidden, inter}, {hidden * inter, inter, 1});
+  } else {
+    s.gate_up = at::empty({count, 2 * inter, hidden}, options);
+    s.down = at::empty({count, hidden, inter}, options);
+  }
+  for (int64_t j = 0; j < count && !stacked; ++j) {
+    ExpertWeights& w = experts[static_cast<size_t>(first + j)];
+    const at::Tensor gu = s.gate_up.select(0, j), dn = s.down.select(0, j);
+    if (w.gate_up.defined()) {
+      gu.copy_(w.gate_up.weight);
+    } else {
+      gu.narrow(0, 0, inter).copy_(w.gate.weight);
+      gu.narrow(0, inter, inter).copy_(w.up.weight);
+    }
+    dn.copy_(w.down.weight);
+    // The expert's own tensors become views of the stack (the old ones go with their last owner).
+    w.gate_up = Linear(gu);
+    w.gate = Linear(gu.narrow(0, 0, inter));
+    w.up = Linear(gu.narrow(0, inter, inter));
+    w.down = Linear(dn);
+  }
+  std::vector<uint8_t> local(static_cast<size_t>(n), 0);
+  std::fill(local.begin() + first, local.begin() + last + 1, uint8_t{1});
+  s.local = at::from_blob(local.data(), {n}, at::kByte).to(options.device(), at::kByte, /*non_blocking=*/false,
+                                                           /*copy=*/true);  // a copy on the CPU too
+  return s;
+}
+
+std::string moe_prefill_path(at::ScalarType dtype, WeightFormat format, const c10::Device& device, int64_t hidden,
+                             int64_t inter) {
+  int sm = -1;
+#ifdef EFFARCH_WITH_CUDA
+  sm = detail::cuda_sm_major(device);
+#else
+  static_cast<void>(device);
+#endif
+  const bool grouped = dtype == at::kBFloat16 && format == WeightFormat::Dense && (sm == 9 || sm == 10) &&
+                       hidden % 8 == 0 && inter % 8 == 0;
+  return grouped ? "grouped" : "per_expert";
+}
+
+namespace detail {
+
+std::string moe_grouped_refusal(const ExpertStack* stack, const at::Tensor& x, int64_t num_experts, int sm_major) {
+  if (stack == nullptr) return "no expert stack";
+  if (!stack->defined()) return "no expert stack: " + stack->why;
+  const at::Tensor& w = stack->gate_up;
+  if (w.scalar_type() != x.scalar_type() || w.device() != x.device() || stack->hidden() != x.size(1)) {
+    return fmt::format("the stack ({}, {}, hidden {}) does not match x ({}, {}, hidden {})",
+                       c10::toString(w.scalar_type()), w.device().str(), stack->hidden(),
+                       c10::toString(x.scalar_type()), x.device().str(), x.size(1));
+  }
+  if (stack->first + stack->experts() > num_experts || stack->local.numel() != num_experts) {
+    return fmt::format("the stack's experts {}..{} are not among the {} given", stack->first,
+                       stack->first + stack->experts() - 1, num_experts);
+  }
+  if (x.scalar_type() != at::kBFloat16) {
+    return fmt::format("dtype {} (at::_grouped_mm's device-side path takes bf16)", c10::toString(x.scalar_type()));
+  }
+  if (x.is_cuda() && sm_major != 9 && sm_major != 10) {
+    return fmt::format("compute capability {}.x (at::_grouped_mm reads the group ends on the host outside 9.x/10.x)",
+                       sm_major);
+  }
+  if (stack->hidden() % 8 != 0 || stack->inter() % 8 != 0) {
+    return fmt::format("hidden {} and intermediate {} must be multiples of 8 (16-byte rows)", stack->hidden(),
+                       stack->inter());
+  }
+  return "";
+}
+
+GroupedExperts moe_grouped_experts(const at::Tensor& x, const at::Tensor& order, const at::Tensor& offsets,
+                                   int64_t top_k, const ExpertStack& stack, Activation activation) {
+  const int64_t m = order.numel(), count = stack.experts(), inter = stack.inter();
+  // Group ends: the cumulative row ends of the stack's experts, relative to its first row.
+  const at::Tensor bounds = offsets.narrow(0, stack.first, count + 1);
+  GroupedExperts g;
+  at::Tensor rows = order;  // grouped row -> flat position
+  at::Tensor ends = bounds.narrow(0, 1, count);
+  if (stack.first > 0) {  // rotate the grouped rows so that the stack's start at row 0
+    g.start = bounds.narrow(0, 0, 1);
+    rows = order.index_select(0, at::remainder(at::arange(m, order.options()) + g.start, m));
+    ends = ends - g.start;
+  }
+  ends = ends.contiguous();
+  const at::Tensor xs = x.index_select(0, at::div(rows, top_k, "floor"));  // [M, H]
+  const at::Tensor h = at::_grouped_mm(xs, stack.gate_up.transpose(1, 2), ends);  // [M, 2I]
+  const at::Tensor a = activate(activation, h.narrow(1, 0, inter)) * h.narrow(1, inter, inter);
+  g.y = at::_grouped_mm(a, stack.down.transpose(1, 2), ends);  // [M, H]
+  return g;
+}
+
+at::Tensor moe_grouped_row_of(const at::Tensor& row_of, const at::Tensor& start) {
+  if (!start.defined()) return row_of;
+  return at::remainder(row_of - start, row_of.numel()).to(at::kInt);
+}
+
+}  // namespace detail
+
 at::Tensor moe_dispatch(const at::Tensor& x, const Routing& routing, const std::vector<ExpertWeights>& experts,
-                        Activation activation, Backend backend, const ExpertTable* table) {
+                        Activation activation, Backend backend, const ExpertTable* table, const ExpertStack* stack) {
   RECORD_USER_SCOPE("effarch::moe_dispatch");  // names the op in profiles (effarch profile)
   constexpr const char* op = "moe_dispatch";
   static_cast<void>(table);  // read by the CUDA path only (CPU builds have none)
+  static_cast<void>(stack);
   check_float(x, op, "x");
   if (x.dim() != 2) throw OpError(fmt::format("{}: x has shape {}, expected [N, H]", op, shape(x)));
   const int64_t n = x.size(0), num_experts = static_cast<int64_t>(experts.size());
@@ -223,7 +382,7 @@ at::Tensor moe_dispatch(const at::Tensor& x, const Routing& routing, const std::
   if (use_cuda_kernel(backend, OpFamily::MoeDispatch, x.device()) && num_experts <= kMoeKernelMaxExperts &&
       k <= kMoeKernelMaxTopK) {
 #ifdef EFFARCH_WITH_CUDA
-    return detail::moe_dispatch_cuda(x, routing, experts, activation, table,
+    return detail::moe_dispatch_cuda(x, routing, experts, activation, table, stack,
                                      [&](int64_t e) { check_expert(experts[static_cast<size_t>(e)], e, x); });
 #endif
   }

@@ -5,10 +5,15 @@
 // The dispatch: the permute kernel groups the (token, slot) positions by expert on the device.
 // A decode step (few tokens, or any step under CUDA-graph capture) then runs the expert GEMV
 // kernel through the load-time pointer table, SwiGLU, the GEMV again and the combine, with no
-// host sync (dense or int8 experts). Prefill (and int8 experts) reads the per-expert counts on the
-// host once and runs one GEMM chain per expert over the permuted rows, then the same combine kernel.
+// host sync (dense or int8 experts). Prefill with the load-time expert stack in bf16 on compute
+// capability 9.x/10.x runs the grouped path: the permuted rows through two at::_grouped_mm calls
+// (CUTLASS, group ends read on the device) and the combine kernel, with no host sync either.
+// Otherwise (fp32/fp16, other GPUs, int8 experts) prefill reads the per-expert counts on the host
+// once and runs one GEMM chain per expert over the permuted rows, then the same combine kernel.
 
 #include <ATen/ATen.h>
+#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAFunctions.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <fmt/format.h>
 
@@ -82,7 +87,8 @@ Plan permute(const at::Tensor& ids, int64_t experts, cudaStream_t stream) {
   return plan;
 }
 
-void combine(const at::Tensor& x, const at::Tensor& ids, const at::Tensor& weights, const Plan& plan,
+// row_of: the plan's (flat position -> grouped row), or the grouped path's rotation of it.
+void combine(const at::Tensor& x, const at::Tensor& ids, const at::Tensor& weights, const at::Tensor& row_of,
              const at::Tensor& local, const at::Tensor& y, at::Tensor& out, cudaStream_t stream) {
   kernels::MoeCombineParams p;
   p.model = precision(x.scalar_type(), "moe_dispatch");
@@ -92,7 +98,7 @@ void combine(const at::Tensor& x, const at::Tensor& ids, const at::Tensor& weigh
   p.top_k = static_cast<int>(ids.size(1));
   p.experts = static_cast<int>(local.numel());
   p.expert_ids = ids.const_data_ptr<int64_t>();
-  p.row_of = plan.row_of.const_data_ptr<int>();
+  p.row_of = row_of.const_data_ptr<int>();
   p.weights = weights.const_data_ptr();
   p.local = local.const_data_ptr<uint8_t>();
   p.y = y.const_data_ptr();
@@ -101,6 +107,17 @@ void combine(const at::Tensor& x, const at::Tensor& ids, const at::Tensor& weigh
   p.out_row_stride = out.stride(0);
   throw_if_failed(kernels::moe_combine(p, stream), "moe_dispatch");
 }
+
+int sm_major() { return at::cuda::getCurrentDeviceProperties()->major; }
+
+}  // namespace
+
+int cuda_sm_major(const c10::Device& device) {
+  if (!device.is_cuda()) return -1;
+  return at::cuda::getDeviceProperties(device.has_index() ? device.index() : c10::cuda::current_device())->major;
+}
+
+namespace {
 
 // dst [rows, O] (a row range of a contiguous buffer) = x W^T (+ b): cuBLAS for a dense weight,
 // the layer's own product (int8) otherwise.
@@ -139,7 +156,7 @@ Routing moe_route_cuda(const at::Tensor& logits, int64_t top_k, RouterKind kind)
 }
 
 at::Tensor moe_dispatch_cuda(const at::Tensor& x_in, const Routing& routing, const std::vector<ExpertWeights>& experts,
-                             Activation activation, const ExpertTable* table,
+                             Activation activation, const ExpertTable* table, const ExpertStack* stack,
                              const std::function<void(int64_t)>& check_expert) {
   constexpr const char* op = "moe_dispatch";
   const c10::cuda::CUDAGuard guard(x_in.device());
@@ -209,11 +226,19 @@ at::Tensor moe_dispatch_cuda(const at::Tensor& x_in, const Routing& routing, con
     g.y = y.mutable_data_ptr();
     g.y_row_stride = hidden;
     throw_if_failed(kernels::moe_expert_gemv(g, stream), op);
-    combine(x, ids, weights, plan, table->local, y, out, stream);
+    combine(x, ids, weights, plan.row_of, table->local, y, out, stream);
     return out;
   }
 
-  // Prefill: the counts on the host (one sync), then GEMMs per expert over the permuted rows.
+  // Prefill over the stack: grouped GEMMs whose group ends stay on the device; no host sync. Rows
+  // of ids outside 0..E-1 are past every expert's and dropped, as on the decode path.
+  if (moe_grouped_refusal(stack, x, num_experts, sm_major()).empty()) {
+    const GroupedExperts g = moe_grouped_experts(x, plan.order, plan.offsets, k, *stack, activation);
+    combine(x, ids, weights, moe_grouped_row_of(plan.row_of, g.start), stack->local, g.y, out, stream);
+    return out;
+  }
+
+  // Prefill otherwise: the counts on the host (one sync), then GEMMs per expert over the permuted rows.
   const at::Tensor counts = plan.counts.cpu();
   const int* count = counts.const_data_ptr<int>();
   if (count[num_experts] > 0) {
@@ -258,7 +283,7 @@ at::Tensor moe_dispatch_cuda(const at::Tensor& x_in, const Routing& routing, con
                    activate(activation, hb.narrow(1, 0, inter)) * hb.narrow(1, inter, inter), w.down);
     }
   }
-  combine(x, ids, weights, plan, local_mask, y, out, stream);
+  combine(x, ids, weights, plan.row_of, local_mask, y, out, stream);
   return out;
 }
 

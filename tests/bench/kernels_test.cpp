@@ -86,13 +86,29 @@ TEST(KernelBytes, FusedDecodeOpsOnPhi2AndLlama3) {
   EXPECT_EQ(bytes_of("activation", llama, 1, at::kBFloat16, 4).total(), 4 * bytes_of("activation", llama, 1).total());
 }
 
+TEST(KernelBytes, MoeOnDeepSeekMoE16b) {
+  const auto c = config("deepseek-moe-16b");  // H 2048, 64 experts of 1408, top-6; bf16
+  const KernelShape s{&c, 1, 4096, at::kBFloat16};
+  // x 4096*2048 + router 64*2048 + experts 3*64*1408*2048, then out 4096*2048; 2 bytes each.
+  EXPECT_EQ(bytes_of("moe_prefill", c, 4096).read, 1124335616u);
+  EXPECT_EQ(bytes_of("moe_prefill", c, 4096).written, 16777216u);
+  EXPECT_EQ(bytes_of("moe_prefill_per_expert", c, 4096).read, 1124335616u);
+  // Routed: 2 * 4096 * 6 * 3 * 2048 * 1408; router: 2 * 4096 * 2048 * 64. Dense: the routed FLOPs.
+  EXPECT_DOUBLE_EQ(find_kernel_case("moe_prefill", "t").flops(s), 425201762304.0 + 1073741824.0);
+  EXPECT_DOUBLE_EQ(find_kernel_case("moe_dense_gemm", "t").flops(s), 425201762304.0);
+  // x 4096*2048 + w 2048*25344 read, [4096, 25344] written.
+  EXPECT_EQ(bytes_of("moe_dense_gemm", c, 4096).read, 2u * (4096 * 2048 + 2048 * 25344));
+  EXPECT_EQ(bytes_of("moe_dense_gemm", c, 4096).written, 2u * 4096 * 25344);
+}
+
 TEST(KernelCases, RegistryAndImplementations) {
   std::vector<std::string> ops;
   for (const auto& c : kernel_cases()) ops.push_back(c.op);
   EXPECT_EQ(ops, (std::vector<std::string>{"causal_conv1d", "causal_conv1d_update", "selective_scan",
                                            "selective_scan_seg4", "selective_state_update", "ssd_chunk_scan",
                                            "ssd_chunk_scan_fma", "ssd_state_update", "gated_rms_norm", "attention",
-                                           "attention_decode", "add_norm", "activation"}));
+                                           "attention_decode", "add_norm", "activation", "moe_prefill",
+                                           "moe_prefill_per_expert", "moe_dense_gemm"}));
   EXPECT_THROW_WITH(find_kernel_case("flash_scan", "--ops"), UsageError, {"--ops", "flash_scan", "selective_scan"});
   const at::Device cpu(at::kCPU);
   auto names = [&](const std::string& op) {
@@ -108,6 +124,8 @@ TEST(KernelCases, RegistryAndImplementations) {
   EXPECT_EQ(names("attention"), (std::vector<std::string>{"sdpa"}));
   EXPECT_EQ(names("add_norm"), (std::vector<std::string>{"reference"}));
   EXPECT_EQ(names("activation"), (std::vector<std::string>{"reference"}));
+  EXPECT_EQ(names("moe_prefill"), (std::vector<std::string>{"cpu", "reference"}));
+  EXPECT_EQ(names("moe_dense_gemm"), (std::vector<std::string>{"aten"}));
 }
 
 KernelSweep tiny_sweep() {
@@ -120,6 +138,7 @@ KernelSweep tiny_sweep() {
   s.mamba1 = "tiny-mamba";
   s.mamba2 = "tiny-mamba2";
   s.transformer = "tiny-phi";
+  s.moe = "tiny-mixtral";
   return s;
 }
 
@@ -165,7 +184,26 @@ TEST(KernelSweepTest, EveryRowTimedOnTinyConfigs) {
   }
   EXPECT_EQ(doc.at("decode_vs_attention")[0].at("selective_state_update").at("time_s"),
             doc.at("decode_vs_attention")[1].at("selective_state_update").at("time_s"));
+  // MoE: the two dispatch rows beside the dense GEMM of the routed FLOPs, at each length.
+  ASSERT_EQ(doc.at("moe_vs_dense_gemm").size(), 2u);
+  for (const auto& m : doc.at("moe_vs_dense_gemm")) {
+    for (const char* op : {"moe_prefill", "moe_prefill_per_expert"}) {
+      ASSERT_TRUE(m.contains(op)) << m.dump();
+      const double f = m.at(op).at("fraction_of_dense_gemm").get<double>();
+      EXPECT_NEAR(f, m.at(op).at("flops_per_s").get<double>() / m.at("moe_dense_gemm").at("flops_per_s").get<double>(),
+                  1e-9 * f);
+    }
+  }
+  for (const auto& r : rows) {
+    const bool moe = r.at("op").get<std::string>().rfind("moe_", 0) == 0;
+    EXPECT_EQ(r.contains("flops"), moe) << r.dump();
+    if (moe) {
+      EXPECT_NEAR(r.at("flops_per_s").get<double>(), r.at("flops").get<double>() / r.at("time_s").at("median").get<double>(),
+                  1e-9 * r.at("flops_per_s").get<double>());
+    }
+  }
   const std::string table = format_kernels_table(doc);
+  EXPECT_NE(table.find("MoE prefill vs one dense GEMM"), std::string::npos);
   EXPECT_NE(table.find("Scan vs attention"), std::string::npos);
   EXPECT_NE(table.find("Decode step vs attention"), std::string::npos);
   EXPECT_NE(table.find("tiny-phi"), std::string::npos);

@@ -6,7 +6,7 @@
 source "$(dirname "$0")/lib.sh"
 cd "$SCRATCH"
 
-TINY=(--mamba1 tiny-mamba --mamba2 tiny-mamba2 --transformer tiny-phi --device cpu --dtype float32)
+TINY=(--mamba1 tiny-mamba --mamba2 tiny-mamba2 --transformer tiny-phi --moe tiny-mixtral --device cpu --dtype float32)
 
 expect_exit 0 "selective_scan" "$EFFARCH" kernels --list
 expect_exit 0 "Scan vs attention" "$EFFARCH" kernels "${TINY[@]}" --lengths 16,48 --reps 2 --warmup 1 -o k.json
@@ -22,8 +22,9 @@ bw = env["device"]["copy_bandwidth_bytes_per_s"]
 if not bw > 0: bad.append("no copy bandwidth")
 s = doc["settings"]
 if s["lengths"] != [16, 48] or s["models"]["mamba1"] != "tiny-mamba": bad.append(f"settings {s}")
-cfg = {n: json.load(open(f"{sys.argv[1]}/configs/models/{n}.json")) for n in ["tiny-mamba", "tiny-mamba2", "tiny-phi"]}
-m1, m2, ph = cfg["tiny-mamba"], cfg["tiny-mamba2"], cfg["tiny-phi"]
+cfg = {n: json.load(open(f"{sys.argv[1]}/configs/models/{n}.json")) for n in ["tiny-mamba", "tiny-mamba2", "tiny-phi", "tiny-mixtral"]}
+m1, m2, ph, mx = cfg["tiny-mamba"], cfg["tiny-mamba2"], cfg["tiny-phi"], cfg["tiny-mixtral"]
+Hm, Em, Im, Km = mx["hidden_size"], mx["num_local_experts"], mx["intermediate_size"], mx["num_experts_per_tok"]
 D, N, W = m1["intermediate_size"], m1["state_size"], m1["conv_kernel"]
 H, P, G, N2 = m2["num_heads"], m2["head_dim"], m2["n_groups"], m2["state_size"]
 D2 = m2["expand"] * m2["hidden_size"]
@@ -43,12 +44,17 @@ def expected(op, B, L):  # docs/kernels.md, "Bytes each op must move"
     if op == "attention_decode": return e * (B*Hq*Dh + 2*B*Hkv*L*Dh) + e*B*Hq*Dh
     if op == "add_norm": return e * (3*B*Hd + 2*Hd) + e * 2*B*Hd
     if op == "activation": return e * B*I + e * B*I
+    if op in ("moe_prefill", "moe_prefill_per_expert"): return e * (B*L*Hm + Em*Hm + 3*Em*Im*Hm) + e*B*L*Hm
+    if op == "moe_dense_gemm": return e * (B*L*Hm + Hm*Km*3*Im) + e*B*L*Km*3*Im
     raise KeyError(op)
+def flops(op, B, L):
+    if op == "moe_dense_gemm": return 2*B*L*Hm*Km*3*Im
+    return 2*B*L*Km*3*Hm*Im + 2*B*L*Hm*Em
 rows = doc["rows"]
 ops = sorted({r["op"] for r in rows})
 if ops != sorted(["causal_conv1d", "causal_conv1d_update", "selective_scan", "selective_scan_seg4", "selective_state_update", "ssd_chunk_scan",
                   "ssd_chunk_scan_fma", "ssd_state_update", "gated_rms_norm", "attention", "attention_decode", "add_norm",
-                  "activation"]): bad.append(f"ops {ops}")
+                  "activation", "moe_prefill", "moe_prefill_per_expert", "moe_dense_gemm"]): bad.append(f"ops {ops}")
 for r in rows:
     name = f"{r['op']} {r['implementation']} L{r['length']}"
     if r["status"] != "ok": bad.append(f"{name}: {r['status']} {r.get('error')}"); continue
@@ -64,7 +70,11 @@ for r in rows:
             "selective_state_update": {"cpu", "reference"},
             "ssd_chunk_scan": {"cpu", "reference"}, "ssd_chunk_scan_fma": {"cpu", "reference"},
             "ssd_state_update": {"cpu", "reference"},
-            "attention": {"sdpa"}, "attention_decode": {"sdpa"}}.get(r["op"], {"reference"})
+            "attention": {"sdpa"}, "attention_decode": {"sdpa"}, "moe_prefill": {"cpu", "reference"},
+            "moe_prefill_per_expert": {"cpu", "reference"}, "moe_dense_gemm": {"aten"}}.get(r["op"], {"reference"})
+    if r["op"].startswith("moe_"):
+        if r["flops"] != flops(r["op"], r["batch"], r["length"]): bad.append(f"{name}: flops {r['flops']}")
+        if abs(r["flops_per_s"] - r["flops"] / t["median"]) > 1e-6 * r["flops_per_s"]: bad.append(f"{name}: FLOP/s")
     if r["implementation"] not in want: bad.append(f"{name}: implementation")
     if "products" in r: bad.append(f"{name}: products on a row that did not run the CUDA scan")
     if r["length"] != (1 if r["op"] in ("causal_conv1d_update", "selective_state_update", "ssd_state_update", "add_norm", "activation") else r["length"]): bad.append(name)
@@ -78,6 +88,12 @@ dva = doc["decode_vs_attention"]
 if [e["length"] for e in dva] != [16, 48]: bad.append(f"decode vs attention {dva}")
 for e in dva:
     if not (e["selective_state_update"]["attention_over_scan"] > 0 and e["ssd_state_update"]["attention_over_scan"] > 0): bad.append(str(e))
+mvd = doc["moe_vs_dense_gemm"]
+if [e["length"] for e in mvd] != [16, 48]: bad.append(f"moe vs dense gemm {mvd}")
+for e in mvd:
+    for op in ("moe_prefill", "moe_prefill_per_expert"):
+        f = e[op]["fraction_of_dense_gemm"]
+        if not (f > 0 and abs(f - e[op]["flops_per_s"] / e["moe_dense_gemm"]["flops_per_s"]) < 1e-9 * f): bad.append(str(e))
 lines = [json.loads(l) for l in open("k.jsonl")]
 if lines != rows: bad.append("the JSON Lines rows differ from the document's")
 if bad:

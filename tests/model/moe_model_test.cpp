@@ -7,6 +7,7 @@
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
+#include <iostream>
 #include <map>
 #include <string>
 #include <vector>
@@ -14,6 +15,7 @@
 #include "../test_util.h"
 #include "effarch/model/catalog.h"
 #include "effarch/model/model.h"
+#include "effarch/ops/moe.h"
 #include "../../src/model/blocks/blocks.h"
 
 namespace effarch::model {
@@ -151,8 +153,9 @@ TEST_P(MoeModel, NoObserverNoCallsAndTheSameLogits) {
   EXPECT_TRUE(at::equal(observed, plain));  // observing changes nothing
 }
 
-// The layer keeps references to the checkpoint's tensors (a 47B Mixtral must not be held twice):
-// building it adds exactly one owner to every router and expert tensor.
+// The layer keeps references to the weights' tensors (a 47B Mixtral must not be held twice):
+// building it adds exactly one owner to every router and expert tensor (the expert roles are
+// re-pointed at the layer's stack, which the next test checks).
 TEST_P(MoeModel, ExpertWeightsAreReferencedNotCopied) {
   const auto source = tiny(GetParam());
   const ModelConfig& c = source.config;
@@ -166,6 +169,66 @@ TEST_P(MoeModel, ExpertWeightsAreReferencedNotCopied) {
   for (const auto& r : roles) before.push_back(w.get(layer, r).use_count());
   const auto ffn = make_moe(c, w, layer);
   for (size_t i = 0; i < roles.size(); ++i) EXPECT_EQ(w.get(layer, roles[i]).use_count(), before[i] + 1) << roles[i];
+}
+
+// The layer stacks its experts (ops::stack_experts) into one [E, 2I, H] and one [E, H, I]
+// allocation and the weights' expert roles become views of them: expert e's gate, then its up,
+// then expert e + 1's gate, all in one storage; the downs in another. Nothing else holds the
+// experts' earlier tensors, so the bytes are held once; building the layer again copies nothing.
+TEST_P(MoeModel, ExpertWeightsAreStackedOnce) {
+  const auto source = tiny(GetParam());
+  const ModelConfig& c = source.config;
+  const Weights w = Weights::random(c, 3, at::kFloat, at::kCPU);
+  const int layer = moe_layers(c).front();
+  const auto role = [&](int64_t e, const char* p) {
+    return w.get(layer, "moe.expert." + std::to_string(e) + "." + p + ".weight");
+  };
+  const uint64_t bytes = w.bytes();
+  const auto ffn = make_moe(c, w, layer);
+  EXPECT_EQ(w.bytes(), bytes);
+  const int64_t experts = c.moe->num_experts;
+  const at::Tensor gate0 = role(0, "gate"), down0 = role(0, "down");
+  const int64_t elem = static_cast<int64_t>(gate0.element_size());
+  for (int64_t e = 0; e < experts; ++e) {
+    const at::Tensor gate = role(e, "gate"), up = role(e, "up"), down = role(e, "down");
+    EXPECT_TRUE(gate.is_alias_of(gate0) && up.is_alias_of(gate0)) << e;
+    EXPECT_TRUE(down.is_alias_of(down0) && !down.is_alias_of(gate0)) << e;
+    const auto at = [](const at::Tensor& t) { return static_cast<const char*>(t.const_data_ptr()); };
+    EXPECT_EQ(at(up), at(gate) + gate.nbytes()) << e;
+    EXPECT_EQ(at(gate), at(gate0) + e * 2 * gate.nbytes()) << e;
+    EXPECT_EQ(at(down), at(down0) + e * down.nbytes()) << e;
+    EXPECT_EQ(elem, static_cast<int64_t>(down.element_size()));
+  }
+  // A second layer over the same weights views the same stack (fused_linear and stack_experts see
+  // the experts already side by side) instead of copying it.
+  const auto again = make_moe(c, w, layer);
+  for (int64_t e = 0; e < experts; ++e) EXPECT_TRUE(role(e, "gate").is_alias_of(gate0)) << e;
+}
+
+// On a GPU in bf16: implementations() records the prefill path the CUDA dispatch takes
+// ("grouped" on compute capability 9.x/10.x: the tiny models' sizes are multiples of 8), and a
+// prefill of 2 x 40 tokens (past the decode kernels' 16) gives the reference dispatch's logits
+// within bf16 rounding carried through the layers.
+TEST_P(MoeModel, Bf16PrefillPathIsRecordedAndMatchesTheReferenceOnAGpu) {
+  if (!ops::kBuiltWithCuda || !at::hasCUDA()) GTEST_SKIP() << "needs a CUDA build and a GPU";
+  ModelOptions opt;
+  opt.seed = 7;
+  opt.device = at::Device(at::kCUDA, 0);
+  opt.dtype = at::kBFloat16;
+  auto kernels = Model::load(tiny(GetParam()), opt);
+  opt.backend = ops::Backend::Reference;
+  auto reference = Model::load(tiny(GetParam()), opt);
+  const ModelConfig& c = kernels->config();
+  const std::string path = ops::moe_prefill_path(at::kBFloat16, ops::WeightFormat::Dense, opt.device, c.hidden_size,
+                                                 c.moe->expert_intermediate);
+  EXPECT_EQ(kernels->implementations().at("moe_prefill"), path);
+  EXPECT_EQ(reference->implementations().count("moe_prefill"), 0u);
+  std::cout << GetParam() << ": moe_prefill " << path << "\n";
+  const at::Tensor ids = at::randint(0, c.vocab_size, {2, 40}, at::kLong).to(opt.device);
+  kernels->allocate_cache(2, 48);
+  reference->allocate_cache(2, 48);
+  const at::Tensor a = kernels->prefill_last(ids).to(at::kDouble), r = reference->prefill_last(ids).to(at::kDouble);
+  EXPECT_LE(((a - r).norm() / r.norm()).item<double>(), 5e-2) << GetParam();
 }
 
 INSTANTIATE_TEST_SUITE_P(Tiny, MoeModel, ::testing::ValuesIn(kMoeModels),

@@ -22,9 +22,9 @@
 
 namespace effarch::bench {
 
-// Which config a case reads its shapes from (--mamba1, --mamba2, --transformer).
-enum class KernelModel { Mamba1, Mamba2, Transformer };
-const char* to_string(KernelModel model);  // "mamba1", "mamba2", "transformer"
+// Which config a case reads its shapes from (--mamba1, --mamba2, --transformer, --moe).
+enum class KernelModel { Mamba1, Mamba2, Transformer, Moe };
+const char* to_string(KernelModel model);  // "mamba1", "mamba2", "transformer", "moe"
 
 // The bytes an op must move at the least: every input read once and every output written once
 // (a state updated in place counts as both). Workspace and re-reads are the implementation's cost.
@@ -54,6 +54,11 @@ struct KernelCase {
   // number of times (states updated in place stay valid).
   std::function<std::function<void()>(const KernelShape&, const at::TensorOptions& options, ops::Backend backend)>
       prepare;
+  // Optional: the floating-point operations of one call (the MoE rows), giving "flops" and
+  // "flops_per_s" in the row.
+  std::function<double(const KernelShape&)> flops = nullptr;
+  // The name of the one implementation of an op without a Backend switch.
+  std::string implementation = "sdpa";
 };
 
 // Every op effarch kernels measures, in output order.
@@ -76,6 +81,7 @@ struct KernelSweep {
   std::string device = "auto";
   int reps = 10, warmup = 2;
   std::string mamba1 = "mamba-2.8b", mamba2 = "mamba-codestral-7b", transformer = "phi-2";
+  std::string moe = "deepseek-moe-16b";
   uint64_t seed = 0;
   // Rows whose inputs and outputs exceed this many bytes are skipped with a row saying so (0: the
   // device's free memory decides).
@@ -104,8 +110,15 @@ nlohmann::json scan_vs_attention(const std::vector<nlohmann::json>& rows);
 // length) beside one query of attention over the cache.
 nlohmann::json decode_vs_attention(const std::vector<nlohmann::json>& rows);
 
+// Per (batch, length), the MoE prefill rows (moe_prefill: what --backend auto runs, the grouped
+// GEMMs on a GPU where they fit; moe_prefill_per_expert) beside one dense GEMM of the routed
+// experts' FLOPs (moe_dense_gemm), the fastest ok row of each, with each one's FLOP rate over the
+// dense GEMM's ("fraction_of_dense_gemm").
+nlohmann::json moe_vs_dense_gemm(const std::vector<nlohmann::json>& rows);
+
 // The whole document: {"schema": "effarch-kernels", "schema_version", "command_line", "settings",
-// "environment", "rows", "scan_vs_attention", "decode_vs_attention", "interrupted"}.
+// "environment", "rows", "scan_vs_attention", "decode_vs_attention", "moe_vs_dense_gemm",
+// "interrupted"}.
 nlohmann::json kernels_document(const KernelSweep& sweep, const nlohmann::json& environment,
                                 const std::vector<std::string>& command_line, const std::vector<nlohmann::json>& rows,
                                 bool interrupted);

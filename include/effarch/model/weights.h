@@ -55,6 +55,8 @@ class Weights {
   // products of the same input (a gated MLP's gate and up: one [2I, H] product, then split). The
   // parts' weights (and biases, all or none) are concatenated on the call and the parts re-pointed
   // at row ranges of the fused tensor, so memory is not doubled and linear(part) still works.
+  // Parts that already are consecutive rows of one allocation (no biases or scales) are viewed
+  // as one tensor instead of copied.
   // Throws CheckpointError when the parts' input features, dtypes or devices differ.
   ops::Linear fused_linear(int layer, const std::vector<std::string>& prefixes) const;
   // Whether fused_linear(layer, prefixes) would succeed: the parts share input features, dtype and
@@ -64,6 +66,10 @@ class Weights {
   // A gated MLP's weights, roles prefix + "gate.", "up.", "down.": gate and up fused into
   // gate_up (fused_linear) and re-pointed at its rows. A dense MLP, an MoE expert or a shared expert.
   ops::GatedMlpWeights gated_mlp(int layer, const std::string& prefix) const;
+  // Re-points a held role at `view`, a tensor of the same shape, dtype and device holding the same
+  // values (a view of a stacked allocation: ops::stack_experts), so the old tensor goes with its
+  // last owner and the bytes are held once. Throws CheckpointError for an absent role or a mismatch.
+  void repoint(int layer, const std::string& role, const at::Tensor& view) const;
   // Bytes held on the device: every tensor, or those `keep` selects by (layer, role).
   uint64_t bytes() const;
   uint64_t bytes_where(const std::function<bool(int layer, const std::string& role)>& keep) const;
@@ -72,7 +78,7 @@ class Weights {
   void put(const ModelConfig& config, int layer, const std::string& role, at::Tensor t);
   // put(), quantised first when `format` is Int8 and spec is a linear weight.
   void put_in_format(const ModelConfig& config, const TensorSpec& spec, at::Tensor t, ops::WeightFormat format);
-  // mutable: fused_linear() re-points parts at views of the fused tensor (same values).
+  // mutable: fused_linear() and repoint() re-point roles at views of a fused tensor (same values).
   mutable std::map<std::pair<int, std::string>, at::Tensor> by_role_;
   Shard shard_;
 };

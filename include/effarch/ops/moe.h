@@ -26,9 +26,10 @@ struct Routing {
 // The CUDA dispatch kernels' limits (kernels/moe/moe_math.h): beyond them the reference runs.
 inline constexpr int64_t kMoeKernelMaxExperts = 256;
 inline constexpr int64_t kMoeKernelMaxTopK = 16;
-// Tokens up to which the CUDA dispatch runs the expert GEMV kernel (decode) rather than one GEMM
-// chain per expert with the counts read on the host (prefill). A step being captured into a CUDA
-// graph always runs the GEMV kernel (no host sync), whatever its token count.
+// Tokens up to which the CUDA dispatch runs the expert GEMV kernel (decode) rather than a prefill
+// path (grouped GEMMs over the expert stack, or one GEMM chain per expert with the counts read on
+// the host). A step being captured into a CUDA graph always runs the GEMV kernel when it has the
+// table (no host sync), whatever its token count.
 inline constexpr int64_t kMoeDecodeMaxTokens = 16;
 
 // x [N, H] (model dtype), router_weight [E, H]. Router logits are x W^T in the model dtype, then
@@ -70,7 +71,28 @@ struct ExpertTable {
 };
 ExpertTable make_expert_table(const std::vector<ExpertWeights>& experts);
 
-// x [N, H]; experts[e] for e < E (weights referenced, never copied or stacked). Returns [N, H] in
+// Every local expert's weights in two allocations, for the grouped prefill (at::_grouped_mm over
+// the permuted rows, group boundaries on the device). Made at load by stack_experts, which copies
+// the experts in and re-points their Linears at views of the stack, so the experts' own tensors
+// (and the decode table made from them) alias it and nothing is held twice.
+struct ExpertStack {
+  at::Tensor gate_up;  // [L, 2I, H]: slot j holds expert first + j's gate rows, then its up rows
+  at::Tensor down;     // [L, H, I]
+  at::Tensor local;    // [E] uint8 on the stack's device: 1 for the experts first .. first + L - 1
+  int64_t first = 0;   // the expert id of slot 0 (expert parallelism: this rank's contiguous range)
+  std::string why;     // why it is undefined
+  bool defined() const { return gate_up.defined(); }
+  int64_t experts() const { return gate_up.defined() ? gate_up.size(0) : 0; }
+  int64_t hidden() const { return gate_up.defined() ? gate_up.size(2) : 0; }
+  int64_t inter() const { return down.defined() ? down.size(2) : 0; }
+};
+// Stacks the local (non-remote) experts and re-points them at views of the stack. Undefined (the
+// experts untouched, `why` set) where they cannot be stacked: int8 weights, biases, experts of
+// differing shape, dtype or device, undefined weights, or local experts that are not one
+// contiguous range of ids. Works on any device (the tests stack CPU experts).
+ExpertStack stack_experts(std::vector<ExpertWeights>& experts);
+
+// x [N, H]; experts[e] for e < E (weights referenced, never copied; stacked at load by the model). Returns [N, H] in
 // x's dtype: out[n] = sum over the token's experts, in ascending expert id, of
 // (expert(x[n]) * weight) rounded to x's dtype and added into a zero buffer of x's dtype. Experts
 // that no token chose are not run (their weights are not even read).
@@ -83,18 +105,59 @@ ExpertTable make_expert_table(const std::vector<ExpertWeights>& experts);
 //   graph is being captured: the expert GEMV kernel over the table, SwiGLU, the GEMV again, the
 //   combine kernel; no host sync. An expert id outside 0..E-1 cannot be reported without one: its
 //   slot is dropped (moe_route never makes one);
-// - otherwise (prefill, int8 experts): the counts read on the host (one sync), one GEMM chain per
-//   expert over the permuted rows, the combine kernel.
+// - otherwise, with `stack` defined (stack_experts over these experts), bf16 and a GPU of compute
+//   capability 9.x or 10.x (where at::_grouped_mm runs CUTLASS with its group ends read on the
+//   device): the grouped prefill (detail::moe_grouped_experts: one gather, a grouped GEMM for
+//   gate/up, act * up, a grouped GEMM for down), then the combine kernel; no host sync. An
+//   expert id outside 0..E-1 is dropped, as on the decode path;
+// - otherwise (fp32/fp16, other GPUs, int8 experts, no stack): the counts read on the host (one
+//   sync), one GEMM chain per expert over the permuted rows, the combine kernel.
+// detail::moe_grouped_refusal says why a prefill does not take the grouped path.
 at::Tensor moe_dispatch(const at::Tensor& x, const Routing& routing, const std::vector<ExpertWeights>& experts,
                         Activation activation = Activation::SiLU, Backend backend = Backend::Auto,
-                        const ExpertTable* table = nullptr);
+                        const ExpertTable* table = nullptr, const ExpertStack* stack = nullptr);
+
+// The CUDA dispatch's prefill path for experts loaded with this dtype and format on `device`, as
+// Model::implementations() records it under "moe_prefill": "grouped" where the grouped prefill
+// runs (dense bf16 experts, hidden and intermediate sizes multiples of 8, a GPU of compute
+// capability 9.x or 10.x), else "per_expert" (the conditions of detail::moe_grouped_refusal, from
+// the model's options instead of its tensors). Only meaningful where the dispatch resolves to cuda.
+std::string moe_prefill_path(at::ScalarType dtype, WeightFormat format, const c10::Device& device, int64_t hidden,
+                             int64_t inter);
 
 namespace detail {
+// Why the grouped prefill cannot run for these arguments ("" when it can): the stack undefined,
+// not matching x (dtype, hidden size, device) or the experts' count, a dtype other than bf16, a
+// GPU outside compute capability 9.x/10.x (`sm_major`: at::_grouped_mm elsewhere reads the group
+// ends on the host, as the per-expert path does), or rows not 16-byte aligned (H, I multiples of
+// 8). Host-only: decided before any call.
+std::string moe_grouped_refusal(const ExpertStack* stack, const at::Tensor& x, int64_t num_experts, int sm_major);
+
+// The grouped prefill's expert stage, on any device: x [N, H]; order [M] int32 (grouped row ->
+// flat position token * k + slot, ascending expert id, as the permute writes it); offsets
+// [>= E + 1] int32 (offsets[e]: expert e's first grouped row). The stack's experts' rows are the
+// device-side range offsets[first] .. offsets[first + L]; rotated to start at row 0, they are
+// gathered from x, run through one grouped GEMM for gate/up, act(gate) * up in x's dtype and one
+// grouped GEMM for down. Returns y [M, H] (rows may be padded) with grouped row r at row
+// (r - start) mod M, start = offsets[first] (a device scalar, undefined when first == 0: no
+// rotation), and the rows past the stack's experts unspecified. Nothing is read on the host.
+struct GroupedExperts {
+  at::Tensor y;
+  at::Tensor start;  // [1] int32, or undefined for first == 0
+};
+GroupedExperts moe_grouped_experts(const at::Tensor& x, const at::Tensor& order, const at::Tensor& offsets,
+                                   int64_t top_k, const ExpertStack& stack, Activation activation);
+// row_of [M] int32 (flat position -> grouped row) rotated as moe_grouped_experts rotated y:
+// (row_of - start) mod M, on the device; row_of itself when start is undefined.
+at::Tensor moe_grouped_row_of(const at::Tensor& row_of, const at::Tensor& start);
+
 #ifdef EFFARCH_WITH_CUDA
+// src/ops/moe_cuda.cpp: the compute capability's major number of a CUDA device (-1: none given).
+int cuda_sm_major(const c10::Device& device);
 // src/ops/moe_cuda.cpp: the CUDA stages on checked arguments.
 Routing moe_route_cuda(const at::Tensor& logits, int64_t top_k, RouterKind kind);
 at::Tensor moe_dispatch_cuda(const at::Tensor& x, const Routing& routing, const std::vector<ExpertWeights>& experts,
-                             Activation activation, const ExpertTable* table,
+                             Activation activation, const ExpertTable* table, const ExpertStack* stack,
                              const std::function<void(int64_t)>& check_expert);
 #endif
 }  // namespace detail

@@ -29,7 +29,21 @@ class MoeFeedForward final : public FeedForward {
     if (moe_.num_shared_experts > 0 && (w.shard().whole() || w.find(layer, "moe.shared.gate.weight") != nullptr)) {
       shared_ = w.gated_mlp(layer, "moe.shared.");
     }
-    // The device table of the experts' weights the CUDA decode kernel reads (undefined off CUDA).
+    // The local experts in one [L, 2I, H] and one [L, H, I] allocation for the grouped prefill,
+    // this layer's only (the peak grows by one layer's experts): the experts and the weights'
+    // roles are re-pointed at views of it, so their old tensors are freed here.
+    stack_ = ops::stack_experts(experts_);
+    if (stack_.defined()) {
+      for (int64_t e = stack_.first; e < stack_.first + stack_.experts(); ++e) {
+        const std::string p = "moe.expert." + std::to_string(e) + ".";
+        const ops::ExpertWeights& expert = experts_[static_cast<size_t>(e)];
+        w.repoint(layer, p + "gate.weight", expert.gate.weight);
+        w.repoint(layer, p + "up.weight", expert.up.weight);
+        w.repoint(layer, p + "down.weight", expert.down.weight);
+      }
+    }
+    // The device table of the experts' weights the CUDA decode kernel reads (undefined off CUDA);
+    // it points into the stack's views.
     table_ = ops::make_expert_table(experts_);
   }
 
@@ -39,7 +53,7 @@ class MoeFeedForward final : public FeedForward {
     if (ctx.routing != nullptr) {
       (*ctx.routing)(RoutingEvent{layer_, routing.expert_ids, routing.weights.to(at::kFloat), routing.probs});
     }
-    at::Tensor out = ops::moe_dispatch(flat, routing, experts_, activation_, ctx.backend, &table_);
+    at::Tensor out = ops::moe_dispatch(flat, routing, experts_, activation_, ctx.backend, &table_, &stack_);
     if (shared_) {  // DeepSeekMoE: after the routed sum, with the same hidden_act
       out = out + ops::gated_mlp(flat, *shared_, activation_);
     }
@@ -53,6 +67,7 @@ class MoeFeedForward final : public FeedForward {
   int layer_;
   at::Tensor router_;
   std::vector<ops::ExpertWeights> experts_;
+  ops::ExpertStack stack_;  // experts_' weights are views of it (undefined: int8, biases, ...)
   ops::ExpertTable table_;  // points into experts_' tensors
   std::optional<ops::GatedMlpWeights> shared_;  // DeepSeekMoE's shared experts (ep rank 0 only)
 };
