@@ -26,20 +26,7 @@ namespace effarch::kernels::act {
 
 inline constexpr int kThreads = 256;
 
-EFFARCH_HD float mul_rn(float a, float b) {
-#ifdef __CUDA_ARCH__
-  return __fmul_rn(a, b);
-#else
-  return a * b;  // host builds are ISO C++ (no -ffp-contract=fast)
-#endif
-}
-EFFARCH_HD float add_rn(float a, float b) {
-#ifdef __CUDA_ARCH__
-  return __fadd_rn(a, b);
-#else
-  return a + b;
-#endif
-}
+// mul_rn, add_rn: common/host_device.h.
 
 // The activation of one value of the element type, rounded to it.
 template <typename Round>

@@ -28,3 +28,24 @@ inline float silu(float v) { return v / (1.0f + expf(-v)); }
 
 }  // namespace effarch::kernels
 #endif
+
+namespace effarch::kernels {
+
+// A product and a sum rounded on their own, never contracted into an FMA on the device (nvcc
+// contracts a * b + c by default): for kernels that must round as ATen's unfused ops do.
+EFFARCH_HD float mul_rn(float a, float b) {
+#ifdef __CUDA_ARCH__
+  return __fmul_rn(a, b);
+#else
+  return a * b;  // host builds are ISO C++ (no -ffp-contract=fast)
+#endif
+}
+EFFARCH_HD float add_rn(float a, float b) {
+#ifdef __CUDA_ARCH__
+  return __fadd_rn(a, b);
+#else
+  return a + b;
+#endif
+}
+
+}  // namespace effarch::kernels

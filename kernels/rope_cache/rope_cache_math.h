@@ -11,20 +11,7 @@
 
 namespace effarch::kernels::rope_write {
 
-EFFARCH_HD float mul_rn(float a, float b) {
-#ifdef __CUDA_ARCH__
-  return __fmul_rn(a, b);  // never contracted into an FMA
-#else
-  return a * b;  // host builds are ISO C++ (no -ffp-contract=fast)
-#endif
-}
-EFFARCH_HD float add_rn(float a, float b) {
-#ifdef __CUDA_ARCH__
-  return __fadd_rn(a, b);
-#else
-  return a + b;
-#endif
-}
+// mul_rn, add_rn: common/host_device.h.
 
 // Element d of a head x rotated at one position: cos_d and sin_d from the fp32 tables, the pair
 // element x[d +- rotary_dim / 2]. Elements at or past rotary_dim pass through unchanged.
