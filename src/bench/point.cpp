@@ -1,7 +1,10 @@
 // The typed results of a point: enums parsed in one place, the key's fields and its string, and
 // the JSON of every struct (to_json / from_json, found by nlohmann through ADL).
 
+#include <algorithm>
+#include <map>
 #include <tuple>
+#include <vector>
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
@@ -173,12 +176,16 @@ void from_json(const json& j, PointKey& k) {
   k.cuda_graphs = model::parse_cuda_graphs(j.at("cuda_graphs").get<std::string>(), "key.cuda_graphs");
   k.backend = ops::parse_backend(j.at("backend").get<std::string>(), "key.backend");
   j.at("implementations").get_to(k.implementations);
-  // What Model::implementations() records: the name of a resolved (never Auto) backend, and for
-  // "moe_prefill" the CUDA MoE dispatch's prefill path.
+  // What Model::implementations() records: the name of a resolved (never Auto) backend per op
+  // family, and beside them which variant of a CUDA path ran: "moe_prefill" (the MoE dispatch's
+  // prefill path) and "ssd_scan_products" (the SSD scan's chunk products).
+  static const std::map<std::string, std::vector<std::string>> kVariants = {
+      {"moe_prefill", {"grouped", "per_expert"}}, {"ssd_scan_products", {"tensor_cores", "fma"}}};
   for (const auto& [family, impl] : k.implementations) {
-    if (family == "moe_prefill") {
-      if (impl != "grouped" && impl != "per_expert") {
-        throw UsageError(fmt::format("key.implementations: '{}' for moe_prefill (grouped, per_expert)", impl));
+    if (const auto variant = kVariants.find(family); variant != kVariants.end()) {
+      const auto& allowed = variant->second;
+      if (std::find(allowed.begin(), allowed.end(), impl) == allowed.end()) {
+        throw UsageError(fmt::format("key.implementations: '{}' for {} ({})", impl, family, fmt::join(allowed, ", ")));
       }
       continue;
     }

@@ -12,6 +12,7 @@
 #include "effarch/io/checkpoint.h"
 #include "effarch/ops/backend.h"
 #include "effarch/ops/moe.h"
+#include "effarch/ops/ssd.h"
 
 namespace effarch::model {
 
@@ -127,6 +128,13 @@ std::map<std::string, std::string> resolve_implementations(const ModelConfig& co
     const int64_t tp = options.parallel ? options.parallel->layout.tp : 1;
     impl["moe_prefill"] = ops::moe_prefill_path(options.dtype, options.weights, options.device, config.hidden_size,
                                                 config.moe->expert_intermediate / tp);
+  }
+  // Which chunk products the CUDA SSD scan runs (tensor cores for bf16 / fp16 activations with
+  // d_state up to 128, fp32 FMA loops otherwise: ops::ssd_scan_uses_tensor_cores).
+  const auto ssd = impl.find(std::string(ops::op_name(ops::OpFamily::SsdScan)));
+  if (ssd != impl.end() && ssd->second == ops::backend_name(ops::Backend::Cuda) && config.mamba) {
+    impl["ssd_scan_products"] =
+        ops::ssd_scan_products_name(options.dtype, config.mamba->d_state, ops::SsdScanProducts::Auto);
   }
   if (!missing.empty()) {
     throw UsageError(fmt::format("--backend cuda: {} uses {}, which {} no CUDA kernel yet (--backend auto runs the "

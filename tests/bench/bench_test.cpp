@@ -237,6 +237,17 @@ TEST(BenchResults, EveryStructRoundTripsThroughJson) {
   EXPECT_EQ(json(k)["cuda_graphs"], "static");
   EXPECT_EQ(k.str(), "tiny-mamba float32 b4 p512 g8 cuda:1 graphs=static backend=reference weights=float32 "
                      "ops=causal_conv1d:cuda,selective_scan:reference");
+  // Beside the families, which variant of a CUDA path ran: only its own values.
+  PointKey variants = k;
+  variants.implementations = {{"ssd_scan", "cuda"}, {"ssd_scan_products", "tensor_cores"},
+                              {"moe_dispatch", "cuda"}, {"moe_prefill", "grouped"}};
+  expect_round_trip(variants);
+  for (const auto& [record, wrong] : {std::pair{"ssd_scan_products", "cuda"}, {"moe_prefill", "tensor_cores"},
+                                      {"ssd_scan", "fma"}}) {
+    json bad = json(variants);
+    bad["implementations"][record] = wrong;
+    EXPECT_THROW_WITH(bad.get<PointKey>(), UsageError, {"key.implementations", wrong, record});
+  }
   SpeedResult sp;
   sp.prefill_s = stats(0.1);
   sp.prefill_tokens_per_s = stats(5000);

@@ -108,6 +108,22 @@ TEST(Implementations, ReferenceAndAutoGiveIdenticalTokensOnTheGpu) {
   expect_auto_matches_reference(at::Device(at::kCUDA, 0));
 }
 
+// Beside "ssd_scan": "cuda", which chunk products the scan runs: fp32 FMA loops for fp32
+// activations, tensor cores for bf16 / fp16 (tiny-mamba2's d_state is within their 128).
+TEST(Implementations, RecordTheSsdScanProductsOnTheGpu) {
+  if (!ops::kBuiltWithCuda || !at::hasCUDA()) GTEST_SKIP() << "needs a CUDA build and a GPU";
+  for (const auto& [dtype, products] : {std::pair{at::kFloat, "fma"}, {at::kBFloat16, "tensor_cores"}}) {
+    ModelOptions opt;
+    opt.device = at::Device(at::kCUDA, 0);
+    opt.dtype = dtype;
+    const auto impl = Model::load(tiny("tiny-mamba2"), opt)->implementations();
+    EXPECT_EQ(impl.at("ssd_scan"), "cuda");
+    EXPECT_EQ(impl.at("ssd_scan_products"), products) << c10::toString(dtype);
+    opt.backend = ops::Backend::Reference;
+    EXPECT_EQ(Model::load(tiny("tiny-mamba2"), opt)->implementations().count("ssd_scan_products"), 0u);
+  }
+}
+
 // The fused residual add + norm kernel (add_norm) in whole models on a GPU, eager, static and with
 // CUDA graphs: auto (every CUDA kernel, add_norm's included) against reference (the unfused ATen
 // add and norms, and every other op's reference), fp32: identical greedy tokens, logits within
