@@ -45,6 +45,12 @@ struct AttentionKeys {
   bool sliding_window = false; // Mistral, Mixtral
   std::optional<int64_t> default_sliding_window;  // when the key is absent (Mistral: 4096)
   std::optional<int64_t> default_kv_heads;        // when absent (Mistral, Mixtral, Jamba: 8); else the heads
+  // The keys of a model with q/k/v/o biases (Llama's attention_bias, DeepSeekMoE).
+  static AttentionKeys with_bias() {
+    AttentionKeys k;
+    k.attention_bias = true;
+    return k;
+  }
 };
 // heads, kv heads, head_dim and what `keys` names.
 AttentionConfig parse_attention(const ConfigReader& r, int64_t hidden, const AttentionKeys& keys);

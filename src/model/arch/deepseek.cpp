@@ -10,7 +10,7 @@ namespace effarch::model::arch {
 namespace {
 
 void parse_deepseek(const ConfigReader& r, ModelConfig& c) {
-  parse_llama_style(r, c, Family::MoE, 1e-6, AttentionKeys{/*rope=*/true, /*attention_bias=*/true});
+  parse_llama_style(r, c, Family::MoE, 1e-6, AttentionKeys::with_bias());
   // Its remote code builds linear and dynamic scaled RoPE only (any other type raises there).
   const std::string rope_type = c.attention->rope->type;
   if (rope_type != "default" && rope_type != "linear" && rope_type != "dynamic") {

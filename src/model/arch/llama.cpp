@@ -7,7 +7,7 @@ namespace effarch::model::arch {
 namespace {
 
 void parse_llama(const ConfigReader& r, ModelConfig& c) {
-  parse_llama_style(r, c, Family::Transformer, 1e-6, AttentionKeys{/*rope=*/true, /*attention_bias=*/true});
+  parse_llama_style(r, c, Family::Transformer, 1e-6, AttentionKeys::with_bias());
   c.mlp = MlpConfig{r.positive("intermediate_size"), parse_activation(r, "hidden_act", "silu"), true,
                     r.boolean_or("mlp_bias", false)};
   set_layers(c, [](int64_t) { return LayerSpec{MixerKind::Attention, FfnKind::Dense}; });
