@@ -26,6 +26,7 @@
 #include <ATen/cuda/CUDAGraph.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
+#include "cuda_graph_capture.h"
 #endif
 
 namespace effarch::ops {
@@ -484,14 +485,8 @@ TEST(DecodeAttentionCuda, AGraphCapturedOnceReplaysAsThePositionAdvances) {
   at::Tensor position = at::zeros({1}, at::TensorOptions().dtype(at::kLong).device(gpu));
   (void)decode_attention(t.q, t.k, t.v, position, 0.1, int64_t{1000}, Backend::Cuda);  // warm up
   at::cuda::CUDAGraph graph;
-  at::Tensor out;
-  {
-    const c10::cuda::CUDAStream side = c10::cuda::getStreamFromPool(false, 0);
-    const c10::cuda::CUDAStreamGuard guard(side);
-    graph.capture_begin();
-    out = decode_attention(t.q, t.k, t.v, position, 0.1, int64_t{1000}, Backend::Cuda);
-    graph.capture_end();
-  }
+  const at::Tensor out = test::capture_into(
+      graph, [&] { return decode_attention(t.q, t.k, t.v, position, 0.1, int64_t{1000}, Backend::Cuda); });
   for (int64_t pos : {0, 1, 63, 64, 999, 1000, 2047, 2999}) {
     position.fill_(pos);
     graph.replay();

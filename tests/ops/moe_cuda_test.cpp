@@ -24,6 +24,7 @@
 #include <ATen/cuda/CUDAGraph.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
+#include "cuda_graph_capture.h"
 #endif
 
 #include "effarch/common/error.h"
@@ -879,14 +880,7 @@ TEST(MoeCuda, DispatchReplaysInACudaGraph) {
   };
   const at::Tensor eager_first = step();
   at::cuda::CUDAGraph graph;
-  const c10::cuda::CUDAStream side = c10::cuda::getStreamFromPool(false, 0);
-  at::Tensor captured;
-  {
-    const c10::cuda::CUDAStreamGuard guard(side);
-    graph.capture_begin();
-    captured = step();
-    graph.capture_end();
-  }
+  const at::Tensor captured = test::capture_into(graph, step);
   graph.replay();
   EXPECT_TRUE(at::equal(captured, eager_first));
   x.copy_(at::randn({2, 128}).to(at::kBFloat16));

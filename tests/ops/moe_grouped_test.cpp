@@ -24,6 +24,7 @@
 #include <ATen/cuda/CUDAGraph.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
+#include "cuda_graph_capture.h"
 #endif
 
 #include "effarch/ops/moe.h"
@@ -442,14 +443,7 @@ TEST(MoeGroupedCuda, PrefillReplaysInACudaGraph) {
     };
     const at::Tensor eager = step();
     at::cuda::CUDAGraph graph;
-    const c10::cuda::CUDAStream side = c10::cuda::getStreamFromPool(false, 0);
-    at::Tensor captured;
-    {
-      const c10::cuda::CUDAStreamGuard guard(side);
-      graph.capture_begin();
-      captured = step();
-      graph.capture_end();
-    }
+    const at::Tensor captured = test::capture_into(graph, step);
     graph.replay();
     EXPECT_TRUE(at::equal(captured, eager)) << "first " << first;
     x.copy_(at::randn({512, 128}).to(at::kBFloat16));
