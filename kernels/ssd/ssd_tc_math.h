@@ -207,6 +207,26 @@ EFFARCH_HD int tc_scan_k_end(const SsdScanParams& p, int c, int row0) {
   return row0 + kTcRows < valid ? row0 + kTcRows : valid;
 }
 
+// Tokens [row0, row0 + rows) of chunk c of head h's group in a [B, L, G, N] operand (B or C, with
+// its strides) into shared memory as rows of the element type, N padded to 16 (tc_ld_state apart);
+// zeros past the chunk's tokens and past N.
+template <class Io>
+EFFARCH_HD void tc_load_group_rows(const SsdScanParams& p, const void* src, int64_t batch_stride, int64_t time_stride,
+                                   int64_t group_stride, int64_t state_stride, int b, int c, int h, int row0, int rows,
+                                   int tid, int nthreads, typename Io::Elem* dst) {
+  const int g = group_of(p, h), valid = chunk_tokens(p, c);
+  const int np = tc_round16(p.d_state), ld = tc_ld_state(p.d_state);
+  const int64_t t0 = static_cast<int64_t>(c) * p.chunk;
+  for (int i = tid; i < rows * np; i += nthreads) {
+    const int r = i / np, n = i % np, l = row0 + r;
+    float v = 0.0f;
+    if (l < valid && n < p.d_state) {
+      v = Io::load(src, b * batch_stride + (t0 + l) * time_stride + g * group_stride + n * state_stride, p.x_type);
+    }
+    dst[r * ld + n] = Io::to_elem(p.x_type, v);
+  }
+}
+
 // Phase 1: the chunk's cs and dt, the rows' C, and the start state rounded to the input type
 // (Triton's prev_states.to(dtype)) as [pd][n] in the B region; zeros outside [L, P, N].
 template <class Io>
@@ -217,18 +237,9 @@ EFFARCH_HD void tc_scan_load(const SsdScanParams& p, int b, int c, int h, int ro
     sh.cs[q] = p.cs_ws[i];
     sh.dt[q] = p.dt_ws[i];
   }
-  const int g = group_of(p, h), valid = chunk_tokens(p, c);
   const int np = tc_round16(p.d_state), ld = tc_ld_state(p.d_state);
-  const int64_t t0 = static_cast<int64_t>(c) * p.chunk;
-  for (int i = tid; i < kTcRows * np; i += nthreads) {
-    const int r = i / np, n = i % np, l = row0 + r;
-    float v = 0.0f;
-    if (l < valid && n < p.d_state) {
-      v = Io::load(p.C, b * p.C_batch_stride + (t0 + l) * p.C_time_stride + g * p.C_group_stride + n * p.C_state_stride,
-                   p.x_type);
-    }
-    sh.C[r * ld + n] = Io::to_elem(p.x_type, v);
-  }
+  tc_load_group_rows<Io>(p, p.C, p.C_batch_stride, p.C_time_stride, p.C_group_stride, p.C_state_stride, b, c, h, row0,
+                         kTcRows, tid, nthreads, sh.C);
   for (int i = tid; i < kTcCols * np; i += nthreads) {
     const int j = i / np, n = i % np, pd = pd0 + j;
     float v = 0.0f;
@@ -279,18 +290,10 @@ EFFARCH_HD void tc_scan_reload(int warp, const TcScanShared<E>& sh, tile::FragAc
 template <class Io>
 EFFARCH_HD void tc_scan_load_step(const SsdScanParams& p, int b, int c, int h, int pd0, int s0, int tid, int nthreads,
                                   const TcScanShared<typename Io::Elem>& sh) {
-  const int g = group_of(p, h), valid = chunk_tokens(p, c);
-  const int np = tc_round16(p.d_state), ld = tc_ld_state(p.d_state);
+  const int valid = chunk_tokens(p, c);
   const int64_t t0 = static_cast<int64_t>(c) * p.chunk;
-  for (int i = tid; i < kTcTokens * np; i += nthreads) {
-    const int j = i / np, n = i % np, s = s0 + j;
-    float v = 0.0f;
-    if (s < valid && n < p.d_state) {
-      v = Io::load(p.B, b * p.B_batch_stride + (t0 + s) * p.B_time_stride + g * p.B_group_stride + n * p.B_state_stride,
-                   p.x_type);
-    }
-    sh.B[j * ld + n] = Io::to_elem(p.x_type, v);
-  }
+  tc_load_group_rows<Io>(p, p.B, p.B_batch_stride, p.B_time_stride, p.B_group_stride, p.B_state_stride, b, c, h, s0,
+                         kTcTokens, tid, nthreads, sh.B);
   for (int i = tid; i < kTcTokens * kTcCols; i += nthreads) {
     const int j = i / kTcCols, col = i % kTcCols, s = s0 + j;
     float v = 0.0f;
