@@ -12,16 +12,12 @@
 
 namespace effarch::kernels::ssd {
 
-EFFARCH_HD float to_f32(float v) { return v; }
-EFFARCH_HD float to_f32(__nv_bfloat16 v) { return __bfloat162float(v); }
-EFFARCH_HD float to_f32(__half v) { return __half2float(v); }
-
 // Every element of the tensor read as input_t (the scan and the decode step: one input type).
 template <typename input_t>
 struct StaticIo {
   using Elem = input_t;  // the tensor-core path's operands in shared memory (ssd_tc_math.h)
   EFFARCH_HD static float load(const void* base, int64_t offset, ElementType) {
-    return to_f32(static_cast<const input_t*>(base)[offset]);
+    return to_float(static_cast<const input_t*>(base)[offset]);
   }
   EFFARCH_HD static Elem to_elem(ElementType, float v) { return from_float<input_t>(v); }
 };

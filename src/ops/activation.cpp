@@ -10,6 +10,7 @@
 #include <ATen/record_function.h>
 #include <fmt/format.h>
 
+#include "activation_launch.h"
 #include "effarch/common/error.h"
 
 namespace effarch::ops {
@@ -89,7 +90,7 @@ at::Tensor activate(Activation act, const at::Tensor& x) {
   return x;
 }
 
-bool has_activation_kernel(Activation act) { return act == Activation::SiLU || act == Activation::GeluNew; }
+bool has_activation_kernel(Activation act) { return detail::kernel_activation(act).has_value(); }
 
 namespace {
 

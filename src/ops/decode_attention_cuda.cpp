@@ -89,13 +89,12 @@ void decode_attention_cuda(const at::Tensor& q, const at::Tensor& k, const at::T
   // Splits from the buffer's length, not the filled one: the grid stays valid as the cache fills.
   const int num_sms = at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
   p.num_splits = da::plan_num_splits(b, hkv, da::row_chunks((hq / hkv) * t), s, num_sms);
-  at::Tensor partial_out, partial_lse;
+  at::Tensor workspace;  // the splits' outputs, then their log-sum-exps: one allocation per call
   if (p.num_splits > 1) {
-    const auto floats = q.options().dtype(at::kFloat);
-    partial_out = at::empty({b * hq * t * p.num_splits * d}, floats);
-    partial_lse = at::empty({b * hq * t * p.num_splits}, floats);
-    p.partial_out = partial_out.mutable_data_ptr<float>();
-    p.partial_lse = partial_lse.mutable_data_ptr<float>();
+    const int64_t rows = b * hq * t * p.num_splits;
+    workspace = at::empty({rows * (d + 1)}, q.options().dtype(at::kFloat));
+    p.partial_out = workspace.mutable_data_ptr<float>();
+    p.partial_lse = p.partial_out + rows * d;
   }
   throw_if_failed(kernels::decode_attention(p, current_stream()), kOp);
 }
