@@ -68,7 +68,7 @@ AddNormResult add_norm(const at::Tensor& x, const at::Tensor& y, const at::Tenso
 #ifdef EFFARCH_WITH_CUDA
   if (cuda) return detail::add_norm_cuda(x, y, z, norm);
 #endif
-  // The unfused ops, as Block::forward ran them: x + sublayer (Phi: attention + MLP, then + x),
+  // The unfused ops, as the blocks ran them before the fusion: x + sublayer (Phi: attention + MLP, then + x),
   // then the norm of its model-dtype cast.
   at::Tensor residual = z != nullptr ? (y + *z) + x : x + y;
   const at::ScalarType type = norm.weight.scalar_type();

@@ -141,7 +141,7 @@ Inputs make_inputs(const Case& c, at::ScalarType dtype, bool layer_norm, Variant
 }
 
 TEST(AddNorm, ReferenceIsTheUnfusedBlockOps) {
-  // What Block::forward computed before the fusion, op for op.
+  // What a block computed before the fusion, op for op.
   for (at::ScalarType dtype : {at::kFloat, at::kBFloat16}) {
     for (Variant v : {Variant::Plain, Variant::ThreeWay, Variant::Fp32Residual}) {
       for (bool ln : {false, true}) {

@@ -39,6 +39,10 @@ class AttentionMixer final : public Mixer {
     const int64_t q_features = a_.num_heads * a_.head_dim, kv_features = a_.num_kv_heads * a_.head_dim;
     // [B, T, H*D] -> [B, H, T, D]; from the fused product, views of its column ranges.
     const auto heads = [&](const at::Tensor& y, int64_t n) { return y.view({b, t, n, a_.head_dim}).transpose(1, 2); };
+    // [B, Hq, T, D] -> [B, T, Hq*D], the output projection, its partial sums all-reduced (tp).
+    const auto project = [&](const at::Tensor& out) {
+      return all_reduce(ops::linear(out.transpose(1, 2).reshape({b, t, a_.num_heads * a_.head_dim}), o_), ctx.tp);
+    };
     at::Tensor q, k, v;
     if (qkv_) {
       const at::Tensor y = ops::linear(x, *qkv_);
@@ -55,9 +59,8 @@ class AttentionMixer final : public Mixer {
       q = ops::rope_cache_write(q, k, v, a_.rope ? ctx.rope : nullptr, *ctx.position, cache.k, cache.v, ctx.backend);
       // The decode kernel (or its masked-SDPA reference) over the whole buffer; it reads the
       // position on the device and only the keys up to it.
-      const at::Tensor out = ops::decode_attention(q, cache.k, cache.v, *ctx.position, scale_, a_.sliding_window,
-                                                   ctx.backend, ctx.attention);
-      return all_reduce(ops::linear(out.transpose(1, 2).reshape({b, t, a_.num_heads * a_.head_dim}), o_), ctx.tp);
+      return project(ops::decode_attention(q, cache.k, cache.v, *ctx.position, scale_, a_.sliding_window,
+                                           ctx.backend, ctx.attention));
     }
     if (a_.rope) {
       q = ops::apply_rope(q, *ctx.rope, ctx.start_pos);
@@ -67,13 +70,11 @@ class AttentionMixer final : public Mixer {
     cache.v.narrow(2, ctx.start_pos, t).copy_(v);
     const int64_t s = ctx.start_pos + t;
     if (t == 1) {  // an eager decode step: one query over the cache (causal_attention as its reference)
-      const at::Tensor out = ops::decode_attention(q, cache.k, cache.v, ctx.start_pos, scale_, a_.sliding_window,
-                                                   ctx.backend, ctx.attention);
-      return all_reduce(ops::linear(out.transpose(1, 2).reshape({b, t, a_.num_heads * a_.head_dim}), o_), ctx.tp);
+      return project(ops::decode_attention(q, cache.k, cache.v, ctx.start_pos, scale_, a_.sliding_window,
+                                           ctx.backend, ctx.attention));
     }
-    const at::Tensor out = ops::causal_attention(q, cache.k.narrow(2, 0, s), cache.v.narrow(2, 0, s), ctx.start_pos,
-                                                 scale_, ctx.attention, a_.sliding_window);  // [B, Hq, T, D]
-    return all_reduce(ops::linear(out.transpose(1, 2).reshape({b, t, a_.num_heads * a_.head_dim}), o_), ctx.tp);
+    return project(ops::causal_attention(q, cache.k.narrow(2, 0, s), cache.v.narrow(2, 0, s), ctx.start_pos, scale_,
+                                         ctx.attention, a_.sliding_window));
   }
 
   void allocate(LayerCache& cache, int64_t batch, int64_t max_len, at::ScalarType dtype,

@@ -16,23 +16,20 @@
 
 namespace effarch::model {
 
-Norm::Norm(const ModelConfig& config, const Weights& weights, int layer, const std::string& role_prefix)
-    : kind_(config.norm), eps_(config.norm_eps), weight_(weights.get(layer, role_prefix + "weight")) {
-  if (kind_ == NormKind::LayerNorm) bias_ = weights.get(layer, role_prefix + "bias");
+Norm::Norm(const ModelConfig& config, const Weights& weights, int layer, const std::string& role_prefix) {
+  params_.weight = weights.get(layer, role_prefix + "weight");
+  params_.eps = config.norm_eps;
+  params_.layer_norm = config.norm == NormKind::LayerNorm;
+  if (params_.layer_norm) params_.bias = weights.get(layer, role_prefix + "bias");
 }
 
 at::Tensor Norm::operator()(const at::Tensor& x) const {
-  if (kind_ == NormKind::RMSNorm) return ops::rms_norm(x, weight_, eps_);
-  return ops::layer_norm(x, weight_, bias_, eps_);
+  if (!params_.layer_norm) return ops::rms_norm(x, params_.weight, params_.eps);
+  return ops::layer_norm(x, params_.weight, params_.bias, params_.eps);
 }
 
 ops::AddNormResult Norm::add(const at::Tensor& x, const at::Tensor& y, const at::Tensor* z, ops::Backend backend) const {
-  ops::NormParams p;
-  p.weight = weight_;
-  p.bias = bias_;
-  p.eps = eps_;
-  p.layer_norm = kind_ == NormKind::LayerNorm;
-  return ops::add_norm(x, y, z, p, backend);
+  return ops::add_norm(x, y, z, params_, backend);
 }
 
 std::vector<ops::OpFamily> op_families(const ModelConfig& config, const LayerSpec& layer) {
@@ -92,10 +89,6 @@ Block::Block(const ModelConfig& config, const Weights& weights, int layer)
       throw ConfigError(fmt::format("{}: layer {}: {} feed-forwards are not implemented yet", config.source, layer,
                                     to_string(spec.ffn)));
   }
-}
-
-at::Tensor Block::forward(const at::Tensor& x, LayerCache& cache, const ForwardContext& ctx) const {
-  return forward_fused(x, mixer_input(x), nullptr, cache, ctx).residual;
 }
 
 at::Tensor Block::mixer_input(const at::Tensor& x) const {

@@ -87,9 +87,7 @@ class Norm {
   ops::AddNormResult add(const at::Tensor& x, const at::Tensor& y, const at::Tensor* z, ops::Backend backend) const;
 
  private:
-  NormKind kind_ = NormKind::RMSNorm;
-  double eps_ = 0;
-  at::Tensor weight_, bias_;
+  ops::NormParams params_;  // the weights, eps and kind, as ops::add_norm takes them
 };
 
 // The op families with a Backend switch that a layer of this kind calls (block.cpp, beside the
@@ -106,8 +104,6 @@ struct ResidualStream {
 class Block {
  public:
   Block(const ModelConfig& config, const Weights& weights, int layer);
-  // x + mixer(norm(x)), then + ffn(norm(...)): the block on its own (its first norm unfused).
-  at::Tensor forward(const at::Tensor& x, LayerCache& cache, const ForwardContext& ctx) const;
   // The normed input of this block's mixer for a residual that arrives without one (the first block).
   at::Tensor mixer_input(const at::Tensor& x) const;
   // The block with every residual add fused with the norm after it (ops::add_norm, OpFamily::AddNorm):
