@@ -2,6 +2,8 @@
 // Element types the kernels are instantiated for, and what a launcher reports. Plain C++ and the
 // CUDA runtime API only: the ops bindings (src/ops/*_cuda.cpp) map torch dtypes onto these.
 
+#include <cstddef>
+
 #include <cuda_runtime.h>
 
 #include "common/element_enum.h"
@@ -19,6 +21,17 @@ struct LaunchStatus {
 inline LaunchStatus check_launch(const char* what) {
   const cudaError_t error = cudaGetLastError();
   return {error, error == cudaSuccess ? "" : what};
+}
+
+// Dynamic shared memory above the 48 KiB default needs the kernel's opt-in (cudaFuncSetAttribute);
+// nothing to do below it. `what` (a static string) names the launch when the opt-in fails.
+template <typename Kernel>
+LaunchStatus allow_dynamic_shared(Kernel kernel, size_t bytes, const char* what) {
+  if (bytes <= 48 * 1024) return {};
+  const cudaError_t error =
+      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes));
+  if (error != cudaSuccess) return {error, what};
+  return {};
 }
 
 // One kernel's launchers, one per element type, each defined in its own <op>_<dtype>.cu so that

@@ -213,11 +213,9 @@ LaunchStatus decode_attention_split_launch(const DecodeAttentionParams& p, cudaS
   namespace da = decode_attn;
   constexpr size_t kSmem = da::split_smem_bytes<T, kHeadDim, kRows>();
   const auto kernel = decode_attention_split_kernel<T, kHeadDim, kRows>;
-  if constexpr (kSmem > 48 * 1024) {
-    const cudaError_t error =
-        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(kSmem));
-    if (error != cudaSuccess) return {error, "decode_attention: shared memory above 48 KiB (cudaFuncSetAttribute)"};
-  }
+  const LaunchStatus smem =
+      allow_dynamic_shared(kernel, kSmem, "decode_attention: shared memory above 48 KiB (cudaFuncSetAttribute)");
+  if (!smem.ok()) return smem;
   const int64_t chunks = da::row_chunks(static_cast<int64_t>(p.q_heads / p.kv_heads) * p.num_queries);
   const dim3 grid(static_cast<unsigned>(p.num_splits), static_cast<unsigned>(p.kv_heads * chunks),
                   static_cast<unsigned>(p.batch));

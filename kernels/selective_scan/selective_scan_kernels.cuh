@@ -53,11 +53,9 @@ __global__ void __launch_bounds__(scan::kUpdateThreads) selective_state_update_k
 template <typename input_t, int kSeg>
 LaunchStatus selective_scan_fwd_launch(const SelectiveScanParams& p, cudaStream_t stream) {
   const size_t bytes = static_cast<size_t>(scan::shared_floats(p.dstate, kSeg)) * sizeof(float);
-  if (bytes > 48 * 1024) {  // past the default limit of dynamic shared memory: opt in
-    const cudaError_t error = cudaFuncSetAttribute(selective_scan_fwd_kernel<input_t, kSeg>,
-                                                   cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes));
-    if (error != cudaSuccess) return {error, "selective_scan_fwd: cudaFuncSetAttribute (shared memory)"};
-  }
+  const LaunchStatus smem = allow_dynamic_shared(selective_scan_fwd_kernel<input_t, kSeg>, bytes,
+                                                 "selective_scan_fwd: cudaFuncSetAttribute (shared memory)");
+  if (!smem.ok()) return smem;
   const dim3 grid((p.dim + scan::kLanes - 1) / scan::kLanes, p.batch);
   selective_scan_fwd_kernel<input_t, kSeg><<<grid, scan::kThreads, bytes, stream>>>(p);
   return check_launch("selective_scan_fwd_kernel");

@@ -131,12 +131,9 @@ LaunchStatus ssd_chunk_scan_cuda(const SsdScanParams& p, cudaStream_t stream) {
     if (p.tensor_cores) return ssd_chunk_scan_tc_launch<input_t>(p, stream);
   }
   const size_t scan_bytes = sizeof(float) * static_cast<size_t>(ssd::scan_shared_floats(p.chunk, p.d_state));
-  if (scan_bytes > 48 * 1024) {
-    const cudaError_t error = cudaFuncSetAttribute(ssd_chunk_scan_kernel<input_t>,
-                                                   cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                                   static_cast<int>(scan_bytes));
-    if (error != cudaSuccess) return {error, "ssd_chunk_scan: shared memory for the chunk size and d_state"};
-  }
+  status = allow_dynamic_shared(ssd_chunk_scan_kernel<input_t>, scan_bytes,
+                                "ssd_chunk_scan: shared memory for the chunk size and d_state");
+  if (!status.ok()) return status;
   const unsigned tiles = static_cast<unsigned>(p.nchunks) * static_cast<unsigned>(ssd::scan_tiles_per_chunk(p.chunk));
   ssd_chunk_scan_kernel<input_t><<<dim3(tiles, p.heads, p.batch), ssd::kScanThreads, scan_bytes, stream>>>(p);
   return check_launch("ssd_chunk_scan_kernel");

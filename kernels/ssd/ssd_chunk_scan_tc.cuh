@@ -89,20 +89,11 @@ __global__ void __launch_bounds__(ssd::kTcThreads) ssd_chunk_scan_tc_kernel(cons
   ssd::tc_scan_write<Io>(p, b, c, h, row0, pd0, threadIdx.x, ssd::kTcThreads, sh.acc);
 }
 
-// Dynamic shared memory above the 48 KB default needs the kernel's opt-in.
-template <typename Kernel>
-LaunchStatus tc_allow_shared(Kernel kernel, size_t bytes, const char* what) {
-  if (bytes <= 48 * 1024) return {};
-  const cudaError_t error =
-      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes));
-  if (error != cudaSuccess) return {error, what};
-  return {};
-}
 
 template <typename input_t>
 LaunchStatus ssd_chunk_state_tc_launch(const SsdScanParams& p, cudaStream_t stream) {
   const size_t bytes = static_cast<size_t>(ssd::tc_state_offsets(p.chunk, sizeof(input_t)).total);
-  LaunchStatus status = tc_allow_shared(ssd_chunk_state_tc_kernel<input_t>, bytes,
+  LaunchStatus status = allow_dynamic_shared(ssd_chunk_state_tc_kernel<input_t>, bytes,
                                         "ssd_chunk_scan: shared memory of the tensor-core chunk states");
   if (!status.ok()) return status;
   const unsigned tiles = static_cast<unsigned>(ssd::tc_col_tiles(p.head_dim) * ssd::tc_state_tiles(p.d_state));
@@ -114,7 +105,7 @@ LaunchStatus ssd_chunk_state_tc_launch(const SsdScanParams& p, cudaStream_t stre
 template <typename input_t>
 LaunchStatus ssd_chunk_scan_tc_launch(const SsdScanParams& p, cudaStream_t stream) {
   const size_t bytes = static_cast<size_t>(ssd::tc_scan_offsets(p.chunk, p.d_state, sizeof(input_t)).total);
-  LaunchStatus status = tc_allow_shared(ssd_chunk_scan_tc_kernel<input_t>, bytes,
+  LaunchStatus status = allow_dynamic_shared(ssd_chunk_scan_tc_kernel<input_t>, bytes,
                                         "ssd_chunk_scan: shared memory of the tensor-core chunk outputs");
   if (!status.ok()) return status;
   const int64_t blocks = static_cast<int64_t>(p.nchunks) * ssd::tc_row_tiles(p.chunk) * ssd::tc_col_tiles(p.head_dim);
