@@ -293,12 +293,25 @@ std::string moe_prefill_path(at::ScalarType dtype, WeightFormat format, const c1
 #else
   static_cast<void>(device);
 #endif
-  const bool grouped = dtype == at::kBFloat16 && format == WeightFormat::Dense && (sm == 9 || sm == 10) &&
-                       hidden % 8 == 0 && inter % 8 == 0;
+  const bool grouped = format == WeightFormat::Dense && detail::grouped_mm_refusal(dtype, true, sm, hidden, inter).empty();
   return grouped ? "grouped" : "per_expert";
 }
 
 namespace detail {
+
+std::string grouped_mm_refusal(at::ScalarType dtype, bool cuda, int sm_major, int64_t hidden, int64_t inter) {
+  if (dtype != at::kBFloat16) {
+    return fmt::format("dtype {} (at::_grouped_mm's device-side path takes bf16)", c10::toString(dtype));
+  }
+  if (cuda && sm_major != 9 && sm_major != 10) {
+    return fmt::format("compute capability {}.x (at::_grouped_mm reads the group ends on the host outside 9.x/10.x)",
+                       sm_major);
+  }
+  if (hidden % 8 != 0 || inter % 8 != 0) {
+    return fmt::format("hidden {} and intermediate {} must be multiples of 8 (16-byte rows)", hidden, inter);
+  }
+  return "";
+}
 
 std::string moe_grouped_refusal(const ExpertStack* stack, const at::Tensor& x, int64_t num_experts, int sm_major) {
   if (stack == nullptr) return "no expert stack";
@@ -313,23 +326,12 @@ std::string moe_grouped_refusal(const ExpertStack* stack, const at::Tensor& x, i
     return fmt::format("the stack's experts {}..{} are not among the {} given", stack->first,
                        stack->first + stack->experts() - 1, num_experts);
   }
-  if (x.scalar_type() != at::kBFloat16) {
-    return fmt::format("dtype {} (at::_grouped_mm's device-side path takes bf16)", c10::toString(x.scalar_type()));
-  }
-  if (x.is_cuda() && sm_major != 9 && sm_major != 10) {
-    return fmt::format("compute capability {}.x (at::_grouped_mm reads the group ends on the host outside 9.x/10.x)",
-                       sm_major);
-  }
-  if (stack->hidden() % 8 != 0 || stack->inter() % 8 != 0) {
-    return fmt::format("hidden {} and intermediate {} must be multiples of 8 (16-byte rows)", stack->hidden(),
-                       stack->inter());
-  }
-  return "";
+  return grouped_mm_refusal(x.scalar_type(), x.is_cuda(), sm_major, stack->hidden(), stack->inter());
 }
 
 GroupedExperts moe_grouped_experts(const at::Tensor& x, const at::Tensor& order, const at::Tensor& offsets,
                                    int64_t top_k, const ExpertStack& stack, Activation activation) {
-  const int64_t m = order.numel(), count = stack.experts(), inter = stack.inter();
+  const int64_t m = order.numel(), count = stack.experts();
   // Group ends: the cumulative row ends of the stack's experts, relative to its first row.
   const at::Tensor bounds = offsets.narrow(0, stack.first, count + 1);
   GroupedExperts g;
@@ -343,7 +345,7 @@ GroupedExperts moe_grouped_experts(const at::Tensor& x, const at::Tensor& order,
   ends = ends.contiguous();
   const at::Tensor xs = x.index_select(0, at::div(rows, top_k, "floor"));  // [M, H]
   const at::Tensor h = at::_grouped_mm(xs, stack.gate_up.transpose(1, 2), ends);  // [M, 2I]
-  const at::Tensor a = activate(activation, h.narrow(1, 0, inter)) * h.narrow(1, inter, inter);
+  const at::Tensor a = gated_activation(activation, h, Backend::Reference);  // act(gate) * up, the model dtype
   g.y = at::_grouped_mm(a, stack.down.transpose(1, 2), ends);  // [M, H]
   return g;
 }

@@ -108,8 +108,6 @@ void combine(const at::Tensor& x, const at::Tensor& ids, const at::Tensor& weigh
   throw_if_failed(kernels::moe_combine(p, stream), "moe_dispatch");
 }
 
-int sm_major() { return at::cuda::getCurrentDeviceProperties()->major; }
-
 }  // namespace
 
 int cuda_sm_major(const c10::Device& device) {
@@ -232,7 +230,7 @@ at::Tensor moe_dispatch_cuda(const at::Tensor& x_in, const Routing& routing, con
 
   // Prefill over the stack: grouped GEMMs whose group ends stay on the device; no host sync. Rows
   // of ids outside 0..E-1 are past every expert's and dropped, as on the decode path.
-  if (moe_grouped_refusal(stack, x, num_experts, sm_major()).empty()) {
+  if (moe_grouped_refusal(stack, x, num_experts, cuda_sm_major(x.device())).empty()) {
     const GroupedExperts g = moe_grouped_experts(x, plan.order, plan.offsets, k, *stack, activation);
     combine(x, ids, weights, moe_grouped_row_of(plan.row_of, g.start), stack->local, g.y, out, stream);
     return out;
@@ -279,8 +277,7 @@ at::Tensor moe_dispatch_cuda(const at::Tensor& x_in, const Routing& routing, con
         product_into(hb.narrow(1, 0, inter), xa, w.gate);
         product_into(hb.narrow(1, inter, inter), xa, w.up);
       }
-      product_into(y.narrow(0, first, rows),
-                   activate(activation, hb.narrow(1, 0, inter)) * hb.narrow(1, inter, inter), w.down);
+      product_into(y.narrow(0, first, rows), gated_activation(activation, hb, Backend::Reference), w.down);
     }
   }
   combine(x, ids, weights, plan.row_of, local_mask, y, out, stream);

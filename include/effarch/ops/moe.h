@@ -120,8 +120,9 @@ at::Tensor moe_dispatch(const at::Tensor& x, const Routing& routing, const std::
 // The CUDA dispatch's prefill path for experts loaded with this dtype and format on `device`, as
 // Model::implementations() records it under "moe_prefill": "grouped" where the grouped prefill
 // runs (dense bf16 experts, hidden and intermediate sizes multiples of 8, a GPU of compute
-// capability 9.x or 10.x), else "per_expert" (the conditions of detail::moe_grouped_refusal, from
-// the model's options instead of its tensors). Only meaningful where the dispatch resolves to cuda.
+// capability 9.x or 10.x), else "per_expert" (detail::grouped_mm_refusal, which
+// detail::moe_grouped_refusal asks too, on the model's options instead of its tensors). Only
+// meaningful where the dispatch resolves to cuda.
 std::string moe_prefill_path(at::ScalarType dtype, WeightFormat format, const c10::Device& device, int64_t hidden,
                              int64_t inter);
 
@@ -132,6 +133,9 @@ namespace detail {
 // ends on the host, as the per-expert path does), or rows not 16-byte aligned (H, I multiples of
 // 8). Host-only: decided before any call.
 std::string moe_grouped_refusal(const ExpertStack* stack, const at::Tensor& x, int64_t num_experts, int sm_major);
+// Its conditions on the experts' dtype, the device (`cuda`: a GPU of compute capability
+// `sm_major`) and the sizes alone, shared with moe_prefill_path so the recorded path is the one run.
+std::string grouped_mm_refusal(at::ScalarType dtype, bool cuda, int sm_major, int64_t hidden, int64_t inter);
 
 // The grouped prefill's expert stage, on any device: x [N, H]; order [M] int32 (grouped row ->
 // flat position token * k + slot, ascending expert id, as the permute writes it); offsets
