@@ -91,27 +91,42 @@ ops::Linear Weights::linear(int layer, const std::string& prefix, bool with_bias
   return ops::Linear(get(layer, prefix + "weight"), std::move(b));
 }
 
+std::optional<std::string> Weights::fuse_refusal(int layer, const std::vector<std::string>& prefixes) const {
+  const at::Tensor* first = nullptr;
+  size_t biases = 0, scales = 0;
+  for (const std::string& p : prefixes) {
+    const at::Tensor* w = find(layer, p + "weight");
+    if (w == nullptr) return fmt::format("layer {}: no '{}weight' to fuse", layer, p);
+    if (w->dim() != 2 || (first != nullptr && (w->size(1) != first->size(1) || w->scalar_type() != first->scalar_type() ||
+                                               w->device() != first->device()))) {
+      return fmt::format("layer {}: cannot fuse '{}weight' [{}] with '{}weight': the input features, dtype and device "
+                         "must match",
+                         layer, p, fmt::join(w->sizes(), ", "), prefixes[0]);
+    }
+    if (first == nullptr) first = w;
+    biases += find(layer, p + "bias") != nullptr ? 1 : 0;
+    scales += find(layer, p + "weight_scale") != nullptr ? 1 : 0;
+  }
+  if (scales != 0 && scales != prefixes.size()) {
+    return fmt::format("layer {}: cannot fuse '{}...': some parts are int8 and some not", layer, prefixes[0]);
+  }
+  if (biases != 0 && biases != prefixes.size()) {
+    return fmt::format("layer {}: cannot fuse '{}...': some parts have a bias and some not", layer, prefixes[0]);
+  }
+  return std::nullopt;
+}
+
+bool Weights::can_fuse(int layer, const std::vector<std::string>& prefixes) const {
+  return !prefixes.empty() && !fuse_refusal(layer, prefixes);
+}
+
 ops::Linear Weights::fused_linear(int layer, const std::vector<std::string>& prefixes) const {
   std::vector<at::Tensor> weights, biases, scales;
+  for (const std::string& p : prefixes) weights.push_back(get(layer, p + "weight"));  // a missing one: get's error
+  if (const auto why = fuse_refusal(layer, prefixes)) throw CheckpointError(*why);
   for (const std::string& p : prefixes) {
-    const at::Tensor& w = get(layer, p + "weight");
-    if (!weights.empty() && (w.dim() != 2 || w.size(1) != weights[0].size(1) ||
-                             w.scalar_type() != weights[0].scalar_type() || w.device() != weights[0].device())) {
-      throw CheckpointError(fmt::format("layer {}: cannot fuse '{}weight' {} with '{}weight': the input features, "
-                                        "dtype and device must match",
-                                        layer, p, fmt::format("[{}]", fmt::join(w.sizes(), ", ")), prefixes[0]));
-    }
-    weights.push_back(w);
     if (const at::Tensor* b = find(layer, p + "bias")) biases.push_back(*b);
     if (const at::Tensor* sc = find(layer, p + "weight_scale")) scales.push_back(*sc);
-  }
-  if (!scales.empty() && scales.size() != weights.size()) {
-    throw CheckpointError(fmt::format("layer {}: cannot fuse '{}...': some parts are int8 and some not", layer,
-                                      prefixes[0]));
-  }
-  if (!biases.empty() && biases.size() != weights.size()) {
-    throw CheckpointError(fmt::format("layer {}: cannot fuse '{}...': some parts have a bias and some not", layer,
-                                      prefixes[0]));
   }
   // Parts that are already consecutive rows of one allocation (experts stacked by
   // ops::stack_experts, a layer built a second time) are viewed, not copied.
@@ -139,24 +154,6 @@ ops::Linear Weights::fused_linear(int layer, const std::vector<std::string>& pre
   std::optional<at::Tensor> b = fused_bias.defined() ? std::optional<at::Tensor>(fused_bias) : std::nullopt;
   if (fused_scale.defined()) return ops::Linear::int8(fused, fused_scale, std::move(b));
   return ops::Linear(fused, std::move(b));
-}
-
-bool Weights::can_fuse(int layer, const std::vector<std::string>& prefixes) const {
-  const at::Tensor* first = nullptr;
-  size_t biases = 0, scales = 0;
-  for (const std::string& p : prefixes) {
-    const at::Tensor* w = find(layer, p + "weight");
-    if (w == nullptr || w->dim() != 2) return false;
-    if (first != nullptr && (w->size(1) != first->size(1) || w->scalar_type() != first->scalar_type() ||
-                             w->device() != first->device())) {
-      return false;
-    }
-    if (first == nullptr) first = w;
-    biases += find(layer, p + "bias") != nullptr ? 1 : 0;
-    scales += find(layer, p + "weight_scale") != nullptr ? 1 : 0;
-  }
-  const auto all_or_none = [&](size_t n) { return n == 0 || n == prefixes.size(); };
-  return first != nullptr && all_or_none(biases) && all_or_none(scales);
 }
 
 ops::GatedMlpWeights Weights::gated_mlp(int layer, const std::string& prefix) const {

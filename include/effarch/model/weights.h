@@ -75,6 +75,8 @@ class Weights {
   uint64_t bytes_where(const std::function<bool(int layer, const std::string& role)>& keep) const;
 
  private:
+  // Why the parts cannot be fused (fused_linear's CheckpointError message), or nullopt.
+  std::optional<std::string> fuse_refusal(int layer, const std::vector<std::string>& prefixes) const;
   void put(const ModelConfig& config, int layer, const std::string& role, at::Tensor t);
   // put(), quantised first when `format` is Int8 and spec is a linear weight.
   void put_in_format(const ModelConfig& config, const TensorSpec& spec, at::Tensor t, ops::WeightFormat format);
