@@ -8,6 +8,8 @@
 // (common/convert.cuh) can be called. On the host, float is the only element type (the stand-ins
 // below); the other dtypes are exercised by the GPU tests.
 
+#include <math.h>
+
 #include <cmath>
 
 #ifdef __CUDACC__
@@ -40,6 +42,8 @@ EFFARCH_HD float mul_rn(float a, float b) {
   return a * b;  // host builds are ISO C++ (no -ffp-contract=fast)
 #endif
 }
+// at::softplus(v) with beta 1 and threshold 20 (the Mamba scans' dt).
+EFFARCH_HD float softplus(float v) { return v > 20.0f ? v : log1pf(expf(v)); }
 EFFARCH_HD float add_rn(float a, float b) {
 #ifdef __CUDA_ARCH__
   return __fadd_rn(a, b);

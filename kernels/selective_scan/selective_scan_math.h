@@ -86,8 +86,7 @@ struct ThreadRegs {
   float dtsum;
 };
 
-// PyTorch's softplus (beta 1, threshold 20).
-EFFARCH_HD float softplus(float x) { return x > 20.0f ? x : log1pf(expf(x)); }
+// softplus: common/host_device.h.
 
 EFFARCH_HD float discretize(const SelectiveScanParams& p, float delta, int channel) {
   float dt = delta;

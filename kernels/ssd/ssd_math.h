@@ -33,9 +33,8 @@ inline constexpr int kScanRows = 16;           // output rows (tokens) per scan-
 inline constexpr int kScanCols = 16;           // earlier tokens per step of its C B^T (a B tile in shared memory)
 inline constexpr int kNormThreads = 256;       // gated RMSNorm: threads per (row, group); a power of 2
 
-// at::softplus(v, beta 1, threshold 20). (SiLU: kernels::silu, common/convert.cuh or its host
-// stand-in in common/host_device.h, v / (1 + exp(-v)) as ATen computes it.)
-EFFARCH_HD float softplus(float v) { return v > 20.0f ? v : log1pf(expf(v)); }
+// softplus and SiLU: kernels::softplus (common/host_device.h) and kernels::silu (common/convert.cuh
+// or its host stand-in in common/host_device.h, v / (1 + exp(-v)) as ATen computes it).
 
 // dt + bias, softplus, clamp: src/ops/ssd.cpp's discretize.
 EFFARCH_HD float discretize_dt(const SsdHeadParams& hp, int h, float raw) {
