@@ -11,6 +11,7 @@
 
 #include "effarch/bench/results.h"
 #include "effarch/common/error.h"
+#include "effarch/model/model.h"
 
 namespace effarch::bench {
 
@@ -177,12 +178,10 @@ void from_json(const json& j, PointKey& k) {
   k.backend = ops::parse_backend(j.at("backend").get<std::string>(), "key.backend");
   j.at("implementations").get_to(k.implementations);
   // What Model::implementations() records: the name of a resolved (never Auto) backend per op
-  // family, and beside them which variant of a CUDA path ran: "moe_prefill" (the MoE dispatch's
-  // prefill path) and "ssd_scan_products" (the SSD scan's chunk products).
-  static const std::map<std::string, std::vector<std::string>> kVariants = {
-      {"moe_prefill", {"grouped", "per_expert"}}, {"ssd_scan_products", {"tensor_cores", "fma"}}};
+  // family, and beside them which variant of a CUDA path ran (model::implementation_variants()).
+  const auto& variants = model::implementation_variants();
   for (const auto& [family, impl] : k.implementations) {
-    if (const auto variant = kVariants.find(family); variant != kVariants.end()) {
+    if (const auto variant = variants.find(family); variant != variants.end()) {
       const auto& allowed = variant->second;
       if (std::find(allowed.begin(), allowed.end(), impl) == allowed.end()) {
         throw UsageError(fmt::format("key.implementations: '{}' for {} ({})", impl, family, fmt::join(allowed, ", ")));

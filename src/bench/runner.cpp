@@ -198,7 +198,8 @@ Measured measure_point(model::Model& m, const RooflineModel& f, const SweepSpec&
     // The decode attention kernel reads the filled length from the device, graphed or not; the
     // static step's reference attends over the whole allocated cache under a mask.
     const auto attention = m.implementations().find(std::string(ops::op_name(ops::OpFamily::DecodeAttention)));
-    const bool kernel = attention != m.implementations().end() && attention->second == "cuda";
+    const bool kernel =
+        attention != m.implementations().end() && attention->second == ops::backend_name(ops::Backend::Cuda);
     in.kv_read = m.options().decode == model::DecodeMode::Eager || kernel ? KvRead::FilledPrefix : KvRead::Allocated;
     in.kv_cache_bytes = kv;
     in.state_bytes = state;

@@ -38,6 +38,12 @@ std::optional<DecodeMode> parse_cuda_graphs_request(const std::string& value, co
   throw UsageError(fmt::format("{}: unknown value '{}' (use auto, on, off or static)", option, value));
 }
 
+const std::map<std::string, std::vector<std::string>>& implementation_variants() {
+  static const std::map<std::string, std::vector<std::string>> variants = {
+      {kMoePrefillRecord, {"grouped", "per_expert"}}, {kSsdScanProductsRecord, {"tensor_cores", "fma"}}};
+  return variants;
+}
+
 std::optional<std::string> moe_decode_not_capturable(const ModelConfig& config, ops::Backend backend,
                                                      ops::WeightFormat weights, bool built_with_cuda) {
   if (config.count_layers(FfnKind::MoE) == 0) return std::nullopt;
@@ -126,14 +132,14 @@ std::map<std::string, std::string> resolve_implementations(const ModelConfig& co
   if (moe != impl.end() && moe->second == ops::backend_name(ops::Backend::Cuda) && config.moe &&
       config.moe->num_experts <= ops::kMoeKernelMaxExperts && config.moe->top_k <= ops::kMoeKernelMaxTopK) {
     const int64_t tp = options.parallel ? options.parallel->layout.tp : 1;
-    impl["moe_prefill"] = ops::moe_prefill_path(options.dtype, options.weights, options.device, config.hidden_size,
+    impl[kMoePrefillRecord] = ops::moe_prefill_path(options.dtype, options.weights, options.device, config.hidden_size,
                                                 config.moe->expert_intermediate / tp);
   }
   // Which chunk products the CUDA SSD scan runs (tensor cores for bf16 / fp16 activations with
   // d_state up to 128, fp32 FMA loops otherwise: ops::ssd_scan_uses_tensor_cores).
   const auto ssd = impl.find(std::string(ops::op_name(ops::OpFamily::SsdScan)));
   if (ssd != impl.end() && ssd->second == ops::backend_name(ops::Backend::Cuda) && config.mamba) {
-    impl["ssd_scan_products"] =
+    impl[kSsdScanProductsRecord] =
         ops::ssd_scan_products_name(options.dtype, config.mamba->d_state, ops::SsdScanProducts::Auto);
   }
   if (!missing.empty()) {

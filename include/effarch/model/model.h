@@ -52,6 +52,14 @@ DecodeMode resolve_decode_mode(const ModelConfig& config, const at::Device& devi
 // can, or the model has none): only the CUDA dispatch kernels (kernels/moe) decode MoE without a
 // host sync (dense or int8 experts), so the reference backend, non-SiLU experts, more than 256
 // experts or top-k above 16 cannot. `weights` is kept for the formats to come.
+// Records Model::implementations() holds beside the op families (whose values are backend names):
+// which variant of a CUDA path a model runs, with the values each may take. "moe_prefill":
+// "grouped" or "per_expert" (ops::moe_prefill_path); "ssd_scan_products": "tensor_cores" or "fma"
+// (ops::ssd_scan_products_name). Bench keys are checked against it.
+inline constexpr const char* kMoePrefillRecord = "moe_prefill";
+inline constexpr const char* kSsdScanProductsRecord = "ssd_scan_products";
+const std::map<std::string, std::vector<std::string>>& implementation_variants();
+
 std::optional<std::string> moe_decode_not_capturable(const ModelConfig& config, ops::Backend backend,
                                                      ops::WeightFormat weights,
                                                      bool built_with_cuda = ops::kBuiltWithCuda);
@@ -99,7 +107,8 @@ class Model {
   const Cache& cache() const { return cache_; }
   // The implementation each op family the model uses runs: op name -> "cuda", "cpu" or "reference"
   // (e.g. {"causal_conv1d": "cuda", "selective_scan": "reference"}); empty for a model whose ops
-  // all have one implementation (a Transformer's). Results record it.
+  // all have one implementation (a Transformer's), plus the variant records of
+  // implementation_variants() where a CUDA path has variants. Results record it.
   const std::map<std::string, std::string>& implementations() const { return implementations_; }
   // The format of the linear layers' weights, as results record it: the dtype's name today
   // ("bfloat16", "float32"); "int8" once weight-only int8 exists.
