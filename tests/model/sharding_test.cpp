@@ -168,7 +168,9 @@ TEST(LaunchEnv, TorchrunSlurmAndNone) {
     EXPECT_EQ(e.master_port, 29500);
     EXPECT_TRUE(e.agent_store);
     EXPECT_EQ(e.launcher, "torchrun");
-    EXPECT_EQ(rank_device("cuda", e), "cuda:1");
+    // Local rank 1 takes GPU 1; where one GPU is visible (a launcher that gives each task its own)
+    // it takes that one.
+    EXPECT_EQ(rank_device("cuda", e), at::detail::getCUDAHooks().getNumGPUs() == 1 ? "cuda:0" : "cuda:1");
     EXPECT_EQ(rank_device("cpu", e), "cpu");
   }
   {

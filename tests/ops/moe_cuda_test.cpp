@@ -782,10 +782,12 @@ TEST(MoeCuda, DispatchMatchesTheReference) {
         const at::Tensor ref = moe_dispatch(x, r, experts, Activation::SiLU, Backend::Reference);
         const at::Tensor gpu = moe_dispatch(x, r, experts, Activation::SiLU, Backend::Cuda, &table);
         const at::Tensor again = moe_dispatch(x, r, experts, Activation::SiLU, Backend::Cuda, &table);
-        // As DecodeDispatchMatchesTheReference: another summation order (fp32), a rounding flip
-        // carried through down (bf16, fp16).
+        // As DecodeDispatchMatchesTheReference: another summation order (fp32), rounding flips of
+        // the intermediate carried through down (bf16, fp16). Four roundings, not two: on an H200
+        // the case N16 E64 k6 fp16 H256 (the decode kernels) came 8 fp16 ulps from the reference
+        // at an output near 2, a sum of six experts' larger terms.
         test::Tolerance tol = test::rounding_tolerance(dtype);
-        tol = dtype == at::kFloat ? test::Tolerance{1e-4, 1e-5} : test::Tolerance{2 * tol.atol, 2 * tol.rtol};
+        tol = dtype == at::kFloat ? test::Tolerance{1e-4, 1e-5} : test::Tolerance{4 * tol.atol, 4 * tol.rtol};
         test::expect_close(gpu, ref, tol, what);
         EXPECT_TRUE(at::equal(gpu, again)) << what << ": not deterministic";
         if (c.tokens <= kMoeDecodeMaxTokens) {  // the decode kernels, emulated on the host from the same inputs

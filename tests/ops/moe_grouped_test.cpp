@@ -276,8 +276,14 @@ TEST(MoeGroupedStack, RefusalSaysWhyTheGroupedPathDoesNotRun) {
   ExpertStack none;
   none.why = "experts[0] has int8 weights";
   EXPECT_NE(detail::moe_grouped_refusal(&none, x, 8, 9).find("int8"), std::string::npos);
-  if (have_gpu()) {  // the architecture check applies to CUDA tensors only
-    EXPECT_NE(detail::moe_grouped_refusal(&s, x.cuda(), 8, 8).find("compute capability 8"), std::string::npos);
+  if (have_gpu()) {  // the architecture check applies to CUDA tensors only, over a stack on the GPU
+    const at::Device cuda(at::kCUDA, 0);
+    auto on_gpu = make_experts(8, 32, 16, at::kBFloat16, 0, 8, true, cuda);
+    const ExpertStack sg = stack_experts(on_gpu);
+    ASSERT_TRUE(sg.defined()) << sg.why;
+    EXPECT_NE(detail::moe_grouped_refusal(&sg, x.cuda(), 8, 8).find("compute capability 8"), std::string::npos);
+    EXPECT_EQ(detail::moe_grouped_refusal(&sg, x.cuda(), 8, 9), "");
+    EXPECT_NE(detail::moe_grouped_refusal(&s, x.cuda(), 8, 9).find("does not match"), std::string::npos);
   }
 }
 
@@ -415,8 +421,13 @@ TEST(MoeGroupedCuda, DispatchMatchesTheReference) {
         }
         const ExpertStack host_stack = stack_experts(host);
         Routing rh{r.expert_ids.cpu(), r.weights.cpu(), {}};
-        test::expect_close(gpu, grouped_dispatch(x.cpu(), rh, host_stack, c.experts), tolerance(dtype),
-                           what + " vs the CPU grouped path");
+        // In fp32 only: the CPU's at::_grouped_mm rounds bf16 differently from CUTLASS's (on an
+        // H200 the bf16 results stood 4 ulps from the CPU path while within the tolerance of the
+        // reference above), and the stages (permute, row map, combine) are the same in both dtypes.
+        if (dtype == at::kFloat) {
+          test::expect_close(gpu, grouped_dispatch(x.cpu(), rh, host_stack, c.experts), tolerance(dtype),
+                             what + " vs the CPU grouped path");
+        }
       }
     }
   }

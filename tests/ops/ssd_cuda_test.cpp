@@ -712,10 +712,13 @@ TEST(SsdCudaExtra, GatedRmsNormMatchesReference) {
         if (!y_fp32 && dtype != at::kFloat) tol = {2 * tol.atol, 2 * tol.rtol};
         test::expect_close(out, ref, tol,
                            fmt::format("{} y_fp32={} group {}", c10::toString(dtype), y_fp32, group_size));
-        // Written in the model dtype directly (the mixer's call): the reference's cast of its result.
+        // Written in the model dtype directly (the mixer's call): the reference's cast of its result,
+        // one rounding of that dtype apart (an fp32 value a few ulps off can round the other way).
         const at::Tensor direct = gated_rms_norm(y, z, w, group_size, 1e-5, Backend::Cuda, dtype);
         ASSERT_EQ(direct.scalar_type(), dtype);
-        test::expect_close(direct, ref.to(dtype), tol,
+        test::Tolerance direct_tol = test::rounding_tolerance(dtype);
+        if (!y_fp32 && dtype != at::kFloat) direct_tol = {2 * direct_tol.atol, 2 * direct_tol.rtol};
+        test::expect_close(direct, ref.to(dtype), direct_tol,
                            fmt::format("{} y_fp32={} group {} out_dtype", c10::toString(dtype), y_fp32, group_size));
       }
     }
