@@ -154,16 +154,33 @@ EFFARCH_HD void chunk_state_entry(const SsdScanParams& p, int b, int c, int h, i
 
 // Stage 3, one thread per state entry e of (b, h): the chunks in order; each chunk's slot gets
 // the state at its start, `state` the final one: start[c + 1] = exp(sum_c dt A) start[c] + own[c].
+// The chunks' own states and decays are read kPassAhead at a time before the chain runs over them:
+// the reads do not depend on the chain, but a compiler cannot move a read above the store to the
+// slot before it (it cannot prove them apart), so one chunk at a time waited out a global-memory
+// latency per chunk (H200, Codestral's shape at 32k tokens: 5.9 ms, 21% of the memory bandwidth).
+// The same arithmetic in the same order: the results are bitwise those of the one-at-a-time loop.
+inline constexpr int kPassAhead = 8;
 EFFARCH_HD void state_passing_entry(const SsdScanParams& p, int b, int h, int e) {
   const int pd = e / p.d_state, n = e % p.d_state;
   float* out = p.state + b * p.state_batch_stride + h * p.state_head_stride + pd * p.state_dim_stride +
                n * p.state_state_stride;
   float s = p.from_state ? *out : 0.0f;
-  for (int c = 0; c < p.nchunks; ++c) {
-    float* slot = p.states_ws + states_index(p, b, c, h, pd, n);
-    const float own = *slot;
-    *slot = s;
-    s = expf(p.cs_ws[ws_index(p, b, h, c, p.chunk - 1)]) * s + own;
+  for (int c0 = 0; c0 < p.nchunks; c0 += kPassAhead) {
+    float own[kPassAhead], decay[kPassAhead];
+#pragma unroll
+    for (int j = 0; j < kPassAhead; ++j) {
+      const int c = c0 + j;
+      own[j] = c < p.nchunks ? p.states_ws[states_index(p, b, c, h, pd, n)] : 0.0f;
+      decay[j] = c < p.nchunks ? expf(p.cs_ws[ws_index(p, b, h, c, p.chunk - 1)]) : 0.0f;
+    }
+#pragma unroll
+    for (int j = 0; j < kPassAhead; ++j) {
+      const int c = c0 + j;
+      if (c < p.nchunks) {
+        p.states_ws[states_index(p, b, c, h, pd, n)] = s;
+        s = decay[j] * s + own[j];
+      }
+    }
   }
   *out = s;
 }

@@ -360,7 +360,8 @@ INSTANTIATE_TEST_SUITE_P(Awkward, SsdKernelEmulation,
                          ::testing::Values(Case{1, 1, 2, 4, 1, 16, 8}, Case{2, 7, 4, 3, 2, 1, 4},
                                            Case{3, 17, 6, 33, 3, 16, 8}, Case{1, 37, 4, 8, 2, 64, 16},
                                            Case{2, 64, 2, 5, 1, 128, 16}, Case{1, 45, 8, 17, 4, 13, 32},
-                                           Case{2, 300, 4, 5, 2, 16, 256}, Case{1, 200, 2, 64, 1, 128, 64}),
+                                           Case{2, 300, 4, 5, 2, 16, 256}, Case{1, 200, 2, 64, 1, 128, 64},
+                                           Case{2, 83, 2, 4, 1, 16, 4}),  // 21 chunks: the state passing's read-ahead
                          [](const auto& info) { return name(info.param); });
 
 TEST(SsdKernelEmulationExtra, StrongDecaySegmentSums) {
@@ -530,7 +531,7 @@ INSTANTIATE_TEST_SUITE_P(Awkward, SsdTensorCoreEmulation,
                          ::testing::Values(Case{1, 1, 2, 64, 1, 16, 64}, Case{2, 37, 4, 64, 2, 64, 64},
                                            Case{1, 300, 4, 24, 2, 128, 256}, Case{2, 130, 2, 64, 1, 40, 64},
                                            Case{1, 77, 6, 70, 3, 16, 64}, Case{1, 45, 2, 64, 1, 64, 256},
-                                           Case{1, 520, 2, 64, 1, 128, 256}),
+                                           Case{1, 520, 2, 64, 1, 128, 256}, Case{1, 700, 2, 64, 1, 64, 64}),
                          [](const auto& info) { return name(info.param); });
 
 TEST(SsdTensorCoreEmulationExtra, FmaProductsOnHalfInputsStayFp32Exact) {
@@ -637,7 +638,8 @@ INSTANTIATE_TEST_SUITE_P(Awkward, SsdCuda,
                          ::testing::Values(Case{1, 1, 2, 4, 1, 16, 8}, Case{2, 7, 4, 3, 2, 1, 4},
                                            Case{3, 17, 6, 33, 3, 16, 8}, Case{1, 37, 4, 8, 2, 64, 16},
                                            Case{2, 64, 2, 5, 1, 128, 16}, Case{2, 300, 4, 5, 2, 16, 256},
-                                           Case{1, 1000, 8, 64, 2, 128, 256}, Case{2, 513, 4, 64, 4, 256, 128}),
+                                           Case{1, 1000, 8, 64, 2, 128, 256}, Case{2, 513, 4, 64, 4, 256, 128},
+                                           Case{2, 83, 2, 4, 1, 16, 4}),
                          [](const auto& info) { return name(info.param); });
 
 TEST(SsdCudaExtra, StridedViewsAndContinuation) {
