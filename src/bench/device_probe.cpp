@@ -3,6 +3,7 @@
 #include "device_probe.h"
 
 #include <atomic>
+#include <cctype>
 #include <chrono>
 #include <fstream>
 #include <mutex>
@@ -157,6 +158,17 @@ CpuCountingScope::~CpuCountingScope() {
   c10::SetCPUAllocator(previous_, priority_);
   counting->set_limit(0);
   counting = nullptr;
+}
+
+std::string parse_nvidia_driver_version(const std::string& line) {
+  const size_t module = line.find("Kernel Module");
+  if (module == std::string::npos) return "";
+  std::istringstream ss(line.substr(module + 13));
+  std::string token;
+  while (ss >> token) {
+    if (std::isdigit(static_cast<unsigned char>(token.front())) && token.find('.') != std::string::npos) return token;
+  }
+  return "";
 }
 
 double now_s() {

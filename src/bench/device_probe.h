@@ -14,6 +14,12 @@
 namespace effarch::bench::detail {
 
 void synchronize(const c10::Device& device);
+
+// The NVIDIA kernel module's version ("580.159.04") in the first line of
+// /proc/driver/nvidia/version: the first token after "Kernel Module" that starts with a digit
+// ("NVRM version: NVIDIA UNIX Open Kernel Module for x86_64  580.159.04  Release Build ..."; the
+// proprietary module's line has no "for x86_64"). "" where there is none.
+std::string parse_nvidia_driver_version(const std::string& line);
 double now_s();  // steady clock, seconds
 
 // On the CPU the benchmark measures through a counting allocator in front of ATen's (its live and

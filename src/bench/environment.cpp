@@ -45,13 +45,7 @@ std::string cpu_model() {
 std::string nvidia_driver_version() {
   std::ifstream in("/proc/driver/nvidia/version");
   std::string line;
-  if (!std::getline(in, line)) return "";
-  const size_t module = line.find("Kernel Module");
-  if (module == std::string::npos) return "";
-  std::istringstream ss(line.substr(module + 13));
-  std::string version;
-  ss >> version;
-  return version;
+  return std::getline(in, line) ? detail::parse_nvidia_driver_version(line) : "";
 }
 #endif
 
@@ -82,7 +76,7 @@ nlohmann::json probe_environment(const std::string& device_name, const std::stri
   char iso[32];
   std::strftime(iso, sizeof iso, "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&now));
   env["time"] = iso;
-  env["effarch"] = {{"version", EFFARCH_VERSION}, {"git_commit", EFFARCH_GIT_COMMIT}};
+  env["effarch"] = {{"version", EFFARCH_VERSION}, {"git_commit", git_commit()}};
   utsname u{};
   uname(&u);
   env["host"] = {{"cpu", cpu_model()},

@@ -10,6 +10,7 @@
 
 #include <c10/core/CPUAllocator.h>
 
+#include "../../src/bench/device_probe.h"
 #include "../test_util.h"
 #include "effarch/bench/bench.h"
 #include "effarch/common/error.h"
@@ -565,3 +566,18 @@ TEST(BenchSweep, BackendsOnTheCpuAndTheAllocatorRestored) {
 
 }  // namespace
 }  // namespace effarch::bench
+
+// The driver version a results file records, from both module lines /proc/driver/nvidia/version
+// can start with (an H200 with the open module recorded "for" before this parse).
+TEST(Environment, NvidiaDriverVersionFromEitherModuleLine) {
+  using effarch::bench::detail::parse_nvidia_driver_version;
+  EXPECT_EQ(parse_nvidia_driver_version(
+                "NVRM version: NVIDIA UNIX Open Kernel Module for x86_64  580.159.04  Release Build  (dvs-builder@U16)"),
+            "580.159.04");
+  EXPECT_EQ(parse_nvidia_driver_version("NVRM version: NVIDIA UNIX x86_64 Kernel Module  535.104.05  Sat Aug 19 2023"),
+            "535.104.05");
+  EXPECT_EQ(parse_nvidia_driver_version("NVRM version: NVIDIA UNIX Open Kernel Module for aarch64  580.95.05  Release"),
+            "580.95.05");
+  EXPECT_EQ(parse_nvidia_driver_version("NVRM version: NVIDIA UNIX Kernel Module for x86_64"), "");
+  EXPECT_EQ(parse_nvidia_driver_version(""), "");
+}
