@@ -17,7 +17,7 @@
 int main(int argc, char** argv) {
   CLI::App app{"effarch: what Mamba, Mixture-of-Experts and hybrid LLMs buy over Transformers, measured"};
   app.require_subcommand(1);
-  app.set_version_flag("--version", std::string("effarch ") + EFFARCH_VERSION + " (" + EFFARCH_GIT_COMMIT + ")");
+  app.set_version_flag("--version", std::string("effarch ") + EFFARCH_VERSION + " (" + effarch::git_commit() + ")");
   app.footer("MODEL is a Hugging Face checkpoint folder, a config.json, or a built-in config name (see `effarch info`).");
   int exit_code = 0;
   effarch::cli::register_info(app, &exit_code);
