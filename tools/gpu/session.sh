@@ -107,3 +107,9 @@ case $stage in
 esac
 rm -f "$out"/*.jsonl  # the final JSONs hold the same points
 log "== done $(date -u +%FT%TZ)"
+# The device tool brings back at most 8 files from OUT: everything but the summary goes into one
+# archive (on the 2026-11-26 H200 run the summary and the test log were left behind).
+if [[ -n ${OUT:-} && $out == "$OUT"* ]]; then
+  (cd "$out" && find . -maxdepth 1 -type f ! -name 'summary-*' ! -name '*.tgz' -printf '%P\n' |
+    tar czf "$stage.tgz" -T - --remove-files)
+fi
