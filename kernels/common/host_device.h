@@ -12,6 +12,14 @@
 
 #include <cmath>
 
+// EFFARCH_UNROLL before a loop: `#pragma unroll` under nvcc, nothing for the host compiler (which
+// warns on the pragma it does not know).
+#ifdef __CUDACC__
+#define EFFARCH_UNROLL _Pragma("unroll")
+#else
+#define EFFARCH_UNROLL
+#endif
+
 #ifdef __CUDACC__
 #define EFFARCH_HD __device__ __forceinline__
 #include "common/convert.cuh"

@@ -8,8 +8,8 @@
 //                   against the start state, then per 64-token step below the diagonal the raw
 //                   scores C B^T (recomputed: no [chunks, G, Q, Q] tensor), decayed, masked and
 //                   scaled by dt in shared memory, rounded, times x; + D x.
-// Shared memory (bf16/fp16, Q 256, N 128): chunk_state_tc 36 KiB, chunk_scan_tc 71 KiB (N 128,
-// Q 1024: 77 KiB), within the 99 KiB an sm_120/121 block may opt into.
+// Shared memory (bf16/fp16, Q 256, N 128): chunk_state_tc 36 KiB, chunk_scan_tc 54 KiB (N 128,
+// Q 1024: 60 KiB), within the 99 KiB an sm_120/121 block may opt into.
 // ptxas (CUDA 13.0, -Xptxas -v), registers per thread, no spills and no stack frame in any:
 //                       sm_90 bf16 / fp16   sm_121 bf16 / fp16
 //   chunk_scan_tc           128 / 126           128 / 127
@@ -27,6 +27,10 @@ namespace effarch::kernels {
 static_assert(ssd::tc_scan_offsets(ssd::kMaxChunk, ssd::kTcMaxDState, 2).total <= 101376 &&
                   ssd::tc_state_offsets(ssd::kMaxChunk, 2).total <= 101376,
               "the tensor-core scan's shared memory must fit sm_120/121");
+// Mamba-2's chunk of 256 with d_state 128: four stage-4 blocks per sm_90 SM (228 KiB of shared
+// memory, 1 KiB of it reserved per block), which B's region sharing with cb and x buys.
+static_assert(4 * (ssd::tc_scan_offsets(256, ssd::kTcMaxDState, 2).total + 1024) <= 233472,
+              "four tensor-core scan blocks must fit an sm_90 SM at chunk 256, d_state 128");
 
 template <typename input_t>
 __global__ void __launch_bounds__(ssd::kTcThreads) ssd_chunk_state_tc_kernel(const SsdScanParams p) {
@@ -75,11 +79,12 @@ __global__ void __launch_bounds__(ssd::kTcThreads) ssd_chunk_scan_tc_kernel(cons
   ssd::tc_scan_reload(warp, sh, acc);
   const int k_end = ssd::tc_scan_k_end(p, c, row0);
   for (int s0 = 0; s0 < k_end; s0 += ssd::kTcTokens) {
-    __syncthreads();  // every warp done with the start state / the previous step's tiles
-    ssd::tc_scan_load_step<Io>(p, b, c, h, pd0, s0, threadIdx.x, ssd::kTcThreads, sh);
+    __syncthreads();  // every warp done with the start state / the previous step's cb and x
+    ssd::tc_scan_load_b<Io>(p, b, c, h, s0, threadIdx.x, ssd::kTcThreads, sh);
     __syncthreads();
     ssd::tc_scan_scores_mma(p.d_state, warp, sh);
-    __syncthreads();
+    __syncthreads();  // every warp done with B: cb and x take its region
+    ssd::tc_scan_load_x<Io>(p, b, c, h, pd0, s0, threadIdx.x, ssd::kTcThreads, sh);
     ssd::tc_scan_decay_step<Io>(p, c, row0, s0, threadIdx.x, ssd::kTcThreads, sh);
     __syncthreads();
     ssd::tc_scan_out_mma(warp, sh, acc);

@@ -21,6 +21,7 @@
 #include <cstdint>
 
 #include "common/host_device.h"
+#include "common/staged_copy.h"
 #include "ssd/ssd_params.h"
 
 namespace effarch::kernels::ssd {
@@ -106,19 +107,29 @@ EFFARCH_HD void chunk_cumsum_thread(const SsdScanParams& p, int b, int h, int c)
   const int valid = chunk_tokens(p, c);
   const float A = p.head.A[h];
   float cs = 0.0f;
-  for (int q = 0; q < p.chunk; ++q) {
-    float dt = 0.0f;
-    if (q < valid) {
+  // kStagedBatch raw dt read before the writes (common/staged_copy.h says why); the same order
+  // of additions as one token at a time.
+  for (int q0 = 0; q0 < p.chunk; q0 += kStagedBatch) {
+    float raw[kStagedBatch];
+EFFARCH_UNROLL
+    for (int k = 0; k < kStagedBatch; ++k) {
+      const int q = q0 + k;
       const int64_t t = static_cast<int64_t>(c) * p.chunk + q;
-      dt = discretize_dt(p.head, h,
-                         Io::load(p.dt, b * p.dt_batch_stride + t * p.dt_time_stride + h * p.dt_head_stride, p.x_type));
+      raw[k] = q < valid ? Io::load(p.dt, b * p.dt_batch_stride + t * p.dt_time_stride + h * p.dt_head_stride, p.x_type)
+                         : 0.0f;
     }
-    const float a = dt * A;
-    cs += a;
-    const int64_t i = ws_index(p, b, h, c, q);
-    p.dt_ws[i] = dt;
-    p.a_ws[i] = a;
-    p.cs_ws[i] = cs;
+EFFARCH_UNROLL
+    for (int k = 0; k < kStagedBatch; ++k) {
+      const int q = q0 + k;
+      if (q >= p.chunk) break;
+      const float dt = q < valid ? discretize_dt(p.head, h, raw[k]) : 0.0f;
+      const float a = dt * A;
+      cs += a;
+      const int64_t i = ws_index(p, b, h, c, q);
+      p.dt_ws[i] = dt;
+      p.a_ws[i] = a;
+      p.cs_ws[i] = cs;
+    }
   }
 }
 
@@ -167,13 +178,13 @@ EFFARCH_HD void state_passing_entry(const SsdScanParams& p, int b, int h, int e)
   float s = p.from_state ? *out : 0.0f;
   for (int c0 = 0; c0 < p.nchunks; c0 += kPassAhead) {
     float own[kPassAhead], decay[kPassAhead];
-#pragma unroll
+EFFARCH_UNROLL
     for (int j = 0; j < kPassAhead; ++j) {
       const int c = c0 + j;
       own[j] = c < p.nchunks ? p.states_ws[states_index(p, b, c, h, pd, n)] : 0.0f;
       decay[j] = c < p.nchunks ? expf(p.cs_ws[ws_index(p, b, h, c, p.chunk - 1)]) : 0.0f;
     }
-#pragma unroll
+EFFARCH_UNROLL
     for (int j = 0; j < kPassAhead; ++j) {
       const int c = c0 + j;
       if (c < p.nchunks) {
@@ -222,22 +233,31 @@ EFFARCH_HD int scan_rows_end(const SsdScanParams& p, int c, int row0) {
 template <class Io>
 EFFARCH_HD void scan_load(const SsdScanParams& p, int b, int c, int h, int row0, int tid, int nthreads,
                           const ScanShared& sh) {
-  for (int q = tid; q < p.chunk; q += nthreads) {
-    const int64_t i = ws_index(p, b, h, c, q);
-    sh.a[q] = p.a_ws[i];
-    sh.dt[q] = p.dt_ws[i];
-  }
+  struct ADt {
+    float a, dt;
+  };
+  staged_copy(
+      p.chunk, tid, nthreads,
+      [&](int q) {
+        const int64_t i = ws_index(p, b, h, c, q);
+        return ADt{p.a_ws[i], p.dt_ws[i]};
+      },
+      [&](int q, const ADt& v) {
+        sh.a[q] = v.a;
+        sh.dt[q] = v.dt;
+      });
   const int g = group_of(p, h), valid = chunk_tokens(p, c);
-  for (int i = tid; i < kScanRows * p.d_state; i += nthreads) {
-    const int r = i / p.d_state, n = i % p.d_state, l = row0 + r;
-    float v = 0.0f;
-    if (l < valid) {
-      const int64_t t = static_cast<int64_t>(c) * p.chunk + l;
-      v = Io::load(p.C, b * p.C_batch_stride + t * p.C_time_stride + g * p.C_group_stride + n * p.C_state_stride,
-                   p.x_type);
-    }
-    sh.C[r * scan_ld(p.d_state) + n] = v;
-  }
+  staged_copy(
+      kScanRows * p.d_state, tid, nthreads,
+      [&](int i) {
+        const int r = i / p.d_state, n = i % p.d_state, l = row0 + r;
+        const int64_t t = static_cast<int64_t>(c) * p.chunk + l;
+        return l < valid ? Io::load(p.C, b * p.C_batch_stride + t * p.C_time_stride + g * p.C_group_stride +
+                                             n * p.C_state_stride,
+                                    p.x_type)
+                         : 0.0f;
+      },
+      [&](int i, float v) { sh.C[(i / p.d_state) * scan_ld(p.d_state) + i % p.d_state] = v; });
   for (int i = tid; i < kScanRows * p.chunk; i += nthreads) sh.w[i] = 0.0f;
 }
 
@@ -248,16 +268,16 @@ EFFARCH_HD void scan_load_b_tile(const SsdScanParams& p, int b, int c, int h, in
                                  const ScanShared& sh) {
   const int g = group_of(p, h), valid = chunk_tokens(p, c);
   const int64_t t0 = static_cast<int64_t>(c) * p.chunk;
-  for (int i = tid; i < kScanCols * p.d_state; i += nthreads) {
-    const int j = i / p.d_state, n = i % p.d_state, s = s0 + j;
-    float v = 0.0f;
-    if (s < valid) {
-      v = Io::load(p.B, b * p.B_batch_stride + (t0 + s) * p.B_time_stride + g * p.B_group_stride +
-                            n * p.B_state_stride,
-                   p.x_type);
-    }
-    sh.Bt[j * scan_ld(p.d_state) + n] = v;
-  }
+  staged_copy(
+      kScanCols * p.d_state, tid, nthreads,
+      [&](int i) {
+        const int j = i / p.d_state, n = i % p.d_state, s = s0 + j;
+        return s < valid ? Io::load(p.B, b * p.B_batch_stride + (t0 + s) * p.B_time_stride + g * p.B_group_stride +
+                                             n * p.B_state_stride,
+                                    p.x_type)
+                         : 0.0f;
+      },
+      [&](int i, float v) { sh.Bt[(i / p.d_state) * scan_ld(p.d_state) + i % p.d_state] = v; });
 }
 // (b) w[r, s0 + j] = C[row0 + r] . B[s0 + j] where s0 + j <= row0 + r (a token); one pair per
 // thread with kScanRows x kScanCols = 256 threads.

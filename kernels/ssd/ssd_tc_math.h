@@ -26,6 +26,7 @@
 // Padding: d_state to a multiple of 16, head_dim to the 64-column tile, and the chunk's tokens to
 // the 64-token step are zeros in shared memory; masked scores are zeros.
 
+#include "common/staged_copy.h"
 #include "common/tile_mma.h"
 #include "ssd/ssd_math.h"
 
@@ -106,23 +107,32 @@ EFFARCH_HD void tc_state_load(const SsdScanParams& p, int b, int c, int h, int p
   const int g = group_of(p, h), valid = chunk_tokens(p, c);
   const int64_t t0 = static_cast<int64_t>(c) * p.chunk;
   const float* dt = p.dt_ws + ws_index(p, b, h, c, 0);
-  for (int i = tid; i < kTcTokens * kTcCols; i += nthreads) {
-    const int j = i / kTcCols, col = i % kTcCols, s = s0 + j;
-    float xv = 0.0f, bv = 0.0f;
-    if (s < valid && pd0 + col < p.head_dim) {
-      xv = Io::load(p.x, b * p.x_batch_stride + (t0 + s) * p.x_time_stride + h * p.x_head_stride +
-                             (pd0 + col) * p.x_dim_stride,
-                    p.x_type);
-    }
-    if (s < valid && n0 + col < p.d_state) {
-      const float bq = Io::load(p.B, b * p.B_batch_stride + (t0 + s) * p.B_time_stride + g * p.B_group_stride +
-                                         (n0 + col) * p.B_state_stride,
-                                p.x_type);
-      bv = bq * (sh.decay[s] * dt[s]);
-    }
-    sh.x[j * kTcLdCols + col] = Io::to_elem(p.x_type, xv);
-    sh.b[j * kTcLdCols + col] = Io::to_elem(p.x_type, bv);
-  }
+  struct XB {
+    float x, b;  // x[s, pd] and B[s, n], as read
+  };
+  staged_copy(
+      kTcTokens * kTcCols, tid, nthreads,
+      [&](int i) {
+        const int j = i / kTcCols, col = i % kTcCols, s = s0 + j;
+        XB v{0.0f, 0.0f};
+        if (s < valid && pd0 + col < p.head_dim) {
+          v.x = Io::load(p.x, b * p.x_batch_stride + (t0 + s) * p.x_time_stride + h * p.x_head_stride +
+                                  (pd0 + col) * p.x_dim_stride,
+                         p.x_type);
+        }
+        if (s < valid && n0 + col < p.d_state) {
+          v.b = Io::load(p.B, b * p.B_batch_stride + (t0 + s) * p.B_time_stride + g * p.B_group_stride +
+                                  (n0 + col) * p.B_state_stride,
+                         p.x_type);
+        }
+        return v;
+      },
+      [&](int i, const XB& v) {
+        const int j = i / kTcCols, col = i % kTcCols, s = s0 + j;
+        const float bv = s < valid && n0 + col < p.d_state ? v.b * (sh.decay[s] * dt[s]) : 0.0f;
+        sh.x[j * kTcLdCols + col] = Io::to_elem(p.x_type, v.x);
+        sh.b[j * kTcLdCols + col] = Io::to_elem(p.x_type, bv);
+      });
 }
 
 EFFARCH_HD void tc_zero(tile::FragAcc (&acc)[kTcCols / tile::kDim]) {
@@ -163,18 +173,22 @@ EFFARCH_HD void tc_state_write(const SsdScanParams& p, int b, int c, int h, int 
 // Stage 4: block (chunk, 64-row tile, P tile) x head x batch: y for rows [row0, row0 + 64) and
 // head channels [pd0, pd0 + 64).
 
+// B, and cb with x, take turns in one region: a K step reads B only in the scores' product, and
+// writes cb (from the scores) and x after it, behind a barrier. That keeps a block at 55 KiB for
+// bf16 with d_state 128 and chunk 256 (72.7 KiB with three regions), so four blocks fit an
+// H100/H200 SM instead of three (ncu on an H200: 18.75% occupancy, limited by shared memory).
 template <class E>
 struct TcScanShared {
   float* cs;   // [Q] the chunk's inclusive prefix sums of dt A
   float* dt;   // [Q]
   E* C;        // [kTcRows][tc_ld_state]   the rows' C
   E* B;        // [kTcTokens][tc_ld_state] a K step's B; before the K loop the start state as [pd][n]
-  E* x;        // [kTcTokens][kTcLdCols]   a K step's x
-  E* cb;       // [kTcRows][kTcLdCols]     the step's decayed, masked, dt-scaled scores
+  E* cb;       // [kTcRows][kTcLdCols]     in B's region: the step's decayed, masked, dt-scaled scores
+  E* x;        // [kTcTokens][kTcLdCols]   in B's region after cb: the step's x
   float* acc;  // [kTcRows][kTcLdAcc]      fp32: C start, the step's raw scores, then y
 };
 struct TcScanOffsets {
-  int64_t cs, dt, C, B, x, cb, acc, total;
+  int64_t cs, dt, C, B, cb, x, acc, total;
 };
 constexpr TcScanOffsets tc_scan_offsets(int chunk, int d_state, int elem_bytes) {
   TcScanOffsets o{};
@@ -182,9 +196,11 @@ constexpr TcScanOffsets tc_scan_offsets(int chunk, int d_state, int elem_bytes) 
   o.dt = o.cs + tc_align(4 * static_cast<int64_t>(chunk));
   o.C = o.dt + tc_align(4 * static_cast<int64_t>(chunk));
   o.B = o.C + tc_align(static_cast<int64_t>(elem_bytes) * kTcRows * tc_ld_state(d_state));
-  o.x = o.B + tc_align(static_cast<int64_t>(elem_bytes) * kTcTokens * tc_ld_state(d_state));  // = kTcCols rows
-  o.cb = o.x + tc_align(static_cast<int64_t>(elem_bytes) * kTcTokens * kTcLdCols);
-  o.acc = o.cb + tc_align(static_cast<int64_t>(elem_bytes) * kTcRows * kTcLdCols);
+  const int64_t b_bytes = tc_align(static_cast<int64_t>(elem_bytes) * kTcTokens * tc_ld_state(d_state));  // = kTcCols rows
+  o.cb = o.B;
+  o.x = o.cb + tc_align(static_cast<int64_t>(elem_bytes) * kTcRows * kTcLdCols);
+  const int64_t cbx_bytes = o.x + tc_align(static_cast<int64_t>(elem_bytes) * kTcTokens * kTcLdCols) - o.B;
+  o.acc = o.B + (b_bytes > cbx_bytes ? b_bytes : cbx_bytes);
   o.total = o.acc + tc_align(4 * static_cast<int64_t>(kTcRows) * kTcLdAcc);
   return o;
 }
@@ -217,14 +233,16 @@ EFFARCH_HD void tc_load_group_rows(const SsdScanParams& p, const void* src, int6
   const int g = group_of(p, h), valid = chunk_tokens(p, c);
   const int np = tc_round16(p.d_state), ld = tc_ld_state(p.d_state);
   const int64_t t0 = static_cast<int64_t>(c) * p.chunk;
-  for (int i = tid; i < rows * np; i += nthreads) {
-    const int r = i / np, n = i % np, l = row0 + r;
-    float v = 0.0f;
-    if (l < valid && n < p.d_state) {
-      v = Io::load(src, b * batch_stride + (t0 + l) * time_stride + g * group_stride + n * state_stride, p.x_type);
-    }
-    dst[r * ld + n] = Io::to_elem(p.x_type, v);
-  }
+  staged_copy(
+      rows * np, tid, nthreads,
+      [&](int i) {
+        const int r = i / np, n = i % np, l = row0 + r;
+        return l < valid && n < p.d_state
+                   ? Io::load(src, b * batch_stride + (t0 + l) * time_stride + g * group_stride + n * state_stride,
+                              p.x_type)
+                   : 0.0f;
+      },
+      [&](int i, float v) { dst[(i / np) * ld + i % np] = Io::to_elem(p.x_type, v); });
 }
 
 // Phase 1: the chunk's cs and dt, the rows' C, and the start state rounded to the input type
@@ -232,20 +250,29 @@ EFFARCH_HD void tc_load_group_rows(const SsdScanParams& p, const void* src, int6
 template <class Io>
 EFFARCH_HD void tc_scan_load(const SsdScanParams& p, int b, int c, int h, int row0, int pd0, int tid, int nthreads,
                              const TcScanShared<typename Io::Elem>& sh) {
-  for (int q = tid; q < p.chunk; q += nthreads) {
-    const int64_t i = ws_index(p, b, h, c, q);
-    sh.cs[q] = p.cs_ws[i];
-    sh.dt[q] = p.dt_ws[i];
-  }
+  struct CsDt {
+    float cs, dt;
+  };
+  staged_copy(
+      p.chunk, tid, nthreads,
+      [&](int q) {
+        const int64_t i = ws_index(p, b, h, c, q);
+        return CsDt{p.cs_ws[i], p.dt_ws[i]};
+      },
+      [&](int q, const CsDt& v) {
+        sh.cs[q] = v.cs;
+        sh.dt[q] = v.dt;
+      });
   const int np = tc_round16(p.d_state), ld = tc_ld_state(p.d_state);
   tc_load_group_rows<Io>(p, p.C, p.C_batch_stride, p.C_time_stride, p.C_group_stride, p.C_state_stride, b, c, h, row0,
                          kTcRows, tid, nthreads, sh.C);
-  for (int i = tid; i < kTcCols * np; i += nthreads) {
-    const int j = i / np, n = i % np, pd = pd0 + j;
-    float v = 0.0f;
-    if (pd < p.head_dim && n < p.d_state) v = p.states_ws[states_index(p, b, c, h, pd, n)];
-    sh.B[j * ld + n] = Io::to_elem(p.x_type, v);
-  }
+  staged_copy(
+      kTcCols * np, tid, nthreads,
+      [&](int i) {
+        const int j = i / np, n = i % np, pd = pd0 + j;
+        return pd < p.head_dim && n < p.d_state ? p.states_ws[states_index(p, b, c, h, pd, n)] : 0.0f;
+      },
+      [&](int i, float v) { sh.B[(i / np) * ld + i % np] = Io::to_elem(p.x_type, v); });
 }
 
 // Phase 2, warp w (rows 16 w ..): acc[jj] = C . start for the 4 column tiles, stored fp32.
@@ -286,24 +313,31 @@ EFFARCH_HD void tc_scan_reload(int warp, const TcScanShared<E>& sh, tile::FragAc
 }
 
 // K step s0 (s0 = 0, 64, ... below tc_scan_k_end), between barriers:
-// (a) the step's B [s][n] and x [s][pd] tiles, zeros past the chunk's tokens, N and P;
+// (a) the step's B [s][n] tile, zeros past the chunk's tokens and N;
 template <class Io>
-EFFARCH_HD void tc_scan_load_step(const SsdScanParams& p, int b, int c, int h, int pd0, int s0, int tid, int nthreads,
-                                  const TcScanShared<typename Io::Elem>& sh) {
-  const int valid = chunk_tokens(p, c);
-  const int64_t t0 = static_cast<int64_t>(c) * p.chunk;
+EFFARCH_HD void tc_scan_load_b(const SsdScanParams& p, int b, int c, int h, int s0, int tid, int nthreads,
+                               const TcScanShared<typename Io::Elem>& sh) {
   tc_load_group_rows<Io>(p, p.B, p.B_batch_stride, p.B_time_stride, p.B_group_stride, p.B_state_stride, b, c, h, s0,
                          kTcTokens, tid, nthreads, sh.B);
-  for (int i = tid; i < kTcTokens * kTcCols; i += nthreads) {
-    const int j = i / kTcCols, col = i % kTcCols, s = s0 + j;
-    float v = 0.0f;
-    if (s < valid && pd0 + col < p.head_dim) {
-      v = Io::load(p.x, b * p.x_batch_stride + (t0 + s) * p.x_time_stride + h * p.x_head_stride +
-                            (pd0 + col) * p.x_dim_stride,
-                   p.x_type);
-    }
-    sh.x[j * kTcLdCols + col] = Io::to_elem(p.x_type, v);
-  }
+}
+// (c') with (c), after the scores' product (x shares B's region): the step's x [s][pd] tile,
+// zeros past the chunk's tokens and P;
+template <class Io>
+EFFARCH_HD void tc_scan_load_x(const SsdScanParams& p, int b, int c, int h, int pd0, int s0, int tid, int nthreads,
+                               const TcScanShared<typename Io::Elem>& sh) {
+  const int valid = chunk_tokens(p, c);
+  const int64_t t0 = static_cast<int64_t>(c) * p.chunk;
+  staged_copy(
+      kTcTokens * kTcCols, tid, nthreads,
+      [&](int i) {
+        const int j = i / kTcCols, col = i % kTcCols, s = s0 + j;
+        return s < valid && pd0 + col < p.head_dim
+                   ? Io::load(p.x, b * p.x_batch_stride + (t0 + s) * p.x_time_stride + h * p.x_head_stride +
+                                       (pd0 + col) * p.x_dim_stride,
+                              p.x_type)
+                   : 0.0f;
+      },
+      [&](int i, float v) { sh.x[(i / kTcCols) * kTcLdCols + i % kTcCols] = Io::to_elem(p.x_type, v); });
 }
 // (b) warp w: the raw scores C[l] . B[s] of its 16 rows and the step's 64 tokens, stored fp32;
 template <class E>
@@ -364,18 +398,24 @@ EFFARCH_HD void tc_scan_write(const SsdScanParams& p, int b, int c, int h, int r
                               const float* acc) {
   const int valid = chunk_tokens(p, c);
   const int64_t t0 = static_cast<int64_t>(c) * p.chunk;
-  for (int i = tid; i < kTcRows * kTcCols; i += nthreads) {
-    const int r = i / kTcCols, col = i % kTcCols, l = row0 + r, pd = pd0 + col;
-    if (l >= valid || pd >= p.head_dim) continue;
-    float y = acc[r * kTcLdAcc + col];
-    if (p.head.D != nullptr) {
-      y = y + Io::load(p.x, b * p.x_batch_stride + (t0 + l) * p.x_time_stride + h * p.x_head_stride +
-                                pd * p.x_dim_stride,
-                       p.x_type) *
-                  p.head.D[h];
-    }
-    p.y[b * p.y_batch_stride + (t0 + l) * p.y_time_stride + h * p.y_head_stride + pd * p.y_dim_stride] = y;
-  }
+  // The skip's x read in the staged batch (the y stores would otherwise hold up each next read).
+  staged_copy(
+      kTcRows * kTcCols, tid, nthreads,
+      [&](int i) {
+        const int r = i / kTcCols, col = i % kTcCols, l = row0 + r, pd = pd0 + col;
+        return p.head.D != nullptr && l < valid && pd < p.head_dim
+                   ? Io::load(p.x, b * p.x_batch_stride + (t0 + l) * p.x_time_stride + h * p.x_head_stride +
+                                       pd * p.x_dim_stride,
+                              p.x_type)
+                   : 0.0f;
+      },
+      [&](int i, float xv) {
+        const int r = i / kTcCols, col = i % kTcCols, l = row0 + r, pd = pd0 + col;
+        if (l >= valid || pd >= p.head_dim) return;
+        float y = acc[r * kTcLdAcc + col];
+        if (p.head.D != nullptr) y = y + xv * p.head.D[h];
+        p.y[b * p.y_batch_stride + (t0 + l) * p.y_time_stride + h * p.y_head_stride + pd * p.y_dim_stride] = y;
+      });
 }
 
 }  // namespace effarch::kernels::ssd

@@ -147,9 +147,12 @@ void emulate_chunk_scan_tc(const k::SsdScanParams& p) {
         for (int t = 0; t < ks::kTcThreads; ++t) ks::tc_scan_start_scale(p, c, row0, t, ks::kTcThreads, sh.cs, sh.acc);
         for (int w = 0; w < ks::kTcWarps; ++w) ks::tc_scan_reload(w, sh, acc[w]);
         for (int s0 = 0; s0 < ks::tc_scan_k_end(p, c, row0); s0 += ks::kTcTokens) {
-          for (int t = 0; t < ks::kTcThreads; ++t) ks::tc_scan_load_step<HostIo>(p, b, c, h, pd0, s0, t, ks::kTcThreads, sh);
+          for (int t = 0; t < ks::kTcThreads; ++t) ks::tc_scan_load_b<HostIo>(p, b, c, h, s0, t, ks::kTcThreads, sh);
           for (int w = 0; w < ks::kTcWarps; ++w) ks::tc_scan_scores_mma(p.d_state, w, sh);
-          for (int t = 0; t < ks::kTcThreads; ++t) ks::tc_scan_decay_step<HostIo>(p, c, row0, s0, t, ks::kTcThreads, sh);
+          for (int t = 0; t < ks::kTcThreads; ++t) {
+            ks::tc_scan_load_x<HostIo>(p, b, c, h, pd0, s0, t, ks::kTcThreads, sh);
+            ks::tc_scan_decay_step<HostIo>(p, c, row0, s0, t, ks::kTcThreads, sh);
+          }
           for (int w = 0; w < ks::kTcWarps; ++w) ks::tc_scan_out_mma(w, sh, acc[w]);
         }
         for (int w = 0; w < ks::kTcWarps; ++w) ks::tc_scan_store_warp(w, sh, acc[w]);
