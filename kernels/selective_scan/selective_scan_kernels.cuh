@@ -1,6 +1,6 @@
 #pragma once
 // The selective scan's CUDA shells: the prefill kernel runs scan::scan_block (selective_scan_math.h)
-// for one block of channels, the update kernel scan::update_channel for one thread per channel.
+// for one block of channels, the update kernel scan::update_lane for kUpdateLanes threads per channel.
 // The math lives in the core header, which the CPU tests also run.
 
 #include "selective_scan/selective_scan_math.h"
@@ -43,11 +43,20 @@ __global__ void __launch_bounds__(scan::kThreads, kSeg == 4 ? 2 : 1)
   scan::scan_block<input_t>(p, static_cast<int>(blockIdx.x), static_cast<int>(blockIdx.y), shared, exec);
 }
 
+// kUpdateLanes (16) threads per (sequence, channel), half a warp each: the lanes' parts of the
+// readout summed by shuffles within the half warp, in update_reduce's order.
 template <typename input_t>
 __global__ void __launch_bounds__(scan::kUpdateThreads) selective_state_update_kernel(const SelectiveScanParams p) {
   const int64_t i = static_cast<int64_t>(blockIdx.x) * scan::kUpdateThreads + threadIdx.x;
-  if (i >= static_cast<int64_t>(p.batch) * p.dim) return;
-  scan::update_channel<input_t>(p, static_cast<int>(i / p.dim), static_cast<int>(i % p.dim));
+  const int64_t pair = i / scan::kUpdateLanes;
+  const int lane = static_cast<int>(i % scan::kUpdateLanes);
+  const bool active = pair < static_cast<int64_t>(p.batch) * p.dim;  // whole half warps agree
+  const int batch = active ? static_cast<int>(pair / p.dim) : 0, channel = active ? static_cast<int>(pair % p.dim) : 0;
+  float v = active ? scan::update_lane<input_t>(p, batch, channel, lane) : 0.0f;
+  for (int offset = scan::kUpdateLanes / 2; offset > 0; offset /= 2) {
+    v += __shfl_xor_sync(0xffffffffu, v, offset, scan::kUpdateLanes);
+  }
+  if (active && lane == 0) scan::update_finish<input_t>(p, batch, channel, v);
 }
 
 template <typename input_t, int kSeg>
@@ -75,7 +84,7 @@ template <typename input_t>
 LaunchStatus selective_state_update_cuda(const SelectiveScanParams& p, cudaStream_t stream) {
   const LaunchStatus args = scan::check_args(p, "selective_state_update: d_state must be 1..256");
   if (!args.ok()) return args;
-  const int64_t threads = static_cast<int64_t>(p.batch) * p.dim;
+  const int64_t threads = static_cast<int64_t>(p.batch) * p.dim * scan::kUpdateLanes;
   if (threads == 0) return {};
   const auto blocks = static_cast<unsigned>((threads + scan::kUpdateThreads - 1) / scan::kUpdateThreads);
   selective_state_update_kernel<input_t><<<blocks, scan::kUpdateThreads, 0, stream>>>(p);

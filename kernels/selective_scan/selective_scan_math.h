@@ -250,31 +250,56 @@ EFFARCH_HD void scan_block(const SelectiveScanParams& p, int tile, int batch, Sh
   });
 }
 
-// The one-token update of channel `channel` of sequence `batch` (one thread each).
+// The one-token update, kUpdateLanes threads per (sequence, channel): lane l of a channel takes
+// the states l, l + kUpdateLanes, ..., so a channel's neighbouring states sit in neighbouring
+// threads and the fp32 state rows are read and written coalesced (one thread per channel, as
+// before, read 64-byte rows with a warp touching 32 of them per load: on an H200 the update took
+// 36.8 us at batch 32 for 10 MiB of state). Each lane returns its part of C . h; the channel's
+// readout is their sum in update_reduce's order (a butterfly over the lanes, which the kernel
+// does with warp shuffles), and update_finish writes y.
+inline constexpr int kUpdateLanes = 16;
+
 template <typename input_t>
-EFFARCH_HD void update_channel(const SelectiveScanParams& p, int batch, int channel) {
+EFFARCH_HD float update_lane(const SelectiveScanParams& p, int batch, int channel, int lane) {
   const float u = to_float(static_cast<const input_t*>(p.u)[batch * p.u_batch_stride + channel * p.u_dim_stride]);
   const float dt = discretize(
       p, to_float(static_cast<const input_t*>(p.delta)[batch * p.delta_batch_stride + channel * p.delta_dim_stride]),
       channel);
-  const float z =
-      p.z != nullptr
-          ? to_float(static_cast<const input_t*>(p.z)[batch * p.z_batch_stride + channel * p.z_dim_stride])
-          : 0.0f;
   const auto* B = static_cast<const input_t*>(p.B) + batch * p.B_batch_stride;
   const auto* C = static_cast<const input_t*>(p.C) + batch * p.C_batch_stride;
   float* h = p.state + batch * p.state_batch_stride + channel * p.state_dim_stride;
   const float* A = p.A + channel * p.A_dim_stride;
   const float du = dt * u;
   float acc = 0.0f;
-  for (int n = 0; n < p.dstate; ++n) {
+  for (int n = lane; n < p.dstate; n += kUpdateLanes) {
     const float decay = exp2f(dt * (A[n * p.A_state_stride] * kLog2e));
     const float next = decay * h[n * p.state_state_stride] + to_float(B[n * p.B_state_stride]) * du;
     h[n * p.state_state_stride] = next;
     acc += to_float(C[n * p.C_state_stride]) * next;
   }
+  return acc;
+}
+
+// The lanes' parts summed as the kernel's shuffles do: at each offset 8, 4, 2, 1 every lane adds
+// its partner's (lane ^ offset) value; v[0] holds the sum (all lanes do, the same value).
+EFFARCH_HD float update_reduce(float (&v)[kUpdateLanes]) {
+  for (int offset = kUpdateLanes / 2; offset > 0; offset /= 2) {
+    float next[kUpdateLanes];
+    for (int l = 0; l < kUpdateLanes; ++l) next[l] = v[l] + v[l ^ offset];
+    for (int l = 0; l < kUpdateLanes; ++l) v[l] = next[l];
+  }
+  return v[0];
+}
+
+template <typename input_t>
+EFFARCH_HD void update_finish(const SelectiveScanParams& p, int batch, int channel, float readout) {
+  const float u = to_float(static_cast<const input_t*>(p.u)[batch * p.u_batch_stride + channel * p.u_dim_stride]);
+  const float z =
+      p.z != nullptr
+          ? to_float(static_cast<const input_t*>(p.z)[batch * p.z_batch_stride + channel * p.z_dim_stride])
+          : 0.0f;
   static_cast<input_t*>(p.y)[batch * p.y_batch_stride + channel * p.y_dim_stride] =
-      from_float<input_t>(finish(p, acc, u, z, channel));
+      from_float<input_t>(finish(p, readout, u, z, channel));
 }
 
 #ifndef __CUDACC__
@@ -314,7 +339,11 @@ inline void emulate_scan(const SelectiveScanParams& p) {
 
 inline void emulate_update(const SelectiveScanParams& p) {
   for (int batch = 0; batch < p.batch; ++batch) {
-    for (int channel = 0; channel < p.dim; ++channel) update_channel<float>(p, batch, channel);
+    for (int channel = 0; channel < p.dim; ++channel) {
+      float parts[kUpdateLanes];
+      for (int lane = 0; lane < kUpdateLanes; ++lane) parts[lane] = update_lane<float>(p, batch, channel, lane);
+      update_finish<float>(p, batch, channel, update_reduce(parts));
+    }
   }
 }
 #endif
