@@ -8,4 +8,6 @@ namespace effarch::kernels {
 
 enum class ElementType : uint8_t { kFloat32, kBFloat16, kFloat16 };
 
+constexpr int element_bytes(ElementType type) { return type == ElementType::kFloat32 ? 4 : 2; }
+
 }  // namespace effarch::kernels

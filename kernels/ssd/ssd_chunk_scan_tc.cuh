@@ -10,11 +10,11 @@
 //                   scaled by dt in shared memory, rounded, times x; + D x.
 // Shared memory (bf16/fp16, Q 256, N 128): chunk_state_tc 36 KiB, chunk_scan_tc 54 KiB (N 128,
 // Q 1024: 60 KiB), within the 99 KiB an sm_120/121 block may opt into.
-// ptxas (CUDA 13.0, -Xptxas -v), registers per thread, no spills and no stack frame in any:
+// ptxas (CUDA 13.0, -Xptxas -v), registers per thread:
 //                       sm_90 bf16 / fp16   sm_121 bf16 / fp16
-//   chunk_scan_tc           128 / 126           128 / 127
-//   chunk_state_tc           56 / 56             66 / 72
-// (128 threads a block: registers do not limit the scan below 4 blocks per SM; shared memory does.)
+//   chunk_scan_tc           128 / 128           190 / 181     (sm_90 capped for 4 blocks per SM)
+//   chunk_state_tc           73 / 66            128 / 128
+// No spills but 40 bytes in chunk_scan_tc fp16 on sm_90 and 4 in chunk_state_tc bf16 on sm_121.
 
 #include "common/tile_mma.h"
 #include "ssd/ssd_common.cuh"
@@ -57,8 +57,16 @@ __global__ void __launch_bounds__(ssd::kTcThreads) ssd_chunk_state_tc_kernel(con
   ssd::tc_state_write(p, b, c, h, pd0, n0, threadIdx.x, ssd::kTcThreads, sh.out);
 }
 
+// On sm_90 at most 128 registers a thread, so that four blocks fit an SM by registers as by shared
+// memory. sm_120/121 hold one 54 KiB block per SM (100 KiB of shared memory): no cap there, where
+// it only made ptxas spill.
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 1200
+inline constexpr int kTcScanMinBlocks = 1;
+#else
+inline constexpr int kTcScanMinBlocks = 4;
+#endif
 template <typename input_t>
-__global__ void __launch_bounds__(ssd::kTcThreads) ssd_chunk_scan_tc_kernel(const SsdScanParams p) {
+__global__ void __launch_bounds__(ssd::kTcThreads, kTcScanMinBlocks) ssd_chunk_scan_tc_kernel(const SsdScanParams p) {
   using Io = ssd::StaticIo<input_t>;
   extern __shared__ __align__(32) char tc_scan_smem[];
   const int col_tiles = ssd::tc_col_tiles(p.head_dim), row_tiles = ssd::tc_row_tiles(p.chunk);

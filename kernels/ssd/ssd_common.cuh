@@ -20,6 +20,18 @@ struct StaticIo {
     return to_float(static_cast<const input_t*>(base)[offset]);
   }
   EFFARCH_HD static Elem to_elem(ElementType, float v) { return from_float<input_t>(v); }
+  // Eight neighbouring 16-bit elements moved unchanged (the tensor-core path's operands are the
+  // input type in shared memory too): one 16-byte load and store; both addresses 16-byte aligned
+  // (tc_rows_vec8 checks the global side, the shared layout keeps the other).
+  struct Vec8 {
+    uint4 bits;
+  };
+  EFFARCH_HD static Vec8 load8(const void* base, int64_t offset, ElementType) {
+    static_assert(sizeof(input_t) == 2, "8-element copies move 16-bit elements");
+    return {*reinterpret_cast<const uint4*>(static_cast<const input_t*>(base) + offset)};
+  }
+  EFFARCH_HD static Vec8 zero8() { return {make_uint4(0, 0, 0, 0)}; }
+  EFFARCH_HD static void store8(Elem* dst, const Vec8& v) { *reinterpret_cast<uint4*>(dst) = v.bits; }
 };
 
 // The element type given per access (the gated RMSNorm, whose y, z, weight and out may differ).

@@ -223,6 +223,33 @@ EFFARCH_HD int tc_scan_k_end(const SsdScanParams& p, int c, int row0) {
   return row0 + kTcRows < valid ? row0 + kTcRows : valid;
 }
 
+// Whether rows of an operand can move eight elements at a time: unit column stride, the valid
+// columns a multiple of 8, every other stride a multiple of 8 elements and the base aligned to
+// 8 elements (16 bytes in bf16 / fp16). The model's views (x, B and C cut from the conv's output,
+// Codestral's d_state 128 and head_dim 64) qualify; anything else takes the element-wise path.
+EFFARCH_HD bool tc_rows_vec8(const void* base, ElementType type, int64_t col_stride, int cols, int64_t s1, int64_t s2,
+                             int64_t s3) {
+  const auto bytes = static_cast<uint64_t>(8 * element_bytes(type));
+  return col_stride == 1 && cols % 8 == 0 && s1 % 8 == 0 && s2 % 8 == 0 && s3 % 8 == 0 &&
+         reinterpret_cast<uintptr_t>(base) % bytes == 0;
+}
+// rows x cols_pad elements into dst (row r at dst + r * ld), eight at a time: row r from
+// src[origin + r * row_stride + ...] where r < rows_valid and the column below cols_valid, else zeros.
+template <class Io>
+EFFARCH_HD void tc_copy_rows_vec8(const SsdScanParams& p, const void* src, int64_t origin, int64_t row_stride,
+                                  int rows, int rows_valid, int cols_valid, int cols_pad, int tid, int nthreads,
+                                  typename Io::Elem* dst, int ld) {
+  const int per_row = cols_pad / 8;
+  staged_copy<4>(  // four 16-byte reads in flight: 16 registers, not the 32 of eight
+      rows * per_row, tid, nthreads,
+      [&](int i) {
+        const int r = i / per_row, col = i % per_row * 8;
+        return r < rows_valid && col < cols_valid ? Io::load8(src, origin + r * row_stride + col, p.x_type)
+                                                  : Io::zero8();
+      },
+      [&](int i, const typename Io::Vec8& v) { Io::store8(dst + (i / per_row) * ld + i % per_row * 8, v); });
+}
+
 // Tokens [row0, row0 + rows) of chunk c of head h's group in a [B, L, G, N] operand (B or C, with
 // its strides) into shared memory as rows of the element type, N padded to 16 (tc_ld_state apart);
 // zeros past the chunk's tokens and past N.
@@ -233,6 +260,12 @@ EFFARCH_HD void tc_load_group_rows(const SsdScanParams& p, const void* src, int6
   const int g = group_of(p, h), valid = chunk_tokens(p, c);
   const int np = tc_round16(p.d_state), ld = tc_ld_state(p.d_state);
   const int64_t t0 = static_cast<int64_t>(c) * p.chunk;
+  if (tc_rows_vec8(src, p.x_type, state_stride, p.d_state, batch_stride, time_stride, group_stride)) {
+    const int rows_valid = valid - row0 < rows ? (valid - row0 > 0 ? valid - row0 : 0) : rows;
+    tc_copy_rows_vec8<Io>(p, src, b * batch_stride + (t0 + row0) * time_stride + g * group_stride, time_stride, rows,
+                          rows_valid, p.d_state, np, tid, nthreads, dst, ld);
+    return;
+  }
   staged_copy(
       rows * np, tid, nthreads,
       [&](int i) {
@@ -327,6 +360,13 @@ EFFARCH_HD void tc_scan_load_x(const SsdScanParams& p, int b, int c, int h, int 
                                const TcScanShared<typename Io::Elem>& sh) {
   const int valid = chunk_tokens(p, c);
   const int64_t t0 = static_cast<int64_t>(c) * p.chunk;
+  const int cols_valid = p.head_dim - pd0 < kTcCols ? p.head_dim - pd0 : kTcCols;
+  if (tc_rows_vec8(p.x, p.x_type, p.x_dim_stride, cols_valid, p.x_batch_stride, p.x_time_stride, p.x_head_stride)) {
+    const int rows_valid = valid - s0 < kTcTokens ? (valid - s0 > 0 ? valid - s0 : 0) : kTcTokens;
+    tc_copy_rows_vec8<Io>(p, p.x, b * p.x_batch_stride + (t0 + s0) * p.x_time_stride + h * p.x_head_stride + pd0,
+                          p.x_time_stride, kTcTokens, rows_valid, cols_valid, kTcCols, tid, nthreads, sh.x, kTcLdCols);
+    return;
+  }
   staged_copy(
       kTcTokens * kTcCols, tid, nthreads,
       [&](int i) {

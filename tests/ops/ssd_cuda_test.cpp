@@ -66,6 +66,19 @@ struct HostIo {
     }
   }
   static Elem to_elem(k::ElementType type, float v) { return round_to(type, v); }
+  // The device's 16-byte copies: eight elements, each as load and to_elem give it.
+  struct Vec8 {
+    float v[8];
+  };
+  static Vec8 load8(const void* base, int64_t offset, k::ElementType type) {
+    Vec8 out{};
+    for (int e = 0; e < 8; ++e) out.v[e] = to_elem(type, load(base, offset + e, type));
+    return out;
+  }
+  static Vec8 zero8() { return Vec8{}; }
+  static void store8(Elem* dst, const Vec8& v) {
+    for (int e = 0; e < 8; ++e) dst[e] = v.v[e];
+  }
 };
 
 // ssd_state_update_kernel over grid (P / warps, H, B), warps of 32 lanes.
