@@ -26,6 +26,7 @@
 
 #include "add_norm/add_norm_params.h"
 #include "common/host_device.h"
+#include "common/staged_copy.h"
 
 namespace effarch::kernels::addnorm {
 
@@ -71,15 +72,19 @@ EFFARCH_HD float norm_input(const AddNormParams& p, int64_t row, int i) {
 
 // Phase 1: the thread writes residual_out for its elements tid, tid + nthreads, ... and returns
 // its part of the first row sum: sum n^2 (RMSNorm) or sum n (LayerNorm).
+// The elements' reads are staged ahead of the stores (common/staged_copy.h: one memory latency
+// per batch of elements, not per element; an H200 profile had this kernel at 5.9 us a row);
+// the sum runs in the same order.
 template <class Io>
 EFFARCH_HD float add_partial(const AddNormParams& p, int64_t row, int tid, int nthreads) {
   float acc = 0.0f;
-  for (int i = tid; i < p.dim; i += nthreads) {
-    const float r = residual_value<Io>(p, row, i);
-    Io::store(p.residual_out, row * p.residual_out_row_stride + i, p.residual_type, r);
-    const float n = Io::round_to(p.type, r);
-    acc = p.norm == NormType::kRms ? fmaf(n, n, acc) : acc + n;
-  }
+  staged_copy(
+      p.dim, tid, nthreads, [&](int i) { return residual_value<Io>(p, row, i); },
+      [&](int i, float r) {
+        Io::store(p.residual_out, row * p.residual_out_row_stride + i, p.residual_type, r);
+        const float n = Io::round_to(p.type, r);
+        acc = p.norm == NormType::kRms ? fmaf(n, n, acc) : acc + n;
+      });
   return acc;
 }
 
@@ -103,23 +108,27 @@ EFFARCH_HD float variance_partial(const AddNormParams& p, int64_t row, int tid, 
 // `first` is sum n and `second` sum (n - mean)^2.
 template <class Io>
 EFFARCH_HD void norm_write(const AddNormParams& p, int64_t row, int tid, int nthreads, float first, float second) {
+  struct In {
+    float n, w, b;  // the norm's input, weight and (LayerNorm) bias of an element
+  };
+  const auto read = [&](int i) {
+    return In{norm_input<Io>(p, row, i), Io::load(p.weight, i, p.type),
+              p.norm == NormType::kRms ? 0.0f : Io::load(p.bias, i, p.type)};
+  };
   if (p.norm == NormType::kRms) {
     const float rinv = rsqrt_of(mean_of(first, p.dim) + p.eps);
-    for (int i = tid; i < p.dim; i += nthreads) {
-      const float normed = Io::round_to(p.type, norm_input<Io>(p, row, i) * rinv);
-      const float w = Io::load(p.weight, i, p.type);
-      Io::store(p.normed, row * p.normed_row_stride + i, p.type, w * normed);
-    }
+    staged_copy(p.dim, tid, nthreads, read, [&](int i, const In& v) {
+      const float normed = Io::round_to(p.type, v.n * rinv);
+      Io::store(p.normed, row * p.normed_row_stride + i, p.type, v.w * normed);
+    });
     return;
   }
   const float mean = mean_of(first, p.dim);
   const float rstd = rsqrt_of(mean_of(second, p.dim) + p.eps);
-  for (int i = tid; i < p.dim; i += nthreads) {
-    const float w = Io::load(p.weight, i, p.type);
-    const float b = Io::load(p.bias, i, p.type);
+  staged_copy(p.dim, tid, nthreads, read, [&](int i, const In& v) {
     // at::layer_norm's CUDA kernels: (rstd * (x - mean)) * gamma + beta, the last two contracted.
-    Io::store(p.normed, row * p.normed_row_stride + i, p.type, fmaf(rstd * (norm_input<Io>(p, row, i) - mean), w, b));
-  }
+    Io::store(p.normed, row * p.normed_row_stride + i, p.type, fmaf(rstd * (v.n - mean), v.w, v.b));
+  });
 }
 
 }  // namespace effarch::kernels::addnorm
