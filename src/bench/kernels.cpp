@@ -882,7 +882,10 @@ std::string format_kernels_table(const json& doc) {
     const bool ok = status == "ok";
     std::string impl = r.at("implementation").get<std::string>();
     if (r.contains("products")) impl += " (" + r.at("products").get<std::string>() + ")";
-    if (r.contains("pieces")) impl += fmt::format(" ({} pieces)", r.at("pieces").get<int>());
+    if (r.contains("pieces")) {
+      const int pieces = r.at("pieces").get<int>();
+      impl += fmt::format(" ({} piece{})", pieces, pieces == 1 ? "" : "s");
+    }
     cells.push_back({r.at("op").get<std::string>(), r.at("model").get<std::string>(), impl, std::to_string(r.at("batch").get<int64_t>()),
                      std::to_string(r.at("length").get<int64_t>()),
                      ok ? seconds(r.at("time_s").at("median").get<double>()) : "-",
