@@ -316,7 +316,8 @@ TEST(SelectiveScanKernelEmulated, SplitBelowMinusOneIsRefusedByName) {
   EXPECT_THROW_WITH(selective_scan_cuda_pieces(args, 1, 4, 8, 132), OpError, {"cuda_split", "got -2"});
 }
 
-// The one-token update ignores the split; the auto split's piece count follows the SM count.
+// The one-token update ignores the split; the auto split's piece count follows the SM count, and
+// its prefill matches the reference.
 TEST(SelectiveScanKernelEmulated, SplitIsPrefillOnly) {
   const Problem p = make_problem({1, 64, 16, 4096}, at::kFloat, true, true, at::kCPU);
   SelectiveScanArgs args = p.args;
@@ -333,6 +334,11 @@ TEST(SelectiveScanKernelEmulated, SplitIsPrefillOnly) {
   EXPECT_GT(prefill.params.pieces, 1);
   // Piece states and dt sums, one slot per piece.
   EXPECT_EQ(prefill.workspace.numel(), int64_t{1} * prefill.params.pieces * 64 * (16 + 1));
+  scan::emulate_scan(prefill.params);
+  at::Tensor ref_state = p.state0.clone();
+  const at::Tensor ref = selective_scan(p.u, p.delta, p.B, p.C, p.z, p.args, ref_state, false, Backend::Reference);
+  test::expect_close(prefill.result(), ref, {1e-5, 1e-5}, "auto split y");
+  test::expect_close(state, ref_state, {1e-5, 1e-5}, "auto split state");
 }
 
 // ---- The kernels on a GPU, every dtype. ----
