@@ -43,6 +43,31 @@ __global__ void __launch_bounds__(scan::kThreads, kSeg == 4 ? 2 : 1)
   scan::scan_block<input_t>(p, static_cast<int>(blockIdx.x), static_cast<int>(blockIdx.y), shared, exec);
 }
 
+// The sequence split's two passes (selective_scan_math.h, "Sequence split"): grid (tiles, batch,
+// pieces - 1) for the first, (tiles, batch, pieces) for the second. The first keeps no readout (no
+// y, C or z): capped at 128 registers, two blocks per SM, for either segment; the second has the
+// unsplit kernel's bounds.
+template <typename input_t, int kSeg>
+__global__ void __launch_bounds__(scan::kThreads, 2)
+    selective_scan_split_local_kernel(const SelectiveScanParams p) {
+  extern __shared__ float shared_buffer[];
+  scan::Shared shared = scan::carve_shared(shared_buffer, kSeg);
+  scan::DeviceExec<kSeg> exec;
+  scan::split_local_block<input_t>(p, static_cast<int>(blockIdx.x), static_cast<int>(blockIdx.y),
+                                   static_cast<int>(blockIdx.z), shared,
+                                   shared_buffer + scan::shared_floats(p.dstate, kSeg), exec);
+}
+
+template <typename input_t, int kSeg>
+__global__ void __launch_bounds__(scan::kThreads, kSeg == 4 ? 2 : 1)
+    selective_scan_split_kernel(const SelectiveScanParams p) {
+  extern __shared__ float shared_buffer[];
+  scan::Shared shared = scan::carve_shared(shared_buffer, kSeg);
+  scan::DeviceExec<kSeg> exec;
+  scan::split_scan_block<input_t>(p, static_cast<int>(blockIdx.x), static_cast<int>(blockIdx.y),
+                                  static_cast<int>(blockIdx.z), shared, exec);
+}
+
 // kUpdateLanes (16) threads per (sequence, channel), half a warp each: the lanes' parts of the
 // readout summed by shuffles within the half warp, in update_reduce's order.
 template <typename input_t>
@@ -70,12 +95,39 @@ LaunchStatus selective_scan_fwd_launch(const SelectiveScanParams& p, cudaStream_
   return check_launch("selective_scan_fwd_kernel");
 }
 
+template <typename input_t, int kSeg>
+LaunchStatus selective_scan_split_launch(const SelectiveScanParams& p, cudaStream_t stream) {
+  if (p.pieces > scan::kSplitMaxPieces || p.piece_chunks < 1 || p.split_states == nullptr ||
+      p.split_dtsum == nullptr) {
+    return {cudaErrorInvalidValue, "selective_scan_fwd: a split needs its piece length and workspace"};
+  }
+  const unsigned tiles = (p.dim + scan::kLanes - 1) / scan::kLanes;
+  const size_t local_bytes = static_cast<size_t>(scan::split_local_shared_floats(p.dstate, kSeg)) * sizeof(float);
+  LaunchStatus smem = allow_dynamic_shared(selective_scan_split_local_kernel<input_t, kSeg>, local_bytes,
+                                           "selective_scan_fwd: cudaFuncSetAttribute (split, shared memory)");
+  if (!smem.ok()) return smem;
+  const size_t bytes = static_cast<size_t>(scan::shared_floats(p.dstate, kSeg)) * sizeof(float);
+  smem = allow_dynamic_shared(selective_scan_split_kernel<input_t, kSeg>, bytes,
+                              "selective_scan_fwd: cudaFuncSetAttribute (split, shared memory)");
+  if (!smem.ok()) return smem;
+  selective_scan_split_local_kernel<input_t, kSeg>
+      <<<dim3(tiles, p.batch, p.pieces - 1), scan::kThreads, local_bytes, stream>>>(p);
+  const LaunchStatus local = check_launch("selective_scan_split_local_kernel");
+  if (!local.ok()) return local;
+  selective_scan_split_kernel<input_t, kSeg><<<dim3(tiles, p.batch, p.pieces), scan::kThreads, bytes, stream>>>(p);
+  return check_launch("selective_scan_split_kernel");
+}
+
 template <typename input_t>
 LaunchStatus selective_scan_fwd_cuda(const SelectiveScanParams& p, cudaStream_t stream) {
   const LaunchStatus args = scan::check_args(p, "selective_scan_fwd: d_state must be 1..256 and batch at most 65535");
   if (!args.ok()) return args;
   if (!scan::valid_segment(p.segment)) return {cudaErrorInvalidValue, "selective_scan_fwd: segment must be 8 or 4"};
   if (p.batch == 0 || p.dim == 0 || p.seqlen == 0) return {};
+  if (p.pieces > 1) {
+    return p.segment == 4 ? selective_scan_split_launch<input_t, 4>(p, stream)
+                          : selective_scan_split_launch<input_t, 8>(p, stream);
+  }
   return p.segment == 4 ? selective_scan_fwd_launch<input_t, 4>(p, stream)
                         : selective_scan_fwd_launch<input_t, 8>(p, stream);
 }

@@ -34,16 +34,12 @@
 
 namespace effarch::kernels::scan {
 
-inline constexpr int kLanes = 32;                  // channels per block
-inline constexpr int kWarps = 8;                   // time segments per chunk
 inline constexpr int kDefaultSegment = 8;          // timesteps per segment (the other variant: 4)
 inline constexpr int kThreads = kLanes * kWarps;
 inline constexpr int kSlice = 16;                  // states in registers at a time
 inline constexpr float kLog2e = 1.4426950408889634f;
 
 constexpr int num_slices(int dstate) { return (dstate + kSlice - 1) / kSlice; }
-constexpr int chunk_steps(int seg) { return kWarps * seg; }  // timesteps per chunk
-constexpr bool valid_segment(int seg) { return seg == 8 || seg == 4; }
 
 // Shared memory of a block, carved from one float buffer of shared_floats(dstate, seg) floats
 // (35 KiB for d_state 16, 65 KiB for 256, with 8-step segments).
@@ -124,6 +120,12 @@ EFFARCH_HD void load_segment(const SelectiveScanParams& p, int batch, int channe
 #pragma unroll
   for (int i = 0; i < kSeg; ++i) sum += r.dt[i];
   r.dtsum = sum;
+}
+
+// A * log2(e) of one (channel, state), 0 outside.
+EFFARCH_HD float A2_at(const SelectiveScanParams& p, int channel, int state) {
+  return channel < p.dim && state < p.dstate ? p.A[channel * p.A_dim_stride + state * p.A_state_stride] * kLog2e
+                                             : 0.0f;
 }
 
 template <int kSeg>
@@ -250,6 +252,222 @@ EFFARCH_HD void scan_block(const SelectiveScanParams& p, int tile, int batch, Sh
   });
 }
 
+// Step 1 for thread tid: its segment from a zero state; the local end state and (first slice)
+// the dt sum go to shared memory.
+template <int kSeg>
+EFFARCH_HD void segment_from_zero(const SelectiveScanParams& p, int tile, int slice, int tid, Shared& s,
+                                  ThreadRegs<kSeg>& r) {
+  const int warp = tid / kLanes, lane = tid % kLanes;
+  load_A(p, tile * kLanes + lane, slice, r);
+#pragma unroll
+  for (int n = 0; n < kSlice; ++n) r.h[n] = 0.0f;
+  scan_segment<false>(s, warp, r);
+#pragma unroll
+  for (int n = 0; n < kSlice; ++n) s.agg[warp][n][lane] = r.h[n];
+  if (slice == 0) s.dtsum[warp][lane] = r.dtsum;
+}
+
+// The chunks starting at t_begin, t_begin + chunk, ... before t_end (a multiple of the chunk or
+// the sequence's end), from the carry in shared memory, which holds the state after them on return
+// (seen by the last warp's threads; a sync makes it the block's). Writes y for those steps.
+// scan_block's chunk loop, phase for phase, for the split's blocks: scan_block keeps its own copy
+// because routing it through this function changes ptxas's allocation at the 4-step variant's
+// 128-register cap (12 bytes of spills on sm_90 bf16 become 76-164), and the unsplit kernels stay
+// as measured. Both are tested against the reference.
+template <typename input_t, typename Exec>
+EFFARCH_HD void scan_chunks(const SelectiveScanParams& p, int tile, int batch, int64_t t_begin, int64_t t_end,
+                            Shared& s, Exec& exec) {
+  constexpr int kSeg = Exec::kSeg;
+  using Regs = ThreadRegs<kSeg>;
+  const int slices = num_slices(p.dstate);
+  for (int64_t t_chunk = t_begin; t_chunk < t_end; t_chunk += chunk_steps(kSeg)) {
+    exec.threads([&](int tid, Regs& r) {
+      const int warp = tid / kLanes, channel = tile * kLanes + tid % kLanes;
+      load_segment<input_t, kSeg>(p, batch, channel, t_chunk + warp * kSeg, r);
+    });
+    for (int slice = 0; slice < slices; ++slice) {
+      exec.threads([&](int tid, Regs&) { load_BC<input_t, kSeg>(p, batch, t_chunk, slice, tid, s); });
+      exec.sync();
+      // 1. Each segment from zero: its local end state.
+      exec.threads([&](int tid, Regs& r) { segment_from_zero(p, tile, slice, tid, s, r); });
+      exec.sync();
+      // 2. The start state of each segment, 3. the segment again from it, with the readout.
+      exec.threads([&](int tid, Regs& r) {
+        const int warp = tid / kLanes, lane = tid % kLanes;
+#pragma unroll
+        for (int n = 0; n < kSlice; ++n) r.h[n] = s.carry[slice * kSlice + n][lane];
+        for (int j = 0; j < warp; ++j) {
+          const float dtsum = s.dtsum[j][lane];
+#pragma unroll
+          for (int n = 0; n < kSlice; ++n) r.h[n] = exp2f(dtsum * r.A2[n]) * r.h[n] + s.agg[j][n][lane];
+        }
+        scan_segment<true>(s, warp, r);
+      });
+      exec.sync();  // every warp has read the carry and this slice's B and C
+      exec.threads([&](int tid, Regs& r) {
+        if (tid / kLanes != kWarps - 1) return;
+#pragma unroll
+        for (int n = 0; n < kSlice; ++n) s.carry[slice * kSlice + n][tid % kLanes] = r.h[n];
+      });
+    }
+    exec.threads([&](int tid, Regs& r) {
+      const int warp = tid / kLanes, channel = tile * kLanes + tid % kLanes;
+      if (channel >= p.dim) return;
+      auto* y = static_cast<input_t*>(p.y) + batch * p.y_batch_stride + channel * p.y_dim_stride;
+#pragma unroll
+      for (int i = 0; i < kSeg; ++i) {
+        const int64_t t = t_chunk + warp * kSeg + i;
+        if (t < p.seqlen) y[t * p.y_time_stride] = from_float<input_t>(finish(p, r.y[i], r.u[i], r.z[i], channel));
+      }
+    });
+  }
+}
+
+// The carry (every slice) into p.state, after a sync (thread tid's share).
+EFFARCH_HD void store_carry(const SelectiveScanParams& p, int tile, int batch, int tid, const Shared& s) {
+  const int slices = num_slices(p.dstate);
+  for (int i = tid; i < slices * kSlice * kLanes; i += kThreads) {
+    const int state = i / kLanes, lane = i % kLanes, channel = tile * kLanes + lane;
+    if (channel < p.dim && state < p.dstate) {
+      p.state[batch * p.state_batch_stride + channel * p.state_dim_stride + state * p.state_state_stride] =
+          s.carry[state][lane];
+    }
+  }
+}
+
+// ---- Sequence split ----
+//
+// With batch x ceil(dim / 32) blocks short of the GPU (Mamba-2.8B at batch 1: 160 blocks for 132
+// SMs), the sequence is also cut into p.pieces contiguous pieces of p.piece_chunks whole chunks
+// (the last takes the rest), each scanned by its own blocks. The recurrence is linear, so a piece
+// maps a start state h to exp(A S) h + e, with S its sum of dt and e its end state from zeros:
+//   pass 1 (split_local_block, grid pieces - 1): every piece but the last scans from zeros, one
+//     exponential per update and no readout (step 1 of the chunk, then the chunk's segments folded
+//     into the piece's running end state), and writes e and S to the workspace; the blocks of
+//     piece 0 also copy the initial state (from_state) into slot 0, so that pass 2 never reads
+//     p.state, which the last piece overwrites;
+//   pass 2 (split_scan_block, grid pieces): every piece composes its start state from the initial
+//     state (or zeros) and the maps of the pieces before it (at most pieces - 1 compositions per
+//     state: tiny next to a piece of several chunks, and no third launch or second workspace),
+//     then runs the unsplit block's chunk loop over its own chunks, writing y; the last piece
+//     writes the final state to p.state.
+// Pieces are whole chunks, so every chunk boundary is where the unsplit kernel has one, and only
+// the last piece reaches past the sequence's end. Deterministic: each workspace entry is written
+// by one thread, and every sum runs in a fixed order.
+
+// The plan (split_plan, auto_pieces): selective_scan_params.h, for the host-side launcher.
+
+// Pass 1's shared memory: the block's, then each lane's running sum of dt over the piece.
+constexpr int64_t split_local_shared_floats(int dstate, int seg) { return shared_floats(dstate, seg) + kLanes; }
+
+EFFARCH_HD int64_t split_state_index(const SelectiveScanParams& p, int batch, int slot, int state, int channel) {
+  return ((static_cast<int64_t>(batch) * p.pieces + slot) * p.dstate + state) * p.dim + channel;
+}
+EFFARCH_HD int64_t split_dtsum_index(const SelectiveScanParams& p, int batch, int slot, int channel) {
+  return (static_cast<int64_t>(batch) * p.pieces + slot) * p.dim + channel;
+}
+
+// The steps of piece `piece`: [begin, end).
+EFFARCH_HD int64_t piece_begin(const SelectiveScanParams& p, int piece, int seg) {
+  return static_cast<int64_t>(piece) * p.piece_chunks * chunk_steps(seg);
+}
+EFFARCH_HD int64_t piece_end(const SelectiveScanParams& p, int piece, int seg) {
+  const int64_t end = piece_begin(p, piece + 1, seg);
+  return piece + 1 == p.pieces || end > p.seqlen ? p.seqlen : end;
+}
+
+// Pass 1: piece `piece` (< pieces - 1) of channels [tile * kLanes, + kLanes) of sequence `batch`
+// from zeros; its end state and dt sum into workspace slot piece + 1. `piece_dtsum`: kLanes floats
+// of shared memory.
+template <typename input_t, typename Exec>
+EFFARCH_HD void split_local_block(const SelectiveScanParams& p, int tile, int batch, int piece, Shared& s,
+                                  float* piece_dtsum, Exec& exec) {
+  constexpr int kSeg = Exec::kSeg;
+  using Regs = ThreadRegs<kSeg>;
+  const int slices = num_slices(p.dstate);
+  exec.threads([&](int tid, Regs&) {
+    for (int i = tid; i < slices * kSlice * kLanes; i += kThreads) {
+      const int state = i / kLanes, lane = i % kLanes, channel = tile * kLanes + lane;
+      s.carry[state][lane] = 0.0f;
+      if (piece == 0 && p.from_state && channel < p.dim && state < p.dstate) {
+        p.split_states[split_state_index(p, batch, 0, state, channel)] =
+            p.state[batch * p.state_batch_stride + channel * p.state_dim_stride + state * p.state_state_stride];
+      }
+    }
+    if (tid < kLanes) piece_dtsum[tid] = 0.0f;
+  });
+  const int64_t end = piece_end(p, piece, kSeg);
+  for (int64_t t_chunk = piece_begin(p, piece, kSeg); t_chunk < end; t_chunk += chunk_steps(kSeg)) {
+    exec.threads([&](int tid, Regs& r) {
+      const int warp = tid / kLanes, channel = tile * kLanes + tid % kLanes;
+      load_segment<input_t, kSeg>(p, batch, channel, t_chunk + warp * kSeg, r);
+    });
+    for (int slice = 0; slice < slices; ++slice) {
+      exec.threads([&](int tid, Regs&) { load_BC<input_t, kSeg>(p, batch, t_chunk, slice, tid, s); });
+      exec.sync();  // also: the previous slice's fold has read agg
+      exec.threads([&](int tid, Regs& r) { segment_from_zero(p, tile, slice, tid, s, r); });
+      exec.sync();
+      // The chunk's segments folded into the running end state, kSlice x kLanes (state, lane)
+      // pairs over the block's threads: warp w takes states w, w + kWarps, ...
+      exec.threads([&](int tid, Regs&) {
+        const int warp = tid / kLanes, lane = tid % kLanes, channel = tile * kLanes + lane;
+        for (int n = warp; n < kSlice; n += kWarps) {
+          const int state = slice * kSlice + n;
+          const float a2 = A2_at(p, channel, state);
+          float h = s.carry[state][lane];
+          for (int j = 0; j < kWarps; ++j) h = exp2f(s.dtsum[j][lane] * a2) * h + s.agg[j][n][lane];
+          s.carry[state][lane] = h;
+        }
+        if (slice == 0 && warp == 0) {
+          float sum = piece_dtsum[lane];
+          for (int j = 0; j < kWarps; ++j) sum += s.dtsum[j][lane];
+          piece_dtsum[lane] = sum;
+        }
+      });
+    }
+  }
+  exec.sync();
+  exec.threads([&](int tid, Regs&) {
+    for (int i = tid; i < slices * kSlice * kLanes; i += kThreads) {
+      const int state = i / kLanes, lane = i % kLanes, channel = tile * kLanes + lane;
+      if (channel < p.dim && state < p.dstate) {
+        p.split_states[split_state_index(p, batch, piece + 1, state, channel)] = s.carry[state][lane];
+      }
+    }
+    const int channel = tile * kLanes + tid;
+    if (tid < kLanes && channel < p.dim) p.split_dtsum[split_dtsum_index(p, batch, piece + 1, channel)] = piece_dtsum[tid];
+  });
+}
+
+// Pass 2: piece `piece` of the block's channels from its composed start state, writing y; the last
+// piece writes the final state.
+template <typename input_t, typename Exec>
+EFFARCH_HD void split_scan_block(const SelectiveScanParams& p, int tile, int batch, int piece, Shared& s,
+                                 Exec& exec) {
+  constexpr int kSeg = Exec::kSeg;
+  using Regs = ThreadRegs<kSeg>;
+  const int slices = num_slices(p.dstate);
+  exec.threads([&](int tid, Regs&) {
+    for (int i = tid; i < slices * kSlice * kLanes; i += kThreads) {
+      const int state = i / kLanes, lane = i % kLanes, channel = tile * kLanes + lane;
+      float h = 0.0f;
+      if (channel < p.dim && state < p.dstate) {
+        if (p.from_state) h = p.split_states[split_state_index(p, batch, 0, state, channel)];
+        const float a2 = A2_at(p, channel, state);
+        for (int q = 1; q <= piece; ++q) {
+          h = exp2f(p.split_dtsum[split_dtsum_index(p, batch, q, channel)] * a2) * h +
+              p.split_states[split_state_index(p, batch, q, state, channel)];
+        }
+      }
+      s.carry[state][lane] = h;
+    }
+  });
+  scan_chunks<input_t>(p, tile, batch, piece_begin(p, piece, kSeg), piece_end(p, piece, kSeg), s, exec);
+  if (piece + 1 != p.pieces) return;
+  exec.sync();
+  exec.threads([&](int tid, Regs&) { store_carry(p, tile, batch, tid, s); });
+}
+
 // The one-token update, kUpdateLanes threads per (sequence, channel): lane l of a channel takes
 // the states l, l + kUpdateLanes, ..., so a channel's neighbouring states sit in neighbouring
 // threads and the fp32 state rows are read and written coalesced (one thread per channel, as
@@ -328,9 +546,39 @@ void emulate_scan_with(const SelectiveScanParams& p) {
     }
   }
 }
-// p.segment picks the variant, as the launcher does.
+// The split: pass 1 over every block of pieces 0 .. pieces - 2, then pass 2 over every block
+// (what the stream order of the two launches guarantees on the GPU).
+template <int kSeg>
+void emulate_split_with(const SelectiveScanParams& p) {
+  std::vector<float> buffer(static_cast<size_t>(split_local_shared_floats(p.dstate, kSeg)));
+  auto exec = std::make_unique<HostExec<kSeg>>();
+  for (int piece = 0; piece + 1 < p.pieces; ++piece) {
+    for (int batch = 0; batch < p.batch; ++batch) {
+      for (int tile = 0; tile * kLanes < p.dim; ++tile) {
+        Shared shared = carve_shared(buffer.data(), kSeg);
+        split_local_block<float>(p, tile, batch, piece, shared, buffer.data() + shared_floats(p.dstate, kSeg), *exec);
+      }
+    }
+  }
+  for (int piece = 0; piece < p.pieces; ++piece) {
+    for (int batch = 0; batch < p.batch; ++batch) {
+      for (int tile = 0; tile * kLanes < p.dim; ++tile) {
+        Shared shared = carve_shared(buffer.data(), kSeg);
+        split_scan_block<float>(p, tile, batch, piece, shared, *exec);
+      }
+    }
+  }
+}
+
+// p.segment and p.pieces pick the variant, as the launcher does.
 inline void emulate_scan(const SelectiveScanParams& p) {
-  if (p.segment == 4) {
+  if (p.pieces > 1) {
+    if (p.segment == 4) {
+      emulate_split_with<4>(p);
+    } else {
+      emulate_split_with<8>(p);
+    }
+  } else if (p.segment == 4) {
     emulate_scan_with<4>(p);
   } else {
     emulate_scan_with<8>(p);

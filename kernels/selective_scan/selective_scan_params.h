@@ -10,6 +10,53 @@ namespace effarch::kernels {
 
 inline constexpr int kSelectiveScanMaxStates = 256;
 
+namespace scan {
+
+// The prefill's block shape (selective_scan_math.h): here so that the host-side launcher can plan
+// the sequence split without the kernel math.
+inline constexpr int kLanes = 32;  // channels per block
+inline constexpr int kWarps = 8;   // time segments per chunk
+constexpr int chunk_steps(int seg) { return kWarps * seg; }  // timesteps per chunk
+constexpr bool valid_segment(int seg) { return seg == 8 || seg == 4; }
+
+// The sequence split's plan (selective_scan_math.h, "Sequence split").
+inline constexpr int kSplitBlocksPerSm = 4;      // auto: pieces until batch x tiles x pieces >= this x SMs
+inline constexpr int kSplitMinPieceChunks = 4;   // auto: pieces of at least this many chunks
+inline constexpr int kSplitMaxPieces = 65535;    // grid z
+
+constexpr int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+struct SplitPlan {
+  int pieces = 1;        // 1: the unsplit kernel
+  int piece_chunks = 0;  // chunks per piece (the last piece: what is left)
+};
+
+// `requested` pieces (>= 1) of a sequence, clamped: at most one per chunk (a piece shorter than a
+// chunk exists only at the end) and at most kSplitMaxPieces; the chunks spread evenly, so the
+// count can come out lower (10 chunks in 6 pieces: 5 pieces of 2).
+constexpr SplitPlan split_plan(int64_t seqlen, int seg, int64_t requested) {
+  const int64_t chunks = ceil_div(seqlen, chunk_steps(seg));
+  int64_t want = requested < 1 ? 1 : requested;
+  if (want > chunks) want = chunks;
+  if (want > kSplitMaxPieces) want = kSplitMaxPieces;
+  if (want <= 1) return {1, 0};
+  const int64_t per = ceil_div(chunks, want);
+  return {static_cast<int>(ceil_div(chunks, per)), static_cast<int>(per)};
+}
+
+// The launcher's choice: none when batch x tiles already gives kSplitBlocksPerSm blocks per SM,
+// else enough pieces to get there, each of at least kSplitMinPieceChunks chunks.
+constexpr int64_t auto_pieces(int64_t batch, int64_t dim, int64_t seqlen, int seg, int sm_count) {
+  const int64_t blocks = batch * ceil_div(dim, kLanes);
+  const int64_t target = static_cast<int64_t>(kSplitBlocksPerSm) * sm_count;
+  if (blocks <= 0 || blocks >= target) return 1;
+  const int64_t by_length = ceil_div(seqlen, chunk_steps(seg)) / kSplitMinPieceChunks;
+  const int64_t want = ceil_div(target, blocks);
+  return want < by_length ? want : (by_length < 1 ? 1 : by_length);
+}
+
+}  // namespace scan
+
 struct SelectiveScanParams {
   int batch = 0;
   int dim = 0;     // D channels
@@ -19,6 +66,16 @@ struct SelectiveScanParams {
   bool from_state = false;  // prefill: start from `state` instead of zeros
   // Prefill: timesteps per warp segment, 8 (one block per SM) or 4 (half the registers: two).
   int segment = 8;
+  // Prefill split over time (selective_scan_math.h, "Sequence split"): `pieces` contiguous pieces
+  // of `piece_chunks` chunks each (the last may be shorter), each scanned by its own blocks. 1: the
+  // unsplit kernel. The workspace, fp32, written by the first pass and read by the second:
+  //   split_states [batch][pieces][dstate][dim]: slot 0 the initial state (from_state only),
+  //                slot q >= 1 the end state of piece q - 1 scanned from zeros;
+  //   split_dtsum  [batch][pieces][dim]: slot q >= 1 the sum of dt over piece q - 1.
+  int pieces = 1;
+  int piece_chunks = 0;
+  float* split_states = nullptr;
+  float* split_dtsum = nullptr;
   // u, delta, B, C, z and y share one element type; A, D, delta_bias and the state are float32.
   ElementType input_type = ElementType::kFloat32;
 

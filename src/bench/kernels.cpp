@@ -168,6 +168,30 @@ std::optional<std::string> scan_products(const KernelCase& c, const KernelShape&
   return std::nullopt;
 }
 
+// The selective scan prefill's CUDA variants (SelectiveScanArgs): the warp segment and the
+// sequence split (-1: the launcher's piece count, which rows that ran the kernel record as
+// `pieces`).
+struct SelectiveScanVariant {
+  int segment;
+  int split;
+};
+const std::pair<const char*, SelectiveScanVariant> kSelectiveScanVariants[] = {
+    {"selective_scan", {8, 0}}, {"selective_scan_seg4", {4, 0}}, {"selective_scan_split", {4, -1}}};
+
+std::optional<int> scan_pieces(const KernelCase& c, const KernelShape& s, const std::string& impl,
+                               const json& environment) {
+  if (impl != "cuda") return std::nullopt;
+  for (const auto& [op, variant] : kSelectiveScanVariants) {
+    if (c.op != op || variant.split == 0) continue;
+    ops::SelectiveScanArgs args;
+    args.cuda_segment = variant.segment;
+    args.cuda_split = variant.split;
+    const int sms = environment.contains("device") ? environment.at("device").value("multiprocessors", 0) : 0;
+    return ops::selective_scan_cuda_pieces(args, s.batch, mamba(s).d_inner, s.length, sms);
+  }
+  return std::nullopt;
+}
+
 std::vector<KernelCase> make_cases() {
   std::vector<KernelCase> cases;
 
@@ -214,9 +238,10 @@ std::vector<KernelCase> make_cases() {
         auto state = std::make_shared<at::Tensor>(at::randn({s.batch, m.d_inner, m.d_conv}, o));
         return [x, w, b, state, backend] { (void)ops::causal_conv1d_update(x, *state, w, b, true, backend); };
       }});
-  // The prefill kernel's two variants side by side (8-step warp segments, one block per SM; 4-step,
-  // two blocks per SM: kernels/selective_scan/selective_scan_kernels.cuh); the model runs the first.
-  for (const auto& [op, segment] : {std::pair{"selective_scan", 8}, std::pair{"selective_scan_seg4", 4}}) {
+  // The prefill kernel's variants side by side (8-step warp segments, one block per SM; 4-step,
+  // two blocks per SM; 4-step with the sequence split into pieces as the launcher chooses:
+  // kernels/selective_scan/selective_scan_kernels.cuh); the model runs the first.
+  for (const auto& [op, variant] : kSelectiveScanVariants) {
   cases.push_back(KernelCase{
       op, KernelModel::Mamba1, ops::OpFamily::SelectiveScan, true,
       "read u, delta, z [B,D,L] and B, C [B,N,L] in the dtype, A [D,N], D and delta bias [D] in fp32; write y "
@@ -233,7 +258,7 @@ std::vector<KernelCase> make_cases() {
         return KernelBytes{e * (3 * bdl + 2 * bnl) + kF32 * (elems({m.d_inner, m.d_state}) + 2 * elems({m.d_inner})),
                            e * bdl + kF32 * elems({s.batch, m.d_inner, m.d_state})};
       },
-      [segment = segment](const KernelShape& s, const at::TensorOptions& o,
+      [variant = variant](const KernelShape& s, const at::TensorOptions& o,
                           ops::Backend backend) -> std::function<void()> {
         const auto& m = mamba(s);
         at::Tensor u = channel_last(s.batch, m.d_inner, s.length, o);
@@ -242,7 +267,8 @@ std::vector<KernelCase> make_cases() {
         at::Tensor bm = channel_last(s.batch, m.d_state, s.length, o);
         at::Tensor cm = channel_last(s.batch, m.d_state, s.length, o);
         ops::SelectiveScanArgs args = scan_args(m.d_inner, m.d_state, o);
-        args.cuda_segment = segment;
+        args.cuda_segment = variant.segment;
+        args.cuda_split = variant.split;
         auto state = std::make_shared<at::Tensor>(at::zeros({s.batch, m.d_inner, m.d_state}, o.dtype(at::kFloat)));
         return [=] { (void)ops::selective_scan(u, delta, bm, cm, z, args, *state, false, backend); };
       }});
@@ -657,6 +683,7 @@ std::vector<json> run_kernels(const KernelSweep& sweep, const json& environment,
           const KernelShape shape{&cfg, batch, len, dtype};
           json row = row_base(*c, model_name, shape, impl, backend, device);
           if (const auto products = scan_products(*c, shape, impl)) row["products"] = *products;
+          if (const auto pieces = scan_pieces(*c, shape, impl, environment)) row["pieces"] = *pieces;
           if (c->flops) row["flops"] = c->flops(shape);
           const uint64_t need = row["bytes"].get<uint64_t>();
           uint64_t free = free_bytes(device);
@@ -855,6 +882,10 @@ std::string format_kernels_table(const json& doc) {
     const bool ok = status == "ok";
     std::string impl = r.at("implementation").get<std::string>();
     if (r.contains("products")) impl += " (" + r.at("products").get<std::string>() + ")";
+    if (r.contains("pieces")) {
+      const int pieces = r.at("pieces").get<int>();
+      impl += fmt::format(" ({} piece{})", pieces, pieces == 1 ? "" : "s");
+    }
     cells.push_back({r.at("op").get<std::string>(), r.at("model").get<std::string>(), impl, std::to_string(r.at("batch").get<int64_t>()),
                      std::to_string(r.at("length").get<int64_t>()),
                      ok ? seconds(r.at("time_s").at("median").get<double>()) : "-",

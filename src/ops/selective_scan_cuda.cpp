@@ -3,6 +3,7 @@
 // an effarch::Error. Built only with CUDA (EFFARCH_HAVE_CUDA).
 
 #include <ATen/ATen.h>
+#include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAGuard.h>
 
 #include "cuda_binding.h"
@@ -17,7 +18,10 @@ at::Tensor selective_scan_cuda(const at::Tensor& u, const at::Tensor& delta, con
                                const SelectiveScanArgs& args, at::Tensor& ssm_state, bool from_state) {
   constexpr const char* op = "selective_scan";
   const c10::cuda::CUDAGuard device_guard(u.device());
-  const SelectiveScanLaunch launch = prepare_selective_scan(u, delta, Bmat, Cmat, z, args, ssm_state, from_state, op);
+  // The automatic split sizes its pieces to this GPU's SMs.
+  const int sm_count = args.cuda_split == -1 ? at::cuda::getCurrentDeviceProperties()->multiProcessorCount : 0;
+  const SelectiveScanLaunch launch =
+      prepare_selective_scan(u, delta, Bmat, Cmat, z, args, ssm_state, from_state, op, sm_count);
   throw_if_failed(kernels::selective_scan_fwd(launch.params, current_stream()), op);
   return launch.result();
 }

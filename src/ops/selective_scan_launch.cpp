@@ -21,16 +21,31 @@ at::Tensor empty_output(const at::Tensor& u) {
   return at::empty(u.sizes(), u.options());
 }
 
+void check_split(const SelectiveScanArgs& args, const char* op) {
+  if (args.cuda_split < -1) {
+    throw OpError(fmt::format("{}: cuda_split must be -1 (auto), 0 (off) or a piece count, got {}", op,
+                              args.cuda_split));
+  }
+}
+
+// The pieces asked for (1: none), before split_plan clamps them to the sequence's chunks.
+int64_t requested_pieces(const SelectiveScanArgs& args, int64_t batch, int64_t dim, int64_t seqlen, int sm_count) {
+  if (args.cuda_split == 0) return 1;
+  return args.cuda_split == -1 ? kernels::scan::auto_pieces(batch, dim, seqlen, args.cuda_segment, sm_count)
+                               : args.cuda_split;
+}
+
 }  // namespace
 
 SelectiveScanLaunch prepare_selective_scan(const at::Tensor& u, const at::Tensor& delta, const at::Tensor& Bmat,
                                            const at::Tensor& Cmat, const std::optional<at::Tensor>& z,
                                            const SelectiveScanArgs& args, at::Tensor& ssm_state, bool from_state,
-                                           const char* op) {
+                                           const char* op, int sm_count) {
   const int64_t dstate = args.A.size(1);
   if (args.cuda_segment != 8 && args.cuda_segment != 4) {
     throw OpError(fmt::format("{}: cuda_segment must be 8 or 4, got {}", op, args.cuda_segment));
   }
+  check_split(args, op);
   if (dstate > kernels::kSelectiveScanMaxStates) {
     throw OpError(fmt::format("{}: the CUDA kernel takes d_state up to {}, got {} (--backend reference runs any)", op,
                               kernels::kSelectiveScanMaxStates, dstate));
@@ -89,7 +104,36 @@ SelectiveScanLaunch prepare_selective_scan(const at::Tensor& u, const at::Tensor
   p.state = ssm_state.mutable_data_ptr<float>();
   p.state_batch_stride = ssm_state.stride(0), p.state_dim_stride = ssm_state.stride(1);
   p.state_state_stride = ssm_state.stride(2);
+
+  // The split (prefill only): piece states and dt sums, fp32. On a GPU freed to the caching
+  // allocator when the launch goes out of scope, stream-ordered after the kernels that use them.
+  if (prefill) {
+    const kernels::scan::SplitPlan plan =
+        kernels::scan::split_plan(p.seqlen, p.segment, requested_pieces(args, p.batch, p.dim, p.seqlen, sm_count));
+    p.pieces = plan.pieces, p.piece_chunks = plan.piece_chunks;
+  }
+  if (p.pieces > 1) {
+    const int64_t slots = static_cast<int64_t>(p.batch) * p.pieces;
+    const int64_t states = slots * p.dstate * p.dim;
+    l.workspace = at::empty({states + slots * p.dim}, l.u.options().dtype(at::kFloat));
+    p.split_states = l.workspace.mutable_data_ptr<float>();
+    p.split_dtsum = p.split_states + states;
+  }
   return l;
 }
 
 }  // namespace effarch::ops::detail
+
+namespace effarch::ops {
+
+int selective_scan_cuda_pieces(const SelectiveScanArgs& args, int64_t batch, int64_t dim, int64_t seqlen,
+                               int sm_count) {
+  detail::check_split(args, "selective_scan");
+  if (!kernels::scan::valid_segment(args.cuda_segment)) {
+    throw OpError(fmt::format("selective_scan: cuda_segment must be 8 or 4, got {}", args.cuda_segment));
+  }
+  return kernels::scan::split_plan(seqlen, args.cuda_segment, detail::requested_pieces(args, batch, dim, seqlen, sm_count))
+      .pieces;
+}
+
+}  // namespace effarch::ops

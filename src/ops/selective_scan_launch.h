@@ -17,6 +17,7 @@ struct SelectiveScanLaunch {
   at::Tensor u, delta, B, C, z;  // the inputs in the kernels' one element type (z may be undefined)
   at::Tensor A, D, delta_bias;   // float32 (D, delta_bias may be undefined)
   at::Tensor y;                  // the output the kernel writes, in the inputs' element type
+  at::Tensor workspace;          // fp32, the split's piece states and dt sums (undefined unsplit)
   kernels::SelectiveScanParams params;
   at::ScalarType out_type;       // u's dtype: what the op returns
   // y in the op's dtype (a copy only when the inputs had to be widened to float32).
@@ -24,10 +25,11 @@ struct SelectiveScanLaunch {
 };
 
 // Prefill (u [B, D, L]) or the one-token update (u [B, D]) over checked arguments; the state is
-// read (from_state) and written through the params.
+// read (from_state) and written through the params. `sm_count`: the GPU's, for the prefill's
+// automatic split (args.cuda_split -1; 0 SMs: no split); the split's workspace is allocated here.
 SelectiveScanLaunch prepare_selective_scan(const at::Tensor& u, const at::Tensor& delta, const at::Tensor& Bmat,
                                            const at::Tensor& Cmat, const std::optional<at::Tensor>& z,
                                            const SelectiveScanArgs& args, at::Tensor& ssm_state, bool from_state,
-                                           const char* op);
+                                           const char* op, int sm_count = 0);
 
 }  // namespace effarch::ops::detail

@@ -105,10 +105,11 @@ TEST(KernelCases, RegistryAndImplementations) {
   std::vector<std::string> ops;
   for (const auto& c : kernel_cases()) ops.push_back(c.op);
   EXPECT_EQ(ops, (std::vector<std::string>{"causal_conv1d", "causal_conv1d_update", "selective_scan",
-                                           "selective_scan_seg4", "selective_state_update", "ssd_chunk_scan",
-                                           "ssd_chunk_scan_fma", "ssd_state_update", "gated_rms_norm", "attention",
-                                           "attention_decode", "add_norm", "activation", "moe_prefill",
-                                           "moe_prefill_per_expert", "moe_dense_gemm"}));
+                                           "selective_scan_seg4", "selective_scan_split", "selective_state_update",
+                                           "ssd_chunk_scan", "ssd_chunk_scan_fma", "ssd_state_update",
+                                           "gated_rms_norm", "attention", "attention_decode", "add_norm",
+                                           "activation", "moe_prefill", "moe_prefill_per_expert",
+                                           "moe_dense_gemm"}));
   EXPECT_THROW_WITH(find_kernel_case("flash_scan", "--ops"), UsageError, {"--ops", "flash_scan", "selective_scan"});
   const at::Device cpu(at::kCPU);
   auto names = [&](const std::string& op) {
@@ -168,6 +169,7 @@ TEST(KernelSweepTest, EveryRowTimedOnTinyConfigs) {
     EXPECT_NEAR(r.at("fraction_of_copy_bandwidth").get<double>(), r.at("bytes_per_s").get<double>() / 1e10, 1e-12);
     EXPECT_EQ(r.at("timer"), "steady_clock");
     EXPECT_FALSE(r.contains("products")) << "only rows that ran the CUDA scan name its products: " << r.dump();
+    EXPECT_FALSE(r.contains("pieces")) << "only rows that ran the CUDA split scan name its pieces: " << r.dump();
   }
   const auto doc = kernels_document(s, fake_env(), {"effarch", "kernels"}, rows, false);
   EXPECT_EQ(doc.at("schema"), "effarch-kernels");

@@ -10,6 +10,7 @@
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <optional>
 #include <string>
 
@@ -231,6 +232,115 @@ TEST(SelectiveScanKernelEmulated, SharedMemoryFitsAnH100BlockForEveryDstate) {
   EXPECT_EQ(scan::num_slices(17), 2);
 }
 
+// ---- The sequence split (SelectiveScanArgs::cuda_split) ----
+
+// The split's two passes against the reference: pieces of several chunks, of one, and a last piece
+// shorter than a chunk (130 steps in chunks of 64: 128 + 2); more pieces asked for than there are
+// chunks (clamped); d_state 16, 17, 64 and 256 (one to 16 slices); channels not a multiple of 32.
+TEST(SelectiveScanKernelEmulated, SplitMatchesTheReference) {
+  const Case cases[] = {{2, 33, 16, 130}, {1, 40, 17, 517}, {2, 64, 16, 1000}, {1, 5, 64, 200},
+                        {1, 3, 256, 70},  {1, 8, 16, 1},    {2, 35, 16, 64}};
+  for (const Case& c : cases) {
+    for (const bool full : {false, true}) {
+      for (const bool from_state : {false, true}) {
+        at::manual_seed(static_cast<uint64_t>(c.len * 5 + c.dim + c.dstate + full + 2 * from_state));
+        Problem p = make_problem(c, at::kFloat, /*mixer_layout=*/c.len != 200, full, at::kCPU);
+        const Result ref = reference_scan(p, full, from_state);
+        for (const int segment : {8, 4}) {
+          for (const int pieces : {1, 2, 3, 7}) {
+            p.args.cuda_segment = segment;
+            p.args.cuda_split = pieces;
+            at::Tensor state = from_state ? p.state0.clone() : at::full_like(p.state0, 7.0f);
+            const detail::SelectiveScanLaunch launch = detail::prepare_selective_scan(
+                p.u, p.delta, p.B, p.C, gate(p, full), p.args, state, from_state, "test");
+            const int64_t chunks = (c.len + scan::chunk_steps(segment) - 1) / scan::chunk_steps(segment);
+            const std::string what = fmt::format("{} full={} from_state={} segment={} cuda_split={} (pieces {})",
+                                                 name(c), full, from_state, segment, pieces, launch.params.pieces);
+            // The split runs whenever there are two chunks to split; never more pieces than chunks.
+            EXPECT_EQ(launch.params.pieces > 1, pieces > 1 && chunks > 1) << what;
+            EXPECT_LE(launch.params.pieces, std::max<int64_t>(chunks, 1)) << what;
+            EXPECT_EQ(launch.workspace.defined(), launch.params.pieces > 1) << what;
+            scan::emulate_scan(launch.params);
+            test::expect_close(launch.result(), ref.y, {1e-5, 1e-5}, what + " y");
+            test::expect_close(state, ref.state, {1e-5, 1e-5}, what + " state");
+          }
+        }
+      }
+    }
+  }
+}
+
+// The piece plan: clamped to one piece per chunk, chunks spread evenly, pieces whole chunks.
+TEST(SelectiveScanKernelEmulated, SplitPlanClampsToTheChunks) {
+  EXPECT_EQ(scan::split_plan(130, 8, 2).pieces, 2);  // 3 chunks of 64: 2 + 1 (the last 2 steps)
+  EXPECT_EQ(scan::split_plan(130, 8, 2).piece_chunks, 2);
+  EXPECT_EQ(scan::split_plan(130, 8, 7).pieces, 3);  // more pieces than chunks: one per chunk
+  EXPECT_EQ(scan::split_plan(130, 8, 7).piece_chunks, 1);
+  EXPECT_EQ(scan::split_plan(64, 8, 4).pieces, 1);   // one chunk: no split
+  EXPECT_EQ(scan::split_plan(640, 4, 6).pieces, 5);  // 20 chunks in 6: 4 per piece, 5 pieces
+  EXPECT_EQ(scan::split_plan(640, 4, 6).piece_chunks, 4);
+  EXPECT_EQ(scan::split_plan(1, 4, 1).pieces, 1);
+  // At most the grid's z extent (2^24 chunks: pieces of 257, 65281 of them).
+  EXPECT_EQ(scan::split_plan(int64_t{1} << 30, 8, 100000).pieces, 65281);
+}
+
+// The launcher's choice: mamba-2.8b (d_inner 5120: 160 blocks of 32 channels) on 132 SMs.
+TEST(SelectiveScanKernelEmulated, AutoSplitFillsTheGpu) {
+  SelectiveScanArgs args;
+  args.cuda_segment = 4;
+  args.cuda_split = -1;
+  // Batch 1: 4 pieces bring 160 blocks to 640 >= 4 x 132.
+  EXPECT_EQ(selective_scan_cuda_pieces(args, 1, 5120, 32768, 132), 4);
+  EXPECT_EQ(selective_scan_cuda_pieces(args, 2, 5120, 32768, 132), 2);
+  EXPECT_EQ(selective_scan_cuda_pieces(args, 4, 5120, 32768, 132), 1);  // 640 blocks already
+  // Short sequences: pieces of at least kSplitMinPieceChunks chunks (512 steps: 16 chunks of 32).
+  EXPECT_EQ(selective_scan_cuda_pieces(args, 1, 768, 512, 132), 4);
+  EXPECT_EQ(selective_scan_cuda_pieces(args, 1, 768, 100, 132), 1);
+  EXPECT_EQ(selective_scan_cuda_pieces(args, 1, 768, 32768, 132), 22);  // ceil(528 / 24)
+  EXPECT_EQ(selective_scan_cuda_pieces(args, 1, 5120, 32768, 0), 1);    // no SM count: no split
+  args.cuda_split = 0;
+  EXPECT_EQ(selective_scan_cuda_pieces(args, 1, 5120, 32768, 132), 1);
+  args.cuda_split = 7;
+  EXPECT_EQ(selective_scan_cuda_pieces(args, 1, 5120, 70, 132), 3);  // 3 chunks of 32
+  args.cuda_segment = 8;
+  EXPECT_EQ(selective_scan_cuda_pieces(args, 1, 5120, 70, 132), 2);  // 2 chunks of 64
+}
+
+TEST(SelectiveScanKernelEmulated, SplitBelowMinusOneIsRefusedByName) {
+  const Problem p = make_problem({1, 4, 16, 8}, at::kFloat, true, true, at::kCPU);
+  SelectiveScanArgs args = p.args;
+  args.cuda_split = -2;
+  at::Tensor state = p.state0.clone();
+  EXPECT_THROW_WITH(detail::prepare_selective_scan(p.u, p.delta, p.B, p.C, p.z, args, state, false, "selective_scan"),
+                    OpError, {"selective_scan: cuda_split must be -1 (auto), 0 (off) or a piece count, got -2"});
+  EXPECT_THROW_WITH(selective_scan_cuda_pieces(args, 1, 4, 8, 132), OpError, {"cuda_split", "got -2"});
+}
+
+// The one-token update ignores the split; the auto split's piece count follows the SM count, and
+// its prefill matches the reference.
+TEST(SelectiveScanKernelEmulated, SplitIsPrefillOnly) {
+  const Problem p = make_problem({1, 64, 16, 4096}, at::kFloat, true, true, at::kCPU);
+  SelectiveScanArgs args = p.args;
+  args.cuda_split = -1;
+  at::Tensor state = p.state0.clone();
+  const auto first = [](const at::Tensor& t) { return t.select(2, 0); };
+  const detail::SelectiveScanLaunch update = detail::prepare_selective_scan(
+      first(p.u), first(p.delta), first(p.B), first(p.C), first(p.z), args, state, false, "test", 132);
+  EXPECT_EQ(update.params.pieces, 1);
+  EXPECT_FALSE(update.workspace.defined());
+  const detail::SelectiveScanLaunch prefill =
+      detail::prepare_selective_scan(p.u, p.delta, p.B, p.C, p.z, args, state, false, "test", 132);
+  EXPECT_EQ(prefill.params.pieces, selective_scan_cuda_pieces(args, 1, 64, 4096, 132));
+  EXPECT_GT(prefill.params.pieces, 1);
+  // Piece states and dt sums, one slot per piece.
+  EXPECT_EQ(prefill.workspace.numel(), int64_t{1} * prefill.params.pieces * 64 * (16 + 1));
+  scan::emulate_scan(prefill.params);
+  at::Tensor ref_state = p.state0.clone();
+  const at::Tensor ref = selective_scan(p.u, p.delta, p.B, p.C, p.z, p.args, ref_state, false, Backend::Reference);
+  test::expect_close(prefill.result(), ref, {1e-5, 1e-5}, "auto split y");
+  test::expect_close(state, ref_state, {1e-5, 1e-5}, "auto split state");
+}
+
 // ---- The kernels on a GPU, every dtype. ----
 
 bool have_kernel() { return kBuiltWithCuda && at::hasCUDA(); }
@@ -257,6 +367,40 @@ TEST(SelectiveScanCuda, PrefillMatchesTheReference) {
             const test::Tolerance tol = test::rounding_tolerance(dtype);
             test::expect_close(y, ref.y, tol, what + " y");
             test::expect_close(state, ref.state, {1e-5, 1e-5}, what + " state");
+          }
+        }
+      }
+    }
+  }
+}
+
+// The split on a GPU: forced piece counts (several, clamped to the chunks) and the launcher's own
+// choice (-1), both segments; and twice the same bits (no atomics).
+TEST(SelectiveScanCuda, SplitMatchesTheReference) {
+  if (!have_kernel()) GTEST_SKIP() << "needs a CUDA build and a GPU";
+  const Case cases[] = {{2, 33, 16, 130}, {1, 40, 17, 517},   {1, 130, 64, 1000},
+                        {1, 512, 16, 4096}, {2, 96, 128, 333}, {1, 5, 256, 70}};
+  for (const Case& c : cases) {
+    for (const at::ScalarType dtype : {at::kFloat, at::kBFloat16, at::kHalf}) {
+      for (const bool from_state : {false, true}) {
+        at::manual_seed(static_cast<uint64_t>(c.len + c.dim + from_state));
+        Problem p = make_problem(c, dtype, /*mixer_layout=*/true, /*full=*/true, at::Device(at::kCUDA, 0));
+        const Result ref = reference_scan(p, true, from_state);
+        for (const int segment : {8, 4}) {
+          for (const int split : {-1, 2, 3, 7}) {
+            p.args.cuda_segment = segment;
+            p.args.cuda_split = split;
+            at::Tensor state = from_state ? p.state0.clone() : at::full_like(p.state0, 7.0f);
+            const at::Tensor y = selective_scan(p.u, p.delta, p.B, p.C, p.z, p.args, state, from_state, Backend::Cuda);
+            const std::string what = fmt::format("{} {} from_state={} segment={} cuda_split={}", name(c),
+                                                 c10::toString(dtype), from_state, segment, split);
+            EXPECT_EQ(y.scalar_type(), dtype) << what;
+            test::expect_close(y, ref.y, test::rounding_tolerance(dtype), what + " y");
+            test::expect_close(state, ref.state, {1e-5, 1e-5}, what + " state");
+            at::Tensor again = from_state ? p.state0.clone() : at::zeros_like(p.state0);
+            const at::Tensor y2 = selective_scan(p.u, p.delta, p.B, p.C, p.z, p.args, again, from_state, Backend::Cuda);
+            EXPECT_TRUE(at::equal(y, y2)) << what << ": two runs differ";
+            EXPECT_TRUE(at::equal(state, again)) << what << ": two runs' states differ";
           }
         }
       }

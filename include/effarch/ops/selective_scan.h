@@ -27,7 +27,19 @@ struct SelectiveScanArgs {
   // one block per SM) or 4 (128 registers, two blocks per SM). Same results; `effarch kernels`
   // times both (selective_scan, selective_scan_seg4). Other values are an OpError.
   int cuda_segment = 8;
+  // The CUDA prefill split over time (kernels/selective_scan/selective_scan_math.h, "Sequence
+  // split"): 0 off (one block per 32 channels and sequence walks the whole sequence), -1 the
+  // launcher's choice from the GPU's SM count, batch, channels and length
+  // (selective_scan_cuda_pieces), N >= 1 that many pieces, clamped to one per chunk. Same results
+  // up to fp32 rounding; `effarch kernels` times it (selective_scan_split). The prefill only: the
+  // one-token update and the CPU paths ignore it. Other values are an OpError.
+  int cuda_split = 0;
 };
+
+// The number of sequence pieces the CUDA prefill runs for `args` on a [batch, dim, seqlen] input
+// on a GPU with `sm_count` SMs; 1: the unsplit kernel. Throws OpError for a bad cuda_split.
+int selective_scan_cuda_pieces(const SelectiveScanArgs& args, int64_t batch, int64_t dim, int64_t seqlen,
+                               int sm_count);
 
 // Prefill. u, delta, z: [B, D, L]; Bmat, Cmat: [B, N, L]. ssm_state: [B, D, N] fp32, written in
 // place with h[L-1]; when `from_state` it is also read as h[-1] (continuing a sequence), else the
