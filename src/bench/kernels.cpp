@@ -176,7 +176,7 @@ struct SelectiveScanVariant {
   int split;
 };
 const std::pair<const char*, SelectiveScanVariant> kSelectiveScanVariants[] = {
-    {"selective_scan", {8, 0}}, {"selective_scan_seg4", {4, 0}}, {"selective_scan_split", {4, -1}}};
+    {"selective_scan", {4, 0}}, {"selective_scan_seg8", {8, 0}}, {"selective_scan_split", {4, -1}}};
 
 std::optional<int> scan_pieces(const KernelCase& c, const KernelShape& s, const std::string& impl,
                                const json& environment) {

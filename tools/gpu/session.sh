@@ -65,7 +65,7 @@ EOF
 kernels() {
   local K="--device cuda --dtype bfloat16 --reps 10 --warmup 2 --lengths 512-65536*2"
   log "== effarch kernels"
-  timeout --signal=INT 280 "$B" kernels $K --ops causal_conv1d,causal_conv1d_update,selective_scan,selective_scan_seg4,selective_state_update,attention,attention_decode \
+  timeout --signal=INT 280 "$B" kernels $K --ops causal_conv1d,causal_conv1d_update,selective_scan,selective_scan_seg8,selective_scan_split,selective_state_update,attention,attention_decode \
     -o "$out/kernels-mamba1.json" > "$out/kernels-mamba1.txt" 2>&1
   log "exit $?"
   timeout --signal=INT 200 "$B" kernels $K --ops ssd_chunk_scan,ssd_chunk_scan_fma,ssd_state_update,gated_rms_norm,attention \

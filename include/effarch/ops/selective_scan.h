@@ -23,10 +23,11 @@ struct SelectiveScanArgs {
   std::optional<at::Tensor> D;           // [D] skip
   std::optional<at::Tensor> delta_bias;  // [D], added to delta before the softplus
   bool delta_softplus = true;
-  // The CUDA prefill kernel's variant: timesteps per warp segment, 8 (the default: 254 registers,
-  // one block per SM) or 4 (128 registers, two blocks per SM). Same results; `effarch kernels`
-  // times both (selective_scan, selective_scan_seg4). Other values are an OpError.
-  int cuda_segment = 8;
+  // The CUDA prefill kernel's variant: timesteps per warp segment, 4 (the default: 128 registers,
+  // two blocks per SM) or 8 (254 registers, one block per SM). Same results; `effarch kernels`
+  // times both (selective_scan, selective_scan_seg8); on an H200 4 was faster at every length
+  // (docs/perf/README.md, 2026-11-26). Other values are an OpError.
+  int cuda_segment = 4;
   // The CUDA prefill split over time (kernels/selective_scan/selective_scan_math.h, "Sequence
   // split"): 0 off (one block per 32 channels and sequence walks the whole sequence), -1 the
   // launcher's choice from the GPU's SM count, batch, channels and length
