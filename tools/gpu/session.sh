@@ -8,10 +8,11 @@
 # no compiling there), and compiles otherwise. The GPU checks still waiting for a run, with what
 # each must show, are listed in docs/perf/pending.md; this script runs the core of them in order
 # of value.
-#   tools/gpu/session.sh check|kernels|bench|all [OUT]
+#   tools/gpu/session.sh check|kernels|bench|scans|all [OUT]
 #     check:   build, the unit tests, kernel vs reference tokens for every tiny model (graphs off/on)
 #     kernels: effarch kernels (Mamba-1, Mamba-2 shapes) and effarch profile of two decode steps
 #     bench:   the headline suites (Mamba vs Transformer with graphs, batched decode, MoE, memory)
+#     scans:   the Mamba kernels in depth: variants side by side, ncu at 32k, decode-step profiles
 stage=${1:-check}
 out=${2:-${OUT:-gpu-out}}
 mkdir -p "$out"
@@ -98,12 +99,44 @@ benches() {
   bench codestral-memory 60 mamba-codestral-7b --device cuda --dtype bf16 --mode memory --prompt-lengths 16384,65536 --gen-tokens 8 --reps 1 --warmup 0
 }
 
+scans() {  # the Mamba kernels in depth (docs/perf/pending.md entry 22): variants, ncu, decode-step profiles
+  local K="--device cuda --dtype bfloat16 --reps 5 --warmup 1" ncu_bin m b
+  log "== scans: kernel variants"
+  timeout --signal=INT 150 "$B" kernels $K --lengths 512-65536*4 \
+    --ops selective_scan,selective_scan_seg8,selective_scan_split,ssd_chunk_scan -o "$out/k-scans.json" > "$out/k-scans.txt" 2>&1
+  log "exit $?"; grep -E '^\| (selective|ssd)' "$out/k-scans.txt" >> "$summary"
+  timeout --signal=INT 40 "$B" kernels $K --lengths 4096,32768 --batch 4 --ops selective_scan,selective_scan_split \
+    -o "$out/k-scans-b4.json" > "$out/k-scans-b4.txt" 2>&1
+  log "exit $?"; grep -E '^\| selective' "$out/k-scans-b4.txt" >> "$summary"
+  timeout --signal=INT 40 "$B" kernels $K --batch 1,32 --ops selective_state_update,ssd_state_update,gated_rms_norm \
+    -o "$out/k-decode.json" > "$out/k-decode.txt" 2>&1
+  log "exit $?"; grep -E '^\| (selective|ssd|gated)' "$out/k-decode.txt" >> "$summary"
+  ncu_bin=$(command -v ncu || echo /usr/local/cuda/bin/ncu)
+  log "== scans: ncu at 32k ($ncu_bin)"
+  timeout 150 "$ncu_bin" --clock-control none --kernel-name regex:'ssd_chunk|ssd_state_passing|selective_scan' \
+    --launch-count 12 --section SpeedOfLight --section Occupancy --section WarpStateStats --section LaunchStats \
+    "$B" kernels --device cuda --dtype bfloat16 --reps 1 --warmup 0 --lengths 32768 \
+    --ops ssd_chunk_scan,selective_scan,selective_scan_split > "$out/ncu-scans.txt" 2>&1
+  log "exit $?"
+  grep -E '^  [a-z_ ]+.*\(|Duration|Achieved Occupancy|Registers Per|Issue Slots Busy|Est. Local Speedup|stalled' \
+    "$out/ncu-scans.txt" | cut -c1-150 >> "$summary"
+  log "== scans: decode-step profiles (graphs off)"
+  for m in mamba-2.8b mamba-codestral-7b; do
+    for b in 1 32; do
+      timeout 60 "$B" profile "$m" --device cuda --batch "$b" --context 512 --steps 8 --cuda-graphs off \
+        -o "$out/prof-$m-b$b.json" > "$out/prof-$m-b$b.txt" 2>&1
+      log "profile $m batch $b: exit $?"; sed -n '1p;/^| kind/,/^$/p' "$out/prof-$m-b$b.txt" >> "$summary"
+    done
+  done
+}
+
 case $stage in
   check) check ;;
   kernels) kernels ;;
   bench) benches ;;
+  scans) scans ;;
   all) check; kernels; benches ;;
-  *) echo "usage: tools/gpu/session.sh check|kernels|bench|all [OUT]" >&2; exit 2 ;;
+  *) echo "usage: tools/gpu/session.sh check|kernels|bench|scans|all [OUT]" >&2; exit 2 ;;
 esac
 rm -f "$out"/*.jsonl  # the final JSONs hold the same points
 log "== done $(date -u +%FT%TZ)"
