@@ -129,6 +129,35 @@ double moe_flops(const KernelShape& s) {
          2 * n * h * static_cast<double>(m.num_experts);
 }
 
+// Causal pairs (query, key <= query) within chunks of `chunk` tokens over `length` tokens.
+double causal_pairs(int64_t length, int64_t chunk) {
+  const auto pairs = [](double q) { return q * (q + 1) / 2; };
+  return static_cast<double>(length / chunk) * pairs(static_cast<double>(chunk)) +
+         pairs(static_cast<double>(length % chunk));
+}
+
+// The chunked SSD's FLOPs as mamba_ssm's algorithm counts them (each multiply-add two), the same
+// for every implementation: the chunk states 2 L H P N, C B^T once per group over each chunk's
+// causal pairs 2 G N pairs, the outputs from those scores 2 H P pairs, and from the start states
+// 2 L H P N; batch B times. (effarch's tensor-core path recomputes C B^T per head, more work than
+// counted here: the figure is the algorithm's, so implementations compare on one count.)
+double ssd_flops(const KernelShape& s) {
+  const auto& m = mamba(s);
+  const double b = static_cast<double>(s.batch), l = static_cast<double>(s.length);
+  const double h = static_cast<double>(m.num_heads), p = static_cast<double>(m.head_dim);
+  const double n = static_cast<double>(m.d_state), g = static_cast<double>(m.n_groups);
+  const double pairs = causal_pairs(s.length, m.chunk_size);
+  return b * (2 * l * h * p * n + 2 * g * n * pairs + 2 * h * p * pairs + 2 * l * h * p * n);
+}
+
+// Causal attention's FLOPs: q k^T and the weights times v over the causal pairs, 4 B Hq Dh
+// L (L + 1) / 2.
+double attention_flops(const KernelShape& s) {
+  const auto& a = attn(s);
+  return 4 * static_cast<double>(s.batch) * static_cast<double>(a.num_heads) * static_cast<double>(a.head_dim) *
+         causal_pairs(s.length, s.length);
+}
+
 // A [B, L, D] tensor seen as [B, D, L]: the channel-last views the Mamba-1 mixer passes its ops.
 at::Tensor channel_last(int64_t b, int64_t d, int64_t l, const at::TensorOptions& o) {
   return at::randn({b, l, d}, o).transpose(1, 2);
@@ -333,7 +362,8 @@ std::vector<KernelCase> make_cases() {
           auto state = std::make_shared<at::Tensor>(
               at::zeros({s.batch, m.num_heads, m.head_dim, m.d_state}, o.dtype(at::kFloat)));
           return [=] { (void)ops::ssd_chunk_scan(x, dt, bm, cm, args, *state, false, backend); };
-        }});
+        },
+        ssd_flops});
   }
   cases.push_back(KernelCase{
       "ssd_state_update", KernelModel::Mamba2, ops::OpFamily::SsdStateUpdate, false,
@@ -408,7 +438,8 @@ std::vector<KernelCase> make_cases() {
         at::Tensor v = at::randn({s.batch, a.num_kv_heads, s.length, a.head_dim}, o);
         const double scale = 1.0 / std::sqrt(static_cast<double>(a.head_dim));
         return [=] { (void)ops::causal_attention(q, k, v, 0, scale, ops::AttentionImpl::Sdpa); };
-      }});
+      },
+      attention_flops});
   cases.push_back(KernelCase{
       "attention_decode", KernelModel::Transformer, std::nullopt, true,
       "one query per sequence over a cache of L tokens through SDPA: read q [B,Hq,1,Dh], k, v [B,Hkv,L,Dh]; write "
@@ -667,6 +698,8 @@ std::vector<json> run_kernels(const KernelSweep& sweep, const json& environment,
   const double copy_bw = environment.contains("device")
                              ? environment.at("device").value("copy_bandwidth_bytes_per_s", 0.0)
                              : 0.0;
+  const double gemm_rate =
+      environment.contains("device") ? environment.at("device").value("gemm_flops_per_s", 0.0) : 0.0;
   const auto options = at::TensorOptions().dtype(dtype).device(device);
   std::optional<detail::CpuCountingScope> counting;  // the CPU allocator's bytes, for --memory-limit
   if (!device.is_cuda()) counting.emplace();
@@ -714,7 +747,10 @@ std::vector<json> run_kernels(const KernelSweep& sweep, const json& environment,
               const double bps = static_cast<double>(need) / st.median;
               row["bytes_per_s"] = bps;
               row["fraction_of_copy_bandwidth"] = copy_bw > 0 ? bps / copy_bw : 0.0;
-              if (c->flops) row["flops_per_s"] = row["flops"].get<double>() / st.median;
+              if (c->flops) {
+                row["flops_per_s"] = row["flops"].get<double>() / st.median;
+                if (gemm_rate > 0) row["fraction_of_gemm"] = row["flops_per_s"].get<double>() / gemm_rate;
+              }
             } catch (const std::exception& e) {
               row["status"] = to_string(detail::classify(e));
               row["error"] = detail::message(e);
@@ -877,6 +913,8 @@ std::string format_kernels_table(const json& doc) {
                                 doc.at("settings").at("device").get<std::string>(),
                                 doc.at("settings").at("dtype").get<std::string>(), bw / 1e9);
   std::vector<std::vector<std::string>> cells;
+  bool any_flops = false;
+  for (const auto& r : doc.at("rows")) any_flops = any_flops || r.contains("flops");
   for (const auto& r : doc.at("rows")) {
     const std::string status = r.at("status").get<std::string>();
     const bool ok = status == "ok";
@@ -893,9 +931,19 @@ std::string format_kernels_table(const json& doc) {
                      ok ? fmt::format("{:.1f}", r.at("bytes_per_s").get<double>() / 1e9) : "-",
                      ok ? fmt::format("{:.1f}%", 100 * r.at("fraction_of_copy_bandwidth").get<double>()) : "-",
                      ok ? status : status + ": " + r.value("error", std::string())});
+    if (any_flops) {  // compute-bound ops: their FLOP rate against the measured GEMM rate
+      std::string rate = "-";
+      if (ok && r.contains("flops_per_s")) {
+        rate = fmt::format("{:.3g}", r.at("flops_per_s").get<double>() / 1e12);
+        if (r.contains("fraction_of_gemm")) rate += fmt::format(" ({:.1f}%)", 100 * r.at("fraction_of_gemm").get<double>());
+      }
+      cells.back().insert(cells.back().end() - 1, rate);
+    }
   }
-  out += table({"op", "model", "impl", "batch", "length", "time (median)", "bytes", "GB/s", "of copy bw", "status"},
-               cells, 3);
+  std::vector<std::string> heads = {"op", "model", "impl", "batch", "length", "time (median)", "bytes", "GB/s",
+                                    "of copy bw", "status"};
+  if (any_flops) heads.insert(heads.end() - 1, "TFLOP/s (of GEMM)");
+  out += table(heads, cells, 3);
   auto versus = [&](const json& entries, const std::string& title, const std::vector<std::string>& scans,
                     const std::vector<std::string>& heads) {
     if (entries.empty()) return;

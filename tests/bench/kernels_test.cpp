@@ -86,6 +86,21 @@ TEST(KernelBytes, FusedDecodeOpsOnPhi2AndLlama3) {
   EXPECT_EQ(bytes_of("activation", llama, 1, at::kBFloat16, 4).total(), 4 * bytes_of("activation", llama, 1).total());
 }
 
+// The FLOP counts of the compute-bound ops, worked out by hand.
+TEST(KernelFlops, SsdOnCodestralAndAttentionOnPhi2) {
+  const auto c = config("mamba-codestral-7b");  // 128 heads of 64, 8 groups, d_state 128, chunk 256
+  // 600 tokens: chunks of 256, 256 and 88; causal pairs 2 * 256 * 257 / 2 + 88 * 89 / 2 = 69708.
+  const KernelShape s{&c, 2, 600, at::kBFloat16};
+  const double pairs = 69708.0;
+  const double per_seq = 2.0 * 600 * 128 * 64 * 128 * 2 + 2.0 * 8 * 128 * pairs + 2.0 * 128 * 64 * pairs;
+  EXPECT_DOUBLE_EQ(find_kernel_case("ssd_chunk_scan", "t").flops(s), 2 * per_seq);
+  EXPECT_DOUBLE_EQ(find_kernel_case("ssd_chunk_scan_fma", "t").flops(s), 2 * per_seq);
+  const auto phi = config("phi-2");  // 32 heads of 80
+  const KernelShape a{&phi, 1, 4096, at::kBFloat16};
+  EXPECT_DOUBLE_EQ(find_kernel_case("attention", "t").flops(a), 4.0 * 32 * 80 * (4096.0 * 4097 / 2));
+  EXPECT_EQ(find_kernel_case("selective_scan", "t").flops, nullptr);  // elementwise: bytes are its roofline
+}
+
 TEST(KernelBytes, MoeOnDeepSeekMoE16b) {
   const auto c = config("deepseek-moe-16b");  // H 2048, 64 experts of 1408, top-6; bf16
   const KernelShape s{&c, 1, 4096, at::kBFloat16};
@@ -197,9 +212,10 @@ TEST(KernelSweepTest, EveryRowTimedOnTinyConfigs) {
     }
   }
   for (const auto& r : rows) {
-    const bool moe = r.at("op").get<std::string>().rfind("moe_", 0) == 0;
-    EXPECT_EQ(r.contains("flops"), moe) << r.dump();
-    if (moe) {
+    const std::string op = r.at("op").get<std::string>();
+    const bool counted = op.rfind("moe_", 0) == 0 || op.rfind("ssd_chunk_scan", 0) == 0 || op == "attention";
+    EXPECT_EQ(r.contains("flops"), counted) << r.dump();
+    if (counted) {
       EXPECT_NEAR(r.at("flops_per_s").get<double>(), r.at("flops").get<double>() / r.at("time_s").at("median").get<double>(),
                   1e-9 * r.at("flops_per_s").get<double>());
     }

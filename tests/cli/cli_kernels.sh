@@ -47,8 +47,12 @@ def expected(op, B, L):  # docs/kernels.md, "Bytes each op must move"
     if op in ("moe_prefill", "moe_prefill_per_expert"): return e * (B*L*Hm + Em*Hm + 3*Em*Im*Hm) + e*B*L*Hm
     if op == "moe_dense_gemm": return e * (B*L*Hm + Hm*Km*3*Im) + e*B*L*Km*3*Im
     raise KeyError(op)
-def flops(op, B, L):
+Q2 = m2["chunk_size"]
+def pairs(L, Q): return (L // Q) * Q * (Q + 1) // 2 + (L % Q) * (L % Q + 1) // 2
+def flops(op, B, L):  # docs/kernels.md, "FLOPs"
     if op == "moe_dense_gemm": return 2*B*L*Hm*Km*3*Im
+    if op in ("ssd_chunk_scan", "ssd_chunk_scan_fma"): return B * (4*L*H*P*N2 + 2*G*N2*pairs(L, Q2) + 2*H*P*pairs(L, Q2))
+    if op == "attention": return 4*B*Hq*Dh*pairs(L, L)
     return 2*B*L*Km*3*Hm*Im + 2*B*L*Hm*Em
 rows = doc["rows"]
 ops = sorted({r["op"] for r in rows})
@@ -73,8 +77,8 @@ for r in rows:
             "ssd_state_update": {"cpu", "reference"},
             "attention": {"sdpa"}, "attention_decode": {"sdpa"}, "moe_prefill": {"cpu", "reference"},
             "moe_prefill_per_expert": {"cpu", "reference"}, "moe_dense_gemm": {"aten"}}.get(r["op"], {"reference"})
-    if r["op"].startswith("moe_"):
-        if r["flops"] != flops(r["op"], r["batch"], r["length"]): bad.append(f"{name}: flops {r['flops']}")
+    if r["op"].startswith("moe_") or r["op"].startswith("ssd_chunk_scan") or r["op"] == "attention":
+        if r["flops"] != flops(r["op"], r["batch"], r["length"]): bad.append(f"{name}: flops {r['flops']} != {flops(r['op'], r['batch'], r['length'])}")
         if abs(r["flops_per_s"] - r["flops"] / t["median"]) > 1e-6 * r["flops_per_s"]: bad.append(f"{name}: FLOP/s")
     if r["implementation"] not in want: bad.append(f"{name}: implementation")
     if "products" in r: bad.append(f"{name}: products on a row that did not run the CUDA scan")
