@@ -13,8 +13,8 @@
 // ptxas (CUDA 13.0, -Xptxas -v), registers per thread:
 //                       sm_90 bf16 / fp16   sm_121 bf16 / fp16
 //   chunk_scan_tc           128 / 128           190 / 181     (sm_90 capped for 4 blocks per SM)
-//   chunk_state_tc           73 / 66            128 / 128
-// No spills but 40 bytes in chunk_scan_tc fp16 on sm_90 and 4 in chunk_state_tc bf16 on sm_121.
+//   chunk_state_tc           83 / 73            136 / 164
+// No spills but 40 bytes in chunk_scan_tc fp16 on sm_90.
 
 #include "common/tile_mma.h"
 #include "ssd/ssd_common.cuh"

@@ -32,6 +32,17 @@ struct StaticIo {
   }
   EFFARCH_HD static Vec8 zero8() { return {make_uint4(0, 0, 0, 0)}; }
   EFFARCH_HD static void store8(Elem* dst, const Vec8& v) { *reinterpret_cast<uint4*>(dst) = v.bits; }
+  // The eight as floats, and eight floats rounded back (load's and to_elem's conversions).
+  EFFARCH_HD static void unpack8(const Vec8& v, ElementType, float (&out)[8]) {
+    const auto* e = reinterpret_cast<const input_t*>(&v.bits);
+    for (int k = 0; k < 8; ++k) out[k] = to_float(e[k]);
+  }
+  EFFARCH_HD static Vec8 pack8(ElementType, const float (&in)[8]) {
+    Vec8 v;
+    auto* e = reinterpret_cast<input_t*>(&v.bits);
+    for (int k = 0; k < 8; ++k) e[k] = from_float<input_t>(in[k]);
+    return v;
+  }
 };
 
 // The element type given per access (the gated RMSNorm, whose y, z, weight and out may differ).

@@ -57,6 +57,33 @@ constexpr int tc_col_tiles(int head_dim) { return (head_dim + kTcCols - 1) / kTc
 constexpr int tc_state_tiles(int d_state) { return (d_state + kTcStates - 1) / kTcStates; }
 constexpr int tc_row_tiles(int chunk) { return (chunk + kTcRows - 1) / kTcRows; }
 
+// Whether rows of an operand can move eight elements at a time: unit column stride, the valid
+// columns a multiple of 8, every other stride a multiple of 8 elements and the base aligned to
+// 8 elements (16 bytes in bf16 / fp16). The model's views (x, B and C cut from the conv's output,
+// Codestral's d_state 128 and head_dim 64) qualify; anything else takes the element-wise path.
+EFFARCH_HD bool tc_rows_vec8(const void* base, ElementType type, int64_t col_stride, int cols, int64_t s1, int64_t s2,
+                             int64_t s3) {
+  const auto bytes = static_cast<uint64_t>(8 * element_bytes(type));
+  return col_stride == 1 && cols % 8 == 0 && s1 % 8 == 0 && s2 % 8 == 0 && s3 % 8 == 0 &&
+         reinterpret_cast<uintptr_t>(base) % bytes == 0;
+}
+// rows x cols_pad elements into dst (row r at dst + r * ld), eight at a time: row r from
+// src[origin + r * row_stride + ...] where r < rows_valid and the column below cols_valid, else zeros.
+template <class Io>
+EFFARCH_HD void tc_copy_rows_vec8(const SsdScanParams& p, const void* src, int64_t origin, int64_t row_stride,
+                                  int rows, int rows_valid, int cols_valid, int cols_pad, int tid, int nthreads,
+                                  typename Io::Elem* dst, int ld) {
+  const int per_row = cols_pad / 8;
+  staged_copy<4>(  // four 16-byte reads in flight: 16 registers, not the 32 of eight
+      rows * per_row, tid, nthreads,
+      [&](int i) {
+        const int r = i / per_row, col = i % per_row * 8;
+        return r < rows_valid && col < cols_valid ? Io::load8(src, origin + r * row_stride + col, p.x_type)
+                                                  : Io::zero8();
+      },
+      [&](int i, const typename Io::Vec8& v) { Io::store8(dst + (i / per_row) * ld + i % per_row * 8, v); });
+}
+
 // ---------------------------------------------------------------------------------------------
 // Stage 2: block (P tile, N tile) x head x (batch, chunk): own[pd, n] over the chunk's tokens.
 
@@ -107,6 +134,33 @@ EFFARCH_HD void tc_state_load(const SsdScanParams& p, int b, int c, int h, int p
   const int g = group_of(p, h), valid = chunk_tokens(p, c);
   const int64_t t0 = static_cast<int64_t>(c) * p.chunk;
   const float* dt = p.dt_ws + ws_index(p, b, h, c, 0);
+  const int x_cols = p.head_dim - pd0 < kTcCols ? p.head_dim - pd0 : kTcCols;
+  const int b_cols = p.d_state - n0 < kTcStates ? p.d_state - n0 : kTcStates;
+  const int rows_valid = valid - s0 < kTcTokens ? (valid - s0 > 0 ? valid - s0 : 0) : kTcTokens;
+  if (tc_rows_vec8(p.x, p.x_type, p.x_dim_stride, x_cols, p.x_batch_stride, p.x_time_stride, p.x_head_stride) &&
+      tc_rows_vec8(p.B, p.x_type, p.B_state_stride, b_cols, p.B_batch_stride, p.B_time_stride, p.B_group_stride)) {
+    // Eight at a time (tc_rows_vec8): x unchanged, B widened, scaled by its row's decay dt, rounded.
+    tc_copy_rows_vec8<Io>(p, p.x, b * p.x_batch_stride + (t0 + s0) * p.x_time_stride + h * p.x_head_stride + pd0,
+                          p.x_time_stride, kTcTokens, rows_valid, x_cols, kTcCols, tid, nthreads, sh.x, kTcLdCols);
+    constexpr int kPerRow = kTcStates / 8;
+    const int64_t origin = b * p.B_batch_stride + (t0 + s0) * p.B_time_stride + g * p.B_group_stride + n0;
+    staged_copy<4>(
+        kTcTokens * kPerRow, tid, nthreads,
+        [&](int i) {
+          const int j = i / kPerRow, col = i % kPerRow * 8;
+          return j < rows_valid && col < b_cols ? Io::load8(p.B, origin + j * p.B_time_stride + col, p.x_type)
+                                                : Io::zero8();
+        },
+        [&](int i, const typename Io::Vec8& v) {
+          const int j = i / kPerRow, col = i % kPerRow * 8;
+          float f[8];
+          Io::unpack8(v, p.x_type, f);
+          const float scale = j < rows_valid ? sh.decay[s0 + j] * dt[s0 + j] : 0.0f;
+          for (int k = 0; k < 8; ++k) f[k] = col + k < b_cols ? f[k] * scale : 0.0f;
+          Io::store8(sh.b + j * kTcLdCols + col, Io::pack8(p.x_type, f));
+        });
+    return;
+  }
   struct XB {
     float x, b;  // x[s, pd] and B[s, n], as read
   };
@@ -221,33 +275,6 @@ EFFARCH_HD TcScanShared<E> tc_scan_shared(char* base, int chunk, int d_state) {
 EFFARCH_HD int tc_scan_k_end(const SsdScanParams& p, int c, int row0) {
   const int valid = chunk_tokens(p, c);
   return row0 + kTcRows < valid ? row0 + kTcRows : valid;
-}
-
-// Whether rows of an operand can move eight elements at a time: unit column stride, the valid
-// columns a multiple of 8, every other stride a multiple of 8 elements and the base aligned to
-// 8 elements (16 bytes in bf16 / fp16). The model's views (x, B and C cut from the conv's output,
-// Codestral's d_state 128 and head_dim 64) qualify; anything else takes the element-wise path.
-EFFARCH_HD bool tc_rows_vec8(const void* base, ElementType type, int64_t col_stride, int cols, int64_t s1, int64_t s2,
-                             int64_t s3) {
-  const auto bytes = static_cast<uint64_t>(8 * element_bytes(type));
-  return col_stride == 1 && cols % 8 == 0 && s1 % 8 == 0 && s2 % 8 == 0 && s3 % 8 == 0 &&
-         reinterpret_cast<uintptr_t>(base) % bytes == 0;
-}
-// rows x cols_pad elements into dst (row r at dst + r * ld), eight at a time: row r from
-// src[origin + r * row_stride + ...] where r < rows_valid and the column below cols_valid, else zeros.
-template <class Io>
-EFFARCH_HD void tc_copy_rows_vec8(const SsdScanParams& p, const void* src, int64_t origin, int64_t row_stride,
-                                  int rows, int rows_valid, int cols_valid, int cols_pad, int tid, int nthreads,
-                                  typename Io::Elem* dst, int ld) {
-  const int per_row = cols_pad / 8;
-  staged_copy<4>(  // four 16-byte reads in flight: 16 registers, not the 32 of eight
-      rows * per_row, tid, nthreads,
-      [&](int i) {
-        const int r = i / per_row, col = i % per_row * 8;
-        return r < rows_valid && col < cols_valid ? Io::load8(src, origin + r * row_stride + col, p.x_type)
-                                                  : Io::zero8();
-      },
-      [&](int i, const typename Io::Vec8& v) { Io::store8(dst + (i / per_row) * ld + i % per_row * 8, v); });
 }
 
 // Tokens [row0, row0 + rows) of chunk c of head h's group in a [B, L, G, N] operand (B or C, with

@@ -79,6 +79,14 @@ struct HostIo {
   static void store8(Elem* dst, const Vec8& v) {
     for (int e = 0; e < 8; ++e) dst[e] = v.v[e];
   }
+  static void unpack8(const Vec8& v, k::ElementType, float (&out)[8]) {
+    for (int e = 0; e < 8; ++e) out[e] = v.v[e];
+  }
+  static Vec8 pack8(k::ElementType type, const float (&in)[8]) {
+    Vec8 v{};
+    for (int e = 0; e < 8; ++e) v.v[e] = to_elem(type, in[e]);
+    return v;
+  }
 };
 
 // ssd_state_update_kernel over grid (P / warps, H, B), warps of 32 lanes.
