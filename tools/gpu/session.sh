@@ -111,6 +111,9 @@ scans() {  # the Mamba kernels in depth (docs/perf/pending.md entry 22): variant
   timeout --signal=INT 40 "$B" kernels $K --batch 1,32 --ops selective_state_update,ssd_state_update,gated_rms_norm \
     -o "$out/k-decode.json" > "$out/k-decode.txt" 2>&1
   log "exit $?"; grep -E '^\| (selective|ssd|gated)' "$out/k-decode.txt" >> "$summary"
+  timeout --signal=INT 40 "$B" kernels --device cuda --dtype float32 --reps 3 --warmup 1 --lengths 4096,32768 \
+    --ops ssd_chunk_scan -o "$out/k-ssd-fp32.json" > "$out/k-ssd-fp32.txt" 2>&1
+  log "fp32 SSD, kernel (FMA products) against the reference: exit $?"; grep -E '^\| ssd' "$out/k-ssd-fp32.txt" >> "$summary"
   ncu_bin=$(command -v ncu || echo /usr/local/cuda/bin/ncu)
   log "== scans: ncu at 32k ($ncu_bin)"
   timeout 150 "$ncu_bin" --clock-control none --kernel-name regex:'ssd_chunk|ssd_state_passing|selective_scan' \
