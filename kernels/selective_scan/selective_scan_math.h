@@ -107,7 +107,7 @@ EFFARCH_HD void load_segment(const SelectiveScanParams& p, int batch, int channe
   const auto* delta =
       static_cast<const input_t*>(p.delta) + batch * p.delta_batch_stride + channel * p.delta_dim_stride;
   const auto* z = static_cast<const input_t*>(p.z) + batch * p.z_batch_stride + channel * p.z_dim_stride;
-#pragma unroll
+EFFARCH_UNROLL
   for (int i = 0; i < kSeg; ++i) {
     const int64_t t = t_begin + i;
     const bool ok = channel_ok && t < p.seqlen;
@@ -117,7 +117,7 @@ EFFARCH_HD void load_segment(const SelectiveScanParams& p, int batch, int channe
     r.y[i] = 0.0f;
   }
   float sum = 0.0f;
-#pragma unroll
+EFFARCH_UNROLL
   for (int i = 0; i < kSeg; ++i) sum += r.dt[i];
   r.dtsum = sum;
 }
@@ -130,7 +130,7 @@ EFFARCH_HD float A2_at(const SelectiveScanParams& p, int channel, int state) {
 
 template <int kSeg>
 EFFARCH_HD void load_A(const SelectiveScanParams& p, int channel, int slice, ThreadRegs<kSeg>& r) {
-#pragma unroll
+EFFARCH_UNROLL
   for (int n = 0; n < kSlice; ++n) {
     const int state = slice * kSlice + n;
     r.A2[n] = channel < p.dim && state < p.dstate
@@ -157,12 +157,12 @@ EFFARCH_HD void load_BC(const SelectiveScanParams& p, int batch, int64_t t_chunk
 // Steps 1 and 3 share the recurrence; `readout` adds C . h into r.y.
 template <bool kReadout, int kSeg>
 EFFARCH_HD void scan_segment(const Shared& s, int warp, ThreadRegs<kSeg>& r) {
-#pragma unroll
+EFFARCH_UNROLL
   for (int i = 0; i < kSeg; ++i) {
     const int step = warp * kSeg + i;
     const float du = r.dt[i] * r.u[i];
     float acc = 0.0f;
-#pragma unroll
+EFFARCH_UNROLL
     for (int n = 0; n < kSlice; ++n) {
       const float decay = exp2f(r.dt[i] * r.A2[n]);
       r.h[n] = decay * r.h[n] + s.B[step][n] * du;
@@ -202,10 +202,10 @@ EFFARCH_HD void scan_block(const SelectiveScanParams& p, int tile, int batch, Sh
       exec.threads([&](int tid, Regs& r) {
         const int warp = tid / kLanes, lane = tid % kLanes;
         load_A(p, tile * kLanes + lane, slice, r);
-#pragma unroll
+EFFARCH_UNROLL
         for (int n = 0; n < kSlice; ++n) r.h[n] = 0.0f;
         scan_segment<false>(s, warp, r);
-#pragma unroll
+EFFARCH_UNROLL
         for (int n = 0; n < kSlice; ++n) s.agg[warp][n][lane] = r.h[n];
         if (slice == 0) s.dtsum[warp][lane] = r.dtsum;
       });
@@ -213,11 +213,11 @@ EFFARCH_HD void scan_block(const SelectiveScanParams& p, int tile, int batch, Sh
       // 2. The start state of each segment, 3. the segment again from it, with the readout.
       exec.threads([&](int tid, Regs& r) {
         const int warp = tid / kLanes, lane = tid % kLanes;
-#pragma unroll
+EFFARCH_UNROLL
         for (int n = 0; n < kSlice; ++n) r.h[n] = s.carry[slice * kSlice + n][lane];
         for (int j = 0; j < warp; ++j) {
           const float dtsum = s.dtsum[j][lane];
-#pragma unroll
+EFFARCH_UNROLL
           for (int n = 0; n < kSlice; ++n) r.h[n] = exp2f(dtsum * r.A2[n]) * r.h[n] + s.agg[j][n][lane];
         }
         scan_segment<true>(s, warp, r);
@@ -225,7 +225,7 @@ EFFARCH_HD void scan_block(const SelectiveScanParams& p, int tile, int batch, Sh
       exec.sync();  // every warp has read the carry and this slice's B and C
       exec.threads([&](int tid, Regs& r) {
         if (tid / kLanes != kWarps - 1) return;
-#pragma unroll
+EFFARCH_UNROLL
         for (int n = 0; n < kSlice; ++n) s.carry[slice * kSlice + n][tid % kLanes] = r.h[n];
       });
     }
@@ -233,7 +233,7 @@ EFFARCH_HD void scan_block(const SelectiveScanParams& p, int tile, int batch, Sh
       const int warp = tid / kLanes, channel = tile * kLanes + tid % kLanes;
       if (channel >= p.dim) return;
       auto* y = static_cast<input_t*>(p.y) + batch * p.y_batch_stride + channel * p.y_dim_stride;
-#pragma unroll
+EFFARCH_UNROLL
       for (int i = 0; i < kSeg; ++i) {
         const int64_t t = t_chunk + warp * kSeg + i;
         if (t < p.seqlen) y[t * p.y_time_stride] = from_float<input_t>(finish(p, r.y[i], r.u[i], r.z[i], channel));
@@ -259,10 +259,10 @@ EFFARCH_HD void segment_from_zero(const SelectiveScanParams& p, int tile, int sl
                                   ThreadRegs<kSeg>& r) {
   const int warp = tid / kLanes, lane = tid % kLanes;
   load_A(p, tile * kLanes + lane, slice, r);
-#pragma unroll
+EFFARCH_UNROLL
   for (int n = 0; n < kSlice; ++n) r.h[n] = 0.0f;
   scan_segment<false>(s, warp, r);
-#pragma unroll
+EFFARCH_UNROLL
   for (int n = 0; n < kSlice; ++n) s.agg[warp][n][lane] = r.h[n];
   if (slice == 0) s.dtsum[warp][lane] = r.dtsum;
 }
@@ -294,11 +294,11 @@ EFFARCH_HD void scan_chunks(const SelectiveScanParams& p, int tile, int batch, i
       // 2. The start state of each segment, 3. the segment again from it, with the readout.
       exec.threads([&](int tid, Regs& r) {
         const int warp = tid / kLanes, lane = tid % kLanes;
-#pragma unroll
+EFFARCH_UNROLL
         for (int n = 0; n < kSlice; ++n) r.h[n] = s.carry[slice * kSlice + n][lane];
         for (int j = 0; j < warp; ++j) {
           const float dtsum = s.dtsum[j][lane];
-#pragma unroll
+EFFARCH_UNROLL
           for (int n = 0; n < kSlice; ++n) r.h[n] = exp2f(dtsum * r.A2[n]) * r.h[n] + s.agg[j][n][lane];
         }
         scan_segment<true>(s, warp, r);
@@ -306,7 +306,7 @@ EFFARCH_HD void scan_chunks(const SelectiveScanParams& p, int tile, int batch, i
       exec.sync();  // every warp has read the carry and this slice's B and C
       exec.threads([&](int tid, Regs& r) {
         if (tid / kLanes != kWarps - 1) return;
-#pragma unroll
+EFFARCH_UNROLL
         for (int n = 0; n < kSlice; ++n) s.carry[slice * kSlice + n][tid % kLanes] = r.h[n];
       });
     }
@@ -314,7 +314,7 @@ EFFARCH_HD void scan_chunks(const SelectiveScanParams& p, int tile, int batch, i
       const int warp = tid / kLanes, channel = tile * kLanes + tid % kLanes;
       if (channel >= p.dim) return;
       auto* y = static_cast<input_t*>(p.y) + batch * p.y_batch_stride + channel * p.y_dim_stride;
-#pragma unroll
+EFFARCH_UNROLL
       for (int i = 0; i < kSeg; ++i) {
         const int64_t t = t_chunk + warp * kSeg + i;
         if (t < p.seqlen) y[t * p.y_time_stride] = from_float<input_t>(finish(p, r.y[i], r.u[i], r.z[i], channel));
