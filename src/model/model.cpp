@@ -12,6 +12,7 @@
 #include "effarch/io/checkpoint.h"
 #include "effarch/ops/backend.h"
 #include "effarch/ops/moe.h"
+#include "effarch/ops/selective_scan.h"
 #include "effarch/ops/ssd.h"
 
 namespace effarch::model {
@@ -40,7 +41,9 @@ std::optional<DecodeMode> parse_cuda_graphs_request(const std::string& value, co
 
 const std::map<std::string, std::vector<std::string>>& implementation_variants() {
   static const std::map<std::string, std::vector<std::string>> variants = {
-      {kMoePrefillRecord, {"grouped", "per_expert"}}, {kSsdScanProductsRecord, {"tensor_cores", "fma"}}};
+      {kMoePrefillRecord, {"grouped", "per_expert"}},
+      {kSsdScanProductsRecord, {"tensor_cores", "fma"}},
+      {kSelectiveScanVariantRecord, {"seg4", "seg8", "split"}}};
   return variants;
 }
 
@@ -141,6 +144,13 @@ std::map<std::string, std::string> resolve_implementations(const ModelConfig& co
   if (ssd != impl.end() && ssd->second == ops::backend_name(ops::Backend::Cuda) && config.mamba) {
     impl[kSsdScanProductsRecord] =
         ops::ssd_scan_products_name(options.dtype, config.mamba->d_state, ops::SsdScanProducts::Auto);
+  }
+  // Which variant of the CUDA selective scan the Mamba-1 mixers run (their SelectiveScanArgs keep
+  // the defaults): the default changed once already (8-step to 4-step warp segments), so results
+  // say which ran.
+  const auto scan = impl.find(std::string(ops::op_name(ops::OpFamily::SelectiveScan)));
+  if (scan != impl.end() && scan->second == ops::backend_name(ops::Backend::Cuda)) {
+    impl[kSelectiveScanVariantRecord] = ops::selective_scan_variant_name(ops::SelectiveScanArgs{});
   }
   if (!missing.empty()) {
     throw UsageError(fmt::format("--backend cuda: {} uses {}, which {} no CUDA kernel yet (--backend auto runs the "

@@ -126,6 +126,11 @@ SelectiveScanLaunch prepare_selective_scan(const at::Tensor& u, const at::Tensor
 
 namespace effarch::ops {
 
+const char* selective_scan_variant_name(const SelectiveScanArgs& args) {
+  if (args.cuda_split != 0) return "split";
+  return args.cuda_segment == 8 ? "seg8" : "seg4";
+}
+
 int selective_scan_cuda_pieces(const SelectiveScanArgs& args, int64_t batch, int64_t dim, int64_t seqlen,
                                int sm_count) {
   detail::check_split(args, "selective_scan");

@@ -241,10 +241,11 @@ TEST(BenchResults, EveryStructRoundTripsThroughJson) {
   // Beside the families, which variant of a CUDA path ran: only its own values.
   PointKey variants = k;
   variants.implementations = {{"ssd_scan", "cuda"}, {"ssd_scan_products", "tensor_cores"},
-                              {"moe_dispatch", "cuda"}, {"moe_prefill", "grouped"}};
+                              {"moe_dispatch", "cuda"}, {"moe_prefill", "grouped"},
+                              {"selective_scan", "cuda"}, {"selective_scan_variant", "seg4"}};
   expect_round_trip(variants);
   for (const auto& [record, wrong] : {std::pair{"ssd_scan_products", "cuda"}, {"moe_prefill", "tensor_cores"},
-                                      {"ssd_scan", "fma"}}) {
+                                      {"ssd_scan", "fma"}, {"selective_scan_variant", "seg16"}}) {
     json bad = json(variants);
     bad["implementations"][record] = wrong;
     EXPECT_THROW_WITH(bad.get<PointKey>(), UsageError, {"key.implementations", wrong, record});

@@ -10,6 +10,7 @@
 #include "effarch/model/catalog.h"
 #include "effarch/model/model.h"
 #include "effarch/model/tensor_spec.h"
+#include "effarch/ops/selective_scan.h"
 
 namespace effarch::model {
 namespace {
@@ -106,6 +107,23 @@ TEST(Implementations, ReferenceAndAutoGiveIdenticalTokensOnTheCpu) { expect_auto
 TEST(Implementations, ReferenceAndAutoGiveIdenticalTokensOnTheGpu) {
   if (!ops::kBuiltWithCuda || !at::hasCUDA()) GTEST_SKIP() << "needs a CUDA build and a GPU";
   expect_auto_matches_reference(at::Device(at::kCUDA, 0));
+}
+
+// Beside "selective_scan": "cuda", which variant of the prefill kernel the mixers run: the
+// default's ("seg4" since the H200 timed both segments); none with the reference.
+TEST(Implementations, RecordTheSelectiveScanVariantOnTheGpu) {
+  EXPECT_STREQ(ops::selective_scan_variant_name(ops::SelectiveScanArgs{}), "seg4");
+  ops::SelectiveScanArgs eight;
+  eight.cuda_segment = 8;
+  EXPECT_STREQ(ops::selective_scan_variant_name(eight), "seg8");
+  eight.cuda_split = -1;
+  EXPECT_STREQ(ops::selective_scan_variant_name(eight), "split");
+  if (!ops::kBuiltWithCuda || !at::hasCUDA()) GTEST_SKIP() << "the record itself needs a CUDA build and a GPU";
+  ModelOptions opt;
+  opt.device = at::Device(at::kCUDA, 0);
+  EXPECT_EQ(Model::load(tiny("tiny-mamba"), opt)->implementations().at("selective_scan_variant"), "seg4");
+  opt.backend = ops::Backend::Reference;
+  EXPECT_EQ(Model::load(tiny("tiny-mamba"), opt)->implementations().count("selective_scan_variant"), 0u);
 }
 
 // Beside "ssd_scan": "cuda", which chunk products the scan runs: fp32 FMA loops for fp32

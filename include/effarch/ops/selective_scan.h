@@ -37,6 +37,10 @@ struct SelectiveScanArgs {
   int cuda_split = 0;
 };
 
+// The CUDA prefill's variant for the record (Model::implementations(), bench keys): "seg4" or
+// "seg8" (cuda_segment), "split" where cuda_split asks for pieces.
+const char* selective_scan_variant_name(const SelectiveScanArgs& args);
+
 // The number of sequence pieces the CUDA prefill runs for `args` on a [batch, dim, seqlen] input
 // on a GPU with `sm_count` SMs; 1: the unsplit kernel. Throws OpError for a bad cuda_split.
 int selective_scan_cuda_pieces(const SelectiveScanArgs& args, int64_t batch, int64_t dim, int64_t seqlen,
