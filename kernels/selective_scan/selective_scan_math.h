@@ -172,6 +172,58 @@ EFFARCH_UNROLL
   }
 }
 
+// Step 1 for thread tid: its segment from a zero state; the local end state and (first slice)
+// the dt sum go to shared memory.
+template <int kSeg>
+EFFARCH_HD void segment_from_zero(const SelectiveScanParams& p, int tile, int slice, int tid, Shared& s,
+                                  ThreadRegs<kSeg>& r) {
+  const int warp = tid / kLanes, lane = tid % kLanes;
+  load_A(p, tile * kLanes + lane, slice, r);
+EFFARCH_UNROLL
+  for (int n = 0; n < kSlice; ++n) r.h[n] = 0.0f;
+  scan_segment<false>(s, warp, r);
+EFFARCH_UNROLL
+  for (int n = 0; n < kSlice; ++n) s.agg[warp][n][lane] = r.h[n];
+  if (slice == 0) s.dtsum[warp][lane] = r.dtsum;
+}
+
+// 2. and 3. of a chunk and slice, thread tid: the segment's start state from the carry and the
+// earlier warps' maps, then the segment again from it with the readout (into r.y).
+template <int kSeg>
+EFFARCH_HD void segment_from_carry(int slice, int tid, const Shared& s, ThreadRegs<kSeg>& r) {
+  const int warp = tid / kLanes, lane = tid % kLanes;
+EFFARCH_UNROLL
+  for (int n = 0; n < kSlice; ++n) r.h[n] = s.carry[slice * kSlice + n][lane];
+  for (int j = 0; j < warp; ++j) {
+    const float dtsum = s.dtsum[j][lane];
+EFFARCH_UNROLL
+    for (int n = 0; n < kSlice; ++n) r.h[n] = exp2f(dtsum * r.A2[n]) * r.h[n] + s.agg[j][n][lane];
+  }
+  scan_segment<true>(s, warp, r);
+}
+
+// After a slice (behind a barrier): the last warp's end state is the next chunk's carry.
+template <int kSeg>
+EFFARCH_HD void last_warp_to_carry(int slice, int tid, Shared& s, const ThreadRegs<kSeg>& r) {
+  if (tid / kLanes != kWarps - 1) return;
+EFFARCH_UNROLL
+  for (int n = 0; n < kSlice; ++n) s.carry[slice * kSlice + n][tid % kLanes] = r.h[n];
+}
+
+// After a chunk's slices: the thread's kSeg outputs, gated and with the skip.
+template <typename input_t, int kSeg>
+EFFARCH_HD void write_y(const SelectiveScanParams& p, int tile, int batch, int64_t t_chunk, int tid,
+                        const ThreadRegs<kSeg>& r) {
+  const int warp = tid / kLanes, channel = tile * kLanes + tid % kLanes;
+  if (channel >= p.dim) return;
+  auto* y = static_cast<input_t*>(p.y) + batch * p.y_batch_stride + channel * p.y_dim_stride;
+EFFARCH_UNROLL
+  for (int i = 0; i < kSeg; ++i) {
+    const int64_t t = t_chunk + warp * kSeg + i;
+    if (t < p.seqlen) y[t * p.y_time_stride] = from_float<input_t>(finish(p, r.y[i], r.u[i], r.z[i], channel));
+  }
+}
+
 // The whole block: channels [tile * kLanes, + kLanes) of sequence `batch`. Exec::kSeg: the
 // segment length of its ThreadRegs.
 template <typename input_t, typename Exec>
@@ -199,46 +251,14 @@ EFFARCH_HD void scan_block(const SelectiveScanParams& p, int tile, int batch, Sh
       exec.threads([&](int tid, Regs&) { load_BC<input_t, kSeg>(p, batch, t_chunk, slice, tid, s); });
       exec.sync();
       // 1. Each segment from zero: its local end state.
-      exec.threads([&](int tid, Regs& r) {
-        const int warp = tid / kLanes, lane = tid % kLanes;
-        load_A(p, tile * kLanes + lane, slice, r);
-EFFARCH_UNROLL
-        for (int n = 0; n < kSlice; ++n) r.h[n] = 0.0f;
-        scan_segment<false>(s, warp, r);
-EFFARCH_UNROLL
-        for (int n = 0; n < kSlice; ++n) s.agg[warp][n][lane] = r.h[n];
-        if (slice == 0) s.dtsum[warp][lane] = r.dtsum;
-      });
+      exec.threads([&](int tid, Regs& r) { segment_from_zero(p, tile, slice, tid, s, r); });
       exec.sync();
       // 2. The start state of each segment, 3. the segment again from it, with the readout.
-      exec.threads([&](int tid, Regs& r) {
-        const int warp = tid / kLanes, lane = tid % kLanes;
-EFFARCH_UNROLL
-        for (int n = 0; n < kSlice; ++n) r.h[n] = s.carry[slice * kSlice + n][lane];
-        for (int j = 0; j < warp; ++j) {
-          const float dtsum = s.dtsum[j][lane];
-EFFARCH_UNROLL
-          for (int n = 0; n < kSlice; ++n) r.h[n] = exp2f(dtsum * r.A2[n]) * r.h[n] + s.agg[j][n][lane];
-        }
-        scan_segment<true>(s, warp, r);
-      });
+      exec.threads([&](int tid, Regs& r) { segment_from_carry(slice, tid, s, r); });
       exec.sync();  // every warp has read the carry and this slice's B and C
-      exec.threads([&](int tid, Regs& r) {
-        if (tid / kLanes != kWarps - 1) return;
-EFFARCH_UNROLL
-        for (int n = 0; n < kSlice; ++n) s.carry[slice * kSlice + n][tid % kLanes] = r.h[n];
-      });
+      exec.threads([&](int tid, Regs& r) { last_warp_to_carry(slice, tid, s, r); });
     }
-    exec.threads([&](int tid, Regs& r) {
-      const int warp = tid / kLanes, channel = tile * kLanes + tid % kLanes;
-      if (channel >= p.dim) return;
-      auto* y = static_cast<input_t*>(p.y) + batch * p.y_batch_stride + channel * p.y_dim_stride;
-EFFARCH_UNROLL
-      for (int i = 0; i < kSeg; ++i) {
-        const int64_t t = t_chunk + warp * kSeg + i;
-        if (t < p.seqlen) y[t * p.y_time_stride] = from_float<input_t>(finish(p, r.y[i], r.u[i], r.z[i], channel));
-      }
-    });
+    exec.threads([&](int tid, Regs& r) { write_y<input_t>(p, tile, batch, t_chunk, tid, r); });
   }
   exec.sync();  // the last warp's carry, seen by every thread
   exec.threads([&](int tid, Regs&) {
@@ -252,28 +272,15 @@ EFFARCH_UNROLL
   });
 }
 
-// Step 1 for thread tid: its segment from a zero state; the local end state and (first slice)
-// the dt sum go to shared memory.
-template <int kSeg>
-EFFARCH_HD void segment_from_zero(const SelectiveScanParams& p, int tile, int slice, int tid, Shared& s,
-                                  ThreadRegs<kSeg>& r) {
-  const int warp = tid / kLanes, lane = tid % kLanes;
-  load_A(p, tile * kLanes + lane, slice, r);
-EFFARCH_UNROLL
-  for (int n = 0; n < kSlice; ++n) r.h[n] = 0.0f;
-  scan_segment<false>(s, warp, r);
-EFFARCH_UNROLL
-  for (int n = 0; n < kSlice; ++n) s.agg[warp][n][lane] = r.h[n];
-  if (slice == 0) s.dtsum[warp][lane] = r.dtsum;
-}
 
 // The chunks starting at t_begin, t_begin + chunk, ... before t_end (a multiple of the chunk or
 // the sequence's end), from the carry in shared memory, which holds the state after them on return
 // (seen by the last warp's threads; a sync makes it the block's). Writes y for those steps.
-// scan_block's chunk loop, phase for phase, for the split's blocks: scan_block keeps its own copy
-// because routing it through this function changes ptxas's allocation at the 4-step variant's
-// 128-register cap (12 bytes of spills on sm_90 bf16 become 76-164), and the unsplit kernels stay
-// as measured. Both are tested against the reference.
+// scan_block's chunk loop, phase for phase (the phases are the shared functions above), for the
+// split's blocks: scan_block keeps its own loop because routing it through this function changes
+// ptxas's allocation at the 4-step variant's 128-register cap (12 bytes of spills on sm_90 bf16
+// become 76-164); sharing only the phases leaves every kernel's registers and spills as they
+// were. Both are tested against the reference.
 template <typename input_t, typename Exec>
 EFFARCH_HD void scan_chunks(const SelectiveScanParams& p, int tile, int batch, int64_t t_begin, int64_t t_end,
                             Shared& s, Exec& exec) {
@@ -292,34 +299,11 @@ EFFARCH_HD void scan_chunks(const SelectiveScanParams& p, int tile, int batch, i
       exec.threads([&](int tid, Regs& r) { segment_from_zero(p, tile, slice, tid, s, r); });
       exec.sync();
       // 2. The start state of each segment, 3. the segment again from it, with the readout.
-      exec.threads([&](int tid, Regs& r) {
-        const int warp = tid / kLanes, lane = tid % kLanes;
-EFFARCH_UNROLL
-        for (int n = 0; n < kSlice; ++n) r.h[n] = s.carry[slice * kSlice + n][lane];
-        for (int j = 0; j < warp; ++j) {
-          const float dtsum = s.dtsum[j][lane];
-EFFARCH_UNROLL
-          for (int n = 0; n < kSlice; ++n) r.h[n] = exp2f(dtsum * r.A2[n]) * r.h[n] + s.agg[j][n][lane];
-        }
-        scan_segment<true>(s, warp, r);
-      });
+      exec.threads([&](int tid, Regs& r) { segment_from_carry(slice, tid, s, r); });
       exec.sync();  // every warp has read the carry and this slice's B and C
-      exec.threads([&](int tid, Regs& r) {
-        if (tid / kLanes != kWarps - 1) return;
-EFFARCH_UNROLL
-        for (int n = 0; n < kSlice; ++n) s.carry[slice * kSlice + n][tid % kLanes] = r.h[n];
-      });
+      exec.threads([&](int tid, Regs& r) { last_warp_to_carry(slice, tid, s, r); });
     }
-    exec.threads([&](int tid, Regs& r) {
-      const int warp = tid / kLanes, channel = tile * kLanes + tid % kLanes;
-      if (channel >= p.dim) return;
-      auto* y = static_cast<input_t*>(p.y) + batch * p.y_batch_stride + channel * p.y_dim_stride;
-EFFARCH_UNROLL
-      for (int i = 0; i < kSeg; ++i) {
-        const int64_t t = t_chunk + warp * kSeg + i;
-        if (t < p.seqlen) y[t * p.y_time_stride] = from_float<input_t>(finish(p, r.y[i], r.u[i], r.z[i], channel));
-      }
-    });
+    exec.threads([&](int tid, Regs& r) { write_y<input_t>(p, tile, batch, t_chunk, tid, r); });
   }
 }
 
