@@ -23,13 +23,11 @@
 
 namespace effarch::kernels {
 
-// 64 threads a block: one thread per (b, h, chunk) makes few threads (Codestral at 32k tokens:
-// 16,384), which 256-thread blocks put on 64 of an H200's 132 SMs (ncu: 0.3 ms, 12% occupancy).
-inline constexpr int kCumsumThreads = 64;
-
+// ssd::kCumsumThreads (64) a block: one thread per (b, h, chunk) makes few threads (Codestral at
+// 32k tokens: 16,384), which 256-thread blocks put on 64 of an H200's 132 SMs (ncu: 0.3 ms).
 template <typename input_t>
-__global__ void __launch_bounds__(kCumsumThreads) ssd_chunk_cumsum_kernel(const SsdScanParams p) {
-  const int64_t i = static_cast<int64_t>(blockIdx.x) * kCumsumThreads + threadIdx.x;
+__global__ void __launch_bounds__(ssd::kCumsumThreads) ssd_chunk_cumsum_kernel(const SsdScanParams p) {
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * ssd::kCumsumThreads + threadIdx.x;
   if (i >= static_cast<int64_t>(p.batch) * p.heads * p.nchunks) return;
   const int c = static_cast<int>(i % p.nchunks);
   const int h = static_cast<int>((i / p.nchunks) % p.heads);
@@ -112,7 +110,8 @@ LaunchStatus ssd_chunk_scan_cuda(const SsdScanParams& p, cudaStream_t stream) {
 
   const int64_t lanes = static_cast<int64_t>(p.batch) * p.heads * p.nchunks;
   ssd_chunk_cumsum_kernel<input_t>
-      <<<static_cast<unsigned>((lanes + kCumsumThreads - 1) / kCumsumThreads), kCumsumThreads, 0, stream>>>(p);
+      <<<static_cast<unsigned>((lanes + ssd::kCumsumThreads - 1) / ssd::kCumsumThreads), ssd::kCumsumThreads, 0,
+         stream>>>(p);
   LaunchStatus status = check_launch("ssd_chunk_cumsum_kernel");
   if (!status.ok()) return status;
 

@@ -30,6 +30,7 @@ namespace effarch::kernels::ssd {
 inline constexpr int kUpdateWarps = 4;         // decode: head channels (warps) per block
 inline constexpr int kWarpSize = 32;
 inline constexpr int kScanThreads = 256;       // chunk state / scan output / state passing blocks
+inline constexpr int kCumsumThreads = 64;      // chunk cumsum blocks: few threads, spread over every SM
 inline constexpr int kScanRows = 16;           // output rows (tokens) per scan-output block
 inline constexpr int kScanCols = 16;           // earlier tokens per step of its C B^T (a B tile in shared memory)
 inline constexpr int kNormThreads = 256;       // gated RMSNorm: threads per (row, group); a power of 2
@@ -110,6 +111,26 @@ EFFARCH_HD int chunk_tokens(const SsdScanParams& p, int c) {
   return rest < p.chunk ? rest : p.chunk;
 }
 EFFARCH_HD int group_of(const SsdScanParams& p, int h) { return h / (p.heads / p.groups); }
+// Of `rows` rows starting at token `first` of a chunk with `valid` tokens, how many hold tokens.
+EFFARCH_HD int rows_left(int valid, int first, int rows) {
+  const int left = valid - first;
+  return left < rows ? (left > 0 ? left : 0) : rows;
+}
+// Two of the chunk's [Q] workspace rows (ws_index order) into shared memory, reads staged; the
+// FMA path takes dt A and dt, the tensor-core path the prefix sums and dt.
+EFFARCH_HD void load_chunk_ws(const SsdScanParams& p, int b, int h, int c, const float* ws1, const float* ws2,
+                              float* dst1, float* dst2, int tid, int nthreads) {
+  struct Pair {
+    float v1, v2;
+  };
+  const int64_t base = ws_index(p, b, h, c, 0);
+  staged_copy(
+      p.chunk, tid, nthreads, [&](int q) { return Pair{ws1[base + q], ws2[base + q]}; },
+      [&](int q, const Pair& v) {
+        dst1[q] = v.v1;
+        dst2[q] = v.v2;
+      });
+}
 
 // Stage 1, one thread per (b, h, c): dt, dt A and their prefix sum over the chunk; padding
 // tokens past L have dt = 0 (no decay, no input), as the reference pads.
@@ -244,19 +265,7 @@ EFFARCH_HD int scan_rows_end(const SsdScanParams& p, int c, int row0) {
 template <class Io>
 EFFARCH_HD void scan_load(const SsdScanParams& p, int b, int c, int h, int row0, int tid, int nthreads,
                           const ScanShared& sh) {
-  struct ADt {
-    float a, dt;
-  };
-  staged_copy(
-      p.chunk, tid, nthreads,
-      [&](int q) {
-        const int64_t i = ws_index(p, b, h, c, q);
-        return ADt{p.a_ws[i], p.dt_ws[i]};
-      },
-      [&](int q, const ADt& v) {
-        sh.a[q] = v.a;
-        sh.dt[q] = v.dt;
-      });
+  load_chunk_ws(p, b, h, c, p.a_ws, p.dt_ws, sh.a, sh.dt, tid, nthreads);
   const int g = group_of(p, h), valid = chunk_tokens(p, c);
   staged_copy(
       kScanRows * p.d_state, tid, nthreads,

@@ -136,7 +136,7 @@ EFFARCH_HD void tc_state_load(const SsdScanParams& p, int b, int c, int h, int p
   const float* dt = p.dt_ws + ws_index(p, b, h, c, 0);
   const int x_cols = p.head_dim - pd0 < kTcCols ? p.head_dim - pd0 : kTcCols;
   const int b_cols = p.d_state - n0 < kTcStates ? p.d_state - n0 : kTcStates;
-  const int rows_valid = valid - s0 < kTcTokens ? (valid - s0 > 0 ? valid - s0 : 0) : kTcTokens;
+  const int rows_valid = rows_left(valid, s0, kTcTokens);
   if (tc_rows_vec8(p.x, p.x_type, p.x_dim_stride, x_cols, p.x_batch_stride, p.x_time_stride, p.x_head_stride) &&
       tc_rows_vec8(p.B, p.x_type, p.B_state_stride, b_cols, p.B_batch_stride, p.B_time_stride, p.B_group_stride)) {
     // Eight at a time (tc_rows_vec8): x unchanged, B widened, scaled by its row's decay dt, rounded.
@@ -288,7 +288,7 @@ EFFARCH_HD void tc_load_group_rows(const SsdScanParams& p, const void* src, int6
   const int np = tc_round16(p.d_state), ld = tc_ld_state(p.d_state);
   const int64_t t0 = static_cast<int64_t>(c) * p.chunk;
   if (tc_rows_vec8(src, p.x_type, state_stride, p.d_state, batch_stride, time_stride, group_stride)) {
-    const int rows_valid = valid - row0 < rows ? (valid - row0 > 0 ? valid - row0 : 0) : rows;
+    const int rows_valid = rows_left(valid, row0, rows);
     tc_copy_rows_vec8<Io>(p, src, b * batch_stride + (t0 + row0) * time_stride + g * group_stride, time_stride, rows,
                           rows_valid, p.d_state, np, tid, nthreads, dst, ld);
     return;
@@ -310,19 +310,7 @@ EFFARCH_HD void tc_load_group_rows(const SsdScanParams& p, const void* src, int6
 template <class Io>
 EFFARCH_HD void tc_scan_load(const SsdScanParams& p, int b, int c, int h, int row0, int pd0, int tid, int nthreads,
                              const TcScanShared<typename Io::Elem>& sh) {
-  struct CsDt {
-    float cs, dt;
-  };
-  staged_copy(
-      p.chunk, tid, nthreads,
-      [&](int q) {
-        const int64_t i = ws_index(p, b, h, c, q);
-        return CsDt{p.cs_ws[i], p.dt_ws[i]};
-      },
-      [&](int q, const CsDt& v) {
-        sh.cs[q] = v.cs;
-        sh.dt[q] = v.dt;
-      });
+  load_chunk_ws(p, b, h, c, p.cs_ws, p.dt_ws, sh.cs, sh.dt, tid, nthreads);
   const int np = tc_round16(p.d_state), ld = tc_ld_state(p.d_state);
   tc_load_group_rows<Io>(p, p.C, p.C_batch_stride, p.C_time_stride, p.C_group_stride, p.C_state_stride, b, c, h, row0,
                          kTcRows, tid, nthreads, sh.C);
@@ -389,7 +377,7 @@ EFFARCH_HD void tc_scan_load_x(const SsdScanParams& p, int b, int c, int h, int 
   const int64_t t0 = static_cast<int64_t>(c) * p.chunk;
   const int cols_valid = p.head_dim - pd0 < kTcCols ? p.head_dim - pd0 : kTcCols;
   if (tc_rows_vec8(p.x, p.x_type, p.x_dim_stride, cols_valid, p.x_batch_stride, p.x_time_stride, p.x_head_stride)) {
-    const int rows_valid = valid - s0 < kTcTokens ? (valid - s0 > 0 ? valid - s0 : 0) : kTcTokens;
+    const int rows_valid = rows_left(valid, s0, kTcTokens);
     tc_copy_rows_vec8<Io>(p, p.x, b * p.x_batch_stride + (t0 + s0) * p.x_time_stride + h * p.x_head_stride + pd0,
                           p.x_time_stride, kTcTokens, rows_valid, cols_valid, kTcCols, tid, nthreads, sh.x, kTcLdCols);
     return;
