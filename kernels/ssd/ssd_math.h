@@ -368,20 +368,12 @@ EFFARCH_HD void norm_reduce_step(float* red, int tid, int stride) {
 template <class YIo, class Io>
 EFFARCH_HD void norm_write(const GatedRmsNormParams& p, int64_t row, int group, int tid, int nthreads, float sumsq) {
   const float rinv = 1.0f / sqrtf(sumsq / static_cast<float>(p.group_size) + p.eps);
-  struct In {
-    float v, w;  // the gated value and the weight of a channel
-  };
-  staged_copy(  // reads ahead of the stores (common/staged_copy.h)
-      p.group_size, tid, nthreads,
-      [&](int i) {
-        const int ch = group * p.group_size + i;
-        return In{gated_value<YIo, Io>(p, row, ch), Io::load(p.weight, ch * p.weight_stride, p.weight_type)};
-      },
-      [&](int i, const In& in) {
-        const int ch = group * p.group_size + i;
-        const float normed = Io::round_to(p.y_type, in.v * rinv);
-        Io::store(p.out, row * p.out_row_stride + ch * p.out_dim_stride, p.out_type, in.w * normed);
-      });
+  for (int i = tid; i < p.group_size; i += nthreads) {
+    const int ch = group * p.group_size + i;
+    const float normed = Io::round_to(p.y_type, gated_value<YIo, Io>(p, row, ch) * rinv);
+    const float w = Io::load(p.weight, ch * p.weight_stride, p.weight_type);
+    Io::store(p.out, row * p.out_row_stride + ch * p.out_dim_stride, p.out_type, w * normed);
+  }
 }
 
 }  // namespace effarch::kernels::ssd
