@@ -189,12 +189,18 @@ ops::SsdArgs ssd_args(const model::MambaConfig& m, const at::TensorOptions& o) {
 const std::pair<const char*, ops::SsdScanProducts> kSsdScanProducts[] = {
     {"ssd_chunk_scan", ops::SsdScanProducts::Auto}, {"ssd_chunk_scan_fma", ops::SsdScanProducts::Fma}};
 
-std::optional<std::string> scan_products(const KernelCase& c, const KernelShape& s, const std::string& impl) {
-  if (impl != "cuda") return std::nullopt;
+// The products an SSD scan case asks for; none for the other ops.
+std::optional<ops::SsdScanProducts> ssd_case_products(const KernelCase& c) {
   for (const auto& [op, products] : kSsdScanProducts) {
-    if (c.op == op) return std::string(ops::ssd_scan_products_name(s.dtype, mamba(s).d_state, products));
+    if (c.op == op) return products;
   }
   return std::nullopt;
+}
+
+std::optional<std::string> scan_products(const KernelCase& c, const KernelShape& s, const std::string& impl) {
+  const auto products = ssd_case_products(c);
+  if (impl != "cuda" || !products) return std::nullopt;
+  return std::string(ops::ssd_scan_products_name(s.dtype, mamba(s).d_state, *products));
 }
 
 // The selective scan prefill's CUDA variants (SelectiveScanArgs): the warp segment and the
@@ -644,10 +650,14 @@ const KernelCase& find_kernel_case(const std::string& op, const std::string& opt
 }
 
 std::vector<std::pair<ops::Backend, std::string>> kernel_implementations(const KernelCase& c,
-                                                                         const c10::Device& device) {
+                                                                         const c10::Device& device,
+                                                                         std::optional<at::ScalarType> dtype) {
   if (!c.family) return {{ops::Backend::Auto, c.implementation}};
   std::vector<std::pair<ops::Backend, std::string>> out;
-  const ops::Backend resolved = ops::resolve_backend(ops::Backend::Auto, *c.family, device);
+  ops::Backend resolved = ops::resolve_backend(ops::Backend::Auto, *c.family, device);
+  if (const auto products = ssd_case_products(c); products && dtype) {
+    resolved = ops::ssd_scan_backend(ops::Backend::Auto, *dtype, *products, device);
+  }
   if (resolved != ops::Backend::Reference) out.emplace_back(ops::Backend::Auto, std::string(ops::backend_name(resolved)));
   out.emplace_back(ops::Backend::Reference, "reference");
   return out;
@@ -711,7 +721,7 @@ std::vector<json> run_kernels(const KernelSweep& sweep, const json& environment,
     const std::vector<int64_t> lens = c->sweeps_length ? lengths : std::vector<int64_t>{1};
     for (int64_t batch : sweep.batches) {
       for (int64_t len : lens) {
-        for (const auto& [backend, impl] : kernel_implementations(*c, device)) {
+        for (const auto& [backend, impl] : kernel_implementations(*c, device, dtype)) {
           if (cb.stop != nullptr && cb.stop->load()) return rows;
           const KernelShape shape{&cfg, batch, len, dtype};
           json row = row_base(*c, model_name, shape, impl, backend, device);

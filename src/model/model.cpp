@@ -126,7 +126,11 @@ std::map<std::string, std::string> resolve_implementations(const ModelConfig& co
         missing.push_back(name);
         continue;
       }
-      impl[name] = std::string(ops::backend_name(ops::resolve_backend(options.backend, op, options.device)));
+      const ops::Backend resolved =
+          op == ops::OpFamily::SsdScan
+              ? ops::ssd_scan_backend(options.backend, options.dtype, ops::SsdScanProducts::Auto, options.device)
+              : ops::resolve_backend(options.backend, op, options.device);
+      impl[name] = std::string(ops::backend_name(resolved));
     }
   }
   // Which prefill path the CUDA MoE dispatch takes (grouped GEMMs without a host sync, or a GEMM
@@ -139,7 +143,8 @@ std::map<std::string, std::string> resolve_implementations(const ModelConfig& co
                                                 config.moe->expert_intermediate / tp);
   }
   // Which chunk products the CUDA SSD scan runs (tensor cores for bf16 / fp16 activations with
-  // d_state up to 128, fp32 FMA loops otherwise: ops::ssd_scan_uses_tensor_cores).
+  // d_state up to 128, fp32 FMA loops otherwise: ops::ssd_scan_uses_tensor_cores; fp32
+  // activations run the reference under --backend auto: ops::ssd_scan_backend).
   const auto ssd = impl.find(std::string(ops::op_name(ops::OpFamily::SsdScan)));
   if (ssd != impl.end() && ssd->second == ops::backend_name(ops::Backend::Cuda) && config.mamba) {
     impl[kSsdScanProductsRecord] =

@@ -102,7 +102,7 @@ at::Tensor ssd_chunk_scan(const at::Tensor& x, const at::Tensor& dt, const at::T
   check_common(args, heads, groups, x, op);
   check_state(state, {b, heads, p, n}, x, op);
   if (args.chunk_size < 1) throw OpError(fmt::format("{}: chunk_size {} must be positive", op, args.chunk_size));
-  const Backend impl = resolve_backend(backend, OpFamily::SsdScan, x.device());
+  const Backend impl = ssd_scan_backend(backend, x.scalar_type(), args.products, x.device());
   if (len == 0) {
     if (!from_state) state.zero_();
     return at::empty({b, 0, heads, p}, x.options().dtype(at::kFloat));

@@ -78,6 +78,16 @@ const char* ssd_scan_products_name(at::ScalarType x_dtype, int64_t d_state, SsdS
   return ssd_scan_uses_tensor_cores(x_dtype, d_state, products) ? "tensor_cores" : "fma";
 }
 
+Backend ssd_scan_backend(Backend requested, at::ScalarType x_dtype, SsdScanProducts products,
+                         const c10::Device& device) {
+  const Backend impl = resolve_backend(requested, OpFamily::SsdScan, device);
+  if (requested == Backend::Auto && impl == Backend::Cuda && products == SsdScanProducts::Auto &&
+      x_dtype == at::kFloat) {
+    return Backend::Reference;
+  }
+  return impl;
+}
+
 }  // namespace effarch::ops
 
 namespace effarch::ops::detail {

@@ -126,20 +126,28 @@ TEST(Implementations, RecordTheSelectiveScanVariantOnTheGpu) {
   EXPECT_EQ(Model::load(tiny("tiny-mamba"), opt)->implementations().count("selective_scan_variant"), 0u);
 }
 
-// Beside "ssd_scan": "cuda", which chunk products the scan runs: fp32 FMA loops for fp32
-// activations, tensor cores for bf16 / fp16 (tiny-mamba2's d_state is within their 128).
+// Beside "ssd_scan": "cuda", which chunk products the scan runs: tensor cores for bf16 / fp16
+// (tiny-mamba2's d_state is within their 128). fp32 activations run the reference under --backend
+// auto (ops::ssd_scan_backend) and the FMA products under --backend cuda.
 TEST(Implementations, RecordTheSsdScanProductsOnTheGpu) {
   if (!ops::kBuiltWithCuda || !at::hasCUDA()) GTEST_SKIP() << "needs a CUDA build and a GPU";
-  for (const auto& [dtype, products] : {std::pair{at::kFloat, "fma"}, {at::kBFloat16, "tensor_cores"}}) {
-    ModelOptions opt;
-    opt.device = at::Device(at::kCUDA, 0);
-    opt.dtype = dtype;
-    const auto impl = Model::load(tiny("tiny-mamba2"), opt)->implementations();
-    EXPECT_EQ(impl.at("ssd_scan"), "cuda");
-    EXPECT_EQ(impl.at("ssd_scan_products"), products) << c10::toString(dtype);
-    opt.backend = ops::Backend::Reference;
-    EXPECT_EQ(Model::load(tiny("tiny-mamba2"), opt)->implementations().count("ssd_scan_products"), 0u);
-  }
+  ModelOptions opt;
+  opt.device = at::Device(at::kCUDA, 0);
+  opt.dtype = at::kBFloat16;
+  auto impl = Model::load(tiny("tiny-mamba2"), opt)->implementations();
+  EXPECT_EQ(impl.at("ssd_scan"), "cuda");
+  EXPECT_EQ(impl.at("ssd_scan_products"), "tensor_cores");
+  opt.dtype = at::kFloat;
+  impl = Model::load(tiny("tiny-mamba2"), opt)->implementations();
+  EXPECT_EQ(impl.at("ssd_scan"), "reference");
+  EXPECT_EQ(impl.at("ssd_state_update"), "cuda");  // the decode step keeps its kernel
+  EXPECT_EQ(impl.count("ssd_scan_products"), 0u);
+  opt.backend = ops::Backend::Cuda;
+  impl = Model::load(tiny("tiny-mamba2"), opt)->implementations();
+  EXPECT_EQ(impl.at("ssd_scan"), "cuda");
+  EXPECT_EQ(impl.at("ssd_scan_products"), "fma");
+  opt.backend = ops::Backend::Reference;
+  EXPECT_EQ(Model::load(tiny("tiny-mamba2"), opt)->implementations().count("ssd_scan_products"), 0u);
 }
 
 // The fused residual add + norm kernel (add_norm) in whole models on a GPU, eager, static and with

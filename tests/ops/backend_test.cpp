@@ -7,6 +7,7 @@
 #include "../test_util.h"
 #include "effarch/common/error.h"
 #include "effarch/ops/backend.h"
+#include "effarch/ops/ssd.h"
 
 namespace effarch::ops {
 namespace {
@@ -72,6 +73,28 @@ TEST(Backend, AutoOnAGpuPicksTheKernelWhereThereIsOne) {
       EXPECT_THROW_WITH(resolve_backend(Backend::Cuda, op, gpu), OpError, {std::string(op_name(op)), "no CUDA kernel"});
     }
   }
+}
+
+// The SSD scan's one exception to resolve_backend: under Auto on a GPU, fp32 x runs the reference
+// (the CUDA scan's FMA products ran 4x slower than it on an H200); asked-for products or
+// --backend cuda still run the kernel, and the CPU and the other dtypes are resolve_backend's.
+TEST(Backend, SsdScanAutoRunsTheReferenceForFp32OnAGpu) {
+  const at::Device cpu(at::kCPU), gpu(at::kCUDA, 0);
+  for (at::ScalarType dtype : {at::kFloat, at::kBFloat16, at::kHalf}) {
+    for (SsdScanProducts products : {SsdScanProducts::Auto, SsdScanProducts::Fma}) {
+      EXPECT_EQ(ssd_scan_backend(Backend::Auto, dtype, products, cpu), Backend::Cpu);
+      EXPECT_EQ(ssd_scan_backend(Backend::Reference, dtype, products, gpu), Backend::Reference);
+    }
+  }
+  if (!kBuiltWithCuda) {
+    EXPECT_EQ(ssd_scan_backend(Backend::Auto, at::kBFloat16, SsdScanProducts::Auto, gpu), Backend::Reference);
+    GTEST_SKIP() << "the GPU cases need a CUDA build";
+  }
+  EXPECT_EQ(ssd_scan_backend(Backend::Auto, at::kFloat, SsdScanProducts::Auto, gpu), Backend::Reference);
+  EXPECT_EQ(ssd_scan_backend(Backend::Auto, at::kFloat, SsdScanProducts::Fma, gpu), Backend::Cuda);
+  EXPECT_EQ(ssd_scan_backend(Backend::Cuda, at::kFloat, SsdScanProducts::Auto, gpu), Backend::Cuda);
+  EXPECT_EQ(ssd_scan_backend(Backend::Auto, at::kBFloat16, SsdScanProducts::Auto, gpu), Backend::Cuda);
+  EXPECT_EQ(ssd_scan_backend(Backend::Auto, at::kHalf, SsdScanProducts::Auto, gpu), Backend::Cuda);
 }
 
 }  // namespace

@@ -69,9 +69,10 @@ const KernelCase& find_kernel_case(const std::string& op, const std::string& opt
 // The implementations a case runs on `device`: Backend::Auto when it resolves to a kernel (the
 // CUDA one on a GPU, the CPU one on the CPU), and Backend::Reference always; {Auto} alone for an op
 // without a Backend switch (attention). Each with the name recorded in a row ("cuda", "cpu",
-// "reference", "sdpa").
-std::vector<std::pair<ops::Backend, std::string>> kernel_implementations(const KernelCase& c,
-                                                                         const c10::Device& device);
+// "reference", "sdpa"). With `dtype`, Auto is left out where it would run the reference for
+// that dtype (ssd_chunk_scan in fp32 on a GPU: ops::ssd_scan_backend), so no row is timed twice.
+std::vector<std::pair<ops::Backend, std::string>> kernel_implementations(
+    const KernelCase& c, const c10::Device& device, std::optional<at::ScalarType> dtype = std::nullopt);
 
 struct KernelSweep {
   std::vector<std::string> ops;     // empty: every case

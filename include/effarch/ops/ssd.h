@@ -42,6 +42,14 @@ bool ssd_scan_uses_tensor_cores(at::ScalarType x_dtype, int64_t d_state, SsdScan
 // "tensor_cores" or "fma": the same decision as a name (effarch kernels records it per row).
 const char* ssd_scan_products_name(at::ScalarType x_dtype, int64_t d_state, SsdScanProducts products);
 
+// The implementation ssd_chunk_scan runs for `requested` on `device`: resolve_backend's, except
+// that Auto on a GPU runs the reference for fp32 x with `products` Auto. The CUDA scan would take
+// its FMA products there, which on an H200 ran 4x slower than the reference (221 against 53 ms
+// at 32k tokens, Codestral's shapes; docs/perf/README.md). Backend::Cuda still runs the kernel.
+// The reference's peak memory grows with its per-chunk [Q, Q] blocks (docs/mamba2.md).
+Backend ssd_scan_backend(Backend requested, at::ScalarType x_dtype, SsdScanProducts products,
+                         const c10::Device& device);
+
 // Prefill, chunked: x [B, L, H, P]; dt [B, L, H]; Bmat, Cmat [B, L, G, N]. state [B, H, P, N] fp32 is
 // written with S[L-1]; when `from_state` it is also read as S[-1], else the scan starts from zeros.
 // Returns y [B, L, H, P] fp32.
