@@ -1,8 +1,11 @@
 #pragma once
-// The selective scan's CUDA shells: the prefill kernel runs scan::scan_block (selective_scan_math.h)
-// for one block of channels, the update kernel scan::update_lane for kUpdateLanes threads per channel.
-// The math lives in the core header, which the CPU tests also run.
+// The selective scan's CUDA shells: the prefill kernels run scan::scan_block (selective_scan_math.h,
+// 32 channels a block over the lanes) or scan::lanes::scan_block (selective_scan_lanes.h, a warp
+// per channel, its lanes over time) for one block of channels, the update kernel scan::update_lane
+// for kUpdateLanes threads per channel. The math lives in the core headers, which the CPU tests
+// also run.
 
+#include "selective_scan/selective_scan_lanes.h"
 #include "selective_scan/selective_scan_math.h"
 
 namespace effarch::kernels {
@@ -24,6 +27,38 @@ struct DeviceExec {
   __device__ __forceinline__ void sync() { __syncthreads(); }
 };
 
+namespace lanes {
+
+// Exec of the lanes kernel: a phase is this thread's part; warp_carry is step 3 with shuffles, in
+// the order of the host emulation's Kogge-Stone rounds.
+struct DeviceExec {
+  Regs regs;
+  template <typename F>
+  __device__ __forceinline__ void threads(F&& f) {
+    f(static_cast<int>(threadIdx.x), regs);
+  }
+  __device__ __forceinline__ void sync() { __syncthreads(); }
+  __device__ __forceinline__ void warp_carry(Shared& s, int dstate, int state) {
+    constexpr unsigned kAll = 0xffffffffu;
+    const int lane = static_cast<int>(threadIdx.x) % kLanes, warp = static_cast<int>(threadIdx.x) / kLanes;
+    float P = regs.P, H = regs.H;
+#pragma unroll
+    for (int offset = 1; offset < kLanes; offset *= 2) {
+      const float Pe = __shfl_up_sync(kAll, P, offset), He = __shfl_up_sync(kAll, H, offset);
+      if (lane >= offset) compose(P, H, Pe, He);
+    }
+    float* slot = &s.carry[warp * dstate + state];
+    const float carry = *slot;
+    const float Pe = __shfl_up_sync(kAll, P, 1), He = __shfl_up_sync(kAll, H, 1);
+    regs.h0 = lane == 0 ? carry : Pe * carry + He;
+    const float Pl = __shfl_sync(kAll, P, kLanes - 1), Hl = __shfl_sync(kAll, H, kLanes - 1);
+    __syncwarp();  // every lane has read the carry
+    if (lane == 0) *slot = Pl * carry + Hl;
+  }
+};
+
+}  // namespace lanes
+
 inline LaunchStatus check_args(const SelectiveScanParams& p, const char* what) {
   if (p.dstate < 1 || p.dstate > kSelectiveScanMaxStates) return {cudaErrorInvalidValue, what};
   if (p.batch > kMaxGridY) return {cudaErrorInvalidConfiguration, what};
@@ -42,6 +77,16 @@ __global__ void __launch_bounds__(scan::kThreads, kSeg == 4 ? 2 : 1)
   scan::Shared shared = scan::carve_shared(shared_buffer, kSeg);
   scan::DeviceExec<kSeg> exec;
   scan::scan_block<input_t>(p, static_cast<int>(blockIdx.x), static_cast<int>(blockIdx.y), shared, exec);
+}
+
+// A warp per channel (selective_scan_lanes.h): 256 threads for 8 channels, at most 128 registers so
+// that two blocks (80 KiB of shared memory each at d_state 16) share an SM.
+template <typename input_t>
+__global__ void __launch_bounds__(scan::lanes::kThreads, 2) selective_scan_lanes_kernel(const SelectiveScanParams p) {
+  extern __shared__ float lanes_shared[];
+  scan::lanes::Shared shared = scan::lanes::carve_shared(lanes_shared);
+  scan::lanes::DeviceExec exec;
+  scan::lanes::scan_block<input_t>(p, static_cast<int>(blockIdx.x), static_cast<int>(blockIdx.y), shared, exec);
 }
 
 // The sequence split's two passes (selective_scan_math.h, "Sequence split"): grid (tiles, batch,
@@ -96,6 +141,17 @@ LaunchStatus selective_scan_fwd_launch(const SelectiveScanParams& p, cudaStream_
   return check_launch("selective_scan_fwd_kernel");
 }
 
+template <typename input_t>
+LaunchStatus selective_scan_lanes_launch(const SelectiveScanParams& p, cudaStream_t stream) {
+  const size_t bytes = static_cast<size_t>(scan::lanes::shared_floats(p.dstate)) * sizeof(float);
+  const LaunchStatus smem = allow_dynamic_shared(selective_scan_lanes_kernel<input_t>, bytes,
+                                                 "selective_scan_fwd: cudaFuncSetAttribute (lanes, shared memory)");
+  if (!smem.ok()) return smem;
+  const dim3 grid((p.dim + scan::lanes::kChannels - 1) / scan::lanes::kChannels, p.batch);
+  selective_scan_lanes_kernel<input_t><<<grid, scan::lanes::kThreads, bytes, stream>>>(p);
+  return check_launch("selective_scan_lanes_kernel");
+}
+
 template <typename input_t, int kSeg>
 LaunchStatus selective_scan_split_launch(const SelectiveScanParams& p, cudaStream_t stream) {
   if (p.pieces > scan::kSplitMaxPieces || p.piece_chunks < 1 || p.split_states == nullptr ||
@@ -123,8 +179,12 @@ template <typename input_t>
 LaunchStatus selective_scan_fwd_cuda(const SelectiveScanParams& p, cudaStream_t stream) {
   const LaunchStatus args = scan::check_args(p, "selective_scan_fwd: d_state must be 1..256 and batch at most 65535");
   if (!args.ok()) return args;
-  if (!scan::valid_segment(p.segment)) return {cudaErrorInvalidValue, "selective_scan_fwd: segment must be 8 or 4"};
+  if (!scan::valid_segment(p.segment)) return {cudaErrorInvalidValue, "selective_scan_fwd: segment must be 4, 8 or 16"};
   if (p.batch == 0 || p.dim == 0 || p.seqlen == 0) return {};
+  if (p.segment == scan::kLanesSegment) {
+    if (p.pieces > 1) return {cudaErrorInvalidValue, "selective_scan_fwd: the 16-step kernel does not split"};
+    return selective_scan_lanes_launch<input_t>(p, stream);
+  }
   if (p.pieces > 1) {
     return p.segment == 4 ? selective_scan_split_launch<input_t, 4>(p, stream)
                           : selective_scan_split_launch<input_t, 8>(p, stream);

@@ -30,6 +30,7 @@
 #endif
 
 #include "common/host_device.h"
+#include "selective_scan/selective_scan_lanes.h"
 #include "selective_scan/selective_scan_params.h"
 
 namespace effarch::kernels::scan {
@@ -556,7 +557,9 @@ void emulate_split_with(const SelectiveScanParams& p) {
 
 // p.segment and p.pieces pick the variant, as the launcher does.
 inline void emulate_scan(const SelectiveScanParams& p) {
-  if (p.pieces > 1) {
+  if (p.segment == kLanesSegment) {
+    lanes::emulate_scan(p);
+  } else if (p.pieces > 1) {
     if (p.segment == 4) {
       emulate_split_with<4>(p);
     } else {

@@ -17,7 +17,11 @@ namespace scan {
 inline constexpr int kLanes = 32;  // channels per block
 inline constexpr int kWarps = 8;   // time segments per chunk
 constexpr int chunk_steps(int seg) { return kWarps * seg; }  // timesteps per chunk
-constexpr bool valid_segment(int seg) { return seg == 8 || seg == 4; }
+// Segment 16 picks the other prefill kernel (selective_scan_lanes.h: a warp per channel, each lane
+// 16 steps in sequence), which has no sequence split.
+inline constexpr int kLanesSegment = 16;
+constexpr bool valid_segment(int seg) { return seg == 8 || seg == 4 || seg == kLanesSegment; }
+constexpr bool segment_splits(int seg) { return seg == 8 || seg == 4; }
 
 // The sequence split's plan (selective_scan_math.h, "Sequence split").
 inline constexpr int kSplitBlocksPerSm = 4;      // auto: pieces until batch x tiles x pieces >= this x SMs
@@ -64,7 +68,8 @@ struct SelectiveScanParams {
   int dstate = 0;  // N states, 1..kSelectiveScanMaxStates
   bool delta_softplus = true;
   bool from_state = false;  // prefill: start from `state` instead of zeros
-  // Prefill: timesteps per warp segment, 8 (one block per SM) or 4 (half the registers: two).
+  // Prefill: timesteps per warp segment, 8 (one block per SM) or 4 (half the registers: two), or
+  // kLanesSegment (16): the warp-per-channel kernel, 16 timesteps per lane.
   int segment = 8;
   // Prefill split over time (selective_scan_math.h, "Sequence split"): `pieces` contiguous pieces
   // of `piece_chunks` chunks each (the last may be shorter), each scanned by its own blocks. 1: the

@@ -21,9 +21,17 @@ at::Tensor empty_output(const at::Tensor& u) {
   return at::empty(u.sizes(), u.options());
 }
 
-void check_split(const SelectiveScanArgs& args, const char* op) {
+// The variant's own arguments: a known segment, and a split only where that kernel has one.
+void check_variant(const SelectiveScanArgs& args, const char* op) {
+  if (!kernels::scan::valid_segment(args.cuda_segment)) {
+    throw OpError(fmt::format("{}: cuda_segment must be 4, 8 or 16, got {}", op, args.cuda_segment));
+  }
   if (args.cuda_split < -1) {
     throw OpError(fmt::format("{}: cuda_split must be -1 (auto), 0 (off) or a piece count, got {}", op,
+                              args.cuda_split));
+  }
+  if (args.cuda_split != 0 && !kernels::scan::segment_splits(args.cuda_segment)) {
+    throw OpError(fmt::format("{}: cuda_split {} needs cuda_segment 4 or 8 (the 16-step kernel does not split)", op,
                               args.cuda_split));
   }
 }
@@ -42,10 +50,7 @@ SelectiveScanLaunch prepare_selective_scan(const at::Tensor& u, const at::Tensor
                                            const SelectiveScanArgs& args, at::Tensor& ssm_state, bool from_state,
                                            const char* op, int sm_count) {
   const int64_t dstate = args.A.size(1);
-  if (args.cuda_segment != 8 && args.cuda_segment != 4) {
-    throw OpError(fmt::format("{}: cuda_segment must be 8 or 4, got {}", op, args.cuda_segment));
-  }
-  check_split(args, op);
+  check_variant(args, op);
   if (dstate > kernels::kSelectiveScanMaxStates) {
     throw OpError(fmt::format("{}: the CUDA kernel takes d_state up to {}, got {} (--backend reference runs any)", op,
                               kernels::kSelectiveScanMaxStates, dstate));
@@ -127,16 +132,14 @@ SelectiveScanLaunch prepare_selective_scan(const at::Tensor& u, const at::Tensor
 namespace effarch::ops {
 
 const char* selective_scan_variant_name(const SelectiveScanArgs& args) {
+  if (args.cuda_segment == kernels::scan::kLanesSegment) return "lanes16";
   if (args.cuda_split != 0) return "split";
   return args.cuda_segment == 8 ? "seg8" : "seg4";
 }
 
 int selective_scan_cuda_pieces(const SelectiveScanArgs& args, int64_t batch, int64_t dim, int64_t seqlen,
                                int sm_count) {
-  detail::check_split(args, "selective_scan");
-  if (!kernels::scan::valid_segment(args.cuda_segment)) {
-    throw OpError(fmt::format("selective_scan: cuda_segment must be 8 or 4, got {}", args.cuda_segment));
-  }
+  detail::check_variant(args, "selective_scan");
   return kernels::scan::split_plan(seqlen, args.cuda_segment, detail::requested_pieces(args, batch, dim, seqlen, sm_count))
       .pieces;
 }

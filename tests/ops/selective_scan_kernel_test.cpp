@@ -99,7 +99,8 @@ const Case kCases[] = {
     {3, 70, 17, 130}, {1, 8, 64, 200},  {1, 5, 256, 70}, {2, 64, 16, 517}, {1, 3, 128, 129},
 };
 
-// Both kernel variants (8- and 4-step warp segments: chunks of 64 and 32 steps).
+// Every kernel variant: 8- and 4-step warp segments (chunks of 64 and 32 steps), and a warp per
+// channel with 16 steps per lane (tiles of 512 steps; cases past one tile: 517, and 1100 below).
 TEST(SelectiveScanKernelEmulated, PrefillMatchesTheReference) {
   for (const Case& c : kCases) {
     for (const bool mixer_layout : {true, false}) {
@@ -108,7 +109,7 @@ TEST(SelectiveScanKernelEmulated, PrefillMatchesTheReference) {
           at::manual_seed(static_cast<uint64_t>(c.len * 13 + c.dim * 7 + c.dstate + full + 2 * from_state));
           Problem p = make_problem(c, at::kFloat, mixer_layout, full, at::kCPU);
           const Result ref = reference_scan(p, full, from_state);
-          for (const int segment : {8, 4}) {
+          for (const int segment : {8, 4, 16}) {
             p.args.cuda_segment = segment;
             const Result got = emulated_scan(p, full, from_state);
             const std::string what = fmt::format("{} mixer_layout={} full={} from_state={} segment={}", name(c),
@@ -128,7 +129,7 @@ TEST(SelectiveScanKernelEmulated, ContinuingFromTheStateEqualsOneScan) {
   at::manual_seed(5);
   Problem p = make_problem(c, at::kFloat, /*mixer_layout=*/true, /*full=*/true, at::kCPU);
   const Result whole = reference_scan(p, true, false);
-  for (const auto& [split, segment] : {std::pair{1, 8}, {64, 8}, {97, 8}, {33, 4}, {97, 4}}) {
+  for (const auto& [split, segment] : {std::pair{1, 8}, {64, 8}, {97, 8}, {33, 4}, {97, 4}, {1, 16}, {97, 16}}) {
     p.args.cuda_segment = segment;
     at::Tensor state = at::zeros_like(p.state0);
     const auto part = [&](const at::Tensor& t, int64_t from, int64_t len) { return t.narrow(2, from, len); };
@@ -211,13 +212,56 @@ TEST(SelectiveScanKernelEmulated, DstateAbove256IsRefusedByName) {
   }
 }
 
-TEST(SelectiveScanKernelEmulated, SegmentOtherThan8Or4IsRefusedByName) {
+TEST(SelectiveScanKernelEmulated, SegmentOtherThan4Or8Or16IsRefusedByName) {
   const Problem p = make_problem({1, 4, 16, 8}, at::kFloat, true, true, at::kCPU);
   SelectiveScanArgs args = p.args;
   args.cuda_segment = 6;
   at::Tensor state = p.state0.clone();
   EXPECT_THROW_WITH(detail::prepare_selective_scan(p.u, p.delta, p.B, p.C, p.z, args, state, false, "selective_scan"),
-                    OpError, {"selective_scan: cuda_segment must be 8 or 4, got 6"});
+                    OpError, {"selective_scan: cuda_segment must be 4, 8 or 16, got 6"});
+  EXPECT_THROW_WITH(selective_scan_cuda_pieces(args, 1, 4, 8, 132), OpError, {"cuda_segment must be 4, 8 or 16"});
+  // The 16-step kernel has no split: asking for one is an error, not a silent unsplit run.
+  args.cuda_segment = 16;
+  for (const int split : {-1, 3}) {
+    args.cuda_split = split;
+    EXPECT_THROW_WITH(
+        detail::prepare_selective_scan(p.u, p.delta, p.B, p.C, p.z, args, state, false, "selective_scan"), OpError,
+        {"selective_scan: cuda_split", "needs cuda_segment 4 or 8"});
+  }
+  args.cuda_split = 0;
+  EXPECT_EQ(selective_scan_cuda_pieces(args, 1, 5120, 32768, 132), 1);
+  EXPECT_STREQ(selective_scan_variant_name(args), "lanes16");
+}
+
+// The 16-step kernel over several tiles of 512 steps, a channel count that leaves a partial block
+// of 8, d_state that is not a multiple of the 8 staged states, strided (time-contiguous) inputs
+// that take the element-by-element loads, and a continuation from a state; against the reference.
+// With A scaled down 1000x the state decays by about exp(-0.15) over a tile instead of to nothing,
+// so the carry from one tile to the next is what the later tiles' outputs depend on.
+TEST(SelectiveScanKernelEmulated, LanesKernelAcrossTilesAndPartialBlocks) {
+  const Case cases[] = {{1, 13, 16, 1100}, {2, 8, 5, 600}, {1, 17, 24, 1024}};
+  for (const Case& c : cases) {
+    for (const bool mixer_layout : {true, false}) {
+      for (const bool from_state : {false, true}) {
+        for (const double a_scale : {1.0, 1e-3}) {
+        at::manual_seed(static_cast<uint64_t>(c.len + c.dim + c.dstate + from_state));
+        Problem p = make_problem(c, at::kFloat, mixer_layout, /*full=*/true, at::kCPU);
+        p.args.A = p.args.A * a_scale;
+        const Result ref = reference_scan(p, true, from_state);
+        p.args.cuda_segment = 16;
+        const Result got = emulated_scan(p, true, from_state);
+        const std::string what =
+            fmt::format("{} mixer_layout={} from_state={} A x {}", name(c), mixer_layout, from_state, a_scale);
+        // Slow decay: y sums states of ~1000 steps each (|y| up to ~100, with cancellation), so
+        // fp32 rounding in any order is ~1e-5 of that scale (the 4- and 8-step kernels differ
+        // from the reference as much).
+        const double scale = a_scale < 1.0 ? ref.y.abs().max().item<double>() : 1.0;
+        test::expect_close(got.y, ref.y, {1e-5 * scale, 1e-5}, what + " y");
+        test::expect_close(got.state, ref.state, {1e-5, 1e-5}, what + " state");
+        }
+      }
+    }
+  }
 }
 
 TEST(SelectiveScanKernelEmulated, SharedMemoryFitsAnH100BlockForEveryDstate) {
@@ -227,6 +271,11 @@ TEST(SelectiveScanKernelEmulated, SharedMemoryFitsAnH100BlockForEveryDstate) {
   }
   // Two blocks of the 4-step variant share an SM at Mamba's d_state (228 KiB of shared memory).
   EXPECT_LE(2 * scan::shared_floats(16, 4) * 4, 228 * 1024);
+  // The 16-step kernel: two blocks share an SM at every d_state (two blocks a SM is its design).
+  EXPECT_LE(2 * (scan::lanes::shared_floats(kernels::kSelectiveScanMaxStates) * 4 + 1024), 228 * 1024);
+  EXPECT_EQ(scan::lanes::pos(15), 15);
+  EXPECT_EQ(scan::lanes::pos(16), 20);  // each lane's 16 steps start 16-byte aligned
+  EXPECT_EQ(scan::lanes::pos(scan::lanes::kTile - 1), scan::lanes::kRow - scan::lanes::kPad - 1);
   EXPECT_EQ(scan::num_slices(1), 1);
   EXPECT_EQ(scan::num_slices(16), 1);
   EXPECT_EQ(scan::num_slices(17), 2);
@@ -349,7 +398,7 @@ TEST(SelectiveScanCuda, PrefillMatchesTheReference) {
   if (!have_kernel()) GTEST_SKIP() << "needs a CUDA build and a GPU";
   const Case cases[] = {{1, 1, 1, 1},     {2, 33, 16, 1},   {1, 40, 16, 7},     {2, 33, 16, 64},
                         {3, 70, 17, 130}, {1, 5, 256, 70},  {2, 64, 16, 517},   {1, 130, 64, 1000},
-                        {1, 512, 16, 4096}, {2, 96, 128, 333}};
+                        {1, 512, 16, 4096}, {2, 96, 128, 333}, {1, 13, 24, 1100}};
   for (const Case& c : cases) {
     for (const at::ScalarType dtype : {at::kFloat, at::kBFloat16, at::kHalf}) {
       for (const bool mixer_layout : {true, false}) {
@@ -357,7 +406,7 @@ TEST(SelectiveScanCuda, PrefillMatchesTheReference) {
           at::manual_seed(static_cast<uint64_t>(c.len + c.dim + from_state));
           Problem p = make_problem(c, dtype, mixer_layout, /*full=*/true, at::Device(at::kCUDA, 0));
           const Result ref = reference_scan(p, true, from_state);
-          for (const int segment : {8, 4}) {
+          for (const int segment : {8, 4, 16}) {
             p.args.cuda_segment = segment;
             at::Tensor state = from_state ? p.state0.clone() : at::full_like(p.state0, 7.0f);
             const at::Tensor y = selective_scan(p.u, p.delta, p.B, p.C, p.z, p.args, state, from_state, Backend::Cuda);

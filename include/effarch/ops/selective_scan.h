@@ -23,22 +23,26 @@ struct SelectiveScanArgs {
   std::optional<at::Tensor> D;           // [D] skip
   std::optional<at::Tensor> delta_bias;  // [D], added to delta before the softplus
   bool delta_softplus = true;
-  // The CUDA prefill kernel's variant: timesteps per warp segment, 4 (the default: 128 registers,
-  // two blocks per SM) or 8 (254 registers, one block per SM). Same results; `effarch kernels`
-  // times both (selective_scan, selective_scan_seg8); on an H200 4 was faster at every length
-  // (docs/perf/README.md, 2026-11-26). Other values are an OpError.
+  // The CUDA prefill kernel's variant: timesteps a thread scans in sequence. 4 (the default: 128
+  // registers, two blocks per SM) or 8 (254 registers, one block per SM) put 32 channels on a
+  // warp's lanes (kernels/selective_scan/selective_scan_math.h); 16 puts a warp on each channel,
+  // its lanes over time (selective_scan_lanes.h, "lanes16"). Same results up to fp32 rounding;
+  // `effarch kernels` times each (selective_scan, selective_scan_seg8, selective_scan_lanes16);
+  // on an H200 4 was faster than 8 at every length (docs/perf/README.md, 2026-11-26). Other
+  // values are an OpError.
   int cuda_segment = 4;
   // The CUDA prefill split over time (kernels/selective_scan/selective_scan_math.h, "Sequence
   // split"): 0 off (one block per 32 channels and sequence walks the whole sequence), -1 the
   // launcher's choice from the GPU's SM count, batch, channels and length
   // (selective_scan_cuda_pieces), N >= 1 that many pieces, clamped to one per chunk. Same results
   // up to fp32 rounding; `effarch kernels` times it (selective_scan_split). The prefill only: the
-  // one-token update and the CPU paths ignore it. Other values are an OpError.
+  // one-token update and the CPU paths ignore it. Other values, and a split with cuda_segment 16,
+  // are an OpError.
   int cuda_split = 0;
 };
 
-// The CUDA prefill's variant for the record (Model::implementations(), bench keys): "seg4" or
-// "seg8" (cuda_segment), "split" where cuda_split asks for pieces.
+// The CUDA prefill's variant for the record (Model::implementations(), bench keys): "seg4",
+// "seg8" or "lanes16" (cuda_segment), "split" where cuda_split asks for pieces.
 const char* selective_scan_variant_name(const SelectiveScanArgs& args);
 
 // The number of sequence pieces the CUDA prefill runs for `args` on a [batch, dim, seqlen] input

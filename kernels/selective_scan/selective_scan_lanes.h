@@ -1,0 +1,411 @@
+#pragma once
+// The selective scan's second prefill algorithm, "lanes16": a warp per channel, its 32 lanes over
+// time. Written once for the GPU kernel (selective_scan_kernels.cuh) and for the host emulation
+// that CPU tests run, as selective_scan_math.h is.
+//
+// Why a second one. The first (selective_scan_math.h) puts 32 channels on a warp's lanes and
+// walks time in 32-step chunks, scanning each chunk twice and composing the warps' segments
+// behind three barriers a chunk; on an H200 it ran at 2.3% of the copy bandwidth with 15-25% of
+// the SMs' issue slots busy (docs/perf/README.md): each block waits out a chain of short phases.
+// Here, as in mamba_ssm's scan, time is what the threads share:
+//
+// Mapping. A block owns kChannels = 8 neighbouring channels of one sequence, a warp per channel,
+// and walks the sequence in tiles of kTile = 512 steps; lane l scans steps [16 l, 16 l + 16) of
+// the tile in sequence. Per tile:
+//   1. the block stages u and dt = softplus(delta + bias) of its channels, and B and C eight
+//      states at a time, in shared memory, transposed so that a lane's 16 steps are contiguous
+//      (rows read as 16-byte vectors where the layout allows: the mixer's channel-last views);
+//   2. per state n, each lane scans its steps from zero (a_i = exp(dt_i A), b_i = dt_i u_i B_i,
+//      kept in registers), giving the map h -> P h + H of its segment (P = exp(A sum dt));
+//   3. the warp scans those maps across its lanes (five shuffle steps) and composes them with
+//      the carry, the state before the tile: every lane gets its start state, and the warp the
+//      next tile's carry;
+//   4. each lane runs its steps again from its start state, accumulating y_i += C_i h_i;
+//   5. after the last state, y + D u goes through shared memory back to channel-last rows,
+//      gated by SiLU(z) on the way out.
+// One exponential per (step, state) and 2 + 2 d_state / 8 barriers a tile (512 steps), against
+// two to three exponentials and three barriers every 32 steps. The grid is batch x ceil(dim / 8) blocks:
+// 640 for Mamba-2.8B at batch 1.
+//
+// Exec, as in selective_scan_math.h: exec.threads(f) runs f(tid, regs) for the block's threads
+// (on the host: in turn), exec.sync() is __syncthreads(); exec.warp_carry(s, state) is step 3
+// (warp shuffles on the GPU, the same Kogge-Stone order over the lanes' registers on the host).
+
+#include <cstdint>
+#ifndef __CUDACC__
+#include <memory>
+#include <vector>
+#endif
+
+#include "common/host_device.h"
+#include "selective_scan/selective_scan_params.h"
+
+namespace effarch::kernels::scan::lanes {
+
+inline constexpr int kItems = 16;                        // steps a lane scans in sequence
+inline constexpr int kChannels = 8;                      // channels (warps) per block
+inline constexpr int kThreads = kChannels * kLanes;      // 256
+inline constexpr int kTile = kLanes * kItems;            // 512 steps per tile
+inline constexpr int kStates = 8;                        // states of B and C staged at a time
+inline constexpr int kPad = 4;                           // floats after each lane's 16 steps
+inline constexpr int kRow = kTile + kLanes * kPad;       // 640 floats per staged row
+inline constexpr float kLog2eLanes = 1.4426950408889634f;
+
+// Where step r of a tile sits in a staged row: lane l's 16 steps start at 20 l, 16-byte aligned,
+// and the eight lanes of a 16-byte shared-memory access start on distinct banks (0, 20, 8, 28,
+// 16, 4, 24, 12), so the lanes' vector reads do not conflict.
+EFFARCH_HD constexpr int pos(int r) { return r + kPad * (r / kItems); }
+
+// Shared memory, floats: u and dt [kChannels][kRow] (dt's rows take y + D u at the end), B and C
+// [kStates][kRow], and the carry [kChannels][dstate]. 80 KiB + 32 bytes a state (two blocks fit
+// an SM for every d_state up to 256).
+constexpr int64_t shared_floats(int dstate) {
+  return 2 * kChannels * kRow + 2 * kStates * kRow + static_cast<int64_t>(kChannels) * dstate;
+}
+
+struct Shared {
+  float (*u)[kRow];
+  float (*dt)[kRow];
+  float (*B)[kRow];
+  float (*C)[kRow];
+  float* carry;  // [kChannels][dstate]
+};
+
+EFFARCH_HD Shared carve_shared(float* buffer) {
+  Shared s;
+  s.u = reinterpret_cast<float(*)[kRow]>(buffer);
+  s.dt = s.u + kChannels;
+  s.B = s.dt + kChannels;
+  s.C = s.B + kStates;
+  s.carry = reinterpret_cast<float*>(s.C + kStates);
+  return s;
+}
+
+// What a lane keeps through a tile (registers on the GPU).
+struct Regs {
+  float dt[kItems];
+  float du[kItems];   // dt u
+  float y[kItems];    // sum over the states so far of C . h
+  float a[kItems];    // this state's exp(dt A) and dt u B per step
+  float b[kItems];
+  float dtsum;
+  float P, H;         // the segment's map h -> P h + H (step 2), then the warp's inclusive scan of it
+  float h0;           // the segment's start state (step 3)
+};
+
+// Eight elements of a row as floats: one or two 16-byte loads on the GPU when `vector` (the
+// caller checked stride 1 and alignment), else element by element with the stride.
+template <typename input_t>
+EFFARCH_HD void load8(const input_t* p, int64_t stride, bool vector, float (&out)[8]) {
+#ifdef __CUDA_ARCH__
+  if (vector) {
+    if constexpr (sizeof(input_t) == 2) {
+      const uint4 v = *reinterpret_cast<const uint4*>(p);
+      const auto* e = reinterpret_cast<const input_t*>(&v);
+EFFARCH_UNROLL
+      for (int k = 0; k < 8; ++k) out[k] = to_float(e[k]);
+    } else {
+      const float4 lo = *reinterpret_cast<const float4*>(p), hi = *reinterpret_cast<const float4*>(p + 4);
+      out[0] = lo.x, out[1] = lo.y, out[2] = lo.z, out[3] = lo.w;
+      out[4] = hi.x, out[5] = hi.y, out[6] = hi.z, out[7] = hi.w;
+    }
+    return;
+  }
+#endif
+EFFARCH_UNROLL
+  for (int k = 0; k < 8; ++k) out[k] = to_float(p[k * stride]);
+}
+
+template <typename input_t>
+EFFARCH_HD void store8(input_t* p, int64_t stride, bool vector, const float (&in)[8]) {
+#ifdef __CUDA_ARCH__
+  if (vector) {
+    if constexpr (sizeof(input_t) == 2) {
+      uint4 v;
+      auto* e = reinterpret_cast<input_t*>(&v);
+EFFARCH_UNROLL
+      for (int k = 0; k < 8; ++k) e[k] = from_float<input_t>(in[k]);
+      *reinterpret_cast<uint4*>(p) = v;
+    } else {
+      *reinterpret_cast<float4*>(p) = make_float4(in[0], in[1], in[2], in[3]);
+      *reinterpret_cast<float4*>(p + 4) = make_float4(in[4], in[5], in[6], in[7]);
+    }
+    return;
+  }
+#endif
+EFFARCH_UNROLL
+  for (int k = 0; k < 8; ++k) p[k * stride] = from_float<input_t>(in[k]);
+}
+
+// Whether rows of eight elements at base + i * row_stride (i >= 0) load as vectors: contiguous,
+// and every row 16-byte aligned.
+template <typename input_t>
+EFFARCH_HD bool rows_vectorise(const input_t* base, int64_t elem_stride, int64_t row_stride) {
+  return elem_stride == 1 && reinterpret_cast<uintptr_t>(base) % 16 == 0 &&
+         (row_stride * static_cast<int64_t>(sizeof(input_t))) % 16 == 0;
+}
+
+EFFARCH_HD float dt_of(const SelectiveScanParams& p, float delta, int channel) {
+  float dt = delta;
+  if (p.delta_bias != nullptr) dt += p.delta_bias[channel * p.delta_bias_stride];
+  return p.delta_softplus ? softplus(dt) : dt;
+}
+
+// Step 1a (thread tid): the tile's u and dt of the block's channels into shared memory, zeros
+// past the sequence or the channels; a thread takes whole rows (eight channels of one step).
+template <typename input_t>
+EFFARCH_HD void stage_inputs(const SelectiveScanParams& p, int tile, int batch, int64_t t0, int tid, Shared& s) {
+  const int c0 = tile * kChannels;
+  const auto* u = static_cast<const input_t*>(p.u) + batch * p.u_batch_stride + c0 * p.u_dim_stride;
+  const auto* delta =
+      static_cast<const input_t*>(p.delta) + batch * p.delta_batch_stride + c0 * p.delta_dim_stride;
+  const bool full = c0 + kChannels <= p.dim;
+  const bool vec = full && rows_vectorise(u, p.u_dim_stride, p.u_time_stride) &&
+                   rows_vectorise(delta, p.delta_dim_stride, p.delta_time_stride);
+  for (int r = tid; r < kTile; r += kThreads) {
+    const int64_t t = t0 + r;
+    float uv[8] = {}, dv[8] = {};
+    if (t < p.seqlen) {
+      if (full) {
+        load8(u + t * p.u_time_stride, p.u_dim_stride, vec, uv);
+        load8(delta + t * p.delta_time_stride, p.delta_dim_stride, vec, dv);
+      } else {
+        for (int k = 0; k < kChannels && c0 + k < p.dim; ++k) {
+          uv[k] = to_float(u[t * p.u_time_stride + k * p.u_dim_stride]);
+          dv[k] = to_float(delta[t * p.delta_time_stride + k * p.delta_dim_stride]);
+        }
+      }
+    }
+EFFARCH_UNROLL
+    for (int k = 0; k < kChannels; ++k) {
+      const bool ok = t < p.seqlen && c0 + k < p.dim;
+      s.u[k][pos(r)] = uv[k];
+      s.dt[k][pos(r)] = ok ? dt_of(p, dv[k], c0 + k) : 0.0f;  // dt 0: the state passes unchanged
+    }
+  }
+}
+
+// Step 1b: states [first, first + kStates) of the tile's B and C, zeros outside; a thread takes
+// the eight states of a step.
+template <typename input_t>
+EFFARCH_HD void stage_BC(const SelectiveScanParams& p, int batch, int64_t t0, int first, int tid, Shared& s) {
+  static_assert(kStates == 8, "a row of staged states is one load8");
+  const auto* B = static_cast<const input_t*>(p.B) + batch * p.B_batch_stride + first * p.B_state_stride;
+  const auto* C = static_cast<const input_t*>(p.C) + batch * p.C_batch_stride + first * p.C_state_stride;
+  const bool full = first + kStates <= p.dstate;
+  const bool vec = full && rows_vectorise(B, p.B_state_stride, p.B_time_stride) &&
+                   rows_vectorise(C, p.C_state_stride, p.C_time_stride);
+  for (int r = tid; r < kTile; r += kThreads) {
+    const int64_t t = t0 + r;
+    float bv[8] = {}, cv[8] = {};
+    if (t < p.seqlen) {
+      if (full) {
+        load8(B + t * p.B_time_stride, p.B_state_stride, vec, bv);
+        load8(C + t * p.C_time_stride, p.C_state_stride, vec, cv);
+      } else {
+        for (int k = 0; k < kStates && first + k < p.dstate; ++k) {
+          bv[k] = to_float(B[t * p.B_time_stride + k * p.B_state_stride]);
+          cv[k] = to_float(C[t * p.C_time_stride + k * p.C_state_stride]);
+        }
+      }
+    }
+EFFARCH_UNROLL
+    for (int k = 0; k < kStates; ++k) {
+      s.B[k][pos(r)] = bv[k];
+      s.C[k][pos(r)] = cv[k];
+    }
+  }
+}
+
+// The carry (the state before the first tile): the given state or zeros (thread tid's share).
+EFFARCH_HD void init_carry(const SelectiveScanParams& p, int tile, int batch, int tid, Shared& s) {
+  for (int i = tid; i < kChannels * p.dstate; i += kThreads) {
+    const int k = i / p.dstate, n = i % p.dstate, channel = tile * kChannels + k;
+    float v = 0.0f;
+    if (p.from_state && channel < p.dim) {
+      v = p.state[batch * p.state_batch_stride + channel * p.state_dim_stride + n * p.state_state_stride];
+    }
+    s.carry[i] = v;
+  }
+}
+
+// The carry into p.state after the last tile (behind a barrier).
+EFFARCH_HD void store_carry(const SelectiveScanParams& p, int tile, int batch, int tid, const Shared& s) {
+  for (int i = tid; i < kChannels * p.dstate; i += kThreads) {
+    const int k = i / p.dstate, n = i % p.dstate, channel = tile * kChannels + k;
+    if (channel < p.dim) {
+      p.state[batch * p.state_batch_stride + channel * p.state_dim_stride + n * p.state_state_stride] = s.carry[i];
+    }
+  }
+}
+
+// A lane's 16 steps of the tile from shared memory: dt, dt u, and y cleared.
+EFFARCH_HD void lane_inputs(int tid, const Shared& s, Regs& r) {
+  const int warp = tid / kLanes, lane = tid % kLanes;
+  const float* dt = &s.dt[warp][lane * (kItems + kPad)];
+  const float* u = &s.u[warp][lane * (kItems + kPad)];
+  float sum = 0.0f;
+EFFARCH_UNROLL
+  for (int i = 0; i < kItems; ++i) {
+    r.dt[i] = dt[i];
+    r.du[i] = dt[i] * u[i];
+    r.y[i] = 0.0f;
+    sum += dt[i];
+  }
+  r.dtsum = sum;
+}
+
+// A * log2(e) of (channel, state), 0 outside the channels.
+EFFARCH_HD float A2_of(const SelectiveScanParams& p, int channel, int state) {
+  return channel < p.dim ? p.A[channel * p.A_dim_stride + state * p.A_state_stride] * kLog2eLanes : 0.0f;
+}
+
+// Step 2 for state `state` (row n of the staged B): the lane's segment from zero.
+EFFARCH_HD void segment_map(const SelectiveScanParams& p, int tile, int state, int n, int tid, const Shared& s,
+                            Regs& r) {
+  const int warp = tid / kLanes, lane = tid % kLanes;
+  const float a2 = A2_of(p, tile * kChannels + warp, state);
+  const float* B = &s.B[n][lane * (kItems + kPad)];
+  float h = 0.0f;
+EFFARCH_UNROLL
+  for (int i = 0; i < kItems; ++i) {
+    r.a[i] = exp2f(r.dt[i] * a2);
+    r.b[i] = r.du[i] * B[i];
+    h = r.a[i] * h + r.b[i];
+  }
+  r.P = exp2f(r.dtsum * a2);
+  r.H = h;
+}
+
+// Step 3's arithmetic: the later map (P, H) after the earlier (Pe, He): h -> P (Pe h + He) + H.
+EFFARCH_HD void compose(float& P, float& H, float Pe, float He) {
+  H = P * He + H;
+  P = P * Pe;
+}
+
+// Step 4: the lane's steps again from its start state, with the readout of row n of C.
+EFFARCH_HD void segment_readout(int n, int tid, const Shared& s, Regs& r) {
+  const int lane = tid % kLanes;
+  const float* C = &s.C[n][lane * (kItems + kPad)];
+  float h = r.h0;
+EFFARCH_UNROLL
+  for (int i = 0; i < kItems; ++i) {
+    h = r.a[i] * h + r.b[i];
+    r.y[i] += C[i] * h;
+  }
+}
+
+// Step 5a: y + D u into the warp's own dt row (no other warp reads it after lane_inputs).
+EFFARCH_HD void lane_outputs(const SelectiveScanParams& p, int tile, int tid, Shared& s, const Regs& r) {
+  const int warp = tid / kLanes, lane = tid % kLanes, channel = tile * kChannels + warp;
+  const float D = p.D != nullptr && channel < p.dim ? p.D[channel * p.D_stride] : 0.0f;
+  float* y = &s.dt[warp][lane * (kItems + kPad)];
+  const float* u = &s.u[warp][lane * (kItems + kPad)];
+EFFARCH_UNROLL
+  for (int i = 0; i < kItems; ++i) y[i] = p.D != nullptr ? r.y[i] + D * u[i] : r.y[i];
+}
+
+// Step 5b (behind a barrier): the tile's y rows, gated, to global memory; a thread takes whole
+// rows, as stage_inputs does.
+template <typename input_t>
+EFFARCH_HD void write_y(const SelectiveScanParams& p, int tile, int batch, int64_t t0, int tid, const Shared& s) {
+  const int c0 = tile * kChannels;
+  auto* y = static_cast<input_t*>(p.y) + batch * p.y_batch_stride + c0 * p.y_dim_stride;
+  const auto* z = p.z != nullptr
+                      ? static_cast<const input_t*>(p.z) + batch * p.z_batch_stride + c0 * p.z_dim_stride
+                      : nullptr;
+  const bool full = c0 + kChannels <= p.dim;
+  const bool vec = full && rows_vectorise(static_cast<const input_t*>(y), p.y_dim_stride, p.y_time_stride) &&
+                   (z == nullptr || rows_vectorise(z, p.z_dim_stride, p.z_time_stride));
+  for (int r = tid; r < kTile; r += kThreads) {
+    const int64_t t = t0 + r;
+    if (t >= p.seqlen) break;  // rows past the end: the later r are past it too
+    float out[8], zv[8] = {};
+EFFARCH_UNROLL
+    for (int k = 0; k < kChannels; ++k) out[k] = s.dt[k][pos(r)];
+    if (full) {
+      if (z != nullptr) {
+        load8(z + t * p.z_time_stride, p.z_dim_stride, vec, zv);
+EFFARCH_UNROLL
+        for (int k = 0; k < kChannels; ++k) out[k] *= silu(zv[k]);
+      }
+      store8(y + t * p.y_time_stride, p.y_dim_stride, vec, out);
+    } else {
+      for (int k = 0; k < kChannels && c0 + k < p.dim; ++k) {
+        float v = out[k];
+        if (z != nullptr) v *= silu(to_float(z[t * p.z_time_stride + k * p.z_dim_stride]));
+        y[t * p.y_time_stride + k * p.y_dim_stride] = from_float<input_t>(v);
+      }
+    }
+  }
+}
+
+// The whole block: channels [tile * kChannels, + kChannels) of sequence `batch`.
+template <typename input_t, typename Exec>
+EFFARCH_HD void scan_block(const SelectiveScanParams& p, int tile, int batch, Shared& s, Exec& exec) {
+  exec.threads([&](int tid, Regs&) { init_carry(p, tile, batch, tid, s); });
+  for (int64_t t0 = 0; t0 < p.seqlen; t0 += kTile) {
+    exec.threads([&](int tid, Regs&) { stage_inputs<input_t>(p, tile, batch, t0, tid, s); });
+    exec.sync();
+    exec.threads([&](int tid, Regs& r) { lane_inputs(tid, s, r); });
+    for (int first = 0; first < p.dstate; first += kStates) {
+      if (first > 0) exec.sync();  // every warp is done with the previous states' B and C
+      exec.threads([&](int tid, Regs&) { stage_BC<input_t>(p, batch, t0, first, tid, s); });
+      exec.sync();
+      const int count = p.dstate - first < kStates ? p.dstate - first : kStates;
+      for (int n = 0; n < count; ++n) {
+        exec.threads([&](int tid, Regs& r) { segment_map(p, tile, first + n, n, tid, s, r); });
+        exec.warp_carry(s, p.dstate, first + n);
+        exec.threads([&](int tid, Regs& r) { segment_readout(n, tid, s, r); });
+      }
+    }
+    exec.threads([&](int tid, Regs& r) { lane_outputs(p, tile, tid, s, r); });
+    exec.sync();
+    exec.threads([&](int tid, Regs&) { write_y<input_t>(p, tile, batch, t0, tid, s); });
+    exec.sync();  // the rows are read before the next tile's inputs overwrite them
+  }
+  exec.threads([&](int tid, Regs&) { store_carry(p, tile, batch, tid, s); });
+}
+
+#ifndef __CUDACC__
+// Host emulation (float inputs): every block in turn, each phase for all its threads; step 3 over
+// each warp's lanes in the order of the kernel's shuffles (Kogge-Stone: at offsets 1, 2, 4, 8, 16
+// every lane composes its value after that of the lane `offset` below it, all from the previous
+// round's values).
+struct HostExec {
+  Regs regs[kThreads];
+  template <typename F>
+  void threads(F&& f) {
+    for (int tid = 0; tid < kThreads; ++tid) f(tid, regs[tid]);
+  }
+  void sync() {}
+  void warp_carry(Shared& s, int dstate, int state) {
+    for (int warp = 0; warp < kChannels; ++warp) {
+      Regs* lane = regs + warp * kLanes;
+      for (int offset = 1; offset < kLanes; offset *= 2) {
+        float P[kLanes], H[kLanes];
+        for (int l = 0; l < kLanes; ++l) P[l] = lane[l].P, H[l] = lane[l].H;
+        for (int l = offset; l < kLanes; ++l) compose(lane[l].P, lane[l].H, P[l - offset], H[l - offset]);
+      }
+      float& carry = s.carry[warp * dstate + state];
+      for (int l = 0; l < kLanes; ++l) {
+        lane[l].h0 = l == 0 ? carry : lane[l - 1].P * carry + lane[l - 1].H;
+      }
+      carry = lane[kLanes - 1].P * carry + lane[kLanes - 1].H;
+    }
+  }
+};
+
+inline void emulate_scan(const SelectiveScanParams& p) {
+  std::vector<float> buffer(static_cast<size_t>(shared_floats(p.dstate)));
+  auto exec = std::make_unique<HostExec>();
+  for (int batch = 0; batch < p.batch; ++batch) {
+    for (int tile = 0; tile * kChannels < p.dim; ++tile) {
+      Shared shared = carve_shared(buffer.data());
+      scan_block<float>(p, tile, batch, shared, *exec);
+    }
+  }
+}
+#endif
+
+}  // namespace effarch::kernels::scan::lanes
