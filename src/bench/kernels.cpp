@@ -211,10 +211,10 @@ struct SelectiveScanVariant {
   int split;
 };
 const std::pair<const char*, SelectiveScanVariant> kSelectiveScanVariants[] = {
-    {"selective_scan", {4, 0}},
+    {"selective_scan", {16, 0}},
+    {"selective_scan_seg4", {4, 0}},
     {"selective_scan_seg8", {8, 0}},
-    {"selective_scan_split", {4, -1}},
-    {"selective_scan_lanes16", {16, 0}}};
+    {"selective_scan_split", {4, -1}}};
 
 std::optional<int> scan_pieces(const KernelCase& c, const KernelShape& s, const std::string& impl,
                                const json& environment) {
@@ -276,10 +276,10 @@ std::vector<KernelCase> make_cases() {
         auto state = std::make_shared<at::Tensor>(at::randn({s.batch, m.d_inner, m.d_conv}, o));
         return [x, w, b, state, backend] { (void)ops::causal_conv1d_update(x, *state, w, b, true, backend); };
       }});
-  // The prefill kernel's variants side by side (8-step warp segments, one block per SM; 4-step,
-  // two blocks per SM; 4-step with the sequence split into pieces as the launcher chooses; a warp
-  // per channel with 16 steps per lane: kernels/selective_scan/selective_scan_kernels.cuh); the
-  // model runs the first.
+  // The prefill kernel's variants side by side (a warp per channel with 16 steps per lane; 4-step
+  // warp segments over 32 channels, two blocks per SM; 8-step, one block per SM; 4-step with the
+  // sequence split into pieces as the launcher chooses: kernels/selective_scan/
+  // selective_scan_kernels.cuh); the model runs the first.
   for (const auto& [op, variant] : kSelectiveScanVariants) {
   cases.push_back(KernelCase{
       op, KernelModel::Mamba1, ops::OpFamily::SelectiveScan, true,

@@ -43,7 +43,7 @@ const std::map<std::string, std::vector<std::string>>& implementation_variants()
   static const std::map<std::string, std::vector<std::string>> variants = {
       {kMoePrefillRecord, {"grouped", "per_expert"}},
       {kSsdScanProductsRecord, {"tensor_cores", "fma"}},
-      {kSelectiveScanVariantRecord, {"seg4", "seg8", "split"}}};
+      {kSelectiveScanVariantRecord, {"lanes16", "seg4", "seg8", "split"}}};
   return variants;
 }
 

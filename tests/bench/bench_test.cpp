@@ -242,7 +242,7 @@ TEST(BenchResults, EveryStructRoundTripsThroughJson) {
   PointKey variants = k;
   variants.implementations = {{"ssd_scan", "cuda"}, {"ssd_scan_products", "tensor_cores"},
                               {"moe_dispatch", "cuda"}, {"moe_prefill", "grouped"},
-                              {"selective_scan", "cuda"}, {"selective_scan_variant", "seg4"}};
+                              {"selective_scan", "cuda"}, {"selective_scan_variant", "lanes16"}};
   expect_round_trip(variants);
   for (const auto& [record, wrong] : {std::pair{"ssd_scan_products", "cuda"}, {"moe_prefill", "tensor_cores"},
                                       {"ssd_scan", "fma"}, {"selective_scan_variant", "seg16"}}) {

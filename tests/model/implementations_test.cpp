@@ -110,9 +110,12 @@ TEST(Implementations, ReferenceAndAutoGiveIdenticalTokensOnTheGpu) {
 }
 
 // Beside "selective_scan": "cuda", which variant of the prefill kernel the mixers run: the
-// default's ("seg4" since the H200 timed both segments); none with the reference.
+// default's ("lanes16"); none with the reference.
 TEST(Implementations, RecordTheSelectiveScanVariantOnTheGpu) {
-  EXPECT_STREQ(ops::selective_scan_variant_name(ops::SelectiveScanArgs{}), "seg4");
+  EXPECT_STREQ(ops::selective_scan_variant_name(ops::SelectiveScanArgs{}), "lanes16");
+  ops::SelectiveScanArgs four;
+  four.cuda_segment = 4;
+  EXPECT_STREQ(ops::selective_scan_variant_name(four), "seg4");
   ops::SelectiveScanArgs eight;
   eight.cuda_segment = 8;
   EXPECT_STREQ(ops::selective_scan_variant_name(eight), "seg8");
@@ -121,7 +124,7 @@ TEST(Implementations, RecordTheSelectiveScanVariantOnTheGpu) {
   if (!ops::kBuiltWithCuda || !at::hasCUDA()) GTEST_SKIP() << "the record itself needs a CUDA build and a GPU";
   ModelOptions opt;
   opt.device = at::Device(at::kCUDA, 0);
-  EXPECT_EQ(Model::load(tiny("tiny-mamba"), opt)->implementations().at("selective_scan_variant"), "seg4");
+  EXPECT_EQ(Model::load(tiny("tiny-mamba"), opt)->implementations().at("selective_scan_variant"), "lanes16");
   opt.backend = ops::Backend::Reference;
   EXPECT_EQ(Model::load(tiny("tiny-mamba"), opt)->implementations().count("selective_scan_variant"), 0u);
 }

@@ -370,6 +370,7 @@ TEST(SelectiveScanKernelEmulated, SplitBelowMinusOneIsRefusedByName) {
 TEST(SelectiveScanKernelEmulated, SplitIsPrefillOnly) {
   const Problem p = make_problem({1, 64, 16, 4096}, at::kFloat, true, true, at::kCPU);
   SelectiveScanArgs args = p.args;
+  args.cuda_segment = 4;
   args.cuda_split = -1;
   at::Tensor state = p.state0.clone();
   const auto first = [](const at::Tensor& t) { return t.select(2, 0); };

@@ -66,7 +66,7 @@ EOF
 kernels() {
   local K="--device cuda --dtype bfloat16 --reps 10 --warmup 2 --lengths 512-65536*2"
   log "== effarch kernels"
-  timeout --signal=INT 280 "$B" kernels $K --ops causal_conv1d,causal_conv1d_update,selective_scan,selective_scan_seg8,selective_scan_split,selective_state_update,attention,attention_decode \
+  timeout --signal=INT 280 "$B" kernels $K --ops causal_conv1d,causal_conv1d_update,selective_scan,selective_scan_seg4,selective_scan_seg8,selective_scan_split,selective_state_update,attention,attention_decode \
     -o "$out/kernels-mamba1.json" > "$out/kernels-mamba1.txt" 2>&1
   log "exit $?"
   timeout --signal=INT 200 "$B" kernels $K --ops ssd_chunk_scan,ssd_chunk_scan_fma,ssd_state_update,gated_rms_norm,attention \
@@ -103,7 +103,7 @@ scans() {  # the Mamba kernels in depth (docs/perf/pending.md entry 22): variant
   local K="--device cuda --dtype bfloat16 --reps 5 --warmup 1" ncu_bin m b
   log "== scans: kernel variants"
   timeout --signal=INT 150 "$B" kernels $K --lengths 512-65536*4 \
-    --ops selective_scan,selective_scan_seg8,selective_scan_split,ssd_chunk_scan -o "$out/k-scans.json" > "$out/k-scans.txt" 2>&1
+    --ops selective_scan,selective_scan_seg4,selective_scan_seg8,selective_scan_split,ssd_chunk_scan -o "$out/k-scans.json" > "$out/k-scans.txt" 2>&1
   log "exit $?"; grep -E '^\| (selective|ssd)' "$out/k-scans.txt" >> "$summary"
   timeout --signal=INT 40 "$B" kernels $K --lengths 4096,32768 --batch 4 --ops selective_scan,selective_scan_split \
     -o "$out/k-scans-b4.json" > "$out/k-scans-b4.txt" 2>&1

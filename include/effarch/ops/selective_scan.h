@@ -23,14 +23,13 @@ struct SelectiveScanArgs {
   std::optional<at::Tensor> D;           // [D] skip
   std::optional<at::Tensor> delta_bias;  // [D], added to delta before the softplus
   bool delta_softplus = true;
-  // The CUDA prefill kernel's variant: timesteps a thread scans in sequence. 4 (the default: 128
-  // registers, two blocks per SM) or 8 (254 registers, one block per SM) put 32 channels on a
-  // warp's lanes (kernels/selective_scan/selective_scan_math.h); 16 puts a warp on each channel,
-  // its lanes over time (selective_scan_lanes.h, "lanes16"). Same results up to fp32 rounding;
-  // `effarch kernels` times each (selective_scan, selective_scan_seg8, selective_scan_lanes16);
-  // on an H200 4 was faster than 8 at every length (docs/perf/README.md, 2026-11-26). Other
-  // values are an OpError.
-  int cuda_segment = 4;
+  // The CUDA prefill kernel's variant: timesteps a thread scans in sequence. 16 (the default) puts
+  // a warp on each channel, its lanes over time (kernels/selective_scan/selective_scan_lanes.h,
+  // "lanes16"); 4 (128 registers, two blocks per SM) or 8 (254 registers, one block per SM) put
+  // 32 channels on a warp's lanes (selective_scan_math.h). Same results up to fp32 rounding;
+  // `effarch kernels` times each (selective_scan, selective_scan_seg4, selective_scan_seg8);
+  // docs/mamba.md has the measurements behind the default. Other values are an OpError.
+  int cuda_segment = 16;
   // The CUDA prefill split over time (kernels/selective_scan/selective_scan_math.h, "Sequence
   // split"): 0 off (one block per 32 channels and sequence walks the whole sequence), -1 the
   // launcher's choice from the GPU's SM count, batch, channels and length
