@@ -50,6 +50,19 @@ EFFARCH_HD float mul_rn(float a, float b) {
   return a * b;  // host builds are ISO C++ (no -ffp-contract=fast)
 #endif
 }
+// 2^x by the SFU's approximation with results below 2^-126 flushed to zero: one instruction
+// (ex2.approx.ftz.f32), where exp2f's non-flushing form wraps the same approximation in a range
+// fix-up of three more. For decays exp(dt A) in (0, 1], where a flushed 1e-38 is a 0 either way.
+// The host computes exp2f.
+EFFARCH_HD float exp2_ftz(float x) {
+#ifdef __CUDA_ARCH__
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+#else
+  return exp2f(x);
+#endif
+}
 // at::softplus(v) with beta 1 and threshold 20 (the Mamba scans' dt).
 EFFARCH_HD float softplus(float v) { return v > 20.0f ? v : log1pf(expf(v)); }
 EFFARCH_HD float add_rn(float a, float b) {

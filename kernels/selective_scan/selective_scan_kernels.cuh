@@ -41,14 +41,14 @@ struct DeviceExec {
   __device__ __forceinline__ void warp_carry(Shared& s, int dstate, int state) {
     constexpr unsigned kAll = 0xffffffffu;
     const int lane = static_cast<int>(threadIdx.x) % kLanes, warp = static_cast<int>(threadIdx.x) / kLanes;
+    float* slot = &s.carry[warp * dstate + state];
+    const float carry = *slot;  // read first: its latency hides behind the shuffle rounds
     float P = regs.P, H = regs.H;
 #pragma unroll
     for (int offset = 1; offset < kLanes; offset *= 2) {
       const float Pe = __shfl_up_sync(kAll, P, offset), He = __shfl_up_sync(kAll, H, offset);
       if (lane >= offset) compose(P, H, Pe, He);
     }
-    float* slot = &s.carry[warp * dstate + state];
-    const float carry = *slot;
     const float Pe = __shfl_up_sync(kAll, P, 1), He = __shfl_up_sync(kAll, H, 1);
     regs.h0 = lane == 0 ? carry : Pe * carry + He;
     const float Pl = __shfl_sync(kAll, P, kLanes - 1), Hl = __shfl_sync(kAll, H, kLanes - 1);

@@ -269,11 +269,11 @@ EFFARCH_HD void segment_map(const SelectiveScanParams& p, int tile, int state, i
   float h = 0.0f;
 EFFARCH_UNROLL
   for (int i = 0; i < kItems; ++i) {
-    r.a[i] = exp2f(r.dt[i] * a2);
+    r.a[i] = exp2_ftz(r.dt[i] * a2);
     r.b[i] = r.du[i] * B[i];
     h = r.a[i] * h + r.b[i];
   }
-  r.P = exp2f(r.dtsum * a2);
+  r.P = exp2_ftz(r.dtsum * a2);
   r.H = h;
 }
 
