@@ -123,11 +123,13 @@ __global__ void __launch_bounds__(scan::kUpdateThreads) selective_state_update_k
   const int lane = static_cast<int>(i % scan::kUpdateLanes);
   const bool active = pair < static_cast<int64_t>(p.batch) * p.dim;  // whole half warps agree
   const int batch = active ? static_cast<int>(pair / p.dim) : 0, channel = active ? static_cast<int>(pair % p.dim) : 0;
-  float v = active ? scan::update_lane<input_t>(p, batch, channel, lane) : 0.0f;
+  scan::UpdateInputs in{};
+  if (active) in = scan::update_inputs<input_t>(p, batch, channel);
+  float v = active ? scan::update_lane<input_t>(p, batch, channel, lane, in) : 0.0f;
   for (int offset = scan::kUpdateLanes / 2; offset > 0; offset /= 2) {
     v += __shfl_xor_sync(0xffffffffu, v, offset, scan::kUpdateLanes);
   }
-  if (active && lane == 0) scan::update_finish<input_t>(p, batch, channel, v);
+  if (active && lane == 0) scan::update_finish<input_t>(p, batch, channel, v, in);
 }
 
 template <typename input_t, int kSeg>

@@ -462,23 +462,40 @@ EFFARCH_HD void split_scan_block(const SelectiveScanParams& p, int tile, int bat
 // does with warp shuffles), and update_finish writes y.
 inline constexpr int kUpdateLanes = 16;
 
+// A channel's inputs of the one-token update, read once before any store (reads after the state's
+// store wait for it: the compiler cannot tell the pointers apart).
+struct UpdateInputs {
+  float u, dt, z, D;
+};
+
 template <typename input_t>
-EFFARCH_HD float update_lane(const SelectiveScanParams& p, int batch, int channel, int lane) {
-  const float u = to_float(static_cast<const input_t*>(p.u)[batch * p.u_batch_stride + channel * p.u_dim_stride]);
-  const float dt = discretize(
+EFFARCH_HD UpdateInputs update_inputs(const SelectiveScanParams& p, int batch, int channel) {
+  UpdateInputs in;
+  in.u = to_float(static_cast<const input_t*>(p.u)[batch * p.u_batch_stride + channel * p.u_dim_stride]);
+  in.dt = discretize(
       p, to_float(static_cast<const input_t*>(p.delta)[batch * p.delta_batch_stride + channel * p.delta_dim_stride]),
       channel);
+  in.z = p.z != nullptr
+             ? to_float(static_cast<const input_t*>(p.z)[batch * p.z_batch_stride + channel * p.z_dim_stride])
+             : 0.0f;
+  in.D = p.D != nullptr ? p.D[channel * p.D_stride] : 0.0f;
+  return in;
+}
+
+template <typename input_t>
+EFFARCH_HD float update_lane(const SelectiveScanParams& p, int batch, int channel, int lane, const UpdateInputs& in) {
   const auto* B = static_cast<const input_t*>(p.B) + batch * p.B_batch_stride;
   const auto* C = static_cast<const input_t*>(p.C) + batch * p.C_batch_stride;
   float* h = p.state + batch * p.state_batch_stride + channel * p.state_dim_stride;
   const float* A = p.A + channel * p.A_dim_stride;
-  const float du = dt * u;
+  const float du = in.dt * in.u;
   float acc = 0.0f;
   for (int n = lane; n < p.dstate; n += kUpdateLanes) {
-    const float decay = exp2f(dt * (A[n * p.A_state_stride] * kLog2e));
+    const float c = to_float(C[n * p.C_state_stride]);  // before the store, as update_inputs says
+    const float decay = exp2f(in.dt * (A[n * p.A_state_stride] * kLog2e));
     const float next = decay * h[n * p.state_state_stride] + to_float(B[n * p.B_state_stride]) * du;
     h[n * p.state_state_stride] = next;
-    acc += to_float(C[n * p.C_state_stride]) * next;
+    acc += c * next;
   }
   return acc;
 }
@@ -495,14 +512,12 @@ EFFARCH_HD float update_reduce(float (&v)[kUpdateLanes]) {
 }
 
 template <typename input_t>
-EFFARCH_HD void update_finish(const SelectiveScanParams& p, int batch, int channel, float readout) {
-  const float u = to_float(static_cast<const input_t*>(p.u)[batch * p.u_batch_stride + channel * p.u_dim_stride]);
-  const float z =
-      p.z != nullptr
-          ? to_float(static_cast<const input_t*>(p.z)[batch * p.z_batch_stride + channel * p.z_dim_stride])
-          : 0.0f;
-  static_cast<input_t*>(p.y)[batch * p.y_batch_stride + channel * p.y_dim_stride] =
-      from_float<input_t>(finish(p, readout, u, z, channel));
+EFFARCH_HD void update_finish(const SelectiveScanParams& p, int batch, int channel, float readout,
+                              const UpdateInputs& in) {
+  float y = readout;
+  if (p.D != nullptr) y += in.D * in.u;
+  if (p.z != nullptr) y *= silu(in.z);
+  static_cast<input_t*>(p.y)[batch * p.y_batch_stride + channel * p.y_dim_stride] = from_float<input_t>(y);
 }
 
 #ifndef __CUDACC__
@@ -575,9 +590,10 @@ inline void emulate_scan(const SelectiveScanParams& p) {
 inline void emulate_update(const SelectiveScanParams& p) {
   for (int batch = 0; batch < p.batch; ++batch) {
     for (int channel = 0; channel < p.dim; ++channel) {
+      const UpdateInputs in = update_inputs<float>(p, batch, channel);
       float parts[kUpdateLanes];
-      for (int lane = 0; lane < kUpdateLanes; ++lane) parts[lane] = update_lane<float>(p, batch, channel, lane);
-      update_finish<float>(p, batch, channel, update_reduce(parts));
+      for (int lane = 0; lane < kUpdateLanes; ++lane) parts[lane] = update_lane<float>(p, batch, channel, lane, in);
+      update_finish<float>(p, batch, channel, update_reduce(parts), in);
     }
   }
 }

@@ -73,10 +73,13 @@ EFFARCH_HD float update_lane(const SsdUpdateParams& p, int b, int h, int pd, int
   const int64_t co = b * p.C_batch_stride + g * p.C_group_stride;
   float acc = 0.0f;
   for (int n = lane; n < p.d_state; n += kWarpSize) {
+    // C is read before the state's store: read after it, it waited for the store (the compiler
+    // cannot tell the pointers apart), a second memory latency per entry.
+    const float c = Io::load(p.C, co + n * p.C_state_stride, p.x_type);
     const float input = (r.dt * Io::load(p.B, bo + n * p.B_state_stride, p.x_type)) * r.x;
     const float next = s[n * p.state_state_stride] * r.decay + input;
     s[n * p.state_state_stride] = next;
-    acc += next * Io::load(p.C, co + n * p.C_state_stride, p.x_type);
+    acc += next * c;
   }
   return acc;
 }
