@@ -99,7 +99,7 @@ benches() {
   bench codestral-memory 60 mamba-codestral-7b --device cuda --dtype bf16 --mode memory --prompt-lengths 16384,65536 --gen-tokens 8 --reps 1 --warmup 0
 }
 
-scans() {  # the Mamba kernels in depth (docs/perf/pending.md entry 22): variants, ncu, decode-step profiles
+scans() {  # the Mamba kernels in depth (docs/perf/pending.md, entries 23-24): variants, ncu, decode-step profiles
   local K="--device cuda --dtype bfloat16 --reps 5 --warmup 1" ncu_bin m b
   log "== scans: kernel variants"
   timeout --signal=INT 150 "$B" kernels $K --lengths 512-65536*4 \
@@ -112,7 +112,8 @@ scans() {  # the Mamba kernels in depth (docs/perf/pending.md entry 22): variant
     -o "$out/k-decode.json" > "$out/k-decode.txt" 2>&1
   log "exit $?"; grep -E '^\| (selective|ssd|gated)' "$out/k-decode.txt" >> "$summary"
   timeout --signal=INT 40 "$B" kernels --device cuda --dtype float32 --reps 3 --warmup 1 --lengths 4096,32768 \
-    --ops ssd_chunk_scan -o "$out/k-ssd-fp32.json" > "$out/k-ssd-fp32.txt" 2>&1
+    --ops ssd_chunk_scan_fma -o "$out/k-ssd-fp32.json" > "$out/k-ssd-fp32.txt" 2>&1
+  # (backend auto runs the reference for fp32 SSD scans, so the FMA kernel is timed by its own row)
   log "fp32 SSD, kernel (FMA products) against the reference: exit $?"; grep -E '^\| ssd' "$out/k-ssd-fp32.txt" >> "$summary"
   ncu_bin=$(command -v ncu || echo /usr/local/cuda/bin/ncu)
   log "== scans: ncu at 32k ($ncu_bin)"
