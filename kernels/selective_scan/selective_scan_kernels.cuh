@@ -80,11 +80,11 @@ __global__ void __launch_bounds__(scan::kThreads, kSeg == 4 ? 2 : 1)
 }
 
 // A warp per channel (selective_scan_lanes.h): 256 threads for 8 channels, at most 128 registers so
-// that two blocks (80 KiB of shared memory each at d_state 16) share an SM.
+// that two blocks (81 KiB of shared memory each at d_state 16) share an SM.
 template <typename input_t>
 __global__ void __launch_bounds__(scan::lanes::kThreads, 2) selective_scan_lanes_kernel(const SelectiveScanParams p) {
   extern __shared__ float lanes_shared[];
-  scan::lanes::Shared shared = scan::lanes::carve_shared(lanes_shared);
+  scan::lanes::Shared shared = scan::lanes::carve_shared(lanes_shared, p.dstate);
   scan::lanes::DeviceExec exec;
   scan::lanes::scan_block<input_t>(p, static_cast<int>(blockIdx.x), static_cast<int>(blockIdx.y), shared, exec);
 }

@@ -57,10 +57,10 @@ inline constexpr float kLog2eLanes = 1.4426950408889634f;
 EFFARCH_HD constexpr int pos(int r) { return r + kPad * (r / kItems); }
 
 // Shared memory, floats: u and dt [kChannels][kRow] (dt's rows take y + D u at the end), B and C
-// [kStates][kRow], and the carry [kChannels][dstate]. 80 KiB + 32 bytes a state (two blocks fit
-// an SM for every d_state up to 256).
+// [kStates][kRow], the carry and A log2(e) [kChannels][dstate]. 80 KiB + 64 bytes a state (two
+// blocks fit an SM for every d_state up to 256).
 constexpr int64_t shared_floats(int dstate) {
-  return 2 * kChannels * kRow + 2 * kStates * kRow + static_cast<int64_t>(kChannels) * dstate;
+  return 2 * kChannels * kRow + 2 * kStates * kRow + 2 * static_cast<int64_t>(kChannels) * dstate;
 }
 
 struct Shared {
@@ -69,15 +69,17 @@ struct Shared {
   float (*B)[kRow];
   float (*C)[kRow];
   float* carry;  // [kChannels][dstate]
+  float* A2;     // [kChannels][dstate]: A log2(e), read once per block (0 past the channels)
 };
 
-EFFARCH_HD Shared carve_shared(float* buffer) {
+EFFARCH_HD Shared carve_shared(float* buffer, int dstate) {
   Shared s;
   s.u = reinterpret_cast<float(*)[kRow]>(buffer);
   s.dt = s.u + kChannels;
   s.B = s.dt + kChannels;
   s.C = s.B + kStates;
   s.carry = reinterpret_cast<float*>(s.C + kStates);
+  s.A2 = s.carry + kChannels * dstate;
   return s;
 }
 
@@ -217,8 +219,15 @@ EFFARCH_UNROLL
   }
 }
 
-// The carry (the state before the first tile): the given state or zeros (thread tid's share).
-EFFARCH_HD void init_carry(const SelectiveScanParams& p, int tile, int batch, int tid, Shared& s) {
+// A * log2(e) of (channel, state), 0 outside the channels.
+EFFARCH_HD float A2_of(const SelectiveScanParams& p, int channel, int state) {
+  return channel < p.dim ? p.A[channel * p.A_dim_stride + state * p.A_state_stride] * kLog2eLanes : 0.0f;
+}
+
+// The carry (the state before the first tile): the given state or zeros; and A log2(e) of the
+// block's channels, which each state's scan would otherwise fetch from global memory, a latency
+// before its first exponential (thread tid's share).
+EFFARCH_HD void init_block(const SelectiveScanParams& p, int tile, int batch, int tid, Shared& s) {
   for (int i = tid; i < kChannels * p.dstate; i += kThreads) {
     const int k = i / p.dstate, n = i % p.dstate, channel = tile * kChannels + k;
     float v = 0.0f;
@@ -226,6 +235,7 @@ EFFARCH_HD void init_carry(const SelectiveScanParams& p, int tile, int batch, in
       v = p.state[batch * p.state_batch_stride + channel * p.state_dim_stride + n * p.state_state_stride];
     }
     s.carry[i] = v;
+    s.A2[i] = A2_of(p, channel, n);
   }
 }
 
@@ -255,16 +265,10 @@ EFFARCH_UNROLL
   r.dtsum = sum;
 }
 
-// A * log2(e) of (channel, state), 0 outside the channels.
-EFFARCH_HD float A2_of(const SelectiveScanParams& p, int channel, int state) {
-  return channel < p.dim ? p.A[channel * p.A_dim_stride + state * p.A_state_stride] * kLog2eLanes : 0.0f;
-}
-
 // Step 2 for state `state` (row n of the staged B): the lane's segment from zero.
-EFFARCH_HD void segment_map(const SelectiveScanParams& p, int tile, int state, int n, int tid, const Shared& s,
-                            Regs& r) {
+EFFARCH_HD void segment_map(int dstate, int state, int n, int tid, const Shared& s, Regs& r) {
   const int warp = tid / kLanes, lane = tid % kLanes;
-  const float a2 = A2_of(p, tile * kChannels + warp, state);
+  const float a2 = s.A2[warp * dstate + state];
   const float* B = &s.B[n][lane * (kItems + kPad)];
   float h = 0.0f;
 EFFARCH_UNROLL
@@ -343,7 +347,7 @@ EFFARCH_UNROLL
 // The whole block: channels [tile * kChannels, + kChannels) of sequence `batch`.
 template <typename input_t, typename Exec>
 EFFARCH_HD void scan_block(const SelectiveScanParams& p, int tile, int batch, Shared& s, Exec& exec) {
-  exec.threads([&](int tid, Regs&) { init_carry(p, tile, batch, tid, s); });
+  exec.threads([&](int tid, Regs&) { init_block(p, tile, batch, tid, s); });
   for (int64_t t0 = 0; t0 < p.seqlen; t0 += kTile) {
     exec.threads([&](int tid, Regs&) { stage_inputs<input_t>(p, tile, batch, t0, tid, s); });
     exec.sync();
@@ -354,7 +358,7 @@ EFFARCH_HD void scan_block(const SelectiveScanParams& p, int tile, int batch, Sh
       exec.sync();
       const int count = p.dstate - first < kStates ? p.dstate - first : kStates;
       for (int n = 0; n < count; ++n) {
-        exec.threads([&](int tid, Regs& r) { segment_map(p, tile, first + n, n, tid, s, r); });
+        exec.threads([&](int tid, Regs& r) { segment_map(p.dstate, first + n, n, tid, s, r); });
         exec.warp_carry(s, p.dstate, first + n);
         exec.threads([&](int tid, Regs& r) { segment_readout(n, tid, s, r); });
       }
@@ -401,7 +405,7 @@ inline void emulate_scan(const SelectiveScanParams& p) {
   auto exec = std::make_unique<HostExec>();
   for (int batch = 0; batch < p.batch; ++batch) {
     for (int tile = 0; tile * kChannels < p.dim; ++tile) {
-      Shared shared = carve_shared(buffer.data());
+      Shared shared = carve_shared(buffer.data(), p.dstate);
       scan_block<float>(p, tile, batch, shared, *exec);
     }
   }
