@@ -59,7 +59,8 @@ class Mamba1Mixer final : public Mixer {
       bmat = weightless_rms_norm(bmat);
       cmat = weightless_rms_norm(cmat);
     }
-    const at::Tensor delta = ops::linear(dt_low, dt_proj_, ctx.backend);  // [B, T, Di]; the bias is added in fp32 by the scan
+    // [B, T, Di]; the bias is added in fp32 by the scan
+    const at::Tensor delta = ops::linear(dt_low, dt_proj_, ctx.backend);
     at::Tensor y;                                        // [B, Di, T]
     if (!fresh && x.size(1) == 1) {
       y = ops::selective_state_update(u.select(2, 0), delta.select(1, 0), bmat.select(1, 0), cmat.select(1, 0),
