@@ -26,6 +26,7 @@
 #include "effarch/ops/add_norm.h"
 #include "effarch/ops/attention.h"
 #include "effarch/ops/causal_conv1d.h"
+#include "effarch/ops/linear.h"
 #include "effarch/ops/moe.h"
 #include "effarch/ops/selective_scan.h"
 #include "effarch/ops/ssd.h"
@@ -228,6 +229,33 @@ std::optional<int> scan_pieces(const KernelCase& c, const KernelShape& s, const 
     return ops::selective_scan_cuda_pieces(args, s.batch, mamba(s).d_inner, s.length, sms);
   }
   return std::nullopt;
+}
+
+// A decode step's dense projection y [B, O] = x [B, K] W^T, W [O, K] one of the model's matrices
+// (`dims` gives O and K), no bias: the CUDA GEMV (ops::linear, OpFamily::DenseGemv) against
+// at::linear (cuBLAS on a GPU). The reference row calls at::linear itself, so it is cuBLAS (or
+// ATen's CPU product) whatever ops::linear would pick.
+KernelCase dense_gemv_case(std::string name, KernelModel model, std::string matrix,
+                           std::function<std::pair<int64_t, int64_t>(const KernelShape&)> dims) {
+  return KernelCase{
+      std::move(name), model, ops::OpFamily::DenseGemv, false,
+      "read W [O,K] (" + matrix + "), x [B,K]; write y [B,O]; all in the dtype",
+      [dims](const KernelShape& s) {
+        const auto [o, k] = dims(s);
+        return json{{"w", {o, k}}, {"x", {s.batch, k}}};
+      },
+      [dims](const KernelShape& s) {
+        const auto [o, k] = dims(s);
+        const uint64_t e = esize(s.dtype);
+        return KernelBytes{e * (elems({o, k}) + elems({s.batch, k})), e * elems({s.batch, o})};
+      },
+      [dims](const KernelShape& s, const at::TensorOptions& opt, ops::Backend backend) -> std::function<void()> {
+        const auto [o, k] = dims(s);
+        const ops::Linear layer(at::randn({o, k}, opt) * 0.02);
+        const at::Tensor x = at::randn({s.batch, 1, k}, opt);
+        if (backend == ops::Backend::Reference) return [x, layer] { (void)at::linear(x, layer.weight); };
+        return [x, layer, backend] { (void)ops::linear(x, layer, backend); };
+      }};
 }
 
 std::vector<KernelCase> make_cases() {
@@ -523,6 +551,24 @@ std::vector<KernelCase> make_cases() {
         if (m.gated) return [=] { (void)ops::gated_activation(act, in, backend); };
         return [=] { (void)ops::activate(act, in, backend); };
       }});
+  // ---- the decode step's dense projections (one token per sequence, batch = rows): the GEMV ----
+  cases.push_back(dense_gemv_case("dense_gemv_in_proj", KernelModel::Mamba1, "Mamba in_proj: O = 2 Di, K = H",
+                                  [](const KernelShape& s) {
+                                    return std::make_pair(2 * mamba(s).d_inner, s.config->hidden_size);
+                                  }));
+  cases.push_back(dense_gemv_case("dense_gemv_x_proj", KernelModel::Mamba1, "Mamba x_proj: O = R + 2N, K = Di",
+                                  [](const KernelShape& s) {
+                                    const auto& m = mamba(s);
+                                    return std::make_pair(m.dt_rank + 2 * m.d_state, m.d_inner);
+                                  }));
+  cases.push_back(dense_gemv_case("dense_gemv_lm_head", KernelModel::Mamba1, "the LM head: O = vocab, K = H",
+                                  [](const KernelShape& s) {
+                                    return std::make_pair(s.config->vocab_size, s.config->hidden_size);
+                                  }));
+  cases.push_back(dense_gemv_case("dense_gemv_mlp_down", KernelModel::Transformer,
+                                  "the MLP's down / fc2: O = H, K = I", [](const KernelShape& s) {
+                                    return std::make_pair(s.config->hidden_size, dense_mlp(s).intermediate);
+                                  }));
   // ---- MoE prefill (--moe): the routed experts against a dense GEMM of their FLOPs ----
   const char* moe_formula =
       "route and dispatch N = B L tokens: read x [N,H], router [E,H], every expert's gate, up [I,H] and down [H,I]; "

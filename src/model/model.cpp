@@ -262,7 +262,7 @@ at::Tensor Model::forward(const at::Tensor& ids, int64_t start_pos, bool last_on
   set_groups(ctx);
   const at::Tensor x = at::embedding(embed_, ids.to(options_.device));  // [B, T, H]
   // A Mamba residual stream arrives in fp32: the head reads it in the weights' dtype, as HF does.
-  const at::Tensor logits = ops::linear(run_blocks(x, ctx, last_only).to(embed_.scalar_type()), head_);
+  const at::Tensor logits = ops::linear(run_blocks(x, ctx, last_only).to(embed_.scalar_type()), head_, ctx.backend);
   cache_.length = start_pos + t;
   return logits.to(at::kFloat);
 }
@@ -340,7 +340,7 @@ at::Tensor Model::forward_static(const at::Tensor& ids) {
                      options_.backend, routing_observer_ ? &routing_observer_ : nullptr, &position_};
   set_groups(ctx);
   const at::Tensor x = at::embedding(embed_, ids);  // [B, 1, H]
-  const at::Tensor logits = ops::linear(run_blocks(x, ctx, false).to(embed_.scalar_type()), head_);
+  const at::Tensor logits = ops::linear(run_blocks(x, ctx, false).to(embed_.scalar_type()), head_, ctx.backend);
   return logits.squeeze(1).to(at::kFloat);
 }
 

@@ -36,6 +36,7 @@ std::string_view op_name(OpFamily op) {
     case OpFamily::RopeCacheWrite: return "rope_cache_write";
     case OpFamily::AddNorm: return "add_norm";
     case OpFamily::Activation: return "activation";
+    case OpFamily::DenseGemv: return "dense_gemv";
   }
   return "?";
 }
@@ -46,7 +47,7 @@ const std::vector<OpFamily>& all_op_families() {
                                          OpFamily::SsdStateUpdate, OpFamily::GatedRmsNorm,
                                          OpFamily::MoeDispatch,    OpFamily::DecodeAttention,
                                          OpFamily::RopeCacheWrite, OpFamily::AddNorm,
-                                         OpFamily::Activation};
+                                         OpFamily::Activation,     OpFamily::DenseGemv};
   return all;
 }
 
@@ -64,6 +65,7 @@ bool has_cuda_kernel(OpFamily op) {
     case OpFamily::SsdScan:               // kernels/ssd: the chunked scan,
     case OpFamily::SsdStateUpdate:        // the decode step
     case OpFamily::GatedRmsNorm:          // and Mamba-2's gated RMSNorm
+    case OpFamily::DenseGemv:             // kernels/gemv (a decode step's dense projections)
       return true;
     default: return false;                      // the ATen reference runs on the GPU too
   }

@@ -1,5 +1,8 @@
 #include "effarch/ops/linear.h"
 
+#include <cstdint>
+#include <vector>
+
 #include <ATen/ATen.h>
 #include <ATen/record_function.h>
 #include <fmt/format.h>
@@ -74,7 +77,26 @@ at::Tensor dense_weight(const Linear& layer, at::ScalarType dtype) {
   return {};
 }
 
-at::Tensor linear(const at::Tensor& x, const Linear& layer) {
+namespace detail {
+
+bool dense_gemv_applies(const at::Tensor& x, const Linear& layer, Backend backend) {
+  if (layer.format != WeightFormat::Dense || !x.is_cuda() || layer.weight.device() != x.device()) return false;
+  const at::ScalarType t = x.scalar_type();
+  if ((t != at::kFloat && t != at::kBFloat16 && t != at::kHalf) || layer.weight.scalar_type() != t ||
+      !layer.weight.is_contiguous()) {
+    return false;
+  }
+  const int64_t in = layer.in_features(), out = layer.out_features();
+  if (in <= 0 || out <= 0 || in > INT32_MAX || out > INT32_MAX) return false;
+  const int64_t rows = x.numel() / in;
+  if (rows < 1 || rows > kCudaDenseGemvMaxRows) return false;
+  if (layer.bias && (layer.bias->device() != x.device() || layer.bias->numel() != out)) return false;
+  return use_cuda_kernel(backend, OpFamily::DenseGemv, x.device());
+}
+
+}  // namespace detail
+
+at::Tensor linear(const at::Tensor& x, const Linear& layer, Backend backend) {
   RECORD_USER_SCOPE("effarch::linear");  // names the op in profiles (effarch profile)
   constexpr const char* op = "linear";
   if (!layer.weight.defined() || layer.weight.dim() != 2) {
@@ -92,6 +114,11 @@ at::Tensor linear(const at::Tensor& x, const Linear& layer) {
                               layer.out_features(), c10::toString(layer.weight.scalar_type()),
                               layer.scale.defined() ? detail::shape(layer.scale) : "no scales"));
   }
+  // --backend cuda asks for the dense GEMV kernel: an error where there is none (CPU tensors, a
+  // build without CUDA), as for every op family; the kernel where its conditions hold, else at::linear.
+  if (layer.format == WeightFormat::Dense && backend == Backend::Cuda) {
+    (void)resolve_backend(backend, OpFamily::DenseGemv, x.device());
+  }
   // A decode step's few rows: every thread streams its share of the weight (MKL's GEMV uses one).
   if (cpu::gemv_applies(x, layer)) return cpu::gemv(x, layer);
   if (layer.format == WeightFormat::Int8) {
@@ -106,6 +133,14 @@ at::Tensor linear(const at::Tensor& x, const Linear& layer) {
     // The reference: the weight dequantised to x's dtype for this call, then the dense product.
     return at::linear(x, dense_weight(layer, x.scalar_type()), layer.bias);
   }
+#ifdef EFFARCH_WITH_CUDA
+  if (detail::dense_gemv_applies(x, layer, backend)) {
+    const int64_t rows = x.numel() / layer.in_features();
+    std::vector<int64_t> out_shape(x.sizes().begin(), x.sizes().end());
+    out_shape.back() = layer.out_features();
+    return detail::dense_gemv_cuda(x.reshape({rows, layer.in_features()}), layer).view(out_shape);
+  }
+#endif
   return at::linear(x, layer.weight, layer.bias);
 }
 

@@ -47,6 +47,22 @@ TEST(KernelBytes, Mamba1OnMamba28b) {
   EXPECT_EQ(f32.read, 2 * (126459904u - weights) + weights);
 }
 
+// The dense GEMV cases: the weight read once, x read and y written per row of the batch.
+TEST(KernelBytes, DenseGemvOnDecodeShapes) {
+  const auto m = config("mamba-2.8b");  // H 2560, d_inner 5120, dt_rank 160, d_state 16, vocab 50280
+  // in_proj [10240, 2560]: read 2 x (10240*2560 + 2560), write 2 x 10240.
+  EXPECT_EQ(bytes_of("dense_gemv_in_proj", m, 1).read, 52433920u);
+  EXPECT_EQ(bytes_of("dense_gemv_in_proj", m, 1).written, 20480u);
+  // x_proj [192, 5120] at batch 8: read 2 x (192*5120 + 8*5120), write 2 x 8*192.
+  EXPECT_EQ(bytes_of("dense_gemv_x_proj", m, 1, at::kBFloat16, 8).read, 2048000u);
+  EXPECT_EQ(bytes_of("dense_gemv_x_proj", m, 1, at::kBFloat16, 8).written, 3072u);
+  // head [50280, 2560]: read 2 x (50280*2560 + 2560).
+  EXPECT_EQ(bytes_of("dense_gemv_lm_head", m, 1).read, 257438720u);
+  const auto phi = config("phi-2");  // H 2560, fc2 [2560, 10240]; fp32 = 4 bytes
+  EXPECT_EQ(bytes_of("dense_gemv_mlp_down", phi, 1, at::kFloat).read, 4u * (2560 * 10240 + 10240));
+  EXPECT_EQ(bytes_of("dense_gemv_mlp_down", phi, 1, at::kFloat).written, 4u * 2560);
+}
+
 TEST(KernelBytes, Mamba2OnCodestral) {
   const auto c = config("mamba-codestral-7b");  // 128 heads of 64, 8 groups, d_state 128, d_inner 8192
   // x 4096*128*64, dt 4096*128, B and C 2 x 4096*8*128, D and dt bias 2 x 128 (bf16), A 128 fp32;
@@ -124,8 +140,9 @@ TEST(KernelCases, RegistryAndImplementations) {
                                            "selective_state_update",
                                            "ssd_chunk_scan", "ssd_chunk_scan_fma", "ssd_state_update",
                                            "gated_rms_norm", "attention", "attention_decode", "add_norm",
-                                           "activation", "moe_prefill", "moe_prefill_per_expert",
-                                           "moe_dense_gemm"}));
+                                           "activation", "dense_gemv_in_proj", "dense_gemv_x_proj",
+                                           "dense_gemv_lm_head", "dense_gemv_mlp_down", "moe_prefill",
+                                           "moe_prefill_per_expert", "moe_dense_gemm"}));
   EXPECT_THROW_WITH(find_kernel_case("flash_scan", "--ops"), UsageError, {"--ops", "flash_scan", "selective_scan"});
   const at::Device cpu(at::kCPU);
   auto names = [&](const std::string& op) {
@@ -141,6 +158,7 @@ TEST(KernelCases, RegistryAndImplementations) {
   EXPECT_EQ(names("attention"), (std::vector<std::string>{"sdpa"}));
   EXPECT_EQ(names("add_norm"), (std::vector<std::string>{"reference"}));
   EXPECT_EQ(names("activation"), (std::vector<std::string>{"reference"}));
+  EXPECT_EQ(names("dense_gemv_in_proj"), (std::vector<std::string>{"reference"}));  // no CPU kernel
   EXPECT_EQ(names("moe_prefill"), (std::vector<std::string>{"cpu", "reference"}));
   EXPECT_EQ(names("moe_dense_gemm"), (std::vector<std::string>{"aten"}));
 }

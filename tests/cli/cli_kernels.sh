@@ -31,6 +31,9 @@ D2 = m2["expand"] * m2["hidden_size"]
 Hq, Hkv = ph["num_attention_heads"], ph["num_key_value_heads"]
 Dh = ph["hidden_size"] // Hq
 Hd, I = ph["hidden_size"], ph["intermediate_size"]  # tiny-phi: LayerNorm, parallel block, fc1 + gelu_new
+# The dense GEMV cases' [O, K]: Mamba in_proj, x_proj and the head on tiny-mamba; fc2 on tiny-phi.
+gemv = {"dense_gemv_in_proj": (2*D, m1["hidden_size"]), "dense_gemv_x_proj": (m1["time_step_rank"] + 2*N, D),
+        "dense_gemv_lm_head": (m1["vocab_size"], m1["hidden_size"]), "dense_gemv_mlp_down": (Hd, I)}
 e = 4  # float32
 def expected(op, B, L):  # docs/kernels.md, "Bytes each op must move"
     if op == "causal_conv1d": return e * (B*D*L + D*W + D) + e * (B*D*L + B*D*W)
@@ -44,6 +47,7 @@ def expected(op, B, L):  # docs/kernels.md, "Bytes each op must move"
     if op == "attention_decode": return e * (B*Hq*Dh + 2*B*Hkv*L*Dh) + e*B*Hq*Dh
     if op == "add_norm": return e * (3*B*Hd + 2*Hd) + e * 2*B*Hd
     if op == "activation": return e * B*I + e * B*I
+    if op in gemv: O, K = gemv[op]; return e * (O*K + B*K) + e * B*O
     if op in ("moe_prefill", "moe_prefill_per_expert"): return e * (B*L*Hm + Em*Hm + 3*Em*Im*Hm) + e*B*L*Hm
     if op == "moe_dense_gemm": return e * (B*L*Hm + Hm*Km*3*Im) + e*B*L*Km*3*Im
     raise KeyError(op)
@@ -58,7 +62,8 @@ rows = doc["rows"]
 ops = sorted({r["op"] for r in rows})
 if ops != sorted(["causal_conv1d", "causal_conv1d_update", "selective_scan", "selective_scan_seg8", "selective_scan_split", "selective_scan_seg4", "selective_state_update", "ssd_chunk_scan",
                   "ssd_chunk_scan_fma", "ssd_state_update", "gated_rms_norm", "attention", "attention_decode", "add_norm",
-                  "activation", "moe_prefill", "moe_prefill_per_expert", "moe_dense_gemm"]): bad.append(f"ops {ops}")
+                  "activation", "dense_gemv_in_proj", "dense_gemv_x_proj", "dense_gemv_lm_head", "dense_gemv_mlp_down",
+                  "moe_prefill", "moe_prefill_per_expert", "moe_dense_gemm"]): bad.append(f"ops {ops}")
 for r in rows:
     name = f"{r['op']} {r['implementation']} L{r['length']}"
     if r["status"] != "ok": bad.append(f"{name}: {r['status']} {r.get('error')}"); continue
@@ -83,7 +88,7 @@ for r in rows:
     if r["implementation"] not in want: bad.append(f"{name}: implementation")
     if "products" in r: bad.append(f"{name}: products on a row that did not run the CUDA scan")
     if "pieces" in r: bad.append(f"{name}: pieces on a row that did not run the CUDA split scan")
-    if r["length"] != (1 if r["op"] in ("causal_conv1d_update", "selective_state_update", "ssd_state_update", "add_norm", "activation") else r["length"]): bad.append(name)
+    if r["length"] != (1 if r["op"] in ("causal_conv1d_update", "selective_state_update", "ssd_state_update", "add_norm", "activation") or r["op"] in gemv else r["length"]): bad.append(name)
 impls = {(r["op"], r["implementation"]) for r in rows}
 if ("selective_scan", "cpu") not in impls or ("selective_scan", "reference") not in impls: bad.append("scan implementations")
 sva = doc["scan_vs_attention"]

@@ -32,21 +32,23 @@ TEST(Implementations, EachModelListsTheOpFamiliesItUses) {
   // On the CPU auto runs the fused CPU kernels where an op has one.
   // Every block's residual adds: add_norm; a dense MLP's silu / gelu_new: activation (their CUDA
   // kernels on a GPU, the unfused ops here).
-  const Impl mamba1{{"add_norm", "reference"}, {"causal_conv1d", "reference"}, {"selective_scan", "cpu"}, {"selective_state_update", "cpu"}};
-  const Impl mamba1_ref{{"add_norm", "reference"}, {"causal_conv1d", "reference"}, {"selective_scan", "reference"},
+  const Impl mamba1{{"add_norm", "reference"}, {"causal_conv1d", "reference"}, {"dense_gemv", "reference"}, {"selective_scan", "cpu"}, {"selective_state_update", "cpu"}};
+  const Impl mamba1_ref{{"add_norm", "reference"}, {"causal_conv1d", "reference"}, {"dense_gemv", "reference"}, {"selective_scan", "reference"},
                         {"selective_state_update", "reference"}};
-  const Impl mamba2{{"add_norm", "reference"}, {"causal_conv1d", "reference"}, {"gated_rms_norm", "reference"}, {"ssd_scan", "cpu"},
+  const Impl mamba2{{"add_norm", "reference"}, {"causal_conv1d", "reference"}, {"dense_gemv", "reference"}, {"gated_rms_norm", "reference"}, {"ssd_scan", "cpu"},
                     {"ssd_state_update", "cpu"}};
-  const Impl mamba2_ref{{"add_norm", "reference"}, {"causal_conv1d", "reference"}, {"gated_rms_norm", "reference"}, {"ssd_scan", "reference"},
+  const Impl mamba2_ref{{"add_norm", "reference"}, {"causal_conv1d", "reference"}, {"dense_gemv", "reference"}, {"gated_rms_norm", "reference"}, {"ssd_scan", "reference"},
                         {"ssd_state_update", "reference"}};
-  // Attention layers: the decode attention (its CUDA kernel on a GPU, the reference here).
-  EXPECT_EQ(make("tiny-llama", ops::Backend::Auto)->implementations(), (Impl{{"activation", "reference"}, {"add_norm", "reference"}, {"decode_attention", "reference"},
+  // Attention layers: the decode attention (its CUDA kernel on a GPU, the reference here). Every
+  // model: dense_gemv, its decode projections (the CUDA GEMV on a GPU; on the CPU ops::linear's
+  // own CPU GEMV runs whatever the backend, recorded as the reference it is tested against).
+  EXPECT_EQ(make("tiny-llama", ops::Backend::Auto)->implementations(), (Impl{{"activation", "reference"}, {"add_norm", "reference"}, {"decode_attention", "reference"}, {"dense_gemv", "reference"},
                   {"rope_cache_write", "reference"}}));
   EXPECT_EQ(make("tiny-mamba", ops::Backend::Auto)->implementations(), mamba1);
   EXPECT_EQ(make("tiny-falcon-mamba", ops::Backend::Auto)->implementations(), mamba1);
   EXPECT_EQ(make("tiny-mamba2", ops::Backend::Auto)->implementations(), mamba2);
   EXPECT_EQ(make("tiny-mixtral", ops::Backend::Auto)->implementations(),
-            (Impl{{"add_norm", "reference"}, {"decode_attention", "reference"}, {"moe_dispatch", "cpu"},
+            (Impl{{"add_norm", "reference"}, {"decode_attention", "reference"}, {"dense_gemv", "reference"}, {"moe_dispatch", "cpu"},
                   {"rope_cache_write", "reference"}}));
   EXPECT_EQ(make("tiny-mamba", ops::Backend::Reference)->implementations(), mamba1_ref);
   EXPECT_EQ(make("tiny-mamba2", ops::Backend::Reference)->implementations(), mamba2_ref);
@@ -153,8 +155,9 @@ TEST(Implementations, RecordTheSsdScanProductsOnTheGpu) {
   EXPECT_EQ(Model::load(tiny("tiny-mamba2"), opt)->implementations().count("ssd_scan_products"), 0u);
 }
 
-// The fused residual add + norm kernel (add_norm) in whole models on a GPU, eager, static and with
-// CUDA graphs: auto (every CUDA kernel, add_norm's included) against reference (the unfused ATen
+// The fused residual add + norm kernel (add_norm) and the dense GEMV (dense_gemv: every decode
+// projection of batch 2) in whole models on a GPU, eager, static and with CUDA graphs: auto (every
+// CUDA kernel, add_norm's and dense_gemv's included) against reference (the unfused ATen
 // add and norms, and every other op's reference), fp32: identical greedy tokens, logits within
 // fp32 rounding. bf16: the greedy tokens of 8 steps agree on at least 7 of 8 per model and mode
 // (printed; the kernels' sums in another order may flip a near tie of random tiny weights).
@@ -172,6 +175,7 @@ TEST(Implementations, FusedAddNormKeepsGreedyTokensOnTheGpu) {
         opt.backend = ops::Backend::Auto;
         auto a = Model::load(tiny(name), opt);
         ASSERT_EQ(a->implementations().at("add_norm"), "cuda") << name;
+        ASSERT_EQ(a->implementations().at("dense_gemv"), "cuda") << name;  // the decode projections too
         opt.backend = ops::Backend::Reference;
         opt.decode = mode == DecodeMode::CudaGraph ? DecodeMode::Static : mode;  // reference MoE cannot be captured
         auto r = Model::load(tiny(name), opt);

@@ -48,6 +48,7 @@ enum class OpFamily {
   RopeCacheWrite,        // rope_cache_write: the static decode step's RoPE and KV-cache write
   AddNorm,               // add_norm: a block boundary's residual add and the next RMSNorm / LayerNorm
   Activation,            // activation: a dense MLP's SiLU(gate) * up or gelu_new (activate / gated_activation)
+  DenseGemv,             // linear with a dense weight and 1..8 rows on CUDA (a decode step's projections)
 };
 std::string_view op_name(OpFamily op);  // e.g. "selective_scan"
 const std::vector<OpFamily>& all_op_families();

@@ -21,7 +21,8 @@ struct GatedMlpWeights {
 // x [..., H] -> [..., H] in x's dtype: linear(act(gate) * up, down), each product rounded to x's
 // dtype as separate layers would (the fused product gives the same values, split in two).
 // `backend` picks the activation's implementation (ops::gated_activation: the fused kernel on
-// CUDA); the default, the reference, is what the MoE references call.
+// CUDA) and the products' (ops::linear: the dense GEMV kernel for a decode step on CUDA); the
+// default, the reference, is what the MoE references call.
 at::Tensor gated_mlp(const at::Tensor& x, const GatedMlpWeights& w, Activation activation,
                      Backend backend = Backend::Reference);
 

@@ -12,6 +12,8 @@
 
 #include <ATen/core/Tensor.h>
 
+#include "effarch/ops/backend.h"
+
 namespace effarch::ops {
 
 // How a linear layer's weight is stored.
@@ -59,16 +61,26 @@ at::Tensor dense_weight(const Linear& layer, at::ScalarType dtype);
 
 // x [..., in] -> [..., out] in x's dtype. Throws OpError naming `x` or the weight for a mismatch.
 // A few rows (decode) run a GEMV kernel: on the CPU for fp32, bf16 and int8 weights (all
-// threads), on CUDA for int8 weights (kernels/int8_gemv); otherwise the dense product (an int8
-// weight dequantised to x's dtype for the call: the reference the kernels are tested against).
-at::Tensor linear(const at::Tensor& x, const Linear& layer);
+// threads), on CUDA for int8 weights (kernels/int8_gemv) and for dense weights in x's dtype
+// (kernels/gemv, OpFamily::DenseGemv: when `backend` resolves to Cuda; --backend reference keeps
+// at::linear = cuBLAS); otherwise the dense product (an int8 weight dequantised to x's dtype for
+// the call: the reference the kernels are tested against).
+at::Tensor linear(const at::Tensor& x, const Linear& layer, Backend backend = Backend::Auto);
 
 namespace detail {
 // Rows of x up to which a CUDA int8 layer runs the int8 GEMV kernel.
 inline constexpr int64_t kCudaInt8GemvMaxRows = 8;
+// Rows of x up to which a CUDA dense layer runs the dense GEMV kernel (OpFamily::DenseGemv).
+inline constexpr int64_t kCudaDenseGemvMaxRows = 8;
+// Whether linear(x, layer, backend) runs the CUDA dense GEMV: a dense contiguous weight in x's
+// dtype (fp32, bf16 or fp16) on x's CUDA device, 1..kCudaDenseGemvMaxRows rows, sizes that fit
+// an int, and `backend` resolving to Cuda for OpFamily::DenseGemv.
+bool dense_gemv_applies(const at::Tensor& x, const Linear& layer, Backend backend);
 #ifdef EFFARCH_WITH_CUDA
 // x [R, K] on CUDA (R <= kCudaInt8GemvMaxRows, k contiguous), an int8 layer on x's device -> [R, O].
 at::Tensor int8_gemv_cuda(const at::Tensor& x, const Linear& layer);
+// x [R, K] on CUDA (R <= kCudaDenseGemvMaxRows), a dense layer in x's dtype on x's device -> [R, O].
+at::Tensor dense_gemv_cuda(const at::Tensor& x, const Linear& layer);
 #endif
 }  // namespace detail
 

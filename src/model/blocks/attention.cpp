@@ -41,18 +41,19 @@ class AttentionMixer final : public Mixer {
     const auto heads = [&](const at::Tensor& y, int64_t n) { return y.view({b, t, n, a_.head_dim}).transpose(1, 2); };
     // [B, Hq, T, D] -> [B, T, Hq*D], the output projection, its partial sums all-reduced (tp).
     const auto project = [&](const at::Tensor& out) {
-      return all_reduce(ops::linear(out.transpose(1, 2).reshape({b, t, a_.num_heads * a_.head_dim}), o_), ctx.tp);
+      return all_reduce(
+          ops::linear(out.transpose(1, 2).reshape({b, t, a_.num_heads * a_.head_dim}), o_, ctx.backend), ctx.tp);
     };
     at::Tensor q, k, v;
     if (qkv_) {
-      const at::Tensor y = ops::linear(x, *qkv_);
+      const at::Tensor y = ops::linear(x, *qkv_, ctx.backend);
       q = heads(y.narrow(-1, 0, q_features), a_.num_heads);
       k = heads(y.narrow(-1, q_features, kv_features), a_.num_kv_heads);
       v = heads(y.narrow(-1, q_features + kv_features, kv_features), a_.num_kv_heads);
     } else {
-      q = heads(ops::linear(x, *q_), a_.num_heads);
-      k = heads(ops::linear(x, *k_), a_.num_kv_heads);
-      v = heads(ops::linear(x, *v_), a_.num_kv_heads);
+      q = heads(ops::linear(x, *q_, ctx.backend), a_.num_heads);
+      k = heads(ops::linear(x, *k_, ctx.backend), a_.num_kv_heads);
+      v = heads(ops::linear(x, *v_, ctx.backend), a_.num_kv_heads);
     }
     if (ctx.position != nullptr) {  // static decode: the position lives on the device
       // RoPE on q and k and the cache write in one op (one kernel on a GPU).

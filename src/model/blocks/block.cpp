@@ -52,6 +52,7 @@ std::vector<ops::OpFamily> op_families(const ModelConfig& config, const LayerSpe
     ops.push_back(OpFamily::Activation);
   }
   ops.push_back(OpFamily::AddNorm);  // every block's residual adds (Block::forward_fused)
+  ops.push_back(OpFamily::DenseGemv);  // the projections of a decode step (ops::linear, dense weights)
   return ops;
 }
 

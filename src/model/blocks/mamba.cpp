@@ -38,7 +38,7 @@ class Mamba1Mixer final : public Mixer {
 
   at::Tensor forward(const at::Tensor& x, LayerCache& cache, const ForwardContext& ctx) const override {
     const int64_t di = m_.d_inner, n = m_.d_state, r = m_.dt_rank;
-    const at::Tensor xz = ops::linear(x, in_proj_);  // [B, T, 2 Di]
+    const at::Tensor xz = ops::linear(x, in_proj_, ctx.backend);  // [B, T, 2 Di]
     const at::Tensor xs = xz.narrow(2, 0, di).transpose(1, 2);  // [B, Di, T] views, channel-last
     const at::Tensor z = xz.narrow(2, di, di).transpose(1, 2);
     const bool fresh = ctx.start_pos == 0;
@@ -48,7 +48,7 @@ class Mamba1Mixer final : public Mixer {
                          : ops::causal_conv1d_update(xs, cache.conv_state, conv_w_, conv_b_, silu, ctx.backend);
     if (!silu) u = ops::activate(m_.activation, u);
     // Tensor parallel: this rank's channels' share of the product, summed over the ranks.
-    const at::Tensor proj = all_reduce(ops::linear(u.transpose(1, 2), x_proj_), ctx.tp);  // [B, T, R + 2N]
+    const at::Tensor proj = all_reduce(ops::linear(u.transpose(1, 2), x_proj_, ctx.backend), ctx.tp);  // [B, T, R + 2N]
     at::Tensor dt_low = proj.narrow(2, 0, r), bmat = proj.narrow(2, r, n), cmat = proj.narrow(2, r + n, n);
     if (m_.dt_bc_norm == MambaConfig::DtBCNorm::Learned) {  // Jamba
       dt_low = ops::rms_norm(dt_low, dt_norm_, m_.dt_bc_norm_eps);
@@ -59,7 +59,8 @@ class Mamba1Mixer final : public Mixer {
       bmat = weightless_rms_norm(bmat);
       cmat = weightless_rms_norm(cmat);
     }
-    const at::Tensor delta = ops::linear(dt_low, dt_proj_);  // [B, T, Di]; the bias is added in fp32 by the scan
+    // [B, T, Di]; the bias is added in fp32 by the scan
+    const at::Tensor delta = ops::linear(dt_low, dt_proj_, ctx.backend);
     at::Tensor y;                                        // [B, Di, T]
     if (!fresh && x.size(1) == 1) {
       y = ops::selective_state_update(u.select(2, 0), delta.select(1, 0), bmat.select(1, 0), cmat.select(1, 0),
@@ -69,7 +70,7 @@ class Mamba1Mixer final : public Mixer {
       y = ops::selective_scan(u, delta.transpose(1, 2), bmat.transpose(1, 2), cmat.transpose(1, 2), z, args_,
                               cache.ssm_state, /*from_state=*/!fresh, ctx.backend);
     }
-    return all_reduce(ops::linear(y.transpose(1, 2), out_proj_), ctx.tp);
+    return all_reduce(ops::linear(y.transpose(1, 2), out_proj_, ctx.backend), ctx.tp);
   }
 
   void allocate(LayerCache& cache, int64_t batch, int64_t /*max_len*/, at::ScalarType dtype,

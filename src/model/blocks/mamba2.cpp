@@ -80,7 +80,7 @@ class Mamba2Mixer final : public Mixer {
     const int64_t b = x.size(0), t = x.size(1);
     const int64_t di = m_.d_inner, h = m_.num_heads, p = m_.head_dim, g = m_.n_groups, n = m_.d_state;
     const int64_t conv_dim = m_.conv_dim();
-    const at::Tensor proj = ops::linear(x, in_proj_);  // [B, T, Di + conv_dim + H]
+    const at::Tensor proj = ops::linear(x, in_proj_, ctx.backend);  // [B, T, Di + conv_dim + H]
     const at::Tensor z = proj.narrow(2, 0, di);
     at::Tensor y;  // [B, T, Di] fp32
     {  // the conv output lives only until the scan has read it
@@ -119,7 +119,7 @@ class Mamba2Mixer final : public Mixer {
     // The norm writes the model dtype directly (the same rounding as casting its fp32 result).
     const at::Tensor normed =
         ops::gated_rms_norm(y, z, norm_w_, di / g, m_.gated_norm_eps, ctx.backend, x.scalar_type());
-    return all_reduce(ops::linear(normed, out_proj_), ctx.tp);
+    return all_reduce(ops::linear(normed, out_proj_, ctx.backend), ctx.tp);
   }
 
   MambaConfig m_;

@@ -1,0 +1,10 @@
+// float x and W: the dense GEMV kernel's instantiation for this element type.
+#include "gemv/gemv.cuh"
+
+namespace effarch::kernels {
+
+LaunchStatus gemv_fp32(const GemvParams& params, cudaStream_t stream) {
+  return gemv_cuda<float>(params, stream);
+}
+
+}  // namespace effarch::kernels

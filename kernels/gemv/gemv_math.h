@@ -1,0 +1,227 @@
+#pragma once
+// The dense GEMV's plan and per-lane math (gemv.h has the contract), shared by the kernel
+// (gemv.cuh) and a CPU test that emulates it block by block, warp by warp, lane by lane
+// (tests/ops/gemv_test.cpp). Functions marked EFFARCH_HD are the kernel's own code; the plan and
+// the path choice are plain host functions the launcher calls.
+//
+// Layout of a launch: blocks of kGemvWarps warps. `split` warps (1, 2, 4 or 8) share one output
+// row o and its K range, so a block computes kGemvWarps / split rows. The split group's
+// split * 32 lanes walk the row in 16-byte vectors, lane t taking vectors t, t + G, t + 2G, ...
+// (G = split * 32): each step of the group reads one contiguous run of G * 16 bytes, and each lane
+// issues kGemvUnroll such loads before it uses the first, so several loads per lane are in flight
+// (the latency a lone load per iteration leaves exposed). Weights are loaded with a streaming
+// hint (read once: no L1 allocation), x through the read-only cache (every warp re-reads it: it
+// stays in L1/L2). Each lane accumulates in fp32 in its fixed vector order; the warp sums its
+// lanes with an xor butterfly; the split warps' sums are added in warp order in shared memory, then
+// the bias; one rounding to the output type. No atomics: the sum order is fixed by the plan.
+
+#include <cstdint>
+#include <cstring>
+
+#include "common/host_device.h"
+
+namespace effarch::kernels {
+
+inline constexpr int kGemvWarps = 8;
+inline constexpr int kGemvLanes = 32;
+inline constexpr int kGemvThreads = kGemvWarps * kGemvLanes;
+inline constexpr int kGemvUnroll = 4;    // 16-byte weight loads a lane has in flight
+inline constexpr int kGemvWavesWanted = 4;  // blocks per SM the split aims for at least
+
+// How a launch covers the matrix: `split` warps per output row, `outputs_per_block` rows per block.
+struct GemvPlan {
+  int split = 1;
+  int outputs_per_block = kGemvWarps;
+  int blocks = 0;
+};
+
+// The plan for O = out rows of K = in elements, `vec` elements per 16-byte load, on a device with
+// `sm_count` multiprocessors (0: 132, an H100 / H200). One warp per row where that already gives
+// kGemvWavesWanted blocks per SM; otherwise the split doubles (up to kGemvWarps) while the blocks
+// fall short and every lane still keeps at least two vectors of the row after the split.
+inline GemvPlan gemv_plan(int out, int in, int vec, int sm_count) {
+  const int64_t sms = sm_count > 0 ? sm_count : 132;
+  const int64_t wanted = kGemvWavesWanted * sms;
+  const int64_t vectors = (static_cast<int64_t>(in) + vec - 1) / vec;
+  const auto blocks = [out](int split) {
+    const int per_block = kGemvWarps / split;
+    return (static_cast<int64_t>(out) + per_block - 1) / per_block;
+  };
+  int split = 1;
+  while (split < kGemvWarps && blocks(split) < wanted && vectors >= 2LL * kGemvLanes * (2 * split)) split *= 2;
+  return GemvPlan{split, kGemvWarps / split, static_cast<int>(blocks(split))};
+}
+
+// Whether the 16-byte path applies: K a multiple of the vector, and W, x and every row of x
+// 16-byte aligned (W's rows then are: K * elem_bytes is a multiple of 16). Else the scalar loop.
+inline bool gemv_vectorized(int in, int elem_bytes, uintptr_t w, uintptr_t x, int64_t x_row_stride) {
+  const int vec = 16 / elem_bytes;
+  return in % vec == 0 && w % 16 == 0 && x % 16 == 0 && (x_row_stride * elem_bytes) % 16 == 0;
+}
+
+// Which output row, which part of its K range and which lane a thread of a block is.
+struct GemvLane {
+  int out_row;  // o (may be >= out in the last block: such warps compute nothing)
+  int warp;     // warp in the block, the slot of its partial sums
+  int part;     // warp within the split group, 0..split-1
+  int lane;
+  int t;        // lane within the split group, 0..split*32-1: its first vector
+  int stride;   // vectors between a lane's consecutive vectors (split * 32)
+};
+EFFARCH_HD GemvLane gemv_lane_of(int split, int block, int thread) {
+  GemvLane l;
+  l.warp = thread / kGemvLanes;
+  l.lane = thread % kGemvLanes;
+  l.part = l.warp % split;
+  l.out_row = block * (kGemvWarps / split) + l.warp / split;
+  l.t = l.part * kGemvLanes + l.lane;
+  l.stride = split * kGemvLanes;
+  return l;
+}
+
+// 16 bytes of W or x, as loaded.
+struct GemvChunk {
+  unsigned int u[4];
+};
+
+// A weight load: read once per step, so no L1 allocation (ld.global.nc.L1::no_allocate).
+EFFARCH_HD GemvChunk gemv_load_weights(const void* p) {
+  GemvChunk c;
+#ifdef __CUDA_ARCH__
+  asm("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
+      : "=r"(c.u[0]), "=r"(c.u[1]), "=r"(c.u[2]), "=r"(c.u[3])
+      : "l"(p));
+#else
+  std::memcpy(&c, p, sizeof c);
+#endif
+  return c;
+}
+// An x load: every warp reads it, through the read-only cache.
+EFFARCH_HD GemvChunk gemv_load_x(const void* p) {
+  GemvChunk c;
+#ifdef __CUDA_ARCH__
+  const uint4 v = __ldg(static_cast<const uint4*>(p));
+  c.u[0] = v.x;
+  c.u[1] = v.y;
+  c.u[2] = v.z;
+  c.u[3] = v.w;
+#else
+  std::memcpy(&c, p, sizeof c);
+#endif
+  return c;
+}
+
+// The 16 / sizeof(T) elements of a chunk widened to fp32, in memory order.
+template <typename T>
+struct GemvUnpack;
+template <>
+struct GemvUnpack<float> {
+  static constexpr int kVec = 4;
+  EFFARCH_HD static void run(const GemvChunk& c, float (&v)[kVec]) {
+    EFFARCH_UNROLL
+    for (int i = 0; i < kVec; ++i) {
+#ifdef __CUDA_ARCH__
+      v[i] = __uint_as_float(c.u[i]);
+#else
+      std::memcpy(&v[i], &c.u[i], sizeof(float));
+#endif
+    }
+  }
+};
+#ifdef __CUDACC__
+template <>
+struct GemvUnpack<__nv_bfloat16> {
+  static constexpr int kVec = 8;
+  // bf16 is the top half of an fp32: widening is a shift (the low element is the low half-word).
+  EFFARCH_HD static void run(const GemvChunk& c, float (&v)[kVec]) {
+    EFFARCH_UNROLL
+    for (int i = 0; i < 4; ++i) {
+      v[2 * i] = __uint_as_float(c.u[i] << 16);
+      v[2 * i + 1] = __uint_as_float(c.u[i] & 0xffff0000u);
+    }
+  }
+};
+template <>
+struct GemvUnpack<__half> {
+  static constexpr int kVec = 8;
+  EFFARCH_HD static void run(const GemvChunk& c, float (&v)[kVec]) {
+    EFFARCH_UNROLL
+    for (int i = 0; i < 4; ++i) {
+      v[2 * i] = __half2float(__ushort_as_half(static_cast<unsigned short>(c.u[i] & 0xffffu)));
+      v[2 * i + 1] = __half2float(__ushort_as_half(static_cast<unsigned short>(c.u[i] >> 16)));
+    }
+  }
+};
+#endif
+
+// One lane's partial sums on the 16-byte path: its vectors t, t + stride, ... of the row (nvec
+// vectors), kGemvUnroll weight loads issued before the first is used; acc[r] += W x[r] elementwise
+// in memory order with fmaf. Rows at or past `rows` are skipped (R is the compile-time bound).
+template <typename T, int R>
+EFFARCH_HD void gemv_lane_vectorized(const T* w_row, const T* x, int64_t x_row_stride, int rows, int nvec, int t,
+                                     int stride, float (&acc)[R]) {
+  constexpr int V = GemvUnpack<T>::kVec;
+  for (int v0 = t; v0 < nvec; v0 += kGemvUnroll * stride) {
+    GemvChunk wc[kGemvUnroll] = {};
+    EFFARCH_UNROLL
+    for (int u = 0; u < kGemvUnroll; ++u) {
+      const int v = v0 + u * stride;
+      if (v < nvec) wc[u] = gemv_load_weights(w_row + static_cast<int64_t>(v) * V);
+    }
+    EFFARCH_UNROLL
+    for (int u = 0; u < kGemvUnroll; ++u) {
+      const int v = v0 + u * stride;
+      if (v >= nvec) break;
+      float wf[V];
+      GemvUnpack<T>::run(wc[u], wf);
+      EFFARCH_UNROLL
+      for (int r = 0; r < R; ++r) {
+        if (r >= rows) continue;
+        float xf[V];
+        GemvUnpack<T>::run(gemv_load_x(x + r * x_row_stride + static_cast<int64_t>(v) * V), xf);
+        EFFARCH_UNROLL
+        for (int i = 0; i < V; ++i) acc[r] = fmaf(wf[i], xf[i], acc[r]);
+      }
+    }
+  }
+}
+
+// The scalar path (K not a multiple of the vector, or unaligned rows): elements t, t + stride, ...
+template <typename T, int R>
+EFFARCH_HD void gemv_lane_scalar(const T* w_row, const T* x, int64_t x_row_stride, int rows, int in, int t, int stride,
+                                 float (&acc)[R]) {
+  for (int k = t; k < in; k += stride) {
+    const float w = to_float(w_row[k]);
+    EFFARCH_UNROLL
+    for (int r = 0; r < R; ++r) {
+      if (r >= rows) break;
+      acc[r] = fmaf(w, to_float(x[r * x_row_stride + k]), acc[r]);
+    }
+  }
+}
+
+// An output: the split warps' sums (first[0], first[stride], ...) added in warp order, then the
+// bias (0 without one).
+EFFARCH_HD float gemv_combine(const float* first, int stride, int split, float bias) {
+  float s = first[0];
+  for (int j = 1; j < split; ++j) s += first[j * stride];
+  return s + bias;
+}
+
+#ifndef __CUDACC__
+// The host mirror of the kernel's warp sum: for offset 16, 8, 4, 2, 1 every lane adds the value
+// of lane ^ offset (__shfl_xor_sync), so each lane ends with the same tree of additions; returns
+// lane 0's.
+inline float gemv_warp_sum_emulated(const float (&lanes)[kGemvLanes]) {
+  float v[kGemvLanes];
+  for (int l = 0; l < kGemvLanes; ++l) v[l] = lanes[l];
+  for (int offset = kGemvLanes / 2; offset > 0; offset /= 2) {
+    float next[kGemvLanes];
+    for (int l = 0; l < kGemvLanes; ++l) next[l] = v[l] + v[l ^ offset];
+    for (int l = 0; l < kGemvLanes; ++l) v[l] = next[l];
+  }
+  return v[0];
+}
+#endif
+
+}  // namespace effarch::kernels

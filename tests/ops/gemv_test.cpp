@@ -1,0 +1,398 @@
+// The dense GEMV (kernels/gemv, OpFamily::DenseGemv): its split-K plan on the real decode shapes,
+// the kernel's own per-lane code (kernels/gemv/gemv_math.h) run by a host emulation that walks the
+// launch's blocks, warps and lanes in the kernel's order (lane sums, the xor-butterfly warp sum,
+// the split warps' sum in warp order, the bias) against at::linear in fp32 on awkward sizes, the
+// dispatch in ops::linear, and on a GPU the kernel itself against at::linear for every dtype
+// (DenseGemvCuda.*, skipped without one).
+
+#include <cmath>
+#include <cstdint>
+#include <optional>
+#include <vector>
+
+#include <ATen/ATen.h>
+#include <fmt/format.h>
+#include <gtest/gtest.h>
+
+#include "../test_util.h"
+#include "cuda_graph_capture.h"
+#include "effarch/common/error.h"
+#include "effarch/ops/backend.h"
+#include "effarch/ops/linear.h"
+#include "gemv/gemv_math.h"
+#include "tolerance.h"
+
+namespace effarch::ops {
+namespace {
+
+using kernels::GemvLane;
+using kernels::GemvPlan;
+using kernels::kGemvLanes;
+using kernels::kGemvWarps;
+
+// ---- the plan ----
+
+GemvPlan plan_bf16(int out, int in) { return kernels::gemv_plan(out, in, 8, 132); }
+
+// Every plan covers the rows exactly once, with a split of 1, 2, 4 or 8 warps per row.
+void expect_covers(const GemvPlan& p, int out, const std::string& what) {
+  EXPECT_TRUE(p.split == 1 || p.split == 2 || p.split == 4 || p.split == 8) << what;
+  EXPECT_EQ(p.split * p.outputs_per_block, kGemvWarps) << what;
+  EXPECT_GE(static_cast<int64_t>(p.blocks) * p.outputs_per_block, out) << what;
+  EXPECT_LT(static_cast<int64_t>(p.blocks - 1) * p.outputs_per_block, out) << what;
+}
+
+TEST(DenseGemvPlan, DecodeShapesOfMambaPhiAndLlama) {
+  struct Shape {
+    const char* name;
+    int out, in, split;
+  };
+  // bf16 (8 elements a load) on 132 SMs: the split doubles while the blocks are under 4 x 132 = 528
+  // and each lane keeps at least two vectors of its row.
+  const Shape shapes[] = {
+      {"mamba-2.8b x_proj", 192, 5120, 8},   // 24 blocks unsplit; 640 vectors: 2.5 a lane at split 8
+      {"mamba-2.8b dt_proj", 5120, 160, 1},  // 640 blocks already
+      {"mamba-2.8b out_proj", 2560, 5120, 2},
+      {"mamba-2.8b in_proj", 10240, 2560, 1},
+      {"mamba-2.8b lm_head", 50280, 2560, 1},
+      {"phi-2 qkv", 7680, 2560, 1},
+      {"phi-2 dense", 2560, 2560, 2},
+      {"phi-2 fc1", 10240, 2560, 1},
+      {"phi-2 fc2", 2560, 10240, 2},
+      {"llama-3-8b qkv", 6144, 4096, 1},
+      {"llama-3-8b o", 4096, 4096, 2},
+      {"llama-3-8b gate_up", 28672, 4096, 1},
+      {"llama-3-8b down", 4096, 14336, 2},
+  };
+  for (const Shape& s : shapes) {
+    const GemvPlan p = plan_bf16(s.out, s.in);
+    expect_covers(p, s.out, s.name);
+    EXPECT_EQ(p.split, s.split) << s.name;
+    // Enough blocks to fill 132 SMs several times, but for x_proj, whose 192 rows x 8 warps are all
+    // the warps one block per row can give.
+    if (s.out > 192) EXPECT_GE(p.blocks, 4 * 132) << s.name;
+  }
+  EXPECT_EQ(plan_bf16(192, 5120).blocks, 192);
+  // Too short a row to split: K = 160 (20 vectors) and K = 7 stay at one warp a row.
+  EXPECT_EQ(plan_bf16(3, 160).split, 1);
+  EXPECT_EQ(plan_bf16(1, 7).split, 1);
+  // The SM count moves the threshold: 132 SMs split Llama's o, 32 do not.
+  EXPECT_EQ(kernels::gemv_plan(4096, 4096, 8, 32).split, 1);
+  EXPECT_EQ(kernels::gemv_plan(4096, 4096, 8, 0).split, 2);  // unknown: an H100's 132
+  for (int out : {1, 3, 7, 8, 9, 192, 1000}) {
+    for (int in : {1, 7, 8, 100, 2560, 5123}) expect_covers(kernels::gemv_plan(out, in, 4, 132), out, "awkward");
+  }
+}
+
+TEST(DenseGemvPlan, VectorPathNeedsWholeAlignedVectors) {
+  EXPECT_TRUE(kernels::gemv_vectorized(2560, 2, 256, 512, 2560));
+  EXPECT_FALSE(kernels::gemv_vectorized(2564, 2, 256, 512, 2564));  // K not a multiple of 8 (bf16)
+  EXPECT_TRUE(kernels::gemv_vectorized(100, 4, 256, 512, 100));      // fp32: multiples of 4
+  EXPECT_FALSE(kernels::gemv_vectorized(100, 4, 256, 512, 102));     // x's rows 408 bytes apart
+  EXPECT_FALSE(kernels::gemv_vectorized(100, 4, 260, 512, 100));     // W not 16-byte aligned
+  EXPECT_FALSE(kernels::gemv_vectorized(100, 4, 256, 516, 100));     // x not 16-byte aligned
+}
+
+TEST(DenseGemvPlan, LanesOfABlock) {
+  // Split 4: two rows a block; warps 0-3 share row 2b, 4-7 row 2b + 1; lanes of a group 0..127.
+  const GemvLane a = kernels::gemv_lane_of(4, 3, 5 * kGemvLanes + 7);
+  EXPECT_EQ(a.out_row, 7);
+  EXPECT_EQ(a.warp, 5);
+  EXPECT_EQ(a.part, 1);
+  EXPECT_EQ(a.lane, 7);
+  EXPECT_EQ(a.t, 39);
+  EXPECT_EQ(a.stride, 128);
+  const GemvLane b = kernels::gemv_lane_of(1, 2, 3 * kGemvLanes);
+  EXPECT_EQ(b.out_row, 19);
+  EXPECT_EQ(b.t, 0);
+  EXPECT_EQ(b.stride, 32);
+}
+
+TEST(DenseGemvEmulation, WarpSumIsTheXorButterfly) {
+  // Lane 0 ends with ((l0 + l16) + (l8 + l24)) + ...: the two large values cancel first, so all 30
+  // ones survive; a running sum from lane 0 would lose them against 1e8.
+  float lanes[kGemvLanes];
+  for (float& v : lanes) v = 1.0f;
+  lanes[0] = 1e8f;
+  lanes[16] = -1e8f;
+  EXPECT_EQ(kernels::gemv_warp_sum_emulated(lanes), 30.0f);
+  float seq = 0.f;
+  for (float v : lanes) seq += v;
+  EXPECT_NE(seq, 30.0f);
+}
+
+// ---- the host emulation of a launch (fp32) ----
+
+struct Problem {
+  at::Tensor x;  // [R, K] fp32, k contiguous, rows x.stride(0) apart
+  at::Tensor w;  // [O, K] fp32 contiguous
+  std::optional<at::Tensor> bias;
+};
+
+// The kernel's launch, block by block: each warp's lanes run gemv_lane_* (the kernel's own code),
+// the warp sums with the butterfly, then the stores: split 1 straight from the warp's sum, else
+// the group's first warp adds the split warps' sums in warp order (gemv_combine), then the bias.
+template <int R>
+at::Tensor emulate(const Problem& pr, const GemvPlan& plan, bool vectorized) {
+  const int rows = static_cast<int>(pr.x.size(0)), in = static_cast<int>(pr.w.size(1)),
+            out = static_cast<int>(pr.w.size(0));
+  const float* x = pr.x.const_data_ptr<float>();
+  const float* w = pr.w.const_data_ptr<float>();
+  const float* bias = pr.bias ? pr.bias->const_data_ptr<float>() : nullptr;
+  const int64_t stride = pr.x.stride(0);
+  at::Tensor y = at::full({rows, out}, std::nanf(""), at::kFloat);
+  float* yp = y.mutable_data_ptr<float>();
+  for (int block = 0; block < plan.blocks; ++block) {
+    float warp_sum[kGemvWarps][R] = {};
+    for (int warp = 0; warp < kGemvWarps; ++warp) {
+      float lanes[R][kGemvLanes] = {};
+      for (int lane = 0; lane < kGemvLanes; ++lane) {
+        const GemvLane l = kernels::gemv_lane_of(plan.split, block, warp * kGemvLanes + lane);
+        float acc[R] = {};
+        if (l.out_row < out) {
+          const float* w_row = w + static_cast<int64_t>(l.out_row) * in;
+          if (vectorized) {
+            kernels::gemv_lane_vectorized<float, R>(w_row, x, stride, rows, in / 4, l.t, l.stride, acc);
+          } else {
+            kernels::gemv_lane_scalar<float, R>(w_row, x, stride, rows, in, l.t, l.stride, acc);
+          }
+        }
+        for (int r = 0; r < R; ++r) lanes[r][lane] = acc[r];
+      }
+      for (int r = 0; r < R; ++r) warp_sum[warp][r] = kernels::gemv_warp_sum_emulated(lanes[r]);
+    }
+    for (int warp = 0; warp < kGemvWarps; ++warp) {
+      const GemvLane l = kernels::gemv_lane_of(plan.split, block, warp * kGemvLanes);
+      if (l.out_row >= out || l.part != 0) continue;
+      const float b = bias != nullptr ? bias[l.out_row] : 0.f;
+      for (int r = 0; r < rows; ++r) {
+        yp[r * out + l.out_row] = plan.split == 1 ? kernels::gemv_combine(&warp_sum[warp][r], 1, 1, b)
+                                                  : kernels::gemv_combine(&warp_sum[warp][r], R, plan.split, b);
+      }
+    }
+  }
+  return y;
+}
+
+// R as the kernel's launcher picks it: 1, 2, 4 or 8.
+at::Tensor emulate_launch(const Problem& pr, const GemvPlan& plan, bool vectorized) {
+  switch (pr.x.size(0)) {
+    case 1: return emulate<1>(pr, plan, vectorized);
+    case 2: return emulate<2>(pr, plan, vectorized);
+    case 3: case 4: return emulate<4>(pr, plan, vectorized);
+    default: return emulate<8>(pr, plan, vectorized);
+  }
+}
+
+bool vector_path(const Problem& pr) {
+  return kernels::gemv_vectorized(static_cast<int>(pr.w.size(1)), 4, reinterpret_cast<uintptr_t>(pr.w.const_data_ptr()),
+                                  reinterpret_cast<uintptr_t>(pr.x.const_data_ptr()), pr.x.stride(0));
+}
+
+Problem make_problem(int64_t rows, int64_t out, int64_t in, bool bias, int64_t row_stride = 0) {
+  Problem pr;
+  const int64_t stride = row_stride > 0 ? row_stride : in;
+  pr.x = at::randn({rows, stride}).narrow(1, 0, in);
+  pr.w = at::randn({out, in}) / std::sqrt(static_cast<double>(in));
+  if (bias) pr.bias = at::randn({out});
+  return pr;
+}
+
+at::Tensor reference(const Problem& pr) { return at::linear(pr.x, pr.w, pr.bias); }
+
+// fp32 sums in another order than ATen's: a few ulp of the O(1) outputs.
+constexpr test::Tolerance kSumOrder{2e-5, 2e-5};
+
+TEST(DenseGemvEmulation, MatchesAtLinearOnAwkwardSizes) {
+  at::manual_seed(5);
+  int vector_runs = 0, scalar_runs = 0;
+  for (int64_t in : {1, 7, 8, 100}) {
+    for (int64_t out : {1, 3, 192, 1000}) {
+      for (int64_t rows = 1; rows <= 8; ++rows) {
+        for (bool bias : {false, true}) {
+          const Problem pr = make_problem(rows, out, in, bias);
+          const bool vec = vector_path(pr);
+          EXPECT_EQ(vec, in % 4 == 0);
+          (vec ? vector_runs : scalar_runs)++;
+          const GemvPlan plan = kernels::gemv_plan(static_cast<int>(out), static_cast<int>(in), 4, 132);
+          test::expect_close(emulate_launch(pr, plan, vec), reference(pr), kSumOrder,
+                             fmt::format("K {} O {} R {} bias {}", in, out, rows, bias));
+        }
+      }
+    }
+  }
+  // Long rows (K = 2560 takes the 16-byte path, 5123 the scalar one), the split plans among them.
+  for (int64_t in : {2560, 5123}) {
+    for (int64_t out : {1, 3, 192}) {
+      for (int64_t rows : {1, 3, 8}) {
+        const Problem pr = make_problem(rows, out, in, rows != 3);
+        const GemvPlan plan = kernels::gemv_plan(static_cast<int>(out), static_cast<int>(in), 4, 132);
+        EXPECT_EQ(plan.split, 8) << in << " " << out;  // few rows, long K: every warp of a block on one row
+        const bool vec = vector_path(pr);
+        EXPECT_EQ(vec, in == 2560);
+        test::expect_close(emulate_launch(pr, plan, vec), reference(pr), kSumOrder,
+                           fmt::format("K {} O {} R {}", in, out, rows));
+      }
+    }
+  }
+  const Problem wide = make_problem(2, 1000, 2560, true);
+  test::expect_close(emulate_launch(wide, kernels::gemv_plan(1000, 2560, 4, 132), true), reference(wide), kSumOrder,
+                     "K 2560 O 1000 R 2");
+  EXPECT_GT(vector_runs, 0);
+  EXPECT_GT(scalar_runs, 0);
+}
+
+TEST(DenseGemvEmulation, EverySplitGivesTheSameProduct) {
+  // The same problem under every split (the plan forced): each launch's sum order differs, each
+  // matches at::linear; odd K and rows of 9 give lanes and warps with nothing to do.
+  at::manual_seed(6);
+  for (int64_t in : {9, 100, 1000, 1003}) {
+    for (int64_t out : {1, 5, 17}) {
+      const Problem pr = make_problem(5, out, in, true);
+      for (int split : {1, 2, 4, 8}) {
+        const int per_block = kGemvWarps / split;
+        const GemvPlan plan{split, per_block, static_cast<int>((out + per_block - 1) / per_block)};
+        test::expect_close(emulate_launch(pr, plan, vector_path(pr)), reference(pr), kSumOrder,
+                           fmt::format("K {} O {} split {}", in, out, split));
+      }
+    }
+  }
+}
+
+TEST(DenseGemvEmulation, StridedRows) {
+  at::manual_seed(7);
+  // Rows 2K apart (16-byte aligned for K = 100: the vector path), K + 1 apart (the scalar path).
+  for (int64_t stride : {200, 101}) {
+    for (int64_t rows : {1, 4, 8}) {
+      const Problem pr = make_problem(rows, 192, 100, true, stride);
+      ASSERT_EQ(pr.x.stride(0), stride);
+      EXPECT_EQ(vector_path(pr), stride == 200);
+      test::expect_close(emulate_launch(pr, kernels::gemv_plan(192, 100, 4, 132), vector_path(pr)), reference(pr),
+                         kSumOrder, fmt::format("stride {} R {}", stride, rows));
+    }
+  }
+}
+
+// ---- the dispatch ----
+
+TEST(DenseGemv, OpFamilyAndDispatch) {
+  EXPECT_EQ(op_name(OpFamily::DenseGemv), "dense_gemv");
+  EXPECT_EQ(has_cuda_kernel(OpFamily::DenseGemv), kBuiltWithCuda);
+  EXPECT_FALSE(has_cpu_kernel(OpFamily::DenseGemv));
+  const Linear layer(at::randn({6, 8}));
+  const at::Tensor x = at::randn({2, 8});
+  // CPU tensors never take the CUDA kernel; --backend cuda for them is an error naming the op.
+  EXPECT_FALSE(detail::dense_gemv_applies(x, layer, Backend::Auto));
+  EXPECT_THROW_WITH(linear(x, layer, Backend::Cuda), OpError, {"dense_gemv"});
+  EXPECT_TRUE(at::allclose(linear(x, layer, Backend::Reference), at::linear(x, layer.weight), 1e-6, 1e-6));
+}
+
+// ---- the kernel on a GPU ----
+
+bool gpu() { return kBuiltWithCuda && at::hasCUDA(); }
+
+// Drawn on the device: the decode shapes' weights reach 129M elements.
+at::Tensor cuda_randn(at::IntArrayRef sizes, at::ScalarType dtype) {
+  return at::randn(sizes, at::TensorOptions().device(at::kCUDA)).to(dtype);
+}
+
+Linear cuda_layer(int64_t out, int64_t in, at::ScalarType dtype, bool bias) {
+  at::Tensor w = (cuda_randn({out, in}, at::kFloat) / std::sqrt(static_cast<double>(in))).to(dtype);
+  return bias ? Linear(w, cuda_randn({out}, dtype)) : Linear(w);
+}
+
+// The kernel's output against at::linear in fp32 on the same (rounded) inputs, rounded once. In
+// fp32 the two sums differ by their order alone: about sqrt(K) roundings of the O(1) partial sums
+// (3e-5 at K = 14336, plus the stated fp32 tolerance); bf16 / fp16: one rounding of the output.
+void expect_kernel_matches(const at::Tensor& x, const Linear& layer, const std::string& what) {
+  ASSERT_TRUE(detail::dense_gemv_applies(x, layer, Backend::Auto)) << what;
+  const at::ScalarType dtype = x.scalar_type();
+  test::Tolerance tol = test::rounding_tolerance(dtype);
+  if (dtype == at::kFloat) tol.atol += 2.5e-7 * std::sqrt(static_cast<double>(layer.in_features()));
+  const at::Tensor expect =
+      at::linear(x.to(at::kFloat), layer.weight.to(at::kFloat),
+                 layer.bias ? std::optional<at::Tensor>(layer.bias->to(at::kFloat)) : std::nullopt)
+          .to(dtype);
+  test::expect_close(linear(x, layer, Backend::Cuda), expect, tol, what);
+}
+
+TEST(DenseGemvCuda, MatchesAtLinearOnAwkwardSizes) {
+  if (!gpu()) GTEST_SKIP() << "needs a CUDA build and a GPU";
+  at::manual_seed(21);
+  for (const at::ScalarType dtype : {at::kFloat, at::kBFloat16, at::kHalf}) {
+    for (int64_t in : {1, 7, 8, 100, 2560, 5123}) {
+      for (int64_t out : {1, 3, 192, 1000}) {
+        for (int64_t rows = 1; rows <= 8; ++rows) {
+          const bool bias = (rows + out) % 2 == 0;
+          const Linear layer = cuda_layer(out, in, dtype, bias);
+          const at::Tensor x = cuda_randn({rows, in}, dtype);
+          expect_kernel_matches(x, layer, fmt::format("{} K {} O {} R {} bias {}", c10::toString(dtype), in, out,
+                                                      rows, bias));
+        }
+        // Rows 2K apart (vector path where K allows), K + 1 apart (scalar path), with leading dims.
+        const Linear layer = cuda_layer(out, in, dtype, true);
+        for (int64_t stride : {2 * in, in + 1}) {
+          const at::Tensor x = cuda_randn({3, stride}, dtype).narrow(1, 0, in);
+          expect_kernel_matches(x, layer, fmt::format("{} K {} O {} stride {}", c10::toString(dtype), in, out, stride));
+        }
+        const at::Tensor x3 = cuda_randn({2, 1, in}, dtype);
+        const at::Tensor y3 = linear(x3, layer, Backend::Auto);
+        EXPECT_EQ(y3.sizes(), (at::IntArrayRef{2, 1, out}));
+      }
+    }
+  }
+}
+
+TEST(DenseGemvCuda, MatchesAtLinearOnDecodeShapes) {
+  if (!gpu()) GTEST_SKIP() << "needs a CUDA build and a GPU";
+  at::manual_seed(22);
+  // [O, K]: Mamba-2.8B x_proj, dt_proj, out_proj, in_proj, lm_head; Phi-2 qkv, dense, fc1, fc2;
+  // Llama-3-8B qkv, o, gate_up, down.
+  const std::vector<std::pair<int64_t, int64_t>> shapes = {
+      {192, 5120},  {5120, 160},   {2560, 5120},  {10240, 2560}, {50280, 2560}, {7680, 2560}, {2560, 2560},
+      {10240, 2560}, {2560, 10240}, {6144, 4096}, {4096, 4096},  {28672, 4096}, {4096, 14336}};
+  for (const at::ScalarType dtype : {at::kBFloat16, at::kHalf, at::kFloat}) {
+    for (const auto& [out, in] : shapes) {
+      const Linear layer = cuda_layer(out, in, dtype, out == 2560);
+      for (int64_t rows : {1, 2, 5, 8}) {
+        const at::Tensor x = cuda_randn({rows, in}, dtype);
+        expect_kernel_matches(x, layer, fmt::format("{} {}x{} R {}", c10::toString(dtype), out, in, rows));
+      }
+    }
+  }
+}
+
+TEST(DenseGemvCuda, DeterministicAndReferenceKeepsAtLinear) {
+  if (!gpu()) GTEST_SKIP() << "needs a CUDA build and a GPU";
+  at::manual_seed(23);
+  const Linear layer = cuda_layer(192, 5120, at::kBFloat16, false);  // split 8: the shared-memory sum
+  const at::Tensor x = cuda_randn({3, 5120}, at::kBFloat16);
+  EXPECT_TRUE(at::equal(linear(x, layer), linear(x, layer)));  // no atomics: the same bits every run
+  EXPECT_FALSE(detail::dense_gemv_applies(x, layer, Backend::Reference));
+  EXPECT_TRUE(at::equal(linear(x, layer, Backend::Reference), at::linear(x, layer.weight)));
+  // 9 rows, a transposed weight, a weight in another dtype: at::linear.
+  EXPECT_FALSE(detail::dense_gemv_applies(cuda_randn({9, 5120}, at::kBFloat16), layer, Backend::Auto));
+  const Linear transposed(cuda_randn({5120, 192}, at::kBFloat16).t());
+  EXPECT_FALSE(detail::dense_gemv_applies(x, transposed, Backend::Auto));
+  EXPECT_FALSE(detail::dense_gemv_applies(x.to(at::kFloat), layer, Backend::Auto));
+}
+
+#ifdef EFFARCH_WITH_CUDA
+TEST(DenseGemvCuda, ReplaysInACudaGraph) {
+  if (!gpu()) GTEST_SKIP() << "needs a CUDA build and a GPU";
+  at::manual_seed(24);
+  const Linear layer = cuda_layer(2560, 5120, at::kBFloat16, true);
+  const at::Tensor x = cuda_randn({2, 1, 5120}, at::kBFloat16);
+  (void)linear(x, layer);  // warm-up outside the capture
+  at::cuda::CUDAGraph graph;
+  const at::Tensor y = test::capture_into(graph, [&] { return linear(x, layer); });
+  for (int i = 0; i < 2; ++i) {
+    x.copy_(cuda_randn({2, 1, 5120}, at::kBFloat16));
+    graph.replay();
+    EXPECT_TRUE(at::equal(y, linear(x, layer))) << "replay " << i;
+  }
+}
+#endif
+
+}  // namespace
+}  // namespace effarch::ops
