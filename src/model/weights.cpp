@@ -84,11 +84,13 @@ const at::Tensor& Weights::get(int layer, const std::string& role) const {
 
 ops::Linear Weights::linear(int layer, const std::string& prefix, bool with_bias) const {
   const at::Tensor* bias = with_bias ? find(layer, prefix + "bias") : nullptr;
-  std::optional<at::Tensor> b = bias == nullptr ? std::nullopt : std::optional<at::Tensor>(*bias);
+  const at::Tensor& w = get(layer, prefix + "weight");
+  // The optional built in each call, not moved from a local: GCC 12 warned (a false
+  // -Wmaybe-uninitialized) on the moved-from optional's destructor.
   if (const at::Tensor* scale = find(layer, prefix + "weight_scale")) {
-    return ops::Linear::int8(get(layer, prefix + "weight"), *scale, std::move(b));
+    return bias != nullptr ? ops::Linear::int8(w, *scale, *bias) : ops::Linear::int8(w, *scale);
   }
-  return ops::Linear(get(layer, prefix + "weight"), std::move(b));
+  return bias != nullptr ? ops::Linear(w, *bias) : ops::Linear(w);
 }
 
 std::optional<std::string> Weights::fuse_refusal(int layer, const std::vector<std::string>& prefixes) const {

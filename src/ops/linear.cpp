@@ -89,7 +89,7 @@ bool dense_gemv_applies(const at::Tensor& x, const Linear& layer, Backend backen
   const int64_t in = layer.in_features(), out = layer.out_features();
   if (in <= 0 || out <= 0 || in > INT32_MAX || out > INT32_MAX) return false;
   const int64_t rows = x.numel() / in;
-  if (rows < 1 || rows > kCudaDenseGemvMaxRows) return false;
+  if (rows < 1 || rows > (backend == Backend::Cuda ? kCudaDenseGemvMaxRows : kCudaDenseGemvAutoMaxRows)) return false;
   if (layer.bias && (layer.bias->device() != x.device() || layer.bias->numel() != out)) return false;
   return use_cuda_kernel(backend, OpFamily::DenseGemv, x.device());
 }

@@ -305,7 +305,7 @@ Linear cuda_layer(int64_t out, int64_t in, at::ScalarType dtype, bool bias) {
 // fp32 the two sums differ by their order alone: about sqrt(K) roundings of the O(1) partial sums
 // (3e-5 at K = 14336, plus the stated fp32 tolerance); bf16 / fp16: one rounding of the output.
 void expect_kernel_matches(const at::Tensor& x, const Linear& layer, const std::string& what) {
-  ASSERT_TRUE(detail::dense_gemv_applies(x, layer, Backend::Auto)) << what;
+  ASSERT_TRUE(detail::dense_gemv_applies(x, layer, Backend::Cuda)) << what;
   const at::ScalarType dtype = x.scalar_type();
   test::Tolerance tol = test::rounding_tolerance(dtype);
   if (dtype == at::kFloat) tol.atol += 2.5e-7 * std::sqrt(static_cast<double>(layer.in_features()));
@@ -367,14 +367,19 @@ TEST(DenseGemvCuda, DeterministicAndReferenceKeepsAtLinear) {
   at::manual_seed(23);
   const Linear layer = cuda_layer(192, 5120, at::kBFloat16, false);  // split 8: the shared-memory sum
   const at::Tensor x = cuda_randn({3, 5120}, at::kBFloat16);
-  EXPECT_TRUE(at::equal(linear(x, layer), linear(x, layer)));  // no atomics: the same bits every run
+  EXPECT_TRUE(at::equal(linear(x, layer, Backend::Cuda), linear(x, layer, Backend::Cuda)));  // no atomics
+  // Auto takes the kernel for 1 and 2 rows only (kCudaDenseGemvAutoMaxRows: it lost to cuBLAS
+  // from 4 on an H200); Backend::Cuda for up to 8.
+  EXPECT_TRUE(detail::dense_gemv_applies(x.narrow(0, 0, 2), layer, Backend::Auto));
+  EXPECT_FALSE(detail::dense_gemv_applies(x, layer, Backend::Auto));
+  EXPECT_TRUE(detail::dense_gemv_applies(x, layer, Backend::Cuda));
   EXPECT_FALSE(detail::dense_gemv_applies(x, layer, Backend::Reference));
   EXPECT_TRUE(at::equal(linear(x, layer, Backend::Reference), at::linear(x, layer.weight)));
   // 9 rows, a transposed weight, a weight in another dtype: at::linear.
-  EXPECT_FALSE(detail::dense_gemv_applies(cuda_randn({9, 5120}, at::kBFloat16), layer, Backend::Auto));
+  EXPECT_FALSE(detail::dense_gemv_applies(cuda_randn({9, 5120}, at::kBFloat16), layer, Backend::Cuda));
   const Linear transposed(cuda_randn({5120, 192}, at::kBFloat16).t());
-  EXPECT_FALSE(detail::dense_gemv_applies(x, transposed, Backend::Auto));
-  EXPECT_FALSE(detail::dense_gemv_applies(x.to(at::kFloat), layer, Backend::Auto));
+  EXPECT_FALSE(detail::dense_gemv_applies(x, transposed, Backend::Cuda));
+  EXPECT_FALSE(detail::dense_gemv_applies(x.to(at::kFloat), layer, Backend::Cuda));
 }
 
 #ifdef EFFARCH_WITH_CUDA

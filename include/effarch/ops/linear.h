@@ -70,11 +70,17 @@ at::Tensor linear(const at::Tensor& x, const Linear& layer, Backend backend = Ba
 namespace detail {
 // Rows of x up to which a CUDA int8 layer runs the int8 GEMV kernel.
 inline constexpr int64_t kCudaInt8GemvMaxRows = 8;
-// Rows of x up to which a CUDA dense layer runs the dense GEMV kernel (OpFamily::DenseGemv).
+// Rows of x up to which a CUDA dense layer runs the dense GEMV kernel (OpFamily::DenseGemv) when
+// asked for it (Backend::Cuda), and up to which Backend::Auto takes it: on an H200 (2026-11-26,
+// docs/perf/README.md) the kernel beat cuBLAS at 1 and 2 rows on every decode shape timed (in_proj
+// 24.0 against 28.2 us, Phi-2's fc2 25.9 against 29.3, the LM head 75.3 against 82.2 at 2 rows)
+// and lost from 4 (33.2 against 27.4 us; 2x slower at 8): its lanes re-read x per row.
 inline constexpr int64_t kCudaDenseGemvMaxRows = 8;
+inline constexpr int64_t kCudaDenseGemvAutoMaxRows = 2;
 // Whether linear(x, layer, backend) runs the CUDA dense GEMV: a dense contiguous weight in x's
-// dtype (fp32, bf16 or fp16) on x's CUDA device, 1..kCudaDenseGemvMaxRows rows, sizes that fit
-// an int, and `backend` resolving to Cuda for OpFamily::DenseGemv.
+// dtype (fp32, bf16 or fp16) on x's CUDA device, 1..kCudaDenseGemvMaxRows rows under
+// Backend::Cuda (1..kCudaDenseGemvAutoMaxRows under Auto), sizes that fit an int, and `backend`
+// resolving to Cuda for OpFamily::DenseGemv.
 bool dense_gemv_applies(const at::Tensor& x, const Linear& layer, Backend backend);
 #ifdef EFFARCH_WITH_CUDA
 // x [R, K] on CUDA (R <= kCudaInt8GemvMaxRows, k contiguous), an int8 layer on x's device -> [R, O].
