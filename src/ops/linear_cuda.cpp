@@ -12,50 +12,61 @@
 
 namespace effarch::ops::detail {
 
+namespace {
+
+// What both GEMV kernels read and write: x with contiguous rows, the bias in x's dtype, y [R, O].
+struct GemvOperands {
+  at::Tensor x, bias, y;
+};
+
+GemvOperands gemv_operands(const at::Tensor& x_in, const Linear& layer) {
+  GemvOperands o;
+  o.x = x_in.stride(1) == 1 ? x_in : x_in.contiguous();
+  if (layer.bias) o.bias = layer.bias->to(o.x.scalar_type()).contiguous();
+  o.y = at::empty({o.x.size(0), layer.out_features()}, o.x.options());
+  return o;
+}
+
+// The fields the two kernels' params share (rows, sizes, x, bias, y).
+template <class Params>
+void set_operands(Params& p, const GemvOperands& o, const Linear& layer, const char* op) {
+  p.rows = static_cast<int>(o.x.size(0));
+  p.in = static_cast<int>(layer.in_features());
+  p.out = static_cast<int>(layer.out_features());
+  p.x_type = element_type(o.x.scalar_type(), op);
+  p.x = o.x.const_data_ptr();
+  p.x_row_stride = o.x.stride(0);
+  p.bias = o.bias.defined() ? o.bias.const_data_ptr() : nullptr;
+  p.y = o.y.mutable_data_ptr();
+  p.y_row_stride = o.y.stride(0);
+}
+
+}  // namespace
+
 at::Tensor int8_gemv_cuda(const at::Tensor& x_in, const Linear& layer) {
   constexpr const char* op = "linear (int8 GEMV)";
   const c10::cuda::CUDAGuard device_guard(x_in.device());
-  const at::Tensor x = x_in.stride(1) == 1 ? x_in : x_in.contiguous();
+  const GemvOperands o = gemv_operands(x_in, layer);
   const at::Tensor q = layer.weight.contiguous(), scale = layer.scale.contiguous();
-  const at::Tensor bias = layer.bias ? layer.bias->to(x.scalar_type()).contiguous() : at::Tensor();
-  at::Tensor y = at::empty({x.size(0), layer.out_features()}, x.options());
   kernels::Int8GemvParams p;
-  p.rows = static_cast<int>(x.size(0));
-  p.in = static_cast<int>(layer.in_features());
-  p.out = static_cast<int>(layer.out_features());
-  p.x_type = element_type(x.scalar_type(), op);
-  p.x = x.const_data_ptr();
-  p.x_row_stride = x.stride(0);
+  set_operands(p, o, layer, op);
   p.q = q.const_data_ptr<int8_t>();
   p.scale = scale.const_data_ptr<float>();
-  p.bias = bias.defined() ? bias.const_data_ptr() : nullptr;
-  p.y = y.mutable_data_ptr();
-  p.y_row_stride = y.stride(0);
   throw_if_failed(kernels::int8_gemv(p, current_stream()), op);
-  return y;
+  return o.y;
 }
 
 at::Tensor dense_gemv_cuda(const at::Tensor& x_in, const Linear& layer) {
   constexpr const char* op = "linear (dense GEMV)";
   const c10::cuda::CUDAGuard device_guard(x_in.device());
-  const at::Tensor x = x_in.stride(1) == 1 ? x_in : x_in.contiguous();
+  const GemvOperands o = gemv_operands(x_in, layer);
   const at::Tensor w = layer.weight.contiguous();
-  const at::Tensor bias = layer.bias ? layer.bias->to(x.scalar_type()).contiguous() : at::Tensor();
-  at::Tensor y = at::empty({x.size(0), layer.out_features()}, x.options());
   kernels::GemvParams p;
-  p.rows = static_cast<int>(x.size(0));
-  p.in = static_cast<int>(layer.in_features());
-  p.out = static_cast<int>(layer.out_features());
-  p.x_type = element_type(x.scalar_type(), op);
-  p.x = x.const_data_ptr();
-  p.x_row_stride = x.stride(0);
+  set_operands(p, o, layer, op);
   p.w = w.const_data_ptr();
-  p.bias = bias.defined() ? bias.const_data_ptr() : nullptr;
-  p.y = y.mutable_data_ptr();
-  p.y_row_stride = y.stride(0);
   p.sm_count = at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
   throw_if_failed(kernels::gemv(p, current_stream()), op);
-  return y;
+  return o.y;
 }
 
 }  // namespace effarch::ops::detail
