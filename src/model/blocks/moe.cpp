@@ -54,8 +54,9 @@ class MoeFeedForward final : public FeedForward {
       (*ctx.routing)(RoutingEvent{layer_, routing.expert_ids, routing.weights.to(at::kFloat), routing.probs});
     }
     at::Tensor out = ops::moe_dispatch(flat, routing, experts_, activation_, ctx.backend, &table_, &stack_);
-    if (shared_) {  // DeepSeekMoE: after the routed sum, with the same hidden_act
-      out = out + ops::gated_mlp(flat, *shared_, activation_);
+    if (shared_) {  // DeepSeekMoE: after the routed sum, with the same hidden_act, on the
+                    // model's backend like a dense MLP (the fused activation, the decode GEMV)
+      out = out + ops::gated_mlp(flat, *shared_, activation_, ctx.backend);
     }
     // Expert / tensor parallel: each rank's experts' (and expert shards') sum, added over the ranks.
     return all_reduce(out, ctx.moe).view(x.sizes());
