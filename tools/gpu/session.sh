@@ -99,7 +99,7 @@ benches() {
   bench codestral-memory 60 mamba-codestral-7b --device cuda --dtype bf16 --mode memory --prompt-lengths 16384,65536 --gen-tokens 8 --reps 1 --warmup 0
 }
 
-scans() {  # the Mamba kernels in depth (docs/perf/pending.md, entries 23-24): variants, ncu, decode-step profiles
+scans() {  # the Mamba kernels in depth: scan variants, decode steps, ncu, decode-step profiles
   local K="--device cuda --dtype bfloat16 --reps 5 --warmup 1" ncu_bin m b
   log "== scans: kernel variants"
   timeout --signal=INT 150 "$B" kernels $K --lengths 512-65536*4 \
