@@ -8,11 +8,13 @@
 # no compiling there), and compiles otherwise. The GPU checks still waiting for a run, with what
 # each must show, are listed in docs/perf/pending.md; this script runs the core of them in order
 # of value.
-#   tools/gpu/session.sh check|kernels|bench|scans|all [OUT]
+#   tools/gpu/session.sh check|kernels|bench|scans|decode|all [OUT]
 #     check:   build, the unit tests, kernel vs reference tokens for every tiny model (graphs off/on)
 #     kernels: effarch kernels (Mamba-1, Mamba-2 shapes) and effarch profile of two decode steps
 #     bench:   the headline suites (Mamba vs Transformer with graphs, batched decode, MoE, memory)
 #     scans:   the Mamba kernels in depth: variants side by side, ncu at 32k, decode-step profiles
+#     decode:  docs/perf/pending.md entries 24-26 (after check): the decode updates at batch 32, the
+#              dense GEMV's open items, DeepSeekMoE with its shared experts on the kernels
 stage=${1:-check}
 out=${2:-${OUT:-gpu-out}}
 mkdir -p "$out"
@@ -134,13 +136,47 @@ scans() {  # the Mamba kernels in depth: scan variants, decode steps, ncu, decod
   done
 }
 
+decode() {  # pending.md entries 24-26: what the 2026-11-26 H200 runs left about decode
+  local m be K="--device cuda --dtype bfloat16"
+  log "== decode: the updates at batch 32 (entry 24)"
+  timeout --signal=INT 40 "$B" kernels $K --reps 20 --warmup 5 --batch 32 --ops selective_state_update,ssd_state_update \
+    -o "$out/k-decode-b32.json" > "$out/k-decode-b32.txt" 2>&1
+  log "exit $?"; grep -E '^\| (selective|ssd)' "$out/k-decode-b32.txt" >> "$summary"
+  for m in mamba-2.8b mamba-codestral-7b; do
+    timeout 60 "$B" profile "$m" --device cuda --batch 32 --context 512 --steps 8 --cuda-graphs off \
+      -o "$out/prof-$m-b32.json" > "$out/prof-$m-b32.txt" 2>&1
+    log "profile $m batch 32: exit $?"; sed -n '1p;/^| kind/,/^$/p' "$out/prof-$m-b32.txt" >> "$summary"
+  done
+  log "== decode: the dense GEMV (entry 25)"
+  timeout --signal=INT 60 "$B" kernels $K --reps 10 --warmup 2 --batch 1,2 \
+    --ops dense_gemv_in_proj,dense_gemv_x_proj,dense_gemv_lm_head,dense_gemv_mlp_down -o "$out/k-gemv.json" > "$out/k-gemv.txt" 2>&1
+  log "exit $?"; grep -E '^\| dense' "$out/k-gemv.txt" >> "$summary"
+  for be in auto reference; do
+    timeout 60 "$B" profile mamba-codestral-7b --device cuda --context 512 --steps 8 --cuda-graphs off --backend "$be" \
+      -o "$out/prof-codestral-$be.json" > "$out/prof-codestral-$be.txt" 2>&1
+    log "profile codestral $be: exit $?"; sed -n '1p;/^| kind/,/^$/p' "$out/prof-codestral-$be.txt" >> "$summary"
+    timeout --signal=INT 60 "$B" bench mamba-2.8b --device cuda --dtype bf16 --prompt-lengths 512 --gen-tokens 128 --reps 3 \
+      --cuda-graphs on --backend "$be" --no-progress -o "$out/gemv-$be.json" > /dev/null 2>&1
+    log "bench mamba-2.8b $be: exit $?"
+  done
+  "$B" compare "$out/gemv-reference.json" "$out/gemv-auto.json" --metric decode_tokens_per_s >> "$summary" 2>&1
+  timeout 60 "$B" profile phi-2 --device cuda --context 4096 --steps 8 --cuda-graphs off \
+    -o "$out/prof-phi-2-4096.json" > "$out/prof-phi-2-4096.txt" 2>&1
+  log "profile phi-2 at 4096: exit $?"; sed -n '1p;/^| kind/,/^$/p' "$out/prof-phi-2-4096.txt" >> "$summary"
+  log "== decode: DeepSeekMoE with its shared experts on the kernels (entry 26)"
+  timeout --signal=INT 80 "$B" bench deepseek-moe-16b --device cuda --dtype bf16 --prompt-lengths 512 --gen-tokens 64 --reps 2 \
+    --cuda-graphs on --no-progress --format md -o "$out/dsmoe.json" >> "$summary" 2>&1
+  log "exit $?"
+}
+
 case $stage in
   check) check ;;
   kernels) kernels ;;
   bench) benches ;;
   scans) scans ;;
+  decode) decode ;;
   all) check; kernels; benches ;;
-  *) echo "usage: tools/gpu/session.sh check|kernels|bench|scans|all [OUT]" >&2; exit 2 ;;
+  *) echo "usage: tools/gpu/session.sh check|kernels|bench|scans|decode|all [OUT]" >&2; exit 2 ;;
 esac
 rm -f "$out"/*.jsonl  # the final JSONs hold the same points
 log "== done $(date -u +%FT%TZ)"
