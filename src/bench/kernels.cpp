@@ -565,9 +565,36 @@ std::vector<KernelCase> make_cases() {
                                   [](const KernelShape& s) {
                                     return std::make_pair(s.config->vocab_size, s.config->hidden_size);
                                   }));
+  cases.push_back(dense_gemv_case("dense_gemv_out_proj", KernelModel::Mamba1, "Mamba out_proj: O = H, K = Di",
+                                  [](const KernelShape& s) {
+                                    return std::make_pair(s.config->hidden_size, mamba(s).d_inner);
+                                  }));
   cases.push_back(dense_gemv_case("dense_gemv_mlp_down", KernelModel::Transformer,
                                   "the MLP's down / fc2: O = H, K = I", [](const KernelShape& s) {
                                     return std::make_pair(s.config->hidden_size, dense_mlp(s).intermediate);
+                                  }));
+  cases.push_back(dense_gemv_case("dense_gemv_mlp_up", KernelModel::Transformer,
+                                  "the MLP's gate and up / fc1: O = 2 I (gated) or I, K = H", [](const KernelShape& s) {
+                                    const auto& m = dense_mlp(s);
+                                    return std::make_pair((m.gated ? 2 : 1) * m.intermediate, s.config->hidden_size);
+                                  }));
+  cases.push_back(dense_gemv_case("dense_gemv_qkv", KernelModel::Transformer,
+                                  "attention's fused q, k, v: O = (heads + 2 kv heads) head_dim, K = H",
+                                  [](const KernelShape& s) {
+                                    const auto& a = attn(s);
+                                    return std::make_pair((a.num_heads + 2 * a.num_kv_heads) * a.head_dim,
+                                                          s.config->hidden_size);
+                                  }));
+  // Mamba-2's two projections (Codestral: 18560 x 4096 and 4096 x 8192).
+  cases.push_back(dense_gemv_case("dense_gemv_mamba2_in_proj", KernelModel::Mamba2,
+                                  "Mamba-2 in_proj: O = 2 Di + 2 G N + heads, K = H", [](const KernelShape& s) {
+                                    const auto& m = mamba(s);
+                                    return std::make_pair(2 * m.d_inner + 2 * m.n_groups * m.d_state + m.num_heads,
+                                                          s.config->hidden_size);
+                                  }));
+  cases.push_back(dense_gemv_case("dense_gemv_mamba2_out_proj", KernelModel::Mamba2, "Mamba-2 out_proj: O = H, K = Di",
+                                  [](const KernelShape& s) {
+                                    return std::make_pair(s.config->hidden_size, mamba(s).d_inner);
                                   }));
   // ---- MoE prefill (--moe): the routed experts against a dense GEMM of their FLOPs ----
   const char* moe_formula =

@@ -61,6 +61,19 @@ TEST(KernelBytes, DenseGemvOnDecodeShapes) {
   const auto phi = config("phi-2");  // H 2560, fc2 [2560, 10240]; fp32 = 4 bytes
   EXPECT_EQ(bytes_of("dense_gemv_mlp_down", phi, 1, at::kFloat).read, 4u * (2560 * 10240 + 10240));
   EXPECT_EQ(bytes_of("dense_gemv_mlp_down", phi, 1, at::kFloat).written, 4u * 2560);
+  // Mamba-1 out_proj [2560, 5120]; Phi-2's fc1 [10240, 2560] (not gated) and q, k, v [3 x 2560,
+  // 2560] (32 heads of 80, no GQA).
+  EXPECT_EQ(bytes_of("dense_gemv_out_proj", m, 1).read, 2u * (2560 * 5120 + 5120));
+  EXPECT_EQ(bytes_of("dense_gemv_mlp_up", phi, 1).read, 2u * (10240 * 2560 + 2560));
+  EXPECT_EQ(bytes_of("dense_gemv_qkv", phi, 1).read, 2u * (7680 * 2560 + 2560));
+  EXPECT_EQ(bytes_of("dense_gemv_qkv", phi, 1).written, 2u * 7680);
+  const auto llama = config("llama-3-8b");  // H 4096, I 14336 gated; 32 heads + 2 x 8 kv heads of 128
+  EXPECT_EQ(bytes_of("dense_gemv_mlp_up", llama, 1).read, 2u * (28672u * 4096 + 4096));
+  EXPECT_EQ(bytes_of("dense_gemv_qkv", llama, 1).read, 2u * (6144u * 4096 + 4096));
+  // Codestral: in_proj [2 x 8192 + 2 x 8 x 128 + 128, 4096] = [18560, 4096], out_proj [4096, 8192].
+  const auto cs = config("mamba-codestral-7b");
+  EXPECT_EQ(bytes_of("dense_gemv_mamba2_in_proj", cs, 1).read, 2u * (18560u * 4096 + 4096));
+  EXPECT_EQ(bytes_of("dense_gemv_mamba2_out_proj", cs, 1).read, 2u * (4096u * 8192 + 8192));
 }
 
 TEST(KernelBytes, Mamba2OnCodestral) {
@@ -141,7 +154,9 @@ TEST(KernelCases, RegistryAndImplementations) {
                                            "ssd_chunk_scan", "ssd_chunk_scan_fma", "ssd_state_update",
                                            "gated_rms_norm", "attention", "attention_decode", "add_norm",
                                            "activation", "dense_gemv_in_proj", "dense_gemv_x_proj",
-                                           "dense_gemv_lm_head", "dense_gemv_mlp_down", "moe_prefill",
+                                           "dense_gemv_lm_head", "dense_gemv_out_proj", "dense_gemv_mlp_down",
+                                           "dense_gemv_mlp_up", "dense_gemv_qkv", "dense_gemv_mamba2_in_proj",
+                                           "dense_gemv_mamba2_out_proj", "moe_prefill",
                                            "moe_prefill_per_expert", "moe_dense_gemm"}));
   EXPECT_THROW_WITH(find_kernel_case("flash_scan", "--ops"), UsageError, {"--ops", "flash_scan", "selective_scan"});
   const at::Device cpu(at::kCPU);

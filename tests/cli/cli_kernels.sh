@@ -31,9 +31,12 @@ D2 = m2["expand"] * m2["hidden_size"]
 Hq, Hkv = ph["num_attention_heads"], ph["num_key_value_heads"]
 Dh = ph["hidden_size"] // Hq
 Hd, I = ph["hidden_size"], ph["intermediate_size"]  # tiny-phi: LayerNorm, parallel block, fc1 + gelu_new
-# The dense GEMV cases' [O, K]: Mamba in_proj, x_proj and the head on tiny-mamba; fc2 on tiny-phi.
+# The dense GEMV cases' [O, K]: Mamba in_proj, x_proj, out_proj and the head on tiny-mamba; fc1, fc2 and
+# q, k, v on tiny-phi; in_proj and out_proj on tiny-mamba2.
 gemv = {"dense_gemv_in_proj": (2*D, m1["hidden_size"]), "dense_gemv_x_proj": (m1["time_step_rank"] + 2*N, D),
-        "dense_gemv_lm_head": (m1["vocab_size"], m1["hidden_size"]), "dense_gemv_mlp_down": (Hd, I)}
+        "dense_gemv_lm_head": (m1["vocab_size"], m1["hidden_size"]), "dense_gemv_out_proj": (m1["hidden_size"], D),
+        "dense_gemv_mlp_down": (Hd, I), "dense_gemv_mlp_up": (I, Hd), "dense_gemv_qkv": ((Hq + 2*Hkv) * Dh, Hd),
+        "dense_gemv_mamba2_in_proj": (2*D2 + 2*G*N2 + H, m2["hidden_size"]), "dense_gemv_mamba2_out_proj": (m2["hidden_size"], D2)}
 e = 4  # float32
 def expected(op, B, L):  # docs/kernels.md, "Bytes each op must move"
     if op == "causal_conv1d": return e * (B*D*L + D*W + D) + e * (B*D*L + B*D*W)
@@ -62,7 +65,7 @@ rows = doc["rows"]
 ops = sorted({r["op"] for r in rows})
 if ops != sorted(["causal_conv1d", "causal_conv1d_update", "selective_scan", "selective_scan_seg8", "selective_scan_split", "selective_scan_seg4", "selective_state_update", "ssd_chunk_scan",
                   "ssd_chunk_scan_fma", "ssd_state_update", "gated_rms_norm", "attention", "attention_decode", "add_norm",
-                  "activation", "dense_gemv_in_proj", "dense_gemv_x_proj", "dense_gemv_lm_head", "dense_gemv_mlp_down",
+                  "activation", "dense_gemv_in_proj", "dense_gemv_x_proj", "dense_gemv_lm_head", "dense_gemv_out_proj", "dense_gemv_mlp_down", "dense_gemv_mlp_up", "dense_gemv_qkv", "dense_gemv_mamba2_in_proj", "dense_gemv_mamba2_out_proj",
                   "moe_prefill", "moe_prefill_per_expert", "moe_dense_gemm"]): bad.append(f"ops {ops}")
 for r in rows:
     name = f"{r['op']} {r['implementation']} L{r['length']}"
