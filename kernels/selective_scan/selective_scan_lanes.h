@@ -38,6 +38,7 @@
 #endif
 
 #include "common/host_device.h"
+#include "selective_scan/selective_scan_channel.h"
 #include "selective_scan/selective_scan_params.h"
 
 namespace effarch::kernels::scan::lanes {
@@ -49,7 +50,6 @@ inline constexpr int kTile = kLanes * kItems;            // 512 steps per tile
 inline constexpr int kStates = 8;                        // states of B and C staged at a time
 inline constexpr int kPad = 4;                           // floats after each lane's 16 steps
 inline constexpr int kRow = kTile + kLanes * kPad;       // 640 floats per staged row
-inline constexpr float kLog2eLanes = 1.4426950408889634f;
 
 // Where step r of a tile sits in a staged row: lane l's 16 steps start at 20 l, 16-byte aligned,
 // and the eight lanes of a 16-byte shared-memory access start on distinct banks (0, 20, 8, 28,
@@ -147,12 +147,6 @@ EFFARCH_HD bool rows_vectorise(const input_t* base, int64_t elem_stride, int64_t
          (row_stride * static_cast<int64_t>(sizeof(input_t))) % 16 == 0;
 }
 
-EFFARCH_HD float dt_of(const SelectiveScanParams& p, float delta, int channel) {
-  float dt = delta;
-  if (p.delta_bias != nullptr) dt += p.delta_bias[channel * p.delta_bias_stride];
-  return p.delta_softplus ? softplus(dt) : dt;
-}
-
 // Step 1a (thread tid): the tile's u and dt of the block's channels into shared memory, zeros
 // past the sequence or the channels; a thread takes whole rows (eight channels of one step).
 template <typename input_t>
@@ -182,7 +176,7 @@ EFFARCH_UNROLL
     for (int k = 0; k < kChannels; ++k) {
       const bool ok = t < p.seqlen && c0 + k < p.dim;
       s.u[k][pos(r)] = uv[k];
-      s.dt[k][pos(r)] = ok ? dt_of(p, dv[k], c0 + k) : 0.0f;  // dt 0: the state passes unchanged
+      s.dt[k][pos(r)] = ok ? discretize(p, dv[k], c0 + k) : 0.0f;  // dt 0: the state passes unchanged
     }
   }
 }
@@ -219,11 +213,6 @@ EFFARCH_UNROLL
   }
 }
 
-// A * log2(e) of (channel, state), 0 outside the channels.
-EFFARCH_HD float A2_of(const SelectiveScanParams& p, int channel, int state) {
-  return channel < p.dim ? p.A[channel * p.A_dim_stride + state * p.A_state_stride] * kLog2eLanes : 0.0f;
-}
-
 // The carry (the state before the first tile): the given state or zeros; and A log2(e) of the
 // block's channels, which each state's scan would otherwise fetch from global memory, a latency
 // before its first exponential (thread tid's share).
@@ -235,7 +224,7 @@ EFFARCH_HD void init_block(const SelectiveScanParams& p, int tile, int batch, in
       v = p.state[batch * p.state_batch_stride + channel * p.state_dim_stride + n * p.state_state_stride];
     }
     s.carry[i] = v;
-    s.A2[i] = A2_of(p, channel, n);
+    s.A2[i] = A2_at(p, channel, n);
   }
 }
 
@@ -302,7 +291,7 @@ EFFARCH_UNROLL
 // Step 5a: y + D u into the warp's own dt row (no other warp reads it after lane_inputs).
 EFFARCH_HD void lane_outputs(const SelectiveScanParams& p, int tile, int tid, Shared& s, const Regs& r) {
   const int warp = tid / kLanes, lane = tid % kLanes, channel = tile * kChannels + warp;
-  const float D = p.D != nullptr && channel < p.dim ? p.D[channel * p.D_stride] : 0.0f;
+  const float D = channel < p.dim ? skip_of(p, channel) : 0.0f;
   float* y = &s.dt[warp][lane * (kItems + kPad)];
   const float* u = &s.u[warp][lane * (kItems + kPad)];
 EFFARCH_UNROLL

@@ -30,6 +30,7 @@
 #endif
 
 #include "common/host_device.h"
+#include "selective_scan/selective_scan_channel.h"
 #include "selective_scan/selective_scan_lanes.h"
 #include "selective_scan/selective_scan_params.h"
 
@@ -38,7 +39,6 @@ namespace effarch::kernels::scan {
 inline constexpr int kDefaultSegment = 8;          // timesteps per segment (the other variant: 4)
 inline constexpr int kThreads = kLanes * kWarps;
 inline constexpr int kSlice = 16;                  // states in registers at a time
-inline constexpr float kLog2e = 1.4426950408889634f;
 
 constexpr int num_slices(int dstate) { return (dstate + kSlice - 1) / kSlice; }
 
@@ -83,21 +83,7 @@ struct ThreadRegs {
   float dtsum;
 };
 
-// softplus: common/host_device.h.
-
-EFFARCH_HD float discretize(const SelectiveScanParams& p, float delta, int channel) {
-  float dt = delta;
-  if (p.delta_bias != nullptr) dt += p.delta_bias[channel * p.delta_bias_stride];
-  return p.delta_softplus ? softplus(dt) : dt;
-}
-
-// The gate and skip applied to the readout: (C . h + D u) * SiLU(z).
-EFFARCH_HD float finish(const SelectiveScanParams& p, float readout, float u, float z, int channel) {
-  float y = readout;
-  if (p.D != nullptr) y += p.D[channel * p.D_stride] * u;
-  if (p.z != nullptr) y *= silu(z);
-  return y;
-}
+// discretize, A2_at, skip_of and finish: selective_scan_channel.h.
 
 // Step 0 of a chunk: this thread's kSeg inputs (zeros outside the sequence or the channels).
 template <typename input_t, int kSeg>
@@ -123,21 +109,10 @@ EFFARCH_UNROLL
   r.dtsum = sum;
 }
 
-// A * log2(e) of one (channel, state), 0 outside.
-EFFARCH_HD float A2_at(const SelectiveScanParams& p, int channel, int state) {
-  return channel < p.dim && state < p.dstate ? p.A[channel * p.A_dim_stride + state * p.A_state_stride] * kLog2e
-                                             : 0.0f;
-}
-
 template <int kSeg>
 EFFARCH_HD void load_A(const SelectiveScanParams& p, int channel, int slice, ThreadRegs<kSeg>& r) {
 EFFARCH_UNROLL
-  for (int n = 0; n < kSlice; ++n) {
-    const int state = slice * kSlice + n;
-    r.A2[n] = channel < p.dim && state < p.dstate
-                  ? p.A[channel * p.A_dim_stride + state * p.A_state_stride] * kLog2e
-                  : 0.0f;
-  }
+  for (int n = 0; n < kSlice; ++n) r.A2[n] = A2_at(p, channel, slice * kSlice + n);
 }
 
 // This chunk's B and C of one slice into shared memory, zeros outside (thread tid of the block).
@@ -478,7 +453,7 @@ EFFARCH_HD UpdateInputs update_inputs(const SelectiveScanParams& p, int batch, i
   in.z = p.z != nullptr
              ? to_float(static_cast<const input_t*>(p.z)[batch * p.z_batch_stride + channel * p.z_dim_stride])
              : 0.0f;
-  in.D = p.D != nullptr ? p.D[channel * p.D_stride] : 0.0f;
+  in.D = skip_of(p, channel);
   return in;
 }
 
@@ -487,7 +462,7 @@ EFFARCH_HD float update_lane(const SelectiveScanParams& p, int batch, int channe
   const auto* B = static_cast<const input_t*>(p.B) + batch * p.B_batch_stride;
   const auto* C = static_cast<const input_t*>(p.C) + batch * p.C_batch_stride;
   float* h = p.state + batch * p.state_batch_stride + channel * p.state_dim_stride;
-  const float* A = p.A + channel * p.A_dim_stride;
+  const float* A = p.A + channel * p.A_dim_stride;  // channel < p.dim: A2_at's checks not needed
   const float du = in.dt * in.u;
   float acc = 0.0f;
   for (int n = lane; n < p.dstate; n += kUpdateLanes) {
@@ -514,6 +489,7 @@ EFFARCH_HD float update_reduce(float (&v)[kUpdateLanes]) {
 template <typename input_t>
 EFFARCH_HD void update_finish(const SelectiveScanParams& p, int batch, int channel, float readout,
                               const UpdateInputs& in) {
+  // finish (selective_scan_channel.h) with D from the inputs read before the state's stores.
   float y = readout;
   if (p.D != nullptr) y += in.D * in.u;
   if (p.z != nullptr) y *= silu(in.z);

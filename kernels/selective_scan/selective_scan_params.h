@@ -20,8 +20,8 @@ constexpr int chunk_steps(int seg) { return kWarps * seg; }  // timesteps per ch
 // Segment 16 picks the other prefill kernel (selective_scan_lanes.h: a warp per channel, each lane
 // 16 steps in sequence), which has no sequence split.
 inline constexpr int kLanesSegment = 16;
-constexpr bool valid_segment(int seg) { return seg == 8 || seg == 4 || seg == kLanesSegment; }
-constexpr bool segment_splits(int seg) { return seg == 8 || seg == 4; }
+constexpr bool segment_splits(int seg) { return seg == 8 || seg == 4; }  // the 32-channel kernel's
+constexpr bool valid_segment(int seg) { return segment_splits(seg) || seg == kLanesSegment; }
 
 // The sequence split's plan (selective_scan_math.h, "Sequence split").
 inline constexpr int kSplitBlocksPerSm = 4;      // auto: pieces until batch x tiles x pieces >= this x SMs
