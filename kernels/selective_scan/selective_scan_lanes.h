@@ -147,6 +147,23 @@ EFFARCH_HD bool rows_vectorise(const input_t* base, int64_t elem_stride, int64_t
          (row_stride * static_cast<int64_t>(sizeof(input_t))) % 16 == 0;
 }
 
+// Row t of two tensors' windows of eight elements (a + t a_row + k a_elem, and b's), the first
+// `count` of them, the rest 0: load8 each where count is 8 (16-byte loads where `vec`), else
+// element by element. What both staging steps read a row with.
+template <typename input_t>
+EFFARCH_HD void load_row_pair(const input_t* a, int64_t a_row, int64_t a_elem, const input_t* b, int64_t b_row,
+                              int64_t b_elem, int64_t t, int count, bool vec, float (&av)[8], float (&bv)[8]) {
+  if (count >= 8) {
+    load8(a + t * a_row, a_elem, vec, av);
+    load8(b + t * b_row, b_elem, vec, bv);
+    return;
+  }
+  for (int k = 0; k < count; ++k) {
+    av[k] = to_float(a[t * a_row + k * a_elem]);
+    bv[k] = to_float(b[t * b_row + k * b_elem]);
+  }
+}
+
 // Step 1a (thread tid): the tile's u and dt of the block's channels into shared memory, zeros
 // past the sequence or the channels; a thread takes whole rows (eight channels of one step).
 template <typename input_t>
@@ -155,22 +172,15 @@ EFFARCH_HD void stage_inputs(const SelectiveScanParams& p, int tile, int batch, 
   const auto* u = static_cast<const input_t*>(p.u) + batch * p.u_batch_stride + c0 * p.u_dim_stride;
   const auto* delta =
       static_cast<const input_t*>(p.delta) + batch * p.delta_batch_stride + c0 * p.delta_dim_stride;
-  const bool full = c0 + kChannels <= p.dim;
-  const bool vec = full && rows_vectorise(u, p.u_dim_stride, p.u_time_stride) &&
+  const int count = p.dim - c0 < kChannels ? p.dim - c0 : kChannels;
+  const bool vec = count == kChannels && rows_vectorise(u, p.u_dim_stride, p.u_time_stride) &&
                    rows_vectorise(delta, p.delta_dim_stride, p.delta_time_stride);
   for (int r = tid; r < kTile; r += kThreads) {
     const int64_t t = t0 + r;
     float uv[8] = {}, dv[8] = {};
     if (t < p.seqlen) {
-      if (full) {
-        load8(u + t * p.u_time_stride, p.u_dim_stride, vec, uv);
-        load8(delta + t * p.delta_time_stride, p.delta_dim_stride, vec, dv);
-      } else {
-        for (int k = 0; k < kChannels && c0 + k < p.dim; ++k) {
-          uv[k] = to_float(u[t * p.u_time_stride + k * p.u_dim_stride]);
-          dv[k] = to_float(delta[t * p.delta_time_stride + k * p.delta_dim_stride]);
-        }
-      }
+      load_row_pair(u, p.u_time_stride, p.u_dim_stride, delta, p.delta_time_stride, p.delta_dim_stride, t, count,
+                    vec, uv, dv);
     }
 EFFARCH_UNROLL
     for (int k = 0; k < kChannels; ++k) {
@@ -188,22 +198,14 @@ EFFARCH_HD void stage_BC(const SelectiveScanParams& p, int batch, int64_t t0, in
   static_assert(kStates == 8, "a row of staged states is one load8");
   const auto* B = static_cast<const input_t*>(p.B) + batch * p.B_batch_stride + first * p.B_state_stride;
   const auto* C = static_cast<const input_t*>(p.C) + batch * p.C_batch_stride + first * p.C_state_stride;
-  const bool full = first + kStates <= p.dstate;
-  const bool vec = full && rows_vectorise(B, p.B_state_stride, p.B_time_stride) &&
+  const int count = p.dstate - first < kStates ? p.dstate - first : kStates;
+  const bool vec = count == kStates && rows_vectorise(B, p.B_state_stride, p.B_time_stride) &&
                    rows_vectorise(C, p.C_state_stride, p.C_time_stride);
   for (int r = tid; r < kTile; r += kThreads) {
     const int64_t t = t0 + r;
     float bv[8] = {}, cv[8] = {};
     if (t < p.seqlen) {
-      if (full) {
-        load8(B + t * p.B_time_stride, p.B_state_stride, vec, bv);
-        load8(C + t * p.C_time_stride, p.C_state_stride, vec, cv);
-      } else {
-        for (int k = 0; k < kStates && first + k < p.dstate; ++k) {
-          bv[k] = to_float(B[t * p.B_time_stride + k * p.B_state_stride]);
-          cv[k] = to_float(C[t * p.C_time_stride + k * p.C_state_stride]);
-        }
-      }
+      load_row_pair(B, p.B_time_stride, p.B_state_stride, C, p.C_time_stride, p.C_state_stride, t, count, vec, bv, cv);
     }
 EFFARCH_UNROLL
     for (int k = 0; k < kStates; ++k) {
