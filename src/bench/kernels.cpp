@@ -232,8 +232,8 @@ std::optional<int> scan_pieces(const KernelCase& c, const KernelShape& s, const 
 }
 
 // A decode step's dense projection y [B, O] = x [B, K] W^T, W [O, K] one of the model's matrices
-// (`dims` gives O and K), no bias: the CUDA GEMV (ops::linear, OpFamily::DenseGemv) against
-// at::linear (cuBLAS on a GPU). The reference row calls at::linear itself, so it is cuBLAS (or
+// (`dims` gives O and K), no bias: the CUDA GEMV (ops::linear with Backend::Cuda, up to
+// kCudaDenseGemvMaxRows rows) against at::linear (cuBLAS on a GPU). The reference row calls at::linear itself, so it is cuBLAS (or
 // ATen's CPU product) whatever ops::linear would pick.
 KernelCase dense_gemv_case(std::string name, KernelModel model, std::string matrix,
                            std::function<std::pair<int64_t, int64_t>(const KernelShape&)> dims) {
@@ -254,7 +254,10 @@ KernelCase dense_gemv_case(std::string name, KernelModel model, std::string matr
         const ops::Linear layer(at::randn({o, k}, opt) * 0.02);
         const at::Tensor x = at::randn({s.batch, 1, k}, opt);
         if (backend == ops::Backend::Reference) return [x, layer] { (void)at::linear(x, layer.weight); };
-        return [x, layer, backend] { (void)ops::linear(x, layer, backend); };
+        // The other row is the kernel's (its only non-reference implementation is CUDA): asked
+        // for by name, since under auto ops::linear hands more than kCudaDenseGemvAutoMaxRows
+        // rows to cuBLAS and the row would time the reference under the kernel's name.
+        return [x, layer] { (void)ops::linear(x, layer, ops::Backend::Cuda); };
       }};
 }
 

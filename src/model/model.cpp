@@ -151,8 +151,8 @@ std::map<std::string, std::string> resolve_implementations(const ModelConfig& co
         ops::ssd_scan_products_name(options.dtype, config.mamba->d_state, ops::SsdScanProducts::Auto);
   }
   // Which variant of the CUDA selective scan the Mamba-1 mixers run (their SelectiveScanArgs keep
-  // the defaults): the default changed once already (8-step to 4-step warp segments), so results
-  // say which ran.
+  // the defaults): the default has changed twice (8-step to 4-step warp segments, then the
+  // warp-per-channel lanes16), so results say which ran.
   const auto scan = impl.find(std::string(ops::op_name(ops::OpFamily::SelectiveScan)));
   if (scan != impl.end() && scan->second == ops::backend_name(ops::Backend::Cuda)) {
     impl[kSelectiveScanVariantRecord] = ops::selective_scan_variant_name(ops::SelectiveScanArgs{});
