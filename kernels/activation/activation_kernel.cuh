@@ -5,6 +5,8 @@
 #include "activation/activation.h"
 #include "activation/activation_math.h"
 #include "common/convert.cuh"
+#include "common/grid_dependency.h"
+#include "common/launch.h"
 
 namespace effarch::kernels {
 
@@ -27,6 +29,8 @@ inline constexpr int64_t kMaxBlocks = 65535;
 
 template <typename T>
 __global__ void __launch_bounds__(act::kThreads) activation_kernel(const ActivationParams p) {
+  allow_dependent_launch();
+  grid_dependency_wait();
   const int64_t total = p.rows * p.cols;
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < total;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
@@ -45,8 +49,7 @@ LaunchStatus activation_cuda(const ActivationParams& p, cudaStream_t stream) {
   }
   const int64_t blocks = (p.rows * p.cols + act::kThreads - 1) / act::kThreads;
   const unsigned grid = static_cast<unsigned>(blocks < act::kMaxBlocks ? blocks : act::kMaxBlocks);
-  activation_kernel<T><<<grid, act::kThreads, 0, stream>>>(p);
-  return check_launch("activation_kernel");
+  return launch_kernel(activation_kernel<T>, dim3(grid), dim3(act::kThreads), 0, stream, "activation_kernel", p);
 }
 
 }  // namespace effarch::kernels

@@ -8,6 +8,8 @@
 #include "add_norm/add_norm.h"
 #include "add_norm/add_norm_math.h"
 #include "common/convert.cuh"
+#include "common/grid_dependency.h"
+#include "common/launch.h"
 
 namespace effarch::kernels {
 
@@ -52,6 +54,8 @@ template <typename T>
 __global__ void __launch_bounds__(addnorm::kMaxThreads) add_norm_kernel(const AddNormParams p) {
   using Io = addnorm::TypedIo<T>;
   __shared__ float red[addnorm::kMaxThreads];
+  allow_dependent_launch();
+  grid_dependency_wait();  // x and y come from the kernels before; nothing worth reading ahead
   const int64_t row = blockIdx.x;
   const int tid = static_cast<int>(threadIdx.x), n = static_cast<int>(blockDim.x);
   const float first = addnorm::block_sum(red, addnorm::add_partial<Io>(p, row, tid, n));
@@ -73,8 +77,8 @@ LaunchStatus add_norm_cuda(const AddNormParams& p, cudaStream_t stream) {
     return {cudaErrorInvalidValue, "add_norm: x, y, residual_out, normed, weight (and a LayerNorm's bias) are required"};
   }
   if (p.rows > 0x7fffffff) return {cudaErrorInvalidConfiguration, "add_norm: too many rows"};
-  add_norm_kernel<T><<<static_cast<unsigned>(p.rows), addnorm::threads_for(p.dim), 0, stream>>>(p);
-  return check_launch("add_norm_kernel");
+  return launch_kernel(add_norm_kernel<T>, dim3(static_cast<unsigned>(p.rows)), dim3(addnorm::threads_for(p.dim)), 0,
+                       stream, "add_norm_kernel", p);
 }
 
 }  // namespace effarch::kernels

@@ -6,6 +6,8 @@
 // (last column = newest input), exactly HF's roll-then-write-then-conv per token.
 
 #include "causal_conv1d/causal_conv1d_common.cuh"
+#include "common/grid_dependency.h"
+#include "common/launch.h"
 
 namespace effarch::kernels {
 
@@ -19,6 +21,8 @@ template <typename input_t, typename weight_t, int kWidth>
 __global__ void __launch_bounds__(conv1d::UpdateTraits::kThreads)
     causal_conv1d_update_kernel(const CausalConv1dParams p) {
   using Traits = conv1d::UpdateTraits;
+  allow_dependent_launch();
+  grid_dependency_wait();  // x and the conv state come from the kernels before
   const int channel = blockIdx.x * Traits::kThreads + threadIdx.x;
   const int batch = blockIdx.y;
   if (channel >= p.dim) return;
@@ -49,8 +53,8 @@ template <typename input_t, typename weight_t, int kWidth>
 LaunchStatus causal_conv1d_update_launch(const CausalConv1dParams& p, cudaStream_t stream) {
   using Traits = conv1d::UpdateTraits;
   const dim3 grid((p.dim + Traits::kThreads - 1) / Traits::kThreads, p.batch);
-  causal_conv1d_update_kernel<input_t, weight_t, kWidth><<<grid, Traits::kThreads, 0, stream>>>(p);
-  return conv1d::check_launch("causal_conv1d_update_kernel");
+  return launch_kernel(causal_conv1d_update_kernel<input_t, weight_t, kWidth>, grid, dim3(Traits::kThreads), 0, stream,
+                       "causal_conv1d_update_kernel", p);
 }
 
 template <typename input_t, typename weight_t>

@@ -16,6 +16,8 @@
 // Combine kernel, one block per (sequence, query head, query): each thread one element of the
 // head dimension, the weighted sum of the splits (combine_splits).
 
+#include "common/grid_dependency.h"
+#include "common/launch.h"
 #include "decode_attention/decode_attention_common.cuh"
 
 namespace effarch::kernels {
@@ -37,6 +39,8 @@ __global__ void __launch_bounds__(decode_attn::kThreads)
   T* const k_tiles = reinterpret_cast<T*>(smem);
   constexpr int kStages = da::kStages<T, kHeadDim>;
   T* const v_tiles = k_tiles + kStages * da::kTileKeys * kPitch;
+  allow_dependent_launch();
+  grid_dependency_wait();  // the position, q and the cache rows written this step come from the kernels before
 
   const int split = blockIdx.x;
   const int kv_head = static_cast<int>(blockIdx.y) % p.kv_heads;
@@ -194,6 +198,8 @@ __global__ void __launch_bounds__(decode_attn::kThreads)
 template <typename T>
 __global__ void __launch_bounds__(decode_attn::kThreads)
     decode_attention_combine_kernel(const DecodeAttentionParams p) {
+  allow_dependent_launch();
+  grid_dependency_wait();  // the splits' partial outputs
   const int64_t row_id = blockIdx.x;
   const int d = threadIdx.x;
   if (d >= p.head_dim) return;
@@ -219,15 +225,14 @@ LaunchStatus decode_attention_split_launch(const DecodeAttentionParams& p, cudaS
   const int64_t chunks = da::row_chunks(static_cast<int64_t>(p.q_heads / p.kv_heads) * p.num_queries);
   const dim3 grid(static_cast<unsigned>(p.num_splits), static_cast<unsigned>(p.kv_heads * chunks),
                   static_cast<unsigned>(p.batch));
-  kernel<<<grid, da::kThreads, kSmem, stream>>>(p);
-  return da::check_launch("decode_attention_split_kernel");
+  return launch_kernel(kernel, grid, dim3(da::kThreads), kSmem, stream, "decode_attention_split_kernel", p);
 }
 
 template <typename T>
 LaunchStatus decode_attention_combine_launch(const DecodeAttentionParams& p, cudaStream_t stream) {
   const int64_t rows = static_cast<int64_t>(p.batch) * p.q_heads * p.num_queries;
-  decode_attention_combine_kernel<T><<<static_cast<unsigned>(rows), decode_attn::kThreads, 0, stream>>>(p);
-  return decode_attn::check_launch("decode_attention_combine_kernel");
+  return launch_kernel(decode_attention_combine_kernel<T>, dim3(static_cast<unsigned>(rows)), dim3(decode_attn::kThreads),
+                       0, stream, "decode_attention_combine_kernel", p);
 }
 
 template <typename T>

@@ -8,6 +8,8 @@
 #include <cuda_fp16.h>
 
 #include "common/convert.cuh"
+#include "common/grid_dependency.h"
+#include "common/launch.h"
 #include "gemv/gemv.h"
 #include "gemv/gemv_math.h"
 
@@ -17,6 +19,7 @@ namespace gemv_detail {
 template <typename T, int R, bool kVectorized>
 __global__ void __launch_bounds__(kGemvThreads) gemv_kernel(const GemvParams p, const int split) {
   __shared__ float partial[kGemvWarps][R];
+  allow_dependent_launch();
   const GemvLane l = gemv_lane_of(split, static_cast<int>(blockIdx.x), static_cast<int>(threadIdx.x));
   const T* x = static_cast<const T*>(p.x);
   float acc[R];
@@ -30,6 +33,8 @@ __global__ void __launch_bounds__(kGemvThreads) gemv_kernel(const GemvParams p, 
     } else {
       gemv_lane_scalar<T, R>(w_row, x, p.x_row_stride, p.rows, p.in, l.t, l.stride, acc);
     }
+  } else {
+    grid_dependency_wait();  // the lane functions wait in every active lane; the spare ones too
   }
 #pragma unroll
   for (int r = 0; r < R; ++r) {
@@ -65,12 +70,8 @@ LaunchStatus gemv_launch(const GemvParams& p, cudaStream_t stream) {
   const GemvPlan plan = gemv_plan(p.out, p.in, GemvUnpack<T>::kVec, p.sm_count);
   const bool vectorized = gemv_vectorized(p.in, static_cast<int>(sizeof(T)), reinterpret_cast<uintptr_t>(p.w),
                                           reinterpret_cast<uintptr_t>(p.x), p.x_row_stride);
-  if (vectorized) {
-    gemv_kernel<T, R, true><<<plan.blocks, kGemvThreads, 0, stream>>>(p, plan.split);
-  } else {
-    gemv_kernel<T, R, false><<<plan.blocks, kGemvThreads, 0, stream>>>(p, plan.split);
-  }
-  return check_launch("gemv kernel launch");
+  return launch_kernel(vectorized ? gemv_kernel<T, R, true> : gemv_kernel<T, R, false>, dim3(plan.blocks),
+                       dim3(kGemvThreads), 0, stream, "gemv kernel launch", p, plan.split);
 }
 
 }  // namespace gemv_detail

@@ -18,6 +18,7 @@
 #include <cstdint>
 #include <cstring>
 
+#include "common/grid_dependency.h"
 #include "common/host_device.h"
 
 namespace effarch::kernels {
@@ -96,11 +97,13 @@ EFFARCH_HD GemvChunk gemv_load_weights(const void* p) {
 #endif
   return c;
 }
-// An x load: every warp reads it, through the read-only cache.
+// An x load: every warp reads it (L1 keeps it). A plain load, not the read-only path: x is written
+// by the kernel before this one, which under programmatic launch may still be running when this
+// kernel starts; the load follows the grid dependency wait, which makes those writes visible.
 EFFARCH_HD GemvChunk gemv_load_x(const void* p) {
   GemvChunk c;
 #ifdef __CUDA_ARCH__
-  const uint4 v = __ldg(static_cast<const uint4*>(p));
+  const uint4 v = *static_cast<const uint4*>(p);
   c.u[0] = v.x;
   c.u[1] = v.y;
   c.u[2] = v.z;
@@ -157,16 +160,25 @@ struct GemvUnpack<__half> {
 // One lane's partial sums on the 16-byte path: its vectors t, t + stride, ... of the row (nvec
 // vectors), kGemvUnroll weight loads issued before the first is used; acc[r] += W x[r] elementwise
 // in memory order with fmaf. Rows at or past `rows` are skipped (R is the compile-time bound).
+// The lane's grid dependency wait (common/grid_dependency.h) comes after its first weight loads
+// and before its first read of x: under programmatic launch the first kGemvUnroll weight vectors
+// of every resident lane stream in while the kernel before this one finishes. Every lane waits
+// exactly once, also a lane with no vector.
 template <typename T, int R>
 EFFARCH_HD void gemv_lane_vectorized(const T* w_row, const T* x, int64_t x_row_stride, int rows, int nvec, int t,
                                      int stride, float (&acc)[R]) {
   constexpr int V = GemvUnpack<T>::kVec;
+  bool waited = false;
   for (int v0 = t; v0 < nvec; v0 += kGemvUnroll * stride) {
     GemvChunk wc[kGemvUnroll] = {};
     EFFARCH_UNROLL
     for (int u = 0; u < kGemvUnroll; ++u) {
       const int v = v0 + u * stride;
       if (v < nvec) wc[u] = gemv_load_weights(w_row + static_cast<int64_t>(v) * V);
+    }
+    if (!waited) {
+      grid_dependency_wait();
+      waited = true;
     }
     EFFARCH_UNROLL
     for (int u = 0; u < kGemvUnroll; ++u) {
@@ -184,12 +196,15 @@ EFFARCH_HD void gemv_lane_vectorized(const T* w_row, const T* x, int64_t x_row_s
       }
     }
   }
+  if (!waited) grid_dependency_wait();
 }
 
 // The scalar path (K not a multiple of the vector, or unaligned rows): elements t, t + stride, ...
+// The lane waits for the kernel before this one first (no weight read ahead on this path).
 template <typename T, int R>
 EFFARCH_HD void gemv_lane_scalar(const T* w_row, const T* x, int64_t x_row_stride, int rows, int in, int t, int stride,
                                  float (&acc)[R]) {
+  grid_dependency_wait();
   for (int k = t; k < in; k += stride) {
     const float w = to_float(w_row[k]);
     EFFARCH_UNROLL

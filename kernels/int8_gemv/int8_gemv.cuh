@@ -12,6 +12,8 @@
 #include <cuda_fp16.h>
 
 #include "common/convert.cuh"
+#include "common/grid_dependency.h"
+#include "common/launch.h"
 #include "int8_gemv/int8_gemv.h"
 
 namespace effarch::kernels {
@@ -21,7 +23,9 @@ inline constexpr int kWarpsPerBlock = 8;
 inline constexpr int kLanes = 32;
 inline constexpr int kVec = 16;  // int8 weights per 16-byte load
 
-// 16 elements of x starting at p (16-byte aligned for the vector path) widened to fp32.
+// 16 elements of x starting at p (16-byte aligned for the vector path) widened to fp32. Plain
+// loads, not the read-only path: x is written by the kernel before this one, which under
+// programmatic launch (common/grid_dependency.h) may still run when this kernel starts.
 template <typename T>
 __device__ __forceinline__ void load16(const T* p, float (&v)[kVec]) {
 #pragma unroll
@@ -32,7 +36,7 @@ __device__ __forceinline__ void load16<float>(const float* p, float (&v)[kVec]) 
   const float4* p4 = reinterpret_cast<const float4*>(p);
 #pragma unroll
   for (int i = 0; i < kVec / 4; ++i) {
-    const float4 f = __ldg(p4 + i);
+    const float4 f = p4[i];
     v[4 * i] = f.x;
     v[4 * i + 1] = f.y;
     v[4 * i + 2] = f.z;
@@ -44,7 +48,7 @@ __device__ __forceinline__ void load16_pairs(const T* p, float (&v)[kVec]) {
   const uint4* p4 = reinterpret_cast<const uint4*>(p);
 #pragma unroll
   for (int i = 0; i < 2; ++i) {  // 2 x 16 bytes = 16 halves
-    const uint4 u = __ldg(p4 + i);
+    const uint4 u = p4[i];
     const uint32_t w[4] = {u.x, u.y, u.z, u.w};
 #pragma unroll
     for (int j = 0; j < 4; ++j) {
@@ -67,6 +71,8 @@ __device__ __forceinline__ void load16<__half>(const __half* p, float (&v)[kVec]
 template <typename T, int R, bool kVectorized>
 __global__ void __launch_bounds__(kWarpsPerBlock* kLanes)
     int8_gemv_kernel(const Int8GemvParams p) {
+  allow_dependent_launch();
+  grid_dependency_wait();  // x comes from the kernels before (no weight read ahead here, unlike gemv/)
   const int warp = static_cast<int>(threadIdx.x) / kLanes, lane = static_cast<int>(threadIdx.x) % kLanes;
   const int o = static_cast<int>(blockIdx.x) * kWarpsPerBlock + warp;
   if (o >= p.out) return;
@@ -122,12 +128,8 @@ LaunchStatus int8_gemv_launch(const Int8GemvParams& p, cudaStream_t stream) {
   const bool aligned = p.in % kVec == 0 && reinterpret_cast<uintptr_t>(p.q) % 16 == 0 &&
                        reinterpret_cast<uintptr_t>(p.x) % 16 == 0 &&
                        (p.x_row_stride * static_cast<int64_t>(sizeof(T))) % 16 == 0;
-  if (aligned) {
-    int8_gemv_kernel<T, R, true><<<grid, block, 0, stream>>>(p);
-  } else {
-    int8_gemv_kernel<T, R, false><<<grid, block, 0, stream>>>(p);
-  }
-  return check_launch("int8_gemv kernel launch");
+  return launch_kernel(aligned ? int8_gemv_kernel<T, R, true> : int8_gemv_kernel<T, R, false>, grid, block, 0, stream,
+                       "int8_gemv kernel launch", p);
 }
 
 }  // namespace int8_gemv_detail

@@ -5,6 +5,8 @@
 #include <algorithm>
 #include <type_traits>
 
+#include "common/grid_dependency.h"
+#include "common/launch.h"
 #include "moe/moe.h"
 
 namespace effarch::kernels {
@@ -22,6 +24,8 @@ inline constexpr int kElementwiseThreads = 256;
 template <Precision P, int V, typename W>
 __global__ void __launch_bounds__(kGemvWarpsPerBlock* kWarp) moe_expert_gemv_kernel(const MoeExpertGemvParams p) {
   using S = typename StorageOf<P>::type;
+  allow_dependent_launch();
+  grid_dependency_wait();  // the active experts, their rows and x come from the kernels before
   const int slot = static_cast<int>(blockIdx.y);
   if (slot >= *p.num_active) return;
   const int expert = p.active[slot];
@@ -65,6 +69,8 @@ __global__ void __launch_bounds__(kGemvWarpsPerBlock* kWarp) moe_expert_gemv_ker
 template <Precision P>
 __global__ void __launch_bounds__(kElementwiseThreads) moe_swiglu_kernel(const MoeSwigluParams p) {
   using S = typename StorageOf<P>::type;
+  allow_dependent_launch();
+  grid_dependency_wait();
   const S* h = static_cast<const S*>(p.h);
   S* a = static_cast<S*>(p.a);
   const int64_t n = static_cast<int64_t>(*p.valid_rows) * p.inter;
@@ -83,6 +89,8 @@ __global__ void __launch_bounds__(kElementwiseThreads) moe_combine_kernel(const 
   __shared__ int rows[kMaxTopK];
   __shared__ float w[kMaxTopK];
   __shared__ int count;
+  allow_dependent_launch();
+  grid_dependency_wait();
   const int token = static_cast<int>(blockIdx.x);
   const int64_t first = static_cast<int64_t>(token) * p.top_k;
   if (threadIdx.x == 0) {
@@ -114,18 +122,13 @@ LaunchStatus moe_expert_gemv_cuda(const MoeExpertGemvParams& p, cudaStream_t str
   const bool x_aligned = reinterpret_cast<uintptr_t>(p.x) % 16 == 0 &&
                          (p.x_row_stride * static_cast<int64_t>(sizeof(S))) % 16 == 0;
   const bool aligned = p.weights_aligned && x_aligned && p.in % (int8 ? kVecInt8 : kVec) == 0;
+  constexpr const char* kWhat = "moe_expert_gemv kernel launch";
   if (int8) {
-    if (aligned) {
-      moe_expert_gemv_kernel<P, kVecInt8, int8_t><<<grid, block, 0, stream>>>(p);
-    } else {
-      moe_expert_gemv_kernel<P, 1, int8_t><<<grid, block, 0, stream>>>(p);
-    }
-  } else if (aligned) {
-    moe_expert_gemv_kernel<P, kVec, S><<<grid, block, 0, stream>>>(p);
-  } else {
-    moe_expert_gemv_kernel<P, 1, S><<<grid, block, 0, stream>>>(p);
+    return launch_kernel(aligned ? moe_expert_gemv_kernel<P, kVecInt8, int8_t> : moe_expert_gemv_kernel<P, 1, int8_t>,
+                         grid, block, 0, stream, kWhat, p);
   }
-  return check_launch("moe_expert_gemv kernel launch");
+  return launch_kernel(aligned ? moe_expert_gemv_kernel<P, kVec, S> : moe_expert_gemv_kernel<P, 1, S>, grid, block, 0,
+                       stream, kWhat, p);
 }
 
 template <Precision P>
@@ -133,8 +136,8 @@ LaunchStatus moe_swiglu_cuda(const MoeSwigluParams& p, cudaStream_t stream) {
   const int64_t n = static_cast<int64_t>(p.rows) * p.inter;
   if (n == 0) return {};
   const int blocks = static_cast<int>(std::min<int64_t>((n + kElementwiseThreads - 1) / kElementwiseThreads, 4096));
-  moe_swiglu_kernel<P><<<blocks, kElementwiseThreads, 0, stream>>>(p);
-  return check_launch("moe_swiglu kernel launch");
+  return launch_kernel(moe_swiglu_kernel<P>, dim3(blocks), dim3(kElementwiseThreads), 0, stream,
+                       "moe_swiglu kernel launch", p);
 }
 
 template <Precision P>
@@ -143,8 +146,7 @@ LaunchStatus moe_combine_cuda(const MoeCombineParams& p, cudaStream_t stream) {
   if (p.tokens == 0 || p.hidden == 0) return {};
   const int tiles = std::min((p.hidden + kElementwiseThreads - 1) / kElementwiseThreads, 8);
   const dim3 grid(p.tokens, tiles);
-  moe_combine_kernel<P><<<grid, kElementwiseThreads, 0, stream>>>(p);
-  return check_launch("moe_combine kernel launch");
+  return launch_kernel(moe_combine_kernel<P>, grid, dim3(kElementwiseThreads), 0, stream, "moe_combine kernel launch", p);
 }
 
 }  // namespace moe_detail

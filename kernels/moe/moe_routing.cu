@@ -3,6 +3,8 @@
 // permute. Their arithmetic is kernels/moe/moe_math.h's, which the CPU host emulation in
 // tests/ops/moe_cuda_test.cpp runs in the same phase order.
 
+#include "common/grid_dependency.h"
+#include "common/launch.h"
 #include "moe/moe.h"
 
 namespace effarch::kernels {
@@ -16,6 +18,8 @@ inline constexpr int kRouterWarpsPerBlock = 4;
 // One warp per token: softmax over the E logits held kRouterPerLane per lane, then k rounds of a
 // warp arg-max over the lanes' best unchosen candidates.
 __global__ void __launch_bounds__(kRouterWarpsPerBlock* kWarp) moe_router_kernel(const MoeRouterParams p) {
+  allow_dependent_launch();
+  grid_dependency_wait();  // the gate logits come from the kernel before
   const int lane = static_cast<int>(threadIdx.x) % kWarp;
   const int token = static_cast<int>(blockIdx.x) * kRouterWarpsPerBlock + static_cast<int>(threadIdx.x) / kWarp;
   if (token >= p.tokens) return;  // whole warps leave together
@@ -66,6 +70,8 @@ __global__ void __launch_bounds__(kPermuteThreads) moe_permute_kernel(const MoeP
   __shared__ int running[kMaxExperts + 1];
   __shared__ int tile[kPermuteThreads];
   __shared__ int warp_count[kPermuteWarps][kMaxExperts + 1];
+  allow_dependent_launch();
+  grid_dependency_wait();
   const int tid = static_cast<int>(threadIdx.x), warp = tid / kWarp, lane = tid % kWarp;
   const int buckets = p.experts + 1;
   for (int b = tid; b < buckets; b += kPermuteThreads) count[b] = 0;
@@ -124,8 +130,7 @@ LaunchStatus moe_router(const MoeRouterParams& p, cudaStream_t stream) {
   }
   if (p.tokens == 0) return {};
   const dim3 grid((p.tokens + kRouterWarpsPerBlock - 1) / kRouterWarpsPerBlock), block(kRouterWarpsPerBlock * moe::kWarp);
-  moe_router_kernel<<<grid, block, 0, stream>>>(p);
-  return check_launch("moe_router kernel launch");
+  return launch_kernel(moe_router_kernel, grid, block, 0, stream, "moe_router kernel launch", p);
 }
 
 LaunchStatus moe_permute(const MoePermuteParams& p, cudaStream_t stream) {
@@ -133,8 +138,8 @@ LaunchStatus moe_permute(const MoePermuteParams& p, cudaStream_t stream) {
   if (p.experts < 1 || p.experts > moe::kMaxExperts || p.entries < 0) {
     return {cudaErrorInvalidValue, "moe_permute: experts must be 1..256"};
   }
-  moe_permute_kernel<<<1, moe::kPermuteThreads, 0, stream>>>(p);  // also for 0 entries: counts and offsets
-  return check_launch("moe_permute kernel launch");
+  // also for 0 entries: counts and offsets
+  return launch_kernel(moe_permute_kernel, dim3(1), dim3(moe::kPermuteThreads), 0, stream, "moe_permute kernel launch", p);
 }
 
 }  // namespace effarch::kernels

@@ -4,6 +4,8 @@
 // needs its pair), then writes q_out, or the cache row of k or v at the device-held position.
 
 #include "common/convert.cuh"
+#include "common/grid_dependency.h"
+#include "common/launch.h"
 #include "rope_cache/rope_cache.h"
 
 namespace effarch::kernels {
@@ -16,6 +18,8 @@ inline constexpr int kMaxGridY = 65535;
 template <typename T>
 __global__ void rope_cache_kernel(const RopeCacheParams p) {
   __shared__ float head[rope_write::kMaxHeadDim];
+  allow_dependent_launch();
+  grid_dependency_wait();  // q, k, v and the position come from the kernels before
   const int h = blockIdx.x;
   const int b = blockIdx.y;
   const int d = threadIdx.x;
@@ -62,8 +66,7 @@ LaunchStatus rope_cache_cuda(const RopeCacheParams& p, cudaStream_t stream) {
   }
   const int threads = (p.head_dim + 31) / 32 * 32;
   const dim3 grid(static_cast<unsigned>(p.q_heads + 2 * p.kv_heads), static_cast<unsigned>(p.batch));
-  rope_cache_kernel<T><<<grid, threads, 0, stream>>>(p);
-  return check_launch("rope_cache_kernel");
+  return launch_kernel(rope_cache_kernel<T>, grid, dim3(threads), 0, stream, "rope_cache_kernel", p);
 }
 
 }  // namespace effarch::kernels

@@ -5,6 +5,8 @@
 // for kUpdateLanes threads per channel. The math lives in the core headers, which the CPU tests
 // also run.
 
+#include "common/grid_dependency.h"
+#include "common/launch.h"
 #include "selective_scan/selective_scan_lanes.h"
 #include "selective_scan/selective_scan_math.h"
 
@@ -118,6 +120,8 @@ __global__ void __launch_bounds__(scan::kThreads, kSeg == 4 ? 2 : 1)
 // readout summed by shuffles within the half warp, in update_reduce's order.
 template <typename input_t>
 __global__ void __launch_bounds__(scan::kUpdateThreads) selective_state_update_kernel(const SelectiveScanParams p) {
+  allow_dependent_launch();
+  grid_dependency_wait();  // the state, x, dt, B, C and z come from the kernels before
   const int64_t i = static_cast<int64_t>(blockIdx.x) * scan::kUpdateThreads + threadIdx.x;
   const int64_t pair = i / scan::kUpdateLanes;
   const int lane = static_cast<int>(i % scan::kUpdateLanes);
@@ -202,8 +206,8 @@ LaunchStatus selective_state_update_cuda(const SelectiveScanParams& p, cudaStrea
   const int64_t threads = static_cast<int64_t>(p.batch) * p.dim * scan::kUpdateLanes;
   if (threads == 0) return {};
   const auto blocks = static_cast<unsigned>((threads + scan::kUpdateThreads - 1) / scan::kUpdateThreads);
-  selective_state_update_kernel<input_t><<<blocks, scan::kUpdateThreads, 0, stream>>>(p);
-  return check_launch("selective_state_update_kernel");
+  return launch_kernel(selective_state_update_kernel<input_t>, dim3(blocks), dim3(scan::kUpdateThreads), 0, stream,
+                       "selective_state_update_kernel", p);
 }
 
 }  // namespace effarch::kernels

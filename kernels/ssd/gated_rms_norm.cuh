@@ -7,6 +7,8 @@
 // written by their runtime type (a branch uniform over the grid).
 
 #include "ssd/ssd_common.cuh"
+#include "common/grid_dependency.h"
+#include "common/launch.h"
 
 namespace effarch::kernels {
 
@@ -15,6 +17,8 @@ __global__ void __launch_bounds__(ssd::kNormThreads) gated_rms_norm_kernel(const
   using YIo = ssd::StaticIo<y_t>;
   using Io = ssd::DynamicIo;
   __shared__ float red[ssd::kNormThreads];
+  allow_dependent_launch();
+  grid_dependency_wait();  // y and z come from the kernels before
   const int groups = p.dim / p.group_size;
   const int64_t row = blockIdx.x / groups;
   const int group = static_cast<int>(blockIdx.x % groups);
@@ -35,8 +39,8 @@ LaunchStatus gated_rms_norm_cuda(const GatedRmsNormParams& p, cudaStream_t strea
   }
   const int64_t blocks = p.rows * (p.dim / p.group_size);
   if (blocks > 0x7fffffff) return {cudaErrorInvalidConfiguration, "gated_rms_norm: too many rows"};
-  gated_rms_norm_kernel<y_t><<<static_cast<unsigned>(blocks), ssd::kNormThreads, 0, stream>>>(p);
-  return check_launch("gated_rms_norm_kernel");
+  return launch_kernel(gated_rms_norm_kernel<y_t>, dim3(static_cast<unsigned>(blocks)), dim3(ssd::kNormThreads), 0,
+                       stream, "gated_rms_norm_kernel", p);
 }
 
 }  // namespace effarch::kernels

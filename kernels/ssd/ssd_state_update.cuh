@@ -7,6 +7,8 @@
 // through their strides (the mixer's views of the conv output and in_proj, no copies).
 
 #include "ssd/ssd_common.cuh"
+#include "common/grid_dependency.h"
+#include "common/launch.h"
 
 namespace effarch::kernels {
 
@@ -14,6 +16,8 @@ template <typename input_t>
 __global__ void __launch_bounds__(ssd::kUpdateWarps * ssd::kWarpSize)
     ssd_state_update_kernel(const SsdUpdateParams p) {
   using Io = ssd::StaticIo<input_t>;
+  allow_dependent_launch();
+  grid_dependency_wait();  // the state, x, dt, B, C come from the kernels before
   const int warp = threadIdx.x / ssd::kWarpSize, lane = threadIdx.x % ssd::kWarpSize;
   const int pd = blockIdx.x * ssd::kUpdateWarps + warp;
   const int h = blockIdx.y, b = blockIdx.z;
@@ -35,8 +39,8 @@ LaunchStatus ssd_state_update_cuda(const SsdUpdateParams& p, cudaStream_t stream
     return {cudaErrorInvalidConfiguration, "ssd_state_update: batch or heads above 65535"};
   }
   const dim3 grid((p.head_dim + ssd::kUpdateWarps - 1) / ssd::kUpdateWarps, p.heads, p.batch);
-  ssd_state_update_kernel<input_t><<<grid, ssd::kUpdateWarps * ssd::kWarpSize, 0, stream>>>(p);
-  return check_launch("ssd_state_update_kernel");
+  return launch_kernel(ssd_state_update_kernel<input_t>, grid, dim3(ssd::kUpdateWarps * ssd::kWarpSize), 0, stream,
+                       "ssd_state_update_kernel", p);
 }
 
 }  // namespace effarch::kernels
