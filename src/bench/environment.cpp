@@ -17,6 +17,7 @@
 #include "effarch/bench/bench.h"
 #include "effarch/common/device.h"
 #include "effarch/common/dtype.h"
+#include "effarch/ops/backend.h"
 #include "effarch/version.h"
 
 #ifdef EFFARCH_WITH_CUDA
@@ -109,6 +110,8 @@ nlohmann::json probe_environment(const std::string& device_name, const std::stri
     dev["cublas_version"] = cublas;
   }
 #endif
+  // Programmatic dependent launch of the decode kernels (--pdl): it changes only CUDA launches.
+  env["programmatic_launch"] = device.is_cuda() && ops::programmatic_launch() ? "on" : "off";
   if (!device.is_cuda()) {
     dev["name"] = cpu_model();
     dev["memory_bytes"] = detail::device_total_memory(device);

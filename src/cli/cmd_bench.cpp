@@ -37,6 +37,7 @@ struct BenchCmd {
   bool backend_given = false;
   std::string weights = "dense";  // applied when given (weights_given), like backend
   bool weights_given = false;
+  std::string pdl = "off";
   std::string mode;
   std::string output = "effarch-bench.json";
   std::string format = "table";
@@ -72,6 +73,7 @@ int run_bench(const BenchCmd& cmd) {
   }
   if (cmd.backend_given) spec.backend = ops::parse_backend(cmd.backend, "--backend");
   if (cmd.weights_given) spec.weights = ops::parse_weight_format(cmd.weights, "--weights");
+  apply_pdl_option(cmd.pdl);  // the environment records it
   if (cmd.threads) spec.threads = *cmd.threads;
   if (spec.threads && *spec.threads < 1) throw UsageError("--threads must be at least 1");
   spec.seed = cmd.seed;
@@ -192,6 +194,7 @@ void register_bench(CLI::App& app, int* exit_code, const std::vector<std::string
   sub->add_option("--attention", cmd->attention, "sdpa (default) or eager");
   add_backend_option(sub, &cmd->backend);  // recorded in each point's key
   add_weights_option(sub, &cmd->weights);  // recorded in each point's key ("weights")
+  add_pdl_option(sub, &cmd->pdl);
   add_parallel_options(sub, &cmd->parallel);
   sub->add_option("--threads", cmd->threads,
                   "CPU threads for ATen's operators (default: cores - 1, fewer when other work already runs; see "

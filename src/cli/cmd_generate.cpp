@@ -42,6 +42,7 @@ struct GenerateCmd {
   std::string cuda_graphs = "auto";
   std::string backend = "auto";
   std::string weights = "dense";
+  std::string pdl = "off";
   bool json = false;
 };
 
@@ -124,6 +125,7 @@ int run_generate(const GenerateCmd& cmd) {
       model::parse_cuda_graphs_request(cmd.cuda_graphs, "--cuda-graphs");
   opt.backend = ops::parse_backend(cmd.backend, "--backend");
   opt.weights = ops::parse_weight_format(cmd.weights, "--weights");
+  apply_pdl_option(cmd.pdl);
   opt.seed = cmd.seed;
   opt.decode = model::resolve_decode_mode(source.config, device, decode_request, ops::kBuiltWithCuda, opt.backend,
                                           opt.weights);
@@ -197,7 +199,8 @@ int run_generate(const GenerateCmd& cmd) {
                           {"decode_steps", result.steps},     {"decode_tokens_per_s", decode_tps},
                           {"cache_bytes", model->cache().bytes()}, {"cache_tokens", model->cache().max_len},
                           {"backend", ops::backend_name(opt.backend)}, {"implementations", model->implementations()},
-                          {"weights", model->weight_format()}, {"cuda_graphs", model::to_string(opt.decode)}};
+                          {"weights", model->weight_format()}, {"cuda_graphs", model::to_string(opt.decode)},
+                          {"programmatic_launch", ops::programmatic_launch() ? "on" : "off"}};
     if (tok) out["text"] = texts;
     if (par->grouped()) {
       out["parallel"] = parallel_json(*par);
@@ -242,6 +245,7 @@ void register_generate(CLI::App& app, int* exit_code) {
                   "replay decode steps as a CUDA graph; static: the same fixed-shape step without the graph; off")
       ->capture_default_str();
   add_backend_option(sub, &cmd->backend);
+  add_pdl_option(sub, &cmd->pdl);
   add_weights_option(sub, &cmd->weights);
   add_parallel_options(sub, &cmd->parallel);
   sub->add_flag("--json", cmd->json, "Print a JSON result instead of streaming");

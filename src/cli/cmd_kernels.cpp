@@ -22,6 +22,7 @@ struct KernelsCmd {
   bench::KernelSweep sweep;
   std::string ops, lengths, batch, memory_limit;
   std::string output = "effarch-kernels.json";
+  std::string pdl = "off";
   bool json = false;
   bool list = false;
   std::optional<int> threads;
@@ -60,6 +61,7 @@ int run_kernels_cmd(KernelsCmd& cmd) {
   if (sweep.reps < 1) throw UsageError("--reps must be at least 1");
   if (sweep.warmup < 0) throw UsageError("--warmup must be at least 0");
   if (cmd.threads && *cmd.threads < 1) throw UsageError("--threads must be at least 1");
+  apply_pdl_option(cmd.pdl);
   if (std::filesystem::path(cmd.output).extension() == ".jsonl") {
     throw UsageError(fmt::format("-o: '{}' ends in .jsonl, where the rows go one by one (give the JSON file)",
                                  cmd.output));
@@ -130,6 +132,7 @@ void register_kernels(CLI::App& app, int* exit_code, const std::vector<std::stri
                   "Skip rows whose inputs and outputs exceed this (e.g. 20GB) and cap what a row may allocate");
   sub->add_option("--threads", cmd->threads, "CPU threads for ATen (default as bench's)");
   sub->add_option("--seed", s.seed, "Seed for the inputs")->capture_default_str();
+  add_pdl_option(sub, &cmd->pdl);
   sub->add_option("-o,--output", cmd->output, "Results JSON (rows also go to the .jsonl beside it)")
       ->capture_default_str();
   sub->add_flag("--json", cmd->json, "Print the JSON document instead of the table");

@@ -19,6 +19,7 @@ struct ProfileCmd {
   bench::ProfileSpec spec;
   std::string cuda_graphs = "auto";
   std::string backend = "auto";
+  std::string pdl = "off";
   std::string output;
   bool json = false;
   std::optional<int> threads;
@@ -28,6 +29,7 @@ struct ProfileCmd {
 int run_profile(ProfileCmd& cmd) {
   cmd.spec.cuda_graphs = model::parse_cuda_graphs_request(cmd.cuda_graphs, "--cuda-graphs");
   cmd.spec.backend = ops::parse_backend(cmd.backend, "--backend");
+  apply_pdl_option(cmd.pdl);
   if (cmd.threads && *cmd.threads < 1) throw UsageError("--threads must be at least 1");
   at::set_num_threads(cmd.threads ? *cmd.threads
                                   : bench::default_cpu_threads(bench::usable_cores(), bench::read_machine_load()));
@@ -63,6 +65,7 @@ void register_profile(CLI::App& app, int* exit_code, const std::vector<std::stri
       ->capture_default_str();
   sub->add_option("--attention", s.attention, "sdpa or eager")->capture_default_str();
   add_backend_option(sub, &cmd->backend);
+  add_pdl_option(sub, &cmd->pdl);
   sub->add_option("--threads", cmd->threads, "CPU threads for ATen (default as bench's)");
   sub->add_option("--seed", s.seed, "Seed for the prompt and random weights")->capture_default_str();
   sub->add_option("--trace", s.trace, "Also write the profiled steps as a Chrome trace (chrome://tracing, Perfetto)");

@@ -30,6 +30,12 @@ void add_backend_option(CLI::App* sub, std::string* value);
 // --weights dense|int8: the linear layers' weight format (ModelOptions::weights).
 void add_weights_option(CLI::App* sub, std::string* value);
 
+// --pdl off|on: programmatic dependent launch of the decode kernels (ops::set_programmatic_launch),
+// for the commands that run kernels (generate, bench, profile, kernels). apply_pdl_option parses
+// and sets it (UsageError naming --pdl for a bad value, or on in a build without CUDA).
+void add_pdl_option(CLI::App* sub, std::string* value);
+void apply_pdl_option(const std::string& value);
+
 // Formatting shared by the printers.
 std::string group_digits(int64_t n);        // 8030261248 -> "8,030,261,248"
 std::string human_count(int64_t n);         // 8030261248 -> "8.03B"

@@ -1,6 +1,7 @@
 // Options that several commands share, registered the same way everywhere.
 
 #include "commands.h"
+#include "effarch/ops/backend.h"
 
 namespace effarch::cli {
 
@@ -17,6 +18,18 @@ void add_weights_option(CLI::App* sub, std::string* value) {
                   "dense: every weight in the model dtype; int8: every linear weight quantised at load to int8 "
                   "with an fp32 scale per output channel (embeddings, norms, routers stay in the dtype)")
       ->capture_default_str();
+}
+
+void add_pdl_option(CLI::App* sub, std::string* value) {
+  sub->add_option("--pdl", *value,
+                  "off (default) or on: programmatic dependent launch of the decode step's CUDA kernels (sm_90 "
+                  "and up): each may start while the kernel before it finishes, the GEMVs streaming their first "
+                  "weights meanwhile; same results, recorded in the environment (docs/kernels.md)")
+      ->capture_default_str();
+}
+
+void apply_pdl_option(const std::string& value) {
+  ops::set_programmatic_launch(ops::parse_programmatic_launch(value, "--pdl"), "--pdl");
 }
 
 }  // namespace effarch::cli

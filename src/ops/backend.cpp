@@ -3,6 +3,9 @@
 #include <fmt/format.h>
 
 #include "effarch/common/error.h"
+#ifdef EFFARCH_WITH_CUDA
+#include "common/launch.h"
+#endif
 
 namespace effarch::ops {
 
@@ -21,6 +24,28 @@ Backend parse_backend(const std::string& value, const std::string& option) {
     if (value == backend_name(b)) return b;
   }
   throw UsageError(fmt::format("{}: unknown backend '{}' (use auto, reference or cuda)", option, value));
+}
+
+bool programmatic_launch() {
+#ifdef EFFARCH_WITH_CUDA
+  return kernels::programmatic_launch_enabled();
+#else
+  return false;
+#endif
+}
+
+void set_programmatic_launch(bool on, const std::string& option) {
+#ifdef EFFARCH_WITH_CUDA
+  kernels::set_programmatic_launch_enabled(on);
+#else
+  if (on) throw UsageError(fmt::format("{} on: this build has no CUDA kernels to launch", option));
+#endif
+}
+
+bool parse_programmatic_launch(const std::string& value, const std::string& option) {
+  if (value == "on") return true;
+  if (value == "off") return false;
+  throw UsageError(fmt::format("{}: unknown value '{}' (use on or off)", option, value));
 }
 
 std::string_view op_name(OpFamily op) {

@@ -16,6 +16,7 @@ if doc["settings"]["backend"] != "auto": bad.append(f"settings.backend {doc['set
 env = doc["environment"]
 for k in ["time", "effarch", "host", "device", "libtorch", "harness_timer_overhead_s"]:
     if k not in env: bad.append(f"environment lacks {k}")
+if env.get("programmatic_launch") != "off": bad.append(f"programmatic_launch {env.get('programmatic_launch')} on the CPU")
 for k in ["copy_bandwidth_bytes_per_s", "gemm_flops_per_s", "name", "memory_bytes"]:
     if not env["device"].get(k): bad.append(f"device lacks {k}")
 models = ["tiny-llama", "tiny-mamba", "tiny-mamba2", "tiny-mixtral", "tiny-jamba"]

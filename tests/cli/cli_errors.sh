@@ -9,6 +9,11 @@ expect_exit 2 "--no-such-flag" "$EFFARCH" info --no-such-flag
 expect_exit 2 "not a checkpoint folder, a config file or a built-in config" "$EFFARCH" info no-such-model
 expect_exit 2 "--cache-dtype" "$EFFARCH" info tiny-llama --cache-dtype fp8
 expect_exit 0 "effarch 0." "$EFFARCH" --version
+# --pdl takes on or off; on needs a build with the CUDA kernels (a CUDA build accepts it anywhere).
+expect_exit 2 "--pdl: unknown value 'maybe' (use on or off)" "$EFFARCH" generate tiny-llama --prompt-ids 1,2 --pdl maybe
+expect_exit 2 "--pdl: unknown value '1'" "$EFFARCH" bench tiny-llama --pdl 1
+expect_exit 2 "--pdl: unknown value 'yes'" "$EFFARCH" profile tiny-llama --pdl yes
+expect_exit 2 "--pdl: unknown value 'true'" "$EFFARCH" kernels --ops add_norm --pdl true
 
 # A config with a missing key names the key and the file.
 "$PYTHON" - "$SRC/configs/models/tiny-llama.json" "$SCRATCH" <<'PY'

@@ -205,6 +205,45 @@ TEST(Implementations, FusedAddNormKeepsGreedyTokensOnTheGpu) {
   }
 }
 
+// Programmatic dependent launch (--pdl on) changes when the decode kernels start, never what they
+// compute: every tiny model, fp32 and bf16, eager and with CUDA graphs (the graph captured with
+// the switch on records programmatic edges), batch 2 over 12 decode steps, gives the same logits
+// bit for bit as with the switch off. A kernel that read its input or wrote its output before its
+// grid dependency wait would race with the kernel before it and show here as a difference.
+TEST(Implementations, ProgrammaticLaunchGivesIdenticalLogitsOnTheGpu) {
+  if (!ops::kBuiltWithCuda || !at::hasCUDA()) GTEST_SKIP() << "needs a CUDA build and a GPU";
+  struct SwitchOff {
+    ~SwitchOff() { ops::set_programmatic_launch(false); }
+  } restore;
+  const at::Device gpu(at::kCUDA, 0);
+  const auto run = [&](const char* name, at::ScalarType dtype, DecodeMode mode, bool pdl) {
+    ops::set_programmatic_launch(pdl);
+    ModelOptions opt;
+    opt.seed = 3;
+    opt.device = gpu;
+    opt.dtype = dtype;
+    opt.decode = mode;
+    auto m = Model::load(tiny(name), opt);
+    at::manual_seed(5);
+    const at::Tensor ids = at::randint(0, m->config().vocab_size, {2, 11}, at::kLong).to(gpu);
+    m->allocate_cache(2, 24);
+    std::vector<at::Tensor> logits{m->prefill_last(ids)};
+    for (int step = 0; step < 12; ++step) logits.push_back(m->decode(logits.back().argmax(-1)));
+    return at::stack(logits).cpu();
+  };
+  for (at::ScalarType dtype : {at::kFloat, at::kBFloat16}) {
+    for (const char* name : {"tiny-llama", "tiny-phi", "tiny-mamba", "tiny-falcon-mamba", "tiny-mamba2", "tiny-mixtral",
+                             "tiny-deepseek-moe", "tiny-jamba"}) {
+      for (DecodeMode mode : {DecodeMode::Eager, DecodeMode::CudaGraph}) {
+        const at::Tensor off = run(name, dtype, mode, false);
+        const at::Tensor on = run(name, dtype, mode, true);
+        EXPECT_TRUE(at::equal(off, on)) << name << " " << c10::toString(dtype) << " decode " << to_string(mode)
+                                        << ": largest difference " << (off.to(at::kFloat) - on.to(at::kFloat)).abs().max().item<float>();
+      }
+    }
+  }
+}
+
 TEST(Implementations, WeightFormatIsTheDtypeOfTheLinearWeights) {
   EXPECT_EQ(make("tiny-llama", ops::Backend::Auto)->weight_format(), "float32");
   ModelOptions opt;

@@ -22,6 +22,26 @@ TEST(Backend, ParsesTheThreeNamesAndNamesTheOption) {
   EXPECT_THROW_WITH(parse_backend("kernel", "--backend"), UsageError, {"--backend", "'kernel'", "auto, reference or cuda"});
 }
 
+// --pdl: programmatic dependent launch of the decode kernels, a process-wide switch (off by
+// default). A build without CUDA kernels refuses on, naming the option.
+TEST(Backend, ProgrammaticLaunchParsesOnOffAndIsOffByDefault) {
+  EXPECT_FALSE(programmatic_launch());
+  EXPECT_TRUE(parse_programmatic_launch("on", "--pdl"));
+  EXPECT_FALSE(parse_programmatic_launch("off", "--pdl"));
+  EXPECT_THROW_WITH(parse_programmatic_launch("yes", "--pdl"), UsageError, {"--pdl", "'yes'", "on or off"});
+  set_programmatic_launch(false);
+  EXPECT_FALSE(programmatic_launch());
+  if (!kBuiltWithCuda) {
+    EXPECT_THROW_WITH(set_programmatic_launch(true, "--pdl"), UsageError, {"--pdl on", "no CUDA kernels"});
+    EXPECT_FALSE(programmatic_launch());
+    return;
+  }
+  set_programmatic_launch(true);
+  EXPECT_TRUE(programmatic_launch());
+  set_programmatic_launch(false);
+  EXPECT_FALSE(programmatic_launch());
+}
+
 TEST(Backend, EveryFamilyHasADistinctName) {
   std::set<std::string> names;
   for (OpFamily op : all_op_families()) names.insert(std::string(op_name(op)));

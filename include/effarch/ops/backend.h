@@ -34,6 +34,19 @@ std::string_view backend_name(Backend backend);  // "auto", "reference", "cuda",
 // UsageError naming `option`.
 Backend parse_backend(const std::string& value, const std::string& option);
 
+// Programmatic dependent launch (kernels/common/launch.h, kernels/common/grid_dependency.h): when
+// on, effarch's decode-step CUDA kernels (the dense and int8 GEMVs, add_norm, the conv and state
+// updates, the gated RMSNorm, RoPE + cache write, decode attention, the activation, the MoE
+// dispatch) are launched so that each may start while the kernel before it in the stream finishes,
+// its blocks scheduled during that kernel's last wave and, for the GEMVs, its first weights
+// streamed before it waits. Results are the same bit for bit: only when kernels start changes.
+// A process-wide setting, off by default (`--pdl on`), recorded in results' environment.
+bool programmatic_launch();
+// Turns it on or off; on in a build without CUDA kernels throws UsageError naming `option`.
+void set_programmatic_launch(bool on, const std::string& option = "--pdl");
+// The value of a --pdl option: "on" or "off"; anything else throws UsageError naming `option`.
+bool parse_programmatic_launch(const std::string& value, const std::string& option);
+
 // The op families that have a Backend switch: each `effarch::ops` entry taking a Backend belongs
 // to one. A family is the unit recorded in results ("selective_scan": "reference").
 enum class OpFamily {
