@@ -8,13 +8,15 @@
 # no compiling there), and compiles otherwise. The GPU checks still waiting for a run, with what
 # each must show, are listed in docs/perf/pending.md; this script runs the core of them in order
 # of value.
-#   tools/gpu/session.sh check|kernels|bench|scans|decode|all [OUT]
+#   tools/gpu/session.sh check|pdl|kernels|bench|scans|decode|all [OUT]
 #     check:   build, the unit tests, kernel vs reference tokens for every tiny model (graphs off/on)
 #     kernels: effarch kernels (Mamba-1, Mamba-2 shapes) and effarch profile of two decode steps
 #     bench:   the headline suites (Mamba vs Transformer with graphs, batched decode, MoE, memory)
 #     scans:   the Mamba kernels in depth: variants side by side, ncu at 32k, decode-step profiles
 #     decode:  docs/perf/pending.md entries 24-26 (after check): the decode updates at batch 32, the
 #              dense GEMV's open items, DeepSeekMoE with its shared experts on the kernels
+#     pdl:     pending.md entry 28: programmatic dependent launch (--pdl on) against off, bit for bit
+#              in the tests, then decode tok/s side by side on the same machine
 stage=${1:-check}
 out=${2:-${OUT:-gpu-out}}
 mkdir -p "$out"
@@ -170,14 +172,40 @@ decode() {  # pending.md entries 24-26: what the 2026-11-26 H200 runs left about
   log "exit $?"
 }
 
+pdl() {  # pending.md entry 28: --pdl on changes when the decode kernels start, never the numbers
+  local setting
+  log "== pdl: the same logits bit for bit with the switch on (eager and graphs, every tiny model)"
+  timeout 180 "$T" --gtest_filter='Implementations.ProgrammaticLaunch*:DenseGemvCuda.*:Implementations.FusedAddNorm*' \
+    > "$out/gtest-pdl.log" 2>&1
+  log "exit $?: $(grep -E '^\[  (PASSED|FAILED)  \]' "$out/gtest-pdl.log" | tr '\n' ' ')"
+  grep -E '^\[ +(OK|FAILED|SKIPPED) +\]' "$out/gtest-pdl.log" >> "$summary"
+  # off, on, off again: the repeat bounds the drift between runs on one machine.
+  for setting in off on off2; do
+    timeout --signal=INT 130 "$B" bench mamba-2.8b phi-2 llama-3-8b --device cuda --dtype bf16 --prompt-lengths 512 \
+      --gen-tokens 128 --reps 3 --cuda-graphs on --pdl "${setting%2}" --no-progress -o "$out/pdl-$setting.json" \
+      > /dev/null 2>> "$out/pdl-errors.txt"
+    log "bench --pdl ${setting%2}: exit $?"
+  done
+  "$B" compare "$out/pdl-off.json" "$out/pdl-on.json" --metric decode_tokens_per_s >> "$summary" 2>&1
+  "$B" compare "$out/pdl-off.json" "$out/pdl-off2.json" --metric decode_tokens_per_s >> "$summary" 2>&1
+  for setting in off on; do
+    timeout --signal=INT 80 "$B" bench mamba-codestral-7b deepseek-moe-16b --device cuda --dtype bf16 --prompt-lengths 512 \
+      --gen-tokens 64 --reps 2 --cuda-graphs on --pdl "$setting" --no-progress -o "$out/pdl-big-$setting.json" \
+      > /dev/null 2>> "$out/pdl-errors.txt"
+    log "bench (Codestral, DeepSeekMoE) --pdl $setting: exit $?"
+  done
+  "$B" compare "$out/pdl-big-off.json" "$out/pdl-big-on.json" --metric decode_tokens_per_s >> "$summary" 2>&1
+}
+
 case $stage in
   check) check ;;
+  pdl) pdl ;;
   kernels) kernels ;;
   bench) benches ;;
   scans) scans ;;
   decode) decode ;;
   all) check; kernels; benches ;;
-  *) echo "usage: tools/gpu/session.sh check|kernels|bench|scans|decode|all [OUT]" >&2; exit 2 ;;
+  *) echo "usage: tools/gpu/session.sh check|pdl|kernels|bench|scans|decode|all [OUT]" >&2; exit 2 ;;
 esac
 rm -f "$out"/*.jsonl  # the final JSONs hold the same points
 log "== done $(date -u +%FT%TZ)"
