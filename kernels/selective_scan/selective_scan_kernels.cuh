@@ -127,8 +127,18 @@ __global__ void __launch_bounds__(scan::kUpdateThreads) selective_state_update_k
   const int lane = static_cast<int>(i % scan::kUpdateLanes);
   const bool active = pair < static_cast<int64_t>(p.batch) * p.dim;  // whole half warps agree
   const int batch = active ? static_cast<int>(pair / p.dim) : 0, channel = active ? static_cast<int>(pair % p.dim) : 0;
+  float delta = 0.0f;
+  if (p.dt_proj != nullptr) {  // dt_proj fused: the channel's kUpdateLanes lanes sum its row's products
+    float part = active ? scan::dt_proj_lane<input_t>(p, batch, channel, lane) : 0.0f;
+    for (int offset = scan::kUpdateLanes / 2; offset > 0; offset /= 2) {
+      part += __shfl_xor_sync(0xffffffffu, part, offset, scan::kUpdateLanes);
+    }
+    delta = scan::dt_proj_round<input_t>(part);
+  } else if (active) {
+    delta = scan::update_delta<input_t>(p, batch, channel);
+  }
   scan::UpdateInputs in{};
-  if (active) in = scan::update_inputs<input_t>(p, batch, channel);
+  if (active) in = scan::update_inputs<input_t>(p, batch, channel, delta);
   float v = active ? scan::update_lane<input_t>(p, batch, channel, lane, in) : 0.0f;
   for (int offset = scan::kUpdateLanes / 2; offset > 0; offset /= 2) {
     v += __shfl_xor_sync(0xffffffffu, v, offset, scan::kUpdateLanes);
@@ -186,6 +196,7 @@ LaunchStatus selective_scan_fwd_cuda(const SelectiveScanParams& p, cudaStream_t 
   const LaunchStatus args = scan::check_args(p, "selective_scan_fwd: d_state must be 1..256 and batch at most 65535");
   if (!args.ok()) return args;
   if (!scan::valid_segment(p.segment)) return {cudaErrorInvalidValue, "selective_scan_fwd: segment must be 4, 8 or 16"};
+  if (p.dt_proj != nullptr) return {cudaErrorInvalidValue, "selective_scan_fwd: the fused dt_proj is the update's only"};
   if (p.batch == 0 || p.dim == 0 || p.seqlen == 0) return {};
   if (p.segment == scan::kLanesSegment) {
     if (p.pieces > 1) return {cudaErrorInvalidValue, "selective_scan_fwd: the 16-step kernel does not split"};
@@ -203,6 +214,9 @@ template <typename input_t>
 LaunchStatus selective_state_update_cuda(const SelectiveScanParams& p, cudaStream_t stream) {
   const LaunchStatus args = scan::check_args(p, "selective_state_update: d_state must be 1..256");
   if (!args.ok()) return args;
+  if (p.dt_proj != nullptr && (p.dt_low == nullptr || p.dt_rank < 1)) {
+    return {cudaErrorInvalidValue, "selective_state_update: a fused dt_proj needs dt_low and dt_rank >= 1"};
+  }
   const int64_t threads = static_cast<int64_t>(p.batch) * p.dim * scan::kUpdateLanes;
   if (threads == 0) return {};
   const auto blocks = static_cast<unsigned>((threads + scan::kUpdateThreads - 1) / scan::kUpdateThreads);

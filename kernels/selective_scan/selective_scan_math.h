@@ -443,13 +443,37 @@ struct UpdateInputs {
   float u, dt, z, D;
 };
 
+// The channel's delta as the update reads it (p.dt_proj unset).
 template <typename input_t>
-EFFARCH_HD UpdateInputs update_inputs(const SelectiveScanParams& p, int batch, int channel) {
+EFFARCH_HD float update_delta(const SelectiveScanParams& p, int batch, int channel) {
+  return to_float(static_cast<const input_t*>(p.delta)[batch * p.delta_batch_stride + channel * p.delta_dim_stride]);
+}
+
+// With dt_proj fused (p.dt_proj set): lane l's part of the channel's delta, the products
+// dt_proj[channel, r] dt_low[batch, r] for r = l, l + kUpdateLanes, ... summed in fp32. The lanes'
+// parts are added as update_reduce does (the kernel's shuffles), then dt_proj_round gives delta.
+template <typename input_t>
+EFFARCH_HD float dt_proj_lane(const SelectiveScanParams& p, int batch, int channel, int lane) {
+  const auto* w = static_cast<const input_t*>(p.dt_proj) + channel * p.dt_proj_dim_stride;
+  const auto* x = static_cast<const input_t*>(p.dt_low) + batch * p.dt_low_batch_stride;
+  float acc = 0.0f;
+  for (int r = lane; r < p.dt_rank; r += kUpdateLanes) {
+    acc = fmaf(to_float(w[r * p.dt_proj_rank_stride]), to_float(x[r * p.dt_low_rank_stride]), acc);
+  }
+  return acc;
+}
+// The projection's one rounding to the element type, as a GEMV returning delta would round it.
+template <typename input_t>
+EFFARCH_HD float dt_proj_round(float sum) {
+  return to_float(from_float<input_t>(sum));
+}
+
+// `delta`: the channel's raw delta (update_delta, or the fused projection's).
+template <typename input_t>
+EFFARCH_HD UpdateInputs update_inputs(const SelectiveScanParams& p, int batch, int channel, float delta) {
   UpdateInputs in;
   in.u = to_float(static_cast<const input_t*>(p.u)[batch * p.u_batch_stride + channel * p.u_dim_stride]);
-  in.dt = discretize(
-      p, to_float(static_cast<const input_t*>(p.delta)[batch * p.delta_batch_stride + channel * p.delta_dim_stride]),
-      channel);
+  in.dt = discretize(p, delta, channel);
   in.z = p.z != nullptr
              ? to_float(static_cast<const input_t*>(p.z)[batch * p.z_batch_stride + channel * p.z_dim_stride])
              : 0.0f;
@@ -566,7 +590,15 @@ inline void emulate_scan(const SelectiveScanParams& p) {
 inline void emulate_update(const SelectiveScanParams& p) {
   for (int batch = 0; batch < p.batch; ++batch) {
     for (int channel = 0; channel < p.dim; ++channel) {
-      const UpdateInputs in = update_inputs<float>(p, batch, channel);
+      float delta;
+      if (p.dt_proj != nullptr) {
+        float dt_parts[kUpdateLanes];
+        for (int lane = 0; lane < kUpdateLanes; ++lane) dt_parts[lane] = dt_proj_lane<float>(p, batch, channel, lane);
+        delta = dt_proj_round<float>(update_reduce(dt_parts));
+      } else {
+        delta = update_delta<float>(p, batch, channel);
+      }
+      const UpdateInputs in = update_inputs<float>(p, batch, channel, delta);
       float parts[kUpdateLanes];
       for (int lane = 0; lane < kUpdateLanes; ++lane) parts[lane] = update_lane<float>(p, batch, channel, lane, in);
       update_finish<float>(p, batch, channel, update_reduce(parts), in);

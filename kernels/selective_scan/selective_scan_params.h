@@ -106,6 +106,16 @@ struct SelectiveScanParams {
 
   float* state = nullptr;  // [batch, dim, dstate]
   int64_t state_batch_stride = 0, state_dim_stride = 0, state_state_stride = 0;
+
+  // The one-token update with Mamba-1's dt_proj fused (ops::selective_state_update_dt_proj):
+  // delta[b, d] = sum_r dt_proj[d, r] dt_low[b, r], summed in fp32 and rounded to the element type
+  // once (what the projection would have returned), computed by the update kernel instead of read
+  // from `delta`. dt_proj and dt_low in the inputs' element type. nullptr: `delta` is read.
+  const void* dt_proj = nullptr;  // [dim, dt_rank]
+  int64_t dt_proj_dim_stride = 0, dt_proj_rank_stride = 0;
+  const void* dt_low = nullptr;  // [batch, dt_rank]
+  int64_t dt_low_batch_stride = 0, dt_low_rank_stride = 0;
+  int dt_rank = 0;
 };
 
 }  // namespace effarch::kernels

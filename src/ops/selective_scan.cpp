@@ -13,6 +13,7 @@
 #include "effarch/ops/selective_scan.h"
 
 #include <cmath>
+#include <utility>
 #include <vector>
 
 #include <ATen/ATen.h>
@@ -169,22 +170,35 @@ at::Tensor selective_scan(const at::Tensor& u, const at::Tensor& delta, const at
   return detail::selective_scan_reference(u, delta, Bmat, Cmat, z, args, ssm_state, from_state);
 }
 
+namespace {
+
+// The one-token update's arguments but delta: u [B, D], B and C [B, N], z [B, D], A [D, N], the
+// state [B, D, N] fp32. Returns {B, D}.
+std::pair<int64_t, int64_t> check_update(const at::Tensor& u, const at::Tensor& Bmat, const at::Tensor& Cmat,
+                                         const std::optional<at::Tensor>& z, const SelectiveScanArgs& args,
+                                         const at::Tensor& ssm_state, const char* op) {
+  if (!u.defined() || u.dim() != 2) {
+    throw OpError(fmt::format("{}: u must be [B, D], got {}", op, u.defined() ? shape(u) : "undefined"));
+  }
+  const int64_t batch = u.size(0), dim = u.size(1);
+  if (!args.A.defined() || args.A.dim() != 2) throw OpError(fmt::format("{}: A must be [D, N]", op));
+  const int64_t dstate = args.A.size(1);
+  check_tensor(Bmat, op, "B", {batch, dstate}, u);
+  check_tensor(Cmat, op, "C", {batch, dstate}, u);
+  if (z) check_tensor(*z, op, "z", {batch, dim}, u);
+  check_args(args, dim, dstate, u, op);
+  check_state(ssm_state, batch, dim, dstate, u, op);
+  return {batch, dim};
+}
+
+}  // namespace
+
 at::Tensor selective_state_update(const at::Tensor& u, const at::Tensor& delta, const at::Tensor& Bmat,
                                   const at::Tensor& Cmat, const std::optional<at::Tensor>& z,
                                   const SelectiveScanArgs& args, at::Tensor& ssm_state, Backend backend) {
   RECORD_USER_SCOPE("effarch::selective_state_update");  // names the op in profiles (effarch profile)
-  if (!u.defined() || u.dim() != 2) {
-    throw OpError(fmt::format("{}: u must be [B, D], got {}", kUpdate, u.defined() ? shape(u) : "undefined"));
-  }
-  const int64_t batch = u.size(0), dim = u.size(1);
-  if (!args.A.defined() || args.A.dim() != 2) throw OpError(fmt::format("{}: A must be [D, N]", kUpdate));
-  const int64_t dstate = args.A.size(1);
+  const auto [batch, dim] = check_update(u, Bmat, Cmat, z, args, ssm_state, kUpdate);
   check_tensor(delta, kUpdate, "delta", {batch, dim}, u);
-  check_tensor(Bmat, kUpdate, "B", {batch, dstate}, u);
-  check_tensor(Cmat, kUpdate, "C", {batch, dstate}, u);
-  if (z) check_tensor(*z, kUpdate, "z", {batch, dim}, u);
-  check_args(args, dim, dstate, u, kUpdate);
-  check_state(ssm_state, batch, dim, dstate, u, kUpdate);
   const Backend impl = resolve_backend(backend, OpFamily::SelectiveStateUpdate, u.device());
 #ifdef EFFARCH_WITH_CUDA
   if (impl == Backend::Cuda) return detail::selective_state_update_cuda(u, delta, Bmat, Cmat, z, args, ssm_state);
@@ -201,6 +215,35 @@ at::Tensor selective_state_update(const at::Tensor& u, const at::Tensor& delta, 
   if (args.D) y = y + uf * args.D->to(at::kFloat);
   if (z) y = y * at::silu(z->to(at::kFloat));
   return y.to(u.scalar_type());
+}
+
+bool selective_state_update_dt_proj_fuses(const at::Tensor& u, const at::Tensor& dt_low, const Linear& dt_proj,
+                                          Backend backend) {
+  if (!use_cuda_kernel(backend, OpFamily::SelectiveStateUpdate, u.device())) return false;
+  const at::Tensor& w = dt_proj.weight;
+  return dt_proj.format == WeightFormat::Dense && !dt_proj.bias && w.defined() && w.dim() == 2 &&
+         w.scalar_type() == u.scalar_type() && w.device() == u.device() && dt_low.defined() &&
+         dt_low.scalar_type() == u.scalar_type() && dt_low.device() == u.device();
+}
+
+at::Tensor selective_state_update_dt_proj(const at::Tensor& u, const at::Tensor& dt_low, const Linear& dt_proj,
+                                          const at::Tensor& Bmat, const at::Tensor& Cmat,
+                                          const std::optional<at::Tensor>& z, const SelectiveScanArgs& args,
+                                          at::Tensor& ssm_state, Backend backend) {
+  constexpr const char* op = "selective_state_update_dt_proj";
+  const auto [batch, dim] = check_update(u, Bmat, Cmat, z, args, ssm_state, op);
+  if (!dt_proj.defined() || dt_proj.weight.dim() != 2 || dt_proj.out_features() != dim) {
+    throw OpError(fmt::format("{}: dt_proj must be [{}, R], got {}", op, dim,
+                              dt_proj.defined() ? shape(dt_proj.weight) : "undefined"));
+  }
+  check_tensor(dt_low, op, "dt_low", {batch, dt_proj.in_features()}, u);
+  if (selective_state_update_dt_proj_fuses(u, dt_low, dt_proj, backend)) {
+    RECORD_USER_SCOPE("effarch::selective_state_update");  // the fused projection counts as the scan's
+#ifdef EFFARCH_WITH_CUDA
+    return detail::selective_state_update_dt_proj_cuda(u, dt_low, dt_proj.weight, Bmat, Cmat, z, args, ssm_state);
+#endif
+  }
+  return selective_state_update(u, linear(dt_low, dt_proj, backend), Bmat, Cmat, z, args, ssm_state, backend);
 }
 
 }  // namespace effarch::ops

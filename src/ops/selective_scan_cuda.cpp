@@ -36,4 +36,16 @@ at::Tensor selective_state_update_cuda(const at::Tensor& u, const at::Tensor& de
   return launch.result();
 }
 
+at::Tensor selective_state_update_dt_proj_cuda(const at::Tensor& u, const at::Tensor& dt_low, const at::Tensor& dt_proj,
+                                               const at::Tensor& Bmat, const at::Tensor& Cmat,
+                                               const std::optional<at::Tensor>& z, const SelectiveScanArgs& args,
+                                               at::Tensor& ssm_state) {
+  constexpr const char* op = "selective_state_update_dt_proj";
+  const c10::cuda::CUDAGuard device_guard(u.device());
+  const SelectiveScanLaunch launch =
+      prepare_selective_state_update_dt_proj(u, dt_low, dt_proj, Bmat, Cmat, z, args, ssm_state, op);
+  throw_if_failed(kernels::selective_state_update(launch.params, current_stream()), op);
+  return launch.result();
+}
+
 }  // namespace effarch::ops::detail

@@ -2,6 +2,8 @@
 
 #include "selective_scan_launch.h"
 
+#include <limits>
+
 #include <ATen/ATen.h>
 #include <fmt/format.h>
 
@@ -124,6 +126,32 @@ SelectiveScanLaunch prepare_selective_scan(const at::Tensor& u, const at::Tensor
     p.split_states = l.workspace.mutable_data_ptr<float>();
     p.split_dtsum = p.split_states + states;
   }
+  return l;
+}
+
+SelectiveScanLaunch prepare_selective_state_update_dt_proj(const at::Tensor& u, const at::Tensor& dt_low,
+                                                           const at::Tensor& dt_proj, const at::Tensor& Bmat,
+                                                           const at::Tensor& Cmat, const std::optional<at::Tensor>& z,
+                                                           const SelectiveScanArgs& args, at::Tensor& ssm_state,
+                                                           const char* op) {
+  if (dt_proj.size(1) > std::numeric_limits<int>::max()) {
+    throw OpError(fmt::format("{}: dt_proj has {} columns, beyond the kernel's 32-bit sizes", op, dt_proj.size(1)));
+  }
+  // u stands in for delta (same shape and dtype) in the common preparation; the params then
+  // point at the projection's inputs instead.
+  SelectiveScanLaunch l = prepare_selective_scan(u, u, Bmat, Cmat, z, args, ssm_state, false, op);
+  const at::ScalarType type = l.u.scalar_type();  // float32 where the inputs came in a mix
+  l.delta = at::Tensor();
+  l.dt_low = dt_low.to(type);
+  l.dt_proj = dt_proj.to(type);
+  kernels::SelectiveScanParams& p = l.params;
+  p.delta = nullptr;
+  p.delta_batch_stride = p.delta_dim_stride = p.delta_time_stride = 0;
+  p.dt_rank = static_cast<int>(l.dt_proj.size(1));
+  p.dt_proj = l.dt_proj.const_data_ptr();
+  p.dt_proj_dim_stride = l.dt_proj.stride(0), p.dt_proj_rank_stride = l.dt_proj.stride(1);
+  p.dt_low = l.dt_low.const_data_ptr();
+  p.dt_low_batch_stride = l.dt_low.stride(0), p.dt_low_rank_stride = l.dt_low.stride(1);
   return l;
 }
 

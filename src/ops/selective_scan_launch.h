@@ -18,6 +18,7 @@ struct SelectiveScanLaunch {
   at::Tensor A, D, delta_bias;   // float32 (D, delta_bias may be undefined)
   at::Tensor y;                  // the output the kernel writes, in the inputs' element type
   at::Tensor workspace;          // fp32, the split's piece states and dt sums (undefined unsplit)
+  at::Tensor dt_low, dt_proj;    // the update with dt_proj fused: its inputs (undefined otherwise)
   kernels::SelectiveScanParams params;
   at::ScalarType out_type;       // u's dtype: what the op returns
   // y in the op's dtype (a copy only when the inputs had to be widened to float32).
@@ -31,5 +32,13 @@ SelectiveScanLaunch prepare_selective_scan(const at::Tensor& u, const at::Tensor
                                            const at::Tensor& Cmat, const std::optional<at::Tensor>& z,
                                            const SelectiveScanArgs& args, at::Tensor& ssm_state, bool from_state,
                                            const char* op, int sm_count = 0);
+
+// The one-token update with Mamba-1's dt_proj fused (ops::selective_state_update_dt_proj): the
+// params read dt_low [B, R] and dt_proj [D, R] (in the inputs' element type) instead of delta.
+SelectiveScanLaunch prepare_selective_state_update_dt_proj(const at::Tensor& u, const at::Tensor& dt_low,
+                                                           const at::Tensor& dt_proj, const at::Tensor& Bmat,
+                                                           const at::Tensor& Cmat, const std::optional<at::Tensor>& z,
+                                                           const SelectiveScanArgs& args, at::Tensor& ssm_state,
+                                                           const char* op);
 
 }  // namespace effarch::ops::detail

@@ -11,6 +11,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cmath>
 #include <optional>
 #include <string>
 
@@ -164,6 +165,100 @@ TEST(SelectiveScanKernelEmulated, UpdateMatchesTheReference) {
       test::expect_close(s_got, s_ref, {1e-5, 1e-5}, what + " state");
     }
   }
+}
+
+// Mamba-1's dt_proj fused into the update: the inputs of ops::selective_state_update_dt_proj as
+// the mixer hands them over (dt_low the first R columns of the x_proj output, B and C after them).
+struct DtProjProblem {
+  at::Tensor u, dt_low, B, C, z;
+  Linear dt_proj;
+  SelectiveScanArgs args;
+  at::Tensor state0;
+};
+
+DtProjProblem make_dt_proj_problem(int64_t batch, int64_t dim, int64_t dstate, int64_t rank, at::ScalarType dtype,
+                                   at::Device device) {
+  const auto opt = at::TensorOptions().dtype(dtype).device(device);
+  const auto fopt = opt.dtype(at::kFloat);
+  DtProjProblem p;
+  const at::Tensor xz = at::randn({batch, 2 * dim}, opt);
+  p.u = xz.narrow(1, 0, dim);
+  p.z = xz.narrow(1, dim, dim);
+  const at::Tensor proj = at::randn({batch, rank + 2 * dstate}, opt);
+  p.dt_low = proj.narrow(1, 0, rank);
+  p.B = proj.narrow(1, rank, dstate);
+  p.C = proj.narrow(1, rank + dstate, dstate);
+  p.dt_proj = Linear((at::randn({dim, rank}, fopt) / std::sqrt(static_cast<double>(rank))).to(dtype));
+  p.args.A = -at::exp(at::log(at::arange(1, dstate + 1, fopt)).expand({dim, dstate}) + at::randn({dim, dstate}, fopt) * 0.1);
+  p.args.D = at::randn({dim}, fopt);
+  p.args.delta_bias = at::randn({dim}, fopt) * 0.3 - 1.0;
+  p.state0 = at::randn({batch, dim, dstate}, fopt);
+  return p;
+}
+
+// The reference: dt_proj as its own projection, then the update (what the op runs unfused).
+Result dt_proj_reference(const DtProjProblem& p) {
+  at::Tensor state = p.state0.clone();
+  const at::Tensor delta = linear(p.dt_low, p.dt_proj, Backend::Reference);
+  const at::Tensor y = selective_state_update(p.u, delta, p.B, p.C, p.z, p.args, state, Backend::Reference);
+  return {y, state};
+}
+
+struct DtProjCase {
+  int64_t batch, dim, dstate, rank;
+};
+const DtProjCase kDtProjCases[] = {{1, 1, 1, 1},   {2, 33, 16, 3},  {1, 40, 16, 16},  {3, 70, 17, 17},
+                                   {1, 8, 64, 160}, {2, 5, 256, 33}, {1, 160, 16, 160}};
+
+// The kernel's own code (the lanes' partial dot products over the rank, their shuffle tree, one
+// rounding) in its host emulation against the projection then the update, float32.
+TEST(SelectiveScanKernelEmulated, UpdateWithFusedDtProjMatchesTheReference) {
+  for (const DtProjCase& c : kDtProjCases) {
+    at::manual_seed(static_cast<uint64_t>(c.dim * 7 + c.rank));
+    const DtProjProblem p = make_dt_proj_problem(c.batch, c.dim, c.dstate, c.rank, at::kFloat, at::kCPU);
+    const Result ref = dt_proj_reference(p);
+    at::Tensor state = p.state0.clone();
+    const detail::SelectiveScanLaunch launch = detail::prepare_selective_state_update_dt_proj(
+        p.u, p.dt_low, p.dt_proj.weight, p.B, p.C, p.z, p.args, state, "test");
+    EXPECT_EQ(launch.params.delta, nullptr);
+    EXPECT_EQ(launch.params.dt_rank, c.rank);
+    scan::emulate_update(launch.params);
+    const std::string what = fmt::format("B={} D={} N={} R={}", c.batch, c.dim, c.dstate, c.rank);
+    test::expect_close(launch.result(), ref.y, {1e-5, 1e-5}, what + " y");
+    test::expect_close(state, ref.state, {1e-5, 1e-5}, what + " state");
+  }
+}
+
+// Off the GPU the op is the unfused path itself: bit for bit the projection then the update, for
+// auto and reference; the fused kernel is for CUDA only, and never for int8 or a biased dt_proj.
+TEST(SelectiveScanKernelEmulated, FusedDtProjOffTheGpuIsTheProjectionThenTheUpdate) {
+  at::manual_seed(5);
+  const DtProjProblem p = make_dt_proj_problem(2, 24, 16, 5, at::kFloat, at::kCPU);
+  for (const Backend backend : {Backend::Auto, Backend::Reference}) {
+    EXPECT_FALSE(selective_state_update_dt_proj_fuses(p.u, p.dt_low, p.dt_proj, backend));
+    at::Tensor s_fused = p.state0.clone(), s_plain = p.state0.clone();
+    const at::Tensor y = selective_state_update_dt_proj(p.u, p.dt_low, p.dt_proj, p.B, p.C, p.z, p.args, s_fused, backend);
+    const at::Tensor delta = linear(p.dt_low, p.dt_proj, backend);
+    const at::Tensor y_plain = selective_state_update(p.u, delta, p.B, p.C, p.z, p.args, s_plain, backend);
+    EXPECT_TRUE(at::equal(y, y_plain)) << backend_name(backend);
+    EXPECT_TRUE(at::equal(s_fused, s_plain)) << backend_name(backend);
+  }
+  at::Tensor state = p.state0.clone();
+  const Linear wrong(at::randn({23, 5}));
+  EXPECT_THROW_WITH(selective_state_update_dt_proj(p.u, p.dt_low, wrong, p.B, p.C, p.z, p.args, state),
+                    OpError, {"selective_state_update_dt_proj", "dt_proj must be [24, R]"});
+  EXPECT_THROW_WITH(
+      selective_state_update_dt_proj(p.u, p.dt_low.narrow(1, 0, 4), p.dt_proj, p.B, p.C, p.z, p.args, state), OpError,
+      {"selective_state_update_dt_proj", "dt_low"});
+  if (!kBuiltWithCuda || !at::hasCUDA()) return;
+  const at::Device gpu(at::kCUDA, 0);
+  const at::Tensor u = p.u.to(gpu), dt_low = p.dt_low.to(gpu);
+  Linear dense(p.dt_proj.weight.to(gpu));
+  EXPECT_TRUE(selective_state_update_dt_proj_fuses(u, dt_low, dense, Backend::Auto));
+  EXPECT_FALSE(selective_state_update_dt_proj_fuses(u, dt_low, dense, Backend::Reference));
+  EXPECT_FALSE(selective_state_update_dt_proj_fuses(u, dt_low, quantize_int8(dense), Backend::Auto));
+  EXPECT_FALSE(selective_state_update_dt_proj_fuses(u, dt_low, Linear(dense.weight, at::zeros({24}, u.options())),
+                                                    Backend::Auto));
 }
 
 // Inputs in a mix of dtypes are widened to float32 for the kernels (no rounding the reference
@@ -473,6 +568,30 @@ TEST(SelectiveScanCuda, UpdateMatchesTheReference) {
       const std::string what = fmt::format("{} {}", name(c), c10::toString(dtype));
       test::expect_close(y, y_ref, test::rounding_tolerance(dtype), what + " y");
       test::expect_close(s_got, s_ref, {1e-5, 1e-5}, what + " state");
+    }
+  }
+}
+
+// The fused dt_proj on the GPU, every dtype, the real Mamba-2.8B shape among awkward ones. fp32
+// within 1e-5; bf16 / fp16 within the dtype's rounding, y and state alike: the kernel sums the
+// projection in another order than the GEMV, so a delta may round to the neighbouring value.
+TEST(SelectiveScanCuda, UpdateWithFusedDtProjMatchesTheReference) {
+  if (!have_kernel()) GTEST_SKIP() << "needs a CUDA build and a GPU";
+  for (const DtProjCase& c : {DtProjCase{1, 1, 1, 1}, DtProjCase{2, 33, 16, 3}, DtProjCase{3, 70, 17, 17},
+                              DtProjCase{1, 5120, 16, 160}, DtProjCase{32, 5120, 16, 160}, DtProjCase{2, 70, 256, 33}}) {
+    for (const at::ScalarType dtype : {at::kFloat, at::kBFloat16, at::kHalf}) {
+      at::manual_seed(static_cast<uint64_t>(c.dim + c.rank));
+      const DtProjProblem p = make_dt_proj_problem(c.batch, c.dim, c.dstate, c.rank, dtype, at::Device(at::kCUDA, 0));
+      ASSERT_TRUE(selective_state_update_dt_proj_fuses(p.u, p.dt_low, p.dt_proj, Backend::Auto));
+      const Result ref = dt_proj_reference(p);
+      at::Tensor state = p.state0.clone();
+      const at::Tensor y =
+          selective_state_update_dt_proj(p.u, p.dt_low, p.dt_proj, p.B, p.C, p.z, p.args, state, Backend::Cuda);
+      const std::string what = fmt::format("B={} D={} N={} R={} {}", c.batch, c.dim, c.dstate, c.rank,
+                                           c10::toString(dtype));
+      test::expect_close(y, ref.y, test::rounding_tolerance(dtype), what + " y");
+      test::expect_close(state, ref.state, dtype == at::kFloat ? test::Tolerance{1e-5, 1e-5} : test::rounding_tolerance(dtype),
+                         what + " state");
     }
   }
 }

@@ -15,6 +15,7 @@
 #include <ATen/core/Tensor.h>
 
 #include "effarch/ops/backend.h"
+#include "effarch/ops/linear.h"
 
 namespace effarch::ops {
 
@@ -63,6 +64,23 @@ at::Tensor selective_state_update(const at::Tensor& u, const at::Tensor& delta, 
                                   const SelectiveScanArgs& args, at::Tensor& ssm_state,
                                   Backend backend = Backend::Auto);
 
+// Decode with Mamba-1's dt_proj fused into the update: delta = dt_low dt_proj^T, the projection's
+// result in u's dtype, then selective_state_update. dt_low [B, R] (the first R columns of the
+// x_proj output: any strides); dt_proj [D, R] without a bias (the mixer passes its bias as
+// args.delta_bias). Where selective_state_update_dt_proj_fuses says so, one CUDA kernel computes
+// each channel's delta itself (kernels/selective_scan: fp32 sum, one rounding to u's dtype), so a
+// step runs one launch instead of the dt_proj GEMV and the update; elsewhere (CPU, the reference,
+// int8 weights) it is ops::linear(dt_low, dt_proj, backend) then selective_state_update, exactly
+// the unfused path.
+at::Tensor selective_state_update_dt_proj(const at::Tensor& u, const at::Tensor& dt_low, const Linear& dt_proj,
+                                          const at::Tensor& Bmat, const at::Tensor& Cmat,
+                                          const std::optional<at::Tensor>& z, const SelectiveScanArgs& args,
+                                          at::Tensor& ssm_state, Backend backend = Backend::Auto);
+// Whether the fused CUDA kernel runs: selective_state_update resolves to Cuda for u's device, and
+// dt_proj is dense, without a bias, in u's dtype on u's device, as dt_low is.
+bool selective_state_update_dt_proj_fuses(const at::Tensor& u, const at::Tensor& dt_low, const Linear& dt_proj,
+                                          Backend backend);
+
 namespace detail {
 // The ATen reference: a two-level chunked scan. Arguments checked; shapes as above.
 at::Tensor selective_scan_reference(const at::Tensor& u, const at::Tensor& delta, const at::Tensor& Bmat,
@@ -78,6 +96,11 @@ at::Tensor selective_scan_cuda(const at::Tensor& u, const at::Tensor& delta, con
 at::Tensor selective_state_update_cuda(const at::Tensor& u, const at::Tensor& delta, const at::Tensor& Bmat,
                                        const at::Tensor& Cmat, const std::optional<at::Tensor>& z,
                                        const SelectiveScanArgs& args, at::Tensor& ssm_state);
+// The update with dt_proj fused (checked arguments; dt_proj dense in u's dtype).
+at::Tensor selective_state_update_dt_proj_cuda(const at::Tensor& u, const at::Tensor& dt_low, const at::Tensor& dt_proj,
+                                               const at::Tensor& Bmat, const at::Tensor& Cmat,
+                                               const std::optional<at::Tensor>& z, const SelectiveScanArgs& args,
+                                               at::Tensor& ssm_state);
 #endif
 }  // namespace detail
 
