@@ -43,7 +43,8 @@ const std::map<std::string, std::vector<std::string>>& implementation_variants()
   static const std::map<std::string, std::vector<std::string>> variants = {
       {kMoePrefillRecord, {"grouped", "per_expert"}},
       {kSsdScanProductsRecord, {"tensor_cores", "fma"}},
-      {kSelectiveScanVariantRecord, {"lanes16", "seg4", "seg8", "split"}}};
+      {kSelectiveScanVariantRecord, {"lanes16", "seg4", "seg8", "split"}},
+      {kDtProjRecord, {"fused", "separate"}}};
   return variants;
 }
 
@@ -156,6 +157,12 @@ std::map<std::string, std::string> resolve_implementations(const ModelConfig& co
   const auto scan = impl.find(std::string(ops::op_name(ops::OpFamily::SelectiveScan)));
   if (scan != impl.end() && scan->second == ops::backend_name(ops::Backend::Cuda)) {
     impl[kSelectiveScanVariantRecord] = ops::selective_scan_variant_name(ops::SelectiveScanArgs{});
+  }
+  // Whether the Mamba-1 decode step computes dt_proj inside the CUDA state update
+  // (ops::selective_state_update_dt_proj_fuses: dense weights) or as its own projection (int8).
+  const auto update = impl.find(std::string(ops::op_name(ops::OpFamily::SelectiveStateUpdate)));
+  if (update != impl.end() && update->second == ops::backend_name(ops::Backend::Cuda)) {
+    impl[kDtProjRecord] = options.weights == ops::WeightFormat::Dense ? "fused" : "separate";
   }
   if (!missing.empty()) {
     throw UsageError(fmt::format("--backend cuda: {} uses {}, which {} no CUDA kernel yet (--backend auto runs the "

@@ -127,8 +127,14 @@ TEST(Implementations, RecordTheSelectiveScanVariantOnTheGpu) {
   ModelOptions opt;
   opt.device = at::Device(at::kCUDA, 0);
   EXPECT_EQ(Model::load(tiny("tiny-mamba"), opt)->implementations().at("selective_scan_variant"), "lanes16");
+  // The decode step's dt_proj: inside the CUDA update with dense weights, its own projection with int8.
+  EXPECT_EQ(Model::load(tiny("tiny-mamba"), opt)->implementations().at("selective_state_update_dt_proj"), "fused");
+  opt.weights = ops::WeightFormat::Int8;
+  EXPECT_EQ(Model::load(tiny("tiny-mamba"), opt)->implementations().at("selective_state_update_dt_proj"), "separate");
+  opt.weights = ops::WeightFormat::Dense;
   opt.backend = ops::Backend::Reference;
   EXPECT_EQ(Model::load(tiny("tiny-mamba"), opt)->implementations().count("selective_scan_variant"), 0u);
+  EXPECT_EQ(Model::load(tiny("tiny-mamba"), opt)->implementations().count("selective_state_update_dt_proj"), 0u);
 }
 
 // Beside "ssd_scan": "cuda", which chunk products the scan runs: tensor cores for bf16 / fp16

@@ -56,10 +56,13 @@ DecodeMode resolve_decode_mode(const ModelConfig& config, const at::Device& devi
 // which variant of a CUDA path a model runs, with the values each may take. "moe_prefill":
 // "grouped" or "per_expert" (ops::moe_prefill_path); "ssd_scan_products": "tensor_cores" or "fma"
 // (ops::ssd_scan_products_name); "selective_scan_variant": "lanes16", "seg4", "seg8" or "split"
-// (ops::selective_scan_variant_name). Bench keys are checked against it.
+// (ops::selective_scan_variant_name); "selective_state_update_dt_proj": "fused" (Mamba-1's decode
+// step computes dt_proj inside the CUDA update: ops::selective_state_update_dt_proj) or
+// "separate". Bench keys are checked against it.
 inline constexpr const char* kMoePrefillRecord = "moe_prefill";
 inline constexpr const char* kSsdScanProductsRecord = "ssd_scan_products";
 inline constexpr const char* kSelectiveScanVariantRecord = "selective_scan_variant";
+inline constexpr const char* kDtProjRecord = "selective_state_update_dt_proj";
 const std::map<std::string, std::vector<std::string>>& implementation_variants();
 
 std::optional<std::string> moe_decode_not_capturable(const ModelConfig& config, ops::Backend backend,

@@ -59,14 +59,16 @@ class Mamba1Mixer final : public Mixer {
       bmat = weightless_rms_norm(bmat);
       cmat = weightless_rms_norm(cmat);
     }
-    // [B, T, Di]; the bias is added in fp32 by the scan
-    const at::Tensor delta = ops::linear(dt_low, dt_proj_, ctx.backend);
-    at::Tensor y;                                        // [B, Di, T]
+    at::Tensor y;  // [B, Di, T]
     if (!fresh && x.size(1) == 1) {
-      y = ops::selective_state_update(u.select(2, 0), delta.select(1, 0), bmat.select(1, 0), cmat.select(1, 0),
-                                      z.select(2, 0), args_, cache.ssm_state, ctx.backend)
+      // One token: dt_proj runs inside the update where the CUDA kernel takes it (one launch
+      // instead of two), else as its own projection; the bias is added in fp32 by the update.
+      y = ops::selective_state_update_dt_proj(u.select(2, 0), dt_low.select(1, 0), dt_proj_, bmat.select(1, 0),
+                                              cmat.select(1, 0), z.select(2, 0), args_, cache.ssm_state, ctx.backend)
               .unsqueeze(2);
     } else {
+      // [B, T, Di]; the bias is added in fp32 by the scan
+      const at::Tensor delta = ops::linear(dt_low, dt_proj_, ctx.backend);
       y = ops::selective_scan(u, delta.transpose(1, 2), bmat.transpose(1, 2), cmat.transpose(1, 2), z, args_,
                               cache.ssm_state, /*from_state=*/!fresh, ctx.backend);
     }
