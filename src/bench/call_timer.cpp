@@ -3,6 +3,7 @@
 #include "call_timer.h"
 
 #include <atomic>
+#include <optional>
 #include <string>
 
 #include <fmt/format.h>
@@ -49,27 +50,32 @@ CallTimes time_queued_with_fallback(int warmup, int reps, const std::function<vo
                                     double timeout_s) {
   CallTimes out;
   out.timer = CallTimer::CudaEventsQueued;
-  // False when the call cannot be queued (the reason then in out.fallback).
-  const auto queueable = [&](BlockerOutcome outcome, const std::string& which) {
-    if (outcome == BlockerOutcome::NotRun) {
-      throw Error(fmt::format("effarch kernels: the blocking kernel did not run ({}): its status word was "
-                              "not written",
-                              which));
+  // One queued call, tried again once if its blocker timed out (a first use's one-time sync: lazy
+  // module loading, a library handle). Its seconds, or nothing when both timed out (the reason
+  // then in out.fallback).
+  const auto run_queued = [&](const std::string& which) -> std::optional<double> {
+    for (int attempt = 0; attempt < 2; ++attempt) {
+      const QueuedCall q = queued();
+      if (q.outcome == BlockerOutcome::NotRun) {
+        throw Error(fmt::format("effarch kernels: the blocking kernel did not run ({}): its status word was "
+                                "not written",
+                                which));
+      }
+      if (q.outcome == BlockerOutcome::Released) return q.seconds;
     }
-    if (outcome == BlockerOutcome::Released) return true;
     out.fallback = fmt::format(
         "{} waited on the GPU from the host (a synchronisation inside the call, e.g. .item()): the blocking "
-        "kernel ended on its {:g} ms timeout, so the call's launches could not be queued; every sample "
-        "timed with plain CUDA events, the host's dispatch included",
+        "kernel ended on its {:g} ms timeout twice in a row, so the call's launches could not be queued; "
+        "every sample timed with plain CUDA events, the host's dispatch included",
         which, timeout_s * 1e3);
-    return false;
+    return std::nullopt;
   };
   for (int i = 0; i + 1 < warmup; ++i) call();
-  bool queue = warmup <= 0 || queueable(queued().outcome, "the last warm-up call");
+  bool queue = warmup <= 0 || run_queued("the last warm-up call").has_value();
   for (int i = 0; queue && i < reps; ++i) {
-    const QueuedCall q = queued();
-    queue = queueable(q.outcome, fmt::format("timed call {} of {}", i + 1, reps));
-    if (queue) out.seconds.push_back(q.seconds);
+    const std::optional<double> t = run_queued(fmt::format("timed call {} of {}", i + 1, reps));
+    queue = t.has_value();
+    if (queue) out.seconds.push_back(*t);
   }
   if (!queue) {
     out.timer = CallTimer::CudaEvents;

@@ -7,8 +7,9 @@
 // event, release the blocker, wait for the end event. Every launch of the call is queued behind
 // the blocker, so the events time the GPU's work (its kernels and the gaps between them) and not
 // the host's dispatch. A call that waits on the GPU from the host (`.item()`, a stream sync)
-// cannot be queued: it waits on the blocker, which then ends on its timeout; the row is timed
-// again with plain events around the call (the host's dispatch included) and says so.
+// cannot be queued: it waits on the blocker, which then ends on its timeout (twice in a row, so a
+// first use's one-time sync is not taken for one); the row is timed again with plain events
+// around the call (the host's dispatch included) and says so.
 //
 // The decisions (the scrub size, what a blocker status means, when to give up the queued timer,
 // the row's label) are plain functions here, tested on the CPU; QueuedCudaTimer (CUDA builds) is
@@ -35,8 +36,8 @@ const char* timer_name(CallTimer timer);
 // How long the blocking kernel waits for the host: far longer than any call's dispatch (tens of
 // microseconds; a reference of thousands of launches fills the launch queue and times out, which
 // is right: its host cost is then part of its time), short enough that a call which syncs costs
-// one such wait per row.
-constexpr double kBlockerTimeoutS = 0.2;
+// little (two such waits per row).
+constexpr double kBlockerTimeoutS = 0.1;
 // The scrub when the device does not report its L2 size (triton.testing.do_bench's 256 MiB).
 constexpr uint64_t kUnknownL2ScrubBytes = uint64_t{256} << 20;
 
@@ -66,10 +67,11 @@ struct CallTimes {
 };
 
 // The GPU's sequence, given the ways to run one call: `warmup` untimed calls, the last of them
-// queued (so a call that syncs is found before any timed one), then `reps` queued calls. At the
-// first blocker that times out, every sample so far is dropped and all `reps` are timed with
-// `plain`: a row's samples come from one timer. A blocker that did not run is an Error.
-// `timeout_s` is only quoted in the fallback's reason.
+// queued (so a call that syncs is found before any timed one), then `reps` queued calls. A call
+// whose blocker times out is run queued once more (a one-time sync of a first use: lazy module
+// loading, a library handle); when that one times out too, every sample so far is dropped and all
+// `reps` are timed with `plain`: a row's samples come from one timer. A blocker that did not run
+// is an Error. `timeout_s` is only quoted in the fallback's reason.
 CallTimes time_queued_with_fallback(int warmup, int reps, const std::function<void()>& call,
                                     const std::function<QueuedCall()>& queued, const std::function<double()>& plain,
                                     double timeout_s);
