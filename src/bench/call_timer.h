@@ -83,7 +83,7 @@ class QueuedCudaTimer;  // CUDA builds only
 
 #ifdef EFFARCH_WITH_CUDA
 // The CUDA shell: host-mapped flags for the blocking kernel, the scrub buffer (cudaMalloc, outside
-// the caching allocator, so --memory-limit and the rows' free-memory check do not see it), two
+// the caching allocator, so --memory-limit's cap on that allocator does not count it), two
 // events. Works on the current stream of `device`. One per sweep: creating it synchronises.
 class QueuedCudaTimer {
  public:

@@ -33,7 +33,6 @@
 #include "effarch/ops/ssd.h"
 
 #ifdef EFFARCH_WITH_CUDA
-#include <ATen/cuda/CUDAEvent.h>
 #include <c10/cuda/CUDACachingAllocator.h>
 #include <c10/cuda/CUDAFunctions.h>
 #include <c10/cuda/CUDAGuard.h>
