@@ -15,6 +15,7 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
+#include "call_timer.h"
 #include "device_probe.h"
 #include "effarch/bench/bench.h"
 #include "effarch/common/device.h"
@@ -32,7 +33,6 @@
 #include "effarch/ops/ssd.h"
 
 #ifdef EFFARCH_WITH_CUDA
-#include <ATen/cuda/CUDAEvent.h>
 #include <c10/cuda/CUDACachingAllocator.h>
 #include <c10/cuda/CUDAFunctions.h>
 #include <c10/cuda/CUDAGuard.h>
@@ -661,36 +661,29 @@ uint64_t free_bytes(const c10::Device& device) {
   return detail::available_host_memory();
 }
 
-// Seconds of each of `reps` calls after `warmup` untimed ones: CUDA events around each call on a GPU
-// (the GPU's time from the call's first kernel to its last, launch gaps included), else the steady
-// clock around the call.
-std::vector<double> time_calls(const c10::Device& device, int warmup, int reps, const std::function<void()>& fn) {
-  for (int i = 0; i < warmup; ++i) fn();
-  detail::synchronize(device);
-  std::vector<double> t;
-  t.reserve(static_cast<size_t>(reps));
+// The samples of `reps` calls after `warmup` untimed ones, and how they were taken: on a GPU the
+// queued CUDA events of call_timer.h (the GPU's time, L2 scrubbed; plain events for a call that
+// syncs inside), else the steady clock around the call.
+CallTimes time_calls(const c10::Device& device, int warmup, int reps, const std::function<void()>& fn,
+                     [[maybe_unused]] QueuedCudaTimer* gpu_timer) {
 #ifdef EFFARCH_WITH_CUDA
   if (device.is_cuda()) {
-    // The events go on the current stream of the tensors' device (cuda:1 is not the default one).
-    const c10::cuda::CUDAGuard guard(device.index() < 0 ? c10::cuda::current_device() : device.index());
-    for (int i = 0; i < reps; ++i) {
-      at::cuda::CUDAEvent start(cudaEventDefault), end(cudaEventDefault);
-      start.record();
-      fn();
-      end.record();
-      end.synchronize();
-      t.push_back(static_cast<double>(start.elapsed_time(end)) / 1e3);
-    }
-    return t;
+    if (gpu_timer == nullptr) throw Error("effarch kernels: a CUDA row without its timer");
+    return gpu_timer->time(warmup, reps, fn);
   }
 #endif
+  for (int i = 0; i < warmup; ++i) fn();
+  detail::synchronize(device);
+  CallTimes out;
+  out.timer = CallTimer::SteadyClock;
+  out.seconds.reserve(static_cast<size_t>(reps));
   for (int i = 0; i < reps; ++i) {
     const double t0 = detail::now_s();
     fn();
     detail::synchronize(device);
-    t.push_back(detail::now_s() - t0);
+    out.seconds.push_back(detail::now_s() - t0);
   }
-  return t;
+  return out;
 }
 
 json row_base(const KernelCase& c, const std::string& model_name, const KernelShape& s, const std::string& impl,
@@ -794,6 +787,12 @@ std::vector<json> run_kernels(const KernelSweep& sweep, const json& environment,
   std::optional<detail::CpuCountingScope> counting;  // the CPU allocator's bytes, for --memory-limit
   if (!device.is_cuda()) counting.emplace();
   at::manual_seed(sweep.seed);
+  // One GPU timer for the sweep: its scrub buffer and flags are allocated once (call_timer.h).
+  QueuedCudaTimer* gpu_timer = nullptr;
+#ifdef EFFARCH_WITH_CUDA
+  std::optional<QueuedCudaTimer> gpu_timer_storage;
+  if (device.is_cuda()) gpu_timer = &gpu_timer_storage.emplace(device);
+#endif
 
   std::vector<json> rows;
   for (const KernelCase* c : cases) {
@@ -829,10 +828,13 @@ std::vector<json> run_kernels(const KernelSweep& sweep, const json& environment,
                 }
               } guard{device, sweep.memory_limit > 0};
               const std::function<void()> call = c->prepare(shape, options, backend);
-              const std::vector<double> t = time_calls(device, sweep.warmup, sweep.reps, call);
-              const Stats st = summarize(t);
+              const CallTimes t = time_calls(device, sweep.warmup, sweep.reps, call, gpu_timer);
+              const Stats st = summarize(t.seconds);
               row["status"] = "ok";
-              row["timer"] = device.is_cuda() ? "cuda_events" : "steady_clock";
+              record_timer(row, t);
+#ifdef EFFARCH_WITH_CUDA
+              if (gpu_timer != nullptr) row["l2_scrub_bytes"] = gpu_timer->scrub_bytes();
+#endif
               row["time_s"] = st;
               const double bps = static_cast<double>(need) / st.median;
               row["bytes_per_s"] = bps;
@@ -932,6 +934,16 @@ json moe_vs_dense_gemm(const std::vector<json>& rows) {
   return out;
 }
 
+json kernel_timing_settings(const c10::Device& device, const json& environment) {
+  if (!device.is_cuda()) return json{{"timer", timer_name(CallTimer::SteadyClock)}};
+  const uint64_t l2 = environment.contains("device") ? environment.at("device").value("l2_cache_bytes", uint64_t{0}) : 0;
+  return json{{"timer", timer_name(CallTimer::CudaEventsQueued)},
+              {"fallback_timer", timer_name(CallTimer::CudaEvents)},
+              {"blocker_timeout_s", kBlockerTimeoutS},
+              {"l2_cache_bytes", l2},
+              {"l2_scrub_bytes", l2_scrub_bytes(l2)}};
+}
+
 json kernels_document(const KernelSweep& sweep, const json& environment, const std::vector<std::string>& command_line,
                       const std::vector<json>& rows, bool interrupted) {
   const at::Device device = parse_device(sweep.device, "--device");
@@ -950,8 +962,9 @@ json kernels_document(const KernelSweep& sweep, const json& environment, const s
   }
   settings["ops"] = ops;
   if (sweep.memory_limit > 0) settings["memory_limit_bytes"] = sweep.memory_limit;
+  settings["timing"] = kernel_timing_settings(device, environment);
   return json{{"schema", "effarch-kernels"},
-              {"schema_version", 1},
+              {"schema_version", kKernelsSchemaVersion},
               {"command_line", command_line},
               {"settings", settings},
               {"environment", environment},
@@ -1020,7 +1033,8 @@ std::string format_kernels_table(const json& doc) {
                      human_bytes(r.at("bytes").get<uint64_t>()),
                      ok ? fmt::format("{:.1f}", r.at("bytes_per_s").get<double>() / 1e9) : "-",
                      ok ? fmt::format("{:.1f}%", 100 * r.at("fraction_of_copy_bandwidth").get<double>()) : "-",
-                     ok ? status : status + ": " + r.value("error", std::string())});
+                     ok ? (r.contains("timer_fallback") ? "ok (plain events: the call syncs)" : status)
+                        : status + ": " + r.value("error", std::string())});
     if (any_flops) {  // compute-bound ops: their FLOP rate against the measured GEMM rate
       std::string rate = "-";
       if (ok && r.contains("flops_per_s")) {

@@ -1,16 +1,24 @@
 // effarch kernels: the byte formulas on the real configs' shapes (numbers worked out by hand from
 // the configs, in the comments), which implementations run where, the sweep on tiny configs on the
 // CPU (every row timed, skipped rows for what does not fit, bad ops refused) and the scan vs
-// attention summary.
+// attention summary; the GPU timer's decisions (the L2 scrub, the blocker's status, the fallback for
+// calls that sync) on the CPU with fake timers, and the timer itself on a GPU.
 
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
+#ifdef EFFARCH_WITH_CUDA
+#include <c10/cuda/CUDAStream.h>
+#include <cuda_runtime_api.h>
+#endif
+
+#include "../../src/bench/call_timer.h"
 #include "../test_util.h"
 #include "effarch/bench/bench.h"
 #include "effarch/bench/kernels.h"
 #include "effarch/common/error.h"
 #include "effarch/model/catalog.h"
+#include "timing/blocking_kernel_params.h"
 
 namespace effarch::bench {
 namespace {
@@ -217,11 +225,15 @@ TEST(KernelSweepTest, EveryRowTimedOnTinyConfigs) {
                 1e-9 * r.at("bytes_per_s").get<double>());
     EXPECT_NEAR(r.at("fraction_of_copy_bandwidth").get<double>(), r.at("bytes_per_s").get<double>() / 1e10, 1e-12);
     EXPECT_EQ(r.at("timer"), "steady_clock");
+    EXPECT_FALSE(r.contains("timer_fallback")) << r.dump();
+    EXPECT_FALSE(r.contains("l2_scrub_bytes")) << r.dump();
     EXPECT_FALSE(r.contains("products")) << "only rows that ran the CUDA scan name its products: " << r.dump();
     EXPECT_FALSE(r.contains("pieces")) << "only rows that ran the CUDA split scan name its pieces: " << r.dump();
   }
   const auto doc = kernels_document(s, fake_env(), {"effarch", "kernels"}, rows, false);
   EXPECT_EQ(doc.at("schema"), "effarch-kernels");
+  EXPECT_EQ(doc.at("schema_version"), 2);
+  EXPECT_EQ(doc.at("settings").at("timing"), (nlohmann::json{{"timer", "steady_clock"}}));
   ASSERT_EQ(doc.at("scan_vs_attention").size(), 2u);  // lengths 8 and 24
   const auto& e = doc.at("scan_vs_attention")[1];
   EXPECT_EQ(e.at("length"), 24);
@@ -321,6 +333,226 @@ TEST(KernelSweepTest, AttentionComparisonsPickTheFastestOkRow) {
   EXPECT_DOUBLE_EQ(d[0].at("selective_state_update").at("attention_over_scan").get<double>(), 2.0);
   EXPECT_DOUBLE_EQ(d[1].at("selective_state_update").at("attention_over_scan").get<double>(), 8.0);
   EXPECT_TRUE(scan_vs_attention(dec).empty());
+}
+
+// ---- The GPU timer's decisions, on the CPU ----
+
+TEST(KernelTimer, TheScrubReadsTwiceTheL2) {
+  EXPECT_EQ(l2_scrub_bytes(uint64_t{50} << 20), uint64_t{100} << 20);  // H100 / H200: 50 MiB
+  EXPECT_EQ(l2_scrub_bytes(96 * 1024), 192u * 1024);
+  EXPECT_EQ(l2_scrub_bytes(1000), 4096u);  // rounded up to 4 KiB
+  EXPECT_EQ(l2_scrub_bytes(0), kUnknownL2ScrubBytes);
+  EXPECT_EQ(kUnknownL2ScrubBytes, uint64_t{256} << 20);
+}
+
+TEST(KernelTimer, TheBlockersStatusWords) {
+  EXPECT_EQ(blocker_outcome(kernels::kBlockerReleased), BlockerOutcome::Released);
+  EXPECT_EQ(blocker_outcome(kernels::kBlockerTimedOut), BlockerOutcome::TimedOut);
+  EXPECT_EQ(blocker_outcome(kernels::kBlockerPending), BlockerOutcome::NotRun);  // the host's value: it never ran
+  EXPECT_EQ(blocker_outcome(7), BlockerOutcome::NotRun);
+  EXPECT_STREQ(timer_name(CallTimer::SteadyClock), "steady_clock");
+  EXPECT_STREQ(timer_name(CallTimer::CudaEvents), "cuda_events");
+  EXPECT_STREQ(timer_name(CallTimer::CudaEventsQueued), "cuda_events_queued");
+}
+
+// A fake GPU: queued calls report `outcomes` in turn (Released once they run out) and take 1 s
+// plus their index; plain calls take 100 s plus theirs, so the samples say which timer took them.
+struct FakeGpu {
+  std::vector<BlockerOutcome> outcomes;
+  int calls = 0, queued = 0, plain = 0;
+  CallTimes time(int warmup, int reps) {
+    return time_queued_with_fallback(
+        warmup, reps, [this] { ++calls; },
+        [this] {
+          const BlockerOutcome o =
+              static_cast<size_t>(queued) < outcomes.size() ? outcomes[static_cast<size_t>(queued)] : BlockerOutcome::Released;
+          return QueuedCall{1.0 + queued++, o};
+        },
+        [this] { return 100.0 + plain++; }, 0.2);
+  }
+};
+
+TEST(KernelTimer, EveryCallQueuedWhenTheBlockerIsReleased) {
+  FakeGpu gpu;
+  const CallTimes t = gpu.time(3, 4);
+  EXPECT_EQ(t.timer, CallTimer::CudaEventsQueued);
+  EXPECT_TRUE(t.fallback.empty());
+  // Two plain warm-up calls, the third queued (untimed): its sample (1 s) is not kept.
+  EXPECT_EQ(gpu.calls, 2);
+  EXPECT_EQ(gpu.queued, 5);
+  EXPECT_EQ(gpu.plain, 0);
+  EXPECT_EQ(t.seconds, (std::vector<double>{2, 3, 4, 5}));
+}
+
+TEST(KernelTimer, ACallThatSyncsIsFoundInTheWarmupAndTimedWithPlainEvents) {
+  FakeGpu gpu;
+  gpu.outcomes = {BlockerOutcome::TimedOut, BlockerOutcome::TimedOut};
+  const CallTimes t = gpu.time(2, 3);
+  EXPECT_EQ(t.timer, CallTimer::CudaEvents);
+  EXPECT_EQ(gpu.queued, 2);  // the probe and its second try; the blocker is not tried again for the row
+  EXPECT_EQ(t.seconds, (std::vector<double>{100, 101, 102}));
+  EXPECT_NE(t.fallback.find("the last warm-up call"), std::string::npos) << t.fallback;
+  EXPECT_NE(t.fallback.find("200 ms timeout twice"), std::string::npos) << t.fallback;
+  nlohmann::json row;
+  record_timer(row, t);
+  EXPECT_EQ(row.at("timer"), "cuda_events");
+  EXPECT_EQ(row.at("timer_fallback"), t.fallback);
+}
+
+TEST(KernelTimer, OneTimeoutIsTriedAgainAndItsSampleDropped) {
+  // A first use's one-time sync (lazy module loading, a library handle) times out once: the call is
+  // queued again, and only released calls give samples.
+  FakeGpu gpu;
+  gpu.outcomes = {BlockerOutcome::TimedOut, BlockerOutcome::Released,  // the probe, then its retry
+                  BlockerOutcome::Released, BlockerOutcome::TimedOut, BlockerOutcome::Released};
+  const CallTimes t = gpu.time(1, 3);
+  EXPECT_EQ(t.timer, CallTimer::CudaEventsQueued);
+  EXPECT_TRUE(t.fallback.empty()) << t.fallback;
+  EXPECT_EQ(gpu.plain, 0);
+  EXPECT_EQ(t.seconds, (std::vector<double>{3, 5, 6}));  // queued calls 0-1 probe, 2 call 1, 3 timed out, 4 its retry
+}
+
+TEST(KernelTimer, TwoTimeoutsInATimedCallRetimeEverySampleWithPlainEvents) {
+  FakeGpu gpu;
+  gpu.outcomes = {BlockerOutcome::Released, BlockerOutcome::Released, BlockerOutcome::Released,
+                  BlockerOutcome::TimedOut, BlockerOutcome::TimedOut};
+  const CallTimes t = gpu.time(1, 5);  // the probe, timed calls 1 and 2 queued, call 3 times out twice
+  EXPECT_EQ(t.timer, CallTimer::CudaEvents);
+  EXPECT_EQ(gpu.queued, 5);
+  EXPECT_EQ(gpu.plain, 5);  // one timer for every sample of the row: the two queued ones are dropped
+  EXPECT_EQ(t.seconds, (std::vector<double>{100, 101, 102, 103, 104}));
+  EXPECT_NE(t.fallback.find("timed call 3 of 5"), std::string::npos) << t.fallback;
+}
+
+TEST(KernelTimer, WithoutWarmupTheFirstTimedCallFindsTheSync) {
+  FakeGpu gpu;
+  gpu.outcomes = {BlockerOutcome::TimedOut, BlockerOutcome::TimedOut};
+  const CallTimes t = gpu.time(0, 2);
+  EXPECT_EQ(gpu.calls, 0);
+  EXPECT_EQ(t.timer, CallTimer::CudaEvents);
+  EXPECT_EQ(t.seconds, (std::vector<double>{100, 101}));
+  EXPECT_NE(t.fallback.find("timed call 1 of 2"), std::string::npos) << t.fallback;
+  FakeGpu fine;
+  EXPECT_EQ(fine.time(0, 2).seconds, (std::vector<double>{1, 2}));
+}
+
+TEST(KernelTimer, ABlockerThatDidNotRunIsAnError) {
+  FakeGpu gpu;
+  gpu.outcomes = {BlockerOutcome::Released, BlockerOutcome::NotRun};
+  EXPECT_THROW_WITH(gpu.time(1, 3), Error, {"blocking kernel did not run", "timed call 1 of 3"});
+}
+
+TEST(KernelTimer, RowsAndSettingsSayHowTheyWereTimed) {
+  nlohmann::json row;
+  record_timer(row, CallTimes{{1.0}, CallTimer::CudaEventsQueued, ""});
+  EXPECT_EQ(row, (nlohmann::json{{"timer", "cuda_events_queued"}}));
+  const nlohmann::json env{{"device", {{"l2_cache_bytes", 52428800}}}};  // the H200's 50 MiB
+  const auto gpu = kernel_timing_settings(at::Device(at::kCUDA, 0), env);
+  EXPECT_EQ(gpu.at("timer"), "cuda_events_queued");
+  EXPECT_EQ(gpu.at("fallback_timer"), "cuda_events");
+  EXPECT_EQ(gpu.at("l2_cache_bytes"), 52428800u);
+  EXPECT_EQ(gpu.at("l2_scrub_bytes"), 104857600u);
+  EXPECT_DOUBLE_EQ(gpu.at("blocker_timeout_s").get<double>(), kBlockerTimeoutS);
+  EXPECT_EQ(kernel_timing_settings(at::Device(at::kCUDA, 0), nlohmann::json::object()).at("l2_scrub_bytes"),
+            kUnknownL2ScrubBytes);
+  EXPECT_EQ(kernel_timing_settings(at::Device(at::kCPU), env), (nlohmann::json{{"timer", "steady_clock"}}));
+  // The table marks a row timed with the fallback.
+  KernelSweep s = tiny_sweep();
+  s.ops = {"causal_conv1d_update"};
+  std::vector<nlohmann::json> rows = run_kernels(s, fake_env());
+  ASSERT_EQ(rows.size(), 1u);
+  EXPECT_EQ(format_kernels_table(kernels_document(s, fake_env(), {}, rows, false)).find("plain events"),
+            std::string::npos);
+  record_timer(rows[0], CallTimes{{1.0}, CallTimer::CudaEvents, "the last warm-up call waited"});
+  EXPECT_NE(format_kernels_table(kernels_document(s, fake_env(), {}, rows, false))
+                .find("| ok (plain events: the call syncs) |"),
+            std::string::npos);
+}
+
+// ---- The timer on a GPU (no timed assertions: only that calls are queued, released, found out) ----
+
+#ifdef EFFARCH_WITH_CUDA
+#define SKIP_WITHOUT_GPU() \
+  if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device"
+#else
+#define SKIP_WITHOUT_GPU() GTEST_SKIP() << "built without CUDA"
+#endif
+
+TEST(KernelTimerCuda, TheBlockerReleasesAQueuedCall) {
+  SKIP_WITHOUT_GPU();
+#ifdef EFFARCH_WITH_CUDA
+  const at::Device cuda(at::kCUDA, 0);
+  QueuedCudaTimer timer(cuda, 0.5);
+  int l2 = 0;
+  ASSERT_EQ(cudaDeviceGetAttribute(&l2, cudaDevAttrL2CacheSize, 0), cudaSuccess);
+  EXPECT_EQ(timer.scrub_bytes(), l2_scrub_bytes(static_cast<uint64_t>(l2)));
+  EXPECT_GE(timer.scrub_bytes(), 2 * static_cast<uint64_t>(l2));
+  at::Tensor x = at::zeros({4096}, at::TensorOptions().device(cuda));
+  const std::function<void()> fn = [&] { x.add_(1); };
+  fn();  // once unqueued: a first launch may load its module lazily, which can sync
+  EXPECT_EQ(x.min().item<float>(), 1.0f);
+  const QueuedCall q = timer.queued(fn);
+  EXPECT_EQ(q.outcome, BlockerOutcome::Released);
+  EXPECT_GT(q.seconds, 0);
+  EXPECT_EQ(x.min().item<float>(), 2.0f);  // the call ran once, after the blocker
+  const CallTimes t = timer.time(2, 3, fn);
+  EXPECT_EQ(t.timer, CallTimer::CudaEventsQueued) << t.fallback;
+  EXPECT_TRUE(t.fallback.empty()) << t.fallback;
+  ASSERT_EQ(t.seconds.size(), 3u);
+  for (double s : t.seconds) EXPECT_GT(s, 0);
+  EXPECT_EQ(x.max().item<float>(), 7.0f);  // 2 + 2 warm-up + 3 timed calls (no retries: each ran once)
+  EXPECT_GT(timer.plain(fn), 0);
+#endif
+}
+
+TEST(KernelTimerCuda, ACallThatSyncsInsideTimesOutAndFallsBackInsteadOfHanging) {
+  SKIP_WITHOUT_GPU();
+#ifdef EFFARCH_WITH_CUDA
+  const at::Device cuda(at::kCUDA, 0);
+  QueuedCudaTimer timer(cuda, 0.05);
+  at::Tensor x = at::zeros({4096}, at::TensorOptions().device(cuda));
+  float seen = 0;
+  const std::function<void()> item = [&] { seen = x.add_(1).sum().item<float>(); };  // a D2H copy: waits on the GPU
+  const std::function<void()> sync = [&] {
+    x.add_(1);
+    ASSERT_EQ(cudaStreamSynchronize(c10::cuda::getCurrentCUDAStream(0).stream()), cudaSuccess);
+  };
+  EXPECT_EQ(timer.queued(item).outcome, BlockerOutcome::TimedOut);
+  EXPECT_EQ(seen, 4096.0f);  // the call still ran, once the blocker gave up
+  EXPECT_EQ(timer.queued(sync).outcome, BlockerOutcome::TimedOut);
+  for (const auto* fn : {&item, &sync}) {
+    const CallTimes t = timer.time(1, 3, *fn);
+    EXPECT_EQ(t.timer, CallTimer::CudaEvents);
+    EXPECT_NE(t.fallback.find("the last warm-up call"), std::string::npos) << t.fallback;
+    ASSERT_EQ(t.seconds.size(), 3u);
+    for (double s : t.seconds) EXPECT_GT(s, 0);
+  }
+  // The timer is whole after a timeout: a call that does not sync is queued again.
+  EXPECT_EQ(timer.queued([&] { x.add_(1); }).outcome, BlockerOutcome::Released);
+#endif
+}
+
+TEST(KernelTimerCuda, SweepRowsSayHowTheyWereTimed) {
+  SKIP_WITHOUT_GPU();
+  KernelSweep s = tiny_sweep();
+  s.device = "cuda";
+  s.ops = {"dense_gemv_x_proj", "selective_state_update", "moe_prefill_per_expert"};
+  s.lengths = {8};
+  const auto rows = run_kernels(s, fake_env());
+  ASSERT_FALSE(rows.empty());
+  for (const auto& r : rows) {
+    ASSERT_EQ(r.at("status"), "ok") << r.dump();
+    EXPECT_GT(r.at("l2_scrub_bytes").get<uint64_t>(), 0u) << r.dump();
+    const std::string timer = r.at("timer").get<std::string>();
+    if (r.at("op").get<std::string>().rfind("moe_", 0) == 0) {
+      // The MoE rows may read counts on the host: either timer, and a fallback says why.
+      EXPECT_TRUE(timer == "cuda_events_queued" || timer == "cuda_events") << r.dump();
+      EXPECT_EQ(r.contains("timer_fallback"), timer == "cuda_events") << r.dump();
+    } else {
+      EXPECT_EQ(timer, "cuda_events_queued") << r.dump();  // one or a few launches, no sync
+      EXPECT_FALSE(r.contains("timer_fallback")) << r.dump();
+    }
+  }
 }
 
 }  // namespace

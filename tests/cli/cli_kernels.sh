@@ -14,7 +14,8 @@ expect_exit 0 "Scan vs attention" "$EFFARCH" kernels "${TINY[@]}" --lengths 16,4
 import json, sys
 doc = json.load(open("k.json"))
 bad = []
-assert doc["schema"] == "effarch-kernels" and doc["schema_version"] == 1
+assert doc["schema"] == "effarch-kernels" and doc["schema_version"] == 2
+assert doc["settings"]["timing"] == {"timer": "steady_clock"}, doc["settings"].get("timing")
 env = doc["environment"]
 for k in ["time", "effarch", "host", "device"]:
     if k not in env: bad.append(f"environment lacks {k}")

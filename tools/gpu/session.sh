@@ -154,6 +154,8 @@ decode() {  # pending.md entries 24-26: what the 2026-11-26 H200 runs left about
     --ops dense_gemv_in_proj,dense_gemv_x_proj,dense_gemv_out_proj,dense_gemv_lm_head,dense_gemv_mlp_down,dense_gemv_mlp_up,dense_gemv_qkv,dense_gemv_mamba2_in_proj,dense_gemv_mamba2_out_proj \
     -o "$out/k-gemv.json" > "$out/k-gemv.txt" 2>&1
   log "exit $?"; grep -E '^\| dense' "$out/k-gemv.txt" >> "$summary"
+  log "timers of those rows (entry 29: cuda_events_queued unless the call syncs):"
+  grep -o '"timer": *"[a-z_]*"' "$out/k-gemv.json" | sort | uniq -c >> "$summary"
   for be in auto reference; do
     timeout 60 "$B" profile mamba-codestral-7b --device cuda --context 512 --steps 8 --cuda-graphs off --backend "$be" \
       -o "$out/prof-codestral-$be.json" > "$out/prof-codestral-$be.txt" 2>&1

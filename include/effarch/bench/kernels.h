@@ -117,6 +117,15 @@ nlohmann::json decode_vs_attention(const std::vector<nlohmann::json>& rows);
 // dense GEMM's ("fraction_of_dense_gemm").
 nlohmann::json moe_vs_dense_gemm(const std::vector<nlohmann::json>& rows);
 
+// The document's schema_version. 2: GPU rows timed behind a blocking kernel with the L2 scrubbed
+// ("timer": "cuda_events_queued"; "cuda_events" is now the fallback for calls that sync, also
+// scrubbed); version 1's "cuda_events" rows included the host's dispatch and a warm L2.
+constexpr int kKernelsSchemaVersion = 2;
+
+// settings.timing: how rows on `device` are timed ({"timer"}; on a GPU also "fallback_timer",
+// "blocker_timeout_s", "l2_cache_bytes" (environment.device's; 0 unknown) and "l2_scrub_bytes").
+nlohmann::json kernel_timing_settings(const c10::Device& device, const nlohmann::json& environment);
+
 // The whole document: {"schema": "effarch-kernels", "schema_version", "command_line", "settings",
 // "environment", "rows", "scan_vs_attention", "decode_vs_attention", "moe_vs_dense_gemm",
 // "interrupted"}.
