@@ -368,6 +368,40 @@ std::vector<KernelCase> make_cases() {
         auto state = std::make_shared<at::Tensor>(at::randn({s.batch, m.d_inner, m.d_state}, o.dtype(at::kFloat)));
         return [=] { (void)ops::selective_state_update(u, delta, bm, cm, z, args, *state, backend); };
       }});
+  // The decode step as the Mamba-1 mixer runs it: dt_proj inside the update on CUDA
+  // (ops::selective_state_update_dt_proj); its reference row is the projection then the update.
+  cases.push_back(KernelCase{
+      "selective_state_update_dt_proj", KernelModel::Mamba1, ops::OpFamily::SelectiveStateUpdate, false,
+      "read u, z [B,D], dt_low [B,R], dt_proj [D,R] and B, C [B,N] in the dtype, A [D,N], D and delta bias [D] "
+      "in fp32, the state [B,D,N] fp32; write y [B,D] in the dtype and the state [B,D,N] fp32",
+      [](const KernelShape& s) {
+        const auto& m = mamba(s);
+        return json{{"u", {s.batch, m.d_inner}}, {"dt_proj", {m.d_inner, m.dt_rank}}, {"B", {s.batch, m.d_state}},
+                    {"state", {s.batch, m.d_inner, m.d_state}}};
+      },
+      [](const KernelShape& s) {
+        const auto& m = mamba(s);
+        const uint64_t e = esize(s.dtype);
+        const uint64_t state = kF32 * elems({s.batch, m.d_inner, m.d_state});
+        return KernelBytes{e * (2 * elems({s.batch, m.d_inner}) + elems({s.batch, m.dt_rank}) +
+                                elems({m.d_inner, m.dt_rank}) + 2 * elems({s.batch, m.d_state})) +
+                               kF32 * (elems({m.d_inner, m.d_state}) + 2 * elems({m.d_inner})) + state,
+                           e * elems({s.batch, m.d_inner}) + state};
+      },
+      [](const KernelShape& s, const at::TensorOptions& o, ops::Backend backend) -> std::function<void()> {
+        const auto& m = mamba(s);
+        at::Tensor u = at::randn({s.batch, m.d_inner}, o), z = at::randn({s.batch, m.d_inner}, o);
+        at::Tensor dt_low = at::randn({s.batch, m.dt_rank}, o);
+        const ops::Linear dt_proj(
+            (at::randn({m.d_inner, m.dt_rank}, o.dtype(at::kFloat)) / std::sqrt(static_cast<double>(m.dt_rank)))
+                .to(o.dtype()));
+        at::Tensor bm = at::randn({s.batch, m.d_state}, o), cm = at::randn({s.batch, m.d_state}, o);
+        const ops::SelectiveScanArgs args = scan_args(m.d_inner, m.d_state, o);
+        auto state = std::make_shared<at::Tensor>(at::randn({s.batch, m.d_inner, m.d_state}, o.dtype(at::kFloat)));
+        return [=] {
+          (void)ops::selective_state_update_dt_proj(u, dt_low, dt_proj, bm, cm, z, args, *state, backend);
+        };
+      }});
 
   // ---- Mamba-2 (--mamba2) ----
   for (const auto& [op, products] : kSsdScanProducts) {

@@ -46,6 +46,9 @@ TEST(KernelBytes, Mamba1OnMamba28b) {
   // decode: the state read and written in fp32 dominates.
   EXPECT_EQ(bytes_of("selective_state_update", c, 1).read, 727104u);
   EXPECT_EQ(bytes_of("selective_state_update", c, 1).written, 337920u);
+  // With dt_proj fused: delta [5120] gives way to dt_low [160] and dt_proj [5120, 160] (bf16).
+  EXPECT_EQ(bytes_of("selective_state_update_dt_proj", c, 1).read, 727104u - 2u * 5120 + 2u * 160 + 2u * 5120 * 160);
+  EXPECT_EQ(bytes_of("selective_state_update_dt_proj", c, 1).written, 337920u);
   // The activations and the state double with the batch; A, D and the bias are read once whatever it
   // is. fp32 doubles the dtype's share only.
   const uint64_t weights = 4u * 5120 * 16 + 4u * 2 * 5120;
@@ -158,7 +161,7 @@ TEST(KernelCases, RegistryAndImplementations) {
   for (const auto& c : kernel_cases()) ops.push_back(c.op);
   EXPECT_EQ(ops, (std::vector<std::string>{"causal_conv1d", "causal_conv1d_update", "selective_scan",
                                            "selective_scan_seg4", "selective_scan_seg8", "selective_scan_split",
-                                           "selective_state_update",
+                                           "selective_state_update", "selective_state_update_dt_proj",
                                            "ssd_chunk_scan", "ssd_chunk_scan_fma", "ssd_state_update",
                                            "gated_rms_norm", "attention", "attention_decode", "add_norm",
                                            "activation", "dense_gemv_in_proj", "dense_gemv_x_proj",

@@ -44,6 +44,9 @@ def expected(op, B, L):  # docs/kernels.md, "Bytes each op must move"
     if op == "causal_conv1d_update": return e * (B*D + B*D*W + D*W + D) + e * (B*D + B*D*W)
     if op in ("selective_scan", "selective_scan_seg8", "selective_scan_split", "selective_scan_seg4"): return e * (3*B*D*L + 2*B*N*L) + 4*(D*N + 2*D) + e*B*D*L + 4*B*D*N
     if op == "selective_state_update": return e * (3*B*D + 2*B*N) + 4*(D*N + 2*D) + 4*B*D*N + e*B*D + 4*B*D*N
+    if op == "selective_state_update_dt_proj":
+        R = m1["time_step_rank"]
+        return e * (2*B*D + B*R + D*R + 2*B*N) + 4*(D*N + 2*D) + 4*B*D*N + e*B*D + 4*B*D*N
     if op in ("ssd_chunk_scan", "ssd_chunk_scan_fma"): return e * (B*L*H*P + B*L*H + 2*B*L*G*N2 + 2*H) + 4*H + 4 * (B*L*H*P + B*H*P*N2)
     if op == "ssd_state_update": return e * (B*H*P + B*H + 2*B*G*N2 + 2*H) + 4*H + 4*B*H*P*N2 + 4*B*H*P + 4*B*H*P*N2
     if op == "gated_rms_norm": return 4*B*L*D2 + e*(B*L*D2 + D2) + 4*B*L*D2
@@ -64,7 +67,7 @@ def flops(op, B, L):  # docs/kernels.md, "FLOPs"
     return 2*B*L*Km*3*Hm*Im + 2*B*L*Hm*Em
 rows = doc["rows"]
 ops = sorted({r["op"] for r in rows})
-if ops != sorted(["causal_conv1d", "causal_conv1d_update", "selective_scan", "selective_scan_seg8", "selective_scan_split", "selective_scan_seg4", "selective_state_update", "ssd_chunk_scan",
+if ops != sorted(["causal_conv1d", "causal_conv1d_update", "selective_scan", "selective_scan_seg8", "selective_scan_split", "selective_scan_seg4", "selective_state_update", "selective_state_update_dt_proj", "ssd_chunk_scan",
                   "ssd_chunk_scan_fma", "ssd_state_update", "gated_rms_norm", "attention", "attention_decode", "add_norm",
                   "activation", "dense_gemv_in_proj", "dense_gemv_x_proj", "dense_gemv_lm_head", "dense_gemv_out_proj", "dense_gemv_mlp_down", "dense_gemv_mlp_up", "dense_gemv_qkv", "dense_gemv_mamba2_in_proj", "dense_gemv_mamba2_out_proj",
                   "moe_prefill", "moe_prefill_per_expert", "moe_dense_gemm"]): bad.append(f"ops {ops}")
@@ -81,7 +84,7 @@ for r in rows:
     # On the CPU the scans run their CPU kernel and their reference; conv and norm the reference; attention SDPA.
     want = {"selective_scan": {"cpu", "reference"}, "selective_scan_seg8": {"cpu", "reference"},
             "selective_scan_split": {"cpu", "reference"}, "selective_scan_seg4": {"cpu", "reference"},
-            "selective_state_update": {"cpu", "reference"},
+            "selective_state_update": {"cpu", "reference"}, "selective_state_update_dt_proj": {"cpu", "reference"},
             "ssd_chunk_scan": {"cpu", "reference"}, "ssd_chunk_scan_fma": {"cpu", "reference"},
             "ssd_state_update": {"cpu", "reference"},
             "attention": {"sdpa"}, "attention_decode": {"sdpa"}, "moe_prefill": {"cpu", "reference"},
@@ -92,7 +95,7 @@ for r in rows:
     if r["implementation"] not in want: bad.append(f"{name}: implementation")
     if "products" in r: bad.append(f"{name}: products on a row that did not run the CUDA scan")
     if "pieces" in r: bad.append(f"{name}: pieces on a row that did not run the CUDA split scan")
-    if r["length"] != (1 if r["op"] in ("causal_conv1d_update", "selective_state_update", "ssd_state_update", "add_norm", "activation") or r["op"] in gemv else r["length"]): bad.append(name)
+    if r["length"] != (1 if r["op"] in ("causal_conv1d_update", "selective_state_update", "selective_state_update_dt_proj", "ssd_state_update", "add_norm", "activation") or r["op"] in gemv else r["length"]): bad.append(name)
 impls = {(r["op"], r["implementation"]) for r in rows}
 if ("selective_scan", "cpu") not in impls or ("selective_scan", "reference") not in impls: bad.append("scan implementations")
 sva = doc["scan_vs_attention"]

@@ -13,8 +13,9 @@
 #     kernels: effarch kernels (Mamba-1, Mamba-2 shapes) and effarch profile of two decode steps
 #     bench:   the headline suites (Mamba vs Transformer with graphs, batched decode, MoE, memory)
 #     scans:   the Mamba kernels in depth: variants side by side, ncu at 32k, decode-step profiles
-#     decode:  docs/perf/pending.md entries 24-26 (after check): the decode updates at batch 32, the
-#              dense GEMV's open items, DeepSeekMoE with its shared experts on the kernels
+#     decode:  docs/perf/pending.md entries 24-26 and 30 (after check): the decode updates at batch
+#              1 and 32 (the fused dt_proj beside them), the dense GEMV's open items, DeepSeekMoE
+#              with its shared experts on the kernels
 #     pdl:     pending.md entry 28: programmatic dependent launch (--pdl on) against off, bit for bit
 #              in the tests, then decode tok/s side by side on the same machine
 stage=${1:-check}
@@ -140,8 +141,9 @@ scans() {  # the Mamba kernels in depth: scan variants, decode steps, ncu, decod
 
 decode() {  # pending.md entries 24-26: what the 2026-11-26 H200 runs left about decode
   local m be K="--device cuda --dtype bfloat16"
-  log "== decode: the updates at batch 32 (entry 24)"
-  timeout --signal=INT 40 "$B" kernels $K --reps 20 --warmup 5 --batch 32 --ops selective_state_update,ssd_state_update \
+  log "== decode: the updates at batch 1 and 32, the fused dt_proj beside them (entries 24, 30)"
+  timeout --signal=INT 40 "$B" kernels $K --reps 20 --warmup 5 --batch 1,32 \
+    --ops selective_state_update,selective_state_update_dt_proj,ssd_state_update \
     -o "$out/k-decode-b32.json" > "$out/k-decode-b32.txt" 2>&1
   log "exit $?"; grep -E '^\| (selective|ssd)' "$out/k-decode-b32.txt" >> "$summary"
   for m in mamba-2.8b mamba-codestral-7b; do
