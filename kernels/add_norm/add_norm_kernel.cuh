@@ -1,7 +1,8 @@
 #pragma once
 // The fused residual add + norm kernel (add_norm.h): one block of addnorm::threads_for(dim)
-// threads per row. Phase 1 writes the residual and sums (n^2 or n) into a shared tree; LayerNorm
-// then sums (n - mean)^2 the same way; the last phase writes the normed row. The residual is read
+// threads per row. Phase 1 writes the residual and sums (n^2 or n) over the block (warp
+// shuffles, then the warps' sums through shared memory); LayerNorm then sums (n - mean)^2 the same
+// way; the last phase writes the normed row, its weight (and bias) asked into L1 at the start. The residual is read
 // back from residual_out by the thread that wrote it (no barrier needed for that, L1/L2 hits).
 // Instantiated per model dtype T; the residual is T or fp32 (a branch uniform over the grid).
 
@@ -34,16 +35,15 @@ struct TypedIo {
   }
 };
 
-// The block's tree sum of each thread's `partial`; every thread gets the total. red has
-// blockDim.x floats (a power of 2); the trailing barrier lets the caller reuse it.
+// The block's sum of each thread's `partial` (add_norm_math.h: warp butterflies, then the warps'
+// sums in warp order); every thread gets the total. red holds a float per warp; the trailing
+// barrier lets the caller reuse it.
 __device__ __forceinline__ float block_sum(float* red, float partial) {
-  red[threadIdx.x] = partial;
+#pragma unroll
+  for (int offset = kWarp / 2; offset > 0; offset /= 2) partial += __shfl_xor_sync(0xffffffffu, partial, offset);
+  if (threadIdx.x % kWarp == 0) red[threadIdx.x / kWarp] = partial;
   __syncthreads();
-  for (int stride = static_cast<int>(blockDim.x) / 2; stride > 0; stride /= 2) {
-    reduce_step(red, static_cast<int>(threadIdx.x), stride);
-    __syncthreads();
-  }
-  const float total = red[0];
+  const float total = add_warp_sums(red, static_cast<int>(blockDim.x) / kWarp);
   __syncthreads();
   return total;
 }
@@ -53,11 +53,12 @@ __device__ __forceinline__ float block_sum(float* red, float partial) {
 template <typename T>
 __global__ void __launch_bounds__(addnorm::kMaxThreads) add_norm_kernel(const AddNormParams p) {
   using Io = addnorm::TypedIo<T>;
-  __shared__ float red[addnorm::kMaxThreads];
-  allow_dependent_launch();
-  grid_dependency_wait();  // x and y come from the kernels before; nothing worth reading ahead
-  const int64_t row = blockIdx.x;
+  __shared__ float red[addnorm::kMaxThreads / addnorm::kWarp];
   const int tid = static_cast<int>(threadIdx.x), n = static_cast<int>(blockDim.x);
+  allow_dependent_launch();
+  addnorm::prefetch_norm_params(p, tid, n);  // weights only: before the wait
+  grid_dependency_wait();  // x and y come from the kernels before
+  const int64_t row = blockIdx.x;
   const float first = addnorm::block_sum(red, addnorm::add_partial<Io>(p, row, tid, n));
   float second = 0.0f;
   if (p.norm == NormType::kLayer) {

@@ -12,7 +12,7 @@
 // Rounding follows the unfused ops (src/ops/norm.cpp) step by step: the residual add rounded to
 // the residual's dtype as ATen's add does, the norm's input cast to the model dtype, RMSNorm's
 // fp32 normalisation rounded before the weight product (rounded again). What cannot follow the
-// reference exactly is the order of the row sums (a tree over the block here, ATen's own order
+// reference exactly is the order of the row sums (warp butterflies, then the warps' sums in order here, ATen's own order
 // there): sums of squares and means agree to fp32 rounding, so the outputs agree to about one ulp
 // of fp32 before their last rounding (tests/ops/add_norm_test.cpp measures how often that ulp
 // reaches a half-precision result). Products are explicit fmaf or separate roundings on both
@@ -88,9 +88,50 @@ EFFARCH_HD float add_partial(const AddNormParams& p, int64_t row, int tid, int n
   return acc;
 }
 
-// Between barriers: one halving step of the tree sum over red[0, 2 * stride).
-EFFARCH_HD void reduce_step(float* red, int tid, int stride) {
-  if (tid < stride) red[tid] = red[tid] + red[tid + stride];
+// A row sum over the block, in the kernel's order: each warp adds its lanes' partials with an xor
+// butterfly (offsets 16, 8, 4, 2, 1: __shfl_xor_sync; warp_sum_emulated on the host), lane 0 puts
+// the warp's sum in shared memory, and after one barrier every thread adds the warps' sums in warp
+// order (add_warp_sums). Two barriers a sum, where a halving tree over the block took one per level.
+inline constexpr int kWarp = 32;
+
+EFFARCH_HD float add_warp_sums(const float* warp_sums, int warps) {
+  float s = warp_sums[0];
+  for (int w = 1; w < warps; ++w) s += warp_sums[w];
+  return s;
+}
+
+#ifndef __CUDACC__
+// The host mirror of a warp's xor butterfly: at each offset every lane adds lane ^ offset's value;
+// returns lane 0's.
+inline float warp_sum_emulated(const float* lanes) {
+  float v[kWarp];
+  for (int l = 0; l < kWarp; ++l) v[l] = lanes[l];
+  for (int offset = kWarp / 2; offset > 0; offset /= 2) {
+    float next[kWarp];
+    for (int l = 0; l < kWarp; ++l) next[l] = v[l] + v[l ^ offset];
+    for (int l = 0; l < kWarp; ++l) v[l] = next[l];
+  }
+  return v[0];
+}
+#endif
+
+// The weight (and LayerNorm's bias) the last phase reads, asked into L1 at the kernel's start:
+// thread t takes the 128-byte lines t, t + nthreads, ... of each. Weights are written by no kernel,
+// so this may run before the grid dependency wait (common/grid_dependency.h): under programmatic
+// launch they arrive while the kernel before finishes; otherwise while phase 1's loads are in
+// flight. A hint with no effect on results (nothing on the host).
+EFFARCH_HD void prefetch_norm_params(const AddNormParams& p, int tid, int nthreads) {
+#ifdef __CUDA_ARCH__
+  const int64_t bytes = static_cast<int64_t>(p.dim) * (p.type == ElementType::kFloat32 ? 4 : 2);
+  for (int64_t line = tid; line * 128 < bytes; line += nthreads) {
+    asm volatile("prefetch.global.L1 [%0];" ::"l"(static_cast<const char*>(p.weight) + line * 128));
+    if (p.norm == NormType::kLayer) {
+      asm volatile("prefetch.global.L1 [%0];" ::"l"(static_cast<const char*>(p.bias) + line * 128));
+    }
+  }
+#else
+  (void)p, (void)tid, (void)nthreads;
+#endif
 }
 
 // Phase 2 (LayerNorm only): the thread's part of sum (n - mean)^2.

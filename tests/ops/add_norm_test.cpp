@@ -54,14 +54,13 @@ struct HostIo {
   }
 };
 
-// add_norm_kernel.cuh's block_sum: each thread's partial into red, then the halving tree with a
-// barrier (a phase boundary) after each step.
+// add_norm_kernel.cuh's block_sum: each warp's lanes by its xor butterfly, then the warps' sums
+// in warp order (red: one float per warp, as the kernel's shared memory).
 float block_sum(std::vector<float>& red, const std::vector<float>& partials) {
-  red = partials;
-  for (int stride = static_cast<int>(red.size()) / 2; stride > 0; stride /= 2) {
-    for (int tid = 0; tid < static_cast<int>(red.size()); ++tid) an::reduce_step(red.data(), tid, stride);
-  }
-  return red[0];
+  const int warps = static_cast<int>(partials.size()) / an::kWarp;
+  red.assign(static_cast<size_t>(warps), 0.0f);
+  for (int w = 0; w < warps; ++w) red[w] = an::warp_sum_emulated(partials.data() + w * an::kWarp);
+  return an::add_warp_sums(red.data(), warps);
 }
 
 // Every block (row) of the launch, its threads phase by phase.
