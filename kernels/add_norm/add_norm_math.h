@@ -27,6 +27,7 @@
 #include "add_norm/add_norm_params.h"
 #include "common/host_device.h"
 #include "common/staged_copy.h"
+#include "common/warp_sum.h"
 
 namespace effarch::kernels::addnorm {
 
@@ -89,9 +90,10 @@ EFFARCH_HD float add_partial(const AddNormParams& p, int64_t row, int tid, int n
 }
 
 // A row sum over the block, in the kernel's order: each warp adds its lanes' partials with an xor
-// butterfly (offsets 16, 8, 4, 2, 1: __shfl_xor_sync; warp_sum_emulated on the host), lane 0 puts
-// the warp's sum in shared memory, and after one barrier every thread adds the warps' sums in warp
-// order (add_warp_sums). Two barriers a sum, where a halving tree over the block took one per level.
+// butterfly (offsets 16, 8, 4, 2, 1: __shfl_xor_sync; common/warp_sum.h mirrors it on the host),
+// lane 0 puts the warp's sum in shared memory, and after one barrier every thread adds the warps'
+// sums in warp order (add_warp_sums). Two barriers a sum, where a halving tree over the block took
+// one per level.
 inline constexpr int kWarp = 32;
 
 EFFARCH_HD float add_warp_sums(const float* warp_sums, int warps) {
@@ -100,20 +102,6 @@ EFFARCH_HD float add_warp_sums(const float* warp_sums, int warps) {
   return s;
 }
 
-#ifndef __CUDACC__
-// The host mirror of a warp's xor butterfly: at each offset every lane adds lane ^ offset's value;
-// returns lane 0's.
-inline float warp_sum_emulated(const float* lanes) {
-  float v[kWarp];
-  for (int l = 0; l < kWarp; ++l) v[l] = lanes[l];
-  for (int offset = kWarp / 2; offset > 0; offset /= 2) {
-    float next[kWarp];
-    for (int l = 0; l < kWarp; ++l) next[l] = v[l] + v[l ^ offset];
-    for (int l = 0; l < kWarp; ++l) v[l] = next[l];
-  }
-  return v[0];
-}
-#endif
 
 // The weight (and LayerNorm's bias) the last phase reads, asked into L1 at the kernel's start:
 // thread t takes the 128-byte lines t, t + nthreads, ... of each. Weights are written by no kernel,

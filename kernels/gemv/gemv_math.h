@@ -20,6 +20,7 @@
 
 #include "common/grid_dependency.h"
 #include "common/host_device.h"
+#include "common/warp_sum.h"
 
 namespace effarch::kernels {
 
@@ -224,18 +225,9 @@ EFFARCH_HD float gemv_combine(const float* first, int stride, int split, float b
 }
 
 #ifndef __CUDACC__
-// The host mirror of the kernel's warp sum: for offset 16, 8, 4, 2, 1 every lane adds the value
-// of lane ^ offset (__shfl_xor_sync), so each lane ends with the same tree of additions; returns
-// lane 0's.
+// The host mirror of the kernel's warp sum (common/warp_sum.h): lane 0's xor-butterfly sum.
 inline float gemv_warp_sum_emulated(const float (&lanes)[kGemvLanes]) {
-  float v[kGemvLanes];
-  for (int l = 0; l < kGemvLanes; ++l) v[l] = lanes[l];
-  for (int offset = kGemvLanes / 2; offset > 0; offset /= 2) {
-    float next[kGemvLanes];
-    for (int l = 0; l < kGemvLanes; ++l) next[l] = v[l] + v[l ^ offset];
-    for (int l = 0; l < kGemvLanes; ++l) v[l] = next[l];
-  }
-  return v[0];
+  return xor_butterfly_sum_emulated<kGemvLanes>(lanes);
 }
 #endif
 

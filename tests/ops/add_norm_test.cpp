@@ -59,7 +59,7 @@ struct HostIo {
 float block_sum(std::vector<float>& red, const std::vector<float>& partials) {
   const int warps = static_cast<int>(partials.size()) / an::kWarp;
   red.assign(static_cast<size_t>(warps), 0.0f);
-  for (int w = 0; w < warps; ++w) red[w] = an::warp_sum_emulated(partials.data() + w * an::kWarp);
+  for (int w = 0; w < warps; ++w) red[w] = kernels::xor_butterfly_sum_emulated<an::kWarp>(partials.data() + w * an::kWarp);
   return an::add_warp_sums(red.data(), warps);
 }
 
