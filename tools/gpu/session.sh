@@ -174,6 +174,10 @@ decode() {  # pending.md entries 24-26: what the 2026-11-26 H200 runs left about
   timeout --signal=INT 80 "$B" bench deepseek-moe-16b --device cuda --dtype bf16 --prompt-lengths 512 --gen-tokens 64 --reps 2 \
     --cuda-graphs on --no-progress --format md -o "$out/dsmoe.json" >> "$summary" 2>&1
   log "exit $?"
+  # No DeepSeekMoE decode-step profile is on record: where its 3.5 ms step (37.5% of the floor) goes.
+  timeout 90 "$B" profile deepseek-moe-16b --device cuda --context 512 --steps 8 --cuda-graphs off \
+    -o "$out/prof-dsmoe.json" > "$out/prof-dsmoe.txt" 2>&1
+  log "profile deepseek-moe-16b: exit $?"; sed -n '1p;/^| kind/,/^$/p;/^Top events/,$p' "$out/prof-dsmoe.txt" >> "$summary"
 }
 
 pdl() {  # pending.md entry 28: --pdl on changes when the decode kernels start, never the numbers
