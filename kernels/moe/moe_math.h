@@ -317,21 +317,29 @@ EFFARCH_HD void gemv_chunk(const W (&wv)[V], const typename StorageOf<P>::type* 
   }
 }
 
+// Weight loads a lane issues before it uses the first (the dense GEMV's kGemvUnroll, gemv/gemv_math.h).
+inline constexpr int kExpertLoadsInFlight = 4;
+
 // The lane's partial dot products of weight row w (K elements) with the rows x[r] (r < rows):
 // chunks of V consecutive elements at lane * V, lane * V + 32 V, ... (K a multiple of V), in that
-// order. V is what one 16-byte load of weights holds (V = 1: the scalar path). The weights of two
-// chunks are loaded before either is used, so each lane has two weight loads in flight.
+// order. V is what one 16-byte load of weights holds (V = 1: the scalar path). The weights of
+// kExpertLoadsInFlight chunks are loaded before any is used, so each lane has that many weight
+// loads in flight (two until 2026-11-26: an expert row of 2048 bf16 took four round trips).
 template <Precision P, int V, typename W>
 EFFARCH_HD void gemv_lane(const W* w, const typename StorageOf<P>::type* const* x, int rows, int k, int lane,
                           float (&acc)[kGemvRows]) {
+  constexpr int kIn = kExpertLoadsInFlight;
   for (int r = 0; r < kGemvRows; ++r) acc[r] = 0.f;
-  for (int k0 = lane * V; k0 < k; k0 += 2 * kWarp * V) {
-    const int k1 = k0 + kWarp * V;
-    W wa[V], wb[V];
-    load_elems<W, V, true>(w + k0, wa);
-    if (k1 < k) load_elems<W, V, true>(w + k1, wb);
-    gemv_chunk<P, V>(wa, x, rows, k0, acc);
-    if (k1 < k) gemv_chunk<P, V>(wb, x, rows, k1, acc);
+  for (int k0 = lane * V; k0 < k; k0 += kIn * kWarp * V) {
+    W wv[kIn][V];
+    EFFARCH_UNROLL
+    for (int c = 0; c < kIn; ++c) {
+      if (k0 + c * kWarp * V < k) load_elems<W, V, true>(w + k0 + c * kWarp * V, wv[c]);
+    }
+    EFFARCH_UNROLL
+    for (int c = 0; c < kIn; ++c) {
+      if (k0 + c * kWarp * V < k) gemv_chunk<P, V>(wv[c], x, rows, k0 + c * kWarp * V, acc);
+    }
   }
 }
 
