@@ -8,6 +8,7 @@
 
 #include "add_norm/add_norm.h"
 #include "add_norm/add_norm_math.h"
+#include "common/block_sum.cuh"
 #include "common/convert.cuh"
 #include "common/grid_dependency.h"
 #include "common/launch.h"
@@ -35,34 +36,21 @@ struct TypedIo {
   }
 };
 
-// The block's sum of each thread's `partial` (add_norm_math.h: warp butterflies, then the warps'
-// sums in warp order); every thread gets the total. red holds a float per warp; the trailing
-// barrier lets the caller reuse it.
-__device__ __forceinline__ float block_sum(float* red, float partial) {
-#pragma unroll
-  for (int offset = kWarp / 2; offset > 0; offset /= 2) partial += __shfl_xor_sync(0xffffffffu, partial, offset);
-  if (threadIdx.x % kWarp == 0) red[threadIdx.x / kWarp] = partial;
-  __syncthreads();
-  const float total = add_warp_sums(red, static_cast<int>(blockDim.x) / kWarp);
-  __syncthreads();
-  return total;
-}
-
 }  // namespace addnorm
 
 template <typename T>
 __global__ void __launch_bounds__(addnorm::kMaxThreads) add_norm_kernel(const AddNormParams p) {
   using Io = addnorm::TypedIo<T>;
-  __shared__ float red[addnorm::kMaxThreads / addnorm::kWarp];
+  __shared__ float red[addnorm::kMaxThreads / kWarpLanes];
   const int tid = static_cast<int>(threadIdx.x), n = static_cast<int>(blockDim.x);
   allow_dependent_launch();
   addnorm::prefetch_norm_params(p, tid, n);  // weights only: before the wait
   grid_dependency_wait();  // x and y come from the kernels before
   const int64_t row = blockIdx.x;
-  const float first = addnorm::block_sum(red, addnorm::add_partial<Io>(p, row, tid, n));
+  const float first = block_sum(red, addnorm::add_partial<Io>(p, row, tid, n));
   float second = 0.0f;
   if (p.norm == NormType::kLayer) {
-    second = addnorm::block_sum(red, addnorm::variance_partial<Io>(p, row, tid, n, addnorm::mean_of(first, p.dim)));
+    second = block_sum(red, addnorm::variance_partial<Io>(p, row, tid, n, addnorm::mean_of(first, p.dim)));
   }
   addnorm::norm_write<Io>(p, row, tid, n, first, second);
 }

@@ -89,19 +89,7 @@ EFFARCH_HD float add_partial(const AddNormParams& p, int64_t row, int tid, int n
   return acc;
 }
 
-// A row sum over the block, in the kernel's order: each warp adds its lanes' partials with an xor
-// butterfly (offsets 16, 8, 4, 2, 1: __shfl_xor_sync; common/warp_sum.h mirrors it on the host),
-// lane 0 puts the warp's sum in shared memory, and after one barrier every thread adds the warps'
-// sums in warp order (add_warp_sums). Two barriers a sum, where a halving tree over the block took
-// one per level.
-inline constexpr int kWarp = 32;
-
-EFFARCH_HD float add_warp_sums(const float* warp_sums, int warps) {
-  float s = warp_sums[0];
-  for (int w = 1; w < warps; ++w) s += warp_sums[w];
-  return s;
-}
-
+// Row sums: common/warp_sum.h's block sum (warp butterflies, then the warps' sums in order).
 
 // The weight (and LayerNorm's bias) the last phase reads, asked into L1 at the kernel's start:
 // thread t takes the 128-byte lines t, t + nthreads, ... of each. Weights are written by no kernel,

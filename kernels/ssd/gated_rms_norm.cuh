@@ -2,11 +2,13 @@
 // Mamba-2's gated RMSNorm, fused: h = y * SiLU(z) in fp32, h * rsqrt(mean over the group of h^2
 // + eps), rounded to y's type, times weight, stored in out's type (ATen's promotion of weight and
 // y). One block of kNormThreads per (row, group): each thread sums the squares of its channels,
-// a shared-memory tree adds them, then each thread writes its channels (y and z read twice,
+// common/block_sum.cuh adds them (warp shuffles, then the warps' sums; the group's weights asked
+// into L1 meanwhile), then each thread writes its channels (y and z read twice,
 // the second time from cache). Instantiated per type of y; z, weight and out are read and
 // written by their runtime type (a branch uniform over the grid).
 
 #include "ssd/ssd_common.cuh"
+#include "common/block_sum.cuh"
 #include "common/grid_dependency.h"
 #include "common/launch.h"
 
@@ -16,19 +18,15 @@ template <typename y_t>
 __global__ void __launch_bounds__(ssd::kNormThreads) gated_rms_norm_kernel(const GatedRmsNormParams p) {
   using YIo = ssd::StaticIo<y_t>;
   using Io = ssd::DynamicIo;
-  __shared__ float red[ssd::kNormThreads];
-  allow_dependent_launch();
-  grid_dependency_wait();  // y and z come from the kernels before
+  __shared__ float red[ssd::kNormThreads / kWarpLanes];
   const int groups = p.dim / p.group_size;
   const int64_t row = blockIdx.x / groups;
   const int group = static_cast<int>(blockIdx.x % groups);
-  red[threadIdx.x] = ssd::norm_partial<YIo, Io>(p, row, group, threadIdx.x, ssd::kNormThreads);
-  __syncthreads();
-  for (int stride = ssd::kNormThreads / 2; stride > 0; stride /= 2) {
-    ssd::norm_reduce_step(red, threadIdx.x, stride);
-    __syncthreads();
-  }
-  ssd::norm_write<YIo, Io>(p, row, group, threadIdx.x, ssd::kNormThreads, red[0]);
+  allow_dependent_launch();
+  ssd::prefetch_norm_weight(p, group, threadIdx.x, ssd::kNormThreads);  // weights only: before the wait
+  grid_dependency_wait();  // y and z come from the kernels before
+  const float sumsq = block_sum(red, ssd::norm_partial<YIo, Io>(p, row, group, threadIdx.x, ssd::kNormThreads));
+  ssd::norm_write<YIo, Io>(p, row, group, threadIdx.x, ssd::kNormThreads, sumsq);
 }
 
 template <typename y_t>

@@ -22,6 +22,7 @@
 
 #include "common/host_device.h"
 #include "common/staged_copy.h"
+#include "common/warp_sum.h"
 #include "ssd/ssd_params.h"
 
 namespace effarch::kernels::ssd {
@@ -362,9 +363,24 @@ EFFARCH_HD float norm_partial(const GatedRmsNormParams& p, int64_t row, int grou
   return acc;
 }
 
-// Phase 2 (between barriers): one halving step of the tree sum over red[0, 2 * stride).
-EFFARCH_HD void norm_reduce_step(float* red, int tid, int stride) {
-  if (tid < stride) red[tid] = red[tid] + red[tid + stride];
+// Phase 2: the group's sum of the threads' parts, common/warp_sum.h's block sum (warp
+// butterflies, then the warps' sums in warp order; block_sum_emulated on the host).
+
+// The group's weights, asked into L1 at the kernel's start (before its grid dependency wait:
+// no kernel writes them): thread t takes the 128-byte lines t, t + nthreads, ... of a contiguous
+// weight, every channel's element otherwise. A hint with no effect on results.
+EFFARCH_HD void prefetch_norm_weight(const GatedRmsNormParams& p, int group, int tid, int nthreads) {
+#ifdef __CUDA_ARCH__
+  const int elem = p.weight_type == ElementType::kFloat32 ? 4 : 2;
+  const int step = p.weight_stride == 1 ? 128 / elem : 1;
+  const char* base = static_cast<const char*>(p.weight);
+  for (int i = tid * step; i < p.group_size; i += nthreads * step) {
+    const int64_t ch = static_cast<int64_t>(group) * p.group_size + i;
+    asm volatile("prefetch.global.L1 [%0];" ::"l"(base + ch * p.weight_stride * elem));
+  }
+#else
+  (void)p, (void)group, (void)tid, (void)nthreads;
+#endif
 }
 
 // Phase 3: out = weight * round_y(h rsqrt(mean h^2 + eps)), from the group's sum of squares.

@@ -54,13 +54,10 @@ struct HostIo {
   }
 };
 
-// add_norm_kernel.cuh's block_sum: each warp's lanes by its xor butterfly, then the warps' sums
-// in warp order (red: one float per warp, as the kernel's shared memory).
-float block_sum(std::vector<float>& red, const std::vector<float>& partials) {
-  const int warps = static_cast<int>(partials.size()) / an::kWarp;
-  red.assign(static_cast<size_t>(warps), 0.0f);
-  for (int w = 0; w < warps; ++w) red[w] = kernels::xor_butterfly_sum_emulated<an::kWarp>(partials.data() + w * an::kWarp);
-  return an::add_warp_sums(red.data(), warps);
+// add_norm_kernel.cuh's block_sum (common/warp_sum.h): each warp's lanes by its xor butterfly,
+// then the warps' sums in warp order.
+float block_sum(std::vector<float>& /*red*/, const std::vector<float>& partials) {
+  return kernels::block_sum_emulated(partials.data(), static_cast<int>(partials.size()));
 }
 
 // Every block (row) of the launch, its threads phase by phase.

@@ -252,21 +252,19 @@ at::Tensor emulate_scan(const at::Tensor& x, const at::Tensor& dt, const at::Ten
   return launch.y;
 }
 
-// gated_rms_norm_kernel: a block per (row, group), the shared-memory tree between barriers.
+// gated_rms_norm_kernel: a block per (row, group), the block sum of common/warp_sum.h.
 at::Tensor emulate_norm(const at::Tensor& y, const at::Tensor& z, const at::Tensor& weight, int64_t group_size,
                         double eps) {
   const detail::GatedRmsNormLaunch launch = detail::prepare_gated_rms_norm(y, z, weight, group_size, eps, std::nullopt);
   const k::GatedRmsNormParams& p = launch.params;
   const int groups = p.dim / p.group_size;
-  float red[ks::kNormThreads];
+  float parts[ks::kNormThreads];
   for (int64_t blk = 0; blk < p.rows * groups; ++blk) {
     const int64_t row = blk / groups;
     const int group = static_cast<int>(blk % groups);
-    for (int t = 0; t < ks::kNormThreads; ++t) red[t] = ks::norm_partial<HostIo, HostIo>(p, row, group, t, ks::kNormThreads);
-    for (int stride = ks::kNormThreads / 2; stride > 0; stride /= 2) {
-      for (int t = 0; t < ks::kNormThreads; ++t) ks::norm_reduce_step(red, t, stride);
-    }
-    for (int t = 0; t < ks::kNormThreads; ++t) ks::norm_write<HostIo, HostIo>(p, row, group, t, ks::kNormThreads, red[0]);
+    for (int t = 0; t < ks::kNormThreads; ++t) parts[t] = ks::norm_partial<HostIo, HostIo>(p, row, group, t, ks::kNormThreads);
+    const float sumsq = k::block_sum_emulated(parts, ks::kNormThreads);
+    for (int t = 0; t < ks::kNormThreads; ++t) ks::norm_write<HostIo, HostIo>(p, row, group, t, ks::kNormThreads, sumsq);
   }
   return launch.out.view(y.sizes());
 }
