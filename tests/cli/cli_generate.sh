@@ -49,6 +49,9 @@ s3=$("$EFFARCH" generate "$SCRATCH/tiny-llama" --prompt-ids "$ids" -n 24 --tempe
 g1=$("$EFFARCH" generate "$SCRATCH/tiny-llama" --prompt-ids "$ids" -n 8 --json | "$PYTHON" -c 'import json,sys; print(json.load(sys.stdin)["tokens"])')
 g2=$("$EFFARCH" generate "$SCRATCH/tiny-llama" --prompt-ids "$ids" -n 8 --attention eager --json | "$PYTHON" -c 'import json,sys; print(json.load(sys.stdin)["tokens"])')
 [[ $g1 == "$g2" ]] || fail "eager and sdpa disagree"
+# How the kernels were launched is in the JSON: programmatic launch is a CUDA matter, off on the CPU.
+pl=$("$EFFARCH" generate "$SCRATCH/tiny-llama" --prompt-ids "$ids" -n 2 --json | "$PYTHON" -c 'import json,sys; print(json.load(sys.stdin)["programmatic_launch"])')
+[[ $pl == off ]] || fail "programmatic_launch '$pl' on the CPU"
 # A batch of prompts; random weights for a bare config.
 expect_exit 0 "batch 2" "$EFFARCH" generate tiny-llama3 --prompt-ids "1,2,3;4,5,6" -n 4
 expect_exit 0 "bfloat16" "$EFFARCH" generate tiny-llama --prompt-ids "1,2,3" -n 4 --dtype bf16
