@@ -10,10 +10,11 @@
 // (G = split * 32): each step of the group reads one contiguous run of G * 16 bytes, and each lane
 // issues kGemvUnroll such loads before it uses the first, so several loads per lane are in flight
 // (the latency a lone load per iteration leaves exposed). Weights are loaded with a streaming
-// hint (read once: no L1 allocation), x through the read-only cache (every warp re-reads it: it
-// stays in L1/L2). Each lane accumulates in fp32 in its fixed vector order; the warp sums its
-// lanes with an xor butterfly; the split warps' sums are added in warp order in shared memory, then
-// the bias; one rounding to the output type. No atomics: the sum order is fixed by the plan.
+// hint (read once: no L1 allocation), x with plain loads (every warp re-reads it: it stays in
+// L1/L2; not the read-only path, gemv_load_x says why). Each lane accumulates in fp32 in its fixed
+// vector order; the warp sums its lanes with an xor butterfly (common/warp_sum.h mirrors it on the
+// host); the split warps' sums are added in warp order in shared memory, then the bias; one
+// rounding to the output type. No atomics: the sum order is fixed by the plan.
 
 #include <cstdint>
 #include <cstring>
@@ -223,12 +224,5 @@ EFFARCH_HD float gemv_combine(const float* first, int stride, int split, float b
   for (int j = 1; j < split; ++j) s += first[j * stride];
   return s + bias;
 }
-
-#ifndef __CUDACC__
-// The host mirror of the kernel's warp sum (common/warp_sum.h): lane 0's xor-butterfly sum.
-inline float gemv_warp_sum_emulated(const float (&lanes)[kGemvLanes]) {
-  return xor_butterfly_sum_emulated<kGemvLanes>(lanes);
-}
-#endif
 
 }  // namespace effarch::kernels

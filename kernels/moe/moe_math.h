@@ -162,16 +162,8 @@ EFFARCH_HD float warp_sum_down_emulated(float (&v)[kWarp]) {
   }
   return v[0];
 }
-// The GEMV adds with __shfl_xor_sync (16, 8, 4, 2, 1) and lane 0 writes its sum: lane 0 adds, at
-// each step, the partner lane's partial sum, which the partner formed the same way.
-EFFARCH_HD float warp_sum_xor_emulated(float (&v)[kWarp]) {
-  for (int offset = kWarp / 2; offset > 0; offset /= 2) {
-    float next[kWarp];
-    for (int lane = 0; lane < kWarp; ++lane) next[lane] = v[lane] + v[lane ^ offset];
-    for (int lane = 0; lane < kWarp; ++lane) v[lane] = next[lane];
-  }
-  return v[0];
-}
+// The expert GEMV adds with __shfl_xor_sync (16, 8, 4, 2, 1) and lane 0 writes its sum: on the
+// host, common/warp_sum.h's xor_butterfly_sum_emulated.
 
 // ---- router: one warp per token; lane l holds the logits of experts l, l + 32, l + 64, ... ----
 

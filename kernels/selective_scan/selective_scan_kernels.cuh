@@ -117,7 +117,7 @@ __global__ void __launch_bounds__(scan::kThreads, kSeg == 4 ? 2 : 1)
 }
 
 // kUpdateLanes (16) threads per (sequence, channel), half a warp each: the lanes' parts of the
-// readout summed by shuffles within the half warp, in update_reduce's order.
+// readout summed by shuffles within the half warp (an xor butterfly: common/warp_sum.h).
 template <typename input_t>
 __global__ void __launch_bounds__(scan::kUpdateThreads) selective_state_update_kernel(const SelectiveScanParams p) {
   allow_dependent_launch();

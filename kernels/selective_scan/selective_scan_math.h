@@ -30,6 +30,7 @@
 #endif
 
 #include "common/host_device.h"
+#include "common/warp_sum.h"
 #include "selective_scan/selective_scan_channel.h"
 #include "selective_scan/selective_scan_lanes.h"
 #include "selective_scan/selective_scan_params.h"
@@ -433,8 +434,8 @@ EFFARCH_HD void split_scan_block(const SelectiveScanParams& p, int tile, int bat
 // threads and the fp32 state rows are read and written coalesced (one thread per channel, as
 // before, read 64-byte rows with a warp touching 32 of them per load: on an H200 the update took
 // 36.8 us at batch 32 for 10 MiB of state). Each lane returns its part of C . h; the channel's
-// readout is their sum in update_reduce's order (a butterfly over the lanes, which the kernel
-// does with warp shuffles), and update_finish writes y.
+// readout is their sum by an xor butterfly over the lanes (warp shuffles in the kernel,
+// common/warp_sum.h's xor_butterfly_sum_emulated on the host), and update_finish writes y.
 inline constexpr int kUpdateLanes = 16;
 
 // A channel's inputs of the one-token update, read once before any store (reads after the state's
@@ -451,7 +452,7 @@ EFFARCH_HD float update_delta(const SelectiveScanParams& p, int batch, int chann
 
 // With dt_proj fused (p.dt_proj set): lane l's part of the channel's delta, the products
 // dt_proj[channel, r] dt_low[batch, r] for r = l, l + kUpdateLanes, ... summed in fp32. The lanes'
-// parts are added as update_reduce does (the kernel's shuffles), then dt_proj_round gives delta.
+// parts are added by the same butterfly as the readout, then dt_proj_round gives delta.
 template <typename input_t>
 EFFARCH_HD float dt_proj_lane(const SelectiveScanParams& p, int batch, int channel, int lane) {
   const auto* w = static_cast<const input_t*>(p.dt_proj) + channel * p.dt_proj_dim_stride;
@@ -499,16 +500,6 @@ EFFARCH_HD float update_lane(const SelectiveScanParams& p, int batch, int channe
   return acc;
 }
 
-// The lanes' parts summed as the kernel's shuffles do: at each offset 8, 4, 2, 1 every lane adds
-// its partner's (lane ^ offset) value; v[0] holds the sum (all lanes do, the same value).
-EFFARCH_HD float update_reduce(float (&v)[kUpdateLanes]) {
-  for (int offset = kUpdateLanes / 2; offset > 0; offset /= 2) {
-    float next[kUpdateLanes];
-    for (int l = 0; l < kUpdateLanes; ++l) next[l] = v[l] + v[l ^ offset];
-    for (int l = 0; l < kUpdateLanes; ++l) v[l] = next[l];
-  }
-  return v[0];
-}
 
 template <typename input_t>
 EFFARCH_HD void update_finish(const SelectiveScanParams& p, int batch, int channel, float readout,
@@ -594,14 +585,14 @@ inline void emulate_update(const SelectiveScanParams& p) {
       if (p.dt_proj != nullptr) {
         float dt_parts[kUpdateLanes];
         for (int lane = 0; lane < kUpdateLanes; ++lane) dt_parts[lane] = dt_proj_lane<float>(p, batch, channel, lane);
-        delta = dt_proj_round<float>(update_reduce(dt_parts));
+        delta = dt_proj_round<float>(xor_butterfly_sum_emulated<kUpdateLanes>(dt_parts));
       } else {
         delta = update_delta<float>(p, batch, channel);
       }
       const UpdateInputs in = update_inputs<float>(p, batch, channel, delta);
       float parts[kUpdateLanes];
       for (int lane = 0; lane < kUpdateLanes; ++lane) parts[lane] = update_lane<float>(p, batch, channel, lane, in);
-      update_finish<float>(p, batch, channel, update_reduce(parts), in);
+      update_finish<float>(p, batch, channel, xor_butterfly_sum_emulated<kUpdateLanes>(parts), in);
     }
   }
 }

@@ -54,9 +54,9 @@ struct HostIo {
   }
 };
 
-// add_norm_kernel.cuh's block_sum (common/warp_sum.h): each warp's lanes by its xor butterfly,
-// then the warps' sums in warp order.
-float block_sum(std::vector<float>& /*red*/, const std::vector<float>& partials) {
+// add_norm_kernel.cuh's block_sum: kernels::block_sum_emulated (common/warp_sum.h), each warp's
+// lanes by its xor butterfly, then the warps' sums in warp order.
+float block_sum(const std::vector<float>& partials) {
   return kernels::block_sum_emulated(partials.data(), static_cast<int>(partials.size()));
 }
 
@@ -65,14 +65,14 @@ AddNormResult emulate(const at::Tensor& x, const at::Tensor& y, const at::Tensor
   detail::AddNormLaunch l = detail::prepare_add_norm(x, y, z, norm);
   const kernels::AddNormParams& p = l.params;
   const int n = an::threads_for(p.dim);
-  std::vector<float> red(static_cast<size_t>(n)), partials(static_cast<size_t>(n));
+  std::vector<float> partials(static_cast<size_t>(n));
   for (int64_t row = 0; row < p.rows; ++row) {
     for (int tid = 0; tid < n; ++tid) partials[tid] = an::add_partial<HostIo>(p, row, tid, n);
-    const float first = block_sum(red, partials);
+    const float first = block_sum(partials);
     float second = 0.0f;
     if (p.norm == kernels::NormType::kLayer) {
       for (int tid = 0; tid < n; ++tid) partials[tid] = an::variance_partial<HostIo>(p, row, tid, n, an::mean_of(first, p.dim));
-      second = block_sum(red, partials);
+      second = block_sum(partials);
     }
     for (int tid = 0; tid < n; ++tid) an::norm_write<HostIo>(p, row, tid, n, first, second);
   }
@@ -204,10 +204,10 @@ TEST(AddNormKernel, ResidualMayOverwriteX) {
   l.params.x = x.const_data_ptr();
   l.params.residual_out = x.mutable_data_ptr();
   const int n = an::threads_for(l.params.dim);
-  std::vector<float> red(n), partials(n);
+  std::vector<float> partials(n);
   for (int64_t row = 0; row < l.params.rows; ++row) {
     for (int tid = 0; tid < n; ++tid) partials[tid] = an::add_partial<HostIo>(l.params, row, tid, n);
-    const float first = block_sum(red, partials);
+    const float first = block_sum(partials);
     for (int tid = 0; tid < n; ++tid) an::norm_write<HostIo>(l.params, row, tid, n, first, 0.0f);
   }
   EXPECT_TRUE(at::equal(x.view(in.x.sizes()), ref.residual));

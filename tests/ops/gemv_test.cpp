@@ -115,7 +115,7 @@ TEST(DenseGemvEmulation, WarpSumIsTheXorButterfly) {
   for (float& v : lanes) v = 1.0f;
   lanes[0] = 1e8f;
   lanes[16] = -1e8f;
-  EXPECT_EQ(kernels::gemv_warp_sum_emulated(lanes), 30.0f);
+  EXPECT_EQ(kernels::xor_butterfly_sum_emulated<kGemvLanes>(lanes), 30.0f);
   float seq = 0.f;
   for (float v : lanes) seq += v;
   EXPECT_NE(seq, 30.0f);
@@ -159,7 +159,7 @@ at::Tensor emulate(const Problem& pr, const GemvPlan& plan, bool vectorized) {
         }
         for (int r = 0; r < R; ++r) lanes[r][lane] = acc[r];
       }
-      for (int r = 0; r < R; ++r) warp_sum[warp][r] = kernels::gemv_warp_sum_emulated(lanes[r]);
+      for (int r = 0; r < R; ++r) warp_sum[warp][r] = kernels::xor_butterfly_sum_emulated<kGemvLanes>(lanes[r]);
     }
     for (int warp = 0; warp < kGemvWarps; ++warp) {
       const GemvLane l = kernels::gemv_lane_of(plan.split, block, warp * kGemvLanes);

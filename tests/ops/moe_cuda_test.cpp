@@ -29,6 +29,7 @@
 
 #include "effarch/common/error.h"
 #include "effarch/ops/moe.h"
+#include "common/warp_sum.h"
 #include "moe/moe_math.h"
 #include "tolerance.h"
 
@@ -227,7 +228,8 @@ void emulate_gemv_typed(const Plan& plan, const GemvWeights& w, bool gather, int
           for (int r = 0; r < km::kGemvRows; ++r) lanes[r][lane] = acc[r];
         }
         for (int r = 0; r < rows; ++r) {
-          yp[(begin + r0 + r) * ys + o] = km::from_f<P>(km::warp_sum_xor_emulated(lanes[r]) * scale);
+          yp[(begin + r0 + r) * ys + o] =
+              km::from_f<P>(kernels::xor_butterfly_sum_emulated<km::kWarp>(lanes[r]) * scale);
         }
       }
     }
