@@ -44,7 +44,10 @@ __global__ void __launch_bounds__(addnorm::kMaxThreads) add_norm_kernel(const Ad
   __shared__ float red[addnorm::kMaxThreads / kWarpLanes];
   const int tid = static_cast<int>(threadIdx.x), n = static_cast<int>(blockDim.x);
   allow_dependent_launch();
-  addnorm::prefetch_norm_params(p, tid, n);  // weights only: before the wait
+  // The weight and LayerNorm's bias the last phase reads, into L1 while the kernel before finishes.
+  const int64_t weight_bytes = static_cast<int64_t>(p.dim) * element_bytes(p.type);
+  prefetch_l1_lines(p.weight, weight_bytes, tid, n);
+  if (p.norm == NormType::kLayer) prefetch_l1_lines(p.bias, weight_bytes, tid, n);
   grid_dependency_wait();  // x and y come from the kernels before
   const int64_t row = blockIdx.x;
   const float first = block_sum(red, addnorm::add_partial<Io>(p, row, tid, n));

@@ -27,7 +27,6 @@
 #include "add_norm/add_norm_params.h"
 #include "common/host_device.h"
 #include "common/staged_copy.h"
-#include "common/warp_sum.h"
 
 namespace effarch::kernels::addnorm {
 
@@ -89,26 +88,7 @@ EFFARCH_HD float add_partial(const AddNormParams& p, int64_t row, int tid, int n
   return acc;
 }
 
-// Row sums: common/warp_sum.h's block sum (warp butterflies, then the warps' sums in order).
-
-// The weight (and LayerNorm's bias) the last phase reads, asked into L1 at the kernel's start:
-// thread t takes the 128-byte lines t, t + nthreads, ... of each. Weights are written by no kernel,
-// so this may run before the grid dependency wait (common/grid_dependency.h): under programmatic
-// launch they arrive while the kernel before finishes; otherwise while phase 1's loads are in
-// flight. A hint with no effect on results (nothing on the host).
-EFFARCH_HD void prefetch_norm_params(const AddNormParams& p, int tid, int nthreads) {
-#ifdef __CUDA_ARCH__
-  const int64_t bytes = static_cast<int64_t>(p.dim) * (p.type == ElementType::kFloat32 ? 4 : 2);
-  for (int64_t line = tid; line * 128 < bytes; line += nthreads) {
-    asm volatile("prefetch.global.L1 [%0];" ::"l"(static_cast<const char*>(p.weight) + line * 128));
-    if (p.norm == NormType::kLayer) {
-      asm volatile("prefetch.global.L1 [%0];" ::"l"(static_cast<const char*>(p.bias) + line * 128));
-    }
-  }
-#else
-  (void)p, (void)tid, (void)nthreads;
-#endif
-}
+// Row sums: the kernel's block_sum (common/block_sum.cuh; common/warp_sum.h mirrors it on the host).
 
 // Phase 2 (LayerNorm only): the thread's part of sum (n - mean)^2.
 template <class Io>

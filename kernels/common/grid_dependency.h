@@ -18,6 +18,8 @@
 // kernel starts after the previous one has finished, as any launch does. On the host (the CPU
 // tests' emulation of a kernel's math) they do nothing either.
 
+#include <cstdint>
+
 #include "common/host_device.h"
 
 namespace effarch::kernels {
@@ -31,6 +33,21 @@ EFFARCH_HD void allow_dependent_launch() {
 EFFARCH_HD void grid_dependency_wait() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+
+// Weights a kernel reads late (a norm's weight in its last phase), asked into L1 at its start:
+// thread t of `nthreads` takes the 128-byte lines t, t + nthreads, ... of the `bytes` at `base`.
+// Weights are written by no kernel, so this may come before grid_dependency_wait: under
+// programmatic launch the lines arrive while the kernel before finishes. A hint with no effect on
+// results (nothing on the host).
+EFFARCH_HD void prefetch_l1_lines(const void* base, int64_t bytes, int tid, int nthreads) {
+#ifdef __CUDA_ARCH__
+  for (int64_t line = tid; line * 128 < bytes; line += nthreads) {
+    asm volatile("prefetch.global.L1 [%0];" ::"l"(static_cast<const char*>(base) + line * 128));
+  }
+#else
+  (void)base, (void)bytes, (void)tid, (void)nthreads;
 #endif
 }
 

@@ -23,7 +23,11 @@ __global__ void __launch_bounds__(ssd::kNormThreads) gated_rms_norm_kernel(const
   const int64_t row = blockIdx.x / groups;
   const int group = static_cast<int>(blockIdx.x % groups);
   allow_dependent_launch();
-  ssd::prefetch_norm_weight(p, group, threadIdx.x, ssd::kNormThreads);  // weights only: before the wait
+  if (p.weight_stride == 1) {  // the group's weights (contiguous: the mixer's), into L1 before the wait
+    const int bytes = element_bytes(p.weight_type);
+    prefetch_l1_lines(static_cast<const char*>(p.weight) + static_cast<int64_t>(group) * p.group_size * bytes,
+                      static_cast<int64_t>(p.group_size) * bytes, threadIdx.x, ssd::kNormThreads);
+  }
   grid_dependency_wait();  // y and z come from the kernels before
   const float sumsq = block_sum(red, ssd::norm_partial<YIo, Io>(p, row, group, threadIdx.x, ssd::kNormThreads));
   ssd::norm_write<YIo, Io>(p, row, group, threadIdx.x, ssd::kNormThreads, sumsq);

@@ -22,7 +22,6 @@
 
 #include "common/host_device.h"
 #include "common/staged_copy.h"
-#include "common/warp_sum.h"
 #include "ssd/ssd_params.h"
 
 namespace effarch::kernels::ssd {
@@ -365,23 +364,6 @@ EFFARCH_HD float norm_partial(const GatedRmsNormParams& p, int64_t row, int grou
 
 // Phase 2: the group's sum of the threads' parts, common/warp_sum.h's block sum (warp
 // butterflies, then the warps' sums in warp order; block_sum_emulated on the host).
-
-// The group's weights, asked into L1 at the kernel's start (before its grid dependency wait:
-// no kernel writes them): thread t takes the 128-byte lines t, t + nthreads, ... of a contiguous
-// weight, every channel's element otherwise. A hint with no effect on results.
-EFFARCH_HD void prefetch_norm_weight(const GatedRmsNormParams& p, int group, int tid, int nthreads) {
-#ifdef __CUDA_ARCH__
-  const int elem = p.weight_type == ElementType::kFloat32 ? 4 : 2;
-  const int step = p.weight_stride == 1 ? 128 / elem : 1;
-  const char* base = static_cast<const char*>(p.weight);
-  for (int i = tid * step; i < p.group_size; i += nthreads * step) {
-    const int64_t ch = static_cast<int64_t>(group) * p.group_size + i;
-    asm volatile("prefetch.global.L1 [%0];" ::"l"(base + ch * p.weight_stride * elem));
-  }
-#else
-  (void)p, (void)group, (void)tid, (void)nthreads;
-#endif
-}
 
 // Phase 3: out = weight * round_y(h rsqrt(mean h^2 + eps)), from the group's sum of squares.
 template <class YIo, class Io>

@@ -17,6 +17,7 @@
 
 #include "../test_util.h"
 #include "add_norm/add_norm_math.h"
+#include "common/warp_sum.h"
 #include "add_norm_launch.h"
 #include "effarch/common/error.h"
 #include "effarch/ops/add_norm.h"

@@ -32,6 +32,7 @@
 #include "effarch/common/error.h"
 #include "effarch/ops/backend.h"
 #include "effarch/ops/ssd.h"
+#include "common/warp_sum.h"
 #include "ssd/ssd_math.h"
 #include "ssd/ssd_tc_math.h"
 #include "ssd_launch.h"
