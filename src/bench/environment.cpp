@@ -111,8 +111,7 @@ nlohmann::json probe_environment(const std::string& device_name, const std::stri
     dev["cublas_version"] = cublas;
   }
 #endif
-  // Programmatic dependent launch of the decode kernels (--pdl): it changes only CUDA launches.
-  env["programmatic_launch"] = device.is_cuda() && ops::programmatic_launch() ? "on" : "off";
+  env["programmatic_launch"] = ops::programmatic_launch_record(device);  // --pdl
   if (!device.is_cuda()) {
     dev["name"] = cpu_model();
     dev["memory_bytes"] = detail::device_total_memory(device);

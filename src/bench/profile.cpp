@@ -403,7 +403,7 @@ json profile_decode(const ProfileSpec& spec) {
                      {"cuda_graphs", model::to_string(opt.decode)},
                      {"backend", ops::backend_name(spec.backend)},
                      {"attention", spec.attention},
-                     {"programmatic_launch", device.is_cuda() && ops::programmatic_launch() ? "on" : "off"},
+                     {"programmatic_launch", ops::programmatic_launch_record(device)},
                      {"seed", spec.seed}};
   out["implementations"] = m->implementations();
   out["events_recorded"] = events.size();

@@ -200,7 +200,7 @@ int run_generate(const GenerateCmd& cmd) {
                           {"cache_bytes", model->cache().bytes()}, {"cache_tokens", model->cache().max_len},
                           {"backend", ops::backend_name(opt.backend)}, {"implementations", model->implementations()},
                           {"weights", model->weight_format()}, {"cuda_graphs", model::to_string(opt.decode)},
-                          {"programmatic_launch", device.is_cuda() && ops::programmatic_launch() ? "on" : "off"}};
+                          {"programmatic_launch", ops::programmatic_launch_record(device)}};
     if (tok) out["text"] = texts;
     if (par->grouped()) {
       out["parallel"] = parallel_json(*par);

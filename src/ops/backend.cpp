@@ -42,6 +42,10 @@ void set_programmatic_launch(bool on, const std::string& option) {
 #endif
 }
 
+const char* programmatic_launch_record(const c10::Device& device) {
+  return device.is_cuda() && programmatic_launch() ? "on" : "off";
+}
+
 bool parse_programmatic_launch(const std::string& value, const std::string& option) {
   if (value == "on") return true;
   if (value == "off") return false;

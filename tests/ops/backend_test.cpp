@@ -38,7 +38,11 @@ TEST(Backend, ProgrammaticLaunchParsesOnOffAndIsOffByDefault) {
   }
   set_programmatic_launch(true);
   EXPECT_TRUE(programmatic_launch());
+  // Results say "on" only where it changes something: CUDA launches.
+  EXPECT_STREQ(programmatic_launch_record(c10::Device(c10::kCPU)), "off");
+  EXPECT_STREQ(programmatic_launch_record(c10::Device(c10::kCUDA, 0)), "on");
   set_programmatic_launch(false);
+  EXPECT_STREQ(programmatic_launch_record(c10::Device(c10::kCUDA, 0)), "off");
   EXPECT_FALSE(programmatic_launch());
 }
 
