@@ -63,10 +63,12 @@ SelectiveScanLaunch prepare_selective_scan(const at::Tensor& u, const at::Tensor
   // model's never do: they all come from its projections), all go to float32, which loses
   // nothing: the reference widens each to float32 before any arithmetic too.
   const at::ScalarType type = u.scalar_type();
-  const bool same = delta.scalar_type() == type && Bmat.scalar_type() == type && Cmat.scalar_type() == type &&
-                    (!z || z->scalar_type() == type);
+  if (!delta.defined() && u.dim() == 3) throw OpError(fmt::format("{}: the prefill needs delta", op));
+  const bool same = (!delta.defined() || delta.scalar_type() == type) && Bmat.scalar_type() == type &&
+                    Cmat.scalar_type() == type && (!z || z->scalar_type() == type);
   const auto common = [&](const at::Tensor& t) { return same ? t : t.to(at::kFloat); };
-  l.u = common(u), l.delta = common(delta), l.B = common(Bmat), l.C = common(Cmat);
+  l.u = common(u), l.B = common(Bmat), l.C = common(Cmat);
+  if (delta.defined()) l.delta = common(delta);
   if (z) l.z = common(*z);
   // A, D and delta_bias in float32 (the mixer holds them so already: no copy per call).
   l.A = args.A.to(at::kFloat);
@@ -88,9 +90,11 @@ SelectiveScanLaunch prepare_selective_scan(const at::Tensor& u, const at::Tensor
 
   p.u = l.u.const_data_ptr();
   p.u_batch_stride = l.u.stride(0), p.u_dim_stride = l.u.stride(1), p.u_time_stride = time_stride(l.u);
-  p.delta = l.delta.const_data_ptr();
-  p.delta_batch_stride = l.delta.stride(0), p.delta_dim_stride = l.delta.stride(1);
-  p.delta_time_stride = time_stride(l.delta);
+  if (l.delta.defined()) {
+    p.delta = l.delta.const_data_ptr();
+    p.delta_batch_stride = l.delta.stride(0), p.delta_dim_stride = l.delta.stride(1);
+    p.delta_time_stride = time_stride(l.delta);
+  }
   p.B = l.B.const_data_ptr();
   p.B_batch_stride = l.B.stride(0), p.B_state_stride = l.B.stride(1), p.B_time_stride = time_stride(l.B);
   p.C = l.C.const_data_ptr();
@@ -137,16 +141,12 @@ SelectiveScanLaunch prepare_selective_state_update_dt_proj(const at::Tensor& u, 
   if (dt_proj.size(1) > std::numeric_limits<int>::max()) {
     throw OpError(fmt::format("{}: dt_proj has {} columns, beyond the kernel's 32-bit sizes", op, dt_proj.size(1)));
   }
-  // u stands in for delta (same shape and dtype) in the common preparation; the params then
-  // point at the projection's inputs instead.
-  SelectiveScanLaunch l = prepare_selective_scan(u, u, Bmat, Cmat, z, args, ssm_state, false, op);
+  // No delta: the params point at the projection's inputs instead.
+  SelectiveScanLaunch l = prepare_selective_scan(u, at::Tensor(), Bmat, Cmat, z, args, ssm_state, false, op);
   const at::ScalarType type = l.u.scalar_type();  // float32 where the inputs came in a mix
-  l.delta = at::Tensor();
   l.dt_low = dt_low.to(type);
   l.dt_proj = dt_proj.to(type);
   kernels::SelectiveScanParams& p = l.params;
-  p.delta = nullptr;
-  p.delta_batch_stride = p.delta_dim_stride = p.delta_time_stride = 0;
   p.dt_rank = static_cast<int>(l.dt_proj.size(1));
   p.dt_proj = l.dt_proj.const_data_ptr();
   p.dt_proj_dim_stride = l.dt_proj.stride(0), p.dt_proj_rank_stride = l.dt_proj.stride(1);

@@ -14,7 +14,7 @@
 namespace effarch::ops::detail {
 
 struct SelectiveScanLaunch {
-  at::Tensor u, delta, B, C, z;  // the inputs in the kernels' one element type (z may be undefined)
+  at::Tensor u, delta, B, C, z;  // the inputs in the kernels' one element type (z may be undefined; delta too, with dt_proj fused)
   at::Tensor A, D, delta_bias;   // float32 (D, delta_bias may be undefined)
   at::Tensor y;                  // the output the kernel writes, in the inputs' element type
   at::Tensor workspace;          // fp32, the split's piece states and dt sums (undefined unsplit)
@@ -25,7 +25,8 @@ struct SelectiveScanLaunch {
   at::Tensor result() const { return y.scalar_type() == out_type ? y : y.to(out_type); }
 };
 
-// Prefill (u [B, D, L]) or the one-token update (u [B, D]) over checked arguments; the state is
+// Prefill (u [B, D, L]) or the one-token update (u [B, D]) over checked arguments (delta undefined
+// only for the update whose dt_proj is fused: prepare_selective_state_update_dt_proj); the state is
 // read (from_state) and written through the params. `sm_count`: the GPU's, for the prefill's
 // automatic split (args.cuda_split -1; 0 SMs: no split); the split's workspace is allocated here.
 SelectiveScanLaunch prepare_selective_scan(const at::Tensor& u, const at::Tensor& delta, const at::Tensor& Bmat,
