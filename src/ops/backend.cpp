@@ -34,7 +34,7 @@ bool programmatic_launch() {
 #endif
 }
 
-void set_programmatic_launch(bool on, const std::string& option) {
+void set_programmatic_launch(bool on, [[maybe_unused]] const std::string& option) {
 #ifdef EFFARCH_WITH_CUDA
   kernels::set_programmatic_launch_enabled(on);
 #else
