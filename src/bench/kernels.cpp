@@ -175,6 +175,36 @@ ops::SelectiveScanArgs scan_args(int64_t d, int64_t n, const at::TensorOptions& 
   return a;
 }
 
+// The Mamba-1 one-token update's operands but its delta: u, z [B,D], B, C [B,N], the args, and the
+// fp32 state [B,D,N] the call updates in place (shared so the timed calls keep updating it).
+struct UpdateOperands {
+  at::Tensor u, z, bm, cm;
+  ops::SelectiveScanArgs args;
+  std::shared_ptr<at::Tensor> state;
+};
+UpdateOperands update_operands(const KernelShape& s, const at::TensorOptions& o) {
+  const auto& m = mamba(s);
+  UpdateOperands a;
+  a.u = at::randn({s.batch, m.d_inner}, o);
+  a.z = at::randn({s.batch, m.d_inner}, o);
+  a.bm = at::randn({s.batch, m.d_state}, o);
+  a.cm = at::randn({s.batch, m.d_state}, o);
+  a.args = scan_args(m.d_inner, m.d_state, o);
+  a.state = std::make_shared<at::Tensor>(at::randn({s.batch, m.d_inner, m.d_state}, o.dtype(at::kFloat)));
+  return a;
+}
+
+// The one-token update's bytes: u, delta, z and B, C in the dtype, A, D and the bias in fp32, the
+// state read and written in fp32, y written.
+KernelBytes update_bytes(const KernelShape& s) {
+  const auto& m = mamba(s);
+  const uint64_t e = esize(s.dtype);
+  const uint64_t state = kF32 * elems({s.batch, m.d_inner, m.d_state});
+  return KernelBytes{e * (3 * elems({s.batch, m.d_inner}) + 2 * elems({s.batch, m.d_state})) +
+                         kF32 * (elems({m.d_inner, m.d_state}) + 2 * elems({m.d_inner})) + state,
+                     e * elems({s.batch, m.d_inner}) + state};
+}
+
 ops::SsdArgs ssd_args(const model::MambaConfig& m, const at::TensorOptions& o) {
   ops::SsdArgs a;
   a.A = -(at::rand({m.num_heads}, o.dtype(at::kFloat)) + 0.5);
@@ -351,22 +381,11 @@ std::vector<KernelCase> make_cases() {
         const auto& m = mamba(s);
         return json{{"u", {s.batch, m.d_inner}}, {"B", {s.batch, m.d_state}}, {"state", {s.batch, m.d_inner, m.d_state}}};
       },
-      [](const KernelShape& s) {
-        const auto& m = mamba(s);
-        const uint64_t e = esize(s.dtype);
-        const uint64_t state = kF32 * elems({s.batch, m.d_inner, m.d_state});
-        return KernelBytes{e * (3 * elems({s.batch, m.d_inner}) + 2 * elems({s.batch, m.d_state})) +
-                               kF32 * (elems({m.d_inner, m.d_state}) + 2 * elems({m.d_inner})) + state,
-                           e * elems({s.batch, m.d_inner}) + state};
-      },
+      update_bytes,
       [](const KernelShape& s, const at::TensorOptions& o, ops::Backend backend) -> std::function<void()> {
-        const auto& m = mamba(s);
-        at::Tensor u = at::randn({s.batch, m.d_inner}, o), delta = at::randn({s.batch, m.d_inner}, o);
-        at::Tensor z = at::randn({s.batch, m.d_inner}, o);
-        at::Tensor bm = at::randn({s.batch, m.d_state}, o), cm = at::randn({s.batch, m.d_state}, o);
-        const ops::SelectiveScanArgs args = scan_args(m.d_inner, m.d_state, o);
-        auto state = std::make_shared<at::Tensor>(at::randn({s.batch, m.d_inner, m.d_state}, o.dtype(at::kFloat)));
-        return [=] { (void)ops::selective_state_update(u, delta, bm, cm, z, args, *state, backend); };
+        const UpdateOperands a = update_operands(s, o);
+        const at::Tensor delta = at::randn({s.batch, mamba(s).d_inner}, o);
+        return [=] { (void)ops::selective_state_update(a.u, delta, a.bm, a.cm, a.z, a.args, *a.state, backend); };
       }});
   // The decode step as the Mamba-1 mixer runs it: dt_proj inside the update on CUDA
   // (ops::selective_state_update_dt_proj); its reference row is the projection then the update.
@@ -380,26 +399,22 @@ std::vector<KernelCase> make_cases() {
                     {"state", {s.batch, m.d_inner, m.d_state}}};
       },
       [](const KernelShape& s) {
+        // The update's bytes, with dt_low and dt_proj read where delta was.
         const auto& m = mamba(s);
-        const uint64_t e = esize(s.dtype);
-        const uint64_t state = kF32 * elems({s.batch, m.d_inner, m.d_state});
-        return KernelBytes{e * (2 * elems({s.batch, m.d_inner}) + elems({s.batch, m.dt_rank}) +
-                                elems({m.d_inner, m.dt_rank}) + 2 * elems({s.batch, m.d_state})) +
-                               kF32 * (elems({m.d_inner, m.d_state}) + 2 * elems({m.d_inner})) + state,
-                           e * elems({s.batch, m.d_inner}) + state};
+        KernelBytes b = update_bytes(s);
+        b.read += esize(s.dtype) * (elems({s.batch, m.dt_rank}) + elems({m.d_inner, m.dt_rank})) -
+                  esize(s.dtype) * elems({s.batch, m.d_inner});
+        return b;
       },
       [](const KernelShape& s, const at::TensorOptions& o, ops::Backend backend) -> std::function<void()> {
         const auto& m = mamba(s);
-        at::Tensor u = at::randn({s.batch, m.d_inner}, o), z = at::randn({s.batch, m.d_inner}, o);
-        at::Tensor dt_low = at::randn({s.batch, m.dt_rank}, o);
+        const UpdateOperands a = update_operands(s, o);
+        const at::Tensor dt_low = at::randn({s.batch, m.dt_rank}, o);
         const ops::Linear dt_proj(
             (at::randn({m.d_inner, m.dt_rank}, o.dtype(at::kFloat)) / std::sqrt(static_cast<double>(m.dt_rank)))
                 .to(o.dtype()));
-        at::Tensor bm = at::randn({s.batch, m.d_state}, o), cm = at::randn({s.batch, m.d_state}, o);
-        const ops::SelectiveScanArgs args = scan_args(m.d_inner, m.d_state, o);
-        auto state = std::make_shared<at::Tensor>(at::randn({s.batch, m.d_inner, m.d_state}, o.dtype(at::kFloat)));
         return [=] {
-          (void)ops::selective_state_update_dt_proj(u, dt_low, dt_proj, bm, cm, z, args, *state, backend);
+          (void)ops::selective_state_update_dt_proj(a.u, dt_low, dt_proj, a.bm, a.cm, a.z, a.args, *a.state, backend);
         };
       }});
 
