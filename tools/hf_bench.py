@@ -42,7 +42,7 @@ The results document is effarch's schema (docs/bench.md), read by `effarch compa
 is named in environment.engine ({"name": "transformers", "version", "attention", "cache",
 "compile", "mamba_ssm", "causal_conv1d", ...}). Point keys are effarch's for the same model,
 dtype, batch, prompt, generated tokens and device; the fields that describe effarch's own
-execution are filled as: cuda_graphs "off", backend "auto", implementations {} (none of
+execution are filled as: cuda_graphs "off", pdl "off", backend "auto", implementations {} (none of
 effarch's op families ran) and weights = the dtype. `effarch compare` pairs points of files of
 different engines by the workload (docs/bench.md, "Against transformers").
 
@@ -105,7 +105,7 @@ def parse_int_list(text: str, option: str) -> list[int]:
 
 
 SUITE_KEYS = {"name", "description", "models", "prompt_lengths", "batch", "gen_tokens", "reps", "warmup", "dtype",
-              "cuda_graphs", "attention", "backend", "threads", "mode"}
+              "cuda_graphs", "pdl", "attention", "backend", "threads", "mode"}
 
 
 def load_suite(name_or_path: str) -> dict:
@@ -559,7 +559,7 @@ def run_sweep(args, device, env, jsonl) -> tuple[list[dict], bool]:
                     print(f"[{index}/{total}] {name} batch {batch} prompt {length} gen {args.gen_tokens}",
                           file=sys.stderr, flush=True)
                 key = {"model": name, "dtype": dtype_name, "batch": batch, "prompt_len": length,
-                       "gen_tokens": args.gen_tokens, "device": str(device), "cuda_graphs": "off",
+                       "gen_tokens": args.gen_tokens, "device": str(device), "cuda_graphs": "off", "pdl": "off",
                        "backend": "auto", "implementations": {}, "weights": dtype_name}
                 p = {"key": key}
                 t0 = time.perf_counter()
@@ -731,7 +731,7 @@ def main(argv=None) -> int:
         "command_line": ["tools/hf_bench.py"] + (sys.argv[1:] if argv is None else list(argv)),
         "settings": {"suite": args.suite_name, "models": args.models, "prompt_lengths": args.prompt_lengths,
                      "batch": args.batch, "gen_tokens": args.gen_tokens, "reps": args.reps, "warmup": args.warmup,
-                     "dtype": args.dtype, "device": args.device, "cuda_graphs": "off", "attention": args.attention,
+                     "dtype": args.dtype, "device": args.device, "cuda_graphs": "off", "pdl": "off", "attention": args.attention,
                      "backend": "auto", "threads": args.threads, "modes": ["speed", "memory"],
                      "memory_limit_bytes": None, "cache": args.cache, "compile": compile_used(args)},
         "points": points,

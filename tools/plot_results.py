@@ -5,7 +5,7 @@ Usage: plot_results.py RESULTS.json [MORE.json ...] -o curves.png   (or .svg, .p
        plot_results.py RESULTS.json ... --split -o report.png  (report-memory.png, report-prefill.png,
                                                                 report-decode.png: one chart each)
 
-Three panels, log-log axes, one line per (model, dtype, batch, generated tokens, device, graphs,
+Three panels, log-log axes, one line per (model, dtype, batch, generated tokens, device, graphs, pdl,
 backend, the ops that ran a CUDA kernel, weights): peak memory and cache bytes against prompt length; prefill tokens/s; decode tokens/s. Points that ran out of memory
 are marked with an x at the top of the panel (their model's colour), errors with a + .
 Uses only matplotlib (Debian: python3-matplotlib) and the standard library.
@@ -34,6 +34,7 @@ def load(paths):
 
 def series_name(key):
     graphs = ", graphs" if key.get("cuda_graphs") == "on" else ""
+    graphs += ", pdl" if key.get("pdl") == "on" else ""
     # Schema 2 keys say what ran: a reference run and a kernel run are separate lines.
     backend = f", {key['backend']}" if key.get("backend", "auto") != "auto" else ""
     kernels = sorted(f for f, impl in key.get("implementations", {}).items() if impl == "cuda")

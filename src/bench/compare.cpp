@@ -58,9 +58,17 @@ std::string workload_str(const PointKey& k) {
   return fmt::format("{} {} b{} p{} g{} {}", k.model, k.dtype, k.batch, k.prompt_len, k.gen_tokens, k.device);
 }
 
-// Same engine: the exact key first, then PointKey::matches. Across engines (`cross`): the
-// workload alone, since backend, implementations and graphs describe effarch's execution.
-Pairing pair_points(const std::vector<Point>& base, const std::vector<Point>& news, bool cross) {
+// The key with its launch setting (graphs, pdl) taken out: how one run's settings pair.
+PointKey without_launch(PointKey k) {
+  k.cuda_graphs = model::DecodeMode::Eager;
+  k.pdl = false;
+  return k;
+}
+
+// Same engine: the exact key first, then PointKey::matches; with `ignore_launch` the keys without
+// their launch settings. Across engines (`cross`): the workload alone, since backend,
+// implementations and graphs describe effarch's execution.
+Pairing pair_points(const std::vector<Point>& base, const std::vector<Point>& news, bool cross, bool ignore_launch) {
   Pairing r;
   std::vector<bool> used(base.size(), false);
   std::vector<const Point*> unpaired;
@@ -75,8 +83,9 @@ Pairing pair_points(const std::vector<Point>& base, const std::vector<Point>& ne
     for (const Point* np : todo) {
       bool found = false;
       for (size_t i = 0; i < base.size() && !found; ++i) {
-        const bool match = cross ? (pass == 0 && workload(base[i].key) == workload(np->key))
-                                 : (pass == 0 ? base[i].key == np->key : base[i].key.matches(np->key));
+        const PointKey bk = ignore_launch ? without_launch(base[i].key) : base[i].key;
+        const PointKey nk = ignore_launch ? without_launch(np->key) : np->key;
+        const bool match = cross ? (pass == 0 && workload(bk) == workload(nk)) : (pass == 0 ? bk == nk : bk.matches(nk));
         if (used[i] || !match) continue;
         used[i] = found = true;
         r.pairs.emplace_back(&base[i], np);
@@ -192,7 +201,7 @@ CompareResult compare(const nlohmann::json& base, const std::vector<nlohmann::js
   for (size_t f = 0; f < news.size(); ++f) {
     const std::string base_engine = engine_name(base), new_engine = engine_name(news[f]);
     const bool cross = base_engine != new_engine;
-    const Pairing pairing = pair_points(base_points, new_points[f], cross);
+    const Pairing pairing = pair_points(base_points, new_points[f], cross, options.ignore_launch);
     out << fmt::format("== {} vs {}: threshold {:.1f}%, noise {} sigma\n", labels.at(f + 1), labels.at(0),
                        options.max_regression * 100, options.noise_sigmas);
     if (cross) {
@@ -283,8 +292,9 @@ CompareResult compare(const nlohmann::json& base, const std::vector<nlohmann::js
     std::set<std::string> keys;
     auto collect = [&](const std::vector<Point>& points, size_t i) {
       for (const auto& p : points) {
-        // Without the model, and without what ran (the op families differ between models).
-        PointKey side = p.key;
+        // Without the model, and without what ran (the op families differ between models); for
+        // one run's launch settings side by side, without those either.
+        PointKey side = options.ignore_launch ? without_launch(p.key) : p.key;
         side.implementations.clear();
         const std::string k = side.str_without_model();
         by_side[i][k] = &p;
@@ -321,6 +331,38 @@ CompareResult compare(const nlohmann::json& base, const std::vector<nlohmann::js
                      r.matched, r.regressions, r.improvements, r.only_base, r.only_new);
   r.report = out.str();
   return r;
+}
+
+LaunchSplit split_by_launch(const nlohmann::json& doc) {
+  LaunchSplit r;
+  std::vector<std::pair<model::DecodeMode, bool>> seen;
+  for (const auto& p : doc.at("points")) {
+    const PointKey k = p.at("key").get<PointKey>();
+    const std::pair<model::DecodeMode, bool> launch{k.cuda_graphs, k.pdl};
+    auto it = std::find(seen.begin(), seen.end(), launch);
+    if (it == seen.end()) {
+      seen.push_back(launch);
+      nlohmann::json part = doc;
+      part["points"] = nlohmann::json::array();
+      r.docs.push_back(std::move(part));
+      r.labels.push_back(fmt::format("graphs={} pdl={}", model::to_string(launch.first), launch.second ? "on" : "off"));
+      it = seen.end() - 1;
+    }
+    r.docs[static_cast<size_t>(it - seen.begin())]["points"].push_back(p);
+  }
+  return r;
+}
+
+CompareResult compare_launch_settings(const nlohmann::json& doc, const std::string& source, CompareOptions options) {
+  LaunchSplit split = split_by_launch(doc);
+  if (split.docs.size() < 2) {
+    throw UsageError(fmt::format("{}: every point ran one launch setting ({}): compare one run only when it ran "
+                                 "several (bench --cuda-graphs off,on or --pdl off,on), else give BASE.json and NEW.json",
+                                 source, split.labels.empty() ? "no points" : split.labels.front()));
+  }
+  options.ignore_launch = true;
+  const std::vector<nlohmann::json> news(split.docs.begin() + 1, split.docs.end());
+  return compare(split.docs.front(), news, split.labels, options);
 }
 
 }  // namespace effarch::bench

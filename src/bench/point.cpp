@@ -127,15 +127,15 @@ std::string ops_summary(const std::map<std::string, std::string>& impl) {
 }
 
 auto tied(const PointKey& k) {
-  return std::tie(k.model, k.dtype, k.batch, k.prompt_len, k.gen_tokens, k.device, k.cuda_graphs, k.backend,
+  return std::tie(k.model, k.dtype, k.batch, k.prompt_len, k.gen_tokens, k.device, k.cuda_graphs, k.pdl, k.backend,
                   k.implementations, k.weights);
 }
 
 }  // namespace
 
 std::string PointKey::str_without_model() const {
-  return fmt::format("{} b{} p{} g{} {} graphs={} backend={} weights={}{}", dtype, batch, prompt_len, gen_tokens,
-                     device, model::to_string(cuda_graphs), ops::backend_name(backend), weights,
+  return fmt::format("{} b{} p{} g{} {} graphs={}{} backend={} weights={}{}", dtype, batch, prompt_len, gen_tokens,
+                     device, model::to_string(cuda_graphs), pdl ? " pdl=on" : "", ops::backend_name(backend), weights,
                      ops_summary(implementations));
 }
 
@@ -162,6 +162,7 @@ void to_json(json& j, const PointKey& k) {
        {"gen_tokens", k.gen_tokens},
        {"device", k.device},
        {"cuda_graphs", model::to_string(k.cuda_graphs)},
+       {"pdl", k.pdl ? "on" : "off"},
        {"backend", ops::backend_name(k.backend)},
        {"implementations", k.implementations},
        {"weights", k.weights}};
@@ -175,6 +176,8 @@ void from_json(const json& j, PointKey& k) {
   j.at("gen_tokens").get_to(k.gen_tokens);
   j.at("device").get_to(k.device);
   k.cuda_graphs = model::parse_cuda_graphs(j.at("cuda_graphs").get<std::string>(), "key.cuda_graphs");
+  // Absent in files written before the key had it: read_document fills it from the environment.
+  k.pdl = j.contains("pdl") && ops::parse_programmatic_launch(j.at("pdl").get<std::string>(), "key.pdl");
   k.backend = ops::parse_backend(j.at("backend").get<std::string>(), "key.backend");
   j.at("implementations").get_to(k.implementations);
   // What Model::implementations() records: the name of a resolved (never Auto) backend per op

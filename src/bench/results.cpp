@@ -30,7 +30,8 @@ nlohmann::json make_document(const SweepSpec& spec, const nlohmann::json& enviro
                      {"warmup", spec.warmup},
                      {"dtype", spec.dtype},
                      {"device", spec.device},
-                     {"cuda_graphs", spec.cuda_graphs ? model::to_string(*spec.cuda_graphs) : "auto"},
+                     {"cuda_graphs", cuda_graphs_list_name(spec.cuda_graphs)},
+                     {"pdl", pdl_list_name(spec.pdl)},
                      {"attention", spec.attention},
                      {"backend", ops::backend_name(spec.backend)},
                      {"threads", spec.threads ? nlohmann::json(*spec.threads) : nlohmann::json(nullptr)},
@@ -110,12 +111,18 @@ nlohmann::json read_document(const std::string& path) {
   if (version < 1) fail(fmt::format("schema_version {} is unknown (1 to {})", version, kSchemaVersion));
   if (!doc.contains("points") || !doc["points"].is_array()) fail("no points list");
   if (!doc.contains("environment")) doc["environment"] = nlohmann::json::object();
+  // A key without `pdl` was written before keys had it, when --pdl was a setting of the whole run
+  // that the environment recorded.
+  const nlohmann::json& env = doc["environment"];
+  const bool run_pdl = env.is_object() && env.contains("programmatic_launch") &&
+                       env["programmatic_launch"].is_string() && env["programmatic_launch"].get<std::string>() == "on";
   // Every point through the typed reader: what it accepts is what the rest of effarch uses.
   std::vector<Point> points;
   size_t i = 0;
   for (auto& p : doc["points"]) {
     if (!p.is_object() || !p.contains("key") || !p.contains("status")) fail(fmt::format("point {} has no key or status", i));
     if (version == 1) upgrade_point_from_v1(p);
+    if (p["key"].is_object() && !p["key"].contains("pdl")) p["key"]["pdl"] = run_pdl ? "on" : "off";
     try {
       points.push_back(p.get<Point>());
     } catch (const std::exception& e) {

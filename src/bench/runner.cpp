@@ -1,4 +1,5 @@
-// The sweep: models (each loaded once) x batch sizes x prompt lengths. Per point: the cache
+// The sweep: models (each loaded once) x batch sizes x prompt lengths x launch settings (decode
+// mode, --pdl), the settings of a point back to back. Per point: the cache
 // allocated for prompt + generated tokens, W warm-up runs, R timed runs of prefill + decode, the
 // allocator's (or the process's) peaks, and the roofline fractions.
 
@@ -239,136 +240,196 @@ Measured measure_point(model::Model& m, const RooflineModel& f, const SweepSpec&
   return p;
 }
 
+// A model as the sweep loaded it (or failed to), with what every point's key records of it.
+struct Loaded {
+  std::unique_ptr<model::Model> m;  // null when the load failed
+  PointStatus status = PointStatus::Ok;
+  std::string error;
+  RooflineModel f;
+  std::optional<ModelInfo> info;
+  std::optional<model::ModelConfig> config;  // once resolved, even if the load then failed
+  // Until the model loads, the request (weights: the dtype).
+  std::map<std::string, std::string> implementations;
+  std::string weights;
+
+  // The decode mode a launch setting runs (auto resolved); until the config is read, the request.
+  model::DecodeMode decode_mode(const LaunchSetting& launch, const SweepSpec& spec, const at::Device& device) const {
+    if (!config) return launch.cuda_graphs.value_or(model::DecodeMode::Eager);
+    return model::resolve_decode_mode(*config, device, launch.cuda_graphs, ops::kBuiltWithCuda, spec.backend,
+                                      spec.weights);
+  }
+};
+
+Loaded load_model(const std::string& name, const SweepSpec& spec, const std::vector<LaunchSetting>& launches,
+                  const at::Device& device, at::ScalarType dtype, bool distributed) {
+  Loaded l;
+  l.weights = spec.weights == ops::WeightFormat::Int8 ? "int8" : float_dtype_name(dtype);
+  try {
+    const model::ModelSource source = model::resolve_model(name);
+    l.config = source.config;
+    model::ModelOptions opt;
+    opt.device = device;
+    opt.dtype = dtype;
+    opt.seed = spec.seed;
+    opt.attention = ops::parse_attention_impl(spec.attention, "--attention");
+    opt.backend = spec.backend;
+    opt.weights = spec.weights;
+    // One setting: loaded in its mode (a refused mode fails the load, naming why). Several: eager,
+    // and each point sets its own (Model::set_decode_mode), so a refused one fails its own points.
+    opt.decode = launches.size() > 1 ? model::DecodeMode::Eager : l.decode_mode(launches.front(), spec, device);
+    opt.allow_beyond_context = true;
+    opt.parallel = spec.parallel;
+    l.f = roofline_model(source.config);
+    ModelInfo mi;
+    mi.model_path = source.checkpoint_dir ? source.checkpoint_dir->string() : source.config_path.string();
+    mi.weights_source = source.checkpoint_dir ? "checkpoint" : "random";
+    mi.architecture = source.config.architecture;
+    mi.family = model::to_string(source.config.family);
+    mi.params_total = l.f.total_params;
+    mi.params_active = l.f.active_params;
+    mi.max_position_embeddings = source.config.max_position_embeddings;
+    l.info = mi;
+    detail::reset_peaks(device);
+    detail::synchronize(device);
+    const double load_start = detail::now_s();
+    l.m = model::Model::load(source, opt);
+    detail::synchronize(device);
+    LoadTime lt;
+    lt.seconds = detail::now_s() - load_start;
+    lt.weights_bytes = l.m->weights().bytes();
+    lt.bytes_per_s = lt.seconds > 0 ? static_cast<double>(lt.weights_bytes) / lt.seconds : 0.0;
+    l.info->load = lt;
+    set_weight_bytes(l.f, l.m->weights());
+    l.implementations = l.m->implementations();
+    l.weights = l.m->weight_format();
+  } catch (const std::exception& e) {
+    if (distributed) throw;  // the ranks would no longer run the same points
+    l.status = detail::classify(e);
+    l.error = fmt::format("loading {}: {}", name, detail::message(e));
+    l.m.reset();
+    detail::reset_peaks(device);
+  }
+  return l;
+}
+
+// One point: a model's workload under one launch setting. Interrupted leaves (the point is dropped).
+Point run_point(Loaded& l, const std::string& name, int64_t batch, int64_t len, const LaunchSetting& launch,
+                const SweepSpec& spec, const at::Device& device, const std::string& dtype_name, bool distributed,
+                const nlohmann::json& environment, const RunCallbacks& cb, const EnergyCounter& energy) {
+  const model::DecodeMode decode_mode = l.decode_mode(launch, spec, device);
+  Point p;
+  p.key.model = name;
+  p.key.dtype = dtype_name;
+  p.key.batch = batch;
+  p.key.prompt_len = len;
+  p.key.gen_tokens = spec.gen_tokens;
+  p.key.device = device.str();
+  p.key.cuda_graphs = decode_mode;
+  p.key.pdl = launch.pdl && device.is_cuda();
+  p.key.backend = spec.backend;
+  p.key.implementations = l.implementations;
+  p.key.weights = l.weights;
+  p.loaded = l.info;
+  const std::optional<LoadSample> load_before = read_machine_load();
+  const double t0 = detail::now_s();
+  if (!l.m) {
+    p.status = l.status;
+    p.error = l.error;
+    p.elapsed_s = detail::now_s() - t0;
+    return p;
+  }
+  model::Model& m = *l.m;
+  try {
+    ops::set_programmatic_launch(launch.pdl, "--pdl");
+    if (m.options().decode != decode_mode) m.set_decode_mode(decode_mode);
+    Measured r = measure_point(m, l.f, spec, batch, len, device, environment, cb, energy);
+    p.speed = std::move(r.speed);
+    p.harness_overhead_fraction = r.harness_overhead_fraction;
+    p.roofline = std::move(r.roofline);
+    p.memory = std::move(r.memory);
+    p.energy = std::move(r.energy);
+    p.status = PointStatus::Ok;
+    if (l.info && l.info->max_position_embeddings && len + spec.gen_tokens > *l.info->max_position_embeddings) {
+      p.beyond_trained_context = true;
+    }
+  } catch (const Interrupted&) {
+    m.release_cache();
+    throw;
+  } catch (const std::exception& e) {
+    if (distributed) throw;  // one rank's out-of-memory would leave the others waiting in a collective
+    p.status = detail::classify(e);
+    p.error = detail::message(e);
+    m.release_cache();
+    detail::reset_peaks(device);  // give the memory back before the next point
+  }
+  p.elapsed_s = detail::now_s() - t0;
+  // The threads a point computes with: ATen's pool on the CPU; on a GPU the host thread that
+  // launches the kernels.
+  const int64_t threads = device.is_cuda() ? 1 : at::get_num_threads();
+  p.machine_load = judge_load(load_before, read_machine_load(), usable_cores(), threads);
+  return p;
+}
+
 }  // namespace
 
 std::vector<Point> run_sweep(const SweepSpec& spec, const nlohmann::json& environment, const RunCallbacks& cb) {
   const at::Device device = parse_device(spec.device, "--device");
   const bool distributed = spec.parallel && spec.parallel->grouped();
   const at::ScalarType dtype = parse_run_dtype(spec.dtype, device, "--dtype");
+  const std::vector<LaunchSetting> launches = launch_settings(spec);
+  if (launches.empty()) throw UsageError("bench: no launch setting to run (--cuda-graphs and --pdl need a value)");
+  if (spec.pdl.size() > 1 && !device.is_cuda()) {
+    throw UsageError(fmt::format("--pdl {}: programmatic dependent launch applies to CUDA kernels only; on {} every "
+                                 "value would run the same",
+                                 pdl_list_name(spec.pdl), device.str()));
+  }
+  // --pdl is a process-wide switch: each point sets its own, and the caller's comes back after.
+  struct PdlGuard {
+    bool was = ops::programmatic_launch();
+    ~PdlGuard() {
+      try {
+        ops::set_programmatic_launch(was);
+      } catch (...) {  // only a build without CUDA refuses, and only `on`, which `was` cannot be there
+      }
+    }
+  } pdl_guard;
   // ATen's CPU allocations counted for this sweep only (the original allocator back after it).
   std::optional<detail::CpuCountingScope> counting;
   if (!device.is_cuda()) counting.emplace();
   const std::string dtype_name = float_dtype_name(dtype);
-  const size_t total = spec.models.size() * spec.batches.size() * spec.prompt_lengths.size();
+  const size_t total = spec.models.size() * spec.batches.size() * spec.prompt_lengths.size() * launches.size();
   std::vector<Point> points;
   size_t index = 0;
   // The device's energy counter (NVML on a GPU, RAPL on the CPU), when one is readable.
   const EnergyCounter energy =
       spec.energy ? open_energy_counter(device) : EnergyCounter{};
   for (const std::string& name : spec.models) {
-    std::unique_ptr<model::Model> m;
-    PointStatus load_status = PointStatus::Ok;
-    std::string load_error;
-    RooflineModel f;
-    std::optional<ModelInfo> info;
-    // What the key records of the model: until it loads, the request (weights: the dtype).
-    std::map<std::string, std::string> implementations;
-    std::string weights = spec.weights == ops::WeightFormat::Int8 ? "int8" : dtype_name;
-    // The decode mode that runs (auto resolved); until the config is read, what was asked for.
-    model::DecodeMode decode_mode = spec.cuda_graphs.value_or(model::DecodeMode::Eager);
-    try {
-      const model::ModelSource source = model::resolve_model(name);
-      model::ModelOptions opt;
-      opt.device = device;
-      opt.dtype = dtype;
-      opt.seed = spec.seed;
-      opt.attention = ops::parse_attention_impl(spec.attention, "--attention");
-      opt.backend = spec.backend;
-      opt.weights = spec.weights;
-      opt.decode = model::resolve_decode_mode(source.config, device, spec.cuda_graphs, ops::kBuiltWithCuda,
-                                              opt.backend, opt.weights);
-      decode_mode = opt.decode;
-      opt.allow_beyond_context = true;
-      opt.parallel = spec.parallel;
-      f = roofline_model(source.config);
-      ModelInfo mi;
-      mi.model_path = source.checkpoint_dir ? source.checkpoint_dir->string() : source.config_path.string();
-      mi.weights_source = source.checkpoint_dir ? "checkpoint" : "random";
-      mi.architecture = source.config.architecture;
-      mi.family = model::to_string(source.config.family);
-      mi.params_total = f.total_params;
-      mi.params_active = f.active_params;
-      mi.max_position_embeddings = source.config.max_position_embeddings;
-      info = mi;
-      detail::reset_peaks(device);
-      detail::synchronize(device);
-      const double load_start = detail::now_s();
-      m = model::Model::load(source, opt);
-      detail::synchronize(device);
-      LoadTime lt;
-      lt.seconds = detail::now_s() - load_start;
-      lt.weights_bytes = m->weights().bytes();
-      lt.bytes_per_s = lt.seconds > 0 ? static_cast<double>(lt.weights_bytes) / lt.seconds : 0.0;
-      info->load = lt;
-      set_weight_bytes(f, m->weights());
-      implementations = m->implementations();
-      weights = m->weight_format();
-    } catch (const std::exception& e) {
-      if (distributed) throw;  // the ranks would no longer run the same points
-      load_status = detail::classify(e);
-      load_error = fmt::format("loading {}: {}", name, detail::message(e));
-      m.reset();
-      detail::reset_peaks(device);
-    }
+    Loaded loaded = load_model(name, spec, launches, device, dtype, distributed);
     for (int64_t batch : spec.batches) {
       for (int64_t len : spec.prompt_lengths) {
-        if (cb.stop != nullptr && cb.stop->load()) return points;
-        const std::string label = fmt::format("{} batch {} prompt {} gen {}", name, batch, len, spec.gen_tokens);
-        if (cb.on_start) cb.on_start(index, total, label);
-        ++index;
-        Point p;
-        p.key.model = name;
-        p.key.dtype = dtype_name;
-        p.key.batch = batch;
-        p.key.prompt_len = len;
-        p.key.gen_tokens = spec.gen_tokens;
-        p.key.device = device.str();
-        p.key.cuda_graphs = decode_mode;
-        p.key.backend = spec.backend;
-        p.key.implementations = implementations;
-        p.key.weights = weights;
-        p.loaded = info;
-        const std::optional<LoadSample> load_before = read_machine_load();
-        const double t0 = detail::now_s();
-        if (!m) {
-          p.status = load_status;
-          p.error = load_error;
-        } else {
-          try {
-            Measured r = measure_point(*m, f, spec, batch, len, device, environment, cb, energy);
-            p.speed = std::move(r.speed);
-            p.harness_overhead_fraction = r.harness_overhead_fraction;
-            p.roofline = std::move(r.roofline);
-            p.memory = std::move(r.memory);
-            p.energy = std::move(r.energy);
-            p.status = PointStatus::Ok;
-            if (info && info->max_position_embeddings && len + spec.gen_tokens > *info->max_position_embeddings) {
-              p.beyond_trained_context = true;
-            }
-          } catch (const Interrupted&) {
-            m->release_cache();
-            return points;  // the unfinished point is dropped
-          } catch (const std::exception& e) {
-            if (distributed) throw;  // one rank's out-of-memory would leave the others waiting in a collective
-            p.status = detail::classify(e);
-            p.error = detail::message(e);
-            m->release_cache();
-            detail::reset_peaks(device);  // give the memory back before the next point
+        // Each launch setting in turn on the one loaded model, back to back: the ratio between
+        // them is measured minutes apart at most.
+        for (const LaunchSetting& launch : launches) {
+          if (cb.stop != nullptr && cb.stop->load()) return points;
+          std::string label = fmt::format("{} batch {} prompt {} gen {}", name, batch, len, spec.gen_tokens);
+          if (launches.size() > 1) {
+            label += fmt::format(" graphs={} pdl={}", model::to_string(loaded.decode_mode(launch, spec, device)),
+                                 launch.pdl && device.is_cuda() ? "on" : "off");
           }
+          if (cb.on_start) cb.on_start(index, total, label);
+          ++index;
+          try {
+            points.push_back(
+                run_point(loaded, name, batch, len, launch, spec, device, dtype_name, distributed, environment, cb, energy));
+          } catch (const Interrupted&) {
+            return points;  // the unfinished point is dropped
+          }
+          if (cb.on_point) cb.on_point(points.back());
         }
-        p.elapsed_s = detail::now_s() - t0;
-        if (m) {
-          // The threads a point computes with: ATen's pool on the CPU; on a GPU the host thread
-          // that launches the kernels.
-          const int64_t threads = device.is_cuda() ? 1 : at::get_num_threads();
-          p.machine_load = judge_load(load_before, read_machine_load(), usable_cores(), threads);
-        }
-        points.push_back(p);
-        if (cb.on_point) cb.on_point(p);
       }
     }
-    if (m) m->release_cache();
-    m.reset();
+    if (loaded.m) loaded.m->release_cache();
+    loaded.m.reset();
     detail::reset_peaks(device);
   }
   return points;

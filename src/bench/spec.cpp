@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <functional>
 #include <set>
 
 #include <fmt/format.h>
@@ -34,7 +35,69 @@ int64_t parse_positive(const std::string& token, const std::string& option, cons
   return v;
 }
 
+// The comma-separated words of a launch option's list, each checked by `one`; auto (nullopt)
+// only alone, no value twice.
+template <typename T, typename Parse>
+std::vector<T> parse_launch_list(const std::string& text, const std::string& option, Parse one,
+                                 const std::function<std::string(const T&)>& name) {
+  std::vector<T> out;
+  std::vector<std::string> words;
+  size_t start = 0;
+  while (true) {
+    const size_t comma = text.find(',', start);
+    words.push_back(text.substr(start, comma == std::string::npos ? std::string::npos : comma - start));
+    if (comma == std::string::npos) break;
+    start = comma + 1;
+  }
+  for (const std::string& w : words) {
+    if (w.empty()) throw UsageError(fmt::format("{}: an empty value in '{}' (a list is a,b)", option, text));
+    const T v = one(w, option);
+    if (std::find(out.begin(), out.end(), v) != out.end()) {
+      throw UsageError(fmt::format("{}: '{}' is given twice in '{}'", option, name(v), text));
+    }
+    out.push_back(v);
+  }
+  return out;
+}
+
 }  // namespace
+
+std::vector<std::optional<model::DecodeMode>> parse_cuda_graphs_list(const std::string& text, const std::string& option) {
+  const auto out = parse_launch_list<std::optional<model::DecodeMode>>(
+      text, option, model::parse_cuda_graphs_request,
+      [](const std::optional<model::DecodeMode>& m) { return std::string(m ? model::to_string(*m) : "auto"); });
+  if (out.size() > 1 && std::find(out.begin(), out.end(), std::nullopt) != out.end()) {
+    throw UsageError(fmt::format("{}: auto is a value on its own, not one of a list ('{}'): name the modes to run "
+                                 "side by side (off, static, on)",
+                                 option, text));
+  }
+  return out;
+}
+
+std::vector<bool> parse_pdl_list(const std::string& text, const std::string& option) {
+  return parse_launch_list<bool>(text, option, ops::parse_programmatic_launch,
+                                 [](const bool& on) { return std::string(on ? "on" : "off"); });
+}
+
+std::string cuda_graphs_list_name(const std::vector<std::optional<model::DecodeMode>>& values) {
+  std::vector<std::string> names;
+  for (const auto& m : values) names.emplace_back(m ? model::to_string(*m) : "auto");
+  return fmt::format("{}", fmt::join(names, ","));
+}
+
+std::string pdl_list_name(const std::vector<bool>& values) {
+  std::vector<std::string> names;
+  for (const bool on : values) names.emplace_back(on ? "on" : "off");
+  return fmt::format("{}", fmt::join(names, ","));
+}
+
+std::vector<LaunchSetting> launch_settings(const SweepSpec& spec) {
+  std::vector<LaunchSetting> out;
+  for (const auto& graphs : spec.cuda_graphs) {
+    for (const bool pdl : spec.pdl) out.push_back(LaunchSetting{graphs, pdl});
+  }
+  return out;
+}
 
 std::vector<int64_t> parse_int_list(const std::string& text, const std::string& option) {
   std::vector<int64_t> out;
@@ -129,7 +192,9 @@ SweepSpec load_suite(const std::string& name_or_path, const SweepSpec& defaults)
     } else if (key == "dtype") {
       s.dtype = str(v, key);
     } else if (key == "cuda_graphs") {
-      s.cuda_graphs = model::parse_cuda_graphs_request(str(v, key), src + ": 'cuda_graphs'");
+      s.cuda_graphs = parse_cuda_graphs_list(str(v, key), src + ": 'cuda_graphs'");
+    } else if (key == "pdl") {
+      s.pdl = parse_pdl_list(str(v, key), src + ": 'pdl'");
     } else if (key == "backend") {
       s.backend = ops::parse_backend(str(v, key), src + ": 'backend'");
     } else if (key == "weights") {
@@ -146,7 +211,7 @@ SweepSpec load_suite(const std::string& name_or_path, const SweepSpec& defaults)
       s.modes = parse_modes(modes, src + ": 'mode'");
     } else {
       throw UsageError(fmt::format("{}: unknown key '{}' (models, prompt_lengths, batch, gen_tokens, reps, warmup, "
-                                   "dtype, cuda_graphs, attention, backend, weights, threads, mode, name, description)",
+                                   "dtype, cuda_graphs, pdl, attention, backend, weights, threads, mode, name, description)",
                                    src, key));
     }
   }

@@ -87,6 +87,7 @@ nlohmann::json scaling(const std::vector<Point>& points) {
                    {"batch", k.batch},
                    {"device", k.device},
                    {"cuda_graphs", model::to_string(k.cuda_graphs)},
+                   {"pdl", k.pdl ? "on" : "off"},
                    {"backend", ops::backend_name(k.backend)},
                    {"implementations", k.implementations},
                    {"weights", k.weights},

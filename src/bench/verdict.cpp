@@ -34,8 +34,8 @@ std::string tps(const std::optional<Stats>& s) { return s ? fmt::format("{:.1f}"
 
 // The comparison group a verdict is made in: the key without model, prompt length and what ran.
 std::string group_of(const PointKey& k) {
-  return fmt::format("{} {} batch {} gen {} graphs={}", k.device, k.dtype, k.batch, k.gen_tokens,
-                     model::to_string(k.cuda_graphs));
+  return fmt::format("{} {} batch {} gen {} graphs={}{}", k.device, k.dtype, k.batch, k.gen_tokens,
+                     model::to_string(k.cuda_graphs), k.pdl ? " pdl=on" : "");
 }
 
 }  // namespace

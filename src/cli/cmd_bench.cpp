@@ -37,7 +37,8 @@ struct BenchCmd {
   bool backend_given = false;
   std::string weights = "dense";  // applied when given (weights_given), like backend
   bool weights_given = false;
-  std::string pdl = "off";
+  std::string pdl = "off";  // applied when given (pdl_given), like backend
+  bool pdl_given = false;
   std::string mode;
   std::string output = "effarch-bench.json";
   std::string format = "table";
@@ -66,14 +67,16 @@ int run_bench(const BenchCmd& cmd) {
   if (cmd.warmup) spec.warmup = *cmd.warmup;
   if (cmd.dtype) spec.dtype = *cmd.dtype;
   if (cmd.device) spec.device = *cmd.device;
-  if (cmd.cuda_graphs) spec.cuda_graphs = model::parse_cuda_graphs_request(*cmd.cuda_graphs, "--cuda-graphs");
+  if (cmd.cuda_graphs) spec.cuda_graphs = bench::parse_cuda_graphs_list(*cmd.cuda_graphs, "--cuda-graphs");
   if (cmd.attention) {
     (void)ops::parse_attention_impl(*cmd.attention, "--attention");  // a bad value fails before the probe
     spec.attention = *cmd.attention;
   }
   if (cmd.backend_given) spec.backend = ops::parse_backend(cmd.backend, "--backend");
   if (cmd.weights_given) spec.weights = ops::parse_weight_format(cmd.weights, "--weights");
-  apply_pdl_option(cmd.pdl);  // the environment records it
+  if (cmd.pdl_given) spec.pdl = bench::parse_pdl_list(cmd.pdl, "--pdl");
+  for (const bool on : spec.pdl) ops::set_programmatic_launch(on, "--pdl");  // a build without CUDA refuses on
+  ops::set_programmatic_launch(spec.pdl.front(), "--pdl");  // each point sets its own (bench::run_sweep)
   if (cmd.threads) spec.threads = *cmd.threads;
   if (spec.threads && *spec.threads < 1) throw UsageError("--threads must be at least 1");
   spec.seed = cmd.seed;
@@ -112,7 +115,8 @@ int run_bench(const BenchCmd& cmd) {
   const bool progress = lead && !cmd.no_progress && isatty(STDERR_FILENO);
   if (lead) {
     fmt::print(stderr, "effarch bench: {} point(s); results to {} (each point also to {} as it finishes){}\n",
-               spec.models.size() * spec.batches.size() * spec.prompt_lengths.size(), cmd.output, jsonl,
+               spec.models.size() * spec.batches.size() * spec.prompt_lengths.size() * bench::launch_settings(spec).size(),
+               cmd.output, jsonl,
                spec.parallel ? fmt::format("; {} processes over {} (--tp {} --ep {})", par->world_size(),
                                            par->backend, par->layout.tp, par->layout.ep)
                              : "");
@@ -123,6 +127,7 @@ int run_bench(const BenchCmd& cmd) {
                                    : bench::default_cpu_threads(bench::usable_cores(), bench::read_machine_load());
   at::set_num_threads(threads);
   nlohmann::json env = bench::probe_environment(spec.device, spec.dtype);
+  if (spec.pdl.size() > 1) env["programmatic_launch"] = bench::pdl_list_name(spec.pdl);  // each point's key says which
   if (spec.parallel) env["parallel"] = parallel_json(*par);
 
   // Ctrl-C (stop_signal.h) stops after the point in progress. That cannot be kept in step across
@@ -165,6 +170,16 @@ int run_bench(const BenchCmd& cmd) {
   table.wide = cmd.wide;
   table.max_width = bench::terminal_width();
   fmt::print("{}", bench::format_results(doc, cmd.format, table));
+  // Several launch settings: each against the first, point by point (what `effarch compare` of
+  // this file prints), for human formats only.
+  if (bench::launch_settings(spec).size() > 1 && (cmd.format == "table" || cmd.format == "md")) {
+    bench::CompareOptions side;
+    side.metrics = {"prefill_tokens_per_s", "decode_tokens_per_s", "decode_step_p50_s", "peak_bytes"};
+    try {
+      fmt::print("\n{}", bench::compare_launch_settings(doc, cmd.output, side).report);
+    } catch (const UsageError&) {  // every point of one setting failed or was never run: the table says so
+    }
+  }
   std::fflush(stdout);
   fmt::print(stderr, "wrote {} ({} point(s){})\n", cmd.output, points.size(), interrupted ? ", interrupted" : "");
   if (interrupted) return 130;
@@ -190,11 +205,12 @@ void register_bench(CLI::App& app, int* exit_code, const std::vector<std::string
   sub->add_option("--dtype", cmd->dtype, "auto (fp32 on CPU, bf16 on GPU), float32, bfloat16, float16");
   sub->add_option("--device", cmd->device, "auto, cpu, cuda, cuda:N");
   sub->add_option("--cuda-graphs", cmd->cuda_graphs, "auto (default): decode replayed as a CUDA graph wherever the model supports it (CUDA device, no "
-                  "MoE layer), else off; on; off; static. The key records the mode that ran");
+                  "MoE layer on the reference dispatch), else off; on; off; static. The key records the mode that ran. "
+                  "Several (off,on) run every point under each in turn, side by side in one run");
   sub->add_option("--attention", cmd->attention, "sdpa (default) or eager");
   add_backend_option(sub, &cmd->backend);  // recorded in each point's key
   add_weights_option(sub, &cmd->weights);  // recorded in each point's key ("weights")
-  add_pdl_option(sub, &cmd->pdl);
+  add_pdl_option(sub, &cmd->pdl, /*list=*/true);  // recorded in each point's key
   add_parallel_options(sub, &cmd->parallel);
   sub->add_option("--threads", cmd->threads,
                   "CPU threads for ATen's operators (default: cores - 1, fewer when other work already runs; see "
@@ -214,6 +230,7 @@ void register_bench(CLI::App& app, int* exit_code, const std::vector<std::string
   sub->callback([cmd, exit_code, sub] {
     cmd->backend_given = sub->count("--backend") > 0;
     cmd->weights_given = sub->count("--weights") > 0;
+    cmd->pdl_given = sub->count("--pdl") > 0;
     *exit_code = run_bench(*cmd);
   });
 }

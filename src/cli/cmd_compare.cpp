@@ -1,5 +1,6 @@
 // effarch compare BASE.json NEW.json... : points matched by key, ratios per metric, exit 1 on a
-// regression past the threshold and beyond the runs' noise (docs/bench.md).
+// regression past the threshold and beyond the runs' noise (docs/bench.md). With one file, the
+// launch settings of that run against its first.
 
 #include <filesystem>
 
@@ -20,7 +21,6 @@ struct CompareCmd {
 };
 
 int run_compare(const CompareCmd& cmd) {
-  if (cmd.files.size() < 2) throw UsageError("compare needs BASE.json and at least one NEW.json");
   bench::CompareOptions opt;
   opt.max_regression = bench::parse_fraction(cmd.max_regression, "--max-regression");
   opt.noise_sigmas = cmd.noise_sigmas;
@@ -36,8 +36,10 @@ int run_compare(const CompareCmd& cmd) {
     }
     labels.push_back(std::filesystem::path(f).filename().string());
   }
-  const std::vector<nlohmann::json> news(docs.begin() + 1, docs.end());
-  const bench::CompareResult r = bench::compare(docs[0], news, labels, opt);
+  // One file: its launch settings against each other (bench --cuda-graphs off,on / --pdl off,on).
+  const bench::CompareResult r =
+      docs.size() == 1 ? bench::compare_launch_settings(docs[0], cmd.files[0], opt)
+                       : bench::compare(docs[0], std::vector<nlohmann::json>(docs.begin() + 1, docs.end()), labels, opt);
   fmt::print("{}", r.report);
   return r.regressed ? 1 : 0;
 }
@@ -47,7 +49,10 @@ int run_compare(const CompareCmd& cmd) {
 void register_compare(CLI::App& app, int* exit_code) {
   auto cmd = std::make_shared<CompareCmd>();
   auto* sub = app.add_subcommand("compare", "Compare bench results: ratios per point, exit 1 on a regression");
-  sub->add_option("FILES", cmd->files, "BASE.json NEW.json [NEW2.json ...]")->required();
+  sub->add_option("FILES", cmd->files,
+                  "BASE.json NEW.json [NEW2.json ...], or one RUN.json of several launch settings (bench "
+                  "--cuda-graphs off,on / --pdl off,on): each against the first")
+      ->required();
   sub->add_option("--max-regression", cmd->max_regression, "Worse by more than this is a regression (5%, 0.05)")
       ->capture_default_str();
   sub->add_option("--metric", cmd->metrics,

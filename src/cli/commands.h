@@ -32,8 +32,9 @@ void add_weights_option(CLI::App* sub, std::string* value);
 
 // --pdl off|on: programmatic dependent launch of the decode kernels (ops::set_programmatic_launch),
 // for the commands that run kernels (generate, bench, profile, kernels). apply_pdl_option parses
-// and sets it (UsageError naming --pdl for a bad value, or on in a build without CUDA).
-void add_pdl_option(CLI::App* sub, std::string* value);
+// and sets it (UsageError naming --pdl for a bad value, or on in a build without CUDA). bench takes
+// a list (`list`: off,on runs each point under both) and parses it itself.
+void add_pdl_option(CLI::App* sub, std::string* value, bool list = false);
 void apply_pdl_option(const std::string& value);
 
 // Formatting shared by the printers.

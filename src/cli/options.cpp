@@ -20,11 +20,14 @@ void add_weights_option(CLI::App* sub, std::string* value) {
       ->capture_default_str();
 }
 
-void add_pdl_option(CLI::App* sub, std::string* value) {
+void add_pdl_option(CLI::App* sub, std::string* value, bool list) {
+  const std::string what =
+      "off (default) or on: programmatic dependent launch of the decode step's CUDA kernels (sm_90 "
+      "and up): each may start while the kernel before it finishes, the GEMVs streaming their first "
+      "weights meanwhile; same results (docs/kernels.md)";
   sub->add_option("--pdl", *value,
-                  "off (default) or on: programmatic dependent launch of the decode step's CUDA kernels (sm_90 "
-                  "and up): each may start while the kernel before it finishes, the GEMVs streaming their first "
-                  "weights meanwhile; same results, recorded in the environment (docs/kernels.md)")
+                  list ? what + "; recorded in each point's key. off,on runs every point under both in turn"
+                       : what + "; recorded in the results")
       ->capture_default_str();
 }
 

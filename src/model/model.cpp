@@ -309,6 +309,14 @@ void Model::release_cache() {
   position_ = at::Tensor();
 }
 
+void Model::set_decode_mode(DecodeMode mode) {
+  ModelOptions next = options_;
+  next.decode = mode;
+  check_decode_mode(config_, next);
+  release_cache();
+  options_.decode = mode;
+}
+
 at::Tensor Model::decode(const at::Tensor& ids) {
   if (ids.dim() != 1) throw UsageError(fmt::format("decode takes one token per sequence: [batch] ids, got {} dims", ids.dim()));
   if (!cache_.allocated() || cache_.length == 0) throw UsageError("decode before prefill");

@@ -318,6 +318,7 @@ json upgraded_v1(json p) {
   k["backend"] = "auto";
   k["implementations"] = json::object();
   k["weights"] = k["dtype"];
+  k["pdl"] = "off";  // their runs had no --pdl (read_document takes the environment's record)
   if (p.contains("weights")) {
     p["weights_source"] = p["weights"];
     p.erase("weights");

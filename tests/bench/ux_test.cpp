@@ -253,13 +253,15 @@ TEST(BenchSweep, AutoGraphsLoadTimeAndMachineLoadOnTheCpu) {
   spec.reps = 1;
   spec.warmup = 0;
   spec.device = "cpu";
-  ASSERT_FALSE(spec.cuda_graphs);  // auto by default
+  ASSERT_EQ(spec.cuda_graphs.size(), 1u);  // auto by default
+  ASSERT_FALSE(spec.cuda_graphs.front());
   const std::vector<Point> points = run_sweep(spec, env, RunCallbacks{});
   ASSERT_EQ(points.size(), 2u);
   for (const Point& p : points) {
     EXPECT_EQ(p.status, PointStatus::Ok) << p.error;
     EXPECT_EQ(p.key.cuda_graphs, model::DecodeMode::Eager);
     EXPECT_EQ(json(p)["key"]["cuda_graphs"], "off");
+    EXPECT_EQ(json(p)["key"]["pdl"], "off");
     ASSERT_TRUE(p.loaded && p.loaded->load);
     const LoadTime& lt = *p.loaded->load;
     EXPECT_GT(lt.seconds, 0);

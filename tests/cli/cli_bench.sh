@@ -355,6 +355,32 @@ PY
 echo '{"models": ["tiny-llama"], "prompt_lengths": [8], "gen_tokens": 2, "reps": 1, "warmup": 0, "weights": "int4"}' > w4-suite.json
 expect_exit 2 "'weights'" "$EFFARCH" bench --suite w4-suite.json
 
+# Launch settings side by side in one run: every point under each (eager and the static step on the
+# CPU), the table's graphs column, each setting against the first after the tables, and compare of
+# the one file (a 1000% threshold: the CPU's figures swing, the pairing is what is checked).
+"$EFFARCH" bench tiny-llama tiny-mamba --prompt-lengths 8,16 --gen-tokens 3 --reps 1 --warmup 0 --threads 1 \
+  --cuda-graphs off,static --no-progress -o ab.json > ab.out 2>&1 || fail "bench --cuda-graphs off,static: $(cat ab.out)"
+grep -q '| graphs | pdl |' ab.out || fail "no graphs and pdl columns: $(head -3 ab.out)"
+grep -q '== graphs=static pdl=off vs graphs=off pdl=off' ab.out || fail "no side-by-side report: $(cat ab.out)"
+"$PYTHON" - <<'PY' || fail "side-by-side results"
+import json
+doc = json.load(open("ab.json"))
+keys = [(p["key"]["model"], p["key"]["prompt_len"], p["key"]["cuda_graphs"], p["key"]["pdl"]) for p in doc["points"]]
+want = [(m, n, g, "off") for m in ("tiny-llama", "tiny-mamba") for n in (8, 16) for g in ("off", "static")]
+assert keys == want, keys
+assert all(p["status"] == "ok" for p in doc["points"])
+assert doc["settings"]["cuda_graphs"] == "off,static" and doc["settings"]["pdl"] == "off", doc["settings"]
+assert len(doc["scaling"]) == 4, doc["scaling"]
+PY
+expect_exit 0 "4 matched point(s)" "$EFFARCH" compare ab.json --max-regression 1000%
+"$EFFARCH" bench tiny-llama --prompt-lengths 8 --gen-tokens 2 --reps 1 --warmup 0 --threads 1 --no-progress -o one.json \
+  > /dev/null 2>&1 || fail "one-setting run"
+expect_exit 2 "one.json: every point ran one launch setting" "$EFFARCH" compare one.json
+expect_exit 2 "--cuda-graphs: auto is a value on its own" "$EFFARCH" bench tiny-llama --cuda-graphs auto,on
+expect_exit 2 "'off' is given twice" "$EFFARCH" bench tiny-llama --cuda-graphs off,static,off
+# --pdl off,on: a build without the CUDA kernels refuses on; one with them refuses a list on the CPU.
+expect_exit 2 "--pdl" "$EFFARCH" bench tiny-llama --device cpu --pdl off,on
+
 # Bad input: exit 2 naming the option or file.
 expect_exit 2 "--weights 'int4'" "$EFFARCH" bench tiny-llama --weights int4
 expect_exit 2 "--prompt-lengths: 'x'" "$EFFARCH" bench tiny-llama --prompt-lengths 16,x

@@ -61,5 +61,5 @@ expect_exit 2 "v0.json: schema_version 0 is unknown" "$EFFARCH" compare v0.json 
 expect_exit 2 "not an effarch bench results file" "$EFFARCH" compare base.json "$SRC/configs/suites/quickstart.json"
 expect_exit 2 "unknown metric 'speed'" "$EFFARCH" compare base.json same.json --metric speed
 expect_exit 2 "--max-regression: 'lots'" "$EFFARCH" compare base.json same.json --max-regression lots
-expect_exit 2 "at least one NEW" "$EFFARCH" compare base.json
+expect_exit 2 "base.json: every point ran one launch setting" "$EFFARCH" compare base.json
 finish

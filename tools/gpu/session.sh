@@ -17,7 +17,7 @@
 #              1 and 32 (the fused dt_proj beside them), the dense GEMV's open items, DeepSeekMoE
 #              with its shared experts on the kernels
 #     pdl:     pending.md entry 28: programmatic dependent launch (--pdl on) against off, bit for bit
-#              in the tests, then decode tok/s side by side on the same machine
+#              in the tests, then decode tok/s of both in one run (bench --pdl off,on), both orders
 stage=${1:-check}
 out=${2:-${OUT:-gpu-out}}
 mkdir -p "$out"
@@ -181,28 +181,24 @@ decode() {  # pending.md entries 24-26: what the 2026-11-26 H200 runs left about
 }
 
 pdl() {  # pending.md entry 28: --pdl on changes when the decode kernels start, never the numbers
-  local setting
+  local order
   log "== pdl: the same logits bit for bit with the switch on (eager and graphs, every tiny model)"
   timeout 180 "$T" --gtest_filter='Implementations.ProgrammaticLaunch*:DenseGemvCuda.*:Implementations.FusedAddNorm*' \
     > "$out/gtest-pdl.log" 2>&1
   log "exit $?: $(grep -E '^\[  (PASSED|FAILED)  \]' "$out/gtest-pdl.log" | tr '\n' ' ')"
   grep -E '^\[ +(OK|FAILED|SKIPPED) +\]' "$out/gtest-pdl.log" >> "$summary"
-  # off, on, off again: the repeat bounds the drift between runs on one machine.
-  for setting in off on off2; do
-    timeout --signal=INT 130 "$B" bench mamba-2.8b phi-2 llama-3-8b --device cuda --dtype bf16 --prompt-lengths 512 \
-      --gen-tokens 128 --reps 3 --cuda-graphs on --pdl "${setting%2}" --no-progress -o "$out/pdl-$setting.json" \
-      > /dev/null 2>> "$out/pdl-errors.txt"
-    log "bench --pdl ${setting%2}: exit $?"
+  # Both settings of each point back to back in one run (bench --pdl off,on), then the same in the
+  # other order: what the order itself does bounds what the switch does.
+  for order in off,on on,off; do
+    timeout --signal=INT 150 "$B" bench mamba-2.8b phi-2 llama-3-8b --device cuda --dtype bf16 --prompt-lengths 512 \
+      --gen-tokens 128 --reps 3 --cuda-graphs on --pdl "$order" --no-progress --format md -o "$out/pdl-${order/,/-}.json" \
+      >> "$summary" 2>> "$out/pdl-errors.txt"
+    log "bench --pdl $order: exit $?"
   done
-  "$B" compare "$out/pdl-off.json" "$out/pdl-on.json" --metric decode_tokens_per_s >> "$summary" 2>&1
-  "$B" compare "$out/pdl-off.json" "$out/pdl-off2.json" --metric decode_tokens_per_s >> "$summary" 2>&1
-  for setting in off on; do
-    timeout --signal=INT 80 "$B" bench mamba-codestral-7b deepseek-moe-16b --device cuda --dtype bf16 --prompt-lengths 512 \
-      --gen-tokens 64 --reps 2 --cuda-graphs on --pdl "$setting" --no-progress -o "$out/pdl-big-$setting.json" \
-      > /dev/null 2>> "$out/pdl-errors.txt"
-    log "bench (Codestral, DeepSeekMoE) --pdl $setting: exit $?"
-  done
-  "$B" compare "$out/pdl-big-off.json" "$out/pdl-big-on.json" --metric decode_tokens_per_s >> "$summary" 2>&1
+  timeout --signal=INT 150 "$B" bench mamba-codestral-7b deepseek-moe-16b --device cuda --dtype bf16 --prompt-lengths 512 \
+    --gen-tokens 64 --reps 2 --cuda-graphs on --pdl off,on --no-progress --format md -o "$out/pdl-big.json" \
+    >> "$summary" 2>> "$out/pdl-errors.txt"
+  log "bench (Codestral, DeepSeekMoE) --pdl off,on: exit $?"
 }
 
 case $stage in

@@ -34,8 +34,12 @@ struct SweepSpec {
   std::string dtype = "auto";
   std::string device = "auto";
   // --cuda-graphs: nullopt is auto (a CUDA graph wherever the model supports it, else eager),
-  // resolved per model by model::resolve_decode_mode; the key records the mode that ran.
-  std::optional<model::DecodeMode> cuda_graphs;
+  // resolved per model by model::resolve_decode_mode; the key records the mode that ran. Several
+  // modes (--cuda-graphs off,on) and several --pdl values run every point under each launch
+  // setting in turn, on the model loaded once (launch_settings; docs/bench.md, "Side by side in
+  // one run").
+  std::vector<std::optional<model::DecodeMode>> cuda_graphs{std::nullopt};
+  std::vector<bool> pdl{false};  // programmatic dependent launch of the decode kernels (--pdl)
   std::string attention = "sdpa";             // checked by ops::parse_attention_impl where it is read
   ops::Backend backend = ops::Backend::Auto;  // asked of every op (ModelOptions::backend)
   ops::WeightFormat weights = ops::WeightFormat::Dense;  // ModelOptions::weights; the key's "weights" 
@@ -50,9 +54,28 @@ struct SweepSpec {
   std::shared_ptr<const parallel::Context> parallel;
 };
 
+// How a point's decode is launched: the decode mode asked for (nullopt: auto) and --pdl. Neither
+// changes the weights, so one loaded model runs a point under each in turn.
+struct LaunchSetting {
+  std::optional<model::DecodeMode> cuda_graphs;
+  bool pdl = false;
+};
+// The sweep's launch settings: every cuda_graphs value x every pdl value, graphs outer, in the
+// order given.
+std::vector<LaunchSetting> launch_settings(const SweepSpec& spec);
+// "off,on": --cuda-graphs values (auto, off, on, static), comma-separated; auto only alone, no
+// value twice. Throws UsageError naming `option`.
+std::vector<std::optional<model::DecodeMode>> parse_cuda_graphs_list(const std::string& text, const std::string& option);
+// "off,on": --pdl values, the same rules.
+std::vector<bool> parse_pdl_list(const std::string& text, const std::string& option);
+// A list back in the options' words ("off,on"; "auto").
+std::string cuda_graphs_list_name(const std::vector<std::optional<model::DecodeMode>>& values);
+std::string pdl_list_name(const std::vector<bool>& values);
+
 // A suite file (configs/suites/NAME.json): {"name", "description", "models": [...],
 // "prompt_lengths": [...] or "a-b*f", "batch": [...], "gen_tokens", "reps", "warmup", "dtype",
-// "cuda_graphs", "attention", "backend", "threads", "mode": ["speed", "memory"]}. A bare NAME is looked up in configs/suites/.
+// "cuda_graphs" (one value or a list as "off,on"), "pdl" (likewise), "attention", "backend",
+// "threads", "mode": ["speed", "memory"]}. A bare NAME is looked up in configs/suites/.
 // Keys the file leaves out keep `defaults`; unknown keys are an error naming the file and key.
 SweepSpec load_suite(const std::string& name_or_path, const SweepSpec& defaults);
 
@@ -151,6 +174,9 @@ struct CompareOptions {
   double max_regression = 0.05;  // a 5% worse mean is a regression ...
   double noise_sigmas = 2.0;     // ... when the difference also exceeds 2 x sqrt(sd_base^2 + sd_new^2)
   std::vector<std::string> metrics{"prefill_tokens_per_s", "decode_tokens_per_s", "ttft_s", "peak_bytes"};
+  // Pair points whose keys differ only in their launch setting (graphs, pdl): one run's settings
+  // against each other (split_by_launch).
+  bool ignore_launch = false;
 };
 struct CompareResult {
   std::string report;
@@ -172,5 +198,17 @@ std::string engine_name(const nlohmann::json& doc);
 // model.
 CompareResult compare(const nlohmann::json& base, const std::vector<nlohmann::json>& news,
                       const std::vector<std::string>& labels, const CompareOptions& options);
+
+// One run of several launch settings (bench --cuda-graphs off,on, --pdl off,on) as one document
+// per setting, in the order the settings first ran, each labelled "graphs=on pdl=off"; compare
+// them with CompareOptions::ignore_launch. A run of one setting gives one document.
+struct LaunchSplit {
+  std::vector<nlohmann::json> docs;
+  std::vector<std::string> labels;
+};
+LaunchSplit split_by_launch(const nlohmann::json& doc);
+// The first launch setting of one run (read from `source`) against each of the others: compare
+// with ignore_launch. Throws UsageError naming `source` when it ran one setting.
+CompareResult compare_launch_settings(const nlohmann::json& doc, const std::string& source, CompareOptions options);
 
 }  // namespace effarch::bench

@@ -76,8 +76,13 @@ struct PointKey {
   // unknown (a version 1 file), which compare matches with any value (matches()).
   std::map<std::string, std::string> implementations;
   std::string weights;  // the weight format ("bfloat16"; "int8" later)
+  // Programmatic dependent launch of the decode kernels (--pdl): true only where it ran (a CUDA
+  // device). "pdl": "off" | "on" in JSON; a file written before the key had it takes its
+  // environment's `programmatic_launch`.
+  bool pdl = false;
 
-  // "tiny-llama float32 b1 p64 g16 cpu graphs=off backend=auto weights=float32 ops=reference":
+  // "tiny-llama float32 b1 p64 g16 cpu graphs=off backend=auto weights=float32 ops=reference"
+  // (" pdl=on" after graphs= where it ran):
   // the model and shape first, then what ran (ops= only when known: one value when every family
   // agrees, else family:impl pairs).
   std::string str() const;

@@ -128,6 +128,10 @@ class Model {
   // Like prefill, but the final norm and head run on the last position only: [B, vocab] fp32.
   // What generation needs; it saves the [B, T, vocab] logits of long prompts.
   at::Tensor prefill_last(const at::Tensor& ids);
+  // Decode steps from the next cache on run in `mode` (bench runs one loaded model under several):
+  // checked as at load (a UsageError leaves the mode as it was); the cache and any captured graph
+  // are released.
+  void set_decode_mode(DecodeMode mode);
   // Frees the cache (and a captured graph); the next prefill allocates one again.
   void release_cache();
   // ids [B] int64 -> logits [B, vocab] fp32, appending one token per sequence. A full cache is a
