@@ -217,25 +217,33 @@ json top_json(const Totals& t, int steps, size_t n) {
 
 }  // namespace
 
-json attribute_profile(const std::vector<ProfileEvent>& events, int steps) {
+ProfilePhase parse_profile_phase(const std::string& value, const std::string& option) {
+  if (value == "decode") return ProfilePhase::Decode;
+  if (value == "prefill") return ProfilePhase::Prefill;
+  throw UsageError(fmt::format("{}: unknown phase '{}' (decode or prefill)", option, value));
+}
+
+const char* to_string(ProfilePhase phase) { return phase == ProfilePhase::Prefill ? "prefill" : "decode"; }
+
+json attribute_profile(const std::vector<ProfileEvent>& events, int steps, std::string_view scope) {
   if (steps < 1) throw UsageError("profile: at least one step");
   // The step scopes: their threads and windows.
   std::map<uint64_t, std::vector<std::pair<int64_t, int64_t>>> windows;
   double step_ns = 0;
   int markers = 0;
   for (const auto& e : events) {
-    if (!e.on_device && e.name == kDecodeStepScope) {
+    if (!e.on_device && e.name == scope) {
       windows[e.thread].emplace_back(e.start_ns, e.end_ns);
       step_ns += static_cast<double>(e.end_ns - e.start_ns);
       ++markers;
     }
   }
-  if (markers == 0) throw Error("profile: the profiler recorded no decode step (no effarch::decode_step scope)");
+  if (markers == 0) throw Error(fmt::format("profile: the profiler recorded no step (no {} scope)", scope));
   // Host events of the step threads, the scopes left out: each one's top-level ancestor by nesting.
   std::vector<size_t> host;
   for (size_t i = 0; i < events.size(); ++i) {
     const auto& e = events[i];
-    if (!e.on_device && e.name != kDecodeStepScope && windows.count(e.thread)) host.push_back(i);
+    if (!e.on_device && e.name != scope && windows.count(e.thread)) host.push_back(i);
   }
   std::sort(host.begin(), host.end(), [&](size_t a, size_t b) {
     const auto& x = events[a];
@@ -320,34 +328,43 @@ json attribute_profile(const std::vector<ProfileEvent>& events, int steps) {
   return out;
 }
 
-json profile_decode(const ProfileSpec& spec) {
+json profile_model(const ProfileSpec& spec) {
   const at::Device device = parse_device(spec.device, "--device");
   const at::ScalarType dtype = parse_run_dtype(spec.dtype, device, "--dtype");
   if (spec.batch < 1) throw UsageError("--batch must be at least 1");
   if (spec.context < 1) throw UsageError("--context must be at least 1");
   if (spec.steps < 1) throw UsageError("--steps must be at least 1");
   if (spec.warmup < 0) throw UsageError("--warmup must be at least 0");
+  const bool prefill = spec.phase == ProfilePhase::Prefill;
   const model::ModelSource source = model::resolve_model(spec.model);
   model::ModelOptions opt;
   opt.device = device;
   opt.dtype = dtype;
   opt.seed = spec.seed;
   opt.attention = ops::parse_attention_impl(spec.attention, "--attention");
-  opt.decode = model::resolve_decode_mode(source.config, device, spec.cuda_graphs);
+  // A prefill never runs in a graph: its profile records the decode mode as eager.
+  opt.decode = prefill ? model::DecodeMode::Eager : model::resolve_decode_mode(source.config, device, spec.cuda_graphs);
   opt.backend = spec.backend;
   opt.allow_beyond_context = true;
   // A CUDA graph is captured on an early step: that happens before the profiler starts, whatever
-  // --warmup says (the profiler does not record inside a capture).
-  const int warmup = opt.decode == model::DecodeMode::CudaGraph ? std::max(spec.warmup, 2) : spec.warmup;
+  // --warmup says (the profiler does not record inside a capture). A prefill's first run pays the
+  // allocator's and the libraries' set-up: at least one runs before the profiled ones.
+  const int warmup = prefill ? std::max(spec.warmup, 1)
+                     : opt.decode == model::DecodeMode::CudaGraph ? std::max(spec.warmup, 2)
+                                                                   : spec.warmup;
   auto m = model::Model::load(source, opt);
-  m->allocate_cache(spec.batch, spec.context + warmup + spec.steps + 1);
+  m->allocate_cache(spec.batch, spec.context + (prefill ? 1 : warmup + spec.steps + 1));
   at::Generator gen = make_generator(at::Device(at::kCPU), spec.seed);
   const at::Tensor ids = at::randint(0, source.config.vocab_size, {spec.batch, spec.context}, gen, at::kLong).to(device);
-  at::Tensor tok = m->prefill_last(ids).argmax(-1);
-  for (int i = 0; i < warmup; ++i) {
-    tok = m->decode(tok).argmax(-1);
+  // One profiled (or warm-up) step: a decode step, or a whole prefill; each ends with its token
+  // on the host, as bench's do.
+  at::Tensor tok;
+  const auto step = [&] {
+    tok = prefill ? m->prefill_last(ids).argmax(-1) : m->decode(tok).argmax(-1);
     (void)tok.cpu();
-  }
+  };
+  if (!prefill) tok = m->prefill_last(ids).argmax(-1);
+  for (int i = 0; i < warmup; ++i) step();
   detail::synchronize(device);
 
   using torch::profiler::impl::ActivityType;
@@ -361,9 +378,13 @@ json profile_decode(const ProfileSpec& spec) {
   std::unique_ptr<torch::autograd::profiler::ProfilerResult> result;
   try {
     for (int i = 0; i < spec.steps; ++i) {
-      RECORD_USER_SCOPE("effarch::decode_step");
-      tok = m->decode(tok).argmax(-1);
-      (void)tok.cpu();  // the step ends with its token on the host, as bench's steps do
+      if (prefill) {
+        RECORD_USER_SCOPE("effarch::prefill");
+        step();
+      } else {
+        RECORD_USER_SCOPE("effarch::decode_step");
+        step();
+      }
     }
   } catch (...) {
     (void)torch::autograd::profiler::disableProfiler();
@@ -391,10 +412,11 @@ json profile_decode(const ProfileSpec& spec) {
     e.end_ns = static_cast<int64_t>(k.endNs());
     events.push_back(std::move(e));
   }
-  json out = attribute_profile(events, spec.steps);
+  json out = attribute_profile(events, spec.steps, prefill ? kPrefillScope : kDecodeStepScope);
   out["model"] = spec.model;
   out["architecture"] = source.config.architecture;
-  out["settings"] = {{"device", device.str()},
+  out["settings"] = {{"phase", to_string(spec.phase)},
+                     {"device", device.str()},
                      {"dtype", float_dtype_name(dtype)},
                      {"batch", spec.batch},
                      {"context", spec.context},
@@ -414,16 +436,24 @@ json profile_decode(const ProfileSpec& spec) {
 std::string format_profile_table(const json& p) {
   const json& s = p.at("settings");
   const bool device = p.at("time_source") == "device";
-  std::string out = fmt::format(
-      "{}: one decode step at batch {} after {} tokens, {} {}, CUDA graphs {}: {:.3f} ms per step (mean of the {} "
-      "profiled, profiler overhead included)\n",
-      p.at("model").get<std::string>(), s.at("batch").get<int64_t>(), s.at("context").get<int64_t>(),
-      s.at("device").get<std::string>(), s.at("dtype").get<std::string>(), s.at("cuda_graphs").get<std::string>(),
-      p.at("step_s").get<double>() * 1e3, p.at("steps").get<int>());
+  // A profile written before profiles had a phase is one of decode steps.
+  const bool prefill = s.value("phase", std::string("decode")) == "prefill";
+  std::string out =
+      prefill ? fmt::format("{}: one prefill of {} tokens at batch {} (to its first token on the host), {} {}: {:.3f} ms "
+                            "per prefill (mean of the {} profiled, profiler overhead included)\n",
+                            p.at("model").get<std::string>(), s.at("context").get<int64_t>(), s.at("batch").get<int64_t>(),
+                            s.at("device").get<std::string>(), s.at("dtype").get<std::string>(),
+                            p.at("step_s").get<double>() * 1e3, p.at("steps").get<int>())
+              : fmt::format("{}: one decode step at batch {} after {} tokens, {} {}, CUDA graphs {}: {:.3f} ms per step "
+                            "(mean of the {} profiled, profiler overhead included)\n",
+                            p.at("model").get<std::string>(), s.at("batch").get<int64_t>(),
+                            s.at("context").get<int64_t>(), s.at("device").get<std::string>(),
+                            s.at("dtype").get<std::string>(), s.at("cuda_graphs").get<std::string>(),
+                            p.at("step_s").get<double>() * 1e3, p.at("steps").get<int>());
   out += device ? "Time on the GPU per kind (kernels by the op that launched them, else by their name):\n\n"
                 : "Host time per kind (the top-level ops the model called):\n\n";
   std::vector<std::vector<std::string>> rows;
-  size_t w0 = 4, w1 = 11, w2 = 9, w3 = 10;
+  size_t w0 = 4, w1 = prefill ? 14 : 11, w2 = prefill ? 10 : 9, w3 = 10;
   for (const auto& k : p.at("kinds")) {
     rows.push_back({k.at("kind").get<std::string>(), fmt::format("{:.3f} ms", k.at("seconds_per_step").get<double>() * 1e3),
                     fmt::format("{:.1f}%", 100 * k.at("fraction_of_step").get<double>()),
@@ -433,8 +463,8 @@ std::string format_profile_table(const json& p) {
     w2 = std::max(w2, rows.back()[2].size());
     w3 = std::max(w3, rows.back()[3].size());
   }
-  out += fmt::format("| {:<{}} | {:>{}} | {:>{}} | {:>{}} |\n", "kind", w0, "time / step", w1, "of step", w2,
-                     "events", w3);
+  out += fmt::format("| {:<{}} | {:>{}} | {:>{}} | {:>{}} |\n", "kind", w0, prefill ? "time / prefill" : "time / step",
+                     w1, prefill ? "of prefill" : "of step", w2, "events", w3);
   out += fmt::format("|{}|{}|{}|{}|\n", std::string(w0 + 2, '-'), std::string(w1 + 2, '-'), std::string(w2 + 2, '-'),
                      std::string(w3 + 2, '-'));
   for (const auto& r : rows) {

@@ -1,4 +1,5 @@
-// effarch profile MODEL: where one decode step's time goes, per op kind (docs/kernels.md).
+// effarch profile MODEL: where one decode step's (or, --phase prefill, one prefill's) time goes,
+// per op kind (docs/kernels.md).
 
 #include <cstdio>
 
@@ -17,6 +18,7 @@ namespace {
 
 struct ProfileCmd {
   bench::ProfileSpec spec;
+  std::string phase = "decode";
   std::string cuda_graphs = "auto";
   std::string backend = "auto";
   std::string pdl = "off";
@@ -27,13 +29,19 @@ struct ProfileCmd {
 };
 
 int run_profile(ProfileCmd& cmd) {
+  cmd.spec.phase = bench::parse_profile_phase(cmd.phase, "--phase");
   cmd.spec.cuda_graphs = model::parse_cuda_graphs_request(cmd.cuda_graphs, "--cuda-graphs");
+  if (cmd.spec.phase == bench::ProfilePhase::Prefill && cmd.spec.cuda_graphs.value_or(model::DecodeMode::Eager) !=
+                                                            model::DecodeMode::Eager) {
+    throw UsageError(fmt::format("--cuda-graphs {}: a prefill is never replayed as a graph (--phase prefill)",
+                                 cmd.cuda_graphs));
+  }
   cmd.spec.backend = ops::parse_backend(cmd.backend, "--backend");
   apply_pdl_option(cmd.pdl);
   if (cmd.threads && *cmd.threads < 1) throw UsageError("--threads must be at least 1");
   at::set_num_threads(cmd.threads ? *cmd.threads
                                   : bench::default_cpu_threads(bench::usable_cores(), bench::read_machine_load()));
-  nlohmann::json doc = bench::profile_decode(cmd.spec);
+  nlohmann::json doc = bench::profile_model(cmd.spec);
   doc["schema"] = "effarch-profile";
   doc["schema_version"] = 1;
   doc["command_line"] = cmd.argv;
@@ -50,13 +58,19 @@ void register_profile(CLI::App& app, int* exit_code, const std::vector<std::stri
   auto cmd = std::make_shared<ProfileCmd>();
   cmd->argv = argv;
   auto& s = cmd->spec;
-  auto* sub = app.add_subcommand("profile", "Where one decode step's time goes: GEMM/GEMV, scan, conv, norm, "
-                                            "attention, elementwise, copy, other (libtorch's profiler)");
+  auto* sub = app.add_subcommand("profile", "Where one decode step's (or one prefill's) time goes: GEMM/GEMV, scan, "
+                                            "conv, norm, attention, elementwise, copy, other (libtorch's profiler)");
   sub->add_option("MODEL", s.model, "Checkpoint folder, config file or built-in config name")->required();
   sub->add_option("--batch", s.batch, "Sequences decoded together")->capture_default_str();
-  sub->add_option("--context", s.context, "Prompt tokens prefilled before the profiled steps")->capture_default_str();
-  sub->add_option("--steps", s.steps, "Decode steps profiled")->capture_default_str();
-  sub->add_option("--warmup", s.warmup, "Decode steps run before the profiler starts")->capture_default_str();
+  sub->add_option("--phase", cmd->phase,
+                  "decode (the steps after a prefill of --context tokens) or prefill (the prefill of --context tokens "
+                  "itself, to its first token)")
+      ->capture_default_str();
+  sub->add_option("--context", s.context, "Prompt tokens prefilled (before the profiled steps, or profiled)")
+      ->capture_default_str();
+  sub->add_option("--steps", s.steps, "Decode steps (or prefills) profiled")->capture_default_str();
+  sub->add_option("--warmup", s.warmup, "Decode steps (or prefills, at least 1) run before the profiler starts")
+      ->capture_default_str();
   sub->add_option("--dtype", s.dtype, "auto (fp32 on CPU, bf16 on GPU), float32, bfloat16, float16")
       ->capture_default_str();
   sub->add_option("--device", s.device, "auto, cpu, cuda, cuda:N")->capture_default_str();

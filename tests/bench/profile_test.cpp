@@ -1,12 +1,13 @@
 // effarch profile: the event classifier's table, the attribution of host and device time on
 // hand-made event lists (nesting, kernels linked to their op, graph kernels by name, idle time), and
-// a real profile of tiny models' decode step on the CPU.
+// real profiles of tiny models' decode step and prefill on the CPU.
 
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
 #include <map>
 
+#include "../test_util.h"
 #include "effarch/bench/profile.h"
 #include "effarch/common/error.h"
 
@@ -182,7 +183,7 @@ TEST(ProfileDecode, TinyModelsOnTheCpu) {
     spec.context = 8;
     spec.steps = 3;
     spec.warmup = 1;
-    const auto p = profile_decode(spec);
+    const auto p = profile_model(spec);
     EXPECT_EQ(p.at("time_source"), "host") << name;
     EXPECT_GT(p.at("step_s").get<double>(), 0) << name;
     const auto k = by_kind(p.at("kinds"));
@@ -203,6 +204,40 @@ TEST(ProfileDecode, TinyModelsOnTheCpu) {
     EXPECT_FALSE(p.at("top_events").empty());
     EXPECT_NE(format_profile_table(p).find("gemm"), std::string::npos);
   }
+}
+
+// --phase prefill: the prefill of `context` tokens is the profiled step; the scan (Mamba) or the
+// attention (Llama) is in it, and the settings say which phase ran.
+TEST(ProfilePrefill, TinyModelsOnTheCpu) {
+  for (const char* name : {"tiny-mamba", "tiny-llama"}) {
+    ProfileSpec spec;
+    spec.model = name;
+    spec.device = "cpu";
+    spec.phase = ProfilePhase::Prefill;
+    spec.context = 64;
+    spec.steps = 2;
+    spec.warmup = 0;  // one runs anyway
+    const auto p = profile_model(spec);
+    EXPECT_EQ(p.at("settings").at("phase"), "prefill") << name;
+    EXPECT_EQ(p.at("settings").at("warmup"), 1) << name;
+    EXPECT_EQ(p.at("settings").at("cuda_graphs"), "off") << name;
+    EXPECT_EQ(p.at("steps"), 2) << name;
+    const auto k = by_kind(p.at("kinds"));
+    EXPECT_GT(k.at("gemm"), 0) << name;
+    EXPECT_GT(k.at(std::string(name) == "tiny-llama" ? "attention" : "scan"), 0) << name << " " << p.dump();
+    double fractions = 0;
+    for (const auto& e : p.at("kinds")) fractions += e.at("fraction_of_step").get<double>();
+    EXPECT_NEAR(fractions, 1.0, 1e-9) << name;
+    const std::string table = format_profile_table(p);
+    EXPECT_NE(table.find("one prefill of 64 tokens at batch 1"), std::string::npos) << table;
+    EXPECT_NE(table.find("time / prefill"), std::string::npos) << table;
+  }
+  // A prefill scope is not a decode step: attributing with the wrong scope finds no step.
+  EXPECT_THROW_WITH(attribute_profile({host("effarch::prefill", 0, 10)}, 1), Error, {"effarch::decode_step"});
+  const auto p = attribute_profile({host("effarch::prefill", 0, 10), host("aten::mm", 2, 8)}, 1, kPrefillScope);
+  EXPECT_NEAR(by_kind(p.at("kinds")).at("gemm"), 6, 1e-9);  // ns
+  EXPECT_EQ(parse_profile_phase("prefill", "--phase"), ProfilePhase::Prefill);
+  EXPECT_THROW_WITH(parse_profile_phase("both", "--phase"), UsageError, {"--phase", "'both'", "decode or prefill"});
 }
 
 }  // namespace

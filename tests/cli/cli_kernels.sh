@@ -177,6 +177,15 @@ done
 expect_exit 0 '"time_source": "host"' "$EFFARCH" profile tiny-mamba2 --device cpu --context 4 --steps 2 --json \
   --trace trace.json
 [[ -s trace.json ]] || fail "profile --trace wrote no trace"
+# --phase prefill: the prefill of --context tokens is the profiled step.
+expect_exit 0 "one prefill of 32 tokens at batch 1" "$EFFARCH" profile tiny-mamba --phase prefill --device cpu \
+  --context 32 --steps 2 -o prof-prefill.json
+"$PYTHON" -c '
+import json; p = json.load(open("prof-prefill.json"))
+assert p["settings"]["phase"] == "prefill" and p["steps"] == 2, p["settings"]
+assert any(k["kind"] == "scan" and k["seconds_per_step"] > 0 for k in p["kinds"]), p["kinds"]' || fail "profile --phase prefill"
+expect_exit 2 "--phase: unknown phase 'both'" "$EFFARCH" profile tiny-mamba --device cpu --phase both
+expect_exit 2 "a prefill is never replayed as a graph" "$EFFARCH" profile tiny-mamba --device cpu --phase prefill --cuda-graphs on
 expect_exit 2 "--steps" "$EFFARCH" profile tiny-mamba --device cpu --steps 0
 expect_exit 2 "--cuda-graphs" "$EFFARCH" profile tiny-mamba --device cpu --cuda-graphs maybe
 expect_exit 2 "not a checkpoint folder, a config file or a built-in config" "$EFFARCH" profile no-such-model --device cpu

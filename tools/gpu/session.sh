@@ -8,7 +8,7 @@
 # no compiling there), and compiles otherwise. The GPU checks still waiting for a run, with what
 # each must show, are listed in docs/perf/pending.md; this script runs the core of them in order
 # of value.
-#   tools/gpu/session.sh check|pdl|kernels|bench|scans|decode|all [OUT]
+#   tools/gpu/session.sh check|pdl|prefill|kernels|bench|scans|decode|all [OUT]
 #     check:   build, the unit tests, kernel vs reference tokens for every tiny model (graphs off/on)
 #     kernels: effarch kernels (Mamba-1, Mamba-2 shapes) and effarch profile of two decode steps
 #     bench:   the headline suites (Mamba vs Transformer with graphs, batched decode, MoE, memory)
@@ -16,6 +16,7 @@
 #     decode:  docs/perf/pending.md entries 24-26 and 30 (after check): the decode updates at batch
 #              1 and 32 (the fused dt_proj beside them), the dense GEMV's open items, DeepSeekMoE
 #              with its shared experts on the kernels
+#     prefill: pending.md entry 33: where a Mamba-2.8B and a Phi-2 prefill's time goes (512, 4096)
 #     pdl:     pending.md entry 28: programmatic dependent launch (--pdl on) against off, bit for bit
 #              in the tests, then decode tok/s of both in one run (bench --pdl off,on), both orders
 stage=${1:-check}
@@ -201,15 +202,28 @@ pdl() {  # pending.md entry 28: --pdl on changes when the decode kernels start, 
   log "bench (Codestral, DeepSeekMoE) --pdl off,on: exit $?"
 }
 
+prefill() {  # pending.md entry 33: where Mamba-2.8B's prefill goes at 512 and 4096, beside Phi-2's
+  local m n
+  log "== prefill: profiles of one prefill (effarch profile --phase prefill)"
+  for n in 4096 512; do
+    for m in mamba-2.8b phi-2; do
+      timeout 90 "$B" profile "$m" --phase prefill --device cuda --dtype bfloat16 --context "$n" --steps 4 \
+        -o "$out/prof-prefill-$m-$n.json" > "$out/prof-prefill-$m-$n.txt" 2>&1
+      log "profile $m prefill $n: exit $?"; sed -n '1p;/^| kind/,/^$/p;/^Top events/,$p' "$out/prof-prefill-$m-$n.txt" >> "$summary"
+    done
+  done
+}
+
 case $stage in
   check) check ;;
   pdl) pdl ;;
+  prefill) prefill ;;
   kernels) kernels ;;
   bench) benches ;;
   scans) scans ;;
   decode) decode ;;
   all) check; kernels; benches ;;
-  *) echo "usage: tools/gpu/session.sh check|pdl|kernels|bench|scans|decode|all [OUT]" >&2; exit 2 ;;
+  *) echo "usage: tools/gpu/session.sh check|pdl|prefill|kernels|bench|scans|decode|all [OUT]" >&2; exit 2 ;;
 esac
 rm -f "$out"/*.jsonl  # the final JSONs hold the same points
 log "== done $(date -u +%FT%TZ)"

@@ -1,6 +1,7 @@
 #pragma once
-// effarch profile: where one decode step's time goes, per op kind, from libtorch's profiler
-// (Kineto) with CPU and CUDA activities. Definitions: docs/kernels.md ("effarch profile").
+// effarch profile: where one decode step's (or one prefill's) time goes, per op kind, from
+// libtorch's profiler (Kineto) with CPU and CUDA activities. Definitions: docs/kernels.md
+// ("effarch profile").
 
 #include <cstdint>
 #include <optional>
@@ -34,10 +35,12 @@ struct ProfileEvent {
   uint64_t linked = 0;          // device events: the launching host op's correlation (0: unknown)
 };
 
-// The step scope profile_decode() wraps each decode step in; its events mark the steps.
+// The scopes profile_model() wraps each profiled step in (a decode step, or one prefill); their
+// events mark the steps.
 inline constexpr std::string_view kDecodeStepScope = "effarch::decode_step";
+inline constexpr std::string_view kPrefillScope = "effarch::prefill";
 
-// Where the time of `steps` profiled steps went, per step:
+// Where the time of `steps` profiled steps (the `scope` events) went, per step:
 //  - host: per thread that ran a step scope, the top-level events inside the step scopes (an
 //    event inside no other), each classified by its own name (an effarch scope or the ATen op the
 //    model called); "outside ops" is the step time they leave.
@@ -47,16 +50,23 @@ inline constexpr std::string_view kDecodeStepScope = "effarch::decode_step";
 //    nothing running (launch gaps, host work).
 // Returns {"step_s", "time_source": "device" | "host", "kinds": [...], "host": {...}, "device":
 // {...} (with device events), "top_events": [...]}: the schema in docs/kernels.md.
-nlohmann::json attribute_profile(const std::vector<ProfileEvent>& events, int steps);
+nlohmann::json attribute_profile(const std::vector<ProfileEvent>& events, int steps,
+                                 std::string_view scope = kDecodeStepScope);
+
+// What a profile times: decode steps after a prefill, or the prefill itself.
+enum class ProfilePhase { Decode, Prefill };
+ProfilePhase parse_profile_phase(const std::string& value, const std::string& option);  // "decode" | "prefill"
+const char* to_string(ProfilePhase phase);
 
 struct ProfileSpec {
   std::string model;
   std::string device = "auto";
   std::string dtype = "auto";
   int64_t batch = 1;
-  int64_t context = 512;  // prompt tokens prefilled before the profiled steps
-  int steps = 8;          // decode steps profiled
-  int warmup = 3;         // decode steps run before the profiler starts
+  ProfilePhase phase = ProfilePhase::Decode;
+  int64_t context = 512;  // prompt tokens: prefilled before the decode steps, or the profiled prefill's
+  int steps = 8;          // decode steps (or prefills) profiled
+  int warmup = 3;         // decode steps (or prefills) run before the profiler starts
   std::optional<model::DecodeMode> cuda_graphs;  // nullopt: auto
   ops::Backend backend = ops::Backend::Auto;
   std::string attention = "sdpa";
@@ -64,10 +74,13 @@ struct ProfileSpec {
   std::string trace;  // a Chrome trace of the profiled steps is written here when set
 };
 
-// Loads the model (random weights for a bare config), prefills `context` tokens, runs `warmup`
-// decode steps, then profiles `steps` steps, each in a kDecodeStepScope scope ending with its
-// token on the host. Returns {"model", "settings", "implementations", ...attribute_profile()}.
-nlohmann::json profile_decode(const ProfileSpec& spec);
+// Loads the model (random weights for a bare config). Decode: prefills `context` tokens, runs
+// `warmup` decode steps, then profiles `steps` steps, each in a kDecodeStepScope scope ending with
+// its token on the host. Prefill: runs `warmup` prefills of `context` tokens (at least one: the
+// first pays the allocator's and libraries' set-up), then profiles `steps` prefills, each in a
+// kPrefillScope scope ending with its first token on the host (bench's TTFT). Returns {"model",
+// "settings" (with "phase"), "implementations", ...attribute_profile()}.
+nlohmann::json profile_model(const ProfileSpec& spec);
 
 // The table: one line per kind with time per step, share of the step and events per step, then the
 // top events.
