@@ -11,6 +11,7 @@
 
 #include "effarch/bench/results.h"
 #include "effarch/common/error.h"
+#include "effarch/common/format.h"
 #include "effarch/model/model.h"
 
 namespace effarch::bench {
@@ -53,15 +54,7 @@ Modes parse_modes(const std::vector<std::string>& values, const std::string& whe
 }
 
 Modes parse_modes(const std::string& comma_list, const std::string& where) {
-  std::vector<std::string> values;
-  size_t start = 0;
-  while (true) {
-    const size_t comma = comma_list.find(',', start);
-    values.push_back(comma_list.substr(start, comma == std::string::npos ? std::string::npos : comma - start));
-    if (comma == std::string::npos) break;
-    start = comma + 1;
-  }
-  return parse_modes(values, where);
+  return parse_modes(split_commas(comma_list), where);
 }
 
 std::vector<std::string> mode_names(const Modes& modes) {

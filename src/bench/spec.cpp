@@ -10,6 +10,7 @@
 
 #include "effarch/bench/bench.h"
 #include "effarch/common/error.h"
+#include "effarch/common/format.h"
 #include "effarch/io/strict_json.h"
 #include "effarch/model/catalog.h"
 #include "effarch/model/model.h"
@@ -41,15 +42,7 @@ template <typename T, typename Parse>
 std::vector<T> parse_launch_list(const std::string& text, const std::string& option, Parse one,
                                  const std::function<std::string(const T&)>& name) {
   std::vector<T> out;
-  std::vector<std::string> words;
-  size_t start = 0;
-  while (true) {
-    const size_t comma = text.find(',', start);
-    words.push_back(text.substr(start, comma == std::string::npos ? std::string::npos : comma - start));
-    if (comma == std::string::npos) break;
-    start = comma + 1;
-  }
-  for (const std::string& w : words) {
+  for (const std::string& w : split_commas(text)) {
     if (w.empty()) throw UsageError(fmt::format("{}: an empty value in '{}' (a list is a,b)", option, text));
     const T v = one(w, option);
     if (std::find(out.begin(), out.end(), v) != out.end()) {
@@ -105,11 +98,8 @@ std::vector<int64_t> parse_int_list(const std::string& text, const std::string& 
   auto add = [&](int64_t v) {
     if (seen.insert(v).second) out.push_back(v);
   };
-  size_t start = 0;
   if (text.empty()) throw UsageError(fmt::format("{}: an empty list", option));
-  while (start <= text.size()) {
-    const size_t comma = text.find(',', start);
-    const std::string item = text.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
+  for (const std::string& item : split_commas(text)) {
     const size_t dash = item.find('-');
     if (dash == std::string::npos) {
       add(parse_positive(item, option, text));
@@ -127,8 +117,6 @@ std::vector<int64_t> parse_int_list(const std::string& text, const std::string& 
         if (out.size() > 100000) throw UsageError(fmt::format("{}: '{}' expands to too many values", option, item));
       }
     }
-    if (comma == std::string::npos) break;
-    start = comma + 1;
   }
   return out;
 }

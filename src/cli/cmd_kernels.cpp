@@ -14,6 +14,7 @@
 #include "effarch/bench/bench.h"
 #include "effarch/bench/kernels.h"
 #include "effarch/common/error.h"
+#include "effarch/common/format.h"
 
 namespace effarch::cli {
 namespace {
@@ -29,15 +30,11 @@ struct KernelsCmd {
   std::vector<std::string> argv;
 };
 
-std::vector<std::string> split_commas(const std::string& text) {
+// --ops a,b: the names given, empty items dropped.
+std::vector<std::string> op_names(const std::string& text) {
   std::vector<std::string> out;
-  size_t start = 0;
-  while (start <= text.size()) {
-    const size_t comma = text.find(',', start);
-    const std::string item = text.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
-    if (!item.empty()) out.push_back(item);
-    if (comma == std::string::npos) break;
-    start = comma + 1;
+  for (std::string& item : split_commas(text)) {
+    if (!item.empty()) out.push_back(std::move(item));
   }
   return out;
 }
@@ -52,7 +49,7 @@ int run_kernels_cmd(KernelsCmd& cmd) {
   }
   auto& sweep = cmd.sweep;
   if (!cmd.ops.empty()) {
-    sweep.ops = split_commas(cmd.ops);
+    sweep.ops = op_names(cmd.ops);
     for (const auto& op : sweep.ops) (void)bench::find_kernel_case(op, "--ops");
   }
   if (!cmd.lengths.empty()) sweep.lengths = bench::parse_int_list(cmd.lengths, "--lengths");

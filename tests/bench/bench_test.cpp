@@ -14,6 +14,7 @@
 #include "../test_util.h"
 #include "effarch/bench/bench.h"
 #include "effarch/common/error.h"
+#include "effarch/common/format.h"
 
 namespace effarch::bench {
 namespace {
@@ -32,6 +33,11 @@ TEST(BenchLists, ListsAndRanges) {
   EXPECT_THROW_WITH(parse_int_list("64-8*2", "--p"), UsageError, {"ends below"});
   EXPECT_THROW_WITH(parse_int_list("8-64*1", "--p"), UsageError, {"factor of at least 2"});
   EXPECT_THROW_WITH(parse_int_list("8,", "--p"), UsageError, {"--p"});
+  // The split every comma list goes through keeps empty items for its caller to judge.
+  using Words = std::vector<std::string>;
+  EXPECT_EQ(split_commas("a,b"), (Words{"a", "b"}));
+  EXPECT_EQ(split_commas("a,,b,"), (Words{"a", "", "b", ""}));
+  EXPECT_EQ(split_commas(""), Words{""});
 }
 
 TEST(BenchStats, SummaryAndPercentiles) {

@@ -1,12 +1,17 @@
 #pragma once
-// Human-readable figures shared by the library's reports and the CLI's tables.
+// Text shared by the library's reports and parsers and the CLI: human-readable figures, lists.
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 namespace effarch {
 
 // Binary units with one decimal: 1536 -> "1.5 KiB"; below 1 KiB the exact count: "512 B".
 std::string human_bytes(uint64_t bytes);
+
+// The items of a comma-separated list in order, empty ones kept ("a,,b" -> a, "", b; "" -> one
+// empty item): what an empty item means is the caller's to say.
+std::vector<std::string> split_commas(const std::string& text);
 
 }  // namespace effarch
