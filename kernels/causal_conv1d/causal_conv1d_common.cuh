@@ -1,11 +1,13 @@
 #pragma once
-// Device helpers shared by the causal conv1d kernels: the per-channel weights, the dot product
-// (one summation order for every kernel, so prefill and decode agree), the final-state write, and
-// the compile-time dispatch over the width. Conversions and SiLU: kernels/common/convert.cuh.
+// Device helpers shared by the causal conv1d kernels: the per-channel weights, the final-state
+// write, and the compile-time dispatch over the width. The dot product (conv_output: one
+// summation order for every kernel, so prefill, decode and the GEMV's fused update agree) is in
+// causal_conv1d_math.h; conversions and SiLU in kernels/common/convert.cuh.
 
 #include <type_traits>
 
 #include "causal_conv1d/causal_conv1d.h"
+#include "causal_conv1d/causal_conv1d_math.h"
 #include "common/convert.cuh"
 
 namespace effarch::kernels::conv1d {
@@ -23,16 +25,6 @@ __device__ __forceinline__ void load_weights(const CausalConv1dParams& p, int ch
 #pragma unroll
   for (int k = 0; k < kWidth; ++k) w[k] = to_float(weight[k * p.weight_width_stride]);
   bias = p.bias != nullptr ? to_float(static_cast<const weight_t*>(p.bias)[channel * p.bias_stride]) : 0.0f;
-}
-
-// act(bias + sum_k w[k] * window[k]); window[kWidth - 1] is the current timestep.
-template <int kWidth>
-__device__ __forceinline__ float conv_output(const float (&w)[kWidth], const float (&window)[kWidth], float bias,
-                                             bool use_silu) {
-  float acc = bias;
-#pragma unroll
-  for (int k = 0; k < kWidth; ++k) acc += w[k] * window[k];
-  return use_silu ? silu(acc) : acc;
 }
 
 // Prefill's final conv_state[batch, channel, k] = x[t = seqlen - W + k], 0 where t < 0. The raw

@@ -2,7 +2,7 @@
 // The dense GEMV kernel (gemv.h has the contract, gemv_math.h the plan and the per-lane math),
 // templated on the element type and the row count; instantiated per element type in
 // gemv_<dtype>.cu. This file is the thin GPU shell: thread indices, the warp's shuffle sum, the
-// split warps' shared-memory sum, the stores.
+// split warps' shared-memory sum, the stores (and a fused conv update's, gemv_math.h).
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -48,7 +48,10 @@ __global__ void __launch_bounds__(kGemvThreads) gemv_kernel(const GemvParams p, 
       const float b = bias != nullptr ? to_float(bias[l.out_row]) : 0.f;
 #pragma unroll
       for (int r = 0; r < R; ++r) {
-        if (r < p.rows) y[r * p.y_row_stride + l.out_row] = from_float<T>(gemv_combine(&acc[r], 1, 1, b));
+        if (r >= p.rows) continue;
+        const T v = from_float<T>(gemv_combine(&acc[r], 1, 1, b));
+        y[r * p.y_row_stride + l.out_row] = v;
+        if (p.conv.dim > 0) gemv_conv_update<T>(p.conv, r, l.out_row, v);
       }
     }
     return;
@@ -61,12 +64,17 @@ __global__ void __launch_bounds__(kGemvThreads) gemv_kernel(const GemvParams p, 
   // Lane r of the group's first warp writes row r.
   if (active && l.part == 0 && l.lane < R && l.lane < p.rows) {
     const float b = bias != nullptr ? to_float(bias[l.out_row]) : 0.f;
-    y[l.lane * p.y_row_stride + l.out_row] = from_float<T>(gemv_combine(&partial[l.warp][l.lane], R, split, b));
+    const T v = from_float<T>(gemv_combine(&partial[l.warp][l.lane], R, split, b));
+    y[l.lane * p.y_row_stride + l.out_row] = v;
+    if (p.conv.dim > 0) gemv_conv_update<T>(p.conv, l.lane, l.out_row, v);
   }
 }
 
 template <typename T, int R>
 LaunchStatus gemv_launch(const GemvParams& p, cudaStream_t stream) {
+  if (p.conv.dim > 0 && (p.conv.width < 2 || p.conv.width > 4 || p.conv.begin < 0 || p.conv.begin + p.conv.dim > p.out)) {
+    return {cudaErrorInvalidValue, "gemv: the fused conv update needs width 2..4 and channels inside the outputs"};
+  }
   const GemvPlan plan = gemv_plan(p.out, p.in, GemvUnpack<T>::kVec, p.sm_count);
   const bool vectorized = gemv_vectorized(p.in, static_cast<int>(sizeof(T)), reinterpret_cast<uintptr_t>(p.w),
                                           reinterpret_cast<uintptr_t>(p.x), p.x_row_stride);

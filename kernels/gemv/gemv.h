@@ -9,30 +9,12 @@
 // one output row) for matrices with few output rows. gemv_math.h holds the plan and the per-lane
 // math (a CPU test runs them); gemv.cuh the kernel.
 //
-// No torch types: src/ops/linear_cuda.cpp fills the params from checked tensors.
-
-#include <cstdint>
+// No torch types: src/ops/linear_cuda.cpp fills the params (gemv_params.h) from checked tensors.
 
 #include "common/element_type.h"
+#include "gemv/gemv_params.h"
 
 namespace effarch::kernels {
-
-inline constexpr int kGemvMaxRows = 8;
-
-struct GemvParams {
-  int rows = 0;  // R rows of x, 1..kGemvMaxRows
-  int in = 0;    // K
-  int out = 0;   // O
-  ElementType x_type = ElementType::kFloat32;  // x, w, bias, y
-
-  const void* x = nullptr;  // [R, K], rows x_row_stride elements apart, k contiguous
-  int64_t x_row_stride = 0;
-  const void* w = nullptr;     // [O, K] contiguous
-  const void* bias = nullptr;  // [O] or nullptr
-  void* y = nullptr;           // [R, O], rows y_row_stride elements apart, o contiguous
-  int64_t y_row_stride = 0;
-  int sm_count = 0;  // the device's multiprocessors (the split-K plan fills them); 0: assume 132
-};
 
 // Per element type, defined in gemv_<dtype>.cu.
 LaunchStatus gemv_fp32(const GemvParams& params, cudaStream_t stream);

@@ -14,14 +14,18 @@
 // L1/L2; not the read-only path, gemv_load_x says why). Each lane accumulates in fp32 in its fixed
 // vector order; the warp sums its lanes with an xor butterfly (common/warp_sum.h mirrors it on the
 // host); the split warps' sums are added in warp order in shared memory, then the bias; one
-// rounding to the output type. No atomics: the sum order is fixed by the plan.
+// rounding to the output type. No atomics: the sum order is fixed by the plan. With a fused conv
+// update (GemvConvUpdate) the thread that stores y[r, o] then runs the conv for (r, o): after the
+// grid dependency wait, like every read of a kernel's output.
 
 #include <cstdint>
 #include <cstring>
 
+#include "causal_conv1d/causal_conv1d_math.h"
 #include "common/grid_dependency.h"
 #include "common/host_device.h"
 #include "common/warp_sum.h"
+#include "gemv/gemv_params.h"
 
 namespace effarch::kernels {
 
@@ -214,6 +218,42 @@ EFFARCH_HD void gemv_lane_scalar(const T* w_row, const T* x, int64_t x_row_strid
       if (r >= rows) break;
       acc[r] = fmaf(w, to_float(x[r * x_row_stride + k]), acc[r]);
     }
+  }
+}
+
+// The fused conv update of one (row r, output row o) (GemvConvUpdate), given y[r, o] as the
+// kernel stored it: nothing for an output row outside the conv's channels.
+template <typename T>
+EFFARCH_HD float gemv_conv_param(const void* base, int64_t index, bool fp32) {
+  return fp32 ? static_cast<const float*>(base)[index] : to_float(static_cast<const T*>(base)[index]);
+}
+template <typename T, int kWidth>
+EFFARCH_HD void gemv_conv_window(const GemvConvUpdate& c, int row, int channel, T value) {
+  float w[kWidth], window[kWidth];
+  EFFARCH_UNROLL
+  for (int k = 0; k < kWidth; ++k) {
+    w[k] = gemv_conv_param<T>(c.weight, channel * c.weight_dim_stride + k * c.weight_width_stride, c.weight_fp32);
+  }
+  const float bias = c.bias != nullptr ? gemv_conv_param<T>(c.bias, channel * c.bias_stride, c.weight_fp32) : 0.0f;
+  T* state = static_cast<T*>(c.state) + row * c.state_row_stride + channel * c.state_dim_stride;
+  // The window shifted left by one, the new value last (T -> fp32 -> T is exact for the rest).
+  EFFARCH_UNROLL
+  for (int k = 0; k + 1 < kWidth; ++k) window[k] = to_float(state[(k + 1) * c.state_width_stride]);
+  window[kWidth - 1] = to_float(value);
+  const float out = conv1d::conv_output<kWidth>(w, window, bias, c.silu);
+  static_cast<T*>(c.out)[row * c.out_row_stride + channel * c.out_dim_stride] = from_float<T>(out);
+  EFFARCH_UNROLL
+  for (int k = 0; k < kWidth; ++k) state[k * c.state_width_stride] = from_float<T>(window[k]);
+}
+template <typename T>
+EFFARCH_HD void gemv_conv_update(const GemvConvUpdate& c, int row, int out_row, T value) {
+  const int channel = out_row - c.begin;
+  if (channel < 0 || channel >= c.dim) return;
+  switch (c.width) {
+    case 2: gemv_conv_window<T, 2>(c, row, channel, value); break;
+    case 3: gemv_conv_window<T, 3>(c, row, channel, value); break;
+    case 4: gemv_conv_window<T, 4>(c, row, channel, value); break;
+    default: break;  // the launcher refuses other widths
   }
 }
 

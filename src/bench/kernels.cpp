@@ -608,6 +608,41 @@ std::vector<KernelCase> make_cases() {
                                   [](const KernelShape& s) {
                                     return std::make_pair(2 * mamba(s).d_inner, s.config->hidden_size);
                                   }));
+  // in_proj with the conv update in its epilogue, as a Mamba-1 decode step runs it
+  // (ops::linear_conv_update); the reference row is at::linear then the conv's reference.
+  cases.push_back(KernelCase{
+      "dense_gemv_in_proj_conv", KernelModel::Mamba1, ops::OpFamily::DenseGemv, false,
+      "read W [2Di,H], x [B,H], conv state [B,Di,W], conv weight [Di,W], bias [Di]; write y [B,2Di], conv out "
+      "[B,Di], conv state [B,Di,W]; all in the dtype",
+      [](const KernelShape& s) {
+        const auto& m = mamba(s);
+        return json{{"w", {2 * m.d_inner, s.config->hidden_size}}, {"x", {s.batch, s.config->hidden_size}},
+                    {"conv_state", {s.batch, m.d_inner, m.d_conv}}};
+      },
+      [](const KernelShape& s) {
+        const auto& m = mamba(s);
+        const uint64_t e = esize(s.dtype), h = static_cast<uint64_t>(s.config->hidden_size);
+        const uint64_t state = elems({s.batch, m.d_inner, m.d_conv});
+        return KernelBytes{e * (elems({2 * m.d_inner, s.config->hidden_size}) + s.batch * h + state +
+                                elems({m.d_inner, m.d_conv}) + elems({m.d_inner})),
+                           e * (elems({s.batch, 2 * m.d_inner}) + elems({s.batch, m.d_inner}) + state)};
+      },
+      [](const KernelShape& s, const at::TensorOptions& o, ops::Backend backend) -> std::function<void()> {
+        const auto& m = mamba(s);
+        const ops::Linear layer(at::randn({2 * m.d_inner, s.config->hidden_size}, o) * 0.02);
+        const at::Tensor x = at::randn({s.batch, s.config->hidden_size}, o);
+        const at::Tensor w = at::randn({m.d_inner, m.d_conv}, o), b = at::randn({m.d_inner}, o);
+        auto state = std::make_shared<at::Tensor>(at::randn({s.batch, m.d_inner, m.d_conv}, o));
+        const int64_t di = m.d_inner;
+        if (backend == ops::Backend::Reference) {
+          return [=] {
+            const at::Tensor y = at::linear(x, layer.weight);
+            (void)ops::causal_conv1d_update(y.narrow(1, 0, di), *state, w, b, true, backend);
+          };
+        }
+        // Asked for by name, as the GEMV rows are (under auto, more than two rows go to cuBLAS).
+        return [=] { (void)ops::linear_conv_update(x, layer, 0, *state, w, b, true, ops::Backend::Cuda); };
+      }});
   cases.push_back(dense_gemv_case("dense_gemv_x_proj", KernelModel::Mamba1, "Mamba x_proj: O = R + 2N, K = Di",
                                   [](const KernelShape& s) {
                                     const auto& m = mamba(s);

@@ -44,7 +44,8 @@ const std::map<std::string, std::vector<std::string>>& implementation_variants()
       {kMoePrefillRecord, {"grouped", "per_expert"}},
       {kSsdScanProductsRecord, {"tensor_cores", "fma"}},
       {kSelectiveScanVariantRecord, {"lanes16", "seg4", "seg8", "split"}},
-      {kDtProjRecord, {"fused", "separate"}}};
+      {kDtProjRecord, {"fused", "separate"}},
+      {kConvInProjRecord, {"fused", "separate"}}};
   return variants;
 }
 
@@ -163,6 +164,16 @@ std::map<std::string, std::string> resolve_implementations(const ModelConfig& co
   const auto update = impl.find(std::string(ops::op_name(ops::OpFamily::SelectiveStateUpdate)));
   if (update != impl.end() && update->second == ops::backend_name(ops::Backend::Cuda)) {
     impl[kDtProjRecord] = options.weights == ops::WeightFormat::Dense ? "fused" : "separate";
+  }
+  // Whether a Mamba decode step's conv update runs inside its in_proj's dense GEMV
+  // (ops::linear_conv_update_fuses: both on their CUDA kernels, dense weights; the GEMV itself
+  // runs for the rows it takes, 1-2 under --backend auto) or after it.
+  const auto conv = impl.find(std::string(ops::op_name(ops::OpFamily::CausalConv1d)));
+  if (conv != impl.end() && conv->second == ops::backend_name(ops::Backend::Cuda)) {
+    const auto gemv = impl.find(std::string(ops::op_name(ops::OpFamily::DenseGemv)));
+    const bool fused = options.weights == ops::WeightFormat::Dense && gemv != impl.end() &&
+                       gemv->second == ops::backend_name(ops::Backend::Cuda);
+    impl[kConvInProjRecord] = fused ? "fused" : "separate";
   }
   if (!missing.empty()) {
     throw UsageError(fmt::format("--backend cuda: {} uses {}, which {} no CUDA kernel yet (--backend auto runs the "

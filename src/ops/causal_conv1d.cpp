@@ -1,5 +1,5 @@
-// effarch::ops::causal_conv1d{,_update}: argument checks, the ATen reference (the CPU path, and
-// the yardstick of the CUDA kernels), and the choice between the two.
+// effarch::ops::causal_conv1d{,_update} and linear_conv_update: argument checks, the ATen
+// reference (the CPU path, and the yardstick of the CUDA kernels), and the choice between the two.
 
 #include "effarch/ops/causal_conv1d.h"
 
@@ -214,6 +214,46 @@ at::Tensor causal_conv1d_update(const at::Tensor& x, at::Tensor& conv_state, con
 #endif
   detail::causal_conv1d_update_reference(x3, conv_state, w, b, silu, out3);
   return out;
+}
+
+bool linear_conv_update_fuses(const at::Tensor& x, const Linear& in_proj, const at::Tensor& conv_state,
+                              Backend backend) {
+  return x.defined() && x.dim() == 2 && conv_state.defined() && conv_state.scalar_type() == x.scalar_type() &&
+         conv_state.device() == x.device() && use_cuda_kernel(backend, OpFamily::CausalConv1d, x.device()) &&
+         detail::dense_gemv_applies(x, in_proj, backend);
+}
+
+ProjectedConv linear_conv_update(const at::Tensor& x, const Linear& in_proj, int64_t begin, at::Tensor& conv_state,
+                                 const at::Tensor& weight, const std::optional<at::Tensor>& bias, bool silu,
+                                 Backend backend) {
+  constexpr const char* op = "linear_conv_update";
+  check_defined(x, op, "x");
+  if (x.dim() != 2) throw OpError(fmt::format("{}: x has {} dims {}, expected [B, H]", op, x.dim(), shape(x)));
+  if (!in_proj.defined()) throw OpError(fmt::format("{}: in_proj is undefined", op));
+  check_defined(conv_state, op, "conv_state");
+  if (conv_state.dim() != 3) {
+    throw OpError(fmt::format("{}: conv_state has shape {}, expected [B, D, W]", op, shape(conv_state)));
+  }
+  const int64_t batch = x.size(0), dim = conv_state.size(1), outputs = in_proj.out_features();
+  if (begin < 0 || begin + dim > outputs) {
+    throw OpError(fmt::format("{}: the conv's {} channels from output {} do not fit in_proj's {} outputs", op, dim,
+                              begin, outputs));
+  }
+  check_x(x.unsqueeze(2), x, op);
+  const at::Tensor w = checked_weight(weight, x, dim, op);  // [D, W]
+  const std::optional<at::Tensor> b = checked_bias(bias, x, dim, op);
+  check_state(conv_state, x, batch, dim, w.size(1), op, "conv_state");
+#ifdef EFFARCH_WITH_CUDA
+  if (linear_conv_update_fuses(x, in_proj, conv_state, backend)) {
+    RECORD_USER_SCOPE("effarch::linear");  // one GEMV launch: the conv inside counts as the projection's
+    at::Tensor conv = at::empty({batch, dim}, x.options());
+    at::Tensor projection = detail::linear_conv_update_cuda(x, in_proj, begin, conv_state, w, b, silu, conv);
+    return {std::move(projection), std::move(conv)};
+  }
+#endif
+  at::Tensor projection = linear(x, in_proj, backend);
+  at::Tensor conv = causal_conv1d_update(projection.narrow(1, begin, dim), conv_state, w, b, silu, backend);
+  return {std::move(projection), std::move(conv)};
 }
 
 }  // namespace effarch::ops

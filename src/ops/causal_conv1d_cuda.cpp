@@ -1,4 +1,5 @@
-// CUDA path of effarch::ops::causal_conv1d{,_update}: fills the kernel params from tensors that
+// CUDA path of effarch::ops::causal_conv1d{,_update} (and the conv params of linear_conv_update's
+// fused GEMV, kernels/gemv): fills the kernel params from tensors that
 // the entries have already checked, launches on the current stream, turns a failed launch into an
 // effarch::Error. Built only with CUDA (EFFARCH_HAVE_CUDA).
 
@@ -7,6 +8,7 @@
 
 #include "causal_conv1d/causal_conv1d.h"
 #include "cuda_binding.h"
+#include "gemv/gemv_params.h"
 #include "effarch/ops/causal_conv1d.h"
 
 namespace effarch::ops::detail {
@@ -84,6 +86,33 @@ void causal_conv1d_update_cuda(const at::Tensor& x, const at::Tensor& conv_state
   kernels::CausalConv1dParams p = make_params(x, kw, silu, out, op);
   set_state(p, conv_state);
   throw_if_failed(kernels::causal_conv1d_update(p, current_stream()), op);
+}
+
+at::Tensor linear_conv_update_cuda(const at::Tensor& x, const Linear& in_proj, int64_t begin,
+                                   const at::Tensor& conv_state, const at::Tensor& weight,
+                                   const std::optional<at::Tensor>& bias, bool silu, const at::Tensor& conv_out) {
+  const KernelWeights kw = kernel_weights(x, weight, bias);
+  kernels::GemvConvUpdate c;
+  c.begin = static_cast<int>(begin);
+  c.dim = static_cast<int>(conv_state.size(1));
+  c.width = static_cast<int>(kw.weight.size(1));
+  c.silu = silu;
+  c.weight_fp32 = kw.weight.scalar_type() == at::kFloat;
+  c.weight = kw.weight.const_data_ptr();
+  c.weight_dim_stride = kw.weight.stride(0);
+  c.weight_width_stride = kw.weight.stride(1);
+  if (kw.bias.defined()) {
+    c.bias = kw.bias.const_data_ptr();
+    c.bias_stride = kw.bias.stride(0);
+  }
+  c.state = conv_state.mutable_data_ptr();
+  c.state_row_stride = conv_state.stride(0);
+  c.state_dim_stride = conv_state.stride(1);
+  c.state_width_stride = conv_state.stride(2);
+  c.out = conv_out.mutable_data_ptr();
+  c.out_row_stride = conv_out.stride(0);
+  c.out_dim_stride = conv_out.stride(1);
+  return dense_gemv_cuda(x, in_proj, &c);
 }
 
 }  // namespace effarch::ops::detail

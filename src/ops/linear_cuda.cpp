@@ -56,7 +56,7 @@ at::Tensor int8_gemv_cuda(const at::Tensor& x_in, const Linear& layer) {
   return o.y;
 }
 
-at::Tensor dense_gemv_cuda(const at::Tensor& x_in, const Linear& layer) {
+at::Tensor dense_gemv_cuda(const at::Tensor& x_in, const Linear& layer, const kernels::GemvConvUpdate* conv) {
   constexpr const char* op = "linear (dense GEMV)";
   const c10::cuda::CUDAGuard device_guard(x_in.device());
   const GemvOperands o = gemv_operands(x_in, layer);
@@ -65,6 +65,7 @@ at::Tensor dense_gemv_cuda(const at::Tensor& x_in, const Linear& layer) {
   set_operands(p, o, layer, op);
   p.w = w.const_data_ptr();
   p.sm_count = at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
+  if (conv != nullptr) p.conv = *conv;
   throw_if_failed(kernels::gemv(p, current_stream()), op);
   return o.y;
 }

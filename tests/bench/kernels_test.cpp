@@ -64,6 +64,10 @@ TEST(KernelBytes, DenseGemvOnDecodeShapes) {
   // in_proj [10240, 2560]: read 2 x (10240*2560 + 2560), write 2 x 10240.
   EXPECT_EQ(bytes_of("dense_gemv_in_proj", m, 1).read, 52433920u);
   EXPECT_EQ(bytes_of("dense_gemv_in_proj", m, 1).written, 20480u);
+  // With the conv update in its epilogue: the conv state [5120, 4] read and written, the conv's
+  // weight [5120, 4] and bias [5120] read, its output [5120] written.
+  EXPECT_EQ(bytes_of("dense_gemv_in_proj_conv", m, 1).read, 52433920u + 2u * (20480 + 20480 + 5120));
+  EXPECT_EQ(bytes_of("dense_gemv_in_proj_conv", m, 1).written, 20480u + 2u * (5120 + 20480));
   // x_proj [192, 5120] at batch 8: read 2 x (192*5120 + 8*5120), write 2 x 8*192.
   EXPECT_EQ(bytes_of("dense_gemv_x_proj", m, 1, at::kBFloat16, 8).read, 2048000u);
   EXPECT_EQ(bytes_of("dense_gemv_x_proj", m, 1, at::kBFloat16, 8).written, 3072u);
@@ -164,7 +168,7 @@ TEST(KernelCases, RegistryAndImplementations) {
                                            "selective_state_update", "selective_state_update_dt_proj",
                                            "ssd_chunk_scan", "ssd_chunk_scan_fma", "ssd_state_update",
                                            "gated_rms_norm", "attention", "attention_decode", "add_norm",
-                                           "activation", "dense_gemv_in_proj", "dense_gemv_x_proj",
+                                           "activation", "dense_gemv_in_proj", "dense_gemv_in_proj_conv", "dense_gemv_x_proj",
                                            "dense_gemv_lm_head", "dense_gemv_out_proj", "dense_gemv_mlp_down",
                                            "dense_gemv_mlp_up", "dense_gemv_qkv", "dense_gemv_mamba2_in_proj",
                                            "dense_gemv_mamba2_out_proj", "moe_prefill",

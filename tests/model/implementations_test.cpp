@@ -131,10 +131,18 @@ TEST(Implementations, RecordTheSelectiveScanVariantOnTheGpu) {
   EXPECT_EQ(Model::load(tiny("tiny-mamba"), opt)->implementations().at("selective_state_update_dt_proj"), "fused");
   opt.weights = ops::WeightFormat::Int8;
   EXPECT_EQ(Model::load(tiny("tiny-mamba"), opt)->implementations().at("selective_state_update_dt_proj"), "separate");
+  // The decode step's conv update: inside in_proj's dense GEMV (Mamba-1 and Mamba-2), after the
+  // int8 GEMV with int8 weights.
+  EXPECT_EQ(Model::load(tiny("tiny-mamba"), opt)->implementations().at("causal_conv1d_update_in_proj"), "separate");
   opt.weights = ops::WeightFormat::Dense;
+  for (const char* name : {"tiny-mamba", "tiny-mamba2", "tiny-jamba"}) {
+    EXPECT_EQ(Model::load(tiny(name), opt)->implementations().at("causal_conv1d_update_in_proj"), "fused") << name;
+  }
+  EXPECT_EQ(Model::load(tiny("tiny-llama"), opt)->implementations().count("causal_conv1d_update_in_proj"), 0u);
   opt.backend = ops::Backend::Reference;
   EXPECT_EQ(Model::load(tiny("tiny-mamba"), opt)->implementations().count("selective_scan_variant"), 0u);
   EXPECT_EQ(Model::load(tiny("tiny-mamba"), opt)->implementations().count("selective_state_update_dt_proj"), 0u);
+  EXPECT_EQ(Model::load(tiny("tiny-mamba"), opt)->implementations().count("causal_conv1d_update_in_proj"), 0u);
 }
 
 // Beside "ssd_scan": "cuda", which chunk products the scan runs: tensor cores for bf16 / fp16

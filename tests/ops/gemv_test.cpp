@@ -2,12 +2,15 @@
 // the kernel's own per-lane code (kernels/gemv/gemv_math.h) run by a host emulation that walks the
 // launch's blocks, warps and lanes in the kernel's order (lane sums, the xor-butterfly warp sum,
 // the split warps' sum in warp order, the bias) against at::linear in fp32 on awkward sizes, the
-// dispatch in ops::linear, and on a GPU the kernel itself against at::linear for every dtype
+// dispatch in ops::linear, the conv update fused into the GEMV's epilogue (ops::linear_conv_update,
+// emulated against causal_conv1d_update's reference), and on a GPU the kernel itself against
+// at::linear for every dtype and the fused conv against the two kernels bit for bit
 // (DenseGemvCuda.*, skipped without one).
 
 #include <cmath>
 #include <cstdint>
 #include <optional>
+#include <tuple>
 #include <vector>
 
 #include <ATen/ATen.h>
@@ -18,6 +21,7 @@
 #include "cuda_graph_capture.h"
 #include "effarch/common/error.h"
 #include "effarch/ops/backend.h"
+#include "effarch/ops/causal_conv1d.h"
 #include "effarch/ops/linear.h"
 #include "gemv/gemv_math.h"
 #include "tolerance.h"
@@ -133,7 +137,8 @@ struct Problem {
 // the warp sums with the butterfly, then the stores: split 1 straight from the warp's sum, else
 // the group's first warp adds the split warps' sums in warp order (gemv_combine), then the bias.
 template <int R>
-at::Tensor emulate(const Problem& pr, const GemvPlan& plan, bool vectorized) {
+at::Tensor emulate(const Problem& pr, const GemvPlan& plan, bool vectorized,
+                   const kernels::GemvConvUpdate* conv = nullptr) {
   const int rows = static_cast<int>(pr.x.size(0)), in = static_cast<int>(pr.w.size(1)),
             out = static_cast<int>(pr.w.size(0));
   const float* x = pr.x.const_data_ptr<float>();
@@ -166,8 +171,10 @@ at::Tensor emulate(const Problem& pr, const GemvPlan& plan, bool vectorized) {
       if (l.out_row >= out || l.part != 0) continue;
       const float b = bias != nullptr ? bias[l.out_row] : 0.f;
       for (int r = 0; r < rows; ++r) {
-        yp[r * out + l.out_row] = plan.split == 1 ? kernels::gemv_combine(&warp_sum[warp][r], 1, 1, b)
-                                                  : kernels::gemv_combine(&warp_sum[warp][r], R, plan.split, b);
+        const float v = plan.split == 1 ? kernels::gemv_combine(&warp_sum[warp][r], 1, 1, b)
+                                        : kernels::gemv_combine(&warp_sum[warp][r], R, plan.split, b);
+        yp[r * out + l.out_row] = v;
+        if (conv != nullptr) kernels::gemv_conv_update<float>(*conv, r, l.out_row, v);  // the store's thread
       }
     }
   }
@@ -175,12 +182,13 @@ at::Tensor emulate(const Problem& pr, const GemvPlan& plan, bool vectorized) {
 }
 
 // R as the kernel's launcher picks it: 1, 2, 4 or 8.
-at::Tensor emulate_launch(const Problem& pr, const GemvPlan& plan, bool vectorized) {
+at::Tensor emulate_launch(const Problem& pr, const GemvPlan& plan, bool vectorized,
+                          const kernels::GemvConvUpdate* conv = nullptr) {
   switch (pr.x.size(0)) {
-    case 1: return emulate<1>(pr, plan, vectorized);
-    case 2: return emulate<2>(pr, plan, vectorized);
-    case 3: case 4: return emulate<4>(pr, plan, vectorized);
-    default: return emulate<8>(pr, plan, vectorized);
+    case 1: return emulate<1>(pr, plan, vectorized, conv);
+    case 2: return emulate<2>(pr, plan, vectorized, conv);
+    case 3: case 4: return emulate<4>(pr, plan, vectorized, conv);
+    default: return emulate<8>(pr, plan, vectorized, conv);
   }
 }
 
@@ -271,6 +279,93 @@ TEST(DenseGemvEmulation, StridedRows) {
                          kSumOrder, fmt::format("stride {} R {}", stride, rows));
     }
   }
+}
+
+// ---- the conv update fused into the GEMV (ops::linear_conv_update) ----
+
+// A Mamba in_proj whose outputs begin .. begin + D - 1 feed a conv of width W: the emulated
+// launch with the conv in its epilogue gives the projection (against at::linear) and, from the
+// projection it computed, the conv output and the rolled state of causal_conv1d_update's
+// reference, in fp32: the same taps in the same order on the same inputs.
+TEST(DenseGemvEmulation, FusedConvUpdateIsTheConvOfTheProjection) {
+  at::manual_seed(8);
+  int runs = 0;
+  for (const auto& [rows, out, in, begin, dim] :
+       std::vector<std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t>>{
+           {1, 40, 16, 0, 20}, {2, 40, 7, 20, 20}, {3, 33, 100, 5, 17}, {8, 64, 12, 0, 64}, {1, 192, 2560, 32, 100}}) {
+    for (int64_t width : {2, 3, 4}) {
+      for (bool bias : {false, true}) {
+        for (bool silu : {false, true}) {
+          const Problem pr = make_problem(rows, out, in, bias);
+          const at::Tensor weight = at::randn({dim, width}), conv_bias = at::randn({dim});
+          const at::Tensor state0 = at::randn({rows, dim, width});
+          at::Tensor state = state0.clone(), conv_out = at::full({rows, dim}, std::nanf(""));
+          kernels::GemvConvUpdate c;
+          c.begin = static_cast<int>(begin);
+          c.dim = static_cast<int>(dim);
+          c.width = static_cast<int>(width);
+          c.silu = silu;
+          c.weight_fp32 = true;
+          c.weight = weight.const_data_ptr();
+          c.weight_dim_stride = weight.stride(0);
+          c.weight_width_stride = weight.stride(1);
+          if (bias) {
+            c.bias = conv_bias.const_data_ptr();
+            c.bias_stride = conv_bias.stride(0);
+          }
+          c.state = state.mutable_data_ptr();
+          c.state_row_stride = state.stride(0);
+          c.state_dim_stride = state.stride(1);
+          c.state_width_stride = state.stride(2);
+          c.out = conv_out.mutable_data_ptr();
+          c.out_row_stride = conv_out.stride(0);
+          c.out_dim_stride = conv_out.stride(1);
+          const GemvPlan plan = kernels::gemv_plan(static_cast<int>(out), static_cast<int>(in), 4, 132);
+          const at::Tensor y = emulate_launch(pr, plan, vector_path(pr), &c);
+          const std::string what =
+              fmt::format("R {} O {} K {} conv {}+{} W {} bias {} silu {}", rows, out, in, begin, dim, width, bias, silu);
+          test::expect_close(y, reference(pr), kSumOrder, what);
+          at::Tensor expect_state = state0.clone();
+          const at::Tensor expect_out = at::empty({rows, dim, 1});
+          detail::causal_conv1d_update_reference(y.narrow(1, begin, dim).unsqueeze(2), expect_state, weight,
+                                                 bias ? std::optional<at::Tensor>(conv_bias) : std::nullopt, silu,
+                                                 expect_out);
+          test::expect_close(conv_out, expect_out.squeeze(2), test::Tolerance{1e-6, 1e-6}, what + ": conv");
+          EXPECT_TRUE(at::equal(state, expect_state)) << what << ": the rolled state";
+          ++runs;
+        }
+      }
+    }
+  }
+  EXPECT_EQ(runs, 60);
+}
+
+// linear_conv_update off the GPU: the projection then the conv update, exactly; bad arguments
+// name the tensor.
+TEST(LinearConvUpdate, OnTheCpuItIsTheTwoOps) {
+  at::manual_seed(9);
+  const Linear in_proj(at::randn({24, 8}), at::randn({24}));
+  const at::Tensor x = at::randn({2, 8}), weight = at::randn({10, 4}), bias = at::randn({10});
+  const at::Tensor state0 = at::randn({2, 10, 4});
+  at::Tensor state = state0.clone(), expect_state = state0.clone();
+  EXPECT_FALSE(linear_conv_update_fuses(x, in_proj, state, Backend::Auto));
+  const ProjectedConv got = linear_conv_update(x, in_proj, 6, state, weight, bias, true);
+  const at::Tensor projection = linear(x, in_proj);
+  EXPECT_TRUE(at::equal(got.projection, projection));
+  EXPECT_TRUE(at::equal(got.conv, causal_conv1d_update(projection.narrow(1, 6, 10), expect_state, weight, bias, true)));
+  EXPECT_TRUE(at::equal(state, expect_state));
+  EXPECT_EQ(got.conv.sizes(), (at::IntArrayRef{2, 10}));
+
+  EXPECT_THROW_WITH(linear_conv_update(x.unsqueeze(1), in_proj, 0, state, weight, bias, true), OpError,
+                    {"linear_conv_update", "x", "[B, H]"});
+  EXPECT_THROW_WITH(linear_conv_update(x, in_proj, 15, state, weight, bias, true), OpError,
+                    {"linear_conv_update", "10 channels from output 15", "24 outputs"});
+  at::Tensor flat = at::randn({2, 10});
+  EXPECT_THROW_WITH(linear_conv_update(x, in_proj, 0, flat, weight, bias, true), OpError, {"conv_state", "[B, D, W]"});
+  at::Tensor narrow_batch = at::randn({3, 10, 4});
+  EXPECT_THROW_WITH(linear_conv_update(x, in_proj, 0, narrow_batch, weight, bias, true), OpError,
+                    {"conv_state", "[2, 10, 4]"});
+  EXPECT_THROW_WITH(linear_conv_update(x, in_proj, 0, state, at::randn({9, 4}), bias, true), OpError, {"weight"});
 }
 
 // ---- the dispatch ----
@@ -383,6 +478,45 @@ TEST(DenseGemvCuda, DeterministicAndReferenceKeepsAtLinear) {
 }
 
 #ifdef EFFARCH_WITH_CUDA
+// The conv update in the GEMV's epilogue against the GEMV then the conv kernel, bit for bit: the
+// projection, the conv output and the rolled state; every dtype, split 1 and split 8 shapes
+// (Mamba-2.8B's in_proj, a narrow one), rows 1-3, widths 2-4, fp32 conv weights beside bf16 / fp16
+// activations, the conv's channels at the start or inside the outputs (Mamba-1, Mamba-2).
+TEST(DenseGemvCuda, FusedConvUpdateIsTheGemvThenTheConvBitForBit) {
+  if (!gpu()) GTEST_SKIP() << "needs a CUDA build and a GPU";
+  at::manual_seed(25);
+  int runs = 0;
+  for (const at::ScalarType dtype : {at::kFloat, at::kBFloat16, at::kHalf}) {
+    for (const auto& [out, in, begin, dim] : std::vector<std::tuple<int64_t, int64_t, int64_t, int64_t>>{
+             {10240, 2560, 0, 5120}, {96, 5120, 40, 48}, {200, 64, 10, 150}}) {
+      for (int64_t rows : {1, 2, 3}) {
+        for (int64_t width : {2, 4}) {
+          for (const bool fp32_weights : {false, true}) {
+            const Linear layer = cuda_layer(out, in, dtype, rows != 2);
+            const at::Tensor x = cuda_randn({rows, in}, dtype);
+            const at::ScalarType wtype = fp32_weights ? at::kFloat : dtype;
+            const at::Tensor weight = cuda_randn({dim, width}, wtype), bias = cuda_randn({dim}, wtype);
+            const at::Tensor state0 = cuda_randn({rows, dim, width}, dtype);
+            at::Tensor fused_state = state0.clone(), apart_state = state0.clone();
+            const std::string what = fmt::format("{} O {} K {} conv {}+{} R {} W {} fp32 weights {}",
+                                                 c10::toString(dtype), out, in, begin, dim, rows, width, fp32_weights);
+            ASSERT_TRUE(linear_conv_update_fuses(x, layer, fused_state, Backend::Cuda)) << what;
+            const ProjectedConv fused = linear_conv_update(x, layer, begin, fused_state, weight, bias, true, Backend::Cuda);
+            const at::Tensor projection = linear(x, layer, Backend::Cuda);
+            const at::Tensor conv =
+                causal_conv1d_update(projection.narrow(1, begin, dim), apart_state, weight, bias, true, Backend::Cuda);
+            EXPECT_TRUE(at::equal(fused.projection, projection)) << what;
+            EXPECT_TRUE(at::equal(fused.conv, conv)) << what;
+            EXPECT_TRUE(at::equal(fused_state, apart_state)) << what;
+            ++runs;
+          }
+        }
+      }
+    }
+  }
+  EXPECT_EQ(runs, 108);
+}
+
 TEST(DenseGemvCuda, ReplaysInACudaGraph) {
   if (!gpu()) GTEST_SKIP() << "needs a CUDA build and a GPU";
   at::manual_seed(24);

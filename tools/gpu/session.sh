@@ -13,7 +13,7 @@
 #     kernels: effarch kernels (Mamba-1, Mamba-2 shapes) and effarch profile of two decode steps
 #     bench:   the headline suites (Mamba vs Transformer with graphs, batched decode, MoE, memory)
 #     scans:   the Mamba kernels in depth: variants side by side, ncu at 32k, decode-step profiles
-#     decode:  docs/perf/pending.md entries 24-26 and 30 (after check): the decode updates at batch
+#     decode:  docs/perf/pending.md entries 24-26, 29, 30, 34 (after check): the decode updates at batch
 #              1 and 32 (the fused dt_proj beside them), the dense GEMV's open items, DeepSeekMoE
 #              with its shared experts on the kernels
 #     prefill: pending.md entry 33: where a Mamba-2.8B and a Phi-2 prefill's time goes (512, 4096)
@@ -140,7 +140,7 @@ scans() {  # the Mamba kernels in depth: scan variants, decode steps, ncu, decod
   done
 }
 
-decode() {  # pending.md entries 24-26: what the 2026-11-26 H200 runs left about decode
+decode() {  # pending.md entries 24-26, 29, 30 and 34: what the 2026-11-26 H200 runs left about decode
   local m be K="--device cuda --dtype bfloat16"
   log "== decode: the updates at batch 1 and 32, the fused dt_proj beside them (entries 24, 30)"
   timeout --signal=INT 40 "$B" kernels $K --reps 20 --warmup 5 --batch 1,32 \
@@ -152,11 +152,11 @@ decode() {  # pending.md entries 24-26: what the 2026-11-26 H200 runs left about
       -o "$out/prof-$m-b32.json" > "$out/prof-$m-b32.txt" 2>&1
     log "profile $m batch 32: exit $?"; sed -n '1p;/^| kind/,/^$/p' "$out/prof-$m-b32.txt" >> "$summary"
   done
-  log "== decode: the dense GEMV (entry 25)"
-  timeout --signal=INT 60 "$B" kernels $K --reps 10 --warmup 2 --batch 1,2 \
-    --ops dense_gemv_in_proj,dense_gemv_x_proj,dense_gemv_out_proj,dense_gemv_lm_head,dense_gemv_mlp_down,dense_gemv_mlp_up,dense_gemv_qkv,dense_gemv_mamba2_in_proj,dense_gemv_mamba2_out_proj \
+  log "== decode: the dense GEMV (entry 25), in_proj with the conv update (entry 34)"
+  timeout --signal=INT 90 "$B" kernels $K --reps 10 --warmup 2 --batch 1,2 \
+    --ops dense_gemv_in_proj,dense_gemv_in_proj_conv,causal_conv1d_update,dense_gemv_x_proj,dense_gemv_out_proj,dense_gemv_lm_head,dense_gemv_mlp_down,dense_gemv_mlp_up,dense_gemv_qkv,dense_gemv_mamba2_in_proj,dense_gemv_mamba2_out_proj \
     -o "$out/k-gemv.json" > "$out/k-gemv.txt" 2>&1
-  log "exit $?"; grep -E '^\| dense' "$out/k-gemv.txt" >> "$summary"
+  log "exit $?"; grep -E '^\| (dense|causal)' "$out/k-gemv.txt" >> "$summary"
   log "timers of those rows (entry 29: cuda_events_queued unless the call syncs):"
   grep -o '"timer": *"[a-z_]*"' "$out/k-gemv.json" | sort | uniq -c >> "$summary"
   for be in auto reference; do

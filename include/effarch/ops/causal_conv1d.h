@@ -16,6 +16,7 @@
 #include <ATen/core/Tensor.h>
 
 #include "effarch/ops/backend.h"
+#include "effarch/ops/linear.h"
 
 namespace effarch::ops {
 
@@ -31,6 +32,25 @@ at::Tensor causal_conv1d(const at::Tensor& x, const at::Tensor& weight, const st
 at::Tensor causal_conv1d_update(const at::Tensor& x, at::Tensor& conv_state, const at::Tensor& weight,
                                 const std::optional<at::Tensor>& bias, bool silu, Backend backend = Backend::Auto);
 
+// One decode step through a Mamba mixer's in_proj and its conv: x [B, H] (one token per
+// sequence) -> projection = linear(x, in_proj, backend) [B, O], and conv = causal_conv1d_update
+// of the projection's outputs begin .. begin + D - 1 (D = conv_state.size(1)) through conv_state
+// [B, D, W] [B, D]. Where linear_conv_update_fuses says so the dense GEMV kernel does both in one
+// launch, the conv update in its epilogue (docs/mamba.md, "The conv update inside in_proj"), with
+// the same results bit for bit; elsewhere (the CPU, the reference, int8 weights, more rows than
+// the GEMV takes) the two ops run one after the other.
+struct ProjectedConv {
+  at::Tensor projection;  // [B, O]
+  at::Tensor conv;        // [B, D]
+};
+ProjectedConv linear_conv_update(const at::Tensor& x, const Linear& in_proj, int64_t begin, at::Tensor& conv_state,
+                                 const at::Tensor& weight, const std::optional<at::Tensor>& bias, bool silu,
+                                 Backend backend = Backend::Auto);
+// Whether linear_conv_update runs as one kernel: the CUDA dense GEMV runs the projection
+// (detail::dense_gemv_applies) and the conv resolves to its CUDA kernel for `backend`, with the
+// conv state in x's dtype on x's device.
+bool linear_conv_update_fuses(const at::Tensor& x, const Linear& in_proj, const at::Tensor& conv_state, Backend backend);
+
 // The two implementations behind the entries above, which check the arguments first and then
 // call one of them. Arguments: x [B, D, L], weight [D, W] (strided views allowed), out [B, D, L]
 // preallocated, state [B, D, W] or undefined (prefill) / required (update).
@@ -44,6 +64,11 @@ void causal_conv1d_cuda(const at::Tensor& x, const at::Tensor& weight, const std
                         bool silu, const at::Tensor& out, const at::Tensor& final_conv_state);
 void causal_conv1d_update_cuda(const at::Tensor& x, const at::Tensor& conv_state, const at::Tensor& weight,
                                const std::optional<at::Tensor>& bias, bool silu, const at::Tensor& out);
+// The fused linear_conv_update (checked arguments, weight [D, W]): returns the projection, writes
+// conv_out [B, D] and rolls conv_state.
+at::Tensor linear_conv_update_cuda(const at::Tensor& x, const Linear& in_proj, int64_t begin,
+                                   const at::Tensor& conv_state, const at::Tensor& weight,
+                                   const std::optional<at::Tensor>& bias, bool silu, const at::Tensor& conv_out);
 #endif
 }  // namespace detail
 

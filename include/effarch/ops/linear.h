@@ -14,6 +14,10 @@
 
 #include "effarch/ops/backend.h"
 
+namespace effarch::kernels {
+struct GemvConvUpdate;  // kernels/gemv/gemv_params.h
+}  // namespace effarch::kernels
+
 namespace effarch::ops {
 
 // How a linear layer's weight is stored.
@@ -86,7 +90,8 @@ bool dense_gemv_applies(const at::Tensor& x, const Linear& layer, Backend backen
 // x [R, K] on CUDA (R <= kCudaInt8GemvMaxRows, k contiguous), an int8 layer on x's device -> [R, O].
 at::Tensor int8_gemv_cuda(const at::Tensor& x, const Linear& layer);
 // x [R, K] on CUDA (R <= kCudaDenseGemvMaxRows), a dense layer in x's dtype on x's device -> [R, O].
-at::Tensor dense_gemv_cuda(const at::Tensor& x, const Linear& layer);
+// `conv`: a conv update fused into the kernel's epilogue (ops::linear_conv_update), or none.
+at::Tensor dense_gemv_cuda(const at::Tensor& x, const Linear& layer, const kernels::GemvConvUpdate* conv = nullptr);
 #endif
 }  // namespace detail
 

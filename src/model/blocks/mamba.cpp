@@ -38,14 +38,25 @@ class Mamba1Mixer final : public Mixer {
 
   at::Tensor forward(const at::Tensor& x, LayerCache& cache, const ForwardContext& ctx) const override {
     const int64_t di = m_.d_inner, n = m_.d_state, r = m_.dt_rank;
-    const at::Tensor xz = ops::linear(x, in_proj_, ctx.backend);  // [B, T, 2 Di]
-    const at::Tensor xs = xz.narrow(2, 0, di).transpose(1, 2);  // [B, Di, T] views, channel-last
-    const at::Tensor z = xz.narrow(2, di, di).transpose(1, 2);
     const bool fresh = ctx.start_pos == 0;
+    const bool one_token = !fresh && x.size(1) == 1;
     // SiLU fuses into the conv; any other hidden_act runs after a conv without activation.
     const bool silu = m_.activation == Activation::SiLU;
-    at::Tensor u = fresh ? ops::causal_conv1d(xs, conv_w_, conv_b_, silu, &cache.conv_state, ctx.backend)
-                         : ops::causal_conv1d_update(xs, cache.conv_state, conv_w_, conv_b_, silu, ctx.backend);
+    at::Tensor u, z;  // [B, Di, T]: the conv's output, the gate
+    if (one_token) {
+      // A decode step: the conv update runs inside in_proj's GEMV where the kernel takes it
+      // (ops::linear_conv_update: one launch instead of two), else after it.
+      const ops::ProjectedConv pc =
+          ops::linear_conv_update(x.select(1, 0), in_proj_, 0, cache.conv_state, conv_w_, conv_b_, silu, ctx.backend);
+      u = pc.conv.unsqueeze(2);
+      z = pc.projection.narrow(1, di, di).unsqueeze(2);
+    } else {
+      const at::Tensor xz = ops::linear(x, in_proj_, ctx.backend);  // [B, T, 2 Di]
+      const at::Tensor xs = xz.narrow(2, 0, di).transpose(1, 2);  // [B, Di, T] views, channel-last
+      z = xz.narrow(2, di, di).transpose(1, 2);
+      u = fresh ? ops::causal_conv1d(xs, conv_w_, conv_b_, silu, &cache.conv_state, ctx.backend)
+                : ops::causal_conv1d_update(xs, cache.conv_state, conv_w_, conv_b_, silu, ctx.backend);
+    }
     if (!silu) u = ops::activate(m_.activation, u);
     // Tensor parallel: this rank's channels' share of the product, summed over the ranks.
     const at::Tensor proj = all_reduce(ops::linear(u.transpose(1, 2), x_proj_, ctx.backend), ctx.tp);  // [B, T, R + 2N]
@@ -60,7 +71,7 @@ class Mamba1Mixer final : public Mixer {
       cmat = weightless_rms_norm(cmat);
     }
     at::Tensor y;  // [B, Di, T]
-    if (!fresh && x.size(1) == 1) {
+    if (one_token) {
       // One token: dt_proj runs inside the update where the CUDA kernel takes it (one launch
       // instead of two), else as its own projection; the bias is added in fp32 by the update.
       y = ops::selective_state_update_dt_proj(u.select(2, 0), dt_low.select(1, 0), dt_proj_, bmat.select(1, 0),

@@ -80,20 +80,27 @@ class Mamba2Mixer final : public Mixer {
     const int64_t b = x.size(0), t = x.size(1);
     const int64_t di = m_.d_inner, h = m_.num_heads, p = m_.head_dim, g = m_.n_groups, n = m_.d_state;
     const int64_t conv_dim = m_.conv_dim();
-    const at::Tensor proj = ops::linear(x, in_proj_, ctx.backend);  // [B, T, Di + conv_dim + H]
+    // SiLU fuses into the conv; any other hidden_act runs after a conv without activation.
+    const bool silu = m_.activation == Activation::SiLU;
+    at::Tensor proj, conv;  // [B, T, Di + conv_dim + H]; the conv's output [B, conv_dim, T]
+    if (!fresh && t == 1) {
+      // One token: the conv update runs inside in_proj's GEMV where the kernel takes it
+      // (ops::linear_conv_update: one launch instead of two), else after it.
+      ops::ProjectedConv pc =
+          ops::linear_conv_update(x.select(1, 0), in_proj_, di, cache.conv_state, conv_w_, conv_b_, silu, ctx.backend);
+      proj = pc.projection.unsqueeze(1);
+      conv = pc.conv.unsqueeze(2);
+    } else {
+      proj = ops::linear(x, in_proj_, ctx.backend);
+    }
     const at::Tensor z = proj.narrow(2, 0, di);
     at::Tensor y;  // [B, T, Di] fp32
     {  // the conv output lives only until the scan has read it
       const at::Tensor xbc = proj.narrow(2, di, conv_dim).transpose(1, 2);  // [B, conv_dim, T] view
       const at::Tensor dt = proj.narrow(2, di + conv_dim, h);              // [B, T, H]
-      // SiLU fuses into the conv; any other hidden_act runs after a conv without activation.
-      const bool silu = m_.activation == Activation::SiLU;
-      at::Tensor conv;
-      if (fresh) {
+      if (!conv.defined() && fresh) {
         conv = ops::causal_conv1d(xbc, conv_w_, conv_b_, silu, &cache.conv_state, ctx.backend);
-      } else if (t == 1) {
-        conv = ops::causal_conv1d_update(xbc, cache.conv_state, conv_w_, conv_b_, silu, ctx.backend);
-      } else {
+      } else if (!conv.defined()) {
         // Several tokens after the cache (a prompt's later pieces, a continuation): the prefill
         // conv over [the cached window's last K-1 inputs | x], whose first K-1 outputs are
         // dropped; every output left has a full window, the same sum the update computes, in

@@ -1,0 +1,52 @@
+#pragma once
+// The dense GEMV's parameters (gemv.h has the contract): plain C++, no CUDA headers, so the host
+// emulation of the kernel's math (gemv_math.h, tests/ops/gemv_test.cpp) reads the same structs.
+
+#include <cstdint>
+
+#include "common/element_enum.h"
+
+namespace effarch::kernels {
+
+inline constexpr int kGemvMaxRows = 8;
+
+// A Mamba mixer's causal conv update fused into its in_proj for a decode step (one token per row
+// of x; docs/mamba.md, "The conv update inside in_proj"): output rows begin .. begin + dim - 1 feed
+// the conv's channels 0 .. dim - 1. For each such row o and each row r of x, after y[r, o] is
+// rounded, the kernel does what causal_conv1d_update does for (r, channel o - begin) and one
+// token: the window conv_state[r, c, :] shifted left with y[r, o] appended, out[r, c] =
+// act(bias[c] + sum_k w[c, k] window[k]) in fp32 (kernels/causal_conv1d/causal_conv1d_math.h, the
+// same order), the window written back. dim 0: no conv (the plain GEMV).
+struct GemvConvUpdate {
+  int begin = 0;
+  int dim = 0;
+  int width = 0;              // W, 2..4
+  bool silu = false;          // act: SiLU, else the identity
+  bool weight_fp32 = false;   // weight and bias in fp32, else in x's type
+  const void* weight = nullptr;  // [dim, width]
+  int64_t weight_dim_stride = 0, weight_width_stride = 0;
+  const void* bias = nullptr;  // [dim] or nullptr
+  int64_t bias_stride = 0;
+  void* state = nullptr;  // [rows, dim, width] in x's type, rolled in place
+  int64_t state_row_stride = 0, state_dim_stride = 0, state_width_stride = 0;
+  void* out = nullptr;  // [rows, dim] in x's type
+  int64_t out_row_stride = 0, out_dim_stride = 0;
+};
+
+struct GemvParams {
+  int rows = 0;  // R rows of x, 1..kGemvMaxRows
+  int in = 0;    // K
+  int out = 0;   // O
+  ElementType x_type = ElementType::kFloat32;  // x, w, bias, y
+
+  const void* x = nullptr;  // [R, K], rows x_row_stride elements apart, k contiguous
+  int64_t x_row_stride = 0;
+  const void* w = nullptr;     // [O, K] contiguous
+  const void* bias = nullptr;  // [O] or nullptr
+  void* y = nullptr;           // [R, O], rows y_row_stride elements apart, o contiguous
+  int64_t y_row_stride = 0;
+  int sm_count = 0;  // the device's multiprocessors (the split-K plan fills them); 0: assume 132
+  GemvConvUpdate conv;  // dim 0: none
+};
+
+}  // namespace effarch::kernels
