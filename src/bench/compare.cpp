@@ -6,6 +6,7 @@
 #include <map>
 #include <set>
 #include <sstream>
+#include <tuple>
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
@@ -58,8 +59,11 @@ std::string workload_str(const PointKey& k) {
   return fmt::format("{} {} b{} p{} g{} {}", k.model, k.dtype, k.batch, k.prompt_len, k.gen_tokens, k.device);
 }
 
-// The key with its launch setting (graphs, pdl) taken out: how one run's settings pair.
+// The key with its launch setting (backend and what it ran, graphs, pdl) taken out: how one
+// run's settings pair.
 PointKey without_launch(PointKey k) {
+  k.backend = ops::Backend::Auto;
+  k.implementations.clear();
   k.cuda_graphs = model::DecodeMode::Eager;
   k.pdl = false;
   return k;
@@ -335,17 +339,18 @@ CompareResult compare(const nlohmann::json& base, const std::vector<nlohmann::js
 
 LaunchSplit split_by_launch(const nlohmann::json& doc) {
   LaunchSplit r;
-  std::vector<std::pair<model::DecodeMode, bool>> seen;
+  std::vector<std::tuple<ops::Backend, model::DecodeMode, bool>> seen;
   for (const auto& p : doc.at("points")) {
     const PointKey k = p.at("key").get<PointKey>();
-    const std::pair<model::DecodeMode, bool> launch{k.cuda_graphs, k.pdl};
+    const std::tuple<ops::Backend, model::DecodeMode, bool> launch{k.backend, k.cuda_graphs, k.pdl};
     auto it = std::find(seen.begin(), seen.end(), launch);
     if (it == seen.end()) {
       seen.push_back(launch);
       nlohmann::json part = doc;
       part["points"] = nlohmann::json::array();
       r.docs.push_back(std::move(part));
-      r.labels.push_back(fmt::format("graphs={} pdl={}", model::to_string(launch.first), launch.second ? "on" : "off"));
+      r.labels.push_back(fmt::format("backend={} graphs={} pdl={}", ops::backend_name(k.backend),
+                                     model::to_string(k.cuda_graphs), k.pdl ? "on" : "off"));
       it = seen.end() - 1;
     }
     r.docs[static_cast<size_t>(it - seen.begin())]["points"].push_back(p);
@@ -357,7 +362,8 @@ CompareResult compare_launch_settings(const nlohmann::json& doc, const std::stri
   LaunchSplit split = split_by_launch(doc);
   if (split.docs.size() < 2) {
     throw UsageError(fmt::format("{}: every point ran one launch setting ({}): compare one run only when it ran "
-                                 "several (bench --cuda-graphs off,on or --pdl off,on), else give BASE.json and NEW.json",
+                                 "several (bench --backend reference,auto, --cuda-graphs off,on or --pdl off,on), else "
+                                 "give BASE.json and NEW.json",
                                  source, split.labels.empty() ? "no points" : split.labels.front()));
   }
   options.ignore_launch = true;

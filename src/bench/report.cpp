@@ -7,6 +7,7 @@
 #include <cstdlib>
 #include <set>
 #include <sstream>
+#include <tuple>
 
 #include <fmt/format.h>
 
@@ -61,12 +62,13 @@ const std::vector<Column> kColumns = {
     {"load s", false},      {"load GB/s", false},   {"prefill J/tok", false}, {"decode J/tok", false},
     {"power W", false},     {"busy", true},
     // Last, so the columns before keep their places in csv files made before them.
-    {"graphs", true},       {"pdl", true}};
+    {"backend", true},      {"graphs", true},       {"pdl", true}};
 // The default table's columns, by priority (the first kept longest when the terminal is narrow):
 // model, batch, prompt, prefill tok/s, decode tok/s, peak mem, cache, decode BW.
 const std::vector<size_t> kDefaultColumns = {0, 2, 3, 6, 8, 11, 12, 13};
 constexpr size_t kStatusColumn = 5;
-constexpr size_t kGraphsColumn = 22, kPdlColumn = 23;  // in the default table when a run had several settings
+// In the default table when a run had several launch settings.
+constexpr size_t kBackendColumn = 22, kGraphsColumn = 23, kPdlColumn = 24;
 
 std::vector<Cell> row(const Point& p) {
   const PointKey& k = p.key;
@@ -101,6 +103,7 @@ std::vector<Cell> row(const Point& p) {
                                                              : "-"),
           text(p.energy ? fmt::format("{:.1f}", p.energy->average_power_w) : "-"),
           text(!p.machine_load ? "-" : p.machine_load->busy ? "busy" : "ok"),
+          text(std::string(ops::backend_name(k.backend))),
           text(model::to_string(k.cuda_graphs)),
           text(k.pdl ? "on" : "off")};
 }
@@ -281,10 +284,11 @@ std::string format_results(const nlohmann::json& doc, const std::string& format,
     bool failed = false;
     for (const auto& p : points) failed = failed || p.status != PointStatus::Ok;
     if (failed) columns.insert(columns.begin() + 3, kStatusColumn);
-    // A run of several launch settings (bench --cuda-graphs off,on / --pdl off,on): which row is which.
-    std::set<std::pair<model::DecodeMode, bool>> settings;
-    for (const auto& p : points) settings.emplace(p.key.cuda_graphs, p.key.pdl);
-    if (settings.size() > 1) columns.insert(columns.begin() + 3, {kGraphsColumn, kPdlColumn});
+    // A run of several launch settings (bench --backend reference,auto / --cuda-graphs off,on /
+    // --pdl off,on): which row is which.
+    std::set<std::tuple<ops::Backend, model::DecodeMode, bool>> settings;
+    for (const auto& p : points) settings.emplace(p.key.backend, p.key.cuda_graphs, p.key.pdl);
+    if (settings.size() > 1) columns.insert(columns.begin() + 3, {kBackendColumn, kGraphsColumn, kPdlColumn});
     bool compact = false;
     std::string g = grid(rows, columns, compact);
     const size_t limit = options.max_width;
@@ -310,14 +314,15 @@ std::string format_results(const nlohmann::json& doc, const std::string& format,
   }
   if (doc.contains("scaling") && !doc["scaling"].empty()) {
     out << "\nScaling with prompt length (log-log slope: 1 = linear, 2 = quadratic, 0 = flat):\n";
-    out << "| model | dtype | batch | graphs | pdl | prompt lengths | prefill time | peak memory | cache |\n";
-    out << "|---|---|---|---|---|---|---|---|---|\n";
+    out << "| model | dtype | batch | backend | graphs | pdl | prompt lengths | prefill time | peak memory | cache |\n";
+    out << "|---|---|---|---|---|---|---|---|---|---|\n";
     for (const auto& s : doc["scaling"]) {
       std::string lens;
       for (const auto& l : s.at("prompt_lengths")) lens += (lens.empty() ? "" : ",") + std::to_string(l.get<int64_t>());
-      out << fmt::format("| {} | {} | {} | {} | {} | {} | {} | {} | {} |\n", s.at("model").get<std::string>(),
+      out << fmt::format("| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n", s.at("model").get<std::string>(),
                          s.at("dtype").get<std::string>(), s.at("batch").get<int64_t>(),
-                         s.value("cuda_graphs", std::string("-")), s.value("pdl", std::string("off")), lens,
+                         s.value("backend", std::string("auto")), s.value("cuda_graphs", std::string("-")),
+                         s.value("pdl", std::string("off")), lens,
                          exponent(s.at("prefill_time_exponent")), exponent(s.at("peak_memory_exponent")),
                          exponent(s.at("cache_exponent")));
     }

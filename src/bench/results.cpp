@@ -33,7 +33,7 @@ nlohmann::json make_document(const SweepSpec& spec, const nlohmann::json& enviro
                      {"cuda_graphs", cuda_graphs_list_name(spec.cuda_graphs)},
                      {"pdl", pdl_list_name(spec.pdl)},
                      {"attention", spec.attention},
-                     {"backend", ops::backend_name(spec.backend)},
+                     {"backend", backend_list_name(spec.backends)},
                      {"threads", spec.threads ? nlohmann::json(*spec.threads) : nlohmann::json(nullptr)},
                      {"modes", mode_names(spec.modes)},
                      {"memory_limit_bytes", spec.memory_limit ? nlohmann::json(*spec.memory_limit) : nlohmann::json(nullptr)}};

@@ -1,5 +1,5 @@
-// The sweep: models (each loaded once) x batch sizes x prompt lengths x launch settings (decode
-// mode, --pdl), the settings of a point back to back. Per point: the cache
+// The sweep: models (each loaded once) x batch sizes x prompt lengths x launch settings (backend,
+// decode mode, --pdl), the settings of a point back to back. Per point: the cache
 // allocated for prompt + generated tokens, W warm-up runs, R timed runs of prefill + decode, the
 // allocator's (or the process's) peaks, and the roofline fractions.
 
@@ -255,7 +255,7 @@ struct Loaded {
   // The decode mode a launch setting runs (auto resolved); until the config is read, the request.
   model::DecodeMode decode_mode(const LaunchSetting& launch, const SweepSpec& spec, const at::Device& device) const {
     if (!config) return launch.cuda_graphs.value_or(model::DecodeMode::Eager);
-    return model::resolve_decode_mode(*config, device, launch.cuda_graphs, ops::kBuiltWithCuda, spec.backend,
+    return model::resolve_decode_mode(*config, device, launch.cuda_graphs, ops::kBuiltWithCuda, launch.backend,
                                       spec.weights);
   }
 };
@@ -272,11 +272,13 @@ Loaded load_model(const std::string& name, const SweepSpec& spec, const std::vec
     opt.dtype = dtype;
     opt.seed = spec.seed;
     opt.attention = ops::parse_attention_impl(spec.attention, "--attention");
-    opt.backend = spec.backend;
     opt.weights = spec.weights;
-    // One setting: loaded in its mode (a refused mode fails the load, naming why). Several: eager,
-    // and each point sets its own (Model::set_decode_mode), so a refused one fails its own points.
-    opt.decode = launches.size() > 1 ? model::DecodeMode::Eager : l.decode_mode(launches.front(), spec, device);
+    // One setting: loaded with its backend and mode (a refused one fails the load, naming why).
+    // Several: auto and eager, which every model takes, and each point sets its own
+    // (Model::set_execution), so a refused setting fails its own points.
+    const bool one = launches.size() == 1;
+    opt.backend = one ? launches.front().backend : ops::Backend::Auto;
+    opt.decode = one ? l.decode_mode(launches.front(), spec, device) : model::DecodeMode::Eager;
     opt.allow_beyond_context = true;
     opt.parallel = spec.parallel;
     l.f = roofline_model(source.config);
@@ -326,7 +328,7 @@ Point run_point(Loaded& l, const std::string& name, int64_t batch, int64_t len, 
   p.key.device = device.str();
   p.key.cuda_graphs = decode_mode;
   p.key.pdl = launch.pdl && device.is_cuda();
-  p.key.backend = spec.backend;
+  p.key.backend = launch.backend;
   p.key.implementations = l.implementations;
   p.key.weights = l.weights;
   p.loaded = l.info;
@@ -341,7 +343,11 @@ Point run_point(Loaded& l, const std::string& name, int64_t batch, int64_t len, 
   model::Model& m = *l.m;
   try {
     ops::set_programmatic_launch(launch.pdl, "--pdl");
-    if (m.options().decode != decode_mode) m.set_decode_mode(decode_mode);
+    if (m.options().backend != launch.backend || m.options().decode != decode_mode) {
+      p.key.implementations.clear();  // unknown unless the setting is taken
+      m.set_execution(launch.backend, decode_mode);
+    }
+    p.key.implementations = m.implementations();
     Measured r = measure_point(m, l.f, spec, batch, len, device, environment, cb, energy);
     p.speed = std::move(r.speed);
     p.harness_overhead_fraction = r.harness_overhead_fraction;
@@ -413,7 +419,8 @@ std::vector<Point> run_sweep(const SweepSpec& spec, const nlohmann::json& enviro
           if (cb.stop != nullptr && cb.stop->load()) return points;
           std::string label = fmt::format("{} batch {} prompt {} gen {}", name, batch, len, spec.gen_tokens);
           if (launches.size() > 1) {
-            label += fmt::format(" graphs={} pdl={}", model::to_string(loaded.decode_mode(launch, spec, device)),
+            label += fmt::format(" backend={} graphs={} pdl={}", ops::backend_name(launch.backend),
+                                 model::to_string(loaded.decode_mode(launch, spec, device)),
                                  launch.pdl && device.is_cuda() ? "on" : "off");
           }
           if (cb.on_start) cb.on_start(index, total, label);

@@ -72,6 +72,17 @@ std::vector<bool> parse_pdl_list(const std::string& text, const std::string& opt
                                  [](const bool& on) { return std::string(on ? "on" : "off"); });
 }
 
+std::vector<ops::Backend> parse_backend_list(const std::string& text, const std::string& option) {
+  return parse_launch_list<ops::Backend>(text, option, ops::parse_backend,
+                                         [](const ops::Backend& b) { return std::string(ops::backend_name(b)); });
+}
+
+std::string backend_list_name(const std::vector<ops::Backend>& values) {
+  std::vector<std::string> names;
+  for (const ops::Backend b : values) names.emplace_back(ops::backend_name(b));
+  return fmt::format("{}", fmt::join(names, ","));
+}
+
 std::string cuda_graphs_list_name(const std::vector<std::optional<model::DecodeMode>>& values) {
   std::vector<std::string> names;
   for (const auto& m : values) names.emplace_back(m ? model::to_string(*m) : "auto");
@@ -86,8 +97,10 @@ std::string pdl_list_name(const std::vector<bool>& values) {
 
 std::vector<LaunchSetting> launch_settings(const SweepSpec& spec) {
   std::vector<LaunchSetting> out;
-  for (const auto& graphs : spec.cuda_graphs) {
-    for (const bool pdl : spec.pdl) out.push_back(LaunchSetting{graphs, pdl});
+  for (const ops::Backend backend : spec.backends) {
+    for (const auto& graphs : spec.cuda_graphs) {
+      for (const bool pdl : spec.pdl) out.push_back(LaunchSetting{backend, graphs, pdl});
+    }
   }
   return out;
 }
@@ -184,7 +197,7 @@ SweepSpec load_suite(const std::string& name_or_path, const SweepSpec& defaults)
     } else if (key == "pdl") {
       s.pdl = parse_pdl_list(str(v, key), src + ": 'pdl'");
     } else if (key == "backend") {
-      s.backend = ops::parse_backend(str(v, key), src + ": 'backend'");
+      s.backends = parse_backend_list(str(v, key), src + ": 'backend'");
     } else if (key == "weights") {
       s.weights = ops::parse_weight_format(str(v, key), src + ": 'weights'");
     } else if (key == "threads") {

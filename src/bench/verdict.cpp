@@ -32,10 +32,12 @@ std::string growth(const std::optional<double>& exponent) {
 
 std::string tps(const std::optional<Stats>& s) { return s ? fmt::format("{:.1f}", s->mean) : "-"; }
 
-// The comparison group a verdict is made in: the key without model, prompt length and what ran.
+// The comparison group a verdict is made in: the key without model, prompt length and what ran
+// (the backend asked for stays: a reference run is not compared with a kernel run).
 std::string group_of(const PointKey& k) {
-  return fmt::format("{} {} batch {} gen {} graphs={}{}", k.device, k.dtype, k.batch, k.gen_tokens,
-                     model::to_string(k.cuda_graphs), k.pdl ? " pdl=on" : "");
+  return fmt::format("{} {} batch {} gen {} graphs={}{}{}", k.device, k.dtype, k.batch, k.gen_tokens,
+                     model::to_string(k.cuda_graphs), k.pdl ? " pdl=on" : "",
+                     k.backend == ops::Backend::Auto ? "" : fmt::format(" backend={}", ops::backend_name(k.backend)));
 }
 
 }  // namespace

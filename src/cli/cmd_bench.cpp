@@ -72,7 +72,7 @@ int run_bench(const BenchCmd& cmd) {
     (void)ops::parse_attention_impl(*cmd.attention, "--attention");  // a bad value fails before the probe
     spec.attention = *cmd.attention;
   }
-  if (cmd.backend_given) spec.backend = ops::parse_backend(cmd.backend, "--backend");
+  if (cmd.backend_given) spec.backends = bench::parse_backend_list(cmd.backend, "--backend");
   if (cmd.weights_given) spec.weights = ops::parse_weight_format(cmd.weights, "--weights");
   if (cmd.pdl_given) spec.pdl = bench::parse_pdl_list(cmd.pdl, "--pdl");
   for (const bool on : spec.pdl) ops::set_programmatic_launch(on, "--pdl");  // a build without CUDA refuses on
@@ -208,7 +208,7 @@ void register_bench(CLI::App& app, int* exit_code, const std::vector<std::string
                   "MoE layer on the reference dispatch), else off; on; off; static. The key records the mode that ran. "
                   "Several (off,on) run every point under each in turn, side by side in one run");
   sub->add_option("--attention", cmd->attention, "sdpa (default) or eager");
-  add_backend_option(sub, &cmd->backend);  // recorded in each point's key
+  add_backend_option(sub, &cmd->backend, /*list=*/true);  // recorded in each point's key
   add_weights_option(sub, &cmd->weights);  // recorded in each point's key ("weights")
   add_pdl_option(sub, &cmd->pdl, /*list=*/true);  // recorded in each point's key
   add_parallel_options(sub, &cmd->parallel);

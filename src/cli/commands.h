@@ -26,7 +26,7 @@ void register_profile(CLI::App& app, int* exit_code, const std::vector<std::stri
 
 // Options shared by the commands that run a model (generate, bench, experts), with one help text.
 // --backend auto|reference|cuda: which implementation the ops with a CUDA kernel run.
-void add_backend_option(CLI::App* sub, std::string* value);
+void add_backend_option(CLI::App* sub, std::string* value, bool list = false);  // bench: a list
 // --weights dense|int8: the linear layers' weight format (ModelOptions::weights).
 void add_weights_option(CLI::App* sub, std::string* value);
 

@@ -5,11 +5,12 @@
 
 namespace effarch::cli {
 
-void add_backend_option(CLI::App* sub, std::string* value) {
-  sub->add_option("--backend", *value,
-                  "auto: each op's kernel for the device where it has one (CUDA on a GPU, fused CPU kernels on "
-                  "the CPU), else its ATen reference; reference: the reference everywhere; cuda: the CUDA kernels, "
-                  "an error for an op without one")
+void add_backend_option(CLI::App* sub, std::string* value, bool list) {
+  const std::string what =
+      "auto: each op's kernel for the device where it has one (CUDA on a GPU, fused CPU kernels on "
+      "the CPU), else its ATen reference; reference: the reference everywhere; cuda: the CUDA kernels, "
+      "an error for an op without one";
+  sub->add_option("--backend", *value, list ? what + ". Several (reference,auto) run every point under each in turn" : what)
       ->capture_default_str();
 }
 

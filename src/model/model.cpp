@@ -320,12 +320,15 @@ void Model::release_cache() {
   position_ = at::Tensor();
 }
 
-void Model::set_decode_mode(DecodeMode mode) {
+void Model::set_execution(ops::Backend backend, DecodeMode decode) {
   ModelOptions next = options_;
-  next.decode = mode;
+  next.backend = backend;
+  next.decode = decode;
   check_decode_mode(config_, next);
+  std::map<std::string, std::string> implementations = resolve_implementations(config_, next);
   release_cache();
-  options_.decode = mode;
+  options_ = next;
+  implementations_ = std::move(implementations);
 }
 
 at::Tensor Model::decode(const at::Tensor& ids) {

@@ -525,7 +525,7 @@ TEST(BenchSweep, BackendsOnTheCpuAndTheAllocatorRestored) {
   std::vector<Point> all;
   for (const auto backend : {ops::Backend::Auto, ops::Backend::Reference}) {
     SweepSpec spec = one_point_on_the_cpu("tiny-mamba", 16);
-    spec.backend = backend;
+    spec.backends = {backend};
     std::vector<c10::Allocator*> during;
     RunCallbacks cb;
     cb.on_point = [&](const Point&) { during.push_back(c10::GetCPUAllocator()); };

@@ -1,7 +1,8 @@
 // Launch settings side by side in one bench run (docs/bench.md, "Side by side in one run"): the
-// --cuda-graphs and --pdl lists, their product, a real sweep on the CPU that runs each point under
-// each setting on the model loaded once, a refused setting failing only its own points, the key's
-// pdl (and how files written before it read), and compare of one run's settings.
+// --backend, --cuda-graphs and --pdl lists, their product, real sweeps on the CPU that run each
+// point under each setting on the model loaded once (decode modes; the reference against the CPU
+// kernels), a refused setting failing only its own points, the key's pdl (and how files written
+// before it read), and compare of one run's settings.
 
 #include <gtest/gtest.h>
 
@@ -39,15 +40,24 @@ TEST(BenchLaunch, ListsOfCudaGraphsAndPdl) {
   EXPECT_EQ(cuda_graphs_list_name({std::nullopt}), "auto");
   EXPECT_EQ(cuda_graphs_list_name({DecodeMode::Eager, DecodeMode::CudaGraph}), "off,on");
   EXPECT_EQ(pdl_list_name({false, true}), "off,on");
+  using Backends = std::vector<ops::Backend>;
+  EXPECT_EQ(parse_backend_list("reference,auto", "--backend"), (Backends{ops::Backend::Reference, ops::Backend::Auto}));
+  EXPECT_EQ(parse_backend_list("cuda", "--backend"), Backends{ops::Backend::Cuda});
+  EXPECT_THROW_WITH(parse_backend_list("auto,auto", "--backend"), UsageError, {"--backend", "'auto' is given twice"});
+  EXPECT_THROW_WITH(parse_backend_list("auto,gpu", "--backend"), UsageError, {"--backend", "'gpu'"});
+  EXPECT_EQ(backend_list_name({ops::Backend::Reference, ops::Backend::Cuda}), "reference,cuda");
 
-  SweepSpec spec;  // the defaults: one setting, auto and off
+  SweepSpec spec;  // the defaults: one setting, auto, auto and off
   ASSERT_EQ(launch_settings(spec).size(), 1u);
+  EXPECT_EQ(launch_settings(spec)[0].backend, ops::Backend::Auto);
   EXPECT_FALSE(launch_settings(spec)[0].cuda_graphs);
   EXPECT_FALSE(launch_settings(spec)[0].pdl);
+  spec.backends = {ops::Backend::Reference, ops::Backend::Auto};
   spec.cuda_graphs = {DecodeMode::Eager, DecodeMode::CudaGraph};
   spec.pdl = {false, true};
-  const std::vector<LaunchSetting> all = launch_settings(spec);  // graphs outer, in the order given
-  ASSERT_EQ(all.size(), 4u);
+  const std::vector<LaunchSetting> all = launch_settings(spec);  // backend, graphs, pdl; in the order given
+  ASSERT_EQ(all.size(), 8u);
+  EXPECT_EQ(all[0].backend, ops::Backend::Reference);
   EXPECT_EQ(all[0].cuda_graphs, DecodeMode::Eager);
   EXPECT_FALSE(all[0].pdl);
   EXPECT_EQ(all[1].cuda_graphs, DecodeMode::Eager);
@@ -55,6 +65,10 @@ TEST(BenchLaunch, ListsOfCudaGraphsAndPdl) {
   EXPECT_EQ(all[2].cuda_graphs, DecodeMode::CudaGraph);
   EXPECT_FALSE(all[2].pdl);
   EXPECT_TRUE(all[3].pdl);
+  EXPECT_EQ(all[3].backend, ops::Backend::Reference);
+  EXPECT_EQ(all[4].backend, ops::Backend::Auto);
+  EXPECT_EQ(all[4].cuda_graphs, DecodeMode::Eager);
+  EXPECT_FALSE(all[4].pdl);
 }
 
 TEST(BenchLaunch, SuiteFilesTakeTheLists) {
@@ -97,7 +111,8 @@ TEST(BenchLaunch, EachPointRunsUnderEverySettingOnTheModelLoadedOnce) {
     // Settings innermost: a point's settings are measured next to each other.
     EXPECT_EQ(p.key.cuda_graphs, i % 2 == 0 ? DecodeMode::Eager : DecodeMode::Static) << i;
     EXPECT_FALSE(p.key.pdl);
-    EXPECT_NE(labels.at(i).find(i % 2 == 0 ? "graphs=off pdl=off" : "graphs=static pdl=off"), std::string::npos)
+    EXPECT_NE(labels.at(i).find(i % 2 == 0 ? "backend=auto graphs=off pdl=off" : "backend=auto graphs=static pdl=off"),
+              std::string::npos)
         << labels.at(i);
     // One load per model: every point of it carries the same load record.
     ASSERT_TRUE(p.loaded && p.loaded->load);
@@ -109,7 +124,8 @@ TEST(BenchLaunch, EachPointRunsUnderEverySettingOnTheModelLoadedOnce) {
 
   const LaunchSplit split = split_by_launch(doc);
   ASSERT_EQ(split.docs.size(), 2u);
-  EXPECT_EQ(split.labels, (std::vector<std::string>{"graphs=off pdl=off", "graphs=static pdl=off"}));
+  EXPECT_EQ(split.labels,
+            (std::vector<std::string>{"backend=auto graphs=off pdl=off", "backend=auto graphs=static pdl=off"}));
   EXPECT_EQ(split.docs[0]["points"].size(), 4u);
   CompareOptions opt;
   opt.max_regression = 10.0;  // the CPU's figures swing; the pairing is what is checked
@@ -117,7 +133,8 @@ TEST(BenchLaunch, EachPointRunsUnderEverySettingOnTheModelLoadedOnce) {
   EXPECT_EQ(r.matched, 4u) << r.report;
   EXPECT_EQ(r.only_base + r.only_new, 0u) << r.report;
   EXPECT_FALSE(r.regressed) << r.report;
-  EXPECT_NE(r.report.find("== graphs=static pdl=off vs graphs=off pdl=off"), std::string::npos) << r.report;
+  EXPECT_NE(r.report.find("== backend=auto graphs=static pdl=off vs backend=auto graphs=off pdl=off"), std::string::npos)
+      << r.report;
   EXPECT_NE(r.report.find("| tiny-mamba float32 b1 p16 g3 cpu graphs=static backend=auto"), std::string::npos)
       << r.report;
   // Without ignoring the setting, nothing pairs: they are different points.
@@ -128,7 +145,45 @@ TEST(BenchLaunch, EachPointRunsUnderEverySettingOnTheModelLoadedOnce) {
   // One setting: nothing to put side by side, and the message says how to get there.
   const json one = split.docs[0];
   EXPECT_THROW_WITH(compare_launch_settings(one, "one.json", opt), UsageError,
-                    {"one.json", "graphs=off pdl=off", "--cuda-graphs off,on", "BASE.json and NEW.json"});
+                    {"one.json", "backend=auto graphs=off pdl=off", "--cuda-graphs off,on", "BASE.json and NEW.json"});
+}
+
+// --backend reference,auto: the reference and the CPU kernels of one loaded model, point by point;
+// each point's key says what ran; compare pairs them; a backend the machine refuses (cuda on the
+// CPU) fails its own points with the reason.
+TEST(BenchLaunch, BackendsSideBySideOnTheModelLoadedOnce) {
+  SweepSpec spec;
+  spec.models = {"tiny-mamba"};
+  spec.prompt_lengths = {16};
+  spec.gen_tokens = 3;
+  spec.reps = 1;
+  spec.warmup = 0;
+  spec.device = "cpu";
+  spec.backends = {ops::Backend::Reference, ops::Backend::Cuda, ops::Backend::Auto};
+  const std::vector<Point> points = run_sweep(spec, kEnv, RunCallbacks{});
+  ASSERT_EQ(points.size(), 3u);
+  const Point &reference = points[0], &cuda = points[1], &kernels = points[2];
+  EXPECT_EQ(reference.key.backend, ops::Backend::Reference);
+  EXPECT_EQ(reference.status, PointStatus::Ok) << reference.error;
+  EXPECT_EQ(reference.key.implementations.at("selective_scan"), "reference");
+  EXPECT_EQ(cuda.key.backend, ops::Backend::Cuda);
+  EXPECT_EQ(cuda.status, PointStatus::Error);
+  EXPECT_NE(cuda.error.find("--backend cuda"), std::string::npos) << cuda.error;
+  EXPECT_TRUE(cuda.key.implementations.empty());  // it never ran
+  EXPECT_EQ(kernels.key.backend, ops::Backend::Auto);
+  EXPECT_EQ(kernels.status, PointStatus::Ok) << kernels.error;
+  EXPECT_EQ(kernels.key.implementations.at("selective_scan"), "cpu");
+  EXPECT_EQ(kernels.loaded->load->seconds, reference.loaded->load->seconds);  // one load
+  const json doc = make_document(spec, kEnv, {"effarch", "bench"}, points, false);
+  EXPECT_EQ(doc["settings"]["backend"], "reference,cuda,auto");
+  CompareOptions opt;
+  opt.max_regression = 10.0;
+  const CompareResult r = compare_launch_settings(doc, "be.json", opt);
+  EXPECT_EQ(r.matched, 2u) << r.report;  // reference against cuda (a status change) and against auto
+  EXPECT_NE(r.report.find("== backend=auto graphs=off pdl=off vs backend=reference graphs=off pdl=off"),
+            std::string::npos)
+      << r.report;
+  EXPECT_NE(r.report.find("| status | ok | error |"), std::string::npos) << r.report;
 }
 
 // A setting the model refuses fails its own points with the reason; the other setting's points

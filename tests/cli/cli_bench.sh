@@ -360,8 +360,8 @@ expect_exit 2 "'weights'" "$EFFARCH" bench --suite w4-suite.json
 # the one file (a 1000% threshold: the CPU's figures swing, the pairing is what is checked).
 "$EFFARCH" bench tiny-llama tiny-mamba --prompt-lengths 8,16 --gen-tokens 3 --reps 1 --warmup 0 --threads 1 \
   --cuda-graphs off,static --no-progress -o ab.json > ab.out 2>&1 || fail "bench --cuda-graphs off,static: $(cat ab.out)"
-grep -q '| graphs | pdl |' ab.out || fail "no graphs and pdl columns: $(head -3 ab.out)"
-grep -q '== graphs=static pdl=off vs graphs=off pdl=off' ab.out || fail "no side-by-side report: $(cat ab.out)"
+grep -q '| backend | graphs | pdl |' ab.out || fail "no backend, graphs and pdl columns: $(head -3 ab.out)"
+grep -q '== backend=auto graphs=static pdl=off vs backend=auto graphs=off pdl=off' ab.out || fail "no side-by-side report: $(cat ab.out)"
 "$PYTHON" - <<'PY' || fail "side-by-side results"
 import json
 doc = json.load(open("ab.json"))
@@ -376,6 +376,20 @@ expect_exit 0 "4 matched point(s)" "$EFFARCH" compare ab.json --max-regression 1
 "$EFFARCH" bench tiny-llama --prompt-lengths 8 --gen-tokens 2 --reps 1 --warmup 0 --threads 1 --no-progress -o one.json \
   > /dev/null 2>&1 || fail "one-setting run"
 expect_exit 2 "one.json: every point ran one launch setting" "$EFFARCH" compare one.json
+# --backend reference,auto: the CPU kernels against their references, point by point.
+"$EFFARCH" bench tiny-mamba --prompt-lengths 16 --gen-tokens 3 --reps 1 --warmup 0 --threads 1 \
+  --backend reference,auto --no-progress -o be.json > be.out 2>&1 || fail "bench --backend reference,auto: $(cat be.out)"
+grep -q '== backend=auto graphs=off pdl=off vs backend=reference graphs=off pdl=off' be.out || fail "backends: $(cat be.out)"
+"$PYTHON" - <<'PY' || fail "--backend reference,auto results"
+import json
+doc = json.load(open("be.json"))
+ks = [p["key"] for p in doc["points"]]
+assert [k["backend"] for k in ks] == ["reference", "auto"], ks
+assert set(ks[0]["implementations"].values()) == {"reference"}, ks[0]
+assert ks[1]["implementations"]["selective_scan"] == "cpu", ks[1]
+assert doc["settings"]["backend"] == "reference,auto", doc["settings"]
+PY
+expect_exit 2 "--backend: 'auto' is given twice" "$EFFARCH" bench tiny-llama --backend auto,reference,auto
 expect_exit 2 "--cuda-graphs: auto is a value on its own" "$EFFARCH" bench tiny-llama --cuda-graphs auto,on
 expect_exit 2 "'off' is given twice" "$EFFARCH" bench tiny-llama --cuda-graphs off,static,off
 # --pdl off,on: a build without the CUDA kernels refuses on; one with them refuses a list on the CPU.

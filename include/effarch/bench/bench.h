@@ -41,7 +41,9 @@ struct SweepSpec {
   std::vector<std::optional<model::DecodeMode>> cuda_graphs{std::nullopt};
   std::vector<bool> pdl{false};  // programmatic dependent launch of the decode kernels (--pdl)
   std::string attention = "sdpa";             // checked by ops::parse_attention_impl where it is read
-  ops::Backend backend = ops::Backend::Auto;  // asked of every op (ModelOptions::backend)
+  // Asked of every op (ModelOptions::backend); several (--backend reference,auto) are launch
+  // settings like the lists below: each point runs under each, on the model loaded once.
+  std::vector<ops::Backend> backends{ops::Backend::Auto};
   ops::WeightFormat weights = ops::WeightFormat::Dense;  // ModelOptions::weights; the key's "weights" 
   Modes modes;                                // speed and memory by default
   uint64_t seed = 0;
@@ -54,28 +56,32 @@ struct SweepSpec {
   std::shared_ptr<const parallel::Context> parallel;
 };
 
-// How a point's decode is launched: the decode mode asked for (nullopt: auto) and --pdl. Neither
-// changes the weights, so one loaded model runs a point under each in turn.
+// How a point runs: the backend its ops are asked for, the decode mode asked for (nullopt: auto)
+// and --pdl. None changes the weights, so one loaded model runs a point under each in turn.
 struct LaunchSetting {
+  ops::Backend backend = ops::Backend::Auto;
   std::optional<model::DecodeMode> cuda_graphs;
   bool pdl = false;
 };
-// The sweep's launch settings: every cuda_graphs value x every pdl value, graphs outer, in the
-// order given.
+// The sweep's launch settings: every backend x every cuda_graphs value x every pdl value, in that
+// nesting (backend outermost), each list in the order given.
 std::vector<LaunchSetting> launch_settings(const SweepSpec& spec);
 // "off,on": --cuda-graphs values (auto, off, on, static), comma-separated; auto only alone, no
 // value twice. Throws UsageError naming `option`.
 std::vector<std::optional<model::DecodeMode>> parse_cuda_graphs_list(const std::string& text, const std::string& option);
 // "off,on": --pdl values, the same rules.
 std::vector<bool> parse_pdl_list(const std::string& text, const std::string& option);
+// "reference,auto": --backend values (auto, reference, cuda), no value twice.
+std::vector<ops::Backend> parse_backend_list(const std::string& text, const std::string& option);
 // A list back in the options' words ("off,on"; "auto").
 std::string cuda_graphs_list_name(const std::vector<std::optional<model::DecodeMode>>& values);
 std::string pdl_list_name(const std::vector<bool>& values);
+std::string backend_list_name(const std::vector<ops::Backend>& values);
 
 // A suite file (configs/suites/NAME.json): {"name", "description", "models": [...],
 // "prompt_lengths": [...] or "a-b*f", "batch": [...], "gen_tokens", "reps", "warmup", "dtype",
-// "cuda_graphs" (one value or a list as "off,on"), "pdl" (likewise), "attention", "backend",
-// "threads", "mode": ["speed", "memory"]}. A bare NAME is looked up in configs/suites/.
+// "cuda_graphs" (one value or a list as "off,on"), "pdl" (likewise), "attention", "backend"
+// (likewise), "threads", "mode": ["speed", "memory"]}. A bare NAME is looked up in configs/suites/.
 // Keys the file leaves out keep `defaults`; unknown keys are an error naming the file and key.
 SweepSpec load_suite(const std::string& name_or_path, const SweepSpec& defaults);
 
@@ -174,8 +180,8 @@ struct CompareOptions {
   double max_regression = 0.05;  // a 5% worse mean is a regression ...
   double noise_sigmas = 2.0;     // ... when the difference also exceeds 2 x sqrt(sd_base^2 + sd_new^2)
   std::vector<std::string> metrics{"prefill_tokens_per_s", "decode_tokens_per_s", "ttft_s", "peak_bytes"};
-  // Pair points whose keys differ only in their launch setting (graphs, pdl): one run's settings
-  // against each other (split_by_launch).
+  // Pair points whose keys differ only in their launch setting (backend and what ran, graphs,
+  // pdl): one run's settings against each other (split_by_launch).
   bool ignore_launch = false;
 };
 struct CompareResult {
@@ -199,9 +205,10 @@ std::string engine_name(const nlohmann::json& doc);
 CompareResult compare(const nlohmann::json& base, const std::vector<nlohmann::json>& news,
                       const std::vector<std::string>& labels, const CompareOptions& options);
 
-// One run of several launch settings (bench --cuda-graphs off,on, --pdl off,on) as one document
-// per setting, in the order the settings first ran, each labelled "graphs=on pdl=off"; compare
-// them with CompareOptions::ignore_launch. A run of one setting gives one document.
+// One run of several launch settings (bench --backend reference,auto, --cuda-graphs off,on,
+// --pdl off,on) as one document per setting, in the order the settings first ran, each labelled
+// "backend=auto graphs=on pdl=off"; compare them with CompareOptions::ignore_launch. A run of one
+// setting gives one document.
 struct LaunchSplit {
   std::vector<nlohmann::json> docs;
   std::vector<std::string> labels;

@@ -131,10 +131,11 @@ class Model {
   // Like prefill, but the final norm and head run on the last position only: [B, vocab] fp32.
   // What generation needs; it saves the [B, T, vocab] logits of long prompts.
   at::Tensor prefill_last(const at::Tensor& ids);
-  // Decode steps from the next cache on run in `mode` (bench runs one loaded model under several):
-  // checked as at load (a UsageError leaves the mode as it was); the cache and any captured graph
-  // are released.
-  void set_decode_mode(DecodeMode mode);
+  // From the next cache on, the ops are asked for `backend` and decode steps run in `decode`
+  // (bench runs one loaded model under several launch settings): checked as at load, the
+  // implementations resolved again; a UsageError leaves everything as it was. The cache and any
+  // captured graph are released. Neither changes the weights.
+  void set_execution(ops::Backend backend, DecodeMode decode);
   // Frees the cache (and a captured graph); the next prefill allocates one again.
   void release_cache();
   // ids [B] int64 -> logits [B, vocab] fp32, appending one token per sequence. A full cache is a
