@@ -49,7 +49,7 @@ __global__ void __launch_bounds__(kGemvThreads) gemv_kernel(const GemvParams p, 
 #pragma unroll
       for (int r = 0; r < R; ++r) {
         if (r >= p.rows) continue;
-        const T v = from_float<T>(gemv_combine(&acc[r], 1, 1, b));
+        const T v = gemv_output<T>(gemv_combine(&acc[r], 1, 1, b), p.activation);
         y[r * p.y_row_stride + l.out_row] = v;
         if (p.conv.dim > 0) gemv_conv_update<T>(p.conv, r, l.out_row, v);
       }
@@ -64,7 +64,7 @@ __global__ void __launch_bounds__(kGemvThreads) gemv_kernel(const GemvParams p, 
   // Lane r of the group's first warp writes row r.
   if (active && l.part == 0 && l.lane < R && l.lane < p.rows) {
     const float b = bias != nullptr ? to_float(bias[l.out_row]) : 0.f;
-    const T v = from_float<T>(gemv_combine(&partial[l.warp][l.lane], R, split, b));
+    const T v = gemv_output<T>(gemv_combine(&partial[l.warp][l.lane], R, split, b), p.activation);
     y[l.lane * p.y_row_stride + l.out_row] = v;
     if (p.conv.dim > 0) gemv_conv_update<T>(p.conv, l.lane, l.out_row, v);
   }
@@ -75,6 +75,7 @@ LaunchStatus gemv_launch(const GemvParams& p, cudaStream_t stream) {
   if (p.conv.dim > 0 && (p.conv.width < 2 || p.conv.width > 4 || p.conv.begin < 0 || p.conv.begin + p.conv.dim > p.out)) {
     return {cudaErrorInvalidValue, "gemv: the fused conv update needs width 2..4 and channels inside the outputs"};
   }
+  if (p.conv.dim > 0 && p.activation.on) return {cudaErrorInvalidValue, "gemv: a conv update or an activation, not both"};
   const GemvPlan plan = gemv_plan(p.out, p.in, GemvUnpack<T>::kVec, p.sm_count);
   const bool vectorized = gemv_vectorized(p.in, static_cast<int>(sizeof(T)), reinterpret_cast<uintptr_t>(p.w),
                                           reinterpret_cast<uintptr_t>(p.x), p.x_row_stride);

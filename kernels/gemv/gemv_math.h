@@ -16,11 +16,13 @@
 // host); the split warps' sums are added in warp order in shared memory, then the bias; one
 // rounding to the output type. No atomics: the sum order is fixed by the plan. With a fused conv
 // update (GemvConvUpdate) the thread that stores y[r, o] then runs the conv for (r, o): after the
-// grid dependency wait, like every read of a kernel's output.
+// grid dependency wait, like every read of a kernel's output. With a fused activation
+// (GemvActivation) that thread stores the activation of the rounded output instead.
 
 #include <cstdint>
 #include <cstring>
 
+#include "activation/activation_math.h"
 #include "causal_conv1d/causal_conv1d_math.h"
 #include "common/grid_dependency.h"
 #include "common/host_device.h"
@@ -255,6 +257,16 @@ EFFARCH_HD void gemv_conv_update(const GemvConvUpdate& c, int row, int out_row, 
     case 4: gemv_conv_window<T, 4>(c, row, channel, value); break;
     default: break;  // the launcher refuses other widths
   }
+}
+
+// The stored value of an output: its sum (with the bias) rounded to T, then, with a fused
+// activation, the activation of that value with every step rounded to T (act::activate, as the
+// activation kernel computes it from the stored projection).
+template <typename T>
+EFFARCH_HD T gemv_output(float sum, const GemvActivation& a) {
+  const T v = from_float<T>(sum);
+  if (!a.on) return v;
+  return from_float<T>(act::activate(a.act, to_float(v), [](float x) { return to_float(from_float<T>(x)); }));
 }
 
 // An output: the split warps' sums (first[0], first[stride], ...) added in warp order, then the

@@ -4,6 +4,7 @@
 
 #include <cstdint>
 
+#include "activation/activation_params.h"
 #include "common/element_enum.h"
 
 namespace effarch::kernels {
@@ -33,6 +34,15 @@ struct GemvConvUpdate {
   int64_t out_row_stride = 0, out_dim_stride = 0;
 };
 
+// An activation applied to every output before it is stored (a non-gated MLP's fc1 and its
+// GELU: Phi's bias + gelu_new), with the fused activation kernel's arithmetic
+// (kernels/activation/activation_math.h): y[r, o] = act(the output rounded to x's type), each step
+// rounded as the ATen ops round, so the fused step equals the GEMV then the activation kernel.
+struct GemvActivation {
+  bool on = false;
+  ActKind act = ActKind::kSilu;
+};
+
 struct GemvParams {
   int rows = 0;  // R rows of x, 1..kGemvMaxRows
   int in = 0;    // K
@@ -47,6 +57,7 @@ struct GemvParams {
   int64_t y_row_stride = 0;
   int sm_count = 0;  // the device's multiprocessors (the split-K plan fills them); 0: assume 132
   GemvConvUpdate conv;  // dim 0: none
+  GemvActivation activation;  // not with a conv
 };
 
 }  // namespace effarch::kernels

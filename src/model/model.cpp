@@ -10,6 +10,7 @@
 #include "decode_graph.h"
 #include "effarch/common/error.h"
 #include "effarch/io/checkpoint.h"
+#include "effarch/ops/activation.h"
 #include "effarch/ops/backend.h"
 #include "effarch/ops/moe.h"
 #include "effarch/ops/selective_scan.h"
@@ -45,7 +46,8 @@ const std::map<std::string, std::vector<std::string>>& implementation_variants()
       {kSsdScanProductsRecord, {"tensor_cores", "fma"}},
       {kSelectiveScanVariantRecord, {"lanes16", "seg4", "seg8", "split"}},
       {kDtProjRecord, {"fused", "separate"}},
-      {kConvInProjRecord, {"fused", "separate"}}};
+      {kConvInProjRecord, {"fused", "separate"}},
+      {kFc1ActivationRecord, {"fused", "separate"}}};
   return variants;
 }
 
@@ -174,6 +176,17 @@ std::map<std::string, std::string> resolve_implementations(const ModelConfig& co
     const bool fused = options.weights == ops::WeightFormat::Dense && gemv != impl.end() &&
                        gemv->second == ops::backend_name(ops::Backend::Cuda);
     impl[kConvInProjRecord] = fused ? "fused" : "separate";
+  }
+  // Whether a non-gated MLP's decode-step fc1 applies its activation inside the dense GEMV
+  // (ops::linear_activation_fuses: both on their CUDA kernels, dense weights, an activation with
+  // a kernel) or after it.
+  const auto act = impl.find(std::string(ops::op_name(ops::OpFamily::Activation)));
+  if (act != impl.end() && act->second == ops::backend_name(ops::Backend::Cuda) && config.mlp && !config.mlp->gated &&
+      ops::has_activation_kernel(config.mlp->activation)) {
+    const auto gemv = impl.find(std::string(ops::op_name(ops::OpFamily::DenseGemv)));
+    const bool fused = options.weights == ops::WeightFormat::Dense && gemv != impl.end() &&
+                       gemv->second == ops::backend_name(ops::Backend::Cuda);
+    impl[kFc1ActivationRecord] = fused ? "fused" : "separate";
   }
   if (!missing.empty()) {
     throw UsageError(fmt::format("--backend cuda: {} uses {}, which {} no CUDA kernel yet (--backend auto runs the "

@@ -3,8 +3,10 @@
 
 #include "effarch/ops/activation.h"
 
+#include <algorithm>
 #include <cmath>
 #include <utility>
+#include <vector>
 
 #include <ATen/ATen.h>
 #include <ATen/record_function.h>
@@ -133,6 +135,24 @@ at::Tensor gated_activation(Activation act, const at::Tensor& gate_up, Backend b
 #endif
   const int64_t inter = gate_up.size(-1) / 2;
   return activate(act, gate_up.narrow(-1, 0, inter)) * gate_up.narrow(-1, inter, inter);
+}
+
+bool linear_activation_fuses(const at::Tensor& x, const Linear& layer, Activation act, Backend backend) {
+  return x.defined() && has_activation_kernel(act) && use_cuda_kernel(backend, OpFamily::Activation, x.device()) &&
+         detail::dense_gemv_applies(x, layer, backend);
+}
+
+at::Tensor linear_activation(const at::Tensor& x, const Linear& layer, Activation act, Backend backend) {
+#ifdef EFFARCH_WITH_CUDA
+  if (linear_activation_fuses(x, layer, act, backend)) {
+    RECORD_USER_SCOPE("effarch::linear");  // one GEMV launch: the activation inside counts as the projection's
+    const int64_t rows = x.numel() / std::max<int64_t>(layer.in_features(), 1);
+    std::vector<int64_t> out_shape = x.sizes().vec();
+    out_shape.back() = layer.out_features();
+    return detail::linear_activation_cuda(x.reshape({rows, layer.in_features()}), layer, act).view(out_shape);
+  }
+#endif
+  return activate(act, linear(x, layer, backend), backend);
 }
 
 }  // namespace effarch::ops

@@ -1,11 +1,14 @@
 // CUDA path of effarch::ops::activate / gated_activation with a backend: launches the fused
-// kernel on the params src/ops/activation_launch.cpp prepared. Built only with CUDA.
+// kernel on the params src/ops/activation_launch.cpp prepared; and linear_activation's, the dense
+// GEMV with the activation in its epilogue. Built only with CUDA.
 
 #include <c10/cuda/CUDAGuard.h>
 
 #include "activation/activation.h"
 #include "activation_launch.h"
 #include "cuda_binding.h"
+#include "effarch/common/error.h"
+#include "gemv/gemv_params.h"
 
 namespace effarch::ops::detail {
 
@@ -16,6 +19,15 @@ at::Tensor activation_cuda(Activation act, const at::Tensor& x, bool gated) {
   std::vector<int64_t> sizes = x.sizes().vec();
   sizes.back() = l.params.cols;
   return l.out.view(sizes);
+}
+
+at::Tensor linear_activation_cuda(const at::Tensor& x, const Linear& layer, Activation act) {
+  const auto kind = kernel_activation(act);
+  if (!kind) throw OpError("linear_activation: no kernel for this activation (only silu and gelu_new)");
+  kernels::GemvActivation a;
+  a.on = true;
+  a.act = *kind;
+  return dense_gemv_cuda(x, layer, nullptr, &a);
 }
 
 }  // namespace effarch::ops::detail

@@ -56,7 +56,8 @@ at::Tensor int8_gemv_cuda(const at::Tensor& x_in, const Linear& layer) {
   return o.y;
 }
 
-at::Tensor dense_gemv_cuda(const at::Tensor& x_in, const Linear& layer, const kernels::GemvConvUpdate* conv) {
+at::Tensor dense_gemv_cuda(const at::Tensor& x_in, const Linear& layer, const kernels::GemvConvUpdate* conv,
+                           const kernels::GemvActivation* activation) {
   constexpr const char* op = "linear (dense GEMV)";
   const c10::cuda::CUDAGuard device_guard(x_in.device());
   const GemvOperands o = gemv_operands(x_in, layer);
@@ -66,6 +67,7 @@ at::Tensor dense_gemv_cuda(const at::Tensor& x_in, const Linear& layer, const ke
   p.w = w.const_data_ptr();
   p.sm_count = at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
   if (conv != nullptr) p.conv = *conv;
+  if (activation != nullptr) p.activation = *activation;
   throw_if_failed(kernels::gemv(p, current_stream()), op);
   return o.y;
 }

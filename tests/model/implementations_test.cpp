@@ -139,6 +139,12 @@ TEST(Implementations, RecordTheSelectiveScanVariantOnTheGpu) {
     EXPECT_EQ(Model::load(tiny(name), opt)->implementations().at("causal_conv1d_update_in_proj"), "fused") << name;
   }
   EXPECT_EQ(Model::load(tiny("tiny-llama"), opt)->implementations().count("causal_conv1d_update_in_proj"), 0u);
+  // A non-gated MLP's fc1 and its gelu_new: one GEMV (Phi); gated MLPs have no such record.
+  EXPECT_EQ(Model::load(tiny("tiny-phi"), opt)->implementations().at("activation_in_fc1"), "fused");
+  EXPECT_EQ(Model::load(tiny("tiny-llama"), opt)->implementations().count("activation_in_fc1"), 0u);
+  opt.weights = ops::WeightFormat::Int8;
+  EXPECT_EQ(Model::load(tiny("tiny-phi"), opt)->implementations().at("activation_in_fc1"), "separate");
+  opt.weights = ops::WeightFormat::Dense;
   opt.backend = ops::Backend::Reference;
   EXPECT_EQ(Model::load(tiny("tiny-mamba"), opt)->implementations().count("selective_scan_variant"), 0u);
   EXPECT_EQ(Model::load(tiny("tiny-mamba"), opt)->implementations().count("selective_state_update_dt_proj"), 0u);

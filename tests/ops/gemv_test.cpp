@@ -3,9 +3,10 @@
 // launch's blocks, warps and lanes in the kernel's order (lane sums, the xor-butterfly warp sum,
 // the split warps' sum in warp order, the bias) against at::linear in fp32 on awkward sizes, the
 // dispatch in ops::linear, the conv update fused into the GEMV's epilogue (ops::linear_conv_update,
-// emulated against causal_conv1d_update's reference), and on a GPU the kernel itself against
-// at::linear for every dtype and the fused conv against the two kernels bit for bit
-// (DenseGemvCuda.*, skipped without one).
+// emulated against causal_conv1d_update's reference) and the activation fused into it
+// (ops::linear_activation), and on a GPU the kernel itself against at::linear for every dtype and
+// the fused conv and activation against the two kernels bit for bit (DenseGemvCuda.*, skipped
+// without one).
 
 #include <cmath>
 #include <cstdint>
@@ -21,6 +22,7 @@
 #include "cuda_graph_capture.h"
 #include "effarch/common/error.h"
 #include "effarch/ops/backend.h"
+#include "effarch/ops/activation.h"
 #include "effarch/ops/causal_conv1d.h"
 #include "effarch/ops/linear.h"
 #include "gemv/gemv_math.h"
@@ -138,7 +140,7 @@ struct Problem {
 // the group's first warp adds the split warps' sums in warp order (gemv_combine), then the bias.
 template <int R>
 at::Tensor emulate(const Problem& pr, const GemvPlan& plan, bool vectorized,
-                   const kernels::GemvConvUpdate* conv = nullptr) {
+                   const kernels::GemvConvUpdate* conv = nullptr, const kernels::GemvActivation* act = nullptr) {
   const int rows = static_cast<int>(pr.x.size(0)), in = static_cast<int>(pr.w.size(1)),
             out = static_cast<int>(pr.w.size(0));
   const float* x = pr.x.const_data_ptr<float>();
@@ -171,8 +173,9 @@ at::Tensor emulate(const Problem& pr, const GemvPlan& plan, bool vectorized,
       if (l.out_row >= out || l.part != 0) continue;
       const float b = bias != nullptr ? bias[l.out_row] : 0.f;
       for (int r = 0; r < rows; ++r) {
-        const float v = plan.split == 1 ? kernels::gemv_combine(&warp_sum[warp][r], 1, 1, b)
-                                        : kernels::gemv_combine(&warp_sum[warp][r], R, plan.split, b);
+        const float sum = plan.split == 1 ? kernels::gemv_combine(&warp_sum[warp][r], 1, 1, b)
+                                          : kernels::gemv_combine(&warp_sum[warp][r], R, plan.split, b);
+        const float v = kernels::gemv_output<float>(sum, act != nullptr ? *act : kernels::GemvActivation{});
         yp[r * out + l.out_row] = v;
         if (conv != nullptr) kernels::gemv_conv_update<float>(*conv, r, l.out_row, v);  // the store's thread
       }
@@ -183,12 +186,12 @@ at::Tensor emulate(const Problem& pr, const GemvPlan& plan, bool vectorized,
 
 // R as the kernel's launcher picks it: 1, 2, 4 or 8.
 at::Tensor emulate_launch(const Problem& pr, const GemvPlan& plan, bool vectorized,
-                          const kernels::GemvConvUpdate* conv = nullptr) {
+                          const kernels::GemvConvUpdate* conv = nullptr, const kernels::GemvActivation* act = nullptr) {
   switch (pr.x.size(0)) {
-    case 1: return emulate<1>(pr, plan, vectorized, conv);
-    case 2: return emulate<2>(pr, plan, vectorized, conv);
-    case 3: case 4: return emulate<4>(pr, plan, vectorized, conv);
-    default: return emulate<8>(pr, plan, vectorized, conv);
+    case 1: return emulate<1>(pr, plan, vectorized, conv, act);
+    case 2: return emulate<2>(pr, plan, vectorized, conv, act);
+    case 3: case 4: return emulate<4>(pr, plan, vectorized, conv, act);
+    default: return emulate<8>(pr, plan, vectorized, conv, act);
   }
 }
 
@@ -338,6 +341,40 @@ TEST(DenseGemvEmulation, FusedConvUpdateIsTheConvOfTheProjection) {
     }
   }
   EXPECT_EQ(runs, 60);
+}
+
+// ---- the activation fused into the GEMV (ops::linear_activation) ----
+
+// A non-gated fc1 with its activation in the epilogue: the emulated launch stores act(the
+// projection), against the activation's ATen reference of the plain launch's projection (fp32:
+// the host's tanhf / expf against ATen's, within an ulp or two of the O(1) outputs).
+TEST(DenseGemvEmulation, FusedActivationIsTheActivationOfTheProjection) {
+  at::manual_seed(10);
+  for (const auto& [act, kind] : {std::pair{Activation::GeluNew, kernels::ActKind::kGeluNew},
+                                  std::pair{Activation::SiLU, kernels::ActKind::kSilu}}) {
+    for (const auto& [rows, out, in] : std::vector<std::tuple<int64_t, int64_t, int64_t>>{
+             {1, 40, 16}, {2, 33, 7}, {3, 192, 2560}, {8, 64, 100}}) {
+      const Problem pr = make_problem(rows, out, in, true);
+      const GemvPlan plan = kernels::gemv_plan(static_cast<int>(out), static_cast<int>(in), 4, 132);
+      kernels::GemvActivation a;
+      a.on = true;
+      a.act = kind;
+      const at::Tensor plain = emulate_launch(pr, plan, vector_path(pr));
+      const at::Tensor fused = emulate_launch(pr, plan, vector_path(pr), nullptr, &a);
+      test::expect_close(fused, activate(act, plain), test::Tolerance{2e-6, 2e-6},
+                         fmt::format("act {} R {} O {} K {}", static_cast<int>(kind), rows, out, in));
+    }
+  }
+}
+
+// linear_activation off the GPU: the projection then the activation, exactly.
+TEST(LinearActivation, OnTheCpuItIsTheTwoOps) {
+  at::manual_seed(11);
+  const Linear fc1(at::randn({24, 8}), at::randn({24}));
+  const at::Tensor x = at::randn({2, 1, 8});
+  EXPECT_FALSE(linear_activation_fuses(x, fc1, Activation::GeluNew, Backend::Auto));
+  EXPECT_TRUE(at::equal(linear_activation(x, fc1, Activation::GeluNew), activate(Activation::GeluNew, linear(x, fc1))));
+  EXPECT_TRUE(at::equal(linear_activation(x, fc1, Activation::Relu), activate(Activation::Relu, linear(x, fc1))));
 }
 
 // linear_conv_update off the GPU: the projection then the conv update, exactly; bad arguments
@@ -515,6 +552,34 @@ TEST(DenseGemvCuda, FusedConvUpdateIsTheGemvThenTheConvBitForBit) {
     }
   }
   EXPECT_EQ(runs, 108);
+}
+
+// fc1 with its activation in the GEMV's epilogue against the GEMV then the activation kernel, bit
+// for bit: every dtype, gelu_new and SiLU, Phi-2's fc1 (split 1) and a narrow matrix (split 8),
+// rows 1-3, with and without a bias.
+TEST(DenseGemvCuda, FusedActivationIsTheGemvThenTheActivationBitForBit) {
+  if (!gpu()) GTEST_SKIP() << "needs a CUDA build and a GPU";
+  at::manual_seed(26);
+  int runs = 0;
+  for (const at::ScalarType dtype : {at::kFloat, at::kBFloat16, at::kHalf}) {
+    for (const Activation act : {Activation::GeluNew, Activation::SiLU}) {
+      for (const auto& [out, in] : std::vector<std::pair<int64_t, int64_t>>{{10240, 2560}, {96, 5120}}) {
+        for (int64_t rows : {1, 2, 3}) {
+          const Linear layer = cuda_layer(out, in, dtype, rows != 2);
+          const at::Tensor x = cuda_randn({rows, 1, in}, dtype);
+          const std::string what = fmt::format("{} act {} O {} K {} R {}", c10::toString(dtype), static_cast<int>(act),
+                                               out, in, rows);
+          ASSERT_TRUE(linear_activation_fuses(x, layer, act, Backend::Cuda)) << what;
+          const at::Tensor fused = linear_activation(x, layer, act, Backend::Cuda);
+          const at::Tensor apart = activate(act, linear(x, layer, Backend::Cuda), Backend::Cuda);
+          EXPECT_EQ(fused.sizes(), apart.sizes()) << what;
+          EXPECT_TRUE(at::equal(fused, apart)) << what;
+          ++runs;
+        }
+      }
+    }
+  }
+  EXPECT_EQ(runs, 36);
 }
 
 TEST(DenseGemvCuda, ReplaysInACudaGraph) {

@@ -10,6 +10,7 @@
 #include <ATen/core/Tensor.h>
 
 #include "effarch/ops/backend.h"
+#include "effarch/ops/linear.h"
 
 namespace effarch::ops {
 
@@ -52,9 +53,21 @@ at::Tensor activate(Activation act, const at::Tensor& x, Backend backend);
 // reference activates the gate half, then multiplies (two ATen kernels); the CUDA kernel does both.
 at::Tensor gated_activation(Activation act, const at::Tensor& gate_up, Backend backend);
 
+// act(linear(x, layer)): a non-gated MLP's fc1 and its activation (Phi: bias + gelu_new). Where
+// linear_activation_fuses says so the dense GEMV kernel activates each output as it stores it
+// (one launch instead of two: docs/engine.md, "Fused small ops"), with the activation kernel's
+// arithmetic on the rounded projection, so the same bits as the GEMV then the activation kernel;
+// elsewhere activate(act, linear(x, layer, backend), backend).
+at::Tensor linear_activation(const at::Tensor& x, const Linear& layer, Activation act, Backend backend = Backend::Auto);
+// The dense GEMV runs the projection (detail::dense_gemv_applies) and the activation has its CUDA
+// kernel, resolved for `backend`.
+bool linear_activation_fuses(const at::Tensor& x, const Linear& layer, Activation act, Backend backend);
+
 #ifdef EFFARCH_WITH_CUDA
 namespace detail {
 at::Tensor activation_cuda(Activation act, const at::Tensor& x, bool gated);
+// The fused linear_activation (x [R, K] with R within the GEMV's rows, a kernel for `act`).
+at::Tensor linear_activation_cuda(const at::Tensor& x, const Linear& layer, Activation act);
 }  // namespace detail
 #endif
 

@@ -16,6 +16,7 @@
 
 namespace effarch::kernels {
 struct GemvConvUpdate;  // kernels/gemv/gemv_params.h
+struct GemvActivation;
 }  // namespace effarch::kernels
 
 namespace effarch::ops {
@@ -90,8 +91,10 @@ bool dense_gemv_applies(const at::Tensor& x, const Linear& layer, Backend backen
 // x [R, K] on CUDA (R <= kCudaInt8GemvMaxRows, k contiguous), an int8 layer on x's device -> [R, O].
 at::Tensor int8_gemv_cuda(const at::Tensor& x, const Linear& layer);
 // x [R, K] on CUDA (R <= kCudaDenseGemvMaxRows), a dense layer in x's dtype on x's device -> [R, O].
-// `conv`: a conv update fused into the kernel's epilogue (ops::linear_conv_update), or none.
-at::Tensor dense_gemv_cuda(const at::Tensor& x, const Linear& layer, const kernels::GemvConvUpdate* conv = nullptr);
+// Fused into the kernel's epilogue, or none: `conv` a conv update (ops::linear_conv_update),
+// `activation` an activation of every output (ops::linear_activation).
+at::Tensor dense_gemv_cuda(const at::Tensor& x, const Linear& layer, const kernels::GemvConvUpdate* conv = nullptr,
+                           const kernels::GemvActivation* activation = nullptr);
 #endif
 }  // namespace detail
 

@@ -28,7 +28,8 @@ class FcMlp final : public FeedForward {
   FcMlp(const Weights& w, int layer, Activation act)
       : fc1_(w.linear(layer, "mlp.fc1.")), fc2_(w.linear(layer, "mlp.fc2.")), act_(act) {}
   at::Tensor forward(const at::Tensor& x, const ForwardContext& ctx) const override {
-    const at::Tensor h = ops::activate(act_, ops::linear(x, fc1_, ctx.backend), ctx.backend);
+    // fc1 and its activation: one GEMV launch in a decode step where the kernel takes both.
+    const at::Tensor h = ops::linear_activation(x, fc1_, act_, ctx.backend);
     return all_reduce(ops::linear(h, fc2_, ctx.backend), ctx.tp);
   }
 
