@@ -143,6 +143,7 @@ bool linear_activation_fuses(const at::Tensor& x, const Linear& layer, Activatio
 }
 
 at::Tensor linear_activation(const at::Tensor& x, const Linear& layer, Activation act, Backend backend) {
+  detail::check_linear(x, layer, "linear_activation");
 #ifdef EFFARCH_WITH_CUDA
   if (linear_activation_fuses(x, layer, act, backend)) {
     RECORD_USER_SCOPE("effarch::linear");  // one GEMV launch: the activation inside counts as the projection's

@@ -229,7 +229,7 @@ ProjectedConv linear_conv_update(const at::Tensor& x, const Linear& in_proj, int
   constexpr const char* op = "linear_conv_update";
   check_defined(x, op, "x");
   if (x.dim() != 2) throw OpError(fmt::format("{}: x has {} dims {}, expected [B, H]", op, x.dim(), shape(x)));
-  if (!in_proj.defined()) throw OpError(fmt::format("{}: in_proj is undefined", op));
+  detail::check_linear(x, in_proj, op);
   check_defined(conv_state, op, "conv_state");
   if (conv_state.dim() != 3) {
     throw OpError(fmt::format("{}: conv_state has shape {}, expected [B, D, W]", op, shape(conv_state)));

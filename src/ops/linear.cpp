@@ -94,11 +94,7 @@ bool dense_gemv_applies(const at::Tensor& x, const Linear& layer, Backend backen
   return use_cuda_kernel(backend, OpFamily::DenseGemv, x.device());
 }
 
-}  // namespace detail
-
-at::Tensor linear(const at::Tensor& x, const Linear& layer, Backend backend) {
-  RECORD_USER_SCOPE("effarch::linear");  // names the op in profiles (effarch profile)
-  constexpr const char* op = "linear";
+void check_linear(const at::Tensor& x, const Linear& layer, const char* op) {
   if (!layer.weight.defined() || layer.weight.dim() != 2) {
     throw OpError(fmt::format("{}: the weight must be a [out, in] tensor, got {}", op,
                               layer.weight.defined() ? detail::shape(layer.weight) : "undefined"));
@@ -107,6 +103,14 @@ at::Tensor linear(const at::Tensor& x, const Linear& layer, Backend backend) {
     throw OpError(fmt::format("{}: x {} does not end in the weight's {} input features", op,
                               x.defined() ? detail::shape(x) : "undefined", layer.in_features()));
   }
+}
+
+}  // namespace detail
+
+at::Tensor linear(const at::Tensor& x, const Linear& layer, Backend backend) {
+  RECORD_USER_SCOPE("effarch::linear");  // names the op in profiles (effarch profile)
+  constexpr const char* op = "linear";
+  detail::check_linear(x, layer, op);
   if (layer.format == WeightFormat::Int8 &&
       (layer.weight.scalar_type() != at::kChar || !layer.scale.defined() || layer.scale.dim() != 1 ||
        layer.scale.size(0) != layer.out_features() || layer.scale.scalar_type() != at::kFloat)) {

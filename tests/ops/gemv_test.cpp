@@ -375,6 +375,8 @@ TEST(LinearActivation, OnTheCpuItIsTheTwoOps) {
   EXPECT_FALSE(linear_activation_fuses(x, fc1, Activation::GeluNew, Backend::Auto));
   EXPECT_TRUE(at::equal(linear_activation(x, fc1, Activation::GeluNew), activate(Activation::GeluNew, linear(x, fc1))));
   EXPECT_TRUE(at::equal(linear_activation(x, fc1, Activation::Relu), activate(Activation::Relu, linear(x, fc1))));
+  EXPECT_THROW_WITH(linear_activation(at::randn({2, 16}), fc1, Activation::GeluNew), OpError,
+                    {"linear_activation", "x [2, 16]", "8 input features"});
 }
 
 // linear_conv_update off the GPU: the projection then the conv update, exactly; bad arguments
@@ -403,6 +405,8 @@ TEST(LinearConvUpdate, OnTheCpuItIsTheTwoOps) {
   EXPECT_THROW_WITH(linear_conv_update(x, in_proj, 0, narrow_batch, weight, bias, true), OpError,
                     {"conv_state", "[2, 10, 4]"});
   EXPECT_THROW_WITH(linear_conv_update(x, in_proj, 0, state, at::randn({9, 4}), bias, true), OpError, {"weight"});
+  EXPECT_THROW_WITH(linear_conv_update(at::randn({2, 16}), in_proj, 0, state, weight, bias, true), OpError,
+                    {"linear_conv_update", "8 input features"});
 }
 
 // ---- the dispatch ----

@@ -87,6 +87,9 @@ inline constexpr int64_t kCudaDenseGemvAutoMaxRows = 2;
 // Backend::Cuda (1..kCudaDenseGemvAutoMaxRows under Auto), sizes that fit an int, and `backend`
 // resolving to Cuda for OpFamily::DenseGemv.
 bool dense_gemv_applies(const at::Tensor& x, const Linear& layer, Backend backend);
+// What linear checks first, for the ops that run a projection with something fused into it: a
+// [out, in] weight, and x [..., in]. Throws OpError naming `op`.
+void check_linear(const at::Tensor& x, const Linear& layer, const char* op);
 #ifdef EFFARCH_WITH_CUDA
 // x [R, K] on CUDA (R <= kCudaInt8GemvMaxRows, k contiguous), an int8 layer on x's device -> [R, O].
 at::Tensor int8_gemv_cuda(const at::Tensor& x, const Linear& layer);
