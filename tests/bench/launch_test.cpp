@@ -22,6 +22,18 @@ using Graphs = std::vector<std::optional<DecodeMode>>;
 const json kEnv = {{"device", {{"copy_bandwidth_bytes_per_s", 1e10}, {"gemm_flops_per_s", 1e11}}},
                    {"harness_timer_overhead_s", 1e-6}};
 
+// A short sweep on the CPU: one timed run per point, no warm-up.
+SweepSpec cpu_sweep(std::vector<std::string> models, std::vector<int64_t> lengths, int64_t gen_tokens) {
+  SweepSpec spec;
+  spec.models = std::move(models);
+  spec.prompt_lengths = std::move(lengths);
+  spec.gen_tokens = gen_tokens;
+  spec.reps = 1;
+  spec.warmup = 0;
+  spec.device = "cpu";
+  return spec;
+}
+
 TEST(BenchLaunch, ListsOfCudaGraphsAndPdl) {
   EXPECT_EQ(parse_cuda_graphs_list("auto", "--cuda-graphs"), Graphs{std::nullopt});
   EXPECT_EQ(parse_cuda_graphs_list("on", "--cuda-graphs"), Graphs{DecodeMode::CudaGraph});
@@ -85,13 +97,8 @@ TEST(BenchLaunch, SuiteFilesTakeTheLists) {
 // Two modes a CPU runs (eager and the static step): every point under both, back to back, the
 // model loaded once; the keys differ in the mode alone, and compare pairs them.
 TEST(BenchLaunch, EachPointRunsUnderEverySettingOnTheModelLoadedOnce) {
-  SweepSpec spec;
-  spec.models = {"tiny-llama", "tiny-mamba"};
-  spec.prompt_lengths = {8, 16};
-  spec.gen_tokens = 3;
+  SweepSpec spec = cpu_sweep({"tiny-llama", "tiny-mamba"}, {8, 16}, 3);
   spec.reps = 2;
-  spec.warmup = 0;
-  spec.device = "cpu";
   spec.cuda_graphs = {DecodeMode::Eager, DecodeMode::Static};
   std::vector<std::string> labels;
   RunCallbacks cb;
@@ -152,13 +159,7 @@ TEST(BenchLaunch, EachPointRunsUnderEverySettingOnTheModelLoadedOnce) {
 // each point's key says what ran; compare pairs them; a backend the machine refuses (cuda on the
 // CPU) fails its own points with the reason.
 TEST(BenchLaunch, BackendsSideBySideOnTheModelLoadedOnce) {
-  SweepSpec spec;
-  spec.models = {"tiny-mamba"};
-  spec.prompt_lengths = {16};
-  spec.gen_tokens = 3;
-  spec.reps = 1;
-  spec.warmup = 0;
-  spec.device = "cpu";
+  SweepSpec spec = cpu_sweep({"tiny-mamba"}, {16}, 3);
   spec.backends = {ops::Backend::Reference, ops::Backend::Cuda, ops::Backend::Auto};
   const std::vector<Point> points = run_sweep(spec, kEnv, RunCallbacks{});
   ASSERT_EQ(points.size(), 3u);
@@ -189,13 +190,7 @@ TEST(BenchLaunch, BackendsSideBySideOnTheModelLoadedOnce) {
 // A setting the model refuses fails its own points with the reason; the other setting's points
 // are measured (CUDA graphs: a CUDA device, and MoE only on the CUDA dispatch).
 TEST(BenchLaunch, ARefusedSettingFailsOnlyItsOwnPoints) {
-  SweepSpec spec;
-  spec.models = {"tiny-mixtral"};
-  spec.prompt_lengths = {8};
-  spec.gen_tokens = 2;
-  spec.reps = 1;
-  spec.warmup = 0;
-  spec.device = "cpu";
+  SweepSpec spec = cpu_sweep({"tiny-mixtral"}, {8}, 2);
   spec.cuda_graphs = {DecodeMode::CudaGraph, DecodeMode::Eager};
   const std::vector<Point> points = run_sweep(spec, kEnv, RunCallbacks{});
   ASSERT_EQ(points.size(), 2u);
@@ -208,9 +203,7 @@ TEST(BenchLaunch, ARefusedSettingFailsOnlyItsOwnPoints) {
 }
 
 TEST(BenchLaunch, PdlListsNeedACudaDevice) {
-  SweepSpec spec;
-  spec.models = {"tiny-llama"};
-  spec.device = "cpu";
+  SweepSpec spec = cpu_sweep({"tiny-llama"}, {8}, 2);
   spec.pdl = {false, true};
   EXPECT_THROW_WITH(run_sweep(spec, kEnv, RunCallbacks{}), UsageError, {"--pdl off,on", "CUDA kernels only", "cpu"});
 }
