@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <limits>
+#include <utility>
 
 #include <ATen/ATen.h>
 
@@ -82,33 +83,24 @@ class Mamba2Mixer final : public Mixer {
     const int64_t conv_dim = m_.conv_dim();
     // SiLU fuses into the conv; any other hidden_act runs after a conv without activation.
     const bool silu = m_.activation == Activation::SiLU;
-    at::Tensor proj, conv;  // [B, T, Di + conv_dim + H]; the conv's output [B, conv_dim, T]
+    at::Tensor proj, decode_conv;  // [B, T, Di + conv_dim + H]; a one-token conv's output [B, conv_dim, 1]
     if (!fresh && t == 1) {
       // One token: the conv update runs inside in_proj's GEMV where the kernel takes it
       // (ops::linear_conv_update: one launch instead of two), else after it.
       ops::ProjectedConv pc =
           ops::linear_conv_update(x.select(1, 0), in_proj_, di, cache.conv_state, conv_w_, conv_b_, silu, ctx.backend);
       proj = pc.projection.unsqueeze(1);
-      conv = pc.conv.unsqueeze(2);
+      decode_conv = pc.conv.unsqueeze(2);
     } else {
       proj = ops::linear(x, in_proj_, ctx.backend);
     }
     const at::Tensor z = proj.narrow(2, 0, di);
     at::Tensor y;  // [B, T, Di] fp32
     {  // the conv output lives only until the scan has read it
-      const at::Tensor xbc = proj.narrow(2, di, conv_dim).transpose(1, 2);  // [B, conv_dim, T] view
-      const at::Tensor dt = proj.narrow(2, di + conv_dim, h);              // [B, T, H]
-      if (!conv.defined() && fresh) {
-        conv = ops::causal_conv1d(xbc, conv_w_, conv_b_, silu, &cache.conv_state, ctx.backend);
-      } else if (!conv.defined()) {
-        // Several tokens after the cache (a prompt's later pieces, a continuation): the prefill
-        // conv over [the cached window's last K-1 inputs | x], whose first K-1 outputs are
-        // dropped; every output left has a full window, the same sum the update computes, in
-        // parallel over time rather than token after token, and it writes the new window.
-        const int64_t k = cache.conv_state.size(2);
-        const at::Tensor history = at::cat({cache.conv_state.narrow(2, 1, k - 1), xbc}, 2);
-        conv = ops::causal_conv1d(history, conv_w_, conv_b_, silu, &cache.conv_state, ctx.backend).narrow(2, k - 1, t);
-      }
+      const at::Tensor dt = proj.narrow(2, di + conv_dim, h);  // [B, T, H]
+      at::Tensor conv = decode_conv.defined()
+                            ? std::move(decode_conv)
+                            : prefill_conv(proj.narrow(2, di, conv_dim).transpose(1, 2), cache, fresh, silu, ctx);
       if (!silu) conv = ops::activate(m_.activation, conv);
       const at::Tensor u = conv.transpose(1, 2);  // [B, T, conv_dim]
       const at::Tensor xs = u.narrow(2, 0, di).reshape({b, t, h, p});
@@ -127,6 +119,20 @@ class Mamba2Mixer final : public Mixer {
     const at::Tensor normed =
         ops::gated_rms_norm(y, z, norm_w_, di / g, m_.gated_norm_eps, ctx.backend, x.scalar_type());
     return all_reduce(ops::linear(normed, out_proj_, ctx.backend), ctx.tp);
+  }
+
+  // The conv over several tokens: xbc [B, conv_dim, T] (a view of in_proj's output) from an empty
+  // cache (fresh), or after it. Several tokens after the cache (a prompt's later pieces, a
+  // continuation): the prefill conv over [the cached window's last K-1 inputs | x], whose first
+  // K-1 outputs are dropped; every output left has a full window, the same sum the update
+  // computes, in parallel over time rather than token after token, and it writes the new window.
+  at::Tensor prefill_conv(const at::Tensor& xbc, LayerCache& cache, bool fresh, bool silu,
+                          const ForwardContext& ctx) const {
+    if (fresh) return ops::causal_conv1d(xbc, conv_w_, conv_b_, silu, &cache.conv_state, ctx.backend);
+    const int64_t k = cache.conv_state.size(2);
+    const at::Tensor history = at::cat({cache.conv_state.narrow(2, 1, k - 1), xbc}, 2);
+    return ops::causal_conv1d(history, conv_w_, conv_b_, silu, &cache.conv_state, ctx.backend)
+        .narrow(2, k - 1, xbc.size(2));
   }
 
   MambaConfig m_;
