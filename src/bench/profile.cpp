@@ -376,15 +376,12 @@ json profile_model(const ProfileSpec& spec) {
   torch::autograd::profiler::prepareProfiler(config, activities);
   torch::autograd::profiler::enableProfiler(config, activities);
   std::unique_ptr<torch::autograd::profiler::ProfilerResult> result;
+  const std::string_view scope = prefill ? kPrefillScope : kDecodeStepScope;
+  const std::string scope_name(scope);
   try {
     for (int i = 0; i < spec.steps; ++i) {
-      if (prefill) {
-        RECORD_USER_SCOPE("effarch::prefill");
-        step();
-      } else {
-        RECORD_USER_SCOPE("effarch::decode_step");
-        step();
-      }
+      RECORD_USER_SCOPE(scope_name.c_str());
+      step();
     }
   } catch (...) {
     (void)torch::autograd::profiler::disableProfiler();
@@ -412,7 +409,7 @@ json profile_model(const ProfileSpec& spec) {
     e.end_ns = static_cast<int64_t>(k.endNs());
     events.push_back(std::move(e));
   }
-  json out = attribute_profile(events, spec.steps, prefill ? kPrefillScope : kDecodeStepScope);
+  json out = attribute_profile(events, spec.steps, scope);
   out["model"] = spec.model;
   out["architecture"] = source.config.architecture;
   out["settings"] = {{"phase", to_string(spec.phase)},
