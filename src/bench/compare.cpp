@@ -6,7 +6,6 @@
 #include <map>
 #include <set>
 #include <sstream>
-#include <tuple>
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
@@ -339,21 +338,17 @@ CompareResult compare(const nlohmann::json& base, const std::vector<nlohmann::js
 
 LaunchSplit split_by_launch(const nlohmann::json& doc) {
   LaunchSplit r;
-  std::vector<std::tuple<ops::Backend, model::DecodeMode, bool>> seen;
   for (const auto& p : doc.at("points")) {
-    const PointKey k = p.at("key").get<PointKey>();
-    const std::tuple<ops::Backend, model::DecodeMode, bool> launch{k.backend, k.cuda_graphs, k.pdl};
-    auto it = std::find(seen.begin(), seen.end(), launch);
-    if (it == seen.end()) {
-      seen.push_back(launch);
+    const std::string label = p.at("key").get<PointKey>().launch_str();
+    auto it = std::find(r.labels.begin(), r.labels.end(), label);
+    if (it == r.labels.end()) {
       nlohmann::json part = doc;
       part["points"] = nlohmann::json::array();
       r.docs.push_back(std::move(part));
-      r.labels.push_back(fmt::format("backend={} graphs={} pdl={}", ops::backend_name(k.backend),
-                                     model::to_string(k.cuda_graphs), k.pdl ? "on" : "off"));
-      it = seen.end() - 1;
+      r.labels.push_back(label);
+      it = r.labels.end() - 1;
     }
-    r.docs[static_cast<size_t>(it - seen.begin())]["points"].push_back(p);
+    r.docs[static_cast<size_t>(it - r.labels.begin())]["points"].push_back(p);
   }
   return r;
 }

@@ -134,6 +134,13 @@ std::string PointKey::str_without_model() const {
 
 std::string PointKey::str() const { return model + " " + str_without_model(); }
 
+std::string PointKey::launch_str() const { return launch_label(backend, cuda_graphs, pdl); }
+
+std::string launch_label(ops::Backend backend, model::DecodeMode cuda_graphs, bool pdl) {
+  return fmt::format("backend={} graphs={} pdl={}", ops::backend_name(backend), model::to_string(cuda_graphs),
+                     pdl ? "on" : "off");
+}
+
 bool PointKey::operator==(const PointKey& o) const { return tied(*this) == tied(o); }
 bool PointKey::operator<(const PointKey& o) const { return tied(*this) < tied(o); }
 

@@ -7,7 +7,6 @@
 #include <cstdlib>
 #include <set>
 #include <sstream>
-#include <tuple>
 
 #include <fmt/format.h>
 
@@ -286,8 +285,8 @@ std::string format_results(const nlohmann::json& doc, const std::string& format,
     if (failed) columns.insert(columns.begin() + 3, kStatusColumn);
     // A run of several launch settings (bench --backend reference,auto / --cuda-graphs off,on /
     // --pdl off,on): which row is which.
-    std::set<std::tuple<ops::Backend, model::DecodeMode, bool>> settings;
-    for (const auto& p : points) settings.emplace(p.key.backend, p.key.cuda_graphs, p.key.pdl);
+    std::set<std::string> settings;
+    for (const auto& p : points) settings.insert(p.key.launch_str());
     if (settings.size() > 1) columns.insert(columns.begin() + 3, {kBackendColumn, kGraphsColumn, kPdlColumn});
     bool compact = false;
     std::string g = grid(rows, columns, compact);

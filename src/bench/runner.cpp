@@ -248,9 +248,7 @@ struct Loaded {
   RooflineModel f;
   std::optional<ModelInfo> info;
   std::optional<model::ModelConfig> config;  // once resolved, even if the load then failed
-  // Until the model loads, the request (weights: the dtype).
-  std::map<std::string, std::string> implementations;
-  std::string weights;
+  std::string weights;  // the format loaded; until the model loads, the request (the dtype)
 
   // The decode mode a launch setting runs (auto resolved); until the config is read, the request.
   model::DecodeMode decode_mode(const LaunchSetting& launch, const SweepSpec& spec, const at::Device& device) const {
@@ -302,7 +300,6 @@ Loaded load_model(const std::string& name, const SweepSpec& spec, const std::vec
     lt.bytes_per_s = lt.seconds > 0 ? static_cast<double>(lt.weights_bytes) / lt.seconds : 0.0;
     l.info->load = lt;
     set_weight_bytes(l.f, l.m->weights());
-    l.implementations = l.m->implementations();
     l.weights = l.m->weight_format();
   } catch (const std::exception& e) {
     if (distributed) throw;  // the ranks would no longer run the same points
@@ -328,8 +325,7 @@ Point run_point(Loaded& l, const std::string& name, int64_t batch, int64_t len, 
   p.key.device = device.str();
   p.key.cuda_graphs = decode_mode;
   p.key.pdl = launch.pdl && device.is_cuda();
-  p.key.backend = launch.backend;
-  p.key.implementations = l.implementations;
+  p.key.backend = launch.backend;  // implementations: what ran, once the setting is taken (unknown if not)
   p.key.weights = l.weights;
   p.loaded = l.info;
   const std::optional<LoadSample> load_before = read_machine_load();
@@ -344,7 +340,6 @@ Point run_point(Loaded& l, const std::string& name, int64_t batch, int64_t len, 
   try {
     ops::set_programmatic_launch(launch.pdl, "--pdl");
     if (m.options().backend != launch.backend || m.options().decode != decode_mode) {
-      p.key.implementations.clear();  // unknown unless the setting is taken
       m.set_execution(launch.backend, decode_mode);
     }
     p.key.implementations = m.implementations();
@@ -419,9 +414,8 @@ std::vector<Point> run_sweep(const SweepSpec& spec, const nlohmann::json& enviro
           if (cb.stop != nullptr && cb.stop->load()) return points;
           std::string label = fmt::format("{} batch {} prompt {} gen {}", name, batch, len, spec.gen_tokens);
           if (launches.size() > 1) {
-            label += fmt::format(" backend={} graphs={} pdl={}", ops::backend_name(launch.backend),
-                                 model::to_string(loaded.decode_mode(launch, spec, device)),
-                                 launch.pdl && device.is_cuda() ? "on" : "off");
+            label += " " + launch_label(launch.backend, loaded.decode_mode(launch, spec, device),
+                                        launch.pdl && device.is_cuda());
           }
           if (cb.on_start) cb.on_start(index, total, label);
           ++index;

@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <filesystem>
-#include <functional>
 #include <set>
 
 #include <fmt/format.h>
@@ -40,7 +39,7 @@ int64_t parse_positive(const std::string& token, const std::string& option, cons
 // only alone, no value twice.
 template <typename T, typename Parse>
 std::vector<T> parse_launch_list(const std::string& text, const std::string& option, Parse one,
-                                 const std::function<std::string(const T&)>& name) {
+                                 std::string (*name)(const T&)) {
   std::vector<T> out;
   for (const std::string& w : split_commas(text)) {
     if (w.empty()) throw UsageError(fmt::format("{}: an empty value in '{}' (a list is a,b)", option, text));
@@ -55,10 +54,25 @@ std::vector<T> parse_launch_list(const std::string& text, const std::string& opt
 
 }  // namespace
 
+namespace {
+
+// Each launch option's values in its own words, for messages and settings.
+std::string graphs_word(const std::optional<model::DecodeMode>& mode) { return mode ? model::to_string(*mode) : "auto"; }
+std::string pdl_word(const bool& on) { return on ? "on" : "off"; }
+std::string backend_word(const ops::Backend& backend) { return std::string(ops::backend_name(backend)); }
+
+template <typename T>
+std::string join_words(const std::vector<T>& values, std::string (*word)(const T&)) {
+  std::vector<std::string> words;
+  for (const T& v : values) words.push_back(word(v));
+  return fmt::format("{}", fmt::join(words, ","));
+}
+
+}  // namespace
+
 std::vector<std::optional<model::DecodeMode>> parse_cuda_graphs_list(const std::string& text, const std::string& option) {
-  const auto out = parse_launch_list<std::optional<model::DecodeMode>>(
-      text, option, model::parse_cuda_graphs_request,
-      [](const std::optional<model::DecodeMode>& m) { return std::string(m ? model::to_string(*m) : "auto"); });
+  const auto out = parse_launch_list<std::optional<model::DecodeMode>>(text, option, model::parse_cuda_graphs_request,
+                                                                       graphs_word);
   if (out.size() > 1 && std::find(out.begin(), out.end(), std::nullopt) != out.end()) {
     throw UsageError(fmt::format("{}: auto is a value on its own, not one of a list ('{}'): name the modes to run "
                                  "side by side (off, static, on)",
@@ -68,32 +82,20 @@ std::vector<std::optional<model::DecodeMode>> parse_cuda_graphs_list(const std::
 }
 
 std::vector<bool> parse_pdl_list(const std::string& text, const std::string& option) {
-  return parse_launch_list<bool>(text, option, ops::parse_programmatic_launch,
-                                 [](const bool& on) { return std::string(on ? "on" : "off"); });
+  return parse_launch_list<bool>(text, option, ops::parse_programmatic_launch, pdl_word);
 }
 
 std::vector<ops::Backend> parse_backend_list(const std::string& text, const std::string& option) {
-  return parse_launch_list<ops::Backend>(text, option, ops::parse_backend,
-                                         [](const ops::Backend& b) { return std::string(ops::backend_name(b)); });
+  return parse_launch_list<ops::Backend>(text, option, ops::parse_backend, backend_word);
 }
 
-std::string backend_list_name(const std::vector<ops::Backend>& values) {
-  std::vector<std::string> names;
-  for (const ops::Backend b : values) names.emplace_back(ops::backend_name(b));
-  return fmt::format("{}", fmt::join(names, ","));
-}
+std::string backend_list_name(const std::vector<ops::Backend>& values) { return join_words(values, backend_word); }
 
 std::string cuda_graphs_list_name(const std::vector<std::optional<model::DecodeMode>>& values) {
-  std::vector<std::string> names;
-  for (const auto& m : values) names.emplace_back(m ? model::to_string(*m) : "auto");
-  return fmt::format("{}", fmt::join(names, ","));
+  return join_words(values, graphs_word);
 }
 
-std::string pdl_list_name(const std::vector<bool>& values) {
-  std::vector<std::string> names;
-  for (const bool on : values) names.emplace_back(on ? "on" : "off");
-  return fmt::format("{}", fmt::join(names, ","));
-}
+std::string pdl_list_name(const std::vector<bool>& values) { return join_words(values, pdl_word); }
 
 std::vector<LaunchSetting> launch_settings(const SweepSpec& spec) {
   std::vector<LaunchSetting> out;

@@ -88,6 +88,8 @@ struct PointKey {
   std::string str() const;
   // Every field but the model: the side-by-side tables put different models in one row.
   std::string str_without_model() const;
+  // The launch setting alone, launch_label's words: how one run's settings are told apart.
+  std::string launch_str() const;
   bool operator==(const PointKey& o) const;
   bool operator!=(const PointKey& o) const { return !(*this == o); }
   bool operator<(const PointKey& o) const;
@@ -97,6 +99,10 @@ struct PointKey {
 };
 void to_json(nlohmann::json& j, const PointKey& k);
 void from_json(const nlohmann::json& j, PointKey& k);
+
+// A launch setting as bench labels it (progress lines, compare of one run's settings):
+// "backend=auto graphs=on pdl=off".
+std::string launch_label(ops::Backend backend, model::DecodeMode cuda_graphs, bool pdl);
 
 struct DecodeStepStats {
   Stats p50, p90, p99;
