@@ -3,10 +3,8 @@
 
 #include "effarch/ops/activation.h"
 
-#include <algorithm>
 #include <cmath>
 #include <utility>
-#include <vector>
 
 #include <ATen/ATen.h>
 #include <ATen/record_function.h>
@@ -147,10 +145,7 @@ at::Tensor linear_activation(const at::Tensor& x, const Linear& layer, Activatio
 #ifdef EFFARCH_WITH_CUDA
   if (linear_activation_fuses(x, layer, act, backend)) {
     RECORD_USER_SCOPE("effarch::linear");  // one GEMV launch: the activation inside counts as the projection's
-    const int64_t rows = x.numel() / std::max<int64_t>(layer.in_features(), 1);
-    std::vector<int64_t> out_shape = x.sizes().vec();
-    out_shape.back() = layer.out_features();
-    return detail::linear_activation_cuda(x.reshape({rows, layer.in_features()}), layer, act).view(out_shape);
+    return detail::linear_activation_cuda(x, layer, act);
   }
 #endif
   return activate(act, linear(x, layer, backend), backend);

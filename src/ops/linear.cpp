@@ -129,21 +129,14 @@ at::Tensor linear(const at::Tensor& x, const Linear& layer, Backend backend) {
 #ifdef EFFARCH_WITH_CUDA
     const int64_t rows = x.numel() / layer.in_features();
     if (x.is_cuda() && rows >= 1 && rows <= detail::kCudaInt8GemvMaxRows && layer.weight.device() == x.device()) {
-      std::vector<int64_t> out_shape(x.sizes().begin(), x.sizes().end());
-      out_shape.back() = layer.out_features();
-      return detail::int8_gemv_cuda(x.reshape({rows, layer.in_features()}), layer).view(out_shape);
+      return detail::int8_gemv_cuda(x, layer);
     }
 #endif
     // The reference: the weight dequantised to x's dtype for this call, then the dense product.
     return at::linear(x, dense_weight(layer, x.scalar_type()), layer.bias);
   }
 #ifdef EFFARCH_WITH_CUDA
-  if (detail::dense_gemv_applies(x, layer, backend)) {
-    const int64_t rows = x.numel() / layer.in_features();
-    std::vector<int64_t> out_shape(x.sizes().begin(), x.sizes().end());
-    out_shape.back() = layer.out_features();
-    return detail::dense_gemv_cuda(x.reshape({rows, layer.in_features()}), layer).view(out_shape);
-  }
+  if (detail::dense_gemv_applies(x, layer, backend)) return detail::dense_gemv_cuda(x, layer);
 #endif
   return at::linear(x, layer.weight, layer.bias);
 }

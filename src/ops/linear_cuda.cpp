@@ -2,6 +2,8 @@
 // (kernels/int8_gemv) or the dense GEMV's (kernels/gemv) from tensors linear() has checked, launch
 // on the current stream. Built only with CUDA (EFFARCH_HAVE_CUDA).
 
+#include <vector>
+
 #include <ATen/ATen.h>
 #include <c10/cuda/CUDAGuard.h>
 
@@ -14,16 +16,22 @@ namespace effarch::ops::detail {
 
 namespace {
 
-// What both GEMV kernels read and write: x with contiguous rows, the bias in x's dtype, y [R, O].
+// What both GEMV kernels read and write: x [..., K] as R = numel / K rows (contiguous within a
+// row), the bias in x's dtype, y [R, O]; the caller gets y in x's leading shape, [..., O].
 struct GemvOperands {
   at::Tensor x, bias, y;
+  std::vector<int64_t> out_shape;
+  at::Tensor result() const { return y.view(out_shape); }
 };
 
 GemvOperands gemv_operands(const at::Tensor& x_in, const Linear& layer) {
   GemvOperands o;
-  o.x = x_in.stride(1) == 1 ? x_in : x_in.contiguous();
+  const at::Tensor rows = x_in.reshape({-1, layer.in_features()});
+  o.x = rows.stride(1) == 1 ? rows : rows.contiguous();
   if (layer.bias) o.bias = layer.bias->to(o.x.scalar_type()).contiguous();
   o.y = at::empty({o.x.size(0), layer.out_features()}, o.x.options());
+  o.out_shape = x_in.sizes().vec();
+  o.out_shape.back() = layer.out_features();
   return o;
 }
 
@@ -53,7 +61,7 @@ at::Tensor int8_gemv_cuda(const at::Tensor& x_in, const Linear& layer) {
   p.q = q.const_data_ptr<int8_t>();
   p.scale = scale.const_data_ptr<float>();
   throw_if_failed(kernels::int8_gemv(p, current_stream()), op);
-  return o.y;
+  return o.result();
 }
 
 at::Tensor dense_gemv_cuda(const at::Tensor& x_in, const Linear& layer, const kernels::GemvConvUpdate* conv,
@@ -69,7 +77,7 @@ at::Tensor dense_gemv_cuda(const at::Tensor& x_in, const Linear& layer, const ke
   if (conv != nullptr) p.conv = *conv;
   if (activation != nullptr) p.activation = *activation;
   throw_if_failed(kernels::gemv(p, current_stream()), op);
-  return o.y;
+  return o.result();
 }
 
 }  // namespace effarch::ops::detail

@@ -66,7 +66,7 @@ bool linear_activation_fuses(const at::Tensor& x, const Linear& layer, Activatio
 #ifdef EFFARCH_WITH_CUDA
 namespace detail {
 at::Tensor activation_cuda(Activation act, const at::Tensor& x, bool gated);
-// The fused linear_activation (x [R, K] with R within the GEMV's rows, a kernel for `act`).
+// The fused linear_activation (x [..., K] with the GEMV's rows at most, a kernel for `act`).
 at::Tensor linear_activation_cuda(const at::Tensor& x, const Linear& layer, Activation act);
 }  // namespace detail
 #endif

@@ -91,9 +91,11 @@ bool dense_gemv_applies(const at::Tensor& x, const Linear& layer, Backend backen
 // [out, in] weight, and x [..., in]. Throws OpError naming `op`.
 void check_linear(const at::Tensor& x, const Linear& layer, const char* op);
 #ifdef EFFARCH_WITH_CUDA
-// x [R, K] on CUDA (R <= kCudaInt8GemvMaxRows, k contiguous), an int8 layer on x's device -> [R, O].
+// x [..., K] on CUDA (R = numel / K <= kCudaInt8GemvMaxRows rows), an int8 layer on x's device
+// -> [..., O].
 at::Tensor int8_gemv_cuda(const at::Tensor& x, const Linear& layer);
-// x [R, K] on CUDA (R <= kCudaDenseGemvMaxRows), a dense layer in x's dtype on x's device -> [R, O].
+// x [..., K] on CUDA (R = numel / K <= kCudaDenseGemvMaxRows rows), a dense layer in x's dtype on
+// x's device -> [..., O].
 // Fused into the kernel's epilogue, or none: `conv` a conv update (ops::linear_conv_update),
 // `activation` an activation of every output (ops::linear_activation).
 at::Tensor dense_gemv_cuda(const at::Tensor& x, const Linear& layer, const kernels::GemvConvUpdate* conv = nullptr,
