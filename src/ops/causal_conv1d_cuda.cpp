@@ -7,28 +7,14 @@
 #include <c10/cuda/CUDAGuard.h>
 
 #include "causal_conv1d/causal_conv1d.h"
+#include "causal_conv1d_launch.h"
 #include "cuda_binding.h"
-#include "gemv/gemv_params.h"
 #include "effarch/ops/causal_conv1d.h"
 
 namespace effarch::ops::detail {
 namespace {
 
-// The kernels read weight and bias in x's dtype or in float32. Any other mix is cast to float32:
-// D * W + D elements, nothing next to x.
-struct KernelWeights {
-  at::Tensor weight;  // [D, W]
-  at::Tensor bias;    // [D] or undefined
-};
-
-KernelWeights kernel_weights(const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias) {
-  at::ScalarType type = weight.scalar_type();
-  const bool bias_matches = !bias || bias->scalar_type() == type;
-  if (!bias_matches || (type != x.scalar_type() && type != at::kFloat)) type = at::kFloat;
-  return {weight.to(type), bias ? bias->to(type) : at::Tensor()};
-}
-
-kernels::CausalConv1dParams make_params(const at::Tensor& x, const KernelWeights& kw, bool silu, const at::Tensor& out,
+kernels::CausalConv1dParams make_params(const at::Tensor& x, const ConvKernelWeights& kw, bool silu, const at::Tensor& out,
                                         const char* op) {
   kernels::CausalConv1dParams p;
   p.batch = static_cast<int>(x.size(0));
@@ -72,7 +58,7 @@ void causal_conv1d_cuda(const at::Tensor& x, const at::Tensor& weight, const std
                         bool silu, const at::Tensor& out, const at::Tensor& final_conv_state) {
   constexpr const char* op = "causal_conv1d";
   const c10::cuda::CUDAGuard device_guard(x.device());
-  const KernelWeights kw = kernel_weights(x, weight, bias);
+  const ConvKernelWeights kw = conv_kernel_weights(x, weight, bias);
   kernels::CausalConv1dParams p = make_params(x, kw, silu, out, op);
   if (final_conv_state.defined()) set_state(p, final_conv_state);
   throw_if_failed(kernels::causal_conv1d_fwd(p, current_stream()), op);
@@ -82,7 +68,7 @@ void causal_conv1d_update_cuda(const at::Tensor& x, const at::Tensor& conv_state
                                const std::optional<at::Tensor>& bias, bool silu, const at::Tensor& out) {
   constexpr const char* op = "causal_conv1d_update";
   const c10::cuda::CUDAGuard device_guard(x.device());
-  const KernelWeights kw = kernel_weights(x, weight, bias);
+  const ConvKernelWeights kw = conv_kernel_weights(x, weight, bias);
   kernels::CausalConv1dParams p = make_params(x, kw, silu, out, op);
   set_state(p, conv_state);
   throw_if_failed(kernels::causal_conv1d_update(p, current_stream()), op);
@@ -91,27 +77,8 @@ void causal_conv1d_update_cuda(const at::Tensor& x, const at::Tensor& conv_state
 at::Tensor linear_conv_update_cuda(const at::Tensor& x, const Linear& in_proj, int64_t begin,
                                    const at::Tensor& conv_state, const at::Tensor& weight,
                                    const std::optional<at::Tensor>& bias, bool silu, const at::Tensor& conv_out) {
-  const KernelWeights kw = kernel_weights(x, weight, bias);
-  kernels::GemvConvUpdate c;
-  c.begin = static_cast<int>(begin);
-  c.dim = static_cast<int>(conv_state.size(1));
-  c.width = static_cast<int>(kw.weight.size(1));
-  c.silu = silu;
-  c.weight_fp32 = kw.weight.scalar_type() == at::kFloat;
-  c.weight = kw.weight.const_data_ptr();
-  c.weight_dim_stride = kw.weight.stride(0);
-  c.weight_width_stride = kw.weight.stride(1);
-  if (kw.bias.defined()) {
-    c.bias = kw.bias.const_data_ptr();
-    c.bias_stride = kw.bias.stride(0);
-  }
-  c.state = conv_state.mutable_data_ptr();
-  c.state_row_stride = conv_state.stride(0);
-  c.state_dim_stride = conv_state.stride(1);
-  c.state_width_stride = conv_state.stride(2);
-  c.out = conv_out.mutable_data_ptr();
-  c.out_row_stride = conv_out.stride(0);
-  c.out_dim_stride = conv_out.stride(1);
+  const ConvKernelWeights kw = conv_kernel_weights(x, weight, bias);  // alive until the launch: c points into it
+  const kernels::GemvConvUpdate c = gemv_conv_update_params(kw, begin, silu, conv_state, conv_out);
   return dense_gemv_cuda(x, in_proj, &c);
 }
 

@@ -19,6 +19,7 @@
 #include <gtest/gtest.h>
 
 #include "../test_util.h"
+#include "causal_conv1d_launch.h"
 #include "cuda_graph_capture.h"
 #include "effarch/common/error.h"
 #include "effarch/ops/backend.h"
@@ -303,26 +304,10 @@ TEST(DenseGemvEmulation, FusedConvUpdateIsTheConvOfTheProjection) {
           const at::Tensor weight = at::randn({dim, width}), conv_bias = at::randn({dim});
           const at::Tensor state0 = at::randn({rows, dim, width});
           at::Tensor state = state0.clone(), conv_out = at::full({rows, dim}, std::nanf(""));
-          kernels::GemvConvUpdate c;
-          c.begin = static_cast<int>(begin);
-          c.dim = static_cast<int>(dim);
-          c.width = static_cast<int>(width);
-          c.silu = silu;
-          c.weight_fp32 = true;
-          c.weight = weight.const_data_ptr();
-          c.weight_dim_stride = weight.stride(0);
-          c.weight_width_stride = weight.stride(1);
-          if (bias) {
-            c.bias = conv_bias.const_data_ptr();
-            c.bias_stride = conv_bias.stride(0);
-          }
-          c.state = state.mutable_data_ptr();
-          c.state_row_stride = state.stride(0);
-          c.state_dim_stride = state.stride(1);
-          c.state_width_stride = state.stride(2);
-          c.out = conv_out.mutable_data_ptr();
-          c.out_row_stride = conv_out.stride(0);
-          c.out_dim_stride = conv_out.stride(1);
+          // The params as the CUDA binding fills them (src/ops/causal_conv1d_launch.cpp).
+          const detail::ConvKernelWeights kw = detail::conv_kernel_weights(
+              pr.x, weight, bias ? std::optional<at::Tensor>(conv_bias) : std::nullopt);
+          const kernels::GemvConvUpdate c = detail::gemv_conv_update_params(kw, begin, silu, state, conv_out);
           const GemvPlan plan = kernels::gemv_plan(static_cast<int>(out), static_cast<int>(in), 4, 132);
           const at::Tensor y = emulate_launch(pr, plan, vector_path(pr), &c);
           const std::string what =
