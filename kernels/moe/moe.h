@@ -11,10 +11,10 @@
 //    feature reads that feature's weight row once and applies it to the expert's rows, eight at a
 //    time; the experts' weights (model dtype, or int8 with per-row scales) come from a device table
 //    of pointers built at load, so only the chosen experts' weights are read and nothing is copied
-//    to the host. Run twice: gate/up (the
-//    rows of x gathered through the order) and down (the grouped rows of the SwiGLU output).
-// 4. swiglu: silu(gate) * up in the model dtype between the two products.
-// 5. combine: out[token] = sum over the token's slots, in ascending expert id, of
+//    to the host. Run twice: gate/up (the rows of x gathered through the order), with silu(gate) *
+//    up in the model dtype computed in its epilogue (a block pairs each gate row with its up row),
+//    and down (the grouped rows of that SwiGLU output).
+// 4. combine: out[token] = sum over the token's slots, in ascending expert id, of
 //    round(y[row] * weight), each addition rounded to the model dtype: the reference's rounding.
 //
 // No torch types here: plain pointers and sizes, contiguous rows unless a stride is given.
@@ -56,9 +56,13 @@ struct MoePermuteParams {
 // w_hi[e] + (o - split) * in (gate then up, or one matrix with split = out). A null w_lo[e]: an
 // expert another rank runs, skipped. int8 experts (s_lo set): the weights are int8 and row o's
 // sum is multiplied by its fp32 scale, s_lo[e][o] or s_hi[e][o - split], before the rounding.
+// swiglu (gate/up: out = 2 * split): y is [M, split] and y[row, j] = moe::swiglu(the rounded
+// y[row, j], the rounded y[row, split + j]): the separate SwiGLU's arithmetic on the outputs the
+// plain GEMV would store (moe::expert_gemv_row pairs the rows within a block).
 struct MoeExpertGemvParams {
   moe::Precision model = moe::Precision::kFp32;
   int out = 0, in = 0, split = 0;
+  bool swiglu = false;
   int top_k = 1;
   int max_slots = 0;  // the grid's experts: min(E, M), an upper bound of *num_active
   bool weights_aligned = false;  // every weight row starts 16-byte aligned (checked at load)
@@ -74,18 +78,8 @@ struct MoeExpertGemvParams {
   bool gather = false;  // true: grouped row i reads x's row order[i] / top_k; false: x's row i
   const void* x = nullptr;
   int64_t x_row_stride = 0;
-  void* y = nullptr;  // [M, out] rows y_row_stride apart
+  void* y = nullptr;  // [M, out] (swiglu: [M, split]) rows y_row_stride apart
   int64_t y_row_stride = 0;
-};
-
-// a[i, c] = swiglu(h[i, c], h[i, inter + c]) for the grouped rows i < offsets[E] (the valid ones).
-struct MoeSwigluParams {
-  moe::Precision model = moe::Precision::kFp32;
-  int rows = 0;  // M
-  int inter = 0;
-  const int* valid_rows = nullptr;  // &offsets[E]
-  const void* h = nullptr;  // [M, 2 * inter] contiguous
-  void* a = nullptr;        // [M, inter] contiguous
 };
 
 struct MoeCombineParams {
@@ -110,9 +104,6 @@ LaunchStatus moe_permute(const MoePermuteParams& params, cudaStream_t stream);
 LaunchStatus moe_expert_gemv_fp32(const MoeExpertGemvParams& params, cudaStream_t stream);
 LaunchStatus moe_expert_gemv_bf16(const MoeExpertGemvParams& params, cudaStream_t stream);
 LaunchStatus moe_expert_gemv_fp16(const MoeExpertGemvParams& params, cudaStream_t stream);
-LaunchStatus moe_swiglu_fp32(const MoeSwigluParams& params, cudaStream_t stream);
-LaunchStatus moe_swiglu_bf16(const MoeSwigluParams& params, cudaStream_t stream);
-LaunchStatus moe_swiglu_fp16(const MoeSwigluParams& params, cudaStream_t stream);
 LaunchStatus moe_combine_fp32(const MoeCombineParams& params, cudaStream_t stream);
 LaunchStatus moe_combine_bf16(const MoeCombineParams& params, cudaStream_t stream);
 LaunchStatus moe_combine_fp16(const MoeCombineParams& params, cudaStream_t stream);
@@ -136,10 +127,6 @@ inline LaunchStatus moe_expert_gemv(const MoeExpertGemvParams& params, cudaStrea
   return moe_detail::by_precision<MoeExpertGemvParams>(params.model, moe_expert_gemv_fp32, moe_expert_gemv_bf16,
                                                        moe_expert_gemv_fp16, params, stream,
                                                        "moe_expert_gemv: unknown precision");
-}
-inline LaunchStatus moe_swiglu(const MoeSwigluParams& params, cudaStream_t stream) {
-  return moe_detail::by_precision<MoeSwigluParams>(params.model, moe_swiglu_fp32, moe_swiglu_bf16, moe_swiglu_fp16,
-                                                   params, stream, "moe_swiglu: unknown precision");
 }
 inline LaunchStatus moe_combine(const MoeCombineParams& params, cudaStream_t stream) {
   return moe_detail::by_precision<MoeCombineParams>(params.model, moe_combine_fp32, moe_combine_bf16,

@@ -6,9 +6,6 @@ namespace effarch::kernels {
 LaunchStatus moe_expert_gemv_fp16(const MoeExpertGemvParams& params, cudaStream_t stream) {
   return moe_detail::moe_expert_gemv_cuda<moe::Precision::kFp16>(params, stream);
 }
-LaunchStatus moe_swiglu_fp16(const MoeSwigluParams& params, cudaStream_t stream) {
-  return moe_detail::moe_swiglu_cuda<moe::Precision::kFp16>(params, stream);
-}
 LaunchStatus moe_combine_fp16(const MoeCombineParams& params, cudaStream_t stream) {
   return moe_detail::moe_combine_cuda<moe::Precision::kFp16>(params, stream);
 }

@@ -6,9 +6,6 @@ namespace effarch::kernels {
 LaunchStatus moe_expert_gemv_fp32(const MoeExpertGemvParams& params, cudaStream_t stream) {
   return moe_detail::moe_expert_gemv_cuda<moe::Precision::kFp32>(params, stream);
 }
-LaunchStatus moe_swiglu_fp32(const MoeSwigluParams& params, cudaStream_t stream) {
-  return moe_detail::moe_swiglu_cuda<moe::Precision::kFp32>(params, stream);
-}
 LaunchStatus moe_combine_fp32(const MoeCombineParams& params, cudaStream_t stream) {
   return moe_detail::moe_combine_cuda<moe::Precision::kFp32>(params, stream);
 }

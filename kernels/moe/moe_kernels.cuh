@@ -14,71 +14,81 @@ namespace moe_detail {
 
 using namespace moe;
 
-inline constexpr int kGemvWarpsPerBlock = 8;
 inline constexpr int kElementwiseThreads = 256;
 
-// grid (ceil(out / 8), max_slots): block (x, slot) computes 8 output features of the slot-th
-// active expert for all its rows, kGemvRows at a time; warp w one feature, lane partial sums
-// added with xor shuffles and written by lane 0. W: the weights' storage (the model dtype's, or
-// int8_t, then scaled per row).
-template <Precision P, int V, typename W>
-__global__ void __launch_bounds__(kGemvWarpsPerBlock* kWarp) moe_expert_gemv_kernel(const MoeExpertGemvParams p) {
+// grid (expert_gemv_blocks, max_slots): block (x, slot) computes 8 weight rows of the slot-th
+// active expert for all its rows, kGemvRows at a time; warp w one row (moe::expert_gemv_row), lane
+// partial sums added with xor shuffles, lane 0 storing the row's output. kSwiglu (the gate/up
+// product, MoeExpertGemvParams::swiglu): the block's 4 gate and 4 up rows meet in shared memory
+// and the gate warps store silu(gate) * up; its own instantiation, so that the plain kernel keeps
+// its registers (64 for bf16 on sm_90; the pairing in the same body took 71; the SwiGLU
+// instantiations take 64 for bf16 and 88 for int8 weights, against the plain int8 kernel's 80,
+// and three of their twelve spill 8-16 bytes: bf16 with int8 weights on the scalar path and fp16
+// on sm_90's scalar path and sm_121's 16-byte one; asking ptxas for three blocks an SM made more of
+// them spill). W: the weights' storage (the model dtype's, or int8_t, then scaled per row).
+template <Precision P, int V, typename W, bool kSwiglu>
+__global__ void __launch_bounds__(kExpertGemvWarps* kWarp) moe_expert_gemv_kernel(const MoeExpertGemvParams p) {
   using S = typename StorageOf<P>::type;
+  __shared__ float pair_value[kSwiglu ? kExpertGemvWarps : 1][kGemvRows];  // each warp's rounded outputs
   allow_dependent_launch();
   grid_dependency_wait();  // the active experts, their rows and x come from the kernels before
   const int slot = static_cast<int>(blockIdx.y);
-  if (slot >= *p.num_active) return;
+  if (slot >= *p.num_active) return;  // the whole block
   const int expert = p.active[slot];
   const W* lo = static_cast<const W*>(p.w_lo[expert]);
-  if (lo == nullptr) return;  // another rank's expert
+  if (lo == nullptr) return;  // another rank's expert: the whole block
   const int warp = static_cast<int>(threadIdx.x) / kWarp, lane = static_cast<int>(threadIdx.x) % kWarp;
-  const int o = static_cast<int>(blockIdx.x) * kGemvWarpsPerBlock + warp;
-  if (o >= p.out) return;
-  const W* w = o < p.split ? lo + static_cast<int64_t>(o) * p.in
-                           : static_cast<const W*>(p.w_hi[expert]) + static_cast<int64_t>(o - p.split) * p.in;
+  const ExpertGemvRow row = expert_gemv_row(static_cast<int>(blockIdx.x), warp, p.out, p.split, kSwiglu);
+  if (!kSwiglu && !row.active) return;  // with the SwiGLU, the warp still reaches the barriers
+  const int o = row.o;
+  const W* w = nullptr;
   float scale = 1.0f;
-  if constexpr (std::is_same<W, int8_t>::value) scale = o < p.split ? p.s_lo[expert][o] : p.s_hi[expert][o - p.split];
+  if (row.active) {
+    w = o < p.split ? lo + static_cast<int64_t>(o) * p.in
+                    : static_cast<const W*>(p.w_hi[expert]) + static_cast<int64_t>(o - p.split) * p.in;
+    if constexpr (std::is_same<W, int8_t>::value) scale = o < p.split ? p.s_lo[expert][o] : p.s_hi[expert][o - p.split];
+  }
   const S* x = static_cast<const S*>(p.x);
   S* y = static_cast<S*>(p.y);
   const int begin = p.offsets[expert], count = p.counts[expert];
   for (int r0 = 0; r0 < count; r0 += kGemvRows) {
     const int rows = min(kGemvRows, count - r0);
-    const S* xr[kGemvRows];
-#pragma unroll
-    for (int r = 0; r < kGemvRows; ++r) {
-      const int i = begin + r0 + min(r, rows - 1);
-      const int src = p.gather ? p.order[i] / p.top_k : i;
-      xr[r] = x + static_cast<int64_t>(src) * p.x_row_stride;
-    }
-    float acc[kGemvRows];
-    gemv_lane<P, V>(w, xr, rows, p.in, lane, acc);
-#pragma unroll
-    for (int r = 0; r < kGemvRows; ++r) {
-#pragma unroll
-      for (int offset = kWarp / 2; offset > 0; offset /= 2) acc[r] += __shfl_xor_sync(0xffffffffu, acc[r], offset);
-    }
-    if (lane == 0) {
+    float acc[kGemvRows] = {};
+    if (row.active) {
+      const S* xr[kGemvRows];
 #pragma unroll
       for (int r = 0; r < kGemvRows; ++r) {
-        if (r < rows) y[static_cast<int64_t>(begin + r0 + r) * p.y_row_stride + o] = from_f<P>(acc[r] * scale);
+        const int i = begin + r0 + min(r, rows - 1);
+        const int src = p.gather ? p.order[i] / p.top_k : i;
+        xr[r] = x + static_cast<int64_t>(src) * p.x_row_stride;
+      }
+      gemv_lane<P, V>(w, xr, rows, p.in, lane, acc);
+#pragma unroll
+      for (int r = 0; r < kGemvRows; ++r) {
+#pragma unroll
+        for (int offset = kWarp / 2; offset > 0; offset /= 2) acc[r] += __shfl_xor_sync(0xffffffffu, acc[r], offset);
       }
     }
-  }
-}
-
-template <Precision P>
-__global__ void __launch_bounds__(kElementwiseThreads) moe_swiglu_kernel(const MoeSwigluParams p) {
-  using S = typename StorageOf<P>::type;
-  allow_dependent_launch();
-  grid_dependency_wait();
-  const S* h = static_cast<const S*>(p.h);
-  S* a = static_cast<S*>(p.a);
-  const int64_t n = static_cast<int64_t>(*p.valid_rows) * p.inter;
-  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
-       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    const int64_t row = i / p.inter, c = i % p.inter;
-    const S* hr = h + row * 2 * p.inter;
-    a[i] = from_f<P>(swiglu<P>(to_f<P>(hr[c]), to_f<P>(hr[p.inter + c])));
+    if constexpr (!kSwiglu) {
+      if (lane == 0) {
+#pragma unroll
+        for (int r = 0; r < kGemvRows; ++r) {
+          if (r < rows) y[static_cast<int64_t>(begin + r0 + r) * p.y_row_stride + o] = from_f<P>(acc[r] * scale);
+        }
+      }
+    } else {
+      if (row.active && lane == 0) {
+#pragma unroll
+        for (int r = 0; r < kGemvRows; ++r) pair_value[warp][r] = round_to<P>(acc[r] * scale);
+      }
+      __syncthreads();
+      // Lane r of a gate warp stores row r's silu(gate) * up; its up row is 4 warps on.
+      if (row.active && row.gate && lane < rows) {
+        y[static_cast<int64_t>(begin + r0 + lane) * p.y_row_stride + row.column] =
+            from_f<P>(swiglu<P>(pair_value[warp][lane], pair_value[warp + kExpertGemvWarps / 2][lane]));
+      }
+      __syncthreads();  // the next rows' values overwrite these
+    }
   }
 }
 
@@ -115,7 +125,10 @@ LaunchStatus moe_expert_gemv_cuda(const MoeExpertGemvParams& p, cudaStream_t str
   if (p.in <= 0 || p.split < 0 || p.split > p.out) return {cudaErrorInvalidValue, "moe_expert_gemv: bad sizes"};
   const bool int8 = p.s_lo != nullptr;
   if (int8 && p.s_hi == nullptr) return {cudaErrorInvalidValue, "moe_expert_gemv: int8 weights need both scale tables"};
-  const dim3 grid((p.out + kGemvWarpsPerBlock - 1) / kGemvWarpsPerBlock, p.max_slots), block(kGemvWarpsPerBlock * kWarp);
+  if (p.swiglu && p.out != 2 * p.split) {
+    return {cudaErrorInvalidValue, "moe_expert_gemv: the fused SwiGLU needs out = 2 * split (gate rows, then up rows)"};
+  }
+  const dim3 grid(expert_gemv_blocks(p.out, p.split, p.swiglu), p.max_slots), block(kExpertGemvWarps * kWarp);
   // 16-byte loads of weights (kVec of them) need every weight row and every row of x to start
   // 16-byte aligned, and the rows' length to be a multiple of kVec.
   constexpr int kVec = 16 / static_cast<int>(sizeof(S)), kVecInt8 = 16;
@@ -124,20 +137,21 @@ LaunchStatus moe_expert_gemv_cuda(const MoeExpertGemvParams& p, cudaStream_t str
   const bool aligned = p.weights_aligned && x_aligned && p.in % (int8 ? kVecInt8 : kVec) == 0;
   constexpr const char* kWhat = "moe_expert_gemv kernel launch";
   if (int8) {
-    return launch_kernel(aligned ? moe_expert_gemv_kernel<P, kVecInt8, int8_t> : moe_expert_gemv_kernel<P, 1, int8_t>,
+    if (p.swiglu) {
+      return launch_kernel(aligned ? moe_expert_gemv_kernel<P, kVecInt8, int8_t, true>
+                                   : moe_expert_gemv_kernel<P, 1, int8_t, true>,
+                           grid, block, 0, stream, kWhat, p);
+    }
+    return launch_kernel(aligned ? moe_expert_gemv_kernel<P, kVecInt8, int8_t, false>
+                                 : moe_expert_gemv_kernel<P, 1, int8_t, false>,
                          grid, block, 0, stream, kWhat, p);
   }
-  return launch_kernel(aligned ? moe_expert_gemv_kernel<P, kVec, S> : moe_expert_gemv_kernel<P, 1, S>, grid, block, 0,
-                       stream, kWhat, p);
-}
-
-template <Precision P>
-LaunchStatus moe_swiglu_cuda(const MoeSwigluParams& p, cudaStream_t stream) {
-  const int64_t n = static_cast<int64_t>(p.rows) * p.inter;
-  if (n == 0) return {};
-  const int blocks = static_cast<int>(std::min<int64_t>((n + kElementwiseThreads - 1) / kElementwiseThreads, 4096));
-  return launch_kernel(moe_swiglu_kernel<P>, dim3(blocks), dim3(kElementwiseThreads), 0, stream,
-                       "moe_swiglu kernel launch", p);
+  if (p.swiglu) {
+    return launch_kernel(aligned ? moe_expert_gemv_kernel<P, kVec, S, true> : moe_expert_gemv_kernel<P, 1, S, true>,
+                         grid, block, 0, stream, kWhat, p);
+  }
+  return launch_kernel(aligned ? moe_expert_gemv_kernel<P, kVec, S, false> : moe_expert_gemv_kernel<P, 1, S, false>,
+                       grid, block, 0, stream, kWhat, p);
 }
 
 template <Precision P>

@@ -335,6 +335,42 @@ EFFARCH_HD void gemv_lane(const W* w, const typename StorageOf<P>::type* const* 
   }
 }
 
+// Which weight row a warp of the expert GEMV reads, and where its output goes. A block has
+// kExpertGemvWarps warps. Plain: block b's warp w reads feature o = b * 8 + w and stores y[row, o].
+// With the SwiGLU fused (gate/up, out = 2 * split): warps 0-3 read gate rows j = b * 4 + w and
+// warps 4-7 the matching up rows split + j; each keeps its rounded outputs in shared memory, and
+// after a barrier the gate warp stores swiglu(gate, up) at y[row, j]. `active`: the row exists
+// (a block's last warps may have none; with the SwiGLU fused they still reach the barriers).
+inline constexpr int kExpertGemvWarps = 8;
+struct ExpertGemvRow {
+  int o;        // the weight row: features 0 .. out - 1 (rows o < split in w_lo, the rest in w_hi)
+  int column;   // the column of y it stores: o, or with the SwiGLU fused the pair's j
+  bool gate;    // SwiGLU fused: a gate row, whose warp stores the pair's output
+  bool active;
+};
+EFFARCH_HD ExpertGemvRow expert_gemv_row(int block, int warp, int out, int split, bool swiglu) {
+  ExpertGemvRow r;
+  if (!swiglu) {
+    r.o = block * kExpertGemvWarps + warp;
+    r.column = r.o;
+    r.gate = false;
+    r.active = r.o < out;
+    return r;
+  }
+  constexpr int kHalf = kExpertGemvWarps / 2;
+  r.gate = warp < kHalf;
+  r.column = block * kHalf + warp % kHalf;
+  r.active = r.column < split;
+  r.o = r.gate ? r.column : split + r.column;
+  return r;
+}
+// Blocks along a GEMV's features (the launcher's grid, a host function): ceil(out / 8), which is
+// ceil(split / 4) with the SwiGLU fused.
+inline int expert_gemv_blocks(int out, int split, bool swiglu) {
+  constexpr int kHalf = kExpertGemvWarps / 2;
+  return swiglu ? (split + kHalf - 1) / kHalf : (out + kExpertGemvWarps - 1) / kExpertGemvWarps;
+}
+
 // ---- SwiGLU between the two products ----
 
 // act(gate) * up as ATen computes it on tensors of the model dtype: silu rounded, then the

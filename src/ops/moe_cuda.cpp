@@ -4,8 +4,8 @@
 //
 // The dispatch: the permute kernel groups the (token, slot) positions by expert on the device.
 // A decode step (few tokens, or any step under CUDA-graph capture) then runs the expert GEMV
-// kernel through the load-time pointer table, SwiGLU, the GEMV again and the combine, with no
-// host sync (dense or int8 experts). Prefill with the load-time expert stack in bf16 on compute
+// kernel through the load-time pointer table (gate/up with the SwiGLU in its epilogue), the GEMV
+// again for down and the combine, with no host sync (dense or int8 experts). Prefill with the load-time expert stack in bf16 on compute
 // capability 9.x/10.x runs the grouped path: the permuted rows through two at::_grouped_mm calls
 // (CUTLASS, group ends read on the device) and the combine kernel, with no host sync either.
 // Otherwise (fp32/fp16, other GPUs, int8 experts) prefill reads the per-expert counts on the host
@@ -173,7 +173,6 @@ at::Tensor moe_dispatch_cuda(const at::Tensor& x_in, const Routing& routing, con
                           table->pointers.device() == x.device();
   if (table_fits && activation == Activation::SiLU && (n <= kMoeDecodeMaxTokens || stream_is_capturing(stream))) {
     const int64_t inter = table->inter;
-    const at::Tensor h = at::empty({m, 2 * inter}, x.options());
     const at::Tensor a = at::empty({m, inter}, x.options());
     const at::Tensor y = at::empty({m, hidden}, x.options());
     const auto* table_rows = static_cast<const void* const*>(table->pointers.const_data_ptr());
@@ -188,8 +187,10 @@ at::Tensor moe_dispatch_cuda(const at::Tensor& x_in, const Routing& routing, con
     g.active = plan.active.const_data_ptr<int>();
     g.num_active = plan.num_active.const_data_ptr<int>();
     g.order = plan.order.const_data_ptr<int>();
-    // gate and up: [2I] features from x's rows gathered through the order.
+    // gate and up: [2I] features from x's rows gathered through the order, silu(gate) * up [I]
+    // stored from the GEMV's epilogue.
     g.out = static_cast<int>(2 * inter);
+    g.swiglu = true;
     g.in = static_cast<int>(hidden);
     g.split = static_cast<int>(inter);
     g.w_lo = table_rows;
@@ -199,19 +200,12 @@ at::Tensor moe_dispatch_cuda(const at::Tensor& x_in, const Routing& routing, con
     g.gather = true;
     g.x = x.const_data_ptr();
     g.x_row_stride = hidden;
-    g.y = h.mutable_data_ptr();
-    g.y_row_stride = 2 * inter;
+    g.y = a.mutable_data_ptr();
+    g.y_row_stride = inter;
     throw_if_failed(kernels::moe_expert_gemv(g, stream), op);
-    kernels::MoeSwigluParams s;
-    s.model = g.model;
-    s.rows = static_cast<int>(m);
-    s.inter = static_cast<int>(inter);
-    s.valid_rows = plan.offsets.const_data_ptr<int>() + num_experts;
-    s.h = h.const_data_ptr();
-    s.a = a.mutable_data_ptr();
-    throw_if_failed(kernels::moe_swiglu(s, stream), op);
     // down: [H] features from the grouped rows of a.
     g.out = static_cast<int>(hidden);
+    g.swiglu = false;
     g.in = static_cast<int>(inter);
     g.split = static_cast<int>(hidden);
     g.w_lo = table_rows + 2 * num_experts;

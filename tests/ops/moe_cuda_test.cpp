@@ -5,8 +5,8 @@
 // (kernels/moe/moe_math.h) in the kernel's phase order -- lanes, warps, tiles, blocks -- against
 // the reference: the router (three router kinds, top-k 1/2/6, 8 and 64 experts, bf16 and fp32),
 // the permute (stable grouping, counts, offsets, the inverse map; no-token experts, every token on
-// one expert, 4096 tokens x top-6 over 64 experts), the expert GEMV + SwiGLU (scalar and 16-byte
-// paths, several row chunks), the combine (bit-exact against the reference's rounding), the whole
+// one expert, 4096 tokens x top-6 over 64 experts), the expert GEMV with the SwiGLU in its epilogue
+// (scalar and 16-byte paths, several row chunks; each gate row paired with its up row), the combine (bit-exact against the reference's rounding), the whole
 // decode dispatch, and the element conversions the kernels store with.
 // On a GPU (skipped without one): the kernels themselves against the reference, every dtype.
 
@@ -190,46 +190,68 @@ struct GemvWeights {
   int out = 0, in = 0, split = 0;
 };
 
-// moe_expert_gemv_kernel: blocks (feature tile, slot), warps one feature, lanes partial sums. W:
-// the weights' storage (the model dtype's, or int8_t).
+// moe_expert_gemv_kernel: blocks (feature tile, slot), warps one weight row (moe::expert_gemv_row),
+// lanes partial sums. With the SwiGLU fused (swiglu: y [M, split]) each warp's rounded outputs are
+// kept by warp, then the gate warps store swiglu(gate, up) (the kernel's barrier between). W: the
+// weights' storage (the model dtype's, or int8_t).
 template <km::Precision P, int V, typename W = typename km::StorageOf<P>::type>
 void emulate_gemv_typed(const Plan& plan, const GemvWeights& w, bool gather, int top_k, const at::Tensor& x,
-                        at::Tensor& y) {
+                        at::Tensor& y, bool swiglu) {
   using S = typename km::StorageOf<P>::type;
   constexpr bool kInt8 = std::is_same<W, int8_t>::value;
   const S* xp = static_cast<const S*>(x.const_data_ptr());
   S* yp = static_cast<S*>(y.mutable_data_ptr());
   const int64_t xs = x.stride(0), ys = y.stride(0);
+  const int blocks = km::expert_gemv_blocks(w.out, w.split, swiglu);
   for (int slot = 0; slot < plan.num_active; ++slot) {
     const int e = plan.active[static_cast<size_t>(slot)];
     const W* lo = static_cast<const W*>(w.lo[static_cast<size_t>(e)]);
     if (lo == nullptr) continue;
     const int begin = plan.offsets[static_cast<size_t>(e)], count = plan.counts[static_cast<size_t>(e)];
-    for (int o = 0; o < w.out; ++o) {
-      const W* wr = o < w.split ? lo + static_cast<int64_t>(o) * w.in
-                                : static_cast<const W*>(w.hi[static_cast<size_t>(e)]) +
-                                      static_cast<int64_t>(o - w.split) * w.in;
-      float scale = 1.0f;
-      if constexpr (kInt8) {
-        scale = o < w.split ? w.s_lo[static_cast<size_t>(e)][o] : w.s_hi[static_cast<size_t>(e)][o - w.split];
-      }
+    for (int block = 0; block < blocks; ++block) {
       for (int r0 = 0; r0 < count; r0 += km::kGemvRows) {
         const int rows = std::min(km::kGemvRows, count - r0);
-        const S* xr[km::kGemvRows];
-        for (int r = 0; r < km::kGemvRows; ++r) {
-          const int i = begin + r0 + std::min(r, rows - 1);
-          const int src = gather ? plan.order[static_cast<size_t>(i)] / top_k : i;
-          xr[r] = xp + src * xs;
+        float pair_value[km::kExpertGemvWarps][km::kGemvRows];
+        for (int warp = 0; warp < km::kExpertGemvWarps; ++warp) {
+          const km::ExpertGemvRow row = km::expert_gemv_row(block, warp, w.out, w.split, swiglu);
+          if (!row.active) continue;
+          const int o = row.o;
+          const W* wr = o < w.split ? lo + static_cast<int64_t>(o) * w.in
+                                    : static_cast<const W*>(w.hi[static_cast<size_t>(e)]) +
+                                          static_cast<int64_t>(o - w.split) * w.in;
+          float scale = 1.0f;
+          if constexpr (kInt8) {
+            scale = o < w.split ? w.s_lo[static_cast<size_t>(e)][o] : w.s_hi[static_cast<size_t>(e)][o - w.split];
+          }
+          const S* xr[km::kGemvRows];
+          for (int r = 0; r < km::kGemvRows; ++r) {
+            const int i = begin + r0 + std::min(r, rows - 1);
+            const int src = gather ? plan.order[static_cast<size_t>(i)] / top_k : i;
+            xr[r] = xp + src * xs;
+          }
+          float lanes[km::kGemvRows][km::kWarp];
+          for (int lane = 0; lane < km::kWarp; ++lane) {
+            float acc[km::kGemvRows];
+            km::gemv_lane<P, V>(wr, xr, rows, w.in, lane, acc);
+            for (int r = 0; r < km::kGemvRows; ++r) lanes[r][lane] = acc[r];
+          }
+          for (int r = 0; r < rows; ++r) {
+            const float sum = kernels::xor_butterfly_sum_emulated<km::kWarp>(lanes[r]) * scale;
+            if (swiglu) {
+              pair_value[warp][r] = km::round_to<P>(sum);
+            } else {
+              yp[(begin + r0 + r) * ys + o] = km::from_f<P>(sum);
+            }
+          }
         }
-        float lanes[km::kGemvRows][km::kWarp];
-        for (int lane = 0; lane < km::kWarp; ++lane) {
-          float acc[km::kGemvRows];
-          km::gemv_lane<P, V>(wr, xr, rows, w.in, lane, acc);
-          for (int r = 0; r < km::kGemvRows; ++r) lanes[r][lane] = acc[r];
-        }
-        for (int r = 0; r < rows; ++r) {
-          yp[(begin + r0 + r) * ys + o] =
-              km::from_f<P>(kernels::xor_butterfly_sum_emulated<km::kWarp>(lanes[r]) * scale);
+        if (!swiglu) continue;
+        for (int warp = 0; warp < km::kExpertGemvWarps; ++warp) {  // after the barrier
+          const km::ExpertGemvRow row = km::expert_gemv_row(block, warp, w.out, w.split, swiglu);
+          if (!row.active || !row.gate) continue;
+          for (int r = 0; r < rows; ++r) {
+            yp[(begin + r0 + r) * ys + row.column] = km::from_f<P>(
+                km::swiglu<P>(pair_value[warp][r], pair_value[warp + km::kExpertGemvWarps / 2][r]));
+          }
         }
       }
     }
@@ -237,56 +259,36 @@ void emulate_gemv_typed(const Plan& plan, const GemvWeights& w, bool gather, int
 }
 
 void emulate_gemv(const Plan& plan, const GemvWeights& w, bool gather, int top_k, const at::Tensor& x, at::Tensor& y,
-                  bool vectorized) {
+                  bool vectorized, bool swiglu) {
   if (!w.s_lo.empty()) {  // int8 experts: 16 weights per 16-byte load
     switch (x.scalar_type()) {
       case at::kFloat:
-        vectorized ? emulate_gemv_typed<km::Precision::kFp32, 16, int8_t>(plan, w, gather, top_k, x, y)
-                   : emulate_gemv_typed<km::Precision::kFp32, 1, int8_t>(plan, w, gather, top_k, x, y);
+        vectorized ? emulate_gemv_typed<km::Precision::kFp32, 16, int8_t>(plan, w, gather, top_k, x, y, swiglu)
+                   : emulate_gemv_typed<km::Precision::kFp32, 1, int8_t>(plan, w, gather, top_k, x, y, swiglu);
         return;
       case at::kBFloat16:
-        vectorized ? emulate_gemv_typed<km::Precision::kBf16, 16, int8_t>(plan, w, gather, top_k, x, y)
-                   : emulate_gemv_typed<km::Precision::kBf16, 1, int8_t>(plan, w, gather, top_k, x, y);
+        vectorized ? emulate_gemv_typed<km::Precision::kBf16, 16, int8_t>(plan, w, gather, top_k, x, y, swiglu)
+                   : emulate_gemv_typed<km::Precision::kBf16, 1, int8_t>(plan, w, gather, top_k, x, y, swiglu);
         return;
       default:
-        vectorized ? emulate_gemv_typed<km::Precision::kFp16, 16, int8_t>(plan, w, gather, top_k, x, y)
-                   : emulate_gemv_typed<km::Precision::kFp16, 1, int8_t>(plan, w, gather, top_k, x, y);
+        vectorized ? emulate_gemv_typed<km::Precision::kFp16, 16, int8_t>(plan, w, gather, top_k, x, y, swiglu)
+                   : emulate_gemv_typed<km::Precision::kFp16, 1, int8_t>(plan, w, gather, top_k, x, y, swiglu);
         return;
     }
   }
   switch (x.scalar_type()) {
     case at::kFloat:
-      vectorized ? emulate_gemv_typed<km::Precision::kFp32, 4>(plan, w, gather, top_k, x, y)
-                 : emulate_gemv_typed<km::Precision::kFp32, 1>(plan, w, gather, top_k, x, y);
+      vectorized ? emulate_gemv_typed<km::Precision::kFp32, 4>(plan, w, gather, top_k, x, y, swiglu)
+                 : emulate_gemv_typed<km::Precision::kFp32, 1>(plan, w, gather, top_k, x, y, swiglu);
       break;
     case at::kBFloat16:
-      vectorized ? emulate_gemv_typed<km::Precision::kBf16, 8>(plan, w, gather, top_k, x, y)
-                 : emulate_gemv_typed<km::Precision::kBf16, 1>(plan, w, gather, top_k, x, y);
+      vectorized ? emulate_gemv_typed<km::Precision::kBf16, 8>(plan, w, gather, top_k, x, y, swiglu)
+                 : emulate_gemv_typed<km::Precision::kBf16, 1>(plan, w, gather, top_k, x, y, swiglu);
       break;
     default:
-      vectorized ? emulate_gemv_typed<km::Precision::kFp16, 8>(plan, w, gather, top_k, x, y)
-                 : emulate_gemv_typed<km::Precision::kFp16, 1>(plan, w, gather, top_k, x, y);
+      vectorized ? emulate_gemv_typed<km::Precision::kFp16, 8>(plan, w, gather, top_k, x, y, swiglu)
+                 : emulate_gemv_typed<km::Precision::kFp16, 1>(plan, w, gather, top_k, x, y, swiglu);
       break;
-  }
-}
-
-// moe_swiglu_kernel over the valid rows.
-template <km::Precision P>
-void emulate_swiglu_typed(const at::Tensor& h, at::Tensor& a, int valid_rows) {
-  using S = typename km::StorageOf<P>::type;
-  const int64_t inter = a.size(1);
-  const S* hp = static_cast<const S*>(h.const_data_ptr());
-  S* ap = static_cast<S*>(a.mutable_data_ptr());
-  for (int64_t i = 0; i < valid_rows * inter; ++i) {
-    const int64_t row = i / inter, c = i % inter;
-    ap[i] = km::from_f<P>(km::swiglu<P>(km::to_f<P>(hp[row * 2 * inter + c]), km::to_f<P>(hp[row * 2 * inter + inter + c])));
-  }
-}
-void emulate_swiglu(const at::Tensor& h, at::Tensor& a, int valid_rows) {
-  switch (h.scalar_type()) {
-    case at::kFloat: emulate_swiglu_typed<km::Precision::kFp32>(h, a, valid_rows); break;
-    case at::kBFloat16: emulate_swiglu_typed<km::Precision::kBf16>(h, a, valid_rows); break;
-    default: emulate_swiglu_typed<km::Precision::kFp16>(h, a, valid_rows); break;
   }
 }
 
@@ -401,19 +403,17 @@ at::Tensor random_ids(int64_t n, int64_t experts, int64_t k) {
   return std::get<1>(at::topk(at::rand({n, experts}), k, -1));
 }
 
-// The decode dispatch as the kernels run it, emulated: permute, GEMV, SwiGLU, GEMV, combine.
+// The decode dispatch as the kernels run it, emulated: permute, GEMV with the SwiGLU, GEMV, combine.
 at::Tensor emulate_decode_dispatch(const at::Tensor& x, const Routing& r, const std::vector<ExpertWeights>& experts,
                                    const std::vector<uint8_t>& local, bool vectorized) {
   const int64_t n = x.size(0), k = r.expert_ids.size(1), m = n * k, hidden = x.size(1);
   const int64_t inter = experts[0].inter();
   const int e = static_cast<int>(experts.size());
   const Plan plan = emulate_permute(r.expert_ids.reshape({-1}), e);
-  at::Tensor h = at::zeros({m, 2 * inter}, x.options());
   at::Tensor a = at::zeros({m, inter}, x.options());
   at::Tensor y = at::zeros({m, hidden}, x.options());
-  emulate_gemv(plan, gate_up_of(experts, local), true, static_cast<int>(k), x.contiguous(), h, vectorized);
-  emulate_swiglu(h, a, plan.offsets[static_cast<size_t>(e)]);
-  emulate_gemv(plan, down_of(experts, local), false, static_cast<int>(k), a, y, vectorized);
+  emulate_gemv(plan, gate_up_of(experts, local), true, static_cast<int>(k), x.contiguous(), a, vectorized, true);
+  emulate_gemv(plan, down_of(experts, local), false, static_cast<int>(k), a, y, vectorized, false);
   return emulate_combine(r.expert_ids, r.weights, plan, local, y);
 }
 
@@ -595,7 +595,7 @@ TEST(MoeKernelEmulation, PermuteKeepsOutOfRangeIdsApart) {
   EXPECT_EQ(p.active, (std::vector<int>{0, 2, 3}));
 }
 
-// ---- expert GEMV + SwiGLU + combine ----
+// ---- expert GEMV with the SwiGLU, combine ----
 
 struct DispatchCase {
   int64_t tokens, experts, top_k;
@@ -635,6 +635,98 @@ TEST(MoeKernelEmulation, DecodeDispatchMatchesTheReference) {
       }
     }
   }
+}
+
+// The fused SwiGLU's pairing: gate row j of a block's first four warps has its up row split + j
+// four warps on, in the same block; every pair once, the block's spare warps inactive; the plain
+// mapping reads every row once; both grids are as wide.
+TEST(MoeKernelMath, ExpertGemvRowsPairEachGateRowWithItsUpRow) {
+  for (const int split : {1, 4, 21, 24, 1408}) {
+    const int out = 2 * split, blocks = km::expert_gemv_blocks(out, split, true);
+    EXPECT_EQ(blocks, km::expert_gemv_blocks(out, split, false)) << split;
+    std::vector<int> fused(static_cast<size_t>(out), 0), plain(static_cast<size_t>(out), 0);
+    for (int b = 0; b < blocks; ++b) {
+      for (int w = 0; w < km::kExpertGemvWarps; ++w) {
+        const km::ExpertGemvRow p = km::expert_gemv_row(b, w, out, split, false);
+        if (p.active) ++plain[static_cast<size_t>(p.o)];
+        const km::ExpertGemvRow r = km::expert_gemv_row(b, w, out, split, true);
+        EXPECT_EQ(r.gate, w < km::kExpertGemvWarps / 2);
+        if (!r.active) {
+          EXPECT_GE(r.column, split);
+          continue;
+        }
+        ++fused[static_cast<size_t>(r.o)];
+        if (!r.gate) continue;
+        EXPECT_EQ(r.o, r.column);
+        const km::ExpertGemvRow up = km::expert_gemv_row(b, w + km::kExpertGemvWarps / 2, out, split, true);
+        EXPECT_TRUE(up.active && !up.gate);
+        EXPECT_EQ(up.o, split + r.column);
+        EXPECT_EQ(up.column, r.column);
+      }
+    }
+    EXPECT_EQ(fused, std::vector<int>(static_cast<size_t>(out), 1)) << split;
+    EXPECT_EQ(plain, std::vector<int>(static_cast<size_t>(out), 1)) << split;
+  }
+}
+
+// The separate SwiGLU, element by element over the valid rows: what the fused epilogue replaces.
+template <km::Precision P>
+void separate_swiglu(const at::Tensor& h, at::Tensor& a, int valid_rows) {
+  using S = typename km::StorageOf<P>::type;
+  const int64_t inter = a.size(1);
+  const S* hp = static_cast<const S*>(h.const_data_ptr());
+  S* ap = static_cast<S*>(a.mutable_data_ptr());
+  for (int64_t i = 0; i < valid_rows * inter; ++i) {
+    const int64_t row = i / inter, c = i % inter;
+    ap[i] = km::from_f<P>(km::swiglu<P>(km::to_f<P>(hp[row * 2 * inter + c]), km::to_f<P>(hp[row * 2 * inter + inter + c])));
+  }
+}
+
+// The gate/up GEMV with the SwiGLU in its epilogue equals the plain GEMV's [M, 2I] output then the
+// separate SwiGLU, bit for bit (the emulation runs the kernel's own lane code, its block mapping
+// and both epilogues): every dtype, both load paths, widths whose last block has empty pairs,
+// several row chunks (20 rows on one expert), int8 experts.
+TEST(MoeKernelEmulation, FusedSwigluIsTheGemvThenTheSwiglu) {
+  int runs = 0;
+  for (const at::ScalarType dtype : {at::kFloat, at::kBFloat16, at::kHalf}) {
+    for (const DispatchCase& c : {DispatchCase{1, 8, 2, "random"}, DispatchCase{16, 64, 6, "random"},
+                                  DispatchCase{20, 4, 2, "one"}}) {
+      for (const int64_t hidden : {40, 64}) {
+        for (const int64_t inter : {24, 21, 1}) {
+          for (const bool int8 : {false, true}) {
+            if (int8 && dtype != at::kFloat) continue;
+            at::manual_seed(static_cast<uint64_t>(c.tokens + hidden + inter));
+            const auto experts = int8 ? make_int8_experts(c.experts, hidden, inter) : make_experts(c.experts, hidden, inter, dtype);
+            const at::Tensor x = at::randn({c.tokens, hidden}).to(dtype);
+            const at::Tensor ids = permute_ids({c.tokens, c.experts, c.top_k, c.layout});
+            const Plan plan = emulate_permute(ids.reshape({-1}), static_cast<int>(c.experts));
+            const GemvWeights gu = gate_up_of(experts, all_local(c.experts));
+            const int64_t m = c.tokens * c.top_k;
+            const int valid = plan.offsets[static_cast<size_t>(c.experts)];
+            for (const bool vectorized : {false, true}) {
+              if (vectorized && hidden % (int8 ? 16 : 8) != 0) continue;  // the launcher's condition
+              const std::string what = fmt::format("N{} E{} k{} {} H{} I{} int8 {} vec {}", c.tokens, c.experts,
+                                                   c.top_k, c10::toString(dtype), hidden, inter, int8, vectorized);
+              at::Tensor h = at::zeros({m, 2 * inter}, x.options()), apart = at::zeros({m, inter}, x.options());
+              at::Tensor fused = at::zeros({m, inter}, x.options());
+              emulate_gemv(plan, gu, true, static_cast<int>(c.top_k), x, h, vectorized, false);
+              emulate_gemv(plan, gu, true, static_cast<int>(c.top_k), x, fused, vectorized, true);
+              switch (dtype) {
+                case at::kFloat: separate_swiglu<km::Precision::kFp32>(h, apart, valid); break;
+                case at::kBFloat16: separate_swiglu<km::Precision::kBf16>(h, apart, valid); break;
+                default: separate_swiglu<km::Precision::kFp16>(h, apart, valid); break;
+              }
+              EXPECT_TRUE(at::equal(fused, apart)) << what;
+              ++runs;
+            }
+          }
+        }
+      }
+    }
+  }
+  // dtypes x cases x hiddens x widths x both paths; int8 experts (fp32 x): cases x widths x (H40's
+  // scalar path + H64's two).
+  EXPECT_EQ(runs, 3 * 3 * 2 * 3 * 2 + 3 * 3 * 3);
 }
 
 // int8 experts through the same GEMV (int8 rows, 16 per load, the row's sum times its scale)
