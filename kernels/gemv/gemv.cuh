@@ -2,7 +2,8 @@
 // The dense GEMV kernel (gemv.h has the contract, gemv_math.h the plan and the per-lane math),
 // templated on the element type and the row count; instantiated per element type in
 // gemv_<dtype>.cu. This file is the thin GPU shell: thread indices, the warp's shuffle sum, the
-// split warps' shared-memory sum, the stores (and a fused conv update's, gemv_math.h).
+// split warps' shared-memory sum, the stores (and a fused conv update's, gemv_math.h), a gated
+// activation's pairing of gate and up rows in shared memory.
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -16,16 +17,21 @@
 namespace effarch::kernels {
 namespace gemv_detail {
 
-template <typename T, int R, bool kVectorized>
+// kGated: a gated activation (GemvActivation::gated), its own instantiation so that the plain
+// kernel keeps its registers (40 at one row on sm_90; the pairing's barrier and bookkeeping in the
+// same body took 44-46), and only for the rows a decode step fuses (kGemvGatedMaxRows).
+template <typename T, int R, bool kVectorized, bool kGated>
 __global__ void __launch_bounds__(kGemvThreads) gemv_kernel(const GemvParams p, const int split) {
   __shared__ float partial[kGemvWarps][R];
+  __shared__ float pair_value[kGated ? kGemvWarps : 1][R];  // gated: each row's stored value, for its pair
   allow_dependent_launch();
-  const GemvLane l = gemv_lane_of(split, static_cast<int>(blockIdx.x), static_cast<int>(threadIdx.x));
+  const GemvLane l = gemv_lane_of(split, static_cast<int>(blockIdx.x), static_cast<int>(threadIdx.x),
+                                  kGated ? p.out / 2 : 0);
   const T* x = static_cast<const T*>(p.x);
   float acc[R];
 #pragma unroll
   for (int r = 0; r < R; ++r) acc[r] = 0.f;
-  const bool active = l.out_row < p.out;  // the last block's spare warps still reach the barrier
+  const bool active = l.out_row < p.out;  // the last block's spare warps still reach the barriers
   if (active) {
     const T* w_row = static_cast<const T*>(p.w) + static_cast<int64_t>(l.out_row) * p.in;
     if constexpr (kVectorized) {
@@ -43,30 +49,44 @@ __global__ void __launch_bounds__(kGemvThreads) gemv_kernel(const GemvParams p, 
   }
   T* y = static_cast<T*>(p.y);
   const T* bias = static_cast<const T*>(p.bias);
+  // The output (row r, weight row o) from its sum: stored (with a fused activation or conv), or,
+  // gated, kept in shared memory for its pair (a gate row's activated).
+  const auto finish = [&](int r, float sum) {
+    const T v = gemv_output<T>(sum, gemv_row_activates(p.activation, l.out_row, p.out), p.activation.act);
+    if constexpr (kGated) {
+      pair_value[l.warp / split][r] = to_float(v);
+    } else {
+      y[r * p.y_row_stride + l.out_row] = v;
+      if (p.conv.dim > 0) gemv_conv_update<T>(p.conv, r, l.out_row, v);
+    }
+  };
   if (split == 1) {
     if (active && l.lane == 0) {
       const float b = bias != nullptr ? to_float(bias[l.out_row]) : 0.f;
 #pragma unroll
       for (int r = 0; r < R; ++r) {
-        if (r >= p.rows) continue;
-        const T v = gemv_output<T>(gemv_combine(&acc[r], 1, 1, b), p.activation);
-        y[r * p.y_row_stride + l.out_row] = v;
-        if (p.conv.dim > 0) gemv_conv_update<T>(p.conv, r, l.out_row, v);
+        if (r < p.rows) finish(r, gemv_combine(&acc[r], 1, 1, b));
       }
     }
-    return;
-  }
-  if (l.lane == 0) {
+  } else {
+    if (l.lane == 0) {
 #pragma unroll
-    for (int r = 0; r < R; ++r) partial[l.warp][r] = acc[r];
+      for (int r = 0; r < R; ++r) partial[l.warp][r] = acc[r];
+    }
+    __syncthreads();
+    // Lane r of the group's first warp finishes row r.
+    if (active && l.part == 0 && l.lane < R && l.lane < p.rows) {
+      const float b = bias != nullptr ? to_float(bias[l.out_row]) : 0.f;
+      finish(l.lane, gemv_combine(&partial[l.warp][l.lane], R, split, b));
+    }
   }
-  __syncthreads();
-  // Lane r of the group's first warp writes row r.
-  if (active && l.part == 0 && l.lane < R && l.lane < p.rows) {
-    const float b = bias != nullptr ? to_float(bias[l.out_row]) : 0.f;
-    const T v = gemv_output<T>(gemv_combine(&partial[l.warp][l.lane], R, split, b), p.activation);
-    y[l.lane * p.y_row_stride + l.out_row] = v;
-    if (p.conv.dim > 0) gemv_conv_update<T>(p.conv, l.lane, l.out_row, v);
+  if constexpr (kGated) {
+    __syncthreads();
+    // Lane r of a gate row's first warp stores act(gate) * up for row r; its up row is h slots on.
+    const GemvPair q = gemv_pair_of(l, split, p.out / 2);
+    if (active && q.gate && l.part == 0 && l.lane < R && l.lane < p.rows) {
+      y[l.lane * p.y_row_stride + q.column] = gemv_gated_output<T>(pair_value[q.slot][l.lane], pair_value[q.up_slot][l.lane]);
+    }
   }
 }
 
@@ -76,11 +96,23 @@ LaunchStatus gemv_launch(const GemvParams& p, cudaStream_t stream) {
     return {cudaErrorInvalidValue, "gemv: the fused conv update needs width 2..4 and channels inside the outputs"};
   }
   if (p.conv.dim > 0 && p.activation.on) return {cudaErrorInvalidValue, "gemv: a conv update or an activation, not both"};
-  const GemvPlan plan = gemv_plan(p.out, p.in, GemvUnpack<T>::kVec, p.sm_count);
+  const bool gated = p.activation.gated;
+  if (gated && (!p.activation.on || p.out % 2 != 0 || p.rows > kGemvGatedMaxRows)) {
+    return {cudaErrorInvalidValue, "gemv: a gated activation needs the activation on, an even number of rows (gate "
+                                   "then up) and at most kGemvGatedMaxRows rows of x"};
+  }
+  const GemvPlan plan = gemv_plan(p.out, p.in, GemvUnpack<T>::kVec, p.sm_count, gated);
   const bool vectorized = gemv_vectorized(p.in, static_cast<int>(sizeof(T)), reinterpret_cast<uintptr_t>(p.w),
                                           reinterpret_cast<uintptr_t>(p.x), p.x_row_stride);
-  return launch_kernel(vectorized ? gemv_kernel<T, R, true> : gemv_kernel<T, R, false>, dim3(plan.blocks),
-                       dim3(kGemvThreads), 0, stream, "gemv kernel launch", p, plan.split);
+  constexpr const char* kWhat = "gemv kernel launch";
+  if constexpr (R <= kGemvGatedMaxRows) {
+    if (gated) {
+      return launch_kernel(vectorized ? gemv_kernel<T, R, true, true> : gemv_kernel<T, R, false, true>,
+                           dim3(plan.blocks), dim3(kGemvThreads), 0, stream, kWhat, p, plan.split);
+    }
+  }
+  return launch_kernel(vectorized ? gemv_kernel<T, R, true, false> : gemv_kernel<T, R, false, false>, dim3(plan.blocks),
+                       dim3(kGemvThreads), 0, stream, kWhat, p, plan.split);
 }
 
 }  // namespace gemv_detail

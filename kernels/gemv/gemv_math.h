@@ -17,7 +17,10 @@
 // rounding to the output type. No atomics: the sum order is fixed by the plan. With a fused conv
 // update (GemvConvUpdate) the thread that stores y[r, o] then runs the conv for (r, o): after the
 // grid dependency wait, like every read of a kernel's output. With a fused activation
-// (GemvActivation) that thread stores the activation of the rounded output instead.
+// (GemvActivation) that thread stores the activation of the rounded output instead. With a gated
+// activation a block's first half of rows are gate rows and its second half the matching up rows
+// (gemv_lane_of); each keeps its stored value in shared memory (the gate rows act(gate), the up
+// rows up), and after a barrier the gate rows' threads store the product (gemv_gated_output).
 
 #include <cstdint>
 #include <cstring>
@@ -47,17 +50,21 @@ struct GemvPlan {
 // The plan for O = out rows of K = in elements, `vec` elements per 16-byte load, on a device with
 // `sm_count` multiprocessors (0: 132, an H100 / H200). One warp per row where that already gives
 // kGemvWavesWanted blocks per SM; otherwise the split doubles (up to kGemvWarps) while the blocks
-// fall short and every lane still keeps at least two vectors of the row after the split.
-inline GemvPlan gemv_plan(int out, int in, int vec, int sm_count) {
+// fall short and every lane still keeps at least two vectors of the row after the split. A gated
+// activation (out = 2I) needs a gate row and its up row in each block: the split stops at
+// kGemvWarps / 2, and the blocks are ceil(I / (rows per block / 2)), which is the plain count.
+// Below that cap both plans are the same, so the fused product sums in the plain GEMV's order.
+inline GemvPlan gemv_plan(int out, int in, int vec, int sm_count, bool gated = false) {
   const int64_t sms = sm_count > 0 ? sm_count : 132;
   const int64_t wanted = kGemvWavesWanted * sms;
   const int64_t vectors = (static_cast<int64_t>(in) + vec - 1) / vec;
+  const int max_split = gated ? kGemvWarps / 2 : kGemvWarps;
   const auto blocks = [out](int split) {
     const int per_block = kGemvWarps / split;
     return (static_cast<int64_t>(out) + per_block - 1) / per_block;
   };
   int split = 1;
-  while (split < kGemvWarps && blocks(split) < wanted && vectors >= 2LL * kGemvLanes * (2 * split)) split *= 2;
+  while (split < max_split && blocks(split) < wanted && vectors >= 2LL * kGemvLanes * (2 * split)) split *= 2;
   return GemvPlan{split, kGemvWarps / split, static_cast<int>(blocks(split))};
 }
 
@@ -70,22 +77,49 @@ inline bool gemv_vectorized(int in, int elem_bytes, uintptr_t w, uintptr_t x, in
 
 // Which output row, which part of its K range and which lane a thread of a block is.
 struct GemvLane {
-  int out_row;  // o (may be >= out in the last block: such warps compute nothing)
+  int out_row;  // o, the weight row (may be >= out in the last block: such warps compute nothing)
   int warp;     // warp in the block, the slot of its partial sums
   int part;     // warp within the split group, 0..split-1
   int lane;
   int t;        // lane within the split group, 0..split*32-1: its first vector
   int stride;   // vectors between a lane's consecutive vectors (split * 32)
 };
-EFFARCH_HD GemvLane gemv_lane_of(int split, int block, int thread) {
+// `inter` 0: the plain GEMV, block b's slot s (= warp / split) is row b * rows_per_block + s.
+// `inter` I > 0 (a gated activation, out = 2I, rows per block even): slot s < h (h = rows per
+// block / 2) is gate row j = b * h + s and slot s + h its up row I + j; a pair past I gets the row
+// 2I (nothing to compute).
+EFFARCH_HD GemvLane gemv_lane_of(int split, int block, int thread, int inter = 0) {
   GemvLane l;
   l.warp = thread / kGemvLanes;
   l.lane = thread % kGemvLanes;
   l.part = l.warp % split;
-  l.out_row = block * (kGemvWarps / split) + l.warp / split;
+  const int slot = l.warp / split, per_block = kGemvWarps / split;
+  if (inter == 0) {
+    l.out_row = block * per_block + slot;
+  } else {
+    const int half = per_block / 2, j = block * half + slot % half;
+    l.out_row = j < inter ? j + (slot < half ? 0 : inter) : 2 * inter;
+  }
   l.t = l.part * kGemvLanes + l.lane;
   l.stride = split * kGemvLanes;
   return l;
+}
+// A gated activation's view of a lane's row (derived after the sums, from what they kept live):
+// its slot in the block, whether it is a gate row (whose threads store act(gate) * up), the
+// column of y (j) and the slot of its up row.
+struct GemvPair {
+  int slot;
+  bool gate;
+  int column;
+  int up_slot;
+};
+EFFARCH_HD GemvPair gemv_pair_of(const GemvLane& l, int split, int inter) {
+  GemvPair q;
+  q.slot = l.warp / split;
+  q.gate = l.out_row < inter;
+  q.column = q.gate ? l.out_row : l.out_row - inter;
+  q.up_slot = q.slot + kGemvWarps / split / 2;
+  return q;
 }
 
 // 16 bytes of W or x, as loaded.
@@ -259,14 +293,27 @@ EFFARCH_HD void gemv_conv_update(const GemvConvUpdate& c, int row, int out_row, 
   }
 }
 
-// The stored value of an output: its sum (with the bias) rounded to T, then, with a fused
-// activation, the activation of that value with every step rounded to T (act::activate, as the
-// activation kernel computes it from the stored projection).
+// The stored value of an output: its sum (with the bias) rounded to T, then, where `activate`, the
+// activation of that value with every step rounded to T (act::activate, as the activation kernel
+// computes it from the stored projection).
 template <typename T>
-EFFARCH_HD T gemv_output(float sum, const GemvActivation& a) {
+EFFARCH_HD T gemv_output(float sum, bool activate, ActKind act) {
   const T v = from_float<T>(sum);
-  if (!a.on) return v;
-  return from_float<T>(act::activate(a.act, to_float(v), [](float x) { return to_float(from_float<T>(x)); }));
+  if (!activate) return v;
+  return from_float<T>(act::activate(act, to_float(v), [](float x) { return to_float(from_float<T>(x)); }));
+}
+// Whether output row `out_row` of `out` stores its activation: every row with a plain activation;
+// with a gated one the gate rows (the first half), whose act(gate) meets its up row's projection.
+EFFARCH_HD bool gemv_row_activates(const GemvActivation& a, int out_row, int out) {
+  return a.on && (!a.gated || out_row < out / 2);
+}
+
+// A gated activation's output from its pair's stored values, act(gate) and up, each already
+// rounded to T: their product, rounded (the gated activation kernel's last step,
+// act::activation_element).
+template <typename T>
+EFFARCH_HD T gemv_gated_output(float act_gate, float up) {
+  return from_float<T>(mul_rn(act_gate, up));
 }
 
 // An output: the split warps' sums (first[0], first[stride], ...) added in warp order, then the

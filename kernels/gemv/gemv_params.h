@@ -10,6 +10,7 @@
 namespace effarch::kernels {
 
 inline constexpr int kGemvMaxRows = 8;
+inline constexpr int kGemvGatedMaxRows = 2;  // rows of x a gated activation takes (a decode step's 1-2)
 
 // A Mamba mixer's causal conv update fused into its in_proj for a decode step (one token per row
 // of x; docs/mamba.md, "The conv update inside in_proj"): output rows begin .. begin + dim - 1 feed
@@ -38,9 +39,18 @@ struct GemvConvUpdate {
 // GELU: Phi's bias + gelu_new), with the fused activation kernel's arithmetic
 // (kernels/activation/activation_math.h): y[r, o] = act(the output rounded to x's type), each step
 // rounded as the ATen ops round, so the fused step equals the GEMV then the activation kernel.
+//
+// Gated (a gated MLP's fused gate/up product and its activation: Llama's SwiGLU): W is the
+// [2I, K] gate_up weight, gate rows 0 .. I-1 then up rows I .. 2I-1 (out = 2I, even), and y is
+// [R, I]: y[r, j] = act(gate[r, j]) * up[r, j] on the two rounded projections, the gated
+// activation kernel's steps and roundings (activation_element), so the fused step equals the GEMV
+// then that kernel. A block computes gate rows j .. j + h - 1 and up rows I + j .. I + j + h - 1
+// (h = half its rows, the split at most kGemvWarps / 2) and pairs them in shared memory. At most
+// kGemvGatedMaxRows rows of x.
 struct GemvActivation {
   bool on = false;
   ActKind act = ActKind::kSilu;
+  bool gated = false;
 };
 
 struct GemvParams {
@@ -53,11 +63,11 @@ struct GemvParams {
   int64_t x_row_stride = 0;
   const void* w = nullptr;     // [O, K] contiguous
   const void* bias = nullptr;  // [O] or nullptr
-  void* y = nullptr;           // [R, O], rows y_row_stride elements apart, o contiguous
+  void* y = nullptr;           // [R, O] (a gated activation: [R, O / 2]), rows y_row_stride elements apart
   int64_t y_row_stride = 0;
   int sm_count = 0;  // the device's multiprocessors (the split-K plan fills them); 0: assume 132
   GemvConvUpdate conv;  // dim 0: none
-  GemvActivation activation;  // not with a conv
+  GemvActivation activation;  // not with a conv; gated: y is [R, out / 2]
 };
 
 }  // namespace effarch::kernels

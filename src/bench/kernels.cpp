@@ -665,6 +665,52 @@ std::vector<KernelCase> make_cases() {
                                     const auto& m = dense_mlp(s);
                                     return std::make_pair((m.gated ? 2 : 1) * m.intermediate, s.config->hidden_size);
                                   }));
+  // The MLP's first projection with its activation in the GEMV's epilogue, as a decode step runs
+  // it: gate/up and act(gate) * up (ops::linear_gated_activation), or fc1 and its activation
+  // (ops::linear_activation); the reference row is at::linear then the activation's reference.
+  cases.push_back(KernelCase{
+      "dense_gemv_mlp_up_act", KernelModel::Transformer, ops::OpFamily::DenseGemv, false,
+      "read W [O,H] (O = 2I gated, else I), x [B,H] (and the bias [O] where the MLP has one); write [B,I]; all in the "
+      "dtype",
+      [](const KernelShape& s) {
+        const auto& m = dense_mlp(s);
+        return json{{"w", {(m.gated ? 2 : 1) * m.intermediate, s.config->hidden_size}},
+                    {"x", {s.batch, s.config->hidden_size}}, {"gated", m.gated}, {"bias", m.bias}};
+      },
+      [](const KernelShape& s) {
+        const auto& m = dense_mlp(s);
+        const uint64_t e = esize(s.dtype), o = static_cast<uint64_t>((m.gated ? 2 : 1) * m.intermediate);
+        return KernelBytes{e * (o * static_cast<uint64_t>(s.config->hidden_size) + elems({s.batch, s.config->hidden_size}) +
+                                (m.bias ? o : 0)),
+                           e * elems({s.batch, m.intermediate})};
+      },
+      [](const KernelShape& s, const at::TensorOptions& o, ops::Backend backend) -> std::function<void()> {
+        const auto& m = dense_mlp(s);
+        if (!ops::has_activation_kernel(m.activation) && backend != ops::Backend::Reference) {
+          throw UsageError(
+              "dense_gemv_mlp_up_act: the --transformer model's activation has no kernel (only silu and gelu_new)");
+        }
+        if (m.gated && s.batch > ops::detail::kCudaGatedGemvMaxRows && backend != ops::Backend::Reference) {
+          throw UsageError(fmt::format("dense_gemv_mlp_up_act: the gated GEMV takes at most {} rows (batch {}); more "
+                                       "run the GEMV then the activation, which dense_gemv_mlp_up and activation time",
+                                       ops::detail::kCudaGatedGemvMaxRows, s.batch));
+        }
+        const int64_t out = (m.gated ? 2 : 1) * m.intermediate, h = s.config->hidden_size;
+        const ops::Linear layer = m.bias ? ops::Linear(at::randn({out, h}, o) * 0.02, at::randn({out}, o))
+                                         : ops::Linear(at::randn({out, h}, o) * 0.02);
+        const at::Tensor x = at::randn({s.batch, 1, h}, o);
+        const ops::Activation act = m.activation;
+        const bool gated = m.gated;
+        if (backend == ops::Backend::Reference) {
+          return [=] {
+            const at::Tensor y = at::linear(x, layer.weight, layer.bias);
+            (void)(gated ? ops::gated_activation(act, y, backend) : ops::activate(act, y, backend));
+          };
+        }
+        // Asked for by name, as the GEMV rows are (under auto, more than two rows go to cuBLAS).
+        if (gated) return [=] { (void)ops::linear_gated_activation(x, layer, act, ops::Backend::Cuda); };
+        return [=] { (void)ops::linear_activation(x, layer, act, ops::Backend::Cuda); };
+      }});
   cases.push_back(dense_gemv_case("dense_gemv_qkv", KernelModel::Transformer,
                                   "attention's fused q, k, v: O = (heads + 2 kv heads) head_dim, K = H",
                                   [](const KernelShape& s) {

@@ -47,7 +47,8 @@ const std::map<std::string, std::vector<std::string>>& implementation_variants()
       {kSelectiveScanVariantRecord, {"lanes16", "seg4", "seg8", "split"}},
       {kDtProjRecord, {"fused", "separate"}},
       {kConvInProjRecord, {"fused", "separate"}},
-      {kFc1ActivationRecord, {"fused", "separate"}}};
+      {kFc1ActivationRecord, {"fused", "separate"}},
+      {kGateUpActivationRecord, {"fused", "separate"}}};
   return variants;
 }
 
@@ -177,16 +178,22 @@ std::map<std::string, std::string> resolve_implementations(const ModelConfig& co
                        gemv->second == ops::backend_name(ops::Backend::Cuda);
     impl[kConvInProjRecord] = fused ? "fused" : "separate";
   }
-  // Whether a non-gated MLP's decode-step fc1 applies its activation inside the dense GEMV
-  // (ops::linear_activation_fuses: both on their CUDA kernels, dense weights, an activation with
-  // a kernel) or after it.
+  // Whether a decode step's MLP applies its activation inside the dense GEMV of its first
+  // projection (both on their CUDA kernels, dense weights, an activation with a kernel) or after
+  // it: a non-gated MLP's fc1 (ops::linear_activation_fuses), a gated MLP's gate/up product
+  // (ops::linear_gated_activation_fuses: the dense gated MLPs and DeepSeekMoE's shared experts;
+  // routed experts decode through the MoE kernels).
   const auto act = impl.find(std::string(ops::op_name(ops::OpFamily::Activation)));
-  if (act != impl.end() && act->second == ops::backend_name(ops::Backend::Cuda) && config.mlp && !config.mlp->gated &&
+  if (act != impl.end() && act->second == ops::backend_name(ops::Backend::Cuda) && config.mlp &&
       ops::has_activation_kernel(config.mlp->activation)) {
     const auto gemv = impl.find(std::string(ops::op_name(ops::OpFamily::DenseGemv)));
     const bool fused = options.weights == ops::WeightFormat::Dense && gemv != impl.end() &&
                        gemv->second == ops::backend_name(ops::Backend::Cuda);
-    impl[kFc1ActivationRecord] = fused ? "fused" : "separate";
+    const bool dense_ffn = config.count_layers(FfnKind::Dense) > 0;
+    if (!config.mlp->gated && dense_ffn) impl[kFc1ActivationRecord] = fused ? "fused" : "separate";
+    if (config.mlp->gated && (dense_ffn || (config.moe && config.moe->num_shared_experts > 0))) {
+      impl[kGateUpActivationRecord] = fused ? "fused" : "separate";
+    }
   }
   if (!missing.empty()) {
     throw UsageError(fmt::format("--backend cuda: {} uses {}, which {} no CUDA kernel yet (--backend auto runs the "

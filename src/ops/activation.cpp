@@ -151,4 +151,26 @@ at::Tensor linear_activation(const at::Tensor& x, const Linear& layer, Activatio
   return activate(act, linear(x, layer, backend), backend);
 }
 
+bool linear_gated_activation_fuses(const at::Tensor& x, const Linear& gate_up, Activation act, Backend backend) {
+  return gate_up.out_features() % 2 == 0 && x.defined() && gate_up.in_features() > 0 &&
+         x.numel() / gate_up.in_features() <= detail::kCudaGatedGemvMaxRows &&
+         linear_activation_fuses(x, gate_up, act, backend);
+}
+
+at::Tensor linear_gated_activation(const at::Tensor& x, const Linear& gate_up, Activation act, Backend backend) {
+  detail::check_linear(x, gate_up, "linear_gated_activation");
+  if (gate_up.out_features() % 2 != 0) {
+    throw OpError(fmt::format("linear_gated_activation: gate_up has {} output features, expected 2I (gate rows, "
+                              "then up rows)",
+                              gate_up.out_features()));
+  }
+#ifdef EFFARCH_WITH_CUDA
+  if (linear_gated_activation_fuses(x, gate_up, act, backend)) {
+    RECORD_USER_SCOPE("effarch::linear");  // one GEMV launch: the activation inside counts as the projection's
+    return detail::linear_activation_cuda(x, gate_up, act, /*gated=*/true);
+  }
+#endif
+  return gated_activation(act, linear(x, gate_up, backend), backend);
+}
+
 }  // namespace effarch::ops

@@ -1,6 +1,7 @@
 // CUDA path of effarch::ops::activate / gated_activation with a backend: launches the fused
-// kernel on the params src/ops/activation_launch.cpp prepared; and linear_activation's, the dense
-// GEMV with the activation in its epilogue. Built only with CUDA.
+// kernel on the params src/ops/activation_launch.cpp prepared; and linear_activation's and
+// linear_gated_activation's, the dense GEMV with the activation in its epilogue. Built only with
+// CUDA.
 
 #include <c10/cuda/CUDAGuard.h>
 
@@ -21,12 +22,13 @@ at::Tensor activation_cuda(Activation act, const at::Tensor& x, bool gated) {
   return l.out.view(sizes);
 }
 
-at::Tensor linear_activation_cuda(const at::Tensor& x, const Linear& layer, Activation act) {
+at::Tensor linear_activation_cuda(const at::Tensor& x, const Linear& layer, Activation act, bool gated) {
   const auto kind = kernel_activation(act);
   if (!kind) throw OpError("linear_activation: no kernel for this activation (only silu and gelu_new)");
   kernels::GemvActivation a;
   a.on = true;
   a.act = *kind;
+  a.gated = gated;
   return dense_gemv_cuda(x, layer, nullptr, &a);
 }
 

@@ -6,7 +6,7 @@ namespace effarch::ops {
 
 at::Tensor gated_mlp(const at::Tensor& x, const GatedMlpWeights& w, Activation activation, Backend backend) {
   if (w.gate_up.defined()) {
-    return linear(gated_activation(activation, linear(x, w.gate_up, backend), backend), w.down, backend);
+    return linear(linear_gated_activation(x, w.gate_up, activation, backend), w.down, backend);
   }
   return linear(activate(activation, linear(x, w.gate, backend)) * linear(x, w.up, backend), w.down, backend);
 }

@@ -14,6 +14,9 @@
 
 namespace effarch::ops::detail {
 
+static_assert(kCudaDenseGemvMaxRows == kernels::kGemvMaxRows, "the dense GEMV's rows: the op and the kernel agree");
+static_assert(kCudaGatedGemvMaxRows == kernels::kGemvGatedMaxRows, "the gated GEMV's rows: the op and the kernel agree");
+
 namespace {
 
 // What both GEMV kernels read and write: x [..., K] as R = numel / K rows (contiguous within a
@@ -68,7 +71,11 @@ at::Tensor dense_gemv_cuda(const at::Tensor& x_in, const Linear& layer, const ke
                            const kernels::GemvActivation* activation) {
   constexpr const char* op = "linear (dense GEMV)";
   const c10::cuda::CUDAGuard device_guard(x_in.device());
-  const GemvOperands o = gemv_operands(x_in, layer);
+  GemvOperands o = gemv_operands(x_in, layer);
+  if (activation != nullptr && activation->gated) {  // act(gate) * up: [R, 2I] -> [R, I]
+    o.y = at::empty({o.x.size(0), layer.out_features() / 2}, o.x.options());
+    o.out_shape.back() = layer.out_features() / 2;
+  }
   const at::Tensor w = layer.weight.contiguous();
   kernels::GemvParams p;
   set_operands(p, o, layer, op);

@@ -85,6 +85,12 @@ TEST(KernelBytes, DenseGemvOnDecodeShapes) {
   const auto llama = config("llama-3-8b");  // H 4096, I 14336 gated; 32 heads + 2 x 8 kv heads of 128
   EXPECT_EQ(bytes_of("dense_gemv_mlp_up", llama, 1).read, 2u * (28672u * 4096 + 4096));
   EXPECT_EQ(bytes_of("dense_gemv_qkv", llama, 1).read, 2u * (6144u * 4096 + 4096));
+  // The first projection with its activation in the epilogue: Llama's gate/up [28672, 4096] writes
+  // act(gate) * up [14336]; Phi-2's fc1 [10240, 2560] reads its bias too and writes gelu_new(fc1).
+  EXPECT_EQ(bytes_of("dense_gemv_mlp_up_act", llama, 1).read, 2u * (28672u * 4096 + 4096));
+  EXPECT_EQ(bytes_of("dense_gemv_mlp_up_act", llama, 1).written, 2u * 14336);
+  EXPECT_EQ(bytes_of("dense_gemv_mlp_up_act", phi, 1).read, 2u * (10240 * 2560 + 2560 + 10240));
+  EXPECT_EQ(bytes_of("dense_gemv_mlp_up_act", phi, 1).written, 2u * 10240);
   // Codestral: in_proj [2 x 8192 + 2 x 8 x 128 + 128, 4096] = [18560, 4096], out_proj [4096, 8192].
   const auto cs = config("mamba-codestral-7b");
   EXPECT_EQ(bytes_of("dense_gemv_mamba2_in_proj", cs, 1).read, 2u * (18560u * 4096 + 4096));
@@ -170,7 +176,8 @@ TEST(KernelCases, RegistryAndImplementations) {
                                            "gated_rms_norm", "attention", "attention_decode", "add_norm",
                                            "activation", "dense_gemv_in_proj", "dense_gemv_in_proj_conv", "dense_gemv_x_proj",
                                            "dense_gemv_lm_head", "dense_gemv_out_proj", "dense_gemv_mlp_down",
-                                           "dense_gemv_mlp_up", "dense_gemv_qkv", "dense_gemv_mamba2_in_proj",
+                                           "dense_gemv_mlp_up", "dense_gemv_mlp_up_act", "dense_gemv_qkv",
+                                           "dense_gemv_mamba2_in_proj",
                                            "dense_gemv_mamba2_out_proj", "moe_prefill",
                                            "moe_prefill_per_expert", "moe_dense_gemm"}));
   EXPECT_THROW_WITH(find_kernel_case("flash_scan", "--ops"), UsageError, {"--ops", "flash_scan", "selective_scan"});

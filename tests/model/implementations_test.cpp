@@ -139,11 +139,19 @@ TEST(Implementations, RecordTheSelectiveScanVariantOnTheGpu) {
     EXPECT_EQ(Model::load(tiny(name), opt)->implementations().at("causal_conv1d_update_in_proj"), "fused") << name;
   }
   EXPECT_EQ(Model::load(tiny("tiny-llama"), opt)->implementations().count("causal_conv1d_update_in_proj"), 0u);
-  // A non-gated MLP's fc1 and its gelu_new: one GEMV (Phi); gated MLPs have no such record.
+  // A non-gated MLP's fc1 and its gelu_new: one GEMV (Phi); a gated MLP's gate/up product and its
+  // SiLU: one GEMV (the dense gated MLPs, DeepSeekMoE's shared experts); Mixtral has neither.
   EXPECT_EQ(Model::load(tiny("tiny-phi"), opt)->implementations().at("activation_in_fc1"), "fused");
+  EXPECT_EQ(Model::load(tiny("tiny-phi"), opt)->implementations().count("activation_in_gate_up"), 0u);
   EXPECT_EQ(Model::load(tiny("tiny-llama"), opt)->implementations().count("activation_in_fc1"), 0u);
+  for (const char* name : {"tiny-llama", "tiny-mistral", "tiny-jamba", "tiny-deepseek-moe"}) {
+    EXPECT_EQ(Model::load(tiny(name), opt)->implementations().at("activation_in_gate_up"), "fused") << name;
+  }
+  EXPECT_EQ(Model::load(tiny("tiny-mixtral"), opt)->implementations().count("activation_in_gate_up"), 0u);
+  EXPECT_EQ(Model::load(tiny("tiny-mamba"), opt)->implementations().count("activation_in_gate_up"), 0u);
   opt.weights = ops::WeightFormat::Int8;
   EXPECT_EQ(Model::load(tiny("tiny-phi"), opt)->implementations().at("activation_in_fc1"), "separate");
+  EXPECT_EQ(Model::load(tiny("tiny-llama"), opt)->implementations().at("activation_in_gate_up"), "separate");
   opt.weights = ops::WeightFormat::Dense;
   opt.backend = ops::Backend::Reference;
   EXPECT_EQ(Model::load(tiny("tiny-mamba"), opt)->implementations().count("selective_scan_variant"), 0u);

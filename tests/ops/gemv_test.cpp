@@ -4,9 +4,9 @@
 // the split warps' sum in warp order, the bias) against at::linear in fp32 on awkward sizes, the
 // dispatch in ops::linear, the conv update fused into the GEMV's epilogue (ops::linear_conv_update,
 // emulated against causal_conv1d_update's reference) and the activation fused into it
-// (ops::linear_activation), and on a GPU the kernel itself against at::linear for every dtype and
-// the fused conv and activation against the two kernels bit for bit (DenseGemvCuda.*, skipped
-// without one).
+// (ops::linear_activation, and the gated form ops::linear_gated_activation), and on a GPU the
+// kernel itself against at::linear for every dtype and the fused conv and activations against the
+// two kernels bit for bit (DenseGemvCuda.*, skipped without one).
 
 #include <cmath>
 #include <cstdint>
@@ -139,23 +139,28 @@ struct Problem {
 // The kernel's launch, block by block: each warp's lanes run gemv_lane_* (the kernel's own code),
 // the warp sums with the butterfly, then the stores: split 1 straight from the warp's sum, else
 // the group's first warp adds the split warps' sums in warp order (gemv_combine), then the bias.
+// A gated activation (act->gated: W holds 2I rows, y has I columns): the block's gate and up rows
+// as gemv_lane_of pairs them, each rounded output kept by its slot, then act(gate) * up stored by
+// the gate rows (the kernel's barrier between the two).
 template <int R>
 at::Tensor emulate(const Problem& pr, const GemvPlan& plan, bool vectorized,
                    const kernels::GemvConvUpdate* conv = nullptr, const kernels::GemvActivation* act = nullptr) {
   const int rows = static_cast<int>(pr.x.size(0)), in = static_cast<int>(pr.w.size(1)),
             out = static_cast<int>(pr.w.size(0));
+  const bool gated = act != nullptr && act->gated;
+  const int inter = gated ? out / 2 : 0, columns = gated ? inter : out;
   const float* x = pr.x.const_data_ptr<float>();
   const float* w = pr.w.const_data_ptr<float>();
   const float* bias = pr.bias ? pr.bias->const_data_ptr<float>() : nullptr;
   const int64_t stride = pr.x.stride(0);
-  at::Tensor y = at::full({rows, out}, std::nanf(""), at::kFloat);
+  at::Tensor y = at::full({rows, columns}, std::nanf(""), at::kFloat);
   float* yp = y.mutable_data_ptr<float>();
   for (int block = 0; block < plan.blocks; ++block) {
     float warp_sum[kGemvWarps][R] = {};
     for (int warp = 0; warp < kGemvWarps; ++warp) {
       float lanes[R][kGemvLanes] = {};
       for (int lane = 0; lane < kGemvLanes; ++lane) {
-        const GemvLane l = kernels::gemv_lane_of(plan.split, block, warp * kGemvLanes + lane);
+        const GemvLane l = kernels::gemv_lane_of(plan.split, block, warp * kGemvLanes + lane, inter);
         float acc[R] = {};
         if (l.out_row < out) {
           const float* w_row = w + static_cast<int64_t>(l.out_row) * in;
@@ -169,16 +174,32 @@ at::Tensor emulate(const Problem& pr, const GemvPlan& plan, bool vectorized,
       }
       for (int r = 0; r < R; ++r) warp_sum[warp][r] = kernels::xor_butterfly_sum_emulated<kGemvLanes>(lanes[r]);
     }
+    float pair_value[kGemvWarps][R];
     for (int warp = 0; warp < kGemvWarps; ++warp) {
-      const GemvLane l = kernels::gemv_lane_of(plan.split, block, warp * kGemvLanes);
+      const GemvLane l = kernels::gemv_lane_of(plan.split, block, warp * kGemvLanes, inter);
       if (l.out_row >= out || l.part != 0) continue;
       const float b = bias != nullptr ? bias[l.out_row] : 0.f;
       for (int r = 0; r < rows; ++r) {
         const float sum = plan.split == 1 ? kernels::gemv_combine(&warp_sum[warp][r], 1, 1, b)
                                           : kernels::gemv_combine(&warp_sum[warp][r], R, plan.split, b);
-        const float v = kernels::gemv_output<float>(sum, act != nullptr ? *act : kernels::GemvActivation{});
+        const kernels::GemvActivation a = act != nullptr ? *act : kernels::GemvActivation{};
+        const float v = kernels::gemv_output<float>(sum, kernels::gemv_row_activates(a, l.out_row, out), a.act);
+        if (gated) {
+          pair_value[l.warp / plan.split][r] = v;  // a gate row's act(gate), an up row's up
+          continue;
+        }
         yp[r * out + l.out_row] = v;
         if (conv != nullptr) kernels::gemv_conv_update<float>(*conv, r, l.out_row, v);  // the store's thread
+      }
+    }
+    if (!gated) continue;
+    for (int warp = 0; warp < kGemvWarps; ++warp) {  // after the barrier: the gate rows store
+      const GemvLane l = kernels::gemv_lane_of(plan.split, block, warp * kGemvLanes, inter);
+      const kernels::GemvPair q = kernels::gemv_pair_of(l, plan.split, inter);
+      if (l.out_row >= out || l.part != 0 || !q.gate) continue;
+      EXPECT_EQ(q.up_slot, q.slot + plan.outputs_per_block / 2);
+      for (int r = 0; r < rows; ++r) {
+        yp[r * columns + q.column] = kernels::gemv_gated_output<float>(pair_value[q.slot][r], pair_value[q.up_slot][r]);
       }
     }
   }
@@ -352,6 +373,69 @@ TEST(DenseGemvEmulation, FusedActivationIsTheActivationOfTheProjection) {
   }
 }
 
+// A gated MLP's gate/up product with act(gate) * up in the epilogue (ops::linear_gated_activation):
+// the emulated launch, whose blocks pair gate row j with up row I + j, against the plain launch's
+// [R, 2I] projection then the gated activation kernel's own per-element code, bit for bit (the
+// same plan where the plain split is at most 4, as on every model's gate_up: splits 1, 2 and 4
+// here), and against ATen's gated activation of at::linear. Odd I (a last block with a half-empty
+// pair), the rows it takes (1 and 2: kGemvGatedMaxRows), a bias, and narrow long matrices whose
+// plain plan splits 8 ways where the gated one stops at 4.
+TEST(DenseGemvEmulation, FusedGatedActivationPairsEachGateRowWithItsUpRow) {
+  at::manual_seed(12);
+  struct HostIo {
+    static float load(const void* base, int64_t offset) { return static_cast<const float*>(base)[offset]; }
+    static void store(void* base, int64_t offset, float v) { static_cast<float*>(base)[offset] = v; }
+    static float round(float v) { return v; }
+  };
+  int bitwise = 0;
+  for (const auto& [act, kind] : {std::pair{Activation::SiLU, kernels::ActKind::kSilu},
+                                  std::pair{Activation::GeluNew, kernels::ActKind::kGeluNew}}) {
+    for (const auto& [rows, inter, in] : std::vector<std::tuple<int64_t, int64_t, int64_t>>{
+             {1, 20, 16}, {2, 33, 7}, {1, 48, 1024}, {2, 60, 600}, {2, 32, 100}, {1, 1, 9},
+             {2, 96, 2560}, {1, 8, 5120}, {2, 3, 2560}}) {
+      const Problem pr = make_problem(rows, 2 * inter, in, rows % 2 == 1);
+      const int out = static_cast<int>(2 * inter);
+      const GemvPlan plain_plan = kernels::gemv_plan(out, static_cast<int>(in), 4, 132);
+      const GemvPlan plan = kernels::gemv_plan(out, static_cast<int>(in), 4, 132, /*gated=*/true);
+      const std::string what = fmt::format("act {} R {} I {} K {}", static_cast<int>(kind), rows, inter, in);
+      EXPECT_LE(plan.split, kGemvWarps / 2) << what;
+      EXPECT_EQ(plan.blocks, (inter + plan.outputs_per_block / 2 - 1) / (plan.outputs_per_block / 2)) << what;
+      kernels::GemvActivation a;
+      a.on = true;
+      a.act = kind;
+      a.gated = true;
+      const at::Tensor fused = emulate_launch(pr, plan, vector_path(pr), nullptr, &a);
+      ASSERT_EQ(fused.sizes(), (at::IntArrayRef{rows, inter})) << what;
+      const at::Tensor projection = emulate_launch(pr, plain_plan, vector_path(pr));
+      if (plain_plan.split == plan.split) {
+        // The gated activation kernel's element code on the plain launch's projection.
+        EXPECT_EQ(plan.blocks, plain_plan.blocks) << what;
+        at::Tensor apart = at::empty({rows, inter});
+        kernels::ActivationParams p;
+        p.rows = rows;
+        p.cols = inter;
+        p.act = kind;
+        p.gated = true;
+        p.in = projection.const_data_ptr();
+        p.in_row_stride = projection.stride(0);
+        p.up_offset = inter;
+        p.out = apart.mutable_data_ptr();
+        p.out_row_stride = apart.stride(0);
+        for (int64_t r = 0; r < rows; ++r) {
+          for (int64_t c = 0; c < inter; ++c) kernels::act::activation_element<HostIo>(p, r, c);
+        }
+        EXPECT_TRUE(at::equal(fused, apart)) << what << ": not the GEMV then the gated activation kernel";
+        ++bitwise;
+      } else {
+        EXPECT_EQ(plain_plan.split, kGemvWarps) << what;
+      }
+      test::expect_close(fused, gated_activation(act, reference(pr), Backend::Reference), test::Tolerance{1e-4, 1e-4},
+                         what);
+    }
+  }
+  EXPECT_EQ(bitwise, 12);  // splits 1, 2 and 4; not the three split-8 shapes; both activations
+}
+
 // linear_activation off the GPU: the projection then the activation, exactly.
 TEST(LinearActivation, OnTheCpuItIsTheTwoOps) {
   at::manual_seed(11);
@@ -362,6 +446,22 @@ TEST(LinearActivation, OnTheCpuItIsTheTwoOps) {
   EXPECT_TRUE(at::equal(linear_activation(x, fc1, Activation::Relu), activate(Activation::Relu, linear(x, fc1))));
   EXPECT_THROW_WITH(linear_activation(at::randn({2, 16}), fc1, Activation::GeluNew), OpError,
                     {"linear_activation", "x [2, 16]", "8 input features"});
+}
+
+// linear_gated_activation and gated_mlp off the GPU: the gate/up product then the gated
+// activation, exactly; a gate_up with odd rows is refused by name.
+TEST(LinearGatedActivation, OnTheCpuItIsTheTwoOps) {
+  at::manual_seed(13);
+  const Linear gate_up(at::randn({24, 8}));
+  const at::Tensor x = at::randn({2, 1, 8});
+  EXPECT_FALSE(linear_gated_activation_fuses(x, gate_up, Activation::SiLU, Backend::Auto));
+  const at::Tensor got = linear_gated_activation(x, gate_up, Activation::SiLU);
+  EXPECT_EQ(got.sizes(), (at::IntArrayRef{2, 1, 12}));
+  EXPECT_TRUE(at::equal(got, gated_activation(Activation::SiLU, linear(x, gate_up), Backend::Reference)));
+  EXPECT_THROW_WITH(linear_gated_activation(x, Linear(at::randn({23, 8})), Activation::SiLU), OpError,
+                    {"linear_gated_activation", "23 output features", "2I"});
+  EXPECT_THROW_WITH(linear_gated_activation(at::randn({2, 16}), gate_up, Activation::SiLU), OpError,
+                    {"linear_gated_activation", "8 input features"});
 }
 
 // linear_conv_update off the GPU: the projection then the conv update, exactly; bad arguments
@@ -569,6 +669,45 @@ TEST(DenseGemvCuda, FusedActivationIsTheGemvThenTheActivationBitForBit) {
     }
   }
   EXPECT_EQ(runs, 36);
+}
+
+// A gated MLP's gate/up product with act(gate) * up in the GEMV's epilogue against the GEMV then
+// the gated activation kernel, bit for bit: every dtype, SiLU and gelu_new, Llama-3-8B's gate_up
+// (split 1), DeepSeekMoE-16B's shared experts, a narrow long matrix (the gated plan's split 4
+// against the plain plan's 8: equal within the rounding), odd I, rows 1-2 (3 rows do not fuse), with
+// and without a bias.
+TEST(DenseGemvCuda, FusedGatedActivationIsTheGemvThenTheGatedActivationBitForBit) {
+  if (!gpu()) GTEST_SKIP() << "needs a CUDA build and a GPU";
+  at::manual_seed(27);
+  int runs = 0;
+  for (const at::ScalarType dtype : {at::kFloat, at::kBFloat16, at::kHalf}) {
+    for (const Activation act : {Activation::SiLU, Activation::GeluNew}) {
+      for (const auto& [inter, in] :
+           std::vector<std::pair<int64_t, int64_t>>{{14336, 4096}, {2816, 2048}, {33, 100}, {8, 5120}}) {
+        for (int64_t rows : {1, 2, 3}) {
+          const Linear layer = cuda_layer(2 * inter, in, dtype, rows == 3);
+          const at::Tensor x = cuda_randn({rows, 1, in}, dtype);
+          const std::string what = fmt::format("{} act {} I {} K {} R {}", c10::toString(dtype), static_cast<int>(act),
+                                               inter, in, rows);
+          // 3 rows: past kCudaGatedGemvMaxRows, the GEMV then the activation kernel (bit for bit).
+          ASSERT_EQ(linear_gated_activation_fuses(x, layer, act, Backend::Cuda), rows <= detail::kCudaGatedGemvMaxRows) << what;
+          const at::Tensor fused = linear_gated_activation(x, layer, act, Backend::Cuda);
+          const at::Tensor apart = gated_activation(act, linear(x, layer, Backend::Cuda), Backend::Cuda);
+          ASSERT_EQ(fused.sizes(), apart.sizes()) << what;
+          if (inter == 8 && rows <= detail::kCudaGatedGemvMaxRows) {
+            // Another split, another order of the fp32 sums: gate and up may each round one ulp
+            // apart, and the activation and product carry that on (a few ulps of the output).
+            const test::Tolerance one = test::rounding_tolerance(dtype);
+            test::expect_close(fused, apart, test::Tolerance{4 * one.atol, 4 * one.rtol}, what);
+          } else {
+            EXPECT_TRUE(at::equal(fused, apart)) << what;
+          }
+          ++runs;
+        }
+      }
+    }
+  }
+  EXPECT_EQ(runs, 72);
 }
 
 TEST(DenseGemvCuda, ReplaysInACudaGraph) {

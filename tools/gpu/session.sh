@@ -140,7 +140,7 @@ scans() {  # the Mamba kernels in depth: scan variants, decode steps, ncu, decod
   done
 }
 
-decode() {  # pending.md entries 24-26, 29, 30 and 34: what the 2026-11-26 H200 runs left about decode
+decode() {  # pending.md entries 24-26, 29, 30, 34-36: what the 2026-11-26 H200 runs left about decode
   local m be K="--device cuda --dtype bfloat16"
   log "== decode: the updates at batch 1 and 32, the fused dt_proj beside them (entries 24, 30)"
   timeout --signal=INT 40 "$B" kernels $K --reps 20 --warmup 5 --batch 1,32 \
@@ -159,6 +159,12 @@ decode() {  # pending.md entries 24-26, 29, 30 and 34: what the 2026-11-26 H200 
   log "exit $?"; grep -E '^\| (dense|causal)' "$out/k-gemv.txt" >> "$summary"
   log "timers of those rows (entry 29: cuda_events_queued unless the call syncs):"
   grep -o '"timer": *"[a-z_]*"' "$out/k-gemv.json" | sort | uniq -c >> "$summary"
+  log "== decode: the MLP's first projection with its activation inside (entries 35, 36): Phi-2, Llama-3-8B"
+  for m in phi-2 llama-3-8b; do
+    timeout --signal=INT 40 "$B" kernels $K --transformer "$m" --reps 10 --warmup 2 --batch 1,2 \
+      --ops dense_gemv_mlp_up,dense_gemv_mlp_up_act,activation -o "$out/k-up-act-$m.json" > "$out/k-up-act-$m.txt" 2>&1
+    log "$m: exit $?"; grep -E '^\| (dense|activation)' "$out/k-up-act-$m.txt" >> "$summary"
+  done
   for be in auto reference; do
     timeout 60 "$B" profile mamba-codestral-7b --device cuda --context 512 --steps 8 --cuda-graphs off --backend "$be" \
       -o "$out/prof-codestral-$be.json" > "$out/prof-codestral-$be.txt" 2>&1

@@ -62,13 +62,16 @@ DecodeMode resolve_decode_mode(const ModelConfig& config, const at::Device& devi
 // its in_proj's dense GEMV, wherever that GEMV runs: ops::linear_conv_update) or "separate" (int8
 // weights, or the GEMV's op family not on its kernel); "activation_in_fc1": "fused" (a non-gated
 // MLP's decode-step fc1 applies its activation in the dense GEMV: ops::linear_activation) or
-// "separate". Bench keys are checked against it.
+// "separate"; "activation_in_gate_up": the same for a gated MLP's gate/up product (its dense
+// layers and DeepSeekMoE's shared experts: ops::linear_gated_activation). Bench keys are checked
+// against it.
 inline constexpr const char* kMoePrefillRecord = "moe_prefill";
 inline constexpr const char* kSsdScanProductsRecord = "ssd_scan_products";
 inline constexpr const char* kSelectiveScanVariantRecord = "selective_scan_variant";
 inline constexpr const char* kDtProjRecord = "selective_state_update_dt_proj";
 inline constexpr const char* kConvInProjRecord = "causal_conv1d_update_in_proj";
 inline constexpr const char* kFc1ActivationRecord = "activation_in_fc1";
+inline constexpr const char* kGateUpActivationRecord = "activation_in_gate_up";
 const std::map<std::string, std::vector<std::string>>& implementation_variants();
 
 std::optional<std::string> moe_decode_not_capturable(const ModelConfig& config, ops::Backend backend,

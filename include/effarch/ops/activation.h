@@ -63,11 +63,24 @@ at::Tensor linear_activation(const at::Tensor& x, const Linear& layer, Activatio
 // kernel, resolved for `backend`.
 bool linear_activation_fuses(const at::Tensor& x, const Linear& layer, Activation act, Backend backend);
 
+// gated_activation(act, linear(x, gate_up)): a gated MLP's fused gate/up product ([2I, H], gate
+// rows first: GatedMlpWeights::gate_up) and its activation, x [..., H] -> [..., I]. Where
+// linear_gated_activation_fuses says so the dense GEMV kernel computes each gate row beside its up
+// row and stores act(gate) * up (one launch instead of two, and no [..., 2I] tensor), with the
+// gated activation kernel's arithmetic on the two rounded projections: the same bits as the GEMV
+// then that kernel (docs/engine.md, "Fused small ops"); elsewhere the two ops, each on `backend`.
+at::Tensor linear_gated_activation(const at::Tensor& x, const Linear& gate_up, Activation act,
+                                   Backend backend = Backend::Auto);
+// linear_activation_fuses for the gated form; gate_up's rows must also be even, and x has at most
+// detail::kCudaGatedGemvMaxRows rows.
+bool linear_gated_activation_fuses(const at::Tensor& x, const Linear& gate_up, Activation act, Backend backend);
+
 #ifdef EFFARCH_WITH_CUDA
 namespace detail {
 at::Tensor activation_cuda(Activation act, const at::Tensor& x, bool gated);
-// The fused linear_activation (x [..., K] with the GEMV's rows at most, a kernel for `act`).
-at::Tensor linear_activation_cuda(const at::Tensor& x, const Linear& layer, Activation act);
+// The fused linear_activation / linear_gated_activation (x [..., K] with the GEMV's rows at most,
+// a kernel for `act`).
+at::Tensor linear_activation_cuda(const at::Tensor& x, const Linear& layer, Activation act, bool gated = false);
 }  // namespace detail
 #endif
 

@@ -20,9 +20,10 @@ struct GatedMlpWeights {
 
 // x [..., H] -> [..., H] in x's dtype: linear(act(gate) * up, down), each product rounded to x's
 // dtype as separate layers would (the fused product gives the same values, split in two).
-// `backend` picks the activation's implementation (ops::gated_activation: the fused kernel on
-// CUDA) and the products' (ops::linear: the dense GEMV kernel for a decode step on CUDA); the
-// default, the reference, is what the MoE references call.
+// `backend` picks the products' implementation (ops::linear: the dense GEMV kernel for a decode
+// step on CUDA) and the activation's (ops::linear_gated_activation: inside that GEMV where it
+// runs, else the gated activation kernel on CUDA); the default, the reference, is what the MoE
+// references call.
 at::Tensor gated_mlp(const at::Tensor& x, const GatedMlpWeights& w, Activation activation,
                      Backend backend = Backend::Reference);
 

@@ -82,6 +82,9 @@ inline constexpr int64_t kCudaInt8GemvMaxRows = 8;
 // and lost from 4 (33.2 against 27.4 us; 2x slower at 8): its lanes re-read x per row.
 inline constexpr int64_t kCudaDenseGemvMaxRows = 8;
 inline constexpr int64_t kCudaDenseGemvAutoMaxRows = 2;
+// The rows the GEMV takes with a gated activation in its epilogue (ops::linear_gated_activation):
+// a decode step's 1-2, under either backend; more rows run the GEMV (or cuBLAS) then the activation.
+inline constexpr int64_t kCudaGatedGemvMaxRows = 2;
 // Whether linear(x, layer, backend) runs the CUDA dense GEMV: a dense contiguous weight in x's
 // dtype (fp32, bf16 or fp16) on x's CUDA device, 1..kCudaDenseGemvMaxRows rows under
 // Backend::Cuda (1..kCudaDenseGemvAutoMaxRows under Auto), sizes that fit an int, and `backend`
@@ -97,7 +100,8 @@ at::Tensor int8_gemv_cuda(const at::Tensor& x, const Linear& layer);
 // x [..., K] on CUDA (R = numel / K <= kCudaDenseGemvMaxRows rows), a dense layer in x's dtype on
 // x's device -> [..., O].
 // Fused into the kernel's epilogue, or none: `conv` a conv update (ops::linear_conv_update),
-// `activation` an activation of every output (ops::linear_activation).
+// `activation` an activation of every output (ops::linear_activation) or, gated, of the gate half
+// times the up half (ops::linear_gated_activation: [..., 2I] rows -> [..., I]).
 at::Tensor dense_gemv_cuda(const at::Tensor& x, const Linear& layer, const kernels::GemvConvUpdate* conv = nullptr,
                            const kernels::GemvActivation* activation = nullptr);
 #endif
