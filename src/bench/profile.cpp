@@ -117,6 +117,7 @@ OpKind effarch_kind(const std::string& op) {
   if (contains_any(op, {"attention"})) return OpKind::Attention;
   if (contains_any(op, {"linear", "gemv", "gemm", "moe_dispatch"})) return OpKind::Gemm;
   if (contains_any(op, {"activation"})) return OpKind::Elementwise;  // the fused MLP activation
+  if (contains_any(op, {"rope"})) return OpKind::Elementwise;  // RoPE with the KV-cache write (rope_cache_write)
   return OpKind::Other;
 }
 
@@ -135,8 +136,11 @@ OpKind kernel_kind(const std::string& n) {
                        "rowwisemoments", "norm_kernel"})) {
     return OpKind::Norm;
   }
+  // The MoE dispatch's router, permute and combine kernels count as their scope does
+  // (effarch::moe_dispatch: gemm), also where no scope links them (a graph replay).
   if (contains_any(n, {"gemm", "gemv", "cublas", "cutlass", "xmma", "s16816", "s1688", "h16816", "splitkreduce",
-                       "dot_kernel", "nvjet", "matmul", "_mma_", "wgmma"})) {
+                       "dot_kernel", "nvjet", "matmul", "_mma_", "wgmma", "moe_router", "moe_permute",
+                       "moe_combine"})) {
     return OpKind::Gemm;
   }
   if (contains_any(n, {"memcpy", "memset", "copy", "catarraybatched", "cat_batched", "fill_kernel", "index_put",
@@ -144,7 +148,7 @@ OpKind kernel_kind(const std::string& n) {
     return OpKind::Copy;
   }
   if (contains_any(n, {"elementwise", "vectorized", "unrolled", "reduce_kernel", "reduce", "softmax", "index",
-                       "activation_kernel",
+                       "activation_kernel", "rope_cache",
                        "embedding", "argmax", "cumsum", "scan_kernel", "sort", "topk", "gather", "scatter"})) {
     return OpKind::Elementwise;
   }

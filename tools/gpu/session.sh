@@ -165,6 +165,11 @@ decode() {  # pending.md entries 24-26, 29, 30, 34-36: what the 2026-11-26 H200 
       --ops dense_gemv_mlp_up,dense_gemv_mlp_up_act,activation -o "$out/k-up-act-$m.json" > "$out/k-up-act-$m.txt" 2>&1
     log "$m: exit $?"; grep -E '^\| (dense|activation)' "$out/k-up-act-$m.txt" >> "$summary"
   done
+  for m in phi-2 llama-3-8b; do  # the graphed step's kernels, one by one (entries 35, 36)
+    timeout 60 "$B" profile "$m" --device cuda --context 512 --steps 8 --cuda-graphs static \
+      -o "$out/prof-$m-static.json" > "$out/prof-$m-static.txt" 2>&1
+    log "profile $m static: exit $?"; sed -n '1p;/^| kind/,/^$/p;/^Top events/,$p' "$out/prof-$m-static.txt" | head -40 >> "$summary"
+  done
   for be in auto reference; do
     timeout 60 "$B" profile mamba-codestral-7b --device cuda --context 512 --steps 8 --cuda-graphs off --backend "$be" \
       -o "$out/prof-codestral-$be.json" > "$out/prof-codestral-$be.txt" 2>&1
@@ -174,7 +179,9 @@ decode() {  # pending.md entries 24-26, 29, 30, 34-36: what the 2026-11-26 H200 
   timeout --signal=INT 90 "$B" bench mamba-2.8b --device cuda --dtype bf16 --prompt-lengths 512 --gen-tokens 128 --reps 3 \
     --cuda-graphs on --backend reference,auto --no-progress --format md -o "$out/gemv-backends.json" >> "$summary" 2>&1
   log "bench mamba-2.8b --backend reference,auto: exit $?"
-  timeout 60 "$B" profile phi-2 --device cuda --context 4096 --steps 8 --cuda-graphs off \
+  # --cuda-graphs static: the step a graph replays (fused RoPE + cache write, the position on the
+  # device), launch by launch; graphs off runs the eager step's ATen RoPE instead (docs/kernels.md).
+  timeout 60 "$B" profile phi-2 --device cuda --context 4096 --steps 8 --cuda-graphs static \
     -o "$out/prof-phi-2-4096.json" > "$out/prof-phi-2-4096.txt" 2>&1
   log "profile phi-2 at 4096: exit $?"; sed -n '1p;/^| kind/,/^$/p' "$out/prof-phi-2-4096.txt" >> "$summary"
   log "== decode: DeepSeekMoE with its shared experts on the kernels (entry 26)"
@@ -182,7 +189,7 @@ decode() {  # pending.md entries 24-26, 29, 30, 34-36: what the 2026-11-26 H200 
     --cuda-graphs on --no-progress --format md -o "$out/dsmoe.json" >> "$summary" 2>&1
   log "exit $?"
   # No DeepSeekMoE decode-step profile is on record: where its 3.5 ms step (37.5% of the floor) goes.
-  timeout 90 "$B" profile deepseek-moe-16b --device cuda --context 512 --steps 8 --cuda-graphs off \
+  timeout 90 "$B" profile deepseek-moe-16b --device cuda --context 512 --steps 8 --cuda-graphs static \
     -o "$out/prof-dsmoe.json" > "$out/prof-dsmoe.txt" 2>&1
   log "profile deepseek-moe-16b: exit $?"; sed -n '1p;/^| kind/,/^$/p;/^Top events/,$p' "$out/prof-dsmoe.txt" >> "$summary"
 }
