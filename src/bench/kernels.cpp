@@ -105,6 +105,44 @@ std::function<void()> moe_prefill_call(const KernelShape& s, const at::TensorOpt
   };
 }
 
+// One decode step's MoE layer: B tokens (one each) through ops::moe_dispatch with the device
+// table of expert pointers, as a model decodes (on a GPU the decode kernels: the permute, the
+// expert GEMV with the SwiGLU, the GEMV for down, the combine). The routing is made, not computed,
+// so that the bytes are known: token t's slot j takes expert (t k + j) mod E, min(E, B k) distinct
+// experts in all (a router picks as many at batch 1, fewer or as many at larger batches); the
+// router's own GEMM is not in the row.
+int64_t moe_decode_experts(const KernelShape& s) { return std::min(moe(s).num_experts, s.batch * moe(s).top_k); }
+
+std::function<void()> moe_decode_call(const KernelShape& s, const at::TensorOptions& o, ops::Backend backend) {
+  const auto& m = moe(s);
+  const int64_t h = s.config->hidden_size, inter = m.expert_intermediate, k = m.top_k;
+  struct State {
+    std::vector<ops::ExpertWeights> experts;
+    ops::ExpertTable table;
+    ops::Routing routing;
+    at::Tensor x;
+  };
+  auto st = std::make_shared<State>();
+  for (int64_t e = 0; e < m.num_experts; ++e) {
+    ops::ExpertWeights w;
+    w.gate_up = ops::Linear(at::randn({2 * inter, h}, o) * 0.02);
+    w.gate = ops::Linear(w.gate_up.weight.narrow(0, 0, inter));
+    w.up = ops::Linear(w.gate_up.weight.narrow(0, inter, inter));
+    w.down = ops::Linear(at::randn({h, inter}, o) * 0.02);
+    st->experts.push_back(std::move(w));
+  }
+  st->table = ops::make_expert_table(st->experts);
+  st->x = at::randn({s.batch, h}, o);
+  // The weights in the router's dtype for this model (fp32 for Mixtral's, else the model's).
+  st->routing = ops::moe_route(st->x, at::randn({m.num_experts, h}, o) * 0.02, k, m.router, ops::Backend::Reference);
+  st->routing.expert_ids =
+      (at::arange(s.batch * k, at::TensorOptions().dtype(at::kLong)).remainder(m.num_experts)).view({s.batch, k}).to(o.device());
+  const ops::Activation act = s.config->mlp ? s.config->mlp->activation : ops::Activation::SiLU;
+  return [st, act, backend] {
+    (void)ops::moe_dispatch(st->x, st->routing, st->experts, act, backend, st->table.defined() ? &st->table : nullptr);
+  };
+}
+
 json moe_shapes(const KernelShape& s) {
   const auto& m = moe(s);
   const int64_t h = s.config->hidden_size;
@@ -729,6 +767,34 @@ std::vector<KernelCase> make_cases() {
                                   [](const KernelShape& s) {
                                     return std::make_pair(s.config->hidden_size, mamba(s).d_inner);
                                   }));
+  // ---- MoE decode (--moe): one step's layer through the chosen experts only ----
+  cases.push_back(KernelCase{
+      "moe_decode", KernelModel::Moe, ops::OpFamily::MoeDispatch, false,
+      "dispatch B tokens (one step): read x [B,H], the routing [B,k] (ids and weights) and the gate, up [I,H] and down "
+      "[H,I] of the min(E, B k) experts it names (token t's slot j: expert (t k + j) mod E); write out [B,H]; all in "
+      "the dtype but the int64 ids and Mixtral's fp32 weights",
+      [](const KernelShape& s) {
+        const auto& m = moe(s);
+        return json{{"x", {s.batch, s.config->hidden_size}},
+                    {"active_experts", {moe_decode_experts(s), 3, m.expert_intermediate, s.config->hidden_size}},
+                    {"top_k", m.top_k}};
+      },
+      [](const KernelShape& s) {
+        const auto& m = moe(s);
+        const uint64_t e = esize(s.dtype), h = static_cast<uint64_t>(s.config->hidden_size);
+        const uint64_t slots = static_cast<uint64_t>(s.batch * m.top_k);
+        const uint64_t weight = m.router == ops::RouterKind::SoftmaxFp32Renormalized ? 4 : e;
+        return KernelBytes{e * (elems({moe_decode_experts(s), 3, m.expert_intermediate, s.config->hidden_size}) +
+                                static_cast<uint64_t>(s.batch) * h) +
+                               slots * (8 + weight),
+                           e * static_cast<uint64_t>(s.batch) * h};
+      },
+      moe_decode_call,
+      [](const KernelShape& s) {  // 2 B k 3 H I: the routed experts' products (no router in the row)
+        const auto& m = moe(s);
+        return 2.0 * static_cast<double>(s.batch * m.top_k) * 3 * static_cast<double>(s.config->hidden_size) *
+               static_cast<double>(m.expert_intermediate);
+      }});
   // ---- MoE prefill (--moe): the routed experts against a dense GEMM of their FLOPs ----
   const char* moe_formula =
       "route and dispatch N = B L tokens: read x [N,H], router [E,H], every expert's gate, up [I,H] and down [H,I]; "

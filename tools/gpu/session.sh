@@ -184,6 +184,12 @@ decode() {  # pending.md entries 24-26, 29, 30, 34-36: what the 2026-11-26 H200 
   timeout 60 "$B" profile phi-2 --device cuda --context 4096 --steps 8 --cuda-graphs static \
     -o "$out/prof-phi-2-4096.json" > "$out/prof-phi-2-4096.txt" 2>&1
   log "profile phi-2 at 4096: exit $?"; sed -n '1p;/^| kind/,/^$/p' "$out/prof-phi-2-4096.txt" >> "$summary"
+  log "== decode: one MoE layer's decode dispatch against the bytes of its chosen experts (entries 26, 37)"
+  for m in deepseek-moe-16b mixtral-8x7b; do
+    timeout --signal=INT 60 "$B" kernels $K --moe "$m" --reps 10 --warmup 2 --batch 1,8 --ops moe_decode \
+      -o "$out/k-moe-decode-$m.json" > "$out/k-moe-decode-$m.txt" 2>&1
+    log "$m: exit $?"; grep -E '^\| moe' "$out/k-moe-decode-$m.txt" >> "$summary"
+  done
   log "== decode: DeepSeekMoE with its shared experts on the kernels (entry 26)"
   timeout --signal=INT 80 "$B" bench deepseek-moe-16b --device cuda --dtype bf16 --prompt-lengths 512 --gen-tokens 64 --reps 2 \
     --cuda-graphs on --no-progress --format md -o "$out/dsmoe.json" >> "$summary" 2>&1
