@@ -72,27 +72,37 @@ const model::MlpConfig& dense_mlp(const KernelShape& s) {
 
 const model::MoeConfig& moe(const KernelShape& s) { return *s.config->moe; }
 
-// One MoE layer's routed experts at prefill (N = B L tokens): random router and experts (about
-// even load), the experts stacked as the model stacks them at load. `stacked` false: the dispatch
-// is given no stack, so on a GPU it runs the per-expert path.
-std::function<void()> moe_prefill_call(const KernelShape& s, const at::TensorOptions& o, ops::Backend backend,
-                                       bool stacked) {
+// One MoE layer's experts with random weights, as Weights::gated_mlp lays them out: gate and up
+// are row views of the fused gate_up.
+std::vector<ops::ExpertWeights> random_experts(const KernelShape& s, const at::TensorOptions& o) {
   const auto& m = moe(s);
   const int64_t h = s.config->hidden_size, inter = m.expert_intermediate;
-  struct State {
-    std::vector<ops::ExpertWeights> experts;
-    ops::ExpertStack stack;
-    at::Tensor router, x;
-  };
-  auto st = std::make_shared<State>();
+  std::vector<ops::ExpertWeights> experts;
   for (int64_t e = 0; e < m.num_experts; ++e) {
     ops::ExpertWeights w;
     w.gate_up = ops::Linear(at::randn({2 * inter, h}, o) * 0.02);
     w.gate = ops::Linear(w.gate_up.weight.narrow(0, 0, inter));
     w.up = ops::Linear(w.gate_up.weight.narrow(0, inter, inter));
     w.down = ops::Linear(at::randn({h, inter}, o) * 0.02);
-    st->experts.push_back(std::move(w));
+    experts.push_back(std::move(w));
   }
+  return experts;
+}
+
+// One MoE layer's routed experts at prefill (N = B L tokens): random router and experts (about
+// even load), the experts stacked as the model stacks them at load. `stacked` false: the dispatch
+// is given no stack, so on a GPU it runs the per-expert path.
+std::function<void()> moe_prefill_call(const KernelShape& s, const at::TensorOptions& o, ops::Backend backend,
+                                       bool stacked) {
+  const auto& m = moe(s);
+  const int64_t h = s.config->hidden_size;
+  struct State {
+    std::vector<ops::ExpertWeights> experts;
+    ops::ExpertStack stack;
+    at::Tensor router, x;
+  };
+  auto st = std::make_shared<State>();
+  st->experts = random_experts(s, o);
   if (stacked) st->stack = ops::stack_experts(st->experts);
   st->router = at::randn({m.num_experts, h}, o) * 0.02;
   st->x = at::randn({s.batch * s.length, h}, o);
@@ -115,7 +125,7 @@ int64_t moe_decode_experts(const KernelShape& s) { return std::min(moe(s).num_ex
 
 std::function<void()> moe_decode_call(const KernelShape& s, const at::TensorOptions& o, ops::Backend backend) {
   const auto& m = moe(s);
-  const int64_t h = s.config->hidden_size, inter = m.expert_intermediate, k = m.top_k;
+  const int64_t h = s.config->hidden_size, k = m.top_k;
   struct State {
     std::vector<ops::ExpertWeights> experts;
     ops::ExpertTable table;
@@ -123,14 +133,7 @@ std::function<void()> moe_decode_call(const KernelShape& s, const at::TensorOpti
     at::Tensor x;
   };
   auto st = std::make_shared<State>();
-  for (int64_t e = 0; e < m.num_experts; ++e) {
-    ops::ExpertWeights w;
-    w.gate_up = ops::Linear(at::randn({2 * inter, h}, o) * 0.02);
-    w.gate = ops::Linear(w.gate_up.weight.narrow(0, 0, inter));
-    w.up = ops::Linear(w.gate_up.weight.narrow(0, inter, inter));
-    w.down = ops::Linear(at::randn({h, inter}, o) * 0.02);
-    st->experts.push_back(std::move(w));
-  }
+  st->experts = random_experts(s, o);
   st->table = ops::make_expert_table(st->experts);
   st->x = at::randn({s.batch, h}, o);
   // The weights in the router's dtype for this model (fp32 for Mixtral's, else the model's).
