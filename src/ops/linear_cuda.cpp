@@ -20,21 +20,22 @@ static_assert(kCudaGatedGemvMaxRows == kernels::kGemvGatedMaxRows, "the gated GE
 namespace {
 
 // What both GEMV kernels read and write: x [..., K] as R = numel / K rows (contiguous within a
-// row), the bias in x's dtype, y [R, O]; the caller gets y in x's leading shape, [..., O].
+// row), the bias in x's dtype, y [R, C] with C the layer's O outputs (a gated activation's: O / 2);
+// the caller gets y in x's leading shape, [..., C].
 struct GemvOperands {
   at::Tensor x, bias, y;
   std::vector<int64_t> out_shape;
   at::Tensor result() const { return y.view(out_shape); }
 };
 
-GemvOperands gemv_operands(const at::Tensor& x_in, const Linear& layer) {
+GemvOperands gemv_operands(const at::Tensor& x_in, const Linear& layer, int64_t columns) {
   GemvOperands o;
   const at::Tensor rows = x_in.reshape({-1, layer.in_features()});
   o.x = rows.stride(1) == 1 ? rows : rows.contiguous();
   if (layer.bias) o.bias = layer.bias->to(o.x.scalar_type()).contiguous();
-  o.y = at::empty({o.x.size(0), layer.out_features()}, o.x.options());
+  o.y = at::empty({o.x.size(0), columns}, o.x.options());
   o.out_shape = x_in.sizes().vec();
-  o.out_shape.back() = layer.out_features();
+  o.out_shape.back() = columns;
   return o;
 }
 
@@ -57,7 +58,7 @@ void set_operands(Params& p, const GemvOperands& o, const Linear& layer, const c
 at::Tensor int8_gemv_cuda(const at::Tensor& x_in, const Linear& layer) {
   constexpr const char* op = "linear (int8 GEMV)";
   const c10::cuda::CUDAGuard device_guard(x_in.device());
-  const GemvOperands o = gemv_operands(x_in, layer);
+  const GemvOperands o = gemv_operands(x_in, layer, layer.out_features());
   const at::Tensor q = layer.weight.contiguous(), scale = layer.scale.contiguous();
   kernels::Int8GemvParams p;
   set_operands(p, o, layer, op);
@@ -71,11 +72,8 @@ at::Tensor dense_gemv_cuda(const at::Tensor& x_in, const Linear& layer, const ke
                            const kernels::GemvActivation* activation) {
   constexpr const char* op = "linear (dense GEMV)";
   const c10::cuda::CUDAGuard device_guard(x_in.device());
-  GemvOperands o = gemv_operands(x_in, layer);
-  if (activation != nullptr && activation->gated) {  // act(gate) * up: [R, 2I] -> [R, I]
-    o.y = at::empty({o.x.size(0), layer.out_features() / 2}, o.x.options());
-    o.out_shape.back() = layer.out_features() / 2;
-  }
+  const bool gated = activation != nullptr && activation->gated;  // act(gate) * up: [R, 2I] -> [R, I]
+  const GemvOperands o = gemv_operands(x_in, layer, gated ? layer.out_features() / 2 : layer.out_features());
   const at::Tensor w = layer.weight.contiguous();
   kernels::GemvParams p;
   set_operands(p, o, layer, op);
