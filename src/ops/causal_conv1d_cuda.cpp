@@ -30,13 +30,7 @@ kernels::CausalConv1dParams make_params(const at::Tensor& x, const ConvKernelWei
   p.x_dim_stride = x.stride(1);
   p.x_time_stride = x.stride(2);
 
-  p.weight = kw.weight.const_data_ptr();
-  p.weight_dim_stride = kw.weight.stride(0);
-  p.weight_width_stride = kw.weight.stride(1);
-  if (kw.bias.defined()) {
-    p.bias = kw.bias.const_data_ptr();
-    p.bias_stride = kw.bias.stride(0);
-  }
+  set_conv_weights(p, kw);
 
   p.out = out.mutable_data_ptr();
   p.out_batch_stride = out.stride(0);

@@ -22,13 +22,7 @@ kernels::GemvConvUpdate gemv_conv_update_params(const ConvKernelWeights& kw, int
   c.width = static_cast<int>(kw.weight.size(1));
   c.silu = silu;
   c.weight_fp32 = kw.weight.scalar_type() == at::kFloat;
-  c.weight = kw.weight.const_data_ptr();
-  c.weight_dim_stride = kw.weight.stride(0);
-  c.weight_width_stride = kw.weight.stride(1);
-  if (kw.bias.defined()) {
-    c.bias = kw.bias.const_data_ptr();
-    c.bias_stride = kw.bias.stride(0);
-  }
+  set_conv_weights(c, kw);
   c.state = conv_state.mutable_data_ptr();
   c.state_row_stride = conv_state.stride(0);
   c.state_dim_stride = conv_state.stride(1);

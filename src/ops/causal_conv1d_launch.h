@@ -21,6 +21,19 @@ struct ConvKernelWeights {
 ConvKernelWeights conv_kernel_weights(const at::Tensor& x, const at::Tensor& weight,
                                       const std::optional<at::Tensor>& bias);
 
+// The weight and bias fields both conv kernels' params share (kernels::CausalConv1dParams,
+// kernels::GemvConvUpdate): pointers and strides, the bias left null without one.
+template <class Params>
+void set_conv_weights(Params& p, const ConvKernelWeights& kw) {
+  p.weight = kw.weight.const_data_ptr();
+  p.weight_dim_stride = kw.weight.stride(0);
+  p.weight_width_stride = kw.weight.stride(1);
+  if (kw.bias.defined()) {
+    p.bias = kw.bias.const_data_ptr();
+    p.bias_stride = kw.bias.stride(0);
+  }
+}
+
 // The fused conv update over checked tensors: the conv's channels are in_proj's outputs begin ..
 // begin + D - 1; conv_state [B, D, W] in x's dtype, rolled in place; conv_out [B, D] written.
 kernels::GemvConvUpdate gemv_conv_update_params(const ConvKernelWeights& kw, int64_t begin, bool silu,
