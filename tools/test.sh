@@ -15,9 +15,20 @@ export CCACHE_MAXSIZE=${CCACHE_MAXSIZE:-5G}
 # Paths relative to the clone, so a fresh clone elsewhere (CI) reuses the cache.
 export CCACHE_BASEDIR=${CCACHE_BASEDIR:-$root}
 jobs=$(nproc)
-step() { echo; echo "=== $* ==="; }
+# Each stage's wall time is printed when the next begins and in a table at the end: CI's budget
+# is mostly compile time, and the log should say which stage spent it.
+stage_name="" stage_start=$SECONDS times=()
+step() {
+  if [[ -n $stage_name ]]; then
+    times+=("$((SECONDS - stage_start)) s  $stage_name")
+    echo "--- ${times[-1]}"
+  fi
+  stage_name=$* stage_start=$SECONDS
+  echo; echo "=== $* ==="
+}
 start=$SECONDS
 
+step "set-up (packages, Python environment)"
 bash "$root/tools/setup.sh" --tests --no-build
 
 step "build (release)"
@@ -38,5 +49,6 @@ if [[ $quick -eq 0 ]]; then
   cmake --build --preset fuzz -j "$jobs"
   ctest --preset fuzz
 fi
-echo
+step "stage times"
+printf '%s\n' "${times[@]}"
 echo "all test stages passed in $((SECONDS - start)) s"
