@@ -45,9 +45,11 @@ __global__ void __launch_bounds__(addnorm::kMaxThreads) add_norm_kernel(const Ad
   const int tid = static_cast<int>(threadIdx.x), n = static_cast<int>(blockDim.x);
   allow_dependent_launch();
   // The weight and LayerNorm's bias the last phase reads, into L1 while the kernel before finishes.
-  const int64_t weight_bytes = static_cast<int64_t>(p.dim) * element_bytes(p.type);
-  prefetch_l1_lines(p.weight, weight_bytes, tid, n);
-  if (p.norm == NormType::kLayer) prefetch_l1_lines(p.bias, weight_bytes, tid, n);
+  if (p.prefetch_weights) {
+    const int64_t weight_bytes = static_cast<int64_t>(p.dim) * element_bytes(p.type);
+    prefetch_l1_lines(p.weight, weight_bytes, tid, n);
+    if (p.norm == NormType::kLayer) prefetch_l1_lines(p.bias, weight_bytes, tid, n);
+  }
   grid_dependency_wait();  // x and y come from the kernels before
   const int64_t row = blockIdx.x;
   const float first = block_sum(red, addnorm::add_partial<Io>(p, row, tid, n));

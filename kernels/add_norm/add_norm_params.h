@@ -38,6 +38,9 @@ struct AddNormParams {
   int64_t normed_row_stride = 0;
   const void* weight = nullptr;  // [dim]
   const void* bias = nullptr;    // [dim], LayerNorm only
+  // Prefetch weight and bias into L1 before the grid-dependency wait: only when no kernel of this
+  // step writes them (the model's own tensors, not a copy the launcher just made).
+  bool prefetch_weights = false;
 };
 
 }  // namespace effarch::kernels

@@ -215,6 +215,24 @@ TEST(AddNormKernel, ResidualMayOverwriteX) {
   EXPECT_LE(ulp_distance(l.normed.view(in.x.sizes()), ref.normed).max().item<int64_t>(), 1);
 }
 
+// The kernel prefetches the weights into L1 before its grid-dependency wait. A weight the launcher
+// had to copy is written by the copy kernel just before it: then no prefetch ahead of the wait.
+TEST(AddNormKernel, PrefetchesOnlyWeightsNoKernelOfTheStepWrites) {
+  for (const bool layer_norm : {false, true}) {
+    Inputs in = make_inputs({2, 64}, at::kFloat, layer_norm, Variant::Plain, at::kCPU, 4);
+    EXPECT_TRUE(detail::prepare_add_norm(in.x, in.y, nullptr, in.norm).params.prefetch_weights);
+    NormParams strided = in.norm;
+    strided.weight = at::stack({in.norm.weight, in.norm.weight}, 1).select(1, 0);  // stride 2: copied
+    ASSERT_FALSE(strided.weight.is_contiguous());
+    EXPECT_FALSE(detail::prepare_add_norm(in.x, in.y, nullptr, strided).params.prefetch_weights);
+    if (layer_norm) {
+      NormParams bias = in.norm;
+      bias.bias = at::stack({in.norm.bias, in.norm.bias}, 1).select(1, 0);
+      EXPECT_FALSE(detail::prepare_add_norm(in.x, in.y, nullptr, bias).params.prefetch_weights);
+    }
+  }
+}
+
 TEST(AddNormKernel, ThreadsPerRow) {
   EXPECT_EQ(an::threads_for(1), 32);
   EXPECT_EQ(an::threads_for(17), 32);
