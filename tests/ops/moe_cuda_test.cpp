@@ -613,7 +613,8 @@ TEST(MoeKernelEmulation, DecodeDispatchMatchesTheReference) {
                                 {9, 8, 2, "few"},      {20, 4, 2, "one"}};  // 20 rows: three row chunks
   for (const DispatchCase& c : cases) {
     for (const at::ScalarType dtype : {at::kFloat, at::kBFloat16, at::kHalf}) {
-      // 600: rows longer than two chunks of 32 lanes x 16 bytes (each lane's paired loads).
+      // 600: rows longer than one round of 32 lanes x 16 bytes (bf16 and fp16 reach the third of a
+      // lane's four loads in flight, fp32 all four and a second round).
       for (const int64_t hidden : {40, 64, 600}) {
         if (hidden == 600 && c.tokens > 3) continue;
         const int64_t inter = hidden == 40 ? 24 : hidden == 64 ? 48 : 264;
@@ -960,6 +961,60 @@ TEST(MoeCuda, DispatchSkipsRemoteExpertsAndRunsInt8ExpertsThroughTheTable) {
 
 // A decode step's dispatch captured in a CUDA graph and replayed with other routing gives what it
 // gives eagerly: nothing in it reads the host.
+// The decode kernels at real models' shapes. The cases above are small (hidden 40 and 256 run only
+// the first of a lane's four weight loads in a round): here DeepSeekMoE-16B's routed experts
+// (hidden 2048, inter 1408, 64 experts, top-6) in bf16 and fp16, and int8 experts at hidden 4096
+// (every load of a round), at 1 and 8 tokens, against the reference dispatch. The weights are
+// drawn on the GPU, at a model's scale (0.02).
+TEST(MoeCuda, DecodeDispatchAtRealShapesMatchesTheReference) {
+  if (!have_gpu()) GTEST_SKIP() << "needs a CUDA build and a GPU";
+  const at::Device cuda(at::kCUDA, 0);
+  struct Shape {
+    int64_t hidden, inter, experts, top_k;
+    bool int8;
+  };
+  for (const Shape sh : {Shape{2048, 1408, 64, 6, false}, Shape{4096, 1408, 8, 2, true}}) {
+    for (const at::ScalarType dtype : {at::kBFloat16, at::kHalf}) {
+      at::manual_seed(static_cast<uint64_t>(sh.hidden + sh.experts));
+      const auto drawn = at::TensorOptions().device(cuda);
+      std::vector<ExpertWeights> experts;
+      for (int64_t e = 0; e < sh.experts; ++e) {
+        ExpertWeights w;
+        const Linear gate_up(at::randn({2 * sh.inter, sh.hidden}, drawn) * 0.02);
+        const Linear down(at::randn({sh.hidden, sh.inter}, drawn) * 0.02);
+        w.gate_up = sh.int8 ? quantize_int8(gate_up) : Linear(gate_up.weight.to(dtype));
+        w.down = sh.int8 ? quantize_int8(down) : Linear(down.weight.to(dtype));
+        const auto rows = [&](int64_t from) {
+          return sh.int8 ? Linear::int8(w.gate_up.weight.narrow(0, from, sh.inter),
+                                        w.gate_up.scale.narrow(0, from, sh.inter))
+                         : Linear(w.gate_up.weight.narrow(0, from, sh.inter));
+        };
+        w.gate = rows(0);
+        w.up = rows(sh.inter);
+        experts.push_back(std::move(w));
+      }
+      const ExpertTable table = make_expert_table(experts);
+      ASSERT_TRUE(table.defined()) << table.why;
+      EXPECT_EQ(table.int8, sh.int8);
+      for (const int64_t tokens : {1, 8}) {
+        const at::Tensor x = at::randn({tokens, sh.hidden}, drawn).to(dtype);
+        Routing r = fixed_routing(random_ids(tokens, sh.experts, sh.top_k), dtype);
+        r.expert_ids = r.expert_ids.to(cuda);
+        r.weights = r.weights.to(cuda);
+        const std::string what = fmt::format("N{} E{} k{} H{} I{} {}{}", tokens, sh.experts, sh.top_k, sh.hidden,
+                                             sh.inter, c10::toString(dtype), sh.int8 ? " int8" : "");
+        const at::Tensor ref = moe_dispatch(x, r, experts, Activation::SiLU, Backend::Reference);
+        const at::Tensor gpu = moe_dispatch(x, r, experts, Activation::SiLU, Backend::Cuda, &table);
+        test::Tolerance tol = test::rounding_tolerance(dtype);
+        tol = {4 * tol.atol, 4 * tol.rtol};  // as DispatchMatchesTheReference
+        test::expect_close(gpu, ref, tol, what);
+        EXPECT_TRUE(at::equal(gpu, moe_dispatch(x, r, experts, Activation::SiLU, Backend::Cuda, &table)))
+            << what << ": not deterministic";
+      }
+    }
+  }
+}
+
 TEST(MoeCuda, DispatchReplaysInACudaGraph) {
 #ifndef EFFARCH_WITH_CUDA
   GTEST_SKIP() << "needs a CUDA build and a GPU";
