@@ -64,8 +64,9 @@ CallTimes time_queued_with_fallback(int warmup, int reps, const std::function<vo
       if (q.outcome == BlockerOutcome::Released) return q.seconds;
     }
     out.fallback = fmt::format(
-        "{} waited on the GPU from the host (a synchronisation inside the call, e.g. .item()): the blocking "
-        "kernel ended on its {:g} ms timeout twice in a row, so the call's launches could not be queued; "
+        "{} waited on the GPU from the host (a synchronisation inside the call, e.g. .item(), or more launches "
+        "than the GPU's launch queue holds): the blocking kernel ended on its {:g} ms timeout twice in a row, so "
+        "the call's launches could not be queued; "
         "every sample timed with plain CUDA events, the host's dispatch included",
         which, timeout_s * 1e3);
     return std::nullopt;
@@ -207,6 +208,9 @@ double QueuedCudaTimer::plain(const std::function<void()>& fn) {
   const c10::cuda::CUDAGuard guard(static_cast<c10::DeviceIndex>(device_index_));
   const cudaStream_t stream = current_stream(device_index_);
   scrub(stream);
+  // The scrub done before the start event is recorded: else the host's dispatch of the call
+  // overlaps the scrub and the event, stamped when the scrub ends, leaves part of it out.
+  cuda_check(cudaStreamSynchronize(stream), "cudaStreamSynchronize");
   cuda_check(cudaEventRecord(static_cast<cudaEvent_t>(start_), stream), "cudaEventRecord");
   fn();
   cuda_check(cudaEventRecord(static_cast<cudaEvent_t>(end_), stream), "cudaEventRecord");

@@ -435,7 +435,7 @@ std::string format_kernels_table(const json& doc) {
                      human_bytes(r.at("bytes").get<uint64_t>()),
                      ok ? fmt::format("{:.1f}", r.at("bytes_per_s").get<double>() / 1e9) : "-",
                      ok ? fmt::format("{:.1f}%", 100 * r.at("fraction_of_copy_bandwidth").get<double>()) : "-",
-                     ok ? (r.contains("timer_fallback") ? "ok (plain events: the call syncs)" : status)
+                     ok ? (r.contains("timer_fallback") ? "ok (plain events: could not queue)" : status)
                         : status + ": " + r.value("error", std::string())});
     if (any_flops) {  // compute-bound ops: their FLOP rate against the measured GEMM rate
       std::string rate = "-";
