@@ -4,6 +4,9 @@
 
 #include "effarch/common/error.h"
 #ifdef EFFARCH_WITH_CUDA
+#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAFunctions.h>
+
 #include "common/launch.h"
 #endif
 
@@ -43,7 +46,21 @@ void set_programmatic_launch(bool on, [[maybe_unused]] const std::string& option
 }
 
 const char* programmatic_launch_record(const c10::Device& device) {
-  return device.is_cuda() && programmatic_launch() ? "on" : "off";
+  if (!device.is_cuda() || !programmatic_launch()) return "off";
+#ifdef EFFARCH_WITH_CUDA
+  // Where the GPU can be asked (a CUDA build may run without one: the record is then the switch).
+  if (c10::cuda::device_count() > 0 && detail::cuda_sm_major(device) < 9) return "off";
+#endif
+  return "on";
+}
+
+int detail::cuda_sm_major([[maybe_unused]] const c10::Device& device) {
+#ifdef EFFARCH_WITH_CUDA
+  if (!device.is_cuda()) return -1;
+  return at::cuda::getDeviceProperties(device.has_index() ? device.index() : c10::cuda::current_device())->major;
+#else
+  return -1;
+#endif
 }
 
 bool parse_programmatic_launch(const std::string& value, const std::string& option) {

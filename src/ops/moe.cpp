@@ -287,12 +287,7 @@ ExpertStack stack_experts(std::vector<ExpertWeights>& experts) {
 
 std::string moe_prefill_path(at::ScalarType dtype, WeightFormat format, const c10::Device& device, int64_t hidden,
                              int64_t inter) {
-  int sm = -1;
-#ifdef EFFARCH_WITH_CUDA
-  sm = detail::cuda_sm_major(device);
-#else
-  static_cast<void>(device);
-#endif
+  const int sm = detail::cuda_sm_major(device);
   const bool grouped = format == WeightFormat::Dense && detail::grouped_mm_refusal(dtype, true, sm, hidden, inter).empty();
   return grouped ? "grouped" : "per_expert";
 }

@@ -110,11 +110,6 @@ void combine(const at::Tensor& x, const at::Tensor& ids, const at::Tensor& weigh
 
 }  // namespace
 
-int cuda_sm_major(const c10::Device& device) {
-  if (!device.is_cuda()) return -1;
-  return at::cuda::getDeviceProperties(device.has_index() ? device.index() : c10::cuda::current_device())->major;
-}
-
 namespace {
 
 // dst [rows, O] (a row range of a contiguous buffer) = x W^T (+ b): cuBLAS for a dense weight,

@@ -47,8 +47,15 @@ void set_programmatic_launch(bool on, const std::string& option = "--pdl");
 // The value of a --pdl option: "on" or "off"; anything else throws UsageError naming `option`.
 bool parse_programmatic_launch(const std::string& value, const std::string& option);
 // What results record for a run on `device`: "on" when the switch is on and the device is CUDA
-// (it changes only CUDA launches), else "off".
+// of compute capability 9.0 or more (it changes only CUDA launches, and older GPUs ignore the
+// attribute), else "off".
 const char* programmatic_launch_record(const c10::Device& device);
+
+namespace detail {
+// The compute capability's major number of a CUDA device (its current one without an index); -1
+// for another device or in a build without CUDA.
+int cuda_sm_major(const c10::Device& device);
+}  // namespace detail
 
 // The op families that have a Backend switch: each `effarch::ops` entry taking a Backend belongs
 // to one. A family is the unit recorded in results ("selective_scan": "reference").

@@ -156,8 +156,6 @@ GroupedExperts moe_grouped_experts(const at::Tensor& x, const at::Tensor& order,
 at::Tensor moe_grouped_row_of(const at::Tensor& row_of, const at::Tensor& start);
 
 #ifdef EFFARCH_WITH_CUDA
-// src/ops/moe_cuda.cpp: the compute capability's major number of a CUDA device (-1: none given).
-int cuda_sm_major(const c10::Device& device);
 // src/ops/moe_cuda.cpp: the CUDA stages on checked arguments.
 Routing moe_route_cuda(const at::Tensor& logits, int64_t top_k, RouterKind kind);
 at::Tensor moe_dispatch_cuda(const at::Tensor& x, const Routing& routing, const std::vector<ExpertWeights>& experts,
