@@ -50,17 +50,22 @@ const model::MlpConfig& dense_mlp(const KernelShape& s) {
 const model::MoeConfig& moe(const KernelShape& s) { return *s.config->moe; }
 
 // One MoE layer's experts with random weights, as Weights::gated_mlp lays them out: gate and up
-// are row views of the fused gate_up.
-std::vector<ops::ExpertWeights> random_experts(const KernelShape& s, const at::TensorOptions& o) {
+// are row views of the fused gate_up. Only the first `distinct` have weights of their own; the
+// others share them (a row whose routing never names them allocates only what it reads).
+std::vector<ops::ExpertWeights> random_experts(const KernelShape& s, const at::TensorOptions& o, int64_t distinct) {
   const auto& m = moe(s);
   const int64_t h = s.config->hidden_size, inter = m.expert_intermediate;
   std::vector<ops::ExpertWeights> experts;
   for (int64_t e = 0; e < m.num_experts; ++e) {
+    if (e >= distinct) {
+      experts.push_back(experts[static_cast<size_t>(e % distinct)]);
+      continue;
+    }
     ops::ExpertWeights w;
-    w.gate_up = ops::Linear(at::randn({2 * inter, h}, o) * 0.02);
+    w.gate_up = ops::Linear(at::randn({2 * inter, h}, o).mul_(0.02));
     w.gate = ops::Linear(w.gate_up.weight.narrow(0, 0, inter));
     w.up = ops::Linear(w.gate_up.weight.narrow(0, inter, inter));
-    w.down = ops::Linear(at::randn({h, inter}, o) * 0.02);
+    w.down = ops::Linear(at::randn({h, inter}, o).mul_(0.02));
     experts.push_back(std::move(w));
   }
   return experts;
@@ -79,7 +84,7 @@ std::function<void()> moe_prefill_call(const KernelShape& s, const at::TensorOpt
     at::Tensor router, x;
   };
   auto st = std::make_shared<State>();
-  st->experts = random_experts(s, o);
+  st->experts = random_experts(s, o, m.num_experts);
   if (stacked) st->stack = ops::stack_experts(st->experts);
   st->router = at::randn({m.num_experts, h}, o) * 0.02;
   st->x = at::randn({s.batch * s.length, h}, o);
@@ -110,7 +115,7 @@ std::function<void()> moe_decode_call(const KernelShape& s, const at::TensorOpti
     at::Tensor x;
   };
   auto st = std::make_shared<State>();
-  st->experts = random_experts(s, o);
+  st->experts = random_experts(s, o, moe_decode_experts(s));  // the experts the routing names, no more
   st->table = ops::make_expert_table(st->experts);
   st->x = at::randn({s.batch, h}, o);
   // The weights in the router's dtype for this model (fp32 for Mixtral's, else the model's).
