@@ -56,6 +56,7 @@ std::vector<ops::ExpertWeights> random_experts(const KernelShape& s, const at::T
   const auto& m = moe(s);
   const int64_t h = s.config->hidden_size, inter = m.expert_intermediate;
   std::vector<ops::ExpertWeights> experts;
+  experts.reserve(static_cast<size_t>(m.num_experts));  // the shared copies below read earlier elements
   for (int64_t e = 0; e < m.num_experts; ++e) {
     if (e >= distinct) {
       experts.push_back(experts[static_cast<size_t>(e % distinct)]);

@@ -35,9 +35,6 @@ AddNormLaunch prepare_add_norm(const at::Tensor& x, const at::Tensor& y, const a
   if (z != nullptr) l.z = rows_of(*z, h);
   l.weight = norm.weight.contiguous();
   if (norm.layer_norm) l.bias = norm.bias.contiguous();
-  // A copy made here is written by the kernel just before: no prefetch ahead of the wait then.
-  const bool weights_as_given =
-      l.weight.is_same(norm.weight) && (!norm.layer_norm || l.bias.is_same(norm.bias));
   const at::ScalarType type = norm.weight.scalar_type();
   l.residual = at::empty(l.x.sizes(), l.x.options());  // x's dtype: the model dtype or fp32
   l.normed = at::empty(l.x.sizes(), l.x.options().dtype(type));
@@ -61,7 +58,8 @@ AddNormLaunch prepare_add_norm(const at::Tensor& x, const at::Tensor& y, const a
   p.normed = l.normed.mutable_data_ptr();
   p.normed_row_stride = l.normed.stride(0);
   p.weight = l.weight.const_data_ptr();
-  p.prefetch_weights = weights_as_given;
+  // A copy made above is written by the kernel just before: no prefetch ahead of the wait then.
+  p.prefetch_weights = l.weight.is_same(norm.weight) && (!norm.layer_norm || l.bias.is_same(norm.bias));
   if (norm.layer_norm) p.bias = l.bias.const_data_ptr();
   return l;
 }

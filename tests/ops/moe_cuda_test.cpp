@@ -325,17 +325,19 @@ at::Tensor emulate_combine(const at::Tensor& ids, const at::Tensor& weights, con
 
 // ---- test data ----
 
-// Experts as Weights::gated_mlp builds them: gate and up are row views of the fused gate_up.
+// Experts as Weights::gated_mlp builds them: gate and up are row views of the fused gate_up. The
+// weights are drawn on `device` (N(0, 1) times `scale`).
 std::vector<ExpertWeights> make_experts(int64_t num, int64_t hidden, int64_t inter, at::ScalarType dtype,
-                                        at::Device device = at::kCPU) {
+                                        at::Device device = at::kCPU, double scale = 0.2) {
+  const auto drawn = at::TensorOptions().device(device);
   std::vector<ExpertWeights> experts;
   for (int64_t e = 0; e < num; ++e) {
     ExpertWeights w;
-    const at::Tensor gate_up = (at::randn({2 * inter, hidden}) * 0.2).to(dtype).to(device);
+    const at::Tensor gate_up = (at::randn({2 * inter, hidden}, drawn) * scale).to(dtype);
     w.gate_up = Linear(gate_up);
     w.gate = Linear(gate_up.narrow(0, 0, inter));
     w.up = Linear(gate_up.narrow(0, inter, inter));
-    w.down = Linear((at::randn({hidden, inter}) * 0.2).to(dtype).to(device));
+    w.down = Linear((at::randn({hidden, inter}, drawn) * scale).to(dtype));
     experts.push_back(std::move(w));
   }
   return experts;
@@ -343,8 +345,9 @@ std::vector<ExpertWeights> make_experts(int64_t num, int64_t hidden, int64_t int
 
 // int8 experts as Weights::gated_mlp builds them with --weights int8: gate_up quantised per row,
 // gate and up views of its rows and scales.
-std::vector<ExpertWeights> make_int8_experts(int64_t num, int64_t hidden, int64_t inter, at::Device device = at::kCPU) {
-  std::vector<ExpertWeights> experts = make_experts(num, hidden, inter, at::kFloat, device);
+std::vector<ExpertWeights> make_int8_experts(int64_t num, int64_t hidden, int64_t inter, at::Device device = at::kCPU,
+                                             double scale = 0.2) {
+  std::vector<ExpertWeights> experts = make_experts(num, hidden, inter, at::kFloat, device, scale);
   for (ExpertWeights& w : experts) {
     w.gate_up = quantize_int8(w.gate_up);
     w.gate = Linear::int8(w.gate_up.weight.narrow(0, 0, inter), w.gate_up.scale.narrow(0, 0, inter));
@@ -959,13 +962,11 @@ TEST(MoeCuda, DispatchSkipsRemoteExpertsAndRunsInt8ExpertsThroughTheTable) {
   }
 }
 
-// A decode step's dispatch captured in a CUDA graph and replayed with other routing gives what it
-// gives eagerly: nothing in it reads the host.
 // The decode kernels at real models' shapes. The cases above are small (hidden 40 and 256 run only
 // the first of a lane's four weight loads in a round): here DeepSeekMoE-16B's routed experts
 // (hidden 2048, inter 1408, 64 experts, top-6) in bf16 and fp16, and int8 experts at hidden 4096
-// (every load of a round), at 1 and 8 tokens, against the reference dispatch. The weights are
-// drawn on the GPU, at a model's scale (0.02).
+// (every load of a round), at 1 and 8 tokens, against the reference dispatch. The weights are at a
+// model's scale (0.02).
 TEST(MoeCuda, DecodeDispatchAtRealShapesMatchesTheReference) {
   if (!have_gpu()) GTEST_SKIP() << "needs a CUDA build and a GPU";
   const at::Device cuda(at::kCUDA, 0);
@@ -976,28 +977,13 @@ TEST(MoeCuda, DecodeDispatchAtRealShapesMatchesTheReference) {
   for (const Shape sh : {Shape{2048, 1408, 64, 6, false}, Shape{4096, 1408, 8, 2, true}}) {
     for (const at::ScalarType dtype : {at::kBFloat16, at::kHalf}) {
       at::manual_seed(static_cast<uint64_t>(sh.hidden + sh.experts));
-      const auto drawn = at::TensorOptions().device(cuda);
-      std::vector<ExpertWeights> experts;
-      for (int64_t e = 0; e < sh.experts; ++e) {
-        ExpertWeights w;
-        const Linear gate_up(at::randn({2 * sh.inter, sh.hidden}, drawn) * 0.02);
-        const Linear down(at::randn({sh.hidden, sh.inter}, drawn) * 0.02);
-        w.gate_up = sh.int8 ? quantize_int8(gate_up) : Linear(gate_up.weight.to(dtype));
-        w.down = sh.int8 ? quantize_int8(down) : Linear(down.weight.to(dtype));
-        const auto rows = [&](int64_t from) {
-          return sh.int8 ? Linear::int8(w.gate_up.weight.narrow(0, from, sh.inter),
-                                        w.gate_up.scale.narrow(0, from, sh.inter))
-                         : Linear(w.gate_up.weight.narrow(0, from, sh.inter));
-        };
-        w.gate = rows(0);
-        w.up = rows(sh.inter);
-        experts.push_back(std::move(w));
-      }
+      const auto experts = sh.int8 ? make_int8_experts(sh.experts, sh.hidden, sh.inter, cuda, 0.02)
+                                   : make_experts(sh.experts, sh.hidden, sh.inter, dtype, cuda, 0.02);
       const ExpertTable table = make_expert_table(experts);
       ASSERT_TRUE(table.defined()) << table.why;
       EXPECT_EQ(table.int8, sh.int8);
       for (const int64_t tokens : {1, 8}) {
-        const at::Tensor x = at::randn({tokens, sh.hidden}, drawn).to(dtype);
+        const at::Tensor x = at::randn({tokens, sh.hidden}, at::TensorOptions().device(cuda)).to(dtype);
         Routing r = fixed_routing(random_ids(tokens, sh.experts, sh.top_k), dtype);
         r.expert_ids = r.expert_ids.to(cuda);
         r.weights = r.weights.to(cuda);
@@ -1015,6 +1001,8 @@ TEST(MoeCuda, DecodeDispatchAtRealShapesMatchesTheReference) {
   }
 }
 
+// A decode step's dispatch captured in a CUDA graph and replayed with other routing gives what it
+// gives eagerly: nothing in it reads the host.
 TEST(MoeCuda, DispatchReplaysInACudaGraph) {
 #ifndef EFFARCH_WITH_CUDA
   GTEST_SKIP() << "needs a CUDA build and a GPU";
