@@ -8,7 +8,6 @@ macro(effarch_require package debian_package)
   endif()
 endmacro()
 
-effarch_require(fmt libfmt-dev CONFIG)
 effarch_require(nlohmann_json nlohmann-json3-dev CONFIG)
 effarch_require(CLI11 libcli11-dev CONFIG)
 effarch_require(SentencePiece libsentencepiece-dev)
@@ -18,6 +17,6 @@ if(EFFARCH_BUILD_TESTS)
   effarch_require(GTest libgtest-dev CONFIG)
 endif()
 
-# libtorch's wheel ships fmt headers of its own (a newer major version), which come first on the
-# include path; the compiled Debian libfmt would not match them. Use fmt header-only so every
-# translation unit sees one fmt.
+# fmt is not looked for: libtorch's wheel ships fmt headers of its own (fmt 12), which come first
+# on the include path, and src/common/fmt_impl.cpp compiles their formatting core once. A Debian
+# libfmt (fmt 9) would not match those headers, so none is used.

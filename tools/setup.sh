@@ -32,7 +32,7 @@ log() { echo "[setup] $*" >&2; }
 
 # --- Debian packages -------------------------------------------------------------------------
 packages=(build-essential cmake ninja-build ccache git pkg-config python3 python3-venv python3-pip
-          libfmt-dev nlohmann-json3-dev libcli11-dev libgtest-dev libsentencepiece-dev libpcre2-dev
+          nlohmann-json3-dev libcli11-dev libgtest-dev libsentencepiece-dev libpcre2-dev
           libicu-dev libgloo-dev)
 if [[ $with_tests -eq 1 ]]; then
   packages+=(clang libclang-rt-14-dev python3-matplotlib)

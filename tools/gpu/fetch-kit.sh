@@ -17,7 +17,7 @@ fi
 # Build and test dependencies (headers and the libraries they link), PCRE2 and ICU (the
 # tokenizers) included; the versions are Debian 12's, which the GPU machine's glibc runs.
 pkgs="libsentencepiece-dev libsentencepiece0 libprotobuf-lite32 nlohmann-json3-dev libcli11-dev \
-libfmt-dev libfmt9 libgtest-dev libgmock-dev googletest \
+libgtest-dev libgmock-dev googletest \
 libpcre2-dev libpcre2-8-0 libpcre2-16-0 libpcre2-32-0 libpcre2-posix3 libicu-dev libicu72 libgloo-dev"
 if [[ -n ${EXTRA_DEBS:-} ]]; then pkgs="$pkgs $EXTRA_DEBS"; fi
 mkdir -p "$kit"
