@@ -1,6 +1,7 @@
 # Run by effarch_gtest_suites (cmake/EffarchGTestSuites.cmake) after each build of a GoogleTest
 # binary: lists its suites and writes one ctest test per suite into OUTPUT.
-# Inputs: EXECUTABLE, OUTPUT, EXCLUDE (suites left out, ;-list), LABELS (;-list), TIMEOUT.
+# Inputs: EXECUTABLE, OUTPUT, EXCLUDE (suites left out, ;-list), LABELS and ENVIRONMENT (;-lists),
+# TIMEOUT.
 cmake_minimum_required(VERSION 3.25)
 execute_process(COMMAND "${EXECUTABLE}" --gtest_list_tests
   OUTPUT_VARIABLE _listing ERROR_VARIABLE _errors RESULT_VARIABLE _rc)
@@ -23,6 +24,7 @@ if(NOT _suites)
   message(FATAL_ERROR "${EXECUTABLE} --gtest_list_tests listed no suites:\n${_listing}")
 endif()
 
+list(APPEND ENVIRONMENT EFFARCH_GTEST_SKIP_CODE=77)
 set(_text "# Written by cmake/EffarchGTestSuitesList.cmake after each build of ${EXECUTABLE}.\n")
 foreach(_suite IN LISTS _suites)
   if(_suite IN_LIST EXCLUDE)
@@ -31,7 +33,7 @@ foreach(_suite IN LISTS _suites)
   string(APPEND _text
     "add_test([=[${_suite}]=] [=[${EXECUTABLE}]=] [=[--gtest_filter=${_suite}.*]=])\n"
     "set_tests_properties([=[${_suite}]=] PROPERTIES LABELS [=[${LABELS}]=] TIMEOUT ${TIMEOUT}"
-    " SKIP_RETURN_CODE 77 ENVIRONMENT EFFARCH_GTEST_SKIP_CODE=77)\n")
+    " SKIP_RETURN_CODE 77 ENVIRONMENT [=[${ENVIRONMENT}]=])\n")
 endforeach()
 # Written only when it changes, so ctest's cost data and timestamps stay put across rebuilds.
 if(EXISTS "${OUTPUT}")
