@@ -10,7 +10,7 @@ if(NOT _rc EQUAL 0)
 endif()
 
 # Suite lines start in column 0 and end with '.', perhaps followed by "  # TypeParam = ...";
-# test lines are indented. gtest_main's banner ("Running main() from ...") has no final '.'.
+# test lines are indented. Any other line a main might print does not end that way.
 string(REPLACE ";" "\\;" _listing "${_listing}")
 string(REPLACE "\n" ";" _lines "${_listing}")
 set(_suites "")

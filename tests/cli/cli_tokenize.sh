@@ -4,7 +4,7 @@
 # when they can be downloaded. Ids, decode, streaming decode and vocab figures must match exactly.
 # Usage: cli_tokenize.sh EFFARCH SRC SCRATCH PYTHON EFFARCH_TESTS (the test binary, for TokenizerFixtures).
 source "$(dirname "$0")/lib.sh"
-TESTS_BIN=$5
+TESTS_BIN=${5:?"usage: cli_tokenize.sh EFFARCH SRC SCRATCH PYTHON EFFARCH_TESTS"}
 
 if ! "$PYTHON" -c "import tokenizers, sentencepiece" 2>/dev/null; then
   echo "SKIP: $PYTHON lacks the tokenizers/sentencepiece packages (the reference)"
