@@ -143,19 +143,26 @@ std::vector<int64_t> default_kernel_lengths(const c10::Device& device) {
   return {512, 1024, 2048, 4096};
 }
 
-std::vector<json> run_kernels(const KernelSweep& sweep, const json& environment, const KernelCallbacks& cb) {
-  const at::Device device = parse_device(sweep.device, "--device");
-  const at::ScalarType dtype = parse_run_dtype(sweep.dtype, device, "--dtype");
+namespace {
+
+// The cases a sweep runs and, per model option they use, its name and config.
+struct KernelPlan {
+  std::vector<const KernelCase*> cases;
+  std::map<KernelModel, std::pair<std::string, model::ModelConfig>> configs;
+};
+
+KernelPlan plan_kernels(const KernelSweep& sweep) {
   if (sweep.reps < 1) throw UsageError("--reps must be at least 1");
   if (sweep.warmup < 0) throw UsageError("--warmup must be at least 0");
-  std::vector<const KernelCase*> cases;
+  KernelPlan plan;
+  auto& cases = plan.cases;
+  auto& configs = plan.configs;
   if (sweep.ops.empty()) {
     for (const auto& c : kernel_cases()) cases.push_back(&c);
   } else {
     for (const auto& name : sweep.ops) cases.push_back(&find_kernel_case(name, "--ops"));
   }
   // Each config read once, checked to have what its cases need before anything runs.
-  std::map<KernelModel, std::pair<std::string, model::ModelConfig>> configs;
   const std::map<KernelModel, std::pair<std::string, std::string>> wanted = {
       {KernelModel::Mamba1, {sweep.mamba1, "--mamba1"}},
       {KernelModel::Mamba2, {sweep.mamba2, "--mamba2"}},
@@ -164,7 +171,12 @@ std::vector<json> run_kernels(const KernelSweep& sweep, const json& environment,
   for (const KernelCase* c : cases) {
     if (configs.count(c->model)) continue;
     const auto& [name, option] = wanted.at(c->model);
-    model::ModelConfig cfg = model::resolve_model(name).config;
+    model::ModelConfig cfg;
+    try {
+      cfg = model::resolve_model(name).config;
+    } catch (const UsageError& e) {
+      throw UsageError(fmt::format("{}: {}", option, e.what()));
+    }
     const bool fits = c->model == KernelModel::Transformer ? cfg.attention.has_value()
                       : c->model == KernelModel::Moe
                           ? cfg.moe.has_value()
@@ -179,6 +191,19 @@ std::vector<json> run_kernels(const KernelSweep& sweep, const json& environment,
     }
     configs.emplace(c->model, std::make_pair(name, std::move(cfg)));
   }
+  return plan;
+}
+
+}  // namespace
+
+void check_kernel_sweep(const KernelSweep& sweep) { (void)plan_kernels(sweep); }
+
+std::vector<json> run_kernels(const KernelSweep& sweep, const json& environment, const KernelCallbacks& cb) {
+  const KernelPlan plan = plan_kernels(sweep);
+  const auto& cases = plan.cases;
+  const auto& configs = plan.configs;
+  const at::Device device = parse_device(sweep.device, "--device");
+  const at::ScalarType dtype = parse_run_dtype(sweep.dtype, device, "--dtype");
   const std::vector<int64_t> lengths = sweep.lengths.empty() ? default_kernel_lengths(device) : sweep.lengths;
   const double copy_bw = environment.contains("device")
                              ? environment.at("device").value("copy_bandwidth_bytes_per_s", 0.0)

@@ -333,14 +333,16 @@ json attribute_profile(const std::vector<ProfileEvent>& events, int steps, std::
 }
 
 json profile_model(const ProfileSpec& spec) {
-  const at::Device device = parse_device(spec.device, "--device");
-  const at::ScalarType dtype = parse_run_dtype(spec.dtype, device, "--dtype");
+  // The model and the numbers first: a usage error is reported as such on a machine without the
+  // device too (tests/cli/gpu_session.sh rehearses GPU command lines on one).
   if (spec.batch < 1) throw UsageError("--batch must be at least 1");
   if (spec.context < 1) throw UsageError("--context must be at least 1");
   if (spec.steps < 1) throw UsageError("--steps must be at least 1");
   if (spec.warmup < 0) throw UsageError("--warmup must be at least 0");
-  const bool prefill = spec.phase == ProfilePhase::Prefill;
   const model::ModelSource source = model::resolve_model(spec.model);
+  const at::Device device = parse_device(spec.device, "--device");
+  const at::ScalarType dtype = parse_run_dtype(spec.dtype, device, "--dtype");
+  const bool prefill = spec.phase == ProfilePhase::Prefill;
   model::ModelOptions opt;
   opt.device = device;
   opt.dtype = dtype;

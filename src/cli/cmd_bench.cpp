@@ -91,12 +91,16 @@ int run_bench(const BenchCmd& cmd) {
         "--format: unknown format '{}' (table, md, csv, json, jsonl, github-bigger, github-smaller, bmf)", cmd.format));
   }
 
+  // Every MODEL named and its config read before anything is probed or measured: a misspelt name
+  // or a refused config field is a usage error now, not an error point after a long sweep. (A
+  // point whose weights fail to load is still an error point, the other points measured.)
+  std::vector<model::ModelConfig> configs;
+  for (const std::string& name : spec.models) configs.push_back(model::resolve_model(name).config);
+
   // --tp/--ep: every model checked to split and the launch to match before anything loads; the
   // process group started. Every rank runs the sweep in lockstep; rank 0 writes and prints.
   std::shared_ptr<parallel::Context> par;
   if (cmd.parallel.tp != 1 || cmd.parallel.ep != 1 || parallel::read_launch_env(/*slurm=*/false).launcher != "none") {
-    std::vector<model::ModelConfig> configs;
-    for (const std::string& name : spec.models) configs.push_back(model::resolve_model(name).config);
     par = start_parallel(cmd.parallel, configs, &spec.device);
     if (par->grouped()) spec.parallel = par;
   }

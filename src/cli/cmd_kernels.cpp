@@ -48,15 +48,11 @@ int run_kernels_cmd(KernelsCmd& cmd) {
     return 0;
   }
   auto& sweep = cmd.sweep;
-  if (!cmd.ops.empty()) {
-    sweep.ops = op_names(cmd.ops);
-    for (const auto& op : sweep.ops) (void)bench::find_kernel_case(op, "--ops");
-  }
+  if (!cmd.ops.empty()) sweep.ops = op_names(cmd.ops);
   if (!cmd.lengths.empty()) sweep.lengths = bench::parse_int_list(cmd.lengths, "--lengths");
   if (!cmd.batch.empty()) sweep.batches = bench::parse_int_list(cmd.batch, "--batch");
   if (!cmd.memory_limit.empty()) sweep.memory_limit = parse_size(cmd.memory_limit, "--memory-limit");
-  if (sweep.reps < 1) throw UsageError("--reps must be at least 1");
-  if (sweep.warmup < 0) throw UsageError("--warmup must be at least 0");
+  bench::check_kernel_sweep(sweep);  // ops, counts and models before the device is looked at
   if (cmd.threads && *cmd.threads < 1) throw UsageError("--threads must be at least 1");
   apply_pdl_option(cmd.pdl);
   if (std::filesystem::path(cmd.output).extension() == ".jsonl") {

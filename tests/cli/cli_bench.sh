@@ -290,19 +290,28 @@ ok = m["settings"]["threads"] == 1 and m["environment"]["host"]["aten_threads"] 
 ok = ok and q["settings"]["threads"] is None and q["environment"]["host"]["aten_threads"] >= 1
 sys.exit(0 if ok else 1)' || fail "--threads is not applied or not recorded"
 
-# A forced out-of-memory point and an error point; the others complete; exit 1 after writing.
-expect_exit 1 "oom: CPU out of memory" "$EFFARCH" bench tiny-mamba tiny-nonexistent --prompt-lengths 16,200000,32 \
+# A forced out-of-memory point and an error point (a checkpoint folder without weights); the others
+# complete; exit 1 after writing.
+mkdir -p no-weights && cp "$SRC/configs/models/tiny-llama.json" no-weights/config.json
+expect_exit 1 "oom: CPU out of memory" "$EFFARCH" bench tiny-mamba no-weights --prompt-lengths 16,200000,32 \
   --gen-tokens 4 --reps 1 --warmup 0 --memory-limit 100MB -o limit.json
 "$PYTHON" - <<'PY' || fail "oom/error points"
 import json, sys
 d = json.load(open("limit.json"))
 st = [(p["key"]["model"], p["key"]["prompt_len"], p["status"]) for p in d["points"]]
 want = [("tiny-mamba", 16, "ok"), ("tiny-mamba", 200000, "oom"), ("tiny-mamba", 32, "ok"),
-        ("tiny-nonexistent", 16, "error"), ("tiny-nonexistent", 200000, "error"), ("tiny-nonexistent", 32, "error")]
+        ("no-weights", 16, "error"), ("no-weights", 200000, "error"), ("no-weights", 32, "error")]
 if st != want: print(st); sys.exit(1)
-if "tiny-nonexistent" not in d["points"][3]["error"]: sys.exit(1)
+if "no model.safetensors" not in d["points"][3]["error"]: sys.exit(1)
 if d["summary"]["failed"] != 4: sys.exit(1)
 PY
+# A MODEL that names nothing (a usage error, 2) or a config that does not parse (bad input, 1) is
+# refused before anything runs: no point is measured and no results file is written.
+echo '{"model_type": "llama",' > broken.json
+expect_exit 2 "MODEL 'tiny-nonexistent' is not a checkpoint folder" "$EFFARCH" bench tiny-mamba tiny-nonexistent \
+  --prompt-lengths 16 --gen-tokens 2 -o unresolved.json
+expect_exit 1 "broken.json: invalid JSON" "$EFFARCH" bench tiny-mamba broken.json --prompt-lengths 16 --gen-tokens 2 -o unresolved.json
+[[ ! -e unresolved.json && ! -e unresolved.jsonl ]] || fail "bench wrote results for a MODEL it refused"
 
 # SIGINT after the first point lands in the JSON Lines file: the final JSON holds exactly the
 # finished points, marked interrupted; exit 130.

@@ -157,6 +157,9 @@ expect_exit 2 "unknown op 'flash'" "$EFFARCH" kernels "${TINY[@]}" --ops selecti
 expect_exit 2 "--mamba1" "$EFFARCH" kernels --mamba1 tiny-llama --ops selective_scan --device cpu
 expect_exit 2 "--lengths" "$EFFARCH" kernels "${TINY[@]}" --lengths 0
 expect_exit 2 ".jsonl" "$EFFARCH" kernels "${TINY[@]}" -o rows.jsonl
+# A model that names nothing is refused naming its option, before the device is looked at (a
+# machine without a GPU rehearses GPU command lines: tests/cli/gpu_session.sh).
+expect_exit 2 "--transformer: MODEL 'no-such-model'" "$EFFARCH" kernels --transformer no-such-model --ops attention --device cuda
 
 # effarch profile: a Mamba and a Transformer decode step on the CPU.
 for m in tiny-mamba tiny-llama; do
@@ -197,4 +200,5 @@ expect_exit 2 "a prefill is never replayed as a graph" "$EFFARCH" profile tiny-m
 expect_exit 2 "--steps" "$EFFARCH" profile tiny-mamba --device cpu --steps 0
 expect_exit 2 "--cuda-graphs" "$EFFARCH" profile tiny-mamba --device cpu --cuda-graphs maybe
 expect_exit 2 "not a checkpoint folder, a config file or a built-in config" "$EFFARCH" profile no-such-model --device cpu
+expect_exit 2 "MODEL 'no-such-model'" "$EFFARCH" profile no-such-model --device cuda
 finish

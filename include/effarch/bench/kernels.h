@@ -97,6 +97,11 @@ struct KernelCallbacks {
   const std::atomic<bool>* stop = nullptr;                // set: no new row starts
 };
 
+// Refuses (UsageError) a sweep that names an unknown op, a model that does not resolve or lacks the
+// layers an op needs, or bad counts; reads configs only, so the command checks it before probing
+// the device. run_kernels checks the same.
+void check_kernel_sweep(const KernelSweep& sweep);
+
 // Runs every (case, batch, length, implementation) of the sweep; one row each, in order. A row that
 // fails (out of memory, an error) is recorded with its status and the sweep goes on; a row whose
 // bytes do not fit the device's free memory (or memory_limit) is recorded as skipped without
