@@ -19,15 +19,24 @@
 #     prefill: pending.md entry 33: where a Mamba-2.8B and a Phi-2 prefill's time goes (512, 4096)
 #     pdl:     pending.md entry 28: programmatic dependent launch (--pdl on) against off, bit for bit
 #              in the tests, then decode tok/s of both in one run (bench --pdl off,on), both orders
+# EFFARCH_SESSION_DRY=DIR rehearses a stage on a machine without a GPU (tests/cli/gpu_session.sh):
+# no build, and DIR's stand-ins for effarch, effarch_tests and ncu check each command line (effarch
+# refuses a bad option before it looks for a device) and each test filter, so a typo cannot cost a
+# GPU session one of its few calls.
 stage=${1:-check}
 out=${2:-${OUT:-gpu-out}}
 mkdir -p "$out"
 summary="$out/summary-$stage.txt"
 log() { echo "$@" | tee -a "$summary"; }
-log "== $stage $(date -u +%FT%TZ) $(git rev-parse --short=12 HEAD 2>/dev/null || echo no-git) on $(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader)"
-tools/gpu/build.sh build 90 2>&1 | tee -a "$summary" || exit 1
-B=build/src/effarch
-T=build/tests/effarch_tests
+dry=${EFFARCH_SESSION_DRY:-}
+log "== $stage $(date -u +%FT%TZ) $(git rev-parse --short=12 HEAD 2>/dev/null || echo no-git) on $(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null || echo "no GPU${dry:+ (a dry run)}")"
+if [[ -n $dry ]]; then
+  B=$dry/effarch T=$dry/effarch_tests
+else
+  tools/gpu/build.sh build 90 2>&1 | tee -a "$summary"
+  [[ ${PIPESTATUS[0]} == 0 ]] || exit 1  # (tee's status alone would let a failed build run on)
+  B=build/src/effarch T=build/tests/effarch_tests
+fi
 
 check() {
   log "== unit tests"
@@ -121,7 +130,8 @@ scans() {  # the Mamba kernels in depth: scan variants, decode steps, ncu, decod
     --ops ssd_chunk_scan_fma -o "$out/k-ssd-fp32.json" > "$out/k-ssd-fp32.txt" 2>&1
   # (backend auto runs the reference for fp32 SSD scans, so the FMA kernel is timed by its own row)
   log "fp32 SSD, kernel (FMA products) against the reference: exit $?"; grep -E '^\| ssd' "$out/k-ssd-fp32.txt" >> "$summary"
-  ncu_bin=$(command -v ncu || echo /usr/local/cuda/bin/ncu)
+  ncu_bin=${dry:+$dry/ncu}
+  ncu_bin=${ncu_bin:-$(command -v ncu || echo /usr/local/cuda/bin/ncu)}
   log "== scans: ncu at 32k ($ncu_bin)"
   timeout 150 "$ncu_bin" --clock-control none --kernel-name regex:'ssd_chunk|ssd_state_passing|selective_scan' \
     --launch-count 12 --section SpeedOfLight --section Occupancy --section WarpStateStats --section LaunchStats \
