@@ -9,6 +9,7 @@
 #include <sstream>
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include "effarch/bench/bench.h"
 #include "effarch/common/error.h"
@@ -326,22 +327,25 @@ std::string format_results(const nlohmann::json& doc, const std::string& format,
                          exponent(s.at("cache_exponent")));
     }
   }
+  // Notes on the points, one line each, as a block after one blank line (none when all is well).
+  std::vector<std::string> notes;
   for (const auto& p : points) {
-    if (p.status != PointStatus::Ok) out << fmt::format("\n{}: {}: {}", p.key.str(), to_string(p.status), p.error);
+    if (p.status != PointStatus::Ok) notes.push_back(fmt::format("{}: {}: {}", p.key.str(), to_string(p.status), p.error));
   }
   size_t busy = 0;
   for (const auto& p : points) busy += p.machine_load && p.machine_load->busy;
   if (busy > 0) {
-    out << fmt::format("\n{} of {} point(s) ran while the machine was too busy to measure (other runnable threads + "
-                       "the point's threads > cores): their figures may be far below the machine's; \"busy\": true "
-                       "in the JSON",
-                       busy, points.size());
+    notes.push_back(fmt::format("{} of {} point(s) ran while the machine was too busy to measure (other runnable "
+                                "threads + the point's threads > cores): their figures may be far below the "
+                                "machine's; \"busy\": true in the JSON",
+                                busy, points.size()));
   }
-  if (doc.value("interrupted", false)) out << "\n(interrupted: the points above are those that finished)";
+  if (doc.value("interrupted", false)) notes.emplace_back("(interrupted: the points above are those that finished)");
+  if (!notes.empty()) out << fmt::format("\n{}\n", fmt::join(notes, "\n"));
   const auto& env = doc.at("environment");
   if (env.contains("device")) {
     const auto& d = env["device"];
-    out << fmt::format("\n\ndevice: {} ({}); copy bandwidth {:.1f} GB/s, GEMM {:.2f} TFLOP/s ({}); harness {:.2f} us "
+    out << fmt::format("\ndevice: {} ({}); copy bandwidth {:.1f} GB/s, GEMM {:.2f} TFLOP/s ({}); harness {:.2f} us "
                        "per timed region\n",
                        d.value("name", "?"), d.value("string", "?"), d.value("copy_bandwidth_bytes_per_s", 0.0) / 1e9,
                        d.value("gemm_flops_per_s", 0.0) / 1e12, d.value("gemm_dtype", "?"),
