@@ -21,6 +21,13 @@ inline std::atomic<bool>& programmatic_launch_switch() {
 inline bool programmatic_launch_enabled() { return programmatic_launch_switch().load(std::memory_order_relaxed); }
 inline void set_programmatic_launch_enabled(bool on) { programmatic_launch_switch().store(on, std::memory_order_relaxed); }
 
+// The lowest of CMAKE_CUDA_ARCHITECTURES the kernels were compiled for, as 90 for sm_90 (0 where
+// the list names none, as "native"). Below 90 grid_dependency.h compiles the wait out, and that
+// code may run on an H100 (the driver JIT-compiles compute_80 PTX there, or picks sm_80 SASS),
+// where a kernel launched early would race the one before it: ops::set_programmatic_launch
+// refuses `--pdl on` in such a build.
+int lowest_compiled_cuda_arch();
+
 // Launches `kernel` on `stream` as <<<grid, block, shared_bytes, stream>>> would, with the
 // programmatic stream serialization attribute when the switch is on: the kernel may then start
 // before the previous kernel of the stream has finished, and must keep grid_dependency.h's

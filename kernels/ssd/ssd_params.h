@@ -92,6 +92,9 @@ struct GatedRmsNormParams {
   int64_t y_row_stride = 0, y_dim_stride = 0;
   const void* z = nullptr;
   int64_t z_row_stride = 0, z_dim_stride = 0;
+  // Read before the kernel's grid-dependency wait when weight_stride is 1 (an L1 prefetch under
+  // --pdl): it must be memory no kernel of the step writes, the model's weight as loaded, never a
+  // copy made for the call (ops::gated_rms_norm passes the mixer's weight through).
   const void* weight = nullptr;
   int64_t weight_stride = 0;
   void* out = nullptr;

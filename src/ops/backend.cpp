@@ -39,6 +39,10 @@ bool programmatic_launch() {
 
 void set_programmatic_launch(bool on, [[maybe_unused]] const std::string& option) {
 #ifdef EFFARCH_WITH_CUDA
+  if (on) {
+    const std::string refusal = detail::programmatic_launch_refusal(kernels::lowest_compiled_cuda_arch(), option);
+    if (!refusal.empty()) throw UsageError(refusal);
+  }
   kernels::set_programmatic_launch_enabled(on);
 #else
   if (on) throw UsageError(fmt::format("{} on: this build has no CUDA kernels to launch", option));
@@ -52,6 +56,17 @@ const char* programmatic_launch_record(const c10::Device& device) {
   if (c10::cuda::device_count() > 0 && detail::cuda_sm_major(device) < 9) return "off";
 #endif
   return "on";
+}
+
+std::string detail::programmatic_launch_refusal(int lowest_cuda_arch, const std::string& option) {
+  // Every kernel must carry the grid-dependency wait, which exists from compute capability 9.0
+  // (kernels/common/grid_dependency.h compiles it out below): code built for less may run on a
+  // GPU that honours the attribute, as compute_80 PTX JIT-compiled on an H100.
+  if (lowest_cuda_arch <= 0 || lowest_cuda_arch >= 90) return "";
+  return fmt::format(
+      "{} on: this build's kernels include code for compute capability {}.{} (CMAKE_CUDA_ARCHITECTURES), which has "
+      "no grid-dependency wait; build for 90 and up (the default, 90;121) to launch them early",
+      option, lowest_cuda_arch / 10, lowest_cuda_arch % 10);
 }
 
 int detail::cuda_sm_major([[maybe_unused]] const c10::Device& device) {

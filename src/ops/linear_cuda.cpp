@@ -7,6 +7,7 @@
 #include <ATen/ATen.h>
 #include <c10/cuda/CUDAGuard.h>
 
+#include "arg_checks.h"
 #include "cuda_binding.h"
 #include "effarch/ops/linear.h"
 #include "gemv/gemv.h"
@@ -74,7 +75,10 @@ at::Tensor dense_gemv_cuda(const at::Tensor& x_in, const Linear& layer, const ke
   const c10::cuda::CUDAGuard device_guard(x_in.device());
   const bool gated = activation != nullptr && activation->gated;  // act(gate) * up: [R, 2I] -> [R, I]
   const GemvOperands o = gemv_operands(x_in, layer, gated ? layer.out_features() / 2 : layer.out_features());
-  const at::Tensor w = layer.weight.contiguous();
+  // The kernel streams its first weights before its grid-dependency wait (--pdl): a copy made here
+  // would be written by the kernel just before it. dense_gemv_applies admits contiguous weights only.
+  const at::Tensor& w = layer.weight;
+  if (!w.is_contiguous()) throw OpError(fmt::format("{}: the weight {} is not contiguous", op, shape(w)));
   kernels::GemvParams p;
   set_operands(p, o, layer, op);
   p.w = w.const_data_ptr();

@@ -46,6 +46,19 @@ TEST(Backend, ProgrammaticLaunchParsesOnOffAndIsOffByDefault) {
   EXPECT_FALSE(programmatic_launch());
 }
 
+// A build whose kernels include code below compute capability 9.0 has no grid-dependency wait in
+// that code, which may run on a GPU that honours the attribute: --pdl on is refused there.
+TEST(Backend, ProgrammaticLaunchIsRefusedForKernelsBuiltBelowSm90) {
+  const std::string refusal = detail::programmatic_launch_refusal(80, "--pdl");
+  for (const char* fragment : {"--pdl on", "compute capability 8.0", "CMAKE_CUDA_ARCHITECTURES", "90 and up"}) {
+    EXPECT_NE(refusal.find(fragment), std::string::npos) << refusal;
+  }
+  EXPECT_NE(detail::programmatic_launch_refusal(86, "--pdl").find("8.6"), std::string::npos);
+  EXPECT_EQ(detail::programmatic_launch_refusal(90, "--pdl"), "");
+  EXPECT_EQ(detail::programmatic_launch_refusal(121, "--pdl"), "");
+  EXPECT_EQ(detail::programmatic_launch_refusal(0, "--pdl"), "");  // unknown ("native": the GPU it runs on)
+}
+
 TEST(Backend, EveryFamilyHasADistinctName) {
   std::set<std::string> names;
   for (OpFamily op : all_op_families()) names.insert(std::string(op_name(op)));

@@ -42,7 +42,8 @@ Backend parse_backend(const std::string& value, const std::string& option);
 // streamed before it waits. Results are the same bit for bit: only when kernels start changes.
 // A process-wide setting, off by default (`--pdl on`), recorded in results' environment.
 bool programmatic_launch();
-// Turns it on or off; on in a build without CUDA kernels throws UsageError naming `option`.
+// Turns it on or off; on throws UsageError naming `option` in a build without CUDA kernels and in
+// one whose kernels include code for an architecture below 9.0 (programmatic_launch_refusal).
 void set_programmatic_launch(bool on, const std::string& option = "--pdl");
 // The value of a --pdl option: "on" or "off"; anything else throws UsageError naming `option`.
 bool parse_programmatic_launch(const std::string& value, const std::string& option);
@@ -55,6 +56,10 @@ namespace detail {
 // The compute capability's major number of a CUDA device (its current one without an index); -1
 // for another device or in a build without CUDA.
 int cuda_sm_major(const c10::Device& device);
+// Why `option` on cannot be had when the lowest architecture the kernels were built for is
+// `lowest_cuda_arch` (as 90 for sm_90; 0 unknown): code below 90 has no grid-dependency wait and
+// may still run on a GPU that honours the launch attribute. Empty when it can.
+std::string programmatic_launch_refusal(int lowest_cuda_arch, const std::string& option);
 }  // namespace detail
 
 // The op families that have a Backend switch: each `effarch::ops` entry taking a Backend belongs
