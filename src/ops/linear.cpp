@@ -128,7 +128,12 @@ at::Tensor linear(const at::Tensor& x, const Linear& layer, Backend backend) {
   if (layer.format == WeightFormat::Int8) {
 #ifdef EFFARCH_WITH_CUDA
     const int64_t rows = x.numel() / layer.in_features();
-    if (x.is_cuda() && rows >= 1 && rows <= detail::kCudaInt8GemvMaxRows && layer.weight.device() == x.device()) {
+    // Every operand the kernel reads on x's device and the bias one per output (else the reference,
+    // whose at::linear names what is wrong), as dense_gemv_applies asks of the dense kernel.
+    const bool operands_fit = layer.weight.device() == x.device() && layer.scale.device() == x.device() &&
+                              (!layer.bias || (layer.bias->device() == x.device() &&
+                                               layer.bias->numel() == layer.out_features()));
+    if (x.is_cuda() && rows >= 1 && rows <= detail::kCudaInt8GemvMaxRows && operands_fit) {
       return detail::int8_gemv_cuda(x, layer);
     }
 #endif
