@@ -607,7 +607,8 @@ TEST(DenseGemvCuda, DeterministicAndReferenceKeepsAtLinear) {
 // The conv update in the GEMV's epilogue against the GEMV then the conv kernel, bit for bit: the
 // projection, the conv output and the rolled state; every dtype, split 1 and split 8 shapes
 // (Mamba-2.8B's in_proj, a narrow one), rows 1-3, widths 2-4, fp32 conv weights beside bf16 / fp16
-// activations, the conv's channels at the start or inside the outputs (Mamba-1, Mamba-2).
+// activations, the conv's channels at the start or inside the outputs (Mamba-1, Mamba-2), with and
+// without the conv's bias and its SiLU.
 TEST(DenseGemvCuda, FusedConvUpdateIsTheGemvThenTheConvBitForBit) {
   if (!gpu()) GTEST_SKIP() << "needs a CUDA build and a GPU";
   at::manual_seed(25);
@@ -616,31 +617,37 @@ TEST(DenseGemvCuda, FusedConvUpdateIsTheGemvThenTheConvBitForBit) {
     for (const auto& [out, in, begin, dim] : std::vector<std::tuple<int64_t, int64_t, int64_t, int64_t>>{
              {10240, 2560, 0, 5120}, {96, 5120, 40, 48}, {200, 64, 10, 150}}) {
       for (int64_t rows : {1, 2, 3}) {
-        for (int64_t width : {2, 4}) {
+        for (int64_t width : {2, 3, 4}) {
           for (const bool fp32_weights : {false, true}) {
-            const Linear layer = cuda_layer(out, in, dtype, rows != 2);
-            const at::Tensor x = cuda_randn({rows, in}, dtype);
-            const at::ScalarType wtype = fp32_weights ? at::kFloat : dtype;
-            const at::Tensor weight = cuda_randn({dim, width}, wtype), bias = cuda_randn({dim}, wtype);
-            const at::Tensor state0 = cuda_randn({rows, dim, width}, dtype);
-            at::Tensor fused_state = state0.clone(), apart_state = state0.clone();
-            const std::string what = fmt::format("{} O {} K {} conv {}+{} R {} W {} fp32 weights {}",
-                                                 c10::toString(dtype), out, in, begin, dim, rows, width, fp32_weights);
-            ASSERT_TRUE(linear_conv_update_fuses(x, layer, fused_state, Backend::Cuda)) << what;
-            const ProjectedConv fused = linear_conv_update(x, layer, begin, fused_state, weight, bias, true, Backend::Cuda);
-            const at::Tensor projection = linear(x, layer, Backend::Cuda);
-            const at::Tensor conv =
-                causal_conv1d_update(projection.narrow(1, begin, dim), apart_state, weight, bias, true, Backend::Cuda);
-            EXPECT_TRUE(at::equal(fused.projection, projection)) << what;
-            EXPECT_TRUE(at::equal(fused.conv, conv)) << what;
-            EXPECT_TRUE(at::equal(fused_state, apart_state)) << what;
-            ++runs;
+            for (const auto& [with_bias, silu] : {std::pair{true, true}, {false, true}, {true, false}}) {
+              const Linear layer = cuda_layer(out, in, dtype, rows != 2);
+              const at::Tensor x = cuda_randn({rows, in}, dtype);
+              const at::ScalarType wtype = fp32_weights ? at::kFloat : dtype;
+              const at::Tensor weight = cuda_randn({dim, width}, wtype);
+              const std::optional<at::Tensor> bias =
+                  with_bias ? std::optional<at::Tensor>(cuda_randn({dim}, wtype)) : std::nullopt;
+              const at::Tensor state0 = cuda_randn({rows, dim, width}, dtype);
+              at::Tensor fused_state = state0.clone(), apart_state = state0.clone();
+              const std::string what =
+                  fmt::format("{} O {} K {} conv {}+{} R {} W {} fp32 weights {} bias {} silu {}", c10::toString(dtype),
+                              out, in, begin, dim, rows, width, fp32_weights, with_bias, silu);
+              ASSERT_TRUE(linear_conv_update_fuses(x, layer, fused_state, Backend::Cuda)) << what;
+              const ProjectedConv fused =
+                  linear_conv_update(x, layer, begin, fused_state, weight, bias, silu, Backend::Cuda);
+              const at::Tensor projection = linear(x, layer, Backend::Cuda);
+              const at::Tensor conv =
+                  causal_conv1d_update(projection.narrow(1, begin, dim), apart_state, weight, bias, silu, Backend::Cuda);
+              EXPECT_TRUE(at::equal(fused.projection, projection)) << what;
+              EXPECT_TRUE(at::equal(fused.conv, conv)) << what;
+              EXPECT_TRUE(at::equal(fused_state, apart_state)) << what;
+              ++runs;
+            }
           }
         }
       }
     }
   }
-  EXPECT_EQ(runs, 108);
+  EXPECT_EQ(runs, 486);
 }
 
 // fc1 with its activation in the GEMV's epilogue against the GEMV then the activation kernel, bit
