@@ -17,7 +17,9 @@ build=${1:-build}
 [[ -f "$build/CMakeCache.txt" ]] || { echo "prebuild.sh: $build is not configured (cmake --preset default)" >&2; exit 1; }
 cmake --build "$build" --target effarch effarch_tests -j "$(nproc)"
 archs=$(grep -o 'code=\[compute_[0-9]*,sm_[0-9]*\]' "$build/build.ninja" | grep -o 'sm_[0-9]*' | sort -u | tr '\n' ' ' || true)
-if [[ -z $archs ]] || ! ldd "$build/src/effarch" | grep -q libcudart; then
+# (grep reads all of ldd's output: with pipefail, `grep -q` leaving early makes ldd die of SIGPIPE
+# and the test fail on a CUDA build, as it did once.)
+if [[ -z $archs ]] || ! ldd "$build/src/effarch" | grep libcudart > /dev/null; then
   echo "prebuild.sh: $build is not a CUDA build (no sm_ targets in build.ninja, or no libcudart)" >&2
   exit 1
 fi
