@@ -29,6 +29,24 @@ mkdir -p "$out"
 summary="$out/summary-$stage.txt"
 log() { echo "$@" | tee -a "$summary"; }
 dry=${EFFARCH_SESSION_DRY:-}
+# EFFARCH_SESSION_UNTIL=T (Unix seconds): the stages end by themselves by about T. Set it at the
+# start of a device call to now + its timeout_s less a minute, for every stage the call runs:
+#   export EFFARCH_SESSION_UNTIL=$(($(date +%s) + 420)); bash tools/gpu/session.sh prefill $OUT; ...
+# A command's limit is cut to the time left, and a command is skipped, with a line in the summary,
+# when under 10 s would be left; the stage then still packs its outputs (the device tool brings
+# back at most 8 files, and a call killed at its limit leaves its last stage's outputs loose).
+limited() {  # limited [--int] SECONDS COMMAND...: timeout [--signal=INT] SECONDS, within that deadline
+  local signal=()
+  if [[ $1 == --int ]]; then signal=(--signal=INT); shift; fi
+  local want=$1 left=$1
+  shift
+  if [[ -n ${EFFARCH_SESSION_UNTIL:-} ]]; then left=$((EFFARCH_SESSION_UNTIL - $(date +%s) - 20)); fi
+  if ((left < 10)); then
+    echo "skipped (EFFARCH_SESSION_UNTIL is near): ${*:1:3}" >> "$summary"  # (not to stdout: that may be a file copied there later)
+    return 124
+  fi
+  timeout "${signal[@]}" $((want < left ? want : left)) "$@"
+}
 log "== $stage $(date -u +%FT%TZ) $(git rev-parse --short=12 HEAD 2>/dev/null || echo no-git) on $(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null || echo "no GPU${dry:+ (a dry run)}")"
 if [[ -n $dry ]]; then
   B=$dry/effarch T=$dry/effarch_tests
@@ -40,12 +58,12 @@ fi
 
 check() {
   log "== unit tests"
-  timeout 360 "$T" --gtest_filter='-HfParity.*:TokenizerFixtures.*' > "$out/gtest.log" 2>&1
+  limited 360 "$T" --gtest_filter='-HfParity.*:TokenizerFixtures.*' > "$out/gtest.log" 2>&1
   local rc=$?
   log "gtest exit $rc: $(grep -E '^\[  (PASSED|FAILED)  \]' "$out/gtest.log" | tr '\n' ' ')"
   if [[ $rc != 0 && $rc != 1 ]]; then  # a crash (not failed tests): link order first, then who crashed
     tail -20 "$out/gtest.log" >> "$summary"
-    LD_PRELOAD=$(g++ -print-file-name=libstdc++.so.6) timeout 360 "$T" --gtest_filter='-HfParity.*:TokenizerFixtures.*' > "$out/gtest.log" 2>&1
+    LD_PRELOAD=$(g++ -print-file-name=libstdc++.so.6) limited 360 "$T" --gtest_filter='-HfParity.*:TokenizerFixtures.*' > "$out/gtest.log" 2>&1
     log "gtest with libstdc++ preloaded exit $?: $(grep -E '^\[  (PASSED|FAILED)  \]' "$out/gtest.log" | tr '\n' ' ')"
   fi
   # The GPU tests of every kernel: each must be OK, not SKIPPED.
@@ -56,7 +74,7 @@ check() {
   for m in tiny-llama tiny-phi tiny-mistral tiny-mamba tiny-falcon-mamba tiny-mamba2 tiny-mixtral tiny-deepseek-moe tiny-jamba; do
     for run in auto:off auto:on reference:off; do  # the reference MoE dispatch refuses graphs (by design)
       b=${run%:*} g=${run#*:}
-      timeout 60 "$B" generate "$m" --device cuda --dtype float32 --prompt-ids "$(seq -s, 1 40)" -n 24 \
+      limited 60 "$B" generate "$m" --device cuda --dtype float32 --prompt-ids "$(seq -s, 1 40)" -n 24 \
         --backend "$b" --cuda-graphs "$g" --json > "$out/gen-$m-$b-$g.json" 2>> "$out/gen-errors.txt"
     done
     python3 - "$out" "$m" >> "$summary" <<'EOF'
@@ -81,17 +99,17 @@ EOF
 kernels() {
   local K="--device cuda --dtype bfloat16 --reps 10 --warmup 2 --lengths 512-65536*2"
   log "== effarch kernels"
-  timeout --signal=INT 280 "$B" kernels $K --ops causal_conv1d,causal_conv1d_update,selective_scan,selective_scan_seg4,selective_scan_seg8,selective_scan_split,selective_state_update,attention,attention_decode \
+  limited --int 280 "$B" kernels $K --ops causal_conv1d,causal_conv1d_update,selective_scan,selective_scan_seg4,selective_scan_seg8,selective_scan_split,selective_state_update,attention,attention_decode \
     -o "$out/kernels-mamba1.json" > "$out/kernels-mamba1.txt" 2>&1
   log "exit $?"
-  timeout --signal=INT 200 "$B" kernels $K --ops ssd_chunk_scan,ssd_chunk_scan_fma,ssd_state_update,gated_rms_norm,attention \
+  limited --int 200 "$B" kernels $K --ops ssd_chunk_scan,ssd_chunk_scan_fma,ssd_state_update,gated_rms_norm,attention \
     -o "$out/kernels-mamba2.json" > "$out/kernels-mamba2.txt" 2>&1
   log "exit $?"
   log "== effarch profile (one decode step per op kind)"
   local m g
   for m in mamba-2.8b phi-2; do
     for g in off on; do
-      timeout 60 "$B" profile "$m" --device cuda --context 512 --steps 16 --cuda-graphs "$g" -o "$out/prof-$m-$g.json" \
+      limited 60 "$B" profile "$m" --device cuda --context 512 --steps 16 --cuda-graphs "$g" -o "$out/prof-$m-$g.json" \
         > "$out/prof-$m-$g.txt" 2>&1
       log "profile $m graphs $g: exit $?"
     done
@@ -102,7 +120,7 @@ bench() {  # name timeout args...
   local name=$1 limit=$2
   shift 2
   log "== bench $name: $*"
-  timeout --signal=INT "$limit" "$B" bench "$@" -o "$out/$name.json" --no-progress --format md >> "$summary" 2>&1
+  limited --int "$limit" "$B" bench "$@" -o "$out/$name.json" --no-progress --format md >> "$summary" 2>&1
   log "exit $?"
 }
 
@@ -117,23 +135,23 @@ benches() {
 scans() {  # the Mamba kernels in depth: scan variants, decode steps, ncu, decode-step profiles
   local K="--device cuda --dtype bfloat16 --reps 5 --warmup 1" ncu_bin m b
   log "== scans: kernel variants"
-  timeout --signal=INT 150 "$B" kernels $K --lengths 512-65536*4 \
+  limited --int 150 "$B" kernels $K --lengths 512-65536*4 \
     --ops selective_scan,selective_scan_seg4,selective_scan_seg8,selective_scan_split,ssd_chunk_scan -o "$out/k-scans.json" > "$out/k-scans.txt" 2>&1
   log "exit $?"; grep -E '^\| (selective|ssd)' "$out/k-scans.txt" >> "$summary"
-  timeout --signal=INT 40 "$B" kernels $K --lengths 4096,32768 --batch 4 --ops selective_scan,selective_scan_split \
+  limited --int 40 "$B" kernels $K --lengths 4096,32768 --batch 4 --ops selective_scan,selective_scan_split \
     -o "$out/k-scans-b4.json" > "$out/k-scans-b4.txt" 2>&1
   log "exit $?"; grep -E '^\| selective' "$out/k-scans-b4.txt" >> "$summary"
-  timeout --signal=INT 40 "$B" kernels $K --batch 1,32 --ops selective_state_update,ssd_state_update,gated_rms_norm \
+  limited --int 40 "$B" kernels $K --batch 1,32 --ops selective_state_update,ssd_state_update,gated_rms_norm \
     -o "$out/k-decode.json" > "$out/k-decode.txt" 2>&1
   log "exit $?"; grep -E '^\| (selective|ssd|gated)' "$out/k-decode.txt" >> "$summary"
-  timeout --signal=INT 40 "$B" kernels --device cuda --dtype float32 --reps 3 --warmup 1 --lengths 4096,32768 \
+  limited --int 40 "$B" kernels --device cuda --dtype float32 --reps 3 --warmup 1 --lengths 4096,32768 \
     --ops ssd_chunk_scan_fma -o "$out/k-ssd-fp32.json" > "$out/k-ssd-fp32.txt" 2>&1
   # (backend auto runs the reference for fp32 SSD scans, so the FMA kernel is timed by its own row)
   log "fp32 SSD, kernel (FMA products) against the reference: exit $?"; grep -E '^\| ssd' "$out/k-ssd-fp32.txt" >> "$summary"
   ncu_bin=${dry:+$dry/ncu}
   ncu_bin=${ncu_bin:-$(command -v ncu || echo /usr/local/cuda/bin/ncu)}
   log "== scans: ncu at 32k ($ncu_bin)"
-  timeout 150 "$ncu_bin" --clock-control none --kernel-name regex:'ssd_chunk|ssd_state_passing|selective_scan' \
+  limited 150 "$ncu_bin" --clock-control none --kernel-name regex:'ssd_chunk|ssd_state_passing|selective_scan' \
     --launch-count 12 --section SpeedOfLight --section Occupancy --section WarpStateStats --section LaunchStats \
     "$B" kernels --device cuda --dtype bfloat16 --reps 1 --warmup 0 --lengths 32768 \
     --ops ssd_chunk_scan,selective_scan,selective_scan_split > "$out/ncu-scans.txt" 2>&1
@@ -143,7 +161,7 @@ scans() {  # the Mamba kernels in depth: scan variants, decode steps, ncu, decod
   log "== scans: decode-step profiles (graphs off)"
   for m in mamba-2.8b mamba-codestral-7b; do
     for b in 1 32; do
-      timeout 60 "$B" profile "$m" --device cuda --batch "$b" --context 512 --steps 8 --cuda-graphs off \
+      limited 60 "$B" profile "$m" --device cuda --batch "$b" --context 512 --steps 8 --cuda-graphs off \
         -o "$out/prof-$m-b$b.json" > "$out/prof-$m-b$b.txt" 2>&1
       log "profile $m batch $b: exit $?"; sed -n '1p;/^| kind/,/^$/p' "$out/prof-$m-b$b.txt" >> "$summary"
     done
@@ -153,17 +171,17 @@ scans() {  # the Mamba kernels in depth: scan variants, decode steps, ncu, decod
 decode() {  # pending.md entries 24-26, 29, 30, 34-36: what the 2026-11-26 H200 runs left about decode
   local m be K="--device cuda --dtype bfloat16"
   log "== decode: the updates at batch 1 and 32, the fused dt_proj beside them (entries 24, 30)"
-  timeout --signal=INT 40 "$B" kernels $K --reps 20 --warmup 5 --batch 1,32 \
+  limited --int 40 "$B" kernels $K --reps 20 --warmup 5 --batch 1,32 \
     --ops selective_state_update,selective_state_update_dt_proj,ssd_state_update \
     -o "$out/k-decode-b32.json" > "$out/k-decode-b32.txt" 2>&1
   log "exit $?"; grep -E '^\| (selective|ssd)' "$out/k-decode-b32.txt" >> "$summary"
   for m in mamba-2.8b mamba-codestral-7b; do
-    timeout 60 "$B" profile "$m" --device cuda --batch 32 --context 512 --steps 8 --cuda-graphs off \
+    limited 60 "$B" profile "$m" --device cuda --batch 32 --context 512 --steps 8 --cuda-graphs off \
       -o "$out/prof-$m-b32.json" > "$out/prof-$m-b32.txt" 2>&1
     log "profile $m batch 32: exit $?"; sed -n '1p;/^| kind/,/^$/p' "$out/prof-$m-b32.txt" >> "$summary"
   done
   log "== decode: the dense GEMV (entry 25), in_proj with the conv update (entry 34)"
-  timeout --signal=INT 90 "$B" kernels $K --reps 10 --warmup 2 --batch 1,2 \
+  limited --int 90 "$B" kernels $K --reps 10 --warmup 2 --batch 1,2 \
     --ops dense_gemv_in_proj,dense_gemv_in_proj_conv,causal_conv1d_update,dense_gemv_x_proj,dense_gemv_out_proj,dense_gemv_lm_head,dense_gemv_mlp_down,dense_gemv_mlp_up,dense_gemv_qkv,dense_gemv_mamba2_in_proj,dense_gemv_mamba2_out_proj \
     -o "$out/k-gemv.json" > "$out/k-gemv.txt" 2>&1
   log "exit $?"; grep -E '^\| (dense|causal)' "$out/k-gemv.txt" >> "$summary"
@@ -171,41 +189,41 @@ decode() {  # pending.md entries 24-26, 29, 30, 34-36: what the 2026-11-26 H200 
   grep -o '"timer": *"[a-z_]*"' "$out/k-gemv.json" | sort | uniq -c >> "$summary"
   log "== decode: the MLP's first projection with its activation inside (entries 35, 36): Phi-2, Llama-3-8B"
   for m in phi-2 llama-3-8b; do
-    timeout --signal=INT 40 "$B" kernels $K --transformer "$m" --reps 10 --warmup 2 --batch 1,2 \
+    limited --int 40 "$B" kernels $K --transformer "$m" --reps 10 --warmup 2 --batch 1,2 \
       --ops dense_gemv_mlp_up,dense_gemv_mlp_up_act,activation -o "$out/k-up-act-$m.json" > "$out/k-up-act-$m.txt" 2>&1
     log "$m: exit $?"; grep -E '^\| (dense|activation)' "$out/k-up-act-$m.txt" >> "$summary"
   done
   for m in phi-2 llama-3-8b; do  # the graphed step's kernels, one by one (entries 35, 36)
-    timeout 60 "$B" profile "$m" --device cuda --context 512 --steps 8 --cuda-graphs static \
+    limited 60 "$B" profile "$m" --device cuda --context 512 --steps 8 --cuda-graphs static \
       -o "$out/prof-$m-static.json" > "$out/prof-$m-static.txt" 2>&1
     log "profile $m static: exit $?"; sed -n '1p;/^| kind/,/^$/p;/^Top events/,$p' "$out/prof-$m-static.txt" | head -40 >> "$summary"
   done
   for be in auto reference; do
-    timeout 60 "$B" profile mamba-codestral-7b --device cuda --context 512 --steps 8 --cuda-graphs off --backend "$be" \
+    limited 60 "$B" profile mamba-codestral-7b --device cuda --context 512 --steps 8 --cuda-graphs off --backend "$be" \
       -o "$out/prof-codestral-$be.json" > "$out/prof-codestral-$be.txt" 2>&1
     log "profile codestral $be: exit $?"; sed -n '1p;/^| kind/,/^$/p' "$out/prof-codestral-$be.txt" >> "$summary"
   done
   # The kernels against the references point by point in one run (bench prints auto against reference).
-  timeout --signal=INT 90 "$B" bench mamba-2.8b --device cuda --dtype bf16 --prompt-lengths 512 --gen-tokens 128 --reps 3 \
+  limited --int 90 "$B" bench mamba-2.8b --device cuda --dtype bf16 --prompt-lengths 512 --gen-tokens 128 --reps 3 \
     --cuda-graphs on --backend reference,auto --no-progress --format md -o "$out/gemv-backends.json" >> "$summary" 2>&1
   log "bench mamba-2.8b --backend reference,auto: exit $?"
   # --cuda-graphs static: the step a graph replays (fused RoPE + cache write, the position on the
   # device), launch by launch; graphs off runs the eager step's ATen RoPE instead (docs/kernels.md).
-  timeout 60 "$B" profile phi-2 --device cuda --context 4096 --steps 8 --cuda-graphs static \
+  limited 60 "$B" profile phi-2 --device cuda --context 4096 --steps 8 --cuda-graphs static \
     -o "$out/prof-phi-2-4096.json" > "$out/prof-phi-2-4096.txt" 2>&1
   log "profile phi-2 at 4096: exit $?"; sed -n '1p;/^| kind/,/^$/p' "$out/prof-phi-2-4096.txt" >> "$summary"
   log "== decode: one MoE layer's decode dispatch against the bytes of its chosen experts (entries 26, 37)"
   for m in deepseek-moe-16b mixtral-8x7b; do
-    timeout --signal=INT 60 "$B" kernels $K --moe "$m" --reps 10 --warmup 2 --batch 1,8 --ops moe_decode \
+    limited --int 60 "$B" kernels $K --moe "$m" --reps 10 --warmup 2 --batch 1,8 --ops moe_decode \
       -o "$out/k-moe-decode-$m.json" > "$out/k-moe-decode-$m.txt" 2>&1
     log "$m: exit $?"; grep -E '^\| moe' "$out/k-moe-decode-$m.txt" >> "$summary"
   done
   log "== decode: DeepSeekMoE with its shared experts on the kernels (entry 26)"
-  timeout --signal=INT 80 "$B" bench deepseek-moe-16b --device cuda --dtype bf16 --prompt-lengths 512 --gen-tokens 64 --reps 2 \
+  limited --int 80 "$B" bench deepseek-moe-16b --device cuda --dtype bf16 --prompt-lengths 512 --gen-tokens 64 --reps 2 \
     --cuda-graphs on --no-progress --format md -o "$out/dsmoe.json" >> "$summary" 2>&1
   log "exit $?"
   # No DeepSeekMoE decode-step profile is on record: where its 3.5 ms step (37.5% of the floor) goes.
-  timeout 90 "$B" profile deepseek-moe-16b --device cuda --context 512 --steps 8 --cuda-graphs static \
+  limited 90 "$B" profile deepseek-moe-16b --device cuda --context 512 --steps 8 --cuda-graphs static \
     -o "$out/prof-dsmoe.json" > "$out/prof-dsmoe.txt" 2>&1
   log "profile deepseek-moe-16b: exit $?"; sed -n '1p;/^| kind/,/^$/p;/^Top events/,$p' "$out/prof-dsmoe.txt" >> "$summary"
 }
@@ -213,19 +231,19 @@ decode() {  # pending.md entries 24-26, 29, 30, 34-36: what the 2026-11-26 H200 
 pdl() {  # pending.md entry 28: --pdl on changes when the decode kernels start, never the numbers
   local order
   log "== pdl: the same logits bit for bit with the switch on (eager and graphs, every tiny model)"
-  timeout 180 "$T" --gtest_filter='Implementations.ProgrammaticLaunch*:DenseGemvCuda.*:Implementations.FusedAddNorm*' \
+  limited 180 "$T" --gtest_filter='Implementations.ProgrammaticLaunch*:DenseGemvCuda.*:Implementations.FusedAddNorm*' \
     > "$out/gtest-pdl.log" 2>&1
   log "exit $?: $(grep -E '^\[  (PASSED|FAILED)  \]' "$out/gtest-pdl.log" | tr '\n' ' ')"
   grep -E '^\[ +(OK|FAILED|SKIPPED) +\]' "$out/gtest-pdl.log" >> "$summary"
   # Both settings of each point back to back in one run (bench --pdl off,on), then the same in the
   # other order: what the order itself does bounds what the switch does.
   for order in off,on on,off; do
-    timeout --signal=INT 150 "$B" bench mamba-2.8b phi-2 llama-3-8b --device cuda --dtype bf16 --prompt-lengths 512 \
+    limited --int 150 "$B" bench mamba-2.8b phi-2 llama-3-8b --device cuda --dtype bf16 --prompt-lengths 512 \
       --gen-tokens 128 --reps 3 --cuda-graphs on --pdl "$order" --no-progress --format md -o "$out/pdl-${order/,/-}.json" \
       >> "$summary" 2>> "$out/pdl-errors.txt"
     log "bench --pdl $order: exit $?"
   done
-  timeout --signal=INT 150 "$B" bench mamba-codestral-7b deepseek-moe-16b --device cuda --dtype bf16 --prompt-lengths 512 \
+  limited --int 150 "$B" bench mamba-codestral-7b deepseek-moe-16b --device cuda --dtype bf16 --prompt-lengths 512 \
     --gen-tokens 64 --reps 2 --cuda-graphs on --pdl off,on --no-progress --format md -o "$out/pdl-big.json" \
     >> "$summary" 2>> "$out/pdl-errors.txt"
   log "bench (Codestral, DeepSeekMoE) --pdl off,on: exit $?"
@@ -236,7 +254,7 @@ prefill() {  # pending.md entry 33: where Mamba-2.8B's prefill goes at 512 and 4
   log "== prefill: profiles of one prefill (effarch profile --phase prefill)"
   for n in 4096 512; do
     for m in mamba-2.8b phi-2; do
-      timeout 90 "$B" profile "$m" --phase prefill --device cuda --dtype bfloat16 --context "$n" --steps 4 \
+      limited 90 "$B" profile "$m" --phase prefill --device cuda --dtype bfloat16 --context "$n" --steps 4 \
         -o "$out/prof-prefill-$m-$n.json" > "$out/prof-prefill-$m-$n.txt" 2>&1
       log "profile $m prefill $n: exit $?"; sed -n '1p;/^| kind/,/^$/p;/^Top events/,$p' "$out/prof-prefill-$m-$n.txt" >> "$summary"
     done
