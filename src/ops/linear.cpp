@@ -78,9 +78,20 @@ at::Tensor dense_weight(const Linear& layer, at::ScalarType dtype) {
 }
 
 namespace detail {
+namespace {
+
+// What the GEMV kernels read besides x sits on x's device: the weight, the int8 scales, and the
+// bias with one value per output. Elsewhere the reference runs, whose at::linear names what is wrong.
+bool operands_on_x_device(const at::Tensor& x, const Linear& layer) {
+  if (layer.weight.device() != x.device()) return false;
+  if (layer.scale.defined() && layer.scale.device() != x.device()) return false;
+  return !layer.bias || (layer.bias->device() == x.device() && layer.bias->numel() == layer.out_features());
+}
+
+}  // namespace
 
 bool dense_gemv_applies(const at::Tensor& x, const Linear& layer, Backend backend) {
-  if (layer.format != WeightFormat::Dense || !x.is_cuda() || layer.weight.device() != x.device()) return false;
+  if (layer.format != WeightFormat::Dense || !x.is_cuda() || !operands_on_x_device(x, layer)) return false;
   const at::ScalarType t = x.scalar_type();
   if ((t != at::kFloat && t != at::kBFloat16 && t != at::kHalf) || layer.weight.scalar_type() != t ||
       !layer.weight.is_contiguous()) {
@@ -90,7 +101,6 @@ bool dense_gemv_applies(const at::Tensor& x, const Linear& layer, Backend backen
   if (in <= 0 || out <= 0 || in > INT32_MAX || out > INT32_MAX) return false;
   const int64_t rows = x.numel() / in;
   if (rows < 1 || rows > (backend == Backend::Cuda ? kCudaDenseGemvMaxRows : kCudaDenseGemvAutoMaxRows)) return false;
-  if (layer.bias && (layer.bias->device() != x.device() || layer.bias->numel() != out)) return false;
   return use_cuda_kernel(backend, OpFamily::DenseGemv, x.device());
 }
 
@@ -128,12 +138,7 @@ at::Tensor linear(const at::Tensor& x, const Linear& layer, Backend backend) {
   if (layer.format == WeightFormat::Int8) {
 #ifdef EFFARCH_WITH_CUDA
     const int64_t rows = x.numel() / layer.in_features();
-    // Every operand the kernel reads on x's device and the bias one per output (else the reference,
-    // whose at::linear names what is wrong), as dense_gemv_applies asks of the dense kernel.
-    const bool operands_fit = layer.weight.device() == x.device() && layer.scale.device() == x.device() &&
-                              (!layer.bias || (layer.bias->device() == x.device() &&
-                                               layer.bias->numel() == layer.out_features()));
-    if (x.is_cuda() && rows >= 1 && rows <= detail::kCudaInt8GemvMaxRows && operands_fit) {
+    if (x.is_cuda() && rows >= 1 && rows <= detail::kCudaInt8GemvMaxRows && detail::operands_on_x_device(x, layer)) {
       return detail::int8_gemv_cuda(x, layer);
     }
 #endif
