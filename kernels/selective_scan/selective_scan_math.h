@@ -34,6 +34,7 @@
 #include "selective_scan/selective_scan_channel.h"
 #include "selective_scan/selective_scan_lanes.h"
 #include "selective_scan/selective_scan_params.h"
+#include "selective_scan/selective_scan_states.h"
 
 namespace effarch::kernels::scan {
 
@@ -563,7 +564,9 @@ void emulate_split_with(const SelectiveScanParams& p) {
 
 // p.segment and p.pieces pick the variant, as the launcher does.
 inline void emulate_scan(const SelectiveScanParams& p) {
-  if (p.segment == kLanesSegment) {
+  if (p.segment == kStatesSegment && states::applies(p.dstate)) {
+    states::emulate_scan(p);
+  } else if (p.segment == kLanesSegment || p.segment == kStatesSegment) {
     lanes::emulate_scan(p);
   } else if (p.pieces > 1) {
     if (p.segment == 4) {

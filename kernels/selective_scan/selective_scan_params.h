@@ -20,8 +20,13 @@ constexpr int chunk_steps(int seg) { return kWarps * seg; }  // timesteps per ch
 // Segment 16 picks the other prefill kernel (selective_scan_lanes.h: a warp per channel, each lane
 // 16 steps in sequence), which has no sequence split.
 inline constexpr int kLanesSegment = 16;
+// Segment 1 picks the third (selective_scan_states.h: a lane per state, each lane taking every
+// step of the sequence one at a time), for d_state up to 16; no sequence split either.
+inline constexpr int kStatesSegment = 1;
 constexpr bool segment_splits(int seg) { return seg == 8 || seg == 4; }  // the 32-channel kernel's
-constexpr bool valid_segment(int seg) { return segment_splits(seg) || seg == kLanesSegment; }
+constexpr bool valid_segment(int seg) {
+  return segment_splits(seg) || seg == kLanesSegment || seg == kStatesSegment;
+}
 
 // The sequence split's plan (selective_scan_math.h, "Sequence split").
 inline constexpr int kSplitBlocksPerSm = 4;      // auto: pieces until batch x tiles x pieces >= this x SMs
@@ -69,7 +74,8 @@ struct SelectiveScanParams {
   bool delta_softplus = true;
   bool from_state = false;  // prefill: start from `state` instead of zeros
   // Prefill: timesteps per warp segment, 8 (one block per SM) or 4 (half the registers: two), or
-  // kLanesSegment (16): the warp-per-channel kernel, 16 timesteps per lane.
+  // kLanesSegment (16): the warp-per-channel kernel, 16 timesteps per lane, or kStatesSegment
+  // (1): a lane per state, for d_state up to 16 (the 16-step kernel above that).
   int segment = 8;
   // Prefill split over time (selective_scan_math.h, "Sequence split"): `pieces` contiguous pieces
   // of `piece_chunks` chunks each (the last may be shorter), each scanned by its own blocks. 1: the

@@ -253,6 +253,7 @@ struct SelectiveScanVariant {
 };
 const std::pair<const char*, SelectiveScanVariant> kSelectiveScanVariants[] = {
     {"selective_scan", {16, 0}},
+    {"selective_scan_states", {1, 0}},
     {"selective_scan_seg4", {4, 0}},
     {"selective_scan_seg8", {8, 0}},
     {"selective_scan_split", {4, -1}}};
@@ -365,7 +366,8 @@ std::vector<KernelCase> make_kernel_cases() {
         auto state = std::make_shared<at::Tensor>(at::randn({s.batch, m.d_inner, m.d_conv}, o));
         return [x, w, b, state, backend] { (void)ops::causal_conv1d_update(x, *state, w, b, true, backend); };
       }});
-  // The prefill kernel's variants side by side (a warp per channel with 16 steps per lane; 4-step
+  // The prefill kernel's variants side by side (a warp per channel with 16 steps per lane; a lane
+  // per state, each over every step; 4-step
   // warp segments over 32 channels, two blocks per SM; 8-step, one block per SM; 4-step with the
   // sequence split into pieces as the launcher chooses: kernels/selective_scan/
   // selective_scan_kernels.cuh); the model runs the first.

@@ -44,7 +44,7 @@ const std::map<std::string, std::vector<std::string>>& implementation_variants()
   static const std::map<std::string, std::vector<std::string>> variants = {
       {kMoePrefillRecord, {"grouped", "per_expert"}},
       {kSsdScanProductsRecord, {"tensor_cores", "fma"}},
-      {kSelectiveScanVariantRecord, {"lanes16", "seg4", "seg8", "split"}},
+      {kSelectiveScanVariantRecord, {"lanes16", "states", "seg4", "seg8", "split"}},
       {kDtProjRecord, {"fused", "separate"}},
       {kConvInProjRecord, {"fused", "separate"}},
       {kFc1ActivationRecord, {"fused", "separate"}},

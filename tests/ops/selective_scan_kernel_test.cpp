@@ -100,8 +100,9 @@ const Case kCases[] = {
     {3, 70, 17, 130}, {1, 8, 64, 200},  {1, 5, 256, 70}, {2, 64, 16, 517}, {1, 3, 128, 129},
 };
 
-// Every kernel variant: 8- and 4-step warp segments (chunks of 64 and 32 steps), and a warp per
-// channel with 16 steps per lane (tiles of 512 steps; cases past one tile: 517, and 1100 below).
+// Every kernel variant: 8- and 4-step warp segments (chunks of 64 and 32 steps), a warp per
+// channel with 16 steps per lane (tiles of 512 steps; cases past one tile: 517, and 1100 below),
+// and a lane per state (segment 1: tiles of 16 steps; d_state above 16 runs the 16-step kernel).
 TEST(SelectiveScanKernelEmulated, PrefillMatchesTheReference) {
   for (const Case& c : kCases) {
     for (const bool mixer_layout : {true, false}) {
@@ -110,7 +111,7 @@ TEST(SelectiveScanKernelEmulated, PrefillMatchesTheReference) {
           at::manual_seed(static_cast<uint64_t>(c.len * 13 + c.dim * 7 + c.dstate + full + 2 * from_state));
           Problem p = make_problem(c, at::kFloat, mixer_layout, full, at::kCPU);
           const Result ref = reference_scan(p, full, from_state);
-          for (const int segment : {8, 4, 16}) {
+          for (const int segment : {8, 4, 16, 1}) {
             p.args.cuda_segment = segment;
             const Result got = emulated_scan(p, full, from_state);
             const std::string what = fmt::format("{} mixer_layout={} full={} from_state={} segment={}", name(c),
@@ -130,7 +131,8 @@ TEST(SelectiveScanKernelEmulated, ContinuingFromTheStateEqualsOneScan) {
   at::manual_seed(5);
   Problem p = make_problem(c, at::kFloat, /*mixer_layout=*/true, /*full=*/true, at::kCPU);
   const Result whole = reference_scan(p, true, false);
-  for (const auto& [split, segment] : {std::pair{1, 8}, {64, 8}, {97, 8}, {33, 4}, {97, 4}, {1, 16}, {97, 16}}) {
+  for (const auto& [split, segment] :
+       {std::pair{1, 8}, {64, 8}, {97, 8}, {33, 4}, {97, 4}, {1, 16}, {97, 16}, {1, 1}, {16, 1}, {97, 1}}) {
     p.args.cuda_segment = segment;
     at::Tensor state = at::zeros_like(p.state0);
     const auto part = [&](const at::Tensor& t, int64_t from, int64_t len) { return t.narrow(2, from, len); };
@@ -307,25 +309,32 @@ TEST(SelectiveScanKernelEmulated, DstateAbove256IsRefusedByName) {
   }
 }
 
-TEST(SelectiveScanKernelEmulated, SegmentOtherThan4Or8Or16IsRefusedByName) {
+TEST(SelectiveScanKernelEmulated, SegmentOtherThan1Or4Or8Or16IsRefusedByName) {
   const Problem p = make_problem({1, 4, 16, 8}, at::kFloat, true, true, at::kCPU);
   SelectiveScanArgs args = p.args;
   args.cuda_segment = 6;
   at::Tensor state = p.state0.clone();
   EXPECT_THROW_WITH(detail::prepare_selective_scan(p.u, p.delta, p.B, p.C, p.z, args, state, false, "selective_scan"),
-                    OpError, {"selective_scan: cuda_segment must be 4, 8 or 16, got 6"});
-  EXPECT_THROW_WITH(selective_scan_cuda_pieces(args, 1, 4, 8, 132), OpError, {"cuda_segment must be 4, 8 or 16"});
-  // The 16-step kernel has no split: asking for one is an error, not a silent unsplit run.
-  args.cuda_segment = 16;
-  for (const int split : {-1, 3}) {
-    args.cuda_split = split;
-    EXPECT_THROW_WITH(
-        detail::prepare_selective_scan(p.u, p.delta, p.B, p.C, p.z, args, state, false, "selective_scan"), OpError,
-        {"selective_scan: cuda_split", "needs cuda_segment 4 or 8"});
+                    OpError, {"selective_scan: cuda_segment must be 1, 4, 8 or 16, got 6"});
+  EXPECT_THROW_WITH(selective_scan_cuda_pieces(args, 1, 4, 8, 132), OpError, {"cuda_segment must be 1, 4, 8 or 16"});
+  for (const int bad : {0, 2, -1}) {
+    args.cuda_segment = bad;
+    EXPECT_THROW_WITH(selective_scan_cuda_pieces(args, 1, 4, 8, 132), OpError,
+                      {fmt::format("cuda_segment must be 1, 4, 8 or 16, got {}", bad)});
   }
-  args.cuda_split = 0;
-  EXPECT_EQ(selective_scan_cuda_pieces(args, 1, 5120, 32768, 132), 1);
-  EXPECT_STREQ(selective_scan_variant_name(args), "lanes16");
+  // The 1- and 16-step kernels have no split: asking for one is an error, not a silent unsplit run.
+  for (const auto& [segment, variant] : {std::pair{16, "lanes16"}, {1, "states"}}) {
+    args.cuda_segment = segment;
+    for (const int split : {-1, 3}) {
+      args.cuda_split = split;
+      EXPECT_THROW_WITH(
+          detail::prepare_selective_scan(p.u, p.delta, p.B, p.C, p.z, args, state, false, "selective_scan"), OpError,
+          {"selective_scan: cuda_split", "needs cuda_segment 4 or 8"});
+    }
+    args.cuda_split = 0;
+    EXPECT_EQ(selective_scan_cuda_pieces(args, 1, 5120, 32768, 132), 1);
+    EXPECT_STREQ(selective_scan_variant_name(args), variant);
+  }
 }
 
 // The 16-step kernel over several tiles of 512 steps, a channel count that leaves a partial block
@@ -357,6 +366,52 @@ TEST(SelectiveScanKernelEmulated, LanesKernelAcrossTilesAndPartialBlocks) {
       }
     }
   }
+}
+
+// The states kernel (segment 1) over many 16-step tiles with a partial last one, channel counts
+// that leave groups past batch x dim in the last block (they must write nothing), d_state below
+// 16 (lanes with no state), strided inputs, and continuations; A scaled down so that the state
+// carried from tile to tile is what the later outputs depend on.
+TEST(SelectiveScanKernelEmulated, StatesKernelAcrossTilesAndIdleLanes) {
+  const Case cases[] = {{1, 13, 16, 1100}, {3, 5, 5, 37}, {2, 7, 1, 16}, {1, 9, 16, 17}, {2, 3, 12, 250}};
+  for (const Case& c : cases) {
+    for (const bool mixer_layout : {true, false}) {
+      for (const bool from_state : {false, true}) {
+        for (const double a_scale : {1.0, 1e-3}) {
+          at::manual_seed(static_cast<uint64_t>(c.len + c.dim + c.dstate + from_state));
+          Problem p = make_problem(c, at::kFloat, mixer_layout, /*full=*/true, at::kCPU);
+          p.args.A = p.args.A * a_scale;
+          const Result ref = reference_scan(p, true, from_state);
+          p.args.cuda_segment = scan::kStatesSegment;
+          const Result got = emulated_scan(p, true, from_state);
+          const std::string what =
+              fmt::format("{} mixer_layout={} from_state={} A x {}", name(c), mixer_layout, from_state, a_scale);
+          // Slow decay: y and the state sum ~1000 steps each, so two fp32 orders of the same sums
+          // differ by ~1e-5 of their scale. (Measured at L=1100 against a float64 recurrence:
+          // this kernel's state off by 2.4e-5 at |h| up to 23, the fp32 reference's by 3.6e-5.)
+          const double y_scale = a_scale < 1.0 ? ref.y.abs().max().item<double>() : 1.0;
+          const double h_scale = a_scale < 1.0 ? ref.state.abs().max().item<double>() : 1.0;
+          test::expect_close(got.y, ref.y, {1e-5 * y_scale, 1e-5}, what + " y");
+          test::expect_close(got.state, ref.state, {1e-5 * h_scale, 1e-5}, what + " state");
+        }
+      }
+    }
+  }
+}
+
+// The states kernel's launch: a group of 16 lanes per channel, 8 channels a block, and Mamba-2.8B's
+// batch 1 (5120 channels) in one wave on an H100's 132 SMs at kMinBlocks blocks an SM; d_state
+// above 16 is not its (the launcher and the emulation run the 16-step kernel there).
+TEST(SelectiveScanKernelEmulated, StatesKernelPlan) {
+  EXPECT_EQ(scan::states::kGroupsPerBlock * scan::states::kGroup, scan::states::kThreads);
+  EXPECT_EQ(scan::states::channel_blocks(5120), 640);
+  EXPECT_LE(scan::states::channel_blocks(5120), 132 * scan::states::kMinBlocks);
+  EXPECT_EQ(scan::states::channel_blocks(5), 1);
+  EXPECT_EQ(scan::states::channel_blocks(9), 2);
+  EXPECT_LE(scan::states::kMinBlocks * sizeof(scan::states::Shared), 227u * 1024);
+  EXPECT_TRUE(scan::states::applies(1));
+  EXPECT_TRUE(scan::states::applies(16));
+  EXPECT_FALSE(scan::states::applies(17));
 }
 
 TEST(SelectiveScanKernelEmulated, SharedMemoryFitsAnH100BlockForEveryDstate) {
@@ -502,7 +557,7 @@ TEST(SelectiveScanCuda, PrefillMatchesTheReference) {
           at::manual_seed(static_cast<uint64_t>(c.len + c.dim + from_state));
           Problem p = make_problem(c, dtype, mixer_layout, /*full=*/true, at::Device(at::kCUDA, 0));
           const Result ref = reference_scan(p, true, from_state);
-          for (const int segment : {8, 4, 16}) {
+          for (const int segment : {8, 4, 16, 1}) {
             p.args.cuda_segment = segment;
             at::Tensor state = from_state ? p.state0.clone() : at::full_like(p.state0, 7.0f);
             const at::Tensor y = selective_scan(p.u, p.delta, p.B, p.C, p.z, p.args, state, from_state, Backend::Cuda);
