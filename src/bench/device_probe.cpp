@@ -58,10 +58,16 @@ class CountingCpuAllocator final : public c10::Allocator {
       TORCH_CHECK_WITH(OutOfMemoryError, false, "CPU out of memory: tried to allocate ", n, " bytes with ", now - n,
                        " in use, over the benchmark's --memory-limit (", limit, " bytes in all)");
     }
+    c10::DataPtr inner;
+    try {
+      inner = base_->allocate(n);
+    } catch (...) {  // the allocator refused (out of memory): nothing is held, nor was at its peak
+      live_.fetch_sub(n);
+      throw;
+    }
     uint64_t peak = peak_.load();
     while (now > peak && !peak_.compare_exchange_weak(peak, now)) {
     }
-    c10::DataPtr inner = base_->allocate(n);
     void* data = inner.get();
     const c10::Device device = inner.device();
     const c10::DeleterFnPtr free_fn = inner.get_deleter();

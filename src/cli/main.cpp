@@ -6,6 +6,8 @@
 #include <cstdlib>
 #include <exception>
 
+#include <c10/util/Exception.h>
+#include <c10/util/Logging.h>
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
@@ -15,6 +17,11 @@
 #include "effarch/version.h"
 
 int main(int argc, char** argv) {
+  // A failed CAFFE_ENFORCE (the CPU allocator's "can't allocate memory" among them) must throw
+  // c10::Error, which bench records as an oom point and the other commands report, not abort the
+  // process: c10's flag for that was found set by the time main runs in this binary (not in a
+  // plain program linked to libc10), so it is set back explicitly.
+  FLAGS_caffe2_use_fatal_for_enforce = false;
   CLI::App app{"effarch: what Mamba, Mixture-of-Experts and hybrid LLMs buy over Transformers, measured"};
   app.require_subcommand(1);
   app.set_version_flag("--version", std::string("effarch ") + EFFARCH_VERSION + " (" + effarch::git_commit() + ")");
@@ -62,6 +69,15 @@ int main(int argc, char** argv) {
   } catch (const effarch::Error& e) {
     effarch::parallel::report_failure(e.what());
     fmt::print(stderr, "effarch: error: {}\n", e.what());
+    return 1;
+  } catch (const c10::Error& e) {
+    // ATen's errors carry a C++ backtrace in what(): the message alone. Running out of memory is
+    // the machine's limit, not a bug.
+    const std::string msg = e.what_without_backtrace();
+    effarch::parallel::report_failure(msg);
+    const bool oom = dynamic_cast<const c10::OutOfMemoryError*>(&e) != nullptr ||
+                     msg.find("can't allocate memory") != std::string::npos;
+    fmt::print(stderr, "effarch: {}: {}\n", oom ? "error: out of memory" : "internal error", msg);
     return 1;
   } catch (const std::exception& e) {
     effarch::parallel::report_failure(e.what());
