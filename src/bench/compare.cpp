@@ -196,6 +196,8 @@ CompareResult compare(const nlohmann::json& base, const std::vector<nlohmann::js
     }
   }
   CompareResult r;
+  std::map<std::string, size_t> compared;  // metric -> pairs with a value on both sides
+  size_t status_changes = 0;
   std::ostringstream out;
   const std::vector<Point> base_points = points_of(base);
   std::vector<std::vector<Point>> new_points;
@@ -225,11 +227,13 @@ CompareResult compare(const nlohmann::json& base, const std::vector<nlohmann::js
         } else {
           ++r.improvements;
         }
+        ++status_changes;
         continue;
       }
       for (const auto& metric : options.metrics) {
         const auto b = metric_value(*bp, metric), n = metric_value(*np, metric);
         if (!b || !n) continue;
+        ++compared[metric];
         const bool hb = higher_better[metric];
         const double ratio = b->mean != 0 ? n->mean / b->mean : 0;
         const double worse_by = b->mean != 0 ? (hb ? (b->mean - n->mean) : (n->mean - b->mean)) / std::fabs(b->mean) : 0;
@@ -332,6 +336,22 @@ CompareResult compare(const nlohmann::json& base, const std::vector<nlohmann::js
   r.regressed = r.regressions > 0;
   out << fmt::format("{} matched point(s): {} regression(s), {} improvement(s); {} only in the base, {} only in new\n",
                      r.matched, r.regressions, r.improvements, r.only_base, r.only_new);
+  std::vector<std::string> without;  // metrics with no value on both sides of any pair
+  for (const auto& metric : options.metrics) {
+    if (compared[metric] == 0) without.push_back(metric);
+  }
+  if (r.matched == 0) {
+    r.incomplete = true;
+    out << "INCOMPLETE: no point of the new file(s) matches one of the base: nothing was compared\n";
+  } else if (status_changes == 0 && without.size() == options.metrics.size()) {
+    r.incomplete = true;
+    out << fmt::format("INCOMPLETE: no matched pair has a value of {} on both sides: nothing was compared\n",
+                       fmt::join(options.metrics, ", "));
+  } else if (options.metrics_required && !without.empty()) {
+    r.incomplete = true;
+    out << fmt::format("INCOMPLETE: no matched pair has a value of {} on both sides (--metric)\n",
+                       fmt::join(without, ", "));
+  }
   r.report = out.str();
   return r;
 }

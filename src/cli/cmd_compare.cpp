@@ -1,5 +1,6 @@
 // effarch compare BASE.json NEW.json... : points matched by key, ratios per metric, exit 1 on a
-// regression past the threshold and beyond the runs' noise (docs/bench.md). With one file, the
+// regression past the threshold and beyond the runs' noise, or when nothing was compared
+// (docs/bench.md). With one file, the
 // launch settings of that run against its first.
 
 #include <filesystem>
@@ -25,7 +26,10 @@ int run_compare(const CompareCmd& cmd) {
   opt.max_regression = bench::parse_fraction(cmd.max_regression, "--max-regression");
   opt.noise_sigmas = cmd.noise_sigmas;
   if (opt.noise_sigmas < 0) throw UsageError("--noise-sigmas must be >= 0");
-  if (!cmd.metrics.empty()) opt.metrics = cmd.metrics;
+  if (!cmd.metrics.empty()) {
+    opt.metrics = cmd.metrics;
+    opt.metrics_required = true;
+  }
   std::vector<nlohmann::json> docs;
   std::vector<std::string> labels;
   for (const auto& f : cmd.files) {
@@ -41,7 +45,7 @@ int run_compare(const CompareCmd& cmd) {
       docs.size() == 1 ? bench::compare_launch_settings(docs[0], cmd.files[0], opt)
                        : bench::compare(docs[0], std::vector<nlohmann::json>(docs.begin() + 1, docs.end()), labels, opt);
   fmt::print("{}", r.report);
-  return r.regressed ? 1 : 0;
+  return r.regressed || r.incomplete ? 1 : 0;
 }
 
 }  // namespace

@@ -53,9 +53,22 @@ expect_exit 0 "2 matched point(s): 0 regression(s)" "$EFFARCH" compare base-v1.j
 expect_exit 1 "REGRESSION" "$EFFARCH" compare base-v1.json slower.json
 perf="$SRC/docs/perf/2026-11-22-h100"
 expect_exit 0 "15 matched point(s): 0 regression(s)" "$EFFARCH" compare "$perf/quickstart.json" "$perf/quickstart.json"
-expect_exit 0 "only in base.json: tiny-llama float32" "$EFFARCH" compare "$perf/quickstart.json" base.json
+# (a GPU run against this CPU one: nothing matches, so it is listed and the gate fails)
+expect_exit 1 "only in base.json: tiny-llama float32" "$EFFARCH" compare "$perf/quickstart.json" base.json
 # The points file of a run compares like its results file.
 expect_exit 0 "2 matched point(s): 0 regression(s)" "$EFFARCH" compare base.jsonl same.json
+# Nothing compared fails a gate: an empty NEW (a run that stopped before its first point), a NEW of
+# another model only, and a metric asked for by name that no matched pair has (memory mode).
+: > empty.jsonl
+expect_exit 1 "INCOMPLETE: no point of the new file(s) matches" "$EFFARCH" compare base.json empty.jsonl
+expect_exit 1 "INCOMPLETE: no point of the new file(s) matches" "$EFFARCH" compare base.json mamba.json
+"$EFFARCH" bench tiny-llama --prompt-lengths 32,64 --gen-tokens 4 --reps 1 --mode memory -o mem.json --no-progress \
+  > /dev/null 2>&1 || fail "bench in memory mode"
+expect_exit 1 "INCOMPLETE: no matched pair has a value of decode_tokens_per_s on both sides" \
+  "$EFFARCH" compare base.json mem.json --metric decode_tokens_per_s
+expect_exit 0 "peak_bytes" "$EFFARCH" compare base.json mem.json --metric peak_bytes
+expect_exit 1 "INCOMPLETE: no matched pair has a value of decode_tokens_per_s on both sides (--metric)" \
+  "$EFFARCH" compare base.json mem.json --metric peak_bytes --metric decode_tokens_per_s
 echo '{"schema": "effarch-bench", "schema_version": 0, "points": []}' > v0.json
 expect_exit 2 "v0.json: schema_version 0 is unknown" "$EFFARCH" compare v0.json same.json
 expect_exit 2 "not an effarch bench results file" "$EFFARCH" compare base.json "$SRC/configs/suites/quickstart.json"

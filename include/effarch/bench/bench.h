@@ -125,6 +125,9 @@ int default_cpu_threads(int64_t cores, std::optional<LoadSample> at_start);
 MachineLoad judge_load(std::optional<LoadSample> before, std::optional<LoadSample> after, int64_t cores,
                        int64_t threads);
 
+// The sweep's usage errors (device, dtype, launch settings and what the device allows of them),
+// thrown as UsageError before anything runs; run_sweep checks them too.
+void check_sweep(const SweepSpec& spec);
 // Runs the sweep; returns the finished points in order. Points that fail are recorded with their
 // status and message; only an interruption ends the sweep early. On the CPU, ATen's allocator is
 // the benchmark's counting allocator for the sweep only: the original is back when this returns.
@@ -148,6 +151,11 @@ nlohmann::json read_document(const std::string& path);
 std::vector<Point> points_of(const nlohmann::json& doc);
 // Writes `doc` to `path` atomically (a temporary file beside it, then rename).
 void write_atomically(const std::string& path, const std::string& text);
+// Whether an output path can be written, checked before any work: a UsageError naming `option`
+// for an empty path, a directory, a parent that is not a folder or cannot be written, and (with
+// MustExist) a folder that does not exist; nothing is created or truncated.
+enum class OutputFolder { MustExist, Made };
+void check_output_path(const std::string& path, const std::string& option, OutputFolder folder);
 
 // How the "table" format is laid out (md and csv always have every column).
 struct TableOptions {
@@ -183,11 +191,18 @@ struct CompareOptions {
   // Pair points whose keys differ only in their launch setting (backend and what ran, graphs,
   // pdl): one run's settings against each other (split_by_launch).
   bool ignore_launch = false;
+  // The metrics were asked for by name (--metric): each must then have a value on both sides of
+  // some matched pair, else the comparison is incomplete.
+  bool metrics_required = false;
 };
 struct CompareResult {
   std::string report;
   bool regressed = false;
   size_t matched = 0, regressions = 0, improvements = 0, only_base = 0, only_new = 0;
+  // Nothing (or not what was asked for) was compared: no pair of points matched, no metric had a
+  // value on both sides of a pair, or (metrics_required) one of the metrics had none. A CI gate
+  // fails on it as on a regression: a results file with no usable point must not pass.
+  bool incomplete = false;
 };
 // "5%", "0.05", "5 %" -> 0.05. Throws UsageError naming `option`.
 double parse_fraction(const std::string& text, const std::string& option);
