@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <filesystem>
 #include <map>
 #include <set>
 #include <unordered_map>
@@ -394,7 +395,13 @@ json profile_model(const ProfileSpec& spec) {
     throw;
   }
   result = torch::autograd::profiler::disableProfiler();
-  if (!spec.trace.empty()) result->save(spec.trace);
+  if (!spec.trace.empty()) {
+    result->save(spec.trace);  // the profiler logs a failed write and returns: look for the file
+    std::error_code ec;
+    if (!std::filesystem::is_regular_file(spec.trace, ec) || std::filesystem::file_size(spec.trace, ec) == 0) {
+      throw Error(fmt::format("--trace: the profiler did not write {}", spec.trace));
+    }
+  }
 
   std::vector<ProfileEvent> events;
   for (const auto& k : result->events()) {

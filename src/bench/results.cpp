@@ -5,10 +5,13 @@
 #include <fstream>
 #include <sstream>
 
+#include <unistd.h>
+
 #include <fmt/format.h>
 
 #include "effarch/bench/bench.h"
 #include "effarch/common/error.h"
+#include "effarch/common/files.h"
 #include "effarch/io/strict_json.h"
 
 namespace effarch::bench {
@@ -65,6 +68,7 @@ void upgrade_point_from_v1(nlohmann::json& p) {
 
 // The points of a run, one JSON object per line; points of version 1 lack the key's backend.
 nlohmann::json read_points_file(const std::string& path) {
+  if (const std::string why = unreadable_reason(path); !why.empty()) throw FormatError(fmt::format("{}: {}", path, why));
   std::ifstream in(path);
   if (!in) throw FormatError(fmt::format("{}: cannot read", path));
   nlohmann::json doc = {{"schema", "effarch-bench"},
@@ -140,6 +144,28 @@ nlohmann::json read_document(const std::string& path) {
 }
 
 std::vector<Point> points_of(const nlohmann::json& doc) { return doc.at("points").get<std::vector<Point>>(); }
+
+void check_output_path(const std::string& path, const std::string& option, OutputFolder folder) {
+  namespace fs = std::filesystem;
+  if (path.empty()) throw UsageError(fmt::format("{}: the path is empty", option));
+  std::error_code ec;
+  const fs::path target(path);
+  if (fs::is_directory(target, ec)) throw UsageError(fmt::format("{}: {} is a directory", option, path));
+  const fs::path parent = target.has_parent_path() ? target.parent_path() : fs::path(".");
+  if (!fs::exists(parent, ec)) {
+    if (folder == OutputFolder::MustExist) {
+      throw UsageError(fmt::format("{}: cannot write {}: the folder {} does not exist", option, path, parent.string()));
+    }
+    return;  // made when the file is written (write_atomically)
+  }
+  if (!fs::is_directory(parent, ec)) {
+    throw UsageError(fmt::format("{}: cannot write {}: {} is not a folder", option, path, parent.string()));
+  }
+  const bool exists = fs::exists(target, ec);
+  if (access(exists ? path.c_str() : parent.c_str(), exists ? W_OK : W_OK | X_OK) != 0) {
+    throw UsageError(fmt::format("{}: cannot write {} (permission denied)", option, path));
+  }
+}
 
 void write_atomically(const std::string& path, const std::string& text) {
   const std::filesystem::path target(path);

@@ -373,17 +373,25 @@ Point run_point(Loaded& l, const std::string& name, int64_t batch, int64_t len, 
 
 }  // namespace
 
-std::vector<Point> run_sweep(const SweepSpec& spec, const nlohmann::json& environment, const RunCallbacks& cb) {
+void check_sweep(const SweepSpec& spec) {
   const at::Device device = parse_device(spec.device, "--device");
-  const bool distributed = spec.parallel && spec.parallel->grouped();
-  const at::ScalarType dtype = parse_run_dtype(spec.dtype, device, "--dtype");
-  const std::vector<LaunchSetting> launches = launch_settings(spec);
-  if (launches.empty()) throw UsageError("bench: no launch setting to run (--cuda-graphs and --pdl need a value)");
+  (void)parse_run_dtype(spec.dtype, device, "--dtype");
+  if (launch_settings(spec).empty()) {
+    throw UsageError("bench: no launch setting to run (--cuda-graphs and --pdl need a value)");
+  }
   if (spec.pdl.size() > 1 && !device.is_cuda()) {
     throw UsageError(fmt::format("--pdl {}: programmatic dependent launch applies to CUDA kernels only; on {} every "
                                  "value would run the same",
                                  pdl_list_name(spec.pdl), device.str()));
   }
+}
+
+std::vector<Point> run_sweep(const SweepSpec& spec, const nlohmann::json& environment, const RunCallbacks& cb) {
+  check_sweep(spec);
+  const at::Device device = parse_device(spec.device, "--device");
+  const bool distributed = spec.parallel && spec.parallel->grouped();
+  const at::ScalarType dtype = parse_run_dtype(spec.dtype, device, "--dtype");
+  const std::vector<LaunchSetting> launches = launch_settings(spec);
   // --pdl is a process-wide switch: each point sets its own, and the caller's comes back after.
   struct PdlGuard {
     bool was = ops::programmatic_launch();

@@ -111,6 +111,19 @@ int run_bench(const BenchCmd& cmd) {
                                  cmd.output));
   }
   const std::string jsonl = std::filesystem::path(cmd.output).replace_extension(".jsonl").string();
+  if (lead) {  // checked now; the .jsonl is truncated only once the device is known to be usable
+    bench::check_output_path(cmd.output, "-o", bench::OutputFolder::MustExist);
+    bench::check_output_path(jsonl, "-o", bench::OutputFolder::MustExist);
+  }
+  // Before the probe: its GEMM rate depends on it. Without --threads (or a suite's), the default
+  // that does not collapse when other work shares the cores (docs/bench.md, "A busy machine").
+  const int threads = spec.threads ? *spec.threads
+                                   : bench::default_cpu_threads(bench::usable_cores(), bench::read_machine_load());
+  at::set_num_threads(threads);
+  nlohmann::json env = bench::probe_environment(spec.device, spec.dtype);
+  if (spec.pdl.size() > 1) env["programmatic_launch"] = bench::pdl_list_name(spec.pdl);  // each point's key says which
+  if (spec.parallel) env["parallel"] = parallel_json(*par);
+  bench::check_sweep(spec);  // what the device allows, before the last run's .jsonl is truncated
   std::ofstream lines;
   if (lead) {
     lines.open(jsonl, std::ios::trunc);
@@ -125,14 +138,6 @@ int run_bench(const BenchCmd& cmd) {
                                            par->backend, par->layout.tp, par->layout.ep)
                              : "");
   }
-  // Before the probe: its GEMM rate depends on it. Without --threads (or a suite's), the default
-  // that does not collapse when other work shares the cores (docs/bench.md, "A busy machine").
-  const int threads = spec.threads ? *spec.threads
-                                   : bench::default_cpu_threads(bench::usable_cores(), bench::read_machine_load());
-  at::set_num_threads(threads);
-  nlohmann::json env = bench::probe_environment(spec.device, spec.dtype);
-  if (spec.pdl.size() > 1) env["programmatic_launch"] = bench::pdl_list_name(spec.pdl);  // each point's key says which
-  if (spec.parallel) env["parallel"] = parallel_json(*par);
 
   // Ctrl-C (stop_signal.h) stops after the point in progress. That cannot be kept in step across
   // ranks (one may stop mid-point while another waits in a collective): a multi-process run leaves

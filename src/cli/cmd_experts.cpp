@@ -20,6 +20,7 @@
 #include "effarch/common/device.h"
 #include "effarch/common/dtype.h"
 #include "effarch/common/error.h"
+#include "effarch/common/files.h"
 #include "effarch/io/safetensors.h"
 #include "effarch/model/catalog.h"
 #include "effarch/model/model.h"
@@ -88,6 +89,9 @@ LayerStats summarize(int layer, const LayerRecord& r, const LayerRecord* previou
 }
 
 std::vector<std::vector<int64_t>> prompts_from_text(const ExpertsCmd& cmd, const model::ModelSource& source) {
+  if (const std::string why = unreadable_reason(cmd.text_file); !why.empty()) {
+    throw UsageError(fmt::format("--text-file: {} {}", cmd.text_file, why));
+  }
   std::ifstream in(cmd.text_file, std::ios::binary);
   if (!in) throw UsageError(fmt::format("--text-file: cannot read {}", cmd.text_file));
   std::stringstream ss;

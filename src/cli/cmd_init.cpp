@@ -1,6 +1,7 @@
 // effarch init CONFIG OUT_DIR: a checkpoint folder with seeded random weights (config.json plus
 // safetensors, sharded above --max-shard-size), so loaders and benchmarks run without downloads.
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 
@@ -39,6 +40,20 @@ int run_init(const InitOptions& opt) {
     throw UsageError(fmt::format("OUT_DIR {}: folder is not empty (use --force to write into it)", opt.out_dir));
   }
   fs::create_directories(out);
+  // --force replaces the checkpoint there: the loader reads the index, or else every *.safetensors
+  // file, so the weights of an earlier checkpoint (other shards, a stale index) must go first.
+  std::vector<fs::path> stale;
+  for (const auto& entry : fs::directory_iterator(out)) {
+    const fs::path& p = entry.path();
+    if (entry.is_regular_file() && (p.extension() == ".safetensors" || p.filename() == "model.safetensors.index.json")) {
+      stale.push_back(p);
+    }
+  }
+  std::sort(stale.begin(), stale.end());
+  for (const fs::path& p : stale) {
+    fs::remove(p);
+    fmt::print(stderr, "removed {} (--force)\n", p.string());
+  }
 
   // Plan the shards: tensors in table order, a new shard when the next tensor would overflow.
   std::vector<model::TensorSpec> specs;
@@ -100,7 +115,8 @@ void register_init(CLI::App& app, int* exit_code) {
   cmd->add_option("--seed", opt->seed, "Random seed")->capture_default_str();
   cmd->add_option("--max-shard-size", opt->max_shard_size, "Shard the weights above this size (e.g. 5GB, 100MB)")
       ->capture_default_str();
-  cmd->add_flag("--force", opt->force, "Write into a non-empty OUT_DIR");
+  cmd->add_flag("--force", opt->force,
+                "Write into a non-empty OUT_DIR, replacing the checkpoint there (its *.safetensors files and index)");
   cmd->callback([opt, exit_code] { *exit_code = run_init(*opt); });
 }
 

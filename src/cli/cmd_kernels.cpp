@@ -60,13 +60,16 @@ int run_kernels_cmd(KernelsCmd& cmd) {
                                  cmd.output));
   }
   const std::string jsonl = std::filesystem::path(cmd.output).replace_extension(".jsonl").string();
-  std::ofstream lines(jsonl, std::ios::trunc);
-  if (!lines) throw UsageError(fmt::format("-o: cannot write {}", jsonl));
+  // Checked now; the .jsonl is truncated only once the device is known to be usable.
+  bench::check_output_path(cmd.output, "-o", bench::OutputFolder::MustExist);
+  bench::check_output_path(jsonl, "-o", bench::OutputFolder::MustExist);
   const int threads = cmd.threads ? *cmd.threads
                                   : bench::default_cpu_threads(bench::usable_cores(), bench::read_machine_load());
   at::set_num_threads(threads);
   // The device's copy bandwidth, versions and host: the same probe as bench's.
   const nlohmann::json env = bench::probe_environment(sweep.device, sweep.dtype);
+  std::ofstream lines(jsonl, std::ios::trunc);
+  if (!lines) throw UsageError(fmt::format("-o: cannot write {}", jsonl));
   fmt::print(stderr, "effarch kernels: results to {} (each row also to {} as it finishes)\n", cmd.output, jsonl);
   bench::KernelCallbacks cb;
   // Ctrl-C: no new row starts; the rows measured so far are written (the JSON marked interrupted)

@@ -23,6 +23,7 @@ struct ProfileCmd {
   std::string backend = "auto";
   std::string pdl = "off";
   std::string output;
+  bool output_given = false, trace_given = false;
   bool json = false;
   std::optional<int> threads;
   std::vector<std::string> argv;
@@ -39,6 +40,9 @@ int run_profile(ProfileCmd& cmd) {
   cmd.spec.backend = ops::parse_backend(cmd.backend, "--backend");
   apply_pdl_option(cmd.pdl);
   if (cmd.threads && *cmd.threads < 1) throw UsageError("--threads must be at least 1");
+  // Both outputs checked before anything is profiled (an empty -o was once taken as "no file").
+  if (cmd.output_given) bench::check_output_path(cmd.output, "-o", bench::OutputFolder::Made);
+  if (cmd.trace_given) bench::check_output_path(cmd.spec.trace, "--trace", bench::OutputFolder::MustExist);
   at::set_num_threads(cmd.threads ? *cmd.threads
                                   : bench::default_cpu_threads(bench::usable_cores(), bench::read_machine_load()));
   nlohmann::json doc = bench::profile_model(cmd.spec);
@@ -82,8 +86,10 @@ void register_profile(CLI::App& app, int* exit_code, const std::vector<std::stri
   add_pdl_option(sub, &cmd->pdl);
   sub->add_option("--threads", cmd->threads, "CPU threads for ATen (default as bench's)");
   sub->add_option("--seed", s.seed, "Seed for the prompt and random weights")->capture_default_str();
-  sub->add_option("--trace", s.trace, "Also write the profiled steps as a Chrome trace (chrome://tracing, Perfetto)");
-  sub->add_option("-o,--output", cmd->output, "Write the JSON here");
+  sub->add_option("--trace", s.trace, "Also write the profiled steps as a Chrome trace (chrome://tracing, Perfetto)")
+      ->each([cmd](const std::string&) { cmd->trace_given = true; });
+  sub->add_option("-o,--output", cmd->output, "Write the JSON here")
+      ->each([cmd](const std::string&) { cmd->output_given = true; });
   sub->add_flag("--json", cmd->json, "Print the JSON instead of the table");
   sub->callback([cmd, exit_code] { *exit_code = run_profile(*cmd); });
 }

@@ -9,6 +9,7 @@
 
 #include "commands.h"
 #include "effarch/common/error.h"
+#include "effarch/common/files.h"
 #include "effarch/tokenizer/jsonl.h"
 #include "effarch/tokenizer/tokenizer.h"
 
@@ -36,6 +37,9 @@ int run_tokenize(const TokenizeOptions& opt) {
   std::ifstream file;
   const bool from_stdin = opt.input == "-";
   if (!from_stdin) {
+    if (const std::string why = unreadable_reason(opt.input); !why.empty()) {
+      throw UsageError(fmt::format("--input {}: {}", opt.input, why));
+    }
     file.open(opt.input, std::ios::binary);
     if (!file) throw UsageError(fmt::format("--input {}: cannot open", opt.input));
   }

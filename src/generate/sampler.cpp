@@ -1,5 +1,7 @@
 #include "effarch/generate/sampler.h"
 
+#include <cmath>
+
 #include <ATen/ATen.h>
 #include <fmt/format.h>
 
@@ -9,7 +11,10 @@
 namespace effarch::generate {
 
 Sampler::Sampler(const SamplingOptions& options, at::Device device) : options_(options) {
-  if (options.temperature < 0) throw UsageError(fmt::format("--temperature must be >= 0, got {}", options.temperature));
+  // (A NaN compares false both ways: it would sample from NaN scores, and inf from flat ones.)
+  if (!(options.temperature >= 0 && std::isfinite(options.temperature))) {
+    throw UsageError(fmt::format("--temperature must be a finite number >= 0, got {}", options.temperature));
+  }
   if (options.top_k < 0) throw UsageError(fmt::format("--top-k must be >= 0, got {}", options.top_k));
   if (!(options.top_p > 0 && options.top_p <= 1)) throw UsageError(fmt::format("--top-p must be in (0, 1], got {}", options.top_p));
   generator_ = make_generator(device, options.seed);

@@ -8,6 +8,7 @@
 #include <fmt/format.h>
 
 #include "effarch/common/error.h"
+#include "effarch/common/files.h"
 
 namespace effarch::io {
 
@@ -88,6 +89,9 @@ std::string quote_python_literals(std::string_view text) {
 }
 
 nlohmann::json read_json_file(const std::filesystem::path& path, bool python_literals) {
+  if (const std::string why = unreadable_reason(path); !why.empty()) {
+    throw FormatError(fmt::format("{}: {}", path.string(), why));
+  }
   std::ifstream in(path, std::ios::binary);
   if (!in) throw FormatError(fmt::format("{}: cannot open file", path.string()));
   std::ostringstream text;

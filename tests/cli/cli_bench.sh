@@ -256,8 +256,10 @@ for d, want in [(r, "reference"), (a, "auto"), (s, "reference")]:
         bad.append(f"{want}: {p['key']['implementations']}")
 print("\n".join(bad)); sys.exit(1 if bad else 0)
 PY
-expect_exit 0 "0 matched point(s)" "$EFFARCH" compare auto.json ref.json
-expect_exit 0 "only in ref.json: tiny-mamba float32 b1 p16 g4 cpu graphs=off backend=reference" "$EFFARCH" compare auto.json ref.json
+# Different backends are different points: nothing matches, so compare lists them and fails (a
+# gate that compared nothing must not pass).
+expect_exit 1 "0 matched point(s)" "$EFFARCH" compare auto.json ref.json
+expect_exit 1 "only in ref.json: tiny-mamba float32 b1 p16 g4 cpu graphs=off backend=reference" "$EFFARCH" compare auto.json ref.json
 expect_exit 0 "1 matched point(s)" "$EFFARCH" compare ref.json ref-suite-out.json --metric peak_bytes
 expect_exit 2 "--backend" "$EFFARCH" bench tiny-mamba --backend fastest
 # --backend cuda for CPU tensors (and where an op tiny-mamba uses has no kernel): its points are errors.
@@ -269,6 +271,19 @@ echo '{"models": ["tiny-llama"], "mode": ["speed", "fast"]}' > bad-mode-suite.js
 expect_exit 2 "bad-mode-suite.json: 'mode': unknown mode 'fast'" "$EFFARCH" bench --suite bad-mode-suite.json
 
 expect_exit 2 "-o: 'x.jsonl' ends in .jsonl" "$EFFARCH" bench tiny-llama -o x.jsonl
+# Output paths are checked before anything runs, and a usage error found later (what the device
+# allows) leaves the last run's files as they were.
+mkdir -p out-dir
+expect_exit 2 "-o: out-dir is a directory" "$EFFARCH" bench tiny-llama --prompt-lengths 16 -o out-dir
+expect_exit 2 "-o: the path is empty" "$EFFARCH" bench tiny-llama --prompt-lengths 16 -o ""
+expect_exit 2 "-o: cannot write no-dir/x.json: the folder no-dir does not exist" "$EFFARCH" bench tiny-llama -o no-dir/x.json
+[[ -e out-dir.partial || -e .jsonl || -e .partial ]] && fail "a refused -o left files behind"
+printf '{"kept": 1}\n' > keep.jsonl
+for bad in "--device cuda" "--dtype float64" "--pdl off,on"; do
+  # shellcheck disable=SC2086
+  expect_exit 2 "" "$EFFARCH" bench tiny-llama --prompt-lengths 16 --gen-tokens 2 -o keep.json $bad
+  grep -q kept keep.jsonl || fail "bench $bad (a usage error) truncated the last run's keep.jsonl"
+done
 
 # Formats.
 "$EFFARCH" bench tiny-llama --prompt-lengths 16,32 --gen-tokens 4 --reps 1 --warmup 0 -o f.json --format csv > f.csv \
@@ -308,6 +323,20 @@ PY
 # A MODEL that names nothing (a usage error, 2) or a config that does not parse (bad input, 1) is
 # refused before anything runs: no point is measured and no results file is written.
 echo '{"model_type": "llama",' > broken.json
+# The allocator itself refusing (a vocabulary of 10^12 rows, not --memory-limit): an oom point, the
+# sweep goes on, and the next model's peak does not count the refused request. (c10 once aborted
+# the whole process here: its fatal-for-enforce flag is found set in this binary.)
+"$PYTHON" -c "
+import json; c = json.load(open('$SRC/configs/models/tiny-llama.json')); c['vocab_size'] = 10**12
+json.dump(c, open('huge-vocab.json', 'w'))"
+expect_exit 1 "oom: loading huge-vocab.json" "$EFFARCH" bench huge-vocab.json tiny-mamba --prompt-lengths 8 --gen-tokens 2 \
+  --reps 1 --warmup 0 -o huge.json --no-progress
+"$PYTHON" - <<'PY' || fail "a refused allocation: the points"
+import json
+p = json.load(open("huge.json"))["points"]
+assert [x["status"] for x in p] == ["oom", "ok"], [x["status"] for x in p]
+assert p[1]["memory"]["peak_bytes"] < 1 << 30, p[1]["memory"]
+PY
 expect_exit 2 "MODEL 'tiny-nonexistent' is not a checkpoint folder" "$EFFARCH" bench tiny-mamba tiny-nonexistent \
   --prompt-lengths 16 --gen-tokens 2 -o unresolved.json
 expect_exit 1 "broken.json: invalid JSON" "$EFFARCH" bench tiny-mamba broken.json --prompt-lengths 16 --gen-tokens 2 -o unresolved.json

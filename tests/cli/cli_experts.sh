@@ -117,7 +117,9 @@ expect_exit 2 "has no MoE layers" "$EFFARCH" experts tiny-llama --prompt-lengths
 expect_exit 2 "layer 0 is not an MoE layer" "$EFFARCH" experts tiny-jamba --prompt-lengths 5 --router-weights 0
 expect_exit 2 "one of the two" "$EFFARCH" experts tiny-mixtral
 expect_exit 2 "bare config with no tokenizer" "$EFFARCH" experts tiny-mixtral --text-file "$SCRATCH/text.txt"
-expect_exit 2 "cannot read" "$EFFARCH" experts "$SCRATCH/mixtral" --text-file "$SCRATCH/missing.txt"
+expect_exit 2 "missing.txt does not exist" "$EFFARCH" experts "$SCRATCH/mixtral" --text-file "$SCRATCH/missing.txt"
+# A folder opens as an empty stream: it must be refused, not routed as no text.
+expect_exit 2 "--text-file: $SCRATCH is a folder" "$EFFARCH" experts "$SCRATCH/mixtral" --text-file "$SCRATCH"
 expect_exit 2 "not a positive length" "$EFFARCH" experts tiny-mixtral --prompt-lengths 5,0
 expect_exit 2 "--tokenizer: $SCRATCH/missing.json: no such file" "$EFFARCH" experts tiny-mixtral \
   --text-file "$SCRATCH/text.txt" --tokenizer "$SCRATCH/missing.json"

@@ -23,6 +23,15 @@ cmp -s "$SCRATCH/tiny-mamba/model.safetensors" "$SCRATCH/other/model.safetensors
 
 # Refuses to overwrite; bad options are usage errors.
 expect_exit 2 "not empty" "$EFFARCH" init tiny-mamba "$SCRATCH/tiny-mamba"
+# --force replaces a sharded checkpoint with a one-file one: the old shards and index go, so the
+# folder loads as the new model (the loader would take a stale index or every *.safetensors).
+cp -r "$SCRATCH/sharded" "$SCRATCH/replaced"
+echo keep > "$SCRATCH/replaced/notes.txt"
+expect_exit 0 "removed $SCRATCH/replaced/model.safetensors.index.json (--force)" \
+  "$EFFARCH" init tiny-mamba "$SCRATCH/replaced" --force
+[[ -f $SCRATCH/replaced/notes.txt ]] || fail "--force removed a file that is not a weight file"
+ls "$SCRATCH/replaced"/model-0000?-of-0000?.safetensors > /dev/null 2>&1 && fail "--force left the old shards"
+expect_exit 0 "checkpoint matches MambaForCausalLM" "$EFFARCH" inspect "$SCRATCH/replaced"
 expect_exit 2 "--dtype" "$EFFARCH" init tiny-mamba "$SCRATCH/x" --dtype int4
 expect_exit 2 "--max-shard-size" "$EFFARCH" init tiny-mamba "$SCRATCH/y" --max-shard-size lots
 

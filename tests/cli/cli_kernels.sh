@@ -154,6 +154,12 @@ assert d["interrupted"] and 1 <= len(d["rows"]) < 3 * 9 and d["rows"] == lines, 
 assert all(r["status"] == "ok" for r in d["rows"])
 PY
 
+mkdir -p k-dir
+expect_exit 2 "-o: k-dir is a directory" "$EFFARCH" kernels "${TINY[@]}" --ops selective_scan --lengths 8 -o k-dir
+printf '{"kept": 1}\n' > k-keep.jsonl
+expect_exit 2 "--dtype" "$EFFARCH" kernels --mamba1 tiny-mamba --ops selective_scan --lengths 8 --device cpu --dtype float64 \
+  -o k-keep.json
+grep -q kept k-keep.jsonl || fail "kernels --dtype float64 (a usage error) truncated the last run's .jsonl"
 expect_exit 2 "unknown op 'flash'" "$EFFARCH" kernels "${TINY[@]}" --ops selective_scan,flash
 expect_exit 2 "--mamba1" "$EFFARCH" kernels --mamba1 tiny-llama --ops selective_scan --device cpu
 expect_exit 2 "--lengths" "$EFFARCH" kernels "${TINY[@]}" --lengths 0
@@ -189,6 +195,14 @@ done
 expect_exit 0 '"time_source": "host"' "$EFFARCH" profile tiny-mamba2 --device cpu --context 4 --steps 2 --json \
   --trace trace.json
 [[ -s trace.json ]] || fail "profile --trace wrote no trace"
+# Its outputs are checked before it profiles: a trace the profiler could not write was once a
+# silent exit 0, and an empty -o was taken as no file.
+mkdir -p trace-dir
+expect_exit 2 "--trace: cannot write no-dir/t.json: the folder no-dir does not exist" "$EFFARCH" profile tiny-mamba \
+  --device cpu --context 4 --steps 1 --trace no-dir/t.json
+expect_exit 2 "--trace: trace-dir is a directory" "$EFFARCH" profile tiny-mamba --device cpu --context 4 --steps 1 \
+  --trace trace-dir
+expect_exit 2 "-o: the path is empty" "$EFFARCH" profile tiny-mamba --device cpu --context 4 --steps 1 -o ""
 # --phase prefill: the prefill of --context tokens is the profiled step.
 expect_exit 0 "one prefill of 32 tokens at batch 1" "$EFFARCH" profile tiny-mamba --phase prefill --device cpu \
   --context 32 --steps 2 -o prof-prefill.json
