@@ -138,6 +138,9 @@ int run_experts(const ExpertsCmd& cmd) {
   if (!cmd.tokenizer.empty() && cmd.text_file.empty()) {
     throw UsageError("--tokenizer applies to --text-file only (--prompt-lengths routes random token ids)");
   }
+  if (!cmd.router_out.empty() && !cmd.router_layer) {
+    throw UsageError("--router-weights-out says where --router-weights writes: give the layer with --router-weights");
+  }
   if (cmd.max_tokens < 1) throw UsageError("--max-tokens must be at least 1");
   for (int64_t len : cmd.prompt_lengths) {
     if (len < 1) throw UsageError(fmt::format("--prompt-lengths: {} is not a positive length", len));

@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <exception>
+#include <filesystem>
 
 #include <c10/util/Exception.h>
 #include <c10/util/Logging.h>
@@ -67,6 +68,12 @@ int main(int argc, char** argv) {
     std::fflush(stderr);
     std::_Exit(1);
   } catch (const effarch::Error& e) {
+    effarch::parallel::report_failure(e.what());
+    fmt::print(stderr, "effarch: error: {}\n", e.what());
+    return 1;
+  } catch (const std::filesystem::filesystem_error& e) {
+    // A folder or file the command could not make or write (init into a read-only parent): the
+    // path and the system's reason, not an internal error.
     effarch::parallel::report_failure(e.what());
     fmt::print(stderr, "effarch: error: {}\n", e.what());
     return 1;

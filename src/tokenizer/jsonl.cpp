@@ -36,6 +36,7 @@ std::vector<int32_t> parse_ids(const nlohmann::json& j, const std::string& where
 
 void check_jsonl_options(const JsonlOptions& options) {
   if (options.stream && !options.decode) throw UsageError("--stream works with --decode");
+  if (options.skip_special_tokens && !options.decode) throw UsageError("--skip-special-tokens works with --decode");
   if (options.add_special_tokens && options.decode) {
     throw UsageError("--add-special-tokens works when encoding, not with --decode");
   }

@@ -445,6 +445,7 @@ expect_exit 2 "--cuda-graphs: unknown value 'yes'" "$EFFARCH" bench tiny-llama -
 expect_exit 2 "no suite 'nope'" "$EFFARCH" bench --suite nope
 expect_exit 2 "MODEL... or --suite" "$EFFARCH" bench tiny-llama --suite quickstart
 expect_exit 2 "at least one MODEL" "$EFFARCH" bench
+expect_exit 2 "MODEL 'tiny-llama' is given twice" "$EFFARCH" bench tiny-llama tiny-mamba tiny-llama
 echo '{"models": ["tiny-llama"], "prompt_length": [1]}' > typo-suite.json
 expect_exit 2 "unknown key 'prompt_length'" "$EFFARCH" bench --suite typo-suite.json
 finish

@@ -121,6 +121,8 @@ expect_exit 2 "missing.txt does not exist" "$EFFARCH" experts "$SCRATCH/mixtral"
 # A folder opens as an empty stream: it must be refused, not routed as no text.
 expect_exit 2 "--text-file: $SCRATCH is a folder" "$EFFARCH" experts "$SCRATCH/mixtral" --text-file "$SCRATCH"
 expect_exit 2 "not a positive length" "$EFFARCH" experts tiny-mixtral --prompt-lengths 5,0
+expect_exit 2 "--router-weights-out says where --router-weights writes" "$EFFARCH" experts tiny-mixtral \
+  --prompt-lengths 5 --router-weights-out "$SCRATCH/never.safetensors"
 expect_exit 2 "--tokenizer: $SCRATCH/missing.json: no such file" "$EFFARCH" experts tiny-mixtral \
   --text-file "$SCRATCH/text.txt" --tokenizer "$SCRATCH/missing.json"
 expect_exit 2 "has 600 tokens but tiny-mixtral's vocabulary has 512" "$EFFARCH" experts tiny-mixtral \

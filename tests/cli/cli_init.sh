@@ -34,6 +34,9 @@ ls "$SCRATCH/replaced"/model-0000?-of-0000?.safetensors > /dev/null 2>&1 && fail
 expect_exit 0 "checkpoint matches MambaForCausalLM" "$EFFARCH" inspect "$SCRATCH/replaced"
 expect_exit 2 "--dtype" "$EFFARCH" init tiny-mamba "$SCRATCH/x" --dtype int4
 expect_exit 2 "--max-shard-size" "$EFFARCH" init tiny-mamba "$SCRATCH/y" --max-shard-size lots
+# A folder that cannot be made is an error naming it, not an internal one.
+touch "$SCRATCH/a-file"
+expect_exit 1 "effarch: error: filesystem error" "$EFFARCH" init tiny-mamba "$SCRATCH/a-file/sub"
 
 # The independent reader: HF safetensors + transformers load what effarch wrote.
 "$PYTHON" - "$SCRATCH" <<'PY' || fail "HF could not read effarch's checkpoints"

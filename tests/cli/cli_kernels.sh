@@ -160,6 +160,7 @@ printf '{"kept": 1}\n' > k-keep.jsonl
 expect_exit 2 "--dtype" "$EFFARCH" kernels --mamba1 tiny-mamba --ops selective_scan --lengths 8 --device cpu --dtype float64 \
   -o k-keep.json
 grep -q kept k-keep.jsonl || fail "kernels --dtype float64 (a usage error) truncated the last run's .jsonl"
+expect_exit 2 "--ops: 'selective_scan' is given twice" "$EFFARCH" kernels "${TINY[@]}" --ops selective_scan,attention,selective_scan
 expect_exit 2 "unknown op 'flash'" "$EFFARCH" kernels "${TINY[@]}" --ops selective_scan,flash
 expect_exit 2 "--mamba1" "$EFFARCH" kernels --mamba1 tiny-llama --ops selective_scan --device cpu
 expect_exit 2 "--lengths" "$EFFARCH" kernels "${TINY[@]}" --lengths 0

@@ -92,6 +92,7 @@ expect_exit 1 "not_json/tokenizer.json: invalid JSON" "$EFFARCH" tokenize "$SCRA
 printf 'not a model' > "$SCRATCH/broken.model"
 expect_exit 1 "broken.model: not a sentencepiece model" "$EFFARCH" tokenize "$SCRATCH/broken.model"
 expect_exit 2 "--stream works with --decode" "$EFFARCH" tokenize "$FIX/gpt2" --stream
+expect_exit 2 "--skip-special-tokens works with --decode" "$EFFARCH" tokenize "$FIX/gpt2" --skip-special-tokens
 expect_exit 2 "--input $SCRATCH: is a folder" "$EFFARCH" tokenize "$FIX/gpt2" --input "$SCRATCH"
 expect_exit 2 "--input $SCRATCH/none.jsonl: does not exist" "$EFFARCH" tokenize "$FIX/gpt2" --input "$SCRATCH/none.jsonl"
 finish
