@@ -337,43 +337,15 @@ TEST(SelectiveScanKernelEmulated, SegmentOtherThan1Or4Or8Or16IsRefusedByName) {
   }
 }
 
-// The 16-step kernel over several tiles of 512 steps, a channel count that leaves a partial block
-// of 8, d_state that is not a multiple of the 8 staged states, strided (time-contiguous) inputs
-// that take the element-by-element loads, and a continuation from a state; against the reference.
-// With A scaled down 1000x the state decays by about exp(-0.15) over a tile instead of to nothing,
-// so the carry from one tile to the next is what the later tiles' outputs depend on.
-TEST(SelectiveScanKernelEmulated, LanesKernelAcrossTilesAndPartialBlocks) {
-  const Case cases[] = {{1, 13, 16, 1100}, {2, 8, 5, 600}, {1, 17, 24, 1024}};
-  for (const Case& c : cases) {
-    for (const bool mixer_layout : {true, false}) {
-      for (const bool from_state : {false, true}) {
-        for (const double a_scale : {1.0, 1e-3}) {
-        at::manual_seed(static_cast<uint64_t>(c.len + c.dim + c.dstate + from_state));
-        Problem p = make_problem(c, at::kFloat, mixer_layout, /*full=*/true, at::kCPU);
-        p.args.A = p.args.A * a_scale;
-        const Result ref = reference_scan(p, true, from_state);
-        p.args.cuda_segment = 16;
-        const Result got = emulated_scan(p, true, from_state);
-        const std::string what =
-            fmt::format("{} mixer_layout={} from_state={} A x {}", name(c), mixer_layout, from_state, a_scale);
-        // Slow decay: y sums states of ~1000 steps each (|y| up to ~100, with cancellation), so
-        // fp32 rounding in any order is ~1e-5 of that scale (the 4- and 8-step kernels differ
-        // from the reference as much).
-        const double scale = a_scale < 1.0 ? ref.y.abs().max().item<double>() : 1.0;
-        test::expect_close(got.y, ref.y, {1e-5 * scale, 1e-5}, what + " y");
-        test::expect_close(got.state, ref.state, {1e-5, 1e-5}, what + " state");
-        }
-      }
-    }
-  }
-}
-
-// The states kernel (segment 1) over many 16-step tiles with a partial last one, channel counts
-// that leave groups past batch x dim in the last block (they must write nothing), d_state below
-// 16 (lanes with no state), strided inputs, and continuations; A scaled down so that the state
-// carried from tile to tile is what the later outputs depend on.
-TEST(SelectiveScanKernelEmulated, StatesKernelAcrossTilesAndIdleLanes) {
-  const Case cases[] = {{1, 13, 16, 1100}, {3, 5, 5, 37}, {2, 7, 1, 16}, {1, 9, 16, 17}, {2, 3, 12, 250}};
+// One variant against the reference across its tiles: the mixer's and time-contiguous layouts
+// (the second takes the element-by-element loads), with and without a start state, and A as
+// drawn and scaled down 1000x: then the state decays by about exp(-0.15) over 512 steps instead of
+// to nothing, so the state carried from tile to tile is what the later outputs depend on. With
+// slow decay y and the state sum ~1000 steps each (|y| up to ~100, with cancellation), so two fp32
+// orders of the same sums differ by ~1e-5 of their scale, and the tolerances scale with it. (At
+// L=1100 against a float64 recurrence: the states kernel's state off by 2.4e-5 at |h| up to 23,
+// the fp32 reference's by 3.6e-5; the 4- and 8-step kernels differ from the reference as much.)
+void expect_variant_across_tiles(std::initializer_list<Case> cases, int segment) {
   for (const Case& c : cases) {
     for (const bool mixer_layout : {true, false}) {
       for (const bool from_state : {false, true}) {
@@ -382,13 +354,10 @@ TEST(SelectiveScanKernelEmulated, StatesKernelAcrossTilesAndIdleLanes) {
           Problem p = make_problem(c, at::kFloat, mixer_layout, /*full=*/true, at::kCPU);
           p.args.A = p.args.A * a_scale;
           const Result ref = reference_scan(p, true, from_state);
-          p.args.cuda_segment = scan::kStatesSegment;
+          p.args.cuda_segment = segment;
           const Result got = emulated_scan(p, true, from_state);
-          const std::string what =
-              fmt::format("{} mixer_layout={} from_state={} A x {}", name(c), mixer_layout, from_state, a_scale);
-          // Slow decay: y and the state sum ~1000 steps each, so two fp32 orders of the same sums
-          // differ by ~1e-5 of their scale. (Measured at L=1100 against a float64 recurrence:
-          // this kernel's state off by 2.4e-5 at |h| up to 23, the fp32 reference's by 3.6e-5.)
+          const std::string what = fmt::format("{} segment={} mixer_layout={} from_state={} A x {}", name(c), segment,
+                                               mixer_layout, from_state, a_scale);
           const double y_scale = a_scale < 1.0 ? ref.y.abs().max().item<double>() : 1.0;
           const double h_scale = a_scale < 1.0 ? ref.state.abs().max().item<double>() : 1.0;
           test::expect_close(got.y, ref.y, {1e-5 * y_scale, 1e-5}, what + " y");
@@ -397,6 +366,20 @@ TEST(SelectiveScanKernelEmulated, StatesKernelAcrossTilesAndIdleLanes) {
       }
     }
   }
+}
+
+// The 16-step kernel over several tiles of 512 steps, a channel count that leaves a partial block
+// of 8, d_state that is not a multiple of the 8 staged states.
+TEST(SelectiveScanKernelEmulated, LanesKernelAcrossTilesAndPartialBlocks) {
+  expect_variant_across_tiles({{1, 13, 16, 1100}, {2, 8, 5, 600}, {1, 17, 24, 1024}}, scan::kLanesSegment);
+}
+
+// The states kernel (segment 1) over many 16-step tiles with a partial last one, channel counts
+// that leave groups past the channels in the last block (they must write nothing), d_state below
+// 16 (lanes with no state).
+TEST(SelectiveScanKernelEmulated, StatesKernelAcrossTilesAndIdleLanes) {
+  expect_variant_across_tiles({{1, 13, 16, 1100}, {3, 5, 5, 37}, {2, 7, 1, 16}, {1, 9, 16, 17}, {2, 3, 12, 250}},
+                              scan::kStatesSegment);
 }
 
 // The states kernel's launch: a group of 16 lanes per channel, 8 channels a block, and Mamba-2.8B's
