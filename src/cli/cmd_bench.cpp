@@ -29,8 +29,7 @@ namespace {
 struct BenchCmd {
   std::vector<std::string> models;
   std::string suite;
-  std::string prompt_lengths;
-  std::string batch;
+  std::optional<std::string> prompt_lengths, batch;  // given as "": an empty list, refused
   std::optional<int64_t> gen_tokens;
   std::optional<int> reps, warmup, threads;
   std::optional<std::string> dtype, device, cuda_graphs, attention;
@@ -40,7 +39,7 @@ struct BenchCmd {
   bool weights_given = false;
   std::string pdl = "off";  // applied when given (pdl_given), like backend
   bool pdl_given = false;
-  std::string mode;
+  std::optional<std::string> mode;
   std::string output = "effarch-bench.json";
   std::string format = "table";
   std::string memory_limit;
@@ -61,8 +60,8 @@ int run_bench(const BenchCmd& cmd) {
     spec.models = cmd.models;
   }
   // Options given on the command line override the suite's.
-  if (!cmd.prompt_lengths.empty()) spec.prompt_lengths = bench::parse_int_list(cmd.prompt_lengths, "--prompt-lengths");
-  if (!cmd.batch.empty()) spec.batches = bench::parse_int_list(cmd.batch, "--batch");
+  if (cmd.prompt_lengths) spec.prompt_lengths = bench::parse_int_list(*cmd.prompt_lengths, "--prompt-lengths");
+  if (cmd.batch) spec.batches = bench::parse_int_list(*cmd.batch, "--batch");
   if (cmd.gen_tokens) spec.gen_tokens = *cmd.gen_tokens;
   if (cmd.reps) spec.reps = *cmd.reps;
   if (cmd.warmup) spec.warmup = *cmd.warmup;
@@ -84,7 +83,7 @@ int run_bench(const BenchCmd& cmd) {
   if (spec.gen_tokens < 1) throw UsageError("--gen-tokens must be at least 1");
   if (spec.reps < 1) throw UsageError("--reps must be at least 1");
   if (spec.warmup < 0) throw UsageError("--warmup must be at least 0");
-  if (!cmd.mode.empty()) spec.modes = bench::parse_modes(cmd.mode, "--mode");
+  if (cmd.mode) spec.modes = bench::parse_modes(*cmd.mode, "--mode");
   if (!cmd.memory_limit.empty()) spec.memory_limit = parse_size(cmd.memory_limit, "--memory-limit");
   if (cmd.format != "table" && cmd.format != "md" && cmd.format != "csv" && cmd.format != "json" &&
       cmd.format != "jsonl" && cmd.format != "github-bigger" && cmd.format != "github-smaller" && cmd.format != "bmf") {
@@ -241,7 +240,7 @@ void register_bench(CLI::App& app, int* exit_code, const std::vector<std::string
                 "instead of those that fit the terminal");
   sub->add_option("--memory-limit", cmd->memory_limit,
                   "Cap what a point may allocate (e.g. 2GB): beyond it the point is recorded as oom");
-  sub->add_option("--seed", cmd->seed, "Seed for prompts and random weights")->capture_default_str();
+  add_seed_option(sub, &cmd->seed, "Seed for prompts and random weights");
   sub->add_flag("--no-progress", cmd->no_progress, "No progress lines on stderr");
   sub->callback([cmd, exit_code, sub] {
     cmd->backend_given = sub->count("--backend") > 0;

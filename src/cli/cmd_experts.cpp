@@ -290,7 +290,7 @@ void register_experts(CLI::App& app, int* exit_code) {
       ->delimiter(',');
   sub->add_option("--max-tokens", cmd->max_tokens, "--text-file: tokens per sequence (longer text is split)")
       ->capture_default_str();
-  sub->add_option("--seed", cmd->seed, "Seed for random prompts and random weights")->capture_default_str();
+  add_seed_option(sub, &cmd->seed, "Seed for random prompts and random weights");
   sub->add_option("--dtype", cmd->dtype, "auto (fp32 on CPU, bf16 on GPU), float32, bfloat16, float16")
       ->capture_default_str();
   sub->add_option("--device", cmd->device, "auto, cpu, cuda, cuda:N")->capture_default_str();

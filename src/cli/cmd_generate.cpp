@@ -234,7 +234,7 @@ void register_generate(CLI::App& app, int* exit_code) {
   sub->add_option("--temperature", cmd->temperature, "0 = greedy")->capture_default_str();
   sub->add_option("--top-k", cmd->top_k, "Sample from the k most likely tokens (0 = off)")->capture_default_str();
   sub->add_option("--top-p", cmd->top_p, "Nucleus sampling threshold (1 = off)")->capture_default_str();
-  sub->add_option("--seed", cmd->seed, "Seed for sampling and for random weights")->capture_default_str();
+  add_seed_option(sub, &cmd->seed, "Seed for sampling and for random weights");
   sub->add_option("--dtype", cmd->dtype, "auto (fp32 on CPU, bf16 on GPU), float32, bfloat16, float16")
       ->capture_default_str();
   sub->add_option("--device", cmd->device, "auto, cpu, cuda, cuda:N")->capture_default_str();

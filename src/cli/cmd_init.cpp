@@ -112,7 +112,7 @@ void register_init(CLI::App& app, int* exit_code) {
   cmd->add_option("CONFIG", opt->config, "A built-in config name, a config.json or a checkpoint folder")->required();
   cmd->add_option("OUT_DIR", opt->out_dir, "Folder to write config.json and safetensors into")->required();
   cmd->add_option("--dtype", opt->dtype, "Weight dtype: float32, bfloat16, float16 (default: the config's torch_dtype)");
-  cmd->add_option("--seed", opt->seed, "Random seed")->capture_default_str();
+  add_seed_option(cmd, &opt->seed, "Random seed");
   cmd->add_option("--max-shard-size", opt->max_shard_size, "Shard the weights above this size (e.g. 5GB, 100MB)")
       ->capture_default_str();
   cmd->add_flag("--force", opt->force,

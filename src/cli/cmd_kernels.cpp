@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 
 #include <ATen/Parallel.h>
 #include <fmt/format.h>
@@ -21,7 +22,8 @@ namespace {
 
 struct KernelsCmd {
   bench::KernelSweep sweep;
-  std::string ops, lengths, batch, memory_limit;
+  std::optional<std::string> ops, lengths, batch;  // given as "": refused, not the default
+  std::string memory_limit;
   std::string output = "effarch-kernels.json";
   std::string pdl = "off";
   bool json = false;
@@ -48,9 +50,12 @@ int run_kernels_cmd(KernelsCmd& cmd) {
     return 0;
   }
   auto& sweep = cmd.sweep;
-  if (!cmd.ops.empty()) sweep.ops = op_names(cmd.ops);
-  if (!cmd.lengths.empty()) sweep.lengths = bench::parse_int_list(cmd.lengths, "--lengths");
-  if (!cmd.batch.empty()) sweep.batches = bench::parse_int_list(cmd.batch, "--batch");
+  if (cmd.ops) {
+    sweep.ops = op_names(*cmd.ops);
+    if (sweep.ops.empty()) throw UsageError("--ops: no op named (leave --ops out for every op; --list shows them)");
+  }
+  if (cmd.lengths) sweep.lengths = bench::parse_int_list(*cmd.lengths, "--lengths");
+  if (cmd.batch) sweep.batches = bench::parse_int_list(*cmd.batch, "--batch");
   if (!cmd.memory_limit.empty()) sweep.memory_limit = parse_size(cmd.memory_limit, "--memory-limit");
   bench::check_kernel_sweep(sweep);  // ops, counts and models before the device is looked at
   if (cmd.threads && *cmd.threads < 1) throw UsageError("--threads must be at least 1");
@@ -127,7 +132,7 @@ void register_kernels(CLI::App& app, int* exit_code, const std::vector<std::stri
   sub->add_option("--memory-limit", cmd->memory_limit,
                   "Skip rows whose inputs and outputs exceed this (e.g. 20GB) and cap what a row may allocate");
   sub->add_option("--threads", cmd->threads, "CPU threads for ATen (default as bench's)");
-  sub->add_option("--seed", s.seed, "Seed for the inputs")->capture_default_str();
+  add_seed_option(sub, &s.seed, "Seed for the inputs");
   add_pdl_option(sub, &cmd->pdl);
   sub->add_option("-o,--output", cmd->output, "Results JSON (rows also go to the .jsonl beside it)")
       ->capture_default_str();

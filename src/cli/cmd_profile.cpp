@@ -85,7 +85,7 @@ void register_profile(CLI::App& app, int* exit_code, const std::vector<std::stri
   add_backend_option(sub, &cmd->backend);
   add_pdl_option(sub, &cmd->pdl);
   sub->add_option("--threads", cmd->threads, "CPU threads for ATen (default as bench's)");
-  sub->add_option("--seed", s.seed, "Seed for the prompt and random weights")->capture_default_str();
+  add_seed_option(sub, &s.seed, "Seed for the prompt and random weights");
   sub->add_option("--trace", s.trace, "Also write the profiled steps as a Chrome trace (chrome://tracing, Perfetto)")
       ->each([cmd](const std::string&) { cmd->trace_given = true; });
   sub->add_option("-o,--output", cmd->output, "Write the JSON here")

@@ -1,5 +1,8 @@
 // Options that several commands share, registered the same way everywhere.
 
+#include <charconv>
+#include <cstdint>
+
 #include "commands.h"
 #include "effarch/ops/backend.h"
 
@@ -19,6 +22,23 @@ void add_weights_option(CLI::App* sub, std::string* value) {
                   "dense: every weight in the model dtype; int8: every linear weight quantised at load to int8 "
                   "with an fp32 scale per output channel (embeddings, norms, routers stay in the dtype)")
       ->capture_default_str();
+}
+
+void add_seed_option(CLI::App* sub, uint64_t* value, const std::string& what) {
+  // CLI11 converts with strtoull, which takes "-1" as 2^64 - 1 and a number past 2^64 as 2^64 - 1:
+  // two seeds nobody asked for. A seed is a decimal number that fits.
+  const CLI::Validator whole_number(
+      [](std::string& text) {
+        uint64_t v = 0;
+        const char* end = text.data() + text.size();
+        const auto [ptr, ec] = std::from_chars(text.data(), end, v);
+        if (text.empty() || ec != std::errc() || ptr != end) {
+          return std::string("a seed is a whole number from 0 to 18446744073709551615, got '") + text + "'";
+        }
+        return std::string();
+      },
+      "UINT64");
+  sub->add_option("--seed", *value, what)->check(whole_number)->capture_default_str();
 }
 
 void add_pdl_option(CLI::App* sub, std::string* value, bool list) {

@@ -446,6 +446,11 @@ expect_exit 2 "no suite 'nope'" "$EFFARCH" bench --suite nope
 expect_exit 2 "MODEL... or --suite" "$EFFARCH" bench tiny-llama --suite quickstart
 expect_exit 2 "at least one MODEL" "$EFFARCH" bench
 expect_exit 2 "MODEL 'tiny-llama' is given twice" "$EFFARCH" bench tiny-llama tiny-mamba tiny-llama
+# An option given empty is an error, not its default.
+expect_exit 2 "--prompt-lengths: an empty list" "$EFFARCH" bench tiny-llama --prompt-lengths ""
+expect_exit 2 "--batch: an empty list" "$EFFARCH" bench tiny-llama --batch ""
+expect_exit 2 "--mode" "$EFFARCH" bench tiny-llama --mode ""
+expect_exit 2 "a seed is a whole number from 0 to 18446744073709551615, got '-1'" "$EFFARCH" bench tiny-llama --seed -1
 echo '{"models": ["tiny-llama"], "prompt_length": [1]}' > typo-suite.json
 expect_exit 2 "unknown key 'prompt_length'" "$EFFARCH" bench --suite typo-suite.json
 finish

@@ -34,6 +34,10 @@ ls "$SCRATCH/replaced"/model-0000?-of-0000?.safetensors > /dev/null 2>&1 && fail
 expect_exit 0 "checkpoint matches MambaForCausalLM" "$EFFARCH" inspect "$SCRATCH/replaced"
 expect_exit 2 "--dtype" "$EFFARCH" init tiny-mamba "$SCRATCH/x" --dtype int4
 expect_exit 2 "--max-shard-size" "$EFFARCH" init tiny-mamba "$SCRATCH/y" --max-shard-size lots
+for seed in -1 18446744073709551616 3x; do  # CLI11 alone wrapped the first two to 2^64 - 1
+  expect_exit 2 "a seed is a whole number from 0 to 18446744073709551615, got '$seed'" "$EFFARCH" init tiny-mamba \
+    "$SCRATCH/z" --seed "$seed"
+done
 # A folder that cannot be made is an error naming it, not an internal one.
 touch "$SCRATCH/a-file"
 expect_exit 1 "effarch: error: filesystem error" "$EFFARCH" init tiny-mamba "$SCRATCH/a-file/sub"

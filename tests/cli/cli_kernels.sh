@@ -161,6 +161,8 @@ expect_exit 2 "--dtype" "$EFFARCH" kernels --mamba1 tiny-mamba --ops selective_s
   -o k-keep.json
 grep -q kept k-keep.jsonl || fail "kernels --dtype float64 (a usage error) truncated the last run's .jsonl"
 expect_exit 2 "--ops: 'selective_scan' is given twice" "$EFFARCH" kernels "${TINY[@]}" --ops selective_scan,attention,selective_scan
+expect_exit 2 "--ops: no op named" "$EFFARCH" kernels "${TINY[@]}" --ops ""
+expect_exit 2 "--lengths: an empty list" "$EFFARCH" kernels "${TINY[@]}" --lengths ""
 expect_exit 2 "unknown op 'flash'" "$EFFARCH" kernels "${TINY[@]}" --ops selective_scan,flash
 expect_exit 2 "--mamba1" "$EFFARCH" kernels --mamba1 tiny-llama --ops selective_scan --device cpu
 expect_exit 2 "--lengths" "$EFFARCH" kernels "${TINY[@]}" --lengths 0
