@@ -396,8 +396,9 @@ json profile_model(const ProfileSpec& spec) {
   }
   result = torch::autograd::profiler::disableProfiler();
   if (!spec.trace.empty()) {
-    result->save(spec.trace);  // the profiler logs a failed write and returns: look for the file
     std::error_code ec;
+    std::filesystem::remove(spec.trace, ec);  // so that an earlier run's trace cannot pass for this one
+    result->save(spec.trace);                 // the profiler logs a failed write and returns: look for the file
     if (!std::filesystem::is_regular_file(spec.trace, ec) || std::filesystem::file_size(spec.trace, ec) == 0) {
       throw Error(fmt::format("--trace: the profiler did not write {}", spec.trace));
     }
