@@ -240,12 +240,9 @@ LaunchStatus selective_scan_fwd_cuda(const SelectiveScanParams& p, cudaStream_t 
     return {cudaErrorInvalidValue, "selective_scan_fwd: only the 4- and 8-step kernels split"};
   }
   // The states kernel takes d_state up to 16 (every Mamba-1 checkpoint's); lanes16 runs the rest.
-  if (p.segment == scan::kStatesSegment && scan::states::applies(p.dstate)) {
-    return selective_scan_states_launch<input_t>(p, stream);
-  }
-  if (p.segment == scan::kStatesSegment || p.segment == scan::kLanesSegment) {
-    return selective_scan_lanes_launch<input_t>(p, stream);
-  }
+  const int segment = scan::launched_segment(p.segment, p.dstate);
+  if (segment == scan::kStatesSegment) return selective_scan_states_launch<input_t>(p, stream);
+  if (segment == scan::kLanesSegment) return selective_scan_lanes_launch<input_t>(p, stream);
   if (p.pieces > 1) {
     return p.segment == 4 ? selective_scan_split_launch<input_t, 4>(p, stream)
                           : selective_scan_split_launch<input_t, 8>(p, stream);

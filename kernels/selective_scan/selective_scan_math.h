@@ -564,9 +564,10 @@ void emulate_split_with(const SelectiveScanParams& p) {
 
 // p.segment and p.pieces pick the variant, as the launcher does.
 inline void emulate_scan(const SelectiveScanParams& p) {
-  if (p.segment == kStatesSegment && states::applies(p.dstate)) {
+  const int segment = launched_segment(p.segment, p.dstate);
+  if (segment == kStatesSegment) {
     states::emulate_scan(p);
-  } else if (p.segment == kLanesSegment || p.segment == kStatesSegment) {
+  } else if (segment == kLanesSegment) {
     lanes::emulate_scan(p);
   } else if (p.pieces > 1) {
     if (p.segment == 4) {

@@ -23,9 +23,15 @@ inline constexpr int kLanesSegment = 16;
 // Segment 1 picks the third (selective_scan_states.h: a lane per state, each lane taking every
 // step of the sequence one at a time), for d_state up to 16; no sequence split either.
 inline constexpr int kStatesSegment = 1;
+inline constexpr int kStatesMaxStates = 16;  // the d_state the states kernel takes (a lane each)
 constexpr bool segment_splits(int seg) { return seg == 8 || seg == 4; }  // the 32-channel kernel's
 constexpr bool valid_segment(int seg) {
   return segment_splits(seg) || seg == kLanesSegment || seg == kStatesSegment;
+}
+// The kernel a (valid) segment runs at `dstate`: the states kernel hands d_state above
+// kStatesMaxStates to lanes16. What the launcher and the host emulation both dispatch on.
+constexpr int launched_segment(int seg, int dstate) {
+  return seg == kStatesSegment && dstate > kStatesMaxStates ? kLanesSegment : seg;
 }
 
 // The sequence split's plan (selective_scan_math.h, "Sequence split").

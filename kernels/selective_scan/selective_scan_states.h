@@ -34,7 +34,8 @@
 // the GPU at once (kMinBlocks an SM: Mamba-2.8B's 640 at batch 1 on 132 SMs); more waves cost
 // whole sequences.
 //
-// d_state up to kMaxStates (16) only: the launcher runs lanes16 for more (selective_scan_fwd_cuda).
+// d_state up to kStatesMaxStates (16) only: lanes16 runs the rest (launched_segment,
+// selective_scan_params.h).
 //
 // Exec, as in the other two: exec.threads(f) runs f(tid, regs) for the block's threads (on the
 // host: in turn), exec.sync() is __syncthreads() and exec.sync_group() __syncwarp() (on the host
@@ -52,7 +53,6 @@
 namespace effarch::kernels::scan::states {
 
 inline constexpr int kGroup = 16;                          // lanes a channel takes: one per state
-inline constexpr int kMaxStates = kGroup;                  // the d_state this kernel takes
 inline constexpr int kSteps = kGroup;                      // steps a tile: lane j brings step j
 inline constexpr int kThreads = 128;                       // a block: 8 channels, 4 warps
 inline constexpr int kGroupsPerBlock = kThreads / kGroup;
@@ -62,7 +62,7 @@ static_assert(2 * kSteps * (kGroup / kChunk) == kThreads, "the block's threads s
 // that Mamba-2.8B's batch-1 launch (640 blocks) is one wave on 132 SMs with room to spare.
 inline constexpr int kMinBlocks = 6;
 
-constexpr bool applies(int dstate) { return dstate >= 1 && dstate <= kMaxStates; }
+static_assert(kStatesMaxStates == kGroup, "a lane per state");
 
 // Blocks of a launch along the channels (the grid's y is the batch).
 constexpr int64_t channel_blocks(int64_t dim) { return (dim + kGroupsPerBlock - 1) / kGroupsPerBlock; }

@@ -392,9 +392,9 @@ TEST(SelectiveScanKernelEmulated, StatesKernelPlan) {
   EXPECT_EQ(scan::states::channel_blocks(5), 1);
   EXPECT_EQ(scan::states::channel_blocks(9), 2);
   EXPECT_LE(scan::states::kMinBlocks * sizeof(scan::states::Shared), 227u * 1024);
-  EXPECT_TRUE(scan::states::applies(1));
-  EXPECT_TRUE(scan::states::applies(16));
-  EXPECT_FALSE(scan::states::applies(17));
+  EXPECT_EQ(scan::launched_segment(scan::kStatesSegment, 1), scan::kStatesSegment);
+  EXPECT_EQ(scan::launched_segment(scan::kStatesSegment, 16), scan::kStatesSegment);
+  EXPECT_EQ(scan::launched_segment(scan::kStatesSegment, 17), scan::kLanesSegment);
 }
 
 TEST(SelectiveScanKernelEmulated, SharedMemoryFitsAnH100BlockForEveryDstate) {
