@@ -1,7 +1,6 @@
 // effarch init CONFIG OUT_DIR: a checkpoint folder with seeded random weights (config.json plus
 // safetensors, sharded above --max-shard-size), so loaders and benchmarks run without downloads.
 
-#include <algorithm>
 #include <filesystem>
 #include <fstream>
 
@@ -42,15 +41,7 @@ int run_init(const InitOptions& opt) {
   fs::create_directories(out);
   // --force replaces the checkpoint there: the loader reads the index, or else every *.safetensors
   // file, so the weights of an earlier checkpoint (other shards, a stale index) must go first.
-  std::vector<fs::path> stale;
-  for (const auto& entry : fs::directory_iterator(out)) {
-    const fs::path& p = entry.path();
-    if (entry.is_regular_file() && (p.extension() == ".safetensors" || p.filename() == "model.safetensors.index.json")) {
-      stale.push_back(p);
-    }
-  }
-  std::sort(stale.begin(), stale.end());
-  for (const fs::path& p : stale) {
+  for (const fs::path& p : io::weight_files(out)) {
     fs::remove(p);
     fmt::print(stderr, "removed {} (--force)\n", p.string());
   }

@@ -37,6 +37,16 @@ TensorStore TensorStore::open_file(const fs::path& file) {
   return store;
 }
 
+std::vector<fs::path> weight_files(const fs::path& dir) {
+  std::vector<fs::path> files;
+  for (const auto& entry : fs::directory_iterator(dir)) {
+    const fs::path& p = entry.path();
+    if (p.extension() == ".safetensors" || p.filename() == kIndexName) files.push_back(p);  // opening says what is wrong
+  }
+  std::sort(files.begin(), files.end());
+  return files;
+}
+
 TensorStore TensorStore::open_folder(const fs::path& dir) {
   if (!fs::is_directory(dir)) throw CheckpointError(fmt::format("{}: not a checkpoint folder", dir.string()));
   TensorStore store;
@@ -89,14 +99,10 @@ TensorStore TensorStore::open_folder(const fs::path& dir) {
     }
     return store;
   }
-  std::vector<fs::path> shards;
-  for (const auto& entry : fs::directory_iterator(dir)) {
-    if (entry.path().extension() == ".safetensors") shards.push_back(entry.path());
-  }
+  const std::vector<fs::path> shards = weight_files(dir);  // no index here: the *.safetensors alone
   if (shards.empty()) {
     throw CheckpointError(fmt::format("{}: no model.safetensors, {} or *.safetensors files", dir.string(), kIndexName));
   }
-  std::sort(shards.begin(), shards.end());
   for (const auto& s : shards) add_file(store.files_, store.where_, SafetensorsFile::open(s));
   return store;
 }

@@ -37,6 +37,11 @@ class TensorStore {
   std::map<std::string, size_t> where_;  // tensor name -> index into files_
 };
 
+// The files of a checkpoint folder that the loader reads its weights from, or would without an
+// index: model.safetensors.index.json (where present) and every *.safetensors entry, sorted (one
+// that is not a file is opened, and refused by name, like a broken one). effarch init --force removes them before writing a checkpoint over the folder.
+std::vector<std::filesystem::path> weight_files(const std::filesystem::path& dir);
+
 // Writes model.safetensors.index.json for shards written by effarch init.
 void write_index(const std::filesystem::path& dir, const std::map<std::string, std::string>& weight_map,
                  uint64_t total_size);
