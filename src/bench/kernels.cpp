@@ -160,14 +160,10 @@ KernelPlan plan_kernels(const KernelSweep& sweep) {
   if (sweep.ops.empty()) {
     for (const auto& c : kernel_cases()) cases.push_back(&c);
   } else {
-    for (size_t i = 0; i < sweep.ops.size(); ++i) {
-      const std::string& name = sweep.ops[i];
-      if (std::find(sweep.ops.begin(), sweep.ops.begin() + static_cast<std::ptrdiff_t>(i), name) !=
-          sweep.ops.begin() + static_cast<std::ptrdiff_t>(i)) {
-        throw UsageError(fmt::format("--ops: '{}' is given twice (each op is a row per shape already)", name));
-      }
-      cases.push_back(&find_kernel_case(name, "--ops"));
+    if (const auto twice = first_repeat(sweep.ops)) {
+      throw UsageError(fmt::format("--ops: '{}' is given twice (each op is a row per shape already)", *twice));
     }
+    for (const auto& name : sweep.ops) cases.push_back(&find_kernel_case(name, "--ops"));
   }
   // Each config read once, checked to have what its cases need before anything runs.
   const std::map<KernelModel, std::pair<std::string, std::string>> wanted = {

@@ -4,7 +4,6 @@
 
 #include <unistd.h>
 
-#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
@@ -94,14 +93,11 @@ int run_bench(const BenchCmd& cmd) {
   // Every MODEL named and its config read before anything is probed or measured: a misspelt name
   // or a refused config field is a usage error now, not an error point after a long sweep. (A
   // point whose weights fail to load is still an error point, the other points measured.)
-  std::vector<model::ModelConfig> configs;
-  for (size_t i = 0; i < spec.models.size(); ++i) {
-    const auto earlier = spec.models.begin() + static_cast<std::ptrdiff_t>(i);
-    if (std::find(spec.models.begin(), earlier, spec.models[i]) != earlier) {
-      throw UsageError(fmt::format("MODEL '{}' is given twice: its points would have the same keys", spec.models[i]));
-    }
-    configs.push_back(model::resolve_model(spec.models[i]).config);
+  if (const auto twice = first_repeat(spec.models)) {
+    throw UsageError(fmt::format("MODEL '{}' is given twice: its points would have the same keys", *twice));
   }
+  std::vector<model::ModelConfig> configs;
+  for (const std::string& name : spec.models) configs.push_back(model::resolve_model(name).config);
 
   // --tp/--ep: every model checked to split and the launch to match before anything loads; the
   // process group started. Every rank runs the sweep in lockstep; rank 0 writes and prints.

@@ -86,12 +86,14 @@ void register_profile(CLI::App& app, int* exit_code, const std::vector<std::stri
   add_pdl_option(sub, &cmd->pdl);
   sub->add_option("--threads", cmd->threads, "CPU threads for ATen (default as bench's)");
   add_seed_option(sub, &s.seed, "Seed for the prompt and random weights");
-  sub->add_option("--trace", s.trace, "Also write the profiled steps as a Chrome trace (chrome://tracing, Perfetto)")
-      ->each([cmd](const std::string&) { cmd->trace_given = true; });
-  sub->add_option("-o,--output", cmd->output, "Write the JSON here")
-      ->each([cmd](const std::string&) { cmd->output_given = true; });
+  sub->add_option("--trace", s.trace, "Also write the profiled steps as a Chrome trace (chrome://tracing, Perfetto)");
+  sub->add_option("-o,--output", cmd->output, "Write the JSON here");
   sub->add_flag("--json", cmd->json, "Print the JSON instead of the table");
-  sub->callback([cmd, exit_code] { *exit_code = run_profile(*cmd); });
+  sub->callback([cmd, exit_code, sub] {
+    cmd->output_given = sub->count("--output") > 0;  // given empty too: refused, not taken as none
+    cmd->trace_given = sub->count("--trace") > 0;
+    *exit_code = run_profile(*cmd);
+  });
 }
 
 }  // namespace effarch::cli

@@ -1,5 +1,7 @@
 #include "effarch/common/format.h"
 
+#include <algorithm>
+
 #include <fmt/format.h>
 
 namespace effarch {
@@ -24,6 +26,13 @@ std::vector<std::string> split_commas(const std::string& text) {
     if (comma == std::string::npos) return items;
     start = comma + 1;
   }
+}
+
+std::optional<std::string> first_repeat(const std::vector<std::string>& items) {
+  for (auto it = items.begin(); it != items.end(); ++it) {
+    if (std::find(items.begin(), it, *it) != it) return *it;
+  }
+  return std::nullopt;
 }
 
 }  // namespace effarch
