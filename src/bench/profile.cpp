@@ -4,6 +4,7 @@
 #include "effarch/bench/profile.h"
 
 #include <algorithm>
+#include <cstdlib>
 #include <cctype>
 #include <filesystem>
 #include <map>
@@ -380,6 +381,12 @@ json profile_model(const ProfileSpec& spec) {
   const ProfilerConfig config(ProfilerState::KINETO);
   std::set<ActivityType> activities{ActivityType::CPU};
   if (device.is_cuda()) activities.insert(ActivityType::CUDA);
+  // A CPU profile asks nothing of a GPU, yet libkineto (built with CUPTI) looks for one when it
+  // starts and, on a machine without an NVIDIA driver, logs "gpuGetDeviceCount failed with code
+  // 35" as an ERROR: noise. Its own switch, KINETO_LOG_LEVEL (read once, as the profiler first
+  // starts, which is here), quiets it for a CPU profile; one the user set is left as it is
+  // (KINETO_LOG_LEVEL=4 shows kineto's errors). A trace kineto fails to write is caught below.
+  if (device.is_cpu()) setenv("KINETO_LOG_LEVEL", "5", /*overwrite=*/0);
   torch::autograd::profiler::prepareProfiler(config, activities);
   torch::autograd::profiler::enableProfiler(config, activities);
   std::unique_ptr<torch::autograd::profiler::ProfilerResult> result;

@@ -198,6 +198,12 @@ done
 expect_exit 0 '"time_source": "host"' "$EFFARCH" profile tiny-mamba2 --device cpu --context 4 --steps 2 --json \
   --trace trace.json
 [[ -s trace.json ]] || fail "profile --trace wrote no trace"
+# A CPU profile prints nothing of libkineto's look for a GPU (on a machine without an NVIDIA driver
+# it logged "gpuGetDeviceCount failed with code 35" as an ERROR); KINETO_LOG_LEVEL set by the user
+# still rules.
+env -u KINETO_LOG_LEVEL "$EFFARCH" profile tiny-llama --device cpu --context 4 --steps 1 > kineto.out 2> kineto.err \
+  || fail "profile for the kineto line: $(cat kineto.err)"
+[[ ! -s kineto.err ]] || fail "profile --device cpu wrote on stderr: $(cat kineto.err)"
 # Its outputs are checked before it profiles: a trace the profiler could not write was once a
 # silent exit 0, and an empty -o was taken as no file.
 mkdir -p trace-dir
