@@ -49,7 +49,7 @@ Cell stat_cell(const std::optional<Stats>& st, double scale, int digits) {
 
 Cell text(const std::string& s) { return {s, s}; }
 
-// Every column, in the order of the wide table, md and csv.
+// Every column, in the order of the wide table and md (the csv has its own: kCsvColumns).
 struct Column {
   const char* header;
   bool left;  // left-aligned (text), else right-aligned (numbers)
@@ -61,7 +61,7 @@ const std::vector<Column> kColumns = {
     {"cache", false},       {"decode BW", false},   {"prefill GEMM", false}, {"harness", false},
     {"load s", false},      {"load GB/s", false},   {"prefill J/tok", false}, {"decode J/tok", false},
     {"power W", false},     {"busy", true},
-    // Last, so the columns before keep their places in csv files made before them.
+    // Last, as in the csv (kCsvColumns), where the columns before keep their places.
     {"backend", true},      {"graphs", true},       {"pdl", true}};
 // The default table's columns, by priority (the first kept longest when the terminal is narrow):
 // model, batch, prompt, prefill tok/s, decode tok/s, peak mem, cache, decode BW.
@@ -154,6 +154,69 @@ std::string csv_field(const std::string& s) {
   std::string out = "\"";
   for (char c : s) out += c == '"' ? std::string("\"\"") : std::string(1, c);
   return out + "\"";
+}
+
+// ---- csv ----
+
+// The csv is for spreadsheets and dataframes: every figure a plain number in the JSON's own unit
+// (seconds, bytes, tokens/s, fractions), named in its column's header; a timed figure's mean and
+// its standard deviation over the repetitions in two columns; an empty field where the point has
+// no such figure. Text columns are the key's words. docs/bench.md lists the columns.
+const std::vector<const char*> kCsvColumns = {
+    "model", "dtype", "batch", "prompt", "gen", "status",
+    "prefill tok/s", "prefill tok/s stddev", "TTFT s", "TTFT s stddev",
+    "decode tok/s", "decode tok/s stddev", "step p50 s", "step p50 s stddev", "step p99 s", "step p99 s stddev",
+    "peak mem bytes", "cache bytes", "decode BW fraction", "prefill GEMM fraction", "harness fraction",
+    "load s", "load bytes/s", "prefill J/tok", "decode J/tok", "power W", "busy",
+    // Last, so that the columns before keep their places in csv files made before them.
+    "backend", "graphs", "pdl"};
+
+std::string number(double v) { return fmt::format("{}", v); }  // the shortest text that reads back as v
+std::string number(const std::optional<double>& v) { return v ? number(*v) : ""; }
+
+std::vector<std::string> csv_row(const Point& p) {
+  const PointKey& k = p.key;
+  const std::optional<SpeedResult>& s = p.speed;
+  const std::optional<DecodeStepStats> steps = s ? s->decode_step_s : std::nullopt;
+  const LoadTime* load = p.loaded && p.loaded->load ? &*p.loaded->load : nullptr;
+  std::vector<std::string> out = {k.model, k.dtype, std::to_string(k.batch), std::to_string(k.prompt_len),
+                                  std::to_string(k.gen_tokens), to_string(p.status)};
+  const auto stat = [&](const std::optional<Stats>& st) {
+    out.push_back(st ? number(st->mean) : "");
+    out.push_back(st ? number(st->stddev) : "");
+  };
+  stat(s ? std::optional<Stats>(s->prefill_tokens_per_s) : std::nullopt);
+  stat(s ? std::optional<Stats>(s->ttft_s) : std::nullopt);
+  stat(s ? s->decode_tokens_per_s : std::nullopt);
+  stat(steps ? std::optional<Stats>(steps->p50) : std::nullopt);
+  stat(steps ? std::optional<Stats>(steps->p99) : std::nullopt);
+  out.push_back(p.memory ? std::to_string(p.memory->peak_bytes) : "");
+  out.push_back(p.memory ? std::to_string(p.memory->cache_bytes) : "");
+  out.push_back(p.roofline && p.roofline->decode ? number(p.roofline->decode->fraction_of_bandwidth) : "");
+  out.push_back(p.roofline ? number(p.roofline->prefill_fraction_of_gemm) : "");
+  out.push_back(number(p.harness_overhead_fraction));
+  out.push_back(load ? number(load->seconds) : "");
+  out.push_back(load ? number(load->bytes_per_s) : "");
+  out.push_back(p.energy ? number(p.energy->joules_per_prefill_token) : "");
+  out.push_back(p.energy ? number(p.energy->joules_per_decode_token) : "");
+  out.push_back(p.energy ? number(p.energy->average_power_w) : "");
+  out.push_back(!p.machine_load ? "" : p.machine_load->busy ? "busy" : "ok");
+  out.push_back(std::string(ops::backend_name(k.backend)));
+  out.push_back(model::to_string(k.cuda_graphs));
+  out.push_back(k.pdl ? "on" : "off");
+  return out;
+}
+
+std::string csv(const std::vector<Point>& points) {
+  std::ostringstream out;
+  for (size_t i = 0; i < kCsvColumns.size(); ++i) out << (i ? "," : "") << csv_field(kCsvColumns[i]);
+  out << "\n";
+  for (const Point& p : points) {
+    const std::vector<std::string> r = csv_row(p);
+    for (size_t i = 0; i < r.size(); ++i) out << (i ? "," : "") << csv_field(r[i]);
+    out << "\n";
+  }
+  return out.str();
 }
 
 // ---- dashboards ----
@@ -261,17 +324,9 @@ std::string format_results(const nlohmann::json& doc, const std::string& format,
     return github_benchmark(points, format == "github-bigger").dump(2) + "\n";
   }
   if (format == "bmf") return bencher_metric_format(points).dump(2) + "\n";
+  if (format == "csv") return csv(points);
   std::vector<std::vector<Cell>> rows;
   for (const auto& p : points) rows.push_back(row(p));
-  if (format == "csv") {
-    for (size_t i = 0; i < kColumns.size(); ++i) out << (i ? "," : "") << csv_field(kColumns[i].header);
-    out << "\n";
-    for (const auto& r : rows) {
-      for (size_t i = 0; i < r.size(); ++i) out << (i ? "," : "") << csv_field(r[i].full);
-      out << "\n";
-    }
-    return out.str();
-  }
   if (format != "table" && format != "md") throw UsageError(fmt::format("--format: unknown format '{}'", format));
   std::vector<size_t> all(kColumns.size());
   for (size_t i = 0; i < all.size(); ++i) all[i] = i;

@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <fstream>
 #include <set>
 #include <sstream>
@@ -13,6 +14,7 @@
 #include "../test_util.h"
 #include "effarch/bench/bench.h"
 #include "effarch/common/error.h"
+#include "effarch/common/format.h"
 #include "effarch/model/catalog.h"
 #include "effarch/model/model.h"
 
@@ -109,9 +111,8 @@ TEST(BenchTable, DefaultColumnsFitAndWideShowsAll) {
   EXPECT_NE(forty.find("column(s) left out"), std::string::npos);
   EXPECT_NE(forty.find("tiny-mamba"), std::string::npos);
 
-  // --wide, md and csv: every column, whatever the width.
-  for (const std::string& text : {format_results(doc, "table", TableOptions{true, 40}), format_results(doc, "md"),
-                                  format_results(doc, "csv")}) {
+  // --wide and md: every column, whatever the width (csv: BenchCsv below).
+  for (const std::string& text : {format_results(doc, "table", TableOptions{true, 40}), format_results(doc, "md")}) {
     for (const char* h : {"TTFT ms", "step p99 ms", "prefill GEMM", "harness", "dtype", "load s", "load GB/s", "busy"}) {
       EXPECT_NE(text.find(h), std::string::npos) << h << "\n" << text;
     }
@@ -122,6 +123,67 @@ TEST(BenchTable, DefaultColumnsFitAndWideShowsAll) {
   failed.error = "CPU out of memory";
   EXPECT_NE(format_results(doc_of({ok_point("tiny-llama", 64), failed}), "table", TableOptions{false, 120}).find("status"),
             std::string::npos);
+}
+
+// The csv is for spreadsheets: every figure a plain number (no "±", no unit in the cell), the
+// unit in the header, the mean and the stddev in columns of their own, empty where a point has no
+// such figure; the values those of the JSON, unrounded.
+TEST(BenchCsv, NumbersInTheirOwnColumnsWithUnitsInTheHeader) {
+  Point memory_only = ok_point("tiny-mamba", 64);
+  memory_only.speed.reset();
+  memory_only.roofline.reset();
+  memory_only.harness_overhead_fraction.reset();
+  Point failed = ok_point("tiny-jamba", 64);
+  failed.status = PointStatus::Oom;
+  failed.error = "CPU out of memory";
+  failed.speed.reset();
+  failed.memory.reset();
+  const std::string text = format_results(doc_of({ok_point("tiny-llama", 64), memory_only, failed}), "csv");
+  EXPECT_EQ(text.find("±"), std::string::npos) << text;
+  std::istringstream in(text);
+  std::vector<std::vector<std::string>> rows;
+  for (std::string line; std::getline(in, line);) rows.push_back(split_commas(line));  // no field is quoted here
+  ASSERT_EQ(rows.size(), 4u) << text;
+  const std::vector<std::string>& header = rows[0];
+  const auto column = [&](const std::string& name) {
+    const auto it = std::find(header.begin(), header.end(), name);
+    EXPECT_NE(it, header.end()) << name << "\n" << text;
+    return static_cast<size_t>(it - header.begin());
+  };
+  const std::set<std::string> text_columns = {"model", "dtype", "status", "busy", "backend", "graphs", "pdl"};
+  for (const auto& r : rows) ASSERT_EQ(r.size(), header.size()) << text;
+  for (size_t c = 0; c < header.size(); ++c) {
+    if (text_columns.count(header[c])) continue;
+    for (size_t i = 1; i < rows.size(); ++i) {
+      const std::string& v = rows[i][c];
+      if (v.empty()) continue;
+      size_t used = 0;
+      EXPECT_NO_THROW((void)std::stod(v, &used)) << header[c] << ": '" << v << "'";
+      EXPECT_EQ(used, v.size()) << header[c] << ": '" << v << "' is not a number";
+    }
+  }
+  const Point ok = ok_point("x", 1);
+  const std::vector<std::string>& first = rows[1];
+  EXPECT_EQ(std::stod(first[column("prefill tok/s")]), ok.speed->prefill_tokens_per_s.mean);
+  EXPECT_EQ(std::stod(first[column("prefill tok/s stddev")]), ok.speed->prefill_tokens_per_s.stddev);
+  EXPECT_EQ(std::stod(first[column("TTFT s")]), ok.speed->ttft_s.mean);
+  EXPECT_EQ(std::stod(first[column("step p99 s")]), ok.speed->decode_step_s->p99.mean);
+  EXPECT_EQ(first[column("peak mem bytes")], std::to_string(3 << 20));
+  EXPECT_EQ(first[column("cache bytes")], std::to_string(80 << 10));
+  EXPECT_EQ(std::stod(first[column("decode BW fraction")]), 0.165);
+  EXPECT_EQ(std::stod(first[column("harness fraction")]), 1e-4);
+  for (const char* h : {"decode tok/s", "decode tok/s stddev", "step p50 s stddev", "load s", "load bytes/s",
+                        "prefill GEMM fraction", "prefill J/tok", "decode J/tok", "power W"}) {
+    (void)column(h);
+  }
+  // A memory-only point: its timed columns empty, its bytes there; a failed one: its status.
+  EXPECT_EQ(rows[2][column("TTFT s")], "");
+  EXPECT_EQ(rows[2][column("decode tok/s stddev")], "");
+  EXPECT_EQ(rows[2][column("peak mem bytes")], std::to_string(3 << 20));
+  EXPECT_EQ(rows[3][column("status")], "oom");
+  EXPECT_EQ(rows[3][column("peak mem bytes")], "");
+  // The launch columns stay last, where csv files made before them have nothing.
+  EXPECT_EQ(std::vector<std::string>(header.end() - 3, header.end()), (std::vector<std::string>{"backend", "graphs", "pdl"}));
 }
 
 TEST(BenchLoad, ParsesLoadavg) {

@@ -289,6 +289,22 @@ done
 "$EFFARCH" bench tiny-llama --prompt-lengths 16,32 --gen-tokens 4 --reps 1 --warmup 0 -o f.json --format csv > f.csv \
   || fail "csv run"
 [[ $(wc -l < f.csv) == 3 && $(head -1 f.csv) == model,dtype,batch,* ]] || fail "csv: $(cat f.csv)"
+# A spreadsheet reads every figure as a number: the JSON's values, in units the header names.
+"$PYTHON" - <<'PY' || fail "csv figures are not the JSON's numbers: $(cat f.csv)"
+import csv, json
+rows = list(csv.DictReader(open("f.csv")))
+pts = json.load(open("f.json"))["points"]
+text = {"model", "dtype", "status", "busy", "backend", "graphs", "pdl"}
+for r in rows:
+    for k, v in r.items():
+        if k not in text and v != "": float(v)
+for r, p in zip(rows, pts):
+    s = p["speed"]
+    assert float(r["prefill tok/s"]) == s["prefill_tokens_per_s"]["mean"], r
+    assert float(r["prefill tok/s stddev"]) == s["prefill_tokens_per_s"]["stddev"], r
+    assert float(r["TTFT s"]) == s["ttft_s"]["mean"] and float(r["step p99 s"]) == s["decode_step_s"]["p99"]["mean"], r
+    assert int(r["peak mem bytes"]) == p["memory"]["peak_bytes"] and int(r["cache bytes"]) == p["memory"]["cache_bytes"], r
+PY
 "$EFFARCH" bench tiny-llama --prompt-lengths 16 --gen-tokens 4 --reps 1 --warmup 0 -o f.json --format json > f.stdout.json \
   || fail "json run"
 "$PYTHON" -c 'import json,sys; d=json.load(open("f.stdout.json")); sys.exit(0 if d["points"][0]["status"]=="ok" else 1)' \

@@ -157,16 +157,18 @@ void write_atomically(const std::string& path, const std::string& text);
 enum class OutputFolder { MustExist, Made };
 void check_output_path(const std::string& path, const std::string& option, OutputFolder folder);
 
-// How the "table" format is laid out (md and csv always have every column).
+// How the "table" format is laid out (md and csv always have every figure).
 struct TableOptions {
   bool wide = false;     // every column, mean ± stddev (--wide)
   size_t max_width = 0;  // otherwise: fit the default columns in this many characters (0: no limit)
 };
 // Human output of the points: "table" (the columns a reader scans first, fitted to
-// options.max_width; every column with options.wide), "md", "csv" (every column, mean ± stddev);
-// "json"/"jsonl" give the document / one point per line; dashboards: "github-bigger" and
-// "github-smaller" (github-action-benchmark's customBiggerIsBetter / customSmallerIsBetter arrays
-// of {name, unit, value, range}) and "bmf" (Bencher Metric Format), named by the point key.
+// options.max_width; every column with options.wide), "md" (every column, mean ± stddev), "csv"
+// (every figure a plain number in its JSON unit, named in the header; mean and stddev in two
+// columns: docs/bench.md, "The csv"); "json"/"jsonl" give the document / one point per line;
+// dashboards: "github-bigger" and "github-smaller" (github-action-benchmark's customBiggerIsBetter /
+// customSmallerIsBetter arrays of {name, unit, value, range}) and "bmf" (Bencher Metric Format),
+// named by the point key.
 std::string format_results(const nlohmann::json& doc, const std::string& format, const TableOptions& options = {});
 // The width a table for stdout should fit: the terminal's (TIOCGWINSZ on stdout), else $COLUMNS,
 // else 120 (stdout not a terminal, e.g. piped or in CI).
