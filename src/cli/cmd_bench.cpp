@@ -207,6 +207,7 @@ void register_bench(CLI::App& app, int* exit_code, const std::vector<std::string
   cmd->argv = argv;
   auto* sub = app.add_subcommand("bench", "Speed and memory of models across context lengths (JSON for CI)");
   sub->add_option("MODEL", cmd->models, "Checkpoint folders, config files or built-in config names");
+  add_model_footer(sub);
   sub->add_option("--suite", cmd->suite, "A sweep from configs/suites/NAME.json (or a suite file)");
   sub->add_option("--prompt-lengths", cmd->prompt_lengths, "Prompt lengths: 512,4096 or 512-32768*2 (default 128,512)");
   sub->add_option("--batch", cmd->batch, "Batch sizes: 1,8 or 1-8*2 (default 1)");

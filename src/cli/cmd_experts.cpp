@@ -283,6 +283,7 @@ void register_experts(CLI::App& app, int* exit_code) {
   auto cmd = std::make_shared<ExpertsCmd>();
   auto* sub = app.add_subcommand("experts", "Router analysis of an MoE model: expert load per layer and its balance");
   sub->add_option("MODEL", cmd->model, "Checkpoint folder, config file or built-in config name")->required();
+  add_model_footer(sub);
   sub->add_option("--text-file", cmd->text_file, "Route this text (tokenized with the checkpoint's tokenizer)");
   sub->add_option("--tokenizer", cmd->tokenizer,
                   "--text-file: tokenizer.json, tokenizer.model or a folder (default: MODEL's)");

@@ -227,6 +227,7 @@ void register_generate(CLI::App& app, int* exit_code) {
   auto cmd = std::make_shared<GenerateCmd>();
   auto* sub = app.add_subcommand("generate", "Generate tokens with a model (checkpoint, or random weights for a config)");
   sub->add_option("MODEL", cmd->model, "Checkpoint folder, config file or built-in config name")->required();
+  add_model_footer(sub);
   sub->add_option("-p,--prompt", cmd->prompts, "Prompt text (repeat for a batch of equal-length prompts)");
   sub->add_option("--tokenizer", cmd->tokenizer, "tokenizer.json, tokenizer.model or a folder (default: MODEL's)");
   sub->add_option("--prompt-ids", cmd->prompt_ids, "Prompt token ids: 1,2,3 (a batch: 1,2,3;4,5,6)");

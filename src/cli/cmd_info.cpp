@@ -183,6 +183,7 @@ void register_info(CLI::App& app, int* exit_code) {
   auto* cmd = app.add_subcommand("info", "Architecture table: layer layout, exact parameter counts, weight, KV-cache "
                                          "and state bytes (no weights are loaded)");
   cmd->add_option("MODEL", opt->models, "Checkpoint folders, config files or built-in config names (default: all built-in)");
+  add_model_footer(cmd);
   cmd->add_flag("--json", opt->json, "Print JSON instead of a table");
   cmd->add_option("--tp", opt->tp, "Also the bytes per rank of a run with this tensor parallelism (docs/parallel.md)")
       ->capture_default_str();

@@ -65,6 +65,7 @@ void register_profile(CLI::App& app, int* exit_code, const std::vector<std::stri
   auto* sub = app.add_subcommand("profile", "Where one decode step's (or one prefill's) time goes: GEMM/GEMV, scan, "
                                             "conv, norm, attention, elementwise, copy, other (libtorch's profiler)");
   sub->add_option("MODEL", s.model, "Checkpoint folder, config file or built-in config name")->required();
+  add_model_footer(sub);
   sub->add_option("--batch", s.batch, "Sequences decoded together")->capture_default_str();
   sub->add_option("--phase", cmd->phase,
                   "decode (the steps after a prefill of --context tokens) or prefill (the prefill of --context tokens "

@@ -40,6 +40,11 @@ void add_seed_option(CLI::App* sub, uint64_t* value, const std::string& what);
 void add_pdl_option(CLI::App* sub, std::string* value, bool list = false);
 void apply_pdl_option(const std::string& value);
 
+// What MODEL may be, under the help of the commands that take one (info, generate, experts,
+// bench, profile): add_model_footer. The top-level help's footer also names those commands.
+std::string model_footer(bool commands = false);
+void add_model_footer(CLI::App* sub);
+
 // Formatting shared by the printers.
 std::string group_digits(int64_t n);        // 8030261248 -> "8,030,261,248"
 std::string human_count(int64_t n);         // 8030261248 -> "8.03B"

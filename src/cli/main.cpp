@@ -26,7 +26,6 @@ int main(int argc, char** argv) {
   CLI::App app{"effarch: what Mamba, Mixture-of-Experts and hybrid LLMs buy over Transformers, measured"};
   app.require_subcommand(1);
   app.set_version_flag("--version", std::string("effarch ") + EFFARCH_VERSION + " (" + effarch::git_commit() + ")");
-  app.footer("MODEL is a Hugging Face checkpoint folder, a config.json, or a built-in config name (see `effarch info`).");
   int exit_code = 0;
   effarch::cli::register_info(app, &exit_code);
   effarch::cli::register_inspect(app, &exit_code);
@@ -39,6 +38,9 @@ int main(int argc, char** argv) {
   effarch::cli::register_report(app, &exit_code);
   effarch::cli::register_kernels(app, &exit_code, std::vector<std::string>(argv, argv + argc));
   effarch::cli::register_profile(app, &exit_code, std::vector<std::string>(argv, argv + argc));
+  // Set after the commands are registered: CLI11 copies a parent's footer into each subcommand it
+  // adds, and only the commands that take a MODEL explain it (add_model_footer).
+  app.footer(effarch::cli::model_footer(/*commands=*/true));
   // CLI11 would only say "a subcommand is required" for a misspelt command: name it.
   std::vector<std::string> names;
   for (const auto* sub : app.get_subcommands({})) names.push_back(sub->get_name());

@@ -3,10 +3,20 @@
 #include <charconv>
 #include <cstdint>
 
+#include <fmt/format.h>
+
 #include "commands.h"
 #include "effarch/ops/backend.h"
 
 namespace effarch::cli {
+
+std::string model_footer(bool commands) {
+  return fmt::format("MODEL{} is a Hugging Face checkpoint folder, a config.json, or a built-in config name (see "
+                     "`effarch info`).",
+                     commands ? " (info, generate, experts, bench, profile)" : "");
+}
+
+void add_model_footer(CLI::App* sub) { sub->footer(model_footer()); }
 
 void add_backend_option(CLI::App* sub, std::string* value, bool list) {
   const std::string what =

@@ -9,6 +9,16 @@ expect_exit 2 "--no-such-flag" "$EFFARCH" info --no-such-flag
 expect_exit 2 "not a checkpoint folder, a config file or a built-in config" "$EFFARCH" info no-such-model
 expect_exit 2 "--cache-dtype" "$EFFARCH" info tiny-llama --cache-dtype fp8
 expect_exit 0 "effarch 0." "$EFFARCH" --version
+# The help explains MODEL under the commands that take one, and only there (every command's help
+# once ended with it, compare's and kernels' too); the top-level help names those commands.
+for cmd in info generate experts bench profile; do
+  expect_exit 0 "MODEL is a Hugging Face checkpoint folder" "$EFFARCH" $cmd --help
+done
+for cmd in inspect init tokenize compare report kernels; do
+  out=$("$EFFARCH" $cmd --help 2>&1) || fail "$cmd --help exited non-zero"
+  [[ $out != *MODEL* ]] || fail "$cmd --help mentions MODEL, which it does not take:"$'\n'"$out"
+done
+expect_exit 0 "MODEL (info, generate, experts, bench, profile) is" "$EFFARCH" --help
 # --pdl takes on or off; on needs a build with the CUDA kernels (a CUDA build accepts it anywhere).
 expect_exit 2 "--pdl: unknown value 'maybe' (use on or off)" "$EFFARCH" generate tiny-llama --prompt-ids 1,2 --pdl maybe
 expect_exit 2 "--pdl: unknown value '1'" "$EFFARCH" bench tiny-llama --pdl 1
