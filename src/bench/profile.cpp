@@ -446,6 +446,15 @@ json profile_model(const ProfileSpec& spec) {
                      {"programmatic_launch", ops::programmatic_launch_record(device)},
                      {"seed", spec.seed}};
   out["implementations"] = m->implementations();
+  // As bench does (a point's beyond_trained_context), a run past the trained context is measured,
+  // not refused, and said: the positions the model processed, the prefill's and each decode step's.
+  const auto max_positions = source.config.max_position_embeddings;
+  out["max_position_embeddings"] = max_positions ? json(*max_positions) : json(nullptr);
+  const int64_t positions = spec.context + (prefill ? 0 : warmup + spec.steps);
+  if (max_positions && positions > *max_positions) {
+    out["beyond_trained_context"] = true;
+    out["positions"] = positions;
+  }
   out["events_recorded"] = events.size();
   if (!spec.trace.empty()) out["trace"] = spec.trace;
   return out;
@@ -494,6 +503,15 @@ std::string format_profile_table(const json& p) {
     if (name.size() > 90) name = name.substr(0, 87) + "...";
     out += fmt::format("  {:>9.3f} ms  {:>6.1f} calls  {:<11}  {}\n", e.at("seconds_per_step").get<double>() * 1e3,
                        e.at("calls_per_step").get<double>(), e.at("kind").get<std::string>(), name);
+  }
+  if (p.value("beyond_trained_context", false)) {
+    out += fmt::format("\nnote: {} positions ({} of context{}) run past {}'s max_position_embeddings ({}): the "
+                       "time is measured all the same, but the model was not trained that far (\"beyond_trained_"
+                       "context\": true in the JSON)\n",
+                       p.at("positions").get<int64_t>(), s.at("context").get<int64_t>(),
+                       prefill ? "" : fmt::format(" + {} warm-up and {} profiled decode steps",
+                                                  s.at("warmup").get<int64_t>(), s.at("steps").get<int64_t>()),
+                       p.at("model").get<std::string>(), p.at("max_position_embeddings").get<int64_t>());
   }
   return out;
 }

@@ -395,6 +395,14 @@ std::string format_results(const nlohmann::json& doc, const std::string& format,
                                 "machine's; \"busy\": true in the JSON",
                                 busy, points.size()));
   }
+  size_t beyond = 0;
+  for (const auto& p : points) beyond += p.status == PointStatus::Ok && p.beyond_trained_context;
+  if (beyond > 0) {
+    notes.push_back(fmt::format("{} of {} point(s) ran past their model's max_position_embeddings (prompt + generated "
+                                "tokens): measured all the same, but the model was not trained that far; "
+                                "\"beyond_trained_context\": true in the JSON",
+                                beyond, points.size()));
+  }
   if (doc.value("interrupted", false)) notes.emplace_back("(interrupted: the points above are those that finished)");
   if (!notes.empty()) out << fmt::format("\n{}\n", fmt::join(notes, "\n"));
   const auto& env = doc.at("environment");

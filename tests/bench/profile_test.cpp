@@ -225,6 +225,31 @@ TEST(ProfileDecode, TinyModelsOnTheCpu) {
   }
 }
 
+// Past the model's max_position_embeddings (tiny-llama's 2048), as in bench: profiled, not
+// refused, and said under the table and in the JSON. The positions are the prefill's and each
+// decode step's, warm-up included.
+TEST(ProfileDecode, BeyondTheTrainedContextIsNoted) {
+  ProfileSpec spec;
+  spec.model = "tiny-llama";
+  spec.device = "cpu";
+  spec.steps = 1;
+  spec.warmup = 0;
+  spec.context = 2047;  // 2048 positions: within
+  const auto within = profile_model(spec);
+  EXPECT_EQ(within.at("max_position_embeddings"), 2048);
+  EXPECT_FALSE(within.contains("beyond_trained_context"));
+  EXPECT_EQ(format_profile_table(within).find("max_position_embeddings"), std::string::npos);
+  spec.context = 2048;
+  const auto past = profile_model(spec);
+  EXPECT_EQ(past.at("beyond_trained_context"), true);
+  EXPECT_EQ(past.at("positions"), 2049);
+  const std::string table = format_profile_table(past);
+  EXPECT_NE(table.find("note: 2049 positions (2048 of context + 0 warm-up and 1 profiled decode steps) run past "
+                       "tiny-llama's max_position_embeddings (2048)"),
+            std::string::npos)
+      << table;
+}
+
 // --phase prefill: the prefill of `context` tokens is the profiled step; the scan (Mamba) or the
 // attention (Llama) is in it, and the settings say which phase ran.
 TEST(ProfilePrefill, TinyModelsOnTheCpu) {

@@ -186,6 +186,17 @@ TEST(BenchCsv, NumbersInTheirOwnColumnsWithUnitsInTheHeader) {
   EXPECT_EQ(std::vector<std::string>(header.end() - 3, header.end()), (std::vector<std::string>{"backend", "graphs", "pdl"}));
 }
 
+// A point past its model's max_position_embeddings is measured, flagged in the JSON, and counted
+// in a note under the table.
+TEST(BenchTable, BeyondTheTrainedContextIsNoted) {
+  Point past = ok_point("tiny-llama", 4096);
+  past.beyond_trained_context = true;
+  const std::string table = format_results(doc_of({ok_point("tiny-llama", 64), past}), "table", TableOptions{false, 120});
+  EXPECT_NE(table.find("1 of 2 point(s) ran past their model's max_position_embeddings"), std::string::npos) << table;
+  EXPECT_EQ(format_results(doc_of({ok_point("tiny-llama", 64)}), "table").find("max_position_embeddings"),
+            std::string::npos);
+}
+
 TEST(BenchLoad, ParsesLoadavg) {
   const std::optional<LoadSample> s = parse_loadavg("3.89 4.05 3.75 7/120 24954\n");
   ASSERT_TRUE(s);

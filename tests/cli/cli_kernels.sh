@@ -212,6 +212,9 @@ expect_exit 2 "--trace: cannot write no-dir/t.json: the folder no-dir does not e
 expect_exit 2 "--trace: trace-dir is a directory" "$EFFARCH" profile tiny-mamba --device cpu --context 4 --steps 1 \
   --trace trace-dir
 expect_exit 2 "-o: the path is empty" "$EFFARCH" profile tiny-mamba --device cpu --context 4 --steps 1 -o ""
+# Past the model's max_position_embeddings: profiled all the same, as bench does, with a note.
+expect_exit 0 "2049 positions (2048 of context + 0 warm-up and 1 profiled decode steps) run past tiny-llama's \
+max_position_embeddings (2048)" "$EFFARCH" profile tiny-llama --device cpu --context 2048 --steps 1 --warmup 0
 # --phase prefill: the prefill of --context tokens is the profiled step.
 expect_exit 0 "one prefill of 32 tokens at batch 1" "$EFFARCH" profile tiny-mamba --phase prefill --device cpu \
   --context 32 --steps 2 -o prof-prefill.json
