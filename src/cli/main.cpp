@@ -14,14 +14,20 @@
 
 #include "commands.h"
 #include "effarch/common/error.h"
+#include "effarch/common/linked_symbols.h"
 #include "effarch/parallel/parallel.h"
 #include "effarch/version.h"
 
 int main(int argc, char** argv) {
+  // A library that writes past another's variable (docs/building.md, "Three pitfalls"): the link
+  // order prevents the one known case; say so at once if a system's libraries bring another.
+  for (const auto& clash : effarch::undersized_symbol_clashes())
+    fmt::print(stderr, "effarch: warning: two libraries define one variable and the smaller one wins, "
+                       "so the other writes past it: {} (docs/building.md)\n", effarch::describe(clash));
   // A failed CAFFE_ENFORCE (the CPU allocator's "can't allocate memory" among them) must throw
   // c10::Error, which bench records as an oom point and the other commands report, not abort the
-  // process: c10's flag for that was found set by the time main runs in this binary (not in a
-  // plain program linked to libc10), so it is set back explicitly.
+  // process. c10's default says so; it is restated here, where this binary's own copy of the flag
+  // lives (a copy relocation, out of reach of the clash above, which once set it to 0xff).
   FLAGS_caffe2_use_fatal_for_enforce = false;
   CLI::App app{"effarch: what Mamba, Mixture-of-Experts and hybrid LLMs buy over Transformers, measured"};
   app.require_subcommand(1);

@@ -3,6 +3,10 @@
 source "$(dirname "$0")/lib.sh"
 
 expect_exit 0 "mixtral-8x7b" "$EFFARCH" info
+# Nothing on stderr at start: no warning that two libraries define one variable at different sizes
+# with the smaller winning (src/cli/main.cpp; linked in the order src/CMakeLists.txt gives).
+"$EFFARCH" --version > /dev/null 2> "$SCRATCH/version.err" || fail "effarch --version"
+[[ ! -s $SCRATCH/version.err ]] || fail "effarch --version wrote to stderr: $(cat "$SCRATCH/version.err")"
 expect_exit 0 "46,702,792,704" "$EFFARCH" info mixtral-8x7b
 expect_exit 0 "attention 4 @ 4,12,20,28 + mamba 28; moe 16 + dense 16" "$EFFARCH" info jamba-v0.1
 expect_exit 0 "unbounded" "$EFFARCH" info mamba-2.8b
