@@ -390,8 +390,8 @@ std::string format_results(const nlohmann::json& doc, const std::string& format,
   size_t busy = 0;
   for (const auto& p : points) busy += p.machine_load && p.machine_load->busy;
   if (busy > 0) {
-    notes.push_back(fmt::format("{} of {} point(s) ran while the machine was too busy to measure (other runnable "
-                                "threads + the point's threads > cores): their figures may be far below the "
+    notes.push_back(fmt::format("{} of {} point(s) ran while the machine was too busy to time (other runnable "
+                                "threads + the point's threads > cores): their timings may be far below the "
                                 "machine's; \"busy\": true in the JSON",
                                 busy, points.size()));
   }

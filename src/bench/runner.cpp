@@ -368,6 +368,9 @@ Point run_point(Loaded& l, const std::string& name, int64_t batch, int64_t len, 
   // launches the kernels.
   const int64_t threads = device.is_cuda() ? 1 : at::get_num_threads();
   p.machine_load = judge_load(load_before, read_machine_load(), usable_cores(), threads);
+  // Other work slows a point's timings, not its bytes: a point without timings (--mode memory, a
+  // failed point) keeps the load's record but is not flagged, so no warning cries wolf over it.
+  if (!p.speed) p.machine_load->busy = false;
   return p;
 }
 

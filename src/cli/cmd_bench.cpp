@@ -156,8 +156,9 @@ int run_bench(const BenchCmd& cmd) {
         return s ? fmt::format("{} (load average {:.2f})", s->others_runnable, s->load1) : std::string("?");
       };
       fmt::print(stderr,
-                 "warning: {}: the machine was too busy to measure: other runnable threads before {}, after {}, "
-                 "with {} thread(s) on {} core(s); figures may be far too low (marked \"busy\" in the results)\n",
+                 "warning: {}: the machine was too busy to time: other runnable threads before {}, after {}, "
+                 "with {} thread(s) on {} core(s); its timings may be far too low (marked \"busy\" in the results; "
+                 "memory figures are not affected)\n",
                  p.key.str(), others(ml.before), others(ml.after), ml.threads, ml.cores);
     }
     lines << nlohmann::json(p).dump() << "\n";

@@ -194,7 +194,8 @@ void from_json(const nlohmann::json& j, LoadSample& s);
 
 // The load before and after a point against what the point needed. busy: before or after, other
 // runnable threads + the threads the point computes with exceeded the cores it may use, so its
-// threads had to share cores with other work (docs/bench.md, "A busy machine").
+// threads had to share cores with other work (docs/bench.md, "A busy machine"). Only a point with
+// timings is flagged: the load does not change what a --mode memory point measures.
 struct MachineLoad {
   std::optional<LoadSample> before, after;  // absent where /proc/loadavg cannot be read
   int64_t cores = 0;    // the CPUs this process may run on (sched_getaffinity)
