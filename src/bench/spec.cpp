@@ -8,6 +8,7 @@
 #include <fmt/ranges.h>
 
 #include "effarch/bench/bench.h"
+#include "effarch/common/dtype.h"
 #include "effarch/common/error.h"
 #include "effarch/common/format.h"
 #include "effarch/io/strict_json.h"
@@ -31,7 +32,11 @@ int64_t parse_positive(const std::string& token, const std::string& option, cons
     throw UsageError(fmt::format("{}: '{}' in '{}' is not a number (lists are a,b,c; ranges a-b*factor or a-b+step)",
                                  option, token, whole));
   }
-  if (v < 1) throw UsageError(fmt::format("{}: {} in '{}' must be at least 1", option, v, whole));
+  if (v < 1) {
+    throw UsageError(fmt::format("{}: {} in '{}' is refused: each value must be at least 1 (zero and negative values "
+                                 "are refused)",
+                                 option, v, whole));
+  }
   return v;
 }
 
@@ -115,6 +120,12 @@ std::vector<int64_t> parse_int_list(const std::string& text, const std::string& 
   };
   if (text.empty()) throw UsageError(fmt::format("{}: an empty list", option));
   for (const std::string& item : split_commas(text)) {
+    // "-8" would read as a range with no start: say what it is.
+    if (!item.empty() && item[0] == '-') {
+      throw UsageError(fmt::format("{}: '{}' in '{}' is negative: each value must be at least 1 (zero and negative "
+                                   "values are refused)",
+                                   option, item, text));
+    }
     const size_t dash = item.find('-');
     if (dash == std::string::npos) {
       add(parse_positive(item, option, text));
@@ -156,7 +167,12 @@ SweepSpec load_suite(const std::string& name_or_path, const SweepSpec& defaults)
   s.suite_name = doc.value("name", path.stem().string());
   auto ints = [&](const nlohmann::json& v, const std::string& key) {
     if (v.is_string()) return parse_int_list(v.get<std::string>(), src + ": '" + key + "'");
-    if (!v.is_array() || v.empty()) throw UsageError(fmt::format("{}: '{}' must be a list or a range string", src, key));
+    if (!v.is_array()) throw UsageError(fmt::format("{}: '{}' must be a list or a range string", src, key));
+    if (v.empty()) {
+      throw UsageError(fmt::format("{}: '{}' is an empty list: give at least one value, or leave the key out for the "
+                                   "default",
+                                   src, key));
+    }
     std::vector<int64_t> out;
     for (const auto& x : v) {
       if (!x.is_number_integer() || x.get<int64_t>() < 1) {
@@ -194,6 +210,8 @@ SweepSpec load_suite(const std::string& name_or_path, const SweepSpec& defaults)
       s.warmup = static_cast<int>(integer(v, key, 0));
     } else if (key == "dtype") {
       s.dtype = str(v, key);
+      // Checked here, naming the file and key: found later, the error would name --dtype.
+      if (s.dtype != "auto") (void)parse_float_dtype(s.dtype, src + ": 'dtype'");
     } else if (key == "cuda_graphs") {
       s.cuda_graphs = parse_cuda_graphs_list(str(v, key), src + ": 'cuda_graphs'");
     } else if (key == "pdl") {

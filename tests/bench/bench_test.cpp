@@ -21,6 +21,32 @@ namespace {
 
 using nlohmann::json;
 
+// A suite's bad values are blamed on the suite file and its key, not on an option that was never
+// given: an empty list, a dtype only found bad later (once named --dtype).
+TEST(BenchSuite, MessagesNameTheFileAndKey) {
+  effarch::testing::TempDir dir;
+  const std::string path = (dir / "s.json").string();
+  std::ofstream(path) << R"({"models": ["tiny-llama"], "batch": []})";
+  EXPECT_THROW_WITH(load_suite(path, SweepSpec{}), UsageError, {"s.json", "'batch' is an empty list"});
+  std::ofstream(path) << R"({"models": ["tiny-llama"], "prompt_lengths": []})";
+  EXPECT_THROW_WITH(load_suite(path, SweepSpec{}), UsageError, {"s.json", "'prompt_lengths' is an empty list"});
+  std::ofstream(path) << R"({"models": ["tiny-llama"], "batch": 4})";
+  EXPECT_THROW_WITH(load_suite(path, SweepSpec{}), UsageError, {"s.json", "'batch' must be a list or a range string"});
+  std::ofstream(path) << R"({"models": ["tiny-llama"], "dtype": "float64"})";
+  try {
+    (void)load_suite(path, SweepSpec{});
+    ADD_FAILURE() << "a suite's dtype float64 was taken";
+  } catch (const UsageError& e) {
+    const std::string msg = e.what();
+    EXPECT_NE(msg.find("s.json: 'dtype': unknown dtype 'float64'"), std::string::npos) << msg;
+    EXPECT_EQ(msg.find("--dtype"), std::string::npos) << msg;
+  }
+  std::ofstream(path) << R"({"models": ["tiny-llama"], "dtype": "auto", "batch": "1-4*2"})";
+  const SweepSpec s = load_suite(path, SweepSpec{});
+  EXPECT_EQ(s.dtype, "auto");
+  EXPECT_EQ(s.batches, (std::vector<int64_t>{1, 2, 4}));
+}
+
 TEST(BenchLists, ListsAndRanges) {
   EXPECT_EQ(parse_int_list("512,1024", "--x"), (std::vector<int64_t>{512, 1024}));
   EXPECT_EQ(parse_int_list("512-32768*2", "--x"), (std::vector<int64_t>{512, 1024, 2048, 4096, 8192, 16384, 32768}));
@@ -33,6 +59,13 @@ TEST(BenchLists, ListsAndRanges) {
   EXPECT_THROW_WITH(parse_int_list("64-8*2", "--p"), UsageError, {"ends below"});
   EXPECT_THROW_WITH(parse_int_list("8-64*1", "--p"), UsageError, {"factor of at least 2"});
   EXPECT_THROW_WITH(parse_int_list("8,", "--p"), UsageError, {"--p"});
+  // A negative value is said to be one (it once read as a range with no start: "'' is not a number").
+  for (const char* negative : {"-8", "8,-8", "-8-16"}) {
+    EXPECT_THROW_WITH(parse_int_list(negative, "--prompt-lengths"), UsageError,
+                      {"--prompt-lengths", "is negative", "zero and negative values are refused"});
+  }
+  EXPECT_THROW_WITH(parse_int_list("8--16", "--p"), UsageError, {"-16 in '8--16'", "zero and negative values are refused"});
+  EXPECT_THROW_WITH(parse_int_list("0", "--p"), UsageError, {"0 in '0'", "zero and negative values are refused"});
   // The split every comma list goes through keeps empty items for its caller to judge.
   using Words = std::vector<std::string>;
   EXPECT_EQ(split_commas("a,b"), (Words{"a", "b"}));

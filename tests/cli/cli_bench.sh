@@ -479,4 +479,17 @@ expect_exit 2 "--mode" "$EFFARCH" bench tiny-llama --mode ""
 expect_exit 2 "a seed is a whole number from 0 to 18446744073709551615, got '-1'" "$EFFARCH" bench tiny-llama --seed -1
 echo '{"models": ["tiny-llama"], "prompt_length": [1]}' > typo-suite.json
 expect_exit 2 "unknown key 'prompt_length'" "$EFFARCH" bench --suite typo-suite.json
+# Messages that name the real problem: a negative length is one (it read as a range with no start:
+# "'' is not a number"); a suite's empty list is empty (it was "must be a list"); a suite's bad
+# dtype is the suite's, not --dtype's, and found before the device is probed.
+expect_exit 2 "--prompt-lengths: '-8' in '-8' is negative: each value must be at least 1 (zero and negative values \
+are refused)" "$EFFARCH" bench tiny-llama --prompt-lengths -8
+expect_exit 2 "--batch: '-2' in '1,-2' is negative" "$EFFARCH" bench tiny-llama --batch 1,-2
+expect_exit 2 "--prompt-lengths: 0 in '0' is refused" "$EFFARCH" bench tiny-llama --prompt-lengths 0
+echo '{"models": ["tiny-llama"], "batch": []}' > empty-batch-suite.json
+expect_exit 2 "empty-batch-suite.json: 'batch' is an empty list" "$EFFARCH" bench --suite empty-batch-suite.json
+echo '{"models": ["tiny-llama"], "dtype": "float64"}' > dtype-suite.json
+expect_exit 2 "dtype-suite.json: 'dtype': unknown dtype 'float64'" "$EFFARCH" bench --suite dtype-suite.json
+out=$("$EFFARCH" bench --suite dtype-suite.json 2>&1) || true
+[[ $out != *--dtype* ]] || fail "a suite's dtype blamed on --dtype: $out"
 finish
