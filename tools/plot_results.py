@@ -14,10 +14,16 @@ import argparse
 import json
 import sys
 
-import matplotlib
+try:
+    import matplotlib
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+except ImportError as e:  # matplotlib, or a module it needs, is not installed for this Python
+    missing = getattr(e, "name", None) or "matplotlib"
+    sys.exit(f"plot_results.py: {sys.executable} cannot import {missing} ({e}): this script needs matplotlib. "
+             f"Install it for this Python ({sys.executable} -m pip install matplotlib; Debian/Ubuntu: "
+             "apt install python3-matplotlib), or run the script with a Python that has it.")
 
 
 def load(paths):

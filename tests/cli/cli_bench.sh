@@ -402,6 +402,14 @@ if /usr/bin/python3 -c 'import matplotlib' 2>/dev/null; then
 else
   fail "python3-matplotlib is missing (tools/setup.sh installs it)"
 fi
+# Without matplotlib: a message naming it and how to install it, exit 1, no traceback. A package
+# of that name that fails to import stands in for its absence, whatever this machine has.
+mkdir -p no-matplotlib/matplotlib
+echo 'raise ModuleNotFoundError("No module named '"'"'matplotlib'"'"'", name="matplotlib")' > no-matplotlib/matplotlib/__init__.py
+expect_exit 1 "cannot import matplotlib" env PYTHONPATH=no-matplotlib "$PYTHON" "$SRC/tools/plot_results.py" qs.json -o x.png
+expect_exit 1 "-m pip install matplotlib" env PYTHONPATH=no-matplotlib "$PYTHON" "$SRC/tools/plot_results.py" qs.json -o x.png
+out=$(PYTHONPATH=no-matplotlib "$PYTHON" "$SRC/tools/plot_results.py" qs.json -o x.png 2>&1) || true
+[[ $out != *Traceback* ]] || fail "plot_results.py without matplotlib: a traceback:"$'\n'"$out"
 
 # --weights int8: recorded in the key (a point of its own beside the dense one), and the
 # roofline's decode bytes are the int8 bytes read (about a quarter of fp32's for the linears).
