@@ -97,7 +97,10 @@ int run_bench(const BenchCmd& cmd) {
     throw UsageError(fmt::format("MODEL '{}' is given twice: its points would have the same keys", *twice));
   }
   std::vector<model::ModelConfig> configs;
-  for (const std::string& name : spec.models) configs.push_back(model::resolve_model(name).config);
+  for (const std::string& name : spec.models) {
+    note_shadowed_model(name);
+    configs.push_back(model::resolve_model(name).config);
+  }
 
   // --tp/--ep: every model checked to split and the launch to match before anything loads; the
   // process group started. Every rank runs the sweep in lockstep; rank 0 writes and prints.

@@ -145,6 +145,7 @@ int run_experts(const ExpertsCmd& cmd) {
   for (int64_t len : cmd.prompt_lengths) {
     if (len < 1) throw UsageError(fmt::format("--prompt-lengths: {} is not a positive length", len));
   }
+  note_shadowed_model(cmd.model);
   const auto source = model::resolve_model(cmd.model);
   const model::ModelConfig& config = source.config;
   if (!config.moe || config.count_layers(model::FfnKind::MoE) == 0) {

@@ -109,6 +109,7 @@ int run_generate(const GenerateCmd& cmd) {
   if (cmd.prompt_ids.empty() == cmd.prompts.empty()) {
     throw UsageError("give the prompt as text (-p) or as token ids (--prompt-ids), one of the two");
   }
+  note_shadowed_model(cmd.model);
   const auto source = model::resolve_model(cmd.model);
   // --tp/--ep: checked against the config and the launch, the process group started (one process:
   // nothing starts). Every rank generates the same tokens; rank 0 prints.

@@ -132,7 +132,13 @@ int run_info(const InfoOptions& opt) {
   const at::ScalarType cache_dtype = parse_float_dtype(opt.cache_dtype, "--cache-dtype");
   const ops::WeightFormat weights = ops::parse_weight_format(opt.weights, "--weights");
   std::vector<std::string> models = opt.models;
-  if (models.empty()) models = model::builtin_model_names();
+  for (const auto& m : models) note_shadowed_model(m);
+  // No MODEL: every built-in config by its file, so that a folder named like one cannot stand in.
+  if (models.empty()) {
+    for (const auto& name : model::builtin_model_names()) {
+      models.push_back((model::configs_dir() / "models" / (name + ".json")).string());
+    }
+  }
   std::vector<nlohmann::json> rows;
   for (const auto& m : models) {
     const auto src = model::resolve_model(m);

@@ -30,6 +30,7 @@ struct InitOptions {
 };
 
 int run_init(const InitOptions& opt) {
+  note_shadowed_model(opt.config);
   const auto src = model::resolve_model(opt.config);
   const at::ScalarType dtype = opt.dtype.empty() ? src.config.torch_dtype : parse_float_dtype(opt.dtype, "--dtype");
   const uint64_t max_shard = parse_size(opt.max_shard_size, "--max-shard-size");

@@ -45,6 +45,7 @@ int run_profile(ProfileCmd& cmd) {
   if (cmd.trace_given) bench::check_output_path(cmd.spec.trace, "--trace", bench::OutputFolder::MustExist);
   at::set_num_threads(cmd.threads ? *cmd.threads
                                   : bench::default_cpu_threads(bench::usable_cores(), bench::read_machine_load()));
+  note_shadowed_model(cmd.spec.model);
   nlohmann::json doc = bench::profile_model(cmd.spec);
   doc["schema"] = "effarch-profile";
   doc["schema_version"] = 1;

@@ -45,6 +45,11 @@ void apply_pdl_option(const std::string& value);
 std::string model_footer(bool commands = false);
 void add_model_footer(CLI::App* sub);
 
+// A MODEL (or CONFIG) that names both an existing path and a built-in config is the path: a note
+// on stderr says so, and how to name the built-in (model::shadowed_builtin_note). Called by each
+// command for each model name it is given, before the model is read.
+void note_shadowed_model(const std::string& model);
+
 // Formatting shared by the printers.
 std::string group_digits(int64_t n);        // 8030261248 -> "8,030,261,248"
 std::string human_count(int64_t n);         // 8030261248 -> "8.03B"

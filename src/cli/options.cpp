@@ -6,17 +6,22 @@
 #include <fmt/format.h>
 
 #include "commands.h"
+#include "effarch/model/catalog.h"
 #include "effarch/ops/backend.h"
 
 namespace effarch::cli {
 
 std::string model_footer(bool commands) {
   return fmt::format("MODEL{} is a Hugging Face checkpoint folder, a config.json, or a built-in config name (see "
-                     "`effarch info`).",
+                     "`effarch info`); a path that exists wins over a built-in name, with a note.",
                      commands ? " (info, generate, experts, bench, profile)" : "");
 }
 
 void add_model_footer(CLI::App* sub) { sub->footer(model_footer()); }
+
+void note_shadowed_model(const std::string& model) {
+  if (const auto note = model::shadowed_builtin_note(model)) fmt::print(stderr, "note: {}\n", *note);
+}
 
 void add_backend_option(CLI::App* sub, std::string* value, bool list) {
   const std::string what =

@@ -39,11 +39,41 @@ std::vector<std::string> builtin_model_names() {
   return names;
 }
 
+std::optional<fs::path> shadowed_builtin(const std::string& model) {
+  const fs::path p(model);
+  // Only a bare name can mean a built-in (a path with a folder in it never does).
+  if (model.empty() || p.has_parent_path() || model == "." || model == "..") return std::nullopt;
+  std::error_code ec;
+  if (!fs::exists(p, ec)) return std::nullopt;
+  const fs::path builtin = configs_dir() / "models" / (model + ".json");
+  if (!fs::is_regular_file(builtin, ec)) return std::nullopt;
+  return builtin;
+}
+
+std::optional<std::string> shadowed_builtin_note(const std::string& model) {
+  const auto builtin = shadowed_builtin(model);
+  if (!builtin) return std::nullopt;
+  std::error_code ec;
+  // A folder without config.json is refused by resolve_model, whose error says the same.
+  if (fs::is_directory(model, ec) && !fs::exists(fs::path(model) / "config.json", ec)) return std::nullopt;
+  return fmt::format("'{}' is the {} {} here, not the built-in config of that name: a path that exists wins (give {} "
+                     "for the built-in)",
+                     model, fs::is_directory(model, ec) ? "folder" : "file", (fs::path(".") / model).string(),
+                     builtin->string());
+}
+
 ModelSource resolve_model(const std::string& model) {
   ModelSource src;
   const fs::path p(model);
   if (fs::is_directory(p)) {
-    if (!fs::exists(p / "config.json")) throw UsageError(fmt::format("{}: checkpoint folder has no config.json", model));
+    if (!fs::exists(p / "config.json")) {
+      const auto builtin = shadowed_builtin(model);
+      throw UsageError(fmt::format("{}: checkpoint folder has no config.json{}", model,
+                                   builtin ? fmt::format(" (a folder here named like a built-in config is taken for a "
+                                                         "checkpoint: give {} for the built-in)",
+                                                         builtin->string())
+                                           : ""));
+    }
     src.name = fs::weakly_canonical(p).filename().string();
     src.config_path = p / "config.json";
     src.checkpoint_dir = p;

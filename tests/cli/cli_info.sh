@@ -15,6 +15,27 @@ expect_exit 0 "backbone.layers.0.mixer.A_log [5120, 16]" "$EFFARCH" info mamba-2
 # A config file path works as MODEL too.
 expect_exit 0 "8,030,261,248" "$EFFARCH" info "$SRC/configs/models/llama-3-8b.json"
 
+# A folder named like a built-in config: the path wins, and a note says so and how to name the
+# built-in (it once won silently). A bare name only: ./tiny-llama is a path, no note. Without
+# MODEL, info lists the built-ins themselves. A folder without config.json is refused, saying why.
+mkdir -p "$SCRATCH/shadow/tiny-llama" "$SCRATCH/shadow/tiny-mamba"
+cp "$SRC/configs/models/tiny-mamba.json" "$SCRATCH/shadow/tiny-llama/config.json"
+cd "$SCRATCH/shadow"
+"$EFFARCH" info tiny-llama > shadow.out 2> shadow.err || fail "info on a shadowing folder: $(cat shadow.err)"
+grep -q "^note: 'tiny-llama' is the folder ./tiny-llama here, not the built-in config of that name: a path that \
+exists wins (give .*configs/models/tiny-llama.json for the built-in)$" shadow.err || fail "no shadowing note: $(cat shadow.err)"
+grep -q "tiny-llama | mamba" shadow.out || fail "the folder's config was not the one used: $(cat shadow.out)"
+"$EFFARCH" info ./tiny-llama > /dev/null 2> path.err || fail "info ./tiny-llama"
+[[ ! -s path.err ]] || fail "a path named as one drew a note: $(cat path.err)"
+"$EFFARCH" info > all.out 2> all.err || fail "info with a shadowing folder here"
+grep -q "tiny-llama *| transformer" all.out || fail "info without MODEL took the folder for the built-in"
+[[ ! -s all.err ]] || fail "info without MODEL: $(cat all.err)"
+expect_exit 2 "tiny-mamba: checkpoint folder has no config.json (a folder here named like a built-in config is \
+taken for a checkpoint: give" "$EFFARCH" info tiny-mamba
+# bench too, as it reads its models (before the usage error found after them here).
+expect_exit 2 "note: 'tiny-llama' is the folder" "$EFFARCH" bench tiny-llama -o no-such-folder/b.json
+cd "$SCRATCH"
+
 "$EFFARCH" info --json mamba-2.8b llama-3-8b mixtral-8x7b > "$SCRATCH/info.json"
 "$PYTHON" - "$SCRATCH/info.json" <<'PY' || fail "info --json figures"
 import json, sys
