@@ -33,10 +33,16 @@ out = pathlib.Path(sys.argv[2])
 c = dict(cfg); del c["num_attention_heads"]; json.dump(c, open(out / "missing.json", "w"))
 c = dict(cfg); c["num_hidden_layers"] = "two"; json.dump(c, open(out / "typed.json", "w"))
 c = dict(cfg); c["architectures"] = ["BertModel"]; json.dump(c, open(out / "arch.json", "w"))
+c = dict(cfg); c.update(hidden_size=36, num_attention_heads=4, num_key_value_heads=4); json.dump(c, open(out / "odd.json", "w"))
 (out / "broken.json").write_text('{"architectures": [')
 PY
 expect_exit 1 "missing.json: key 'num_attention_heads': missing" "$EFFARCH" info "$SCRATCH/missing.json"
 expect_exit 1 "key 'num_hidden_layers': must be an integer" "$EFFARCH" info "$SCRATCH/typed.json"
 expect_exit 1 "unknown architecture BertModel" "$EFFARCH" info "$SCRATCH/arch.json"
 expect_exit 1 "broken.json: invalid JSON" "$EFFARCH" info "$SCRATCH/broken.json"
+# An odd head size is blamed on itself, not on a partial_rotary_factor the config does not have.
+expect_exit 1 "odd.json: key 'num_attention_heads': head_dim = hidden_size / num_attention_heads = 36 / 4 = 9 is odd" \
+  "$EFFARCH" info "$SCRATCH/odd.json"
+out=$("$EFFARCH" info "$SCRATCH/odd.json" 2>&1) || true
+[[ $out != *partial_rotary_factor* ]] || fail "an odd head_dim blamed on partial_rotary_factor: $out"
 finish

@@ -164,6 +164,42 @@ TEST(ConfigErrors, ImpossibleValues) {
   EXPECT_THROW_WITH(parse(j), ConfigError, {"'factor'", "missing"});
 }
 
+// An odd head size with the whole head rotated is the head size's fault, not partial_rotary_factor's
+// (which it was once blamed on, absent or 1.0): named as the config gives it, hidden_size /
+// num_attention_heads or head_dim. partial_rotary_factor only when its fraction makes the count odd.
+TEST(ConfigErrors, OddRotaryDimsBlameWhatMadeThem) {
+  const auto message = [](const json& j) -> std::string {
+    try {
+      (void)parse(j);
+    } catch (const ConfigError& e) {
+      return e.what();
+    }
+    return "no error";
+  };
+  json j = tiny_llama();
+  j["hidden_size"] = 36;
+  j["num_key_value_heads"] = 4;  // head_dim 9
+  for (const json& partial : {json(), json(1.0)}) {
+    if (!partial.is_null()) j["partial_rotary_factor"] = partial;
+    const std::string m = message(j);
+    EXPECT_NE(m.find("key 'num_attention_heads': head_dim = hidden_size / num_attention_heads = 36 / 4 = 9 is odd"),
+              std::string::npos)
+        << m;
+    EXPECT_EQ(m.find("partial_rotary_factor"), std::string::npos) << m;
+  }
+  j = tiny_llama();
+  j["head_dim"] = 15;
+  std::string m = message(j);
+  EXPECT_NE(m.find("key 'head_dim': 15 is odd"), std::string::npos) << m;
+  EXPECT_EQ(m.find("partial_rotary_factor"), std::string::npos) << m;
+  j = tiny_llama();  // head_dim 16: a half of it is 8 dims, fine; 0.5625 of it is 9
+  j["partial_rotary_factor"] = 0.5625;
+  m = message(j);
+  EXPECT_NE(m.find("key 'partial_rotary_factor': 0.5625 of head_dim 16 gives 9 rotary dims"), std::string::npos) << m;
+  j["partial_rotary_factor"] = 0.5;
+  EXPECT_EQ(parse(j).attention->rope->rotary_dim, 8);
+}
+
 // Every field that changes the computation and that effarch does not implement is refused at
 // parse time, naming the key (docs/architectures.md lists the audit).
 TEST(ConfigErrors, UnimplementedFieldsAreRefusedByName) {

@@ -56,8 +56,20 @@ AttentionConfig parse_attention(const ConfigReader& r, int64_t hidden, const Att
   if (!(partial > 0 && partial <= 1)) r.fail("partial_rotary_factor", fmt::format("must be in (0, 1], got {}", partial));
   rope.rotary_dim = static_cast<int64_t>(static_cast<double>(a.head_dim) * partial);
   if (rope.rotary_dim <= 0 || rope.rotary_dim % 2 != 0) {
-    r.fail("partial_rotary_factor", fmt::format("gives {} rotary dims of head_dim {}: must be a positive even number",
-                                                rope.rotary_dim, a.head_dim));
+    // RoPE turns pairs of dims. With the whole head rotated the head size is at fault, named as the
+    // config gives it; partial_rotary_factor only when a fraction of the head makes the count odd.
+    if (partial == 1.0) {
+      if (r.has("head_dim")) {
+        r.fail("head_dim", fmt::format("{} is odd: RoPE rotates pairs of dims, so the head size must be even",
+                                       a.head_dim));
+      }
+      r.fail("num_attention_heads",
+             fmt::format("head_dim = hidden_size / num_attention_heads = {} / {} = {} is odd: RoPE rotates pairs of "
+                         "dims, so the head size must be even",
+                         hidden, a.num_heads, a.head_dim));
+    }
+    r.fail("partial_rotary_factor", fmt::format("{} of head_dim {} gives {} rotary dims: must be a positive even number",
+                                                partial, a.head_dim, rope.rotary_dim));
   }
   const nlohmann::json* scaling = nullptr;
   std::string scaling_key = "rope_scaling";
