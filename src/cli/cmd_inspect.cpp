@@ -2,6 +2,8 @@
 // tensors checked against its config. Exit 0 when valid, 1 with the problems listed otherwise.
 
 #include <filesystem>
+#include <fstream>
+#include <optional>
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
@@ -23,6 +25,47 @@ struct InspectOptions {
   bool quiet = false;  // no per-tensor listing
 };
 
+// When `path` is a JSON file rather than a safetensors file (a config.json, a sharded checkpoint's
+// index), what to pass instead; nullopt otherwise. The safetensors parser alone would report the
+// text's first 8 bytes as an impossible header length. A safetensors file starts with its header's
+// length (8 bytes, little-endian), so JSON text is told apart by that length not fitting the file.
+std::optional<std::string> json_instead_of_safetensors(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::string head(4096, '\0');
+  in.read(head.data(), static_cast<std::streamsize>(head.size()));
+  head.resize(static_cast<size_t>(in.gcount()));
+  const size_t first = head.find_first_not_of(" \t\r\n");
+  if (first == std::string::npos || (head[first] != '{' && head[first] != '[')) return std::nullopt;
+  std::error_code ec;
+  const uint64_t size = fs::file_size(path, ec);
+  if (!ec && size >= 8) {
+    uint64_t header_length = 0;
+    for (int i = 7; i >= 0; --i) header_length = (header_length << 8) | static_cast<unsigned char>(head[i]);
+    if (header_length <= size - 8) return std::nullopt;  // a plausible safetensors header: let the parser judge
+  }
+  const std::string folder = path.has_parent_path() ? path.parent_path().string() : ".";
+  const std::string name = path.filename().string();
+  if (name.size() > 11 && name.substr(name.size() - 11) == ".index.json") {
+    return fmt::format("{} is a sharded checkpoint's index (JSON), not a safetensors file: give its folder "
+                       "(effarch inspect {}) to list and check every shard",
+                       path.string(), folder);
+  }
+  if (name == "config.json") {
+    return fmt::format("{} is a model config (JSON), not a safetensors file: `effarch inspect {}` checks the "
+                       "checkpoint folder holding it against it, `effarch info {}` shows the model it describes",
+                       path.string(), folder, path.string());
+  }
+  if (head.find("\"architectures\"") != std::string::npos || head.find("\"model_type\"") != std::string::npos) {
+    return fmt::format("{} is a model config (JSON), not a safetensors file: `effarch info {}` shows the model it "
+                       "describes; inspect takes a .safetensors file or a checkpoint folder (a config.json with its "
+                       "safetensors)",
+                       path.string(), path.string());
+  }
+  return fmt::format("{} is a JSON file, not a safetensors file: inspect takes a .safetensors file or a checkpoint "
+                     "folder",
+                     path.string());
+}
+
 nlohmann::json tensor_rows(const io::TensorStore& store) {
   nlohmann::json rows = nlohmann::json::array();
   for (const auto& name : store.names()) {
@@ -37,6 +80,9 @@ int run_inspect(const InspectOptions& opt) {
   const fs::path path(opt.path);
   if (!fs::exists(path)) throw UsageError(fmt::format("{}: no such file or folder", opt.path));
   const bool folder = fs::is_directory(path);
+  if (!folder) {
+    if (const auto instead = json_instead_of_safetensors(path)) throw UsageError(*instead);
+  }
   io::TensorStore store = folder ? io::TensorStore::open_folder(path) : io::TensorStore::open_file(path);
 
   nlohmann::json out;

@@ -44,4 +44,15 @@ expect_exit 0 "checkpoint matches MambaForCausalLM" "$EFFARCH" inspect "$SCRATCH
 head -c 100 "$SCRATCH/ok/model.safetensors" > "$SCRATCH/truncated.safetensors"
 expect_exit 1 "truncated.safetensors" "$EFFARCH" inspect "$SCRATCH/truncated.safetensors"
 expect_exit 2 "no such file" "$EFFARCH" inspect "$SCRATCH/does-not-exist"
+# A JSON file is not a safetensors file: said so, with what to pass instead (it was read as a
+# header length of 8388350557284278907 bytes).
+expect_exit 2 "$SCRATCH/ok/config.json is a model config (JSON), not a safetensors file: \`effarch inspect \
+$SCRATCH/ok\` checks the checkpoint folder holding it" "$EFFARCH" inspect "$SCRATCH/ok/config.json"
+expect_exit 2 "tiny-mamba.json is a model config (JSON), not a safetensors file: \`effarch info" \
+  "$EFFARCH" inspect "$SRC/configs/models/tiny-mamba.json"
+echo '{"metadata": {}, "weight_map": {}}' > "$SCRATCH/model.safetensors.index.json"
+expect_exit 2 "is a sharded checkpoint's index (JSON), not a safetensors file: give its folder" \
+  "$EFFARCH" inspect "$SCRATCH/model.safetensors.index.json"
+echo '[1, 2, 3]' > "$SCRATCH/list.json"
+expect_exit 2 "list.json is a JSON file, not a safetensors file" "$EFFARCH" inspect "$SCRATCH/list.json"
 finish
