@@ -9,6 +9,7 @@
 #include "commands.h"
 #include "effarch/bench/bench.h"
 #include "effarch/common/error.h"
+#include "effarch/common/files.h"
 #include "effarch/version.h"
 
 namespace effarch::cli {
@@ -19,7 +20,10 @@ struct ReportCmd {
   std::string output;
   std::string format = "md";
   std::string python = "python3";
+  bool python_given = false;
   bool no_plots = false;
+  // The plots are drawn: the Markdown report, into a file, not --no-plots.
+  bool plots() const { return format == "md" && !output.empty() && !no_plots; }
 };
 
 std::string shell_quote(const std::string& s) {
@@ -33,12 +37,21 @@ std::string shell_quote(const std::string& s) {
 std::string plots(const ReportCmd& cmd) {
   namespace fs = std::filesystem;
   const fs::path tool = fs::path(EFFARCH_SOURCE_CONFIGS_DIR).parent_path() / "tools" / "plot_results.py";
-  if (!fs::exists(tool)) return fmt::format("\n## Plots\n\nNone: {} is not here.\n", tool.string());
+  // Why there are none, in the report and on stderr.
+  const auto none = [](const std::string& why) {
+    fmt::print(stderr, "note: no plots: {}\n", why);
+    return fmt::format("\n## Plots\n\nNone: {}.\n", why);
+  };
+  if (!fs::exists(tool)) return none(fmt::format("{} is not here", tool.string()));
+  // A --python given that cannot run was refused before anything was read (run_report); the
+  // default one missing only costs the plots.
+  if (const std::string why = unrunnable_reason(cmd.python); !why.empty()) {
+    return none(fmt::format("{} (the default --python) {}; give --python PATH to a Python with matplotlib",
+                            cmd.python, why));
+  }
   const std::string probe = shell_quote(cmd.python) + " -c 'import matplotlib' > /dev/null 2>&1";
   if (std::system(probe.c_str()) != 0) {
-    return fmt::format("\n## Plots\n\nNone: {} has no matplotlib (Debian: python3-matplotlib; --python picks "
-                       "another).\n",
-                       cmd.python);
+    return none(fmt::format("{} has no matplotlib (Debian: python3-matplotlib; --python picks another)", cmd.python));
   }
   const fs::path out = fs::path(cmd.output);
   const fs::path stem = out.parent_path() / out.stem();
@@ -48,7 +61,7 @@ std::string plots(const ReportCmd& cmd) {
     const std::string run = fmt::format("{} {}{} --split -o {} > /dev/null", shell_quote(cmd.python),
                                         shell_quote(tool.string()), files,
                                         shell_quote(stem.string() + "." + ext));
-    if (std::system(run.c_str()) != 0) return "\n## Plots\n\nNone: tools/plot_results.py failed.\n";
+    if (std::system(run.c_str()) != 0) return none("tools/plot_results.py failed");
   }
   std::string md = "\n## Plots\n\n";
   const std::string name = out.stem().string();
@@ -65,6 +78,15 @@ int run_report(const ReportCmd& cmd) {
   if (cmd.format != "md" && cmd.format != "github-bigger" && cmd.format != "github-smaller" && cmd.format != "bmf") {
     throw UsageError(fmt::format("--format: unknown format '{}' (md, github-bigger, github-smaller, bmf)", cmd.format));
   }
+  // A --python named that cannot run: refused before any file is read or written (the default
+  // python3 missing is said under Plots instead: the report itself does not need it).
+  if (cmd.python_given && cmd.plots()) {
+    if (const std::string why = unrunnable_reason(cmd.python); !why.empty()) {
+      throw UsageError(fmt::format("--python: {} {} (the Python that draws the plots: give one that has matplotlib, "
+                                   "or --no-plots)",
+                                   cmd.python, why));
+    }
+  }
   std::vector<bench::Point> points;
   std::vector<std::string> sources;
   for (const auto& f : cmd.files) {
@@ -80,7 +102,7 @@ int run_report(const ReportCmd& cmd) {
   std::string text;
   if (cmd.format == "md") {
     text = bench::markdown_report(points, sources);
-    if (!cmd.output.empty() && !cmd.no_plots) text += plots(cmd);
+    if (cmd.plots()) text += plots(cmd);
   } else {
     text = bench::format_results(nlohmann::json{{"points", points}}, cmd.format);
   }
@@ -105,7 +127,10 @@ void register_report(CLI::App& app, int* exit_code) {
       ->capture_default_str();
   sub->add_option("--python", cmd->python, "The Python that draws the plots (with matplotlib)")->capture_default_str();
   sub->add_flag("--no-plots", cmd->no_plots, "No charts beside the report (-o only)");
-  sub->callback([cmd, exit_code] { *exit_code = run_report(*cmd); });
+  sub->callback([cmd, exit_code, sub] {
+    cmd->python_given = sub->count("--python") > 0;
+    *exit_code = run_report(*cmd);
+  });
 }
 
 }  // namespace effarch::cli

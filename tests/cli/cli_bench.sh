@@ -146,6 +146,18 @@ sys.exit(0 if "busy" not in p and not ml["busy"] and ml["before"]["others_runnab
 # effarch report on the quickstart's results: every number re-derived from qs.json, the verdict
 # lines computed (a crafted copy where tiny-jamba decodes fastest flips one), dashboards.
 expect_exit 0 "wrote report.md" "$EFFARCH" report qs.json -o report.md --python /usr/bin/python3
+# A --python that cannot run is refused naming it and the option, before anything is written (it
+# was reported as a Python without matplotlib); the default python3 missing costs the plots only,
+# said in the report and on stderr.
+expect_exit 2 "--python: no-such-dir/python3 does not exist (the Python that draws the plots" \
+  "$EFFARCH" report qs.json -o no-python.md --python no-such-dir/python3
+expect_exit 2 "--python: no-such-python-here is not on PATH" "$EFFARCH" report qs.json -o no-python.md \
+  --python no-such-python-here
+[[ ! -e no-python.md ]] || fail "report with a --python that cannot run wrote its report"
+expect_exit 0 "note: no plots: python3 (the default --python) is not on PATH; give --python PATH" \
+  env PATH=/no-such-dir "$EFFARCH" report qs.json -o default-python.md
+grep -q "None: python3 (the default --python) is not on PATH" default-python.md \
+  || fail "the report does not say why it has no plots: $(tail -3 default-python.md)"
 for chart in memory prefill decode; do
   [[ $(head -c 4 report-$chart.png | od -An -c | tr -d ' ') == 211PNG ]] || fail "report-$chart.png is not a PNG"
   grep -q "<svg" report-$chart.svg || fail "report-$chart.svg"
