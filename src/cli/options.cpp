@@ -8,6 +8,7 @@
 #include "commands.h"
 #include "effarch/model/catalog.h"
 #include "effarch/ops/backend.h"
+#include "effarch/parallel/parallel.h"
 
 namespace effarch::cli {
 
@@ -20,6 +21,14 @@ std::string model_footer(bool commands) {
 void add_model_footer(CLI::App* sub) { sub->footer(model_footer()); }
 
 void note_shadowed_model(const std::string& model) {
+  // Said once, by rank 0, when a launcher started several processes (a bad launch environment is
+  // the command's own error to report, later).
+  int rank = 0;
+  try {
+    rank = parallel::read_launch_env().rank;
+  } catch (const std::exception&) {
+  }
+  if (rank != 0) return;
   if (const auto note = model::shadowed_builtin_note(model)) fmt::print(stderr, "note: {}\n", *note);
 }
 

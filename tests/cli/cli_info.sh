@@ -27,6 +27,10 @@ exists wins (give .*configs/models/tiny-llama.json for the built-in)$" shadow.er
 grep -q "tiny-llama | mamba" shadow.out || fail "the folder's config was not the one used: $(cat shadow.out)"
 "$EFFARCH" info ./tiny-llama > /dev/null 2> path.err || fail "info ./tiny-llama"
 [[ ! -s path.err ]] || fail "a path named as one drew a note: $(cat path.err)"
+# Under a launcher only rank 0 says it (the environment torchrun gives rank 1 of 2).
+RANK=1 WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=29500 "$EFFARCH" info tiny-llama > /dev/null 2> rank1.err ||
+  fail "info as rank 1: $(cat rank1.err)"
+[[ ! -s rank1.err ]] || fail "rank 1 repeated the shadowing note: $(cat rank1.err)"
 "$EFFARCH" info > all.out 2> all.err || fail "info with a shadowing folder here"
 grep -q "tiny-llama *| transformer" all.out || fail "info without MODEL took the folder for the built-in"
 [[ ! -s all.err ]] || fail "info without MODEL: $(cat all.err)"
