@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <map>
 #include <optional>
+#include <set>
 #include <string>
 #include <utility>
 
@@ -200,6 +201,20 @@ KernelPlan plan_kernels(const KernelSweep& sweep) {
 }  // namespace
 
 void check_kernel_sweep(const KernelSweep& sweep) { (void)plan_kernels(sweep); }
+
+std::vector<std::string> kernel_sweep_configs(const KernelSweep& sweep) {
+  std::set<KernelModel> used;
+  for (const auto& c : kernel_cases()) {
+    if (sweep.ops.empty() || std::find(sweep.ops.begin(), sweep.ops.end(), c.op) != sweep.ops.end()) used.insert(c.model);
+  }
+  std::vector<std::string> names;
+  for (const auto& [model, name] : {std::pair{KernelModel::Mamba1, &sweep.mamba1}, std::pair{KernelModel::Mamba2, &sweep.mamba2},
+                                    std::pair{KernelModel::Transformer, &sweep.transformer},
+                                    std::pair{KernelModel::Moe, &sweep.moe}}) {
+    if (used.count(model)) names.push_back(*name);
+  }
+  return names;
+}
 
 std::vector<json> run_kernels(const KernelSweep& sweep, const json& environment, const KernelCallbacks& cb) {
   const KernelPlan plan = plan_kernels(sweep);

@@ -57,9 +57,7 @@ int run_kernels_cmd(KernelsCmd& cmd) {
   if (cmd.lengths) sweep.lengths = bench::parse_int_list(*cmd.lengths, "--lengths");
   if (cmd.batch) sweep.batches = bench::parse_int_list(*cmd.batch, "--batch");
   if (!cmd.memory_limit.empty()) sweep.memory_limit = parse_size(cmd.memory_limit, "--memory-limit");
-  for (const auto* config : {&sweep.mamba1, &sweep.mamba2, &sweep.transformer, &sweep.moe}) {
-    note_shadowed_model(*config);
-  }
+  for (const auto& config : bench::kernel_sweep_configs(sweep)) note_shadowed_model(config);  // those --ops read
   bench::check_kernel_sweep(sweep);  // ops, counts and models before the device is looked at
   if (cmd.threads && *cmd.threads < 1) throw UsageError("--threads must be at least 1");
   apply_pdl_option(cmd.pdl);

@@ -36,6 +36,12 @@ grep -q "tiny-llama *| transformer" all.out || fail "info without MODEL took the
 [[ ! -s all.err ]] || fail "info without MODEL: $(cat all.err)"
 expect_exit 2 "tiny-mamba: checkpoint folder has no config.json (a folder here named like a built-in config is \
 taken for a checkpoint: give" "$EFFARCH" info tiny-mamba
+# kernels: for the configs its --ops read, and only those.
+K=(kernels --device cpu --lengths 8 --batch 1 --reps 1 --warmup 0 --mamba1 tiny-llama --transformer tiny-phi)
+"$EFFARCH" "${K[@]}" --ops causal_conv1d_update -o k1.json > /dev/null 2> k1.err || fail "kernels: $(cat k1.err)"
+grep -q "^note: 'tiny-llama' is the folder" k1.err || fail "kernels --mamba1 drew no shadowing note: $(cat k1.err)"
+"$EFFARCH" "${K[@]}" --ops attention -o k2.json > /dev/null 2> k2.err || fail "kernels: $(cat k2.err)"
+! grep -q "^note:" k2.err || fail "kernels noted a config its --ops do not read: $(cat k2.err)"
 # bench too, as it reads its models (before the usage error found after them here).
 expect_exit 2 "note: 'tiny-llama' is the folder" "$EFFARCH" bench tiny-llama -o no-such-folder/b.json
 cd "$SCRATCH"

@@ -102,6 +102,10 @@ struct KernelCallbacks {
 // the device. run_kernels checks the same.
 void check_kernel_sweep(const KernelSweep& sweep);
 
+// The configs (--mamba1, --mamba2, --transformer, --moe values) the sweep's ops take their shapes
+// from, each once, in that order, without reading them; an unknown op is left to check_kernel_sweep.
+std::vector<std::string> kernel_sweep_configs(const KernelSweep& sweep);
+
 // Runs every (case, batch, length, implementation) of the sweep; one row each, in order. A row that
 // fails (out of memory, an error) is recorded with its status and the sweep goes on; a row whose
 // bytes do not fit the device's free memory (or memory_limit) is recorded as skipped without
