@@ -74,6 +74,14 @@ FIXTURES = {
                                                                "beta_fast": 16, "truncate": False}}),
     # A finite time_step_limit: dt clamped in the prefill scan only (greedy_decode checks decode).
     "mamba2-dt-limit": ("tiny-mamba2", {"time_step_limit": [0.05, 0.06]}),
+    # Switches the audit (docs/architectures.md) lists as implemented that no fixture above varied.
+    "llama-biases": ("tiny-llama", {"attention_bias": True, "mlp_bias": True}),
+    "llama-head-dim": ("tiny-llama", {"head_dim": 24}),                   # q/k/v wider than hidden / heads
+    "mamba-no-conv-bias": ("tiny-mamba", {"use_conv_bias": False}),
+    "mamba2-biases": ("tiny-mamba2", {"use_bias": True, "use_conv_bias": False}),
+    "falcon-mamba-eps": ("tiny-falcon-mamba", {"mixer_rms_eps": 0.5}),     # large enough to move the logits
+    "jamba-biases": ("tiny-jamba", {"mamba_conv_bias": False, "mamba_proj_bias": True}),
+    "phi-eps": ("tiny-phi", {"layer_norm_eps": 0.5}),
 }
 
 # Fixtures whose greedy reference is transformers' cached decode (see greedy_decode above).
