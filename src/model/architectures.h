@@ -41,6 +41,10 @@ Architecture jamba();
 // does effarch (a Mistral config's attention_bias changes nothing in transformers).
 struct AttentionKeys {
   bool rope = true;            // rope_theta, rope_scaling / rope_parameters, partial_rotary_factor
+  // partial_rotary_factor below 1 (Phi). transformers 5.23's Llama, Mistral and Mixtral classes
+  // rotate the whole head whatever it says (a rope_type other than default fails), DeepSeekMoE's
+  // remote code has no such key: there it is refused, having no reference to match.
+  bool partial_rotary = false;
   bool attention_bias = false; // q/k/v/o biases (Llama, DeepSeekMoE)
   bool sliding_window = false; // Mistral, Mixtral
   std::optional<int64_t> default_sliding_window;  // when the key is absent (Mistral: 4096)

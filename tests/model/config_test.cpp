@@ -192,12 +192,12 @@ TEST(ConfigErrors, OddRotaryDimsBlameWhatMadeThem) {
   std::string m = message(j);
   EXPECT_NE(m.find("key 'head_dim': 15 is odd"), std::string::npos) << m;
   EXPECT_EQ(m.find("partial_rotary_factor"), std::string::npos) << m;
-  j = tiny_llama();  // head_dim 16: a half of it is 8 dims, fine; 0.5625 of it is 9
-  j["partial_rotary_factor"] = 0.5625;
+  j = io::read_json_file(configs_dir() / "models" / "tiny-phi.json");  // head_dim 40: half is 20 dims, 0.525 is 21
+  j["partial_rotary_factor"] = 0.525;
   m = message(j);
-  EXPECT_NE(m.find("key 'partial_rotary_factor': 0.5625 of head_dim 16 gives 9 rotary dims"), std::string::npos) << m;
+  EXPECT_NE(m.find("key 'partial_rotary_factor': 0.525 of head_dim 40 gives 21 rotary dims"), std::string::npos) << m;
   j["partial_rotary_factor"] = 0.5;
-  EXPECT_EQ(parse(j).attention->rope->rotary_dim, 8);
+  EXPECT_EQ(parse(j).attention->rope->rotary_dim, 20);
 }
 
 // Every field that changes the computation and that effarch does not implement is refused at
@@ -224,6 +224,18 @@ TEST(ConfigErrors, UnimplementedFieldsAreRefusedByName) {
   jamba = io::read_json_file(configs_dir() / "models" / "tiny-jamba.json");
   jamba["hidden_act"] = "xielu";
   EXPECT_THROW_WITH(parse(jamba), ConfigError, {"'hidden_act'", "xielu"});
+  // A fraction of the head rotated: Phi only. transformers 5.23's Llama-family classes ignore it
+  // (or fail), so for them it is refused; 1.0 is the whole head, as without the key.
+  for (const char* name : {"tiny-llama", "tiny-llama3", "tiny-mistral", "tiny-mixtral", "tiny-deepseek-moe"}) {
+    json cfg = io::read_json_file(configs_dir() / "models" / (std::string(name) + ".json"));
+    cfg["partial_rotary_factor"] = 0.5;
+    EXPECT_THROW_WITH(parse(cfg), ConfigError, {"'partial_rotary_factor'", "0.5 is not supported", "only Phi"});
+    cfg["partial_rotary_factor"] = 1.0;
+    EXPECT_NO_THROW(parse(cfg)) << name;
+  }
+  json nested = tiny_llama();  // transformers 5 keeps it inside rope_parameters
+  nested["rope_parameters"] = {{"rope_type", "default"}, {"rope_theta", 10000.0}, {"partial_rotary_factor", 0.25}};
+  EXPECT_THROW_WITH(parse(nested), ConfigError, {"'partial_rotary_factor'", "0.25 is not supported"});
   json phi = io::read_json_file(configs_dir() / "models" / "tiny-phi.json");
   phi["qk_layernorm"] = true;
   EXPECT_THROW_WITH(parse(phi), ConfigError, {"'qk_layernorm'", "not supported"});

@@ -54,6 +54,13 @@ AttentionConfig parse_attention(const ConfigReader& r, int64_t hidden, const Att
   rope.theta = p.has("rope_theta") ? p.positive_number_or("rope_theta", 10000.0) : r.positive_number_or("rope_theta", 10000.0);
   const double partial = r.number_or("partial_rotary_factor", p.number_or("partial_rotary_factor", 1.0));
   if (!(partial > 0 && partial <= 1)) r.fail("partial_rotary_factor", fmt::format("must be in (0, 1], got {}", partial));
+  if (partial != 1.0 && !keys.partial_rotary) {
+    r.fail("partial_rotary_factor",
+           fmt::format("{} is not supported for this architecture: transformers 5.23 rotates the whole head here whatever "
+                       "the key says (and fails with a rope_type other than default), so no reference computes it; "
+                       "of the architectures effarch runs, only Phi rotates part of the head",
+                       partial));
+  }
   rope.rotary_dim = static_cast<int64_t>(static_cast<double>(a.head_dim) * partial);
   if (rope.rotary_dim <= 0 || rope.rotary_dim % 2 != 0) {
     // RoPE turns pairs of dims. With the whole head rotated the head size is at fault, named as the

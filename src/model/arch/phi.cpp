@@ -15,7 +15,9 @@ void parse_phi(const ConfigReader& r, ModelConfig& c) {
   c.parallel_block = true;
   c.max_position_embeddings = r.positive("max_position_embeddings");
   if (r.boolean_or("qk_layernorm", false)) r.fail("qk_layernorm", "true is not supported");
-  c.attention = parse_attention(r, c.hidden_size, AttentionKeys{});
+  AttentionKeys keys;
+  keys.partial_rotary = true;  // Phi-2: 0.4 of each head
+  c.attention = parse_attention(r, c.hidden_size, keys);
   c.attention->qkv_bias = true;
   c.attention->out_bias = true;
   c.mlp = MlpConfig{r.positive("intermediate_size"), parse_activation(r, "hidden_act", "gelu_new"), false, true};
