@@ -82,6 +82,10 @@ FIXTURES = {
     "falcon-mamba-eps": ("tiny-falcon-mamba", {"mixer_rms_eps": 0.5}),     # large enough to move the logits
     "jamba-biases": ("tiny-jamba", {"mamba_conv_bias": False, "mamba_proj_bias": True}),
     "phi-eps": ("tiny-phi", {"layer_norm_eps": 0.5}),
+    # Conv widths besides 4 (the causal conv runs 2, 3 and 4; docs/architectures.md).
+    "mamba-conv3": ("tiny-mamba", {"conv_kernel": 3}),
+    "mamba2-conv2": ("tiny-mamba2", {"conv_kernel": 2}),
+    "jamba-conv3": ("tiny-jamba", {"mamba_d_conv": 3}),
 }
 
 # Fixtures whose greedy reference is transformers' cached decode (see greedy_decode above).
