@@ -86,6 +86,17 @@ FIXTURES = {
     "mamba-conv3": ("tiny-mamba", {"conv_kernel": 3}),
     "mamba2-conv2": ("tiny-mamba2", {"conv_kernel": 2}),
     "jamba-conv3": ("tiny-jamba", {"mamba_d_conv": 3}),
+    # RoPE scalings beyond Llama: Phi's partial rotary under linear and yarn, Mistral's and
+    # Mixtral's attention (with a window) under dynamic, llama3 and linear; a wider head_dim.
+    "phi-rope-linear": ("tiny-phi", {"rope_scaling": {"rope_type": "linear", "factor": 4.0}}),
+    "phi-rope-yarn": ("tiny-phi", {"rope_scaling": {"rope_type": "yarn", "factor": 4.0,
+                                                    "original_max_position_embeddings": 512}}),
+    "mistral-rope-dynamic": ("tiny-mistral", {"rope_scaling": {"rope_type": "dynamic", "factor": 2.0}}),
+    "mistral-rope-llama3": ("tiny-mistral", {"rope_scaling": {"rope_type": "llama3", "factor": 8.0,
+                                                              "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                                                              "original_max_position_embeddings": 64}}),
+    "mixtral-rope-linear": ("tiny-mixtral", {"rope_scaling": {"rope_type": "linear", "factor": 2.0}}),
+    "mixtral-head-dim": ("tiny-mixtral", {"head_dim": 24}),
 }
 
 # Fixtures whose greedy reference is transformers' cached decode (see greedy_decode above).
