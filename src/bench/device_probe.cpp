@@ -22,6 +22,8 @@
 #include <cuda_runtime_api.h>
 #endif
 
+#include "effarch/common/error.h"
+
 namespace effarch::bench::detail {
 namespace {
 
@@ -275,19 +277,6 @@ void set_memory_limit(const c10::Device& device, uint64_t bytes) {
   if (counting != nullptr) counting->set_limit(bytes == 0 ? 0 : counting->live() + bytes);
 }
 
-std::string message(const std::exception& e) {
-  if (const auto* c10e = dynamic_cast<const c10::Error*>(&e)) return c10e->what_without_backtrace();
-  return e.what();
-}
-
-PointStatus classify(const std::exception& e) {
-  if (dynamic_cast<const c10::OutOfMemoryError*>(&e) != nullptr) return PointStatus::Oom;
-  if (dynamic_cast<const std::bad_alloc*>(&e) != nullptr) return PointStatus::Oom;
-  const std::string msg = message(e);
-  for (const char* sign : {"out of memory", "DefaultCPUAllocator", "can't allocate memory", "Cannot allocate memory"}) {
-    if (msg.find(sign) != std::string::npos) return PointStatus::Oom;
-  }
-  return PointStatus::Error;
-}
+PointStatus classify(const std::exception& e) { return is_out_of_memory(e) ? PointStatus::Oom : PointStatus::Error; }
 
 }  // namespace effarch::bench::detail

@@ -59,9 +59,7 @@ uint64_t available_host_memory();
 // `bytes` beyond what is in use now; 0 removes the cap.
 void set_memory_limit(const c10::Device& device, uint64_t bytes);
 
-// Oom for allocation failures (CUDA OOM, CPU allocator failures, std::bad_alloc), else Error.
+// Oom for allocation failures (effarch::is_out_of_memory), else Error.
 PointStatus classify(const std::exception& e);
-// The exception's message without the C++ backtrace that c10 errors carry.
-std::string message(const std::exception& e);
 
 }  // namespace effarch::bench::detail

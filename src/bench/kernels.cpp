@@ -290,7 +290,7 @@ std::vector<json> run_kernels(const KernelSweep& sweep, const json& environment,
               }
             } catch (const std::exception& e) {
               row["status"] = to_string(detail::classify(e));
-              row["error"] = detail::message(e);
+              row["error"] = error_message(e);
             }
           }
           detail::synchronize(device);

@@ -304,7 +304,7 @@ Loaded load_model(const std::string& name, const SweepSpec& spec, const std::vec
   } catch (const std::exception& e) {
     if (distributed) throw;  // the ranks would no longer run the same points
     l.status = detail::classify(e);
-    l.error = fmt::format("loading {}: {}", name, detail::message(e));
+    l.error = fmt::format("loading {}: {}", name, error_message(e));
     l.m.reset();
     detail::reset_peaks(device);
   }
@@ -359,7 +359,7 @@ Point run_point(Loaded& l, const std::string& name, int64_t batch, int64_t len, 
   } catch (const std::exception& e) {
     if (distributed) throw;  // one rank's out-of-memory would leave the others waiting in a collective
     p.status = detail::classify(e);
-    p.error = detail::message(e);
+    p.error = error_message(e);
     m.release_cache();
     detail::reset_peaks(device);  // give the memory back before the next point
   }

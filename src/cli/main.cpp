@@ -54,6 +54,12 @@ int main(int argc, char** argv) {
     fmt::print(stderr, "effarch: error: unknown command '{}' (commands: {})\n", argv[1], fmt::join(names, ", "));
     return 2;
   }
+  // A failure: said on stderr (and, in a multi-process run, to the other ranks, which name this one).
+  const auto fail = [](const std::string& what, int code, const char* kind = "error") {
+    effarch::parallel::report_failure(what);
+    fmt::print(stderr, "effarch: {}: {}\n", kind, what);
+    return code;
+  };
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
@@ -66,9 +72,7 @@ int main(int argc, char** argv) {
     app.exit(e);
     return 2;
   } catch (const effarch::UsageError& e) {
-    effarch::parallel::report_failure(e.what());  // a multi-process run: the other ranks name this one
-    fmt::print(stderr, "effarch: error: {}\n", e.what());
-    return 2;
+    return fail(e.what(), 2);
   } catch (const effarch::parallel::CommError& e) {
     // Another rank is lost or failed: say so and leave at once, without waiting on the process group.
     fmt::print(stderr, "effarch: error: {}\n", e.what());
@@ -76,28 +80,17 @@ int main(int argc, char** argv) {
     std::fflush(stderr);
     std::_Exit(1);
   } catch (const effarch::Error& e) {
-    effarch::parallel::report_failure(e.what());
-    fmt::print(stderr, "effarch: error: {}\n", e.what());
-    return 1;
+    return fail(e.what(), 1);
   } catch (const std::filesystem::filesystem_error& e) {
     // A folder or file the command could not make or write (init into a read-only parent): the
     // path and the system's reason, not an internal error.
-    effarch::parallel::report_failure(e.what());
-    fmt::print(stderr, "effarch: error: {}\n", e.what());
-    return 1;
+    return fail(e.what(), 1);
   } catch (const c10::Error& e) {
     // ATen's errors carry a C++ backtrace in what(): the message alone. Running out of memory is
     // the machine's limit, not a bug.
-    const std::string msg = e.what_without_backtrace();
-    effarch::parallel::report_failure(msg);
-    const bool oom = dynamic_cast<const c10::OutOfMemoryError*>(&e) != nullptr ||
-                     msg.find("can't allocate memory") != std::string::npos;
-    fmt::print(stderr, "effarch: {}: {}\n", oom ? "error: out of memory" : "internal error", msg);
-    return 1;
+    return fail(effarch::error_message(e), 1, effarch::is_out_of_memory(e) ? "error: out of memory" : "internal error");
   } catch (const std::exception& e) {
-    effarch::parallel::report_failure(e.what());
-    fmt::print(stderr, "effarch: internal error: {}\n", e.what());
-    return 1;
+    return fail(e.what(), 1, "internal error");
   }
   return exit_code;
 }

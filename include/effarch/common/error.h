@@ -45,4 +45,11 @@ class OpError : public Error {
   using Error::Error;
 };
 
+// What an exception says, without the C++ backtrace that c10 (ATen) errors carry in what().
+std::string error_message(const std::exception& e);
+// Whether it is an allocation that failed: CUDA's OutOfMemoryError, the CPU allocator's refusal
+// (a c10::Error saying so), std::bad_alloc. bench records such a point as oom, the CLI says
+// "out of memory".
+bool is_out_of_memory(const std::exception& e);
+
 }  // namespace effarch
