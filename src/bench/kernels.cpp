@@ -152,6 +152,17 @@ struct KernelPlan {
   std::map<KernelModel, std::pair<std::string, model::ModelConfig>> configs;
 };
 
+// The config a case's shapes come from, and the option that names it.
+std::pair<std::string, const char*> config_of(const KernelSweep& sweep, KernelModel model) {
+  switch (model) {
+    case KernelModel::Mamba1: return {sweep.mamba1, "--mamba1"};
+    case KernelModel::Mamba2: return {sweep.mamba2, "--mamba2"};
+    case KernelModel::Transformer: return {sweep.transformer, "--transformer"};
+    case KernelModel::Moe: break;
+  }
+  return {sweep.moe, "--moe"};
+}
+
 KernelPlan plan_kernels(const KernelSweep& sweep) {
   if (sweep.reps < 1) throw UsageError("--reps must be at least 1");
   if (sweep.warmup < 0) throw UsageError("--warmup must be at least 0");
@@ -167,14 +178,9 @@ KernelPlan plan_kernels(const KernelSweep& sweep) {
     for (const auto& name : sweep.ops) cases.push_back(&find_kernel_case(name, "--ops"));
   }
   // Each config read once, checked to have what its cases need before anything runs.
-  const std::map<KernelModel, std::pair<std::string, std::string>> wanted = {
-      {KernelModel::Mamba1, {sweep.mamba1, "--mamba1"}},
-      {KernelModel::Mamba2, {sweep.mamba2, "--mamba2"}},
-      {KernelModel::Transformer, {sweep.transformer, "--transformer"}},
-      {KernelModel::Moe, {sweep.moe, "--moe"}}};
   for (const KernelCase* c : cases) {
     if (configs.count(c->model)) continue;
-    const auto& [name, option] = wanted.at(c->model);
+    const auto [name, option] = config_of(sweep, c->model);
     model::ModelConfig cfg;
     try {
       cfg = model::resolve_model(name).config;
@@ -208,11 +214,7 @@ std::vector<std::string> kernel_sweep_configs(const KernelSweep& sweep) {
     if (sweep.ops.empty() || std::find(sweep.ops.begin(), sweep.ops.end(), c.op) != sweep.ops.end()) used.insert(c.model);
   }
   std::vector<std::string> names;
-  for (const auto& [model, name] : {std::pair{KernelModel::Mamba1, &sweep.mamba1}, std::pair{KernelModel::Mamba2, &sweep.mamba2},
-                                    std::pair{KernelModel::Transformer, &sweep.transformer},
-                                    std::pair{KernelModel::Moe, &sweep.moe}}) {
-    if (used.count(model)) names.push_back(*name);
-  }
+  for (const KernelModel model : used) names.push_back(config_of(sweep, model).first);  // (the enum's order)
   return names;
 }
 
