@@ -158,10 +158,11 @@ def main() -> int:
         ids = torch.randint(1, config.vocab_size, (2, 12))
         logits, tokens = outputs(model, ids)
         # (A no-effect cell may name an implemented field in its explanation: that one is not a candidate.)
-        candidates = sorted((no_effect | common_no_effect | {f for f in config.to_dict() if re.search(r"dropout|pdrop", f)})
+        present = config.to_dict()
+        candidates = sorted((no_effect | common_no_effect | {f for f in present if re.search(r"dropout|pdrop", f)})
                             - implemented - common_implemented)
         for key in candidates:
-            if key not in config.to_dict():
+            if key not in present:
                 continue
             value = getattr(config, key, None)
             new = changed(key, value, config)
@@ -191,10 +192,10 @@ def main() -> int:
                 problems.append(f"{arch}: {key} is audited as having no effect, yet changing it "
                                 f"{value!r} -> {new!r} changes the output (logits by {diff:.3g})")
     print(f"{checked} no-effect fields changed and checked")
-    for p in problems:
-        print("PROBLEM:", p)
     if checked < 20:
         problems.append(f"only {checked} fields checked")
+    for p in problems:
+        print("PROBLEM:", p)
     return 1 if problems else 0
 
 

@@ -39,7 +39,8 @@ class TensorStore {
 
 // The files of a checkpoint folder that the loader reads its weights from, or would without an
 // index: model.safetensors.index.json (where present) and every *.safetensors entry, sorted (one
-// that is not a file is opened, and refused by name, like a broken one). effarch init --force removes them before writing a checkpoint over the folder.
+// that is not a file is opened, and refused by name, like a broken one). effarch init --force
+// removes them before writing a checkpoint over the folder.
 std::vector<std::filesystem::path> weight_files(const std::filesystem::path& dir);
 
 // Writes model.safetensors.index.json for shards written by effarch init.
