@@ -306,6 +306,18 @@ std::optional<std::string> scan_products(const KernelCase& c, const KernelShape&
   return std::string(ops::ssd_scan_products_name(s.dtype, mamba(s).d_state, *products));
 }
 
+std::optional<std::string> scan_variant(const KernelCase& c, const KernelShape& s, const std::string& impl) {
+  if (impl != "cuda") return std::nullopt;
+  for (const auto& [op, variant] : kSelectiveScanVariants) {
+    if (c.op != op) continue;
+    ops::SelectiveScanArgs args;
+    args.cuda_segment = variant.segment;
+    args.cuda_split = variant.split;
+    return std::string(ops::selective_scan_variant_name(args, mamba(s).d_state));
+  }
+  return std::nullopt;
+}
+
 std::optional<int> scan_pieces(const KernelCase& c, const KernelShape& s, const std::string& impl,
                                const json& environment) {
   if (impl != "cuda") return std::nullopt;

@@ -252,6 +252,7 @@ std::vector<json> run_kernels(const KernelSweep& sweep, const json& environment,
           const KernelShape shape{&cfg, batch, len, dtype};
           json row = row_base(*c, model_name, shape, impl, backend, device);
           if (const auto products = detail::scan_products(*c, shape, impl)) row["products"] = *products;
+          if (const auto variant = detail::scan_variant(*c, shape, impl)) row["variant"] = *variant;
           if (const auto pieces = detail::scan_pieces(*c, shape, impl, environment)) row["pieces"] = *pieces;
           if (c->flops) row["flops"] = c->flops(shape);
           const uint64_t need = row["bytes"].get<uint64_t>();
@@ -469,11 +470,14 @@ std::string format_kernels_table(const json& doc) {
     const std::string status = r.at("status").get<std::string>();
     const bool ok = status == "ok";
     std::string impl = r.at("implementation").get<std::string>();
-    if (r.contains("products")) impl += " (" + r.at("products").get<std::string>() + ")";
+    std::vector<std::string> what;  // what the kernel ran: "cuda (split, 4 pieces)"
+    if (r.contains("products")) what.push_back(r.at("products").get<std::string>());
+    if (r.contains("variant")) what.push_back(r.at("variant").get<std::string>());
     if (r.contains("pieces")) {
       const int pieces = r.at("pieces").get<int>();
-      impl += fmt::format(" ({} piece{})", pieces, pieces == 1 ? "" : "s");
+      what.push_back(fmt::format("{} piece{}", pieces, pieces == 1 ? "" : "s"));
     }
+    if (!what.empty()) impl += fmt::format(" ({})", fmt::join(what, ", "));
     cells.push_back({r.at("op").get<std::string>(), r.at("model").get<std::string>(), impl, std::to_string(r.at("batch").get<int64_t>()),
                      std::to_string(r.at("length").get<int64_t>()),
                      ok ? seconds(r.at("time_s").at("median").get<double>()) : "-",

@@ -159,8 +159,9 @@ std::map<std::string, std::string> resolve_implementations(const ModelConfig& co
   // the defaults): the default has changed twice (8-step to 4-step warp segments, then the
   // warp-per-channel lanes16), so results say which ran.
   const auto scan = impl.find(std::string(ops::op_name(ops::OpFamily::SelectiveScan)));
-  if (scan != impl.end() && scan->second == ops::backend_name(ops::Backend::Cuda)) {
-    impl[kSelectiveScanVariantRecord] = ops::selective_scan_variant_name(ops::SelectiveScanArgs{});
+  if (scan != impl.end() && scan->second == ops::backend_name(ops::Backend::Cuda) && config.mamba) {
+    impl[kSelectiveScanVariantRecord] =
+        ops::selective_scan_variant_name(ops::SelectiveScanArgs{}, config.mamba->d_state);
   }
   // Whether the Mamba-1 decode step computes dt_proj inside the CUDA state update
   // (ops::selective_state_update_dt_proj_fuses: dense weights) or as its own projection (int8).

@@ -2,6 +2,7 @@
 
 #include "selective_scan_launch.h"
 
+#include <algorithm>
 #include <limits>
 
 #include <ATen/ATen.h>
@@ -159,9 +160,11 @@ SelectiveScanLaunch prepare_selective_state_update_dt_proj(const at::Tensor& u, 
 
 namespace effarch::ops {
 
-const char* selective_scan_variant_name(const SelectiveScanArgs& args) {
-  if (args.cuda_segment == kernels::scan::kLanesSegment) return "lanes16";
-  if (args.cuda_segment == kernels::scan::kStatesSegment) return "states";
+const char* selective_scan_variant_name(const SelectiveScanArgs& args, int64_t d_state) {
+  const int dstate = static_cast<int>(std::min<int64_t>(d_state, std::numeric_limits<int>::max()));
+  const int segment = kernels::scan::launched_segment(args.cuda_segment, dstate);
+  if (segment == kernels::scan::kLanesSegment) return "lanes16";
+  if (segment == kernels::scan::kStatesSegment) return "states";
   if (args.cuda_split != 0) return "split";
   return args.cuda_segment == 8 ? "seg8" : "seg4";
 }

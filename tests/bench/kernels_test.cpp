@@ -13,6 +13,7 @@
 #endif
 
 #include "../../src/bench/call_timer.h"
+#include "../../src/bench/kernel_cases.h"
 #include "../test_util.h"
 #include "effarch/bench/bench.h"
 #include "effarch/bench/kernels.h"
@@ -228,6 +229,39 @@ KernelSweep tiny_sweep() {
 
 nlohmann::json fake_env() { return {{"device", {{"copy_bandwidth_bytes_per_s", 1e10}, {"name", "test"}}}}; }
 
+// What a CUDA row of the selective scan's variants records as `variant`: the kernel that ran. The
+// states kernel takes d_state up to 16 and hands the rest to lanes16, and the row says so; the
+// table prints it with the pieces. Rows of other ops, and rows that did not run the CUDA kernel,
+// record none.
+TEST(KernelCases, ScanRowsRecordTheVariantThatRan) {
+  model::ModelConfig wide = config("mamba-2.8b");
+  ASSERT_EQ(wide.mamba->d_state, 16);
+  const KernelShape narrow_shape{&wide, 1, 4096, at::kBFloat16};
+  auto variant = [](const std::string& op, const KernelShape& s, const std::string& impl = "cuda") {
+    return detail::scan_variant(find_kernel_case(op, "t"), s, impl);
+  };
+  EXPECT_EQ(variant("selective_scan", narrow_shape), "lanes16");
+  EXPECT_EQ(variant("selective_scan_states", narrow_shape), "states");
+  EXPECT_EQ(variant("selective_scan_seg4", narrow_shape), "seg4");
+  EXPECT_EQ(variant("selective_scan_seg8", narrow_shape), "seg8");
+  EXPECT_EQ(variant("selective_scan_split", narrow_shape), "split");
+  EXPECT_EQ(variant("selective_scan_states", narrow_shape, "reference"), std::nullopt);
+  EXPECT_EQ(variant("selective_state_update", narrow_shape), std::nullopt);
+  EXPECT_EQ(variant("ssd_chunk_scan", narrow_shape), std::nullopt);
+  model::ModelConfig more = wide;
+  more.mamba->d_state = 17;
+  const KernelShape wide_shape{&more, 1, 4096, at::kBFloat16};
+  EXPECT_EQ(variant("selective_scan_states", wide_shape), "lanes16");
+  EXPECT_EQ(variant("selective_scan_seg4", wide_shape), "seg4");
+
+  nlohmann::json row = {{"op", "selective_scan_split"}, {"model", "mamba-2.8b"}, {"implementation", "cuda"},
+                        {"batch", 1}, {"length", 4096}, {"status", "skipped"}, {"bytes", 1},
+                        {"variant", "split"}, {"pieces", 4}};
+  const auto doc = kernels_document(tiny_sweep(), fake_env(), {"effarch", "kernels"}, {row}, false);
+  const std::string table = format_kernels_table(doc);
+  EXPECT_NE(table.find("cuda (split, 4 pieces)"), std::string::npos) << table;
+}
+
 TEST(KernelSweepTest, EveryRowTimedOnTinyConfigs) {
   const KernelSweep s = tiny_sweep();
   size_t seen = 0;
@@ -255,6 +289,7 @@ TEST(KernelSweepTest, EveryRowTimedOnTinyConfigs) {
     EXPECT_FALSE(r.contains("l2_scrub_bytes")) << r.dump();
     EXPECT_FALSE(r.contains("products")) << "only rows that ran the CUDA scan name its products: " << r.dump();
     EXPECT_FALSE(r.contains("pieces")) << "only rows that ran the CUDA split scan name its pieces: " << r.dump();
+    EXPECT_FALSE(r.contains("variant")) << "only rows that ran the CUDA scan name its variant: " << r.dump();
   }
   const auto doc = kernels_document(s, fake_env(), {"effarch", "kernels"}, rows, false);
   EXPECT_EQ(doc.at("schema"), "effarch-kernels");

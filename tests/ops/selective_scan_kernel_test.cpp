@@ -333,7 +333,7 @@ TEST(SelectiveScanKernelEmulated, SegmentOtherThan1Or4Or8Or16IsRefusedByName) {
     }
     args.cuda_split = 0;
     EXPECT_EQ(selective_scan_cuda_pieces(args, 1, 5120, 32768, 132), 1);
-    EXPECT_STREQ(selective_scan_variant_name(args), variant);
+    EXPECT_STREQ(selective_scan_variant_name(args, 16), variant);
   }
 }
 

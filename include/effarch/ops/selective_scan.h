@@ -43,9 +43,11 @@ struct SelectiveScanArgs {
   int cuda_split = 0;
 };
 
-// The CUDA prefill's variant for the record (Model::implementations(), bench keys): "seg4",
-// "seg8", "lanes16" or "states" (cuda_segment), "split" where cuda_split asks for pieces.
-const char* selective_scan_variant_name(const SelectiveScanArgs& args);
+// The CUDA prefill's variant for the record (Model::implementations(), bench keys, `effarch
+// kernels` rows): "seg4", "seg8", "lanes16" or "states" (cuda_segment), "split" where cuda_split
+// asks for pieces. At `d_state` above 16 the states kernel hands the launch to lanes16
+// (kernels::scan::launched_segment), and the name says "lanes16": what ran.
+const char* selective_scan_variant_name(const SelectiveScanArgs& args, int64_t d_state);
 
 // The number of sequence pieces the CUDA prefill runs for `args` on a [batch, dim, seqlen] input
 // on a GPU with `sm_count` SMs; 1: the unsplit kernel. Throws OpError for a bad cuda_split.
