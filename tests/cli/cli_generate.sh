@@ -49,6 +49,29 @@ s3=$("$EFFARCH" generate "$SCRATCH/tiny-llama" --prompt-ids "$ids" -n 24 --tempe
 g1=$("$EFFARCH" generate "$SCRATCH/tiny-llama" --prompt-ids "$ids" -n 8 --json | "$PYTHON" -c 'import json,sys; print(json.load(sys.stdin)["tokens"])')
 g2=$("$EFFARCH" generate "$SCRATCH/tiny-llama" --prompt-ids "$ids" -n 8 --attention eager --json | "$PYTHON" -c 'import json,sys; print(json.load(sys.stdin)["tokens"])')
 [[ $g1 == "$g2" ]] || fail "eager and sdpa disagree"
+# The config's eos_token_id ends each sequence at its first EOS (kept), and the loop stops once
+# every sequence has ended: a token of the greedy run made the EOS, as an integer and as a list.
+cp -r "$SCRATCH/tiny-llama" "$SCRATCH/tiny-llama-eos"
+"$EFFARCH" generate "$SCRATCH/tiny-llama" --prompt-ids "1,2,3;4,5,6" -n 16 --json > "$SCRATCH/eos-full.json" ||
+  fail "generate for the EOS check"
+for form in int list; do
+  "$PYTHON" - "$SCRATCH" "$form" "$EFFARCH" <<'PY' || fail "config eos_token_id ($form) does not end generation as it should"
+import json, pathlib, subprocess, sys
+root, form = pathlib.Path(sys.argv[1]), sys.argv[2]
+full = json.loads((root / "eos-full.json").read_text())["tokens"]
+eos = [full[1][1]] if form == "int" else [full[0][1], full[1][1]]
+cfg = json.loads((root / "tiny-llama" / "config.json").read_text())
+cfg["eos_token_id"] = eos[0] if form == "int" else eos
+(root / "tiny-llama-eos" / "config.json").write_text(json.dumps(cfg))
+out = json.loads(subprocess.run([sys.argv[3], "generate", str(root / "tiny-llama-eos"), "--prompt-ids", "1,2,3;4,5,6",
+                                 "-n", "16", "--json"], check=True, capture_output=True, text=True).stdout)
+want = [row[:next((i + 1 for i, t in enumerate(row) if t in eos), len(row))] for row in full]
+assert out["tokens"] == want, f"eos {eos}: got {out['tokens']}, want {want}"
+if all(len(r) < 8 for r in want):  # every sequence ended in the first 8 steps: the loop stops at the 8th
+    assert out["decode_steps"] < 15, f"eos {eos}: {out['decode_steps']} steps after every sequence ended"
+print(f"eos {eos} ({form}): {[len(r) for r in out['tokens']]} tokens, {out['decode_steps']} steps")
+PY
+done
 # How the kernels were launched is in the JSON: programmatic launch is a CUDA matter, off on the CPU.
 pl=$("$EFFARCH" generate "$SCRATCH/tiny-llama" --prompt-ids "$ids" -n 2 --json | "$PYTHON" -c 'import json,sys; print(json.load(sys.stdin)["programmatic_launch"])')
 [[ $pl == off ]] || fail "programmatic_launch '$pl' on the CPU"

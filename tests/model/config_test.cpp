@@ -290,6 +290,26 @@ TEST(Config, KeysAsTransformersReadsThem) {
   EXPECT_EQ(parse(mamba2).mamba->n_groups, 8);  // Mamba2Config's default
 }
 
+// The keys no logit shows: the EOS ids generation stops at (an integer or a list, as the Hub's
+// files write them; cli_generate checks the stop itself) and the weights' dtype under either name.
+TEST(Config, EosIdsAndDtypeKeys) {
+  json llama = tiny_llama();
+  llama["eos_token_id"] = 7;
+  EXPECT_EQ(parse(llama).eos_token_ids, (std::vector<int64_t>{7}));
+  llama["eos_token_id"] = json::array({128001, 128009});  // Llama-3-Instruct's
+  EXPECT_EQ(parse(llama).eos_token_ids, (std::vector<int64_t>{128001, 128009}));
+  llama.erase("eos_token_id");
+  EXPECT_TRUE(parse(llama).eos_token_ids.empty());
+  llama["eos_token_id"] = json::array({1, "2"});
+  EXPECT_THROW_WITH(parse(llama), ConfigError, {"eos_token_id", "integers"});
+  json v5 = tiny_llama();
+  v5.erase("torch_dtype");
+  v5["dtype"] = "bfloat16";  // transformers 5 writes "dtype"
+  EXPECT_EQ(parse(v5).torch_dtype, at::kBFloat16);
+  v5.erase("dtype");
+  EXPECT_EQ(parse(v5).torch_dtype, at::kFloat);
+}
+
 TEST(Config, RopeScalingTypes) {
   json j = tiny_llama();
   j["rope_scaling"] = {{"rope_type", "linear"}, {"factor", 4.0}};
