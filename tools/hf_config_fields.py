@@ -18,12 +18,21 @@ that transformers ships (DeepSeekMoE is remote code: skipped):
    built twice, from the config as it is and with that field changed (a bool flipped, a number
    changed, a string swapped), the second loading the first's weights (so a field that only
    shapes the random initialisation cannot hide), and both must give the same logits over a
-   batch of prompts, bit for bit (each of the 72 fields checked with transformers 5.23 does, the
+   batch of prompts, bit for bit (each of the 80 fields checked with transformers 5.23 does, the
    implementation choices among them), and the same greedy tokens from generate() with the cache.
 
-Prints a line per architecture and per checked field; exits 1 listing every field not covered
-every field that changed the output, and every no-effect field it could not change (with the
-error): a check that did not run is not a pass.
+3. "Implemented", exercised. For each field the row (or the common paragraph) says is implemented,
+   the parity fixtures of tools/make_hf_fixtures.py (those of this model_type) must give it a value
+   other than the tiny config's in at least one fixture, and that value must matter there: the
+   fixture's model is built again with only this field put back to the tiny config's value, loading
+   the fixture's weights, and its logits must differ (or the weights no longer load: the
+   checkpoint's shapes depend on the field). A field no fixture varies passes only if changing it
+   on the tiny config changes the checkpoint's tensor shapes (effarch could not load a checkpoint
+   whose field it misread), or if EXEMPT below gives the reason no fixture can.
+
+Prints a line per architecture and per checked field; exits 1 listing every field not covered,
+every field that changed the output, every no-effect field it could not change (with the error),
+and every implemented field no fixture exercises: a check that did not run is not a pass.
 """
 
 from __future__ import annotations
@@ -51,6 +60,29 @@ MODEL_TYPES = {
     "Jamba": ("jamba", "tiny-jamba"),
     "DeepSeekMoE": (None, None),  # remote code
 }
+
+
+# Implemented fields no parity fixture can exercise, and where they are checked instead.
+EXEMPT = {
+    "eos_token_id": "where generation stops, not the logits: tests/cli/cli_generate.sh stops at it, "
+                    "Config.EosIdsAndDtypeKeys reads both forms",
+    "dtype": "the checkpoint's storage type, not a computation: Config.EosIdsAndDtypeKeys reads both names",
+    "torch_dtype": "the checkpoint's storage type, not a computation: Config.EosIdsAndDtypeKeys reads both names",
+    "residual_in_fp32": "an fp32 model's residual stream is fp32 either way: HfParity.ResidualInFp32 "
+                        "(tests/model/hf_parity_test.cpp) tells the two settings apart in bf16",
+    # The chunked SSD scan computes the same sums for any chunk length, in another order.
+    ("Mamba-2", "chunk_size"): "the chunked scan's block length: the same sums in another order (it moves "
+                               "the logits by about 3e-7); the fixtures run chunks of 3, 16 and 256",
+    # Jamba has no positional encoding: the field changes no logit, only the longest cache effarch
+    # allocates without being told to go beyond it (Model.Errors tests that limit).
+    ("Jamba", "max_position_embeddings"): "no positional encoding: only the context limit of "
+                                          "Model::allocate_cache (tests/model/model_test.cpp, Model.Errors)",
+}
+# Fields transformers derives from another when the file does not give them: put back with it.
+DERIVED = {"expand": ("intermediate_size",)}
+# hf_parity allows 1e-4 of the largest logit: a fixture where putting the field back moves the
+# logits by less than 5 times that could hardly catch a misread field.
+MIN_MOVE = 5e-4
 
 
 def names_in(cell: str) -> set[str]:
@@ -119,12 +151,151 @@ def build(config):
     return model.eval()
 
 
+def fixture_config(model_type: str, raw: dict):
+    # A deep copy: transformers writes rope_theta and the original length into the rope_scaling
+    # dict it is given, which would carry one fixture's values into the next config built from it.
+    raw = copy.deepcopy({k: v for k, v in raw.items() if k not in ("model_type", "auto_map")})
+    return AutoConfig.for_model(model_type, **raw)
+
+
+def field_value(config, key: str):
+    """A field's value as transformers 5 keeps it (RoPE keys live in rope_parameters)."""
+    d = config.to_dict()
+    rope = d.get("rope_parameters") or {}
+    if key in ("rope_scaling", "rope_parameters"):
+        return {k: v for k, v in rope.items() if k != "rope_theta"}
+    if key in d:
+        return d[key]
+    return rope.get(key)
+
+
+def layout(model) -> dict:
+    """The checkpoint save_pretrained writes: each tensor's name and shape, tied copies once."""
+    out, seen = {}, set()
+    for k, v in model.state_dict().items():
+        if v.data_ptr() in seen and v.device.type != "meta":
+            continue
+        seen.add(v.data_ptr())
+        out[k] = tuple(v.shape)
+    return out
+
+
+def shapes(config) -> dict:
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config)
+    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+
+
+def shape_field(model_type: str, raw: dict, key: str) -> bool:
+    """Whether changing `key` on this config changes the checkpoint's tensor shapes."""
+    config = fixture_config(model_type, raw)
+    value = field_value(config, key)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    base = shapes(config)
+    for new in (value * 2, value + 1):
+        try:
+            changed_config = fixture_config(model_type, {**raw, key: type(value)(new)})
+        except Exception:  # noqa: BLE001 (the class refuses the combination: set it past its checks)
+            changed_config = copy.deepcopy(config)
+            setattr(changed_config, key, type(value)(new))
+        try:
+            if shapes(changed_config) != base:
+                return True
+        except Exception:  # noqa: BLE001 (no model for this value: try the next)
+            continue
+    return False
+
+
+def exercised(arch: str, model_type: str, tiny_raw: dict, implemented: set, no_effect: set, problems: list) -> int:
+    """Check 3: every implemented field varied by some parity fixture, and mattering there."""
+    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+    from make_hf_fixtures import FIXTURES  # noqa: PLC0415 (the fixtures live beside this tool)
+
+    configs_dir = pathlib.Path(__file__).resolve().parent.parent / "configs" / "models"
+    fixtures = {}
+    for name, (base, overrides) in FIXTURES.items():
+        raw = json.loads((configs_dir / f"{base}.json").read_text())
+        raw.update(overrides)
+        if raw.get("model_type") == model_type:
+            fixtures[name] = raw
+    tiny = fixture_config(model_type, tiny_raw)
+    known = set(tiny.to_dict()) | set(tiny.to_dict().get("rope_parameters") or {}) | set(tiny_raw)
+    known |= {"rope_scaling", "rope_theta", "partial_rotary_factor"}
+    # transformers 5 keeps rope_scaling under the name rope_parameters: one field, checked once.
+    fields = sorted(f for f in implemented if f in known and f not in no_effect and f != "rope_parameters")
+    count = 0
+    for key in fields:
+        reason = EXEMPT.get((arch, key), EXEMPT.get(key))
+        if reason:
+            print(f"  {key}: exempt ({reason})")
+            continue
+        base_value = field_value(tiny, key)
+        varying = [n for n, raw in fixtures.items()
+                   if field_value(fixture_config(model_type, raw), key) != base_value]
+        if not varying:
+            if shape_field(model_type, tiny_raw, key):
+                print(f"  {key}: fixed by the checkpoint's shapes")
+                count += 1
+            else:
+                problems.append(f"{arch}: implemented field {key} is {base_value!r} in every parity fixture, and "
+                                f"nothing else checks it (add a fixture to tools/make_hf_fixtures.py that changes it)")
+            continue
+        found, refused, moves = None, None, {}
+        for name in varying:
+            raw = fixtures[name]
+            torch.manual_seed(0)
+            model = build(fixture_config(model_type, raw))
+            restored = dict(raw)
+            for k in (key, *DERIVED.get(key, ())):
+                if k in tiny_raw and k == key:
+                    restored[k] = tiny_raw[k]
+                else:
+                    restored.pop(k, None)
+            torch.manual_seed(1)
+            ids = torch.randint(1, model.config.vocab_size, (2, 12))
+            try:
+                twin_config = fixture_config(model_type, restored)
+            except Exception:  # noqa: BLE001 (the class refuses the mix: set the one field past its checks)
+                refused = name
+                twin_config = copy.deepcopy(model.config)
+                setattr(twin_config, key, field_value(tiny, key))
+            try:
+                twin = build(twin_config)
+                if layout(twin) != layout(model):
+                    found = f"{name} (the checkpoint's tensors depend on it)"
+                    break
+                twin.load_state_dict(model.state_dict(), strict=True)
+                with torch.no_grad():
+                    logits = model(ids).logits
+                    diff = (logits - twin(ids).logits).abs().max().item()
+            except Exception:  # noqa: BLE001 (no model runs with it alone put back here: the next fixture)
+                continue
+            moves[name] = diff / logits.abs().max().item()
+            if moves[name] > MIN_MOVE:
+                found = f"{name} (logits move by {moves[name]:.2g} of the largest without it)"
+                break
+        if not found and refused:
+            # Mamba-2's head_dim: num_heads x head_dim must equal expand x hidden_size, and
+            # num_heads shapes the checkpoint, so the field cannot change alone.
+            found = f"{refused} (the class refuses it alone put back: tied to fields that shape the checkpoint)"
+        if found:
+            print(f"  {key}: varied by {found}")
+            count += 1
+        else:
+            moved = ", ".join(f"{n} {m:.2g}" for n, m in moves.items())
+            problems.append(f"{arch}: implemented field {key} is varied by {', '.join(varying)}, but putting it "
+                            f"back moves the logits by less than {MIN_MOVE:g} of the largest ({moved}), "
+                            f"and the checkpoint not at all")
+    return count
+
+
 def main() -> int:
     doc, configs_dir = sys.argv[1], pathlib.Path(sys.argv[2])
     audit, common_implemented, common_no_effect = read_audit(doc)
     base = set(PretrainedConfig().to_dict())
     builtin = [json.loads(p.read_text()) for p in sorted((configs_dir / "models").glob("*.json"))]
-    problems, checked = [], 0
+    problems, checked, exercised_count = [], 0, 0
     print(f"transformers {transformers.__version__}, torch {torch.__version__}")
     for arch, (model_type, tiny_name) in MODEL_TYPES.items():
         if arch not in audit:
@@ -151,6 +322,9 @@ def main() -> int:
             continue
         raw = json.loads(tiny.read_text())
         raw.pop("auto_map", None)
+        print(f"{arch}: implemented fields, exercised by the parity fixtures")
+        exercised_count += exercised(arch, model_type, raw, implemented | common_implemented,
+                                     no_effect | common_no_effect, problems)
         config = AutoConfig.for_model(model_type, **{k: v for k, v in raw.items() if k != "model_type"})
         model = build(config)
         weights = model.state_dict()
@@ -192,8 +366,11 @@ def main() -> int:
                 problems.append(f"{arch}: {key} is audited as having no effect, yet changing it "
                                 f"{value!r} -> {new!r} changes the output (logits by {diff:.3g})")
     print(f"{checked} no-effect fields changed and checked")
+    print(f"{exercised_count} implemented fields exercised by the parity fixtures or fixed by the shapes")
     if checked < 20:
         problems.append(f"only {checked} fields checked")
+    if exercised_count < 80:
+        problems.append(f"only {exercised_count} implemented fields exercised")
     for p in problems:
         print("PROBLEM:", p)
     return 1 if problems else 0

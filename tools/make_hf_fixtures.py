@@ -12,6 +12,8 @@ the transformers model on the CPU with seeded random weights, saves it with save
   logits_1       [1, 1, V] fp32
   greedy         [2, 16]  int64   16 greedy tokens after `input_ids`, each from a full forward
                                   over the sequence so far (independent of HF's cache code)
+  input_ids_long [4, 32]  int64   only for bf16 fixtures (torch_dtype bfloat16: the model cast to
+  logits_long    [4, 32, V] fp32  bf16 after its weights are drawn, its logits computed in bf16)
   greedy_decode  [2, 16]  int64   only for fixtures where transformers' own decode path differs
                                   from full forwards by design (Mamba-2's time_step_limit clamps dt
                                   in the chunked scan, not in the decode step): 16 greedy tokens
@@ -97,13 +99,48 @@ FIXTURES = {
                                                               "original_max_position_embeddings": 64}}),
     "mixtral-rope-linear": ("tiny-mixtral", {"rope_scaling": {"rope_type": "linear", "factor": 2.0}}),
     "mixtral-head-dim": ("tiny-mixtral", {"head_dim": 24}),
+    # The implemented fields each architecture's fixtures above all left at one value (the check in
+    # tools/hf_config_fields.py, "implemented, exercised"): another activation, rope_theta and head
+    # size, a tied head, yarn taking max_position_embeddings as its original length, Mamba's
+    # expand, Mamba-2's heads, and norm epsilons large enough to move the logits (on their own: an
+    # epsilon that large shrinks the activations until the other fields hardly show).
+    "llama-fields": ("tiny-llama", {"hidden_act": "gelu", "max_position_embeddings": 256,
+                                    "rope_scaling": {"rope_type": "yarn", "factor": 4.0}}),
+    "mistral-fields": ("tiny-mistral", {"hidden_act": "gelu_pytorch_tanh", "rope_theta": 500.0, "head_dim": 24,
+                                        "tie_word_embeddings": True, "max_position_embeddings": 256,
+                                        "rope_scaling": {"rope_type": "yarn", "factor": 4.0}}),
+    "mistral-eps": ("tiny-mistral", {"rms_norm_eps": 0.5}),
+    "phi-fields": ("tiny-phi", {"hidden_act": "relu", "rope_theta": 500.0, "tie_word_embeddings": True,
+                                "max_position_embeddings": 256, "rope_scaling": {"rope_type": "yarn", "factor": 4.0}}),
+    "mamba-fields": ("tiny-mamba", {"expand": 3, "intermediate_size": 192, "layer_norm_epsilon": 0.5}),
+    "falcon-mamba-fields": ("tiny-falcon-mamba", {"hidden_act": "gelu", "expand": 3, "intermediate_size": 192,
+                                                  "use_bias": True, "use_conv_bias": False,
+                                                  "tie_word_embeddings": True}),
+    "falcon-mamba-norm-eps": ("tiny-falcon-mamba", {"layer_norm_epsilon": 0.5}),
+    "mamba2-fields": ("tiny-mamba2", {"num_heads": 4, "head_dim": 32, "layer_norm_epsilon": 0.5,
+                                      "tie_word_embeddings": True}),
+    # (head_dim given: 5.23's yarn reads Mixtral's head_dim, None unless the file sets it, and fails.)
+    "mixtral-fields": ("tiny-mixtral", {"rope_theta": 500.0, "tie_word_embeddings": True, "head_dim": 32,
+                                        "max_position_embeddings": 256,
+                                        "rope_scaling": {"rope_type": "yarn", "factor": 4.0}}),
+    "mixtral-eps": ("tiny-mixtral", {"rms_norm_eps": 0.5}),
+    "jamba-fields": ("tiny-jamba", {"rms_norm_eps": 0.5, "tie_word_embeddings": True}),
+    # bf16 (the model cast after the weights are drawn, its logits computed in bf16): Mamba's
+    # residual_in_fp32, which an fp32 model cannot show, both ways on the same weights.
+    **{f"{base}-bf16{suffix}": (f"tiny-{base}", {"torch_dtype": "bfloat16", "num_hidden_layers": 4, **flag})
+       for base in ("mamba", "falcon-mamba", "mamba2")
+       for suffix, flag in (("", {}), ("-residual-bf16", {"residual_in_fp32": False}))},
 }
+
+# What a fixture changes besides its config: the embedding scaled after the weights are drawn.
+EXTRA = {name: {"embedding_scale": 100.0} for name in FIXTURES if "-bf16" in name}
 
 # Fixtures whose greedy reference is transformers' cached decode (see greedy_decode above).
 DECODE_REFERENCE = {"mamba2-dt-limit"}
 
 
 def build(name, base, overrides, out):
+    extra = EXTRA.get(name, {})
     cfg_dict = json.load(open(ROOT / "configs" / "models" / f"{base}.json"))
     cfg_dict.update(overrides)
     cfg_dict.pop("auto_map", None)
@@ -117,6 +154,13 @@ def build(name, base, overrides, out):
         for pname, p in model.named_parameters():
             if p.ndim == 1:
                 p.add_(torch.randn_like(p) * 0.1)
+        # A residual stream much larger than what each layer adds (the mixers read it through a
+        # norm, so their outputs keep their size): then rounding the stream to bf16 between
+        # layers, what residual_in_fp32 avoids, shows above the engines' other roundings.
+        if "embedding_scale" in extra:
+            model.get_input_embeddings().weight.mul_(extra["embedding_scale"])
+    if overrides.get("torch_dtype") == "bfloat16":
+        model = model.to(torch.bfloat16)
     folder = out / name
     model.save_pretrained(folder, safe_serialization=True)
 
@@ -133,6 +177,12 @@ def build(name, base, overrides, out):
             seq = torch.cat([seq, nxt], dim=1)
     tensors = {"input_ids": ids, "logits": logits.contiguous(), "input_ids_1": ids1,
                "logits_1": logits1.contiguous(), "greedy": seq[:, 7:].contiguous()}
+    if overrides.get("torch_dtype") == "bfloat16":
+        # More positions for a bf16 comparison, which reads means over many logits.
+        ids_long = torch.randint(0, vocab, (4, 32), generator=gen)
+        with torch.no_grad():
+            tensors["input_ids_long"] = ids_long
+            tensors["logits_long"] = model(ids_long, use_cache=False).logits.float().contiguous()
     if name in DECODE_REFERENCE:
         decoded = cached_greedy(model, ids, 16)
         # The fixture must tell the two paths apart, else it would not catch a clamped decode step.
