@@ -21,6 +21,7 @@ the transformers model on the CPU with seeded random weights, saves it with save
 OUT_DIR/versions.json records the torch and transformers versions that made them.
 """
 import argparse
+import copy
 import json
 import pathlib
 import sys
@@ -112,6 +113,15 @@ FIXTURES = {
     "mistral-eps": ("tiny-mistral", {"rms_norm_eps": 0.5}),
     "phi-fields": ("tiny-phi", {"hidden_act": "relu", "rope_theta": 500.0, "tie_word_embeddings": True,
                                 "max_position_embeddings": 256, "rope_scaling": {"rope_type": "yarn", "factor": 4.0}}),
+    # DeepSeekMoE, composed of transformers' Llama and DeepSeek-V2 MoE modules (deepseek_model
+    # below): one dense layer then MoE with shared experts; MoE every second layer from the first;
+    # top-1 without shared experts, with attention biases, gelu and linear RoPE scaling.
+    "deepseek-moe": ("tiny-deepseek-moe", {}),
+    "deepseek-moe-freq2": ("tiny-deepseek-moe", {"first_k_dense_replace": 0, "moe_layer_freq": 2,
+                                                 "num_hidden_layers": 4}),
+    "deepseek-moe-variants": ("tiny-deepseek-moe", {"num_experts_per_tok": 1, "n_shared_experts": 0,
+                                                    "attention_bias": True, "hidden_act": "gelu",
+                                                    "rope_scaling": {"rope_type": "linear", "factor": 2.0}}),
     "mamba-fields": ("tiny-mamba", {"expand": 3, "intermediate_size": 192, "layer_norm_epsilon": 0.5}),
     "falcon-mamba-fields": ("tiny-falcon-mamba", {"hidden_act": "gelu", "expand": 3, "intermediate_size": 192,
                                                   "use_bias": True, "use_conv_bias": False,
@@ -143,11 +153,15 @@ def build(name, base, overrides, out):
     extra = EXTRA.get(name, {})
     cfg_dict = json.load(open(ROOT / "configs" / "models" / f"{base}.json"))
     cfg_dict.update(overrides)
-    cfg_dict.pop("auto_map", None)
-    model_type = cfg_dict["model_type"]
-    config = AutoConfig.for_model(model_type, **{k: v for k, v in cfg_dict.items() if k != "model_type"})
     torch.manual_seed(1234)
-    model = AutoModelForCausalLM.from_config(config, torch_dtype=torch.float32)
+    if cfg_dict["model_type"] == "deepseek":
+        model, save = deepseek_model(cfg_dict)
+    else:
+        cfg_dict.pop("auto_map", None)
+        model_type = cfg_dict["model_type"]
+        config = AutoConfig.for_model(model_type, **{k: v for k, v in cfg_dict.items() if k != "model_type"})
+        model = AutoModelForCausalLM.from_config(config, torch_dtype=torch.float32)
+        save = None
     model.eval()
     # HF initialises norms to 1 and biases to 0: perturb them so those weights are exercised.
     with torch.no_grad():
@@ -162,7 +176,11 @@ def build(name, base, overrides, out):
     if overrides.get("torch_dtype") == "bfloat16":
         model = model.to(torch.bfloat16)
     folder = out / name
-    model.save_pretrained(folder, safe_serialization=True)
+    if save:
+        save(model, folder)
+    else:
+        model.save_pretrained(folder, safe_serialization=True)
+    config = model.config
 
     vocab = config.vocab_size
     gen = torch.Generator().manual_seed(99)
@@ -191,6 +209,80 @@ def build(name, base, overrides, out):
         tensors["greedy_decode"] = decoded
     save_file(tensors, out / f"{name}.expected.safetensors")
     print(f"{name}: {folder}", file=sys.stderr)
+
+
+class NoSharedExperts(torch.nn.Module):
+    """DeepSeekMoE with n_shared_experts 0 (or null): its remote code adds no shared experts."""
+
+    def forward(self, x):
+        return torch.zeros_like(x)
+
+
+def deepseek_model(cfg):
+    """DeepSeekMoE (DeepseekForCausalLM) built from transformers' own modules.
+
+    transformers ships no DeepSeekMoE (its modeling code is remote code on the Hub), but it has
+    both halves: the remote code's attention, norms, dense MLPs and layer loop are Llama's, and
+    its MoE layer (softmax router, greedy top-k, no renormalisation with norm_topk_prob false,
+    experts weighted by their scores, shared experts of width moe_intermediate_size x
+    n_shared_experts added) is DeepseekV2Moe with topk_method "greedy" and routed_scaling_factor 1.
+    The one difference, DeepSeek-V2's router softmax in fp32 where the remote code's runs in the
+    model dtype, does not arise in fp32. A LlamaForCausalLM gets a DeepseekV2Moe in each layer the
+    remote code makes MoE (i >= first_k_dense_replace and i % moe_layer_freq == 0), and is saved
+    under the remote code's tensor names (experts.E.gate_proj/up_proj/down_proj, gate.weight,
+    shared_experts.*) with the DeepSeek config.json.
+    """
+    from transformers import DeepseekV2Config, LlamaConfig, LlamaForCausalLM
+    from transformers.models.deepseek_v2.modeling_deepseek_v2 import DeepseekV2Moe
+
+    llama = LlamaConfig(
+        vocab_size=cfg["vocab_size"], hidden_size=cfg["hidden_size"], intermediate_size=cfg["intermediate_size"],
+        num_hidden_layers=cfg["num_hidden_layers"], num_attention_heads=cfg["num_attention_heads"],
+        num_key_value_heads=cfg.get("num_key_value_heads") or cfg["num_attention_heads"],
+        hidden_act=cfg.get("hidden_act", "silu"), max_position_embeddings=cfg.get("max_position_embeddings", 2048),
+        rms_norm_eps=cfg.get("rms_norm_eps", 1e-6), rope_theta=cfg.get("rope_theta", 10000.0),
+        rope_scaling=copy.deepcopy(cfg.get("rope_scaling")), attention_bias=cfg.get("attention_bias", False),
+        tie_word_embeddings=cfg.get("tie_word_embeddings", False), initializer_range=cfg.get("initializer_range", 0.02))
+    model = LlamaForCausalLM(llama)
+    shared = cfg.get("n_shared_experts") or 0
+    moe = DeepseekV2Config(
+        hidden_size=cfg["hidden_size"], moe_intermediate_size=cfg["moe_intermediate_size"],
+        n_routed_experts=cfg["n_routed_experts"], num_experts_per_tok=cfg["num_experts_per_tok"],
+        n_shared_experts=max(shared, 1), routed_scaling_factor=1.0, topk_method="greedy", norm_topk_prob=False,
+        hidden_act=cfg.get("hidden_act", "silu"))
+    first, freq = cfg.get("first_k_dense_replace", 0), cfg.get("moe_layer_freq", 1)
+    moe_layers = [i for i in range(cfg["num_hidden_layers"]) if i >= first and i % freq == 0]
+    with torch.no_grad():
+        for i in moe_layers:
+            block = DeepseekV2Moe(moe)
+            for p in block.parameters():
+                p.normal_(0.0, llama.initializer_range)
+            if shared == 0:
+                block.shared_experts = NoSharedExperts()
+            model.model.layers[i].mlp = block
+
+    def save(model, folder):
+        folder.mkdir(parents=True, exist_ok=True)
+        tensors = {}
+        for key, t in model.state_dict().items():
+            if key == "lm_head.weight" and llama.tie_word_embeddings:
+                continue
+            if key.endswith("mlp.experts.gate_up_proj"):  # [E, 2 x I, H]: gate rows first
+                prefix = key[: -len("gate_up_proj")]
+                gate, up = t.chunk(2, dim=1)
+                for e in range(t.shape[0]):
+                    tensors[f"{prefix}{e}.gate_proj.weight"] = gate[e].contiguous()
+                    tensors[f"{prefix}{e}.up_proj.weight"] = up[e].contiguous()
+            elif key.endswith("mlp.experts.down_proj"):  # [E, H, I]
+                prefix = key[: -len("down_proj")]
+                for e in range(t.shape[0]):
+                    tensors[f"{prefix}{e}.down_proj.weight"] = t[e].contiguous()
+            else:
+                tensors[key] = t.contiguous()
+        save_file(tensors, folder / "model.safetensors", metadata={"format": "pt"})
+        (folder / "config.json").write_text(json.dumps(cfg, indent=2))
+
+    return model, save
 
 
 def cached_greedy(model, ids, steps):
