@@ -5,7 +5,9 @@ Usage:
     hf_config_fields.py DOCS/architectures.md CONFIGS_DIR
 
 Run it with the project venv (torch + transformers). For every architecture of the audit table
-that transformers ships (DeepSeekMoE is remote code: skipped):
+(DeepSeekMoE, remote code that transformers does not ship, has no config class: check 1 reads its
+built-in configs' files only, check 2 is skipped, and check 3 runs on the model
+make_hf_fixtures.py composes of transformers' Llama and DeepSeek-V2 MoE modules):
 
 1. Coverage. Every field of the transformers config class (its defaults' to_dict(), less the
    fields every PretrainedConfig has) and every field of the built-in configs of that model_type
@@ -47,6 +49,8 @@ import torch
 import transformers
 from transformers import AutoConfig, AutoModelForCausalLM, PretrainedConfig
 
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))  # make_hf_fixtures, beside this tool
+
 # The table's architecture names: the model_type of transformers' config class, and the tiny
 # built-in config the no-effect fields are changed on.
 MODEL_TYPES = {
@@ -58,7 +62,7 @@ MODEL_TYPES = {
     "Mamba-2": ("mamba2", "tiny-mamba2"),
     "Mixtral": ("mixtral", "tiny-mixtral"),
     "Jamba": ("jamba", "tiny-jamba"),
-    "DeepSeekMoE": (None, None),  # remote code
+    "DeepSeekMoE": ("deepseek", "tiny-deepseek-moe"),  # remote code: see main()
 }
 
 
@@ -73,6 +77,10 @@ EXEMPT = {
     # The chunked SSD scan computes the same sums for any chunk length, in another order.
     ("Mamba-2", "chunk_size"): "the chunked scan's block length: the same sums in another order (it moves "
                                "the logits by about 3e-7); the fixtures run chunks of 3, 16 and 256",
+    # DeepSeekMoE's remote code builds default, linear and dynamic RoPE only, and dynamic reads the
+    # field only for positions past it, where effarch refuses to allocate a cache.
+    ("DeepSeekMoE", "max_position_embeddings"): "its RoPE types read it only past it (dynamic), beyond "
+                                                "the context limit of Model::allocate_cache (Model.Errors)",
     # Jamba has no positional encoding: the field changes no logit, only the longest cache effarch
     # allocates without being told to go beyond it (Model.Errors tests that limit).
     ("Jamba", "max_position_embeddings"): "no positional encoding: only the context limit of "
@@ -186,21 +194,77 @@ def shapes(config) -> dict:
     return {k: tuple(v.shape) for k, v in model.state_dict().items()}
 
 
-def shape_field(model_type: str, raw: dict, key: str) -> bool:
+class HfReference:
+    """A model transformers ships: its config class and AutoModelForCausalLM."""
+
+    def __init__(self, model_type: str):
+        self.model_type = model_type
+
+    def config(self, raw: dict):
+        return fixture_config(self.model_type, raw)
+
+    def model(self, config):
+        torch.manual_seed(0)
+        return build(config)
+
+    def value(self, config, key: str):
+        return field_value(config, key)
+
+    def set(self, config, key: str, value):
+        """The field set past the class's own checks (a combination it would refuse)."""
+        config = copy.deepcopy(config)
+        setattr(config, key, value)
+        return config
+
+    def shapes(self, config) -> dict:
+        return shapes(config)
+
+    def vocab(self, config) -> int:
+        return config.vocab_size
+
+
+class DeepSeekReference:
+    """DeepSeekMoE, remote code: the model tools/make_hf_fixtures.py composes of transformers'
+    Llama and DeepSeek-V2 MoE modules (deepseek_model), from the config.json dict itself."""
+
+    def config(self, raw: dict):
+        return copy.deepcopy(raw)
+
+    def model(self, config):
+        from make_hf_fixtures import deepseek_model  # noqa: PLC0415
+
+        torch.manual_seed(0)
+        return deepseek_model(copy.deepcopy(config))[0].eval()
+
+    def value(self, config, key: str):
+        return config.get(key)
+
+    def set(self, config, key: str, value):
+        return {**config, key: value}
+
+    def shapes(self, config) -> dict:
+        with torch.device("meta"):
+            model = self.model(config)
+        return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+
+    def vocab(self, config) -> int:
+        return config["vocab_size"]
+
+
+def shape_field(ref, raw: dict, key: str) -> bool:
     """Whether changing `key` on this config changes the checkpoint's tensor shapes."""
-    config = fixture_config(model_type, raw)
-    value = field_value(config, key)
+    config = ref.config(raw)
+    value = ref.value(config, key)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return False
-    base = shapes(config)
+    base = ref.shapes(config)
     for new in (value * 2, value + 1):
         try:
-            changed_config = fixture_config(model_type, {**raw, key: type(value)(new)})
+            changed_config = ref.config({**raw, key: type(value)(new)})
         except Exception:  # noqa: BLE001 (the class refuses the combination: set it past its checks)
-            changed_config = copy.deepcopy(config)
-            setattr(changed_config, key, type(value)(new))
+            changed_config = ref.set(config, key, type(value)(new))
         try:
-            if shapes(changed_config) != base:
+            if ref.shapes(changed_config) != base:
                 return True
         except Exception:  # noqa: BLE001 (no model for this value: try the next)
             continue
@@ -209,8 +273,9 @@ def shape_field(model_type: str, raw: dict, key: str) -> bool:
 
 def exercised(arch: str, model_type: str, tiny_raw: dict, implemented: set, no_effect: set, problems: list) -> int:
     """Check 3: every implemented field varied by some parity fixture, and mattering there."""
-    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
     from make_hf_fixtures import FIXTURES  # noqa: PLC0415 (the fixtures live beside this tool)
+
+    ref = DeepSeekReference() if model_type == "deepseek" else HfReference(model_type)
 
     configs_dir = pathlib.Path(__file__).resolve().parent.parent / "configs" / "models"
     fixtures = {}
@@ -219,9 +284,10 @@ def exercised(arch: str, model_type: str, tiny_raw: dict, implemented: set, no_e
         raw.update(overrides)
         if raw.get("model_type") == model_type:
             fixtures[name] = raw
-    tiny = fixture_config(model_type, tiny_raw)
-    known = set(tiny.to_dict()) | set(tiny.to_dict().get("rope_parameters") or {}) | set(tiny_raw)
-    known |= {"rope_scaling", "rope_theta", "partial_rotary_factor"}
+    tiny = ref.config(tiny_raw)
+    known = set(tiny_raw) | {"rope_scaling", "rope_theta", "partial_rotary_factor"}
+    if isinstance(ref, HfReference):
+        known |= set(tiny.to_dict()) | set(tiny.to_dict().get("rope_parameters") or {})
     # transformers 5 keeps rope_scaling under the name rope_parameters: one field, checked once.
     fields = sorted(f for f in implemented if f in known and f not in no_effect and f != "rope_parameters")
     count = 0
@@ -230,11 +296,10 @@ def exercised(arch: str, model_type: str, tiny_raw: dict, implemented: set, no_e
         if reason:
             print(f"  {key}: exempt ({reason})")
             continue
-        base_value = field_value(tiny, key)
-        varying = [n for n, raw in fixtures.items()
-                   if field_value(fixture_config(model_type, raw), key) != base_value]
+        base_value = ref.value(tiny, key)
+        varying = [n for n, raw in fixtures.items() if ref.value(ref.config(raw), key) != base_value]
         if not varying:
-            if shape_field(model_type, tiny_raw, key):
+            if shape_field(ref, tiny_raw, key):
                 print(f"  {key}: fixed by the checkpoint's shapes")
                 count += 1
             else:
@@ -244,8 +309,7 @@ def exercised(arch: str, model_type: str, tiny_raw: dict, implemented: set, no_e
         found, refused, moves = None, None, {}
         for name in varying:
             raw = fixtures[name]
-            torch.manual_seed(0)
-            model = build(fixture_config(model_type, raw))
+            model = ref.model(ref.config(raw))
             restored = dict(raw)
             for k in (key, *DERIVED.get(key, ())):
                 if k in tiny_raw and k == key:
@@ -253,15 +317,14 @@ def exercised(arch: str, model_type: str, tiny_raw: dict, implemented: set, no_e
                 else:
                     restored.pop(k, None)
             torch.manual_seed(1)
-            ids = torch.randint(1, model.config.vocab_size, (2, 12))
+            ids = torch.randint(1, ref.vocab(ref.config(raw)), (2, 12))
             try:
-                twin_config = fixture_config(model_type, restored)
+                twin_config = ref.config(restored)
             except Exception:  # noqa: BLE001 (the class refuses the mix: set the one field past its checks)
                 refused = name
-                twin_config = copy.deepcopy(model.config)
-                setattr(twin_config, key, field_value(tiny, key))
+                twin_config = ref.set(ref.config(raw), key, ref.value(tiny, key))
             try:
-                twin = build(twin_config)
+                twin = ref.model(twin_config)
                 if layout(twin) != layout(model):
                     found = f"{name} (the checkpoint's tensors depend on it)"
                     break
@@ -301,12 +364,10 @@ def main() -> int:
         if arch not in audit:
             problems.append(f"{arch}: no row in the table")
             continue
-        if model_type is None:
-            print(f"{arch}: skipped (remote code, not in transformers)")
-            continue
         implemented, no_effect, refused = audit[arch]
         named = implemented | no_effect | refused | common_implemented | common_no_effect
-        fields = set(AutoConfig.for_model(model_type).to_dict()) - base
+        remote = model_type == "deepseek"  # no config class in transformers: the Hub files' keys only
+        fields = set() if remote else set(AutoConfig.for_model(model_type).to_dict()) - base
         for cfg in builtin:
             if cfg.get("model_type") == model_type:
                 fields |= set(cfg) - base - {"auto_map"}
@@ -325,6 +386,11 @@ def main() -> int:
         print(f"{arch}: implemented fields, exercised by the parity fixtures")
         exercised_count += exercised(arch, model_type, raw, implemented | common_implemented,
                                      no_effect | common_no_effect, problems)
+        if remote:
+            # The composed reference reads none of the remote code's no-effect fields, so changing
+            # them there would prove nothing.
+            print(f"{arch}: no-effect fields not checked (remote code: no transformers model reads them)")
+            continue
         config = AutoConfig.for_model(model_type, **{k: v for k, v in raw.items() if k != "model_type"})
         model = build(config)
         weights = model.state_dict()

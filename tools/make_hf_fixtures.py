@@ -115,13 +115,16 @@ FIXTURES = {
                                 "max_position_embeddings": 256, "rope_scaling": {"rope_type": "yarn", "factor": 4.0}}),
     # DeepSeekMoE, composed of transformers' Llama and DeepSeek-V2 MoE modules (deepseek_model
     # below): one dense layer then MoE with shared experts; MoE every second layer from the first;
-    # top-1 without shared experts, with attention biases, gelu and linear RoPE scaling.
+    # top-1 without shared experts, with attention biases, gelu and linear RoPE scaling; another
+    # rope_theta and a tied head; a norm epsilon of 0.5.
     "deepseek-moe": ("tiny-deepseek-moe", {}),
     "deepseek-moe-freq2": ("tiny-deepseek-moe", {"first_k_dense_replace": 0, "moe_layer_freq": 2,
                                                  "num_hidden_layers": 4}),
     "deepseek-moe-variants": ("tiny-deepseek-moe", {"num_experts_per_tok": 1, "n_shared_experts": 0,
                                                     "attention_bias": True, "hidden_act": "gelu",
                                                     "rope_scaling": {"rope_type": "linear", "factor": 2.0}}),
+    "deepseek-moe-fields": ("tiny-deepseek-moe", {"rope_theta": 500.0, "tie_word_embeddings": True}),
+    "deepseek-moe-eps": ("tiny-deepseek-moe", {"rms_norm_eps": 0.5}),
     "mamba-fields": ("tiny-mamba", {"expand": 3, "intermediate_size": 192, "layer_norm_epsilon": 0.5}),
     "falcon-mamba-fields": ("tiny-falcon-mamba", {"hidden_act": "gelu", "expand": 3, "intermediate_size": 192,
                                                   "use_bias": True, "use_conv_bias": False,
