@@ -271,6 +271,43 @@ def shape_field(ref, raw: dict, key: str) -> bool:
     return False
 
 
+def put_back(ref, raw: dict, key: str, tiny_raw: dict, tiny):
+    """A fixture's model against its twin with `key` put back to the tiny config's value.
+
+    Returns ("tensors", None) when the twin's checkpoint differs (names or shapes), ("logits",
+    move) with the largest change of the logits over the largest logit, or ("refused", None) when
+    no twin runs: the class refuses the field alone put back and the model with it set past the
+    class's checks fails too.
+    """
+    model = ref.model(ref.config(raw))
+    restored = dict(raw)
+    if key in tiny_raw:
+        restored[key] = tiny_raw[key]
+    else:
+        restored.pop(key, None)
+    for derived in DERIVED.get(key, ()):  # dropped, for transformers to derive from the field again
+        restored.pop(derived, None)
+    refused = False
+    try:
+        twin_config = ref.config(restored)
+    except Exception:  # noqa: BLE001 (the class refuses the mix: set the one field past its checks)
+        refused = True
+        twin_config = ref.set(ref.config(raw), key, ref.value(tiny, key))
+    torch.manual_seed(1)
+    ids = torch.randint(1, ref.vocab(ref.config(raw)), (2, 12))
+    try:
+        twin = ref.model(twin_config)
+        if layout(twin) != layout(model):
+            return "tensors", None
+        twin.load_state_dict(model.state_dict(), strict=True)
+        with torch.no_grad():
+            logits = model(ids).logits
+            move = (logits - twin(ids).logits).abs().max().item() / logits.abs().max().item()
+    except Exception:  # noqa: BLE001 (no model runs with it put back here)
+        return ("refused" if refused else "failed"), None
+    return "logits", move
+
+
 def exercised(arch: str, model_type: str, tiny_raw: dict, implemented: set, no_effect: set, problems: list) -> int:
     """Check 3: every implemented field varied by some parity fixture, and mattering there."""
     from make_hf_fixtures import FIXTURES  # noqa: PLC0415 (the fixtures live beside this tool)
@@ -308,36 +345,17 @@ def exercised(arch: str, model_type: str, tiny_raw: dict, implemented: set, no_e
             continue
         found, refused, moves = None, None, {}
         for name in varying:
-            raw = fixtures[name]
-            model = ref.model(ref.config(raw))
-            restored = dict(raw)
-            for k in (key, *DERIVED.get(key, ())):
-                if k in tiny_raw and k == key:
-                    restored[k] = tiny_raw[k]
-                else:
-                    restored.pop(k, None)
-            torch.manual_seed(1)
-            ids = torch.randint(1, ref.vocab(ref.config(raw)), (2, 12))
-            try:
-                twin_config = ref.config(restored)
-            except Exception:  # noqa: BLE001 (the class refuses the mix: set the one field past its checks)
-                refused = name
-                twin_config = ref.set(ref.config(raw), key, ref.value(tiny, key))
-            try:
-                twin = ref.model(twin_config)
-                if layout(twin) != layout(model):
-                    found = f"{name} (the checkpoint's tensors depend on it)"
-                    break
-                twin.load_state_dict(model.state_dict(), strict=True)
-                with torch.no_grad():
-                    logits = model(ids).logits
-                    diff = (logits - twin(ids).logits).abs().max().item()
-            except Exception:  # noqa: BLE001 (no model runs with it alone put back here: the next fixture)
-                continue
-            moves[name] = diff / logits.abs().max().item()
-            if moves[name] > MIN_MOVE:
-                found = f"{name} (logits move by {moves[name]:.2g} of the largest without it)"
+            outcome, move = put_back(ref, fixtures[name], key, tiny_raw, tiny)
+            if outcome == "refused":
+                refused = refused or name
+            elif outcome == "tensors":
+                found = f"{name} (the checkpoint's tensors depend on it)"
                 break
+            elif outcome == "logits":
+                moves[name] = move
+                if move > MIN_MOVE:
+                    found = f"{name} (logits move by {move:.2g} of the largest without it)"
+                    break
         if not found and refused:
             # Mamba-2's head_dim: num_heads x head_dim must equal expand x hidden_size, and
             # num_heads shapes the checkpoint, so the field cannot change alone.
