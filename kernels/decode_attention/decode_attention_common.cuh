@@ -17,30 +17,6 @@ using kernels::check_launch;
 using kernels::from_float;
 using kernels::to_float;
 
-// Shared-memory row pitch in elements: 16 bytes of padding, so the groups of a warp reading
-// different keys at the same offset fall on different banks.
-template <typename T, int kHeadDim>
-inline constexpr int kSmemPitch = kHeadDim + static_cast<int>(16 / sizeof(T));
-
-// Bytes of one stage: a K and a V tile.
-template <typename T, int kHeadDim>
-inline constexpr size_t kStageBytes = size_t{2} * kTileKeys * kSmemPitch<T, kHeadDim> * sizeof(T);
-
-// Stages in flight: two (the next tile loads while this one is used) where they fit in 96 KiB,
-// else one (float32 at head size 128: sm_120-class GPUs give a block at most 99 KiB).
-template <typename T, int kHeadDim>
-inline constexpr int kStages = 2 * kStageBytes<T, kHeadDim> <= 96 * 1024 ? 2 : 1;
-
-// Bytes of dynamic shared memory of the split kernel: the stages, reused after the key loop for
-// the merge of the key groups' states.
-template <typename T, int kHeadDim, int kRows>
-constexpr size_t split_smem_bytes() {
-  using L = Layout<kHeadDim, kRows>;
-  const size_t tiles = kStages<T, kHeadDim> * kStageBytes<T, kHeadDim>;
-  const size_t merge = size_t{kRows} * L::kKeyGroups * (kHeadDim + 2) * sizeof(float);
-  return tiles > merge ? tiles : merge;
-}
-
 // 16 bytes from global to shared memory without passing through registers; valid == false
 // writes zeros and reads nothing.
 __device__ __forceinline__ void cp_async_16(void* smem, const void* gmem, bool valid) {

@@ -1,15 +1,17 @@
 #pragma once
 // The math of the decode attention kernels, written once for the device and the host (EFFARCH_HD):
 // which keys a query row sees, how a block's keys are split, the online softmax of one thread,
-// the merge of two partial states and the combine of the splits. tests/ops/decode_attention_test.cpp
-// runs these same functions in the kernel's order on the CPU (a host emulation) against the
-// reference. Plain C++: no CUDA types, no torch.
+// the merge of two partial states and the combine of the splits; and the split kernel's shared
+// memory, so that a CPU test sizes it against what a GPU lets a block have.
+// tests/ops/decode_attention_test.cpp runs these same functions in the kernel's order on the CPU
+// (a host emulation) against the reference. Plain C++: no CUDA types, no torch.
 //
 // Loops have compile-time bounds, unrolled by nvcc without pragmas (which the host compiler warns
 // about). Scores are kept in base 2: the query is scaled by scale * log2(e) once, so every exponential is
 // an exp2 (one instruction on the GPU), as in FlashAttention and FlashInfer.
 
 #include <cmath>
+#include <cstddef>
 #include <cstdint>
 
 #include "../common/host_device.h"
@@ -46,6 +48,30 @@ struct Layout {
   static_assert(kHeadDim % kLanes == 0, "head size must split over the lanes");
   static_assert(kKeysPerGroup % kStep == 0, "a key group's slice must be whole steps");
 };
+
+// Shared-memory row pitch in elements: 16 bytes of padding, so the groups of a warp reading
+// different keys at the same offset fall on different banks.
+template <typename T, int kHeadDim>
+inline constexpr int kSmemPitch = kHeadDim + static_cast<int>(16 / sizeof(T));
+
+// Bytes of one stage: a K and a V tile.
+template <typename T, int kHeadDim>
+inline constexpr size_t kStageBytes = size_t{2} * kTileKeys * kSmemPitch<T, kHeadDim> * sizeof(T);
+
+// Stages in flight: two (the next tile loads while this one is used) where they fit in 96 KiB,
+// else one (float32 at head size 128: sm_120-class GPUs give a block at most 99 KiB).
+template <typename T, int kHeadDim>
+inline constexpr int kStages = 2 * kStageBytes<T, kHeadDim> <= 96 * 1024 ? 2 : 1;
+
+// Bytes of dynamic shared memory of the split kernel: the stages, reused after the key loop for
+// the merge of the key groups' states.
+template <typename T, int kHeadDim, int kRows>
+constexpr size_t split_smem_bytes() {
+  using L = Layout<kHeadDim, kRows>;
+  const size_t tiles = kStages<T, kHeadDim> * kStageBytes<T, kHeadDim>;
+  const size_t merge = size_t{kRows} * L::kKeyGroups * (kHeadDim + 2) * sizeof(float);
+  return tiles > merge ? tiles : merge;
+}
 
 // Rows per block for `rows` query rows per KV head: the smallest of 1, 2, 4, 8 that holds them
 // (8 beyond: the rows are served by several blocks, each reading the KV head again).

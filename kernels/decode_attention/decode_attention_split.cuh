@@ -218,6 +218,8 @@ template <typename T, int kHeadDim, int kRows>
 LaunchStatus decode_attention_split_launch(const DecodeAttentionParams& p, cudaStream_t stream) {
   namespace da = decode_attn;
   constexpr size_t kSmem = da::split_smem_bytes<T, kHeadDim, kRows>();
+  // 99 KiB (101376 bytes) is what an sm_120/121 block (DGX Spark) may opt into; sm_90 has 227 KiB.
+  static_assert(kSmem <= 101376, "decode_attention: the split kernel's shared memory must fit sm_120/121");
   const auto kernel = decode_attention_split_kernel<T, kHeadDim, kRows>;
   const LaunchStatus smem =
       allow_dynamic_shared(kernel, kSmem, "decode_attention: shared memory above 48 KiB (cudaFuncSetAttribute)");

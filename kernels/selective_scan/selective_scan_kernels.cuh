@@ -100,8 +100,17 @@ __global__ void __launch_bounds__(scan::kThreads, kSeg == 4 ? 2 : 1)
   scan::scan_block<input_t>(p, static_cast<int>(blockIdx.x), static_cast<int>(blockIdx.y), shared, exec);
 }
 
+// Every d_state the prefill kernels take (1..256) fits the 99 KiB (101376 bytes) of dynamic shared
+// memory an sm_120/121 block may opt into (sm_90: 227 KiB); past it the launch's opt-in would fail
+// and Mamba-1 would not run on a DGX Spark.
+static_assert(scan::lanes::shared_floats(kSelectiveScanMaxStates) * sizeof(float) <= 101376 &&
+                  scan::split_local_shared_floats(kSelectiveScanMaxStates, 8) * sizeof(float) <= 101376 &&
+                  scan::split_local_shared_floats(kSelectiveScanMaxStates, 4) * sizeof(float) <= 101376,
+              "the selective scan's shared memory must fit sm_120/121 at d_state 256");
+
 // A warp per channel (selective_scan_lanes.h): 256 threads for 8 channels, at most 128 registers so
-// that two blocks (81 KiB of shared memory each at d_state 16) share an SM.
+// that two blocks (81 KiB of shared memory each at d_state 16) share an sm_90 SM (an sm_120/121
+// SM's 100 KiB holds one).
 template <typename input_t>
 __global__ void __launch_bounds__(scan::lanes::kThreads, 2) selective_scan_lanes_kernel(const SelectiveScanParams p) {
   extern __shared__ float lanes_shared[];

@@ -45,7 +45,7 @@ inline constexpr int kSlice = 16;                  // states in registers at a t
 constexpr int num_slices(int dstate) { return (dstate + kSlice - 1) / kSlice; }
 
 // Shared memory of a block, carved from one float buffer of shared_floats(dstate, seg) floats
-// (35 KiB for d_state 16, 65 KiB for 256, with 8-step segments).
+// (27 KiB for d_state 16, 57 KiB for 256, with 8-step segments).
 struct Shared {
   float (*B)[kSlice];              // [chunk][kSlice]: this chunk's B for the current slice
   float (*C)[kSlice];              // [chunk][kSlice]

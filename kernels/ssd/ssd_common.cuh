@@ -71,7 +71,5 @@ struct DynamicIo {
 };
 
 inline constexpr int kMaxGridYZ = 65535;
-inline constexpr int kMaxDState = 256;  // the scan's shared rows of C; the decode step has no limit
-inline constexpr int kMaxChunk = 1024;
 
 }  // namespace effarch::kernels::ssd

@@ -34,6 +34,10 @@ inline constexpr int kCumsumThreads = 64;      // chunk cumsum blocks: few threa
 inline constexpr int kScanRows = 16;           // output rows (tokens) per scan-output block
 inline constexpr int kScanCols = 16;           // earlier tokens per step of its C B^T (a B tile in shared memory)
 inline constexpr int kNormThreads = 256;       // gated RMSNorm: threads per (row, group); a power of 2
+// The chunked scan's limits, which its launcher checks (here, so that the CPU tests size the
+// kernels' shared memory at them).
+inline constexpr int kMaxDState = 256;  // the scan's shared rows of C; the decode step has no limit
+inline constexpr int kMaxChunk = 1024;
 
 // softplus and SiLU: kernels::softplus (common/host_device.h) and kernels::silu (common/convert.cuh
 // or its host stand-in in common/host_device.h, v / (1 + exp(-v)) as ATen computes it).

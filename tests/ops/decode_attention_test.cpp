@@ -353,6 +353,52 @@ TEST(DecodeAttentionEmulation, SplitsPartitionTheKeysWholeTilesFirst) {
   EXPECT_EQ(da::row_keys(500, 0, 100).end, 100);
 }
 
+// What an sm_120/121 block (DGX Spark's GB10) may opt into: 99 KiB of dynamic shared memory (an
+// H100's 227 KiB). A kernel asking for more fails at cudaFuncSetAttribute (allow_dynamic_shared).
+constexpr size_t kSm121BlockBytes = 101376;
+
+template <typename T, int kHeadDim>
+void expect_split_fits_sm121(const char* type) {
+  const size_t rows[] = {da::split_smem_bytes<T, kHeadDim, 1>(), da::split_smem_bytes<T, kHeadDim, 2>(),
+                         da::split_smem_bytes<T, kHeadDim, 4>(), da::split_smem_bytes<T, kHeadDim, 8>()};
+  for (size_t bytes : rows) EXPECT_LE(bytes, kSm121BlockBytes) << type << ", head size " << kHeadDim;
+}
+template <typename T>
+void expect_split_fits_sm121_every_head_size(const char* type) {
+  expect_split_fits_sm121<T, 16>(type);
+  expect_split_fits_sm121<T, 32>(type);
+  expect_split_fits_sm121<T, 40>(type);
+  expect_split_fits_sm121<T, 64>(type);
+  expect_split_fits_sm121<T, 80>(type);
+  expect_split_fits_sm121<T, 128>(type);
+}
+
+// On a DGX Spark (sm_121, 99 KiB a block) the split kernel launches for every instantiation the
+// launcher can pick: each head size with a kernel (every built-in config's, checked first), each
+// element type, 1, 2, 4 or 8 rows a block; otherwise the Transformers' decode would fail there.
+// Float32 at head size 128 keeps one stage (two would take 132 KiB); the largest block is float32
+// at head size 80 (Phi-2 in fp32): two stages of 42 KiB.
+TEST(DecodeAttentionEmulation, SplitKernelSharedMemoryFitsAnSm121Block) {
+  size_t with_attention = 0;
+  for (const std::string& name : model::builtin_model_names()) {
+    const model::ModelConfig config = model::resolve_model(name).config;
+    if (!config.attention) continue;
+    ++with_attention;
+    EXPECT_TRUE(da::supported_head_dim(static_cast<int>(config.attention->head_dim)))
+        << name << ": head size " << config.attention->head_dim;
+  }
+  EXPECT_GE(with_attention, 10u);  // Llama, Mistral, Mixtral, Phi, DeepSeekMoE, Jamba and the tiny ones
+  expect_split_fits_sm121_every_head_size<float>("float32");
+  expect_split_fits_sm121_every_head_size<at::BFloat16>("bfloat16");
+  expect_split_fits_sm121_every_head_size<at::Half>("float16");
+  EXPECT_EQ((da::kStages<float, 128>), 1);
+  EXPECT_EQ((da::split_smem_bytes<float, 128, 8>()), 67584u);
+  EXPECT_EQ((da::kStages<float, 80>), 2);
+  EXPECT_EQ((da::split_smem_bytes<float, 80, 1>()), 86016u);
+  EXPECT_EQ((da::kStages<at::BFloat16, 128>), 2);
+  EXPECT_EQ((da::split_smem_bytes<at::BFloat16, 128, 8>()), 69632u);
+}
+
 // ---------------------------------------------------------------------------------------------
 // The op entry on the CPU: its reference against causal_attention, and its errors.
 

@@ -19,6 +19,7 @@
 
 #include "../test_util.h"
 #include "effarch/common/error.h"
+#include "effarch/model/catalog.h"
 #include "effarch/ops/selective_scan.h"
 #include "selective_scan/selective_scan_math.h"
 #include "selective_scan_launch.h"
@@ -412,6 +413,40 @@ TEST(SelectiveScanKernelEmulated, SharedMemoryFitsAnH100BlockForEveryDstate) {
   EXPECT_EQ(scan::num_slices(1), 1);
   EXPECT_EQ(scan::num_slices(16), 1);
   EXPECT_EQ(scan::num_slices(17), 2);
+}
+
+// What an sm_120/121 block (DGX Spark's GB10) may opt into: 99 KiB of dynamic shared memory (an
+// H100's 227 KiB). A kernel asking for more fails at cudaFuncSetAttribute (allow_dynamic_shared).
+constexpr int64_t kSm121BlockBytes = 101376;
+
+// On a DGX Spark (sm_121, 99 KiB a block) the default prefill, lanes16, launches at every built-in
+// Mamba-1 config's d_state (Mamba, Falcon-Mamba, Jamba: 16) and at every d_state the kernels take
+// (up to 256), where otherwise those models would not run there at all. The other variants (seg4,
+// seg8, the split's two passes) fit at every d_state too; the states kernel's block is static,
+// under the 48 KiB every GPU gives without an opt-in. lanes16 takes 81 KiB at d_state 16: one
+// block an sm_121 SM (two on an H100), a matter of speed only.
+TEST(SelectiveScanKernelEmulated, SharedMemoryFitsAnSm121BlockForEveryDstate) {
+  const SelectiveScanArgs defaults;
+  size_t mamba1 = 0;
+  for (const std::string& name : model::builtin_model_names()) {
+    const model::ModelConfig config = model::resolve_model(name).config;
+    if (!config.mamba || config.mamba->version != 1) continue;
+    ++mamba1;
+    const int dstate = static_cast<int>(config.mamba->d_state);
+    EXPECT_EQ(scan::launched_segment(defaults.cuda_segment, dstate), scan::kLanesSegment) << name;
+    EXPECT_LE(scan::lanes::shared_floats(dstate) * 4, kSm121BlockBytes) << name;
+  }
+  EXPECT_GE(mamba1, 4u);  // Mamba-130M, Mamba-2.8B, Jamba and the tiny ones
+  for (int dstate = 1; dstate <= kernels::kSelectiveScanMaxStates; ++dstate) {
+    EXPECT_LE(scan::lanes::shared_floats(dstate) * 4, kSm121BlockBytes) << "d_state " << dstate;
+    for (const int segment : {8, 4}) {
+      EXPECT_LE(scan::shared_floats(dstate, segment) * 4, kSm121BlockBytes) << "d_state " << dstate;
+      EXPECT_LE(scan::split_local_shared_floats(dstate, segment) * 4, kSm121BlockBytes) << "d_state " << dstate;
+    }
+  }
+  EXPECT_EQ(scan::lanes::shared_floats(16) * 4, 82944);
+  EXPECT_EQ(scan::lanes::shared_floats(kernels::kSelectiveScanMaxStates) * 4, 98304);  // 3 KiB to spare
+  EXPECT_LE(sizeof(scan::states::Shared), 48u * 1024);
 }
 
 // ---- The sequence split (SelectiveScanArgs::cuda_split) ----

@@ -30,6 +30,7 @@
 
 #include "../test_util.h"
 #include "effarch/common/error.h"
+#include "effarch/model/catalog.h"
 #include "effarch/ops/backend.h"
 #include "effarch/ops/ssd.h"
 #include "common/warp_sum.h"
@@ -604,6 +605,59 @@ TEST(SsdTensorCoreEmulationExtra, ProductsChoice) {
                     {"ssd_chunk_scan", "bf16 or fp16", "Float"});
   EXPECT_THROW_WITH(ssd_scan_uses_tensor_cores(at::kBFloat16, 256, SsdScanProducts::TensorCores), Error,
                     {"ssd_chunk_scan", "d_state", "256"});
+}
+
+// What an sm_120/121 block (DGX Spark's GB10) may opt into: 99 KiB of dynamic shared memory (an
+// H100's 227 KiB). A kernel asking for more fails at cudaFuncSetAttribute (allow_dynamic_shared).
+constexpr int64_t kSm121BlockBytes = 101376;
+
+// The chunked scan's largest block as the launcher sizes it for x of `dtype` with products Auto:
+// on tensor cores (bf16 / fp16, d_state <= 128) stage 2's or stage 4's; otherwise the FMA loops
+// (fp32 under --backend cuda: auto runs the reference there), stage 2's decays or stage 4's rows.
+int64_t ssd_scan_block_bytes(at::ScalarType dtype, int chunk, int d_state) {
+  if (ssd_scan_uses_tensor_cores(dtype, d_state, SsdScanProducts::Auto)) {
+    return std::max(ks::tc_state_offsets(chunk, 2).total, ks::tc_scan_offsets(chunk, d_state, 2).total);
+  }
+  return std::max<int64_t>(4 * chunk, 4 * ks::scan_shared_floats(chunk, d_state));
+}
+
+// On a DGX Spark (sm_121, 99 KiB a block) the chunked scan launches for every built-in Mamba-2
+// config (Codestral and Mamba2-130M: chunk 256, d_state 128; tiny-mamba2: 16 and 16) in every
+// dtype, also for prompts shorter than a chunk (the chunk is then the prompt); otherwise their
+// prefill would fail there. At the limits the kernels take: the tensor-core blocks fit at chunk
+// 1024 and d_state 128 (also a static_assert in ssd_chunk_scan_tc.cuh); the FMA stage 4, 72 Q +
+// 128 (N + 1) bytes, fits every d_state up to 256 at chunks up to 951, and at chunk 1024 d_state
+// up to 215. Past that (chunks of 952..1024 with d_state up to 256: no known checkpoint) its
+// opt-in fails on sm_121 and ssd_chunk_scan throws the launcher's error ("shared memory for the
+// chunk size and d_state") where an H100 runs it.
+TEST(SsdKernelEmulationExtra, ChunkScanSharedMemoryFitsAnSm121Block) {
+  size_t mamba2 = 0;
+  for (const std::string& name : model::builtin_model_names()) {
+    const model::ModelConfig config = model::resolve_model(name).config;
+    if (!config.mamba || config.mamba->version != 2) continue;
+    ++mamba2;
+    const int chunk = static_cast<int>(config.mamba->chunk_size), n = static_cast<int>(config.mamba->d_state);
+    for (const at::ScalarType dtype : {at::kFloat, at::kBFloat16, at::kHalf}) {
+      for (const int q : {1, 15, chunk / 2 + 1, chunk}) {
+        EXPECT_LE(ssd_scan_block_bytes(dtype, q, n), kSm121BlockBytes)
+            << name << " " << c10::toString(dtype) << " chunk " << q;
+      }
+    }
+  }
+  EXPECT_GE(mamba2, 3u);
+  // Codestral in bf16: stage 2 36 KiB, stage 4 54 KiB on tensor cores; 34 KiB for the FMA stage 4.
+  EXPECT_EQ(ks::tc_state_offsets(256, 2).total, 36864);
+  EXPECT_EQ(ks::tc_scan_offsets(256, 128, 2).total, 55296);
+  EXPECT_EQ(4 * ks::scan_shared_floats(256, 128), 34944);
+  // The limits (every size grows with the chunk and d_state, so the corners bound the rest).
+  EXPECT_LE(ks::tc_state_offsets(ks::kMaxChunk, 2).total, kSm121BlockBytes);
+  EXPECT_LE(ks::tc_scan_offsets(ks::kMaxChunk, ks::kTcMaxDState, 2).total, kSm121BlockBytes);
+  EXPECT_LE(4 * ks::kMaxChunk, 48 * 1024);  // the FMA stage 2: no opt-in
+  EXPECT_LE(4 * ks::scan_shared_floats(951, ks::kMaxDState), kSm121BlockBytes);
+  EXPECT_GT(4 * ks::scan_shared_floats(952, ks::kMaxDState), kSm121BlockBytes);
+  EXPECT_LE(4 * ks::scan_shared_floats(ks::kMaxChunk, 215), kSm121BlockBytes);
+  EXPECT_GT(4 * ks::scan_shared_floats(ks::kMaxChunk, 216), kSm121BlockBytes);
+  EXPECT_EQ(4 * ks::scan_shared_floats(ks::kMaxChunk, ks::kMaxDState), 106624);
 }
 
 // ---------------------------------------------------------------------------------------------
