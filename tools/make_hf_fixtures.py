@@ -14,6 +14,7 @@ the transformers model on the CPU with seeded random weights, saves it with save
                                   over the sequence so far (independent of HF's cache code)
   input_ids_long [4, 32]  int64   only for bf16 fixtures (torch_dtype bfloat16: the model cast to
   logits_long    [4, 32, V] fp32  bf16 after its weights are drawn, its logits computed in bf16)
+  logits_long_fp32 [4, 32, V] fp32  the same bf16 weights computed in fp32
   greedy_decode  [2, 16]  int64   only for fixtures where transformers' own decode path differs
                                   from full forwards by design (Mamba-2's time_step_limit clamps dt
                                   in the chunked scan, not in the decode step): 16 greedy tokens
@@ -140,13 +141,18 @@ FIXTURES = {
     "jamba-fields": ("tiny-jamba", {"rms_norm_eps": 0.5, "tie_word_embeddings": True}),
     # bf16 (the model cast after the weights are drawn, its logits computed in bf16): Mamba's
     # residual_in_fp32, which an fp32 model cannot show, both ways on the same weights.
-    **{f"{base}-bf16{suffix}": (f"tiny-{base}", {"torch_dtype": "bfloat16", "num_hidden_layers": 4, **flag})
-       for base in ("mamba", "falcon-mamba", "mamba2")
-       for suffix, flag in (("", {}), ("-residual-bf16", {"residual_in_fp32": False}))},
+    **{f"{base}-bf16-residual-{stream}": (f"tiny-{base}", {"torch_dtype": "bfloat16", "num_hidden_layers": 4,
+                                                          "residual_in_fp32": stream == "fp32"})
+       for base in ("mamba", "falcon-mamba", "mamba2") for stream in ("fp32", "bf16")},
+    # Every family in bf16 as configured: effarch's bf16 error against transformers' own
+    # (HfParity.Bf16AgainstFp32).
+    **{f"{base}-bf16": (f"tiny-{base}", {"torch_dtype": "bfloat16"})
+       for base in ("llama", "llama3", "mistral", "phi", "mixtral", "jamba", "deepseek-moe", "mamba",
+                    "falcon-mamba", "mamba2")},
 }
 
 # What a fixture changes besides its config: the embedding scaled after the weights are drawn.
-EXTRA = {name: {"embedding_scale": 100.0} for name in FIXTURES if "-bf16" in name}
+EXTRA = {name: {"embedding_scale": 100.0} for name in FIXTURES if "-bf16-residual-" in name}
 
 # Fixtures whose greedy reference is transformers' cached decode (see greedy_decode above).
 DECODE_REFERENCE = {"mamba2-dt-limit"}
@@ -199,11 +205,14 @@ def build(name, base, overrides, out):
     tensors = {"input_ids": ids, "logits": logits.contiguous(), "input_ids_1": ids1,
                "logits_1": logits1.contiguous(), "greedy": seq[:, 7:].contiguous()}
     if overrides.get("torch_dtype") == "bfloat16":
-        # More positions for a bf16 comparison, which reads means over many logits.
+        # More positions for a bf16 comparison, which reads means over many logits, and the same
+        # weights (already rounded to bf16) computed in fp32: what bf16 costs transformers itself.
         ids_long = torch.randint(0, vocab, (4, 32), generator=gen)
         with torch.no_grad():
             tensors["input_ids_long"] = ids_long
             tensors["logits_long"] = model(ids_long, use_cache=False).logits.float().contiguous()
+            exact = copy.deepcopy(model).float()
+            tensors["logits_long_fp32"] = exact(ids_long, use_cache=False).logits.contiguous()
     if name in DECODE_REFERENCE:
         decoded = cached_greedy(model, ids, 16)
         # The fixture must tell the two paths apart, else it would not catch a clamped decode step.
@@ -253,6 +262,7 @@ def deepseek_model(cfg):
         n_routed_experts=cfg["n_routed_experts"], num_experts_per_tok=cfg["num_experts_per_tok"],
         n_shared_experts=max(shared, 1), routed_scaling_factor=1.0, topk_method="greedy", norm_topk_prob=False,
         hidden_act=cfg.get("hidden_act", "silu"))
+    moe._experts_implementation = "eager"  # transformers' plain loop over the experts
     first, freq = cfg.get("first_k_dense_replace", 0), cfg.get("moe_layer_freq", 1)
     moe_layers = [i for i in range(cfg["num_hidden_layers"]) if i >= first and i % freq == 0]
     with torch.no_grad():
