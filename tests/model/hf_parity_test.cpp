@@ -65,13 +65,28 @@ void check_fixture(const fs::path& dir, ops::AttentionImpl impl) {
 
 bool is_bf16(const fs::path& dir) { return resolve_model(dir.string()).config.torch_dtype == at::kBFloat16; }
 
+// effarch's bf16 logits for a bf16 fixture's long prompts (input_ids_long), as fp32.
+at::Tensor bf16_logits(const fs::path& dir, const io::SafetensorsFile& expected) {
+  ModelOptions opt;
+  opt.dtype = at::kBFloat16;
+  auto model = Model::load(resolve_model(dir.string()), opt);
+  const at::Tensor ids = expected.view("input_ids_long").clone();
+  model->allocate_cache(ids.size(0), ids.size(1));
+  return model->prefill(ids).to(at::kFloat);
+}
+
+// mean |a - b| / mean |b|: over many logits, what bf16's roundings move on average.
+double mean_rel_diff(const at::Tensor& a, const at::Tensor& b) {
+  return (a - b).abs().mean().item<double>() / b.abs().mean().item<double>();
+}
+
 TEST(HfParity, AllFixtures) {
   const char* env = std::getenv("EFFARCH_HF_FIXTURES");
   if (env == nullptr) GTEST_SKIP() << "EFFARCH_HF_FIXTURES not set (run through ctest -R hf_parity)";
   size_t n = 0;
   for (const auto& entry : fs::directory_iterator(env)) {
     if (!entry.is_directory() || !fs::exists(entry.path().string() + ".expected.safetensors")) continue;
-    if (is_bf16(entry.path())) continue;  // ResidualInFp32 below
+    if (is_bf16(entry.path())) continue;  // the bf16 tests below
     for (auto impl : {ops::AttentionImpl::Sdpa, ops::AttentionImpl::Eager}) {
       SCOPED_TRACE(entry.path().filename().string() + (impl == ops::AttentionImpl::Sdpa ? " sdpa" : " eager"));
       check_fixture(entry.path(), impl);
@@ -100,21 +115,13 @@ void check_residual_in_fp32(const char* env, const std::string& family) {
   for (const std::string name : {family + "-bf16-residual-fp32", family + "-bf16-residual-bf16"}) {
     const fs::path dir = fs::path(env) / name;
     const auto expected = io::SafetensorsFile::open(dir.string() + ".expected.safetensors");
-    ModelOptions opt;
-    opt.dtype = at::kBFloat16;
-    auto model = Model::load(resolve_model(dir.string()), opt);
-    const at::Tensor ids = expected.view("input_ids_long").clone();
-    model->allocate_cache(ids.size(0), ids.size(1));
-    settings.push_back({name, model->prefill(ids).to(at::kFloat), expected.view("logits_long").clone()});
+    settings.push_back({name, bf16_logits(dir, expected), expected.view("logits_long").clone()});
   }
-  auto mean_diff = [](const at::Tensor& a, const at::Tensor& b) {
-    return (a - b).abs().mean().item<double>() / b.abs().mean().item<double>();
-  };
-  const double refs_apart = mean_diff(settings[0].ref, settings[1].ref);
+  const double refs_apart = mean_rel_diff(settings[0].ref, settings[1].ref);
   EXPECT_GT(refs_apart, 1e-3) << "the two references must differ for the check to mean anything";
   for (size_t i = 0; i < 2; ++i) {
     const Setting& s = settings[i];
-    const double own = mean_diff(s.ours, s.ref), other = mean_diff(s.ours, settings[1 - i].ref);
+    const double own = mean_rel_diff(s.ours, s.ref), other = mean_rel_diff(s.ours, settings[1 - i].ref);
     ::testing::Test::RecordProperty(std::string("mean_rel_diff_own_") + s.name, fmt::format("{:.2e}", own));
     ::testing::Test::RecordProperty(std::string("mean_rel_diff_other_") + s.name, fmt::format("{:.2e}", other));
     EXPECT_LE(own, 5e-3) << s.name << ": effarch's bf16 logits against transformers' bf16 logits";
@@ -141,19 +148,11 @@ TEST(HfParity, Bf16AgainstFp32) {
     if (!entry.is_directory() || !is_bf16(entry.path()) || name.find("-residual-") != std::string::npos) continue;
     SCOPED_TRACE(name);
     const auto expected = io::SafetensorsFile::open(entry.path().string() + ".expected.safetensors");
-    ModelOptions opt;
-    opt.dtype = at::kBFloat16;
-    auto model = Model::load(resolve_model(entry.path().string()), opt);
-    const at::Tensor ids = expected.view("input_ids_long").clone();
-    model->allocate_cache(ids.size(0), ids.size(1));
-    const at::Tensor ours = model->prefill(ids).to(at::kFloat);
+    const at::Tensor ours = bf16_logits(entry.path(), expected);
     const at::Tensor truth = expected.view("logits_long_fp32").clone();
-    auto mean_diff = [](const at::Tensor& a, const at::Tensor& b) {
-      return (a - b).abs().mean().item<double>() / b.abs().mean().item<double>();
-    };
     const at::Tensor theirs_logits = expected.view("logits_long").clone();
-    const double theirs = mean_diff(theirs_logits, truth), mine = mean_diff(ours, truth);
-    const double apart = mean_diff(ours, theirs_logits);
+    const double theirs = mean_rel_diff(theirs_logits, truth), mine = mean_rel_diff(ours, truth);
+    const double apart = mean_rel_diff(ours, theirs_logits);
     ::testing::Test::RecordProperty("bf16_error_effarch_" + name, fmt::format("{:.2e}", mine));
     ::testing::Test::RecordProperty("bf16_error_transformers_" + name, fmt::format("{:.2e}", theirs));
     ::testing::Test::RecordProperty("bf16_effarch_vs_transformers_" + name, fmt::format("{:.2e}", apart));
