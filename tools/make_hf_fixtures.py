@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Reference outputs from Hugging Face transformers for effarch's parity tests.
 
-Usage: make_hf_fixtures.py OUT_DIR [--only NAME ...]
+Usage: make_hf_fixtures.py OUT_DIR [--only NAME ... | --bf16]
 
 For each fixture (a tiny config from configs/models/, possibly with one switch changed), builds
 the transformers model on the CPU with seeded random weights, saves it with save_pretrained
@@ -314,10 +314,12 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("out", type=pathlib.Path)
     ap.add_argument("--only", nargs="*")
+    ap.add_argument("--bf16", action="store_true",
+                    help="only the bf16 fixtures (NAME-bf16*: what a GPU session carries, tools/gpu/prebuild.sh)")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(2)
-    names = args.only or list(FIXTURES)
+    names = args.only or [n for n in FIXTURES if not args.bf16 or "-bf16" in n]
     for name in names:
         base, overrides = FIXTURES[name]
         build(name, base, overrides, args.out)

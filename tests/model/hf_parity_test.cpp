@@ -9,6 +9,9 @@
 
 #include <cstdlib>
 #include <filesystem>
+#include <optional>
+#include <string>
+#include <vector>
 
 #include <ATen/ATen.h>
 #include <fmt/format.h>
@@ -17,6 +20,7 @@
 #include "effarch/io/safetensors.h"
 #include "effarch/model/catalog.h"
 #include "effarch/model/model.h"
+#include "effarch/ops/backend.h"
 
 namespace effarch::model {
 namespace {
@@ -65,14 +69,41 @@ void check_fixture(const fs::path& dir, ops::AttentionImpl impl) {
 
 bool is_bf16(const fs::path& dir) { return resolve_model(dir.string()).config.torch_dtype == at::kBFloat16; }
 
-// effarch's bf16 logits for a bf16 fixture's long prompts (input_ids_long), as fp32.
-at::Tensor bf16_logits(const fs::path& dir, const io::SafetensorsFile& expected) {
+// Where the bf16 tests run effarch: EFFARCH_HF_DEVICE, "cpu" (the default) or "cuda" (the GPU
+// session, tools/gpu/session.sh check, with fixtures made on the development machine), and the
+// decode modes there: eager, and on CUDA also CUDA graphs. EFFARCH_HF_BACKEND (default auto) picks
+// the ops' implementations, so that `reference` can tell a kernel's error from the rest's.
+std::optional<at::Device> bf16_device() {
+  const char* env = std::getenv("EFFARCH_HF_DEVICE");
+  if (env == nullptr || std::string(env) == "cpu") return at::Device(at::kCPU);
+  if (std::string(env) == "cuda" && ops::kBuiltWithCuda && at::hasCUDA()) return at::Device(at::kCUDA, 0);
+  return std::nullopt;
+}
+
+std::vector<DecodeMode> bf16_modes(const at::Device& device) {
+  const char* backend = std::getenv("EFFARCH_HF_BACKEND");
+  const bool reference = backend != nullptr && std::string(backend) == "reference";  // its MoE refuses graphs
+  if (device.is_cuda() && !reference) return {DecodeMode::Eager, DecodeMode::CudaGraph};
+  return {DecodeMode::Eager};
+}
+
+// effarch's bf16 logits [B, T, V] for a bf16 fixture's long prompts (input_ids_long), as fp32 on
+// the CPU: the first half of each prompt prefilled, the rest fed one token at a time through
+// decode (the reference's own next tokens), so both paths and the cache between them are compared.
+at::Tensor bf16_logits(const fs::path& dir, const io::SafetensorsFile& expected, const at::Device& device,
+                       DecodeMode mode) {
   ModelOptions opt;
   opt.dtype = at::kBFloat16;
+  opt.device = device;
+  opt.decode = mode;
+  if (const char* backend = std::getenv("EFFARCH_HF_BACKEND")) opt.backend = ops::parse_backend(backend, "EFFARCH_HF_BACKEND");
   auto model = Model::load(resolve_model(dir.string()), opt);
-  const at::Tensor ids = expected.view("input_ids_long").clone();
+  const at::Tensor ids = expected.view("input_ids_long").clone().to(device);
+  const int64_t half = ids.size(1) / 2;
   model->allocate_cache(ids.size(0), ids.size(1));
-  return model->prefill(ids).to(at::kFloat);
+  std::vector<at::Tensor> parts = {model->prefill(ids.slice(1, 0, half))};
+  for (int64_t t = half; t < ids.size(1); ++t) parts.push_back(model->decode(ids.select(1, t)).unsqueeze(1));
+  return at::cat(parts, 1).to(at::kCPU, at::kFloat);
 }
 
 // mean |a - b| / mean |b|: over many logits, what bf16's roundings move on average.
@@ -106,7 +137,7 @@ TEST(HfParity, AllFixtures) {
 // reference than the other setting's (with transformers 5.23: 3e-4 to 2.4e-3 from its own, 4.2e-3
 // to 4.4e-3 from the other). Reading the flag wrongly, or not at all, puts one setting nearer the
 // other's reference: forcing it on in the Mamba parser fails here.
-void check_residual_in_fp32(const char* env, const std::string& family) {
+void check_residual_in_fp32(const char* env, const std::string& family, const at::Device& device) {
   struct Setting {
     std::string name;
     at::Tensor ours, ref;
@@ -115,7 +146,7 @@ void check_residual_in_fp32(const char* env, const std::string& family) {
   for (const std::string name : {family + "-bf16-residual-fp32", family + "-bf16-residual-bf16"}) {
     const fs::path dir = fs::path(env) / name;
     const auto expected = io::SafetensorsFile::open(dir.string() + ".expected.safetensors");
-    settings.push_back({name, bf16_logits(dir, expected), expected.view("logits_long").clone()});
+    settings.push_back({name, bf16_logits(dir, expected, device, DecodeMode::Eager), expected.view("logits_long").clone()});
   }
   const double refs_apart = mean_rel_diff(settings[0].ref, settings[1].ref);
   EXPECT_GT(refs_apart, 1e-3) << "the two references must differ for the check to mean anything";
@@ -142,22 +173,27 @@ void check_residual_in_fp32(const char* env, const std::string& family) {
 TEST(HfParity, Bf16AgainstFp32) {
   const char* env = std::getenv("EFFARCH_HF_FIXTURES");
   if (env == nullptr) GTEST_SKIP() << "EFFARCH_HF_FIXTURES not set (run through ctest -R hf_parity)";
+  const auto device = bf16_device();
+  if (!device) GTEST_SKIP() << "EFFARCH_HF_DEVICE=" << std::getenv("EFFARCH_HF_DEVICE") << ": no such device here";
   size_t n = 0;
   for (const auto& entry : fs::directory_iterator(env)) {
     const std::string name = entry.path().filename().string();
     if (!entry.is_directory() || !is_bf16(entry.path()) || name.find("-residual-") != std::string::npos) continue;
-    SCOPED_TRACE(name);
     const auto expected = io::SafetensorsFile::open(entry.path().string() + ".expected.safetensors");
-    const at::Tensor ours = bf16_logits(entry.path(), expected);
     const at::Tensor truth = expected.view("logits_long_fp32").clone();
     const at::Tensor theirs_logits = expected.view("logits_long").clone();
-    const double theirs = mean_rel_diff(theirs_logits, truth), mine = mean_rel_diff(ours, truth);
-    const double apart = mean_rel_diff(ours, theirs_logits);
-    ::testing::Test::RecordProperty("bf16_error_effarch_" + name, fmt::format("{:.2e}", mine));
-    ::testing::Test::RecordProperty("bf16_error_transformers_" + name, fmt::format("{:.2e}", theirs));
-    ::testing::Test::RecordProperty("bf16_effarch_vs_transformers_" + name, fmt::format("{:.2e}", apart));
-    EXPECT_LE(mine, 1.25 * theirs) << "effarch's bf16 error " << mine << " against transformers' " << theirs
-                                   << " (the two bf16 results are " << apart << " apart)";
+    const double theirs = mean_rel_diff(theirs_logits, truth);
+    for (const DecodeMode mode : bf16_modes(*device)) {
+      const std::string key = fmt::format("{}_{}_{}", name, device->is_cuda() ? "cuda" : "cpu", to_string(mode));
+      SCOPED_TRACE(key);
+      const at::Tensor ours = bf16_logits(entry.path(), expected, *device, mode);
+      const double mine = mean_rel_diff(ours, truth), apart = mean_rel_diff(ours, theirs_logits);
+      ::testing::Test::RecordProperty("bf16_error_effarch_" + key, fmt::format("{:.2e}", mine));
+      ::testing::Test::RecordProperty("bf16_error_transformers_" + key, fmt::format("{:.2e}", theirs));
+      ::testing::Test::RecordProperty("bf16_effarch_vs_transformers_" + key, fmt::format("{:.2e}", apart));
+      EXPECT_LE(mine, 1.25 * theirs) << "effarch's bf16 error " << mine << " against transformers' " << theirs
+                                     << " (the two bf16 results are " << apart << " apart)";
+    }
     ++n;
   }
   EXPECT_GE(n, 10u) << "bf16 fixtures found in " << env;
@@ -166,9 +202,11 @@ TEST(HfParity, Bf16AgainstFp32) {
 TEST(HfParity, ResidualInFp32) {
   const char* env = std::getenv("EFFARCH_HF_FIXTURES");
   if (env == nullptr) GTEST_SKIP() << "EFFARCH_HF_FIXTURES not set (run through ctest -R hf_parity)";
+  const auto device = bf16_device();
+  if (!device) GTEST_SKIP() << "EFFARCH_HF_DEVICE=" << std::getenv("EFFARCH_HF_DEVICE") << ": no such device here";
   for (const std::string family : {"mamba", "falcon-mamba", "mamba2"}) {
     SCOPED_TRACE(family);
-    check_residual_in_fp32(env, family);
+    check_residual_in_fp32(env, family, *device);
   }
 }
 

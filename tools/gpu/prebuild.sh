@@ -38,5 +38,13 @@ python=$(sed -n 's/^EFFARCH_PYTHON:[A-Z]*=//p' "$build/CMakeCache.txt")
   echo "commit=$(git rev-parse HEAD)$(git diff --quiet HEAD -- . ':!docs' || echo '+changes')"
   echo "built=$(date -u +%FT%TZ) $(c++ --version | head -1); $(nvcc --version | tail -1)"
 } > "$out/BUILT_FROM"
+# The bf16 parity fixtures (tools/make_hf_fixtures.py --bf16, about 6 MB packed), which
+# `session.sh check` runs effarch against on the GPU (HfParity.Bf16AgainstFp32 and
+# ResidualInFp32 with EFFARCH_HF_DEVICE=cuda): the GPU machine need not have transformers.
+fixtures=$(mktemp -d)
+"$python" tools/make_hf_fixtures.py "$fixtures" --bf16 2> "$fixtures.log" ||
+  { cat "$fixtures.log"; echo "prebuild.sh: making the bf16 fixtures failed" >&2; exit 1; }
+tar cf - -C "$fixtures" . | xz -T0 -6 > "$out/hf-bf16.tar.xz"
+rm -rf "$fixtures" "$fixtures.log"
 cat "$out/BUILT_FROM"
 du -sh "$out"

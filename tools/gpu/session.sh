@@ -67,6 +67,21 @@ check() {
     LD_PRELOAD=$(g++ -print-file-name=libstdc++.so.6) limited 360 "$T" --gtest_filter='-HfParity.*:TokenizerFixtures.*' > "$out/gtest.log" 2>&1
     log "gtest with libstdc++ preloaded exit $?: $(grep -E '^\[  (PASSED|FAILED)  \]' "$out/gtest.log" | tr '\n' ' ')"
   fi
+  # effarch in bf16 on the GPU (eager and CUDA graphs, prefill and decode) against transformers'
+  # bf16 and fp32 logits, made on the development machine (prebuild.sh packs them): pending.md
+  # entry 39. Each model's error against the fp32 truth, beside transformers' own, in the summary.
+  if [[ -f .gpu-kit/prebuilt/hf-bf16.tar.xz || -n $dry ]]; then
+    local fx="$out/hf-bf16"
+    mkdir -p "$fx"
+    [[ -n $dry ]] || xz -dc .gpu-kit/prebuilt/hf-bf16.tar.xz | tar xf - -C "$fx"
+    EFFARCH_HF_FIXTURES="$fx" EFFARCH_HF_DEVICE=cuda limited 120 "$T" --gtest_filter='HfParity.Bf16AgainstFp32:HfParity.ResidualInFp32' \
+      --gtest_output="xml:$out/hf-bf16.xml" > "$out/hf-bf16.log" 2>&1
+    log "bf16 against transformers on the GPU (entry 39): exit $?: $(grep -E '^\[ +(OK|FAILED|SKIPPED) +\]' "$out/hf-bf16.log" | tr '\n' ' ')"
+    [[ -f $out/hf-bf16.xml ]] && grep -o 'name="\(bf16_error\|mean_rel\)[^"]*" value="[^"]*"' "$out/hf-bf16.xml" >> "$summary"
+    rm -rf "$fx"
+  else
+    log "bf16 against transformers on the GPU (entry 39): no .gpu-kit/prebuilt/hf-bf16.tar.xz (run tools/gpu/prebuild.sh)"
+  fi
   # The GPU tests of every kernel: each must be OK, not SKIPPED.
   grep -E '^\[ +(OK|FAILED|SKIPPED) +\] .*(Cuda|OnTheGpu|OnAGpu|CudaGraph|Gpu)' "$out/gtest.log" >> "$summary"
   grep -E '^\[  FAILED  \]' "$out/gtest.log" | sort -u >> "$summary"
