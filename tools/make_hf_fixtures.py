@@ -3,9 +3,12 @@
 
 Usage: make_hf_fixtures.py OUT_DIR [--only NAME ... | --bf16]
 
-For each fixture (a tiny config from configs/models/, possibly with one switch changed), builds
+For each fixture (a tiny config from configs/models/, possibly with a few switches changed), builds
 the transformers model on the CPU with seeded random weights, saves it with save_pretrained
-(config.json + model.safetensors) into OUT_DIR/NAME/, and writes OUT_DIR/NAME.expected.safetensors (beside the checkpoint folder):
+(config.json + model.safetensors) into OUT_DIR/NAME/, and writes OUT_DIR/NAME.expected.safetensors
+(beside the checkpoint folder). DeepSeekMoE, which transformers does not ship, is composed of
+transformers' Llama and DeepSeek-V2 MoE modules and saved under its own names (deepseek_model).
+The expected outputs:
   input_ids      [2, 7]   int64   a batch of two prompts of an odd length
   logits         [2, 7, V] fp32   the model's logits for them (one forward, no cache)
   input_ids_1    [1, 1]   int64   a length-1 prompt
@@ -34,7 +37,8 @@ from transformers import AutoConfig, AutoModelForCausalLM
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
-# name -> (base config, overrides). Each switch that changes the math gets its own fixture.
+# name -> (base config, overrides). Each switch that changes the math is varied by some fixture
+# (tools/hf_config_fields.py checks it).
 FIXTURES = {
     "llama-gqa": ("tiny-llama", {}),                                     # GQA 4/2, untied head
     "llama-mha-tied": ("tiny-llama", {"num_key_value_heads": 4, "tie_word_embeddings": True}),
