@@ -250,6 +250,10 @@ const std::pair<const char*, ops::SsdScanProducts> kSsdScanProducts[] = {
 struct SelectiveScanVariant {
   int segment;
   int split;
+  void apply(ops::SelectiveScanArgs& args) const {
+    args.cuda_segment = segment;
+    args.cuda_split = split;
+  }
 };
 const std::pair<const char*, SelectiveScanVariant> kSelectiveScanVariants[] = {
     {"selective_scan", {16, 0}},
@@ -288,6 +292,17 @@ KernelCase dense_gemv_case(std::string name, KernelModel model, std::string matr
       }};
 }
 
+// The launch settings of a selective scan variant's case; none for the other ops.
+std::optional<ops::SelectiveScanArgs> scan_variant_args(const KernelCase& c) {
+  for (const auto& [op, variant] : kSelectiveScanVariants) {
+    if (c.op != op) continue;
+    ops::SelectiveScanArgs args;
+    variant.apply(args);
+    return args;
+  }
+  return std::nullopt;
+}
+
 }  // namespace
 
 namespace detail {
@@ -307,29 +322,17 @@ std::optional<std::string> scan_products(const KernelCase& c, const KernelShape&
 }
 
 std::optional<std::string> scan_variant(const KernelCase& c, const KernelShape& s, const std::string& impl) {
-  if (impl != "cuda") return std::nullopt;
-  for (const auto& [op, variant] : kSelectiveScanVariants) {
-    if (c.op != op) continue;
-    ops::SelectiveScanArgs args;
-    args.cuda_segment = variant.segment;
-    args.cuda_split = variant.split;
-    return std::string(ops::selective_scan_variant_name(args, mamba(s).d_state));
-  }
-  return std::nullopt;
+  const auto args = scan_variant_args(c);
+  if (impl != "cuda" || !args) return std::nullopt;
+  return std::string(ops::selective_scan_variant_name(*args, mamba(s).d_state));
 }
 
 std::optional<int> scan_pieces(const KernelCase& c, const KernelShape& s, const std::string& impl,
                                const json& environment) {
-  if (impl != "cuda") return std::nullopt;
-  for (const auto& [op, variant] : kSelectiveScanVariants) {
-    if (c.op != op || variant.split == 0) continue;
-    ops::SelectiveScanArgs args;
-    args.cuda_segment = variant.segment;
-    args.cuda_split = variant.split;
-    const int sms = environment.contains("device") ? environment.at("device").value("multiprocessors", 0) : 0;
-    return ops::selective_scan_cuda_pieces(args, s.batch, mamba(s).d_inner, s.length, sms);
-  }
-  return std::nullopt;
+  const auto args = scan_variant_args(c);
+  if (impl != "cuda" || !args || args->cuda_split == 0) return std::nullopt;
+  const int sms = environment.contains("device") ? environment.at("device").value("multiprocessors", 0) : 0;
+  return ops::selective_scan_cuda_pieces(*args, s.batch, mamba(s).d_inner, s.length, sms);
 }
 
 std::vector<KernelCase> make_kernel_cases() {
@@ -409,8 +412,7 @@ std::vector<KernelCase> make_kernel_cases() {
         at::Tensor bm = channel_last(s.batch, m.d_state, s.length, o);
         at::Tensor cm = channel_last(s.batch, m.d_state, s.length, o);
         ops::SelectiveScanArgs args = scan_args(m.d_inner, m.d_state, o);
-        args.cuda_segment = variant.segment;
-        args.cuda_split = variant.split;
+        variant.apply(args);
         auto state = std::make_shared<at::Tensor>(at::zeros({s.batch, m.d_inner, m.d_state}, o.dtype(at::kFloat)));
         return [=] { (void)ops::selective_scan(u, delta, bm, cm, z, args, *state, false, backend); };
       }});
