@@ -50,6 +50,7 @@ import transformers
 from transformers import AutoConfig, AutoModelForCausalLM, PretrainedConfig
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))  # make_hf_fixtures, beside this tool
+from make_hf_fixtures import FIXTURES, deepseek_model, fixture_config_dict  # noqa: E402
 
 # The table's architecture names: the model_type of transformers' config class, and the tiny
 # built-in config the no-effect fields are changed on.
@@ -181,17 +182,11 @@ def layout(model) -> dict:
     """The checkpoint save_pretrained writes: each tensor's name and shape, tied copies once."""
     out, seen = {}, set()
     for k, v in model.state_dict().items():
-        if v.data_ptr() in seen and v.device.type != "meta":
+        if v.data_ptr() in seen:
             continue
         seen.add(v.data_ptr())
         out[k] = tuple(v.shape)
     return out
-
-
-def shapes(config) -> dict:
-    with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(config)
-    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
 
 
 class HfReference:
@@ -204,7 +199,6 @@ class HfReference:
         return fixture_config(self.model_type, raw)
 
     def model(self, config):
-        torch.manual_seed(0)
         return build(config)
 
     def value(self, config, key: str):
@@ -215,9 +209,6 @@ class HfReference:
         config = copy.deepcopy(config)
         setattr(config, key, value)
         return config
-
-    def shapes(self, config) -> dict:
-        return shapes(config)
 
     def vocab(self, config) -> int:
         return config.vocab_size
@@ -231,8 +222,6 @@ class DeepSeekReference:
         return copy.deepcopy(raw)
 
     def model(self, config):
-        from make_hf_fixtures import deepseek_model  # noqa: PLC0415
-
         torch.manual_seed(0)
         return deepseek_model(copy.deepcopy(config))[0].eval()
 
@@ -242,13 +231,15 @@ class DeepSeekReference:
     def set(self, config, key: str, value):
         return {**config, key: value}
 
-    def shapes(self, config) -> dict:
-        with torch.device("meta"):
-            model = self.model(config)
-        return {k: tuple(v.shape) for k, v in model.state_dict().items()}
-
     def vocab(self, config) -> int:
         return config["vocab_size"]
+
+
+def shapes(ref, config) -> dict:
+    """The tensor shapes of the reference's model for `config`, built without memory."""
+    with torch.device("meta"):
+        model = ref.model(config)
+    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
 
 
 def shape_field(ref, raw: dict, key: str) -> bool:
@@ -257,14 +248,14 @@ def shape_field(ref, raw: dict, key: str) -> bool:
     value = ref.value(config, key)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return False
-    base = ref.shapes(config)
+    base = shapes(ref, config)
     for new in (value * 2, value + 1):
         try:
             changed_config = ref.config({**raw, key: type(value)(new)})
         except Exception:  # noqa: BLE001 (the class refuses the combination: set it past its checks)
             changed_config = ref.set(config, key, type(value)(new))
         try:
-            if ref.shapes(changed_config) != base:
+            if shapes(ref, changed_config) != base:
                 return True
         except Exception:  # noqa: BLE001 (no model for this value: try the next)
             continue
@@ -279,7 +270,8 @@ def put_back(ref, raw: dict, key: str, tiny_raw: dict, tiny):
     no twin runs: the class refuses the field alone put back and the model with it set past the
     class's checks fails too.
     """
-    model = ref.model(ref.config(raw))
+    config = ref.config(raw)
+    model = ref.model(config)
     restored = dict(raw)
     if key in tiny_raw:
         restored[key] = tiny_raw[key]
@@ -292,9 +284,9 @@ def put_back(ref, raw: dict, key: str, tiny_raw: dict, tiny):
         twin_config = ref.config(restored)
     except Exception:  # noqa: BLE001 (the class refuses the mix: set the one field past its checks)
         refused = True
-        twin_config = ref.set(ref.config(raw), key, ref.value(tiny, key))
+        twin_config = ref.set(config, key, ref.value(tiny, key))
     torch.manual_seed(1)
-    ids = torch.randint(1, ref.vocab(ref.config(raw)), (2, 12))
+    ids = torch.randint(1, ref.vocab(config), (2, 12))
     try:
         twin = ref.model(twin_config)
         if layout(twin) != layout(model):
@@ -310,17 +302,8 @@ def put_back(ref, raw: dict, key: str, tiny_raw: dict, tiny):
 
 def exercised(arch: str, model_type: str, tiny_raw: dict, implemented: set, no_effect: set, problems: list) -> int:
     """Check 3: every implemented field varied by some parity fixture, and mattering there."""
-    from make_hf_fixtures import FIXTURES  # noqa: PLC0415 (the fixtures live beside this tool)
-
     ref = DeepSeekReference() if model_type == "deepseek" else HfReference(model_type)
-
-    configs_dir = pathlib.Path(__file__).resolve().parent.parent / "configs" / "models"
-    fixtures = {}
-    for name, (base, overrides) in FIXTURES.items():
-        raw = json.loads((configs_dir / f"{base}.json").read_text())
-        raw.update(overrides)
-        if raw.get("model_type") == model_type:
-            fixtures[name] = raw
+    fixtures = {name: raw for name in FIXTURES if (raw := fixture_config_dict(name)).get("model_type") == model_type}
     tiny = ref.config(tiny_raw)
     known = set(tiny_raw) | {"rope_scaling", "rope_theta", "partial_rotary_factor"}
     if isinstance(ref, HfReference):
@@ -409,7 +392,7 @@ def main() -> int:
             # them there would prove nothing.
             print(f"{arch}: no-effect fields not checked (remote code: no transformers model reads them)")
             continue
-        config = AutoConfig.for_model(model_type, **{k: v for k, v in raw.items() if k != "model_type"})
+        config = fixture_config(model_type, raw)
         model = build(config)
         weights = model.state_dict()
         torch.manual_seed(1)

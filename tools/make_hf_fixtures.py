@@ -162,10 +162,19 @@ EXTRA = {name: {"embedding_scale": 100.0} for name in FIXTURES if "-bf16-residua
 DECODE_REFERENCE = {"mamba2-dt-limit"}
 
 
-def build(name, base, overrides, out):
+def fixture_config_dict(name):
+    """A fixture's config.json contents: its base config with its overrides, a copy of both
+    (transformers writes into the rope dict it is given; FIXTURES must not change)."""
+    base, overrides = FIXTURES[name]
+    cfg_dict = json.loads((ROOT / "configs" / "models" / f"{base}.json").read_text())
+    cfg_dict.update(copy.deepcopy(overrides))
+    return cfg_dict
+
+
+def build(name, out):
     extra = EXTRA.get(name, {})
-    cfg_dict = json.load(open(ROOT / "configs" / "models" / f"{base}.json"))
-    cfg_dict.update(overrides)
+    cfg_dict = fixture_config_dict(name)
+    bf16 = cfg_dict.get("torch_dtype") == "bfloat16"
     torch.manual_seed(1234)
     if cfg_dict["model_type"] == "deepseek":
         model, save = deepseek_model(cfg_dict)
@@ -186,7 +195,7 @@ def build(name, base, overrides, out):
         # layers, what residual_in_fp32 avoids, shows above the engines' other roundings.
         if "embedding_scale" in extra:
             model.get_input_embeddings().weight.mul_(extra["embedding_scale"])
-    if overrides.get("torch_dtype") == "bfloat16":
+    if bf16:
         model = model.to(torch.bfloat16)
     folder = out / name
     if save:
@@ -208,7 +217,7 @@ def build(name, base, overrides, out):
             seq = torch.cat([seq, nxt], dim=1)
     tensors = {"input_ids": ids, "logits": logits.contiguous(), "input_ids_1": ids1,
                "logits_1": logits1.contiguous(), "greedy": seq[:, 7:].contiguous()}
-    if overrides.get("torch_dtype") == "bfloat16":
+    if bf16:
         # More positions for a bf16 comparison, which reads means over many logits, and the same
         # weights (already rounded to bf16) computed in fp32: what bf16 costs transformers itself.
         ids_long = torch.randint(0, vocab, (4, 32), generator=gen)
@@ -325,8 +334,7 @@ def main():
     torch.set_num_threads(2)
     names = args.only or [n for n in FIXTURES if not args.bf16 or "-bf16" in n]
     for name in names:
-        base, overrides = FIXTURES[name]
-        build(name, base, overrides, args.out)
+        build(name, args.out)
     json.dump({"torch": torch.__version__, "transformers": transformers.__version__, "fixtures": names},
               open(args.out / "versions.json", "w"), indent=2)
 
