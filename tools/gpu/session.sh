@@ -9,7 +9,8 @@
 # each must show, are listed in docs/perf/pending.md; this script runs the core of them in order
 # of value.
 #   tools/gpu/session.sh check|pdl|prefill|kernels|bench|scans|decode|all [OUT]
-#     check:   build, the unit tests, kernel vs reference tokens for every tiny model (graphs off/on)
+#     check:   build, the unit tests, kernel vs reference tokens for every tiny model (graphs off/on),
+#              bf16 against transformers (entry 39), NCCL at world size 1 under torchrun (entry 14 a)
 #     kernels: effarch kernels (Mamba-1, Mamba-2 shapes) and effarch profile of two decode steps
 #     bench:   the headline suites (Mamba vs Transformer with graphs, batched decode, MoE, memory)
 #     scans:   the Mamba kernels in depth: variants side by side, ncu at 32k, decode-step profiles
@@ -109,6 +110,39 @@ impl = runs[("auto", "off")]["implementations"] if runs.get(("auto", "off")) els
 print(f"{m}: {'same tokens' if same else 'TOKENS DIFFER or a run failed'} over {len(ok)}/3 runs; auto runs {impl}; "
       f"graphs on: {[runs[k]['cuda_graphs'] for k in ok if k[1] == 'on']}")
 EOF
+  done
+  world_of_one
+}
+
+# pending.md entry 14 (a), issue 14's one GPU check: NCCL at world size 1 under torchrun, through
+# the code path a multi-GPU run takes (rendezvous on the launcher's store, the process group, each
+# layer's all-reduce; tiny-jamba has attention, Mamba and MoE layers), eager and with the
+# all-reduces captured in a CUDA graph. The tokens must equal the plain runs' above (same prompt,
+# same settings), and the run must say nccl on cuda:0. A dry run has no launcher: it sets the
+# variables torchrun would (the command line is what it checks).
+world_of_one() {
+  log "== NCCL at world size 1 under torchrun (entry 14 a), graphs off and on"
+  local tr=(python3 -m torch.distributed.run --nproc-per-node 1 --no-python) m g
+  [[ -n $dry ]] && tr=(env RANK=0 WORLD_SIZE=1 LOCAL_RANK=0 MASTER_ADDR=127.0.0.1 MASTER_PORT=29517)
+  for m in tiny-jamba tiny-llama; do
+    for g in off on; do
+      limited 90 "${tr[@]}" "$B" generate "$m" --device cuda --dtype float32 --prompt-ids "$(seq -s, 1 40)" -n 24 \
+        --cuda-graphs "$g" --json > "$out/w1-$m-$g.json" 2>> "$out/w1-errors.txt"
+      python3 - "$out" "$m" "$g" >> "$summary" <<'EOF'
+import json, sys
+out, m, g = sys.argv[1:]
+try:
+    w1 = json.load(open(f"{out}/w1-{m}-{g}.json"))
+    plain = json.load(open(f"{out}/gen-{m}-auto-{g}.json"))
+except Exception as e:
+    print(f"world of one {m} graphs {g}: A RUN FAILED ({type(e).__name__}; w1-errors.txt)")
+    sys.exit()
+p = w1.get("parallel", {})
+print(f"world of one {m} graphs {g}: {'same tokens' if w1['tokens'] == plain['tokens'] else 'TOKENS DIFFER'} as the plain run; "
+      f"world_size {p.get('world_size')}, backend {p.get('backend')}, launcher {p.get('launcher')}, "
+      f"rank_devices {p.get('rank_devices')}, cuda_graphs {w1.get('cuda_graphs')}")
+EOF
+    done
   done
 }
 
