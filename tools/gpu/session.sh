@@ -8,7 +8,7 @@
 # no compiling there), and compiles otherwise. The GPU checks still waiting for a run, with what
 # each must show, are listed in docs/perf/pending.md; this script runs the core of them in order
 # of value.
-#   tools/gpu/session.sh check|pdl|prefill|kernels|bench|scans|decode|all [OUT]
+#   tools/gpu/session.sh check|pdl|prefill|decode|targets|kernels|bench|scans|all [OUT]
 #     check:   build, the unit tests, kernel vs reference tokens for every tiny model (graphs off/on),
 #              bf16 against transformers (entry 39), NCCL at world size 1 under torchrun (entry 14 a)
 #     kernels: effarch kernels (Mamba-1, Mamba-2 shapes) and effarch profile of two decode steps
@@ -19,6 +19,10 @@
 #              with its shared experts on the kernels
 #     prefill: pending.md entries 38 and 33: the selective scan's states kernel against lanes16 at
 #              512-32k, then where a Mamba-2.8B and a Phi-2 prefill's time goes (512, 4096)
+#     targets: the open issues' own figures no other stage measures (pending.md, "What each open issue
+#              still needs"): decode attention alone and decode with the KV cache at 8k-32k, Mamba's
+#              prefill against Phi-2's and the reference, MoE prefill against a dense GEMM, int8
+#              Mixtral and Jamba within 80 GB
 #     pdl:     pending.md entry 28: programmatic dependent launch (--pdl on) against off, bit for bit
 #              in the tests, then decode tok/s of both in one run (bench --pdl off,on), both orders
 # EFFARCH_SESSION_DRY=DIR rehearses a stage on a machine without a GPU (tests/cli/gpu_session.sh):
@@ -315,8 +319,43 @@ prefill() {  # pending.md entries 38 and 33: the states scan against lanes16; wh
   done
 }
 
+targets() {  # the issues' own figures that no other stage measures (pending.md, "What each open issue still needs")
+  local S="--device cuda --dtype bf16 --reps 2 --cuda-graphs on --no-progress --format md" m
+  log "== targets: issue 11, the decode attention kernel alone over its KV bytes at 8k-32k"
+  for m in llama-3-8b phi-2; do
+    limited --int 60 "$B" kernels --device cuda --dtype bfloat16 --transformer "$m" --reps 10 --warmup 2 \
+      --lengths 8192,16384,32768 --ops attention_decode -o "$out/t-attn-$m.json" > "$out/t-attn-$m.txt" 2>&1
+    log "$m: exit $?"; grep -E '^\| attention' "$out/t-attn-$m.txt" >> "$summary"
+  done
+  log "== targets: issue 12, Mixtral-8x7B and Jamba-v0.1 with int8 weights within one 80 GB card (peak memory)"
+  limited --int 240 "$B" bench mixtral-8x7b jamba-v0.1 $S --weights int8 --prompt-lengths 512,4096 --gen-tokens 32 \
+    -o "$out/t-moe-int8.json" >> "$summary" 2>&1
+  log "exit $?"
+  log "== targets: issue 12, the MoE layer's prefill at 4096 tokens against one dense GEMM of its FLOPs"
+  for m in deepseek-moe-16b mixtral-8x7b; do
+    limited --int 60 "$B" kernels --device cuda --dtype bfloat16 --moe "$m" --reps 5 --warmup 1 --lengths 4096 \
+      --ops moe_prefill,moe_dense_gemm -o "$out/t-moe-prefill-$m.json" > "$out/t-moe-prefill-$m.txt" 2>&1
+    log "$m: exit $?"; sed -n '/^MoE prefill vs one dense GEMM/,$p' "$out/t-moe-prefill-$m.txt" >> "$summary"
+  done
+  log "== targets: issue 11, decode against the floor counting the KV cache (Llama-3-8B at 8192, Phi-2 at 32768)"
+  limited --int 100 "$B" bench llama-3-8b $S --gen-tokens 64 --prompt-lengths 512,8192 -o "$out/t-llama.json" >> "$summary" 2>&1
+  log "exit $?"
+  limited --int 100 "$B" bench phi-2 $S --gen-tokens 64 --prompt-lengths 512,32768 -o "$out/t-phi.json" >> "$summary" 2>&1
+  log "exit $?"
+  log "== targets: issue 10, Mamba-2.8B prefill against Phi-2 from 4096 tokens, and against the reference at 4096"
+  limited --int 120 "$B" bench mamba-2.8b phi-2 $S --gen-tokens 64 --prompt-lengths 4096,16384 -o "$out/t-mamba-phi.json" >> "$summary" 2>&1
+  log "exit $?"
+  limited --int 60 "$B" bench mamba-2.8b $S --gen-tokens 64 --prompt-lengths 4096 --backend reference -o "$out/t-mamba-ref.json" >> "$summary" 2>&1
+  log "exit $?"
+  log "== targets: issue 10, Mamba-Codestral-7B's prefill tok/s at 65536 tokens (its peak memory is on record, not its speed)"
+  limited --int 90 "$B" bench mamba-codestral-7b --device cuda --dtype bf16 --reps 1 --warmup 1 --cuda-graphs on --no-progress \
+    --format md --prompt-lengths 65536 --gen-tokens 8 -o "$out/t-codestral-64k.json" >> "$summary" 2>&1
+  log "exit $?"
+}
+
 case $stage in
   check) check ;;
+  targets) targets ;;
   pdl) pdl ;;
   prefill) prefill ;;
   kernels) kernels ;;
@@ -324,7 +363,7 @@ case $stage in
   scans) scans ;;
   decode) decode ;;
   all) check; kernels; benches ;;
-  *) echo "usage: tools/gpu/session.sh check|pdl|prefill|kernels|bench|scans|decode|all [OUT]" >&2; exit 2 ;;
+  *) echo "usage: tools/gpu/session.sh check|pdl|prefill|decode|targets|kernels|bench|scans|all [OUT]" >&2; exit 2 ;;
 esac
 rm -f "$out"/*.jsonl  # the final JSONs hold the same points
 log "== done $(date -u +%FT%TZ)"
