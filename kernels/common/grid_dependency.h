@@ -51,4 +51,15 @@ EFFARCH_HD void prefetch_l1_lines(const void* base, int64_t bytes, int tid, int 
 #endif
 }
 
+// A weight line asked into L2 (no register, no wait): the GEMV's weights beyond what a lane loads
+// before its grid dependency wait (gemv/gemv_math.h). Like the L1 prefetch above, weights only,
+// a hint with no effect on results, nothing on the host.
+EFFARCH_HD void prefetch_l2(const void* p) {
+#ifdef __CUDA_ARCH__
+  asm volatile("prefetch.global.L2 [%0];" ::"l"(p));
+#else
+  (void)p;
+#endif
+}
+
 }  // namespace effarch::kernels

@@ -22,6 +22,7 @@
 // (gemv_lane_of); each keeps its stored value in shared memory (the gate rows act(gate), the up
 // rows up), and after a barrier the gate rows' threads store the product (gemv_gated_output).
 
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
 
@@ -66,6 +67,27 @@ inline GemvPlan gemv_plan(int out, int in, int vec, int sm_count, bool gated = f
   int split = 1;
   while (split < max_split && blocks(split) < wanted && vectors >= 2LL * kGemvLanes * (2 * split)) split *= 2;
   return GemvPlan{split, kGemvWarps / split, static_cast<int>(blocks(split))};
+}
+
+// Under programmatic launch (--pdl) a lane loads its first kGemvUnroll weight vectors before its
+// grid dependency wait; these are how many of its next vectors it also asks into L2 there
+// (prefetch_l2, no registers), so that the weights stream while the kernel before this one (a
+// norm, a state update: latency-bound, the memory idle) finishes. Bounded so that what the
+// resident lanes ask for before the wait, loads and prefetches, fills at most half the L2
+// (`l2_bytes`; the rest holds activations and the kernel before's data): a prefetched line
+// evicted before its load would be read twice. Resident lanes are counted at the most a block of
+// kGemvThreads allows, 2048 threads an SM (fewer when registers limit it: the bound errs small).
+// 0 where the lane has no vectors past its first kGemvUnroll, or the L2 size is unknown (0).
+inline constexpr int kGemvMaxResidentThreadsPerSm = 2048;
+inline int gemv_prefetch_vectors(const GemvPlan& plan, int nvec, int sm_count, int64_t l2_bytes) {
+  const int64_t lane_vectors = (static_cast<int64_t>(nvec) + plan.split * kGemvLanes - 1) / (plan.split * kGemvLanes);
+  const int64_t beyond = lane_vectors - kGemvUnroll;
+  if (beyond <= 0 || l2_bytes <= 0) return 0;
+  const int64_t sms = sm_count > 0 ? sm_count : 132;
+  const int64_t resident_blocks =
+      std::min<int64_t>(plan.blocks, sms * (kGemvMaxResidentThreadsPerSm / kGemvThreads));
+  const int64_t per_lane = l2_bytes / 2 / (resident_blocks * kGemvThreads * 16);  // 16-byte vectors
+  return static_cast<int>(std::max<int64_t>(0, std::min(beyond, per_lane - kGemvUnroll)));
 }
 
 // Whether the 16-byte path applies: K a multiple of the vector, and W, x and every row of x
@@ -199,16 +221,21 @@ struct GemvUnpack<__half> {
 };
 #endif
 
+// The vector a lane asks into L2 k-th before its wait (k < gemv_prefetch_vectors): the one after
+// its first kGemvUnroll loads, then on; nvec or more: past the row, not asked.
+EFFARCH_HD int gemv_prefetch_vector(int t, int stride, int k) { return t + (kGemvUnroll + k) * stride; }
+
 // One lane's partial sums on the 16-byte path: its vectors t, t + stride, ... of the row (nvec
 // vectors), kGemvUnroll weight loads issued before the first is used; acc[r] += W x[r] elementwise
 // in memory order with fmaf. Rows at or past `rows` are skipped (R is the compile-time bound).
 // The lane's grid dependency wait (common/grid_dependency.h) comes after its first weight loads
 // and before its first read of x: under programmatic launch the first kGemvUnroll weight vectors
-// of every resident lane stream in while the kernel before this one finishes. Every lane waits
-// exactly once, also a lane with no vector.
+// of every resident lane stream in while the kernel before this one finishes, and the next
+// `prefetch` ones (gemv_prefetch_vectors; 0 with the switch off) are asked into L2 beside them.
+// Every lane waits exactly once, also a lane with no vector.
 template <typename T, int R>
 EFFARCH_HD void gemv_lane_vectorized(const T* w_row, const T* x, int64_t x_row_stride, int rows, int nvec, int t,
-                                     int stride, float (&acc)[R]) {
+                                     int stride, float (&acc)[R], int prefetch = 0) {
   constexpr int V = GemvUnpack<T>::kVec;
   bool waited = false;
   for (int v0 = t; v0 < nvec; v0 += kGemvUnroll * stride) {
@@ -219,6 +246,11 @@ EFFARCH_HD void gemv_lane_vectorized(const T* w_row, const T* x, int64_t x_row_s
       if (v < nvec) wc[u] = gemv_load_weights(w_row + static_cast<int64_t>(v) * V);
     }
     if (!waited) {
+      for (int k = 0; k < prefetch; ++k) {
+        const int v = gemv_prefetch_vector(t, stride, k);
+        if (v >= nvec) break;
+        prefetch_l2(w_row + static_cast<int64_t>(v) * V);
+      }
       grid_dependency_wait();
       waited = true;
     }

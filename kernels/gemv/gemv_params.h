@@ -66,6 +66,7 @@ struct GemvParams {
   void* y = nullptr;           // [R, O] (a gated activation: [R, O / 2]), rows y_row_stride elements apart
   int64_t y_row_stride = 0;
   int sm_count = 0;  // the device's multiprocessors (the split-K plan fills them); 0: assume 132
+  int64_t l2_bytes = 0;  // the device's L2 size: bounds the weights asked into L2 under --pdl (0: none asked)
   GemvConvUpdate conv;  // dim 0: none
   GemvActivation activation;  // not with a conv; gated: y is [R, out / 2]
 };

@@ -83,6 +83,7 @@ at::Tensor dense_gemv_cuda(const at::Tensor& x_in, const Linear& layer, const ke
   set_operands(p, o, layer, op);
   p.w = w.const_data_ptr();
   p.sm_count = at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
+  p.l2_bytes = at::cuda::getCurrentDeviceProperties()->l2CacheSize;
   if (conv != nullptr) p.conv = *conv;
   if (activation != nullptr) p.activation = *activation;
   throw_if_failed(kernels::gemv(p, current_stream()), op);

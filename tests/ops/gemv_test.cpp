@@ -91,6 +91,78 @@ TEST(DenseGemvPlan, DecodeShapesOfMambaPhiAndLlama) {
   }
 }
 
+// Under --pdl a lane asks its vectors after the first kGemvUnroll into L2 before its wait. What the
+// resident lanes ask for there, loads and prefetches, must stay within half the L2, counted at 8
+// blocks of 256 threads an SM (the most 2048 threads allow), else a line could be evicted before
+// its load reads it and the weight would be read twice.
+TEST(DenseGemvPlan, L2PrefetchBeforeTheWaitStaysWithinHalfTheL2) {
+  constexpr int64_t kL2 = int64_t{50} << 20;  // an H100's or H200's 50 MiB
+  constexpr int kSms = 132;
+  const auto vectors_asked = [](const GemvPlan& p, int nvec, int prefetch) {  // a lane's, before its wait
+    const int lane_vectors = (nvec + p.split * kGemvLanes - 1) / (p.split * kGemvLanes);
+    return std::min(lane_vectors, kernels::kGemvUnroll + prefetch);
+  };
+  struct Shape {
+    const char* name;
+    int out, in, prefetch;
+  };
+  const Shape shapes[] = {
+      {"mamba-2.8b in_proj", 10240, 2560, 2},   // 1280 blocks, 1056 resident: 6 of a lane's 10 vectors
+      {"mamba-2.8b out_proj", 2560, 5120, 6},   // 640 blocks, all resident: the whole 26 MB
+      {"mamba-2.8b x_proj", 192, 5120, 0},      // 3 vectors a lane: all loaded before the wait already
+      {"mamba-2.8b dt_proj", 5120, 160, 0},     // 1 vector a lane
+      {"mamba-2.8b lm_head", 50280, 2560, 2},
+      {"phi-2 fc2", 2560, 10240, 6},            // 20 vectors a lane, 640 blocks: 10 of them
+      {"llama-3-8b down", 4096, 14336, 2},      // 28 vectors a lane, 1024 blocks: 6 of them
+      {"llama-3-8b gate_up", 28672, 4096, 2},
+  };
+  for (const Shape& s : shapes) {
+    const GemvPlan p = plan_bf16(s.out, s.in);
+    const int nvec = s.in / 8;
+    const int prefetch = kernels::gemv_prefetch_vectors(p, nvec, kSms, kL2);
+    EXPECT_EQ(prefetch, s.prefetch) << s.name;
+    const int64_t resident = std::min<int64_t>(p.blocks, int64_t{8} * kSms) * kernels::kGemvThreads;
+    EXPECT_LE(resident * vectors_asked(p, nvec, prefetch) * 16, kL2 / 2) << s.name;
+  }
+  // Every plan, any size: within the budget, never negative, never past the lane's own vectors.
+  for (int out : {1, 7, 192, 1000, 4096, 50280}) {
+    for (int in : {8, 160, 2560, 5120, 14336, 65536}) {
+      for (int sms : {32, 132}) {
+        const GemvPlan p = kernels::gemv_plan(out, in, 8, sms);
+        const int nvec = in / 8;
+        const int prefetch = kernels::gemv_prefetch_vectors(p, nvec, sms, kL2);
+        const int lane_vectors = (nvec + p.split * kGemvLanes - 1) / (p.split * kGemvLanes);
+        EXPECT_GE(prefetch, 0);
+        EXPECT_LE(prefetch, std::max(0, lane_vectors - kernels::kGemvUnroll)) << out << " x " << in;
+        const int64_t resident = std::min<int64_t>(p.blocks, int64_t{8} * sms) * kernels::kGemvThreads;
+        if (prefetch > 0) EXPECT_LE(resident * vectors_asked(p, nvec, prefetch) * 16, kL2 / 2) << out << " x " << in;
+      }
+    }
+  }
+  // An unknown L2 asks nothing; a smaller one asks less (DGX Spark's GB10: 24 MiB, 48 SMs).
+  EXPECT_EQ(kernels::gemv_prefetch_vectors(plan_bf16(2560, 5120), 640, kSms, 0), 0);
+  EXPECT_LT(kernels::gemv_prefetch_vectors(plan_bf16(2560, 5120), 640, kSms, int64_t{8} << 20), 6);
+  // The k-th prefetched vector is the lane's (kGemvUnroll + k)-th load: the next ones it reads.
+  for (int split : {1, 2, 8}) {
+    const GemvLane l = kernels::gemv_lane_of(split, 0, 37);
+    for (int k = 0; k < 6; ++k) {
+      EXPECT_EQ(kernels::gemv_prefetch_vector(l.t, l.stride, k), l.t + (kernels::kGemvUnroll + k) * l.stride);
+    }
+  }
+  // The prefetch is a hint: a lane's sums are the same bits with it (here on the host, where the
+  // hint is nothing; on a GPU DenseGemvCuda.* and the --pdl tests run it).
+  at::manual_seed(11);
+  const at::Tensor w = at::randn({1, 5120}), x = at::randn({2, 5120});
+  for (int t : {0, 5, 31}) {
+    float plain[2] = {}, hinted[2] = {};
+    kernels::gemv_lane_vectorized<float, 2>(w.const_data_ptr<float>(), x.const_data_ptr<float>(), 5120, 2, 1280, t, 32, plain);
+    kernels::gemv_lane_vectorized<float, 2>(w.const_data_ptr<float>(), x.const_data_ptr<float>(), 5120, 2, 1280, t, 32, hinted,
+                                            /*prefetch=*/30);
+    EXPECT_EQ(plain[0], hinted[0]);
+    EXPECT_EQ(plain[1], hinted[1]);
+  }
+}
+
 TEST(DenseGemvPlan, VectorPathNeedsWholeAlignedVectors) {
   EXPECT_TRUE(kernels::gemv_vectorized(2560, 2, 256, 512, 2560));
   EXPECT_FALSE(kernels::gemv_vectorized(2564, 2, 256, 512, 2564));  // K not a multiple of 8 (bf16)
