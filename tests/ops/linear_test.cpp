@@ -104,6 +104,11 @@ TEST(Int8, QuantiserStepsAndRoundTrip) {
     EXPECT_EQ(layer.format, WeightFormat::Int8);
     EXPECT_EQ(format_name(layer), "int8");
     EXPECT_TRUE(at::equal(dense_weight(layer, at::kFloat), q.to(at::kFloat) * scale.unsqueeze(1)));
+    for (const at::ScalarType to : {at::kBFloat16, at::kHalf}) {
+      const at::Tensor d = dense_weight(layer, to);
+      EXPECT_EQ(d.scalar_type(), to);
+      EXPECT_TRUE(at::equal(d, (q.to(at::kFloat) * scale.unsqueeze(1)).to(to))) << c10::toString(to);
+    }
     EXPECT_EQ(layer.bytes(), 37u * 53u + 37u * 4u);
   }
   EXPECT_THROW_WITH(quantize_int8(at::ones({3, 4}, at::kLong)), OpError, {"quantize_int8", "float"});
