@@ -3,7 +3,8 @@
 // 32 channels a block over the lanes), scan::lanes::scan_block (selective_scan_lanes.h, a warp
 // per channel, its lanes over time) for one block of channels, or scan::states::scan_group
 // (selective_scan_states.h, a lane per state) for each half warp; the update kernel
-// scan::update_lane for kUpdateLanes threads per channel. The math lives in the core headers,
+// scan::update_lane for kUpdateLanes threads per channel, or scan::update_lane_vec for
+// kUpdateVecLanes (the vector path). The math lives in the core headers,
 // which the CPU tests also run.
 
 #include "common/grid_dependency.h"
@@ -154,33 +155,36 @@ __global__ void __launch_bounds__(scan::kThreads, kSeg == 4 ? 2 : 1)
                                   static_cast<int>(blockIdx.z), shared, exec);
 }
 
-// kUpdateLanes (16) threads per (sequence, channel), half a warp each: the lanes' parts of the
-// readout summed by shuffles within the half warp (an xor butterfly: common/warp_sum.h).
-template <typename input_t>
+// kL threads per (sequence, channel): kUpdateLanes (16, half a warp, a lane per state) or, on the
+// vector path (kVec, scan::update_vectorized), kUpdateVecLanes (4, four neighbouring states a lane
+// in 16-byte vectors). The lanes' parts of the readout (and of a fused dt_proj's dot) are summed by
+// shuffles within the channel's kL lanes (an xor butterfly: common/warp_sum.h).
+template <typename input_t, bool kVec>
 __global__ void __launch_bounds__(scan::kUpdateThreads) selective_state_update_kernel(const SelectiveScanParams p) {
+  constexpr int kL = kVec ? scan::kUpdateVecLanes : scan::kUpdateLanes;
   allow_dependent_launch();
   grid_dependency_wait();  // the state, x, dt, B, C and z come from the kernels before
   const int64_t i = static_cast<int64_t>(blockIdx.x) * scan::kUpdateThreads + threadIdx.x;
-  const int64_t pair = i / scan::kUpdateLanes;
-  const int lane = static_cast<int>(i % scan::kUpdateLanes);
-  const bool active = pair < static_cast<int64_t>(p.batch) * p.dim;  // whole half warps agree
+  const int64_t pair = i / kL;
+  const int lane = static_cast<int>(i % kL);
+  const bool active = pair < static_cast<int64_t>(p.batch) * p.dim;  // a channel's kL lanes agree
   const int batch = active ? static_cast<int>(pair / p.dim) : 0, channel = active ? static_cast<int>(pair % p.dim) : 0;
   float delta = 0.0f;
-  if (p.dt_proj != nullptr) {  // dt_proj fused: the channel's kUpdateLanes lanes sum its row's products
-    float part = active ? scan::dt_proj_lane<input_t>(p, batch, channel, lane) : 0.0f;
-    for (int offset = scan::kUpdateLanes / 2; offset > 0; offset /= 2) {
-      part += __shfl_xor_sync(0xffffffffu, part, offset, scan::kUpdateLanes);
-    }
+  if (p.dt_proj != nullptr) {  // dt_proj fused: the channel's kL lanes sum its row's products
+    float part = active ? scan::dt_proj_lane<input_t>(p, batch, channel, lane, kL) : 0.0f;
+    for (int offset = kL / 2; offset > 0; offset /= 2) part += __shfl_xor_sync(0xffffffffu, part, offset, kL);
     delta = scan::dt_proj_round<input_t>(part);
   } else if (active) {
     delta = scan::update_delta<input_t>(p, batch, channel);
   }
   scan::UpdateInputs in{};
   if (active) in = scan::update_inputs<input_t>(p, batch, channel, delta);
-  float v = active ? scan::update_lane<input_t>(p, batch, channel, lane, in) : 0.0f;
-  for (int offset = scan::kUpdateLanes / 2; offset > 0; offset /= 2) {
-    v += __shfl_xor_sync(0xffffffffu, v, offset, scan::kUpdateLanes);
+  float v = 0.0f;
+  if (active) {
+    v = kVec ? scan::update_lane_vec<input_t>(p, batch, channel, lane, in)
+             : scan::update_lane<input_t>(p, batch, channel, lane, in);
   }
+  for (int offset = kL / 2; offset > 0; offset /= 2) v += __shfl_xor_sync(0xffffffffu, v, offset, kL);
   if (active && lane == 0) scan::update_finish<input_t>(p, batch, channel, v, in);
 }
 
@@ -267,11 +271,12 @@ LaunchStatus selective_state_update_cuda(const SelectiveScanParams& p, cudaStrea
   if (p.dt_proj != nullptr && (p.dt_low == nullptr || p.dt_rank < 1)) {
     return {cudaErrorInvalidValue, "selective_state_update: a fused dt_proj needs dt_low and dt_rank >= 1"};
   }
-  const int64_t threads = static_cast<int64_t>(p.batch) * p.dim * scan::kUpdateLanes;
+  const bool vec = scan::update_vectorized(p, static_cast<int>(sizeof(input_t)));
+  const int64_t threads = static_cast<int64_t>(p.batch) * p.dim * (vec ? scan::kUpdateVecLanes : scan::kUpdateLanes);
   if (threads == 0) return {};
   const auto blocks = static_cast<unsigned>((threads + scan::kUpdateThreads - 1) / scan::kUpdateThreads);
-  return launch_kernel(selective_state_update_kernel<input_t>, dim3(blocks), dim3(scan::kUpdateThreads), 0, stream,
-                       "selective_state_update_kernel", p);
+  return launch_kernel(vec ? selective_state_update_kernel<input_t, true> : selective_state_update_kernel<input_t, false>,
+                       dim3(blocks), dim3(scan::kUpdateThreads), 0, stream, "selective_state_update_kernel", p);
 }
 
 }  // namespace effarch::kernels

@@ -439,6 +439,33 @@ EFFARCH_HD void split_scan_block(const SelectiveScanParams& p, int tile, int bat
 // common/warp_sum.h's xor_butterfly_sum_emulated on the host), and update_finish writes y.
 inline constexpr int kUpdateLanes = 16;
 
+// The vector path of the update (update_vectorized says when it applies): kUpdateVecLanes threads
+// per (sequence, channel), lane l taking the groups of kUpdateVec neighbouring states l,
+// l + kUpdateVecLanes, ... (d_state 16: one group a lane), the fp32 state and A read and the state
+// written as 16-byte vectors, B and C as 8 (bf16, fp16) or 16 bytes (fp32). Why: with a lane per
+// state each thread had 4 bytes of the state in flight and the update at batch 32 (2.6 M threads
+// for Mamba-2.8B, about ten waves of them on 132 SMs, each paying a memory round trip) took 41-43
+// us on an H200 for 21 MB of state read and written, 12% of the copy bandwidth; four states a
+// thread is a quarter of the threads and of the waves with four times the bytes in flight each.
+inline constexpr int kUpdateVec = 4;
+inline constexpr int kUpdateVecLanes = 4;
+
+// Whether the vector path applies: d_state a multiple of kUpdateVec, the states, A, B and C
+// contiguous along the states, and every (sequence, channel)'s group start aligned to its vector
+// (`elem_bytes`: the input type's size, for B and C). The mixer's decode step meets it (its fp32
+// state [B, D, N] and A [D, N] contiguous; B and C narrowed from x_proj's output after dt_rank
+// elements, a multiple of 4 for every Mamba-1 checkpoint); anything else takes the lane-per-state
+// path. A host function the launcher calls.
+inline bool update_vectorized(const SelectiveScanParams& p, int elem_bytes) {
+  const auto aligned = [](const void* ptr, int64_t bytes) { return reinterpret_cast<uintptr_t>(ptr) % bytes == 0; };
+  const int64_t group_bytes = int64_t{kUpdateVec} * elem_bytes;
+  return p.dstate % kUpdateVec == 0 && p.state_state_stride == 1 && p.A_state_stride == 1 && p.B_state_stride == 1 &&
+         p.C_state_stride == 1 && aligned(p.state, 16) && p.state_batch_stride % kUpdateVec == 0 &&
+         p.state_dim_stride % kUpdateVec == 0 && aligned(p.A, 16) && p.A_dim_stride % kUpdateVec == 0 &&
+         aligned(p.B, group_bytes) && aligned(p.C, group_bytes) && p.B_batch_stride % kUpdateVec == 0 &&
+         p.C_batch_stride % kUpdateVec == 0;
+}
+
 // A channel's inputs of the one-token update, read once before any store (reads after the state's
 // store wait for it: the compiler cannot tell the pointers apart).
 struct UpdateInputs {
@@ -452,14 +479,15 @@ EFFARCH_HD float update_delta(const SelectiveScanParams& p, int batch, int chann
 }
 
 // With dt_proj fused (p.dt_proj set): lane l's part of the channel's delta, the products
-// dt_proj[channel, r] dt_low[batch, r] for r = l, l + kUpdateLanes, ... summed in fp32. The lanes'
-// parts are added by the same butterfly as the readout, then dt_proj_round gives delta.
+// dt_proj[channel, r] dt_low[batch, r] for r = l, l + lanes, ... summed in fp32 (`lanes`: the
+// channel's threads, kUpdateLanes or kUpdateVecLanes). The lanes' parts are added by the same
+// butterfly as the readout, then dt_proj_round gives delta.
 template <typename input_t>
-EFFARCH_HD float dt_proj_lane(const SelectiveScanParams& p, int batch, int channel, int lane) {
+EFFARCH_HD float dt_proj_lane(const SelectiveScanParams& p, int batch, int channel, int lane, int lanes) {
   const auto* w = static_cast<const input_t*>(p.dt_proj) + channel * p.dt_proj_dim_stride;
   const auto* x = static_cast<const input_t*>(p.dt_low) + batch * p.dt_low_batch_stride;
   float acc = 0.0f;
-  for (int r = lane; r < p.dt_rank; r += kUpdateLanes) {
+  for (int r = lane; r < p.dt_rank; r += lanes) {
     acc = fmaf(to_float(w[r * p.dt_proj_rank_stride]), to_float(x[r * p.dt_low_rank_stride]), acc);
   }
   return acc;
@@ -501,6 +529,63 @@ EFFARCH_HD float update_lane(const SelectiveScanParams& p, int batch, int channe
   return acc;
 }
 
+// kUpdateVec neighbouring elements widened to fp32 (an aligned 8- or 16-byte load on the GPU).
+template <typename T>
+EFFARCH_HD void load_group(const T* at, float (&v)[kUpdateVec]) {
+#ifdef __CUDA_ARCH__
+  if constexpr (sizeof(T) == 4) {
+    const float4 f = *reinterpret_cast<const float4*>(at);
+    v[0] = to_float(f.x), v[1] = to_float(f.y), v[2] = to_float(f.z), v[3] = to_float(f.w);
+  } else {
+    static_assert(sizeof(T) == 2, "load_group: 2- or 4-byte elements");
+    union {
+      uint2 raw;
+      T e[kUpdateVec];
+    } g;
+    g.raw = *reinterpret_cast<const uint2*>(at);
+    EFFARCH_UNROLL
+    for (int i = 0; i < kUpdateVec; ++i) v[i] = to_float(g.e[i]);
+  }
+#else
+  for (int i = 0; i < kUpdateVec; ++i) v[i] = to_float(at[i]);
+#endif
+}
+EFFARCH_HD void store_group(float* at, const float (&v)[kUpdateVec]) {
+#ifdef __CUDA_ARCH__
+  *reinterpret_cast<float4*>(at) = make_float4(v[0], v[1], v[2], v[3]);
+#else
+  for (int i = 0; i < kUpdateVec; ++i) at[i] = v[i];
+#endif
+}
+
+// update_lane on the vector path: lane l's groups of kUpdateVec states, each read whole (C, A, the
+// state, B) before the group's store, the state updated per element as update_lane does it, and
+// the lane's part of C . h summed in state order.
+template <typename input_t>
+EFFARCH_HD float update_lane_vec(const SelectiveScanParams& p, int batch, int channel, int lane, const UpdateInputs& in) {
+  const auto* B = static_cast<const input_t*>(p.B) + batch * p.B_batch_stride;
+  const auto* C = static_cast<const input_t*>(p.C) + batch * p.C_batch_stride;
+  float* h = p.state + batch * p.state_batch_stride + channel * p.state_dim_stride;
+  const float* A = p.A + channel * p.A_dim_stride;
+  const float du = in.dt * in.u;
+  float acc = 0.0f;
+  for (int n0 = lane * kUpdateVec; n0 < p.dstate; n0 += kUpdateVecLanes * kUpdateVec) {
+    float c[kUpdateVec], a[kUpdateVec], hv[kUpdateVec], b[kUpdateVec];
+    load_group(C + n0, c);
+    load_group(A + n0, a);
+    load_group<float>(h + n0, hv);
+    load_group(B + n0, b);
+    EFFARCH_UNROLL
+    for (int i = 0; i < kUpdateVec; ++i) {
+      const float decay = exp2f(in.dt * (a[i] * kLog2e));
+      hv[i] = decay * hv[i] + b[i] * du;
+    }
+    store_group(h + n0, hv);
+    EFFARCH_UNROLL
+    for (int i = 0; i < kUpdateVec; ++i) acc += c[i] * hv[i];
+  }
+  return acc;
+}
 
 template <typename input_t>
 EFFARCH_HD void update_finish(const SelectiveScanParams& p, int batch, int channel, float readout,
@@ -582,22 +667,38 @@ inline void emulate_scan(const SelectiveScanParams& p) {
   }
 }
 
-inline void emulate_update(const SelectiveScanParams& p) {
+// The update as the kernel runs it on one path (kVec: the vector path, kUpdateVecLanes threads a
+// channel; else kUpdateLanes): the lanes' parts of dt_proj's dot and of the readout, each summed
+// by the butterfly over the channel's lanes.
+template <bool kVec>
+void emulate_update_with(const SelectiveScanParams& p) {
+  constexpr int kL = kVec ? kUpdateVecLanes : kUpdateLanes;
   for (int batch = 0; batch < p.batch; ++batch) {
     for (int channel = 0; channel < p.dim; ++channel) {
       float delta;
       if (p.dt_proj != nullptr) {
-        float dt_parts[kUpdateLanes];
-        for (int lane = 0; lane < kUpdateLanes; ++lane) dt_parts[lane] = dt_proj_lane<float>(p, batch, channel, lane);
-        delta = dt_proj_round<float>(xor_butterfly_sum_emulated<kUpdateLanes>(dt_parts));
+        float dt_parts[kL];
+        for (int lane = 0; lane < kL; ++lane) dt_parts[lane] = dt_proj_lane<float>(p, batch, channel, lane, kL);
+        delta = dt_proj_round<float>(xor_butterfly_sum_emulated<kL>(dt_parts));
       } else {
         delta = update_delta<float>(p, batch, channel);
       }
       const UpdateInputs in = update_inputs<float>(p, batch, channel, delta);
-      float parts[kUpdateLanes];
-      for (int lane = 0; lane < kUpdateLanes; ++lane) parts[lane] = update_lane<float>(p, batch, channel, lane, in);
-      update_finish<float>(p, batch, channel, xor_butterfly_sum_emulated<kUpdateLanes>(parts), in);
+      float parts[kL];
+      for (int lane = 0; lane < kL; ++lane) {
+        parts[lane] = kVec ? update_lane_vec<float>(p, batch, channel, lane, in)
+                           : update_lane<float>(p, batch, channel, lane, in);
+      }
+      update_finish<float>(p, batch, channel, xor_butterfly_sum_emulated<kL>(parts), in);
     }
+  }
+}
+// The path the launcher takes for these params (float inputs: 4-byte elements).
+inline void emulate_update(const SelectiveScanParams& p) {
+  if (update_vectorized(p, 4)) {
+    emulate_update_with<true>(p);
+  } else {
+    emulate_update_with<false>(p);
   }
 }
 #endif

@@ -29,6 +29,7 @@ namespace effarch::ops {
 namespace {
 
 namespace scan = kernels::scan;
+using kernels::SelectiveScanParams;
 
 struct Case {
   int64_t batch, dim, dstate, len;
@@ -44,7 +45,10 @@ struct Problem {
   at::Tensor state0;
 };
 
-Problem make_problem(const Case& c, at::ScalarType dtype, bool mixer_layout, bool full, at::Device device) {
+// `rank`: the columns of the mixer's projection before B (dt_rank): 4 leaves B and C on 16-byte
+// boundaries in fp32 (and 8-byte in bf16), which the update's vector path needs; 3 does not.
+Problem make_problem(const Case& c, at::ScalarType dtype, bool mixer_layout, bool full, at::Device device,
+                     int64_t rank = 3) {
   const auto opt = at::TensorOptions().dtype(dtype).device(device);
   Problem p;
   const int64_t b = c.batch, d = c.dim, n = c.dstate, l = c.len;
@@ -53,9 +57,9 @@ Problem make_problem(const Case& c, at::ScalarType dtype, bool mixer_layout, boo
     p.u = xz.narrow(2, 0, d).transpose(1, 2);
     p.z = xz.narrow(2, d, d).transpose(1, 2);
     p.delta = (at::randn({b, l, d}, opt.dtype(at::kFloat)) * 0.5 - 1.0).to(dtype).transpose(1, 2);
-    const at::Tensor proj = at::randn({b, l, 3 + 2 * n}, opt);  // dt_rank 3, then B, then C
-    p.B = proj.narrow(2, 3, n).transpose(1, 2);
-    p.C = proj.narrow(2, 3 + n, n).transpose(1, 2);
+    const at::Tensor proj = at::randn({b, l, rank + 2 * n}, opt);  // dt_rank columns, then B, then C
+    p.B = proj.narrow(2, rank, n).transpose(1, 2);
+    p.C = proj.narrow(2, rank + n, n).transpose(1, 2);
   } else {
     p.u = at::randn({b, d, l}, opt);
     p.z = at::randn({b, d, l}, opt);
@@ -150,24 +154,73 @@ TEST(SelectiveScanKernelEmulated, ContinuingFromTheStateEqualsOneScan) {
   }
 }
 
+// Both paths of the update kernel: a lane per state (B misaligned after 3 columns, or d_state not
+// a multiple of 4) and the vector path (after 4 columns), which the mixer's real shapes take.
 TEST(SelectiveScanKernelEmulated, UpdateMatchesTheReference) {
   for (const Case& c : kCases) {
     for (const bool full : {false, true}) {
-      at::manual_seed(static_cast<uint64_t>(c.dim * 3 + c.dstate + full));
-      const Problem p = make_problem(c, at::kFloat, /*mixer_layout=*/true, full, at::kCPU);
-      const auto first = [](const at::Tensor& t) { return t.select(2, 0); };
-      const std::optional<at::Tensor> z = full ? std::optional<at::Tensor>(first(p.z)) : std::nullopt;
-      at::Tensor s_ref = p.state0.clone(), s_got = p.state0.clone();
-      const at::Tensor y_ref = selective_state_update(first(p.u), first(p.delta), first(p.B), first(p.C), z, p.args,
-                                                      s_ref, Backend::Reference);
-      const detail::SelectiveScanLaunch launch = detail::prepare_selective_scan(
-          first(p.u), first(p.delta), first(p.B), first(p.C), z, p.args, s_got, false, "test");
-      scan::emulate_update(launch.params);
-      const std::string what = fmt::format("{} full={}", name(c), full);
-      test::expect_close(launch.result(), y_ref, {1e-5, 1e-5}, what + " y");
-      test::expect_close(s_got, s_ref, {1e-5, 1e-5}, what + " state");
+      for (const int64_t rank : {3, 4}) {
+        at::manual_seed(static_cast<uint64_t>(c.dim * 3 + c.dstate + full + rank));
+        const Problem p = make_problem(c, at::kFloat, /*mixer_layout=*/true, full, at::kCPU, rank);
+        const auto first = [](const at::Tensor& t) { return t.select(2, 0); };
+        const std::optional<at::Tensor> z = full ? std::optional<at::Tensor>(first(p.z)) : std::nullopt;
+        at::Tensor s_ref = p.state0.clone(), s_got = p.state0.clone();
+        const at::Tensor y_ref = selective_state_update(first(p.u), first(p.delta), first(p.B), first(p.C), z, p.args,
+                                                        s_ref, Backend::Reference);
+        const detail::SelectiveScanLaunch launch = detail::prepare_selective_scan(
+            first(p.u), first(p.delta), first(p.B), first(p.C), z, p.args, s_got, false, "test");
+        const std::string what = fmt::format("{} full={} rank={}", name(c), full, rank);
+        EXPECT_EQ(scan::update_vectorized(launch.params, 4), rank == 4 && c.dstate % 4 == 0) << what;
+        scan::emulate_update(launch.params);
+        test::expect_close(launch.result(), y_ref, {1e-5, 1e-5}, what + " y");
+        test::expect_close(s_got, s_ref, {1e-5, 1e-5}, what + " state");
+      }
     }
   }
+}
+
+// The vector path's conditions one by one: each breaks it, and the update then takes the
+// lane-per-state path (the emulation above runs both).
+TEST(SelectiveScanKernelEmulated, UpdateVectorPathNeedsContiguousAlignedGroups) {
+  alignas(16) static float state[2 * 8 * 16], A[8 * 16];
+  alignas(16) static float bc[2 * (16 + 2 * 16)];
+  const auto params = [&] {
+    SelectiveScanParams p;
+    p.batch = 2, p.dim = 8, p.dstate = 16;
+    p.state = state, p.state_batch_stride = 8 * 16, p.state_dim_stride = 16, p.state_state_stride = 1;
+    p.A = A, p.A_dim_stride = 16, p.A_state_stride = 1;
+    p.B = bc + 16, p.B_batch_stride = 48, p.B_state_stride = 1;
+    p.C = bc + 32, p.C_batch_stride = 48, p.C_state_stride = 1;
+    return p;
+  };
+  EXPECT_TRUE(scan::update_vectorized(params(), 4));
+  EXPECT_TRUE(scan::update_vectorized(params(), 2));  // bf16 / fp16: 8-byte groups
+  const std::vector<std::pair<const char*, void (*)(SelectiveScanParams&)>> breaks = {
+      {"d_state 18", [](SelectiveScanParams& p) { p.dstate = 18; }},
+      {"strided state", [](SelectiveScanParams& p) { p.state_state_stride = 2; }},
+      {"strided A", [](SelectiveScanParams& p) { p.A_state_stride = 8; }},
+      {"strided B", [](SelectiveScanParams& p) { p.B_state_stride = 2; }},
+      {"strided C", [](SelectiveScanParams& p) { p.C_state_stride = 2; }},
+      {"state row", [](SelectiveScanParams& p) { p.state_dim_stride = 18; }},
+      {"state batch", [](SelectiveScanParams& p) { p.state_batch_stride = 130; }},
+      {"state base", [](SelectiveScanParams& p) { p.state += 1; }},
+      {"A row", [](SelectiveScanParams& p) { p.A_dim_stride = 17; }},
+      {"A base", [](SelectiveScanParams& p) { p.A += 2; }},
+      {"B base", [](SelectiveScanParams& p) { p.B = static_cast<const float*>(p.B) + 1; }},
+      {"C base", [](SelectiveScanParams& p) { p.C = static_cast<const float*>(p.C) + 3; }},
+      {"B rows", [](SelectiveScanParams& p) { p.B_batch_stride = 50; }},
+      {"C rows", [](SelectiveScanParams& p) { p.C_batch_stride = 47; }},
+  };
+  for (const auto& [what, apply] : breaks) {
+    SelectiveScanParams p = params();
+    apply(p);
+    EXPECT_FALSE(scan::update_vectorized(p, 4)) << what;
+  }
+  // 2-byte elements need 8-byte groups only: a B two elements past a 16-byte boundary still takes it.
+  SelectiveScanParams half = params();
+  half.B = reinterpret_cast<const char*>(half.B) + 8;
+  EXPECT_TRUE(scan::update_vectorized(half, 2));
+  EXPECT_FALSE(scan::update_vectorized(half, 4));
 }
 
 // Mamba-1's dt_proj fused into the update: the inputs of ops::selective_state_update_dt_proj as
@@ -225,8 +278,10 @@ TEST(SelectiveScanKernelEmulated, UpdateWithFusedDtProjMatchesTheReference) {
         p.u, p.dt_low, p.dt_proj.weight, p.B, p.C, p.z, p.args, state, "test");
     EXPECT_EQ(launch.params.delta, nullptr);
     EXPECT_EQ(launch.params.dt_rank, c.rank);
-    scan::emulate_update(launch.params);
     const std::string what = fmt::format("B={} D={} N={} R={}", c.batch, c.dim, c.dstate, c.rank);
+    // B after R columns: the vector path where R and d_state are multiples of 4 (the real shapes).
+    EXPECT_EQ(scan::update_vectorized(launch.params, 4), c.rank % 4 == 0 && c.dstate % 4 == 0) << what;
+    scan::emulate_update(launch.params);
     test::expect_close(launch.result(), ref.y, {1e-5, 1e-5}, what + " y");
     test::expect_close(state, ref.state, {1e-5, 1e-5}, what + " state");
   }
@@ -628,19 +683,24 @@ TEST(SelectiveScanCuda, SplitMatchesTheReference) {
 
 TEST(SelectiveScanCuda, UpdateMatchesTheReference) {
   if (!have_kernel()) GTEST_SKIP() << "needs a CUDA build and a GPU";
-  for (const Case& c : {Case{1, 1, 1, 1}, Case{2, 33, 16, 1}, Case{4, 5120, 16, 1}, Case{2, 70, 256, 1}}) {
-    for (const at::ScalarType dtype : {at::kFloat, at::kBFloat16, at::kHalf}) {
-      at::manual_seed(static_cast<uint64_t>(c.dim + c.dstate));
-      const Problem p = make_problem(c, dtype, /*mixer_layout=*/true, /*full=*/true, at::Device(at::kCUDA, 0));
-      const auto first = [](const at::Tensor& t) { return t.select(2, 0); };
-      at::Tensor s_ref = p.state0.clone(), s_got = p.state0.clone();
-      const at::Tensor y_ref = selective_state_update(first(p.u), first(p.delta), first(p.B), first(p.C),
-                                                      first(p.z), p.args, s_ref, Backend::Reference);
-      const at::Tensor y = selective_state_update(first(p.u), first(p.delta), first(p.B), first(p.C), first(p.z),
-                                                  p.args, s_got, Backend::Cuda);
-      const std::string what = fmt::format("{} {}", name(c), c10::toString(dtype));
-      test::expect_close(y, y_ref, test::rounding_tolerance(dtype), what + " y");
-      test::expect_close(s_got, s_ref, {1e-5, 1e-5}, what + " state");
+  // rank 3: the lane-per-state path; rank 4: the vector path (d_state a multiple of 4), which the
+  // mixer's shapes take (Mamba-2.8B's at batch 4 and 32 among them).
+  for (const Case& c : {Case{1, 1, 1, 1}, Case{2, 33, 16, 1}, Case{4, 5120, 16, 1}, Case{32, 5120, 16, 1},
+                        Case{2, 70, 256, 1}}) {
+    for (const int64_t rank : {3, 4}) {
+      for (const at::ScalarType dtype : {at::kFloat, at::kBFloat16, at::kHalf}) {
+        at::manual_seed(static_cast<uint64_t>(c.dim + c.dstate + rank));
+        const Problem p = make_problem(c, dtype, /*mixer_layout=*/true, /*full=*/true, at::Device(at::kCUDA, 0), rank);
+        const auto first = [](const at::Tensor& t) { return t.select(2, 0); };
+        at::Tensor s_ref = p.state0.clone(), s_got = p.state0.clone();
+        const at::Tensor y_ref = selective_state_update(first(p.u), first(p.delta), first(p.B), first(p.C),
+                                                        first(p.z), p.args, s_ref, Backend::Reference);
+        const at::Tensor y = selective_state_update(first(p.u), first(p.delta), first(p.B), first(p.C), first(p.z),
+                                                    p.args, s_got, Backend::Cuda);
+        const std::string what = fmt::format("{} rank={} {}", name(c), rank, c10::toString(dtype));
+        test::expect_close(y, y_ref, test::rounding_tolerance(dtype), what + " y");
+        test::expect_close(s_got, s_ref, {1e-5, 1e-5}, what + " state");
+      }
     }
   }
 }

@@ -222,9 +222,9 @@ scans() {  # the Mamba kernels in depth: scan variants, decode steps, ncu, decod
   done
 }
 
-decode() {  # pending.md entries 24-26, 29, 30, 34-36: what the 2026-11-26 H200 runs left about decode
+decode() {  # pending.md entries 24-26, 29, 30, 34-37, 40: what the 2026-11-26 H200 runs left about decode
   local m be K="--device cuda --dtype bfloat16"
-  log "== decode: the updates at batch 1 and 32, the fused dt_proj beside them (entries 24, 30)"
+  log "== decode: the updates at batch 1 and 32 (the vector path, entry 40), the fused dt_proj beside them (entries 24, 30)"
   limited --int 40 "$B" kernels $K --reps 20 --warmup 5 --batch 1,32 \
     --ops selective_state_update,selective_state_update_dt_proj,ssd_state_update \
     -o "$out/k-decode-b32.json" > "$out/k-decode-b32.txt" 2>&1
