@@ -24,6 +24,7 @@
 //   turn), exec.sync() is __syncthreads() on the GPU and nothing on the host (phases run whole).
 
 #include <cstdint>
+#include <cstring>
 #ifndef __CUDACC__
 #include <memory>
 #include <vector>
@@ -538,13 +539,11 @@ EFFARCH_HD void load_group(const T* at, float (&v)[kUpdateVec]) {
     v[0] = to_float(f.x), v[1] = to_float(f.y), v[2] = to_float(f.z), v[3] = to_float(f.w);
   } else {
     static_assert(sizeof(T) == 2, "load_group: 2- or 4-byte elements");
-    union {
-      uint2 raw;
-      T e[kUpdateVec];
-    } g;
-    g.raw = *reinterpret_cast<const uint2*>(at);
+    const uint2 raw = *reinterpret_cast<const uint2*>(at);
+    T e[kUpdateVec];
+    memcpy(e, &raw, sizeof raw);  // (register moves; a union read would be type punning)
     EFFARCH_UNROLL
-    for (int i = 0; i < kUpdateVec; ++i) v[i] = to_float(g.e[i]);
+    for (int i = 0; i < kUpdateVec; ++i) v[i] = to_float(e[i]);
   }
 #else
   for (int i = 0; i < kUpdateVec; ++i) v[i] = to_float(at[i]);

@@ -331,6 +331,14 @@ targets() {  # the issues' own figures that no other stage measures (pending.md,
   limited --int 240 "$B" bench mixtral-8x7b jamba-v0.1 $S --weights int8 --prompt-lengths 512,4096 --gen-tokens 32 \
     -o "$out/t-moe-int8.json" >> "$summary" 2>&1
   log "exit $?"
+  log "== targets: issue 11's batched curve: cuBLAS's projections at 8-64 rows (batch-32 in_proj took 107 us a call in nvjet 128x8 tiles, 4 tiles over the rows re-reading the weights)"
+  local rows="--device cuda --dtype bfloat16 --reps 10 --warmup 2 --batch 8,16,32,48,64"
+  limited --int 60 "$B" kernels $rows --ops dense_gemv_in_proj,dense_gemv_out_proj,dense_gemv_x_proj,dense_gemv_qkv,dense_gemv_mlp_up,dense_gemv_mlp_down \
+    -o "$out/t-rows.json" > "$out/t-rows.txt" 2>&1
+  log "Mamba-2.8B and Phi-2: exit $?"; grep -E '^\| dense' "$out/t-rows.txt" >> "$summary"
+  limited --int 40 "$B" kernels $rows --transformer llama-3-8b --ops dense_gemv_qkv,dense_gemv_mlp_up,dense_gemv_mlp_down \
+    -o "$out/t-rows-llama.json" > "$out/t-rows-llama.txt" 2>&1
+  log "Llama-3-8B: exit $?"; grep -E '^\| dense' "$out/t-rows-llama.txt" >> "$summary"
   log "== targets: issue 12, the MoE layer's prefill at 4096 tokens against one dense GEMM of its FLOPs"
   for m in deepseek-moe-16b mixtral-8x7b; do
     limited --int 60 "$B" kernels --device cuda --dtype bfloat16 --moe "$m" --reps 5 --warmup 1 --lengths 4096 \
