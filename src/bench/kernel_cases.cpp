@@ -263,9 +263,12 @@ const std::pair<const char*, SelectiveScanVariant> kSelectiveScanVariants[] = {
     {"selective_scan_split", {4, -1}}};
 
 // A decode step's dense projection y [B, O] = x [B, K] W^T, W [O, K] one of the model's matrices
-// (`dims` gives O and K), no bias: the CUDA GEMV (ops::linear with Backend::Cuda, up to
-// kCudaDenseGemvMaxRows rows) against at::linear (cuBLAS on a GPU). The reference row calls at::linear itself, so it is cuBLAS (or
-// ATen's CPU product) whatever ops::linear would pick.
+// (`dims` gives O and K), no bias: the CUDA kernels (ops::linear with Backend::Cuda: the GEMV up to
+// kCudaDenseGemvMaxRows rows, the rows GEMM on tensor cores up to kCudaRowsGemmMaxRows) against
+// at::linear (cuBLAS on a GPU). The reference row calls at::linear itself, so it is cuBLAS (or
+// ATen's CPU product) whatever ops::linear would pick; where no kernel takes the shape (more rows,
+// fp32 past 8 rows, features not a multiple of 16) the kernel's row is an error that says so, not
+// cuBLAS timed under the kernel's name.
 KernelCase dense_gemv_case(std::string name, KernelModel model, std::string matrix,
                            std::function<std::pair<int64_t, int64_t>(const KernelShape&)> dims) {
   return KernelCase{
@@ -288,6 +291,12 @@ KernelCase dense_gemv_case(std::string name, KernelModel model, std::string matr
         // The other row is the kernel's (its only non-reference implementation is CUDA): asked
         // for by name, since under auto ops::linear hands more than kCudaDenseGemvAutoMaxRows
         // rows to cuBLAS and the row would time the reference under the kernel's name.
+        if (!ops::detail::dense_gemv_applies(x, layer, ops::Backend::Cuda) &&
+            !ops::detail::rows_gemm_applies(x, layer, ops::Backend::Cuda)) {
+          throw OpError(fmt::format("no CUDA kernel for {} rows of a [{}, {}] {} weight: ops::linear runs cuBLAS "
+                                    "there (the reference row)",
+                                    s.batch, o, k, c10::toString(opt.dtype().toScalarType())));
+        }
         return [x, layer] { (void)ops::linear(x, layer, ops::Backend::Cuda); };
       }};
 }

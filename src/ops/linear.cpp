@@ -112,6 +112,23 @@ bool dense_gemv_applies(const at::Tensor& x, const Linear& layer, Backend backen
   return use_cuda_kernel(backend, OpFamily::DenseGemv, x.device());
 }
 
+bool rows_gemm_applies(const at::Tensor& x, const Linear& layer, Backend backend) {
+  if (backend != Backend::Cuda || layer.format != WeightFormat::Dense || !x.is_cuda() ||
+      !operands_on_x_device(x, layer)) {
+    return false;
+  }
+  const at::ScalarType t = x.scalar_type();
+  if ((t != at::kBFloat16 && t != at::kHalf) || layer.weight.scalar_type() != t || !layer.weight.is_contiguous() ||
+      reinterpret_cast<uintptr_t>(layer.weight.const_data_ptr()) % 32 != 0) {
+    return false;
+  }
+  const int64_t in = layer.in_features(), out = layer.out_features();
+  if (in <= 0 || out <= 0 || in > INT32_MAX || out > INT32_MAX || in % 16 != 0 || out % 16 != 0) return false;
+  const int64_t rows = x.numel() / in;
+  if (rows <= kCudaDenseGemvMaxRows || rows > kCudaRowsGemmMaxRows) return false;
+  return use_cuda_kernel(backend, OpFamily::DenseGemv, x.device());
+}
+
 void check_linear(const at::Tensor& x, const Linear& layer, const char* op) {
   if (!layer.weight.defined() || layer.weight.dim() != 2) {
     throw OpError(fmt::format("{}: the weight must be a [out, in] tensor, got {}", op,
@@ -155,6 +172,7 @@ at::Tensor linear(const at::Tensor& x, const Linear& layer, Backend backend) {
   }
 #ifdef EFFARCH_WITH_CUDA
   if (detail::dense_gemv_applies(x, layer, backend)) return detail::dense_gemv_cuda(x, layer);
+  if (detail::rows_gemm_applies(x, layer, backend)) return detail::rows_gemm_cuda(x, layer);
 #endif
   return at::linear(x, layer.weight, layer.bias);
 }

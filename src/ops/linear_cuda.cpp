@@ -12,11 +12,15 @@
 #include "effarch/ops/linear.h"
 #include "gemv/gemv.h"
 #include "int8_gemv/int8_gemv.h"
+#include "rows_gemm/rows_gemm.h"
+#include "rows_gemm/rows_gemm_math.h"
 
 namespace effarch::ops::detail {
 
 static_assert(kCudaDenseGemvMaxRows == kernels::kGemvMaxRows, "the dense GEMV's rows: the op and the kernel agree");
 static_assert(kCudaGatedGemvMaxRows == kernels::kGemvGatedMaxRows, "the gated GEMV's rows: the op and the kernel agree");
+static_assert(kCudaDenseGemvMaxRows + 1 == kernels::kRowsGemmMinRows && kCudaRowsGemmMaxRows == kernels::kRowsGemmMaxRows,
+              "the rows GEMM's rows: the op and the kernel agree, from where the GEMV's end");
 
 namespace {
 
@@ -87,6 +91,26 @@ at::Tensor dense_gemv_cuda(const at::Tensor& x_in, const Linear& layer, const ke
   if (conv != nullptr) p.conv = *conv;
   if (activation != nullptr) p.activation = *activation;
   throw_if_failed(kernels::gemv(p, current_stream()), op);
+  return o.result();
+}
+
+at::Tensor rows_gemm_cuda(const at::Tensor& x_in, const Linear& layer) {
+  constexpr const char* op = "linear (rows GEMM)";
+  const c10::cuda::CUDAGuard device_guard(x_in.device());
+  GemvOperands o = gemv_operands(x_in, layer, layer.out_features());
+  // The staging copies x in 16-byte pieces: a view that starts or steps off them is copied first.
+  if (reinterpret_cast<uintptr_t>(o.x.const_data_ptr()) % 16 != 0 || o.x.stride(0) % kernels::kRowsGemmChunk != 0) {
+    o.x = o.x.clone(at::MemoryFormat::Contiguous);
+  }
+  kernels::RowsGemmParams p;
+  set_operands(p, o, layer, op);
+  p.w = layer.weight.const_data_ptr();
+  p.sm_count = at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
+  const kernels::RowsGemmPlan plan = kernels::rows_gemm_plan(p.out, p.in, p.rows, p.sm_count);
+  const at::Tensor partial =
+      at::empty({static_cast<int64_t>(plan.splits) * plan.rows_pad * p.out}, o.x.options().dtype(at::kFloat));
+  p.partial = partial.mutable_data_ptr<float>();
+  throw_if_failed(kernels::rows_gemm(p, current_stream()), op);
   return o.result();
 }
 

@@ -331,7 +331,7 @@ targets() {  # the issues' own figures that no other stage measures (pending.md,
   limited --int 240 "$B" bench mixtral-8x7b jamba-v0.1 $S --weights int8 --prompt-lengths 512,4096 --gen-tokens 32 \
     -o "$out/t-moe-int8.json" >> "$summary" 2>&1
   log "exit $?"
-  log "== targets: issue 11's batched curve: cuBLAS's projections at 8-64 rows (batch-32 in_proj took 107 us a call in nvjet 128x8 tiles, 4 tiles over the rows re-reading the weights)"
+  log "== targets: issue 11's batched curve: the projections at 8-64 rows, the rows GEMM (entry 41) against cuBLAS (whose batch-32 in_proj took 107 us a call)"
   local rows="--device cuda --dtype bfloat16 --reps 10 --warmup 2 --batch 8,16,32,48,64"
   limited --int 60 "$B" kernels $rows --ops dense_gemv_in_proj,dense_gemv_out_proj,dense_gemv_x_proj,dense_gemv_qkv,dense_gemv_mlp_up,dense_gemv_mlp_down \
     -o "$out/t-rows.json" > "$out/t-rows.txt" 2>&1

@@ -82,6 +82,11 @@ inline constexpr int64_t kCudaInt8GemvMaxRows = 8;
 // and lost from 4 (33.2 against 27.4 us; 2x slower at 8): its lanes re-read x per row.
 inline constexpr int64_t kCudaDenseGemvMaxRows = 8;
 inline constexpr int64_t kCudaDenseGemvAutoMaxRows = 2;
+// Rows of x up to which, from kCudaDenseGemvMaxRows + 1, a CUDA dense bf16 / fp16 layer runs the
+// rows GEMM on tensor cores (kernels/rows_gemm, OpFamily::DenseGemv: a batched decode step's
+// projections) when asked for the kernels (Backend::Cuda). Backend::Auto keeps cuBLAS there until
+// a GPU has timed the kernel against it (docs/perf/pending.md entry 41).
+inline constexpr int64_t kCudaRowsGemmMaxRows = 64;
 // The rows the GEMV takes with a gated activation in its epilogue (ops::linear_gated_activation):
 // a decode step's 1-2, under either backend; more rows run the GEMV (or cuBLAS) then the activation.
 inline constexpr int64_t kCudaGatedGemvMaxRows = 2;
@@ -90,6 +95,10 @@ inline constexpr int64_t kCudaGatedGemvMaxRows = 2;
 // Backend::Cuda (1..kCudaDenseGemvAutoMaxRows under Auto), sizes that fit an int, and `backend`
 // resolving to Cuda for OpFamily::DenseGemv.
 bool dense_gemv_applies(const at::Tensor& x, const Linear& layer, Backend backend);
+// Whether linear(x, layer, backend) runs the CUDA rows GEMM: Backend::Cuda, a dense contiguous
+// bf16 or fp16 weight in x's dtype on x's CUDA device, 32-byte aligned, kCudaDenseGemvMaxRows + 1
+// ..kCudaRowsGemmMaxRows rows, features and K multiples of 16 that fit an int.
+bool rows_gemm_applies(const at::Tensor& x, const Linear& layer, Backend backend);
 // What linear checks first, for the ops that run a projection with something fused into it: a
 // [out, in] weight, and x [..., in]. Throws OpError naming `op`.
 void check_linear(const at::Tensor& x, const Linear& layer, const char* op);
@@ -104,6 +113,8 @@ at::Tensor int8_gemv_cuda(const at::Tensor& x, const Linear& layer);
 // times the up half (ops::linear_gated_activation: [..., 2I] rows -> [..., I]).
 at::Tensor dense_gemv_cuda(const at::Tensor& x, const Linear& layer, const kernels::GemvConvUpdate* conv = nullptr,
                            const kernels::GemvActivation* activation = nullptr);
+// x [..., K] on CUDA (R = numel / K rows, rows_gemm_applies), a dense layer in x's dtype -> [..., O].
+at::Tensor rows_gemm_cuda(const at::Tensor& x, const Linear& layer);
 #endif
 }  // namespace detail
 
