@@ -10,8 +10,8 @@
 // in slabs of 64: the 256 threads stage x's rows for the slab in shared memory (16-byte copies,
 // zeros past the last row: the 16-row tiles of x are whole), then each warp multiplies its 16
 // weight rows, read straight from global memory as 16x16 tiles (their 32-byte runs are each read
-// once, by one warp), against the slab's x tiles: y^T tile (16 features x 16 rows) += W tile x^T
-// tile, fp32 accumulators, one per 16 rows of x. The weights are read once in all; x, a few KB a
+// once, by one warp), against the slab's x tiles: y tile (16 rows of x x 16 features) += x tile
+// W^T tile, fp32 accumulators, one per 16 rows of x. The weights are read once in all; x, a few KB a
 // slab, once per block from L2. Each warp stores its fp32 sums into its split's partial buffer;
 // a second kernel adds the splits in split order, adds the bias and rounds once to the element
 // type. No atomics: the same bits every run.
@@ -69,11 +69,11 @@ inline RowsGemmPlan rows_gemm_plan(int out, int in, int rows, int sm_count) {
 }
 
 // The shape conditions: R in kRowsGemmMinRows..kRowsGemmMaxRows, N and K multiples of 16 (whole
-// 16x16 weight tiles: wmma cannot mask), sizes that fit an int. The binding checks the rest
+// 16x16 weight tiles: wmma cannot mask), sizes that fit an int with a slab to spare. The binding checks the rest
 // (dtype, contiguity, alignment: rows_gemm_aligned).
 inline bool rows_gemm_shape_ok(int64_t rows, int64_t out, int64_t in) {
   return rows >= kRowsGemmMinRows && rows <= kRowsGemmMaxRows && out > 0 && in > 0 && out % tile::kDim == 0 &&
-         in % tile::kDim == 0 && out <= INT32_MAX && in <= INT32_MAX;
+         in % tile::kDim == 0 && out <= INT32_MAX && in <= INT32_MAX - kRowsGemmSlab;  // (the plan's int sums)
 }
 // wmma reads a weight tile from a 32-byte aligned address (W's base: every tile then is, N and K
 // being multiples of 16) and the staging copies x in 16-byte pieces (x's base, and its row stride

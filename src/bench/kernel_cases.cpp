@@ -293,8 +293,8 @@ KernelCase dense_gemv_case(std::string name, KernelModel model, std::string matr
         // rows to cuBLAS and the row would time the reference under the kernel's name.
         if (!ops::detail::dense_gemv_applies(x, layer, ops::Backend::Cuda) &&
             !ops::detail::rows_gemm_applies(x, layer, ops::Backend::Cuda)) {
-          throw OpError(fmt::format("no CUDA kernel for {} rows of a [{}, {}] {} weight: ops::linear runs cuBLAS "
-                                    "there (the reference row)",
+          throw OpError(fmt::format("no CUDA kernel for {} rows of a [{}, {}] {} weight: ops::linear runs "
+                                    "at::linear there (the reference row)",
                                     s.batch, o, k, c10::toString(opt.dtype().toScalarType())));
         }
         return [x, layer] { (void)ops::linear(x, layer, ops::Backend::Cuda); };

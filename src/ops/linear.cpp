@@ -123,7 +123,7 @@ bool rows_gemm_applies(const at::Tensor& x, const Linear& layer, Backend backend
     return false;
   }
   const int64_t in = layer.in_features(), out = layer.out_features();
-  if (in <= 0 || out <= 0 || in > INT32_MAX || out > INT32_MAX || in % 16 != 0 || out % 16 != 0) return false;
+  if (in <= 0 || out <= 0 || in > INT32_MAX - 64 || out > INT32_MAX || in % 16 != 0 || out % 16 != 0) return false;
   const int64_t rows = x.numel() / in;
   if (rows <= kCudaDenseGemvMaxRows || rows > kCudaRowsGemmMaxRows) return false;
   return use_cuda_kernel(backend, OpFamily::DenseGemv, x.device());
