@@ -27,6 +27,7 @@
 #include "effarch/ops/causal_conv1d.h"
 #include "effarch/ops/linear.h"
 #include "gemv/gemv_math.h"
+#include "linear_problem.h"
 #include "tolerance.h"
 
 namespace effarch::ops {
@@ -202,11 +203,7 @@ TEST(DenseGemvEmulation, WarpSumIsTheXorButterfly) {
 
 // ---- the host emulation of a launch (fp32) ----
 
-struct Problem {
-  at::Tensor x;  // [R, K] fp32, k contiguous, rows x.stride(0) apart
-  at::Tensor w;  // [O, K] fp32 contiguous
-  std::optional<at::Tensor> bias;
-};
+using Problem = test::LinearProblem;
 
 // The kernel's launch, block by block: each warp's lanes run gemv_lane_* (the kernel's own code),
 // the warp sums with the butterfly, then the stores: split 1 straight from the warp's sum, else
@@ -294,16 +291,7 @@ bool vector_path(const Problem& pr) {
                                   reinterpret_cast<uintptr_t>(pr.x.const_data_ptr()), pr.x.stride(0));
 }
 
-Problem make_problem(int64_t rows, int64_t out, int64_t in, bool bias, int64_t row_stride = 0) {
-  Problem pr;
-  const int64_t stride = row_stride > 0 ? row_stride : in;
-  pr.x = at::randn({rows, stride}).narrow(1, 0, in);
-  pr.w = at::randn({out, in}) / std::sqrt(static_cast<double>(in));
-  if (bias) pr.bias = at::randn({out});
-  return pr;
-}
 
-at::Tensor reference(const Problem& pr) { return at::linear(pr.x, pr.w, pr.bias); }
 
 // fp32 sums in another order than ATen's: a few ulp of the O(1) outputs.
 constexpr test::Tolerance kSumOrder{2e-5, 2e-5};
@@ -315,12 +303,12 @@ TEST(DenseGemvEmulation, MatchesAtLinearOnAwkwardSizes) {
     for (int64_t out : {1, 3, 192, 1000}) {
       for (int64_t rows = 1; rows <= 8; ++rows) {
         for (bool bias : {false, true}) {
-          const Problem pr = make_problem(rows, out, in, bias);
+          const Problem pr = test::make_linear_problem(rows, out, in, bias);
           const bool vec = vector_path(pr);
           EXPECT_EQ(vec, in % 4 == 0);
           (vec ? vector_runs : scalar_runs)++;
           const GemvPlan plan = kernels::gemv_plan(static_cast<int>(out), static_cast<int>(in), 4, 132);
-          test::expect_close(emulate_launch(pr, plan, vec), reference(pr), kSumOrder,
+          test::expect_close(emulate_launch(pr, plan, vec), test::linear_reference(pr), kSumOrder,
                              fmt::format("K {} O {} R {} bias {}", in, out, rows, bias));
         }
       }
@@ -330,18 +318,18 @@ TEST(DenseGemvEmulation, MatchesAtLinearOnAwkwardSizes) {
   for (int64_t in : {2560, 5123}) {
     for (int64_t out : {1, 3, 192}) {
       for (int64_t rows : {1, 3, 8}) {
-        const Problem pr = make_problem(rows, out, in, rows != 3);
+        const Problem pr = test::make_linear_problem(rows, out, in, rows != 3);
         const GemvPlan plan = kernels::gemv_plan(static_cast<int>(out), static_cast<int>(in), 4, 132);
         EXPECT_EQ(plan.split, 8) << in << " " << out;  // few rows, long K: every warp of a block on one row
         const bool vec = vector_path(pr);
         EXPECT_EQ(vec, in == 2560);
-        test::expect_close(emulate_launch(pr, plan, vec), reference(pr), kSumOrder,
+        test::expect_close(emulate_launch(pr, plan, vec), test::linear_reference(pr), kSumOrder,
                            fmt::format("K {} O {} R {}", in, out, rows));
       }
     }
   }
-  const Problem wide = make_problem(2, 1000, 2560, true);
-  test::expect_close(emulate_launch(wide, kernels::gemv_plan(1000, 2560, 4, 132), true), reference(wide), kSumOrder,
+  const Problem wide = test::make_linear_problem(2, 1000, 2560, true);
+  test::expect_close(emulate_launch(wide, kernels::gemv_plan(1000, 2560, 4, 132), true), test::linear_reference(wide), kSumOrder,
                      "K 2560 O 1000 R 2");
   EXPECT_GT(vector_runs, 0);
   EXPECT_GT(scalar_runs, 0);
@@ -353,11 +341,11 @@ TEST(DenseGemvEmulation, EverySplitGivesTheSameProduct) {
   at::manual_seed(6);
   for (int64_t in : {9, 100, 1000, 1003}) {
     for (int64_t out : {1, 5, 17}) {
-      const Problem pr = make_problem(5, out, in, true);
+      const Problem pr = test::make_linear_problem(5, out, in, true);
       for (int split : {1, 2, 4, 8}) {
         const int per_block = kGemvWarps / split;
         const GemvPlan plan{split, per_block, static_cast<int>((out + per_block - 1) / per_block)};
-        test::expect_close(emulate_launch(pr, plan, vector_path(pr)), reference(pr), kSumOrder,
+        test::expect_close(emulate_launch(pr, plan, vector_path(pr)), test::linear_reference(pr), kSumOrder,
                            fmt::format("K {} O {} split {}", in, out, split));
       }
     }
@@ -369,10 +357,10 @@ TEST(DenseGemvEmulation, StridedRows) {
   // Rows 2K apart (16-byte aligned for K = 100: the vector path), K + 1 apart (the scalar path).
   for (int64_t stride : {200, 101}) {
     for (int64_t rows : {1, 4, 8}) {
-      const Problem pr = make_problem(rows, 192, 100, true, stride);
+      const Problem pr = test::make_linear_problem(rows, 192, 100, true, stride);
       ASSERT_EQ(pr.x.stride(0), stride);
       EXPECT_EQ(vector_path(pr), stride == 200);
-      test::expect_close(emulate_launch(pr, kernels::gemv_plan(192, 100, 4, 132), vector_path(pr)), reference(pr),
+      test::expect_close(emulate_launch(pr, kernels::gemv_plan(192, 100, 4, 132), vector_path(pr)), test::linear_reference(pr),
                          kSumOrder, fmt::format("stride {} R {}", stride, rows));
     }
   }
@@ -393,7 +381,7 @@ TEST(DenseGemvEmulation, FusedConvUpdateIsTheConvOfTheProjection) {
     for (int64_t width : {2, 3, 4}) {
       for (bool bias : {false, true}) {
         for (bool silu : {false, true}) {
-          const Problem pr = make_problem(rows, out, in, bias);
+          const Problem pr = test::make_linear_problem(rows, out, in, bias);
           const at::Tensor weight = at::randn({dim, width}), conv_bias = at::randn({dim});
           const at::Tensor state0 = at::randn({rows, dim, width});
           at::Tensor state = state0.clone(), conv_out = at::full({rows, dim}, std::nanf(""));
@@ -405,7 +393,7 @@ TEST(DenseGemvEmulation, FusedConvUpdateIsTheConvOfTheProjection) {
           const at::Tensor y = emulate_launch(pr, plan, vector_path(pr), &c);
           const std::string what =
               fmt::format("R {} O {} K {} conv {}+{} W {} bias {} silu {}", rows, out, in, begin, dim, width, bias, silu);
-          test::expect_close(y, reference(pr), kSumOrder, what);
+          test::expect_close(y, test::linear_reference(pr), kSumOrder, what);
           at::Tensor expect_state = state0.clone();
           const at::Tensor expect_out = at::empty({rows, dim, 1});
           detail::causal_conv1d_update_reference(y.narrow(1, begin, dim).unsqueeze(2), expect_state, weight,
@@ -432,7 +420,7 @@ TEST(DenseGemvEmulation, FusedActivationIsTheActivationOfTheProjection) {
                                   std::pair{Activation::SiLU, kernels::ActKind::kSilu}}) {
     for (const auto& [rows, out, in] : std::vector<std::tuple<int64_t, int64_t, int64_t>>{
              {1, 40, 16}, {2, 33, 7}, {3, 192, 2560}, {8, 64, 100}}) {
-      const Problem pr = make_problem(rows, out, in, true);
+      const Problem pr = test::make_linear_problem(rows, out, in, true);
       const GemvPlan plan = kernels::gemv_plan(static_cast<int>(out), static_cast<int>(in), 4, 132);
       kernels::GemvActivation a;
       a.on = true;
@@ -465,7 +453,7 @@ TEST(DenseGemvEmulation, FusedGatedActivationPairsEachGateRowWithItsUpRow) {
     for (const auto& [rows, inter, in] : std::vector<std::tuple<int64_t, int64_t, int64_t>>{
              {1, 20, 16}, {2, 33, 7}, {1, 48, 1024}, {2, 60, 600}, {2, 32, 100}, {1, 1, 9},
              {2, 96, 2560}, {1, 8, 5120}, {2, 3, 2560}}) {
-      const Problem pr = make_problem(rows, 2 * inter, in, rows % 2 == 1);
+      const Problem pr = test::make_linear_problem(rows, 2 * inter, in, rows % 2 == 1);
       const int out = static_cast<int>(2 * inter);
       const GemvPlan plain_plan = kernels::gemv_plan(out, static_cast<int>(in), 4, 132);
       const GemvPlan plan = kernels::gemv_plan(out, static_cast<int>(in), 4, 132, /*gated=*/true);
@@ -501,7 +489,7 @@ TEST(DenseGemvEmulation, FusedGatedActivationPairsEachGateRowWithItsUpRow) {
       } else {
         EXPECT_EQ(plain_plan.split, kGemvWarps) << what;
       }
-      test::expect_close(fused, gated_activation(act, reference(pr), Backend::Reference), test::Tolerance{1e-4, 1e-4},
+      test::expect_close(fused, gated_activation(act, test::linear_reference(pr), Backend::Reference), test::Tolerance{1e-4, 1e-4},
                          what);
     }
   }

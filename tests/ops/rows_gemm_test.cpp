@@ -19,6 +19,7 @@
 #include "effarch/ops/backend.h"
 #include "effarch/ops/linear.h"
 #include "rows_gemm/rows_gemm_math.h"
+#include "linear_problem.h"
 #include "tolerance.h"
 
 namespace effarch::ops {
@@ -96,19 +97,8 @@ TEST(RowsGemmPlan, ShapesAndAlignmentItTakes) {
 
 // ---- the host emulation: the kernels' own code, block by block ----
 
-struct Problem {
-  at::Tensor x, w;  // fp32 holding the values the kernel reads
-  std::optional<at::Tensor> bias;
-};
+using Problem = test::LinearProblem;
 
-Problem make_problem(int64_t rows, int64_t out, int64_t in, bool bias, int64_t row_stride = 0) {
-  Problem pr;
-  const int64_t stride = row_stride > 0 ? row_stride : in;
-  pr.x = at::randn({rows, stride}).narrow(1, 0, in);
-  pr.w = at::randn({out, in}) / std::sqrt(static_cast<double>(in));
-  if (bias) pr.bias = at::randn({out});
-  return pr;
-}
 
 // The products kernel for every block (f, s): the slabs staged by all 256 threads, each warp's
 // tile products over the slab, then its tiles stored; then the reduce for every output.
@@ -168,7 +158,6 @@ at::Tensor emulate_launch(const Problem& pr, int sm_count, RowsGemmPlan* plan = 
   }
 }
 
-at::Tensor reference(const Problem& pr) { return at::linear(pr.x, pr.w, pr.bias); }
 
 TEST(RowsGemmEmulation, MatchesAtLinearOnAwkwardSizes) {
   at::manual_seed(31);
@@ -176,13 +165,13 @@ TEST(RowsGemmEmulation, MatchesAtLinearOnAwkwardSizes) {
     for (int64_t out : {16, 144, 256}) {  // 144: a second block with one warp of features
       for (int64_t in : {16, 48, 80, 1040}) {  // slabs of 64 with tails of 16, 48; split K ranges
         const bool bias = (rows + out + in) % 2 == 1;
-        const Problem pr = make_problem(rows, out, in, bias);
+        const Problem pr = test::make_linear_problem(rows, out, in, bias);
         for (int sms : {1, 132}) {  // one split; as many as the plan allows
           RowsGemmPlan plan;
           const at::Tensor got = emulate_launch(pr, sms, &plan);
           const std::string what = fmt::format("R {} N {} K {} bias {} splits {}", rows, out, in, bias, plan.splits);
           EXPECT_TRUE(at::isfinite(got).all().item<bool>()) << what;
-          test::expect_close(got, reference(pr), {2e-5, 2e-5}, what);
+          test::expect_close(got, test::linear_reference(pr), {2e-5, 2e-5}, what);
         }
       }
     }
@@ -191,13 +180,13 @@ TEST(RowsGemmEmulation, MatchesAtLinearOnAwkwardSizes) {
 
 TEST(RowsGemmEmulation, StridedRowsAndSplitsGiveTheSameProduct) {
   at::manual_seed(32);
-  const Problem pr = make_problem(40, 256, 2560, true, /*row_stride=*/2560 + 24);
+  const Problem pr = test::make_linear_problem(40, 256, 2560, true, /*row_stride=*/2560 + 24);
   RowsGemmPlan one, many;
   const at::Tensor a = emulate_launch(pr, 1, &one), b = emulate_launch(pr, 132, &many);
   EXPECT_EQ(one.splits, 1);
   EXPECT_GT(many.splits, 1);
-  test::expect_close(a, reference(pr), {2e-5, 2e-5}, "one split");
-  test::expect_close(b, reference(pr), {2e-5, 2e-5}, "split K");
+  test::expect_close(a, test::linear_reference(pr), {2e-5, 2e-5}, "one split");
+  test::expect_close(b, test::linear_reference(pr), {2e-5, 2e-5}, "split K");
 }
 
 // ---- when ops::linear takes it ----

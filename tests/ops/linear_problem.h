@@ -1,0 +1,31 @@
+#pragma once
+// A projection's inputs for the CPU emulation tests of the decode-step kernels (the dense GEMV,
+// the rows GEMM): fp32 x [R, K] (rows `row_stride` elements apart, k contiguous), W [O, K] scaled
+// so the outputs are O(1), an optional bias; and at::linear of them, the reference.
+
+#include <cmath>
+#include <cstdint>
+#include <optional>
+
+#include <ATen/ATen.h>
+
+namespace effarch::test {
+
+struct LinearProblem {
+  at::Tensor x;  // [R, K] fp32, k contiguous, rows x.stride(0) apart
+  at::Tensor w;  // [O, K] fp32 contiguous
+  std::optional<at::Tensor> bias;
+};
+
+inline LinearProblem make_linear_problem(int64_t rows, int64_t out, int64_t in, bool bias, int64_t row_stride = 0) {
+  LinearProblem pr;
+  const int64_t stride = row_stride > 0 ? row_stride : in;
+  pr.x = at::randn({rows, stride}).narrow(1, 0, in);
+  pr.w = at::randn({out, in}) / std::sqrt(static_cast<double>(in));
+  if (bias) pr.bias = at::randn({out});
+  return pr;
+}
+
+inline at::Tensor linear_reference(const LinearProblem& pr) { return at::linear(pr.x, pr.w, pr.bias); }
+
+}  // namespace effarch::test
