@@ -339,6 +339,10 @@ targets() {  # the issues' own figures that no other stage measures (pending.md,
   limited --int 40 "$B" kernels $rows --transformer llama-3-8b --ops dense_gemv_qkv,dense_gemv_mlp_up,dense_gemv_mlp_down \
     -o "$out/t-rows-llama.json" > "$out/t-rows-llama.txt" 2>&1
   log "Llama-3-8B: exit $?"; grep -E '^\| dense' "$out/t-rows-llama.txt" >> "$summary"
+  # The motivating case in the whole model: cuBLAS (auto) against the rows GEMM (cuda) side by side.
+  limited --int 90 "$B" bench mamba-2.8b $S --gen-tokens 64 --prompt-lengths 512 --batch 32 --backend auto,cuda \
+    -o "$out/t-rows-bench.json" >> "$summary" 2>&1
+  log "bench mamba-2.8b batch 32 --backend auto,cuda: exit $?"
   log "== targets: issue 12, the MoE layer's prefill at 4096 tokens against one dense GEMM of its FLOPs"
   for m in deepseek-moe-16b mixtral-8x7b; do
     limited --int 60 "$B" kernels --device cuda --dtype bfloat16 --moe "$m" --reps 5 --warmup 1 --lengths 4096 \
