@@ -78,9 +78,13 @@ inline bool rows_gemm_shape_ok(int64_t rows, int64_t out, int64_t in) {
 // wmma reads a weight tile from a 32-byte aligned address (W's base: every tile then is, N and K
 // being multiples of 16) and the staging copies x in 16-byte pieces (x's base, and its row stride
 // a multiple of 8 elements); the partial buffer is written as 32-byte aligned fp32 tiles.
+inline bool rows_gemm_weight_aligned(const void* w) { return reinterpret_cast<uintptr_t>(w) % 32 == 0; }
+inline bool rows_gemm_x_aligned(const void* x, int64_t x_row_stride) {
+  return reinterpret_cast<uintptr_t>(x) % 16 == 0 && x_row_stride % kRowsGemmChunk == 0;
+}
 inline bool rows_gemm_aligned(const void* w, const void* x, int64_t x_row_stride, const void* partial) {
-  return reinterpret_cast<uintptr_t>(w) % 32 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0 &&
-         x_row_stride % kRowsGemmChunk == 0 && reinterpret_cast<uintptr_t>(partial) % 32 == 0;
+  return rows_gemm_weight_aligned(w) && rows_gemm_x_aligned(x, x_row_stride) &&
+         reinterpret_cast<uintptr_t>(partial) % 32 == 0;
 }
 
 // Block (f, s)'s features and K range.

@@ -1,6 +1,8 @@
 #include "effarch/ops/linear.h"
 
+#include <algorithm>
 #include <cstdint>
+#include <initializer_list>
 #include <vector>
 
 #include <ATen/ATen.h>
@@ -11,6 +13,8 @@
 #include "cpu/cpu_kernels.h"
 #include "effarch/common/dtype.h"
 #include "effarch/common/error.h"
+
+#include "rows_gemm/rows_gemm_math.h"
 
 namespace effarch::ops {
 
@@ -86,6 +90,10 @@ at::Tensor dense_weight(const Linear& layer, at::ScalarType dtype) {
 }
 
 namespace detail {
+
+static_assert(kCudaDenseGemvMaxRows + 1 == kernels::kRowsGemmMinRows && kCudaRowsGemmMaxRows == kernels::kRowsGemmMaxRows,
+              "the rows GEMM's rows: the op and the kernel agree, from where the GEMV's end");
+
 namespace {
 
 // What the GEMV kernels read besides x sits on x's device: the weight, the int8 scales, and the
@@ -96,36 +104,35 @@ bool operands_on_x_device(const at::Tensor& x, const Linear& layer) {
   return !layer.bias || (layer.bias->device() == x.device() && layer.bias->numel() == layer.out_features());
 }
 
+// What both CUDA kernels of a dense layer need of x and the layer: a dense contiguous weight in x's
+// dtype (one of `dtypes`) on x's CUDA device, sizes that fit an int; the rows of x, else 0.
+int64_t dense_cuda_rows(const at::Tensor& x, const Linear& layer, std::initializer_list<at::ScalarType> dtypes) {
+  if (layer.format != WeightFormat::Dense || !x.is_cuda() || !operands_on_x_device(x, layer)) return 0;
+  const at::ScalarType t = x.scalar_type();
+  if (std::find(dtypes.begin(), dtypes.end(), t) == dtypes.end() || layer.weight.scalar_type() != t ||
+      !layer.weight.is_contiguous()) {
+    return 0;
+  }
+  const int64_t in = layer.in_features(), out = layer.out_features();
+  if (in <= 0 || out <= 0 || in > INT32_MAX || out > INT32_MAX) return 0;
+  return x.numel() / in;
+}
+
 }  // namespace
 
 bool dense_gemv_applies(const at::Tensor& x, const Linear& layer, Backend backend) {
-  if (layer.format != WeightFormat::Dense || !x.is_cuda() || !operands_on_x_device(x, layer)) return false;
-  const at::ScalarType t = x.scalar_type();
-  if ((t != at::kFloat && t != at::kBFloat16 && t != at::kHalf) || layer.weight.scalar_type() != t ||
-      !layer.weight.is_contiguous()) {
-    return false;
-  }
-  const int64_t in = layer.in_features(), out = layer.out_features();
-  if (in <= 0 || out <= 0 || in > INT32_MAX || out > INT32_MAX) return false;
-  const int64_t rows = x.numel() / in;
+  const int64_t rows = dense_cuda_rows(x, layer, {at::kFloat, at::kBFloat16, at::kHalf});
   if (rows < 1 || rows > (backend == Backend::Cuda ? kCudaDenseGemvMaxRows : kCudaDenseGemvAutoMaxRows)) return false;
   return use_cuda_kernel(backend, OpFamily::DenseGemv, x.device());
 }
 
 bool rows_gemm_applies(const at::Tensor& x, const Linear& layer, Backend backend) {
-  if (backend != Backend::Cuda || layer.format != WeightFormat::Dense || !x.is_cuda() ||
-      !operands_on_x_device(x, layer)) {
+  if (backend != Backend::Cuda) return false;
+  const int64_t rows = dense_cuda_rows(x, layer, {at::kBFloat16, at::kHalf});
+  if (!kernels::rows_gemm_shape_ok(rows, layer.out_features(), layer.in_features()) ||
+      !kernels::rows_gemm_weight_aligned(layer.weight.const_data_ptr())) {
     return false;
   }
-  const at::ScalarType t = x.scalar_type();
-  if ((t != at::kBFloat16 && t != at::kHalf) || layer.weight.scalar_type() != t || !layer.weight.is_contiguous() ||
-      reinterpret_cast<uintptr_t>(layer.weight.const_data_ptr()) % 32 != 0) {
-    return false;
-  }
-  const int64_t in = layer.in_features(), out = layer.out_features();
-  if (in <= 0 || out <= 0 || in > INT32_MAX - 64 || out > INT32_MAX || in % 16 != 0 || out % 16 != 0) return false;
-  const int64_t rows = x.numel() / in;
-  if (rows <= kCudaDenseGemvMaxRows || rows > kCudaRowsGemmMaxRows) return false;
   return use_cuda_kernel(backend, OpFamily::DenseGemv, x.device());
 }
 

@@ -19,8 +19,6 @@ namespace effarch::ops::detail {
 
 static_assert(kCudaDenseGemvMaxRows == kernels::kGemvMaxRows, "the dense GEMV's rows: the op and the kernel agree");
 static_assert(kCudaGatedGemvMaxRows == kernels::kGemvGatedMaxRows, "the gated GEMV's rows: the op and the kernel agree");
-static_assert(kCudaDenseGemvMaxRows + 1 == kernels::kRowsGemmMinRows && kCudaRowsGemmMaxRows == kernels::kRowsGemmMaxRows,
-              "the rows GEMM's rows: the op and the kernel agree, from where the GEMV's end");
 
 namespace {
 
@@ -86,8 +84,9 @@ at::Tensor dense_gemv_cuda(const at::Tensor& x_in, const Linear& layer, const ke
   kernels::GemvParams p;
   set_operands(p, o, layer, op);
   p.w = w.const_data_ptr();
-  p.sm_count = at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
-  p.l2_bytes = at::cuda::getCurrentDeviceProperties()->l2CacheSize;
+  const cudaDeviceProp* device = at::cuda::getCurrentDeviceProperties();
+  p.sm_count = device->multiProcessorCount;
+  p.l2_bytes = device->l2CacheSize;
   if (conv != nullptr) p.conv = *conv;
   if (activation != nullptr) p.activation = *activation;
   throw_if_failed(kernels::gemv(p, current_stream()), op);
@@ -99,9 +98,7 @@ at::Tensor rows_gemm_cuda(const at::Tensor& x_in, const Linear& layer) {
   const c10::cuda::CUDAGuard device_guard(x_in.device());
   GemvOperands o = gemv_operands(x_in, layer, layer.out_features());
   // The staging copies x in 16-byte pieces: a view that starts or steps off them is copied first.
-  if (reinterpret_cast<uintptr_t>(o.x.const_data_ptr()) % 16 != 0 || o.x.stride(0) % kernels::kRowsGemmChunk != 0) {
-    o.x = o.x.clone(at::MemoryFormat::Contiguous);
-  }
+  if (!kernels::rows_gemm_x_aligned(o.x.const_data_ptr(), o.x.stride(0))) o.x = o.x.clone(at::MemoryFormat::Contiguous);
   kernels::RowsGemmParams p;
   set_operands(p, o, layer, op);
   p.w = layer.weight.const_data_ptr();

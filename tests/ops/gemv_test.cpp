@@ -572,15 +572,8 @@ TEST(DenseGemv, OpFamilyAndDispatch) {
 
 bool gpu() { return kBuiltWithCuda && at::hasCUDA(); }
 
-// Drawn on the device: the decode shapes' weights reach 129M elements.
-at::Tensor cuda_randn(at::IntArrayRef sizes, at::ScalarType dtype) {
-  return at::randn(sizes, at::TensorOptions().device(at::kCUDA)).to(dtype);
-}
-
-Linear cuda_layer(int64_t out, int64_t in, at::ScalarType dtype, bool bias) {
-  at::Tensor w = (cuda_randn({out, in}, at::kFloat) / std::sqrt(static_cast<double>(in))).to(dtype);
-  return bias ? Linear(w, cuda_randn({out}, dtype)) : Linear(w);
-}
+using test::cuda_layer;
+using test::cuda_randn;
 
 // The kernel's output against at::linear in fp32 on the same (rounded) inputs, rounded once. In
 // fp32 the two sums differ by their order alone: about sqrt(K) roundings of the O(1) partial sums

@@ -212,9 +212,8 @@ TEST(RowsGemm, AppliesOnlyUnderBackendCudaOnAGpuForWholeTiles) {
 
 bool gpu() { return kBuiltWithCuda && at::hasCUDA(); }
 
-at::Tensor cuda_randn(at::IntArrayRef sizes, at::ScalarType dtype) {
-  return at::randn(sizes, at::TensorOptions().device(at::kCUDA)).to(dtype);
-}
+using test::cuda_layer;
+using test::cuda_randn;
 
 // The kernels against at::linear in fp32 on the same rounded inputs, rounded once: the sums differ
 // in order (the tensor cores' and the splits'), within one rounding of the output.
@@ -238,8 +237,7 @@ TEST(RowsGemmCuda, MatchesAtLinearOnAwkwardAndDecodeShapes) {
       for (const auto& [out, in] : std::vector<std::pair<int64_t, int64_t>>{
                {16, 16}, {144, 80}, {256, 1040}, {10240, 2560}, {2560, 5120}, {192, 5120}, {4096, 14336}}) {
         const bool bias = (rows + out) % 2 == 0;
-        at::Tensor w = (cuda_randn({out, in}, at::kFloat) / std::sqrt(static_cast<double>(in))).to(dtype);
-        const Linear layer = bias ? Linear(w, cuda_randn({out}, dtype)) : Linear(w);
+        const Linear layer = cuda_layer(out, in, dtype, bias);
         expect_kernel_matches(cuda_randn({rows, in}, dtype), layer,
                               fmt::format("{} R {} N {} K {} bias {}", c10::toString(dtype), rows, out, in, bias));
       }
