@@ -40,4 +40,20 @@ inline void expect_close(const at::Tensor& actual, const at::Tensor& expected, T
                          << " (atol " << tol.atol << ", rtol " << tol.rtol << ")";
 }
 
+// For a result that sums many rounded terms, which cancel: its error follows the terms' size,
+// not its own, so no elementwise tolerance against another low-precision result holds. Both
+// `actual` and `reference` are compared with `truth` (the same inputs, computed in fp32 or
+// better) instead: actual's worst error may be at most `factor` times the reference's.
+inline void expect_as_accurate(const at::Tensor& actual, const at::Tensor& reference, const at::Tensor& truth,
+                               const std::string& what, double factor = 2.0) {
+  ASSERT_EQ(actual.sizes(), truth.sizes()) << what;
+  ASSERT_EQ(reference.sizes(), truth.sizes()) << what;
+  if (actual.numel() == 0) return;
+  const at::Tensor t = truth.cpu().to(at::kDouble);
+  const double mine = (actual.cpu().to(at::kDouble) - t).abs().max().item<double>();
+  const double theirs = (reference.cpu().to(at::kDouble) - t).abs().max().item<double>();
+  EXPECT_LE(mine, factor * theirs) << what << ": max error against the fp32 truth " << mine << ", the reference's "
+                                   << theirs << " (at most " << factor << "x allowed)";
+}
+
 }  // namespace effarch::test
