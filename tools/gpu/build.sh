@@ -38,6 +38,7 @@ use_prebuilt() {
   xz -dc "$kit/effarch.xz" > "$build/src/effarch"
   xz -dc "$kit/effarch_tests.xz" > "$build/tests/effarch_tests"
   chmod +x "$build/src/effarch" "$build/tests/effarch_tests"
+  cp "$kit"/libeffarch_clash_probe_*.so "$build/tests/"  # (opened by a test from the build folder)
   if ! "$build/tests/effarch_tests" --gtest_list_tests > "$build.prebuilt.log" 2>&1 || ! "$build/src/effarch" --version >> "$build.prebuilt.log" 2>&1; then
     echo "gpu build: the packed binaries do not run here ($(tail -1 "$build.prebuilt.log")): compiling"
     rm -f "$build/src/effarch" "$build/tests/effarch_tests"
