@@ -133,10 +133,19 @@ class C10dCommunicator final : public Communicator {
                    std::chrono::milliseconds timeout, bool host_wait)
       : pg_(std::move(pg)), rank_(rank), size_(size), name_(std::move(name)), timeout_(timeout),
         host_wait_(host_wait) {}
-  // After a failed collective the group is left as it is (its destructor could wait on a lost
-  // peer): the process is about to exit anyway.
+  // A healthy group is shut down before it is destroyed, as torch.distributed's
+  // destroy_process_group does (NCCL otherwise warns at exit that it was not, and may leak its
+  // communicators). After a failed collective the group is left as it is (shutting it down or
+  // destroying it could wait on a lost peer): the process is about to exit anyway.
   ~C10dCommunicator() override {
-    if (failed_) (void)pg_.release();
+    if (failed_) {
+      (void)pg_.release();
+      return;
+    }
+    try {
+      pg_->shutdown();
+    } catch (const std::exception&) {  // nothing to report it to: the run's results are written
+    }
   }
   int rank() const override { return rank_; }
   int size() const override { return size_; }
