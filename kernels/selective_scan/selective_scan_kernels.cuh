@@ -43,46 +43,22 @@ struct DeviceExec {
     f(static_cast<int>(threadIdx.x), regs);
   }
   __device__ __forceinline__ void sync() { __syncthreads(); }
-  // The G states' rounds interleaved: their shuffles are independent, so they are in flight
-  // together (the host emulation takes the states one after another, same arithmetic).
-  template <int G>
   __device__ __forceinline__ void warp_carry(Shared& s, int dstate, int state) {
     constexpr unsigned kAll = 0xffffffffu;
     const int lane = static_cast<int>(threadIdx.x) % kLanes, warp = static_cast<int>(threadIdx.x) / kLanes;
     float* slot = &s.carry[warp * dstate + state];
-    float carry[G], P[G], H[G];
-#pragma unroll
-    for (int g = 0; g < G; ++g) {
-      carry[g] = slot[g];  // read first: the latency hides behind the shuffle rounds
-      P[g] = regs.P[g];
-      H[g] = regs.H[g];
-    }
+    const float carry = *slot;  // read first: its latency hides behind the shuffle rounds
+    float P = regs.P, H = regs.H;
 #pragma unroll
     for (int offset = 1; offset < kLanes; offset *= 2) {
-      float Pe[G], He[G];
-#pragma unroll
-      for (int g = 0; g < G; ++g) {
-        Pe[g] = __shfl_up_sync(kAll, P[g], offset);
-        He[g] = __shfl_up_sync(kAll, H[g], offset);
-      }
-      if (lane >= offset) {
-#pragma unroll
-        for (int g = 0; g < G; ++g) compose(P[g], H[g], Pe[g], He[g]);
-      }
+      const float Pe = __shfl_up_sync(kAll, P, offset), He = __shfl_up_sync(kAll, H, offset);
+      if (lane >= offset) compose(P, H, Pe, He);
     }
-    float Pl[G], Hl[G];
-#pragma unroll
-    for (int g = 0; g < G; ++g) {
-      const float Pe = __shfl_up_sync(kAll, P[g], 1), He = __shfl_up_sync(kAll, H[g], 1);
-      regs.h0[g] = lane == 0 ? carry[g] : Pe * carry[g] + He;
-      Pl[g] = __shfl_sync(kAll, P[g], kLanes - 1);
-      Hl[g] = __shfl_sync(kAll, H[g], kLanes - 1);
-    }
-    __syncwarp();  // every lane has read the carries
-    if (lane == 0) {
-#pragma unroll
-      for (int g = 0; g < G; ++g) slot[g] = Pl[g] * carry[g] + Hl[g];
-    }
+    const float Pe = __shfl_up_sync(kAll, P, 1), He = __shfl_up_sync(kAll, H, 1);
+    regs.h0 = lane == 0 ? carry : Pe * carry + He;
+    const float Pl = __shfl_sync(kAll, P, kLanes - 1), Hl = __shfl_sync(kAll, H, kLanes - 1);
+    __syncwarp();  // every lane has read the carry
+    if (lane == 0) *slot = Pl * carry + Hl;
   }
 };
 

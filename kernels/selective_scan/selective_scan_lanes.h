@@ -15,24 +15,16 @@
 //   1. the block stages u and dt = softplus(delta + bias) of its channels, and B and C eight
 //      states at a time, in shared memory, transposed so that a lane's 16 steps are contiguous
 //      (rows read as 16-byte vectors where the layout allows: the mixer's channel-last views);
-//   2. for kGroup = 4 states n at a time, each lane scans its steps from zero (a_i = exp(dt_i A),
-//      b_i = dt_i u_i B_i), giving each state the map h -> P h + H of its segment
-//      (P = exp(A sum dt));
-//   3. the warp scans those maps across its lanes (five shuffle steps, the group's four states'
-//      shuffles in flight together) and composes them with the carry, the state before the
-//      tile: every lane gets its start states, and the warp the next tile's carries;
-//   4. each lane runs its steps again from its start states, a_i and b_i computed again,
-//      accumulating y_i += C_i h_i in state order;
+//   2. per state n, each lane scans its steps from zero (a_i = exp(dt_i A), b_i = dt_i u_i B_i,
+//      kept in registers), giving the map h -> P h + H of its segment (P = exp(A sum dt));
+//   3. the warp scans those maps across its lanes (five shuffle steps) and composes them with
+//      the carry, the state before the tile: every lane gets its start state, and the warp the
+//      next tile's carry;
+//   4. each lane runs its steps again from its start state, accumulating y_i += C_i h_i;
 //   5. after the last state, y + D u goes through shared memory back to channel-last rows,
 //      gated by SiLU(z) on the way out.
-// Why groups of four, with a_i and b_i computed twice: one state at a time, each step of steps
-// 2-4 waits on the one before (a chain of 16 FMAs, five rounds of shuffles, 16 FMAs again), and
-// with two blocks of eight warps an SM (their shared memory and registers allow no more) an H100
-// found an eligible warp in only 44% of its cycles (docs/perf/README.md, 2026-11-27). Four
-// states give four independent chains; keeping a_i and b_i between steps 2 and 4 for four states
-// would take 128 registers a lane, so step 4 computes them again: two exponentials per
-// (step, state), where the exponentials' own floor is far below the scan's time
-// (docs/mamba.md), and 2 + 2 d_state / 8 barriers a tile (512 steps). The grid is batch x ceil(dim / 8) blocks:
+// One exponential per (step, state) and 2 + 2 d_state / 8 barriers a tile (512 steps), against
+// two to three exponentials and three barriers every 32 steps. The grid is batch x ceil(dim / 8) blocks:
 // 640 for Mamba-2.8B at batch 1.
 //
 // Exec, as in selective_scan_math.h: exec.threads(f) runs f(tid, regs) for the block's threads
@@ -92,16 +84,15 @@ EFFARCH_HD Shared carve_shared(float* buffer, int dstate) {
 }
 
 // What a lane keeps through a tile (registers on the GPU).
-inline constexpr int kGroup = 4;  // states whose steps 2-4 run side by side (kStates a multiple)
-static_assert(kStates % kGroup == 0, "a staged row of states is whole groups");
-
 struct Regs {
   float dt[kItems];
   float du[kItems];   // dt u
   float y[kItems];    // sum over the states so far of C . h
+  float a[kItems];    // this state's exp(dt A) and dt u B per step
+  float b[kItems];
   float dtsum;
-  float P[kGroup], H[kGroup];  // each state's map h -> P h + H (step 2), then the warp's inclusive scan of it
-  float h0[kGroup];            // each state's segment start (step 3)
+  float P, H;         // the segment's map h -> P h + H (step 2), then the warp's inclusive scan of it
+  float h0;           // the segment's start state (step 3)
 };
 
 // Row t of two tensors' windows of eight elements (a + t a_row + k a_elem, and b's), the first
@@ -213,32 +204,20 @@ EFFARCH_UNROLL
   r.dtsum = sum;
 }
 
-// Step 2 for the G states from `state` (rows [n, n + G) of the staged B): the lane's segment
-// from zero, G chains side by side.
-template <int G>
-EFFARCH_HD void segment_maps(int dstate, int state, int n, int tid, const Shared& s, Regs& r) {
+// Step 2 for state `state` (row n of the staged B): the lane's segment from zero.
+EFFARCH_HD void segment_map(int dstate, int state, int n, int tid, const Shared& s, Regs& r) {
   const int warp = tid / kLanes, lane = tid % kLanes;
-  float a2[G], h[G];
-  const float* B[G];
-EFFARCH_UNROLL
-  for (int g = 0; g < G; ++g) {
-    a2[g] = s.A2[warp * dstate + state + g];
-    B[g] = &s.B[n + g][lane * (kItems + kPad)];
-    h[g] = 0.0f;
-  }
+  const float a2 = s.A2[warp * dstate + state];
+  const float* B = &s.B[n][lane * (kItems + kPad)];
+  float h = 0.0f;
 EFFARCH_UNROLL
   for (int i = 0; i < kItems; ++i) {
-EFFARCH_UNROLL
-    for (int g = 0; g < G; ++g) {
-      const float a = exp2_ftz(r.dt[i] * a2[g]), b = r.du[i] * B[g][i];
-      h[g] = a * h[g] + b;
-    }
+    r.a[i] = exp2_ftz(r.dt[i] * a2);
+    r.b[i] = r.du[i] * B[i];
+    h = r.a[i] * h + r.b[i];
   }
-EFFARCH_UNROLL
-  for (int g = 0; g < G; ++g) {
-    r.P[g] = exp2_ftz(r.dtsum * a2[g]);
-    r.H[g] = h[g];
-  }
+  r.P = exp2_ftz(r.dtsum * a2);
+  r.H = h;
 }
 
 // Step 3's arithmetic: the later map (P, H) after the earlier (Pe, He): h -> P (Pe h + He) + H.
@@ -247,28 +226,15 @@ EFFARCH_HD void compose(float& P, float& H, float Pe, float He) {
   P = P * Pe;
 }
 
-// Step 4: the lane's steps again from the G states' start states, a_i and b_i as step 2 made
-// them, with the readout of rows [n, n + G) of C; each y_i gains the states in order.
-template <int G>
-EFFARCH_HD void segment_readouts(int dstate, int state, int n, int tid, const Shared& s, Regs& r) {
-  const int warp = tid / kLanes, lane = tid % kLanes;
-  float a2[G], h[G];
-  const float *B[G], *C[G];
-EFFARCH_UNROLL
-  for (int g = 0; g < G; ++g) {
-    a2[g] = s.A2[warp * dstate + state + g];
-    B[g] = &s.B[n + g][lane * (kItems + kPad)];
-    C[g] = &s.C[n + g][lane * (kItems + kPad)];
-    h[g] = r.h0[g];
-  }
+// Step 4: the lane's steps again from its start state, with the readout of row n of C.
+EFFARCH_HD void segment_readout(int n, int tid, const Shared& s, Regs& r) {
+  const int lane = tid % kLanes;
+  const float* C = &s.C[n][lane * (kItems + kPad)];
+  float h = r.h0;
 EFFARCH_UNROLL
   for (int i = 0; i < kItems; ++i) {
-EFFARCH_UNROLL
-    for (int g = 0; g < G; ++g) {
-      const float a = exp2_ftz(r.dt[i] * a2[g]), b = r.du[i] * B[g][i];
-      h[g] = a * h[g] + b;
-      r.y[i] += C[g][i] * h[g];
-    }
+    h = r.a[i] * h + r.b[i];
+    r.y[i] += C[i] * h;
   }
 }
 
@@ -330,16 +296,10 @@ EFFARCH_HD void scan_block(const SelectiveScanParams& p, int tile, int batch, Sh
       exec.threads([&](int tid, Regs&) { stage_BC<input_t>(p, batch, t0, first, tid, s); });
       exec.sync();
       const int count = p.dstate - first < kStates ? p.dstate - first : kStates;
-      int n = 0;
-      for (; n + kGroup <= count; n += kGroup) {
-        exec.threads([&](int tid, Regs& r) { segment_maps<kGroup>(p.dstate, first + n, n, tid, s, r); });
-        exec.template warp_carry<kGroup>(s, p.dstate, first + n);
-        exec.threads([&](int tid, Regs& r) { segment_readouts<kGroup>(p.dstate, first + n, n, tid, s, r); });
-      }
-      for (; n < count; ++n) {  // a d_state that is not whole groups: the last states one by one
-        exec.threads([&](int tid, Regs& r) { segment_maps<1>(p.dstate, first + n, n, tid, s, r); });
-        exec.template warp_carry<1>(s, p.dstate, first + n);
-        exec.threads([&](int tid, Regs& r) { segment_readouts<1>(p.dstate, first + n, n, tid, s, r); });
+      for (int n = 0; n < count; ++n) {
+        exec.threads([&](int tid, Regs& r) { segment_map(p.dstate, first + n, n, tid, s, r); });
+        exec.warp_carry(s, p.dstate, first + n);
+        exec.threads([&](int tid, Regs& r) { segment_readout(n, tid, s, r); });
       }
     }
     exec.threads([&](int tid, Regs& r) { lane_outputs(p, tile, tid, s, r); });
@@ -362,22 +322,19 @@ struct HostExec {
     for (int tid = 0; tid < kThreads; ++tid) f(tid, regs[tid]);
   }
   void sync() {}
-  template <int G>
   void warp_carry(Shared& s, int dstate, int state) {
     for (int warp = 0; warp < kChannels; ++warp) {
       Regs* lane = regs + warp * kLanes;
-      for (int g = 0; g < G; ++g) {
-        for (int offset = 1; offset < kLanes; offset *= 2) {
-          float P[kLanes], H[kLanes];
-          for (int l = 0; l < kLanes; ++l) P[l] = lane[l].P[g], H[l] = lane[l].H[g];
-          for (int l = offset; l < kLanes; ++l) compose(lane[l].P[g], lane[l].H[g], P[l - offset], H[l - offset]);
-        }
-        float& carry = s.carry[warp * dstate + state + g];
-        for (int l = 0; l < kLanes; ++l) {
-          lane[l].h0[g] = l == 0 ? carry : lane[l - 1].P[g] * carry + lane[l - 1].H[g];
-        }
-        carry = lane[kLanes - 1].P[g] * carry + lane[kLanes - 1].H[g];
+      for (int offset = 1; offset < kLanes; offset *= 2) {
+        float P[kLanes], H[kLanes];
+        for (int l = 0; l < kLanes; ++l) P[l] = lane[l].P, H[l] = lane[l].H;
+        for (int l = offset; l < kLanes; ++l) compose(lane[l].P, lane[l].H, P[l - offset], H[l - offset]);
       }
+      float& carry = s.carry[warp * dstate + state];
+      for (int l = 0; l < kLanes; ++l) {
+        lane[l].h0 = l == 0 ? carry : lane[l - 1].P * carry + lane[l - 1].H;
+      }
+      carry = lane[kLanes - 1].P * carry + lane[kLanes - 1].H;
     }
   }
 };
