@@ -1,9 +1,9 @@
 #pragma once
-// A channel's arithmetic that every selective-scan kernel shares (the three prefill algorithms,
-// selective_scan_math.h, selective_scan_lanes.h and selective_scan_states.h, and the one-token
-// update): its dt, its A in the base-2 form the kernels exponentiate, and the skip and gate
-// applied to its readout; and the rows of eight elements the prefill kernels stage with 16-byte
-// loads. Written once, for the GPU and for the host emulations (common/host_device.h).
+// A channel's arithmetic that every selective-scan kernel shares (the two prefill algorithms,
+// selective_scan_math.h and selective_scan_lanes.h, and the one-token update): its dt, its A in
+// the base-2 form the kernels exponentiate, and the skip and gate applied to its readout; and the
+// rows of eight elements lanes16 stages with 16-byte loads. Written once, for the GPU and for the
+// host emulations (common/host_device.h).
 
 #include <cstdint>
 

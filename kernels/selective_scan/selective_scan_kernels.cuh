@@ -1,8 +1,7 @@
 #pragma once
 // The selective scan's CUDA shells: the prefill kernels run scan::scan_block (selective_scan_math.h,
-// 32 channels a block over the lanes), scan::lanes::scan_block (selective_scan_lanes.h, a warp
-// per channel, its lanes over time) for one block of channels, or scan::states::scan_group
-// (selective_scan_states.h, a lane per state) for each half warp; the update kernel
+// 32 channels a block over the lanes) or scan::lanes::scan_block (selective_scan_lanes.h, a warp
+// per channel, its lanes over time) for one block of channels; the update kernel
 // scan::update_lane for kUpdateLanes threads per channel, or scan::update_lane_vec for
 // kUpdateVecLanes (the vector path). The math lives in the core headers,
 // which the CPU tests also run.
@@ -11,7 +10,6 @@
 #include "common/launch.h"
 #include "selective_scan/selective_scan_lanes.h"
 #include "selective_scan/selective_scan_math.h"
-#include "selective_scan/selective_scan_states.h"
 
 namespace effarch::kernels {
 
@@ -64,23 +62,6 @@ struct DeviceExec {
 
 }  // namespace lanes
 
-namespace states {
-
-// Exec of the states kernel: a phase is this thread's part; sync is the block barrier, sync_group
-// the warp's (a group is half a warp).
-template <typename input_t>
-struct DeviceExec {
-  Regs<input_t> regs;
-  template <typename F>
-  __device__ __forceinline__ void threads(F&& f) {
-    f(static_cast<int>(threadIdx.x), regs);
-  }
-  __device__ __forceinline__ void sync() { __syncthreads(); }
-  __device__ __forceinline__ void sync_group() { __syncwarp(); }
-};
-
-}  // namespace states
-
 inline LaunchStatus check_args(const SelectiveScanParams& p, const char* what) {
   if (p.dstate < 1 || p.dstate > kSelectiveScanMaxStates) return {cudaErrorInvalidValue, what};
   if (p.batch > kMaxGridY) return {cudaErrorInvalidConfiguration, what};
@@ -118,16 +99,6 @@ __global__ void __launch_bounds__(scan::lanes::kThreads, 2) selective_scan_lanes
   scan::lanes::Shared shared = scan::lanes::carve_shared(lanes_shared, p.dstate);
   scan::lanes::DeviceExec exec;
   scan::lanes::scan_block<input_t>(p, static_cast<int>(blockIdx.x), static_cast<int>(blockIdx.y), shared, exec);
-}
-
-// A lane per state (selective_scan_states.h): 128 threads for 8 channels, at most 85 registers so
-// that kMinBlocks blocks share an SM.
-template <typename input_t>
-__global__ void __launch_bounds__(scan::states::kThreads, scan::states::kMinBlocks)
-    selective_scan_states_kernel(const SelectiveScanParams p) {
-  __shared__ scan::states::Shared shared;
-  scan::states::DeviceExec<input_t> exec;
-  scan::states::scan_block<input_t>(p, static_cast<int>(blockIdx.x), static_cast<int>(blockIdx.y), shared, exec);
 }
 
 // The sequence split's two passes (selective_scan_math.h, "Sequence split"): grid (tiles, batch,
@@ -210,13 +181,6 @@ LaunchStatus selective_scan_lanes_launch(const SelectiveScanParams& p, cudaStrea
   return check_launch("selective_scan_lanes_kernel");
 }
 
-template <typename input_t>
-LaunchStatus selective_scan_states_launch(const SelectiveScanParams& p, cudaStream_t stream) {
-  const dim3 grid(static_cast<unsigned>(scan::states::channel_blocks(p.dim)), p.batch);
-  selective_scan_states_kernel<input_t><<<grid, scan::states::kThreads, 0, stream>>>(p);
-  return check_launch("selective_scan_states_kernel");
-}
-
 template <typename input_t, int kSeg>
 LaunchStatus selective_scan_split_launch(const SelectiveScanParams& p, cudaStream_t stream) {
   if (p.pieces > scan::kSplitMaxPieces || p.piece_chunks < 1 || p.split_states == nullptr ||
@@ -244,18 +208,13 @@ template <typename input_t>
 LaunchStatus selective_scan_fwd_cuda(const SelectiveScanParams& p, cudaStream_t stream) {
   const LaunchStatus args = scan::check_args(p, "selective_scan_fwd: d_state must be 1..256 and batch at most 65535");
   if (!args.ok()) return args;
-  if (!scan::valid_segment(p.segment)) {
-    return {cudaErrorInvalidValue, "selective_scan_fwd: segment must be 1, 4, 8 or 16"};
-  }
+  if (!scan::valid_segment(p.segment)) return {cudaErrorInvalidValue, "selective_scan_fwd: segment must be 4, 8 or 16"};
   if (p.dt_proj != nullptr) return {cudaErrorInvalidValue, "selective_scan_fwd: the fused dt_proj is the update's only"};
   if (p.batch == 0 || p.dim == 0 || p.seqlen == 0) return {};
   if (!scan::segment_splits(p.segment) && p.pieces > 1) {
     return {cudaErrorInvalidValue, "selective_scan_fwd: only the 4- and 8-step kernels split"};
   }
-  // The states kernel takes d_state up to 16 (every Mamba-1 checkpoint's); lanes16 runs the rest.
-  const int segment = scan::launched_segment(p.segment, p.dstate);
-  if (segment == scan::kStatesSegment) return selective_scan_states_launch<input_t>(p, stream);
-  if (segment == scan::kLanesSegment) return selective_scan_lanes_launch<input_t>(p, stream);
+  if (p.segment == scan::kLanesSegment) return selective_scan_lanes_launch<input_t>(p, stream);
   if (p.pieces > 1) {
     return p.segment == 4 ? selective_scan_split_launch<input_t, 4>(p, stream)
                           : selective_scan_split_launch<input_t, 8>(p, stream);

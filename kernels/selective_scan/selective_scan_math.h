@@ -35,7 +35,6 @@
 #include "selective_scan/selective_scan_channel.h"
 #include "selective_scan/selective_scan_lanes.h"
 #include "selective_scan/selective_scan_params.h"
-#include "selective_scan/selective_scan_states.h"
 
 namespace effarch::kernels::scan {
 
@@ -648,10 +647,7 @@ void emulate_split_with(const SelectiveScanParams& p) {
 
 // p.segment and p.pieces pick the variant, as the launcher does.
 inline void emulate_scan(const SelectiveScanParams& p) {
-  const int segment = launched_segment(p.segment, p.dstate);
-  if (segment == kStatesSegment) {
-    states::emulate_scan(p);
-  } else if (segment == kLanesSegment) {
+  if (p.segment == kLanesSegment) {
     lanes::emulate_scan(p);
   } else if (p.pieces > 1) {
     if (p.segment == 4) {

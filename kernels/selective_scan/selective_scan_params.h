@@ -20,19 +20,8 @@ constexpr int chunk_steps(int seg) { return kWarps * seg; }  // timesteps per ch
 // Segment 16 picks the other prefill kernel (selective_scan_lanes.h: a warp per channel, each lane
 // 16 steps in sequence), which has no sequence split.
 inline constexpr int kLanesSegment = 16;
-// Segment 1 picks the third (selective_scan_states.h: a lane per state, each lane taking every
-// step of the sequence one at a time), for d_state up to 16; no sequence split either.
-inline constexpr int kStatesSegment = 1;
-inline constexpr int kStatesMaxStates = 16;  // the d_state the states kernel takes (a lane each)
 constexpr bool segment_splits(int seg) { return seg == 8 || seg == 4; }  // the 32-channel kernel's
-constexpr bool valid_segment(int seg) {
-  return segment_splits(seg) || seg == kLanesSegment || seg == kStatesSegment;
-}
-// The kernel a (valid) segment runs at `dstate`: the states kernel hands d_state above
-// kStatesMaxStates to lanes16. What the launcher and the host emulation both dispatch on.
-constexpr int launched_segment(int seg, int dstate) {
-  return seg == kStatesSegment && dstate > kStatesMaxStates ? kLanesSegment : seg;
-}
+constexpr bool valid_segment(int seg) { return segment_splits(seg) || seg == kLanesSegment; }
 
 // The sequence split's plan (selective_scan_math.h, "Sequence split").
 inline constexpr int kSplitBlocksPerSm = 4;      // auto: pieces until batch x tiles x pieces >= this x SMs
@@ -80,8 +69,7 @@ struct SelectiveScanParams {
   bool delta_softplus = true;
   bool from_state = false;  // prefill: start from `state` instead of zeros
   // Prefill: timesteps per warp segment, 8 (one block per SM) or 4 (half the registers: two), or
-  // kLanesSegment (16): the warp-per-channel kernel, 16 timesteps per lane, or kStatesSegment
-  // (1): a lane per state, for d_state up to 16 (the 16-step kernel above that).
+  // kLanesSegment (16): the warp-per-channel kernel, 16 timesteps per lane.
   int segment = 8;
   // Prefill split over time (selective_scan_math.h, "Sequence split"): `pieces` contiguous pieces
   // of `piece_chunks` chunks each (the last may be shorter), each scanned by its own blocks. 1: the

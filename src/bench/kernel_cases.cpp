@@ -257,7 +257,6 @@ struct SelectiveScanVariant {
 };
 const std::pair<const char*, SelectiveScanVariant> kSelectiveScanVariants[] = {
     {"selective_scan", {16, 0}},
-    {"selective_scan_states", {1, 0}},
     {"selective_scan_seg4", {4, 0}},
     {"selective_scan_seg8", {8, 0}},
     {"selective_scan_split", {4, -1}}};
@@ -330,10 +329,10 @@ std::optional<std::string> scan_products(const KernelCase& c, const KernelShape&
   return std::string(ops::ssd_scan_products_name(s.dtype, mamba(s).d_state, *products));
 }
 
-std::optional<std::string> scan_variant(const KernelCase& c, const KernelShape& s, const std::string& impl) {
+std::optional<std::string> scan_variant(const KernelCase& c, const std::string& impl) {
   const auto args = scan_variant_args(c);
   if (impl != "cuda" || !args) return std::nullopt;
-  return std::string(ops::selective_scan_variant_name(*args, mamba(s).d_state));
+  return std::string(ops::selective_scan_variant_name(*args));
 }
 
 std::optional<int> scan_pieces(const KernelCase& c, const KernelShape& s, const std::string& impl,
@@ -390,8 +389,7 @@ std::vector<KernelCase> make_kernel_cases() {
         auto state = std::make_shared<at::Tensor>(at::randn({s.batch, m.d_inner, m.d_conv}, o));
         return [x, w, b, state, backend] { (void)ops::causal_conv1d_update(x, *state, w, b, true, backend); };
       }});
-  // The prefill kernel's variants side by side (a warp per channel with 16 steps per lane; a lane
-  // per state, each over every step; 4-step
+  // The prefill kernel's variants side by side (a warp per channel with 16 steps per lane; 4-step
   // warp segments over 32 channels, two blocks per SM; 8-step, one block per SM; 4-step with the
   // sequence split into pieces as the launcher chooses: kernels/selective_scan/
   // selective_scan_kernels.cuh); the model runs the first.

@@ -22,11 +22,10 @@ std::vector<KernelCase> make_kernel_cases();
 std::optional<ops::SsdScanProducts> ssd_case_products(const KernelCase& c);
 
 // For a row that ran the CUDA kernel: the SSD products it ran (`products`), the selective scan
-// prefill's variant (`variant`: ops::selective_scan_variant_name at the config's d_state, so a
-// `selective_scan_states` row past d_state 16 says "lanes16"), and the number of pieces a
+// prefill's variant (`variant`: ops::selective_scan_variant_name), and the number of pieces a
 // sequence-split selective scan ran in (`pieces`); none otherwise.
 std::optional<std::string> scan_products(const KernelCase& c, const KernelShape& s, const std::string& impl);
-std::optional<std::string> scan_variant(const KernelCase& c, const KernelShape& s, const std::string& impl);
+std::optional<std::string> scan_variant(const KernelCase& c, const std::string& impl);
 std::optional<int> scan_pieces(const KernelCase& c, const KernelShape& s, const std::string& impl,
                                const nlohmann::json& environment);
 

@@ -252,7 +252,7 @@ std::vector<json> run_kernels(const KernelSweep& sweep, const json& environment,
           const KernelShape shape{&cfg, batch, len, dtype};
           json row = row_base(*c, model_name, shape, impl, backend, device);
           if (const auto products = detail::scan_products(*c, shape, impl)) row["products"] = *products;
-          if (const auto variant = detail::scan_variant(*c, shape, impl)) row["variant"] = *variant;
+          if (const auto variant = detail::scan_variant(*c, impl)) row["variant"] = *variant;
           if (const auto pieces = detail::scan_pieces(*c, shape, impl, environment)) row["pieces"] = *pieces;
           if (c->flops) row["flops"] = c->flops(shape);
           const uint64_t need = row["bytes"].get<uint64_t>();

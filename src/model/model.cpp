@@ -44,7 +44,7 @@ const std::map<std::string, std::vector<std::string>>& implementation_variants()
   static const std::map<std::string, std::vector<std::string>> variants = {
       {kMoePrefillRecord, {"grouped", "per_expert"}},
       {kSsdScanProductsRecord, {"tensor_cores", "fma"}},
-      {kSelectiveScanVariantRecord, {"lanes16", "states", "seg4", "seg8", "split"}},
+      {kSelectiveScanVariantRecord, {"lanes16", "seg4", "seg8", "split"}},
       {kDtProjRecord, {"fused", "separate"}},
       {kConvInProjRecord, {"fused", "separate"}},
       {kFc1ActivationRecord, {"fused", "separate"}},
@@ -160,8 +160,7 @@ std::map<std::string, std::string> resolve_implementations(const ModelConfig& co
   // warp-per-channel lanes16), so results say which ran.
   const auto scan = impl.find(std::string(ops::op_name(ops::OpFamily::SelectiveScan)));
   if (scan != impl.end() && scan->second == ops::backend_name(ops::Backend::Cuda) && config.mamba) {
-    impl[kSelectiveScanVariantRecord] =
-        ops::selective_scan_variant_name(ops::SelectiveScanArgs{}, config.mamba->d_state);
+    impl[kSelectiveScanVariantRecord] = ops::selective_scan_variant_name(ops::SelectiveScanArgs{});
   }
   // Whether the Mamba-1 decode step computes dt_proj inside the CUDA state update
   // (ops::selective_state_update_dt_proj_fuses: dense weights) or as its own projection (int8).

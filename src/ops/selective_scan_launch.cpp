@@ -2,7 +2,6 @@
 
 #include "selective_scan_launch.h"
 
-#include <algorithm>
 #include <limits>
 
 #include <ATen/ATen.h>
@@ -27,15 +26,15 @@ at::Tensor empty_output(const at::Tensor& u) {
 // The variant's own arguments: a known segment, and a split only where that kernel has one.
 void check_variant(const SelectiveScanArgs& args, const char* op) {
   if (!kernels::scan::valid_segment(args.cuda_segment)) {
-    throw OpError(fmt::format("{}: cuda_segment must be 1, 4, 8 or 16, got {}", op, args.cuda_segment));
+    throw OpError(fmt::format("{}: cuda_segment must be 4, 8 or 16, got {}", op, args.cuda_segment));
   }
   if (args.cuda_split < -1) {
     throw OpError(fmt::format("{}: cuda_split must be -1 (auto), 0 (off) or a piece count, got {}", op,
                               args.cuda_split));
   }
   if (args.cuda_split != 0 && !kernels::scan::segment_splits(args.cuda_segment)) {
-    throw OpError(fmt::format("{}: cuda_split {} needs cuda_segment 4 or 8 (the 1- and 16-step kernels do not split)",
-                              op, args.cuda_split));
+    throw OpError(fmt::format("{}: cuda_split {} needs cuda_segment 4 or 8 (the 16-step kernel does not split)", op,
+                              args.cuda_split));
   }
 }
 
@@ -160,11 +159,8 @@ SelectiveScanLaunch prepare_selective_state_update_dt_proj(const at::Tensor& u, 
 
 namespace effarch::ops {
 
-const char* selective_scan_variant_name(const SelectiveScanArgs& args, int64_t d_state) {
-  const int dstate = static_cast<int>(std::min<int64_t>(d_state, std::numeric_limits<int>::max()));
-  const int segment = kernels::scan::launched_segment(args.cuda_segment, dstate);
-  if (segment == kernels::scan::kLanesSegment) return "lanes16";
-  if (segment == kernels::scan::kStatesSegment) return "states";
+const char* selective_scan_variant_name(const SelectiveScanArgs& args) {
+  if (args.cuda_segment == kernels::scan::kLanesSegment) return "lanes16";
   if (args.cuda_split != 0) return "split";
   return args.cuda_segment == 8 ? "seg8" : "seg4";
 }

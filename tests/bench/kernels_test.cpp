@@ -183,7 +183,7 @@ TEST(KernelCases, RegistryAndImplementations) {
   std::vector<std::string> ops;
   for (const auto& c : kernel_cases()) ops.push_back(c.op);
   EXPECT_EQ(ops, (std::vector<std::string>{"causal_conv1d", "causal_conv1d_update", "selective_scan",
-                                           "selective_scan_states", "selective_scan_seg4", "selective_scan_seg8", "selective_scan_split",
+                                           "selective_scan_seg4", "selective_scan_seg8", "selective_scan_split",
                                            "selective_state_update", "selective_state_update_dt_proj",
                                            "ssd_chunk_scan", "ssd_chunk_scan_fma", "ssd_state_update",
                                            "gated_rms_norm", "attention", "attention_decode", "add_norm",
@@ -194,6 +194,9 @@ TEST(KernelCases, RegistryAndImplementations) {
                                            "dense_gemv_mamba2_out_proj", "moe_decode", "moe_prefill",
                                            "moe_prefill_per_expert", "moe_dense_gemm"}));
   EXPECT_THROW_WITH(find_kernel_case("flash_scan", "--ops"), UsageError, {"--ops", "flash_scan", "selective_scan"});
+  // The lane-per-state variant was removed (slower than lanes16 on an H100): its op is unknown now.
+  EXPECT_THROW_WITH(find_kernel_case("selective_scan_states", "--ops"), UsageError,
+                    {"--ops: unknown op 'selective_scan_states' (ops: ", "selective_scan_seg4"});
   const at::Device cpu(at::kCPU);
   auto names = [&](const std::string& op) {
     std::vector<std::string> out;
@@ -229,30 +232,21 @@ KernelSweep tiny_sweep() {
 
 nlohmann::json fake_env() { return {{"device", {{"copy_bandwidth_bytes_per_s", 1e10}, {"name", "test"}}}}; }
 
-// What a CUDA row of the selective scan's variants records as `variant`: the kernel that ran. The
-// states kernel takes d_state up to 16 and hands the rest to lanes16, and the row says so; the
+// What a CUDA row of the selective scan's variants records as `variant`: the kernel that ran; the
 // table prints it with the pieces. Rows of other ops, and rows that did not run the CUDA kernel,
 // record none.
 TEST(KernelCases, ScanRowsRecordTheVariantThatRan) {
-  model::ModelConfig wide = config("mamba-2.8b");
-  ASSERT_EQ(wide.mamba->d_state, 16);
-  const KernelShape narrow_shape{&wide, 1, 4096, at::kBFloat16};
-  auto variant = [](const std::string& op, const KernelShape& s, const std::string& impl = "cuda") {
-    return detail::scan_variant(find_kernel_case(op, "t"), s, impl);
+  auto variant = [](const std::string& op, const std::string& impl = "cuda") {
+    return detail::scan_variant(find_kernel_case(op, "t"), impl);
   };
-  EXPECT_EQ(variant("selective_scan", narrow_shape), "lanes16");
-  EXPECT_EQ(variant("selective_scan_states", narrow_shape), "states");
-  EXPECT_EQ(variant("selective_scan_seg4", narrow_shape), "seg4");
-  EXPECT_EQ(variant("selective_scan_seg8", narrow_shape), "seg8");
-  EXPECT_EQ(variant("selective_scan_split", narrow_shape), "split");
-  EXPECT_EQ(variant("selective_scan_states", narrow_shape, "reference"), std::nullopt);
-  EXPECT_EQ(variant("selective_state_update", narrow_shape), std::nullopt);
-  EXPECT_EQ(variant("ssd_chunk_scan", narrow_shape), std::nullopt);
-  model::ModelConfig more = wide;
-  more.mamba->d_state = 17;
-  const KernelShape wide_shape{&more, 1, 4096, at::kBFloat16};
-  EXPECT_EQ(variant("selective_scan_states", wide_shape), "lanes16");
-  EXPECT_EQ(variant("selective_scan_seg4", wide_shape), "seg4");
+  EXPECT_EQ(variant("selective_scan"), "lanes16");
+  EXPECT_EQ(variant("selective_scan_seg4"), "seg4");
+  EXPECT_EQ(variant("selective_scan_seg8"), "seg8");
+  EXPECT_EQ(variant("selective_scan_split"), "split");
+  EXPECT_EQ(variant("selective_scan", "reference"), std::nullopt);
+  EXPECT_EQ(variant("selective_scan_seg4", "cpu"), std::nullopt);
+  EXPECT_EQ(variant("selective_state_update"), std::nullopt);
+  EXPECT_EQ(variant("ssd_chunk_scan"), std::nullopt);
 
   nlohmann::json row = {{"op", "selective_scan_split"}, {"model", "mamba-2.8b"}, {"implementation", "cuda"},
                         {"batch", 1}, {"length", 4096}, {"status", "skipped"}, {"bytes", 1},

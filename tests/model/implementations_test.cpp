@@ -112,24 +112,17 @@ TEST(Implementations, ReferenceAndAutoGiveIdenticalTokensOnTheGpu) {
 }
 
 // Beside "selective_scan": "cuda", which variant of the prefill kernel the mixers run: the
-// default's ("lanes16"); none with the reference. The name is the kernel that runs at the
-// config's d_state: the states kernel's launch goes to lanes16 past 16 states.
+// default's ("lanes16"); none with the reference.
 TEST(Implementations, RecordTheSelectiveScanVariantOnTheGpu) {
-  EXPECT_STREQ(ops::selective_scan_variant_name(ops::SelectiveScanArgs{}, 16), "lanes16");
+  EXPECT_STREQ(ops::selective_scan_variant_name(ops::SelectiveScanArgs{}), "lanes16");
   ops::SelectiveScanArgs four;
   four.cuda_segment = 4;
-  EXPECT_STREQ(ops::selective_scan_variant_name(four, 16), "seg4");
-  EXPECT_STREQ(ops::selective_scan_variant_name(four, 256), "seg4");
+  EXPECT_STREQ(ops::selective_scan_variant_name(four), "seg4");
   ops::SelectiveScanArgs eight;
   eight.cuda_segment = 8;
-  EXPECT_STREQ(ops::selective_scan_variant_name(eight, 16), "seg8");
+  EXPECT_STREQ(ops::selective_scan_variant_name(eight), "seg8");
   eight.cuda_split = -1;
-  EXPECT_STREQ(ops::selective_scan_variant_name(eight, 16), "split");
-  ops::SelectiveScanArgs one;
-  one.cuda_segment = 1;
-  EXPECT_STREQ(ops::selective_scan_variant_name(one, 1), "states");
-  EXPECT_STREQ(ops::selective_scan_variant_name(one, 16), "states");
-  EXPECT_STREQ(ops::selective_scan_variant_name(one, 17), "lanes16");
+  EXPECT_STREQ(ops::selective_scan_variant_name(eight), "split");
   if (!ops::kBuiltWithCuda || !at::hasCUDA()) GTEST_SKIP() << "the record itself needs a CUDA build and a GPU";
   ModelOptions opt;
   opt.device = at::Device(at::kCUDA, 0);

@@ -105,9 +105,8 @@ const Case kCases[] = {
     {3, 70, 17, 130}, {1, 8, 64, 200},  {1, 5, 256, 70}, {2, 64, 16, 517}, {1, 3, 128, 129},
 };
 
-// Every kernel variant: 8- and 4-step warp segments (chunks of 64 and 32 steps), a warp per
-// channel with 16 steps per lane (tiles of 512 steps; cases past one tile: 517, and 1100 below),
-// and a lane per state (segment 1: tiles of 16 steps; d_state above 16 runs the 16-step kernel).
+// Every kernel variant: 8- and 4-step warp segments (chunks of 64 and 32 steps), and a warp per
+// channel with 16 steps per lane (tiles of 512 steps; cases past one tile: 517, and 1100 below).
 TEST(SelectiveScanKernelEmulated, PrefillMatchesTheReference) {
   for (const Case& c : kCases) {
     for (const bool mixer_layout : {true, false}) {
@@ -116,7 +115,7 @@ TEST(SelectiveScanKernelEmulated, PrefillMatchesTheReference) {
           at::manual_seed(static_cast<uint64_t>(c.len * 13 + c.dim * 7 + c.dstate + full + 2 * from_state));
           Problem p = make_problem(c, at::kFloat, mixer_layout, full, at::kCPU);
           const Result ref = reference_scan(p, full, from_state);
-          for (const int segment : {8, 4, 16, 1}) {
+          for (const int segment : {8, 4, 16}) {
             p.args.cuda_segment = segment;
             const Result got = emulated_scan(p, full, from_state);
             const std::string what = fmt::format("{} mixer_layout={} full={} from_state={} segment={}", name(c),
@@ -136,8 +135,7 @@ TEST(SelectiveScanKernelEmulated, ContinuingFromTheStateEqualsOneScan) {
   at::manual_seed(5);
   Problem p = make_problem(c, at::kFloat, /*mixer_layout=*/true, /*full=*/true, at::kCPU);
   const Result whole = reference_scan(p, true, false);
-  for (const auto& [split, segment] :
-       {std::pair{1, 8}, {64, 8}, {97, 8}, {33, 4}, {97, 4}, {1, 16}, {97, 16}, {1, 1}, {16, 1}, {97, 1}}) {
+  for (const auto& [split, segment] : {std::pair{1, 8}, {64, 8}, {97, 8}, {33, 4}, {97, 4}, {1, 16}, {97, 16}}) {
     p.args.cuda_segment = segment;
     at::Tensor state = at::zeros_like(p.state0);
     const auto part = [&](const at::Tensor& t, int64_t from, int64_t len) { return t.narrow(2, from, len); };
@@ -365,32 +363,34 @@ TEST(SelectiveScanKernelEmulated, DstateAbove256IsRefusedByName) {
   }
 }
 
-TEST(SelectiveScanKernelEmulated, SegmentOtherThan1Or4Or8Or16IsRefusedByName) {
+TEST(SelectiveScanKernelEmulated, SegmentOtherThan4Or8Or16IsRefusedByName) {
   const Problem p = make_problem({1, 4, 16, 8}, at::kFloat, true, true, at::kCPU);
   SelectiveScanArgs args = p.args;
   args.cuda_segment = 6;
   at::Tensor state = p.state0.clone();
   EXPECT_THROW_WITH(detail::prepare_selective_scan(p.u, p.delta, p.B, p.C, p.z, args, state, false, "selective_scan"),
-                    OpError, {"selective_scan: cuda_segment must be 1, 4, 8 or 16, got 6"});
-  EXPECT_THROW_WITH(selective_scan_cuda_pieces(args, 1, 4, 8, 132), OpError, {"cuda_segment must be 1, 4, 8 or 16"});
-  for (const int bad : {0, 2, -1}) {
+                    OpError, {"selective_scan: cuda_segment must be 4, 8 or 16, got 6"});
+  EXPECT_THROW_WITH(selective_scan_cuda_pieces(args, 1, 4, 8, 132), OpError, {"cuda_segment must be 4, 8 or 16"});
+  // 1 was the lane-per-state variant, removed (slower than lanes16 on an H100): refused like any other.
+  for (const int bad : {1, 0, 2, -1}) {
     args.cuda_segment = bad;
     EXPECT_THROW_WITH(selective_scan_cuda_pieces(args, 1, 4, 8, 132), OpError,
-                      {fmt::format("cuda_segment must be 1, 4, 8 or 16, got {}", bad)});
+                      {fmt::format("cuda_segment must be 4, 8 or 16, got {}", bad)});
+    EXPECT_THROW_WITH(
+        detail::prepare_selective_scan(p.u, p.delta, p.B, p.C, p.z, args, state, false, "selective_scan"), OpError,
+        {fmt::format("selective_scan: cuda_segment must be 4, 8 or 16, got {}", bad)});
   }
-  // The 1- and 16-step kernels have no split: asking for one is an error, not a silent unsplit run.
-  for (const auto& [segment, variant] : {std::pair{16, "lanes16"}, {1, "states"}}) {
-    args.cuda_segment = segment;
-    for (const int split : {-1, 3}) {
-      args.cuda_split = split;
-      EXPECT_THROW_WITH(
-          detail::prepare_selective_scan(p.u, p.delta, p.B, p.C, p.z, args, state, false, "selective_scan"), OpError,
-          {"selective_scan: cuda_split", "needs cuda_segment 4 or 8"});
-    }
-    args.cuda_split = 0;
-    EXPECT_EQ(selective_scan_cuda_pieces(args, 1, 5120, 32768, 132), 1);
-    EXPECT_STREQ(selective_scan_variant_name(args, 16), variant);
+  // The 16-step kernel has no split: asking for one is an error, not a silent unsplit run.
+  args.cuda_segment = 16;
+  for (const int split : {-1, 3}) {
+    args.cuda_split = split;
+    EXPECT_THROW_WITH(
+        detail::prepare_selective_scan(p.u, p.delta, p.B, p.C, p.z, args, state, false, "selective_scan"), OpError,
+        {"selective_scan: cuda_split", "needs cuda_segment 4 or 8"});
   }
+  args.cuda_split = 0;
+  EXPECT_EQ(selective_scan_cuda_pieces(args, 1, 5120, 32768, 132), 1);
+  EXPECT_STREQ(selective_scan_variant_name(args), "lanes16");
 }
 
 // One variant against the reference across its tiles: the mixer's and time-contiguous layouts
@@ -399,8 +399,8 @@ TEST(SelectiveScanKernelEmulated, SegmentOtherThan1Or4Or8Or16IsRefusedByName) {
 // to nothing, so the state carried from tile to tile is what the later outputs depend on. With
 // slow decay y and the state sum ~1000 steps each (|y| up to ~100, with cancellation), so two fp32
 // orders of the same sums differ by ~1e-5 of their scale, and the tolerances scale with it. (At
-// L=1100 against a float64 recurrence: the states kernel's state off by 2.4e-5 at |h| up to 23,
-// the fp32 reference's by 3.6e-5; the 4- and 8-step kernels differ from the reference as much.)
+// L=1100 against a float64 recurrence the fp32 reference's state is off by 3.6e-5 at |h| up to
+// 23; the 4- and 8-step kernels differ from the reference as much.)
 void expect_variant_across_tiles(std::initializer_list<Case> cases, int segment) {
   for (const Case& c : cases) {
     for (const bool mixer_layout : {true, false}) {
@@ -430,29 +430,6 @@ TEST(SelectiveScanKernelEmulated, LanesKernelAcrossTilesAndPartialBlocks) {
   expect_variant_across_tiles({{1, 13, 16, 1100}, {2, 8, 5, 600}, {1, 17, 24, 1024}}, scan::kLanesSegment);
 }
 
-// The states kernel (segment 1) over many 16-step tiles with a partial last one, channel counts
-// that leave groups past the channels in the last block (they must write nothing), d_state below
-// 16 (lanes with no state).
-TEST(SelectiveScanKernelEmulated, StatesKernelAcrossTilesAndIdleLanes) {
-  expect_variant_across_tiles({{1, 13, 16, 1100}, {3, 5, 5, 37}, {2, 7, 1, 16}, {1, 9, 16, 17}, {2, 3, 12, 250}},
-                              scan::kStatesSegment);
-}
-
-// The states kernel's launch: a group of 16 lanes per channel, 8 channels a block, and Mamba-2.8B's
-// batch 1 (5120 channels) in one wave on an H100's 132 SMs at kMinBlocks blocks an SM; d_state
-// above 16 is not its (the launcher and the emulation run the 16-step kernel there).
-TEST(SelectiveScanKernelEmulated, StatesKernelPlan) {
-  EXPECT_EQ(scan::states::kGroupsPerBlock * scan::states::kGroup, scan::states::kThreads);
-  EXPECT_EQ(scan::states::channel_blocks(5120), 640);
-  EXPECT_LE(scan::states::channel_blocks(5120), 132 * scan::states::kMinBlocks);
-  EXPECT_EQ(scan::states::channel_blocks(5), 1);
-  EXPECT_EQ(scan::states::channel_blocks(9), 2);
-  EXPECT_LE(scan::states::kMinBlocks * sizeof(scan::states::Shared), 227u * 1024);
-  EXPECT_EQ(scan::launched_segment(scan::kStatesSegment, 1), scan::kStatesSegment);
-  EXPECT_EQ(scan::launched_segment(scan::kStatesSegment, 16), scan::kStatesSegment);
-  EXPECT_EQ(scan::launched_segment(scan::kStatesSegment, 17), scan::kLanesSegment);
-}
-
 TEST(SelectiveScanKernelEmulated, SharedMemoryFitsAnH100BlockForEveryDstate) {
   for (const int segment : {8, 4}) {
     EXPECT_LE(scan::shared_floats(16, segment) * 4, 48 * 1024);  // Mamba's d_state: no opt-in needed
@@ -477,18 +454,16 @@ constexpr int64_t kSm121BlockBytes = 101376;
 // On a DGX Spark (sm_121, 99 KiB a block) the default prefill, lanes16, launches at every built-in
 // Mamba-1 config's d_state (Mamba, Falcon-Mamba, Jamba: 16) and at every d_state the kernels take
 // (up to 256), where otherwise those models would not run there at all. The other variants (seg4,
-// seg8, the split's two passes) fit at every d_state too; the states kernel's block is static,
-// under the 48 KiB every GPU gives without an opt-in. lanes16 takes 81 KiB at d_state 16: one
+// seg8, the split's two passes) fit at every d_state too. lanes16 takes 81 KiB at d_state 16: one
 // block an sm_121 SM (two on an H100), a matter of speed only.
 TEST(SelectiveScanKernelEmulated, SharedMemoryFitsAnSm121BlockForEveryDstate) {
-  const SelectiveScanArgs defaults;
+  EXPECT_EQ(SelectiveScanArgs{}.cuda_segment, scan::kLanesSegment);  // the default is lanes16
   size_t mamba1 = 0;
   for (const std::string& name : model::builtin_model_names()) {
     const model::ModelConfig config = model::resolve_model(name).config;
     if (!config.mamba || config.mamba->version != 1) continue;
     ++mamba1;
     const int dstate = static_cast<int>(config.mamba->d_state);
-    EXPECT_EQ(scan::launched_segment(defaults.cuda_segment, dstate), scan::kLanesSegment) << name;
     EXPECT_LE(scan::lanes::shared_floats(dstate) * 4, kSm121BlockBytes) << name;
   }
   EXPECT_GE(mamba1, 4u);  // Mamba-130M, Mamba-2.8B, Jamba and the tiny ones
@@ -501,7 +476,6 @@ TEST(SelectiveScanKernelEmulated, SharedMemoryFitsAnSm121BlockForEveryDstate) {
   }
   EXPECT_EQ(scan::lanes::shared_floats(16) * 4, 82944);
   EXPECT_EQ(scan::lanes::shared_floats(kernels::kSelectiveScanMaxStates) * 4, 98304);  // 3 KiB to spare
-  EXPECT_LE(sizeof(scan::states::Shared), 48u * 1024);
 }
 
 // ---- The sequence split (SelectiveScanArgs::cuda_split) ----
@@ -630,7 +604,7 @@ TEST(SelectiveScanCuda, PrefillMatchesTheReference) {
           at::manual_seed(static_cast<uint64_t>(c.len + c.dim + from_state));
           Problem p = make_problem(c, dtype, mixer_layout, /*full=*/true, at::Device(at::kCUDA, 0));
           const Result ref = reference_scan(p, true, from_state);
-          for (const int segment : {8, 4, 16, 1}) {
+          for (const int segment : {8, 4, 16}) {
             p.args.cuda_segment = segment;
             at::Tensor state = from_state ? p.state0.clone() : at::full_like(p.state0, 7.0f);
             const at::Tensor y = selective_scan(p.u, p.delta, p.B, p.C, p.z, p.args, state, from_state, Backend::Cuda);

@@ -17,8 +17,8 @@
 #     decode:  docs/perf/pending.md entries 24-26, 29, 30, 34 (after check): the decode updates at batch
 #              1 and 32 (the fused dt_proj beside them), the dense GEMV's open items, DeepSeekMoE
 #              with its shared experts on the kernels
-#     prefill: pending.md entries 38 and 33: the selective scan's states kernel against lanes16 at
-#              512-32k, then where a Mamba-2.8B and a Phi-2 prefill's time goes (512, 4096)
+#     prefill: pending.md entry 43 (issue 10's prefill target): the selective scan's prefill kernel
+#              (lanes16) at 512-32k, then where a Mamba-2.8B and a Phi-2 prefill's time goes (512, 4096)
 #     targets: the open issues' own figures no other stage measures (pending.md, "What each open issue
 #              still needs"): decode attention alone and decode with the KV cache at 8k-32k, Mamba's
 #              prefill against Phi-2's and the reference, MoE prefill against a dense GEMM, int8
@@ -153,7 +153,7 @@ EOF
 kernels() {
   local K="--device cuda --dtype bfloat16 --reps 10 --warmup 2 --lengths 512-65536*2"
   log "== effarch kernels"
-  limited --int 280 "$B" kernels $K --ops causal_conv1d,causal_conv1d_update,selective_scan,selective_scan_states,selective_scan_seg4,selective_scan_seg8,selective_scan_split,selective_state_update,attention,attention_decode \
+  limited --int 280 "$B" kernels $K --ops causal_conv1d,causal_conv1d_update,selective_scan,selective_scan_seg4,selective_scan_seg8,selective_scan_split,selective_state_update,attention,attention_decode \
     -o "$out/kernels-mamba1.json" > "$out/kernels-mamba1.txt" 2>&1
   log "exit $?"
   limited --int 200 "$B" kernels $K --ops ssd_chunk_scan,ssd_chunk_scan_fma,ssd_state_update,gated_rms_norm,attention \
@@ -190,7 +190,7 @@ scans() {  # the Mamba kernels in depth: scan variants, decode steps, ncu, decod
   local K="--device cuda --dtype bfloat16 --reps 5 --warmup 1" ncu_bin m b
   log "== scans: kernel variants"
   limited --int 150 "$B" kernels $K --lengths 512-65536*4 \
-    --ops selective_scan,selective_scan_states,selective_scan_seg4,selective_scan_seg8,selective_scan_split,ssd_chunk_scan -o "$out/k-scans.json" > "$out/k-scans.txt" 2>&1
+    --ops selective_scan,selective_scan_seg4,selective_scan_seg8,selective_scan_split,ssd_chunk_scan -o "$out/k-scans.json" > "$out/k-scans.txt" 2>&1
   log "exit $?"; grep -E '^\| (selective|ssd)' "$out/k-scans.txt" >> "$summary"
   limited --int 40 "$B" kernels $K --lengths 4096,32768 --batch 4 --ops selective_scan,selective_scan_split \
     -o "$out/k-scans-b4.json" > "$out/k-scans-b4.txt" 2>&1
@@ -206,9 +206,9 @@ scans() {  # the Mamba kernels in depth: scan variants, decode steps, ncu, decod
   ncu_bin=${ncu_bin:-$(command -v ncu || echo /usr/local/cuda/bin/ncu)}
   log "== scans: ncu at 32k ($ncu_bin)"
   limited 150 "$ncu_bin" --clock-control none --kernel-name regex:'ssd_chunk|ssd_state_passing|selective_scan' \
-    --launch-count 14 --section SpeedOfLight --section Occupancy --section WarpStateStats --section LaunchStats \
+    --launch-count 12 --section SpeedOfLight --section Occupancy --section WarpStateStats --section LaunchStats \
     "$B" kernels --device cuda --dtype bfloat16 --reps 1 --warmup 0 --lengths 32768 \
-    --ops ssd_chunk_scan,selective_scan,selective_scan_states,selective_scan_split > "$out/ncu-scans.txt" 2>&1
+    --ops ssd_chunk_scan,selective_scan,selective_scan_split > "$out/ncu-scans.txt" 2>&1
   log "exit $?"
   grep -E '^  [a-z_ ]+.*\(|Duration|Achieved Occupancy|Registers Per|Issue Slots Busy|Est. Local Speedup|stalled' \
     "$out/ncu-scans.txt" | cut -c1-150 >> "$summary"
@@ -303,12 +303,12 @@ pdl() {  # pending.md entry 28: --pdl on changes when the decode kernels start, 
   log "bench (Codestral, DeepSeekMoE) --pdl off,on: exit $?"
 }
 
-prefill() {  # pending.md entries 38 and 33: the states scan against lanes16; where Mamba-2.8B's
-  local m n   # prefill goes at 512 and 4096, beside Phi-2's
-  log "== prefill: the selective scan's kernels side by side (entry 38: states against lanes16)"
+prefill() {  # pending.md entry 43: the selective scan (lanes16); where Mamba-2.8B's prefill goes
+  local m n   # at 512 and 4096, beside Phi-2's
+  log "== prefill: the selective scan's prefill kernel (lanes16)"
   limited --int 60 "$B" kernels --device cuda --dtype bfloat16 --reps 5 --warmup 1 --lengths 512,4096,32768 --batch 1,4 \
-    --ops selective_scan,selective_scan_states -o "$out/k-states.json" > "$out/k-states.txt" 2>&1
-  log "exit $?"; grep -E '^\| selective' "$out/k-states.txt" >> "$summary"
+    --ops selective_scan -o "$out/k-prefill-scan.json" > "$out/k-prefill-scan.txt" 2>&1
+  log "exit $?"; grep -E '^\| selective' "$out/k-prefill-scan.txt" >> "$summary"
   log "== prefill: profiles of one prefill (effarch profile --phase prefill)"
   for n in 4096 512; do
     for m in mamba-2.8b phi-2; do

@@ -27,27 +27,25 @@ struct SelectiveScanArgs {
   // The CUDA prefill kernel's variant: timesteps a thread scans in sequence. 16 (the default) puts
   // a warp on each channel, its lanes over time (kernels/selective_scan/selective_scan_lanes.h,
   // "lanes16"); 4 (128 registers, two blocks per SM) or 8 (254 registers, one block per SM) put
-  // 32 channels on a warp's lanes (selective_scan_math.h); 1 puts a channel's states on 16 lanes,
-  // each walking every step (selective_scan_states.h, "states"; d_state up to 16, lanes16 above).
-  // Same results up to fp32 rounding; `effarch kernels` times each (selective_scan,
-  // selective_scan_states, selective_scan_seg4, selective_scan_seg8); docs/mamba.md has the
-  // measurements behind the default. Other values are an OpError.
+  // 32 channels on a warp's lanes (selective_scan_math.h). Same results up to fp32 rounding;
+  // `effarch kernels` times each (selective_scan, selective_scan_seg4, selective_scan_seg8);
+  // docs/mamba.md has the measurements behind the default. Other values are an OpError (1, a lane
+  // per state, was measured slower than lanes16 on an H100 and removed: docs/mamba.md).
   int cuda_segment = 16;
   // The CUDA prefill split over time (kernels/selective_scan/selective_scan_math.h, "Sequence
   // split"): 0 off (one block per 32 channels and sequence walks the whole sequence), -1 the
   // launcher's choice from the GPU's SM count, batch, channels and length
   // (selective_scan_cuda_pieces), N >= 1 that many pieces, clamped to one per chunk. Same results
   // up to fp32 rounding; `effarch kernels` times it (selective_scan_split). The prefill only: the
-  // one-token update and the CPU paths ignore it. Other values, and a split with cuda_segment 1 or
-  // 16, are an OpError.
+  // one-token update and the CPU paths ignore it. Other values, and a split with cuda_segment 16,
+  // are an OpError.
   int cuda_split = 0;
 };
 
 // The CUDA prefill's variant for the record (Model::implementations(), bench keys, `effarch
-// kernels` rows): "seg4", "seg8", "lanes16" or "states" (cuda_segment), "split" where cuda_split
-// asks for pieces. At `d_state` above 16 the states kernel hands the launch to lanes16
-// (kernels::scan::launched_segment), and the name says "lanes16": what ran.
-const char* selective_scan_variant_name(const SelectiveScanArgs& args, int64_t d_state);
+// kernels` rows): "seg4", "seg8" or "lanes16" (cuda_segment), "split" where cuda_split asks for
+// pieces.
+const char* selective_scan_variant_name(const SelectiveScanArgs& args);
 
 // The number of sequence pieces the CUDA prefill runs for `args` on a [batch, dim, seqlen] input
 // on a GPU with `sm_count` SMs; 1: the unsplit kernel. Throws OpError for a bad cuda_split.
