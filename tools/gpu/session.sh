@@ -10,13 +10,13 @@
 # of value.
 #   tools/gpu/session.sh check|pdl|prefill|decode|targets|kernels|bench|scans|all [OUT]
 #     check:   build, the unit tests, kernel vs reference tokens for every tiny model (graphs off/on),
-#              bf16 against transformers (entry 39), NCCL at world size 1 under torchrun (entry 14 a)
+#              bf16 against transformers (issue 10's tolerance), NCCL at world size 1 under torchrun (issue 14)
 #     kernels: effarch kernels (Mamba-1, Mamba-2 shapes) and effarch profile of two decode steps
 #     bench:   the headline suites (Mamba vs Transformer with graphs, batched decode, MoE, memory)
 #     scans:   the Mamba kernels in depth: variants side by side, ncu at 32k, decode-step profiles
-#     decode:  docs/perf/pending.md entries 24-26, 29, 30, 34 (after check): the decode updates at batch
-#              1 and 32 (the fused dt_proj beside them), the dense GEMV's open items, DeepSeekMoE
-#              with its shared experts on the kernels
+#     decode:  the decode kernels alone (the state updates at batch 1 and 32, the fused dt_proj, the
+#              dense GEMV against cuBLAS, the fused first projections, the MoE decode dispatch) and
+#              the decode-step profiles (pending.md entries 25, 41, 44; first run 2026-11-27)
 #     prefill: pending.md entry 43 (issue 10's prefill target): the selective scan's prefill kernel
 #              (lanes16) at 512-32k, then where a Mamba-2.8B and a Phi-2 prefill's time goes (512, 4096)
 #     targets: the open issues' own figures no other stage measures (pending.md, "What each open issue
@@ -73,19 +73,19 @@ check() {
     log "gtest with libstdc++ preloaded exit $?: $(grep -E '^\[  (PASSED|FAILED)  \]' "$out/gtest.log" | tr '\n' ' ')"
   fi
   # effarch in bf16 on the GPU (eager and CUDA graphs, prefill and decode) against transformers'
-  # bf16 and fp32 logits, made on the development machine (prebuild.sh packs them): pending.md
-  # entry 39. Each model's error against the fp32 truth, beside transformers' own, in the summary.
+  # bf16 and fp32 logits, made on the development machine (prebuild.sh packs them):
+  # issue 10's bf16 tolerance. Each model's error against the fp32 truth, beside transformers' own, in the summary.
   if [[ -f .gpu-kit/prebuilt/hf-bf16.tar.xz || -n $dry ]]; then
     local fx="$out/hf-bf16"
     mkdir -p "$fx"
     [[ -n $dry ]] || xz -dc .gpu-kit/prebuilt/hf-bf16.tar.xz | tar xf - -C "$fx"
     EFFARCH_HF_FIXTURES="$fx" EFFARCH_HF_DEVICE=cuda limited 120 "$T" --gtest_filter='HfParity.Bf16AgainstFp32:HfParity.ResidualInFp32' \
       --gtest_output="xml:$out/hf-bf16.xml" > "$out/hf-bf16.log" 2>&1
-    log "bf16 against transformers on the GPU (entry 39): exit $?: $(grep -E '^\[ +(OK|FAILED|SKIPPED) +\]' "$out/hf-bf16.log" | tr '\n' ' ')"
+    log "bf16 against transformers on the GPU: exit $?: $(grep -E '^\[ +(OK|FAILED|SKIPPED) +\]' "$out/hf-bf16.log" | tr '\n' ' ')"
     [[ -f $out/hf-bf16.xml ]] && grep -o 'name="\(bf16_error\|mean_rel\)[^"]*" value="[^"]*"' "$out/hf-bf16.xml" >> "$summary"
     rm -rf "$fx"
   else
-    log "bf16 against transformers on the GPU (entry 39): no .gpu-kit/prebuilt/hf-bf16.tar.xz (run tools/gpu/prebuild.sh)"
+    log "bf16 against transformers on the GPU: no .gpu-kit/prebuilt/hf-bf16.tar.xz (run tools/gpu/prebuild.sh)"
   fi
   # The GPU tests of every kernel: each must be OK, not SKIPPED.
   grep -E '^\[ +(OK|FAILED|SKIPPED) +\] .*(Cuda|OnTheGpu|OnAGpu|CudaGraph|Gpu)' "$out/gtest.log" >> "$summary"
@@ -222,9 +222,9 @@ scans() {  # the Mamba kernels in depth: scan variants, decode steps, ncu, decod
   done
 }
 
-decode() {  # pending.md entries 24-26, 29, 30, 34-37, 40: what the 2026-11-26 H200 runs left about decode
+decode() {  # the decode kernels and step profiles (first run on the H100, 2026-11-27)
   local m be K="--device cuda --dtype bfloat16"
-  log "== decode: the updates at batch 1 and 32 (the vector path, entry 40), the fused dt_proj beside them (entries 24, 30)"
+  log "== decode: the updates at batch 1 and 32 (the vector path), the fused dt_proj beside them"
   limited --int 40 "$B" kernels $K --reps 20 --warmup 5 --batch 1,32 \
     --ops selective_state_update,selective_state_update_dt_proj,ssd_state_update \
     -o "$out/k-decode-b32.json" > "$out/k-decode-b32.txt" 2>&1
@@ -234,20 +234,20 @@ decode() {  # pending.md entries 24-26, 29, 30, 34-37, 40: what the 2026-11-26 H
       -o "$out/prof-$m-b32.json" > "$out/prof-$m-b32.txt" 2>&1
     log "profile $m batch 32: exit $?"; sed -n '1p;/^| kind/,/^$/p' "$out/prof-$m-b32.txt" >> "$summary"
   done
-  log "== decode: the dense GEMV (entry 25), in_proj with the conv update (entry 34)"
+  log "== decode: the dense GEMV, in_proj with the conv update"
   limited --int 90 "$B" kernels $K --reps 10 --warmup 2 --batch 1,2 \
     --ops dense_gemv_in_proj,dense_gemv_in_proj_conv,causal_conv1d_update,dense_gemv_x_proj,dense_gemv_out_proj,dense_gemv_lm_head,dense_gemv_mlp_down,dense_gemv_mlp_up,dense_gemv_qkv,dense_gemv_mamba2_in_proj,dense_gemv_mamba2_out_proj \
     -o "$out/k-gemv.json" > "$out/k-gemv.txt" 2>&1
   log "exit $?"; grep -E '^\| (dense|causal)' "$out/k-gemv.txt" >> "$summary"
-  log "timers of those rows (entry 29: cuda_events_queued unless the call syncs):"
+  log "timers of those rows (cuda_events_queued unless the call syncs):"
   grep -o '"timer": *"[a-z_]*"' "$out/k-gemv.json" | sort | uniq -c >> "$summary"
-  log "== decode: the MLP's first projection with its activation inside (entries 35, 36): Phi-2, Llama-3-8B"
+  log "== decode: the MLP's first projection with its activation inside: Phi-2, Llama-3-8B"
   for m in phi-2 llama-3-8b; do
     limited --int 40 "$B" kernels $K --transformer "$m" --reps 10 --warmup 2 --batch 1,2 \
       --ops dense_gemv_mlp_up,dense_gemv_mlp_up_act,activation -o "$out/k-up-act-$m.json" > "$out/k-up-act-$m.txt" 2>&1
     log "$m: exit $?"; grep -E '^\| (dense|activation)' "$out/k-up-act-$m.txt" >> "$summary"
   done
-  for m in phi-2 llama-3-8b; do  # the graphed step's kernels, one by one (entries 35, 36)
+  for m in phi-2 llama-3-8b; do  # the graphed step's kernels, one by one
     limited 60 "$B" profile "$m" --device cuda --context 512 --steps 8 --cuda-graphs static \
       -o "$out/prof-$m-static.json" > "$out/prof-$m-static.txt" 2>&1
     log "profile $m static: exit $?"; sed -n '1p;/^| kind/,/^$/p;/^Top events/,$p' "$out/prof-$m-static.txt" | head -40 >> "$summary"
@@ -266,13 +266,13 @@ decode() {  # pending.md entries 24-26, 29, 30, 34-37, 40: what the 2026-11-26 H
   limited 60 "$B" profile phi-2 --device cuda --context 4096 --steps 8 --cuda-graphs static \
     -o "$out/prof-phi-2-4096.json" > "$out/prof-phi-2-4096.txt" 2>&1
   log "profile phi-2 at 4096: exit $?"; sed -n '1p;/^| kind/,/^$/p' "$out/prof-phi-2-4096.txt" >> "$summary"
-  log "== decode: one MoE layer's decode dispatch against the bytes of its chosen experts (entries 26, 37)"
+  log "== decode: one MoE layer's decode dispatch against the bytes of its chosen experts"
   for m in deepseek-moe-16b mixtral-8x7b; do
     limited --int 60 "$B" kernels $K --moe "$m" --reps 10 --warmup 2 --batch 1,8 --ops moe_decode \
       -o "$out/k-moe-decode-$m.json" > "$out/k-moe-decode-$m.txt" 2>&1
     log "$m: exit $?"; grep -E '^\| moe' "$out/k-moe-decode-$m.txt" >> "$summary"
   done
-  log "== decode: DeepSeekMoE with its shared experts on the kernels (entry 26)"
+  log "== decode: DeepSeekMoE with its shared experts on the kernels"
   limited --int 80 "$B" bench deepseek-moe-16b --device cuda --dtype bf16 --prompt-lengths 512 --gen-tokens 64 --reps 2 \
     --cuda-graphs on --no-progress --format md -o "$out/dsmoe.json" >> "$summary" 2>&1
   log "exit $?"
