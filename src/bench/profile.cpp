@@ -150,7 +150,7 @@ OpKind kernel_kind(const std::string& n) {
     return OpKind::Copy;
   }
   if (contains_any(n, {"elementwise", "vectorized", "unrolled", "reduce_kernel", "reduce", "softmax", "index",
-                       "activation_kernel", "rope_cache",
+                       "activation_kernel", "activation_vector_kernel", "rope_cache",
                        "embedding", "argmax", "cumsum", "scan_kernel", "sort", "topk", "gather", "scatter"})) {
     return OpKind::Elementwise;
   }

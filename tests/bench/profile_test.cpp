@@ -74,6 +74,8 @@ TEST(ProfileClassify, NamesToKinds) {
       {"void effarch::kernels::add_norm_kernel<__nv_bfloat16>(effarch::kernels::AddNormParams)", OpKind::Norm},
       {"void effarch::kernels::activation_kernel<__nv_bfloat16>(effarch::kernels::ActivationParams)",
        OpKind::Elementwise},
+      {"void effarch::kernels::activation_vector_kernel<__nv_bfloat16>(effarch::kernels::ActivationParams)",
+       OpKind::Elementwise},
       {"void effarch::kernels::gemv_detail::gemv_kernel<__nv_bfloat16, 1, true, false>", OpKind::Gemm},
       {"void effarch::kernels::moe_detail::moe_expert_gemv_kernel<(effarch::kernels::moe::Precision)1, 8, "
        "unsigned short, true>",

@@ -27,6 +27,14 @@ struct HostIo {
   static float load(const void* base, int64_t offset) { return static_cast<float>(static_cast<const T*>(base)[offset]); }
   static void store(void* base, int64_t offset, float v) { static_cast<T*>(base)[offset] = T(v); }
   static float round(float v) { return static_cast<float>(T(v)); }
+  template <int kVec>
+  static void load_vec(const void* base, int64_t offset, float (&v)[kVec]) {
+    for (int k = 0; k < kVec; ++k) v[k] = load(base, offset + k);
+  }
+  template <int kVec>
+  static void store_vec(void* base, int64_t offset, const float (&v)[kVec]) {
+    for (int k = 0; k < kVec; ++k) store(base, offset + k, v[k]);
+  }
 };
 
 template <typename T>
@@ -34,6 +42,13 @@ void run_all(const kernels::ActivationParams& p) {
   for (int64_t r = 0; r < p.rows; ++r) {
     for (int64_t c = 0; c < p.cols; ++c) kernels::act::activation_element<HostIo<T>>(p, r, c);
   }
+}
+
+// The kernel's vector path over every group of the launch, as its grid-stride loop visits them.
+template <typename T>
+void run_all_vector(const kernels::ActivationParams& p) {
+  constexpr int kVec = 16 / static_cast<int>(sizeof(T));
+  for (int64_t g = 0; g < p.rows * (p.cols / kVec); ++g) kernels::act::activation_vector<HostIo<T>, kVec>(p, g);
 }
 
 at::Tensor emulate(Activation act, const at::Tensor& x, bool gated) {
@@ -75,7 +90,8 @@ double scaled_error(const at::Tensor& a, const at::Tensor& e) {
 struct Case {
   int64_t rows, cols;  // cols of the output
 };
-const Case kCases[] = {{1, 1}, {3, 17}, {1, 10240}, {2, 1000}, {1, 14336}};
+// {64, 2560}: a prefill's many rows (the kernel's vector path; 17 and 1 take its element path).
+const Case kCases[] = {{1, 1}, {3, 17}, {1, 10240}, {2, 1000}, {1, 14336}, {64, 2560}};
 
 at::Tensor make_input(const Case& c, bool gated, at::ScalarType dtype, at::Device device, int seed) {
   at::manual_seed(seed);
@@ -135,6 +151,43 @@ TEST(ActivationKernel, GatedMlpWithTheFusedGateUpIsTheSplitProduct) {
   const at::Tensor h = at::randn({2, 3, 10}).to(at::kBFloat16);
   EXPECT_TRUE(at::equal(gated_activation(Activation::SiLU, h, Backend::Reference),
                         at::silu(h.narrow(-1, 0, 5)) * h.narrow(-1, 5, 5)));
+}
+
+// The vector path (16-byte groups of a row, one division a group) gives the element path's
+// bits on every launch it takes: gelu_new and SiLU, plain and gated, several rows, every dtype;
+// and it is taken only where whole aligned groups fit.
+TEST(ActivationKernel, VectorPathIsTheElementPathBitForBit) {
+  const Case cases[] = {{1, 10240}, {7, 1000}, {64, 2560}, {3, 24}};
+  for (at::ScalarType dtype : {at::kFloat, at::kBFloat16, at::kHalf}) {
+    for (const auto& [act, gated] : {std::pair{Activation::SiLU, true}, {Activation::GeluNew, false},
+                                     {Activation::SiLU, false}, {Activation::GeluNew, true}}) {
+      for (const Case& c : cases) {
+        const at::Tensor x = make_input(c, gated, dtype, at::kCPU, static_cast<int>(c.cols + 3 * c.rows));
+        detail::ActivationLaunch e = detail::prepare_activation(act, x, gated);
+        detail::ActivationLaunch v = detail::prepare_activation(act, x, gated);
+        const int64_t bytes = static_cast<int64_t>(x.element_size());
+        ASSERT_TRUE(kernels::act::activation_vectorizes(v.params, bytes)) << c.rows << "x" << c.cols;
+        switch (dtype) {
+          case at::kBFloat16: run_all<c10::BFloat16>(e.params), run_all_vector<c10::BFloat16>(v.params); break;
+          case at::kHalf: run_all<c10::Half>(e.params), run_all_vector<c10::Half>(v.params); break;
+          default: run_all<float>(e.params), run_all_vector<float>(v.params); break;
+        }
+        EXPECT_TRUE(at::equal(v.out, e.out)) << c10::toString(dtype) << (gated ? " gated " : " ") << c.rows << "x"
+                                             << c.cols;
+      }
+    }
+  }
+  // Where whole aligned groups do not fit, the element path runs.
+  const at::Tensor odd = make_input({3, 17}, false, at::kBFloat16, at::kCPU, 1);
+  EXPECT_FALSE(kernels::act::activation_vectorizes(detail::prepare_activation(Activation::GeluNew, odd, false).params, 2));
+  // 12 columns: neither a row of out nor the up half (from column 12) fills whole groups of 8.
+  const at::Tensor gate_up = make_input({2, 12}, true, at::kBFloat16, at::kCPU, 2);
+  EXPECT_FALSE(kernels::act::activation_vectorizes(detail::prepare_activation(Activation::SiLU, gate_up, true).params, 2));
+  const at::Tensor wide = make_input({2, 16}, false, at::kBFloat16, at::kCPU, 3);
+  kernels::ActivationParams shifted = detail::prepare_activation(Activation::GeluNew, wide, false).params;
+  EXPECT_TRUE(kernels::act::activation_vectorizes(shifted, 2));
+  shifted.in = static_cast<const c10::BFloat16*>(shifted.in) + 1;  // 2 bytes past a 16-byte boundary
+  EXPECT_FALSE(kernels::act::activation_vectorizes(shifted, 2));
 }
 
 TEST(Activation, BadArgumentsAndBackends) {
