@@ -57,7 +57,7 @@ __global__ void __launch_bounds__(act::kThreads) activation_kernel(const Activat
 
 template <typename T>
 __global__ void __launch_bounds__(act::kThreads) activation_vector_kernel(const ActivationParams p) {
-  constexpr int kVec = 16 / static_cast<int>(sizeof(T));
+  constexpr int kVec = act::kVectorElements<T>;
   allow_dependent_launch();
   grid_dependency_wait();
   const int64_t total = p.rows * (p.cols / kVec);
@@ -77,7 +77,7 @@ LaunchStatus activation_cuda(const ActivationParams& p, cudaStream_t stream) {
     return {cudaErrorInvalidValue, "activation: no kernel for this activation"};
   }
   const bool vector = act::activation_vectorizes(p, static_cast<int64_t>(sizeof(T)));
-  const int64_t steps = vector ? p.rows * (p.cols / (16 / static_cast<int64_t>(sizeof(T)))) : p.rows * p.cols;
+  const int64_t steps = vector ? p.rows * (p.cols / act::kVectorElements<T>) : p.rows * p.cols;
   const int64_t blocks = (steps + act::kThreads - 1) / act::kThreads;
   const unsigned grid = static_cast<unsigned>(blocks < act::kMaxBlocks ? blocks : act::kMaxBlocks);
   if (vector) {

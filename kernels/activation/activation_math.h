@@ -55,6 +55,9 @@ EFFARCH_HD void activation_element(const ActivationParams& p, int64_t row, int64
 // activation_element's, so the bits are the same. Why: one element a thread, with a 64-bit
 // division and 2-byte loads each, Phi-2's 4096-token prefill spent 200 us a layer in gelu_new
 // over 84 MB (0.42 TB/s, an H100 on 2026-11-27), 6.5 of its 68 ms.
+template <typename T>
+inline constexpr int kVectorElements = 16 / static_cast<int>(sizeof(T));  // a group of element type T
+
 template <class Io, int kVec>
 EFFARCH_HD void activation_vector(const ActivationParams& p, int64_t group) {
   const int64_t groups = p.cols / kVec;
@@ -75,7 +78,7 @@ EFFARCH_UNROLL
 // Whether the vector path reads and writes whole aligned 16-byte groups: the columns, the row
 // strides and the up half's offset multiples of a group, in and out 16-byte aligned.
 inline bool activation_vectorizes(const ActivationParams& p, int64_t element_bytes) {
-  const int64_t vec = 16 / element_bytes;
+  const int64_t vec = 16 / element_bytes;  // kVectorElements of the element type
   const auto aligned = [](const void* ptr) { return reinterpret_cast<std::uintptr_t>(ptr) % 16 == 0; };
   return p.cols % vec == 0 && p.in_row_stride % vec == 0 && p.out_row_stride % vec == 0 &&
          (!p.gated || p.up_offset % vec == 0) && aligned(p.in) && aligned(p.out);

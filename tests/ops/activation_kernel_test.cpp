@@ -47,7 +47,7 @@ void run_all(const kernels::ActivationParams& p) {
 // The kernel's vector path over every group of the launch, as its grid-stride loop visits them.
 template <typename T>
 void run_all_vector(const kernels::ActivationParams& p) {
-  constexpr int kVec = 16 / static_cast<int>(sizeof(T));
+  constexpr int kVec = kernels::act::kVectorElements<T>;
   for (int64_t g = 0; g < p.rows * (p.cols / kVec); ++g) kernels::act::activation_vector<HostIo<T>, kVec>(p, g);
 }
 

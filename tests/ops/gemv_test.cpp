@@ -570,10 +570,9 @@ TEST(DenseGemv, OpFamilyAndDispatch) {
 
 // ---- the kernel on a GPU ----
 
-bool gpu() { return kBuiltWithCuda && at::hasCUDA(); }
-
 using test::cuda_layer;
 using test::cuda_randn;
+using test::have_gpu;
 
 // The kernel's output against at::linear in fp32 on the same (rounded) inputs, rounded once. In
 // fp32 the two sums differ by their order alone: about sqrt(K) roundings of the O(1) partial sums
@@ -591,7 +590,7 @@ void expect_kernel_matches(const at::Tensor& x, const Linear& layer, const std::
 }
 
 TEST(DenseGemvCuda, MatchesAtLinearOnAwkwardSizes) {
-  if (!gpu()) GTEST_SKIP() << "needs a CUDA build and a GPU";
+  if (!have_gpu()) GTEST_SKIP() << "needs a CUDA build and a GPU";
   at::manual_seed(21);
   for (const at::ScalarType dtype : {at::kFloat, at::kBFloat16, at::kHalf}) {
     for (int64_t in : {1, 7, 8, 100, 2560, 5123}) {
@@ -618,7 +617,7 @@ TEST(DenseGemvCuda, MatchesAtLinearOnAwkwardSizes) {
 }
 
 TEST(DenseGemvCuda, MatchesAtLinearOnDecodeShapes) {
-  if (!gpu()) GTEST_SKIP() << "needs a CUDA build and a GPU";
+  if (!have_gpu()) GTEST_SKIP() << "needs a CUDA build and a GPU";
   at::manual_seed(22);
   // [O, K]: Mamba-2.8B x_proj, dt_proj, out_proj, in_proj, lm_head; Phi-2 qkv, dense, fc1, fc2;
   // Llama-3-8B qkv, o, gate_up, down.
@@ -637,7 +636,7 @@ TEST(DenseGemvCuda, MatchesAtLinearOnDecodeShapes) {
 }
 
 TEST(DenseGemvCuda, DeterministicAndReferenceKeepsAtLinear) {
-  if (!gpu()) GTEST_SKIP() << "needs a CUDA build and a GPU";
+  if (!have_gpu()) GTEST_SKIP() << "needs a CUDA build and a GPU";
   at::manual_seed(23);
   const Linear layer = cuda_layer(192, 5120, at::kBFloat16, false);  // split 8: the shared-memory sum
   const at::Tensor x = cuda_randn({3, 5120}, at::kBFloat16);
@@ -663,7 +662,7 @@ TEST(DenseGemvCuda, DeterministicAndReferenceKeepsAtLinear) {
 // activations, the conv's channels at the start or inside the outputs (Mamba-1, Mamba-2), with and
 // without the conv's bias and its SiLU.
 TEST(DenseGemvCuda, FusedConvUpdateIsTheGemvThenTheConvBitForBit) {
-  if (!gpu()) GTEST_SKIP() << "needs a CUDA build and a GPU";
+  if (!have_gpu()) GTEST_SKIP() << "needs a CUDA build and a GPU";
   at::manual_seed(25);
   int runs = 0;
   for (const at::ScalarType dtype : {at::kFloat, at::kBFloat16, at::kHalf}) {
@@ -707,7 +706,7 @@ TEST(DenseGemvCuda, FusedConvUpdateIsTheGemvThenTheConvBitForBit) {
 // for bit: every dtype, gelu_new and SiLU, Phi-2's fc1 (split 1) and a narrow matrix (split 8),
 // rows 1-3, with and without a bias.
 TEST(DenseGemvCuda, FusedActivationIsTheGemvThenTheActivationBitForBit) {
-  if (!gpu()) GTEST_SKIP() << "needs a CUDA build and a GPU";
+  if (!have_gpu()) GTEST_SKIP() << "needs a CUDA build and a GPU";
   at::manual_seed(26);
   int runs = 0;
   for (const at::ScalarType dtype : {at::kFloat, at::kBFloat16, at::kHalf}) {
@@ -737,7 +736,7 @@ TEST(DenseGemvCuda, FusedActivationIsTheGemvThenTheActivationBitForBit) {
 // against the plain plan's 8: equal within the rounding), odd I at splits 1 and 2 (and 4 in fp32),
 // rows 1-2 (3 rows do not fuse); one fused row without a bias, two with one.
 TEST(DenseGemvCuda, FusedGatedActivationIsTheGemvThenTheGatedActivationBitForBit) {
-  if (!gpu()) GTEST_SKIP() << "needs a CUDA build and a GPU";
+  if (!have_gpu()) GTEST_SKIP() << "needs a CUDA build and a GPU";
   at::manual_seed(27);
   int runs = 0;
   for (const at::ScalarType dtype : {at::kFloat, at::kBFloat16, at::kHalf}) {
@@ -771,7 +770,7 @@ TEST(DenseGemvCuda, FusedGatedActivationIsTheGemvThenTheGatedActivationBitForBit
 }
 
 TEST(DenseGemvCuda, ReplaysInACudaGraph) {
-  if (!gpu()) GTEST_SKIP() << "needs a CUDA build and a GPU";
+  if (!have_gpu()) GTEST_SKIP() << "needs a CUDA build and a GPU";
   at::manual_seed(24);
   const Linear layer = cuda_layer(2560, 5120, at::kBFloat16, true);
   const at::Tensor x = cuda_randn({2, 1, 5120}, at::kBFloat16);

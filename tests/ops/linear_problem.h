@@ -10,6 +10,7 @@
 
 #include <ATen/ATen.h>
 
+#include "effarch/ops/backend.h"
 #include "effarch/ops/linear.h"
 
 namespace effarch::test {
@@ -30,6 +31,9 @@ inline LinearProblem make_linear_problem(int64_t rows, int64_t out, int64_t in, 
 }
 
 inline at::Tensor linear_reference(const LinearProblem& pr) { return at::linear(pr.x, pr.w, pr.bias); }
+
+// Whether the GPU tests can run: a CUDA build and a GPU.
+inline bool have_gpu() { return ops::kBuiltWithCuda && at::hasCUDA(); }
 
 // Drawn on the device (the decode shapes' weights reach 129M elements), then cast to `dtype`.
 inline at::Tensor cuda_randn(at::IntArrayRef sizes, at::ScalarType dtype) {

@@ -210,10 +210,9 @@ TEST(RowsGemm, AppliesOnlyUnderBackendCudaOnAGpuForWholeTiles) {
 
 // ---- on a GPU ----
 
-bool gpu() { return kBuiltWithCuda && at::hasCUDA(); }
-
 using test::cuda_layer;
 using test::cuda_randn;
+using test::have_gpu;
 
 // The kernels against at::linear in fp32 on the same rounded inputs, rounded once: the sums differ
 // in order (the tensor cores' and the splits'), within one rounding of the output.
@@ -230,7 +229,7 @@ void expect_kernel_matches(const at::Tensor& x, const Linear& layer, const std::
 }
 
 TEST(RowsGemmCuda, MatchesAtLinearOnAwkwardAndDecodeShapes) {
-  if (!gpu()) GTEST_SKIP() << "needs a CUDA build and a GPU";
+  if (!have_gpu()) GTEST_SKIP() << "needs a CUDA build and a GPU";
   at::manual_seed(33);
   for (const at::ScalarType dtype : {at::kBFloat16, at::kHalf}) {
     for (int64_t rows : {9, 16, 17, 32, 48, 64}) {
@@ -254,7 +253,7 @@ TEST(RowsGemmCuda, MatchesAtLinearOnAwkwardAndDecodeShapes) {
 // The split buffer comes from the caching allocator inside the capture; the replays rewrite y
 // with the products of whatever x holds (no host sync, nothing read back).
 TEST(RowsGemmCuda, ReplaysInACudaGraph) {
-  if (!gpu()) GTEST_SKIP() << "needs a CUDA build and a GPU";
+  if (!have_gpu()) GTEST_SKIP() << "needs a CUDA build and a GPU";
   at::manual_seed(34);
   const Linear layer((cuda_randn({2560, 5120}, at::kFloat) / 64).to(at::kBFloat16));
   const at::Tensor x = cuda_randn({32, 1, 5120}, at::kBFloat16);
