@@ -14,11 +14,16 @@ namespace effarch::kernels::scan {
 
 inline constexpr float kLog2e = 1.4426950408889634f;
 
-// dt = softplus(delta + bias), each step as the params ask (softplus: common/host_device.h).
+// dt from delta + bias (the bias already added where there is one): softplus'd where the params
+// ask (softplus: common/host_device.h).
+EFFARCH_HD float dt_of(const SelectiveScanParams& p, float biased) { return p.delta_softplus ? softplus(biased) : biased; }
+// The bias of a channel, 0 without one (the sum delta + 0 is then not taken: see discretize).
+EFFARCH_HD float delta_bias_of(const SelectiveScanParams& p, int channel) {
+  return p.delta_bias != nullptr ? p.delta_bias[channel * p.delta_bias_stride] : 0.0f;
+}
+// dt = softplus(delta + bias), each step as the params ask.
 EFFARCH_HD float discretize(const SelectiveScanParams& p, float delta, int channel) {
-  float dt = delta;
-  if (p.delta_bias != nullptr) dt += p.delta_bias[channel * p.delta_bias_stride];
-  return p.delta_softplus ? softplus(dt) : dt;
+  return dt_of(p, p.delta_bias != nullptr ? delta + delta_bias_of(p, channel) : delta);
 }
 
 // A * log2(e) of one (channel, state), 0 outside: exp(dt A) = exp2(dt A log2(e)).

@@ -57,10 +57,10 @@ inline constexpr int kRow = kTile + kLanes * kPad;       // 640 floats per stage
 EFFARCH_HD constexpr int pos(int r) { return r + kPad * (r / kItems); }
 
 // Shared memory, floats: u and dt [kChannels][kRow] (dt's rows take y + D u at the end), B and C
-// [kStates][kRow], the carry and A log2(e) [kChannels][dstate]. 80 KiB + 64 bytes a state (two
-// blocks fit an SM for every d_state up to 256).
+// [kStates][kRow], the carry and A log2(e) [kChannels][dstate], dt's bias [kChannels]. 80 KiB +
+// 64 bytes a state + 32 (two blocks fit an SM for every d_state up to 256).
 constexpr int64_t shared_floats(int dstate) {
-  return 2 * kChannels * kRow + 2 * kStates * kRow + 2 * static_cast<int64_t>(kChannels) * dstate;
+  return 2 * kChannels * kRow + 2 * kStates * kRow + 2 * static_cast<int64_t>(kChannels) * dstate + kChannels;
 }
 
 struct Shared {
@@ -70,6 +70,7 @@ struct Shared {
   float (*C)[kRow];
   float* carry;  // [kChannels][dstate]
   float* A2;     // [kChannels][dstate]: A log2(e), read once per block (0 past the channels)
+  float* bias;   // [kChannels]: dt's bias, read once per block (0 past the channels or without one)
 };
 
 EFFARCH_HD Shared carve_shared(float* buffer, int dstate) {
@@ -80,6 +81,7 @@ EFFARCH_HD Shared carve_shared(float* buffer, int dstate) {
   s.C = s.B + kStates;
   s.carry = reinterpret_cast<float*>(s.C + kStates);
   s.A2 = s.carry + kChannels * dstate;
+  s.bias = s.A2 + kChannels * dstate;
   return s;
 }
 
@@ -134,7 +136,8 @@ EFFARCH_UNROLL
     for (int k = 0; k < kChannels; ++k) {
       const bool ok = t < p.seqlen && c0 + k < p.dim;
       s.u[k][pos(r)] = uv[k];
-      s.dt[k][pos(r)] = ok ? discretize(p, dv[k], c0 + k) : 0.0f;  // dt 0: the state passes unchanged
+      // dt 0: the state passes unchanged (discretize's arithmetic, the bias from shared memory)
+      s.dt[k][pos(r)] = ok ? dt_of(p, p.delta_bias != nullptr ? dv[k] + s.bias[k] : dv[k]) : 0.0f;
     }
   }
 }
@@ -163,10 +166,15 @@ EFFARCH_UNROLL
   }
 }
 
-// The carry (the state before the first tile): the given state or zeros; and A log2(e) of the
+// The carry (the state before the first tile): the given state or zeros; A log2(e) of the
 // block's channels, which each state's scan would otherwise fetch from global memory, a latency
-// before its first exponential (thread tid's share).
+// before its first exponential; and their dt biases, which the staging would otherwise load for
+// every step (thread tid's share; read behind a barrier).
 EFFARCH_HD void init_block(const SelectiveScanParams& p, int tile, int batch, int tid, Shared& s) {
+  if (tid < kChannels) {
+    const int channel = tile * kChannels + tid;
+    s.bias[tid] = channel < p.dim ? delta_bias_of(p, channel) : 0.0f;
+  }
   for (int i = tid; i < kChannels * p.dstate; i += kThreads) {
     const int k = i / p.dstate, n = i % p.dstate, channel = tile * kChannels + k;
     float v = 0.0f;
@@ -287,6 +295,7 @@ EFFARCH_UNROLL
 template <typename input_t, typename Exec>
 EFFARCH_HD void scan_block(const SelectiveScanParams& p, int tile, int batch, Shared& s, Exec& exec) {
   exec.threads([&](int tid, Regs&) { init_block(p, tile, batch, tid, s); });
+  exec.sync();  // the biases, before the first staging reads them
   for (int64_t t0 = 0; t0 < p.seqlen; t0 += kTile) {
     exec.threads([&](int tid, Regs&) { stage_inputs<input_t>(p, tile, batch, t0, tid, s); });
     exec.sync();

@@ -474,8 +474,8 @@ TEST(SelectiveScanKernelEmulated, SharedMemoryFitsAnSm121BlockForEveryDstate) {
       EXPECT_LE(scan::split_local_shared_floats(dstate, segment) * 4, kSm121BlockBytes) << "d_state " << dstate;
     }
   }
-  EXPECT_EQ(scan::lanes::shared_floats(16) * 4, 82944);
-  EXPECT_EQ(scan::lanes::shared_floats(kernels::kSelectiveScanMaxStates) * 4, 98304);  // 3 KiB to spare
+  EXPECT_EQ(scan::lanes::shared_floats(16) * 4, 82976);
+  EXPECT_EQ(scan::lanes::shared_floats(kernels::kSelectiveScanMaxStates) * 4, 98336);  // 3 KiB to spare
 }
 
 // ---- The sequence split (SelectiveScanArgs::cuda_split) ----
