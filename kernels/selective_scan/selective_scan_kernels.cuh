@@ -85,23 +85,20 @@ __global__ void __launch_bounds__(scan::kThreads, kSeg == 4 ? 2 : 1)
 // Every d_state the prefill kernels take (1..256) fits the 99 KiB (101376 bytes) of dynamic shared
 // memory an sm_120/121 block may opt into (sm_90: 227 KiB); past it the launch's opt-in would fail
 // and Mamba-1 would not run on a DGX Spark.
-static_assert(scan::lanes::shared_floats<8>(kSelectiveScanMaxStates) * sizeof(float) <= 101376 &&
-                  scan::lanes::shared_floats<4>(kSelectiveScanMaxStates) * sizeof(float) <= 101376 &&
+static_assert(scan::lanes::shared_floats(kSelectiveScanMaxStates) * sizeof(float) <= 101376 &&
                   scan::split_local_shared_floats(kSelectiveScanMaxStates, 8) * sizeof(float) <= 101376 &&
                   scan::split_local_shared_floats(kSelectiveScanMaxStates, 4) * sizeof(float) <= 101376,
               "the selective scan's shared memory must fit sm_120/121 at d_state 256");
 
-// A warp per channel (selective_scan_lanes.h), C channels a block (Shape<C>): for C = 8, 256
-// threads and at most 128 registers, so that two blocks (81 KiB of shared memory each at d_state
-// 16) share an sm_90 SM (an sm_120/121 SM's 100 KiB holds one); for C = 4, 128 threads and at
-// most 96 registers, five blocks of 41 KiB an sm_90 SM (two on sm_120/121).
-template <typename input_t, int C>
-__global__ void __launch_bounds__(scan::lanes::Shape<C>::kThreads, scan::lanes::Shape<C>::kMinBlocks)
-    selective_scan_lanes_kernel(const SelectiveScanParams p) {
+// A warp per channel (selective_scan_lanes.h): 256 threads for 8 channels, at most 128 registers so
+// that two blocks (81 KiB of shared memory each at d_state 16) share an sm_90 SM (an sm_120/121
+// SM's 100 KiB holds one).
+template <typename input_t>
+__global__ void __launch_bounds__(scan::lanes::kThreads, 2) selective_scan_lanes_kernel(const SelectiveScanParams p) {
   extern __shared__ float lanes_shared[];
-  scan::lanes::Shared shared = scan::lanes::carve_shared<C>(lanes_shared, p.dstate);
+  scan::lanes::Shared shared = scan::lanes::carve_shared(lanes_shared, p.dstate);
   scan::lanes::DeviceExec exec;
-  scan::lanes::scan_block<C, input_t>(p, static_cast<int>(blockIdx.x), static_cast<int>(blockIdx.y), shared, exec);
+  scan::lanes::scan_block<input_t>(p, static_cast<int>(blockIdx.x), static_cast<int>(blockIdx.y), shared, exec);
 }
 
 // The sequence split's two passes (selective_scan_math.h, "Sequence split"): grid (tiles, batch,
@@ -173,53 +170,15 @@ LaunchStatus selective_scan_fwd_launch(const SelectiveScanParams& p, cudaStream_
   return check_launch("selective_scan_fwd_kernel");
 }
 
-template <typename input_t, int C>
-LaunchStatus selective_scan_lanes_shape_launch(const SelectiveScanParams& p, cudaStream_t stream) {
-  const size_t bytes = static_cast<size_t>(scan::lanes::shared_floats<C>(p.dstate)) * sizeof(float);
-  const LaunchStatus smem = allow_dynamic_shared(selective_scan_lanes_kernel<input_t, C>, bytes,
-                                                 "selective_scan_fwd: cudaFuncSetAttribute (lanes, shared memory)");
-  if (!smem.ok()) return smem;
-  const dim3 grid((p.dim + C - 1) / C, p.batch);
-  selective_scan_lanes_kernel<input_t, C><<<grid, scan::lanes::Shape<C>::kThreads, bytes, stream>>>(p);
-  return check_launch("selective_scan_lanes_kernel");
-}
-
-// Blocks of shape C an SM of `device` holds at this d_state (0 where the occupancy API fails: the
-// launch then takes 8 channels a block); after the shared-memory opt-in, which the answer depends
-// on. The last answer is kept per thread (one query per model, not per layer).
-template <typename input_t, int C>
-int selective_scan_lanes_blocks_per_sm(int device, int dstate) {
-  thread_local int last_device = -1, last_dstate = -1, last_blocks = 0;
-  if (device == last_device && dstate == last_dstate) return last_blocks;
-  const size_t bytes = static_cast<size_t>(scan::lanes::shared_floats<C>(dstate)) * sizeof(float);
-  int blocks = 0;
-  if (!allow_dynamic_shared(selective_scan_lanes_kernel<input_t, C>, bytes, "").ok() ||
-      cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, selective_scan_lanes_kernel<input_t, C>,
-                                                    scan::lanes::Shape<C>::kThreads, bytes) != cudaSuccess) {
-    (void)cudaGetLastError();  // not sticky: the launch reports its own errors
-    blocks = 0;
-  }
-  last_device = device, last_dstate = dstate, last_blocks = blocks;
-  return blocks;
-}
-
 template <typename input_t>
 LaunchStatus selective_scan_lanes_launch(const SelectiveScanParams& p, cudaStream_t stream) {
-  int channels = p.lanes_channels;
-  if (channels == 0) {
-    int device = 0, sms = 0;
-    if (cudaGetDevice(&device) != cudaSuccess ||
-        cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device) != cudaSuccess) {
-      (void)cudaGetLastError();
-      sms = 0;
-    }
-    channels = scan::lanes::fuller_shape(static_cast<int64_t>(p.batch) * p.dim, sms,
-                                         selective_scan_lanes_blocks_per_sm<input_t, 8>(device, p.dstate),
-                                         selective_scan_lanes_blocks_per_sm<input_t, 4>(device, p.dstate));
-  }
-  if (channels == 4) return selective_scan_lanes_shape_launch<input_t, 4>(p, stream);
-  if (channels == 8) return selective_scan_lanes_shape_launch<input_t, 8>(p, stream);
-  return {cudaErrorInvalidValue, "selective_scan_fwd: lanes_channels must be 0 (the launcher's choice), 4 or 8"};
+  const size_t bytes = static_cast<size_t>(scan::lanes::shared_floats(p.dstate)) * sizeof(float);
+  const LaunchStatus smem = allow_dynamic_shared(selective_scan_lanes_kernel<input_t>, bytes,
+                                                 "selective_scan_fwd: cudaFuncSetAttribute (lanes, shared memory)");
+  if (!smem.ok()) return smem;
+  const dim3 grid((p.dim + scan::lanes::kChannels - 1) / scan::lanes::kChannels, p.batch);
+  selective_scan_lanes_kernel<input_t><<<grid, scan::lanes::kThreads, bytes, stream>>>(p);
+  return check_launch("selective_scan_lanes_kernel");
 }
 
 template <typename input_t, int kSeg>

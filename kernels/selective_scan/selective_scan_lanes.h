@@ -9,12 +9,12 @@
 // the SMs' issue slots busy (docs/perf/README.md): each block waits out a chain of short phases.
 // Here, as in mamba_ssm's scan, time is what the threads share:
 //
-// Mapping. A block owns C neighbouring channels of one sequence (its shape, Shape<C>: 8 or 4), a
-// warp per channel, and walks the sequence in tiles of kTile = 512 steps; lane l scans steps
-// [16 l, 16 l + 16) of the tile in sequence. Per tile:
-//   1. the block stages u and dt = softplus(delta + bias) of its channels, and B and C C states
-//      at a time, in shared memory, transposed so that a lane's 16 steps are contiguous (rows
-//      read as vectors where the layout allows: the mixer's channel-last views);
+// Mapping. A block owns kChannels = 8 neighbouring channels of one sequence, a warp per channel,
+// and walks the sequence in tiles of kTile = 512 steps; lane l scans steps [16 l, 16 l + 16) of
+// the tile in sequence. Per tile:
+//   1. the block stages u and dt = softplus(delta + bias) of its channels, and B and C eight
+//      states at a time, in shared memory, transposed so that a lane's 16 steps are contiguous
+//      (rows read as 16-byte vectors where the layout allows: the mixer's channel-last views);
 //   2. per state n, each lane scans its steps from zero (a_i = exp(dt_i A), b_i = dt_i u_i B_i,
 //      kept in registers), giving the map h -> P h + H of its segment (P = exp(A sum dt));
 //   3. the warp scans those maps across its lanes (five shuffle steps) and composes them with
@@ -23,17 +23,9 @@
 //   4. each lane runs its steps again from its start state, accumulating y_i += C_i h_i;
 //   5. after the last state, y + D u goes through shared memory back to channel-last rows,
 //      gated by SiLU(z) on the way out.
-// One exponential per (step, state) and 2 + 2 d_state / C barriers a tile (512 steps), against
-// two to three exponentials and three barriers every 32 steps. The grid is batch x ceil(dim / C)
-// blocks: 640 for Mamba-2.8B at batch 1 with C = 8.
-//
-// Two shapes, because a channel's whole sequence is one warp's work and the last wave of blocks
-// can leave most SMs idle: 8 channels a block (256 threads, two blocks an sm_90 SM: 16 channels)
-// or 4 (128 threads, B and C four states at a time, 41 KiB of shared memory at d_state 16, five
-// blocks an sm_90 SM: 20 channels). Mamba-2.8B's 5120 channels make 2.42 waves of 16 channels
-// on 132 SMs (the third at 42%) and 1.94 of 20; Falcon-Mamba's and Jamba's 8192 make 3.88 of 16
-// and 3.10 of 20. The launcher takes the shape whose last wave is fullest (fuller_shape), unless
-// SelectiveScanParams::lanes_channels names one.
+// One exponential per (step, state) and 2 + 2 d_state / 8 barriers a tile (512 steps), against
+// two to three exponentials and three barriers every 32 steps. The grid is batch x ceil(dim / 8) blocks:
+// 640 for Mamba-2.8B at batch 1.
 //
 // Exec, as in selective_scan_math.h: exec.threads(f) runs f(tid, regs) for the block's threads
 // (on the host: in turn), exec.sync() is __syncthreads(); exec.warp_carry(s, state) is step 3
@@ -52,47 +44,23 @@
 namespace effarch::kernels::scan::lanes {
 
 inline constexpr int kItems = 16;                        // steps a lane scans in sequence
+inline constexpr int kChannels = 8;                      // channels (warps) per block
+inline constexpr int kThreads = kChannels * kLanes;      // 256
 inline constexpr int kTile = kLanes * kItems;            // 512 steps per tile
+inline constexpr int kStates = 8;                        // states of B and C staged at a time
 inline constexpr int kPad = 4;                           // floats after each lane's 16 steps
 inline constexpr int kRow = kTile + kLanes * kPad;       // 640 floats per staged row
-
-// A block shape: C channels (warps) a block, B and C staged C states at a time, and the blocks an
-// sm_90 SM holds, which the kernel's launch bounds ask ptxas to allow (registers at most
-// 65536 / (C * 32 * kMinBlocks)).
-template <int C>
-struct Shape {
-  static_assert(C == 8 || C == 4, "lanes16 blocks hold 8 or 4 channels");
-  static constexpr int kChannels = C;
-  static constexpr int kThreads = C * kLanes;
-  static constexpr int kStates = C;
-  static constexpr int kMinBlocks = C == 8 ? 2 : 5;
-};
 
 // Where step r of a tile sits in a staged row: lane l's 16 steps start at 20 l, 16-byte aligned,
 // and the eight lanes of a 16-byte shared-memory access start on distinct banks (0, 20, 8, 28,
 // 16, 4, 24, 12), so the lanes' vector reads do not conflict.
 EFFARCH_HD constexpr int pos(int r) { return r + kPad * (r / kItems); }
 
-// Shared memory, floats: u and dt [C][kRow] (dt's rows take y + D u at the end), B and C
-// [C][kRow] (the staged states), the carry and A log2(e) [C][dstate], dt's bias [C]. For C = 8,
-// 80 KiB + 64 bytes a state + 32 (two blocks fit an sm_90 SM for every d_state up to 256); for
-// C = 4, 40 KiB + 32 bytes a state + 16 (five at d_state 16).
-template <int C>
+// Shared memory, floats: u and dt [kChannels][kRow] (dt's rows take y + D u at the end), B and C
+// [kStates][kRow], the carry and A log2(e) [kChannels][dstate], dt's bias [kChannels]. 80 KiB +
+// 64 bytes a state + 32 (two blocks fit an SM for every d_state up to 256).
 constexpr int64_t shared_floats(int dstate) {
-  return 2 * C * kRow + 2 * Shape<C>::kStates * kRow + 2 * static_cast<int64_t>(C) * dstate + C;
-}
-
-// The shape (8 or 4 channels a block) whose last wave of blocks is fullest for `channels`
-// (batch x dim) on `sms` SMs that hold `blocks8` and `blocks4` blocks of each shape (the
-// occupancy API's answer at this d_state); 8, the shape measured longest, on a tie or when
-// either figure is unknown (0).
-inline int fuller_shape(int64_t channels, int sms, int blocks8, int blocks4) {
-  if (sms <= 0 || blocks8 <= 0 || blocks4 <= 0 || channels <= 0) return 8;
-  const auto fill = [&](int64_t per_sm) {  // the average wave's fill: waves / ceil(waves)
-    const int64_t wave = per_sm * sms, waves = (channels + wave - 1) / wave;
-    return static_cast<double>(channels) / static_cast<double>(waves * wave);
-  };
-  return fill(4LL * blocks4) > fill(8LL * blocks8) ? 4 : 8;
+  return 2 * kChannels * kRow + 2 * kStates * kRow + 2 * static_cast<int64_t>(kChannels) * dstate + kChannels;
 }
 
 struct Shared {
@@ -100,21 +68,20 @@ struct Shared {
   float (*dt)[kRow];
   float (*B)[kRow];
   float (*C)[kRow];
-  float* carry;  // [C][dstate]
-  float* A2;     // [C][dstate]: A log2(e), read once per block (0 past the channels)
-  float* bias;   // [C]: dt's bias, read once per block (0 past the channels or without one)
+  float* carry;  // [kChannels][dstate]
+  float* A2;     // [kChannels][dstate]: A log2(e), read once per block (0 past the channels)
+  float* bias;   // [kChannels]: dt's bias, read once per block (0 past the channels or without one)
 };
 
-template <int C>
 EFFARCH_HD Shared carve_shared(float* buffer, int dstate) {
   Shared s;
   s.u = reinterpret_cast<float(*)[kRow]>(buffer);
-  s.dt = s.u + C;
-  s.B = s.dt + C;
-  s.C = s.B + Shape<C>::kStates;
-  s.carry = reinterpret_cast<float*>(s.C + Shape<C>::kStates);
-  s.A2 = s.carry + C * dstate;
-  s.bias = s.A2 + C * dstate;
+  s.dt = s.u + kChannels;
+  s.B = s.dt + kChannels;
+  s.C = s.B + kStates;
+  s.carry = reinterpret_cast<float*>(s.C + kStates);
+  s.A2 = s.carry + kChannels * dstate;
+  s.bias = s.A2 + kChannels * dstate;
   return s;
 }
 
@@ -130,15 +97,15 @@ struct Regs {
   float h0;           // the segment's start state (step 3)
 };
 
-// Row t of two tensors' windows of N elements (a + t a_row + k a_elem, and b's), the first
-// `count` of them, the rest 0: load_n each where count is N (vectors where `vec`), else element
-// by element. What both staging steps read a row with.
-template <int N, typename input_t>
+// Row t of two tensors' windows of eight elements (a + t a_row + k a_elem, and b's), the first
+// `count` of them, the rest 0: load8 each where count is 8 (16-byte loads where `vec`), else
+// element by element. What both staging steps read a row with.
+template <typename input_t>
 EFFARCH_HD void load_row_pair(const input_t* a, int64_t a_row, int64_t a_elem, const input_t* b, int64_t b_row,
-                              int64_t b_elem, int64_t t, int count, bool vec, float (&av)[N], float (&bv)[N]) {
-  if (count >= N) {
-    load_n<N>(a + t * a_row, a_elem, vec, av);
-    load_n<N>(b + t * b_row, b_elem, vec, bv);
+                              int64_t b_elem, int64_t t, int count, bool vec, float (&av)[8], float (&bv)[8]) {
+  if (count >= 8) {
+    load8(a + t * a_row, a_elem, vec, av);
+    load8(b + t * b_row, b_elem, vec, bv);
     return;
   }
   for (int k = 0; k < count; ++k) {
@@ -148,25 +115,25 @@ EFFARCH_HD void load_row_pair(const input_t* a, int64_t a_row, int64_t a_elem, c
 }
 
 // Step 1a (thread tid): the tile's u and dt of the block's channels into shared memory, zeros
-// past the sequence or the channels; a thread takes whole rows (the C channels of one step).
-template <int C, typename input_t>
+// past the sequence or the channels; a thread takes whole rows (eight channels of one step).
+template <typename input_t>
 EFFARCH_HD void stage_inputs(const SelectiveScanParams& p, int tile, int batch, int64_t t0, int tid, Shared& s) {
-  const int c0 = tile * C;
+  const int c0 = tile * kChannels;
   const auto* u = static_cast<const input_t*>(p.u) + batch * p.u_batch_stride + c0 * p.u_dim_stride;
   const auto* delta =
       static_cast<const input_t*>(p.delta) + batch * p.delta_batch_stride + c0 * p.delta_dim_stride;
-  const int count = p.dim - c0 < C ? p.dim - c0 : C;
-  const bool vec = count == C && rows_vectorise<C>(u, p.u_dim_stride, p.u_time_stride) &&
-                   rows_vectorise<C>(delta, p.delta_dim_stride, p.delta_time_stride);
-  for (int r = tid; r < kTile; r += Shape<C>::kThreads) {
+  const int count = p.dim - c0 < kChannels ? p.dim - c0 : kChannels;
+  const bool vec = count == kChannels && rows_vectorise(u, p.u_dim_stride, p.u_time_stride) &&
+                   rows_vectorise(delta, p.delta_dim_stride, p.delta_time_stride);
+  for (int r = tid; r < kTile; r += kThreads) {
     const int64_t t = t0 + r;
-    float uv[C] = {}, dv[C] = {};
+    float uv[8] = {}, dv[8] = {};
     if (t < p.seqlen) {
-      load_row_pair<C>(u, p.u_time_stride, p.u_dim_stride, delta, p.delta_time_stride, p.delta_dim_stride, t, count,
-                       vec, uv, dv);
+      load_row_pair(u, p.u_time_stride, p.u_dim_stride, delta, p.delta_time_stride, p.delta_dim_stride, t, count,
+                    vec, uv, dv);
     }
 EFFARCH_UNROLL
-    for (int k = 0; k < C; ++k) {
+    for (int k = 0; k < kChannels; ++k) {
       const bool ok = t < p.seqlen && c0 + k < p.dim;
       s.u[k][pos(r)] = uv[k];
       // dt 0: the state passes unchanged (discretize's arithmetic, the bias from shared memory)
@@ -176,21 +143,20 @@ EFFARCH_UNROLL
 }
 
 // Step 1b: states [first, first + kStates) of the tile's B and C, zeros outside; a thread takes
-// the kStates states of a step.
-template <int C, typename input_t>
+// the eight states of a step.
+template <typename input_t>
 EFFARCH_HD void stage_BC(const SelectiveScanParams& p, int batch, int64_t t0, int first, int tid, Shared& s) {
-  constexpr int kStates = Shape<C>::kStates;
+  static_assert(kStates == 8, "a row of staged states is one load8");
   const auto* B = static_cast<const input_t*>(p.B) + batch * p.B_batch_stride + first * p.B_state_stride;
-  const auto* Cm = static_cast<const input_t*>(p.C) + batch * p.C_batch_stride + first * p.C_state_stride;
+  const auto* C = static_cast<const input_t*>(p.C) + batch * p.C_batch_stride + first * p.C_state_stride;
   const int count = p.dstate - first < kStates ? p.dstate - first : kStates;
-  const bool vec = count == kStates && rows_vectorise<kStates>(B, p.B_state_stride, p.B_time_stride) &&
-                   rows_vectorise<kStates>(Cm, p.C_state_stride, p.C_time_stride);
-  for (int r = tid; r < kTile; r += Shape<C>::kThreads) {
+  const bool vec = count == kStates && rows_vectorise(B, p.B_state_stride, p.B_time_stride) &&
+                   rows_vectorise(C, p.C_state_stride, p.C_time_stride);
+  for (int r = tid; r < kTile; r += kThreads) {
     const int64_t t = t0 + r;
-    float bv[kStates] = {}, cv[kStates] = {};
+    float bv[8] = {}, cv[8] = {};
     if (t < p.seqlen) {
-      load_row_pair<kStates>(B, p.B_time_stride, p.B_state_stride, Cm, p.C_time_stride, p.C_state_stride, t, count,
-                             vec, bv, cv);
+      load_row_pair(B, p.B_time_stride, p.B_state_stride, C, p.C_time_stride, p.C_state_stride, t, count, vec, bv, cv);
     }
 EFFARCH_UNROLL
     for (int k = 0; k < kStates; ++k) {
@@ -204,14 +170,13 @@ EFFARCH_UNROLL
 // block's channels, which each state's scan would otherwise fetch from global memory, a latency
 // before its first exponential; and their dt biases, which the staging would otherwise load for
 // every step (thread tid's share; read behind a barrier).
-template <int C>
 EFFARCH_HD void init_block(const SelectiveScanParams& p, int tile, int batch, int tid, Shared& s) {
-  if (tid < C) {
-    const int channel = tile * C + tid;
+  if (tid < kChannels) {
+    const int channel = tile * kChannels + tid;
     s.bias[tid] = channel < p.dim ? delta_bias_of(p, channel) : 0.0f;
   }
-  for (int i = tid; i < C * p.dstate; i += Shape<C>::kThreads) {
-    const int k = i / p.dstate, n = i % p.dstate, channel = tile * C + k;
+  for (int i = tid; i < kChannels * p.dstate; i += kThreads) {
+    const int k = i / p.dstate, n = i % p.dstate, channel = tile * kChannels + k;
     float v = 0.0f;
     if (p.from_state && channel < p.dim) {
       v = p.state[batch * p.state_batch_stride + channel * p.state_dim_stride + n * p.state_state_stride];
@@ -222,10 +187,9 @@ EFFARCH_HD void init_block(const SelectiveScanParams& p, int tile, int batch, in
 }
 
 // The carry into p.state after the last tile (behind a barrier).
-template <int C>
 EFFARCH_HD void store_carry(const SelectiveScanParams& p, int tile, int batch, int tid, const Shared& s) {
-  for (int i = tid; i < C * p.dstate; i += Shape<C>::kThreads) {
-    const int k = i / p.dstate, n = i % p.dstate, channel = tile * C + k;
+  for (int i = tid; i < kChannels * p.dstate; i += kThreads) {
+    const int k = i / p.dstate, n = i % p.dstate, channel = tile * kChannels + k;
     if (channel < p.dim) {
       p.state[batch * p.state_batch_stride + channel * p.state_dim_stride + n * p.state_state_stride] = s.carry[i];
     }
@@ -283,9 +247,8 @@ EFFARCH_UNROLL
 }
 
 // Step 5a: y + D u into the warp's own dt row (no other warp reads it after lane_inputs).
-template <int C>
 EFFARCH_HD void lane_outputs(const SelectiveScanParams& p, int tile, int tid, Shared& s, const Regs& r) {
-  const int warp = tid / kLanes, lane = tid % kLanes, channel = tile * C + warp;
+  const int warp = tid / kLanes, lane = tid % kLanes, channel = tile * kChannels + warp;
   const float D = channel < p.dim ? skip_of(p, channel) : 0.0f;
   float* y = &s.dt[warp][lane * (kItems + kPad)];
   const float* u = &s.u[warp][lane * (kItems + kPad)];
@@ -295,31 +258,31 @@ EFFARCH_UNROLL
 
 // Step 5b (behind a barrier): the tile's y rows, gated, to global memory; a thread takes whole
 // rows, as stage_inputs does.
-template <int C, typename input_t>
+template <typename input_t>
 EFFARCH_HD void write_y(const SelectiveScanParams& p, int tile, int batch, int64_t t0, int tid, const Shared& s) {
-  const int c0 = tile * C;
+  const int c0 = tile * kChannels;
   auto* y = static_cast<input_t*>(p.y) + batch * p.y_batch_stride + c0 * p.y_dim_stride;
   const auto* z = p.z != nullptr
                       ? static_cast<const input_t*>(p.z) + batch * p.z_batch_stride + c0 * p.z_dim_stride
                       : nullptr;
-  const bool full = c0 + C <= p.dim;
-  const bool vec = full && rows_vectorise<C>(static_cast<const input_t*>(y), p.y_dim_stride, p.y_time_stride) &&
-                   (z == nullptr || rows_vectorise<C>(z, p.z_dim_stride, p.z_time_stride));
-  for (int r = tid; r < kTile; r += Shape<C>::kThreads) {
+  const bool full = c0 + kChannels <= p.dim;
+  const bool vec = full && rows_vectorise(static_cast<const input_t*>(y), p.y_dim_stride, p.y_time_stride) &&
+                   (z == nullptr || rows_vectorise(z, p.z_dim_stride, p.z_time_stride));
+  for (int r = tid; r < kTile; r += kThreads) {
     const int64_t t = t0 + r;
     if (t >= p.seqlen) break;  // rows past the end: the later r are past it too
-    float out[C], zv[C] = {};
+    float out[8], zv[8] = {};
 EFFARCH_UNROLL
-    for (int k = 0; k < C; ++k) out[k] = s.dt[k][pos(r)];
+    for (int k = 0; k < kChannels; ++k) out[k] = s.dt[k][pos(r)];
     if (full) {
       if (z != nullptr) {
-        load_n<C>(z + t * p.z_time_stride, p.z_dim_stride, vec, zv);
+        load8(z + t * p.z_time_stride, p.z_dim_stride, vec, zv);
 EFFARCH_UNROLL
-        for (int k = 0; k < C; ++k) out[k] *= silu(zv[k]);
+        for (int k = 0; k < kChannels; ++k) out[k] *= silu(zv[k]);
       }
-      store_n<C>(y + t * p.y_time_stride, p.y_dim_stride, vec, out);
+      store8(y + t * p.y_time_stride, p.y_dim_stride, vec, out);
     } else {
-      for (int k = 0; k < C && c0 + k < p.dim; ++k) {
+      for (int k = 0; k < kChannels && c0 + k < p.dim; ++k) {
         float v = out[k];
         if (z != nullptr) v *= silu(to_float(z[t * p.z_time_stride + k * p.z_dim_stride]));
         y[t * p.y_time_stride + k * p.y_dim_stride] = from_float<input_t>(v);
@@ -328,19 +291,18 @@ EFFARCH_UNROLL
   }
 }
 
-// The whole block: channels [tile * C, + C) of sequence `batch`.
-template <int C, typename input_t, typename Exec>
+// The whole block: channels [tile * kChannels, + kChannels) of sequence `batch`.
+template <typename input_t, typename Exec>
 EFFARCH_HD void scan_block(const SelectiveScanParams& p, int tile, int batch, Shared& s, Exec& exec) {
-  constexpr int kStates = Shape<C>::kStates;
-  exec.threads([&](int tid, Regs&) { init_block<C>(p, tile, batch, tid, s); });
+  exec.threads([&](int tid, Regs&) { init_block(p, tile, batch, tid, s); });
   exec.sync();  // the biases, before the first staging reads them
   for (int64_t t0 = 0; t0 < p.seqlen; t0 += kTile) {
-    exec.threads([&](int tid, Regs&) { stage_inputs<C, input_t>(p, tile, batch, t0, tid, s); });
+    exec.threads([&](int tid, Regs&) { stage_inputs<input_t>(p, tile, batch, t0, tid, s); });
     exec.sync();
     exec.threads([&](int tid, Regs& r) { lane_inputs(tid, s, r); });
     for (int first = 0; first < p.dstate; first += kStates) {
       if (first > 0) exec.sync();  // every warp is done with the previous states' B and C
-      exec.threads([&](int tid, Regs&) { stage_BC<C, input_t>(p, batch, t0, first, tid, s); });
+      exec.threads([&](int tid, Regs&) { stage_BC<input_t>(p, batch, t0, first, tid, s); });
       exec.sync();
       const int count = p.dstate - first < kStates ? p.dstate - first : kStates;
       for (int n = 0; n < count; ++n) {
@@ -349,12 +311,12 @@ EFFARCH_HD void scan_block(const SelectiveScanParams& p, int tile, int batch, Sh
         exec.threads([&](int tid, Regs& r) { segment_readout(n, tid, s, r); });
       }
     }
-    exec.threads([&](int tid, Regs& r) { lane_outputs<C>(p, tile, tid, s, r); });
+    exec.threads([&](int tid, Regs& r) { lane_outputs(p, tile, tid, s, r); });
     exec.sync();
-    exec.threads([&](int tid, Regs&) { write_y<C, input_t>(p, tile, batch, t0, tid, s); });
+    exec.threads([&](int tid, Regs&) { write_y<input_t>(p, tile, batch, t0, tid, s); });
     exec.sync();  // the rows are read before the next tile's inputs overwrite them
   }
-  exec.threads([&](int tid, Regs&) { store_carry<C>(p, tile, batch, tid, s); });
+  exec.threads([&](int tid, Regs&) { store_carry(p, tile, batch, tid, s); });
 }
 
 #ifndef __CUDACC__
@@ -362,16 +324,15 @@ EFFARCH_HD void scan_block(const SelectiveScanParams& p, int tile, int batch, Sh
 // each warp's lanes in the order of the kernel's shuffles (Kogge-Stone: at offsets 1, 2, 4, 8, 16
 // every lane composes its value after that of the lane `offset` below it, all from the previous
 // round's values).
-template <int C>
 struct HostExec {
-  Regs regs[Shape<C>::kThreads];
+  Regs regs[kThreads];
   template <typename F>
   void threads(F&& f) {
-    for (int tid = 0; tid < Shape<C>::kThreads; ++tid) f(tid, regs[tid]);
+    for (int tid = 0; tid < kThreads; ++tid) f(tid, regs[tid]);
   }
   void sync() {}
   void warp_carry(Shared& s, int dstate, int state) {
-    for (int warp = 0; warp < C; ++warp) {
+    for (int warp = 0; warp < kChannels; ++warp) {
       Regs* lane = regs + warp * kLanes;
       for (int offset = 1; offset < kLanes; offset *= 2) {
         float P[kLanes], H[kLanes];
@@ -387,24 +348,14 @@ struct HostExec {
   }
 };
 
-template <int C>
-void emulate_shape(const SelectiveScanParams& p) {
-  std::vector<float> buffer(static_cast<size_t>(shared_floats<C>(p.dstate)));
-  auto exec = std::make_unique<HostExec<C>>();
-  for (int batch = 0; batch < p.batch; ++batch) {
-    for (int tile = 0; tile * C < p.dim; ++tile) {
-      Shared shared = carve_shared<C>(buffer.data(), p.dstate);
-      scan_block<C, float>(p, tile, batch, shared, *exec);
-    }
-  }
-}
-// The shape p.lanes_channels names; 8 where it leaves the choice to the launcher (0), which the
-// host cannot make (it needs the GPU's SMs and occupancy).
 inline void emulate_scan(const SelectiveScanParams& p) {
-  if (p.lanes_channels == 4) {
-    emulate_shape<4>(p);
-  } else {
-    emulate_shape<8>(p);
+  std::vector<float> buffer(static_cast<size_t>(shared_floats(p.dstate)));
+  auto exec = std::make_unique<HostExec>();
+  for (int batch = 0; batch < p.batch; ++batch) {
+    for (int tile = 0; tile * kChannels < p.dim; ++tile) {
+      Shared shared = carve_shared(buffer.data(), p.dstate);
+      scan_block<float>(p, tile, batch, shared, *exec);
+    }
   }
 }
 #endif

@@ -71,9 +71,6 @@ struct SelectiveScanParams {
   // Prefill: timesteps per warp segment, 8 (one block per SM) or 4 (half the registers: two), or
   // kLanesSegment (16): the warp-per-channel kernel, 16 timesteps per lane.
   int segment = 8;
-  // kLanesSegment's block shape (selective_scan_lanes.h, Shape): 8 or 4 channels a block, or 0,
-  // the launcher's choice (the shape whose last wave of blocks is fullest on this GPU).
-  int lanes_channels = 0;
   // Prefill split over time (selective_scan_math.h, "Sequence split"): `pieces` contiguous pieces
   // of `piece_chunks` chunks each (the last may be shorter), each scanned by its own blocks. 1: the
   // unsplit kernel. The workspace, fp32, written by the first pass and read by the second:

@@ -250,20 +250,16 @@ const std::pair<const char*, ops::SsdScanProducts> kSsdScanProducts[] = {
 struct SelectiveScanVariant {
   int segment;
   int split;
-  int lanes_channels;
   void apply(ops::SelectiveScanArgs& args) const {
     args.cuda_segment = segment;
     args.cuda_split = split;
-    args.cuda_lanes_channels = lanes_channels;
   }
 };
 const std::pair<const char*, SelectiveScanVariant> kSelectiveScanVariants[] = {
-    {"selective_scan", {16, 0, 0}},
-    {"selective_scan_lanes8", {16, 0, 8}},
-    {"selective_scan_lanes4", {16, 0, 4}},
-    {"selective_scan_seg4", {4, 0, 0}},
-    {"selective_scan_seg8", {8, 0, 0}},
-    {"selective_scan_split", {4, -1, 0}}};
+    {"selective_scan", {16, 0}},
+    {"selective_scan_seg4", {4, 0}},
+    {"selective_scan_seg8", {8, 0}},
+    {"selective_scan_split", {4, -1}}};
 
 // A decode step's dense projection y [B, O] = x [B, K] W^T, W [O, K] one of the model's matrices
 // (`dims` gives O and K), no bias: the CUDA kernels (ops::linear with Backend::Cuda: the GEMV up to

@@ -32,14 +32,6 @@ void check_variant(const SelectiveScanArgs& args, const char* op) {
     throw OpError(fmt::format("{}: cuda_split must be -1 (auto), 0 (off) or a piece count, got {}", op,
                               args.cuda_split));
   }
-  if (args.cuda_lanes_channels != 0 && args.cuda_lanes_channels != 4 && args.cuda_lanes_channels != 8) {
-    throw OpError(fmt::format("{}: cuda_lanes_channels must be 0 (the launcher's choice), 4 or 8, got {}", op,
-                              args.cuda_lanes_channels));
-  }
-  if (args.cuda_lanes_channels != 0 && args.cuda_segment != kernels::scan::kLanesSegment) {
-    throw OpError(fmt::format("{}: cuda_lanes_channels {} needs cuda_segment 16 (the lanes16 kernel's block shape)",
-                              op, args.cuda_lanes_channels));
-  }
   if (args.cuda_split != 0 && !kernels::scan::segment_splits(args.cuda_segment)) {
     throw OpError(fmt::format("{}: cuda_split {} needs cuda_segment 4 or 8 (the 16-step kernel does not split)", op,
                               args.cuda_split));
@@ -94,7 +86,6 @@ SelectiveScanLaunch prepare_selective_scan(const at::Tensor& u, const at::Tensor
   p.delta_softplus = args.delta_softplus;
   p.from_state = prefill && from_state;
   p.segment = args.cuda_segment;
-  p.lanes_channels = args.cuda_lanes_channels;
   p.input_type = element_type(l.u.scalar_type(), op);
 
   p.u = l.u.const_data_ptr();
@@ -169,9 +160,7 @@ SelectiveScanLaunch prepare_selective_state_update_dt_proj(const at::Tensor& u, 
 namespace effarch::ops {
 
 const char* selective_scan_variant_name(const SelectiveScanArgs& args) {
-  if (args.cuda_segment == kernels::scan::kLanesSegment) {
-    return args.cuda_lanes_channels == 8 ? "lanes16x8" : args.cuda_lanes_channels == 4 ? "lanes16x4" : "lanes16";
-  }
+  if (args.cuda_segment == kernels::scan::kLanesSegment) return "lanes16";
   if (args.cuda_split != 0) return "split";
   return args.cuda_segment == 8 ? "seg8" : "seg4";
 }

@@ -105,11 +105,8 @@ const Case kCases[] = {
     {3, 70, 17, 130}, {1, 8, 64, 200},  {1, 5, 256, 70}, {2, 64, 16, 517}, {1, 3, 128, 129},
 };
 
-// Every kernel variant (cuda_segment, cuda_lanes_channels): 8- and 4-step warp segments (chunks of
-// 64 and 32 steps), and a warp per channel with 16 steps per lane (tiles of 512 steps; cases past
-// one tile: 517, and 1100 below) in blocks of 8 and of 4 channels.
-constexpr std::pair<int, int> kVariants[] = {{8, 0}, {4, 0}, {16, 8}, {16, 4}};
-
+// Every kernel variant: 8- and 4-step warp segments (chunks of 64 and 32 steps), and a warp per
+// channel with 16 steps per lane (tiles of 512 steps; cases past one tile: 517, and 1100 below).
 TEST(SelectiveScanKernelEmulated, PrefillMatchesTheReference) {
   for (const Case& c : kCases) {
     for (const bool mixer_layout : {true, false}) {
@@ -118,12 +115,11 @@ TEST(SelectiveScanKernelEmulated, PrefillMatchesTheReference) {
           at::manual_seed(static_cast<uint64_t>(c.len * 13 + c.dim * 7 + c.dstate + full + 2 * from_state));
           Problem p = make_problem(c, at::kFloat, mixer_layout, full, at::kCPU);
           const Result ref = reference_scan(p, full, from_state);
-          for (const auto [segment, lanes] : kVariants) {
+          for (const int segment : {8, 4, 16}) {
             p.args.cuda_segment = segment;
-            p.args.cuda_lanes_channels = lanes;
             const Result got = emulated_scan(p, full, from_state);
-            const std::string what = fmt::format("{} mixer_layout={} full={} from_state={} segment={} lanes={}",
-                                                 name(c), mixer_layout, full, from_state, segment, lanes);
+            const std::string what = fmt::format("{} mixer_layout={} full={} from_state={} segment={}", name(c),
+                                                 mixer_layout, full, from_state, segment);
             test::expect_close(got.y, ref.y, {1e-5, 1e-5}, what + " y");
             test::expect_close(got.state, ref.state, {1e-5, 1e-5}, what + " state");
           }
@@ -384,20 +380,6 @@ TEST(SelectiveScanKernelEmulated, SegmentOtherThan4Or8Or16IsRefusedByName) {
         detail::prepare_selective_scan(p.u, p.delta, p.B, p.C, p.z, args, state, false, "selective_scan"), OpError,
         {fmt::format("selective_scan: cuda_segment must be 4, 8 or 16, got {}", bad)});
   }
-  // lanes16's block shape: 0, 4 or 8, and only with lanes16.
-  args.cuda_segment = 16;
-  for (const int bad : {1, 2, 16, -1}) {
-    args.cuda_lanes_channels = bad;
-    EXPECT_THROW_WITH(
-        detail::prepare_selective_scan(p.u, p.delta, p.B, p.C, p.z, args, state, false, "selective_scan"), OpError,
-        {fmt::format("selective_scan: cuda_lanes_channels must be 0 (the launcher's choice), 4 or 8, got {}", bad)});
-  }
-  args.cuda_lanes_channels = 4;
-  EXPECT_STREQ(selective_scan_variant_name(args), "lanes16x4");
-  args.cuda_segment = 8;
-  EXPECT_THROW_WITH(detail::prepare_selective_scan(p.u, p.delta, p.B, p.C, p.z, args, state, false, "selective_scan"),
-                    OpError, {"selective_scan: cuda_lanes_channels 4 needs cuda_segment 16"});
-  args.cuda_lanes_channels = 0;
   // The 16-step kernel has no split: asking for one is an error, not a silent unsplit run.
   args.cuda_segment = 16;
   for (const int split : {-1, 3}) {
@@ -419,7 +401,7 @@ TEST(SelectiveScanKernelEmulated, SegmentOtherThan4Or8Or16IsRefusedByName) {
 // orders of the same sums differ by ~1e-5 of their scale, and the tolerances scale with it. (At
 // L=1100 against a float64 recurrence the fp32 reference's state is off by 3.6e-5 at |h| up to
 // 23; the 4- and 8-step kernels differ from the reference as much.)
-void expect_variant_across_tiles(std::initializer_list<Case> cases, int segment, int lanes = 0) {
+void expect_variant_across_tiles(std::initializer_list<Case> cases, int segment) {
   for (const Case& c : cases) {
     for (const bool mixer_layout : {true, false}) {
       for (const bool from_state : {false, true}) {
@@ -429,10 +411,9 @@ void expect_variant_across_tiles(std::initializer_list<Case> cases, int segment,
           p.args.A = p.args.A * a_scale;
           const Result ref = reference_scan(p, true, from_state);
           p.args.cuda_segment = segment;
-          p.args.cuda_lanes_channels = lanes;
           const Result got = emulated_scan(p, true, from_state);
-          const std::string what = fmt::format("{} segment={} lanes={} mixer_layout={} from_state={} A x {}", name(c),
-                                               segment, lanes, mixer_layout, from_state, a_scale);
+          const std::string what = fmt::format("{} segment={} mixer_layout={} from_state={} A x {}", name(c), segment,
+                                               mixer_layout, from_state, a_scale);
           const double y_scale = a_scale < 1.0 ? ref.y.abs().max().item<double>() : 1.0;
           const double h_scale = a_scale < 1.0 ? ref.state.abs().max().item<double>() : 1.0;
           test::expect_close(got.y, ref.y, {1e-5 * y_scale, 1e-5}, what + " y");
@@ -443,49 +424,10 @@ void expect_variant_across_tiles(std::initializer_list<Case> cases, int segment,
   }
 }
 
-// The 16-step kernel over several tiles of 512 steps, channel counts that leave a partial block
-// of 8 or of 4, d_state that is not a multiple of the 8 (or 4) staged states; both block shapes.
+// The 16-step kernel over several tiles of 512 steps, a channel count that leaves a partial block
+// of 8, d_state that is not a multiple of the 8 staged states.
 TEST(SelectiveScanKernelEmulated, LanesKernelAcrossTilesAndPartialBlocks) {
-  for (const int lanes : {8, 4}) {
-    expect_variant_across_tiles({{1, 13, 16, 1100}, {2, 8, 5, 600}, {1, 17, 24, 1024}, {1, 6, 7, 513}},
-                                scan::kLanesSegment, lanes);
-  }
-}
-
-// The two shapes run the same arithmetic per channel (the same steps per lane, the same order of
-// states into y); only which block a channel's warp sits in, and how many of B and C's states are
-// staged at a time, differ: bit for bit the same y and state.
-TEST(SelectiveScanKernelEmulated, LanesShapesAgreeBitForBit) {
-  for (const Case& c : {Case{2, 13, 16, 1100}, Case{1, 6, 7, 513}, Case{1, 5, 256, 70}}) {
-    for (const bool mixer_layout : {true, false}) {
-      at::manual_seed(static_cast<uint64_t>(c.len + c.dim));
-      Problem p = make_problem(c, at::kFloat, mixer_layout, /*full=*/true, at::kCPU);
-      p.args.cuda_segment = scan::kLanesSegment;
-      p.args.cuda_lanes_channels = 8;
-      const Result eight = emulated_scan(p, true, true);
-      p.args.cuda_lanes_channels = 4;
-      const Result four = emulated_scan(p, true, true);
-      EXPECT_TRUE(at::equal(eight.y, four.y)) << name(c) << " mixer_layout=" << mixer_layout;
-      EXPECT_TRUE(at::equal(eight.state, four.state)) << name(c) << " mixer_layout=" << mixer_layout;
-    }
-  }
-}
-
-// The launcher's shape: the one whose last wave of blocks is fullest. Mamba-2.8B's 5120 channels
-// on an H100 or H200 (132 SMs, two blocks of 8 or five of 4 an SM): 2.42 waves of 16 channels an
-// SM against 1.94 of 20, so 4; Falcon-Mamba's and Jamba's 8192: 3.88 against 3.10, so 8; a tie
-// (or an unknown figure) keeps 8.
-TEST(SelectiveScanKernelEmulated, LanesShapeFillsTheLastWave) {
-  EXPECT_EQ(scan::lanes::fuller_shape(5120, 132, 2, 5), 4);
-  EXPECT_EQ(scan::lanes::fuller_shape(8192, 132, 2, 5), 8);
-  EXPECT_EQ(scan::lanes::fuller_shape(4 * 5120, 132, 2, 5), 8);  // batch 4: 9.70 waves against 7.76, a tie
-  EXPECT_EQ(scan::lanes::fuller_shape(2112, 132, 2, 5), 8);      // exactly one wave of 16 an SM
-  EXPECT_EQ(scan::lanes::fuller_shape(5120, 0, 2, 5), 8);
-  EXPECT_EQ(scan::lanes::fuller_shape(5120, 132, 0, 5), 8);
-  EXPECT_EQ(scan::lanes::fuller_shape(5120, 132, 2, 0), 8);
-  // A DGX Spark's GB10 (48 SMs, one block of 8 or two of 4 an SM at 100 KiB): 640 blocks of 8 are
-  // 13.3 waves, 1280 of 4 are 13.3 as well (the same 8 channels an SM): a tie keeps 8.
-  EXPECT_EQ(scan::lanes::fuller_shape(5120, 48, 1, 2), 8);
+  expect_variant_across_tiles({{1, 13, 16, 1100}, {2, 8, 5, 600}, {1, 17, 24, 1024}}, scan::kLanesSegment);
 }
 
 TEST(SelectiveScanKernelEmulated, SharedMemoryFitsAnH100BlockForEveryDstate) {
@@ -495,10 +437,8 @@ TEST(SelectiveScanKernelEmulated, SharedMemoryFitsAnH100BlockForEveryDstate) {
   }
   // Two blocks of the 4-step variant share an SM at Mamba's d_state (228 KiB of shared memory).
   EXPECT_LE(2 * scan::shared_floats(16, 4) * 4, 228 * 1024);
-  // The 16-step kernel: two blocks of 8 channels share an SM at every d_state (two blocks a SM is
-  // that shape's design), five of 4 at Mamba's d_state 16 (1 KiB an SM reserved per block).
-  EXPECT_LE(2 * (scan::lanes::shared_floats<8>(kernels::kSelectiveScanMaxStates) * 4 + 1024), 228 * 1024);
-  EXPECT_LE(5 * (scan::lanes::shared_floats<4>(16) * 4 + 1024), 228 * 1024);
+  // The 16-step kernel: two blocks share an SM at every d_state (two blocks a SM is its design).
+  EXPECT_LE(2 * (scan::lanes::shared_floats(kernels::kSelectiveScanMaxStates) * 4 + 1024), 228 * 1024);
   EXPECT_EQ(scan::lanes::pos(15), 15);
   EXPECT_EQ(scan::lanes::pos(16), 20);  // each lane's 16 steps start 16-byte aligned
   EXPECT_EQ(scan::lanes::pos(scan::lanes::kTile - 1), scan::lanes::kRow - scan::lanes::kPad - 1);
@@ -524,21 +464,18 @@ TEST(SelectiveScanKernelEmulated, SharedMemoryFitsAnSm121BlockForEveryDstate) {
     if (!config.mamba || config.mamba->version != 1) continue;
     ++mamba1;
     const int dstate = static_cast<int>(config.mamba->d_state);
-    EXPECT_LE(scan::lanes::shared_floats<8>(dstate) * 4, kSm121BlockBytes) << name;
-    EXPECT_LE(scan::lanes::shared_floats<4>(dstate) * 4, kSm121BlockBytes) << name;
+    EXPECT_LE(scan::lanes::shared_floats(dstate) * 4, kSm121BlockBytes) << name;
   }
   EXPECT_GE(mamba1, 4u);  // Mamba-130M, Mamba-2.8B, Jamba and the tiny ones
   for (int dstate = 1; dstate <= kernels::kSelectiveScanMaxStates; ++dstate) {
-    EXPECT_LE(scan::lanes::shared_floats<8>(dstate) * 4, kSm121BlockBytes) << "d_state " << dstate;
-    EXPECT_LE(scan::lanes::shared_floats<4>(dstate) * 4, kSm121BlockBytes) << "d_state " << dstate;
+    EXPECT_LE(scan::lanes::shared_floats(dstate) * 4, kSm121BlockBytes) << "d_state " << dstate;
     for (const int segment : {8, 4}) {
       EXPECT_LE(scan::shared_floats(dstate, segment) * 4, kSm121BlockBytes) << "d_state " << dstate;
       EXPECT_LE(scan::split_local_shared_floats(dstate, segment) * 4, kSm121BlockBytes) << "d_state " << dstate;
     }
   }
-  EXPECT_EQ(scan::lanes::shared_floats<8>(16) * 4, 82976);
-  EXPECT_EQ(scan::lanes::shared_floats<8>(kernels::kSelectiveScanMaxStates) * 4, 98336);  // 3 KiB to spare
-  EXPECT_EQ(scan::lanes::shared_floats<4>(16) * 4, 41488);
+  EXPECT_EQ(scan::lanes::shared_floats(16) * 4, 82976);
+  EXPECT_EQ(scan::lanes::shared_floats(kernels::kSelectiveScanMaxStates) * 4, 98336);  // 3 KiB to spare
 }
 
 // ---- The sequence split (SelectiveScanArgs::cuda_split) ----
@@ -667,23 +604,16 @@ TEST(SelectiveScanCuda, PrefillMatchesTheReference) {
           at::manual_seed(static_cast<uint64_t>(c.len + c.dim + from_state));
           Problem p = make_problem(c, dtype, mixer_layout, /*full=*/true, at::Device(at::kCUDA, 0));
           const Result ref = reference_scan(p, true, from_state);
-          Result eight;  // lanes16 in blocks of 8, against which blocks of 4 are compared
-          for (const auto [segment, lanes] : kVariants) {
+          for (const int segment : {8, 4, 16}) {
             p.args.cuda_segment = segment;
-            p.args.cuda_lanes_channels = lanes;
             at::Tensor state = from_state ? p.state0.clone() : at::full_like(p.state0, 7.0f);
             const at::Tensor y = selective_scan(p.u, p.delta, p.B, p.C, p.z, p.args, state, from_state, Backend::Cuda);
-            const std::string what = fmt::format("{} {} mixer_layout={} from_state={} segment={} lanes={}", name(c),
-                                                 c10::toString(dtype), mixer_layout, from_state, segment, lanes);
+            const std::string what = fmt::format("{} {} mixer_layout={} from_state={} segment={}", name(c),
+                                                 c10::toString(dtype), mixer_layout, from_state, segment);
             EXPECT_EQ(y.scalar_type(), dtype) << what;
             const test::Tolerance tol = test::rounding_tolerance(dtype);
             test::expect_close(y, ref.y, tol, what + " y");
             test::expect_close(state, ref.state, {1e-5, 1e-5}, what + " state");
-            if (lanes == 8) eight = {y, state};
-            if (lanes == 4) {  // the same arithmetic per channel as 8 (LanesShapesAgreeBitForBit)
-              EXPECT_TRUE(at::equal(y, eight.y)) << what << ": the shapes' y differ";
-              EXPECT_TRUE(at::equal(state, eight.state)) << what << ": the shapes' states differ";
-            }
           }
         }
       }

@@ -40,18 +40,11 @@ struct SelectiveScanArgs {
   // one-token update and the CPU paths ignore it. Other values, and a split with cuda_segment 16,
   // are an OpError.
   int cuda_split = 0;
-  // lanes16's block shape (kernels/selective_scan/selective_scan_lanes.h, Shape): 0 the
-  // launcher's choice from the GPU's SMs and occupancy (the shape whose last wave of blocks is
-  // fullest: 4 for Mamba-2.8B's 5120 channels on 132 SMs, 8 for 8192), or 8 or 4 channels a block.
-  // Same results up to fp32 rounding (the same arithmetic per channel; only which blocks run it
-  // differs); `effarch kernels` times each (selective_scan_lanes8, selective_scan_lanes4). Other
-  // values, and a shape with another cuda_segment, are an OpError.
-  int cuda_lanes_channels = 0;
 };
 
 // The CUDA prefill's variant for the record (Model::implementations(), bench keys, `effarch
-// kernels` rows): "seg4", "seg8" or "lanes16" (cuda_segment; "lanes16x8" or "lanes16x4" where
-// cuda_lanes_channels names the block shape), "split" where cuda_split asks for pieces.
+// kernels` rows): "seg4", "seg8" or "lanes16" (cuda_segment), "split" where cuda_split asks for
+// pieces.
 const char* selective_scan_variant_name(const SelectiveScanArgs& args);
 
 // The number of sequence pieces the CUDA prefill runs for `args` on a [batch, dim, seqlen] input
