@@ -2,8 +2,10 @@
 // The fused residual add + norm kernel (add_norm.h): one block of addnorm::threads_for(dim)
 // threads per row. Phase 1 writes the residual and sums (n^2 or n) over the block (warp
 // shuffles, then the warps' sums through shared memory); LayerNorm then sums (n - mean)^2 the same
-// way; the last phase writes the normed row, its weight (and bias) asked into L1 at the start. The residual is read
-// back from residual_out by the thread that wrote it (no barrier needed for that, L1/L2 hits).
+// way; the last phase writes the normed row, its weight (and bias) asked into L1 at the start. The
+// norm's inputs stay in registers between the phases where the row fits (addnorm::RowCache: hidden
+// sizes up to 4096); wider rows are read back from residual_out by the thread that wrote them (no
+// barrier needed for that, L1/L2 hits).
 // Instantiated per model dtype T; the residual is T or fp32 (a branch uniform over the grid).
 
 #include "add_norm/add_norm.h"
@@ -39,7 +41,7 @@ struct TypedIo {
 }  // namespace addnorm
 
 template <typename T>
-__global__ void __launch_bounds__(addnorm::kMaxThreads) add_norm_kernel(const AddNormParams p) {
+__global__ void __launch_bounds__(addnorm::kMaxThreads, 2) add_norm_kernel(const AddNormParams p) {
   using Io = addnorm::TypedIo<T>;
   __shared__ float red[addnorm::kMaxThreads / kWarpLanes];
   const int tid = static_cast<int>(threadIdx.x), n = static_cast<int>(blockDim.x);
@@ -52,12 +54,14 @@ __global__ void __launch_bounds__(addnorm::kMaxThreads) add_norm_kernel(const Ad
   }
   grid_dependency_wait();  // x and y come from the kernels before
   const int64_t row = blockIdx.x;
-  const float first = block_sum(red, addnorm::add_partial<Io>(p, row, tid, n));
+  addnorm::RowCache kept;  // registers: every index is a constant after unrolling
+  addnorm::RowCache* cache = addnorm::caches_row(p.dim, n) ? &kept : nullptr;  // uniform over the grid
+  const float first = block_sum(red, addnorm::add_partial<Io>(p, row, tid, n, cache));
   float second = 0.0f;
   if (p.norm == NormType::kLayer) {
-    second = block_sum(red, addnorm::variance_partial<Io>(p, row, tid, n, addnorm::mean_of(first, p.dim)));
+    second = block_sum(red, addnorm::variance_partial<Io>(p, row, tid, n, addnorm::mean_of(first, p.dim), cache));
   }
-  addnorm::norm_write<Io>(p, row, tid, n, first, second);
+  addnorm::norm_write<Io>(p, row, tid, n, first, second, cache);
 }
 
 template <typename T>

@@ -23,6 +23,7 @@
 #include <math.h>
 
 #include <cstdint>
+#include <type_traits>
 
 #include "add_norm/add_norm_params.h"
 #include "common/host_device.h"
@@ -31,6 +32,36 @@
 namespace effarch::kernels::addnorm {
 
 inline constexpr int kMaxThreads = 512;  // threads per row (block); a power of 2
+
+// A thread's norm inputs, kept in registers from the first phase to the last where the row fits
+// (dim <= kRowCache x threads: hidden sizes up to 4096 with 512 threads), so that the later
+// phases do not read the row back from residual_out (LayerNorm read it twice more): in a 4096-token
+// prefill the kernel moved 14-16 bytes an element where 8-12 are the row's own (the H100 run of
+// 2026-11-27 had it at 94-146 us a call, docs/perf/README.md). The same values in the same order
+// as the read-back: the outputs are bitwise the same.
+inline constexpr int kRowCache = 8;
+struct RowCache {
+  float n[kRowCache];
+};
+EFFARCH_HD bool caches_row(int dim, int nthreads) { return dim <= kRowCache * nthreads; }
+
+// staged_copy's one batch with each element's slot k (element tid + k nthreads, k < kRowCache):
+// every read before any write, so kRowCache loads are in flight. For rows that caches_row.
+template <class Read, class Write>
+EFFARCH_HD void cached_batch(int count, int tid, int nthreads, Read&& read, Write&& write) {
+  using V = std::decay_t<decltype(read(0, 0))>;
+  V v[kRowCache]{};
+EFFARCH_UNROLL
+  for (int k = 0; k < kRowCache; ++k) {
+    const int i = tid + k * nthreads;
+    if (i < count) v[k] = read(i, k);
+  }
+EFFARCH_UNROLL
+  for (int k = 0; k < kRowCache; ++k) {
+    const int i = tid + k * nthreads;
+    if (i < count) write(i, k, v[k]);
+  }
+}
 
 // Threads of a row's block: the smallest power of 2 >= dim, between 32 and kMaxThreads.
 inline int threads_for(int dim) {
@@ -75,16 +106,24 @@ EFFARCH_HD float norm_input(const AddNormParams& p, int64_t row, int i) {
 // The elements' reads are staged ahead of the stores (common/staged_copy.h: one memory latency
 // per batch of elements, not per element; an H200 profile had this kernel at 5.9 us a row);
 // the sum runs in the same order.
+// With `cache` (a row that caches_row) the thread's norm inputs also go to it.
 template <class Io>
-EFFARCH_HD float add_partial(const AddNormParams& p, int64_t row, int tid, int nthreads) {
+EFFARCH_HD float add_partial(const AddNormParams& p, int64_t row, int tid, int nthreads, RowCache* cache = nullptr) {
   float acc = 0.0f;
+  const auto keep = [&](int i, float r) {
+    Io::store(p.residual_out, row * p.residual_out_row_stride + i, p.residual_type, r);
+    const float n = Io::round_to(p.type, r);
+    acc = p.norm == NormType::kRms ? fmaf(n, n, acc) : acc + n;
+    return n;
+  };
+  if (cache != nullptr) {
+    cached_batch(
+        p.dim, tid, nthreads, [&](int i, int) { return residual_value<Io>(p, row, i); },
+        [&](int i, int k, float r) { cache->n[k] = keep(i, r); });
+    return acc;
+  }
   staged_copy(
-      p.dim, tid, nthreads, [&](int i) { return residual_value<Io>(p, row, i); },
-      [&](int i, float r) {
-        Io::store(p.residual_out, row * p.residual_out_row_stride + i, p.residual_type, r);
-        const float n = Io::round_to(p.type, r);
-        acc = p.norm == NormType::kRms ? fmaf(n, n, acc) : acc + n;
-      });
+      p.dim, tid, nthreads, [&](int i) { return residual_value<Io>(p, row, i); }, [&](int i, float r) { keep(i, r); });
   return acc;
 }
 
@@ -92,8 +131,19 @@ EFFARCH_HD float add_partial(const AddNormParams& p, int64_t row, int tid, int n
 
 // Phase 2 (LayerNorm only): the thread's part of sum (n - mean)^2.
 template <class Io>
-EFFARCH_HD float variance_partial(const AddNormParams& p, int64_t row, int tid, int nthreads, float mean) {
+EFFARCH_HD float variance_partial(const AddNormParams& p, int64_t row, int tid, int nthreads, float mean,
+                                  const RowCache* cache = nullptr) {
   float acc = 0.0f;
+  if (cache != nullptr) {
+EFFARCH_UNROLL
+    for (int k = 0; k < kRowCache; ++k) {
+      if (tid + k * nthreads < p.dim) {
+        const float d = cache->n[k] - mean;
+        acc = fmaf(d, d, acc);
+      }
+    }
+    return acc;
+  }
   for (int i = tid; i < p.dim; i += nthreads) {
     const float d = norm_input<Io>(p, row, i) - mean;
     acc = fmaf(d, d, acc);
@@ -104,28 +154,34 @@ EFFARCH_HD float variance_partial(const AddNormParams& p, int64_t row, int tid, 
 // Phase 3: the normed output of the thread's elements. RMSNorm: `first` is sum n^2; LayerNorm:
 // `first` is sum n and `second` sum (n - mean)^2.
 template <class Io>
-EFFARCH_HD void norm_write(const AddNormParams& p, int64_t row, int tid, int nthreads, float first, float second) {
+EFFARCH_HD void norm_write(const AddNormParams& p, int64_t row, int tid, int nthreads, float first, float second,
+                           const RowCache* cache = nullptr) {
   struct In {
     float n, w, b;  // the norm's input, weight and (LayerNorm) bias of an element
   };
-  const auto read = [&](int i) {
-    return In{norm_input<Io>(p, row, i), Io::load(p.weight, i, p.type),
-              p.norm == NormType::kRms ? 0.0f : Io::load(p.bias, i, p.type)};
+  const auto weights = [&](float n, int i) {
+    return In{n, Io::load(p.weight, i, p.type), p.norm == NormType::kRms ? 0.0f : Io::load(p.bias, i, p.type)};
   };
-  if (p.norm == NormType::kRms) {
-    const float rinv = rsqrt_of(mean_of(first, p.dim) + p.eps);
-    staged_copy(p.dim, tid, nthreads, read, [&](int i, const In& v) {
-      const float normed = Io::round_to(p.type, v.n * rinv);
-      Io::store(p.normed, row * p.normed_row_stride + i, p.type, v.w * normed);
-    });
+  const bool rms = p.norm == NormType::kRms;
+  const float mean = rms ? 0.0f : mean_of(first, p.dim);
+  const float scale = rms ? rsqrt_of(mean_of(first, p.dim) + p.eps) : rsqrt_of(mean_of(second, p.dim) + p.eps);
+  const auto write = [&](int i, const In& v) {
+    float out;
+    if (rms) {
+      out = v.w * Io::round_to(p.type, v.n * scale);
+    } else {
+      // at::layer_norm's CUDA kernels: (rstd * (x - mean)) * gamma + beta, the last two contracted.
+      out = fmaf(scale * (v.n - mean), v.w, v.b);
+    }
+    Io::store(p.normed, row * p.normed_row_stride + i, p.type, out);
+  };
+  if (cache != nullptr) {
+    cached_batch(
+        p.dim, tid, nthreads, [&](int i, int k) { return weights(cache->n[k], i); },
+        [&](int i, int, const In& v) { write(i, v); });
     return;
   }
-  const float mean = mean_of(first, p.dim);
-  const float rstd = rsqrt_of(mean_of(second, p.dim) + p.eps);
-  staged_copy(p.dim, tid, nthreads, read, [&](int i, const In& v) {
-    // at::layer_norm's CUDA kernels: (rstd * (x - mean)) * gamma + beta, the last two contracted.
-    Io::store(p.normed, row * p.normed_row_stride + i, p.type, fmaf(rstd * (v.n - mean), v.w, v.b));
-  });
+  staged_copy(p.dim, tid, nthreads, [&](int i) { return weights(norm_input<Io>(p, row, i), i); }, write);
 }
 
 }  // namespace effarch::kernels::addnorm

@@ -61,21 +61,29 @@ float block_sum(const std::vector<float>& partials) {
   return kernels::block_sum_emulated(partials.data(), static_cast<int>(partials.size()));
 }
 
-// Every block (row) of the launch, its threads phase by phase.
-AddNormResult emulate(const at::Tensor& x, const at::Tensor& y, const at::Tensor* z, const NormParams& norm) {
+// Every block (row) of the launch, its threads phase by phase; each thread's norm inputs kept
+// between the phases as the kernel keeps them (an::RowCache where the row fits), or, with
+// `read_back`, read back from the residual as the kernel does for wider rows.
+AddNormResult emulate(const at::Tensor& x, const at::Tensor& y, const at::Tensor* z, const NormParams& norm,
+                      bool read_back = false) {
   detail::AddNormLaunch l = detail::prepare_add_norm(x, y, z, norm);
   const kernels::AddNormParams& p = l.params;
   const int n = an::threads_for(p.dim);
   std::vector<float> partials(static_cast<size_t>(n));
+  std::vector<an::RowCache> kept(static_cast<size_t>(n));
+  const bool cached = an::caches_row(p.dim, n) && !read_back;
+  const auto cache = [&](int tid) { return cached ? &kept[tid] : nullptr; };
   for (int64_t row = 0; row < p.rows; ++row) {
-    for (int tid = 0; tid < n; ++tid) partials[tid] = an::add_partial<HostIo>(p, row, tid, n);
+    for (int tid = 0; tid < n; ++tid) partials[tid] = an::add_partial<HostIo>(p, row, tid, n, cache(tid));
     const float first = block_sum(partials);
     float second = 0.0f;
     if (p.norm == kernels::NormType::kLayer) {
-      for (int tid = 0; tid < n; ++tid) partials[tid] = an::variance_partial<HostIo>(p, row, tid, n, an::mean_of(first, p.dim));
+      for (int tid = 0; tid < n; ++tid) {
+        partials[tid] = an::variance_partial<HostIo>(p, row, tid, n, an::mean_of(first, p.dim), cache(tid));
+      }
       second = block_sum(partials);
     }
-    for (int tid = 0; tid < n; ++tid) an::norm_write<HostIo>(p, row, tid, n, first, second);
+    for (int tid = 0; tid < n; ++tid) an::norm_write<HostIo>(p, row, tid, n, first, second, cache(tid));
   }
   return {l.residual.view(x.sizes()), l.normed.view(x.sizes())};
 }
@@ -192,6 +200,29 @@ TEST(AddNormKernel, HostEmulationMatchesTheReference) {
                 static_cast<long long>(total), scaled);
     if (dtype != at::kFloat) EXPECT_LE(differing * 100, total) << c10::toString(dtype);
     if (dtype == at::kFloat) EXPECT_LE(scaled, 1e-6);
+  }
+}
+
+// The norm inputs kept in registers (rows up to kRowCache x 512 = 4096 wide) are the values the
+// read-back path loads: bitwise the same outputs, RMSNorm and LayerNorm, x + y, (y + z) + x and an
+// fp32 residual, rows of one to eight elements a thread; past 4096 the kernel reads back.
+TEST(AddNormKernel, KeptRowIsTheReadBackBitForBit) {
+  EXPECT_TRUE(an::caches_row(4096, an::threads_for(4096)));
+  EXPECT_TRUE(an::caches_row(2560, an::threads_for(2560)));
+  EXPECT_FALSE(an::caches_row(4097, an::threads_for(4097)));
+  EXPECT_FALSE(an::caches_row(5120, an::threads_for(5120)));
+  for (const int64_t dim : {int64_t{7}, int64_t{512}, int64_t{1000}, int64_t{2560}, int64_t{4096}}) {
+    for (const Variant v : {Variant::Plain, Variant::ThreeWay, Variant::Fp32Residual}) {
+      for (const bool layer_norm : {false, true}) {
+        const Inputs in = make_inputs({3, dim}, at::kBFloat16, layer_norm, v, at::kCPU, 11);
+        const at::Tensor* z = in.z.defined() ? &in.z : nullptr;
+        const AddNormResult kept = emulate(in.x, in.y, z, in.norm);
+        const AddNormResult read = emulate(in.x, in.y, z, in.norm, /*read_back=*/true);
+        const std::string what = fmt::format("dim {} {} {}", dim, name(v), layer_norm ? "LayerNorm" : "RMSNorm");
+        EXPECT_TRUE(at::equal(kept.residual, read.residual)) << what;
+        EXPECT_TRUE(at::equal(kept.normed, read.normed)) << what;
+      }
+    }
   }
 }
 
