@@ -149,6 +149,24 @@ void check_linear(const at::Tensor& x, const Linear& layer, const char* op) {
 
 }  // namespace detail
 
+namespace {
+
+// at::linear with x's leading dimensions folded into one [M, K] matrix (a view) wherever x is
+// contiguous, so that cuBLAS runs one GEMM of M rows. at::matmul folds a 3-D x only when its
+// strides are the canonical ones; a [B, 1, K] view with strides (K, 1, 1), which is contiguous
+// (the transpose of a [B, K, 1] column, as Mamba's decode step hands x_proj and out_proj), went
+// to a strided-batched GEMM of B single rows, each reading the whole weight: at batch 32
+// Mamba-2.8B's out_proj took 126 us a call where the same product as one GEMM took 14 (the H100,
+// 2026-11-27, cuBLAS's own logs: docs/perf/README.md, "sixth run").
+at::Tensor rows_linear(const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias) {
+  if (x.dim() <= 2 || !x.is_contiguous()) return at::linear(x, weight, bias);
+  std::vector<int64_t> sizes = x.sizes().vec();
+  sizes.back() = weight.size(0);
+  return at::linear(x.view({-1, x.size(-1)}), weight, bias).view(sizes);
+}
+
+}  // namespace
+
 at::Tensor linear(const at::Tensor& x, const Linear& layer, Backend backend) {
   RECORD_USER_SCOPE("effarch::linear");  // names the op in profiles (effarch profile)
   constexpr const char* op = "linear";
@@ -175,13 +193,13 @@ at::Tensor linear(const at::Tensor& x, const Linear& layer, Backend backend) {
     }
 #endif
     // The reference: the weight dequantised to x's dtype for this call, then the dense product.
-    return at::linear(x, dense_weight(layer, x.scalar_type()), layer.bias);
+    return rows_linear(x, dense_weight(layer, x.scalar_type()), layer.bias);
   }
 #ifdef EFFARCH_WITH_CUDA
   if (detail::dense_gemv_applies(x, layer, backend)) return detail::dense_gemv_cuda(x, layer);
   if (detail::rows_gemm_applies(x, layer, backend)) return detail::rows_gemm_cuda(x, layer);
 #endif
-  return at::linear(x, layer.weight, layer.bias);
+  return rows_linear(x, layer.weight, layer.bias);
 }
 
 }  // namespace effarch::ops

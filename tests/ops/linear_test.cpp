@@ -76,6 +76,30 @@ TEST(Linear, DecodeGemvKeepsLeadingDimsAndNonContiguousInput) {
   EXPECT_EQ(linear(x3, Linear(w)).sizes(), (at::IntArrayRef{1, 1, 24}));
 }
 
+// x's strides do not change the product: a contiguous [B, 1, K] with strides (K, 1, 1) (the
+// transpose of a [B, K, 1] column, as Mamba's decode step makes) runs as the same [B, K] matrix
+// product as the canonical layout, bit for bit, in the shape asked (at::matmul would have run it
+// as B separate single-row products, each reading the whole weight). Past the CPU GEMV's rows, so
+// at::linear runs; bf16 and fp32, with and without bias.
+TEST(Linear, TransposedColumnRowsRunAsOneMatrixProduct) {
+  for (const at::ScalarType dtype : {at::kFloat, at::kBFloat16}) {
+    const at::Tensor w = (at::randn({48, 64}) / 8.0).to(dtype), b = at::randn({48}).to(dtype);
+    const at::Tensor rows = at::randn({32, 64}).to(dtype);
+    const at::Tensor column = rows.unsqueeze(2).transpose(1, 2);  // [32, 1, 64], strides (64, 1, 1)
+    ASSERT_TRUE(column.is_contiguous());
+    ASSERT_EQ(column.stride(1), 1);
+    const at::Tensor canonical = rows.view({32, 1, 64});  // strides (64, 64, 1)
+    for (const bool with_bias : {false, true}) {
+      const Linear layer = with_bias ? Linear(w, b) : Linear(w);
+      const at::Tensor got = linear(column, layer), want = linear(canonical, layer);
+      EXPECT_EQ(got.sizes(), (at::IntArrayRef{32, 1, 48}));
+      EXPECT_TRUE(at::equal(got, want)) << c10::toString(dtype) << " bias " << with_bias;
+      EXPECT_TRUE(at::equal(got.view({32, 48}), at::linear(rows, w, with_bias ? std::optional<at::Tensor>(b) : std::nullopt)))
+          << c10::toString(dtype) << " bias " << with_bias;
+    }
+  }
+}
+
 // --- int8 weights: the quantiser, the reference (dequantise then matmul), the decode GEMV -----
 
 TEST(Int8, QuantiserStepsAndRoundTrip) {
