@@ -75,7 +75,11 @@ LaunchStatus add_norm_cuda(const AddNormParams& p, cudaStream_t stream) {
     return {cudaErrorInvalidValue, "add_norm: x, y, residual_out, normed, weight (and a LayerNorm's bias) are required"};
   }
   if (p.rows > 0x7fffffff) return {cudaErrorInvalidConfiguration, "add_norm: too many rows"};
-  return launch_kernel(add_norm_kernel<T>, dim3(static_cast<unsigned>(p.rows)), dim3(addnorm::threads_for(p.dim)), 0,
+  const int threads = addnorm::threads_of(p);
+  if (threads < 32 || threads > addnorm::kMaxThreads || (threads & (threads - 1)) != 0) {
+    return {cudaErrorInvalidConfiguration, "add_norm: threads a row must be a power of two from 32 to 512"};
+  }
+  return launch_kernel(add_norm_kernel<T>, dim3(static_cast<unsigned>(p.rows)), dim3(threads), 0,
                        stream, "add_norm_kernel", p);
 }
 

@@ -69,6 +69,8 @@ inline int threads_for(int dim) {
   while (t < dim && t < kMaxThreads) t *= 2;
   return t;
 }
+// The launch's threads a row: the params' own (AddNormParams::threads) or threads_for(dim).
+inline int threads_of(const AddNormParams& p) { return p.threads > 0 ? p.threads : threads_for(p.dim); }
 
 EFFARCH_HD float rsqrt_of(float v) {
 #ifdef __CUDA_ARCH__

@@ -41,6 +41,8 @@ struct AddNormParams {
   // Prefetch weight and bias into L1 before the grid-dependency wait: only when no kernel of this
   // step writes them (the model's own tensors, not a copy the launcher just made).
   bool prefetch_weights = false;
+  // Threads a row (the block): 0 for addnorm::threads_for(dim), else a power of two, 32..512.
+  int threads = 0;
 };
 
 }  // namespace effarch::kernels

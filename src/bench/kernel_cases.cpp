@@ -261,6 +261,37 @@ const std::pair<const char*, SelectiveScanVariant> kSelectiveScanVariants[] = {
     {"selective_scan_seg8", {8, 0}},
     {"selective_scan_split", {4, -1}}};
 
+// A decode step's residual add and the next norm (B tokens: --batch 4096 is a prefill's rows),
+// the CUDA kernel with `threads` a row (NormParams::cuda_threads: 0 the launcher's choice).
+KernelCase add_norm_case(std::string name, int threads) {
+  return KernelCase{
+      std::move(name), KernelModel::Transformer, ops::OpFamily::AddNorm, false,
+      "read x, y [B,H] (and z for a parallel block), weight [H] (and bias for LayerNorm); write residual, normed "
+      "[B,H]; all in the dtype",
+      [](const KernelShape& s) {
+        const int64_t h = s.config->hidden_size;
+        return json{{"x", {s.batch, h}}, {"weight", {h}}, {"parallel_block", s.config->parallel_block},
+                    {"layer_norm", s.config->norm == model::NormKind::LayerNorm}};
+      },
+      [](const KernelShape& s) {
+        const uint64_t e = esize(s.dtype), bh = elems({s.batch, s.config->hidden_size}), h = elems({s.config->hidden_size});
+        const uint64_t inputs = s.config->parallel_block ? 3 : 2, params = s.config->norm == model::NormKind::LayerNorm ? 2 : 1;
+        return KernelBytes{e * (inputs * bh + params * h), e * 2 * bh};
+      },
+      [threads](const KernelShape& s, const at::TensorOptions& o, ops::Backend backend) -> std::function<void()> {
+        const int64_t h = s.config->hidden_size;
+        at::Tensor x = at::randn({s.batch, 1, h}, o), y = at::randn({s.batch, 1, h}, o);
+        at::Tensor z = s.config->parallel_block ? at::randn({s.batch, 1, h}, o) : at::Tensor();
+        ops::NormParams norm;
+        norm.weight = at::randn({h}, o);
+        norm.layer_norm = s.config->norm == model::NormKind::LayerNorm;
+        if (norm.layer_norm) norm.bias = at::randn({h}, o);
+        norm.eps = s.config->norm_eps;
+        norm.cuda_threads = threads;
+        return [=] { (void)ops::add_norm(x, y, z.defined() ? &z : nullptr, norm, backend); };
+      }};
+}
+
 // A decode step's dense projection y [B, O] = x [B, K] W^T, W [O, K] one of the model's matrices
 // (`dims` gives O and K), no bias: the CUDA kernels (ops::linear with Backend::Cuda: the GEMV up to
 // kCudaDenseGemvMaxRows rows, the rows GEMM on tensor cores up to kCudaRowsGemmMaxRows) against
@@ -607,31 +638,9 @@ std::vector<KernelCase> make_kernel_cases() {
       }});
 
   // ---- the decode step's fused small ops (--transformer; one token per sequence) ----
-  cases.push_back(KernelCase{
-      "add_norm", KernelModel::Transformer, ops::OpFamily::AddNorm, false,
-      "read x, y [B,H] (and z for a parallel block), weight [H] (and bias for LayerNorm); write residual, normed "
-      "[B,H]; all in the dtype",
-      [](const KernelShape& s) {
-        const int64_t h = s.config->hidden_size;
-        return json{{"x", {s.batch, h}}, {"weight", {h}}, {"parallel_block", s.config->parallel_block},
-                    {"layer_norm", s.config->norm == model::NormKind::LayerNorm}};
-      },
-      [](const KernelShape& s) {
-        const uint64_t e = esize(s.dtype), bh = elems({s.batch, s.config->hidden_size}), h = elems({s.config->hidden_size});
-        const uint64_t inputs = s.config->parallel_block ? 3 : 2, params = s.config->norm == model::NormKind::LayerNorm ? 2 : 1;
-        return KernelBytes{e * (inputs * bh + params * h), e * 2 * bh};
-      },
-      [](const KernelShape& s, const at::TensorOptions& o, ops::Backend backend) -> std::function<void()> {
-        const int64_t h = s.config->hidden_size;
-        at::Tensor x = at::randn({s.batch, 1, h}, o), y = at::randn({s.batch, 1, h}, o);
-        at::Tensor z = s.config->parallel_block ? at::randn({s.batch, 1, h}, o) : at::Tensor();
-        ops::NormParams norm;
-        norm.weight = at::randn({h}, o);
-        norm.layer_norm = s.config->norm == model::NormKind::LayerNorm;
-        if (norm.layer_norm) norm.bias = at::randn({h}, o);
-        norm.eps = s.config->norm_eps;
-        return [=] { (void)ops::add_norm(x, y, z.defined() ? &z : nullptr, norm, backend); };
-      }});
+  cases.push_back(add_norm_case("add_norm", 0));
+  cases.push_back(add_norm_case("add_norm_t32", 32));
+  cases.push_back(add_norm_case("add_norm_t128", 128));
   cases.push_back(KernelCase{
       "activation", KernelModel::Transformer, ops::OpFamily::Activation, false,
       "gated MLP: read gate_up [B,2I], write [B,I]; otherwise read [B,I], write [B,I]; all in the dtype",

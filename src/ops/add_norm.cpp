@@ -11,6 +11,8 @@
 #include "effarch/common/error.h"
 #include "effarch/ops/norm.h"
 
+#include "add_norm/add_norm_math.h"
+
 namespace effarch::ops {
 namespace {
 
@@ -56,6 +58,11 @@ void check(const at::Tensor& x, const at::Tensor& y, const at::Tensor* z, const 
     }
   }
   if (!(norm.eps >= 0.0)) throw OpError(fmt::format("{}: eps = {} must be >= 0", kOp, norm.eps));
+  const int t = norm.cuda_threads;
+  if (t != 0 && (t < 32 || t > kernels::addnorm::kMaxThreads || (t & (t - 1)) != 0)) {
+    throw OpError(fmt::format("{}: cuda_threads must be 0 (the launcher's choice) or a power of two from 32 to {}, got {}",
+                              kOp, kernels::addnorm::kMaxThreads, t));
+  }
 }
 
 }  // namespace

@@ -61,6 +61,7 @@ AddNormLaunch prepare_add_norm(const at::Tensor& x, const at::Tensor& y, const a
   // A copy made above is written by the kernel just before: no prefetch ahead of the wait then.
   p.prefetch_weights = l.weight.is_same(norm.weight) && (!norm.layer_norm || l.bias.is_same(norm.bias));
   if (norm.layer_norm) p.bias = l.bias.const_data_ptr();
+  p.threads = norm.cuda_threads;
   return l;
 }
 

@@ -186,7 +186,7 @@ TEST(KernelCases, RegistryAndImplementations) {
                                            "selective_scan_seg4", "selective_scan_seg8", "selective_scan_split",
                                            "selective_state_update", "selective_state_update_dt_proj",
                                            "ssd_chunk_scan", "ssd_chunk_scan_fma", "ssd_state_update",
-                                           "gated_rms_norm", "attention", "attention_decode", "add_norm",
+                                           "gated_rms_norm", "attention", "attention_decode", "add_norm", "add_norm_t32", "add_norm_t128",
                                            "activation", "dense_gemv_in_proj", "dense_gemv_in_proj_conv", "dense_gemv_x_proj",
                                            "dense_gemv_lm_head", "dense_gemv_out_proj", "dense_gemv_mlp_down",
                                            "dense_gemv_mlp_up", "dense_gemv_mlp_up_act", "dense_gemv_qkv",
@@ -210,6 +210,7 @@ TEST(KernelCases, RegistryAndImplementations) {
   EXPECT_EQ(names("gated_rms_norm"), (std::vector<std::string>{"reference"}));
   EXPECT_EQ(names("attention"), (std::vector<std::string>{"sdpa"}));
   EXPECT_EQ(names("add_norm"), (std::vector<std::string>{"reference"}));
+  EXPECT_EQ(names("add_norm_t128"), (std::vector<std::string>{"reference"}));
   EXPECT_EQ(names("activation"), (std::vector<std::string>{"reference"}));
   EXPECT_EQ(names("dense_gemv_in_proj"), (std::vector<std::string>{"reference"}));  // no CPU kernel
   EXPECT_EQ(names("moe_prefill"), (std::vector<std::string>{"cpu", "reference"}));

@@ -17,6 +17,13 @@ struct NormParams {
   at::Tensor bias;            // [H], LayerNorm only (undefined for RMSNorm)
   double eps = 0.0;
   bool layer_norm = false;    // false: RMSNorm (ops::rms_norm), true: LayerNorm (ops::layer_norm)
+  // The CUDA kernel's threads a row (a block each): 0 the launcher's choice (the smallest power of
+  // two covering the row, 32 to 512), or a power of two from 32 to 512. A measuring knob: at 4096
+  // rows one 512-thread block a row ran Phi-2's LayerNorm at twice ATen's time on an H100
+  // (docs/perf/pending.md entry 46), and fewer threads a row hold more rows an SM. Results agree
+  // with the reference as closely for any value (the row sums' order changes with it). `effarch
+  // kernels` times 32 and 128 (add_norm_t32, add_norm_t128). Other values are an OpError.
+  int cuda_threads = 0;
 };
 
 struct AddNormResult {
