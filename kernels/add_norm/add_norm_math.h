@@ -35,10 +35,11 @@ inline constexpr int kMaxThreads = 512;  // threads per row (block); a power of 
 
 // A thread's norm inputs, kept in registers from the first phase to the last where the row fits
 // (dim <= kRowCache x threads: hidden sizes up to 4096 with 512 threads), so that the later
-// phases do not read the row back from residual_out (LayerNorm read it twice more): in a 4096-token
-// prefill the kernel moved 14-16 bytes an element where 8-12 are the row's own (the H100 run of
-// 2026-11-27 had it at 94-146 us a call, docs/perf/README.md). The same values in the same order
-// as the read-back: the outputs are bitwise the same.
+// phases do not read the row back from residual_out (LayerNorm read it twice more), 14-16 bytes
+// an element moved where 8-12 are the row's own. On an H100 that took 3-7% off the kernel's time
+// in a 4096-token prefill (94-146 us a call before; docs/perf/README.md, "sixth run"): the read-back
+// hit in cache, and one block a row is what bounds it there (docs/perf/pending.md, entry 46). The
+// same values in the same order as the read-back: the outputs are bitwise the same.
 inline constexpr int kRowCache = 8;
 struct RowCache {
   float n[kRowCache];
