@@ -8,7 +8,7 @@
 # no compiling there), and compiles otherwise. The GPU checks still waiting for a run, with what
 # each must show, are listed in docs/perf/pending.md; this script runs the core of them in order
 # of value.
-#   tools/gpu/session.sh check|pdl|prefill|decode|targets|kernels|bench|scans|all [OUT]
+#   tools/gpu/session.sh check|pdl|prefill|decode|targets|followups|kernels|bench|scans|all [OUT]
 #     check:   build, the unit tests, kernel vs reference tokens for every tiny model (graphs off/on),
 #              bf16 against transformers (issue 10's tolerance), NCCL at world size 1 under torchrun (issue 14)
 #     kernels: effarch kernels (Mamba-1, Mamba-2 shapes) and effarch profile of two decode steps
@@ -23,6 +23,9 @@
 #              still needs"): decode attention alone and decode with the KV cache at 8k-32k, Mamba's
 #              prefill against Phi-2's and the reference, MoE prefill against a dense GEMM, int8
 #              Mixtral and Jamba within 80 GB
+#     followups: pending.md's "Order" after the sixth H100 run (2026-11-27): entry 41 (the batched suite,
+#              cuBLAS against the rows GEMM), 46 (add_norm's threads a row), 43 (ncu --set full of the
+#              scan), 44 (DeepSeekMoE's decode dispatch)
 #     pdl:     pending.md entry 28: programmatic dependent launch (--pdl on) against off, bit for bit
 #              in the tests, then decode tok/s of both in one run (bench --pdl off,on), both orders
 # EFFARCH_SESSION_DRY=DIR rehearses a stage on a machine without a GPU (tests/cli/gpu_session.sh):
@@ -319,6 +322,34 @@ prefill() {  # pending.md entry 43: the selective scan (lanes16); where Mamba-2.
   done
 }
 
+followups() {  # pending.md's "Order" after the sixth H100 run: entries 41, 46, 43 and 44 in one call
+  local K="--device cuda --dtype bfloat16 --reps 10 --warmup 2" m ncu_bin
+  log "== followups: entry 41, the batched suite with cuBLAS folded (c670abd) against the rows GEMM"
+  limited --int 160 "$B" bench mamba-2.8b phi-2 llama-3-8b --device cuda --dtype bf16 --prompt-lengths 512 \
+    --batch 8,16,32,64 --gen-tokens 32 --reps 2 --cuda-graphs on --backend auto,cuda --no-progress --format md \
+    -o "$out/rows.json" > "$out/rows.md" 2>&1
+  log "exit $?"; grep -E '^\| (mamba|phi|llama)' "$out/rows.md" | cut -d'|' -f2-5,10,24 >> "$summary"  # model .. prompt, decode tok/s, backend
+  log "== followups: entry 46, add_norm's threads a row at one row and a prefill's 4096"
+  limited 60 "$T" --gtest_filter='AddNorm*:Implementations.FusedAddNorm*' > "$out/addnorm-tests.log" 2>&1
+  log "tests exit $?: $(grep -E '^\[  (PASSED|FAILED)  \]' "$out/addnorm-tests.log" | tr '\n' ' ')"
+  for m in phi-2 llama-3-8b; do
+    limited --int 40 "$B" kernels $K --transformer "$m" --batch 1,4096 --ops add_norm,add_norm_t32,add_norm_t128 \
+      -o "$out/k-addnorm-$m.json" > "$out/k-addnorm-$m.txt" 2>&1
+    log "$m: exit $?"; grep -E '^\| add_norm' "$out/k-addnorm-$m.txt" >> "$summary"
+  done
+  log "== followups: entry 43, the scan's stalls by source line (ncu --set full)"
+  ncu_bin=${dry:+$dry/ncu}
+  ncu_bin=${ncu_bin:-$(command -v ncu || echo /usr/local/cuda/bin/ncu)}
+  limited 120 "$ncu_bin" --clock-control none --kernel-name regex:selective_scan_lanes --launch-count 1 --set full \
+    --import-source yes --print-details all "$B" kernels --device cuda --dtype bfloat16 --reps 1 --warmup 0 \
+    --lengths 4096 --ops selective_scan > "$out/ncu-scan-full.txt" 2>&1
+  log "exit $?"
+  log "== followups: entry 44, DeepSeekMoE's decode dispatch (the baseline for its next change)"
+  limited --int 40 "$B" kernels $K --moe deepseek-moe-16b --batch 1,8 --ops moe_decode -o "$out/k-moe-decode.json" \
+    > "$out/k-moe-decode.txt" 2>&1
+  log "exit $?"; grep -E '^\| moe_decode' "$out/k-moe-decode.txt" >> "$summary"
+}
+
 targets() {  # the issues' own figures that no other stage measures (pending.md, "What each open issue still needs")
   local S="--device cuda --dtype bf16 --reps 2 --cuda-graphs on --no-progress --format md" m
   log "== targets: issue 11, the decode attention kernel alone over its KV bytes at 8k-32k"
@@ -368,6 +399,7 @@ targets() {  # the issues' own figures that no other stage measures (pending.md,
 case $stage in
   check) check ;;
   targets) targets ;;
+  followups) followups ;;
   pdl) pdl ;;
   prefill) prefill ;;
   kernels) kernels ;;
@@ -375,7 +407,7 @@ case $stage in
   scans) scans ;;
   decode) decode ;;
   all) check; kernels; benches ;;
-  *) echo "usage: tools/gpu/session.sh check|pdl|prefill|decode|targets|kernels|bench|scans|all [OUT]" >&2; exit 2 ;;
+  *) echo "usage: tools/gpu/session.sh check|pdl|prefill|decode|targets|followups|kernels|bench|scans|all [OUT]" >&2; exit 2 ;;
 esac
 rm -f "$out"/*.jsonl  # the final JSONs hold the same points
 log "== done $(date -u +%FT%TZ)"
