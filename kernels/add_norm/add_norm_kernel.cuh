@@ -76,7 +76,7 @@ LaunchStatus add_norm_cuda(const AddNormParams& p, cudaStream_t stream) {
   }
   if (p.rows > 0x7fffffff) return {cudaErrorInvalidConfiguration, "add_norm: too many rows"};
   const int threads = addnorm::threads_of(p);
-  if (threads < 32 || threads > addnorm::kMaxThreads || (threads & (threads - 1)) != 0) {
+  if (!addnorm::valid_threads(threads)) {
     return {cudaErrorInvalidConfiguration, "add_norm: threads a row must be a power of two from 32 to 512"};
   }
   return launch_kernel(add_norm_kernel<T>, dim3(static_cast<unsigned>(p.rows)), dim3(threads), 0,

@@ -72,6 +72,11 @@ inline int threads_for(int dim) {
 }
 // The launch's threads a row: the params' own (AddNormParams::threads) or threads_for(dim).
 inline int threads_of(const AddNormParams& p) { return p.threads > 0 ? p.threads : threads_for(p.dim); }
+// Whether a block of `threads` can run a row: a power of two from 32 (a warp) to kMaxThreads.
+// What the op checks NormParams::cuda_threads against, and the launcher its launch.
+inline bool valid_threads(int threads) {
+  return threads >= 32 && threads <= kMaxThreads && (threads & (threads - 1)) == 0;
+}
 
 EFFARCH_HD float rsqrt_of(float v) {
 #ifdef __CUDA_ARCH__

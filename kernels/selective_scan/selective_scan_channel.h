@@ -14,16 +14,18 @@ namespace effarch::kernels::scan {
 
 inline constexpr float kLog2e = 1.4426950408889634f;
 
-// dt from delta + bias (the bias already added where there is one): softplus'd where the params
-// ask (softplus: common/host_device.h).
-EFFARCH_HD float dt_of(const SelectiveScanParams& p, float biased) { return p.delta_softplus ? softplus(biased) : biased; }
-// The bias of a channel, 0 without one (the sum delta + 0 is then not taken: see discretize).
+// The bias of a channel, 0 without one.
 EFFARCH_HD float delta_bias_of(const SelectiveScanParams& p, int channel) {
   return p.delta_bias != nullptr ? p.delta_bias[channel * p.delta_bias_stride] : 0.0f;
 }
-// dt = softplus(delta + bias), each step as the params ask.
+// dt = softplus(delta + bias) of a step as the params ask, `bias` the channel's delta_bias_of
+// (the sum is not taken without a bias: delta's -0 stays -0). softplus: common/host_device.h.
+EFFARCH_HD float dt_of(const SelectiveScanParams& p, float delta, float bias) {
+  const float biased = p.delta_bias != nullptr ? delta + bias : delta;
+  return p.delta_softplus ? softplus(biased) : biased;
+}
 EFFARCH_HD float discretize(const SelectiveScanParams& p, float delta, int channel) {
-  return dt_of(p, p.delta_bias != nullptr ? delta + delta_bias_of(p, channel) : delta);
+  return dt_of(p, delta, delta_bias_of(p, channel));
 }
 
 // A * log2(e) of one (channel, state), 0 outside: exp(dt A) = exp2(dt A log2(e)).

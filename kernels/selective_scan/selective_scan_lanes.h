@@ -137,7 +137,7 @@ EFFARCH_UNROLL
       const bool ok = t < p.seqlen && c0 + k < p.dim;
       s.u[k][pos(r)] = uv[k];
       // dt 0: the state passes unchanged (discretize's arithmetic, the bias from shared memory)
-      s.dt[k][pos(r)] = ok ? dt_of(p, p.delta_bias != nullptr ? dv[k] + s.bias[k] : dv[k]) : 0.0f;
+      s.dt[k][pos(r)] = ok ? dt_of(p, dv[k], s.bias[k]) : 0.0f;
     }
   }
 }

@@ -58,10 +58,9 @@ void check(const at::Tensor& x, const at::Tensor& y, const at::Tensor* z, const 
     }
   }
   if (!(norm.eps >= 0.0)) throw OpError(fmt::format("{}: eps = {} must be >= 0", kOp, norm.eps));
-  const int t = norm.cuda_threads;
-  if (t != 0 && (t < 32 || t > kernels::addnorm::kMaxThreads || (t & (t - 1)) != 0)) {
+  if (norm.cuda_threads != 0 && !kernels::addnorm::valid_threads(norm.cuda_threads)) {
     throw OpError(fmt::format("{}: cuda_threads must be 0 (the launcher's choice) or a power of two from 32 to {}, got {}",
-                              kOp, kernels::addnorm::kMaxThreads, t));
+                              kOp, kernels::addnorm::kMaxThreads, norm.cuda_threads));
   }
 }
 
