@@ -58,11 +58,11 @@ limited() {  # limited [--int] SECONDS COMMAND...: timeout [--signal=INT] SECOND
 }
 log "== $stage $(date -u +%FT%TZ) $(git rev-parse --short=12 HEAD 2>/dev/null || echo no-git) on $(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null || echo "no GPU${dry:+ (a dry run)}")"
 if [[ -n $dry ]]; then
-  B=$dry/effarch T=$dry/effarch_tests
+  B=$dry/effarch T=$dry/effarch_tests NCU=$dry/ncu
 else
   tools/gpu/build.sh build 90 2>&1 | tee -a "$summary"
   [[ ${PIPESTATUS[0]} == 0 ]] || exit 1  # (tee's status alone would let a failed build run on)
-  B=build/src/effarch T=build/tests/effarch_tests
+  B=build/src/effarch T=build/tests/effarch_tests NCU=$(command -v ncu || echo /usr/local/cuda/bin/ncu)
 fi
 
 check() {
@@ -190,7 +190,7 @@ benches() {
 }
 
 scans() {  # the Mamba kernels in depth: scan variants, decode steps, ncu, decode-step profiles
-  local K="--device cuda --dtype bfloat16 --reps 5 --warmup 1" ncu_bin m b
+  local K="--device cuda --dtype bfloat16 --reps 5 --warmup 1" m b
   log "== scans: kernel variants"
   limited --int 150 "$B" kernels $K --lengths 512-65536*4 \
     --ops selective_scan,selective_scan_seg4,selective_scan_seg8,selective_scan_split,ssd_chunk_scan -o "$out/k-scans.json" > "$out/k-scans.txt" 2>&1
@@ -205,10 +205,8 @@ scans() {  # the Mamba kernels in depth: scan variants, decode steps, ncu, decod
     --ops ssd_chunk_scan_fma -o "$out/k-ssd-fp32.json" > "$out/k-ssd-fp32.txt" 2>&1
   # (backend auto runs the reference for fp32 SSD scans, so the FMA kernel is timed by its own row)
   log "fp32 SSD, kernel (FMA products) against the reference: exit $?"; grep -E '^\| ssd' "$out/k-ssd-fp32.txt" >> "$summary"
-  ncu_bin=${dry:+$dry/ncu}
-  ncu_bin=${ncu_bin:-$(command -v ncu || echo /usr/local/cuda/bin/ncu)}
-  log "== scans: ncu at 32k ($ncu_bin)"
-  limited 150 "$ncu_bin" --clock-control none --kernel-name regex:'ssd_chunk|ssd_state_passing|selective_scan' \
+  log "== scans: ncu at 32k ($NCU)"
+  limited 150 "$NCU" --clock-control none --kernel-name regex:'ssd_chunk|ssd_state_passing|selective_scan' \
     --launch-count 12 --section SpeedOfLight --section Occupancy --section WarpStateStats --section LaunchStats \
     "$B" kernels --device cuda --dtype bfloat16 --reps 1 --warmup 0 --lengths 32768 \
     --ops ssd_chunk_scan,selective_scan,selective_scan_split > "$out/ncu-scans.txt" 2>&1
@@ -323,7 +321,7 @@ prefill() {  # pending.md entry 43: the selective scan (lanes16); where Mamba-2.
 }
 
 followups() {  # pending.md's "Order" after the sixth H100 run: entries 41, 46, 43 and 44 in one call
-  local K="--device cuda --dtype bfloat16 --reps 10 --warmup 2" m ncu_bin
+  local K="--device cuda --dtype bfloat16 --reps 10 --warmup 2" m
   log "== followups: entry 41, the batched suite with cuBLAS folded (c670abd) against the rows GEMM"
   limited --int 160 "$B" bench mamba-2.8b phi-2 llama-3-8b --device cuda --dtype bf16 --prompt-lengths 512 \
     --batch 8,16,32,64 --gen-tokens 32 --reps 2 --cuda-graphs on --backend auto,cuda --no-progress --format md \
@@ -338,9 +336,7 @@ followups() {  # pending.md's "Order" after the sixth H100 run: entries 41, 46, 
     log "$m: exit $?"; grep -E '^\| add_norm' "$out/k-addnorm-$m.txt" >> "$summary"
   done
   log "== followups: entry 43, the scan's stalls by source line (ncu --set full)"
-  ncu_bin=${dry:+$dry/ncu}
-  ncu_bin=${ncu_bin:-$(command -v ncu || echo /usr/local/cuda/bin/ncu)}
-  limited 120 "$ncu_bin" --clock-control none --kernel-name regex:selective_scan_lanes --launch-count 1 --set full \
+  limited 120 "$NCU" --clock-control none --kernel-name regex:selective_scan_lanes --launch-count 1 --set full \
     --import-source yes --print-details all "$B" kernels --device cuda --dtype bfloat16 --reps 1 --warmup 0 \
     --lengths 4096 --ops selective_scan > "$out/ncu-scan-full.txt" 2>&1
   log "exit $?"
