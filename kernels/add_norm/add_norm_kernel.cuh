@@ -1,6 +1,7 @@
 #pragma once
-// The fused residual add + norm kernel (add_norm.h): one block of addnorm::threads_for(dim)
-// threads per row. Phase 1 writes the residual and sums (n^2 or n) over the block (warp
+// The fused residual add + norm kernels (add_norm.h): the element shape, one block of
+// addnorm::threads_for(dim) threads per row, and the vector shape (add_norm_vec_kernel, below).
+// The element shape: phase 1 writes the residual and sums (n^2 or n) over the block (warp
 // shuffles, then the warps' sums through shared memory); LayerNorm then sums (n - mean)^2 the same
 // way; the last phase writes the normed row, its weight (and bias) asked into L1 at the start. The
 // norm's inputs stay in registers between the phases where the row fits (addnorm::RowCache: hidden
@@ -36,6 +37,40 @@ struct TypedIo {
   __device__ __forceinline__ static float round_to(ElementType type, float v) {
     return type == ElementType::kFloat32 ? v : to_float(from_float<T>(v));
   }
+  // The vector shape's 8 elements at base + offset: one 16-byte access of a 2-byte T, two of fp32.
+  __device__ __forceinline__ static void load8(const void* base, int64_t offset, ElementType type, float (&out)[8]) {
+    if (type == ElementType::kFloat32) {
+      load_vector(static_cast<const float*>(base) + offset, out);
+    } else {
+      load_vector(static_cast<const T*>(base) + offset, out);
+    }
+  }
+  __device__ __forceinline__ static void store8(void* base, int64_t offset, ElementType type, const float (&in)[8]) {
+    if (type == ElementType::kFloat32) {
+      store_vector(static_cast<float*>(base) + offset, in);
+    } else {
+      store_vector(static_cast<T*>(base) + offset, in);
+    }
+  }
+
+ private:
+  template <typename E>
+  struct alignas(16) Vec8 {
+    E e[8];
+  };
+  template <typename E>
+  __device__ __forceinline__ static void load_vector(const E* at, float (&out)[8]) {
+    const Vec8<E> v = *reinterpret_cast<const Vec8<E>*>(at);
+#pragma unroll
+    for (int j = 0; j < 8; ++j) out[j] = to_float(v.e[j]);
+  }
+  template <typename E>
+  __device__ __forceinline__ static void store_vector(E* at, const float (&in)[8]) {
+    Vec8<E> v;
+#pragma unroll
+    for (int j = 0; j < 8; ++j) v.e[j] = from_float<E>(in[j]);
+    *reinterpret_cast<Vec8<E>*>(at) = v;
+  }
 };
 
 }  // namespace addnorm
@@ -64,6 +99,30 @@ __global__ void __launch_bounds__(addnorm::kMaxThreads, 2) add_norm_kernel(const
   addnorm::norm_write<Io>(p, row, tid, n, first, second, cache);
 }
 
+// The vector shape (add_norm_math.h, "The vector shape"): a block of vector_threads_for(dim)
+// threads a row, each with up to kVecSlots 16-byte vectors kept in registers.
+template <typename T>
+__global__ void __launch_bounds__(addnorm::kMaxThreads, 2) add_norm_vec_kernel(const AddNormParams p) {
+  using Io = addnorm::TypedIo<T>;
+  __shared__ float red[addnorm::kMaxThreads / kWarpLanes];
+  const int tid = static_cast<int>(threadIdx.x), n = static_cast<int>(blockDim.x);
+  allow_dependent_launch();
+  if (p.prefetch_weights) {
+    const int64_t weight_bytes = static_cast<int64_t>(p.dim) * element_bytes(p.type);
+    prefetch_l1_lines(p.weight, weight_bytes, tid, n);
+    if (p.norm == NormType::kLayer) prefetch_l1_lines(p.bias, weight_bytes, tid, n);
+  }
+  grid_dependency_wait();
+  const int64_t row = blockIdx.x;
+  addnorm::VecCache kept;
+  const float first = block_sum(red, addnorm::add_partial_vec<Io>(p, row, tid, n, kept));
+  float second = 0.0f;
+  if (p.norm == NormType::kLayer) {
+    second = block_sum(red, addnorm::variance_partial_vec(p, tid, n, addnorm::mean_of(first, p.dim), kept));
+  }
+  addnorm::norm_write_vec<Io>(p, row, tid, n, first, second, kept);
+}
+
 template <typename T>
 LaunchStatus add_norm_cuda(const AddNormParams& p, cudaStream_t stream) {
   if (p.rows == 0 || p.dim == 0) return {};
@@ -75,6 +134,10 @@ LaunchStatus add_norm_cuda(const AddNormParams& p, cudaStream_t stream) {
     return {cudaErrorInvalidValue, "add_norm: x, y, residual_out, normed, weight (and a LayerNorm's bias) are required"};
   }
   if (p.rows > 0x7fffffff) return {cudaErrorInvalidConfiguration, "add_norm: too many rows"};
+  if (addnorm::runs_vector(p)) {
+    return launch_kernel(add_norm_vec_kernel<T>, dim3(static_cast<unsigned>(p.rows)),
+                         dim3(addnorm::vector_threads_for(p.dim)), 0, stream, "add_norm_vec_kernel", p);
+  }
   const int threads = addnorm::threads_of(p);
   if (!addnorm::valid_threads(threads)) {
     return {cudaErrorInvalidConfiguration, "add_norm: threads a row must be a power of two from 32 to 512"};

@@ -28,6 +28,7 @@
 #include "add_norm/add_norm_params.h"
 #include "common/host_device.h"
 #include "common/staged_copy.h"
+#include "common/warp_sum.h"
 
 namespace effarch::kernels::addnorm {
 
@@ -190,6 +191,157 @@ EFFARCH_HD void norm_write(const AddNormParams& p, int64_t row, int tid, int nth
     return;
   }
   staged_copy(p.dim, tid, nthreads, [&](int i) { return weights(norm_input<Io>(p, row, i), i); }, write);
+}
+
+
+// ---- The vector shape (AddNormParams::shape): 16-byte accesses, a block sized to the row ----
+//
+// Thread tid takes the row's 8-element vectors tid, tid + nthreads, ... (at most kVecSlots of
+// them), each read and written as one 16-byte access of the model dtype (two of an fp32
+// residual), and keeps its norm inputs in registers between the phases. The block is as small as
+// the row allows (vector_threads_for: Phi-2's 2560 take 160 threads, Llama's 4096 take 256), so
+// an SM holds many rows at once where the element shape holds two or four 512-thread blocks.
+// Same rounding as the element shape; only the row sums' order differs (each thread adds its
+// vectors' elements in order, then the block sum as before).
+//
+// Io adds, for this shape:
+//   static void load8(const void* base, int64_t offset, ElementType type, float (&out)[8]);
+//   static void store8(void* base, int64_t offset, ElementType type, const float (&in)[8]);
+// (offset a multiple of 8, the address 16-byte aligned: vector_applies checks both.)
+
+inline constexpr int kVec = 8;       // elements a vector
+inline constexpr int kVecSlots = 2;  // vectors a thread keeps
+inline constexpr int kMaxVectorDim = kVec * kVecSlots * kMaxThreads;  // 8192
+
+struct VecCache {
+  float n[kVecSlots][kVec];
+};
+
+// Threads a row in the vector shape: enough for kVecSlots vectors each, a multiple of a warp.
+inline int vector_threads_for(int dim) {
+  const int vectors = (dim + kVec - 1) / kVec;
+  const int threads = (vectors + kVecSlots - 1) / kVecSlots;
+  return threads <= kWarpLanes ? kWarpLanes : (threads + kWarpLanes - 1) / kWarpLanes * kWarpLanes;
+}
+
+// Whether the vector shape can run p: whole vectors (dim, every row stride and base a multiple
+// of 8 elements, 16-byte aligned addresses) and a row within kMaxVectorDim. Where it cannot, the
+// launcher runs the element shape (add_norm_kernel.cuh), whatever p.shape asks.
+inline bool vector_applies(const AddNormParams& p) {
+  const auto aligned = [](const void* base) {
+    return base == nullptr || reinterpret_cast<uintptr_t>(base) % 16 == 0;
+  };
+  const auto whole = [](int64_t stride) { return stride % kVec == 0; };
+  return p.dim % kVec == 0 && p.dim <= kMaxVectorDim && whole(p.x_row_stride) && whole(p.y_row_stride) &&
+         (p.z == nullptr || whole(p.z_row_stride)) && whole(p.residual_out_row_stride) &&
+         whole(p.normed_row_stride) && aligned(p.x) && aligned(p.y) && aligned(p.z) && aligned(p.residual_out) &&
+         aligned(p.normed) && aligned(p.weight) && aligned(p.bias);
+}
+
+// Rows from which kAuto takes the vector shape: a prefill's. One 512-thread block a row, right for
+// a decode step's row (10.5 us on an H100), ran a 4096-token prefill's rows at half the speed of
+// ATen's unfused LayerNorm (docs/perf/pending.md, entry 46); decode's 1-64 rows keep the shape
+// measured there until the vector shape is timed on them.
+inline constexpr int64_t kVectorMinRows = 128;
+
+// The shape a launch of p runs: the vector shape where p.shape asks for it, or kAuto with the
+// launcher's threads and a prefill's rows, and the row allows it.
+inline bool runs_vector(const AddNormParams& p) {
+  const bool wanted = p.shape == AddNormShape::kVector ||
+                      (p.shape == AddNormShape::kAuto && p.threads == 0 && p.rows >= kVectorMinRows);
+  return wanted && vector_applies(p);
+}
+
+// The launch's threads a row for either shape.
+inline int launch_threads(const AddNormParams& p) { return runs_vector(p) ? vector_threads_for(p.dim) : threads_of(p); }
+
+// residual_out of vector v of `row` (residual_value's rounding, element by element).
+template <class Io>
+EFFARCH_HD void residual_vector(const AddNormParams& p, int64_t row, int v, float (&out)[kVec]) {
+  float x[kVec], y[kVec];
+  Io::load8(p.x, row * p.x_row_stride + int64_t{v} * kVec, p.residual_type, x);
+  Io::load8(p.y, row * p.y_row_stride + int64_t{v} * kVec, p.type, y);
+  if (p.z != nullptr) {
+    float z[kVec];
+    Io::load8(p.z, row * p.z_row_stride + int64_t{v} * kVec, p.type, z);
+EFFARCH_UNROLL
+    for (int j = 0; j < kVec; ++j) y[j] = Io::round_to(p.type, y[j] + z[j]);
+  }
+EFFARCH_UNROLL
+  for (int j = 0; j < kVec; ++j) out[j] = Io::round_to(p.residual_type, x[j] + y[j]);
+}
+
+// Phase 1 of the vector shape: every read of the thread's vectors before any write (their loads
+// in flight together), then residual_out, the kept norm inputs and the first row sum's part.
+template <class Io>
+EFFARCH_HD float add_partial_vec(const AddNormParams& p, int64_t row, int tid, int nthreads, VecCache& cache) {
+  const int vectors = p.dim / kVec;
+  float r[kVecSlots][kVec];
+EFFARCH_UNROLL
+  for (int k = 0; k < kVecSlots; ++k) {
+    const int v = tid + k * nthreads;
+    if (v < vectors) residual_vector<Io>(p, row, v, r[k]);
+  }
+  float acc = 0.0f;
+EFFARCH_UNROLL
+  for (int k = 0; k < kVecSlots; ++k) {
+    const int v = tid + k * nthreads;
+    if (v >= vectors) break;
+    Io::store8(p.residual_out, row * p.residual_out_row_stride + int64_t{v} * kVec, p.residual_type, r[k]);
+EFFARCH_UNROLL
+    for (int j = 0; j < kVec; ++j) {
+      const float n = Io::round_to(p.type, r[k][j]);
+      cache.n[k][j] = n;
+      acc = p.norm == NormType::kRms ? fmaf(n, n, acc) : acc + n;
+    }
+  }
+  return acc;
+}
+
+// Phase 2 of the vector shape (LayerNorm): the thread's part of sum (n - mean)^2.
+EFFARCH_HD float variance_partial_vec(const AddNormParams& p, int tid, int nthreads, float mean, const VecCache& cache) {
+  float acc = 0.0f;
+EFFARCH_UNROLL
+  for (int k = 0; k < kVecSlots; ++k) {
+    if (tid + k * nthreads >= p.dim / kVec) break;
+EFFARCH_UNROLL
+    for (int j = 0; j < kVec; ++j) {
+      const float d = cache.n[k][j] - mean;
+      acc = fmaf(d, d, acc);
+    }
+  }
+  return acc;
+}
+
+// Phase 3 of the vector shape: norm_write's arithmetic, the weight (and bias) read as vectors.
+template <class Io>
+EFFARCH_HD void norm_write_vec(const AddNormParams& p, int64_t row, int tid, int nthreads, float first, float second,
+                               const VecCache& cache) {
+  const int vectors = p.dim / kVec;
+  const bool rms = p.norm == NormType::kRms;
+  const float mean = rms ? 0.0f : mean_of(first, p.dim);
+  const float scale = rms ? rsqrt_of(mean_of(first, p.dim) + p.eps) : rsqrt_of(mean_of(second, p.dim) + p.eps);
+  float w[kVecSlots][kVec], b[kVecSlots][kVec];
+EFFARCH_UNROLL
+  for (int k = 0; k < kVecSlots; ++k) {
+    const int v = tid + k * nthreads;
+    if (v >= vectors) break;
+    Io::load8(p.weight, int64_t{v} * kVec, p.type, w[k]);
+    if (!rms) Io::load8(p.bias, int64_t{v} * kVec, p.type, b[k]);
+  }
+EFFARCH_UNROLL
+  for (int k = 0; k < kVecSlots; ++k) {
+    const int v = tid + k * nthreads;
+    if (v >= vectors) break;
+    float out[kVec];
+EFFARCH_UNROLL
+    for (int j = 0; j < kVec; ++j) {
+      const float n = cache.n[k][j];
+      // the element shape's two formulas (norm_write)
+      out[j] = rms ? w[k][j] * Io::round_to(p.type, n * scale) : fmaf(scale * (n - mean), w[k][j], b[k][j]);
+    }
+    Io::store8(p.normed, row * p.normed_row_stride + int64_t{v} * kVec, p.type, out);
+  }
 }
 
 }  // namespace effarch::kernels::addnorm

@@ -11,6 +11,11 @@ namespace effarch::kernels {
 
 enum class NormType : uint8_t { kRms, kLayer };
 
+// Which kernel shape runs (add_norm_math.h): the element shape (one block of `threads` a row,
+// element accesses) or the vector shape (16-byte accesses, a block sized to the row). kAuto: the
+// vector shape for a prefill's many rows (addnorm::kVectorMinRows) where the row allows it.
+enum class AddNormShape : uint8_t { kAuto, kElement, kVector };
+
 // Per row r (one block each):
 //   residual_out[r] = round_R(round_T(y + z) + x)   with z, else round_R(x + y)
 //   n               = round_T(residual_out[r])      (the norm's input in the model dtype)
@@ -43,6 +48,9 @@ struct AddNormParams {
   bool prefetch_weights = false;
   // Threads a row (the block): 0 for addnorm::threads_for(dim), else a power of two, 32..512.
   int threads = 0;
+  // The shape (addnorm::runs_vector decides); `threads` is the element shape's, and a nonzero
+  // one keeps kAuto on the element shape.
+  AddNormShape shape = AddNormShape::kAuto;
 };
 
 }  // namespace effarch::kernels

@@ -262,8 +262,9 @@ const std::pair<const char*, SelectiveScanVariant> kSelectiveScanVariants[] = {
     {"selective_scan_split", {4, -1}}};
 
 // A decode step's residual add and the next norm (B tokens: --batch 4096 is a prefill's rows),
-// the CUDA kernel with `threads` a row (NormParams::cuda_threads: 0 the launcher's choice).
-KernelCase add_norm_case(std::string name, int threads) {
+// the CUDA kernel in the launcher's shape, or the element shape with `threads` a row
+// (NormParams::cuda_threads: 0 the launcher's count), or the vector shape (NormParams::cuda_shape).
+KernelCase add_norm_case(std::string name, int threads, ops::AddNormShape shape = ops::AddNormShape::Auto) {
   return KernelCase{
       std::move(name), KernelModel::Transformer, ops::OpFamily::AddNorm, false,
       "read x, y [B,H] (and z for a parallel block), weight [H] (and bias for LayerNorm); write residual, normed "
@@ -278,7 +279,7 @@ KernelCase add_norm_case(std::string name, int threads) {
         const uint64_t inputs = s.config->parallel_block ? 3 : 2, params = s.config->norm == model::NormKind::LayerNorm ? 2 : 1;
         return KernelBytes{e * (inputs * bh + params * h), e * 2 * bh};
       },
-      [threads](const KernelShape& s, const at::TensorOptions& o, ops::Backend backend) -> std::function<void()> {
+      [threads, shape](const KernelShape& s, const at::TensorOptions& o, ops::Backend backend) -> std::function<void()> {
         const int64_t h = s.config->hidden_size;
         at::Tensor x = at::randn({s.batch, 1, h}, o), y = at::randn({s.batch, 1, h}, o);
         at::Tensor z = s.config->parallel_block ? at::randn({s.batch, 1, h}, o) : at::Tensor();
@@ -288,6 +289,7 @@ KernelCase add_norm_case(std::string name, int threads) {
         if (norm.layer_norm) norm.bias = at::randn({h}, o);
         norm.eps = s.config->norm_eps;
         norm.cuda_threads = threads;
+        norm.cuda_shape = shape;
         return [=] { (void)ops::add_norm(x, y, z.defined() ? &z : nullptr, norm, backend); };
       }};
 }
@@ -639,8 +641,10 @@ std::vector<KernelCase> make_kernel_cases() {
 
   // ---- the decode step's fused small ops (--transformer; one token per sequence) ----
   cases.push_back(add_norm_case("add_norm", 0));
-  cases.push_back(add_norm_case("add_norm_t32", 32));
-  cases.push_back(add_norm_case("add_norm_t128", 128));
+  cases.push_back(add_norm_case("add_norm_element", 0, ops::AddNormShape::Element));
+  cases.push_back(add_norm_case("add_norm_t32", 32, ops::AddNormShape::Element));
+  cases.push_back(add_norm_case("add_norm_t128", 128, ops::AddNormShape::Element));
+  cases.push_back(add_norm_case("add_norm_vec", 0, ops::AddNormShape::Vector));
   cases.push_back(KernelCase{
       "activation", KernelModel::Transformer, ops::OpFamily::Activation, false,
       "gated MLP: read gate_up [B,2I], write [B,I]; otherwise read [B,I], write [B,I]; all in the dtype",

@@ -62,6 +62,10 @@ void check(const at::Tensor& x, const at::Tensor& y, const at::Tensor* z, const 
     throw OpError(fmt::format("{}: cuda_threads must be 0 (the launcher's choice) or a power of two from 32 to {}, got {}",
                               kOp, kernels::addnorm::kMaxThreads, norm.cuda_threads));
   }
+  if (norm.cuda_shape == AddNormShape::Vector && norm.cuda_threads != 0) {
+    throw OpError(fmt::format("{}: the vector shape sizes its own blocks: cuda_threads must be 0 with it, got {}", kOp,
+                              norm.cuda_threads));
+  }
 }
 
 }  // namespace

@@ -62,6 +62,11 @@ AddNormLaunch prepare_add_norm(const at::Tensor& x, const at::Tensor& y, const a
   p.prefetch_weights = l.weight.is_same(norm.weight) && (!norm.layer_norm || l.bias.is_same(norm.bias));
   if (norm.layer_norm) p.bias = l.bias.const_data_ptr();
   p.threads = norm.cuda_threads;
+  switch (norm.cuda_shape) {
+    case AddNormShape::Auto: p.shape = kernels::AddNormShape::kAuto; break;
+    case AddNormShape::Element: p.shape = kernels::AddNormShape::kElement; break;
+    case AddNormShape::Vector: p.shape = kernels::AddNormShape::kVector; break;
+  }
   return l;
 }
 

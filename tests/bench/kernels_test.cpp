@@ -186,7 +186,7 @@ TEST(KernelCases, RegistryAndImplementations) {
                                            "selective_scan_seg4", "selective_scan_seg8", "selective_scan_split",
                                            "selective_state_update", "selective_state_update_dt_proj",
                                            "ssd_chunk_scan", "ssd_chunk_scan_fma", "ssd_state_update",
-                                           "gated_rms_norm", "attention", "attention_decode", "add_norm", "add_norm_t32", "add_norm_t128",
+                                           "gated_rms_norm", "attention", "attention_decode", "add_norm", "add_norm_element", "add_norm_t32", "add_norm_t128", "add_norm_vec",
                                            "activation", "dense_gemv_in_proj", "dense_gemv_in_proj_conv", "dense_gemv_x_proj",
                                            "dense_gemv_lm_head", "dense_gemv_out_proj", "dense_gemv_mlp_down",
                                            "dense_gemv_mlp_up", "dense_gemv_mlp_up_act", "dense_gemv_qkv",

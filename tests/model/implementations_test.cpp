@@ -183,6 +183,34 @@ TEST(Implementations, RecordTheSsdScanProductsOnTheGpu) {
   EXPECT_EQ(Model::load(tiny("tiny-mamba2"), opt)->implementations().count("ssd_scan_products"), 0u);
 }
 
+// add_norm's vector shape, which the launcher takes for 128 rows or more (kVectorMinRows): a
+// prefill of 2 x 80 tokens runs it at every block boundary (the tiny models' hidden sizes are
+// multiples of 8). Auto against reference in fp32: the same last-token argmax, logits within fp32
+// rounding; the decode after it (element shape) continues from the prefill's state.
+TEST(Implementations, VectorAddNormInAPrefillOnTheGpu) {
+  if (!ops::kBuiltWithCuda || !at::hasCUDA()) GTEST_SKIP() << "needs a CUDA build and a GPU";
+  const at::Device gpu(at::kCUDA, 0);
+  for (const char* name : {"tiny-llama", "tiny-phi", "tiny-mamba", "tiny-jamba"}) {
+    ModelOptions opt;
+    opt.seed = 3;
+    opt.device = gpu;
+    opt.dtype = at::kFloat;
+    opt.backend = ops::Backend::Auto;
+    auto a = Model::load(tiny(name), opt);
+    opt.backend = ops::Backend::Reference;
+    auto r = Model::load(tiny(name), opt);
+    at::manual_seed(12);
+    const at::Tensor ids = at::randint(0, a->config().vocab_size, {2, 80}, at::kLong).to(gpu);
+    a->allocate_cache(2, 96);
+    r->allocate_cache(2, 96);
+    const at::Tensor la = a->prefill_last(ids), lr = r->prefill_last(ids);
+    EXPECT_TRUE(at::equal(la.argmax(-1), lr.argmax(-1))) << name;
+    EXPECT_TRUE(at::allclose(la, lr, 1e-4, 1e-4)) << name << ": max |diff| " << (la - lr).abs().max().item<double>();
+    const at::Tensor next = lr.argmax(-1);
+    EXPECT_TRUE(at::allclose(a->decode(next), r->decode(next), 1e-4, 1e-4)) << name << " decode";
+  }
+}
+
 // The fused residual add + norm kernel (add_norm) and the dense GEMV (dense_gemv: every decode
 // projection of batch 2) in whole models on a GPU, eager, static and with CUDA graphs: auto (every
 // CUDA kernel, add_norm's and dense_gemv's included) against reference (the unfused ATen

@@ -53,6 +53,13 @@ struct HostIo {
       default: return v;
     }
   }
+  // The vector shape's 16-byte accesses, element by element.
+  static void load8(const void* base, int64_t offset, ElementType type, float (&out)[8]) {
+    for (int j = 0; j < 8; ++j) out[j] = load(base, offset + j, type);
+  }
+  static void store8(void* base, int64_t offset, ElementType type, const float (&in)[8]) {
+    for (int j = 0; j < 8; ++j) store(base, offset + j, type, in[j]);
+  }
 };
 
 // add_norm_kernel.cuh's block_sum: kernels::block_sum_emulated (common/warp_sum.h), each warp's
@@ -63,12 +70,30 @@ float block_sum(const std::vector<float>& partials) {
 
 // Every block (row) of the launch, its threads phase by phase; each thread's norm inputs kept
 // between the phases as the kernel keeps them (an::RowCache where the row fits), or, with
-// `read_back`, read back from the residual as the kernel does for wider rows.
+// `read_back`, read back from the residual as the kernel does for wider rows. Where the launch
+// runs the vector shape, add_norm_vec_kernel's phases instead.
 AddNormResult emulate(const at::Tensor& x, const at::Tensor& y, const at::Tensor* z, const NormParams& norm,
                       bool read_back = false) {
   detail::AddNormLaunch l = detail::prepare_add_norm(x, y, z, norm);
   const kernels::AddNormParams& p = l.params;
-  const int n = an::threads_of(p);
+  const int n = an::launch_threads(p);
+  if (an::runs_vector(p)) {
+    std::vector<float> partials(static_cast<size_t>(n));
+    std::vector<an::VecCache> kept(static_cast<size_t>(n));
+    for (int64_t row = 0; row < p.rows; ++row) {
+      for (int tid = 0; tid < n; ++tid) partials[tid] = an::add_partial_vec<HostIo>(p, row, tid, n, kept[tid]);
+      const float first = block_sum(partials);
+      float second = 0.0f;
+      if (p.norm == kernels::NormType::kLayer) {
+        for (int tid = 0; tid < n; ++tid) {
+          partials[tid] = an::variance_partial_vec(p, tid, n, an::mean_of(first, p.dim), kept[tid]);
+        }
+        second = block_sum(partials);
+      }
+      for (int tid = 0; tid < n; ++tid) an::norm_write_vec<HostIo>(p, row, tid, n, first, second, kept[tid]);
+    }
+    return {l.residual.view(x.sizes()), l.normed.view(x.sizes())};
+  }
   std::vector<float> partials(static_cast<size_t>(n));
   std::vector<an::RowCache> kept(static_cast<size_t>(n));
   const bool cached = an::caches_row(p.dim, n) && !read_back;
@@ -112,7 +137,18 @@ double scaled_error(const at::Tensor& a, const at::Tensor& e) {
 struct Case {
   int64_t rows, dim;
 };
-const Case kCases[] = {{1, 1}, {3, 17}, {2, 1000}, {1, 2560}, {2, 2560}, {1, 4096}, {3, 4096}};
+const Case kCases[] = {{1, 1}, {3, 17}, {2, 1000}, {1, 2560}, {2, 2560}, {1, 4096}, {3, 4096}, {130, 264}};  // 130 rows: a prefill, where auto runs the vector shape
+
+// A launch shape of the CUDA kernel: the launcher's, the element shape with `threads` a row (0:
+// the launcher's count), or the vector shape (the element shape where the row does not allow it).
+struct Shape {
+  int threads = 0;
+  AddNormShape shape = AddNormShape::Auto;
+};
+std::string name(const Shape& s) {
+  const char* shape = s.shape == AddNormShape::Auto ? "auto" : s.shape == AddNormShape::Element ? "element" : "vector";
+  return fmt::format("{} shape, threads {}", shape, s.threads);
+}
 
 enum class Variant { Plain, ThreeWay, Fp32Residual };
 const char* name(Variant v) {
@@ -169,7 +205,7 @@ TEST(AddNorm, ReferenceIsTheUnfusedBlockOps) {
 // residual bitwise, the normed output within an ulp on at most 1% of the elements in half
 // precision and within `fp32_bound` on the values' scale in fp32; the worst figures printed.
 template <class Run>
-void expect_every_case_near_the_reference(const char* label, at::Device device, std::initializer_list<int> threads_list,
+void expect_every_case_near_the_reference(const char* label, at::Device device, std::initializer_list<Shape> shapes,
                                           double fp32_bound, Run run) {
   for (at::ScalarType dtype : {at::kFloat, at::kBFloat16, at::kHalf}) {
     int64_t worst = 0, differing = 0, total = 0;
@@ -178,14 +214,15 @@ void expect_every_case_near_the_reference(const char* label, at::Device device, 
       if (v == Variant::Fp32Residual && dtype == at::kFloat) continue;
       for (bool ln : {false, true}) {
         for (const Case& c : kCases) {
-          for (const int threads : threads_list) {
+          for (const Shape& shape : shapes) {
             Inputs in = make_inputs(c, dtype, ln, v, device, static_cast<int>(c.dim + c.rows));
-            in.norm.cuda_threads = threads;
+            in.norm.cuda_threads = shape.threads;
+            in.norm.cuda_shape = shape.shape;
             const at::Tensor* z = v == Variant::ThreeWay ? &in.z : nullptr;
             const AddNormResult ref = add_norm(in.x, in.y, z, in.norm, Backend::Reference);
             const AddNormResult got = run(in, z);
-            const std::string what = fmt::format("{} {} {} rows {} dim {} threads {}", c10::toString(dtype), name(v),
-                                                 ln ? "LayerNorm" : "RMSNorm", c.rows, c.dim, threads);
+            const std::string what = fmt::format("{} {} {} rows {} dim {} {}", c10::toString(dtype), name(v),
+                                                 ln ? "LayerNorm" : "RMSNorm", c.rows, c.dim, name(shape));
             ASSERT_EQ(got.residual.scalar_type(), ref.residual.scalar_type()) << what;
             EXPECT_TRUE(at::equal(got.residual, ref.residual)) << what << ": residual";
             const at::Tensor d = ulp_distance(got.normed, ref.normed);
@@ -209,13 +246,15 @@ void expect_every_case_near_the_reference(const char* label, at::Device device, 
 
 // The kernel's math vs the reference. Residual: bitwise. Normed (the row sums in another order,
 // then rsqrt and the products): bf16 and fp16 within 1 ulp, on at most 1% of the elements
-// (measured over the four thread counts: 9 and 37 of 626,784; 2 and 5 of 156,696 with the
+// (measured over the five shapes below: 36 and 140 of 1,813,080; 2 and 5 of 156,696 with the
 // launcher's alone); fp32 within 1e-6 on the values' scale (measured 2.3e-7; in ulps it is large
 // only where LayerNorm's bias cancels the normed value to near zero). Printed.
 // Every thread count a row may take (NormParams::cuda_threads: the launcher's 0, 32 and 128
-// timed by `effarch kernels`, 256) holds to the same bounds: it changes only the sums' order.
+// timed by `effarch kernels`, 256) and the vector shape (NormParams::cuda_shape) hold to the
+// same bounds: they change only the sums' order.
 TEST(AddNormKernel, HostEmulationMatchesTheReference) {
-  expect_every_case_near_the_reference("add_norm emulation", at::kCPU, {0, 32, 128, 256}, 1e-6,
+  expect_every_case_near_the_reference("add_norm emulation", at::kCPU, {{0}, {32}, {128}, {256}, {0, AddNormShape::Vector}},
+                                       1e-6,
                                        [](const Inputs& in, const at::Tensor* z) {
                                          return emulate(in.x, in.y, z, in.norm);
                                        });
@@ -297,6 +336,66 @@ TEST(AddNormKernel, ThreadsPerRow) {
   EXPECT_FALSE(an::caches_row(2560, 128));
 }
 
+// The vector shape's block (kVecSlots vectors of 8 a thread, whole warps) and the rows it takes:
+// whole 16-byte-aligned vectors up to 8192 elements; elsewhere the element shape runs.
+TEST(AddNormKernel, VectorShapeWhereTheRowAllows) {
+  EXPECT_EQ(an::vector_threads_for(2560), 160);  // Phi-2, Mamba-2.8B
+  EXPECT_EQ(an::vector_threads_for(4096), 256);  // Llama-3-8B
+  EXPECT_EQ(an::vector_threads_for(8192), an::kMaxThreads);
+  EXPECT_EQ(an::vector_threads_for(1000), 64);  // 125 vectors, 63 threads, two warps
+  EXPECT_EQ(an::vector_threads_for(64), 32);
+  Inputs in = make_inputs({2, 2560}, at::kBFloat16, true, Variant::Plain, at::kCPU, 5);
+  const auto params = [&](const at::Tensor& x, const at::Tensor& y) {
+    return detail::prepare_add_norm(x, y, nullptr, in.norm).params;
+  };
+  EXPECT_FALSE(an::runs_vector(params(in.x, in.y)));  // auto: two rows are decode's
+  {
+    // auto: the vector shape from kVectorMinRows rows, unless cuda_threads asks for the element shape
+    Inputs rows = make_inputs({an::kVectorMinRows, 64}, at::kBFloat16, false, Variant::Plain, at::kCPU, 8);
+    EXPECT_TRUE(an::runs_vector(detail::prepare_add_norm(rows.x, rows.y, nullptr, rows.norm).params));
+    const at::Tensor fewer_x = rows.x.narrow(0, 1, an::kVectorMinRows - 1), fewer_y = rows.y.narrow(0, 1, an::kVectorMinRows - 1);
+    EXPECT_FALSE(an::runs_vector(detail::prepare_add_norm(fewer_x, fewer_y, nullptr, rows.norm).params));
+    rows.norm.cuda_threads = 32;
+    EXPECT_FALSE(an::runs_vector(detail::prepare_add_norm(rows.x, rows.y, nullptr, rows.norm).params));
+    rows.norm.cuda_threads = 0;
+    rows.norm.cuda_shape = AddNormShape::Element;
+    EXPECT_FALSE(an::runs_vector(detail::prepare_add_norm(rows.x, rows.y, nullptr, rows.norm).params));
+  }
+  in.norm.cuda_shape = AddNormShape::Vector;
+  EXPECT_TRUE(an::runs_vector(params(in.x, in.y)));
+  EXPECT_EQ(an::launch_threads(params(in.x, in.y)), 160);
+  // x's rows 2568 apart but starting one element in: not 16-byte aligned
+  const at::Tensor offset = at::randn({2, 1, 2568}).to(at::kBFloat16).narrow(-1, 1, 2560);
+  EXPECT_FALSE(an::runs_vector(params(offset, in.y)));
+  // y's rows 2561 apart: not whole vectors
+  const at::Tensor odd = at::randn({2, 1, 2561}).to(at::kBFloat16).narrow(-1, 0, 2560);
+  EXPECT_FALSE(an::runs_vector(params(in.x, odd)));
+  EXPECT_EQ(an::launch_threads(params(in.x, odd)), an::kMaxThreads);  // the element shape's
+  // rows of 17 and of 8200 elements
+  for (const int64_t dim : {int64_t{17}, int64_t{8200}}) {
+    Inputs other = make_inputs({1, dim}, at::kBFloat16, false, Variant::Plain, at::kCPU, 6);
+    other.norm.cuda_shape = AddNormShape::Vector;
+    EXPECT_FALSE(an::runs_vector(detail::prepare_add_norm(other.x, other.y, nullptr, other.norm).params)) << dim;
+  }
+  // the fallback's emulation matches the reference, and so does the widest vector row (8192: two
+  // vectors for each of 512 threads), RMSNorm and LayerNorm
+  const AddNormResult ref = add_norm(in.x, odd, nullptr, in.norm, Backend::Reference);
+  const AddNormResult got = emulate(in.x, odd, nullptr, in.norm);
+  EXPECT_TRUE(at::equal(got.residual, ref.residual));
+  EXPECT_LE(ulp_distance(got.normed, ref.normed).max().item<int64_t>(), 1);
+  for (const at::ScalarType dtype : {at::kBFloat16, at::kHalf}) {
+    for (const bool layer_norm : {false, true}) {
+      Inputs wide = make_inputs({2, an::kMaxVectorDim}, dtype, layer_norm, Variant::ThreeWay, at::kCPU, 7);
+      wide.norm.cuda_shape = AddNormShape::Vector;
+      ASSERT_TRUE(an::runs_vector(detail::prepare_add_norm(wide.x, wide.y, &wide.z, wide.norm).params));
+      const AddNormResult r = add_norm(wide.x, wide.y, &wide.z, wide.norm, Backend::Reference);
+      const AddNormResult e = emulate(wide.x, wide.y, &wide.z, wide.norm);
+      EXPECT_TRUE(at::equal(e.residual, r.residual)) << c10::toString(dtype) << " " << layer_norm;
+      EXPECT_LE(ulp_distance(e.normed, r.normed).max().item<int64_t>(), 1) << c10::toString(dtype) << " " << layer_norm;
+    }
+  }
+}
+
 TEST(AddNorm, BadArgumentsNameTheOpAndArgument) {
   const Inputs in = make_inputs({2, 8}, at::kFloat, true, Variant::Plain, at::kCPU, 4);
   EXPECT_THROW_WITH(add_norm(in.x, in.y.narrow(-1, 0, 4), nullptr, in.norm), OpError, {"add_norm", "y"});
@@ -315,6 +414,10 @@ TEST(AddNorm, BadArgumentsNameTheOpAndArgument) {
   bad_eps.eps = -1.0;
   EXPECT_THROW_WITH(add_norm(in.x, in.y, nullptr, bad_eps), OpError, {"add_norm", "eps"});
   EXPECT_THROW_WITH(add_norm(in.x, in.y, nullptr, in.norm, Backend::Cuda), OpError, {"add_norm", "cuda"});
+  NormParams both = in.norm;
+  both.cuda_shape = AddNormShape::Vector;
+  both.cuda_threads = 128;
+  EXPECT_THROW_WITH(add_norm(in.x, in.y, nullptr, both), OpError, {"add_norm", "vector shape", "cuda_threads"});
   for (const int bad : {16, 48, 1024, -32}) {
     NormParams threads = in.norm;
     threads.cuda_threads = bad;
@@ -329,7 +432,8 @@ TEST(AddNormCuda, KernelMatchesTheReference) {
   if (!(kBuiltWithCuda && at::hasCUDA())) GTEST_SKIP() << "needs a CUDA build and a GPU";
   // ATen's CUDA RMSNorm reduces in its own order and layer_norm by Welford: as on the CPU, with
   // room for the device's rsqrtf (2 ulp).
-  expect_every_case_near_the_reference("add_norm CUDA kernel", at::Device(at::kCUDA, 0), {0, 32, 128}, 2e-6,
+  expect_every_case_near_the_reference("add_norm CUDA kernel", at::Device(at::kCUDA, 0), {{0}, {32}, {128}, {0, AddNormShape::Vector}},
+                                       2e-6,
                                        [](const Inputs& in, const at::Tensor* z) {
                                          return add_norm(in.x, in.y, z, in.norm, Backend::Cuda);
                                        });

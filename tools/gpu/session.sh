@@ -24,7 +24,7 @@
 #              prefill against Phi-2's and the reference, MoE prefill against a dense GEMM, int8
 #              Mixtral and Jamba within 80 GB
 #     followups: pending.md's "Order" after the sixth H100 run (2026-11-27): entry 41 (the batched suite,
-#              cuBLAS against the rows GEMM), 46 (add_norm's threads a row), 43 (ncu --set full of the
+#              cuBLAS against the rows GEMM), 46 (add_norm's shapes), 43 (ncu --set full of the
 #              scan), 44 (DeepSeekMoE's decode dispatch)
 #     pdl:     pending.md entry 28: programmatic dependent launch (--pdl on) against off, bit for bit
 #              in the tests, then decode tok/s of both in one run (bench --pdl off,on), both orders
@@ -327,11 +327,11 @@ followups() {  # pending.md's "Order" after the sixth H100 run: entries 41, 46, 
     --batch 8,16,32,64 --gen-tokens 32 --reps 2 --cuda-graphs on --backend auto,cuda --no-progress --format md \
     -o "$out/rows.json" > "$out/rows.md" 2>&1
   log "exit $?"; grep -E '^\| (mamba|phi|llama)' "$out/rows.md" | cut -d'|' -f2-5,10,24 >> "$summary"  # model .. prompt, decode tok/s, backend
-  log "== followups: entry 46, add_norm's threads a row at one row and a prefill's 4096"
-  limited 60 "$T" --gtest_filter='AddNorm*:Implementations.FusedAddNorm*' > "$out/addnorm-tests.log" 2>&1
+  log "== followups: entry 46, add_norm's threads a row and its vector shape at one row and a prefill's 4096"
+  limited 60 "$T" --gtest_filter='AddNorm*:Implementations.FusedAddNorm*:Implementations.VectorAddNorm*' > "$out/addnorm-tests.log" 2>&1
   log "tests exit $?: $(grep -E '^\[  (PASSED|FAILED)  \]' "$out/addnorm-tests.log" | tr '\n' ' ')"
   for m in phi-2 llama-3-8b; do
-    limited --int 40 "$B" kernels $K --transformer "$m" --batch 1,4096 --ops add_norm,add_norm_t32,add_norm_t128 \
+    limited --int 40 "$B" kernels $K --transformer "$m" --batch 1,4096 --ops add_norm,add_norm_element,add_norm_t32,add_norm_t128,add_norm_vec \
       -o "$out/k-addnorm-$m.json" > "$out/k-addnorm-$m.txt" 2>&1
     log "$m: exit $?"; grep -E '^\| add_norm' "$out/k-addnorm-$m.txt" >> "$summary"
   done

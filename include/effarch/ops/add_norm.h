@@ -11,6 +11,14 @@
 
 namespace effarch::ops {
 
+// The CUDA kernel's shape (kernels/add_norm/add_norm_math.h): Auto the launcher's choice (the
+// vector shape for a prefill's rows, 128 or more, the element shape for decode's), Element one
+// block of cuda_threads a row with element accesses, Vector 16-byte accesses and a block sized to
+// the row (160 threads for 2560, 256 for 4096) where the row allows it (a multiple of 8 elements up
+// to 8192, 16-byte aligned; elsewhere the element shape runs). `effarch kernels` times each
+// (add_norm, add_norm_element, add_norm_vec). Results agree with the reference as closely in any.
+enum class AddNormShape { Auto, Element, Vector };
+
 // A norm layer as add_norm takes it.
 struct NormParams {
   at::Tensor weight;          // [H], the model dtype
@@ -24,6 +32,9 @@ struct NormParams {
   // with the reference as closely for any value (the row sums' order changes with it). `effarch
   // kernels` times 32 and 128 (add_norm_t32, add_norm_t128). Other values are an OpError.
   int cuda_threads = 0;
+  // The CUDA kernel's shape; a nonzero cuda_threads keeps Auto on the element shape, and Vector
+  // takes none (an OpError: it sizes its own block).
+  AddNormShape cuda_shape = AddNormShape::Auto;
 };
 
 struct AddNormResult {
