@@ -324,7 +324,8 @@ Point run_point(Loaded& l, const std::string& name, int64_t batch, int64_t len, 
   p.key.gen_tokens = spec.gen_tokens;
   p.key.device = device.str();
   p.key.cuda_graphs = decode_mode;
-  p.key.pdl = launch.pdl && device.is_cuda();
+  const bool pdl = ops::resolve_programmatic_launch(launch.pdl, device);
+  p.key.pdl = pdl && device.is_cuda();
   p.key.backend = launch.backend;  // implementations: what ran, once the setting is taken (unknown if not)
   p.key.weights = l.weights;
   p.loaded = l.info;
@@ -338,7 +339,7 @@ Point run_point(Loaded& l, const std::string& name, int64_t batch, int64_t len, 
   }
   model::Model& m = *l.m;
   try {
-    ops::set_programmatic_launch(launch.pdl, "--pdl");
+    ops::set_programmatic_launch(pdl, "--pdl");
     if (m.options().backend != launch.backend || m.options().decode != decode_mode) {
       m.set_execution(launch.backend, decode_mode);
     }
@@ -426,7 +427,7 @@ std::vector<Point> run_sweep(const SweepSpec& spec, const nlohmann::json& enviro
           std::string label = fmt::format("{} batch {} prompt {} gen {}", name, batch, len, spec.gen_tokens);
           if (launches.size() > 1) {
             label += " " + launch_label(launch.backend, loaded.decode_mode(launch, spec, device),
-                                        launch.pdl && device.is_cuda());
+                                        ops::resolve_programmatic_launch(launch.pdl, device) && device.is_cuda());
           }
           if (cb.on_start) cb.on_start(index, total, label);
           ++index;

@@ -63,7 +63,7 @@ namespace {
 
 // Each launch option's values in its own words, for messages and settings.
 std::string graphs_word(const std::optional<model::DecodeMode>& mode) { return mode ? model::to_string(*mode) : "auto"; }
-std::string pdl_word(const bool& on) { return on ? "on" : "off"; }
+std::string pdl_word(const std::optional<bool>& on) { return on ? (*on ? "on" : "off") : "auto"; }
 std::string backend_word(const ops::Backend& backend) { return std::string(ops::backend_name(backend)); }
 
 template <typename T>
@@ -86,8 +86,15 @@ std::vector<std::optional<model::DecodeMode>> parse_cuda_graphs_list(const std::
   return out;
 }
 
-std::vector<bool> parse_pdl_list(const std::string& text, const std::string& option) {
-  return parse_launch_list<bool>(text, option, ops::parse_programmatic_launch, pdl_word);
+std::vector<std::optional<bool>> parse_pdl_list(const std::string& text, const std::string& option) {
+  const auto out =
+      parse_launch_list<std::optional<bool>>(text, option, ops::parse_programmatic_launch_request, pdl_word);
+  if (out.size() > 1 && std::find(out.begin(), out.end(), std::nullopt) != out.end()) {
+    throw UsageError(fmt::format("{}: auto is a value on its own, not one of a list ('{}'): name the values to run "
+                                 "side by side (off, on)",
+                                 option, text));
+  }
+  return out;
 }
 
 std::vector<ops::Backend> parse_backend_list(const std::string& text, const std::string& option) {
@@ -100,13 +107,13 @@ std::string cuda_graphs_list_name(const std::vector<std::optional<model::DecodeM
   return join_words(values, graphs_word);
 }
 
-std::string pdl_list_name(const std::vector<bool>& values) { return join_words(values, pdl_word); }
+std::string pdl_list_name(const std::vector<std::optional<bool>>& values) { return join_words(values, pdl_word); }
 
 std::vector<LaunchSetting> launch_settings(const SweepSpec& spec) {
   std::vector<LaunchSetting> out;
   for (const ops::Backend backend : spec.backends) {
     for (const auto& graphs : spec.cuda_graphs) {
-      for (const bool pdl : spec.pdl) out.push_back(LaunchSetting{backend, graphs, pdl});
+      for (const auto& pdl : spec.pdl) out.push_back(LaunchSetting{backend, graphs, pdl});
     }
   }
   return out;

@@ -36,7 +36,7 @@ struct BenchCmd {
   bool backend_given = false;
   std::string weights = "dense";  // applied when given (weights_given), like backend
   bool weights_given = false;
-  std::string pdl = "off";  // applied when given (pdl_given), like backend
+  std::string pdl = "auto";  // applied when given (pdl_given), like backend
   bool pdl_given = false;
   std::optional<std::string> mode;
   std::string output = "effarch-bench.json";
@@ -74,8 +74,11 @@ int run_bench(const BenchCmd& cmd) {
   if (cmd.backend_given) spec.backends = bench::parse_backend_list(cmd.backend, "--backend");
   if (cmd.weights_given) spec.weights = ops::parse_weight_format(cmd.weights, "--weights");
   if (cmd.pdl_given) spec.pdl = bench::parse_pdl_list(cmd.pdl, "--pdl");
-  for (const bool on : spec.pdl) ops::set_programmatic_launch(on, "--pdl");  // a build without CUDA refuses on
-  ops::set_programmatic_launch(spec.pdl.front(), "--pdl");  // each point sets its own (bench::run_sweep)
+  for (const auto& on : spec.pdl) {
+    if (on.value_or(false)) ops::set_programmatic_launch(true, "--pdl");  // a build without CUDA refuses on
+  }
+  // Each point sets its own (bench::run_sweep); this one is what the environment's probe sees.
+  ops::set_programmatic_launch(resolve_pdl(spec.pdl.front(), spec.device), "--pdl");
   if (cmd.threads) spec.threads = *cmd.threads;
   if (spec.threads && *spec.threads < 1) throw UsageError("--threads must be at least 1");
   spec.seed = cmd.seed;

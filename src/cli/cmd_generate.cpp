@@ -42,7 +42,7 @@ struct GenerateCmd {
   std::string cuda_graphs = "auto";
   std::string backend = "auto";
   std::string weights = "dense";
-  std::string pdl = "off";
+  std::string pdl = "auto";
   bool json = false;
 };
 
@@ -126,7 +126,7 @@ int run_generate(const GenerateCmd& cmd) {
       model::parse_cuda_graphs_request(cmd.cuda_graphs, "--cuda-graphs");
   opt.backend = ops::parse_backend(cmd.backend, "--backend");
   opt.weights = ops::parse_weight_format(cmd.weights, "--weights");
-  apply_pdl_option(cmd.pdl);
+  apply_pdl_option(cmd.pdl, device.str());
   opt.seed = cmd.seed;
   opt.decode = model::resolve_decode_mode(source.config, device, decode_request, ops::kBuiltWithCuda, opt.backend,
                                           opt.weights);

@@ -25,7 +25,7 @@ struct KernelsCmd {
   std::optional<std::string> ops, lengths, batch;  // given as "": refused, not the default
   std::string memory_limit;
   std::string output = "effarch-kernels.json";
-  std::string pdl = "off";
+  std::string pdl = "auto";
   bool json = false;
   bool list = false;
   std::optional<int> threads;
@@ -60,7 +60,7 @@ int run_kernels_cmd(KernelsCmd& cmd) {
   for (const auto& config : bench::kernel_sweep_configs(sweep)) note_shadowed_model(config);  // those --ops read
   bench::check_kernel_sweep(sweep);  // ops, counts and models before the device is looked at
   if (cmd.threads && *cmd.threads < 1) throw UsageError("--threads must be at least 1");
-  apply_pdl_option(cmd.pdl);
+  apply_pdl_option(cmd.pdl, sweep.device);
   if (std::filesystem::path(cmd.output).extension() == ".jsonl") {
     throw UsageError(fmt::format("-o: '{}' ends in .jsonl, where the rows go one by one (give the JSON file)",
                                  cmd.output));

@@ -21,7 +21,7 @@ struct ProfileCmd {
   std::string phase = "decode";
   std::string cuda_graphs = "auto";
   std::string backend = "auto";
-  std::string pdl = "off";
+  std::string pdl = "auto";
   std::string output;
   bool output_given = false, trace_given = false;
   bool json = false;
@@ -38,7 +38,7 @@ int run_profile(ProfileCmd& cmd) {
                                  cmd.cuda_graphs));
   }
   cmd.spec.backend = ops::parse_backend(cmd.backend, "--backend");
-  apply_pdl_option(cmd.pdl);
+  apply_pdl_option(cmd.pdl, cmd.spec.device);
   if (cmd.threads && *cmd.threads < 1) throw UsageError("--threads must be at least 1");
   // Both outputs checked before anything is profiled (an empty -o was once taken as "no file").
   if (cmd.output_given) bench::check_output_path(cmd.output, "-o", bench::OutputFolder::Made);

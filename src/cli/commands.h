@@ -2,6 +2,7 @@
 // Each effarch command registers its subcommand and options here; main() dispatches.
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -33,12 +34,16 @@ void add_weights_option(CLI::App* sub, std::string* value);
 // negative or too large one is a usage error (CLI11 alone would wrap it).
 void add_seed_option(CLI::App* sub, uint64_t* value, const std::string& what);
 
-// --pdl off|on: programmatic dependent launch of the decode kernels (ops::set_programmatic_launch),
-// for the commands that run kernels (generate, bench, profile, kernels). apply_pdl_option parses
-// and sets it (UsageError naming --pdl for a bad value, or on in a build without CUDA). bench takes
-// a list (`list`: off,on runs each point under both) and parses it itself.
+// --pdl auto|on|off: programmatic dependent launch of the decode kernels (ops::set_programmatic_launch),
+// for the commands that run kernels (generate, bench, profile, kernels); auto, the default, is on
+// where ops::programmatic_launch_auto says for the run's device. apply_pdl_option parses and sets
+// it (UsageError naming --pdl for a bad value, or on in a build without CUDA), `device` being the
+// --device text (auto needs it; a device that cannot be had resolves auto to off and fails
+// where it always did). bench takes a list (bench::parse_pdl_list) and sets it per point.
 void add_pdl_option(CLI::App* sub, std::string* value, bool list = false);
-void apply_pdl_option(const std::string& value);
+void apply_pdl_option(const std::string& value, const std::string& device);
+// A --pdl request (nullopt: auto) for the --device text `device`, as apply_pdl_option resolves it.
+bool resolve_pdl(const std::optional<bool>& request, const std::string& device);
 
 // What MODEL may be, under the help of the commands that take one (info, generate, experts,
 // bench, profile): add_model_footer. The top-level help's footer also names those commands.

@@ -2,10 +2,13 @@
 
 #include <charconv>
 #include <cstdint>
+#include <optional>
 
 #include <fmt/format.h>
 
 #include "commands.h"
+#include "effarch/common/device.h"
+#include "effarch/common/error.h"
 #include "effarch/model/catalog.h"
 #include "effarch/ops/backend.h"
 #include "effarch/parallel/parallel.h"
@@ -67,17 +70,27 @@ void add_seed_option(CLI::App* sub, uint64_t* value, const std::string& what) {
 
 void add_pdl_option(CLI::App* sub, std::string* value, bool list) {
   const std::string what =
-      "off (default) or on: programmatic dependent launch of the decode step's CUDA kernels (sm_90 "
-      "and up): each may start while the kernel before it finishes, the GEMVs streaming their first "
-      "weights meanwhile; same results (docs/kernels.md)";
+      "auto (default: on for a GPU of compute capability 9.x, off elsewhere), on or off: programmatic "
+      "dependent launch of the decode step's CUDA kernels (sm_90 and up): each may start while the "
+      "kernel before it finishes, the GEMVs streaming their first weights meanwhile; same results "
+      "(docs/kernels.md)";
   sub->add_option("--pdl", *value,
                   list ? what + "; recorded in each point's key. off,on runs every point under both in turn"
                        : what + "; recorded in the results")
       ->capture_default_str();
 }
 
-void apply_pdl_option(const std::string& value) {
-  ops::set_programmatic_launch(ops::parse_programmatic_launch(value, "--pdl"), "--pdl");
+bool resolve_pdl(const std::optional<bool>& request, const std::string& device) {
+  if (request) return *request;
+  try {
+    return ops::programmatic_launch_auto(parse_device(device, "--device"));
+  } catch (const UsageError&) {  // the command reports its device where it always did
+    return false;
+  }
+}
+
+void apply_pdl_option(const std::string& value, const std::string& device) {
+  ops::set_programmatic_launch(resolve_pdl(ops::parse_programmatic_launch_request(value, "--pdl"), device), "--pdl");
 }
 
 }  // namespace effarch::cli

@@ -84,6 +84,30 @@ bool parse_programmatic_launch(const std::string& value, const std::string& opti
   throw UsageError(fmt::format("{}: unknown value '{}' (use on or off)", option, value));
 }
 
+std::optional<bool> parse_programmatic_launch_request(const std::string& value, const std::string& option) {
+  if (value == "auto") return std::nullopt;
+  if (value == "on") return true;
+  if (value == "off") return false;
+  throw UsageError(fmt::format("{}: unknown value '{}' (use auto, on or off)", option, value));
+}
+
+bool detail::programmatic_launch_auto(int sm_major, int lowest_cuda_arch, bool built_with_cuda) {
+  return built_with_cuda && sm_major == 9 && programmatic_launch_refusal(lowest_cuda_arch, "--pdl").empty();
+}
+
+bool programmatic_launch_auto([[maybe_unused]] const c10::Device& device) {
+#ifdef EFFARCH_WITH_CUDA
+  if (!device.is_cuda() || c10::cuda::device_count() == 0) return false;
+  return detail::programmatic_launch_auto(detail::cuda_sm_major(device), kernels::lowest_compiled_cuda_arch(), true);
+#else
+  return false;
+#endif
+}
+
+bool resolve_programmatic_launch(const std::optional<bool>& request, const c10::Device& device) {
+  return request ? *request : programmatic_launch_auto(device);
+}
+
 std::string_view op_name(OpFamily op) {
   switch (op) {
     case OpFamily::CausalConv1d: return "causal_conv1d";

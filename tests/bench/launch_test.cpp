@@ -45,13 +45,18 @@ TEST(BenchLaunch, ListsOfCudaGraphsAndPdl) {
                     {"--cuda-graphs", "'off' is given twice"});
   EXPECT_THROW_WITH(parse_cuda_graphs_list("off,", "--cuda-graphs"), UsageError, {"--cuda-graphs", "empty value"});
   EXPECT_THROW_WITH(parse_cuda_graphs_list("off,yes", "--cuda-graphs"), UsageError, {"--cuda-graphs", "'yes'"});
-  EXPECT_EQ(parse_pdl_list("off", "--pdl"), std::vector<bool>{false});
-  EXPECT_EQ(parse_pdl_list("on,off", "--pdl"), (std::vector<bool>{true, false}));
+  using Pdl = std::vector<std::optional<bool>>;
+  EXPECT_EQ(parse_pdl_list("off", "--pdl"), Pdl{false});
+  EXPECT_EQ(parse_pdl_list("on,off", "--pdl"), (Pdl{true, false}));
+  EXPECT_EQ(parse_pdl_list("auto", "--pdl"), Pdl{std::nullopt});
+  EXPECT_THROW_WITH(parse_pdl_list("auto,on", "--pdl"), UsageError, {"--pdl", "auto is a value on its own", "'auto,on'"});
   EXPECT_THROW_WITH(parse_pdl_list("on,on", "--pdl"), UsageError, {"--pdl", "'on' is given twice"});
-  EXPECT_THROW_WITH(parse_pdl_list("off,maybe", "x.json: 'pdl'"), UsageError, {"x.json: 'pdl'", "'maybe'"});
+  EXPECT_THROW_WITH(parse_pdl_list("off,maybe", "x.json: 'pdl'"), UsageError,
+                    {"x.json: 'pdl'", "'maybe'", "use auto, on or off"});
   EXPECT_EQ(cuda_graphs_list_name({std::nullopt}), "auto");
   EXPECT_EQ(cuda_graphs_list_name({DecodeMode::Eager, DecodeMode::CudaGraph}), "off,on");
   EXPECT_EQ(pdl_list_name({false, true}), "off,on");
+  EXPECT_EQ(pdl_list_name({std::nullopt}), "auto");
   using Backends = std::vector<ops::Backend>;
   EXPECT_EQ(parse_backend_list("reference,auto", "--backend"), (Backends{ops::Backend::Reference, ops::Backend::Auto}));
   EXPECT_EQ(parse_backend_list("cuda", "--backend"), Backends{ops::Backend::Cuda});
@@ -59,11 +64,11 @@ TEST(BenchLaunch, ListsOfCudaGraphsAndPdl) {
   EXPECT_THROW_WITH(parse_backend_list("auto,gpu", "--backend"), UsageError, {"--backend", "'gpu'"});
   EXPECT_EQ(backend_list_name({ops::Backend::Reference, ops::Backend::Cuda}), "reference,cuda");
 
-  SweepSpec spec;  // the defaults: one setting, auto, auto and off
+  SweepSpec spec;  // the defaults: one setting, auto for each
   ASSERT_EQ(launch_settings(spec).size(), 1u);
   EXPECT_EQ(launch_settings(spec)[0].backend, ops::Backend::Auto);
   EXPECT_FALSE(launch_settings(spec)[0].cuda_graphs);
-  EXPECT_FALSE(launch_settings(spec)[0].pdl);
+  EXPECT_FALSE(launch_settings(spec)[0].pdl.has_value());
   spec.backends = {ops::Backend::Reference, ops::Backend::Auto};
   spec.cuda_graphs = {DecodeMode::Eager, DecodeMode::CudaGraph};
   spec.pdl = {false, true};
@@ -71,16 +76,16 @@ TEST(BenchLaunch, ListsOfCudaGraphsAndPdl) {
   ASSERT_EQ(all.size(), 8u);
   EXPECT_EQ(all[0].backend, ops::Backend::Reference);
   EXPECT_EQ(all[0].cuda_graphs, DecodeMode::Eager);
-  EXPECT_FALSE(all[0].pdl);
+  EXPECT_EQ(all[0].pdl, false);
   EXPECT_EQ(all[1].cuda_graphs, DecodeMode::Eager);
-  EXPECT_TRUE(all[1].pdl);
+  EXPECT_EQ(all[1].pdl, true);
   EXPECT_EQ(all[2].cuda_graphs, DecodeMode::CudaGraph);
-  EXPECT_FALSE(all[2].pdl);
-  EXPECT_TRUE(all[3].pdl);
+  EXPECT_EQ(all[2].pdl, false);
+  EXPECT_EQ(all[3].pdl, true);
   EXPECT_EQ(all[3].backend, ops::Backend::Reference);
   EXPECT_EQ(all[4].backend, ops::Backend::Auto);
   EXPECT_EQ(all[4].cuda_graphs, DecodeMode::Eager);
-  EXPECT_FALSE(all[4].pdl);
+  EXPECT_EQ(all[4].pdl, false);
 }
 
 TEST(BenchLaunch, SuiteFilesTakeTheLists) {
@@ -89,7 +94,7 @@ TEST(BenchLaunch, SuiteFilesTakeTheLists) {
   std::ofstream(path) << R"({"name": "ab", "models": ["tiny-llama"], "cuda_graphs": "off,static", "pdl": "off"})";
   const SweepSpec s = load_suite(path, SweepSpec{});
   EXPECT_EQ(s.cuda_graphs, (Graphs{DecodeMode::Eager, DecodeMode::Static}));
-  EXPECT_EQ(s.pdl, std::vector<bool>{false});
+  EXPECT_EQ(s.pdl, std::vector<std::optional<bool>>{false});
   std::ofstream(path) << R"({"name": "ab", "models": ["tiny-llama"], "pdl": "on,on"})";
   EXPECT_THROW_WITH(load_suite(path, SweepSpec{}), UsageError, {"ab.json", "'pdl'", "given twice"});
 }
@@ -127,7 +132,7 @@ TEST(BenchLaunch, EachPointRunsUnderEverySettingOnTheModelLoadedOnce) {
   }
   const json doc = make_document(spec, kEnv, {"effarch", "bench"}, points, false);
   EXPECT_EQ(doc["settings"]["cuda_graphs"], "off,static");
-  EXPECT_EQ(doc["settings"]["pdl"], "off");
+  EXPECT_EQ(doc["settings"]["pdl"], "auto");  // the default, resolved per point (off on the CPU)
 
   const LaunchSplit split = split_by_launch(doc);
   ASSERT_EQ(split.docs.size(), 2u);

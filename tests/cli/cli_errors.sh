@@ -19,8 +19,8 @@ for cmd in inspect init tokenize compare report kernels; do
   [[ $out != *MODEL* ]] || fail "$cmd --help mentions MODEL, which it does not take:"$'\n'"$out"
 done
 expect_exit 0 "MODEL (info, generate, experts, bench, profile) is" "$EFFARCH" --help
-# --pdl takes on or off; on needs a build with the CUDA kernels (a CUDA build accepts it anywhere).
-expect_exit 2 "--pdl: unknown value 'maybe' (use on or off)" "$EFFARCH" generate tiny-llama --prompt-ids 1,2 --pdl maybe
+# --pdl takes auto (the default), on or off; on needs a build with the CUDA kernels (a CUDA build accepts it anywhere).
+expect_exit 2 "--pdl: unknown value 'maybe' (use auto, on or off)" "$EFFARCH" generate tiny-llama --prompt-ids 1,2 --pdl maybe
 expect_exit 2 "--pdl: unknown value '1'" "$EFFARCH" bench tiny-llama --pdl 1
 expect_exit 2 "--pdl: unknown value 'yes'" "$EFFARCH" profile tiny-llama --pdl yes
 expect_exit 2 "--pdl: unknown value 'true'" "$EFFARCH" kernels --ops add_norm --pdl true

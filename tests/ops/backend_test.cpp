@@ -46,6 +46,28 @@ TEST(Backend, ProgrammaticLaunchParsesOnOffAndIsOffByDefault) {
   EXPECT_FALSE(programmatic_launch());
 }
 
+// --pdl auto (the CLI's default): on for a GPU of compute capability 9.x in a build whose kernels
+// all have the wait, where it was measured (an H100: docs/perf/pending.md, entry 28); off for the
+// CPU, older GPUs, and 12.x (a DGX Spark's sm_121, not yet measured).
+TEST(Backend, ProgrammaticLaunchAutoIsOnWhereItWasMeasured) {
+  EXPECT_EQ(parse_programmatic_launch_request("auto", "--pdl"), std::nullopt);
+  EXPECT_EQ(parse_programmatic_launch_request("on", "--pdl"), true);
+  EXPECT_EQ(parse_programmatic_launch_request("off", "--pdl"), false);
+  EXPECT_THROW_WITH(parse_programmatic_launch_request("yes", "--pdl"), UsageError, {"--pdl", "'yes'", "auto, on or off"});
+  EXPECT_TRUE(detail::programmatic_launch_auto(9, 90, true));
+  EXPECT_TRUE(detail::programmatic_launch_auto(9, 0, true));     // "native": built for the GPU it runs on
+  EXPECT_FALSE(detail::programmatic_launch_auto(9, 80, true));   // code without the wait: refused for on
+  EXPECT_FALSE(detail::programmatic_launch_auto(12, 90, true));  // sm_121: not measured
+  EXPECT_FALSE(detail::programmatic_launch_auto(8, 90, true));
+  EXPECT_FALSE(detail::programmatic_launch_auto(-1, 90, true));  // not a CUDA device
+  EXPECT_FALSE(detail::programmatic_launch_auto(9, 90, false));  // no CUDA kernels
+  const c10::Device cpu(c10::kCPU);
+  EXPECT_FALSE(programmatic_launch_auto(cpu));
+  EXPECT_FALSE(resolve_programmatic_launch(std::nullopt, cpu));
+  EXPECT_TRUE(resolve_programmatic_launch(true, cpu));
+  EXPECT_FALSE(resolve_programmatic_launch(false, cpu));
+}
+
 // A build whose kernels include code below compute capability 9.0 has no grid-dependency wait in
 // that code, which may run on a GPU that honours the attribute: --pdl on is refused there.
 TEST(Backend, ProgrammaticLaunchIsRefusedForKernelsBuiltBelowSm90) {

@@ -39,7 +39,9 @@ struct SweepSpec {
   // setting in turn, on the model loaded once (launch_settings; docs/bench.md, "Side by side in
   // one run").
   std::vector<std::optional<model::DecodeMode>> cuda_graphs{std::nullopt};
-  std::vector<bool> pdl{false};  // programmatic dependent launch of the decode kernels (--pdl)
+  // Programmatic dependent launch of the decode kernels (--pdl): on, off, or nullopt for auto
+  // (ops::programmatic_launch_auto on the sweep's device), the default.
+  std::vector<std::optional<bool>> pdl{std::nullopt};
   std::string attention = "sdpa";             // checked by ops::parse_attention_impl where it is read
   // Asked of every op (ModelOptions::backend); several (--backend reference,auto) are launch
   // settings like the lists below: each point runs under each, on the model loaded once.
@@ -61,7 +63,7 @@ struct SweepSpec {
 struct LaunchSetting {
   ops::Backend backend = ops::Backend::Auto;
   std::optional<model::DecodeMode> cuda_graphs;
-  bool pdl = false;
+  std::optional<bool> pdl;  // nullopt: auto, resolved for the device as the point runs
 };
 // The sweep's launch settings: every backend x every cuda_graphs value x every pdl value, in that
 // nesting (backend outermost), each list in the order given.
@@ -69,13 +71,13 @@ std::vector<LaunchSetting> launch_settings(const SweepSpec& spec);
 // "off,on": --cuda-graphs values (auto, off, on, static), comma-separated; auto only alone, no
 // value twice. Throws UsageError naming `option`.
 std::vector<std::optional<model::DecodeMode>> parse_cuda_graphs_list(const std::string& text, const std::string& option);
-// "off,on": --pdl values, the same rules.
-std::vector<bool> parse_pdl_list(const std::string& text, const std::string& option);
+// "off,on": --pdl values (auto, on, off), the same rules.
+std::vector<std::optional<bool>> parse_pdl_list(const std::string& text, const std::string& option);
 // "reference,auto": --backend values (auto, reference, cuda), no value twice.
 std::vector<ops::Backend> parse_backend_list(const std::string& text, const std::string& option);
 // A list back in the options' words ("off,on"; "auto").
 std::string cuda_graphs_list_name(const std::vector<std::optional<model::DecodeMode>>& values);
-std::string pdl_list_name(const std::vector<bool>& values);
+std::string pdl_list_name(const std::vector<std::optional<bool>>& values);
 std::string backend_list_name(const std::vector<ops::Backend>& values);
 
 // A suite file (configs/suites/NAME.json): {"name", "description", "models": [...],

@@ -5,6 +5,7 @@
 // when it is built (Model::implementations() records them), and each op entry resolves the
 // same way when it runs, so what is recorded is what ran.
 
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -40,13 +41,25 @@ Backend parse_backend(const std::string& value, const std::string& option);
 // dispatch) are launched so that each may start while the kernel before it in the stream finishes,
 // its blocks scheduled during that kernel's last wave and, for the GEMVs, its first weights
 // streamed before it waits. Results are the same bit for bit: only when kernels start changes.
-// A process-wide setting, off by default (`--pdl on`), recorded in results' environment.
+// A process-wide setting, off until set; the CLI's `--pdl auto` (its default) sets it on where
+// programmatic_launch_auto says, and results record what ran.
 bool programmatic_launch();
 // Turns it on or off; on throws UsageError naming `option` in a build without CUDA kernels and in
 // one whose kernels include code for an architecture below 9.0 (programmatic_launch_refusal).
 void set_programmatic_launch(bool on, const std::string& option = "--pdl");
 // The value of a --pdl option: "on" or "off"; anything else throws UsageError naming `option`.
+// What a result's key holds (the value that ran).
 bool parse_programmatic_launch(const std::string& value, const std::string& option);
+// The value of a --pdl option as asked: "on", "off" or "auto" (nullopt: decided per device by
+// programmatic_launch_auto); anything else throws UsageError naming `option`.
+std::optional<bool> parse_programmatic_launch_request(const std::string& value, const std::string& option);
+// What `auto` means on `device`: on for a GPU of compute capability 9.x (sm_90, where it was
+// measured as fast or faster for every model timed: docs/perf/pending.md, entry 28) in a build
+// whose kernels all carry the grid-dependency wait; off elsewhere (the CPU, other GPUs, where it
+// has not been measured: a DGX Spark's 12.1 among them).
+bool programmatic_launch_auto(const c10::Device& device);
+// The request's value, auto resolved for `device`.
+bool resolve_programmatic_launch(const std::optional<bool>& request, const c10::Device& device);
 // What results record for a run on `device`: "on" when the switch is on and the device is CUDA
 // of compute capability 9.0 or more (it changes only CUDA launches, and older GPUs ignore the
 // attribute), else "off".
@@ -60,6 +73,9 @@ int cuda_sm_major(const c10::Device& device);
 // `lowest_cuda_arch` (as 90 for sm_90; 0 unknown): code below 90 has no grid-dependency wait and
 // may still run on a GPU that honours the launch attribute. Empty when it can.
 std::string programmatic_launch_refusal(int lowest_cuda_arch, const std::string& option);
+// programmatic_launch_auto's rule: a CUDA device of compute capability major `sm_major` (-1: not
+// CUDA), kernels built (`built_with_cuda`) with `lowest_cuda_arch` as their lowest architecture.
+bool programmatic_launch_auto(int sm_major, int lowest_cuda_arch, bool built_with_cuda);
 }  // namespace detail
 
 // The op families that have a Backend switch: each `effarch::ops` entry taking a Backend belongs
