@@ -8,6 +8,7 @@
 
 #include <atomic>
 #include <cstdlib>
+#include <exception>
 #include <mutex>
 #include <thread>
 
@@ -136,9 +137,12 @@ class C10dCommunicator final : public Communicator {
   // A healthy group is shut down before it is destroyed, as torch.distributed's
   // destroy_process_group does (NCCL otherwise warns at exit that it was not, and may leak its
   // communicators). After a failed collective the group is left as it is (shutting it down or
-  // destroying it could wait on a lost peer): the process is about to exit anyway.
+  // destroying it could wait on a lost peer): the process is about to exit anyway. So is it when
+  // an exception unwinds past it (this rank failed outside a collective, as a corrupt checkpoint
+  // does): shutting down would close the peers' connections before main posts this rank's error
+  // (post_failure), and under load a peer's failed collective could then find no error to name.
   ~C10dCommunicator() override {
-    if (failed_) {
+    if (failed_ || std::uncaught_exceptions() > 0) {
       (void)pg_.release();
       return;
     }
