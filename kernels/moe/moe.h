@@ -80,6 +80,13 @@ struct MoeExpertGemvParams {
   int64_t x_row_stride = 0;
   void* y = nullptr;  // [M, out] (swiglu: [M, split]) rows y_row_stride apart
   int64_t y_row_stride = 0;
+  // Measuring variants (docs/perf/pending.md, entry 44), dense weights on the 16-byte path
+  // (elsewhere the default runs); the same sums either way. one_row: the kernel for a one-token
+  // step, room for one row of x a pass (every expert has at most one row: the caller's promise);
+  // loads_in_flight: weight loads a lane has in flight, 0 for moe::kExpertLoadsInFlight, or
+  // moe::kExpertLoadsInFlightWide with one_row.
+  bool one_row = false;
+  int loads_in_flight = 0;
 };
 
 struct MoeCombineParams {

@@ -26,10 +26,12 @@ inline constexpr int kElementwiseThreads = 256;
 // and three of their twelve spill 8-16 bytes: bf16 with int8 weights on the scalar path and fp16
 // on sm_90's scalar path and sm_121's 16-byte one; asking ptxas for three blocks an SM made more of
 // them spill). W: the weights' storage (the model dtype's, or int8_t, then scaled per row).
-template <Precision P, int V, typename W, bool kSwiglu>
-__global__ void __launch_bounds__(kExpertGemvWarps* kWarp) moe_expert_gemv_kernel(const MoeExpertGemvParams p) {
+// The body, for kRows rows of an expert at a time (kGemvRows; 1 for a one-token step, where each
+// expert has at most one row: the one-row kernel below) and kIn weight loads in flight a lane.
+template <Precision P, int V, typename W, bool kSwiglu, int kIn, int kRows>
+__device__ __forceinline__ void moe_expert_gemv_body(const MoeExpertGemvParams& p) {
   using S = typename StorageOf<P>::type;
-  __shared__ float pair_value[kSwiglu ? kExpertGemvWarps : 1][kGemvRows];  // each warp's rounded outputs
+  __shared__ float pair_value[kSwiglu ? kExpertGemvWarps : 1][kRows];  // each warp's rounded outputs
   allow_dependent_launch();
   grid_dependency_wait();  // the active experts, their rows and x come from the kernels before
   const int slot = static_cast<int>(blockIdx.y);
@@ -51,20 +53,20 @@ __global__ void __launch_bounds__(kExpertGemvWarps* kWarp) moe_expert_gemv_kerne
   const S* x = static_cast<const S*>(p.x);
   S* y = static_cast<S*>(p.y);
   const int begin = p.offsets[expert], count = p.counts[expert];
-  for (int r0 = 0; r0 < count; r0 += kGemvRows) {
-    const int rows = min(kGemvRows, count - r0);
-    float acc[kGemvRows] = {};
+  for (int r0 = 0; r0 < count; r0 += kRows) {
+    const int rows = min(kRows, count - r0);
+    float acc[kRows] = {};
     if (row.active) {
-      const S* xr[kGemvRows];
+      const S* xr[kRows];
 #pragma unroll
-      for (int r = 0; r < kGemvRows; ++r) {
+      for (int r = 0; r < kRows; ++r) {
         const int i = begin + r0 + min(r, rows - 1);
         const int src = p.gather ? p.order[i] / p.top_k : i;
         xr[r] = x + static_cast<int64_t>(src) * p.x_row_stride;
       }
-      gemv_lane<P, V>(w, xr, rows, p.in, lane, acc);
+      gemv_lane<P, V, W, kIn, kRows>(w, xr, rows, p.in, lane, acc);
 #pragma unroll
-      for (int r = 0; r < kGemvRows; ++r) {
+      for (int r = 0; r < kRows; ++r) {
 #pragma unroll
         for (int offset = kWarp / 2; offset > 0; offset /= 2) acc[r] += __shfl_xor_sync(0xffffffffu, acc[r], offset);
       }
@@ -72,14 +74,14 @@ __global__ void __launch_bounds__(kExpertGemvWarps* kWarp) moe_expert_gemv_kerne
     if constexpr (!kSwiglu) {
       if (lane == 0) {
 #pragma unroll
-        for (int r = 0; r < kGemvRows; ++r) {
+        for (int r = 0; r < kRows; ++r) {
           if (r < rows) y[static_cast<int64_t>(begin + r0 + r) * p.y_row_stride + o] = from_f<P>(acc[r] * scale);
         }
       }
     } else {
       if (row.active && lane == 0) {
 #pragma unroll
-        for (int r = 0; r < kGemvRows; ++r) pair_value[warp][r] = round_to<P>(acc[r] * scale);
+        for (int r = 0; r < kRows; ++r) pair_value[warp][r] = round_to<P>(acc[r] * scale);
       }
       __syncthreads();
       // Lane r of a gate warp stores row r's silu(gate) * up; its up row is 4 warps on.
@@ -90,6 +92,20 @@ __global__ void __launch_bounds__(kExpertGemvWarps* kWarp) moe_expert_gemv_kerne
       __syncthreads();  // the next rows' values overwrite these
     }
   }
+}
+
+template <Precision P, int V, typename W, bool kSwiglu>
+__global__ void __launch_bounds__(kExpertGemvWarps* kWarp) moe_expert_gemv_kernel(const MoeExpertGemvParams p) {
+  moe_expert_gemv_body<P, V, W, kSwiglu, kExpertLoadsInFlight, kGemvRows>(p);
+}
+
+// The one-token variants (MoeExpertGemvParams::one_row: a decode step of one token, each expert
+// one row): one row's accumulator and x pointer instead of kGemvRows', fewer registers and more
+// warps an SM, with kIn (kExpertLoadsInFlight or kExpertLoadsInFlightWide) loads in flight a lane.
+// Dense weights on the 16-byte path only. The same sums in the same order as the kernel above.
+template <Precision P, int V, typename W, bool kSwiglu, int kIn>
+__global__ void __launch_bounds__(kExpertGemvWarps* kWarp) moe_expert_gemv_one_row_kernel(const MoeExpertGemvParams p) {
+  moe_expert_gemv_body<P, V, W, kSwiglu, kIn, 1>(p);
 }
 
 // grid (N, column tiles): thread 0 orders the token's slots, then every thread sums its columns.
@@ -136,6 +152,13 @@ LaunchStatus moe_expert_gemv_cuda(const MoeExpertGemvParams& p, cudaStream_t str
                          (p.x_row_stride * static_cast<int64_t>(sizeof(S))) % 16 == 0;
   const bool aligned = p.weights_aligned && x_aligned && p.in % (int8 ? kVecInt8 : kVec) == 0;
   constexpr const char* kWhat = "moe_expert_gemv kernel launch";
+  if (p.loads_in_flight != 0 && p.loads_in_flight != kExpertLoadsInFlight &&
+      p.loads_in_flight != kExpertLoadsInFlightWide) {
+    return {cudaErrorInvalidValue, "moe_expert_gemv: loads_in_flight must be 0, 4 or 8"};
+  }
+  if (p.loads_in_flight == kExpertLoadsInFlightWide && !p.one_row) {
+    return {cudaErrorInvalidValue, "moe_expert_gemv: 8 loads in flight only with one_row"};
+  }
   if (int8) {
     if (p.swiglu) {
       return launch_kernel(aligned ? moe_expert_gemv_kernel<P, kVecInt8, int8_t, true>
@@ -144,6 +167,16 @@ LaunchStatus moe_expert_gemv_cuda(const MoeExpertGemvParams& p, cudaStream_t str
     }
     return launch_kernel(aligned ? moe_expert_gemv_kernel<P, kVecInt8, int8_t, false>
                                  : moe_expert_gemv_kernel<P, 1, int8_t, false>,
+                         grid, block, 0, stream, kWhat, p);
+  }
+  if (aligned && p.one_row) {  // the measuring variants
+    if (p.loads_in_flight == kExpertLoadsInFlightWide) {
+      return launch_kernel(p.swiglu ? moe_expert_gemv_one_row_kernel<P, kVec, S, true, kExpertLoadsInFlightWide>
+                                    : moe_expert_gemv_one_row_kernel<P, kVec, S, false, kExpertLoadsInFlightWide>,
+                           grid, block, 0, stream, kWhat, p);
+    }
+    return launch_kernel(p.swiglu ? moe_expert_gemv_one_row_kernel<P, kVec, S, true, kExpertLoadsInFlight>
+                                  : moe_expert_gemv_one_row_kernel<P, kVec, S, false, kExpertLoadsInFlight>,
                          grid, block, 0, stream, kWhat, p);
   }
   if (p.swiglu) {

@@ -295,13 +295,13 @@ EFFARCH_HD float weight_f(W w) {
 }
 
 // acc[r] += w . x[r] over one chunk of V elements at k0, fused multiply-adds in element order.
-template <Precision P, int V, typename W>
+template <Precision P, int V, typename W, int kRows = kGemvRows>
 EFFARCH_HD void gemv_chunk(const W (&wv)[V], const typename StorageOf<P>::type* const* x, int rows, int k0,
-                           float (&acc)[kGemvRows]) {
+                           float (&acc)[kRows]) {
   using S = typename StorageOf<P>::type;
   float wf[V];
   for (int i = 0; i < V; ++i) wf[i] = weight_f<P>(wv[i]);
-  for (int r = 0; r < kGemvRows; ++r) {
+  for (int r = 0; r < kRows; ++r) {
     if (r >= rows) break;
     S xv[V];
     load_chunk<P, V, false>(x[r] + k0, xv);
@@ -311,17 +311,23 @@ EFFARCH_HD void gemv_chunk(const W (&wv)[V], const typename StorageOf<P>::type* 
 
 // Weight loads a lane issues before it uses the first (the dense GEMV's kGemvUnroll, gemv/gemv_math.h).
 inline constexpr int kExpertLoadsInFlight = 4;
+// The measuring variant (MoeExpertGemvParams::loads_in_flight, with one_row): all eight 16-byte
+// loads of a DeepSeekMoE expert's 2048-wide bf16 row in flight at once, one round trip where the
+// default takes two (docs/perf/pending.md, entry 44). The chunks are used in the same order: the
+// sums are bitwise the default's.
+inline constexpr int kExpertLoadsInFlightWide = 8;
 
 // The lane's partial dot products of weight row w (K elements) with the rows x[r] (r < rows):
 // chunks of V consecutive elements at lane * V, lane * V + 32 V, ... (K a multiple of V), in that
 // order. V is what one 16-byte load of weights holds (V = 1: the scalar path). The weights of
 // kExpertLoadsInFlight chunks are loaded before any is used, so each lane has that many weight
-// loads in flight (two until 2026-11-26: an expert row of 2048 bf16 took four round trips).
-template <Precision P, int V, typename W>
+// loads in flight (two until 2026-11-26: an expert row of 2048 bf16 took four round trips). kIn
+// changes how many loads are in flight, not the order the chunks are added in; kRows how many rows
+// of x there are room for (kGemvRows; 1 in the one-token kernel), not what a row's sum is.
+template <Precision P, int V, typename W, int kIn = kExpertLoadsInFlight, int kRows = kGemvRows>
 EFFARCH_HD void gemv_lane(const W* w, const typename StorageOf<P>::type* const* x, int rows, int k, int lane,
-                          float (&acc)[kGemvRows]) {
-  constexpr int kIn = kExpertLoadsInFlight;
-  for (int r = 0; r < kGemvRows; ++r) acc[r] = 0.f;
+                          float (&acc)[kRows]) {
+  for (int r = 0; r < kRows; ++r) acc[r] = 0.f;
   for (int k0 = lane * V; k0 < k; k0 += kIn * kWarp * V) {
     W wv[kIn][V];
     EFFARCH_UNROLL
@@ -330,7 +336,7 @@ EFFARCH_HD void gemv_lane(const W* w, const typename StorageOf<P>::type* const* 
     }
     EFFARCH_UNROLL
     for (int c = 0; c < kIn; ++c) {
-      if (k0 + c * kWarp * V < k) gemv_chunk<P, V>(wv[c], x, rows, k0 + c * kWarp * V, acc);
+      if (k0 + c * kWarp * V < k) gemv_chunk<P, V, W, kRows>(wv[c], x, rows, k0 + c * kWarp * V, acc);
     }
   }
 }

@@ -106,7 +106,8 @@ std::function<void()> moe_prefill_call(const KernelShape& s, const at::TensorOpt
 // router's own GEMM is not in the row.
 int64_t moe_decode_experts(const KernelShape& s) { return std::min(moe(s).num_experts, s.batch * moe(s).top_k); }
 
-std::function<void()> moe_decode_call(const KernelShape& s, const at::TensorOptions& o, ops::Backend backend) {
+std::function<void()> moe_decode_call(const KernelShape& s, const at::TensorOptions& o, ops::Backend backend,
+                                      bool one_row, int loads_in_flight) {
   const auto& m = moe(s);
   const int64_t h = s.config->hidden_size, k = m.top_k;
   struct State {
@@ -118,6 +119,8 @@ std::function<void()> moe_decode_call(const KernelShape& s, const at::TensorOpti
   auto st = std::make_shared<State>();
   st->experts = random_experts(s, o, moe_decode_experts(s));  // the experts the routing names, no more
   st->table = ops::make_expert_table(st->experts);
+  st->table.one_row = one_row;
+  st->table.loads_in_flight = loads_in_flight;
   st->x = at::randn({s.batch, h}, o);
   // The weights in the router's dtype for this model (fp32 for Mixtral's, else the model's).
   st->routing = ops::moe_route(st->x, at::randn({m.num_experts, h}, o) * 0.02, k, m.router, ops::Backend::Reference);
@@ -127,6 +130,40 @@ std::function<void()> moe_decode_call(const KernelShape& s, const at::TensorOpti
   return [st, act, backend] {
     (void)ops::moe_dispatch(st->x, st->routing, st->experts, act, backend, st->table.defined() ? &st->table : nullptr);
   };
+}
+
+// The moe_decode row, or a variant of the decode GEMV (ExpertTable::one_row, its one-token kernel,
+// and loads_in_flight, 0 the kernel's default), which at --batch 1 only differs from the row.
+KernelCase moe_decode_case(std::string name, bool one_row, int loads_in_flight) {
+  return KernelCase{
+      std::move(name), KernelModel::Moe, ops::OpFamily::MoeDispatch, false,
+      "dispatch B tokens (one step): read x [B,H], the routing [B,k] (ids and weights) and the gate, up [I,H] and down "
+      "[H,I] of the min(E, B k) experts it names (token t's slot j: expert (t k + j) mod E); write out [B,H]; all in "
+      "the dtype but the int64 ids and Mixtral's fp32 weights",
+      [](const KernelShape& s) {
+        const auto& m = moe(s);
+        return json{{"x", {s.batch, s.config->hidden_size}},
+                    {"active_experts", {moe_decode_experts(s), 3, m.expert_intermediate, s.config->hidden_size}},
+                    {"top_k", m.top_k}};
+      },
+      [](const KernelShape& s) {
+        const auto& m = moe(s);
+        const uint64_t e = esize(s.dtype), h = static_cast<uint64_t>(s.config->hidden_size);
+        const uint64_t slots = static_cast<uint64_t>(s.batch * m.top_k);
+        const uint64_t weight = m.router == ops::RouterKind::SoftmaxFp32Renormalized ? 4 : e;
+        return KernelBytes{e * (elems({moe_decode_experts(s), 3, m.expert_intermediate, s.config->hidden_size}) +
+                                static_cast<uint64_t>(s.batch) * h) +
+                               slots * (8 + weight),
+                           e * static_cast<uint64_t>(s.batch) * h};
+      },
+      [one_row, loads_in_flight](const KernelShape& s, const at::TensorOptions& o, ops::Backend backend) {
+        return moe_decode_call(s, o, backend, one_row, loads_in_flight);
+      },
+      [](const KernelShape& s) {  // 2 B k 3 H I: the routed experts' products (no router in the row)
+        const auto& m = moe(s);
+        return 2.0 * static_cast<double>(s.batch * m.top_k) * 3 * static_cast<double>(s.config->hidden_size) *
+               static_cast<double>(m.expert_intermediate);
+      }};
 }
 
 json moe_shapes(const KernelShape& s) {
@@ -794,33 +831,9 @@ std::vector<KernelCase> make_kernel_cases() {
                                     return std::make_pair(s.config->hidden_size, mamba(s).d_inner);
                                   }));
   // ---- MoE decode (--moe): one step's layer through the chosen experts only ----
-  cases.push_back(KernelCase{
-      "moe_decode", KernelModel::Moe, ops::OpFamily::MoeDispatch, false,
-      "dispatch B tokens (one step): read x [B,H], the routing [B,k] (ids and weights) and the gate, up [I,H] and down "
-      "[H,I] of the min(E, B k) experts it names (token t's slot j: expert (t k + j) mod E); write out [B,H]; all in "
-      "the dtype but the int64 ids and Mixtral's fp32 weights",
-      [](const KernelShape& s) {
-        const auto& m = moe(s);
-        return json{{"x", {s.batch, s.config->hidden_size}},
-                    {"active_experts", {moe_decode_experts(s), 3, m.expert_intermediate, s.config->hidden_size}},
-                    {"top_k", m.top_k}};
-      },
-      [](const KernelShape& s) {
-        const auto& m = moe(s);
-        const uint64_t e = esize(s.dtype), h = static_cast<uint64_t>(s.config->hidden_size);
-        const uint64_t slots = static_cast<uint64_t>(s.batch * m.top_k);
-        const uint64_t weight = m.router == ops::RouterKind::SoftmaxFp32Renormalized ? 4 : e;
-        return KernelBytes{e * (elems({moe_decode_experts(s), 3, m.expert_intermediate, s.config->hidden_size}) +
-                                static_cast<uint64_t>(s.batch) * h) +
-                               slots * (8 + weight),
-                           e * static_cast<uint64_t>(s.batch) * h};
-      },
-      moe_decode_call,
-      [](const KernelShape& s) {  // 2 B k 3 H I: the routed experts' products (no router in the row)
-        const auto& m = moe(s);
-        return 2.0 * static_cast<double>(s.batch * m.top_k) * 3 * static_cast<double>(s.config->hidden_size) *
-               static_cast<double>(m.expert_intermediate);
-      }});
+  cases.push_back(moe_decode_case("moe_decode", false, 0));
+  cases.push_back(moe_decode_case("moe_decode_r1", true, 0));
+  cases.push_back(moe_decode_case("moe_decode_r1l8", true, 8));
   // ---- MoE prefill (--moe): the routed experts against a dense GEMM of their FLOPs ----
   const char* moe_formula =
       "route and dispatch N = B L tokens: read x [N,H], router [E,H], every expert's gate, up [I,H] and down [H,I]; "

@@ -177,6 +177,8 @@ at::Tensor moe_dispatch_cuda(const at::Tensor& x_in, const Routing& routing, con
     g.top_k = static_cast<int>(k);
     g.max_slots = static_cast<int>(std::min(num_experts, m));
     g.weights_aligned = table->aligned;
+    g.one_row = table->one_row && n == 1;  // one token: each expert has at most one of the k rows
+    g.loads_in_flight = g.one_row ? table->loads_in_flight : 0;
     g.counts = plan.counts.const_data_ptr<int>();
     g.offsets = plan.offsets.const_data_ptr<int>();
     g.active = plan.active.const_data_ptr<int>();

@@ -191,7 +191,7 @@ TEST(KernelCases, RegistryAndImplementations) {
                                            "dense_gemv_lm_head", "dense_gemv_out_proj", "dense_gemv_mlp_down",
                                            "dense_gemv_mlp_up", "dense_gemv_mlp_up_act", "dense_gemv_qkv",
                                            "dense_gemv_mamba2_in_proj",
-                                           "dense_gemv_mamba2_out_proj", "moe_decode", "moe_prefill",
+                                           "dense_gemv_mamba2_out_proj", "moe_decode", "moe_decode_r1", "moe_decode_r1l8", "moe_prefill",
                                            "moe_prefill_per_expert", "moe_dense_gemm"}));
   EXPECT_THROW_WITH(find_kernel_case("flash_scan", "--ops"), UsageError, {"--ops", "flash_scan", "selective_scan"});
   // The lane-per-state variant was removed (slower than lanes16 on an H100): its op is unknown now.

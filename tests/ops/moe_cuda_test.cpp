@@ -13,7 +13,9 @@
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <optional>
 #include <string>
 #include <type_traits>
@@ -659,6 +661,36 @@ TEST(MoeKernelEmulation, DecodeDispatchMatchesTheReference) {
   }
 }
 
+// The GEMV lane's loads in flight change when its weights arrive, not the order they are added
+// in, and its room for rows changes nothing about one row's sum: the one-token kernel's lane
+// (one row, four or eight loads in flight: moe_decode_r1, moe_decode_r1l8) gives the default's
+// partial sums bit for bit, for rows shorter than, as long as, and longer than one round.
+TEST(MoeKernelMath, LoadsInFlightKeepTheLaneSums) {
+  using S = km::StorageOf<km::Precision::kBf16>::type;
+  for (const int k : {64, 1408, 2048, 4096, 4104}) {
+    at::manual_seed(static_cast<uint64_t>(k));
+    const at::Tensor w = at::randn({k}).to(at::kBFloat16), x = at::randn({3, k}).to(at::kBFloat16);
+    const S* wp = static_cast<const S*>(w.const_data_ptr());
+    const S* xr[km::kGemvRows];
+    for (int r = 0; r < km::kGemvRows; ++r) xr[r] = static_cast<const S*>(x.const_data_ptr()) + std::min(r, 2) * k;
+    for (int lane = 0; lane < km::kWarp; ++lane) {
+      float narrow[km::kGemvRows], wide[km::kGemvRows];
+      km::gemv_lane<km::Precision::kBf16, 8, S>(wp, xr, 3, k, lane, narrow);
+      km::gemv_lane<km::Precision::kBf16, 8, S, km::kExpertLoadsInFlightWide>(wp, xr, 3, k, lane, wide);
+      EXPECT_EQ(std::memcmp(narrow, wide, sizeof(narrow)), 0) << "k " << k << " lane " << lane;
+      for (const int in_flight : {km::kExpertLoadsInFlight, km::kExpertLoadsInFlightWide}) {
+        float one[1];
+        if (in_flight == km::kExpertLoadsInFlight) {
+          km::gemv_lane<km::Precision::kBf16, 8, S, km::kExpertLoadsInFlight, 1>(wp, xr, 1, k, lane, one);
+        } else {
+          km::gemv_lane<km::Precision::kBf16, 8, S, km::kExpertLoadsInFlightWide, 1>(wp, xr, 1, k, lane, one);
+        }
+        EXPECT_EQ(std::memcmp(one, narrow, sizeof(one)), 0) << "one row, k " << k << " lane " << lane << " in flight " << in_flight;
+      }
+    }
+  }
+}
+
 // The fused SwiGLU's pairing: gate row j of a block's first four warps has its up row split + j
 // four warps on, in the same block; every pair once, the block's spare warps inactive; the plain
 // mapping reads every row once; both grids are as wide.
@@ -1014,6 +1046,16 @@ TEST(MoeCuda, DecodeDispatchAtRealShapesMatchesTheReference) {
         test::expect_close(gpu, ref, tol, what);
         EXPECT_TRUE(at::equal(gpu, moe_dispatch(x, r, experts, Activation::SiLU, Backend::Cuda, &table)))
             << what << ": not deterministic";
+        // The measuring variants (moe_decode_r1, moe_decode_r1l8): the one-token kernel with four
+        // and eight weight loads in flight a lane; the same sums in the same order, bit for bit
+        // (at eight tokens, and for int8 weights, the default kernel runs).
+        for (const int loads : {0, km::kExpertLoadsInFlightWide}) {
+          ExpertTable variant = table;
+          variant.one_row = true;
+          variant.loads_in_flight = loads;
+          EXPECT_TRUE(at::equal(gpu, moe_dispatch(x, r, experts, Activation::SiLU, Backend::Cuda, &variant)))
+              << what << ": one_row, loads_in_flight " << loads;
+        }
       }
     }
   }

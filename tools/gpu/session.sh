@@ -340,9 +340,9 @@ followups() {  # pending.md's "Order" after the sixth H100 run: entries 41, 46, 
     --import-source yes --print-details all "$B" kernels --device cuda --dtype bfloat16 --reps 1 --warmup 0 \
     --lengths 4096 --ops selective_scan > "$out/ncu-scan-full.txt" 2>&1
   log "exit $?"
-  log "== followups: entry 44, DeepSeekMoE's decode dispatch (the baseline for its next change)"
-  limited --int 40 "$B" kernels $K --moe deepseek-moe-16b --batch 1,8 --ops moe_decode -o "$out/k-moe-decode.json" \
-    > "$out/k-moe-decode.txt" 2>&1
+  log "== followups: entry 44, DeepSeekMoE's decode dispatch and its one-token GEMV variants"
+  limited --int 60 "$B" kernels $K --moe deepseek-moe-16b --batch 1,8 --ops moe_decode,moe_decode_r1,moe_decode_r1l8 \
+    -o "$out/k-moe-decode.json" > "$out/k-moe-decode.txt" 2>&1
   log "exit $?"; grep -E '^\| moe_decode' "$out/k-moe-decode.txt" >> "$summary"
 }
 

@@ -66,6 +66,12 @@ struct ExpertTable {
   bool int8 = false;                  // the weights are int8 (then dtype is kChar)
   at::ScalarType dtype = at::kFloat;  // the weights' dtype: the model's, unless int8
   bool aligned = false;  // every weight row 16-byte aligned: the kernel's vector loads
+  // Measuring knobs of the decode GEMV (kernels/moe/moe.h, MoeExpertGemvParams): one_row, its
+  // one-token kernel (taken only for a dispatch of one token), and loads_in_flight (0: 4, or 8
+  // with one_row). `effarch kernels` times them as moe_decode_r1 and moe_decode_r1l8
+  // (docs/perf/pending.md, entry 44).
+  bool one_row = false;
+  int loads_in_flight = 0;
   std::string why;       // why it is undefined
   bool defined() const { return pointers.defined(); }
 };
