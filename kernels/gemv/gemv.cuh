@@ -20,7 +20,8 @@ namespace gemv_detail {
 // kGated: a gated activation (GemvActivation::gated), its own instantiation so that the plain
 // kernel keeps its registers (40 at one row on sm_90; the pairing's barrier and bookkeeping in the
 // same body took 44-46), and only for the rows a decode step fuses (kGemvGatedMaxRows).
-template <typename T, int R, bool kVectorized, bool kGated>
+// kUnroll: weight loads in flight a lane (kGemvUnroll; kGemvUnrollWide in the measuring variant).
+template <typename T, int R, bool kVectorized, bool kGated, int kUnroll = kGemvUnroll>
 __global__ void __launch_bounds__(kGemvThreads) gemv_kernel(const GemvParams p, const int split, const int prefetch) {
   __shared__ float partial[kGemvWarps][R];
   __shared__ float pair_value[kGated ? kGemvWarps : 1][R];  // gated: each row's stored value, for its pair
@@ -35,8 +36,8 @@ __global__ void __launch_bounds__(kGemvThreads) gemv_kernel(const GemvParams p, 
   if (active) {
     const T* w_row = static_cast<const T*>(p.w) + static_cast<int64_t>(l.out_row) * p.in;
     if constexpr (kVectorized) {
-      gemv_lane_vectorized<T, R>(w_row, x, p.x_row_stride, p.rows, p.in / GemvUnpack<T>::kVec, l.t, l.stride, acc,
-                                 prefetch);
+      gemv_lane_vectorized<T, R, kUnroll>(w_row, x, p.x_row_stride, p.rows, p.in / GemvUnpack<T>::kVec, l.t,
+                                          l.stride, acc, prefetch);
     } else {
       gemv_lane_scalar<T, R>(w_row, x, p.x_row_stride, p.rows, p.in, l.t, l.stride, acc);
     }
@@ -102,15 +103,27 @@ LaunchStatus gemv_launch(const GemvParams& p, cudaStream_t stream) {
     return {cudaErrorInvalidValue, "gemv: a gated activation needs the activation on, an even number of rows (gate "
                                    "then up) and at most kGemvGatedMaxRows rows of x"};
   }
+  if (p.unroll != 0 && p.unroll != kGemvUnroll && p.unroll != kGemvUnrollWide) {
+    return {cudaErrorInvalidValue, "gemv: unroll must be 0, 4 or 8"};
+  }
   const GemvPlan plan = gemv_plan(p.out, p.in, GemvUnpack<T>::kVec, p.sm_count, gated);
   const bool vectorized = gemv_vectorized(p.in, static_cast<int>(sizeof(T)), reinterpret_cast<uintptr_t>(p.w),
                                           reinterpret_cast<uintptr_t>(p.x), p.x_row_stride);
+  // The measuring variant: one row of x, the 16-byte path, no gated activation (else the default).
+  const bool wide = R == 1 && vectorized && !gated && p.unroll == kGemvUnrollWide;
   // Weights asked into L2 before the wait only when the kernel may start early (--pdl): with the
   // switch off the wait returns at once and the kernel is the one measured before the prefetch.
   const int prefetch = vectorized && programmatic_launch_enabled()
-                           ? gemv_prefetch_vectors(plan, p.in / GemvUnpack<T>::kVec, p.sm_count, p.l2_bytes)
+                           ? gemv_prefetch_vectors(plan, p.in / GemvUnpack<T>::kVec, p.sm_count, p.l2_bytes,
+                                                   wide ? kGemvUnrollWide : kGemvUnroll)
                            : 0;
   constexpr const char* kWhat = "gemv kernel launch";
+  if constexpr (R == 1) {
+    if (wide) {
+      return launch_kernel(gemv_kernel<T, 1, true, false, kGemvUnrollWide>, dim3(plan.blocks), dim3(kGemvThreads), 0,
+                           stream, kWhat, p, plan.split, prefetch);
+    }
+  }
   if constexpr (R <= kGemvGatedMaxRows) {
     if (gated) {
       return launch_kernel(vectorized ? gemv_kernel<T, R, true, true> : gemv_kernel<T, R, false, true>,

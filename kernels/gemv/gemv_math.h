@@ -39,6 +39,10 @@ inline constexpr int kGemvWarps = 8;
 inline constexpr int kGemvLanes = 32;
 inline constexpr int kGemvThreads = kGemvWarps * kGemvLanes;
 inline constexpr int kGemvUnroll = 4;    // 16-byte weight loads a lane has in flight
+// The measuring variant (GemvParams::unroll; one row of x, no gated activation): eight loads in
+// flight a lane, for the 37-64 MB matrices where the kernel trails cuBLAS on an H100
+// (docs/perf/pending.md, entry 25). A lane's vectors are added in the same order either way.
+inline constexpr int kGemvUnrollWide = 8;
 inline constexpr int kGemvWavesWanted = 4;  // blocks per SM the split aims for at least
 
 // How a launch covers the matrix: `split` warps per output row, `outputs_per_block` rows per block.
@@ -79,15 +83,16 @@ inline GemvPlan gemv_plan(int out, int in, int vec, int sm_count, bool gated = f
 // kGemvThreads allows, 2048 threads an SM (fewer when registers limit it: the bound errs small).
 // 0 where the lane has no vectors past its first kGemvUnroll, or the L2 size is unknown (0).
 inline constexpr int kGemvMaxResidentThreadsPerSm = 2048;
-inline int gemv_prefetch_vectors(const GemvPlan& plan, int nvec, int sm_count, int64_t l2_bytes) {
+inline int gemv_prefetch_vectors(const GemvPlan& plan, int nvec, int sm_count, int64_t l2_bytes,
+                                 int unroll = kGemvUnroll) {
   const int64_t lane_vectors = (static_cast<int64_t>(nvec) + plan.split * kGemvLanes - 1) / (plan.split * kGemvLanes);
-  const int64_t beyond = lane_vectors - kGemvUnroll;
+  const int64_t beyond = lane_vectors - unroll;
   if (beyond <= 0 || l2_bytes <= 0) return 0;
   const int64_t sms = sm_count > 0 ? sm_count : 132;
   const int64_t resident_blocks =
       std::min<int64_t>(plan.blocks, sms * (kGemvMaxResidentThreadsPerSm / kGemvThreads));
   const int64_t per_lane = l2_bytes / 2 / (resident_blocks * kGemvThreads * 16);  // 16-byte vectors
-  return static_cast<int>(std::max<int64_t>(0, std::min(beyond, per_lane - kGemvUnroll)));
+  return static_cast<int>(std::max<int64_t>(0, std::min(beyond, per_lane - unroll)));
 }
 
 // Whether the 16-byte path applies: K a multiple of the vector, and W, x and every row of x
@@ -222,8 +227,10 @@ struct GemvUnpack<__half> {
 #endif
 
 // The vector a lane asks into L2 k-th before its wait (k < gemv_prefetch_vectors): the one after
-// its first kGemvUnroll loads, then on; nvec or more: past the row, not asked.
-EFFARCH_HD int gemv_prefetch_vector(int t, int stride, int k) { return t + (kGemvUnroll + k) * stride; }
+// its first `unroll` (kGemvUnroll) loads, then on; nvec or more: past the row, not asked.
+EFFARCH_HD int gemv_prefetch_vector(int t, int stride, int k, int unroll = kGemvUnroll) {
+  return t + (unroll + k) * stride;
+}
 
 // One lane's partial sums on the 16-byte path: its vectors t, t + stride, ... of the row (nvec
 // vectors), kGemvUnroll weight loads issued before the first is used; acc[r] += W x[r] elementwise
@@ -232,22 +239,23 @@ EFFARCH_HD int gemv_prefetch_vector(int t, int stride, int k) { return t + (kGem
 // and before its first read of x: under programmatic launch the first kGemvUnroll weight vectors
 // of every resident lane stream in while the kernel before this one finishes, and the next
 // `prefetch` ones (gemv_prefetch_vectors; 0 with the switch off) are asked into L2 beside them.
-// Every lane waits exactly once, also a lane with no vector.
-template <typename T, int R>
+// Every lane waits exactly once, also a lane with no vector. kUnroll (kGemvUnroll, or
+// kGemvUnrollWide in the measuring variant) is how many loads are in flight, not the sums' order.
+template <typename T, int R, int kUnroll = kGemvUnroll>
 EFFARCH_HD void gemv_lane_vectorized(const T* w_row, const T* x, int64_t x_row_stride, int rows, int nvec, int t,
                                      int stride, float (&acc)[R], int prefetch = 0) {
   constexpr int V = GemvUnpack<T>::kVec;
   bool waited = false;
-  for (int v0 = t; v0 < nvec; v0 += kGemvUnroll * stride) {
-    GemvChunk wc[kGemvUnroll] = {};
+  for (int v0 = t; v0 < nvec; v0 += kUnroll * stride) {
+    GemvChunk wc[kUnroll] = {};
     EFFARCH_UNROLL
-    for (int u = 0; u < kGemvUnroll; ++u) {
+    for (int u = 0; u < kUnroll; ++u) {
       const int v = v0 + u * stride;
       if (v < nvec) wc[u] = gemv_load_weights(w_row + static_cast<int64_t>(v) * V);
     }
     if (!waited) {
       for (int k = 0; k < prefetch; ++k) {
-        const int v = gemv_prefetch_vector(t, stride, k);
+        const int v = gemv_prefetch_vector(t, stride, k, kUnroll);
         if (v >= nvec) break;
         prefetch_l2(w_row + static_cast<int64_t>(v) * V);
       }
@@ -255,7 +263,7 @@ EFFARCH_HD void gemv_lane_vectorized(const T* w_row, const T* x, int64_t x_row_s
       waited = true;
     }
     EFFARCH_UNROLL
-    for (int u = 0; u < kGemvUnroll; ++u) {
+    for (int u = 0; u < kUnroll; ++u) {
       const int v = v0 + u * stride;
       if (v >= nvec) break;
       float wf[V];

@@ -69,6 +69,9 @@ struct GemvParams {
   int64_t l2_bytes = 0;  // the device's L2 size: bounds the weights asked into L2 under --pdl (0: none asked)
   GemvConvUpdate conv;  // dim 0: none
   GemvActivation activation;  // not with a conv; gated: y is [R, out / 2]
+  // Weight loads in flight a lane: 0 for kGemvUnroll, or kGemvUnrollWide (a measuring variant, one
+  // row of x on the 16-byte path without a gated activation; elsewhere the default). Same sums.
+  int unroll = 0;
 };
 
 }  // namespace effarch::kernels

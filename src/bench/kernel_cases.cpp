@@ -339,7 +339,7 @@ KernelCase add_norm_case(std::string name, int threads, ops::AddNormShape shape 
 // fp32 past 8 rows, features not a multiple of 16) the kernel's row is an error that says so, not
 // cuBLAS timed under the kernel's name.
 KernelCase dense_gemv_case(std::string name, KernelModel model, std::string matrix,
-                           std::function<std::pair<int64_t, int64_t>(const KernelShape&)> dims) {
+                           std::function<std::pair<int64_t, int64_t>(const KernelShape&)> dims, int unroll = 0) {
   return KernelCase{
       std::move(name), model, ops::OpFamily::DenseGemv, false,
       "read W [O,K] (" + matrix + "), x [B,K]; write y [B,O]; all in the dtype",
@@ -352,9 +352,10 @@ KernelCase dense_gemv_case(std::string name, KernelModel model, std::string matr
         const uint64_t e = esize(s.dtype);
         return KernelBytes{e * (elems({o, k}) + elems({s.batch, k})), e * elems({s.batch, o})};
       },
-      [dims](const KernelShape& s, const at::TensorOptions& opt, ops::Backend backend) -> std::function<void()> {
+      [dims, unroll](const KernelShape& s, const at::TensorOptions& opt, ops::Backend backend) -> std::function<void()> {
         const auto [o, k] = dims(s);
-        const ops::Linear layer(at::randn({o, k}, opt) * 0.02);
+        ops::Linear layer(at::randn({o, k}, opt) * 0.02);
+        layer.cuda_gemv_unroll = unroll;
         const at::Tensor x = at::randn({s.batch, 1, k}, opt);
         if (backend == ops::Backend::Reference) return [x, layer] { (void)at::linear(x, layer.weight); };
         // The other row is the kernel's (its only non-reference implementation is CUDA): asked
@@ -368,6 +369,15 @@ KernelCase dense_gemv_case(std::string name, KernelModel model, std::string matr
         }
         return [x, layer] { (void)ops::linear(x, layer, ops::Backend::Cuda); };
       }};
+}
+
+// A dense GEMV case and its twin `name`_u8: the kernel with eight weight loads in flight a lane
+// (Linear::cuda_gemv_unroll; at one row, elsewhere the default kernel), for the matrices where the
+// GEMV trails cuBLAS on an H100 (docs/perf/pending.md, entry 25).
+void push_dense_gemv_and_u8(std::vector<KernelCase>& cases, const std::string& name, KernelModel model,
+                            const std::string& matrix, std::function<std::pair<int64_t, int64_t>(const KernelShape&)> dims) {
+  cases.push_back(dense_gemv_case(name, model, matrix, dims));
+  cases.push_back(dense_gemv_case(name + "_u8", model, matrix + "; 8 loads in flight a lane", dims, 8));
 }
 
 // The launch settings of a selective scan variant's case; none for the other ops.
@@ -705,10 +715,10 @@ std::vector<KernelCase> make_kernel_cases() {
         return [=] { (void)ops::activate(act, in, backend); };
       }});
   // ---- the decode step's dense projections (one token per sequence, batch = rows): the GEMV ----
-  cases.push_back(dense_gemv_case("dense_gemv_in_proj", KernelModel::Mamba1, "Mamba in_proj: O = 2 Di, K = H",
+  push_dense_gemv_and_u8(cases, "dense_gemv_in_proj", KernelModel::Mamba1, "Mamba in_proj: O = 2 Di, K = H",
                                   [](const KernelShape& s) {
                                     return std::make_pair(2 * mamba(s).d_inner, s.config->hidden_size);
-                                  }));
+                                  });
   // in_proj with the conv update in its epilogue, as a Mamba-1 decode step runs it
   // (ops::linear_conv_update); the reference row is at::linear then the conv's reference.
   cases.push_back(KernelCase{
@@ -753,19 +763,19 @@ std::vector<KernelCase> make_kernel_cases() {
                                   [](const KernelShape& s) {
                                     return std::make_pair(s.config->vocab_size, s.config->hidden_size);
                                   }));
-  cases.push_back(dense_gemv_case("dense_gemv_out_proj", KernelModel::Mamba1, "Mamba out_proj: O = H, K = Di",
+  push_dense_gemv_and_u8(cases, "dense_gemv_out_proj", KernelModel::Mamba1, "Mamba out_proj: O = H, K = Di",
                                   [](const KernelShape& s) {
                                     return std::make_pair(s.config->hidden_size, mamba(s).d_inner);
-                                  }));
-  cases.push_back(dense_gemv_case("dense_gemv_mlp_down", KernelModel::Transformer,
+                                  });
+  push_dense_gemv_and_u8(cases, "dense_gemv_mlp_down", KernelModel::Transformer,
                                   "the MLP's down / fc2: O = H, K = I", [](const KernelShape& s) {
                                     return std::make_pair(s.config->hidden_size, dense_mlp(s).intermediate);
-                                  }));
-  cases.push_back(dense_gemv_case("dense_gemv_mlp_up", KernelModel::Transformer,
+                                  });
+  push_dense_gemv_and_u8(cases, "dense_gemv_mlp_up", KernelModel::Transformer,
                                   "the MLP's gate and up / fc1: O = 2 I (gated) or I, K = H", [](const KernelShape& s) {
                                     const auto& m = dense_mlp(s);
                                     return std::make_pair((m.gated ? 2 : 1) * m.intermediate, s.config->hidden_size);
-                                  }));
+                                  });
   // The MLP's first projection with its activation in the GEMV's epilogue, as a decode step runs
   // it: gate/up and act(gate) * up (ops::linear_gated_activation), or fc1 and its activation
   // (ops::linear_activation); the reference row is at::linear then the activation's reference.
@@ -812,13 +822,13 @@ std::vector<KernelCase> make_kernel_cases() {
         if (gated) return [=] { (void)ops::linear_gated_activation(x, layer, act, ops::Backend::Cuda); };
         return [=] { (void)ops::linear_activation(x, layer, act, ops::Backend::Cuda); };
       }});
-  cases.push_back(dense_gemv_case("dense_gemv_qkv", KernelModel::Transformer,
+  push_dense_gemv_and_u8(cases, "dense_gemv_qkv", KernelModel::Transformer,
                                   "attention's fused q, k, v: O = (heads + 2 kv heads) head_dim, K = H",
                                   [](const KernelShape& s) {
                                     const auto& a = attn(s);
                                     return std::make_pair((a.num_heads + 2 * a.num_kv_heads) * a.head_dim,
                                                           s.config->hidden_size);
-                                  }));
+                                  });
   // Mamba-2's two projections (Codestral: 18560 x 4096 and 4096 x 8192).
   cases.push_back(dense_gemv_case("dense_gemv_mamba2_in_proj", KernelModel::Mamba2,
                                   "Mamba-2 in_proj: O = 2 Di + 2 G N + heads, K = H", [](const KernelShape& s) {
@@ -826,10 +836,10 @@ std::vector<KernelCase> make_kernel_cases() {
                                     return std::make_pair(2 * m.d_inner + 2 * m.n_groups * m.d_state + m.num_heads,
                                                           s.config->hidden_size);
                                   }));
-  cases.push_back(dense_gemv_case("dense_gemv_mamba2_out_proj", KernelModel::Mamba2, "Mamba-2 out_proj: O = H, K = Di",
+  push_dense_gemv_and_u8(cases, "dense_gemv_mamba2_out_proj", KernelModel::Mamba2, "Mamba-2 out_proj: O = H, K = Di",
                                   [](const KernelShape& s) {
                                     return std::make_pair(s.config->hidden_size, mamba(s).d_inner);
-                                  }));
+                                  });
   // ---- MoE decode (--moe): one step's layer through the chosen experts only ----
   cases.push_back(moe_decode_case("moe_decode", false, 0));
   cases.push_back(moe_decode_case("moe_decode_r1", true, 0));

@@ -89,6 +89,7 @@ at::Tensor dense_gemv_cuda(const at::Tensor& x_in, const Linear& layer, const ke
   p.l2_bytes = device->l2CacheSize;
   if (conv != nullptr) p.conv = *conv;
   if (activation != nullptr) p.activation = *activation;
+  p.unroll = layer.cuda_gemv_unroll;
   throw_if_failed(kernels::gemv(p, current_stream()), op);
   return o.result();
 }

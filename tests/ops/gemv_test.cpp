@@ -8,8 +8,10 @@
 // kernel itself against at::linear for every dtype and the fused conv and activations against the
 // two kernels bit for bit (DenseGemvCuda.*, skipped without one).
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <optional>
 #include <tuple>
 #include <vector>
@@ -161,7 +163,21 @@ TEST(DenseGemvPlan, L2PrefetchBeforeTheWaitStaysWithinHalfTheL2) {
                                             /*prefetch=*/30);
     EXPECT_EQ(plain[0], hinted[0]);
     EXPECT_EQ(plain[1], hinted[1]);
+    // Eight loads in flight (the kGemvUnrollWide variant) add the lane's vectors in the same
+    // order: the same bits, with or without its prefetch (which starts after its first eight).
+    float wide[2] = {}, wide_hinted[2] = {};
+    kernels::gemv_lane_vectorized<float, 2, kernels::kGemvUnrollWide>(w.const_data_ptr<float>(), x.const_data_ptr<float>(),
+                                                                      5120, 2, 1280, t, 32, wide);
+    kernels::gemv_lane_vectorized<float, 2, kernels::kGemvUnrollWide>(w.const_data_ptr<float>(), x.const_data_ptr<float>(),
+                                                                      5120, 2, 1280, t, 32, wide_hinted, 30);
+    EXPECT_EQ(std::memcmp(plain, wide, sizeof plain), 0) << t;
+    EXPECT_EQ(std::memcmp(plain, wide_hinted, sizeof plain), 0) << t;
   }
+  EXPECT_EQ(kernels::gemv_prefetch_vector(3, 32, 0, kernels::kGemvUnrollWide), 3 + 8 * 32);
+  // Its lanes have fewer vectors past their first loads to prefetch: at most lane vectors - 8.
+  const kernels::GemvPlan in_proj = plan_bf16(10240, 2560);
+  EXPECT_LE(kernels::gemv_prefetch_vectors(in_proj, 320, kSms, kL2, kernels::kGemvUnrollWide),
+            std::max(0, 320 / (in_proj.split * 32) - kernels::kGemvUnrollWide));
 }
 
 TEST(DenseGemvPlan, VectorPathNeedsWholeAlignedVectors) {
@@ -633,6 +649,36 @@ TEST(DenseGemvCuda, MatchesAtLinearOnDecodeShapes) {
       }
     }
   }
+}
+
+// The measuring variant with eight weight loads in flight a lane (Linear::cuda_gemv_unroll 8,
+// effarch kernels' dense_gemv_*_u8 rows): the default kernel's output bit for bit at one row on the
+// decode shapes it is timed on (in_proj, out_proj, Phi-2's qkv, fc1, fc2, Codestral's out_proj),
+// with PDL off and on (its L2 prefetch starts after eight); at two rows the default runs.
+TEST(DenseGemvCuda, EightLoadsInFlightGiveTheSameBits) {
+  if (!have_gpu()) GTEST_SKIP() << "needs a CUDA build and a GPU";
+  at::manual_seed(24);
+  const std::vector<std::pair<int64_t, int64_t>> shapes = {{10240, 2560}, {2560, 5120}, {7680, 2560},
+                                                           {10240, 2560}, {2560, 10240}, {4096, 8192}, {100, 72}};
+  const bool was = programmatic_launch();
+  for (const bool pdl : {false, true}) {
+    set_programmatic_launch(pdl);
+    for (const at::ScalarType dtype : {at::kBFloat16, at::kHalf, at::kFloat}) {
+      for (const auto& [out, in] : shapes) {
+        Linear layer = cuda_layer(out, in, dtype, false);
+        for (const int64_t rows : {1, 2}) {
+          const at::Tensor x = cuda_randn({rows, in}, dtype);
+          const at::Tensor plain = linear(x, layer, Backend::Cuda);
+          layer.cuda_gemv_unroll = kernels::kGemvUnrollWide;
+          const at::Tensor wide = linear(x, layer, Backend::Cuda);
+          layer.cuda_gemv_unroll = 0;
+          EXPECT_TRUE(at::equal(plain, wide)) << c10::toString(dtype) << " " << out << "x" << in << " R " << rows
+                                              << " pdl " << pdl;
+        }
+      }
+    }
+  }
+  set_programmatic_launch(was);
 }
 
 TEST(DenseGemvCuda, DeterministicAndReferenceKeepsAtLinear) {

@@ -25,7 +25,8 @@
 #              Mixtral and Jamba within 80 GB
 #     followups: pending.md's "Order" after the sixth H100 run (2026-11-27): entry 41 (the batched suite,
 #              cuBLAS against the rows GEMM), 46 (add_norm's shapes), 43 (ncu --set full of the
-#              scan), 44 (DeepSeekMoE's decode dispatch)
+#              scan), 44 (DeepSeekMoE's decode dispatch and its one-token variants), 25 (the GEMV's
+#              eight-loads variant)
 #     pdl:     pending.md entry 28: programmatic dependent launch (--pdl on) against off, bit for bit
 #              in the tests, then decode tok/s of both in one run (bench --pdl off,on), both orders
 # EFFARCH_SESSION_DRY=DIR rehearses a stage on a machine without a GPU (tests/cli/gpu_session.sh):
@@ -344,6 +345,12 @@ followups() {  # pending.md's "Order" after the sixth H100 run: entries 41, 46, 
   limited --int 60 "$B" kernels $K --moe deepseek-moe-16b --batch 1,8 --ops moe_decode,moe_decode_r1,moe_decode_r1l8 \
     -o "$out/k-moe-decode.json" > "$out/k-moe-decode.txt" 2>&1
   log "exit $?"; grep -E '^\| moe_decode' "$out/k-moe-decode.txt" >> "$summary"
+  log "== followups: entry 25, the dense GEMV with eight loads in flight a lane (the _u8 rows) at one row"
+  local g="" op
+  for op in in_proj out_proj mlp_up mlp_down qkv mamba2_out_proj; do g+="dense_gemv_$op,dense_gemv_${op}_u8,"; done
+  limited --int 60 "$B" kernels $K --batch 1 --ops "${g%,}" -o "$out/k-gemv-u8.json" > "$out/k-gemv-u8.txt" 2>&1
+  log "exit $?"; grep -E '^\| dense_gemv' "$out/k-gemv-u8.txt" >> "$summary"
+  # (their bitwise tests, DenseGemvCuda.EightLoadsInFlightGiveTheSameBits and MoeCuda.*, ran in `check`)
 }
 
 targets() {  # the issues' own figures that no other stage measures (pending.md, "What each open issue still needs")

@@ -37,6 +37,10 @@ struct Linear {
   std::optional<at::Tensor> bias;  // [out], the model's dtype (never quantised)
   at::Tensor scale;  // Int8: [out] fp32, the step of each output channel
   WeightFormat format = WeightFormat::Dense;
+  // A measuring knob of the dense GEMV (kernels/gemv/gemv_params.h, GemvParams::unroll): 0 its
+  // default of four 16-byte weight loads in flight a lane, or 8. `effarch kernels` times 8 as the
+  // dense_gemv_*_u8 rows (docs/perf/pending.md, entry 25); the results are the same bit for bit.
+  int cuda_gemv_unroll = 0;
 
   Linear() = default;
   Linear(at::Tensor w, std::optional<at::Tensor> b = std::nullopt) : weight(std::move(w)), bias(std::move(b)) {}
