@@ -73,6 +73,19 @@ struct TypedIo {
   }
 };
 
+// Both shapes' start: the next kernel may launch; the weight and LayerNorm's bias the last phase
+// reads asked into L1 while the kernel before finishes; then the wait for it (x and y come from
+// the kernels before).
+__device__ __forceinline__ void start_row(const AddNormParams& p, int tid, int n) {
+  allow_dependent_launch();
+  if (p.prefetch_weights) {
+    const int64_t weight_bytes = static_cast<int64_t>(p.dim) * element_bytes(p.type);
+    prefetch_l1_lines(p.weight, weight_bytes, tid, n);
+    if (p.norm == NormType::kLayer) prefetch_l1_lines(p.bias, weight_bytes, tid, n);
+  }
+  grid_dependency_wait();
+}
+
 }  // namespace addnorm
 
 template <typename T>
@@ -80,14 +93,7 @@ __global__ void __launch_bounds__(addnorm::kMaxThreads, 2) add_norm_kernel(const
   using Io = addnorm::TypedIo<T>;
   __shared__ float red[addnorm::kMaxThreads / kWarpLanes];
   const int tid = static_cast<int>(threadIdx.x), n = static_cast<int>(blockDim.x);
-  allow_dependent_launch();
-  // The weight and LayerNorm's bias the last phase reads, into L1 while the kernel before finishes.
-  if (p.prefetch_weights) {
-    const int64_t weight_bytes = static_cast<int64_t>(p.dim) * element_bytes(p.type);
-    prefetch_l1_lines(p.weight, weight_bytes, tid, n);
-    if (p.norm == NormType::kLayer) prefetch_l1_lines(p.bias, weight_bytes, tid, n);
-  }
-  grid_dependency_wait();  // x and y come from the kernels before
+  addnorm::start_row(p, tid, n);
   const int64_t row = blockIdx.x;
   addnorm::RowCache kept;  // registers: every index is a constant after unrolling
   addnorm::RowCache* cache = addnorm::caches_row(p.dim, n) ? &kept : nullptr;  // uniform over the grid
@@ -106,13 +112,7 @@ __global__ void __launch_bounds__(addnorm::kMaxThreads, 2) add_norm_vec_kernel(c
   using Io = addnorm::TypedIo<T>;
   __shared__ float red[addnorm::kMaxThreads / kWarpLanes];
   const int tid = static_cast<int>(threadIdx.x), n = static_cast<int>(blockDim.x);
-  allow_dependent_launch();
-  if (p.prefetch_weights) {
-    const int64_t weight_bytes = static_cast<int64_t>(p.dim) * element_bytes(p.type);
-    prefetch_l1_lines(p.weight, weight_bytes, tid, n);
-    if (p.norm == NormType::kLayer) prefetch_l1_lines(p.bias, weight_bytes, tid, n);
-  }
-  grid_dependency_wait();
+  addnorm::start_row(p, tid, n);
   const int64_t row = blockIdx.x;
   addnorm::VecCache kept;
   const float first = block_sum(red, addnorm::add_partial_vec<Io>(p, row, tid, n, kept));
