@@ -13,6 +13,7 @@
 #include "add_norm/add_norm_math.h"
 #include "common/block_sum.cuh"
 #include "common/convert.cuh"
+#include "common/vec8.cuh"
 #include "common/grid_dependency.h"
 #include "common/launch.h"
 
@@ -40,36 +41,17 @@ struct TypedIo {
   // The vector shape's 8 elements at base + offset: one 16-byte access of a 2-byte T, two of fp32.
   __device__ __forceinline__ static void load8(const void* base, int64_t offset, ElementType type, float (&out)[8]) {
     if (type == ElementType::kFloat32) {
-      load_vector(static_cast<const float*>(base) + offset, out);
+      load8_float(static_cast<const float*>(base) + offset, out);
     } else {
-      load_vector(static_cast<const T*>(base) + offset, out);
+      load8_float(static_cast<const T*>(base) + offset, out);
     }
   }
   __device__ __forceinline__ static void store8(void* base, int64_t offset, ElementType type, const float (&in)[8]) {
     if (type == ElementType::kFloat32) {
-      store_vector(static_cast<float*>(base) + offset, in);
+      store8_float(static_cast<float*>(base) + offset, in);
     } else {
-      store_vector(static_cast<T*>(base) + offset, in);
+      store8_float(static_cast<T*>(base) + offset, in);
     }
-  }
-
- private:
-  template <typename E>
-  struct alignas(16) Vec8 {
-    E e[8];
-  };
-  template <typename E>
-  __device__ __forceinline__ static void load_vector(const E* at, float (&out)[8]) {
-    const Vec8<E> v = *reinterpret_cast<const Vec8<E>*>(at);
-#pragma unroll
-    for (int j = 0; j < 8; ++j) out[j] = to_float(v.e[j]);
-  }
-  template <typename E>
-  __device__ __forceinline__ static void store_vector(E* at, const float (&in)[8]) {
-    Vec8<E> v;
-#pragma unroll
-    for (int j = 0; j < 8; ++j) v.e[j] = from_float<E>(in[j]);
-    *reinterpret_cast<Vec8<E>*>(at) = v;
   }
 };
 

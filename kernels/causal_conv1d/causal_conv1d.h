@@ -45,7 +45,23 @@ struct CausalConv1dParams {
   // inputs, zero-padded on the left when seqlen < W). Update: required; read, then rolled in place.
   void* conv_state = nullptr;
   int64_t state_batch_stride = 0, state_dim_stride = 0, state_width_stride = 0;
+
+  // Prefill only, a measuring variant: the channel-last kernel with 8 channels a thread (16-byte
+  // loads and stores of x and out) where causal_conv1d_vector_applies; elsewhere the usual kernels.
+  // The same arithmetic per output: bitwise the same results.
+  bool vector = false;
 };
+
+// Whether the prefill's vector kernel can run p: x and out channel-last (channels contiguous),
+// whole 8-channel groups (dim, every batch and time stride a multiple of 8) and 16-byte aligned
+// bases. Host side, no CUDA (the CPU tests check it).
+inline bool causal_conv1d_vector_applies(const CausalConv1dParams& p) {
+  const auto whole = [](int64_t v) { return v % 8 == 0; };
+  const auto aligned = [](const void* base) { return reinterpret_cast<uintptr_t>(base) % 16 == 0; };
+  return p.x_dim_stride == 1 && p.out_dim_stride == 1 && whole(p.dim) && whole(p.x_batch_stride) &&
+         whole(p.x_time_stride) && whole(p.out_batch_stride) && whole(p.out_time_stride) && aligned(p.x) &&
+         aligned(p.out);
+}
 
 // Per element type, defined in causal_conv1d_<dtype>.cu.
 LaunchStatus causal_conv1d_fwd_fp32(const CausalConv1dParams& params, cudaStream_t stream);

@@ -14,6 +14,7 @@
 #include <algorithm>
 
 #include "causal_conv1d/causal_conv1d_common.cuh"
+#include "common/vec8.cuh"
 
 namespace effarch::kernels {
 
@@ -30,6 +31,17 @@ struct ChannelLastTraits {
   static constexpr int kChunk = 64;     // timesteps per block (grid.y strides over the chunks)
   static constexpr int kLoads = 8;      // timesteps loaded together
 };
+
+// The vector variant (CausalConv1dParams::vector): 8 channels a thread, read and written as one
+// 16-byte vector a timestep (two for fp32), so a warp moves 512 bytes an instruction where the
+// thread-per-channel kernel moves 64; shorter chunks keep as many threads.
+struct ChannelLastVecTraits {
+  static constexpr int kVec = 8;        // channels per thread
+  static constexpr int kThreads = 128;  // 8-channel groups per block
+  static constexpr int kChunk = 16;     // timesteps per block
+  static constexpr int kLoads = 8;      // timesteps loaded together
+};
+
 
 }  // namespace conv1d
 
@@ -131,6 +143,70 @@ __global__ void __launch_bounds__(conv1d::ChannelLastTraits::kThreads)
   }
 }
 
+// The channel-last kernel's arithmetic for 8 channels a thread: channel c0 + j's window, weights
+// and output are the thread-per-channel kernel's for channel c0 + j (conv_output), so the results
+// are the same bits.
+template <typename input_t, typename weight_t, int kWidth>
+__global__ void __launch_bounds__(conv1d::ChannelLastVecTraits::kThreads)
+    causal_conv1d_fwd_channel_last_vec_kernel(const CausalConv1dParams p) {
+  using Traits = conv1d::ChannelLastVecTraits;
+  constexpr int kVec = Traits::kVec;
+  const int c0 = (blockIdx.x * Traits::kThreads + threadIdx.x) * kVec;
+  const int batch = blockIdx.z;
+  if (c0 >= p.dim) return;
+
+  const auto* x = static_cast<const input_t*>(p.x) + batch * p.x_batch_stride + c0;
+  auto* out = static_cast<input_t*>(p.out) + batch * p.out_batch_stride + c0;
+  float w[kVec][kWidth];
+  float bias[kVec];
+#pragma unroll
+  for (int j = 0; j < kVec; ++j) conv1d::load_weights<weight_t, kWidth>(p, c0 + j, w[j], bias[j]);
+
+  const int64_t seqlen = p.seqlen;
+  const int64_t num_chunks = (seqlen + Traits::kChunk - 1) / Traits::kChunk;
+  for (int64_t chunk = blockIdx.y; chunk < num_chunks; chunk += gridDim.y) {
+    const int64_t t_begin = chunk * Traits::kChunk;
+    const int64_t t_end = t_begin + Traits::kChunk < seqlen ? t_begin + Traits::kChunk : seqlen;
+    float window[kVec][kWidth];  // window[j][k] = x[t - (W - 1) + k] of channel c0 + j
+#pragma unroll
+    for (int k = 1; k < kWidth; ++k) {
+      const int64_t t = t_begin - kWidth + k;
+      float halo[kVec] = {};
+      if (t >= 0) load8_float(x + t * p.x_time_stride, halo);
+#pragma unroll
+      for (int j = 0; j < kVec; ++j) window[j][k] = halo[j];
+    }
+#pragma unroll
+    for (int j = 0; j < kVec; ++j) window[j][0] = 0.0f;
+    for (int64_t t_load = t_begin; t_load < t_end; t_load += Traits::kLoads) {
+      float in[Traits::kLoads][kVec];
+#pragma unroll
+      for (int i = 0; i < Traits::kLoads; ++i) {
+        if (t_load + i < t_end) load8_float(x + (t_load + i) * p.x_time_stride, in[i]);
+      }
+#pragma unroll
+      for (int i = 0; i < Traits::kLoads; ++i) {
+        if (t_load + i >= t_end) break;
+        float y[kVec];
+#pragma unroll
+        for (int j = 0; j < kVec; ++j) {
+#pragma unroll
+          for (int k = 0; k + 1 < kWidth; ++k) window[j][k] = window[j][k + 1];
+          window[j][kWidth - 1] = in[i][j];
+          y[j] = conv1d::conv_output<kWidth>(w[j], window[j], bias[j], p.silu);
+        }
+        store8_float(out + (t_load + i) * p.out_time_stride, y);
+      }
+    }
+  }
+  if (p.conv_state != nullptr && blockIdx.y == 0) {
+    for (int j = 0; j < kVec; ++j) {
+#pragma unroll
+      for (int k = 0; k < kWidth; ++k) conv1d::write_final_state<input_t, kWidth>(p, batch, c0 + j, x + j, k);
+    }
+  }
+}
+
 template <typename input_t, typename weight_t, int kWidth>
 LaunchStatus causal_conv1d_fwd_channel_first_launch(const CausalConv1dParams& p, cudaStream_t stream) {
   using Traits = conv1d::ChannelFirstTraits;
@@ -149,6 +225,17 @@ LaunchStatus causal_conv1d_fwd_channel_last_launch(const CausalConv1dParams& p, 
   return conv1d::check_launch("causal_conv1d_fwd_channel_last_kernel");
 }
 
+template <typename input_t, typename weight_t, int kWidth>
+LaunchStatus causal_conv1d_fwd_channel_last_vec_launch(const CausalConv1dParams& p, cudaStream_t stream) {
+  using Traits = conv1d::ChannelLastVecTraits;
+  const int64_t num_chunks = (static_cast<int64_t>(p.seqlen) + Traits::kChunk - 1) / Traits::kChunk;
+  const int grid_y = static_cast<int>(std::clamp<int64_t>(num_chunks, 1, conv1d::kMaxGridYZ));
+  const int groups = p.dim / Traits::kVec;
+  const dim3 grid((groups + Traits::kThreads - 1) / Traits::kThreads, grid_y, p.batch);
+  causal_conv1d_fwd_channel_last_vec_kernel<input_t, weight_t, kWidth><<<grid, Traits::kThreads, 0, stream>>>(p);
+  return conv1d::check_launch("causal_conv1d_fwd_channel_last_vec_kernel");
+}
+
 template <typename input_t, typename weight_t>
 LaunchStatus causal_conv1d_fwd_cuda(const CausalConv1dParams& p, cudaStream_t stream) {
   if (p.batch == 0 || p.dim == 0) return {};
@@ -157,8 +244,10 @@ LaunchStatus causal_conv1d_fwd_cuda(const CausalConv1dParams& p, cudaStream_t st
   }
   // Short sequences leave most lanes of a channel-first warp idle: map threads to channels.
   const bool channel_first = p.x_time_stride == 1 && p.seqlen >= 32;
+  const bool vector = p.vector && causal_conv1d_vector_applies(p);
   return conv1d::dispatch_width(p.width, [&](auto width) -> LaunchStatus {
     constexpr int kWidth = decltype(width)::value;
+    if (vector) return causal_conv1d_fwd_channel_last_vec_launch<input_t, weight_t, kWidth>(p, stream);
     return channel_first ? causal_conv1d_fwd_channel_first_launch<input_t, weight_t, kWidth>(p, stream)
                          : causal_conv1d_fwd_channel_last_launch<input_t, weight_t, kWidth>(p, stream);
   });

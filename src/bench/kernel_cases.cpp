@@ -298,6 +298,38 @@ const std::pair<const char*, SelectiveScanVariant> kSelectiveScanVariants[] = {
     {"selective_scan_seg8", {8, 0}},
     {"selective_scan_split", {4, -1}}};
 
+// The prefill conv over a channel-last x, as the Mamba mixer hands it over (in_proj's output
+// transposed): ops::causal_conv1d, or with `vector` its CUDA kernel's 8-channels-a-thread variant
+// (the reference row is the same either way).
+KernelCase causal_conv1d_case(std::string name, bool vector) {
+  return KernelCase{
+      std::move(name), KernelModel::Mamba1, ops::OpFamily::CausalConv1d, true,
+      "read x [B,D,L], weight [D,W], bias [D]; write out [B,D,L], final conv state [B,D,W]; all in the dtype",
+      [](const KernelShape& s) {
+        const auto& m = mamba(s);
+        return json{{"x", {s.batch, m.d_inner, s.length}}, {"weight", {m.d_inner, m.d_conv}}, {"bias", {m.d_inner}}};
+      },
+      [](const KernelShape& s) {
+        const auto& m = mamba(s);
+        const uint64_t e = esize(s.dtype);
+        return KernelBytes{e * (elems({s.batch, m.d_inner, s.length}) + elems({m.d_inner, m.d_conv}) + elems({m.d_inner})),
+                           e * (elems({s.batch, m.d_inner, s.length}) + elems({s.batch, m.d_inner, m.d_conv}))};
+      },
+      [vector](const KernelShape& s, const at::TensorOptions& o, ops::Backend backend) -> std::function<void()> {
+        const auto& m = mamba(s);
+        at::Tensor x = channel_last(s.batch, m.d_inner, s.length, o);
+        at::Tensor w = at::randn({m.d_inner, m.d_conv}, o), b = at::randn({m.d_inner}, o);
+        auto state = std::make_shared<at::Tensor>(at::zeros({s.batch, m.d_inner, m.d_conv}, o));
+#ifdef EFFARCH_WITH_CUDA
+        if (vector && backend != ops::Backend::Reference && o.device().is_cuda()) {
+          const at::Tensor out = at::empty({s.batch, s.length, m.d_inner}, o).transpose(1, 2);  // x's layout
+          return [x, w, b, state, out] { ops::detail::causal_conv1d_cuda(x, w, b, true, out, *state, /*vector=*/true); };
+        }
+#endif
+        return [x, w, b, state, backend] { (void)ops::causal_conv1d(x, w, b, true, state.get(), backend); };
+      }};
+}
+
 // A decode step's residual add and the next norm (B tokens: --batch 4096 is a prefill's rows),
 // the CUDA kernel in the launcher's shape, or the element shape with `threads` a row
 // (NormParams::cuda_threads: 0 the launcher's count), or the vector shape (NormParams::cuda_shape).
@@ -427,26 +459,8 @@ std::vector<KernelCase> make_kernel_cases() {
   std::vector<KernelCase> cases;
 
   // ---- Mamba-1 (--mamba1) ----
-  cases.push_back(KernelCase{
-      "causal_conv1d", KernelModel::Mamba1, ops::OpFamily::CausalConv1d, true,
-      "read x [B,D,L], weight [D,W], bias [D]; write out [B,D,L], final conv state [B,D,W]; all in the dtype",
-      [](const KernelShape& s) {
-        const auto& m = mamba(s);
-        return json{{"x", {s.batch, m.d_inner, s.length}}, {"weight", {m.d_inner, m.d_conv}}, {"bias", {m.d_inner}}};
-      },
-      [](const KernelShape& s) {
-        const auto& m = mamba(s);
-        const uint64_t e = esize(s.dtype);
-        return KernelBytes{e * (elems({s.batch, m.d_inner, s.length}) + elems({m.d_inner, m.d_conv}) + elems({m.d_inner})),
-                           e * (elems({s.batch, m.d_inner, s.length}) + elems({s.batch, m.d_inner, m.d_conv}))};
-      },
-      [](const KernelShape& s, const at::TensorOptions& o, ops::Backend backend) -> std::function<void()> {
-        const auto& m = mamba(s);
-        at::Tensor x = channel_last(s.batch, m.d_inner, s.length, o);
-        at::Tensor w = at::randn({m.d_inner, m.d_conv}, o), b = at::randn({m.d_inner}, o);
-        auto state = std::make_shared<at::Tensor>(at::zeros({s.batch, m.d_inner, m.d_conv}, o));
-        return [x, w, b, state, backend] { (void)ops::causal_conv1d(x, w, b, true, state.get(), backend); };
-      }});
+  cases.push_back(causal_conv1d_case("causal_conv1d", false));
+  cases.push_back(causal_conv1d_case("causal_conv1d_vec", true));
   cases.push_back(KernelCase{
       "causal_conv1d_update", KernelModel::Mamba1, ops::OpFamily::CausalConv1d, false,
       "read x [B,D], conv state [B,D,W], weight [D,W], bias [D]; write out [B,D], conv state [B,D,W]; all in the "

@@ -49,11 +49,12 @@ void set_state(kernels::CausalConv1dParams& p, const at::Tensor& state) {
 }  // namespace
 
 void causal_conv1d_cuda(const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
-                        bool silu, const at::Tensor& out, const at::Tensor& final_conv_state) {
+                        bool silu, const at::Tensor& out, const at::Tensor& final_conv_state, bool vector) {
   constexpr const char* op = "causal_conv1d";
   const c10::cuda::CUDAGuard device_guard(x.device());
   const ConvKernelWeights kw = conv_kernel_weights(x, weight, bias);
   kernels::CausalConv1dParams p = make_params(x, kw, silu, out, op);
+  p.vector = vector;
   if (final_conv_state.defined()) set_state(p, final_conv_state);
   throw_if_failed(kernels::causal_conv1d_fwd(p, current_stream()), op);
 }

@@ -182,7 +182,7 @@ TEST(KernelBytes, MoeOnDeepSeekMoE16b) {
 TEST(KernelCases, RegistryAndImplementations) {
   std::vector<std::string> ops;
   for (const auto& c : kernel_cases()) ops.push_back(c.op);
-  EXPECT_EQ(ops, (std::vector<std::string>{"causal_conv1d", "causal_conv1d_update", "selective_scan",
+  EXPECT_EQ(ops, (std::vector<std::string>{"causal_conv1d", "causal_conv1d_vec", "causal_conv1d_update", "selective_scan",
                                            "selective_scan_seg4", "selective_scan_seg8", "selective_scan_split",
                                            "selective_state_update", "selective_state_update_dt_proj",
                                            "ssd_chunk_scan", "ssd_chunk_scan_fma", "ssd_state_update",

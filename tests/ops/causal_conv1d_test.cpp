@@ -15,6 +15,7 @@
 #include "../test_util.h"
 #include "tolerance.h"
 #include "effarch/common/error.h"
+#include "causal_conv1d/causal_conv1d.h"
 #include "effarch/ops/causal_conv1d.h"
 
 namespace effarch::ops {
@@ -256,6 +257,36 @@ TEST(CausalConv1d, BadArgumentsThrowOpError) {
                     {"causal_conv1d", "backend cuda"});
 }
 
+// Where the prefill's vector variant (8 channels a thread, 16-byte accesses) may run: x and out
+// channel-last, whole 8-channel groups, every batch and time stride a multiple of 8, aligned
+// bases; elsewhere its launcher runs the usual kernels.
+TEST(CausalConv1d, VectorVariantNeedsChannelLastAlignedGroupsOfEight) {
+  alignas(16) static float buffer[64];
+  kernels::CausalConv1dParams p;
+  p.dim = 5120;
+  p.x = buffer;
+  p.out = buffer;
+  p.x_dim_stride = p.out_dim_stride = 1;
+  p.x_time_stride = 10240;  // in_proj's [B, L, 2D] output, the x half
+  p.out_time_stride = 5120;
+  p.x_batch_stride = 10240 * 7;
+  p.out_batch_stride = 5120 * 7;
+  EXPECT_TRUE(kernels::causal_conv1d_vector_applies(p));
+  kernels::CausalConv1dParams q = p;
+  q.dim = 70;  // not whole groups
+  EXPECT_FALSE(kernels::causal_conv1d_vector_applies(q));
+  q = p;
+  q.x_dim_stride = 7;  // channel-first
+  q.x_time_stride = 1;
+  EXPECT_FALSE(kernels::causal_conv1d_vector_applies(q));
+  q = p;
+  q.x_time_stride = 10241;
+  EXPECT_FALSE(kernels::causal_conv1d_vector_applies(q));
+  q = p;
+  q.out = buffer + 1;  // 4 bytes off 16
+  EXPECT_FALSE(kernels::causal_conv1d_vector_applies(q));
+}
+
 #ifdef EFFARCH_WITH_CUDA
 
 #define EFFARCH_SKIP_WITHOUT_GPU() \
@@ -321,6 +352,45 @@ TEST(CausalConv1dCuda, LongSequencesAndMixedWeightDtypes) {
       const at::Tensor out = causal_conv1d(g.x, g.weight, g.bias, true, &state);  // Auto: the kernel
       expect_close(out, ref, tolerance(at::kBFloat16), "out");
       EXPECT_TRUE(at::equal(state.cpu(), ref_state));
+    }
+  }
+}
+
+// The prefill's vector variant (detail::causal_conv1d_cuda's `vector`, effarch kernels'
+// causal_conv1d_vec) gives the thread-per-channel kernel's output and final state bit for bit:
+// channel-last x (its own [B, L, D] and the mixer's x half of [B, L, 2D]), lengths around its
+// 16-step chunks and 4-step loads, every width, with and without bias and SiLU, every dtype.
+TEST(CausalConv1dCuda, VectorVariantGivesTheSameBits) {
+  EFFARCH_SKIP_WITHOUT_GPU();
+  at::manual_seed(9);
+  const int64_t batch = 2;
+  for (at::ScalarType dtype : kDTypes) {
+    for (int64_t dim : {8, 64, 136, 1032}) {
+      for (int64_t seqlen : {1, 3, 4, 15, 16, 17, 33, 300}) {
+        for (int64_t width : {2, 3, 4}) {
+          for (bool with_bias : {false, true}) {
+            const bool silu = with_bias;
+            for (bool half_of_wider : {false, true}) {
+              SCOPED_TRACE(case_name(dtype, batch, dim, seqlen, width, with_bias, silu) +
+                           (half_of_wider ? " x half of [B, L, 2D]" : " [B, L, D]"));
+              const Inputs in = to_cuda(random_inputs(batch, dim, seqlen, width, dtype, with_bias, false));
+              const at::Tensor x = half_of_wider
+                                       ? at::cat({in.x, in.x}, 1).transpose(1, 2).contiguous().transpose(1, 2).narrow(1, 0, dim)
+                                       : with_layout(in.x, true);
+              at::Tensor outs[2], states[2];
+              for (int v = 0; v < 2; ++v) {
+                outs[v] = at::full({batch, seqlen, dim}, std::numeric_limits<float>::quiet_NaN(), x.options())
+                              .transpose(1, 2);
+                states[v] = at::full({batch, dim, width}, std::numeric_limits<float>::quiet_NaN(), x.options());
+                detail::causal_conv1d_cuda(x, in.weight, in.bias, silu, outs[v], states[v], /*vector=*/v == 1);
+              }
+              EXPECT_TRUE(at::equal(outs[0], outs[1])) << "out";
+              EXPECT_TRUE(at::equal(states[0], states[1])) << "final_conv_state";
+              EXPECT_FALSE(at::isnan(outs[1]).any().item<bool>()) << "every output written";
+            }
+          }
+        }
+      }
     }
   }
 }

@@ -350,7 +350,12 @@ followups() {  # pending.md's "Order" after the sixth H100 run: entries 41, 46, 
   for op in in_proj out_proj mlp_up mlp_down qkv mamba2_out_proj; do g+="dense_gemv_$op,dense_gemv_${op}_u8,"; done
   limited --int 60 "$B" kernels $K --batch 1 --ops "${g%,}" -o "$out/k-gemv-u8.json" > "$out/k-gemv-u8.txt" 2>&1
   log "exit $?"; grep -E '^\| dense_gemv' "$out/k-gemv-u8.txt" >> "$summary"
-  # (their bitwise tests, DenseGemvCuda.EightLoadsInFlightGiveTheSameBits and MoeCuda.*, ran in `check`)
+  log "== followups: entry 47, the prefill conv with 8 channels a thread (causal_conv1d_vec)"
+  limited --int 40 "$B" kernels $K --lengths 4096,16384 --ops causal_conv1d,causal_conv1d_vec \
+    -o "$out/k-conv.json" > "$out/k-conv.txt" 2>&1
+  log "exit $?"; grep -E '^\| causal_conv1d' "$out/k-conv.txt" >> "$summary"
+  # (the variants' bitwise tests, DenseGemvCuda.EightLoadsInFlightGiveTheSameBits, MoeCuda.* and
+  # CausalConv1dCuda.VectorVariantGivesTheSameBits, ran in `check`)
 }
 
 targets() {  # the issues' own figures that no other stage measures (pending.md, "What each open issue still needs")

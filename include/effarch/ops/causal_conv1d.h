@@ -60,8 +60,11 @@ void causal_conv1d_reference(const at::Tensor& x, const at::Tensor& weight, cons
 void causal_conv1d_update_reference(const at::Tensor& x, const at::Tensor& conv_state, const at::Tensor& weight,
                                     const std::optional<at::Tensor>& bias, bool silu, const at::Tensor& out);
 #ifdef EFFARCH_WITH_CUDA
+// `vector`: the prefill's measuring variant, 8 channels a thread with 16-byte accesses, where x and
+// out are channel-last and aligned (kernels/causal_conv1d/causal_conv1d.h); the same bits.
+// `effarch kernels` times it as causal_conv1d_vec (docs/perf/pending.md, entry 47).
 void causal_conv1d_cuda(const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
-                        bool silu, const at::Tensor& out, const at::Tensor& final_conv_state);
+                        bool silu, const at::Tensor& out, const at::Tensor& final_conv_state, bool vector = false);
 void causal_conv1d_update_cuda(const at::Tensor& x, const at::Tensor& conv_state, const at::Tensor& weight,
                                const std::optional<at::Tensor>& bias, bool silu, const at::Tensor& out);
 // The fused linear_conv_update (checked arguments, weight [D, W]): returns the projection, writes
