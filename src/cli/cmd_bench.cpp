@@ -77,8 +77,7 @@ int run_bench(const BenchCmd& cmd) {
   for (const auto& on : spec.pdl) {
     if (on.value_or(false)) ops::set_programmatic_launch(true, "--pdl");  // a build without CUDA refuses on
   }
-  // Each point sets its own (bench::run_sweep); this one is what the environment's probe sees.
-  ops::set_programmatic_launch(resolve_pdl(spec.pdl.front(), spec.device), "--pdl");
+  ops::set_programmatic_launch(false, "--pdl");  // until the device is known (below)
   if (cmd.threads) spec.threads = *cmd.threads;
   if (spec.threads && *spec.threads < 1) throw UsageError("--threads must be at least 1");
   spec.seed = cmd.seed;
@@ -128,6 +127,9 @@ int run_bench(const BenchCmd& cmd) {
   const int threads = spec.threads ? *spec.threads
                                    : bench::default_cpu_threads(bench::usable_cores(), bench::read_machine_load());
   at::set_num_threads(threads);
+  // Each point sets its own (bench::run_sweep); this one, auto resolved for this rank's device
+  // (after start_parallel named it), is what the environment's probe sees.
+  ops::set_programmatic_launch(resolve_pdl(spec.pdl.front(), spec.device), "--pdl");
   nlohmann::json env = bench::probe_environment(spec.device, spec.dtype);
   if (spec.pdl.size() > 1) env["programmatic_launch"] = bench::pdl_list_name(spec.pdl);  // each point's key says which
   if (spec.parallel) env["parallel"] = parallel_json(*par);
