@@ -21,6 +21,7 @@
 #include "effarch/ops/add_norm.h"
 #include "effarch/ops/attention.h"
 #include "effarch/ops/causal_conv1d.h"
+#include "effarch/ops/decode_attention.h"
 #include "effarch/ops/linear.h"
 #include "effarch/ops/moe.h"
 #include "effarch/ops/selective_scan.h"
@@ -698,6 +699,33 @@ std::vector<KernelCase> make_kernel_cases() {
         const double scale = 1.0 / std::sqrt(static_cast<double>(a.head_dim));
         const int64_t start = s.length - 1;
         return [=] { (void)ops::causal_attention(q, k, v, start, scale, ops::AttentionImpl::Sdpa); };
+      }});
+  // effarch's decode attention (ops::decode_attention over a filled cache of L keys): the CUDA
+  // kernel (flash-decoding) against its reference (masked SDPA over the cache prefix). The row
+  // issue 11's "decode attention kernel alone" target reads; attention_decode above is ATen's SDPA.
+  cases.push_back(KernelCase{
+      "decode_attention", KernelModel::Transformer, ops::OpFamily::DecodeAttention, true,
+      "one query per sequence over a filled cache of L tokens through ops::decode_attention: read q [B,Hq,1,Dh], "
+      "k, v [B,Hkv,L,Dh]; write out [B,Hq,1,Dh]; all in the dtype",
+      [](const KernelShape& s) {
+        const auto& a = attn(s);
+        return json{{"q", {s.batch, a.num_heads, 1, a.head_dim}},
+                    {"kv", {s.batch, a.num_kv_heads, s.length, a.head_dim}}};
+      },
+      [](const KernelShape& s) {
+        const auto& a = attn(s);
+        const uint64_t e = esize(s.dtype);
+        const uint64_t q = elems({s.batch, a.num_heads, 1, a.head_dim});
+        return KernelBytes{e * (q + 2 * elems({s.batch, a.num_kv_heads, s.length, a.head_dim})), e * q};
+      },
+      [](const KernelShape& s, const at::TensorOptions& o, ops::Backend backend) -> std::function<void()> {
+        const auto& a = attn(s);
+        at::Tensor q = at::randn({s.batch, a.num_heads, 1, a.head_dim}, o);
+        at::Tensor k = at::randn({s.batch, a.num_kv_heads, s.length, a.head_dim}, o);
+        at::Tensor v = at::randn({s.batch, a.num_kv_heads, s.length, a.head_dim}, o);
+        const double scale = 1.0 / std::sqrt(static_cast<double>(a.head_dim));
+        const int64_t position = s.length - 1;  // the newest token: every key filled
+        return [=] { (void)ops::decode_attention(q, k, v, position, scale, std::nullopt, backend); };
       }});
 
   // ---- the decode step's fused small ops (--transformer; one token per sequence) ----

@@ -186,7 +186,7 @@ TEST(KernelCases, RegistryAndImplementations) {
                                            "selective_scan_seg4", "selective_scan_seg8", "selective_scan_split",
                                            "selective_state_update", "selective_state_update_dt_proj",
                                            "ssd_chunk_scan", "ssd_chunk_scan_fma", "ssd_state_update",
-                                           "gated_rms_norm", "attention", "attention_decode", "add_norm",
+                                           "gated_rms_norm", "attention", "attention_decode", "decode_attention", "add_norm",
                                            "add_norm_element", "add_norm_t32", "add_norm_t128", "add_norm_vec",
                                            "activation", "dense_gemv_in_proj", "dense_gemv_in_proj_u8",
                                            "dense_gemv_in_proj_conv", "dense_gemv_x_proj", "dense_gemv_lm_head",
