@@ -78,12 +78,17 @@ constexpr size_t split_smem_bytes() {
 inline int rows_per_block(int64_t rows) { return rows <= 1 ? 1 : rows <= 2 ? 2 : rows <= 4 ? 4 : kMaxRows; }
 inline int64_t row_chunks(int64_t rows) { return (rows + kMaxRows - 1) / kMaxRows; }
 
-// How many splits of the key length: enough blocks for about two waves over the SMs, at most one
-// split per tile of the longest cache (the grid is sized for the buffer, the keys are divided on
-// the device by the filled length, so a captured CUDA graph stays right as the cache fills).
-inline int plan_num_splits(int64_t batch, int64_t kv_heads, int64_t chunks, int64_t max_keys, int num_sms) {
+// How many splits of the key length: enough blocks for `blocks_per_sm` (kSplitBlocksPerSm) blocks
+// an SM, at most one split per tile of the longest cache (the grid is sized for the buffer, the
+// keys are divided on the device by the filled length, so a captured CUDA graph stays right as
+// the cache fills). blocks_per_sm is a measuring knob (perf/pending.md entry 48: Llama-3-8B's 8 KV
+// heads at batch 1 give 264 blocks where three blocks an SM fit at head size 128).
+inline constexpr int kSplitBlocksPerSm = 2;
+inline int plan_num_splits(int64_t batch, int64_t kv_heads, int64_t chunks, int64_t max_keys, int num_sms,
+                           int blocks_per_sm = kSplitBlocksPerSm) {
   const int64_t blocks = batch * kv_heads * chunks;
-  const int64_t target = 2 * static_cast<int64_t>(num_sms > 0 ? num_sms : 1);
+  const int64_t target = static_cast<int64_t>(blocks_per_sm > 0 ? blocks_per_sm : kSplitBlocksPerSm) *
+                         (num_sms > 0 ? num_sms : 1);
   int64_t splits = (target + blocks - 1) / blocks;
   const int64_t max_splits = (max_keys + kTileKeys - 1) / kTileKeys;
   if (splits > max_splits) splits = max_splits;

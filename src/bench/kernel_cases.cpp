@@ -331,6 +331,47 @@ KernelCase causal_conv1d_case(std::string name, bool vector) {
       }};
 }
 
+// effarch's decode attention (ops::decode_attention over a filled cache of L keys): the CUDA
+// kernel (flash-decoding) against its reference (masked SDPA over the cache prefix), the row issue
+// 11's "decode attention kernel alone" target reads (attention_decode is ATen's SDPA); with
+// split_blocks_per_sm > 0 the kernel's split plan aims at that many blocks an SM instead of 2.
+KernelCase decode_attention_case(std::string name, int split_blocks_per_sm) {
+  return KernelCase{
+      std::move(name), KernelModel::Transformer, ops::OpFamily::DecodeAttention, true,
+      "one query per sequence over a filled cache of L tokens through ops::decode_attention: read q [B,Hq,1,Dh], "
+      "k, v [B,Hkv,L,Dh]; write out [B,Hq,1,Dh]; all in the dtype",
+      [](const KernelShape& s) {
+        const auto& a = attn(s);
+        return json{{"q", {s.batch, a.num_heads, 1, a.head_dim}},
+                    {"kv", {s.batch, a.num_kv_heads, s.length, a.head_dim}}};
+      },
+      [](const KernelShape& s) {
+        const auto& a = attn(s);
+        const uint64_t e = esize(s.dtype);
+        const uint64_t q = elems({s.batch, a.num_heads, 1, a.head_dim});
+        return KernelBytes{e * (q + 2 * elems({s.batch, a.num_kv_heads, s.length, a.head_dim})), e * q};
+      },
+      [split_blocks_per_sm](const KernelShape& s, const at::TensorOptions& o,
+                            ops::Backend backend) -> std::function<void()> {
+        const auto& a = attn(s);
+        at::Tensor q = at::randn({s.batch, a.num_heads, 1, a.head_dim}, o);
+        at::Tensor k = at::randn({s.batch, a.num_kv_heads, s.length, a.head_dim}, o);
+        at::Tensor v = at::randn({s.batch, a.num_kv_heads, s.length, a.head_dim}, o);
+        const double scale = 1.0 / std::sqrt(static_cast<double>(a.head_dim));
+        const int64_t position = s.length - 1;  // the newest token: every key filled
+#ifdef EFFARCH_WITH_CUDA
+        if (split_blocks_per_sm > 0 && backend != ops::Backend::Reference && o.device().is_cuda()) {
+          const at::Tensor out = at::empty_like(q);
+          return [=] {
+            ops::detail::decode_attention_cuda(q, k, v, at::Tensor(), position, scale, std::nullopt, out,
+                                               split_blocks_per_sm);
+          };
+        }
+#endif
+        return [=] { (void)ops::decode_attention(q, k, v, position, scale, std::nullopt, backend); };
+      }};
+}
+
 // A decode step's residual add and the next norm (B tokens: --batch 4096 is a prefill's rows),
 // the CUDA kernel in the launcher's shape, or the element shape with `threads` a row
 // (NormParams::cuda_threads: 0 the launcher's count), or the vector shape (NormParams::cuda_shape).
@@ -700,33 +741,9 @@ std::vector<KernelCase> make_kernel_cases() {
         const int64_t start = s.length - 1;
         return [=] { (void)ops::causal_attention(q, k, v, start, scale, ops::AttentionImpl::Sdpa); };
       }});
-  // effarch's decode attention (ops::decode_attention over a filled cache of L keys): the CUDA
-  // kernel (flash-decoding) against its reference (masked SDPA over the cache prefix). The row
-  // issue 11's "decode attention kernel alone" target reads; attention_decode above is ATen's SDPA.
-  cases.push_back(KernelCase{
-      "decode_attention", KernelModel::Transformer, ops::OpFamily::DecodeAttention, true,
-      "one query per sequence over a filled cache of L tokens through ops::decode_attention: read q [B,Hq,1,Dh], "
-      "k, v [B,Hkv,L,Dh]; write out [B,Hq,1,Dh]; all in the dtype",
-      [](const KernelShape& s) {
-        const auto& a = attn(s);
-        return json{{"q", {s.batch, a.num_heads, 1, a.head_dim}},
-                    {"kv", {s.batch, a.num_kv_heads, s.length, a.head_dim}}};
-      },
-      [](const KernelShape& s) {
-        const auto& a = attn(s);
-        const uint64_t e = esize(s.dtype);
-        const uint64_t q = elems({s.batch, a.num_heads, 1, a.head_dim});
-        return KernelBytes{e * (q + 2 * elems({s.batch, a.num_kv_heads, s.length, a.head_dim})), e * q};
-      },
-      [](const KernelShape& s, const at::TensorOptions& o, ops::Backend backend) -> std::function<void()> {
-        const auto& a = attn(s);
-        at::Tensor q = at::randn({s.batch, a.num_heads, 1, a.head_dim}, o);
-        at::Tensor k = at::randn({s.batch, a.num_kv_heads, s.length, a.head_dim}, o);
-        at::Tensor v = at::randn({s.batch, a.num_kv_heads, s.length, a.head_dim}, o);
-        const double scale = 1.0 / std::sqrt(static_cast<double>(a.head_dim));
-        const int64_t position = s.length - 1;  // the newest token: every key filled
-        return [=] { (void)ops::decode_attention(q, k, v, position, scale, std::nullopt, backend); };
-      }});
+  cases.push_back(decode_attention_case("decode_attention", 0));
+  cases.push_back(decode_attention_case("decode_attention_b4", 4));
+  cases.push_back(decode_attention_case("decode_attention_b6", 6));
 
   // ---- the decode step's fused small ops (--transformer; one token per sequence) ----
   cases.push_back(add_norm_case("add_norm", 0));

@@ -36,7 +36,8 @@ void check_layout(const at::Tensor& t, const char* name, bool rows_aligned) {
 }  // namespace
 
 void decode_attention_cuda(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& positions,
-                           int64_t position, double scale, std::optional<int64_t> window, const at::Tensor& out) {
+                           int64_t position, double scale, std::optional<int64_t> window, const at::Tensor& out,
+                           int split_blocks_per_sm) {
   namespace da = kernels::decode_attn;
   const c10::cuda::CUDAGuard device_guard(q.device());
   const int64_t b = q.size(0), hq = q.size(1), t = q.size(2), d = q.size(3), hkv = k.size(1), s = k.size(2);
@@ -88,7 +89,7 @@ void decode_attention_cuda(const at::Tensor& q, const at::Tensor& k, const at::T
 
   // Splits from the buffer's length, not the filled one: the grid stays valid as the cache fills.
   const int num_sms = at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
-  p.num_splits = da::plan_num_splits(b, hkv, da::row_chunks((hq / hkv) * t), s, num_sms);
+  p.num_splits = da::plan_num_splits(b, hkv, da::row_chunks((hq / hkv) * t), s, num_sms, split_blocks_per_sm);
   at::Tensor workspace;  // the splits' outputs, then their log-sum-exps: one allocation per call
   if (p.num_splits > 1) {
     const int64_t rows = b * hq * t * p.num_splits;

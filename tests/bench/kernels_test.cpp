@@ -182,21 +182,22 @@ TEST(KernelBytes, MoeOnDeepSeekMoE16b) {
 TEST(KernelCases, RegistryAndImplementations) {
   std::vector<std::string> ops;
   for (const auto& c : kernel_cases()) ops.push_back(c.op);
-  EXPECT_EQ(ops, (std::vector<std::string>{"causal_conv1d", "causal_conv1d_vec", "causal_conv1d_update", "selective_scan",
-                                           "selective_scan_seg4", "selective_scan_seg8", "selective_scan_split",
-                                           "selective_state_update", "selective_state_update_dt_proj",
-                                           "ssd_chunk_scan", "ssd_chunk_scan_fma", "ssd_state_update",
-                                           "gated_rms_norm", "attention", "attention_decode", "decode_attention", "add_norm",
-                                           "add_norm_element", "add_norm_t32", "add_norm_t128", "add_norm_vec",
-                                           "activation", "dense_gemv_in_proj", "dense_gemv_in_proj_u8",
-                                           "dense_gemv_in_proj_conv", "dense_gemv_x_proj", "dense_gemv_lm_head",
-                                           "dense_gemv_out_proj", "dense_gemv_out_proj_u8", "dense_gemv_mlp_down",
-                                           "dense_gemv_mlp_down_u8", "dense_gemv_mlp_up", "dense_gemv_mlp_up_u8",
-                                           "dense_gemv_mlp_up_act", "dense_gemv_qkv", "dense_gemv_qkv_u8",
-                                           "dense_gemv_mamba2_in_proj", "dense_gemv_mamba2_out_proj",
-                                           "dense_gemv_mamba2_out_proj_u8", "moe_decode", "moe_decode_r1",
-                                           "moe_decode_r1l8", "moe_prefill", "moe_prefill_per_expert",
-                                           "moe_dense_gemm"}));
+  EXPECT_EQ(ops, (std::vector<std::string>{"causal_conv1d", "causal_conv1d_vec", "causal_conv1d_update",
+                                           "selective_scan", "selective_scan_seg4", "selective_scan_seg8",
+                                           "selective_scan_split", "selective_state_update",
+                                           "selective_state_update_dt_proj", "ssd_chunk_scan", "ssd_chunk_scan_fma",
+                                           "ssd_state_update", "gated_rms_norm", "attention", "attention_decode",
+                                           "decode_attention", "decode_attention_b4", "decode_attention_b6",
+                                           "add_norm", "add_norm_element", "add_norm_t32", "add_norm_t128",
+                                           "add_norm_vec", "activation", "dense_gemv_in_proj",
+                                           "dense_gemv_in_proj_u8", "dense_gemv_in_proj_conv", "dense_gemv_x_proj",
+                                           "dense_gemv_lm_head", "dense_gemv_out_proj", "dense_gemv_out_proj_u8",
+                                           "dense_gemv_mlp_down", "dense_gemv_mlp_down_u8", "dense_gemv_mlp_up",
+                                           "dense_gemv_mlp_up_u8", "dense_gemv_mlp_up_act", "dense_gemv_qkv",
+                                           "dense_gemv_qkv_u8", "dense_gemv_mamba2_in_proj",
+                                           "dense_gemv_mamba2_out_proj", "dense_gemv_mamba2_out_proj_u8",
+                                           "moe_decode", "moe_decode_r1", "moe_decode_r1l8", "moe_prefill",
+                                           "moe_prefill_per_expert", "moe_dense_gemm"}));
   EXPECT_THROW_WITH(find_kernel_case("flash_scan", "--ops"), UsageError, {"--ops", "flash_scan", "selective_scan"});
   // The lane-per-state variant was removed (slower than lanes16 on an H100): its op is unknown now.
   EXPECT_THROW_WITH(find_kernel_case("selective_scan_states", "--ops"), UsageError,

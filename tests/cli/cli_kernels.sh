@@ -53,7 +53,7 @@ def expected(op, B, L):  # docs/kernels.md, "Bytes each op must move"
     if op == "ssd_state_update": return e * (B*H*P + B*H + 2*B*G*N2 + 2*H) + 4*H + 4*B*H*P*N2 + 4*B*H*P + 4*B*H*P*N2
     if op == "gated_rms_norm": return 4*B*L*D2 + e*(B*L*D2 + D2) + 4*B*L*D2
     if op == "attention": return e * (B*Hq*L*Dh + 2*B*Hkv*L*Dh) + e*B*Hq*L*Dh
-    if op in ("attention_decode", "decode_attention"): return e * (B*Hq*Dh + 2*B*Hkv*L*Dh) + e*B*Hq*Dh
+    if op in ("attention_decode", "decode_attention", "decode_attention_b4", "decode_attention_b6"): return e * (B*Hq*Dh + 2*B*Hkv*L*Dh) + e*B*Hq*Dh
     if op in ("add_norm", "add_norm_element", "add_norm_t32", "add_norm_t128", "add_norm_vec"): return e * (3*B*Hd + 2*Hd) + e * 2*B*Hd
     if op == "activation": return e * B*I + e * B*I
     if op in gemv: O, K = gemv[op]; return e * (O*K + B*K) + e * B*O
@@ -77,7 +77,7 @@ def flops(op, B, L):  # docs/kernels.md, "FLOPs"
 rows = doc["rows"]
 ops = sorted({r["op"] for r in rows})
 if ops != sorted(["causal_conv1d", "causal_conv1d_vec", "causal_conv1d_update", "selective_scan", "selective_scan_seg8", "selective_scan_split", "selective_scan_seg4", "selective_state_update", "selective_state_update_dt_proj", "ssd_chunk_scan",
-                  "ssd_chunk_scan_fma", "ssd_state_update", "gated_rms_norm", "attention", "attention_decode", "decode_attention", "add_norm", "add_norm_element", "add_norm_t32", "add_norm_t128", "add_norm_vec",
+                  "ssd_chunk_scan_fma", "ssd_state_update", "gated_rms_norm", "attention", "attention_decode", "decode_attention", "decode_attention_b4", "decode_attention_b6", "add_norm", "add_norm_element", "add_norm_t32", "add_norm_t128", "add_norm_vec",
                   "activation", "dense_gemv_in_proj", "dense_gemv_in_proj_conv", "dense_gemv_x_proj", "dense_gemv_lm_head", "dense_gemv_out_proj", "dense_gemv_mlp_down", "dense_gemv_mlp_up", "dense_gemv_mlp_up_act", "dense_gemv_qkv", "dense_gemv_mamba2_in_proj", "dense_gemv_mamba2_out_proj",
                   *[op + "_u8" for op in u8], "moe_decode", "moe_decode_r1", "moe_decode_r1l8", "moe_prefill", "moe_prefill_per_expert", "moe_dense_gemm"]): bad.append(f"ops {ops}")
 for r in rows:

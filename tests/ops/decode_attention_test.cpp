@@ -346,6 +346,11 @@ TEST(DecodeAttentionEmulation, SplitsPartitionTheKeysWholeTilesFirst) {
   EXPECT_EQ(da::plan_num_splits(1, 8, 1, 32768, 132), 33);
   EXPECT_EQ(da::plan_num_splits(32, 32, 1, 32768, 132), 1);
   EXPECT_EQ(da::plan_num_splits(1, 8, 1, 100, 132), 2);
+  // The measuring knob (decode_attention_b4, _b6): more blocks an SM, more splits, the same bound.
+  EXPECT_EQ(da::plan_num_splits(1, 8, 1, 32768, 132, 4), 66);
+  EXPECT_EQ(da::plan_num_splits(1, 8, 1, 8192, 132, 6), 99);
+  EXPECT_EQ(da::plan_num_splits(1, 8, 1, 100, 132, 6), 2);
+  EXPECT_EQ(da::plan_num_splits(1, 8, 1, 32768, 132, 0), 33);  // 0: the default
   // Window and clamping.
   EXPECT_EQ(da::row_keys(10, 0, 100).begin, 0);
   EXPECT_EQ(da::row_keys(10, 4, 100).begin, 7);
@@ -486,6 +491,31 @@ TEST(DecodeAttentionCuda, KernelMatchesTheReferenceForEveryDtype) {
       if (c.positions.size() == 1) {
         const at::Tensor host = decode_attention(t.q, t.k, t.v, c.positions[0], scale, window_of(c), Backend::Cuda);
         expect_close(host, got, {0.0, 0.0}, describe(c) + " host position");
+      }
+    }
+  }
+}
+
+// The split plan's measuring knob (detail::decode_attention_cuda's split_blocks_per_sm, timed as
+// effarch kernels' decode_attention_b4 and _b6): more, shorter splits agree with the reference as
+// the default's do, on Llama-3-8B's and Phi-2's shapes at 8k and 32k.
+TEST(DecodeAttentionCuda, MoreSplitsAgreeWithTheReference) {
+  if (!have_gpu()) GTEST_SKIP() << "needs a CUDA build and a GPU";
+  const at::Device gpu(at::kCUDA, 0);
+  const std::vector<Case> cases = {{1, 32, 8, 1, 128, 8192, {8191}}, {1, 32, 8, 1, 128, 32768, {32767}},
+                                   {1, 32, 32, 1, 80, 8192, {8191}}};
+  for (const Case& c : cases) {
+    for (at::ScalarType dtype : {at::kFloat, at::kBFloat16}) {
+      const Tensors t = make_tensors(c, dtype, gpu, 22);
+      const double scale = 1.0 / std::sqrt(static_cast<double>(c.head_dim));
+      const at::Tensor expected = reference_fp32(t, c, scale).to(dtype);
+      const test::Tolerance tol = dtype == at::kFloat ? test::Tolerance{1e-4, 1e-4} : rounding_tolerance(dtype);
+      for (const int blocks_per_sm : {4, 6}) {
+        const at::Tensor out = at::empty_like(t.q);
+        detail::decode_attention_cuda(t.q, t.k, t.v, at::Tensor(), c.positions[0], scale, std::nullopt, out,
+                                      blocks_per_sm);
+        expect_close(out, expected, tol, describe(c) + " " + c10::toString(dtype) + " blocks an SM " +
+                                             std::to_string(blocks_per_sm));
       }
     }
   }

@@ -46,9 +46,11 @@ at::Tensor decode_attention_reference(const at::Tensor& q, const at::Tensor& k_c
                                       AttentionImpl impl);
 #ifdef EFFARCH_WITH_CUDA
 // positions: the device tensor, or undefined to use `position` for every sequence.
+// split_blocks_per_sm: the split plan's blocks an SM (0: its default, 2), a measuring knob that
+// `effarch kernels` times as decode_attention_b4 and decode_attention_b6 (perf/pending.md entry 48).
 void decode_attention_cuda(const at::Tensor& q, const at::Tensor& k_cache, const at::Tensor& v_cache,
                            const at::Tensor& positions, int64_t position, double scale, std::optional<int64_t> window,
-                           const at::Tensor& out);
+                           const at::Tensor& out, int split_blocks_per_sm = 0);
 #endif
 }  // namespace detail
 
