@@ -394,6 +394,17 @@ TEST(KernelSweepTest, AttentionComparisonsPickTheFastestOkRow) {
   EXPECT_DOUBLE_EQ(d[0].at("selective_state_update").at("attention_over_scan").get<double>(), 2.0);
   EXPECT_DOUBLE_EQ(d[1].at("selective_state_update").at("attention_over_scan").get<double>(), 8.0);
   EXPECT_TRUE(scan_vs_attention(dec).empty());
+  // Attention's best implementation stands for it: effarch's decode attention kernel where it
+  // beats SDPA (at 4096 here), SDPA where it does not.
+  std::vector<nlohmann::json> both = dec;
+  both.push_back(row("decode_attention", "cuda", 512, 1.5, "ok"));
+  both.push_back(row("decode_attention", "cuda", 4096, 2.0, "ok"));
+  const auto fair = decode_vs_attention(both);
+  ASSERT_EQ(fair.size(), 2u);
+  EXPECT_EQ(fair[0].at("attention").at("op"), "attention_decode");
+  EXPECT_EQ(fair[1].at("attention").at("op"), "decode_attention");
+  EXPECT_EQ(fair[1].at("attention").at("implementation"), "cuda");
+  EXPECT_DOUBLE_EQ(fair[1].at("selective_state_update").at("attention_over_scan").get<double>(), 4.0);
 }
 
 // ---- The GPU timer's decisions, on the CPU ----
