@@ -193,7 +193,6 @@ EFFARCH_HD void norm_write(const AddNormParams& p, int64_t row, int tid, int nth
   staged_copy(p.dim, tid, nthreads, [&](int i) { return weights(norm_input<Io>(p, row, i), i); }, write);
 }
 
-
 // ---- The vector shape (AddNormParams::shape): 16-byte accesses, a block sized to the row ----
 //
 // Thread tid takes the row's 8-element vectors tid, tid + nthreads, ... (at most kVecSlots of
@@ -240,8 +239,8 @@ inline bool vector_applies(const AddNormParams& p) {
 
 // Rows from which kAuto takes the vector shape: a prefill's. One 512-thread block a row, right for
 // a decode step's row (10.5 us on an H100), ran a 4096-token prefill's rows at half the speed of
-// ATen's unfused LayerNorm (docs/perf/pending.md, entry 46); decode's 1-64 rows keep the shape
-// measured there until the vector shape is timed on them.
+// ATen's unfused LayerNorm (docs/perf/pending.md, entry 46); decode's rows (a batch under 128) keep
+// the shape measured there until the vector shape is timed on them.
 inline constexpr int64_t kVectorMinRows = 128;
 
 // The shape a launch of p runs: the vector shape where p.shape asks for it, or kAuto with the
