@@ -331,6 +331,19 @@ KernelCase causal_conv1d_case(std::string name, bool vector) {
       }};
 }
 
+// One query per sequence over a cache of L tokens (attention_decode, decode_attention): the shapes
+// and the bytes, q and the cache read, the output written.
+json one_query_shapes(const KernelShape& s) {
+  const auto& a = attn(s);
+  return json{{"q", {s.batch, a.num_heads, 1, a.head_dim}}, {"kv", {s.batch, a.num_kv_heads, s.length, a.head_dim}}};
+}
+KernelBytes one_query_bytes(const KernelShape& s) {
+  const auto& a = attn(s);
+  const uint64_t e = esize(s.dtype);
+  const uint64_t q = elems({s.batch, a.num_heads, 1, a.head_dim});
+  return KernelBytes{e * (q + 2 * elems({s.batch, a.num_kv_heads, s.length, a.head_dim})), e * q};
+}
+
 // effarch's decode attention (ops::decode_attention over a filled cache of L keys): the CUDA
 // kernel (flash-decoding) against its reference (masked SDPA over the cache prefix), the row issue
 // 11's "decode attention kernel alone" target reads (attention_decode is ATen's SDPA); with
@@ -340,17 +353,7 @@ KernelCase decode_attention_case(std::string name, int split_blocks_per_sm) {
       std::move(name), KernelModel::Transformer, ops::OpFamily::DecodeAttention, true,
       "one query per sequence over a filled cache of L tokens through ops::decode_attention: read q [B,Hq,1,Dh], "
       "k, v [B,Hkv,L,Dh]; write out [B,Hq,1,Dh]; all in the dtype",
-      [](const KernelShape& s) {
-        const auto& a = attn(s);
-        return json{{"q", {s.batch, a.num_heads, 1, a.head_dim}},
-                    {"kv", {s.batch, a.num_kv_heads, s.length, a.head_dim}}};
-      },
-      [](const KernelShape& s) {
-        const auto& a = attn(s);
-        const uint64_t e = esize(s.dtype);
-        const uint64_t q = elems({s.batch, a.num_heads, 1, a.head_dim});
-        return KernelBytes{e * (q + 2 * elems({s.batch, a.num_kv_heads, s.length, a.head_dim})), e * q};
-      },
+      one_query_shapes, one_query_bytes,
       [split_blocks_per_sm](const KernelShape& s, const at::TensorOptions& o,
                             ops::Backend backend) -> std::function<void()> {
         const auto& a = attn(s);
@@ -721,17 +724,7 @@ std::vector<KernelCase> make_kernel_cases() {
       "attention_decode", KernelModel::Transformer, std::nullopt, true,
       "one query per sequence over a cache of L tokens through SDPA: read q [B,Hq,1,Dh], k, v [B,Hkv,L,Dh]; write "
       "out [B,Hq,1,Dh]; all in the dtype",
-      [](const KernelShape& s) {
-        const auto& a = attn(s);
-        return json{{"q", {s.batch, a.num_heads, 1, a.head_dim}},
-                    {"kv", {s.batch, a.num_kv_heads, s.length, a.head_dim}}};
-      },
-      [](const KernelShape& s) {
-        const auto& a = attn(s);
-        const uint64_t e = esize(s.dtype);
-        const uint64_t q = elems({s.batch, a.num_heads, 1, a.head_dim});
-        return KernelBytes{e * (q + 2 * elems({s.batch, a.num_kv_heads, s.length, a.head_dim})), e * q};
-      },
+      one_query_shapes, one_query_bytes,
       [](const KernelShape& s, const at::TensorOptions& o, ops::Backend) -> std::function<void()> {
         const auto& a = attn(s);
         at::Tensor q = at::randn({s.batch, a.num_heads, 1, a.head_dim}, o);
