@@ -13,7 +13,7 @@
 #include "add_norm/add_norm_math.h"
 #include "common/block_sum.cuh"
 #include "common/convert.cuh"
-#include "common/vec8.cuh"
+#include "common/row8.h"
 #include "common/grid_dependency.h"
 #include "common/launch.h"
 
@@ -38,19 +38,20 @@ struct TypedIo {
   __device__ __forceinline__ static float round_to(ElementType type, float v) {
     return type == ElementType::kFloat32 ? v : to_float(from_float<T>(v));
   }
-  // The vector shape's 8 elements at base + offset: one 16-byte access of a 2-byte T, two of fp32.
+  // The vector shape's 8 elements at base + offset (common/row8.h): one 16-byte access of a 2-byte
+  // T, two of fp32 (vector_applies checked the alignment).
   __device__ __forceinline__ static void load8(const void* base, int64_t offset, ElementType type, float (&out)[8]) {
     if (type == ElementType::kFloat32) {
-      load8_float(static_cast<const float*>(base) + offset, out);
+      kernels::load8(static_cast<const float*>(base) + offset, 1, true, out);
     } else {
-      load8_float(static_cast<const T*>(base) + offset, out);
+      kernels::load8(static_cast<const T*>(base) + offset, 1, true, out);
     }
   }
   __device__ __forceinline__ static void store8(void* base, int64_t offset, ElementType type, const float (&in)[8]) {
     if (type == ElementType::kFloat32) {
-      store8_float(static_cast<float*>(base) + offset, in);
+      kernels::store8(static_cast<float*>(base) + offset, 1, true, in);
     } else {
-      store8_float(static_cast<T*>(base) + offset, in);
+      kernels::store8(static_cast<T*>(base) + offset, 1, true, in);
     }
   }
 };

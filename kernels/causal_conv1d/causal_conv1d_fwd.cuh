@@ -14,7 +14,7 @@
 #include <algorithm>
 
 #include "causal_conv1d/causal_conv1d_common.cuh"
-#include "common/vec8.cuh"
+#include "common/row8.h"
 
 namespace effarch::kernels {
 
@@ -172,7 +172,7 @@ __global__ void __launch_bounds__(conv1d::ChannelLastVecTraits::kThreads)
     for (int k = 1; k < kWidth; ++k) {
       const int64_t t = t_begin - kWidth + k;
       float halo[kVec] = {};
-      if (t >= 0) load8_float(x + t * p.x_time_stride, halo);
+      if (t >= 0) load8(x + t * p.x_time_stride, 1, true, halo);
 #pragma unroll
       for (int j = 0; j < kVec; ++j) window[j][k] = halo[j];
     }
@@ -182,7 +182,7 @@ __global__ void __launch_bounds__(conv1d::ChannelLastVecTraits::kThreads)
       float in[Traits::kLoads][kVec];
 #pragma unroll
       for (int i = 0; i < Traits::kLoads; ++i) {
-        if (t_load + i < t_end) load8_float(x + (t_load + i) * p.x_time_stride, in[i]);
+        if (t_load + i < t_end) load8(x + (t_load + i) * p.x_time_stride, 1, true, in[i]);
       }
 #pragma unroll
       for (int i = 0; i < Traits::kLoads; ++i) {
@@ -195,7 +195,7 @@ __global__ void __launch_bounds__(conv1d::ChannelLastVecTraits::kThreads)
           window[j][kWidth - 1] = in[i][j];
           y[j] = conv1d::conv_output<kWidth>(w[j], window[j], bias[j], p.silu);
         }
-        store8_float(out + (t_load + i) * p.out_time_stride, y);
+        store8(out + (t_load + i) * p.out_time_stride, 1, true, y);
       }
     }
   }
