@@ -103,6 +103,9 @@ LaunchStatus gemv_launch(const GemvParams& p, cudaStream_t stream) {
     return {cudaErrorInvalidValue, "gemv: a gated activation needs the activation on, an even number of rows (gate "
                                    "then up) and at most kGemvGatedMaxRows rows of x"};
   }
+  if (p.activation.on && (p.activation.from < 0 || p.activation.from >= p.out || (gated && p.activation.from != 0))) {
+    return {cudaErrorInvalidValue, "gemv: an activation's first row must lie inside the outputs (0 for a gated one)"};
+  }
   if (p.unroll != 0 && p.unroll != kGemvUnroll && p.unroll != kGemvUnrollWide) {
     return {cudaErrorInvalidValue, "gemv: unroll must be 0, 4 or 8"};
   }

@@ -342,10 +342,11 @@ EFFARCH_HD T gemv_output(float sum, bool activate, ActKind act) {
   if (!activate) return v;
   return from_float<T>(act::activate(act, to_float(v), [](float x) { return to_float(from_float<T>(x)); }));
 }
-// Whether output row `out_row` of `out` stores its activation: every row with a plain activation;
-// with a gated one the gate rows (the first half), whose act(gate) meets its up row's projection.
+// Whether output row `out_row` of `out` stores its activation: with a plain activation the rows
+// from `a.from` on (every row for from 0); with a gated one the gate rows (the first half), whose
+// act(gate) meets its up row's projection.
 EFFARCH_HD bool gemv_row_activates(const GemvActivation& a, int out_row, int out) {
-  return a.on && (!a.gated || out_row < out / 2);
+  return a.on && (a.gated ? out_row < out / 2 : out_row >= a.from);
 }
 
 // A gated activation's output from its pair's stored values, act(gate) and up, each already

@@ -47,10 +47,15 @@ struct GemvConvUpdate {
 // then that kernel. A block computes gate rows j .. j + h - 1 and up rows I + j .. I + j + h - 1
 // (h = half its rows, the split at most kGemvWarps / 2) and pairs them in shared memory. At most
 // kGemvGatedMaxRows rows of x.
+//
+// `from` (non-gated only): the activation applies to output rows from .. out - 1, rows before it
+// store the plain projection. A parallel block's fused input product (q, k, v, then fc1: Phi's
+// decode step, docs/engine.md "The parallel block's two products") activates only fc1's rows.
 struct GemvActivation {
   bool on = false;
   ActKind act = ActKind::kSilu;
   bool gated = false;
+  int from = 0;
 };
 
 struct GemvParams {

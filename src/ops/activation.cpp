@@ -11,6 +11,7 @@
 #include <fmt/format.h>
 
 #include "activation_launch.h"
+#include "arg_checks.h"
 #include "effarch/common/error.h"
 
 namespace effarch::ops {
@@ -149,6 +150,33 @@ at::Tensor linear_activation(const at::Tensor& x, const Linear& layer, Activatio
   }
 #endif
   return activate(act, linear(x, layer, backend), backend);
+}
+
+at::Tensor linear_activation_tail(const at::Tensor& x, const Linear& layer, Activation act, int64_t from,
+                                  Backend backend, const at::Tensor* out) {
+  constexpr const char* op = "linear_activation_tail";
+  detail::check_linear(x, layer, op);
+  const int64_t o = layer.out_features();
+  if (from < 0 || from >= o) {
+    throw OpError(fmt::format("{}: the activation's first output {} is outside the layer's {} outputs", op, from, o));
+  }
+  const int64_t rows = x.numel() / layer.in_features();
+  if (out != nullptr && (out->dim() != 2 || out->size(0) != rows || out->size(1) != o ||
+                         out->scalar_type() != x.scalar_type() || out->device() != x.device())) {
+    throw OpError(fmt::format("{}: out {} must be [{}, {}] of x's dtype and device", op, detail::shape(*out), rows, o));
+  }
+#ifdef EFFARCH_WITH_CUDA
+  if (linear_activation_fuses(x, layer, act, backend)) {
+    RECORD_USER_SCOPE("effarch::linear");  // one GEMV launch: the activation inside counts as the projection's
+    return detail::linear_activation_cuda(x, layer, act, /*gated=*/false, from, out);
+  }
+#endif
+  const at::Tensor y = linear(x, layer, backend);
+  at::Tensor tail = y.narrow(-1, from, o - from);
+  tail.copy_(activate(act, tail, backend));
+  if (out == nullptr) return y;
+  out->copy_(y.reshape({rows, o}));
+  return *out;
 }
 
 bool linear_gated_activation_fuses(const at::Tensor& x, const Linear& gate_up, Activation act, Backend backend) {

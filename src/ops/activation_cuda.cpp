@@ -22,14 +22,16 @@ at::Tensor activation_cuda(Activation act, const at::Tensor& x, bool gated) {
   return l.out.view(sizes);
 }
 
-at::Tensor linear_activation_cuda(const at::Tensor& x, const Linear& layer, Activation act, bool gated) {
+at::Tensor linear_activation_cuda(const at::Tensor& x, const Linear& layer, Activation act, bool gated, int64_t from,
+                                  const at::Tensor* out) {
   const auto kind = kernel_activation(act);
   if (!kind) throw OpError("linear_activation: no kernel for this activation (only silu and gelu_new)");
   kernels::GemvActivation a;
   a.on = true;
   a.act = *kind;
   a.gated = gated;
-  return dense_gemv_cuda(x, layer, nullptr, &a);
+  a.from = static_cast<int>(from);  // linear_activation_tail checked 0 <= from < O
+  return dense_gemv_cuda(x, layer, nullptr, &a, out);
 }
 
 }  // namespace effarch::ops::detail

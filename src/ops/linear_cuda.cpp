@@ -28,17 +28,30 @@ namespace {
 struct GemvOperands {
   at::Tensor x, bias, y;
   std::vector<int64_t> out_shape;
-  at::Tensor result() const { return y.view(out_shape); }
+  at::Tensor result() const { return y.sizes().vec() == out_shape ? y : y.view(out_shape); }
 };
 
-GemvOperands gemv_operands(const at::Tensor& x_in, const Linear& layer, int64_t columns) {
+// `out`: the caller's [R, columns] view to write (its columns contiguous), else a new tensor.
+GemvOperands gemv_operands(const at::Tensor& x_in, const Linear& layer, int64_t columns,
+                           const at::Tensor* out = nullptr) {
   GemvOperands o;
   const at::Tensor rows = x_in.reshape({-1, layer.in_features()});
   o.x = rows.stride(1) == 1 ? rows : rows.contiguous();
   if (layer.bias) o.bias = layer.bias->to(o.x.scalar_type()).contiguous();
-  o.y = at::empty({o.x.size(0), columns}, o.x.options());
   o.out_shape = x_in.sizes().vec();
   o.out_shape.back() = columns;
+  if (out == nullptr) {
+    o.y = at::empty({o.x.size(0), columns}, o.x.options());
+    return o;
+  }
+  if (out->dim() != 2 || out->size(0) != o.x.size(0) || out->size(1) != columns || (columns > 1 && out->stride(1) != 1) ||
+      out->scalar_type() != o.x.scalar_type() || out->device() != o.x.device()) {
+    throw OpError(fmt::format("linear (dense GEMV): out {} must be a [{}, {}] view of x's dtype and device with "
+                              "contiguous columns",
+                              shape(*out), o.x.size(0), columns));
+  }
+  o.y = *out;
+  o.out_shape = {o.x.size(0), columns};  // result() views the caller's tensor as it is
   return o;
 }
 
@@ -72,11 +85,11 @@ at::Tensor int8_gemv_cuda(const at::Tensor& x_in, const Linear& layer) {
 }
 
 at::Tensor dense_gemv_cuda(const at::Tensor& x_in, const Linear& layer, const kernels::GemvConvUpdate* conv,
-                           const kernels::GemvActivation* activation) {
+                           const kernels::GemvActivation* activation, const at::Tensor* out) {
   constexpr const char* op = "linear (dense GEMV)";
   const c10::cuda::CUDAGuard device_guard(x_in.device());
   const bool gated = activation != nullptr && activation->gated;  // act(gate) * up: [R, 2I] -> [R, I]
-  const GemvOperands o = gemv_operands(x_in, layer, gated ? layer.out_features() / 2 : layer.out_features());
+  const GemvOperands o = gemv_operands(x_in, layer, gated ? layer.out_features() / 2 : layer.out_features(), out);
   // The kernel streams its first weights before its grid-dependency wait (--pdl): a copy made here
   // would be written by the kernel just before it. dense_gemv_applies admits contiguous weights only.
   const at::Tensor& w = layer.weight;

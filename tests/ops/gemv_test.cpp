@@ -449,6 +449,30 @@ TEST(DenseGemvEmulation, FusedActivationIsTheActivationOfTheProjection) {
   }
 }
 
+// The activation from a row on (ops::linear_activation_tail: a parallel block's q/k/v rows then
+// fc1's): the rows before `from` are the plain launch's bits, those from it its activation; from
+// 0 is the whole fused activation. Splits of 1 to 8 (the first two shapes: Phi-2's fused input
+// product and a narrow one), `from` inside a block and on a block's edge.
+TEST(DenseGemvEmulation, FusedActivationFromARowLeavesTheRowsBeforeIt) {
+  at::manual_seed(14);
+  for (const auto& [rows, out, in, from] : std::vector<std::tuple<int64_t, int64_t, int64_t, int>>{
+           {1, 179, 64, 75}, {2, 40, 2560, 17}, {1, 24, 5120, 8}, {2, 33, 7, 0}, {1, 33, 7, 32}}) {
+    const Problem pr = test::make_linear_problem(rows, out, in, true);
+    const GemvPlan plan = kernels::gemv_plan(static_cast<int>(out), static_cast<int>(in), 4, 132);
+    kernels::GemvActivation a;
+    a.on = true;
+    a.act = kernels::ActKind::kGeluNew;
+    a.from = from;
+    const std::string what = fmt::format("R {} O {} K {} from {} split {}", rows, out, in, from, plan.split);
+    const at::Tensor plain = emulate_launch(pr, plan, vector_path(pr));
+    const at::Tensor fused = emulate_launch(pr, plan, vector_path(pr), nullptr, &a);
+    EXPECT_TRUE(at::equal(fused.narrow(1, 0, from), plain.narrow(1, 0, from))) << what;
+    test::expect_close(fused.narrow(1, from, out - from), activate(Activation::GeluNew, plain.narrow(1, from, out - from)),
+                       test::Tolerance{2e-6, 2e-6}, what);
+    for (int o = 0; o < out; ++o) EXPECT_EQ(kernels::gemv_row_activates(a, o, static_cast<int>(out)), o >= from) << what;
+  }
+}
+
 // A gated MLP's gate/up product with act(gate) * up in the epilogue (ops::linear_gated_activation):
 // the emulated launch, whose blocks pair gate row j with up row I + j, against the plain launch's
 // [R, 2I] projection then the gated activation kernel's own per-element code, bit for bit (the
@@ -522,6 +546,39 @@ TEST(LinearActivation, OnTheCpuItIsTheTwoOps) {
   EXPECT_TRUE(at::equal(linear_activation(x, fc1, Activation::Relu), activate(Activation::Relu, linear(x, fc1))));
   EXPECT_THROW_WITH(linear_activation(at::randn({2, 16}), fc1, Activation::GeluNew), OpError,
                     {"linear_activation", "x [2, 16]", "8 input features"});
+}
+
+// linear_activation_tail off the GPU: the projection, its columns from `from` activated, exactly;
+// written into a column range of a wider buffer when asked (the rest untouched); bad arguments
+// name what is wrong.
+TEST(LinearActivationTail, OnTheCpuItIsTheProductThenTheActivationOfItsTail) {
+  at::manual_seed(15);
+  const Linear in(at::randn({30, 8}), at::randn({30}));
+  for (const at::ScalarType dtype : {at::kFloat, at::kBFloat16}) {
+    const Linear layer(in.weight.to(dtype), in.bias->to(dtype));
+    const at::Tensor x = at::randn({2, 1, 8}).to(dtype);
+    const at::Tensor plain = linear(x, layer);
+    at::Tensor expect = plain.clone();
+    expect.narrow(-1, 12, 18).copy_(activate(Activation::GeluNew, plain.narrow(-1, 12, 18)));
+    const at::Tensor got = linear_activation_tail(x, layer, Activation::GeluNew, 12);
+    EXPECT_EQ(got.sizes(), (at::IntArrayRef{2, 1, 30}));
+    EXPECT_TRUE(at::equal(got, expect)) << c10::toString(dtype);
+    at::Tensor wide = at::full({2, 41}, 7.0, x.options());
+    const at::Tensor cols = wide.narrow(1, 0, 30);
+    const at::Tensor into = linear_activation_tail(x, layer, Activation::GeluNew, 12, Backend::Auto, &cols);
+    EXPECT_TRUE(into.is_alias_of(wide));
+    EXPECT_TRUE(at::equal(wide.narrow(1, 0, 30), expect.view({2, 30}))) << c10::toString(dtype);
+    EXPECT_TRUE(at::equal(wide.narrow(1, 30, 11), at::full({2, 11}, 7.0, x.options())));
+  }
+  const at::Tensor x = at::randn({2, 8});
+  EXPECT_THROW_WITH(linear_activation_tail(x, in, Activation::GeluNew, 30), OpError,
+                    {"linear_activation_tail", "first output 30", "30 outputs"});
+  EXPECT_THROW_WITH(linear_activation_tail(x, in, Activation::GeluNew, -1), OpError, {"first output -1"});
+  const at::Tensor narrow = at::empty({2, 29});
+  EXPECT_THROW_WITH(linear_activation_tail(x, in, Activation::GeluNew, 3, Backend::Auto, &narrow), OpError,
+                    {"linear_activation_tail", "out [2, 29]", "[2, 30]"});
+  EXPECT_THROW_WITH(linear_activation_tail(at::randn({2, 9}), in, Activation::GeluNew, 3), OpError,
+                    {"linear_activation_tail", "8 input features"});
 }
 
 // linear_gated_activation and gated_mlp off the GPU: the gate/up product then the gated
@@ -774,6 +831,35 @@ TEST(DenseGemvCuda, FusedActivationIsTheGemvThenTheActivationBitForBit) {
     }
   }
   EXPECT_EQ(runs, 36);
+}
+
+// The activation from a row on (linear_activation_tail, a parallel block's input product) against
+// the GEMV then the activation kernel on the tail, bit for bit; into a column range of a wider
+// buffer, rows up to 2, Phi-2's fused shape [7680 + 10240, 2560] and odd sizes.
+TEST(DenseGemvCuda, FusedActivationFromARowIsTheGemvThenTheActivationOfTheTail) {
+  if (!have_gpu()) GTEST_SKIP() << "needs a CUDA build and a GPU";
+  at::manual_seed(27);
+  int runs = 0;
+  for (const at::ScalarType dtype : {at::kFloat, at::kBFloat16, at::kHalf}) {
+    for (const auto& [out, in, from] : std::vector<std::tuple<int64_t, int64_t, int64_t>>{
+             {17920, 2560, 7680}, {99, 40, 33}, {64, 5120, 1}}) {
+      for (int64_t rows : {1, 2}) {
+        const Linear layer = cuda_layer(out, in, dtype, rows == 1);
+        const at::Tensor x = cuda_randn({rows, 1, in}, dtype);
+        const std::string what = fmt::format("{} O {} K {} from {} R {}", c10::toString(dtype), out, in, from, rows);
+        ASSERT_TRUE(linear_activation_fuses(x, layer, Activation::GeluNew, Backend::Cuda)) << what;
+        at::Tensor wide = at::full({rows, out + 24}, 3.0, x.options());
+        const at::Tensor cols = wide.narrow(1, 0, out);
+        linear_activation_tail(x, layer, Activation::GeluNew, from, Backend::Cuda, &cols);
+        at::Tensor apart = linear(x, layer, Backend::Cuda).view({rows, out});
+        apart.narrow(1, from, out - from).copy_(activate(Activation::GeluNew, apart.narrow(1, from, out - from), Backend::Cuda));
+        EXPECT_TRUE(at::equal(cols, apart)) << what;
+        EXPECT_TRUE(at::equal(wide.narrow(1, out, 24), at::full({rows, 24}, 3.0, x.options()))) << what;
+        ++runs;
+      }
+    }
+  }
+  EXPECT_EQ(runs, 18);
 }
 
 // A gated MLP's gate/up product with act(gate) * up in the GEMV's epilogue against the GEMV then

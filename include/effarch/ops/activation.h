@@ -62,6 +62,16 @@ at::Tensor linear_activation(const at::Tensor& x, const Linear& layer, Activatio
 // The dense GEMV runs the projection (detail::dense_gemv_applies) and the activation has its CUDA
 // kernel, resolved for `backend`.
 bool linear_activation_fuses(const at::Tensor& x, const Linear& layer, Activation act, Backend backend);
+// linear(x, layer) with act applied to the outputs from `from` on (0 <= from < O; those before it
+// stay the plain projection): a parallel block's fused input product, q/k/v rows then fc1's
+// (docs/engine.md, "The parallel block's two products"). x [..., K]; the outputs go to `out`
+// where given (an [R, O] view of x's dtype and device, R = x's rows, contiguous columns: a column
+// range of a wider buffer) and it is returned; else a new [..., O]. Where linear_activation_fuses
+// says so, one dense GEMV launch that activates the rows from `from` as it stores them (the same
+// bits as the GEMV then the activation kernel on those columns); elsewhere linear, then the
+// activation of the column range, copied into place.
+at::Tensor linear_activation_tail(const at::Tensor& x, const Linear& layer, Activation act, int64_t from,
+                                  Backend backend = Backend::Auto, const at::Tensor* out = nullptr);
 
 // gated_activation(act, linear(x, gate_up)): a gated MLP's fused gate/up product ([2I, H], gate
 // rows first: GatedMlpWeights::gate_up) and its activation, x [..., H] -> [..., I]. Where
@@ -78,9 +88,10 @@ bool linear_gated_activation_fuses(const at::Tensor& x, const Linear& gate_up, A
 #ifdef EFFARCH_WITH_CUDA
 namespace detail {
 at::Tensor activation_cuda(Activation act, const at::Tensor& x, bool gated);
-// The fused linear_activation / linear_gated_activation (x [..., K] with the GEMV's rows at most,
-// a kernel for `act`).
-at::Tensor linear_activation_cuda(const at::Tensor& x, const Linear& layer, Activation act, bool gated = false);
+// The fused linear_activation / linear_gated_activation / linear_activation_tail (x [..., K] with
+// the GEMV's rows at most, a kernel for `act`; `from` and `out` as linear_activation_tail's).
+at::Tensor linear_activation_cuda(const at::Tensor& x, const Linear& layer, Activation act, bool gated = false,
+                                  int64_t from = 0, const at::Tensor* out = nullptr);
 }  // namespace detail
 #endif
 

@@ -113,10 +113,13 @@ at::Tensor int8_gemv_cuda(const at::Tensor& x, const Linear& layer);
 // x [..., K] on CUDA (R = numel / K <= kCudaDenseGemvMaxRows rows), a dense layer in x's dtype on
 // x's device -> [..., O].
 // Fused into the kernel's epilogue, or none: `conv` a conv update (ops::linear_conv_update),
-// `activation` an activation of every output (ops::linear_activation) or, gated, of the gate half
-// times the up half (ops::linear_gated_activation: [..., 2I] rows -> [..., I]).
+// `activation` an activation of every output (ops::linear_activation), of the outputs from a row
+// on (ops::linear_activation_tail) or, gated, of the gate half times the up half
+// (ops::linear_gated_activation: [..., 2I] rows -> [..., I]).
+// `out`: where the outputs go, an [R, C] view of x's dtype and device whose columns are
+// contiguous (rows any stride apart: a column range of a wider buffer); null: a new tensor.
 at::Tensor dense_gemv_cuda(const at::Tensor& x, const Linear& layer, const kernels::GemvConvUpdate* conv = nullptr,
-                           const kernels::GemvActivation* activation = nullptr);
+                           const kernels::GemvActivation* activation = nullptr, const at::Tensor* out = nullptr);
 // x [..., K] on CUDA (R = numel / K rows, rows_gemm_applies), a dense layer in x's dtype -> [..., O].
 at::Tensor rows_gemm_cuda(const at::Tensor& x, const Linear& layer);
 #endif
