@@ -4,6 +4,7 @@
 #include "effarch/ops/decode_attention.h"
 
 #include <limits>
+#include <utility>
 
 #include <ATen/ATen.h>
 #include <ATen/record_function.h>
@@ -63,9 +64,33 @@ void check_positions(const at::Tensor& positions, const at::Tensor& q) {
   }
 }
 
-#ifdef EFFARCH_WITH_CUDA
-at::Tensor empty_out(const at::Tensor& q) { return at::empty(q.sizes(), q.options()); }
-#endif
+// The caller's output view, checked (q's shape, dtype and device, a contiguous head dimension,
+// no overlap with q), or a new tensor like q.
+at::Tensor output_for(const at::Tensor& q, const at::Tensor* out) {
+  if (out == nullptr) return at::empty(q.sizes(), q.options());
+  if (!out->defined() || out->sizes() != q.sizes() || out->scalar_type() != q.scalar_type() ||
+      out->device() != q.device() || (out->size(3) > 1 && out->stride(3) != 1)) {
+    throw OpError(fmt::format("{}: out {} must have q's shape {}, dtype and device, with a contiguous head dimension",
+                              kOp, out->defined() ? shape(*out) : "undefined", shape(q)));
+  }
+  const auto range = [](const at::Tensor& t) {
+    const char* begin = static_cast<const char*>(t.const_data_ptr());
+    int64_t last = 0;  // the farthest element's offset
+    for (int64_t i = 0; i < t.dim(); ++i) last += (t.size(i) - 1) * t.stride(i);
+    return std::make_pair(begin, begin + (last + 1) * static_cast<int64_t>(t.element_size()));
+  };
+  const auto [qb, qe] = range(q);
+  const auto [ob, oe] = range(*out);
+  if (q.numel() > 0 && qb < oe && ob < qe) throw OpError(fmt::format("{}: out overlaps q", kOp));
+  return *out;
+}
+
+// The reference's result, in `out` where the caller gave one.
+at::Tensor place(at::Tensor result, const at::Tensor* out) {
+  if (out == nullptr) return result;
+  out->copy_(result);
+  return *out;
+}
 
 }  // namespace
 
@@ -102,24 +127,24 @@ at::Tensor decode_attention_reference(const at::Tensor& q, const at::Tensor& k, 
 
 at::Tensor decode_attention(const at::Tensor& q, const at::Tensor& k_cache, const at::Tensor& v_cache,
                             const at::Tensor& positions, double scale, std::optional<int64_t> window, Backend backend,
-                            AttentionImpl reference) {
+                            AttentionImpl reference, const at::Tensor* out) {
   RECORD_USER_SCOPE("effarch::decode_attention");  // names the op in profiles
   check_tensors(q, k_cache, v_cache, window);
   check_positions(positions, q);
+  const at::Tensor result = output_for(q, out);
   [[maybe_unused]] const bool cuda = use_cuda_kernel(backend, OpFamily::DecodeAttention, q.device());
 #ifdef EFFARCH_WITH_CUDA
   if (cuda) {
-    at::Tensor out = empty_out(q);
-    detail::decode_attention_cuda(q, k_cache, v_cache, positions, 0, scale, window, out);
-    return out;
+    detail::decode_attention_cuda(q, k_cache, v_cache, positions, 0, scale, window, result);
+    return result;
   }
 #endif
-  return detail::decode_attention_reference(q, k_cache, v_cache, positions, scale, window, reference);
+  return place(detail::decode_attention_reference(q, k_cache, v_cache, positions, scale, window, reference), out);
 }
 
 at::Tensor decode_attention(const at::Tensor& q, const at::Tensor& k_cache, const at::Tensor& v_cache,
                             int64_t position, double scale, std::optional<int64_t> window, Backend backend,
-                            AttentionImpl reference) {
+                            AttentionImpl reference, const at::Tensor* out) {
   RECORD_USER_SCOPE("effarch::decode_attention");  // names the op in profiles
   check_tensors(q, k_cache, v_cache, window);
   const int64_t t = q.size(2);
@@ -127,17 +152,18 @@ at::Tensor decode_attention(const at::Tensor& q, const at::Tensor& k_cache, cons
     throw OpError(fmt::format("{}: {} queries ending at position {} in a cache of {} keys", kOp, t, position,
                               k_cache.size(2)));
   }
+  const at::Tensor result = output_for(q, out);
   [[maybe_unused]] const bool cuda = use_cuda_kernel(backend, OpFamily::DecodeAttention, q.device());
 #ifdef EFFARCH_WITH_CUDA
   if (cuda) {
-    at::Tensor out = empty_out(q);
-    detail::decode_attention_cuda(q, k_cache, v_cache, at::Tensor(), position, scale, window, out);
-    return out;
+    detail::decode_attention_cuda(q, k_cache, v_cache, at::Tensor(), position, scale, window, result);
+    return result;
   }
 #endif
   const int64_t s = position + 1;
-  return causal_attention(q, k_cache.narrow(2, 0, s), v_cache.narrow(2, 0, s), position - (t - 1), scale, reference,
-                          window);
+  return place(causal_attention(q, k_cache.narrow(2, 0, s), v_cache.narrow(2, 0, s), position - (t - 1), scale,
+                                reference, window),
+               out);
 }
 
 }  // namespace effarch::ops

@@ -439,6 +439,35 @@ TEST(DecodeAttention, StridedCacheViewsAreReadInPlace) {
                decode_attention(t.q, t.k, t.v, t.positions, 0.125, std::nullopt), {1e-6, 1e-6}, "strided");
 }
 
+// The output written into a column range of a wider [B, T, width] buffer (the parallel block's
+// fused step), through both entries: the same values as a new tensor, the rest of the buffer
+// untouched; an output of another shape or dtype is refused by name.
+TEST(DecodeAttention, OutputIntoAStridedViewOfAWiderBuffer) {
+  const Case c{2, 8, 2, 1, 64, 40, {30, 30}};
+  const Tensors t = make_tensors(c, at::kFloat, at::kCPU, 16);
+  const int64_t features = c.q_heads * c.head_dim, width = features + 100;
+  at::Tensor buffer = at::full({c.batch, 1, width}, 5.0);
+  const at::Tensor out = buffer.narrow(-1, 60, features).view({c.batch, 1, c.q_heads, c.head_dim}).transpose(1, 2);
+  const at::Tensor plain = decode_attention(t.q, t.k, t.v, t.positions, 0.2, std::nullopt);
+  const at::Tensor got = decode_attention(t.q, t.k, t.v, t.positions, 0.2, std::nullopt, Backend::Auto,
+                                          AttentionImpl::Sdpa, &out);
+  EXPECT_TRUE(got.is_alias_of(buffer));
+  EXPECT_TRUE(at::equal(out, plain));
+  EXPECT_TRUE(at::equal(buffer.narrow(-1, 0, 60), at::full({c.batch, 1, 60}, 5.0)));
+  EXPECT_TRUE(at::equal(buffer.narrow(-1, 60 + features, 40), at::full({c.batch, 1, 40}, 5.0)));
+  buffer.fill_(5.0);
+  decode_attention(t.q, t.k, t.v, int64_t{30}, 0.2, std::nullopt, Backend::Auto, AttentionImpl::Eager, &out);
+  expect_close(out, plain, {1e-5, 1e-5}, "host position, eager");  // eager against SDPA's sums
+  const at::Tensor small = at::empty({c.batch, c.q_heads, 1, c.head_dim - 1});
+  EXPECT_THROW_WITH(decode_attention(t.q, t.k, t.v, t.positions, 0.2, std::nullopt, Backend::Auto,
+                                     AttentionImpl::Sdpa, &small),
+                    OpError, {"decode_attention", "out", "q's shape"});
+  const at::Tensor doubles = at::empty(t.q.sizes(), at::kDouble);
+  EXPECT_THROW_WITH(decode_attention(t.q, t.k, t.v, int64_t{30}, 0.2, std::nullopt, Backend::Auto,
+                                     AttentionImpl::Sdpa, &doubles),
+                    OpError, {"decode_attention", "out"});
+}
+
 TEST(DecodeAttention, BadArgumentsAreOpErrorsNamingThem) {
   const Case c{2, 4, 2, 1, 64, 16, {5, 6}};
   const Tensors t = make_tensors(c, at::kFloat, at::kCPU, 15);
@@ -552,6 +581,26 @@ TEST(DecodeAttentionCuda, StridedCacheViewsAndBadLayouts) {
   const at::Tensor k_odd = at::cat({t.k, t.k.narrow(3, 0, 1)}, 3).narrow(3, 1, 128);  // rows 2 bytes off
   EXPECT_THROW_WITH(decode_attention(t.q, k_odd, t.v, t.positions, 0.1, std::nullopt, Backend::Cuda), OpError,
                     {"decode_attention", "16 bytes"});
+}
+
+// The kernel writes a strided output view in place (the parallel block's column range of its
+// fused buffer): the same bits as into a new tensor, the buffer's other columns untouched.
+TEST(DecodeAttentionCuda, OutputIntoAStridedViewOfAWiderBuffer) {
+  if (!have_gpu()) GTEST_SKIP() << "needs a CUDA build and a GPU";
+  const at::Device gpu(at::kCUDA, 0);
+  for (const Case& c : std::vector<Case>{{1, 32, 32, 1, 80, 4096, {600}}, {2, 32, 8, 1, 128, 8192, {8000, 77}}}) {
+    for (at::ScalarType dtype : {at::kFloat, at::kBFloat16}) {
+      const Tensors t = make_tensors(c, dtype, gpu, 24);
+      const int64_t features = c.q_heads * c.head_dim, width = features + 17920;
+      at::Tensor buffer = at::full({c.batch, 1, width}, 5.0, t.q.options());
+      const at::Tensor out =
+          buffer.narrow(-1, 17920, features).view({c.batch, 1, c.q_heads, c.head_dim}).transpose(1, 2);
+      const at::Tensor plain = decode_attention(t.q, t.k, t.v, t.positions, 0.1, std::nullopt, Backend::Cuda);
+      decode_attention(t.q, t.k, t.v, t.positions, 0.1, std::nullopt, Backend::Cuda, AttentionImpl::Sdpa, &out);
+      EXPECT_TRUE(at::equal(out, plain)) << describe(c) << " " << c10::toString(dtype);
+      EXPECT_TRUE(at::equal(buffer.narrow(-1, 0, 17920), at::full({c.batch, 1, 17920}, 5.0, t.q.options())));
+    }
+  }
 }
 
 #ifdef EFFARCH_WITH_CUDA

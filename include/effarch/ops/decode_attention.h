@@ -27,15 +27,21 @@ namespace effarch::ops {
 
 // positions: int64 [B] (one per sequence) or [1] (the same for all), on q's device, read by the
 // kernel on the device: nothing goes back to the host, so a CUDA graph replays it as it fills.
+// out: where the result goes, a [B, Hq, T, D] view of q's dtype and device with a contiguous head
+// dimension and any other strides (the parallel block writes it into a column range of the buffer
+// its output product reads: docs/engine.md), which is returned; it must not overlap q. Null: a new
+// tensor. The kernel writes it directly; the reference copies its result in.
 at::Tensor decode_attention(const at::Tensor& q, const at::Tensor& k_cache, const at::Tensor& v_cache,
                             const at::Tensor& positions, double scale, std::optional<int64_t> window,
-                            Backend backend = Backend::Auto, AttentionImpl reference = AttentionImpl::Sdpa);
+                            Backend backend = Backend::Auto, AttentionImpl reference = AttentionImpl::Sdpa,
+                            const at::Tensor* out = nullptr);
 
 // The same with the newest position known on the host (the eager decode step). The reference is
 // causal_attention over the cache prefix 0 .. position.
 at::Tensor decode_attention(const at::Tensor& q, const at::Tensor& k_cache, const at::Tensor& v_cache,
                             int64_t position, double scale, std::optional<int64_t> window,
-                            Backend backend = Backend::Auto, AttentionImpl reference = AttentionImpl::Sdpa);
+                            Backend backend = Backend::Auto, AttentionImpl reference = AttentionImpl::Sdpa,
+                            const at::Tensor* out = nullptr);
 
 namespace detail {
 // The reference behind decode_attention (arguments already checked): one masked attention of the
