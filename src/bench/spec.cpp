@@ -227,6 +227,8 @@ SweepSpec load_suite(const std::string& name_or_path, const SweepSpec& defaults)
       s.backends = parse_backend_list(str(v, key), src + ": 'backend'");
     } else if (key == "weights") {
       s.weights = ops::parse_weight_format(str(v, key), src + ": 'weights'");
+    } else if (key == "parallel_block") {
+      s.fuse_parallel_block = model::parse_parallel_block(str(v, key), src + ": 'parallel_block'");
     } else if (key == "threads") {
       s.threads = static_cast<int>(integer(v, key, 1));
     } else if (key == "attention") {
@@ -239,7 +241,8 @@ SweepSpec load_suite(const std::string& name_or_path, const SweepSpec& defaults)
       s.modes = parse_modes(modes, src + ": 'mode'");
     } else {
       throw UsageError(fmt::format("{}: unknown key '{}' (models, prompt_lengths, batch, gen_tokens, reps, warmup, "
-                                   "dtype, cuda_graphs, pdl, attention, backend, weights, threads, mode, name, description)",
+                                   "dtype, cuda_graphs, pdl, attention, backend, weights, parallel_block, threads, mode, name, "
+                                   "description)",
                                    src, key));
     }
   }

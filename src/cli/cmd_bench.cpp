@@ -36,6 +36,8 @@ struct BenchCmd {
   bool backend_given = false;
   std::string weights = "dense";  // applied when given (weights_given), like backend
   bool weights_given = false;
+  std::string parallel_block = "fused";  // applied when given, like weights
+  bool parallel_block_given = false;
   std::string pdl = "auto";  // applied when given (pdl_given), like backend
   bool pdl_given = false;
   std::optional<std::string> mode;
@@ -73,6 +75,9 @@ int run_bench(const BenchCmd& cmd) {
   }
   if (cmd.backend_given) spec.backends = bench::parse_backend_list(cmd.backend, "--backend");
   if (cmd.weights_given) spec.weights = ops::parse_weight_format(cmd.weights, "--weights");
+  if (cmd.parallel_block_given) {
+    spec.fuse_parallel_block = model::parse_parallel_block(cmd.parallel_block, "--parallel-block");
+  }
   if (cmd.pdl_given) spec.pdl = bench::parse_pdl_list(cmd.pdl, "--pdl");
   for (const auto& on : spec.pdl) {
     if (on.value_or(false)) ops::set_programmatic_launch(true, "--pdl");  // a build without CUDA refuses on
@@ -231,6 +236,7 @@ void register_bench(CLI::App& app, int* exit_code, const std::vector<std::string
   sub->add_option("--attention", cmd->attention, "sdpa (default) or eager");
   add_backend_option(sub, &cmd->backend, /*list=*/true);  // recorded in each point's key
   add_weights_option(sub, &cmd->weights);  // recorded in each point's key ("weights")
+  add_parallel_block_option(sub, &cmd->parallel_block);  // recorded in the key's implementations
   add_pdl_option(sub, &cmd->pdl, /*list=*/true);  // recorded in each point's key
   add_parallel_options(sub, &cmd->parallel);
   sub->add_option("--threads", cmd->threads,
@@ -251,6 +257,7 @@ void register_bench(CLI::App& app, int* exit_code, const std::vector<std::string
   sub->callback([cmd, exit_code, sub] {
     cmd->backend_given = sub->count("--backend") > 0;
     cmd->weights_given = sub->count("--weights") > 0;
+    cmd->parallel_block_given = sub->count("--parallel-block") > 0;
     cmd->pdl_given = sub->count("--pdl") > 0;
     *exit_code = run_bench(*cmd);
   });

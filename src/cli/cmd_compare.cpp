@@ -19,12 +19,14 @@ struct CompareCmd {
   std::string max_regression = "5%";
   std::vector<std::string> metrics;
   double noise_sigmas = 2.0;
+  bool ignore_launch = false;
 };
 
 int run_compare(const CompareCmd& cmd) {
   bench::CompareOptions opt;
   opt.max_regression = bench::parse_fraction(cmd.max_regression, "--max-regression");
   opt.noise_sigmas = cmd.noise_sigmas;
+  opt.ignore_launch = cmd.ignore_launch;
   if (opt.noise_sigmas < 0) throw UsageError("--noise-sigmas must be >= 0");
   if (!cmd.metrics.empty()) {
     opt.metrics = cmd.metrics;
@@ -66,6 +68,10 @@ void register_compare(CLI::App& app, int* exit_code) {
   sub->add_option("--noise-sigmas", cmd->noise_sigmas,
                   "A change must also exceed this many combined standard deviations")
       ->capture_default_str();
+  sub->add_flag("--ignore-launch", cmd->ignore_launch,
+                "Pair points whose keys differ only in how effarch ran them (backend, graphs, pdl and the "
+                "implementations record): two runs of one workload under different settings, such as bench "
+                "--parallel-block separate against fused");
   sub->callback([cmd, exit_code] { *exit_code = run_compare(*cmd); });
 }
 

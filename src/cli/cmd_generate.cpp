@@ -42,6 +42,7 @@ struct GenerateCmd {
   std::string cuda_graphs = "auto";
   std::string backend = "auto";
   std::string weights = "dense";
+  std::string parallel_block = "fused";
   std::string pdl = "auto";
   bool json = false;
 };
@@ -126,6 +127,7 @@ int run_generate(const GenerateCmd& cmd) {
       model::parse_cuda_graphs_request(cmd.cuda_graphs, "--cuda-graphs");
   opt.backend = ops::parse_backend(cmd.backend, "--backend");
   opt.weights = ops::parse_weight_format(cmd.weights, "--weights");
+  opt.fuse_parallel_block = model::parse_parallel_block(cmd.parallel_block, "--parallel-block");
   apply_pdl_option(cmd.pdl, device.str());
   opt.seed = cmd.seed;
   opt.decode = model::resolve_decode_mode(source.config, device, decode_request, ops::kBuiltWithCuda, opt.backend,
@@ -249,6 +251,7 @@ void register_generate(CLI::App& app, int* exit_code) {
   add_backend_option(sub, &cmd->backend);
   add_pdl_option(sub, &cmd->pdl);
   add_weights_option(sub, &cmd->weights);
+  add_parallel_block_option(sub, &cmd->parallel_block);
   add_parallel_options(sub, &cmd->parallel);
   sub->add_flag("--json", cmd->json, "Print a JSON result instead of streaming");
   sub->callback([cmd, exit_code] { *exit_code = run_generate(*cmd); });

@@ -51,6 +51,14 @@ void add_weights_option(CLI::App* sub, std::string* value) {
       ->capture_default_str();
 }
 
+void add_parallel_block_option(CLI::App* sub, std::string* value) {
+  sub->add_option("--parallel-block", *value,
+                  "fused: a parallel block's (Phi's) one-token steps run two products a layer, q/k/v with fc1 and "
+                  "fc2 with the attention's output projection, the weights laid out for them at load; separate: "
+                  "four, as prefill runs them (docs/engine.md). Recorded as parallel_block_products")
+      ->capture_default_str();
+}
+
 void add_seed_option(CLI::App* sub, uint64_t* value, const std::string& what) {
   // CLI11 converts with strtoull, which takes "-1" as 2^64 - 1 and a number past 2^64 as 2^64 - 1:
   // two seeds nobody asked for. A seed is a decimal number that fits.

@@ -40,6 +40,14 @@ std::optional<DecodeMode> parse_cuda_graphs_request(const std::string& value, co
   throw UsageError(fmt::format("{}: unknown value '{}' (use auto, on, off or static)", option, value));
 }
 
+bool parse_parallel_block(const std::string& value, const std::string& option) {
+  if (value == "fused") return true;
+  if (value == "separate") return false;
+  throw UsageError(fmt::format("{}: unknown value '{}' (use fused or separate)", option, value));
+}
+
+const char* parallel_block_name(bool fused) { return fused ? "fused" : "separate"; }
+
 const std::map<std::string, std::vector<std::string>>& implementation_variants() {
   static const std::map<std::string, std::vector<std::string>> variants = {
       {kMoePrefillRecord, {"grouped", "per_expert"}},
@@ -48,7 +56,8 @@ const std::map<std::string, std::vector<std::string>>& implementation_variants()
       {kDtProjRecord, {"fused", "separate"}},
       {kConvInProjRecord, {"fused", "separate"}},
       {kFc1ActivationRecord, {"fused", "separate"}},
-      {kGateUpActivationRecord, {"fused", "separate"}}};
+      {kGateUpActivationRecord, {"fused", "separate"}},
+      {kParallelBlockRecord, {"fused", "separate"}}};
   return variants;
 }
 
@@ -242,13 +251,22 @@ Model::Model(ModelConfig config, Weights weights, ModelOptions options)
       local_config_(model::local_config(config_, weights.shard())),
       weights_(std::move(weights)),
       options_(options) {
-  for (int i = 0; i < config_.num_layers; ++i) blocks_.push_back(std::make_unique<Block>(local_config_, weights_, i));
+  for (int i = 0; i < config_.num_layers; ++i) {
+    blocks_.push_back(std::make_unique<Block>(local_config_, weights_, i, options_.fuse_parallel_block));
+  }
   final_norm_ = std::make_unique<Norm>(config_, weights_, -1, "final_norm.");
   embed_ = weights_.get(-1, "embed.weight");
   head_ = weights_.find(-1, "lm_head.weight") != nullptr ? weights_.linear(-1, "lm_head.")
                                                          : ops::Linear(embed_, optional_weight(weights_, -1, "lm_head.bias"));
   check_decode_mode(config_, options_);
   implementations_ = resolve_implementations(config_, options_);
+  record_layout(implementations_);
+}
+
+void Model::record_layout(std::map<std::string, std::string>& impl) const {
+  if (!config_.parallel_block) return;
+  const bool fused = std::any_of(blocks_.begin(), blocks_.end(), [](const auto& b) { return b->fused_parallel(); });
+  impl[kParallelBlockRecord] = fused ? "fused" : "separate";
 }
 
 std::string Model::weight_format() const {
@@ -346,6 +364,7 @@ void Model::set_execution(ops::Backend backend, DecodeMode decode) {
   next.decode = decode;
   check_decode_mode(config_, next);
   std::map<std::string, std::string> implementations = resolve_implementations(config_, next);
+  record_layout(implementations);
   release_cache();
   options_ = next;
   implementations_ = std::move(implementations);

@@ -131,20 +131,31 @@ ops::Linear Weights::fused_linear(int layer, const std::vector<std::string>& pre
     if (const at::Tensor* sc = find(layer, p + "weight_scale")) scales.push_back(*sc);
   }
   // Parts that are already consecutive rows of one allocation (experts stacked by
-  // ops::stack_experts, a layer built a second time) are viewed, not copied.
-  bool adjacent = biases.empty() && scales.empty();
-  for (size_t i = 0; adjacent && i < weights.size(); ++i) {
-    adjacent = weights[i].is_contiguous() &&
-               (i == 0 || (weights[i].is_alias_of(weights[0]) &&
-                           static_cast<const char*>(weights[i].const_data_ptr()) ==
-                               static_cast<const char*>(weights[i - 1].const_data_ptr()) + weights[i - 1].nbytes()));
-  }
-  int64_t total_rows = 0;
-  for (const at::Tensor& w : weights) total_rows += w.size(0);
-  const at::Tensor fused = adjacent ? weights[0].as_strided({total_rows, weights[0].size(1)}, {weights[0].size(1), 1})
-                                    : at::cat(weights, 0);
-  const at::Tensor fused_bias = biases.empty() ? at::Tensor() : at::cat(biases, 0);
-  const at::Tensor fused_scale = scales.empty() ? at::Tensor() : at::cat(scales, 0);
+  // ops::stack_experts, a layer built a second time, q/k/v inside a parallel block's fused
+  // product), their biases and scales too, are viewed, not copied.
+  const auto adjacent = [](const std::vector<at::Tensor>& parts) {
+    for (size_t i = 0; i < parts.size(); ++i) {
+      if (!parts[i].is_contiguous()) return false;
+      if (i > 0 && (!parts[i].is_alias_of(parts[0]) ||
+                    static_cast<const char*>(parts[i].const_data_ptr()) !=
+                        static_cast<const char*>(parts[i - 1].const_data_ptr()) + parts[i - 1].nbytes())) {
+        return false;
+      }
+    }
+    return true;
+  };
+  // The parts' rows as one tensor: a view where they are adjacent, else a copy.
+  const auto rows_of = [&](const std::vector<at::Tensor>& parts) {
+    if (parts.empty()) return at::Tensor();
+    int64_t rows = 0;
+    for (const at::Tensor& t : parts) rows += t.size(0);
+    std::vector<int64_t> sizes = parts[0].sizes().vec(), strides = parts[0].strides().vec();
+    sizes[0] = rows;
+    return adjacent(parts) ? parts[0].as_strided(sizes, strides) : at::cat(parts, 0);
+  };
+  const at::Tensor fused = rows_of(weights);
+  const at::Tensor fused_bias = rows_of(biases);
+  const at::Tensor fused_scale = rows_of(scales);
   int64_t row = 0;
   for (size_t i = 0; i < prefixes.size(); ++i) {
     const int64_t rows = weights[i].size(0);
@@ -156,6 +167,53 @@ ops::Linear Weights::fused_linear(int layer, const std::vector<std::string>& pre
   std::optional<at::Tensor> b = fused_bias.defined() ? std::optional<at::Tensor>(fused_bias) : std::nullopt;
   if (fused_scale.defined()) return ops::Linear::int8(fused, fused_scale, std::move(b));
   return ops::Linear(fused, std::move(b));
+}
+
+std::optional<std::string> Weights::fuse_inputs_refusal(int layer, const std::vector<std::string>& prefixes) const {
+  if (prefixes.empty()) return fmt::format("layer {}: nothing to fuse", layer);
+  const at::Tensor* first = nullptr;
+  for (const std::string& p : prefixes) {
+    const at::Tensor* w = find(layer, p + "weight");
+    if (w == nullptr) return fmt::format("layer {}: no '{}weight' to fuse", layer, p);
+    if (find(layer, p + "weight_scale") != nullptr) {
+      return fmt::format("layer {}: cannot fuse '{}weight' along its inputs: int8 weights keep a scale per output "
+                         "of each part",
+                         layer, p);
+    }
+    if (w->dim() != 2 || (first != nullptr && (w->size(0) != first->size(0) || w->scalar_type() != first->scalar_type() ||
+                                               w->device() != first->device()))) {
+      return fmt::format("layer {}: cannot fuse '{}weight' [{}] with '{}weight' along the inputs: the output features, "
+                         "dtype and device must match",
+                         layer, p, fmt::join(w->sizes(), ", "), prefixes[0]);
+    }
+    if (first == nullptr) first = w;
+  }
+  return std::nullopt;
+}
+
+bool Weights::can_fuse_inputs(int layer, const std::vector<std::string>& prefixes) const {
+  return !fuse_inputs_refusal(layer, prefixes);
+}
+
+ops::Linear Weights::fused_linear_inputs(int layer, const std::vector<std::string>& prefixes) const {
+  if (const auto why = fuse_inputs_refusal(layer, prefixes)) throw CheckpointError(*why);
+  std::vector<at::Tensor> weights;
+  at::Tensor bias_sum;  // fp32 while summing
+  for (const std::string& p : prefixes) {
+    weights.push_back(get(layer, p + "weight"));
+    if (const at::Tensor* b = find(layer, p + "bias")) {
+      bias_sum = bias_sum.defined() ? bias_sum + b->to(at::kFloat) : b->to(at::kFloat);
+    }
+  }
+  const at::Tensor fused = at::cat(weights, 1);
+  int64_t column = 0;
+  for (size_t i = 0; i < prefixes.size(); ++i) {
+    const int64_t columns = weights[i].size(1);
+    by_role_[{layer, prefixes[i] + "weight"}] = fused.narrow(1, column, columns);
+    column += columns;
+  }
+  if (!bias_sum.defined()) return ops::Linear(fused);
+  return ops::Linear(fused, bias_sum.to(fused.scalar_type()));
 }
 
 ops::GatedMlpWeights Weights::gated_mlp(int layer, const std::string& prefix) const {

@@ -39,6 +39,12 @@ for p in v1["points"]:
     for k in ["backend", "implementations", "weights"]: del p["key"][k]
     p["weights"] = p.pop("weights_source")
 json.dump(v1, open("base-v1.json", "w"))
+# The same workload run another way (bench --parallel-block fused against separate): its keys differ
+# in the implementations record only.
+other = copy.deepcopy(base)
+for p in other["points"]:
+    p["key"]["implementations"]["parallel_block_products"] = "fused"
+json.dump(other, open("other-layout.json", "w"))
 PY
 expect_exit 0 "0 regression(s)" "$EFFARCH" compare base.json same.json
 expect_exit 1 "REGRESSION" "$EFFARCH" compare base.json slower.json --max-regression 5%
@@ -48,6 +54,9 @@ expect_exit 0 "only in base.json: tiny-llama float32 b1 p64" "$EFFARCH" compare 
 expect_exit 0 "0 regression(s)" "$EFFARCH" compare base.json slower.json --max-regression 25%
 expect_exit 0 "0 regression(s)" "$EFFARCH" compare base.json slower.json --metric decode_tokens_per_s
 expect_exit 0 "side by side: prefill_tokens_per_s" "$EFFARCH" compare base.json mamba.json same.json
+# Keys that differ in how effarch ran them pair only when asked (--ignore-launch).
+expect_exit 1 "INCOMPLETE: no point of the new file(s) matches" "$EFFARCH" compare base.json other-layout.json
+expect_exit 0 "2 matched point(s): 0 regression(s)" "$EFFARCH" compare base.json other-layout.json --ignore-launch
 # Version 1 baselines: read (converted), paired with new points of the backend they ran (auto).
 expect_exit 0 "2 matched point(s): 0 regression(s)" "$EFFARCH" compare base-v1.json same.json
 expect_exit 1 "REGRESSION" "$EFFARCH" compare base-v1.json slower.json

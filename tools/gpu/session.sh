@@ -26,7 +26,8 @@
 #     followups: pending.md's "Order" after the sixth H100 run (2026-11-27): entry 41 (the batched suite,
 #              cuBLAS against the rows GEMM), 46 (add_norm's shapes), 43 (ncu --set full of the
 #              scan), 44 (DeepSeekMoE's decode dispatch and its one-token variants), 25 (the GEMV's
-#              eight-loads variant)
+#              eight-loads variant), 47 (the prefill conv's vector variant), 49 (Phi-2's parallel
+#              block in two products against four)
 #     pdl:     pending.md entry 28: programmatic dependent launch (--pdl on) against off, bit for bit
 #              in the tests, then decode tok/s of both in one run (bench --pdl off,on), both orders
 # EFFARCH_SESSION_DRY=DIR rehearses a stage on a machine without a GPU (tests/cli/gpu_session.sh):
@@ -354,8 +355,19 @@ followups() {  # pending.md's "Order" after the sixth H100 run: entries 41, 46, 
   limited --int 40 "$B" kernels $K --lengths 4096,16384 --ops causal_conv1d,causal_conv1d_vec \
     -o "$out/k-conv.json" > "$out/k-conv.txt" 2>&1
   log "exit $?"; grep -E '^\| causal_conv1d' "$out/k-conv.txt" >> "$summary"
+  log "== followups: entry 49, Phi-2's parallel block in two products a step against four (--parallel-block)"
+  local pb i=0
+  for pb in separate fused separate fused; do  # alternated: what the order does bounds what the layout does
+    i=$((i + 1))
+    limited --int 60 "$B" bench phi-2 --device cuda --dtype bf16 --prompt-lengths 512,4096 --gen-tokens 64 --reps 2 \
+      --cuda-graphs on --parallel-block "$pb" --no-progress --format md -o "$out/pb-$i-$pb.json" > "$out/pb-$i-$pb.md" 2>&1
+    log "bench phi-2 --parallel-block $pb: exit $?"; grep -E '^\| phi' "$out/pb-$i-$pb.md" | cut -d'|' -f2-5,10 >> "$summary"
+  done
+  limited 60 "$B" profile phi-2 --device cuda --context 512 --steps 8 --cuda-graphs static --parallel-block fused \
+    -o "$out/prof-phi-2-fused.json" > "$out/prof-phi-2-fused.txt" 2>&1
+  log "profile phi-2 fused: exit $?"; sed -n '1p;/^| kind/,/^$/p;/^Top events/,$p' "$out/prof-phi-2-fused.txt" | head -30 >> "$summary"
   # (the variants' bitwise tests, DenseGemvCuda.EightLoadsInFlightGiveTheSameBits, MoeCuda.* and
-  # CausalConv1dCuda.VectorVariantGivesTheSameBits, ran in `check`)
+  # CausalConv1dCuda.VectorVariantGivesTheSameBits, and entry 49's ParallelBlock.*, ran in `check`)
 }
 
 targets() {  # the issues' own figures that no other stage measures (pending.md, "What each open issue still needs")

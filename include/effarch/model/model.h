@@ -39,6 +39,11 @@ const char* to_string(DecodeMode mode);  // "off", "static", "on"
 // The value of a --cuda-graphs option that may also be "auto": nullopt for auto, else as
 // parse_cuda_graphs.
 std::optional<DecodeMode> parse_cuda_graphs_request(const std::string& value, const std::string& option);
+// The value of a --parallel-block option: "fused" (true) or "separate" (false),
+// ModelOptions::fuse_parallel_block. Throws UsageError naming `option`.
+bool parse_parallel_block(const std::string& value, const std::string& option);
+// "fused" or "separate", as that option takes them.
+const char* parallel_block_name(bool fused);
 // The decode mode a model runs for a request (nullopt: auto). Auto replays decode as a CUDA graph
 // wherever the model supports it (a CUDA build, a CUDA device, MoE layers only where
 // moe_decode_not_capturable says nothing for `backend` and `weights`: the conditions
@@ -63,8 +68,10 @@ DecodeMode resolve_decode_mode(const ModelConfig& config, const at::Device& devi
 // weights, or the GEMV's op family not on its kernel); "activation_in_fc1": "fused" (a non-gated
 // MLP's decode-step fc1 applies its activation in the dense GEMV: ops::linear_activation) or
 // "separate"; "activation_in_gate_up": the same for a gated MLP's gate/up product (its dense
-// layers and DeepSeekMoE's shared experts: ops::linear_gated_activation). Bench keys are checked
-// against it.
+// layers and DeepSeekMoE's shared experts: ops::linear_gated_activation); "parallel_block_products":
+// "fused" (a parallel block's one-token steps run two products, ModelOptions::fuse_parallel_block,
+// on every backend) or "separate" (asked for, int8 weights, or parts whose biases differ). Bench
+// keys are checked against it.
 inline constexpr const char* kMoePrefillRecord = "moe_prefill";
 inline constexpr const char* kSsdScanProductsRecord = "ssd_scan_products";
 inline constexpr const char* kSelectiveScanVariantRecord = "selective_scan_variant";
@@ -72,6 +79,7 @@ inline constexpr const char* kDtProjRecord = "selective_state_update_dt_proj";
 inline constexpr const char* kConvInProjRecord = "causal_conv1d_update_in_proj";
 inline constexpr const char* kFc1ActivationRecord = "activation_in_fc1";
 inline constexpr const char* kGateUpActivationRecord = "activation_in_gate_up";
+inline constexpr const char* kParallelBlockRecord = "parallel_block_products";
 const std::map<std::string, std::vector<std::string>>& implementation_variants();
 
 std::optional<std::string> moe_decode_not_capturable(const ModelConfig& config, ops::Backend backend,
@@ -87,6 +95,10 @@ struct ModelOptions {
   ops::Backend backend = ops::Backend::Auto;
   // The linear layers' weights: the dtype's (Dense) or int8 quantised at load (--weights int8).
   ops::WeightFormat weights = ops::WeightFormat::Dense;
+  // A parallel block's one-token steps in two products (Phi; docs/engine.md, "The parallel block's
+  // two products"), its weights laid out for them at load: --parallel-block fused (true) or
+  // separate (four products, as prefill runs them). Recorded as "parallel_block_products".
+  bool fuse_parallel_block = true;
   uint64_t seed = 0;  // for random weights
   DecodeMode decode = DecodeMode::Eager;
   // Let attention models run past max_position_embeddings (benchmarks measure speed and memory
@@ -160,6 +172,8 @@ class Model {
   at::Tensor run_blocks(at::Tensor x, const ForwardContext& ctx, bool last_only);
   at::Tensor decode_graphed(const at::Tensor& ids);
   void set_groups(ForwardContext& ctx) const;  // the parallel groups, when there are several ranks
+  // The records of how the blocks' weights were laid out at load (kParallelBlockRecord).
+  void record_layout(std::map<std::string, std::string>& impl) const;
   ModelConfig config_;
   ModelConfig local_config_;
   Weights weights_;

@@ -63,6 +63,18 @@ class Weights {
   // device, and are all or none int8, all or none biased. For fusions that are an optimisation
   // (attention's q/k/v), where a checkpoint that does not allow one keeps the parts separate.
   bool can_fuse(int layer, const std::vector<std::string>& prefixes) const;
+  // Dense layers with the same outputs fused along their inputs: the weight [O, K1 + K2 + ...]
+  // (the parts' columns side by side, in order), so that one product of [x1 | x2 | ...] gives
+  // x1 W1^T + x2 W2^T + ...; the bias is the sum of the parts' biases (in fp32, rounded once to
+  // the weights' dtype; none when no part has one). Each part's weight role is re-pointed at its
+  // column range (a view with the fused row stride), so memory is not doubled and linear(part)
+  // still works (through the dense product: the GEMV kernels take contiguous weights only).
+  // A parallel block's output product, attention's o and the MLP's fc2 (docs/engine.md).
+  // Throws CheckpointError when a part is missing or int8, or the parts' outputs, dtypes or
+  // devices differ.
+  ops::Linear fused_linear_inputs(int layer, const std::vector<std::string>& prefixes) const;
+  // Whether fused_linear_inputs(layer, prefixes) would succeed.
+  bool can_fuse_inputs(int layer, const std::vector<std::string>& prefixes) const;
   // A gated MLP's weights, roles prefix + "gate.", "up.", "down.": gate and up fused into
   // gate_up (fused_linear) and re-pointed at its rows. A dense MLP, an MoE expert or a shared expert.
   ops::GatedMlpWeights gated_mlp(int layer, const std::string& prefix) const;
@@ -77,6 +89,7 @@ class Weights {
  private:
   // Why the parts cannot be fused (fused_linear's CheckpointError message), or nullopt.
   std::optional<std::string> fuse_refusal(int layer, const std::vector<std::string>& prefixes) const;
+  std::optional<std::string> fuse_inputs_refusal(int layer, const std::vector<std::string>& prefixes) const;
   void put(const ModelConfig& config, int layer, const std::string& role, at::Tensor t);
   // put(), quantised first when `format` is Int8 and spec is a linear weight.
   void put_in_format(const ModelConfig& config, const TensorSpec& spec, at::Tensor t, ops::WeightFormat format);

@@ -9,6 +9,7 @@
 #include <cmath>
 #include <optional>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include <ATen/ATen.h>
@@ -36,32 +37,52 @@ class AttentionMixer final : public Mixer {
 
   at::Tensor forward(const at::Tensor& x, LayerCache& cache, const ForwardContext& ctx) const override {
     const int64_t b = x.size(0), t = x.size(1);
-    const int64_t q_features = a_.num_heads * a_.head_dim, kv_features = a_.num_kv_heads * a_.head_dim;
-    // [B, T, H*D] -> [B, H, T, D]; from the fused product, views of its column ranges.
-    const auto heads = [&](const at::Tensor& y, int64_t n) { return y.view({b, t, n, a_.head_dim}).transpose(1, 2); };
-    // [B, Hq, T, D] -> [B, T, Hq*D], the output projection, its partial sums all-reduced (tp).
-    const auto project = [&](const at::Tensor& out) {
-      return all_reduce(
-          ops::linear(out.transpose(1, 2).reshape({b, t, a_.num_heads * a_.head_dim}), o_, ctx.backend), ctx.tp);
-    };
     at::Tensor q, k, v;
     if (qkv_) {
-      const at::Tensor y = ops::linear(x, *qkv_, ctx.backend);
-      q = heads(y.narrow(-1, 0, q_features), a_.num_heads);
-      k = heads(y.narrow(-1, q_features, kv_features), a_.num_kv_heads);
-      v = heads(y.narrow(-1, q_features + kv_features, kv_features), a_.num_kv_heads);
+      std::tie(q, k, v) = split_heads(ops::linear(x, *qkv_, ctx.backend));
     } else {
       q = heads(ops::linear(x, *q_, ctx.backend), a_.num_heads);
       k = heads(ops::linear(x, *k_, ctx.backend), a_.num_kv_heads);
       v = heads(ops::linear(x, *v_, ctx.backend), a_.num_kv_heads);
     }
+    // [B, Hq, T, D] -> [B, T, Hq*D], the output projection, its partial sums all-reduced (tp).
+    const at::Tensor out = attend(q, k, v, cache, ctx, nullptr);
+    return all_reduce(
+        ops::linear(out.transpose(1, 2).reshape({b, t, a_.num_heads * a_.head_dim}), o_, ctx.backend), ctx.tp);
+  }
+
+  void attend_step(const at::Tensor& qkv, LayerCache& cache, const ForwardContext& ctx,
+                   const at::Tensor& out) const override {
+    const auto [q, k, v] = split_heads(qkv);
+    // [B, 1, Hq*D] -> the [B, Hq, 1, D] view the attention writes.
+    const at::Tensor o = out.view({out.size(0), out.size(1), a_.num_heads, a_.head_dim}).transpose(1, 2);
+    attend(q, k, v, cache, ctx, &o);
+  }
+
+  // [B, T, n*D] (a view of a wider product) -> [B, n, T, D], a view.
+  at::Tensor heads(const at::Tensor& y, int64_t n) const {
+    return y.view({y.size(0), y.size(1), n, a_.head_dim}).transpose(1, 2);
+  }
+
+  // q, k and v as head views of the fused product's column ranges.
+  std::tuple<at::Tensor, at::Tensor, at::Tensor> split_heads(const at::Tensor& y) const {
+    const int64_t q_features = a_.num_heads * a_.head_dim, kv_features = a_.num_kv_heads * a_.head_dim;
+    return {heads(y.narrow(-1, 0, q_features), a_.num_heads), heads(y.narrow(-1, q_features, kv_features), a_.num_kv_heads),
+            heads(y.narrow(-1, q_features + kv_features, kv_features), a_.num_kv_heads)};
+  }
+
+  // RoPE, the new K/V into the cache, attention over the cache: [B, Hq, T, D], written into `out`
+  // (a view of that shape) where given.
+  at::Tensor attend(at::Tensor q, at::Tensor k, const at::Tensor& v, LayerCache& cache, const ForwardContext& ctx,
+                    const at::Tensor* out) const {
+    const int64_t t = q.size(2);
     if (ctx.position != nullptr) {  // static decode: the position lives on the device
       // RoPE on q and k and the cache write in one op (one kernel on a GPU).
       q = ops::rope_cache_write(q, k, v, a_.rope ? ctx.rope : nullptr, *ctx.position, cache.k, cache.v, ctx.backend);
       // The decode kernel (or its masked-SDPA reference) over the whole buffer; it reads the
       // position on the device and only the keys up to it.
-      return project(ops::decode_attention(q, cache.k, cache.v, *ctx.position, scale_, a_.sliding_window,
-                                           ctx.backend, ctx.attention));
+      return ops::decode_attention(q, cache.k, cache.v, *ctx.position, scale_, a_.sliding_window, ctx.backend,
+                                   ctx.attention, out);
     }
     if (a_.rope) {
       q = ops::apply_rope(q, *ctx.rope, ctx.start_pos);
@@ -71,11 +92,14 @@ class AttentionMixer final : public Mixer {
     cache.v.narrow(2, ctx.start_pos, t).copy_(v);
     const int64_t s = ctx.start_pos + t;
     if (t == 1) {  // an eager decode step: one query over the cache (causal_attention as its reference)
-      return project(ops::decode_attention(q, cache.k, cache.v, ctx.start_pos, scale_, a_.sliding_window,
-                                           ctx.backend, ctx.attention));
+      return ops::decode_attention(q, cache.k, cache.v, ctx.start_pos, scale_, a_.sliding_window, ctx.backend,
+                                   ctx.attention, out);
     }
-    return project(ops::causal_attention(q, cache.k.narrow(2, 0, s), cache.v.narrow(2, 0, s), ctx.start_pos, scale_,
-                                         ctx.attention, a_.sliding_window));
+    const at::Tensor o = ops::causal_attention(q, cache.k.narrow(2, 0, s), cache.v.narrow(2, 0, s), ctx.start_pos,
+                                               scale_, ctx.attention, a_.sliding_window);
+    if (out == nullptr) return o;
+    out->copy_(o);
+    return *out;
   }
 
   void allocate(LayerCache& cache, int64_t batch, int64_t max_len, at::ScalarType dtype,

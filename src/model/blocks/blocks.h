@@ -14,6 +14,7 @@
 #include "effarch/model/config.h"
 #include "effarch/model/routing.h"
 #include "effarch/model/weights.h"
+#include "effarch/ops/activation.h"
 #include "effarch/ops/add_norm.h"
 #include "effarch/ops/attention.h"
 #include "effarch/ops/backend.h"
@@ -59,6 +60,12 @@ class Mixer {
   virtual ~Mixer() = default;
   // x: [B, T, hidden] normed input -> [B, T, hidden]; reads and writes this layer's cache.
   virtual at::Tensor forward(const at::Tensor& x, LayerCache& cache, const ForwardContext& ctx) const = 0;
+  // Attention only (a parallel block's one-token step, Block::forward_fused): the attention of q, k
+  // and v already projected, `qkv` [B, 1, Hq*D + 2 Hkv*D] (a column range of the block's fused
+  // product), written into `out` [B, 1, Hq*D] (another column range of it) before the output
+  // projection; the cache written as forward() writes it. Other mixers throw.
+  virtual void attend_step(const at::Tensor& qkv, LayerCache& cache, const ForwardContext& ctx,
+                           const at::Tensor& out) const;
   virtual void allocate(LayerCache& cache, int64_t batch, int64_t max_len, at::ScalarType dtype,
                         at::Device device) const = 0;
 };
@@ -101,9 +108,25 @@ struct ResidualStream {
   at::Tensor normed;  // undefined where no norm was fused
 };
 
+// A parallel block's one-token step in two products (Phi: docs/engine.md, "The parallel block's
+// two products"): `in`, the q, k, v and fc1 rows in one weight, gives [q | k | v | act(fc1)]; the
+// attention writes its output after them; `out`, fc2's and o's columns side by side, takes
+// [act(fc1) | attention] to the block's whole output, both biases in one.
+struct ParallelProducts {
+  ops::Linear in, out;
+  int64_t qkv = 0;    // q, k and v outputs of `in`
+  int64_t inter = 0;  // fc1's outputs
+  int64_t attn = 0;   // the attention's output features (Hq * D)
+  ops::Activation act = ops::Activation::GeluNew;
+};
+
 class Block {
  public:
-  Block(const ModelConfig& config, const Weights& weights, int layer);
+  // fuse_parallel: a parallel block whose layers allow it runs its one-token steps in two products
+  // (ParallelProducts; ModelOptions::parallel_block), its weights laid out for them at load.
+  Block(const ModelConfig& config, const Weights& weights, int layer, bool fuse_parallel = true);
+  // Whether this block runs its one-token steps in two products.
+  bool fused_parallel() const { return products_.has_value(); }
   // The normed input of this block's mixer for a residual that arrives without one (the first block).
   at::Tensor mixer_input(const at::Tensor& x) const;
   // The block with every residual add fused with the norm after it (ops::add_norm, OpFamily::AddNorm):
@@ -121,6 +144,15 @@ class Block {
   Norm mixer_norm_, ffn_norm_;
   std::unique_ptr<Mixer> mixer_;
   std::unique_ptr<FeedForward> ffn_;  // null for Mamba-only blocks
+  std::optional<ParallelProducts> products_;
+  // A parallel block's one-token step in its two products (products_ set, T = 1).
+  ResidualStream forward_step(const at::Tensor& x, const at::Tensor& a, const Norm* next, LayerCache& cache,
+                              const ForwardContext& ctx) const;
 };
+
+// Whether a layer of this config can run as ParallelProducts: a parallel block of attention and a
+// non-gated dense MLP with dense weights (int8 keeps a scale per output of each part), q, k, v
+// and fc1 all biased or none. Checked on the weights too when the block is built.
+bool parallel_products_apply(const ModelConfig& config, const LayerSpec& layer, ops::WeightFormat weights);
 
 }  // namespace effarch::model
