@@ -68,6 +68,35 @@ TEST(Linear, DecodeGemvMatchesAtLinear) {
   }
 }
 
+// One row of x past L1 (K 4100 and 10240: 16-40 KB in fp32) runs two output rows a pass sharing
+// each x load (src/ops/cpu/gemv.cpp): each output is the same bits as that row's product alone (a
+// one-row layer, which runs the single-row loop), for odd and even row counts, fp32, bf16 and
+// int8 weights, with the vector tails (K 4100 = 256 x 16 + 4); and within rounding of at::linear.
+TEST(Linear, DecodeGemvPairsOfRowsGiveEachRowsOwnBits) {
+  at::manual_seed(8);
+  for (const int64_t in : {int64_t{4100}, int64_t{10240}}) {
+    for (const int64_t out : {int64_t{7}, int64_t{64}}) {
+      const at::Tensor w32 = at::randn({out, in}) / std::sqrt(static_cast<double>(in));
+      const at::Tensor b = at::randn({out});
+      const at::Tensor x = at::randn({1, in});
+      for (const int kind : {0, 1, 2}) {
+        const Linear layer = kind == 0 ? Linear(w32, b) : kind == 1 ? Linear(w32.to(at::kBFloat16), b)
+                                                                    : quantize_int8(Linear(w32, b));
+        const std::string what = fmt::format("K {} O {} weights {}", in, out, format_name(layer));
+        const at::Tensor y = linear(x, layer);
+        for (int64_t o = 0; o < out; ++o) {
+          Linear one = layer;
+          one.weight = layer.weight.narrow(0, o, 1);
+          one.bias = layer.bias->narrow(0, o, 1);
+          if (layer.format == WeightFormat::Int8) one.scale = layer.scale.narrow(0, o, 1);
+          EXPECT_TRUE(at::equal(linear(x, one), y.narrow(1, o, 1))) << what << " row " << o;
+        }
+        test::expect_close(y, at::linear(x, dense_weight(layer, at::kFloat), b), test::Tolerance{2e-5, 2e-5}, what);
+      }
+    }
+  }
+}
+
 TEST(Linear, DecodeGemvKeepsLeadingDimsAndNonContiguousInput) {
   const at::Tensor w = at::randn({24, 40}) / 6.0;
   const at::Tensor x = at::randn({40, 2}).t();  // [2, 40], transposed view
