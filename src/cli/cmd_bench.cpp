@@ -36,7 +36,7 @@ struct BenchCmd {
   bool backend_given = false;
   std::string weights = "dense";  // applied when given (weights_given), like backend
   bool weights_given = false;
-  std::string parallel_block = "fused";  // applied when given, like weights
+  std::string parallel_block = "auto";  // applied when given, like weights
   bool parallel_block_given = false;
   std::string pdl = "auto";  // applied when given (pdl_given), like backend
   bool pdl_given = false;

@@ -42,7 +42,7 @@ struct GenerateCmd {
   std::string cuda_graphs = "auto";
   std::string backend = "auto";
   std::string weights = "dense";
-  std::string parallel_block = "fused";
+  std::string parallel_block = "auto";
   std::string pdl = "auto";
   bool json = false;
 };

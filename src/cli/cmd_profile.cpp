@@ -22,7 +22,7 @@ struct ProfileCmd {
   std::string cuda_graphs = "auto";
   std::string backend = "auto";
   std::string pdl = "auto";
-  std::string parallel_block = "fused";
+  std::string parallel_block = "auto";
   std::string output;
   bool output_given = false, trace_given = false;
   bool json = false;

@@ -30,7 +30,7 @@ void register_profile(CLI::App& app, int* exit_code, const std::vector<std::stri
 void add_backend_option(CLI::App* sub, std::string* value, bool list = false);  // bench: a list
 // --weights dense|int8: the linear layers' weight format (ModelOptions::weights).
 void add_weights_option(CLI::App* sub, std::string* value);
-// --parallel-block fused|separate (ModelOptions::fuse_parallel_block), the same text everywhere.
+// --parallel-block auto|fused|separate (ModelOptions::fuse_parallel_block), the same text everywhere.
 void add_parallel_block_option(CLI::App* sub, std::string* value);
 // --seed N (every command that draws random numbers): a decimal number from 0 to 2^64 - 1; a
 // negative or too large one is a usage error (CLI11 alone would wrap it).

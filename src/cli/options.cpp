@@ -55,7 +55,8 @@ void add_parallel_block_option(CLI::App* sub, std::string* value) {
   sub->add_option("--parallel-block", *value,
                   "fused: a parallel block's (Phi's) one-token steps run two products a layer, q/k/v with fc1 and "
                   "fc2 with the attention's output projection, the weights laid out for them at load; separate: "
-                  "four, as prefill runs them (docs/engine.md). Recorded as parallel_block_products")
+                  "four, as prefill runs them; auto: fused on a GPU, separate on the CPU (docs/engine.md). "
+                  "Recorded as parallel_block_products")
       ->capture_default_str();
 }
 

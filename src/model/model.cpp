@@ -40,13 +40,16 @@ std::optional<DecodeMode> parse_cuda_graphs_request(const std::string& value, co
   throw UsageError(fmt::format("{}: unknown value '{}' (use auto, on, off or static)", option, value));
 }
 
-bool parse_parallel_block(const std::string& value, const std::string& option) {
+std::optional<bool> parse_parallel_block(const std::string& value, const std::string& option) {
+  if (value == "auto") return std::nullopt;
   if (value == "fused") return true;
   if (value == "separate") return false;
-  throw UsageError(fmt::format("{}: unknown value '{}' (use fused or separate)", option, value));
+  throw UsageError(fmt::format("{}: unknown value '{}' (use auto, fused or separate)", option, value));
 }
 
-const char* parallel_block_name(bool fused) { return fused ? "fused" : "separate"; }
+bool resolve_parallel_block(const std::optional<bool>& request, const at::Device& device) {
+  return request.value_or(device.is_cuda());
+}
 
 const std::map<std::string, std::vector<std::string>>& implementation_variants() {
   static const std::map<std::string, std::vector<std::string>> variants = {
@@ -252,7 +255,8 @@ Model::Model(ModelConfig config, Weights weights, ModelOptions options)
       weights_(std::move(weights)),
       options_(options) {
   for (int i = 0; i < config_.num_layers; ++i) {
-    blocks_.push_back(std::make_unique<Block>(local_config_, weights_, i, options_.fuse_parallel_block));
+    blocks_.push_back(std::make_unique<Block>(local_config_, weights_, i,
+                                                resolve_parallel_block(options_.fuse_parallel_block, options_.device)));
   }
   final_norm_ = std::make_unique<Norm>(config_, weights_, -1, "final_norm.");
   embed_ = weights_.get(-1, "embed.weight");

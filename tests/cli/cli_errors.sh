@@ -24,7 +24,7 @@ expect_exit 2 "--pdl: unknown value 'maybe' (use auto, on or off)" "$EFFARCH" ge
 expect_exit 2 "--pdl: unknown value '1'" "$EFFARCH" bench tiny-llama --pdl 1
 expect_exit 2 "--pdl: unknown value 'yes'" "$EFFARCH" profile tiny-llama --pdl yes
 expect_exit 2 "--pdl: unknown value 'true'" "$EFFARCH" kernels --ops add_norm --pdl true
-expect_exit 2 "--parallel-block: unknown value 'on' (use fused or separate)" "$EFFARCH" generate tiny-phi --prompt-ids 1,2 --parallel-block on
+expect_exit 2 "--parallel-block: unknown value 'on' (use auto, fused or separate)" "$EFFARCH" generate tiny-phi --prompt-ids 1,2 --parallel-block on
 expect_exit 2 "--parallel-block: unknown value 'yes'" "$EFFARCH" bench tiny-phi --parallel-block yes
 expect_exit 2 "--parallel-block: unknown value 'four'" "$EFFARCH" profile tiny-phi --parallel-block four
 

@@ -168,12 +168,21 @@ TEST(ParallelBlock, FusedStepsOnTheGpu) {
   }
 }
 
-TEST(ParallelBlock, OptionValues) {
-  EXPECT_TRUE(parse_parallel_block("fused", "--parallel-block"));
-  EXPECT_FALSE(parse_parallel_block("separate", "--parallel-block"));
+// auto: fused on a GPU, separate on the CPU (where the fused output product measured slower).
+TEST(ParallelBlock, OptionValuesAndAuto) {
+  EXPECT_EQ(parse_parallel_block("fused", "--parallel-block"), std::optional<bool>(true));
+  EXPECT_EQ(parse_parallel_block("separate", "--parallel-block"), std::optional<bool>(false));
+  EXPECT_EQ(parse_parallel_block("auto", "--parallel-block"), std::nullopt);
   EXPECT_THROW_WITH(parse_parallel_block("on", "--parallel-block"), UsageError,
-                    {"--parallel-block", "'on'", "fused or separate"});
-  EXPECT_STREQ(parallel_block_name(true), "fused");
+                    {"--parallel-block", "'on'", "auto, fused or separate"});
+  EXPECT_FALSE(resolve_parallel_block(std::nullopt, at::kCPU));
+  EXPECT_TRUE(resolve_parallel_block(std::nullopt, at::Device(at::kCUDA, 0)));
+  EXPECT_TRUE(resolve_parallel_block(true, at::kCPU));
+  EXPECT_FALSE(resolve_parallel_block(false, at::Device(at::kCUDA, 0)));
+  ModelOptions opt;
+  opt.seed = 3;
+  auto cpu = Model::load(resolve_model((effarch::testing::configs_dir() / "models" / "tiny-phi.json").string()), opt);
+  EXPECT_EQ(cpu->implementations().at(kParallelBlockRecord), "separate");
 }
 
 }  // namespace

@@ -47,9 +47,9 @@ struct SweepSpec {
   // settings like the lists below: each point runs under each, on the model loaded once.
   std::vector<ops::Backend> backends{ops::Backend::Auto};
   ops::WeightFormat weights = ops::WeightFormat::Dense;  // ModelOptions::weights; the key's "weights" 
-  // ModelOptions::fuse_parallel_block (--parallel-block); the key's implementations record it
-  // (parallel_block_products) for a model with parallel blocks.
-  bool fuse_parallel_block = true;
+  // ModelOptions::fuse_parallel_block (--parallel-block; nullopt: auto); the key's
+  // implementations record what ran (parallel_block_products) for a model with parallel blocks.
+  std::optional<bool> fuse_parallel_block;
   Modes modes;                                // speed and memory by default
   uint64_t seed = 0;
   std::optional<uint64_t> memory_limit;  // bytes a point may allocate beyond what it started with

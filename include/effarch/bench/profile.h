@@ -69,7 +69,7 @@ struct ProfileSpec {
   int warmup = 3;         // decode steps (or prefills) run before the profiler starts
   std::optional<model::DecodeMode> cuda_graphs;  // nullopt: auto
   ops::Backend backend = ops::Backend::Auto;
-  bool fuse_parallel_block = true;  // ModelOptions::fuse_parallel_block (--parallel-block)
+  std::optional<bool> fuse_parallel_block;  // ModelOptions::fuse_parallel_block (--parallel-block; nullopt: auto)
   std::string attention = "sdpa";
   uint64_t seed = 0;
   std::string trace;  // a Chrome trace of the profiled steps is written here when set

@@ -39,11 +39,15 @@ const char* to_string(DecodeMode mode);  // "off", "static", "on"
 // The value of a --cuda-graphs option that may also be "auto": nullopt for auto, else as
 // parse_cuda_graphs.
 std::optional<DecodeMode> parse_cuda_graphs_request(const std::string& value, const std::string& option);
-// The value of a --parallel-block option: "fused" (true) or "separate" (false),
+// The value of a --parallel-block option: "auto" (nullopt), "fused" (true) or "separate" (false),
 // ModelOptions::fuse_parallel_block. Throws UsageError naming `option`.
-bool parse_parallel_block(const std::string& value, const std::string& option);
-// "fused" or "separate", as that option takes them.
-const char* parallel_block_name(bool fused);
+std::optional<bool> parse_parallel_block(const std::string& value, const std::string& option);
+// Whether a model on `device` runs its parallel blocks' one-token steps in two products for a
+// request: as asked, or for auto on a CUDA device only. On the CPU there are no launches to save
+// and the fused output product (fc2's and o's columns side by side, K = I + Hq*D) is slower than
+// the two it replaces: one thread of the development machine's EPYC, bf16, Phi-2's shapes
+// (2026-11-27), 5.3 ms against 0.6 + 4.2 ms, the whole decode step 326 ms against 303-324.
+bool resolve_parallel_block(const std::optional<bool>& request, const at::Device& device);
 // The decode mode a model runs for a request (nullopt: auto). Auto replays decode as a CUDA graph
 // wherever the model supports it (a CUDA build, a CUDA device, MoE layers only where
 // moe_decode_not_capturable says nothing for `backend` and `weights`: the conditions
@@ -96,9 +100,10 @@ struct ModelOptions {
   // The linear layers' weights: the dtype's (Dense) or int8 quantised at load (--weights int8).
   ops::WeightFormat weights = ops::WeightFormat::Dense;
   // A parallel block's one-token steps in two products (Phi; docs/engine.md, "The parallel block's
-  // two products"), its weights laid out for them at load: --parallel-block fused (true) or
-  // separate (four products, as prefill runs them). Recorded as "parallel_block_products".
-  bool fuse_parallel_block = true;
+  // two products"), its weights laid out for them at load: --parallel-block fused (true),
+  // separate (false: four products, as prefill runs them) or auto (nullopt: fused on a CUDA
+  // device, resolve_parallel_block). Recorded as "parallel_block_products".
+  std::optional<bool> fuse_parallel_block;
   uint64_t seed = 0;  // for random weights
   DecodeMode decode = DecodeMode::Eager;
   // Let attention models run past max_position_embeddings (benchmarks measure speed and memory
