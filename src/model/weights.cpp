@@ -93,19 +93,39 @@ ops::Linear Weights::linear(int layer, const std::string& prefix, bool with_bias
   return bias != nullptr ? ops::Linear(w, *bias) : ops::Linear(w);
 }
 
-std::optional<std::string> Weights::fuse_refusal(int layer, const std::vector<std::string>& prefixes) const {
+namespace {
+
+// Why `prefixes`' weights cannot sit side by side sharing dimension `shared` (1: the input features,
+// fused along the outputs; 0: the output features, fused along the inputs), or nullopt: each
+// present and 2-D, the shared dimension, dtype and device the same.
+template <class Find>
+std::optional<std::string> parts_refusal(const Find& find, int layer, const std::vector<std::string>& prefixes,
+                                         int shared) {
+  if (prefixes.empty()) return fmt::format("layer {}: nothing to fuse", layer);
   const at::Tensor* first = nullptr;
-  size_t biases = 0, scales = 0;
   for (const std::string& p : prefixes) {
     const at::Tensor* w = find(layer, p + "weight");
     if (w == nullptr) return fmt::format("layer {}: no '{}weight' to fuse", layer, p);
-    if (w->dim() != 2 || (first != nullptr && (w->size(1) != first->size(1) || w->scalar_type() != first->scalar_type() ||
+    if (w->dim() != 2 || (first != nullptr && (w->size(shared) != first->size(shared) ||
+                                               w->scalar_type() != first->scalar_type() ||
                                                w->device() != first->device()))) {
-      return fmt::format("layer {}: cannot fuse '{}weight' [{}] with '{}weight': the input features, dtype and device "
+      return fmt::format("layer {}: cannot fuse '{}weight' [{}] with '{}weight'{}: the {} features, dtype and device "
                          "must match",
-                         layer, p, fmt::join(w->sizes(), ", "), prefixes[0]);
+                         layer, p, fmt::join(w->sizes(), ", "), prefixes[0], shared == 0 ? " along the inputs" : "",
+                         shared == 0 ? "output" : "input");
     }
     if (first == nullptr) first = w;
+  }
+  return std::nullopt;
+}
+
+}  // namespace
+
+std::optional<std::string> Weights::fuse_refusal(int layer, const std::vector<std::string>& prefixes) const {
+  const auto lookup = [this](int l, const std::string& role) { return find(l, role); };
+  if (auto why = parts_refusal(lookup, layer, prefixes, 1)) return why;
+  size_t biases = 0, scales = 0;
+  for (const std::string& p : prefixes) {
     biases += find(layer, p + "bias") != nullptr ? 1 : 0;
     scales += find(layer, p + "weight_scale") != nullptr ? 1 : 0;
   }
@@ -170,25 +190,14 @@ ops::Linear Weights::fused_linear(int layer, const std::vector<std::string>& pre
 }
 
 std::optional<std::string> Weights::fuse_inputs_refusal(int layer, const std::vector<std::string>& prefixes) const {
-  if (prefixes.empty()) return fmt::format("layer {}: nothing to fuse", layer);
-  const at::Tensor* first = nullptr;
   for (const std::string& p : prefixes) {
-    const at::Tensor* w = find(layer, p + "weight");
-    if (w == nullptr) return fmt::format("layer {}: no '{}weight' to fuse", layer, p);
     if (find(layer, p + "weight_scale") != nullptr) {
       return fmt::format("layer {}: cannot fuse '{}weight' along its inputs: int8 weights keep a scale per output "
                          "of each part",
                          layer, p);
     }
-    if (w->dim() != 2 || (first != nullptr && (w->size(0) != first->size(0) || w->scalar_type() != first->scalar_type() ||
-                                               w->device() != first->device()))) {
-      return fmt::format("layer {}: cannot fuse '{}weight' [{}] with '{}weight' along the inputs: the output features, "
-                         "dtype and device must match",
-                         layer, p, fmt::join(w->sizes(), ", "), prefixes[0]);
-    }
-    if (first == nullptr) first = w;
   }
-  return std::nullopt;
+  return parts_refusal([this](int l, const std::string& role) { return find(l, role); }, layer, prefixes, 0);
 }
 
 bool Weights::can_fuse_inputs(int layer, const std::vector<std::string>& prefixes) const {
