@@ -68,13 +68,14 @@ TEST(Linear, DecodeGemvMatchesAtLinear) {
   }
 }
 
-// One row of x past L1 (K 4100 and 10240: 16-40 KB in fp32) runs two output rows a pass sharing
+// One row of x past L1 (K 8200 and 10250: over 32 KB in fp32) runs two output rows a pass sharing
 // each x load (src/ops/cpu/gemv.cpp): each output is the same bits as that row's product alone (a
 // one-row layer, which runs the single-row loop), for odd and even row counts, fp32, bf16 and
-// int8 weights, with the vector tails (K 4100 = 256 x 16 + 4); and within rounding of at::linear.
+// int8 weights, with the vector tails (8200 = 512 x 16 + 8, 10250 = 640 x 16 + 8 + 2); and within
+// rounding of at::linear.
 TEST(Linear, DecodeGemvPairsOfRowsGiveEachRowsOwnBits) {
   at::manual_seed(8);
-  for (const int64_t in : {int64_t{4100}, int64_t{10240}}) {
+  for (const int64_t in : {int64_t{8200}, int64_t{10250}}) {
     for (const int64_t out : {int64_t{7}, int64_t{64}}) {
       const at::Tensor w32 = at::randn({out, in}) / std::sqrt(static_cast<double>(in));
       const at::Tensor b = at::randn({out});

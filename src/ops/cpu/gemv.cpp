@@ -22,7 +22,7 @@ using simd::v8f;
 // scale is an int8 weight's per-channel step (null for fp32/bf16 weights).
 // One row of x in fp32 up to this many bytes stays in L1 beside the streaming weights (32 KB of
 // L1d on the development machine's EPYC); a longer one is read from L2 for every output row.
-inline constexpr int64_t kGemvL1RowBytes = 16 * 1024;
+inline constexpr int64_t kGemvL1RowBytes = 32 * 1024;
 
 template <int R, typename W>
 EFFARCH_INLINE void gemv_rows(const float* x, int64_t K, const W* w, const float* scale, const float* bias, int64_t o0,
@@ -30,9 +30,11 @@ EFFARCH_INLINE void gemv_rows(const float* x, int64_t K, const W* w, const float
   int64_t o = o0;
   if constexpr (R == 1) {
     // A row of x past L1: two output rows a pass, each x vector loaded once for both, so x's
-    // reads from L2 halve. One thread of the development machine's EPYC (bf16, 2026-11-27): Phi-2's
-    // fc2 (K 10240) 5.3 -> 4.2 ms; for K 2560, whose x stays in L1, the pairs were 2x slower,
-    // hence the threshold. Each row's sums run in the same order as alone: the same bits.
+    // reads from L2 halve. One thread of the development machine's EPYC (bf16, 2026-11-27, a
+    // quiet machine, the better of two runs each): [2560, 10240] (Phi-2's fc2) 5.66 -> 5.04 ms,
+    // [4096, 14336] (Llama's down) 13.0 -> 11.0 ms; but [2560, 5120] 2.27 -> 2.68, [192, 5120]
+    // 0.174 -> 0.223 and [4096, 6144] 5.01 -> 5.59, and for K 2560 the pairs took twice as long:
+    // hence the threshold at L1's size. Each row's sums run in the same order as alone: the same bits.
     if (K * static_cast<int64_t>(sizeof(float)) > kGemvL1RowBytes) {
       for (; o + 2 <= o1; o += 2) {
         const W* wa = w + o * K;
