@@ -881,6 +881,23 @@ std::vector<KernelCase> make_kernel_cases() {
                                     return std::make_pair((a.num_heads + 2 * a.num_kv_heads) * a.head_dim,
                                                           s.config->hidden_size);
                                   });
+  // A parallel block's two products a step (Phi: ParallelProducts, docs/engine.md "The parallel
+  // block's two products"), plain: the model's first one also activates fc1's rows as it stores them.
+  cases.push_back(dense_gemv_case("dense_gemv_parallel_in", KernelModel::Transformer,
+                                  "a parallel block's q, k, v and fc1 rows: O = (heads + 2 kv heads) head_dim + I, K = H",
+                                  [](const KernelShape& s) {
+                                    const auto& a = attn(s);
+                                    return std::make_pair((a.num_heads + 2 * a.num_kv_heads) * a.head_dim +
+                                                              dense_mlp(s).intermediate,
+                                                          s.config->hidden_size);
+                                  }));
+  cases.push_back(dense_gemv_case("dense_gemv_parallel_out", KernelModel::Transformer,
+                                  "a parallel block's fc2 and o columns side by side: O = H, K = I + heads head_dim",
+                                  [](const KernelShape& s) {
+                                    const auto& a = attn(s);
+                                    return std::make_pair(s.config->hidden_size,
+                                                          dense_mlp(s).intermediate + a.num_heads * a.head_dim);
+                                  }));
   // Mamba-2's two projections (Codestral: 18560 x 4096 and 4096 x 8192).
   cases.push_back(dense_gemv_case("dense_gemv_mamba2_in_proj", KernelModel::Mamba2,
                                   "Mamba-2 in_proj: O = 2 Di + 2 G N + heads, K = H", [](const KernelShape& s) {

@@ -83,6 +83,10 @@ TEST(KernelBytes, DenseGemvOnDecodeShapes) {
   EXPECT_EQ(bytes_of("dense_gemv_mlp_up", phi, 1).read, 2u * (10240 * 2560 + 2560));
   EXPECT_EQ(bytes_of("dense_gemv_qkv", phi, 1).read, 2u * (7680 * 2560 + 2560));
   EXPECT_EQ(bytes_of("dense_gemv_qkv", phi, 1).written, 2u * 7680);
+  // Phi-2's two products a step: [7680 + 10240, 2560] and [2560, 10240 + 2560] (87.5 and 62.5 MiB).
+  EXPECT_EQ(bytes_of("dense_gemv_parallel_in", phi, 1).read, 2u * (17920u * 2560 + 2560));
+  EXPECT_EQ(bytes_of("dense_gemv_parallel_out", phi, 1).read, 2u * (2560u * 12800 + 12800));
+  EXPECT_EQ(bytes_of("dense_gemv_parallel_out", phi, 1).written, 2u * 2560);
   const auto llama = config("llama-3-8b");  // H 4096, I 14336 gated; 32 heads + 2 x 8 kv heads of 128
   EXPECT_EQ(bytes_of("dense_gemv_mlp_up", llama, 1).read, 2u * (28672u * 4096 + 4096));
   EXPECT_EQ(bytes_of("dense_gemv_qkv", llama, 1).read, 2u * (6144u * 4096 + 4096));
@@ -194,7 +198,7 @@ TEST(KernelCases, RegistryAndImplementations) {
                                            "dense_gemv_lm_head", "dense_gemv_out_proj", "dense_gemv_out_proj_u8",
                                            "dense_gemv_mlp_down", "dense_gemv_mlp_down_u8", "dense_gemv_mlp_up",
                                            "dense_gemv_mlp_up_u8", "dense_gemv_mlp_up_act", "dense_gemv_qkv",
-                                           "dense_gemv_qkv_u8", "dense_gemv_mamba2_in_proj",
+                                           "dense_gemv_qkv_u8", "dense_gemv_parallel_in", "dense_gemv_parallel_out", "dense_gemv_mamba2_in_proj",
                                            "dense_gemv_mamba2_out_proj", "dense_gemv_mamba2_out_proj_u8",
                                            "moe_decode", "moe_decode_r1", "moe_decode_r1l8", "moe_prefill",
                                            "moe_prefill_per_expert", "moe_dense_gemm"}));

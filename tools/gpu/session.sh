@@ -363,6 +363,10 @@ followups() {  # pending.md's "Order" after the sixth H100 run: entries 41, 46, 
       --cuda-graphs on --parallel-block "$pb" --no-progress --format md -o "$out/pb-$i-$pb.json" > "$out/pb-$i-$pb.md" 2>&1
     log "bench phi-2 --parallel-block $pb: exit $?"; grep -E '^\| phi' "$out/pb-$i-$pb.md" | cut -d'|' -f2-5,10 >> "$summary"
   done
+  limited --int 40 "$B" kernels $K --transformer phi-2 --batch 1,2 \
+    --ops dense_gemv_qkv,dense_gemv_mlp_up,dense_gemv_mlp_down,dense_gemv_parallel_in,dense_gemv_parallel_out \
+    -o "$out/k-gemv-parallel.json" > "$out/k-gemv-parallel.txt" 2>&1
+  log "kernels phi-2 (the products alone): exit $?"; grep -E '^\| dense_gemv' "$out/k-gemv-parallel.txt" >> "$summary"
   limited 60 "$B" profile phi-2 --device cuda --context 512 --steps 8 --cuda-graphs static --parallel-block fused \
     -o "$out/prof-phi-2-fused.json" > "$out/prof-phi-2-fused.txt" 2>&1
   log "profile phi-2 fused: exit $?"; sed -n '1p;/^| kind/,/^$/p;/^Top events/,$p' "$out/prof-phi-2-fused.txt" | head -30 >> "$summary"
