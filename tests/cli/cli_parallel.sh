@@ -57,6 +57,25 @@ check 2 tp_static tiny-llama tiny-phi tiny-mamba tiny-mamba2 tiny-jamba --tp 2 -
 check 2 ep_moe tiny-mixtral tiny-deepseek-moe tiny-jamba --ep 2
 # Both: tp 2 x ep 2 needs four processes (tiny models: cheap even on two cores).
 check 4 tp_ep_moe tiny-mixtral tiny-deepseek-moe tiny-jamba --tp 2 --ep 2
+# Phi's parallel block in two products a step (--parallel-block fused; the CPU's auto keeps four) under
+# --tp 2: fc2's and o's shards side by side, the summed bias on rank 0 only; fp32 tokens equal the
+# single process's four products'.
+single=$("$EFFARCH" generate tiny-phi --prompt-ids 1,2,3,4,5,6,7,8 -n 12 --dtype float32 --parallel-block separate --json 2> /dev/null)
+if launch2 "$SCRATCH/pb" "$EFFARCH" generate tiny-phi --prompt-ids 1,2,3,4,5,6,7,8 -n 12 --dtype float32 --tp 2 \
+    --parallel-block fused --json; then
+  "$PYTHON" - "$SCRATCH/pb.0" "$single" <<'PY' || fail "generate --tp 2 --parallel-block fused differs from one process"
+import json, sys
+out = open(sys.argv[1]).read()
+doc = json.loads(out[out.index("{"):])
+one = json.loads(sys.argv[2])
+assert doc["implementations"]["parallel_block_products"] == "fused", doc["implementations"]
+assert one["implementations"]["parallel_block_products"] == "separate", one["implementations"]
+assert doc["tokens"] == one["tokens"], (doc["tokens"], one["tokens"])
+PY
+else
+  fail "generate --tp 2 --parallel-block fused failed:"$'\n'"$(cat "$SCRATCH/pb.0" "$SCRATCH/pb.1")"
+fi
+
 # A checkpoint: each rank reads its slices of the file.
 "$EFFARCH" init tiny-jamba "$SCRATCH/ckpt-jamba" --seed 3 > /dev/null 2>&1
 "$EFFARCH" init tiny-mamba2 "$SCRATCH/ckpt-mamba2" --seed 3 > /dev/null 2>&1
