@@ -18,12 +18,12 @@ namespace {
 
 using simd::v8f;
 
-// Output features [o0, o1) for R rows of x: y[r * ldy + o] = (x[r] . W[o]) (* scale[o]) (+ bias[o]);
-// scale is an int8 weight's per-channel step (null for fp32/bf16 weights).
 // One row of x in fp32 up to this many bytes stays in L1 beside the streaming weights (32 KB of
 // L1d on the development machine's EPYC); a longer one is read from L2 for every output row.
 inline constexpr int64_t kGemvL1RowBytes = 32 * 1024;
 
+// Output features [o0, o1) for R rows of x: y[r * ldy + o] = (x[r] . W[o]) (* scale[o]) (+ bias[o]);
+// scale is an int8 weight's per-channel step (null for fp32/bf16 weights).
 template <int R, typename W>
 EFFARCH_INLINE void gemv_rows(const float* x, int64_t K, const W* w, const float* scale, const float* bias, int64_t o0,
                               int64_t o1, float* y, int64_t ldy) {
