@@ -129,7 +129,13 @@ void expect_same_decode(DecodeMode mode, at::Device device, double tol) {
   fused->allocate_cache(2, 40);
   separate->allocate_cache(2, 40);
   const at::Tensor pf = fused->prefill_last(prompt), ps = separate->prefill_last(prompt);
-  EXPECT_TRUE(at::equal(pf, ps));  // prefill runs the same four products in both
+  // Prefill runs the same four products in both, o and fc2 on column views of the fused weights
+  // in one: the same bits on the CPU; cuBLAS may pick another algorithm for the wider row stride.
+  if (device.is_cpu()) {
+    EXPECT_TRUE(at::equal(pf, ps));
+  } else {
+    EXPECT_LE(rel_diff(pf, ps), tol);
+  }
   at::Tensor next = ps.argmax(-1);
   for (int step = 0; step < 24; ++step) {
     const at::Tensor lf = fused->decode(next), ls = separate->decode(next);
