@@ -4,9 +4,9 @@
 #include "effarch/ops/decode_attention.h"
 
 #include <limits>
-#include <utility>
 
 #include <ATen/ATen.h>
+#include <ATen/MemoryOverlap.h>
 #include <ATen/record_function.h>
 #include <fmt/format.h>
 #include <fmt/ranges.h>
@@ -65,7 +65,7 @@ void check_positions(const at::Tensor& positions, const at::Tensor& q) {
 }
 
 // The caller's output view, checked (q's shape, dtype and device, a contiguous head dimension,
-// no overlap with q), or a new tensor like q.
+// no element shared with q where ATen can tell), or a new tensor like q.
 at::Tensor output_for(const at::Tensor& q, const at::Tensor* out) {
   if (out == nullptr) return at::empty(q.sizes(), q.options());
   if (!out->defined() || out->sizes() != q.sizes() || out->scalar_type() != q.scalar_type() ||
@@ -73,15 +73,12 @@ at::Tensor output_for(const at::Tensor& q, const at::Tensor* out) {
     throw OpError(fmt::format("{}: out {} must have q's shape {}, dtype and device, with a contiguous head dimension",
                               kOp, out->defined() ? shape(*out) : "undefined", shape(q)));
   }
-  const auto range = [](const at::Tensor& t) {
-    const char* begin = static_cast<const char*>(t.const_data_ptr());
-    int64_t last = 0;  // the farthest element's offset
-    for (int64_t i = 0; i < t.dim(); ++i) last += (t.size(i) - 1) * t.stride(i);
-    return std::make_pair(begin, begin + (last + 1) * static_cast<int64_t>(t.element_size()));
-  };
-  const auto [qb, qe] = range(q);
-  const auto [ob, oe] = range(*out);
-  if (q.numel() > 0 && qb < oe && ob < qe) throw OpError(fmt::format("{}: out overlaps q", kOp));
+  // ATen's own test: a shared element, where it can tell (two column ranges of one buffer's rows
+  // interleave without sharing one: a span test would call them overlapping).
+  const at::MemOverlapStatus overlap = at::get_overlap_status(q, *out);
+  if (overlap == at::MemOverlapStatus::Full || overlap == at::MemOverlapStatus::Partial) {
+    throw OpError(fmt::format("{}: out overlaps q", kOp));
+  }
   return *out;
 }
 

@@ -28,7 +28,7 @@ namespace {
 struct GemvOperands {
   at::Tensor x, bias, y;
   std::vector<int64_t> out_shape;
-  at::Tensor result() const { return y.sizes().vec() == out_shape ? y : y.view(out_shape); }
+  at::Tensor result() const { return y.view(out_shape); }
 };
 
 // `out`: the caller's [R, columns] view to write (its columns contiguous), else a new tensor.
@@ -51,7 +51,7 @@ GemvOperands gemv_operands(const at::Tensor& x_in, const Linear& layer, int64_t 
                               shape(*out), o.x.size(0), columns));
   }
   o.y = *out;
-  o.out_shape = {o.x.size(0), columns};  // result() views the caller's tensor as it is
+  o.out_shape = {o.x.size(0), columns};  // result(): a view of the caller's tensor in its own shape
   return o;
 }
 

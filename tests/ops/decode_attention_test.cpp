@@ -458,6 +458,19 @@ TEST(DecodeAttention, OutputIntoAStridedViewOfAWiderBuffer) {
   buffer.fill_(5.0);
   decode_attention(t.q, t.k, t.v, int64_t{30}, 0.2, std::nullopt, Backend::Auto, AttentionImpl::Eager, &out);
   expect_close(out, plain, {1e-5, 1e-5}, "host position, eager");  // eager against SDPA's sums
+  // q and out both column ranges of one [B, 1, 2 features] buffer (a parallel block without
+  // RoPE): their rows interleave without sharing an element, so out is taken; out on q is refused.
+  at::Tensor both = at::zeros({c.batch, 1, 2 * features});
+  const auto cols = [&](int64_t first) {
+    return both.narrow(-1, first, features).view({c.batch, 1, c.q_heads, c.head_dim}).transpose(1, 2);
+  };
+  const at::Tensor q_cols = cols(0), out_cols = cols(features);
+  q_cols.copy_(t.q);
+  decode_attention(q_cols, t.k, t.v, t.positions, 0.2, std::nullopt, Backend::Auto, AttentionImpl::Sdpa, &out_cols);
+  EXPECT_TRUE(at::equal(out_cols, plain));
+  EXPECT_THROW_WITH(decode_attention(q_cols, t.k, t.v, t.positions, 0.2, std::nullopt, Backend::Auto,
+                                     AttentionImpl::Sdpa, &q_cols),
+                    OpError, {"decode_attention", "out overlaps q"});
   const at::Tensor small = at::empty({c.batch, c.q_heads, 1, c.head_dim - 1});
   EXPECT_THROW_WITH(decode_attention(t.q, t.k, t.v, t.positions, 0.2, std::nullopt, Backend::Auto,
                                      AttentionImpl::Sdpa, &small),

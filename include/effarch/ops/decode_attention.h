@@ -29,8 +29,10 @@ namespace effarch::ops {
 // kernel on the device: nothing goes back to the host, so a CUDA graph replays it as it fills.
 // out: where the result goes, a [B, Hq, T, D] view of q's dtype and device with a contiguous head
 // dimension and any other strides (the parallel block writes it into a column range of the buffer
-// its output product reads: docs/engine.md), which is returned; it must not overlap q. Null: a new
-// tensor. The kernel writes it directly; the reference copies its result in.
+// its output product reads: docs/engine.md), which is returned; it must not share an element with
+// q (refused where ATen's at::get_overlap_status can tell: the same view, or dense views; strided
+// ranges are the caller's to keep apart). Null: a new tensor. The kernel writes it directly; the
+// reference copies its result in.
 at::Tensor decode_attention(const at::Tensor& q, const at::Tensor& k_cache, const at::Tensor& v_cache,
                             const at::Tensor& positions, double scale, std::optional<int64_t> window,
                             Backend backend = Backend::Auto, AttentionImpl reference = AttentionImpl::Sdpa,
