@@ -254,9 +254,9 @@ Model::Model(ModelConfig config, Weights weights, ModelOptions options)
       local_config_(model::local_config(config_, weights.shard())),
       weights_(std::move(weights)),
       options_(options) {
+  const bool fuse_parallel = resolve_parallel_block(options_.fuse_parallel_block, options_.device);
   for (int i = 0; i < config_.num_layers; ++i) {
-    blocks_.push_back(std::make_unique<Block>(local_config_, weights_, i,
-                                                resolve_parallel_block(options_.fuse_parallel_block, options_.device)));
+    blocks_.push_back(std::make_unique<Block>(local_config_, weights_, i, fuse_parallel));
   }
   final_norm_ = std::make_unique<Norm>(config_, weights_, -1, "final_norm.");
   embed_ = weights_.get(-1, "embed.weight");

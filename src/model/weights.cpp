@@ -93,14 +93,8 @@ ops::Linear Weights::linear(int layer, const std::string& prefix, bool with_bias
   return bias != nullptr ? ops::Linear(w, *bias) : ops::Linear(w);
 }
 
-namespace {
-
-// Why `prefixes`' weights cannot sit side by side sharing dimension `shared` (1: the input features,
-// fused along the outputs; 0: the output features, fused along the inputs), or nullopt: each
-// present and 2-D, the shared dimension, dtype and device the same.
-template <class Find>
-std::optional<std::string> parts_refusal(const Find& find, int layer, const std::vector<std::string>& prefixes,
-                                         int shared) {
+std::optional<std::string> Weights::parts_refusal(int layer, const std::vector<std::string>& prefixes,
+                                                  int shared) const {
   if (prefixes.empty()) return fmt::format("layer {}: nothing to fuse", layer);
   const at::Tensor* first = nullptr;
   for (const std::string& p : prefixes) {
@@ -119,11 +113,8 @@ std::optional<std::string> parts_refusal(const Find& find, int layer, const std:
   return std::nullopt;
 }
 
-}  // namespace
-
 std::optional<std::string> Weights::fuse_refusal(int layer, const std::vector<std::string>& prefixes) const {
-  const auto lookup = [this](int l, const std::string& role) { return find(l, role); };
-  if (auto why = parts_refusal(lookup, layer, prefixes, 1)) return why;
+  if (auto why = parts_refusal(layer, prefixes, 1)) return why;
   size_t biases = 0, scales = 0;
   for (const std::string& p : prefixes) {
     biases += find(layer, p + "bias") != nullptr ? 1 : 0;
@@ -197,7 +188,7 @@ std::optional<std::string> Weights::fuse_inputs_refusal(int layer, const std::ve
                          layer, p);
     }
   }
-  return parts_refusal([this](int l, const std::string& role) { return find(l, role); }, layer, prefixes, 0);
+  return parts_refusal(layer, prefixes, 0);
 }
 
 bool Weights::can_fuse_inputs(int layer, const std::vector<std::string>& prefixes) const {

@@ -90,6 +90,9 @@ class Weights {
   // Why the parts cannot be fused (fused_linear's CheckpointError message), or nullopt.
   std::optional<std::string> fuse_refusal(int layer, const std::vector<std::string>& prefixes) const;
   std::optional<std::string> fuse_inputs_refusal(int layer, const std::vector<std::string>& prefixes) const;
+  // What both refusals check: each part present and 2-D, dimension `shared` (1: the input features,
+  // fused along the outputs; 0: the output features, fused along the inputs), dtype and device the same.
+  std::optional<std::string> parts_refusal(int layer, const std::vector<std::string>& prefixes, int shared) const;
   void put(const ModelConfig& config, int layer, const std::string& role, at::Tensor t);
   // put(), quantised first when `format` is Int8 and spec is a linear weight.
   void put_in_format(const ModelConfig& config, const TensorSpec& spec, at::Tensor t, ops::WeightFormat format);

@@ -60,11 +60,6 @@ void Mixer::attend_step(const at::Tensor&, LayerCache&, const ForwardContext&, c
   throw OpError("attend_step: only an attention mixer runs a parallel block's fused step");
 }
 
-bool parallel_products_apply(const ModelConfig& config, const LayerSpec& layer, ops::WeightFormat weights) {
-  return config.parallel_block && layer.mixer == MixerKind::Attention && layer.ffn == FfnKind::Dense && config.mlp &&
-         !config.mlp->gated && weights == ops::WeightFormat::Dense;
-}
-
 namespace {
 
 const std::vector<std::string> kParallelIn{"attn.q.", "attn.k.", "attn.v.", "mlp.fc1."};
@@ -72,16 +67,19 @@ const std::vector<std::string> kParallelOut{"mlp.fc2.", "attn.o."};
 
 // The two products of a parallel block's one-token step, its weights re-pointed at views of them
 // (built before the attention and the MLP, which then hold those views: q/k/v stay one view for
-// the prefill's product, o and fc2 become column views of `out`), or nullopt where the layer's
-// weights do not allow it (a part without the bias the others have).
-std::optional<ParallelProducts> make_parallel_products(const ModelConfig& config, const Weights& weights, int layer) {
+// the prefill's product, o and fc2 become column views of `out`), or nullopt where the layer is no
+// parallel block of attention and a non-gated dense MLP, or its weights do not allow it: int8
+// (a scale per output of each part: fused_linear_inputs refuses it), or a part without the bias
+// the others have.
+std::optional<ParallelProducts> make_parallel_products(const ModelConfig& config, const LayerSpec& spec,
+                                                       const Weights& weights, int layer) {
+  if (!config.parallel_block || spec.mixer != MixerKind::Attention || spec.ffn != FfnKind::Dense || !config.mlp ||
+      config.mlp->gated) {
+    return std::nullopt;
+  }
   if (!weights.can_fuse(layer, kParallelIn) || !weights.can_fuse_inputs(layer, kParallelOut)) return std::nullopt;
   ParallelProducts p;
-  p.qkv = weights.get(layer, "attn.q.weight").size(0) + weights.get(layer, "attn.k.weight").size(0) +
-          weights.get(layer, "attn.v.weight").size(0);
   p.inter = weights.get(layer, "mlp.fc1.weight").size(0);
-  p.attn = weights.get(layer, "attn.o.weight").size(1);
-  if (weights.get(layer, "mlp.fc2.weight").size(1) != p.inter) return std::nullopt;
   p.in = weights.fused_linear(layer, kParallelIn);
   p.out = weights.fused_linear_inputs(layer, kParallelOut);
   p.act = config.mlp->activation;
@@ -97,11 +95,7 @@ Block::Block(const ModelConfig& config, const Weights& weights, int layer, bool 
       mixer_norm_(config, weights, layer, "mixer_norm.") {
   const LayerSpec& spec = config.layers.at(static_cast<size_t>(layer));
   if (spec.ffn != FfnKind::None && !parallel_) ffn_norm_ = Norm(config, weights, layer, "ffn_norm.");
-  const bool int8 = weights.find(layer, "attn.q.weight_scale") != nullptr;
-  if (fuse_parallel &&
-      parallel_products_apply(config, spec, int8 ? ops::WeightFormat::Int8 : ops::WeightFormat::Dense)) {
-    products_ = make_parallel_products(config, weights, layer);
-  }
+  if (fuse_parallel) products_ = make_parallel_products(config, spec, weights, layer);
   switch (spec.mixer) {
     case MixerKind::Attention:
       mixer_ = make_attention(config, weights, layer);
@@ -175,15 +169,15 @@ ResidualStream Block::forward_fused(const at::Tensor& x, const at::Tensor& a, co
 ResidualStream Block::forward_step(const at::Tensor& x, const at::Tensor& a, const Norm* next, LayerCache& cache,
                                    const ForwardContext& ctx) const {
   const ParallelProducts& p = *products_;
-  const int64_t b = a.size(0), width = p.qkv + p.inter + p.attn;
+  const int64_t b = a.size(0), qkv = p.qkv(), attn = p.attn(), width = qkv + p.inter + attn;
   // One row a sequence: [q | k | v | act(fc1) | attention]. The first product fills the first
   // qkv + inter columns, the attention the last attn; the second product reads the last inter + attn.
   const at::Tensor y = at::empty({b, width}, a.options());
-  const at::Tensor in_out = y.narrow(1, 0, p.qkv + p.inter);
-  ops::linear_activation_tail(a, p.in, p.act, p.qkv, ctx.backend, &in_out);
+  const at::Tensor in_out = y.narrow(1, 0, qkv + p.inter);
+  ops::linear_activation_tail(a, p.in, p.act, qkv, ctx.backend, &in_out);
   const at::Tensor rows = y.view({b, 1, width});
-  mixer_->attend_step(rows.narrow(-1, 0, p.qkv), cache, ctx, rows.narrow(-1, p.qkv + p.inter, p.attn));
-  const at::Tensor sum = ops::linear(y.narrow(1, p.qkv, p.inter + p.attn), p.out, ctx.backend).view({b, 1, -1});
+  mixer_->attend_step(rows.narrow(-1, 0, qkv), cache, ctx, rows.narrow(-1, qkv + p.inter, attn));
+  const at::Tensor sum = ops::linear(y.narrow(1, qkv, p.inter + attn), p.out, ctx.backend).view({b, 1, -1});
   return finish(next, x, all_reduce(sum, ctx.tp), nullptr, ctx.backend);
 }
 

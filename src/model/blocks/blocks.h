@@ -114,10 +114,10 @@ struct ResidualStream {
 // [act(fc1) | attention] to the block's whole output, both biases in one.
 struct ParallelProducts {
   ops::Linear in, out;
-  int64_t qkv = 0;    // q, k and v outputs of `in`
-  int64_t inter = 0;  // fc1's outputs
-  int64_t attn = 0;   // the attention's output features (Hq * D)
+  int64_t inter = 0;  // fc1's outputs: `in` has qkv() more, `out` takes attn() more inputs
   ops::Activation act = ops::Activation::GeluNew;
+  int64_t qkv() const { return in.out_features() - inter; }    // q, k and v outputs of `in`
+  int64_t attn() const { return out.in_features() - inter; }  // the attention's output features (Hq * D)
 };
 
 class Block {
@@ -149,10 +149,5 @@ class Block {
   ResidualStream forward_step(const at::Tensor& x, const at::Tensor& a, const Norm* next, LayerCache& cache,
                               const ForwardContext& ctx) const;
 };
-
-// Whether a layer of this config can run as ParallelProducts: a parallel block of attention and a
-// non-gated dense MLP with dense weights (int8 keeps a scale per output of each part), q, k, v
-// and fc1 all biased or none. Checked on the weights too when the block is built.
-bool parallel_products_apply(const ModelConfig& config, const LayerSpec& layer, ops::WeightFormat weights);
 
 }  // namespace effarch::model
