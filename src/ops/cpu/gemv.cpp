@@ -22,6 +22,21 @@ using simd::v8f;
 // L1d on the development machine's EPYC); a longer one is read from L2 for every output row.
 inline constexpr int64_t kGemvL1RowBytes = 32 * 1024;
 
+// Output row o's value for a row x of x from its two accumulators after the 16-wide steps, which
+// ended at k: the 8-wide tail where 8 remain, the sum, the scalar tail, the scale and the bias.
+template <typename W>
+EFFARCH_INLINE float gemv_finish(const float* x, int64_t K, const W* wo, int64_t k, v8f acc0, v8f acc1,
+                                 const float* scale, const float* bias, int64_t o) {
+  if (k + 8 <= K) {
+    acc0 += simd::load8(wo + k) * simd::load8(x + k);
+    k += 8;
+  }
+  float s = simd::hsum(acc0 + acc1);
+  for (int64_t j = k; j < K; ++j) s += static_cast<float>(wo[j]) * x[j];
+  if (scale) s *= scale[o];
+  return bias ? s + bias[o] : s;
+}
+
 // Output features [o0, o1) for R rows of x: y[r * ldy + o] = (x[r] . W[o]) (* scale[o]) (+ bias[o]);
 // scale is an int8 weight's per-channel step (null for fp32/bf16 weights).
 template <int R, typename W>
@@ -51,20 +66,8 @@ EFFARCH_INLINE void gemv_rows(const float* x, int64_t K, const W* w, const float
           b0 += wb0 * x0;
           b1 += wb1 * x1;
         }
-        if (k + 8 <= K) {
-          const v8f x0 = simd::load8(x + k);
-          a0 += simd::load8(wa + k) * x0;
-          b0 += simd::load8(wb + k) * x0;
-          k += 8;
-        }
-        float sa = simd::hsum(a0 + a1), sb = simd::hsum(b0 + b1);
-        for (int64_t j = k; j < K; ++j) {
-          sa += static_cast<float>(wa[j]) * x[j];
-          sb += static_cast<float>(wb[j]) * x[j];
-        }
-        if (scale) sa *= scale[o], sb *= scale[o + 1];
-        y[o] = bias ? sa + bias[o] : sa;
-        y[o + 1] = bias ? sb + bias[o + 1] : sb;
+        y[o] = gemv_finish(x, K, wa, k, a0, a1, scale, bias, o);
+        y[o + 1] = gemv_finish(x, K, wb, k, b0, b1, scale, bias, o + 1);
       }
     }
   }
@@ -81,17 +84,7 @@ EFFARCH_INLINE void gemv_rows(const float* x, int64_t K, const W* w, const float
         acc1[r] += w1 * simd::load8(x + r * K + k + 8);
       }
     }
-    if (k + 8 <= K) {
-      const v8f w0 = simd::load8(wo + k);
-      for (int r = 0; r < R; ++r) acc0[r] += w0 * simd::load8(x + r * K + k);
-      k += 8;
-    }
-    for (int r = 0; r < R; ++r) {
-      float s = simd::hsum(acc0[r] + acc1[r]);
-      for (int64_t j = k; j < K; ++j) s += static_cast<float>(wo[j]) * x[r * K + j];
-      if (scale) s *= scale[o];
-      y[r * ldy + o] = bias ? s + bias[o] : s;
-    }
+    for (int r = 0; r < R; ++r) y[r * ldy + o] = gemv_finish(x + r * K, K, wo, k, acc0[r], acc1[r], scale, bias, o);
   }
 }
 
