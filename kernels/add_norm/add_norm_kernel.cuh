@@ -10,6 +10,7 @@
 // Instantiated per model dtype T; the residual is T or fp32 (a branch uniform over the grid).
 
 #include "add_norm/add_norm.h"
+#include "add_norm/add_norm_io.cuh"
 #include "add_norm/add_norm_math.h"
 #include "common/block_sum.cuh"
 #include "common/convert.cuh"
@@ -20,41 +21,6 @@
 namespace effarch::kernels {
 
 namespace addnorm {
-
-// Loads and stores of T, or of fp32 where the params say so (the residual of residual_in_fp32).
-template <typename T>
-struct TypedIo {
-  __device__ __forceinline__ static float load(const void* base, int64_t offset, ElementType type) {
-    if (type == ElementType::kFloat32) return static_cast<const float*>(base)[offset];
-    return to_float(static_cast<const T*>(base)[offset]);
-  }
-  __device__ __forceinline__ static void store(void* base, int64_t offset, ElementType type, float v) {
-    if (type == ElementType::kFloat32) {
-      static_cast<float*>(base)[offset] = v;
-    } else {
-      static_cast<T*>(base)[offset] = from_float<T>(v);
-    }
-  }
-  __device__ __forceinline__ static float round_to(ElementType type, float v) {
-    return type == ElementType::kFloat32 ? v : to_float(from_float<T>(v));
-  }
-  // The vector shape's 8 elements at base + offset (common/row8.h): one 16-byte access of a 2-byte
-  // T, two of fp32 (vector_applies checked the alignment).
-  __device__ __forceinline__ static void load8(const void* base, int64_t offset, ElementType type, float (&out)[8]) {
-    if (type == ElementType::kFloat32) {
-      kernels::load8(static_cast<const float*>(base) + offset, 1, true, out);
-    } else {
-      kernels::load8(static_cast<const T*>(base) + offset, 1, true, out);
-    }
-  }
-  __device__ __forceinline__ static void store8(void* base, int64_t offset, ElementType type, const float (&in)[8]) {
-    if (type == ElementType::kFloat32) {
-      kernels::store8(static_cast<float*>(base) + offset, 1, true, in);
-    } else {
-      kernels::store8(static_cast<T*>(base) + offset, 1, true, in);
-    }
-  }
-};
 
 // Both shapes' start: the next kernel may launch; the weight and LayerNorm's bias the last phase
 // reads asked into L1 while the kernel before finishes; then the wait for it (x and y come from

@@ -104,6 +104,32 @@ EFFARCH_HD float residual_value(const AddNormParams& p, int64_t row, int i) {
   return Io::round_to(p.residual_type, x + y);
 }
 
+// An element's term of the first row sum: n^2 (RMSNorm) or n (LayerNorm), added as the kernels add it.
+EFFARCH_HD float first_sum_term(NormType norm, float n, float acc) {
+  return norm == NormType::kRms ? fmaf(n, n, acc) : acc + n;
+}
+
+// The mean (LayerNorm; 0 for RMSNorm) and the scale of a row from its sums: RMSNorm's first is sum
+// n^2, LayerNorm's first sum n and second sum (n - mean)^2.
+struct RowScale {
+  float mean, scale;
+};
+EFFARCH_HD RowScale row_scale(const AddNormParams& p, float first, float second) {
+  const bool rms = p.norm == NormType::kRms;
+  return {rms ? 0.0f : mean_of(first, p.dim),
+          rms ? rsqrt_of(mean_of(first, p.dim) + p.eps) : rsqrt_of(mean_of(second, p.dim) + p.eps)};
+}
+
+// The normed value of an element from its norm input n, weight w and (LayerNorm) bias b, before
+// its store's rounding. RMSNorm: the fp32 normalisation rounded to T, then the weight product
+// (src/ops/norm.cpp); LayerNorm: at::layer_norm's CUDA kernels' (rstd * (x - mean)) * gamma +
+// beta, the last two contracted.
+template <class Io>
+EFFARCH_HD float normed_value(const AddNormParams& p, const RowScale& s, float n, float w, float b) {
+  if (p.norm == NormType::kRms) return w * Io::round_to(p.type, n * s.scale);
+  return fmaf(s.scale * (n - s.mean), w, b);
+}
+
 // The norm's input of element i, once phase 1 has written residual_out: the model-dtype value.
 template <class Io>
 EFFARCH_HD float norm_input(const AddNormParams& p, int64_t row, int i) {
@@ -122,7 +148,7 @@ EFFARCH_HD float add_partial(const AddNormParams& p, int64_t row, int tid, int n
   const auto keep = [&](int i, float r) {
     Io::store(p.residual_out, row * p.residual_out_row_stride + i, p.residual_type, r);
     const float n = Io::round_to(p.type, r);
-    acc = p.norm == NormType::kRms ? fmaf(n, n, acc) : acc + n;
+    acc = first_sum_term(p.norm, n, acc);
     return n;
   };
   if (cache != nullptr) {
@@ -171,18 +197,9 @@ EFFARCH_HD void norm_write(const AddNormParams& p, int64_t row, int tid, int nth
   const auto weights = [&](float n, int i) {
     return In{n, Io::load(p.weight, i, p.type), p.norm == NormType::kRms ? 0.0f : Io::load(p.bias, i, p.type)};
   };
-  const bool rms = p.norm == NormType::kRms;
-  const float mean = rms ? 0.0f : mean_of(first, p.dim);
-  const float scale = rms ? rsqrt_of(mean_of(first, p.dim) + p.eps) : rsqrt_of(mean_of(second, p.dim) + p.eps);
+  const RowScale s = row_scale(p, first, second);
   const auto write = [&](int i, const In& v) {
-    float out;
-    if (rms) {
-      out = v.w * Io::round_to(p.type, v.n * scale);
-    } else {
-      // at::layer_norm's CUDA kernels: (rstd * (x - mean)) * gamma + beta, the last two contracted.
-      out = fmaf(scale * (v.n - mean), v.w, v.b);
-    }
-    Io::store(p.normed, row * p.normed_row_stride + i, p.type, out);
+    Io::store(p.normed, row * p.normed_row_stride + i, p.type, normed_value<Io>(p, s, v.n, v.w, v.b));
   };
   if (cache != nullptr) {
     cached_batch(
@@ -291,7 +308,7 @@ EFFARCH_UNROLL
     for (int j = 0; j < kVec; ++j) {
       const float n = Io::round_to(p.type, r[k][j]);
       cache.n[k][j] = n;
-      acc = p.norm == NormType::kRms ? fmaf(n, n, acc) : acc + n;
+      acc = first_sum_term(p.norm, n, acc);
     }
   }
   return acc;
@@ -318,8 +335,7 @@ EFFARCH_HD void norm_write_vec(const AddNormParams& p, int64_t row, int tid, int
                                const VecCache& cache) {
   const int vectors = p.dim / kVec;
   const bool rms = p.norm == NormType::kRms;
-  const float mean = rms ? 0.0f : mean_of(first, p.dim);
-  const float scale = rms ? rsqrt_of(mean_of(first, p.dim) + p.eps) : rsqrt_of(mean_of(second, p.dim) + p.eps);
+  const RowScale s = row_scale(p, first, second);
   float w[kVecSlots][kVec], b[kVecSlots][kVec];
 EFFARCH_UNROLL
   for (int k = 0; k < kVecSlots; ++k) {
@@ -336,8 +352,7 @@ EFFARCH_UNROLL
 EFFARCH_UNROLL
     for (int j = 0; j < kVec; ++j) {
       const float n = cache.n[k][j];
-      // the element shape's two formulas (norm_write)
-      out[j] = rms ? w[k][j] * Io::round_to(p.type, n * scale) : fmaf(scale * (n - mean), w[k][j], b[k][j]);
+      out[j] = normed_value<Io>(p, s, n, w[k][j], rms ? 0.0f : b[k][j]);  // the element shape's (norm_write)
     }
     Io::store8(p.normed, row * p.normed_row_stride + int64_t{v} * kVec, p.type, out);
   }

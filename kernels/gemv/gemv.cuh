@@ -8,36 +8,119 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include "add_norm/add_norm_io.cuh"
 #include "common/convert.cuh"
 #include "common/grid_dependency.h"
 #include "common/launch.h"
 #include "gemv/gemv.h"
 #include "gemv/gemv_math.h"
+#include "gemv/gemv_norm.h"
 
 namespace effarch::kernels {
 namespace gemv_detail {
+
+// The norm prologue's block sum (gemv_norm.h): each warp's butterfly over each of its virtual
+// warps' partials, as block_sum's over the add_norm kernel's block, those sums added in virtual
+// warp order. Two barriers, like block_sum (the second lets the next sum reuse `red`).
+__device__ __forceinline__ float virtual_block_sum(float* red, const float (&part)[gemvnorm::kPerThread], int threads) {
+  const int warp = static_cast<int>(threadIdx.x) / kGemvLanes, lane = static_cast<int>(threadIdx.x) % kGemvLanes;
+#pragma unroll
+  for (int j = 0; j < gemvnorm::kPerThread; ++j) {
+    float s = part[j];
+#pragma unroll
+    for (int offset = kGemvLanes / 2; offset > 0; offset /= 2) s += __shfl_xor_sync(0xffffffffu, s, offset);
+    const int w = gemvnorm::virtual_warp(warp, j, threads);
+    if (lane == 0 && w >= 0) red[w] = s;
+  }
+  __syncthreads();
+  const float total = add_warp_sums(red, threads / kGemvLanes);
+  __syncthreads();
+  return total;
+}
+
+// The norm prologue: the first lanes' weights asked into L2 (they stream while the block computes
+// the norm), the norm's weight and bias into L1, the wait for the kernel before, then each row of
+// x normed into `xs` (shared memory, rows `in` apart) by the whole block, the first block also
+// writing the residual. Every thread of the block runs it (the barriers).
+template <typename T>
+__device__ __forceinline__ void gemv_norm_prologue(const GemvParams& p, const GemvLane& l, bool active, int ahead,
+                                                   T* xs, float* red) {
+  using Io = addnorm::TypedIo<T>;
+  constexpr int V = GemvUnpack<T>::kVec;
+  if (active) {
+    const T* w_row = static_cast<const T*>(p.w) + static_cast<int64_t>(l.out_row) * p.in;
+    const int nvec = p.in / V;
+    for (int k = 0; k < ahead; ++k) {
+      const int v = l.t + k * l.stride;
+      if (v >= nvec) break;
+      prefetch_l2(w_row + static_cast<int64_t>(v) * V);
+    }
+  }
+  AddNormParams a = p.norm;
+  const int tid = static_cast<int>(threadIdx.x), threads = a.threads;  // the launcher's addnorm::threads_of
+  if (a.prefetch_weights) {
+    const int64_t weight_bytes = static_cast<int64_t>(a.dim) * element_bytes(a.type);
+    prefetch_l1_lines(a.weight, weight_bytes, tid, kGemvThreads);
+    if (a.norm == NormType::kLayer) prefetch_l1_lines(a.bias, weight_bytes, tid, kGemvThreads);
+  }
+  grid_dependency_wait();
+  a.normed = xs;
+  a.normed_row_stride = p.in;
+  if (blockIdx.x != 0) a.residual_out = nullptr;
+  for (int r = 0; r < p.rows; ++r) {
+    float part[gemvnorm::kPerThread];
+    gemvnorm::add_partials<Io>(a, r, tid, threads, part);
+    const float first = virtual_block_sum(red, part, threads);
+    float second = 0.0f;
+    if (a.norm == NormType::kLayer) {
+      gemvnorm::variance_partials<Io>(a, r, tid, threads, addnorm::mean_of(first, a.dim), part);
+      second = virtual_block_sum(red, part, threads);
+    }
+    gemvnorm::norm_writes<Io>(a, r, tid, threads, first, second);
+  }
+  __syncthreads();  // the normed rows in shared memory before any warp reads them
+}
 
 // kGated: a gated activation (GemvActivation::gated), its own instantiation so that the plain
 // kernel keeps its registers (40 at one row on sm_90; the pairing's barrier and bookkeeping in the
 // same body took 44-46), and only for the rows a decode step fuses (kGemvGatedMaxRows).
 // kUnroll: weight loads in flight a lane (kGemvUnroll; kGemvUnrollWide in the measuring variant).
-template <typename T, int R, bool kVectorized, bool kGated, int kUnroll = kGemvUnroll>
-__global__ void __launch_bounds__(kGemvThreads) gemv_kernel(const GemvParams p, const int split, const int prefetch) {
+// kNorm: the norm prologue (GemvParams::norm; the 16-byte path, R <= gemvnorm::kMaxRows): x is the
+// block's normed copy in dynamic shared memory, and `prefetch` the vectors a lane asks into L2
+// before the prologue (its first kUnroll and more).
+// The prologue's batches of loads would hold 113-128 registers a thread (the compiler overlaps
+// both virtual threads' reads), two blocks an SM: kNorm asks for four blocks (64 registers), the
+// loads in flight in the products (32 warps x 4 x 16 bytes a lane) well past what the copy
+// bandwidth needs.
+template <typename T, int R, bool kVectorized, bool kGated, int kUnroll = kGemvUnroll, bool kNorm = false>
+__global__ void __launch_bounds__(kGemvThreads, kNorm ? 4 : 1) gemv_kernel(const GemvParams p, const int split,
+                                                                          const int prefetch) {
   __shared__ float partial[kGemvWarps][R];
   __shared__ float pair_value[kGated ? kGemvWarps : 1][R];  // gated: each row's stored value, for its pair
+  __shared__ float norm_red[kNorm ? addnorm::kMaxThreads / kGemvLanes : 1];  // the prologue's warp sums
+  extern __shared__ __align__(16) unsigned char gemv_normed_x[];                // kNorm: [rows, in] of T
   allow_dependent_launch();
   const GemvLane l = gemv_lane_of(split, static_cast<int>(blockIdx.x), static_cast<int>(threadIdx.x),
                                   kGated ? p.out / 2 : 0);
   const T* x = static_cast<const T*>(p.x);
+  int64_t x_row_stride = p.x_row_stride;
   float acc[R];
 #pragma unroll
   for (int r = 0; r < R; ++r) acc[r] = 0.f;
   const bool active = l.out_row < p.out;  // the last block's spare warps still reach the barriers
+  int lane_prefetch = prefetch;
+  if constexpr (kNorm) {
+    T* xs = reinterpret_cast<T*>(gemv_normed_x);
+    gemv_norm_prologue<T>(p, l, active, prefetch, xs, norm_red);
+    x = xs;
+    x_row_stride = p.in;
+    lane_prefetch = 0;  // asked before the prologue
+  }
   if (active) {
     const T* w_row = static_cast<const T*>(p.w) + static_cast<int64_t>(l.out_row) * p.in;
     if constexpr (kVectorized) {
-      gemv_lane_vectorized<T, R, kUnroll>(w_row, x, p.x_row_stride, p.rows, p.in / GemvUnpack<T>::kVec, l.t,
-                                          l.stride, acc, prefetch);
+      gemv_lane_vectorized<T, R, kUnroll>(w_row, x, x_row_stride, p.rows, p.in / GemvUnpack<T>::kVec, l.t,
+                                          l.stride, acc, lane_prefetch);
     } else {
       gemv_lane_scalar<T, R>(w_row, x, p.x_row_stride, p.rows, p.in, l.t, l.stride, acc);
     }
@@ -110,6 +193,26 @@ LaunchStatus gemv_launch(const GemvParams& p, cudaStream_t stream) {
     return {cudaErrorInvalidValue, "gemv: unroll must be 0, 4 or 8"};
   }
   const GemvPlan plan = gemv_plan(p.out, p.in, GemvUnpack<T>::kVec, p.sm_count, gated);
+  constexpr const char* kWhat = "gemv kernel launch";
+  if (p.norm.dim > 0) {
+    if (const char* why = gemvnorm::refusal(p.norm, p.rows, p.in, p.x_type)) return {cudaErrorInvalidValue, why};
+    if (p.unroll == kGemvUnrollWide) return {cudaErrorInvalidValue, "gemv: the norm prologue runs the default unroll"};
+    if (!gemv_vectorized(p.in, static_cast<int>(sizeof(T)), reinterpret_cast<uintptr_t>(p.w), 0, p.in)) {
+      return {cudaErrorInvalidValue, "gemv: the norm prologue needs the 16-byte path (inputs a multiple of 16 bytes, "
+                                     "the weight 16-byte aligned)"};
+    }
+    if constexpr (R <= gemvnorm::kMaxRows) {
+      // Every resident lane's first weights and the next ones (within half the L2) asked before
+      // the prologue, whether or not the kernel may start early: they stream while it runs.
+      const int ahead = kGemvUnroll + gemv_prefetch_vectors(plan, p.in / GemvUnpack<T>::kVec, p.sm_count, p.l2_bytes);
+      const size_t shared = static_cast<size_t>(gemvnorm::shared_bytes(p.rows, p.in, static_cast<int>(sizeof(T))));
+      GemvParams q = p;
+      q.norm.threads = addnorm::threads_of(p.norm);  // the add_norm kernel's threads a row: the virtual threads
+      return launch_kernel(gated ? gemv_kernel<T, R, true, true, kGemvUnroll, true>
+                                 : gemv_kernel<T, R, true, false, kGemvUnroll, true>,
+                           dim3(plan.blocks), dim3(kGemvThreads), shared, stream, kWhat, q, plan.split, ahead);
+    }
+  }
   const bool vectorized = gemv_vectorized(p.in, static_cast<int>(sizeof(T)), reinterpret_cast<uintptr_t>(p.w),
                                           reinterpret_cast<uintptr_t>(p.x), p.x_row_stride);
   // The measuring variant: one row of x, the 16-byte path, no gated activation (else the default).
@@ -120,7 +223,6 @@ LaunchStatus gemv_launch(const GemvParams& p, cudaStream_t stream) {
                            ? gemv_prefetch_vectors(plan, p.in / GemvUnpack<T>::kVec, p.sm_count, p.l2_bytes,
                                                    wide ? kGemvUnrollWide : kGemvUnroll)
                            : 0;
-  constexpr const char* kWhat = "gemv kernel launch";
   if constexpr (R == 1) {
     if (wide) {
       return launch_kernel(gemv_kernel<T, 1, true, false, kGemvUnrollWide>, dim3(plan.blocks), dim3(kGemvThreads), 0,

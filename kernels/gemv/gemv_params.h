@@ -5,6 +5,7 @@
 #include <cstdint>
 
 #include "activation/activation_params.h"
+#include "add_norm/add_norm_params.h"
 #include "common/element_enum.h"
 
 namespace effarch::kernels {
@@ -77,6 +78,12 @@ struct GemvParams {
   // Weight loads in flight a lane: 0 for kGemvUnroll, or kGemvUnrollWide (a measuring variant, one
   // row of x on the 16-byte path without a gated activation; elsewhere the default). Same sums.
   int unroll = 0;
+  // The norm prologue (gemv_norm.h): dim 0 none; else x is not read: every block computes
+  // norm(norm.x + norm.y (+ norm.z)) for the GEMV's rows as the add_norm kernel would (its element
+  // shape, bit for bit) into shared memory and multiplies that, and the first block writes
+  // norm.residual_out (which must not be an input). norm.normed is not read (the shared copy is
+  // the output). The default unroll only, 1..gemvnorm::kMaxRows rows, the 16-byte path.
+  AddNormParams norm;
 };
 
 }  // namespace effarch::kernels

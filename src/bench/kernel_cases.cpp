@@ -24,6 +24,7 @@
 #include "effarch/ops/decode_attention.h"
 #include "effarch/ops/linear.h"
 #include "effarch/ops/moe.h"
+#include "effarch/ops/normed_input.h"
 #include "effarch/ops/selective_scan.h"
 #include "effarch/ops/ssd.h"
 
@@ -448,6 +449,63 @@ KernelCase dense_gemv_case(std::string name, KernelModel model, std::string matr
       }};
 }
 
+// A decode step's block boundary into the product that reads it (docs/engine.md, "The norm in the
+// GEMV's prologue"): the residual add and the model's norm (z for a parallel block, an fp32
+// residual for residual_in_fp32), then y [B, O] = norm(x + y) W^T, `dims` O and K (= H). The kernel
+// row is the dense GEMV computing the add + norm in its prologue (ops::NormedInput, one launch);
+// the reference row is what --norm-prologue separate runs: add_norm, then the product, each as
+// --backend auto picks it (on a GPU the add_norm kernel and the GEMV kernel, two launches; on the
+// CPU the reference and the CPU GEMV), on the same tensors.
+KernelCase add_norm_gemv_case(std::string name, KernelModel model, std::string matrix,
+                              std::function<std::pair<int64_t, int64_t>(const KernelShape&)> dims) {
+  return KernelCase{
+      std::move(name), model, ops::OpFamily::DenseGemv, false,
+      "read W [O,H] (" + matrix + "), x [B,H] (fp32 for residual_in_fp32), y [B,H] (and z for a parallel block), "
+      "the norm's weight [H] (and bias); write residual [B,H], y [B,O]; the dtype but x",
+      [dims](const KernelShape& s) {
+        const auto [o, k] = dims(s);
+        return json{{"w", {o, k}}, {"x", {s.batch, k}}, {"parallel_block", s.config->parallel_block},
+                    {"layer_norm", s.config->norm == model::NormKind::LayerNorm},
+                    {"residual_in_fp32", s.config->residual_in_fp32}};
+      },
+      [dims](const KernelShape& s) {
+        const auto [o, k] = dims(s);
+        const uint64_t e = esize(s.dtype), bk = elems({s.batch, k});
+        const uint64_t r = s.config->residual_in_fp32 ? 4 : e;  // the residual's element
+        const uint64_t addends = s.config->parallel_block ? 2 : 1, params = s.config->norm == model::NormKind::LayerNorm ? 2 : 1;
+        return KernelBytes{e * (elems({o, k}) + addends * bk + params * elems({k})) + r * bk,
+                           e * elems({s.batch, o}) + r * bk};
+      },
+      [dims](const KernelShape& s, const at::TensorOptions& opt, ops::Backend backend) -> std::function<void()> {
+        const auto [o, k] = dims(s);
+        const ops::Linear layer(at::randn({o, k}, opt) * 0.02);
+        const at::Tensor x = at::randn({s.batch, 1, k}, s.config->residual_in_fp32 ? opt.dtype(at::kFloat) : opt);
+        const at::Tensor y = at::randn({s.batch, 1, k}, opt);
+        const at::Tensor z = s.config->parallel_block ? at::randn({s.batch, 1, k}, opt) : at::Tensor();
+        auto norm = std::make_shared<ops::NormParams>();
+        norm->weight = at::randn({k}, opt);
+        norm->layer_norm = s.config->norm == model::NormKind::LayerNorm;
+        if (norm->layer_norm) norm->bias = at::randn({k}, opt);
+        norm->eps = s.config->norm_eps;
+        const std::optional<at::Tensor> zo = z.defined() ? std::optional<at::Tensor>(z) : std::nullopt;
+        if (backend == ops::Backend::Reference) {
+          return [=] {
+            const ops::AddNormResult r = ops::add_norm(x, y, zo ? &*zo : nullptr, *norm, ops::Backend::Auto);
+            (void)ops::linear(r.normed, layer, ops::Backend::Auto);
+          };
+        }
+        // Asked for by name: where the prologue cannot run (more rows than it takes, a row past
+        // 4096), the row is an error that says so, not the two kernels under this name.
+        if (ops::NormedInput::pending(x, y, zo, *norm, ops::Backend::Cuda).prologue_for(layer, ops::Backend::Cuda) ==
+            nullptr) {
+          throw OpError(fmt::format("no norm prologue for {} rows of a [{}, {}] {} product (at most {} rows, a row of "
+                                    "at most 4096, the CUDA kernels): the reference row times the two kernels",
+                                    s.batch, o, k, c10::toString(opt.dtype().toScalarType()), 2));
+        }
+        return [=] { (void)ops::linear(ops::NormedInput::pending(x, y, zo, *norm, ops::Backend::Cuda), layer, ops::Backend::Cuda); };
+      }};
+}
+
 // A dense GEMV case and its twin `name`_u8: the kernel with eight weight loads in flight a lane
 // (Linear::cuda_gemv_unroll; at one row, elsewhere the default kernel), for the matrices where the
 // GEMV trails cuBLAS on an H100 (docs/perf/pending.md, entry 25).
@@ -771,6 +829,10 @@ std::vector<KernelCase> make_kernel_cases() {
                                   [](const KernelShape& s) {
                                     return std::make_pair(2 * mamba(s).d_inner, s.config->hidden_size);
                                   });
+  cases.push_back(add_norm_gemv_case("add_norm_gemv_in_proj", KernelModel::Mamba1, "Mamba in_proj: O = 2 Di, K = H",
+                                     [](const KernelShape& s) {
+                                       return std::make_pair(2 * mamba(s).d_inner, s.config->hidden_size);
+                                     }));
   // in_proj with the conv update in its epilogue, as a Mamba-1 decode step runs it
   // (ops::linear_conv_update); the reference row is at::linear then the conv's reference.
   cases.push_back(KernelCase{
@@ -881,6 +943,13 @@ std::vector<KernelCase> make_kernel_cases() {
                                     return std::make_pair((a.num_heads + 2 * a.num_kv_heads) * a.head_dim,
                                                           s.config->hidden_size);
                                   });
+  cases.push_back(add_norm_gemv_case("add_norm_gemv_qkv", KernelModel::Transformer,
+                                     "attention's fused q, k, v: O = (heads + 2 kv heads) head_dim, K = H",
+                                     [](const KernelShape& s) {
+                                       const auto& a = attn(s);
+                                       return std::make_pair((a.num_heads + 2 * a.num_kv_heads) * a.head_dim,
+                                                             s.config->hidden_size);
+                                     }));
   // A parallel block's two products a step (Phi: ParallelProducts, docs/engine.md "The parallel
   // block's two products"), plain: the model's first one also activates fc1's rows as it stores them.
   cases.push_back(dense_gemv_case("dense_gemv_parallel_in", KernelModel::Transformer,

@@ -152,8 +152,12 @@ at::Tensor linear_activation(const at::Tensor& x, const Linear& layer, Activatio
   return activate(act, linear(x, layer, backend), backend);
 }
 
-at::Tensor linear_activation_tail(const at::Tensor& x, const Linear& layer, Activation act, int64_t from,
-                                  Backend backend, const at::Tensor* out) {
+namespace {
+
+// linear_activation_tail for x, or for `pending`'s stand-in x (NormedInput::stand_in): its add +
+// norm in the fused GEMV's prologue where that runs, else computed first.
+at::Tensor activation_tail(const at::Tensor& x, const Linear& layer, Activation act, int64_t from, Backend backend,
+                           const at::Tensor* out, const NormedInput* pending) {
   constexpr const char* op = "linear_activation_tail";
   detail::check_linear(x, layer, op);
   const int64_t o = layer.out_features();
@@ -167,16 +171,54 @@ at::Tensor linear_activation_tail(const at::Tensor& x, const Linear& layer, Acti
   }
 #ifdef EFFARCH_WITH_CUDA
   if (linear_activation_fuses(x, layer, act, backend)) {
-    RECORD_USER_SCOPE("effarch::linear");  // one GEMV launch: the activation inside counts as the projection's
-    return detail::linear_activation_cuda(x, layer, act, /*gated=*/false, from, out);
+    const kernels::AddNormParams* norm = pending != nullptr ? pending->prologue_for(layer, backend) : nullptr;
+    if (pending == nullptr || norm != nullptr) {
+      RECORD_USER_SCOPE("effarch::linear");  // one GEMV launch: the activation inside counts as the projection's
+      return detail::linear_activation_cuda(x, layer, act, /*gated=*/false, from, out, norm);
+    }
+    return activation_tail(pending->tensor(), layer, act, from, backend, out, nullptr);
   }
 #endif
-  const at::Tensor y = linear(x, layer, backend);
+  const at::Tensor y = linear(pending != nullptr ? pending->tensor() : x, layer, backend);
   at::Tensor tail = y.narrow(-1, from, o - from);
   tail.copy_(activate(act, tail, backend));
   if (out == nullptr) return y;
   out->copy_(y.reshape({rows, o}));
   return *out;
+}
+
+// linear_gated_activation for x, or for `pending`'s stand-in x (as activation_tail).
+at::Tensor gated_product(const at::Tensor& x, const Linear& gate_up, Activation act, Backend backend,
+                         const NormedInput* pending) {
+  detail::check_linear(x, gate_up, "linear_gated_activation");
+  if (gate_up.out_features() % 2 != 0) {
+    throw OpError(fmt::format("linear_gated_activation: gate_up has {} output features, expected 2I (gate rows, "
+                              "then up rows)",
+                              gate_up.out_features()));
+  }
+#ifdef EFFARCH_WITH_CUDA
+  if (linear_gated_activation_fuses(x, gate_up, act, backend)) {
+    const kernels::AddNormParams* norm = pending != nullptr ? pending->prologue_for(gate_up, backend) : nullptr;
+    if (pending == nullptr || norm != nullptr) {
+      RECORD_USER_SCOPE("effarch::linear");  // one GEMV launch: the activation inside counts as the projection's
+      return detail::linear_activation_cuda(x, gate_up, act, /*gated=*/true, 0, nullptr, norm);
+    }
+  }
+#endif
+  return gated_activation(act, linear(pending != nullptr ? pending->tensor() : x, gate_up, backend), backend);
+}
+
+}  // namespace
+
+at::Tensor linear_activation_tail(const at::Tensor& x, const Linear& layer, Activation act, int64_t from,
+                                  Backend backend, const at::Tensor* out) {
+  return activation_tail(x, layer, act, from, backend, out, nullptr);
+}
+
+at::Tensor linear_activation_tail(const NormedInput& x, const Linear& layer, Activation act, int64_t from,
+                                  Backend backend, const at::Tensor* out) {
+  if (!x.is_pending()) return activation_tail(x.tensor(), layer, act, from, backend, out, nullptr);
+  return activation_tail(x.stand_in(), layer, act, from, backend, out, &x);
 }
 
 bool linear_gated_activation_fuses(const at::Tensor& x, const Linear& gate_up, Activation act, Backend backend) {
@@ -186,19 +228,12 @@ bool linear_gated_activation_fuses(const at::Tensor& x, const Linear& gate_up, A
 }
 
 at::Tensor linear_gated_activation(const at::Tensor& x, const Linear& gate_up, Activation act, Backend backend) {
-  detail::check_linear(x, gate_up, "linear_gated_activation");
-  if (gate_up.out_features() % 2 != 0) {
-    throw OpError(fmt::format("linear_gated_activation: gate_up has {} output features, expected 2I (gate rows, "
-                              "then up rows)",
-                              gate_up.out_features()));
-  }
-#ifdef EFFARCH_WITH_CUDA
-  if (linear_gated_activation_fuses(x, gate_up, act, backend)) {
-    RECORD_USER_SCOPE("effarch::linear");  // one GEMV launch: the activation inside counts as the projection's
-    return detail::linear_activation_cuda(x, gate_up, act, /*gated=*/true);
-  }
-#endif
-  return gated_activation(act, linear(x, gate_up, backend), backend);
+  return gated_product(x, gate_up, act, backend, nullptr);
+}
+
+at::Tensor linear_gated_activation(const NormedInput& x, const Linear& gate_up, Activation act, Backend backend) {
+  if (!x.is_pending()) return gated_product(x.tensor(), gate_up, act, backend, nullptr);
+  return gated_product(x.stand_in(), gate_up, act, backend, &x);
 }
 
 }  // namespace effarch::ops

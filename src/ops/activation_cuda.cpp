@@ -23,7 +23,7 @@ at::Tensor activation_cuda(Activation act, const at::Tensor& x, bool gated) {
 }
 
 at::Tensor linear_activation_cuda(const at::Tensor& x, const Linear& layer, Activation act, bool gated, int64_t from,
-                                  const at::Tensor* out) {
+                                  const at::Tensor* out, const kernels::AddNormParams* norm) {
   const auto kind = kernel_activation(act);
   if (!kind) throw OpError("linear_activation: no kernel for this activation (only silu and gelu_new)");
   kernels::GemvActivation a;
@@ -31,7 +31,7 @@ at::Tensor linear_activation_cuda(const at::Tensor& x, const Linear& layer, Acti
   a.act = *kind;
   a.gated = gated;
   a.from = static_cast<int>(from);  // linear_activation_tail checked 0 <= from < O
-  return dense_gemv_cuda(x, layer, nullptr, &a, out);
+  return dense_gemv_cuda(x, layer, nullptr, &a, out, norm);
 }
 
 }  // namespace effarch::ops::detail

@@ -7,6 +7,7 @@
 #include <ATen/record_function.h>
 #include <fmt/format.h>
 
+#include "add_norm_launch.h"
 #include "arg_checks.h"
 #include "effarch/common/error.h"
 #include "effarch/ops/norm.h"
@@ -22,7 +23,11 @@ using detail::shape;
 
 bool is_float(at::ScalarType t) { return t == at::kFloat || t == at::kBFloat16 || t == at::kHalf; }
 
-void check(const at::Tensor& x, const at::Tensor& y, const at::Tensor* z, const NormParams& norm) {
+}  // namespace
+
+namespace detail {
+
+void check_add_norm(const at::Tensor& x, const at::Tensor& y, const at::Tensor* z, const NormParams& norm) {
   if (!norm.weight.defined() || norm.weight.dim() != 1 || !is_float(norm.weight.scalar_type())) {
     throw OpError(fmt::format("{}: weight must be a 1-dim float32, bfloat16 or float16 tensor", kOp));
   }
@@ -68,12 +73,12 @@ void check(const at::Tensor& x, const at::Tensor& y, const at::Tensor* z, const 
   }
 }
 
-}  // namespace
+}  // namespace detail
 
 AddNormResult add_norm(const at::Tensor& x, const at::Tensor& y, const at::Tensor* z, const NormParams& norm,
                        Backend backend) {
   RECORD_USER_SCOPE("effarch::add_norm");  // names the op in profiles
-  check(x, y, z, norm);
+  detail::check_add_norm(x, y, z, norm);
   [[maybe_unused]] const bool cuda = use_cuda_kernel(backend, OpFamily::AddNorm, x.device());
 #ifdef EFFARCH_WITH_CUDA
   if (cuda) return detail::add_norm_cuda(x, y, z, norm);

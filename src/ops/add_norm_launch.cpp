@@ -24,7 +24,8 @@ at::Tensor rows_of(const at::Tensor& t, int64_t h) {
 
 }  // namespace
 
-AddNormLaunch prepare_add_norm(const at::Tensor& x, const at::Tensor& y, const at::Tensor* z, const NormParams& norm) {
+AddNormLaunch prepare_add_norm(const at::Tensor& x, const at::Tensor& y, const at::Tensor* z, const NormParams& norm,
+                               bool with_normed) {
   const int64_t h = x.size(-1);
   if (h > std::numeric_limits<int>::max()) {
     throw OpError(fmt::format("{}: x has {} channels, beyond the kernel's 32-bit sizes", kOp, h));
@@ -37,7 +38,7 @@ AddNormLaunch prepare_add_norm(const at::Tensor& x, const at::Tensor& y, const a
   if (norm.layer_norm) l.bias = norm.bias.contiguous();
   const at::ScalarType type = norm.weight.scalar_type();
   l.residual = at::empty(l.x.sizes(), l.x.options());  // x's dtype: the model dtype or fp32
-  l.normed = at::empty(l.x.sizes(), l.x.options().dtype(type));
+  if (with_normed) l.normed = at::empty(l.x.sizes(), l.x.options().dtype(type));
   kernels::AddNormParams& p = l.params;
   p.rows = l.x.size(0);
   p.dim = static_cast<int>(h);
@@ -55,8 +56,10 @@ AddNormLaunch prepare_add_norm(const at::Tensor& x, const at::Tensor& y, const a
   }
   p.residual_out = l.residual.mutable_data_ptr();
   p.residual_out_row_stride = l.residual.stride(0);
-  p.normed = l.normed.mutable_data_ptr();
-  p.normed_row_stride = l.normed.stride(0);
+  if (with_normed) {
+    p.normed = l.normed.mutable_data_ptr();
+    p.normed_row_stride = l.normed.stride(0);
+  }
   p.weight = l.weight.const_data_ptr();
   // A copy made above is written by the kernel just before: no prefetch ahead of the wait then.
   p.prefetch_weights = l.weight.is_same(norm.weight) && (!norm.layer_norm || l.bias.is_same(norm.bias));

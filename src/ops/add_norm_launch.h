@@ -18,7 +18,11 @@ struct AddNormLaunch {
 };
 
 // Over checked arguments (src/ops/add_norm.cpp). The results are launch.residual and
-// launch.normed viewed as x's shape.
-AddNormLaunch prepare_add_norm(const at::Tensor& x, const at::Tensor& y, const at::Tensor* z, const NormParams& norm);
+// launch.normed viewed as x's shape. Without `with_normed` (the dense GEMV's norm prologue,
+// which keeps the normed rows in shared memory) no normed tensor is made: params.normed is null.
+AddNormLaunch prepare_add_norm(const at::Tensor& x, const at::Tensor& y, const at::Tensor* z, const NormParams& norm,
+                               bool with_normed = true);
+// add_norm's argument checks (OpError naming the argument), for the ops that prepare its launch.
+void check_add_norm(const at::Tensor& x, const at::Tensor& y, const at::Tensor* z, const NormParams& norm);
 
 }  // namespace effarch::ops::detail

@@ -71,10 +71,11 @@ void causal_conv1d_update_cuda(const at::Tensor& x, const at::Tensor& conv_state
 
 at::Tensor linear_conv_update_cuda(const at::Tensor& x, const Linear& in_proj, int64_t begin,
                                    const at::Tensor& conv_state, const at::Tensor& weight,
-                                   const std::optional<at::Tensor>& bias, bool silu, const at::Tensor& conv_out) {
+                                   const std::optional<at::Tensor>& bias, bool silu, const at::Tensor& conv_out,
+                                   const kernels::AddNormParams* norm) {
   const ConvKernelWeights kw = conv_kernel_weights(x, weight, bias);  // alive until the launch: c points into it
   const kernels::GemvConvUpdate c = gemv_conv_update_params(kw, begin, silu, conv_state, conv_out);
-  return dense_gemv_cuda(x, in_proj, &c);
+  return dense_gemv_cuda(x, in_proj, &c, nullptr, nullptr, norm);
 }
 
 }  // namespace effarch::ops::detail

@@ -202,4 +202,18 @@ at::Tensor linear(const at::Tensor& x, const Linear& layer, Backend backend) {
   return rows_linear(x, layer.weight, layer.bias);
 }
 
+at::Tensor linear(const NormedInput& x, const Linear& layer, Backend backend) {
+#ifdef EFFARCH_WITH_CUDA
+  if (x.is_pending()) {
+    const at::Tensor in = x.stand_in();
+    detail::check_linear(in, layer, "linear");
+    if (const kernels::AddNormParams* norm = x.prologue_for(layer, backend)) {
+      RECORD_USER_SCOPE("effarch::linear");  // one GEMV launch: the add + norm inside counts as the projection's
+      return detail::dense_gemv_cuda(in, layer, nullptr, nullptr, nullptr, norm);
+    }
+  }
+#endif
+  return linear(x.tensor(), layer, backend);
+}
+
 }  // namespace effarch::ops

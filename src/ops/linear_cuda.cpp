@@ -85,7 +85,8 @@ at::Tensor int8_gemv_cuda(const at::Tensor& x_in, const Linear& layer) {
 }
 
 at::Tensor dense_gemv_cuda(const at::Tensor& x_in, const Linear& layer, const kernels::GemvConvUpdate* conv,
-                           const kernels::GemvActivation* activation, const at::Tensor* out) {
+                           const kernels::GemvActivation* activation, const at::Tensor* out,
+                           const kernels::AddNormParams* norm) {
   constexpr const char* op = "linear (dense GEMV)";
   const c10::cuda::CUDAGuard device_guard(x_in.device());
   const bool gated = activation != nullptr && activation->gated;  // act(gate) * up: [R, 2I] -> [R, I]
@@ -103,6 +104,7 @@ at::Tensor dense_gemv_cuda(const at::Tensor& x_in, const Linear& layer, const ke
   if (conv != nullptr) p.conv = *conv;
   if (activation != nullptr) p.activation = *activation;
   p.unroll = layer.cuda_gemv_unroll;
+  if (norm != nullptr) p.norm = *norm;
   throw_if_failed(kernels::gemv(p, current_stream()), op);
   return o.result();
 }

@@ -60,6 +60,10 @@ def expected(op, B, L):  # docs/kernels.md, "Bytes each op must move"
     if op in gemv: O, K = gemv[op]; return e * (O*K + B*K) + e * B*O
     if op == "dense_gemv_mlp_up_act":  # tiny-phi's fc1 with its bias, gelu_new(fc1) written
         O, K = gemv["dense_gemv_mlp_up"]; return e * (O*K + B*K + O) + e * B*I
+    if op == "add_norm_gemv_in_proj":  # tiny-mamba: x (fp32 here anyway), y, RMSNorm's weight, W; y and the residual written
+        O, K = gemv["dense_gemv_in_proj"]; return e * (O*K + B*K + K) + e * B*K + e * B*O + e * B*K
+    if op == "add_norm_gemv_qkv":  # tiny-phi: x, y and z (a parallel block), LayerNorm's weight and bias, W
+        O, K = gemv["dense_gemv_qkv"]; return e * (O*K + 2*B*K + 2*K) + e * B*K + e * B*O + e * B*K
     if op == "dense_gemv_in_proj_conv":  # the in_proj GEMV, the conv state read and written, its weights, its output
         O, K = gemv["dense_gemv_in_proj"]; return e * (O*K + B*K) + e * B*O + e * (2*B*D*W + D*W + D + B*D)
     if op in ("moe_prefill", "moe_prefill_per_expert"): return e * (B*L*Hm + Em*Hm + 3*Em*Im*Hm) + e*B*L*Hm
@@ -79,7 +83,7 @@ rows = doc["rows"]
 ops = sorted({r["op"] for r in rows})
 if ops != sorted(["causal_conv1d", "causal_conv1d_vec", "causal_conv1d_update", "selective_scan", "selective_scan_seg8", "selective_scan_split", "selective_scan_seg4", "selective_state_update", "selective_state_update_dt_proj", "ssd_chunk_scan",
                   "ssd_chunk_scan_fma", "ssd_state_update", "gated_rms_norm", "attention", "attention_decode", "decode_attention", "decode_attention_b4", "decode_attention_b6", "add_norm", "add_norm_element", "add_norm_t32", "add_norm_t128", "add_norm_vec",
-                  "activation", "dense_gemv_in_proj", "dense_gemv_in_proj_conv", "dense_gemv_x_proj", "dense_gemv_lm_head", "dense_gemv_out_proj", "dense_gemv_mlp_down", "dense_gemv_mlp_up", "dense_gemv_mlp_up_act", "dense_gemv_qkv", "dense_gemv_parallel_in", "dense_gemv_parallel_out", "dense_gemv_mamba2_in_proj", "dense_gemv_mamba2_out_proj",
+                  "activation", "dense_gemv_in_proj", "add_norm_gemv_in_proj", "add_norm_gemv_qkv", "dense_gemv_in_proj_conv", "dense_gemv_x_proj", "dense_gemv_lm_head", "dense_gemv_out_proj", "dense_gemv_mlp_down", "dense_gemv_mlp_up", "dense_gemv_mlp_up_act", "dense_gemv_qkv", "dense_gemv_parallel_in", "dense_gemv_parallel_out", "dense_gemv_mamba2_in_proj", "dense_gemv_mamba2_out_proj",
                   *[op + "_u8" for op in u8], "moe_decode", "moe_decode_r1", "moe_decode_r1l8", "moe_prefill", "moe_prefill_per_expert", "moe_dense_gemm"]): bad.append(f"ops {ops}")
 for r in rows:
     name = f"{r['op']} {r['implementation']} L{r['length']}"
@@ -106,7 +110,7 @@ for r in rows:
     if r["implementation"] not in want: bad.append(f"{name}: implementation")
     if "products" in r: bad.append(f"{name}: products on a row that did not run the CUDA scan")
     if "pieces" in r: bad.append(f"{name}: pieces on a row that did not run the CUDA split scan")
-    if r["length"] != (1 if r["op"] in ("causal_conv1d_update", "selective_state_update", "selective_state_update_dt_proj", "ssd_state_update", "add_norm", "add_norm_element", "add_norm_t32", "add_norm_t128", "add_norm_vec", "activation", "dense_gemv_in_proj_conv", "dense_gemv_mlp_up_act", "moe_decode", "moe_decode_r1", "moe_decode_r1l8") or r["op"] in gemv else r["length"]): bad.append(name)
+    if r["length"] != (1 if r["op"] in ("causal_conv1d_update", "selective_state_update", "selective_state_update_dt_proj", "ssd_state_update", "add_norm", "add_norm_element", "add_norm_t32", "add_norm_t128", "add_norm_vec", "activation", "add_norm_gemv_in_proj", "add_norm_gemv_qkv", "dense_gemv_in_proj_conv", "dense_gemv_mlp_up_act", "moe_decode", "moe_decode_r1", "moe_decode_r1l8") or r["op"] in gemv else r["length"]): bad.append(name)
 impls = {(r["op"], r["implementation"]) for r in rows}
 if ("selective_scan", "cpu") not in impls or ("selective_scan", "reference") not in impls: bad.append("scan implementations")
 sva = doc["scan_vs_attention"]

@@ -72,6 +72,10 @@ bool linear_activation_fuses(const at::Tensor& x, const Linear& layer, Activatio
 // activation of the column range, copied into place.
 at::Tensor linear_activation_tail(const at::Tensor& x, const Linear& layer, Activation act, int64_t from,
                                   Backend backend = Backend::Auto, const at::Tensor* out = nullptr);
+// The same for a block's normed input: a pending add + norm runs in the fused GEMV's prologue
+// where it runs (NormedInput::prologue_for), else first (ops::linear's NormedInput form).
+at::Tensor linear_activation_tail(const NormedInput& x, const Linear& layer, Activation act, int64_t from,
+                                  Backend backend = Backend::Auto, const at::Tensor* out = nullptr);
 
 // gated_activation(act, linear(x, gate_up)): a gated MLP's fused gate/up product ([2I, H], gate
 // rows first: GatedMlpWeights::gate_up) and its activation, x [..., H] -> [..., I]. Where
@@ -80,6 +84,9 @@ at::Tensor linear_activation_tail(const at::Tensor& x, const Linear& layer, Acti
 // gated activation kernel's arithmetic on the two rounded projections: the same bits as the GEMV
 // then that kernel (docs/engine.md, "Fused small ops"); elsewhere the two ops, each on `backend`.
 at::Tensor linear_gated_activation(const at::Tensor& x, const Linear& gate_up, Activation act,
+                                   Backend backend = Backend::Auto);
+// The same for a block's normed input (as linear_activation_tail's NormedInput form).
+at::Tensor linear_gated_activation(const NormedInput& x, const Linear& gate_up, Activation act,
                                    Backend backend = Backend::Auto);
 // linear_activation_fuses for the gated form; gate_up's rows must also be even, and x has at most
 // detail::kCudaGatedGemvMaxRows rows.
@@ -90,8 +97,10 @@ namespace detail {
 at::Tensor activation_cuda(Activation act, const at::Tensor& x, bool gated);
 // The fused linear_activation / linear_gated_activation / linear_activation_tail (x [..., K] with
 // the GEMV's rows at most, a kernel for `act`; `from` and `out` as linear_activation_tail's).
+// `norm`: the GEMV's norm prologue, x its stand-in (detail::dense_gemv_cuda).
 at::Tensor linear_activation_cuda(const at::Tensor& x, const Linear& layer, Activation act, bool gated = false,
-                                  int64_t from = 0, const at::Tensor* out = nullptr);
+                                  int64_t from = 0, const at::Tensor* out = nullptr,
+                                  const kernels::AddNormParams* norm = nullptr);
 }  // namespace detail
 #endif
 

@@ -46,6 +46,11 @@ struct ProjectedConv {
 ProjectedConv linear_conv_update(const at::Tensor& x, const Linear& in_proj, int64_t begin, at::Tensor& conv_state,
                                  const at::Tensor& weight, const std::optional<at::Tensor>& bias, bool silu,
                                  Backend backend = Backend::Auto);
+// The same for a block's normed input ([B, H]): a pending add + norm runs in the fused GEMV's
+// prologue where that runs (NormedInput::prologue_for), else first (ops::linear's NormedInput form).
+ProjectedConv linear_conv_update(const NormedInput& x, const Linear& in_proj, int64_t begin, at::Tensor& conv_state,
+                                 const at::Tensor& weight, const std::optional<at::Tensor>& bias, bool silu,
+                                 Backend backend = Backend::Auto);
 // Whether linear_conv_update runs as one kernel: the CUDA dense GEMV runs the projection
 // (detail::dense_gemv_applies) and the conv resolves to its CUDA kernel for `backend`, with the
 // conv state in x's dtype on x's device.
@@ -69,9 +74,11 @@ void causal_conv1d_update_cuda(const at::Tensor& x, const at::Tensor& conv_state
                                const std::optional<at::Tensor>& bias, bool silu, const at::Tensor& out);
 // The fused linear_conv_update (checked arguments, weight [D, W]): returns the projection, writes
 // conv_out [B, D] and rolls conv_state.
+// `norm`: the GEMV's norm prologue, x its stand-in (detail::dense_gemv_cuda).
 at::Tensor linear_conv_update_cuda(const at::Tensor& x, const Linear& in_proj, int64_t begin,
                                    const at::Tensor& conv_state, const at::Tensor& weight,
-                                   const std::optional<at::Tensor>& bias, bool silu, const at::Tensor& conv_out);
+                                   const std::optional<at::Tensor>& bias, bool silu, const at::Tensor& conv_out,
+                                   const kernels::AddNormParams* norm = nullptr);
 #endif
 }  // namespace detail
 

@@ -26,5 +26,10 @@ struct GatedMlpWeights {
 // references call.
 at::Tensor gated_mlp(const at::Tensor& x, const GatedMlpWeights& w, Activation activation,
                      Backend backend = Backend::Reference);
+// The same for a block's normed input: with gate and up fused, a pending add + norm runs in the
+// gate/up GEMV's prologue where that runs (ops::linear_gated_activation's NormedInput form), else
+// first.
+at::Tensor gated_mlp(const NormedInput& x, const GatedMlpWeights& w, Activation activation,
+                     Backend backend = Backend::Auto);
 
 }  // namespace effarch::ops

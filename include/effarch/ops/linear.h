@@ -13,10 +13,12 @@
 #include <ATen/core/Tensor.h>
 
 #include "effarch/ops/backend.h"
+#include "effarch/ops/normed_input.h"
 
 namespace effarch::kernels {
 struct GemvConvUpdate;  // kernels/gemv/gemv_params.h
 struct GemvActivation;
+struct AddNormParams;  // kernels/add_norm/add_norm_params.h
 }  // namespace effarch::kernels
 
 namespace effarch::ops {
@@ -75,6 +77,10 @@ at::Tensor dense_weight(const Linear& layer, at::ScalarType dtype);
 // at::linear = cuBLAS); otherwise the dense product (an int8 weight dequantised to x's dtype for
 // the call: the reference the kernels are tested against).
 at::Tensor linear(const at::Tensor& x, const Linear& layer, Backend backend = Backend::Auto);
+// The same for a block's normed input: a pending add + norm (a decode step's block boundary) runs
+// in the dense GEMV's prologue where NormedInput::prologue_for allows (one launch, the same bits),
+// else the add_norm first, then linear(x.tensor()). The residual is then x.residual().
+at::Tensor linear(const NormedInput& x, const Linear& layer, Backend backend = Backend::Auto);
 
 namespace detail {
 // Rows of x up to which a CUDA int8 layer runs the int8 GEMV kernel.
@@ -118,8 +124,11 @@ at::Tensor int8_gemv_cuda(const at::Tensor& x, const Linear& layer);
 // (ops::linear_gated_activation: [..., 2I] rows -> [..., I]).
 // `out`: where the outputs go, an [R, C] view of x's dtype and device whose columns are
 // contiguous (rows any stride apart: a column range of a wider buffer); null: a new tensor.
+// `norm`: the norm prologue (NormedInput::prologue_for): x is its stand-in (its shape, dtype and
+// device; not read), the kernel computes the real rows from the add + norm and writes its residual.
 at::Tensor dense_gemv_cuda(const at::Tensor& x, const Linear& layer, const kernels::GemvConvUpdate* conv = nullptr,
-                           const kernels::GemvActivation* activation = nullptr, const at::Tensor* out = nullptr);
+                           const kernels::GemvActivation* activation = nullptr, const at::Tensor* out = nullptr,
+                           const kernels::AddNormParams* norm = nullptr);
 // x [..., K] on CUDA (R = numel / K rows, rows_gemm_applies), a dense layer in x's dtype -> [..., O].
 at::Tensor rows_gemm_cuda(const at::Tensor& x, const Linear& layer);
 #endif

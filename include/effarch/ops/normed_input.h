@@ -1,0 +1,69 @@
+#pragma once
+// The input of a block's first product: the normed residual stream, or the block boundary's
+// residual add + norm still to compute (a decode step's, docs/engine.md "The norm in the GEMV's
+// prologue"), which the product's dense GEMV computes in its prologue where it can
+// (kernels/gemv/gemv_norm.h: one launch instead of the add_norm kernel and the GEMV, the same
+// bits), else ops::add_norm computes first. The ops that take one (linear, linear_activation_tail,
+// linear_gated_activation, linear_conv_update) ask prologue_for; everything else reads tensor().
+
+#include <memory>
+#include <optional>
+#include <vector>
+
+#include <ATen/core/Tensor.h>
+
+#include "effarch/ops/add_norm.h"
+#include "effarch/ops/backend.h"
+
+namespace effarch::kernels {
+struct AddNormParams;
+}
+
+namespace effarch::ops {
+
+struct Linear;
+
+class NormedInput {
+ public:
+  NormedInput() = default;
+  // An input already computed (implicit: every op taking a NormedInput takes a tensor).
+  NormedInput(at::Tensor normed);  // NOLINT(google-explicit-constructor)
+  // norm(x + y (+ z)) with the residual x + y (+ z), as ops::add_norm(x, y, z, norm, backend)
+  // computes them, left to the first product that reads it. `norm` must outlive the input.
+  static NormedInput pending(at::Tensor x, at::Tensor y, std::optional<at::Tensor> z, const NormParams& norm,
+                             Backend backend);
+
+  bool defined() const { return s_ != nullptr; }
+  // Made by pending(), whether or not computed since.
+  bool is_pending() const;
+  // The normed tensor in this input's shape; a pending input computes it now (add_norm) unless
+  // it already has (also after a product's prologue, which keeps no copy: the add_norm again, the
+  // same bits).
+  at::Tensor tensor() const;
+  // A pending input's residual x + y (+ z): the product's prologue wrote it, or add_norm now.
+  // An input made from a tensor has none (an OpError).
+  at::Tensor residual() const;
+  // The same input seen as `sizes` (the normed tensor's view; the residual keeps its own shape).
+  NormedInput view(at::IntArrayRef sizes) const;
+  at::IntArrayRef sizes() const;
+  int64_t size(int64_t d) const;
+  int64_t dim() const;
+
+  // For an op that takes a NormedInput: the add + norm params the dense GEMV of `layer` runs in
+  // its prologue for this pending input under `backend` (its residual then this input's), or null
+  // where it cannot: not pending or already computed, more than kernels::gemvnorm::kMaxRows rows,
+  // the add_norm or dense GEMV family not on its CUDA kernel, the layer's measuring unroll, or a
+  // norm the prologue refuses (gemvnorm::refusal). The op then passes stand_in() as x and these
+  // params to the GEMV, and must run it; on null it runs on tensor().
+  const kernels::AddNormParams* prologue_for(const Linear& layer, Backend backend) const;
+  // y in this input's shape: the shape, dtype and device of the normed tensor, what an op checks
+  // and sizes its outputs by when the GEMV's prologue computes the real input.
+  at::Tensor stand_in() const;
+
+ private:
+  struct State;
+  std::shared_ptr<State> s_;
+  std::vector<int64_t> sizes_;
+};
+
+}  // namespace effarch::ops
