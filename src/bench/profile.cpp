@@ -354,6 +354,7 @@ json profile_model(const ProfileSpec& spec) {
   opt.decode = prefill ? model::DecodeMode::Eager : model::resolve_decode_mode(source.config, device, spec.cuda_graphs);
   opt.backend = spec.backend;
   opt.fuse_parallel_block = spec.fuse_parallel_block;
+  opt.fuse_norm_prologue = spec.fuse_norm_prologue;
   opt.allow_beyond_context = true;
   // A CUDA graph is captured on an early step: that happens before the profiler starts, whatever
   // --warmup says (the profiler does not record inside a capture). A prefill's first run pays the

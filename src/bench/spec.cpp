@@ -229,6 +229,8 @@ SweepSpec load_suite(const std::string& name_or_path, const SweepSpec& defaults)
       s.weights = ops::parse_weight_format(str(v, key), src + ": 'weights'");
     } else if (key == "parallel_block") {
       s.fuse_parallel_block = model::parse_parallel_block(str(v, key), src + ": 'parallel_block'");
+    } else if (key == "norm_prologue") {
+      s.fuse_norm_prologue = model::parse_norm_prologue(str(v, key), src + ": 'norm_prologue'");
     } else if (key == "threads") {
       s.threads = static_cast<int>(integer(v, key, 1));
     } else if (key == "attention") {
@@ -241,8 +243,8 @@ SweepSpec load_suite(const std::string& name_or_path, const SweepSpec& defaults)
       s.modes = parse_modes(modes, src + ": 'mode'");
     } else {
       throw UsageError(fmt::format("{}: unknown key '{}' (models, prompt_lengths, batch, gen_tokens, reps, warmup, "
-                                   "dtype, cuda_graphs, pdl, attention, backend, weights, parallel_block, threads, mode, name, "
-                                   "description)",
+                                   "dtype, cuda_graphs, pdl, attention, backend, weights, parallel_block, norm_prologue, "
+                                   "threads, mode, name, description)",
                                    src, key));
     }
   }

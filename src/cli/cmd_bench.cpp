@@ -38,6 +38,8 @@ struct BenchCmd {
   bool weights_given = false;
   std::string parallel_block = "auto";  // applied when given, like weights
   bool parallel_block_given = false;
+  std::string norm_prologue = "auto";  // applied when given, like weights
+  bool norm_prologue_given = false;
   std::string pdl = "auto";  // applied when given (pdl_given), like backend
   bool pdl_given = false;
   std::optional<std::string> mode;
@@ -77,6 +79,9 @@ int run_bench(const BenchCmd& cmd) {
   if (cmd.weights_given) spec.weights = ops::parse_weight_format(cmd.weights, "--weights");
   if (cmd.parallel_block_given) {
     spec.fuse_parallel_block = model::parse_parallel_block(cmd.parallel_block, "--parallel-block");
+  }
+  if (cmd.norm_prologue_given) {
+    spec.fuse_norm_prologue = model::parse_norm_prologue(cmd.norm_prologue, "--norm-prologue");
   }
   if (cmd.pdl_given) spec.pdl = bench::parse_pdl_list(cmd.pdl, "--pdl");
   for (const auto& on : spec.pdl) {
@@ -237,6 +242,7 @@ void register_bench(CLI::App& app, int* exit_code, const std::vector<std::string
   add_backend_option(sub, &cmd->backend, /*list=*/true);  // recorded in each point's key
   add_weights_option(sub, &cmd->weights);  // recorded in each point's key ("weights")
   add_parallel_block_option(sub, &cmd->parallel_block);  // recorded in the key's implementations
+  add_norm_prologue_option(sub, &cmd->norm_prologue);     // recorded in the key's implementations
   add_pdl_option(sub, &cmd->pdl, /*list=*/true);  // recorded in each point's key
   add_parallel_options(sub, &cmd->parallel);
   sub->add_option("--threads", cmd->threads,
@@ -258,6 +264,7 @@ void register_bench(CLI::App& app, int* exit_code, const std::vector<std::string
     cmd->backend_given = sub->count("--backend") > 0;
     cmd->weights_given = sub->count("--weights") > 0;
     cmd->parallel_block_given = sub->count("--parallel-block") > 0;
+    cmd->norm_prologue_given = sub->count("--norm-prologue") > 0;
     cmd->pdl_given = sub->count("--pdl") > 0;
     *exit_code = run_bench(*cmd);
   });

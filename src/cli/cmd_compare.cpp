@@ -71,7 +71,7 @@ void register_compare(CLI::App& app, int* exit_code) {
   sub->add_flag("--ignore-launch", cmd->ignore_launch,
                 "Pair points whose keys differ only in how effarch ran them (backend, graphs, pdl and the "
                 "implementations record): two runs of one workload under different settings, such as bench "
-                "--parallel-block separate against fused");
+                "--parallel-block (or --norm-prologue) separate against fused");
   sub->callback([cmd, exit_code] { *exit_code = run_compare(*cmd); });
 }
 

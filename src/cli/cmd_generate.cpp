@@ -43,6 +43,7 @@ struct GenerateCmd {
   std::string backend = "auto";
   std::string weights = "dense";
   std::string parallel_block = "auto";
+  std::string norm_prologue = "auto";
   std::string pdl = "auto";
   bool json = false;
 };
@@ -128,6 +129,7 @@ int run_generate(const GenerateCmd& cmd) {
   opt.backend = ops::parse_backend(cmd.backend, "--backend");
   opt.weights = ops::parse_weight_format(cmd.weights, "--weights");
   opt.fuse_parallel_block = model::parse_parallel_block(cmd.parallel_block, "--parallel-block");
+  opt.fuse_norm_prologue = model::parse_norm_prologue(cmd.norm_prologue, "--norm-prologue");
   apply_pdl_option(cmd.pdl, device.str());
   opt.seed = cmd.seed;
   opt.decode = model::resolve_decode_mode(source.config, device, decode_request, ops::kBuiltWithCuda, opt.backend,
@@ -252,6 +254,7 @@ void register_generate(CLI::App& app, int* exit_code) {
   add_pdl_option(sub, &cmd->pdl);
   add_weights_option(sub, &cmd->weights);
   add_parallel_block_option(sub, &cmd->parallel_block);
+  add_norm_prologue_option(sub, &cmd->norm_prologue);
   add_parallel_options(sub, &cmd->parallel);
   sub->add_flag("--json", cmd->json, "Print a JSON result instead of streaming");
   sub->callback([cmd, exit_code] { *exit_code = run_generate(*cmd); });

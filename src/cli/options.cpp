@@ -60,6 +60,14 @@ void add_parallel_block_option(CLI::App* sub, std::string* value) {
       ->capture_default_str();
 }
 
+void add_norm_prologue_option(CLI::App* sub, std::string* value) {
+  sub->add_option("--norm-prologue", *value,
+                  "auto|fused|separate: a decode step's residual add + norm inside the dense GEMV that reads it "
+                  "(one kernel fewer per norm), or the add_norm kernel then the GEMV. auto: fused where the CUDA "
+                  "add_norm and dense GEMV kernels run with dense weights. Recorded as add_norm_in_gemv")
+      ->capture_default_str();
+}
+
 void add_seed_option(CLI::App* sub, uint64_t* value, const std::string& what) {
   // CLI11 converts with strtoull, which takes "-1" as 2^64 - 1 and a number past 2^64 as 2^64 - 1:
   // two seeds nobody asked for. A seed is a decimal number that fits.

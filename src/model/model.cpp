@@ -51,6 +51,26 @@ bool resolve_parallel_block(const std::optional<bool>& request, const at::Device
   return request.value_or(device.is_cuda());
 }
 
+std::optional<bool> parse_norm_prologue(const std::string& value, const std::string& option) {
+  return parse_parallel_block(value, option);  // the same words: auto, fused, separate
+}
+
+bool resolve_norm_prologue(const std::optional<bool>& request, const std::map<std::string, std::string>& impl,
+                           ops::WeightFormat weights) {
+  const auto on_cuda = [&impl](ops::OpFamily op) {
+    const auto it = impl.find(std::string(ops::op_name(op)));
+    return it != impl.end() && it->second == ops::backend_name(ops::Backend::Cuda);
+  };
+  const bool can = on_cuda(ops::OpFamily::AddNorm) && on_cuda(ops::OpFamily::DenseGemv) &&
+                   weights == ops::WeightFormat::Dense;
+  if (request == std::optional<bool>(true) && !can) {
+    throw UsageError("--norm-prologue fused: the norm runs in the dense GEMV's prologue, which needs the add_norm and "
+                     "dense GEMV CUDA kernels (a CUDA device, a CUDA build, --backend auto or cuda) and dense "
+                     "weights (not --weights int8)");
+  }
+  return request.value_or(true) && can;
+}
+
 const std::map<std::string, std::vector<std::string>>& implementation_variants() {
   static const std::map<std::string, std::vector<std::string>> variants = {
       {kMoePrefillRecord, {"grouped", "per_expert"}},
@@ -60,7 +80,8 @@ const std::map<std::string, std::vector<std::string>>& implementation_variants()
       {kConvInProjRecord, {"fused", "separate"}},
       {kFc1ActivationRecord, {"fused", "separate"}},
       {kGateUpActivationRecord, {"fused", "separate"}},
-      {kParallelBlockRecord, {"fused", "separate"}}};
+      {kParallelBlockRecord, {"fused", "separate"}},
+      {kNormPrologueRecord, {"fused", "separate"}}};
   return variants;
 }
 
@@ -212,6 +233,8 @@ std::map<std::string, std::string> resolve_implementations(const ModelConfig& co
                                  "reference there)",
                                  config.source, fmt::join(missing, ", "), missing.size() == 1 ? "has" : "have"));
   }
+  // Whether a decode step's block boundaries leave their add + norm to the dense GEMV after them.
+  impl[kNormPrologueRecord] = resolve_norm_prologue(options.fuse_norm_prologue, impl, options.weights) ? "fused" : "separate";
   return impl;
 }
 
@@ -321,34 +344,41 @@ at::Tensor Model::forward(const at::Tensor& ids, int64_t start_pos, bool last_on
                      options_.backend, routing_observer_ ? &routing_observer_ : nullptr};
   set_groups(ctx);
   const at::Tensor x = at::embedding(embed_, ids.to(options_.device));  // [B, T, H]
-  // A Mamba residual stream arrives in fp32: the head reads it in the weights' dtype, as HF does.
-  const at::Tensor logits = ops::linear(run_blocks(x, ctx, last_only).to(embed_.scalar_type()), head_, ctx.backend);
+  const at::Tensor logits = head(run_blocks(x, ctx, last_only), ctx);
   cache_.length = start_pos + t;
   return logits.to(at::kFloat);
 }
 
 void Model::set_groups(ForwardContext& ctx) const {
+  const auto prologue = implementations_.find(kNormPrologueRecord);
+  ctx.norm_prologue = prologue != implementations_.end() && prologue->second == "fused";
   const parallel::Context* p = options_.parallel.get();
   if (p == nullptr || !p->grouped()) return;
   ctx.tp = p->tp.get();
   ctx.moe = p->world.get();
 }
 
-at::Tensor Model::run_blocks(at::Tensor x, const ForwardContext& ctx, bool last_only) {
+ops::NormedInput Model::run_blocks(at::Tensor x, const ForwardContext& ctx, bool last_only) {
   const int64_t t = x.size(1);
   // The final norm joins the last add where it reads the residual in the model dtype: not Mamba's
   // fp32 stream (HF's final norm reads that as it is), nor a prefill that keeps only the last token.
   const bool fuse_final = !blocks_.empty() && !config_.residual_in_fp32 && !(last_only && t > 1);
-  at::Tensor a = blocks_.empty() ? at::Tensor() : blocks_[0]->mixer_input(x);
+  ops::NormedInput a = blocks_.empty() ? ops::NormedInput() : ops::NormedInput(blocks_[0]->mixer_input(x));
   for (size_t i = 0; i < blocks_.size(); ++i) {
     const Norm* next = i + 1 < blocks_.size() ? &blocks_[i + 1]->mixer_norm() : (fuse_final ? final_norm_.get() : nullptr);
     ResidualStream s = blocks_[i]->forward_fused(x, a, next, cache_.layers[i], ctx);
-    x = std::move(s.residual);
+    x = std::move(s.residual);  // undefined where s.normed is pending (it holds the residual)
     a = std::move(s.normed);
   }
-  if (fuse_final) return a;  // [B, T, H]; with last_only T is 1
+  if (fuse_final) return a;  // [B, T, H]; with last_only T is 1; pending: the head's GEMV computes it
   if (last_only) x = x.narrow(1, t - 1, 1);
   return (*final_norm_)(x);
+}
+
+at::Tensor Model::head(const ops::NormedInput& h, const ForwardContext& ctx) const {
+  // A Mamba residual stream arrives in fp32: the head reads it in the weights' dtype, as HF does.
+  if (h.is_pending()) return ops::linear(h, head_, ctx.backend);  // the model dtype already
+  return ops::linear(h.tensor().to(embed_.scalar_type()), head_, ctx.backend);
 }
 
 at::Tensor Model::prefill(const at::Tensor& ids) { return forward(ids, 0); }
@@ -412,7 +442,7 @@ at::Tensor Model::forward_static(const at::Tensor& ids) {
                      options_.backend, routing_observer_ ? &routing_observer_ : nullptr, &position_};
   set_groups(ctx);
   const at::Tensor x = at::embedding(embed_, ids);  // [B, 1, H]
-  const at::Tensor logits = ops::linear(run_blocks(x, ctx, false).to(embed_.scalar_type()), head_, ctx.backend);
+  const at::Tensor logits = head(run_blocks(x, ctx, false), ctx);
   return logits.squeeze(1).to(at::kFloat);
 }
 

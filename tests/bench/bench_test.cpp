@@ -47,6 +47,31 @@ TEST(BenchSuite, MessagesNameTheFileAndKey) {
   EXPECT_EQ(s.batches, (std::vector<int64_t>{1, 2, 4}));
 }
 
+// The model-load switches a suite may set, like their options: --parallel-block's and
+// --norm-prologue's words, a bad one blamed on the file and its key.
+TEST(BenchSuite, LayoutSwitches) {
+  effarch::testing::TempDir dir;
+  const std::string path = (dir / "s.json").string();
+  std::ofstream(path) << R"({"models": ["tiny-llama"]})";
+  SweepSpec s = load_suite(path, SweepSpec{});
+  EXPECT_EQ(s.fuse_parallel_block, std::nullopt);  // auto unless given
+  EXPECT_EQ(s.fuse_norm_prologue, std::nullopt);
+  std::ofstream(path) << R"({"models": ["tiny-llama"], "parallel_block": "fused", "norm_prologue": "separate"})";
+  s = load_suite(path, SweepSpec{});
+  EXPECT_EQ(s.fuse_parallel_block, std::optional<bool>(true));
+  EXPECT_EQ(s.fuse_norm_prologue, std::optional<bool>(false));
+  std::ofstream(path) << R"({"models": ["tiny-llama"], "norm_prologue": "auto"})";
+  EXPECT_EQ(load_suite(path, SweepSpec{}).fuse_norm_prologue, std::nullopt);
+  std::ofstream(path) << R"({"models": ["tiny-llama"], "norm_prologue": "on"})";
+  EXPECT_THROW_WITH(load_suite(path, SweepSpec{}), UsageError,
+                    {"s.json: 'norm_prologue'", "unknown value 'on'", "auto, fused or separate"});
+  std::ofstream(path) << R"({"models": ["tiny-llama"], "norm_prologue": true})";
+  EXPECT_THROW_WITH(load_suite(path, SweepSpec{}), UsageError, {"s.json", "norm_prologue"});
+  // A misspelt key lists the keys there are, this one among them.
+  std::ofstream(path) << R"({"models": ["tiny-llama"], "norm_prolog": "fused"})";
+  EXPECT_THROW_WITH(load_suite(path, SweepSpec{}), UsageError, {"unknown key 'norm_prolog'", "norm_prologue"});
+}
+
 TEST(BenchLists, ListsAndRanges) {
   EXPECT_EQ(parse_int_list("512,1024", "--x"), (std::vector<int64_t>{512, 1024}));
   EXPECT_EQ(parse_int_list("512-32768*2", "--x"), (std::vector<int64_t>{512, 1024, 2048, 4096, 8192, 16384, 32768}));
@@ -572,8 +597,11 @@ TEST(BenchSweep, BackendsOnTheCpuAndTheAllocatorRestored) {
     EXPECT_EQ(json(p)["key"]["backend"], backend == ops::Backend::Auto ? "auto" : "reference");
     EXPECT_EQ(p.key.weights, "float32");
     EXPECT_FALSE(p.key.implementations.empty());  // Mamba's scan and conv families
-    // On the CPU: auto runs the CPU kernel where a family has one, reference the reference.
+    // On the CPU: auto runs the CPU kernel where a family has one, reference the reference; the
+    // block boundaries' add + norm stays in its own op (the norm in the GEMV is CUDA's alone).
+    EXPECT_EQ(p.key.implementations.at(model::kNormPrologueRecord), "separate");
     for (const auto& [family, impl] : p.key.implementations) {
+      if (family == model::kNormPrologueRecord) continue;
       const bool cpu_kernel = family == "selective_scan" || family == "selective_state_update";
       EXPECT_EQ(impl, backend == ops::Backend::Auto && cpu_kernel ? "cpu" : "reference") << family;
     }

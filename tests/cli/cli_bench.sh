@@ -28,8 +28,11 @@ for p in pts:
     # What ran is part of the key: the backend asked for, each op family's implementation, the weights.
     if k["backend"] != "auto" or k["weights"] != k["dtype"]: bad.append(f"key {k}")
     # On the CPU auto runs the CPU kernel where a family has one (the Mamba-1 and Mamba-2 scans, the MoE dispatch), else the reference.
+    # The block boundaries' add + norm stays in its own op (add_norm_in_gemv: separate; the norm in
+    # the GEMV's prologue needs the CUDA kernels).
     cpu_ops = {"selective_scan", "selective_state_update", "ssd_scan", "ssd_state_update", "moe_dispatch"}
-    if any(v != ("cpu" if f in cpu_ops else "reference") for f, v in k["implementations"].items()):
+    if any(v != ("separate" if f == "add_norm_in_gemv" else "cpu" if f in cpu_ops else "reference")
+           for f, v in k["implementations"].items()):
         bad.append(f"not the CPU kernel or reference on the CPU: {k}")
     if k["model"] in ("tiny-mamba", "tiny-mamba2", "tiny-jamba") and not k["implementations"]:
         bad.append(f"{k['model']}: no implementations recorded")
@@ -274,7 +277,8 @@ for d, want in [(r, "reference"), (a, "auto"), (s, "reference")]:
     p = d["points"][0]
     if p["status"] != "ok" or p["key"]["backend"] != want or d["settings"]["backend"] != want: bad.append(f"{want}: {p['key']}")
     cpu_ops = {"selective_scan", "selective_state_update", "ssd_scan", "ssd_state_update", "moe_dispatch"}
-    if any(v != ("cpu" if want == "auto" and f in cpu_ops else "reference") for f, v in p["key"]["implementations"].items()):
+    if any(v != ("separate" if f == "add_norm_in_gemv" else "cpu" if want == "auto" and f in cpu_ops else "reference")
+           for f, v in p["key"]["implementations"].items()):
         bad.append(f"{want}: {p['key']['implementations']}")
 print("\n".join(bad)); sys.exit(1 if bad else 0)
 PY
@@ -438,6 +442,18 @@ assert bq < 0.6 * bd, (bd, bq)
 PY
 echo '{"models": ["tiny-llama"], "prompt_lengths": [8], "gen_tokens": 2, "reps": 1, "warmup": 0, "weights": "int4"}' > w4-suite.json
 expect_exit 2 "'weights'" "$EFFARCH" bench --suite w4-suite.json
+# A suite's norm_prologue: its words, a bad one blamed on the key; separate is recorded in the key.
+echo '{"models": ["tiny-llama"], "prompt_lengths": [8], "gen_tokens": 2, "reps": 1, "warmup": 0, "norm_prologue": "on"}' \
+  > np-bad-suite.json
+expect_exit 2 "'norm_prologue': unknown value 'on'" "$EFFARCH" bench --suite np-bad-suite.json
+echo '{"models": ["tiny-llama"], "prompt_lengths": [8], "gen_tokens": 2, "reps": 1, "warmup": 0, "mode": ["speed"],
+  "threads": 1, "norm_prologue": "separate"}' > np-suite.json
+"$EFFARCH" bench --suite np-suite.json --device cpu -o np.json --no-progress > np.out 2>&1 || fail "suite norm_prologue: $(tail -3 np.out)"
+"$PYTHON" - <<'PY' || fail "norm_prologue separate not recorded in the key"
+import json
+p = json.load(open("np.json"))["points"][0]
+assert p["status"] == "ok" and p["key"]["implementations"]["add_norm_in_gemv"] == "separate", p["key"]
+PY
 
 # Launch settings side by side in one run: every point under each (eager and the static step on the
 # CPU), the table's graphs column, each setting against the first after the tables, and compare of
@@ -470,7 +486,7 @@ import json
 doc = json.load(open("be.json"))
 ks = [p["key"] for p in doc["points"]]
 assert [k["backend"] for k in ks] == ["reference", "auto"], ks
-assert set(ks[0]["implementations"].values()) == {"reference"}, ks[0]
+assert {v for f, v in ks[0]["implementations"].items() if f != "add_norm_in_gemv"} == {"reference"}, ks[0]
 assert ks[1]["implementations"]["selective_scan"] == "cpu", ks[1]
 assert doc["settings"]["backend"] == "reference,auto", doc["settings"]
 PY

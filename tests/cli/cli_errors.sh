@@ -27,6 +27,12 @@ expect_exit 2 "--pdl: unknown value 'true'" "$EFFARCH" kernels --ops add_norm --
 expect_exit 2 "--parallel-block: unknown value 'on' (use auto, fused or separate)" "$EFFARCH" generate tiny-phi --prompt-ids 1,2 --parallel-block on
 expect_exit 2 "--parallel-block: unknown value 'yes'" "$EFFARCH" bench tiny-phi --parallel-block yes
 expect_exit 2 "--parallel-block: unknown value 'four'" "$EFFARCH" profile tiny-phi --parallel-block four
+expect_exit 2 "--norm-prologue: unknown value 'on' (use auto, fused or separate)" "$EFFARCH" generate tiny-llama --prompt-ids 1,2 --norm-prologue on
+expect_exit 2 "--norm-prologue: unknown value 'yes'" "$EFFARCH" bench tiny-llama --norm-prologue yes
+expect_exit 2 "--norm-prologue: unknown value 'four'" "$EFFARCH" profile tiny-llama --norm-prologue four
+# fused where it cannot run (the CPU has no CUDA add_norm or GEMV kernel) is refused at load, not
+# quietly run separate: a result would record a path that never ran.
+expect_exit 2 "--norm-prologue fused" "$EFFARCH" generate tiny-llama --device cpu --prompt-ids 1,2 -n 2 --norm-prologue fused
 
 # A config with a missing key names the key and the file.
 "$PYTHON" - "$SRC/configs/models/tiny-llama.json" "$SCRATCH" <<'PY'

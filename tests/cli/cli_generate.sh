@@ -131,7 +131,8 @@ assert d["backend"] == "auto", d["backend"]
 impl = d["implementations"]
 # On the CPU auto runs the fused CPU kernels where an op has one, the reference elsewhere.
 cpu_ops = {"selective_scan", "selective_state_update", "ssd_scan", "ssd_state_update", "moe_dispatch"}
-assert impl and all(v == ("cpu" if k in cpu_ops else "reference") for k, v in impl.items()), impl
+assert impl and all(v == ("separate" if k == "add_norm_in_gemv" else "cpu" if k in cpu_ops else "reference")
+                    for k, v in impl.items()), impl
 assert "causal_conv1d" in impl, impl
 assert d["weights"] == "float32", d["weights"]' || fail "$model: generate --json lacks the implementations"
 done

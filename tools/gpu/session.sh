@@ -8,7 +8,7 @@
 # no compiling there), and compiles otherwise. The GPU checks still waiting for a run, with what
 # each must show, are listed in docs/perf/pending.md; this script runs the core of them in order
 # of value.
-#   tools/gpu/session.sh check|pdl|prefill|decode|targets|followups|kernels|bench|scans|all [OUT]
+#   tools/gpu/session.sh check|pdl|prefill|decode|targets|followups|prologue|kernels|bench|scans|all [OUT]
 #     check:   build, the unit tests, kernel vs reference tokens for every tiny model (graphs off/on),
 #              bf16 against transformers (issue 10's tolerance), NCCL at world size 1 under torchrun (issue 14)
 #     kernels: effarch kernels (Mamba-1, Mamba-2 shapes) and effarch profile of two decode steps
@@ -28,6 +28,9 @@
 #              scan), 44 (DeepSeekMoE's decode dispatch and its one-token variants), 25 (the GEMV's
 #              eight-loads variant), 47 (the prefill conv's vector variant), 49 (Phi-2's parallel
 #              block in two products against four)
+#     prologue: pending.md entry 50: --norm-prologue separate against fused (the add + norm in the
+#              next GEMV's prologue), alternated, Phi-2, Mamba-2.8B and Llama-3-8B at 512, and a
+#              static decode-step profile of each with it
 #     pdl:     pending.md entry 28: programmatic dependent launch (--pdl on) against off, bit for bit
 #              in the tests, then decode tok/s of both in one run (bench --pdl off,on), both orders
 # EFFARCH_SESSION_DRY=DIR rehearses a stage on a machine without a GPU (tests/cli/gpu_session.sh):
@@ -374,6 +377,26 @@ followups() {  # pending.md's "Order" after the sixth H100 run: entries 41, 46, 
   # CausalConv1dCuda.VectorVariantGivesTheSameBits, and entry 49's ParallelBlock.*, ran in `check`)
 }
 
+prologue() {  # pending.md entry 50: the block boundaries' add + norm in the next GEMV's prologue against the add_norm kernel
+  local S="--device cuda --dtype bf16 --prompt-lengths 512 --gen-tokens 64 --reps 2 --cuda-graphs on --no-progress --format md"
+  local m np i
+  log "== prologue: entry 50, --norm-prologue separate against fused, alternated (decode tok/s at 512)"
+  limited 90 "$T" --gtest_filter='GemvNormPrologue.*:NormedInput.*:NormPrologue.*:DenseGemvCuda.NormPrologue*' \
+    > "$out/prologue-tests.log" 2>&1
+  log "tests exit $?: $(grep -E '^\[  (PASSED|FAILED)  \]' "$out/prologue-tests.log" | tr '\n' ' ')"
+  for m in phi-2 mamba-2.8b llama-3-8b; do
+    i=0
+    for np in separate fused separate fused; do  # alternated: what the order does bounds what the prologue does
+      i=$((i + 1))
+      limited --int 45 "$B" bench "$m" $S --norm-prologue "$np" -o "$out/np-$m-$i-$np.json" > "$out/np-$m-$i-$np.md" 2>&1
+      log "bench $m --norm-prologue $np: exit $?"; grep -E '^\| (phi|mamba|llama)' "$out/np-$m-$i-$np.md" | cut -d'|' -f2-5,10 >> "$summary"
+    done
+    limited 45 "$B" profile "$m" --device cuda --context 512 --steps 8 --cuda-graphs static --norm-prologue fused \
+      -o "$out/prof-$m-prologue.json" > "$out/prof-$m-prologue.txt" 2>&1
+    log "profile $m fused: exit $?"; sed -n '1p;/^| kind/,/^$/p;/^Top events/,$p' "$out/prof-$m-prologue.txt" | head -16 >> "$summary"
+  done
+}
+
 targets() {  # the issues' own figures that no other stage measures (pending.md, "What each open issue still needs")
   local S="--device cuda --dtype bf16 --reps 2 --cuda-graphs on --no-progress --format md" m
   log "== targets: issue 11, the decode attention kernel alone over its KV bytes at 8k-32k (beside ATen's SDPA)"
@@ -426,6 +449,7 @@ case $stage in
   check) check ;;
   targets) targets ;;
   followups) followups ;;
+  prologue) prologue ;;
   pdl) pdl ;;
   prefill) prefill ;;
   kernels) kernels ;;
@@ -433,7 +457,7 @@ case $stage in
   scans) scans ;;
   decode) decode ;;
   all) check; kernels; benches ;;
-  *) echo "usage: tools/gpu/session.sh check|pdl|prefill|decode|targets|followups|kernels|bench|scans|all [OUT]" >&2; exit 2 ;;
+  *) echo "usage: tools/gpu/session.sh check|pdl|prefill|decode|targets|followups|prologue|kernels|bench|scans|all [OUT]" >&2; exit 2 ;;
 esac
 rm -f "$out"/*.jsonl  # the final JSONs hold the same points
 log "== done $(date -u +%FT%TZ)"

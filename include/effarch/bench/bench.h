@@ -50,6 +50,9 @@ struct SweepSpec {
   // ModelOptions::fuse_parallel_block (--parallel-block; nullopt: auto); the key's
   // implementations record what ran (parallel_block_products) for a model with parallel blocks.
   std::optional<bool> fuse_parallel_block;
+  // ModelOptions::fuse_norm_prologue (--norm-prologue; nullopt: auto); the key's implementations
+  // record what ran (add_norm_in_gemv), so a fused point is compared only with a fused one.
+  std::optional<bool> fuse_norm_prologue;
   Modes modes;                                // speed and memory by default
   uint64_t seed = 0;
   std::optional<uint64_t> memory_limit;  // bytes a point may allocate beyond what it started with

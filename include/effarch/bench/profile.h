@@ -70,6 +70,7 @@ struct ProfileSpec {
   std::optional<model::DecodeMode> cuda_graphs;  // nullopt: auto
   ops::Backend backend = ops::Backend::Auto;
   std::optional<bool> fuse_parallel_block;  // ModelOptions::fuse_parallel_block (--parallel-block; nullopt: auto)
+  std::optional<bool> fuse_norm_prologue;   // ModelOptions::fuse_norm_prologue (--norm-prologue; nullopt: auto)
   std::string attention = "sdpa";
   uint64_t seed = 0;
   std::string trace;  // a Chrome trace of the profiled steps is written here when set

@@ -20,6 +20,7 @@
 #include "effarch/ops/attention.h"
 #include "effarch/ops/backend.h"
 #include "effarch/ops/linear.h"
+#include "effarch/ops/normed_input.h"
 #include "effarch/ops/rope.h"
 #include "effarch/parallel/parallel.h"
 
@@ -48,6 +49,16 @@ std::optional<bool> parse_parallel_block(const std::string& value, const std::st
 // the two it replaces: one thread of the development machine's EPYC, bf16, Phi-2's shapes
 // (2026-11-27), 5.3 ms against 0.6 + 4.2 ms, the whole decode step 326 ms against 303-324.
 bool resolve_parallel_block(const std::optional<bool>& request, const at::Device& device);
+// The value of a --norm-prologue option: "auto" (nullopt), "fused" (true) or "separate" (false),
+// ModelOptions::fuse_norm_prologue. Throws UsageError naming `option`.
+std::optional<bool> parse_norm_prologue(const std::string& value, const std::string& option);
+// Whether a decode step leaves a block boundary's add + norm to the dense GEMV that reads its
+// output (its prologue: kernels/gemv/gemv_norm.h), for a request: auto where it can run, which
+// is where the add_norm and dense GEMV families both run their CUDA kernels and the weights are
+// dense (so never on the CPU); "fused" where it cannot is a UsageError naming --norm-prologue.
+// `impl`: the op families' resolved backends (resolve_implementations).
+bool resolve_norm_prologue(const std::optional<bool>& request, const std::map<std::string, std::string>& impl,
+                           ops::WeightFormat weights);
 // The decode mode a model runs for a request (nullopt: auto). Auto replays decode as a CUDA graph
 // wherever the model supports it (a CUDA build, a CUDA device, MoE layers only where
 // moe_decode_not_capturable says nothing for `backend` and `weights`: the conditions
@@ -74,8 +85,10 @@ DecodeMode resolve_decode_mode(const ModelConfig& config, const at::Device& devi
 // "separate"; "activation_in_gate_up": the same for a gated MLP's gate/up product (its dense
 // layers and DeepSeekMoE's shared experts: ops::linear_gated_activation); "parallel_block_products":
 // "fused" (a parallel block's one-token steps run two products, ModelOptions::fuse_parallel_block,
-// on every backend) or "separate" (asked for, int8 weights, or parts whose biases differ). Bench
-// keys are checked against it.
+// on every backend) or "separate" (asked for, int8 weights, or parts whose biases differ);
+// "add_norm_in_gemv": "fused" (a decode step's block-boundary add + norm runs in the prologue of
+// the dense GEMV that reads it, ModelOptions::fuse_norm_prologue) or "separate". Bench keys are
+// checked against it.
 inline constexpr const char* kMoePrefillRecord = "moe_prefill";
 inline constexpr const char* kSsdScanProductsRecord = "ssd_scan_products";
 inline constexpr const char* kSelectiveScanVariantRecord = "selective_scan_variant";
@@ -84,6 +97,7 @@ inline constexpr const char* kConvInProjRecord = "causal_conv1d_update_in_proj";
 inline constexpr const char* kFc1ActivationRecord = "activation_in_fc1";
 inline constexpr const char* kGateUpActivationRecord = "activation_in_gate_up";
 inline constexpr const char* kParallelBlockRecord = "parallel_block_products";
+inline constexpr const char* kNormPrologueRecord = "add_norm_in_gemv";
 const std::map<std::string, std::vector<std::string>>& implementation_variants();
 
 std::optional<std::string> moe_decode_not_capturable(const ModelConfig& config, ops::Backend backend,
@@ -104,6 +118,11 @@ struct ModelOptions {
   // separate (false: four products, as prefill runs them) or auto (nullopt: fused on a CUDA
   // device, resolve_parallel_block). Recorded as "parallel_block_products".
   std::optional<bool> fuse_parallel_block;
+  // A decode step's block-boundary residual add + norm computed in the prologue of the dense GEMV
+  // that reads the normed row (docs/engine.md, "The norm in the GEMV's prologue"): --norm-prologue
+  // fused (true), separate (false: the add_norm kernel, then the GEMV) or auto (nullopt: fused
+  // where it can run, resolve_norm_prologue). Recorded as "add_norm_in_gemv".
+  std::optional<bool> fuse_norm_prologue;
   uint64_t seed = 0;  // for random weights
   DecodeMode decode = DecodeMode::Eager;
   // Let attention models run past max_position_embeddings (benchmarks measure speed and memory
@@ -173,10 +192,13 @@ class Model {
   at::Tensor forward(const at::Tensor& ids, int64_t start_pos, bool last_only = false);
   at::Tensor forward_static(const at::Tensor& ids);  // ids [B, 1] on the device, position in position_
   // The blocks and the final norm over embedded tokens x [B, T, H] (only the last token's output
-  // when last_only), each residual add fused with the norm after it.
-  at::Tensor run_blocks(at::Tensor x, const ForwardContext& ctx, bool last_only);
+  // when last_only), each residual add fused with the norm after it; in a one-token step with
+  // ctx.norm_prologue the final add + norm comes back pending, for the head's GEMV.
+  ops::NormedInput run_blocks(at::Tensor x, const ForwardContext& ctx, bool last_only);
+  // The LM head over run_blocks' output (its add + norm in the GEMV's prologue where pending).
+  at::Tensor head(const ops::NormedInput& h, const ForwardContext& ctx) const;
   at::Tensor decode_graphed(const at::Tensor& ids);
-  void set_groups(ForwardContext& ctx) const;  // the parallel groups, when there are several ranks
+  void set_groups(ForwardContext& ctx) const;  // the norm prologue switch and the parallel groups, when there are several ranks
   // The records of how the blocks' weights were laid out at load (kParallelBlockRecord).
   void record_layout(std::map<std::string, std::string>& impl) const;
   ModelConfig config_;

@@ -35,12 +35,13 @@ class AttentionMixer final : public Mixer {
     }
   }
 
-  at::Tensor forward(const at::Tensor& x, LayerCache& cache, const ForwardContext& ctx) const override {
-    const int64_t b = x.size(0), t = x.size(1);
+  at::Tensor forward(const ops::NormedInput& in, LayerCache& cache, const ForwardContext& ctx) const override {
+    const int64_t b = in.size(0), t = in.size(1);
     at::Tensor q, k, v;
-    if (qkv_) {
-      std::tie(q, k, v) = split_heads(ops::linear(x, *qkv_, ctx.backend));
+    if (qkv_) {  // a pending input's add + norm in the product's GEMV where it runs one
+      std::tie(q, k, v) = split_heads(ops::linear(in, *qkv_, ctx.backend));
     } else {
+      const at::Tensor x = in.tensor();
       q = heads(ops::linear(x, *q_, ctx.backend), a_.num_heads);
       k = heads(ops::linear(x, *k_, ctx.backend), a_.num_kv_heads);
       v = heads(ops::linear(x, *v_, ctx.backend), a_.num_kv_heads);

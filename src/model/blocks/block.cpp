@@ -32,6 +32,11 @@ ops::AddNormResult Norm::add(const at::Tensor& x, const at::Tensor& y, const at:
   return ops::add_norm(x, y, z, params_, backend);
 }
 
+ops::NormedInput Norm::pending(const at::Tensor& x, const at::Tensor& y, const at::Tensor* z,
+                               ops::Backend backend) const {
+  return ops::NormedInput::pending(x, y, z != nullptr ? std::optional<at::Tensor>(*z) : std::nullopt, params_, backend);
+}
+
 std::vector<ops::OpFamily> op_families(const ModelConfig& config, const LayerSpec& layer) {
   using ops::OpFamily;
   std::vector<OpFamily> ops;
@@ -131,54 +136,66 @@ at::Tensor Block::mixer_input(const at::Tensor& x) const {
 
 namespace {
 
+// A residual add with the norm after it: computed now, or, in a one-token step with
+// ctx.norm_prologue, left pending for the product that reads it (its GEMV's prologue).
+ResidualStream add_norm(const Norm& norm, const at::Tensor& x, const at::Tensor& y, const at::Tensor* z,
+                        const ForwardContext& ctx) {
+  if (ctx.norm_prologue && y.dim() == 3 && y.size(1) == 1) return {at::Tensor(), norm.pending(x, y, z, ctx.backend)};
+  ops::AddNormResult r = norm.add(x, y, z, ctx.backend);
+  return {std::move(r.residual), std::move(r.normed)};
+}
+
 // The block's last residual add, with `next` fused into it where there is one.
 ResidualStream finish(const Norm* next, const at::Tensor& x, const at::Tensor& y, const at::Tensor* z,
-                      ops::Backend backend) {
-  if (next != nullptr) {
-    ops::AddNormResult r = next->add(x, y, z, backend);
-    return {std::move(r.residual), std::move(r.normed)};
-  }
-  return {z != nullptr ? (y + *z) + x : x + y, at::Tensor()};
+                      const ForwardContext& ctx) {
+  if (next != nullptr) return add_norm(*next, x, y, z, ctx);
+  return {z != nullptr ? (y + *z) + x : x + y, ops::NormedInput()};
 }
 
 }  // namespace
 
-ResidualStream Block::forward_fused(const at::Tensor& x, const at::Tensor& a, const Norm* next, LayerCache& cache,
-                                    const ForwardContext& ctx) const {
+ResidualStream Block::forward_fused(const at::Tensor& x_in, const ops::NormedInput& a, const Norm* next,
+                                    LayerCache& cache, const ForwardContext& ctx) const {
+  // A pending `a`: the residual comes from its add + norm, once the first product (or tensor()) ran it.
+  const auto residual_in = [&] { return a.is_pending() ? a.residual() : x_in; };
   if (parallel_) {  // Phi: h = attn(a) + mlp(a) + h with a = LN(h)
-    if (products_ && a.size(1) == 1) return forward_step(x, a, next, cache, ctx);
+    if (products_ && a.size(1) == 1) return forward_step(x_in, a, next, cache, ctx);
+    const at::Tensor an = a.tensor();  // two readers: computed once
     if (ctx.tp != nullptr) {  // tensor parallel: both partial sums in one all-reduce instead of two
       ForwardContext local = ctx;
       local.tp = nullptr;
-      return finish(next, x, all_reduce(mixer_->forward(a, cache, local) + ffn_->forward(a, local), ctx.tp), nullptr,
-                    ctx.backend);
+      return finish(next, residual_in(), all_reduce(mixer_->forward(an, cache, local) + ffn_->forward(an, local), ctx.tp),
+                    nullptr, ctx);
     }
-    const at::Tensor m = mixer_->forward(a, cache, ctx);
-    const at::Tensor f = ffn_->forward(a, ctx);
-    return finish(next, x, m, &f, ctx.backend);
+    const at::Tensor m = mixer_->forward(an, cache, ctx);
+    const at::Tensor f = ffn_->forward(an, ctx);
+    return finish(next, residual_in(), m, &f, ctx);
   }
+  const at::Tensor m = mixer_->forward(a, cache, ctx);
   // Mamba (residual_in_fp32): the residual stream stays fp32; each norm reads its model-dtype cast
   // (add_norm casts a fp32 residual to the weights' dtype before the norm).
+  const at::Tensor x = residual_in();
   const at::Tensor r = residual_in_fp32_ ? x.to(at::kFloat) : x;
-  const at::Tensor m = mixer_->forward(a, cache, ctx);
-  if (!ffn_) return finish(next, r, m, nullptr, ctx.backend);
-  const ops::AddNormResult h = ffn_norm_.add(r, m, nullptr, ctx.backend);
-  return finish(next, h.residual, ffn_->forward(h.normed, ctx), nullptr, ctx.backend);
+  if (!ffn_) return finish(next, r, m, nullptr, ctx);
+  const ResidualStream h = add_norm(ffn_norm_, r, m, nullptr, ctx);
+  const at::Tensor f = ffn_->forward(h.normed, ctx);
+  return finish(next, h.resolved_residual(), f, nullptr, ctx);
 }
 
-ResidualStream Block::forward_step(const at::Tensor& x, const at::Tensor& a, const Norm* next, LayerCache& cache,
-                                   const ForwardContext& ctx) const {
+ResidualStream Block::forward_step(const at::Tensor& x_in, const ops::NormedInput& a, const Norm* next,
+                                   LayerCache& cache, const ForwardContext& ctx) const {
   const ParallelProducts& p = *products_;
   const int64_t b = a.size(0), qkv = p.qkv(), attn = p.attn(), width = qkv + p.inter + attn;
   // One row a sequence: [q | k | v | act(fc1) | attention]. The first product fills the first
   // qkv + inter columns, the attention the last attn; the second product reads the last inter + attn.
-  const at::Tensor y = at::empty({b, width}, a.options());
+  const at::Tensor y = at::empty({b, width}, a.stand_in().options());
   const at::Tensor in_out = y.narrow(1, 0, qkv + p.inter);
   ops::linear_activation_tail(a, p.in, p.act, qkv, ctx.backend, &in_out);
+  const at::Tensor x = a.is_pending() ? a.residual() : x_in;
   const at::Tensor rows = y.view({b, 1, width});
   mixer_->attend_step(rows.narrow(-1, 0, qkv), cache, ctx, rows.narrow(-1, qkv + p.inter, attn));
   const at::Tensor sum = ops::linear(y.narrow(1, qkv, p.inter + attn), p.out, ctx.backend).view({b, 1, -1});
-  return finish(next, x, all_reduce(sum, ctx.tp), nullptr, ctx.backend);
+  return finish(next, x, all_reduce(sum, ctx.tp), nullptr, ctx);
 }
 
 void Block::allocate(LayerCache& cache, int64_t batch, int64_t max_len, at::ScalarType dtype, at::Device device) const {

@@ -19,6 +19,7 @@
 #include "effarch/ops/attention.h"
 #include "effarch/ops/backend.h"
 #include "effarch/ops/linear.h"
+#include "effarch/ops/normed_input.h"
 #include "effarch/ops/rope.h"
 #include "effarch/parallel/parallel.h"
 
@@ -39,6 +40,9 @@ struct ForwardContext {
   // partial outputs over. Null: one process, nothing to sum.
   parallel::Communicator* tp = nullptr;   // attention out, dense MLP down, Mamba x_proj / out_proj
   parallel::Communicator* moe = nullptr;  // an MoE layer's combined output (every rank)
+  // A one-token step's block boundaries leave their add + norm pending (ops::NormedInput) for the
+  // dense GEMV after them (ModelOptions::fuse_norm_prologue, resolved: "add_norm_in_gemv").
+  bool norm_prologue = false;
 };
 
 // The sum over `group` of each rank's partial output of a row-parallel layer; `t` itself without one.
@@ -58,8 +62,10 @@ inline std::optional<at::Tensor> optional_weight(const Weights& w, int layer, co
 class Mixer {
  public:
   virtual ~Mixer() = default;
-  // x: [B, T, hidden] normed input -> [B, T, hidden]; reads and writes this layer's cache.
-  virtual at::Tensor forward(const at::Tensor& x, LayerCache& cache, const ForwardContext& ctx) const = 0;
+  // x: [B, T, hidden] normed input -> [B, T, hidden]; reads and writes this layer's cache. A
+  // pending x (a decode step's block boundary: ops::NormedInput) goes to the mixer's first
+  // product where it takes one (its GEMV's norm prologue), else x.tensor().
+  virtual at::Tensor forward(const ops::NormedInput& x, LayerCache& cache, const ForwardContext& ctx) const = 0;
   // Attention only (a parallel block's one-token step, Block::forward_fused): the attention of q, k
   // and v already projected, `qkv` [B, 1, Hq*D + 2 Hkv*D] (a column range of the block's fused
   // product), written into `out` [B, 1, Hq*D] (another column range of it) before the output
@@ -73,8 +79,8 @@ class Mixer {
 class FeedForward {
  public:
   virtual ~FeedForward() = default;
-  // x: [B, T, hidden] normed input -> [B, T, hidden].
-  virtual at::Tensor forward(const at::Tensor& x, const ForwardContext& ctx) const = 0;
+  // x: [B, T, hidden] normed input -> [B, T, hidden] (a pending x as for Mixer::forward).
+  virtual at::Tensor forward(const ops::NormedInput& x, const ForwardContext& ctx) const = 0;
 };
 
 std::unique_ptr<Mixer> make_attention(const ModelConfig& config, const Weights& weights, int layer);
@@ -92,6 +98,8 @@ class Norm {
   // The residual add before this norm fused with it (ops::add_norm): residual = x + y, or
   // (y + *z) + x; normed = this norm of the residual in the weights' dtype.
   ops::AddNormResult add(const at::Tensor& x, const at::Tensor& y, const at::Tensor* z, ops::Backend backend) const;
+  // The same add + norm left pending for the product that reads it (ops::NormedInput::pending).
+  ops::NormedInput pending(const at::Tensor& x, const at::Tensor& y, const at::Tensor* z, ops::Backend backend) const;
 
  private:
   ops::NormParams params_;  // the weights, eps and kind, as ops::add_norm takes them
@@ -103,9 +111,12 @@ std::vector<ops::OpFamily> op_families(const ModelConfig& config, const LayerSpe
 
 // The residual stream between blocks: the residual and, where the block before fused it into its
 // last add, the norm the next consumer reads (the next block's mixer norm, or the final norm).
+// A pending `normed` (a one-token step with ForwardContext::norm_prologue) holds the add + norm
+// still to compute, and the residual is normed.residual() (undefined here).
 struct ResidualStream {
   at::Tensor residual;
-  at::Tensor normed;  // undefined where no norm was fused
+  ops::NormedInput normed;  // undefined where no norm was fused
+  at::Tensor resolved_residual() const { return residual.defined() ? residual : normed.residual(); }
 };
 
 // A parallel block's one-token step in two products (Phi: docs/engine.md, "The parallel block's
@@ -132,7 +143,8 @@ class Block {
   // The block with every residual add fused with the norm after it (ops::add_norm, OpFamily::AddNorm):
   // the FFN norm inside the block, and `next` (the next block's mixer norm or the final norm; null:
   // none) after the block's last add. `a` is mixer_input(x), or the previous block's fused normed output.
-  ResidualStream forward_fused(const at::Tensor& x, const at::Tensor& a, const Norm* next, LayerCache& cache,
+  // A pending `a` carries the residual instead of x (undefined then: ResidualStream).
+  ResidualStream forward_fused(const at::Tensor& x, const ops::NormedInput& a, const Norm* next, LayerCache& cache,
                                const ForwardContext& ctx) const;
   const Norm& mixer_norm() const { return mixer_norm_; }
   void allocate(LayerCache& cache, int64_t batch, int64_t max_len, at::ScalarType dtype, at::Device device) const;
@@ -146,7 +158,7 @@ class Block {
   std::unique_ptr<FeedForward> ffn_;  // null for Mamba-only blocks
   std::optional<ParallelProducts> products_;
   // A parallel block's one-token step in its two products (products_ set, T = 1).
-  ResidualStream forward_step(const at::Tensor& x, const at::Tensor& a, const Norm* next, LayerCache& cache,
+  ResidualStream forward_step(const at::Tensor& x, const ops::NormedInput& a, const Norm* next, LayerCache& cache,
                               const ForwardContext& ctx) const;
 };
 

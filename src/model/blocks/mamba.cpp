@@ -36,22 +36,23 @@ class Mamba1Mixer final : public Mixer {
     }
   }
 
-  at::Tensor forward(const at::Tensor& x, LayerCache& cache, const ForwardContext& ctx) const override {
+  at::Tensor forward(const ops::NormedInput& in, LayerCache& cache, const ForwardContext& ctx) const override {
     const int64_t di = m_.d_inner, n = m_.d_state, r = m_.dt_rank;
     const bool fresh = ctx.start_pos == 0;
-    const bool one_token = !fresh && x.size(1) == 1;
+    const bool one_token = !fresh && in.size(1) == 1;
     // SiLU fuses into the conv; any other hidden_act runs after a conv without activation.
     const bool silu = m_.activation == Activation::SiLU;
     at::Tensor u, z;  // [B, Di, T]: the conv's output, the gate
     if (one_token) {
       // A decode step: the conv update runs inside in_proj's GEMV where the kernel takes it
-      // (ops::linear_conv_update: one launch instead of two), else after it.
-      const ops::ProjectedConv pc =
-          ops::linear_conv_update(x.select(1, 0), in_proj_, 0, cache.conv_state, conv_w_, conv_b_, silu, ctx.backend);
+      // (ops::linear_conv_update: one launch instead of two), else after it; a pending input's
+      // add + norm in that GEMV's prologue too, where it runs one.
+      const ops::ProjectedConv pc = ops::linear_conv_update(in.view({in.size(0), in.size(2)}), in_proj_, 0,
+                                                            cache.conv_state, conv_w_, conv_b_, silu, ctx.backend);
       u = pc.conv.unsqueeze(2);
       z = pc.projection.narrow(1, di, di).unsqueeze(2);
     } else {
-      const at::Tensor xz = ops::linear(x, in_proj_, ctx.backend);  // [B, T, 2 Di]
+      const at::Tensor xz = ops::linear(in.tensor(), in_proj_, ctx.backend);  // [B, T, 2 Di]
       const at::Tensor xs = xz.narrow(2, 0, di).transpose(1, 2);  // [B, Di, T] views, channel-last
       z = xz.narrow(2, di, di).transpose(1, 2);
       u = fresh ? ops::causal_conv1d(xs, conv_w_, conv_b_, silu, &cache.conv_state, ctx.backend)

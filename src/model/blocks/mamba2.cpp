@@ -50,7 +50,8 @@ class Mamba2Mixer final : public Mixer {
   // one piece at a time instead of the whole prompt.
   static constexpr int64_t kPrefillPieceChunks = 32;
 
-  at::Tensor forward(const at::Tensor& x, LayerCache& cache, const ForwardContext& ctx) const override {
+  at::Tensor forward(const ops::NormedInput& in, LayerCache& cache, const ForwardContext& ctx) const override {
+    const at::Tensor x = in.tensor();
     const int64_t t = x.size(1);
     const bool decode_step = ctx.start_pos != 0 && t == 1;
     const int64_t piece = kPrefillPieceChunks * std::max<int64_t>(m_.chunk_size, 1);

@@ -14,7 +14,7 @@ namespace {
 class GatedMlp final : public FeedForward {
  public:
   GatedMlp(const Weights& w, int layer, Activation act) : w_(w.gated_mlp(layer, "mlp.")), act_(act) {}
-  at::Tensor forward(const at::Tensor& x, const ForwardContext& ctx) const override {
+  at::Tensor forward(const ops::NormedInput& x, const ForwardContext& ctx) const override {
     return all_reduce(ops::gated_mlp(x, w_, act_, ctx.backend), ctx.tp);
   }
 
@@ -27,9 +27,9 @@ class FcMlp final : public FeedForward {
  public:
   FcMlp(const Weights& w, int layer, Activation act)
       : fc1_(w.linear(layer, "mlp.fc1.")), fc2_(w.linear(layer, "mlp.fc2.")), act_(act) {}
-  at::Tensor forward(const at::Tensor& x, const ForwardContext& ctx) const override {
+  at::Tensor forward(const ops::NormedInput& x, const ForwardContext& ctx) const override {
     // fc1 and its activation: one GEMV launch in a decode step where the kernel takes both.
-    const at::Tensor h = ops::linear_activation(x, fc1_, act_, ctx.backend);
+    const at::Tensor h = ops::linear_activation(x.tensor(), fc1_, act_, ctx.backend);
     return all_reduce(ops::linear(h, fc2_, ctx.backend), ctx.tp);
   }
 

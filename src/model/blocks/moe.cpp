@@ -47,7 +47,8 @@ class MoeFeedForward final : public FeedForward {
     table_ = ops::make_expert_table(experts_);
   }
 
-  at::Tensor forward(const at::Tensor& x, const ForwardContext& ctx) const override {
+  at::Tensor forward(const ops::NormedInput& in, const ForwardContext& ctx) const override {
+    const at::Tensor x = in.tensor();  // the router and the experts both read it
     const at::Tensor flat = x.reshape({-1, x.size(-1)});  // [N, H]
     const ops::Routing routing = ops::moe_route(flat, router_, moe_.top_k, moe_.router, ctx.backend);
     if (ctx.routing != nullptr) {
