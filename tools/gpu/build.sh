@@ -35,8 +35,8 @@ use_prebuilt() {
   fi
   if [[ ! -x $python ]]; then mkdir -p "$(dirname "$python")" && ln -sf "$(command -v python3)" "$python"; fi
   mkdir -p "$build/src" "$build/tests"
-  xz -dc "$kit/effarch.xz" > "$build/src/effarch"
-  xz -dc "$kit/effarch_tests.xz" > "$build/tests/effarch_tests"
+  xz -dc "$kit/binaries.tar.xz" | tar xf - -O effarch > "$build/src/effarch"  # (prebuild.sh: one stream for both)
+  xz -dc "$kit/binaries.tar.xz" | tar xf - -O effarch_tests > "$build/tests/effarch_tests"
   chmod +x "$build/src/effarch" "$build/tests/effarch_tests"
   cp "$kit"/libeffarch_clash_probe_*.so "$build/tests/"  # (opened by a test from the build folder)
   if ! "$build/tests/effarch_tests" --gtest_list_tests > "$build.prebuilt.log" 2>&1 || ! "$build/src/effarch" --version >> "$build.prebuilt.log" 2>&1; then
