@@ -89,7 +89,10 @@ EFFARCH_HD float rsqrt_of(float v) {
 
 EFFARCH_HD float mean_of(float sum, int n) {
 #ifdef __CUDA_ARCH__
-  return sum * (1.0f / static_cast<float>(n));  // ATen's CUDA mean: the sum times the factor 1 / n
+  // ATen's CUDA mean: the sum times the factor 1 / n, rounded on its own (__fmul_rn: never
+  // contracted into an FMA with the subtraction or `+ eps` that reads it, which nvcc's -fmad
+  // might do differently in two kernels; ATen computes the mean in a step of its own).
+  return __fmul_rn(sum, 1.0f / static_cast<float>(n));
 #else
   return sum / static_cast<float>(n);  // ATen's CPU mean: sum, then div_
 #endif

@@ -91,9 +91,10 @@ __device__ __forceinline__ void gemv_norm_prologue(const GemvParams& p, const Ge
 // The prologue's batches of loads would hold 113-128 registers a thread (the compiler overlaps
 // both virtual threads' reads), two blocks an SM: kNorm asks for four blocks (64 registers), the
 // loads in flight in the products (32 warps x 4 x 16 bytes a lane) well past what the copy
-// bandwidth needs.
+// bandwidth needs. The others ask for none (0): a minimum of one block an SM took the plain
+// one-row kernel from 40 to 44 registers on sm_90, six blocks an SM to five.
 template <typename T, int R, bool kVectorized, bool kGated, int kUnroll = kGemvUnroll, bool kNorm = false>
-__global__ void __launch_bounds__(kGemvThreads, kNorm ? 4 : 1) gemv_kernel(const GemvParams p, const int split,
+__global__ void __launch_bounds__(kGemvThreads, kNorm ? 4 : 0) gemv_kernel(const GemvParams p, const int split,
                                                                           const int prefetch) {
   __shared__ float partial[kGemvWarps][R];
   __shared__ float pair_value[kGated ? kGemvWarps : 1][R];  // gated: each row's stored value, for its pair
@@ -102,25 +103,20 @@ __global__ void __launch_bounds__(kGemvThreads, kNorm ? 4 : 1) gemv_kernel(const
   allow_dependent_launch();
   const GemvLane l = gemv_lane_of(split, static_cast<int>(blockIdx.x), static_cast<int>(threadIdx.x),
                                   kGated ? p.out / 2 : 0);
-  const T* x = static_cast<const T*>(p.x);
-  int64_t x_row_stride = p.x_row_stride;
   float acc[R];
 #pragma unroll
   for (int r = 0; r < R; ++r) acc[r] = 0.f;
   const bool active = l.out_row < p.out;  // the last block's spare warps still reach the barriers
-  int lane_prefetch = prefetch;
-  if constexpr (kNorm) {
-    T* xs = reinterpret_cast<T*>(gemv_normed_x);
-    gemv_norm_prologue<T>(p, l, active, prefetch, xs, norm_red);
-    x = xs;
-    x_row_stride = p.in;
-    lane_prefetch = 0;  // asked before the prologue
-  }
+  if constexpr (kNorm) gemv_norm_prologue<T>(p, l, active, prefetch, reinterpret_cast<T*>(gemv_normed_x), norm_red);
   if (active) {
     const T* w_row = static_cast<const T*>(p.w) + static_cast<int64_t>(l.out_row) * p.in;
-    if constexpr (kVectorized) {
-      gemv_lane_vectorized<T, R, kUnroll>(w_row, x, x_row_stride, p.rows, p.in / GemvUnpack<T>::kVec, l.t,
-                                          l.stride, acc, lane_prefetch);
+    const T* x = static_cast<const T*>(p.x);
+    if constexpr (kNorm) {  // x: the block's normed rows; the weights were asked before the prologue
+      gemv_lane_vectorized<T, R, kUnroll>(w_row, reinterpret_cast<const T*>(gemv_normed_x), p.in, p.rows,
+                                          p.in / GemvUnpack<T>::kVec, l.t, l.stride, acc, 0);
+    } else if constexpr (kVectorized) {
+      gemv_lane_vectorized<T, R, kUnroll>(w_row, x, p.x_row_stride, p.rows, p.in / GemvUnpack<T>::kVec, l.t,
+                                          l.stride, acc, prefetch);
     } else {
       gemv_lane_scalar<T, R>(w_row, x, p.x_row_stride, p.rows, p.in, l.t, l.stride, acc);
     }

@@ -56,17 +56,24 @@ std::optional<bool> parse_norm_prologue(const std::string& value, const std::str
 }
 
 bool resolve_norm_prologue(const std::optional<bool>& request, const std::map<std::string, std::string>& impl,
-                           ops::WeightFormat weights) {
+                           ops::WeightFormat weights, int64_t hidden, at::ScalarType dtype) {
   const auto on_cuda = [&impl](ops::OpFamily op) {
     const auto it = impl.find(std::string(ops::op_name(op)));
     return it != impl.end() && it->second == ops::backend_name(ops::Backend::Cuda);
   };
-  const bool can = on_cuda(ops::OpFamily::AddNorm) && on_cuda(ops::OpFamily::DenseGemv) &&
-                   weights == ops::WeightFormat::Dense;
-  if (request == std::optional<bool>(true) && !can) {
+  const bool kernels = on_cuda(ops::OpFamily::AddNorm) && on_cuda(ops::OpFamily::DenseGemv) &&
+                       weights == ops::WeightFormat::Dense;
+  const bool fits = ops::norm_prologue_fits(hidden, dtype);
+  const bool can = kernels && fits;
+  if (request == std::optional<bool>(true) && !kernels) {
     throw UsageError("--norm-prologue fused: the norm runs in the dense GEMV's prologue, which needs the add_norm and "
                      "dense GEMV CUDA kernels (a CUDA device, a CUDA build, --backend auto or cuda) and dense "
                      "weights (not --weights int8)");
+  }
+  if (request == std::optional<bool>(true) && !fits) {
+    throw UsageError(fmt::format("--norm-prologue fused: the dense GEMV's prologue takes rows of up to 4096 elements "
+                                 "in whole 16-byte vectors; this model's hidden size is {} ({})",
+                                 hidden, c10::toString(dtype)));
   }
   return request.value_or(true) && can;
 }
@@ -234,7 +241,10 @@ std::map<std::string, std::string> resolve_implementations(const ModelConfig& co
                                  config.source, fmt::join(missing, ", "), missing.size() == 1 ? "has" : "have"));
   }
   // Whether a decode step's block boundaries leave their add + norm to the dense GEMV after them.
-  impl[kNormPrologueRecord] = resolve_norm_prologue(options.fuse_norm_prologue, impl, options.weights) ? "fused" : "separate";
+  impl[kNormPrologueRecord] =
+      resolve_norm_prologue(options.fuse_norm_prologue, impl, options.weights, config.hidden_size, options.dtype)
+          ? "fused"
+          : "separate";
   return impl;
 }
 

@@ -203,6 +203,7 @@ at::Tensor gated_product(const at::Tensor& x, const Linear& gate_up, Activation 
       RECORD_USER_SCOPE("effarch::linear");  // one GEMV launch: the activation inside counts as the projection's
       return detail::linear_activation_cuda(x, gate_up, act, /*gated=*/true, 0, nullptr, norm);
     }
+    return gated_product(pending->tensor(), gate_up, act, backend, nullptr);  // still the fused gate/up
   }
 #endif
   return gated_activation(act, linear(pending != nullptr ? pending->tensor() : x, gate_up, backend), backend);

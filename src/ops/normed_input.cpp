@@ -15,6 +15,11 @@
 
 namespace effarch::ops {
 
+bool norm_prologue_fits(int64_t hidden, at::ScalarType dtype) {
+  const int64_t bytes = hidden * static_cast<int64_t>(c10::elementSize(dtype));
+  return hidden > 0 && hidden <= kernels::addnorm::kRowCache * kernels::addnorm::kMaxThreads && bytes % 16 == 0;
+}
+
 struct NormedInput::State {
   // pending: the add_norm arguments (z undefined: none), and what has been computed of them.
   bool pending = false;
@@ -97,7 +102,11 @@ const kernels::AddNormParams* NormedInput::prologue_for(const Linear& layer, Bac
     return nullptr;
   }
   const int64_t rows = in.numel() / layer.in_features();
-  if (rows > kernels::gemvnorm::kMaxRows) return nullptr;
+  // The launcher's 16-byte path (kernels/gemv/gemv.cuh): whole vectors, an aligned weight.
+  if (rows > kernels::gemvnorm::kMaxRows || !norm_prologue_fits(layer.in_features(), in.scalar_type()) ||
+      reinterpret_cast<uintptr_t>(layer.weight.const_data_ptr()) % 16 != 0) {
+    return nullptr;
+  }
   detail::AddNormLaunch l =
       detail::prepare_add_norm(s.x, s.y, s.z.defined() ? &s.z : nullptr, *s.norm, /*with_normed=*/false);
   if (kernels::gemvnorm::refusal(l.params, static_cast<int>(rows), static_cast<int>(layer.in_features()),

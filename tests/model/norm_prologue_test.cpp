@@ -53,25 +53,34 @@ TEST(NormPrologue, ResolvesWhereTheKernelsRun) {
   EXPECT_EQ(ops::op_name(ops::OpFamily::DenseGemv), "dense_gemv");
   const Impl cuda = impl_of(ops::Backend::Cuda, ops::Backend::Cuda);
   const auto dense = ops::WeightFormat::Dense;
-  EXPECT_TRUE(resolve_norm_prologue(std::nullopt, cuda, dense));
-  EXPECT_TRUE(resolve_norm_prologue(true, cuda, dense));
-  EXPECT_FALSE(resolve_norm_prologue(false, cuda, dense));
+  EXPECT_TRUE(resolve_norm_prologue(std::nullopt, cuda, dense, 4096, at::kBFloat16));
+  EXPECT_TRUE(resolve_norm_prologue(true, cuda, dense, 4096, at::kBFloat16));
+  EXPECT_FALSE(resolve_norm_prologue(false, cuda, dense, 4096, at::kBFloat16));
 
   // The add_norm reference (or the GEMV's): auto keeps the separate add_norm, "fused" is refused.
   for (const Impl& without : {impl_of(ops::Backend::Reference, ops::Backend::Cuda),
                               impl_of(ops::Backend::Cuda, ops::Backend::Reference),
                               impl_of(ops::Backend::Reference, ops::Backend::Reference)}) {
-    EXPECT_FALSE(resolve_norm_prologue(std::nullopt, without, dense));
-    EXPECT_FALSE(resolve_norm_prologue(false, without, dense));
-    EXPECT_THROW_WITH(resolve_norm_prologue(true, without, dense), UsageError, {"--norm-prologue"});
+    EXPECT_FALSE(resolve_norm_prologue(std::nullopt, without, dense, 4096, at::kBFloat16));
+    EXPECT_FALSE(resolve_norm_prologue(false, without, dense, 4096, at::kBFloat16));
+    EXPECT_THROW_WITH(resolve_norm_prologue(true, without, dense, 4096, at::kBFloat16), UsageError, {"--norm-prologue"});
   }
   // A model without the families at all (nothing resolved): never fused.
-  EXPECT_FALSE(resolve_norm_prologue(std::nullopt, Impl{}, dense));
+  EXPECT_FALSE(resolve_norm_prologue(std::nullopt, Impl{}, dense, 4096, at::kBFloat16));
 
   // int8 weights: the prologue lives in the dense GEMV only.
-  EXPECT_FALSE(resolve_norm_prologue(std::nullopt, cuda, ops::WeightFormat::Int8));
-  EXPECT_FALSE(resolve_norm_prologue(false, cuda, ops::WeightFormat::Int8));
-  EXPECT_THROW_WITH(resolve_norm_prologue(true, cuda, ops::WeightFormat::Int8), UsageError, {"--norm-prologue"});
+  EXPECT_FALSE(resolve_norm_prologue(std::nullopt, cuda, ops::WeightFormat::Int8, 4096, at::kBFloat16));
+  EXPECT_FALSE(resolve_norm_prologue(false, cuda, ops::WeightFormat::Int8, 4096, at::kBFloat16));
+  EXPECT_THROW_WITH(resolve_norm_prologue(true, cuda, ops::WeightFormat::Int8, 4096, at::kBFloat16), UsageError, {"--norm-prologue"});
+
+  // Rows the prologue cannot take: wider than 4096 (Llama-2-13B's 5120), or not whole 16-byte
+  // vectors; 2560 (Phi-2, Mamba-2.8B) and fp32 rows of a multiple of 4 can.
+  EXPECT_TRUE(resolve_norm_prologue(std::nullopt, cuda, dense, 2560, at::kBFloat16));
+  EXPECT_TRUE(resolve_norm_prologue(std::nullopt, cuda, dense, 68, at::kFloat));
+  EXPECT_FALSE(resolve_norm_prologue(std::nullopt, cuda, dense, 68, at::kBFloat16));
+  EXPECT_FALSE(resolve_norm_prologue(std::nullopt, cuda, dense, 5120, at::kBFloat16));
+  EXPECT_THROW_WITH(resolve_norm_prologue(true, cuda, dense, 5120, at::kBFloat16), UsageError,
+                    {"--norm-prologue fused", "4096", "5120"});
 }
 
 // On the CPU: auto loads and records "separate"; "fused" is refused at load, before any weight

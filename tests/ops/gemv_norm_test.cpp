@@ -239,7 +239,7 @@ TEST(DenseGemvCuda, NormPrologueGivesTheUnfusedBits) {
   at::manual_seed(28);
   int runs = 0;
   for (const at::ScalarType dtype : {at::kFloat, at::kBFloat16, at::kHalf}) {
-    for (const int64_t dim : {256, 2560, 4096}) {
+    for (const int64_t dim : {64, 256, 2560, 4096}) {
       for (const bool layer_norm : {false, true}) {
         for (const bool fp32_residual : {false, true}) {
           for (const int64_t rows : {1, 2}) {
@@ -251,8 +251,15 @@ TEST(DenseGemvCuda, NormPrologueGivesTheUnfusedBits) {
               return NormedInput::pending(b.x, b.y, b.z.defined() ? std::optional<at::Tensor>(b.z) : std::nullopt,
                                           b.norm, Backend::Cuda);
             };
-            const Linear plain = cuda_layer(3 * dim, dim, dtype, layer_norm);
-            ASSERT_NE(pending().prologue_for(plain, Backend::Cuda), nullptr) << what;
+            // 3 dim + 3 outputs: the last block's spare warps reach the prologue's barriers too.
+            const Linear plain = cuda_layer(3 * dim + 3, dim, dtype, layer_norm);
+            const Linear gate_up = cuda_layer(2 * dim, dim, dtype, false);
+            const Linear in_proj = cuda_layer(4 * dim, dim, dtype, false);
+            for (const Linear* layer : {&plain, &gate_up, &in_proj}) {  // each product below runs the prologue
+              ASSERT_NE(pending().prologue_for(*layer, Backend::Cuda), nullptr) << what;
+            }
+            ASSERT_TRUE(linear_activation_fuses(b.y, plain, Activation::GeluNew, Backend::Cuda)) << what;
+            ASSERT_TRUE(linear_gated_activation_fuses(b.y, gate_up, Activation::SiLU, Backend::Cuda)) << what;
             {
               const NormedInput in = pending();
               EXPECT_TRUE(at::equal(linear(in, plain, Backend::Cuda), linear(r.normed, plain, Backend::Cuda))) << what;
@@ -266,7 +273,6 @@ TEST(DenseGemvCuda, NormPrologueGivesTheUnfusedBits) {
               EXPECT_TRUE(at::equal(in.residual(), r.residual)) << what;
             }
             {
-              const Linear gate_up = cuda_layer(2 * dim, dim, dtype, false);
               const NormedInput in = pending();
               EXPECT_TRUE(at::equal(linear_gated_activation(in, gate_up, Activation::SiLU, Backend::Cuda),
                                     linear_gated_activation(r.normed, gate_up, Activation::SiLU, Backend::Cuda)))
@@ -274,10 +280,10 @@ TEST(DenseGemvCuda, NormPrologueGivesTheUnfusedBits) {
               EXPECT_TRUE(at::equal(in.residual(), r.residual)) << what;
             }
             {
-              const Linear in_proj = cuda_layer(4 * dim, dim, dtype, false);
               const at::Tensor weight = cuda_randn({2 * dim, 4}, dtype), state0 = cuda_randn({rows, 2 * dim, 4}, dtype);
               at::Tensor state = state0.clone(), expect_state = state0.clone();
               const NormedInput in = pending().view({rows, dim});
+              ASSERT_TRUE(linear_conv_update_fuses(b.y.view({rows, dim}), in_proj, state, Backend::Cuda)) << what;
               const ProjectedConv got = linear_conv_update(in, in_proj, 0, state, weight, std::nullopt, true, Backend::Cuda);
               const ProjectedConv expect = linear_conv_update(r.normed.view({rows, dim}), in_proj, 0, expect_state,
                                                               weight, std::nullopt, true, Backend::Cuda);
@@ -292,7 +298,7 @@ TEST(DenseGemvCuda, NormPrologueGivesTheUnfusedBits) {
       }
     }
   }
-  EXPECT_EQ(runs, 72);
+  EXPECT_EQ(runs, 96);
 }
 
 }  // namespace

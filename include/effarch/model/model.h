@@ -54,11 +54,13 @@ bool resolve_parallel_block(const std::optional<bool>& request, const at::Device
 std::optional<bool> parse_norm_prologue(const std::string& value, const std::string& option);
 // Whether a decode step leaves a block boundary's add + norm to the dense GEMV that reads its
 // output (its prologue: kernels/gemv/gemv_norm.h), for a request: auto where it can run, which
-// is where the add_norm and dense GEMV families both run their CUDA kernels and the weights are
-// dense (so never on the CPU); "fused" where it cannot is a UsageError naming --norm-prologue.
-// `impl`: the op families' resolved backends (resolve_implementations).
+// is where the add_norm and dense GEMV families both run their CUDA kernels, the weights are
+// dense (so never on the CPU) and the model's rows fit the prologue (ops::norm_prologue_fits:
+// hidden sizes up to 4096); "fused" where it cannot is a UsageError naming --norm-prologue.
+// `impl`: the op families' resolved backends (resolve_implementations). Like the GEMV itself,
+// it runs in steps of 1-2 sequences; a larger batch computes each add + norm first.
 bool resolve_norm_prologue(const std::optional<bool>& request, const std::map<std::string, std::string>& impl,
-                           ops::WeightFormat weights);
+                           ops::WeightFormat weights, int64_t hidden, at::ScalarType dtype);
 // The decode mode a model runs for a request (nullopt: auto). Auto replays decode as a CUDA graph
 // wherever the model supports it (a CUDA build, a CUDA device, MoE layers only where
 // moe_decode_not_capturable says nothing for `backend` and `weights`: the conditions

@@ -23,6 +23,11 @@ namespace effarch::ops {
 
 struct Linear;
 
+// Whether the dense GEMV's norm prologue takes a row of `hidden` elements of `dtype`: at most 4096
+// (the add_norm kernel's element shape keeps it in registers: kernels/gemv/gemv_norm.h) in whole
+// 16-byte vectors (the GEMV's 16-byte path). A model whose hidden size does not fit never fuses.
+bool norm_prologue_fits(int64_t hidden, at::ScalarType dtype);
+
 class NormedInput {
  public:
   NormedInput() = default;
@@ -52,8 +57,9 @@ class NormedInput {
   // For an op that takes a NormedInput: the add + norm params the dense GEMV of `layer` runs in
   // its prologue for this pending input under `backend` (its residual then this input's), or null
   // where it cannot: not pending or already computed, more than kernels::gemvnorm::kMaxRows rows,
-  // the add_norm or dense GEMV family not on its CUDA kernel, the layer's measuring unroll, or a
-  // norm the prologue refuses (gemvnorm::refusal). The op then passes stand_in() as x and these
+  // the add_norm or dense GEMV family not on its CUDA kernel, the layer's measuring unroll, a row
+  // norm_prologue_fits refuses or a weight off 16 bytes (the launcher's 16-byte path), or a norm
+  // the prologue refuses (gemvnorm::refusal). The op then passes stand_in() as x and these
   // params to the GEMV, and must run it; on null it runs on tensor().
   const kernels::AddNormParams* prologue_for(const Linear& layer, Backend backend) const;
   // y in this input's shape: the shape, dtype and device of the normed tensor, what an op checks
