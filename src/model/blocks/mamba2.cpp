@@ -51,11 +51,11 @@ class Mamba2Mixer final : public Mixer {
   static constexpr int64_t kPrefillPieceChunks = 32;
 
   at::Tensor forward(const ops::NormedInput& in, LayerCache& cache, const ForwardContext& ctx) const override {
-    const at::Tensor x = in.tensor();
-    const int64_t t = x.size(1);
+    const int64_t t = in.size(1);
     const bool decode_step = ctx.start_pos != 0 && t == 1;
     const int64_t piece = kPrefillPieceChunks * std::max<int64_t>(m_.chunk_size, 1);
-    if (t <= piece) return forward_piece(x, cache, ctx, /*fresh=*/ctx.start_pos == 0, decode_step);
+    if (t <= piece) return forward_piece(in, cache, ctx, /*fresh=*/ctx.start_pos == 0, decode_step);
+    const at::Tensor x = in.tensor();
     at::Tensor out;
     for (int64_t from = 0; from < t; from += piece) {
       const int64_t len = std::min(piece, t - from);
@@ -77,7 +77,8 @@ class Mamba2Mixer final : public Mixer {
  private:
   // x [B, T, hidden] through the mixer. fresh: the cache starts empty (prefill from position 0);
   // decode_step: one token of a decode (the one-token update, dt unclamped as transformers does).
-  at::Tensor forward_piece(const at::Tensor& x, LayerCache& cache, const ForwardContext& ctx, bool fresh,
+  // A pending x (a decode step's block boundary) goes to in_proj's GEMV, its prologue.
+  at::Tensor forward_piece(const ops::NormedInput& x, LayerCache& cache, const ForwardContext& ctx, bool fresh,
                            bool decode_step) const {
     const int64_t b = x.size(0), t = x.size(1);
     const int64_t di = m_.d_inner, h = m_.num_heads, p = m_.head_dim, g = m_.n_groups, n = m_.d_state;
@@ -87,13 +88,14 @@ class Mamba2Mixer final : public Mixer {
     at::Tensor proj, decode_conv;  // [B, T, Di + conv_dim + H]; a one-token conv's output [B, conv_dim, 1]
     if (!fresh && t == 1) {
       // One token: the conv update runs inside in_proj's GEMV where the kernel takes it
-      // (ops::linear_conv_update: one launch instead of two), else after it.
-      ops::ProjectedConv pc =
-          ops::linear_conv_update(x.select(1, 0), in_proj_, di, cache.conv_state, conv_w_, conv_b_, silu, ctx.backend);
+      // (ops::linear_conv_update: one launch instead of two), else after it; a pending input's
+      // add + norm in that GEMV's prologue too, where it runs one.
+      ops::ProjectedConv pc = ops::linear_conv_update(x.view({b, x.size(2)}), in_proj_, di, cache.conv_state, conv_w_,
+                                                      conv_b_, silu, ctx.backend);
       proj = pc.projection.unsqueeze(1);
       decode_conv = pc.conv.unsqueeze(2);
     } else {
-      proj = ops::linear(x, in_proj_, ctx.backend);
+      proj = ops::linear(x.tensor(), in_proj_, ctx.backend);
     }
     const at::Tensor z = proj.narrow(2, 0, di);
     at::Tensor y;  // [B, T, Di] fp32
@@ -118,7 +120,7 @@ class Mamba2Mixer final : public Mixer {
     }
     // The norm writes the model dtype directly (the same rounding as casting its fp32 result).
     const at::Tensor normed =
-        ops::gated_rms_norm(y, z, norm_w_, di / g, m_.gated_norm_eps, ctx.backend, x.scalar_type());
+        ops::gated_rms_norm(y, z, norm_w_, di / g, m_.gated_norm_eps, ctx.backend, proj.scalar_type());
     return all_reduce(ops::linear(normed, out_proj_, ctx.backend), ctx.tp);
   }
 
