@@ -5,6 +5,7 @@
 
 #include "add_norm/add_norm_params.h"
 #include "common/convert.cuh"
+#include "common/grid_dependency.h"
 #include "common/row8.h"
 
 namespace effarch::kernels::addnorm {
@@ -43,5 +44,15 @@ struct TypedIo {
     }
   }
 };
+
+// The norm's weight and LayerNorm's bias, which the last phase reads, asked into L1 by thread tid
+// of n where p allows it (prefetch_weights: the model's own tensors): before the grid-dependency
+// wait, while the kernel before finishes.
+__device__ __forceinline__ void prefetch_norm_weights(const AddNormParams& p, int tid, int n) {
+  if (!p.prefetch_weights) return;
+  const int64_t weight_bytes = static_cast<int64_t>(p.dim) * element_bytes(p.type);
+  prefetch_l1_lines(p.weight, weight_bytes, tid, n);
+  if (p.norm == NormType::kLayer) prefetch_l1_lines(p.bias, weight_bytes, tid, n);
+}
 
 }  // namespace effarch::kernels::addnorm

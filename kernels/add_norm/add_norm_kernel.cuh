@@ -27,11 +27,7 @@ namespace addnorm {
 // the kernels before).
 __device__ __forceinline__ void start_row(const AddNormParams& p, int tid, int n) {
   allow_dependent_launch();
-  if (p.prefetch_weights) {
-    const int64_t weight_bytes = static_cast<int64_t>(p.dim) * element_bytes(p.type);
-    prefetch_l1_lines(p.weight, weight_bytes, tid, n);
-    if (p.norm == NormType::kLayer) prefetch_l1_lines(p.bias, weight_bytes, tid, n);
-  }
+  prefetch_norm_weights(p, tid, n);
   grid_dependency_wait();
 }
 

@@ -7,11 +7,17 @@
 
 namespace effarch::kernels {
 
+// Every lane of the warp gets the sum of the lanes' values, by the xor butterfly.
+__device__ __forceinline__ float warp_xor_sum(float v) {
+#pragma unroll
+  for (int offset = kWarpLanes / 2; offset > 0; offset /= 2) v += __shfl_xor_sync(0xffffffffu, v, offset);
+  return v;
+}
+
 // Every thread of the block gets the sum of the threads' `partial`s. blockDim.x is a multiple of
 // 32; `red` holds a float per warp.
 __device__ __forceinline__ float block_sum(float* red, float partial) {
-#pragma unroll
-  for (int offset = kWarpLanes / 2; offset > 0; offset /= 2) partial += __shfl_xor_sync(0xffffffffu, partial, offset);
+  partial = warp_xor_sum(partial);
   if (threadIdx.x % kWarpLanes == 0) red[threadIdx.x / kWarpLanes] = partial;
   __syncthreads();
   const float total = add_warp_sums(red, static_cast<int>(blockDim.x) / kWarpLanes);

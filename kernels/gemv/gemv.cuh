@@ -9,6 +9,7 @@
 #include <cuda_fp16.h>
 
 #include "add_norm/add_norm_io.cuh"
+#include "common/block_sum.cuh"
 #include "common/convert.cuh"
 #include "common/grid_dependency.h"
 #include "common/launch.h"
@@ -26,9 +27,7 @@ __device__ __forceinline__ float virtual_block_sum(float* red, const float (&par
   const int warp = static_cast<int>(threadIdx.x) / kGemvLanes, lane = static_cast<int>(threadIdx.x) % kGemvLanes;
 #pragma unroll
   for (int j = 0; j < gemvnorm::kPerThread; ++j) {
-    float s = part[j];
-#pragma unroll
-    for (int offset = kGemvLanes / 2; offset > 0; offset /= 2) s += __shfl_xor_sync(0xffffffffu, s, offset);
+    const float s = warp_xor_sum(part[j]);
     const int w = gemvnorm::virtual_warp(warp, j, threads);
     if (lane == 0 && w >= 0) red[w] = s;
   }
@@ -51,18 +50,14 @@ __device__ __forceinline__ void gemv_norm_prologue(const GemvParams& p, const Ge
     const T* w_row = static_cast<const T*>(p.w) + static_cast<int64_t>(l.out_row) * p.in;
     const int nvec = p.in / V;
     for (int k = 0; k < ahead; ++k) {
-      const int v = l.t + k * l.stride;
+      const int v = gemv_prefetch_vector(l.t, l.stride, k, 0);  // from the lane's first vector
       if (v >= nvec) break;
       prefetch_l2(w_row + static_cast<int64_t>(v) * V);
     }
   }
   AddNormParams a = p.norm;
   const int tid = static_cast<int>(threadIdx.x), threads = a.threads;  // the launcher's addnorm::threads_of
-  if (a.prefetch_weights) {
-    const int64_t weight_bytes = static_cast<int64_t>(a.dim) * element_bytes(a.type);
-    prefetch_l1_lines(a.weight, weight_bytes, tid, kGemvThreads);
-    if (a.norm == NormType::kLayer) prefetch_l1_lines(a.bias, weight_bytes, tid, kGemvThreads);
-  }
+  addnorm::prefetch_norm_weights(a, tid, kGemvThreads);
   grid_dependency_wait();
   a.normed = xs;
   a.normed_row_stride = p.in;

@@ -72,22 +72,15 @@ inline const char* refusal(const AddNormParams& a, int rows, int in, ElementType
 // elements (at most addnorm::kRowCache: refusal checked the row) before any write.
 template <class Io>
 EFFARCH_HD float add_partial(const AddNormParams& a, int64_t row, int v, int threads) {
-  float r[addnorm::kRowCache];
-EFFARCH_UNROLL
-  for (int k = 0; k < addnorm::kRowCache; ++k) {
-    const int i = v + k * threads;
-    if (i < a.dim) r[k] = addnorm::residual_value<Io>(a, row, i);
-  }
   float acc = 0.0f;
-EFFARCH_UNROLL
-  for (int k = 0; k < addnorm::kRowCache; ++k) {
-    const int i = v + k * threads;
-    if (i >= a.dim) break;
-    if (a.residual_out != nullptr) Io::store(a.residual_out, row * a.residual_out_row_stride + i, a.residual_type, r[k]);
-    const float n = Io::round_to(a.type, r[k]);
-    Io::store(a.normed, row * a.normed_row_stride + i, a.type, n);
-    acc = addnorm::first_sum_term(a.norm, n, acc);
-  }
+  addnorm::cached_batch(
+      a.dim, v, threads, [&](int i, int) { return addnorm::residual_value<Io>(a, row, i); },
+      [&](int i, int, float r) {
+        if (a.residual_out != nullptr) Io::store(a.residual_out, row * a.residual_out_row_stride + i, a.residual_type, r);
+        const float n = Io::round_to(a.type, r);
+        Io::store(a.normed, row * a.normed_row_stride + i, a.type, n);
+        acc = addnorm::first_sum_term(a.norm, n, acc);
+      });
   return acc;
 }
 
@@ -105,23 +98,18 @@ EFFARCH_HD float variance_partial(const AddNormParams& a, int64_t row, int v, in
 // Phase 3 for virtual thread v: its elements' normed values over their n in the shared row.
 template <class Io>
 EFFARCH_HD void norm_write(const AddNormParams& a, int64_t row, int v, int threads, const addnorm::RowScale& s) {
-  const bool rms = a.norm == NormType::kRms;
-  float w[addnorm::kRowCache], b[addnorm::kRowCache];
-EFFARCH_UNROLL
-  for (int k = 0; k < addnorm::kRowCache; ++k) {
-    const int i = v + k * threads;
-    if (i < a.dim) {
-      w[k] = Io::load(a.weight, i, a.type);
-      b[k] = rms ? 0.0f : Io::load(a.bias, i, a.type);
-    }
-  }
-EFFARCH_UNROLL
-  for (int k = 0; k < addnorm::kRowCache; ++k) {
-    const int i = v + k * threads;
-    if (i >= a.dim) break;
-    const int64_t at = row * a.normed_row_stride + i;
-    Io::store(a.normed, at, a.type, addnorm::normed_value<Io>(a, s, Io::load(a.normed, at, a.type), w[k], b[k]));
-  }
+  struct WeightBias {
+    float w, b;
+  };
+  addnorm::cached_batch(
+      a.dim, v, threads,
+      [&](int i, int) {
+        return WeightBias{Io::load(a.weight, i, a.type), a.norm == NormType::kRms ? 0.0f : Io::load(a.bias, i, a.type)};
+      },
+      [&](int i, int, const WeightBias& wb) {
+        const int64_t at = row * a.normed_row_stride + i;
+        Io::store(a.normed, at, a.type, addnorm::normed_value<Io>(a, s, Io::load(a.normed, at, a.type), wb.w, wb.b));
+      });
 }
 
 // Virtual thread j of GEMV thread tid (it runs where it is below the row's threads).
