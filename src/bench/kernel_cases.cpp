@@ -487,22 +487,24 @@ KernelCase add_norm_gemv_case(std::string name, KernelModel model, std::string m
         norm->layer_norm = s.config->norm == model::NormKind::LayerNorm;
         if (norm->layer_norm) norm->bias = at::randn({k}, opt);
         norm->eps = s.config->norm_eps;
-        const std::optional<at::Tensor> zo = z.defined() ? std::optional<at::Tensor>(z) : std::nullopt;
         if (backend == ops::Backend::Reference) {
           return [=] {
-            const ops::AddNormResult r = ops::add_norm(x, y, zo ? &*zo : nullptr, *norm, ops::Backend::Auto);
+            const ops::AddNormResult r = ops::add_norm(x, y, z.defined() ? &z : nullptr, *norm, ops::Backend::Auto);
             (void)ops::linear(r.normed, layer, ops::Backend::Auto);
           };
         }
         // Asked for by name: where the prologue cannot run (more rows than it takes, a row past
         // 4096), the row is an error that says so, not the two kernels under this name.
-        if (ops::NormedInput::pending(x, y, zo, *norm, ops::Backend::Cuda).prologue_for(layer, ops::Backend::Cuda) ==
-            nullptr) {
+        if (ops::NormedInput::pending(x, y, z.defined() ? &z : nullptr, *norm, ops::Backend::Cuda)
+                .prologue_for(layer, ops::Backend::Cuda) == nullptr) {
           throw OpError(fmt::format("no norm prologue for {} rows of a [{}, {}] {} product (at most {} rows, a row of "
                                     "at most 4096, the CUDA kernels): the reference row times the two kernels",
                                     s.batch, o, k, c10::toString(opt.dtype().toScalarType()), 2));
         }
-        return [=] { (void)ops::linear(ops::NormedInput::pending(x, y, zo, *norm, ops::Backend::Cuda), layer, ops::Backend::Cuda); };
+        return [=] {
+          (void)ops::linear(ops::NormedInput::pending(x, y, z.defined() ? &z : nullptr, *norm, ops::Backend::Cuda), layer,
+                            ops::Backend::Cuda);
+        };
       }};
 }
 

@@ -373,14 +373,13 @@ ops::NormedInput Model::run_blocks(at::Tensor x, const ForwardContext& ctx, bool
   // The final norm joins the last add where it reads the residual in the model dtype: not Mamba's
   // fp32 stream (HF's final norm reads that as it is), nor a prefill that keeps only the last token.
   const bool fuse_final = !blocks_.empty() && !config_.residual_in_fp32 && !(last_only && t > 1);
-  ops::NormedInput a = blocks_.empty() ? ops::NormedInput() : ops::NormedInput(blocks_[0]->mixer_input(x));
+  ResidualStream s{x, blocks_.empty() ? ops::NormedInput() : ops::NormedInput(blocks_[0]->mixer_input(x))};
   for (size_t i = 0; i < blocks_.size(); ++i) {
     const Norm* next = i + 1 < blocks_.size() ? &blocks_[i + 1]->mixer_norm() : (fuse_final ? final_norm_.get() : nullptr);
-    ResidualStream s = blocks_[i]->forward_fused(x, a, next, cache_.layers[i], ctx);
-    x = std::move(s.residual);  // undefined where s.normed is pending (it holds the residual)
-    a = std::move(s.normed);
+    s = blocks_[i]->forward_fused(s, next, cache_.layers[i], ctx);
   }
-  if (fuse_final) return a;  // [B, T, H]; with last_only T is 1; pending: the head's GEMV computes it
+  if (fuse_final) return s.normed;  // [B, T, H]; with last_only T is 1; pending: the head's GEMV computes it
+  x = s.residual;  // the last block had no norm after it: computed
   if (last_only) x = x.narrow(1, t - 1, 1);
   return (*final_norm_)(x);
 }

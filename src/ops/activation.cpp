@@ -154,10 +154,10 @@ at::Tensor linear_activation(const at::Tensor& x, const Linear& layer, Activatio
 
 namespace {
 
-// linear_activation_tail for x, or for `pending`'s stand-in x (NormedInput::stand_in): its add +
-// norm in the fused GEMV's prologue where that runs, else computed first.
+// linear_activation_tail; `norm`: the fused GEMV's norm prologue, x its stand-in
+// (NormedInput::for_product, which gives it only where linear_activation_fuses holds).
 at::Tensor activation_tail(const at::Tensor& x, const Linear& layer, Activation act, int64_t from, Backend backend,
-                           const at::Tensor* out, const NormedInput* pending) {
+                           const at::Tensor* out, [[maybe_unused]] const kernels::AddNormParams* norm) {
   constexpr const char* op = "linear_activation_tail";
   detail::check_linear(x, layer, op);
   const int64_t o = layer.out_features();
@@ -171,15 +171,11 @@ at::Tensor activation_tail(const at::Tensor& x, const Linear& layer, Activation 
   }
 #ifdef EFFARCH_WITH_CUDA
   if (linear_activation_fuses(x, layer, act, backend)) {
-    const kernels::AddNormParams* norm = pending != nullptr ? pending->prologue_for(layer, backend) : nullptr;
-    if (pending == nullptr || norm != nullptr) {
-      RECORD_USER_SCOPE("effarch::linear");  // one GEMV launch: the activation inside counts as the projection's
-      return detail::linear_activation_cuda(x, layer, act, /*gated=*/false, from, out, norm);
-    }
-    return activation_tail(pending->tensor(), layer, act, from, backend, out, nullptr);
+    RECORD_USER_SCOPE("effarch::linear");  // one GEMV launch: the activation inside counts as the projection's
+    return detail::linear_activation_cuda(x, layer, act, /*gated=*/false, from, out, norm);
   }
 #endif
-  const at::Tensor y = linear(pending != nullptr ? pending->tensor() : x, layer, backend);
+  const at::Tensor y = linear(x, layer, backend);
   at::Tensor tail = y.narrow(-1, from, o - from);
   tail.copy_(activate(act, tail, backend));
   if (out == nullptr) return y;
@@ -187,9 +183,10 @@ at::Tensor activation_tail(const at::Tensor& x, const Linear& layer, Activation 
   return *out;
 }
 
-// linear_gated_activation for x, or for `pending`'s stand-in x (as activation_tail).
+// linear_gated_activation; `norm` as activation_tail's (given only where
+// linear_gated_activation_fuses holds).
 at::Tensor gated_product(const at::Tensor& x, const Linear& gate_up, Activation act, Backend backend,
-                         const NormedInput* pending) {
+                         [[maybe_unused]] const kernels::AddNormParams* norm) {
   detail::check_linear(x, gate_up, "linear_gated_activation");
   if (gate_up.out_features() % 2 != 0) {
     throw OpError(fmt::format("linear_gated_activation: gate_up has {} output features, expected 2I (gate rows, "
@@ -198,15 +195,11 @@ at::Tensor gated_product(const at::Tensor& x, const Linear& gate_up, Activation 
   }
 #ifdef EFFARCH_WITH_CUDA
   if (linear_gated_activation_fuses(x, gate_up, act, backend)) {
-    const kernels::AddNormParams* norm = pending != nullptr ? pending->prologue_for(gate_up, backend) : nullptr;
-    if (pending == nullptr || norm != nullptr) {
-      RECORD_USER_SCOPE("effarch::linear");  // one GEMV launch: the activation inside counts as the projection's
-      return detail::linear_activation_cuda(x, gate_up, act, /*gated=*/true, 0, nullptr, norm);
-    }
-    return gated_product(pending->tensor(), gate_up, act, backend, nullptr);  // still the fused gate/up
+    RECORD_USER_SCOPE("effarch::linear");  // one GEMV launch: the activation inside counts as the projection's
+    return detail::linear_activation_cuda(x, gate_up, act, /*gated=*/true, 0, nullptr, norm);
   }
 #endif
-  return gated_activation(act, linear(pending != nullptr ? pending->tensor() : x, gate_up, backend), backend);
+  return gated_activation(act, linear(x, gate_up, backend), backend);
 }
 
 }  // namespace
@@ -218,8 +211,9 @@ at::Tensor linear_activation_tail(const at::Tensor& x, const Linear& layer, Acti
 
 at::Tensor linear_activation_tail(const NormedInput& x, const Linear& layer, Activation act, int64_t from,
                                   Backend backend, const at::Tensor* out) {
-  if (!x.is_pending()) return activation_tail(x.tensor(), layer, act, from, backend, out, nullptr);
-  return activation_tail(x.stand_in(), layer, act, from, backend, out, &x);
+  const NormedInput::ProductInput in =
+      x.for_product(layer, backend, x.is_pending() && linear_activation_fuses(x.stand_in(), layer, act, backend));
+  return activation_tail(in.x, layer, act, from, backend, out, in.norm);
 }
 
 bool linear_gated_activation_fuses(const at::Tensor& x, const Linear& gate_up, Activation act, Backend backend) {
@@ -233,8 +227,9 @@ at::Tensor linear_gated_activation(const at::Tensor& x, const Linear& gate_up, A
 }
 
 at::Tensor linear_gated_activation(const NormedInput& x, const Linear& gate_up, Activation act, Backend backend) {
-  if (!x.is_pending()) return gated_product(x.tensor(), gate_up, act, backend, nullptr);
-  return gated_product(x.stand_in(), gate_up, act, backend, &x);
+  const NormedInput::ProductInput in = x.for_product(
+      gate_up, backend, x.is_pending() && linear_gated_activation_fuses(x.stand_in(), gate_up, act, backend));
+  return gated_product(in.x, gate_up, act, backend, in.norm);
 }
 
 }  // namespace effarch::ops

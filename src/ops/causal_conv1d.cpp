@@ -225,11 +225,11 @@ bool linear_conv_update_fuses(const at::Tensor& x, const Linear& in_proj, const 
 
 namespace {
 
-// linear_conv_update for x, or for `pending`'s stand-in x (NormedInput::stand_in): its add + norm
-// in the fused GEMV's prologue where that runs, else computed first.
+// linear_conv_update; `norm`: the fused GEMV's norm prologue, x its stand-in
+// (NormedInput::for_product, which gives it only where linear_conv_update_fuses holds).
 ProjectedConv projected_conv(const at::Tensor& x, const Linear& in_proj, int64_t begin, at::Tensor& conv_state,
                              const at::Tensor& weight, const std::optional<at::Tensor>& bias, bool silu,
-                             Backend backend, const NormedInput* pending) {
+                             Backend backend, [[maybe_unused]] const kernels::AddNormParams* norm) {
   constexpr const char* op = "linear_conv_update";
   check_defined(x, op, "x");
   if (x.dim() != 2) throw OpError(fmt::format("{}: x has {} dims {}, expected [B, H]", op, x.dim(), shape(x)));
@@ -249,17 +249,13 @@ ProjectedConv projected_conv(const at::Tensor& x, const Linear& in_proj, int64_t
   check_state(conv_state, x, batch, dim, w.size(1), op, "conv_state");
 #ifdef EFFARCH_WITH_CUDA
   if (linear_conv_update_fuses(x, in_proj, conv_state, backend)) {
-    const kernels::AddNormParams* norm = pending != nullptr ? pending->prologue_for(in_proj, backend) : nullptr;
-    if (pending == nullptr || norm != nullptr) {
-      RECORD_USER_SCOPE("effarch::linear");  // one GEMV launch: the conv inside counts as the projection's
-      at::Tensor conv = at::empty({batch, dim}, x.options());
-      at::Tensor projection = detail::linear_conv_update_cuda(x, in_proj, begin, conv_state, w, b, silu, conv, norm);
-      return {std::move(projection), std::move(conv)};
-    }
-    return projected_conv(pending->tensor(), in_proj, begin, conv_state, weight, bias, silu, backend, nullptr);
+    RECORD_USER_SCOPE("effarch::linear");  // one GEMV launch: the conv inside counts as the projection's
+    at::Tensor conv = at::empty({batch, dim}, x.options());
+    at::Tensor projection = detail::linear_conv_update_cuda(x, in_proj, begin, conv_state, w, b, silu, conv, norm);
+    return {std::move(projection), std::move(conv)};
   }
 #endif
-  at::Tensor projection = linear(pending != nullptr ? pending->tensor() : x, in_proj, backend);
+  at::Tensor projection = linear(x, in_proj, backend);
   at::Tensor conv = causal_conv1d_update(projection.narrow(1, begin, dim), conv_state, w, b, silu, backend);
   return {std::move(projection), std::move(conv)};
 }
@@ -275,8 +271,9 @@ ProjectedConv linear_conv_update(const at::Tensor& x, const Linear& in_proj, int
 ProjectedConv linear_conv_update(const NormedInput& x, const Linear& in_proj, int64_t begin, at::Tensor& conv_state,
                                  const at::Tensor& weight, const std::optional<at::Tensor>& bias, bool silu,
                                  Backend backend) {
-  if (!x.is_pending()) return projected_conv(x.tensor(), in_proj, begin, conv_state, weight, bias, silu, backend, nullptr);
-  return projected_conv(x.stand_in(), in_proj, begin, conv_state, weight, bias, silu, backend, &x);
+  const NormedInput::ProductInput in = x.for_product(
+      in_proj, backend, x.is_pending() && linear_conv_update_fuses(x.stand_in(), in_proj, conv_state, backend));
+  return projected_conv(in.x, in_proj, begin, conv_state, weight, bias, silu, backend, in.norm);
 }
 
 }  // namespace effarch::ops

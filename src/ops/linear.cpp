@@ -203,17 +203,16 @@ at::Tensor linear(const at::Tensor& x, const Linear& layer, Backend backend) {
 }
 
 at::Tensor linear(const NormedInput& x, const Linear& layer, Backend backend) {
+  // prologue_for asks dense_gemv_applies itself: the dense GEMV runs wherever it gives params.
+  const NormedInput::ProductInput in = x.for_product(layer, backend, x.is_pending());
 #ifdef EFFARCH_WITH_CUDA
-  if (x.is_pending()) {
-    const at::Tensor in = x.stand_in();
-    detail::check_linear(in, layer, "linear");
-    if (const kernels::AddNormParams* norm = x.prologue_for(layer, backend)) {
-      RECORD_USER_SCOPE("effarch::linear");  // one GEMV launch: the add + norm inside counts as the projection's
-      return detail::dense_gemv_cuda(in, layer, nullptr, nullptr, nullptr, norm);
-    }
+  if (in.norm != nullptr) {
+    detail::check_linear(in.x, layer, "linear");
+    RECORD_USER_SCOPE("effarch::linear");  // one GEMV launch: the add + norm inside counts as the projection's
+    return detail::dense_gemv_cuda(in.x, layer, nullptr, nullptr, nullptr, in.norm);
   }
 #endif
-  return linear(x.tensor(), layer, backend);
+  return linear(in.x, layer, backend);
 }
 
 }  // namespace effarch::ops

@@ -40,18 +40,18 @@ NormedInput::NormedInput(at::Tensor normed) : s_(std::make_shared<State>()) {
   s_->normed = std::move(normed);
 }
 
-NormedInput NormedInput::pending(at::Tensor x, at::Tensor y, std::optional<at::Tensor> z, const NormParams& norm,
-                                 Backend backend) {
+NormedInput NormedInput::pending(const at::Tensor& x, const at::Tensor& y, const at::Tensor* z,
+                                 const NormParams& norm, Backend backend) {
   // add_norm's own checks now, so that a bad argument names itself here whichever path runs later.
-  detail::check_add_norm(x, y, z ? &*z : nullptr, norm);
+  detail::check_add_norm(x, y, z, norm);
   NormedInput in;
   in.s_ = std::make_shared<State>();
   in.sizes_ = y.sizes().vec();
   State& s = *in.s_;
   s.pending = true;
-  s.x = std::move(x);
-  s.y = std::move(y);
-  if (z) s.z = std::move(*z);
+  s.x = x;
+  s.y = y;
+  if (z != nullptr) s.z = *z;
   s.norm = &norm;
   s.backend = backend;
   return in;
@@ -90,6 +90,13 @@ int64_t NormedInput::dim() const { return static_cast<int64_t>(sizes_.size()); }
 at::Tensor NormedInput::stand_in() const {
   if (s_ == nullptr) return {};
   return (s_->pending ? s_->y : s_->normed).view(sizes_);
+}
+
+NormedInput::ProductInput NormedInput::for_product(const Linear& layer, Backend backend, bool gemv_runs) const {
+  if (gemv_runs) {
+    if (const kernels::AddNormParams* norm = prologue_for(layer, backend)) return {stand_in(), norm};
+  }
+  return {tensor(), nullptr};
 }
 
 const kernels::AddNormParams* NormedInput::prologue_for(const Linear& layer, Backend backend) const {

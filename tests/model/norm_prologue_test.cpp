@@ -122,16 +122,14 @@ StackOutput run_stack(const Model& model, const std::vector<std::unique_ptr<Bloc
     ctx.start_pos = pos;
     ctx.rope = rope.rotary_dim > 0 ? &rope : nullptr;
     ctx.norm_prologue = norm_prologue;
-    at::Tensor x = at::embedding(embed, at::randint(0, c.vocab_size, {batch, t}, at::kLong));
-    ops::NormedInput a(blocks[0]->mixer_input(x));
+    const at::Tensor x = at::embedding(embed, at::randint(0, c.vocab_size, {batch, t}, at::kLong));
+    ResidualStream s{x, ops::NormedInput(blocks[0]->mixer_input(x))};
     for (size_t i = 0; i < blocks.size(); ++i) {
       const Norm* next = i + 1 < blocks.size() ? &blocks[i + 1]->mixer_norm() : nullptr;
-      ResidualStream s = blocks[i]->forward_fused(x, a, next, caches[i], ctx);
+      s = blocks[i]->forward_fused(s, next, caches[i], ctx);
       EXPECT_EQ(s.normed.is_pending(), norm_prologue && t == 1 && next != nullptr) << c.source << " block " << i;
-      x = s.resolved_residual();
-      a = std::move(s.normed);
     }
-    out.residuals.push_back(x);
+    out.residuals.push_back(s.resolved_residual());
     pos += t;
   }
   return out;

@@ -184,8 +184,7 @@ TEST(NormedInput, OffTheGpuItIsTheAddNormThenTheOp) {
     const Boundary b = make_boundary(2, 16, at::kFloat, false, true, with_z);
     const AddNormResult r = add_norm(b.x, b.y, b.zp(), b.norm);
     const auto pending = [&] {
-      return NormedInput::pending(b.x, b.y, with_z ? std::optional<at::Tensor>(b.z) : std::nullopt, b.norm,
-                                  Backend::Auto);
+      return NormedInput::pending(b.x, b.y, b.zp(), b.norm, Backend::Auto);
     };
     const Linear layer(at::randn({24, 16}), at::randn({24}));
     EXPECT_EQ(pending().prologue_for(layer, Backend::Auto), nullptr);
@@ -223,7 +222,7 @@ TEST(NormedInput, OffTheGpuItIsTheAddNormThenTheOp) {
   EXPECT_FALSE(plain.is_pending());
   EXPECT_THROW_WITH(plain.residual(), OpError, {"no residual"});
   const Boundary b = make_boundary(2, 16, at::kFloat, false, false, false);
-  EXPECT_THROW_WITH(NormedInput::pending(b.x, at::randn({2, 1, 8}), std::nullopt, b.norm, Backend::Auto), OpError,
+  EXPECT_THROW_WITH(NormedInput::pending(b.x, at::randn({2, 1, 8}), nullptr, b.norm, Backend::Auto), OpError,
                     {"add_norm", "y"});
 }
 
@@ -248,8 +247,7 @@ TEST(DenseGemvCuda, NormPrologueGivesTheUnfusedBits) {
                                                  layer_norm ? "LayerNorm (+ z)" : "RMSNorm", fp32_residual, rows);
             const AddNormResult r = add_norm(b.x, b.y, b.zp(), b.norm, Backend::Cuda);
             const auto pending = [&] {
-              return NormedInput::pending(b.x, b.y, b.z.defined() ? std::optional<at::Tensor>(b.z) : std::nullopt,
-                                          b.norm, Backend::Cuda);
+              return NormedInput::pending(b.x, b.y, b.zp(), b.norm, Backend::Cuda);
             };
             // 3 dim + 3 outputs: the last block's spare warps reach the prologue's barriers too.
             const Linear plain = cuda_layer(3 * dim + 3, dim, dtype, layer_norm);

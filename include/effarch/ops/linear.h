@@ -124,7 +124,7 @@ at::Tensor int8_gemv_cuda(const at::Tensor& x, const Linear& layer);
 // (ops::linear_gated_activation: [..., 2I] rows -> [..., I]).
 // `out`: where the outputs go, an [R, C] view of x's dtype and device whose columns are
 // contiguous (rows any stride apart: a column range of a wider buffer); null: a new tensor.
-// `norm`: the norm prologue (NormedInput::prologue_for): x is its stand-in (its shape, dtype and
+// `norm`: the norm prologue (NormedInput::for_product): x is its stand-in (its shape, dtype and
 // device; not read), the kernel computes the real rows from the add + norm and writes its residual.
 at::Tensor dense_gemv_cuda(const at::Tensor& x, const Linear& layer, const kernels::GemvConvUpdate* conv = nullptr,
                            const kernels::GemvActivation* activation = nullptr, const at::Tensor* out = nullptr,

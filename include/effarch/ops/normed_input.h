@@ -4,7 +4,7 @@
 // prologue"), which the product's dense GEMV computes in its prologue where it can
 // (kernels/gemv/gemv_norm.h: one launch instead of the add_norm kernel and the GEMV, the same
 // bits), else ops::add_norm computes first. The ops that take one (linear, linear_activation_tail,
-// linear_gated_activation, linear_conv_update) ask prologue_for; everything else reads tensor().
+// linear_gated_activation, linear_conv_update) ask for_product; everything else reads tensor().
 
 #include <memory>
 #include <optional>
@@ -34,8 +34,9 @@ class NormedInput {
   // An input already computed (implicit: every op taking a NormedInput takes a tensor).
   NormedInput(at::Tensor normed);  // NOLINT(google-explicit-constructor)
   // norm(x + y (+ z)) with the residual x + y (+ z), as ops::add_norm(x, y, z, norm, backend)
-  // computes them, left to the first product that reads it. `norm` must outlive the input.
-  static NormedInput pending(at::Tensor x, at::Tensor y, std::optional<at::Tensor> z, const NormParams& norm,
+  // computes them (z null: none), left to the first product that reads it. `norm` must outlive
+  // the input.
+  static NormedInput pending(const at::Tensor& x, const at::Tensor& y, const at::Tensor* z, const NormParams& norm,
                              Backend backend);
 
   bool defined() const { return s_ != nullptr; }
@@ -54,13 +55,21 @@ class NormedInput {
   int64_t size(int64_t d) const;
   int64_t dim() const;
 
-  // For an op that takes a NormedInput: the add + norm params the dense GEMV of `layer` runs in
-  // its prologue for this pending input under `backend` (its residual then this input's), or null
-  // where it cannot: not pending or already computed, more than kernels::gemvnorm::kMaxRows rows,
+  // What an op taking a NormedInput runs its product on: `gemv_runs`, whether the op's own dense
+  // GEMV path runs for stand_in() (its *_fuses predicate). Where it does and prologue_for gives
+  // params: the stand-in and those params, for the GEMV's prologue; else the normed tensor and null.
+  struct ProductInput {
+    at::Tensor x;
+    const kernels::AddNormParams* norm = nullptr;
+  };
+  ProductInput for_product(const Linear& layer, Backend backend, bool gemv_runs) const;
+
+  // The add + norm params the dense GEMV of `layer` runs in its prologue for this pending input
+  // under `backend` (its residual then this input's), or null where it cannot: not pending or already computed, more than kernels::gemvnorm::kMaxRows rows,
   // the add_norm or dense GEMV family not on its CUDA kernel, the layer's measuring unroll, a row
   // norm_prologue_fits refuses or a weight off 16 bytes (the launcher's 16-byte path), or a norm
-  // the prologue refuses (gemvnorm::refusal). The op then passes stand_in() as x and these
-  // params to the GEMV, and must run it; on null it runs on tensor().
+  // the prologue refuses (gemvnorm::refusal). Whoever gets params must run that GEMV with
+  // stand_in() as x (for_product's contract).
   const kernels::AddNormParams* prologue_for(const Linear& layer, Backend backend) const;
   // y in this input's shape: the shape, dtype and device of the normed tensor, what an op checks
   // and sizes its outputs by when the GEMV's prologue computes the real input.

@@ -34,7 +34,7 @@ ops::AddNormResult Norm::add(const at::Tensor& x, const at::Tensor& y, const at:
 
 ops::NormedInput Norm::pending(const at::Tensor& x, const at::Tensor& y, const at::Tensor* z,
                                ops::Backend backend) const {
-  return ops::NormedInput::pending(x, y, z != nullptr ? std::optional<at::Tensor>(*z) : std::nullopt, params_, backend);
+  return ops::NormedInput::pending(x, y, z, params_, backend);
 }
 
 std::vector<ops::OpFamily> op_families(const ModelConfig& config, const LayerSpec& layer) {
@@ -154,27 +154,28 @@ ResidualStream finish(const Norm* next, const at::Tensor& x, const at::Tensor& y
 
 }  // namespace
 
-ResidualStream Block::forward_fused(const at::Tensor& x_in, const ops::NormedInput& a, const Norm* next,
-                                    LayerCache& cache, const ForwardContext& ctx) const {
-  // A pending `a`: the residual comes from its add + norm, once the first product (or tensor()) ran it.
-  const auto residual_in = [&] { return a.is_pending() ? a.residual() : x_in; };
+ResidualStream Block::forward_fused(const ResidualStream& in, const Norm* next, LayerCache& cache,
+                                    const ForwardContext& ctx) const {
+  // A pending in.normed: the residual comes from its add + norm, once the first product (or
+  // tensor()) ran it, so in.resolved_residual() only after the first reader.
+  const ops::NormedInput& a = in.normed;
   if (parallel_) {  // Phi: h = attn(a) + mlp(a) + h with a = LN(h)
-    if (products_ && a.size(1) == 1) return forward_step(x_in, a, next, cache, ctx);
+    if (products_ && a.size(1) == 1) return forward_step(in, next, cache, ctx);
     const at::Tensor an = a.tensor();  // two readers: computed once
     if (ctx.tp != nullptr) {  // tensor parallel: both partial sums in one all-reduce instead of two
       ForwardContext local = ctx;
       local.tp = nullptr;
-      return finish(next, residual_in(), all_reduce(mixer_->forward(an, cache, local) + ffn_->forward(an, local), ctx.tp),
-                    nullptr, ctx);
+      return finish(next, in.resolved_residual(),
+                    all_reduce(mixer_->forward(an, cache, local) + ffn_->forward(an, local), ctx.tp), nullptr, ctx);
     }
     const at::Tensor m = mixer_->forward(an, cache, ctx);
     const at::Tensor f = ffn_->forward(an, ctx);
-    return finish(next, residual_in(), m, &f, ctx);
+    return finish(next, in.resolved_residual(), m, &f, ctx);
   }
   const at::Tensor m = mixer_->forward(a, cache, ctx);
   // Mamba (residual_in_fp32): the residual stream stays fp32; each norm reads its model-dtype cast
   // (add_norm casts a fp32 residual to the weights' dtype before the norm).
-  const at::Tensor x = residual_in();
+  const at::Tensor x = in.resolved_residual();
   const at::Tensor r = residual_in_fp32_ ? x.to(at::kFloat) : x;
   if (!ffn_) return finish(next, r, m, nullptr, ctx);
   const ResidualStream h = add_norm(ffn_norm_, r, m, nullptr, ctx);
@@ -182,16 +183,17 @@ ResidualStream Block::forward_fused(const at::Tensor& x_in, const ops::NormedInp
   return finish(next, h.resolved_residual(), f, nullptr, ctx);
 }
 
-ResidualStream Block::forward_step(const at::Tensor& x_in, const ops::NormedInput& a, const Norm* next,
-                                   LayerCache& cache, const ForwardContext& ctx) const {
+ResidualStream Block::forward_step(const ResidualStream& in, const Norm* next, LayerCache& cache,
+                                   const ForwardContext& ctx) const {
   const ParallelProducts& p = *products_;
+  const ops::NormedInput& a = in.normed;
   const int64_t b = a.size(0), qkv = p.qkv(), attn = p.attn(), width = qkv + p.inter + attn;
   // One row a sequence: [q | k | v | act(fc1) | attention]. The first product fills the first
   // qkv + inter columns, the attention the last attn; the second product reads the last inter + attn.
   const at::Tensor y = at::empty({b, width}, a.stand_in().options());
   const at::Tensor in_out = y.narrow(1, 0, qkv + p.inter);
   ops::linear_activation_tail(a, p.in, p.act, qkv, ctx.backend, &in_out);
-  const at::Tensor x = a.is_pending() ? a.residual() : x_in;
+  const at::Tensor x = in.resolved_residual();  // after the first product: a pending one's is computed
   const at::Tensor rows = y.view({b, 1, width});
   mixer_->attend_step(rows.narrow(-1, 0, qkv), cache, ctx, rows.narrow(-1, qkv + p.inter, attn));
   const at::Tensor sum = ops::linear(y.narrow(1, qkv, p.inter + attn), p.out, ctx.backend).view({b, 1, -1});

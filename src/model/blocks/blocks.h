@@ -142,9 +142,9 @@ class Block {
   at::Tensor mixer_input(const at::Tensor& x) const;
   // The block with every residual add fused with the norm after it (ops::add_norm, OpFamily::AddNorm):
   // the FFN norm inside the block, and `next` (the next block's mixer norm or the final norm; null:
-  // none) after the block's last add. `a` is mixer_input(x), or the previous block's fused normed output.
-  // A pending `a` carries the residual instead of x (undefined then: ResidualStream).
-  ResidualStream forward_fused(const at::Tensor& x, const ops::NormedInput& a, const Norm* next, LayerCache& cache,
+  // none) after the block's last add. `in`: the residual and mixer_input(residual), or the
+  // previous block's output stream.
+  ResidualStream forward_fused(const ResidualStream& in, const Norm* next, LayerCache& cache,
                                const ForwardContext& ctx) const;
   const Norm& mixer_norm() const { return mixer_norm_; }
   void allocate(LayerCache& cache, int64_t batch, int64_t max_len, at::ScalarType dtype, at::Device device) const;
@@ -158,7 +158,7 @@ class Block {
   std::unique_ptr<FeedForward> ffn_;  // null for Mamba-only blocks
   std::optional<ParallelProducts> products_;
   // A parallel block's one-token step in its two products (products_ set, T = 1).
-  ResidualStream forward_step(const at::Tensor& x, const ops::NormedInput& a, const Norm* next, LayerCache& cache,
+  ResidualStream forward_step(const ResidualStream& in, const Norm* next, LayerCache& cache,
                               const ForwardContext& ctx) const;
 };
 
