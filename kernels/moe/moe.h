@@ -17,6 +17,10 @@
 // 4. combine: out[token] = sum over the token's slots, in ascending expert id, of
 //    round(y[row] * weight), each addition rounded to the model dtype: the reference's rounding.
 //
+// A step of one token skips the permute: the gate/up GEMV finds the token's experts itself
+// (MoeExpertGemvParams::token_ids), with the shared experts' rows as extra slots, and one kernel
+// runs down, the combine and the shared experts' down and add (MoeTokenDownParams).
+//
 // No torch types here: plain pointers and sizes, contiguous rows unless a stride is given.
 
 #include <cstdint>
@@ -87,6 +91,38 @@ struct MoeExpertGemvParams {
   // moe::kExpertLoadsInFlightWide with one_row.
   bool one_row = false;
   int loads_in_flight = 0;
+  // The one-token dispatch (a decode step of one token: no permute). With token_ids set, grid slot
+  // s < top_k takes the token's s-th expert in ascending id (moe::token_slot; a slot past its
+  // experts does nothing), slot top_k + j the tables' column experts + j (a shared-expert slice,
+  // j < shared_slots); every slot reads x's row 0 and writes y's row s. counts, offsets, active,
+  // num_active, order and gather are then unused, and max_slots is top_k + shared_slots.
+  const int64_t* token_ids = nullptr;  // [top_k] on the device
+  int experts = 0;                     // E, with token_ids
+  int shared_slots = 0;
+};
+
+// The one-token dispatch's second product, with the combine and the shared experts in it: one
+// warp per output feature o,
+//   out[o] = combine over the token's slots i (ascending expert id, moe::token_slot) of
+//            moe::combine_add(out, round(W_e[o] . a[i] (* scale)), weight), from 0,
+// then with shared_slots S > 0: moe::add_shared(out, W_sh[o] . a[k .. k + S - 1]), a's rows k .. k
+// + S - 1 read as one row of S I (the shared experts' intermediate, as the gate/up GEMV's shared
+// slots wrote it) and W_sh the shared experts' down [H, S I]. The same values as the staged path
+// (GEMV for down, then the combine kernel, then `+ shared` over the separate shared MLP) up to the
+// shared down product's summation order.
+struct MoeTokenDownParams {
+  moe::Precision model = moe::Precision::kFp32;
+  moe::Precision weight_precision = moe::Precision::kFp32;  // the routing weights'
+  int hidden = 0, inter = 0;  // the output features H; an expert's intermediate width I
+  int top_k = 0, experts = 0, shared_slots = 0;
+  bool weights_aligned = false;  // every down row (and the shared one) starts 16-byte aligned
+  const void* const* w = nullptr;  // [E + 1] device pointers: expert e's down [H, I] (null: another
+                                   // rank's); w[E] the shared experts' down [H, S I] when S > 0
+  const float* const* s = nullptr;  // [E] int8 experts' down-row scales; null: dense weights
+  const int64_t* expert_ids = nullptr;  // [top_k] the token's
+  const void* weights = nullptr;        // [top_k] its combine weights (weight_precision)
+  const void* a = nullptr;              // [top_k + S, I] contiguous
+  void* out = nullptr;                  // [H], the model dtype
 };
 
 struct MoeCombineParams {
@@ -114,6 +150,9 @@ LaunchStatus moe_expert_gemv_fp16(const MoeExpertGemvParams& params, cudaStream_
 LaunchStatus moe_combine_fp32(const MoeCombineParams& params, cudaStream_t stream);
 LaunchStatus moe_combine_bf16(const MoeCombineParams& params, cudaStream_t stream);
 LaunchStatus moe_combine_fp16(const MoeCombineParams& params, cudaStream_t stream);
+LaunchStatus moe_token_down_fp32(const MoeTokenDownParams& params, cudaStream_t stream);
+LaunchStatus moe_token_down_bf16(const MoeTokenDownParams& params, cudaStream_t stream);
+LaunchStatus moe_token_down_fp16(const MoeTokenDownParams& params, cudaStream_t stream);
 
 namespace moe_detail {
 template <typename Params>
@@ -139,6 +178,12 @@ inline LaunchStatus moe_combine(const MoeCombineParams& params, cudaStream_t str
   return moe_detail::by_precision<MoeCombineParams>(params.model, moe_combine_fp32, moe_combine_bf16,
                                                     moe_combine_fp16, params, stream,
                                                     "moe_combine: unknown precision");
+}
+
+inline LaunchStatus moe_token_down(const MoeTokenDownParams& params, cudaStream_t stream) {
+  return moe_detail::by_precision<MoeTokenDownParams>(params.model, moe_token_down_fp32, moe_token_down_bf16,
+                                                      moe_token_down_fp16, params, stream,
+                                                      "moe_token_down: unknown precision");
 }
 
 }  // namespace effarch::kernels

@@ -9,5 +9,8 @@ LaunchStatus moe_expert_gemv_bf16(const MoeExpertGemvParams& params, cudaStream_
 LaunchStatus moe_combine_bf16(const MoeCombineParams& params, cudaStream_t stream) {
   return moe_detail::moe_combine_cuda<moe::Precision::kBf16>(params, stream);
 }
+LaunchStatus moe_token_down_bf16(const MoeTokenDownParams& params, cudaStream_t stream) {
+  return moe_detail::moe_token_down_cuda<moe::Precision::kBf16>(params, stream);
+}
 
 }  // namespace effarch::kernels

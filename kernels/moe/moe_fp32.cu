@@ -9,5 +9,8 @@ LaunchStatus moe_expert_gemv_fp32(const MoeExpertGemvParams& params, cudaStream_
 LaunchStatus moe_combine_fp32(const MoeCombineParams& params, cudaStream_t stream) {
   return moe_detail::moe_combine_cuda<moe::Precision::kFp32>(params, stream);
 }
+LaunchStatus moe_token_down_fp32(const MoeTokenDownParams& params, cudaStream_t stream) {
+  return moe_detail::moe_token_down_cuda<moe::Precision::kFp32>(params, stream);
+}
 
 }  // namespace effarch::kernels

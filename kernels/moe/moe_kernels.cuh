@@ -16,6 +16,28 @@ using namespace moe;
 
 inline constexpr int kElementwiseThreads = 256;
 
+// The one-token dispatch's slot order a lane per slot: lane j < k holds the token's ids[j] (*id)
+// and gets moe::token_rank's value for it (-1 for an id outside 0..E-1 or a lane past k), the
+// other ids shuffled in from their lanes. Every lane of the warp must call it.
+__device__ __forceinline__ int warp_token_rank(const int64_t* ids, int k, int experts, int lane, int64_t* id) {
+  const int64_t mine = lane < k ? ids[lane] : -1;
+  int rank = 0;
+  for (int j2 = 0; j2 < k; ++j2) {
+    const int64_t f = __shfl_sync(0xffffffffu, mine, j2);
+    rank += token_precedes(f, j2, mine, lane, experts) ? 1 : 0;
+  }
+  *id = mine;
+  return lane < k && mine >= 0 && mine < experts ? rank : -1;
+}
+
+// The token's slot-th expert in that order, or -1, the same in every lane; out of line, so that
+// the expert GEMV's registers stay what they were without the one-token mode.
+static __device__ __noinline__ int warp_token_expert(const int64_t* ids, int k, int experts, int slot, int lane) {
+  int64_t id;
+  const unsigned hit = __ballot_sync(0xffffffffu, warp_token_rank(ids, k, experts, lane, &id) == slot);
+  return hit == 0 ? -1 : static_cast<int>(__shfl_sync(0xffffffffu, id, __ffs(hit) - 1));
+}
+
 // grid (expert_gemv_blocks, max_slots): block (x, slot) computes 8 weight rows of the slot-th
 // active expert for all its rows, kGemvRows at a time; warp w one row (moe::expert_gemv_row), lane
 // partial sums added with xor shuffles, lane 0 storing the row's output. kSwiglu (the gate/up
@@ -35,11 +57,23 @@ __device__ __forceinline__ void moe_expert_gemv_body(const MoeExpertGemvParams& 
   allow_dependent_launch();
   grid_dependency_wait();  // the active experts, their rows and x come from the kernels before
   const int slot = static_cast<int>(blockIdx.y);
-  if (slot >= *p.num_active) return;  // the whole block
-  const int expert = p.active[slot];
+  const int warp = static_cast<int>(threadIdx.x) / kWarp, lane = static_cast<int>(threadIdx.x) % kWarp;
+  // The tables' column this block reads (an expert, or a shared-expert slice) and its rows of y.
+  int expert, begin, count;
+  if (p.token_ids != nullptr) {  // one token: its slot-th expert by id, then the shared slices
+    // every warp finds the lane whose slot has rank `slot`
+    expert = slot < p.top_k ? warp_token_expert(p.token_ids, p.top_k, p.experts, slot, lane) : p.experts + slot - p.top_k;
+    if (expert < 0) return;  // the whole block: the token has fewer valid experts
+    begin = slot;
+    count = 1;
+  } else {
+    if (slot >= *p.num_active) return;  // the whole block
+    expert = p.active[slot];
+    begin = p.offsets[expert];
+    count = p.counts[expert];
+  }
   const W* lo = static_cast<const W*>(p.w_lo[expert]);
   if (lo == nullptr) return;  // another rank's expert: the whole block
-  const int warp = static_cast<int>(threadIdx.x) / kWarp, lane = static_cast<int>(threadIdx.x) % kWarp;
   const ExpertGemvRow row = expert_gemv_row(static_cast<int>(blockIdx.x), warp, p.out, p.split, kSwiglu);
   if (!kSwiglu && !row.active) return;  // with the SwiGLU, the warp still reaches the barriers
   const int o = row.o;
@@ -52,7 +86,6 @@ __device__ __forceinline__ void moe_expert_gemv_body(const MoeExpertGemvParams& 
   }
   const S* x = static_cast<const S*>(p.x);
   S* y = static_cast<S*>(p.y);
-  const int begin = p.offsets[expert], count = p.counts[expert];
   for (int r0 = 0; r0 < count; r0 += kRows) {
     const int rows = min(kRows, count - r0);
     float acc[kRows] = {};
@@ -61,7 +94,7 @@ __device__ __forceinline__ void moe_expert_gemv_body(const MoeExpertGemvParams& 
 #pragma unroll
       for (int r = 0; r < kRows; ++r) {
         const int i = begin + r0 + min(r, rows - 1);
-        const int src = p.gather ? p.order[i] / p.top_k : i;
+        const int src = p.token_ids != nullptr ? 0 : p.gather ? p.order[i] / p.top_k : i;
         xr[r] = x + static_cast<int64_t>(src) * p.x_row_stride;
       }
       gemv_lane<P, V, W, kIn, kRows>(w, xr, rows, p.in, lane, acc);
@@ -134,6 +167,59 @@ __global__ void __launch_bounds__(kElementwiseThreads) moe_combine_kernel(const 
   }
 }
 
+// grid ceil(H / 8), block 8 warps: warp w of block b sums output feature o = 8 b + w over the
+// token's slots (MoeTokenDownParams), each slot's dot product as the expert GEMV's one-row lane
+// computes it; warp 0 first places the slots in that order in shared memory.
+template <Precision P, int V, typename W>
+__global__ void __launch_bounds__(kExpertGemvWarps* kWarp) moe_token_down_kernel(const MoeTokenDownParams p) {
+  using S = typename StorageOf<P>::type;
+  __shared__ int expert_of[kMaxTopK];
+  __shared__ float weight_of[kMaxTopK];
+  __shared__ int count;
+  allow_dependent_launch();
+  grid_dependency_wait();  // a and the routing come from the kernels before
+  const int warp = static_cast<int>(threadIdx.x) / kWarp, lane = static_cast<int>(threadIdx.x) % kWarp;
+  if (warp == 0) {  // lane j places slot j at its rank
+    int64_t id;
+    const int rank = warp_token_rank(p.expert_ids, p.top_k, p.experts, lane, &id);
+    if (rank >= 0) {
+      expert_of[rank] = static_cast<int>(id);
+      weight_of[rank] = load_f(p.weights, lane, p.weight_precision);
+    }
+    const unsigned valid = __ballot_sync(0xffffffffu, rank >= 0);
+    if (lane == 0) count = __popc(valid);
+  }
+  __syncthreads();
+  const int o = static_cast<int>(blockIdx.x) * kExpertGemvWarps + warp;
+  if (o >= p.hidden) return;
+  const S* a = static_cast<const S*>(p.a);
+  float out = 0.f;
+  for (int i = 0; i < count; ++i) {
+    const int e = expert_of[i];
+    const W* w = static_cast<const W*>(p.w[e]);
+    if (w == nullptr) continue;  // another rank's expert: its share comes from that rank
+    const S* xr[1] = {a + static_cast<int64_t>(i) * p.inter};
+    float acc[1];
+    gemv_lane<P, V, W, kExpertLoadsInFlight, 1>(w + static_cast<int64_t>(o) * p.inter, xr, 1, p.inter, lane, acc);
+    for (int offset = kWarp / 2; offset > 0; offset /= 2) acc[0] += __shfl_xor_sync(0xffffffffu, acc[0], offset);
+    float scale = 1.0f;
+    if constexpr (std::is_same<W, int8_t>::value) scale = p.s[e][o];
+    out = combine_add<P>(out, round_to<P>(acc[0] * scale), weight_of[i]);
+  }
+  if constexpr (!std::is_same<W, int8_t>::value) {  // the launcher refuses shared slots with int8 weights
+    if (p.shared_slots > 0) {
+      const int width = p.shared_slots * p.inter;
+      const S* xr[1] = {a + static_cast<int64_t>(p.top_k) * p.inter};
+      float acc[1];
+      gemv_lane<P, V, W, kExpertLoadsInFlight, 1>(static_cast<const W*>(p.w[p.experts]) + static_cast<int64_t>(o) * width,
+                                                  xr, 1, width, lane, acc);
+      for (int offset = kWarp / 2; offset > 0; offset /= 2) acc[0] += __shfl_xor_sync(0xffffffffu, acc[0], offset);
+      out = add_shared<P>(out, acc[0]);
+    }
+  }
+  if (lane == 0) static_cast<S*>(p.out)[o] = from_f<P>(out);
+}
+
 template <Precision P>
 LaunchStatus moe_expert_gemv_cuda(const MoeExpertGemvParams& p, cudaStream_t stream) {
   using S = typename StorageOf<P>::type;
@@ -143,6 +229,13 @@ LaunchStatus moe_expert_gemv_cuda(const MoeExpertGemvParams& p, cudaStream_t str
   if (int8 && p.s_hi == nullptr) return {cudaErrorInvalidValue, "moe_expert_gemv: int8 weights need both scale tables"};
   if (p.swiglu && p.out != 2 * p.split) {
     return {cudaErrorInvalidValue, "moe_expert_gemv: the fused SwiGLU needs out = 2 * split (gate rows, then up rows)"};
+  }
+  if (p.token_ids != nullptr &&
+      (p.experts < 1 || p.experts > kMaxExperts || p.top_k < 1 || p.top_k > kMaxTopK || p.shared_slots < 0 ||
+       p.shared_slots > kMaxSharedSlots || (int8 && p.shared_slots > 0) || p.max_slots != p.top_k + p.shared_slots)) {
+    return {cudaErrorInvalidValue,
+            "moe_expert_gemv: one token needs experts 1..256, top_k 1..16, shared_slots 0..16 (0 with int8 weights) "
+            "and max_slots = top_k + shared_slots"};
   }
   const dim3 grid(expert_gemv_blocks(p.out, p.split, p.swiglu), p.max_slots), block(kExpertGemvWarps * kWarp);
   // 16-byte loads of weights (kVec of them) need every weight row and every row of x to start
@@ -185,6 +278,33 @@ LaunchStatus moe_expert_gemv_cuda(const MoeExpertGemvParams& p, cudaStream_t str
   }
   return launch_kernel(aligned ? moe_expert_gemv_kernel<P, kVec, S, false> : moe_expert_gemv_kernel<P, 1, S, false>,
                        grid, block, 0, stream, kWhat, p);
+}
+
+template <Precision P>
+LaunchStatus moe_token_down_cuda(const MoeTokenDownParams& p, cudaStream_t stream) {
+  using S = typename StorageOf<P>::type;
+  if (p.top_k < 1 || p.top_k > kMaxTopK || p.experts < 1 || p.experts > kMaxExperts) {
+    return {cudaErrorInvalidValue, "moe_token_down: top_k must be 1..16 and experts 1..256"};
+  }
+  if (p.shared_slots < 0 || p.shared_slots > kMaxSharedSlots || (p.shared_slots > 0 && p.s != nullptr)) {
+    return {cudaErrorInvalidValue, "moe_token_down: shared_slots must be 0..16, and 0 with int8 weights"};
+  }
+  if (p.hidden <= 0) return {};
+  if (p.inter <= 0) return {cudaErrorInvalidValue, "moe_token_down: bad sizes"};
+  const dim3 grid((p.hidden + kExpertGemvWarps - 1) / kExpertGemvWarps), block(kExpertGemvWarps * kWarp);
+  const bool int8 = p.s != nullptr;
+  constexpr int kVec = 16 / static_cast<int>(sizeof(S)), kVecInt8 = 16;
+  // a's rows are inter apart from an allocation's start: 16-byte aligned where a row is.
+  const bool aligned = p.weights_aligned && reinterpret_cast<uintptr_t>(p.a) % 16 == 0 &&
+                       (static_cast<int64_t>(p.inter) * static_cast<int64_t>(sizeof(S))) % 16 == 0 &&
+                       p.inter % (int8 ? kVecInt8 : kVec) == 0;
+  constexpr const char* kWhat = "moe_token_down kernel launch";
+  if (int8) {
+    return launch_kernel(aligned ? moe_token_down_kernel<P, kVecInt8, int8_t> : moe_token_down_kernel<P, 1, int8_t>,
+                         grid, block, 0, stream, kWhat, p);
+  }
+  return launch_kernel(aligned ? moe_token_down_kernel<P, kVec, S> : moe_token_down_kernel<P, 1, S>, grid, block, 0,
+                       stream, kWhat, p);
 }
 
 template <Precision P>

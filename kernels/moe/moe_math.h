@@ -411,17 +411,66 @@ EFFARCH_HD int combine_slots(const int64_t* ids, const int* row_of, const void* 
   }
   return n;
 }
+// One step of the combine: the sum so far plus round(y * weight), rounded (the reference's
+// index_add_ of an expert's weighted output into a model-dtype buffer). y: the expert's output as
+// stored in the model dtype.
+template <Precision P>
+EFFARCH_HD float combine_add(float out, float y, float weight) {
+  return round_to<P>(out + round_to<P>(y * weight));
+}
 // One output element: a zero of the model dtype, plus round(y * weight) for each row in order,
-// every addition rounded (the reference's index_add_ per expert into a model-dtype buffer).
+// every addition rounded.
 template <Precision P>
 EFFARCH_HD float combine_value(const typename StorageOf<P>::type* y, int64_t y_row_stride, int64_t column,
                                       const int* rows, const float* w, int count) {
   float out = 0.f;
-  for (int i = 0; i < count; ++i) {
-    const float scaled = round_to<P>(to_f<P>(y[rows[i] * y_row_stride + column]) * w[i]);
-    out = round_to<P>(out + scaled);
-  }
+  for (int i = 0; i < count; ++i) out = combine_add<P>(out, to_f<P>(y[rows[i] * y_row_stride + column]), w[i]);
   return out;
 }
+
+// ---- the one-token dispatch (MoeExpertGemvParams::token_ids, MoeTokenDownParams) ----
+// A decode step of one token needs no permute: its k slots, ordered by expert id (then slot),
+// are the rows of the intermediate buffer, and one warp sums an output feature over all of them
+// in the combine's order.
+
+// Whether the token's slot j2 (expert f) comes before its slot j (expert e) in the combine's order:
+// f valid (in 0..E-1) and a lower id, or the same id at an earlier slot (equal ids, which moe_route
+// never makes). The combine's order: combine_slots sorts by grouped row, which is the permute's
+// (expert id, then position).
+EFFARCH_HD bool token_precedes(int64_t f, int j2, int64_t e, int j, int experts) {
+  return f >= 0 && f < experts && (f < e || (f == e && j2 < j));
+}
+// The rank of the token's slot j among its valid slots in that order, or -1 where ids[j] is
+// outside 0..E-1. The kernels compute it a lane per slot (lane j, the ids shuffled across the warp).
+EFFARCH_HD int token_rank(const int64_t* ids, int k, int experts, int j) {
+  const int64_t e = ids[j];
+  if (e < 0 || e >= experts) return -1;
+  int rank = 0;
+  for (int j2 = 0; j2 < k; ++j2) rank += token_precedes(ids[j2], j2, e, j, experts) ? 1 : 0;
+  return rank;
+}
+// The token's i-th expert in that order, or -1 where it has fewer valid ones; *slot (if given)
+// its slot j, whose combine weight it takes.
+EFFARCH_HD int token_slot(const int64_t* ids, int k, int experts, int i, int* slot) {
+  for (int j = 0; j < k; ++j) {
+    if (token_rank(ids, k, experts, j) == i) {
+      if (slot != nullptr) *slot = j;
+      return static_cast<int>(ids[j]);
+    }
+  }
+  return -1;
+}
+
+// The shared experts' sum added after the routed experts' (DeepSeekMoE: `routed + shared` on
+// tensors of the model dtype): shared is their down product's fp32 sum, rounded as a layer's
+// output is, then the addition rounded.
+template <Precision P>
+EFFARCH_HD float add_shared(float routed, float shared) {
+  return round_to<P>(routed + round_to<P>(shared));
+}
+
+// Shared-expert columns a one-token dispatch takes at most (the shared MLP's width over an
+// expert's: DeepSeekMoE's 2).
+inline constexpr int kMaxSharedSlots = 16;
 
 }  // namespace effarch::kernels::moe

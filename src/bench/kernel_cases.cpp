@@ -101,52 +101,78 @@ std::function<void()> moe_prefill_call(const KernelShape& s, const at::TensorOpt
 }
 
 // One decode step's MoE layer: B tokens (one each) through ops::moe_dispatch with the device
-// table of expert pointers, as a model decodes (on a GPU the decode kernels: the permute, the
-// expert GEMV with the SwiGLU, the GEMV for down, the combine). The routing is made, not computed,
-// so that the bytes are known: token t's slot j takes expert (t k + j) mod E, min(E, B k) distinct
-// experts in all (a router picks as many at batch 1, fewer or as many at larger batches); the
-// router's own GEMM is not in the row.
+// table of expert pointers and the shared experts (DeepSeekMoE's), as a model decodes (on a GPU
+// at one token the gate/up GEMV and the down kernel with the combine and the shared experts in it;
+// staged, or at more tokens: the permute, the expert GEMV with the SwiGLU, the GEMV for down, the
+// combine, the shared MLP apart). The routing is made, not computed, so that the bytes are known:
+// token t's slot j takes expert (t k + j) mod E, min(E, B k) distinct experts in all (a router
+// picks as many at batch 1, fewer or as many at larger batches); the router's own GEMM is not in
+// the row.
 int64_t moe_decode_experts(const KernelShape& s) { return std::min(moe(s).num_experts, s.batch * moe(s).top_k); }
+// The shared experts' width (0: none), an MLP of num_shared_experts experts' width.
+int64_t moe_shared_width(const KernelShape& s) { return moe(s).num_shared_experts * moe(s).expert_intermediate; }
+
+struct MoeDecodeVariant {
+  bool one_row = false;    // ExpertTable::one_row
+  int loads_in_flight = 0;  // ExpertTable::loads_in_flight
+  bool staged = false;     // !ExpertTable::fused_token
+};
 
 std::function<void()> moe_decode_call(const KernelShape& s, const at::TensorOptions& o, ops::Backend backend,
-                                      bool one_row, int loads_in_flight) {
+                                      MoeDecodeVariant variant) {
   const auto& m = moe(s);
-  const int64_t h = s.config->hidden_size, k = m.top_k;
+  const int64_t h = s.config->hidden_size, k = m.top_k, shared_width = moe_shared_width(s);
   struct State {
     std::vector<ops::ExpertWeights> experts;
+    std::optional<ops::GatedMlpWeights> shared;
     ops::ExpertTable table;
     ops::Routing routing;
     at::Tensor x;
   };
   auto st = std::make_shared<State>();
   st->experts = random_experts(s, o, moe_decode_experts(s));  // the experts the routing names, no more
-  st->table = ops::make_expert_table(st->experts);
-  st->table.one_row = one_row;
-  st->table.loads_in_flight = loads_in_flight;
+  if (shared_width > 0) {
+    ops::GatedMlpWeights w;
+    w.gate_up = ops::Linear(at::randn({2 * shared_width, h}, o).mul_(0.02));
+    w.gate = ops::Linear(w.gate_up.weight.narrow(0, 0, shared_width));
+    w.up = ops::Linear(w.gate_up.weight.narrow(0, shared_width, shared_width));
+    w.down = ops::Linear(at::randn({h, shared_width}, o).mul_(0.02));
+    st->shared = std::move(w);
+  }
+  st->table = ops::make_expert_table(st->experts, st->shared ? &*st->shared : nullptr);
+  st->table.one_row = variant.one_row;
+  st->table.loads_in_flight = variant.loads_in_flight;
+  st->table.fused_token = !variant.staged;
   st->x = at::randn({s.batch, h}, o);
   // The weights in the router's dtype for this model (fp32 for Mixtral's, else the model's).
   st->routing = ops::moe_route(st->x, at::randn({m.num_experts, h}, o) * 0.02, k, m.router, ops::Backend::Reference);
   st->routing.expert_ids =
       (at::arange(s.batch * k, at::TensorOptions().dtype(at::kLong)).remainder(m.num_experts)).view({s.batch, k}).to(o.device());
   const ops::Activation act = s.config->mlp ? s.config->mlp->activation : ops::Activation::SiLU;
-  return [st, act, backend] {
-    (void)ops::moe_dispatch(st->x, st->routing, st->experts, act, backend, st->table.defined() ? &st->table : nullptr);
+  const ops::GatedMlpWeights* shared = st->shared ? &*st->shared : nullptr;
+  return [st, act, backend, shared] {
+    (void)ops::moe_dispatch(st->x, st->routing, st->experts, act, backend, st->table.defined() ? &st->table : nullptr,
+                            nullptr, shared);
   };
 }
 
-// The moe_decode row, or a variant of the decode GEMV (ExpertTable::one_row, its one-token kernel,
-// and loads_in_flight, 0 the kernel's default), which at --batch 1 only differs from the row.
-KernelCase moe_decode_case(std::string name, bool one_row, int loads_in_flight) {
+// The moe_decode row, or a variant of it: the decode GEMV's (ExpertTable::one_row, its one-token
+// kernel, and loads_in_flight, 0 the kernel's default), or the staged kernels at one token; at
+// --batch above 1 the variants run what the row runs.
+KernelCase moe_decode_case(std::string name, MoeDecodeVariant variant) {
   return KernelCase{
       std::move(name), KernelModel::Moe, ops::OpFamily::MoeDispatch, false,
-      "dispatch B tokens (one step): read x [B,H], the routing [B,k] (ids and weights) and the gate, up [I,H] and down "
-      "[H,I] of the min(E, B k) experts it names (token t's slot j: expert (t k + j) mod E); write out [B,H]; all in "
-      "the dtype but the int64 ids and Mixtral's fp32 weights",
+      "dispatch B tokens (one step): read x [B,H], the routing [B,k] (ids and weights), the gate, up [I,H] and down "
+      "[H,I] of the min(E, B k) experts it names (token t's slot j: expert (t k + j) mod E) and the shared experts' "
+      "gate, up [S,H] and down [H,S] (DeepSeekMoE); write out [B,H]; all in the dtype but the int64 ids and Mixtral's "
+      "fp32 weights",
       [](const KernelShape& s) {
         const auto& m = moe(s);
-        return json{{"x", {s.batch, s.config->hidden_size}},
-                    {"active_experts", {moe_decode_experts(s), 3, m.expert_intermediate, s.config->hidden_size}},
-                    {"top_k", m.top_k}};
+        json shape{{"x", {s.batch, s.config->hidden_size}},
+                   {"active_experts", {moe_decode_experts(s), 3, m.expert_intermediate, s.config->hidden_size}},
+                   {"top_k", m.top_k}};
+        if (moe_shared_width(s) > 0) shape["shared_experts"] = {3, moe_shared_width(s), s.config->hidden_size};
+        return shape;
       },
       [](const KernelShape& s) {
         const auto& m = moe(s);
@@ -154,17 +180,18 @@ KernelCase moe_decode_case(std::string name, bool one_row, int loads_in_flight) 
         const uint64_t slots = static_cast<uint64_t>(s.batch * m.top_k);
         const uint64_t weight = m.router == ops::RouterKind::SoftmaxFp32Renormalized ? 4 : e;
         return KernelBytes{e * (elems({moe_decode_experts(s), 3, m.expert_intermediate, s.config->hidden_size}) +
+                                elems({3, moe_shared_width(s), s.config->hidden_size}) +
                                 static_cast<uint64_t>(s.batch) * h) +
                                slots * (8 + weight),
                            e * static_cast<uint64_t>(s.batch) * h};
       },
-      [one_row, loads_in_flight](const KernelShape& s, const at::TensorOptions& o, ops::Backend backend) {
-        return moe_decode_call(s, o, backend, one_row, loads_in_flight);
+      [variant](const KernelShape& s, const at::TensorOptions& o, ops::Backend backend) {
+        return moe_decode_call(s, o, backend, variant);
       },
-      [](const KernelShape& s) {  // 2 B k 3 H I: the routed experts' products (no router in the row)
+      [](const KernelShape& s) {  // 2 B 3 H (k I + S): the experts' products (no router in the row)
         const auto& m = moe(s);
-        return 2.0 * static_cast<double>(s.batch * m.top_k) * 3 * static_cast<double>(s.config->hidden_size) *
-               static_cast<double>(m.expert_intermediate);
+        return 2.0 * static_cast<double>(s.batch) * 3 * static_cast<double>(s.config->hidden_size) *
+               static_cast<double>(m.top_k * m.expert_intermediate + moe_shared_width(s));
       }};
 }
 
@@ -981,9 +1008,10 @@ std::vector<KernelCase> make_kernel_cases() {
                                     return std::make_pair(s.config->hidden_size, mamba(s).d_inner);
                                   });
   // ---- MoE decode (--moe): one step's layer through the chosen experts only ----
-  cases.push_back(moe_decode_case("moe_decode", false, 0));
-  cases.push_back(moe_decode_case("moe_decode_r1", true, 0));
-  cases.push_back(moe_decode_case("moe_decode_r1l8", true, 8));
+  cases.push_back(moe_decode_case("moe_decode", {}));
+  cases.push_back(moe_decode_case("moe_decode_staged", {false, 0, true}));
+  cases.push_back(moe_decode_case("moe_decode_r1", {true, 0, false}));
+  cases.push_back(moe_decode_case("moe_decode_r1l8", {true, 8, false}));
   // ---- MoE prefill (--moe): the routed experts against a dense GEMM of their FLOPs ----
   const char* moe_formula =
       "route and dispatch N = B L tokens: read x [N,H], router [E,H], every expert's gate, up [I,H] and down [H,I]; "

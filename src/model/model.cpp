@@ -81,6 +81,7 @@ bool resolve_norm_prologue(const std::optional<bool>& request, const std::map<st
 const std::map<std::string, std::vector<std::string>>& implementation_variants() {
   static const std::map<std::string, std::vector<std::string>> variants = {
       {kMoePrefillRecord, {"grouped", "per_expert"}},
+      {kMoeOneTokenRecord, {"two_kernels", "two_kernels_shared_apart"}},
       {kSsdScanProductsRecord, {"tensor_cores", "fma"}},
       {kSelectiveScanVariantRecord, {"lanes16", "seg4", "seg8", "split"}},
       {kDtProjRecord, {"fused", "separate"}},
@@ -186,6 +187,12 @@ std::map<std::string, std::string> resolve_implementations(const ModelConfig& co
     const int64_t tp = options.parallel ? options.parallel->layout.tp : 1;
     impl[kMoePrefillRecord] = ops::moe_prefill_path(options.dtype, options.weights, options.device, config.hidden_size,
                                                 config.moe->expert_intermediate / tp);
+    // A one-token step through the experts' device table (SiLU experts: the kernels' SwiGLU).
+    if (config.mlp && config.mlp->activation == ops::Activation::SiLU) {
+      impl[kMoeOneTokenRecord] = config.moe->num_shared_experts > 0 && options.weights == ops::WeightFormat::Int8
+                                     ? "two_kernels_shared_apart"
+                                     : "two_kernels";
+    }
   }
   // Which chunk products the CUDA SSD scan runs (tensor cores for bf16 / fp16 activations with
   // d_state up to 128, fp32 FMA loops otherwise: ops::ssd_scan_uses_tensor_cores; fp32

@@ -121,7 +121,58 @@ Routing moe_route(const at::Tensor& x, const at::Tensor& router_weight, int64_t 
   return r;
 }
 
-ExpertTable make_expert_table(const std::vector<ExpertWeights>& experts) {
+namespace {
+
+// Folds the shared experts into the table's columns E .. E + S - 1 (ExpertTable): their gate, up
+// and down pointers appended to lo, hi and dn. Returns why not ("" when folded).
+std::string fold_shared(ExpertTable& t, const GatedMlpWeights& shared, std::vector<int64_t>& lo,
+                        std::vector<int64_t>& hi, std::vector<int64_t>& dn, const c10::Device& device) {
+  if (t.int8) return "int8 experts: the shared experts run apart";
+  const bool fused = shared.gate_up.defined();
+  for (const Linear* l : {fused ? &shared.gate_up : &shared.gate, fused ? &shared.gate_up : &shared.up, &shared.down}) {
+    if (!l->defined() || l->weight.dim() != 2) return "an undefined or non-matrix weight";
+    if (l->format != WeightFormat::Dense) return "int8 weights";
+    if (l->bias) return "a bias";
+    if (!l->weight.is_contiguous()) return "a non-contiguous weight";
+    if (l->weight.device() != device || l->weight.scalar_type() != t.dtype) {
+      return "another device or dtype than the experts'";
+    }
+  }
+  const int64_t width = shared.down.weight.size(1), hidden = t.hidden, inter = t.inter;
+  const at::Tensor& first = fused ? shared.gate_up.weight : shared.gate.weight;
+  const at::Tensor& second = fused ? shared.gate_up.weight : shared.up.weight;
+  if (shared.down.weight.size(0) != hidden || first.size(1) != hidden || second.size(1) != hidden ||
+      first.size(0) != (fused ? 2 * width : width) || second.size(0) != (fused ? 2 * width : width)) {
+    return fmt::format("shapes gate {}, up {}, down {} against hidden {}", shape(first), shape(second),
+                       shape(shared.down.weight), hidden);
+  }
+  const int64_t slots = width / inter;
+  if (width % inter != 0 || slots < 1 || slots > kMoeKernelMaxSharedSlots) {
+    return fmt::format("a width of {}, not 1..{} experts' {}", width, kMoeKernelMaxSharedSlots, inter);
+  }
+  const int64_t elem = static_cast<int64_t>(first.element_size());
+  const auto gate = reinterpret_cast<int64_t>(first.const_data_ptr());
+  const auto up = reinterpret_cast<int64_t>(second.const_data_ptr()) + (fused ? width * hidden * elem : 0);
+  const auto down = reinterpret_cast<int64_t>(shared.down.weight.const_data_ptr());
+  for (int64_t j = 0; j < slots; ++j) {
+    lo.push_back(gate + j * inter * hidden * elem);
+    hi.push_back(up + j * inter * hidden * elem);
+    dn.push_back(down);
+  }
+  t.aligned = t.aligned && gate % 16 == 0 && up % 16 == 0 && down % 16 == 0 && (width * elem) % 16 == 0;
+  t.shared_slots = slots;
+  t.shared_key = gate;
+  return "";
+}
+
+}  // namespace
+
+int64_t detail::shared_key(const GatedMlpWeights& shared) {
+  const Linear& gate = shared.gate_up.defined() ? shared.gate_up : shared.gate;
+  return gate.defined() ? reinterpret_cast<int64_t>(gate.weight.const_data_ptr()) : 0;
+}
+
+ExpertTable make_expert_table(const std::vector<ExpertWeights>& experts, const GatedMlpWeights* shared) {
   ExpertTable t;
   const auto refuse = [&](std::string why) {
     ExpertTable none;
@@ -130,7 +181,8 @@ ExpertTable make_expert_table(const std::vector<ExpertWeights>& experts) {
   };
   const int64_t n = static_cast<int64_t>(experts.size());
   if (n == 0 || n > kMoeKernelMaxExperts) return refuse(fmt::format("{} experts (the kernel takes 1..{})", n, kMoeKernelMaxExperts));
-  std::vector<int64_t> pointers(static_cast<size_t>(3 * n), 0), scales(static_cast<size_t>(3 * n), 0);
+  std::vector<int64_t> lo(static_cast<size_t>(n), 0), hi(static_cast<size_t>(n), 0), dn(static_cast<size_t>(n), 0);
+  std::vector<int64_t> scales(static_cast<size_t>(3 * n), 0);
   std::vector<uint8_t> local(static_cast<size_t>(n), 0);
   std::optional<c10::Device> device;
   std::optional<WeightFormat> format;
@@ -170,12 +222,12 @@ ExpertTable make_expert_table(const std::vector<ExpertWeights>& experts) {
       return refuse(name + " differs in shape from the other experts");
     }
     const int64_t elem = static_cast<int64_t>(down.element_size());
-    const auto lo = reinterpret_cast<int64_t>(first.const_data_ptr());
-    const auto hi = reinterpret_cast<int64_t>(second.const_data_ptr()) + (fused ? inter * hidden * elem : 0);
-    const auto dn = reinterpret_cast<int64_t>(down.const_data_ptr());
-    pointers[static_cast<size_t>(e)] = lo;
-    pointers[static_cast<size_t>(n + e)] = hi;
-    pointers[static_cast<size_t>(2 * n + e)] = dn;
+    const auto gate_rows = reinterpret_cast<int64_t>(first.const_data_ptr());
+    const auto up_rows = reinterpret_cast<int64_t>(second.const_data_ptr()) + (fused ? inter * hidden * elem : 0);
+    const auto down_rows = reinterpret_cast<int64_t>(down.const_data_ptr());
+    lo[static_cast<size_t>(e)] = gate_rows;
+    hi[static_cast<size_t>(e)] = up_rows;
+    dn[static_cast<size_t>(e)] = down_rows;
     if (*format == WeightFormat::Int8) {  // fp32 scales per row, beside the rows they scale
       const Linear& gate = fused ? w.gate_up : w.gate;
       const Linear& up = fused ? w.gate_up : w.up;
@@ -185,14 +237,18 @@ ExpertTable make_expert_table(const std::vector<ExpertWeights>& experts) {
       scales[static_cast<size_t>(2 * n + e)] = reinterpret_cast<int64_t>(w.down.scale.const_data_ptr());
     }
     local[static_cast<size_t>(e)] = 1;
-    t.aligned = t.aligned && lo % 16 == 0 && hi % 16 == 0 && dn % 16 == 0 && (hidden * elem) % 16 == 0 &&
-                (inter * elem) % 16 == 0;
+    t.aligned = t.aligned && gate_rows % 16 == 0 && up_rows % 16 == 0 && down_rows % 16 == 0 &&
+                (hidden * elem) % 16 == 0 && (inter * elem) % 16 == 0;
   }
   if (!device) return refuse("no expert runs on this rank");
-  t.pointers = at::from_blob(pointers.data(), {3, n}, at::kLong).to(*device);
+  t.int8 = *format == WeightFormat::Int8;
+  if (shared != nullptr) t.shared_why = fold_shared(t, *shared, lo, hi, dn, *device);
+  std::vector<int64_t> pointers = lo;
+  pointers.insert(pointers.end(), hi.begin(), hi.end());
+  pointers.insert(pointers.end(), dn.begin(), dn.end());
+  t.pointers = at::from_blob(pointers.data(), {3, static_cast<int64_t>(lo.size())}, at::kLong).to(*device);
   t.local = at::from_blob(local.data(), {n}, at::kByte).to(*device);
-  if (*format == WeightFormat::Int8) {
-    t.int8 = true;
+  if (t.int8) {
     t.scales = at::from_blob(scales.data(), {3, n}, at::kLong).to(*device);
   }
   return t;
@@ -352,8 +408,16 @@ at::Tensor moe_grouped_row_of(const at::Tensor& row_of, const at::Tensor& start)
 
 }  // namespace detail
 
+namespace {
+
+at::Tensor routed_sum(const at::Tensor& x, const Routing& routing, const std::vector<ExpertWeights>& experts,
+                      Activation activation, Backend backend);
+
+}  // namespace
+
 at::Tensor moe_dispatch(const at::Tensor& x, const Routing& routing, const std::vector<ExpertWeights>& experts,
-                        Activation activation, Backend backend, const ExpertTable* table, const ExpertStack* stack) {
+                        Activation activation, Backend backend, const ExpertTable* table, const ExpertStack* stack,
+                        const GatedMlpWeights* shared) {
   RECORD_USER_SCOPE("effarch::moe_dispatch");  // names the op in profiles (effarch profile)
   constexpr const char* op = "moe_dispatch";
   static_cast<void>(table);  // read by the CUDA path only (CPU builds have none)
@@ -376,13 +440,31 @@ at::Tensor moe_dispatch(const at::Tensor& x, const Routing& routing, const std::
     throw OpError(fmt::format("{}: expert_ids ({}) and weights ({}) must be on x's device ({})", op,
                                  ids.device().str(), routing.weights.device().str(), x.device().str()));
   }
+  at::Tensor out;
   if (use_cuda_kernel(backend, OpFamily::MoeDispatch, x.device()) && num_experts <= kMoeKernelMaxExperts &&
       k <= kMoeKernelMaxTopK) {
 #ifdef EFFARCH_WITH_CUDA
-    return detail::moe_dispatch_cuda(x, routing, experts, activation, table, stack,
-                                     [&](int64_t e) { check_expert(experts[static_cast<size_t>(e)], e, x); });
+    detail::CudaDispatch d =
+        detail::moe_dispatch_cuda(x, routing, experts, activation, table, stack, shared,
+                                  [&](int64_t e) { check_expert(experts[static_cast<size_t>(e)], e, x); });
+    if (d.with_shared) return d.out;
+    out = std::move(d.out);
 #endif
   }
+  if (!out.defined()) out = routed_sum(x, routing, experts, activation, backend);
+  // DeepSeekMoE's shared experts, after the routed sum, on the model's backend like a dense MLP.
+  if (shared != nullptr) out = out + gated_mlp(x, *shared, activation, backend);
+  return out;
+}
+
+namespace {
+
+// moe_dispatch without the CUDA kernels or the shared experts: the CPU dispatch or the reference.
+at::Tensor routed_sum(const at::Tensor& x, const Routing& routing, const std::vector<ExpertWeights>& experts,
+                      Activation activation, Backend backend) {
+  constexpr const char* op = "moe_dispatch";
+  const at::Tensor& ids = routing.expert_ids;
+  const int64_t n = x.size(0), k = ids.size(1), num_experts = static_cast<int64_t>(experts.size());
   if (use_cpu_kernel(backend, OpFamily::MoeDispatch, x.device())) {
     return cpu::moe_dispatch(x, ids, routing.weights, experts, activation,
                              [&](int64_t e) { check_expert(experts[static_cast<size_t>(e)], e, x); });
@@ -423,5 +505,7 @@ at::Tensor moe_dispatch(const at::Tensor& x, const Routing& routing, const std::
   }
   return out;
 }
+
+}  // namespace
 
 }  // namespace effarch::ops

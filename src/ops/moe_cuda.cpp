@@ -2,7 +2,9 @@
 // kernels/moe params from tensors the entries have checked, launches on the current stream and
 // turns a failed launch into an effarch::Error. Built only with CUDA (EFFARCH_HAVE_CUDA).
 //
-// The dispatch: the permute kernel groups the (token, slot) positions by expert on the device.
+// The dispatch: a step of one token with the table runs two kernels and no permute (the gate/up
+// GEMV finds the token's experts, then down, the combine and DeepSeekMoE's shared experts in one).
+// Otherwise the permute kernel groups the (token, slot) positions by expert on the device.
 // A decode step (few tokens, or any step under CUDA-graph capture) then runs the expert GEMV
 // kernel through the load-time pointer table (gate/up with the SwiGLU in its epilogue), the GEMV
 // again for down and the combine, with no host sync (dense or int8 experts). Prefill with the load-time expert stack in bf16 on compute
@@ -26,6 +28,7 @@ namespace {
 
 static_assert(kMoeKernelMaxExperts == kernels::moe::kMaxExperts, "moe.h and kernels/moe/moe_math.h disagree");
 static_assert(kMoeKernelMaxTopK == kernels::moe::kMaxTopK, "moe.h and kernels/moe/moe_math.h disagree");
+static_assert(kMoeKernelMaxSharedSlots == kernels::moe::kMaxSharedSlots, "moe.h and kernels/moe/moe_math.h disagree");
 
 kernels::moe::Precision precision(at::ScalarType type, const char* op) {
   switch (type) {
@@ -148,9 +151,67 @@ Routing moe_route_cuda(const at::Tensor& logits, int64_t top_k, RouterKind kind)
   return r;
 }
 
-at::Tensor moe_dispatch_cuda(const at::Tensor& x_in, const Routing& routing, const std::vector<ExpertWeights>& experts,
-                             Activation activation, const ExpertTable* table, const ExpertStack* stack,
-                             const std::function<void(int64_t)>& check_expert) {
+namespace {
+
+// The one-token dispatch (ExpertTable::fused_token): the gate/up GEMV over the token's experts and
+// the table's shared columns into a [k + S, I], then down, the combine and the shared experts' down
+// and add in one kernel. No permute, no host sync.
+at::Tensor one_token_dispatch(const at::Tensor& x, const at::Tensor& ids, const at::Tensor& weights,
+                              const ExpertTable& table, int64_t shared_slots, cudaStream_t stream) {
+  constexpr const char* op = "moe_dispatch";
+  const int64_t hidden = x.size(1), k = ids.size(1), inter = table.inter, experts = table.experts;
+  const int64_t columns = table.pointers.size(1);
+  const at::Tensor a = at::empty({k + shared_slots, inter}, x.options());
+  at::Tensor out = at::empty_like(x);
+  const auto* rows = static_cast<const void* const*>(table.pointers.const_data_ptr());
+  const auto* scales = table.int8 ? static_cast<const float* const*>(table.scales.const_data_ptr()) : nullptr;
+  kernels::MoeExpertGemvParams g;
+  g.model = precision(x.scalar_type(), op);
+  g.out = static_cast<int>(2 * inter);
+  g.in = static_cast<int>(hidden);
+  g.split = static_cast<int>(inter);
+  g.swiglu = true;
+  g.top_k = static_cast<int>(k);
+  g.max_slots = static_cast<int>(k + shared_slots);
+  g.weights_aligned = table.aligned;
+  g.one_row = table.one_row;
+  g.loads_in_flight = table.one_row ? table.loads_in_flight : 0;
+  g.w_lo = rows;
+  g.w_hi = rows + columns;
+  g.s_lo = scales;
+  g.s_hi = scales != nullptr ? scales + columns : nullptr;
+  g.x = x.const_data_ptr();
+  g.x_row_stride = hidden;
+  g.y = a.mutable_data_ptr();
+  g.y_row_stride = inter;
+  g.token_ids = ids.const_data_ptr<int64_t>();
+  g.experts = static_cast<int>(experts);
+  g.shared_slots = static_cast<int>(shared_slots);
+  throw_if_failed(kernels::moe_expert_gemv(g, stream), op);
+  kernels::MoeTokenDownParams d;
+  d.model = g.model;
+  d.weight_precision = precision(weights.scalar_type(), op);
+  d.hidden = static_cast<int>(hidden);
+  d.inter = static_cast<int>(inter);
+  d.top_k = static_cast<int>(k);
+  d.experts = static_cast<int>(experts);
+  d.shared_slots = static_cast<int>(shared_slots);
+  d.weights_aligned = table.aligned;
+  d.w = rows + 2 * columns;
+  d.s = scales != nullptr ? scales + 2 * columns : nullptr;
+  d.expert_ids = ids.const_data_ptr<int64_t>();
+  d.weights = weights.const_data_ptr();
+  d.a = a.const_data_ptr();
+  d.out = out.mutable_data_ptr();
+  throw_if_failed(kernels::moe_token_down(d, stream), op);
+  return out;
+}
+
+}  // namespace
+
+CudaDispatch moe_dispatch_cuda(const at::Tensor& x_in, const Routing& routing, const std::vector<ExpertWeights>& experts,
+                               Activation activation, const ExpertTable* table, const ExpertStack* stack,
+                               const GatedMlpWeights* shared, const std::function<void(int64_t)>& check_expert) {
   constexpr const char* op = "moe_dispatch";
   const c10::cuda::CUDAGuard guard(x_in.device());
   const cudaStream_t stream = current_stream();
@@ -160,14 +221,18 @@ at::Tensor moe_dispatch_cuda(const at::Tensor& x_in, const Routing& routing, con
   const int64_t n = x.size(0), hidden = x.size(1), k = ids.size(1), m = n * k;
   const int64_t num_experts = static_cast<int64_t>(experts.size());
   at::Tensor out = at::empty_like(x);
-  if (n == 0) return out;
-  const Plan plan = permute(ids, num_experts, stream);
+  if (n == 0) return {out, false};
 
   const bool table_fits = table != nullptr && table->defined() && table->experts == num_experts &&
                           table->hidden == hidden && (table->int8 || table->dtype == x.scalar_type()) &&
                           table->pointers.device() == x.device();
+  if (table_fits && activation == Activation::SiLU && n == 1 && table->fused_token) {
+    const bool fold = shared != nullptr && table->shared_slots > 0 && table->shared_key == shared_key(*shared);
+    return {one_token_dispatch(x, ids, weights, *table, fold ? table->shared_slots : 0, stream), fold};
+  }
+  const Plan plan = permute(ids, num_experts, stream);
   if (table_fits && activation == Activation::SiLU && (n <= kMoeDecodeMaxTokens || stream_is_capturing(stream))) {
-    const int64_t inter = table->inter;
+    const int64_t inter = table->inter, columns = table->pointers.size(1);
     const at::Tensor a = at::empty({m, inter}, x.options());
     const at::Tensor y = at::empty({m, hidden}, x.options());
     const auto* table_rows = static_cast<const void* const*>(table->pointers.const_data_ptr());
@@ -191,9 +256,9 @@ at::Tensor moe_dispatch_cuda(const at::Tensor& x_in, const Routing& routing, con
     g.in = static_cast<int>(hidden);
     g.split = static_cast<int>(inter);
     g.w_lo = table_rows;
-    g.w_hi = table_rows + num_experts;
+    g.w_hi = table_rows + columns;
     g.s_lo = table_scales;
-    g.s_hi = table_scales != nullptr ? table_scales + num_experts : nullptr;
+    g.s_hi = table_scales != nullptr ? table_scales + columns : nullptr;
     g.gather = true;
     g.x = x.const_data_ptr();
     g.x_row_stride = hidden;
@@ -205,9 +270,9 @@ at::Tensor moe_dispatch_cuda(const at::Tensor& x_in, const Routing& routing, con
     g.swiglu = false;
     g.in = static_cast<int>(inter);
     g.split = static_cast<int>(hidden);
-    g.w_lo = table_rows + 2 * num_experts;
+    g.w_lo = table_rows + 2 * columns;
     g.w_hi = g.w_lo;
-    g.s_lo = table_scales != nullptr ? table_scales + 2 * num_experts : nullptr;
+    g.s_lo = table_scales != nullptr ? table_scales + 2 * columns : nullptr;
     g.s_hi = g.s_lo;
     g.gather = false;
     g.x = a.const_data_ptr();
@@ -216,7 +281,7 @@ at::Tensor moe_dispatch_cuda(const at::Tensor& x_in, const Routing& routing, con
     g.y_row_stride = hidden;
     throw_if_failed(kernels::moe_expert_gemv(g, stream), op);
     combine(x, ids, weights, plan.row_of, table->local, y, out, stream);
-    return out;
+    return {out, false};
   }
 
   // Prefill over the stack: grouped GEMMs whose group ends stay on the device; no host sync. Rows
@@ -224,7 +289,7 @@ at::Tensor moe_dispatch_cuda(const at::Tensor& x_in, const Routing& routing, con
   if (moe_grouped_refusal(stack, x, num_experts, cuda_sm_major(x.device())).empty()) {
     const GroupedExperts g = moe_grouped_experts(x, plan.order, plan.offsets, k, *stack, activation);
     combine(x, ids, weights, moe_grouped_row_of(plan.row_of, g.start), stack->local, g.y, out, stream);
-    return out;
+    return {out, false};
   }
 
   // Prefill otherwise: the counts on the host (one sync), then GEMMs per expert over the permuted rows.
@@ -272,7 +337,7 @@ at::Tensor moe_dispatch_cuda(const at::Tensor& x_in, const Routing& routing, con
     }
   }
   combine(x, ids, weights, plan.row_of, local_mask, y, out, stream);
-  return out;
+  return {out, false};
 }
 
 }  // namespace effarch::ops::detail

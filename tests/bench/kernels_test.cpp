@@ -169,15 +169,17 @@ TEST(KernelBytes, MoeOnDeepSeekMoE16b) {
   // x 4096*2048 + w 2048*25344 read, [4096, 25344] written.
   EXPECT_EQ(bytes_of("moe_dense_gemm", c, 4096).read, 2u * (4096 * 2048 + 2048 * 25344));
   EXPECT_EQ(bytes_of("moe_dense_gemm", c, 4096).written, 2u * 4096 * 25344);
-  // One decode step at batch 1: the 6 experts the routing names (3 x 1408 x 2048 each) and x,
-  // 2 bytes each, the 6 ids (8 bytes) and weights (bf16: DeepSeekMoE's router keeps the model
-  // dtype); out [1, 2048]. At batch 16 the 96 slots name all 64 experts.
-  EXPECT_EQ(bytes_of("moe_decode", c, 1).read, 2u * (6u * 3 * 1408 * 2048 + 2048) + 6u * (8 + 2));
+  // One decode step at batch 1: the 6 experts the routing names (3 x 1408 x 2048 each), the two
+  // shared experts (one MLP of 2816: 3 x 2816 x 2048) and x, 2 bytes each, the 6 ids (8 bytes) and
+  // weights (bf16: DeepSeekMoE's router keeps the model dtype); out [1, 2048]. At batch 16 the 96
+  // slots name all 64 experts.
+  EXPECT_EQ(bytes_of("moe_decode", c, 1).read, 2u * (6u * 3 * 1408 * 2048 + 3u * 2816 * 2048 + 2048) + 6u * (8 + 2));
   EXPECT_EQ(bytes_of("moe_decode", c, 1).written, 2u * 2048);
+  EXPECT_EQ(bytes_of("moe_decode_staged", c, 1).read, bytes_of("moe_decode", c, 1).read);
   EXPECT_DOUBLE_EQ(find_kernel_case("moe_decode", "t").flops(KernelShape{&c, 1, 1, at::kBFloat16}),
-                   2.0 * 6 * 3 * 2048 * 1408);
+                   2.0 * 3 * 2048 * (6 * 1408 + 2816));
   EXPECT_EQ(bytes_of("moe_decode", c, 1, at::kBFloat16, 16).read,
-            2u * (64u * 3 * 1408 * 2048 + 16 * 2048) + 96u * (8 + 2));
+            2u * (64u * 3 * 1408 * 2048 + 3u * 2816 * 2048 + 16 * 2048) + 96u * (8 + 2));
   // Mixtral: 2 of 8 experts of 14336 at batch 1, fp32 combine weights (4 bytes) beside bf16.
   const auto mx = config("mixtral-8x7b");
   EXPECT_EQ(bytes_of("moe_decode", mx, 1).read, 2u * (2u * 3 * 14336 * 4096 + 4096) + 2u * (8 + 4));
@@ -200,8 +202,8 @@ TEST(KernelCases, RegistryAndImplementations) {
                                            "dense_gemv_mlp_up_u8", "dense_gemv_mlp_up_act", "dense_gemv_qkv",
                                            "dense_gemv_qkv_u8", "add_norm_gemv_qkv", "dense_gemv_parallel_in", "dense_gemv_parallel_out", "dense_gemv_mamba2_in_proj",
                                            "dense_gemv_mamba2_out_proj", "dense_gemv_mamba2_out_proj_u8",
-                                           "moe_decode", "moe_decode_r1", "moe_decode_r1l8", "moe_prefill",
-                                           "moe_prefill_per_expert", "moe_dense_gemm"}));
+                                           "moe_decode", "moe_decode_staged", "moe_decode_r1", "moe_decode_r1l8",
+                                           "moe_prefill", "moe_prefill_per_expert", "moe_dense_gemm"}));
   EXPECT_THROW_WITH(find_kernel_case("flash_scan", "--ops"), UsageError, {"--ops", "flash_scan", "selective_scan"});
   // The lane-per-state variant was removed (slower than lanes16 on an H100): its op is unknown now.
   EXPECT_THROW_WITH(find_kernel_case("selective_scan_states", "--ops"), UsageError,

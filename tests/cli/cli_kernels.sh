@@ -67,7 +67,7 @@ def expected(op, B, L):  # docs/kernels.md, "Bytes each op must move"
     if op == "dense_gemv_in_proj_conv":  # the in_proj GEMV, the conv state read and written, its weights, its output
         O, K = gemv["dense_gemv_in_proj"]; return e * (O*K + B*K) + e * B*O + e * (2*B*D*W + D*W + D + B*D)
     if op in ("moe_prefill", "moe_prefill_per_expert"): return e * (B*L*Hm + Em*Hm + 3*Em*Im*Hm) + e*B*L*Hm
-    if op in ("moe_decode", "moe_decode_r1", "moe_decode_r1l8"):  # the min(E, B k) experts the made routing names, x, ids (8 bytes), fp32 weights
+    if op in ("moe_decode", "moe_decode_staged", "moe_decode_r1", "moe_decode_r1l8"):  # the min(E, B k) experts the made routing names, x, ids (8 bytes), fp32 weights
         return e * (min(Em, B*Km)*3*Im*Hm + B*Hm) + B*Km*(8 + 4) + e*B*Hm
     if op == "moe_dense_gemm": return e * (B*L*Hm + Hm*Km*3*Im) + e*B*L*Km*3*Im
     raise KeyError(op)
@@ -75,7 +75,7 @@ Q2 = m2["chunk_size"]
 def pairs(L, Q): return (L // Q) * Q * (Q + 1) // 2 + (L % Q) * (L % Q + 1) // 2
 def flops(op, B, L):  # docs/kernels.md, "FLOPs"
     if op == "moe_dense_gemm": return 2*B*L*Hm*Km*3*Im
-    if op in ("moe_decode", "moe_decode_r1", "moe_decode_r1l8"): return 2*B*Km*3*Hm*Im  # one step's tokens, no router
+    if op in ("moe_decode", "moe_decode_staged", "moe_decode_r1", "moe_decode_r1l8"): return 2*B*Km*3*Hm*Im  # one step's tokens, no router
     if op in ("ssd_chunk_scan", "ssd_chunk_scan_fma"): return B * (4*L*H*P*N2 + 2*G*N2*pairs(L, Q2) + 2*H*P*pairs(L, Q2))
     if op == "attention": return 4*B*Hq*Dh*pairs(L, L)
     return 2*B*L*Km*3*Hm*Im + 2*B*L*Hm*Em
@@ -84,7 +84,7 @@ ops = sorted({r["op"] for r in rows})
 if ops != sorted(["causal_conv1d", "causal_conv1d_vec", "causal_conv1d_update", "selective_scan", "selective_scan_seg8", "selective_scan_split", "selective_scan_seg4", "selective_state_update", "selective_state_update_dt_proj", "ssd_chunk_scan",
                   "ssd_chunk_scan_fma", "ssd_state_update", "gated_rms_norm", "attention", "attention_decode", "decode_attention", "decode_attention_b4", "decode_attention_b6", "add_norm", "add_norm_element", "add_norm_t32", "add_norm_t128", "add_norm_vec",
                   "activation", "dense_gemv_in_proj", "add_norm_gemv_in_proj", "add_norm_gemv_qkv", "dense_gemv_in_proj_conv", "dense_gemv_x_proj", "dense_gemv_lm_head", "dense_gemv_out_proj", "dense_gemv_mlp_down", "dense_gemv_mlp_up", "dense_gemv_mlp_up_act", "dense_gemv_qkv", "dense_gemv_parallel_in", "dense_gemv_parallel_out", "dense_gemv_mamba2_in_proj", "dense_gemv_mamba2_out_proj",
-                  *[op + "_u8" for op in u8], "moe_decode", "moe_decode_r1", "moe_decode_r1l8", "moe_prefill", "moe_prefill_per_expert", "moe_dense_gemm"]): bad.append(f"ops {ops}")
+                  *[op + "_u8" for op in u8], "moe_decode", "moe_decode_staged", "moe_decode_r1", "moe_decode_r1l8", "moe_prefill", "moe_prefill_per_expert", "moe_dense_gemm"]): bad.append(f"ops {ops}")
 for r in rows:
     name = f"{r['op']} {r['implementation']} L{r['length']}"
     if r["status"] != "ok": bad.append(f"{name}: {r['status']} {r.get('error')}"); continue
@@ -102,7 +102,7 @@ for r in rows:
             "ssd_chunk_scan": {"cpu", "reference"}, "ssd_chunk_scan_fma": {"cpu", "reference"},
             "ssd_state_update": {"cpu", "reference"},
             "attention": {"sdpa"}, "attention_decode": {"sdpa"}, "moe_prefill": {"cpu", "reference"},
-            "moe_decode": {"cpu", "reference"}, "moe_decode_r1": {"cpu", "reference"}, "moe_decode_r1l8": {"cpu", "reference"},
+            "moe_decode": {"cpu", "reference"}, "moe_decode_staged": {"cpu", "reference"}, "moe_decode_r1": {"cpu", "reference"}, "moe_decode_r1l8": {"cpu", "reference"},
             "moe_prefill_per_expert": {"cpu", "reference"}, "moe_dense_gemm": {"aten"}}.get(r["op"], {"reference"})
     if r["op"].startswith("moe_") or r["op"].startswith("ssd_chunk_scan") or r["op"] == "attention":
         if r["flops"] != flops(r["op"], r["batch"], r["length"]): bad.append(f"{name}: flops {r['flops']} != {flops(r['op'], r['batch'], r['length'])}")
@@ -110,7 +110,7 @@ for r in rows:
     if r["implementation"] not in want: bad.append(f"{name}: implementation")
     if "products" in r: bad.append(f"{name}: products on a row that did not run the CUDA scan")
     if "pieces" in r: bad.append(f"{name}: pieces on a row that did not run the CUDA split scan")
-    if r["length"] != (1 if r["op"] in ("causal_conv1d_update", "selective_state_update", "selective_state_update_dt_proj", "ssd_state_update", "add_norm", "add_norm_element", "add_norm_t32", "add_norm_t128", "add_norm_vec", "activation", "add_norm_gemv_in_proj", "add_norm_gemv_qkv", "dense_gemv_in_proj_conv", "dense_gemv_mlp_up_act", "moe_decode", "moe_decode_r1", "moe_decode_r1l8") or r["op"] in gemv else r["length"]): bad.append(name)
+    if r["length"] != (1 if r["op"] in ("causal_conv1d_update", "selective_state_update", "selective_state_update_dt_proj", "ssd_state_update", "add_norm", "add_norm_element", "add_norm_t32", "add_norm_t128", "add_norm_vec", "activation", "add_norm_gemv_in_proj", "add_norm_gemv_qkv", "dense_gemv_in_proj_conv", "dense_gemv_mlp_up_act", "moe_decode", "moe_decode_staged", "moe_decode_r1", "moe_decode_r1l8") or r["op"] in gemv else r["length"]): bad.append(name)
 impls = {(r["op"], r["implementation"]) for r in rows}
 if ("selective_scan", "cpu") not in impls or ("selective_scan", "reference") not in impls: bad.append("scan implementations")
 sva = doc["scan_vs_attention"]

@@ -208,7 +208,7 @@ TEST_P(MoeModel, ExpertWeightsAreStackedOnce) {
 // On a GPU in bf16: implementations() records the prefill path the CUDA dispatch takes
 // ("grouped" on compute capability 9.x/10.x: the tiny models' sizes are multiples of 8), and a
 // prefill of 2 x 40 tokens (past the decode kernels' 16) gives the reference dispatch's logits
-// within bf16 rounding carried through the layers.
+// within bf16 rounding carried through the layers, and so do one sequence's decode steps.
 TEST_P(MoeModel, Bf16PrefillPathIsRecordedAndMatchesTheReferenceOnAGpu) {
   if (!ops::kBuiltWithCuda || !at::hasCUDA()) GTEST_SKIP() << "needs a CUDA build and a GPU";
   ModelOptions opt;
@@ -223,12 +223,30 @@ TEST_P(MoeModel, Bf16PrefillPathIsRecordedAndMatchesTheReferenceOnAGpu) {
                                                  c.moe->expert_intermediate);
   EXPECT_EQ(kernels->implementations().at("moe_prefill"), path);
   EXPECT_EQ(reference->implementations().count("moe_prefill"), 0u);
+  if (c.mlp->activation == ops::Activation::SiLU) {  // bf16 (dense) experts: shared experts, if any, inside
+    EXPECT_EQ(kernels->implementations().at(kMoeOneTokenRecord), "two_kernels");
+  } else {
+    EXPECT_EQ(kernels->implementations().count(kMoeOneTokenRecord), 0u);
+  }
+  EXPECT_EQ(reference->implementations().count(kMoeOneTokenRecord), 0u);
   std::cout << GetParam() << ": moe_prefill " << path << "\n";
   const at::Tensor ids = at::randint(0, c.vocab_size, {2, 40}, at::kLong).to(opt.device);
   kernels->allocate_cache(2, 48);
   reference->allocate_cache(2, 48);
   const at::Tensor a = kernels->prefill_last(ids).to(at::kDouble), r = reference->prefill_last(ids).to(at::kDouble);
   EXPECT_LE(((a - r).norm() / r.norm()).item<double>(), 5e-2) << GetParam();
+  // One sequence's decode steps: the one-token dispatch (two launches, DeepSeekMoE's shared
+  // experts inside them) against the reference's, teacher-forced on the same tokens.
+  kernels->allocate_cache(1, 48);
+  reference->allocate_cache(1, 48);
+  const at::Tensor one = ids.narrow(0, 0, 1);
+  (void)kernels->prefill_last(one.narrow(1, 0, 32));
+  (void)reference->prefill_last(one.narrow(1, 0, 32));
+  for (int64_t t = 32; t < 40; ++t) {
+    const at::Tensor token = one.narrow(1, t, 1).reshape({1}).contiguous();
+    const at::Tensor da = kernels->decode(token).to(at::kDouble), dr = reference->decode(token).to(at::kDouble);
+    EXPECT_LE(((da - dr).norm() / dr.norm()).item<double>(), 5e-2) << GetParam() << " decode step " << t;
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Tiny, MoeModel, ::testing::ValuesIn(kMoeModels),

@@ -25,7 +25,8 @@
 #              Mixtral and Jamba within 80 GB
 #     followups: pending.md's "Order" after the sixth H100 run (2026-11-27): entry 41 (the batched suite,
 #              cuBLAS against the rows GEMM), 46 (add_norm's shapes), 43 (ncu --set full of the
-#              scan), 44 (DeepSeekMoE's decode dispatch and its one-token variants), 25 (the GEMV's
+#              scan), 51 and 44 (the MoE decode dispatch in two launches at one token against the
+#              staged kernels, its one-token GEMV variants, DeepSeekMoE's decode), 25 (the GEMV's
 #              eight-loads variant), 47 (the prefill conv's vector variant), 49 (Phi-2's parallel
 #              block in two products against four)
 #     prologue: pending.md entry 50: --norm-prologue separate against fused (the add + norm in the
@@ -325,7 +326,7 @@ prefill() {  # pending.md entry 43: the selective scan (lanes16); where Mamba-2.
   done
 }
 
-followups() {  # pending.md's "Order" after the sixth H100 run: entries 41, 46, 43 and 44 in one call
+followups() {  # pending.md's "Order" after the sixth H100 run: entries 41, 46, 43, 51, 44, 25, 47 and 49 in one call
   local K="--device cuda --dtype bfloat16 --reps 10 --warmup 2" m
   log "== followups: entry 41, the batched suite with cuBLAS folded (c670abd) against the rows GEMM"
   limited --int 160 "$B" bench mamba-2.8b phi-2 llama-3-8b --device cuda --dtype bf16 --prompt-lengths 512 \
@@ -345,10 +346,16 @@ followups() {  # pending.md's "Order" after the sixth H100 run: entries 41, 46, 
     --import-source yes --print-details all "$B" kernels --device cuda --dtype bfloat16 --reps 1 --warmup 0 \
     --lengths 4096 --ops selective_scan > "$out/ncu-scan-full.txt" 2>&1
   log "exit $?"
-  log "== followups: entry 44, DeepSeekMoE's decode dispatch and its one-token GEMV variants"
-  limited --int 60 "$B" kernels $K --moe deepseek-moe-16b --batch 1,8 --ops moe_decode,moe_decode_r1,moe_decode_r1l8 \
-    -o "$out/k-moe-decode.json" > "$out/k-moe-decode.txt" 2>&1
-  log "exit $?"; grep -E '^\| moe_decode' "$out/k-moe-decode.txt" >> "$summary"
+  log "== followups: entries 51 and 44, the MoE decode dispatch: two launches at one token against the staged kernels; the one-token GEMV variants"
+  local mm
+  for mm in deepseek-moe-16b mixtral-8x7b; do
+    limited --int 60 "$B" kernels $K --moe "$mm" --batch 1,8 --ops moe_decode,moe_decode_staged,moe_decode_r1,moe_decode_r1l8 \
+      -o "$out/k-moe-decode-$mm.json" > "$out/k-moe-decode-$mm.txt" 2>&1
+    log "$mm: exit $?"; grep -E '^\| moe_decode' "$out/k-moe-decode-$mm.txt" >> "$summary"
+  done
+  limited --int 80 "$B" bench deepseek-moe-16b --device cuda --dtype bf16 --prompt-lengths 512 --gen-tokens 64 --reps 2 \
+    --cuda-graphs on --no-progress --format md -o "$out/dsmoe-two-kernels.json" >> "$summary" 2>&1
+  log "bench deepseek-moe-16b (moe_one_token two_kernels): exit $?"
   log "== followups: entry 25, the dense GEMV with eight loads in flight a lane (the _u8 rows) at one row"
   local g="" op
   for op in in_proj out_proj mlp_up mlp_down qkv mamba2_out_proj; do g+="dense_gemv_$op,dense_gemv_${op}_u8,"; done

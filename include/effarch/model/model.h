@@ -89,9 +89,12 @@ DecodeMode resolve_decode_mode(const ModelConfig& config, const at::Device& devi
 // "fused" (a parallel block's one-token steps run two products, ModelOptions::fuse_parallel_block,
 // on every backend) or "separate" (asked for, int8 weights, or parts whose biases differ);
 // "add_norm_in_gemv": "fused" (a decode step's block-boundary add + norm runs in the prologue of
-// the dense GEMV that reads it, ModelOptions::fuse_norm_prologue) or "separate". Bench keys are
-// checked against it.
+// the dense GEMV that reads it, ModelOptions::fuse_norm_prologue) or "separate"; "moe_one_token":
+// "two_kernels" (a one-token step's CUDA MoE dispatch runs two launches, no permute, DeepSeekMoE's
+// shared experts inside them: ExpertTable::fused_token) or "two_kernels_shared_apart" (int8
+// weights: the shared experts run after it). Bench keys are checked against it.
 inline constexpr const char* kMoePrefillRecord = "moe_prefill";
+inline constexpr const char* kMoeOneTokenRecord = "moe_one_token";
 inline constexpr const char* kSsdScanProductsRecord = "ssd_scan_products";
 inline constexpr const char* kSelectiveScanVariantRecord = "selective_scan_variant";
 inline constexpr const char* kDtProjRecord = "selective_state_update_dt_proj";

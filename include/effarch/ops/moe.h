@@ -26,6 +26,7 @@ struct Routing {
 // The CUDA dispatch kernels' limits (kernels/moe/moe_math.h): beyond them the reference runs.
 inline constexpr int64_t kMoeKernelMaxExperts = 256;
 inline constexpr int64_t kMoeKernelMaxTopK = 16;
+inline constexpr int64_t kMoeKernelMaxSharedSlots = 16;  // shared experts folded, in experts' widths
 // Tokens up to which the CUDA dispatch runs the expert GEMV kernel (decode) rather than a prefill
 // path (grouped GEMMs over the expert stack, or one GEMM chain per expert with the counts read on
 // the host). A step being captured into a CUDA graph always runs the GEMV kernel when it has the
@@ -58,11 +59,24 @@ struct ExpertWeights : GatedMlpWeights {
 // experts directly: not on CUDA, int8 and dense weights mixed, biases, non-contiguous or
 // mixed-dtype weights, or more than kMoeKernelMaxExperts experts; `why` says which. int8 experts
 // (--weights int8) come with a second table, of their rows' fp32 scales.
+// With DeepSeekMoE's shared experts given, a one-token step runs them inside the dispatch's two
+// launches: their MLP, of S experts' width, is S more columns of the table (column E + j: gate and
+// up rows j I .. (j + 1) I - 1, and the whole down [H, S I]). Folded where they are dense like the
+// experts, with no bias, contiguous, and S I wide for a whole S of 1..16; else `shared_why` says why
+// and the dispatch runs them apart.
 struct ExpertTable {
-  at::Tensor pointers;  // [3, E] int64 on the experts' device: gate rows, up rows, down; 0: remote
+  at::Tensor pointers;  // [3, E + S] int64 on the experts' device: gate rows, up rows, down; 0: remote
   at::Tensor scales;    // int8 experts: [3, E] int64, the scales of the same rows; else undefined
   at::Tensor local;     // [E] uint8 on the device: 1 where the expert runs on this rank
   int64_t experts = 0, hidden = 0, inter = 0;
+  int64_t shared_slots = 0;  // S: the shared experts folded in, in experts' widths; 0: none
+  int64_t shared_key = 0;    // the folded shared gate rows' address: the dispatch folds only those
+  std::string shared_why;    // why shared experts given were not folded
+  // A one-token step's dispatch in two launches (the gate/up GEMV finding the token's experts
+  // itself, then down with the combine and the shared experts: kernels/moe/moe.h); false runs the
+  // staged kernels instead (permute, GEMV, GEMV, combine, the shared MLP apart): the measuring
+  // row moe_decode_staged (docs/perf/pending.md, entry 51).
+  bool fused_token = true;
   bool int8 = false;                  // the weights are int8 (then dtype is kChar)
   at::ScalarType dtype = at::kFloat;  // the weights' dtype: the model's, unless int8
   bool aligned = false;  // every weight row 16-byte aligned: the kernel's vector loads
@@ -75,7 +89,7 @@ struct ExpertTable {
   std::string why;       // why it is undefined
   bool defined() const { return pointers.defined(); }
 };
-ExpertTable make_expert_table(const std::vector<ExpertWeights>& experts);
+ExpertTable make_expert_table(const std::vector<ExpertWeights>& experts, const GatedMlpWeights* shared = nullptr);
 
 // Every local expert's weights in two allocations, for the grouped prefill (at::_grouped_mm over
 // the permuted rows, group boundaries on the device). Made at load by stack_experts, which copies
@@ -101,12 +115,16 @@ ExpertStack stack_experts(std::vector<ExpertWeights>& experts);
 // x [N, H]; experts[e] for e < E (weights referenced, never copied; stacked at load by the model). Returns [N, H] in
 // x's dtype: out[n] = sum over the token's experts, in ascending expert id, of
 // (expert(x[n]) * weight) rounded to x's dtype and added into a zero buffer of x's dtype. Experts
-// that no token chose are not run (their weights are not even read).
+// that no token chose are not run (their weights are not even read). With `shared` (DeepSeekMoE's
+// shared experts), that sum + gated_mlp(x, *shared, activation, backend), rounded to x's dtype.
 // `activation` is the experts' act (hidden_act in every MoE config transformers has).
 // backend: on the CPU, auto runs the fused CPU dispatch (src/ops/cpu/moe_dispatch.cpp: a counting
 // sort, one gather, grouped products, one weighted sum); reference runs the ATen reference.
 // On CUDA, auto and cuda run the dispatch kernels (kernels/moe, src/ops/moe_cuda.cpp) for E <= 256
 // and k <= 16: the permute on the device, then
+// - with `table` defined and SiLU experts, for one token (table->fused_token): no permute; the
+//   gate/up GEMV over the token's experts and the table's shared columns, then one kernel for
+//   down, the combine and the shared experts' down and add (kernels/moe/moe.h); no host sync;
 // - with `table` defined and SiLU experts, for up to kMoeDecodeMaxTokens tokens or while a CUDA
 //   graph is being captured: the expert GEMV kernel over the table, SwiGLU, the GEMV again, the
 //   combine kernel; no host sync. An expert id outside 0..E-1 cannot be reported without one: its
@@ -121,7 +139,8 @@ ExpertStack stack_experts(std::vector<ExpertWeights>& experts);
 // detail::moe_grouped_refusal says why a prefill does not take the grouped path.
 at::Tensor moe_dispatch(const at::Tensor& x, const Routing& routing, const std::vector<ExpertWeights>& experts,
                         Activation activation = Activation::SiLU, Backend backend = Backend::Auto,
-                        const ExpertTable* table = nullptr, const ExpertStack* stack = nullptr);
+                        const ExpertTable* table = nullptr, const ExpertStack* stack = nullptr,
+                        const GatedMlpWeights* shared = nullptr);
 
 // The CUDA dispatch's prefill path for experts loaded with this dtype and format on `device`, as
 // Model::implementations() records it under "moe_prefill": "grouped" where the grouped prefill
@@ -133,6 +152,9 @@ std::string moe_prefill_path(at::ScalarType dtype, WeightFormat format, const c1
                              int64_t inter);
 
 namespace detail {
+// The address ExpertTable::shared_key records for these shared experts: their gate rows'.
+int64_t shared_key(const GatedMlpWeights& shared);
+
 // Why the grouped prefill cannot run for these arguments ("" when it can): the stack undefined,
 // not matching x (dtype, hidden size, device) or the experts' count, a dtype other than bf16, a
 // GPU outside compute capability 9.x/10.x (`sm_major`: at::_grouped_mm elsewhere reads the group
@@ -164,9 +186,15 @@ at::Tensor moe_grouped_row_of(const at::Tensor& row_of, const at::Tensor& start)
 #ifdef EFFARCH_WITH_CUDA
 // src/ops/moe_cuda.cpp: the CUDA stages on checked arguments.
 Routing moe_route_cuda(const at::Tensor& logits, int64_t top_k, RouterKind kind);
-at::Tensor moe_dispatch_cuda(const at::Tensor& x, const Routing& routing, const std::vector<ExpertWeights>& experts,
-                             Activation activation, const ExpertTable* table, const ExpertStack* stack,
-                             const std::function<void(int64_t)>& check_expert);
+// The routed sum, and whether it holds the shared experts too (the one-token path with `shared`
+// folded in the table); otherwise moe_dispatch adds them.
+struct CudaDispatch {
+  at::Tensor out;
+  bool with_shared = false;
+};
+CudaDispatch moe_dispatch_cuda(const at::Tensor& x, const Routing& routing, const std::vector<ExpertWeights>& experts,
+                               Activation activation, const ExpertTable* table, const ExpertStack* stack,
+                               const GatedMlpWeights* shared, const std::function<void(int64_t)>& check_expert);
 #endif
 }  // namespace detail
 

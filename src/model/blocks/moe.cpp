@@ -43,8 +43,9 @@ class MoeFeedForward final : public FeedForward {
       }
     }
     // The device table of the experts' weights the CUDA decode kernel reads (undefined off CUDA);
-    // it points into the stack's views.
-    table_ = ops::make_expert_table(experts_);
+    // it points into the stack's views, and into the shared experts' weights, which a one-token
+    // step runs inside the dispatch's launches.
+    table_ = ops::make_expert_table(experts_, shared_ ? &*shared_ : nullptr);
   }
 
   at::Tensor forward(const ops::NormedInput& in, const ForwardContext& ctx) const override {
@@ -54,11 +55,9 @@ class MoeFeedForward final : public FeedForward {
     if (ctx.routing != nullptr) {
       (*ctx.routing)(RoutingEvent{layer_, routing.expert_ids, routing.weights.to(at::kFloat), routing.probs});
     }
-    at::Tensor out = ops::moe_dispatch(flat, routing, experts_, activation_, ctx.backend, &table_, &stack_);
-    if (shared_) {  // DeepSeekMoE: after the routed sum, with the same hidden_act, on the
-                    // model's backend like a dense MLP (the fused activation, the decode GEMV)
-      out = out + ops::gated_mlp(flat, *shared_, activation_, ctx.backend);
-    }
+    // DeepSeekMoE's shared experts added after the routed sum, with the same hidden_act.
+    const at::Tensor out = ops::moe_dispatch(flat, routing, experts_, activation_, ctx.backend, &table_, &stack_,
+                                             shared_ ? &*shared_ : nullptr);
     // Expert / tensor parallel: each rank's experts' (and expert shards') sum, added over the ranks.
     return all_reduce(out, ctx.moe).view(x.sizes());
   }
