@@ -4,6 +4,7 @@
 //
 // 1. router: gate logits [N, E] (cuBLAS, in the model dtype) -> softmax -> top-k -> the router
 //    kind's normalisation; one warp per token. Ties at the k-th score go to the lower expert id.
+//    For a decode step's few tokens one launch computes the logits too (MoeRouteTokensParams).
 // 2. permute: the M = N * k flat positions p = token * k + slot grouped by expert with a stable
 //    counting sort in one block: counts, offsets, the experts that have rows (ascending), the
 //    grouped order (row -> p) and its inverse (p -> row). Deterministic.
@@ -41,6 +42,19 @@ struct MoeRouterParams {
   float* probs = nullptr;        // [N, E] fp32: the softmax over all experts
   int64_t* expert_ids = nullptr;  // [N, k], descending score
   void* weights = nullptr;  // [N, k]: fp32 for kFp32Renormalized, else the model dtype
+};
+
+// The router with its logits' product (a decode step's few tokens): block t computes token t's
+// logits x_t W^T, each an fp32 dot product rounded to the model dtype (the reference's at::linear),
+// one warp per expert at a time (moe::gemv_lane's order, the one-row lane), into shared memory,
+// then one warp routes it as moe_router does. W [E, H] contiguous, x rows x_row_stride apart.
+// route.logits is unused.
+struct MoeRouteTokensParams {
+  MoeRouterParams route;
+  int hidden = 0;
+  const void* x = nullptr;
+  int64_t x_row_stride = 0;
+  const void* weight = nullptr;  // [E, H]
 };
 
 struct MoePermuteParams {
@@ -150,6 +164,9 @@ LaunchStatus moe_expert_gemv_fp16(const MoeExpertGemvParams& params, cudaStream_
 LaunchStatus moe_combine_fp32(const MoeCombineParams& params, cudaStream_t stream);
 LaunchStatus moe_combine_bf16(const MoeCombineParams& params, cudaStream_t stream);
 LaunchStatus moe_combine_fp16(const MoeCombineParams& params, cudaStream_t stream);
+LaunchStatus moe_route_tokens_fp32(const MoeRouteTokensParams& params, cudaStream_t stream);
+LaunchStatus moe_route_tokens_bf16(const MoeRouteTokensParams& params, cudaStream_t stream);
+LaunchStatus moe_route_tokens_fp16(const MoeRouteTokensParams& params, cudaStream_t stream);
 LaunchStatus moe_token_down_fp32(const MoeTokenDownParams& params, cudaStream_t stream);
 LaunchStatus moe_token_down_bf16(const MoeTokenDownParams& params, cudaStream_t stream);
 LaunchStatus moe_token_down_fp16(const MoeTokenDownParams& params, cudaStream_t stream);
@@ -180,6 +197,11 @@ inline LaunchStatus moe_combine(const MoeCombineParams& params, cudaStream_t str
                                                     "moe_combine: unknown precision");
 }
 
+inline LaunchStatus moe_route_tokens(const MoeRouteTokensParams& params, cudaStream_t stream) {
+  return moe_detail::by_precision<MoeRouteTokensParams>(params.route.model, moe_route_tokens_fp32,
+                                                        moe_route_tokens_bf16, moe_route_tokens_fp16, params, stream,
+                                                        "moe_route_tokens: unknown precision");
+}
 inline LaunchStatus moe_token_down(const MoeTokenDownParams& params, cudaStream_t stream) {
   return moe_detail::by_precision<MoeTokenDownParams>(params.model, moe_token_down_fp32, moe_token_down_bf16,
                                                       moe_token_down_fp16, params, stream,

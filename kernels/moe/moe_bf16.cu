@@ -12,5 +12,8 @@ LaunchStatus moe_combine_bf16(const MoeCombineParams& params, cudaStream_t strea
 LaunchStatus moe_token_down_bf16(const MoeTokenDownParams& params, cudaStream_t stream) {
   return moe_detail::moe_token_down_cuda<moe::Precision::kBf16>(params, stream);
 }
+LaunchStatus moe_route_tokens_bf16(const MoeRouteTokensParams& params, cudaStream_t stream) {
+  return moe_detail::moe_route_tokens_cuda<moe::Precision::kBf16>(params, stream);
+}
 
 }  // namespace effarch::kernels

@@ -12,5 +12,8 @@ LaunchStatus moe_combine_fp32(const MoeCombineParams& params, cudaStream_t strea
 LaunchStatus moe_token_down_fp32(const MoeTokenDownParams& params, cudaStream_t stream) {
   return moe_detail::moe_token_down_cuda<moe::Precision::kFp32>(params, stream);
 }
+LaunchStatus moe_route_tokens_fp32(const MoeRouteTokensParams& params, cudaStream_t stream) {
+  return moe_detail::moe_route_tokens_cuda<moe::Precision::kFp32>(params, stream);
+}
 
 }  // namespace effarch::kernels

@@ -8,6 +8,7 @@
 #include "common/grid_dependency.h"
 #include "common/launch.h"
 #include "moe/moe.h"
+#include "moe/moe_router.cuh"
 
 namespace effarch::kernels {
 namespace moe_detail {
@@ -218,6 +219,45 @@ __global__ void __launch_bounds__(kExpertGemvWarps* kWarp) moe_token_down_kernel
     }
   }
   if (lane == 0) static_cast<S*>(p.out)[o] = from_f<P>(out);
+}
+
+// grid N, block 8 warps (MoeRouteTokensParams): warp w computes the logits of experts w, w + 8,
+// ..., each rounded to the model dtype into shared memory; then warp 0 routes the token.
+inline constexpr int kRouteTokenWarps = 8;
+template <Precision P, int V>
+__global__ void __launch_bounds__(kRouteTokenWarps* kWarp) moe_route_tokens_kernel(const MoeRouteTokensParams p) {
+  using S = typename StorageOf<P>::type;
+  __shared__ float logits[kMaxExperts];
+  allow_dependent_launch();
+  grid_dependency_wait();  // x comes from the kernel before
+  const int token = static_cast<int>(blockIdx.x);
+  const int warp = static_cast<int>(threadIdx.x) / kWarp, lane = static_cast<int>(threadIdx.x) % kWarp;
+  const S* xr[1] = {static_cast<const S*>(p.x) + static_cast<int64_t>(token) * p.x_row_stride};
+  for (int e = warp; e < p.route.experts; e += kRouteTokenWarps) {
+    float acc[1];
+    gemv_lane<P, V, S, kExpertLoadsInFlight, 1>(static_cast<const S*>(p.weight) + static_cast<int64_t>(e) * p.hidden, xr,
+                                                1, p.hidden, lane, acc);
+    for (int offset = kWarp / 2; offset > 0; offset /= 2) acc[0] += __shfl_xor_sync(0xffffffffu, acc[0], offset);
+    if (lane == 0) logits[e] = round_to<P>(acc[0]);
+  }
+  __syncthreads();
+  if (warp == 0) route_token_warp(p.route, token, lane, [&](int e) { return logits[e]; });
+}
+
+template <Precision P>
+LaunchStatus moe_route_tokens_cuda(const MoeRouteTokensParams& p, cudaStream_t stream) {
+  using S = typename StorageOf<P>::type;
+  const MoeRouterParams& r = p.route;
+  if (r.experts < 1 || r.experts > kMaxExperts || r.top_k < 1 || r.top_k > r.experts || r.top_k > kMaxTopK) {
+    return {cudaErrorInvalidValue, "moe_route_tokens: experts must be 1..256 and top_k 1..min(experts, 16)"};
+  }
+  if (p.hidden <= 0) return {cudaErrorInvalidValue, "moe_route_tokens: bad sizes"};
+  if (r.tokens == 0) return {};
+  constexpr int kVec = 16 / static_cast<int>(sizeof(S));
+  const bool aligned = reinterpret_cast<uintptr_t>(p.x) % 16 == 0 && reinterpret_cast<uintptr_t>(p.weight) % 16 == 0 &&
+                       (p.x_row_stride * static_cast<int64_t>(sizeof(S))) % 16 == 0 && p.hidden % kVec == 0;
+  return launch_kernel(aligned ? moe_route_tokens_kernel<P, kVec> : moe_route_tokens_kernel<P, 1>, dim3(r.tokens),
+                       dim3(kRouteTokenWarps * kWarp), 0, stream, "moe_route_tokens kernel launch", p);
 }
 
 template <Precision P>

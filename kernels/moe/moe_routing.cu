@@ -1,11 +1,12 @@
 // The MoE dispatch's dtype-free stages (kernels/moe/moe.h has the contract): the router (the
 // logits' precision is a run-time value: it only changes how E values per token load) and the
 // permute. Their arithmetic is kernels/moe/moe_math.h's, which the CPU host emulation in
-// tests/ops/moe_cuda_test.cpp runs in the same phase order.
+// tests/ops/moe_emulation.h runs in the same phase order.
 
 #include "common/grid_dependency.h"
 #include "common/launch.h"
 #include "moe/moe.h"
+#include "moe/moe_router.cuh"
 
 namespace effarch::kernels {
 namespace moe_detail {
@@ -15,8 +16,7 @@ using namespace moe;
 inline constexpr unsigned kFull = 0xffffffffu;
 inline constexpr int kRouterWarpsPerBlock = 4;
 
-// One warp per token: softmax over the E logits held kRouterPerLane per lane, then k rounds of a
-// warp arg-max over the lanes' best unchosen candidates.
+// One warp per token over the logits in global memory (moe_router.cuh has the warp's work).
 __global__ void __launch_bounds__(kRouterWarpsPerBlock* kWarp) moe_router_kernel(const MoeRouterParams p) {
   allow_dependent_launch();
   grid_dependency_wait();  // the gate logits come from the kernel before
@@ -24,41 +24,7 @@ __global__ void __launch_bounds__(kRouterWarpsPerBlock* kWarp) moe_router_kernel
   const int token = static_cast<int>(blockIdx.x) * kRouterWarpsPerBlock + static_cast<int>(threadIdx.x) / kWarp;
   if (token >= p.tokens) return;  // whole warps leave together
   const int64_t row = static_cast<int64_t>(token) * p.experts;
-  float v[kRouterPerLane];
-  for (int j = 0; j < kRouterPerLane; ++j) {
-    const int e = router_expert(lane, j);
-    v[j] = e < p.experts ? load_f(p.logits, row + e, p.model) : 0.f;
-  }
-  float max = router_lane_max(v, p.experts, lane);
-  for (int offset = kWarp / 2; offset > 0; offset /= 2) max = fmaxf(max, __shfl_xor_sync(kFull, max, offset));
-  float sum = router_lane_exp(v, p.experts, lane, max);
-  for (int offset = kWarp / 2; offset > 0; offset /= 2) sum += __shfl_down_sync(kFull, sum, offset);
-  sum = __shfl_sync(kFull, sum, 0);  // lane 0's sum, the order warp_sum_down_emulated adds in
-  router_lane_probs(v, p.experts, lane, sum, p.mode, p.model);
-  for (int j = 0; j < kRouterPerLane; ++j) {
-    const int e = router_expert(lane, j);
-    if (e < p.experts) p.probs[row + e] = v[j];
-  }
-  uint32_t chosen = 0;
-  float w[kMaxTopK];
-  int ids[kMaxTopK];
-  for (int t = 0; t < p.top_k; ++t) {
-    Candidate best = router_lane_best(v, p.experts, lane, chosen);
-    for (int offset = kWarp / 2; offset > 0; offset /= 2) {
-      const Candidate other{__shfl_xor_sync(kFull, best.score, offset), __shfl_xor_sync(kFull, best.expert, offset)};
-      if (better(other, best)) best = other;
-    }
-    if (best.expert % kWarp == lane) chosen |= 1u << (best.expert / kWarp);
-    w[t] = best.score;
-    ids[t] = best.expert;
-  }
-  if (lane != 0) return;
-  router_weights(w, p.top_k, p.mode, p.model);
-  const moe::Precision out = p.mode == RouterMode::kFp32Renormalized ? Precision::kFp32 : p.model;
-  for (int t = 0; t < p.top_k; ++t) {
-    p.expert_ids[static_cast<int64_t>(token) * p.top_k + t] = ids[t];
-    store_f(p.weights, static_cast<int64_t>(token) * p.top_k + t, w[t], out);
-  }
+  route_token_warp(p, token, lane, [&](int e) { return load_f(p.logits, row + e, p.model); });
 }
 
 // One block: counts (shared atomics: integer, so any order gives the same), the prefix sums and

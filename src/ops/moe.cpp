@@ -70,7 +70,7 @@ void check_expert(const ExpertWeights& w, int64_t e, const at::Tensor& x) {
 }  // namespace
 
 Routing moe_route(const at::Tensor& x, const at::Tensor& router_weight, int64_t top_k, RouterKind kind,
-                  Backend backend) {
+                  Backend backend, RouterLogits logits_path) {
   constexpr const char* op = "moe_route";
   check_float(x, op, "x");
   check_float(router_weight, op, "router_weight");
@@ -86,9 +86,17 @@ Routing moe_route(const at::Tensor& x, const at::Tensor& router_weight, int64_t 
   if (top_k < 1 || top_k > experts) {
     throw OpError(fmt::format("{}: top_k {} is not in 1..{} (the number of experts)", op, top_k, experts));
   }
+  const bool cuda = use_cuda_kernel(backend, OpFamily::MoeDispatch, x.device()) && experts <= kMoeKernelMaxExperts &&
+                    top_k <= kMoeKernelMaxTopK;
+  static_cast<void>(logits_path);  // read by the CUDA path only
+#ifdef EFFARCH_WITH_CUDA
+  if (cuda && logits_path == RouterLogits::Auto && x.size(0) <= kMoeDecodeMaxTokens && router_weight.is_contiguous() &&
+      router_weight.scalar_type() == x.scalar_type()) {
+    return detail::moe_route_tokens_cuda(x, router_weight, top_k, kind);
+  }
+#endif
   const at::Tensor logits = at::linear(x, router_weight);  // [N, E], model dtype
-  if (use_cuda_kernel(backend, OpFamily::MoeDispatch, x.device()) && experts <= kMoeKernelMaxExperts &&
-      top_k <= kMoeKernelMaxTopK) {
+  if (cuda) {
 #ifdef EFFARCH_WITH_CUDA
     return detail::moe_route_cuda(logits.contiguous(), top_k, kind);
 #endif

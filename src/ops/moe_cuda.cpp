@@ -129,25 +129,51 @@ void product_into(at::Tensor dst, const at::Tensor& x, const Linear& layer) {
 
 }  // namespace
 
-Routing moe_route_cuda(const at::Tensor& logits, int64_t top_k, RouterKind kind) {
-  const c10::cuda::CUDAGuard guard(logits.device());
-  const int64_t n = logits.size(0), experts = logits.size(1);
-  Routing r;
-  r.probs = at::empty({n, experts}, logits.options().dtype(at::kFloat));
-  r.expert_ids = at::empty({n, top_k}, logits.options().dtype(at::kLong));
-  r.weights = at::empty({n, top_k}, kind == RouterKind::SoftmaxFp32Renormalized ? logits.options().dtype(at::kFloat)
-                                                                                  : logits.options());
+namespace {
+
+// The routing's outputs for n tokens over `experts` (options: the logits' or x's) and the router
+// params that write them.
+kernels::MoeRouterParams router_params(Routing& r, const at::TensorOptions& options, at::ScalarType model, int64_t n,
+                                       int64_t experts, int64_t top_k, RouterKind kind) {
+  r.probs = at::empty({n, experts}, options.dtype(at::kFloat));
+  r.expert_ids = at::empty({n, top_k}, options.dtype(at::kLong));
+  r.weights = at::empty({n, top_k}, kind == RouterKind::SoftmaxFp32Renormalized ? options.dtype(at::kFloat)
+                                                                                  : options.dtype(model));
   kernels::MoeRouterParams p;
   p.tokens = static_cast<int>(n);
   p.experts = static_cast<int>(experts);
   p.top_k = static_cast<int>(top_k);
   p.mode = router_mode(kind);
-  p.model = precision(logits.scalar_type(), "moe_route");
-  p.logits = logits.const_data_ptr();
+  p.model = precision(model, "moe_route");
   p.probs = r.probs.mutable_data_ptr<float>();
   p.expert_ids = r.expert_ids.mutable_data_ptr<int64_t>();
   p.weights = r.weights.mutable_data_ptr();
+  return p;
+}
+
+}  // namespace
+
+Routing moe_route_cuda(const at::Tensor& logits, int64_t top_k, RouterKind kind) {
+  const c10::cuda::CUDAGuard guard(logits.device());
+  Routing r;
+  kernels::MoeRouterParams p =
+      router_params(r, logits.options(), logits.scalar_type(), logits.size(0), logits.size(1), top_k, kind);
+  p.logits = logits.const_data_ptr();
   throw_if_failed(kernels::moe_router(p, current_stream()), "moe_route");
+  return r;
+}
+
+Routing moe_route_tokens_cuda(const at::Tensor& x_in, const at::Tensor& router_weight, int64_t top_k, RouterKind kind) {
+  const c10::cuda::CUDAGuard guard(x_in.device());
+  const at::Tensor x = x_in.stride(-1) == 1 ? x_in : x_in.contiguous();
+  Routing r;
+  kernels::MoeRouteTokensParams p;
+  p.route = router_params(r, x.options(), x.scalar_type(), x.size(0), router_weight.size(0), top_k, kind);
+  p.hidden = static_cast<int>(x.size(1));
+  p.x = x.const_data_ptr();
+  p.x_row_stride = x.stride(0);
+  p.weight = router_weight.const_data_ptr();
+  throw_if_failed(kernels::moe_route_tokens(p, current_stream()), "moe_route");
   return r;
 }
 

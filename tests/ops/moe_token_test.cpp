@@ -1,6 +1,7 @@
 // The one-token MoE dispatch (kernels/moe: MoeExpertGemvParams::token_ids and
 // moe_token_down_kernel; src/ops/moe_cuda.cpp's one_token_dispatch): a decode step of one token in
-// two launches, no permute, DeepSeekMoE's shared experts inside them.
+// two launches, no permute, DeepSeekMoE's shared experts inside them; and the router with its
+// logits' product in one launch (moe_route_tokens_kernel) for a decode step's tokens.
 //
 // On the CPU (every build): the kernels' slot order (moe::token_slot) is the combine's; host
 // emulations of the two kernels give the staged kernels' emulation bit for bit (permute, GEMV,
@@ -14,6 +15,7 @@
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <string>
 #include <vector>
 
@@ -185,6 +187,63 @@ at::Tensor emulate_shared_alone(const at::Tensor& x, const GatedMlpWeights& shar
   return emulate_decode_dispatch(x, r, {as_expert(shared)}, all_local(1), vectorized);
 }
 
+// moe_route_tokens_kernel's logits: per token and expert the one-row lane's partial sums of
+// W[e] . x over 32 lanes (V elements a load), added in the xor butterfly's order, rounded to the
+// model dtype. Returns [N, E] in x's dtype; the routing on them is emulate_router's.
+template <km::Precision P, int V>
+at::Tensor emulate_router_logits_typed(const at::Tensor& x, const at::Tensor& w) {
+  using S = typename km::StorageOf<P>::type;
+  const int64_t n = x.size(0), experts = w.size(0), hidden = x.size(1);
+  at::Tensor logits = at::empty({n, experts}, x.options());
+  S* lp = static_cast<S*>(logits.mutable_data_ptr());
+  for (int64_t t = 0; t < n; ++t) {
+    const S* xr[1] = {static_cast<const S*>(x.const_data_ptr()) + t * hidden};
+    for (int64_t e = 0; e < experts; ++e) {
+      float lanes[km::kWarp];
+      for (int lane = 0; lane < km::kWarp; ++lane) {
+        float acc[1];
+        km::gemv_lane<P, V, S, km::kExpertLoadsInFlight, 1>(static_cast<const S*>(w.const_data_ptr()) + e * hidden, xr, 1,
+                                                            static_cast<int>(hidden), lane, acc);
+        lanes[lane] = acc[0];
+      }
+      lp[t * experts + e] = km::from_f<P>(kernels::xor_butterfly_sum_emulated<km::kWarp>(lanes));
+    }
+  }
+  return logits;
+}
+at::Tensor emulate_router_logits(const at::Tensor& x_in, const at::Tensor& w_in) {
+  const at::Tensor x = x_in.contiguous(), w = w_in.contiguous();
+  const bool vec = x.size(1) % 8 == 0;
+  switch (x.scalar_type()) {
+    case at::kFloat:
+      return vec ? emulate_router_logits_typed<km::Precision::kFp32, 4>(x, w) : emulate_router_logits_typed<km::Precision::kFp32, 1>(x, w);
+    case at::kBFloat16:
+      return vec ? emulate_router_logits_typed<km::Precision::kBf16, 8>(x, w) : emulate_router_logits_typed<km::Precision::kBf16, 1>(x, w);
+    default:
+      return vec ? emulate_router_logits_typed<km::Precision::kFp16, 8>(x, w) : emulate_router_logits_typed<km::Precision::kFp16, 1>(x, w);
+  }
+}
+
+struct RouteCase {
+  int64_t tokens, experts, top_k, hidden;
+  RouterKind kind;
+};
+std::vector<RouteCase> route_cases() {
+  std::vector<RouteCase> cases;
+  for (const RouterKind kind : {RouterKind::SoftmaxFp32Renormalized, RouterKind::SoftmaxFp32, RouterKind::SoftmaxModelDtype}) {
+    cases.push_back({1, 8, 2, 64, kind});      // Mixtral's router shape, small
+    cases.push_back({1, 64, 6, 2048, kind});   // DeepSeekMoE's
+    cases.push_back({3, 16, 2, 40, kind});     // Jamba's experts; a row of 40: the scalar path in fp32
+    cases.push_back({16, 200, 16, 136, kind});  // several logits a lane, the largest top-k, 16 tokens
+  }
+  return cases;
+}
+
+// The reference scores' resolution (as moe_cuda_test.cpp's router tests).
+double route_score_tolerance(RouterKind kind, at::ScalarType dtype) {
+  return kind == RouterKind::SoftmaxModelDtype && dtype != at::kFloat ? 1e-2 : 1e-5;
+}
+
 struct TokenCase {
   int64_t experts, top_k;
 };
@@ -325,7 +384,63 @@ TEST(MoeTokenDispatch, SharedExpertsAreAddedAfterTheRoutedSum) {
   }
 }
 
+// The router with its logits in the same launch, emulated (its logits' lane order, then the
+// router kernel's routing) against the reference (at::linear's logits, ATen's softmax and top-k):
+// the chosen experts' scores agree up to a tie, the weights within the scores' resolution. The
+// emulated logits are at::linear's within a rounding.
+TEST(MoeTokenEmulation, RouterWithItsLogitsMatchesTheReference) {
+  int64_t flips = 0, slots = 0;
+  for (const RouteCase c : route_cases()) {
+    for (const at::ScalarType dtype : {at::kFloat, at::kBFloat16, at::kHalf}) {
+      at::manual_seed(static_cast<uint64_t>(c.tokens * 7 + c.experts + c.hidden));
+      const at::Tensor x = at::randn({c.tokens, c.hidden}).to(dtype);
+      const at::Tensor w = (at::randn({c.experts, c.hidden}) * (1.0 / std::sqrt(static_cast<double>(c.hidden)))).to(dtype);
+      const std::string what = fmt::format("N{} E{} k{} H{} {} {}", c.tokens, c.experts, c.top_k, c.hidden,
+                                           static_cast<int>(c.kind), c10::toString(dtype));
+      const at::Tensor logits = emulate_router_logits(x, w);
+      test::expect_close(logits, at::linear(x, w), test::rounding_tolerance(dtype), what + " logits");
+      const Routing emu = emulate_router(logits, c.top_k, c.kind);
+      const Routing ref = moe_route(x, w, c.top_k, c.kind, Backend::Reference);
+      const double tol = route_score_tolerance(c.kind, dtype);
+      flips += expect_same_topk(emu, ref, tol, {1e-6, tol}, what);
+      slots += c.tokens * c.top_k;
+    }
+  }
+  EXPECT_LE(flips * 20, slots) << flips << " of " << slots << " slots chose another expert";
+}
+
 // ---- on a GPU ----
+
+// The router with its logits in one launch (a decode step's tokens, RouterLogits::Auto) against
+// its emulation (the same logits bit for bit in fp32 up to the device's expf; the routing of them)
+// and against the separate product (RouterLogits::Separate: cuBLAS, then the router kernel) and
+// the reference, tie-aware.
+TEST(MoeTokenCuda, RouterWithItsLogitsMatchesTheSeparateRouter) {
+  if (!have_gpu()) GTEST_SKIP() << "needs a CUDA build and a GPU";
+  const at::Device cuda(at::kCUDA, 0);
+  int64_t flips = 0, slots = 0;
+  for (const RouteCase c : route_cases()) {
+    for (const at::ScalarType dtype : {at::kFloat, at::kBFloat16, at::kHalf}) {
+      at::manual_seed(static_cast<uint64_t>(c.tokens * 7 + c.experts + c.hidden));
+      const at::Tensor x = at::randn({c.tokens, c.hidden}).to(dtype).to(cuda);
+      const at::Tensor w =
+          (at::randn({c.experts, c.hidden}) * (1.0 / std::sqrt(static_cast<double>(c.hidden)))).to(dtype).to(cuda);
+      const std::string what = fmt::format("N{} E{} k{} H{} {} {}", c.tokens, c.experts, c.top_k, c.hidden,
+                                           static_cast<int>(c.kind), c10::toString(dtype));
+      const Routing fused = moe_route(x, w, c.top_k, c.kind, Backend::Cuda);
+      const Routing apart = moe_route(x, w, c.top_k, c.kind, Backend::Cuda, RouterLogits::Separate);
+      const Routing ref = moe_route(x, w, c.top_k, c.kind, Backend::Reference);
+      const Routing emu = emulate_router(emulate_router_logits(x.cpu(), w.cpu()), c.top_k, c.kind);
+      const double tol = route_score_tolerance(c.kind, dtype);
+      test::expect_close(fused.probs, emu.probs, {1e-7, tol}, what + " probs vs emulation");
+      flips += expect_same_topk(fused, apart, tol, {1e-6, tol}, what + " vs separate");
+      flips += expect_same_topk(fused, ref, tol, {1e-6, tol}, what + " vs reference");
+      slots += 2 * c.tokens * c.top_k;
+      EXPECT_EQ(fused.weights.scalar_type(), apart.weights.scalar_type()) << what;
+    }
+  }
+  EXPECT_LE(flips * 20, slots) << flips << " of " << slots << " slots chose another expert";
+}
 
 // The two launches against the staged kernels (ExpertTable::fused_token false) on the device: bit
 // for bit without shared experts (every dtype, both load paths, int8 experts, remote experts,

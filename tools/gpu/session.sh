@@ -356,6 +356,9 @@ followups() {  # pending.md's "Order" after the sixth H100 run: entries 41, 46, 
   limited --int 80 "$B" bench deepseek-moe-16b --device cuda --dtype bf16 --prompt-lengths 512 --gen-tokens 64 --reps 2 \
     --cuda-graphs on --no-progress --format md -o "$out/dsmoe-two-kernels.json" >> "$summary" 2>&1
   log "bench deepseek-moe-16b (moe_one_token two_kernels): exit $?"
+  limited 90 "$B" profile deepseek-moe-16b --device cuda --context 512 --steps 8 --cuda-graphs static \
+    -o "$out/prof-dsmoe-two-kernels.json" > "$out/prof-dsmoe-two-kernels.txt" 2>&1
+  log "profile deepseek-moe-16b: exit $?"; sed -n '1p;/^| kind/,/^$/p;/^Top events/,$p' "$out/prof-dsmoe-two-kernels.txt" | head -30 >> "$summary"
   log "== followups: entry 25, the dense GEMV with eight loads in flight a lane (the _u8 rows) at one row"
   local g="" op
   for op in in_proj out_proj mlp_up mlp_down qkv mamba2_out_proj; do g+="dense_gemv_$op,dense_gemv_${op}_u8,"; done

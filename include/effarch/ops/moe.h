@@ -42,8 +42,14 @@ inline constexpr int64_t kMoeDecodeMaxTokens = 16;
 // rounding in one pass, ties at the k-th score going to the lower expert id (as at::topk on CUDA
 // selects them; on the CPU at::topk defines no order among equal scores); its fp32 softmax may
 // differ from ATen's by an ulp (another exp and summation order).
+// For up to kMoeDecodeMaxTokens tokens (a decode step) with a contiguous router_weight of x's
+// dtype, the CUDA path computes the logits in the router kernel's launch too (a block per token,
+// each logit an fp32 dot product rounded to the model dtype, then the same routing): one launch
+// where cuBLAS's GEMV and the router kernel were two. `logits` Separate keeps cuBLAS's product
+// (the measuring row moe_route_staged, docs/perf/pending.md entry 51).
+enum class RouterLogits { Auto, Separate };
 Routing moe_route(const at::Tensor& x, const at::Tensor& router_weight, int64_t top_k, RouterKind kind,
-                  Backend backend = Backend::Auto);
+                  Backend backend = Backend::Auto, RouterLogits logits = RouterLogits::Auto);
 
 // One gated expert: down(act(gate x) * up x), act the config's hidden_act (SiLU: SwiGLU).
 // gate, up [I, H]; down [H, I]; gate_up, where the weights were fused at load, [2I, H].
@@ -186,6 +192,9 @@ at::Tensor moe_grouped_row_of(const at::Tensor& row_of, const at::Tensor& start)
 #ifdef EFFARCH_WITH_CUDA
 // src/ops/moe_cuda.cpp: the CUDA stages on checked arguments.
 Routing moe_route_cuda(const at::Tensor& logits, int64_t top_k, RouterKind kind);
+// The router with its logits' product in one launch (x [N, H], router_weight [E, H] contiguous,
+// both of one dtype).
+Routing moe_route_tokens_cuda(const at::Tensor& x, const at::Tensor& router_weight, int64_t top_k, RouterKind kind);
 // The routed sum, and whether it holds the shared experts too (the one-token path with `shared`
 // folded in the table); otherwise moe_dispatch adds them.
 struct CudaDispatch {
