@@ -641,8 +641,10 @@ TEST(MoeCuda, DecodeDispatchAtRealShapesMatchesTheReference) {
   }
 }
 
-// A decode step's dispatch captured in a CUDA graph and replayed with other routing gives what it
-// gives eagerly: nothing in it reads the host.
+// A decode step's dispatch captured in a CUDA graph and replayed with other inputs gives what it
+// gives eagerly: nothing in it reads the host. One token (the router with its logits in its
+// launch, the dispatch's two launches with shared experts inside) and two (the staged kernels,
+// the shared MLP apart).
 TEST(MoeCuda, DispatchReplaysInACudaGraph) {
 #ifndef EFFARCH_WITH_CUDA
   GTEST_SKIP() << "needs a CUDA build and a GPU";
@@ -650,21 +652,25 @@ TEST(MoeCuda, DispatchReplaysInACudaGraph) {
   if (!have_gpu()) GTEST_SKIP() << "needs a CUDA build and a GPU";
   const at::Device cuda(at::kCUDA, 0);
   const auto experts = make_experts(64, 128, 64, at::kBFloat16, cuda);
-  const ExpertTable table = make_expert_table(experts);
+  const GatedMlpWeights shared = make_experts(1, 128, 128, at::kBFloat16, cuda)[0];  // two experts' width
+  const ExpertTable table = make_expert_table(experts, &shared);
+  ASSERT_EQ(table.shared_slots, 2) << table.shared_why;
   const at::Tensor router = at::randn({64, 128}).to(at::kBFloat16).to(cuda);
-  at::Tensor x = at::randn({2, 128}).to(at::kBFloat16).to(cuda);
-  const auto step = [&] {
-    const Routing r = moe_route(x, router, 6, RouterKind::SoftmaxModelDtype, Backend::Cuda);
-    return moe_dispatch(x, r, experts, Activation::SiLU, Backend::Cuda, &table);
-  };
-  const at::Tensor eager_first = step();
-  at::cuda::CUDAGraph graph;
-  const at::Tensor captured = test::capture_into(graph, step);
-  graph.replay();
-  EXPECT_TRUE(at::equal(captured, eager_first));
-  x.copy_(at::randn({2, 128}).to(at::kBFloat16));
-  graph.replay();
-  EXPECT_TRUE(at::equal(captured, step()));
+  for (const int64_t tokens : {1, 2}) {
+    at::Tensor x = at::randn({tokens, 128}).to(at::kBFloat16).to(cuda);
+    const auto step = [&] {
+      const Routing r = moe_route(x, router, 6, RouterKind::SoftmaxModelDtype, Backend::Cuda);
+      return moe_dispatch(x, r, experts, Activation::SiLU, Backend::Cuda, &table, nullptr, &shared);
+    };
+    const at::Tensor eager_first = step();
+    at::cuda::CUDAGraph graph;
+    const at::Tensor captured = test::capture_into(graph, step);
+    graph.replay();
+    EXPECT_TRUE(at::equal(captured, eager_first)) << tokens << " token(s)";
+    x.copy_(at::randn({tokens, 128}).to(at::kBFloat16));
+    graph.replay();
+    EXPECT_TRUE(at::equal(captured, step())) << tokens << " token(s)";
+  }
 #endif
 }
 

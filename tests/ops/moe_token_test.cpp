@@ -8,9 +8,11 @@
 // GEMV, combine) without shared experts, and with them that plus the shared MLP emulated as one
 // expert of their width, added in the model dtype; the whole against the reference within the
 // decode dispatch's tolerance; moe_dispatch's `shared` is the routed sum plus the shared MLP.
+// The router's logits in its launch: emulated against the reference.
 // On a GPU (skipped without one): the two launches against the staged kernels (bit for bit
-// without shared experts), the emulation and the reference; the table's shared columns; a CUDA
-// graph replay.
+// without shared experts), the emulation and the reference; the table's shared columns; the
+// router against its emulation, the separate router and the reference. (The graph replay of both
+// is MoeCuda.DispatchReplaysInACudaGraph's, tests/ops/moe_cuda_test.cpp.)
 
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
@@ -21,11 +23,6 @@
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
-
-#ifdef EFFARCH_WITH_CUDA
-#include <ATen/cuda/CUDAGraph.h>
-#include "cuda_graph_capture.h"
-#endif
 
 #include "effarch/ops/moe.h"
 #include "moe_emulation.h"
@@ -556,35 +553,6 @@ TEST(MoeTokenCuda, TableFoldsTheSharedExperts) {
   const GatedMlpWeights other = make_shared(3, 64, 32, at::kBFloat16, cuda);
   EXPECT_TRUE(at::equal(moe_dispatch(x, r, experts, Activation::SiLU, Backend::Cuda, &table, nullptr, &other),
                         routed + gated_mlp(x, other, Activation::SiLU, Backend::Cuda)));
-}
-
-// The two launches captured in a CUDA graph and replayed with another token give what they give
-// eagerly: nothing in them reads the host.
-TEST(MoeTokenCuda, ReplaysInACudaGraph) {
-#ifndef EFFARCH_WITH_CUDA
-  GTEST_SKIP() << "needs a CUDA build and a GPU";
-#else
-  if (!have_gpu()) GTEST_SKIP() << "needs a CUDA build and a GPU";
-  const at::Device cuda(at::kCUDA, 0);
-  const auto experts = make_experts(64, 128, 64, at::kBFloat16, cuda);
-  const GatedMlpWeights shared = make_shared(2, 128, 64, at::kBFloat16, cuda);
-  const ExpertTable table = make_expert_table(experts, &shared);
-  ASSERT_EQ(table.shared_slots, 2) << table.shared_why;
-  const at::Tensor router = at::randn({64, 128}).to(at::kBFloat16).to(cuda);
-  at::Tensor x = at::randn({1, 128}).to(at::kBFloat16).to(cuda);
-  const auto step = [&] {
-    const Routing r = moe_route(x, router, 6, RouterKind::SoftmaxModelDtype, Backend::Cuda);
-    return moe_dispatch(x, r, experts, Activation::SiLU, Backend::Cuda, &table, nullptr, &shared);
-  };
-  const at::Tensor eager_first = step();
-  at::cuda::CUDAGraph graph;
-  const at::Tensor captured = test::capture_into(graph, step);
-  graph.replay();
-  EXPECT_TRUE(at::equal(captured, eager_first));
-  x.copy_(at::randn({1, 128}).to(at::kBFloat16));
-  graph.replay();
-  EXPECT_TRUE(at::equal(captured, step()));
-#endif
 }
 
 }  // namespace
