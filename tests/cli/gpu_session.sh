@@ -55,7 +55,7 @@ exec "\$@"
 EOF
 chmod +x "$dry"/*
 
-for stage in check pdl prefill decode targets followups prologue scans kernels bench; do
+for stage in check pdl prefill decode targets followups prologue moe scans kernels bench; do
   : > "$log"
   out=$SCRATCH/out-$stage
   (cd "$SRC" && EFFARCH_SESSION_DRY=$dry OUT= bash tools/gpu/session.sh "$stage" "$out") > "$SCRATCH/$stage.txt" 2>&1 ||

@@ -8,7 +8,7 @@
 # no compiling there), and compiles otherwise. The GPU checks still waiting for a run, with what
 # each must show, are listed in docs/perf/pending.md; this script runs the core of them in order
 # of value.
-#   tools/gpu/session.sh check|pdl|prefill|decode|targets|followups|prologue|kernels|bench|scans|all [OUT]
+#   tools/gpu/session.sh check|pdl|prefill|decode|targets|followups|prologue|moe|kernels|bench|scans|all [OUT]
 #     check:   build, the unit tests, kernel vs reference tokens for every tiny model (graphs off/on),
 #              bf16 against transformers (issue 10's tolerance), NCCL at world size 1 under torchrun (issue 14)
 #     kernels: effarch kernels (Mamba-1, Mamba-2 shapes) and effarch profile of two decode steps
@@ -29,6 +29,9 @@
 #              staged kernels, its one-token GEMV variants, DeepSeekMoE's decode), 25 (the GEMV's
 #              eight-loads variant), 47 (the prefill conv's vector variant), 49 (Phi-2's parallel
 #              block in two products against four)
+#     moe:     pending.md entries 51 and 44 (about 3 minutes): the MoE decode dispatch's two launches
+#              at one token against the staged kernels and the one-token GEMV variants (DeepSeekMoE,
+#              Mixtral), DeepSeekMoE's decode and its decode-step profile (also run by followups)
 #     prologue: pending.md entry 50: --norm-prologue separate against fused (the add + norm in the
 #              next GEMV's prologue), alternated, Phi-2, Mamba-2.8B and Llama-3-8B at 512, and a
 #              static decode-step profile of each with it
@@ -346,19 +349,7 @@ followups() {  # pending.md's "Order" after the sixth H100 run: entries 41, 46, 
     --import-source yes --print-details all "$B" kernels --device cuda --dtype bfloat16 --reps 1 --warmup 0 \
     --lengths 4096 --ops selective_scan > "$out/ncu-scan-full.txt" 2>&1
   log "exit $?"
-  log "== followups: entries 51 and 44, the MoE decode dispatch: two launches at one token against the staged kernels; the one-token GEMV variants"
-  local mm
-  for mm in deepseek-moe-16b mixtral-8x7b; do
-    limited --int 60 "$B" kernels $K --moe "$mm" --batch 1,8 --ops moe_decode,moe_decode_staged,moe_decode_r1,moe_decode_r1l8 \
-      -o "$out/k-moe-decode-$mm.json" > "$out/k-moe-decode-$mm.txt" 2>&1
-    log "$mm: exit $?"; grep -E '^\| moe_decode' "$out/k-moe-decode-$mm.txt" >> "$summary"
-  done
-  limited --int 80 "$B" bench deepseek-moe-16b --device cuda --dtype bf16 --prompt-lengths 512 --gen-tokens 64 --reps 2 \
-    --cuda-graphs on --no-progress --format md -o "$out/dsmoe-two-kernels.json" >> "$summary" 2>&1
-  log "bench deepseek-moe-16b (moe_one_token two_kernels): exit $?"
-  limited 90 "$B" profile deepseek-moe-16b --device cuda --context 512 --steps 8 --cuda-graphs static \
-    -o "$out/prof-dsmoe-two-kernels.json" > "$out/prof-dsmoe-two-kernels.txt" 2>&1
-  log "profile deepseek-moe-16b: exit $?"; sed -n '1p;/^| kind/,/^$/p;/^Top events/,$p' "$out/prof-dsmoe-two-kernels.txt" | head -30 >> "$summary"
+  moe  # entries 51 and 44 (also a stage of its own)
   log "== followups: entry 25, the dense GEMV with eight loads in flight a lane (the _u8 rows) at one row"
   local g="" op
   for op in in_proj out_proj mlp_up mlp_down qkv mamba2_out_proj; do g+="dense_gemv_$op,dense_gemv_${op}_u8,"; done
@@ -385,6 +376,26 @@ followups() {  # pending.md's "Order" after the sixth H100 run: entries 41, 46, 
   log "profile phi-2 fused: exit $?"; sed -n '1p;/^| kind/,/^$/p;/^Top events/,$p' "$out/prof-phi-2-fused.txt" | head -30 >> "$summary"
   # (the variants' bitwise tests, DenseGemvCuda.EightLoadsInFlightGiveTheSameBits, MoeCuda.* and
   # CausalConv1dCuda.VectorVariantGivesTheSameBits, and entry 49's ParallelBlock.*, ran in `check`)
+}
+
+moe() {  # pending.md entries 51 and 44: a one-token MoE step in two launches, the router with its logits, the one-token GEMV variants
+  log "== moe: entries 51 and 44, the MoE decode dispatch: two launches at one token against the staged kernels; the one-token GEMV variants"
+  local K="--device cuda --dtype bfloat16 --reps 10 --warmup 2" mm
+  if [[ ${FUNCNAME[1]} != followups ]]; then  # (followups runs after check, which ran them)
+    limited 120 "$T" --gtest_filter='MoeToken*:MoeCuda.*:*MoeModel*' > "$out/moe-tests.log" 2>&1
+    log "tests exit $?: $(grep -E '^\[  (PASSED|FAILED)  \]' "$out/moe-tests.log" | tr '\n' ' ')"
+  fi
+  for mm in deepseek-moe-16b mixtral-8x7b; do
+    limited --int 60 "$B" kernels $K --moe "$mm" --batch 1,8 --ops moe_decode,moe_decode_staged,moe_decode_r1,moe_decode_r1l8 \
+      -o "$out/k-moe-decode-$mm.json" > "$out/k-moe-decode-$mm.txt" 2>&1
+    log "$mm: exit $?"; grep -E '^\| moe_decode' "$out/k-moe-decode-$mm.txt" >> "$summary"
+  done
+  limited --int 80 "$B" bench deepseek-moe-16b --device cuda --dtype bf16 --prompt-lengths 512 --gen-tokens 64 --reps 2 \
+    --cuda-graphs on --no-progress --format md -o "$out/dsmoe-two-kernels.json" >> "$summary" 2>&1
+  log "bench deepseek-moe-16b (moe_one_token two_kernels): exit $?"
+  limited 90 "$B" profile deepseek-moe-16b --device cuda --context 512 --steps 8 --cuda-graphs static \
+    -o "$out/prof-dsmoe-two-kernels.json" > "$out/prof-dsmoe-two-kernels.txt" 2>&1
+  log "profile deepseek-moe-16b: exit $?"; sed -n '1p;/^| kind/,/^$/p;/^Top events/,$p' "$out/prof-dsmoe-two-kernels.txt" | head -30 >> "$summary"
 }
 
 prologue() {  # pending.md entry 50: the block boundaries' add + norm in the next GEMV's prologue against the add_norm kernel
@@ -460,6 +471,7 @@ case $stage in
   targets) targets ;;
   followups) followups ;;
   prologue) prologue ;;
+  moe) moe ;;
   pdl) pdl ;;
   prefill) prefill ;;
   kernels) kernels ;;
