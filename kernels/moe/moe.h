@@ -137,6 +137,11 @@ struct MoeTokenDownParams {
   const void* weights = nullptr;        // [top_k] its combine weights (weight_precision)
   const void* a = nullptr;              // [top_k + S, I] contiguous
   void* out = nullptr;                  // [H], the model dtype
+  // Weight loads a lane has in flight: 0 for moe::kExpertLoadsInFlight, or
+  // moe::kExpertLoadsInFlightWide (dense weights on the 16-byte path; elsewhere the default runs):
+  // a measuring variant (ExpertTable::loads_in_flight with one_row, `effarch kernels` row
+  // moe_decode_r1l8), the same sums either way.
+  int loads_in_flight = 0;
 };
 
 struct MoeCombineParams {

@@ -171,7 +171,7 @@ __global__ void __launch_bounds__(kElementwiseThreads) moe_combine_kernel(const 
 // grid ceil(H / 8), block 8 warps: warp w of block b sums output feature o = 8 b + w over the
 // token's slots (MoeTokenDownParams), each slot's dot product as the expert GEMV's one-row lane
 // computes it; warp 0 first places the slots in that order in shared memory.
-template <Precision P, int V, typename W>
+template <Precision P, int V, typename W, int kIn = kExpertLoadsInFlight>
 __global__ void __launch_bounds__(kExpertGemvWarps* kWarp) moe_token_down_kernel(const MoeTokenDownParams p) {
   using S = typename StorageOf<P>::type;
   __shared__ int expert_of[kMaxTopK];
@@ -201,7 +201,7 @@ __global__ void __launch_bounds__(kExpertGemvWarps* kWarp) moe_token_down_kernel
     if (w == nullptr) continue;  // another rank's expert: its share comes from that rank
     const S* xr[1] = {a + static_cast<int64_t>(i) * p.inter};
     float acc[1];
-    gemv_lane<P, V, W, kExpertLoadsInFlight, 1>(w + static_cast<int64_t>(o) * p.inter, xr, 1, p.inter, lane, acc);
+    gemv_lane<P, V, W, kIn, 1>(w + static_cast<int64_t>(o) * p.inter, xr, 1, p.inter, lane, acc);
     for (int offset = kWarp / 2; offset > 0; offset /= 2) acc[0] += __shfl_xor_sync(0xffffffffu, acc[0], offset);
     float scale = 1.0f;
     if constexpr (std::is_same<W, int8_t>::value) scale = p.s[e][o];
@@ -212,8 +212,8 @@ __global__ void __launch_bounds__(kExpertGemvWarps* kWarp) moe_token_down_kernel
       const int width = p.shared_slots * p.inter;
       const S* xr[1] = {a + static_cast<int64_t>(p.top_k) * p.inter};
       float acc[1];
-      gemv_lane<P, V, W, kExpertLoadsInFlight, 1>(static_cast<const W*>(p.w[p.experts]) + static_cast<int64_t>(o) * width,
-                                                  xr, 1, width, lane, acc);
+      gemv_lane<P, V, W, kIn, 1>(static_cast<const W*>(p.w[p.experts]) + static_cast<int64_t>(o) * width, xr, 1, width,
+                                 lane, acc);
       for (int offset = kWarp / 2; offset > 0; offset /= 2) acc[0] += __shfl_xor_sync(0xffffffffu, acc[0], offset);
       out = add_shared<P>(out, acc[0]);
     }
@@ -329,6 +329,9 @@ LaunchStatus moe_token_down_cuda(const MoeTokenDownParams& p, cudaStream_t strea
   if (p.shared_slots < 0 || p.shared_slots > kMaxSharedSlots || (p.shared_slots > 0 && p.s != nullptr)) {
     return {cudaErrorInvalidValue, "moe_token_down: shared_slots must be 0..16, and 0 with int8 weights"};
   }
+  if (p.loads_in_flight != 0 && p.loads_in_flight != kExpertLoadsInFlight && p.loads_in_flight != kExpertLoadsInFlightWide) {
+    return {cudaErrorInvalidValue, "moe_token_down: loads_in_flight must be 0, 4 or 8"};
+  }
   if (p.hidden <= 0) return {};
   if (p.inter <= 0) return {cudaErrorInvalidValue, "moe_token_down: bad sizes"};
   const dim3 grid((p.hidden + kExpertGemvWarps - 1) / kExpertGemvWarps), block(kExpertGemvWarps * kWarp);
@@ -342,6 +345,9 @@ LaunchStatus moe_token_down_cuda(const MoeTokenDownParams& p, cudaStream_t strea
   if (int8) {
     return launch_kernel(aligned ? moe_token_down_kernel<P, kVecInt8, int8_t> : moe_token_down_kernel<P, 1, int8_t>,
                          grid, block, 0, stream, kWhat, p);
+  }
+  if (aligned && p.loads_in_flight == kExpertLoadsInFlightWide) {  // the measuring variant
+    return launch_kernel(moe_token_down_kernel<P, kVec, S, kExpertLoadsInFlightWide>, grid, block, 0, stream, kWhat, p);
   }
   return launch_kernel(aligned ? moe_token_down_kernel<P, kVec, S> : moe_token_down_kernel<P, 1, S>, grid, block, 0,
                        stream, kWhat, p);

@@ -229,6 +229,7 @@ at::Tensor one_token_dispatch(const at::Tensor& x, const at::Tensor& ids, const 
   d.weights = weights.const_data_ptr();
   d.a = a.const_data_ptr();
   d.out = out.mutable_data_ptr();
+  d.loads_in_flight = g.loads_in_flight;
   throw_if_failed(kernels::moe_token_down(d, stream), op);
   return out;
 }

@@ -480,10 +480,15 @@ TEST(MoeTokenCuda, TwoKernelsAreTheStagedKernels) {
                                            << (fused.to(at::kDouble) - apart.to(at::kDouble)).abs().max().item<double>();
       EXPECT_TRUE(at::equal(fused, moe_dispatch(x, r, experts, Activation::SiLU, Backend::Cuda, &table)))
           << what << ": not deterministic";
-      // The one-row gate/up kernel (moe_decode_r1) under the same two launches.
-      ExpertTable one_row = table;
-      one_row.one_row = true;
-      EXPECT_TRUE(at::equal(fused, moe_dispatch(x, r, experts, Activation::SiLU, Backend::Cuda, &one_row))) << what;
+      // The measuring variants under the same two launches: the one-row gate/up kernel
+      // (moe_decode_r1), and eight weight loads in flight a lane in both (moe_decode_r1l8).
+      for (const int loads : {0, km::kExpertLoadsInFlightWide}) {
+        ExpertTable variant = table;
+        variant.one_row = true;
+        variant.loads_in_flight = loads;
+        EXPECT_TRUE(at::equal(fused, moe_dispatch(x, r, experts, Activation::SiLU, Backend::Cuda, &variant)))
+            << what << ": loads_in_flight " << loads;
+      }
     }
   }
   // DeepSeekMoE's layer with its shared experts (two experts' width).
