@@ -404,7 +404,10 @@ GroupedExperts moe_grouped_experts(const at::Tensor& x, const at::Tensor& order,
   ends = ends.contiguous();
   const at::Tensor xs = x.index_select(0, at::div(rows, top_k, "floor"));  // [M, H]
   const at::Tensor h = at::_grouped_mm(xs, stack.gate_up.transpose(1, 2), ends);  // [M, 2I]
-  const at::Tensor a = gated_activation(activation, h, Backend::Reference);  // act(gate) * up, the model dtype
+  // act(gate) * up in the model dtype: on CUDA the gated activation kernel (SiLU, gelu_new), one
+  // launch and no [M, I] temporary, bitwise the reference's two ATen ops
+  // (ActivationCuda.KernelIsBitwiseTheReference); elsewhere those ops.
+  const at::Tensor a = gated_activation(activation, h, Backend::Auto);
   g.y = at::_grouped_mm(a, stack.down.transpose(1, 2), ends);  // [M, H]
   return g;
 }

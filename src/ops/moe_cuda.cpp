@@ -360,7 +360,7 @@ CudaDispatch moe_dispatch_cuda(const at::Tensor& x_in, const Routing& routing, c
         product_into(hb.narrow(1, 0, inter), xa, w.gate);
         product_into(hb.narrow(1, inter, inter), xa, w.up);
       }
-      product_into(y.narrow(0, first, rows), gated_activation(activation, hb, Backend::Reference), w.down);
+      product_into(y.narrow(0, first, rows), gated_activation(activation, hb, Backend::Auto), w.down);
     }
   }
   combine(x, ids, weights, plan.row_of, local_mask, y, out, stream);
