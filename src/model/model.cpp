@@ -189,9 +189,15 @@ std::map<std::string, std::string> resolve_implementations(const ModelConfig& co
                                                 config.moe->expert_intermediate / tp);
     // A one-token step through the experts' device table (SiLU experts: the kernels' SwiGLU).
     if (config.mlp && config.mlp->activation == ops::Activation::SiLU) {
-      impl[kMoeOneTokenRecord] = config.moe->num_shared_experts > 0 && options.weights == ops::WeightFormat::Int8
-                                     ? "two_kernels_shared_apart"
-                                     : "two_kernels";
+      // Decided from the load options, as moe_prefill is: the table folds shared experts of a
+      // whole number (1..16) of experts' width with dense weights (ops::make_expert_table); a
+      // bias or a misaligned shared weight, which no configuration effarch knows has, would also
+      // run them apart (ExpertTable::shared_why).
+      const int64_t shared = config.moe->num_shared_experts;
+      impl[kMoeOneTokenRecord] =
+          shared > 0 && (options.weights == ops::WeightFormat::Int8 || shared > ops::kMoeKernelMaxSharedSlots)
+              ? "two_kernels_shared_apart"
+              : "two_kernels";
     }
   }
   // Which chunk products the CUDA SSD scan runs (tensor cores for bf16 / fp16 activations with

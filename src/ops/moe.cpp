@@ -90,8 +90,10 @@ Routing moe_route(const at::Tensor& x, const at::Tensor& router_weight, int64_t 
                     top_k <= kMoeKernelMaxTopK;
   static_cast<void>(logits_path);  // read by the CUDA path only
 #ifdef EFFARCH_WITH_CUDA
+  // One block reads a token's whole router weight: taken for routers of up to 1M elements (2 MB in
+  // bf16; every MoE model effarch knows has 64 x 2048 or 16 x 4096 or less), cuBLAS beyond.
   if (cuda && logits_path == RouterLogits::Auto && x.size(0) <= kMoeDecodeMaxTokens && router_weight.is_contiguous() &&
-      router_weight.scalar_type() == x.scalar_type()) {
+      router_weight.scalar_type() == x.scalar_type() && router_weight.numel() <= (int64_t{1} << 20)) {
     return detail::moe_route_tokens_cuda(x, router_weight, top_k, kind);
   }
 #endif
@@ -162,12 +164,16 @@ std::string fold_shared(ExpertTable& t, const GatedMlpWeights& shared, std::vect
   const auto gate = reinterpret_cast<int64_t>(first.const_data_ptr());
   const auto up = reinterpret_cast<int64_t>(second.const_data_ptr()) + (fused ? width * hidden * elem : 0);
   const auto down = reinterpret_cast<int64_t>(shared.down.weight.const_data_ptr());
+  // Folded only where the routed experts' 16-byte path stays: a misaligned shared weight would
+  // turn it off for every expert.
+  if (gate % 16 != 0 || up % 16 != 0 || down % 16 != 0 || (width * elem) % 16 != 0) {
+    return "weights not 16-byte aligned";
+  }
   for (int64_t j = 0; j < slots; ++j) {
     lo.push_back(gate + j * inter * hidden * elem);
     hi.push_back(up + j * inter * hidden * elem);
     dn.push_back(down);
   }
-  t.aligned = t.aligned && gate % 16 == 0 && up % 16 == 0 && down % 16 == 0 && (width * elem) % 16 == 0;
   t.shared_slots = slots;
   t.shared_key = gate;
   return "";

@@ -210,7 +210,7 @@ at::Tensor emulate_router_logits_typed(const at::Tensor& x, const at::Tensor& w)
 }
 at::Tensor emulate_router_logits(const at::Tensor& x_in, const at::Tensor& w_in) {
   const at::Tensor x = x_in.contiguous(), w = w_in.contiguous();
-  const bool vec = x.size(1) % 8 == 0;
+  const bool vec = x.size(1) % (16 / x.element_size()) == 0;  // the launcher's 16-byte path (x and W from allocations' starts)
   switch (x.scalar_type()) {
     case at::kFloat:
       return vec ? emulate_router_logits_typed<km::Precision::kFp32, 4>(x, w) : emulate_router_logits_typed<km::Precision::kFp32, 1>(x, w);
@@ -230,7 +230,7 @@ std::vector<RouteCase> route_cases() {
   for (const RouterKind kind : {RouterKind::SoftmaxFp32Renormalized, RouterKind::SoftmaxFp32, RouterKind::SoftmaxModelDtype}) {
     cases.push_back({1, 8, 2, 64, kind});      // Mixtral's router shape, small
     cases.push_back({1, 64, 6, 2048, kind});   // DeepSeekMoE's
-    cases.push_back({3, 16, 2, 40, kind});     // Jamba's experts; a row of 40: the scalar path in fp32
+    cases.push_back({3, 16, 2, 36, kind});     // Jamba's experts; a row of 36: the scalar path in bf16 and fp16
     cases.push_back({16, 200, 16, 136, kind});  // several logits a lane, the largest top-k, 16 tokens
   }
   return cases;
