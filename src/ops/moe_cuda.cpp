@@ -179,6 +179,30 @@ Routing moe_route_tokens_cuda(const at::Tensor& x_in, const at::Tensor& router_w
 
 namespace {
 
+// The gate/up GEMV over the table for x's rows (SwiGLU in its epilogue, y rows of I), k slots a
+// token: what both decode paths set alike; each adds its slots' mapping and y.
+kernels::MoeExpertGemvParams gate_up_params(const ExpertTable& table, const at::Tensor& x, int64_t k) {
+  const int64_t columns = table.pointers.size(1);
+  const auto* rows = static_cast<const void* const*>(table.pointers.const_data_ptr());
+  const auto* scales = table.int8 ? static_cast<const float* const*>(table.scales.const_data_ptr()) : nullptr;
+  kernels::MoeExpertGemvParams g;
+  g.model = precision(x.scalar_type(), "moe_dispatch");
+  g.out = static_cast<int>(2 * table.inter);
+  g.in = static_cast<int>(x.size(1));
+  g.split = static_cast<int>(table.inter);
+  g.swiglu = true;
+  g.top_k = static_cast<int>(k);
+  g.weights_aligned = table.aligned;
+  g.w_lo = rows;
+  g.w_hi = rows + columns;
+  g.s_lo = scales;
+  g.s_hi = scales != nullptr ? scales + columns : nullptr;
+  g.x = x.const_data_ptr();
+  g.x_row_stride = x.size(1);
+  g.y_row_stride = table.inter;
+  return g;
+}
+
 // The one-token dispatch (ExpertTable::fused_token): the gate/up GEMV over the token's experts and
 // the table's shared columns into a [k + S, I], then down, the combine and the shared experts' down
 // and add in one kernel. No permute, no host sync.
@@ -191,25 +215,11 @@ at::Tensor one_token_dispatch(const at::Tensor& x, const at::Tensor& ids, const 
   at::Tensor out = at::empty_like(x);
   const auto* rows = static_cast<const void* const*>(table.pointers.const_data_ptr());
   const auto* scales = table.int8 ? static_cast<const float* const*>(table.scales.const_data_ptr()) : nullptr;
-  kernels::MoeExpertGemvParams g;
-  g.model = precision(x.scalar_type(), op);
-  g.out = static_cast<int>(2 * inter);
-  g.in = static_cast<int>(hidden);
-  g.split = static_cast<int>(inter);
-  g.swiglu = true;
-  g.top_k = static_cast<int>(k);
+  kernels::MoeExpertGemvParams g = gate_up_params(table, x, k);
   g.max_slots = static_cast<int>(k + shared_slots);
-  g.weights_aligned = table.aligned;
   g.one_row = table.one_row;
   g.loads_in_flight = table.one_row ? table.loads_in_flight : 0;
-  g.w_lo = rows;
-  g.w_hi = rows + columns;
-  g.s_lo = scales;
-  g.s_hi = scales != nullptr ? scales + columns : nullptr;
-  g.x = x.const_data_ptr();
-  g.x_row_stride = hidden;
   g.y = a.mutable_data_ptr();
-  g.y_row_stride = inter;
   g.token_ids = ids.const_data_ptr<int64_t>();
   g.experts = static_cast<int>(experts);
   g.shared_slots = static_cast<int>(shared_slots);
@@ -264,11 +274,8 @@ CudaDispatch moe_dispatch_cuda(const at::Tensor& x_in, const Routing& routing, c
     const at::Tensor y = at::empty({m, hidden}, x.options());
     const auto* table_rows = static_cast<const void* const*>(table->pointers.const_data_ptr());
     const auto* table_scales = table->int8 ? static_cast<const float* const*>(table->scales.const_data_ptr()) : nullptr;
-    kernels::MoeExpertGemvParams g;
-    g.model = precision(x.scalar_type(), op);
-    g.top_k = static_cast<int>(k);
+    kernels::MoeExpertGemvParams g = gate_up_params(*table, x, k);
     g.max_slots = static_cast<int>(std::min(num_experts, m));
-    g.weights_aligned = table->aligned;
     g.one_row = table->one_row && n == 1;  // one token: each expert has at most one of the k rows
     g.loads_in_flight = g.one_row ? table->loads_in_flight : 0;
     g.counts = plan.counts.const_data_ptr<int>();
@@ -278,19 +285,8 @@ CudaDispatch moe_dispatch_cuda(const at::Tensor& x_in, const Routing& routing, c
     g.order = plan.order.const_data_ptr<int>();
     // gate and up: [2I] features from x's rows gathered through the order, silu(gate) * up [I]
     // stored from the GEMV's epilogue.
-    g.out = static_cast<int>(2 * inter);
-    g.swiglu = true;
-    g.in = static_cast<int>(hidden);
-    g.split = static_cast<int>(inter);
-    g.w_lo = table_rows;
-    g.w_hi = table_rows + columns;
-    g.s_lo = table_scales;
-    g.s_hi = table_scales != nullptr ? table_scales + columns : nullptr;
     g.gather = true;
-    g.x = x.const_data_ptr();
-    g.x_row_stride = hidden;
     g.y = a.mutable_data_ptr();
-    g.y_row_stride = inter;
     throw_if_failed(kernels::moe_expert_gemv(g, stream), op);
     // down: [H] features from the grouped rows of a.
     g.out = static_cast<int>(hidden);
