@@ -14,6 +14,7 @@
 #include <algorithm>
 
 #include "causal_conv1d/causal_conv1d_common.cuh"
+#include "common/launch.h"
 #include "common/row8.h"
 
 namespace effarch::kernels {
@@ -211,8 +212,8 @@ template <typename input_t, typename weight_t, int kWidth>
 LaunchStatus causal_conv1d_fwd_channel_first_launch(const CausalConv1dParams& p, cudaStream_t stream) {
   using Traits = conv1d::ChannelFirstTraits;
   const dim3 grid((p.dim + Traits::kWarps - 1) / Traits::kWarps, p.batch);
-  causal_conv1d_fwd_channel_first_kernel<input_t, weight_t, kWidth><<<grid, Traits::kThreads, 0, stream>>>(p);
-  return conv1d::check_launch("causal_conv1d_fwd_channel_first_kernel");
+  return launch_plain(causal_conv1d_fwd_channel_first_kernel<input_t, weight_t, kWidth>, grid,
+                      dim3(Traits::kThreads), 0, stream, "causal_conv1d_fwd_channel_first_kernel", p);
 }
 
 template <typename input_t, typename weight_t, int kWidth>
@@ -221,8 +222,8 @@ LaunchStatus causal_conv1d_fwd_channel_last_launch(const CausalConv1dParams& p, 
   const int64_t num_chunks = (static_cast<int64_t>(p.seqlen) + Traits::kChunk - 1) / Traits::kChunk;
   const int grid_y = static_cast<int>(std::clamp<int64_t>(num_chunks, 1, conv1d::kMaxGridYZ));
   const dim3 grid((p.dim + Traits::kThreads - 1) / Traits::kThreads, grid_y, p.batch);
-  causal_conv1d_fwd_channel_last_kernel<input_t, weight_t, kWidth><<<grid, Traits::kThreads, 0, stream>>>(p);
-  return conv1d::check_launch("causal_conv1d_fwd_channel_last_kernel");
+  return launch_plain(causal_conv1d_fwd_channel_last_kernel<input_t, weight_t, kWidth>, grid,
+                      dim3(Traits::kThreads), 0, stream, "causal_conv1d_fwd_channel_last_kernel", p);
 }
 
 template <typename input_t, typename weight_t, int kWidth>
@@ -232,8 +233,8 @@ LaunchStatus causal_conv1d_fwd_channel_last_vec_launch(const CausalConv1dParams&
   const int grid_y = static_cast<int>(std::clamp<int64_t>(num_chunks, 1, conv1d::kMaxGridYZ));
   const int groups = p.dim / Traits::kVec;
   const dim3 grid((groups + Traits::kThreads - 1) / Traits::kThreads, grid_y, p.batch);
-  causal_conv1d_fwd_channel_last_vec_kernel<input_t, weight_t, kWidth><<<grid, Traits::kThreads, 0, stream>>>(p);
-  return conv1d::check_launch("causal_conv1d_fwd_channel_last_vec_kernel");
+  return launch_plain(causal_conv1d_fwd_channel_last_vec_kernel<input_t, weight_t, kWidth>, grid,
+                      dim3(Traits::kThreads), 0, stream, "causal_conv1d_fwd_channel_last_vec_kernel", p);
 }
 
 template <typename input_t, typename weight_t>

@@ -20,7 +20,30 @@
 #define EFFARCH_UNROLL
 #endif
 
-#ifdef __CUDACC__
+// EFFARCH_KERNEL_BUILD: the kernels' own source is being compiled, by nvcc or by the host compiler
+// for the CPU executor (tests/sim/cuda_sim.h, EFFARCH_CUDA_SIM): every element type and the
+// device helpers exist. Elsewhere (a CPU test's emulation) only the float stand-ins below.
+#if defined(__CUDACC__) || defined(EFFARCH_CUDA_SIM)
+#define EFFARCH_KERNEL_BUILD 1
+#endif
+
+// A kernel's dynamic shared memory: `extern __shared__` under nvcc, the launch's buffer in the CPU
+// executor (which has no extern shared arrays).
+#ifdef EFFARCH_CUDA_SIM
+#define EFFARCH_DYNAMIC_SHARED(align, type, name) type* name = static_cast<type*>(::effarch::sim::dynamic_shared())
+#else
+#define EFFARCH_DYNAMIC_SHARED(align, type, name) extern __shared__ __align__(align) type name[]
+#endif
+
+// A device function kept out of line (nvcc's __noinline__, which the host compiler's own
+// __attribute__((__noinline__)) spelling in its headers keeps the CPU executor from redefining).
+#ifdef EFFARCH_CUDA_SIM
+#define EFFARCH_NOINLINE __attribute__((noinline))
+#else
+#define EFFARCH_NOINLINE __noinline__
+#endif
+
+#ifdef EFFARCH_KERNEL_BUILD
 #define EFFARCH_HD __device__ __forceinline__
 #include "common/convert.cuh"
 #else

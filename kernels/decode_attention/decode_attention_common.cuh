@@ -19,15 +19,30 @@ using kernels::to_float;
 
 // 16 bytes from global to shared memory without passing through registers; valid == false
 // writes zeros and reads nothing.
+// (In the CPU executor, tests/sim/cuda_sim.h, the copies land when the thread waits for them.)
 __device__ __forceinline__ void cp_async_16(void* smem, const void* gmem, bool valid) {
+#ifdef EFFARCH_CUDA_SIM
+  ::effarch::sim::async_copy(smem, gmem, 16, valid ? 16 : 0);
+#else
   const unsigned dst = static_cast<unsigned>(__cvta_generic_to_shared(smem));
   const int src_bytes = valid ? 16 : 0;
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(gmem), "r"(src_bytes));
+#endif
 }
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+__device__ __forceinline__ void cp_async_commit() {
+#ifdef EFFARCH_CUDA_SIM
+  ::effarch::sim::async_commit();
+#else
+  asm volatile("cp.async.commit_group;\n" ::);
+#endif
+}
 template <int kPending>
 __device__ __forceinline__ void cp_async_wait() {
+#ifdef EFFARCH_CUDA_SIM
+  ::effarch::sim::async_wait(kPending);
+#else
   asm volatile("cp.async.wait_group %0;\n" ::"n"(kPending));
+#endif
 }
 
 // kVec consecutive elements at src (aligned to their size in bytes, at most 16) widened to fp32,

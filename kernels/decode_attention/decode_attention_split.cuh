@@ -35,7 +35,7 @@ __global__ void __launch_bounds__(decode_attn::kThreads)
   constexpr int kChunksPerRow = kHeadDim / kChunkElems;
   static_assert(kHeadDim % kChunkElems == 0, "K/V rows are copied in 16-byte chunks");
 
-  extern __shared__ __align__(16) unsigned char smem[];
+  EFFARCH_DYNAMIC_SHARED(16, unsigned char, smem);
   T* const k_tiles = reinterpret_cast<T*>(smem);
   constexpr int kStages = da::kStages<T, kHeadDim>;
   T* const v_tiles = k_tiles + kStages * da::kTileKeys * kPitch;

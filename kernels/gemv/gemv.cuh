@@ -94,7 +94,7 @@ __global__ void __launch_bounds__(kGemvThreads, kNorm ? 4 : 0) gemv_kernel(const
   __shared__ float partial[kGemvWarps][R];
   __shared__ float pair_value[kGated ? kGemvWarps : 1][R];  // gated: each row's stored value, for its pair
   __shared__ float norm_red[kNorm ? addnorm::kMaxThreads / kGemvLanes : 1];  // the prologue's warp sums
-  extern __shared__ __align__(16) unsigned char gemv_normed_x[];                // kNorm: [rows, in] of T
+  EFFARCH_DYNAMIC_SHARED(16, unsigned char, gemv_normed_x);         // kNorm: [rows, in] of T
   allow_dependent_launch();
   const GemvLane l = gemv_lane_of(split, static_cast<int>(blockIdx.x), static_cast<int>(threadIdx.x),
                                   kGated ? p.out / 2 : 0);

@@ -200,7 +200,7 @@ struct GemvUnpack<float> {
     }
   }
 };
-#ifdef __CUDACC__
+#ifdef EFFARCH_KERNEL_BUILD
 template <>
 struct GemvUnpack<__nv_bfloat16> {
   static constexpr int kVec = 8;

@@ -33,7 +33,7 @@ __device__ __forceinline__ int warp_token_rank(const int64_t* ids, int k, int ex
 
 // The token's slot-th expert in that order, or -1, the same in every lane; out of line, so that
 // the expert GEMV's registers stay what they were without the one-token mode.
-static __device__ __noinline__ int warp_token_expert(const int64_t* ids, int k, int experts, int slot, int lane) {
+static __device__ EFFARCH_NOINLINE int warp_token_expert(const int64_t* ids, int k, int experts, int slot, int lane) {
   int64_t id;
   const unsigned hit = __ballot_sync(0xffffffffu, warp_token_rank(ids, k, experts, lane, &id) == slot);
   return hit == 0 ? -1 : static_cast<int>(__shfl_sync(0xffffffffu, id, __ffs(hit) - 1));

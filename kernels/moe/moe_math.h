@@ -17,7 +17,7 @@
 
 #include "common/host_device.h"
 
-#if defined(__CUDACC__)
+#if defined(EFFARCH_KERNEL_BUILD)
 #include <cuda_fp16.h>
 #endif
 

@@ -76,7 +76,7 @@ inline LaunchStatus check_args(const SelectiveScanParams& p, const char* what) {
 template <typename input_t, int kSeg>
 __global__ void __launch_bounds__(scan::kThreads, kSeg == 4 ? 2 : 1)
     selective_scan_fwd_kernel(const SelectiveScanParams p) {
-  extern __shared__ float shared_buffer[];
+  EFFARCH_DYNAMIC_SHARED(4, float, shared_buffer);
   scan::Shared shared = scan::carve_shared(shared_buffer, kSeg);
   scan::DeviceExec<kSeg> exec;
   scan::scan_block<input_t>(p, static_cast<int>(blockIdx.x), static_cast<int>(blockIdx.y), shared, exec);
@@ -95,7 +95,7 @@ static_assert(scan::lanes::shared_floats(kSelectiveScanMaxStates) * sizeof(float
 // SM's 100 KiB holds one).
 template <typename input_t>
 __global__ void __launch_bounds__(scan::lanes::kThreads, 2) selective_scan_lanes_kernel(const SelectiveScanParams p) {
-  extern __shared__ float lanes_shared[];
+  EFFARCH_DYNAMIC_SHARED(4, float, lanes_shared);
   scan::lanes::Shared shared = scan::lanes::carve_shared(lanes_shared, p.dstate);
   scan::lanes::DeviceExec exec;
   scan::lanes::scan_block<input_t>(p, static_cast<int>(blockIdx.x), static_cast<int>(blockIdx.y), shared, exec);
@@ -108,7 +108,7 @@ __global__ void __launch_bounds__(scan::lanes::kThreads, 2) selective_scan_lanes
 template <typename input_t, int kSeg>
 __global__ void __launch_bounds__(scan::kThreads, 2)
     selective_scan_split_local_kernel(const SelectiveScanParams p) {
-  extern __shared__ float shared_buffer[];
+  EFFARCH_DYNAMIC_SHARED(4, float, shared_buffer);
   scan::Shared shared = scan::carve_shared(shared_buffer, kSeg);
   scan::DeviceExec<kSeg> exec;
   scan::split_local_block<input_t>(p, static_cast<int>(blockIdx.x), static_cast<int>(blockIdx.y),
@@ -119,7 +119,7 @@ __global__ void __launch_bounds__(scan::kThreads, 2)
 template <typename input_t, int kSeg>
 __global__ void __launch_bounds__(scan::kThreads, kSeg == 4 ? 2 : 1)
     selective_scan_split_kernel(const SelectiveScanParams p) {
-  extern __shared__ float shared_buffer[];
+  EFFARCH_DYNAMIC_SHARED(4, float, shared_buffer);
   scan::Shared shared = scan::carve_shared(shared_buffer, kSeg);
   scan::DeviceExec<kSeg> exec;
   scan::split_scan_block<input_t>(p, static_cast<int>(blockIdx.x), static_cast<int>(blockIdx.y),
@@ -166,8 +166,8 @@ LaunchStatus selective_scan_fwd_launch(const SelectiveScanParams& p, cudaStream_
                                                  "selective_scan_fwd: cudaFuncSetAttribute (shared memory)");
   if (!smem.ok()) return smem;
   const dim3 grid((p.dim + scan::kLanes - 1) / scan::kLanes, p.batch);
-  selective_scan_fwd_kernel<input_t, kSeg><<<grid, scan::kThreads, bytes, stream>>>(p);
-  return check_launch("selective_scan_fwd_kernel");
+  return launch_plain(selective_scan_fwd_kernel<input_t, kSeg>, grid, dim3(scan::kThreads), bytes, stream,
+                      "selective_scan_fwd_kernel", p);
 }
 
 template <typename input_t>
@@ -177,8 +177,8 @@ LaunchStatus selective_scan_lanes_launch(const SelectiveScanParams& p, cudaStrea
                                                  "selective_scan_fwd: cudaFuncSetAttribute (lanes, shared memory)");
   if (!smem.ok()) return smem;
   const dim3 grid((p.dim + scan::lanes::kChannels - 1) / scan::lanes::kChannels, p.batch);
-  selective_scan_lanes_kernel<input_t><<<grid, scan::lanes::kThreads, bytes, stream>>>(p);
-  return check_launch("selective_scan_lanes_kernel");
+  return launch_plain(selective_scan_lanes_kernel<input_t>, grid, dim3(scan::lanes::kThreads), bytes, stream,
+                      "selective_scan_lanes_kernel", p);
 }
 
 template <typename input_t, int kSeg>
@@ -196,12 +196,12 @@ LaunchStatus selective_scan_split_launch(const SelectiveScanParams& p, cudaStrea
   smem = allow_dynamic_shared(selective_scan_split_kernel<input_t, kSeg>, bytes,
                               "selective_scan_fwd: cudaFuncSetAttribute (split, shared memory)");
   if (!smem.ok()) return smem;
-  selective_scan_split_local_kernel<input_t, kSeg>
-      <<<dim3(tiles, p.batch, p.pieces - 1), scan::kThreads, local_bytes, stream>>>(p);
-  const LaunchStatus local = check_launch("selective_scan_split_local_kernel");
+  const LaunchStatus local =
+      launch_plain(selective_scan_split_local_kernel<input_t, kSeg>, dim3(tiles, p.batch, p.pieces - 1),
+                   dim3(scan::kThreads), local_bytes, stream, "selective_scan_split_local_kernel", p);
   if (!local.ok()) return local;
-  selective_scan_split_kernel<input_t, kSeg><<<dim3(tiles, p.batch, p.pieces), scan::kThreads, bytes, stream>>>(p);
-  return check_launch("selective_scan_split_kernel");
+  return launch_plain(selective_scan_split_kernel<input_t, kSeg>, dim3(tiles, p.batch, p.pieces), dim3(scan::kThreads),
+                      bytes, stream, "selective_scan_split_kernel", p);
 }
 
 template <typename input_t>

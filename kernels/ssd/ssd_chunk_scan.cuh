@@ -37,7 +37,7 @@ __global__ void __launch_bounds__(ssd::kCumsumThreads) ssd_chunk_cumsum_kernel(c
 
 template <typename input_t>
 __global__ void __launch_bounds__(ssd::kScanThreads) ssd_chunk_state_kernel(const SsdScanParams p) {
-  extern __shared__ float decay[];  // [Q]
+  EFFARCH_DYNAMIC_SHARED(4, float, decay);  // [Q]
   const int h = blockIdx.y;
   const int b = blockIdx.z / p.nchunks, c = blockIdx.z % p.nchunks;
   if (threadIdx.x == 0) ssd::chunk_decay_to_end(p, b, h, c, decay);
@@ -55,7 +55,7 @@ __global__ void __launch_bounds__(ssd::kScanThreads) ssd_state_passing_kernel(co
 template <typename input_t>
 __global__ void __launch_bounds__(ssd::kScanThreads) ssd_chunk_scan_kernel(const SsdScanParams p) {
   using Io = ssd::StaticIo<input_t>;
-  extern __shared__ float shared[];
+  EFFARCH_DYNAMIC_SHARED(4, float, shared);
   const ssd::ScanShared sh = ssd::scan_shared(shared, p.chunk, p.d_state);
   const int tiles = ssd::scan_tiles_per_chunk(p.chunk);
   const int c = blockIdx.x / tiles, row0 = (blockIdx.x % tiles) * ssd::kScanRows;

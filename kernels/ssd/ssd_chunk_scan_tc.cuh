@@ -35,7 +35,7 @@ static_assert(4 * (ssd::tc_scan_offsets(256, ssd::kTcMaxDState, 2).total + 1024)
 template <typename input_t>
 __global__ void __launch_bounds__(ssd::kTcThreads) ssd_chunk_state_tc_kernel(const SsdScanParams p) {
   using Io = ssd::StaticIo<input_t>;
-  extern __shared__ __align__(32) char tc_state_smem[];
+  EFFARCH_DYNAMIC_SHARED(32, char, tc_state_smem);
   const ssd::TcStateShared<input_t> sh = ssd::tc_state_shared<input_t>(tc_state_smem, p.chunk);
   const int tiles_n = ssd::tc_state_tiles(p.d_state);
   const int pd0 = static_cast<int>(blockIdx.x / tiles_n) * ssd::kTcCols;
@@ -68,7 +68,7 @@ inline constexpr int kTcScanMinBlocks = 4;
 template <typename input_t>
 __global__ void __launch_bounds__(ssd::kTcThreads, kTcScanMinBlocks) ssd_chunk_scan_tc_kernel(const SsdScanParams p) {
   using Io = ssd::StaticIo<input_t>;
-  extern __shared__ __align__(32) char tc_scan_smem[];
+  EFFARCH_DYNAMIC_SHARED(32, char, tc_scan_smem);
   const int col_tiles = ssd::tc_col_tiles(p.head_dim), row_tiles = ssd::tc_row_tiles(p.chunk);
   const int pd0 = static_cast<int>(blockIdx.x % col_tiles) * ssd::kTcCols;
   const int rest = static_cast<int>(blockIdx.x / col_tiles);

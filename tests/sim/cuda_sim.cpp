@@ -1,0 +1,497 @@
+// The CPU executor's scheduler (cuda_sim.h has the model): a block's threads are ucontext fibers
+// on the calling thread, run in order until each returns or waits at a barrier or a warp
+// collective; a wait completes when every thread it names has arrived.
+
+#include "cuda_sim.h"
+
+#include <fmt/format.h>
+#include <setjmp.h>
+#include <sys/mman.h>
+#include <ucontext.h>
+#include <unistd.h>
+
+#include <vector>
+
+#if defined(__SANITIZE_ADDRESS__)
+#define EFFARCH_SIM_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define EFFARCH_SIM_ASAN 1
+#endif
+#endif
+#ifdef EFFARCH_SIM_ASAN
+#include <sanitizer/common_interface_defs.h>
+#endif
+
+namespace effarch::sim {
+namespace {
+
+// A fiber's stack: kernels keep small arrays in registers, which here are stack; the sanitizers'
+// redzones make frames several times larger.
+#ifdef EFFARCH_SIM_ASAN
+constexpr size_t kStackBytes = 1 << 20;
+#else
+constexpr size_t kStackBytes = 256 << 10;
+#endif
+constexpr int kMaxThreads = 1024;
+constexpr int kWarpSize = 32;
+
+enum class State { Runnable, AtBarrier, AtWarp, Done };
+
+// A fiber is made once (makecontext) and then runs thread after thread: fiber_main loops, running
+// the kernel body for each block it is given. Switches are _setjmp / _longjmp (no signal mask to
+// save: swapcontext's system call each switch took half the run time); only a fiber's first entry
+// goes through its ucontext. A fiber abandoned by an error is made again at the next launch.
+struct Fiber {
+  ucontext_t context;
+  jmp_buf jump;
+  bool started = false;
+  char* stack = nullptr;  // mmap'd, a guard page below
+  State state = State::Done;
+  uint3 index{};
+  // the collective it waits in
+  WarpOp op = WarpOp::Sync;
+  unsigned mask = 0;
+  uint64_t value = 0, result = 0;
+  int arg = 0, width = kWarpSize;
+  // cp.async: committed groups, oldest first, and the open one
+  struct Copy {
+    void* dst;
+    const void* src;
+    int bytes, src_bytes;
+  };
+  std::vector<std::vector<Copy>> groups;
+  std::vector<Copy> open;
+};
+
+struct Executor {
+  std::vector<Fiber> fibers;
+  ucontext_t main_context;
+  jmp_buf main_jump;
+  const void* main_stack_bottom = nullptr;
+  size_t main_stack_size = 0;
+  int current = -1, threads = 0, at_barrier = 0, done = 0;
+  dim3 grid, block;
+  uint3 block_index{};
+  const std::function<void()>* body = nullptr;
+  std::vector<unsigned char> shared;  // dynamic shared memory (+ 128 bytes for the alignment)
+  size_t shared_bytes = 0;
+  std::string error;
+  Schedule schedule = Schedule::Forward;
+  int launches = 0;
+  LaunchRecord last;
+
+  ~Executor() {
+    for (Fiber& f : fibers) {
+      if (f.stack != nullptr) munmap(f.stack - page(), kStackBytes + page());
+    }
+  }
+  static size_t page() { return static_cast<size_t>(sysconf(_SC_PAGESIZE)); }
+  char* stack_of(int t) {
+    Fiber& f = fibers[t];
+    if (f.stack == nullptr) {
+      void* m = mmap(nullptr, kStackBytes + page(), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+                     -1, 0);
+      if (m == MAP_FAILED) throw SimError("cuda_sim: cannot map a fiber stack");
+      mprotect(m, page(), PROT_NONE);  // an overflow faults instead of writing another stack
+      f.stack = static_cast<char*>(m) + page();
+    }
+    return f.stack;
+  }
+  Fiber& self() { return fibers[current]; }
+  int warp_of(int t) const { return t / kWarpSize; }
+  std::string where(int t) const {
+    const Fiber& f = fibers[t];
+    return fmt::format("block ({}, {}, {}) thread ({}, {}, {})", block_index.x, block_index.y, block_index.z, f.index.x,
+                       f.index.y, f.index.z);
+  }
+};
+
+thread_local Executor* g_exec = nullptr;
+thread_local Schedule g_schedule = Schedule::Forward;
+thread_local int g_launches = 0;
+thread_local LaunchRecord g_last;
+
+Executor& exec() {
+  if (g_exec == nullptr) throw SimError("cuda_sim: a device function ran outside a simulated launch");
+  return *g_exec;
+}
+
+void asan_start(void** fake, const void* bottom, size_t size) {
+#ifdef EFFARCH_SIM_ASAN
+  __sanitizer_start_switch_fiber(fake, bottom, size);
+#else
+  (void)fake, (void)bottom, (void)size;
+#endif
+}
+void asan_finish(void* fake) {
+#ifdef EFFARCH_SIM_ASAN
+  __sanitizer_finish_switch_fiber(fake, nullptr, nullptr);
+#else
+  (void)fake;
+#endif
+}
+
+// From the scheduler into fiber t; returns when the fiber yields.
+void enter(Executor& e, int t) {
+  Fiber& f = e.fibers[t];
+  e.current = t;
+  void* fake = nullptr;
+  if (_setjmp(e.main_jump) == 0) {
+    asan_start(&fake, f.stack, kStackBytes);
+    if (!f.started) {
+      f.started = true;
+      swapcontext(&e.main_context, &f.context);  // its first entry: fiber_main
+    } else {
+      _longjmp(f.jump, 1);
+    }
+  }
+  asan_finish(fake);
+  e.current = -1;
+}
+
+// From the current fiber back to the scheduler; returns when the scheduler resumes this fiber.
+void yield() {
+  Executor& e = exec();
+  Fiber& f = e.self();
+  void* fake = nullptr;
+  if (_setjmp(f.jump) == 0) {
+    asan_start(&fake, e.main_stack_bottom, e.main_stack_size);
+    _longjmp(e.main_jump, 1);
+  }
+  asan_finish(fake);
+}
+
+// An error found in a fiber: recorded, and the fiber never runs again.
+[[noreturn]] void fail(const std::string& message) {
+  Executor& e = exec();
+  if (e.error.empty()) e.error = message;
+  e.self().started = false;  // abandoned: made again at the next launch
+  yield();
+  std::abort();  // not reached: the scheduler does not resume a failed launch
+}
+
+void release_barrier_if_complete(Executor& e) {
+  const int live = e.threads - e.done;
+  if (e.at_barrier == 0 || e.at_barrier < live) return;
+  if (e.done > 0) {
+    if (e.error.empty()) {
+      e.error = fmt::format(
+          "__syncthreads in block ({}, {}, {}): {} threads wait at the barrier while {} of the block's {} threads have "
+          "returned (a barrier the whole block does not reach)",
+          e.block_index.x, e.block_index.y, e.block_index.z, e.at_barrier, e.done, e.threads);
+    }
+    return;
+  }
+  for (Fiber& f : e.fibers) {
+    if (f.state == State::AtBarrier) f.state = State::Runnable;
+  }
+  e.at_barrier = 0;
+}
+
+void fiber_main() {
+  Executor& e = exec();
+#ifdef EFFARCH_SIM_ASAN
+  __sanitizer_finish_switch_fiber(nullptr, &e.main_stack_bottom, &e.main_stack_size);
+#endif
+  for (;;) {  // a thread of each block the scheduler gives this fiber
+    try {
+      (*e.body)();
+    } catch (const std::exception& ex) {
+      fail(fmt::format("{}: {}", e.where(e.current), ex.what()));
+    }
+    e.self().state = State::Done;
+    ++e.done;
+    release_barrier_if_complete(e);
+    yield();
+  }
+}
+
+uint64_t collective_result(const Executor& e, int warp_base, const Fiber& f, int lane) {
+  const int width = f.width;
+  const int segment = lane / width * width;
+  auto value_of = [&](int src) -> uint64_t { return e.fibers[warp_base + src].value; };
+  switch (f.op) {
+    case WarpOp::Index:
+      return value_of(segment + ((f.arg % width) + width) % width);
+    case WarpOp::Xor: {
+      const int src = lane ^ f.arg;
+      return src >= segment + width ? f.value : value_of(src);
+    }
+    case WarpOp::Up: {
+      const int src = lane - f.arg;
+      return src < segment ? f.value : value_of(src);
+    }
+    case WarpOp::Down: {
+      const int src = lane + f.arg;
+      return src >= segment + width ? f.value : value_of(src);
+    }
+    case WarpOp::Ballot:
+    case WarpOp::Any:
+    case WarpOp::All: {
+      unsigned bits = 0;
+      for (int l = 0; l < kWarpSize; ++l) {
+        if ((f.mask >> l & 1u) != 0 && value_of(l) != 0) bits |= 1u << l;
+      }
+      if (f.op == WarpOp::Ballot) return bits;
+      if (f.op == WarpOp::Any) return bits != 0 ? 1 : 0;
+      return bits == f.mask ? 1 : 0;
+    }
+    case WarpOp::Sync:
+      return 0;
+  }
+  return 0;
+}
+
+const char* op_name(WarpOp op) {
+  switch (op) {
+    case WarpOp::Index:
+      return "__shfl_sync";
+    case WarpOp::Xor:
+      return "__shfl_xor_sync";
+    case WarpOp::Up:
+      return "__shfl_up_sync";
+    case WarpOp::Down:
+      return "__shfl_down_sync";
+    case WarpOp::Ballot:
+      return "__ballot_sync";
+    case WarpOp::Any:
+      return "__any_sync";
+    case WarpOp::All:
+      return "__all_sync";
+    case WarpOp::Sync:
+      return "__syncwarp";
+  }
+  return "?";
+}
+
+// A failed block's fibers stop where they are: each is made again at the next launch.
+[[noreturn]] void abandon(Executor& e, const std::string& message) {
+  for (Fiber& f : e.fibers) f.started = false;
+  throw SimError(message);
+}
+
+void run_block(Executor& e) {
+  for (int t = 0; t < e.threads; ++t) {
+    Fiber& f = e.fibers[t];
+    f.state = State::Runnable;
+    f.groups.clear();
+    f.open.clear();
+    f.index = uint3{static_cast<unsigned>(t % e.block.x), static_cast<unsigned>(t / e.block.x % e.block.y),
+                    static_cast<unsigned>(t / (e.block.x * e.block.y))};
+    if (f.started) continue;
+    char* stack = e.stack_of(t);
+    getcontext(&f.context);
+    f.context.uc_stack.ss_sp = stack;
+    f.context.uc_stack.ss_size = kStackBytes;
+    f.context.uc_link = nullptr;
+    makecontext(&f.context, fiber_main, 0);
+  }
+  e.at_barrier = 0;
+  e.done = 0;
+  if (!e.shared.empty()) std::memset(e.shared.data(), 0xff, e.shared.size());
+  // Forward: round robin from thread 0, every runnable thread to its next wait in turn (the warps
+  // in near lock step). Reverse: always the highest runnable thread, so the last warp runs as far
+  // ahead of the others as the barriers let it (a write to shared memory that another warp has
+  // not read yet then lands first).
+  const bool eager = e.schedule == Schedule::Reverse;
+  while (e.done < e.threads) {
+    bool ran = false;
+    for (int i = 0; i < e.threads; ++i) {
+      const int t = e.schedule == Schedule::Forward ? i : e.threads - 1 - i;
+      Fiber& f = e.fibers[t];
+      if (f.state != State::Runnable) continue;
+      enter(e, t);
+      ran = true;
+      if (!e.error.empty()) abandon(e, e.error);
+      if (eager) i = -1;  // from the top again
+    }
+    if (!ran && e.done < e.threads) {
+      std::string waiting;
+      for (int t = 0; t < e.threads && waiting.size() < 600; ++t) {
+        const Fiber& f = e.fibers[t];
+        if (f.state == State::AtWarp) {
+          waiting += fmt::format(" thread {} in {} (mask {:#x});", t, op_name(f.op), f.mask);
+        } else if (f.state == State::AtBarrier) {
+          waiting += fmt::format(" thread {} at __syncthreads;", t);
+        }
+      }
+      abandon(e, fmt::format("deadlock in block ({}, {}, {}): no thread can move ({} of {} returned):{}",
+                             e.block_index.x, e.block_index.y, e.block_index.z, e.done, e.threads, waiting));
+    }
+  }
+}
+
+}  // namespace
+
+void set_schedule(Schedule s) { g_schedule = s; }
+Schedule schedule() { return g_schedule; }
+int launches() { return g_launches; }
+void reset_launches() { g_launches = 0; }
+const LaunchRecord& last_launch() { return g_last; }
+
+const uint3& thread_index() {
+  Executor& e = exec();
+  return e.self().index;
+}
+const uint3& block_index() { return exec().block_index; }
+const dim3& block_dim() { return exec().block; }
+const dim3& grid_dim() { return exec().grid; }
+void* dynamic_shared() {
+  Executor& e = exec();
+  if (e.shared_bytes == 0) return nullptr;
+  const uintptr_t p = reinterpret_cast<uintptr_t>(e.shared.data());
+  return reinterpret_cast<void*>((p + 127) / 128 * 128);
+}
+
+void sync_block() {
+  Executor& e = exec();
+  Fiber& f = e.self();
+  f.state = State::AtBarrier;
+  ++e.at_barrier;
+  release_barrier_if_complete(e);
+  while (f.state == State::AtBarrier) {
+    yield();
+    if (!e.error.empty()) fail(e.error);
+  }
+}
+
+uint64_t warp_collective(WarpOp op, unsigned mask, uint64_t value, int arg, int width) {
+  Executor& e = exec();
+  const int t = e.current, lane = t % kWarpSize, base = t - lane;
+  if ((mask >> lane & 1u) == 0) {
+    fail(fmt::format("{}: {} with mask {:#x}, which does not name the calling lane {}", e.where(t), op_name(op), mask,
+                     lane));
+  }
+  const int lanes_here = std::min(kWarpSize, e.threads - base);
+  if (lanes_here < kWarpSize && (mask >> lanes_here) != 0) {
+    fail(fmt::format("{}: {} with mask {:#x} names lanes past the block's last thread (this warp has {} lanes)",
+                     e.where(t), op_name(op), mask, lanes_here));
+  }
+  if (width <= 0 || width > kWarpSize || (width & (width - 1)) != 0) {
+    fail(fmt::format("{}: {} with width {} (a power of two up to 32)", e.where(t), op_name(op), width));
+  }
+  Fiber& f = e.self();
+  f.op = op;
+  f.mask = mask;
+  f.value = value;
+  f.arg = arg;
+  f.width = width;
+  f.state = State::AtWarp;
+  // Complete when every lane of the mask waits in the same collective.
+  bool complete = true;
+  for (int l = 0; l < kWarpSize; ++l) {
+    if ((mask >> l & 1u) == 0) continue;
+    const Fiber& g = e.fibers[base + l];
+    if (g.state == State::Done) {
+      fail(fmt::format("{}: {} with mask {:#x} waits for lane {}, which has returned", e.where(t), op_name(op), mask,
+                       l));
+    }
+    if (g.state != State::AtWarp) {
+      complete = false;
+      continue;
+    }
+    if (g.mask != mask || g.op != op) {
+      if ((g.mask & mask) != 0) {
+        fail(fmt::format("{}: {} with mask {:#x} while lane {} of its warp waits in {} with mask {:#x}", e.where(t),
+                         op_name(op), mask, l, op_name(g.op), g.mask));
+      }
+      complete = false;
+    }
+  }
+  if (complete) {
+    for (int l = 0; l < kWarpSize; ++l) {
+      if ((mask >> l & 1u) == 0) continue;
+      Fiber& g = e.fibers[base + l];
+      if (op == WarpOp::Index || op == WarpOp::Xor || op == WarpOp::Up || op == WarpOp::Down) {
+        // the source lane must take part
+        const int segment = l / g.width * g.width;
+        int src = -1;
+        if (op == WarpOp::Index) src = segment + ((g.arg % g.width) + g.width) % g.width;
+        if (op == WarpOp::Xor && (l ^ g.arg) < segment + g.width) src = l ^ g.arg;
+        if (op == WarpOp::Up && l - g.arg >= segment) src = l - g.arg;
+        if (op == WarpOp::Down && l + g.arg < segment + g.width) src = l + g.arg;
+        if (src >= 0 && (src >= kWarpSize || (mask >> src & 1u) == 0)) {
+          fail(fmt::format("{}: lane {} reads lane {} in {} with mask {:#x}, which does not name it", e.where(t), l,
+                           src, op_name(op), mask));
+        }
+      }
+    }
+    for (int l = 0; l < kWarpSize; ++l) {
+      if ((mask >> l & 1u) == 0) continue;
+      e.fibers[base + l].result = collective_result(e, base, e.fibers[base + l], l);
+    }
+    for (int l = 0; l < kWarpSize; ++l) {
+      if ((mask >> l & 1u) != 0) e.fibers[base + l].state = State::Runnable;
+    }
+  }
+  while (f.state == State::AtWarp) {
+    yield();
+    if (!e.error.empty()) fail(e.error);
+  }
+  return f.result;
+}
+
+void async_copy(void* dst, const void* src, int bytes, int src_bytes) {
+  exec().self().open.push_back(Fiber::Copy{dst, src, bytes, src_bytes});
+}
+void async_commit() {
+  Fiber& f = exec().self();
+  f.groups.push_back(std::move(f.open));
+  f.open.clear();
+}
+void async_wait(int pending) {
+  Fiber& f = exec().self();
+  while (static_cast<int>(f.groups.size()) > pending) {
+    for (const Fiber::Copy& c : f.groups.front()) {
+      std::memcpy(c.dst, c.src, static_cast<size_t>(c.src_bytes));
+      std::memset(static_cast<char*>(c.dst) + c.src_bytes, 0, static_cast<size_t>(c.bytes - c.src_bytes));
+    }
+    f.groups.erase(f.groups.begin());
+  }
+}
+
+void sync_warp(unsigned mask) { (void)warp_collective(WarpOp::Sync, mask, 0, 0, kWarpSize); }
+
+void run_grid(dim3 grid, dim3 block, size_t shared_bytes, const std::function<void()>& body) {
+  if (g_exec != nullptr) throw SimError("cuda_sim: a launch from inside a kernel");
+  const int64_t threads = static_cast<int64_t>(block.x) * block.y * block.z;
+  if (threads < 1 || threads > kMaxThreads) {
+    throw SimError(fmt::format("cuda_sim: a block of {} threads ({} x {} x {}): 1..1024 on a GPU", threads, block.x,
+                               block.y, block.z));
+  }
+  if (grid.x < 1 || grid.y < 1 || grid.z < 1 || grid.y > 65535 || grid.z > 65535) {
+    throw SimError(
+        fmt::format("cuda_sim: a grid of {} x {} x {} blocks (x >= 1, y and z 1..65535)", grid.x, grid.y, grid.z));
+  }
+  if (shared_bytes > 227 * 1024) {
+    throw SimError(
+        fmt::format("cuda_sim: {} bytes of dynamic shared memory (an H100 block has at most 227 KiB)", shared_bytes));
+  }
+  thread_local Executor executor;
+  Executor& e = executor;
+  e.fibers.resize(kMaxThreads);
+  e.grid = grid;
+  e.block = block;
+  e.threads = static_cast<int>(threads);
+  e.body = &body;
+  e.shared_bytes = shared_bytes;
+  e.shared.assign(shared_bytes == 0 ? 0 : shared_bytes + 128, 0xff);
+  e.error.clear();
+  e.schedule = g_schedule;
+  ++g_launches;
+  g_last = LaunchRecord{grid, block, shared_bytes};
+  g_exec = &e;
+  struct Reset {
+    ~Reset() { g_exec = nullptr; }
+  } reset;
+  const int64_t blocks = static_cast<int64_t>(grid.x) * grid.y * grid.z;
+  for (int64_t i = 0; i < blocks; ++i) {
+    const int64_t b = e.schedule == Schedule::Forward ? i : blocks - 1 - i;
+    e.block_index = uint3{static_cast<unsigned>(b % grid.x), static_cast<unsigned>(b / grid.x % grid.y),
+                          static_cast<unsigned>(b / (static_cast<int64_t>(grid.x) * grid.y))};
+    run_block(e);
+  }
+}
+
+}  // namespace effarch::sim

@@ -1,0 +1,33 @@
+#pragma once
+// What the CPU executor's kernel tests share: a launch run under both of the executor's schedules
+// (threads and blocks forward, then reversed), whose results must be the same bytes: a kernel
+// whose output depends on the order its threads run in has a race (cuda_sim.h).
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
+
+#include <cstring>
+
+#include "cuda_sim.h"
+
+namespace effarch::sim {
+
+inline bool same_bytes(const at::Tensor& a, const at::Tensor& b) {
+  if (a.scalar_type() != b.scalar_type() || !a.sizes().equals(b.sizes())) return false;
+  const at::Tensor ac = a.contiguous(), bc = b.contiguous();
+  return std::memcmp(ac.const_data_ptr(), bc.const_data_ptr(), static_cast<size_t>(ac.nbytes())) == 0;
+}
+
+// run() under Schedule::Forward and under Schedule::Reverse; `same` compares the two results (a
+// test failure when they differ); returns the forward one.
+template <typename Run, typename Same>
+auto run_both_orders(Run run, Same same) {
+  set_schedule(Schedule::Forward);
+  auto forward = run();
+  set_schedule(Schedule::Reverse);
+  auto reverse = run();
+  set_schedule(Schedule::Forward);
+  EXPECT_TRUE(same(forward, reverse)) << "the kernel's result depends on the order its threads or blocks run (a race)";
+  return forward;
+}
+
+}  // namespace effarch::sim
