@@ -78,6 +78,16 @@ __device__ __forceinline__ void mma(FragAcc& acc, const FA& a, const FB& b) {
 
 #else  // host: the logical 16x16 tiles as float arrays
 
+// In the CPU executor (tests/sim/cuda_sim.h) every lane runs these calls on a whole tile of its
+// own; a barrier of the warp around each access to memory keeps them collective, as wmma's are
+// (no lane reads a tile before every lane has written what it holds, nor writes over one another
+// lane is still to read). In a CPU test's emulation one call stands for the warp: nothing.
+#ifdef EFFARCH_CUDA_SIM
+#define EFFARCH_TILE_WARP_SYNC() __syncwarp()
+#else
+#define EFFARCH_TILE_WARP_SYNC()
+#endif
+
 namespace detail {
 // Element (i, j) of a tile stored with leading dimension ld in the given layout.
 template <class Layout>
@@ -100,25 +110,33 @@ struct FragAcc {
 
 template <class T, class Layout>
 inline void load(FragA<T, Layout>& f, const T* p, int ld) {
+  EFFARCH_TILE_WARP_SYNC();
   for (int i = 0; i < kDim; ++i)
     for (int j = 0; j < kDim; ++j) f.v[i][j] = static_cast<float>(p[detail::offset<Layout>(i, j, ld)]);
+  EFFARCH_TILE_WARP_SYNC();
 }
 template <class T, class Layout>
 inline void load(FragB<T, Layout>& f, const T* p, int ld) {
+  EFFARCH_TILE_WARP_SYNC();
   for (int i = 0; i < kDim; ++i)
     for (int j = 0; j < kDim; ++j) f.v[i][j] = static_cast<float>(p[detail::offset<Layout>(i, j, ld)]);
+  EFFARCH_TILE_WARP_SYNC();
 }
 inline void zero(FragAcc& acc) {
   for (auto& row : acc.v)
     for (float& e : row) e = 0.0f;
 }
 inline void load_acc(FragAcc& acc, const float* p, int ld) {
+  EFFARCH_TILE_WARP_SYNC();
   for (int i = 0; i < kDim; ++i)
     for (int j = 0; j < kDim; ++j) acc.v[i][j] = p[i * ld + j];
+  EFFARCH_TILE_WARP_SYNC();
 }
 inline void store(float* p, const FragAcc& acc, int ld) {
+  EFFARCH_TILE_WARP_SYNC();
   for (int i = 0; i < kDim; ++i)
     for (int j = 0; j < kDim; ++j) p[i * ld + j] = acc.v[i][j];
+  EFFARCH_TILE_WARP_SYNC();
 }
 template <class T, class LA, class LB>
 inline void mma(FragAcc& acc, const FragA<T, LA>& a, const FragB<T, LB>& b) {

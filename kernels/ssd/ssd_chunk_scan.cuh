@@ -109,10 +109,10 @@ LaunchStatus ssd_chunk_scan_cuda(const SsdScanParams& p, cudaStream_t stream) {
   const unsigned entry_blocks = static_cast<unsigned>((entries + ssd::kScanThreads - 1) / ssd::kScanThreads);
 
   const int64_t lanes = static_cast<int64_t>(p.batch) * p.heads * p.nchunks;
-  ssd_chunk_cumsum_kernel<input_t>
-      <<<static_cast<unsigned>((lanes + ssd::kCumsumThreads - 1) / ssd::kCumsumThreads), ssd::kCumsumThreads, 0,
-         stream>>>(p);
-  LaunchStatus status = check_launch("ssd_chunk_cumsum_kernel");
+  LaunchStatus status =
+      launch_plain(ssd_chunk_cumsum_kernel<input_t>,
+                   dim3(static_cast<unsigned>((lanes + ssd::kCumsumThreads - 1) / ssd::kCumsumThreads)),
+                   dim3(ssd::kCumsumThreads), 0, stream, "ssd_chunk_cumsum_kernel", p);
   if (!status.ok()) return status;
 
   if constexpr (!std::is_same_v<input_t, float>) {
@@ -120,14 +120,13 @@ LaunchStatus ssd_chunk_scan_cuda(const SsdScanParams& p, cudaStream_t stream) {
   }
   if (!p.tensor_cores) {
     const size_t decay_bytes = sizeof(float) * static_cast<size_t>(p.chunk);
-    ssd_chunk_state_kernel<input_t>
-        <<<dim3(entry_blocks, p.heads, p.batch * p.nchunks), ssd::kScanThreads, decay_bytes, stream>>>(p);
-    status = check_launch("ssd_chunk_state_kernel");
+    status = launch_plain(ssd_chunk_state_kernel<input_t>, dim3(entry_blocks, p.heads, p.batch * p.nchunks),
+                          dim3(ssd::kScanThreads), decay_bytes, stream, "ssd_chunk_state_kernel", p);
   }
   if (!status.ok()) return status;
 
-  ssd_state_passing_kernel<input_t><<<dim3(entry_blocks, p.heads, p.batch), ssd::kScanThreads, 0, stream>>>(p);
-  status = check_launch("ssd_state_passing_kernel");
+  status = launch_plain(ssd_state_passing_kernel<input_t>, dim3(entry_blocks, p.heads, p.batch),
+                        dim3(ssd::kScanThreads), 0, stream, "ssd_state_passing_kernel", p);
   if (!status.ok()) return status;
 
   if constexpr (!std::is_same_v<input_t, float>) {
@@ -138,8 +137,8 @@ LaunchStatus ssd_chunk_scan_cuda(const SsdScanParams& p, cudaStream_t stream) {
                                 "ssd_chunk_scan: shared memory for the chunk size and d_state");
   if (!status.ok()) return status;
   const unsigned tiles = static_cast<unsigned>(p.nchunks) * static_cast<unsigned>(ssd::scan_tiles_per_chunk(p.chunk));
-  ssd_chunk_scan_kernel<input_t><<<dim3(tiles, p.heads, p.batch), ssd::kScanThreads, scan_bytes, stream>>>(p);
-  return check_launch("ssd_chunk_scan_kernel");
+  return launch_plain(ssd_chunk_scan_kernel<input_t>, dim3(tiles, p.heads, p.batch), dim3(ssd::kScanThreads),
+                      scan_bytes, stream, "ssd_chunk_scan_kernel", p);
 }
 
 }  // namespace effarch::kernels

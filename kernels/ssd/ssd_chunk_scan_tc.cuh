@@ -110,9 +110,8 @@ LaunchStatus ssd_chunk_state_tc_launch(const SsdScanParams& p, cudaStream_t stre
                                         "ssd_chunk_scan: shared memory of the tensor-core chunk states");
   if (!status.ok()) return status;
   const unsigned tiles = static_cast<unsigned>(ssd::tc_col_tiles(p.head_dim) * ssd::tc_state_tiles(p.d_state));
-  ssd_chunk_state_tc_kernel<input_t>
-      <<<dim3(tiles, p.heads, p.batch * p.nchunks), ssd::kTcThreads, bytes, stream>>>(p);
-  return check_launch("ssd_chunk_state_tc_kernel");
+  return launch_plain(ssd_chunk_state_tc_kernel<input_t>, dim3(tiles, p.heads, p.batch * p.nchunks),
+                      dim3(ssd::kTcThreads), bytes, stream, "ssd_chunk_state_tc_kernel", p);
 }
 
 template <typename input_t>
@@ -123,9 +122,8 @@ LaunchStatus ssd_chunk_scan_tc_launch(const SsdScanParams& p, cudaStream_t strea
   if (!status.ok()) return status;
   const int64_t blocks = static_cast<int64_t>(p.nchunks) * ssd::tc_row_tiles(p.chunk) * ssd::tc_col_tiles(p.head_dim);
   if (blocks > 0x7fffffff) return {cudaErrorInvalidConfiguration, "ssd_chunk_scan: too many output tiles"};
-  ssd_chunk_scan_tc_kernel<input_t>
-      <<<dim3(static_cast<unsigned>(blocks), p.heads, p.batch), ssd::kTcThreads, bytes, stream>>>(p);
-  return check_launch("ssd_chunk_scan_tc_kernel");
+  return launch_plain(ssd_chunk_scan_tc_kernel<input_t>, dim3(static_cast<unsigned>(blocks), p.heads, p.batch),
+                      dim3(ssd::kTcThreads), bytes, stream, "ssd_chunk_scan_tc_kernel", p);
 }
 
 }  // namespace effarch::kernels

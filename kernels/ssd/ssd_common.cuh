@@ -7,6 +7,7 @@
 #include <cuda_fp16.h>
 
 #include "common/element_type.h"
+#include "common/launch.h"
 #include "ssd/ssd.h"
 #include "ssd/ssd_math.h"
 
