@@ -14,6 +14,7 @@ namespace effarch::sim {
 inline bool same_bytes(const at::Tensor& a, const at::Tensor& b) {
   if (a.scalar_type() != b.scalar_type() || !a.sizes().equals(b.sizes())) return false;
   const at::Tensor ac = a.contiguous(), bc = b.contiguous();
+  if (ac.nbytes() == 0) return true;  // (an empty tensor's data pointer may be null)
   return std::memcmp(ac.const_data_ptr(), bc.const_data_ptr(), static_cast<size_t>(ac.nbytes())) == 0;
 }
 
