@@ -24,12 +24,6 @@ namespace {
 
 namespace k = ::effarch::kernels;
 
-k::ElementType element_of(at::ScalarType t) {
-  return t == at::kFloat      ? k::ElementType::kFloat32
-         : t == at::kBFloat16 ? k::ElementType::kBFloat16
-                              : k::ElementType::kFloat16;
-}
-const char* name_of(at::ScalarType t) { return t == at::kFloat ? "fp32" : t == at::kBFloat16 ? "bf16" : "fp16"; }
 const char* act_name(k::ActKind act) { return act == k::ActKind::kSilu ? "silu" : "gelu_new"; }
 
 // act(x) in fp64: SiLU x / (1 + e^-x); gelu_new (transformers' NewGELUActivation)
@@ -106,13 +100,6 @@ ActRun run_checked(k::ActKind act, bool gated, const at::Tensor& in, int64_t col
 // is large where gelu_new's 1 + tanh cancels towards 0: a small absolute error of a small value.
 double scaled_error(const at::Tensor& actual, const Reference& ref) {
   return ((actual.to(at::kDouble) - ref.out).abs() / ref.scale).max().item<double>();
-}
-
-// The dtype's unit roundoff (half an ulp of 1).
-double unit_roundoff(at::ScalarType dtype) {
-  return dtype == at::kFloat      ? std::ldexp(1.0, -24)
-         : dtype == at::kBFloat16 ? std::ldexp(1.0, -8)
-                                  : std::ldexp(1.0, -11);
 }
 
 struct Shape {

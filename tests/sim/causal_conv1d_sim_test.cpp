@@ -22,13 +22,6 @@ namespace {
 
 namespace k = ::effarch::kernels;
 
-k::ElementType element_of(at::ScalarType t) {
-  return t == at::kFloat      ? k::ElementType::kFloat32
-         : t == at::kBFloat16 ? k::ElementType::kBFloat16
-                              : k::ElementType::kFloat16;
-}
-const char* name_of(at::ScalarType t) { return t == at::kFloat ? "fp32" : t == at::kBFloat16 ? "bf16" : "fp16"; }
-
 // out[b, d, t] = act(bias[d] + sum_k w[d, k] x[b, d, t - W + 1 + k]) in fp64, zeros before t = 0.
 at::Tensor reference_conv(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias, bool silu) {
   const int64_t width = w.size(1);

@@ -27,13 +27,6 @@ namespace {
 
 namespace k = ::effarch::kernels;
 
-k::ElementType element_of(at::ScalarType t) {
-  return t == at::kFloat      ? k::ElementType::kFloat32
-         : t == at::kBFloat16 ? k::ElementType::kBFloat16
-                              : k::ElementType::kFloat16;
-}
-const char* name_of(at::ScalarType t) { return t == at::kFloat ? "fp32" : t == at::kBFloat16 ? "bf16" : "fp16"; }
-
 k::GemvParams gemv_params(const at::Tensor& x, const at::Tensor& w, const at::Tensor& y) {
   k::GemvParams p;
   p.rows = static_cast<int>(x.size(0));

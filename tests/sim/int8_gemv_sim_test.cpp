@@ -28,17 +28,6 @@ namespace {
 
 namespace k = ::effarch::kernels;
 
-k::ElementType element_of(at::ScalarType t) {
-  return t == at::kFloat      ? k::ElementType::kFloat32
-         : t == at::kBFloat16 ? k::ElementType::kBFloat16
-                              : k::ElementType::kFloat16;
-}
-const char* name_of(at::ScalarType t) { return t == at::kFloat ? "fp32" : t == at::kBFloat16 ? "bf16" : "fp16"; }
-// The unit roundoff of the element type (half an ulp, relative).
-double unit_roundoff(at::ScalarType t) {
-  return t == at::kFloat ? std::ldexp(1.0, -24) : t == at::kBFloat16 ? std::ldexp(1.0, -8) : std::ldexp(1.0, -11);
-}
-
 struct Int8Operands {
   at::Tensor x;      // [R, K], maybe a view with rows further apart
   at::Tensor q;      // int8 [O, K]

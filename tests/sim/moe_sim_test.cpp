@@ -30,7 +30,6 @@ namespace km = ::effarch::kernels::moe;
 km::Precision precision_of(at::ScalarType t) {
   return t == at::kFloat ? km::Precision::kFp32 : t == at::kBFloat16 ? km::Precision::kBf16 : km::Precision::kFp16;
 }
-const char* name_of(at::ScalarType t) { return t == at::kFloat ? "fp32" : t == at::kBFloat16 ? "bf16" : "fp16"; }
 
 // One expert: gate and up [I, H], down [H, I], in the model dtype.
 struct Expert {

@@ -27,13 +27,6 @@ namespace {
 
 namespace k = ::effarch::kernels;
 
-k::ElementType element_of(at::ScalarType t) {
-  return t == at::kFloat      ? k::ElementType::kFloat32
-         : t == at::kBFloat16 ? k::ElementType::kBFloat16
-                              : k::ElementType::kFloat16;
-}
-const char* name_of(at::ScalarType t) { return t == at::kFloat ? "fp32" : t == at::kBFloat16 ? "bf16" : "fp16"; }
-
 enum class Freqs { Default, Llama3 };
 
 struct Case {
@@ -168,13 +161,6 @@ RopeRun run_checked(const Case& c, const Inputs& in, int rotary_dim) {
                            return same_bytes(a.q_out, b.q_out) && same_bytes(a.k_cache, b.k_cache) &&
                                   same_bytes(a.v_cache, b.v_cache);
                          });
-}
-
-// The dtype's unit roundoff (half an ulp of 1).
-double unit_roundoff(at::ScalarType dtype) {
-  return dtype == at::kFloat      ? std::ldexp(1.0, -24)
-         : dtype == at::kBFloat16 ? std::ldexp(1.0, -8)
-                                  : std::ldexp(1.0, -11);
 }
 
 // |actual - reference| within 3 unit roundoffs of the element's scale: cos and sin rounded to the

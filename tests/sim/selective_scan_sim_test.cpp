@@ -25,13 +25,6 @@ namespace {
 
 namespace k = ::effarch::kernels;
 
-k::ElementType element_of(at::ScalarType t) {
-  return t == at::kFloat      ? k::ElementType::kFloat32
-         : t == at::kBFloat16 ? k::ElementType::kBFloat16
-                              : k::ElementType::kFloat16;
-}
-const char* name_of(at::ScalarType t) { return t == at::kFloat ? "fp32" : t == at::kBFloat16 ? "bf16" : "fp16"; }
-
 // The inputs as the mixer has them: u, delta and z [B, D, L] views of [B, L, D]; B and C [B, N, L]
 // views of [B, L, N]; A [D, N], D and the bias [D], the state [B, D, N] in fp32.
 struct Inputs {

@@ -1,15 +1,30 @@
 #pragma once
-// What the CPU executor's kernel tests share: a launch run under both of the executor's schedules
-// (threads and blocks forward, then reversed), whose results must be the same bytes: a kernel
+// What the CPU executor's kernel tests share: a dtype's element type, name and unit roundoff, and a
+// launch run under both of the executor's schedules, whose results must be the same bytes: a kernel
 // whose output depends on the order its threads run in has a race (cuda_sim.h).
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <cstring>
 
+#include "common/element_enum.h"
 #include "cuda_sim.h"
 
 namespace effarch::sim {
+
+// The kernels' element type of a torch dtype, and its short name for messages.
+inline kernels::ElementType element_of(at::ScalarType t) {
+  return t == at::kFloat      ? kernels::ElementType::kFloat32
+         : t == at::kBFloat16 ? kernels::ElementType::kBFloat16
+                              : kernels::ElementType::kFloat16;
+}
+inline const char* name_of(at::ScalarType t) { return t == at::kFloat ? "fp32" : t == at::kBFloat16 ? "bf16" : "fp16"; }
+
+// The dtype's unit roundoff (half an ulp of 1).
+inline double unit_roundoff(at::ScalarType t) {
+  return t == at::kFloat ? std::ldexp(1.0, -24) : t == at::kBFloat16 ? std::ldexp(1.0, -8) : std::ldexp(1.0, -11);
+}
 
 inline bool same_bytes(const at::Tensor& a, const at::Tensor& b) {
   if (a.scalar_type() != b.scalar_type() || !a.sizes().equals(b.sizes())) return false;

@@ -24,13 +24,6 @@ namespace {
 
 namespace k = ::effarch::kernels;
 
-k::ElementType element_of(at::ScalarType t) {
-  return t == at::kFloat      ? k::ElementType::kFloat32
-         : t == at::kBFloat16 ? k::ElementType::kBFloat16
-                              : k::ElementType::kFloat16;
-}
-const char* name_of(at::ScalarType t) { return t == at::kFloat ? "fp32" : t == at::kBFloat16 ? "bf16" : "fp16"; }
-
 struct Shape {
   int64_t batch, len, heads, head_dim, groups, d_state;
 };
