@@ -12,7 +12,6 @@
 
 namespace effarch::kernels::conv1d {
 
-using kernels::check_launch;
 using kernels::from_float;
 using kernels::silu;
 using kernels::to_float;

@@ -28,19 +28,36 @@ inline void set_programmatic_launch_enabled(bool on) { programmatic_launch_switc
 // refuses `--pdl on` in such a build.
 int lowest_compiled_cuda_arch();
 
+// A prefill kernel's launch: <<<grid, block, shared_bytes, stream>>> and check_launch(what),
+// without the programmatic attribute (such a kernel does not keep grid_dependency.h's contract).
+// Only kernel sources instantiate it; in the CPU executor the kernel runs there, at once.
+template <typename... Params, typename... Args>
+LaunchStatus launch_plain(void (*kernel)(Params...), dim3 grid, dim3 block, size_t shared_bytes, cudaStream_t stream,
+                          const char* what, Args&&... args) {
+#if defined(EFFARCH_CUDA_SIM)
+  (void)stream, (void)what;
+  ::effarch::sim::launch(kernel, grid, block, shared_bytes, std::forward<Args>(args)...);
+  return {};
+#elif defined(__CUDACC__)
+  kernel<<<grid, block, shared_bytes, stream>>>(std::forward<Args>(args)...);
+  return check_launch(what);
+#else
+  (void)kernel, (void)grid, (void)block, (void)shared_bytes, (void)stream, ((void)args, ...);
+  return {cudaErrorNotSupported, what};  // not reached: host code launches through the kernels' own files
+#endif
+}
+
 // Launches `kernel` on `stream` as <<<grid, block, shared_bytes, stream>>> would, with the
 // programmatic stream serialization attribute when the switch is on: the kernel may then start
 // before the previous kernel of the stream has finished, and must keep grid_dependency.h's
 // contract. A stream being captured into a CUDA graph records the relaxed dependency as a
 // programmatic edge. `what` (a static string) names the launch when it fails.
-// In the CPU executor (EFFARCH_CUDA_SIM, tests/sim/cuda_sim.h) the kernel runs there, at once.
+// In the CPU executor (EFFARCH_CUDA_SIM, tests/sim/cuda_sim.h) it is launch_plain: no stream to order.
 template <typename... Params, typename... Args>
 LaunchStatus launch_kernel(void (*kernel)(Params...), dim3 grid, dim3 block, size_t shared_bytes, cudaStream_t stream,
                            const char* what, Args&&... args) {
 #ifdef EFFARCH_CUDA_SIM
-  (void)stream, (void)what;
-  ::effarch::sim::launch(kernel, grid, block, shared_bytes, std::forward<Args>(args)...);
-  return {};
+  return launch_plain(kernel, grid, block, shared_bytes, stream, what, std::forward<Args>(args)...);
 #else
   cudaLaunchAttribute attribute[1];
   attribute[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
@@ -58,25 +75,6 @@ LaunchStatus launch_kernel(void (*kernel)(Params...), dim3 grid, dim3 block, siz
     return {error, what};
   }
   return check_launch(what);
-#endif
-}
-
-// A prefill kernel's launch: <<<grid, block, shared_bytes, stream>>> and check_launch(what),
-// without the programmatic attribute (such a kernel does not keep grid_dependency.h's contract).
-// Only kernel sources instantiate it; in the CPU executor the kernel runs there, at once.
-template <typename... Params, typename... Args>
-LaunchStatus launch_plain(void (*kernel)(Params...), dim3 grid, dim3 block, size_t shared_bytes, cudaStream_t stream,
-                          const char* what, Args&&... args) {
-#if defined(EFFARCH_CUDA_SIM)
-  (void)stream, (void)what;
-  ::effarch::sim::launch(kernel, grid, block, shared_bytes, std::forward<Args>(args)...);
-  return {};
-#elif defined(__CUDACC__)
-  kernel<<<grid, block, shared_bytes, stream>>>(std::forward<Args>(args)...);
-  return check_launch(what);
-#else
-  (void)kernel, (void)grid, (void)block, (void)shared_bytes, (void)stream, ((void)args, ...);
-  return {cudaErrorNotSupported, what};  // not reached: host code launches through the kernels' own files
 #endif
 }
 

@@ -78,8 +78,7 @@ ConvRun prefill(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias
 }
 
 void expect_close(const at::Tensor& actual, const at::Tensor& ref, at::ScalarType dtype, const std::string& what) {
-  const double err =
-      (actual.to(at::kDouble) - ref).abs().max().item<double>() / (ref.abs().max().item<double>() + 1e-30);
+  const double err = max_rel_error(actual, ref);
   EXPECT_LE(err, dtype == at::kFloat ? 1e-6 : dtype == at::kBFloat16 ? 8e-3 : 1e-3) << what << ": " << err;
 }
 

@@ -78,8 +78,6 @@ struct Executor {
   size_t shared_bytes = 0;
   std::string error;
   Schedule schedule = Schedule::Forward;
-  int launches = 0;
-  LaunchRecord last;
 
   ~Executor() {
     for (Fiber& f : fibers) {
@@ -99,7 +97,6 @@ struct Executor {
     return f.stack;
   }
   Fiber& self() { return fibers[current]; }
-  int warp_of(int t) const { return t / kWarpSize; }
   std::string where(int t) const {
     const Fiber& f = fibers[t];
     return fmt::format("block ({}, {}, {}) thread ({}, {}, {})", block_index.x, block_index.y, block_index.z, f.index.x,
@@ -183,8 +180,8 @@ void release_barrier_if_complete(Executor& e) {
     }
     return;
   }
-  for (Fiber& f : e.fibers) {
-    if (f.state == State::AtBarrier) f.state = State::Runnable;
+  for (int t = 0; t < e.threads; ++t) {
+    if (e.fibers[t].state == State::AtBarrier) e.fibers[t].state = State::Runnable;
   }
   e.at_barrier = 0;
 }
@@ -207,24 +204,34 @@ void fiber_main() {
   }
 }
 
+// The lane whose value lane `lane` reads in shuffle `f` (CUDA's rules: within the lane's segment of
+// f.width lanes; a source past the segment gives the lane its own value: -1), or -1 for the
+// collectives that read no single lane.
+int source_lane(const Fiber& f, int lane) {
+  const int width = f.width, segment = lane / width * width;
+  switch (f.op) {
+    case WarpOp::Index:
+      return segment + ((f.arg % width) + width) % width;
+    case WarpOp::Xor:
+      return (lane ^ f.arg) < segment + width ? lane ^ f.arg : -1;
+    case WarpOp::Up:
+      return lane - f.arg >= segment ? lane - f.arg : -1;
+    case WarpOp::Down:
+      return lane + f.arg < segment + width ? lane + f.arg : -1;
+    default:
+      return -1;
+  }
+}
+
 uint64_t collective_result(const Executor& e, int warp_base, const Fiber& f, int lane) {
-  const int width = f.width;
-  const int segment = lane / width * width;
   auto value_of = [&](int src) -> uint64_t { return e.fibers[warp_base + src].value; };
   switch (f.op) {
     case WarpOp::Index:
-      return value_of(segment + ((f.arg % width) + width) % width);
-    case WarpOp::Xor: {
-      const int src = lane ^ f.arg;
-      return src >= segment + width ? f.value : value_of(src);
-    }
-    case WarpOp::Up: {
-      const int src = lane - f.arg;
-      return src < segment ? f.value : value_of(src);
-    }
+    case WarpOp::Xor:
+    case WarpOp::Up:
     case WarpOp::Down: {
-      const int src = lane + f.arg;
-      return src >= segment + width ? f.value : value_of(src);
+      const int src = source_lane(f, lane);
+      return src < 0 ? f.value : value_of(src);
     }
     case WarpOp::Ballot:
     case WarpOp::Any:
@@ -400,21 +407,12 @@ uint64_t warp_collective(WarpOp op, unsigned mask, uint64_t value, int arg, int 
     }
   }
   if (complete) {
-    for (int l = 0; l < kWarpSize; ++l) {
+    for (int l = 0; l < kWarpSize; ++l) {  // a shuffle's source lane must take part
       if ((mask >> l & 1u) == 0) continue;
-      Fiber& g = e.fibers[base + l];
-      if (op == WarpOp::Index || op == WarpOp::Xor || op == WarpOp::Up || op == WarpOp::Down) {
-        // the source lane must take part
-        const int segment = l / g.width * g.width;
-        int src = -1;
-        if (op == WarpOp::Index) src = segment + ((g.arg % g.width) + g.width) % g.width;
-        if (op == WarpOp::Xor && (l ^ g.arg) < segment + g.width) src = l ^ g.arg;
-        if (op == WarpOp::Up && l - g.arg >= segment) src = l - g.arg;
-        if (op == WarpOp::Down && l + g.arg < segment + g.width) src = l + g.arg;
-        if (src >= 0 && (src >= kWarpSize || (mask >> src & 1u) == 0)) {
-          fail(fmt::format("{}: lane {} reads lane {} in {} with mask {:#x}, which does not name it", e.where(t), l,
-                           src, op_name(op), mask));
-        }
+      const int src = source_lane(e.fibers[base + l], l);
+      if (src >= 0 && (src >= kWarpSize || (mask >> src & 1u) == 0)) {
+        fail(fmt::format("{}: lane {} reads lane {} in {} with mask {:#x}, which does not name it", e.where(t), l, src,
+                         op_name(op), mask));
       }
     }
     for (int l = 0; l < kWarpSize; ++l) {

@@ -60,7 +60,7 @@ TEST(GemvSim, MatchesTheReferenceAndTheWideVariantItsBits) {
       const k::GemvParams p = gemv_params(x, w, y0);
       const at::Tensor y = run_both_orders([&] { return run_gemv(p, y0); }, same_bytes);
       const at::Tensor ref = at::mm(x.to(at::kDouble), w.to(at::kDouble).t());
-      const double err = (y.to(at::kDouble) - ref).abs().max().item<double>() / ref.abs().max().item<double>();
+      const double err = max_rel_error(y, ref);
       const std::string what = fmt::format("{} rows {} out {} in {}", name_of(dtype), rows, out, in);
       EXPECT_LE(err, dtype == at::kFloat ? 1e-5 : 1e-2) << what;
       k::GemvParams wide = p;
@@ -169,8 +169,7 @@ TEST(AddNormSim, EveryShapeMatchesTheReference) {
                               [](const Normed& p, const Normed& q) {
                                 return same_bytes(p.residual, q.residual) && same_bytes(p.normed, q.normed);
                               });
-          const double err =
-              (r.normed.to(at::kDouble) - ref).abs().max().item<double>() / ref.abs().max().item<double>();
+          const double err = max_rel_error(r.normed, ref);
           EXPECT_LE(err, dtype == at::kFloat ? 1e-5 : 1.6e-2)
               << what << " shape " << static_cast<int>(shape) << " threads " << threads;
         }

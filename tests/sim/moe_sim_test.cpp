@@ -102,8 +102,7 @@ at::Tensor reference_dispatch(const Layer& l, const at::Tensor& x, const at::Ten
 // What the dtype's roundings allow: the intermediate and the output each rounded, the sum of k
 // rounded products.
 void expect_close(const at::Tensor& actual, const at::Tensor& ref, at::ScalarType dtype, const std::string& what) {
-  const double scale = ref.abs().max().item<double>() + 1e-30;
-  const double err = (actual.to(at::kDouble) - ref).abs().max().item<double>() / scale;
+  const double err = max_rel_error(actual, ref);
   const double bound = dtype == at::kFloat ? 1e-5 : dtype == at::kBFloat16 ? 4e-2 : 6e-3;
   EXPECT_LE(err, bound) << what << ": max |error| / max |reference| " << err;
 }

@@ -119,12 +119,9 @@ Result prefill(const Inputs& in, bool from_state, int segment, int pieces) {
 }
 
 void expect_close(const Result& r, const Result& ref, at::ScalarType dtype, const std::string& what) {
-  const auto rel = [](const at::Tensor& a, const at::Tensor& b) {
-    return (a.to(at::kDouble) - b).abs().max().item<double>() / (b.abs().max().item<double>() + 1e-30);
-  };
   const double bound = dtype == at::kFloat ? 2e-5 : 1.6e-2;
-  EXPECT_LE(rel(r.y, ref.y), bound) << what << ": y";
-  EXPECT_LE(rel(r.state, ref.state), dtype == at::kFloat ? 2e-5 : 1e-4) << what << ": the state";
+  EXPECT_LE(max_rel_error(r.y, ref.y), bound) << what << ": y";
+  EXPECT_LE(max_rel_error(r.state, ref.state), dtype == at::kFloat ? 2e-5 : 1e-4) << what << ": the state";
 }
 
 TEST(SelectiveScanSim, PrefillMatchesTheRecurrence) {

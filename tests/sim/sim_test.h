@@ -26,6 +26,12 @@ inline double unit_roundoff(at::ScalarType t) {
   return t == at::kFloat ? std::ldexp(1.0, -24) : t == at::kBFloat16 ? std::ldexp(1.0, -8) : std::ldexp(1.0, -11);
 }
 
+// max |actual - ref| / max |ref|, ref in fp64: a product's or a recurrence's error against its
+// largest value.
+inline double max_rel_error(const at::Tensor& actual, const at::Tensor& ref) {
+  return (actual.to(at::kDouble) - ref).abs().max().item<double>() / (ref.abs().max().item<double>() + 1e-30);
+}
+
 inline bool same_bytes(const at::Tensor& a, const at::Tensor& b) {
   if (a.scalar_type() != b.scalar_type() || !a.sizes().equals(b.sizes())) return false;
   const at::Tensor ac = a.contiguous(), bc = b.contiguous();

@@ -127,10 +127,6 @@ Result scan(const Inputs& in, const Shape& s, int chunk, bool tensor_cores, bool
   return r;
 }
 
-double rel(const at::Tensor& a, const at::Tensor& ref) {
-  return (a.to(at::kDouble) - ref).abs().max().item<double>() / (ref.abs().max().item<double>() + 1e-30);
-}
-
 TEST(SsdSim, ChunkedScanMatchesTheRecurrence) {
   const std::vector<Shape> shapes = {{1, 70, 4, 16, 1, 16}, {2, 33, 4, 32, 2, 32}, {1, 5, 2, 16, 2, 64}};
   for (const at::ScalarType dtype : {at::kFloat, at::kBFloat16}) {
@@ -150,8 +146,8 @@ TEST(SsdSim, ChunkedScanMatchesTheRecurrence) {
           // bf16 inputs are exact in the reference; the tile products round C B^T and the decayed
           // x to bf16 on the way (ssd_tc_math.h), the FMA path does not
           const double bound = dtype == at::kFloat ? 2e-5 : tensor_cores ? 2e-2 : 1e-4;
-          EXPECT_LE(rel(r.y, ref.y), bound) << what << ": y";
-          EXPECT_LE(rel(r.state, ref.state), bound) << what << ": the state";
+          EXPECT_LE(max_rel_error(r.y, ref.y), bound) << what << ": y";
+          EXPECT_LE(max_rel_error(r.state, ref.state), bound) << what << ": the state";
         }
       }
     }
@@ -192,8 +188,8 @@ TEST(SsdSim, UpdateContinuesTheScan) {
     p.y_batch_stride = y.stride(0), p.y_head_stride = y.stride(1), p.y_dim_stride = y.stride(2);
     EXPECT_TRUE(k::ssd_state_update(p, nullptr).ok());
     const Result ref = reference(in, all, false, false, 0, 0);
-    EXPECT_LE(rel(y, ref.y.select(1, all.len - 1)), 2e-5) << name_of(dtype) << ": y";
-    EXPECT_LE(rel(state, ref.state), 2e-5) << name_of(dtype) << ": the state";
+    EXPECT_LE(max_rel_error(y, ref.y.select(1, all.len - 1)), 2e-5) << name_of(dtype) << ": y";
+    EXPECT_LE(max_rel_error(state, ref.state), 2e-5) << name_of(dtype) << ": the state";
   }
 }
 
@@ -221,7 +217,7 @@ TEST(SsdSim, GatedRmsNormMatchesTheReference) {
           same_bytes);
       const at::Tensor g = (y.to(at::kDouble) * at::silu(z.to(at::kDouble))).view({rows, dim / group, group});
       const at::Tensor ref = (g * at::rsqrt(g.pow(2).mean(-1, true) + 1e-5)).view({rows, dim}) * w.to(at::kDouble);
-      EXPECT_LE(rel(out, ref), dtype == at::kFloat ? 1e-5 : 1.6e-2) << name_of(dtype) << " dim " << dim;
+      EXPECT_LE(max_rel_error(out, ref), dtype == at::kFloat ? 1e-5 : 1.6e-2) << name_of(dtype) << " dim " << dim;
     }
   }
 }
