@@ -3,7 +3,6 @@
 // linear_gated_activation's, the dense GEMV with the activation in its epilogue. Built only with
 // CUDA.
 
-#include <c10/cuda/CUDAGuard.h>
 
 #include "activation/activation.h"
 #include "activation_launch.h"
@@ -14,7 +13,7 @@
 namespace effarch::ops::detail {
 
 at::Tensor activation_cuda(Activation act, const at::Tensor& x, bool gated) {
-  const c10::cuda::CUDAGuard device_guard(x.device());
+  const DeviceGuard device_guard(x.device());
   ActivationLaunch l = prepare_activation(act, x, gated);
   throw_if_failed(kernels::activation(l.params, current_stream()), "activation");
   std::vector<int64_t> sizes = x.sizes().vec();

@@ -4,7 +4,6 @@
 // effarch::Error. Built only with CUDA (EFFARCH_HAVE_CUDA).
 
 #include <ATen/ATen.h>
-#include <c10/cuda/CUDAGuard.h>
 
 #include "causal_conv1d/causal_conv1d.h"
 #include "causal_conv1d_launch.h"
@@ -51,7 +50,7 @@ void set_state(kernels::CausalConv1dParams& p, const at::Tensor& state) {
 void causal_conv1d_cuda(const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
                         bool silu, const at::Tensor& out, const at::Tensor& final_conv_state, bool vector) {
   constexpr const char* op = "causal_conv1d";
-  const c10::cuda::CUDAGuard device_guard(x.device());
+  const DeviceGuard device_guard(x.device());
   const ConvKernelWeights kw = conv_kernel_weights(x, weight, bias);
   kernels::CausalConv1dParams p = make_params(x, kw, silu, out, op);
   p.vector = vector;
@@ -62,7 +61,7 @@ void causal_conv1d_cuda(const at::Tensor& x, const at::Tensor& weight, const std
 void causal_conv1d_update_cuda(const at::Tensor& x, const at::Tensor& conv_state, const at::Tensor& weight,
                                const std::optional<at::Tensor>& bias, bool silu, const at::Tensor& out) {
   constexpr const char* op = "causal_conv1d_update";
-  const c10::cuda::CUDAGuard device_guard(x.device());
+  const DeviceGuard device_guard(x.device());
   const ConvKernelWeights kw = conv_kernel_weights(x, weight, bias);
   kernels::CausalConv1dParams p = make_params(x, kw, silu, out, op);
   set_state(p, conv_state);

@@ -4,8 +4,6 @@
 // params and launches on the current stream. Built only with CUDA.
 
 #include <ATen/ATen.h>
-#include <ATen/cuda/CUDAContext.h>
-#include <c10/cuda/CUDAGuard.h>
 
 #include "cuda_binding.h"
 #include "decode_attention/decode_attention.h"
@@ -39,7 +37,7 @@ void decode_attention_cuda(const at::Tensor& q, const at::Tensor& k, const at::T
                            int64_t position, double scale, std::optional<int64_t> window, const at::Tensor& out,
                            int split_blocks_per_sm) {
   namespace da = kernels::decode_attn;
-  const c10::cuda::CUDAGuard device_guard(q.device());
+  const DeviceGuard device_guard(q.device());
   const int64_t b = q.size(0), hq = q.size(1), t = q.size(2), d = q.size(3), hkv = k.size(1), s = k.size(2);
   if (!da::supported_head_dim(static_cast<int>(d))) {
     throw OpError(fmt::format("{}: head size {} has no CUDA kernel (16, 32, 40, 64, 80 or 128); --backend reference "
@@ -88,7 +86,7 @@ void decode_attention_cuda(const at::Tensor& q, const at::Tensor& k, const at::T
   }
 
   // Splits from the buffer's length, not the filled one: the grid stays valid as the cache fills.
-  const int num_sms = at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
+  const int num_sms = device_properties().multiProcessorCount;
   p.num_splits = da::plan_num_splits(b, hkv, da::row_chunks((hq / hkv) * t), s, num_sms, split_blocks_per_sm);
   at::Tensor workspace;  // the splits' outputs, then their log-sum-exps: one allocation per call
   if (p.num_splits > 1) {

@@ -5,7 +5,6 @@
 #include <vector>
 
 #include <ATen/ATen.h>
-#include <c10/cuda/CUDAGuard.h>
 
 #include "arg_checks.h"
 #include "cuda_binding.h"
@@ -73,7 +72,7 @@ void set_operands(Params& p, const GemvOperands& o, const Linear& layer, const c
 
 at::Tensor int8_gemv_cuda(const at::Tensor& x_in, const Linear& layer) {
   constexpr const char* op = "linear (int8 GEMV)";
-  const c10::cuda::CUDAGuard device_guard(x_in.device());
+  const DeviceGuard device_guard(x_in.device());
   const GemvOperands o = gemv_operands(x_in, layer, layer.out_features());
   const at::Tensor q = layer.weight.contiguous(), scale = layer.scale.contiguous();
   kernels::Int8GemvParams p;
@@ -88,7 +87,7 @@ at::Tensor dense_gemv_cuda(const at::Tensor& x_in, const Linear& layer, const ke
                            const kernels::GemvActivation* activation, const at::Tensor* out,
                            const kernels::AddNormParams* norm) {
   constexpr const char* op = "linear (dense GEMV)";
-  const c10::cuda::CUDAGuard device_guard(x_in.device());
+  const DeviceGuard device_guard(x_in.device());
   const bool gated = activation != nullptr && activation->gated;  // act(gate) * up: [R, 2I] -> [R, I]
   const GemvOperands o = gemv_operands(x_in, layer, gated ? layer.out_features() / 2 : layer.out_features(), out);
   // The kernel streams its first weights before its grid-dependency wait (--pdl): a copy made here
@@ -98,9 +97,9 @@ at::Tensor dense_gemv_cuda(const at::Tensor& x_in, const Linear& layer, const ke
   kernels::GemvParams p;
   set_operands(p, o, layer, op);
   p.w = w.const_data_ptr();
-  const cudaDeviceProp* device = at::cuda::getCurrentDeviceProperties();
-  p.sm_count = device->multiProcessorCount;
-  p.l2_bytes = device->l2CacheSize;
+  const cudaDeviceProp& device = device_properties();
+  p.sm_count = device.multiProcessorCount;
+  p.l2_bytes = device.l2CacheSize;
   if (conv != nullptr) p.conv = *conv;
   if (activation != nullptr) p.activation = *activation;
   p.unroll = layer.cuda_gemv_unroll;
@@ -111,14 +110,14 @@ at::Tensor dense_gemv_cuda(const at::Tensor& x_in, const Linear& layer, const ke
 
 at::Tensor rows_gemm_cuda(const at::Tensor& x_in, const Linear& layer) {
   constexpr const char* op = "linear (rows GEMM)";
-  const c10::cuda::CUDAGuard device_guard(x_in.device());
+  const DeviceGuard device_guard(x_in.device());
   GemvOperands o = gemv_operands(x_in, layer, layer.out_features());
   // The staging copies x in 16-byte pieces: a view that starts or steps off them is copied first.
   if (!kernels::rows_gemm_x_aligned(o.x.const_data_ptr(), o.x.stride(0))) o.x = o.x.clone(at::MemoryFormat::Contiguous);
   kernels::RowsGemmParams p;
   set_operands(p, o, layer, op);
   p.w = layer.weight.const_data_ptr();
-  p.sm_count = at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
+  p.sm_count = device_properties().multiProcessorCount;
   const kernels::RowsGemmPlan plan = kernels::rows_gemm_plan(p.out, p.in, p.rows, p.sm_count);
   const at::Tensor partial =
       at::empty({static_cast<int64_t>(plan.splits) * plan.rows_pad * p.out}, o.x.options().dtype(at::kFloat));

@@ -14,9 +14,6 @@
 // once and runs one GEMM chain per expert over the permuted rows, then the same combine kernel.
 
 #include <ATen/ATen.h>
-#include <ATen/cuda/CUDAContext.h>
-#include <c10/cuda/CUDAFunctions.h>
-#include <c10/cuda/CUDAGuard.h>
 #include <fmt/format.h>
 
 #include "cuda_binding.h"
@@ -46,13 +43,6 @@ kernels::moe::RouterMode router_mode(RouterKind kind) {
     case RouterKind::SoftmaxModelDtype: return kernels::moe::RouterMode::kModelDtype;
   }
   throw OpError("moe_route: unknown router kind");
-}
-
-bool stream_is_capturing(cudaStream_t stream) {
-  cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
-  const cudaError_t error = cudaStreamIsCapturing(stream, &status);
-  if (error != cudaSuccess) throw Error(fmt::format("moe_dispatch: cudaStreamIsCapturing: {}", cudaGetErrorString(error)));
-  return status != cudaStreamCaptureStatusNone;
 }
 
 // The permute's outputs, views of one int32 allocation on x's device.
@@ -154,7 +144,7 @@ kernels::MoeRouterParams router_params(Routing& r, const at::TensorOptions& opti
 }  // namespace
 
 Routing moe_route_cuda(const at::Tensor& logits, int64_t top_k, RouterKind kind) {
-  const c10::cuda::CUDAGuard guard(logits.device());
+  const DeviceGuard guard(logits.device());
   Routing r;
   kernels::MoeRouterParams p =
       router_params(r, logits.options(), logits.scalar_type(), logits.size(0), logits.size(1), top_k, kind);
@@ -164,7 +154,7 @@ Routing moe_route_cuda(const at::Tensor& logits, int64_t top_k, RouterKind kind)
 }
 
 Routing moe_route_tokens_cuda(const at::Tensor& x_in, const at::Tensor& router_weight, int64_t top_k, RouterKind kind) {
-  const c10::cuda::CUDAGuard guard(x_in.device());
+  const DeviceGuard guard(x_in.device());
   const at::Tensor x = x_in.stride(-1) == 1 ? x_in : x_in.contiguous();
   Routing r;
   kernels::MoeRouteTokensParams p;
@@ -250,7 +240,7 @@ CudaDispatch moe_dispatch_cuda(const at::Tensor& x_in, const Routing& routing, c
                                Activation activation, const ExpertTable* table, const ExpertStack* stack,
                                const GatedMlpWeights* shared, const std::function<void(int64_t)>& check_expert) {
   constexpr const char* op = "moe_dispatch";
-  const c10::cuda::CUDAGuard guard(x_in.device());
+  const DeviceGuard guard(x_in.device());
   const cudaStream_t stream = current_stream();
   const at::Tensor x = x_in.contiguous();
   const at::Tensor ids = routing.expert_ids.contiguous();
@@ -268,7 +258,7 @@ CudaDispatch moe_dispatch_cuda(const at::Tensor& x_in, const Routing& routing, c
     return {one_token_dispatch(x, ids, weights, *table, fold ? table->shared_slots : 0, stream), fold};
   }
   const Plan plan = permute(ids, num_experts, stream);
-  if (table_fits && activation == Activation::SiLU && (n <= kMoeDecodeMaxTokens || stream_is_capturing(stream))) {
+  if (table_fits && activation == Activation::SiLU && (n <= kMoeDecodeMaxTokens || stream_is_capturing(stream, op))) {
     const int64_t inter = table->inter, columns = table->pointers.size(1);
     const at::Tensor a = at::empty({m, inter}, x.options());
     const at::Tensor y = at::empty({m, hidden}, x.options());

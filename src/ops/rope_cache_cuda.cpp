@@ -2,7 +2,6 @@
 // tensors and launches on the current stream. Built only with CUDA.
 
 #include <ATen/ATen.h>
-#include <c10/cuda/CUDAGuard.h>
 
 #include "cuda_binding.h"
 #include "effarch/ops/rope_cache.h"
@@ -14,7 +13,7 @@ at::Tensor rope_cache_write_cuda(const at::Tensor& q, const at::Tensor& k, const
                                  const RopeTables* tables, const at::Tensor& position, at::Tensor& k_cache,
                                  at::Tensor& v_cache) {
   constexpr const char* op = "rope_cache_write";
-  const c10::cuda::CUDAGuard device_guard(q.device());
+  const DeviceGuard device_guard(q.device());
   for (const auto& [t, name] : {std::pair{&q, "q"}, {&k, "k"}, {&v, "v"}, {&k_cache, "k_cache"}, {&v_cache, "v_cache"}}) {
     if (t->size(3) > 1 && t->stride(3) != 1) {
       throw OpError(fmt::format("{}: {} needs a contiguous head dimension", op, name));

@@ -3,8 +3,6 @@
 // an effarch::Error. Built only with CUDA (EFFARCH_HAVE_CUDA).
 
 #include <ATen/ATen.h>
-#include <ATen/cuda/CUDAContext.h>
-#include <c10/cuda/CUDAGuard.h>
 
 #include "cuda_binding.h"
 #include "effarch/ops/selective_scan.h"
@@ -17,9 +15,9 @@ at::Tensor selective_scan_cuda(const at::Tensor& u, const at::Tensor& delta, con
                                const at::Tensor& Cmat, const std::optional<at::Tensor>& z,
                                const SelectiveScanArgs& args, at::Tensor& ssm_state, bool from_state) {
   constexpr const char* op = "selective_scan";
-  const c10::cuda::CUDAGuard device_guard(u.device());
+  const DeviceGuard device_guard(u.device());
   // The automatic split sizes its pieces to this GPU's SMs.
-  const int sm_count = args.cuda_split == -1 ? at::cuda::getCurrentDeviceProperties()->multiProcessorCount : 0;
+  const int sm_count = args.cuda_split == -1 ? device_properties().multiProcessorCount : 0;
   const SelectiveScanLaunch launch =
       prepare_selective_scan(u, delta, Bmat, Cmat, z, args, ssm_state, from_state, op, sm_count);
   throw_if_failed(kernels::selective_scan_fwd(launch.params, current_stream()), op);
@@ -30,7 +28,7 @@ at::Tensor selective_state_update_cuda(const at::Tensor& u, const at::Tensor& de
                                        const at::Tensor& Cmat, const std::optional<at::Tensor>& z,
                                        const SelectiveScanArgs& args, at::Tensor& ssm_state) {
   constexpr const char* op = "selective_state_update";
-  const c10::cuda::CUDAGuard device_guard(u.device());
+  const DeviceGuard device_guard(u.device());
   const SelectiveScanLaunch launch = prepare_selective_scan(u, delta, Bmat, Cmat, z, args, ssm_state, false, op);
   throw_if_failed(kernels::selective_state_update(launch.params, current_stream()), op);
   return launch.result();
@@ -41,7 +39,7 @@ at::Tensor selective_state_update_dt_proj_cuda(const at::Tensor& u, const at::Te
                                                const std::optional<at::Tensor>& z, const SelectiveScanArgs& args,
                                                at::Tensor& ssm_state) {
   constexpr const char* op = "selective_state_update_dt_proj";
-  const c10::cuda::CUDAGuard device_guard(u.device());
+  const DeviceGuard device_guard(u.device());
   const SelectiveScanLaunch launch =
       prepare_selective_state_update_dt_proj(u, dt_low, dt_proj, Bmat, Cmat, z, args, ssm_state, op);
   throw_if_failed(kernels::selective_state_update(launch.params, current_stream()), op);

@@ -5,7 +5,6 @@
 #include "ssd_cuda.h"
 
 #include <ATen/ATen.h>
-#include <c10/cuda/CUDAGuard.h>
 
 #include "cuda_binding.h"
 #include "ssd/ssd.h"
@@ -16,7 +15,7 @@ namespace effarch::ops::detail {
 at::Tensor ssd_state_update_cuda(const at::Tensor& x, const at::Tensor& dt, const at::Tensor& Bmat,
                                  const at::Tensor& Cmat, const SsdArgs& args, const at::Tensor& state) {
   constexpr const char* op = "ssd_state_update";
-  const c10::cuda::CUDAGuard device_guard(x.device());
+  const DeviceGuard device_guard(x.device());
   const SsdUpdateLaunch launch = prepare_ssd_state_update(x, dt, Bmat, Cmat, args, state);
   throw_if_failed(kernels::ssd_state_update(launch.params, current_stream()), op);
   return launch.y;
@@ -26,7 +25,7 @@ at::Tensor ssd_chunk_scan_cuda(const at::Tensor& x, const at::Tensor& dt, const 
                                const at::Tensor& Cmat, const SsdArgs& args, const at::Tensor& state,
                                bool from_state) {
   constexpr const char* op = "ssd_chunk_scan";
-  const c10::cuda::CUDAGuard device_guard(x.device());
+  const DeviceGuard device_guard(x.device());
   const SsdScanLaunch launch = prepare_ssd_chunk_scan(x, dt, Bmat, Cmat, args, state, from_state);
   throw_if_failed(kernels::ssd_chunk_scan(launch.params, current_stream()), op);
   return launch.y;
@@ -35,7 +34,7 @@ at::Tensor ssd_chunk_scan_cuda(const at::Tensor& x, const at::Tensor& dt, const 
 at::Tensor gated_rms_norm_cuda(const at::Tensor& y, const at::Tensor& z, const at::Tensor& weight, int64_t group_size,
                                double eps, std::optional<at::ScalarType> out_dtype) {
   constexpr const char* op = "gated_rms_norm";
-  const c10::cuda::CUDAGuard device_guard(y.device());
+  const DeviceGuard device_guard(y.device());
   const GatedRmsNormLaunch launch = prepare_gated_rms_norm(y, z, weight, group_size, eps, out_dtype);
   throw_if_failed(kernels::gated_rms_norm(launch.params, current_stream()), op);
   return launch.out.view(y.sizes());
