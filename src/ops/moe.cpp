@@ -216,7 +216,6 @@ ExpertTable make_expert_table(const std::vector<ExpertWeights>& experts, const G
       }
       if (l->bias) return refuse(name + " has a bias");
       if (!l->weight.is_contiguous()) return refuse(name + " has a non-contiguous weight");
-      if (!l->weight.is_cuda()) return refuse(name + " is not on a CUDA device");
     }
     const at::Tensor& down = w.down.weight;
     const int64_t inter = down.size(1), hidden = down.size(0);
@@ -260,11 +259,13 @@ ExpertTable make_expert_table(const std::vector<ExpertWeights>& experts, const G
   std::vector<int64_t> pointers = lo;
   pointers.insert(pointers.end(), hi.begin(), hi.end());
   pointers.insert(pointers.end(), dn.begin(), dn.end());
-  t.pointers = at::from_blob(pointers.data(), {3, static_cast<int64_t>(lo.size())}, at::kLong).to(*device);
-  t.local = at::from_blob(local.data(), {n}, at::kByte).to(*device);
-  if (t.int8) {
-    t.scales = at::from_blob(scales.data(), {3, n}, at::kLong).to(*device);
-  }
+  // Copied (copy=true): on the CPU a plain .to() would return the view of the vectors freed here.
+  const auto on_device = [&](void* data, at::IntArrayRef sizes, at::ScalarType type) {
+    return at::from_blob(data, sizes, type).to(*device, type, /*non_blocking=*/false, /*copy=*/true);
+  };
+  t.pointers = on_device(pointers.data(), {3, static_cast<int64_t>(lo.size())}, at::kLong);
+  t.local = on_device(local.data(), {n}, at::kByte);
+  if (t.int8) t.scales = on_device(scales.data(), {3, n}, at::kLong);
   return t;
 }
 

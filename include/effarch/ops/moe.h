@@ -60,10 +60,12 @@ struct ExpertWeights : GatedMlpWeights {
 };
 
 // The experts' weights as the CUDA decode kernel reads them: a device table of pointers, built
-// once at load (model/blocks/moe.cpp) from the experts the dispatch is then given (the table
-// points into their tensors, which must outlive it). Undefined where the kernel cannot read the
-// experts directly: not on CUDA, int8 and dense weights mixed, biases, non-contiguous or
-// mixed-dtype weights, or more than kMoeKernelMaxExperts experts; `why` says which. int8 experts
+// once at load (model/blocks/moe.cpp, for weights on CUDA) from the experts the dispatch is then
+// given (the table points into their tensors, which must outlive it), on the weights' device (a
+// host table of host weights is what the CPU executor's tests run the dispatch on: tests/sim).
+// Undefined where the kernel cannot read the experts directly: int8 and dense weights mixed,
+// biases, non-contiguous or mixed-dtype weights, or more than kMoeKernelMaxExperts experts; `why`
+// says which. int8 experts
 // (--weights int8) come with a second table, of their rows' fp32 scales.
 // With DeepSeekMoE's shared experts given, a one-token step runs them inside the dispatch's two
 // launches: their MLP, of S experts' width, is S more columns of the table (column E + j: gate and
