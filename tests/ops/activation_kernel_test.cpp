@@ -15,12 +15,16 @@
 #include "../test_util.h"
 #include "activation/activation_math.h"
 #include "activation_launch.h"
+#include "tolerance.h"
 #include "effarch/common/error.h"
 #include "effarch/ops/activation.h"
 #include "effarch/ops/gated_mlp.h"
 
 namespace effarch::ops {
 namespace {
+
+using test::scaled_error;
+using test::ulp_distance;
 
 template <typename T>
 struct HostIo {
@@ -65,26 +69,6 @@ at::Tensor emulate(Activation act, const at::Tensor& x, bool gated) {
 
 at::Tensor reference(Activation act, const at::Tensor& x, bool gated) {
   return gated ? gated_activation(act, x, Backend::Reference) : activate(act, x, Backend::Reference);
-}
-
-// Ulps between same-dtype tensors (bit patterns on an ordered integer line).
-at::Tensor ulp_distance(const at::Tensor& a, const at::Tensor& b) {
-  const auto ordered = [](const at::Tensor& t) {
-    const bool f32 = t.scalar_type() == at::kFloat;
-    at::Tensor bits = f32 ? t.contiguous().view(at::kInt).to(at::kLong) : t.contiguous().view(at::kShort).to(at::kLong);
-    const int64_t sign = f32 ? (int64_t{1} << 31) : (int64_t{1} << 15);
-    bits = at::where(bits < 0, bits + 2 * sign, bits);
-    return at::where(bits >= sign, sign - bits, bits);
-  };
-  return (ordered(a.cpu()) - ordered(b.cpu())).abs();
-}
-
-// max |a - e| / (1 + |e|), in double: the error on the scale of the values (about 1 here). An
-// ulp count overstates it where an output is near zero by cancellation (LayerNorm's + bias,
-// gelu_new's 1 + tanh): there a tiny absolute difference is many ulps of a tiny number.
-double scaled_error(const at::Tensor& a, const at::Tensor& e) {
-  const at::Tensor ad = a.cpu().to(at::kDouble), ed = e.cpu().to(at::kDouble);
-  return ((ad - ed).abs() / (1.0 + ed.abs())).max().item<double>();
 }
 
 struct Case {

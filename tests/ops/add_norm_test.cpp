@@ -17,6 +17,7 @@
 
 #include "../test_util.h"
 #include "add_norm_emulation.h"
+#include "tolerance.h"
 #include "add_norm/add_norm_math.h"
 #include "common/warp_sum.h"
 #include "add_norm_launch.h"
@@ -27,32 +28,14 @@
 namespace effarch::ops {
 namespace {
 
+using test::scaled_error;
+using test::ulp_distance;
+
 namespace an = kernels::addnorm;
 using kernels::ElementType;
 using addnorm_emulation::HostIo;
 using addnorm_emulation::block_sum;
 using addnorm_emulation::emulate;
-
-// Distance in units in the last place between same-dtype tensors: their bit patterns mapped onto
-// an ordered integer line (sign-magnitude to two's complement), elementwise.
-at::Tensor ulp_distance(const at::Tensor& a, const at::Tensor& b) {
-  const auto ordered = [](const at::Tensor& t) {
-    at::Tensor bits = t.scalar_type() == at::kFloat ? t.contiguous().view(at::kInt).to(at::kLong)
-                                                    : t.contiguous().view(at::kShort).to(at::kLong);
-    const int64_t sign = t.scalar_type() == at::kFloat ? (int64_t{1} << 31) : (int64_t{1} << 15);
-    bits = at::where(bits < 0, bits + 2 * sign, bits);  // the unsigned pattern
-    return at::where(bits >= sign, sign - bits, bits);  // negative values below zero, -0 == +0
-  };
-  return (ordered(a.cpu()) - ordered(b.cpu())).abs();
-}
-
-// max |a - e| / (1 + |e|), in double: the error on the scale of the values (about 1 here). An
-// ulp count overstates it where an output is near zero by cancellation (LayerNorm's + bias,
-// gelu_new's 1 + tanh): there a tiny absolute difference is many ulps of a tiny number.
-double scaled_error(const at::Tensor& a, const at::Tensor& e) {
-  const at::Tensor ad = a.cpu().to(at::kDouble), ed = e.cpu().to(at::kDouble);
-  return ((ad - ed).abs() / (1.0 + ed.abs())).max().item<double>();
-}
 
 struct Case {
   int64_t rows, dim;

@@ -56,4 +56,25 @@ inline void expect_as_accurate(const at::Tensor& actual, const at::Tensor& refer
                                    << theirs << " (at most " << factor << "x allowed)";
 }
 
+// Distance in units in the last place between same-dtype tensors (fp32, bf16 or fp16): their bit
+// patterns mapped onto an ordered integer line (sign-magnitude to two's complement), elementwise.
+inline at::Tensor ulp_distance(const at::Tensor& a, const at::Tensor& b) {
+  const auto ordered = [](const at::Tensor& t) {
+    at::Tensor bits = t.scalar_type() == at::kFloat ? t.contiguous().view(at::kInt).to(at::kLong)
+                                                    : t.contiguous().view(at::kShort).to(at::kLong);
+    const int64_t sign = t.scalar_type() == at::kFloat ? (int64_t{1} << 31) : (int64_t{1} << 15);
+    bits = at::where(bits < 0, bits + 2 * sign, bits);  // the unsigned pattern
+    return at::where(bits >= sign, sign - bits, bits);  // negative values below zero, -0 == +0
+  };
+  return (ordered(a.cpu()) - ordered(b.cpu())).abs();
+}
+
+// max |a - e| / (1 + |e|), in double: the error on the scale of values about 1. An ulp count
+// overstates it where an output is near zero by cancellation (LayerNorm's + bias, gelu_new's
+// 1 + tanh): there a tiny absolute difference is many ulps of a tiny number.
+inline double scaled_error(const at::Tensor& a, const at::Tensor& e) {
+  const at::Tensor ad = a.cpu().to(at::kDouble), ed = e.cpu().to(at::kDouble);
+  return ((ad - ed).abs() / (1.0 + ed.abs())).max().item<double>();
+}
+
 }  // namespace effarch::test
