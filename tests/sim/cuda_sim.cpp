@@ -5,6 +5,7 @@
 #include "cuda_sim.h"
 
 #include <fmt/format.h>
+#include <cstdio>
 #include <setjmp.h>
 #include <sys/mman.h>
 #include <ucontext.h>
@@ -330,6 +331,32 @@ void run_block(Executor& e) {
 }
 
 }  // namespace
+
+namespace {
+cudaDeviceProp h100() {
+  cudaDeviceProp p{};
+  std::snprintf(p.name, sizeof p.name, "%s", "cuda_sim (H100 SXM properties)");
+  p.major = 9;
+  p.minor = 0;
+  p.multiProcessorCount = 132;
+  p.l2CacheSize = 50 * 1024 * 1024;
+  p.warpSize = kWarpSize;
+  p.maxThreadsPerBlock = kMaxThreads;
+  p.sharedMemPerBlock = 48 * 1024;
+  p.sharedMemPerBlockOptin = 227 * 1024;
+  return p;
+}
+thread_local cudaDeviceProp g_device = h100();
+thread_local bool g_capturing = false;
+}  // namespace
+
+cudaDeviceProp& device_properties() { return g_device; }
+void set_stream_capturing(bool capturing) { g_capturing = capturing; }
+bool stream_capturing() { return g_capturing; }
+void reset_device() {
+  g_device = h100();
+  g_capturing = false;
+}
 
 void set_schedule(Schedule s) { g_schedule = s; }
 Schedule schedule() { return g_schedule; }

@@ -74,6 +74,15 @@ int launches();
 void reset_launches();
 const LaunchRecord& last_launch();
 
+// The device the CUDA bindings (src/ops/*_cuda.cpp through cuda_binding.h) plan for: an H100's
+// properties (132 SMs, 50 MiB of L2, compute capability 9.0) unless a test changes them, and
+// whether the stream counts as captured into a CUDA graph (false unless set). reset_device()
+// restores both. The calling thread's settings.
+cudaDeviceProp& device_properties();
+void set_stream_capturing(bool capturing);
+bool stream_capturing();
+void reset_device();
+
 // The current thread's coordinates (what threadIdx, blockIdx, blockDim, gridDim read).
 const uint3& thread_index();
 const uint3& block_index();
