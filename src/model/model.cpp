@@ -48,7 +48,7 @@ std::optional<bool> parse_parallel_block(const std::string& value, const std::st
 }
 
 bool resolve_parallel_block(const std::optional<bool>& request, const at::Device& device) {
-  return request.value_or(device.is_cuda());
+  return request.value_or(ops::runs_cuda_kernels(device));
 }
 
 std::optional<bool> parse_norm_prologue(const std::string& value, const std::string& option) {
@@ -158,7 +158,7 @@ void check_decode_mode(const ModelConfig& config, const ModelOptions& options) {
 std::map<std::string, std::string> resolve_implementations(const ModelConfig& config, const ModelOptions& options) {
   if (options.backend == ops::Backend::Cuda) {
     if (!ops::kBuiltWithCuda) throw UsageError("--backend cuda: this effarch was built without CUDA");
-    if (!options.device.is_cuda()) {
+    if (!ops::runs_cuda_kernels(options.device)) {
       throw UsageError(fmt::format("--backend cuda needs a CUDA device, not {}", options.device.str()));
     }
   }

@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 
+#include <atomic>
+
 #include "effarch/common/error.h"
 #ifdef EFFARCH_WITH_CUDA
 #include <ATen/cuda/CUDAContext.h>
@@ -11,6 +13,16 @@
 #endif
 
 namespace effarch::ops {
+
+namespace {
+std::atomic<bool> g_host_runs_cuda_kernels{false};
+}  // namespace
+
+bool runs_cuda_kernels(const c10::Device& device) {
+  return device.is_cuda() || (device.is_cpu() && g_host_runs_cuda_kernels.load(std::memory_order_relaxed));
+}
+
+void detail::set_host_runs_cuda_kernels(bool on) { g_host_runs_cuda_kernels.store(on); }
 
 std::string_view backend_name(Backend backend) {
   switch (backend) {
@@ -173,7 +185,7 @@ Backend resolve_backend(Backend requested, OpFamily op, const c10::Device& devic
     case Backend::Reference:
       return Backend::Reference;
     case Backend::Auto:
-      if (device.is_cuda() && has_cuda_kernel(op)) return Backend::Cuda;
+      if (runs_cuda_kernels(device) && has_cuda_kernel(op)) return Backend::Cuda;
       if (device.is_cpu() && has_cpu_kernel(op)) return Backend::Cpu;
       return Backend::Reference;
     case Backend::Cpu:
@@ -188,7 +200,7 @@ Backend resolve_backend(Backend requested, OpFamily op, const c10::Device& devic
       if (!kBuiltWithCuda) {
         throw OpError(fmt::format("{}: backend cuda requested, but effarch was built without CUDA", op_name(op)));
       }
-      if (!device.is_cuda()) {
+      if (!runs_cuda_kernels(device)) {
         throw OpError(fmt::format("{}: backend cuda requested for tensors on {}; it needs CUDA tensors", op_name(op),
                                   device.str()));
       }

@@ -107,7 +107,9 @@ bool operands_on_x_device(const at::Tensor& x, const Linear& layer) {
 // What both CUDA kernels of a dense layer need of x and the layer: a dense contiguous weight in x's
 // dtype (one of `dtypes`) on x's CUDA device, sizes that fit an int; the rows of x, else 0.
 int64_t dense_cuda_rows(const at::Tensor& x, const Linear& layer, std::initializer_list<at::ScalarType> dtypes) {
-  if (layer.format != WeightFormat::Dense || !x.is_cuda() || !operands_on_x_device(x, layer)) return 0;
+  if (layer.format != WeightFormat::Dense || !runs_cuda_kernels(x.device()) || !operands_on_x_device(x, layer)) {
+    return 0;
+  }
   const at::ScalarType t = x.scalar_type();
   if (std::find(dtypes.begin(), dtypes.end(), t) == dtypes.end() || layer.weight.scalar_type() != t ||
       !layer.weight.is_contiguous()) {
@@ -184,11 +186,12 @@ at::Tensor linear(const at::Tensor& x, const Linear& layer, Backend backend) {
     (void)resolve_backend(backend, OpFamily::DenseGemv, x.device());
   }
   // A decode step's few rows: every thread streams its share of the weight (MKL's GEMV uses one).
-  if (cpu::gemv_applies(x, layer)) return cpu::gemv(x, layer);
+  if (!runs_cuda_kernels(x.device()) && cpu::gemv_applies(x, layer)) return cpu::gemv(x, layer);
   if (layer.format == WeightFormat::Int8) {
 #ifdef EFFARCH_WITH_CUDA
     const int64_t rows = x.numel() / layer.in_features();
-    if (x.is_cuda() && rows >= 1 && rows <= detail::kCudaInt8GemvMaxRows && detail::operands_on_x_device(x, layer)) {
+    if (runs_cuda_kernels(x.device()) && rows >= 1 && rows <= detail::kCudaInt8GemvMaxRows &&
+        detail::operands_on_x_device(x, layer)) {
       return detail::int8_gemv_cuda(x, layer);
     }
 #endif

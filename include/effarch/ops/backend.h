@@ -102,6 +102,18 @@ bool has_cuda_kernel(OpFamily op);
 // Whether `op` has a fused CPU kernel (every build has them).
 bool has_cpu_kernel(OpFamily op);
 
+// Whether `device` runs the CUDA kernels: a CUDA device; or the CPU while the CPU executor's
+// whole-model tests stand it in for one (tests/sim/model_sim_test.cpp: an executable that
+// compiles the CUDA bindings for the executor, so the ops' CUDA paths run there on host tensors).
+// Every decision between a CUDA kernel and another path asks this, not is_cuda(); what needs a
+// real GPU (CUDA graphs, the grouped prefill's at::_grouped_mm, streams) asks is_cuda().
+bool runs_cuda_kernels(const c10::Device& device);
+namespace detail {
+// The executor's switch behind runs_cuda_kernels (off unless a tests/sim test turns it on; never
+// in an executable whose bindings launch on a GPU, which would be handed host tensors).
+void set_host_runs_cuda_kernels(bool on);
+}  // namespace detail
+
 // The implementation `op` runs on `device` when `requested` is asked for: Backend::Cuda,
 // Backend::Cpu or Backend::Reference, never Auto. Auto picks the CUDA kernel where this build has
 // one and the device is CUDA, the CPU kernel where the op has one and the device is the CPU. Cuda without a kernel for `op`, without CUDA support or on a non-CUDA device throws
