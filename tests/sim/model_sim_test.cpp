@@ -46,25 +46,35 @@ struct Decoded {
   std::vector<at::Tensor> logits;  // the prefill's last position, then each decode step's
 };
 
-// Loads `name` (random weights, seed 3) and runs a prefill of a [2, 7] prompt and `steps` decode
-// steps fed `feed` (each step's input tokens; empty: the run's own greedy tokens), with the host
-// standing in for a CUDA device when `kernels`.
-Decoded run_model(const std::string& name, at::ScalarType dtype, DecodeMode mode, bool kernels, ops::Backend backend,
-                  std::optional<bool> prologue, const std::vector<at::Tensor>& feed, int steps,
+// How a run loads and drives its model.
+struct RunSpec {
+  at::ScalarType dtype = at::kFloat;
+  DecodeMode mode = DecodeMode::Eager;
+  bool kernels = false;  // the host standing in for a CUDA device
+  ops::Backend backend = ops::Backend::Auto;
+  std::optional<bool> prologue;  // --norm-prologue
+  int64_t batch = 2;
+  ops::WeightFormat weights = ops::WeightFormat::Dense;
+};
+
+// Loads `name` (random weights, seed 3) as `s` says and runs a prefill of a [batch, 7] prompt and
+// `steps` decode steps fed `feed` (each step's input tokens; empty: the run's own greedy tokens).
+Decoded run_model(const std::string& name, const RunSpec& s, const std::vector<at::Tensor>& feed, int steps,
                   std::map<std::string, std::string>* impl = nullptr) {
   std::optional<HostAsDevice> host;
-  if (kernels) host.emplace();
+  if (s.kernels) host.emplace();
   ModelOptions opt;
   opt.seed = 3;
-  opt.dtype = dtype;
-  opt.decode = mode;
-  opt.backend = backend;
-  opt.fuse_norm_prologue = prologue;
+  opt.dtype = s.dtype;
+  opt.decode = s.mode;
+  opt.backend = s.backend;
+  opt.fuse_norm_prologue = s.prologue;
+  opt.weights = s.weights;
   auto m = Model::load(tiny(name), opt);
   if (impl != nullptr) *impl = m->implementations();
   at::manual_seed(11);
-  const at::Tensor ids = at::randint(0, m->config().vocab_size, {2, 7}, at::kLong);
-  m->allocate_cache(2, 7 + steps + 1);
+  const at::Tensor ids = at::randint(0, m->config().vocab_size, {s.batch, 7}, at::kLong);
+  m->allocate_cache(s.batch, 7 + steps + 1);
   Decoded r;
   r.logits.push_back(m->prefill_last(ids));
   for (int step = 0; step < steps; ++step) {
@@ -88,45 +98,82 @@ constexpr const char* kNoCudaPaths = "effarch_core built without CUDA: its ops h
 const char* const kModels[] = {"tiny-llama",        "tiny-llama3", "tiny-mistral", "tiny-phi",          "tiny-mamba",
                                "tiny-falcon-mamba", "tiny-mamba2", "tiny-mixtral", "tiny-deepseek-moe", "tiny-jamba"};
 
-// Every tiny model with the kernels (backend auto, the host a CUDA device) against the reference
-// (every op's ATen reference), both fed the reference's greedy tokens, eager and static decode
-// (static only where there is attention to read a static cache): fp32 the same tokens and logits
-// within 1e-4 (the kernels sum in other orders); bf16 at least 4 of the 5 steps' tokens the same
-// (printed; a near tie of random tiny weights may flip), as the GPU test asks. The model records
-// the kernels it ran, and the executor ran them.
+// `name` with the kernels (backend auto, the host a CUDA device) against the reference (every op's
+// ATen reference), both loaded as `s` says and fed the reference's greedy tokens: fp32 the same
+// tokens and logits within 1e-4 (the kernels sum in other orders); bf16 at least all but one
+// step's tokens the same (printed; a near tie of random tiny weights may flip), as the GPU tests
+// ask. The model records the kernels it ran, and the executor ran them.
+void expect_reference_tokens(const std::string& name, RunSpec s, int steps) {
+  const std::string what = fmt::format("{} {} decode {} batch {}{}", name, name_of(s.dtype), to_string(s.mode), s.batch,
+                                       s.weights == ops::WeightFormat::Int8 ? " int8" : "");
+  s.kernels = false;
+  s.backend = ops::Backend::Reference;
+  const Decoded ref = run_model(name, s, {}, steps);
+  const std::vector<at::Tensor> tokens = greedy(ref);
+  s.kernels = true;
+  s.backend = ops::Backend::Auto;
+  std::map<std::string, std::string> impl;
+  reset_launches();
+  const Decoded ker = run_model(name, s, std::vector<at::Tensor>(tokens.begin(), tokens.end() - 1), steps, &impl);
+  int cuda_ops = 0;
+  for (const auto& [op, backend] : impl) cuda_ops += backend == "cuda" ? 1 : 0;
+  EXPECT_GE(cuda_ops, 3) << what << ": the host did not run as a CUDA device";
+  EXPECT_EQ(impl.at("add_norm"), "cuda") << what;
+  EXPECT_GE(launches(), 2 * (steps + 1)) << what << ": kernels launched on the executor";
+  int agree = 0;
+  for (size_t i = 0; i < tokens.size(); ++i) {
+    const bool same = at::equal(ker.logits[i].argmax(-1), tokens[i]);
+    agree += same ? 1 : 0;
+    if (s.dtype == at::kFloat) {
+      EXPECT_TRUE(same) << what << " step " << i;
+      EXPECT_TRUE(at::allclose(ker.logits[i], ref.logits[i], 1e-4, 1e-4))
+          << what << " step " << i << ": max diff " << (ker.logits[i] - ref.logits[i]).abs().max().item<double>();
+    }
+  }
+  std::printf("%s: %d of %d greedy tokens agree\n", what.c_str(), agree, static_cast<int>(tokens.size()));
+  if (s.dtype != at::kFloat) EXPECT_GE(agree, static_cast<int>(tokens.size()) - 1) << what;
+}
+
+// Every tiny model, fp32 and bf16, batch 2, eager and static decode (static only where there is
+// attention to read a static cache).
 TEST(ModelSimKernels, KeepTheReferenceTokens) {
   if (!library_has_cuda_paths()) GTEST_SKIP() << kNoCudaPaths;
-  const int steps = 4;
   for (const char* name : kModels) {
     const bool attention = std::string(name).find("mamba") == std::string::npos;
     for (const at::ScalarType dtype : {at::kFloat, at::kBFloat16}) {
       for (const DecodeMode mode : {DecodeMode::Eager, DecodeMode::Static}) {
         if (mode == DecodeMode::Static && !attention) continue;
-        const std::string what = fmt::format("{} {} decode {}", name, name_of(dtype), to_string(mode));
-        const Decoded ref = run_model(name, dtype, mode, false, ops::Backend::Reference, std::nullopt, {}, steps);
-        const std::vector<at::Tensor> tokens = greedy(ref);
-        std::map<std::string, std::string> impl;
-        reset_launches();
-        const Decoded ker = run_model(name, dtype, mode, true, ops::Backend::Auto, std::nullopt,
-                                      std::vector<at::Tensor>(tokens.begin(), tokens.end() - 1), steps, &impl);
-        int cuda_ops = 0;
-        for (const auto& [op, backend] : impl) cuda_ops += backend == "cuda" ? 1 : 0;
-        EXPECT_GE(cuda_ops, 3) << what << ": the host did not run as a CUDA device";
-        EXPECT_EQ(impl.at("add_norm"), "cuda") << what;
-        EXPECT_GE(launches(), 2 * (steps + 1)) << what << ": kernels launched on the executor";
-        int agree = 0;
-        for (size_t i = 0; i < tokens.size(); ++i) {
-          const bool same = at::equal(ker.logits[i].argmax(-1), tokens[i]);
-          agree += same ? 1 : 0;
-          if (dtype == at::kFloat) {
-            EXPECT_TRUE(same) << what << " step " << i;
-            EXPECT_TRUE(at::allclose(ker.logits[i], ref.logits[i], 1e-4, 1e-4))
-                << what << " step " << i << ": max diff " << (ker.logits[i] - ref.logits[i]).abs().max().item<double>();
-          }
-        }
-        std::printf("%s: %d of %d greedy tokens agree\n", what.c_str(), agree, static_cast<int>(tokens.size()));
-        if (dtype != at::kFloat) EXPECT_GE(agree, static_cast<int>(tokens.size()) - 1) << what;
+        RunSpec s;
+        s.dtype = dtype;
+        s.mode = mode;
+        expect_reference_tokens(name, s, 4);
       }
+    }
+  }
+}
+
+// Batch 1, where a MoE step of one token runs the dispatch in two launches (entry 51) and the
+// GEMVs take one row; and int8 weights (--weights int8: the int8 GEMV, the MoE table's int8
+// experts with their shared experts apart) against the int8 reference (dequantise, then the
+// dense product).
+TEST(ModelSimKernels, KeepTheReferenceTokensAtBatchOneAndInInt8) {
+  if (!library_has_cuda_paths()) GTEST_SKIP() << kNoCudaPaths;
+  for (const char* name :
+       {"tiny-llama", "tiny-phi", "tiny-mamba2", "tiny-mixtral", "tiny-deepseek-moe", "tiny-jamba"}) {
+    for (const at::ScalarType dtype : {at::kFloat, at::kBFloat16}) {
+      RunSpec s;
+      s.dtype = dtype;
+      s.mode = DecodeMode::Static;
+      s.batch = 1;
+      expect_reference_tokens(name, s, 4);
+    }
+  }
+  for (const char* name : {"tiny-llama", "tiny-mamba", "tiny-mixtral", "tiny-deepseek-moe"}) {
+    for (const int64_t batch : {1, 2}) {
+      RunSpec s;
+      s.weights = ops::WeightFormat::Int8;
+      s.batch = batch;
+      expect_reference_tokens(name, s, 4);
     }
   }
 }
@@ -143,8 +190,14 @@ TEST(ModelSimNormPrologue, GivesTheSeparateLogits) {
       {
         const std::string what = fmt::format("{} {} decode {}", name, name_of(dtype), to_string(mode));
         std::map<std::string, std::string> fused_impl, separate_impl;
-        const Decoded separate = run_model(name, dtype, mode, true, ops::Backend::Auto, false, {}, 4, &separate_impl);
-        const Decoded fused = run_model(name, dtype, mode, true, ops::Backend::Auto, true, {}, 4, &fused_impl);
+        RunSpec setup;
+        setup.dtype = dtype;
+        setup.mode = mode;
+        setup.kernels = true;
+        setup.prologue = false;
+        const Decoded separate = run_model(name, setup, {}, 4, &separate_impl);
+        setup.prologue = true;
+        const Decoded fused = run_model(name, setup, {}, 4, &fused_impl);
         EXPECT_EQ(fused_impl.at(kNormPrologueRecord), "fused") << what;
         EXPECT_EQ(separate_impl.at(kNormPrologueRecord), "separate") << what;
         ASSERT_EQ(fused.logits.size(), separate.logits.size());
