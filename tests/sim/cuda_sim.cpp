@@ -109,6 +109,7 @@ thread_local Executor* g_exec = nullptr;
 thread_local Schedule g_schedule = Schedule::Forward;
 thread_local int g_launches = 0;
 thread_local LaunchRecord g_last;
+thread_local std::vector<LaunchRecord> g_log;
 
 Executor& exec() {
   if (g_exec == nullptr) throw SimError("cuda_sim: a device function ran outside a simulated launch");
@@ -361,8 +362,12 @@ void reset_device() {
 void set_schedule(Schedule s) { g_schedule = s; }
 Schedule schedule() { return g_schedule; }
 int launches() { return g_launches; }
-void reset_launches() { g_launches = 0; }
+void reset_launches() {
+  g_launches = 0;
+  g_log.clear();
+}
 const LaunchRecord& last_launch() { return g_last; }
+const std::vector<LaunchRecord>& launch_log() { return g_log; }
 
 const uint3& thread_index() {
   Executor& e = exec();
@@ -506,6 +511,7 @@ void run_grid(dim3 grid, dim3 block, size_t shared_bytes, const std::function<vo
   e.schedule = g_schedule;
   ++g_launches;
   g_last = LaunchRecord{grid, block, shared_bytes};
+  g_log.push_back(g_last);
   g_exec = &e;
   struct Reset {
     ~Reset() { g_exec = nullptr; }

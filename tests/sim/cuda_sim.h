@@ -45,6 +45,7 @@
 #include <stdexcept>
 #include <string>
 #include <type_traits>
+#include <vector>
 
 #ifndef EFFARCH_CUDA_SIM
 #error "tests/sim/cuda_sim.h: compile with EFFARCH_CUDA_SIM defined (tests/sim/CMakeLists.txt does)"
@@ -68,11 +69,12 @@ struct LaunchRecord {
   dim3 grid, block;
   size_t shared_bytes = 0;
 };
-// Launches run since the counter was last reset, and the last one's shape: tests check which
-// launch a launcher made (the grid its plan chose).
+// Launches run since the counter was last reset, the last one's shape, and every shape since the
+// reset: tests check which launches a launcher made (the grids its plan chose).
 int launches();
 void reset_launches();
 const LaunchRecord& last_launch();
+const std::vector<LaunchRecord>& launch_log();
 
 // The device the CUDA bindings (src/ops/*_cuda.cpp through cuda_binding.h) plan for: an H100's
 // properties (132 SMs, 50 MiB of L2, compute capability 9.0) unless a test changes them, and

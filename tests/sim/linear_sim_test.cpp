@@ -621,17 +621,22 @@ TEST_F(LinearSim, RowsGemmMatchesTheReference) {
     EXPECT_TRUE(same_bytes(y3.view({rows, out}), base)) << name_of(dtype) << ": [R, 1, K]";
   }
   // The SM count the plan reads (sim::device_properties): 256 features of 4096 inputs split K 16 ways on
-  // 132 SMs and 4 ways on 4, in the partial buffer the binding sizes from its plan: both within the
-  // tolerance of the reference. (The split itself is not seen: the last launch recorded is the reduce's.)
+  // 132 SMs and 4 ways on 4 (the split launch's grid y), in the partial buffer the binding sizes from its
+  // plan: both within the tolerance of the reference.
   at::manual_seed(81);
   const Linear layer = make_layer(256, 4096, at::kBFloat16, at::kBFloat16);
   const at::Tensor x = at::randn({9, 4096}).to(at::kBFloat16);
   ASSERT_EQ(k::rows_gemm_plan(256, 4096, 9, 132).splits, 16);
   ASSERT_EQ(k::rows_gemm_plan(256, 4096, 9, 4).splits, 4);
   const at::Tensor ref = reference(x, layer);
-  test::expect_close(detail::rows_gemm_cuda(x, layer), ref, test::rounding_tolerance(at::kBFloat16), "132 SMs");
-  device_properties().multiProcessorCount = 4;
-  test::expect_close(detail::rows_gemm_cuda(x, layer), ref, test::rounding_tolerance(at::kBFloat16), "4 SMs");
+  for (const int sms : {132, 4}) {
+    device_properties().multiProcessorCount = sms;
+    reset_launches();
+    const std::string what = fmt::format("{} SMs", sms);
+    test::expect_close(detail::rows_gemm_cuda(x, layer), ref, test::rounding_tolerance(at::kBFloat16), what);
+    ASSERT_EQ(launch_log().size(), 2u) << what << ": the split products, then the reduce";
+    EXPECT_EQ(launch_log()[0].grid.y, static_cast<unsigned>(sms == 132 ? 16 : 4)) << what;
+  }
 }
 
 // ---- the activation and add + norm kernels ----
