@@ -59,7 +59,9 @@ inline const cudaDeviceProp& device_properties() { return ::effarch::sim::device
 inline bool stream_is_capturing(cudaStream_t, const char*) { return ::effarch::sim::stream_capturing(); }
 // The executor throws where a launch fails; a status it returns is always ok.
 inline void throw_if_failed(const kernels::LaunchStatus& status, const char* op) {
-  if (!status.ok()) throw Error(fmt::format("{}: CUDA {} failed (error {})", op, status.what, static_cast<int>(status.error)));
+  if (!status.ok()) {
+    throw Error(fmt::format("{}: CUDA {} failed (error {})", op, status.what, static_cast<int>(status.error)));
+  }
 }
 
 #endif

@@ -30,13 +30,11 @@ namespace ops = ::effarch::ops;
 using ops::Backend;
 
 using Tol = test::Tolerance;  // |actual - expected| <= atol + rtol |expected| (tests/ops/tolerance.h)
-// Both sides compute in fp32 (or round once from the same fp32 value): tests/ops/tolerance.h's
-// rounding_tolerance, and selective_scan_kernel_test.cpp's {1e-5, 1e-5} for the scan and its state.
-constexpr Tol kFp32{1e-5, 1e-5};
-// bf16 results computed in fp32 on both sides and rounded once: at most one bf16 ulp (2^-7 relative)
-// apart, where the fp32 values straddle a rounding boundary (rounding_tolerance(kBFloat16)).
-constexpr Tol kBf16{2e-2, 1e-2};
-Tol rounding(at::ScalarType t) { return t == at::kFloat ? kFp32 : kBf16; }
+// Both sides compute in fp32 and round once (tests/ops/tolerance.h's rounding_tolerance):
+// selective_scan_kernel_test.cpp's {1e-5, 1e-5} for the scan and its fp32 state, one bf16 ulp for
+// bf16 results.
+const Tol kFp32 = test::rounding_tolerance(at::kFloat);
+Tol rounding(at::ScalarType t) { return test::rounding_tolerance(t); }
 
 double max_abs(const at::Tensor& t) { return t.numel() == 0 ? 0.0 : t.to(at::kDouble).abs().max().item<double>(); }
 

@@ -45,7 +45,9 @@ class MoeFeedForward final : public FeedForward {
     // The device table of the experts' weights the CUDA decode kernel reads (none off CUDA); it
     // points into the stack's views, and into the shared experts' weights, which a one-token step
     // runs inside the dispatch's launches.
-    if (ops::runs_cuda_kernels(router_.device())) table_ = ops::make_expert_table(experts_, shared_ ? &*shared_ : nullptr);
+    if (ops::runs_cuda_kernels(router_.device())) {
+      table_ = ops::make_expert_table(experts_, shared_ ? &*shared_ : nullptr);
+    }
   }
 
   at::Tensor forward(const ops::NormedInput& in, const ForwardContext& ctx) const override {
