@@ -34,14 +34,15 @@ namespace lanes {
 
 // Exec of the lanes kernel: a phase is this thread's part; warp_carry is step 3 with shuffles, in
 // the order of the host emulation's Kogge-Stone rounds.
+template <int Items>
 struct DeviceExec {
-  Regs regs;
+  Regs<Items> regs;
   template <typename F>
   __device__ __forceinline__ void threads(F&& f) {
     f(static_cast<int>(threadIdx.x), regs);
   }
   __device__ __forceinline__ void sync() { __syncthreads(); }
-  __device__ __forceinline__ void warp_carry(Shared& s, int dstate, int state) {
+  __device__ __forceinline__ void warp_carry(Shared<Items>& s, int dstate, int state) {
     constexpr unsigned kAll = 0xffffffffu;
     const int lane = static_cast<int>(threadIdx.x) % kLanes, warp = static_cast<int>(threadIdx.x) / kLanes;
     float* slot = &s.carry[warp * dstate + state];
@@ -85,19 +86,20 @@ __global__ void __launch_bounds__(scan::kThreads, kSeg == 4 ? 2 : 1)
 // Every d_state the prefill kernels take (1..256) fits the 99 KiB (101376 bytes) of dynamic shared
 // memory an sm_120/121 block may opt into (sm_90: 227 KiB); past it the launch's opt-in would fail
 // and Mamba-1 would not run on a DGX Spark.
-static_assert(scan::lanes::shared_floats(kSelectiveScanMaxStates) * sizeof(float) <= 101376 &&
+static_assert(scan::lanes::shared_floats<16>(kSelectiveScanMaxStates) * sizeof(float) <= 101376 &&
                   scan::split_local_shared_floats(kSelectiveScanMaxStates, 8) * sizeof(float) <= 101376 &&
                   scan::split_local_shared_floats(kSelectiveScanMaxStates, 4) * sizeof(float) <= 101376,
               "the selective scan's shared memory must fit sm_120/121 at d_state 256");
 
-// A warp per channel (selective_scan_lanes.h): 256 threads for 8 channels, at most 128 registers so
-// that two blocks (81 KiB of shared memory each at d_state 16) share an sm_90 SM (an sm_120/121
-// SM's 100 KiB holds one).
-template <typename input_t>
-__global__ void __launch_bounds__(scan::lanes::kThreads, 2) selective_scan_lanes_kernel(const SelectiveScanParams p) {
+// A warp per channel (selective_scan_lanes.h): 256 threads for 8 channels. lanes16: at most 128
+// registers so that two blocks (81 KiB of shared memory each at d_state 16) share an sm_90 SM (an
+// sm_120/121 SM's 100 KiB holds one). lanes8: at most 64, so that four (49 KiB each) do.
+template <typename input_t, int Items>
+__global__ void __launch_bounds__(scan::lanes::kThreads, Items == 16 ? 2 : 4)
+    selective_scan_lanes_kernel(const SelectiveScanParams p) {
   EFFARCH_DYNAMIC_SHARED(4, float, lanes_shared);
-  scan::lanes::Shared shared = scan::lanes::carve_shared(lanes_shared, p.dstate);
-  scan::lanes::DeviceExec exec;
+  scan::lanes::Shared<Items> shared = scan::lanes::carve_shared<Items>(lanes_shared, p.dstate);
+  scan::lanes::DeviceExec<Items> exec;
   scan::lanes::scan_block<input_t>(p, static_cast<int>(blockIdx.x), static_cast<int>(blockIdx.y), shared, exec);
 }
 
@@ -170,14 +172,14 @@ LaunchStatus selective_scan_fwd_launch(const SelectiveScanParams& p, cudaStream_
                       "selective_scan_fwd_kernel", p);
 }
 
-template <typename input_t>
+template <typename input_t, int Items>
 LaunchStatus selective_scan_lanes_launch(const SelectiveScanParams& p, cudaStream_t stream) {
-  const size_t bytes = static_cast<size_t>(scan::lanes::shared_floats(p.dstate)) * sizeof(float);
-  const LaunchStatus smem = allow_dynamic_shared(selective_scan_lanes_kernel<input_t>, bytes,
+  const size_t bytes = static_cast<size_t>(scan::lanes::shared_floats<Items>(p.dstate)) * sizeof(float);
+  const LaunchStatus smem = allow_dynamic_shared(selective_scan_lanes_kernel<input_t, Items>, bytes,
                                                  "selective_scan_fwd: cudaFuncSetAttribute (lanes, shared memory)");
   if (!smem.ok()) return smem;
   const dim3 grid((p.dim + scan::lanes::kChannels - 1) / scan::lanes::kChannels, p.batch);
-  return launch_plain(selective_scan_lanes_kernel<input_t>, grid, dim3(scan::lanes::kThreads), bytes, stream,
+  return launch_plain(selective_scan_lanes_kernel<input_t, Items>, grid, dim3(scan::lanes::kThreads), bytes, stream,
                       "selective_scan_lanes_kernel", p);
 }
 
@@ -214,7 +216,13 @@ LaunchStatus selective_scan_fwd_cuda(const SelectiveScanParams& p, cudaStream_t 
   if (!scan::segment_splits(p.segment) && p.pieces > 1) {
     return {cudaErrorInvalidValue, "selective_scan_fwd: only the 4- and 8-step kernels split"};
   }
-  if (p.segment == scan::kLanesSegment) return selective_scan_lanes_launch<input_t>(p, stream);
+  if (p.segment == scan::kLanesSegment && p.lane_steps != 16 && p.lane_steps != 8) {
+    return {cudaErrorInvalidValue, "selective_scan_fwd: lane_steps must be 16 or 8"};
+  }
+  if (p.segment == scan::kLanesSegment) {
+    return p.lane_steps == 8 ? selective_scan_lanes_launch<input_t, 8>(p, stream)
+                             : selective_scan_lanes_launch<input_t, 16>(p, stream);
+  }
   if (p.pieces > 1) {
     return p.segment == 4 ? selective_scan_split_launch<input_t, 4>(p, stream)
                           : selective_scan_split_launch<input_t, 8>(p, stream);

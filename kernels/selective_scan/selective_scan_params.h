@@ -71,6 +71,9 @@ struct SelectiveScanParams {
   // Prefill: timesteps per warp segment, 8 (one block per SM) or 4 (half the registers: two), or
   // kLanesSegment (16): the warp-per-channel kernel, 16 timesteps per lane.
   int segment = 8;
+  // With segment kLanesSegment: the steps a lane scans, 16 (lanes16) or 8 (lanes8, tiles of 256
+  // steps: selective_scan_lanes.h). Other values are an error.
+  int lane_steps = 16;
   // Prefill split over time (selective_scan_math.h, "Sequence split"): `pieces` contiguous pieces
   // of `piece_chunks` chunks each (the last may be shorter), each scanned by its own blocks. 1: the
   // unsplit kernel. The workspace, fp32, written by the first pass and read by the second:

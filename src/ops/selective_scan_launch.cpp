@@ -28,6 +28,13 @@ void check_variant(const SelectiveScanArgs& args, const char* op) {
   if (!kernels::scan::valid_segment(args.cuda_segment)) {
     throw OpError(fmt::format("{}: cuda_segment must be 4, 8 or 16, got {}", op, args.cuda_segment));
   }
+  if (args.cuda_lane_steps != 16 && args.cuda_lane_steps != 8) {
+    throw OpError(fmt::format("{}: cuda_lane_steps must be 16 or 8, got {}", op, args.cuda_lane_steps));
+  }
+  if (args.cuda_lane_steps != 16 && args.cuda_segment != kernels::scan::kLanesSegment) {
+    throw OpError(fmt::format("{}: cuda_lane_steps {} needs cuda_segment 16 (the warp-per-channel kernel), got {}", op,
+                              args.cuda_lane_steps, args.cuda_segment));
+  }
   if (args.cuda_split < -1) {
     throw OpError(fmt::format("{}: cuda_split must be -1 (auto), 0 (off) or a piece count, got {}", op,
                               args.cuda_split));
@@ -86,6 +93,7 @@ SelectiveScanLaunch prepare_selective_scan(const at::Tensor& u, const at::Tensor
   p.delta_softplus = args.delta_softplus;
   p.from_state = prefill && from_state;
   p.segment = args.cuda_segment;
+  p.lane_steps = args.cuda_lane_steps;
   p.input_type = element_type(l.u.scalar_type(), op);
 
   p.u = l.u.const_data_ptr();
@@ -160,7 +168,7 @@ SelectiveScanLaunch prepare_selective_state_update_dt_proj(const at::Tensor& u, 
 namespace effarch::ops {
 
 const char* selective_scan_variant_name(const SelectiveScanArgs& args) {
-  if (args.cuda_segment == kernels::scan::kLanesSegment) return "lanes16";
+  if (args.cuda_segment == kernels::scan::kLanesSegment) return args.cuda_lane_steps == 8 ? "lanes8" : "lanes16";
   if (args.cuda_split != 0) return "split";
   return args.cuda_segment == 8 ? "seg8" : "seg4";
 }

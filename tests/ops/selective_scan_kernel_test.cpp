@@ -13,6 +13,7 @@
 #include <algorithm>
 #include <cmath>
 #include <optional>
+#include <set>
 #include <string>
 
 #include <fmt/format.h>
@@ -100,13 +101,25 @@ Result emulated_scan(const Problem& p, bool full, bool from_state) {
   return {launch.result(), state};
 }
 
+// The unsplit prefill kernels (SelectiveScanArgs): the 32-channel kernel's 8- and 4-step warp
+// segments, and the warp-per-channel kernel with 16 or 8 steps a lane (lanes16, lanes8).
+struct Variant {
+  int segment, lane_steps;
+  void apply(SelectiveScanArgs& args) const {
+    args.cuda_segment = segment;
+    args.cuda_lane_steps = lane_steps;
+  }
+};
+const Variant kUnsplitVariants[] = {{8, 16}, {4, 16}, {16, 16}, {16, 8}};
+
 const Case kCases[] = {
     {1, 1, 1, 1},     {2, 33, 16, 1},   {1, 40, 16, 7},  {2, 33, 16, 64},  {1, 32, 16, 65},
     {3, 70, 17, 130}, {1, 8, 64, 200},  {1, 5, 256, 70}, {2, 64, 16, 517}, {1, 3, 128, 129},
 };
 
 // Every kernel variant: 8- and 4-step warp segments (chunks of 64 and 32 steps), and a warp per
-// channel with 16 steps per lane (tiles of 512 steps; cases past one tile: 517, and 1100 below).
+// channel with 16 or 8 steps per lane (tiles of 512 or 256 steps; cases past one tile: 517, and
+// 1100 below).
 TEST(SelectiveScanKernelEmulated, PrefillMatchesTheReference) {
   for (const Case& c : kCases) {
     for (const bool mixer_layout : {true, false}) {
@@ -115,11 +128,11 @@ TEST(SelectiveScanKernelEmulated, PrefillMatchesTheReference) {
           at::manual_seed(static_cast<uint64_t>(c.len * 13 + c.dim * 7 + c.dstate + full + 2 * from_state));
           Problem p = make_problem(c, at::kFloat, mixer_layout, full, at::kCPU);
           const Result ref = reference_scan(p, full, from_state);
-          for (const int segment : {8, 4, 16}) {
-            p.args.cuda_segment = segment;
+          for (const Variant& v : kUnsplitVariants) {
+            v.apply(p.args);
             const Result got = emulated_scan(p, full, from_state);
-            const std::string what = fmt::format("{} mixer_layout={} full={} from_state={} segment={}", name(c),
-                                                 mixer_layout, full, from_state, segment);
+            const std::string what = fmt::format("{} mixer_layout={} full={} from_state={} {}", name(c), mixer_layout,
+                                                 full, from_state, selective_scan_variant_name(p.args));
             test::expect_close(got.y, ref.y, {1e-5, 1e-5}, what + " y");
             test::expect_close(got.state, ref.state, {1e-5, 1e-5}, what + " state");
           }
@@ -135,8 +148,11 @@ TEST(SelectiveScanKernelEmulated, ContinuingFromTheStateEqualsOneScan) {
   at::manual_seed(5);
   Problem p = make_problem(c, at::kFloat, /*mixer_layout=*/true, /*full=*/true, at::kCPU);
   const Result whole = reference_scan(p, true, false);
-  for (const auto& [split, segment] : {std::pair{1, 8}, {64, 8}, {97, 8}, {33, 4}, {97, 4}, {1, 16}, {97, 16}}) {
-    p.args.cuda_segment = segment;
+  const std::pair<int, Variant> splits[] = {{1, {8, 16}},   {64, {8, 16}},  {97, {8, 16}}, {33, {4, 16}}, {97, {4, 16}},
+                                           {1, {16, 16}}, {97, {16, 16}}, {1, {16, 8}},  {97, {16, 8}}};
+  for (const auto& [split, v] : splits) {
+    v.apply(p.args);
+    const char* variant = selective_scan_variant_name(p.args);
     at::Tensor state = at::zeros_like(p.state0);
     const auto part = [&](const at::Tensor& t, int64_t from, int64_t len) { return t.narrow(2, from, len); };
     const auto run = [&](int64_t from, int64_t len, bool from_state) {
@@ -147,8 +163,8 @@ TEST(SelectiveScanKernelEmulated, ContinuingFromTheStateEqualsOneScan) {
       return launch.result();
     };
     const at::Tensor y = at::cat({run(0, split, false), run(split, c.len - split, true)}, 2);
-    test::expect_close(y, whole.y, {1e-5, 1e-5}, fmt::format("split at {}, segment {}: y", split, segment));
-    test::expect_close(state, whole.state, {1e-5, 1e-5}, fmt::format("split at {}, segment {}: state", split, segment));
+    test::expect_close(y, whole.y, {1e-5, 1e-5}, fmt::format("split at {}, {}: y", split, variant));
+    test::expect_close(state, whole.state, {1e-5, 1e-5}, fmt::format("split at {}, {}: state", split, variant));
   }
 }
 
@@ -391,6 +407,20 @@ TEST(SelectiveScanKernelEmulated, SegmentOtherThan4Or8Or16IsRefusedByName) {
   args.cuda_split = 0;
   EXPECT_EQ(selective_scan_cuda_pieces(args, 1, 5120, 32768, 132), 1);
   EXPECT_STREQ(selective_scan_variant_name(args), "lanes16");
+  args.cuda_lane_steps = 8;
+  EXPECT_STREQ(selective_scan_variant_name(args), "lanes8");
+  EXPECT_NO_THROW(detail::prepare_selective_scan(p.u, p.delta, p.B, p.C, p.z, args, state, false, "selective_scan"));
+  // A lane scans 16 or 8 steps; other counts, and lane steps for the 32-channel kernel, are refused.
+  for (const int bad : {4, 12, 32, 0}) {
+    args.cuda_lane_steps = bad;
+    EXPECT_THROW_WITH(detail::prepare_selective_scan(p.u, p.delta, p.B, p.C, p.z, args, state, false, "selective_scan"),
+                      OpError, {fmt::format("selective_scan: cuda_lane_steps must be 16 or 8, got {}", bad)});
+  }
+  args.cuda_lane_steps = 8;
+  args.cuda_segment = 4;
+  EXPECT_THROW_WITH(detail::prepare_selective_scan(p.u, p.delta, p.B, p.C, p.z, args, state, false, "selective_scan"),
+                    OpError, {"selective_scan: cuda_lane_steps 8 needs cuda_segment 16", "got 4"});
+  EXPECT_THROW_WITH(selective_scan_cuda_pieces(args, 1, 4, 8, 132), OpError, {"cuda_lane_steps 8 needs"});
 }
 
 // One variant against the reference across its tiles: the mixer's and time-contiguous layouts
@@ -401,7 +431,7 @@ TEST(SelectiveScanKernelEmulated, SegmentOtherThan4Or8Or16IsRefusedByName) {
 // orders of the same sums differ by ~1e-5 of their scale, and the tolerances scale with it. (At
 // L=1100 against a float64 recurrence the fp32 reference's state is off by 3.6e-5 at |h| up to
 // 23; the 4- and 8-step kernels differ from the reference as much.)
-void expect_variant_across_tiles(std::initializer_list<Case> cases, int segment) {
+void expect_variant_across_tiles(std::initializer_list<Case> cases, Variant v) {
   for (const Case& c : cases) {
     for (const bool mixer_layout : {true, false}) {
       for (const bool from_state : {false, true}) {
@@ -410,10 +440,10 @@ void expect_variant_across_tiles(std::initializer_list<Case> cases, int segment)
           Problem p = make_problem(c, at::kFloat, mixer_layout, /*full=*/true, at::kCPU);
           p.args.A = p.args.A * a_scale;
           const Result ref = reference_scan(p, true, from_state);
-          p.args.cuda_segment = segment;
+          v.apply(p.args);
           const Result got = emulated_scan(p, true, from_state);
-          const std::string what = fmt::format("{} segment={} mixer_layout={} from_state={} A x {}", name(c), segment,
-                                               mixer_layout, from_state, a_scale);
+          const std::string what = fmt::format("{} {} mixer_layout={} from_state={} A x {}", name(c),
+                                               selective_scan_variant_name(p.args), mixer_layout, from_state, a_scale);
           const double y_scale = a_scale < 1.0 ? ref.y.abs().max().item<double>() : 1.0;
           const double h_scale = a_scale < 1.0 ? ref.state.abs().max().item<double>() : 1.0;
           test::expect_close(got.y, ref.y, {1e-5 * y_scale, 1e-5}, what + " y");
@@ -424,10 +454,12 @@ void expect_variant_across_tiles(std::initializer_list<Case> cases, int segment)
   }
 }
 
-// The 16-step kernel over several tiles of 512 steps, a channel count that leaves a partial block
-// of 8, d_state that is not a multiple of the 8 staged states.
+// The warp-per-channel kernel over several tiles (512 steps for lanes16, 256 for lanes8), a
+// channel count that leaves a partial block of 8, d_state that is not a multiple of the 8 staged
+// states.
 TEST(SelectiveScanKernelEmulated, LanesKernelAcrossTilesAndPartialBlocks) {
-  expect_variant_across_tiles({{1, 13, 16, 1100}, {2, 8, 5, 600}, {1, 17, 24, 1024}}, scan::kLanesSegment);
+  expect_variant_across_tiles({{1, 13, 16, 1100}, {2, 8, 5, 600}, {1, 17, 24, 1024}}, {scan::kLanesSegment, 16});
+  expect_variant_across_tiles({{1, 13, 16, 1100}, {2, 8, 5, 300}, {1, 17, 24, 512}}, {scan::kLanesSegment, 8});
 }
 
 TEST(SelectiveScanKernelEmulated, SharedMemoryFitsAnH100BlockForEveryDstate) {
@@ -438,10 +470,30 @@ TEST(SelectiveScanKernelEmulated, SharedMemoryFitsAnH100BlockForEveryDstate) {
   // Two blocks of the 4-step variant share an SM at Mamba's d_state (228 KiB of shared memory).
   EXPECT_LE(2 * scan::shared_floats(16, 4) * 4, 228 * 1024);
   // The 16-step kernel: two blocks share an SM at every d_state (two blocks a SM is its design).
-  EXPECT_LE(2 * (scan::lanes::shared_floats(kernels::kSelectiveScanMaxStates) * 4 + 1024), 228 * 1024);
-  EXPECT_EQ(scan::lanes::pos(15), 15);
-  EXPECT_EQ(scan::lanes::pos(16), 20);  // each lane's 16 steps start 16-byte aligned
-  EXPECT_EQ(scan::lanes::pos(scan::lanes::kTile - 1), scan::lanes::kRow - scan::lanes::kPad - 1);
+  using L16 = scan::lanes::Layout<16>;
+  using L8 = scan::lanes::Layout<8>;
+  EXPECT_LE(2 * (scan::lanes::shared_floats<16>(kernels::kSelectiveScanMaxStates) * 4 + 1024), 228 * 1024);
+  EXPECT_EQ(L16::pos(15), 15);
+  EXPECT_EQ(L16::pos(16), 20);  // each lane's 16 steps start 16-byte aligned
+  EXPECT_EQ(L16::pos(L16::kTile - 1), L16::kRow - scan::lanes::kPad - 1);
+  // lanes8: four blocks share an SM at Mamba's d_state (its launch bounds ask for four), two at 256.
+  EXPECT_LE(4 * (scan::lanes::shared_floats<8>(16) * 4 + 1024), 228 * 1024);
+  EXPECT_LE(2 * (scan::lanes::shared_floats<8>(kernels::kSelectiveScanMaxStates) * 4 + 1024), 228 * 1024);
+  EXPECT_EQ(L8::kTile, 256);
+  EXPECT_EQ(L8::pos(7), 7);
+  EXPECT_EQ(L8::pos(8), 12);  // each lane's 8 steps start 16-byte aligned
+  EXPECT_EQ(L8::pos(L8::kTile - 1), L8::kRow - scan::lanes::kPad - 1);
+  // The lanes' first steps (the first of each eight lanes' 16-byte read) start on distinct 4-bank
+  // groups: no bank conflicts.
+  for (const int items : {16, 8}) {
+    std::set<int> banks;
+    for (int lane = 0; lane < 8; ++lane) {
+      const int start = items == 16 ? L16::pos(16 * lane) : L8::pos(8 * lane);
+      EXPECT_EQ(start % 4, 0) << items;
+      banks.insert(start % 32);
+    }
+    EXPECT_EQ(banks.size(), 8u) << items << " steps a lane: lanes' reads share a bank";
+  }
   EXPECT_EQ(scan::num_slices(1), 1);
   EXPECT_EQ(scan::num_slices(16), 1);
   EXPECT_EQ(scan::num_slices(17), 2);
@@ -464,18 +516,20 @@ TEST(SelectiveScanKernelEmulated, SharedMemoryFitsAnSm121BlockForEveryDstate) {
     if (!config.mamba || config.mamba->version != 1) continue;
     ++mamba1;
     const int dstate = static_cast<int>(config.mamba->d_state);
-    EXPECT_LE(scan::lanes::shared_floats(dstate) * 4, kSm121BlockBytes) << name;
+    EXPECT_LE(scan::lanes::shared_floats<16>(dstate) * 4, kSm121BlockBytes) << name;
   }
   EXPECT_GE(mamba1, 4u);  // Mamba-130M, Mamba-2.8B, Jamba and the tiny ones
   for (int dstate = 1; dstate <= kernels::kSelectiveScanMaxStates; ++dstate) {
-    EXPECT_LE(scan::lanes::shared_floats(dstate) * 4, kSm121BlockBytes) << "d_state " << dstate;
+    EXPECT_LE(scan::lanes::shared_floats<16>(dstate) * 4, kSm121BlockBytes) << "d_state " << dstate;
+    EXPECT_LE(scan::lanes::shared_floats<8>(dstate) * 4, kSm121BlockBytes) << "d_state " << dstate;
     for (const int segment : {8, 4}) {
       EXPECT_LE(scan::shared_floats(dstate, segment) * 4, kSm121BlockBytes) << "d_state " << dstate;
       EXPECT_LE(scan::split_local_shared_floats(dstate, segment) * 4, kSm121BlockBytes) << "d_state " << dstate;
     }
   }
-  EXPECT_EQ(scan::lanes::shared_floats(16) * 4, 82976);
-  EXPECT_EQ(scan::lanes::shared_floats(kernels::kSelectiveScanMaxStates) * 4, 98336);  // 3 KiB to spare
+  EXPECT_EQ(scan::lanes::shared_floats<16>(16) * 4, 82976);
+  EXPECT_EQ(scan::lanes::shared_floats<16>(kernels::kSelectiveScanMaxStates) * 4, 98336);  // 3 KiB to spare
+  EXPECT_EQ(scan::lanes::shared_floats<8>(16) * 4, 50208);                                 // two blocks an sm_121 SM
 }
 
 // ---- The sequence split (SelectiveScanArgs::cuda_split) ----
@@ -604,12 +658,13 @@ TEST(SelectiveScanCuda, PrefillMatchesTheReference) {
           at::manual_seed(static_cast<uint64_t>(c.len + c.dim + from_state));
           Problem p = make_problem(c, dtype, mixer_layout, /*full=*/true, at::Device(at::kCUDA, 0));
           const Result ref = reference_scan(p, true, from_state);
-          for (const int segment : {8, 4, 16}) {
-            p.args.cuda_segment = segment;
+          for (const Variant& v : kUnsplitVariants) {
+            v.apply(p.args);
             at::Tensor state = from_state ? p.state0.clone() : at::full_like(p.state0, 7.0f);
             const at::Tensor y = selective_scan(p.u, p.delta, p.B, p.C, p.z, p.args, state, from_state, Backend::Cuda);
-            const std::string what = fmt::format("{} {} mixer_layout={} from_state={} segment={}", name(c),
-                                                 c10::toString(dtype), mixer_layout, from_state, segment);
+            const std::string what =
+                fmt::format("{} {} mixer_layout={} from_state={} {}", name(c), c10::toString(dtype), mixer_layout,
+                            from_state, selective_scan_variant_name(p.args));
             EXPECT_EQ(y.scalar_type(), dtype) << what;
             const test::Tolerance tol = test::rounding_tolerance(dtype);
             test::expect_close(y, ref.y, tol, what + " y");

@@ -157,9 +157,10 @@ void expect_scan_close(const Outputs& got, const Outputs& ref, at::ScalarType dt
   expect_output(got.state, ref.state, kFp32, what + ": the state");
 }
 
-// Every prefill kernel the binding picks from args.cuda_segment (the warp-per-channel kernel, 16;
-// the 32-channel kernel at 8 and 4: chunks of 64 and 32 steps, which 37 and 70 are not multiples
-// of), from zeros and from a state, with and without z / D / delta_bias / softplus.
+// Every prefill kernel the binding picks from args.cuda_segment and cuda_lane_steps (the
+// warp-per-channel kernel, 16, with 16 or 8 steps a lane; the 32-channel kernel at 8 and 4:
+// chunks of 64 and 32 steps, which 37 and 70 are not multiples of), from zeros and from a state,
+// with and without z / D / delta_bias / softplus.
 TEST_F(MambaBindingsSim, SelectiveScanPrefillMatchesTheReference) {
   const std::vector<ScanCase> cases = {{2, 40, 16, 37, true, true}, {1, 33, 6, 70, false, false}};
   for (const at::ScalarType dtype : {at::kFloat, at::kBFloat16}) {
@@ -167,11 +168,12 @@ TEST_F(MambaBindingsSim, SelectiveScanPrefillMatchesTheReference) {
       for (const bool from_state : {false, true}) {
         ScanProblem p = make_scan_problem(c, dtype, static_cast<uint64_t>(c.dim * 7 + c.len + from_state));
         const Outputs ref = reference_scan(p, p.state0, from_state);
-        for (const int segment : {16, 8, 4}) {
+        for (const auto& [segment, steps] : {std::pair{16, 16}, {16, 8}, {8, 16}, {4, 16}}) {
           p.args.cuda_segment = segment;
+          p.args.cuda_lane_steps = steps;
           const std::string what =
-              fmt::format("{} B {} D {} N {} L {} mixer {} full {} from_state {} segment {}", name_of(dtype), c.batch,
-                          c.dim, c.dstate, c.len, c.mixer, c.full, from_state, segment);
+              fmt::format("{} B {} D {} N {} L {} mixer {} full {} from_state {} {}", name_of(dtype), c.batch, c.dim,
+                          c.dstate, c.len, c.mixer, c.full, from_state, ops::selective_scan_variant_name(p.args));
           const Outputs got = run_both_orders([&] { return binding_scan(p, p.state0, from_state); }, same_outputs);
           expect_scan_close(got, ref, dtype, what);
         }

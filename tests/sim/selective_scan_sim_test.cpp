@@ -1,8 +1,9 @@
 // Mamba-1's selective scan kernels (kernels/selective_scan) run by the CPU executor through their
 // launchers, on the mixer's channel-last views, against the recurrence in fp64: the 32-channel
 // prefill kernel at segments 8 and 4, unsplit and split over time, the warp-per-channel kernel
-// (segment 16), from a state and from zeros, d_state 1, 16 and 64; the one-token update, reading
-// delta or computing it from dt_proj, continuing the prefill's state.
+// (segment 16) with 16 and 8 steps a lane (lanes16, lanes8), from a state and from zeros, d_state
+// 1, 16 and 64; the one-token update, reading delta or computing it from dt_proj, continuing the
+// prefill's state.
 #include <ATen/ATen.h>
 #include <fmt/format.h>
 #include <gtest/gtest.h>
@@ -98,12 +99,13 @@ k::SelectiveScanParams params_for(const Inputs& in, at::Tensor& y, at::Tensor& s
   return p;
 }
 
-Result prefill(const Inputs& in, bool from_state, int segment, int pieces) {
+Result prefill(const Inputs& in, bool from_state, int segment, int pieces, int lane_steps = 16) {
   const int64_t batch = in.u.size(0), dim = in.u.size(1), len = in.u.size(2), n = in.a.size(1);
   Result r{at::zeros({batch, len, dim}, in.u.options()).transpose(1, 2), in.state0.clone()};
   k::SelectiveScanParams p = params_for(in, r.y, r.state);
   p.from_state = from_state;
   p.segment = segment;
+  p.lane_steps = lane_steps;
   at::Tensor states, dtsum;
   if (pieces > 1) {
     const k::scan::SplitPlan plan = k::scan::split_plan(len, segment, pieces);
@@ -127,14 +129,17 @@ void expect_close(const Result& r, const Result& ref, at::ScalarType dtype, cons
 TEST(SelectiveScanSim, PrefillMatchesTheRecurrence) {
   for (const at::ScalarType dtype : {at::kFloat, at::kBFloat16}) {
     for (const auto& [batch, dim, len, n] : std::vector<std::tuple<int64_t, int64_t, int64_t, int64_t>>{
-             {1, 40, 37, 16}, {2, 32, 1, 16}, {1, 33, 150, 1}, {1, 64, 70, 64}}) {
+             {1, 40, 37, 16}, {2, 32, 1, 16}, {1, 33, 150, 1}, {1, 64, 70, 64}, {1, 9, 300, 16}}) {
       for (const bool from_state : {false, true}) {
-        for (const auto& [segment, pieces] : std::vector<std::pair<int, int>>{{8, 1}, {4, 1}, {16, 1}, {4, 3}}) {
+        // segment, pieces, lane steps: lanes8's tiles are 256 steps, so L 300 crosses one
+        for (const auto& [segment, pieces, steps] :
+             std::vector<std::tuple<int, int, int>>{{8, 1, 16}, {4, 1, 16}, {16, 1, 16}, {16, 1, 8}, {4, 3, 16}}) {
           const Inputs in = make_inputs(batch, dim, len, n, dtype, static_cast<uint64_t>(dim * 7 + len));
-          const std::string what = fmt::format("{} B {} D {} L {} N {} from_state {} segment {} pieces {}",
-                                               name_of(dtype), batch, dim, len, n, from_state, segment, pieces);
+          const std::string what =
+              fmt::format("{} B {} D {} L {} N {} from_state {} segment {} pieces {} lane steps {}", name_of(dtype),
+                          batch, dim, len, n, from_state, segment, pieces, steps);
           const Result r = run_both_orders(
-              [&] { return prefill(in, from_state, segment, pieces); },
+              [&] { return prefill(in, from_state, segment, pieces, steps); },
               [](const Result& a, const Result& b) { return same_bytes(a.y, b.y) && same_bytes(a.state, b.state); });
           expect_close(r, reference(in, from_state), dtype, what);
         }

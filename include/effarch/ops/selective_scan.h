@@ -32,6 +32,12 @@ struct SelectiveScanArgs {
   // docs/mamba.md has the measurements behind the default. Other values are an OpError (1, a lane
   // per state, was measured slower than lanes16 on an H100 and removed: docs/mamba.md).
   int cuda_segment = 16;
+  // With cuda_segment 16: the steps each lane scans in sequence, 16 (lanes16, the default) or 8
+  // (lanes8: tiles of 256 steps, half the registers and shared memory, so four blocks share an
+  // sm_90 SM where lanes16 fits two; a measuring variant, `effarch kernels` row
+  // selective_scan_lanes8). Same results up to fp32 rounding. Other values, and 8 with another
+  // segment, are an OpError.
+  int cuda_lane_steps = 16;
   // The CUDA prefill split over time (kernels/selective_scan/selective_scan_math.h, "Sequence
   // split"): 0 off (one block per 32 channels and sequence walks the whole sequence), -1 the
   // launcher's choice from the GPU's SM count, batch, channels and length
@@ -43,8 +49,8 @@ struct SelectiveScanArgs {
 };
 
 // The CUDA prefill's variant for the record (Model::implementations(), bench keys, `effarch
-// kernels` rows): "seg4", "seg8" or "lanes16" (cuda_segment), "split" where cuda_split asks for
-// pieces.
+// kernels` rows): "seg4", "seg8" or "lanes16" (cuda_segment), "lanes8" (cuda_lane_steps), "split"
+// where cuda_split asks for pieces.
 const char* selective_scan_variant_name(const SelectiveScanArgs& args);
 
 // The number of sequence pieces the CUDA prefill runs for `args` on a [batch, dim, seqlen] input
