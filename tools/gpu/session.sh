@@ -29,9 +29,10 @@
 #              staged kernels, its one-token GEMV variants, DeepSeekMoE's decode), 25 (the GEMV's
 #              eight-loads variant), 47 (the prefill conv's vector variant), 49 (Phi-2's parallel
 #              block in two products against four)
-#     moe:     pending.md entries 51 and 44 (about 3 minutes): the MoE decode dispatch's two launches
+#     moe:     pending.md entries 51 and 44 (about 3.5 minutes): the MoE decode dispatch's two launches
 #              at one token against the staged kernels and the one-token GEMV variants (DeepSeekMoE,
-#              Mixtral), DeepSeekMoE's decode and its decode-step profile (also run by followups)
+#              Mixtral), DeepSeekMoE's decode and its decode-step profile, the MoE layer's prefill
+#              against a dense GEMM and a DeepSeekMoE prefill's profile at 4096 (also run by followups)
 #     prologue: pending.md entry 50: --norm-prologue separate against fused (the add + norm in the
 #              next GEMV's prologue), alternated, Phi-2, Mamba-2.8B and Llama-3-8B at 512, and a
 #              static decode-step profile of each with it
@@ -400,6 +401,13 @@ moe() {  # pending.md entries 51 and 44: a one-token MoE step in two launches, t
   limited 90 "$B" profile deepseek-moe-16b --device cuda --context 512 --steps 8 --cuda-graphs static \
     -o "$out/prof-dsmoe-two-kernels.json" > "$out/prof-dsmoe-two-kernels.txt" 2>&1
   log "profile deepseek-moe-16b: exit $?"; sed -n '1p;/^| kind/,/^$/p;/^Top events/,$p' "$out/prof-dsmoe-two-kernels.txt" | head -30 >> "$summary"
+  log "== moe: entry 44, the MoE layer's prefill at 4096 against a dense GEMM, and where a DeepSeekMoE prefill goes"
+  limited --int 40 "$B" kernels --device cuda --dtype bfloat16 --reps 5 --warmup 1 --moe deepseek-moe-16b --lengths 4096 \
+    --ops moe_prefill,moe_dense_gemm -o "$out/k-moe-prefill.json" > "$out/k-moe-prefill.txt" 2>&1
+  log "exit $?"; grep -E '^\| (moe_|  *1 )' "$out/k-moe-prefill.txt" >> "$summary"
+  limited 90 "$B" profile deepseek-moe-16b --phase prefill --device cuda --dtype bfloat16 --context 4096 --steps 2 \
+    -o "$out/prof-dsmoe-prefill.json" > "$out/prof-dsmoe-prefill.txt" 2>&1
+  log "profile deepseek-moe-16b prefill 4096: exit $?"; sed -n '1p;/^| kind/,/^$/p;/^Top events/,$p' "$out/prof-dsmoe-prefill.txt" | head -30 >> "$summary"
 }
 
 prologue() {  # pending.md entry 50: the block boundaries' add + norm in the next GEMV's prologue against the add_norm kernel
