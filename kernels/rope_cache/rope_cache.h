@@ -42,6 +42,13 @@ struct RopeCacheParams {
   const float* sin = nullptr;
   int64_t table_row_stride = 0;
   const int64_t* position = nullptr;  // [1] on the device; a position outside the cache writes nothing
+
+  // The prefill's kernel (rope_cache_rows, rope_cache_rows.cuh) only: `tokens` tokens a sequence,
+  // token t at position first_position + t (host-known: a prefill's start), every one inside the
+  // cache and the tables (the op checks); the token strides of q, k, v and q_out, in elements.
+  int64_t tokens = 1;
+  int64_t first_position = 0;
+  int64_t q_token_stride = 0, k_token_stride = 0, v_token_stride = 0, q_out_token_stride = 0;
 };
 
 LaunchStatus rope_cache_fp32(const RopeCacheParams& params, cudaStream_t stream);
@@ -51,6 +58,19 @@ LaunchStatus rope_cache_fp16(const RopeCacheParams& params, cudaStream_t stream)
 inline LaunchStatus rope_cache(const RopeCacheParams& params, cudaStream_t stream) {
   return dispatch_element_type<RopeCacheParams>(params.type, {rope_cache_fp32, rope_cache_bf16, rope_cache_fp16},
                                                 params, stream, "rope_cache: unknown element type");
+}
+
+// The same for a prefill's `tokens` tokens a sequence (rope_cache_rows.cuh): a warp per row (one
+// head of one token), bitwise the same arithmetic. Replaces ops::apply_rope twice and two copies
+// into the caches.
+LaunchStatus rope_cache_rows_fp32(const RopeCacheParams& params, cudaStream_t stream);
+LaunchStatus rope_cache_rows_bf16(const RopeCacheParams& params, cudaStream_t stream);
+LaunchStatus rope_cache_rows_fp16(const RopeCacheParams& params, cudaStream_t stream);
+
+inline LaunchStatus rope_cache_rows(const RopeCacheParams& params, cudaStream_t stream) {
+  return dispatch_element_type<RopeCacheParams>(params.type,
+                                                {rope_cache_rows_fp32, rope_cache_rows_bf16, rope_cache_rows_fp16},
+                                                params, stream, "rope_cache_rows: unknown element type");
 }
 
 }  // namespace effarch::kernels

@@ -1,8 +1,13 @@
-// __nv_bfloat16 activations: the fused RoPE + KV-cache write.
+// __nv_bfloat16 activations: the fused RoPE + KV-cache write, one token and a prefill's.
+#include "rope_cache/rope_cache_rows.cuh"
 #include "rope_cache/rope_cache_update.cuh"
 
 namespace effarch::kernels {
 
 LaunchStatus rope_cache_bf16(const RopeCacheParams& params, cudaStream_t stream) { return rope_cache_cuda<__nv_bfloat16>(params, stream); }
+
+LaunchStatus rope_cache_rows_bf16(const RopeCacheParams& params, cudaStream_t stream) {
+  return rope_cache_rows_cuda<__nv_bfloat16>(params, stream);
+}
 
 }  // namespace effarch::kernels

@@ -1,8 +1,13 @@
-// float activations: the fused RoPE + KV-cache write.
+// float activations: the fused RoPE + KV-cache write, one token and a prefill's.
+#include "rope_cache/rope_cache_rows.cuh"
 #include "rope_cache/rope_cache_update.cuh"
 
 namespace effarch::kernels {
 
 LaunchStatus rope_cache_fp32(const RopeCacheParams& params, cudaStream_t stream) { return rope_cache_cuda<float>(params, stream); }
+
+LaunchStatus rope_cache_rows_fp32(const RopeCacheParams& params, cudaStream_t stream) {
+  return rope_cache_rows_cuda<float>(params, stream);
+}
 
 }  // namespace effarch::kernels

@@ -1,10 +1,15 @@
 // rope_cache_write: the fused kernel's per-element math (kernels/rope_cache/rope_cache_math.h)
 // run on the CPU over every (sequence, head, element) against the reference (apply_rope_at and
 // index_copy_), bitwise, in every dtype, full and partial rotary, llama3 scaling, no RoPE; the
-// errors; and, with a GPU, the CUDA kernel against the reference, bitwise.
+// errors; and, with a GPU, the CUDA kernel against the reference, bitwise. rope_cache_prefill (a
+// prefill's tokens, the rows kernel): its reference against apply_rope and the copies, its errors,
+// and with a GPU its kernel, bitwise (tests/sim/attention_sim_test.cpp runs that kernel on the CPU).
 
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
+
+#include <algorithm>
+#include <string>
 
 #include <c10/util/BFloat16.h>
 #include <c10/util/Half.h>
@@ -12,6 +17,7 @@
 #include "../../kernels/rope_cache/rope_cache_math.h"
 #include "../test_util.h"
 #include "effarch/common/error.h"
+#include "effarch/ops/rope.h"
 #include "effarch/ops/rope_cache.h"
 
 namespace effarch::ops {
@@ -145,6 +151,85 @@ TEST(RopeCache, BadArgumentsAreOpErrorsNamingThem) {
                     {"rope_cache_write", "rotary_dim"});
   EXPECT_THROW_WITH(rope_cache_write(in.q, in.k, in.v, &tables, in.position, in.k_cache, in.v_cache, Backend::Cuda),
                     OpError, {"rope_cache_write", "cuda"});
+}
+
+// A prefill's q, k and v: T tokens of a fused [B, T, (Hq + 2 Hkv) D] projection, as head views.
+struct PrefillInputs {
+  at::Tensor q, k, v, k_cache, v_cache;
+};
+PrefillInputs make_prefill_inputs(const Shape& s, int64_t tokens, at::ScalarType dtype, at::Device device) {
+  at::manual_seed(9);
+  const auto opts = at::TensorOptions().dtype(dtype).device(device);
+  const int64_t d = s.head_dim;
+  const at::Tensor proj = at::randn({s.batch, tokens, (s.q_heads + 2 * s.kv_heads) * d}, at::kFloat).to(opts);
+  const auto heads = [&](int64_t first, int64_t n) {
+    return proj.narrow(2, first * d, n * d).view({s.batch, tokens, n, d}).transpose(1, 2);
+  };
+  return {heads(0, s.q_heads), heads(s.q_heads, s.kv_heads), heads(s.q_heads + s.kv_heads, s.kv_heads),
+          at::randn({s.batch, s.kv_heads, s.max_len, d}, at::kFloat).to(opts),
+          at::randn({s.batch, s.kv_heads, s.max_len, d}, at::kFloat).to(opts)};
+}
+
+// The reference is what the model ran before the op: apply_rope on q and k, copies into the
+// caches' rows start .. start + T - 1, the other rows untouched.
+TEST(RopeCachePrefill, ReferenceIsApplyRopeAndTheCopies) {
+  const Shape s{2, 4, 2, 80, 32, 40, 5, "default"};  // Phi-2's partial rotary
+  const PrefillInputs in = make_prefill_inputs(s, 9, at::kBFloat16, at::kCPU);
+  const RopeTables tables = make_rope_tables(rope_params(s), s.max_len, at::kCPU);
+  at::Tensor k_cache = in.k_cache.clone(), v_cache = in.v_cache.clone();
+  const at::Tensor q = rope_cache_prefill(in.q, in.k, in.v, &tables, s.position, k_cache, v_cache);
+  EXPECT_TRUE(at::equal(q, apply_rope(in.q, tables, s.position)));
+  EXPECT_TRUE(at::equal(k_cache.narrow(2, s.position, 9), apply_rope(in.k, tables, s.position)));
+  EXPECT_TRUE(at::equal(v_cache.narrow(2, s.position, 9), in.v));
+  EXPECT_TRUE(at::equal(k_cache.narrow(2, 0, s.position), in.k_cache.narrow(2, 0, s.position)));
+  EXPECT_TRUE(at::equal(v_cache.narrow(2, 14, 26), in.v_cache.narrow(2, 14, 26)));
+  // Without RoPE: q as it is, k and v copied.
+  at::Tensor k2 = in.k_cache.clone(), v2 = in.v_cache.clone();
+  EXPECT_TRUE(at::equal(rope_cache_prefill(in.q, in.k, in.v, nullptr, 0, k2, v2), in.q));
+  EXPECT_TRUE(at::equal(k2.narrow(2, 0, 9), in.k));
+}
+
+TEST(RopeCachePrefill, BadArgumentsAreOpErrorsNamingThem) {
+  const Shape s{1, 4, 2, 32, 32, 20, 0, "default"};
+  PrefillInputs in = make_prefill_inputs(s, 6, at::kFloat, at::kCPU);
+  const RopeTables tables = make_rope_tables(rope_params(s), s.max_len, at::kCPU);
+  EXPECT_THROW_WITH(rope_cache_prefill(in.q, in.k, in.v, &tables, 15, in.k_cache, in.v_cache), OpError,
+                    {"rope_cache_prefill", "6 tokens from position 15 do not fit a cache of 20"});
+  EXPECT_THROW_WITH(rope_cache_prefill(in.q, in.k, in.v, &tables, -1, in.k_cache, in.v_cache), OpError,
+                    {"rope_cache_prefill", "from position -1"});
+  EXPECT_THROW_WITH(rope_cache_prefill(in.q, in.k.narrow(2, 0, 5), in.v, &tables, 0, in.k_cache, in.v_cache),
+                    OpError, {"rope_cache_prefill", "[B, Hkv, T, D]"});
+  EXPECT_THROW_WITH(rope_cache_prefill(in.q, in.k, in.v.to(at::kDouble), &tables, 0, in.k_cache, in.v_cache),
+                    OpError, {"rope_cache_prefill", "v is"});
+  EXPECT_THROW_WITH(rope_cache_prefill(in.q, in.k, in.v, &tables, 0, in.k_cache, in.v_cache, Backend::Cuda),
+                    OpError, {"rope_cache_write", "cuda"});
+}
+
+TEST(RopeCacheCuda, PrefillKernelIsBitwiseTheReference) {
+  if (!(kBuiltWithCuda && at::hasCUDA())) GTEST_SKIP() << "needs a CUDA build and a GPU";
+  const at::Device gpu(at::kCUDA, 0);
+  for (const Shape& s : kShapes) {
+    for (const int64_t tokens : {int64_t{1}, std::min<int64_t>(s.max_len - s.position, 37)}) {
+      for (at::ScalarType dtype : {at::kFloat, at::kBFloat16, at::kHalf}) {
+        for (bool with_rope : {true, false}) {
+          const PrefillInputs in = make_prefill_inputs(s, tokens, dtype, gpu);
+          const RopeTables tables = make_rope_tables(rope_params(s), s.max_len, gpu);
+          const RopeTables* t = with_rope ? &tables : nullptr;
+          at::Tensor ref_k = in.k_cache.clone(), ref_v = in.v_cache.clone();
+          const at::Tensor ref_q =
+              rope_cache_prefill(in.q, in.k, in.v, t, s.position, ref_k, ref_v, Backend::Reference);
+          at::Tensor k = in.k_cache.clone(), v = in.v_cache.clone();
+          const at::Tensor q = rope_cache_prefill(in.q, in.k, in.v, t, s.position, k, v, Backend::Cuda);
+          const std::string what = std::to_string(s.head_dim) + "/" + std::to_string(s.rotary_dim) + " " + s.type +
+                                   " " + c10::toString(dtype) + " T " + std::to_string(tokens) +
+                                   (with_rope ? "" : " no rope");
+          EXPECT_TRUE(at::equal(q, ref_q)) << what << ": q, max diff " << (q - ref_q).abs().max().item<double>();
+          EXPECT_TRUE(at::equal(k, ref_k)) << what << ": k_cache";
+          EXPECT_TRUE(at::equal(v, ref_v)) << what << ": v_cache";
+        }
+      }
+    }
+  }
 }
 
 TEST(RopeCacheCuda, KernelIsBitwiseTheReference) {

@@ -178,5 +178,75 @@ TEST_F(AttentionSim, RopeCacheWriteIsBitwiseTheReference) {
   }
 }
 
+// A prefill's RoPE and cache write through its binding (rope_cache_prefill_cuda, the rows
+// kernel): bit for bit the reference (apply_rope on q and k, then copies into the caches), every
+// dtype, full and partial rotary, llama3's scaling, no RoPE; T tokens from a start position (one
+// token, odd counts, a start past the original context), q, k and v as the model views them
+// (head views of one fused [B, T, (Hq + 2 Hkv) D] projection), rows before and after the tokens
+// untouched.
+TEST_F(AttentionSim, RopeCachePrefillIsBitwiseTheReference) {
+  struct PrefillCase {
+    RopeCase shape;
+    int64_t tokens;  // from shape.position
+  };
+  const PrefillCase cases[] = {
+      {{2, 4, 2, 32, 32, 40, 0, "default"}, 13},      // full rotary, GQA, from the start
+      {{1, 4, 4, 80, 32, 40, 5, "default"}, 33},      // Phi-2's head: 32 of 80 rotate, a later start
+      {{2, 8, 2, 128, 128, 300, 250, "llama3"}, 7},   // Llama-3's scaling, past the original context
+      {{3, 2, 1, 16, 8, 9, 8, "default"}, 1},         // one token, the cache's last row
+  };
+  for (const PrefillCase& pc : cases) {
+    const RopeCase& s = pc.shape;
+    RopeParams rope;
+    rope.rotary_dim = s.rotary_dim;
+    rope.type = s.type;
+    if (rope.type == "llama3") {
+      rope.factor = 8.0;
+      rope.original_max_position = 64;
+    }
+    const RopeTables tables = make_rope_tables(rope, s.max_len, at::kCPU);
+    for (const at::ScalarType dtype : {at::kFloat, at::kBFloat16, at::kHalf}) {
+      for (const bool with_rope : {true, false}) {
+        at::manual_seed(7);
+        const int64_t t = pc.tokens, d = s.head_dim;
+        const at::Tensor proj = at::randn({s.batch, t, (s.q_heads + 2 * s.kv_heads) * d}).to(dtype);
+        const auto heads = [&](int64_t first, int64_t n) {
+          return proj.narrow(2, first * d, n * d).view({s.batch, t, n, d}).transpose(1, 2);
+        };
+        const at::Tensor q = heads(0, s.q_heads), k = heads(s.q_heads, s.kv_heads),
+                         v = heads(s.q_heads + s.kv_heads, s.kv_heads);
+        const at::Tensor k_cache = at::randn({s.batch, s.kv_heads, s.max_len, d}).to(dtype);
+        const at::Tensor v_cache = at::randn({s.batch, s.kv_heads, s.max_len, d}).to(dtype);
+        const RopeTables* tb = with_rope ? &tables : nullptr;
+        at::Tensor ref_k = k_cache.clone(), ref_v = v_cache.clone();
+        const at::Tensor ref_q = rope_cache_prefill(q, k, v, tb, s.position, ref_k, ref_v, Backend::Reference);
+        const std::string what = fmt::format("{}/{} {} {} T {} from {}{}", s.head_dim, s.rotary_dim, s.type,
+                                             name_of(dtype), t, s.position, with_rope ? "" : " no rope");
+        struct Written {
+          at::Tensor q, k, v;
+        };
+        const Written w = run_both_orders(
+            [&] {
+              Written r{at::Tensor(), k_cache.clone(), v_cache.clone()};
+              r.q = detail::rope_cache_prefill_cuda(q, k, v, tb, s.position, r.k, r.v);
+              return r;
+            },
+            [](const Written& a, const Written& b) {
+              return same_bytes(a.q, b.q) && same_bytes(a.k, b.k) && same_bytes(a.v, b.v);
+            });
+        EXPECT_TRUE(at::equal(w.q, ref_q))
+            << what << ": q, max diff " << (w.q.to(at::kDouble) - ref_q.to(at::kDouble)).abs().max().item<double>();
+        EXPECT_TRUE(at::equal(w.k, ref_k)) << what << ": k_cache";
+        EXPECT_TRUE(at::equal(w.v, ref_v)) << what << ": v_cache";
+        if (with_rope) EXPECT_FALSE(at::equal(w.q, q)) << what << ": q was not rotated";
+      }
+    }
+  }
+  // The binding refuses what the kernel cannot do: rows past the cache (the op checks first too).
+  const at::Tensor q = at::randn({1, 2, 4, 16}), kv = at::randn({1, 1, 4, 16});
+  at::Tensor kc = at::zeros({1, 1, 6, 16}), vc = at::zeros({1, 1, 6, 16});
+  EXPECT_THROW(detail::rope_cache_prefill_cuda(q, kv, kv, nullptr, 3, kc, vc), std::exception);
+}
+
 }  // namespace
 }  // namespace effarch::sim

@@ -89,7 +89,7 @@ enum class OpFamily {
   GatedRmsNorm,          // Mamba-2's gated RMSNorm
   MoeDispatch,           // MoE expert dispatch
   DecodeAttention,       // decode_attention: a decode step's attention over the KV cache
-  RopeCacheWrite,        // rope_cache_write: the static decode step's RoPE and KV-cache write
+  RopeCacheWrite,        // rope_cache_write, rope_cache_prefill: RoPE and the KV-cache write (a decode step, a prefill)
   AddNorm,               // add_norm: a block boundary's residual add and the next RMSNorm / LayerNorm
   Activation,            // activation: a dense MLP's SiLU(gate) * up or gelu_new (activate / gated_activation)
   DenseGemv,             // linear with a dense weight and 1..8 rows on CUDA (a decode step's projections)

@@ -18,8 +18,20 @@ at::Tensor rope_cache_write(const at::Tensor& q, const at::Tensor& k, const at::
                             const at::Tensor& position, at::Tensor& k_cache, at::Tensor& v_cache,
                             Backend backend = Backend::Auto);
 
+// A prefill's (or an eager step's) RoPE and KV-cache write: q [B, Hq, T, D]; k, v [B, Hkv, T, D]
+// at positions start_pos .. start_pos + T - 1 (inside the caches, else an OpError); the rotated k
+// and v written into those cache rows, the rotated q returned. The reference is ops::apply_rope on
+// q and k and two copies into the caches; the CUDA kernel (kernels/rope_cache/rope_cache_rows.cuh)
+// does it in one launch, bitwise equal. Same family as rope_cache_write (OpFamily::RopeCacheWrite).
+at::Tensor rope_cache_prefill(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const RopeTables* tables,
+                              int64_t start_pos, at::Tensor& k_cache, at::Tensor& v_cache,
+                              Backend backend = Backend::Auto);
+
 #ifdef EFFARCH_WITH_CUDA
 namespace detail {
+at::Tensor rope_cache_prefill_cuda(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                   const RopeTables* tables, int64_t start_pos, at::Tensor& k_cache,
+                                   at::Tensor& v_cache);
 at::Tensor rope_cache_write_cuda(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                  const RopeTables* tables, const at::Tensor& position, at::Tensor& k_cache,
                                  at::Tensor& v_cache);

@@ -74,7 +74,7 @@ class AttentionMixer final : public Mixer {
 
   // RoPE, the new K/V into the cache, attention over the cache: [B, Hq, T, D], written into `out`
   // (a view of that shape) where given.
-  at::Tensor attend(at::Tensor q, at::Tensor k, const at::Tensor& v, LayerCache& cache, const ForwardContext& ctx,
+  at::Tensor attend(at::Tensor q, const at::Tensor& k, const at::Tensor& v, LayerCache& cache, const ForwardContext& ctx,
                     const at::Tensor* out) const {
     const int64_t t = q.size(2);
     if (ctx.position != nullptr) {  // static decode: the position lives on the device
@@ -85,12 +85,8 @@ class AttentionMixer final : public Mixer {
       return ops::decode_attention(q, cache.k, cache.v, *ctx.position, scale_, a_.sliding_window, ctx.backend,
                                    ctx.attention, out);
     }
-    if (a_.rope) {
-      q = ops::apply_rope(q, *ctx.rope, ctx.start_pos);
-      k = ops::apply_rope(k, *ctx.rope, ctx.start_pos);
-    }
-    cache.k.narrow(2, ctx.start_pos, t).copy_(k);
-    cache.v.narrow(2, ctx.start_pos, t).copy_(v);
+    // RoPE on q and k and the new rows into the caches, in one op (one kernel on a GPU).
+    q = ops::rope_cache_prefill(q, k, v, a_.rope ? ctx.rope : nullptr, ctx.start_pos, cache.k, cache.v, ctx.backend);
     const int64_t s = ctx.start_pos + t;
     if (t == 1) {  // an eager decode step: one query over the cache (causal_attention as its reference)
       return ops::decode_attention(q, cache.k, cache.v, ctx.start_pos, scale_, a_.sliding_window, ctx.backend,
