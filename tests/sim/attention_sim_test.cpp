@@ -119,6 +119,44 @@ struct RopeCase {
   const char* type;
 };
 
+// The case's tables on the host: llama3's scaling with factor 8 over an original context of 64.
+RopeTables rope_tables(const RopeCase& s) {
+  RopeParams rope;
+  rope.rotary_dim = s.rotary_dim;
+  rope.type = s.type;
+  if (rope.type == "llama3") {
+    rope.factor = 8.0;
+    rope.original_max_position = 64;
+  }
+  return make_rope_tables(rope, s.max_len, at::kCPU);
+}
+
+// What a binding wrote: q rotated, the two caches.
+struct Written {
+  at::Tensor q, k, v;
+};
+
+// `write` (a binding into clones of the caches) under both schedules, the same bytes each time,
+// then bit for bit the reference's.
+template <typename Write>
+void expect_written_as_the_reference(Write&& write, const at::Tensor& k_cache, const at::Tensor& v_cache,
+                                     const at::Tensor& ref_q, const at::Tensor& ref_k, const at::Tensor& ref_v,
+                                     const std::string& what) {
+  const Written w = run_both_orders(
+      [&] {
+        Written r{at::Tensor(), k_cache.clone(), v_cache.clone()};
+        r.q = write(r.k, r.v);
+        return r;
+      },
+      [](const Written& a, const Written& b) {
+        return same_bytes(a.q, b.q) && same_bytes(a.k, b.k) && same_bytes(a.v, b.v);
+      });
+  EXPECT_TRUE(at::equal(w.q, ref_q))
+      << what << ": q, max diff " << (w.q.to(at::kDouble) - ref_q.to(at::kDouble)).abs().max().item<double>();
+  EXPECT_TRUE(at::equal(w.k, ref_k)) << what << ": k_cache";
+  EXPECT_TRUE(at::equal(w.v, ref_v)) << what << ": v_cache";
+}
+
 // RoPE and the cache write through the binding: bit for bit the reference (apply_rope_at, then
 // index_copy_ into the caches), as tests/ops/rope_cache_test.cpp holds the GPU to; every dtype,
 // full and partial rotary, llama3's scaling, no RoPE; q, k and v as views of the projections.
@@ -130,14 +168,7 @@ TEST_F(AttentionSim, RopeCacheWriteIsBitwiseTheReference) {
       {3, 2, 1, 16, 8, 5, 0, "default"},
   };
   for (const RopeCase& s : cases) {
-    RopeParams rope;
-    rope.rotary_dim = s.rotary_dim;
-    rope.type = s.type;
-    if (rope.type == "llama3") {
-      rope.factor = 8.0;
-      rope.original_max_position = 64;
-    }
-    const RopeTables tables = make_rope_tables(rope, s.max_len, at::kCPU);
+    const RopeTables tables = rope_tables(s);
     for (const at::ScalarType dtype : {at::kFloat, at::kBFloat16, at::kHalf}) {
       for (const bool with_rope : {true, false}) {
         at::manual_seed(5);
@@ -157,22 +188,9 @@ TEST_F(AttentionSim, RopeCacheWriteIsBitwiseTheReference) {
         const at::Tensor ref_q = rope_cache_write(q, k, v, t, position, ref_k, ref_v, Backend::Reference);
         const std::string what =
             fmt::format("{}/{} {} {}{}", s.head_dim, s.rotary_dim, s.type, name_of(dtype), with_rope ? "" : " no rope");
-        struct Written {
-          at::Tensor q, k, v;
-        };
-        const Written w = run_both_orders(
-            [&] {
-              Written r{at::Tensor(), k_cache.clone(), v_cache.clone()};
-              r.q = detail::rope_cache_write_cuda(q, k, v, t, position, r.k, r.v);
-              return r;
-            },
-            [](const Written& a, const Written& b) {
-              return same_bytes(a.q, b.q) && same_bytes(a.k, b.k) && same_bytes(a.v, b.v);
-            });
-        EXPECT_TRUE(at::equal(w.q, ref_q))
-            << what << ": q, max diff " << (w.q.to(at::kDouble) - ref_q.to(at::kDouble)).abs().max().item<double>();
-        EXPECT_TRUE(at::equal(w.k, ref_k)) << what << ": k_cache";
-        EXPECT_TRUE(at::equal(w.v, ref_v)) << what << ": v_cache";
+        expect_written_as_the_reference(
+            [&](at::Tensor& kc, at::Tensor& vc) { return detail::rope_cache_write_cuda(q, k, v, t, position, kc, vc); },
+            k_cache, v_cache, ref_q, ref_k, ref_v, what);
       }
     }
   }
@@ -197,14 +215,7 @@ TEST_F(AttentionSim, RopeCachePrefillIsBitwiseTheReference) {
   };
   for (const PrefillCase& pc : cases) {
     const RopeCase& s = pc.shape;
-    RopeParams rope;
-    rope.rotary_dim = s.rotary_dim;
-    rope.type = s.type;
-    if (rope.type == "llama3") {
-      rope.factor = 8.0;
-      rope.original_max_position = 64;
-    }
-    const RopeTables tables = make_rope_tables(rope, s.max_len, at::kCPU);
+    const RopeTables tables = rope_tables(s);
     for (const at::ScalarType dtype : {at::kFloat, at::kBFloat16, at::kHalf}) {
       for (const bool with_rope : {true, false}) {
         at::manual_seed(7);
@@ -222,23 +233,12 @@ TEST_F(AttentionSim, RopeCachePrefillIsBitwiseTheReference) {
         const at::Tensor ref_q = rope_cache_prefill(q, k, v, tb, s.position, ref_k, ref_v, Backend::Reference);
         const std::string what = fmt::format("{}/{} {} {} T {} from {}{}", s.head_dim, s.rotary_dim, s.type,
                                              name_of(dtype), t, s.position, with_rope ? "" : " no rope");
-        struct Written {
-          at::Tensor q, k, v;
-        };
-        const Written w = run_both_orders(
-            [&] {
-              Written r{at::Tensor(), k_cache.clone(), v_cache.clone()};
-              r.q = detail::rope_cache_prefill_cuda(q, k, v, tb, s.position, r.k, r.v);
-              return r;
+        expect_written_as_the_reference(
+            [&](at::Tensor& kc, at::Tensor& vc) {
+              return detail::rope_cache_prefill_cuda(q, k, v, tb, s.position, kc, vc);
             },
-            [](const Written& a, const Written& b) {
-              return same_bytes(a.q, b.q) && same_bytes(a.k, b.k) && same_bytes(a.v, b.v);
-            });
-        EXPECT_TRUE(at::equal(w.q, ref_q))
-            << what << ": q, max diff " << (w.q.to(at::kDouble) - ref_q.to(at::kDouble)).abs().max().item<double>();
-        EXPECT_TRUE(at::equal(w.k, ref_k)) << what << ": k_cache";
-        EXPECT_TRUE(at::equal(w.v, ref_v)) << what << ": v_cache";
-        if (with_rope) EXPECT_FALSE(at::equal(w.q, q)) << what << ": q was not rotated";
+            k_cache, v_cache, ref_q, ref_k, ref_v, what);
+        if (with_rope) EXPECT_FALSE(at::equal(ref_q, q)) << what << ": the reference did not rotate q";
       }
     }
   }
