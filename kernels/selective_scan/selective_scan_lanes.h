@@ -61,7 +61,6 @@ inline constexpr int kPad = 4;                       // floats after each lane's
 template <int Items>
 struct Layout {
   static_assert(Items == 16 || Items == 8, "a lane scans 16 or 8 steps");
-  static constexpr int kItems = Items;                // steps a lane scans in sequence
   static constexpr int kTile = kLanes * Items;        // 512 or 256 steps per tile
   static constexpr int kRow = kTile + kLanes * kPad;  // 640 or 384 floats per staged row
   // Where step r of a tile sits in a staged row: lane l's steps start at (Items + 4) l, 16-byte

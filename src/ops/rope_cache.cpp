@@ -20,29 +20,29 @@ using detail::shape;
 
 // The tensors of either op: q [B, Hq, T, D], k and v [B, Hkv, T, D] (T 1 for rope_cache_write),
 // the caches [B, Hkv, S, D], the tables' rows covering the cache's.
-void check_tensors(const char* kOp, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+void check_tensors(const char* op, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                    const RopeTables* tables, const at::Tensor& k_cache, const at::Tensor& v_cache, bool one_token) {
   for (const auto& [t, name] : {std::pair{&q, "q"}, {&k, "k"}, {&v, "v"}, {&k_cache, "k_cache"}, {&v_cache, "v_cache"}}) {
-    if (!t->defined() || t->dim() != 4) throw OpError(fmt::format("{}: {} must be a 4-dim tensor", kOp, name));
+    if (!t->defined() || t->dim() != 4) throw OpError(fmt::format("{}: {} must be a 4-dim tensor", op, name));
     if (t->scalar_type() != q.scalar_type() || t->device() != q.device()) {
-      throw OpError(fmt::format("{}: {} is {} on {}, q is {} on {}", kOp, name, c10::toString(t->scalar_type()),
+      throw OpError(fmt::format("{}: {} is {} on {}, q is {} on {}", op, name, c10::toString(t->scalar_type()),
                                 t->device().str(), c10::toString(q.scalar_type()), q.device().str()));
     }
   }
   const int64_t b = q.size(0), d = q.size(3), t = q.size(2);
   if ((one_token && t != 1) || k.sizes() != v.sizes() || k.size(0) != b || k.size(2) != t || k.size(3) != d) {
-    throw OpError(fmt::format("{}: q {}, k {}, v {}: expected [B, Hq, {}, D] and [B, Hkv, {}, D]", kOp, shape(q),
+    throw OpError(fmt::format("{}: q {}, k {}, v {}: expected [B, Hq, {}, D] and [B, Hkv, {}, D]", op, shape(q),
                               shape(k), shape(v), one_token ? "1" : "T", one_token ? "1" : "T"));
   }
   if (k_cache.sizes() != v_cache.sizes() || k_cache.size(0) != b || k_cache.size(1) != k.size(1) ||
       k_cache.size(3) != d) {
-    throw OpError(fmt::format("{}: k_cache {} and v_cache {} must be [B, Hkv, S, D] for k {}", kOp, shape(k_cache),
+    throw OpError(fmt::format("{}: k_cache {} and v_cache {} must be [B, Hkv, S, D] for k {}", op, shape(k_cache),
                               shape(v_cache), shape(k)));
   }
   if (tables != nullptr && (tables->rotary_dim < 2 || tables->rotary_dim > d || tables->rotary_dim % 2 != 0 ||
                             tables->cos.size(1) != tables->rotary_dim || tables->cos.size(0) < k_cache.size(2) ||
                             tables->cos.device() != q.device())) {
-    throw OpError(fmt::format("{}: RoPE tables of rotary_dim {} for head size {} on {}", kOp, tables->rotary_dim, d,
+    throw OpError(fmt::format("{}: RoPE tables of rotary_dim {} for head size {} on {}", op, tables->rotary_dim, d,
                               q.device().str()));
   }
 }

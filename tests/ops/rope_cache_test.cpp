@@ -16,6 +16,7 @@
 
 #include "../../kernels/rope_cache/rope_cache_math.h"
 #include "../test_util.h"
+#include "rope_cases.h"
 #include "effarch/common/error.h"
 #include "effarch/ops/rope.h"
 #include "effarch/ops/rope_cache.h"
@@ -25,21 +26,8 @@ namespace {
 
 namespace rw = kernels::rope_write;
 
-struct Shape {
-  int64_t batch, q_heads, kv_heads, head_dim, rotary_dim, max_len, position;
-  const char* type;  // RoPE type
-};
-
-RopeParams rope_params(const Shape& s) {
-  RopeParams r;
-  r.rotary_dim = s.rotary_dim;
-  r.type = s.type;
-  if (r.type == "llama3") {
-    r.factor = 8.0;
-    r.original_max_position = 64;
-  }
-  return r;
-}
+using Shape = test::RopeShape;
+using test::rope_params;
 
 struct Inputs {
   at::Tensor q, k, v, k_cache, v_cache, position;
@@ -101,15 +89,9 @@ at::Tensor emulate(const Inputs& in, const RopeTables* tables, int64_t position,
   return q_out;
 }
 
-const Shape kShapes[] = {
-    {2, 4, 2, 32, 32, 20, 7, "default"},      // tiny-llama: full rotary, GQA
-    {1, 4, 4, 80, 32, 40, 39, "default"},     // Phi-2's head: 32 of 80 rotate
-    {2, 8, 2, 128, 128, 300, 257, "llama3"},  // Llama-3's scaling, past the original context
-    {3, 2, 1, 16, 8, 5, 0, "default"},
-};
 
 TEST(RopeCacheEmulation, KernelMathIsBitwiseTheReference) {
-  for (const Shape& s : kShapes) {
+  for (const Shape& s : test::kRopeShapes) {
     for (at::ScalarType dtype : {at::kFloat, at::kBFloat16, at::kHalf}) {
       for (bool with_rope : {true, false}) {
         const Inputs in = make_inputs(s, dtype, at::kCPU);
@@ -208,7 +190,7 @@ TEST(RopeCachePrefill, BadArgumentsAreOpErrorsNamingThem) {
 TEST(RopeCacheCuda, PrefillKernelIsBitwiseTheReference) {
   if (!(kBuiltWithCuda && at::hasCUDA())) GTEST_SKIP() << "needs a CUDA build and a GPU";
   const at::Device gpu(at::kCUDA, 0);
-  for (const Shape& s : kShapes) {
+  for (const Shape& s : test::kRopeShapes) {
     for (const int64_t tokens : {int64_t{1}, std::min<int64_t>(s.max_len - s.position, 37)}) {
       for (at::ScalarType dtype : {at::kFloat, at::kBFloat16, at::kHalf}) {
         for (bool with_rope : {true, false}) {
@@ -235,7 +217,7 @@ TEST(RopeCacheCuda, PrefillKernelIsBitwiseTheReference) {
 TEST(RopeCacheCuda, KernelIsBitwiseTheReference) {
   if (!(kBuiltWithCuda && at::hasCUDA())) GTEST_SKIP() << "needs a CUDA build and a GPU";
   const at::Device gpu(at::kCUDA, 0);
-  for (const Shape& s : kShapes) {
+  for (const Shape& s : test::kRopeShapes) {
     for (at::ScalarType dtype : {at::kFloat, at::kBFloat16, at::kHalf}) {
       for (bool with_rope : {true, false}) {
         const Inputs in = make_inputs(s, dtype, gpu);

@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "../ops/rope_cases.h"
 #include "cuda_sim.h"
 #include "effarch/common/error.h"
 #include "effarch/ops/decode_attention.h"
@@ -114,22 +115,10 @@ TEST_F(AttentionSim, DecodeAttentionRefusesWhatTheKernelCannotRead) {
   expect_refused(q, at::randn({1, 2, 8, 64}), strided, "v_cache needs a contiguous head dimension");
 }
 
-struct RopeCase {
-  int64_t batch, q_heads, kv_heads, head_dim, rotary_dim, max_len, position;
-  const char* type;
-};
+using RopeCase = test::RopeShape;
 
-// The case's tables on the host: llama3's scaling with factor 8 over an original context of 64.
-RopeTables rope_tables(const RopeCase& s) {
-  RopeParams rope;
-  rope.rotary_dim = s.rotary_dim;
-  rope.type = s.type;
-  if (rope.type == "llama3") {
-    rope.factor = 8.0;
-    rope.original_max_position = 64;
-  }
-  return make_rope_tables(rope, s.max_len, at::kCPU);
-}
+// The case's tables on the host (tests/ops/rope_cases.h).
+RopeTables rope_tables(const RopeCase& s) { return make_rope_tables(test::rope_params(s), s.max_len, at::kCPU); }
 
 // What a binding wrote: q rotated, the two caches.
 struct Written {
@@ -161,13 +150,7 @@ void expect_written_as_the_reference(Write&& write, const at::Tensor& k_cache, c
 // index_copy_ into the caches), as tests/ops/rope_cache_test.cpp holds the GPU to; every dtype,
 // full and partial rotary, llama3's scaling, no RoPE; q, k and v as views of the projections.
 TEST_F(AttentionSim, RopeCacheWriteIsBitwiseTheReference) {
-  const RopeCase cases[] = {
-      {2, 4, 2, 32, 32, 20, 7, "default"},      // full rotary, GQA
-      {1, 4, 4, 80, 32, 40, 39, "default"},     // Phi-2's head: 32 of 80 rotate
-      {2, 8, 2, 128, 128, 300, 257, "llama3"},  // Llama-3's scaling, past the original context
-      {3, 2, 1, 16, 8, 5, 0, "default"},
-  };
-  for (const RopeCase& s : cases) {
+  for (const RopeCase& s : test::kRopeShapes) {  // the op tests' shapes (tests/ops/rope_cases.h)
     const RopeTables tables = rope_tables(s);
     for (const at::ScalarType dtype : {at::kFloat, at::kBFloat16, at::kHalf}) {
       for (const bool with_rope : {true, false}) {

@@ -107,9 +107,7 @@ struct Executor {
 
 thread_local Executor* g_exec = nullptr;
 thread_local Schedule g_schedule = Schedule::Forward;
-thread_local int g_launches = 0;
-thread_local LaunchRecord g_last;
-thread_local std::vector<LaunchRecord> g_log;
+thread_local std::vector<LaunchRecord> g_log;  // every launch since the reset
 
 Executor& exec() {
   if (g_exec == nullptr) throw SimError("cuda_sim: a device function ran outside a simulated launch");
@@ -361,12 +359,12 @@ void reset_device() {
 
 void set_schedule(Schedule s) { g_schedule = s; }
 Schedule schedule() { return g_schedule; }
-int launches() { return g_launches; }
-void reset_launches() {
-  g_launches = 0;
-  g_log.clear();
+int launches() { return static_cast<int>(g_log.size()); }
+void reset_launches() { g_log.clear(); }
+const LaunchRecord& last_launch() {
+  if (g_log.empty()) throw SimError("cuda_sim: last_launch() with no launch since the reset");
+  return g_log.back();
 }
-const LaunchRecord& last_launch() { return g_last; }
 const std::vector<LaunchRecord>& launch_log() { return g_log; }
 
 const uint3& thread_index() {
@@ -509,9 +507,7 @@ void run_grid(dim3 grid, dim3 block, size_t shared_bytes, const std::function<vo
   e.shared.assign(shared_bytes == 0 ? 0 : shared_bytes + 128, 0xff);
   e.error.clear();
   e.schedule = g_schedule;
-  ++g_launches;
-  g_last = LaunchRecord{grid, block, shared_bytes};
-  g_log.push_back(g_last);
+  g_log.push_back(LaunchRecord{grid, block, shared_bytes});
   g_exec = &e;
   struct Reset {
     ~Reset() { g_exec = nullptr; }

@@ -69,8 +69,8 @@ struct LaunchRecord {
   dim3 grid, block;
   size_t shared_bytes = 0;
 };
-// Launches run since the counter was last reset, the last one's shape, and every shape since the
-// reset: tests check which launches a launcher made (the grids its plan chose).
+// Every launch's shape since the last reset (its count, the last one: an error if none): tests
+// check which launches a launcher made (the grids its plan chose).
 int launches();
 void reset_launches();
 const LaunchRecord& last_launch();
