@@ -183,7 +183,11 @@ LaunchStatus gemv_launch(const GemvParams& p, cudaStream_t stream) {
   if (p.unroll != 0 && p.unroll != kGemvUnroll && p.unroll != kGemvUnrollWide) {
     return {cudaErrorInvalidValue, "gemv: unroll must be 0, 4 or 8"};
   }
-  const GemvPlan plan = gemv_plan(p.out, p.in, GemvUnpack<T>::kVec, p.sm_count, gated);
+  if (!gemv_split_valid(p.split, gated)) {
+    return {cudaErrorInvalidValue, "gemv: split must be 0 (the plan's), 1, 2, 4 or 8 warps a row (at most 4 with a "
+                                   "gated activation)"};
+  }
+  const GemvPlan plan = gemv_plan(p.out, p.in, GemvUnpack<T>::kVec, p.sm_count, gated, p.split);
   constexpr const char* kWhat = "gemv kernel launch";
   if (p.norm.dim > 0) {
     if (const char* why = gemvnorm::refusal(p.norm, p.rows, p.in, p.x_type)) return {cudaErrorInvalidValue, why};

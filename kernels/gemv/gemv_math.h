@@ -45,6 +45,14 @@ inline constexpr int kGemvUnroll = 4;    // 16-byte weight loads a lane has in f
 inline constexpr int kGemvUnrollWide = 8;
 inline constexpr int kGemvWavesWanted = 4;  // blocks per SM the split aims for at least
 
+// The widest split a plan takes: every warp of a block on one row, or half of them with a gated
+// activation (a block holds a gate row and its up row).
+constexpr int gemv_max_split(bool gated) { return gated ? kGemvWarps / 2 : kGemvWarps; }
+// Whether `split` is a value GemvParams::split takes: 0 (the plan's), or a power of two up to the max.
+constexpr bool gemv_split_valid(int split, bool gated) {
+  return split == 0 || ((split & (split - 1)) == 0 && split > 0 && split <= gemv_max_split(gated));
+}
+
 // How a launch covers the matrix: `split` warps per output row, `outputs_per_block` rows per block.
 struct GemvPlan {
   int split = 1;
@@ -59,17 +67,22 @@ struct GemvPlan {
 // activation (out = 2I) needs a gate row and its up row in each block: the split stops at
 // kGemvWarps / 2, and the blocks are ceil(I / (rows per block / 2)), which is the plain count.
 // Below that cap both plans are the same, so the fused product sums in the plain GEMV's order.
-inline GemvPlan gemv_plan(int out, int in, int vec, int sm_count, bool gated = false) {
+// `forced` > 0 (GemvParams::split, a measuring knob the launcher has checked) replaces the split.
+inline GemvPlan gemv_plan(int out, int in, int vec, int sm_count, bool gated = false, int forced = 0) {
   const int64_t sms = sm_count > 0 ? sm_count : 132;
   const int64_t wanted = kGemvWavesWanted * sms;
   const int64_t vectors = (static_cast<int64_t>(in) + vec - 1) / vec;
-  const int max_split = gated ? kGemvWarps / 2 : kGemvWarps;
+  const int max_split = gemv_max_split(gated);
   const auto blocks = [out](int split) {
     const int per_block = kGemvWarps / split;
     return (static_cast<int64_t>(out) + per_block - 1) / per_block;
   };
   int split = 1;
-  while (split < max_split && blocks(split) < wanted && vectors >= 2LL * kGemvLanes * (2 * split)) split *= 2;
+  if (forced > 0) {
+    split = forced;
+  } else {
+    while (split < max_split && blocks(split) < wanted && vectors >= 2LL * kGemvLanes * (2 * split)) split *= 2;
+  }
   return GemvPlan{split, kGemvWarps / split, static_cast<int>(blocks(split))};
 }
 

@@ -78,6 +78,10 @@ struct GemvParams {
   // Weight loads in flight a lane: 0 for kGemvUnroll, or kGemvUnrollWide (a measuring variant, one
   // row of x on the 16-byte path without a gated activation; elsewhere the default). Same sums.
   int unroll = 0;
+  // Warps a row (a measuring knob): 0 for the plan's (gemv_plan), or 1, 2, 4 or 8 (at most 4 with a
+  // gated activation) forced. Another split sums in another order: the same values to rounding,
+  // not the same bits.
+  int split = 0;
   // The norm prologue (gemv_norm.h): dim 0 none; else x is not read: every block computes
   // norm(norm.x + norm.y (+ norm.z)) for the GEMV's rows as the add_norm kernel would (its element
   // shape, bit for bit) into shared memory and multiplies that, and the first block writes

@@ -447,7 +447,8 @@ KernelCase add_norm_case(std::string name, int threads, ops::AddNormShape shape 
 // fp32 past 8 rows, features not a multiple of 16) the kernel's row is an error that says so, not
 // cuBLAS timed under the kernel's name.
 KernelCase dense_gemv_case(std::string name, KernelModel model, std::string matrix,
-                           std::function<std::pair<int64_t, int64_t>(const KernelShape&)> dims, int unroll = 0) {
+                           std::function<std::pair<int64_t, int64_t>(const KernelShape&)> dims, int unroll = 0,
+                           int split = 0) {
   return KernelCase{
       std::move(name), model, ops::OpFamily::DenseGemv, false,
       "read W [O,K] (" + matrix + "), x [B,K]; write y [B,O]; all in the dtype",
@@ -460,10 +461,11 @@ KernelCase dense_gemv_case(std::string name, KernelModel model, std::string matr
         const uint64_t e = esize(s.dtype);
         return KernelBytes{e * (elems({o, k}) + elems({s.batch, k})), e * elems({s.batch, o})};
       },
-      [dims, unroll](const KernelShape& s, const at::TensorOptions& opt, ops::Backend backend) -> std::function<void()> {
+      [dims, unroll, split](const KernelShape& s, const at::TensorOptions& opt, ops::Backend backend) -> std::function<void()> {
         const auto [o, k] = dims(s);
         ops::Linear layer(at::randn({o, k}, opt) * 0.02);
         layer.cuda_gemv_unroll = unroll;
+        layer.cuda_gemv_split = split;
         const at::Tensor x = at::randn({s.batch, 1, k}, opt);
         if (backend == ops::Backend::Reference) return [x, layer] { (void)at::linear(x, layer.weight); };
         // The other row is the kernel's (its only non-reference implementation is CUDA): asked
@@ -538,13 +540,19 @@ KernelCase add_norm_gemv_case(std::string name, KernelModel model, std::string m
       }};
 }
 
-// A dense GEMV case and its twin `name`_u8: the kernel with eight weight loads in flight a lane
-// (Linear::cuda_gemv_unroll; at one row, elsewhere the default kernel), for the matrices where the
-// GEMV trails cuBLAS on an H100 (docs/perf/pending.md, entry 25).
-void push_dense_gemv_and_u8(std::vector<KernelCase>& cases, const std::string& name, KernelModel model,
-                            const std::string& matrix, std::function<std::pair<int64_t, int64_t>(const KernelShape&)> dims) {
+// A dense GEMV case and its measuring twins, for the matrices where the GEMV trails cuBLAS on an
+// H100 (docs/perf/pending.md, entry 25): `name`_u8, the kernel with eight weight loads in flight a
+// lane (Linear::cuda_gemv_unroll; at one row, elsewhere the default kernel), and `name`_s1, _s2,
+// _s4, the plan's warps a row forced (Linear::cuda_gemv_split): more warps a row, more and shorter
+// blocks (more waves, fewer rounds of loads a lane). One of the _s rows is the plan's own split.
+void push_dense_gemv_variants(std::vector<KernelCase>& cases, const std::string& name, KernelModel model,
+                              const std::string& matrix, std::function<std::pair<int64_t, int64_t>(const KernelShape&)> dims) {
   cases.push_back(dense_gemv_case(name, model, matrix, dims));
   cases.push_back(dense_gemv_case(name + "_u8", model, matrix + "; 8 loads in flight a lane", dims, 8));
+  for (const int split : {1, 2, 4}) {
+    cases.push_back(dense_gemv_case(fmt::format("{}_s{}", name, split), model,
+                                    fmt::format("{}; {} warp{} a row", matrix, split, split == 1 ? "" : "s"), dims, 0, split));
+  }
 }
 
 // The launch settings of a selective scan variant's case; none for the other ops.
@@ -857,7 +865,7 @@ std::vector<KernelCase> make_kernel_cases() {
         return [=] { (void)ops::activate(act, in, backend); };
       }});
   // ---- the decode step's dense projections (one token per sequence, batch = rows): the GEMV ----
-  push_dense_gemv_and_u8(cases, "dense_gemv_in_proj", KernelModel::Mamba1, "Mamba in_proj: O = 2 Di, K = H",
+  push_dense_gemv_variants(cases, "dense_gemv_in_proj", KernelModel::Mamba1, "Mamba in_proj: O = 2 Di, K = H",
                                   [](const KernelShape& s) {
                                     return std::make_pair(2 * mamba(s).d_inner, s.config->hidden_size);
                                   });
@@ -909,15 +917,15 @@ std::vector<KernelCase> make_kernel_cases() {
                                   [](const KernelShape& s) {
                                     return std::make_pair(s.config->vocab_size, s.config->hidden_size);
                                   }));
-  push_dense_gemv_and_u8(cases, "dense_gemv_out_proj", KernelModel::Mamba1, "Mamba out_proj: O = H, K = Di",
+  push_dense_gemv_variants(cases, "dense_gemv_out_proj", KernelModel::Mamba1, "Mamba out_proj: O = H, K = Di",
                                   [](const KernelShape& s) {
                                     return std::make_pair(s.config->hidden_size, mamba(s).d_inner);
                                   });
-  push_dense_gemv_and_u8(cases, "dense_gemv_mlp_down", KernelModel::Transformer,
+  push_dense_gemv_variants(cases, "dense_gemv_mlp_down", KernelModel::Transformer,
                                   "the MLP's down / fc2: O = H, K = I", [](const KernelShape& s) {
                                     return std::make_pair(s.config->hidden_size, dense_mlp(s).intermediate);
                                   });
-  push_dense_gemv_and_u8(cases, "dense_gemv_mlp_up", KernelModel::Transformer,
+  push_dense_gemv_variants(cases, "dense_gemv_mlp_up", KernelModel::Transformer,
                                   "the MLP's gate and up / fc1: O = 2 I (gated) or I, K = H", [](const KernelShape& s) {
                                     const auto& m = dense_mlp(s);
                                     return std::make_pair((m.gated ? 2 : 1) * m.intermediate, s.config->hidden_size);
@@ -968,7 +976,7 @@ std::vector<KernelCase> make_kernel_cases() {
         if (gated) return [=] { (void)ops::linear_gated_activation(x, layer, act, ops::Backend::Cuda); };
         return [=] { (void)ops::linear_activation(x, layer, act, ops::Backend::Cuda); };
       }});
-  push_dense_gemv_and_u8(cases, "dense_gemv_qkv", KernelModel::Transformer,
+  push_dense_gemv_variants(cases, "dense_gemv_qkv", KernelModel::Transformer,
                                   "attention's fused q, k, v: O = (heads + 2 kv heads) head_dim, K = H",
                                   [](const KernelShape& s) {
                                     const auto& a = attn(s);
@@ -1006,7 +1014,7 @@ std::vector<KernelCase> make_kernel_cases() {
                                     return std::make_pair(2 * m.d_inner + 2 * m.n_groups * m.d_state + m.num_heads,
                                                           s.config->hidden_size);
                                   }));
-  push_dense_gemv_and_u8(cases, "dense_gemv_mamba2_out_proj", KernelModel::Mamba2, "Mamba-2 out_proj: O = H, K = Di",
+  push_dense_gemv_variants(cases, "dense_gemv_mamba2_out_proj", KernelModel::Mamba2, "Mamba-2 out_proj: O = H, K = Di",
                                   [](const KernelShape& s) {
                                     return std::make_pair(s.config->hidden_size, mamba(s).d_inner);
                                   });

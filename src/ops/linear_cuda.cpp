@@ -103,6 +103,7 @@ at::Tensor dense_gemv_cuda(const at::Tensor& x_in, const Linear& layer, const ke
   if (conv != nullptr) p.conv = *conv;
   if (activation != nullptr) p.activation = *activation;
   p.unroll = layer.cuda_gemv_unroll;
+  p.split = layer.cuda_gemv_split;
   if (norm != nullptr) p.norm = *norm;
   throw_if_failed(kernels::gemv(p, current_stream()), op);
   return o.result();

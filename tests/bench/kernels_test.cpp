@@ -197,12 +197,12 @@ TEST(KernelCases, RegistryAndImplementations) {
                                            "decode_attention", "decode_attention_b4", "decode_attention_b6",
                                            "add_norm", "add_norm_element", "add_norm_t32", "add_norm_t128",
                                            "add_norm_vec", "activation", "dense_gemv_in_proj",
-                                           "dense_gemv_in_proj_u8", "add_norm_gemv_in_proj", "dense_gemv_in_proj_conv", "dense_gemv_x_proj",
-                                           "dense_gemv_lm_head", "dense_gemv_out_proj", "dense_gemv_out_proj_u8",
-                                           "dense_gemv_mlp_down", "dense_gemv_mlp_down_u8", "dense_gemv_mlp_up",
-                                           "dense_gemv_mlp_up_u8", "dense_gemv_mlp_up_act", "dense_gemv_qkv",
-                                           "dense_gemv_qkv_u8", "add_norm_gemv_qkv", "dense_gemv_parallel_in", "dense_gemv_parallel_out", "dense_gemv_mamba2_in_proj",
-                                           "dense_gemv_mamba2_out_proj", "dense_gemv_mamba2_out_proj_u8",
+                                           "dense_gemv_in_proj_u8", "dense_gemv_in_proj_s1", "dense_gemv_in_proj_s2", "dense_gemv_in_proj_s4", "add_norm_gemv_in_proj", "dense_gemv_in_proj_conv", "dense_gemv_x_proj",
+                                           "dense_gemv_lm_head", "dense_gemv_out_proj", "dense_gemv_out_proj_u8", "dense_gemv_out_proj_s1", "dense_gemv_out_proj_s2", "dense_gemv_out_proj_s4",
+                                           "dense_gemv_mlp_down", "dense_gemv_mlp_down_u8", "dense_gemv_mlp_down_s1", "dense_gemv_mlp_down_s2", "dense_gemv_mlp_down_s4", "dense_gemv_mlp_up",
+                                           "dense_gemv_mlp_up_u8", "dense_gemv_mlp_up_s1", "dense_gemv_mlp_up_s2", "dense_gemv_mlp_up_s4", "dense_gemv_mlp_up_act", "dense_gemv_qkv",
+                                           "dense_gemv_qkv_u8", "dense_gemv_qkv_s1", "dense_gemv_qkv_s2", "dense_gemv_qkv_s4", "add_norm_gemv_qkv", "dense_gemv_parallel_in", "dense_gemv_parallel_out", "dense_gemv_mamba2_in_proj",
+                                           "dense_gemv_mamba2_out_proj", "dense_gemv_mamba2_out_proj_u8", "dense_gemv_mamba2_out_proj_s1", "dense_gemv_mamba2_out_proj_s2", "dense_gemv_mamba2_out_proj_s4",
                                            "moe_decode", "moe_decode_staged", "moe_decode_r1", "moe_decode_r1l8",
                                            "moe_prefill", "moe_prefill_per_expert", "moe_dense_gemm"}));
   EXPECT_THROW_WITH(find_kernel_case("flash_scan", "--ops"), UsageError, {"--ops", "flash_scan", "selective_scan"});

@@ -40,7 +40,7 @@ gemv = {"dense_gemv_in_proj": (2*D, m1["hidden_size"]), "dense_gemv_x_proj": (m1
         "dense_gemv_parallel_in": ((Hq + 2*Hkv) * Dh + I, Hd), "dense_gemv_parallel_out": (Hd, I + Hq * Dh),
         "dense_gemv_mamba2_in_proj": (2*D2 + 2*G*N2 + H, m2["hidden_size"]), "dense_gemv_mamba2_out_proj": (m2["hidden_size"], D2)}
 u8 = ["dense_gemv_in_proj", "dense_gemv_out_proj", "dense_gemv_mlp_down", "dense_gemv_mlp_up", "dense_gemv_qkv", "dense_gemv_mamba2_out_proj"]
-gemv.update({op + "_u8": gemv[op] for op in u8})  # the eight-loads twins: the same matrices
+gemv.update({op + v: gemv[op] for op in u8 for v in ("_u8", "_s1", "_s2", "_s4")})  # the measuring twins: the same matrices
 e = 4  # float32
 def expected(op, B, L):  # docs/kernels.md, "Bytes each op must move"
     if op in ("causal_conv1d", "causal_conv1d_vec"): return e * (B*D*L + D*W + D) + e * (B*D*L + B*D*W)
@@ -84,7 +84,7 @@ ops = sorted({r["op"] for r in rows})
 if ops != sorted(["causal_conv1d", "causal_conv1d_vec", "causal_conv1d_update", "selective_scan", "selective_scan_lanes8", "selective_scan_seg8", "selective_scan_split", "selective_scan_seg4", "selective_state_update", "selective_state_update_dt_proj", "ssd_chunk_scan",
                   "ssd_chunk_scan_fma", "ssd_state_update", "gated_rms_norm", "attention", "attention_decode", "decode_attention", "decode_attention_b4", "decode_attention_b6", "add_norm", "add_norm_element", "add_norm_t32", "add_norm_t128", "add_norm_vec",
                   "activation", "dense_gemv_in_proj", "add_norm_gemv_in_proj", "add_norm_gemv_qkv", "dense_gemv_in_proj_conv", "dense_gemv_x_proj", "dense_gemv_lm_head", "dense_gemv_out_proj", "dense_gemv_mlp_down", "dense_gemv_mlp_up", "dense_gemv_mlp_up_act", "dense_gemv_qkv", "dense_gemv_parallel_in", "dense_gemv_parallel_out", "dense_gemv_mamba2_in_proj", "dense_gemv_mamba2_out_proj",
-                  *[op + "_u8" for op in u8], "moe_decode", "moe_decode_staged", "moe_decode_r1", "moe_decode_r1l8", "moe_prefill", "moe_prefill_per_expert", "moe_dense_gemm"]): bad.append(f"ops {ops}")
+                  *[op + v for op in u8 for v in ("_u8", "_s1", "_s2", "_s4")], "moe_decode", "moe_decode_staged", "moe_decode_r1", "moe_decode_r1l8", "moe_prefill", "moe_prefill_per_expert", "moe_dense_gemm"]): bad.append(f"ops {ops}")
 for r in rows:
     name = f"{r['op']} {r['implementation']} L{r['length']}"
     if r["status"] != "ok": bad.append(f"{name}: {r['status']} {r.get('error')}"); continue

@@ -92,6 +92,17 @@ TEST(DenseGemvPlan, DecodeShapesOfMambaPhiAndLlama) {
   for (int out : {1, 3, 7, 8, 9, 192, 1000}) {
     for (int in : {1, 7, 8, 100, 2560, 5123}) expect_covers(kernels::gemv_plan(out, in, 4, 132), out, "awkward");
   }
+  // A forced split (GemvParams::split, the measuring knob) replaces the plan's, whatever the row's
+  // length or the SM count: Mamba-2.8B's in_proj at 1, 2 and 4 warps a row.
+  for (int split : {1, 2, 4, 8}) {
+    const GemvPlan p = kernels::gemv_plan(10240, 2560, 8, 132, false, split);
+    EXPECT_EQ(p.split, split);
+    EXPECT_EQ(p.blocks, 10240 / (8 / split));
+    expect_covers(kernels::gemv_plan(7, 7, 8, 4, false, split), 7, "forced");
+  }
+  EXPECT_TRUE(kernels::gemv_split_valid(0, true) && kernels::gemv_split_valid(4, true) && kernels::gemv_split_valid(8, false));
+  for (int bad : {3, 6, 16, -1}) EXPECT_FALSE(kernels::gemv_split_valid(bad, false)) << bad;
+  EXPECT_FALSE(kernels::gemv_split_valid(8, true));  // a gated block holds a gate row and its up row
 }
 
 // Under --pdl a lane asks its vectors after the first kGemvUnroll into L2 before its wait. What the
@@ -731,6 +742,34 @@ TEST(DenseGemvCuda, EightLoadsInFlightGiveTheSameBits) {
           layer.cuda_gemv_unroll = 0;
           EXPECT_TRUE(at::equal(plain, wide)) << c10::toString(dtype) << " " << out << "x" << in << " R " << rows
                                               << " pdl " << pdl;
+        }
+      }
+    }
+  }
+  set_programmatic_launch(was);
+}
+
+// The measuring knob Linear::cuda_gemv_split (effarch kernels' dense_gemv_*_s1/_s2/_s4 rows, pending.md
+// entry 25): every forced split of the decode shapes it is timed on against at::linear, 1 and 2 rows,
+// every dtype, with PDL (its L2 prefetch depends on the plan) off and on.
+TEST(DenseGemvCuda, ForcedSplitsMatchAtLinear) {
+  if (!have_gpu()) GTEST_SKIP() << "needs a CUDA build and a GPU";
+  at::manual_seed(25);
+  const std::vector<std::pair<int64_t, int64_t>> shapes = {{10240, 2560}, {2560, 10240}, {7680, 2560}, {100, 72}};
+  const bool was = programmatic_launch();
+  for (const bool pdl : {false, true}) {
+    set_programmatic_launch(pdl);
+    for (const at::ScalarType dtype : {at::kBFloat16, at::kHalf, at::kFloat}) {
+      for (const auto& [out, in] : shapes) {
+        Linear layer = cuda_layer(out, in, dtype, true);
+        for (const int64_t rows : {1, 2}) {
+          const at::Tensor x = cuda_randn({rows, in}, dtype);
+          for (const int split : {1, 2, 4, 8}) {
+            layer.cuda_gemv_split = split;
+            expect_kernel_matches(x, layer, fmt::format("{} {}x{} R {} split {} pdl {}", c10::toString(dtype), out, in,
+                                                        rows, split, pdl));
+          }
+          layer.cuda_gemv_split = 0;
         }
       }
     }

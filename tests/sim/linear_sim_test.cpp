@@ -295,6 +295,69 @@ TEST_F(LinearSim, DenseGemvUnrollVariantsGiveTheDefaultBits) {
   }
 }
 
+// Linear::cuda_gemv_split, the measuring knob of effarch kernels' dense_gemv_*_s1/_s2/_s4 rows: the
+// forced split's grid (the plan's blocks at that split), within the product's tolerance of the reference;
+// the plan's own split gives the default's bytes. 1, 2 and 8 rows, the 16-byte path and the scalar loop,
+// every dtype; gated (at most 4 warps a row) equal to the forced-split product then the activation
+// kernel. A split the kernel does not take is refused by name before any launch.
+TEST_F(LinearSim, DenseGemvForcedSplitsMatchTheReference) {
+  for (const at::ScalarType dtype : {at::kFloat, at::kBFloat16, at::kHalf}) {
+    for (const auto& [out, in] : std::vector<std::pair<int64_t, int64_t>>{{40, 1024}, {77, 203}}) {
+      for (const int64_t rows : {int64_t{1}, int64_t{2}, detail::kCudaDenseGemvMaxRows}) {
+        at::manual_seed(rows + in + 7);
+        Linear layer = make_layer(out, in, dtype, rows == 1 ? std::optional(dtype) : std::nullopt);
+        const at::Tensor x = at::randn({rows, in}).to(dtype);
+        const at::Tensor base = detail::dense_gemv_cuda(x, layer), ref = reference(x, layer);
+        const int planned = k::gemv_plan(out, in, vec_of(dtype), 132).split;
+        for (const int split : {1, 2, 4, 8}) {
+          layer.cuda_gemv_split = split;
+          const std::string what = fmt::format("{} rows {} out {} in {} split {}", name_of(dtype), rows, out, in, split);
+          reset_launches();
+          const at::Tensor y = rows == 2 ? run_both_orders([&] { return detail::dense_gemv_cuda(x, layer); }, same_bytes)
+                                         : detail::dense_gemv_cuda(x, layer);
+          EXPECT_EQ(last_launch().grid.x,
+                    static_cast<unsigned>(k::gemv_plan(out, in, vec_of(dtype), 132, false, split).blocks))
+              << what;
+          EXPECT_EQ(last_launch().grid.x, static_cast<unsigned>((out + 8 / split - 1) / (8 / split))) << what;
+          test::expect_close(y, ref, product_tolerance(dtype, in), what);
+          if (split == planned) EXPECT_TRUE(same_bytes(y, base)) << what << ": the plan's split, max diff " << max_diff(y, base);
+        }
+      }
+    }
+  }
+  for (const at::ScalarType dtype : {at::kFloat, at::kBFloat16}) {  // gated: gate_up [2I, K], I odd
+    at::manual_seed(90);
+    const int64_t inter = 35, in = 520;
+    Linear gate_up = make_layer(2 * inter, in, dtype, std::nullopt);
+    const at::Tensor x = at::randn({1, 1, in}).to(dtype);
+    for (const int split : {1, 2, 4}) {
+      gate_up.cuda_gemv_split = split;
+      const std::string what = fmt::format("{} gated split {}", name_of(dtype), split);
+      const at::Tensor fused = detail::linear_activation_cuda(x, gate_up, Activation::SiLU, true);
+      const at::Tensor apart = detail::activation_cuda(Activation::SiLU, detail::dense_gemv_cuda(x, gate_up), true);
+      EXPECT_TRUE(same_bytes(fused, apart)) << what << ": max diff " << max_diff(fused, apart);
+    }
+    gate_up.cuda_gemv_split = 8;  // a block must hold a gate row and its up row
+    reset_launches();
+    expect_error<::effarch::Error>([&] { detail::linear_activation_cuda(x, gate_up, Activation::SiLU, true); },
+                                   {"linear (dense GEMV)", "split must be 0 (the plan's), 1, 2, 4 or 8",
+                                    "at most 4 with a gated activation"},
+                                   "gated split 8");
+    EXPECT_EQ(launches(), 0);
+  }
+  const Linear good = make_layer(40, 64, at::kBFloat16, std::nullopt);
+  const at::Tensor x = at::randn({1, 64}).to(at::kBFloat16);
+  for (const int split : {3, 16, -2}) {
+    Linear layer = good;
+    layer.cuda_gemv_split = split;
+    reset_launches();
+    expect_error<::effarch::Error>([&] { detail::dense_gemv_cuda(x, layer); },
+                                   {"linear (dense GEMV)", "split must be 0 (the plan's), 1, 2, 4 or 8"},
+                                   fmt::format("split {}", split));
+    EXPECT_EQ(launches(), 0) << split;
+  }
+}
+
 // The plan reads the device (sim::device_properties). On 4 SMs the split-K plan keeps one warp a row
 // where 132 SMs split it: another grid and another order of the sums, within the tolerance of the
 // reference and of each other (the kernel promises no bytes across plans). The L2 size bounds only the

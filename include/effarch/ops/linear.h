@@ -43,6 +43,12 @@ struct Linear {
   // default of four 16-byte weight loads in flight a lane, or 8. `effarch kernels` times 8 as the
   // dense_gemv_*_u8 rows (docs/perf/pending.md, entry 25); the results are the same bit for bit.
   int cuda_gemv_unroll = 0;
+  // A second measuring knob of the dense GEMV (GemvParams::split): 0 the plan's warps a row
+  // (kernels/gemv/gemv_math.h, gemv_plan), or 1, 2, 4 or 8 forced (at most 4 with a gated
+  // activation). `effarch kernels` times them as the dense_gemv_*_s1/_s2/_s4 rows (docs/perf/
+  // pending.md, entry 25: how the grid's waves and a lane's rounds of loads set the kernel's time
+  // on the 37-64 MB matrices). Another split adds in another order: equal to rounding, not bits.
+  int cuda_gemv_split = 0;
 
   Linear() = default;
   Linear(at::Tensor w, std::optional<at::Tensor> b = std::nullopt) : weight(std::move(w)), bias(std::move(b)) {}
