@@ -79,4 +79,17 @@ skipped=$(grep -c '^skipped (EFFARCH_SESSION_UNTIL is near)' "$out/summary-decod
 [[ $ran -eq 0 && $skipped -eq 16 ]] || fail "deadline: $ran ran, $skipped skipped, expected 0 and 16"
 grep -q "^== done" "$out/summary-decode.txt" || fail "deadline: the stage did not end by itself"
 echo "deadline: $skipped command lines skipped"
+# The first call of docs/perf/pending.md's Order: check, prologue and moe into one OUT. The stages
+# after check do not run their tests again (check ran every test), and each still writes its summary.
+: > "$log"
+out=$SCRATCH/out-call1
+for stage in check prologue moe; do
+  (cd "$SRC" && EFFARCH_SESSION_DRY=$dry OUT= bash tools/gpu/session.sh "$stage" "$out") >> "$SCRATCH/call1.txt" 2>&1 ||
+    fail "session.sh $stage after check exited $?"
+done
+for stage in prologue moe; do
+  grep -q "^tests: ran in this call's check" "$out/summary-$stage.txt" || fail "$stage after check ran its tests again"
+done
+grep -q "^tests exit" "$out/summary-prologue.txt" "$out/summary-moe.txt" && fail "a stage after check ran its tests"
+echo "call 1: check, prologue and moe in one OUT, the tests once"
 finish

@@ -25,14 +25,13 @@
 #              Mixtral and Jamba within 80 GB
 #     followups: pending.md's "Order" after the sixth H100 run (2026-11-27): entry 41 (the batched suite,
 #              cuBLAS against the rows GEMM), 46 (add_norm's shapes), 43 (ncu --set full of the
-#              scan, lanes8 beside lanes16), 51 and 44 (the MoE decode dispatch in two launches at one token against the
-#              staged kernels, its one-token GEMV variants, DeepSeekMoE's decode), 25 (the GEMV's
-#              eight-loads variant), 47 (the prefill conv's vector variant), 49 (Phi-2's parallel
+#              scan, lanes8 beside lanes16), 25 (the GEMV's
+#              eight-loads variant and the forced splits), 47 (the prefill conv's vector variant), 49 (Phi-2's parallel
 #              block in two products against four)
-#     moe:     pending.md entries 51 and 44 (about 3.5 minutes): the MoE decode dispatch's two launches
-#              at one token against the staged kernels and the one-token GEMV variants (DeepSeekMoE,
-#              Mixtral), DeepSeekMoE's decode and its decode-step profile, the MoE layer's prefill
-#              against a dense GEMM and a DeepSeekMoE prefill's profile at 4096 (also run by followups)
+#     moe:     pending.md entries 51 and 44: the MoE decode dispatch's two launches at one token
+#              against the staged kernels and the one-token GEMV variants (DeepSeekMoE, Mixtral),
+#              DeepSeekMoE's decode and its decode-step profile, the MoE layer's prefill against a
+#              dense GEMM and a DeepSeekMoE prefill's profile at 4096
 #     prologue: pending.md entry 50: --norm-prologue separate against fused (the add + norm in the
 #              next GEMV's prologue), alternated, Phi-2, Mamba-2.8B and Llama-3-8B at 512, and a
 #              static decode-step profile of each with it
@@ -74,6 +73,10 @@ else
   [[ ${PIPESTATUS[0]} == 0 ]] || exit 1  # (tee's status alone would let a failed build run on)
   B=build/src/effarch T=build/tests/effarch_tests NCU=$(command -v ncu || echo /usr/local/cuda/bin/ncu)
 fi
+
+# Whether `check` ran into this OUT (this device call: each call's OUT starts empty), so that a
+# stage after it in the same call need not run its own tests again.
+checked_here() { [[ $stage != check && -f $out/summary-check.txt ]]; }
 
 check() {
   log "== unit tests"
@@ -330,7 +333,7 @@ prefill() {  # pending.md entry 43: the selective scan (lanes16, and lanes8 besi
   done
 }
 
-followups() {  # pending.md's "Order" after the sixth H100 run: entries 41, 46, 43, 51, 44, 25, 47 and 49 in one call
+followups() {  # pending.md's "Order" after the sixth H100 run: entries 41, 46, 43, 25, 47 and 49 (51 and 44: the moe stage)
   local K="--device cuda --dtype bfloat16 --reps 10 --warmup 2" m
   log "== followups: entry 41, the batched suite with cuBLAS folded (c670abd) against the rows GEMM"
   limited --int 160 "$B" bench mamba-2.8b phi-2 llama-3-8b --device cuda --dtype bf16 --prompt-lengths 512 \
@@ -354,10 +357,11 @@ followups() {  # pending.md's "Order" after the sixth H100 run: entries 41, 46, 
   limited --int 40 "$B" kernels $K --lengths 4096,16384 --ops selective_scan,selective_scan_lanes8 \
     -o "$out/k-scan-lanes8.json" > "$out/k-scan-lanes8.txt" 2>&1
   log "exit $?"; grep -E '^\| selective' "$out/k-scan-lanes8.txt" >> "$summary"
-  moe  # entries 51 and 44 (also a stage of its own)
-  log "== followups: entry 25, the dense GEMV with eight loads in flight a lane (the _u8 rows) at one row"
+  log "== followups: entry 25, the dense GEMV with eight loads in flight a lane (the _u8 rows) and the split forced (_s1, _s2, _s4) at one row"
   local g="" op
-  for op in in_proj out_proj mlp_up mlp_down qkv mamba2_out_proj; do g+="dense_gemv_$op,dense_gemv_${op}_u8,"; done
+  for op in in_proj out_proj mlp_up mlp_down qkv mamba2_out_proj; do
+    g+="dense_gemv_$op,dense_gemv_${op}_u8,dense_gemv_${op}_s1,dense_gemv_${op}_s2,dense_gemv_${op}_s4,"
+  done
   limited --int 60 "$B" kernels $K --batch 1 --ops "${g%,}" -o "$out/k-gemv-u8.json" > "$out/k-gemv-u8.txt" 2>&1
   log "exit $?"; grep -E '^\| dense_gemv' "$out/k-gemv-u8.txt" >> "$summary"
   log "== followups: entry 47, the prefill conv with 8 channels a thread (causal_conv1d_vec)"
@@ -386,7 +390,9 @@ followups() {  # pending.md's "Order" after the sixth H100 run: entries 41, 46, 
 moe() {  # pending.md entries 51 and 44: a one-token MoE step in two launches, the router with its logits, the one-token GEMV variants
   log "== moe: entries 51 and 44, the MoE decode dispatch: two launches at one token against the staged kernels; the one-token GEMV variants"
   local K="--device cuda --dtype bfloat16 --reps 10 --warmup 2" mm
-  if [[ ${FUNCNAME[1]} != followups ]]; then  # (followups runs after check, which ran them)
+  if checked_here; then
+    log "tests: ran in this call's check (summary-check.txt)"
+  else
     limited 120 "$T" --gtest_filter='MoeToken*:MoeCuda.*:*MoeModel*' > "$out/moe-tests.log" 2>&1
     log "tests exit $?: $(grep -E '^\[  (PASSED|FAILED)  \]' "$out/moe-tests.log" | tr '\n' ' ')"
   fi
@@ -414,9 +420,13 @@ prologue() {  # pending.md entry 50: the block boundaries' add + norm in the nex
   local S="--device cuda --dtype bf16 --prompt-lengths 512 --gen-tokens 64 --reps 2 --cuda-graphs on --no-progress --format md"
   local m np i
   log "== prologue: entry 50, --norm-prologue separate against fused, alternated (decode tok/s at 512)"
-  limited 90 "$T" --gtest_filter='GemvNormPrologue.*:NormedInput.*:NormPrologue.*:DenseGemvCuda.NormPrologue*' \
-    > "$out/prologue-tests.log" 2>&1
-  log "tests exit $?: $(grep -E '^\[  (PASSED|FAILED)  \]' "$out/prologue-tests.log" | tr '\n' ' ')"
+  if checked_here; then
+    log "tests: ran in this call's check (summary-check.txt)"
+  else
+    limited 90 "$T" --gtest_filter='GemvNormPrologue.*:NormedInput.*:NormPrologue.*:DenseGemvCuda.NormPrologue*' \
+      > "$out/prologue-tests.log" 2>&1
+    log "tests exit $?: $(grep -E '^\[  (PASSED|FAILED)  \]' "$out/prologue-tests.log" | tr '\n' ' ')"
+  fi
   for m in phi-2 mamba-2.8b llama-3-8b; do
     i=0
     for np in separate fused separate fused; do  # alternated: what the order does bounds what the prologue does
