@@ -135,14 +135,15 @@ OpKind kernel_kind(const std::string& n) {
     return OpKind::Conv;
   }
   if (contains_any(n, {"rms_norm", "rmsnorm", "layer_norm", "layernorm", "groupnorm", "group_norm",
-                       "rowwisemoments", "norm_kernel"})) {
+                       "rowwisemoments", "norm_kernel", "add_norm"})) {
     return OpKind::Norm;
   }
-  // The MoE dispatch's router, permute and combine kernels count as their scope does
-  // (effarch::moe_dispatch: gemm), also where no scope links them (a graph replay).
+  // Every kernel of the MoE dispatch (kernels/moe: router, permute, the expert GEMVs, the one-token
+  // launches, combine) counts as its scope does (effarch::moe_dispatch: gemm), also where no scope
+  // links it (a graph replay).
   if (contains_any(n, {"gemm", "gemv", "cublas", "cutlass", "xmma", "s16816", "s1688", "h16816", "splitkreduce",
-                       "dot_kernel", "nvjet", "matmul", "_mma_", "wgmma", "moe_router", "moe_permute",
-                       "moe_combine"})) {
+                       "dot_kernel", "nvjet", "matmul", "_mma_", "wgmma", "effarch::kernels::moe_", "moe_router",
+                       "moe_route_tokens", "moe_permute", "moe_token_down", "moe_combine"})) {
     return OpKind::Gemm;
   }
   if (contains_any(n, {"memcpy", "memset", "copy", "catarraybatched", "cat_batched", "fill_kernel", "index_put",
@@ -161,7 +162,9 @@ OpKind kernel_kind(const std::string& n) {
 
 OpKind classify_event(std::string_view name) {
   const std::string n = lower(name);
-  if (n.rfind("effarch::", 0) == 0) return effarch_kind(n.substr(9));
+  // effarch's op scopes are effarch::<op>; its kernels effarch::kernels::..., which the profiler
+  // names without a return type where the kernel is not a template (moe_router_kernel(...)).
+  if (n.rfind("effarch::", 0) == 0 && n.rfind("effarch::kernels::", 0) != 0) return effarch_kind(n.substr(9));
   if (n.rfind("aten::", 0) == 0) {
     const auto& t = aten_kinds();
     const auto it = t.find(n.substr(6));

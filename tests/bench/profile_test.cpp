@@ -5,7 +5,13 @@
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
+#include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <map>
+#include <regex>
+#include <set>
+#include <string>
 
 #include "../test_util.h"
 #include "effarch/bench/profile.h"
@@ -93,6 +99,49 @@ TEST(ProfileClassify, NamesToKinds) {
   for (const auto& [name, kind] : table) EXPECT_EQ(classify_event(name), kind) << "'" << name << "'";
   EXPECT_EQ(all_op_kinds().size(), 8u);
   EXPECT_STREQ(to_string(OpKind::Gemm), "gemm");
+}
+
+// Every kernel under kernels/ (but the timer's own, kernels/timing) has a kind by its name alone, as a
+// graph replay shows it with no launching op: both as the profiler names a template kernel ("void
+// effarch::kernels::...<T>(...)") and as it names a plain one (no return type, which once sent the
+// MoE router and permute kernels to effarch's op scopes and `other`). The names are read from the
+// sources, so a kernel added later is held to it too.
+TEST(ProfileClassify, EveryEffarchKernelHasAKind) {
+  namespace fs = std::filesystem;
+  const fs::path root = fs::path(EFFARCH_TESTS_DIR) / ".." / "kernels";
+  // __global__ void [__launch_bounds__(...)] name(: the bounds may hold one level of parentheses.
+  const std::regex global(R"(__global__\s+void\s+(?:__launch_bounds__\((?:[^()]|\([^()]*\))*\)\s*)?([A-Za-z_0-9]+)\s*\()");
+  std::set<std::string> names;
+  for (const auto& entry : fs::recursive_directory_iterator(root)) {
+    const std::string ext = entry.path().extension().string();
+    if (!entry.is_regular_file() || (ext != ".cu" && ext != ".cuh" && ext != ".h")) continue;
+    if (entry.path().parent_path().filename() == "timing") continue;
+    std::ifstream in(entry.path());
+    const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    for (std::sregex_iterator it(text.begin(), text.end(), global), end; it != end; ++it) names.insert((*it)[1].str());
+  }
+  EXPECT_GE(names.size(), 35u) << "kernels found under " << root;
+  for (const std::string& name : names) {
+    for (const std::string& shown : {"void effarch::kernels::" + name + "<__nv_bfloat16>(effarch::kernels::Params)",
+                                     "effarch::kernels::" + name + "(effarch::kernels::Params)",
+                                     "void effarch::kernels::op_detail::" + name + "<(effarch::kernels::Precision)1, 8>(Params)"}) {
+      EXPECT_NE(classify_event(shown), OpKind::Other) << "'" << shown << "'";
+    }
+  }
+  // The ones that once fell through, with their kinds.
+  EXPECT_EQ(classify_event("effarch::kernels::moe_detail::moe_router_kernel(effarch::kernels::MoeRouterParams)"),
+            OpKind::Gemm);
+  EXPECT_EQ(classify_event("effarch::kernels::moe_detail::moe_permute_kernel(effarch::kernels::MoePermuteParams)"),
+            OpKind::Gemm);
+  EXPECT_EQ(classify_event("void effarch::kernels::moe_detail::moe_route_tokens_kernel<(effarch::kernels::moe::Precision)1>"),
+            OpKind::Gemm);
+  EXPECT_EQ(classify_event("void effarch::kernels::moe_detail::moe_token_down_kernel<(effarch::kernels::moe::Precision)1, 4>"),
+            OpKind::Gemm);
+  EXPECT_EQ(classify_event("void effarch::kernels::add_norm_vec_kernel<__nv_bfloat16>(effarch::kernels::AddNormParams)"),
+            OpKind::Norm);
+  // effarch's op scopes keep their own rules.
+  EXPECT_EQ(classify_event("effarch::moe_dispatch"), OpKind::Gemm);
+  EXPECT_EQ(classify_event("effarch::add_norm"), OpKind::Norm);
 }
 
 ProfileEvent host(const std::string& name, int64_t s, int64_t e, uint64_t corr = 0, uint64_t thread = 1) {
