@@ -8,7 +8,7 @@
 # no compiling there), and compiles otherwise. The GPU checks still waiting for a run, with what
 # each must show, are listed in docs/perf/pending.md; this script runs the core of them in order
 # of value.
-#   tools/gpu/session.sh check|pdl|prefill|decode|targets|followups|prologue|moe|kernels|bench|scans|all [OUT]
+#   tools/gpu/session.sh check|pdl|prefill|decode|targets|followups|prologue|moe|small|kernels|bench|scans|all [OUT]
 #     check:   build, the unit tests, kernel vs reference tokens for every tiny model (graphs off/on),
 #              bf16 against transformers (issue 10's tolerance), NCCL at world size 1 under torchrun (issue 14)
 #     kernels: effarch kernels (Mamba-1, Mamba-2 shapes) and effarch profile of two decode steps
@@ -35,6 +35,8 @@
 #     prologue: pending.md entry 50: --norm-prologue separate against fused (the add + norm in the
 #              next GEMV's prologue), alternated, Phi-2, Mamba-2.8B and Llama-3-8B at 512, and a
 #              static decode-step profile of each with it
+#     small:   pending.md entries 2-5 and 8-10 (issues 4, 9 and 16's leftovers): a line each, ok or what
+#              differed (about a minute)
 #     pdl:     pending.md entry 28: programmatic dependent launch (--pdl on) against off, bit for bit
 #              in the tests, then decode tok/s of both in one run (bench --pdl off,on), both orders
 # EFFARCH_SESSION_DRY=DIR rehearses a stage on a machine without a GPU (tests/cli/gpu_session.sh):
@@ -440,6 +442,74 @@ prologue() {  # pending.md entry 50: the block boundaries' add + norm in the nex
   done
 }
 
+small() {  # pending.md entries 2-5 and 8-10: what issues 4, 9 and 16 left for a GPU, a line each (about a minute)
+  local w="$out/small" s d g
+  mkdir -p "$w"
+  log "== small: entries 2-5 and 8-10, each a line: ok or what differed"
+  local P=(--device cuda --dtype float32 --json)
+  # 2: --backend cuda on a GPU runs every family on its kernel
+  limited 60 "$B" generate tiny-mamba --prompt-ids 1,2,3,4,5,6,7,8 -n 16 "${P[@]}" --backend cuda > "$w/e2.json" 2>> "$w/errors.txt"
+  log "entry 2, generate --backend cuda: exit $? $(py_field "$w/e2.json" implementations)"
+  # 3: a sliding window shorter than the prompt, graphs off and on
+  python3 -c "import json; c=json.load(open('configs/models/tiny-mistral.json')); c['sliding_window']=4; json.dump(c, open('$w/w4.json','w'))"
+  for g in off on; do
+    limited 60 "$B" generate "$w/w4.json" "${P[@]}" --cuda-graphs $g --prompt-ids "$(seq -s, 1 12)" -n 16 > "$w/e3-$g.json" 2>> "$w/errors.txt"
+  done
+  log "entry 3, a window of 4, graphs off against on: $(same_tokens "$w/e3-off.json" "$w/e3-on.json")"
+  # 4: sampling on CUDA from its own generator: seed 7 twice the same, seed 8 not
+  for s in 7 7b 8; do
+    limited 60 "$B" generate tiny-llama --device cuda --prompt-ids 1,2,3,4 -n 16 --temperature 0.8 --top-p 0.9 --json \
+      --seed "${s%b}" > "$w/e4-$s.json" 2>> "$w/errors.txt"
+  done
+  log "entry 4, seed 7 twice: $(same_tokens "$w/e4-7.json" "$w/e4-7b.json"); seed 7 against 8 (must differ): $(same_tokens "$w/e4-7.json" "$w/e4-8.json")"
+  # 5: the device's memory against nvidia-smi's; a device index past the last: a clear error, not a crash
+  limited 60 "$B" bench tiny-llama --device cuda:0 --prompt-lengths 64 --gen-tokens 4 --reps 1 --warmup 0 --mode memory \
+    -o "$w/e5.json" --no-progress > /dev/null 2>> "$w/errors.txt"
+  log "entry 5, memory_bytes $(py_expr "$w/e5.json" "d['environment']['device']['memory_bytes'] / 2**20") MiB against nvidia-smi $(nvidia-smi --query-gpu=memory.total --format=csv,noheader -i 0 2>/dev/null || echo '?')"
+  local n
+  n=$(nvidia-smi -L 2>/dev/null | wc -l)
+  limited 60 "$B" generate tiny-llama --device "cuda:${n:-1}" --prompt-ids 1,2 -n 2 > "$w/e5-past.txt" 2>&1
+  log "entry 5, --device cuda:${n:-1} on $n GPU(s): exit $? (must be 1 or 2, not a crash): $(tail -n 1 "$w/e5-past.txt" | cut -c1-160)"
+  # 8: tiny-mamba2 (three 16-token chunks) on the CPU and the GPU from one checkpoint
+  "$B" init tiny-mamba2 "$w/m2" --seed 3 > /dev/null 2>> "$w/errors.txt"
+  for d in cpu cuda; do
+    limited 60 "$B" generate "$w/m2" --device $d --dtype float32 --prompt-ids "$(seq -s, 1 40)" -n 16 --json > "$w/e8-$d.json" 2>> "$w/errors.txt"
+  done
+  log "entry 8, tiny-mamba2 on the CPU against the GPU: $(same_tokens "$w/e8-cpu.json" "$w/e8-cuda.json")"
+  # 9: effarch experts with a tokenizer, the CPU against the GPU
+  "$B" init tiny-mixtral "$w/mx" --seed 3 > /dev/null 2>> "$w/errors.txt"
+  "${PYTHON:-python3}" - "$w" <<'EOF2' 2>> "$w/errors.txt"  # (tokenizers: transformers' own, there)
+import sys
+from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+w = sys.argv[1]
+text = ['the quick brown fox jumps over the lazy dog %d' % i for i in range(200)]
+open(f'{w}/text.txt', 'w').write('\n'.join(text))
+t = Tokenizer(models.BPE()); t.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+t.train_from_iterator(text, trainers.BpeTrainer(vocab_size=300, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+t.save(f'{w}/tok.json')
+EOF2
+  for d in cpu cuda; do
+    limited 60 "$B" experts "$w/mx" --device $d --dtype float32 --text-file "$w/text.txt" --tokenizer "$w/tok.json" \
+      --json "$w/e9-$d.json" > /dev/null 2>> "$w/errors.txt"
+    log "entry 9, experts --device $d: exit $?"
+  done
+  log "entry 9: $(python3 -c "import json; a,b=(json.load(open(f'$w/e9-{d}.json')) for d in ('cpu','cuda')); print('same ids' if a['prompts']==b['prompts'] else 'IDS DIFFER', 'same counts' if [l['counts'] for l in a['layers']]==[l['counts'] for l in b['layers']] else 'COUNTS DIFFER', b.get('backend'), b.get('implementations'))" 2>&1 | tail -n 1)"
+  # 10: --cuda-graphs auto (the default): graphs where the model can replay one
+  limited 90 "$B" bench tiny-llama tiny-mamba2 tiny-mixtral --device cuda --prompt-lengths 64 --gen-tokens 16 --reps 2 \
+    -o "$w/e10.json" --no-progress > /dev/null 2>> "$w/errors.txt"
+  log "entry 10, bench under auto: exit $? $(py_expr "$w/e10.json" "(d['settings']['cuda_graphs'], [(p['key']['model'], p['key']['cuda_graphs'], p['status']) for p in d['points']])")"
+  limited 60 "$B" generate tiny-llama --prompt-ids 1,2,3 -n 8 --device cuda --json > "$w/e10-gen.json" 2>> "$w/errors.txt"
+  log "entry 10, generate's default: $(py_field "$w/e10-gen.json" cuda_graphs) (must be on)"
+}
+# A JSON file's field, an expression over it (d), or whether two generate runs' tokens agree; '?'
+# where a file is missing (its run failed: errors.txt).
+py_field() { py_expr "$1" "d.get('$2')"; }
+py_expr() { python3 -c "import json; d=json.load(open('$1')); print($2)" 2>/dev/null || echo "? (no $(basename "$1"))"; }
+same_tokens() {
+  python3 -c "import json; a,b=(json.load(open(f))['tokens'] for f in ('$1','$2')); print('same tokens' if a==b else 'TOKENS DIFFER', a[:8])" \
+    2>/dev/null || echo "? (a run failed)"
+}
+
 targets() {  # the issues' own figures that no other stage measures (pending.md, "What each open issue still needs")
   local S="--device cuda --dtype bf16 --reps 2 --cuda-graphs on --no-progress --format md" m
   log "== targets: issue 11, the decode attention kernel alone over its KV bytes at 8k-32k (beside ATen's SDPA)"
@@ -500,8 +570,9 @@ case $stage in
   bench) benches ;;
   scans) scans ;;
   decode) decode ;;
+  small) small ;;
   all) check; kernels; benches ;;
-  *) echo "usage: tools/gpu/session.sh check|pdl|prefill|decode|targets|followups|prologue|kernels|bench|scans|all [OUT]" >&2; exit 2 ;;
+  *) echo "usage: tools/gpu/session.sh check|pdl|prefill|decode|targets|followups|prologue|moe|small|kernels|bench|scans|all [OUT]" >&2; exit 2 ;;
 esac
 rm -f "$out"/*.jsonl  # the final JSONs hold the same points
 log "== done $(date -u +%FT%TZ)"
