@@ -25,9 +25,9 @@
 #              Mixtral and Jamba within 80 GB
 #     followups: pending.md's "Order" after the sixth H100 run (2026-11-27): entry 41 (the batched suite,
 #              cuBLAS against the rows GEMM), 46 (add_norm's shapes), 43 (ncu --set full of the
-#              scan, lanes8 beside lanes16), 25 (the GEMV's
-#              eight-loads variant and the forced splits), 47 (the prefill conv's vector variant), 49 (Phi-2's parallel
-#              block in two products against four)
+#              scan, lanes8 beside lanes16), 25 (the GEMV's eight-loads variant and the forced
+#              splits), 47 (the prefill conv's vector variant), 49 (Phi-2's parallel block in two
+#              products against four)
 #     moe:     pending.md entries 51 and 44: the MoE decode dispatch's two launches at one token
 #              against the staged kernels and the one-token GEMV variants (DeepSeekMoE, Mixtral),
 #              DeepSeekMoE's decode and its decode-step profile, the MoE layer's prefill against a
@@ -76,9 +76,16 @@ else
   B=build/src/effarch T=build/tests/effarch_tests NCU=$(command -v ncu || echo /usr/local/cuda/bin/ncu)
 fi
 
-# Whether `check` ran into this OUT (this device call: each call's OUT starts empty), so that a
-# stage after it in the same call need not run its own tests again.
-checked_here() { [[ $stage != check && -f $out/summary-check.txt ]]; }
+# A stage's own tests (stage_tests SECONDS NAME FILTER): skipped when `check` ran into this OUT
+# (this device call: each call's OUT starts empty), which ran every test.
+stage_tests() {
+  if [[ $stage != check && -f $out/summary-check.txt ]]; then
+    log "tests: ran in this call's check (summary-check.txt)"
+    return
+  fi
+  limited "$1" "$T" --gtest_filter="$3" > "$out/$2-tests.log" 2>&1
+  log "tests exit $?: $(grep -E '^\[  (PASSED|FAILED)  \]' "$out/$2-tests.log" | tr '\n' ' ')"
+}
 
 check() {
   log "== unit tests"
@@ -392,12 +399,7 @@ followups() {  # pending.md's "Order" after the sixth H100 run: entries 41, 46, 
 moe() {  # pending.md entries 51 and 44: a one-token MoE step in two launches, the router with its logits, the one-token GEMV variants
   log "== moe: entries 51 and 44, the MoE decode dispatch: two launches at one token against the staged kernels; the one-token GEMV variants"
   local K="--device cuda --dtype bfloat16 --reps 10 --warmup 2" mm
-  if checked_here; then
-    log "tests: ran in this call's check (summary-check.txt)"
-  else
-    limited 120 "$T" --gtest_filter='MoeToken*:MoeCuda.*:*MoeModel*' > "$out/moe-tests.log" 2>&1
-    log "tests exit $?: $(grep -E '^\[  (PASSED|FAILED)  \]' "$out/moe-tests.log" | tr '\n' ' ')"
-  fi
+  stage_tests 120 moe 'MoeToken*:MoeCuda.*:*MoeModel*'
   for mm in deepseek-moe-16b mixtral-8x7b; do
     limited --int 60 "$B" kernels $K --moe "$mm" --batch 1,8 --ops moe_decode,moe_decode_staged,moe_decode_r1,moe_decode_r1l8 \
       -o "$out/k-moe-decode-$mm.json" > "$out/k-moe-decode-$mm.txt" 2>&1
@@ -422,13 +424,7 @@ prologue() {  # pending.md entry 50: the block boundaries' add + norm in the nex
   local S="--device cuda --dtype bf16 --prompt-lengths 512 --gen-tokens 64 --reps 2 --cuda-graphs on --no-progress --format md"
   local m np i
   log "== prologue: entry 50, --norm-prologue separate against fused, alternated (decode tok/s at 512)"
-  if checked_here; then
-    log "tests: ran in this call's check (summary-check.txt)"
-  else
-    limited 90 "$T" --gtest_filter='GemvNormPrologue.*:NormedInput.*:NormPrologue.*:DenseGemvCuda.NormPrologue*' \
-      > "$out/prologue-tests.log" 2>&1
-    log "tests exit $?: $(grep -E '^\[  (PASSED|FAILED)  \]' "$out/prologue-tests.log" | tr '\n' ' ')"
-  fi
+  stage_tests 90 prologue 'GemvNormPrologue.*:NormedInput.*:NormPrologue.*:DenseGemvCuda.NormPrologue*'
   for m in phi-2 mamba-2.8b llama-3-8b; do
     i=0
     for np in separate fused separate fused; do  # alternated: what the order does bounds what the prologue does
