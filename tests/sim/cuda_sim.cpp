@@ -6,7 +6,6 @@
 
 #include <fmt/format.h>
 #include <cstdio>
-#include <setjmp.h>
 #include <sys/mman.h>
 #include <ucontext.h>
 #include <unistd.h>
@@ -40,12 +39,16 @@ constexpr int kWarpSize = 32;
 enum class State { Runnable, AtBarrier, AtWarp, Done };
 
 // A fiber is made once (makecontext) and then runs thread after thread: fiber_main loops, running
-// the kernel body for each block it is given. Switches are _setjmp / _longjmp (no signal mask to
-// save: swapcontext's system call each switch took half the run time); only a fiber's first entry
-// goes through its ucontext. A fiber abandoned by an error is made again at the next launch.
+// the kernel body for each block it is given. Switches are the compiler's __builtin_setjmp /
+// __builtin_longjmp, which keep a frame pointer, a stack pointer and a return address (the
+// compiler saves the registers live across them): swapcontext's system call each switch took half
+// the run time, and then glibc's _longjmp, which unwinds cancellation handlers, a quarter. Only a
+// fiber's first entry goes through its ucontext. A fiber abandoned by an error is made again at
+// the next launch.
+using Jump = void* [5];
 struct Fiber {
   ucontext_t context;
-  jmp_buf jump;
+  Jump jump;
   bool started = false;
   char* stack = nullptr;  // mmap'd, a guard page below
   State state = State::Done;
@@ -68,13 +71,29 @@ struct Fiber {
 struct Executor {
   std::vector<Fiber> fibers;
   ucontext_t main_context;
-  jmp_buf main_jump;
+  Jump main_jump;
   const void* main_stack_bottom = nullptr;
   size_t main_stack_size = 0;
   int current = -1, threads = 0, at_barrier = 0, done = 0;
   dim3 grid, block;
   uint3 block_index{};
   const std::function<void()>* body = nullptr;
+  // Per warp of the block: the lanes that wait in a warp collective, the lanes that returned, and
+  // the collectives open (a mask and a kind, with the lanes arrived), so that an arrival checks
+  // its warp in a few operations (a scan of the warp's 32 fibers at every lane's arrival took 45%
+  // of a whole-model test's run time). Each waiting lane's mask and kind, for the messages.
+  struct Open {
+    unsigned mask, arrived;
+    WarpOp op;
+  };
+  struct Warp {
+    unsigned waiting = 0, done = 0;
+    int open_count = 0;
+    Open open[kWarpSize];
+    unsigned mask[kWarpSize] = {};
+    WarpOp op[kWarpSize] = {};
+  };
+  Warp warps[kMaxThreads / kWarpSize];
   std::vector<unsigned char> shared;  // dynamic shared memory (+ 128 bytes for the alignment)
   size_t shared_bytes = 0;
   std::string error;
@@ -129,18 +148,22 @@ void asan_finish(void* fake) {
 #endif
 }
 
+// A jump to where __builtin_setjmp saved `to`: a function of its own, as the two builtins may not
+// share one.
+[[noreturn, gnu::noinline]] void jump(Jump& to) { __builtin_longjmp(to, 1); }
+
 // From the scheduler into fiber t; returns when the fiber yields.
 void enter(Executor& e, int t) {
   Fiber& f = e.fibers[t];
   e.current = t;
   void* fake = nullptr;
-  if (_setjmp(e.main_jump) == 0) {
+  if (__builtin_setjmp(e.main_jump) == 0) {
     asan_start(&fake, f.stack, kStackBytes);
     if (!f.started) {
       f.started = true;
       swapcontext(&e.main_context, &f.context);  // its first entry: fiber_main
     } else {
-      _longjmp(f.jump, 1);
+      jump(f.jump);
     }
   }
   asan_finish(fake);
@@ -152,9 +175,9 @@ void yield() {
   Executor& e = exec();
   Fiber& f = e.self();
   void* fake = nullptr;
-  if (_setjmp(f.jump) == 0) {
+  if (__builtin_setjmp(f.jump) == 0) {
     asan_start(&fake, e.main_stack_bottom, e.main_stack_size);
-    _longjmp(e.main_jump, 1);
+    jump(e.main_jump);
   }
   asan_finish(fake);
 }
@@ -198,6 +221,7 @@ void fiber_main() {
       fail(fmt::format("{}: {}", e.where(e.current), ex.what()));
     }
     e.self().state = State::Done;
+    e.warps[e.current / kWarpSize].done |= 1u << (e.current % kWarpSize);
     ++e.done;
     release_barrier_if_complete(e);
     yield();
@@ -296,6 +320,10 @@ void run_block(Executor& e) {
   }
   e.at_barrier = 0;
   e.done = 0;
+  for (Executor::Warp& w : e.warps) {
+    w.waiting = w.done = 0;
+    w.open_count = 0;
+  }
   if (!e.shared.empty()) std::memset(e.shared.data(), 0xff, e.shared.size());
   // Forward: round robin from thread 0, every runnable thread to its next wait in turn (the warps
   // in near lock step). Reverse: always the highest runnable thread, so the last warp runs as far
@@ -415,27 +443,29 @@ uint64_t warp_collective(WarpOp op, unsigned mask, uint64_t value, int arg, int 
   f.arg = arg;
   f.width = width;
   f.state = State::AtWarp;
-  // Complete when every lane of the mask waits in the same collective.
-  bool complete = true;
-  for (int l = 0; l < kWarpSize; ++l) {
-    if ((mask >> l & 1u) == 0) continue;
-    const Fiber& g = e.fibers[base + l];
-    if (g.state == State::Done) {
+  // Complete when every lane of the mask waits in the same collective. The first offending lane of
+  // the mask, in lane order (one that returned, or one waiting in another collective or with
+  // another mask), is the one named.
+  Executor::Warp& w = e.warps[base / kWarpSize];
+  int open = 0;
+  while (open < w.open_count && (w.open[open].mask != mask || w.open[open].op != op)) ++open;
+  const unsigned same = open < w.open_count ? w.open[open].arrived : 0u;
+  const unsigned returned = w.done & mask, mismatched = w.waiting & mask & ~same;
+  if ((returned | mismatched) != 0) {
+    const int l = __builtin_ctz(returned | mismatched);
+    if ((returned >> l & 1u) != 0) {
       fail(fmt::format("{}: {} with mask {:#x} waits for lane {}, which has returned", e.where(t), op_name(op), mask,
                        l));
     }
-    if (g.state != State::AtWarp) {
-      complete = false;
-      continue;
-    }
-    if (g.mask != mask || g.op != op) {
-      if ((g.mask & mask) != 0) {
-        fail(fmt::format("{}: {} with mask {:#x} while lane {} of its warp waits in {} with mask {:#x}", e.where(t),
-                         op_name(op), mask, l, op_name(g.op), g.mask));
-      }
-      complete = false;
-    }
+    fail(fmt::format("{}: {} with mask {:#x} while lane {} of its warp waits in {} with mask {:#x}", e.where(t),
+                     op_name(op), mask, l, op_name(w.op[l]), w.mask[l]));
   }
+  if (open == w.open_count) w.open[w.open_count++] = Executor::Open{mask, 0u, op};
+  w.open[open].arrived |= 1u << lane;
+  w.waiting |= 1u << lane;
+  w.mask[lane] = mask;
+  w.op[lane] = op;
+  const bool complete = w.open[open].arrived == mask;
   if (complete) {
     for (int l = 0; l < kWarpSize; ++l) {  // a shuffle's source lane must take part
       if ((mask >> l & 1u) == 0) continue;
@@ -452,6 +482,8 @@ uint64_t warp_collective(WarpOp op, unsigned mask, uint64_t value, int arg, int 
     for (int l = 0; l < kWarpSize; ++l) {
       if ((mask >> l & 1u) != 0) e.fibers[base + l].state = State::Runnable;
     }
+    w.waiting &= ~mask;
+    w.open[open] = w.open[--w.open_count];
   }
   while (f.state == State::AtWarp) {
     yield();

@@ -213,6 +213,70 @@ TEST(CudaSim, ACollectiveMissingLanesIsAnError) {
   }
 }
 
+// Two halves of a warp in collectives of their own at once (disjoint masks, different kinds):
+// each completes with its own lanes, under either order of the threads.
+__global__ void two_halves_kernel(Out o) {
+  const int lane = static_cast<int>(threadIdx.x);
+  if (lane < 16) {
+    o.v[lane] = __shfl_xor_sync(0x0000ffffu, lane, 1);
+  } else {
+    o.v[lane] = static_cast<int>(__ballot_sync(0xffff0000u, lane % 2 == 0));
+  }
+}
+
+TEST(CudaSim, DisjointCollectivesOfOneWarpEachComplete) {
+  for (const Schedule order : {Schedule::Forward, Schedule::Reverse}) {
+    std::vector<int> v(32, -1);
+    set_schedule(order);
+    launch(two_halves_kernel, dim3(1), dim3(32), 0, Out{v.data()});
+    set_schedule(Schedule::Forward);
+    for (int lane = 0; lane < 16; ++lane) EXPECT_EQ(v[lane], lane ^ 1) << lane;
+    for (int lane = 16; lane < 32; ++lane) EXPECT_EQ(static_cast<unsigned>(v[lane]), 0x55550000u) << lane;
+  }
+}
+
+// Lanes of one mask in collectives of different kinds.
+__global__ void mixed_kinds_kernel(Out o) {
+  const int lane = static_cast<int>(threadIdx.x);
+  o.v[lane] = lane % 2 == 0 ? __shfl_xor_sync(0xffffffffu, lane, 1)
+                            : static_cast<int>(__ballot_sync(0xffffffffu, true));
+}
+
+TEST(CudaSim, LanesOfOneMaskInDifferentCollectivesAreAnError) {
+  std::vector<int> v(32, 0);
+  try {
+    launch(mixed_kinds_kernel, dim3(1), dim3(32), 0, Out{v.data()});
+    FAIL() << "no error";
+  } catch (const SimError& e) {
+    EXPECT_NE(std::string(e.what()).find("__ballot_sync with mask 0xffffffff while lane 0 of its warp waits in "
+                                         "__shfl_xor_sync"),
+              std::string::npos)
+        << e.what();
+  }
+}
+
+// A lane of the mask waiting in another collective, after a lane of the mask that waits in the
+// right one: in thread order lane 0 waits in {0, 1, 2}, lane 1 in {1, 3}, and lane 2's arrival in
+// {0, 1, 2} must not count lane 1 as arrived.
+__global__ void overlapping_masks_kernel(Out o) {
+  const int lane = static_cast<int>(threadIdx.x);
+  if (lane == 0 || lane == 2) o.v[lane] = __shfl_sync(0x7u, lane, 0);
+  if (lane == 1 || lane == 3) o.v[lane] = __shfl_xor_sync(0xau, lane, 2);
+}
+
+TEST(CudaSim, ALaneWaitingUnderAnotherMaskIsNotCountedAsArrived) {
+  std::vector<int> v(32, 0);
+  try {
+    launch(overlapping_masks_kernel, dim3(1), dim3(32), 0, Out{v.data()});
+    FAIL() << "no error";
+  } catch (const SimError& e) {
+    EXPECT_NE(std::string(e.what()).find("__shfl_sync with mask 0x7 while lane 1 of its warp waits in __shfl_xor_sync "
+                                         "with mask 0xa"),
+              std::string::npos)
+        << e.what();
+  }
+}
+
 __global__ void deadlock_kernel(Out o) {
   const int t = static_cast<int>(threadIdx.x);
   if (t < 32) {
