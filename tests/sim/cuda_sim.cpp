@@ -79,20 +79,17 @@ struct Executor {
   dim3 grid, block;
   uint3 block_index{};
   const std::function<void()>* body = nullptr;
-  // Per warp of the block: the lanes that wait in a warp collective, the lanes that returned, and
-  // the collectives open (a mask and a kind, with the lanes arrived), so that an arrival checks
-  // its warp in a few operations (a scan of the warp's 32 fibers at every lane's arrival took 45%
-  // of a whole-model test's run time). Each waiting lane's mask and kind, for the messages.
+  // Per warp of the block: the lanes that returned and the collectives open (a mask and a kind,
+  // with the lanes arrived), so that an arrival checks its warp in a few operations (a scan of the
+  // warp's 32 fibers at every lane's arrival took 45% of a whole-model test's run time).
   struct Open {
     unsigned mask, arrived;
     WarpOp op;
   };
   struct Warp {
-    unsigned waiting = 0, done = 0;
+    unsigned done = 0;
     int open_count = 0;
     Open open[kWarpSize];
-    unsigned mask[kWarpSize] = {};
-    WarpOp op[kWarpSize] = {};
   };
   Warp warps[kMaxThreads / kWarpSize];
   std::vector<unsigned char> shared;  // dynamic shared memory (+ 128 bytes for the alignment)
@@ -337,7 +334,7 @@ void run_block(Executor& e) {
   e.at_barrier = 0;
   e.done = 0;
   for (Executor::Warp& w : e.warps) {
-    w.waiting = w.done = 0;
+    w.done = 0;
     w.open_count = 0;
   }
   if (!e.shared.empty()) std::memset(e.shared.data(), 0xff, e.shared.size());
@@ -463,24 +460,28 @@ uint64_t warp_collective(WarpOp op, unsigned mask, uint64_t value, int arg, int 
   // the mask, in lane order (one that returned, or one waiting in another collective or with
   // another mask), is the one named.
   Executor::Warp& w = e.warps[base / kWarpSize];
-  int open = 0;
-  while (open < w.open_count && (w.open[open].mask != mask || w.open[open].op != op)) ++open;
-  const unsigned same = open < w.open_count ? w.open[open].arrived : 0u;
-  const unsigned returned = w.done & mask, mismatched = w.waiting & mask & ~same;
+  int open = w.open_count;
+  unsigned elsewhere = 0;  // lanes waiting in the warp's other collectives
+  for (int i = 0; i < w.open_count; ++i) {
+    if (w.open[i].mask == mask && w.open[i].op == op) {
+      open = i;
+    } else {
+      elsewhere |= w.open[i].arrived;
+    }
+  }
+  const unsigned returned = w.done & mask, mismatched = elsewhere & mask;
   if ((returned | mismatched) != 0) {
     const int l = __builtin_ctz(returned | mismatched);
     if ((returned >> l & 1u) != 0) {
       fail(fmt::format("{}: {} with mask {:#x} waits for lane {}, which has returned", e.where(t), op_name(op), mask,
                        l));
     }
+    const Fiber& g = e.fibers[base + l];
     fail(fmt::format("{}: {} with mask {:#x} while lane {} of its warp waits in {} with mask {:#x}", e.where(t),
-                     op_name(op), mask, l, op_name(w.op[l]), w.mask[l]));
+                     op_name(op), mask, l, op_name(g.op), g.mask));
   }
   if (open == w.open_count) w.open[w.open_count++] = Executor::Open{mask, 0u, op};
   w.open[open].arrived |= 1u << lane;
-  w.waiting |= 1u << lane;
-  w.mask[lane] = mask;
-  w.op[lane] = op;
   const bool complete = w.open[open].arrived == mask;
   if (complete) {
     for (int l = 0; l < kWarpSize; ++l) {  // a shuffle's source lane must take part
@@ -498,7 +499,6 @@ uint64_t warp_collective(WarpOp op, unsigned mask, uint64_t value, int arg, int 
     for (int l = 0; l < kWarpSize; ++l) {
       if ((mask >> l & 1u) != 0) e.fibers[base + l].state = State::Runnable;
     }
-    w.waiting &= ~mask;
     w.open[open] = w.open[--w.open_count];
   }
   while (f.state == State::AtWarp) {
