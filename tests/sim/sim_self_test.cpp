@@ -19,6 +19,20 @@ struct Out {
   int* v;
 };
 
+// The executor's error for a one-block launch of `kernel` over `threads` threads, or a test
+// failure ("no error") and an empty string if it ran through.
+template <typename Kernel>
+std::string launch_error(Kernel kernel, int threads) {
+  std::vector<int> v(static_cast<size_t>(threads), 0);
+  try {
+    launch(kernel, dim3(1), dim3(threads), 0, Out{v.data()});
+  } catch (const SimError& e) {
+    return e.what();
+  }
+  ADD_FAILURE() << "no error";
+  return {};
+}
+
 __global__ void coordinates_kernel(Out o) {
   const unsigned b = blockIdx.x + gridDim.x * blockIdx.y;
   const unsigned t = threadIdx.x + blockDim.x * threadIdx.y;
@@ -178,14 +192,9 @@ __global__ void divergent_barrier_kernel(Out o) {
 }
 
 TEST(CudaSim, ABarrierPartOfTheBlockSkipsIsAnError) {
-  std::vector<int> v(32, 0);
-  try {
-    launch(divergent_barrier_kernel, dim3(1), dim3(32), 0, Out{v.data()});
-    FAIL() << "no error";
-  } catch (const SimError& e) {
-    EXPECT_NE(std::string(e.what()).find("__syncthreads"), std::string::npos) << e.what();
-    EXPECT_NE(std::string(e.what()).find("16 of the block's 32 threads have returned"), std::string::npos) << e.what();
-  }
+  const std::string m = launch_error(divergent_barrier_kernel, 32);
+  EXPECT_NE(m.find("__syncthreads"), std::string::npos) << m;
+  EXPECT_NE(m.find("16 of the block's 32 threads have returned"), std::string::npos) << m;
 }
 
 __global__ void partial_mask_kernel(Out o) {
@@ -204,13 +213,8 @@ __global__ void half_warp_kernel(Out o) {
 }
 
 TEST(CudaSim, ACollectiveMissingLanesIsAnError) {
-  std::vector<int> v(32, 0);
-  try {
-    launch(half_warp_kernel, dim3(1), dim3(32), 0, Out{v.data()});
-    FAIL() << "no error";
-  } catch (const SimError& e) {
-    EXPECT_NE(std::string(e.what()).find("__shfl_xor_sync"), std::string::npos) << e.what();
-  }
+  const std::string m = launch_error(half_warp_kernel, 32);
+  EXPECT_NE(m.find("__shfl_xor_sync"), std::string::npos) << m;
 }
 
 // Two halves of a warp in collectives of their own at once (disjoint masks, different kinds):
@@ -243,16 +247,10 @@ __global__ void mixed_kinds_kernel(Out o) {
 }
 
 TEST(CudaSim, LanesOfOneMaskInDifferentCollectivesAreAnError) {
-  std::vector<int> v(32, 0);
-  try {
-    launch(mixed_kinds_kernel, dim3(1), dim3(32), 0, Out{v.data()});
-    FAIL() << "no error";
-  } catch (const SimError& e) {
-    EXPECT_NE(std::string(e.what()).find("__ballot_sync with mask 0xffffffff while lane 0 of its warp waits in "
-                                         "__shfl_xor_sync"),
-              std::string::npos)
-        << e.what();
-  }
+  const std::string m = launch_error(mixed_kinds_kernel, 32);
+  EXPECT_NE(m.find("__ballot_sync with mask 0xffffffff while lane 0 of its warp waits in __shfl_xor_sync"),
+            std::string::npos)
+      << m;
 }
 
 // A lane of the mask waiting in another collective, after a lane of the mask that waits in the
@@ -265,16 +263,10 @@ __global__ void overlapping_masks_kernel(Out o) {
 }
 
 TEST(CudaSim, ALaneWaitingUnderAnotherMaskIsNotCountedAsArrived) {
-  std::vector<int> v(32, 0);
-  try {
-    launch(overlapping_masks_kernel, dim3(1), dim3(32), 0, Out{v.data()});
-    FAIL() << "no error";
-  } catch (const SimError& e) {
-    EXPECT_NE(std::string(e.what()).find("__shfl_sync with mask 0x7 while lane 1 of its warp waits in __shfl_xor_sync "
-                                         "with mask 0xa"),
-              std::string::npos)
-        << e.what();
-  }
+  const std::string m = launch_error(overlapping_masks_kernel, 32);
+  EXPECT_NE(m.find("__shfl_sync with mask 0x7 while lane 1 of its warp waits in __shfl_xor_sync with mask 0xa"),
+            std::string::npos)
+      << m;
 }
 
 __global__ void deadlock_kernel(Out o) {
@@ -304,14 +296,8 @@ __global__ void split_warp_kernel(Out o) {
 }
 
 TEST(CudaSim, ADeadlockIsReported) {
-  std::vector<int> v(32, 0);
-  try {
-    launch(split_warp_kernel, dim3(1), dim3(32), 0, Out{v.data()});
-    FAIL() << "no error";
-  } catch (const SimError& e) {
-    const std::string m = e.what();
-    EXPECT_TRUE(m.find("deadlock") != std::string::npos || m.find("returned") != std::string::npos) << m;
-  }
+  const std::string m = launch_error(split_warp_kernel, 32);
+  EXPECT_TRUE(m.find("deadlock") != std::string::npos || m.find("returned") != std::string::npos) << m;
 }
 
 TEST(CudaSim, BadLaunchShapesAreRefused) {
