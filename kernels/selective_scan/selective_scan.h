@@ -10,9 +10,10 @@
 // pointer with strides in elements, so the mixer's channel-last views (transposes of [B, L, X]
 // projections) go in without copies.
 //
-// Two prefill algorithms (SelectiveScanParams::segment picks): a warp per channel with its lanes
-// over time (selective_scan_lanes.h, segment 16, the default) and 32 channels on a warp's lanes
-// (selective_scan_math.h, segments 4 and 8, and its sequence split).
+// Three prefill algorithms (SelectiveScanParams::segment picks): a warp per channel with its lanes
+// over time (selective_scan_lanes.h, segment 16, the default), 32 channels on a warp's lanes
+// (selective_scan_math.h, segments 4 and 8, and its sequence split), and a thread per channel
+// over pieces of the sequence (selective_scan_pieces.h, segment 0).
 //
 // No torch types: src/ops/selective_scan_launch.cpp fills the params from checked tensors (in every
 // build), src/ops/selective_scan_cuda.cpp launches them.

@@ -1,7 +1,8 @@
 #pragma once
 // The selective scan's CUDA shells: the prefill kernels run scan::scan_block (selective_scan_math.h,
-// 32 channels a block over the lanes) or scan::lanes::scan_block (selective_scan_lanes.h, a warp
-// per channel, its lanes over time) for one block of channels; the update kernel
+// 32 channels a block over the lanes), scan::lanes::scan_block (selective_scan_lanes.h, a warp
+// per channel, its lanes over time) or scan::pieces::scan_piece (selective_scan_pieces.h, a thread
+// per channel over a piece) for one block of channels; the update kernel
 // scan::update_lane for kUpdateLanes threads per channel, or scan::update_lane_vec for
 // kUpdateVecLanes (the vector path). The math lives in the core headers,
 // which the CPU tests also run.
@@ -10,6 +11,7 @@
 #include "common/launch.h"
 #include "selective_scan/selective_scan_lanes.h"
 #include "selective_scan/selective_scan_math.h"
+#include "selective_scan/selective_scan_pieces.h"
 
 namespace effarch::kernels {
 
@@ -62,6 +64,20 @@ struct DeviceExec {
 };
 
 }  // namespace lanes
+
+namespace pieces {
+
+// Exec of the pieces kernels: a phase is this thread's part of it.
+struct DeviceExec {
+  Regs regs;
+  template <typename F>
+  __device__ __forceinline__ void threads(F&& f) {
+    f(static_cast<int>(threadIdx.x), regs);
+  }
+  __device__ __forceinline__ void sync() { __syncthreads(); }
+};
+
+}  // namespace pieces
 
 inline LaunchStatus check_args(const SelectiveScanParams& p, const char* what) {
   if (p.dstate < 1 || p.dstate > kSelectiveScanMaxStates) return {cudaErrorInvalidValue, what};
@@ -116,6 +132,18 @@ __global__ void __launch_bounds__(scan::kThreads, 2)
   scan::split_local_block<input_t>(p, static_cast<int>(blockIdx.x), static_cast<int>(blockIdx.y),
                                    static_cast<int>(blockIdx.z), shared,
                                    shared_buffer + scan::shared_floats(p.dstate, kSeg), exec);
+}
+
+// The pieces kernel's two passes (selective_scan_pieces.h): grid (tiles of 128 channels, batch,
+// pieces - 1) for the first (kReadout false), (tiles, batch, pieces) for the second. At most 128
+// registers, so that four blocks (16 warps) share an SM.
+template <typename input_t, bool kReadout>
+__global__ void __launch_bounds__(scan::pieces::kThreads, 4) selective_scan_pieces_kernel(const SelectiveScanParams p) {
+  __shared__ float pieces_shared[scan::pieces::shared_floats()];
+  scan::pieces::Shared shared = scan::pieces::carve_shared(pieces_shared);
+  scan::pieces::DeviceExec exec;
+  scan::pieces::scan_piece<input_t, kReadout>(p, static_cast<int>(blockIdx.x), static_cast<int>(blockIdx.y),
+                                              static_cast<int>(blockIdx.z), shared, exec);
 }
 
 template <typename input_t, int kSeg>
@@ -207,15 +235,39 @@ LaunchStatus selective_scan_split_launch(const SelectiveScanParams& p, cudaStrea
 }
 
 template <typename input_t>
+LaunchStatus selective_scan_pieces_launch(const SelectiveScanParams& p, cudaStream_t stream) {
+  if (p.dstate > scan::kPiecesMaxStates) {
+    return {cudaErrorInvalidValue, "selective_scan_fwd: the pieces kernel takes d_state up to 16"};
+  }
+  const int pieces = p.pieces > 1 ? p.pieces : 1;
+  if (pieces > 1 && (p.pieces > scan::kSplitMaxPieces || p.piece_chunks < 1 || p.split_states == nullptr ||
+                     p.split_dtsum == nullptr)) {
+    return {cudaErrorInvalidValue, "selective_scan_fwd: a split needs its piece length and workspace"};
+  }
+  const unsigned tiles = (p.dim + scan::pieces::kThreads - 1) / scan::pieces::kThreads;
+  if (pieces > 1) {
+    const LaunchStatus local =
+        launch_plain(selective_scan_pieces_kernel<input_t, false>, dim3(tiles, p.batch, pieces - 1),
+                     dim3(scan::pieces::kThreads), 0, stream, "selective_scan_pieces_kernel (pass 1)", p);
+    if (!local.ok()) return local;
+  }
+  return launch_plain(selective_scan_pieces_kernel<input_t, true>, dim3(tiles, p.batch, pieces),
+                      dim3(scan::pieces::kThreads), 0, stream, "selective_scan_pieces_kernel (pass 2)", p);
+}
+
+template <typename input_t>
 LaunchStatus selective_scan_fwd_cuda(const SelectiveScanParams& p, cudaStream_t stream) {
   const LaunchStatus args = scan::check_args(p, "selective_scan_fwd: d_state must be 1..256 and batch at most 65535");
   if (!args.ok()) return args;
-  if (!scan::valid_segment(p.segment)) return {cudaErrorInvalidValue, "selective_scan_fwd: segment must be 4, 8 or 16"};
+  if (!scan::valid_segment(p.segment)) {
+    return {cudaErrorInvalidValue, "selective_scan_fwd: segment must be 0, 4, 8 or 16"};
+  }
   if (p.dt_proj != nullptr) return {cudaErrorInvalidValue, "selective_scan_fwd: the fused dt_proj is the update's only"};
   if (p.batch == 0 || p.dim == 0 || p.seqlen == 0) return {};
   if (!scan::segment_splits(p.segment) && p.pieces > 1) {
-    return {cudaErrorInvalidValue, "selective_scan_fwd: only the 4- and 8-step kernels split"};
+    return {cudaErrorInvalidValue, "selective_scan_fwd: only the 4- and 8-step and pieces kernels split"};
   }
+  if (p.segment == scan::kPiecesSegment) return selective_scan_pieces_launch<input_t>(p, stream);
   if (p.segment == scan::kLanesSegment && p.lane_steps != 16 && p.lane_steps != 8) {
     return {cudaErrorInvalidValue, "selective_scan_fwd: lane_steps must be 16 or 8"};
   }

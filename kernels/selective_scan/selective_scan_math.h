@@ -34,6 +34,7 @@
 #include "common/warp_sum.h"
 #include "selective_scan/selective_scan_channel.h"
 #include "selective_scan/selective_scan_lanes.h"
+#include "selective_scan/selective_scan_pieces.h"
 #include "selective_scan/selective_scan_params.h"
 
 namespace effarch::kernels::scan {
@@ -649,6 +650,8 @@ void emulate_split_with(const SelectiveScanParams& p) {
 inline void emulate_scan(const SelectiveScanParams& p) {
   if (p.segment == kLanesSegment) {
     lanes::emulate_scan(p);
+  } else if (p.segment == kPiecesSegment) {
+    pieces::emulate_scan(p);
   } else if (p.pieces > 1) {
     if (p.segment == 4) {
       emulate_split_with<4>(p);

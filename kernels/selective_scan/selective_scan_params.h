@@ -16,11 +16,22 @@ namespace scan {
 // the sequence split without the kernel math.
 inline constexpr int kLanes = 32;  // channels per block
 inline constexpr int kWarps = 8;   // time segments per chunk
-constexpr int chunk_steps(int seg) { return kWarps * seg; }  // timesteps per chunk
 // Segment 16 picks the other prefill kernel (selective_scan_lanes.h: a warp per channel, each lane
 // 16 steps in sequence), which has no sequence split.
 inline constexpr int kLanesSegment = 16;
-constexpr bool segment_splits(int seg) { return seg == 8 || seg == 4; }  // the 32-channel kernel's
+// Segment 0 picks the third (selective_scan_pieces.h, "pieces"): a thread per channel walking its
+// piece of the sequence with its states in registers (d_state up to kPiecesMaxStates), a block of
+// kPiecesChannels channels, pieces of whole kPiecesChunk-step chunks.
+inline constexpr int kPiecesSegment = 0;
+inline constexpr int kPiecesChannels = 128;
+inline constexpr int kPiecesMaxStates = 16;
+inline constexpr int kPiecesChunk = 32;
+// Timesteps per chunk: the unit a sequence split cuts pieces in.
+constexpr int chunk_steps(int seg) { return seg == kPiecesSegment ? kPiecesChunk : kWarps * seg; }
+// Channels a block owns (the split's plan counts blocks with it).
+constexpr int block_channels(int seg) { return seg == kPiecesSegment ? kPiecesChannels : kLanes; }
+// The kernels that split: the 32-channel kernel's segments and the pieces kernel.
+constexpr bool segment_splits(int seg) { return seg == 8 || seg == 4 || seg == kPiecesSegment; }
 constexpr bool valid_segment(int seg) { return segment_splits(seg) || seg == kLanesSegment; }
 
 // The sequence split's plan (selective_scan_math.h, "Sequence split").
@@ -51,7 +62,7 @@ constexpr SplitPlan split_plan(int64_t seqlen, int seg, int64_t requested) {
 // The launcher's choice: none when batch x tiles already gives kSplitBlocksPerSm blocks per SM,
 // else enough pieces to get there, each of at least kSplitMinPieceChunks chunks.
 constexpr int64_t auto_pieces(int64_t batch, int64_t dim, int64_t seqlen, int seg, int sm_count) {
-  const int64_t blocks = batch * ceil_div(dim, kLanes);
+  const int64_t blocks = batch * ceil_div(dim, block_channels(seg));
   const int64_t target = static_cast<int64_t>(kSplitBlocksPerSm) * sm_count;
   if (blocks <= 0 || blocks >= target) return 1;
   const int64_t by_length = ceil_div(seqlen, chunk_steps(seg)) / kSplitMinPieceChunks;
@@ -69,7 +80,8 @@ struct SelectiveScanParams {
   bool delta_softplus = true;
   bool from_state = false;  // prefill: start from `state` instead of zeros
   // Prefill: timesteps per warp segment, 8 (one block per SM) or 4 (half the registers: two), or
-  // kLanesSegment (16): the warp-per-channel kernel, 16 timesteps per lane.
+  // kLanesSegment (16): the warp-per-channel kernel, 16 timesteps per lane, or kPiecesSegment (0):
+  // a thread per channel over its piece (selective_scan_pieces.h; d_state up to 16).
   int segment = 8;
   // With segment kLanesSegment: the steps a lane scans, 16 (lanes16) or 8 (lanes8, tiles of 256
   // steps: selective_scan_lanes.h). Other values are an error.

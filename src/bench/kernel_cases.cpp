@@ -310,9 +310,10 @@ ops::SsdArgs ssd_args(const model::MambaConfig& m, const at::TensorOptions& o) {
 const std::pair<const char*, ops::SsdScanProducts> kSsdScanProducts[] = {
     {"ssd_chunk_scan", ops::SsdScanProducts::Auto}, {"ssd_chunk_scan_fma", ops::SsdScanProducts::Fma}};
 
-// The selective scan prefill's CUDA variants (SelectiveScanArgs): the warp segment, the steps a
-// lane scans (the warp-per-channel kernel's) and the sequence split (-1: the launcher's piece
-// count, which rows that ran the kernel record as `pieces`).
+// The selective scan prefill's CUDA variants (SelectiveScanArgs): the warp segment (0: the
+// thread-per-channel kernel), the steps a lane scans (the warp-per-channel kernel's) and the
+// sequence split (-1: the launcher's piece count, which rows that ran the kernel record as
+// `pieces`).
 struct SelectiveScanVariant {
   int segment;
   int lane_steps;
@@ -326,6 +327,7 @@ struct SelectiveScanVariant {
 const std::pair<const char*, SelectiveScanVariant> kSelectiveScanVariants[] = {
     {"selective_scan", {16, 16, 0}},
     {"selective_scan_lanes8", {16, 8, 0}},
+    {"selective_scan_pieces", {0, 16, -1}},
     {"selective_scan_seg4", {4, 16, 0}},
     {"selective_scan_seg8", {8, 16, 0}},
     {"selective_scan_split", {4, 16, -1}}};

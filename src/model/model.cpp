@@ -83,7 +83,7 @@ const std::map<std::string, std::vector<std::string>>& implementation_variants()
       {kMoePrefillRecord, {"grouped", "per_expert"}},
       {kMoeOneTokenRecord, {"two_kernels", "two_kernels_shared_apart"}},
       {kSsdScanProductsRecord, {"tensor_cores", "fma"}},
-      {kSelectiveScanVariantRecord, {"lanes16", "lanes8", "seg4", "seg8", "split"}},
+      {kSelectiveScanVariantRecord, {"lanes16", "lanes8", "pieces", "seg4", "seg8", "split"}},
       {kDtProjRecord, {"fused", "separate"}},
       {kConvInProjRecord, {"fused", "separate"}},
       {kFc1ActivationRecord, {"fused", "separate"}},

@@ -26,7 +26,7 @@ at::Tensor empty_output(const at::Tensor& u) {
 // The variant's own arguments: a known segment, and a split only where that kernel has one.
 void check_variant(const SelectiveScanArgs& args, const char* op) {
   if (!kernels::scan::valid_segment(args.cuda_segment)) {
-    throw OpError(fmt::format("{}: cuda_segment must be 4, 8 or 16, got {}", op, args.cuda_segment));
+    throw OpError(fmt::format("{}: cuda_segment must be 0, 4, 8 or 16, got {}", op, args.cuda_segment));
   }
   if (args.cuda_lane_steps != 16 && args.cuda_lane_steps != 8) {
     throw OpError(fmt::format("{}: cuda_lane_steps must be 16 or 8, got {}", op, args.cuda_lane_steps));
@@ -40,7 +40,7 @@ void check_variant(const SelectiveScanArgs& args, const char* op) {
                               args.cuda_split));
   }
   if (args.cuda_split != 0 && !kernels::scan::segment_splits(args.cuda_segment)) {
-    throw OpError(fmt::format("{}: cuda_split {} needs cuda_segment 4 or 8 (the 16-step kernel does not split)", op,
+    throw OpError(fmt::format("{}: cuda_split {} needs cuda_segment 0, 4 or 8 (the 16-step kernel does not split)", op,
                               args.cuda_split));
   }
 }
@@ -63,6 +63,12 @@ SelectiveScanLaunch prepare_selective_scan(const at::Tensor& u, const at::Tensor
   if (dstate > kernels::kSelectiveScanMaxStates) {
     throw OpError(fmt::format("{}: the CUDA kernel takes d_state up to {}, got {} (--backend reference runs any)", op,
                               kernels::kSelectiveScanMaxStates, dstate));
+  }
+  const bool prefill_call = u.dim() == 3;
+  if (prefill_call && args.cuda_segment == kernels::scan::kPiecesSegment && dstate > kernels::scan::kPiecesMaxStates) {
+    throw OpError(fmt::format("{}: cuda_segment 0 (the pieces kernel) holds a channel's states in registers: d_state "
+                              "up to {}, got {} (cuda_segment 16 takes up to {})",
+                              op, kernels::scan::kPiecesMaxStates, dstate, kernels::kSelectiveScanMaxStates));
   }
   SelectiveScanLaunch l;
   l.out_type = u.scalar_type();
@@ -168,6 +174,7 @@ SelectiveScanLaunch prepare_selective_state_update_dt_proj(const at::Tensor& u, 
 namespace effarch::ops {
 
 const char* selective_scan_variant_name(const SelectiveScanArgs& args) {
+  if (args.cuda_segment == kernels::scan::kPiecesSegment) return "pieces";
   if (args.cuda_segment == kernels::scan::kLanesSegment) return args.cuda_lane_steps == 8 ? "lanes8" : "lanes16";
   if (args.cuda_split != 0) return "split";
   return args.cuda_segment == 8 ? "seg8" : "seg4";

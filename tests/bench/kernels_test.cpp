@@ -189,7 +189,7 @@ TEST(KernelCases, RegistryAndImplementations) {
   std::vector<std::string> ops;
   for (const auto& c : kernel_cases()) ops.push_back(c.op);
   EXPECT_EQ(ops, (std::vector<std::string>{"causal_conv1d", "causal_conv1d_vec", "causal_conv1d_update",
-                                           "selective_scan", "selective_scan_lanes8", "selective_scan_seg4",
+                                           "selective_scan", "selective_scan_lanes8", "selective_scan_pieces", "selective_scan_seg4",
                                            "selective_scan_seg8",
                                            "selective_scan_split", "selective_state_update",
                                            "selective_state_update_dt_proj", "ssd_chunk_scan", "ssd_chunk_scan_fma",
@@ -254,6 +254,7 @@ TEST(KernelCases, ScanRowsRecordTheVariantThatRan) {
   };
   EXPECT_EQ(variant("selective_scan"), "lanes16");
   EXPECT_EQ(variant("selective_scan_lanes8"), "lanes8");
+  EXPECT_EQ(variant("selective_scan_pieces"), "pieces");
   EXPECT_EQ(variant("selective_scan_seg4"), "seg4");
   EXPECT_EQ(variant("selective_scan_seg8"), "seg8");
   EXPECT_EQ(variant("selective_scan_split"), "split");

@@ -45,7 +45,7 @@ e = 4  # float32
 def expected(op, B, L):  # docs/kernels.md, "Bytes each op must move"
     if op in ("causal_conv1d", "causal_conv1d_vec"): return e * (B*D*L + D*W + D) + e * (B*D*L + B*D*W)
     if op == "causal_conv1d_update": return e * (B*D + B*D*W + D*W + D) + e * (B*D + B*D*W)
-    if op in ("selective_scan", "selective_scan_lanes8", "selective_scan_seg8", "selective_scan_split", "selective_scan_seg4"): return e * (3*B*D*L + 2*B*N*L) + 4*(D*N + 2*D) + e*B*D*L + 4*B*D*N
+    if op in ("selective_scan", "selective_scan_lanes8", "selective_scan_pieces", "selective_scan_seg8", "selective_scan_split", "selective_scan_seg4"): return e * (3*B*D*L + 2*B*N*L) + 4*(D*N + 2*D) + e*B*D*L + 4*B*D*N
     if op == "selective_state_update": return e * (3*B*D + 2*B*N) + 4*(D*N + 2*D) + 4*B*D*N + e*B*D + 4*B*D*N
     if op == "selective_state_update_dt_proj":
         R = m1["time_step_rank"]
@@ -81,7 +81,7 @@ def flops(op, B, L):  # docs/kernels.md, "FLOPs"
     return 2*B*L*Km*3*Hm*Im + 2*B*L*Hm*Em
 rows = doc["rows"]
 ops = sorted({r["op"] for r in rows})
-if ops != sorted(["causal_conv1d", "causal_conv1d_vec", "causal_conv1d_update", "selective_scan", "selective_scan_lanes8", "selective_scan_seg8", "selective_scan_split", "selective_scan_seg4", "selective_state_update", "selective_state_update_dt_proj", "ssd_chunk_scan",
+if ops != sorted(["causal_conv1d", "causal_conv1d_vec", "causal_conv1d_update", "selective_scan", "selective_scan_lanes8", "selective_scan_pieces", "selective_scan_seg8", "selective_scan_split", "selective_scan_seg4", "selective_state_update", "selective_state_update_dt_proj", "ssd_chunk_scan",
                   "ssd_chunk_scan_fma", "ssd_state_update", "gated_rms_norm", "attention", "attention_decode", "decode_attention", "decode_attention_b4", "decode_attention_b6", "add_norm", "add_norm_element", "add_norm_t32", "add_norm_t128", "add_norm_vec",
                   "activation", "dense_gemv_in_proj", "add_norm_gemv_in_proj", "add_norm_gemv_qkv", "dense_gemv_in_proj_conv", "dense_gemv_x_proj", "dense_gemv_lm_head", "dense_gemv_out_proj", "dense_gemv_mlp_down", "dense_gemv_mlp_up", "dense_gemv_mlp_up_act", "dense_gemv_qkv", "dense_gemv_parallel_in", "dense_gemv_parallel_out", "dense_gemv_mamba2_in_proj", "dense_gemv_mamba2_out_proj",
                   *[op + v for op in u8 for v in ("_u8", "_s1", "_s2", "_s4")], "moe_decode", "moe_decode_staged", "moe_decode_r1", "moe_decode_r1l8", "moe_prefill", "moe_prefill_per_expert", "moe_dense_gemm"]): bad.append(f"ops {ops}")
@@ -96,7 +96,7 @@ for r in rows:
     if abs(r["fraction_of_copy_bandwidth"] - r["bytes_per_s"] / bw) > 1e-9: bad.append(f"{name}: fraction")
     if not r["bytes_formula"]: bad.append(f"{name}: no formula")
     # On the CPU the scans run their CPU kernel and their reference; conv and norm the reference; attention SDPA.
-    want = {"selective_scan": {"cpu", "reference"}, "selective_scan_lanes8": {"cpu", "reference"}, "selective_scan_seg8": {"cpu", "reference"},
+    want = {"selective_scan": {"cpu", "reference"}, "selective_scan_lanes8": {"cpu", "reference"}, "selective_scan_pieces": {"cpu", "reference"}, "selective_scan_seg8": {"cpu", "reference"},
             "selective_scan_split": {"cpu", "reference"}, "selective_scan_seg4": {"cpu", "reference"},
             "selective_state_update": {"cpu", "reference"}, "selective_state_update_dt_proj": {"cpu", "reference"},
             "ssd_chunk_scan": {"cpu", "reference"}, "ssd_chunk_scan_fma": {"cpu", "reference"},
@@ -172,7 +172,7 @@ expect_exit 2 "--lengths: an empty list" "$EFFARCH" kernels "${TINY[@]}" --lengt
 expect_exit 2 "unknown op 'flash'" "$EFFARCH" kernels "${TINY[@]}" --ops selective_scan,flash
 # The lane-per-state scan (selective_scan_states) was removed, slower than lanes16 on an H100: an
 # old command line naming it is refused with the ops there are.
-expect_exit 2 "--ops: unknown op 'selective_scan_states' (ops: causal_conv1d, causal_conv1d_vec, causal_conv1d_update, selective_scan, selective_scan_lanes8, selective_scan_seg4" \
+expect_exit 2 "--ops: unknown op 'selective_scan_states' (ops: causal_conv1d, causal_conv1d_vec, causal_conv1d_update, selective_scan, selective_scan_lanes8, selective_scan_pieces, selective_scan_seg4" \
   "$EFFARCH" kernels "${TINY[@]}" --ops selective_scan,selective_scan_states
 expect_exit 2 "--mamba1" "$EFFARCH" kernels --mamba1 tiny-llama --ops selective_scan --device cpu
 expect_exit 2 "--lengths" "$EFFARCH" kernels "${TINY[@]}" --lengths 0

@@ -102,15 +102,20 @@ Result emulated_scan(const Problem& p, bool full, bool from_state) {
 }
 
 // The unsplit prefill kernels (SelectiveScanArgs): the 32-channel kernel's 8- and 4-step warp
-// segments, and the warp-per-channel kernel with 16 or 8 steps a lane (lanes16, lanes8).
+// segments, the warp-per-channel kernel with 16 or 8 steps a lane (lanes16, lanes8), and the
+// thread-per-channel kernel over one piece (segment 0, "pieces", d_state up to 16).
 struct Variant {
   int segment, lane_steps;
+  int split = 0;
   void apply(SelectiveScanArgs& args) const {
     args.cuda_segment = segment;
     args.cuda_lane_steps = lane_steps;
+    args.cuda_split = split;
   }
+  // The pieces kernel holds a channel's states in registers: d_state up to 16 (larger is refused).
+  bool takes(int64_t dstate) const { return segment != scan::kPiecesSegment || dstate <= scan::kPiecesMaxStates; }
 };
-const Variant kUnsplitVariants[] = {{8, 16}, {4, 16}, {16, 16}, {16, 8}};
+const Variant kUnsplitVariants[] = {{8, 16}, {4, 16}, {16, 16}, {16, 8}, {0, 16}};
 
 const Case kCases[] = {
     {1, 1, 1, 1},     {2, 33, 16, 1},   {1, 40, 16, 7},  {2, 33, 16, 64},  {1, 32, 16, 65},
@@ -129,6 +134,7 @@ TEST(SelectiveScanKernelEmulated, PrefillMatchesTheReference) {
           Problem p = make_problem(c, at::kFloat, mixer_layout, full, at::kCPU);
           const Result ref = reference_scan(p, full, from_state);
           for (const Variant& v : kUnsplitVariants) {
+            if (!v.takes(c.dstate)) continue;
             v.apply(p.args);
             const Result got = emulated_scan(p, full, from_state);
             const std::string what = fmt::format("{} mixer_layout={} full={} from_state={} {}", name(c), mixer_layout,
@@ -149,7 +155,8 @@ TEST(SelectiveScanKernelEmulated, ContinuingFromTheStateEqualsOneScan) {
   Problem p = make_problem(c, at::kFloat, /*mixer_layout=*/true, /*full=*/true, at::kCPU);
   const Result whole = reference_scan(p, true, false);
   const std::pair<int, Variant> splits[] = {{1, {8, 16}},   {64, {8, 16}},  {97, {8, 16}}, {33, {4, 16}}, {97, {4, 16}},
-                                           {1, {16, 16}}, {97, {16, 16}}, {1, {16, 8}},  {97, {16, 8}}};
+                                           {1, {16, 16}}, {97, {16, 16}}, {1, {16, 8}},  {97, {16, 8}},
+                                           {1, {0, 16}},  {97, {0, 16}},  {97, {0, 16, 3}}};
   for (const auto& [split, v] : splits) {
     v.apply(p.args);
     const char* variant = selective_scan_variant_name(p.args);
@@ -385,16 +392,16 @@ TEST(SelectiveScanKernelEmulated, SegmentOtherThan4Or8Or16IsRefusedByName) {
   args.cuda_segment = 6;
   at::Tensor state = p.state0.clone();
   EXPECT_THROW_WITH(detail::prepare_selective_scan(p.u, p.delta, p.B, p.C, p.z, args, state, false, "selective_scan"),
-                    OpError, {"selective_scan: cuda_segment must be 4, 8 or 16, got 6"});
-  EXPECT_THROW_WITH(selective_scan_cuda_pieces(args, 1, 4, 8, 132), OpError, {"cuda_segment must be 4, 8 or 16"});
+                    OpError, {"selective_scan: cuda_segment must be 0, 4, 8 or 16, got 6"});
+  EXPECT_THROW_WITH(selective_scan_cuda_pieces(args, 1, 4, 8, 132), OpError, {"cuda_segment must be 0, 4, 8 or 16"});
   // 1 was the lane-per-state variant, removed (slower than lanes16 on an H100): refused like any other.
-  for (const int bad : {1, 0, 2, -1}) {
+  for (const int bad : {1, 2, -1, 32}) {
     args.cuda_segment = bad;
     EXPECT_THROW_WITH(selective_scan_cuda_pieces(args, 1, 4, 8, 132), OpError,
-                      {fmt::format("cuda_segment must be 4, 8 or 16, got {}", bad)});
+                      {fmt::format("cuda_segment must be 0, 4, 8 or 16, got {}", bad)});
     EXPECT_THROW_WITH(
         detail::prepare_selective_scan(p.u, p.delta, p.B, p.C, p.z, args, state, false, "selective_scan"), OpError,
-        {fmt::format("selective_scan: cuda_segment must be 4, 8 or 16, got {}", bad)});
+        {fmt::format("selective_scan: cuda_segment must be 0, 4, 8 or 16, got {}", bad)});
   }
   // The 16-step kernel has no split: asking for one is an error, not a silent unsplit run.
   args.cuda_segment = 16;
@@ -402,7 +409,7 @@ TEST(SelectiveScanKernelEmulated, SegmentOtherThan4Or8Or16IsRefusedByName) {
     args.cuda_split = split;
     EXPECT_THROW_WITH(
         detail::prepare_selective_scan(p.u, p.delta, p.B, p.C, p.z, args, state, false, "selective_scan"), OpError,
-        {"selective_scan: cuda_split", "needs cuda_segment 4 or 8"});
+        {"selective_scan: cuda_split", "needs cuda_segment 0, 4 or 8"});
   }
   args.cuda_split = 0;
   EXPECT_EQ(selective_scan_cuda_pieces(args, 1, 5120, 32768, 132), 1);
@@ -460,6 +467,33 @@ void expect_variant_across_tiles(std::initializer_list<Case> cases, Variant v) {
 TEST(SelectiveScanKernelEmulated, LanesKernelAcrossTilesAndPartialBlocks) {
   expect_variant_across_tiles({{1, 13, 16, 1100}, {2, 8, 5, 600}, {1, 17, 24, 1024}}, {scan::kLanesSegment, 16});
   expect_variant_across_tiles({{1, 13, 16, 1100}, {2, 8, 5, 300}, {1, 17, 24, 512}}, {scan::kLanesSegment, 8});
+}
+
+// The thread-per-channel kernel: one piece and several (its two passes and the workspace), a
+// partial last tile of 16 steps and a last piece shorter than a chunk, channels that leave a
+// partial block of 128, d_state 16, 5 and 1 (the states past d_state padded with zeros).
+TEST(SelectiveScanKernelEmulated, PiecesKernelAcrossPiecesTilesAndPartialBlocks) {
+  for (const int split : {0, 2, 5, 9}) {
+    expect_variant_across_tiles({{1, 130, 16, 1100}, {2, 8, 5, 301}, {1, 129, 1, 77}},
+                                {scan::kPiecesSegment, 16, split});
+  }
+}
+
+// A channel's states live in the pieces kernel's registers, 16 of them: d_state 17 is refused by
+// name for the prefill (the update does not run it; the launcher's own refusal: SelectiveScanSim).
+TEST(SelectiveScanKernelEmulated, PiecesKernelRefusesDstateAbove16ByName) {
+  const Problem p = make_problem({1, 4, 17, 8}, at::kFloat, true, true, at::kCPU);
+  SelectiveScanArgs args = p.args;
+  args.cuda_segment = scan::kPiecesSegment;
+  at::Tensor state = p.state0.clone();
+  EXPECT_THROW_WITH(detail::prepare_selective_scan(p.u, p.delta, p.B, p.C, p.z, args, state, false, "selective_scan"),
+                    OpError, {"selective_scan: cuda_segment 0 (the pieces kernel)", "d_state up to 16, got 17"});
+  const auto first = [](const at::Tensor& t) { return t.select(2, 0); };
+  EXPECT_NO_THROW(detail::prepare_selective_scan(first(p.u), first(p.delta), first(p.B), first(p.C), first(p.z), args,
+                                                 state, false, "selective_state_update"));
+  EXPECT_STREQ(selective_scan_variant_name(args), "pieces");
+  args.cuda_split = 3;
+  EXPECT_STREQ(selective_scan_variant_name(args), "pieces");
 }
 
 TEST(SelectiveScanKernelEmulated, SharedMemoryFitsAnH100BlockForEveryDstate) {
@@ -546,7 +580,8 @@ TEST(SelectiveScanKernelEmulated, SplitMatchesTheReference) {
         at::manual_seed(static_cast<uint64_t>(c.len * 5 + c.dim + c.dstate + full + 2 * from_state));
         Problem p = make_problem(c, at::kFloat, /*mixer_layout=*/c.len != 200, full, at::kCPU);
         const Result ref = reference_scan(p, full, from_state);
-        for (const int segment : {8, 4}) {
+        for (const int segment : {8, 4, 0}) {
+          if (segment == scan::kPiecesSegment && c.dstate > scan::kPiecesMaxStates) continue;
           for (const int pieces : {1, 2, 3, 7}) {
             p.args.cuda_segment = segment;
             p.args.cuda_split = pieces;
@@ -604,6 +639,14 @@ TEST(SelectiveScanKernelEmulated, AutoSplitFillsTheGpu) {
   EXPECT_EQ(selective_scan_cuda_pieces(args, 1, 5120, 70, 132), 3);  // 3 chunks of 32
   args.cuda_segment = 8;
   EXPECT_EQ(selective_scan_cuda_pieces(args, 1, 5120, 70, 132), 2);  // 2 chunks of 64
+  // The pieces kernel: blocks of 128 channels (40 for mamba-2.8b), chunks of 32 steps.
+  args.cuda_segment = scan::kPiecesSegment;
+  args.cuda_split = -1;
+  EXPECT_EQ(selective_scan_cuda_pieces(args, 1, 5120, 4096, 132), 13);  // 14 wanted: 128 chunks in 10s
+  EXPECT_EQ(selective_scan_cuda_pieces(args, 1, 5120, 512, 132), 4);    // pieces of at least 4 chunks
+  EXPECT_EQ(selective_scan_cuda_pieces(args, 16, 5120, 4096, 132), 1);  // 640 blocks already
+  args.cuda_split = 0;
+  EXPECT_EQ(selective_scan_cuda_pieces(args, 1, 5120, 4096, 132), 1);
 }
 
 TEST(SelectiveScanKernelEmulated, SplitBelowMinusOneIsRefusedByName) {
@@ -659,6 +702,7 @@ TEST(SelectiveScanCuda, PrefillMatchesTheReference) {
           Problem p = make_problem(c, dtype, mixer_layout, /*full=*/true, at::Device(at::kCUDA, 0));
           const Result ref = reference_scan(p, true, from_state);
           for (const Variant& v : kUnsplitVariants) {
+            if (!v.takes(c.dstate)) continue;
             v.apply(p.args);
             at::Tensor state = from_state ? p.state0.clone() : at::full_like(p.state0, 7.0f);
             const at::Tensor y = selective_scan(p.u, p.delta, p.B, p.C, p.z, p.args, state, from_state, Backend::Cuda);
@@ -688,7 +732,8 @@ TEST(SelectiveScanCuda, SplitMatchesTheReference) {
         at::manual_seed(static_cast<uint64_t>(c.len + c.dim + from_state));
         Problem p = make_problem(c, dtype, /*mixer_layout=*/true, /*full=*/true, at::Device(at::kCUDA, 0));
         const Result ref = reference_scan(p, true, from_state);
-        for (const int segment : {8, 4}) {
+        for (const int segment : {8, 4, 0}) {
+          if (segment == scan::kPiecesSegment && c.dstate > scan::kPiecesMaxStates) continue;
           for (const int split : {-1, 2, 3, 7}) {
             p.args.cuda_segment = segment;
             p.args.cuda_split = split;

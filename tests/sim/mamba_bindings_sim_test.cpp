@@ -158,7 +158,8 @@ void expect_scan_close(const Outputs& got, const Outputs& ref, at::ScalarType dt
 }
 
 // Every prefill kernel the binding picks from args.cuda_segment and cuda_lane_steps (the
-// warp-per-channel kernel, 16, with 16 or 8 steps a lane; the 32-channel kernel at 8 and 4:
+// warp-per-channel kernel, 16, with 16 or 8 steps a lane; the thread-per-channel kernel, 0, over
+// one piece; the 32-channel kernel at 8 and 4:
 // chunks of 64 and 32 steps, which 37 and 70 are not multiples of), from zeros and from a state,
 // with and without z / D / delta_bias / softplus.
 TEST_F(MambaBindingsSim, SelectiveScanPrefillMatchesTheReference) {
@@ -168,7 +169,7 @@ TEST_F(MambaBindingsSim, SelectiveScanPrefillMatchesTheReference) {
       for (const bool from_state : {false, true}) {
         ScanProblem p = make_scan_problem(c, dtype, static_cast<uint64_t>(c.dim * 7 + c.len + from_state));
         const Outputs ref = reference_scan(p, p.state0, from_state);
-        for (const auto& [segment, steps] : {std::pair{16, 16}, {16, 8}, {8, 16}, {4, 16}}) {
+        for (const auto& [segment, steps] : {std::pair{16, 16}, {16, 8}, {8, 16}, {4, 16}, {0, 16}}) {
           p.args.cuda_segment = segment;
           p.args.cuda_lane_steps = steps;
           const std::string what =
@@ -240,6 +241,19 @@ TEST_F(MambaBindingsSim, SelectiveScanSplitsAsPlannedForTheSmCount) {
   const Outputs got = binding_scan(q, q.state0, true);
   EXPECT_EQ(last_launch().grid.z, 4u) << "cuda_split 4";
   expect_scan_close(got, reference_scan(q, q.state0, true), at::kBFloat16, "bf16 cuda_split 4");
+  // The pieces kernel plans from its blocks of 128 channels and chunks of 32 steps: batch 2 x 1
+  // block, 21 chunks, pieces of at least 4 chunks: 5 pieces, whose two passes reach the grid.
+  p.args.cuda_segment = 0;
+  const int pieces = ops::selective_scan_cuda_pieces(p.args, c.batch, c.dim, c.len, 132);
+  EXPECT_EQ(pieces, 5);
+  for (const bool from_state : {true, false}) {
+    reset_launches();
+    const Outputs got0 = run_both_orders([&] { return binding_scan(p, p.state0, from_state); }, same_outputs);
+    EXPECT_EQ(launches(), 4) << "the pieces kernel's two launches (per schedule)";
+    EXPECT_EQ(last_launch().grid.z, static_cast<unsigned>(pieces)) << "the pieces kernel's pass 2";
+    expect_scan_close(got0, reference_scan(p, p.state0, from_state), at::kFloat,
+                      fmt::format("pieces kernel, from_state {}", from_state));
+  }
 }
 
 // The decode step's inputs as the mixer has them: u and z halves of in_proj's [Bt, 2D] output;

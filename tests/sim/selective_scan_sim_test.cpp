@@ -1,8 +1,9 @@
 // Mamba-1's selective scan kernels (kernels/selective_scan) run by the CPU executor through their
 // launchers, on the mixer's channel-last views, against the recurrence in fp64: the 32-channel
 // prefill kernel at segments 8 and 4, unsplit and split over time, the warp-per-channel kernel
-// (segment 16) with 16 and 8 steps a lane (lanes16, lanes8), from a state and from zeros, d_state
-// 1, 16 and 64; the one-token update, reading delta or computing it from dt_proj, continuing the
+// (segment 16) with 16 and 8 steps a lane (lanes16, lanes8), the thread-per-channel kernel
+// (segment 0, "pieces") over one piece and split, from a state and from zeros, d_state 1, 16 and
+// 64 (the pieces kernel to 16); the one-token update, reading delta or computing it from dt_proj, continuing the
 // prefill's state.
 #include <ATen/ATen.h>
 #include <fmt/format.h>
@@ -129,11 +130,13 @@ void expect_close(const Result& r, const Result& ref, at::ScalarType dtype, cons
 TEST(SelectiveScanSim, PrefillMatchesTheRecurrence) {
   for (const at::ScalarType dtype : {at::kFloat, at::kBFloat16}) {
     for (const auto& [batch, dim, len, n] : std::vector<std::tuple<int64_t, int64_t, int64_t, int64_t>>{
-             {1, 40, 37, 16}, {2, 32, 1, 16}, {1, 33, 150, 1}, {1, 64, 70, 64}, {1, 9, 300, 16}}) {
+             {1, 40, 37, 16}, {2, 32, 1, 16}, {1, 33, 150, 1}, {1, 64, 70, 64}, {1, 9, 300, 16}, {1, 130, 70, 5}}) {
       for (const bool from_state : {false, true}) {
-        // segment, pieces, lane steps: lanes8's tiles are 256 steps, so L 300 crosses one
-        for (const auto& [segment, pieces, steps] :
-             std::vector<std::tuple<int, int, int>>{{8, 1, 16}, {4, 1, 16}, {16, 1, 16}, {16, 1, 8}, {4, 3, 16}}) {
+        // segment, pieces, lane steps: lanes8's tiles are 256 steps, so L 300 crosses one; the
+        // pieces kernel's chunks are 32 steps, its blocks 128 channels (D 130: a partial one)
+        for (const auto& [segment, pieces, steps] : std::vector<std::tuple<int, int, int>>{
+                 {8, 1, 16}, {4, 1, 16}, {16, 1, 16}, {16, 1, 8}, {4, 3, 16}, {0, 1, 16}, {0, 3, 16}}) {
+          if (segment == k::scan::kPiecesSegment && n > k::scan::kPiecesMaxStates) continue;
           const Inputs in = make_inputs(batch, dim, len, n, dtype, static_cast<uint64_t>(dim * 7 + len));
           const std::string what =
               fmt::format("{} B {} D {} L {} N {} from_state {} segment {} pieces {} lane steps {}", name_of(dtype),
@@ -146,6 +149,18 @@ TEST(SelectiveScanSim, PrefillMatchesTheRecurrence) {
       }
     }
   }
+}
+
+// The pieces kernel keeps 16 states a channel in registers: its launcher refuses d_state 17 by
+// name, whatever the binding would have said first.
+TEST(SelectiveScanSim, PiecesKernelRefusesDstateAbove16) {
+  const Inputs in = make_inputs(1, 8, 4, 17, at::kFloat, 3);
+  Result r{at::zeros({1, 4, 8}).transpose(1, 2), in.state0.clone()};
+  k::SelectiveScanParams p = params_for(in, r.y, r.state);
+  p.segment = k::scan::kPiecesSegment;
+  const k::LaunchStatus status = k::selective_scan_fwd(p, nullptr);
+  EXPECT_FALSE(status.ok());
+  EXPECT_STREQ(status.what, "selective_scan_fwd: the pieces kernel takes d_state up to 16");
 }
 
 // One token on the state a prefill left: the update kernel (delta read, or computed from

@@ -25,7 +25,7 @@
 #              Mixtral and Jamba within 80 GB
 #     followups: pending.md's "Order" after the sixth H100 run (2026-11-27): entry 41 (the batched suite,
 #              cuBLAS against the rows GEMM), 46 (add_norm's shapes), 43 (ncu --set full of the
-#              scan, lanes8 beside lanes16), 25 (the GEMV's eight-loads variant and the forced
+#              scan, lanes8 and pieces beside lanes16), 25 (the GEMV's eight-loads variant and the forced
 #              splits), 47 (the prefill conv's vector variant), 49 (Phi-2's parallel block in two
 #              products against four)
 #     moe:     pending.md entries 51 and 44: the MoE decode dispatch's two launches at one token
@@ -326,11 +326,11 @@ pdl() {  # pending.md entry 28: --pdl on changes when the decode kernels start, 
   log "bench (Codestral, DeepSeekMoE) --pdl off,on: exit $?"
 }
 
-prefill() {  # pending.md entry 43: the selective scan (lanes16, and lanes8 beside it); where Mamba-2.8B's
+prefill() {  # pending.md entries 43 and 53: the selective scan (lanes16, and lanes8 and pieces beside it); where Mamba-2.8B's
   local m n   # prefill goes at 512 and 4096, beside Phi-2's
-  log "== prefill: the selective scan's prefill kernel (lanes16, lanes8)"
+  log "== prefill: the selective scan's prefill kernel (lanes16, lanes8, pieces)"
   limited --int 80 "$B" kernels --device cuda --dtype bfloat16 --reps 5 --warmup 1 --lengths 512,4096,32768 --batch 1,4 \
-    --ops selective_scan,selective_scan_lanes8 -o "$out/k-prefill-scan.json" > "$out/k-prefill-scan.txt" 2>&1
+    --ops selective_scan,selective_scan_lanes8,selective_scan_pieces -o "$out/k-prefill-scan.json" > "$out/k-prefill-scan.txt" 2>&1
   log "exit $?"; grep -E '^\| selective' "$out/k-prefill-scan.txt" >> "$summary"
   log "== prefill: profiles of one prefill (effarch profile --phase prefill)"
   for n in 4096 512; do
@@ -362,8 +362,8 @@ followups() {  # pending.md's "Order" after the sixth H100 run: entries 41, 46, 
     --import-source yes --print-details all "$B" kernels --device cuda --dtype bfloat16 --reps 1 --warmup 0 \
     --lengths 4096 --ops selective_scan > "$out/ncu-scan-full.txt" 2>&1
   log "exit $?"
-  log "== followups: entry 43, lanes8 (8 steps a lane, four blocks an SM) beside lanes16"
-  limited --int 40 "$B" kernels $K --lengths 4096,16384 --ops selective_scan,selective_scan_lanes8 \
+  log "== followups: entries 43 and 53, lanes8 (8 steps a lane, four blocks an SM) and pieces (a thread per channel) beside lanes16"
+  limited --int 40 "$B" kernels $K --lengths 512,4096,16384 --ops selective_scan,selective_scan_lanes8,selective_scan_pieces \
     -o "$out/k-scan-lanes8.json" > "$out/k-scan-lanes8.txt" 2>&1
   log "exit $?"; grep -E '^\| selective' "$out/k-scan-lanes8.txt" >> "$summary"
   log "== followups: entry 25, the dense GEMV with eight loads in flight a lane (the _u8 rows) and the split forced (_s1, _s2, _s4) at one row"

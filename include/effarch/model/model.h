@@ -77,7 +77,7 @@ DecodeMode resolve_decode_mode(const ModelConfig& config, const at::Device& devi
 // Records Model::implementations() holds beside the op families (whose values are backend names):
 // which variant of a CUDA path a model runs, with the values each may take. "moe_prefill":
 // "grouped" or "per_expert" (ops::moe_prefill_path); "ssd_scan_products": "tensor_cores" or "fma"
-// (ops::ssd_scan_products_name); "selective_scan_variant": "lanes16", "lanes8", "seg4", "seg8" or "split"
+// (ops::ssd_scan_products_name); "selective_scan_variant": "lanes16", "lanes8", "pieces", "seg4", "seg8" or "split"
 // (ops::selective_scan_variant_name); "selective_state_update_dt_proj": "fused" (Mamba-1's decode
 // step computes dt_proj inside the CUDA update: ops::selective_state_update_dt_proj) or
 // "separate"; "causal_conv1d_update_in_proj": "fused" (a Mamba decode step's conv update runs in

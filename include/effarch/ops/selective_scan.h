@@ -29,8 +29,11 @@ struct SelectiveScanArgs {
   // "lanes16"); 4 (128 registers, two blocks per SM) or 8 (254 registers, one block per SM) put
   // 32 channels on a warp's lanes (selective_scan_math.h). Same results up to fp32 rounding;
   // `effarch kernels` times each (selective_scan, selective_scan_seg4, selective_scan_seg8);
-  // docs/mamba.md has the measurements behind the default. Other values are an OpError (1, a lane
-  // per state, was measured slower than lanes16 on an H100 and removed: docs/mamba.md).
+  // docs/mamba.md has the measurements behind the default. 0 puts a thread on each channel, its
+  // states in registers, over pieces of the sequence in two passes (selective_scan_pieces.h,
+  // "pieces"; d_state up to 16; a measuring variant, `effarch kernels` row selective_scan_pieces,
+  // with cuda_split its pieces). Other values are an OpError (1, a lane per state, was measured
+  // slower than lanes16 on an H100 and removed: docs/mamba.md).
   int cuda_segment = 16;
   // With cuda_segment 16: the steps each lane scans in sequence, 16 (lanes16, the default) or 8
   // (lanes8: tiles of 256 steps, half the registers and shared memory, so four blocks share an
@@ -42,15 +45,15 @@ struct SelectiveScanArgs {
   // split"): 0 off (one block per 32 channels and sequence walks the whole sequence), -1 the
   // launcher's choice from the GPU's SM count, batch, channels and length
   // (selective_scan_cuda_pieces), N >= 1 that many pieces, clamped to one per chunk. Same results
-  // up to fp32 rounding; `effarch kernels` times it (selective_scan_split). The prefill only: the
-  // one-token update and the CPU paths ignore it. Other values, and a split with cuda_segment 16,
-  // are an OpError.
+  // up to fp32 rounding; `effarch kernels` times it (selective_scan_split, and
+  // selective_scan_pieces with cuda_segment 0). The prefill only: the one-token update and the CPU
+  // paths ignore it. Other values, and a split with cuda_segment 16, are an OpError.
   int cuda_split = 0;
 };
 
 // The CUDA prefill's variant for the record (Model::implementations(), bench keys, `effarch
-// kernels` rows): "seg4", "seg8" or "lanes16" (cuda_segment), "lanes8" (cuda_lane_steps), "split"
-// where cuda_split asks for pieces.
+// kernels` rows): "seg4", "seg8", "lanes16" or "pieces" (cuda_segment), "lanes8"
+// (cuda_lane_steps), "split" where cuda_split asks for pieces of the 32-channel kernel.
 const char* selective_scan_variant_name(const SelectiveScanArgs& args);
 
 // The number of sequence pieces the CUDA prefill runs for `args` on a [batch, dim, seqlen] input
