@@ -35,7 +35,8 @@ template <typename... Params, typename... Args>
 LaunchStatus launch_plain(void (*kernel)(Params...), dim3 grid, dim3 block, size_t shared_bytes, cudaStream_t stream,
                           const char* what, Args&&... args) {
 #if defined(EFFARCH_CUDA_SIM)
-  (void)stream, (void)what;
+  (void)stream;
+  ::effarch::sim::name_next_launch(what);
   ::effarch::sim::launch(kernel, grid, block, shared_bytes, std::forward<Args>(args)...);
   return {};
 #elif defined(__CUDACC__)

@@ -314,16 +314,7 @@ const std::pair<const char*, ops::SsdScanProducts> kSsdScanProducts[] = {
 // thread-per-channel kernel), the steps a lane scans (the warp-per-channel kernel's) and the
 // sequence split (-1: the launcher's piece count, which rows that ran the kernel record as
 // `pieces`).
-struct SelectiveScanVariant {
-  int segment;
-  int lane_steps;
-  int split;
-  void apply(ops::SelectiveScanArgs& args) const {
-    args.cuda_segment = segment;
-    args.cuda_lane_steps = lane_steps;
-    args.cuda_split = split;
-  }
-};
+using ops::SelectiveScanVariant;
 const std::pair<const char*, SelectiveScanVariant> kSelectiveScanVariants[] = {
     {"selective_scan", {16, 16, 0}},
     {"selective_scan_lanes8", {16, 8, 0}},

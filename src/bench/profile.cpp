@@ -358,6 +358,7 @@ json profile_model(const ProfileSpec& spec) {
   opt.backend = spec.backend;
   opt.fuse_parallel_block = spec.fuse_parallel_block;
   opt.fuse_norm_prologue = spec.fuse_norm_prologue;
+  opt.selective_scan = spec.selective_scan;
   opt.allow_beyond_context = true;
   // A CUDA graph is captured on an early step: that happens before the profiler starts, whatever
   // --warmup says (the profiler does not record inside a capture). A prefill's first run pays the

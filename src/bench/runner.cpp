@@ -273,6 +273,7 @@ Loaded load_model(const std::string& name, const SweepSpec& spec, const std::vec
     opt.weights = spec.weights;
     opt.fuse_parallel_block = spec.fuse_parallel_block;
     opt.fuse_norm_prologue = spec.fuse_norm_prologue;
+    opt.selective_scan = spec.selective_scan;
     // One setting: loaded with its backend and mode (a refused one fails the load, naming why).
     // Several: auto and eager, which every model takes, and each point sets its own
     // (Model::set_execution), so a refused setting fails its own points.

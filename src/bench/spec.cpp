@@ -231,6 +231,8 @@ SweepSpec load_suite(const std::string& name_or_path, const SweepSpec& defaults)
       s.fuse_parallel_block = model::parse_parallel_block(str(v, key), src + ": 'parallel_block'");
     } else if (key == "norm_prologue") {
       s.fuse_norm_prologue = model::parse_norm_prologue(str(v, key), src + ": 'norm_prologue'");
+    } else if (key == "selective_scan") {
+      s.selective_scan = model::parse_selective_scan(str(v, key), src + ": 'selective_scan'");
     } else if (key == "threads") {
       s.threads = static_cast<int>(integer(v, key, 1));
     } else if (key == "attention") {
@@ -244,7 +246,7 @@ SweepSpec load_suite(const std::string& name_or_path, const SweepSpec& defaults)
     } else {
       throw UsageError(fmt::format("{}: unknown key '{}' (models, prompt_lengths, batch, gen_tokens, reps, warmup, "
                                    "dtype, cuda_graphs, pdl, attention, backend, weights, parallel_block, norm_prologue, "
-                                   "threads, mode, name, description)",
+                                   "selective_scan, threads, mode, name, description)",
                                    src, key));
     }
   }

@@ -40,6 +40,8 @@ struct BenchCmd {
   bool parallel_block_given = false;
   std::string norm_prologue = "auto";  // applied when given, like weights
   bool norm_prologue_given = false;
+  std::string selective_scan = "auto";  // applied when given, like weights
+  bool selective_scan_given = false;
   std::string pdl = "auto";  // applied when given (pdl_given), like backend
   bool pdl_given = false;
   std::optional<std::string> mode;
@@ -83,6 +85,7 @@ int run_bench(const BenchCmd& cmd) {
   if (cmd.norm_prologue_given) {
     spec.fuse_norm_prologue = model::parse_norm_prologue(cmd.norm_prologue, "--norm-prologue");
   }
+  if (cmd.selective_scan_given) spec.selective_scan = model::parse_selective_scan(cmd.selective_scan, "--selective-scan");
   if (cmd.pdl_given) spec.pdl = bench::parse_pdl_list(cmd.pdl, "--pdl");
   for (const auto& on : spec.pdl) {
     if (on.value_or(false)) ops::set_programmatic_launch(true, "--pdl");  // a build without CUDA refuses on
@@ -243,6 +246,7 @@ void register_bench(CLI::App& app, int* exit_code, const std::vector<std::string
   add_weights_option(sub, &cmd->weights);  // recorded in each point's key ("weights")
   add_parallel_block_option(sub, &cmd->parallel_block);  // recorded in the key's implementations
   add_norm_prologue_option(sub, &cmd->norm_prologue);     // recorded in the key's implementations
+  add_selective_scan_option(sub, &cmd->selective_scan);   // recorded in the key's implementations
   add_pdl_option(sub, &cmd->pdl, /*list=*/true);  // recorded in each point's key
   add_parallel_options(sub, &cmd->parallel);
   sub->add_option("--threads", cmd->threads,
@@ -265,6 +269,7 @@ void register_bench(CLI::App& app, int* exit_code, const std::vector<std::string
     cmd->weights_given = sub->count("--weights") > 0;
     cmd->parallel_block_given = sub->count("--parallel-block") > 0;
     cmd->norm_prologue_given = sub->count("--norm-prologue") > 0;
+    cmd->selective_scan_given = sub->count("--selective-scan") > 0;
     cmd->pdl_given = sub->count("--pdl") > 0;
     *exit_code = run_bench(*cmd);
   });

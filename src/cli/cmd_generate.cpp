@@ -44,6 +44,7 @@ struct GenerateCmd {
   std::string weights = "dense";
   std::string parallel_block = "auto";
   std::string norm_prologue = "auto";
+  std::string selective_scan = "auto";
   std::string pdl = "auto";
   bool json = false;
 };
@@ -130,6 +131,7 @@ int run_generate(const GenerateCmd& cmd) {
   opt.weights = ops::parse_weight_format(cmd.weights, "--weights");
   opt.fuse_parallel_block = model::parse_parallel_block(cmd.parallel_block, "--parallel-block");
   opt.fuse_norm_prologue = model::parse_norm_prologue(cmd.norm_prologue, "--norm-prologue");
+  opt.selective_scan = model::parse_selective_scan(cmd.selective_scan, "--selective-scan");
   apply_pdl_option(cmd.pdl, device.str());
   opt.seed = cmd.seed;
   opt.decode = model::resolve_decode_mode(source.config, device, decode_request, ops::kBuiltWithCuda, opt.backend,
@@ -255,6 +257,7 @@ void register_generate(CLI::App& app, int* exit_code) {
   add_weights_option(sub, &cmd->weights);
   add_parallel_block_option(sub, &cmd->parallel_block);
   add_norm_prologue_option(sub, &cmd->norm_prologue);
+  add_selective_scan_option(sub, &cmd->selective_scan);
   add_parallel_options(sub, &cmd->parallel);
   sub->add_flag("--json", cmd->json, "Print a JSON result instead of streaming");
   sub->callback([cmd, exit_code] { *exit_code = run_generate(*cmd); });

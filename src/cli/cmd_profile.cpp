@@ -24,6 +24,7 @@ struct ProfileCmd {
   std::string pdl = "auto";
   std::string parallel_block = "auto";
   std::string norm_prologue = "auto";
+  std::string selective_scan = "auto";
   std::string output;
   bool output_given = false, trace_given = false;
   bool json = false;
@@ -42,6 +43,7 @@ int run_profile(ProfileCmd& cmd) {
   cmd.spec.backend = ops::parse_backend(cmd.backend, "--backend");
   cmd.spec.fuse_parallel_block = model::parse_parallel_block(cmd.parallel_block, "--parallel-block");
   cmd.spec.fuse_norm_prologue = model::parse_norm_prologue(cmd.norm_prologue, "--norm-prologue");
+  cmd.spec.selective_scan = model::parse_selective_scan(cmd.selective_scan, "--selective-scan");
   apply_pdl_option(cmd.pdl, cmd.spec.device);
   if (cmd.threads && *cmd.threads < 1) throw UsageError("--threads must be at least 1");
   // Both outputs checked before anything is profiled (an empty -o was once taken as "no file").
@@ -92,6 +94,7 @@ void register_profile(CLI::App& app, int* exit_code, const std::vector<std::stri
   add_pdl_option(sub, &cmd->pdl);
   add_parallel_block_option(sub, &cmd->parallel_block);
   add_norm_prologue_option(sub, &cmd->norm_prologue);
+  add_selective_scan_option(sub, &cmd->selective_scan);
   sub->add_option("--threads", cmd->threads, "CPU threads for ATen (default as bench's)");
   add_seed_option(sub, &s.seed, "Seed for the prompt and random weights");
   sub->add_option("--trace", s.trace, "Also write the profiled steps as a Chrome trace (chrome://tracing, Perfetto)");

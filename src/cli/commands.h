@@ -34,6 +34,8 @@ void add_weights_option(CLI::App* sub, std::string* value);
 void add_parallel_block_option(CLI::App* sub, std::string* value);
 // --norm-prologue auto|fused|separate (ModelOptions::fuse_norm_prologue), the same text everywhere.
 void add_norm_prologue_option(CLI::App* sub, std::string* value);
+// --selective-scan auto|<variant> (ModelOptions::selective_scan), the same text everywhere.
+void add_selective_scan_option(CLI::App* sub, std::string* value);
 // --seed N (every command that draws random numbers): a decimal number from 0 to 2^64 - 1; a
 // negative or too large one is a usage error (CLI11 alone would wrap it).
 void add_seed_option(CLI::App* sub, uint64_t* value, const std::string& what);

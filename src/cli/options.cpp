@@ -68,6 +68,13 @@ void add_norm_prologue_option(CLI::App* sub, std::string* value) {
       ->capture_default_str();
 }
 
+void add_selective_scan_option(CLI::App* sub, std::string* value) {
+  sub->add_option("--selective-scan", *value,
+                  "auto|lanes16|lanes8|pieces|seg4|seg8|split: the CUDA selective scan's prefill kernel the Mamba-1 "
+                  "layers run (docs/mamba.md); auto: the default (lanes16). Recorded as selective_scan_variant")
+      ->capture_default_str();
+}
+
 void add_seed_option(CLI::App* sub, uint64_t* value, const std::string& what) {
   // CLI11 converts with strtoull, which takes "-1" as 2^64 - 1 and a number past 2^64 as 2^64 - 1:
   // two seeds nobody asked for. A seed is a decimal number that fits.

@@ -55,6 +55,13 @@ std::optional<bool> parse_norm_prologue(const std::string& value, const std::str
   return parse_parallel_block(value, option);  // the same words: auto, fused, separate
 }
 
+std::optional<std::string> parse_selective_scan(const std::string& value, const std::string& option) {
+  if (value == "auto") return std::nullopt;
+  if (ops::selective_scan_variant_named(value)) return value;
+  throw UsageError(fmt::format("{}: unknown value '{}' (use auto, {})", option, value,
+                               fmt::join(ops::selective_scan_variant_names(), ", ")));
+}
+
 bool resolve_norm_prologue(const std::optional<bool>& request, const std::map<std::string, std::string>& impl,
                            ops::WeightFormat weights, int64_t hidden, at::ScalarType dtype) {
   const auto on_cuda = [&impl](ops::OpFamily op) {
@@ -208,12 +215,32 @@ std::map<std::string, std::string> resolve_implementations(const ModelConfig& co
     impl[kSsdScanProductsRecord] =
         ops::ssd_scan_products_name(options.dtype, config.mamba->d_state, ops::SsdScanProducts::Auto);
   }
-  // Which variant of the CUDA selective scan the Mamba-1 mixers run (their SelectiveScanArgs keep
-  // the defaults): the default has changed twice (8-step to 4-step warp segments, then the
-  // warp-per-channel lanes16), so results say which ran.
+  // Which variant of the CUDA selective scan the Mamba-1 mixers run (--selective-scan, else the
+  // defaults of their SelectiveScanArgs): the default has changed twice (8-step to 4-step warp
+  // segments, then the warp-per-channel lanes16), so results say which ran.
   const auto scan = impl.find(std::string(ops::op_name(ops::OpFamily::SelectiveScan)));
+  if (options.selective_scan) {
+    const std::string& name = *options.selective_scan;
+    if (scan == impl.end() || !config.mamba) {
+      throw UsageError(fmt::format("--selective-scan {}: picks the CUDA selective scan's prefill kernel, and {} has "
+                                   "no Mamba-1 layer",
+                                   name, config.source));
+    }
+    if (!ops::runs_cuda_kernels(options.device)) {
+      throw UsageError(fmt::format("--selective-scan {}: picks the CUDA selective scan's prefill kernel, which needs a "
+                                   "CUDA device and a CUDA build, not {}",
+                                   name, options.device.str()));
+    }
+    ops::SelectiveScanArgs args;
+    ops::selective_scan_variant_named(name)->apply(args);
+    if (config.mamba->d_state > ops::selective_scan_max_dstate(args)) {
+      throw UsageError(fmt::format("--selective-scan {}: its kernel takes d_state up to {}, and {} has {}", name,
+                                   ops::selective_scan_max_dstate(args), config.source, config.mamba->d_state));
+    }
+  }
   if (scan != impl.end() && scan->second == ops::backend_name(ops::Backend::Cuda) && config.mamba) {
-    impl[kSelectiveScanVariantRecord] = ops::selective_scan_variant_name(ops::SelectiveScanArgs{});
+    impl[kSelectiveScanVariantRecord] =
+        options.selective_scan.value_or(ops::selective_scan_variant_name(ops::SelectiveScanArgs{}));
   }
   // Whether the Mamba-1 decode step computes dt_proj inside the CUDA state update
   // (ops::selective_state_update_dt_proj_fuses: dense weights) or as its own projection (int8).
@@ -375,6 +402,7 @@ at::Tensor Model::forward(const at::Tensor& ids, int64_t start_pos, bool last_on
 void Model::set_groups(ForwardContext& ctx) const {
   const auto prologue = implementations_.find(kNormPrologueRecord);
   ctx.norm_prologue = prologue != implementations_.end() && prologue->second == "fused";
+  if (options_.selective_scan) ctx.selective_scan = ops::selective_scan_variant_named(*options_.selective_scan);
   const parallel::Context* p = options_.parallel.get();
   if (p == nullptr || !p->grouped()) return;
   ctx.tp = p->tp.get();

@@ -173,6 +173,35 @@ SelectiveScanLaunch prepare_selective_state_update_dt_proj(const at::Tensor& u, 
 
 namespace effarch::ops {
 
+namespace {
+
+const std::pair<const char*, SelectiveScanVariant> kNamedVariants[] = {
+    {"lanes16", {16, 16, 0}}, {"lanes8", {16, 8, 0}}, {"pieces", {0, 16, -1}},
+    {"seg4", {4, 16, 0}},     {"seg8", {8, 16, 0}},   {"split", {4, 16, -1}}};
+
+}  // namespace
+
+std::optional<SelectiveScanVariant> selective_scan_variant_named(const std::string& name) {
+  for (const auto& [n, v] : kNamedVariants) {
+    if (name == n) return v;
+  }
+  return std::nullopt;
+}
+
+const std::vector<std::string>& selective_scan_variant_names() {
+  static const std::vector<std::string> names = [] {
+    std::vector<std::string> v;
+    for (const auto& [n, variant] : kNamedVariants) v.emplace_back(n);
+    return v;
+  }();
+  return names;
+}
+
+int64_t selective_scan_max_dstate(const SelectiveScanArgs& args) {
+  return args.cuda_segment == kernels::scan::kPiecesSegment ? kernels::scan::kPiecesMaxStates
+                                                            : kernels::kSelectiveScanMaxStates;
+}
+
 const char* selective_scan_variant_name(const SelectiveScanArgs& args) {
   if (args.cuda_segment == kernels::scan::kPiecesSegment) return "pieces";
   if (args.cuda_segment == kernels::scan::kLanesSegment) return args.cuda_lane_steps == 8 ? "lanes8" : "lanes16";

@@ -33,6 +33,13 @@ expect_exit 2 "--norm-prologue: unknown value 'four'" "$EFFARCH" profile tiny-ll
 # fused where it cannot run (the CPU has no CUDA add_norm or GEMV kernel) is refused at load, not
 # quietly run separate: a result would record a path that never ran.
 expect_exit 2 "--norm-prologue fused" "$EFFARCH" generate tiny-llama --device cpu --prompt-ids 1,2 -n 2 --norm-prologue fused
+# --selective-scan names a CUDA prefill kernel: an unknown name lists the names; a model without
+# Mamba-1 layers, or the CPU (no CUDA kernel runs there), is refused at load, not ignored.
+expect_exit 2 "--selective-scan: unknown value 'lanes4' (use auto, lanes16, lanes8, pieces, seg4, seg8, split)" "$EFFARCH" generate tiny-mamba --prompt-ids 1,2 --selective-scan lanes4
+expect_exit 2 "--selective-scan: unknown value 'x'" "$EFFARCH" bench tiny-mamba --selective-scan x
+expect_exit 2 "--selective-scan: unknown value 'fast'" "$EFFARCH" profile tiny-mamba --selective-scan fast
+expect_exit 2 "--selective-scan pieces: picks the CUDA selective scan's prefill kernel, and" "$EFFARCH" generate tiny-mamba2 --device cpu --prompt-ids 1,2 -n 2 --selective-scan pieces
+expect_exit 2 "which needs a CUDA device and a CUDA build, not cpu" "$EFFARCH" generate tiny-mamba --device cpu --prompt-ids 1,2 -n 2 --selective-scan pieces
 
 # A config with a missing key names the key and the file.
 "$PYTHON" - "$SRC/configs/models/tiny-llama.json" "$SCRATCH" <<'PY'

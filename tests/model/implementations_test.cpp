@@ -115,8 +115,34 @@ TEST(Implementations, ReferenceAndAutoGiveIdenticalTokensOnTheGpu) {
   expect_auto_matches_reference(at::Device(at::kCUDA, 0));
 }
 
+// --selective-scan: a variant's name (auto: none), else a UsageError naming the option and the
+// names; refused at load where no CUDA selective scan can run it (no Mamba-1 layer, the CPU).
+TEST(Implementations, SelectiveScanOptionNamesAVariantOrIsRefused) {
+  EXPECT_EQ(parse_selective_scan("auto", "--selective-scan"), std::nullopt);
+  for (const std::string& name : ops::selective_scan_variant_names()) {
+    EXPECT_EQ(parse_selective_scan(name, "--selective-scan"), std::optional<std::string>(name));
+    ops::SelectiveScanArgs args;
+    ops::selective_scan_variant_named(name)->apply(args);
+    EXPECT_EQ(ops::selective_scan_variant_name(args), name) << "a name selects the variant that records it";
+  }
+  EXPECT_EQ(ops::selective_scan_variant_names().size(), 6u);
+  EXPECT_THROW_WITH(parse_selective_scan("lanes4", "--selective-scan"), UsageError,
+                    {"--selective-scan: unknown value 'lanes4' (use auto, lanes16, lanes8, pieces, seg4, seg8, split)"});
+  EXPECT_THROW_WITH(parse_selective_scan("", "s.json: 'selective_scan'"), UsageError, {"s.json: 'selective_scan'"});
+  ModelOptions opt;
+  opt.selective_scan = "pieces";
+  EXPECT_THROW_WITH(Model::load(tiny("tiny-mamba"), opt), UsageError,
+                    {"--selective-scan pieces", "needs a CUDA device and a CUDA build, not cpu"});
+  EXPECT_THROW_WITH(Model::load(tiny("tiny-mamba2"), opt), UsageError, {"--selective-scan pieces", "no Mamba-1 layer"});
+  EXPECT_THROW_WITH(Model::load(tiny("tiny-llama"), opt), UsageError, {"no Mamba-1 layer"});
+  ops::SelectiveScanArgs pieces;
+  pieces.cuda_segment = 0;
+  EXPECT_EQ(ops::selective_scan_max_dstate(pieces), 16);
+  EXPECT_EQ(ops::selective_scan_max_dstate(ops::SelectiveScanArgs{}), 256);
+}
+
 // Beside "selective_scan": "cuda", which variant of the prefill kernel the mixers run: the
-// default's ("lanes16"); none with the reference.
+// default's ("lanes16"), or the one --selective-scan names; none with the reference.
 TEST(Implementations, RecordTheSelectiveScanVariantOnTheGpu) {
   EXPECT_STREQ(ops::selective_scan_variant_name(ops::SelectiveScanArgs{}), "lanes16");
   ops::SelectiveScanArgs four;
@@ -131,6 +157,9 @@ TEST(Implementations, RecordTheSelectiveScanVariantOnTheGpu) {
   ModelOptions opt;
   opt.device = at::Device(at::kCUDA, 0);
   EXPECT_EQ(Model::load(tiny("tiny-mamba"), opt)->implementations().at("selective_scan_variant"), "lanes16");
+  opt.selective_scan = "pieces";
+  EXPECT_EQ(Model::load(tiny("tiny-jamba"), opt)->implementations().at("selective_scan_variant"), "pieces");
+  opt.selective_scan.reset();
   // The decode step's dt_proj: inside the CUDA update with dense weights, its own projection with int8.
   EXPECT_EQ(Model::load(tiny("tiny-mamba"), opt)->implementations().at("selective_state_update_dt_proj"), "fused");
   opt.weights = ops::WeightFormat::Int8;

@@ -125,6 +125,7 @@ struct Executor {
 thread_local Executor* g_exec = nullptr;
 thread_local Schedule g_schedule = Schedule::Forward;
 thread_local std::vector<LaunchRecord> g_log;  // every launch since the reset
+thread_local const char* g_next_name = "";     // name_next_launch's, for the next record
 
 Executor& exec() {
   if (g_exec == nullptr) throw SimError("cuda_sim: a device function ran outside a simulated launch");
@@ -407,6 +408,7 @@ const LaunchRecord& last_launch() {
   return g_log.back();
 }
 const std::vector<LaunchRecord>& launch_log() { return g_log; }
+void name_next_launch(const char* name) { g_next_name = name; }
 
 const uint3& thread_index() {
   Executor& e = exec();
@@ -555,7 +557,8 @@ void run_grid(dim3 grid, dim3 block, size_t shared_bytes, const std::function<vo
   e.shared.assign(shared_bytes == 0 ? 0 : shared_bytes + 128, 0xff);
   e.error.clear();
   e.schedule = g_schedule;
-  g_log.push_back(LaunchRecord{grid, block, shared_bytes});
+  g_log.push_back(LaunchRecord{grid, block, shared_bytes, g_next_name});
+  g_next_name = "";
   g_exec = &e;
   struct Reset {
     ~Reset() { g_exec = nullptr; }

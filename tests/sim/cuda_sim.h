@@ -68,6 +68,7 @@ Schedule schedule();
 struct LaunchRecord {
   dim3 grid, block;
   size_t shared_bytes = 0;
+  const char* name = "";  // what the launcher calls the kernel (launch_plain's `what`), if it named it
 };
 // Every launch's shape since the last reset (its count, the last one: an error if none): tests
 // check which launches a launcher made (the grids its plan chose).
@@ -75,6 +76,8 @@ int launches();
 void reset_launches();
 const LaunchRecord& last_launch();
 const std::vector<LaunchRecord>& launch_log();
+// The name the next launch records (a static string; launch_plain passes its `what`).
+void name_next_launch(const char* name);
 
 // The device the CUDA bindings (src/ops/*_cuda.cpp through cuda_binding.h) plan for: an H100's
 // properties (132 SMs, 50 MiB of L2, compute capability 9.0) unless a test changes them, and

@@ -21,6 +21,7 @@
 #include "effarch/model/catalog.h"
 #include "effarch/model/model.h"
 #include "effarch/ops/backend.h"
+#include "selective_scan/selective_scan_lanes.h"
 #include "sim_test.h"
 
 namespace effarch::sim {
@@ -53,6 +54,7 @@ struct RunSpec {
   bool kernels = false;  // the host standing in for a CUDA device
   ops::Backend backend = ops::Backend::Auto;
   std::optional<bool> prologue;  // --norm-prologue
+  std::optional<std::string> selective_scan;  // --selective-scan
   int64_t batch = 2;
   ops::WeightFormat weights = ops::WeightFormat::Dense;
 };
@@ -69,6 +71,7 @@ Decoded run_model(const std::string& name, const RunSpec& s, const std::vector<a
   opt.decode = s.mode;
   opt.backend = s.backend;
   opt.fuse_norm_prologue = s.prologue;
+  opt.selective_scan = s.selective_scan;
   opt.weights = s.weights;
   auto m = Model::load(tiny(name), opt);
   if (impl != nullptr) *impl = m->implementations();
@@ -106,9 +109,11 @@ const char* const kModels[] = {"tiny-llama",        "tiny-llama3", "tiny-mistral
 void expect_reference_tokens(const std::string& name, RunSpec s, int steps) {
   const std::string what = fmt::format("{} {} decode {} batch {}{}", name, name_of(s.dtype), to_string(s.mode), s.batch,
                                        s.weights == ops::WeightFormat::Int8 ? " int8" : "");
-  s.kernels = false;
-  s.backend = ops::Backend::Reference;
-  const Decoded ref = run_model(name, s, {}, steps);
+  RunSpec reference = s;
+  reference.kernels = false;
+  reference.backend = ops::Backend::Reference;
+  reference.selective_scan.reset();  // a CUDA kernel's variant: the host is not a CUDA device here
+  const Decoded ref = run_model(name, reference, {}, steps);
   const std::vector<at::Tensor> tokens = greedy(ref);
   s.kernels = true;
   s.backend = ops::Backend::Auto;
@@ -119,6 +124,7 @@ void expect_reference_tokens(const std::string& name, RunSpec s, int steps) {
   for (const auto& [op, backend] : impl) cuda_ops += backend == "cuda" ? 1 : 0;
   EXPECT_GE(cuda_ops, 3) << what << ": the host did not run as a CUDA device";
   EXPECT_EQ(impl.at("add_norm"), "cuda") << what;
+  if (s.selective_scan) EXPECT_EQ(impl.at("selective_scan_variant"), *s.selective_scan) << what;
   EXPECT_GE(launches(), 2 * (steps + 1)) << what << ": kernels launched on the executor";
   int agree = 0;
   for (size_t i = 0; i < tokens.size(); ++i) {
@@ -174,6 +180,32 @@ TEST(ModelSimKernels, KeepTheReferenceTokensAtBatchOneAndInInt8) {
       s.weights = ops::WeightFormat::Int8;
       s.batch = batch;
       expect_reference_tokens(name, s, 4);
+    }
+  }
+}
+
+// --selective-scan: the Mamba-1 models' prefill through each other CUDA scan variant (pieces over
+// one piece at 7 tokens, lanes8, the 32-channel kernel split) keeps the reference's tokens, and
+// the record names the variant that ran.
+TEST(ModelSimKernels, SelectiveScanVariantsKeepTheReferenceTokens) {
+  if (!library_has_cuda_paths()) GTEST_SKIP() << kNoCudaPaths;
+  // The prefill kernel each ran (its launcher's name; lanes8 is lanes16's kernel with half the
+  // shared memory; 7 tokens are one chunk, so split runs the 32-channel kernel unsplit).
+  const std::pair<const char*, const char*> variants[] = {{"pieces", "selective_scan_pieces_kernel (pass 2)"},
+                                                          {"lanes8", "selective_scan_lanes_kernel"},
+                                                          {"split", "selective_scan_fwd_kernel"}};
+  const size_t lanes8_bytes = kernels::scan::lanes::shared_floats<8>(16) * sizeof(float);
+  for (const char* name : {"tiny-mamba", "tiny-falcon-mamba", "tiny-jamba"}) {
+    for (const auto& [variant, kernel] : variants) {
+      RunSpec s;
+      s.selective_scan = variant;
+      expect_reference_tokens(name, s, 2);
+      int ran = 0;
+      for (const LaunchRecord& l : launch_log()) {
+        const bool lanes8 = std::string(variant) != "lanes8" || l.shared_bytes == lanes8_bytes;
+        ran += std::string(l.name) == kernel && lanes8 ? 1 : 0;
+      }
+      EXPECT_GE(ran, 1) << name << " --selective-scan " << variant << ": no " << kernel << " launch";
     }
   }
 }

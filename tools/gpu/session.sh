@@ -548,6 +548,10 @@ targets() {  # the issues' own figures that no other stage measures (pending.md,
   log "exit $?"
   limited --int 60 "$B" bench mamba-2.8b $S --gen-tokens 64 --prompt-lengths 4096 --backend reference -o "$out/t-mamba-ref.json" >> "$summary" 2>&1
   log "exit $?"
+  log "== targets: issue 10, the same prefill through the pieces scan (pending.md entry 53), beside the two above"
+  limited --int 60 "$B" bench mamba-2.8b $S --gen-tokens 8 --prompt-lengths 4096,16384 --selective-scan pieces \
+    -o "$out/t-mamba-pieces.json" >> "$summary" 2>&1
+  log "exit $?"
   log "== targets: issue 10, Mamba-Codestral-7B's prefill tok/s at 65536 tokens (its peak memory is on record, not its speed)"
   limited --int 90 "$B" bench mamba-codestral-7b --device cuda --dtype bf16 --reps 1 --warmup 1 --cuda-graphs on --no-progress \
     --format md --prompt-lengths 65536 --gen-tokens 8 -o "$out/t-codestral-64k.json" >> "$summary" 2>&1

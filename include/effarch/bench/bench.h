@@ -53,6 +53,9 @@ struct SweepSpec {
   // ModelOptions::fuse_norm_prologue (--norm-prologue; nullopt: auto); the key's implementations
   // record what ran (add_norm_in_gemv), so a fused point is compared only with a fused one.
   std::optional<bool> fuse_norm_prologue;
+  // ModelOptions::selective_scan (--selective-scan; nullopt: auto); the key's implementations
+  // record the variant that ran (selective_scan_variant).
+  std::optional<std::string> selective_scan;
   Modes modes;                                // speed and memory by default
   uint64_t seed = 0;
   std::optional<uint64_t> memory_limit;  // bytes a point may allocate beyond what it started with

@@ -71,6 +71,7 @@ struct ProfileSpec {
   ops::Backend backend = ops::Backend::Auto;
   std::optional<bool> fuse_parallel_block;  // ModelOptions::fuse_parallel_block (--parallel-block; nullopt: auto)
   std::optional<bool> fuse_norm_prologue;   // ModelOptions::fuse_norm_prologue (--norm-prologue; nullopt: auto)
+  std::optional<std::string> selective_scan;  // ModelOptions::selective_scan (--selective-scan; nullopt: auto)
   std::string attention = "sdpa";
   uint64_t seed = 0;
   std::string trace;  // a Chrome trace of the profiled steps is written here when set

@@ -61,6 +61,10 @@ std::optional<bool> parse_norm_prologue(const std::string& value, const std::str
 // it runs in steps of 1-2 sequences; a larger batch computes each add + norm first.
 bool resolve_norm_prologue(const std::optional<bool>& request, const std::map<std::string, std::string>& impl,
                            ops::WeightFormat weights, int64_t hidden, at::ScalarType dtype);
+// The value of a --selective-scan option: "auto" (nullopt: the CUDA prefill's default variant) or
+// a variant's name (ops::selective_scan_variant_names: lanes16, lanes8, pieces, seg4, seg8,
+// split), ModelOptions::selective_scan. Throws UsageError naming `option` and the names.
+std::optional<std::string> parse_selective_scan(const std::string& value, const std::string& option);
 // The decode mode a model runs for a request (nullopt: auto). Auto replays decode as a CUDA graph
 // wherever the model supports it (a CUDA build, a CUDA device, MoE layers only where
 // moe_decode_not_capturable says nothing for `backend` and `weights`: the conditions
@@ -128,6 +132,13 @@ struct ModelOptions {
   // fused (true), separate (false: the add_norm kernel, then the GEMV) or auto (nullopt: fused
   // where it can run, resolve_norm_prologue). Recorded as "add_norm_in_gemv".
   std::optional<bool> fuse_norm_prologue;
+  // The CUDA selective scan's prefill variant the Mamba-1 mixers run (docs/mamba.md): --selective-
+  // scan auto (nullopt: the default, lanes16) or a name (parse_selective_scan), so variants are
+  // compared in whole models, side by side. A name is a UsageError, naming --selective-scan, for a
+  // model without Mamba-1 layers, off a CUDA device, or for pieces past d_state 16. Recorded as
+  // "selective_scan_variant" where the scan runs its CUDA kernel (a --backend reference point
+  // records "selective_scan": "reference" and runs the reference).
+  std::optional<std::string> selective_scan;
   uint64_t seed = 0;  // for random weights
   DecodeMode decode = DecodeMode::Eager;
   // Let attention models run past max_position_embeddings (benchmarks measure speed and memory

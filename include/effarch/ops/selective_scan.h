@@ -11,6 +11,8 @@
 // projection), so the mixer never copies to change layout.
 
 #include <optional>
+#include <string>
+#include <vector>
 
 #include <ATen/core/Tensor.h>
 
@@ -51,10 +53,32 @@ struct SelectiveScanArgs {
   int cuda_split = 0;
 };
 
+// A CUDA prefill variant, the fields of SelectiveScanArgs that pick it (its defaults: lanes16).
+struct SelectiveScanVariant {
+  int segment = 16;
+  int lane_steps = 16;
+  int split = 0;
+  void apply(SelectiveScanArgs& args) const {
+    args.cuda_segment = segment;
+    args.cuda_lane_steps = lane_steps;
+    args.cuda_split = split;
+  }
+};
+
+// The variant a name selects, as selective_scan_variant_name writes it ("lanes16", "lanes8",
+// "pieces" with the launcher's pieces, "seg4", "seg8", "split": seg4 split by the launcher), or
+// nullopt for any other name; and the names, in that order (for messages).
+std::optional<SelectiveScanVariant> selective_scan_variant_named(const std::string& name);
+const std::vector<std::string>& selective_scan_variant_names();
+
 // The CUDA prefill's variant for the record (Model::implementations(), bench keys, `effarch
 // kernels` rows): "seg4", "seg8", "lanes16" or "pieces" (cuda_segment), "lanes8"
 // (cuda_lane_steps), "split" where cuda_split asks for pieces of the 32-channel kernel.
 const char* selective_scan_variant_name(const SelectiveScanArgs& args);
+
+// The largest d_state the CUDA prefill variant `args` picks takes: 16 for the pieces kernel (its
+// states in registers), else 256.
+int64_t selective_scan_max_dstate(const SelectiveScanArgs& args);
 
 // The number of sequence pieces the CUDA prefill runs for `args` on a [batch, dim, seqlen] input
 // on a GPU with `sm_count` SMs; 1: the unsplit kernel. Throws OpError for a bad cuda_split.

@@ -21,6 +21,7 @@
 #include "effarch/ops/linear.h"
 #include "effarch/ops/normed_input.h"
 #include "effarch/ops/rope.h"
+#include "effarch/ops/selective_scan.h"
 #include "effarch/parallel/parallel.h"
 
 namespace effarch::model {
@@ -43,6 +44,9 @@ struct ForwardContext {
   // A one-token step's block boundaries leave their add + norm pending (ops::NormedInput) for the
   // dense GEMV after them (ModelOptions::fuse_norm_prologue, resolved: "add_norm_in_gemv").
   bool norm_prologue = false;
+  // The CUDA selective scan's prefill variant the Mamba-1 mixers run (ModelOptions::selective_scan);
+  // nullopt: their SelectiveScanArgs' defaults.
+  std::optional<ops::SelectiveScanVariant> selective_scan;
 };
 
 // The sum over `group` of each rank's partial output of a row-parallel layer; `t` itself without one.

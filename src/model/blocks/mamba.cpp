@@ -81,7 +81,9 @@ class Mamba1Mixer final : public Mixer {
     } else {
       // [B, T, Di]; the bias is added in fp32 by the scan
       const at::Tensor delta = ops::linear(dt_low, dt_proj_, ctx.backend);
-      y = ops::selective_scan(u, delta.transpose(1, 2), bmat.transpose(1, 2), cmat.transpose(1, 2), z, args_,
+      ops::SelectiveScanArgs args = args_;  // with the CUDA prefill's variant (--selective-scan)
+      if (ctx.selective_scan) ctx.selective_scan->apply(args);
+      y = ops::selective_scan(u, delta.transpose(1, 2), bmat.transpose(1, 2), cmat.transpose(1, 2), z, args,
                               cache.ssm_state, /*from_state=*/!fresh, ctx.backend);
     }
     return all_reduce(ops::linear(y.transpose(1, 2), out_proj_, ctx.backend), ctx.tp);
