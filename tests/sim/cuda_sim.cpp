@@ -193,13 +193,25 @@ void yield() {
   asan_finish(fake);
 }
 
-// An error found in a fiber: recorded, and the fiber never runs again.
-[[noreturn]] void fail(const std::string& message) {
-  Executor& e = exec();
-  if (e.error.empty()) e.error = message;
-  e.self().started = false;  // abandoned: made again at the next launch
+// The calling fiber stops for good: the launch has failed (its error is recorded).
+[[noreturn]] void stop_fiber() {
+  exec().self().started = false;  // abandoned: made again at the next launch
   yield();
   std::abort();  // not reached: the scheduler does not resume a failed launch
+}
+
+// An error found in a fiber: recorded (the launch's first), and the fiber never runs again. The
+// message is made here, by `make_message`, not by the caller: an abandoned fiber never finishes
+// the expression it stopped in, so a temporary string live there (the caller's message, a
+// where() inside it) would never be freed (LeakSanitizer found them).
+template <typename MakeMessage>
+[[noreturn]] void fail(MakeMessage&& make_message) {
+  {
+    std::string message = make_message();
+    Executor& e = exec();
+    if (e.error.empty()) e.error = std::move(message);
+  }
+  stop_fiber();
 }
 
 void release_barrier_if_complete(Executor& e) {
@@ -226,10 +238,18 @@ void fiber_main() {
   __sanitizer_finish_switch_fiber(nullptr, &e.main_stack_bottom, &e.main_stack_size);
 #endif
   for (;;) {  // a thread of each block the scheduler gives this fiber
+    std::string error;  // set in the handler, failed outside it (the exception is freed on leaving)
     try {
       (*e.body)();
     } catch (const std::exception& ex) {
-      fail(fmt::format("{}: {}", e.where(e.current), ex.what()));
+      error = fmt::format("{}: {}", e.where(e.current), ex.what());
+    }
+    if (!error.empty()) {
+      fail([&] {
+        std::string m;
+        m.swap(error);
+        return m;
+      });
     }
     e.self().state = State::Done;
     e.warps[e.current / kWarpSize].done |= 1u << (e.current % kWarpSize);
@@ -432,7 +452,7 @@ void sync_block() {
   release_barrier_if_complete(e);
   while (f.state == State::AtBarrier) {
     yield();
-    if (!e.error.empty()) fail(e.error);
+    if (!e.error.empty()) stop_fiber();
   }
 }
 
@@ -440,16 +460,20 @@ uint64_t warp_collective(WarpOp op, unsigned mask, uint64_t value, int arg, int 
   Executor& e = exec();
   const int t = e.current, lane = t % kWarpSize, base = t - lane;
   if ((mask >> lane & 1u) == 0) {
-    fail(fmt::format("{}: {} with mask {:#x}, which does not name the calling lane {}", e.where(t), op_name(op), mask,
-                     lane));
+    fail([&] {
+      return fmt::format("{}: {} with mask {:#x}, which does not name the calling lane {}", e.where(t), op_name(op),
+                         mask, lane);
+    });
   }
   const int lanes_here = std::min(kWarpSize, e.threads - base);
   if (lanes_here < kWarpSize && (mask >> lanes_here) != 0) {
-    fail(fmt::format("{}: {} with mask {:#x} names lanes past the block's last thread (this warp has {} lanes)",
-                     e.where(t), op_name(op), mask, lanes_here));
+    fail([&] {
+      return fmt::format("{}: {} with mask {:#x} names lanes past the block's last thread (this warp has {} lanes)",
+                         e.where(t), op_name(op), mask, lanes_here);
+    });
   }
   if (width <= 0 || width > kWarpSize || (width & (width - 1)) != 0) {
-    fail(fmt::format("{}: {} with width {} (a power of two up to 32)", e.where(t), op_name(op), width));
+    fail([&] { return fmt::format("{}: {} with width {} (a power of two up to 32)", e.where(t), op_name(op), width); });
   }
   Fiber& f = e.self();
   f.op = op;
@@ -475,12 +499,16 @@ uint64_t warp_collective(WarpOp op, unsigned mask, uint64_t value, int arg, int 
   if ((returned | mismatched) != 0) {
     const int l = __builtin_ctz(returned | mismatched);
     if ((returned >> l & 1u) != 0) {
-      fail(fmt::format("{}: {} with mask {:#x} waits for lane {}, which has returned", e.where(t), op_name(op), mask,
-                       l));
+      fail([&] {
+        return fmt::format("{}: {} with mask {:#x} waits for lane {}, which has returned", e.where(t), op_name(op),
+                           mask, l);
+      });
     }
     const Fiber& g = e.fibers[base + l];
-    fail(fmt::format("{}: {} with mask {:#x} while lane {} of its warp waits in {} with mask {:#x}", e.where(t),
-                     op_name(op), mask, l, op_name(g.op), g.mask));
+    fail([&] {
+      return fmt::format("{}: {} with mask {:#x} while lane {} of its warp waits in {} with mask {:#x}", e.where(t),
+                         op_name(op), mask, l, op_name(g.op), g.mask);
+    });
   }
   if (open == w.open_count) w.open[w.open_count++] = Executor::Open{mask, 0u, op};
   w.open[open].arrived |= 1u << lane;
@@ -490,8 +518,10 @@ uint64_t warp_collective(WarpOp op, unsigned mask, uint64_t value, int arg, int 
       if ((mask >> l & 1u) == 0) continue;
       const int src = source_lane(e.fibers[base + l], l);
       if (src >= 0 && (src >= kWarpSize || (mask >> src & 1u) == 0)) {
-        fail(fmt::format("{}: lane {} reads lane {} in {} with mask {:#x}, which does not name it", e.where(t), l, src,
-                         op_name(op), mask));
+        fail([&] {
+          return fmt::format("{}: lane {} reads lane {} in {} with mask {:#x}, which does not name it", e.where(t), l,
+                             src, op_name(op), mask);
+        });
       }
     }
     for (int l = 0; l < kWarpSize; ++l) {
@@ -505,7 +535,7 @@ uint64_t warp_collective(WarpOp op, unsigned mask, uint64_t value, int arg, int 
   }
   while (f.state == State::AtWarp) {
     yield();
-    if (!e.error.empty()) fail(e.error);
+    if (!e.error.empty()) stop_fiber();
   }
   return f.result;
 }
