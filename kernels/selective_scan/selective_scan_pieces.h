@@ -128,7 +128,9 @@ EFFARCH_UNROLL
     const float S = p.split_dtsum[dtsum_slot(p, batch, q + 1, channel)];
 EFFARCH_UNROLL
     for (int n = 0; n < kStates; ++n) {
-      if (n < p.dstate) r.h[n] = exp2_ftz(r.A2[n] * S) * r.h[n] + p.split_states[state_slot(p, batch, q + 1, n, channel)];
+      if (n < p.dstate) {
+        r.h[n] = exp2_ftz(r.A2[n] * S) * r.h[n] + p.split_states[state_slot(p, batch, q + 1, n, channel)];
+      }
     }
   }
 }
@@ -255,12 +257,16 @@ inline void emulate_scan(const SelectiveScanParams& p) {
   const int pieces = p.pieces > 1 ? p.pieces : 1;
   for (int piece = 0; piece + 1 < pieces; ++piece) {
     for (int batch = 0; batch < p.batch; ++batch) {
-      for (int tile = 0; tile * kThreads < p.dim; ++tile) scan_piece<float, false>(p, tile, batch, piece, shared, *exec);
+      for (int tile = 0; tile * kThreads < p.dim; ++tile) {
+        scan_piece<float, false>(p, tile, batch, piece, shared, *exec);
+      }
     }
   }
   for (int piece = 0; piece < pieces; ++piece) {
     for (int batch = 0; batch < p.batch; ++batch) {
-      for (int tile = 0; tile * kThreads < p.dim; ++tile) scan_piece<float, true>(p, tile, batch, piece, shared, *exec);
+      for (int tile = 0; tile * kThreads < p.dim; ++tile) {
+        scan_piece<float, true>(p, tile, batch, piece, shared, *exec);
+      }
     }
   }
 }

@@ -85,7 +85,9 @@ int run_bench(const BenchCmd& cmd) {
   if (cmd.norm_prologue_given) {
     spec.fuse_norm_prologue = model::parse_norm_prologue(cmd.norm_prologue, "--norm-prologue");
   }
-  if (cmd.selective_scan_given) spec.selective_scan = model::parse_selective_scan(cmd.selective_scan, "--selective-scan");
+  if (cmd.selective_scan_given) {
+    spec.selective_scan = model::parse_selective_scan(cmd.selective_scan, "--selective-scan");
+  }
   if (cmd.pdl_given) spec.pdl = bench::parse_pdl_list(cmd.pdl, "--pdl");
   for (const auto& on : spec.pdl) {
     if (on.value_or(false)) ops::set_programmatic_launch(true, "--pdl");  // a build without CUDA refuses on
