@@ -79,6 +79,17 @@ struct DeviceExec {
 
 }  // namespace pieces
 
+// A split's plan and workspace, for the launchers of the kernels that split (the 32-channel
+// kernel's two passes, the pieces kernel): 1..kSplitMaxPieces pieces, and past one a piece length
+// and the workspace.
+inline LaunchStatus check_split(const SelectiveScanParams& p) {
+  if (p.pieces < 1 || p.pieces > kSplitMaxPieces ||
+      (p.pieces > 1 && (p.piece_chunks < 1 || p.split_states == nullptr || p.split_dtsum == nullptr))) {
+    return {cudaErrorInvalidValue, "selective_scan_fwd: a split needs its piece length and workspace"};
+  }
+  return {};
+}
+
 inline LaunchStatus check_args(const SelectiveScanParams& p, const char* what) {
   if (p.dstate < 1 || p.dstate > kSelectiveScanMaxStates) return {cudaErrorInvalidValue, what};
   if (p.batch > kMaxGridY) return {cudaErrorInvalidConfiguration, what};
@@ -213,10 +224,8 @@ LaunchStatus selective_scan_lanes_launch(const SelectiveScanParams& p, cudaStrea
 
 template <typename input_t, int kSeg>
 LaunchStatus selective_scan_split_launch(const SelectiveScanParams& p, cudaStream_t stream) {
-  if (p.pieces > scan::kSplitMaxPieces || p.piece_chunks < 1 || p.split_states == nullptr ||
-      p.split_dtsum == nullptr) {
-    return {cudaErrorInvalidValue, "selective_scan_fwd: a split needs its piece length and workspace"};
-  }
+  const LaunchStatus split = scan::check_split(p);
+  if (!split.ok()) return split;
   const unsigned tiles = (p.dim + scan::kLanes - 1) / scan::kLanes;
   const size_t local_bytes = static_cast<size_t>(scan::split_local_shared_floats(p.dstate, kSeg)) * sizeof(float);
   LaunchStatus smem = allow_dynamic_shared(selective_scan_split_local_kernel<input_t, kSeg>, local_bytes,
@@ -239,19 +248,16 @@ LaunchStatus selective_scan_pieces_launch(const SelectiveScanParams& p, cudaStre
   if (p.dstate > scan::kPiecesMaxStates) {
     return {cudaErrorInvalidValue, "selective_scan_fwd: the pieces kernel takes d_state up to 16"};
   }
-  const int pieces = p.pieces > 1 ? p.pieces : 1;
-  if (pieces > 1 && (p.pieces > scan::kSplitMaxPieces || p.piece_chunks < 1 || p.split_states == nullptr ||
-                     p.split_dtsum == nullptr)) {
-    return {cudaErrorInvalidValue, "selective_scan_fwd: a split needs its piece length and workspace"};
-  }
+  const LaunchStatus split = scan::check_split(p);
+  if (!split.ok()) return split;
   const unsigned tiles = (p.dim + scan::pieces::kThreads - 1) / scan::pieces::kThreads;
-  if (pieces > 1) {
+  if (p.pieces > 1) {
     const LaunchStatus local =
-        launch_plain(selective_scan_pieces_kernel<input_t, false>, dim3(tiles, p.batch, pieces - 1),
+        launch_plain(selective_scan_pieces_kernel<input_t, false>, dim3(tiles, p.batch, p.pieces - 1),
                      dim3(scan::pieces::kThreads), 0, stream, "selective_scan_pieces_kernel (pass 1)", p);
     if (!local.ok()) return local;
   }
-  return launch_plain(selective_scan_pieces_kernel<input_t, true>, dim3(tiles, p.batch, pieces),
+  return launch_plain(selective_scan_pieces_kernel<input_t, true>, dim3(tiles, p.batch, p.pieces),
                       dim3(scan::pieces::kThreads), 0, stream, "selective_scan_pieces_kernel (pass 2)", p);
 }
 

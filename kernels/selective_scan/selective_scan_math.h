@@ -36,6 +36,7 @@
 #include "selective_scan/selective_scan_lanes.h"
 #include "selective_scan/selective_scan_pieces.h"
 #include "selective_scan/selective_scan_params.h"
+#include "selective_scan/selective_scan_split.h"
 
 namespace effarch::kernels::scan {
 
@@ -318,26 +319,11 @@ EFFARCH_HD void store_carry(const SelectiveScanParams& p, int tile, int batch, i
 // the last piece reaches past the sequence's end. Deterministic: each workspace entry is written
 // by one thread, and every sum runs in a fixed order.
 
-// The plan (split_plan, auto_pieces): selective_scan_params.h, for the host-side launcher.
+// The plan (split_plan, auto_pieces): selective_scan_params.h, for the host-side launcher; the
+// workspace's indices and the pieces' steps: selective_scan_split.h (the pieces kernel's too).
 
 // Pass 1's shared memory: the block's, then each lane's running sum of dt over the piece.
 constexpr int64_t split_local_shared_floats(int dstate, int seg) { return shared_floats(dstate, seg) + kLanes; }
-
-EFFARCH_HD int64_t split_state_index(const SelectiveScanParams& p, int batch, int slot, int state, int channel) {
-  return ((static_cast<int64_t>(batch) * p.pieces + slot) * p.dstate + state) * p.dim + channel;
-}
-EFFARCH_HD int64_t split_dtsum_index(const SelectiveScanParams& p, int batch, int slot, int channel) {
-  return (static_cast<int64_t>(batch) * p.pieces + slot) * p.dim + channel;
-}
-
-// The steps of piece `piece`: [begin, end).
-EFFARCH_HD int64_t piece_begin(const SelectiveScanParams& p, int piece, int seg) {
-  return static_cast<int64_t>(piece) * p.piece_chunks * chunk_steps(seg);
-}
-EFFARCH_HD int64_t piece_end(const SelectiveScanParams& p, int piece, int seg) {
-  const int64_t end = piece_begin(p, piece + 1, seg);
-  return piece + 1 == p.pieces || end > p.seqlen ? p.seqlen : end;
-}
 
 // Pass 1: piece `piece` (< pieces - 1) of channels [tile * kLanes, + kLanes) of sequence `batch`
 // from zeros; its end state and dt sum into workspace slot piece + 1. `piece_dtsum`: kLanes floats

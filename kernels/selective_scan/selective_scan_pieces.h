@@ -18,7 +18,7 @@
 // Mapping. A block owns kPiecesChannels = 128 neighbouring channels of one sequence, a thread
 // each (grid x), of one piece (grid z); pieces are whole chunks of kPiecesChunk steps
 // (selective_scan_params.h), planned as the 32-channel kernel's split plans them, and use its
-// workspace (selective_scan_math.h, "Sequence split": slot 0 the initial state, slot q >= 1 the
+// workspace (selective_scan_split.h: slot 0 the initial state, slot q >= 1 the
 // end state of piece q - 1 from zeros and its sum of dt). Per tile of kTile steps:
 //   1. each thread reads its channel's u, delta (and z in pass 2) of the tile into registers, and
 //      the block stages the tile's B (and C) rows in shared memory as fp32 (every channel reads
@@ -43,6 +43,7 @@
 #include "common/host_device.h"
 #include "selective_scan/selective_scan_channel.h"
 #include "selective_scan/selective_scan_params.h"
+#include "selective_scan/selective_scan_split.h"
 
 namespace effarch::kernels::scan::pieces {
 
@@ -77,24 +78,6 @@ struct Regs {
   float dtsum;  // pass 1: the sum of dt over the piece
 };
 
-// The steps of piece `piece` (the split's plan, in chunks of kPiecesChunk).
-EFFARCH_HD int64_t piece_first(const SelectiveScanParams& p, int piece) {
-  return static_cast<int64_t>(piece) * p.piece_chunks * kPiecesChunk;
-}
-EFFARCH_HD int64_t piece_last(const SelectiveScanParams& p, int piece) {
-  if (p.pieces <= 1) return p.seqlen;
-  const int64_t end = piece_first(p, piece + 1);
-  return piece + 1 == p.pieces || end > p.seqlen ? p.seqlen : end;
-}
-
-// Workspace slots, laid out as the 32-channel split's (split_state_index, split_dtsum_index).
-EFFARCH_HD int64_t state_slot(const SelectiveScanParams& p, int batch, int slot, int state, int channel) {
-  return ((static_cast<int64_t>(batch) * p.pieces + slot) * p.dstate + state) * p.dim + channel;
-}
-EFFARCH_HD int64_t dtsum_slot(const SelectiveScanParams& p, int batch, int slot, int channel) {
-  return (static_cast<int64_t>(batch) * p.pieces + slot) * p.dim + channel;
-}
-
 EFFARCH_HD int64_t state_index(const SelectiveScanParams& p, int batch, int channel, int state) {
   return batch * p.state_batch_stride + channel * p.state_dim_stride + state * p.state_state_stride;
 }
@@ -119,17 +102,17 @@ EFFARCH_HD void start_state(const SelectiveScanParams& p, int batch, int channel
 EFFARCH_UNROLL
     for (int n = 0; n < kStates; ++n) {  // (unrolled, so that the arrays stay in registers)
       if (n < p.dstate) {
-        r.h[n] = p.pieces > 1 ? p.split_states[state_slot(p, batch, 0, n, channel)]
+        r.h[n] = p.pieces > 1 ? p.split_states[split_state_index(p, batch, 0, n, channel)]
                               : p.state[state_index(p, batch, channel, n)];
       }
     }
   }
   for (int q = 0; q < piece; ++q) {
-    const float S = p.split_dtsum[dtsum_slot(p, batch, q + 1, channel)];
+    const float S = p.split_dtsum[split_dtsum_index(p, batch, q + 1, channel)];
 EFFARCH_UNROLL
     for (int n = 0; n < kStates; ++n) {
       if (n < p.dstate) {
-        r.h[n] = exp2_ftz(r.A2[n] * S) * r.h[n] + p.split_states[state_slot(p, batch, q + 1, n, channel)];
+        r.h[n] = exp2_ftz(r.A2[n] * S) * r.h[n] + p.split_states[split_state_index(p, batch, q + 1, n, channel)];
       }
     }
   }
@@ -206,7 +189,7 @@ EFFARCH_UNROLL
 // last piece's end state into p.state).
 template <typename input_t, bool kReadout, typename Exec>
 EFFARCH_HD void scan_piece(const SelectiveScanParams& p, int tile, int batch, int piece, Shared& s, Exec& exec) {
-  const int64_t first = piece_first(p, piece), last = piece_last(p, piece);
+  const int64_t first = piece_begin(p, piece, kPiecesSegment), last = piece_end(p, piece, kPiecesSegment);
   exec.threads([&](int tid, Regs& r) {
     const int channel = tile * kThreads + tid;
     init_thread(p, channel, r);
@@ -225,15 +208,17 @@ EFFARCH_UNROLL
     for (int n = 0; n < kStates; ++n) {
       if (n >= p.dstate) continue;
       if (kReadout) {
+        // (The launcher refuses pieces < 1, so `pieces <= 1` adds nothing but the form in which ptxas
+        // keeps sm_90's pass 2 within its 128 registers: without it, or as `>=`, 20 bytes spill.)
         if (piece + 1 == p.pieces || p.pieces <= 1) p.state[state_index(p, batch, channel, n)] = r.h[n];
       } else {
-        p.split_states[state_slot(p, batch, piece + 1, n, channel)] = r.h[n];
+        p.split_states[split_state_index(p, batch, piece + 1, n, channel)] = r.h[n];
         if (piece == 0 && p.from_state) {
-          p.split_states[state_slot(p, batch, 0, n, channel)] = p.state[state_index(p, batch, channel, n)];
+          p.split_states[split_state_index(p, batch, 0, n, channel)] = p.state[state_index(p, batch, channel, n)];
         }
       }
     }
-    if (!kReadout) p.split_dtsum[dtsum_slot(p, batch, piece + 1, channel)] = r.dtsum;
+    if (!kReadout) p.split_dtsum[split_dtsum_index(p, batch, piece + 1, channel)] = r.dtsum;
   });
 }
 
@@ -254,15 +239,14 @@ inline void emulate_scan(const SelectiveScanParams& p) {
   std::vector<float> buffer(static_cast<size_t>(shared_floats()));
   auto exec = std::make_unique<HostExec>();
   Shared shared = carve_shared(buffer.data());
-  const int pieces = p.pieces > 1 ? p.pieces : 1;
-  for (int piece = 0; piece + 1 < pieces; ++piece) {
+  for (int piece = 0; piece + 1 < p.pieces; ++piece) {
     for (int batch = 0; batch < p.batch; ++batch) {
       for (int tile = 0; tile * kThreads < p.dim; ++tile) {
         scan_piece<float, false>(p, tile, batch, piece, shared, *exec);
       }
     }
   }
-  for (int piece = 0; piece < pieces; ++piece) {
+  for (int piece = 0; piece < p.pieces; ++piece) {
     for (int batch = 0; batch < p.batch; ++batch) {
       for (int tile = 0; tile * kThreads < p.dim; ++tile) {
         scan_piece<float, true>(p, tile, batch, piece, shared, *exec);

@@ -310,18 +310,14 @@ ops::SsdArgs ssd_args(const model::MambaConfig& m, const at::TensorOptions& o) {
 const std::pair<const char*, ops::SsdScanProducts> kSsdScanProducts[] = {
     {"ssd_chunk_scan", ops::SsdScanProducts::Auto}, {"ssd_chunk_scan_fma", ops::SsdScanProducts::Fma}};
 
-// The selective scan prefill's CUDA variants (SelectiveScanArgs): the warp segment (0: the
-// thread-per-channel kernel), the steps a lane scans (the warp-per-channel kernel's) and the
-// sequence split (-1: the launcher's piece count, which rows that ran the kernel record as
-// `pieces`).
-using ops::SelectiveScanVariant;
-const std::pair<const char*, SelectiveScanVariant> kSelectiveScanVariants[] = {
-    {"selective_scan", {16, 16, 0}},
-    {"selective_scan_lanes8", {16, 8, 0}},
-    {"selective_scan_pieces", {0, 16, -1}},
-    {"selective_scan_seg4", {4, 16, 0}},
-    {"selective_scan_seg8", {8, 16, 0}},
-    {"selective_scan_split", {4, 16, -1}}};
+// The selective scan prefill's CUDA variants, a row each, by the names --selective-scan takes
+// (ops::selective_scan_variant_named: the args that pick each; those that split take the
+// launcher's piece count, which rows that ran the kernel record as `pieces`).
+ops::SelectiveScanVariant scan_variant(const char* name) { return *ops::selective_scan_variant_named(name); }
+const std::pair<const char*, ops::SelectiveScanVariant> kSelectiveScanVariants[] = {
+    {"selective_scan", scan_variant("lanes16")},     {"selective_scan_lanes8", scan_variant("lanes8")},
+    {"selective_scan_pieces", scan_variant("pieces")}, {"selective_scan_seg4", scan_variant("seg4")},
+    {"selective_scan_seg8", scan_variant("seg8")},     {"selective_scan_split", scan_variant("split")}};
 
 // The prefill conv over a channel-last x, as the Mamba mixer hands it over (in_proj's output
 // transposed): ops::causal_conv1d, or with `vector` its CUDA kernel's 8-channels-a-thread variant

@@ -326,7 +326,9 @@ Model::Model(ModelConfig config, Weights weights, ModelOptions options)
     : config_(std::move(config)),
       local_config_(model::local_config(config_, weights.shard())),
       weights_(std::move(weights)),
-      options_(options) {
+      options_(options),
+      selective_scan_(options_.selective_scan ? ops::selective_scan_variant_named(*options_.selective_scan)
+                                              : std::nullopt) {
   const bool fuse_parallel = resolve_parallel_block(options_.fuse_parallel_block, options_.device);
   for (int i = 0; i < config_.num_layers; ++i) {
     blocks_.push_back(std::make_unique<Block>(local_config_, weights_, i, fuse_parallel));
@@ -402,7 +404,7 @@ at::Tensor Model::forward(const at::Tensor& ids, int64_t start_pos, bool last_on
 void Model::set_groups(ForwardContext& ctx) const {
   const auto prologue = implementations_.find(kNormPrologueRecord);
   ctx.norm_prologue = prologue != implementations_.end() && prologue->second == "fused";
-  if (options_.selective_scan) ctx.selective_scan = ops::selective_scan_variant_named(*options_.selective_scan);
+  ctx.selective_scan = selective_scan_;
   const parallel::Context* p = options_.parallel.get();
   if (p == nullptr || !p->grouped()) return;
   ctx.tp = p->tp.get();

@@ -104,17 +104,14 @@ Result emulated_scan(const Problem& p, bool full, bool from_state) {
 // The unsplit prefill kernels (SelectiveScanArgs): the 32-channel kernel's 8- and 4-step warp
 // segments, the warp-per-channel kernel with 16 or 8 steps a lane (lanes16, lanes8), and the
 // thread-per-channel kernel over one piece (segment 0, "pieces", d_state up to 16).
-struct Variant {
-  int segment, lane_steps;
-  int split = 0;
-  void apply(SelectiveScanArgs& args) const {
-    args.cuda_segment = segment;
-    args.cuda_lane_steps = lane_steps;
-    args.cuda_split = split;
-  }
-  // The pieces kernel holds a channel's states in registers: d_state up to 16 (larger is refused).
-  bool takes(int64_t dstate) const { return segment != scan::kPiecesSegment || dstate <= scan::kPiecesMaxStates; }
-};
+using Variant = SelectiveScanVariant;
+// Whether a variant's kernel takes d_state (the pieces kernel holds a channel's states in
+// registers: up to 16; larger is refused).
+bool takes(const Variant& v, int64_t dstate) {
+  SelectiveScanArgs args;
+  v.apply(args);
+  return dstate <= selective_scan_max_dstate(args);
+}
 const Variant kUnsplitVariants[] = {{8, 16}, {4, 16}, {16, 16}, {16, 8}, {0, 16}};
 
 const Case kCases[] = {
@@ -134,7 +131,7 @@ TEST(SelectiveScanKernelEmulated, PrefillMatchesTheReference) {
           Problem p = make_problem(c, at::kFloat, mixer_layout, full, at::kCPU);
           const Result ref = reference_scan(p, full, from_state);
           for (const Variant& v : kUnsplitVariants) {
-            if (!v.takes(c.dstate)) continue;
+            if (!takes(v, c.dstate)) continue;
             v.apply(p.args);
             const Result got = emulated_scan(p, full, from_state);
             const std::string what = fmt::format("{} mixer_layout={} full={} from_state={} {}", name(c), mixer_layout,
@@ -702,7 +699,7 @@ TEST(SelectiveScanCuda, PrefillMatchesTheReference) {
           Problem p = make_problem(c, dtype, mixer_layout, /*full=*/true, at::Device(at::kCUDA, 0));
           const Result ref = reference_scan(p, true, from_state);
           for (const Variant& v : kUnsplitVariants) {
-            if (!v.takes(c.dstate)) continue;
+            if (!takes(v, c.dstate)) continue;
             v.apply(p.args);
             at::Tensor state = from_state ? p.state0.clone() : at::full_like(p.state0, 7.0f);
             const at::Tensor y = selective_scan(p.u, p.delta, p.B, p.C, p.z, p.args, state, from_state, Backend::Cuda);

@@ -22,6 +22,7 @@
 #include "effarch/ops/linear.h"
 #include "effarch/ops/normed_input.h"
 #include "effarch/ops/rope.h"
+#include "effarch/ops/selective_scan.h"
 #include "effarch/parallel/parallel.h"
 
 namespace effarch::model {
@@ -226,6 +227,8 @@ class Model {
   at::Tensor embed_;
   ops::Linear head_;  // the embedding when tied
   std::map<std::string, std::string> implementations_;
+  // options_.selective_scan's variant, looked up once (every forward call hands it to the mixers).
+  std::optional<ops::SelectiveScanVariant> selective_scan_;
   Cache cache_;
   ops::RopeTables rope_tables_;  // built for the cache's length
   RoutingObserver routing_observer_;

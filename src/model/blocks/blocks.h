@@ -46,7 +46,7 @@ struct ForwardContext {
   bool norm_prologue = false;
   // The CUDA selective scan's prefill variant the Mamba-1 mixers run (ModelOptions::selective_scan);
   // nullopt: their SelectiveScanArgs' defaults.
-  std::optional<ops::SelectiveScanVariant> selective_scan;
+  std::optional<ops::SelectiveScanVariant> selective_scan = std::nullopt;
 };
 
 // The sum over `group` of each rank's partial output of a row-parallel layer; `t` itself without one.
