@@ -1,5 +1,5 @@
 # effarch_gtest_suites(TARGET target [EXCLUDE suite...] [LABELS label...] [ENVIRONMENT VAR=value...]
-#                      [TIMEOUT seconds]):
+#                      [COSTS suite=seconds...] [TIMEOUT seconds]):
 # one ctest test per GoogleTest suite of `target`, each running `target --gtest_filter=Suite.*`.
 #
 # gtest_discover_tests makes one ctest test, so one process, per test. Every process of ours
@@ -15,7 +15,7 @@
 set(_effarch_gtest_suites_script "${CMAKE_CURRENT_LIST_DIR}/EffarchGTestSuitesList.cmake")
 
 function(effarch_gtest_suites)
-  cmake_parse_arguments(ARG "" "TARGET;TIMEOUT" "EXCLUDE;LABELS;ENVIRONMENT" ${ARGN})
+  cmake_parse_arguments(ARG "" "TARGET;TIMEOUT" "EXCLUDE;LABELS;ENVIRONMENT;COSTS" ${ARGN})
   if(NOT ARG_TIMEOUT)
     set(ARG_TIMEOUT 900)
   endif()
@@ -29,6 +29,7 @@ function(effarch_gtest_suites)
             "-DLABELS=${ARG_LABELS}"
             "-DENVIRONMENT=${ARG_ENVIRONMENT}"
             "-DTIMEOUT=${ARG_TIMEOUT}"
+            "-DCOSTS=${ARG_COSTS}"
             -P "${_effarch_gtest_suites_script}"
     BYPRODUCTS "${_list}"
     VERBATIM)

@@ -1,6 +1,7 @@
 # Run by effarch_gtest_suites (cmake/EffarchGTestSuites.cmake) after each build of a GoogleTest
 # binary: lists its suites and writes one ctest test per suite into OUTPUT.
 # Inputs: EXECUTABLE, OUTPUT, EXCLUDE (suites left out, ;-list), LABELS and ENVIRONMENT (;-lists),
+# COSTS (suite=seconds, ;-list: ctest's COST, so that a fresh build starts the long suites first),
 # TIMEOUT.
 cmake_minimum_required(VERSION 3.25)
 execute_process(COMMAND "${EXECUTABLE}" --gtest_list_tests
@@ -30,10 +31,16 @@ foreach(_suite IN LISTS _suites)
   if(_suite IN_LIST EXCLUDE)
     continue()
   endif()
+  set(_cost 0)
+  foreach(_pair IN LISTS COSTS)
+    if(_pair MATCHES "^${_suite}=(.*)$")
+      set(_cost "${CMAKE_MATCH_1}")
+    endif()
+  endforeach()
   string(APPEND _text
     "add_test([=[${_suite}]=] [=[${EXECUTABLE}]=] [=[--gtest_filter=${_suite}.*]=])\n"
     "set_tests_properties([=[${_suite}]=] PROPERTIES LABELS [=[${LABELS}]=] TIMEOUT ${TIMEOUT}"
-    " SKIP_RETURN_CODE 77 ENVIRONMENT [=[${ENVIRONMENT}]=])\n")
+    " COST ${_cost} SKIP_RETURN_CODE 77 ENVIRONMENT [=[${ENVIRONMENT}]=])\n")
 endforeach()
 # Written only when it changes, so ctest's cost data and timestamps stay put across rebuilds.
 if(EXISTS "${OUTPUT}")
