@@ -303,7 +303,7 @@ mkdir -p out-dir
 expect_exit 2 "-o: out-dir is a directory" "$EFFARCH" bench tiny-llama --prompt-lengths 16 -o out-dir
 expect_exit 2 "-o: the path is empty" "$EFFARCH" bench tiny-llama --prompt-lengths 16 -o ""
 expect_exit 2 "-o: cannot write no-dir/x.json: the folder no-dir does not exist" "$EFFARCH" bench tiny-llama -o no-dir/x.json
-[[ -e out-dir.partial || -e .jsonl || -e .partial ]] && fail "a refused -o left files behind"
+[[ -e out-dir.jsonl || -e out-dir.partial || -e .jsonl || -e .partial ]] && fail "a refused -o left files behind"
 printf '{"kept": 1}\n' > keep.jsonl
 for bad in "--device cuda" "--dtype float64" "--pdl off,on"; do
   # shellcheck disable=SC2086

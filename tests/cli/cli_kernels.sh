@@ -162,6 +162,7 @@ PY
 
 mkdir -p k-dir
 expect_exit 2 "-o: k-dir is a directory" "$EFFARCH" kernels "${TINY[@]}" --ops selective_scan --lengths 8 -o k-dir
+[[ -e k-dir.jsonl ]] && fail "a refused -o left k-dir.jsonl behind"
 printf '{"kept": 1}\n' > k-keep.jsonl
 expect_exit 2 "--dtype" "$EFFARCH" kernels --mamba1 tiny-mamba --ops selective_scan --lengths 8 --device cpu --dtype float64 \
   -o k-keep.json
