@@ -249,7 +249,7 @@ void register_generate(CLI::App& app, int* exit_code) {
   sub->add_option("--attention", cmd->attention, "sdpa (fused) or eager (explicit masked softmax)")->capture_default_str();
   sub->add_option("--cuda-graphs", cmd->cuda_graphs,
                   "auto: a CUDA graph wherever the model supports it (CUDA device; MoE only on the CUDA dispatch "
-                  "kernels: not with --backend reference or --weights int8), else off; on: "
+                  "kernels: not with --backend reference), else off; on: "
                   "replay decode steps as a CUDA graph; static: the same fixed-shape step without the graph; off")
       ->capture_default_str();
   add_backend_option(sub, &cmd->backend);
