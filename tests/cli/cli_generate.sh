@@ -34,6 +34,10 @@ ids=$(cat "$SCRATCH/ids.txt")
 
 for model in tiny-llama tiny-phi tiny-mistral; do
   expect_exit 0 "prompt tokens" "$EFFARCH" generate "$SCRATCH/$model" -p "The key insight of Mamba is" -n 8
+  # As many prompt tokens as HF's encoding (its BOS included): one dropped or added fails here.
+  n=$("$EFFARCH" generate "$SCRATCH/$model" -p "The key insight of Mamba is" -n 1 --json |
+    "$PYTHON" -c 'import json,sys; print(json.load(sys.stdin)["prompt_tokens"])')
+  [[ $n == "$(tr ',' '\n' <<< "$ids" | wc -l)" ]] || fail "$model: -p gave $n prompt tokens, HF's encoding has $ids"
   # Text and ids give the same greedy tokens: the prompt was encoded as HF encodes it.
   a=$("$EFFARCH" generate "$SCRATCH/$model" -p "The key insight of Mamba is" -n 8 --json | "$PYTHON" -c 'import json,sys; print(json.load(sys.stdin)["tokens"])')
   b=$("$EFFARCH" generate "$SCRATCH/$model" --prompt-ids "$ids" -n 8 --json | "$PYTHON" -c 'import json,sys; print(json.load(sys.stdin)["tokens"])')

@@ -49,7 +49,9 @@ from safetensors.torch import load_file
 import torch
 root = pathlib.Path(sys.argv[1])
 t = load_file(root / "tiny-llama" / "model.safetensors")
-assert t["model.embed_tokens.weight"].shape == (512, 64) or t["model.embed_tokens.weight"].ndim == 2
+cfg = json.load(open(root / "tiny-llama" / "config.json"))
+shape = tuple(t["model.embed_tokens.weight"].shape)
+assert shape == (cfg["vocab_size"], cfg["hidden_size"]), shape
 shards = sorted((root / "sharded").glob("model-*.safetensors"))
 total = {}
 for s in shards:
@@ -59,7 +61,11 @@ assert set(index["weight_map"]) == set(total), "index and shards disagree"
 assert all(v.dtype == torch.bfloat16 for v in total.values())
 from transformers import AutoModelForCausalLM
 for name in ["tiny-llama", "tiny-mamba", "tiny-jamba", "tiny-mixtral", "tiny-phi", "tiny-mamba2"]:
-    m = AutoModelForCausalLM.from_pretrained(root / name)
+    # transformers only warns about a missing, extra or misshapen tensor (and fills a missing
+    # one at random): the loading info must list none.
+    m, info = AutoModelForCausalLM.from_pretrained(root / name, output_loading_info=True)
+    for kind in ("missing_keys", "unexpected_keys", "mismatched_keys"):
+        assert not info.get(kind), (name, kind, info.get(kind))
     out = m(torch.tensor([[1, 2, 3, 4]])).logits
     assert torch.isfinite(out).all(), name
 PY

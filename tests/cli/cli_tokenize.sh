@@ -8,7 +8,7 @@ TESTS_BIN=${5:?"usage: cli_tokenize.sh EFFARCH SRC SCRATCH PYTHON EFFARCH_TESTS"
 
 if ! "$PYTHON" -c "import tokenizers, sentencepiece" 2>/dev/null; then
   echo "SKIP: $PYTHON lacks the tokenizers/sentencepiece packages (the reference)"
-  exit 0
+  exit 77  # ctest: skipped (SKIP_RETURN_CODE), not passed
 fi
 
 # Real tokenizer files ship inside these wheels; they are cached outside the scratch folder and the
