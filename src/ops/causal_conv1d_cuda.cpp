@@ -16,9 +16,9 @@ namespace {
 kernels::CausalConv1dParams make_params(const at::Tensor& x, const ConvKernelWeights& kw, bool silu, const at::Tensor& out,
                                         const char* op) {
   kernels::CausalConv1dParams p;
-  p.batch = static_cast<int>(x.size(0));
-  p.dim = static_cast<int>(x.size(1));
-  p.seqlen = static_cast<int>(x.size(2));
+  p.batch = to_int(x.size(0), op, "batch");
+  p.dim = to_int(x.size(1), op, "channels");
+  p.seqlen = to_int(x.size(2), op, "length");
   p.width = static_cast<int>(kw.weight.size(1));
   p.silu = silu;
   p.x_type = element_type(x.scalar_type(), op);

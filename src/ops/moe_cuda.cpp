@@ -67,7 +67,7 @@ Plan permute(const at::Tensor& ids, int64_t experts, cudaStream_t stream) {
   plan.order = take(m);
   plan.row_of = take(m);
   kernels::MoePermuteParams p;
-  p.entries = static_cast<int>(m);
+  p.entries = to_int(m, "moe_dispatch", "tokens x top_k");
   p.experts = static_cast<int>(experts);
   p.expert_ids = ids.const_data_ptr<int64_t>();
   p.counts = plan.counts.mutable_data_ptr<int>();
@@ -86,7 +86,7 @@ void combine(const at::Tensor& x, const at::Tensor& ids, const at::Tensor& weigh
   kernels::MoeCombineParams p;
   p.model = precision(x.scalar_type(), "moe_dispatch");
   p.weight_precision = precision(weights.scalar_type(), "moe_dispatch");
-  p.tokens = static_cast<int>(x.size(0));
+  p.tokens = to_int(x.size(0), "moe_dispatch", "tokens");
   p.hidden = static_cast<int>(x.size(1));
   p.top_k = static_cast<int>(ids.size(1));
   p.experts = static_cast<int>(local.numel());
@@ -130,7 +130,7 @@ kernels::MoeRouterParams router_params(Routing& r, const at::TensorOptions& opti
   r.weights = at::empty({n, top_k}, kind == RouterKind::SoftmaxFp32Renormalized ? options.dtype(at::kFloat)
                                                                                   : options.dtype(model));
   kernels::MoeRouterParams p;
-  p.tokens = static_cast<int>(n);
+  p.tokens = to_int(n, "moe_router", "tokens");
   p.experts = static_cast<int>(experts);
   p.top_k = static_cast<int>(top_k);
   p.mode = router_mode(kind);

@@ -26,7 +26,7 @@ kernels::RopeCacheParams shared_params(const char* op, const at::Tensor& q, cons
     sin = tables->sin.to(at::kFloat).contiguous();
   }
   kernels::RopeCacheParams p;
-  p.batch = static_cast<int>(q.size(0));
+  p.batch = to_int(q.size(0), op, "batch");
   p.q_heads = static_cast<int>(q.size(1));
   p.kv_heads = static_cast<int>(k.size(1));
   p.head_dim = static_cast<int>(q.size(3));

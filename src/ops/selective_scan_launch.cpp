@@ -92,9 +92,9 @@ SelectiveScanLaunch prepare_selective_scan(const at::Tensor& u, const at::Tensor
   kernels::SelectiveScanParams& p = l.params;
   const bool prefill = l.u.dim() == 3;
   const auto time_stride = [&](const at::Tensor& t) { return prefill ? t.stride(2) : int64_t{0}; };
-  p.batch = static_cast<int>(l.u.size(0));
-  p.dim = static_cast<int>(l.u.size(1));
-  p.seqlen = prefill ? static_cast<int>(l.u.size(2)) : 1;
+  p.batch = to_int(l.u.size(0), op, "batch");
+  p.dim = to_int(l.u.size(1), op, "channels");
+  p.seqlen = prefill ? to_int(l.u.size(2), op, "length") : 1;
   p.dstate = static_cast<int>(l.A.size(1));
   p.delta_softplus = args.delta_softplus;
   p.from_state = prefill && from_state;

@@ -16,13 +16,6 @@
 namespace effarch::ops::detail {
 namespace {
 
-int to_int(int64_t v, const char* op, const char* what) {
-  if (v < 0 || v > std::numeric_limits<int>::max()) {
-    throw OpError(fmt::format("{}: {} = {} is beyond the CUDA kernel's 32-bit sizes", op, what, v));
-  }
-  return static_cast<int>(v);
-}
-
 // dt, B, C in x's dtype (the kernels read one input type); a copy only where they differ.
 at::Tensor like_x(const at::Tensor& t, const at::Tensor& x) {
   return t.scalar_type() == x.scalar_type() ? t : t.to(x.scalar_type());

@@ -8,6 +8,7 @@
 #include "effarch/common/error.h"
 #include "effarch/ops/backend.h"
 #include "effarch/ops/ssd.h"
+#include "kernel_params.h"
 
 namespace effarch::ops {
 namespace {
@@ -112,6 +113,19 @@ TEST(Backend, CudaOnTheCpuIsAnOpErrorNamingTheOp) {
   for (OpFamily op : all_op_families()) {
     EXPECT_THROW_WITH(resolve_backend(Backend::Cuda, op, at::kCPU), OpError, {std::string(op_name(op)), "cuda"});
   }
+}
+
+// The kernels' params count in int: a size past INT32_MAX (a cast would wrap it to a small or
+// negative one) is an OpError naming the op and the size, in every launcher that takes one from a
+// tensor (batch, channels, length, tokens).
+TEST(Backend, SizesPastTheKernelsIntAreRefusedByName) {
+  EXPECT_EQ(detail::to_int(int64_t{2147483647}, "selective_scan", "length"), 2147483647);
+  EXPECT_EQ(detail::to_int(0, "selective_scan", "length"), 0);
+  EXPECT_THROW_WITH(detail::to_int(int64_t{1} << 31, "selective_scan", "length"), OpError,
+                    {"selective_scan", "length = 2147483648", "32-bit"});
+  EXPECT_THROW_WITH(detail::to_int(int64_t{3} << 32, "moe_dispatch", "tokens x top_k"), OpError,
+                    {"moe_dispatch", "tokens x top_k"});
+  EXPECT_THROW_WITH(detail::to_int(-1, "causal_conv1d", "batch"), OpError, {"causal_conv1d", "batch = -1"});
 }
 
 TEST(Backend, KernelsExistOnlyInCudaBuilds) {
