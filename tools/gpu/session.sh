@@ -34,7 +34,7 @@
 #     prologue: pending.md entry 50: --norm-prologue separate against fused (the add + norm in the
 #              next GEMV's prologue), alternated, Phi-2, Mamba-2.8B and Llama-3-8B at 512, and a
 #              static decode-step profile of each with it
-#     small:   pending.md entries 2-5 and 8-10 (issues 4, 9 and 16's leftovers): a line each, ok or what
+#     small:   pending.md entries 2-5 and 8-11 (issues 4, 9 and 16's leftovers): a line each, ok or what
 #              differed (about a minute)
 #     pdl:     pending.md entry 28: programmatic dependent launch (--pdl on) against off, bit for bit
 #              in the tests, then decode tok/s of both in one run (bench --pdl off,on), both orders
@@ -443,10 +443,10 @@ prologue() {  # pending.md entry 50: the block boundaries' add + norm in the nex
   done
 }
 
-small() {  # pending.md entries 2-5 and 8-10: what issues 4, 9 and 16 left for a GPU, a line each (about a minute)
+small() {  # pending.md entries 2-5 and 8-11: what issues 4, 9 and 16 left for a GPU, a line each (about a minute)
   local w="$out/small" s d g
   mkdir -p "$w"
-  log "== small: entries 2-5 and 8-10, each a line: ok or what differed"
+  log "== small: entries 2-5 and 8-11, each a line: ok or what differed"
   local P=(--device cuda --dtype float32 --json)
   # 2: --backend cuda on a GPU runs every family on its kernel
   limited 60 "$B" generate tiny-mamba --prompt-ids 1,2,3,4,5,6,7,8 -n 16 "${P[@]}" --backend cuda > "$w/e2.json" 2>> "$w/errors.txt"
@@ -501,6 +501,10 @@ EOF2
   log "entry 10, bench under auto: exit $? $(py_expr "$w/e10.json" "(d['settings']['cuda_graphs'], [(p['key']['model'], p['key']['cuda_graphs'], p['status']) for p in d['points']])")"
   limited 60 "$B" generate tiny-llama --prompt-ids 1,2,3 -n 8 --device cuda --json > "$w/e10-gen.json" 2>> "$w/errors.txt"
   log "entry 10, generate's default: $(py_field "$w/e10-gen.json" cuda_graphs) (must be on)"
+  # 11: energy from NVML (its tests, BenchEnergy.*, ran in check)
+  limited 60 "$B" bench tiny-llama --device cuda --prompt-lengths 256,1024 --gen-tokens 64 --reps 3 -o "$w/e11.json" \
+    --no-progress > /dev/null 2>> "$w/errors.txt"
+  log "entry 11, energy: exit $? $(py_expr "$w/e11.json" "(d['environment']['energy'], [(p['key']['prompt_len'], p.get('energy')) for p in d['points']])") power.limit $(nvidia-smi --query-gpu=power.limit --format=csv,noheader -i 0 2>/dev/null || echo '?')"
 }
 # A JSON file's field, an expression over it (d), or whether two generate runs' tokens agree; '?'
 # where a file is missing (its run failed: errors.txt).
