@@ -83,7 +83,9 @@ Roofline roofline(const RooflineModel& m, const RooflineInputs& in) {
     d.experts_per_moe_layer = touched;
     d.experts_source = in.measured_experts_per_layer ? ExpertsSource::Measured : ExpertsSource::UniformRoutingEstimate;
   }
-  d.bytes_per_step = weights + kv_read + static_cast<double>(in.state_bytes);
+  // The recurrent state (Mamba's SSM and conv states) is read and written back whole every step;
+  // of the KV cache a step writes one position, left out (1/L of what it reads).
+  d.bytes_per_step = weights + kv_read + 2.0 * static_cast<double>(in.state_bytes);
   d.bytes_per_s = d.bytes_per_step / *in.decode_step_s;
   d.fraction_of_bandwidth = in.copy_bandwidth_bytes_per_s > 0 ? d.bytes_per_s / in.copy_bandwidth_bytes_per_s : 0.0;
   r.decode = d;

@@ -44,6 +44,7 @@ TEST(Roofline, DecodeBytesComeFromTheStoredWeights) {
 
 // The KV bytes a decode step reads: the filled prefix on average (prompt + half the generated
 // tokens, of a cache allocated for prompt + generated) or the whole allocated cache; recorded.
+// The recurrent state is read and written: twice its bytes.
 TEST(Roofline, DecodeCountsTheKvCacheAsTheAttentionReadsIt) {
   RooflineModel m;
   m.weight_bytes_per_decode = 1000;
@@ -58,12 +59,12 @@ TEST(Roofline, DecodeCountsTheKvCacheAsTheAttentionReadsIt) {
   in.kv_read = KvRead::FilledPrefix;
   const Roofline filled = roofline(m, in);
   ASSERT_TRUE(filled.decode);
-  EXPECT_DOUBLE_EQ(filled.decode->bytes_per_step, 1000 + 10 * (96 + 16) + 7);
-  EXPECT_DOUBLE_EQ(filled.decode->bytes_per_s, (1000 + 10 * (96 + 16) + 7) / 0.5);
+  EXPECT_DOUBLE_EQ(filled.decode->bytes_per_step, 1000 + 10 * (96 + 16) + 2 * 7);
+  EXPECT_DOUBLE_EQ(filled.decode->bytes_per_s, (1000 + 10 * (96 + 16) + 2 * 7) / 0.5);
   EXPECT_EQ(filled.decode->kv_read, KvRead::FilledPrefix);
   in.kv_read = KvRead::Allocated;
   const Roofline whole = roofline(m, in);
-  EXPECT_DOUBLE_EQ(whole.decode->bytes_per_step, 1000 + 1280 + 7);
+  EXPECT_DOUBLE_EQ(whole.decode->bytes_per_step, 1000 + 1280 + 2 * 7);
   EXPECT_EQ(whole.decode->kv_read, KvRead::Allocated);
   // A model without a KV cache records no KV read.
   in.kv_cache_bytes = 0;
