@@ -15,6 +15,15 @@ struct Tolerance {
   double rtol;
 };
 
+// The dtype's machine epsilon (its ulp at 1.0): an ulp of any normal value v is at most epsilon |v|.
+inline double epsilon(at::ScalarType dtype) {
+  switch (dtype) {
+    case at::kBFloat16: return 0x1p-7;
+    case at::kHalf: return 0x1p-10;
+    default: return 0x1p-23;
+  }
+}
+
 // Both sides compute in fp32 (or better) and round once to `dtype`: about one ulp of it.
 inline Tolerance rounding_tolerance(at::ScalarType dtype) {
   switch (dtype) {

@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "../ops/tolerance.h"
 #include "cuda_sim.h"
 // the kernels' per-dtype translation units, host-compiled
 #include "decode_attention/decode_attention_bf16.cu"
@@ -114,8 +115,7 @@ TEST(DecodeAttentionSim, MatchesTheReference) {
       } else {
         // Every sum in fp32, one rounding at the end: within half an ulp of the fp64 truth (the
         // 10% and 1e-6 for fp32's own error in the sums), not a fixed 1.6e-2 on outputs about 0.3.
-        const double half_ulp = dtype == at::kBFloat16 ? 0x1p-8 : 0x1p-11;  // relative, at most
-        const at::Tensor bound = 1.1 * half_ulp * ref.abs() + 1e-6;
+        const at::Tensor bound = 1.1 * (test::epsilon(dtype) / 2) * ref.abs() + 1e-6;  // half an ulp, at most
         const double excess = ((out.to(at::kDouble) - ref).abs() - bound).max().item<double>();
         EXPECT_LE(excess, 0.0) << what << ": max error " << err;
       }

@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "../ops/tolerance.h"
 #include "cuda_sim.h"
 // the kernels' per-dtype translation units, host-compiled
 #include "moe/moe_bf16.cu"
@@ -208,8 +209,7 @@ TEST(MoeSim, RouterWithItsLogitsMatchesTheRouterOnTheReferenceLogits) {
       // logits to the model dtype, from fp32 and fp64 sums, so a logit may land one ulp apart,
       // which moves its probability and the softmax's sum by up to eps x |logit| each.
       const at::Tensor logit_max = logits.to(at::kDouble).abs().max();
-      const double eps = dtype == at::kBFloat16 ? 0x1p-7 : 0x1p-10;  // bf16, fp16
-      const double tol = dtype == at::kFloat ? 1e-5 : 2 * eps * logit_max.item<double>();
+      const double tol = dtype == at::kFloat ? 1e-5 : 2 * test::epsilon(dtype) * logit_max.item<double>();
       EXPECT_LE(((r.probs.to(at::kDouble) - ref.probs) / ref.probs).abs().max().item<double>(), tol) << what;
       EXPECT_LE((r.weights.to(at::kDouble) - ref.weights.to(at::kDouble)).abs().max().item<double>(), tol) << what;
     }
