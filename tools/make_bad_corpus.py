@@ -3,6 +3,7 @@
 tests/io/bad_input_test.cpp opens, plus the fuzzer's seed corpus.
 
     python3 tools/make_bad_corpus.py            # from the repository root (or anywhere)
+    python3 tools/make_bad_corpus.py --check    # exit 1 if the committed corpus differs (tests/cli/cli_errors.sh)
 
 Output (all committed, deterministic, idempotent: the generated folders are rewritten):
   tests/corpus/safetensors/*.safetensors      single files, each < 4 KB
@@ -371,36 +372,78 @@ FUZZ_SEED_FILES = [
 ]
 
 
-def main():
+def outputs():
+    """Everything the generator writes: {path relative to ROOT: bytes}."""
     build_safetensors()
     build_checkpoints()
-    for sub in ("safetensors", "checkpoints"):
-        shutil.rmtree(os.path.join(CORPUS, sub), ignore_errors=True)
-    shutil.rmtree(FUZZ_SEEDS, ignore_errors=True)
     paths = [c["path"] for c in cases]
     assert len(paths) == len(set(paths)), "duplicate case path"
-    total = 0
+    out = {}
     for rel, content in sorted(files.items()):
         assert len(content) < MAX_FILE, "%s is %d bytes" % (rel, len(content))
-        path = os.path.join(CORPUS, rel)
+        out[os.path.relpath(os.path.join(CORPUS, rel), ROOT)] = content
+    errors = json.dumps(cases, indent=1, ensure_ascii=False) + "\n"
+    out[os.path.relpath(os.path.join(CORPUS, "expected_errors.json"), ROOT)] = errors.encode("utf-8")
+    for name in FUZZ_SEED_FILES:
+        out[os.path.relpath(os.path.join(FUZZ_SEEDS, name), ROOT)] = files["safetensors/" + name + ".safetensors"]
+    return out
+
+
+def generated_dirs():
+    return [os.path.join(CORPUS, "safetensors"), os.path.join(CORPUS, "checkpoints"), FUZZ_SEEDS]
+
+
+def check(want):
+    """The committed corpus against what the generator writes now: 0 when they are the same."""
+    have = {}
+    for top in generated_dirs():
+        for folder, _, names in os.walk(top):
+            for name in names:
+                path = os.path.join(folder, name)
+                with open(path, "rb") as f:
+                    have[os.path.relpath(path, ROOT)] = f.read()
+    errors_json = os.path.join(CORPUS, "expected_errors.json")
+    if os.path.exists(errors_json):
+        with open(errors_json, "rb") as f:
+            have[os.path.relpath(errors_json, ROOT)] = f.read()
+    differ = sorted(k for k in set(want) & set(have) if want[k] != have[k])
+    missing, extra = sorted(set(want) - set(have)), sorted(set(have) - set(want))
+    for what, names in (("differs from the generator's", differ), ("missing (the generator writes it)", missing),
+                        ("not written by the generator", extra)):
+        for name in names:
+            print("%s: %s" % (name, what), file=sys.stderr)
+    if differ or missing or extra:
+        print("the committed corpus is not what tools/make_bad_corpus.py writes: run it and commit the result",
+              file=sys.stderr)
+        return 1
+    print("the committed corpus is what the generator writes (%d files)" % len(want))
+    return 0
+
+
+def main(argv):
+    want = outputs()
+    if argv[1:] == ["--check"]:
+        return check(want)
+    if argv[1:]:
+        print("usage: make_bad_corpus.py [--check]", file=sys.stderr)
+        return 2
+    for top in generated_dirs():
+        shutil.rmtree(top, ignore_errors=True)
+    total = 0
+    for rel, content in want.items():
+        path = os.path.join(ROOT, rel)
         os.makedirs(os.path.dirname(path), exist_ok=True)
         with open(path, "wb") as f:
             f.write(content)
         total += len(content)
-    with open(os.path.join(CORPUS, "expected_errors.json"), "w", encoding="utf-8") as f:
-        json.dump(cases, f, indent=1, ensure_ascii=False)
-        f.write("\n")
-    os.makedirs(FUZZ_SEEDS, exist_ok=True)
-    for name in FUZZ_SEED_FILES:
-        shutil.copyfile(os.path.join(CORPUS, "safetensors", name + ".safetensors"), os.path.join(FUZZ_SEEDS, name))
     kinds = {}
     for c in cases:
         kinds[c["kind"]] = kinds.get(c["kind"], 0) + 1
     print("wrote %d cases (%s), %d files, %d bytes under %s" % (
-        len(cases), ", ".join("%s %d" % kv for kv in sorted(kinds.items())), len(files), total,
+        len(cases), ", ".join("%s %d" % kv for kv in sorted(kinds.items())), len(want), total,
         os.path.relpath(CORPUS, os.getcwd())))
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv))

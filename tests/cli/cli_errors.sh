@@ -61,4 +61,7 @@ expect_exit 1 "odd.json: key 'num_attention_heads': head_dim = hidden_size / num
   "$EFFARCH" info "$SCRATCH/odd.json"
 out=$("$EFFARCH" info "$SCRATCH/odd.json" 2>&1) || true
 [[ $out != *partial_rotary_factor* ]] || fail "an odd head_dim blamed on partial_rotary_factor: $out"
+# The broken-file corpus that BadInput.Corpus opens is the generator's output, byte for byte
+# (a hand edit there would test a file nobody can remake).
+"$PYTHON" "$SRC/tools/make_bad_corpus.py" --check || fail "tests/corpus differs from tools/make_bad_corpus.py's output"
 finish
