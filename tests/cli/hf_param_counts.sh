@@ -5,11 +5,13 @@
 source "$(dirname "$0")/lib.sh"
 
 "$EFFARCH" info --json --tensors > "$SCRATCH/effarch.json"
-"$PYTHON" "$SRC/tools/hf_param_counts.py" "$SRC"/configs/models/*.json > "$SCRATCH/hf.jsonl"
+# --verify-save: for the tiny configs the layout read from transformers' modules is also what its
+# save_pretrained writes (a layout derived wrongly would otherwise agree with a wrong effarch).
+"$PYTHON" "$SRC/tools/hf_param_counts.py" --verify-save "$SRC"/configs/models/*.json > "$SCRATCH/hf.jsonl"
 "$PYTHON" - "$SCRATCH/effarch.json" "$SCRATCH/hf.jsonl" <<'PY' || fail "effarch and transformers disagree"
 import json, sys, pathlib
 ours = {pathlib.Path(r["config"]).stem: r for r in json.load(open(sys.argv[1]))}
-checked = 0
+checked = saved = 0
 bad = []
 for line in open(sys.argv[2]):
     ref = json.loads(line)
@@ -33,9 +35,11 @@ for line in open(sys.argv[2]):
         if list(required[k]) != list(theirs[k]):
             bad.append(f"{name}: {k} shape {required[k]} vs transformers {theirs[k]}")
     checked += 1
+    saved += ref.get("save_verified", False)
     print(f"{name}: {mine['total_params']:,} params, {len(required)} tensors agree")
 print("\n".join(bad[:40]))
 assert not bad, f"{len(bad)} disagreements"
 assert checked >= 16, checked
+assert saved >= 9, f"only {saved} layouts checked against save_pretrained"
 PY
 finish
