@@ -318,7 +318,8 @@ std::unique_ptr<Model> Model::load(const ModelSource& source, const ModelOptions
                                    options);
   }
   return std::make_unique<Model>(source.config, Weights::random(source.config, options.seed, options.dtype,
-                                                                 options.device, shard, options.weights),
+                                                                 options.device, shard, options.weights,
+                                                                 options.random_init),
                                  options);
 }
 

@@ -18,21 +18,25 @@ uint64_t mix_seed(uint64_t seed, const std::string& name) {
   return z ^ (z >> 31);
 }
 
+// The constant inits' spread under RandomInit::Varied.
+constexpr double kVariedStd = 0.1;
+
 // Draws in fp32 on `device` with a generator seeded for this tensor.
-at::Tensor draw(const TensorSpec& spec, const ModelConfig& c, uint64_t seed, at::Device device) {
+at::Tensor draw(const TensorSpec& spec, const ModelConfig& c, uint64_t seed, at::Device device, RandomInit init) {
   const auto opts = at::TensorOptions().dtype(at::kFloat).device(device);
   const auto shape = spec.shape;
   at::Generator gen = make_generator(device, seed);
   const double std = c.initializer_range;
+  const bool varied = init == RandomInit::Varied;
   switch (spec.init) {
     case Init::Normal:
       return at::empty(shape, opts).normal_(0.0, std, gen);
     case Init::NormalOut:
       return at::empty(shape, opts).normal_(0.0, std / std::sqrt(2.0 * static_cast<double>(c.num_layers)), gen);
     case Init::Ones:
-      return at::ones(shape, opts);
+      return varied ? at::empty(shape, opts).normal_(1.0, kVariedStd, gen) : at::ones(shape, opts);
     case Init::Zeros:
-      return at::zeros(shape, opts);
+      return varied ? at::empty(shape, opts).normal_(0.0, kVariedStd, gen) : at::zeros(shape, opts);
     case Init::ConvWeight: {
       const double bound = 1.0 / std::sqrt(static_cast<double>(shape.back()));
       return at::empty(shape, opts).uniform_(-bound, bound, gen);
@@ -48,7 +52,8 @@ at::Tensor draw(const TensorSpec& spec, const ModelConfig& c, uint64_t seed, at:
     }
     case Init::MambaALog: {
       const int64_t n = shape.back();
-      return at::log(at::arange(1, n + 1, opts)).expand(shape).contiguous();
+      at::Tensor a_log = at::log(at::arange(1, n + 1, opts)).expand(shape).contiguous();
+      return varied ? a_log.add_(at::empty(shape, opts).normal_(0.0, kVariedStd, gen)) : a_log;
     }
     case Init::Mamba2ALog:
       return at::empty(shape, opts).uniform_(1.0, 16.0, gen).log_();
@@ -59,16 +64,16 @@ at::Tensor draw(const TensorSpec& spec, const ModelConfig& c, uint64_t seed, at:
 }  // namespace
 
 at::Tensor random_tensor(const ModelConfig& config, const TensorSpec& spec, uint64_t seed, at::ScalarType dtype,
-                         at::Device device) {
-  return draw(spec, config, mix_seed(seed, spec.name), device).to(dtype);
+                         at::Device device, RandomInit init) {
+  return draw(spec, config, mix_seed(seed, spec.name), device, init).to(dtype);
 }
 
 std::map<std::string, at::Tensor> random_weights(const ModelConfig& config, uint64_t seed, at::ScalarType dtype,
-                                                 at::Device device) {
+                                                 at::Device device, RandomInit init) {
   std::map<std::string, at::Tensor> out;
   for (const auto& spec : expected_tensors(config)) {
     if (spec.optional) continue;
-    out.emplace(spec.name, random_tensor(config, spec, seed, dtype, device));
+    out.emplace(spec.name, random_tensor(config, spec, seed, dtype, device, init));
   }
   return out;
 }

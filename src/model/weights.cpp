@@ -54,14 +54,14 @@ Weights Weights::from_checkpoint(const ModelConfig& config, const io::TensorStor
 }
 
 Weights Weights::random(const ModelConfig& config, uint64_t seed, at::ScalarType dtype, at::Device device,
-                        const Shard& shard, ops::WeightFormat format) {
+                        const Shard& shard, ops::WeightFormat format, RandomInit init) {
   Weights w;
   w.shard_ = shard;
   for (const auto& spec : expected_tensors(config)) {
     if (spec.optional) continue;
     const TensorSplit split = tensor_split(config, spec, shard);
     if (!holds(split, shard)) continue;
-    at::Tensor t = random_tensor(config, spec, seed, dtype, device);
+    at::Tensor t = random_tensor(config, spec, seed, dtype, device, init);
     if (split.kind == TensorSplit::Kind::Split) t = take_shard(t, split, shard).clone(at::MemoryFormat::Contiguous);
     w.put_in_format(config, spec, std::move(t), format);
   }

@@ -22,6 +22,7 @@ ModelSource tiny(const std::string& name) {
 std::unique_ptr<Model> make(const std::string& name, ops::Backend backend) {
   ModelOptions opt;
   opt.seed = 3;
+  opt.random_init = RandomInit::Varied;  // biases, norm weights, D and A_log drawn too
   opt.backend = backend;
   return Model::load(tiny(name), opt);
 }
@@ -82,6 +83,7 @@ void expect_auto_matches_reference(const at::Device& device) {
                            "tiny-mixtral", "tiny-deepseek-moe", "tiny-jamba"}) {
     ModelOptions opt;
     opt.seed = 3;
+    opt.random_init = RandomInit::Varied;  // biases, norm weights, D and A_log drawn too
     opt.device = device;
     opt.backend = ops::Backend::Auto;
     auto a = Model::load(tiny(name), opt);
@@ -226,6 +228,7 @@ TEST(Implementations, VectorAddNormInAPrefillOnTheGpu) {
   for (const char* name : {"tiny-llama", "tiny-phi", "tiny-mamba", "tiny-jamba"}) {
     ModelOptions opt;
     opt.seed = 3;
+    opt.random_init = RandomInit::Varied;  // biases, norm weights, D and A_log drawn too
     opt.device = gpu;
     opt.dtype = at::kFloat;
     opt.backend = ops::Backend::Auto;
@@ -258,6 +261,7 @@ TEST(Implementations, FusedAddNormKeepsGreedyTokensOnTheGpu) {
       for (DecodeMode mode : {DecodeMode::Eager, DecodeMode::Static, DecodeMode::CudaGraph}) {
         ModelOptions opt;
         opt.seed = 3;
+        opt.random_init = RandomInit::Varied;  // biases, norm weights, D and A_log drawn too
         opt.device = gpu;
         opt.dtype = dtype;
         opt.decode = mode;
@@ -309,6 +313,7 @@ TEST(Implementations, ProgrammaticLaunchGivesIdenticalLogitsOnTheGpu) {
     ops::set_programmatic_launch(pdl);
     ModelOptions opt;
     opt.seed = 3;
+    opt.random_init = RandomInit::Varied;  // biases, norm weights, D and A_log drawn too
     opt.device = gpu;
     opt.dtype = dtype;
     opt.decode = mode;

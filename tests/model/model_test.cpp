@@ -41,6 +41,7 @@ std::unique_ptr<Model> make(const std::string& name, ops::AttentionImpl impl = o
   opt.weights = weights;
   opt.attention = impl;
   opt.seed = 5;
+  opt.random_init = RandomInit::Varied;  // biases, norm weights, D and A_log drawn too
   opt.decode = decode;
   opt.device = device;
   const size_t at_sign = name.find('@');

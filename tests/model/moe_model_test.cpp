@@ -30,6 +30,7 @@ ModelSource tiny(const std::string& name) {
 std::unique_ptr<Model> make(const std::string& name) {
   ModelOptions opt;
   opt.seed = 7;
+  opt.random_init = RandomInit::Varied;  // biases, norm weights, D and A_log drawn too
   return Model::load(tiny(name), opt);
 }
 
@@ -213,6 +214,7 @@ TEST_P(MoeModel, Bf16PrefillPathIsRecordedAndMatchesTheReferenceOnAGpu) {
   if (!ops::kBuiltWithCuda || !at::hasCUDA()) GTEST_SKIP() << "needs a CUDA build and a GPU";
   ModelOptions opt;
   opt.seed = 7;
+  opt.random_init = RandomInit::Varied;  // biases, norm weights, D and A_log drawn too
   opt.device = at::Device(at::kCUDA, 0);
   opt.dtype = at::kBFloat16;
   auto kernels = Model::load(tiny(GetParam()), opt);

@@ -140,6 +140,7 @@ TEST(NormPrologue, BlocksGiveTheSameBitsWithAPendingAddNorm) {
     for (const bool fuse_parallel : {true, false}) {
       ModelOptions opt;
       opt.seed = 7;
+      opt.random_init = RandomInit::Varied;  // biases, norm weights, D and A_log drawn too
       auto model = Model::load(resolve_model((effarch::testing::configs_dir() / "models" / (std::string(name) + ".json")).string()), opt);
       if (!fuse_parallel && !model->config().parallel_block) continue;
       std::vector<std::unique_ptr<Block>> blocks;
@@ -170,6 +171,7 @@ TEST(NormPrologue, ModelsGiveTheSeparateLogitsOnTheGpu) {
         for (const int64_t batch : {1, 2}) {
           ModelOptions opt;
           opt.seed = 3;
+          opt.random_init = RandomInit::Varied;  // biases, norm weights, D and A_log drawn too
           opt.device = gpu;
           opt.dtype = dtype;
           opt.decode = mode;

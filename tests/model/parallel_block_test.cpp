@@ -26,6 +26,7 @@ std::unique_ptr<Model> make(bool fused, DecodeMode decode = DecodeMode::Eager, a
                             at::ScalarType dtype = at::kFloat) {
   ModelOptions opt;
   opt.seed = 3;
+  opt.random_init = RandomInit::Varied;  // biases, norm weights, D and A_log drawn too
   opt.decode = decode;
   opt.device = device;
   opt.dtype = dtype;

@@ -68,6 +68,34 @@ TEST(RandomWeights, ShapesAndInitRules) {
   }
 }
 
+// Varied draws the constant inits (biases, norm weights, D, A_log's rows) around their constants
+// and leaves every other tensor as the transformers init draws it.
+TEST(RandomWeights, VariedDrawsOnlyTheConstantInits) {
+  for (const char* name : {"tiny-phi", "tiny-mamba", "tiny-mamba2"}) {
+    SCOPED_TRACE(name);
+    const ModelConfig c = tiny(name);
+    const auto plain = random_weights(c, 1, at::kFloat, at::kCPU);
+    const auto varied = random_weights(c, 1, at::kFloat, at::kCPU, RandomInit::Varied);
+    int drawn = 0;
+    for (const auto& spec : expected_tensors(c)) {
+      if (spec.optional) continue;
+      const at::Tensor& a = plain.at(spec.name);
+      const at::Tensor& b = varied.at(spec.name);
+      const bool constant = spec.init == Init::Ones || spec.init == Init::Zeros || spec.init == Init::MambaALog;
+      if (!constant) {
+        EXPECT_TRUE(at::equal(a, b)) << spec.name;
+        continue;
+      }
+      ++drawn;
+      const at::Tensor off = b - a;  // N(0, 0.1) around the constant
+      EXPECT_GT(off.abs().min().item<double>(), 0.0) << spec.name;
+      EXPECT_LT(off.abs().max().item<double>(), 1.0) << spec.name;
+      if (spec.init == Init::MambaALog) EXPECT_FALSE(at::equal(b[0], b[1])) << spec.name;  // rows apart
+    }
+    EXPECT_GT(drawn, 0);
+  }
+}
+
 TEST(RandomWeights, Bf16) {
   const ModelConfig c = tiny("tiny-mamba");
   const auto w = random_weights(c, 3, at::kBFloat16, at::kCPU);

@@ -658,6 +658,7 @@ std::unique_ptr<Model> tiny(const std::string& name, const nlohmann::json& overr
                             DecodeMode decode, at::Device device) {
   ModelOptions opt;
   opt.seed = 7;
+  opt.random_init = RandomInit::Varied;  // biases, norm weights, D and A_log drawn too
   opt.backend = backend;
   opt.decode = decode;
   opt.device = device;

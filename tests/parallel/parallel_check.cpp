@@ -76,6 +76,7 @@ int main(int argc, char** argv) {
       model::ModelOptions opt;
       opt.dtype = at::kFloat;
       opt.seed = 7;
+      opt.random_init = model::RandomInit::Varied;  // biases, norm weights, D and A_log drawn too
       opt.decode = model::parse_cuda_graphs(decode, "--cuda-graphs");
       opt.parallel = ctx;
       auto split = model::Model::load(source, opt);

@@ -67,6 +67,7 @@ Decoded run_model(const std::string& name, const RunSpec& s, const std::vector<a
   if (s.kernels) host.emplace();
   ModelOptions opt;
   opt.seed = 3;
+  opt.random_init = RandomInit::Varied;  // biases, norm weights, D and A_log drawn too
   opt.dtype = s.dtype;
   opt.decode = s.mode;
   opt.backend = s.backend;

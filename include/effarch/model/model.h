@@ -141,6 +141,7 @@ struct ModelOptions {
   // records "selective_scan": "reference" and runs the reference).
   std::optional<std::string> selective_scan;
   uint64_t seed = 0;  // for random weights
+  RandomInit random_init = RandomInit::Transformers;  // random weights' constant tensors (tensor_spec.h)
   DecodeMode decode = DecodeMode::Eager;
   // Let attention models run past max_position_embeddings (benchmarks measure speed and memory
   // there; RoPE tables are simply computed further). Off: such a cache is a UsageError.

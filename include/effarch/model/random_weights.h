@@ -14,11 +14,12 @@
 
 namespace effarch::model {
 
+// `init`: RandomInit (tensor_spec.h).
 at::Tensor random_tensor(const ModelConfig& config, const TensorSpec& spec, uint64_t seed, at::ScalarType dtype,
-                         at::Device device);
+                         at::Device device, RandomInit init = RandomInit::Transformers);
 
 // Every non-optional expected tensor.
 std::map<std::string, at::Tensor> random_weights(const ModelConfig& config, uint64_t seed, at::ScalarType dtype,
-                                                 at::Device device);
+                                                 at::Device device, RandomInit init = RandomInit::Transformers);
 
 }  // namespace effarch::model

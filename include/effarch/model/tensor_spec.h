@@ -27,6 +27,14 @@ enum class Init {
   Mamba2ALog,    // log U(1, 16) per head
 };
 
+// How random weights draw the constant inits (random_weights.h). Transformers: as transformers
+// initialises a fresh model (biases 0, norm weights and Mamba's D 1, Mamba-1's A_log the same row
+// in every channel): what `init` writes and benchmarks load. Varied: those drawn too (biases
+// N(0, 0.1), norm weights and D 1 + N(0, 0.1), A_log's rows apart by N(0, 0.1)), as the
+// transformers fixtures perturb theirs: for tests comparing two paths of one model, where a
+// constant bias, norm weight or skip applied to the wrong slice, rank or row changes nothing.
+enum class RandomInit { Transformers, Varied };
+
 struct TensorSpec {
   std::string name;   // the HF checkpoint name
   // What the tensor is, independent of the checkpoint's naming: "attn.q.weight", "mlp.down.weight",

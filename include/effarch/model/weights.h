@@ -15,6 +15,7 @@
 #include "effarch/model/config.h"
 #include "effarch/ops/gated_mlp.h"
 #include "effarch/model/sharding.h"
+#include "effarch/model/tensor_spec.h"
 #include "effarch/ops/linear.h"
 
 namespace effarch::io {
@@ -40,7 +41,8 @@ class Weights {
   // together hold exactly the single-process model (one tensor at a time at full size; meant for
   // test and benchmark models). Tensors of other ranks' experts are not drawn.
   static Weights random(const ModelConfig& config, uint64_t seed, at::ScalarType dtype, at::Device device,
-                        const Shard& shard = {}, ops::WeightFormat format = ops::WeightFormat::Dense);
+                        const Shard& shard = {}, ops::WeightFormat format = ops::WeightFormat::Dense,
+                        RandomInit init = RandomInit::Transformers);
   const Shard& shard() const { return shard_; }
 
   // layer -1: model-level tensors (embed, final_norm, lm_head). Throws naming layer and role.
