@@ -18,7 +18,8 @@ make_hf_fixtures.py composes of transformers' Llama and DeepSeek-V2 MoE modules)
 2. "No effect on inference", measured. For each field the row (or the common paragraph: with the
    dropouts) says has no effect, and that the architecture's tiny config has: the tiny model is
    built twice, from the config as it is and with that field changed (a bool flipped, a number
-   changed, a string swapped), the second loading the first's weights (so a field that only
+   changed, a string swapped), the second loading the first's saved checkpoint through
+   from_pretrained, as a user's model loads (so a field that only
    shapes the random initialisation cannot hide), and both must give the same logits over a
    batch of prompts, bit for bit (each of the 80 fields checked with transformers 5.23 does, the
    implementation choices among them), and the same greedy tokens from generate() with the cache.
@@ -44,6 +45,7 @@ import json
 import pathlib
 import re
 import sys
+import tempfile
 
 import torch
 import transformers
@@ -152,6 +154,17 @@ def outputs(model, ids):
         logits = model(ids).logits
         tokens = model.generate(ids, max_new_tokens=4, do_sample=False, pad_token_id=0)
     return logits, tokens
+
+
+def load_saved(folder: str, config):
+    """The checkpoint in `folder` as from_pretrained loads it with `config`; every tensor must load
+    (from_pretrained only warns about missing ones, and draws them)."""
+    model, info = AutoModelForCausalLM.from_pretrained(folder, config=config, dtype=torch.float32,
+                                                       output_loading_info=True)
+    problems = {k: v for k, v in info.items() if v and k in ("missing_keys", "unexpected_keys", "mismatched_keys")}
+    if problems:
+        raise ValueError(f"the checkpoint does not load: {problems}")
+    return model.eval()
 
 
 def build(config):
@@ -393,8 +406,12 @@ def main() -> int:
             print(f"{arch}: no-effect fields not checked (remote code: no transformers model reads them)")
             continue
         config = fixture_config(model_type, raw)
-        model = build(config)
-        weights = model.state_dict()
+        # The twins load the saved checkpoint as a user's would (from_pretrained, which runs the
+        # class's init on loaded weights too: rescale_prenorm_residual rescales a checkpoint's
+        # out_proj there, which load_state_dict never showed).
+        saved = tempfile.TemporaryDirectory()
+        build(config).save_pretrained(saved.name)
+        model = load_saved(saved.name, config)
         torch.manual_seed(1)
         ids = torch.randint(1, config.vocab_size, (2, 12))
         logits, tokens = outputs(model, ids)
@@ -414,8 +431,7 @@ def main() -> int:
             other = copy.deepcopy(config)
             setattr(other, key, new)
             try:
-                twin = build(other)
-                twin.load_state_dict(weights, strict=True)
+                twin = load_saved(saved.name, other)
                 logits2, tokens2 = outputs(twin, ids)
             except Exception as e:  # noqa: BLE001 (a change this machine cannot make is reported)
                 why = f"{type(e).__name__}: {str(e).splitlines()[0][:120]}"

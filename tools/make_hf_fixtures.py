@@ -37,6 +37,12 @@ from transformers import AutoConfig, AutoModelForCausalLM
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
+# An override that keeps only the listed keys and the model's sizes (vocab, hidden, layers, heads,
+# intermediate), the architecture and the model type: every other key takes its class's default.
+KEEP_ONLY = "keep only"
+SIZE_KEYS = {"architectures", "model_type", "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
+             "num_attention_heads"}
+
 # name -> (base config, overrides). Each switch that changes the math is varied by some fixture
 # (tools/hf_config_fields.py checks it).
 FIXTURES = {
@@ -143,6 +149,15 @@ FIXTURES = {
                                         "rope_scaling": {"rope_type": "yarn", "factor": 4.0}}),
     "mixtral-eps": ("tiny-mixtral", {"rms_norm_eps": 0.5}),
     "jamba-fields": ("tiny-jamba", {"rms_norm_eps": 0.5, "tie_word_embeddings": True}),
+    # Configs that leave out every key but the model's sizes (KEEP_ONLY): each config class's
+    # defaults, as a Hub file from before a key existed gets them. The checkpoint's config.json is
+    # the reduced file itself, not what save_pretrained writes back (which names every default), so
+    # effarch must take the class's default for each key it does not find. (Mistral's, Mixtral's
+    # and Jamba's 8 kv heads are kept: their 4 attention heads cannot share 8.)
+    **{f"{base}-defaults": (f"tiny-{base}", {KEEP_ONLY: keep}) for base, keep in (
+        ("llama", []), ("mistral", ["num_key_value_heads"]), ("phi", []),
+        ("mixtral", ["num_key_value_heads"]), ("mamba", []), ("falcon-mamba", []),
+        ("mamba2", ["num_heads", "head_dim", "expand"]), ("jamba", ["num_key_value_heads"]))},
     # bf16 (the model cast after the weights are drawn, its logits computed in bf16): Mamba's
     # residual_in_fp32, which an fp32 model cannot show, both ways on the same weights.
     **{f"{base}-bf16-residual-{stream}": (f"tiny-{base}", {"torch_dtype": "bfloat16", "num_hidden_layers": 4,
@@ -167,7 +182,11 @@ def fixture_config_dict(name):
     (transformers writes into the rope dict it is given; FIXTURES must not change)."""
     base, overrides = FIXTURES[name]
     cfg_dict = json.loads((ROOT / "configs" / "models" / f"{base}.json").read_text())
-    cfg_dict.update(copy.deepcopy(overrides))
+    overrides = copy.deepcopy(overrides)
+    keep = overrides.pop(KEEP_ONLY, None)
+    if keep is not None:
+        cfg_dict = {k: v for k, v in cfg_dict.items() if k in SIZE_KEYS or k in keep}
+    cfg_dict.update(overrides)
     return cfg_dict
 
 
@@ -202,6 +221,8 @@ def build(name, out):
         save(model, folder)
     else:
         model.save_pretrained(folder, safe_serialization=True)
+    if KEEP_ONLY in FIXTURES[name][1]:
+        (folder / "config.json").write_text(json.dumps(fixture_config_dict(name), indent=2) + "\n")
     config = model.config
 
     vocab = config.vocab_size

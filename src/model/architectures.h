@@ -45,6 +45,13 @@ struct AttentionKeys {
   // rotate the whole head whatever it says (a rope_type other than default fails), DeepSeekMoE's
   // remote code has no such key: there it is refused, having no reference to match.
   bool partial_rotary = false;
+  // The config class's defaults when a key is absent from both rope_parameters and the top level:
+  // transformers' default_theta (Mixtral's 1e6) and Phi's partial_rotary_factor (0.5).
+  double default_rope_theta = 10000.0;
+  double default_partial_rotary = 1.0;
+  // max_position_embeddings when absent (the config class's: Llama's and Phi's 2048, Mistral's and
+  // Mixtral's 4096 x 32); RoPE's dynamic and yarn scalings read it too.
+  int64_t default_max_position = 2048;
   bool attention_bias = false; // q/k/v/o biases (Llama, DeepSeekMoE)
   bool sliding_window = false; // Mistral, Mixtral
   std::optional<int64_t> default_sliding_window;  // when the key is absent (Mistral: 4096)
@@ -64,6 +71,10 @@ int64_t parse_dt_rank(const ConfigReader& r, const std::string& key, int64_t hid
 // anything else is refused here rather than at the first forward.
 int64_t parse_conv_width(const ConfigReader& r, const std::string& key, int64_t fallback);
 Activation parse_activation(const ConfigReader& r, const std::string& key, const std::string& fallback);
+// rescale_prenorm_residual (Mamba, Falcon-Mamba, Mamba-2): refused when true. An initialisation
+// scheme, but transformers 5.23's init also runs on a loaded checkpoint and divides its out_proj
+// weights by sqrt(num_hidden_layers), where mamba_ssm loads them as they are: no one reference.
+void refuse_prenorm_rescale(const ConfigReader& r);
 // The keys every Llama-style decoder shares (Llama, Mistral, Mixtral, DeepSeekMoE): RMSNorm with
 // rms_norm_eps, tie_word_embeddings (default false), max_position_embeddings, RoPE attention.
 void parse_llama_style(const ConfigReader& r, ModelConfig& c, Family family, double default_eps,

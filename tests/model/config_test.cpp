@@ -200,6 +200,29 @@ TEST(ConfigErrors, OddRotaryDimsBlameWhatMadeThem) {
   EXPECT_EQ(parse(j).attention->rope->rotary_dim, 20);
 }
 
+// Where a key is in rope_parameters and at the top level too, rope_parameters' wins (transformers'
+// standardize_rope_params moves the top level's in only where the dict has none); absent from both,
+// the config class's default (the parity fixtures NAME-defaults check every family's against
+// transformers).
+TEST(Config, RopeKeysInRopeParametersWinOverTheTopLevel) {
+  json phi = io::read_json_file(configs_dir() / "models" / "tiny-phi.json");  // head_dim 40
+  phi["partial_rotary_factor"] = 1.0;
+  phi["rope_theta"] = 500.0;
+  phi["rope_parameters"] = {{"rope_type", "default"}, {"rope_theta", 700.0}, {"partial_rotary_factor", 0.4}};
+  ModelConfig c = parse(phi);
+  EXPECT_EQ(c.attention->rope->rotary_dim, 16);
+  EXPECT_EQ(c.attention->rope->theta, 700.0);
+  phi.erase("rope_parameters");
+  phi.erase("partial_rotary_factor");
+  phi.erase("rope_theta");
+  c = parse(phi);
+  EXPECT_EQ(c.attention->rope->rotary_dim, 20);  // PhiConfig's 0.5
+  EXPECT_EQ(c.attention->rope->theta, 10000.0);
+  json mixtral = io::read_json_file(configs_dir() / "models" / "tiny-mixtral.json");
+  mixtral.erase("rope_theta");
+  EXPECT_EQ(parse(mixtral).attention->rope->theta, 1e6);  // MixtralConfig's default_theta
+}
+
 // Every field that changes the computation and that effarch does not implement is refused at
 // parse time, naming the key (docs/architectures.md lists the audit).
 TEST(ConfigErrors, UnimplementedFieldsAreRefusedByName) {
@@ -236,6 +259,11 @@ TEST(ConfigErrors, UnimplementedFieldsAreRefusedByName) {
   json nested = tiny_llama();  // transformers 5 keeps it inside rope_parameters
   nested["rope_parameters"] = {{"rope_type", "default"}, {"rope_theta", 10000.0}, {"partial_rotary_factor", 0.25}};
   EXPECT_THROW_WITH(parse(nested), ConfigError, {"'partial_rotary_factor'", "0.25 is not supported"});
+  for (const char* name : {"tiny-mamba", "tiny-falcon-mamba", "tiny-mamba2"}) {
+    json cfg = io::read_json_file(configs_dir() / "models" / (std::string(name) + ".json"));
+    cfg["rescale_prenorm_residual"] = true;
+    EXPECT_THROW_WITH(parse(cfg), ConfigError, {"'rescale_prenorm_residual'", "out_proj", "mamba_ssm"});
+  }
   json phi = io::read_json_file(configs_dir() / "models" / "tiny-phi.json");
   phi["qk_layernorm"] = true;
   EXPECT_THROW_WITH(parse(phi), ConfigError, {"'qk_layernorm'", "not supported"});

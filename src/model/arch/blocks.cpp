@@ -51,8 +51,12 @@ AttentionConfig parse_attention(const ConfigReader& r, int64_t hidden, const Att
   const nlohmann::json& params = r.has("rope_parameters") ? r.doc().at("rope_parameters") : empty;
   if (!params.is_object()) r.fail("rope_parameters", "must be an object");
   ConfigReader p(params, r.source() + " (rope_parameters)");
-  rope.theta = p.has("rope_theta") ? p.positive_number_or("rope_theta", 10000.0) : r.positive_number_or("rope_theta", 10000.0);
-  const double partial = r.number_or("partial_rotary_factor", p.number_or("partial_rotary_factor", 1.0));
+  // As transformers' standardize_rope_params: a key inside rope_parameters wins over the top level's.
+  rope.theta = p.has("rope_theta") ? p.positive_number_or("rope_theta", keys.default_rope_theta)
+                                   : r.positive_number_or("rope_theta", keys.default_rope_theta);
+  const double partial = p.has("partial_rotary_factor")
+                             ? p.number("partial_rotary_factor")
+                             : r.number_or("partial_rotary_factor", keys.default_partial_rotary);
   if (!(partial > 0 && partial <= 1)) r.fail("partial_rotary_factor", fmt::format("must be in (0, 1], got {}", partial));
   if (partial != 1.0 && !keys.partial_rotary) {
     r.fail("partial_rotary_factor",
@@ -78,6 +82,7 @@ AttentionConfig parse_attention(const ConfigReader& r, int64_t hidden, const Att
     r.fail("partial_rotary_factor", fmt::format("{} of head_dim {} gives {} rotary dims: must be a positive even number",
                                                 partial, a.head_dim, rope.rotary_dim));
   }
+  const int64_t max_position = r.positive_or("max_position_embeddings", keys.default_max_position);
   const nlohmann::json* scaling = nullptr;
   std::string scaling_key = "rope_scaling";
   if (r.has("rope_scaling")) {
@@ -94,7 +99,7 @@ AttentionConfig parse_attention(const ConfigReader& r, int64_t hidden, const Att
     // from the top level when it is there, else from the scaling dict, else max_position_embeddings.
     auto original_max = [&] {
       if (r.has("original_max_position_embeddings")) return r.positive("original_max_position_embeddings");
-      return s.positive_or("original_max_position_embeddings", r.positive("max_position_embeddings"));
+      return s.positive_or("original_max_position_embeddings", max_position);
     };
     if (type != "default") rope.type = type;
     if (type == "llama3") {
@@ -111,12 +116,12 @@ AttentionConfig parse_attention(const ConfigReader& r, int64_t hidden, const Att
     } else if (type == "dynamic") {
       rope.factor = s.number("factor");
       if (!(rope.factor > 0)) s.fail("factor", fmt::format("must be positive, got {}", rope.factor));
-      rope.max_position = r.positive("max_position_embeddings");
+      rope.max_position = max_position;
     } else if (type == "yarn") {
       rope.original_max_position = original_max();
       // A null factor: max_position_embeddings / original_max_position_embeddings.
       rope.factor = s.has("factor") ? s.number("factor")
-                                    : static_cast<double>(r.positive("max_position_embeddings")) /
+                                    : static_cast<double>(max_position) /
                                           static_cast<double>(rope.original_max_position);
       if (!(rope.factor > 0)) s.fail("factor", fmt::format("must be positive, got {}", rope.factor));
       if (s.has("attention_factor")) rope.attention_factor = s.number("attention_factor");
@@ -160,13 +165,22 @@ Activation parse_activation(const ConfigReader& r, const std::string& key, const
                           fmt::join(ops::activation_names(), ", ")));
 }
 
+void refuse_prenorm_rescale(const ConfigReader& r) {
+  if (r.boolean_or("rescale_prenorm_residual", false)) {
+    r.fail("rescale_prenorm_residual",
+           "true is not supported: transformers 5.23 divides a loaded checkpoint's out_proj weights by "
+           "sqrt(num_hidden_layers) (its initialisation runs on loaded weights too) and mamba_ssm does not, so the "
+           "two references disagree; the released checkpoints set it false");
+  }
+}
+
 void parse_llama_style(const ConfigReader& r, ModelConfig& c, Family family, double default_eps,
                        const AttentionKeys& keys) {
   c.family = family;
   c.norm = NormKind::RMSNorm;
   c.norm_eps = r.positive_number_or("rms_norm_eps", default_eps);
   c.tie_word_embeddings = r.boolean_or("tie_word_embeddings", false);
-  c.max_position_embeddings = r.positive("max_position_embeddings");
+  c.max_position_embeddings = r.positive_or("max_position_embeddings", keys.default_max_position);
   c.attention = parse_attention(r, c.hidden_size, keys);
 }
 

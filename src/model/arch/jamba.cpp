@@ -23,9 +23,9 @@ void parse_jamba(const ConfigReader& r, ModelConfig& c) {
 
   MambaConfig m;
   m.version = 1;
-  m.d_state = r.positive("mamba_d_state");
+  m.d_state = r.positive_or("mamba_d_state", 16);  // JambaConfig's defaults, here and below
   m.d_conv = parse_conv_width(r, "mamba_d_conv", 4);
-  m.d_inner = r.positive("mamba_expand") * c.hidden_size;
+  m.d_inner = r.positive_or("mamba_expand", 2) * c.hidden_size;
   m.dt_rank = parse_dt_rank(r, "mamba_dt_rank", c.hidden_size);
   m.conv_bias = r.boolean_or("mamba_conv_bias", true);
   m.proj_bias = r.boolean_or("mamba_proj_bias", false);
@@ -35,8 +35,8 @@ void parse_jamba(const ConfigReader& r, ModelConfig& c) {
   c.mamba = m;
 
   MoeConfig moe;
-  moe.num_experts = r.positive("num_experts");
-  moe.top_k = r.positive("num_experts_per_tok");
+  moe.num_experts = r.positive_or("num_experts", 16);
+  moe.top_k = r.positive_or("num_experts_per_tok", 2);
   if (moe.top_k > moe.num_experts) {
     r.fail("num_experts_per_tok", fmt::format("{} exceeds num_experts {}", moe.top_k, moe.num_experts));
   }
@@ -44,10 +44,10 @@ void parse_jamba(const ConfigReader& r, ModelConfig& c) {
   moe.router = RouterKind::SoftmaxFp32;
   c.moe = moe;
 
-  const int64_t attn_period = r.positive("attn_layer_period");
-  const int64_t attn_offset = r.non_negative_or("attn_layer_offset", 0);
-  const int64_t expert_period = r.positive("expert_layer_period");
-  const int64_t expert_offset = r.non_negative_or("expert_layer_offset", 0);
+  const int64_t attn_period = r.positive_or("attn_layer_period", 8);
+  const int64_t attn_offset = r.non_negative_or("attn_layer_offset", 4);
+  const int64_t expert_period = r.positive_or("expert_layer_period", 2);
+  const int64_t expert_offset = r.non_negative_or("expert_layer_offset", 1);
   if (attn_offset >= attn_period) r.fail("attn_layer_offset", fmt::format("{} must be < attn_layer_period {}", attn_offset, attn_period));
   if (expert_offset >= expert_period) {
     r.fail("expert_layer_offset", fmt::format("{} must be < expert_layer_period {}", expert_offset, expert_period));

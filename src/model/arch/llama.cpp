@@ -20,6 +20,7 @@ void parse_mistral(const ConfigReader& r, ModelConfig& c) {
   keys.sliding_window = true;
   keys.default_sliding_window = 4096;
   keys.default_kv_heads = 8;
+  keys.default_max_position = 4096 * 32;  // MistralConfig's
   parse_llama_style(r, c, Family::Transformer, 1e-6, keys);
   c.mlp = MlpConfig{r.positive("intermediate_size"), parse_activation(r, "hidden_act", "silu"), true, false};
   set_layers(c, [](int64_t) { return LayerSpec{MixerKind::Attention, FfnKind::Dense}; });

@@ -16,9 +16,10 @@ void parse_mamba_family(const ConfigReader& r, ModelConfig& c, bool falcon) {
   c.tie_word_embeddings = r.boolean_or("tie_word_embeddings", true);
   c.residual_in_fp32 = r.boolean_or("residual_in_fp32", true);
   // rms_norm is not read by transformers 5.23 (its blocks are always RMSNorm): ignored here too.
+  refuse_prenorm_rescale(r);
   MambaConfig m;
   m.version = 1;
-  m.d_state = r.positive("state_size");
+  m.d_state = r.positive_or("state_size", 16);  // MambaConfig's and FalconMambaConfig's default
   m.d_conv = parse_conv_width(r, "conv_kernel", 4);
   const int64_t expand = r.positive_or("expand", 2);
   m.d_inner = r.positive_or("intermediate_size", expand * c.hidden_size);

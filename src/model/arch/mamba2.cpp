@@ -18,13 +18,14 @@ void parse_mamba2(const ConfigReader& r, ModelConfig& c) {
   c.tie_word_embeddings = r.boolean_or("tie_word_embeddings", false);
   c.residual_in_fp32 = r.boolean_or("residual_in_fp32", true);
   // rms_norm is not read by transformers 5.23 (its blocks are always RMSNorm): ignored here too.
+  refuse_prenorm_rescale(r);
   MambaConfig m;
   m.version = 2;
-  m.d_state = r.positive("state_size");
+  m.d_state = r.positive_or("state_size", 128);  // Mamba2Config's defaults, here and below
   m.d_conv = parse_conv_width(r, "conv_kernel", 4);
-  m.num_heads = r.positive("num_heads");
-  m.head_dim = r.positive("head_dim");
-  m.n_groups = r.positive_or("n_groups", 8);  // Mamba2Config's default
+  m.num_heads = r.positive_or("num_heads", 128);
+  m.head_dim = r.positive_or("head_dim", 64);
+  m.n_groups = r.positive_or("n_groups", 8);
   m.chunk_size = r.positive_or("chunk_size", 256);
   const int64_t expand = r.positive_or("expand", 2);
   m.d_inner = expand * c.hidden_size;
