@@ -160,11 +160,10 @@ int run_generate(const GenerateCmd& cmd) {
   generate::GenerateOptions gen;
   gen.max_new_tokens = cmd.max_new_tokens;
   gen.sampling = {cmd.temperature, cmd.top_k, cmd.top_p, cmd.seed};
+  // The model's eos ids (config.json, or generation_config.json's); the tokenizer's only for a
+  // model that names none (transformers' generate reads the model's alone).
   gen.eos_ids = source.config.eos_token_ids;
-  if (tok && tok->eos_id() &&
-      std::find(gen.eos_ids.begin(), gen.eos_ids.end(), *tok->eos_id()) == gen.eos_ids.end()) {
-    gen.eos_ids.push_back(*tok->eos_id());
-  }
+  if (gen.eos_ids.empty() && tok && tok->eos_id()) gen.eos_ids.push_back(*tok->eos_id());
   std::optional<tokenizer::StreamDecoder> stream;
   if (!lead) {
     // Other ranks compute the same steps silently.

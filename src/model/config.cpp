@@ -65,6 +65,26 @@ std::string to_string(FfnKind kind) {
   return "?";
 }
 
+namespace {
+
+// eos_token_id: an integer or a list of them.
+std::vector<int64_t> eos_ids(const ConfigReader& r) {
+  std::vector<int64_t> ids;
+  if (!r.has("eos_token_id")) return ids;
+  const auto& eos = r.doc().at("eos_token_id");
+  if (eos.is_array()) {
+    for (const auto& e : eos) {
+      if (!e.is_number_integer()) r.fail("eos_token_id", "list entries must be integers");
+      ids.push_back(e.get<int64_t>());
+    }
+  } else {
+    ids.push_back(r.integer("eos_token_id"));
+  }
+  return ids;
+}
+
+}  // namespace
+
 ModelConfig parse_config(const nlohmann::json& doc, const std::string& source) {
   if (!doc.is_object()) throw ConfigError(fmt::format("{}: config must be a JSON object", source));
   ConfigReader r(doc, source);
@@ -94,8 +114,8 @@ ModelConfig parse_config(const nlohmann::json& doc, const std::string& source) {
   c.vocab_size = r.positive("vocab_size");
   c.hidden_size = r.positive("hidden_size");
   c.num_layers = r.positive("num_hidden_layers");
-  // transformers 5 writes "dtype", 4.x "torch_dtype".
-  const std::string dtype_key = r.has("torch_dtype") ? "torch_dtype" : "dtype";
+  // transformers 5 writes "dtype", 4.x "torch_dtype"; with both, 5.23 takes "dtype".
+  const std::string dtype_key = r.has("dtype") ? "dtype" : "torch_dtype";
   if (r.has(dtype_key)) {
     const std::string name = r.string(dtype_key);
     try {
@@ -106,23 +126,19 @@ ModelConfig parse_config(const nlohmann::json& doc, const std::string& source) {
   }
   c.initializer_range = r.positive_number_or("initializer_range", 0.02);
   if (r.has("bos_token_id")) c.bos_token_id = r.integer("bos_token_id");
-  if (r.has("eos_token_id")) {
-    const auto& eos = doc.at("eos_token_id");
-    if (eos.is_array()) {
-      for (const auto& e : eos) {
-        if (!e.is_number_integer()) r.fail("eos_token_id", "list entries must be integers");
-        c.eos_token_ids.push_back(e.get<int64_t>());
-      }
-    } else {
-      c.eos_token_ids.push_back(r.integer("eos_token_id"));
-    }
-  }
+  c.eos_token_ids = eos_ids(r);
 
   arch->parse(r, c);
   if (static_cast<int64_t>(c.layers.size()) != c.num_layers) {
     throw ConfigError(fmt::format("{}: internal: {} built {} layers of {}", source, arch->name, c.layers.size(), c.num_layers));
   }
   return c;
+}
+
+void read_generation_config(const std::filesystem::path& generation_config_json, ModelConfig& config) {
+  const nlohmann::json doc = io::read_json_file(generation_config_json, /*python_literals=*/true);
+  if (!doc.is_object() || !doc.contains("eos_token_id")) return;
+  config.eos_token_ids = eos_ids(ConfigReader(doc, generation_config_json.string()));
 }
 
 ModelConfig load_config(const std::filesystem::path& config_json) {

@@ -1,6 +1,7 @@
 // config.json parsing: every built-in config parses; bad configs fail naming the key.
 
 #include <filesystem>
+#include <fstream>
 
 #include <gtest/gtest.h>
 #include <cmath>
@@ -16,6 +17,7 @@ namespace effarch::model {
 namespace {
 
 using json = nlohmann::json;
+namespace fs = std::filesystem;
 using effarch::testing::configs_dir;
 
 json tiny_llama() {
@@ -334,8 +336,32 @@ TEST(Config, EosIdsAndDtypeKeys) {
   v5.erase("torch_dtype");
   v5["dtype"] = "bfloat16";  // transformers 5 writes "dtype"
   EXPECT_EQ(parse(v5).torch_dtype, at::kBFloat16);
+  v5["torch_dtype"] = "float16";  // both: transformers 5.23 takes "dtype"
+  EXPECT_EQ(parse(v5).torch_dtype, at::kBFloat16);
   v5.erase("dtype");
+  v5.erase("torch_dtype");
   EXPECT_EQ(parse(v5).torch_dtype, at::kFloat);
+}
+
+// generation_config.json's eos_token_id replaces the config's where the file names one (null:
+// none); a file without the key leaves the config's.
+TEST(Config, GenerationConfigEosReplacesTheConfigs) {
+  const fs::path dir = fs::temp_directory_path() / "effarch_generation_config_test";
+  fs::create_directories(dir);
+  const auto with = [&](const std::string& text) {
+    ModelConfig c = parse(tiny_llama());
+    c.eos_token_ids = {2};
+    std::ofstream(dir / "generation_config.json") << text;
+    read_generation_config(dir / "generation_config.json", c);
+    return c.eos_token_ids;
+  };
+  EXPECT_EQ(with(R"({"eos_token_id": [128001, 128009]})"), (std::vector<int64_t>{128001, 128009}));
+  EXPECT_EQ(with(R"({"eos_token_id": 7})"), (std::vector<int64_t>{7}));
+  EXPECT_TRUE(with(R"({"eos_token_id": null})").empty());
+  EXPECT_EQ(with(R"({"bos_token_id": 1})"), (std::vector<int64_t>{2}));
+  EXPECT_THROW_WITH(with(R"({"eos_token_id": ["x"]})"), ConfigError, {"generation_config.json", "eos_token_id"});
+  EXPECT_THROW_WITH(with("{"), Error, {"generation_config.json"});
+  fs::remove_all(dir);
 }
 
 TEST(Config, RopeScalingTypes) {

@@ -101,6 +101,8 @@ struct ModelConfig {
   at::ScalarType torch_dtype = at::kFloat;
   double initializer_range = 0.02;
   std::optional<int64_t> bos_token_id;
+  // Where generation stops: config.json's eos_token_id, or a checkpoint's generation_config.json's
+  // where that file names one (read_generation_config), as transformers' generate stops.
   std::vector<int64_t> eos_token_ids;
 
   std::optional<AttentionConfig> attention;
@@ -123,5 +125,9 @@ std::string to_string(FfnKind kind);
 // the key for an unknown architecture, a missing or ill-typed key or an impossible value.
 ModelConfig parse_config(const nlohmann::json& doc, const std::string& source);
 ModelConfig load_config(const std::filesystem::path& config_json);
+// A checkpoint's generation_config.json: where it has eos_token_id (an id, a list, or null for
+// none), that replaces the config's, as transformers' GenerationConfig takes the file's over
+// config.json's. Throws ConfigError naming the file for malformed JSON or ids.
+void read_generation_config(const std::filesystem::path& generation_config_json, ModelConfig& config);
 
 }  // namespace effarch::model
