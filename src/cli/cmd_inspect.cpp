@@ -1,6 +1,7 @@
 // effarch inspect PATH: a safetensors file's tensors and metadata, or a checkpoint folder's
 // tensors checked against its config. Exit 0 when valid, 1 with the problems listed otherwise.
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <optional>
@@ -105,10 +106,7 @@ int run_inspect(const InspectOptions& opt) {
     valid = check->ok();
     nlohmann::json problems = nlohmann::json::array();
     for (const auto& p : check->problems) {
-      const char* kind = p.kind == model::CheckpointProblem::Kind::Missing      ? "missing"
-                         : p.kind == model::CheckpointProblem::Kind::Unexpected ? "unexpected"
-                                                                                : "wrong_shape";
-      problems.push_back({{"kind", kind}, {"tensor", p.tensor}, {"detail", p.detail}});
+      problems.push_back({{"kind", model::kind_name(p.kind)}, {"tensor", p.tensor}, {"detail", p.detail}});
     }
     out["architecture"] = config.architecture;
     out["check"] = {{"ok", valid}, {"problems", problems}, {"ignored", check->ignored},
@@ -146,7 +144,7 @@ int run_inspect(const InspectOptions& opt) {
                  check->problems.size());
       for (const auto& p : out["check"]["problems"]) {
         std::string kind = p["kind"].get<std::string>();
-        if (kind == "wrong_shape") kind = "wrong shape";
+        std::replace(kind.begin(), kind.end(), '_', ' ');  // "wrong shape", "wrong dtype"
         fmt::print(stderr, "  {} tensor '{}': {}\n", kind, p["tensor"].get<std::string>(),
                    p["detail"].get<std::string>());
       }

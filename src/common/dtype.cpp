@@ -27,8 +27,8 @@ constexpr std::array<DTypeRow, 12> kRows{{
     {DType::I8, "I8", 1, at::kChar},
     {DType::U8, "U8", 1, at::kByte},
     {DType::BOOL, "BOOL", 1, at::kBool},
-    {DType::F8_E4M3, "F8_E4M3", 1, at::kByte},
-    {DType::F8_E5M2, "F8_E5M2", 1, at::kByte},
+    {DType::F8_E4M3, "F8_E4M3", 1, at::kFloat8_e4m3fn},
+    {DType::F8_E5M2, "F8_E5M2", 1, at::kFloat8_e5m2},
 }};
 
 const DTypeRow& row(DType dtype) { return kRows[static_cast<size_t>(dtype)]; }

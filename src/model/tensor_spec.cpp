@@ -2,13 +2,17 @@
 
 #include "effarch/model/tensor_spec.h"
 
+#include <algorithm>
 #include <map>
 #include <set>
+
+#include <c10/core/ScalarType.h>
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
 #include "architectures.h"
+#include "effarch/common/dtype.h"
 #include "effarch/common/error.h"
 #include "effarch/io/checkpoint.h"
 
@@ -69,6 +73,15 @@ CheckpointCheck check_checkpoint(const ModelConfig& config, const io::TensorStor
                                             store.file_of(found).path().filename().string())});
       continue;
     }
+    const DType stored = info->dtype;
+    if (!at::isFloatingType(to_scalar_type(stored))) {
+      check.problems.push_back(
+          {CheckpointProblem::Kind::WrongDtype, spec.name,
+           fmt::format("stored as {} in {}: weights are read from float tensors (F32, F16, BF16, F64, F8); integer "
+                       "weights are a quantised format effarch does not read (quantise with --weights int8 instead)",
+                       safetensors_name(stored), store.file_of(found).path().filename().string())});
+      continue;
+    }
     check.resolved.emplace_back(spec.name, found);
   }
   for (const auto& name : store.names()) {
@@ -93,12 +106,21 @@ void require_valid(const CheckpointCheck& check, const std::string& where) {
       msg += fmt::format("\n  ... and {} more (run `effarch inspect` for the full list)", check.problems.size() - 20);
       break;
     }
-    const char* kind = p.kind == CheckpointProblem::Kind::Missing      ? "missing"
-                       : p.kind == CheckpointProblem::Kind::Unexpected ? "unexpected"
-                                                                       : "wrong shape";
+    std::string kind = kind_name(p.kind);
+    std::replace(kind.begin(), kind.end(), '_', ' ');
     msg += fmt::format("\n  {} tensor '{}': {}", kind, p.tensor, p.detail);
   }
   throw CheckpointError(msg);
+}
+
+const char* kind_name(CheckpointProblem::Kind kind) {
+  switch (kind) {
+    case CheckpointProblem::Kind::Missing: return "missing";
+    case CheckpointProblem::Kind::Unexpected: return "unexpected";
+    case CheckpointProblem::Kind::WrongShape: return "wrong_shape";
+    case CheckpointProblem::Kind::WrongDtype: return "wrong_dtype";
+  }
+  return "?";
 }
 
 }  // namespace effarch::model

@@ -117,15 +117,21 @@ TEST(Safetensors, UnalignedDataIsCopied) {
   EXPECT_FLOAT_EQ(v[1].item<float>(), -2.0f);
 }
 
-TEST(Safetensors, F8IsReadAsBytes) {
+// F8 tensors come out as ATen's float8 types, so loading converts their values (once they were
+// bytes, and a loaded weight held 56 for 1.0).
+TEST(Safetensors, F8IsReadAsFloat8) {
   TempDir dir;
-  const std::string header = R"({"q":{"dtype":"F8_E4M3","shape":[3],"data_offsets":[0,3]}})";
-  write_all(dir / "f8.safetensors", make_file(header, "\x01\x02\x7f"));
+  const std::string header = R"({"q":{"dtype":"F8_E4M3","shape":[3],"data_offsets":[0,3]},)"
+                             R"("r":{"dtype":"F8_E5M2","shape":[3],"data_offsets":[3,6]}})";
+  write_all(dir / "f8.safetensors", make_file(header, std::string("\x38\x40\xc0\x3c\x40\xc0", 6)));
   const auto file = SafetensorsFile::open(dir / "f8.safetensors");
   EXPECT_EQ(file.info("q").dtype, DType::F8_E4M3);
-  const at::Tensor q = file.view("q");
-  EXPECT_EQ(q.scalar_type(), at::kByte);
-  EXPECT_EQ(q[2].item<uint8_t>(), 0x7f);
+  EXPECT_EQ(file.view("q").scalar_type(), at::kFloat8_e4m3fn);
+  EXPECT_EQ(file.view("r").scalar_type(), at::kFloat8_e5m2);
+  const at::Tensor want = at::tensor({1.0f, 2.0f, -2.0f});
+  EXPECT_TRUE(at::equal(file.load("q", at::kFloat, at::kCPU), want));
+  EXPECT_TRUE(at::equal(file.load("r", at::kFloat, at::kCPU), want));
+  EXPECT_TRUE(at::equal(file.load("q", at::kBFloat16, at::kCPU), want.to(at::kBFloat16)));
 }
 
 TEST(Safetensors, ErrorsNameFileAndTensor) {

@@ -58,7 +58,9 @@ struct TensorSpec {
 std::vector<TensorSpec> expected_tensors(const ModelConfig& config);
 
 struct CheckpointProblem {
-  enum class Kind { Missing, Unexpected, WrongShape } kind;
+  // WrongDtype: a tensor stored as integers or booleans, which a float weight never is (a
+  // quantised format's packed weights: GPTQ, AWQ, ...).
+  enum class Kind { Missing, Unexpected, WrongShape, WrongDtype } kind;
   std::string tensor;
   std::string detail;  // e.g. "expected [4096, 4096], found [4096, 1024] in model-00001-of-00004.safetensors"
 };
@@ -74,5 +76,7 @@ struct CheckpointCheck {
 CheckpointCheck check_checkpoint(const ModelConfig& config, const io::TensorStore& store);
 // Throws CheckpointError listing every problem (or does nothing when the check passed).
 void require_valid(const CheckpointCheck& check, const std::string& where);
+// "missing", "unexpected", "wrong_shape", "wrong_dtype" (inspect's JSON).
+const char* kind_name(CheckpointProblem::Kind kind);
 
 }  // namespace effarch::model
