@@ -99,9 +99,26 @@ TensorStore TensorStore::open_folder(const fs::path& dir) {
     }
     return store;
   }
-  const std::vector<fs::path> shards = weight_files(dir);  // no index here: the *.safetensors alone
+  // No index: model.safetensors alone where it is there, as transformers reads the folder (a
+  // Mistral release keeps its own consolidated.safetensors beside it); else every *.safetensors.
+  if (fs::exists(dir / "model.safetensors")) {
+    add_file(store.files_, store.where_, SafetensorsFile::open(dir / "model.safetensors"));
+    return store;
+  }
+  const std::vector<fs::path> shards = weight_files(dir);
   if (shards.empty()) {
-    throw CheckpointError(fmt::format("{}: no model.safetensors, {} or *.safetensors files", dir.string(), kIndexName));
+    std::string pickles;
+    for (const auto& entry : fs::directory_iterator(dir)) {
+      const fs::path& p = entry.path();
+      if (p.extension() == ".bin" || p.extension() == ".pt" || p.extension() == ".pth") {
+        pickles = fmt::format(" ({} is a PyTorch pickle, which effarch does not read: save the model with "
+                              "save_pretrained(..., safe_serialization=True) or convert it to safetensors)",
+                              p.filename().string());
+        break;
+      }
+    }
+    throw CheckpointError(
+        fmt::format("{}: no model.safetensors, {} or *.safetensors files{}", dir.string(), kIndexName, pickles));
   }
   for (const auto& s : shards) add_file(store.files_, store.where_, SafetensorsFile::open(s));
   return store;

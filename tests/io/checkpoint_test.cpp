@@ -40,6 +40,24 @@ TEST(Checkpoint, ShardsWithoutIndex) {
   EXPECT_EQ(store.size(), 2u);
 }
 
+// Without an index, model.safetensors is read alone where it is there (as transformers reads the
+// folder: Mistral's releases keep consolidated.safetensors, under other names, beside it).
+TEST(Checkpoint, ModelSafetensorsIsReadAloneBesideOtherFiles) {
+  TempDir dir;
+  save_safetensors(dir / "model.safetensors", {{"a", at::ones({2})}});
+  save_safetensors(dir / "consolidated.safetensors", {{"tok_embeddings.weight", at::ones({2})}});
+  const auto store = TensorStore::open_folder(dir.path());
+  EXPECT_EQ(store.names(), (std::vector<std::string>{"a"}));
+}
+
+// A folder of PyTorch pickles only: the error says that is what it found.
+TEST(Checkpoint, PickleOnlyFolderIsNamed) {
+  TempDir dir;
+  std::ofstream(dir / "pytorch_model.bin") << "not read";
+  EXPECT_THROW_WITH(TensorStore::open_folder(dir.path()), CheckpointError,
+                    {"no model.safetensors", "pytorch_model.bin is a PyTorch pickle", "safe_serialization=True"});
+}
+
 TEST(Checkpoint, IndexMustAgreeWithShards) {
   TempDir dir;
   save_safetensors(dir / "s1.safetensors", {{"a", at::ones({2})}, {"extra", at::ones({1})}});
