@@ -124,6 +124,16 @@ ModelConfig parse_config(const nlohmann::json& doc, const std::string& source) {
       r.fail(dtype_key, fmt::format("'{}' is not a float dtype effarch supports (float32, bfloat16, float16)", name));
     }
   }
+  if (r.has("quantization_config")) {
+    const auto& q = doc.at("quantization_config");
+    const std::string method = q.is_object() && q.contains("quant_method") && q.at("quant_method").is_string()
+                                   ? q.at("quant_method").get<std::string>()
+                                   : "unnamed";
+    r.fail("quantization_config",
+           fmt::format("a checkpoint quantised with {} is not supported: effarch reads float weights (F32, F16, BF16, "
+                       "F8) and quantises them itself with --weights int8",
+                       method));
+  }
   c.initializer_range = r.positive_number_or("initializer_range", 0.02);
   if (r.has("bos_token_id")) c.bos_token_id = r.integer("bos_token_id");
   c.eos_token_ids = eos_ids(r);

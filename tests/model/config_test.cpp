@@ -261,6 +261,9 @@ TEST(ConfigErrors, UnimplementedFieldsAreRefusedByName) {
   json nested = tiny_llama();  // transformers 5 keeps it inside rope_parameters
   nested["rope_parameters"] = {{"rope_type", "default"}, {"rope_theta", 10000.0}, {"partial_rotary_factor", 0.25}};
   EXPECT_THROW_WITH(parse(nested), ConfigError, {"'partial_rotary_factor'", "0.25 is not supported"});
+  json quantised = tiny_llama();
+  quantised["quantization_config"] = {{"quant_method", "bitsandbytes"}, {"load_in_8bit", true}};
+  EXPECT_THROW_WITH(parse(quantised), ConfigError, {"'quantization_config'", "bitsandbytes", "--weights int8"});
   for (const char* name : {"tiny-mamba", "tiny-falcon-mamba", "tiny-mamba2"}) {
     json cfg = io::read_json_file(configs_dir() / "models" / (std::string(name) + ".json"));
     cfg["rescale_prenorm_residual"] = true;
