@@ -178,7 +178,7 @@ double parse_fraction(const std::string& text, const std::string& option) {
   } catch (const std::exception&) {
     used = 0;
   }
-  if (t.empty() || used != t.size() || !(v >= 0)) {
+  if (t.empty() || used != t.size() || !(v >= 0) || !std::isfinite(v)) {  // inf would gate nothing
     throw UsageError(fmt::format("{}: '{}' is not a fraction (5%, 0.05)", option, text));
   }
   return percent ? v / 100.0 : v;

@@ -1,6 +1,8 @@
 // The results document: assembly, validation on read (version 1 files converted), atomic writing.
 
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -151,6 +153,11 @@ void check_output_path(const std::string& path, const std::string& option, Outpu
   std::error_code ec;
   const fs::path target(path);
   if (fs::is_directory(target, ec)) throw UsageError(fmt::format("{}: {} is a directory", option, path));
+  if (fs::exists(target, ec) && !fs::is_regular_file(target, ec)) {
+    // Written by renaming a new file over it: a device (/dev/null) or pipe would be replaced.
+    throw UsageError(fmt::format("{}: {} is not a regular file (a device, pipe or socket): give a file path", option,
+                                 path));
+  }
   const fs::path parent = target.has_parent_path() ? target.parent_path() : fs::path(".");
   if (!fs::exists(parent, ec)) {
     if (folder == OutputFolder::MustExist) {
@@ -167,18 +174,51 @@ void check_output_path(const std::string& path, const std::string& option, Outpu
   }
 }
 
+namespace {
+
+std::string system_reason() { return errno != 0 ? std::strerror(errno) : "unknown reason"; }
+
+}  // namespace
+
 void write_atomically(const std::string& path, const std::string& text) {
-  const std::filesystem::path target(path);
-  if (target.has_parent_path()) std::filesystem::create_directories(target.parent_path());
-  const std::string tmp = path + ".partial";
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    if (!out) throw UsageError(fmt::format("-o: cannot write {}", tmp));
-    out << text;
-    out.flush();
-    if (!out) throw UsageError(fmt::format("-o: writing {} failed", tmp));
+  namespace fs = std::filesystem;
+  fs::path target(path);
+  std::error_code ec;
+  if (fs::is_symlink(target, ec)) target = fs::weakly_canonical(target);  // the link's target is replaced
+  if (target.has_parent_path()) fs::create_directories(target.parent_path());
+  const std::string tmp = target.string() + ".partial";
+  errno = 0;
+  std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+  if (!out) throw Error(fmt::format("cannot write {}: {}", tmp, system_reason()));
+  out << text;
+  out.flush();
+  out.close();
+  if (!out) {
+    const std::string why = system_reason();
+    fs::remove(tmp, ec);
+    throw Error(fmt::format("writing {} failed: {}", target.string(), why));
   }
-  std::filesystem::rename(tmp, target);
+  fs::rename(tmp, target, ec);
+  if (ec) {
+    fs::remove(tmp, ec);
+    throw Error(fmt::format("cannot replace {}: {}", target.string(), ec.message()));
+  }
+}
+
+LineLog::LineLog(const std::string& path) : path_(path), out_(path, std::ios::trunc) {
+  if (!out_) throw UsageError(fmt::format("-o: cannot write {}", path));
+}
+
+void LineLog::append(const std::string& line) {
+  if (!ok_) return;
+  errno = 0;
+  out_ << line << "\n";
+  out_.flush();
+  if (!out_) {
+    ok_ = false;
+    fmt::print(stderr, "warning: -o: writing {} failed ({}); the run goes on, and its results are printed and "
+                       "written at the end\n", path_, system_reason());
+  }
 }
 
 }  // namespace effarch::bench

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <limits>
 #include <set>
 
 #include <fmt/format.h>
@@ -145,9 +146,12 @@ std::vector<int64_t> parse_int_list(const std::string& text, const std::string& 
       const char kind = op == std::string::npos ? '+' : item[op];
       const int64_t step = op == std::string::npos ? 1 : parse_positive(item.substr(op + 1), option, text);
       if (kind == '*' && step < 2) throw UsageError(fmt::format("{}: range '{}' needs a factor of at least 2", option, item));
-      for (int64_t v = lo; v <= hi; v = kind == '*' ? v * step : v + step) {
+      for (int64_t v = lo;;) {
         add(v);
         if (out.size() > 100000) throw UsageError(fmt::format("{}: '{}' expands to too many values", option, item));
+        // The next value, unless it passes hi (checked before it is computed: it could overflow).
+        if (kind == '*' ? v > hi / step : v > hi - step) break;
+        v = kind == '*' ? v * step : v + step;
       }
     }
   }
@@ -171,6 +175,9 @@ SweepSpec load_suite(const std::string& name_or_path, const SweepSpec& defaults)
   const std::string src = path.string();
   if (!doc.is_object()) throw UsageError(fmt::format("{}: a suite is a JSON object", src));
   SweepSpec s = defaults;
+  if (doc.contains("name") && !doc.at("name").is_string()) {
+    throw UsageError(fmt::format("{}: 'name' must be a string", src));
+  }
   s.suite_name = doc.value("name", path.stem().string());
   auto ints = [&](const nlohmann::json& v, const std::string& key) {
     if (v.is_string()) return parse_int_list(v.get<std::string>(), src + ": '" + key + "'");
@@ -193,14 +200,20 @@ SweepSpec load_suite(const std::string& name_or_path, const SweepSpec& defaults)
     if (!v.is_string()) throw UsageError(fmt::format("{}: '{}' must be a string", src, key));
     return v.get<std::string>();
   };
-  auto integer = [&](const nlohmann::json& v, const std::string& key, int64_t min) {
-    if (!v.is_number_integer() || v.get<int64_t>() < min) {
-      throw UsageError(fmt::format("{}: '{}' must be an integer >= {}", src, key, min));
+  // max: what the key's field holds (reps, warmup and threads are ints: a larger value once wrapped).
+  auto integer = [&](const nlohmann::json& v, const std::string& key, int64_t min,
+                     int64_t max = std::numeric_limits<int64_t>::max()) {
+    if (!v.is_number_integer() || v.get<int64_t>() < min || v.get<int64_t>() > max) {
+      throw UsageError(fmt::format("{}: '{}' must be an integer from {} to {}, got {}", src, key, min, max, v.dump()));
     }
     return v.get<int64_t>();
   };
+  constexpr int64_t kIntMax = std::numeric_limits<int>::max();
   for (const auto& [key, v] : doc.items()) {
-    if (key == "name" || key == "description") continue;
+    if (key == "name" || key == "description") {
+      (void)str(v, key);
+      continue;
+    }
     if (key == "models") {
       if (!v.is_array() || v.empty()) throw UsageError(fmt::format("{}: 'models' must be a non-empty list", src));
       s.models.clear();
@@ -212,9 +225,9 @@ SweepSpec load_suite(const std::string& name_or_path, const SweepSpec& defaults)
     } else if (key == "gen_tokens") {
       s.gen_tokens = integer(v, key, 1);
     } else if (key == "reps") {
-      s.reps = static_cast<int>(integer(v, key, 1));
+      s.reps = static_cast<int>(integer(v, key, 1, kIntMax));
     } else if (key == "warmup") {
-      s.warmup = static_cast<int>(integer(v, key, 0));
+      s.warmup = static_cast<int>(integer(v, key, 0, kIntMax));
     } else if (key == "dtype") {
       s.dtype = str(v, key);
       // Checked here, naming the file and key: found later, the error would name --dtype.
@@ -234,7 +247,7 @@ SweepSpec load_suite(const std::string& name_or_path, const SweepSpec& defaults)
     } else if (key == "selective_scan") {
       s.selective_scan = model::parse_selective_scan(str(v, key), src + ": 'selective_scan'");
     } else if (key == "threads") {
-      s.threads = static_cast<int>(integer(v, key, 1));
+      s.threads = static_cast<int>(integer(v, key, 1, kIntMax));
     } else if (key == "attention") {
       s.attention = str(v, key);
       (void)ops::parse_attention_impl(s.attention, src + ": 'attention'");  // checked here, used by the runner

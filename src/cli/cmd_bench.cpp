@@ -97,6 +97,14 @@ int run_bench(const BenchCmd& cmd) {
   if (spec.threads && *spec.threads < 1) throw UsageError("--threads must be at least 1");
   spec.seed = cmd.seed;
   if (spec.gen_tokens < 1) throw UsageError("--gen-tokens must be at least 1");
+  std::vector<std::pair<const char*, int64_t>> lengths{{"--gen-tokens", spec.gen_tokens}};
+  for (int64_t n : spec.prompt_lengths) lengths.emplace_back("--prompt-lengths", n);
+  for (const auto& [option, n] : lengths) {
+    if (n > model::kMaxSequenceTokens) {
+      throw UsageError(fmt::format("{}: {} tokens is past the longest sequence effarch runs ({})", option, n,
+                                   model::kMaxSequenceTokens));
+    }
+  }
   if (spec.reps < 1) throw UsageError("--reps must be at least 1");
   if (spec.warmup < 0) throw UsageError("--warmup must be at least 0");
   if (cmd.mode) spec.modes = bench::parse_modes(*cmd.mode, "--mode");
@@ -149,11 +157,8 @@ int run_bench(const BenchCmd& cmd) {
   if (spec.pdl.size() > 1) env["programmatic_launch"] = bench::pdl_list_name(spec.pdl);  // each point's key says which
   if (spec.parallel) env["parallel"] = parallel_json(*par);
   bench::check_sweep(spec);  // what the device allows, before the last run's .jsonl is truncated
-  std::ofstream lines;
-  if (lead) {
-    lines.open(jsonl, std::ios::trunc);
-    if (!lines) throw UsageError(fmt::format("-o: cannot write {}", jsonl));
-  }
+  std::optional<bench::LineLog> lines;
+  if (lead) lines.emplace(jsonl);
   const bool progress = lead && !cmd.no_progress && isatty(STDERR_FILENO);
   if (lead) {
     fmt::print(stderr, "effarch bench: {} point(s); results to {} (each point also to {} as it finishes){}\n",
@@ -184,8 +189,7 @@ int run_bench(const BenchCmd& cmd) {
                  "memory figures are not affected)\n",
                  p.key.str(), others(ml.before), others(ml.after), ml.threads, ml.cores);
     }
-    lines << nlohmann::json(p).dump() << "\n";
-    lines.flush();
+    lines->append(nlohmann::json(p).dump());
   };
   cb.on_start = [&](size_t i, size_t total, const std::string& label) {
     if (!progress) return;
@@ -200,7 +204,7 @@ int run_bench(const BenchCmd& cmd) {
   if (spec.parallel) par->barrier();  // no rank leaves (rank 0 serves the store) while another still runs
   if (!lead) return 0;
   const nlohmann::json doc = bench::make_document(spec, env, cmd.argv, points, interrupted);
-  bench::write_atomically(cmd.output, doc.dump(2) + "\n");
+  // The figures on stdout first: a results file that cannot be written (a full disk) loses none.
   bench::TableOptions table;
   table.wide = cmd.wide;
   table.max_width = bench::terminal_width();
@@ -216,6 +220,7 @@ int run_bench(const BenchCmd& cmd) {
     }
   }
   std::fflush(stdout);
+  bench::write_atomically(cmd.output, doc.dump(2) + "\n");  // an Error (exit 1) where it cannot be written
   fmt::print(stderr, "wrote {} ({} point(s){})\n", cmd.output, points.size(), interrupted ? ", interrupted" : "");
   if (interrupted) return 130;
   for (const auto& p : points) {

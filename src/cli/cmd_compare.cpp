@@ -3,6 +3,7 @@
 // (docs/bench.md). With one file, the
 // launch settings of that run against its first.
 
+#include <cmath>
 #include <filesystem>
 
 #include <fmt/format.h>
@@ -27,7 +28,9 @@ int run_compare(const CompareCmd& cmd) {
   opt.max_regression = bench::parse_fraction(cmd.max_regression, "--max-regression");
   opt.noise_sigmas = cmd.noise_sigmas;
   opt.ignore_launch = cmd.ignore_launch;
-  if (opt.noise_sigmas < 0) throw UsageError("--noise-sigmas must be >= 0");
+  if (!(opt.noise_sigmas >= 0) || !std::isfinite(opt.noise_sigmas)) {  // NaN passed a plain < 0 and gated nothing
+    throw UsageError(fmt::format("--noise-sigmas must be a finite number >= 0, got {}", opt.noise_sigmas));
+  }
   if (!cmd.metrics.empty()) {
     opt.metrics = cmd.metrics;
     opt.metrics_required = true;

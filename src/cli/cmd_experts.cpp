@@ -17,6 +17,7 @@
 #include <nlohmann/json.hpp>
 
 #include "commands.h"
+#include "effarch/bench/bench.h"
 #include "effarch/common/device.h"
 #include "effarch/common/dtype.h"
 #include "effarch/common/error.h"
@@ -142,6 +143,12 @@ int run_experts(const ExpertsCmd& cmd) {
     throw UsageError("--router-weights-out says where --router-weights writes: give the layer with --router-weights");
   }
   if (cmd.max_tokens < 1) throw UsageError("--max-tokens must be at least 1");
+  // The outputs' paths before the model loads and routes (a bad one once failed only at the end).
+  const std::string router_out = !cmd.router_layer        ? std::string()
+                                 : cmd.router_out.empty() ? fmt::format("router-layer{}.safetensors", *cmd.router_layer)
+                                                          : cmd.router_out;
+  if (!router_out.empty()) bench::check_output_path(router_out, "--router-weights-out", bench::OutputFolder::MustExist);
+  if (!cmd.json.empty()) bench::check_output_path(cmd.json, "--json", bench::OutputFolder::MustExist);
   for (int64_t len : cmd.prompt_lengths) {
     if (len < 1) throw UsageError(fmt::format("--prompt-lengths: {} is not a positive length", len));
   }
@@ -225,7 +232,7 @@ int run_experts(const ExpertsCmd& cmd) {
   nlohmann::json router_json;
   if (cmd.router_layer) {
     const int l = *cmd.router_layer;
-    const std::string out = cmd.router_out.empty() ? fmt::format("router-layer{}.safetensors", l) : cmd.router_out;
+    const std::string& out = router_out;
     const at::Tensor w = model->weights().get(l, "moe.router.weight").to(at::kCPU).contiguous();
     io::save_safetensors(out, {{"router.weight", w}},
                          {{"model", source.name}, {"layer", std::to_string(l)}, {"layout", "[num_experts, hidden]"}});
@@ -270,10 +277,7 @@ int run_experts(const ExpertsCmd& cmd) {
     }
     doc["layers"] = layers;
     if (!router_json.is_null()) doc["router_weights"] = router_json;
-    std::ofstream out(cmd.json);
-    if (!out) throw UsageError(fmt::format("--json: cannot write {}", cmd.json));
-    out << doc.dump(2) << "\n";
-    if (!out) throw UsageError(fmt::format("--json: writing {} failed", cmd.json));
+    bench::write_atomically(cmd.json, doc.dump(2) + "\n");
   }
   return 0;
 }

@@ -68,15 +68,30 @@ at::Tensor parse_prompt_ids(const std::string& text, int64_t vocab) {
     rows.back().push_back(id);
     token.clear();
   };
+  bool comma = false;  // the last separator was a comma: an id must follow it ("1,,2" or "1," is refused)
   for (char ch : text) {
-    if (ch == ',' || ch == ' ') {
+    if (ch == ',') {
+      if (token.empty() && (comma || rows.back().empty())) {
+        throw UsageError(fmt::format("--prompt-ids: an empty entry in '{}' (ids separated by commas, prompts by ;)", text));
+      }
+      flush();
+      comma = true;
+    } else if (ch == ' ') {
       flush();
     } else if (ch == ';') {
+      if (comma && token.empty()) {
+        throw UsageError(fmt::format("--prompt-ids: an empty entry in '{}' (ids separated by commas, prompts by ;)", text));
+      }
+      comma = false;
       flush();
       rows.emplace_back();
     } else {
       token += ch;
+      comma = false;
     }
+  }
+  if (comma && token.empty()) {
+    throw UsageError(fmt::format("--prompt-ids: an empty entry in '{}' (ids separated by commas, prompts by ;)", text));
   }
   flush();
   for (const auto& r : rows) {

@@ -74,8 +74,7 @@ int run_kernels_cmd(KernelsCmd& cmd) {
   at::set_num_threads(threads);
   // The device's copy bandwidth, versions and host: the same probe as bench's.
   const nlohmann::json env = bench::probe_environment(sweep.device, sweep.dtype);
-  std::ofstream lines(jsonl, std::ios::trunc);
-  if (!lines) throw UsageError(fmt::format("-o: cannot write {}", jsonl));
+  bench::LineLog lines(jsonl);
   fmt::print(stderr, "effarch kernels: results to {} (each row also to {} as it finishes)\n", cmd.output, jsonl);
   bench::KernelCallbacks cb;
   // Ctrl-C: no new row starts; the rows measured so far are written (the JSON marked interrupted)
@@ -85,17 +84,15 @@ int run_kernels_cmd(KernelsCmd& cmd) {
   {
     const StopOnSigint stop;
     cb.stop = stop.flag();
-    cb.on_row = [&](const nlohmann::json& row) {
-      lines << row.dump() << "\n";
-      lines.flush();
-    };
+    cb.on_row = [&](const nlohmann::json& row) { lines.append(row.dump()); };
     rows = bench::run_kernels(sweep, env, cb);
     interrupted = stop.requested();
   }
   const nlohmann::json doc = bench::kernels_document(sweep, env, cmd.argv, rows, interrupted);
-  bench::write_atomically(cmd.output, doc.dump(2) + "\n");
+  // The figures on stdout first: a results file that cannot be written (a full disk) loses none.
   fmt::print("{}", cmd.json ? doc.dump(2) + "\n" : bench::format_kernels_table(doc));
   std::fflush(stdout);
+  bench::write_atomically(cmd.output, doc.dump(2) + "\n");  // an Error (exit 1) where it cannot be written
   fmt::print(stderr, "wrote {} ({} row(s){})\n", cmd.output, rows.size(), interrupted ? ", interrupted" : "");
   if (interrupted) return 130;
   for (const auto& r : rows) {

@@ -56,10 +56,12 @@ int run_profile(ProfileCmd& cmd) {
   doc["schema"] = "effarch-profile";
   doc["schema_version"] = 1;
   doc["command_line"] = cmd.argv;
-  if (!cmd.output.empty()) bench::write_atomically(cmd.output, doc.dump(2) + "\n");
   fmt::print("{}", cmd.json ? doc.dump(2) + "\n" : bench::format_profile_table(doc));
   std::fflush(stdout);
-  if (!cmd.output.empty()) fmt::print(stderr, "wrote {}\n", cmd.output);
+  if (!cmd.output.empty()) {
+    bench::write_atomically(cmd.output, doc.dump(2) + "\n");
+    fmt::print(stderr, "wrote {}\n", cmd.output);
+  }
   return 0;
 }
 

@@ -87,6 +87,7 @@ int run_report(const ReportCmd& cmd) {
                                    cmd.python, why));
     }
   }
+  if (!cmd.output.empty()) bench::check_output_path(cmd.output, "-o", bench::OutputFolder::Made);
   std::vector<bench::Point> points;
   std::vector<std::string> sources;
   for (const auto& f : cmd.files) {

@@ -31,9 +31,12 @@ uint64_t parse_size(const std::string& text, const std::string& option) {
   while (pos < text.size() && (std::isdigit(static_cast<unsigned char>(text[pos])) || text[pos] == '.')) ++pos;
   std::string unit = text.substr(pos);
   for (auto& ch : unit) ch = static_cast<char>(std::toupper(static_cast<unsigned char>(ch)));
-  double value = 0;
+  double value = -1;
+  const std::string number = text.substr(0, pos);
   try {
-    value = pos == 0 ? -1 : std::stod(text.substr(0, pos));
+    size_t used = 0;
+    if (pos > 0) value = std::stod(number, &used);
+    if (used != number.size()) value = -1;  // "1.5.5": one number, every character of it
   } catch (const std::exception&) {
     value = -1;
   }
@@ -47,6 +50,10 @@ uint64_t parse_size(const std::string& text, const std::string& option) {
   else if (unit == "GIB") scale = 1024.0 * 1024 * 1024;
   if (value <= 0 || scale < 0 || !std::isfinite(value * scale)) {
     throw UsageError(fmt::format("{}: '{}' is not a size (e.g. 5GB, 500MB, 2GiB)", option, text));
+  }
+  // At least a byte, and within what a size holds (a size of 0 would read as "no limit").
+  if (value * scale < 1 || value * scale >= 9.2e18) {
+    throw UsageError(fmt::format("{}: '{}' is {} bytes: give a size from 1 byte to 9 EB", option, text, value * scale));
   }
   return static_cast<uint64_t>(value * scale);
 }

@@ -78,6 +78,11 @@ ModelSource resolve_model(const std::string& model) {
     src.config_path = p / "config.json";
     src.checkpoint_dir = p;
   } else if (fs::is_regular_file(p)) {
+    if (p.extension() == ".safetensors") {
+      throw UsageError(fmt::format("MODEL '{}' is a safetensors file: give the checkpoint folder that holds it and its "
+                                   "config.json",
+                                   model));
+    }
     src.name = p.stem().string();
     src.config_path = p;
   } else {

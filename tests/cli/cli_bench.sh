@@ -528,4 +528,33 @@ echo '{"models": ["tiny-llama"], "dtype": "float64"}' > dtype-suite.json
 expect_exit 2 "dtype-suite.json: 'dtype': unknown dtype 'float64'" "$EFFARCH" bench --suite dtype-suite.json
 out=$("$EFFARCH" bench --suite dtype-suite.json 2>&1) || true
 [[ $out != *--dtype* ]] || fail "a suite's dtype blamed on --dtype: $out"
+# Numbers past what a field holds: refused by name (a range to 2^63 once looped forever; a suite's
+# reps past an int wrapped; a suite's non-string name was an internal error).
+expect_exit 2 "--prompt-lengths: 4294967296 tokens is past the longest sequence" \
+  "$EFFARCH" bench tiny-llama --prompt-lengths 1-9223372036854775807*2
+expect_exit 2 "--gen-tokens: 99999999999 tokens is past" "$EFFARCH" bench tiny-llama --gen-tokens 99999999999
+expect_exit 2 "--memory-limit: '1.5.5GB' is not a size" "$EFFARCH" bench tiny-llama --memory-limit 1.5.5GB
+expect_exit 2 "--memory-limit: '0.1' is 0.1 bytes" "$EFFARCH" bench tiny-llama --memory-limit 0.1
+echo '{"models": ["tiny-llama"], "reps": 4294967296}' > reps-suite.json
+expect_exit 2 "reps-suite.json: 'reps' must be an integer from 1 to 2147483647, got 4294967296" \
+  "$EFFARCH" bench --suite reps-suite.json
+echo '{"name": 5, "models": ["tiny-llama"]}' > name-suite.json
+expect_exit 2 "name-suite.json: 'name' must be a string" "$EFFARCH" bench --suite name-suite.json
+
+# -o is written by renaming a new file over it: a path that is a device or pipe is refused before
+# anything runs (-o /dev/null as root replaced /dev/null), and a symlink's target is what is replaced.
+expect_exit 2 "-o: /dev/null is not a regular file" "$EFFARCH" bench tiny-llama -o /dev/null
+small=(tiny-llama --prompt-lengths 16,32 --reps 1 --warmup 0 --gen-tokens 2 --no-progress)
+mkdir -p linked && : > linked/target.json && ln -sf linked/target.json link.json
+"$EFFARCH" bench "${small[@]}" -o link.json > /dev/null 2>&1 || fail "bench -o through a symlink"
+[[ -L link.json && -s linked/target.json ]] || fail "bench -o replaced the symlink instead of writing its target"
+# A file that cannot be written (a full disk; here the file size limit, its signal ignored so
+# writes fail with EFBIG): the figures are printed all the same, the failure is named with the
+# system's reason, and the exit code is 1, not a usage error's 2.
+rc=0
+(trap '' XFSZ; ulimit -f 4; exec "$EFFARCH" bench "${small[@]}" -o full.json > full.out 2> full.err) || rc=$?
+[[ $rc -eq 1 ]] || fail "a results file that cannot be written exited $rc, expected 1: $(cat full.err)"
+grep -q "writing .*full.json failed: File too large" full.err || fail "the write failure unnamed: $(cat full.err)"
+[[ $(grep -c "^| tiny-llama |     1 |" full.out) -eq 2 ]] || fail "the measured points were not printed: $(cat full.out)"
+[[ ! -e full.json.partial ]] || fail "a failed write left full.json.partial"
 finish

@@ -52,6 +52,9 @@ expect_exit 0 "within noise" "$EFFARCH" compare base.json slower-noisy.json
 expect_exit 0 "improved" "$EFFARCH" compare base.json faster.json
 expect_exit 0 "only in base.json: tiny-llama float32 b1 p64" "$EFFARCH" compare base.json missing.json
 expect_exit 0 "0 regression(s)" "$EFFARCH" compare base.json slower.json --max-regression 25%
+# Gates that would pass everything are refused: NaN compared false with every bound.
+expect_exit 2 "--noise-sigmas must be a finite number >= 0, got nan" "$EFFARCH" compare base.json slower.json --noise-sigmas nan
+expect_exit 2 "--max-regression: 'inf' is not a fraction" "$EFFARCH" compare base.json slower.json --max-regression inf
 expect_exit 0 "0 regression(s)" "$EFFARCH" compare base.json slower.json --metric decode_tokens_per_s
 expect_exit 0 "side by side: prefill_tokens_per_s" "$EFFARCH" compare base.json mamba.json same.json
 # Keys that differ in how effarch ran them pair only when asked (--ignore-launch).

@@ -61,6 +61,14 @@ expect_exit 1 "odd.json: key 'num_attention_heads': head_dim = hidden_size / num
   "$EFFARCH" info "$SCRATCH/odd.json"
 out=$("$EFFARCH" info "$SCRATCH/odd.json" 2>&1) || true
 [[ $out != *partial_rotary_factor* ]] || fail "an odd head_dim blamed on partial_rotary_factor: $out"
+# generate's numbers: an empty --prompt-ids entry, a length past any cache; a safetensors file as MODEL.
+expect_exit 2 "--prompt-ids: an empty entry in '1,,2'" "$EFFARCH" generate tiny-llama --prompt-ids 1,,2
+expect_exit 2 "--prompt-ids: an empty entry in ',1'" "$EFFARCH" generate tiny-llama --prompt-ids ,1
+expect_exit 2 "--prompt-ids: an empty entry in '1,2,'" "$EFFARCH" generate tiny-llama --prompt-ids 1,2,
+expect_exit 2 "-n: 99999999999 tokens is past the longest sequence" "$EFFARCH" generate tiny-mamba --prompt-ids 1,2 -n 99999999999
+expect_exit 2 "--context 99999999999 and --steps 8: past the longest sequence" "$EFFARCH" profile tiny-mamba --context 99999999999
+: > "$SCRATCH/model.safetensors"
+expect_exit 2 "is a safetensors file: give the checkpoint folder" "$EFFARCH" info "$SCRATCH/model.safetensors"
 # The broken-file corpus that BadInput.Corpus opens is the generator's output, byte for byte
 # (a hand edit there would test a file nobody can remake).
 "$PYTHON" "$SRC/tools/make_bad_corpus.py" --check || fail "tests/corpus differs from tools/make_bad_corpus.py's output"

@@ -5,6 +5,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <fstream>
 #include <functional>
 #include <optional>
 #include <string>
@@ -160,11 +161,29 @@ nlohmann::json make_document(const SweepSpec& spec, const nlohmann::json& enviro
 nlohmann::json read_document(const std::string& path);
 // The points of a document read_document accepted (or make_document built).
 std::vector<Point> points_of(const nlohmann::json& doc);
-// Writes `doc` to `path` atomically (a temporary file beside it, then rename).
+// Writes `doc` to `path` atomically (a temporary file beside it, then rename; through a symlink,
+// its target is replaced). A failed write (a full disk) is an Error saying what the system
+// reported, the temporary file removed: callers print what they measured before writing.
 void write_atomically(const std::string& path, const std::string& text);
+// The .jsonl beside a results file: each point or row appended and flushed as it finishes. A
+// failed write (a full disk) warns once, naming the file and the system's reason, and the run goes
+// on (its results are still printed and written at the end); ok() says whether every line went.
+class LineLog {
+ public:
+  // Truncates `path`; a UsageError naming -o when it cannot be opened.
+  explicit LineLog(const std::string& path);
+  void append(const std::string& line);
+  bool ok() const { return ok_; }
+
+ private:
+  std::string path_;
+  std::ofstream out_;
+  bool ok_ = true;
+};
 // Whether an output path can be written, checked before any work: a UsageError naming `option`
-// for an empty path, a directory, a parent that is not a folder or cannot be written, and (with
-// MustExist) a folder that does not exist; nothing is created or truncated.
+// for an empty path, a directory, a path that exists and is not a regular file (a device such as
+// /dev/null, a pipe), a parent that is not a folder or cannot be written, and (with MustExist) a
+// folder that does not exist; nothing is created or truncated.
 enum class OutputFolder { MustExist, Made };
 void check_output_path(const std::string& path, const std::string& option, OutputFolder folder);
 
