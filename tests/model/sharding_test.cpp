@@ -3,6 +3,7 @@
 // local config matches the shards, and the launch environment's parsing.
 
 #include <cstdlib>
+#include <map>
 #include <set>
 
 #include <ATen/ATen.h>
@@ -46,7 +47,10 @@ TEST(Sharding, RefusesWhatDoesNotSplitNamingTheField) {
 
 // For every tiny model and layout: each tensor's shards over the tp ranks of an ep group have the
 // local shape, and their elements add up to the whole tensor's (times the ranks that replicate
-// it); experts are held by exactly one ep rank; row-parallel biases by tp rank 0 only.
+// it); experts are held by exactly one ep rank; row-parallel biases by tp rank 0 only. Taken from
+// a tensor of its own element indices, the split tensors' shards in each ep group hold every index
+// exactly once (a rank that ignored its rank, or a segment's offset wrong, repeats some), and a
+// replicated or first-rank tensor is whole on each rank holding it.
 TEST(Sharding, ShardsTileEveryTensor) {
   for (const char* name : {"tiny-llama", "tiny-phi", "tiny-mamba", "tiny-falcon-mamba", "tiny-mamba2", "tiny-mixtral",
                            "tiny-deepseek-moe", "tiny-jamba"}) {
@@ -60,6 +64,8 @@ TEST(Sharding, ShardsTileEveryTensor) {
         int64_t held = 0;
         int holders = 0;
         TensorSplit split0;  // as the first rank that holds it has it
+        const at::Tensor full = at::arange(spec.numel(), at::kLong).view(spec.shape);
+        std::map<int, std::vector<at::Tensor>> parts;  // ep group -> its ranks' shards, flattened
         for (int r = 0; r < tp * ep; ++r) {
           const Shard s{tp, r % tp, ep, r / tp};
           const TensorSplit split = tensor_split(c, spec, s);
@@ -69,10 +75,19 @@ TEST(Sharding, ShardsTileEveryTensor) {
           for (int64_t d : local_shape(spec, split, s)) n *= d;
           held += n;
           // The slice taken from a full tensor has the local shape.
-          const at::Tensor full = at::zeros(spec.shape);
-          EXPECT_EQ(take_shard(full, split, s).sizes().vec(), local_shape(spec, split, s)) << spec.role;
+          const at::Tensor part = take_shard(full, split, s);
+          EXPECT_EQ(part.sizes().vec(), local_shape(spec, split, s)) << spec.role;
+          parts[s.ep_rank].push_back(part.flatten());
         }
         ASSERT_GT(holders, 0) << spec.role;
+        for (const auto& [group, pieces] : parts) {
+          if (split0.kind == TensorSplit::Kind::Split) {
+            EXPECT_TRUE(at::equal(std::get<0>(at::cat(pieces).sort()), full.flatten()))
+                << spec.role << ": ep group " << group << "'s shards do not hold each element once";
+          } else {
+            for (const at::Tensor& p : pieces) EXPECT_TRUE(at::equal(p, full.flatten())) << spec.role;
+          }
+        }
         if (spec.expert >= 0 || spec.role.rfind("moe.shared.", 0) == 0) {
           // One ep group holds it: tp shards of it, or a bias on tp rank 0 only.
           EXPECT_EQ(held, split0.kind == TensorSplit::Kind::Split ? spec.numel() : spec.numel() * holders) << spec.role;
@@ -127,6 +142,14 @@ TEST(Sharding, BytesPerRankAddUp) {
   const uint64_t r0 = shard_bytes(c, Shard{1, 0, 2, 0}, 2), r1 = shard_bytes(c, Shard{1, 0, 2, 1}, 2);
   EXPECT_LT(r0, whole);
   EXPECT_EQ(r0, r1);
+  // The two ep ranks hold the experts between them once and everything else each: their sum is the
+  // whole plus one more copy of what is not an expert (two ranks handed the same experts also
+  // sum to that, which the tiling test above rules out).
+  uint64_t experts = 0;
+  for (const TensorSpec& s : expected_tensors(c)) {
+    if (!s.optional && s.expert >= 0) experts += static_cast<uint64_t>(s.numel()) * 2;
+  }
+  EXPECT_EQ(r0 + r1, whole + (whole - experts));
 }
 
 }  // namespace
