@@ -97,6 +97,7 @@ TEST(MoeRoute, NormalisationPerModel) {
   const Routing jamba = moe_route(x, router, 2, RouterKind::SoftmaxFp32);
   EXPECT_TRUE(at::allclose(jamba.weights.to(at::kDouble), probs.gather(1, jamba.expert_ids), 1e-6, 1e-6));
   EXPECT_TRUE((jamba.weights.sum(-1) < 1.0).all().item<bool>());  // not renormalised
+  EXPECT_TRUE(at::equal(jamba.expert_ids, std::get<1>(at::topk(probs, 2, -1))));  // the weights are of these
 
   // bf16: Jamba's weights are cast to the model dtype; DeepSeekMoE's softmax itself runs in it.
   const at::Tensor xb = x.to(at::kBFloat16), rb = router.to(at::kBFloat16);
@@ -106,6 +107,8 @@ TEST(MoeRoute, NormalisationPerModel) {
   EXPECT_EQ(ds.weights.scalar_type(), at::kBFloat16);
   const at::Tensor scores_bf16 = at::softmax(at::linear(xb, rb), -1);
   EXPECT_TRUE(at::equal(ds.weights, scores_bf16.gather(1, ds.expert_ids)));
+  // DeepSeekMoE's top 3 of its own bf16 scores (ties, which bf16 makes likely, broken as topk does).
+  EXPECT_TRUE(at::equal(ds.expert_ids, std::get<1>(at::topk(scores_bf16, 3, -1))));
   EXPECT_EQ(ds.probs.scalar_type(), at::kFloat);
 }
 
