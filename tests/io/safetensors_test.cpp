@@ -3,9 +3,11 @@
 
 #include <cstring>
 #include <fstream>
+#include <map>
 
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
 
 #include "../test_util.h"
 #include "effarch/common/error.h"
@@ -63,6 +65,16 @@ TEST(Safetensors, RoundTripEveryDtype) {
   }
   // The writer aligns every tensor to its element size, so views are zero-copy.
   for (const auto& t : file.tensors()) EXPECT_EQ(t.data_begin % dtype_size(t.dtype), 0u) << t.name;
+  // The header's dtype names, read as plain JSON (the reader shares the writer's table, so a pair
+  // swapped in it, BF16 for F16, would round-trip): the safetensors format's names.
+  const std::string bytes = read_all(dir / "t.safetensors");
+  uint64_t n = 0;
+  std::memcpy(&n, bytes.data(), 8);
+  const nlohmann::json header = nlohmann::json::parse(bytes.substr(8, n));
+  const std::map<std::string, std::string> names = {
+      {"f64", "F64"}, {"f32", "F32"}, {"f16", "F16"}, {"bf16", "BF16"}, {"i64", "I64"}, {"i32", "I32"},
+      {"i16", "I16"}, {"i8", "I8"},   {"u8", "U8"},   {"bool", "BOOL"}, {"scalar", "F32"}, {"empty", "F32"}};
+  for (const auto& [name, dtype] : names) EXPECT_EQ(header.at(name).at("dtype"), dtype) << name;
 }
 
 TEST(Safetensors, PythonCompatibleLayout) {

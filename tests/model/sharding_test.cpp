@@ -207,15 +207,16 @@ TEST(LaunchEnv, TorchrunSlurmAndNone) {
   }
   {
     EnvGuard g({{"RANK", "0"}, {"WORLD_SIZE", "2"}});
-    EXPECT_THROW(read_launch_env(), UsageError);  // no MASTER_ADDR / MASTER_PORT
+    EXPECT_THROW_WITH(read_launch_env(), UsageError, {"WORLD_SIZE=2 but MASTER_ADDR is not set"});
   }
   {
     EnvGuard g({{"RANK", "2"}, {"WORLD_SIZE", "2"}, {"MASTER_ADDR", "a"}, {"MASTER_PORT", "1"}});
-    EXPECT_THROW(read_launch_env(), UsageError);  // rank outside the world
+    EXPECT_THROW_WITH(read_launch_env(), UsageError, {"RANK=2 is not below WORLD_SIZE=2"});
   }
   {
-    EnvGuard g({{"RANK", "x"}, {"WORLD_SIZE", "2"}});
-    EXPECT_THROW(read_launch_env(), UsageError);
+    // The address and port set, so only the rank's value can be at fault.
+    EnvGuard g({{"RANK", "x"}, {"WORLD_SIZE", "2"}, {"MASTER_ADDR", "a"}, {"MASTER_PORT", "1"}});
+    EXPECT_THROW_WITH(read_launch_env(), UsageError, {"RANK='x'", "expected an integer"});
   }
 }
 
