@@ -94,7 +94,7 @@ int run_bench(const BenchCmd& cmd) {
   }
   ops::set_programmatic_launch(false, "--pdl");  // until the device is known (below)
   if (cmd.threads) spec.threads = *cmd.threads;
-  if (spec.threads && *spec.threads < 1) throw UsageError("--threads must be at least 1");
+  check_threads(spec.threads, cmd.threads ? "--threads" : "the suite's threads");
   spec.seed = cmd.seed;
   if (spec.gen_tokens < 1) throw UsageError("--gen-tokens must be at least 1");
   std::vector<std::pair<const char*, int64_t>> lengths{{"--gen-tokens", spec.gen_tokens}};

@@ -34,6 +34,7 @@ int run_init(const InitOptions& opt) {
   const auto src = model::resolve_model(opt.config);
   const at::ScalarType dtype = opt.dtype.empty() ? src.config.torch_dtype : parse_float_dtype(opt.dtype, "--dtype");
   const uint64_t max_shard = parse_size(opt.max_shard_size, "--max-shard-size");
+  if (opt.out_dir.empty()) throw UsageError("OUT_DIR: the path is empty");
   const fs::path out(opt.out_dir);
   if (fs::exists(out) && !fs::is_directory(out)) throw UsageError(fmt::format("OUT_DIR {}: exists and is not a folder", opt.out_dir));
   if (fs::exists(out) && !fs::is_empty(out) && !opt.force) {

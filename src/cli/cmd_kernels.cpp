@@ -59,7 +59,7 @@ int run_kernels_cmd(KernelsCmd& cmd) {
   if (!cmd.memory_limit.empty()) sweep.memory_limit = parse_size(cmd.memory_limit, "--memory-limit");
   for (const auto& config : bench::kernel_sweep_configs(sweep)) note_shadowed_model(config);  // those --ops read
   bench::check_kernel_sweep(sweep);  // ops, counts and models before the device is looked at
-  if (cmd.threads && *cmd.threads < 1) throw UsageError("--threads must be at least 1");
+  check_threads(cmd.threads);
   apply_pdl_option(cmd.pdl, sweep.device);
   if (std::filesystem::path(cmd.output).extension() == ".jsonl") {
     throw UsageError(fmt::format("-o: '{}' ends in .jsonl, where the rows go one by one (give the JSON file)",

@@ -45,7 +45,7 @@ int run_profile(ProfileCmd& cmd) {
   cmd.spec.fuse_norm_prologue = model::parse_norm_prologue(cmd.norm_prologue, "--norm-prologue");
   cmd.spec.selective_scan = model::parse_selective_scan(cmd.selective_scan, "--selective-scan");
   apply_pdl_option(cmd.pdl, cmd.spec.device);
-  if (cmd.threads && *cmd.threads < 1) throw UsageError("--threads must be at least 1");
+  check_threads(cmd.threads);
   // Both outputs checked before anything is profiled (an empty -o was once taken as "no file").
   if (cmd.output_given) bench::check_output_path(cmd.output, "-o", bench::OutputFolder::Made);
   if (cmd.trace_given) bench::check_output_path(cmd.spec.trace, "--trace", bench::OutputFolder::MustExist);

@@ -51,6 +51,10 @@ void apply_pdl_option(const std::string& value, const std::string& device);
 // A --pdl request (nullopt: auto) for the --device text `device`, as apply_pdl_option resolves it.
 bool resolve_pdl(const std::optional<bool>& request, const std::string& device);
 
+// --threads N (bench, kernels, profile): from 1 to 1024 (ATen starts every thread it is given:
+// 100,000 ran for minutes before the first point). A UsageError naming `option` otherwise.
+void check_threads(const std::optional<int>& threads, const std::string& option = "--threads");
+
 // What MODEL may be, under the help of the commands that take one (info, generate, experts,
 // bench, profile): add_model_footer. The top-level help's footer also names those commands.
 std::string model_footer(bool commands = false);

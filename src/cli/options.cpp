@@ -113,6 +113,12 @@ bool resolve_pdl(const std::optional<bool>& request, const std::string& device) 
   }
 }
 
+void check_threads(const std::optional<int>& threads, const std::string& option) {
+  if (threads && (*threads < 1 || *threads > 1024)) {
+    throw UsageError(fmt::format("{} must be from 1 to 1024, got {}", option, *threads));
+  }
+}
+
 void apply_pdl_option(const std::string& value, const std::string& device) {
   ops::set_programmatic_launch(resolve_pdl(ops::parse_programmatic_launch_request(value, "--pdl"), device), "--pdl");
 }

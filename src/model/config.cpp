@@ -114,6 +114,7 @@ ModelConfig parse_config(const nlohmann::json& doc, const std::string& source) {
   c.vocab_size = r.positive("vocab_size");
   c.hidden_size = r.positive("hidden_size");
   c.num_layers = r.positive("num_hidden_layers");
+  if (c.num_layers > 65536) r.fail("num_hidden_layers", fmt::format("{} layers is past any model's (at most 65536)", c.num_layers));
   // transformers 5 writes "dtype", 4.x "torch_dtype"; with both, 5.23 takes "dtype".
   const std::string dtype_key = r.has("dtype") ? "dtype" : "torch_dtype";
   if (r.has(dtype_key)) {

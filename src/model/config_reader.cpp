@@ -1,6 +1,8 @@
 #include "config_reader.h"
 
 #include <cmath>
+#include <cstdint>
+#include <limits>
 
 #include <fmt/format.h>
 
@@ -37,6 +39,8 @@ int64_t ConfigReader::integer_or(const std::string& key, int64_t fallback) const
 int64_t ConfigReader::positive(const std::string& key) const {
   const int64_t v = integer(key);
   if (v <= 0) fail(key, fmt::format("must be positive, got {}", v));
+  // A size past an int (the kernels' sizes; a vocabulary of 2^57 wrapped the parameter count).
+  if (v > std::numeric_limits<int32_t>::max()) fail(key, fmt::format("{} is past any model's size (at most 2^31 - 1)", v));
   return v;
 }
 

@@ -365,11 +365,11 @@ PY
 # A MODEL that names nothing (a usage error, 2) or a config that does not parse (bad input, 1) is
 # refused before anything runs: no point is measured and no results file is written.
 echo '{"model_type": "llama",' > broken.json
-# The allocator itself refusing (a vocabulary of 10^12 rows, not --memory-limit): an oom point, the
+# The allocator itself refusing (a vocabulary of 2^31 - 1 rows, a terabyte, not --memory-limit): an oom point, the
 # sweep goes on, and the next model's peak does not count the refused request. (c10 once aborted
 # the whole process here: its fatal-for-enforce flag is found set in this binary.)
 "$PYTHON" -c "
-import json; c = json.load(open('$SRC/configs/models/tiny-llama.json')); c['vocab_size'] = 10**12
+import json; c = json.load(open('$SRC/configs/models/tiny-llama.json')); c['vocab_size'] = 2**31 - 1
 json.dump(c, open('huge-vocab.json', 'w'))"
 expect_exit 1 "oom: loading huge-vocab.json" "$EFFARCH" bench huge-vocab.json tiny-mamba --prompt-lengths 8 --gen-tokens 2 \
   --reps 1 --warmup 0 -o huge.json --no-progress
@@ -500,7 +500,8 @@ expect_exit 2 "--pdl" "$EFFARCH" bench tiny-llama --device cpu --pdl off,on
 expect_exit 2 "--weights 'int4'" "$EFFARCH" bench tiny-llama --weights int4
 expect_exit 2 "--prompt-lengths: 'x'" "$EFFARCH" bench tiny-llama --prompt-lengths 16,x
 expect_exit 2 "--batch" "$EFFARCH" bench tiny-llama --batch 0
-expect_exit 2 "--threads must be at least 1" "$EFFARCH" bench tiny-llama --threads 0
+expect_exit 2 "--threads must be from 1 to 1024, got 0" "$EFFARCH" bench tiny-llama --threads 0
+expect_exit 2 "--threads must be from 1 to 1024, got 100000" "$EFFARCH" bench tiny-llama --threads 100000
 expect_exit 2 "--mode: unknown mode 'fast'" "$EFFARCH" bench tiny-llama --mode fast
 expect_exit 2 "--format: unknown format 'xml'" "$EFFARCH" bench tiny-llama --format xml
 expect_exit 2 "--cuda-graphs: unknown value 'yes'" "$EFFARCH" bench tiny-llama --cuda-graphs yes

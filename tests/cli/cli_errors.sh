@@ -69,6 +69,7 @@ expect_exit 2 "-n: 99999999999 tokens is past the longest sequence" "$EFFARCH" g
 expect_exit 2 "--context 99999999999 and --steps 8: past the longest sequence" "$EFFARCH" profile tiny-mamba --context 99999999999
 : > "$SCRATCH/model.safetensors"
 expect_exit 2 "is a safetensors file: give the checkpoint folder" "$EFFARCH" info "$SCRATCH/model.safetensors"
+expect_exit 2 "OUT_DIR: the path is empty" "$EFFARCH" init tiny-llama ""
 # The broken-file corpus that BadInput.Corpus opens is the generator's output, byte for byte
 # (a hand edit there would test a file nobody can remake).
 "$PYTHON" "$SRC/tools/make_bad_corpus.py" --check || fail "tests/corpus differs from tools/make_bad_corpus.py's output"

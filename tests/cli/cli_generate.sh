@@ -123,7 +123,7 @@ st=$("$EFFARCH" generate "$SCRATCH/tiny-llama" --prompt-ids "$ids" -n 8 --cuda-g
 expect_exit 2 "outside the model's vocabulary" "$EFFARCH" generate tiny-llama --prompt-ids 1,512
 expect_exit 2 "--top-p must be in (0, 1]" "$EFFARCH" generate tiny-llama --prompt-ids 1 --temperature 1 --top-p 0
 "$PYTHON" -c "
-import json; c = json.load(open('$SRC/configs/models/tiny-llama.json')); c['vocab_size'] = 10**12
+import json; c = json.load(open('$SRC/configs/models/tiny-llama.json')); c['vocab_size'] = 2**31 - 1
 json.dump(c, open('$SCRATCH/huge-vocab.json', 'w'))"
 expect_exit 1 "effarch: error: out of memory: " "$EFFARCH" generate "$SCRATCH/huge-vocab.json" --prompt-ids 1 -n 1
 for t in nan inf -1; do

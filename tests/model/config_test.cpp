@@ -261,6 +261,12 @@ TEST(ConfigErrors, UnimplementedFieldsAreRefusedByName) {
   json nested = tiny_llama();  // transformers 5 keeps it inside rope_parameters
   nested["rope_parameters"] = {{"rope_type", "default"}, {"rope_theta", 10000.0}, {"partial_rotary_factor", 0.25}};
   EXPECT_THROW_WITH(parse(nested), ConfigError, {"'partial_rotary_factor'", "0.25 is not supported"});
+  json huge = tiny_llama();  // sizes past an int (a vocabulary of 2^57 wrapped the parameter count)
+  huge["vocab_size"] = int64_t{1} << 57;
+  EXPECT_THROW_WITH(parse(huge), ConfigError, {"'vocab_size'", "past any model's size"});
+  huge = tiny_llama();
+  huge["num_hidden_layers"] = 1000000;
+  EXPECT_THROW_WITH(parse(huge), ConfigError, {"'num_hidden_layers'", "at most 65536"});
   json quantised = tiny_llama();
   quantised["quantization_config"] = {{"quant_method", "bitsandbytes"}, {"load_in_8bit", true}};
   EXPECT_THROW_WITH(parse(quantised), ConfigError, {"'quantization_config'", "bitsandbytes", "--weights int8"});
