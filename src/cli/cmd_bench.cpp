@@ -200,6 +200,7 @@ int run_bench(const BenchCmd& cmd) {
   };
   const std::vector<bench::Point> points = bench::run_sweep(spec, env, cb);
   const bool interrupted = stop->requested();
+  const int stop_code = stop->exit_code();
   stop.reset();  // the default SIGINT again
   if (spec.parallel) par->barrier();  // no rank leaves (rank 0 serves the store) while another still runs
   if (!lead) return 0;
@@ -222,7 +223,7 @@ int run_bench(const BenchCmd& cmd) {
   std::fflush(stdout);
   bench::write_atomically(cmd.output, doc.dump(2) + "\n");  // an Error (exit 1) where it cannot be written
   fmt::print(stderr, "wrote {} ({} point(s){})\n", cmd.output, points.size(), interrupted ? ", interrupted" : "");
-  if (interrupted) return 130;
+  if (interrupted) return stop_code;
   for (const auto& p : points) {
     if (p.status != bench::PointStatus::Ok) return 1;
   }

@@ -80,6 +80,7 @@ int run_kernels_cmd(KernelsCmd& cmd) {
   // Ctrl-C: no new row starts; the rows measured so far are written (the JSON marked interrupted)
   // and the command exits 130. The row in progress finishes first (an op call cannot be cut short).
   bool interrupted = false;
+  int stop_code = 0;
   std::vector<nlohmann::json> rows;
   {
     const StopOnSigint stop;
@@ -87,6 +88,7 @@ int run_kernels_cmd(KernelsCmd& cmd) {
     cb.on_row = [&](const nlohmann::json& row) { lines.append(row.dump()); };
     rows = bench::run_kernels(sweep, env, cb);
     interrupted = stop.requested();
+    stop_code = stop.exit_code();
   }
   const nlohmann::json doc = bench::kernels_document(sweep, env, cmd.argv, rows, interrupted);
   // The figures on stdout first: a results file that cannot be written (a full disk) loses none.
@@ -94,7 +96,7 @@ int run_kernels_cmd(KernelsCmd& cmd) {
   std::fflush(stdout);
   bench::write_atomically(cmd.output, doc.dump(2) + "\n");  // an Error (exit 1) where it cannot be written
   fmt::print(stderr, "wrote {} ({} row(s){})\n", cmd.output, rows.size(), interrupted ? ", interrupted" : "");
-  if (interrupted) return 130;
+  if (interrupted) return stop_code;
   for (const auto& r : rows) {
     const std::string status = r.at("status").get<std::string>();
     if (status == "error") return 1;

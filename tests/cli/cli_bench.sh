@@ -409,6 +409,16 @@ timeout --signal=INT 4 "$EFFARCH" bench tiny-jamba --prompt-lengths 64,1024,4096
 "$PYTHON" -c 'import json,sys; d=json.load(open("to.json")); sys.exit(0 if d["interrupted"] else 1)' \
   || fail "under timeout --signal=INT: no interrupted results file: $(tail -3 to.out)"
 
+# SIGTERM (`timeout`'s default signal, a scheduler's) is the same request: the finished points
+# written, marked interrupted, exit 143 (it once left only the .jsonl; --preserve-status: timeout's
+# own exit is 124).
+rc=0
+timeout --preserve-status 4 "$EFFARCH" bench tiny-jamba --prompt-lengths 64,1024,4096,16384 --gen-tokens 64 -o term.json \
+  --no-progress > term.out 2>&1 || rc=$?
+[[ $rc == 143 ]] || fail "under timeout (SIGTERM): exit $rc, expected 143: $(tail -3 term.out)"
+"$PYTHON" -c 'import json,sys; d=json.load(open("term.json")); sys.exit(0 if d["interrupted"] else 1)' \
+  || fail "under timeout (SIGTERM): no interrupted results file: $(tail -3 term.out)"
+
 # The plot script on these results (Debian's python3-matplotlib).
 if /usr/bin/python3 -c 'import matplotlib' 2>/dev/null; then
   /usr/bin/python3 "$SRC/tools/plot_results.py" qs.json limit.json -o curves.png > plot.out || fail "plot_results.py"
