@@ -197,6 +197,7 @@ CompareResult compare(const nlohmann::json& base, const std::vector<nlohmann::js
   }
   CompareResult r;
   std::map<std::string, size_t> compared;  // metric -> pairs with a value on both sides
+  std::map<std::string, size_t> one_sided;  // metric -> ok pairs with a value on one side only
   size_t status_changes = 0;
   std::ostringstream out;
   const std::vector<Point> base_points = points_of(base);
@@ -232,7 +233,13 @@ CompareResult compare(const nlohmann::json& base, const std::vector<nlohmann::js
       }
       for (const auto& metric : options.metrics) {
         const auto b = metric_value(*bp, metric), n = metric_value(*np, metric);
-        if (!b || !n) continue;
+        if (!b && !n) continue;
+        if (!b || !n) {  // measured on one side only (another --mode): said, never a silent pass
+          ++one_sided[metric];
+          out << fmt::format("| {} | {} | {} | {} | - | missing in {} |\n", key, metric,
+                             b ? fmt_value(b->mean) : "-", n ? fmt_value(n->mean) : "-", b ? "new" : "base");
+          continue;
+        }
         ++compared[metric];
         const bool hb = higher_better[metric];
         const double ratio = b->mean != 0 ? n->mean / b->mean : 0;
@@ -351,6 +358,12 @@ CompareResult compare(const nlohmann::json& base, const std::vector<nlohmann::js
     r.incomplete = true;
     out << fmt::format("INCOMPLETE: no matched pair has a value of {} on both sides (--metric)\n",
                        fmt::join(without, ", "));
+  } else if (options.metrics_required && !one_sided.empty()) {
+    r.incomplete = true;
+    std::vector<std::string> which;
+    for (const auto& [metric, n] : one_sided) which.push_back(fmt::format("{} ({} pair(s))", metric, n));
+    out << fmt::format("INCOMPLETE: matched points with a value on one side only (--metric): {}\n",
+                       fmt::join(which, ", "));
   }
   r.report = out.str();
   return r;

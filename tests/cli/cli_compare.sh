@@ -31,6 +31,10 @@ variant("slower.json", 0.8)
 variant("slower-noisy.json", 0.8, widen=0.5)
 variant("faster.json", 1.3)
 variant("missing.json", 1.0, drop_last=True)
+# A matched point measured in memory mode only on the new side: its speed is missing there.
+half = copy.deepcopy(base)
+del half["points"][-1]["speed"]
+json.dump(half, open("half-speed.json", "w"))
 # The same results as schema version 1 wrote them: no backend, implementations or weights in the
 # key; the checkpoint/random field called weights.
 v1 = copy.deepcopy(base)
@@ -81,6 +85,12 @@ expect_exit 1 "INCOMPLETE: no matched pair has a value of decode_tokens_per_s on
 expect_exit 0 "peak_bytes" "$EFFARCH" compare base.json mem.json --metric peak_bytes
 expect_exit 1 "INCOMPLETE: no matched pair has a value of decode_tokens_per_s on both sides (--metric)" \
   "$EFFARCH" compare base.json mem.json --metric peak_bytes --metric decode_tokens_per_s
+# A metric measured on one side of a matched pair only: said in its row, and a gate on that metric
+# (--metric) is incomplete, not passed (it was skipped without a word).
+expect_exit 0 "| decode_tokens_per_s | " "$EFFARCH" compare base.json half-speed.json
+expect_exit 0 "missing in new" "$EFFARCH" compare base.json half-speed.json
+expect_exit 1 "INCOMPLETE: matched points with a value on one side only (--metric): decode_tokens_per_s (1 pair(s))" \
+  "$EFFARCH" compare base.json half-speed.json --metric decode_tokens_per_s
 echo '{"schema": "effarch-bench", "schema_version": 0, "points": []}' > v0.json
 expect_exit 2 "v0.json: schema_version 0 is unknown" "$EFFARCH" compare v0.json same.json
 expect_exit 2 "not an effarch bench results file" "$EFFARCH" compare base.json "$SRC/configs/suites/quickstart.json"
