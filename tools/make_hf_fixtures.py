@@ -152,10 +152,10 @@ FIXTURES = {
     # Configs that leave out every key but the model's sizes (KEEP_ONLY): each config class's
     # defaults, as a Hub file from before a key existed gets them. The checkpoint's config.json is
     # the reduced file itself, not what save_pretrained writes back (which names every default), so
-    # effarch must take the class's default for each key it does not find. (Mistral's, Mixtral's
-    # and Jamba's 8 kv heads are kept: their 4 attention heads cannot share 8.)
+    # effarch must take the class's default for each key it does not find. (Mixtral's and Jamba's
+    # kv heads are kept: their default 8 cannot share the tiny models' 4 attention heads.)
     **{f"{base}-defaults": (f"tiny-{base}", {KEEP_ONLY: keep}) for base, keep in (
-        ("llama", []), ("mistral", ["num_key_value_heads"]), ("phi", []),
+        ("llama", []), ("mistral", []), ("phi", []),
         ("mixtral", ["num_key_value_heads"]), ("mamba", []), ("falcon-mamba", []),
         ("mamba2", ["num_heads", "head_dim", "expand"]), ("jamba", ["num_key_value_heads"]))},
     # bf16 (the model cast after the weights are drawn, its logits computed in bf16): Mamba's

@@ -147,11 +147,27 @@ nlohmann::json read_document(const std::string& path) {
 
 std::vector<Point> points_of(const nlohmann::json& doc) { return doc.at("points").get<std::vector<Point>>(); }
 
+namespace {
+
+// The file a path names through its symlinks, a dangling one's target too (what a write makes).
+std::filesystem::path through_links(std::filesystem::path p) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  for (int i = 0; i < 40 && fs::is_symlink(p, ec); ++i) {
+    const fs::path target = fs::read_symlink(p, ec);
+    if (ec) break;
+    p = target.is_absolute() ? target : p.parent_path() / target;
+  }
+  return p;
+}
+
+}  // namespace
+
 void check_output_path(const std::string& path, const std::string& option, OutputFolder folder) {
   namespace fs = std::filesystem;
   if (path.empty()) throw UsageError(fmt::format("{}: the path is empty", option));
   std::error_code ec;
-  const fs::path target(path);
+  const fs::path target = through_links(path);
   if (fs::is_directory(target, ec)) throw UsageError(fmt::format("{}: {} is a directory", option, path));
   if (fs::exists(target, ec) && !fs::is_regular_file(target, ec)) {
     // Written by renaming a new file over it: a device (/dev/null) or pipe would be replaced.
@@ -182,9 +198,8 @@ std::string system_reason() { return errno != 0 ? std::strerror(errno) : "unknow
 
 void write_atomically(const std::string& path, const std::string& text) {
   namespace fs = std::filesystem;
-  fs::path target(path);
+  const fs::path target = through_links(path);  // through a symlink, its target is replaced
   std::error_code ec;
-  if (fs::is_symlink(target, ec)) target = fs::weakly_canonical(target);  // the link's target is replaced
   if (target.has_parent_path()) fs::create_directories(target.parent_path());
   const std::string tmp = target.string() + ".partial";
   errno = 0;

@@ -175,10 +175,20 @@ int run_generate(const GenerateCmd& cmd) {
   generate::GenerateOptions gen;
   gen.max_new_tokens = cmd.max_new_tokens;
   gen.sampling = {cmd.temperature, cmd.top_k, cmd.top_p, cmd.seed};
-  // The model's eos ids (config.json, or generation_config.json's); the tokenizer's only for a
-  // model that names none (transformers' generate reads the model's alone).
-  gen.eos_ids = source.config.eos_token_ids;
-  if (gen.eos_ids.empty() && tok && tok->eos_id()) gen.eos_ids.push_back(*tok->eos_id());
+  // The model's eos ids: generation_config.json's where the checkpoint has one, else config.json's
+  // (transformers' generate reads the model's alone); the tokenizer's only for a model that says
+  // nothing of them. A generation_config.json that is not JSON is ignored, as transformers does.
+  model::ModelConfig stops = source.config;
+  if (source.checkpoint_dir && std::filesystem::is_regular_file(*source.checkpoint_dir / "generation_config.json")) {
+    try {
+      model::read_generation_config(*source.checkpoint_dir / "generation_config.json", stops);
+    } catch (const FormatError& e) {
+      fmt::print(stderr, "warning: {} (ignored, as transformers ignores it: generation stops at config.json's "
+                         "eos_token_id)\n", e.what());
+    }
+  }
+  gen.eos_ids = stops.eos_token_ids;
+  if (!stops.eos_given && tok && tok->eos_id()) gen.eos_ids.push_back(*tok->eos_id());
   std::optional<tokenizer::StreamDecoder> stream;
   if (!lead) {
     // Other ranks compute the same steps silently.

@@ -51,6 +51,12 @@ TensorStore TensorStore::open_folder(const fs::path& dir) {
   if (!fs::is_directory(dir)) throw CheckpointError(fmt::format("{}: not a checkpoint folder", dir.string()));
   TensorStore store;
   store.root_ = dir;
+  // model.safetensors alone where it is there, as transformers reads the folder (before an index,
+  // and beside other files: a Mistral release keeps its own consolidated.safetensors there).
+  if (fs::exists(dir / "model.safetensors")) {
+    add_file(store.files_, store.where_, SafetensorsFile::open(dir / "model.safetensors"));
+    return store;
+  }
   const fs::path index_path = dir / kIndexName;
   if (fs::exists(index_path)) {
     store.has_index_ = true;
@@ -99,12 +105,7 @@ TensorStore TensorStore::open_folder(const fs::path& dir) {
     }
     return store;
   }
-  // No index: model.safetensors alone where it is there, as transformers reads the folder (a
-  // Mistral release keeps its own consolidated.safetensors beside it); else every *.safetensors.
-  if (fs::exists(dir / "model.safetensors")) {
-    add_file(store.files_, store.where_, SafetensorsFile::open(dir / "model.safetensors"));
-    return store;
-  }
+  // Neither: every *.safetensors in the folder.
   const std::vector<fs::path> shards = weight_files(dir);
   if (shards.empty()) {
     std::string pickles;

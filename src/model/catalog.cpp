@@ -95,9 +95,6 @@ ModelSource resolve_model(const std::string& model) {
     src.config_path = builtin;
   }
   src.config = load_config(src.config_path);
-  if (src.checkpoint_dir && fs::is_regular_file(*src.checkpoint_dir / "generation_config.json")) {
-    read_generation_config(*src.checkpoint_dir / "generation_config.json", src.config);
-  }
   return src;
 }
 

@@ -138,6 +138,7 @@ ModelConfig parse_config(const nlohmann::json& doc, const std::string& source) {
   c.initializer_range = r.positive_number_or("initializer_range", 0.02);
   if (r.has("bos_token_id")) c.bos_token_id = r.integer("bos_token_id");
   c.eos_token_ids = eos_ids(r);
+  c.eos_given = doc.contains("eos_token_id");
 
   arch->parse(r, c);
   if (static_cast<int64_t>(c.layers.size()) != c.num_layers) {
@@ -148,8 +149,9 @@ ModelConfig parse_config(const nlohmann::json& doc, const std::string& source) {
 
 void read_generation_config(const std::filesystem::path& generation_config_json, ModelConfig& config) {
   const nlohmann::json doc = io::read_json_file(generation_config_json, /*python_literals=*/true);
-  if (!doc.is_object() || !doc.contains("eos_token_id")) return;
+  if (!doc.is_object()) throw FormatError(fmt::format("{}: must be a JSON object", generation_config_json.string()));
   config.eos_token_ids = eos_ids(ConfigReader(doc, generation_config_json.string()));
+  config.eos_given = true;
 }
 
 ModelConfig load_config(const std::filesystem::path& config_json) {

@@ -48,6 +48,14 @@ int64_t ConfigReader::positive_or(const std::string& key, int64_t fallback) cons
   return has(key) ? positive(key) : fallback;
 }
 
+int64_t ConfigReader::positive_aliased_or(const std::string& key, const std::string& alias, int64_t fallback) const {
+  if (has(key) && has(alias) && positive(key) != positive(alias)) {
+    fail(key, fmt::format("{} differs from '{}' = {}, which transformers reads as the same field", positive(key), alias,
+                          positive(alias)));
+  }
+  return has(key) ? positive(key) : positive_or(alias, fallback);
+}
+
 int64_t ConfigReader::non_negative_or(const std::string& key, int64_t fallback) const {
   if (!has(key)) return fallback;
   const int64_t v = integer(key);

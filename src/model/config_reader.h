@@ -26,6 +26,10 @@ class ConfigReader {
   double number_or(const std::string& key, double fallback) const;
   double positive_number_or(const std::string& key, double fallback) const;
   bool boolean_or(const std::string& key, bool fallback) const;
+  // A positive integer that transformers' config class also reads under another name (its
+  // attribute_map: Mixtral's num_experts for num_local_experts): `key`, else `alias`, else the
+  // fallback; both given and different is refused, naming both.
+  int64_t positive_aliased_or(const std::string& key, const std::string& alias, int64_t fallback) const;
   std::string string(const std::string& key) const;
   std::string string_or(const std::string& key, const std::string& fallback) const;
 

@@ -541,7 +541,7 @@ out=$("$EFFARCH" bench --suite dtype-suite.json 2>&1) || true
 [[ $out != *--dtype* ]] || fail "a suite's dtype blamed on --dtype: $out"
 # Numbers past what a field holds: refused by name (a range to 2^63 once looped forever; a suite's
 # reps past an int wrapped; a suite's non-string name was an internal error).
-expect_exit 2 "--prompt-lengths: 4294967296 tokens is past the longest sequence" \
+expect_exit 2 "--prompt-lengths: 2147483648 tokens is past the longest sequence" \
   "$EFFARCH" bench tiny-llama --prompt-lengths 1-9223372036854775807*2
 expect_exit 2 "--gen-tokens: 99999999999 tokens is past" "$EFFARCH" bench tiny-llama --gen-tokens 99999999999
 expect_exit 2 "--memory-limit: '1.5.5GB' is not a size" "$EFFARCH" bench tiny-llama --memory-limit 1.5.5GB
@@ -559,6 +559,9 @@ small=(tiny-llama --prompt-lengths 16,32 --reps 1 --warmup 0 --gen-tokens 2 --no
 mkdir -p linked && : > linked/target.json && ln -sf linked/target.json link.json
 "$EFFARCH" bench "${small[@]}" -o link.json > /dev/null 2>&1 || fail "bench -o through a symlink"
 [[ -L link.json && -s linked/target.json ]] || fail "bench -o replaced the symlink instead of writing its target"
+ln -sf linked/new.json dangling.json  # a link whose target is yet to be made
+"$EFFARCH" bench "${small[@]}" -o dangling.json > /dev/null 2>&1 || fail "bench -o through a dangling symlink"
+[[ -L dangling.json && -s linked/new.json ]] || fail "bench -o replaced a dangling symlink instead of making its target"
 # A file that cannot be written (a full disk; here the file size limit, its signal ignored so
 # writes fail with EFBIG): the figures are printed all the same, the failure is named with the
 # system's reason, and the exit code is 1, not a usage error's 2.

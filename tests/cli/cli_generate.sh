@@ -55,12 +55,13 @@ g2=$("$EFFARCH" generate "$SCRATCH/tiny-llama" --prompt-ids "$ids" -n 8 --attent
 [[ $g1 == "$g2" ]] || fail "eager and sdpa disagree"
 # The config's eos_token_id ends each sequence at its first EOS (kept), and the loop stops once
 # every sequence has ended: a token of the greedy run made the EOS, as an integer and as a list.
-# A generation_config.json naming eos_token_id overrides the config's, as transformers' generate
-# takes it (Llama-3-Instruct's lists <|eot_id|> there), and its null means none.
+# A generation_config.json's eos_token_id replaces the config's, as transformers' generate reads
+# the file alone (Llama-3-Instruct's lists <|eot_id|> there): null or absent there means none. A
+# file that is not JSON is ignored with a warning (transformers ignores it too).
 cp -r "$SCRATCH/tiny-llama" "$SCRATCH/tiny-llama-eos"
 "$EFFARCH" generate "$SCRATCH/tiny-llama" --prompt-ids "1,2,3;4,5,6" -n 16 --json > "$SCRATCH/eos-full.json" ||
   fail "generate for the EOS check"
-for form in int list generation generation-null; do
+for form in int list generation generation-null generation-absent generation-broken; do
   "$PYTHON" - "$SCRATCH" "$form" "$EFFARCH" <<'PY' || fail "config eos_token_id ($form) does not end generation as it should"
 import json, pathlib, subprocess, sys
 root, form = pathlib.Path(sys.argv[1]), sys.argv[2]
@@ -74,7 +75,13 @@ if form in ("int", "list"):
 else:  # the config's eos is one the run makes; the file's replaces it
     cfg["eos_token_id"] = full[0][1]
     eos = [full[1][1]] if form == "generation" else []
-    generation.write_text(json.dumps({"bos_token_id": 1, "eos_token_id": eos or None}))
+    if form == "generation-absent":
+        generation.write_text(json.dumps({"bos_token_id": 1}))
+    elif form == "generation-broken":
+        generation.write_text("{")
+        eos = [full[0][1]]
+    else:
+        generation.write_text(json.dumps({"bos_token_id": 1, "eos_token_id": eos or None}))
 (root / "tiny-llama-eos" / "config.json").write_text(json.dumps(cfg))
 out = json.loads(subprocess.run([sys.argv[3], "generate", str(root / "tiny-llama-eos"), "--prompt-ids", "1,2,3;4,5,6",
                                  "-n", "16", "--json"], check=True, capture_output=True, text=True).stdout)

@@ -40,13 +40,17 @@ TEST(Checkpoint, ShardsWithoutIndex) {
   EXPECT_EQ(store.size(), 2u);
 }
 
-// Without an index, model.safetensors is read alone where it is there (as transformers reads the
-// folder: Mistral's releases keep consolidated.safetensors, under other names, beside it).
+// model.safetensors is read alone where it is there, as transformers reads the folder: before an
+// index, and beside other files (Mistral's releases keep consolidated.safetensors there).
 TEST(Checkpoint, ModelSafetensorsIsReadAloneBesideOtherFiles) {
   TempDir dir;
   save_safetensors(dir / "model.safetensors", {{"a", at::ones({2})}});
   save_safetensors(dir / "consolidated.safetensors", {{"tok_embeddings.weight", at::ones({2})}});
+  EXPECT_EQ(TensorStore::open_folder(dir.path()).names(), (std::vector<std::string>{"a"}));
+  save_safetensors(dir / "model-00001-of-00001.safetensors", {{"b", at::ones({2})}});
+  write_index(dir.path(), {{"b", "model-00001-of-00001.safetensors"}}, 8);
   const auto store = TensorStore::open_folder(dir.path());
+  EXPECT_FALSE(store.has_index());
   EXPECT_EQ(store.names(), (std::vector<std::string>{"a"}));
 }
 

@@ -12,7 +12,7 @@ namespace effarch {
 
 enum class DType : uint8_t {
   F64, F32, F16, BF16, I64, I32, I16, I8, U8, BOOL,
-  F8_E4M3, F8_E5M2,  // read as raw bytes (uint8 tensors)
+  F8_E4M3, F8_E5M2,  // read as ATen's float8 types (e4m3fn, e5m2)
 };
 
 // Bytes per element.
@@ -20,7 +20,7 @@ size_t dtype_size(DType dtype);
 // The safetensors spelling ("F32", "BF16", ...).
 std::string_view safetensors_name(DType dtype);
 std::optional<DType> dtype_from_safetensors(std::string_view name);
-// The ATen type a tensor of this dtype is materialised as (F8 types become kByte).
+// The ATen type a tensor of this dtype is materialised as (F8: kFloat8_e4m3fn, kFloat8_e5m2).
 at::ScalarType to_scalar_type(DType dtype);
 std::optional<DType> dtype_from_scalar_type(at::ScalarType type);
 

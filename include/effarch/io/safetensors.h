@@ -56,7 +56,7 @@ class SafetensorsFile {
   const TensorInfo* find(const std::string& name) const;
   const TensorInfo& info(const std::string& name) const;  // throws naming file and tensor
 
-  // A read-only CPU tensor on the mapping (F8 types as uint8). Copied when the data is not
+  // A read-only CPU tensor on the mapping (F8 types as ATen's float8). Copied when the data is not
   // aligned to its element size. Do not write into it.
   at::Tensor view(const std::string& name) const;
   // The tensor converted to `dtype` on `device` (a view when nothing needs to change).

@@ -9,9 +9,10 @@
 
 namespace effarch::model {
 
-// The longest sequence (prompt and generated tokens) a run takes: 2^31 tokens. The options that
-// set a length are refused past it by name (a larger one once overflowed into a negative length).
-constexpr int64_t kMaxSequenceTokens = int64_t{1} << 31;
+// The longest sequence (prompt and generated tokens) a run takes: 2^31 - 1 tokens (the kernels'
+// sizes are ints). The options that set a length are refused past it by name (a larger one once
+// overflowed into a negative length).
+constexpr int64_t kMaxSequenceTokens = (int64_t{1} << 31) - 1;
 
 struct LayerCache {
   at::Tensor k, v;            // attention: [B, kv_heads, max_len, head_dim]

@@ -102,8 +102,11 @@ struct ModelConfig {
   double initializer_range = 0.02;
   std::optional<int64_t> bos_token_id;
   // Where generation stops: config.json's eos_token_id, or a checkpoint's generation_config.json's
-  // where that file names one (read_generation_config), as transformers' generate stops.
+  // where there is that file (read_generation_config), as transformers' generate stops. eos_given:
+  // the model says (the key in config.json, null meaning none, or that file); else `generate`
+  // falls back on the tokenizer's EOS.
   std::vector<int64_t> eos_token_ids;
+  bool eos_given = false;
 
   std::optional<AttentionConfig> attention;
   std::optional<MambaConfig> mamba;
@@ -125,9 +128,10 @@ std::string to_string(FfnKind kind);
 // the key for an unknown architecture, a missing or ill-typed key or an impossible value.
 ModelConfig parse_config(const nlohmann::json& doc, const std::string& source);
 ModelConfig load_config(const std::filesystem::path& config_json);
-// A checkpoint's generation_config.json: where it has eos_token_id (an id, a list, or null for
-// none), that replaces the config's, as transformers' GenerationConfig takes the file's over
-// config.json's. Throws ConfigError naming the file for malformed JSON or ids.
+// A checkpoint's generation_config.json: its eos_token_id (an id, a list; absent or null: none)
+// replaces the config's, as transformers' generate reads the file alone where there is one.
+// Throws FormatError for a file that is not JSON (transformers ignores such a file: `generate`
+// warns and keeps the config's) and ConfigError naming the file for ids that are not integers.
 void read_generation_config(const std::filesystem::path& generation_config_json, ModelConfig& config);
 
 }  // namespace effarch::model

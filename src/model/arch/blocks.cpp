@@ -47,10 +47,14 @@ AttentionConfig parse_attention(const ConfigReader& r, int64_t hidden, const Att
 
   RopeConfig rope;
   // transformers 5 may nest rope keys in "rope_parameters"; 4.x keeps rope_theta and rope_scaling.
+  // As 5.23's convert_rope_params_to_dict: a non-empty rope_scaling replaces rope_parameters.
   const nlohmann::json empty = nlohmann::json::object();
-  const nlohmann::json& params = r.has("rope_parameters") ? r.doc().at("rope_parameters") : empty;
-  if (!params.is_object()) r.fail("rope_parameters", "must be an object");
-  ConfigReader p(params, r.source() + " (rope_parameters)");
+  const bool scaling_dict = r.has("rope_scaling") && r.doc().at("rope_scaling").is_object() &&
+                            !r.doc().at("rope_scaling").empty();
+  const std::string params_key = scaling_dict ? "rope_scaling" : "rope_parameters";
+  const nlohmann::json& params = r.has(params_key) ? r.doc().at(params_key) : empty;
+  if (!params.is_object()) r.fail(params_key, "must be an object");
+  ConfigReader p(params, r.source() + " (" + params_key + ")");
   // As transformers' standardize_rope_params: a key inside rope_parameters wins over the top level's.
   rope.theta = p.has("rope_theta") ? p.positive_number_or("rope_theta", keys.default_rope_theta)
                                    : r.positive_number_or("rope_theta", keys.default_rope_theta);

@@ -35,7 +35,7 @@ void parse_jamba(const ConfigReader& r, ModelConfig& c) {
   c.mamba = m;
 
   MoeConfig moe;
-  moe.num_experts = r.positive_or("num_experts", 16);
+  moe.num_experts = r.positive_aliased_or("num_experts", "num_local_experts", 16);
   moe.top_k = r.positive_or("num_experts_per_tok", 2);
   if (moe.top_k > moe.num_experts) {
     r.fail("num_experts_per_tok", fmt::format("{} exceeds num_experts {}", moe.top_k, moe.num_experts));

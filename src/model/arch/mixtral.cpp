@@ -16,7 +16,7 @@ void parse_mixtral(const ConfigReader& r, ModelConfig& c) {
   keys.default_max_position = 4096 * 32;
   parse_llama_style(r, c, Family::MoE, 1e-5, keys);
   MoeConfig moe;
-  moe.num_experts = r.positive_or("num_local_experts", 8);  // MixtralConfig's defaults
+  moe.num_experts = r.positive_aliased_or("num_local_experts", "num_experts", 8);  // MixtralConfig's defaults
   moe.top_k = r.positive_or("num_experts_per_tok", 2);
   if (moe.top_k > moe.num_experts) {
     r.fail("num_experts_per_tok", fmt::format("{} exceeds num_local_experts {}", moe.top_k, moe.num_experts));
