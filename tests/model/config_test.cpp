@@ -223,6 +223,28 @@ TEST(Config, RopeKeysInRopeParametersWinOverTheTopLevel) {
   json mixtral = io::read_json_file(configs_dir() / "models" / "tiny-mixtral.json");
   mixtral.erase("rope_theta");
   EXPECT_EQ(parse(mixtral).attention->rope->theta, 1e6);  // MixtralConfig's default_theta
+  // A non-empty rope_scaling replaces rope_parameters (5.23's convert_rope_params_to_dict).
+  phi["rope_parameters"] = {{"rope_type", "default"}, {"rope_theta", 700.0}, {"partial_rotary_factor", 0.4}};
+  phi["rope_scaling"] = {{"rope_type", "linear"}, {"factor", 2.0}, {"rope_theta", 900.0}};
+  c = parse(phi);
+  EXPECT_EQ(c.attention->rope->theta, 900.0);
+  EXPECT_EQ(c.attention->rope->rotary_dim, 20);  // rope_parameters' 0.4 gone with it: PhiConfig's 0.5
+  EXPECT_EQ(c.attention->rope->type, "linear");
+}
+
+// The names a config class's attribute_map gives a field are read too: Mixtral's num_experts,
+// Jamba's num_local_experts; both given and different is refused.
+TEST(Config, ExpertCountAliases) {
+  json mixtral = io::read_json_file(configs_dir() / "models" / "tiny-mixtral.json");
+  mixtral.erase("num_local_experts");
+  mixtral["num_experts"] = 4;
+  EXPECT_EQ(parse(mixtral).moe->num_experts, 4);
+  mixtral["num_local_experts"] = 6;
+  EXPECT_THROW_WITH(parse(mixtral), ConfigError, {"'num_local_experts'", "'num_experts'"});
+  json jamba = io::read_json_file(configs_dir() / "models" / "tiny-jamba.json");
+  jamba.erase("num_experts");
+  jamba["num_local_experts"] = 8;
+  EXPECT_EQ(parse(jamba).moe->num_experts, 8);
 }
 
 // Every field that changes the computation and that effarch does not implement is refused at
