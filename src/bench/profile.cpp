@@ -344,10 +344,8 @@ json profile_model(const ProfileSpec& spec) {
   if (spec.batch < 1) throw UsageError("--batch must be at least 1");
   if (spec.context < 1) throw UsageError("--context must be at least 1");
   if (spec.steps < 1) throw UsageError("--steps must be at least 1");
-  if (spec.context > model::kMaxSequenceTokens || spec.steps > model::kMaxSequenceTokens) {
-    throw UsageError(fmt::format("--context {} and --steps {}: past the longest sequence effarch runs ({} tokens)",
-                                 spec.context, spec.steps, model::kMaxSequenceTokens));
-  }
+  model::check_sequence_tokens(spec.context, "--context");
+  model::check_sequence_tokens(spec.steps, "--steps");
   if (spec.warmup < 0) throw UsageError("--warmup must be at least 0");
   const model::ModelSource source = model::resolve_model(spec.model);
   const at::Device device = parse_device(spec.device, "--device");

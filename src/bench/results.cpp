@@ -161,6 +161,8 @@ std::filesystem::path through_links(std::filesystem::path p) {
   return p;
 }
 
+std::string system_reason() { return errno != 0 ? std::strerror(errno) : "unknown reason"; }
+
 }  // namespace
 
 void check_output_path(const std::string& path, const std::string& option, OutputFolder folder) {
@@ -189,12 +191,6 @@ void check_output_path(const std::string& path, const std::string& option, Outpu
     throw UsageError(fmt::format("{}: cannot write {} (permission denied)", option, path));
   }
 }
-
-namespace {
-
-std::string system_reason() { return errno != 0 ? std::strerror(errno) : "unknown reason"; }
-
-}  // namespace
 
 void write_atomically(const std::string& path, const std::string& text) {
   namespace fs = std::filesystem;
@@ -225,12 +221,12 @@ LineLog::LineLog(const std::string& path) : path_(path), out_(path, std::ios::tr
 }
 
 void LineLog::append(const std::string& line) {
-  if (!ok_) return;
+  if (failed_) return;
   errno = 0;
   out_ << line << "\n";
   out_.flush();
   if (!out_) {
-    ok_ = false;
+    failed_ = true;
     fmt::print(stderr, "warning: -o: writing {} failed ({}); the run goes on, and its results are printed and "
                        "written at the end\n", path_, system_reason());
   }

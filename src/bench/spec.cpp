@@ -175,10 +175,7 @@ SweepSpec load_suite(const std::string& name_or_path, const SweepSpec& defaults)
   const std::string src = path.string();
   if (!doc.is_object()) throw UsageError(fmt::format("{}: a suite is a JSON object", src));
   SweepSpec s = defaults;
-  if (doc.contains("name") && !doc.at("name").is_string()) {
-    throw UsageError(fmt::format("{}: 'name' must be a string", src));
-  }
-  s.suite_name = doc.value("name", path.stem().string());
+  s.suite_name = path.stem().string();  // or the file's "name" (below)
   auto ints = [&](const nlohmann::json& v, const std::string& key) {
     if (v.is_string()) return parse_int_list(v.get<std::string>(), src + ": '" + key + "'");
     if (!v.is_array()) throw UsageError(fmt::format("{}: '{}' must be a list or a range string", src, key));
@@ -210,7 +207,11 @@ SweepSpec load_suite(const std::string& name_or_path, const SweepSpec& defaults)
   };
   constexpr int64_t kIntMax = std::numeric_limits<int>::max();
   for (const auto& [key, v] : doc.items()) {
-    if (key == "name" || key == "description") {
+    if (key == "name") {
+      s.suite_name = str(v, key);
+      continue;
+    }
+    if (key == "description") {
       (void)str(v, key);
       continue;
     }

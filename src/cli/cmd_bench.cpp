@@ -97,14 +97,8 @@ int run_bench(const BenchCmd& cmd) {
   check_threads(spec.threads, cmd.threads ? "--threads" : "the suite's threads");
   spec.seed = cmd.seed;
   if (spec.gen_tokens < 1) throw UsageError("--gen-tokens must be at least 1");
-  std::vector<std::pair<const char*, int64_t>> lengths{{"--gen-tokens", spec.gen_tokens}};
-  for (int64_t n : spec.prompt_lengths) lengths.emplace_back("--prompt-lengths", n);
-  for (const auto& [option, n] : lengths) {
-    if (n > model::kMaxSequenceTokens) {
-      throw UsageError(fmt::format("{}: {} tokens is past the longest sequence effarch runs ({})", option, n,
-                                   model::kMaxSequenceTokens));
-    }
-  }
+  model::check_sequence_tokens(spec.gen_tokens, "--gen-tokens");
+  for (int64_t n : spec.prompt_lengths) model::check_sequence_tokens(n, "--prompt-lengths");
   if (spec.reps < 1) throw UsageError("--reps must be at least 1");
   if (spec.warmup < 0) throw UsageError("--warmup must be at least 0");
   if (cmd.mode) spec.modes = bench::parse_modes(*cmd.mode, "--mode");

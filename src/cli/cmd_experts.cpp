@@ -232,12 +232,11 @@ int run_experts(const ExpertsCmd& cmd) {
   nlohmann::json router_json;
   if (cmd.router_layer) {
     const int l = *cmd.router_layer;
-    const std::string& out = router_out;
     const at::Tensor w = model->weights().get(l, "moe.router.weight").to(at::kCPU).contiguous();
-    io::save_safetensors(out, {{"router.weight", w}},
+    io::save_safetensors(router_out, {{"router.weight", w}},
                          {{"model", source.name}, {"layer", std::to_string(l)}, {"layout", "[num_experts, hidden]"}});
-    fmt::print("router matrix of layer {} [{}] written to {}\n", l, fmt::join(w.sizes(), ", "), out);
-    router_json = {{"layer", l}, {"file", out}, {"shape", w.sizes().vec()}};
+    fmt::print("router matrix of layer {} [{}] written to {}\n", l, fmt::join(w.sizes(), ", "), router_out);
+    router_json = {{"layer", l}, {"file", router_out}, {"shape", w.sizes().vec()}};
   }
 
   if (!cmd.json.empty()) {

@@ -69,10 +69,13 @@ at::Tensor parse_prompt_ids(const std::string& text, int64_t vocab) {
     token.clear();
   };
   bool comma = false;  // the last separator was a comma: an id must follow it ("1,,2" or "1," is refused)
+  const auto empty_entry = [&] {
+    throw UsageError(fmt::format("--prompt-ids: an empty entry in '{}' (ids separated by commas, prompts by ;)", text));
+  };
   for (char ch : text) {
     if (ch == ',') {
       if (token.empty() && (comma || rows.back().empty())) {
-        throw UsageError(fmt::format("--prompt-ids: an empty entry in '{}' (ids separated by commas, prompts by ;)", text));
+        empty_entry();
       }
       flush();
       comma = true;
@@ -80,7 +83,7 @@ at::Tensor parse_prompt_ids(const std::string& text, int64_t vocab) {
       flush();
     } else if (ch == ';') {
       if (comma && token.empty()) {
-        throw UsageError(fmt::format("--prompt-ids: an empty entry in '{}' (ids separated by commas, prompts by ;)", text));
+        empty_entry();
       }
       comma = false;
       flush();
@@ -91,7 +94,7 @@ at::Tensor parse_prompt_ids(const std::string& text, int64_t vocab) {
     }
   }
   if (comma && token.empty()) {
-    throw UsageError(fmt::format("--prompt-ids: an empty entry in '{}' (ids separated by commas, prompts by ;)", text));
+    empty_entry();
   }
   flush();
   for (const auto& r : rows) {
@@ -178,17 +181,18 @@ int run_generate(const GenerateCmd& cmd) {
   // The model's eos ids: generation_config.json's where the checkpoint has one, else config.json's
   // (transformers' generate reads the model's alone); the tokenizer's only for a model that says
   // nothing of them. A generation_config.json that is not JSON is ignored, as transformers does.
-  model::ModelConfig stops = source.config;
+  gen.eos_ids = source.config.eos_token_ids;
+  bool eos_given = source.config.eos_given;
   if (source.checkpoint_dir && std::filesystem::is_regular_file(*source.checkpoint_dir / "generation_config.json")) {
     try {
-      model::read_generation_config(*source.checkpoint_dir / "generation_config.json", stops);
+      gen.eos_ids = model::generation_config_eos(*source.checkpoint_dir / "generation_config.json");
+      eos_given = true;
     } catch (const FormatError& e) {
       fmt::print(stderr, "warning: {} (ignored, as transformers ignores it: generation stops at config.json's "
                          "eos_token_id)\n", e.what());
     }
   }
-  gen.eos_ids = stops.eos_token_ids;
-  if (!stops.eos_given && tok && tok->eos_id()) gen.eos_ids.push_back(*tok->eos_id());
+  if (!eos_given && tok && tok->eos_id()) gen.eos_ids.push_back(*tok->eos_id());
   std::optional<tokenizer::StreamDecoder> stream;
   if (!lead) {
     // Other ranks compute the same steps silently.

@@ -23,10 +23,7 @@ std::vector<int64_t> to_host(const at::Tensor& ids) {
 GenerateResult generate(model::Model& model, const at::Tensor& prompts, const GenerateOptions& options) {
   if (prompts.dim() != 2 || prompts.size(1) == 0) throw UsageError("generate: prompts must be [batch, tokens] with tokens > 0");
   if (options.max_new_tokens <= 0) throw UsageError(fmt::format("-n must be positive, got {}", options.max_new_tokens));
-  if (options.max_new_tokens > model::kMaxSequenceTokens) {
-    throw UsageError(fmt::format("-n: {} tokens is past the longest sequence effarch runs ({})", options.max_new_tokens,
-                                 model::kMaxSequenceTokens));
-  }
+  model::check_sequence_tokens(options.max_new_tokens, "-n");
   const int64_t batch = prompts.size(0), len = prompts.size(1);
   const auto& config = model.config();
   if (config.attention && config.max_position_embeddings && len + options.max_new_tokens > *config.max_position_embeddings) {

@@ -147,11 +147,10 @@ ModelConfig parse_config(const nlohmann::json& doc, const std::string& source) {
   return c;
 }
 
-void read_generation_config(const std::filesystem::path& generation_config_json, ModelConfig& config) {
+std::vector<int64_t> generation_config_eos(const std::filesystem::path& generation_config_json) {
   const nlohmann::json doc = io::read_json_file(generation_config_json, /*python_literals=*/true);
   if (!doc.is_object()) throw FormatError(fmt::format("{}: must be a JSON object", generation_config_json.string()));
-  config.eos_token_ids = eos_ids(ConfigReader(doc, generation_config_json.string()));
-  config.eos_given = true;
+  return eos_ids(ConfigReader(doc, generation_config_json.string()));
 }
 
 ModelConfig load_config(const std::filesystem::path& config_json) {

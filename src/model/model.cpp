@@ -306,6 +306,13 @@ Shard shard_of(const ModelOptions& options) {
 
 }  // namespace
 
+void check_sequence_tokens(int64_t tokens, const std::string& option) {
+  if (tokens > kMaxSequenceTokens) {
+    throw UsageError(fmt::format("{}: {} tokens is past the longest sequence effarch runs ({})", option, tokens,
+                                 kMaxSequenceTokens));
+  }
+}
+
 std::unique_ptr<Model> Model::load(const ModelSource& source, const ModelOptions& options) {
   check_decode_mode(source.config, options);
   resolve_implementations(source.config, options);

@@ -66,7 +66,7 @@ expect_exit 2 "--prompt-ids: an empty entry in '1,,2'" "$EFFARCH" generate tiny-
 expect_exit 2 "--prompt-ids: an empty entry in ',1'" "$EFFARCH" generate tiny-llama --prompt-ids ,1
 expect_exit 2 "--prompt-ids: an empty entry in '1,2,'" "$EFFARCH" generate tiny-llama --prompt-ids 1,2,
 expect_exit 2 "-n: 99999999999 tokens is past the longest sequence" "$EFFARCH" generate tiny-mamba --prompt-ids 1,2 -n 99999999999
-expect_exit 2 "--context 99999999999 and --steps 8: past the longest sequence" "$EFFARCH" profile tiny-mamba --context 99999999999
+expect_exit 2 "--context: 99999999999 tokens is past the longest sequence" "$EFFARCH" profile tiny-mamba --context 99999999999
 : > "$SCRATCH/model.safetensors"
 expect_exit 2 "is a safetensors file: give the checkpoint folder" "$EFFARCH" info "$SCRATCH/model.safetensors"
 expect_exit 2 "OUT_DIR: the path is empty" "$EFFARCH" init tiny-llama ""

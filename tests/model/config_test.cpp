@@ -385,11 +385,8 @@ TEST(Config, GenerationConfigEosReplacesTheConfigs) {
   const fs::path dir = fs::temp_directory_path() / "effarch_generation_config_test";
   fs::create_directories(dir);
   const auto with = [&](const std::string& text) {
-    ModelConfig c = parse(tiny_llama());
-    c.eos_token_ids = {2};
     std::ofstream(dir / "generation_config.json") << text;
-    read_generation_config(dir / "generation_config.json", c);
-    return c.eos_token_ids;
+    return generation_config_eos(dir / "generation_config.json");
   };
   EXPECT_EQ(with(R"({"eos_token_id": [128001, 128009]})"), (std::vector<int64_t>{128001, 128009}));
   EXPECT_EQ(with(R"({"eos_token_id": 7})"), (std::vector<int64_t>{7}));

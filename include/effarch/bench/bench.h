@@ -167,18 +167,17 @@ std::vector<Point> points_of(const nlohmann::json& doc);
 void write_atomically(const std::string& path, const std::string& text);
 // The .jsonl beside a results file: each point or row appended and flushed as it finishes. A
 // failed write (a full disk) warns once, naming the file and the system's reason, and the run goes
-// on (its results are still printed and written at the end); ok() says whether every line went.
+// on (its results are still printed and written at the end), appending nothing more.
 class LineLog {
  public:
   // Truncates `path`; a UsageError naming -o when it cannot be opened.
   explicit LineLog(const std::string& path);
   void append(const std::string& line);
-  bool ok() const { return ok_; }
 
  private:
   std::string path_;
   std::ofstream out_;
-  bool ok_ = true;
+  bool failed_ = false;
 };
 // Whether an output path can be written, checked before any work: a UsageError naming `option`
 // for an empty path, a directory, a path that exists and is not a regular file (a device such as

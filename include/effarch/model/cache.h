@@ -3,6 +3,7 @@
 // whichever state its mixer needs (K/V for attention; conv and SSM state for Mamba layers).
 
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include <ATen/core/Tensor.h>
@@ -13,6 +14,8 @@ namespace effarch::model {
 // sizes are ints). The options that set a length are refused past it by name (a larger one once
 // overflowed into a negative length).
 constexpr int64_t kMaxSequenceTokens = (int64_t{1} << 31) - 1;
+// A UsageError naming `option` when `tokens` is past kMaxSequenceTokens (model.cpp).
+void check_sequence_tokens(int64_t tokens, const std::string& option);
 
 struct LayerCache {
   at::Tensor k, v;            // attention: [B, kv_heads, max_len, head_dim]

@@ -101,8 +101,8 @@ struct ModelConfig {
   at::ScalarType torch_dtype = at::kFloat;
   double initializer_range = 0.02;
   std::optional<int64_t> bos_token_id;
-  // Where generation stops: config.json's eos_token_id, or a checkpoint's generation_config.json's
-  // where there is that file (read_generation_config), as transformers' generate stops. eos_given:
+  // Where generation stops: config.json's eos_token_id (a checkpoint's generation_config.json,
+  // generation_config_eos, replaces it in `generate`), as transformers' generate stops. eos_given:
   // the model says (the key in config.json, null meaning none, or that file); else `generate`
   // falls back on the tokenizer's EOS.
   std::vector<int64_t> eos_token_ids;
@@ -128,10 +128,10 @@ std::string to_string(FfnKind kind);
 // the key for an unknown architecture, a missing or ill-typed key or an impossible value.
 ModelConfig parse_config(const nlohmann::json& doc, const std::string& source);
 ModelConfig load_config(const std::filesystem::path& config_json);
-// A checkpoint's generation_config.json: its eos_token_id (an id, a list; absent or null: none)
-// replaces the config's, as transformers' generate reads the file alone where there is one.
+// A checkpoint's generation_config.json's eos_token_id (an id, a list; absent or null: none),
+// which replaces the config's, as transformers' generate reads the file alone where there is one.
 // Throws FormatError for a file that is not JSON (transformers ignores such a file: `generate`
 // warns and keeps the config's) and ConfigError naming the file for ids that are not integers.
-void read_generation_config(const std::filesystem::path& generation_config_json, ModelConfig& config);
+std::vector<int64_t> generation_config_eos(const std::filesystem::path& generation_config_json);
 
 }  // namespace effarch::model

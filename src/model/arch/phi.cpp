@@ -13,11 +13,11 @@ void parse_phi(const ConfigReader& r, ModelConfig& c) {
   c.tie_word_embeddings = r.boolean_or("tie_word_embeddings", false);
   c.lm_head_bias = true;
   c.parallel_block = true;
-  c.max_position_embeddings = r.positive_or("max_position_embeddings", 2048);  // PhiConfig's default
   if (r.boolean_or("qk_layernorm", false)) r.fail("qk_layernorm", "true is not supported");
   AttentionKeys keys;
   keys.partial_rotary = true;  // Phi-2: 0.4 of each head
-  keys.default_partial_rotary = 0.5;  // PhiConfig's, when the key is absent
+  keys.default_partial_rotary = 0.5;  // PhiConfig's, when the key is absent (its max positions: the 2048 default)
+  c.max_position_embeddings = r.positive_or("max_position_embeddings", keys.default_max_position);
   c.attention = parse_attention(r, c.hidden_size, keys);
   c.attention->qkv_bias = true;
   c.attention->out_bias = true;
